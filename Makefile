@@ -1,0 +1,21 @@
+# Convenience front end over CMake: `make`, `make test`, `make asan`,
+# `make bench-llm` (QUICK=1 for the CI smoke run).
+BUILD ?= build
+JOBS ?= $(shell nproc)
+
+all:
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+test: all
+	cd $(BUILD) && ctest --output-on-failure -j 2 --timeout 300
+
+asan:
+	@cmake -S . -B build-asan -DEM_SANITIZE=address,undefined >/dev/null
+	@cmake --build build-asan -j $(JOBS)
+	cd build-asan && ctest --output-on-failure -j 2 --timeout 600 -LE nosan
+
+clean:
+	rm -rf build build-asan build-tsan build-fuzz
+
+.PHONY: all test asan clean

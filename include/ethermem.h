@@ -1,0 +1,235 @@
+/*
+ * ethermem.h - the one public header of libethermem.
+ *
+ * libethermem lets a program use DRAM exported by memory nodes (ethermemd) on
+ * other servers as one pool. The object model follows libibverbs: a pool
+ * (the connection to a set of nodes) owns regions (remote byte ranges, possibly
+ * striped over several nodes) and queues (in-flight work with a completion
+ * ring). Synchronous calls are thin wrappers over a queue.
+ *
+ * Conventions, everywhere:
+ *  - every name carries the em_ / EM_ prefix;
+ *  - int-returning calls give 0 (or a count) on success and -errno on failure;
+ *    em_strerror() turns any such code into text;
+ *  - whatever the library allocates has its destroy/close call;
+ *  - option structs start with their own size so they can grow.
+ *
+ * Thread safety: em_pool_* calls, em_region_* calls and the synchronous
+ * em_read/em_write/em_atomic are safe to call from several threads at once on
+ * the same pool (they serialise on the pool's default queue; for parallel I/O
+ * give each thread its own em_queue). An em_queue is used by one thread at a
+ * time. em_strerror() is thread-safe.
+ */
+#ifndef ETHERMEM_H
+#define ETHERMEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EM_VERSION_MAJOR 0
+#define EM_VERSION_MINOR 1
+#define EM_VERSION_STRING "0.1.0"
+
+/* Errors specific to ethermem, beyond the errno values also used
+ * (ENOSPC node full, ENOENT no such region, EACCES not yours, ERANGE past the
+ * end, EINVAL bad argument, EPROTO bad message, ETIMEDOUT, ECONNRESET ...). */
+#define EM_EAUTH 4096    /* the cluster secret was refused (or refused us) */
+#define EM_EVERSION 4097 /* the peer speaks another protocol version */
+#define EM_ENONODE 4098  /* a node holding part of the region is not in the pool */
+
+typedef struct em_pool em_pool;
+typedef struct em_region em_region;
+typedef struct em_queue em_queue;
+
+/* Transport of the data path. The control path is always TCP. */
+enum em_transport {
+	EM_TRANSPORT_DEFAULT = 0, /* ETHERMEM_TRANSPORT, else TCP */
+	EM_TRANSPORT_TCP = 1,
+	EM_TRANSPORT_OX = 2, /* OmniXtend over raw Ethernet */
+};
+
+struct em_pool_opts {
+	size_t size;             /* sizeof(struct em_pool_opts) */
+	const char *nodes;       /* "tcp://h1:7420,tcp://h2:7420"; NULL: ETHERMEM_NODES, then the config file */
+	const char *secret_file; /* NULL: ETHERMEM_SECRET_FILE, then the config file */
+	const char *config_file; /* NULL: ETHERMEM_CONFIG, then /etc/ethermem/client.conf if it exists */
+	int timeout_ms;          /* per request; 0: ETHERMEM_TIMEOUT_MS, else 10000 */
+	enum em_transport transport;
+	const char *ox_iface;    /* interface for EM_TRANSPORT_OX; NULL: ETHERMEM_OX_IFACE */
+};
+
+/* Connect to every node of the pool and authenticate. opts may be NULL (all
+ * from the environment / config file). */
+int em_pool_connect(em_pool **out, const struct em_pool_opts *opts);
+void em_pool_close(em_pool *pool);
+/* Number of nodes in the pool. */
+int em_pool_nodes(const em_pool *pool);
+
+/* ---- regions ---- */
+
+#define EM_NAME_MAX 63 /* bytes in a region name, without the NUL */
+
+struct em_region_opts {
+	size_t size;          /* sizeof(struct em_region_opts) */
+	uint64_t chunk_size;  /* striping unit when the region spans nodes; 0: 4 MiB */
+	unsigned flags;       /* EM_REGION_* */
+};
+#define EM_REGION_EXCL 1u /* named create fails with -EEXIST if the name exists */
+
+/* Create a region of `bytes` bytes. name NULL: anonymous, freed when the pool
+ * connection closes. A name: persists on the nodes until em_region_delete(),
+ * and any authenticated client may em_region_open() it. Without
+ * EM_REGION_EXCL, creating an existing name of the same size opens it. */
+int em_region_create(em_pool *pool, const char *name, uint64_t bytes,
+		     const struct em_region_opts *opts, em_region **out);
+int em_region_open(em_pool *pool, const char *name, em_region **out);
+/* Drops this handle; frees an anonymous region. */
+int em_region_close(em_region *region);
+/* Deletes a named region on all nodes. Open handles elsewhere get -ENOENT on
+ * their next access. */
+int em_region_delete(em_pool *pool, const char *name);
+uint64_t em_region_size(const em_region *region);
+em_pool *em_region_pool(const em_region *region);
+
+struct em_region_info {
+	char name[EM_NAME_MAX + 1];
+	uint64_t size;       /* bytes of the whole region */
+	uint64_t chunk_size;
+	unsigned nodes;      /* nodes it is striped over */
+};
+/* Lists named regions of the pool into info[0..max); returns how many exist
+ * (may exceed max). */
+int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max);
+
+/* ---- synchronous one-sided operations ---- */
+
+int em_read(em_region *region, uint64_t offset, void *buf, size_t len);
+int em_write(em_region *region, uint64_t offset, const void *buf, size_t len);
+
+/* Remote atomics on an aligned 64-bit word: the OmniXtend TL-UH arithmetic and
+ * logical set plus compare-and-swap. Each returns the old value in *old
+ * (may be NULL). Atomic against every other client of the region. */
+enum em_atomic_op {
+	EM_ATOMIC_CAS = 0,  /* if (*p == compare) *p = operand */
+	EM_ATOMIC_FADD = 1,
+	EM_ATOMIC_SWAP = 2,
+	EM_ATOMIC_SMIN = 3, /* signed */
+	EM_ATOMIC_SMAX = 4,
+	EM_ATOMIC_UMIN = 5, /* unsigned */
+	EM_ATOMIC_UMAX = 6,
+	EM_ATOMIC_AND = 7,
+	EM_ATOMIC_OR = 8,
+	EM_ATOMIC_XOR = 9,
+	EM_ATOMIC__COUNT
+};
+int em_atomic(em_region *region, uint64_t offset, enum em_atomic_op op,
+	      uint64_t operand, uint64_t compare, uint64_t *old);
+
+/* ---- asynchronous, batched operations ---- */
+
+enum em_opcode { EM_OP_READ = 1, EM_OP_WRITE = 2, EM_OP_ATOMIC = 3 };
+
+/* One work request. buf must stay valid until its completion is reaped. */
+struct em_op {
+	uint8_t opcode;       /* enum em_opcode */
+	uint8_t atomic_op;    /* enum em_atomic_op, for EM_OP_ATOMIC */
+	em_region *region;
+	uint64_t offset;
+	void *buf;            /* read destination / write source */
+	size_t len;           /* bytes; ignored for atomics */
+	uint64_t operand;     /* atomics */
+	uint64_t compare;     /* EM_ATOMIC_CAS */
+	uint64_t user_data;   /* returned in the completion */
+};
+
+struct em_completion {
+	uint64_t user_data;
+	int result;           /* 0 or -errno */
+	uint64_t value;       /* atomics: the old value */
+};
+
+/* A queue holds up to `depth` operations in flight, over its own connections
+ * to the nodes. */
+int em_queue_create(em_pool *pool, unsigned depth, em_queue **out);
+void em_queue_destroy(em_queue *q);
+/* Posts ops[0..n); one system call per node carries the whole batch. Returns
+ * the number posted (fewer than n when the queue is full; -EAGAIN if none). */
+int em_submit(em_queue *q, const struct em_op *ops, unsigned n);
+/* Reaps up to max completions without blocking; returns how many. */
+int em_poll(em_queue *q, struct em_completion *out, unsigned max);
+/* Reaps at least min (bounded by what is in flight) and at most max
+ * completions, waiting up to timeout_ms (-1: the pool's request timeout). */
+int em_wait(em_queue *q, struct em_completion *out, unsigned min, unsigned max,
+	    int timeout_ms);
+/* Operations submitted and not yet reaped. */
+unsigned em_queue_inflight(const em_queue *q);
+
+/* ---- state of the pool ---- */
+
+#define EM_STAT_OPS 8 /* read, write, atomic, create, open, delete, list, status */
+struct em_node_status {
+	char addr[80];           /* as given in the node list */
+	uint64_t capacity;       /* bytes exported */
+	uint64_t used;           /* bytes allocated to regions */
+	uint32_t regions;        /* named + anonymous regions */
+	uint32_t named_regions;
+	uint32_t clients;        /* connections now */
+	uint32_t huge_pages;     /* 1 when backed by explicit huge pages */
+	uint64_t uptime_s;
+	uint64_t ops[EM_STAT_OPS];
+	uint64_t errors[EM_STAT_OPS];
+	uint64_t bytes_in, bytes_out;
+	uint64_t auth_failures;
+	/* service-time percentiles in ns, per op class (read, write, atomic) */
+	uint64_t lat_p50_ns[3], lat_p99_ns[3], lat_p999_ns[3];
+};
+/* Fills st[0..max) with one entry per node; returns the number of nodes. */
+int em_pool_status(em_pool *pool, struct em_node_status *st, unsigned max);
+
+/* ---- transparent mapping (userfaultfd) ---- */
+
+/* A region, or part of it, appears in the address space; pages not present
+ * locally are fetched from the pool on first touch into a per-process cache.
+ * The cache budget is shared by all mappings of the process. */
+struct em_map_opts {
+	size_t size;         /* sizeof(struct em_map_opts) */
+	uint64_t offset;     /* start within the region (multiple of 4 KiB) */
+	uint64_t length;     /* bytes; 0: to the region's end */
+	uint64_t fetch_unit; /* 4 KiB .. 2 MiB, power of two; 0: 64 KiB */
+	unsigned flags;      /* EM_MAP_* */
+};
+#define EM_MAP_READONLY 1u   /* stores fault with SIGSEGV; no write-back */
+#define EM_MAP_NOPREFETCH 2u /* fetch only what faults */
+
+/* Sets the process-wide cache budget in bytes (before or between maps). */
+int em_map_cache_size(uint64_t bytes);
+int em_map(em_region *region, const struct em_map_opts *opts, void **addr);
+/* Writes back dirty pages of [addr, addr+len) (len 0: the whole mapping). */
+int em_sync(void *addr, size_t len);
+/* Writes back what is dirty and releases the range. */
+int em_unmap(void *addr);
+
+struct em_map_stats {
+	uint64_t faults;          /* faults served by fetching */
+	uint64_t bytes_fetched;   /* from the pool */
+	uint64_t bytes_written;   /* written back */
+	uint64_t prefetched;      /* bytes fetched ahead of a fault */
+	uint64_t evictions;       /* units dropped or written back */
+	uint64_t resident;        /* bytes now in the cache */
+};
+int em_map_stats(void *addr, struct em_map_stats *st);
+
+/* Text for a code from any call (negative or positive errno, or EM_E*). */
+const char *em_strerror(int err);
+
+/* Parses "512M", "64G", "4096", "1.5G" (binary units). 0 or -EINVAL. */
+int em_parse_size(const char *s, uint64_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ETHERMEM_H */
