@@ -1,0 +1,23 @@
+/*
+ * errors.c - em_strerror(): one place that turns every code the library, the
+ * node and the tools return into text.
+ */
+#include <string.h>
+
+#include "ethermem.h"
+
+const char *em_strerror(int err)
+{
+	if (err < 0)
+		err = -err;
+	switch (err) {
+	case 0: return "success";
+	case EM_EAUTH: return "authentication failed: the cluster secret does not match";
+	case EM_EVERSION: return "the peer speaks another protocol version";
+	case EM_ENONODE: return "a node holding part of the region is not in the pool";
+	default:
+		if (err < 4096)
+			return strerror(err); /* glibc's table is static and thread-safe */
+		return "unknown error";
+	}
+}

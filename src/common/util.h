@@ -1,0 +1,61 @@
+/*
+ * util.h - small helpers shared by the library, the memory node and the tools:
+ * logging, time, size and address parsing, full-length socket I/O, and a
+ * latency histogram. Internal; never installed.
+ */
+#ifndef EM_UTIL_H
+#define EM_UTIL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#define EM_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define EM_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define EM_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* Logging: one line per event, to stderr, with a timestamp. The library is
+ * silent unless ETHERMEM_DEBUG is set; the daemon logs at INFO. */
+enum em_log_level { EM_LOG_ERR, EM_LOG_WARN, EM_LOG_INFO, EM_LOG_DEBUG };
+extern int em_log_threshold;
+void em_log(enum em_log_level lvl, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static inline uint64_t em_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* "tcp://host:port" or "host:port" -> host (bracketless) and port. */
+int em_parse_addr(const char *s, char *host, size_t hostlen, uint16_t *port);
+
+/* Reads a whole small file (a secret, a config) into buf; returns bytes. */
+int em_read_small_file(const char *path, void *buf, size_t cap);
+
+/* Blocking send/recv of exactly len bytes; 0 or -errno (-ECONNRESET on EOF). */
+int em_send_all(int fd, const void *buf, size_t len);
+int em_recv_all(int fd, void *buf, size_t len);
+
+/* Latency histogram: log-linear buckets (16 per power of two), lock-free
+ * updates so many threads can record into one. Accurate to ~6%. */
+#define EM_HIST_SUB 16
+#define EM_HIST_BUCKETS (64 * EM_HIST_SUB)
+struct em_hist {
+	uint64_t count[EM_HIST_BUCKETS];
+};
+void em_hist_add(struct em_hist *h, uint64_t v);
+uint64_t em_hist_total(const struct em_hist *h);
+/* Value at quantile q in [0,1]; 0 when empty. */
+uint64_t em_hist_quantile(const struct em_hist *h, double q);
+
+/* Config files: "key = value" lines, '#' comments. Calls cb per pair;
+ * stops and returns cb's non-zero result. */
+int em_config_parse(const char *path,
+		    int (*cb)(void *arg, const char *key, const char *val, int line),
+		    void *arg);
+
+#endif

@@ -1,0 +1,174 @@
+/*
+ * wire.c - encoding and validation of the ethermem TCP protocol (wire.h).
+ * Explicit byte-by-byte little-endian encoding keeps the format independent
+ * of the host and of struct padding.
+ */
+#include "common/wire.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "ethermem.h"
+
+void em_hdr_encode(uint8_t out[EM_HDR_LEN], const struct em_hdr *h)
+{
+	em_put32(out, h->magic);
+	out[4] = h->version;
+	out[5] = h->op;
+	out[6] = (uint8_t)h->flags;
+	out[7] = (uint8_t)(h->flags >> 8);
+	em_put32(out + 8, (uint32_t)h->status);
+	em_put32(out + 12, h->len);
+	em_put64(out + 16, h->tag);
+	em_put32(out + 24, h->region);
+	em_put32(out + 28, h->aux);
+	em_put64(out + 32, h->offset);
+}
+
+uint32_t em_wire_max_len(unsigned op, bool resp)
+{
+	switch (op) {
+	case EM_W_HELLO:
+		return resp ? EM_NONCE_LEN + EM_PROOF_LEN : EM_NONCE_LEN;
+	case EM_W_AUTH:
+		return resp ? EM_AUTH_RESP_LEN : EM_AUTH_REQ_LEN;
+	case EM_W_CREATE:
+	case EM_W_OPEN:
+	case EM_W_DELETE:
+		return 1 + 63 + 2 + EM_MAX_LAYOUT;
+	case EM_W_CLOSE:
+	case EM_W_BASELINE:
+		return 0;
+	case EM_W_LIST:
+		return resp ? EM_MAX_CTRL : 0;
+	case EM_W_STATUS:
+		return resp ? EM_STATUS_LEN : 0;
+	case EM_W_READ:
+		return resp ? EM_MAX_IO : 0;
+	case EM_W_WRITE:
+		return resp ? 0 : EM_MAX_IO;
+	case EM_W_ATOMIC:
+		return resp ? 8 : 16;
+	default:
+		return 0;
+	}
+}
+
+int em_hdr_decode(const uint8_t in[EM_HDR_LEN], struct em_hdr *h, const char **why)
+{
+	const char *dummy;
+
+	if (!why)
+		why = &dummy;
+	h->magic = em_get32(in);
+	h->version = in[4];
+	h->op = in[5];
+	h->flags = (uint16_t)(in[6] | in[7] << 8);
+	h->status = (int32_t)em_get32(in + 8);
+	h->len = em_get32(in + 12);
+	h->tag = em_get64(in + 16);
+	h->region = em_get32(in + 24);
+	h->aux = em_get32(in + 28);
+	h->offset = em_get64(in + 32);
+
+	if (h->magic != EM_WIRE_MAGIC) {
+		*why = "bad magic";
+		return -EPROTO;
+	}
+	if (h->version != EM_WIRE_VERSION) {
+		*why = "unsupported protocol version";
+		return -EM_EVERSION;
+	}
+	if (h->op == 0 || h->op >= EM_W__MAX) {
+		*why = "unknown opcode";
+		return -EPROTO;
+	}
+	if (h->flags & ~EM_WF_RESPONSE) {
+		*why = "unknown flags";
+		return -EPROTO;
+	}
+	if (h->len > em_wire_max_len(h->op, h->flags & EM_WF_RESPONSE)) {
+		*why = "payload length over the opcode's limit";
+		return -EPROTO;
+	}
+	return 0;
+}
+
+const char *em_wire_op_name(unsigned op)
+{
+	static const char *names[EM_W__MAX] = {
+		"?", "hello", "auth", "create", "open", "close", "delete",
+		"list", "status", "read", "write", "atomic", "baseline",
+	};
+	return op < EM_W__MAX ? names[op] : "?";
+}
+
+void em_auth_req_encode(uint8_t *out, const struct em_auth_req *r)
+{
+	memcpy(out, r->proof, EM_PROOF_LEN);
+	em_put64(out + EM_PROOF_LEN, r->attach_session);
+	memcpy(out + EM_PROOF_LEN + 8, r->attach_token, EM_TOKEN_LEN);
+}
+
+void em_auth_req_decode(const uint8_t *in, struct em_auth_req *r)
+{
+	memcpy(r->proof, in, EM_PROOF_LEN);
+	r->attach_session = em_get64(in + EM_PROOF_LEN);
+	memcpy(r->attach_token, in + EM_PROOF_LEN + 8, EM_TOKEN_LEN);
+}
+
+void em_auth_resp_encode(uint8_t *out, const struct em_auth_resp *r)
+{
+	em_put64(out, r->session);
+	memcpy(out + 8, r->token, EM_TOKEN_LEN);
+	memcpy(out + 8 + EM_TOKEN_LEN, r->node_id, EM_NODE_ID_LEN);
+}
+
+void em_auth_resp_decode(const uint8_t *in, struct em_auth_resp *r)
+{
+	r->session = em_get64(in);
+	memcpy(r->token, in + 8, EM_TOKEN_LEN);
+	memcpy(r->node_id, in + 8 + EM_TOKEN_LEN, EM_NODE_ID_LEN);
+}
+
+int em_namelayout_encode(uint8_t *out, size_t cap, const char *name,
+			 const void *layout, uint16_t layout_len)
+{
+	size_t nl = name ? strlen(name) : 0;
+
+	if (nl > EM_NAME_MAX || layout_len > EM_MAX_LAYOUT)
+		return -EINVAL;
+	if (1 + nl + 2 + layout_len > cap)
+		return -ENOSPC;
+	out[0] = (uint8_t)nl;
+	memcpy(out + 1, name, nl);
+	out[1 + nl] = (uint8_t)layout_len;
+	out[2 + nl] = (uint8_t)(layout_len >> 8);
+	if (layout_len)
+		memcpy(out + 3 + nl, layout, layout_len);
+	return (int)(3 + nl + layout_len);
+}
+
+int em_namelayout_decode(const uint8_t *in, size_t len, char *name,
+			 const uint8_t **layout, uint16_t *layout_len)
+{
+	size_t nl;
+	uint16_t ll;
+
+	if (len < 3)
+		return -EPROTO;
+	nl = in[0];
+	if (nl > EM_NAME_MAX || 1 + nl + 2 > len)
+		return -EPROTO;
+	ll = (uint16_t)(in[1 + nl] | in[2 + nl] << 8);
+	if (ll > EM_MAX_LAYOUT || 3 + nl + ll != len)
+		return -EPROTO;
+	for (size_t i = 0; i < nl; i++)
+		if (in[1 + i] < 0x21 || in[1 + i] > 0x7e || in[1 + i] == '/')
+			return -EINVAL; /* printable, no spaces or slashes */
+	memcpy(name, in + 1, nl);
+	name[nl] = 0;
+	*layout = in + 3 + nl;
+	*layout_len = ll;
+	return 0;
+}

@@ -1,0 +1,148 @@
+/*
+ * wire.h - the ethermem TCP protocol: one fixed 40-byte little-endian header
+ * per message, then `len` payload bytes. Requests and responses share the
+ * header; a response echoes the request's tag and carries a status.
+ *
+ * Responses on a connection come back in request order (the node serves a
+ * connection's requests one after another), so a client can receive a read's
+ * data straight into the caller's buffer; the tag is a check, not a lookup.
+ *
+ * The decoder never allocates and never trusts a length: every length is
+ * checked against the per-opcode limit before anything is read into memory.
+ */
+#ifndef EM_WIRE_H
+#define EM_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define EM_WIRE_MAGIC 0x4d454d45u /* "EMEM" little-endian */
+#define EM_WIRE_VERSION 1
+#define EM_HDR_LEN 40
+
+/* Largest data payload in one message; the library splits larger transfers. */
+#define EM_MAX_IO (4u << 20)
+/* Largest control payload (names, layouts, listings, status). */
+#define EM_MAX_CTRL (64u << 10)
+/* Largest layout description a named region stores. */
+#define EM_MAX_LAYOUT 2048u
+
+enum em_wire_op {
+	EM_W_HELLO = 1,      /* c->s: client nonce */
+	EM_W_AUTH = 2,       /* c->s: proof, optional session to attach to */
+	EM_W_CREATE = 3,     /* offset = bytes, aux = flags; payload name+layout */
+	EM_W_OPEN = 4,       /* payload name */
+	EM_W_CLOSE = 5,      /* region = handle */
+	EM_W_DELETE = 6,     /* payload name */
+	EM_W_LIST = 7,       /* offset = first index */
+	EM_W_STATUS = 8,
+	EM_W_READ = 9,       /* region, offset, aux = length */
+	EM_W_WRITE = 10,     /* region, offset, payload = data */
+	EM_W_ATOMIC = 11,    /* region, offset, aux = op, payload operand+compare */
+	EM_W_BASELINE = 12,  /* switch this connection to raw ping-pong/stream */
+	EM_W__MAX
+};
+
+#define EM_WF_RESPONSE 1u
+
+/* aux flags of EM_W_CREATE */
+#define EM_WC_NAMED 1u
+#define EM_WC_EXCL 2u
+
+struct em_hdr {
+	uint32_t magic;
+	uint8_t version;
+	uint8_t op;
+	uint16_t flags;
+	int32_t status;  /* responses: 0 or -errno */
+	uint32_t len;    /* payload bytes that follow */
+	uint64_t tag;
+	uint32_t region; /* node-local handle */
+	uint32_t aux;
+	uint64_t offset;
+};
+
+void em_hdr_encode(uint8_t out[EM_HDR_LEN], const struct em_hdr *h);
+/* Decodes and validates a request or response header: magic, version, known
+ * opcode, payload length within the opcode's limit. 0 or -EPROTO /
+ * -EM_EVERSION. On failure *why says what was wrong. */
+int em_hdr_decode(const uint8_t in[EM_HDR_LEN], struct em_hdr *h, const char **why);
+/* Largest payload a request (resp=false) or response of this op may carry. */
+uint32_t em_wire_max_len(unsigned op, bool resp);
+const char *em_wire_op_name(unsigned op);
+
+/* Authentication messages (payloads of HELLO, AUTH and their responses). */
+#define EM_NONCE_LEN 32
+#define EM_PROOF_LEN 32
+#define EM_TOKEN_LEN 16
+#define EM_NODE_ID_LEN 16
+
+struct em_auth_req {          /* EM_W_AUTH request payload */
+	uint8_t proof[EM_PROOF_LEN];
+	uint64_t attach_session;  /* 0: new session */
+	uint8_t attach_token[EM_TOKEN_LEN];
+};
+#define EM_AUTH_REQ_LEN (EM_PROOF_LEN + 8 + EM_TOKEN_LEN)
+
+struct em_auth_resp {         /* EM_W_AUTH response payload */
+	uint64_t session;
+	uint8_t token[EM_TOKEN_LEN];
+	uint8_t node_id[EM_NODE_ID_LEN];
+};
+#define EM_AUTH_RESP_LEN (8 + EM_TOKEN_LEN + EM_NODE_ID_LEN)
+
+void em_auth_req_encode(uint8_t *out, const struct em_auth_req *r);
+void em_auth_req_decode(const uint8_t *in, struct em_auth_req *r);
+void em_auth_resp_encode(uint8_t *out, const struct em_auth_resp *r);
+void em_auth_resp_decode(const uint8_t *in, struct em_auth_resp *r);
+
+/* Name + layout payload of CREATE/OPEN/DELETE and of their responses:
+ *   u8 name_len, name bytes, u16 layout_len, layout bytes.
+ * Decoding checks that the lengths fit in the payload exactly. */
+int em_namelayout_encode(uint8_t *out, size_t cap, const char *name,
+			 const void *layout, uint16_t layout_len);
+int em_namelayout_decode(const uint8_t *in, size_t len, char *name /* [64] */,
+			 const uint8_t **layout, uint16_t *layout_len);
+
+/* Node status payload: a fixed array of little-endian u64. */
+enum {
+	EM_ST_CAPACITY, EM_ST_USED, EM_ST_REGIONS, EM_ST_NAMED, EM_ST_CLIENTS,
+	EM_ST_HUGE, EM_ST_UPTIME, EM_ST_BYTES_IN, EM_ST_BYTES_OUT, EM_ST_AUTHFAIL,
+	EM_ST_OPS0,                    /* EM_STAT_OPS counters */
+	EM_ST_ERR0 = EM_ST_OPS0 + 8,   /* EM_STAT_OPS error counters */
+	EM_ST_LAT0 = EM_ST_ERR0 + 8,   /* 3 classes x (p50, p99, p999) */
+	EM_ST__COUNT = EM_ST_LAT0 + 9
+};
+#define EM_STATUS_LEN (EM_ST__COUNT * 8)
+
+/* Raw baseline mode (after EM_W_BASELINE): the client sends 16-byte
+ * requests {u32 kind, u32 0, u64 bytes}; PING gets `bytes` back, STREAM gets
+ * `bytes` sent as fast as the socket takes them, QUIT ends the mode. */
+enum { EM_BASE_PING = 1, EM_BASE_STREAM = 2, EM_BASE_QUIT = 3 };
+#define EM_BASE_MAX_PING (4u << 20)
+
+static inline void em_put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint64_t em_get64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+static inline void em_put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint32_t em_get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+#endif

@@ -1,0 +1,1114 @@
+/*
+ * server.c - connections, sessions and request handling of the memory node.
+ *
+ * Threading: the main thread accepts; each connection gets its own thread
+ * that reads requests, serves them and writes replies. A memory node serves
+ * tens of client connections, not tens of thousands, and on the machines we
+ * target waking an event-loop worker costs as much as waking a dedicated
+ * thread; a thread per connection keeps each connection an ordinary blocking
+ * loop in which one slow client can stall nobody but itself.
+ *
+ * Sessions: a client authenticates once per connection; the first connection
+ * creates a session, further connections of the same client (its queues)
+ * attach to it with a token the node issued. A session holds the client's
+ * region handles; anonymous regions die with the session.
+ *
+ * Hot path: a read or write takes the session's read lock (uncontended unless
+ * the client is opening or closing regions at the same moment), checks the
+ * handle and bounds, and copies. Replies to small requests are gathered and
+ * sent with one system call per batch of requests received.
+ */
+#include "daemon/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "common/auth.h"
+#include "common/util.h"
+#include "common/wire.h"
+#include "daemon/store.h"
+#include "ethermem.h"
+
+#define RX_CAP (256u << 10)
+#define TX_CAP (256u << 10)
+#define SMALL_READ (16u << 10)   /* copied into the reply buffer */
+#define STREAM_WRITE (64u << 10) /* received straight into region memory */
+
+struct session {
+	uint64_t id;
+	uint8_t token[EM_TOKEN_LEN];
+	int conns; /* under srv->lock */
+	pthread_rwlock_t lock;
+	struct em_sregion **h;
+	uint32_t nh, caph;
+	struct session *next;
+};
+
+struct conn {
+	struct em_server *srv;
+	int fd;
+	struct session *sess;
+	char peer[64];
+	uint8_t *rx, *tx, *basebuf;
+	size_t rpos, wpos, txlen, basecap;
+	uint64_t bytes_in, bytes_out;
+	struct conn *next, *prev;
+};
+
+enum { CL_READ, CL_WRITE, CL_ATOMIC, CL_CREATE, CL_OPEN, CL_DELETE, CL_LIST, CL_STATUS };
+
+struct em_server {
+	struct em_server_opts o;
+	struct em_store *st;
+	uint8_t key[EM_KEY_LEN];
+	uint8_t node_id[EM_NODE_ID_LEN];
+	int lfd;
+	pthread_mutex_t lock;
+	pthread_cond_t idle;
+	struct conn *conns;
+	int nconns, nauthed;
+	struct session *sessions;
+	uint64_t next_session;
+	uint64_t start_ns;
+	uint64_t ops[8], errs[8], bytes_in, bytes_out, auth_fail;
+	struct em_hist lat[3];
+	bool stopping;
+};
+
+static void count(uint64_t *c, uint64_t v)
+{
+	__atomic_fetch_add(c, v, __ATOMIC_RELAXED);
+}
+
+/* ---- replies ---- */
+
+static int conn_write(struct conn *c, const struct iovec *iov, int n)
+{
+	struct iovec local[4];
+	size_t total = 0;
+
+	if (c->fd < 0)
+		return 0; /* fuzzing: replies go nowhere */
+	memcpy(local, iov, (size_t)n * sizeof(*iov));
+	for (int i = 0; i < n; i++)
+		total += local[i].iov_len;
+	c->bytes_out += total;
+	while (n > 0) {
+		struct msghdr mh = { .msg_iov = local, .msg_iovlen = (size_t)n };
+		ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		while (n > 0 && (size_t)w >= local[0].iov_len) {
+			w -= (ssize_t)local[0].iov_len;
+			memmove(local, local + 1, (size_t)(n - 1) * sizeof(*local));
+			n--;
+		}
+		if (n > 0) {
+			local[0].iov_base = (char *)local[0].iov_base + w;
+			local[0].iov_len -= (size_t)w;
+		}
+	}
+	return 0;
+}
+
+static int conn_flush(struct conn *c)
+{
+	struct iovec iov = { c->tx, c->txlen };
+	int rc = 0;
+
+	if (c->txlen)
+		rc = conn_write(c, &iov, 1);
+	c->txlen = 0;
+	return rc;
+}
+
+static void resp_hdr(uint8_t *out, const struct em_hdr *req, int status,
+		     uint32_t len, uint32_t region, uint32_t aux, uint64_t offset)
+{
+	struct em_hdr h = {
+		.magic = EM_WIRE_MAGIC, .version = EM_WIRE_VERSION, .op = req->op,
+		.flags = EM_WF_RESPONSE, .status = status, .len = len, .tag = req->tag,
+		.region = region, .aux = aux, .offset = offset,
+	};
+	em_hdr_encode(out, &h);
+}
+
+/* Appends a complete reply to the batch; flushes first when it is full. */
+static int reply(struct conn *c, const struct em_hdr *req, int status,
+		 const void *payload, uint32_t len, uint32_t region, uint32_t aux,
+		 uint64_t offset)
+{
+	int rc;
+
+	if (c->txlen + EM_HDR_LEN + len > TX_CAP && (rc = conn_flush(c)))
+		return rc;
+	resp_hdr(c->tx + c->txlen, req, status, len, region, aux, offset);
+	if (len)
+		memcpy(c->tx + c->txlen + EM_HDR_LEN, payload, len);
+	c->txlen += EM_HDR_LEN + len;
+	return 0;
+}
+
+static int reply_err(struct conn *c, const struct em_hdr *req, int status)
+{
+	return reply(c, req, status, NULL, 0, 0, 0, 0);
+}
+
+/* ---- sessions ---- */
+
+static struct session *session_new(struct em_server *s)
+{
+	struct session *ss = calloc(1, sizeof(*ss));
+
+	if (!ss)
+		return NULL;
+	pthread_rwlock_init(&ss->lock, NULL);
+	em_random(ss->token, sizeof(ss->token));
+	pthread_mutex_lock(&s->lock);
+	ss->id = ++s->next_session;
+	ss->conns = 1;
+	ss->next = s->sessions;
+	s->sessions = ss;
+	pthread_mutex_unlock(&s->lock);
+	return ss;
+}
+
+static struct session *session_attach(struct em_server *s, uint64_t id,
+				      const uint8_t token[EM_TOKEN_LEN])
+{
+	struct session *ss;
+
+	pthread_mutex_lock(&s->lock);
+	for (ss = s->sessions; ss; ss = ss->next)
+		if (ss->id == id)
+			break;
+	if (ss && em_ct_equal(ss->token, token, EM_TOKEN_LEN) && ss->conns > 0)
+		ss->conns++;
+	else
+		ss = NULL;
+	pthread_mutex_unlock(&s->lock);
+	return ss;
+}
+
+static void session_detach(struct em_server *s, struct session *ss)
+{
+	struct session **pp;
+	bool last;
+
+	pthread_mutex_lock(&s->lock);
+	last = --ss->conns == 0;
+	if (last)
+		for (pp = &s->sessions; *pp; pp = &(*pp)->next)
+			if (*pp == ss) {
+				*pp = ss->next;
+				break;
+			}
+	pthread_mutex_unlock(&s->lock);
+	if (!last)
+		return;
+	for (uint32_t i = 0; i < ss->nh; i++)
+		if (ss->h[i])
+			em_store_put(s->st, ss->h[i]);
+	pthread_rwlock_destroy(&ss->lock);
+	free(ss->h);
+	free(ss);
+}
+
+/* Returns the new handle (>= 1) or -errno. */
+static int session_add(struct session *ss, struct em_sregion *r)
+{
+	uint32_t i;
+	int rc;
+
+	pthread_rwlock_wrlock(&ss->lock);
+	for (i = 0; i < ss->nh && ss->h[i]; i++)
+		;
+	if (i == ss->nh) {
+		if (ss->nh == ss->caph) {
+			uint32_t nc = ss->caph ? ss->caph * 2 : 8;
+			struct em_sregion **nh;
+			if (nc > (1u << 20) || !(nh = realloc(ss->h, nc * sizeof(*nh)))) {
+				pthread_rwlock_unlock(&ss->lock);
+				return -EMFILE;
+			}
+			ss->h = nh;
+			ss->caph = nc;
+		}
+		ss->nh++;
+	}
+	ss->h[i] = r;
+	rc = (int)i + 1;
+	pthread_rwlock_unlock(&ss->lock);
+	return rc;
+}
+
+/* Under the session lock (read or write). */
+static struct em_sregion *handle_get(struct session *ss, uint32_t h)
+{
+	return h >= 1 && h <= ss->nh ? ss->h[h - 1] : NULL;
+}
+
+/* ---- request handlers ---- */
+
+static int do_create_open(struct conn *c, const struct em_hdr *h, const uint8_t *p)
+{
+	struct em_server *s = c->srv;
+	char name[EM_NAME_MAX + 1];
+	const uint8_t *layout;
+	uint16_t ll;
+	struct em_sregion *r;
+	uint8_t out[EM_HDR_LEN + 3 + EM_NAME_MAX + EM_MAX_LAYOUT];
+	int rc, hd, n;
+
+	rc = em_namelayout_decode(p, h->len, name, &layout, &ll);
+	if (rc)
+		return reply_err(c, h, rc);
+	if (h->op == EM_W_CREATE) {
+		bool named = h->aux & EM_WC_NAMED;
+		if (h->aux & ~(EM_WC_NAMED | EM_WC_EXCL))
+			return reply_err(c, h, -EINVAL);
+		if (named != (name[0] != 0))
+			return reply_err(c, h, -EINVAL);
+		rc = em_store_create_region(s->st, named ? name : NULL, h->offset,
+					    h->aux, layout, ll, &r);
+		if (rc == -ENOSPC)
+			em_log(EM_LOG_WARN, "%s: create of %llu bytes refused: node full",
+			       c->peer, (unsigned long long)h->offset);
+	} else {
+		rc = name[0] ? em_store_open(s->st, name, &r) : -EINVAL;
+	}
+	if (rc)
+		return reply_err(c, h, rc);
+	hd = session_add(c->sess, r);
+	if (hd < 0) {
+		em_store_put(s->st, r);
+		return reply_err(c, h, hd);
+	}
+	if (h->op == EM_W_CREATE && name[0])
+		em_log(EM_LOG_INFO, "%s: region '%s' (%llu bytes) ready", c->peer,
+		       name, (unsigned long long)r->size);
+	n = em_namelayout_encode(out, sizeof(out), r->name, r->layout, r->layout_len);
+	return reply(c, h, 0, out, (uint32_t)n, (uint32_t)hd, 0, r->size);
+}
+
+static int do_close(struct conn *c, const struct em_hdr *h)
+{
+	struct session *ss = c->sess;
+	struct em_sregion *r;
+
+	pthread_rwlock_wrlock(&ss->lock);
+	r = handle_get(ss, h->region);
+	if (r)
+		ss->h[h->region - 1] = NULL;
+	pthread_rwlock_unlock(&ss->lock);
+	if (!r)
+		return reply_err(c, h, -EBADF);
+	em_store_put(c->srv->st, r);
+	return reply_err(c, h, 0);
+}
+
+static int do_delete(struct conn *c, const struct em_hdr *h, const uint8_t *p)
+{
+	char name[EM_NAME_MAX + 1];
+	const uint8_t *layout;
+	uint16_t ll;
+	int rc = em_namelayout_decode(p, h->len, name, &layout, &ll);
+
+	if (!rc)
+		rc = name[0] ? em_store_unlink(c->srv->st, name) : -EINVAL;
+	if (!rc)
+		em_log(EM_LOG_INFO, "%s: region '%s' deleted", c->peer, name);
+	return reply_err(c, h, rc);
+}
+
+struct list_ctx {
+	uint8_t buf[EM_MAX_CTRL];
+	size_t len;
+	uint32_t n;
+};
+
+static int list_cb(void *arg, const struct em_sregion *r)
+{
+	struct list_ctx *l = arg;
+	int n;
+
+	if (l->len + 8 + 3 + EM_NAME_MAX + r->layout_len > sizeof(l->buf))
+		return 1;
+	em_put64(l->buf + l->len, r->size);
+	n = em_namelayout_encode(l->buf + l->len + 8, sizeof(l->buf) - l->len - 8,
+				 r->name, r->layout, r->layout_len);
+	if (n < 0)
+		return 1;
+	l->len += 8 + (size_t)n;
+	l->n++;
+	return 0;
+}
+
+static int do_list(struct conn *c, const struct em_hdr *h)
+{
+	struct list_ctx *l = malloc(sizeof(*l));
+	int total, rc;
+
+	if (!l)
+		return reply_err(c, h, -ENOMEM);
+	l->len = 0;
+	l->n = 0;
+	total = em_store_list(c->srv->st, h->offset, list_cb, l);
+	/* aux: entries in this reply; offset: named regions in all */
+	rc = reply(c, h, 0, l->buf, (uint32_t)l->len, 0, l->n, (uint64_t)total);
+	free(l);
+	return rc;
+}
+
+static int do_status(struct conn *c, const struct em_hdr *h)
+{
+	struct em_server *s = c->srv;
+	struct em_store_stats ss;
+	uint8_t out[EM_STATUS_LEN];
+	uint64_t v[EM_ST__COUNT] = { 0 };
+
+	em_store_stats(s->st, &ss);
+	v[EM_ST_CAPACITY] = ss.capacity;
+	v[EM_ST_USED] = ss.used;
+	v[EM_ST_REGIONS] = ss.regions;
+	v[EM_ST_NAMED] = ss.named;
+	pthread_mutex_lock(&s->lock);
+	v[EM_ST_CLIENTS] = (uint64_t)s->nauthed;
+	pthread_mutex_unlock(&s->lock);
+	v[EM_ST_HUGE] = ss.huge;
+	v[EM_ST_UPTIME] = (em_now_ns() - s->start_ns) / 1000000000ull;
+	v[EM_ST_BYTES_IN] = __atomic_load_n(&s->bytes_in, __ATOMIC_RELAXED) + c->bytes_in;
+	v[EM_ST_BYTES_OUT] = __atomic_load_n(&s->bytes_out, __ATOMIC_RELAXED) + c->bytes_out;
+	v[EM_ST_AUTHFAIL] = __atomic_load_n(&s->auth_fail, __ATOMIC_RELAXED);
+	for (int i = 0; i < 8; i++) {
+		v[EM_ST_OPS0 + i] = __atomic_load_n(&s->ops[i], __ATOMIC_RELAXED);
+		v[EM_ST_ERR0 + i] = __atomic_load_n(&s->errs[i], __ATOMIC_RELAXED);
+	}
+	for (int i = 0; i < 3; i++) {
+		v[EM_ST_LAT0 + 3 * i] = em_hist_quantile(&s->lat[i], 0.5);
+		v[EM_ST_LAT0 + 3 * i + 1] = em_hist_quantile(&s->lat[i], 0.99);
+		v[EM_ST_LAT0 + 3 * i + 2] = em_hist_quantile(&s->lat[i], 0.999);
+	}
+	for (int i = 0; i < EM_ST__COUNT; i++)
+		em_put64(out + 8 * i, v[i]);
+	return reply(c, h, 0, out, sizeof(out), 0, 0, 0);
+}
+
+/* Bounds check that cannot overflow. */
+static bool in_bounds(const struct em_sregion *r, uint64_t off, uint64_t len)
+{
+	return off <= r->size && len <= r->size - off;
+}
+
+static int do_read(struct conn *c, const struct em_hdr *h)
+{
+	struct session *ss = c->sess;
+	struct em_sregion *r;
+	uint8_t hdr[EM_HDR_LEN];
+	int rc;
+
+	if (h->aux > EM_MAX_IO)
+		return reply_err(c, h, -EINVAL);
+	pthread_rwlock_rdlock(&ss->lock);
+	r = handle_get(ss, h->region);
+	if (!r || !in_bounds(r, h->offset, h->aux)) {
+		pthread_rwlock_unlock(&ss->lock);
+		return reply_err(c, h, r ? -ERANGE : -EBADF);
+	}
+	if (h->aux <= SMALL_READ) {
+		rc = reply(c, h, 0, r->mem + h->offset, h->aux, h->region, 0, h->offset);
+	} else {
+		struct iovec iov[2] = { { hdr, EM_HDR_LEN }, { r->mem + h->offset, h->aux } };
+		resp_hdr(hdr, h, 0, h->aux, h->region, 0, h->offset);
+		rc = conn_flush(c);
+		if (!rc)
+			rc = conn_write(c, iov, 2);
+	}
+	pthread_rwlock_unlock(&ss->lock);
+	return rc;
+}
+
+/* Receives n bytes into dst, using what is buffered first. */
+static int conn_take(struct conn *c, uint8_t *dst, size_t n)
+{
+	size_t have = EM_MIN(n, c->wpos - c->rpos);
+
+	if (dst)
+		memcpy(dst, c->rx + c->rpos, have);
+	c->rpos += have;
+	n -= have;
+	if (dst)
+		dst += have;
+	while (n) {
+		uint8_t sink[4096];
+		struct pollfd pfd = { c->fd, POLLIN, 0 };
+		ssize_t got;
+
+		if (c->fd < 0)
+			return -EPROTO;
+		if (poll(&pfd, 1, c->srv->o.io_timeout_ms) == 0)
+			return -ETIMEDOUT;
+		got = recv(c->fd, dst ? dst : sink, dst ? n : EM_MIN(n, sizeof(sink)), 0);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			return got == 0 ? -ECONNRESET : -errno;
+		c->bytes_in += (size_t)got;
+		n -= (size_t)got;
+		if (dst)
+			dst += got;
+	}
+	return 0;
+}
+
+/* Writes arrive either whole in the receive buffer, or - when large -
+ * partly buffered with the rest received straight into region memory so a
+ * 2 MiB write costs no extra copy. On a bad handle or range the payload is
+ * still consumed so the stream stays in step. */
+static int do_write(struct conn *c, const struct em_hdr *h, bool buffered)
+{
+	struct session *ss = c->sess;
+	struct em_sregion *r;
+	int rc, status = 0;
+
+	pthread_rwlock_rdlock(&ss->lock);
+	r = handle_get(ss, h->region);
+	if (!r || !in_bounds(r, h->offset, h->len))
+		status = r ? -ERANGE : -EBADF;
+	if (buffered) {
+		if (!status)
+			memcpy(r->mem + h->offset, c->rx + c->rpos, h->len);
+		c->rpos += h->len;
+		rc = 0;
+	} else {
+		rc = conn_take(c, status ? NULL : r->mem + h->offset, h->len);
+	}
+	pthread_rwlock_unlock(&ss->lock);
+	if (rc)
+		return rc;
+	return reply(c, h, status, NULL, 0, h->region, 0, h->offset);
+}
+
+static int do_atomic(struct conn *c, const struct em_hdr *h, const uint8_t *p)
+{
+	struct session *ss = c->sess;
+	struct em_sregion *r;
+	uint64_t *w, opnd, cmp, old = 0, cur;
+	uint8_t out[8];
+	int status = 0;
+
+	if (h->len != 16)
+		return reply_err(c, h, -EPROTO);
+	if (h->aux >= EM_ATOMIC__COUNT)
+		return reply_err(c, h, -EINVAL);
+	if (h->offset & 7)
+		return reply_err(c, h, -EINVAL);
+	opnd = em_get64(p);
+	cmp = em_get64(p + 8);
+	pthread_rwlock_rdlock(&ss->lock);
+	r = handle_get(ss, h->region);
+	if (!r || !in_bounds(r, h->offset, 8)) {
+		pthread_rwlock_unlock(&ss->lock);
+		return reply_err(c, h, r ? -ERANGE : -EBADF);
+	}
+	w = (uint64_t *)(void *)(r->mem + h->offset);
+	switch (h->aux) {
+	case EM_ATOMIC_CAS:
+		old = cmp;
+		__atomic_compare_exchange_n(w, &old, opnd, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+		break;
+	case EM_ATOMIC_FADD: old = __atomic_fetch_add(w, opnd, __ATOMIC_SEQ_CST); break;
+	case EM_ATOMIC_SWAP: old = __atomic_exchange_n(w, opnd, __ATOMIC_SEQ_CST); break;
+	case EM_ATOMIC_AND: old = __atomic_fetch_and(w, opnd, __ATOMIC_SEQ_CST); break;
+	case EM_ATOMIC_OR: old = __atomic_fetch_or(w, opnd, __ATOMIC_SEQ_CST); break;
+	case EM_ATOMIC_XOR: old = __atomic_fetch_xor(w, opnd, __ATOMIC_SEQ_CST); break;
+	default: /* min/max: compare-and-swap loop */
+		cur = __atomic_load_n(w, __ATOMIC_SEQ_CST);
+		for (;;) {
+			uint64_t nv = cur;
+			switch (h->aux) {
+			case EM_ATOMIC_SMIN: nv = (int64_t)opnd < (int64_t)cur ? opnd : cur; break;
+			case EM_ATOMIC_SMAX: nv = (int64_t)opnd > (int64_t)cur ? opnd : cur; break;
+			case EM_ATOMIC_UMIN: nv = opnd < cur ? opnd : cur; break;
+			case EM_ATOMIC_UMAX: nv = opnd > cur ? opnd : cur; break;
+			}
+			if (nv == cur || __atomic_compare_exchange_n(w, &cur, nv, false,
+					__ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+				break;
+		}
+		old = cur;
+		break;
+	}
+	pthread_rwlock_unlock(&ss->lock);
+	em_put64(out, old);
+	return reply(c, h, status, out, 8, h->region, h->aux, h->offset);
+}
+
+/* Raw mode for `ethermem bench --baseline`: a plain ping-pong and stream on
+ * the same connection path, so ethermem's figures can be read as ratios. */
+static int do_baseline(struct conn *c, const struct em_hdr *h)
+{
+	uint8_t req[16];
+	int rc;
+
+	if (c->fd < 0)
+		return -EPROTO; /* fuzzing: no socket to stream to */
+	rc = reply_err(c, h, 0);
+
+	if (rc || (rc = conn_flush(c)))
+		return rc;
+	for (;;) {
+		uint32_t kind;
+		uint64_t bytes;
+
+		if ((rc = conn_take(c, req, sizeof(req))))
+			return rc;
+		kind = em_get32(req);
+		bytes = em_get64(req + 8);
+		if (kind == EM_BASE_QUIT)
+			return 0;
+		if (kind != EM_BASE_PING && kind != EM_BASE_STREAM)
+			return -EPROTO;
+		if (kind == EM_BASE_PING && bytes > EM_BASE_MAX_PING)
+			return -EPROTO;
+		if (!c->basebuf) {
+			c->basecap = EM_BASE_MAX_PING;
+			c->basebuf = calloc(1, c->basecap);
+			if (!c->basebuf)
+				return -ENOMEM;
+		}
+		while (bytes) {
+			struct iovec iov = { c->basebuf, EM_MIN(bytes, c->basecap) };
+			if ((rc = conn_write(c, &iov, 1)))
+				return rc;
+			bytes -= iov.iov_len;
+		}
+	}
+}
+
+static int class_of(unsigned op)
+{
+	switch (op) {
+	case EM_W_READ: return CL_READ;
+	case EM_W_WRITE: return CL_WRITE;
+	case EM_W_ATOMIC: return CL_ATOMIC;
+	case EM_W_CREATE: return CL_CREATE;
+	case EM_W_OPEN: return CL_OPEN;
+	case EM_W_DELETE: return CL_DELETE;
+	case EM_W_LIST: return CL_LIST;
+	case EM_W_STATUS: return CL_STATUS;
+	default: return -1;
+	}
+}
+
+/* Serves one request whose header is decoded and whose payload is either in
+ * the receive buffer (buffered) or still on the socket (large writes). The
+ * receive position is past the header on entry. */
+static int serve(struct conn *c, const struct em_hdr *h, bool buffered)
+{
+	const uint8_t *p = c->rx + c->rpos;
+	uint64_t t0 = em_now_ns();
+	size_t txbefore = c->txlen;
+	int cl = class_of(h->op), rc;
+
+	if (h->flags & EM_WF_RESPONSE) {
+		rc = reply_err(c, h, -EPROTO);
+		c->rpos += h->len;
+		return rc;
+	}
+	if (h->op == EM_W_WRITE) {
+		rc = do_write(c, h, buffered); /* consumes its own payload */
+	} else {
+		switch (h->op) {
+		case EM_W_READ: rc = do_read(c, h); break;
+		case EM_W_ATOMIC: rc = do_atomic(c, h, p); break;
+		case EM_W_CREATE:
+		case EM_W_OPEN: rc = do_create_open(c, h, p); break;
+		case EM_W_CLOSE: rc = do_close(c, h); break;
+		case EM_W_DELETE: rc = do_delete(c, h, p); break;
+		case EM_W_LIST: rc = do_list(c, h); break;
+		case EM_W_STATUS: rc = do_status(c, h); break;
+		case EM_W_BASELINE: rc = do_baseline(c, h); break;
+		default: /* HELLO and AUTH once authenticated */
+			rc = reply_err(c, h, -EPROTO);
+			break;
+		}
+		c->rpos += h->len;
+	}
+	if (cl >= 0) {
+		count(&c->srv->ops[cl], 1);
+		if (cl <= CL_ATOMIC)
+			em_hist_add(&c->srv->lat[cl], em_now_ns() - t0);
+		/* a reply whose status word is non-zero counts as an error */
+		if (c->txlen > txbefore && em_get32(c->tx + txbefore + 8) != 0)
+			count(&c->srv->errs[cl], 1);
+	}
+	return rc;
+}
+
+/* Serves every complete request in the receive buffer. Returns 0 to go on
+ * reading, or -errno to drop the connection. */
+static int serve_buffered(struct conn *c)
+{
+	while (c->wpos - c->rpos >= EM_HDR_LEN) {
+		struct em_hdr h;
+		const char *why;
+		int rc = em_hdr_decode(c->rx + c->rpos, &h, &why);
+
+		if (rc) {
+			/* The framing can no longer be trusted: answer once, then
+			 * drop the connection. */
+			em_log(EM_LOG_WARN, "%s: bad request header (%s); closing", c->peer, why);
+			h.op = c->rx[c->rpos + 5];
+			reply_err(c, &h, rc);
+			conn_flush(c);
+			return rc;
+		}
+		if (h.op == EM_W_WRITE && h.len > STREAM_WRITE) {
+			c->rpos += EM_HDR_LEN;
+			if ((rc = serve(c, &h, false)))
+				return rc;
+			continue;
+		}
+		if (c->wpos - c->rpos < EM_HDR_LEN + (size_t)h.len)
+			break;
+		c->rpos += EM_HDR_LEN;
+		if ((rc = serve(c, &h, true)))
+			return rc;
+	}
+	return 0;
+}
+
+static int conn_loop(struct conn *c)
+{
+	for (;;) {
+		ssize_t n;
+		int rc = serve_buffered(c);
+
+		if (rc)
+			return rc;
+		if ((rc = conn_flush(c)))
+			return rc;
+		if (c->rpos == c->wpos) {
+			c->rpos = c->wpos = 0;
+		} else if (c->rpos) {
+			memmove(c->rx, c->rx + c->rpos, c->wpos - c->rpos);
+			c->wpos -= c->rpos;
+			c->rpos = 0;
+		}
+		if (c->wpos) {
+			/* Half a message is buffered: wait for the rest only so long. */
+			struct pollfd pfd = { c->fd, POLLIN, 0 };
+			if (poll(&pfd, 1, c->srv->o.io_timeout_ms) == 0) {
+				em_log(EM_LOG_WARN, "%s: request incomplete after %d ms; closing",
+				       c->peer, c->srv->o.io_timeout_ms);
+				return -ETIMEDOUT;
+			}
+		}
+		n = recv(c->fd, c->rx + c->wpos, RX_CAP - c->wpos, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0) {
+			if (c->wpos)
+				em_log(EM_LOG_WARN, "%s: disconnected mid-request", c->peer);
+			return 0;
+		}
+		if (n < 0)
+			return -errno;
+		c->bytes_in += (size_t)n;
+		c->wpos += (size_t)n;
+	}
+}
+
+/* ---- authentication ---- */
+
+static int recv_msg(struct conn *c, struct em_hdr *h, uint8_t *payload, uint32_t want_op,
+		    uint32_t want_len)
+{
+	uint8_t hb[EM_HDR_LEN];
+	const char *why = "";
+	int rc = em_recv_all(c->fd, hb, sizeof(hb));
+
+	if (rc)
+		return rc;
+	rc = em_hdr_decode(hb, h, &why);
+	if (!rc && (h->op != want_op || h->len != want_len || (h->flags & EM_WF_RESPONSE))) {
+		rc = -EPROTO;
+		why = "unexpected message during authentication";
+	}
+	if (rc) {
+		em_log(EM_LOG_WARN, "%s: refused: %s", c->peer, why);
+		reply_err(c, h, rc == -EM_EVERSION ? -EM_EVERSION : -EPROTO);
+		conn_flush(c);
+		return rc;
+	}
+	return em_recv_all(c->fd, payload, want_len);
+}
+
+static int authenticate(struct conn *c)
+{
+	struct em_server *s = c->srv;
+	uint8_t cn[EM_NONCE_LEN], sn[EM_NONCE_LEN], buf[EM_NONCE_LEN + EM_PROOF_LEN];
+	uint8_t want[EM_PROOF_LEN], ab[EM_AUTH_REQ_LEN], rb[EM_AUTH_RESP_LEN];
+	struct em_auth_req ar;
+	struct em_auth_resp resp;
+	struct em_hdr h;
+	struct timeval tv = { .tv_sec = 10 };
+	int rc;
+
+	/* A peer that connects and says nothing is dropped after 10 s. */
+	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if ((rc = recv_msg(c, &h, cn, EM_W_HELLO, EM_NONCE_LEN)))
+		return rc;
+	em_auth_nonce(sn);
+	memcpy(buf, sn, EM_NONCE_LEN);
+	em_auth_proof(s->key, 1, cn, sn, buf + EM_NONCE_LEN);
+	if ((rc = reply(c, &h, 0, buf, sizeof(buf), 0, 0, 0)) || (rc = conn_flush(c)))
+		return rc;
+	if ((rc = recv_msg(c, &h, ab, EM_W_AUTH, EM_AUTH_REQ_LEN)))
+		return rc;
+	em_auth_req_decode(ab, &ar);
+	em_auth_proof(s->key, 0, sn, cn, want);
+	if (em_auth_check(want, ar.proof) != 0) {
+		count(&s->auth_fail, 1);
+		em_log(EM_LOG_WARN, "%s: refused: wrong cluster secret", c->peer);
+		reply_err(c, &h, -EM_EAUTH);
+		conn_flush(c);
+		return -EM_EAUTH;
+	}
+	if (ar.attach_session) {
+		c->sess = session_attach(s, ar.attach_session, ar.attach_token);
+		if (!c->sess) {
+			em_log(EM_LOG_WARN, "%s: refused: unknown session", c->peer);
+			reply_err(c, &h, -ENOENT);
+			conn_flush(c);
+			return -ENOENT;
+		}
+	} else if (!(c->sess = session_new(s))) {
+		reply_err(c, &h, -ENOMEM);
+		conn_flush(c);
+		return -ENOMEM;
+	}
+	resp.session = c->sess->id;
+	memcpy(resp.token, c->sess->token, EM_TOKEN_LEN);
+	memcpy(resp.node_id, s->node_id, EM_NODE_ID_LEN);
+	em_auth_resp_encode(rb, &resp);
+	if ((rc = reply(c, &h, 0, rb, sizeof(rb), 0, 0, 0)) || (rc = conn_flush(c)))
+		return rc;
+	tv.tv_sec = 0;
+	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	em_log(EM_LOG_DEBUG, "%s: authenticated, session %llu", c->peer,
+	       (unsigned long long)c->sess->id);
+	return 0;
+}
+
+/* ---- connection lifecycle ---- */
+
+static void conn_free(struct conn *c)
+{
+	free(c->rx);
+	free(c->tx);
+	free(c->basebuf);
+	free(c);
+}
+
+static void *conn_main(void *arg)
+{
+	struct conn *c = arg;
+	struct em_server *s = c->srv;
+	int rc = authenticate(c);
+
+	if (!rc) {
+		pthread_mutex_lock(&s->lock);
+		s->nauthed++;
+		pthread_mutex_unlock(&s->lock);
+		rc = conn_loop(c);
+		if (rc && rc != -ECONNRESET && rc != -ETIMEDOUT && rc != -EPROTO &&
+		    rc != -EM_EVERSION)
+			em_log(EM_LOG_WARN, "%s: connection dropped: %s", c->peer, em_strerror(rc));
+		pthread_mutex_lock(&s->lock);
+		s->nauthed--;
+		pthread_mutex_unlock(&s->lock);
+		session_detach(s, c->sess);
+	}
+	count(&s->bytes_in, c->bytes_in);
+	count(&s->bytes_out, c->bytes_out);
+	close(c->fd);
+	pthread_mutex_lock(&s->lock);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	if (--s->nconns == 0)
+		pthread_cond_broadcast(&s->idle);
+	pthread_mutex_unlock(&s->lock);
+	conn_free(c);
+	return NULL;
+}
+
+static struct conn *conn_new(struct em_server *s, int fd)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->srv = s;
+	c->fd = fd;
+	c->rx = malloc(RX_CAP);
+	c->tx = malloc(TX_CAP);
+	if (!c->rx || !c->tx) {
+		conn_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+static void accept_one(struct em_server *s)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[48], serv[8];
+	pthread_attr_t attr;
+	pthread_t t;
+	struct conn *c;
+	int one = 1, fd = accept4(s->lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	pthread_mutex_lock(&s->lock);
+	if (s->nconns >= s->o.max_clients) {
+		pthread_mutex_unlock(&s->lock);
+		em_log(EM_LOG_WARN, "connection refused: %d clients already", s->o.max_clients);
+		close(fd);
+		return;
+	}
+	pthread_mutex_unlock(&s->lock);
+	c = conn_new(s, fd);
+	if (!c) {
+		close(fd);
+		return;
+	}
+	if (getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), serv, sizeof(serv),
+			NI_NUMERICHOST | NI_NUMERICSERV) == 0)
+		snprintf(c->peer, sizeof(c->peer), "%s:%s", host, serv);
+	else
+		snprintf(c->peer, sizeof(c->peer), "?");
+	pthread_mutex_lock(&s->lock);
+	c->next = s->conns;
+	if (s->conns)
+		s->conns->prev = c;
+	s->conns = c;
+	s->nconns++;
+	pthread_mutex_unlock(&s->lock);
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 256 << 10);
+	if (pthread_create(&t, &attr, conn_main, c) != 0) {
+		em_log(EM_LOG_ERR, "cannot start a connection thread");
+		pthread_mutex_lock(&s->lock);
+		s->conns = c->next;
+		if (c->next)
+			c->next->prev = NULL;
+		s->nconns--;
+		pthread_mutex_unlock(&s->lock);
+		close(fd);
+		conn_free(c);
+	}
+	pthread_attr_destroy(&attr);
+}
+
+static int listen_on(struct em_server *s)
+{
+	char host[256], port[8];
+	uint16_t p;
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *ai;
+	struct sockaddr_storage bound;
+	socklen_t bl = sizeof(bound);
+	int rc, one = 1, fd;
+
+	rc = em_parse_addr(s->o.listen, host, sizeof(host), &p);
+	if (rc) {
+		em_log(EM_LOG_ERR, "bad --listen address '%s'", s->o.listen);
+		return rc;
+	}
+	snprintf(port, sizeof(port), "%u", p);
+	rc = getaddrinfo(host, port, &hints, &ai);
+	if (rc) {
+		em_log(EM_LOG_ERR, "cannot resolve '%s': %s", host, gai_strerror(rc));
+		return -EINVAL;
+	}
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, 128)) {
+		rc = -errno;
+		em_log(EM_LOG_ERR, "cannot listen on %s: %s", s->o.listen, strerror(-rc));
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(ai);
+		return rc;
+	}
+	freeaddrinfo(ai);
+	getsockname(fd, (struct sockaddr *)&bound, &bl);
+	p = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+					      : ((struct sockaddr_in *)&bound)->sin_port);
+	s->lfd = fd;
+	em_log(EM_LOG_INFO, "listening on tcp://%s:%u", host, p);
+	if (s->o.port_file) {
+		char tmp[4096], num[16];
+		int pf, n = snprintf(num, sizeof(num), "%u\n", p);
+		/* written to a temporary name and renamed, so a reader never sees
+		 * half a number */
+		snprintf(tmp, sizeof(tmp), "%s.tmp", s->o.port_file);
+		pf = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (pf < 0 || write(pf, num, (size_t)n) != n || close(pf) ||
+		    rename(tmp, s->o.port_file)) {
+			em_log(EM_LOG_ERR, "cannot write port file %s", s->o.port_file);
+			return -EIO;
+		}
+	}
+	return 0;
+}
+
+int em_server_create(struct em_server **out, const struct em_server_opts *o)
+{
+	struct em_server *s = calloc(1, sizeof(*s));
+	int rc;
+
+	if (!s)
+		return -ENOMEM;
+	s->o = *o;
+	s->lfd = -1;
+	if (s->o.max_clients <= 0)
+		s->o.max_clients = 1024;
+	if (s->o.io_timeout_ms <= 0)
+		s->o.io_timeout_ms = 30000;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->idle, NULL);
+	s->start_ns = em_now_ns();
+	em_random(s->node_id, sizeof(s->node_id));
+	if (o->secret_file) {
+		rc = em_key_load(o->secret_file, s->key);
+		if (rc) {
+			em_log(EM_LOG_ERR, "cannot use secret file '%s': %s%s", o->secret_file,
+			       em_strerror(rc), rc == -EINVAL ? " (needs at least 16 bytes)" : "");
+			free(s);
+			return rc;
+		}
+	}
+	rc = em_store_create(&s->st, o->capacity, o->mlock);
+	if (rc) {
+		em_log(EM_LOG_ERR, "cannot reserve %llu bytes%s: %s",
+		       (unsigned long long)o->capacity, o->mlock ? " locked" : "",
+		       em_strerror(rc));
+		free(s);
+		return rc;
+	}
+	*out = s;
+	return 0;
+}
+
+int em_server_run(struct em_server *s)
+{
+	struct em_store_stats st;
+	sigset_t set;
+	int sfd, rc;
+
+	rc = listen_on(s);
+	if (rc)
+		return rc;
+	em_store_stats(s->st, &st);
+	em_log(EM_LOG_INFO, "exporting %llu bytes (%s pages%s)", (unsigned long long)st.capacity,
+	       st.huge ? "2 MiB huge" : "4 KiB + THP", s->o.mlock ? ", locked" : "");
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sfd = signalfd(-1, &set, SFD_CLOEXEC);
+	if (sfd < 0)
+		return -errno;
+	for (;;) {
+		struct pollfd p[2] = { { s->lfd, POLLIN, 0 }, { sfd, POLLIN, 0 } };
+
+		if (poll(p, 2, -1) < 0 && errno != EINTR)
+			break;
+		if (p[1].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			if (read(sfd, &si, sizeof(si)) > 0)
+				em_log(EM_LOG_INFO, "signal %u: stopping", si.ssi_signo);
+			break;
+		}
+		if (p[0].revents & POLLIN)
+			accept_one(s);
+	}
+	close(sfd);
+	close(s->lfd);
+	s->lfd = -1;
+	/* Shutting down the read side makes each connection thread see end of
+	 * stream after it has served what it already received, so in-flight
+	 * requests finish and their replies still go out. */
+	pthread_mutex_lock(&s->lock);
+	s->stopping = true;
+	for (struct conn *c = s->conns; c; c = c->next)
+		shutdown(c->fd, SHUT_RD);
+	while (s->nconns > 0)
+		pthread_cond_wait(&s->idle, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+	em_log(EM_LOG_INFO, "stopped");
+	return 0;
+}
+
+void em_server_destroy(struct em_server *s)
+{
+	if (!s)
+		return;
+	em_store_destroy(s->st);
+	pthread_mutex_destroy(&s->lock);
+	pthread_cond_destroy(&s->idle);
+	free(s);
+}
+
+struct em_server *em_server_create_for_fuzz(uint64_t capacity)
+{
+	struct em_server_opts o = { .capacity = capacity, .io_timeout_ms = 1 };
+	struct em_server *s;
+
+	em_log_threshold = EM_LOG_ERR;
+	return em_server_create(&s, &o) ? NULL : s;
+}
+
+void em_server_fuzz_input(struct em_server *s, const uint8_t *data, size_t len)
+{
+	struct conn *c = conn_new(s, -1);
+
+	if (!c)
+		return;
+	c->sess = session_new(s);
+	if (c->sess) {
+		len = EM_MIN(len, RX_CAP);
+		memcpy(c->rx, data, len);
+		c->wpos = len;
+		serve_buffered(c);
+		session_detach(s, c->sess);
+	}
+	conn_free(c);
+}

@@ -1,0 +1,35 @@
+/*
+ * server.h - the memory node's network side: accepts connections,
+ * authenticates them, and serves the ethermem protocol against a store.
+ */
+#ifndef EM_SERVER_H
+#define EM_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct em_server;
+
+struct em_server_opts {
+	uint64_t capacity;
+	bool mlock;
+	const char *listen;      /* tcp://ADDR:PORT */
+	const char *secret_file;
+	const char *port_file;   /* written with the bound port once listening */
+	int max_clients;
+	int io_timeout_ms;       /* a half-received message older than this drops the connection */
+};
+
+int em_server_create(struct em_server **out, const struct em_server_opts *o);
+/* Serves until SIGTERM or SIGINT (which the caller must have blocked in every
+ * thread), then stops accepting, lets in-flight requests finish, returns 0. */
+int em_server_run(struct em_server *s);
+void em_server_destroy(struct em_server *s);
+
+/* For the fuzz target: runs one authenticated connection's request stream
+ * from memory, replies discarded. */
+struct em_server *em_server_create_for_fuzz(uint64_t capacity);
+void em_server_fuzz_input(struct em_server *s, const uint8_t *data, size_t len);
+
+#endif
