@@ -1,0 +1,240 @@
+/*
+ * Internal interface of the ethermem inference engine (libemllm).
+ *
+ * The engine runs Llama-2-architecture models, dense (llama2.c "version 0"
+ * checkpoints) and mixture-of-experts (our own format, described at the top
+ * of llm_model.c), with one forward pass for every place the weights can
+ * live.  The forward pass never touches a file or a pool: it asks a weight
+ * source (struct llm_src) for "layer l" or "experts {a,b} of layer l" and gets
+ * float pointers back.  Sources that hold the whole checkpoint at one address
+ * (read into RAM, mmap, a transparently mapped pool region) hand out pointers
+ * into it; the streaming source fetches byte ranges through a small
+ * asynchronous fetcher interface (struct llm_fetcher) into a bounded local
+ * budget, fetching layer l+1 while layer l computes.  Because every source
+ * feeds the same arithmetic in the same order, every backend produces
+ * bit-identical logits and therefore identical token ids.
+ *
+ * Not installed and not part of the public API: the benchmark harness and the
+ * CLIs in this directory are its only users.  Functions return 0 or -errno.
+ */
+#ifndef ETHERMEM_LLM_H
+#define ETHERMEM_LLM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- checkpoint description (llm_model.c) ------------------------------ */
+
+enum llm_format {
+	LLM_FMT_V0 = 0,  /* llama2.c version 0, fp32, tensors grouped by type */
+	LLM_FMT_MOE = 1, /* ours: fp32, per-layer contiguous, experts contiguous */
+};
+
+/* Per-layer tensors, in the order the MoE format stores them. */
+enum llm_tensor {
+	LLM_T_RMS_ATT,
+	LLM_T_WQ,
+	LLM_T_WK,
+	LLM_T_WV,
+	LLM_T_WO,
+	LLM_T_RMS_FFN,
+	LLM_T_ROUTER, /* MoE only */
+	LLM_T_W1,     /* dense only: MoE keeps w1/w2/w3 inside each expert */
+	LLM_T_W2,
+	LLM_T_W3,
+	LLM_T_COUNT,
+};
+
+struct llm_config {
+	int dim, hidden, n_layers, n_heads, n_kv_heads, vocab, seq_len;
+	int n_experts, top_k; /* 0 and 0 for dense */
+	int shared_cls;       /* classifier is the token embedding */
+	int kv_dim, head_size;
+};
+
+/* Where every tensor is, as byte offsets into the checkpoint. */
+struct llm_layout {
+	enum llm_format fmt;
+	uint64_t file_size;
+	uint64_t tok_emb, rms_final, wcls;
+	uint64_t t_size[LLM_T_COUNT]; /* bytes of one layer's tensor, 0 if absent */
+	/* v0: tensor t of layer l is at t_base[t] + l * t_size[t].
+	 * MoE: at layer_base + l * layer_stride + t_base[t]. */
+	uint64_t t_base[LLM_T_COUNT];
+	uint64_t layer_base, layer_stride;
+	uint64_t attn_bytes;    /* MoE: the non-expert prefix of a layer */
+	uint64_t expert_base;   /* MoE: first expert, relative to its layer */
+	uint64_t expert_stride; /* MoE: page-aligned expert footprint */
+	uint64_t expert_bytes;  /* MoE: w1+w2+w3 of one expert, unpadded */
+	uint64_t w_hot_bytes;   /* bytes one token reads (all experts for dense;
+				 * top-k experts for MoE), for reports */
+};
+
+#define LLM_MOE_MAGIC 0x454f4d45u /* "EMOE" little-endian */
+#define LLM_MOE_VERSION 1
+#define LLM_MOE_HEADER 256
+#define LLM_MOE_ALIGN 4096
+#define LLM_V0_HEADER 28
+#define LLM_MAX_EXPERTS 256
+
+/* Parse and validate a header against the checkpoint's real length; never
+ * trusts a field, overflow-checks every product.  `hdr` holds the first
+ * min(len, LLM_MOE_HEADER) bytes.  On failure writes a reason to err. */
+int llm_parse_header(const void *hdr, size_t hdr_len, uint64_t file_size,
+		     struct llm_config *cfg, struct llm_layout *lay,
+		     char *err, size_t errlen);
+
+/* ---- asynchronous fetch interface (llm_fetch.c implements a file one) --- */
+
+/*
+ * The streaming source's only way to the bytes.  submit() starts copying
+ * [off, off+len) of the checkpoint into dst and returns at once; wait()
+ * blocks until the request with that tag has landed.  Tags are unique per
+ * in-flight request; every submitted tag is waited exactly once.  Both return
+ * 0 or -errno.  A pool fetcher does the same with em_submit/em_wait on a
+ * region holding the checkpoint bytes at the same offsets.
+ */
+struct llm_fetcher_ops {
+	int (*submit)(void *ctx, uint64_t off, void *dst, size_t len, uint64_t tag);
+	int (*wait)(void *ctx, uint64_t tag);
+	void (*close)(void *ctx);
+};
+
+struct llm_fetcher {
+	const struct llm_fetcher_ops *ops;
+	void *ctx;
+	uint64_t size; /* bytes of checkpoint behind it */
+};
+
+/* pread() from `path` on `nthreads` worker threads. */
+int llm_fetcher_file_open(const char *path, int nthreads, struct llm_fetcher *out);
+
+/* ---- pool seam --------------------------------------------------------- */
+
+/*
+ * How the CLI reaches pool memory without this directory depending on
+ * libethermem.  llm_pool_none.c sets llm_pool_backend to NULL; a build with
+ * pool support swaps in a file that points it at a real table.
+ *  map():          make the checkpoint named `model` visible at *base
+ *                  (em_map of a region holding the file's bytes); *cookie is
+ *                  handed back to unmap().
+ *  open_fetcher(): a fetcher whose submit/wait read that region
+ *                  (em_submit/em_wait), for --weights stream --stream-from pool.
+ *  stats():        optional; bytes fetched and faults taken so far by the
+ *                  mapping behind cookie (em_map_stats), for per-token reports.
+ * All return 0 or -errno.
+ */
+struct llm_pool_ops {
+	const char *name;
+	int (*map)(const char *model, void **base, size_t *len, void **cookie);
+	void (*unmap)(void *cookie);
+	int (*open_fetcher)(const char *model, struct llm_fetcher *out);
+	int (*stats)(void *cookie, uint64_t *bytes, uint64_t *faults);
+};
+extern const struct llm_pool_ops *const llm_pool_backend;
+
+/* ---- weight sources (llm_source.c) ------------------------------------- */
+
+struct llm_layer_w {
+	const float *t[LLM_T_COUNT];
+};
+
+struct llm_expert_w {
+	const float *w1, *w2, *w3;
+};
+
+struct llm_src_stats {
+	uint64_t bytes_fetched;  /* from the backing source, after open */
+	uint64_t fetches;
+	uint64_t expert_hits, expert_misses;
+	double stall_ms;         /* time spent waiting for fetches */
+	double *cold_ms;         /* one per expert miss (stream) */
+	size_t n_cold, cap_cold;
+	uint64_t pinned_bytes, staging_bytes, cache_bytes;
+	int cache_slots;
+};
+
+/*
+ * The forward pass walks each layer as a fixed sequence of groups of at most
+ * two tensors (llm_group_tensors()), then the classifier in row chunks, then
+ * the next token's layer 0 again.  A source may recycle memory between
+ * calls: pointers from group() or head() stay valid only until the next
+ * group() or head() call.  That contract is what lets the streaming source
+ * double-buffer at tensor granularity instead of holding whole layers.
+ */
+#define LLM_GROUPS_DENSE 7 /* {rms_att,wq} {wk} {wv} {wo} {rms_ffn,w1} {w3} {w2} */
+#define LLM_GROUPS_MOE 5   /* {rms_att,wq} {wk} {wv} {wo} {rms_ffn,router} */
+
+struct llm_src;
+struct llm_src_ops {
+	int (*embed)(struct llm_src *s, int token, float *out);
+	int (*group)(struct llm_src *s, int l, int g, struct llm_layer_w *w);
+	/* Blocks until the k experts `ids` of layer l are addressable; those
+	 * pointers stay valid until the next experts() call. */
+	int (*experts)(struct llm_src *s, int l, const int *ids, int k,
+		       struct llm_expert_w *w);
+	/* Chunk c of the classifier: rows [c*head_rows, min(vocab, (c+1)*head_rows));
+	 * rms_final is set on chunk 0. */
+	int (*head)(struct llm_src *s, int c, const float **rms_final,
+		    const float **wcls_rows);
+	void (*close)(struct llm_src *s);
+};
+
+struct llm_src {
+	const struct llm_src_ops *ops;
+	struct llm_config cfg;
+	struct llm_layout lay;
+	struct llm_src_stats st;
+	int n_groups, head_rows, n_head_chunks;
+};
+
+/* Tensors of group g (LLM_T_COUNT where fewer than two). */
+void llm_group_tensors(enum llm_format fmt, int g, int t[2]);
+
+/* The whole checkpoint at base (RAM, mmap, mapped pool region).  release()
+ * is called on close, with cookie, to give the memory back; may be NULL. */
+int llm_weights_from_pointer(const void *base, size_t len,
+			     void (*release)(void *cookie), void *cookie,
+			     struct llm_src **out, char *err, size_t errlen);
+int llm_weights_local(const char *path, struct llm_src **out, char *err, size_t errlen);
+int llm_weights_mmap(const char *path, struct llm_src **out, char *err, size_t errlen);
+/* Streams through f (taken over: closed with the source) within budget bytes
+ * of local memory for staging buffers, pinned layers and the expert cache. */
+int llm_weights_stream(struct llm_fetcher *f, uint64_t budget,
+		       struct llm_src **out, char *err, size_t errlen);
+void llm_src_close(struct llm_src *s);
+
+/* ---- math (llm_math.c) ------------------------------------------------- */
+
+int llm_threads_init(int n);
+void llm_threads_fini(void);
+void llm_matmul(float *out, const float *x, const float *w, int n, int d);
+void llm_rmsnorm(float *o, const float *x, const float *w, int n);
+void llm_softmax(float *x, int n);
+
+/* ---- engine (llm_engine.c) --------------------------------------------- */
+
+enum llm_router_mode { LLM_ROUTER_MODEL, LLM_ROUTER_UNIFORM, LLM_ROUTER_ZIPF };
+
+struct llm_router {
+	enum llm_router_mode mode;
+	double zipf_s;
+	uint64_t seed;
+};
+
+struct llm_engine;
+int llm_engine_create(struct llm_src *src, int max_steps,
+		      const struct llm_router *router, struct llm_engine **out);
+void llm_engine_destroy(struct llm_engine *e);
+/* One forward pass of `token` at `pos`; returns the logits (vocab floats,
+ * owned by the engine) through *logits. */
+int llm_forward(struct llm_engine *e, int token, int pos, float **logits);
+
+uint64_t llm_rng_next(uint64_t *state);
+int llm_sample(const float *logits, int n, float temperature, uint64_t *rng,
+	       float *scratch);
+
+int llm_parse_size(const char *s, uint64_t *out);
+double llm_now_ms(void);
+
+#endif

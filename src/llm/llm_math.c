@@ -1,0 +1,173 @@
+/*
+ * The arithmetic the forward pass spends its time in: matrix-vector products
+ * (optionally split by rows over a few pthreads), RMSNorm and softmax.
+ *
+ * Every backend must produce bit-identical logits, so the summation order of
+ * a dot product is fixed by this source alone: sixteen independent partial
+ * sums combined in a fixed tree, whatever the thread count, the row split or
+ * the instruction set.  The compiler vectorises the sixteen lanes (AVX2 where
+ * the CPU has it, through a target clone, SSE2 otherwise); no fused
+ * multiply-add is enabled, so both clones round identically.  Rows are split
+ * between threads, never within a row, for the same reason.
+ */
+#include "llm/llm.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define LLM_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define LLM_CLONES
+#endif
+
+#define LLM_LANES 16
+#define LLM_MAX_THREADS 64
+/* Below this many multiply-adds a matmul is cheaper than waking a thread
+ * (tens of microseconds on these machines). */
+#define LLM_PAR_MIN (1 << 18)
+
+LLM_CLONES
+static void llm_rows(float *out, const float *x, const float *w, int n, int r0, int r1)
+{
+	for (int i = r0; i < r1; i++) {
+		const float *row = w + (size_t)i * (size_t)n;
+		float acc[LLM_LANES] = { 0 }, s;
+		int j = 0;
+
+		for (; j + LLM_LANES <= n; j += LLM_LANES)
+			for (int l = 0; l < LLM_LANES; l++)
+				acc[l] += row[j + l] * x[j + l];
+		for (int l = 0; l < LLM_LANES / 2; l++)
+			acc[l] += acc[l + LLM_LANES / 2];
+		for (int l = 0; l < LLM_LANES / 4; l++)
+			acc[l] += acc[l + LLM_LANES / 4];
+		s = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+		for (; j < n; j++)
+			s += row[j] * x[j];
+		out[i] = s;
+	}
+}
+
+static struct {
+	int n; /* threads including the caller */
+	pthread_t th[LLM_MAX_THREADS];
+	pthread_mutex_t mu;
+	pthread_cond_t go, done;
+	uint64_t gen;
+	int pending, stop;
+	float *out;
+	const float *x, *w;
+	int cols, rows;
+} llm_tp = { .n = 1, .mu = PTHREAD_MUTEX_INITIALIZER,
+	     .go = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER };
+
+static void *llm_tp_worker(void *arg)
+{
+	int me = (int)(intptr_t)arg;
+	uint64_t seen = 0;
+
+	pthread_mutex_lock(&llm_tp.mu);
+	for (;;) {
+		int r0, r1;
+
+		while (llm_tp.gen == seen && !llm_tp.stop)
+			pthread_cond_wait(&llm_tp.go, &llm_tp.mu);
+		if (llm_tp.stop)
+			break;
+		seen = llm_tp.gen;
+		r0 = (int)((int64_t)llm_tp.rows * me / llm_tp.n);
+		r1 = (int)((int64_t)llm_tp.rows * (me + 1) / llm_tp.n);
+		pthread_mutex_unlock(&llm_tp.mu);
+		llm_rows(llm_tp.out, llm_tp.x, llm_tp.w, llm_tp.cols, r0, r1);
+		pthread_mutex_lock(&llm_tp.mu);
+		if (--llm_tp.pending == 0)
+			pthread_cond_signal(&llm_tp.done);
+	}
+	pthread_mutex_unlock(&llm_tp.mu);
+	return NULL;
+}
+
+int llm_threads_init(int n)
+{
+	if (n < 1 || n > LLM_MAX_THREADS)
+		return -EINVAL;
+	if (llm_tp.n > 1)
+		return -EBUSY;
+	llm_tp.stop = 0;
+	for (int i = 1; i < n; i++) {
+		int rc = pthread_create(&llm_tp.th[i], NULL, llm_tp_worker, (void *)(intptr_t)i);
+
+		if (rc) {
+			llm_threads_fini();
+			return -rc;
+		}
+		llm_tp.n = i + 1;
+	}
+	return 0;
+}
+
+void llm_threads_fini(void)
+{
+	pthread_mutex_lock(&llm_tp.mu);
+	llm_tp.stop = 1;
+	pthread_cond_broadcast(&llm_tp.go);
+	pthread_mutex_unlock(&llm_tp.mu);
+	for (int i = 1; i < llm_tp.n; i++)
+		pthread_join(llm_tp.th[i], NULL);
+	llm_tp.n = 1;
+}
+
+/* out[d] = W[d x n] x[n] */
+void llm_matmul(float *out, const float *x, const float *w, int n, int d)
+{
+	if (llm_tp.n == 1 || (int64_t)n * d < LLM_PAR_MIN) {
+		llm_rows(out, x, w, n, 0, d);
+		return;
+	}
+	pthread_mutex_lock(&llm_tp.mu);
+	llm_tp.out = out;
+	llm_tp.x = x;
+	llm_tp.w = w;
+	llm_tp.cols = n;
+	llm_tp.rows = d;
+	llm_tp.pending = llm_tp.n - 1;
+	llm_tp.gen++;
+	pthread_cond_broadcast(&llm_tp.go);
+	pthread_mutex_unlock(&llm_tp.mu);
+	llm_rows(out, x, w, n, 0, (int)((int64_t)d / llm_tp.n));
+	pthread_mutex_lock(&llm_tp.mu);
+	while (llm_tp.pending)
+		pthread_cond_wait(&llm_tp.done, &llm_tp.mu);
+	pthread_mutex_unlock(&llm_tp.mu);
+}
+
+void llm_rmsnorm(float *o, const float *x, const float *w, int n)
+{
+	float ss = 0.0f;
+
+	for (int j = 0; j < n; j++)
+		ss += x[j] * x[j];
+	ss /= (float)n;
+	ss += 1e-5f;
+	ss = 1.0f / sqrtf(ss);
+	for (int j = 0; j < n; j++)
+		o[j] = w[j] * (ss * x[j]);
+}
+
+void llm_softmax(float *x, int n)
+{
+	float max = x[0], sum = 0.0f;
+
+	for (int i = 1; i < n; i++)
+		if (x[i] > max)
+			max = x[i];
+	for (int i = 0; i < n; i++) {
+		x[i] = expf(x[i] - max);
+		sum += x[i];
+	}
+	for (int i = 0; i < n; i++)
+		x[i] /= sum;
+}

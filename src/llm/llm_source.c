@@ -1,0 +1,864 @@
+/*
+ * Weight sources: where the forward pass gets its tensors from.
+ *
+ * Pointer sources hold the whole checkpoint at one address: a malloc'ed copy
+ * (local), an mmap of the file, or a pool region mapped by the transparent
+ * paging layer (llm_weights_from_pointer()).  They hand out pointers into it
+ * and the kernel or the paging layer decides what is resident.
+ *
+ * The streaming source does that deciding itself, within an explicit local
+ * budget, as offloading engines (FlexGen, ZeRO-Inference) do:
+ *  - the model is cut into units, each a group of one or two tensors of a
+ *    layer or a row chunk of the classifier, in the order the forward pass
+ *    uses them;
+ *  - units that fit the budget are pinned (loaded once at open), spread evenly
+ *    over the sequence so that prefetching always has a streamed unit to work
+ *    on; the others cycle through two staging buffers, the next one fetched
+ *    while the current one is computed on;
+ *  - MoE experts are fetched when the router picks them, into an LRU cache of
+ *    whole experts that takes the rest of the budget.
+ * Every token then moves only the bytes that did not fit, which is the point:
+ * LRU paging of a model read front to back in the same order every token keeps
+ * nothing useful once the model exceeds memory.
+ */
+#include "llm/llm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+void llm_group_tensors(enum llm_format fmt, int g, int t[2])
+{
+	static const int dense[LLM_GROUPS_DENSE][2] = {
+		{ LLM_T_RMS_ATT, LLM_T_WQ }, { LLM_T_WK, LLM_T_COUNT },
+		{ LLM_T_WV, LLM_T_COUNT },    { LLM_T_WO, LLM_T_COUNT },
+		{ LLM_T_RMS_FFN, LLM_T_W1 }, { LLM_T_W3, LLM_T_COUNT },
+		{ LLM_T_W2, LLM_T_COUNT },
+	};
+	static const int moe[LLM_GROUPS_MOE][2] = {
+		{ LLM_T_RMS_ATT, LLM_T_WQ }, { LLM_T_WK, LLM_T_COUNT },
+		{ LLM_T_WV, LLM_T_COUNT },    { LLM_T_WO, LLM_T_COUNT },
+		{ LLM_T_RMS_FFN, LLM_T_ROUTER },
+	};
+	const int *p = fmt == LLM_FMT_V0 ? dense[g] : moe[g];
+
+	t[0] = p[0];
+	t[1] = p[1];
+}
+
+static uint64_t llm_toff(const struct llm_layout *lay, int l, int t)
+{
+	if (lay->fmt == LLM_FMT_V0)
+		return lay->t_base[t] + (uint64_t)l * lay->t_size[t];
+	return lay->layer_base + (uint64_t)l * lay->layer_stride + lay->t_base[t];
+}
+
+static uint64_t llm_eoff(const struct llm_layout *lay, int l, int e)
+{
+	return lay->layer_base + (uint64_t)l * lay->layer_stride +
+	       lay->expert_base + (uint64_t)e * lay->expert_stride;
+}
+
+static void llm_expert_ptrs(const struct llm_config *c, const unsigned char *p,
+			    struct llm_expert_w *w)
+{
+	size_t m = (size_t)c->hidden * (size_t)c->dim;
+
+	w->w1 = (const float *)p;
+	w->w2 = w->w1 + m;
+	w->w3 = w->w2 + m;
+}
+
+static int llm_src_init(struct llm_src *s, const void *hdr, size_t hdr_len,
+			uint64_t size, char *err, size_t errlen)
+{
+	int rc = llm_parse_header(hdr, hdr_len, size, &s->cfg, &s->lay, err, errlen);
+
+	if (rc)
+		return rc;
+	s->n_groups = s->lay.fmt == LLM_FMT_V0 ? LLM_GROUPS_DENSE : LLM_GROUPS_MOE;
+	s->head_rows = s->cfg.vocab;
+	s->n_head_chunks = 1;
+	return 0;
+}
+
+/* ---- pointer sources ---------------------------------------------------- */
+
+struct llm_psrc {
+	struct llm_src s;
+	const unsigned char *base;
+	void (*release)(void *cookie);
+	void *cookie;
+};
+
+static int llm_p_embed(struct llm_src *s, int token, float *out)
+{
+	struct llm_psrc *p = (struct llm_psrc *)s;
+	size_t row = (size_t)s->cfg.dim * sizeof(float);
+
+	memcpy(out, p->base + s->lay.tok_emb + (size_t)token * row, row);
+	return 0;
+}
+
+static int llm_p_group(struct llm_src *s, int l, int g, struct llm_layer_w *w)
+{
+	struct llm_psrc *p = (struct llm_psrc *)s;
+	int t[2];
+
+	llm_group_tensors(s->lay.fmt, g, t);
+	for (int i = 0; i < 2; i++)
+		if (t[i] != LLM_T_COUNT)
+			w->t[t[i]] = (const float *)(p->base + llm_toff(&s->lay, l, t[i]));
+	return 0;
+}
+
+static int llm_p_experts(struct llm_src *s, int l, const int *ids, int k,
+			 struct llm_expert_w *w)
+{
+	struct llm_psrc *p = (struct llm_psrc *)s;
+
+	for (int j = 0; j < k; j++)
+		llm_expert_ptrs(&s->cfg, p->base + llm_eoff(&s->lay, l, ids[j]), &w[j]);
+	return 0;
+}
+
+static int llm_p_head(struct llm_src *s, int c, const float **rms_final,
+		      const float **wcls)
+{
+	struct llm_psrc *p = (struct llm_psrc *)s;
+
+	*rms_final = (const float *)(p->base + s->lay.rms_final);
+	*wcls = (const float *)(p->base + s->lay.wcls) +
+		(size_t)c * (size_t)s->head_rows * (size_t)s->cfg.dim;
+	return 0;
+}
+
+static void llm_p_close(struct llm_src *s)
+{
+	struct llm_psrc *p = (struct llm_psrc *)s;
+
+	if (p->release)
+		p->release(p->cookie);
+	free(s->st.cold_ms);
+	free(p);
+}
+
+static const struct llm_src_ops llm_psrc_ops = {
+	.embed = llm_p_embed,
+	.group = llm_p_group,
+	.experts = llm_p_experts,
+	.head = llm_p_head,
+	.close = llm_p_close,
+};
+
+int llm_weights_from_pointer(const void *base, size_t len,
+			     void (*release)(void *cookie), void *cookie,
+			     struct llm_src **out, char *err, size_t errlen)
+{
+	struct llm_psrc *p = calloc(1, sizeof(*p));
+	size_t hl = len < LLM_MOE_HEADER ? len : LLM_MOE_HEADER;
+	int rc;
+
+	if (!p)
+		return -ENOMEM;
+	rc = llm_src_init(&p->s, base, hl, len, err, errlen);
+	if (rc) {
+		free(p);
+		return rc;
+	}
+	p->s.ops = &llm_psrc_ops;
+	p->base = base;
+	p->release = release;
+	p->cookie = cookie;
+	*out = &p->s;
+	return 0;
+}
+
+static int llm_open_file(const char *path, int *fd, uint64_t *size, char *err,
+			 size_t errlen)
+{
+	struct stat sb;
+	int rc;
+
+	*fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (*fd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+		return rc;
+	}
+	if (fstat(*fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+		snprintf(err, errlen, "%s is not a regular file", path);
+		close(*fd);
+		return -EINVAL;
+	}
+	*size = (uint64_t)sb.st_size;
+	if (*size < LLM_V0_HEADER || *size > SIZE_MAX) {
+		snprintf(err, errlen, "%s: %llu bytes is not a checkpoint", path,
+			 (unsigned long long)*size);
+		close(*fd);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int llm_weights_local(const char *path, struct llm_src **out, char *err,
+		      size_t errlen)
+{
+	uint64_t size, done = 0;
+	unsigned char *buf;
+	int fd, rc;
+
+	rc = llm_open_file(path, &fd, &size, err, errlen);
+	if (rc)
+		return rc;
+	buf = malloc(size);
+	if (!buf) {
+		snprintf(err, errlen, "cannot allocate %llu bytes for %s",
+			 (unsigned long long)size, path);
+		close(fd);
+		return -ENOMEM;
+	}
+	while (done < size) {
+		/* Bounded chunks: read() of more than ~2 GiB is short anyway. */
+		size_t want = size - done > (1u << 30) ? (1u << 30) : size - done;
+		ssize_t n = read(fd, buf + done, want);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = n < 0 ? -errno : -EIO;
+			snprintf(err, errlen, "reading %s: %s", path,
+				 n < 0 ? strerror(errno) : "file shrank");
+			free(buf);
+			close(fd);
+			return rc;
+		}
+		done += (uint64_t)n;
+	}
+	close(fd);
+	rc = llm_weights_from_pointer(buf, size, free, buf, out, err, errlen);
+	if (rc)
+		free(buf);
+	return rc;
+}
+
+struct llm_mapping {
+	void *addr;
+	size_t len;
+};
+
+static void llm_unmap(void *cookie)
+{
+	struct llm_mapping *m = cookie;
+
+	munmap(m->addr, m->len);
+	free(m);
+}
+
+int llm_weights_mmap(const char *path, struct llm_src **out, char *err,
+		     size_t errlen)
+{
+	struct llm_mapping *m;
+	uint64_t size;
+	int fd, rc;
+
+	rc = llm_open_file(path, &fd, &size, err, errlen);
+	if (rc)
+		return rc;
+	m = malloc(sizeof(*m));
+	if (!m) {
+		close(fd);
+		return -ENOMEM;
+	}
+	m->len = size;
+	m->addr = mmap(NULL, m->len, PROT_READ, MAP_PRIVATE, fd, 0);
+	rc = m->addr == MAP_FAILED ? -errno : 0;
+	close(fd);
+	if (rc) {
+		snprintf(err, errlen, "mmap %s: %s", path, strerror(-rc));
+		free(m);
+		return rc;
+	}
+	rc = llm_weights_from_pointer(m->addr, m->len, llm_unmap, m, out, err, errlen);
+	if (rc)
+		llm_unmap(m);
+	return rc;
+}
+
+void llm_src_close(struct llm_src *s)
+{
+	if (s)
+		s->ops->close(s);
+}
+
+/* ---- streaming source --------------------------------------------------- */
+
+#define LLM_STAGING 2
+
+/* One streamed or pinned unit: up to two file ranges placed back to back. */
+struct llm_unit {
+	uint64_t off[2], len[2];
+	int nr;
+	uint64_t bytes;
+	unsigned char *pin; /* resident copy, or NULL if streamed */
+	int next;           /* next streamed unit after this one, cyclically */
+};
+
+enum { LLM_BUF_EMPTY, LLM_BUF_INFLIGHT, LLM_BUF_READY };
+
+struct llm_stage {
+	unsigned char *mem;
+	int unit, state, nr;
+	uint64_t tag[2];
+};
+
+struct llm_slot {
+	int key; /* layer * n_experts + expert, -1 when empty */
+	uint64_t last_use;
+	unsigned char *mem;
+};
+
+struct llm_ssrc {
+	struct llm_src s;
+	struct llm_fetcher f;
+	uint64_t next_tag;
+	int n_units;
+	struct llm_unit *units;
+	unsigned char *pin_arena, *stage_arena, *cache_arena;
+	struct llm_stage stage[LLM_STAGING];
+	struct llm_slot *slots;
+	int n_slots;
+	int *slot_of; /* key -> slot index or -1 */
+	uint64_t clock;
+	float *row;   /* embedding row bounce */
+	unsigned char *inuse; /* per slot, during one experts() call */
+};
+
+static int llm_s_fetch_sync(struct llm_ssrc *ss, uint64_t off, void *dst, size_t len)
+{
+	uint64_t tag = ss->next_tag++;
+	int rc = ss->f.ops->submit(ss->f.ctx, off, dst, len, tag);
+
+	if (rc)
+		return rc;
+	return ss->f.ops->wait(ss->f.ctx, tag);
+}
+
+static int llm_s_stage_wait(struct llm_ssrc *ss, struct llm_stage *b)
+{
+	double t0 = llm_now_ms();
+	int rc = 0;
+
+	for (int i = 0; i < b->nr; i++) {
+		int r = ss->f.ops->wait(ss->f.ctx, b->tag[i]);
+
+		if (r && !rc)
+			rc = r;
+	}
+	ss->s.st.stall_ms += llm_now_ms() - t0;
+	b->state = rc ? LLM_BUF_EMPTY : LLM_BUF_READY;
+	b->nr = 0;
+	return rc;
+}
+
+static int llm_s_stage_load(struct llm_ssrc *ss, struct llm_stage *b, int u)
+{
+	struct llm_unit *un = &ss->units[u];
+	uint64_t at = 0;
+	int rc;
+
+	if (b->state == LLM_BUF_INFLIGHT) {
+		rc = llm_s_stage_wait(ss, b);
+		if (rc)
+			return rc;
+	}
+	b->unit = u;
+	b->nr = 0;
+	for (int i = 0; i < un->nr; i++) {
+		b->tag[i] = ss->next_tag++;
+		rc = ss->f.ops->submit(ss->f.ctx, un->off[i], b->mem + at, un->len[i],
+				       b->tag[i]);
+		if (rc) {
+			/* Reap what did go out before the buffer can be reused. */
+			llm_s_stage_wait(ss, b);
+			b->state = LLM_BUF_EMPTY;
+			return rc;
+		}
+		b->nr++;
+		at += un->len[i];
+		ss->s.st.bytes_fetched += un->len[i];
+		ss->s.st.fetches++;
+	}
+	b->state = LLM_BUF_INFLIGHT;
+	return 0;
+}
+
+static struct llm_stage *llm_s_holding(struct llm_ssrc *ss, int u)
+{
+	for (int i = 0; i < LLM_STAGING; i++)
+		if (ss->stage[i].state != LLM_BUF_EMPTY && ss->stage[i].unit == u)
+			return &ss->stage[i];
+	return NULL;
+}
+
+/* Makes unit u addressable and starts fetching the next streamed unit;
+ * returns its bytes through *mem. */
+static int llm_s_unit(struct llm_ssrc *ss, int u, const unsigned char **mem)
+{
+	struct llm_unit *un = &ss->units[u];
+	struct llm_stage *b = NULL;
+	int rc, n;
+
+	if (un->pin) {
+		*mem = un->pin;
+	} else {
+		b = llm_s_holding(ss, u);
+		if (!b) {
+			/* Not prefetched (first token, or a pinned run ended
+			 * the lookahead): any buffer is free now. */
+			b = &ss->stage[0];
+			if (ss->stage[0].state == LLM_BUF_INFLIGHT)
+				b = &ss->stage[1];
+			rc = llm_s_stage_load(ss, b, u);
+			if (rc)
+				return rc;
+		}
+		if (b->state == LLM_BUF_INFLIGHT) {
+			rc = llm_s_stage_wait(ss, b);
+			if (rc)
+				return rc;
+		}
+		*mem = b->mem;
+	}
+	n = un->next;
+	if (n >= 0 && n != u && !llm_s_holding(ss, n)) {
+		struct llm_stage *o = b == &ss->stage[0] ? &ss->stage[1] : &ss->stage[0];
+
+		if (!b && ss->stage[0].state == LLM_BUF_INFLIGHT)
+			o = &ss->stage[1];
+		rc = llm_s_stage_load(ss, o, n);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int llm_s_group(struct llm_src *s, int l, int g, struct llm_layer_w *w)
+{
+	struct llm_ssrc *ss = (struct llm_ssrc *)s;
+	const unsigned char *mem;
+	int t[2], rc = llm_s_unit(ss, l * s->n_groups + g, &mem);
+
+	if (rc)
+		return rc;
+	llm_group_tensors(s->lay.fmt, g, t);
+	w->t[t[0]] = (const float *)mem;
+	if (t[1] != LLM_T_COUNT)
+		w->t[t[1]] = (const float *)(mem + s->lay.t_size[t[0]]);
+	return 0;
+}
+
+static int llm_s_head(struct llm_src *s, int c, const float **rms_final,
+		      const float **wcls)
+{
+	struct llm_ssrc *ss = (struct llm_ssrc *)s;
+	const unsigned char *mem;
+	int rc = llm_s_unit(ss, s->cfg.n_layers * s->n_groups + c, &mem);
+
+	if (rc)
+		return rc;
+	if (c == 0) {
+		*rms_final = (const float *)mem;
+		mem += (size_t)s->cfg.dim * sizeof(float);
+	}
+	*wcls = (const float *)mem;
+	return 0;
+}
+
+static int llm_s_embed(struct llm_src *s, int token, float *out)
+{
+	struct llm_ssrc *ss = (struct llm_ssrc *)s;
+	size_t row = (size_t)s->cfg.dim * sizeof(float);
+	int c = token / s->head_rows, rc;
+	struct llm_unit *un = &ss->units[s->cfg.n_layers * s->n_groups + c];
+
+	if (s->cfg.shared_cls && un->pin) {
+		/* The row sits in a pinned classifier chunk (after rms_final in
+		 * chunk 0). */
+		size_t skip = c == 0 ? row : 0;
+
+		memcpy(out, un->pin + skip + (size_t)(token - c * s->head_rows) * row, row);
+		return 0;
+	}
+	rc = llm_s_fetch_sync(ss, s->lay.tok_emb + (uint64_t)token * row, out, row);
+	if (!rc) {
+		ss->s.st.bytes_fetched += row;
+		ss->s.st.fetches++;
+	}
+	return rc;
+}
+
+static int llm_s_note_cold(struct llm_src_stats *st, double ms)
+{
+	if (st->n_cold == st->cap_cold) {
+		size_t cap = st->cap_cold ? st->cap_cold * 2 : 1024;
+		double *p = realloc(st->cold_ms, cap * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		st->cold_ms = p;
+		st->cap_cold = cap;
+	}
+	st->cold_ms[st->n_cold++] = ms;
+	return 0;
+}
+
+static int llm_s_experts(struct llm_src *s, int l, const int *ids, int k,
+			 struct llm_expert_w *w)
+{
+	struct llm_ssrc *ss = (struct llm_ssrc *)s;
+	int E = s->cfg.n_experts, slot[LLM_MAX_EXPERTS], miss[LLM_MAX_EXPERTS];
+	uint64_t tag[LLM_MAX_EXPERTS];
+	unsigned char *inuse = ss->inuse;
+	int nmiss = 0, rc = 0;
+	double t0;
+
+	memset(inuse, 0, (size_t)ss->n_slots);
+	for (int j = 0; j < k; j++) {
+		slot[j] = ss->slot_of[l * E + ids[j]];
+		if (slot[j] >= 0) {
+			inuse[slot[j]] = 1;
+			ss->slots[slot[j]].last_use = ++ss->clock;
+			s->st.expert_hits++;
+		}
+	}
+	t0 = llm_now_ms();
+	for (int j = 0; j < k; j++) {
+		int v = -1, key = l * E + ids[j];
+
+		if (slot[j] >= 0)
+			continue;
+		/* Least recently used slot not holding this layer's picks;
+		 * n_slots >= k guarantees one. */
+		for (int i = 0; i < ss->n_slots; i++)
+			if (!inuse[i] && (v < 0 || ss->slots[i].last_use < ss->slots[v].last_use))
+				v = i;
+		if (ss->slots[v].key >= 0)
+			ss->slot_of[ss->slots[v].key] = -1;
+		ss->slots[v].key = key;
+		ss->slots[v].last_use = ++ss->clock;
+		ss->slot_of[key] = v;
+		inuse[v] = 1;
+		slot[j] = v;
+		tag[nmiss] = ss->next_tag++;
+		miss[nmiss] = j;
+		rc = ss->f.ops->submit(ss->f.ctx, llm_eoff(&s->lay, l, ids[j]),
+				       ss->slots[v].mem, s->lay.expert_bytes, tag[nmiss]);
+		if (rc) {
+			ss->slot_of[key] = -1;
+			ss->slots[v].key = -1;
+			break;
+		}
+		nmiss++;
+		s->st.expert_misses++;
+		s->st.bytes_fetched += s->lay.expert_bytes;
+		s->st.fetches++;
+	}
+	/* Misses are waited for in order before any expert computes, so each
+	 * wait measures the true cold-load latency under this concurrency. */
+	for (int i = 0; i < nmiss; i++) {
+		int r = ss->f.ops->wait(ss->f.ctx, tag[i]);
+		double ms = llm_now_ms() - t0;
+
+		if (r) {
+			int j = miss[i];
+
+			ss->slot_of[l * E + ids[j]] = -1;
+			ss->slots[slot[j]].key = -1;
+			if (!rc)
+				rc = r;
+			continue;
+		}
+		if (llm_s_note_cold(&s->st, ms) && !rc)
+			rc = -ENOMEM;
+	}
+	if (rc)
+		return rc;
+	for (int j = 0; j < k; j++)
+		llm_expert_ptrs(&s->cfg, ss->slots[slot[j]].mem, &w[j]);
+	return 0;
+}
+
+static void llm_s_close(struct llm_src *s)
+{
+	struct llm_ssrc *ss = (struct llm_ssrc *)s;
+
+	for (int i = 0; i < LLM_STAGING; i++)
+		if (ss->stage[i].state == LLM_BUF_INFLIGHT)
+			llm_s_stage_wait(ss, &ss->stage[i]);
+	if (ss->f.ops)
+		ss->f.ops->close(ss->f.ctx);
+	free(ss->units);
+	free(ss->pin_arena);
+	free(ss->stage_arena);
+	free(ss->cache_arena);
+	free(ss->slots);
+	free(ss->slot_of);
+	free(ss->inuse);
+	free(ss->row);
+	free(s->st.cold_ms);
+	free(ss);
+}
+
+static const struct llm_src_ops llm_ssrc_ops = {
+	.embed = llm_s_embed,
+	.group = llm_s_group,
+	.experts = llm_s_experts,
+	.head = llm_s_head,
+	.close = llm_s_close,
+};
+
+static uint64_t llm_round64(uint64_t v)
+{
+	return (v + 63) & ~(uint64_t)63;
+}
+
+/* Cut the model into units in forward order. */
+static int llm_s_units(struct llm_ssrc *ss)
+{
+	struct llm_src *s = &ss->s;
+	uint64_t row = (uint64_t)s->cfg.dim * sizeof(float), biggest = 0;
+	int G = s->n_groups, L = s->cfg.n_layers, u = 0;
+
+	for (int t = 0; t < LLM_T_COUNT; t++)
+		if (s->lay.t_size[t] > biggest)
+			biggest = s->lay.t_size[t];
+	/* Classifier chunks no bigger than the biggest layer tensor, so the
+	 * staging buffers are sized by the layers, not by a 32000-row vocab. */
+	s->head_rows = (int)(biggest / row);
+	if (s->head_rows < 1)
+		s->head_rows = 1;
+	if (s->head_rows > s->cfg.vocab)
+		s->head_rows = s->cfg.vocab;
+	s->n_head_chunks = (s->cfg.vocab + s->head_rows - 1) / s->head_rows;
+	ss->n_units = L * G + s->n_head_chunks;
+	ss->units = calloc((size_t)ss->n_units, sizeof(*ss->units));
+	if (!ss->units)
+		return -ENOMEM;
+	for (int l = 0; l < L; l++) {
+		for (int g = 0; g < G; g++, u++) {
+			int t[2];
+
+			llm_group_tensors(s->lay.fmt, g, t);
+			for (int i = 0; i < 2 && t[i] != LLM_T_COUNT; i++) {
+				ss->units[u].off[i] = llm_toff(&s->lay, l, t[i]);
+				ss->units[u].len[i] = s->lay.t_size[t[i]];
+				ss->units[u].nr++;
+			}
+		}
+	}
+	for (int c = 0; c < s->n_head_chunks; c++, u++) {
+		int r0 = c * s->head_rows;
+		int r1 = r0 + s->head_rows > s->cfg.vocab ? s->cfg.vocab : r0 + s->head_rows;
+		struct llm_unit *un = &ss->units[u];
+
+		if (c == 0) {
+			un->off[un->nr] = s->lay.rms_final;
+			un->len[un->nr++] = row;
+		}
+		un->off[un->nr] = s->lay.wcls + (uint64_t)r0 * row;
+		un->len[un->nr++] = (uint64_t)(r1 - r0) * row;
+	}
+	for (u = 0; u < ss->n_units; u++)
+		for (int i = 0; i < ss->units[u].nr; i++)
+			ss->units[u].bytes += ss->units[u].len[i];
+	return 0;
+}
+
+static int llm_s_plan(struct llm_ssrc *ss, uint64_t budget, char *err, size_t errlen)
+{
+	struct llm_src *s = &ss->s;
+	uint64_t total = 0, maxu = 0, maxs = 0, min_cache = 0, avail, pinned = 0;
+	uint64_t cum = 0, staging = 0, at, ebytes = s->lay.expert_bytes;
+	int E = s->cfg.n_experts, L = s->cfg.n_layers;
+
+	for (int u = 0; u < ss->n_units; u++) {
+		total += llm_round64(ss->units[u].bytes);
+		if (ss->units[u].bytes > maxu)
+			maxu = ss->units[u].bytes;
+	}
+	if (E)
+		min_cache = (uint64_t)s->cfg.top_k * ebytes;
+	if (budget < min_cache) {
+		snprintf(err, errlen, "--local-mem %llu is below the %d experts one layer needs (%llu bytes)",
+			 (unsigned long long)budget, s->cfg.top_k,
+			 (unsigned long long)min_cache);
+		return -EINVAL;
+	}
+	avail = budget - min_cache;
+	if (total > avail) {
+		staging = LLM_STAGING * llm_round64(maxu);
+		if (avail < staging) {
+			snprintf(err, errlen,
+				 "--local-mem %llu is too small: streaming this model needs at least %llu bytes",
+				 (unsigned long long)budget,
+				 (unsigned long long)(min_cache + staging));
+			return -EINVAL;
+		}
+		avail -= staging;
+		/* Spread the pinned share evenly along the sequence. */
+		for (int u = 0; u < ss->n_units; u++) {
+			uint64_t b = llm_round64(ss->units[u].bytes);
+			double ideal = (double)avail / (double)total * (double)(cum + b);
+
+			cum += b;
+			if ((double)(pinned + b) <= ideal + (double)b / 2 && pinned + b <= avail) {
+				ss->units[u].pin = (unsigned char *)1;
+				pinned += b;
+			}
+		}
+		for (int u = 0; u < ss->n_units; u++) {
+			uint64_t b = llm_round64(ss->units[u].bytes);
+
+			if (!ss->units[u].pin && pinned + b <= avail) {
+				ss->units[u].pin = (unsigned char *)1;
+				pinned += b;
+			}
+		}
+	} else {
+		for (int u = 0; u < ss->n_units; u++)
+			ss->units[u].pin = (unsigned char *)1;
+		pinned = total;
+	}
+	for (int u = 0; u < ss->n_units; u++)
+		if (!ss->units[u].pin && ss->units[u].bytes > maxs)
+			maxs = ss->units[u].bytes;
+	staging = maxs ? LLM_STAGING * llm_round64(maxs) : 0;
+
+	if (pinned) {
+		ss->pin_arena = malloc(pinned);
+		if (!ss->pin_arena)
+			return -ENOMEM;
+	}
+	at = 0;
+	for (int u = 0; u < ss->n_units; u++) {
+		if (!ss->units[u].pin)
+			continue;
+		ss->units[u].pin = ss->pin_arena + at;
+		at += llm_round64(ss->units[u].bytes);
+	}
+	if (staging) {
+		ss->stage_arena = malloc(staging);
+		if (!ss->stage_arena)
+			return -ENOMEM;
+		for (int i = 0; i < LLM_STAGING; i++) {
+			ss->stage[i].mem = ss->stage_arena + (uint64_t)i * llm_round64(maxs);
+			ss->stage[i].unit = -1;
+		}
+	}
+	/* Next streamed unit after each unit, cyclically: what to prefetch.
+	 * Quadratic in a few hundred units, once. */
+	for (int u = 0; u < ss->n_units; u++) {
+		ss->units[u].next = -1;
+		for (int i = 1; i < ss->n_units; i++) {
+			int v = (u + i) % ss->n_units;
+
+			if (!ss->units[v].pin) {
+				ss->units[u].next = v;
+				break;
+			}
+		}
+	}
+
+	if (E) {
+		uint64_t left = budget - staging - pinned;
+		uint64_t n = left / ebytes, all = (uint64_t)L * (uint64_t)E;
+
+		if (n > all)
+			n = all;
+		if (n > (1u << 20)) /* slot scans are linear; far beyond any budget */
+			n = 1u << 20;
+		ss->n_slots = (int)n;
+		ss->cache_arena = malloc(n * ebytes);
+		ss->slots = calloc(n, sizeof(*ss->slots));
+		ss->slot_of = malloc(all * sizeof(int));
+		ss->inuse = malloc(n);
+		if (!ss->cache_arena || !ss->slots || !ss->slot_of || !ss->inuse)
+			return -ENOMEM;
+		for (uint64_t i = 0; i < all; i++)
+			ss->slot_of[i] = -1;
+		for (int i = 0; i < ss->n_slots; i++) {
+			ss->slots[i].key = -1;
+			ss->slots[i].mem = ss->cache_arena + (uint64_t)i * ebytes;
+		}
+		s->st.cache_bytes = n * ebytes;
+		s->st.cache_slots = ss->n_slots;
+	}
+	s->st.pinned_bytes = pinned;
+	s->st.staging_bytes = staging;
+	return 0;
+}
+
+int llm_weights_stream(struct llm_fetcher *f, uint64_t budget,
+		       struct llm_src **out, char *err, size_t errlen)
+{
+	struct llm_ssrc *ss = calloc(1, sizeof(*ss));
+	unsigned char hdr[LLM_MOE_HEADER];
+	size_t hl = f->size < LLM_MOE_HEADER ? f->size : LLM_MOE_HEADER;
+	int rc;
+
+	if (!ss) {
+		f->ops->close(f->ctx);
+		return -ENOMEM;
+	}
+	ss->f = *f;
+	ss->s.ops = &llm_ssrc_ops;
+	memset(hdr, 0, sizeof(hdr));
+	rc = hl ? llm_s_fetch_sync(ss, 0, hdr, hl) : 0;
+	if (rc) {
+		snprintf(err, errlen, "reading the checkpoint header: %s", strerror(-rc));
+		goto fail;
+	}
+	rc = llm_src_init(&ss->s, hdr, hl, f->size, err, errlen);
+	if (rc)
+		goto fail;
+	rc = llm_s_units(ss);
+	if (!rc)
+		rc = llm_s_plan(ss, budget, err, errlen);
+	if (rc) {
+		if (rc == -ENOMEM)
+			snprintf(err, errlen, "out of memory planning the stream buffers");
+		goto fail;
+	}
+	ss->row = malloc((size_t)ss->s.cfg.dim * sizeof(float));
+	if (!ss->row) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	/* Pinned units load once, here, and are never fetched again. */
+	for (int u = 0; u < ss->n_units; u++) {
+		struct llm_unit *un = &ss->units[u];
+		uint64_t at = 0;
+
+		if (!un->pin)
+			continue;
+		for (int i = 0; i < un->nr; i++) {
+			rc = llm_s_fetch_sync(ss, un->off[i], un->pin + at, un->len[i]);
+			if (rc) {
+				snprintf(err, errlen, "loading pinned weights: %s", strerror(-rc));
+				goto fail;
+			}
+			at += un->len[i];
+		}
+	}
+	*out = &ss->s;
+	return 0;
+fail:
+	llm_s_close(&ss->s);
+	return rc;
+}
