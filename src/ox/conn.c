@@ -1,0 +1,267 @@
+/*
+ * conn.c - one OmniXtend connection: the glue between go-back-N, credits,
+ * the frame encoder and a link, used the same way by both sides.
+ *
+ * Frames are built in place in the retransmit ring's next slot, so a frame
+ * is written once and sent (and resent) from where it lies.  Acknowledgement
+ * fields are filled in at every (re)transmission, never stored, so a resent
+ * frame always carries our newest ACK.  Credit is returned on sequenced
+ * frames only; when nothing else goes out and a channel owes at least a
+ * quarter of its buffer we send an empty sequenced frame just for it, which
+ * keeps the peer from stalling while never generating traffic in response to
+ * traffic that carries no messages (so two idle peers fall silent).
+ *
+ * ACK-only frames: in 1.1 they have their own message type and carry the
+ * current sequence number without consuming it.  1.0.3 has no such type, so
+ * ours repeat the last sequence number we used; the peer sees a duplicate,
+ * reads the ACK and drops it.  Since such a frame is indistinguishable from
+ * a retransmitted empty frame, in 1.0.3 we answer an empty duplicate only if
+ * we sent no ACK-only frame for a whole retransmission timeout, which ends
+ * any ACK ping-pong after one round.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "ox/conn.h"
+
+void ox_opts_resolve(struct ox_opts *o, const struct ox_link *l)
+{
+	if (!o->ethertype)
+		o->ethertype = l->ethertype ? l->ethertype : OX_ETHERTYPE_DEFAULT;
+	if (!o->mtu || o->mtu > l->mtu)
+		o->mtu = l->mtu;
+	if (!o->rtx_slots)
+		o->rtx_slots = 64;
+	if (!o->rto_ns)
+		o->rto_ns = 1000000;
+	if (!o->ack_delay_ns)
+		o->ack_delay_ns = 20000;
+	if (!o->spin_ns)
+		o->spin_ns = 200000;
+}
+
+int ox_conn_init(struct ox_conn *c, struct ox_link *l, const struct ox_opts *o,
+		 const uint8_t peer[6], const uint32_t rxbuf[6], struct ox_stats *st)
+{
+	memset(c, 0, sizeof(*c));
+	c->o = *o;
+	ox_opts_resolve(&c->o, l);
+	if (c->o.mtu < OX_MIN_PAYLOAD)
+		return -EINVAL;
+	memcpy(c->peer, peer, 6);
+	c->link = l;
+	c->st = st;
+	memcpy(c->rxbuf, rxbuf, sizeof(c->rxbuf));
+	int r = ox_gbn_init(&c->g, c->o.rtx_slots, OX_ETH_HLEN + c->o.mtu, c->o.rto_ns,
+			    c->o.ack_delay_ns);
+	if (r)
+		return r;
+	ox_conn_reset(c);
+	return 0;
+}
+
+static void fold_stats(struct ox_conn *c)
+{
+	struct ox_gbn *g = &c->g;
+	c->st->dup += g->n_dup;
+	c->st->ooo += g->n_ooo;
+	c->st->naks_rx += g->n_naks_rx;
+	c->st->naks_tx += g->n_naks_tx;
+	c->st->rtx_frames += g->n_rtx_frames;
+	c->st->timeouts += g->n_timeouts;
+	g->n_dup = g->n_ooo = g->n_naks_rx = g->n_naks_tx = g->n_rtx_frames = g->n_timeouts = 0;
+}
+
+void ox_conn_stats(const struct ox_conn *c, struct ox_stats *s)
+{
+	const struct ox_gbn *g = &c->g;
+	s->dup += g->n_dup;
+	s->ooo += g->n_ooo;
+	s->naks_rx += g->n_naks_rx;
+	s->naks_tx += g->n_naks_tx;
+	s->rtx_frames += g->n_rtx_frames;
+	s->timeouts += g->n_timeouts;
+}
+
+void ox_conn_free(struct ox_conn *c)
+{
+	if (c->st)
+		fold_stats(c);
+	ox_gbn_free(&c->g);
+}
+
+void ox_conn_reset(struct ox_conn *c)
+{
+	fold_stats(c);
+	ox_gbn_reset(&c->g);
+	uint32_t start = c->o.mode == OX_MODE_11 ? 128 : 0;
+	ox_credit_init(&c->c, start, c->rxbuf);
+	for (int i = 0; i < 6; i++)
+		c->tx_max[i] = start;
+	c->building = false;
+	c->open_pending = c->o.mode == OX_MODE_11;
+	c->close_pending = c->peer_closed = false;
+	c->last_ackonly = 0;
+}
+
+static void send_raw(struct ox_conn *c, const uint8_t *f, size_t len)
+{
+	if (ox_link_send(c->link, f, len) == 0)
+		c->st->tx_frames++;
+}
+
+static void send_ackonly(struct ox_conn *c, uint64_t now)
+{
+	uint8_t f[OX_ETH_HLEN + OX_MIN_PAYLOAD];
+	struct ox_tloe h = { 0 };
+	struct ox_enc e;
+	if (c->o.mode == OX_MODE_11) {
+		h.type = OX_T_ACKONLY;
+		h.seq = c->g.next_tx;
+	} else {
+		h.seq = ox_seq_sub(c->g.next_tx, 1);
+	}
+	ox_gbn_ack_fields(&c->g, &h);
+	ox_eth_write(f, c->peer, c->link->mac, c->o.ethertype);
+	ox_enc_begin(&e, f + OX_ETH_HLEN, OX_MIN_PAYLOAD, false);
+	size_t n = ox_enc_finish(&e, &h);
+	send_raw(c, f, OX_ETH_HLEN + n);
+	c->last_ackonly = now;
+}
+
+static void begin(struct ox_conn *c)
+{
+	uint8_t *slot = ox_gbn_tx_slot(&c->g);
+	ox_eth_write(slot, c->peer, c->link->mac, c->o.ethertype);
+	ox_enc_begin(&c->enc, slot + OX_ETH_HLEN, c->o.mtu, c->o.verbatim);
+	c->building = true;
+}
+
+void ox_conn_flush(struct ox_conn *c, uint64_t now)
+{
+	if (!c->building)
+		return;
+	c->building = false;
+	struct ox_tloe h = { 0 };
+	bool credit = ox_credit_pick(&c->c, &h.credit_ch, &h.credit);
+	if (c->open_pending) {
+		h.type = OX_T_OPEN;
+		c->open_pending = false;
+	} else if (c->close_pending) {
+		h.type = OX_T_CLOSE;
+		c->close_pending = false;
+	} else if (!c->enc.nmsg && !credit) {
+		return;
+	}
+	if (c->o.mode == OX_MODE_103)
+		h.type = 0;
+	h.seq = c->g.next_tx;
+	ox_gbn_ack_fields(&c->g, &h);
+	size_t n = ox_enc_finish(&c->enc, &h);
+	c->st->tx_msgs += c->enc.nmsg;
+	uint8_t *slot = ox_gbn_tx_slot(&c->g);
+	ox_gbn_tx_commit(&c->g, OX_ETH_HLEN + n, now);
+	send_raw(c, slot, OX_ETH_HLEN + n);
+}
+
+bool ox_conn_can_add(const struct ox_conn *c, unsigned ch, unsigned flits)
+{
+	if (c->c.tx[ch] < flits)
+		return false;
+	if (c->building && ox_enc_room(&c->enc, flits) == 0)
+		return true;
+	/* a new frame is needed: the current one (if any) takes a slot first */
+	if (c->g.count + (c->building ? 1 : 0) >= c->g.slots)
+		return false;
+	return ox_seq_sub(ox_seq_add(c->g.next_tx, c->building ? 1 : 0), c->g.ackd) < OX_SEQ_HALF;
+}
+
+int ox_conn_add(struct ox_conn *c, const struct ox_msg *m, uint64_t now)
+{
+	int flits = ox_msg_flits(m->chan, m->opcode, m->size);
+	if (flits < 0)
+		return flits;
+	if ((unsigned)flits + 2 > c->o.mtu / 8)
+		return -EMSGSIZE;
+	if (!ox_conn_can_add(c, m->chan, (unsigned)flits))
+		return -EAGAIN;
+	if (c->building && ox_enc_room(&c->enc, (unsigned)flits))
+		ox_conn_flush(c, now);
+	if (!c->building)
+		begin(c);
+	ox_credit_spend(&c->c, m->chan, (unsigned)flits);
+	return ox_enc_add(&c->enc, m);
+}
+
+int ox_conn_input(struct ox_conn *c, const struct ox_frame *f, uint64_t now)
+{
+	const struct ox_tloe *h = &f->h;
+	bool m11 = c->o.mode == OX_MODE_11;
+	if (!m11 && h->type != OX_T_NORMAL) {
+		c->st->rej[OX_REJ_TYPE]++;
+		return -EPROTO;
+	}
+	bool ackonly = m11 && h->type == OX_T_ACKONLY;
+	/* a new session from a peer we knew: it acknowledges nothing of ours
+	 * although it acknowledged something before */
+	if (m11 && h->type == OX_T_OPEN && h->seq == 0 && h->seq_ack == OX_SEQ_MASK &&
+	    c->g.ackd != OX_SEQ_MASK)
+		ox_conn_reset(c);
+	if (!ackonly && h->credit_ch && h->seq == c->g.next_rx &&
+	    ox_credit_check(&c->c, h->credit_ch, h->credit)) {
+		c->c.n_overflow++;
+		c->st->rej[OX_REJ_CREDIT]++;
+		return -EPROTO;
+	}
+	ox_gbn_on_ack(&c->g, h->seq_ack, h->ack, now);
+	bool ack_dup = m11 || f->nmsg || now - c->last_ackonly >= c->o.rto_ns;
+	enum ox_rx_verdict v = ox_gbn_rx(&c->g, h->seq, ackonly, ack_dup, now);
+	if (v != OX_RX_ACCEPT)
+		return 0;
+	if (!ackonly && h->credit_ch) {
+		ox_credit_grant(&c->c, h->credit_ch, h->credit);
+		if (c->c.tx[h->credit_ch] > c->tx_max[h->credit_ch])
+			c->tx_max[h->credit_ch] = c->c.tx[h->credit_ch];
+	}
+	if (m11 && h->type == OX_T_CLOSE)
+		c->peer_closed = true;
+	c->st->rx_msgs += f->nmsg;
+	return 1;
+}
+
+uint64_t ox_conn_service(struct ox_conn *c, uint64_t now)
+{
+	struct ox_gbn *g = &c->g;
+	ox_conn_flush(c, now);
+	ox_gbn_tick(g, now);
+	if (g->rtx_due) {
+		g->rtx_due = false;
+		g->last_progress = now;
+		for (unsigned i = 0; i < g->count; i++) {
+			size_t len;
+			uint8_t *f = ox_gbn_unacked(g, i, &len);
+			uint64_t w;
+			struct ox_tloe h;
+			memcpy(&w, f + OX_ETH_HLEN, 8);
+			ox_tloe_unpack(__builtin_bswap64(w), &h);
+			ox_gbn_ack_fields(g, &h);
+			w = __builtin_bswap64(ox_tloe_pack(&h));
+			memcpy(f + OX_ETH_HLEN, &w, 8);
+			send_raw(c, f, len);
+			g->n_rtx_frames++;
+		}
+	}
+	/* credit-only frames, and the 1.1 open/close when nothing carries them */
+	for (;;) {
+		bool want = c->open_pending || c->close_pending;
+		for (int ch = OX_CH_A; ch <= OX_CH_E && !want; ch++)
+			want = c->c.owed[ch] && c->c.owed[ch] >= (c->rxbuf[ch] / 4 ? c->rxbuf[ch] / 4 : 1);
+		if (!want || !ox_gbn_can_send(g))
+			break;
+		begin(c);
+		ox_conn_flush(c, now);
+	}
+	if (g->nak_due || (g->ack_due && now >= g->ack_deadline))
+		send_ackonly(c, now);
+	return ox_gbn_tick(g, now);
+}
