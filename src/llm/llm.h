@@ -199,7 +199,8 @@ int llm_weights_from_pointer(const void *base, size_t len,
 int llm_weights_local(const char *path, struct llm_src **out, char *err, size_t errlen);
 int llm_weights_mmap(const char *path, struct llm_src **out, char *err, size_t errlen);
 /* Streams through f (taken over: closed with the source) within budget bytes
- * of local memory for staging buffers, pinned layers and the expert cache. */
+ * of local memory for staging buffers, pinned layers and the expert cache;
+ * -ENOBUFS when the budget is below what streaming this model needs. */
 int llm_weights_stream(struct llm_fetcher *f, uint64_t budget,
 		       struct llm_src **out, char *err, size_t errlen);
 void llm_src_close(struct llm_src *s);

@@ -5,7 +5,7 @@
  * download here.
  *
  * Weights are uniform in +-1/sqrt(fan_in) (norm weights near 1, embeddings
- * in +-1) so activations stay finite through any depth and greedy decoding
+ * small) so activations stay finite through any depth and greedy decoding
  * produces a varied, reproducible token sequence.  Writing a GiB must take
  * seconds, so values come from xorshift64* into 4 MiB blocks; the file is
  * written under a temporary name and renamed into place only when complete
@@ -23,6 +23,10 @@
 #include <unistd.h>
 
 #define LLM_GEN_BLOCK (4u << 20)
+/* Small embeddings: with a shared classifier, a residual stream dominated by
+ * the input token's own embedding makes every greedy step repeat that token.
+ * Layer outputs (about 0.3 per element) must dominate instead. */
+#define LLM_GEN_EMB 0.05f
 
 struct llm_gen_out {
 	int fd;
@@ -134,7 +138,7 @@ static void llm_gen_write(struct llm_gen_out *g, const struct llm_gen_cfg *c)
 		for (int i = 0; i < 7; i++)
 			llm_gen_put32(hdr + 4 * i, f[i]);
 		llm_gen_bytes(g, hdr, LLM_V0_HEADER);
-		llm_gen_rand(g, V * D, 0.0f, 1.0f);
+		llm_gen_rand(g, V * D, 0.0f, LLM_GEN_EMB);
 		llm_gen_rand(g, L * D, 1.0f, 0.1f);     /* rms_att */
 		llm_gen_rand(g, L * D * D, 0.0f, sd);   /* wq */
 		llm_gen_rand(g, L * KV * D, 0.0f, sd);  /* wk */
@@ -165,7 +169,7 @@ static void llm_gen_write(struct llm_gen_out *g, const struct llm_gen_cfg *c)
 	llm_gen_put32(hdr + 36, (int32_t)E);
 	llm_gen_put32(hdr + 40, (int32_t)c->topk);
 	llm_gen_bytes(g, hdr, LLM_MOE_HEADER);
-	llm_gen_rand(g, V * D, 0.0f, 1.0f);
+	llm_gen_rand(g, V * D, 0.0f, LLM_GEN_EMB);
 	llm_gen_rand(g, D, 1.0f, 0.1f);
 	if (c->unshared)
 		llm_gen_rand(g, V * D, 0.0f, sd);

@@ -355,7 +355,9 @@ int main(int argc, char **argv)
 	rc = llm_open_source(&o, &src, &pool_cookie, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "ethermem-llm: %s\n", err[0] ? err : strerror(-rc));
-		return rc == -ENOSYS ? 2 : 1;
+		/* Unavailable backend or a budget below the minimum: the
+		 * invocation, not the checkpoint, is wrong. */
+		return rc == -ENOSYS || rc == -ENOBUFS ? 2 : 1;
 	}
 	kind = src->cfg.n_experts ? "moe" : "dense";
 	if (o.steps > src->cfg.seq_len)

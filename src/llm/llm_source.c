@@ -698,7 +698,7 @@ static int llm_s_plan(struct llm_ssrc *ss, uint64_t budget, char *err, size_t er
 		snprintf(err, errlen, "--local-mem %llu is below the %d experts one layer needs (%llu bytes)",
 			 (unsigned long long)budget, s->cfg.top_k,
 			 (unsigned long long)min_cache);
-		return -EINVAL;
+		return -ENOBUFS;
 	}
 	avail = budget - min_cache;
 	if (total > avail) {
@@ -708,7 +708,7 @@ static int llm_s_plan(struct llm_ssrc *ss, uint64_t budget, char *err, size_t er
 				 "--local-mem %llu is too small: streaming this model needs at least %llu bytes",
 				 (unsigned long long)budget,
 				 (unsigned long long)(min_cache + staging));
-			return -EINVAL;
+			return -ENOBUFS;
 		}
 		avail -= staging;
 		/* Spread the pinned share evenly along the sequence. */
