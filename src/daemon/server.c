@@ -578,7 +578,13 @@ static int do_baseline(struct conn *c, const struct em_hdr *h)
 		uint32_t kind;
 		uint64_t bytes;
 
-		if ((rc = conn_take(c, req, sizeof(req))))
+		/* Between requests the connection may idle, exactly as in the
+		 * main loop: a plain blocking receive, no poll first. */
+		if (c->wpos > c->rpos)
+			rc = conn_take(c, req, sizeof(req));
+		else
+			rc = em_recv_all(c->fd, req, sizeof(req));
+		if (rc)
 			return rc;
 		kind = em_get32(req);
 		bytes = em_get64(req + 8);

@@ -1,0 +1,343 @@
+/*
+ * bench.c - `ethermem bench`: latency and bandwidth of the pool, and with
+ * --baseline the same measured on a plain TCP ping-pong and stream over the
+ * same path (an authenticated connection to the same node switched to raw
+ * mode), so every figure can be read as a ratio to what the network gives in
+ * the same run. Percentiles are exact (sorted samples), not histogram
+ * estimates.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "common/util.h"
+#include "common/wire.h"
+#include "lib/internal.h"
+
+struct row {
+	const char *op;
+	uint64_t size;
+	unsigned qd;
+	double p50, p99, p999, gbps, ops;
+};
+
+struct bench {
+	bool json, baseline, quick;
+	em_pool *pool;
+	em_region *r;
+	uint64_t rsize;
+	uint8_t *buf;
+	uint64_t *lat;
+	struct row rows[128];
+	unsigned nrows;
+	uint64_t seed;
+	int basefd;
+};
+
+static uint64_t rnd(struct bench *b)
+{
+	b->seed ^= b->seed << 13;
+	b->seed ^= b->seed >> 7;
+	b->seed ^= b->seed << 17;
+	return b->seed;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static struct row *emit(struct bench *b, const char *op, uint64_t size, unsigned qd,
+			uint64_t *lat, unsigned n, double secs, uint64_t bytes, uint64_t ops)
+{
+	struct row *r = &b->rows[b->nrows < 127 ? b->nrows++ : 127];
+
+	memset(r, 0, sizeof(*r));
+	r->op = op;
+	r->size = size;
+	r->qd = qd;
+	if (lat && n) {
+		qsort(lat, n, sizeof(*lat), cmp_u64);
+		r->p50 = (double)lat[n / 2] / 1e3;
+		r->p99 = (double)lat[(size_t)((double)n * 0.99)] / 1e3;
+		r->p999 = (double)lat[(size_t)((double)n * 0.999)] / 1e3;
+	}
+	r->gbps = secs > 0 ? (double)bytes / secs / 1e9 : 0;
+	r->ops = secs > 0 ? (double)ops / secs : 0;
+	if (b->json)
+		printf("{\"op\":\"%s\",\"size\":%" PRIu64 ",\"qd\":%u,\"transport\":\"tcp\","
+		       "\"p50_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f,\"gbps\":%.3f,"
+		       "\"ops_per_s\":%.0f}\n", op, size, qd, r->p50, r->p99, r->p999,
+		       r->gbps, r->ops);
+	else
+		printf("%-12s %9" PRIu64 " %4u %10.2f %10.2f %10.2f %9.3f %12.0f\n", op, size,
+		       qd, r->p50, r->p99, r->p999, r->gbps, r->ops);
+	fflush(stdout);
+	return r;
+}
+
+static unsigned iters_for(struct bench *b, uint64_t size)
+{
+	unsigned n = size <= 4096 ? 20000 : size <= 65536 ? 5000 : 400;
+	return b->quick ? n / 20 + 10 : n;
+}
+
+static uint64_t rand_off(struct bench *b, uint64_t size)
+{
+	uint64_t slots = b->rsize / size;
+	return (rnd(b) % slots) * size;
+}
+
+static int lat_rw(struct bench *b, bool write, uint64_t size)
+{
+	unsigned n = iters_for(b, size);
+	uint64_t t0 = em_now_ns();
+
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t off = rand_off(b, size), s = em_now_ns();
+		int rc = write ? em_write(b->r, off, b->buf, size) : em_read(b->r, off, b->buf, size);
+		if (rc)
+			return rc;
+		b->lat[i] = em_now_ns() - s;
+	}
+	emit(b, write ? "write" : "read", size, 1, b->lat, n,
+	     (double)(em_now_ns() - t0) / 1e9, size * n, n);
+	return 0;
+}
+
+static int lat_atomic(struct bench *b, enum em_atomic_op aop, const char *name)
+{
+	unsigned n = iters_for(b, 8);
+	uint64_t t0 = em_now_ns(), old;
+
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t s = em_now_ns();
+		int rc = em_atomic(b->r, (rnd(b) % 512) * 8, aop, 1, 0, &old);
+		if (rc)
+			return rc;
+		b->lat[i] = em_now_ns() - s;
+	}
+	emit(b, name, 8, 1, b->lat, n, (double)(em_now_ns() - t0) / 1e9, 8ull * n, n);
+	return 0;
+}
+
+/* Keeps qd operations in flight until `total` bytes have moved. */
+static int bandwidth(struct bench *b, em_queue *q, bool write, uint64_t size, unsigned qd)
+{
+	uint64_t total = b->quick ? 64ull << 20 : 1ull << 30, moved = 0, issued = 0, ops = 0;
+	uint64_t t0;
+	struct em_completion c[64];
+	unsigned slots = EM_MIN(qd, (unsigned)(b->rsize / size));
+	uint8_t *bufs;
+
+	if (total < size * qd * 4)
+		total = size * qd * 4;
+	/* one buffer per slot: a read must not land in a buffer still in use */
+	bufs = malloc(size * slots);
+	if (!bufs)
+		return -ENOMEM;
+	memset(bufs, 0x5a, size * slots);
+	t0 = em_now_ns();
+	while (moved < total) {
+		while (issued - moved < size * slots && issued < total) {
+			unsigned slot = (unsigned)((issued / size) % slots);
+			struct em_op op = {
+				.opcode = write ? EM_OP_WRITE : EM_OP_READ, .region = b->r,
+				.offset = rand_off(b, size), .buf = bufs + (size_t)slot * size,
+				.len = size, .user_data = slot,
+			};
+			int rc = em_submit(q, &op, 1);
+			if (rc != 1) {
+				free(bufs);
+				return rc < 0 ? rc : -EAGAIN;
+			}
+			issued += size;
+		}
+		int n = em_wait(q, c, 1, 64, -1);
+		if (n <= 0) {
+			free(bufs);
+			return n < 0 ? n : -ETIMEDOUT;
+		}
+		for (int i = 0; i < n; i++)
+			if (c[i].result) {
+				free(bufs);
+				return c[i].result;
+			}
+		moved += size * (unsigned)n;
+		ops += (unsigned)n;
+	}
+	emit(b, write ? "write" : "read", size, qd, NULL, 0,
+	     (double)(em_now_ns() - t0) / 1e9, moved, ops);
+	free(bufs);
+	return 0;
+}
+
+static int base_req(int fd, uint32_t kind, uint64_t bytes)
+{
+	uint8_t req[16] = { 0 };
+
+	em_put32(req, kind);
+	em_put64(req + 8, bytes);
+	return em_send_all(fd, req, sizeof(req));
+}
+
+static int pingpong(struct bench *b, uint64_t size)
+{
+	unsigned n = iters_for(b, size);
+	uint64_t t0 = em_now_ns();
+	int rc = 0;
+
+	for (unsigned i = 0; i < n && !rc; i++) {
+		uint64_t st = em_now_ns();
+		rc = base_req(b->basefd, EM_BASE_PING, size);
+		if (!rc)
+			rc = em_recv_all(b->basefd, b->buf, size);
+		b->lat[i] = em_now_ns() - st;
+	}
+	if (!rc)
+		emit(b, "pingpong", size, 1, b->lat, n, (double)(em_now_ns() - t0) / 1e9,
+		     size * n, n);
+	return rc;
+}
+
+static int stream(struct bench *b)
+{
+	uint64_t total = b->quick ? 256ull << 20 : 4ull << 30, got = 0, t0 = em_now_ns();
+	int rc = base_req(b->basefd, EM_BASE_STREAM, total);
+
+	while (!rc && got < total) {
+		ssize_t r = recv(b->basefd, b->buf, EM_MIN(total - got, 2u << 20), 0);
+		if (r <= 0)
+			rc = r == 0 ? -ECONNRESET : -errno;
+		else
+			got += (uint64_t)r;
+	}
+	if (!rc)
+		emit(b, "stream", 2u << 20, 1, NULL, 0, (double)(em_now_ns() - t0) / 1e9,
+		     got, got / (2u << 20));
+	return rc;
+}
+
+static const struct row *find(const struct bench *b, const char *op, uint64_t size, unsigned qd)
+{
+	for (unsigned i = 0; i < b->nrows; i++)
+		if (!strcmp(b->rows[i].op, op) && b->rows[i].size == size && b->rows[i].qd == qd)
+			return &b->rows[i];
+	return NULL;
+}
+
+static void summary(const struct bench *b)
+{
+	const struct row *r4 = find(b, "read", 4096, 1), *p4 = find(b, "pingpong", 4096, 1);
+	const struct row *p64 = find(b, "pingpong", 64, 1), *a = find(b, "atomic-fadd", 8, 1);
+	const struct row *bw = find(b, "read", 2u << 20, 8), *st = find(b, "stream", 2u << 20, 1);
+
+	printf("\nratios to the network in this run:\n");
+	if (r4 && p4)
+		printf("  4 KiB read p50 / 4 KiB ping-pong p50   %.2f  (goal <= 1.25)\n", r4->p50 / p4->p50);
+	if (bw && st)
+		printf("  2 MiB read qd8 GB/s / stream GB/s      %.2f  (goal >= 0.85)\n", bw->gbps / st->gbps);
+	if (a && p64)
+		printf("  8 B fetch-add p50 / 64 B ping-pong p50 %.2f  (goal <= 1.25)\n", a->p50 / p64->p50);
+}
+
+int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp)
+{
+	static const uint64_t sizes[] = { 64, 4096, 65536, 2u << 20 };
+	static const unsigned qds[] = { 8, 32 };
+	struct bench b = { .seed = 0x9e3779b97f4a7c15ull, .basefd = -1 };
+	em_queue *q = NULL;
+	int rc;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--json"))
+			b.json = true;
+		else if (!strcmp(argv[i], "--baseline"))
+			b.baseline = true;
+		else if (!strcmp(argv[i], "--quick"))
+			b.quick = true;
+		else if (!strcmp(argv[i], "--help")) {
+			printf("usage: ethermem bench [--baseline] [--json] [--quick]\n"
+			       "Measures read and write latency (p50/p99/p999) at queue depth 1 and\n"
+			       "bandwidth at queue depths 8 and 32 for 64 B, 4 KiB, 64 KiB and 2 MiB,\n"
+			       "and atomics latency, on an anonymous region of the pool.\n"
+			       "--baseline also measures a plain TCP ping-pong of the same sizes and\n"
+			       "a plain TCP stream to the first node over the same path.\n"
+			       "--json prints one JSON object per measurement.\n");
+			return 0;
+		} else {
+			fprintf(stderr, "ethermem bench: unknown argument '%s'\n", argv[i]);
+			return 2;
+		}
+	}
+	if (em_cli_connect(cp, &b.pool, "ethermem bench"))
+		return 1;
+	b.rsize = 64ull << 20;
+	b.buf = malloc(2u << 20);
+	b.lat = malloc(20000 * sizeof(*b.lat));
+	rc = b.buf && b.lat ? 0 : -ENOMEM;
+	if (!rc)
+		rc = em_region_create(b.pool, NULL, b.rsize, NULL, &b.r);
+	if (!rc) {
+		/* touch every page once so the node's first-touch cost is not measured */
+		memset(b.buf, 0xa5, 2u << 20);
+		for (uint64_t off = 0; off < b.rsize && !rc; off += 2u << 20)
+			rc = em_write(b.r, off, b.buf, 2u << 20);
+	}
+	if (!rc)
+		rc = em_queue_create(b.pool, 64, &q);
+	if (rc) {
+		fprintf(stderr, "ethermem bench: setup failed: %s\n", em_strerror(rc));
+		goto out;
+	}
+	if (!b.json)
+		printf("%-12s %9s %4s %10s %10s %10s %9s %12s\n", "op", "size", "qd", "p50 us",
+		       "p99 us", "p999 us", "GB/s", "ops/s");
+	/* Per size, the ping-pong and the reads and writes run back to back so
+	 * that drift in the machine's load hits both sides of each ratio. */
+	if (b.baseline && (b.basefd = em_tcp_baseline_fd(b.pool, 0)) < 0)
+		rc = b.basefd;
+	for (unsigned s = 0; s < 4 && !rc; s++) {
+		if (b.baseline)
+			rc = pingpong(&b, sizes[s]);
+		if (!rc)
+			rc = lat_rw(&b, false, sizes[s]);
+		if (!rc)
+			rc = lat_rw(&b, true, sizes[s]);
+	}
+	if (b.baseline && !rc)
+		rc = stream(&b);
+	for (unsigned s = 0; s < 4 && !rc; s++)
+		for (unsigned k = 0; k < 2 && !rc; k++) {
+			rc = bandwidth(&b, q, false, sizes[s], qds[k]);
+			if (!rc)
+				rc = bandwidth(&b, q, true, sizes[s], qds[k]);
+		}
+	if (!rc)
+		rc = lat_atomic(&b, EM_ATOMIC_FADD, "atomic-fadd");
+	if (!rc)
+		rc = lat_atomic(&b, EM_ATOMIC_CAS, "atomic-cas");
+	if (rc)
+		fprintf(stderr, "ethermem bench: %s\n", em_strerror(rc));
+	else if (!b.json && b.baseline)
+		summary(&b);
+out:
+	if (b.basefd >= 0) {
+		base_req(b.basefd, EM_BASE_QUIT, 0);
+		close(b.basefd);
+	}
+	em_queue_destroy(q);
+	if (b.r)
+		em_region_close(b.r);
+	em_pool_close(b.pool);
+	free(b.buf);
+	free(b.lat);
+	return rc ? 1 : 0;
+}

@@ -1,0 +1,21 @@
+/*
+ * cli.h - pieces shared by the ethermem command's subcommands.
+ */
+#ifndef EM_CLI_H
+#define EM_CLI_H
+
+#include "ethermem.h"
+
+/* Pool options gathered from --nodes, --secret-file, --timeout-ms,
+ * --transport and --ox-iface anywhere on the command line (the flags are
+ * removed from argv); the rest falls back to the environment. */
+struct em_cli_pool {
+	struct em_pool_opts opts;
+};
+void em_cli_pool_args(int *argc, char **argv, struct em_cli_pool *cp);
+/* Connects or prints why not (and returns non-zero). */
+int em_cli_connect(struct em_cli_pool *cp, em_pool **pool, const char *prog);
+
+int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp);
+
+#endif

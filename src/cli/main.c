@@ -1,0 +1,354 @@
+/*
+ * main.c - the `ethermem` command: pool status, named regions, benchmarks,
+ * and (from the paging layer) run/import/export. Every subcommand answers
+ * --help, exits 0 on success and non-zero with a message on stderr otherwise.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "ethermem.h"
+
+#ifdef EM_HAVE_MAP
+int em_cli_run(int argc, char **argv);
+int em_cli_import(int argc, char **argv);
+int em_cli_export(int argc, char **argv);
+int em_cli_bench_map(int argc, char **argv);
+#endif
+
+static const char *pool_help =
+"Pool options (any command that talks to the pool):\n"
+"  --nodes LIST         tcp://HOST:PORT,...            (or ETHERMEM_NODES)\n"
+"  --secret-file FILE   cluster secret                 (or ETHERMEM_SECRET_FILE)\n"
+"  --timeout-ms MS      per-request timeout            (or ETHERMEM_TIMEOUT_MS)\n"
+"  --config FILE        client config file             (or ETHERMEM_CONFIG)\n";
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: ethermem [--version] [--help] COMMAND [ARGS]\n\n"
+"Commands:\n"
+"  status                    nodes, capacity, used, regions, clients, counters\n"
+"  region create NAME SIZE   create a named region (SIZE like 512M, 2G)\n"
+"  region ls                 list named regions\n"
+"  region rm NAME            delete a named region\n"
+"  bench [--baseline]        latency and bandwidth of the pool\n"
+#ifdef EM_HAVE_MAP
+"  bench map                 transparent mapping against mmap and swap\n"
+"  run -- PROGRAM ARGS       run an unmodified program with its large\n"
+"                            allocations in the pool\n"
+"  import FILE REGION        load a file into a named region\n"
+"  export REGION FILE        write a named region to a file\n"
+#endif
+"\n%s", pool_help);
+}
+
+void em_cli_pool_args(int *argc, char **argv, struct em_cli_pool *cp)
+{
+	int out = 1;
+
+	memset(cp, 0, sizeof(*cp));
+	cp->opts.size = sizeof(cp->opts);
+	for (int i = 1; i < *argc; i++) {
+		const char *a = argv[i];
+		const char **dst = NULL;
+		char *val = NULL;
+
+		if (!strcmp(a, "--"))  {
+			/* everything after belongs to another program */
+			while (i < *argc)
+				argv[out++] = argv[i++];
+			break;
+		}
+		if (!strncmp(a, "--nodes", 7))
+			dst = &cp->opts.nodes;
+		else if (!strncmp(a, "--secret-file", 13))
+			dst = &cp->opts.secret_file;
+		else if (!strncmp(a, "--config", 8))
+			dst = &cp->opts.config_file;
+		else if (!strncmp(a, "--ox-iface", 10))
+			dst = &cp->opts.ox_iface;
+		if (dst || !strncmp(a, "--timeout-ms", 12) || !strncmp(a, "--transport", 11)) {
+			const char *eq = strchr(a, '=');
+			if (eq)
+				val = (char *)eq + 1;
+			else if (i + 1 < *argc)
+				val = argv[++i];
+			if (!val) {
+				argv[out++] = argv[i];
+				continue;
+			}
+			if (dst)
+				*dst = val;
+			else if (!strncmp(a, "--timeout-ms", 12))
+				cp->opts.timeout_ms = atoi(val);
+			else
+				cp->opts.transport = !strcmp(val, "ox") ? EM_TRANSPORT_OX : EM_TRANSPORT_TCP;
+			continue;
+		}
+		argv[out++] = argv[i];
+	}
+	argv[out] = NULL;
+	*argc = out;
+}
+
+int em_cli_connect(struct em_cli_pool *cp, em_pool **pool, const char *prog)
+{
+	int rc = em_pool_connect(pool, &cp->opts);
+
+	if (rc == -EDESTADDRREQ)
+		fprintf(stderr, "%s: no pool given: use --nodes and --secret-file, or set "
+			"ETHERMEM_NODES and ETHERMEM_SECRET_FILE\n", prog);
+	else if (rc)
+		fprintf(stderr, "%s: cannot connect to the pool: %s\n", prog, em_strerror(rc));
+	return rc;
+}
+
+static void human(uint64_t b, char *out, size_t n)
+{
+	const char *u[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
+	double v = (double)b;
+	int i = 0;
+
+	while (v >= 1024 && i < 5) {
+		v /= 1024;
+		i++;
+	}
+	snprintf(out, n, i ? "%.1f %s" : "%.0f %s", v, u[i]);
+}
+
+static int cmd_status(int argc, char **argv, struct em_cli_pool *cp)
+{
+	static const char *opn[EM_STAT_OPS] = { "read", "write", "atomic", "create",
+						"open", "delete", "list", "status" };
+	struct em_node_status st[64];
+	bool json = false;
+	em_pool *pool;
+	int n;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--json")) {
+			json = true;
+		} else if (!strcmp(argv[i], "--help")) {
+			printf("usage: ethermem status [--json]\nPrints every node's capacity, "
+			       "use, regions, clients, per-operation counters and service-time "
+			       "percentiles.\n\n%s", pool_help);
+			return 0;
+		} else {
+			fprintf(stderr, "ethermem status: unknown argument '%s'\n", argv[i]);
+			return 2;
+		}
+	}
+	if (em_cli_connect(cp, &pool, "ethermem status"))
+		return 1;
+	n = em_pool_status(pool, st, 64);
+	if (n < 0) {
+		fprintf(stderr, "ethermem status: %s\n", em_strerror(n));
+		em_pool_close(pool);
+		return 1;
+	}
+	for (int i = 0; i < n; i++) {
+		struct em_node_status *s = &st[i];
+		char cap[32], used[32];
+
+		if (json) {
+			printf("{\"node\":\"%s\",\"capacity\":%" PRIu64 ",\"used\":%" PRIu64
+			       ",\"regions\":%u,\"named_regions\":%u,\"clients\":%u,\"huge_pages\":%u"
+			       ",\"uptime_s\":%" PRIu64 ",\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64
+			       ",\"auth_failures\":%" PRIu64,
+			       s->addr, s->capacity, s->used, s->regions, s->named_regions,
+			       s->clients, s->huge_pages, s->uptime_s, s->bytes_in, s->bytes_out,
+			       s->auth_failures);
+			for (int k = 0; k < EM_STAT_OPS; k++)
+				printf(",\"%s_ops\":%" PRIu64 ",\"%s_errors\":%" PRIu64, opn[k],
+				       s->ops[k], opn[k], s->errors[k]);
+			for (int k = 0; k < 3; k++)
+				printf(",\"%s_p50_us\":%.2f,\"%s_p99_us\":%.2f,\"%s_p999_us\":%.2f",
+				       opn[k], s->lat_p50_ns[k] / 1e3, opn[k], s->lat_p99_ns[k] / 1e3,
+				       opn[k], s->lat_p999_ns[k] / 1e3);
+			printf("}\n");
+			continue;
+		}
+		human(s->capacity, cap, sizeof(cap));
+		human(s->used, used, sizeof(used));
+		printf("node %s\n  capacity %s, used %s (%.1f%%), %s pages\n"
+		       "  regions %u (%u named), clients %u, up %" PRIu64 " s, "
+		       "auth failures %" PRIu64 "\n",
+		       s->addr, cap, used, s->capacity ? 100.0 * (double)s->used / (double)s->capacity : 0,
+		       s->huge_pages ? "2 MiB huge" : "4 KiB", s->regions, s->named_regions,
+		       s->clients, s->uptime_s, s->auth_failures);
+		printf("  %-7s %12s %8s %10s %10s %10s\n", "op", "count", "errors", "p50 us",
+		       "p99 us", "p999 us");
+		for (int k = 0; k < EM_STAT_OPS; k++) {
+			if (k < 3)
+				printf("  %-7s %12" PRIu64 " %8" PRIu64 " %10.2f %10.2f %10.2f\n",
+				       opn[k], s->ops[k], s->errors[k], s->lat_p50_ns[k] / 1e3,
+				       s->lat_p99_ns[k] / 1e3, s->lat_p999_ns[k] / 1e3);
+			else
+				printf("  %-7s %12" PRIu64 " %8" PRIu64 "\n", opn[k], s->ops[k],
+				       s->errors[k]);
+		}
+	}
+	em_pool_close(pool);
+	return 0;
+}
+
+static int cmd_region(int argc, char **argv, struct em_cli_pool *cp)
+{
+	const char *sub = argc > 1 ? argv[1] : NULL;
+	em_pool *pool;
+	int rc = 0;
+
+	if (!sub || !strcmp(sub, "--help") || !strcmp(sub, "-h")) {
+		printf("usage: ethermem region create NAME SIZE [--chunk SIZE] [--excl]\n"
+		       "       ethermem region ls [--json]\n"
+		       "       ethermem region rm NAME\n"
+		       "Named regions persist on the nodes until removed; any client of the "
+		       "pool can open them.\n\n%s", pool_help);
+		return sub ? 0 : 2;
+	}
+	for (int i = 2; i < argc; i++)
+		if (!strcmp(argv[i], "--help")) {
+			char *a[] = { argv[0], "--help", NULL };
+			return cmd_region(2, a, cp);
+		}
+	if (!strcmp(sub, "create")) {
+		struct em_region_opts ro = { .size = sizeof(ro) };
+		const char *name = NULL, *size = NULL;
+		uint64_t bytes;
+		em_region *r;
+
+		for (int i = 2; i < argc; i++) {
+			if (!strcmp(argv[i], "--excl"))
+				ro.flags |= EM_REGION_EXCL;
+			else if (!strcmp(argv[i], "--chunk") && i + 1 < argc) {
+				if (em_parse_size(argv[++i], &ro.chunk_size)) {
+					fprintf(stderr, "ethermem region create: bad chunk size '%s'\n", argv[i]);
+					return 2;
+				}
+			} else if (!name)
+				name = argv[i];
+			else if (!size)
+				size = argv[i];
+			else {
+				fprintf(stderr, "ethermem region create: unexpected '%s'\n", argv[i]);
+				return 2;
+			}
+		}
+		if (!name || !size) {
+			fprintf(stderr, "ethermem region create: NAME and SIZE are required\n");
+			return 2;
+		}
+		if (em_parse_size(size, &bytes) || !bytes) {
+			fprintf(stderr, "ethermem region create: bad size '%s'\n", size);
+			return 2;
+		}
+		if (em_cli_connect(cp, &pool, "ethermem region create"))
+			return 1;
+		rc = em_region_create(pool, name, bytes, &ro, &r);
+		if (rc) {
+			fprintf(stderr, "ethermem region create: %s: %s\n", name, em_strerror(rc));
+		} else {
+			printf("%s %" PRIu64 "\n", name, em_region_size(r));
+			em_region_close(r);
+		}
+	} else if (!strcmp(sub, "ls")) {
+		struct em_region_info info[1024];
+		bool json = argc > 2 && !strcmp(argv[2], "--json");
+
+		if (argc > 2 && !json) {
+			fprintf(stderr, "ethermem region ls: unexpected '%s'\n", argv[2]);
+			return 2;
+		}
+		if (em_cli_connect(cp, &pool, "ethermem region ls"))
+			return 1;
+		rc = em_region_list(pool, info, 1024);
+		if (rc < 0) {
+			fprintf(stderr, "ethermem region ls: %s\n", em_strerror(rc));
+		} else {
+			if (!json)
+				printf("%-40s %16s %10s %6s\n", "NAME", "SIZE", "CHUNK", "NODES");
+			for (int i = 0; i < rc && i < 1024; i++) {
+				if (json)
+					printf("{\"name\":\"%s\",\"size\":%" PRIu64 ",\"chunk\":%" PRIu64
+					       ",\"nodes\":%u}\n", info[i].name, info[i].size,
+					       info[i].chunk_size, info[i].nodes);
+				else
+					printf("%-40s %16" PRIu64 " %10" PRIu64 " %6u\n", info[i].name,
+					       info[i].size, info[i].chunk_size, info[i].nodes);
+			}
+			rc = 0;
+		}
+	} else if (!strcmp(sub, "rm")) {
+		if (argc != 3) {
+			fprintf(stderr, "ethermem region rm: exactly one NAME\n");
+			return 2;
+		}
+		if (em_cli_connect(cp, &pool, "ethermem region rm"))
+			return 1;
+		rc = em_region_delete(pool, argv[2]);
+		if (rc)
+			fprintf(stderr, "ethermem region rm: %s: %s\n", argv[2], em_strerror(rc));
+	} else {
+		fprintf(stderr, "ethermem region: unknown subcommand '%s'\n", sub);
+		return 2;
+	}
+	em_pool_close(pool);
+	return rc ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct em_cli_pool cp;
+	const char *cmd;
+
+	em_cli_pool_args(&argc, argv, &cp);
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	cmd = argv[1];
+	if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(cmd, "--version")) {
+		printf("ethermem %s\n", EM_VERSION_STRING);
+		return 0;
+	}
+	if (!strcmp(cmd, "status"))
+		return cmd_status(argc - 1, argv + 1, &cp);
+	if (!strcmp(cmd, "region"))
+		return cmd_region(argc - 1, argv + 1, &cp);
+#ifdef EM_HAVE_MAP
+	/* The paging commands connect from the environment (their children
+	 * inherit it too), so pool flags given here are passed on that way. */
+	if (cp.opts.nodes)
+		setenv("ETHERMEM_NODES", cp.opts.nodes, 1);
+	if (cp.opts.secret_file)
+		setenv("ETHERMEM_SECRET_FILE", cp.opts.secret_file, 1);
+	if (cp.opts.config_file)
+		setenv("ETHERMEM_CONFIG", cp.opts.config_file, 1);
+	if (cp.opts.timeout_ms) {
+		char t[16];
+		snprintf(t, sizeof(t), "%d", cp.opts.timeout_ms);
+		setenv("ETHERMEM_TIMEOUT_MS", t, 1);
+	}
+	if (!strcmp(cmd, "bench") && argc > 2 && !strcmp(argv[2], "map"))
+		return em_cli_bench_map(argc - 2, argv + 2);
+	if (!strcmp(cmd, "run"))
+		return em_cli_run(argc - 1, argv + 1);
+	if (!strcmp(cmd, "import"))
+		return em_cli_import(argc - 1, argv + 1);
+	if (!strcmp(cmd, "export"))
+		return em_cli_export(argc - 1, argv + 1);
+#endif
+	if (!strcmp(cmd, "bench"))
+		return em_cli_bench(argc - 1, argv + 1, &cp);
+	fprintf(stderr, "ethermem: unknown command '%s' (see ethermem --help)\n", cmd);
+	return 2;
+}

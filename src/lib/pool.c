@@ -1,0 +1,672 @@
+/*
+ * pool.c - connecting to a pool, and regions: creation with placement by free
+ * capacity, striping across nodes, named regions, listing and status.
+ *
+ * Layout: a region that fits on one node lives on the node with the most
+ * free memory. A larger one is cut into chunks (4 MiB by default) assigned by
+ * a repeating pattern of up to 64 entries whose shares follow each node's
+ * free capacity. A node stores its chunks of the region contiguously, in
+ * order, so where a byte lives is pure arithmetic - no per-chunk table. The
+ * layout (size, chunk, node ids, pattern) is stored with a named region on
+ * every node that holds part of it, so any client can open it.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "lib/internal.h"
+
+#define LAYOUT_MAGIC 0x594c4d45u /* "EMLY" */
+#define DEFAULT_CHUNK (4ull << 20)
+
+struct conf {
+	char nodes[4096], secret[4096], transport[16], ox_iface[64];
+	int timeout_ms;
+};
+
+static int conf_cb(void *arg, const char *k, const char *v, int line)
+{
+	struct conf *c = arg;
+
+	if (!strcmp(k, "nodes"))
+		snprintf(c->nodes, sizeof(c->nodes), "%s", v);
+	else if (!strcmp(k, "secret-file") || !strcmp(k, "secret_file"))
+		snprintf(c->secret, sizeof(c->secret), "%s", v);
+	else if (!strcmp(k, "timeout-ms"))
+		c->timeout_ms = atoi(v);
+	else if (!strcmp(k, "transport"))
+		snprintf(c->transport, sizeof(c->transport), "%s", v);
+	else if (!strcmp(k, "ox-iface"))
+		snprintf(c->ox_iface, sizeof(c->ox_iface), "%s", v);
+	/* unknown keys belong to other tools sharing the file */
+	return 0;
+}
+
+/* Fills what the caller left unset: options, then environment, then file. */
+static int resolve(const struct em_pool_opts *o, struct conf *c)
+{
+	const char *e, *file = o ? o->config_file : NULL;
+	struct conf f = { 0 };
+
+	memset(c, 0, sizeof(*c));
+	if (!file)
+		file = getenv("ETHERMEM_CONFIG");
+	if (file) {
+		int rc = em_config_parse(file, conf_cb, &f);
+		if (rc)
+			return rc;
+	} else {
+		em_config_parse("/etc/ethermem/client.conf", conf_cb, &f);
+	}
+	if (o && o->nodes)
+		snprintf(c->nodes, sizeof(c->nodes), "%s", o->nodes);
+	else if ((e = getenv("ETHERMEM_NODES")))
+		snprintf(c->nodes, sizeof(c->nodes), "%s", e);
+	else
+		memcpy(c->nodes, f.nodes, sizeof(c->nodes));
+	if (o && o->secret_file)
+		snprintf(c->secret, sizeof(c->secret), "%s", o->secret_file);
+	else if ((e = getenv("ETHERMEM_SECRET_FILE")))
+		snprintf(c->secret, sizeof(c->secret), "%s", e);
+	else
+		memcpy(c->secret, f.secret, sizeof(c->secret));
+	c->timeout_ms = o && o->timeout_ms ? o->timeout_ms : 0;
+	if (!c->timeout_ms && (e = getenv("ETHERMEM_TIMEOUT_MS")))
+		c->timeout_ms = atoi(e);
+	if (!c->timeout_ms)
+		c->timeout_ms = f.timeout_ms ? f.timeout_ms : 10000;
+	if ((e = getenv("ETHERMEM_TRANSPORT")))
+		snprintf(c->transport, sizeof(c->transport), "%s", e);
+	else
+		memcpy(c->transport, f.transport, sizeof(c->transport));
+	return 0;
+}
+
+int em_pool_connect(em_pool **out, const struct em_pool_opts *o)
+{
+	struct conf c;
+	em_pool *pool;
+	struct em_chan **ch;
+	char *list, *save = NULL, *tok;
+	int rc;
+
+	if (!out || (o && o->size < sizeof(size_t)))
+		return -EINVAL;
+	if (getenv("ETHERMEM_DEBUG"))
+		em_log_threshold = EM_LOG_DEBUG;
+	else
+		em_log_threshold = EM_LOG_ERR;
+	rc = resolve(o, &c);
+	if (rc)
+		return rc;
+	if (!c.nodes[0] || !c.secret[0])
+		return -EDESTADDRREQ;
+	if ((o && o->transport == EM_TRANSPORT_OX) || !strcmp(c.transport, "ox"))
+		return -EPROTONOSUPPORT; /* the OmniXtend data path is not wired in yet */
+	pool = calloc(1, sizeof(*pool));
+	if (!pool)
+		return -ENOMEM;
+	pthread_mutex_init(&pool->lock, NULL);
+	pool->timeout_ms = c.timeout_ms;
+	rc = em_key_load(c.secret, pool->key);
+	if (rc)
+		goto fail;
+	list = c.nodes;
+	for (tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		struct em_node *nn, *n;
+		while (*tok == ' ')
+			tok++;
+		if (pool->n == EM_MAX_SEG) {
+			rc = -E2BIG;
+			goto fail;
+		}
+		nn = realloc(pool->nodes, (pool->n + 1) * sizeof(*nn));
+		if (!nn) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+		pool->nodes = nn;
+		n = &nn[pool->n];
+		memset(n, 0, sizeof(*n));
+		snprintf(n->addr, sizeof(n->addr), "%s", tok);
+		rc = em_parse_addr(tok, n->host, sizeof(n->host), &n->port);
+		if (rc)
+			goto fail;
+		pool->n++;
+	}
+	if (!pool->n) {
+		rc = -EDESTADDRREQ;
+		goto fail;
+	}
+	ch = calloc(pool->n, sizeof(*ch));
+	if (!ch) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	for (unsigned i = 0; i < pool->n; i++) {
+		rc = em_tcp_connect(pool, &pool->nodes[i], true, &ch[i]);
+		if (rc) {
+			em_log(EM_LOG_DEBUG, "node %s: %s", pool->nodes[i].addr, em_strerror(rc));
+			for (unsigned j = 0; j < i; j++)
+				ch[j]->ops->close(ch[j]);
+			free(ch);
+			goto fail;
+		}
+	}
+	rc = em_queue_create_on(pool, 64, ch, true, &pool->dq);
+	if (rc) {
+		for (unsigned j = 0; j < pool->n; j++)
+			ch[j]->ops->close(ch[j]);
+		free(ch);
+		goto fail;
+	}
+	*out = pool;
+	return 0;
+fail:
+	free(pool->nodes);
+	pthread_mutex_destroy(&pool->lock);
+	free(pool);
+	return rc;
+}
+
+void em_pool_close(em_pool *pool)
+{
+	if (!pool)
+		return;
+	/* closing the session's first connections ends the sessions: the nodes
+	 * free this client's anonymous regions */
+	em_queue_destroy(pool->dq);
+	pthread_mutex_destroy(&pool->lock);
+	free(pool->nodes);
+	free(pool);
+}
+
+int em_pool_nodes(const em_pool *pool)
+{
+	return pool ? (int)pool->n : -EINVAL;
+}
+
+/* ---- layout ---- */
+
+static int layout_encode(const em_region *r, uint8_t *out)
+{
+	size_t n = 0;
+
+	em_put32(out, LAYOUT_MAGIC);
+	em_put64(out + 4, r->size);
+	em_put64(out + 12, r->chunk);
+	out[20] = (uint8_t)r->nseg;
+	out[21] = (uint8_t)r->plen;
+	n = 22;
+	for (unsigned i = 0; i < r->nseg; i++, n += EM_NODE_ID_LEN)
+		memcpy(out + n, r->pool->nodes[r->node[i]].id, EM_NODE_ID_LEN);
+	memcpy(out + n, r->pattern, r->plen);
+	return (int)(n + r->plen);
+}
+
+/* Ranks and counts follow from the pattern. */
+static void layout_derive(em_region *r)
+{
+	memset(r->cnt, 0, sizeof(r->cnt));
+	for (unsigned j = 0; j < r->plen; j++)
+		r->rank[j] = r->cnt[r->pattern[j]]++;
+}
+
+static int layout_decode(em_region *r, const uint8_t *in, uint16_t len,
+			 uint8_t ids[EM_MAX_SEG][EM_NODE_ID_LEN])
+{
+	if (len < 22 || em_get32(in) != LAYOUT_MAGIC)
+		return -EPROTO;
+	r->size = em_get64(in + 4);
+	r->chunk = em_get64(in + 12);
+	r->nseg = in[20];
+	r->plen = in[21];
+	if (!r->nseg || r->nseg > EM_MAX_SEG || !r->plen || r->plen > EM_MAX_PATTERN ||
+	    !r->chunk || !r->size || len != 22 + r->nseg * EM_NODE_ID_LEN + r->plen)
+		return -EPROTO;
+	for (unsigned i = 0; i < r->nseg; i++)
+		memcpy(ids[i], in + 22 + i * EM_NODE_ID_LEN, EM_NODE_ID_LEN);
+	memcpy(r->pattern, in + 22 + r->nseg * EM_NODE_ID_LEN, r->plen);
+	for (unsigned j = 0; j < r->plen; j++)
+		if (r->pattern[j] >= r->nseg)
+			return -EPROTO;
+	layout_derive(r);
+	return 0;
+}
+
+/* Bytes segment `seg` holds: its chunks, the region's last one maybe short. */
+static uint64_t seg_bytes(const em_region *r, unsigned seg)
+{
+	uint64_t nchunks = (r->size + r->chunk - 1) / r->chunk;
+	uint64_t full = nchunks / r->plen, rem = nchunks % r->plen, mine;
+	uint64_t last = nchunks - 1;
+
+	mine = full * r->cnt[seg];
+	for (unsigned j = 0; j < rem; j++)
+		mine += r->pattern[j] == seg;
+	if (mine && r->pattern[last % r->plen] == seg)
+		return (mine - 1) * r->chunk + (r->size - last * r->chunk);
+	return mine * r->chunk;
+}
+
+static int node_free(em_pool *pool, uint64_t *freeb)
+{
+	struct em_node_status *st = calloc(pool->n, sizeof(*st));
+	int rc;
+
+	if (!st)
+		return -ENOMEM;
+	rc = em_pool_status(pool, st, pool->n);
+	if (rc >= 0) {
+		for (unsigned i = 0; i < pool->n; i++)
+			freeb[i] = st[i].capacity - st[i].used;
+		rc = 0;
+	}
+	free(st);
+	return rc;
+}
+
+/* Chooses nodes and a pattern for a new region (pool lock not held). */
+static int place(em_region *r, uint64_t chunk)
+{
+	em_pool *pool = r->pool;
+	uint64_t freeb[EM_MAX_SEG], total = 0, page = 4096;
+	unsigned best = 0, w[EM_MAX_SEG], sum = 0;
+	int rc = node_free(pool, freeb);
+
+	if (rc)
+		return rc;
+	for (unsigned i = 0; i < pool->n; i++) {
+		/* a node's own rounding: allocations are whole pages */
+		freeb[i] &= ~(page - 1);
+		total += freeb[i];
+		if (freeb[i] > freeb[best])
+			best = i;
+	}
+	if (((r->size + page - 1) & ~(page - 1)) <= freeb[best]) {
+		r->nseg = 1;
+		r->node[0] = best;
+		r->chunk = r->size;
+		r->plen = 1;
+		r->pattern[0] = 0;
+		layout_derive(r);
+		return 0;
+	}
+	if (r->size > total)
+		return -ENOSPC;
+	/* Shares of a 64-entry period in proportion to free memory; nodes with
+	 * less than a chunk free take no share. */
+	r->chunk = chunk;
+	r->nseg = 0;
+	for (unsigned i = 0; i < pool->n; i++) {
+		unsigned share = (unsigned)((double)EM_MAX_PATTERN * (double)freeb[i] / (double)total);
+		if (freeb[i] < chunk)
+			continue;
+		r->node[r->nseg] = i;
+		w[r->nseg] = share ? share : 1;
+		sum += w[r->nseg];
+		r->nseg++;
+	}
+	if (!r->nseg)
+		return -ENOSPC;
+	while (sum > EM_MAX_PATTERN) { /* rounding up may overshoot */
+		unsigned m = 0;
+		for (unsigned s = 1; s < r->nseg; s++)
+			if (w[s] > w[m])
+				m = s;
+		w[m]--;
+		sum--;
+	}
+	/* Smooth weighted round robin interleaves the shares, so consecutive
+	 * chunks land on different nodes and large transfers fan out. */
+	{
+		int cur[EM_MAX_SEG] = { 0 };
+		r->plen = sum;
+		for (unsigned j = 0; j < sum; j++) {
+			unsigned m = 0;
+			for (unsigned s = 0; s < r->nseg; s++) {
+				cur[s] += (int)w[s];
+				if (cur[s] > cur[m])
+					m = s;
+			}
+			cur[m] -= (int)sum;
+			r->pattern[j] = (uint8_t)m;
+		}
+	}
+	layout_derive(r);
+	for (unsigned s = 0; s < r->nseg; s++)
+		if (seg_bytes(r, s) > freeb[r->node[s]])
+			return -ENOSPC;
+	return 0;
+}
+
+/* ---- control calls ---- */
+
+static int ctl(em_pool *pool, unsigned node, uint8_t wop, uint32_t handle, uint32_t aux,
+	       uint64_t off, const void *req, uint32_t req_len, void *resp, uint32_t cap,
+	       struct em_part *res)
+{
+	struct em_part p = { .wop = wop, .handle = handle, .aux = aux, .off = off,
+			     .req = req, .req_len = req_len, .resp = resp, .resp_cap = cap };
+	int rc;
+
+	pthread_mutex_lock(&pool->lock);
+	rc = em_ctl_call(pool, node, &p);
+	pthread_mutex_unlock(&pool->lock);
+	if (res)
+		*res = p;
+	return rc;
+}
+
+static void close_handles(em_region *r, unsigned upto)
+{
+	for (unsigned s = 0; s < upto; s++)
+		if (r->handle[s])
+			ctl(r->pool, r->node[s], EM_W_CLOSE, r->handle[s], 0, 0, NULL, 0, NULL, 0, NULL);
+}
+
+static int name_ok(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (!n || n > EM_NAME_MAX)
+		return -ENAMETOOLONG;
+	for (size_t i = 0; i < n; i++)
+		if (name[i] < 0x21 || name[i] > 0x7e || name[i] == '/')
+			return -EINVAL;
+	return 0;
+}
+
+static int region_open_named(em_pool *pool, const char *name, em_region **out)
+{
+	uint8_t req[3 + EM_NAME_MAX], resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
+	uint8_t ids[EM_MAX_SEG][EM_NODE_ID_LEN];
+	uint32_t handles[EM_MAX_SEG] = { 0 };
+	em_region *r = calloc(1, sizeof(*r));
+	bool have_layout = false;
+	int n = em_namelayout_encode(req, sizeof(req), name, NULL, 0), rc = -ENOENT;
+
+	if (!r)
+		return -ENOMEM;
+	r->pool = pool;
+	for (unsigned i = 0; i < pool->n; i++) {
+		struct em_part res;
+		char nm[EM_NAME_MAX + 1];
+		const uint8_t *lay;
+		uint16_t ll;
+		int e = ctl(pool, i, EM_W_OPEN, 0, 0, 0, req, (uint32_t)n, resp, sizeof(resp), &res);
+
+		if (e == -ENOENT)
+			continue;
+		if (e) {
+			rc = e;
+			goto fail;
+		}
+		handles[i] = res.r_region;
+		if (!have_layout) {
+			rc = em_namelayout_decode(resp, res.resp_len, nm, &lay, &ll);
+			if (!rc)
+				rc = layout_decode(r, lay, ll, ids);
+			if (rc)
+				goto fail;
+			have_layout = true;
+		}
+	}
+	if (!have_layout)
+		goto fail;
+	/* every node named in the layout must be one of ours */
+	for (unsigned s = 0; s < r->nseg; s++) {
+		unsigned i;
+		for (i = 0; i < pool->n; i++)
+			if (handles[i] && !memcmp(pool->nodes[i].id, ids[s], EM_NODE_ID_LEN))
+				break;
+		if (i == pool->n) {
+			rc = -EM_ENONODE;
+			goto fail;
+		}
+		r->node[s] = i;
+		r->handle[s] = handles[i];
+		handles[i] = 0;
+	}
+	for (unsigned i = 0; i < pool->n; i++) /* stray same-named regions */
+		if (handles[i])
+			ctl(pool, i, EM_W_CLOSE, handles[i], 0, 0, NULL, 0, NULL, 0, NULL);
+	snprintf(r->name, sizeof(r->name), "%s", name);
+	r->named = true;
+	*out = r;
+	return 0;
+fail:
+	for (unsigned i = 0; i < pool->n; i++)
+		if (handles[i])
+			ctl(pool, i, EM_W_CLOSE, handles[i], 0, 0, NULL, 0, NULL, 0, NULL);
+	free(r);
+	return rc;
+}
+
+int em_region_open(em_pool *pool, const char *name, em_region **out)
+{
+	int rc;
+
+	if (!pool || !name || !out)
+		return -EINVAL;
+	if ((rc = name_ok(name)))
+		return rc;
+	return region_open_named(pool, name, out);
+}
+
+int em_region_create(em_pool *pool, const char *name, uint64_t bytes,
+		     const struct em_region_opts *opts, em_region **out)
+{
+	uint64_t chunk = DEFAULT_CHUNK;
+	unsigned flags = 0;
+	uint8_t layout[EM_MAX_LAYOUT], req[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
+	uint8_t resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
+	em_region *r;
+	int rc, ll, n;
+
+	if (!pool || !out || bytes == 0)
+		return -EINVAL;
+	if (opts && opts->size >= sizeof(size_t) + 8 && opts->chunk_size)
+		chunk = opts->chunk_size;
+	if (opts && opts->size >= sizeof(*opts))
+		flags = opts->flags;
+	if (chunk < 4096 || (chunk & 4095))
+		return -EINVAL;
+	if (name) {
+		if ((rc = name_ok(name)))
+			return rc;
+		if (!(flags & EM_REGION_EXCL)) {
+			rc = region_open_named(pool, name, out);
+			if (!rc && (*out)->size != bytes) {
+				em_region_close(*out);
+				return -EEXIST;
+			}
+			if (rc != -ENOENT)
+				return rc;
+		}
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->pool = pool;
+	r->size = bytes;
+	rc = place(r, chunk);
+	if (rc)
+		goto fail;
+	if (name) {
+		snprintf(r->name, sizeof(r->name), "%s", name);
+		r->named = true;
+	}
+	ll = layout_encode(r, layout);
+	n = em_namelayout_encode(req, sizeof(req), name, layout, (uint16_t)ll);
+	for (unsigned s = 0; s < r->nseg; s++) {
+		struct em_part res;
+		rc = ctl(pool, r->node[s], EM_W_CREATE, 0,
+			 name ? EM_WC_NAMED | EM_WC_EXCL : 0, seg_bytes(r, s), req,
+			 (uint32_t)n, resp, sizeof(resp), &res);
+		if (rc) {
+			/* undo the nodes already done, so nothing half-made stays */
+			close_handles(r, s);
+			if (name)
+				for (unsigned k = 0; k < s; k++)
+					ctl(pool, r->node[k], EM_W_DELETE, 0, 0, 0, req,
+					    (uint32_t)em_namelayout_encode(req, sizeof(req), name, NULL, 0),
+					    NULL, 0, NULL);
+			goto fail;
+		}
+		r->handle[s] = res.r_region;
+	}
+	*out = r;
+	return 0;
+fail:
+	free(r);
+	return rc;
+}
+
+int em_region_close(em_region *r)
+{
+	if (!r)
+		return -EINVAL;
+	close_handles(r, r->nseg);
+	free(r);
+	return 0;
+}
+
+int em_region_delete(em_pool *pool, const char *name)
+{
+	uint8_t req[3 + EM_NAME_MAX];
+	int rc, n, found = 0, err = 0;
+
+	if (!pool || !name)
+		return -EINVAL;
+	if ((rc = name_ok(name)))
+		return rc;
+	n = em_namelayout_encode(req, sizeof(req), name, NULL, 0);
+	for (unsigned i = 0; i < pool->n; i++) {
+		rc = ctl(pool, i, EM_W_DELETE, 0, 0, 0, req, (uint32_t)n, NULL, 0, NULL);
+		if (!rc)
+			found++;
+		else if (rc != -ENOENT)
+			err = rc;
+	}
+	return err ? err : found ? 0 : -ENOENT;
+}
+
+uint64_t em_region_size(const em_region *r)
+{
+	return r ? r->size : 0;
+}
+
+em_pool *em_region_pool(const em_region *r)
+{
+	return r ? r->pool : NULL;
+}
+
+int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
+{
+	uint8_t *buf = malloc(EM_MAX_CTRL);
+	unsigned count = 0;
+	int rc = 0;
+
+	if (!pool || (max && !info) || !buf) {
+		free(buf);
+		return -EINVAL;
+	}
+	for (unsigned i = 0; i < pool->n && !rc; i++) {
+		uint64_t first = 0, total = 1;
+		while (first < total) {
+			struct em_part res;
+			size_t pos = 0;
+
+			rc = ctl(pool, i, EM_W_LIST, 0, 0, first, NULL, 0, buf, EM_MAX_CTRL, &res);
+			if (rc)
+				break;
+			total = res.r_off;
+			if (res.r_aux == 0)
+				break;
+			for (uint32_t e = 0; e < res.r_aux; e++) {
+				em_region tmp = { .pool = pool };
+				uint8_t ids[EM_MAX_SEG][EM_NODE_ID_LEN];
+				char nm[EM_NAME_MAX + 1];
+				const uint8_t *lay;
+				uint16_t ll;
+				size_t len;
+				unsigned k;
+
+				if (pos + 8 + 3 > res.resp_len)
+					break;
+				len = 3 + buf[pos + 8];
+				if (pos + 8 + len > res.resp_len)
+					break;
+				len += (size_t)(buf[pos + 8 + len - 2] | buf[pos + 8 + len - 1] << 8);
+				if (pos + 8 + len > res.resp_len ||
+				    em_namelayout_decode(buf + pos + 8, len, nm, &lay, &ll))
+					break;
+				pos += 8 + len;
+				if (layout_decode(&tmp, lay, ll, ids))
+					continue;
+				/* a striped region is listed by each of its nodes */
+				for (k = 0; k < count && k < max; k++)
+					if (!strcmp(info[k].name, nm))
+						break;
+				if (k < count)
+					continue;
+				if (count < max) {
+					snprintf(info[count].name, sizeof(info[count].name), "%s", nm);
+					info[count].size = tmp.size;
+					info[count].chunk_size = tmp.chunk;
+					info[count].nodes = tmp.nseg;
+				}
+				count++;
+			}
+			first += res.r_aux;
+		}
+	}
+	free(buf);
+	return rc ? rc : (int)count;
+}
+
+int em_pool_status(em_pool *pool, struct em_node_status *st, unsigned max)
+{
+	uint8_t buf[EM_STATUS_LEN];
+
+	if (!pool || (max && !st))
+		return -EINVAL;
+	for (unsigned i = 0; i < pool->n && i < max; i++) {
+		struct em_part res;
+		struct em_node_status *s = &st[i];
+		uint64_t v[EM_ST__COUNT];
+		int rc = ctl(pool, i, EM_W_STATUS, 0, 0, 0, NULL, 0, buf, sizeof(buf), &res);
+
+		if (rc)
+			return rc;
+		if (res.resp_len != EM_STATUS_LEN)
+			return -EPROTO;
+		for (int k = 0; k < EM_ST__COUNT; k++)
+			v[k] = em_get64(buf + 8 * k);
+		memset(s, 0, sizeof(*s));
+		snprintf(s->addr, sizeof(s->addr), "%s", pool->nodes[i].addr);
+		s->capacity = v[EM_ST_CAPACITY];
+		s->used = v[EM_ST_USED];
+		s->regions = (uint32_t)v[EM_ST_REGIONS];
+		s->named_regions = (uint32_t)v[EM_ST_NAMED];
+		s->clients = (uint32_t)v[EM_ST_CLIENTS];
+		s->huge_pages = (uint32_t)v[EM_ST_HUGE];
+		s->uptime_s = v[EM_ST_UPTIME];
+		s->bytes_in = v[EM_ST_BYTES_IN];
+		s->bytes_out = v[EM_ST_BYTES_OUT];
+		s->auth_failures = v[EM_ST_AUTHFAIL];
+		for (int k = 0; k < EM_STAT_OPS; k++) {
+			s->ops[k] = v[EM_ST_OPS0 + k];
+			s->errors[k] = v[EM_ST_ERR0 + k];
+		}
+		for (int k = 0; k < 3; k++) {
+			s->lat_p50_ns[k] = v[EM_ST_LAT0 + 3 * k];
+			s->lat_p99_ns[k] = v[EM_ST_LAT0 + 3 * k + 1];
+			s->lat_p999_ns[k] = v[EM_ST_LAT0 + 3 * k + 2];
+		}
+	}
+	return (int)pool->n;
+}

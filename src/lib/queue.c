@@ -1,0 +1,430 @@
+/*
+ * queue.c - asynchronous, batched operations (em_submit / em_poll / em_wait)
+ * and the synchronous calls built on them.
+ *
+ * An operation is split into parts at chunk boundaries (a striped region) and
+ * at EM_MAX_IO; parts for the same node are posted together, so one system
+ * call per node carries a whole batch. An operation completes when its last
+ * part does, with the first error any part saw. A queue never holds more than
+ * `depth` operations between submission and reaping, so the completion ring
+ * cannot overflow.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "lib/internal.h"
+
+struct stage {
+	struct em_part *p;
+	unsigned n, cap;
+};
+
+static int stage_push(struct stage *s, const struct em_part *p)
+{
+	if (s->n == s->cap) {
+		unsigned nc = s->cap ? s->cap * 2 : 16;
+		struct em_part *np = realloc(s->p, nc * sizeof(*np));
+		if (!np)
+			return -ENOMEM;
+		s->p = np;
+		s->cap = nc;
+	}
+	s->p[s->n++] = *p;
+	return 0;
+}
+
+int em_queue_create_on(em_pool *pool, unsigned depth, struct em_chan **chans,
+		       bool owns, em_queue **out)
+{
+	em_queue *q;
+
+	if (depth == 0 || depth > (1u << 20))
+		return -EINVAL;
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	q->pool = pool;
+	q->depth = depth;
+	q->ch = chans;
+	q->owns_chans = owns;
+	q->slots = calloc(depth, sizeof(*q->slots));
+	q->cq = calloc(depth, sizeof(*q->cq));
+	if (!q->slots || !q->cq) {
+		free(q->slots);
+		free(q->cq);
+		free(q);
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < depth; i++) {
+		q->slots[i].next_free = q->free_slots;
+		q->free_slots = &q->slots[i];
+	}
+	for (unsigned i = 0; i < pool->n; i++)
+		chans[i]->q = q;
+	*out = q;
+	return 0;
+}
+
+int em_queue_create(em_pool *pool, unsigned depth, em_queue **out)
+{
+	struct em_chan **ch;
+	unsigned i;
+	int rc = 0;
+
+	if (!pool || !out)
+		return -EINVAL;
+	ch = calloc(pool->n, sizeof(*ch));
+	if (!ch)
+		return -ENOMEM;
+	for (i = 0; i < pool->n && !rc; i++)
+		rc = em_tcp_connect(pool, &pool->nodes[i], false, &ch[i]);
+	if (!rc)
+		rc = em_queue_create_on(pool, depth, ch, true, out);
+	if (rc) {
+		for (unsigned j = 0; j < pool->n; j++)
+			if (ch[j])
+				ch[j]->ops->close(ch[j]);
+		free(ch);
+	}
+	return rc;
+}
+
+void em_queue_destroy(em_queue *q)
+{
+	if (!q)
+		return;
+	if (q->owns_chans) {
+		for (unsigned i = 0; i < q->pool->n; i++)
+			q->ch[i]->ops->close(q->ch[i]);
+		free(q->ch);
+	}
+	free(q->slots);
+	free(q->cq);
+	free(q);
+}
+
+unsigned em_queue_inflight(const em_queue *q)
+{
+	return q->inflight;
+}
+
+static void cq_push(em_queue *q, struct em_slot *s)
+{
+	struct em_completion *c = &q->cq[(q->cq_head + q->cq_count) % q->depth];
+
+	c->user_data = s->user_data;
+	c->result = s->result;
+	c->value = s->value;
+	q->cq_count++;
+	q->inflight--;
+	s->next_free = q->free_slots;
+	q->free_slots = s;
+}
+
+void em_part_done(struct em_chan *ch, struct em_part *p)
+{
+	struct em_slot *s = p->slot;
+
+	ch->outstanding--;
+	if (p->origin) {
+		struct em_part *o = p->origin;
+		o->status = p->status;
+		o->resp_len = p->resp_len;
+		o->r_region = p->r_region;
+		o->r_aux = p->r_aux;
+		o->r_off = p->r_off;
+		if (p->resp == p->inl)
+			memcpy(o->inl, p->inl, sizeof(o->inl));
+		return;
+	}
+	if (!s)
+		return;
+	if (!p->status && p->wop == EM_W_READ && p->resp_len != p->aux)
+		p->status = -EPROTO; /* a short read is never silently accepted */
+	if (p->status && !s->result)
+		s->result = p->status;
+	if (!p->status && p->wop == EM_W_ATOMIC)
+		s->value = em_get64(p->inl);
+	if (--s->pending == 0)
+		cq_push(ch->q, s);
+}
+
+/* Where byte `off` of the region lives: segment, offset on that node, and
+ * how many bytes from there stay in the same chunk. */
+static void locate(const em_region *r, uint64_t off, unsigned *seg,
+		   uint64_t *noff, uint64_t *run)
+{
+	uint64_t i = off / r->chunk, within = off % r->chunk;
+	unsigned j = (unsigned)(i % r->plen);
+
+	*seg = r->pattern[j];
+	*noff = ((i / r->plen) * r->cnt[*seg] + r->rank[j]) * r->chunk + within;
+	*run = r->chunk - within;
+}
+
+static int check_op(const em_queue *q, const struct em_op *op)
+{
+	const em_region *r = op->region;
+
+	if (!r || r->pool != q->pool)
+		return -EINVAL;
+	switch (op->opcode) {
+	case EM_OP_READ:
+	case EM_OP_WRITE:
+		if (op->len && !op->buf)
+			return -EFAULT;
+		if (op->offset > r->size || op->len > r->size - op->offset)
+			return -ERANGE;
+		return 0;
+	case EM_OP_ATOMIC:
+		if (op->atomic_op >= EM_ATOMIC__COUNT || (op->offset & 7))
+			return -EINVAL;
+		if (op->offset > r->size || 8 > r->size - op->offset)
+			return -ERANGE;
+		return 0;
+	default:
+		return -EINVAL;
+	}
+}
+
+int em_submit(em_queue *q, const struct em_op *ops, unsigned n)
+{
+	struct stage *st;
+	unsigned posted = 0, nodes;
+	int rc = 0;
+
+	if (!q || (n && !ops))
+		return -EINVAL;
+	nodes = q->pool->n;
+	st = calloc(nodes, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	for (; posted < n; posted++) {
+		const struct em_op *op = &ops[posted];
+		struct em_slot *s;
+		uint64_t off, left;
+		int err;
+
+		if (!q->free_slots || q->inflight + q->cq_count >= q->depth)
+			break;
+		s = q->free_slots;
+		q->free_slots = s->next_free;
+		q->inflight++;
+		s->user_data = op->user_data;
+		s->result = 0;
+		s->value = 0;
+		s->opcode = op->opcode;
+		s->pending = 1; /* held until every part is staged */
+		err = check_op(q, op);
+		if (err) {
+			s->result = err;
+			s->pending = 0;
+			cq_push(q, s);
+			continue;
+		}
+		off = op->offset;
+		left = op->opcode == EM_OP_ATOMIC ? 8 : op->len;
+		while (left) {
+			struct em_part p = { .slot = s };
+			uint64_t noff, run, k;
+			unsigned seg;
+
+			locate(op->region, off, &seg, &noff, &run);
+			k = EM_MIN(EM_MIN(left, run), EM_MAX_IO);
+			p.tag = ++q->next_tag;
+			p.handle = op->region->handle[seg];
+			p.off = noff;
+			if (op->opcode == EM_OP_READ) {
+				p.wop = EM_W_READ;
+				p.aux = (uint32_t)k;
+				p.resp = (uint8_t *)op->buf + (off - op->offset);
+				p.resp_cap = (uint32_t)k;
+			} else if (op->opcode == EM_OP_WRITE) {
+				p.wop = EM_W_WRITE;
+				p.req = (uint8_t *)op->buf + (off - op->offset);
+				p.req_len = (uint32_t)k;
+			} else {
+				p.wop = EM_W_ATOMIC;
+				p.aux = op->atomic_op;
+				em_put64(p.inl, op->operand);
+				em_put64(p.inl + 8, op->compare);
+				p.req = p.inl;
+				p.req_len = 16;
+				p.resp = p.inl;
+				p.resp_cap = 8;
+			}
+			if ((rc = stage_push(&st[op->region->node[seg]], &p)))
+				goto out;
+			s->pending++;
+			off += k;
+			left -= k;
+		}
+		if (--s->pending == 0)
+			cq_push(q, s); /* a zero-length read or write */
+	}
+out:
+	for (unsigned i = 0; i < nodes; i++) {
+		if (st[i].n)
+			q->ch[i]->ops->post(q->ch[i], st[i].p, st[i].n);
+		free(st[i].p);
+	}
+	free(st);
+	if (rc)
+		return rc;
+	return posted ? (int)posted : (n ? -EAGAIN : 0);
+}
+
+int em_poll(em_queue *q, struct em_completion *out, unsigned max)
+{
+	unsigned got = 0;
+
+	if (!q || (max && !out))
+		return -EINVAL;
+	for (unsigned i = 0; i < q->pool->n; i++)
+		if (q->ch[i]->outstanding)
+			q->ch[i]->ops->progress(q->ch[i], 0);
+	while (got < max && q->cq_count) {
+		out[got++] = q->cq[q->cq_head];
+		q->cq_head = (q->cq_head + 1) % q->depth;
+		q->cq_count--;
+	}
+	return (int)got;
+}
+
+static unsigned reap(em_queue *q, struct em_completion *out, unsigned max)
+{
+	unsigned got = 0;
+
+	while (got < max && q->cq_count) {
+		out[got++] = q->cq[q->cq_head];
+		q->cq_head = (q->cq_head + 1) % q->depth;
+		q->cq_count--;
+	}
+	return got;
+}
+
+int em_wait(em_queue *q, struct em_completion *out, unsigned min, unsigned max,
+	    int timeout_ms)
+{
+	unsigned got, n = q ? q->pool->n : 0;
+	uint64_t start = em_now_ns();
+
+	if (!q || (max && !out))
+		return -EINVAL;
+	if (min > max)
+		min = max;
+	got = reap(q, out, max);
+	while (got < min && (q->inflight || q->cq_count)) {
+		struct em_chan *one = NULL;
+		unsigned active = 0;
+		int left = timeout_ms;
+
+		if (timeout_ms >= 0) {
+			uint64_t el = (em_now_ns() - start) / 1000000;
+			if (el >= (uint64_t)timeout_ms)
+				break;
+			left = timeout_ms - (int)el;
+		}
+		for (unsigned i = 0; i < n; i++)
+			if (q->ch[i]->outstanding) {
+				one = q->ch[i];
+				active++;
+			}
+		if (active == 0)
+			break;
+		if (active == 1) {
+			/* the common case: block in recv on the one socket */
+			one->ops->progress(one, left);
+		} else if (active > 1) {
+			struct pollfd pfd[EM_MAX_SEG];
+			struct em_chan *pch[EM_MAX_SEG];
+			unsigned np = 0;
+			int pt = left < 0 ? q->ch[0]->timeout_ms : left, r;
+
+			for (unsigned i = 0; i < n && np < EM_MAX_SEG; i++)
+				if (q->ch[i]->outstanding) {
+					pch[np] = q->ch[i];
+					pfd[np].fd = q->ch[i]->ops->fd(q->ch[i]);
+					pfd[np].events = POLLIN;
+					pfd[np++].revents = 0;
+				}
+			r = poll(pfd, np, pt);
+			if (r == 0 && left < 0) {
+				/* nothing from any node for a whole request timeout */
+				for (unsigned i = 0; i < np; i++)
+					pch[i]->ops->fail(pch[i], -ETIMEDOUT);
+			}
+			for (unsigned i = 0; i < np; i++)
+				if (pfd[i].revents)
+					pch[i]->ops->progress(pch[i], 0);
+		}
+		got += reap(q, out + got, max - got);
+	}
+	return (int)got;
+}
+
+/* ---- synchronous calls: one operation on the pool's default queue ---- */
+
+static int sync_op(em_region *r, struct em_op *op)
+{
+	em_pool *pool;
+	struct em_completion c;
+	int rc;
+
+	if (!r)
+		return -EINVAL;
+	pool = r->pool;
+	op->region = r;
+	pthread_mutex_lock(&pool->lock);
+	rc = em_submit(pool->dq, op, 1);
+	if (rc == 1) {
+		rc = em_wait(pool->dq, &c, 1, 1, -1);
+		rc = rc == 1 ? c.result : -ETIMEDOUT;
+		if (!rc && op->opcode == EM_OP_ATOMIC)
+			op->operand = c.value;
+	}
+	pthread_mutex_unlock(&pool->lock);
+	return rc;
+}
+
+int em_read(em_region *r, uint64_t off, void *buf, size_t len)
+{
+	struct em_op op = { .opcode = EM_OP_READ, .offset = off, .buf = buf, .len = len };
+	return sync_op(r, &op);
+}
+
+int em_write(em_region *r, uint64_t off, const void *buf, size_t len)
+{
+	struct em_op op = { .opcode = EM_OP_WRITE, .offset = off, .buf = (void *)buf, .len = len };
+	return sync_op(r, &op);
+}
+
+int em_atomic(em_region *r, uint64_t off, enum em_atomic_op aop, uint64_t operand,
+	      uint64_t compare, uint64_t *old)
+{
+	struct em_op op = { .opcode = EM_OP_ATOMIC, .atomic_op = (uint8_t)aop, .offset = off,
+			    .operand = operand, .compare = compare };
+	int rc = sync_op(r, &op);
+
+	if (!rc && old)
+		*old = op.operand;
+	return rc;
+}
+
+int em_ctl_call(em_pool *pool, unsigned node, struct em_part *p)
+{
+	struct em_chan *ch = pool->dq->ch[node];
+
+	p->origin = p;
+	p->slot = NULL;
+	p->tag = ++pool->dq->next_tag;
+	p->status = -EINPROGRESS;
+	ch->ops->post(ch, p, 1);
+	while (p->status == -EINPROGRESS && ch->outstanding)
+		if (ch->ops->progress(ch, -1) < 0)
+			break;
+	return p->status == -EINPROGRESS ? -EIO : p->status;
+}

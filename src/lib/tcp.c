@@ -1,0 +1,488 @@
+/*
+ * tcp.c - the TCP transport of libethermem.
+ *
+ * A channel is one authenticated TCP connection to one node. Posting encodes
+ * every part's header into one buffer and sends headers and payloads with one
+ * sendmsg() per batch. The node answers in order, so the receiver always knows
+ * which part the next response belongs to: small responses are read through a
+ * 64 KiB buffer (one recv for many replies), large read data is received
+ * straight into the caller's buffer.
+ *
+ * A send that would block never waits blind: it polls for input too and
+ * drains replies, because a node blocked on sending us replies stops reading
+ * our requests - two full socket buffers would otherwise deadlock.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "common/util.h"
+#include "lib/internal.h"
+
+#define RXBUF (64u << 10)
+#define DIRECT_MIN (16u << 10) /* payload left to receive: straight to the caller */
+#define IOV_BATCH 512
+
+struct tcp_chan {
+	struct em_chan ch;
+	int fd;
+	struct em_part *fifo;
+	size_t cap, head, count;
+	uint8_t *rx;
+	size_t rpos, wpos;
+	bool have_hdr;
+	struct em_hdr cur;
+	uint32_t got;
+};
+
+static struct em_part *fifo_at(struct tcp_chan *t, size_t i)
+{
+	return &t->fifo[(t->head + i) % t->cap];
+}
+
+static int fifo_reserve(struct tcp_chan *t, size_t more)
+{
+	size_t nc;
+	struct em_part *nf;
+
+	if (t->count + more <= t->cap)
+		return 0;
+	nc = t->cap ? t->cap : 64;
+	while (nc < t->count + more)
+		nc *= 2;
+	nf = malloc(nc * sizeof(*nf));
+	if (!nf)
+		return -ENOMEM;
+	for (size_t i = 0; i < t->count; i++)
+		nf[i] = *fifo_at(t, i);
+	free(t->fifo);
+	t->fifo = nf;
+	t->cap = nc;
+	t->head = 0;
+	return 0;
+}
+
+/* Fails every outstanding part: the stream is out of step or gone. */
+static void tcp_break(struct tcp_chan *t, int err)
+{
+	if (!t->ch.broken)
+		em_log(EM_LOG_DEBUG, "tcp channel broken: %s", em_strerror(err));
+	t->ch.broken = true;
+	if (t->fd >= 0) {
+		close(t->fd);
+		t->fd = -1;
+	}
+	while (t->count) {
+		struct em_part *p = fifo_at(t, 0);
+		t->head = (t->head + 1) % t->cap;
+		t->count--;
+		p->status = err;
+		em_part_done(&t->ch, p);
+	}
+}
+
+/* Receives into dst; timeout_ms 0 means do not block. Returns bytes, 0 if
+ * nothing was there, or -errno (-ETIMEDOUT, -ECONNRESET on EOF). */
+static ssize_t tcp_recv(struct tcp_chan *t, void *dst, size_t len, int timeout_ms)
+{
+	ssize_t n;
+
+	if (timeout_ms != 0 && timeout_ms != t->ch.timeout_ms) {
+		struct pollfd pfd = { t->fd, POLLIN, 0 };
+		int r = poll(&pfd, 1, timeout_ms);
+		if (r == 0) /* the caller's short wait ran out, not the request */
+			return timeout_ms >= t->ch.timeout_ms ? -ETIMEDOUT : 0;
+	}
+	do
+		n = recv(t->fd, dst, len, timeout_ms == 0 ? MSG_DONTWAIT : 0);
+	while (n < 0 && errno == EINTR);
+	if (n > 0)
+		return n;
+	if (n == 0)
+		return -ECONNRESET;
+	if (errno == EAGAIN || errno == EWOULDBLOCK)
+		return timeout_ms == 0 ? 0 : -ETIMEDOUT;
+	return -errno;
+}
+
+/* Completes as many parts as the bytes at hand allow; with a timeout, waits
+ * for the first. */
+static int tcp_progress(struct em_chan *ch, int timeout_ms)
+{
+	struct tcp_chan *t = (struct tcp_chan *)ch;
+	int done = 0;
+
+	if (ch->broken)
+		return -ENOTCONN;
+	if (timeout_ms < 0)
+		timeout_ms = ch->timeout_ms;
+	while (t->count) {
+		struct em_part *p = fifo_at(t, 0);
+		int wait = done ? 0 : timeout_ms;
+		ssize_t n;
+
+		if (!t->have_hdr) {
+			const char *why = "";
+			int rc;
+
+			if (t->wpos - t->rpos < EM_HDR_LEN) {
+				if (t->rpos && t->rpos == t->wpos)
+					t->rpos = t->wpos = 0;
+				if (t->rpos > RXBUF / 2 || RXBUF - t->wpos < EM_HDR_LEN) {
+					memmove(t->rx, t->rx + t->rpos, t->wpos - t->rpos);
+					t->wpos -= t->rpos;
+					t->rpos = 0;
+				}
+				n = tcp_recv(t, t->rx + t->wpos, RXBUF - t->wpos, wait);
+				if (n == 0)
+					break;
+				if (n < 0) {
+					tcp_break(t, (int)n);
+					return done ? done : (int)n;
+				}
+				t->wpos += (size_t)n;
+				continue;
+			}
+			rc = em_hdr_decode(t->rx + t->rpos, &t->cur, &why);
+			if (!rc && (!(t->cur.flags & EM_WF_RESPONSE) || t->cur.tag != p->tag ||
+				    t->cur.op != p->wop)) {
+				rc = -EPROTO;
+				why = "response out of step";
+			}
+			if (!rc && t->cur.len > p->resp_cap) {
+				rc = -EPROTO;
+				why = "response longer than asked for";
+			}
+			if (rc) {
+				em_log(EM_LOG_DEBUG, "bad response: %s", why);
+				tcp_break(t, rc);
+				return done ? done : rc;
+			}
+			t->rpos += EM_HDR_LEN;
+			t->have_hdr = true;
+			t->got = 0;
+		}
+		if (t->got < t->cur.len) {
+			size_t want = t->cur.len - t->got;
+			size_t have = EM_MIN(want, t->wpos - t->rpos);
+
+			memcpy((uint8_t *)p->resp + t->got, t->rx + t->rpos, have);
+			t->rpos += have;
+			t->got += (uint32_t)have;
+			want -= have;
+			if (want >= DIRECT_MIN) {
+				n = tcp_recv(t, (uint8_t *)p->resp + t->got, want, wait);
+			} else if (want) {
+				if (t->rpos == t->wpos)
+					t->rpos = t->wpos = 0;
+				n = tcp_recv(t, t->rx + t->wpos, RXBUF - t->wpos, wait);
+				if (n > 0) {
+					t->wpos += (size_t)n;
+					continue;
+				}
+			} else {
+				n = 1;
+			}
+			if (n == 0)
+				break;
+			if (n < 0) {
+				tcp_break(t, (int)n);
+				return done ? done : (int)n;
+			}
+			if (want >= DIRECT_MIN)
+				t->got += (uint32_t)n;
+			if (t->got < t->cur.len)
+				continue;
+		}
+		p->status = t->cur.status;
+		p->resp_len = t->cur.len;
+		p->r_region = t->cur.region;
+		p->r_aux = t->cur.aux;
+		p->r_off = t->cur.offset;
+		t->have_hdr = false;
+		t->head = (t->head + 1) % t->cap;
+		t->count--;
+		em_part_done(ch, p);
+		done++;
+	}
+	return done;
+}
+
+static int tcp_post(struct em_chan *ch, const struct em_part *parts, unsigned n)
+{
+	struct tcp_chan *t = (struct tcp_chan *)ch;
+	uint8_t stackhdr[16 * EM_HDR_LEN];
+	uint8_t *hdrs = n <= 16 ? stackhdr : malloc((size_t)n * EM_HDR_LEN);
+	struct iovec iov[IOV_BATCH];
+	unsigned i = 0, niov = 0, ii;
+	int rc = 0;
+
+	if (!hdrs || ch->broken || (rc = fifo_reserve(t, n))) {
+		/* the parts are ours now: they complete, with the error */
+		rc = !hdrs ? -ENOMEM : ch->broken ? -ENOTCONN : rc;
+		for (i = 0; i < n; i++) {
+			struct em_part p = parts[i];
+			p.status = rc;
+			ch->outstanding++;
+			em_part_done(ch, &p);
+		}
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		const struct em_part *p = &parts[i];
+		struct em_hdr h = {
+			.magic = EM_WIRE_MAGIC, .version = EM_WIRE_VERSION, .op = p->wop,
+			.len = p->req_len, .tag = p->tag, .region = p->handle,
+			.aux = p->aux, .offset = p->off,
+		};
+		struct em_part *f;
+
+		em_hdr_encode(hdrs + (size_t)i * EM_HDR_LEN, &h);
+		f = &t->fifo[(t->head + t->count) % t->cap];
+		*f = *p;
+		/* operands live in the part; point at the FIFO's copy */
+		if (p->req == p->inl)
+			f->req = f->inl;
+		if (p->resp == p->inl)
+			f->resp = f->inl;
+		t->count++;
+		ch->outstanding++;
+	}
+	/* Gather headers and payloads and send them in as few calls as the
+	 * iovec limit allows. */
+	i = 0;
+	while (i < n || niov) {
+		while (i < n && niov + 2 <= IOV_BATCH) {
+			/* the caller's parts, not the FIFO: replies drained
+			 * while we send may pop the FIFO under us */
+			const struct em_part *f = &parts[i];
+			iov[niov].iov_base = hdrs + (size_t)i * EM_HDR_LEN;
+			iov[niov++].iov_len = EM_HDR_LEN;
+			if (f->req_len) {
+				iov[niov].iov_base = (void *)f->req;
+				iov[niov++].iov_len = f->req_len;
+			}
+			i++;
+		}
+		ii = 0;
+		while (ii < niov) {
+			struct msghdr mh = { .msg_iov = iov + ii, .msg_iovlen = niov - ii };
+			ssize_t w = sendmsg(t->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+				struct pollfd pfd = { t->fd, POLLIN | POLLOUT, 0 };
+				if (poll(&pfd, 1, ch->timeout_ms) == 0) {
+					rc = -ETIMEDOUT;
+					goto fail;
+				}
+				if (pfd.revents & POLLIN) {
+					rc = tcp_progress(ch, 0);
+					if (rc < 0)
+						goto out;
+				}
+				continue;
+			}
+			if (w < 0) {
+				rc = -errno;
+				goto fail;
+			}
+			while (ii < niov && (size_t)w >= iov[ii].iov_len)
+				w -= (ssize_t)iov[ii++].iov_len;
+			if (ii < niov) {
+				iov[ii].iov_base = (char *)iov[ii].iov_base + w;
+				iov[ii].iov_len -= (size_t)w;
+			}
+		}
+		niov = 0;
+	}
+	rc = 0;
+	goto out;
+fail:
+	tcp_break(t, rc);
+out:
+	if (hdrs && hdrs != stackhdr)
+		free(hdrs);
+	return rc;
+}
+
+static void tcp_fail(struct em_chan *ch, int err)
+{
+	tcp_break((struct tcp_chan *)ch, err);
+}
+
+static int tcp_fd(struct em_chan *ch)
+{
+	return ((struct tcp_chan *)ch)->fd;
+}
+
+static void tcp_close(struct em_chan *ch)
+{
+	struct tcp_chan *t = (struct tcp_chan *)ch;
+
+	if (t->fd >= 0)
+		close(t->fd);
+	free(t->fifo);
+	free(t->rx);
+	free(t);
+}
+
+static const struct em_chan_ops tcp_ops = {
+	.name = "tcp",
+	.post = tcp_post,
+	.progress = tcp_progress,
+	.fd = tcp_fd,
+	.fail = tcp_fail,
+	.close = tcp_close,
+};
+
+static int dial(const struct em_node *node, int timeout_ms)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
+	struct addrinfo *ai, *a;
+	char port[8];
+	int fd = -1, rc, one = 1;
+	struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
+
+	snprintf(port, sizeof(port), "%u", node->port);
+	rc = getaddrinfo(node->host, port, &hints, &ai);
+	if (rc)
+		return -EHOSTUNREACH;
+	rc = -ECONNREFUSED;
+	for (a = ai; a; a = a->ai_next) {
+		fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			continue;
+		/* SO_SNDTIMEO bounds connect() too */
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
+			break;
+		rc = errno == EINPROGRESS ? -ETIMEDOUT : -errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(ai);
+	if (fd < 0)
+		return rc;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* A blocking receive gives up after the request timeout. */
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+static int call_raw(int fd, uint8_t op, const void *req, uint32_t req_len,
+		    void *resp, uint32_t resp_len)
+{
+	uint8_t hb[EM_HDR_LEN];
+	struct em_hdr h = { .magic = EM_WIRE_MAGIC, .version = EM_WIRE_VERSION,
+			    .op = op, .len = req_len, .tag = op };
+	int rc;
+
+	em_hdr_encode(hb, &h);
+	if ((rc = em_send_all(fd, hb, sizeof(hb))) || (req_len && (rc = em_send_all(fd, req, req_len))))
+		return rc;
+	if ((rc = em_recv_all(fd, hb, sizeof(hb))))
+		return rc == -EAGAIN ? -ETIMEDOUT : rc;
+	if ((rc = em_hdr_decode(hb, &h, NULL)))
+		return rc;
+	if (h.status)
+		return h.status;
+	if (h.op != op || h.len != resp_len)
+		return -EPROTO;
+	rc = em_recv_all(fd, resp, resp_len);
+	return rc == -EAGAIN ? -ETIMEDOUT : rc;
+}
+
+/* Connects and authenticates; returns the socket or -errno. */
+static int tcp_open(em_pool *pool, struct em_node *node, bool new_session)
+{
+	uint8_t cn[EM_NONCE_LEN], sresp[EM_NONCE_LEN + EM_PROOF_LEN], want[EM_PROOF_LEN];
+	uint8_t ab[EM_AUTH_REQ_LEN], rb[EM_AUTH_RESP_LEN];
+	struct em_auth_req ar = { .attach_session = 0 };
+	struct em_auth_resp resp;
+	int fd = dial(node, pool->timeout_ms), rc;
+
+	if (fd < 0)
+		return fd;
+	em_auth_nonce(cn);
+	rc = call_raw(fd, EM_W_HELLO, cn, sizeof(cn), sresp, sizeof(sresp));
+	if (rc)
+		goto fail;
+	/* The node proves it knows the secret before we prove we do. */
+	em_auth_proof(pool->key, 1, cn, sresp, want);
+	if (em_auth_check(want, sresp + EM_NONCE_LEN) != 0) {
+		rc = -EM_EAUTH;
+		goto fail;
+	}
+	em_auth_proof(pool->key, 0, sresp, cn, ar.proof);
+	if (!new_session) {
+		ar.attach_session = node->session;
+		memcpy(ar.attach_token, node->token, EM_TOKEN_LEN);
+	}
+	em_auth_req_encode(ab, &ar);
+	rc = call_raw(fd, EM_W_AUTH, ab, sizeof(ab), rb, sizeof(rb));
+	if (rc)
+		goto fail;
+	em_auth_resp_decode(rb, &resp);
+	if (new_session) {
+		node->session = resp.session;
+		memcpy(node->token, resp.token, EM_TOKEN_LEN);
+		memcpy(node->id, resp.node_id, EM_NODE_ID_LEN);
+	}
+	return fd;
+fail:
+	close(fd);
+	return rc;
+}
+
+int em_tcp_connect(em_pool *pool, struct em_node *node, bool new_session,
+		   struct em_chan **out)
+{
+	struct tcp_chan *t = calloc(1, sizeof(*t));
+	int fd;
+
+	if (!t)
+		return -ENOMEM;
+	t->rx = malloc(RXBUF);
+	if (!t->rx) {
+		free(t);
+		return -ENOMEM;
+	}
+	fd = tcp_open(pool, node, new_session);
+	if (fd < 0) {
+		free(t->rx);
+		free(t);
+		return fd;
+	}
+	t->fd = fd;
+	t->ch.ops = &tcp_ops;
+	t->ch.timeout_ms = pool->timeout_ms;
+	*out = &t->ch;
+	return 0;
+}
+
+int em_tcp_baseline_fd(em_pool *pool, unsigned node)
+{
+	int fd, rc;
+
+	if (node >= pool->n)
+		return -EINVAL;
+	fd = tcp_open(pool, &pool->nodes[node], false);
+	if (fd < 0)
+		return fd;
+	rc = call_raw(fd, EM_W_BASELINE, NULL, 0, NULL, 0);
+	if (rc) {
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
