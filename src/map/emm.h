@@ -1,0 +1,87 @@
+/*
+ * emm.h - internal interface of the paging layer (src/map), never installed.
+ *
+ * The paging engine (engine.c) knows nothing of the wire: it moves byte
+ * ranges through a table of operations (struct emm_backend_ops), in the
+ * style of rdma-core's providers, so that the fault machinery can be tested
+ * against local memory and run against the pool (map_api.c) unchanged. A
+ * backend hands out channels; a channel is one in-flight queue used by one
+ * thread at a time (for the pool, one em_queue). The engine only calls
+ * submit and wait on channels from the fault path, so those two must be
+ * async-signal-safe: no locks shared with the application, no allocation.
+ */
+#ifndef EMM_H
+#define EMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ethermem.h"
+
+/* ---- floors (floor.c) ---- */
+struct emm_floor {
+	uint64_t thread_4k_p50_ns; /* served by a separate thread sleeping in poll */
+	uint64_t sigbus_4k_p50_ns; /* served in the faulting thread (SIGBUS) */
+	double sigbus_2m_gbps;     /* 2 MiB per fault, in the faulting thread */
+};
+int emm_floor_measure(struct emm_floor *out, unsigned nfaults);
+
+/* ---- backends ---- */
+struct emm_io {
+	uint8_t write;   /* 0 read into buf, 1 write from buf */
+	void *rctx;      /* the backend's handle of the mapped object */
+	uint64_t off;    /* byte offset in it */
+	void *buf;
+	size_t len;
+	uint64_t tag;
+};
+struct emm_done {
+	uint64_t tag;
+	int result;      /* 0 or -errno */
+};
+struct emm_backend_ops {
+	int (*chan_open)(void *bctx, void **chan);
+	void (*chan_close)(void *chan);
+	/* Posts io[0..n) as one batch; returns how many were posted or -errno. */
+	int (*submit)(void *chan, const struct emm_io *io, unsigned n);
+	/* Reaps between min and max completions, waiting up to timeout_ms;
+	 * returns how many (0 on timeout) or -errno. */
+	int (*wait)(void *chan, struct emm_done *d, unsigned min, unsigned max, int timeout_ms);
+};
+
+/* ---- the engine (engine.c) ---- */
+enum emm_fault_mode {
+	EMM_FAULTS_DEFAULT = 0, /* ETHERMEM_MAP_FAULTS=sigbus|thread, else sigbus */
+	EMM_FAULTS_SIGBUS = 1,  /* served in the faulting thread */
+	EMM_FAULTS_THREAD = 2,  /* served by one engine thread; kernel accesses work */
+};
+/* Chooses the fault path; only before the first mapping of the process. */
+int emm_set_fault_mode(enum emm_fault_mode mode);
+int emm_fault_mode(void);
+
+struct emm_source; /* one backend instance (one pool), with its channels */
+/* Finds the source for (ops, bctx) or creates it with its channels. */
+int emm_source_get(const struct emm_backend_ops *ops, void *bctx, struct emm_source **out);
+
+#define EMM_MAP_FRESH 0x100u /* internal: backing is known zero until written back */
+
+struct emm_map_params {
+	struct emm_source *src;
+	void *rctx;          /* passed back in emm_io.rctx */
+	uint64_t roff;       /* offset of the mapping in the backing object */
+	uint64_t len;        /* bytes of backing data mapped */
+	uint64_t unit;       /* fetch unit, power of two, 4 KiB .. 2 MiB */
+	unsigned flags;      /* EM_MAP_* | EMM_MAP_FRESH */
+	int timeout_ms;      /* a fetch that takes longer is fatal for the access */
+	const char *what;    /* name for log lines */
+};
+int emm_map_range(const struct emm_map_params *p, void **addr);
+int emm_sync_range(void *addr, size_t len);
+int emm_unmap_range(void *addr);
+int emm_stats(void *addr, struct em_map_stats *st);
+int emm_set_cache(uint64_t bytes);
+uint64_t emm_cache(void);
+/* Process-wide totals over all mappings, live and gone. */
+void emm_totals(struct em_map_stats *st);
+
+#endif /* EMM_H */
