@@ -6,8 +6,8 @@
  * a dot product is fixed by this source alone: sixteen independent partial
  * sums combined in a fixed tree, whatever the thread count, the row split or
  * the instruction set.  The compiler vectorises the sixteen lanes (AVX2 where
- * the CPU has it, through a target clone, SSE2 otherwise); no fused
- * multiply-add is enabled, so both clones round identically.  Rows are split
+ * the CPU has it, SSE2 otherwise); no fused multiply-add is enabled, so both
+ * versions round identically.  Rows are split
  * between threads, never within a row, for the same reason.
  */
 #include "llm/llm.h"
@@ -17,20 +17,14 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define LLM_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define LLM_CLONES
-#endif
-
 #define LLM_LANES 16
 #define LLM_MAX_THREADS 64
 /* Below this many multiply-adds a matmul is cheaper than waking a thread
  * (tens of microseconds on these machines). */
 #define LLM_PAR_MIN (1 << 18)
 
-LLM_CLONES
-static void llm_rows(float *out, const float *x, const float *w, int n, int r0, int r1)
+static inline __attribute__((always_inline)) void
+llm_rows_body(float *out, const float *x, const float *w, int n, int r0, int r1)
 {
 	for (int i = r0; i < r1; i++) {
 		const float *row = w + (size_t)i * (size_t)n;
@@ -49,6 +43,37 @@ static void llm_rows(float *out, const float *x, const float *w, int n, int r0, 
 			s += row[j] * x[j];
 		out[i] = s;
 	}
+}
+
+typedef void llm_rows_t(float *out, const float *x, const float *w, int n, int r0, int r1);
+
+static void llm_rows_base(float *out, const float *x, const float *w, int n, int r0, int r1)
+{
+	llm_rows_body(out, x, w, n, r0, r1);
+}
+
+/* Dispatched by hand rather than with target_clones: an ifunc resolver runs
+ * before the sanitizer runtimes initialise and crashes TSan builds. */
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2")))
+static void llm_rows_avx2(float *out, const float *x, const float *w, int n, int r0, int r1)
+{
+	llm_rows_body(out, x, w, n, r0, r1);
+}
+#endif
+
+static llm_rows_t *llm_rows;
+
+static void llm_rows_pick(void)
+{
+	if (llm_rows)
+		return;
+	llm_rows = llm_rows_base;
+#if defined(__x86_64__) && defined(__GNUC__)
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx2"))
+		llm_rows = llm_rows_avx2;
+#endif
 }
 
 static struct {
@@ -94,6 +119,7 @@ int llm_threads_init(int n)
 {
 	if (n < 1 || n > LLM_MAX_THREADS)
 		return -EINVAL;
+	llm_rows_pick();
 	if (llm_tp.n > 1)
 		return -EBUSY;
 	llm_tp.stop = 0;
@@ -123,6 +149,7 @@ void llm_threads_fini(void)
 /* out[d] = W[d x n] x[n] */
 void llm_matmul(float *out, const float *x, const float *w, int n, int d)
 {
+	llm_rows_pick();
 	if (llm_tp.n == 1 || (int64_t)n * d < LLM_PAR_MIN) {
 		llm_rows(out, x, w, n, 0, d);
 		return;
