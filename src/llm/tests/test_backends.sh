@@ -56,6 +56,21 @@ for r in model uniform zipf zipf:2.0; do
 done
 same moe.bin 1300K --temperature 1.0 --seed 3 --router zipf
 
+# Every pinned/streamed split, from nearly all streamed to all pinned, and
+# expert caches from k slots to every expert.
+ref=$("$LLM" --model "$T/dense.bin" --steps 24 --print-ids --quiet --temperature 0)
+for lm in 400K 700K 1M 1500K 2M 3M 4M; do
+	got=$("$LLM" --model "$T/dense.bin" --steps 24 --print-ids --quiet --temperature 0 \
+		--weights stream --local-mem $lm) && [ "$got" = "$ref" ] || {
+		echo "FAIL: dense.bin stream --local-mem $lm"; fail=1; }
+done
+ref=$("$LLM" --model "$T/moe.bin" --steps 24 --print-ids --quiet --temperature 0 --router zipf)
+for lm in 1000K 1300K 2M 3M 5M 8M 12M; do
+	got=$("$LLM" --model "$T/moe.bin" --steps 24 --print-ids --quiet --temperature 0 \
+		--router zipf --weights stream --local-mem $lm) && [ "$got" = "$ref" ] || {
+		echo "FAIL: moe.bin stream --local-mem $lm"; fail=1; }
+done
+
 # The override is a function of the seed alone.
 a=$("$LLM" --model "$T/moe.bin" --steps 48 --print-ids --quiet --temperature 0 --router uniform --router-seed 1)
 b=$("$LLM" --model "$T/moe.bin" --steps 48 --print-ids --quiet --temperature 0 --router uniform --router-seed 2)
