@@ -13,8 +13,10 @@
  *
  * ACK-only frames: in 1.1 they have their own message type and carry the
  * current sequence number without consuming it.  1.0.3 has no such type, so
- * ours repeat the last sequence number we used; the peer sees a duplicate,
- * reads the ACK and drops it.  Since such a frame is indistinguishable from
+ * ours repeat the newest sequence number the peer has acknowledged; the peer
+ * sees a duplicate, reads the ACK and drops it.  (Repeating our last used
+ * number would be wrong: if that frame was lost, the empty ACK would be
+ * accepted in its place and the real frame later dropped as a duplicate.)  Since such a frame is indistinguishable from
  * a retransmitted empty frame, in 1.0.3 we answer an empty duplicate only if
  * we sent no ACK-only frame for a whole retransmission timeout, which ends
  * any ACK ping-pong after one round.
@@ -119,7 +121,9 @@ static void send_ackonly(struct ox_conn *c, uint64_t now)
 		h.type = OX_T_ACKONLY;
 		h.seq = c->g.next_tx;
 	} else {
-		h.seq = ox_seq_sub(c->g.next_tx, 1);
+		/* the newest frame the peer acknowledged: a duplicate there for
+		 * sure, never mistaken for a frame of ours it has not yet seen */
+		h.seq = c->g.ackd;
 	}
 	ox_gbn_ack_fields(&c->g, &h);
 	ox_eth_write(f, c->peer, c->link->mac, c->o.ethertype);
@@ -264,4 +268,13 @@ uint64_t ox_conn_service(struct ox_conn *c, uint64_t now)
 	if (g->nak_due || (g->ack_due && now >= g->ack_deadline))
 		send_ackonly(c, now);
 	return ox_gbn_tick(g, now);
+}
+
+#include <stdio.h>
+void ox_conn_dump(const struct ox_conn *c, const char *who)
+{
+	fprintf(stderr, "%s peer %02x: next_tx %u ackd %u count %u next_rx %u ack_due %d nak_due %d nak_sent %d building %d tx A%u C%u D%u E%u owed A%u D%u\n",
+		who, c->peer[5], c->g.next_tx, c->g.ackd, c->g.count, c->g.next_rx, c->g.ack_due,
+		c->g.nak_due, c->g.nak_sent, c->building, c->c.tx[1], c->c.tx[3], c->c.tx[4],
+		c->c.tx[5], c->c.owed[1], c->c.owed[4]);
 }

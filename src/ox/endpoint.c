@@ -20,6 +20,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -451,4 +452,14 @@ void ox_endpoint_stats(const struct ox_endpoint *ep, struct ox_stats *s)
 	for (int i = 0; i < OX_EP_MAX_PEERS; i++)
 		if (ep->peer[i])
 			ox_conn_stats(&ep->peer[i]->c, s);
+}
+
+void ox_conn_dump(const struct ox_conn *c, const char *who);
+void ox_endpoint_dump(const struct ox_endpoint *ep)
+{
+	for (int i = 0; i < OX_EP_MAX_PEERS; i++)
+		if (ep->peer[i]) {
+			ox_conn_dump(&ep->peer[i]->c, "ep");
+			fprintf(stderr, "   qcount %u\n", ep->peer[i]->qcount);
+		}
 }

@@ -16,6 +16,8 @@
  * for each would make the sender resend its whole window once per frame.
  * Acknowledgements ride on outgoing frames; when none go out, the owner sends
  * an ACK-only frame after ack_delay or once 16 frames wait to be acked.
+ * Consecutive timeouts double the timeout (up to 128 times) so that a peer
+ * that went away costs little; any acknowledgement resets it.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -62,6 +64,7 @@ void ox_gbn_reset(struct ox_gbn *g)
 	g->rtx_due = g->ack_due = g->nak_due = g->nak_sent = false;
 	g->unacked_rx = 0;
 	g->last_progress = 0;
+	g->backoff = 0;
 }
 
 bool ox_gbn_can_send(const struct ox_gbn *g)
@@ -103,6 +106,7 @@ void ox_gbn_on_ack(struct ox_gbn *g, uint32_t seq_ack, bool ack, uint64_t now)
 		g->count -= n;
 		g->ackd = seq_ack;
 		g->last_progress = now;
+		g->backoff = 0;
 	}
 	if (!ack) {
 		g->n_naks_rx++;
@@ -159,12 +163,17 @@ uint64_t ox_gbn_tick(struct ox_gbn *g, uint64_t now)
 {
 	uint64_t next = UINT64_MAX;
 	if (g->count) {
-		if (now - g->last_progress >= g->rto_ns) {
+		uint64_t rto = g->rto_ns << g->backoff;
+		if (now - g->last_progress >= rto) {
 			g->rtx_due = true;
 			g->n_timeouts++;
 			g->last_progress = now;
+			/* a silent peer is retried ever more slowly, up to 128 x rto */
+			if (g->backoff < 7)
+				g->backoff++;
+			rto = g->rto_ns << g->backoff;
 		}
-		next = g->last_progress + g->rto_ns;
+		next = g->last_progress + rto;
 	}
 	if (g->nak_due)
 		next = now;

@@ -185,6 +185,7 @@ struct ox_gbn {
 	unsigned slots, slot_size, head, count;
 	uint64_t rto_ns, ack_delay_ns;
 	uint64_t last_progress;     /* last send into an empty ring or ack progress */
+	unsigned backoff;           /* consecutive timeouts: rto is shifted by this */
 	bool rtx_due;               /* NAK or timeout: resend everything */
 	bool ack_due;               /* we owe the peer an acknowledgement */
 	uint64_t ack_deadline;

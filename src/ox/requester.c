@@ -15,6 +15,7 @@
  * the write's completion first.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -318,4 +319,11 @@ void ox_requester_stats(const struct ox_requester *r, struct ox_stats *s)
 {
 	*s = r->st;
 	ox_conn_stats(&r->c, s);
+}
+
+void ox_conn_dump(const struct ox_conn *c, const char *who);
+void ox_requester_dump(const struct ox_requester *r)
+{
+	ox_conn_dump(&r->c, "rq");
+	fprintf(stderr, "   busy %u nfree %u qhead %p frame_log2 %u\n", r->busy, r->nfree, (void *)r->qhead, r->frame_log2);
 }

@@ -54,9 +54,13 @@ static void test_tx(void)
 	/* timeout: nothing acked for rto */
 	CHECK(ox_gbn_tick(&g, 500) == 22 + 1000);
 	CHECK(!g.rtx_due);
-	ox_gbn_tick(&g, 1022);
+	CHECK(ox_gbn_tick(&g, 1022) == 1022 + 2000);   /* backed off */
 	CHECK(g.rtx_due && g.n_timeouts == 1);
+	g.rtx_due = false;
+	CHECK(ox_gbn_tick(&g, 3021) == 3022 && !g.rtx_due);
+	CHECK(ox_gbn_tick(&g, 3022) == 3022 + 4000 && g.rtx_due);
 	ox_gbn_on_ack(&g, 3, true, 1100);
+	CHECK(g.backoff == 0);
 	CHECK(g.count == 0 && ox_gbn_tick(&g, 5000) == UINT64_MAX);
 
 	/* the 2^21 window holds even with room in the ring */

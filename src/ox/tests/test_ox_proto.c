@@ -1,0 +1,588 @@
+/*
+ * test_ox_proto.c - the endpoint and requesters wired together over the
+ * in-memory hub, with and without the fault injector.
+ *
+ * For both protocol modes and for loss (1%, 5%), reordering, duplication
+ * and delay on every link in both directions: each requester writes random
+ * ranges and reads them back (data must compare equal), and all of them
+ * hammer one counter with atomic ADDs; the counter must end exact and every
+ * old value returned must be distinct, which catches any request executed
+ * twice or lost.  Every op's callback must run exactly once.  Then the
+ * edges: denied accesses, unknown MACs, malformed frames, credit overflow,
+ * every atomic kind on every width, PutPartialData, the verbatim byte order,
+ * and that idle peers fall silent.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ox/conn.h"
+
+static int fails;
+#define CHECK(c)                                                              \
+	do {                                                                  \
+		if (!(c)) {                                                   \
+			fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c); \
+			fails++;                                              \
+		}                                                             \
+	} while (0)
+
+#define BASE 0x4000000000ull
+#define MEMSZ (1u << 20)
+#define NRQ 3
+#define SLICE (MEMSZ / 4)
+#define CHUNK 8192
+#define INFLIGHT 16
+#define COUNTER (MEMSZ - 64)
+
+static uint64_t rng = 88172645463325252ull;
+static uint64_t rnd(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+struct world {
+	struct ox_hub *hub;
+	struct ox_link *ep_raw, *ep_link, *rq_raw[NRQ], *rq_link[NRQ];
+	struct ox_endpoint *ep;
+	struct ox_requester *rq[NRQ];
+	uint8_t *mem;
+	int win[NRQ];
+};
+
+static void pump(struct world *w, int n, unsigned *busy_until_zero, uint64_t timeout_ns)
+{
+	uint64_t t0 = ox_now_ns();
+	for (;;) {
+		uint64_t now = ox_now_ns();
+		ox_endpoint_poll(w->ep, now, 64);
+		unsigned busy = 0;
+		for (int i = 0; i < n; i++) {
+			if (!w->rq[i])
+				continue;
+			ox_requester_poll(w->rq[i], now);
+			busy += ox_requester_busy(w->rq[i]);
+		}
+		if (busy_until_zero && !busy && !*busy_until_zero)
+			return;
+		if (now - t0 > timeout_ns)
+			return;
+	}
+}
+
+static int world_init(struct world *w, enum ox_mode mode, bool verbatim, unsigned mtu,
+		      const struct ox_fault_cfg *fc)
+{
+	memset(w, 0, sizeof(*w));
+	w->mem = aligned_alloc(4096, MEMSZ);
+	memset(w->mem, 0, MEMSZ);
+	if (ox_hub_create(&w->hub))
+		return -1;
+	struct ox_opts o = { .mode = mode, .verbatim = verbatim, .rto_ns = 300000 };
+	ox_hub_port(w->hub, 0x10, mtu, &w->ep_raw);
+	w->ep_link = w->ep_raw;
+	if (fc) {
+		struct ox_fault_cfg c = *fc;
+		c.seed = fc->seed * 31 + 1;
+		ox_link_faulty(w->ep_raw, &c, &w->ep_link);
+	}
+	if (ox_endpoint_create(&o, w->ep_link, &w->ep))
+		return -1;
+	for (int i = 0; i < NRQ; i++) {
+		ox_hub_port(w->hub, (uint8_t)(0x20 + i), mtu, &w->rq_raw[i]);
+		w->rq_link[i] = w->rq_raw[i];
+		if (fc) {
+			struct ox_fault_cfg c = *fc;
+			c.seed = fc->seed * 7 + (uint64_t)i;
+			ox_link_faulty(w->rq_raw[i], &c, &w->rq_link[i]);
+		}
+		struct ox_window win = { .base = BASE, .len = MEMSZ, .mem = w->mem };
+		memcpy(win.mac, w->rq_raw[i]->mac, 6);
+		w->win[i] = ox_endpoint_add_window(w->ep, &win);
+		if (w->win[i] < 0 || ox_requester_create(&o, w->rq_link[i], w->ep_raw->mac, &w->rq[i]))
+			return -1;
+	}
+	return 0;
+}
+
+static void world_fini(struct world *w)
+{
+	for (int i = 0; i < NRQ; i++) {
+		ox_requester_destroy(w->rq[i]);
+		if (w->rq_link[i] != w->rq_raw[i])
+			ox_link_close(w->rq_link[i]);
+	}
+	ox_endpoint_destroy(w->ep);
+	if (w->ep_link != w->ep_raw)
+		ox_link_close(w->ep_link);
+	ox_hub_destroy(w->hub);
+	free(w->mem);
+}
+
+/* ------------------------------------------------ the randomized workload */
+
+struct job {
+	struct ox_op op;
+	int rq, slot, phase, calls;
+	size_t off, len;
+	uint8_t *src, *dst;
+	struct load *ld;
+};
+
+struct load {
+	struct world *w;
+	struct job job[NRQ][INFLIGHT];
+	unsigned left[NRQ];       /* read-back pairs still to start */
+	unsigned adds_left[NRQ];
+	struct ox_op add[NRQ][8];
+	int add_calls[NRQ][8];
+	uint8_t *seen;            /* one byte per old counter value */
+	unsigned total_adds, bad, outstanding;
+};
+
+static void job_start(struct load *ld, struct job *j);
+
+static void job_cb(struct ox_op *op)
+{
+	struct job *j = op->user;
+	struct load *ld = j->ld;
+	j->calls++;
+	if (op->status) {
+		fprintf(stderr, "op status %d\n", op->status);
+		ld->bad++;
+	}
+	if (j->phase == 0) {
+		/* write done: read the same range back */
+		j->phase = 1;
+		j->calls = 0;
+		memset(j->dst, 0xCC, j->len);
+		j->op = (struct ox_op){ .kind = OX_OP_GET, .addr = j->op.addr, .buf = j->dst,
+					.len = j->len, .cb = job_cb, .user = j };
+		if (ox_requester_submit(ld->w->rq[j->rq], &j->op))
+			ld->bad++;
+		return;
+	}
+	if (memcmp(j->src, j->dst, j->len) ||
+	    memcmp(j->src, ld->w->mem + j->off, j->len)) {
+		fprintf(stderr, "data mismatch rq %d off %zu len %zu\n", j->rq, j->off, j->len);
+		ld->bad++;
+	}
+	ld->outstanding--;
+	job_start(ld, j);
+}
+
+static void job_start(struct load *ld, struct job *j)
+{
+	if (!ld->left[j->rq])
+		return;
+	ld->left[j->rq]--;
+	ld->outstanding++;
+	/* each slot owns one chunk of its requester's slice: ranges in flight never overlap */
+	size_t chunk = (size_t)j->rq * SLICE + (size_t)j->slot * CHUNK;
+	j->len = 1 + rnd() % (rnd() % 4 ? 600 : CHUNK);
+	j->off = chunk + rnd() % (CHUNK - j->len + 1);
+	for (size_t i = 0; i < j->len; i++)
+		j->src[i] = (uint8_t)rnd();
+	j->phase = 0;
+	j->calls = 0;
+	j->op = (struct ox_op){ .kind = OX_OP_PUT, .addr = BASE + j->off, .buf = j->src,
+				.len = j->len, .cb = job_cb, .user = j };
+	if (ox_requester_submit(ld->w->rq[j->rq], &j->op))
+		ld->bad++;
+}
+
+static struct load *g_ld;
+static int rq_of(struct ox_op *op)
+{
+	for (int r = 0; r < NRQ; r++)
+		if (op >= g_ld->add[r] && op < g_ld->add[r] + 8)
+			return r;
+	return -1;
+}
+
+static void add_cb(struct ox_op *op)
+{
+	struct load *ld = op->user;
+	int rq = rq_of(op);
+	if (op->status || op->result >= ld->total_adds || ld->seen[op->result]++) {
+		fprintf(stderr, "atomic status %d old %llu\n", op->status, (unsigned long long)op->result);
+		ld->bad++;
+	}
+	ld->outstanding--;
+	if (rq >= 0 && ld->adds_left[rq]) {
+		ld->adds_left[rq]--;
+		ld->outstanding++;
+		*op = (struct ox_op){ .kind = OX_OP_ARITH, .param = OX_ADD, .addr = BASE + COUNTER,
+				      .len = 8, .operand = 1, .cb = add_cb, .user = ld };
+		if (ox_requester_submit(ld->w->rq[rq], op))
+			ld->bad++;
+	}
+}
+
+static void run_load(const char *name, enum ox_mode mode, bool verbatim, unsigned mtu,
+		     const struct ox_fault_cfg *fc, unsigned pairs, unsigned adds)
+{
+	struct world w;
+	if (world_init(&w, mode, verbatim, mtu, fc)) {
+		CHECK(!"world_init");
+		return;
+	}
+	struct load *ld = calloc(1, sizeof(*ld));
+	g_ld = ld;
+	ld->w = &w;
+	ld->total_adds = adds * NRQ;
+	ld->seen = calloc(ld->total_adds + 1, 1);
+	uint64_t t0 = ox_now_ns();
+	for (int r = 0; r < NRQ; r++) {
+		ld->left[r] = pairs;
+		ld->adds_left[r] = adds;
+		for (int s = 0; s < INFLIGHT; s++) {
+			struct job *j = &ld->job[r][s];
+			j->rq = r;
+			j->slot = s;
+			j->ld = ld;
+			j->src = malloc(CHUNK);
+			j->dst = malloc(CHUNK);
+			job_start(ld, j);
+		}
+		for (int k = 0; k < 8 && ld->adds_left[r]; k++) {
+			ld->adds_left[r]--;
+			ld->outstanding++;
+			ld->add[r][k] = (struct ox_op){ .kind = OX_OP_ARITH, .param = OX_ADD,
+							.addr = BASE + COUNTER, .len = 8, .operand = 1,
+							.cb = add_cb, .user = ld };
+			if (ox_requester_submit(w.rq[r], &ld->add[r][k]))
+				ld->bad++;
+		}
+	}
+	unsigned zero = 0;
+	pump(&w, NRQ, &zero, 3000000000ull);
+	uint64_t el = ox_now_ns() - t0;
+	uint64_t counter;
+	memcpy(&counter, w.mem + COUNTER, 8);
+	struct ox_stats es, rs = { 0 };
+	ox_endpoint_stats(w.ep, &es);
+	for (int r = 0; r < NRQ; r++) {
+		struct ox_stats s;
+		ox_requester_stats(w.rq[r], &s);
+		rs.rtx_frames += s.rtx_frames;
+		rs.timeouts += s.timeouts;
+		rs.naks_rx += s.naks_rx;
+		rs.stale += s.stale;
+		rs.dup += s.dup;
+		CHECK(ox_requester_busy(w.rq[r]) == 0);
+	}
+	printf("%-22s %6.1f ms  ep rx %llu tx %llu rtx %llu to %llu nak %llu dup %llu ooo %llu | rq rtx %llu to %llu\n",
+	       name, el / 1e6, (unsigned long long)es.rx_frames, (unsigned long long)es.tx_frames,
+	       (unsigned long long)es.rtx_frames, (unsigned long long)es.timeouts,
+	       (unsigned long long)es.naks_tx, (unsigned long long)es.dup,
+	       (unsigned long long)es.ooo, (unsigned long long)rs.rtx_frames,
+	       (unsigned long long)rs.timeouts);
+	if (ld->outstanding) {
+		void ox_requester_dump(const struct ox_requester *r);
+		void ox_endpoint_dump(const struct ox_endpoint *ep);
+		ox_endpoint_dump(w.ep);
+		for (int r = 0; r < NRQ; r++)
+			ox_requester_dump(w.rq[r]);
+	}
+	CHECK(ld->outstanding == 0);
+	CHECK(ld->bad == 0);
+	CHECK(counter == ld->total_adds);
+	CHECK(es.atomics == ld->total_adds);
+	CHECK(rs.stale == 0);
+	for (int r = 0; r < NRQ; r++)
+		for (int s = 0; s < INFLIGHT; s++) {
+			CHECK(ld->job[r][s].calls == 1);
+			free(ld->job[r][s].src);
+			free(ld->job[r][s].dst);
+		}
+	if (fc) {
+		struct ox_fault_stats f;
+		ox_link_faulty_stats(w.ep_link, &f);
+		if (fc->drop_pct)
+			CHECK(f.dropped > 0);
+	}
+
+	/* idle peers fall silent once everything is acknowledged */
+	pump(&w, NRQ, NULL, 30000000);
+	ox_endpoint_stats(w.ep, &es);
+	uint64_t before = es.tx_frames;
+	pump(&w, NRQ, NULL, 20000000);
+	ox_endpoint_stats(w.ep, &es);
+	CHECK(es.tx_frames == before);
+	free(ld->seen);
+	free(ld);
+	world_fini(&w);
+}
+
+/* ------------------------------------------------------------ edge cases */
+
+static int wait_op(struct world *w, struct ox_op *op, int rq)
+{
+	uint64_t t0 = ox_now_ns();
+	while (!op->done && ox_now_ns() - t0 < 2000000000ull) {
+		uint64_t now = ox_now_ns();
+		ox_endpoint_poll(w->ep, now, 64);
+		for (int i = 0; i < NRQ; i++)
+			if (w->rq[i])
+				ox_requester_poll(w->rq[i], now);
+	}
+	(void)rq;
+	return op->done ? op->status : -ETIMEDOUT;
+}
+
+static uint64_t amo(struct world *w, enum ox_op_kind k, unsigned param, unsigned len,
+		    uint64_t off, uint64_t operand, int *st)
+{
+	struct ox_op op = { .kind = k, .param = (uint8_t)param, .addr = BASE + off, .len = len,
+			    .operand = operand };
+	CHECK(ox_requester_submit(w->rq[0], &op) == 0);
+	*st = wait_op(w, &op, 0);
+	return op.result;
+}
+
+static void test_atomics(struct world *w)
+{
+	static const struct { enum ox_op_kind k; unsigned p; } ops[] = {
+		{ OX_OP_ARITH, OX_MIN }, { OX_OP_ARITH, OX_MAX }, { OX_OP_ARITH, OX_MINU },
+		{ OX_OP_ARITH, OX_MAXU }, { OX_OP_ARITH, OX_ADD }, { OX_OP_LOGIC, OX_XOR },
+		{ OX_OP_LOGIC, OX_OR }, { OX_OP_LOGIC, OX_AND }, { OX_OP_LOGIC, OX_SWAP },
+	};
+	for (unsigned lg = 0; lg <= 3; lg++) {
+		unsigned n = 1u << lg;
+		uint64_t m = n == 8 ? ~0ull : (1ull << (8 * n)) - 1;
+		for (unsigned i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+			for (int trial = 0; trial < 6; trial++) {
+				uint64_t off = 0x1000 + 8 * (uint64_t)(rnd() % 16) + n * (rnd() % (8 / n));
+				uint64_t a = rnd() & m, b = rnd() & m;
+				if (trial & 1)
+					b = (a ^ (1ull << (8 * n - 1))) & m; /* signs differ */
+				memcpy(w->mem + off, &a, n);
+				int st;
+				uint64_t old = amo(w, ops[i].k, ops[i].p, n, off, b, &st);
+				uint64_t now = 0;
+				memcpy(&now, w->mem + off, n);
+				int64_t sa = (int64_t)(a << (64 - 8 * n)) >> (64 - 8 * n);
+				int64_t sb = (int64_t)(b << (64 - 8 * n)) >> (64 - 8 * n);
+				uint64_t want = 0;
+				switch (ops[i].k == OX_OP_LOGIC ? 10 + ops[i].p : ops[i].p) {
+				case OX_MIN: want = sb < sa ? b : a; break;
+				case OX_MAX: want = sb > sa ? b : a; break;
+				case OX_MINU: want = b < a ? b : a; break;
+				case OX_MAXU: want = b > a ? b : a; break;
+				case OX_ADD: want = (a + b) & m; break;
+				case 10 + OX_XOR: want = a ^ b; break;
+				case 10 + OX_OR: want = a | b; break;
+				case 10 + OX_AND: want = a & b; break;
+				case 10 + OX_SWAP: want = b; break;
+				}
+				CHECK(st == 0);
+				CHECK(old == a);
+				if (now != want)
+					fprintf(stderr, "amo k%d p%u n%u a %llx b %llx got %llx want %llx\n",
+						ops[i].k, ops[i].p, n, (unsigned long long)a,
+						(unsigned long long)b, (unsigned long long)now,
+						(unsigned long long)want);
+				CHECK(now == want);
+			}
+		}
+	}
+}
+
+static void test_denied(struct world *w)
+{
+	uint8_t buf[256];
+	struct ox_op op = { .kind = OX_OP_GET, .addr = BASE - 64, .buf = buf, .len = 64 };
+	CHECK(ox_requester_submit(w->rq[0], &op) == 0);
+	CHECK(wait_op(w, &op, 0) == -EACCES);
+	op = (struct ox_op){ .kind = OX_OP_PUT, .addr = BASE + MEMSZ - 64, .buf = buf, .len = 128 };
+	CHECK(ox_requester_submit(w->rq[0], &op) == 0);
+	CHECK(wait_op(w, &op, 0) == -EACCES);  /* second half falls outside */
+	op = (struct ox_op){ .kind = OX_OP_ARITH, .param = OX_ADD, .addr = BASE + MEMSZ, .len = 8, .operand = 1 };
+	CHECK(ox_requester_submit(w->rq[0], &op) == 0);
+	CHECK(wait_op(w, &op, 0) == -EACCES);
+	op = (struct ox_op){ .kind = OX_OP_INTENT, .addr = BASE, .len = 64 };
+	CHECK(ox_requester_submit(w->rq[0], &op) == 0);
+	CHECK(wait_op(w, &op, 0) == 0);
+	op = (struct ox_op){ .kind = OX_OP_ARITH, .addr = BASE + 3, .len = 8 };
+	CHECK(ox_requester_submit(w->rq[0], &op) == -EINVAL);
+	/* after the window goes, the same peer is denied... or unknown */
+	struct ox_stats s0, s1;
+	ox_endpoint_stats(w->ep, &s0);
+	CHECK(ox_endpoint_remove_window(w->ep, w->win[0]) == 0);
+	op = (struct ox_op){ .kind = OX_OP_GET, .addr = BASE, .buf = buf, .len = 64 };
+	CHECK(ox_requester_submit(w->rq[0], &op) == 0);
+	CHECK(wait_op(w, &op, 0) == -ETIMEDOUT);  /* unknown MAC: dropped */
+	ox_endpoint_stats(w->ep, &s1);
+	CHECK(s1.rej[OX_REJ_UNKNOWN_MAC] > s0.rej[OX_REJ_UNKNOWN_MAC]);
+	ox_requester_destroy(w->rq[0]);
+	w->rq[0] = NULL;
+}
+
+/* Frames a broken or hostile peer might send: all counted, none served. */
+static void test_malformed(struct world *w)
+{
+	struct ox_link *l = w->rq_raw[1];
+	uint8_t f[128];
+	struct ox_stats s0, s1;
+	ox_endpoint_stats(w->ep, &s0);
+	memset(f, 0, sizeof(f));
+	ox_eth_write(f, w->ep_raw->mac, l->mac, OX_ETHERTYPE_DEFAULT);
+	ox_link_send(l, f, 20);                    /* short */
+	f[OX_ETH_HLEN + 47] = 0x20;                /* mask bit past the end */
+	ox_link_send(l, f, OX_ETH_HLEN + 48);
+	f[OX_ETH_HLEN + 47] = 0;
+	f[OX_ETH_HLEN + 1] = 0x20;                 /* seq far ahead: out of order */
+	ox_link_send(l, f, OX_ETH_HLEN + 48);
+	uint8_t g[128];
+	memcpy(g, f, sizeof(g));
+	ox_eth_write(g, w->ep_raw->mac, (const uint8_t[6]){ 2, 0, 0, 0, 0, 0x77 }, OX_ETHERTYPE_DEFAULT);
+	ox_link_send(l, g, OX_ETH_HLEN + 48);       /* unknown MAC (spoofed source) */
+	pump(w, NRQ, NULL, 2000000);
+	ox_endpoint_stats(w->ep, &s1);
+	CHECK(s1.rej[OX_REJ_SHORT] == s0.rej[OX_REJ_SHORT] + 1);
+	CHECK(s1.rej[OX_REJ_MASK] == s0.rej[OX_REJ_MASK] + 1);
+	CHECK(s1.ooo >= s0.ooo + 1);
+	CHECK(s1.rej[OX_REJ_UNKNOWN_MAC] == s0.rej[OX_REJ_UNKNOWN_MAC] + 1);
+
+	/* a credit grant that would overflow, from a peer on its first frame */
+	struct world *ww = w;
+	struct ox_window win = { .base = BASE, .len = 4096, .mem = ww->mem };
+	memcpy(win.mac, (uint8_t[6]){ 2, 0, 0, 0, 0, 0x30 }, 6);
+	CHECK(ox_endpoint_add_window(ww->ep, &win) >= 0);
+	uint8_t c[OX_ETH_HLEN + 48] = { 0 };
+	ox_eth_write(c, ww->ep_raw->mac, win.mac, OX_ETHERTYPE_DEFAULT);
+	struct ox_tloe h = { .seq = 0, .seq_ack = OX_SEQ_MASK, .ack = 1, .credit_ch = OX_CH_D, .credit = 30 };
+	uint64_t hv = __builtin_bswap64(ox_tloe_pack(&h));
+	memcpy(c + OX_ETH_HLEN, &hv, 8);
+	CHECK(ox_endpoint_input(ww->ep, c, sizeof(c), ox_now_ns()) == -EPROTO);
+	ox_endpoint_stats(w->ep, &s1);
+	CHECK(s1.rej[OX_REJ_CREDIT] == s0.rej[OX_REJ_CREDIT] + 1);
+}
+
+/* PutPartialData, which the requester API does not issue, from a bare conn. */
+static void test_partial(struct world *w, enum ox_mode mode, bool verbatim)
+{
+	struct ox_link *l;
+	struct ox_stats st = { 0 };
+	CHECK(ox_hub_port(w->hub, 0x40, 1500, &l) == 0);
+	struct ox_window win = { .base = BASE, .len = MEMSZ, .mem = w->mem };
+	memcpy(win.mac, l->mac, 6);
+	CHECK(ox_endpoint_add_window(w->ep, &win) >= 0);
+	struct ox_conn c;
+	struct ox_opts o = { .mode = mode, .verbatim = verbatim };
+	uint32_t rx[6] = { 0, 0, 0, 0, 1024, 0 };
+	CHECK(ox_conn_init(&c, l, &o, w->ep_raw->mac, rx, &st) == 0);
+	uint8_t buf[9216];
+	struct ox_frame fr;
+	int acks = 0;
+	/* 1.0.3 starts without credit: our D grant opens the connection and
+	 * the endpoint answers with A credit */
+	uint64_t t0 = ox_now_ns();
+	while (c.c.tx[OX_CH_A] < 64 && ox_now_ns() - t0 < 1000000000ull) {
+		uint64_t now = ox_now_ns();
+		ox_conn_service(&c, now);
+		ox_endpoint_poll(w->ep, now, 64);
+		int len = ox_link_recv(l, buf, sizeof(buf));
+		if (len > 0 && !ox_frame_decode(buf + OX_ETH_HLEN, (size_t)len - OX_ETH_HLEN, &fr))
+			ox_conn_input(&c, &fr, now);
+	}
+	CHECK(c.c.tx[OX_CH_A] >= 64);
+	memset(w->mem + 0x3000, 0x11, 256);
+	uint8_t data[128], pm[16] = { 0 };
+	for (int i = 0; i < 128; i++)
+		data[i] = (uint8_t)(0x80 + i);
+	pm[0] = 0x81;      /* bytes 0 and 7 */
+	pm[15] = 0x80;     /* byte 127 */
+	struct ox_msg m = { .chan = OX_CH_A, .opcode = OX_A_PUTPARTIAL, .size = 7,
+			    .addr = BASE + 0x3000, .data = data, .pmask = pm, .source = 5 };
+	CHECK(ox_conn_add(&c, &m, ox_now_ns()) == 0);
+	uint8_t d4[4] = { 0xA1, 0xA2, 0xA3, 0xA4 }, pm4[1] = { 0x6 };
+	struct ox_msg n = { .chan = OX_CH_A, .opcode = OX_A_PUTPARTIAL, .size = 2,
+			    .addr = BASE + 0x3084, .data = d4, .pmask = pm4, .source = 6 };
+	CHECK(ox_conn_add(&c, &n, ox_now_ns()) == 0);
+	ox_conn_flush(&c, ox_now_ns());
+	t0 = ox_now_ns();
+	while (acks < 2 && ox_now_ns() - t0 < 1000000000ull) {
+		uint64_t now = ox_now_ns();
+		ox_endpoint_poll(w->ep, now, 64);
+		int len = ox_link_recv(l, buf, sizeof(buf));
+		if (len > 0 && !ox_frame_decode(buf + OX_ETH_HLEN, (size_t)len - OX_ETH_HLEN, &fr) &&
+		    ox_conn_input(&c, &fr, now) == 1)
+			for (unsigned i = 0; i < fr.nmsg; i++)
+				acks += fr.msg[i].chan == OX_CH_D && fr.msg[i].opcode == OX_D_ACCESSACK &&
+					!fr.msg[i].denied;
+		ox_conn_service(&c, now);
+	}
+	CHECK(acks == 2);
+	for (int i = 0; i < 128; i++) {
+		uint8_t want = (i == 0 || i == 7 || i == 127) ? (uint8_t)(0x80 + i) : 0x11;
+		CHECK(w->mem[0x3000 + i] == want);
+	}
+	CHECK(w->mem[0x3084] == 0x11 && w->mem[0x3085] == 0xA2 && w->mem[0x3086] == 0xA3 &&
+	      w->mem[0x3087] == 0x11);
+	ox_conn_free(&c);
+}
+
+static void run_edges(enum ox_mode mode, bool verbatim)
+{
+	struct world w;
+	if (world_init(&w, mode, verbatim, 1500, NULL)) {
+		CHECK(!"world_init");
+		return;
+	}
+	/* narrow and unaligned ranges go through as aligned power-of-two pieces */
+	uint8_t src[3000], dst[3000];
+	for (int i = 0; i < 3000; i++)
+		src[i] = (uint8_t)rnd();
+	struct ox_op op = { .kind = OX_OP_PUT, .addr = BASE + 0x20003, .buf = src, .len = 2997 };
+	CHECK(ox_requester_submit(w.rq[1], &op) == 0);
+	CHECK(wait_op(&w, &op, 1) == 0);
+	CHECK(memcmp(w.mem + 0x20003, src, 2997) == 0);
+	memset(dst, 0, sizeof(dst));
+	op = (struct ox_op){ .kind = OX_OP_GET, .addr = BASE + 0x20003, .buf = dst, .len = 2997 };
+	CHECK(ox_requester_submit(w.rq[1], &op) == 0);
+	CHECK(wait_op(&w, &op, 1) == 0);
+	CHECK(memcmp(dst, src, 2997) == 0);
+	test_atomics(&w);
+	test_partial(&w, mode, verbatim);
+	test_malformed(&w);
+	test_denied(&w);
+	/* and the node still serves the others */
+	op = (struct ox_op){ .kind = OX_OP_GET, .addr = BASE + 0x20003, .buf = dst, .len = 5 };
+	CHECK(ox_requester_submit(w.rq[2], &op) == 0);
+	CHECK(wait_op(&w, &op, 2) == 0 && memcmp(dst, src, 5) == 0);
+	world_fini(&w);
+}
+
+int main(int argc, char **argv)
+{
+	unsigned pairs = argc > 1 ? (unsigned)atoi(argv[1]) : 150;
+	if (argc <= 2) {
+		run_edges(OX_MODE_11, false);
+		run_edges(OX_MODE_103, false);
+		run_edges(OX_MODE_11, true);
+	}
+	struct ox_fault_cfg l1 = { .seed = 1, .drop_pct = 1 };
+	struct ox_fault_cfg l5 = { .seed = 2, .drop_pct = 5 };
+	struct ox_fault_cfg mix = { .seed = 3, .drop_pct = 1, .dup_pct = 3, .reorder_pct = 3,
+				    .delay_pct = 2, .delay_ns = 200000 };
+	run_load("1.1 clean 9000", OX_MODE_11, false, 9000, NULL, pairs, 200);
+	run_load("1.0.3 clean 1500", OX_MODE_103, false, 1500, NULL, pairs, 200);
+	run_load("1.1 loss1% 9000", OX_MODE_11, false, 9000, &l1, pairs, 200);
+	run_load("1.0.3 loss1% 1500", OX_MODE_103, false, 1500, &l1, pairs, 200);
+	run_load("1.1 loss5% 1500", OX_MODE_11, false, 1500, &l5, pairs, 200);
+	run_load("1.0.3 loss5% 9000", OX_MODE_103, false, 9000, &l5, pairs, 200);
+	run_load("1.1 dup/reorder/delay", OX_MODE_11, true, 9000, &mix, pairs, 200);
+	run_load("1.0.3 dup/reorder/delay", OX_MODE_103, false, 1500, &mix, pairs, 200);
+	if (fails) {
+		fprintf(stderr, "test_ox_proto: %d failures\n", fails);
+		return 1;
+	}
+	printf("test_ox_proto: ok\n");
+	return 0;
+}
