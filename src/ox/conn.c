@@ -22,6 +22,7 @@
  * any ACK ping-pong after one round.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "ox/conn.h"
@@ -270,7 +271,6 @@ uint64_t ox_conn_service(struct ox_conn *c, uint64_t now)
 	return ox_gbn_tick(g, now);
 }
 
-#include <stdio.h>
 void ox_conn_dump(const struct ox_conn *c, const char *who)
 {
 	fprintf(stderr, "%s peer %02x: next_tx %u ackd %u count %u next_rx %u ack_due %d nak_due %d nak_sent %d building %d tx A%u C%u D%u E%u owed A%u D%u\n",

@@ -47,5 +47,7 @@ void ox_conn_flush(struct ox_conn *c, uint64_t now);
 uint64_t ox_conn_service(struct ox_conn *c, uint64_t now);
 /* Adds this connection's go-back-N counters into s. */
 void ox_conn_stats(const struct ox_conn *c, struct ox_stats *s);
+/* One line of state on stderr, for debugging stalls. */
+void ox_conn_dump(const struct ox_conn *c, const char *who);
 
 #endif

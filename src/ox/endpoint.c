@@ -454,7 +454,6 @@ void ox_endpoint_stats(const struct ox_endpoint *ep, struct ox_stats *s)
 			ox_conn_stats(&ep->peer[i]->c, s);
 }
 
-void ox_conn_dump(const struct ox_conn *c, const char *who);
 void ox_endpoint_dump(const struct ox_endpoint *ep)
 {
 	for (int i = 0; i < OX_EP_MAX_PEERS; i++)

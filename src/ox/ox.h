@@ -384,4 +384,8 @@ unsigned ox_requester_busy(const struct ox_requester *r);
 int ox_requester_close(struct ox_requester *r, uint64_t timeout_ns);
 void ox_requester_stats(const struct ox_requester *r, struct ox_stats *s);
 
+/* Connection state on stderr, for debugging a stall. */
+void ox_endpoint_dump(const struct ox_endpoint *ep);
+void ox_requester_dump(const struct ox_requester *r);
+
 #endif

@@ -321,7 +321,6 @@ void ox_requester_stats(const struct ox_requester *r, struct ox_stats *s)
 	ox_conn_stats(&r->c, s);
 }
 
-void ox_conn_dump(const struct ox_conn *c, const char *who);
 void ox_requester_dump(const struct ox_requester *r)
 {
 	ox_conn_dump(&r->c, "rq");

@@ -283,8 +283,6 @@ static void run_load(const char *name, enum ox_mode mode, bool verbatim, unsigne
 	       (unsigned long long)es.ooo, (unsigned long long)rs.rtx_frames,
 	       (unsigned long long)rs.timeouts);
 	if (ld->outstanding) {
-		void ox_requester_dump(const struct ox_requester *r);
-		void ox_endpoint_dump(const struct ox_endpoint *ep);
 		ox_endpoint_dump(w.ep);
 		for (int r = 0; r < NRQ; r++)
 			ox_requester_dump(w.rq[r]);
