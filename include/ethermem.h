@@ -201,9 +201,24 @@ struct em_map_opts {
 	uint64_t length;     /* bytes; 0: to the region's end */
 	uint64_t fetch_unit; /* 4 KiB .. 2 MiB, power of two; 0: 64 KiB */
 	unsigned flags;      /* EM_MAP_* */
+	int timeout_ms;      /* a fetch slower than this is fatal for the access
+				(SIGBUS, reason on stderr); 0: the pool's timeout */
 };
 #define EM_MAP_READONLY 1u   /* stores fault with SIGSEGV; no write-back */
 #define EM_MAP_NOPREFETCH 2u /* fetch only what faults */
+#define EM_MAP_FRESH 4u      /* the region was just created (all zero): units
+				never written back are zero-filled, not fetched */
+#define EM_MAP_SCRATCH 8u    /* contents are not needed after em_unmap: it
+				discards instead of writing back (heap use) */
+
+/* Faults are served in the faulting thread (a SIGBUS handler, the fastest
+ * path). The kernel's own accesses to a page not yet fetched, such as
+ * read(2) into a mapped buffer, then fail with EFAULT: touch such buffers
+ * first, or set ETHERMEM_MAP_FAULTS=thread before the first em_map to have
+ * faults served by a library thread (slower; what `ethermem run` uses).
+ * The cache budget defaults to ETHERMEM_MAP_CACHE, else 1 GiB; a fetch unit
+ * larger than the budget is refused (-EINVAL). Mapping past the region's
+ * end fails with -ERANGE. A forked child does not inherit mappings. */
 
 /* Sets the process-wide cache budget in bytes (before or between maps). */
 int em_map_cache_size(uint64_t bytes);
@@ -221,6 +236,8 @@ struct em_map_stats {
 	uint64_t evictions;       /* units dropped or written back */
 	uint64_t resident;        /* bytes now in the cache */
 };
+/* Counters of the mapping at addr; addr NULL: totals of the process.
+ * resident is always the process-wide cache occupancy. */
 int em_map_stats(void *addr, struct em_map_stats *st);
 
 /* Text for a code from any call (negative or positive errno, or EM_E*). */

@@ -27,6 +27,7 @@ struct emm_floor {
 int emm_floor_measure(struct emm_floor *out, unsigned nfaults);
 
 /* ---- backends ---- */
+#define EMM_CHAN_DEPTH 64 /* operations a channel must hold in flight */
 struct emm_io {
 	uint8_t write;   /* 0 read into buf, 1 write from buf */
 	void *rctx;      /* the backend's handle of the mapped object */

@@ -66,7 +66,7 @@
 #include <unistd.h>
 
 #define EMM_SLOTS 4             /* channels per source: concurrent fetching threads */
-#define EMM_DEPTH 64            /* in-flight operations per channel */
+#define EMM_DEPTH EMM_CHAN_DEPTH /* in-flight operations per channel */
 #define EMM_CELL (2ul << 20)    /* staging bytes per in-flight operation */
 #define EMM_MAX_MAPS 1024
 #define EMM_STREAMS 16
@@ -470,7 +470,11 @@ static int emm_reap(struct emm_slot *sl, unsigned min, int timeout_ms)
 			G.resident -= emm_ulen(u->m, (size_t)(u - u->m->u));
 			emm_unlock();
 			/* a failed prefetch is retried by the demand fault; a failed
-			 * demand fetch is reported by the thread waiting on it */
+			 * demand fetch fails the access */
+			if (!e->prefetch)
+				emm_log(u->m->what, d[i].result == -ETIMEDOUT ?
+					"node did not answer within the timeout" : "fetch failed",
+					(uintptr_t)emm_uaddr(u->m, (size_t)(u - u->m->u)), d[i].result);
 			atomic_store(&u->st, e->prefetch ? EMM_EMPTY : EMM_FAILED);
 			continue;
 		}
@@ -852,10 +856,8 @@ static int emm_fetch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, boo
 		if (r < 0)
 			goto fail;
 	}
-	if (atomic_load(&u->st) == EMM_FAILED) {
-		emm_log(m->what, "fetch failed", (uintptr_t)emm_uaddr(m, idx), -EIO);
-		return -EIO;
-	}
+	if (atomic_load(&u->st) == EMM_FAILED)
+		return -EIO; /* logged where the completion was reaped */
 	return 0;
 fail:
 	if (atomic_load(&u->st) == mine) {
@@ -1376,7 +1378,7 @@ int emm_unmap_range(void *addr)
 		pthread_mutex_unlock(&G.mu);
 		return -EINVAL;
 	}
-	err = (m->flags & EM_MAP_READONLY) ? 0 : emm_sync_mapping(m, 0, m->nunits - 1);
+	err = (m->flags & (EM_MAP_READONLY | EM_MAP_SCRATCH)) ? 0 : emm_sync_mapping(m, 0, m->nunits - 1);
 	atomic_store(&m->dead, 1);
 	for (size_t i = 0; i < m->nunits; i++)
 		emm_settle(&m->u[i]);

@@ -1,1 +1,145 @@
-/* placeholder */
+/*
+ * map_api.c - em_map and friends: the paging engine over the pool.
+ *
+ * The engine's backend table is implemented with the asynchronous batch API:
+ * each engine channel is one em_queue (its own connections, so faulting
+ * threads never serialise on the pool's default queue), a fetch or
+ * write-back of a unit is one em_op on the region, and a fault's demand
+ * fetch and its prefetches go out in one em_submit. em_queue calls are made
+ * from the SIGBUS handler; that is sound because the handler runs only at a
+ * faulting load or store in application code, never inside the library.
+ */
+#include "map/emm.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/internal.h"
+
+static int emm_pool_chan_open(void *bctx, void **chan)
+{
+	em_queue *q;
+	int rc = em_queue_create(bctx, EMM_CHAN_DEPTH + 8, &q);
+
+	*chan = rc ? NULL : q;
+	return rc;
+}
+
+static void emm_pool_chan_close(void *chan)
+{
+	em_queue_destroy(chan);
+}
+
+static int emm_pool_submit(void *chan, const struct emm_io *io, unsigned n)
+{
+	struct em_op ops[EMM_CHAN_DEPTH];
+
+	if (n > EMM_CHAN_DEPTH)
+		n = EMM_CHAN_DEPTH;
+	for (unsigned i = 0; i < n; i++)
+		ops[i] = (struct em_op){
+			.opcode = io[i].write ? EM_OP_WRITE : EM_OP_READ,
+			.region = io[i].rctx,
+			.offset = io[i].off,
+			.buf = io[i].buf,
+			.len = io[i].len,
+			.user_data = io[i].tag,
+		};
+	return em_submit(chan, ops, n);
+}
+
+static int emm_pool_wait(void *chan, struct emm_done *d, unsigned min, unsigned max, int timeout_ms)
+{
+	struct em_completion c[EMM_CHAN_DEPTH];
+	int n;
+
+	if (max > EMM_CHAN_DEPTH)
+		max = EMM_CHAN_DEPTH;
+	n = min ? em_wait(chan, c, min, max, timeout_ms) : em_poll(chan, c, max);
+	for (int i = 0; i < n; i++)
+		d[i] = (struct emm_done){ .tag = c[i].user_data, .result = c[i].result };
+	return n;
+}
+
+static const struct emm_backend_ops emm_pool_ops = {
+	.chan_open = emm_pool_chan_open,
+	.chan_close = emm_pool_chan_close,
+	.submit = emm_pool_submit,
+	.wait = emm_pool_wait,
+};
+
+static void emm_default_cache(void)
+{
+	static int done;
+	const char *e = getenv("ETHERMEM_MAP_CACHE");
+	uint64_t v;
+
+	if (done++)
+		return;
+	if (e && em_parse_size(e, &v) == 0 && v)
+		emm_set_cache(v);
+}
+
+int em_map_cache_size(uint64_t bytes)
+{
+	emm_default_cache();
+	return emm_set_cache(bytes);
+}
+
+int em_map(em_region *region, const struct em_map_opts *opts, void **addr)
+{
+	struct em_map_opts o = { .size = sizeof(o) };
+	struct emm_map_params p = { 0 };
+	uint64_t size;
+	int rc;
+
+	if (!region || !addr)
+		return -EINVAL;
+	if (opts) {
+		if (opts->size < offsetof(struct em_map_opts, flags) + sizeof(unsigned))
+			return -EINVAL;
+		memcpy(&o, opts, opts->size < sizeof(o) ? opts->size : sizeof(o));
+	}
+	emm_default_cache();
+	size = em_region_size(region);
+	if (!o.fetch_unit)
+		o.fetch_unit = 64 << 10;
+	if (o.offset & 4095)
+		return -EINVAL;
+	if (o.offset > size || o.length > size - o.offset)
+		return -ERANGE;
+	if (!o.length)
+		o.length = size - o.offset;
+	if (!o.length)
+		return -ERANGE;
+	rc = emm_source_get(&emm_pool_ops, em_region_pool(region), &p.src);
+	if (rc)
+		return rc;
+	p.rctx = region;
+	p.roff = o.offset;
+	p.len = o.length;
+	p.unit = o.fetch_unit;
+	p.flags = o.flags & (EM_MAP_READONLY | EM_MAP_NOPREFETCH | EM_MAP_SCRATCH);
+	if (o.flags & EM_MAP_FRESH)
+		p.flags |= EMM_MAP_FRESH;
+	p.timeout_ms = o.timeout_ms > 0 ? o.timeout_ms : em_region_pool(region)->timeout_ms;
+	p.what = region->named ? region->name : "(anonymous region)";
+	return emm_map_range(&p, addr);
+}
+
+int em_sync(void *addr, size_t len)
+{
+	return emm_sync_range(addr, len);
+}
+
+int em_unmap(void *addr)
+{
+	return emm_unmap_range(addr);
+}
+
+int em_map_stats(void *addr, struct em_map_stats *st)
+{
+	return emm_stats(addr, st);
+}

@@ -1,1 +1,103 @@
-/* placeholder */
+/*
+ * run_cmd.c - `ethermem run [--local-mem SIZE] [--threshold SIZE] -- PROGRAM
+ * ARGS`: runs an unmodified program with libethermem-preload.so, so that its
+ * large allocations and large read-only file mappings live in the pool and
+ * only --local-mem of them stays in local RAM.
+ *
+ * Everything is passed through the environment, which is also how the pool
+ * options reach the shim (the CLI exports --nodes/--secret-file before it
+ * calls us). The shim is found next to the ethermem executable, where the
+ * build puts both. Faults are served on a thread (ETHERMEM_MAP_FAULTS=thread)
+ * because the program's own system calls write into pool memory.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ethermem.h"
+
+int em_cli_run(int argc, char **argv);
+
+static void emm_run_usage(FILE *f)
+{
+	fprintf(f, "usage: ethermem run [--local-mem SIZE] [--threshold SIZE] -- PROGRAM [ARGS]\n"
+		   "  --local-mem SIZE   local RAM for pool-backed memory (default 256M)\n"
+		   "  --threshold SIZE   allocations and read-only file mappings at least\n"
+		   "                     this large go to the pool (default 1M, minimum 256K)\n");
+}
+
+int em_cli_run(int argc, char **argv)
+{
+	const char *local = "256M", *thr = "1M";
+	char self[PATH_MAX], shim[PATH_MAX + 64], *slash, *pre;
+	uint64_t v;
+	ssize_t n;
+	int i;
+
+	for (i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--")) {
+			i++;
+			break;
+		}
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			emm_run_usage(stdout);
+			return 0;
+		}
+		if (i + 1 < argc && !strcmp(argv[i], "--local-mem")) {
+			local = argv[++i];
+		} else if (i + 1 < argc && !strcmp(argv[i], "--threshold")) {
+			thr = argv[++i];
+		} else if (argv[i][0] == '-') {
+			fprintf(stderr, "ethermem run: unknown option %s\n", argv[i]);
+			emm_run_usage(stderr);
+			return 2;
+		} else {
+			break; /* the program, without a "--" */
+		}
+	}
+	if (i >= argc) {
+		emm_run_usage(stderr);
+		return 2;
+	}
+	if (em_parse_size(local, &v) || !v || em_parse_size(thr, &v) || !v) {
+		fprintf(stderr, "ethermem run: bad size (--local-mem %s, --threshold %s)\n", local, thr);
+		return 2;
+	}
+	if (em_parse_size(local, &v) == 0 && v < (64u << 10)) {
+		fprintf(stderr, "ethermem run: --local-mem %s is smaller than the 64 KiB fetch unit\n", local);
+		return 2;
+	}
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n <= 0) {
+		perror("ethermem run: /proc/self/exe");
+		return 1;
+	}
+	self[n] = 0;
+	slash = strrchr(self, '/');
+	*slash = 0;
+	snprintf(shim, sizeof(shim), "%s/libethermem-preload.so", self);
+	if (access(shim, R_OK)) {
+		fprintf(stderr, "ethermem run: %s: %s\n", shim, strerror(errno));
+		return 1;
+	}
+	pre = getenv("LD_PRELOAD");
+	if (pre && *pre) {
+		char *both = malloc(strlen(shim) + strlen(pre) + 2);
+
+		if (!both)
+			return 1;
+		sprintf(both, "%s:%s", shim, pre);
+		setenv("LD_PRELOAD", both, 1);
+	} else {
+		setenv("LD_PRELOAD", shim, 1);
+	}
+	setenv("ETHERMEM_MAP_CACHE", local, 1);
+	setenv("ETHERMEM_THRESHOLD", thr, 1);
+	setenv("ETHERMEM_MAP_FAULTS", "thread", 1);
+	execvp(argv[i], argv + i);
+	fprintf(stderr, "ethermem run: %s: %s\n", argv[i], strerror(errno));
+	return 127;
+}

@@ -1,0 +1,243 @@
+/*
+ * test_map_pool.c - em_map over real memory nodes on loopback.
+ *
+ *   integrity: threads read and write at random over a mapping four times
+ *              its cache, against a reference; after em_sync the region (read
+ *              with em_read) must equal the reference; eviction and
+ *              write-back must have happened; a fresh mapping sees the data.
+ *   shared:    a named region written through a mapping by one process is
+ *              read through a mapping by another.
+ *   timeout:   the node is stopped (SIGSTOP); an access to an unfetched page
+ *              must end in SIGBUS with a logged reason, within the timeout.
+ *   bounds:    mapping past the region's end and a cache below the fetch
+ *              unit are refused.
+ * Run as root (userfaultfd); exit 0 pass, 1 fail, 77 skip.
+ */
+#include "harness.h"
+
+#include <pthread.h>
+#include <sys/mman.h>
+
+#define NTHREADS 4
+#define OPS 20000
+
+static uint64_t *map, *ref;
+static size_t nwords;
+static _Atomic int failed;
+
+static void *worker(void *arg)
+{
+	unsigned t = (unsigned)(uintptr_t)arg;
+	uint64_t seed = 0x1234567 + t;
+
+	for (int i = 0; i < OPS && !failed; i++) {
+		size_t w = t_rand(&seed) % nwords;
+		size_t mine = w - w % NTHREADS + t;
+
+		if (mine >= nwords)
+			mine = t;
+		if (t_rand(&seed) & 1) {
+			uint64_t v = ((uint64_t)t << 56) | (uint64_t)i;
+
+			map[mine] = v;
+			ref[mine] = v;
+		} else if (map[mine] != ref[mine]) {
+			fprintf(stderr, "thread %u word %zu: %llx want %llx\n", t, mine,
+				(unsigned long long)map[mine], (unsigned long long)ref[mine]);
+			failed = 1;
+		}
+	}
+	return NULL;
+}
+
+static int integrity(em_pool *pool)
+{
+	size_t bytes = 16 << 20;
+	struct em_map_opts mo = { .size = sizeof(mo), .fetch_unit = 16 << 10 };
+	struct em_map_stats st;
+	pthread_t th[NTHREADS];
+	em_region *r;
+	uint64_t *back;
+
+	nwords = bytes / 8;
+	ref = malloc(bytes);
+	back = malloc(bytes);
+	for (size_t i = 0; i < nwords; i++)
+		ref[i] = i * 0x9e3779b97f4a7c15ull;
+	CHECK_RC(em_region_create(pool, NULL, bytes, NULL, &r), 0);
+	CHECK_RC(em_write(r, 0, ref, bytes), 0);
+	CHECK_RC(em_map_cache_size(4 << 20), 0);
+	CHECK_RC(em_map(r, &mo, (void **)&map), 0);
+	for (uintptr_t t = 0; t < NTHREADS; t++)
+		pthread_create(&th[t], NULL, worker, (void *)t);
+	for (int t = 0; t < NTHREADS; t++)
+		pthread_join(th[t], NULL);
+	CHECK(!failed);
+	/* a sequential sweep on top, so that prefetch and streaming eviction
+	 * run against the same reference */
+	for (size_t i = 0; i < nwords; i += 512)
+		CHECK(map[i] == ref[i]);
+	CHECK_RC(em_map_stats(map, &st), 0);
+	printf("faults %llu fetched %llu KiB prefetched %llu KiB written %llu KiB evictions %llu resident %llu KiB\n",
+	       (unsigned long long)st.faults, (unsigned long long)st.bytes_fetched >> 10,
+	       (unsigned long long)st.prefetched >> 10, (unsigned long long)st.bytes_written >> 10,
+	       (unsigned long long)st.evictions, (unsigned long long)st.resident >> 10);
+	CHECK(st.evictions > 0 && st.bytes_written > 0 && st.prefetched > 0);
+	CHECK(st.resident <= (4 << 20) + (1 << 20));
+	CHECK_RC(em_sync(map, 0), 0);
+	CHECK_RC(em_read(r, 0, back, bytes), 0);
+	CHECK(memcmp(back, ref, bytes) == 0);
+	for (size_t i = 0; i < nwords; i += 61)
+		map[i] = ref[i] = ~ref[i];
+	CHECK_RC(em_unmap(map), 0);
+	CHECK_RC(em_read(r, 0, back, bytes), 0);
+	CHECK(memcmp(back, ref, bytes) == 0);
+	mo.fetch_unit = 2 << 20;
+	CHECK_RC(em_map(r, &mo, (void **)&map), 0);
+	CHECK(memcmp(map, ref, bytes) == 0);
+	CHECK_RC(em_unmap(map), 0);
+	em_region_close(r);
+	free(back);
+	free(ref);
+	return 0;
+}
+
+static int bounds(em_pool *pool)
+{
+	struct em_map_opts mo = { .size = sizeof(mo), .length = 2 << 20 };
+	em_region *r;
+	void *a;
+
+	CHECK_RC(em_region_create(pool, NULL, 1 << 20, NULL, &r), 0);
+	CHECK_RC(em_map(r, &mo, &a), -ERANGE);
+	mo.length = 0;
+	mo.offset = 1 << 20;
+	CHECK_RC(em_map(r, &mo, &a), -ERANGE);
+	mo.offset = 0;
+	mo.fetch_unit = 2 << 20;
+	CHECK_RC(em_map_cache_size(1 << 20), 0);
+	CHECK_RC(em_map(r, &mo, &a), -EINVAL);
+	em_region_close(r);
+	return 0;
+}
+
+static int shared(struct t_node *node, const char *secret)
+{
+	size_t bytes = 8 << 20;
+	struct em_map_opts mo = { .size = sizeof(mo) };
+	pid_t pid;
+	int status;
+
+	pid = fork();
+	if (pid == 0) {
+		em_pool *p = t_connect_ok(node, 1, secret);
+		em_region *r;
+		uint32_t *m;
+
+		CHECK_RC(em_region_create(p, "map-shared", bytes, NULL, &r), 0);
+		CHECK_RC(em_map_cache_size(1 << 20), 0);
+		CHECK_RC(em_map(r, &mo, (void **)&m), 0);
+		for (size_t i = 0; i < bytes / 4; i++)
+			m[i] = (uint32_t)(i * 2654435761u);
+		CHECK_RC(em_unmap(m), 0);
+		em_region_close(r);
+		em_pool_close(p);
+		_exit(0);
+	}
+	waitpid(pid, &status, 0);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	pid = fork();
+	if (pid == 0) {
+		em_pool *p = t_connect_ok(node, 1, secret);
+		em_region *r;
+		uint32_t *m;
+
+		CHECK_RC(em_region_open(p, "map-shared", &r), 0);
+		mo.flags = EM_MAP_READONLY;
+		CHECK_RC(em_map_cache_size(1 << 20), 0);
+		CHECK_RC(em_map(r, &mo, (void **)&m), 0);
+		for (size_t i = 0; i < bytes / 4; i++)
+			if (m[i] != (uint32_t)(i * 2654435761u)) {
+				fprintf(stderr, "word %zu differs in the reader\n", i);
+				_exit(1);
+			}
+		CHECK_RC(em_unmap(m), 0);
+		CHECK_RC(em_region_delete(p, "map-shared"), 0);
+		_exit(0);
+	}
+	waitpid(pid, &status, 0);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	return 0;
+}
+
+static int timeout_case(struct t_node *node, const char *secret)
+{
+	char logf[300];
+	pid_t pid;
+	int status;
+
+	snprintf(logf, sizeof(logf), "%s/timeout.log", t_tmpdir());
+	pid = fork();
+	if (pid == 0) {
+		struct em_map_opts mo = { .size = sizeof(mo), .fetch_unit = 4096, .timeout_ms = 500,
+					  .flags = EM_MAP_NOPREFETCH };
+		em_pool *p = t_connect_ok(node, 1, secret);
+		int fd = open(logf, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		volatile char *m;
+		em_region *r;
+
+		dup2(fd, 2);
+		CHECK_RC(em_region_create(p, NULL, 1 << 20, NULL, &r), 0);
+		CHECK_RC(em_map(r, &mo, (void **)&m), 0);
+		(void)m[0];
+		kill(node->pid, SIGSTOP);
+		(void)m[500000];
+		_exit(0);
+	}
+	waitpid(pid, &status, 0);
+	kill(node->pid, SIGCONT);
+	if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGBUS) {
+		fprintf(stderr, "timeout child: status %x, want SIGBUS\n", status);
+		return 1;
+	}
+	FILE *f = fopen(logf, "r");
+	char line[512] = "";
+	int seen = 0;
+
+	while (f && fgets(line, sizeof(line), f))
+		if (strstr(line, "did not answer"))
+			seen = 1;
+	if (f)
+		fclose(f);
+	CHECK(seen);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *what = argc > 1 ? argv[1] : "integrity";
+	struct t_node node;
+	const char *secret;
+	em_pool *pool;
+	int rc = 0;
+
+	if (geteuid() != 0)
+		return 77;
+	secret = t_secret("secret", T_SECRET);
+	t_node_start(&node, "256M", secret, NULL);
+	pool = t_connect_ok(&node, 1, secret);
+	if (!strcmp(what, "integrity"))
+		rc = integrity(pool);
+	else if (!strcmp(what, "bounds"))
+		rc = bounds(pool);
+	else if (!strcmp(what, "shared"))
+		rc = shared(&node, secret);
+	else if (!strcmp(what, "timeout"))
+		rc = timeout_case(&node, secret);
+	em_pool_close(pool);
+	t_node_stop(&node, SIGTERM);
+	t_cleanup();
+	if (!rc)
+		printf("%s: ok\n", what);
+	return rc;
+}
