@@ -28,6 +28,7 @@
 enum llm_format {
 	LLM_FMT_V0 = 0,  /* llama2.c version 0, fp32, tensors grouped by type */
 	LLM_FMT_MOE = 1, /* ours: fp32, per-layer contiguous, experts contiguous */
+	LLM_FMT_Q8 = 2,  /* llama2.c version 2: int8 groups + fp32 scales, dense */
 };
 
 /* Per-layer tensors, in the order the MoE format stores them. */
@@ -49,6 +50,7 @@ struct llm_config {
 	int dim, hidden, n_layers, n_heads, n_kv_heads, vocab, seq_len;
 	int n_experts, top_k; /* 0 and 0 for dense */
 	int shared_cls;       /* classifier is the token embedding */
+	int group_size;       /* LLM_FMT_Q8: values per scale; 0 for fp32 */
 	int kv_dim, head_size;
 };
 
@@ -56,6 +58,9 @@ struct llm_config {
 struct llm_layout {
 	enum llm_format fmt;
 	uint64_t file_size;
+	/* For LLM_FMT_Q8 a matrix is its int8 values followed directly by its
+	 * fp32 group scales, and t_size counts both; tok_emb and wcls point at
+	 * the int8 values. */
 	uint64_t tok_emb, rms_final, wcls;
 	uint64_t t_size[LLM_T_COUNT]; /* bytes of one layer's tensor, 0 if absent */
 	/* v0: tensor t of layer l is at t_base[t] + l * t_size[t].
@@ -75,6 +80,8 @@ struct llm_layout {
 #define LLM_MOE_HEADER 256
 #define LLM_MOE_ALIGN 4096
 #define LLM_V0_HEADER 28
+#define LLM_Q8_MAGIC 0x616b3432u /* "ak42" */
+#define LLM_Q8_HEADER 256
 #define LLM_MAX_EXPERTS 256
 
 /* Parse and validate a header against the checkpoint's real length; never
@@ -210,6 +217,13 @@ void llm_src_close(struct llm_src *s);
 int llm_threads_init(int n);
 void llm_threads_fini(void);
 void llm_matmul(float *out, const float *x, const float *w, int n, int d);
+/* Quantized weights: w is d*n int8 values then d*n/gs fp32 scales; x comes
+ * pre-quantized (llm_quantize) in groups of gs. */
+void llm_matmul_q8(float *out, const int8_t *xq, const float *xs, const void *w,
+		   int n, int d, int gs);
+void llm_quantize(int8_t *q, float *s, const float *x, int n, int gs);
+/* n values from int8 q and their n/gs scales s (q starts a group). */
+void llm_dequant(float *out, const int8_t *q, const float *s, int n, int gs);
 void llm_rmsnorm(float *o, const float *x, const float *w, int n);
 void llm_softmax(float *x, int n);
 

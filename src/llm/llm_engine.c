@@ -6,7 +6,8 @@
  * One token at a time (decode): RMSNorm, grouped-query attention with RoPE
  * over a KV cache, then a SwiGLU feed-forward block, dense or as top-k of E
  * experts with the softmax taken over the k selected router logits
- * (Mixtral).  Tensors are requested from the source group by group, in the
+ * (Mixtral).  Int8 checkpoints quantize each activation in groups before
+ * its matmul, as llama2.c's runq does.  Tensors are requested from the source group by group, in the
  * order they are used, which is the order the streaming source prefetches in.
  *
  * Benchmarks need realistic expert traffic, which random router weights do
@@ -34,6 +35,8 @@ struct llm_engine {
 	float *x, *xb, *xb2, *hb, *hb2, *q, *att, *logits;
 	float *key_cache, *value_cache;
 	float *rl, *eacc;          /* MoE: router logits, expert sum */
+	int8_t *xq;                /* int8 models: the quantized activation */
+	float *xs;
 	struct llm_router router;
 	uint64_t rrng;
 	int *prev_ids;             /* n_layers x top_k, from the previous token */
@@ -121,6 +124,8 @@ void llm_engine_destroy(struct llm_engine *e)
 	free(e->prev_ids);
 	free(e->zipf_w);
 	free(e->ew);
+	free(e->xq);
+	free(e->xs);
 	free(e);
 }
 
@@ -159,6 +164,14 @@ int llm_engine_create(struct llm_src *src, int max_steps,
 	if (!e->x || !e->xb || !e->xb2 || !e->hb || !e->hb2 || !e->q || !e->att ||
 	    !e->logits || !e->key_cache || !e->value_cache)
 		goto nomem;
+	if (c->group_size) {
+		size_t m = (size_t)(c->hidden > c->dim ? c->hidden : c->dim);
+
+		e->xq = malloc(m);
+		e->xs = llm_falloc(m / (size_t)c->group_size);
+		if (!e->xq || !e->xs)
+			goto nomem;
+	}
 	if (c->n_experts) {
 		e->rl = llm_falloc((size_t)c->n_experts);
 		e->eacc = llm_falloc((size_t)c->dim);
@@ -268,6 +281,18 @@ static void llm_route(struct llm_engine *e, int l, int *ids, float *wt)
 	llm_softmax(wt, k);
 }
 
+/* A weight matmul in the model's weight type. */
+static void llm_mm(struct llm_engine *e, float *out, const float *x, const float *w,
+		   int n, int d)
+{
+	if (!e->c.group_size) {
+		llm_matmul(out, x, w, n, d);
+		return;
+	}
+	llm_quantize(e->xq, e->xs, x, n, e->c.group_size);
+	llm_matmul_q8(out, e->xq, e->xs, w, n, d, e->c.group_size);
+}
+
 static void llm_swiglu(float *hb, const float *hb2, int n)
 {
 	for (int i = 0; i < n; i++) {
@@ -372,18 +397,18 @@ int llm_forward(struct llm_engine *e, int token, int pos, float **logits)
 		if ((rc = s->ops->group(s, l, 0, &w)))
 			return rc;
 		llm_rmsnorm(e->xb, e->x, w.t[LLM_T_RMS_ATT], c->dim);
-		llm_matmul(e->q, e->xb, w.t[LLM_T_WQ], c->dim, c->dim);
+		llm_mm(e, e->q, e->xb, w.t[LLM_T_WQ], c->dim, c->dim);
 		if ((rc = s->ops->group(s, l, 1, &w)))
 			return rc;
-		llm_matmul(k, e->xb, w.t[LLM_T_WK], c->dim, c->kv_dim);
+		llm_mm(e, k, e->xb, w.t[LLM_T_WK], c->dim, c->kv_dim);
 		if ((rc = s->ops->group(s, l, 2, &w)))
 			return rc;
-		llm_matmul(v, e->xb, w.t[LLM_T_WV], c->dim, c->kv_dim);
+		llm_mm(e, v, e->xb, w.t[LLM_T_WV], c->dim, c->kv_dim);
 		llm_rope(c, e->q, k, pos);
 		llm_attention(e, l, pos);
 		if ((rc = s->ops->group(s, l, 3, &w)))
 			return rc;
-		llm_matmul(e->xb2, e->xb, w.t[LLM_T_WO], c->dim, c->dim);
+		llm_mm(e, e->xb2, e->xb, w.t[LLM_T_WO], c->dim, c->dim);
 		for (int i = 0; i < c->dim; i++)
 			e->x[i] += e->xb2[i];
 		if ((rc = s->ops->group(s, l, 4, &w)))
@@ -394,14 +419,14 @@ int llm_forward(struct llm_engine *e, int token, int pos, float **logits)
 				return rc;
 			continue;
 		}
-		llm_matmul(e->hb, e->xb, w.t[LLM_T_W1], c->dim, c->hidden);
+		llm_mm(e, e->hb, e->xb, w.t[LLM_T_W1], c->dim, c->hidden);
 		if ((rc = s->ops->group(s, l, 5, &w)))
 			return rc;
-		llm_matmul(e->hb2, e->xb, w.t[LLM_T_W3], c->dim, c->hidden);
+		llm_mm(e, e->hb2, e->xb, w.t[LLM_T_W3], c->dim, c->hidden);
 		llm_swiglu(e->hb, e->hb2, c->hidden);
 		if ((rc = s->ops->group(s, l, 6, &w)))
 			return rc;
-		llm_matmul(e->xb, e->hb, w.t[LLM_T_W2], c->hidden, c->dim);
+		llm_mm(e, e->xb, e->hb, w.t[LLM_T_W2], c->hidden, c->dim);
 		for (int i = 0; i < c->dim; i++)
 			e->x[i] += e->xb[i];
 	}
@@ -416,7 +441,7 @@ int llm_forward(struct llm_engine *e, int token, int pos, float **logits)
 			return rc;
 		if (ch == 0)
 			llm_rmsnorm(e->x, e->x, rms_final, c->dim);
-		llm_matmul(e->logits + r0, e->x, wcls, c->dim, r1 - r0);
+		llm_mm(e, e->logits + r0, e->x, wcls, c->dim, r1 - r0);
 	}
 	*logits = e->logits;
 	return 0;

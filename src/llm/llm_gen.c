@@ -2,7 +2,8 @@
  * ethermem-llm-gen: write a checkpoint of any size with seeded random
  * weights, in llama2.c version 0 layout (dense) or the ethermem MoE layout
  * (llm_model.c), for benchmarks that need GiB-scale models no one can
- * download here.
+ * download here; or rewrite a version 0 checkpoint as llama2.c's int8
+ * version 2, which is how the int8 path is checked against a real model.
  *
  * Weights are uniform in +-1/sqrt(fan_in) (norm weights near 1, embeddings
  * small) so activations stay finite through any depth and greedy decoding
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -192,6 +194,119 @@ static void llm_gen_write(struct llm_gen_out *g, const struct llm_gen_cfg *c)
 	}
 }
 
+/* A quantized matrix of n floats: int8 values, then one scale per group. */
+static int llm_gen_q8(struct llm_gen_out *g, const float *w, uint64_t n, int gs)
+{
+	float *sc = malloc(n / (uint64_t)gs * sizeof(float));
+	int8_t q[4096];
+
+	if (!sc)
+		return -ENOMEM;
+	/* Bounce-buffer chunks of whole groups. */
+	for (uint64_t at = 0; at < n;) {
+		uint64_t c = (sizeof(q) / (uint64_t)gs) * (uint64_t)gs;
+
+		if (c == 0)
+			c = (uint64_t)gs;
+		if (c > n - at)
+			c = n - at;
+		if (c > sizeof(q)) {
+			/* One group larger than the bounce buffer: do it alone. */
+			int8_t *big = malloc(c);
+
+			if (!big) {
+				free(sc);
+				return -ENOMEM;
+			}
+			llm_quantize(big, sc + at / (uint64_t)gs, w + at, (int)c, gs);
+			llm_gen_bytes(g, big, c);
+			free(big);
+		} else {
+			llm_quantize(q, sc + at / (uint64_t)gs, w + at, (int)c, gs);
+			llm_gen_bytes(g, q, c);
+		}
+		at += c;
+	}
+	llm_gen_bytes(g, sc, n / (uint64_t)gs * sizeof(float));
+	free(sc);
+	return 0;
+}
+
+/* Rewrite a version 0 checkpoint as llama2.c version 2 (int8, group size gs),
+ * the layout llama2.c's export.py writes. */
+static int llm_gen_quantize(struct llm_gen_out *g, const char *path, int gs,
+			    char *err, size_t errlen)
+{
+	static const enum llm_tensor order[] = { LLM_T_WQ, LLM_T_WK, LLM_T_WV, LLM_T_WO,
+						 LLM_T_W1, LLM_T_W2, LLM_T_W3 };
+	unsigned char hdr[LLM_Q8_HEADER] = { 0 };
+	const unsigned char *b;
+	struct llm_config cfg, *c = &cfg;
+	struct llm_layout layout, *lay = &layout;
+	struct stat sb;
+	uint64_t L, D;
+	int fd, rc;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &sb) < 0) {
+		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -EIO;
+	}
+	b = sb.st_size > 0 ? mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+	close(fd);
+	if (b == MAP_FAILED) {
+		snprintf(err, errlen, "cannot map %s", path);
+		return -EIO;
+	}
+	rc = llm_parse_header(b, (size_t)sb.st_size < LLM_MOE_HEADER ? (size_t)sb.st_size : LLM_MOE_HEADER,
+			      (uint64_t)sb.st_size, c, lay, err, errlen);
+	if (!rc && lay->fmt != LLM_FMT_V0) {
+		snprintf(err, errlen, "%s is not a version 0 (fp32 dense) checkpoint", path);
+		rc = -EINVAL;
+	}
+	if (!rc && (gs < 4 || gs % 4 || c->dim % gs || c->hidden % gs)) {
+		snprintf(err, errlen, "--group-size %d must be a multiple of 4 dividing dim %d and hidden %d",
+			 gs, c->dim, c->hidden);
+		rc = -EINVAL;
+	}
+	if (rc) {
+		munmap((void *)b, (size_t)sb.st_size);
+		return rc;
+	}
+	L = (uint64_t)c->n_layers;
+	D = (uint64_t)c->dim;
+	llm_gen_put32(hdr, (int32_t)LLM_Q8_MAGIC);
+	llm_gen_put32(hdr + 4, 2);
+	llm_gen_put32(hdr + 8, c->dim);
+	llm_gen_put32(hdr + 12, c->hidden);
+	llm_gen_put32(hdr + 16, c->n_layers);
+	llm_gen_put32(hdr + 20, c->n_heads);
+	llm_gen_put32(hdr + 24, c->n_kv_heads);
+	llm_gen_put32(hdr + 28, c->vocab);
+	llm_gen_put32(hdr + 32, c->seq_len);
+	hdr[36] = (unsigned char)c->shared_cls;
+	llm_gen_put32(hdr + 37, gs);
+	llm_gen_bytes(g, hdr, sizeof(hdr));
+	llm_gen_bytes(g, b + lay->t_base[LLM_T_RMS_ATT], L * D * 4);
+	llm_gen_bytes(g, b + lay->t_base[LLM_T_RMS_FFN], L * D * 4);
+	llm_gen_bytes(g, b + lay->rms_final, D * 4);
+	rc = llm_gen_q8(g, (const float *)(const void *)(b + lay->tok_emb), (uint64_t)c->vocab * D, gs);
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]) && !rc; i++)
+		for (uint64_t l = 0; l < L && !rc; l++)
+			rc = llm_gen_q8(g, (const float *)(const void *)(b + lay->t_base[order[i]] +
+									 l * lay->t_size[order[i]]),
+					lay->t_size[order[i]] / 4, gs);
+	if (!rc && !c->shared_cls)
+		rc = llm_gen_q8(g, (const float *)(const void *)(b + lay->wcls),
+				(uint64_t)c->vocab * D, gs);
+	if (rc)
+		snprintf(err, errlen, "out of memory quantizing");
+	munmap((void *)b, (size_t)sb.st_size);
+	return rc;
+}
+
 /* Rough bytes of a model with these dims, for --size. */
 static double llm_gen_estimate(const struct llm_gen_cfg *c)
 {
@@ -238,17 +353,21 @@ static void llm_gen_usage(FILE *f)
 		"usage: ethermem-llm-gen --out PATH [--size SIZE | --dim D --hidden H --layers L\n"
 		"                        --heads N --kv-heads K --vocab V --seq S]\n"
 		"                        [--experts E --topk K] [--unshared-cls] [--seed N]\n"
+		"       ethermem-llm-gen --out PATH --quantize-from V0_FILE [--group-size N]\n"
 		"  Writes a seeded-random checkpoint: llama2.c version 0 (dense), or the ethermem\n"
 		"  MoE format with --experts.  --size picks Llama-like dimensions near SIZE (e.g. 1G);\n"
 		"  explicit dimensions default to dim 64, hidden 172, 2 layers, 8 heads, vocab 512,\n"
-		"  seq 256.  MoE defaults: --topk 2.  Write PATH outside the repository.\n");
+		"  seq 256.  MoE defaults: --topk 2.  --quantize-from rewrites a version 0\n"
+		"  checkpoint as llama2.c's int8 version 2 (group size default 64).\n"
+		"  Write PATH outside the repository.\n");
 }
 
 int main(int argc, char **argv)
 {
 	struct llm_gen_cfg c = { .dim = 64, .hidden = 172, .layers = 2, .heads = 8,
 				 .kv_heads = -1, .vocab = 512, .seq = 256, .topk = 2 };
-	const char *out = NULL;
+	const char *out = NULL, *qfrom = NULL;
+	long gs = 64;
 	uint64_t seed = 1, size = 0;
 	struct llm_gen_out g = { .fd = -1 };
 	struct llm_config cfg;
@@ -286,6 +405,21 @@ int main(int argc, char **argv)
 		i++;
 		if (!strcmp(a, "--out")) {
 			out = v;
+			continue;
+		}
+		if (!strcmp(a, "--quantize-from")) {
+			qfrom = v;
+			continue;
+		}
+		if (!strcmp(a, "--group-size")) {
+			char *end;
+
+			errno = 0;
+			gs = strtol(v, &end, 10);
+			if (errno || end == v || *end || gs < 4 || gs > (1 << 20) || gs % 4) {
+				fprintf(stderr, "ethermem-llm-gen: --group-size wants a multiple of 4, got '%s'\n", v);
+				return 2;
+			}
 			continue;
 		}
 		if (!strcmp(a, "--size")) {
@@ -332,6 +466,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ethermem-llm-gen: --out PATH is required (see --help)\n");
 		return 2;
 	}
+	if (qfrom && (size || have_dims || c.experts)) {
+		fprintf(stderr, "ethermem-llm-gen: --quantize-from takes its dimensions from the source\n");
+		return 2;
+	}
 	if (size && have_dims) {
 		fprintf(stderr, "ethermem-llm-gen: give --size or explicit dimensions, not both\n");
 		return 2;
@@ -363,7 +501,18 @@ int main(int argc, char **argv)
 		free(g.buf);
 		return 1;
 	}
-	llm_gen_write(&g, &c);
+	err[0] = 0;
+	if (qfrom) {
+		if (llm_gen_quantize(&g, qfrom, (int)gs, err, sizeof(err))) {
+			fprintf(stderr, "ethermem-llm-gen: %s\n", err);
+			close(g.fd);
+			free(g.buf);
+			unlink(tmp);
+			return 1;
+		}
+	} else {
+		llm_gen_write(&g, &c);
+	}
 	llm_gen_flush(&g);
 	if (!g.err && fsync(g.fd) < 0)
 		g.err = errno;
@@ -395,12 +544,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	fprintf(stderr,
-		"ethermem-llm-gen: wrote %s: %llu bytes, %s, dim %ld hidden %ld layers %ld heads %ld/%ld "
-		"vocab %ld seq %ld", out, (unsigned long long)sb.st_size,
-		c.experts ? "MoE" : "dense v0", c.dim, c.hidden, c.layers, c.heads, c.kv_heads,
-		c.vocab, c.seq);
-	if (c.experts)
-		fprintf(stderr, " experts %ld top-k %ld", c.experts, c.topk);
+		"ethermem-llm-gen: wrote %s: %llu bytes, %s, dim %d hidden %d layers %d heads %d/%d "
+		"vocab %d seq %d", out, (unsigned long long)sb.st_size,
+		cfg.n_experts ? "MoE" : cfg.group_size ? "dense int8 v2" : "dense v0", cfg.dim,
+		cfg.hidden, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.vocab, cfg.seq_len);
+	if (cfg.n_experts)
+		fprintf(stderr, " experts %d top-k %d", cfg.n_experts, cfg.top_k);
 	fprintf(stderr, "\n");
 	return 0;
 }

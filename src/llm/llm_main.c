@@ -35,7 +35,7 @@ static void llm_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: ethermem-llm --model FILE [options]\n"
-		"  --model FILE          llama2.c version 0 checkpoint or ethermem MoE checkpoint\n"
+		"  --model FILE          llama2.c v0 (fp32) or v2 (int8) checkpoint, or ethermem MoE\n"
 		"  --steps N             forward passes / tokens to generate (default 256, at most seq_len)\n"
 		"  --temperature T       0 = greedy argmax (default 1.0)\n"
 		"  --seed N              sampling seed (default 42)\n"
@@ -348,7 +348,7 @@ int main(int argc, char **argv)
 	int *ids = NULL, token = 1, rc, status = 1;
 	uint64_t rng, io0, f0, pb0 = 0, pf0 = 0, moved, faults;
 	float *scratch = NULL;
-	const char *kind;
+	const char *kind, *format;
 
 	if (llm_parse_args(argc, argv, &o))
 		return 2;
@@ -360,6 +360,8 @@ int main(int argc, char **argv)
 		return rc == -ENOSYS || rc == -ENOBUFS ? 2 : 1;
 	}
 	kind = src->cfg.n_experts ? "moe" : "dense";
+	format = src->lay.fmt == LLM_FMT_MOE ? "ethermem-moe-v1" :
+		 src->lay.fmt == LLM_FMT_Q8 ? "llama2c-v2-int8" : "llama2c-v0";
 	if (o.steps > src->cfg.seq_len)
 		o.steps = src->cfg.seq_len;
 	if (src->cfg.n_experts == 0 && o.router.mode != LLM_ROUTER_MODEL && !o.quiet)
@@ -431,10 +433,10 @@ int main(int argc, char **argv)
 	}
 	if (!o.quiet) {
 		fprintf(stderr,
-			"ethermem-llm: %s model, %d layers, dim %d, %llu bytes; weights %s%s\n"
+			"ethermem-llm: %s model (%s), %d layers, dim %d, %llu bytes; weights %s%s\n"
 			"  %d tokens in %.1f ms: %.2f tok/s, ms/token p50 %.2f p95 %.2f\n"
 			"  bytes from backing source per token %.0f (a token reads %llu), faults per token %.1f\n",
-			kind, src->cfg.n_layers, src->cfg.dim,
+			kind, format, src->cfg.n_layers, src->cfg.dim,
 			(unsigned long long)src->lay.file_size, llm_wnames[o.weights],
 			o.weights == LLM_W_STREAM ? (o.from_pool ? " from pool" : " from file") : "",
 			o.steps, t_all, o.steps / (t_all / 1e3), p50, p95,
@@ -457,14 +459,14 @@ int main(int argc, char **argv)
 		fprintf(stderr, "{\"model\":");
 		llm_json_str(stderr, o.model);
 		fprintf(stderr,
-			",\"kind\":\"%s\",\"backend\":\"%s\",\"stream_from\":\"%s\",\"steps\":%d,"
+			",\"kind\":\"%s\",\"format\":\"%s\",\"backend\":\"%s\",\"stream_from\":\"%s\",\"steps\":%d,"
 			"\"threads\":%d,\"model_bytes\":%llu,\"hot_bytes_per_token\":%llu,"
 			"\"tok_s\":%.4f,\"ms_p50\":%.4f,\"ms_p95\":%.4f,\"bytes_per_token\":%.1f,"
 			"\"faults_per_token\":%.3f,\"local_mem\":%llu,\"pinned_bytes\":%llu,"
 			"\"staging_bytes\":%llu,\"expert_cache_bytes\":%llu,\"expert_hits\":%llu,"
 			"\"expert_misses\":%llu,\"expert_cold_ms_p50\":%.4f,\"expert_cold_ms_p95\":%.4f,"
 			"\"stall_ms\":%.3f}\n",
-			kind, llm_wnames[o.weights],
+			kind, format, llm_wnames[o.weights],
 			o.weights == LLM_W_STREAM ? (o.from_pool ? "pool" : "file") : "",
 			o.steps, o.threads, (unsigned long long)src->lay.file_size,
 			(unsigned long long)src->lay.w_hot_bytes, o.steps / (t_all / 1e3),

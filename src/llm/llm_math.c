@@ -1,6 +1,7 @@
 /*
  * The arithmetic the forward pass spends its time in: matrix-vector products
- * (optionally split by rows over a few pthreads), RMSNorm and softmax.
+ * over fp32 or int8-quantized weights (optionally split by rows over a few
+ * pthreads), RMSNorm and softmax.
  *
  * Every backend must produce bit-identical logits, so the summation order of
  * a dot product is fixed by this source alone: sixteen independent partial
@@ -16,6 +17,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <stdint.h>
 
 #define LLM_LANES 16
 #define LLM_MAX_THREADS 64
@@ -64,6 +66,27 @@ static void llm_rows_avx2(float *out, const float *x, const float *w, int n, int
 
 static llm_rows_t *llm_rows;
 
+/* int8 rows: runq's arithmetic (integer dot per group, scaled by both
+ * scales), with the same fixed order for every thread split. */
+static void llm_rows_q8(float *out, const int8_t *xq, const float *xs,
+			const int8_t *wq, const float *ws, int n, int gs, int r0, int r1)
+{
+	for (int i = r0; i < r1; i++) {
+		const int8_t *row = wq + (size_t)i * (size_t)n;
+		const float *rs = ws + (size_t)i * (size_t)(n / gs);
+		float val = 0.0f;
+
+		for (int j = 0, g = 0; j < n; j += gs, g++) {
+			int32_t iv = 0;
+
+			for (int k = 0; k < gs; k++)
+				iv += (int32_t)xq[j + k] * (int32_t)row[j + k];
+			val += (float)iv * rs[g] * xs[g];
+		}
+		out[i] = val;
+	}
+}
+
 static void llm_rows_pick(void)
 {
 	if (llm_rows)
@@ -86,6 +109,9 @@ static struct {
 	float *out;
 	const float *x, *w;
 	int cols, rows;
+	const int8_t *xq, *wq; /* set for an int8 job */
+	const float *xs, *ws;
+	int gs;
 } llm_tp = { .n = 1, .mu = PTHREAD_MUTEX_INITIALIZER,
 	     .go = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER };
 
@@ -106,7 +132,11 @@ static void *llm_tp_worker(void *arg)
 		r0 = (int)((int64_t)llm_tp.rows * me / llm_tp.n);
 		r1 = (int)((int64_t)llm_tp.rows * (me + 1) / llm_tp.n);
 		pthread_mutex_unlock(&llm_tp.mu);
-		llm_rows(llm_tp.out, llm_tp.x, llm_tp.w, llm_tp.cols, r0, r1);
+		if (llm_tp.wq)
+			llm_rows_q8(llm_tp.out, llm_tp.xq, llm_tp.xs, llm_tp.wq, llm_tp.ws,
+				    llm_tp.cols, llm_tp.gs, r0, r1);
+		else
+			llm_rows(llm_tp.out, llm_tp.x, llm_tp.w, llm_tp.cols, r0, r1);
 		pthread_mutex_lock(&llm_tp.mu);
 		if (--llm_tp.pending == 0)
 			pthread_cond_signal(&llm_tp.done);
@@ -146,6 +176,14 @@ void llm_threads_fini(void)
 	llm_tp.n = 1;
 }
 
+static void llm_tp_join(void)
+{
+	pthread_mutex_lock(&llm_tp.mu);
+	while (llm_tp.pending)
+		pthread_cond_wait(&llm_tp.done, &llm_tp.mu);
+	pthread_mutex_unlock(&llm_tp.mu);
+}
+
 /* out[d] = W[d x n] x[n] */
 void llm_matmul(float *out, const float *x, const float *w, int n, int d)
 {
@@ -158,6 +196,7 @@ void llm_matmul(float *out, const float *x, const float *w, int n, int d)
 	llm_tp.out = out;
 	llm_tp.x = x;
 	llm_tp.w = w;
+	llm_tp.wq = NULL;
 	llm_tp.cols = n;
 	llm_tp.rows = d;
 	llm_tp.pending = llm_tp.n - 1;
@@ -165,10 +204,57 @@ void llm_matmul(float *out, const float *x, const float *w, int n, int d)
 	pthread_cond_broadcast(&llm_tp.go);
 	pthread_mutex_unlock(&llm_tp.mu);
 	llm_rows(out, x, w, n, 0, (int)((int64_t)d / llm_tp.n));
+	llm_tp_join();
+}
+
+void llm_matmul_q8(float *out, const int8_t *xq, const float *xs, const void *w,
+		   int n, int d, int gs)
+{
+	const int8_t *wq = w;
+	const float *ws = (const float *)(const void *)(wq + (size_t)n * (size_t)d);
+
+	if (llm_tp.n == 1 || (int64_t)n * d < LLM_PAR_MIN) {
+		llm_rows_q8(out, xq, xs, wq, ws, n, gs, 0, d);
+		return;
+	}
 	pthread_mutex_lock(&llm_tp.mu);
-	while (llm_tp.pending)
-		pthread_cond_wait(&llm_tp.done, &llm_tp.mu);
+	llm_tp.out = out;
+	llm_tp.xq = xq;
+	llm_tp.xs = xs;
+	llm_tp.wq = wq;
+	llm_tp.ws = ws;
+	llm_tp.gs = gs;
+	llm_tp.cols = n;
+	llm_tp.rows = d;
+	llm_tp.pending = llm_tp.n - 1;
+	llm_tp.gen++;
+	pthread_cond_broadcast(&llm_tp.go);
 	pthread_mutex_unlock(&llm_tp.mu);
+	llm_rows_q8(out, xq, xs, wq, ws, n, gs, 0, (int)((int64_t)d / llm_tp.n));
+	llm_tp_join();
+}
+
+void llm_quantize(int8_t *q, float *s, const float *x, int n, int gs)
+{
+	for (int g = 0; g < n / gs; g++) {
+		const float *v = x + (size_t)g * gs;
+		float wmax = 0.0f, scale;
+
+		for (int i = 0; i < gs; i++)
+			if (fabsf(v[i]) > wmax)
+				wmax = fabsf(v[i]);
+		scale = wmax / 127.0f;
+		s[g] = scale;
+		for (int i = 0; i < gs; i++)
+			/* An all-zero group has scale 0: store zeros, not NaN. */
+			q[(size_t)g * gs + i] = scale > 0.0f ? (int8_t)roundf(v[i] / scale) : 0;
+	}
+}
+
+void llm_dequant(float *out, const int8_t *q, const float *s, int n, int gs)
+{
+	for (int i = 0; i < n; i++)
+		out[i] = (float)q[i] * s[i / gs];
 }
 
 void llm_rmsnorm(float *o, const float *x, const float *w, int n)

@@ -34,9 +34,17 @@
  *    No RoPE table: it is computed.  The file ends exactly after the last
  *    expert of the last layer.
  *
- * Matrices are row-major, out x in, as llama2.c stores them.  The int8
- * "version 2" format (magic "ak42") is recognised and refused with a clear
- * message; it is not implemented.
+ * 3. llama2.c "version 2" (dense, int8).  A 256-byte header: uint32 magic
+ *    0x616b3432 ("ak42"), int32 version 2, the seven int32 above (vocab
+ *    positive), uint8 shared_classifier at byte 36, int32 group_size at byte
+ *    37, zeros.  Then fp32 rms_att (L x dim), rms_ffn (L x dim), rms_final
+ *    (dim); then quantized matrices, each stored as its int8 values followed
+ *    by one fp32 scale per group_size values: token_embedding, then per layer
+ *    wq, then per layer wk, wv, wo, w1, w2, w3, [wcls].  Since a layer's
+ *    values and scales are adjacent, one range still holds one tensor.
+ *
+ * Matrices are row-major, out x in, as llama2.c stores them.  Version 1 of
+ * the llama2.c format (fp32 with the same 256-byte header) is refused.
  */
 #include "llm/llm.h"
 
@@ -45,7 +53,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define LLM_AK42_MAGIC 0x616b3432u
 /* Generous but finite: no field may exceed this, so products of three fit
  * comfortably before the explicit overflow checks even matter. */
 #define LLM_FIELD_MAX (1 << 24)
@@ -168,6 +175,76 @@ static int llm_layout_v0(struct llm_config *c, struct llm_layout *lay)
 	return 0;
 }
 
+/* *acc += a*b int8 values and a*b/gs fp32 scales. */
+static int llm_add_q8(uint64_t *acc, uint64_t a, uint64_t b, uint64_t gs,
+		      uint64_t *one)
+{
+	uint64_t n, t;
+
+	if (__builtin_mul_overflow(a, b, &n) || n % gs)
+		return -EOVERFLOW;
+	t = n + n / gs * 4;
+	if (t < n || __builtin_add_overflow(*acc, t, acc))
+		return -EOVERFLOW;
+	if (one)
+		*one = t;
+	return 0;
+}
+
+static int llm_layout_q8(struct llm_config *c, struct llm_layout *lay)
+{
+	uint64_t off = LLM_Q8_HEADER, L = (uint64_t)c->n_layers, D = (uint64_t)c->dim;
+	uint64_t H = (uint64_t)c->hidden, KV = (uint64_t)c->kv_dim, one;
+	uint64_t gs = (uint64_t)c->group_size;
+	static const enum llm_tensor order[] = { LLM_T_WQ, LLM_T_WK, LLM_T_WV, LLM_T_WO,
+						 LLM_T_W1, LLM_T_W2, LLM_T_W3 };
+	uint64_t rows[LLM_T_COUNT] = {
+		[LLM_T_WQ] = D, [LLM_T_WK] = KV, [LLM_T_WV] = KV, [LLM_T_WO] = D,
+		[LLM_T_W1] = H, [LLM_T_W2] = D, [LLM_T_W3] = H,
+	};
+	uint64_t cols[LLM_T_COUNT] = {
+		[LLM_T_WQ] = D, [LLM_T_WK] = D, [LLM_T_WV] = D, [LLM_T_WO] = D,
+		[LLM_T_W1] = D, [LLM_T_W2] = H, [LLM_T_W3] = D,
+	};
+
+	lay->fmt = LLM_FMT_Q8;
+	lay->t_base[LLM_T_RMS_ATT] = off;
+	lay->t_size[LLM_T_RMS_ATT] = D * 4;
+	if (llm_add_f32(&off, L, D, 1, NULL))
+		return -EOVERFLOW;
+	lay->t_base[LLM_T_RMS_FFN] = off;
+	lay->t_size[LLM_T_RMS_FFN] = D * 4;
+	if (llm_add_f32(&off, L, D, 1, NULL))
+		return -EOVERFLOW;
+	lay->rms_final = off;
+	if (llm_add_f32(&off, D, 1, 1, NULL))
+		return -EOVERFLOW;
+	lay->tok_emb = off;
+	if (llm_add_q8(&off, (uint64_t)c->vocab, D, gs, NULL))
+		return -EOVERFLOW;
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+		enum llm_tensor t = order[i];
+
+		lay->t_base[t] = off;
+		if (llm_add_q8(&lay->t_size[t], rows[t], cols[t], gs, NULL))
+			return -EOVERFLOW;
+		if (__builtin_mul_overflow(lay->t_size[t], L, &one) ||
+		    __builtin_add_overflow(off, one, &off))
+			return -EOVERFLOW;
+	}
+	lay->wcls = c->shared_cls ? lay->tok_emb : off;
+	if (!c->shared_cls && llm_add_q8(&off, (uint64_t)c->vocab, D, gs, &one))
+		return -EOVERFLOW;
+	lay->file_size = off;
+	lay->w_hot_bytes = 0;
+	for (int t = 0; t < LLM_T_COUNT; t++)
+		lay->w_hot_bytes += lay->t_size[t] * L;
+	one = 0;
+	llm_add_q8(&one, (uint64_t)c->vocab, D, gs, NULL);
+	lay->w_hot_bytes += D * 4 + one;
+	return 0;
+}
+
 static int llm_layout_moe(struct llm_config *c, struct llm_layout *lay)
 {
 	uint64_t off = LLM_MOE_HEADER, D = (uint64_t)c->dim, H = (uint64_t)c->hidden;
@@ -219,19 +296,25 @@ int llm_parse_header(const void *hdr, size_t hdr_len, uint64_t file_size,
 {
 	const unsigned char *p = hdr;
 	int32_t f[7];
-	int moe, rc;
+	int moe, q8, rc;
 
 	memset(cfg, 0, sizeof(*cfg));
 	memset(lay, 0, sizeof(*lay));
 	if (hdr_len < LLM_V0_HEADER || file_size < LLM_V0_HEADER)
 		return llm_fail(err, errlen, "file too short for a checkpoint header (%llu bytes)",
 				(unsigned long long)file_size);
-	if ((uint32_t)llm_rd32(p) == LLM_AK42_MAGIC)
-		return llm_fail(err, errlen,
-				"int8 llama2.c checkpoints (version %d) are not supported; use a version 0 fp32 export",
-				llm_rd32(p + 4));
+	q8 = (uint32_t)llm_rd32(p) == LLM_Q8_MAGIC;
 	moe = (uint32_t)llm_rd32(p) == LLM_MOE_MAGIC;
-	if (moe) {
+	if (q8) {
+		if (hdr_len < LLM_Q8_HEADER || file_size < LLM_Q8_HEADER)
+			return llm_fail(err, errlen, "int8 checkpoint shorter than its %d-byte header",
+					LLM_Q8_HEADER);
+		if (llm_rd32(p + 4) != 2)
+			return llm_fail(err, errlen,
+					"llama2.c checkpoint version %d is not supported (versions 0 and 2 are)",
+					llm_rd32(p + 4));
+		p += 8;
+	} else if (moe) {
 		if (hdr_len < LLM_MOE_HEADER || file_size < LLM_MOE_HEADER)
 			return llm_fail(err, errlen, "MoE checkpoint shorter than its %d-byte header",
 					LLM_MOE_HEADER);
@@ -245,7 +328,26 @@ int llm_parse_header(const void *hdr, size_t hdr_len, uint64_t file_size,
 	rc = llm_check_dims(f, cfg, err, errlen);
 	if (rc)
 		return rc;
-	if (moe) {
+	if (q8) {
+		const unsigned char *h = hdr;
+
+		if (f[5] < 0)
+			return llm_fail(err, errlen, "bad header: negative vocab_size in an int8 checkpoint");
+		if (h[36] > 1)
+			return llm_fail(err, errlen, "bad header: shared_classifier = %d", h[36]);
+		cfg->shared_cls = h[36];
+		cfg->group_size = llm_rd32(h + 37);
+		/* Scales must stay 4-byte aligned, and rows must be whole groups. */
+		if (cfg->group_size < 4 || cfg->group_size % 4 ||
+		    cfg->dim % cfg->group_size || cfg->hidden % cfg->group_size)
+			return llm_fail(err, errlen,
+					"bad header: group_size %d must be a multiple of 4 dividing dim %d and hidden_dim %d",
+					cfg->group_size, cfg->dim, cfg->hidden);
+		for (int i = 41; i < LLM_Q8_HEADER; i++)
+			if (h[i])
+				return llm_fail(err, errlen, "bad header: reserved byte %d is not zero", i);
+		rc = llm_layout_q8(cfg, lay);
+	} else if (moe) {
 		cfg->n_experts = llm_rd32(p + 28);
 		cfg->top_k = llm_rd32(p + 32);
 		if (cfg->n_experts < 1 || cfg->n_experts > LLM_MAX_EXPERTS)
@@ -268,7 +370,7 @@ int llm_parse_header(const void *hdr, size_t hdr_len, uint64_t file_size,
 				"checkpoint is %llu bytes but its header (dim %d, hidden %d, layers %d, heads %d/%d, vocab %d, seq %d%s) describes %llu",
 				(unsigned long long)file_size, cfg->dim, cfg->hidden,
 				cfg->n_layers, cfg->n_heads, cfg->n_kv_heads, cfg->vocab,
-				cfg->seq_len, moe ? ", MoE" : "",
+				cfg->seq_len, moe ? ", MoE" : q8 ? ", int8" : "",
 				(unsigned long long)lay->file_size);
 	return 0;
 }

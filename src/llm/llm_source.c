@@ -45,7 +45,7 @@ void llm_group_tensors(enum llm_format fmt, int g, int t[2])
 		{ LLM_T_WV, LLM_T_COUNT },    { LLM_T_WO, LLM_T_COUNT },
 		{ LLM_T_RMS_FFN, LLM_T_ROUTER },
 	};
-	const int *p = fmt == LLM_FMT_V0 ? dense[g] : moe[g];
+	const int *p = fmt == LLM_FMT_MOE ? moe[g] : dense[g];
 
 	t[0] = p[0];
 	t[1] = p[1];
@@ -53,7 +53,7 @@ void llm_group_tensors(enum llm_format fmt, int g, int t[2])
 
 static uint64_t llm_toff(const struct llm_layout *lay, int l, int t)
 {
-	if (lay->fmt == LLM_FMT_V0)
+	if (lay->fmt != LLM_FMT_MOE)
 		return lay->t_base[t] + (uint64_t)l * lay->t_size[t];
 	return lay->layer_base + (uint64_t)l * lay->layer_stride + lay->t_base[t];
 }
@@ -81,7 +81,7 @@ static int llm_src_init(struct llm_src *s, const void *hdr, size_t hdr_len,
 
 	if (rc)
 		return rc;
-	s->n_groups = s->lay.fmt == LLM_FMT_V0 ? LLM_GROUPS_DENSE : LLM_GROUPS_MOE;
+	s->n_groups = s->lay.fmt == LLM_FMT_MOE ? LLM_GROUPS_MOE : LLM_GROUPS_DENSE;
 	s->head_rows = s->cfg.vocab;
 	s->n_head_chunks = 1;
 	return 0;
@@ -96,12 +96,27 @@ struct llm_psrc {
 	void *cookie;
 };
 
+/* Embedding row `token` from a table at emb holding `vocab` rows. */
+static void llm_emb_row(const struct llm_config *c, const unsigned char *emb,
+			int vocab, int token, float *out)
+{
+	size_t D = (size_t)c->dim;
+
+	if (!c->group_size) {
+		memcpy(out, emb + (size_t)token * D * sizeof(float), D * sizeof(float));
+		return;
+	}
+	llm_dequant(out, (const int8_t *)emb + (size_t)token * D,
+		    (const float *)(const void *)(emb + (size_t)vocab * D) +
+			    (size_t)token * D / (size_t)c->group_size,
+		    c->dim, c->group_size);
+}
+
 static int llm_p_embed(struct llm_src *s, int token, float *out)
 {
 	struct llm_psrc *p = (struct llm_psrc *)s;
-	size_t row = (size_t)s->cfg.dim * sizeof(float);
 
-	memcpy(out, p->base + s->lay.tok_emb + (size_t)token * row, row);
+	llm_emb_row(&s->cfg, p->base + s->lay.tok_emb, s->cfg.vocab, token, out);
 	return 0;
 }
 
@@ -300,9 +315,11 @@ void llm_src_close(struct llm_src *s)
 
 #define LLM_STAGING 2
 
-/* One streamed or pinned unit: up to two file ranges placed back to back. */
+/* One streamed or pinned unit: up to three file ranges placed back to back
+ * (a classifier chunk of an int8 model: rms_final, values, scales). */
+#define LLM_UNIT_RANGES 3
 struct llm_unit {
-	uint64_t off[2], len[2];
+	uint64_t off[LLM_UNIT_RANGES], len[LLM_UNIT_RANGES];
 	int nr;
 	uint64_t bytes;
 	unsigned char *pin; /* resident copy, or NULL if streamed */
@@ -314,7 +331,7 @@ enum { LLM_BUF_EMPTY, LLM_BUF_INFLIGHT, LLM_BUF_READY };
 struct llm_stage {
 	unsigned char *mem;
 	int unit, state, nr;
-	uint64_t tag[2];
+	uint64_t tag[LLM_UNIT_RANGES];
 };
 
 struct llm_slot {
@@ -335,7 +352,7 @@ struct llm_ssrc {
 	int n_slots;
 	int *slot_of; /* key -> slot index or -1 */
 	uint64_t clock;
-	float *row;   /* embedding row bounce */
+	float *row;   /* embedding row bounce: dim floats, or int8 values + scales */
 	unsigned char *inuse; /* per slot, during one experts() call */
 };
 
@@ -489,17 +506,34 @@ static int llm_s_embed(struct llm_src *s, int token, float *out)
 
 	if (s->cfg.shared_cls && un->pin) {
 		/* The row sits in a pinned classifier chunk (after rms_final in
-		 * chunk 0). */
-		size_t skip = c == 0 ? row : 0;
+		 * chunk 0), whose rows are laid out like a whole table. */
+		int r0 = c * s->head_rows;
+		int r1 = r0 + s->head_rows > s->cfg.vocab ? s->cfg.vocab : r0 + s->head_rows;
 
-		memcpy(out, un->pin + skip + (size_t)(token - c * s->head_rows) * row, row);
+		llm_emb_row(&s->cfg, un->pin + (c == 0 ? row : 0), r1 - r0, token - r0, out);
 		return 0;
 	}
-	rc = llm_s_fetch_sync(ss, s->lay.tok_emb + (uint64_t)token * row, out, row);
-	if (!rc) {
-		ss->s.st.bytes_fetched += row;
-		ss->s.st.fetches++;
+	if (!s->cfg.group_size) {
+		rc = llm_s_fetch_sync(ss, s->lay.tok_emb + (uint64_t)token * row, out, row);
+		if (!rc)
+			ss->s.st.bytes_fetched += row;
+	} else {
+		uint64_t D = (uint64_t)s->cfg.dim, V = (uint64_t)s->cfg.vocab;
+		uint64_t gs = (uint64_t)s->cfg.group_size, ns = D / gs * 4;
+		int8_t *q = (int8_t *)(void *)ss->row;
+		float *sc = ss->row + D / 4;
+
+		rc = llm_s_fetch_sync(ss, s->lay.tok_emb + (uint64_t)token * D, q, D);
+		if (!rc)
+			rc = llm_s_fetch_sync(ss, s->lay.tok_emb + V * D + (uint64_t)token * D / gs * 4,
+					      sc, ns);
+		if (!rc) {
+			llm_dequant(out, q, sc, s->cfg.dim, s->cfg.group_size);
+			ss->s.st.bytes_fetched += D + ns;
+		}
 	}
+	if (!rc)
+		ss->s.st.fetches++;
 	return rc;
 }
 
@@ -633,6 +667,7 @@ static int llm_s_units(struct llm_ssrc *ss)
 {
 	struct llm_src *s = &ss->s;
 	uint64_t row = (uint64_t)s->cfg.dim * sizeof(float), biggest = 0;
+	uint64_t gs = (uint64_t)s->cfg.group_size;
 	int G = s->n_groups, L = s->cfg.n_layers, u = 0;
 
 	for (int t = 0; t < LLM_T_COUNT; t++)
@@ -671,8 +706,19 @@ static int llm_s_units(struct llm_ssrc *ss)
 			un->off[un->nr] = s->lay.rms_final;
 			un->len[un->nr++] = row;
 		}
-		un->off[un->nr] = s->lay.wcls + (uint64_t)r0 * row;
-		un->len[un->nr++] = (uint64_t)(r1 - r0) * row;
+		if (!gs) {
+			un->off[un->nr] = s->lay.wcls + (uint64_t)r0 * row;
+			un->len[un->nr++] = (uint64_t)(r1 - r0) * row;
+		} else {
+			/* Values then scales of rows [r0, r1): the same "values
+			 * directly followed by scales" shape as a whole matrix. */
+			uint64_t D = (uint64_t)s->cfg.dim, V = (uint64_t)s->cfg.vocab;
+
+			un->off[un->nr] = s->lay.wcls + (uint64_t)r0 * D;
+			un->len[un->nr++] = (uint64_t)(r1 - r0) * D;
+			un->off[un->nr] = s->lay.wcls + V * D + (uint64_t)r0 * D / gs * 4;
+			un->len[un->nr++] = (uint64_t)(r1 - r0) * D / gs * 4;
+		}
 	}
 	for (u = 0; u < ss->n_units; u++)
 		for (int i = 0; i < ss->units[u].nr; i++)

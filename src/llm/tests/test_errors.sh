@@ -101,8 +101,18 @@ bad huge.bin "bad header\|describes"
 # Header claims a little less than the file: sizes must match exactly.
 v0 lie.bin 64 128 2 4 4 256 32 100000
 bad lie.bin "describes"
-{ le32 1634415666; le32 2; head -c 300 /dev/zero; } >"$T/int8.bin"
-bad int8.bin "int8"
+# int8 (version 2) headers: 256 bytes, shared flag at 36, group size at 37.
+q8hdr() { # version gs
+	le32 1634415666; le32 "$1"
+	for v in 64 128 2 4 4 256 32; do le32 $v; done
+	printf '\001'; le32 "$2"; head -c 215 /dev/zero
+}
+{ q8hdr 1 64; head -c 4096 /dev/zero; } >"$T/q8v1.bin"
+bad q8v1.bin "version 1 is not supported"
+{ q8hdr 2 6; head -c 4096 /dev/zero; } >"$T/q8gs.bin"
+bad q8gs.bin "group_size"
+{ q8hdr 2 64; head -c 4096 /dev/zero; } >"$T/q8len.bin"
+bad q8len.bin "describes"
 
 # MoE header corruptions: a copy of the good header with one field changed.
 moe_patch() { # out offset value
