@@ -407,6 +407,7 @@ static void service_all(struct ox_endpoint *ep, uint64_t now)
 			due = d;
 	}
 	ep->next_due = due;
+	ox_link_flush(ep->link);
 }
 
 int ox_endpoint_poll(struct ox_endpoint *ep, uint64_t now, unsigned budget)

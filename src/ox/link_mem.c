@@ -240,6 +240,12 @@ static int faulty_wait(struct ox_link *l, uint64_t timeout_ns)
 	return ox_link_wait(f->inner, timeout_ns);
 }
 
+static int faulty_flush(struct ox_link *l)
+{
+	struct faulty *f = l->priv;
+	return ox_link_flush(f->inner);
+}
+
 static void faulty_close(struct ox_link *l)
 {
 	struct faulty *f = l->priv;
@@ -249,7 +255,8 @@ static void faulty_close(struct ox_link *l)
 }
 
 static const struct ox_link_ops faulty_ops = {
-	.send = faulty_send, .recv = faulty_recv, .wait = faulty_wait, .close = faulty_close,
+	.send = faulty_send, .recv = faulty_recv, .wait = faulty_wait, .flush = faulty_flush,
+	.close = faulty_close,
 };
 
 int ox_link_faulty(struct ox_link *inner, const struct ox_fault_cfg *cfg, struct ox_link **out)

@@ -245,6 +245,8 @@ struct ox_link_ops {
 	int (*recv)(struct ox_link *l, uint8_t *buf, size_t cap);
 	/* blocks until a frame may be there or timeout_ns passes */
 	int (*wait)(struct ox_link *l, uint64_t timeout_ns);
+	/* pushes out frames that send() only queued (may be NULL) */
+	int (*flush)(struct ox_link *l);
 	void (*close)(struct ox_link *l);
 };
 struct ox_link {
@@ -257,6 +259,7 @@ struct ox_link {
 static inline int ox_link_send(struct ox_link *l, const uint8_t *f, size_t n) { return l->ops->send(l, f, n); }
 static inline int ox_link_recv(struct ox_link *l, uint8_t *b, size_t n) { return l->ops->recv(l, b, n); }
 static inline int ox_link_wait(struct ox_link *l, uint64_t t) { return l->ops->wait ? l->ops->wait(l, t) : 0; }
+static inline int ox_link_flush(struct ox_link *l) { return l->ops->flush ? l->ops->flush(l) : 0; }
 void ox_link_close(struct ox_link *l);
 
 /* AF_PACKET with TPACKET_V2 mmap rings on ifname; ethertype 0 = 0xAAAA. */

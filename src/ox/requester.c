@@ -22,7 +22,9 @@
 #include "ox/conn.h"
 
 #define OX_RQ_SLOTS 1024
-#define OX_RQ_RXBUF_D 8192
+/* D buffer in flits: responses are copied out at once, so it costs nothing
+ * to offer a lot, and reads stream only while credit is plentiful */
+#define OX_RQ_RXBUF_D 65536
 
 struct ox_slot {
 	struct ox_op *op;
@@ -264,6 +266,7 @@ int ox_requester_poll(struct ox_requester *r, uint64_t now)
 	issue(r, now);
 	ox_conn_flush(&r->c, now);
 	ox_conn_service(&r->c, now);
+	ox_link_flush(r->link);
 	return ncomp;
 }
 
@@ -275,7 +278,10 @@ static int wait_until(struct ox_requester *r, bool (*done)(struct ox_requester *
 		uint64_t now = ox_now_ns();
 		if (now - start >= timeout_ns)
 			return -ETIMEDOUT;
-		if (ox_requester_poll(r, now) > 0) {
+		/* any frame in counts as traffic, not just completed ops: a
+		 * large read completes once, after hundreds of frames */
+		uint64_t rx = r->st.rx_frames;
+		if (ox_requester_poll(r, now) > 0 || r->st.rx_frames != rx) {
 			last = now;
 			continue;
 		}

@@ -15,7 +15,8 @@
  *   --echo IF / --ping IF --peer MAC [--size B]  raw frame ping-pong, the
  *                                baseline: same rings, no protocol
  * Common: --mode 103|11, --loss PCT (fault injector on our sends), --block
- * (never busy-poll), --time S (serve/echo lifetime), --verbatim.
+ * (never busy-poll), --time S (serve/echo lifetime), --verbatim, --credit
+ * FLITS (receive buffer per channel), --slots N (retransmit ring frames).
  */
 #include <errno.h>
 #include <signal.h>
@@ -40,7 +41,7 @@ static struct {
 	uint8_t peer[6];
 	uint8_t allow[8][6];
 	int nallow;
-	int slot, ops, adds, count, size, block, verbatim;
+	int slot, ops, adds, count, size, block, verbatim, credit, slots;
 	enum ox_mode mode;
 	double loss;
 	double time_s;
@@ -98,7 +99,8 @@ static void print_stats(const char *who, const struct ox_stats *s)
 
 static struct ox_opts opts(void)
 {
-	struct ox_opts o = { .mode = a.mode, .verbatim = a.verbatim };
+	struct ox_opts o = { .mode = a.mode, .verbatim = a.verbatim,
+			     .rx_credit = (uint32_t)a.credit, .rtx_slots = (unsigned)a.slots };
 	if (a.block)
 		o.spin_ns = 1;
 	return o;
@@ -326,6 +328,9 @@ static int lat(void)
 	}
 	double s = (double)(ox_now_ns() - t0) / 1e9;
 	printf("ox get 1 MiB: %.2f GB/s\n", (double)big * n / s / 1e9);
+	struct ox_stats st;
+	ox_requester_stats(r, &st);
+	print_stats("lat client", &st);
 	if (a.mode == OX_MODE_11)
 		ox_requester_close(r, 1000000000ull);
 	ox_requester_destroy(r);
@@ -357,6 +362,7 @@ static int echo(void)
 			len = 60;
 		ox_eth_write(buf, src, l->mac, PING_TYPE);
 		ox_link_send(l, buf, len);
+		ox_link_flush(l);
 	}
 	ox_link_close(l);
 	return 0;
@@ -376,6 +382,7 @@ static int ping(void)
 	for (int i = -100; i < a.count; i++) {
 		uint64_t t0 = ox_now_ns();
 		ox_link_send(l, req, sizeof(req));
+		ox_link_flush(l);
 		int n;
 		while ((n = ox_link_recv(l, buf, sizeof(buf))) <= 0) {
 			if (a.block)
@@ -410,6 +417,8 @@ int main(int argc, char **argv)
 			i++;
 		} else if (!strcmp(s, "--slot") && v) { a.slot = atoi(v); i++;
 		} else if (!strcmp(s, "--ops") && v) { a.ops = atoi(v); i++;
+		} else if (!strcmp(s, "--credit") && v) { a.credit = atoi(v); i++;
+		} else if (!strcmp(s, "--slots") && v) { a.slots = atoi(v); i++;
 		} else if (!strcmp(s, "--adds") && v) { a.adds = atoi(v); i++;
 		} else if (!strcmp(s, "--count") && v) { a.count = atoi(v); i++;
 		} else if (!strcmp(s, "--size") && v) { a.size = atoi(v); i++;
