@@ -105,6 +105,7 @@ void ox_conn_reset(struct ox_conn *c)
 	c->open_pending = c->o.mode == OX_MODE_11;
 	c->close_pending = c->peer_closed = false;
 	c->last_ackonly = 0;
+	c->resets++;
 }
 
 static void send_raw(struct ox_conn *c, const uint8_t *f, size_t len)
@@ -207,10 +208,11 @@ int ox_conn_input(struct ox_conn *c, const struct ox_frame *f, uint64_t now)
 		return -EPROTO;
 	}
 	bool ackonly = m11 && h->type == OX_T_ACKONLY;
-	/* a new session from a peer we knew: it acknowledges nothing of ours
-	 * although it acknowledged something before */
-	if (m11 && h->type == OX_T_OPEN && h->seq == 0 && h->seq_ack == OX_SEQ_MASK &&
-	    c->g.ackd != OX_SEQ_MASK)
+	/* a new session from a peer we knew: it closed the last one, or it
+	 * acknowledges nothing of ours although it acknowledged something
+	 * before (it restarted without closing) */
+	if (m11 && h->type == OX_T_OPEN && h->seq == 0 &&
+	    (c->peer_closed || (h->seq_ack == OX_SEQ_MASK && c->g.ackd != OX_SEQ_MASK)))
 		ox_conn_reset(c);
 	if (!ackonly && h->credit_ch && h->seq == c->g.next_rx &&
 	    ox_credit_check(&c->c, h->credit_ch, h->credit)) {

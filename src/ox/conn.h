@@ -22,6 +22,7 @@ struct ox_conn {
 	bool open_pending;         /* 1.1: our next sequenced frame opens */
 	bool close_pending;        /* our next sequenced frame closes */
 	bool peer_closed;          /* the peer's close was accepted */
+	unsigned resets;           /* bumped by every reset: a new session */
 	uint64_t last_ackonly;
 };
 

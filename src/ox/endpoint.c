@@ -380,7 +380,10 @@ int ox_endpoint_input(struct ox_endpoint *ep, const uint8_t *f, size_t len, uint
 		ep->st.rej[ep->fr.reject]++;
 		return -EPROTO;
 	}
+	unsigned session = p->c.resets;
 	int r = ox_conn_input(&p->c, &ep->fr, now);
+	if (p->c.resets != session)
+		p->qcount = 0;     /* answers to the old session must not reach the new */
 	if (r <= 0)
 		return r;
 	for (unsigned i = 0; i < ep->fr.nmsg; i++)
@@ -396,13 +399,11 @@ static void service_all(struct ox_endpoint *ep, uint64_t now)
 		if (!p)
 			continue;
 		respond(ep, p, now);
+		/* a closed connection keeps its state, so that a lost ACK of
+		 * the close is answered again, until the peer opens anew */
+		if (p->c.peer_closed && p->c.g.ack_due)
+			p->c.g.ack_deadline = now;
 		uint64_t d = ox_conn_service(&p->c, now);
-		if (p->c.peer_closed) {
-			/* the close was acknowledged by the service just above */
-			ox_conn_reset(&p->c);
-			p->qcount = 0;
-			continue;
-		}
 		if (d < due)
 			due = d;
 	}

@@ -383,7 +383,9 @@ int ox_requester_poll(struct ox_requester *r, uint64_t now);
 int ox_requester_wait(struct ox_requester *r, struct ox_op *op, uint64_t timeout_ns);
 /* Ops submitted and not yet completed. */
 unsigned ox_requester_busy(const struct ox_requester *r);
-/* 1.1: sends close-connection and waits for it to be acknowledged. */
+/* 1.1: sends close-connection and waits for it to be acknowledged; the
+ * requester is then only fit for destroy.  -EBUSY while ops are in flight.
+ * 1.0.3 has no close: returns 0 at once. */
 int ox_requester_close(struct ox_requester *r, uint64_t timeout_ns);
 void ox_requester_stats(const struct ox_requester *r, struct ox_stats *s);
 

@@ -44,6 +44,7 @@ struct ox_requester {
 	struct ox_op *qhead, *qtail;   /* ops with bursts still to issue */
 	unsigned busy;
 	unsigned frame_log2;           /* largest burst one frame carries */
+	bool closing;
 	struct ox_frame fr;
 	uint8_t buf[65536];
 };
@@ -317,7 +318,12 @@ int ox_requester_close(struct ox_requester *r, uint64_t timeout_ns)
 {
 	if (r->o.mode != OX_MODE_11)
 		return 0;
-	r->c.close_pending = true;
+	if (r->busy)
+		return -EBUSY;
+	if (!r->closing) {
+		r->closing = true;
+		r->c.close_pending = true;
+	}
 	return wait_until(r, closed, NULL, timeout_ns);
 }
 

@@ -246,8 +246,10 @@ static int client(void)
 			break;
 		usleep(10000);
 	}
-	if (a.mode == OX_MODE_11)
-		ox_requester_close(r, 1000000000ull);
+	if (ox_requester_close(r, 1000000000ull)) {
+		fprintf(stderr, "close not acknowledged\n");
+		bad++;
+	}
 	struct ox_stats s;
 	ox_requester_stats(r, &s);
 	fprintf(stderr, "client %d: %d ops + %d adds in %.1f ms, %d bad\n", a.slot, a.ops * 2, a.adds, ms, bad);
@@ -275,8 +277,8 @@ static int check(void)
 	ox_requester_submit(r, &d);
 	int de = ox_requester_wait(r, &d, 3000000000ull);
 	printf("outside window: status %d\n", de);
-	if (a.mode == OX_MODE_11)
-		ox_requester_close(r, 1000000000ull);
+	if (ox_requester_close(r, 1000000000ull))
+		e = -ETIMEDOUT;
 	ox_requester_destroy(r);
 	if (l != raw)
 		ox_link_close(l);

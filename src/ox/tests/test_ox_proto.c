@@ -52,6 +52,7 @@ struct world {
 	struct ox_requester *rq[NRQ];
 	uint8_t *mem;
 	int win[NRQ];
+	bool verbatim;
 };
 
 static void pump(struct world *w, int n, unsigned *busy_until_zero, uint64_t timeout_ns)
@@ -78,6 +79,7 @@ static int world_init(struct world *w, enum ox_mode mode, bool verbatim, unsigne
 		      const struct ox_fault_cfg *fc)
 {
 	memset(w, 0, sizeof(*w));
+	w->verbatim = verbatim;
 	w->mem = aligned_alloc(4096, MEMSZ);
 	memset(w->mem, 0, MEMSZ);
 	if (ox_hub_create(&w->hub))
@@ -526,6 +528,46 @@ static void test_partial(struct world *w, enum ox_mode mode, bool verbatim)
 	ox_conn_free(&c);
 }
 
+/* 1.1: a requester closes and a new one opens on the same MAC; another
+ * restarts without closing.  Both new sessions must be served, and no
+ * answer from an old session may reach a new one. */
+static void test_sessions(struct world *w)
+{
+	struct ox_opts o = { .mode = OX_MODE_11, .verbatim = w->verbatim, .rto_ns = 300000 };
+	uint64_t v = 0;
+	struct ox_op op = { .kind = OX_OP_ARITH, .param = OX_ADD, .addr = BASE + 0x5000, .len = 8, .operand = 5 };
+	CHECK(ox_requester_submit(w->rq[1], &op) == 0);
+	CHECK(wait_op(w, &op, 1) == 0);
+	uint64_t t0 = ox_now_ns();
+	int e = -1;
+	ox_requester_close(w->rq[1], 0);   /* starts the close; finished below */
+	while (ox_now_ns() - t0 < 1000000000ull) {
+		uint64_t now = ox_now_ns();
+		ox_endpoint_poll(w->ep, now, 64);
+		ox_requester_poll(w->rq[1], now);
+		if (ox_requester_close(w->rq[1], 1) == 0) {
+			e = 0;
+			break;
+		}
+	}
+	CHECK(e == 0);
+	ox_requester_destroy(w->rq[1]);
+	CHECK(ox_requester_create(&o, w->rq_link[1], w->ep_raw->mac, &w->rq[1]) == 0);
+	op = (struct ox_op){ .kind = OX_OP_GET, .addr = BASE + 0x5000, .buf = &v, .len = 8 };
+	CHECK(ox_requester_submit(w->rq[1], &op) == 0);
+	CHECK(wait_op(w, &op, 1) == 0 && v == 5);
+	/* restart without a close, with a request still unanswered */
+	op = (struct ox_op){ .kind = OX_OP_ARITH, .param = OX_ADD, .addr = BASE + 0x5000, .len = 8, .operand = 1 };
+	CHECK(ox_requester_submit(w->rq[2], &op) == 0);
+	CHECK(wait_op(w, &op, 2) == 0);
+	ox_requester_destroy(w->rq[2]);
+	CHECK(ox_requester_create(&o, w->rq_link[2], w->ep_raw->mac, &w->rq[2]) == 0);
+	v = 0;
+	op = (struct ox_op){ .kind = OX_OP_GET, .addr = BASE + 0x5000, .buf = &v, .len = 8 };
+	CHECK(ox_requester_submit(w->rq[2], &op) == 0);
+	CHECK(wait_op(w, &op, 2) == 0 && v == 6);
+}
+
 static void run_edges(enum ox_mode mode, bool verbatim)
 {
 	struct world w;
@@ -547,6 +589,8 @@ static void run_edges(enum ox_mode mode, bool verbatim)
 	CHECK(wait_op(&w, &op, 1) == 0);
 	CHECK(memcmp(dst, src, 2997) == 0);
 	test_atomics(&w);
+	if (mode == OX_MODE_11)
+		test_sessions(&w);
 	test_partial(&w, mode, verbatim);
 	test_malformed(&w);
 	test_denied(&w);
