@@ -125,6 +125,28 @@ __attribute__((constructor)) static void emm_pl_init(void)
 		emm_pl_threshold = v < (256u << 10) ? 256u << 10 : (size_t)v;
 }
 
+/* ETHERMEM_PRELOAD_STATS=1: one line on stderr at exit, for tests and for
+ * seeing that a program really used the pool. */
+static unsigned long emm_pl_blocks;
+
+__attribute__((destructor)) static void emm_pl_fini(void)
+{
+	struct em_map_stats st;
+	char line[256];
+	int n;
+
+	if (!getenv("ETHERMEM_PRELOAD_STATS") || emm_pl_state <= 0)
+		return;
+	em_map_stats(NULL, &st);
+	n = snprintf(line, sizeof(line),
+		     "ethermem-preload: blocks %lu faults %llu fetched %llu written %llu evictions %llu resident %llu\n",
+		     emm_pl_blocks, (unsigned long long)st.faults, (unsigned long long)st.bytes_fetched,
+		     (unsigned long long)st.bytes_written, (unsigned long long)st.evictions,
+		     (unsigned long long)st.resident);
+	if (write(2, line, (size_t)n) < 0)
+		return;
+}
+
 /* Under emm_pl_mu and inside. */
 static int emm_pl_ready(void)
 {
@@ -204,6 +226,7 @@ static void *emm_pl_new(size_t size, int fd, off_t off)
 			emm_pl_warn("cannot map a region", rc);
 		goto fail_region;
 	}
+	emm_pl_blocks++;
 	b->base = addr;
 	b->size = msize;
 	b->asked = size;
