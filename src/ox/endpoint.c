@@ -415,10 +415,12 @@ int ox_endpoint_poll(struct ox_endpoint *ep, uint64_t now, unsigned budget)
 {
 	int n = 0;
 	while ((unsigned)n < budget) {
-		int len = ox_link_recv(ep->link, ep->buf, sizeof(ep->buf));
+		const uint8_t *f;
+		int len = ox_link_next(ep->link, ep->buf, sizeof(ep->buf), &f);
 		if (len <= 0)
 			break;
-		ox_endpoint_input(ep, ep->buf, (size_t)len, now);
+		ox_endpoint_input(ep, f, (size_t)len, now);
+		ox_link_done(ep->link);
 		n++;
 	}
 	service_all(ep, now);

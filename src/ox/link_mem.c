@@ -87,7 +87,25 @@ static int hub_recv(struct ox_link *l, uint8_t *buf, size_t cap)
 	return (int)n;
 }
 
-static const struct ox_link_ops hub_ops = { .send = hub_send, .recv = hub_recv };
+static int hub_peek(struct ox_link *l, const uint8_t **f)
+{
+	struct hub_port *p = l->priv;
+	if (!p->count)
+		return 0;
+	*f = p->ring + (size_t)p->head * HUB_FRAME;
+	return p->len[p->head];
+}
+
+static void hub_release(struct ox_link *l)
+{
+	struct hub_port *p = l->priv;
+	p->head = (p->head + 1) % HUB_QLEN;
+	p->count--;
+}
+
+static const struct ox_link_ops hub_ops = {
+	.send = hub_send, .recv = hub_recv, .peek = hub_peek, .release = hub_release,
+};
 
 int ox_hub_create(struct ox_hub **out)
 {
@@ -240,6 +258,20 @@ static int faulty_wait(struct ox_link *l, uint64_t timeout_ns)
 	return ox_link_wait(f->inner, timeout_ns);
 }
 
+static int faulty_peek(struct ox_link *l, const uint8_t **fr)
+{
+	struct faulty *f = l->priv;
+	if (f->nheld)
+		release_due(f, ox_now_ns());
+	return f->inner->ops->peek(f->inner, fr);
+}
+
+static void faulty_release(struct ox_link *l)
+{
+	struct faulty *f = l->priv;
+	f->inner->ops->release(f->inner);
+}
+
 static int faulty_flush(struct ox_link *l)
 {
 	struct faulty *f = l->priv;
@@ -258,6 +290,10 @@ static const struct ox_link_ops faulty_ops = {
 	.send = faulty_send, .recv = faulty_recv, .wait = faulty_wait, .flush = faulty_flush,
 	.close = faulty_close,
 };
+static const struct ox_link_ops faulty_ops_zc = {
+	.send = faulty_send, .recv = faulty_recv, .peek = faulty_peek, .release = faulty_release,
+	.wait = faulty_wait, .flush = faulty_flush, .close = faulty_close,
+};
 
 int ox_link_faulty(struct ox_link *inner, const struct ox_fault_cfg *cfg, struct ox_link **out)
 {
@@ -269,7 +305,7 @@ int ox_link_faulty(struct ox_link *inner, const struct ox_fault_cfg *cfg, struct
 	f->rng = cfg->seed * 0x9E3779B97F4A7C15ull + 1;
 	f->reorder = -1;
 	f->link = *inner;
-	f->link.ops = &faulty_ops;
+	f->link.ops = inner->ops->peek ? &faulty_ops_zc : &faulty_ops;
 	f->link.priv = f;
 	*out = &f->link;
 	return 0;

@@ -4,7 +4,8 @@
  *
  * Raw Ethernet is fast here only when polled (machine.md: 5.7 us busy-polled
  * against 55 us with blocking recvfrom for a 4 KiB reply), so receive is a
- * check of the next ring slot's status word, no system call; only wait()
+ * check of the next ring slot's status word, no system call, and the frame
+ * is decoded where the kernel put it (peek/release); only wait()
  * enters the kernel, and the owners call it after a spell of idleness.
  * Sending writes the frame into the next TX slot; one sendto kicks the
  * kernel for all queued slots at flush (the owners flush at the end of each
@@ -46,7 +47,8 @@ static struct tpacket2_hdr *slot(uint8_t *ring, unsigned fsize, unsigned i)
 	return (struct tpacket2_hdr *)(ring + (size_t)i * fsize);
 }
 
-static int pkt_recv(struct ox_link *l, uint8_t *buf, size_t cap)
+/* Next frame for us in the RX ring, skipping our own and truncated ones. */
+static int pkt_peek(struct ox_link *l, const uint8_t **f)
 {
 	struct pkt *p = l->priv;
 	for (;;) {
@@ -55,16 +57,35 @@ static int pkt_recv(struct ox_link *l, uint8_t *buf, size_t cap)
 			return 0;
 		const struct sockaddr_ll *sll =
 			(const void *)((uint8_t *)h + TPACKET_ALIGN(sizeof(struct tpacket2_hdr)));
-		int n = 0;
-		if (sll->sll_pkttype != PACKET_OUTGOING && h->tp_snaplen == h->tp_len) {
-			n = (int)(h->tp_snaplen < cap ? h->tp_snaplen : cap);
-			memcpy(buf, (uint8_t *)h + h->tp_mac, (size_t)n);
+		if (sll->sll_pkttype != PACKET_OUTGOING && h->tp_snaplen == h->tp_len &&
+		    h->tp_snaplen) {
+			*f = (uint8_t *)h + h->tp_mac;
+			return (int)h->tp_snaplen;
 		}
 		__atomic_store_n(&h->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
 		p->rx_idx = (p->rx_idx + 1) % RX_FRAMES;
-		if (n)
-			return n;
 	}
+}
+
+static void pkt_release(struct ox_link *l)
+{
+	struct pkt *p = l->priv;
+	struct tpacket2_hdr *h = slot(p->rx, p->fsize, p->rx_idx);
+	__atomic_store_n(&h->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+	p->rx_idx = (p->rx_idx + 1) % RX_FRAMES;
+}
+
+static int pkt_recv(struct ox_link *l, uint8_t *buf, size_t cap)
+{
+	const uint8_t *f;
+	int n = pkt_peek(l, &f);
+	if (n <= 0)
+		return n;
+	if ((size_t)n > cap)
+		n = (int)cap;
+	memcpy(buf, f, (size_t)n);
+	pkt_release(l);
+	return n;
 }
 
 static int kick(struct pkt *p, int flags)
@@ -126,7 +147,8 @@ static void pkt_close(struct ox_link *l)
 }
 
 static const struct ox_link_ops pkt_ops = {
-	.send = pkt_send, .recv = pkt_recv, .wait = pkt_wait, .flush = pkt_flush,
+	.send = pkt_send, .recv = pkt_recv, .peek = pkt_peek, .release = pkt_release,
+	.wait = pkt_wait, .flush = pkt_flush,
 	.close = pkt_close,
 };
 

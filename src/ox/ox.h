@@ -243,6 +243,10 @@ struct ox_link_ops {
 	int (*send)(struct ox_link *l, const uint8_t *frame, size_t len);
 	/* frame length, 0 when nothing is waiting, -errno */
 	int (*recv)(struct ox_link *l, uint8_t *buf, size_t cap);
+	/* optional zero-copy receive: the next frame in place (length, 0 when
+	 * none); it stays valid until release(), which must follow a frame */
+	int (*peek)(struct ox_link *l, const uint8_t **frame);
+	void (*release)(struct ox_link *l);
 	/* blocks until a frame may be there or timeout_ns passes */
 	int (*wait)(struct ox_link *l, uint64_t timeout_ns);
 	/* pushes out frames that send() only queued (may be NULL) */
@@ -260,6 +264,16 @@ static inline int ox_link_send(struct ox_link *l, const uint8_t *f, size_t n) { 
 static inline int ox_link_recv(struct ox_link *l, uint8_t *b, size_t n) { return l->ops->recv(l, b, n); }
 static inline int ox_link_wait(struct ox_link *l, uint64_t t) { return l->ops->wait ? l->ops->wait(l, t) : 0; }
 static inline int ox_link_flush(struct ox_link *l) { return l->ops->flush ? l->ops->flush(l) : 0; }
+/* Next frame, in place when the link can, else copied into buf; a positive
+ * return must be followed by ox_link_done once the frame is consumed. */
+static inline int ox_link_next(struct ox_link *l, uint8_t *buf, size_t cap, const uint8_t **f)
+{
+	if (l->ops->peek)
+		return l->ops->peek(l, f);
+	*f = buf;
+	return l->ops->recv(l, buf, cap);
+}
+static inline void ox_link_done(struct ox_link *l) { if (l->ops->peek) l->ops->release(l); }
 void ox_link_close(struct ox_link *l);
 
 /* AF_PACKET with TPACKET_V2 mmap rings on ifname; ethertype 0 = 0xAAAA. */

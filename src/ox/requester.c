@@ -259,10 +259,12 @@ int ox_requester_poll(struct ox_requester *r, uint64_t now)
 {
 	int ncomp = 0;
 	for (int i = 0; i < 64; i++) {
-		int len = ox_link_recv(r->link, r->buf, sizeof(r->buf));
+		const uint8_t *f;
+		int len = ox_link_next(r->link, r->buf, sizeof(r->buf), &f);
 		if (len <= 0)
 			break;
-		input(r, r->buf, (size_t)len, now, &ncomp);
+		input(r, f, (size_t)len, now, &ncomp);
+		ox_link_done(r->link);
 	}
 	issue(r, now);
 	ox_conn_flush(&r->c, now);
