@@ -142,8 +142,13 @@ extern const struct llm_pool_ops *const llm_pool_backend;
 
 /* ---- weight sources (llm_source.c) ------------------------------------- */
 
-struct llm_layer_w {
-	const float *t[LLM_T_COUNT];
+/* One part of a group: rows [r0, r1) of the group's matrix (fp32 rows, or
+ * int8 rows directly followed by their scales), and on part 0 the group's
+ * norm vector, if it has one. */
+struct llm_part {
+	const float *vec;
+	const void *mat;
+	int r0, r1;
 };
 
 struct llm_expert_w {
@@ -162,12 +167,16 @@ struct llm_src_stats {
 };
 
 /*
- * The forward pass walks each layer as a fixed sequence of groups of at most
- * two tensors (llm_group_tensors()), then the classifier in row chunks, then
- * the next token's layer 0 again.  A source may recycle memory between
- * calls: pointers from group() or head() stay valid only until the next
- * group() or head() call.  That contract is what lets the streaming source
- * double-buffer at tensor granularity instead of holding whole layers.
+ * The forward pass walks each layer as a fixed sequence of groups, each a
+ * matrix with an optional norm vector used just before it
+ * (llm_group_tensors()), then the classifier as group 0 of "layer
+ * n_layers", then the next token's layer 0 again.  A group comes in one or
+ * more parts, slices of whole rows, so that a source can move a matrix in
+ * pieces of bounded size; a matmul done part by part computes every row
+ * exactly as a whole one does.  A source may recycle memory between calls:
+ * a part's pointers stay valid only until the next part() call.  That
+ * contract is what lets the streaming source double-buffer a few MiB at a
+ * time instead of holding whole layers.
  */
 #define LLM_GROUPS_DENSE 7 /* {rms_att,wq} {wk} {wv} {wo} {rms_ffn,w1} {w3} {w2} */
 #define LLM_GROUPS_MOE 5   /* {rms_att,wq} {wk} {wv} {wo} {rms_ffn,router} */
@@ -175,15 +184,12 @@ struct llm_src_stats {
 struct llm_src;
 struct llm_src_ops {
 	int (*embed)(struct llm_src *s, int token, float *out);
-	int (*group)(struct llm_src *s, int l, int g, struct llm_layer_w *w);
+	/* Part p of group g of layer l (l == n_layers: the classifier, g 0). */
+	int (*part)(struct llm_src *s, int l, int g, int p, struct llm_part *out);
 	/* Blocks until the k experts `ids` of layer l are addressable; those
 	 * pointers stay valid until the next experts() call. */
 	int (*experts)(struct llm_src *s, int l, const int *ids, int k,
 		       struct llm_expert_w *w);
-	/* Chunk c of the classifier: rows [c*head_rows, min(vocab, (c+1)*head_rows));
-	 * rms_final is set on chunk 0. */
-	int (*head)(struct llm_src *s, int c, const float **rms_final,
-		    const float **wcls_rows);
 	void (*close)(struct llm_src *s);
 };
 
@@ -192,11 +198,14 @@ struct llm_src {
 	struct llm_config cfg;
 	struct llm_layout lay;
 	struct llm_src_stats st;
-	int n_groups, head_rows, n_head_chunks;
+	int n_groups;
 };
 
-/* Tensors of group g (LLM_T_COUNT where fewer than two). */
-void llm_group_tensors(enum llm_format fmt, int g, int t[2]);
+/* Norm vector (-1 if none) and matrix tensor of group g of a layer (the
+ * classifier group is rms_final and wcls, located by llm_layout). */
+void llm_group_tensors(enum llm_format fmt, int g, int *vec, int *mat);
+/* Rows and columns of a matrix tensor. */
+void llm_tensor_shape(const struct llm_config *c, int t, int *rows, int *cols);
 
 /* The whole checkpoint at base (RAM, mmap, mapped pool region).  release()
  * is called on close, with cookie, to give the memory back; may be NULL. */
@@ -206,9 +215,12 @@ int llm_weights_from_pointer(const void *base, size_t len,
 int llm_weights_local(const char *path, struct llm_src **out, char *err, size_t errlen);
 int llm_weights_mmap(const char *path, struct llm_src **out, char *err, size_t errlen);
 /* Streams through f (taken over: closed with the source) within budget bytes
- * of local memory for staging buffers, pinned layers and the expert cache;
+ * of local memory for staging buffers, pinned weights and the expert cache,
+ * moving matrices in parts of at most chunk bytes (0: LLM_STREAM_CHUNK, or
+ * the largest layer matrix if smaller);
  * -ENOBUFS when the budget is below what streaming this model needs. */
-int llm_weights_stream(struct llm_fetcher *f, uint64_t budget,
+#define LLM_STREAM_CHUNK (8u << 20)
+int llm_weights_stream(struct llm_fetcher *f, uint64_t budget, uint64_t chunk,
 		       struct llm_src **out, char *err, size_t errlen);
 void llm_src_close(struct llm_src *s);
 

@@ -352,13 +352,13 @@ static void llm_attention(struct llm_engine *e, int l, int pos)
 	}
 }
 
-static int llm_moe_ffn(struct llm_engine *e, int l, const float *router)
+/* The expert block, once e->rl holds the router logits for e->xb. */
+static int llm_moe_ffn(struct llm_engine *e, int l)
 {
 	const struct llm_config *c = &e->c;
 	int ids[LLM_MAX_EXPERTS], rc;
 	float wt[LLM_MAX_EXPERTS];
 
-	llm_matmul(e->rl, e->xb, router, c->dim, c->n_experts);
 	llm_route(e, l, ids, wt);
 	rc = e->src->ops->experts(e->src, l, ids, c->top_k, e->ew);
 	if (rc)
@@ -377,12 +377,36 @@ static int llm_moe_ffn(struct llm_engine *e, int l, const float *router)
 	return 0;
 }
 
+/*
+ * out[0..d) = M x for the matrix M of group g of layer l, part by part; on
+ * part 0, first nout = rmsnorm(nin) with the group's norm vector (x may be
+ * nout).  Row results do not depend on how the rows are split.
+ */
+static int llm_gmm(struct llm_engine *e, int l, int g, float *nout, const float *nin,
+		   float *out, const float *x, int n, int d)
+{
+	struct llm_src *s = e->src;
+	struct llm_part pt;
+	int next = 0, rc;
+
+	for (int p = 0; next < d; p++) {
+		if ((rc = s->ops->part(s, l, g, p, &pt)))
+			return rc;
+		if (pt.r0 != next || pt.r1 <= pt.r0 || pt.r1 > d || (p == 0 && nout && !pt.vec))
+			return -EIO; /* a source handing out a malformed part */
+		if (p == 0 && nout)
+			llm_rmsnorm(nout, nin, pt.vec, e->c.dim);
+		llm_mm(e, out + pt.r0, x, pt.mat, n, pt.r1 - pt.r0);
+		next = pt.r1;
+	}
+	return 0;
+}
+
 int llm_forward(struct llm_engine *e, int token, int pos, float **logits)
 {
 	const struct llm_config *c = &e->c;
 	struct llm_src *s = e->src;
-	struct llm_layer_w w;
-	int rc;
+	int D = c->dim, H = c->hidden, rc;
 
 	if (token < 0 || token >= c->vocab || pos < 0 || pos >= e->cache_len)
 		return -EINVAL;
@@ -393,56 +417,35 @@ int llm_forward(struct llm_engine *e, int token, int pos, float **logits)
 		size_t off = ((size_t)l * (size_t)e->cache_len + (size_t)pos) * (size_t)c->kv_dim;
 		float *k = e->key_cache + off, *v = e->value_cache + off;
 
-		memset(&w, 0, sizeof(w));
-		if ((rc = s->ops->group(s, l, 0, &w)))
+		if ((rc = llm_gmm(e, l, 0, e->xb, e->x, e->q, e->xb, D, D)) ||
+		    (rc = llm_gmm(e, l, 1, NULL, NULL, k, e->xb, D, c->kv_dim)) ||
+		    (rc = llm_gmm(e, l, 2, NULL, NULL, v, e->xb, D, c->kv_dim)))
 			return rc;
-		llm_rmsnorm(e->xb, e->x, w.t[LLM_T_RMS_ATT], c->dim);
-		llm_mm(e, e->q, e->xb, w.t[LLM_T_WQ], c->dim, c->dim);
-		if ((rc = s->ops->group(s, l, 1, &w)))
-			return rc;
-		llm_mm(e, k, e->xb, w.t[LLM_T_WK], c->dim, c->kv_dim);
-		if ((rc = s->ops->group(s, l, 2, &w)))
-			return rc;
-		llm_mm(e, v, e->xb, w.t[LLM_T_WV], c->dim, c->kv_dim);
 		llm_rope(c, e->q, k, pos);
 		llm_attention(e, l, pos);
-		if ((rc = s->ops->group(s, l, 3, &w)))
+		if ((rc = llm_gmm(e, l, 3, NULL, NULL, e->xb2, e->xb, D, D)))
 			return rc;
-		llm_mm(e, e->xb2, e->xb, w.t[LLM_T_WO], c->dim, c->dim);
-		for (int i = 0; i < c->dim; i++)
+		for (int i = 0; i < D; i++)
 			e->x[i] += e->xb2[i];
-		if ((rc = s->ops->group(s, l, 4, &w)))
-			return rc;
-		llm_rmsnorm(e->xb, e->x, w.t[LLM_T_RMS_FFN], c->dim);
 		if (c->n_experts) {
-			if ((rc = llm_moe_ffn(e, l, w.t[LLM_T_ROUTER])))
+			if ((rc = llm_gmm(e, l, 4, e->xb, e->x, e->rl, e->xb, D, c->n_experts)) ||
+			    (rc = llm_moe_ffn(e, l)))
 				return rc;
 			continue;
 		}
-		llm_mm(e, e->hb, e->xb, w.t[LLM_T_W1], c->dim, c->hidden);
-		if ((rc = s->ops->group(s, l, 5, &w)))
+		if ((rc = llm_gmm(e, l, 4, e->xb, e->x, e->hb, e->xb, D, H)) ||
+		    (rc = llm_gmm(e, l, 5, NULL, NULL, e->hb2, e->xb, D, H)))
 			return rc;
-		llm_mm(e, e->hb2, e->xb, w.t[LLM_T_W3], c->dim, c->hidden);
-		llm_swiglu(e->hb, e->hb2, c->hidden);
-		if ((rc = s->ops->group(s, l, 6, &w)))
+		llm_swiglu(e->hb, e->hb2, H);
+		if ((rc = llm_gmm(e, l, 6, NULL, NULL, e->xb, e->hb, H, D)))
 			return rc;
-		llm_mm(e, e->xb, e->hb, w.t[LLM_T_W2], c->hidden, c->dim);
-		for (int i = 0; i < c->dim; i++)
+		for (int i = 0; i < D; i++)
 			e->x[i] += e->xb[i];
 	}
 	if (c->n_experts)
 		e->have_prev = 1;
-	for (int ch = 0; ch < s->n_head_chunks; ch++) {
-		const float *rms_final = NULL, *wcls;
-		int r0 = ch * s->head_rows;
-		int r1 = r0 + s->head_rows > c->vocab ? c->vocab : r0 + s->head_rows;
-
-		if ((rc = s->ops->head(s, ch, &rms_final, &wcls)))
-			return rc;
-		if (ch == 0)
-			llm_rmsnorm(e->x, e->x, rms_final, c->dim);
-		llm_mm(e, e->logits + r0, e->x, wcls, c->dim, r1 - r0);
-	}
+	if ((rc = llm_gmm(e, c->n_layers, 0, e->x, e->x, e->logits, e->x, D, c->vocab)))
+		return rc;
 	*logits = e->logits;
 	return 0;
 }

@@ -26,7 +26,7 @@ struct llm_opts {
 	const char *model;
 	int steps, threads, fetch_threads, print_ids, stats_json, quiet;
 	float temperature;
-	uint64_t seed, local_mem;
+	uint64_t seed, local_mem, chunk;
 	int weights, from_pool, have_local_mem;
 	struct llm_router router;
 };
@@ -44,6 +44,7 @@ static void llm_usage(FILE *f)
 		"  --local-mem SIZE      stream: local budget for staging, pinned weights and the\n"
 		"                        expert cache, e.g. 512M (default: the whole model)\n"
 		"  --stream-from SRC     stream: file | pool (default file)\n"
+		"  --stream-chunk SIZE   stream: largest piece a matrix is moved in (default 8M)\n"
 		"  --fetch-threads N     stream from file: reader threads (default 2)\n"
 		"  --threads N           matmul threads (default 1)\n"
 		"  --router MODE         MoE: model | uniform | zipf[:S] (default model; S default 1.1)\n"
@@ -191,6 +192,11 @@ static int llm_parse_args(int argc, char **argv, struct llm_opts *o)
 				return -EINVAL;
 			}
 			o->have_local_mem = 1;
+		} else if (!strcmp(name, "--stream-chunk")) {
+			if (llm_parse_size(v, &o->chunk) || o->chunk < 64) {
+				fprintf(stderr, "ethermem-llm: --stream-chunk wants a size of at least 64 bytes, got '%s'\n", v);
+				return -EINVAL;
+			}
 		} else if (!strcmp(name, "--stream-from")) {
 			if (strcmp(v, "file") && strcmp(v, "pool")) {
 				fprintf(stderr, "ethermem-llm: --stream-from wants file or pool, got '%s'\n", v);
@@ -216,8 +222,8 @@ static int llm_parse_args(int argc, char **argv, struct llm_opts *o)
 		fprintf(stderr, "ethermem-llm: --model FILE is required (see --help)\n");
 		return -EINVAL;
 	}
-	if (o->weights != LLM_W_STREAM && (o->have_local_mem || o->from_pool)) {
-		fprintf(stderr, "ethermem-llm: --local-mem and --stream-from apply to --weights stream only\n");
+	if (o->weights != LLM_W_STREAM && (o->have_local_mem || o->from_pool || o->chunk)) {
+		fprintf(stderr, "ethermem-llm: --local-mem, --stream-chunk and --stream-from apply to --weights stream only\n");
 		return -EINVAL;
 	}
 	return 0;
@@ -333,7 +339,7 @@ static int llm_open_source(const struct llm_opts *o, struct llm_src **src,
 			return rc;
 		}
 		return llm_weights_stream(&f, o->have_local_mem ? o->local_mem : f.size,
-					  src, err, errlen);
+					  o->chunk, src, err, errlen);
 	}
 }
 

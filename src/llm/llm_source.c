@@ -8,9 +8,10 @@
  *
  * The streaming source does that deciding itself, within an explicit local
  * budget, as offloading engines (FlexGen, ZeRO-Inference) do:
- *  - the model is cut into units, each a group of one or two tensors of a
- *    layer or a row chunk of the classifier, in the order the forward pass
- *    uses them;
+ *  - the model is cut into units of a few MiB, slices of whole rows of a
+ *    matrix (with the norm vector used just before it), in the order the
+ *    forward pass uses them; small units keep the staging buffers a small
+ *    share of the budget, so nearly all of it holds weights;
  *  - units that fit the budget are pinned (loaded once at open), spread evenly
  *    over the sequence so that prefetching always has a streamed unit to work
  *    on; the others cycle through two staging buffers, the next one fetched
@@ -32,23 +33,32 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-void llm_group_tensors(enum llm_format fmt, int g, int t[2])
+void llm_group_tensors(enum llm_format fmt, int g, int *vec, int *mat)
 {
 	static const int dense[LLM_GROUPS_DENSE][2] = {
-		{ LLM_T_RMS_ATT, LLM_T_WQ }, { LLM_T_WK, LLM_T_COUNT },
-		{ LLM_T_WV, LLM_T_COUNT },    { LLM_T_WO, LLM_T_COUNT },
-		{ LLM_T_RMS_FFN, LLM_T_W1 }, { LLM_T_W3, LLM_T_COUNT },
-		{ LLM_T_W2, LLM_T_COUNT },
+		{ LLM_T_RMS_ATT, LLM_T_WQ }, { -1, LLM_T_WK }, { -1, LLM_T_WV },
+		{ -1, LLM_T_WO }, { LLM_T_RMS_FFN, LLM_T_W1 }, { -1, LLM_T_W3 },
+		{ -1, LLM_T_W2 },
 	};
 	static const int moe[LLM_GROUPS_MOE][2] = {
-		{ LLM_T_RMS_ATT, LLM_T_WQ }, { LLM_T_WK, LLM_T_COUNT },
-		{ LLM_T_WV, LLM_T_COUNT },    { LLM_T_WO, LLM_T_COUNT },
-		{ LLM_T_RMS_FFN, LLM_T_ROUTER },
+		{ LLM_T_RMS_ATT, LLM_T_WQ }, { -1, LLM_T_WK }, { -1, LLM_T_WV },
+		{ -1, LLM_T_WO }, { LLM_T_RMS_FFN, LLM_T_ROUTER },
 	};
 	const int *p = fmt == LLM_FMT_MOE ? moe[g] : dense[g];
 
-	t[0] = p[0];
-	t[1] = p[1];
+	*vec = p[0];
+	*mat = p[1];
+}
+
+void llm_tensor_shape(const struct llm_config *c, int t, int *rows, int *cols)
+{
+	*cols = t == LLM_T_W2 ? c->hidden : c->dim;
+	switch (t) {
+	case LLM_T_WK: case LLM_T_WV: *rows = c->kv_dim; break;
+	case LLM_T_W1: case LLM_T_W3: *rows = c->hidden; break;
+	case LLM_T_ROUTER: *rows = c->n_experts; break;
+	default: *rows = c->dim; break;
+	}
 }
 
 static uint64_t llm_toff(const struct llm_layout *lay, int l, int t)
@@ -82,9 +92,61 @@ static int llm_src_init(struct llm_src *s, const void *hdr, size_t hdr_len,
 	if (rc)
 		return rc;
 	s->n_groups = s->lay.fmt == LLM_FMT_MOE ? LLM_GROUPS_MOE : LLM_GROUPS_DENSE;
-	s->head_rows = s->cfg.vocab;
-	s->n_head_chunks = 1;
 	return 0;
+}
+
+/* Where group g of layer l (or the classifier, l == n_layers) lives. */
+struct llm_geom {
+	uint64_t voff, vlen; /* norm vector; vlen 0 if none */
+	uint64_t moff;       /* matrix */
+	int rows, cols;
+};
+
+static void llm_geom(const struct llm_src *s, int l, int g, struct llm_geom *o)
+{
+	int vt, mt;
+
+	if (l == s->cfg.n_layers) {
+		o->voff = s->lay.rms_final;
+		o->vlen = (uint64_t)s->cfg.dim * sizeof(float);
+		o->moff = s->lay.wcls;
+		o->rows = s->cfg.vocab;
+		o->cols = s->cfg.dim;
+		return;
+	}
+	llm_group_tensors(s->lay.fmt, g, &vt, &mt);
+	o->voff = vt < 0 ? 0 : llm_toff(&s->lay, l, vt);
+	o->vlen = vt < 0 ? 0 : s->lay.t_size[vt];
+	o->moff = llm_toff(&s->lay, l, mt);
+	llm_tensor_shape(&s->cfg, mt, &o->rows, &o->cols);
+}
+
+/* Bytes of one matrix row (int8: values plus their share of scales). */
+static uint64_t llm_row_bytes(const struct llm_config *c, int cols)
+{
+	uint64_t gs = (uint64_t)c->group_size;
+
+	return gs ? (uint64_t)cols + (uint64_t)cols / gs * 4 : (uint64_t)cols * 4;
+}
+
+/* File ranges holding rows [r0, r1) of a matrix at moff, in the order they
+ * sit in memory: fp32 rows, or int8 rows then their scales.  Returns the
+ * number of ranges (1 or 2). */
+static int llm_row_ranges(const struct llm_config *c, const struct llm_geom *g,
+			  int r0, int r1, uint64_t *off, uint64_t *len)
+{
+	uint64_t gs = (uint64_t)c->group_size, C = (uint64_t)g->cols, n = (uint64_t)(r1 - r0);
+
+	if (!gs) {
+		off[0] = g->moff + (uint64_t)r0 * C * 4;
+		len[0] = n * C * 4;
+		return 1;
+	}
+	off[0] = g->moff + (uint64_t)r0 * C;
+	len[0] = n * C;
+	off[1] = g->moff + (uint64_t)g->rows * C + (uint64_t)r0 * C / gs * 4;
+	len[1] = n * C / gs * 4;
+	return 2;
 }
 
 /* ---- pointer sources ---------------------------------------------------- */
@@ -120,15 +182,18 @@ static int llm_p_embed(struct llm_src *s, int token, float *out)
 	return 0;
 }
 
-static int llm_p_group(struct llm_src *s, int l, int g, struct llm_layer_w *w)
+static int llm_p_part(struct llm_src *s, int l, int g, int p, struct llm_part *out)
 {
-	struct llm_psrc *p = (struct llm_psrc *)s;
-	int t[2];
+	struct llm_psrc *ps = (struct llm_psrc *)s;
+	struct llm_geom ge;
 
-	llm_group_tensors(s->lay.fmt, g, t);
-	for (int i = 0; i < 2; i++)
-		if (t[i] != LLM_T_COUNT)
-			w->t[t[i]] = (const float *)(p->base + llm_toff(&s->lay, l, t[i]));
+	if (p != 0)
+		return -EINVAL;
+	llm_geom(s, l, g, &ge);
+	out->vec = ge.vlen ? (const float *)(const void *)(ps->base + ge.voff) : NULL;
+	out->mat = ps->base + ge.moff;
+	out->r0 = 0;
+	out->r1 = ge.rows;
 	return 0;
 }
 
@@ -139,17 +204,6 @@ static int llm_p_experts(struct llm_src *s, int l, const int *ids, int k,
 
 	for (int j = 0; j < k; j++)
 		llm_expert_ptrs(&s->cfg, p->base + llm_eoff(&s->lay, l, ids[j]), &w[j]);
-	return 0;
-}
-
-static int llm_p_head(struct llm_src *s, int c, const float **rms_final,
-		      const float **wcls)
-{
-	struct llm_psrc *p = (struct llm_psrc *)s;
-
-	*rms_final = (const float *)(p->base + s->lay.rms_final);
-	*wcls = (const float *)(p->base + s->lay.wcls) +
-		(size_t)c * (size_t)s->head_rows * (size_t)s->cfg.dim;
 	return 0;
 }
 
@@ -165,9 +219,8 @@ static void llm_p_close(struct llm_src *s)
 
 static const struct llm_src_ops llm_psrc_ops = {
 	.embed = llm_p_embed,
-	.group = llm_p_group,
+	.part = llm_p_part,
 	.experts = llm_p_experts,
-	.head = llm_p_head,
 	.close = llm_p_close,
 };
 
@@ -315,12 +368,14 @@ void llm_src_close(struct llm_src *s)
 
 #define LLM_STAGING 2
 
-/* One streamed or pinned unit: up to three file ranges placed back to back
- * (a classifier chunk of an int8 model: rms_final, values, scales). */
+/* One streamed or pinned unit, a part of a group: up to three file ranges
+ * placed back to back (norm vector, int8 rows, their scales). */
 #define LLM_UNIT_RANGES 3
 struct llm_unit {
 	uint64_t off[LLM_UNIT_RANGES], len[LLM_UNIT_RANGES];
 	int nr;
+	int r0, r1;         /* matrix rows held */
+	uint64_t vlen;      /* bytes of norm vector ahead of the rows */
 	uint64_t bytes;
 	unsigned char *pin; /* resident copy, or NULL if streamed */
 	int next;           /* next streamed unit after this one, cyclically */
@@ -344,8 +399,14 @@ struct llm_ssrc {
 	struct llm_src s;
 	struct llm_fetcher f;
 	uint64_t next_tag;
+	uint64_t chunk;
 	int n_units;
 	struct llm_unit *units;
+	/* Group g of layer l has parts[g] units starting at unit
+	 * l * per_layer + first[g]; the classifier (g = n_groups) starts at
+	 * n_layers * per_layer. */
+	int parts[LLM_GROUPS_DENSE + 1], first[LLM_GROUPS_DENSE + 1];
+	int per_layer, part_rows[LLM_GROUPS_DENSE + 1];
 	unsigned char *pin_arena, *stage_arena, *cache_arena;
 	struct llm_stage stage[LLM_STAGING];
 	struct llm_slot *slots;
@@ -465,35 +526,32 @@ static int llm_s_unit(struct llm_ssrc *ss, int u, const unsigned char **mem)
 	return 0;
 }
 
-static int llm_s_group(struct llm_src *s, int l, int g, struct llm_layer_w *w)
+static int llm_s_unit_of(const struct llm_ssrc *ss, int l, int g, int p)
 {
-	struct llm_ssrc *ss = (struct llm_ssrc *)s;
-	const unsigned char *mem;
-	int t[2], rc = llm_s_unit(ss, l * s->n_groups + g, &mem);
-
-	if (rc)
-		return rc;
-	llm_group_tensors(s->lay.fmt, g, t);
-	w->t[t[0]] = (const float *)mem;
-	if (t[1] != LLM_T_COUNT)
-		w->t[t[1]] = (const float *)(mem + s->lay.t_size[t[0]]);
-	return 0;
+	if (l == ss->s.cfg.n_layers)
+		return l * ss->per_layer + p;
+	return l * ss->per_layer + ss->first[g] + p;
 }
 
-static int llm_s_head(struct llm_src *s, int c, const float **rms_final,
-		      const float **wcls)
+static int llm_s_part(struct llm_src *s, int l, int g, int p, struct llm_part *out)
 {
 	struct llm_ssrc *ss = (struct llm_ssrc *)s;
+	int gi = l == s->cfg.n_layers ? s->n_groups : g;
 	const unsigned char *mem;
-	int rc = llm_s_unit(ss, s->cfg.n_layers * s->n_groups + c, &mem);
+	struct llm_unit *un;
+	int u, rc;
 
+	if (p < 0 || p >= ss->parts[gi])
+		return -EINVAL;
+	u = llm_s_unit_of(ss, l, g, p);
+	rc = llm_s_unit(ss, u, &mem);
 	if (rc)
 		return rc;
-	if (c == 0) {
-		*rms_final = (const float *)mem;
-		mem += (size_t)s->cfg.dim * sizeof(float);
-	}
-	*wcls = (const float *)mem;
+	un = &ss->units[u];
+	out->vec = un->vlen ? (const float *)(const void *)mem : NULL;
+	out->mat = mem + un->vlen;
+	out->r0 = un->r0;
+	out->r1 = un->r1;
 	return 0;
 }
 
@@ -501,16 +559,13 @@ static int llm_s_embed(struct llm_src *s, int token, float *out)
 {
 	struct llm_ssrc *ss = (struct llm_ssrc *)s;
 	size_t row = (size_t)s->cfg.dim * sizeof(float);
-	int c = token / s->head_rows, rc;
-	struct llm_unit *un = &ss->units[s->cfg.n_layers * s->n_groups + c];
+	int c = token / ss->part_rows[s->n_groups], rc;
+	struct llm_unit *un = &ss->units[llm_s_unit_of(ss, s->cfg.n_layers, 0, c)];
 
 	if (s->cfg.shared_cls && un->pin) {
-		/* The row sits in a pinned classifier chunk (after rms_final in
-		 * chunk 0), whose rows are laid out like a whole table. */
-		int r0 = c * s->head_rows;
-		int r1 = r0 + s->head_rows > s->cfg.vocab ? s->cfg.vocab : r0 + s->head_rows;
-
-		llm_emb_row(&s->cfg, un->pin + (c == 0 ? row : 0), r1 - r0, token - r0, out);
+		/* The row sits in a pinned classifier part, whose rows are
+		 * laid out like a whole table. */
+		llm_emb_row(&s->cfg, un->pin + un->vlen, un->r1 - un->r0, token - un->r0, out);
 		return 0;
 	}
 	if (!s->cfg.group_size) {
@@ -651,9 +706,8 @@ static void llm_s_close(struct llm_src *s)
 
 static const struct llm_src_ops llm_ssrc_ops = {
 	.embed = llm_s_embed,
-	.group = llm_s_group,
+	.part = llm_s_part,
 	.experts = llm_s_experts,
-	.head = llm_s_head,
 	.close = llm_s_close,
 };
 
@@ -662,67 +716,77 @@ static uint64_t llm_round64(uint64_t v)
 	return (v + 63) & ~(uint64_t)63;
 }
 
-/* Cut the model into units in forward order. */
+/* Cut the model into units in forward order: every group of every layer,
+ * then the classifier, each in parts of whole rows of at most ss->chunk
+ * bytes (at least one row). */
 static int llm_s_units(struct llm_ssrc *ss)
 {
+	uint64_t biggest = 0;
 	struct llm_src *s = &ss->s;
-	uint64_t row = (uint64_t)s->cfg.dim * sizeof(float), biggest = 0;
-	uint64_t gs = (uint64_t)s->cfg.group_size;
 	int G = s->n_groups, L = s->cfg.n_layers, u = 0;
 
-	for (int t = 0; t < LLM_T_COUNT; t++)
-		if (s->lay.t_size[t] > biggest)
-			biggest = s->lay.t_size[t];
-	/* Classifier chunks no bigger than the biggest layer tensor, so the
-	 * staging buffers are sized by the layers, not by a 32000-row vocab. */
-	s->head_rows = (int)(biggest / row);
-	if (s->head_rows < 1)
-		s->head_rows = 1;
-	if (s->head_rows > s->cfg.vocab)
-		s->head_rows = s->cfg.vocab;
-	s->n_head_chunks = (s->cfg.vocab + s->head_rows - 1) / s->head_rows;
-	ss->n_units = L * G + s->n_head_chunks;
+	if (!ss->chunk) {
+		/* Default: 8 MiB, or the largest layer matrix if smaller, so a
+		 * small model's classifier is cut like its layers. */
+		ss->chunk = LLM_STREAM_CHUNK;
+		for (int g = 0; g < G; g++) {
+			struct llm_geom ge;
+			uint64_t b;
+
+			llm_geom(s, 0, g, &ge);
+			b = (uint64_t)ge.rows * llm_row_bytes(&s->cfg, ge.cols);
+			if (g == 0 || b > biggest)
+				biggest = b;
+		}
+		if (biggest < ss->chunk)
+			ss->chunk = biggest;
+	}
+	for (int g = 0; g <= G; g++) {
+		struct llm_geom ge;
+		uint64_t rows;
+
+		llm_geom(s, g == G ? L : 0, g == G ? 0 : g, &ge);
+		rows = ss->chunk / llm_row_bytes(&s->cfg, ge.cols);
+		if (rows < 1)
+			rows = 1;
+		if (rows > (uint64_t)ge.rows)
+			rows = (uint64_t)ge.rows;
+		ss->part_rows[g] = (int)rows;
+		ss->parts[g] = (int)(((uint64_t)ge.rows + rows - 1) / rows);
+		ss->first[g] = g ? ss->first[g - 1] + ss->parts[g - 1] : 0;
+	}
+	ss->per_layer = ss->first[G];
+	if ((uint64_t)L * (uint64_t)ss->per_layer + (uint64_t)ss->parts[G] > (1u << 30))
+		return -E2BIG;
+	ss->n_units = L * ss->per_layer + ss->parts[G];
 	ss->units = calloc((size_t)ss->n_units, sizeof(*ss->units));
 	if (!ss->units)
 		return -ENOMEM;
-	for (int l = 0; l < L; l++) {
-		for (int g = 0; g < G; g++, u++) {
-			int t[2];
+	for (int l = 0; l <= L; l++) {
+		for (int g = 0; g < (l == L ? 1 : G); g++) {
+			int gi = l == L ? G : g;
+			struct llm_geom ge;
 
-			llm_group_tensors(s->lay.fmt, g, t);
-			for (int i = 0; i < 2 && t[i] != LLM_T_COUNT; i++) {
-				ss->units[u].off[i] = llm_toff(&s->lay, l, t[i]);
-				ss->units[u].len[i] = s->lay.t_size[t[i]];
-				ss->units[u].nr++;
+			llm_geom(s, l, g, &ge);
+			for (int p = 0; p < ss->parts[gi]; p++, u++) {
+				struct llm_unit *un = &ss->units[u];
+				int r0 = p * ss->part_rows[gi];
+				int r1 = r0 + ss->part_rows[gi] > ge.rows ? ge.rows : r0 + ss->part_rows[gi];
+
+				if (p == 0 && ge.vlen) {
+					un->off[0] = ge.voff;
+					un->len[0] = un->vlen = ge.vlen;
+					un->nr = 1;
+				}
+				un->nr += llm_row_ranges(&s->cfg, &ge, r0, r1, un->off + un->nr,
+							 un->len + un->nr);
+				un->r0 = r0;
+				un->r1 = r1;
+				for (int i = 0; i < un->nr; i++)
+					un->bytes += un->len[i];
 			}
 		}
 	}
-	for (int c = 0; c < s->n_head_chunks; c++, u++) {
-		int r0 = c * s->head_rows;
-		int r1 = r0 + s->head_rows > s->cfg.vocab ? s->cfg.vocab : r0 + s->head_rows;
-		struct llm_unit *un = &ss->units[u];
-
-		if (c == 0) {
-			un->off[un->nr] = s->lay.rms_final;
-			un->len[un->nr++] = row;
-		}
-		if (!gs) {
-			un->off[un->nr] = s->lay.wcls + (uint64_t)r0 * row;
-			un->len[un->nr++] = (uint64_t)(r1 - r0) * row;
-		} else {
-			/* Values then scales of rows [r0, r1): the same "values
-			 * directly followed by scales" shape as a whole matrix. */
-			uint64_t D = (uint64_t)s->cfg.dim, V = (uint64_t)s->cfg.vocab;
-
-			un->off[un->nr] = s->lay.wcls + (uint64_t)r0 * D;
-			un->len[un->nr++] = (uint64_t)(r1 - r0) * D;
-			un->off[un->nr] = s->lay.wcls + V * D + (uint64_t)r0 * D / gs * 4;
-			un->len[un->nr++] = (uint64_t)(r1 - r0) * D / gs * 4;
-		}
-	}
-	for (u = 0; u < ss->n_units; u++)
-		for (int i = 0; i < ss->units[u].nr; i++)
-			ss->units[u].bytes += ss->units[u].len[i];
 	return 0;
 }
 
@@ -854,7 +918,7 @@ static int llm_s_plan(struct llm_ssrc *ss, uint64_t budget, char *err, size_t er
 	return 0;
 }
 
-int llm_weights_stream(struct llm_fetcher *f, uint64_t budget,
+int llm_weights_stream(struct llm_fetcher *f, uint64_t budget, uint64_t chunk,
 		       struct llm_src **out, char *err, size_t errlen)
 {
 	struct llm_ssrc *ss = calloc(1, sizeof(*ss));
@@ -868,6 +932,7 @@ int llm_weights_stream(struct llm_fetcher *f, uint64_t budget,
 	}
 	ss->f = *f;
 	ss->s.ops = &llm_ssrc_ops;
+	ss->chunk = chunk;
 	memset(hdr, 0, sizeof(hdr));
 	rc = hl ? llm_s_fetch_sync(ss, 0, hdr, hl) : 0;
 	if (rc) {
@@ -881,8 +946,9 @@ int llm_weights_stream(struct llm_fetcher *f, uint64_t budget,
 	if (!rc)
 		rc = llm_s_plan(ss, budget, err, errlen);
 	if (rc) {
-		if (rc == -ENOMEM)
-			snprintf(err, errlen, "out of memory planning the stream buffers");
+		if (rc == -ENOMEM || rc == -E2BIG)
+			snprintf(err, errlen, "%s planning the stream buffers",
+				 rc == -E2BIG ? "too many parts (raise --stream-chunk)" : "out of memory");
 		goto fail;
 	}
 	ss->row = malloc((size_t)ss->s.cfg.dim * sizeof(float));

@@ -26,7 +26,8 @@ same() {
 		echo "FAIL: $m local $*"; fail=1; return; }
 	[ -n "$ref" ] || { echo "FAIL: $m local printed no ids"; fail=1; return; }
 	for v in "mmap" "stream" "stream --local-mem $tight" \
-		 "stream --local-mem $tight --fetch-threads 1" "local --threads 2"; do
+		 "stream --local-mem $tight --fetch-threads 1" \
+		 "stream --local-mem $tight --stream-chunk 7K" "local --threads 2"; do
 		# shellcheck disable=SC2086
 		got=$("$LLM" --model "$T/$m" --steps 48 --print-ids --quiet --weights $v "$@") || {
 			echo "FAIL: $m --weights $v $* exited non-zero"; fail=1; continue; }
@@ -60,9 +61,11 @@ same moe.bin 1300K --temperature 1.0 --seed 3 --router zipf
 # expert caches from k slots to every expert.
 ref=$("$LLM" --model "$T/dense.bin" --steps 24 --print-ids --quiet --temperature 0)
 for lm in 400K 700K 1M 1500K 2M 3M 4M; do
-	got=$("$LLM" --model "$T/dense.bin" --steps 24 --print-ids --quiet --temperature 0 \
-		--weights stream --local-mem $lm) && [ "$got" = "$ref" ] || {
-		echo "FAIL: dense.bin stream --local-mem $lm"; fail=1; }
+	for ch in 3K 64K; do
+		got=$("$LLM" --model "$T/dense.bin" --steps 24 --print-ids --quiet --temperature 0 \
+			--weights stream --local-mem $lm --stream-chunk $ch) && [ "$got" = "$ref" ] || {
+			echo "FAIL: dense.bin stream --local-mem $lm --stream-chunk $ch"; fail=1; }
+	done
 done
 ref=$("$LLM" --model "$T/moe.bin" --steps 24 --print-ids --quiet --temperature 0 --router zipf)
 for lm in 1000K 1300K 2M 3M 5M 8M 12M; do

@@ -30,7 +30,7 @@ case "$ref" in
    echo "  want: $want ..."; fail=1 ;;
 esac
 for v in "mmap" "stream" "stream --local-mem 200K" "stream --local-mem 120K --fetch-threads 1" \
-	 "local --threads 2"; do
+	 "stream --local-mem 100K --stream-chunk 3K" "local --threads 2"; do
 	# shellcheck disable=SC2086
 	got=$("$LLM" --model "$T/q8.bin" --steps 64 --temperature 0 --print-ids --quiet --weights $v)
 	[ "$got" = "$ref" ] || { echo "FAIL: --weights $v differs from local"; fail=1; }

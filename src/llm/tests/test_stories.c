@@ -90,9 +90,10 @@ int main(int argc, char **argv)
 			late = 1;
 		}
 	}
-	/* 256 KiB of a 1 MiB model: most units stream. */
+	/* 256 KiB of a 1 MiB model in 5 KiB parts: most parts stream, and
+	 * every matrix is split. */
 	if (llm_fetcher_file_open(argv[1], 1, &f) ||
-	    llm_weights_stream(&f, 256 << 10, &src, err, sizeof(err))) {
+	    llm_weights_stream(&f, 256 << 10, 5 << 10, &src, err, sizeof(err))) {
 		printf("FAIL: stream open: %s\n", err);
 		return 1;
 	}
