@@ -164,6 +164,12 @@ int llm_engine_create(struct llm_src *src, int max_steps,
 	if (!e->x || !e->xb || !e->xb2 || !e->hb || !e->hb2 || !e->q || !e->att ||
 	    !e->logits || !e->key_cache || !e->value_cache)
 		goto nomem;
+	/* Fault the KV cache in now, so that faults per token measure the
+	 * weights' backing store and not the cache growing. */
+	for (size_t i = 0; i < kv; i += 1024) {
+		((volatile float *)e->key_cache)[i] = 0.0f;
+		((volatile float *)e->value_cache)[i] = 0.0f;
+	}
 	if (c->group_size) {
 		size_t m = (size_t)(c->hidden > c->dim ? c->hidden : c->dim);
 
