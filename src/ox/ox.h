@@ -279,6 +279,11 @@ void ox_link_close(struct ox_link *l);
 /* AF_PACKET with TPACKET_V2 mmap rings on ifname; ethertype 0 = 0xAAAA. */
 int ox_link_packet_open(const char *ifname, uint16_t ethertype, struct ox_link **out);
 
+/* AF_XDP (generic/copy mode) on queue 0 of ifname, for comparison with
+ * AF_PACKET; -ENOSYS when built without libxdp.  MTU at most 3824 (one
+ * 4 KiB UMEM chunk per frame), and the interface is ours alone. */
+int ox_link_xdp_open(const char *ifname, uint16_t ethertype, struct ox_link **out);
+
 /* In-memory hub for tests: frames go to the port whose MAC matches. */
 struct ox_hub;
 int ox_hub_create(struct ox_hub **out);

@@ -3,9 +3,10 @@
 # namespaces over one veth pair (MTU 9000): the raw AF_PACKET ping-pong
 # baseline (64-byte request, SIZE-byte reply) and an OmniXtend Get of SIZE
 # bytes, each busy-polling and blocking, plus 1 MiB read bandwidth.
-# Usage: netns_lat.sh [build/ox-selftest] [SIZE] [COUNT].  Not a ctest: it
-# measures, it does not judge.  Names carry our PID; a trap cleans up.
-BIN=${1:-./ox-selftest}; SIZE=${2:-4096}; COUNT=${3:-3000}
+# Usage: netns_lat.sh [build/ox-selftest] [SIZE] [COUNT] [MTU] [--xdp].
+# Not a ctest: it measures, it does not judge.  Names carry our PID; a trap
+# cleans up.  AF_XDP frames fit 4 KiB chunks: compare both at MTU 3800.
+BIN=${1:-./ox-selftest}; SIZE=${2:-4096}; COUNT=${3:-3000}; MTU=${4:-9000}; XDP=$5
 [ "$(id -u)" = 0 ] || { echo "skip: not root"; exit 77; }
 P=$$; A=oxla$P; B=oxlb$P
 PIDS=""
@@ -19,9 +20,10 @@ ip netns add $A || exit 77
 ip netns add $B || exit 1
 ip -n $A link add oxva$P type veth peer name oxvb$P
 ip -n $A link set oxvb$P netns $B
-ip -n $A link set oxva$P address 02:0b:00:00:00:01 mtu 9000 up
-ip -n $B link set oxvb$P address 02:0b:00:00:00:02 mtu 9000 up
+ip -n $A link set oxva$P address 02:0b:00:00:00:01 mtu $MTU up
+ip -n $B link set oxvb$P address 02:0b:00:00:00:02 mtu $MTU up
 for blk in "" --block; do
+	blk="$blk $XDP"
 	ip netns exec $A "$BIN" --echo oxva$P --time 30 $blk & e=$!; PIDS="$PIDS $e"
 	sleep 0.2
 	ip netns exec $B "$BIN" --ping oxvb$P --peer 02:0b:00:00:00:01 --size $SIZE --count $COUNT $blk

@@ -16,7 +16,8 @@
  *                                baseline: same rings, no protocol
  * Common: --mode 103|11, --loss PCT (fault injector on our sends), --block
  * (never busy-poll), --time S (serve/echo lifetime), --verbatim, --credit
- * FLITS (receive buffer per channel), --slots N (retransmit ring frames).
+ * FLITS (receive buffer per channel), --slots N (retransmit ring frames),
+ * --xdp (AF_XDP instead of AF_PACKET).
  */
 #include <errno.h>
 #include <signal.h>
@@ -41,7 +42,7 @@ static struct {
 	uint8_t peer[6];
 	uint8_t allow[8][6];
 	int nallow;
-	int slot, ops, adds, count, size, block, verbatim, credit, slots;
+	int slot, ops, adds, count, size, block, verbatim, credit, slots, xdp;
 	enum ox_mode mode;
 	double loss;
 	double time_s;
@@ -67,9 +68,14 @@ static uint64_t rnd(void)
 	return rng;
 }
 
+static int link_open(uint16_t type, struct ox_link **l)
+{
+	return a.xdp ? ox_link_xdp_open(a.ifname, type, l) : ox_link_packet_open(a.ifname, type, l);
+}
+
 static struct ox_link *open_link(struct ox_link **raw, uint16_t type)
 {
-	int e = ox_link_packet_open(a.ifname, type, raw);
+	int e = link_open(type, raw);
 	if (e) {
 		fprintf(stderr, "open %s: %s\n", a.ifname, strerror(-e));
 		exit(2);
@@ -344,7 +350,7 @@ static int lat(void)
 static int echo(void)
 {
 	struct ox_link *l;
-	if (ox_link_packet_open(a.ifname, PING_TYPE, &l))
+	if (link_open(PING_TYPE, &l))
 		return 2;
 	uint8_t buf[16384];
 	alarm((unsigned)a.time_s);
@@ -373,7 +379,7 @@ static int echo(void)
 static int ping(void)
 {
 	struct ox_link *l;
-	if (ox_link_packet_open(a.ifname, PING_TYPE, &l))
+	if (link_open(PING_TYPE, &l))
 		return 2;
 	uint8_t req[64] = { 0 }, buf[16384];
 	size_t want = (size_t)a.size + OX_ETH_HLEN;
@@ -431,6 +437,7 @@ int main(int argc, char **argv)
 			a.mode = !strcmp(v, "103") ? OX_MODE_103 : OX_MODE_11;
 			i++;
 		} else if (!strcmp(s, "--block")) { a.block = 1;
+		} else if (!strcmp(s, "--xdp")) { a.xdp = 1;
 		} else if (!strcmp(s, "--verbatim")) { a.verbatim = 1;
 		} else {
 			fprintf(stderr, "unknown argument %s\n", s);
