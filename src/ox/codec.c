@@ -168,7 +168,8 @@ static unsigned first_lane(const struct ox_msg *m)
 static void put_data(uint8_t *w, const struct ox_msg *m, bool verbatim)
 {
 	unsigned nd = data_flits(m->size), n = 1u << m->size;
-	memset(w, 0, (size_t)nd * 8);
+	if (!m->data || m->size < 3)
+		memset(w, 0, (size_t)nd * 8);
 	if (!m->data)
 		return;
 	const uint8_t *src = m->data;

@@ -18,7 +18,7 @@ static struct ox_endpoint *ep[4];
 static struct ox_requester *rq[4];
 static uint8_t *mem;
 static uint8_t frame[70000];
-static uint8_t scratch[4096];
+static uint8_t scratch[1u << OX_MAX_SIZE_LOG2];
 
 static void setup(void)
 {

@@ -37,7 +37,7 @@
 #define OX_ETH_HLEN 14
 #define OX_MIN_PAYLOAD 48          /* bytes after the EtherType */
 #define OX_MAX_MSGS 64             /* one bit of the frame mask each */
-#define OX_MAX_SIZE_LOG2 12        /* largest burst we accept: 4 KiB */
+#define OX_MAX_SIZE_LOG2 13        /* largest burst we accept: 8 KiB fits a 9000-byte frame */
 #define OX_SEQ_BITS 22
 #define OX_SEQ_MOD (1u << OX_SEQ_BITS)
 #define OX_SEQ_MASK (OX_SEQ_MOD - 1)
