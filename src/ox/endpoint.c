@@ -20,6 +20,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,9 @@ struct ox_win {
 };
 
 struct ox_endpoint {
+	/* windows change from the control path's thread while run() serves
+	 * frames in another: held per poll, so uncontended in steady state */
+	pthread_mutex_t lock;
 	struct ox_opts o;
 	struct ox_link *link;
 	struct ox_win *win;
@@ -72,6 +76,7 @@ int ox_endpoint_create(const struct ox_opts *o, struct ox_link *link, struct ox_
 		ep->o = *o;
 	ox_opts_resolve(&ep->o, link);
 	ep->link = link;
+	pthread_mutex_init(&ep->lock, NULL);
 	uint32_t a = ep->o.rx_credit ? ep->o.rx_credit : OX_EP_RXBUF_A;
 	ep->rxbuf[OX_CH_A] = a;
 	ep->rxbuf[OX_CH_C] = OX_EP_RXBUF_CE;
@@ -97,11 +102,12 @@ void ox_endpoint_destroy(struct ox_endpoint *ep)
 		return;
 	for (int i = 0; i < OX_EP_MAX_PEERS; i++)
 		peer_free(ep, i);
+	pthread_mutex_destroy(&ep->lock);
 	free(ep->win);
 	free(ep);
 }
 
-int ox_endpoint_add_window(struct ox_endpoint *ep, const struct ox_window *w)
+static int add_window(struct ox_endpoint *ep, const struct ox_window *w)
 {
 	if (!w->len || !w->mem || w->base + w->len < w->base)
 		return -EINVAL;
@@ -130,7 +136,7 @@ static bool mac_known(const struct ox_endpoint *ep, const uint8_t mac[6])
 	return false;
 }
 
-int ox_endpoint_remove_window(struct ox_endpoint *ep, int id)
+static int remove_window(struct ox_endpoint *ep, int id)
 {
 	if (id < 0 || (unsigned)id >= ep->nwin || !ep->win[id].used)
 		return -ENOENT;
@@ -143,6 +149,22 @@ int ox_endpoint_remove_window(struct ox_endpoint *ep, int id)
 			if (ep->peer[i] && !memcmp(ep->peer[i]->c.peer, mac, 6))
 				peer_free(ep, i);
 	return 0;
+}
+
+int ox_endpoint_add_window(struct ox_endpoint *ep, const struct ox_window *w)
+{
+	pthread_mutex_lock(&ep->lock);
+	int r = add_window(ep, w);
+	pthread_mutex_unlock(&ep->lock);
+	return r;
+}
+
+int ox_endpoint_remove_window(struct ox_endpoint *ep, int id)
+{
+	pthread_mutex_lock(&ep->lock);
+	int r = remove_window(ep, id);
+	pthread_mutex_unlock(&ep->lock);
+	return r;
 }
 
 /* Host address of [addr, addr + n) if one window of this peer holds it all. */
@@ -361,7 +383,7 @@ static void respond(struct ox_endpoint *ep, struct ox_peer *p, uint64_t now)
 	ox_conn_flush(&p->c, now);
 }
 
-int ox_endpoint_input(struct ox_endpoint *ep, const uint8_t *f, size_t len, uint64_t now)
+static int input(struct ox_endpoint *ep, const uint8_t *f, size_t len, uint64_t now)
 {
 	ep->st.rx_frames++;
 	if (len < OX_ETH_HLEN) {
@@ -391,6 +413,14 @@ int ox_endpoint_input(struct ox_endpoint *ep, const uint8_t *f, size_t len, uint
 	return 0;
 }
 
+int ox_endpoint_input(struct ox_endpoint *ep, const uint8_t *f, size_t len, uint64_t now)
+{
+	pthread_mutex_lock(&ep->lock);
+	int r = input(ep, f, len, now);
+	pthread_mutex_unlock(&ep->lock);
+	return r;
+}
+
 static void service_all(struct ox_endpoint *ep, uint64_t now)
 {
 	uint64_t due = UINT64_MAX;
@@ -414,16 +444,18 @@ static void service_all(struct ox_endpoint *ep, uint64_t now)
 int ox_endpoint_poll(struct ox_endpoint *ep, uint64_t now, unsigned budget)
 {
 	int n = 0;
+	pthread_mutex_lock(&ep->lock);
 	while ((unsigned)n < budget) {
 		const uint8_t *f;
 		int len = ox_link_next(ep->link, ep->buf, sizeof(ep->buf), &f);
 		if (len <= 0)
 			break;
-		ox_endpoint_input(ep, f, (size_t)len, now);
+		input(ep, f, (size_t)len, now);
 		ox_link_done(ep->link);
 		n++;
 	}
 	service_all(ep, now);
+	pthread_mutex_unlock(&ep->lock);
 	return n;
 }
 
@@ -450,12 +482,14 @@ int ox_endpoint_run(struct ox_endpoint *ep, volatile int *stop)
 	return 0;
 }
 
-void ox_endpoint_stats(const struct ox_endpoint *ep, struct ox_stats *s)
+void ox_endpoint_stats(struct ox_endpoint *ep, struct ox_stats *s)
 {
+	pthread_mutex_lock(&ep->lock);
 	*s = ep->st;
 	for (int i = 0; i < OX_EP_MAX_PEERS; i++)
 		if (ep->peer[i])
 			ox_conn_stats(&ep->peer[i]->c, s);
+	pthread_mutex_unlock(&ep->lock);
 }
 
 void ox_endpoint_dump(const struct ox_endpoint *ep)

@@ -19,9 +19,11 @@
  *              fault injector that wraps either.
  *
  * Conventions: every int-returning call gives 0 (or a count) on success and
- * -errno on failure.  Nothing here is thread-safe: one thread owns an
- * endpoint or a requester and everything it was handed (windows, links).
- * The caller owns the memory behind windows and op buffers.
+ * -errno on failure.  One thread owns a requester, or an endpoint's poll /
+ * run loop, and the link it was handed; the endpoint's window and stats
+ * calls alone may come from other threads (the control path) while run()
+ * serves.  The caller owns the memory behind windows and op buffers, and
+ * must keep a window's memory mapped until remove_window has returned.
  */
 #ifndef EM_OX_H
 #define EM_OX_H
@@ -357,7 +359,7 @@ int ox_endpoint_remove_window(struct ox_endpoint *ep, int id);
 int ox_endpoint_poll(struct ox_endpoint *ep, uint64_t now, unsigned budget);
 /* Serves until *stop: busy-polls while traffic flows, blocks when idle. */
 int ox_endpoint_run(struct ox_endpoint *ep, volatile int *stop);
-void ox_endpoint_stats(const struct ox_endpoint *ep, struct ox_stats *s);
+void ox_endpoint_stats(struct ox_endpoint *ep, struct ox_stats *s);
 /* Handles one whole Ethernet frame as if received (fuzzer, tests); the
  * responses go out on the link at the next poll. */
 int ox_endpoint_input(struct ox_endpoint *ep, const uint8_t *frame, size_t len, uint64_t now);
