@@ -455,7 +455,7 @@ int main(int argc, char **argv)
 				(unsigned long long)src->st.staging_bytes,
 				(unsigned long long)src->st.cache_bytes, src->st.cache_slots,
 				src->st.stall_ms);
-		if (src->cfg.n_experts && o.weights == LLM_W_STREAM)
+		if (src->cfg.n_experts && o.weights != LLM_W_LOCAL)
 			fprintf(stderr,
 				"  experts: %llu hits, %llu cold loads, cold-load ms p50 %.3f p95 %.3f\n",
 				(unsigned long long)src->st.expert_hits,

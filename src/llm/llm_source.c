@@ -150,6 +150,8 @@ static int llm_row_ranges(const struct llm_config *c, const struct llm_geom *g,
 	return 2;
 }
 
+static int llm_s_note_cold(struct llm_src_stats *st, double ms);
+
 /* ---- pointer sources ---------------------------------------------------- */
 
 struct llm_psrc {
@@ -157,6 +159,11 @@ struct llm_psrc {
 	const unsigned char *base;
 	void (*release)(void *cookie);
 	void *cookie;
+	/* Whether experts may be non-resident (mmap, pool mapping), so their
+	 * residency is probed and cold loads timed; mincore() result buffer. */
+	int probe;
+	unsigned char *vec;
+	size_t vec_len;
 };
 
 /* Embedding row `token` from a table at emb holding `vocab` rows. */
@@ -198,13 +205,61 @@ static int llm_p_part(struct llm_src *s, int l, int g, int p, struct llm_part *o
 	return 0;
 }
 
+/*
+ * Make an expert resident if it is not, timing it: the cold-load time of
+ * an expert from disk (mmap) or from the pool (mapped region), comparable
+ * with the streaming source's.  Residency comes from mincore(): page cache
+ * for a file, present pages for a userfaultfd mapping.  Touching one byte a
+ * page faults the expert in at once instead of during its matmuls; the
+ * bytes moved are the same.
+ */
+static int llm_p_probe(struct llm_psrc *p, const unsigned char *at, uint64_t len)
+{
+	uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t a0 = (uintptr_t)at & ~(pg - 1);
+	size_t span = (size_t)((uintptr_t)at + len - a0), n = (span + pg - 1) / pg;
+	int cold = 0;
+	double t0;
+
+	if (n > p->vec_len) {
+		unsigned char *v = realloc(p->vec, n);
+
+		if (!v)
+			return -ENOMEM;
+		p->vec = v;
+		p->vec_len = n;
+	}
+	if (mincore((void *)a0, span, p->vec) < 0)
+		return 0; /* cannot tell: not counted either way */
+	for (size_t i = 0; i < n && !cold; i++)
+		cold = !(p->vec[i] & 1);
+	if (!cold) {
+		p->s.st.expert_hits++;
+		return 0;
+	}
+	t0 = llm_now_ms();
+	for (size_t i = 0; i < n; i++)
+		(void)*(volatile const unsigned char *)(a0 + i * pg);
+	p->s.st.expert_misses++;
+	return llm_s_note_cold(&p->s.st, llm_now_ms() - t0);
+}
+
 static int llm_p_experts(struct llm_src *s, int l, const int *ids, int k,
 			 struct llm_expert_w *w)
 {
 	struct llm_psrc *p = (struct llm_psrc *)s;
 
-	for (int j = 0; j < k; j++)
-		llm_expert_ptrs(&s->cfg, p->base + llm_eoff(&s->lay, l, ids[j]), &w[j]);
+	for (int j = 0; j < k; j++) {
+		const unsigned char *at = p->base + llm_eoff(&s->lay, l, ids[j]);
+
+		if (p->probe) {
+			int rc = llm_p_probe(p, at, s->lay.expert_bytes);
+
+			if (rc)
+				return rc;
+		}
+		llm_expert_ptrs(&s->cfg, at, &w[j]);
+	}
 	return 0;
 }
 
@@ -215,6 +270,7 @@ static void llm_p_close(struct llm_src *s)
 	if (p->release)
 		p->release(p->cookie);
 	free(s->st.cold_ms);
+	free(p->vec);
 	free(p);
 }
 
@@ -241,6 +297,7 @@ int llm_weights_from_pointer(const void *base, size_t len,
 		return rc;
 	}
 	p->s.ops = &llm_psrc_ops;
+	p->probe = p->s.cfg.n_experts > 0;
 	p->base = base;
 	p->release = release;
 	p->cookie = cookie;
@@ -313,6 +370,8 @@ int llm_weights_local(const char *path, struct llm_src **out, char *err,
 	rc = llm_weights_from_pointer(buf, size, free, buf, out, err, errlen);
 	if (rc)
 		free(buf);
+	else
+		((struct llm_psrc *)*out)->probe = 0; /* all of it was just read */
 	return rc;
 }
 
