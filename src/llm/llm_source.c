@@ -966,16 +966,13 @@ static int llm_s_plan(struct llm_ssrc *ss, uint64_t budget, char *err, size_t er
 		}
 	}
 	/* Next streamed unit after each unit, cyclically: what to prefetch.
-	 * Quadratic in a few hundred units, once. */
-	for (int u = 0; u < ss->n_units; u++) {
-		ss->units[u].next = -1;
-		for (int i = 1; i < ss->n_units; i++) {
-			int v = (u + i) % ss->n_units;
-
-			if (!ss->units[v].pin) {
-				ss->units[u].next = v;
-				break;
-			}
+	 * The first backward pass finds the first streamed unit, for the
+	 * wrap-around of the second. */
+	for (int pass = 0, nxt = -1; pass < 2; pass++) {
+		for (int u = ss->n_units - 1; u >= 0; u--) {
+			ss->units[u].next = nxt;
+			if (!ss->units[u].pin)
+				nxt = u;
 		}
 	}
 
