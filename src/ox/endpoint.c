@@ -167,6 +167,19 @@ int ox_endpoint_remove_window(struct ox_endpoint *ep, int id)
 	return r;
 }
 
+int ox_endpoint_reset_peer(struct ox_endpoint *ep, const uint8_t mac[6])
+{
+	int r = -ENOENT;
+	pthread_mutex_lock(&ep->lock);
+	for (int i = 0; i < OX_EP_MAX_PEERS; i++)
+		if (ep->peer[i] && !memcmp(ep->peer[i]->c.peer, mac, 6)) {
+			peer_free(ep, i);
+			r = 0;
+		}
+	pthread_mutex_unlock(&ep->lock);
+	return r;
+}
+
 /* Host address of [addr, addr + n) if one window of this peer holds it all. */
 static uint8_t *lookup(const struct ox_endpoint *ep, const uint8_t mac[6], uint64_t addr,
 		       uint64_t n, unsigned need)
@@ -376,6 +389,8 @@ static void respond(struct ox_endpoint *ep, struct ox_peer *p, uint64_t now)
 		int e = ox_conn_add(&p->c, &m, now);
 		if (e == -EAGAIN)
 			break;
+		if (e < 0)
+			ep->st.unsupported++;   /* a response our MTU cannot carry */
 		p->qhead = (p->qhead + 1) % p->qcap;
 		p->qcount--;
 		ox_credit_free(&p->c.c, r->in_chan, r->in_flits);

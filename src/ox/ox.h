@@ -359,6 +359,10 @@ int ox_endpoint_remove_window(struct ox_endpoint *ep, int id);
 int ox_endpoint_poll(struct ox_endpoint *ep, uint64_t now, unsigned budget);
 /* Serves until *stop: busy-polls while traffic flows, blocks when idle. */
 int ox_endpoint_run(struct ox_endpoint *ep, volatile int *stop);
+/* Forgets the connection state of a peer (its windows stay): call it when a
+ * new session for that MAC is authenticated, since a 1.0.3 requester that
+ * restarted cannot say so on the wire.  -ENOENT if there was none. */
+int ox_endpoint_reset_peer(struct ox_endpoint *ep, const uint8_t mac[6]);
 void ox_endpoint_stats(struct ox_endpoint *ep, struct ox_stats *s);
 /* Handles one whole Ethernet frame as if received (fuzzer, tests); the
  * responses go out on the link at the next poll. */
@@ -402,6 +406,8 @@ int ox_requester_submit(struct ox_requester *r, struct ox_op *op);
 int ox_requester_poll(struct ox_requester *r, uint64_t now);
 /* Polls until op completes (busy, then blocking), or timeout_ns: -ETIMEDOUT. */
 int ox_requester_wait(struct ox_requester *r, struct ox_op *op, uint64_t timeout_ns);
+/* Polls until every submitted op has completed: 0 or -ETIMEDOUT. */
+int ox_requester_wait_all(struct ox_requester *r, uint64_t timeout_ns);
 /* Ops submitted and not yet completed. */
 unsigned ox_requester_busy(const struct ox_requester *r);
 /* 1.1: sends close-connection and waits for it to be acknowledged; the

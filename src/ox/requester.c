@@ -311,6 +311,16 @@ int ox_requester_wait(struct ox_requester *r, struct ox_op *op, uint64_t timeout
 	return e ? e : op->status;
 }
 
+static bool all_done(struct ox_requester *r, void *arg)
+{
+	return r->busy == 0;
+}
+
+int ox_requester_wait_all(struct ox_requester *r, uint64_t timeout_ns)
+{
+	return wait_until(r, all_done, NULL, timeout_ns);
+}
+
 static bool closed(struct ox_requester *r, void *arg)
 {
 	return !r->c.close_pending && !r->c.building && r->c.g.count == 0;

@@ -568,6 +568,33 @@ static void test_sessions(struct world *w)
 	CHECK(wait_op(w, &op, 2) == 0 && v == 6);
 }
 
+/* 1.0.3 has no open: the control path resets the peer for a new session.
+ * Also a batch of ops completed with wait_all. */
+static void test_restart_103(struct world *w)
+{
+	struct ox_opts o = { .mode = OX_MODE_103, .verbatim = w->verbatim, .rto_ns = 300000 };
+	uint64_t v[4] = { 0 };
+	struct ox_op op[4];
+	for (int i = 0; i < 4; i++) {
+		op[i] = (struct ox_op){ .kind = OX_OP_LOGIC, .param = OX_SWAP, .addr = BASE + 0x6000 + 8 * i,
+					.len = 8, .operand = 100 + i };
+		CHECK(ox_requester_submit(w->rq[1], &op[i]) == 0);
+	}
+	uint64_t t0 = ox_now_ns();
+	while (ox_requester_busy(w->rq[1]) && ox_now_ns() - t0 < 1000000000ull) {
+		ox_endpoint_poll(w->ep, ox_now_ns(), 64);
+		ox_requester_wait_all(w->rq[1], 100000);
+	}
+	CHECK(ox_requester_busy(w->rq[1]) == 0);
+	ox_requester_destroy(w->rq[1]);
+	CHECK(ox_endpoint_reset_peer(w->ep, w->rq_raw[1]->mac) == 0);
+	CHECK(ox_requester_create(&o, w->rq_link[1], w->ep_raw->mac, &w->rq[1]) == 0);
+	struct ox_op g = { .kind = OX_OP_GET, .addr = BASE + 0x6000, .buf = v, .len = 32 };
+	CHECK(ox_requester_submit(w->rq[1], &g) == 0);
+	CHECK(wait_op(w, &g, 1) == 0);
+	CHECK(v[0] == 100 && v[3] == 103);
+}
+
 static void run_edges(enum ox_mode mode, bool verbatim)
 {
 	struct world w;
@@ -591,6 +618,8 @@ static void run_edges(enum ox_mode mode, bool verbatim)
 	test_atomics(&w);
 	if (mode == OX_MODE_11)
 		test_sessions(&w);
+	else
+		test_restart_103(&w);
 	test_partial(&w, mode, verbatim);
 	test_malformed(&w);
 	test_denied(&w);
