@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -483,8 +484,14 @@ int ox_endpoint_run(struct ox_endpoint *ep, volatile int *stop)
 			last = now;
 			continue;
 		}
-		if (now - last < ep->o.spin_ns)
+		if (now - last < ep->o.spin_ns) {
+			/* on a 2-core machine the peer we wait for may need this
+			 * very CPU: after a short pure spin, let it run if it is
+			 * waiting (sched_yield returns at once when nothing is) */
+			if (now - last > ep->o.spin_ns / 10)
+				sched_yield();
 			continue;
+		}
 		/* idle: sleep in the kernel until a frame or the next timer */
 		uint64_t t = 100000000;
 		if (ep->next_due != UINT64_MAX)

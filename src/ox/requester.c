@@ -15,6 +15,7 @@
  * the write's completion first.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,8 +289,11 @@ static int wait_until(struct ox_requester *r, bool (*done)(struct ox_requester *
 			last = now;
 			continue;
 		}
-		if (now - last < r->o.spin_ns)
+		if (now - last < r->o.spin_ns) {
+			if (now - last > r->o.spin_ns / 10)
+				sched_yield();   /* see ox_endpoint_run */
 			continue;
+		}
 		uint64_t due = ox_gbn_tick(&r->c.g, now);
 		uint64_t t = due > now ? due - now : 0;
 		if (t > 10000000)

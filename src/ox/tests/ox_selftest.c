@@ -20,6 +20,7 @@
  * --xdp (AF_XDP instead of AF_PACKET).
  */
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -358,8 +359,12 @@ static int echo(void)
 	while (!stop) {
 		int n = ox_link_recv(l, buf, sizeof(buf));
 		if (n <= 0) {
-			if (a.block || ox_now_ns() - last > 200000)
+			/* the same polling policy as the endpoint's */
+			uint64_t idle = ox_now_ns() - last;
+			if (a.block || idle > 200000)
 				ox_link_wait(l, 100000000);
+			else if (idle > 20000)
+				sched_yield();
 			continue;
 		}
 		last = ox_now_ns();
@@ -395,6 +400,8 @@ static int ping(void)
 		while ((n = ox_link_recv(l, buf, sizeof(buf))) <= 0) {
 			if (a.block)
 				ox_link_wait(l, 100000000);
+			else if (ox_now_ns() - t0 > 20000)
+				sched_yield();
 			if (ox_now_ns() - t0 > 1000000000ull)
 				return 1;
 		}
