@@ -16,6 +16,9 @@
  */
 #include <errno.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "ox/ox.h"
 
@@ -33,6 +36,47 @@ static inline void st_be64(uint8_t *p, uint64_t v)
 {
 	v = __builtin_bswap64(v);
 	memcpy(p, &v, 8);
+}
+
+/* Copies n flits, reversing the bytes of each: memory words to wire flits
+ * and back.  It is the one per-byte cost of the data path (a 4 KiB read
+ * passes it twice), so x86 machines with AVX2 do 32 bytes per step. */
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) static void swap_copy_avx2(uint8_t *d, const uint8_t *s, size_t n)
+{
+	const __m256i rev = _mm256_setr_epi8(7, 6, 5, 4, 3, 2, 1, 0, 15, 14, 13, 12, 11, 10, 9, 8,
+					     7, 6, 5, 4, 3, 2, 1, 0, 15, 14, 13, 12, 11, 10, 9, 8);
+	size_t i = 0;
+	for (; i + 4 <= n; i += 4) {
+		__m256i v = _mm256_loadu_si256((const __m256i *)(s + 8 * i));
+		_mm256_storeu_si256((__m256i *)(d + 8 * i), _mm256_shuffle_epi8(v, rev));
+	}
+	for (; i < n; i++) {
+		uint64_t v;
+		memcpy(&v, s + 8 * i, 8);
+		v = __builtin_bswap64(v);
+		memcpy(d + 8 * i, &v, 8);
+	}
+}
+#endif
+
+static void swap_copy(uint8_t *d, const uint8_t *s, size_t n)
+{
+#if defined(__x86_64__)
+	static int avx2 = -1;
+	if (avx2 < 0)
+		avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+	if (avx2) {
+		swap_copy_avx2(d, s, n);
+		return;
+	}
+#endif
+	for (size_t i = 0; i < n; i++) {
+		uint64_t v;
+		memcpy(&v, s + 8 * i, 8);
+		v = __builtin_bswap64(v);
+		memcpy(d + 8 * i, &v, 8);
+	}
 }
 
 static const char *const rej_names[OX_REJ_COUNT] = {
@@ -174,11 +218,7 @@ static void put_data(uint8_t *w, const struct ox_msg *m, bool verbatim)
 		return;
 	const uint8_t *src = m->data;
 	if (m->size >= 3 && !verbatim) {
-		for (unsigned f = 0; f < nd; f++) {
-			uint64_t v;
-			memcpy(&v, src + 8 * f, 8);
-			memcpy(w + 8 * f, &(uint64_t){ __builtin_bswap64(v) }, 8);
-		}
+		swap_copy(w, src, nd);
 		return;
 	}
 	if (m->size >= 3) {
@@ -359,12 +399,7 @@ void ox_msg_read(const struct ox_msg *m, void *dst, bool verbatim)
 			memcpy(d, m->wire, n);
 			return;
 		}
-		for (unsigned f = 0; f < n / 8; f++) {
-			uint64_t v;
-			memcpy(&v, m->wire + 8 * f, 8);
-			v = __builtin_bswap64(v);
-			memcpy(d + 8 * f, &v, 8);
-		}
+		swap_copy(d, m->wire, n / 8);
 		return;
 	}
 	for (unsigned i = 0; i < n; i++)

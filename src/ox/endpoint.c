@@ -470,7 +470,10 @@ int ox_endpoint_poll(struct ox_endpoint *ep, uint64_t now, unsigned budget)
 		ox_link_done(ep->link);
 		n++;
 	}
-	service_all(ep, now);
+	/* an idle spin costs one look at the ring: responses waiting for
+	 * credit or ring room can only move after a frame came in */
+	if (n || now >= ep->next_due)
+		service_all(ep, now);
 	pthread_mutex_unlock(&ep->lock);
 	return n;
 }

@@ -46,6 +46,8 @@ struct ox_requester {
 	unsigned busy;
 	unsigned frame_log2;           /* largest burst one frame carries */
 	bool closing;
+	bool dirty;                    /* submitted since the last poll */
+	uint64_t next_due;
 	struct ox_frame fr;
 	uint8_t buf[65536];
 };
@@ -114,6 +116,7 @@ int ox_requester_submit(struct ox_requester *r, struct ox_op *op)
 		r->qhead = op;
 	r->qtail = op;
 	r->busy++;
+	r->dirty = true;
 	return 0;
 }
 
@@ -258,8 +261,8 @@ static int input(struct ox_requester *r, const uint8_t *f, size_t len, uint64_t 
 
 int ox_requester_poll(struct ox_requester *r, uint64_t now)
 {
-	int ncomp = 0;
-	for (int i = 0; i < 64; i++) {
+	int ncomp = 0, n = 0;
+	for (int i = 0; i < 64; i++, n++) {
 		const uint8_t *f;
 		int len = ox_link_next(r->link, r->buf, sizeof(r->buf), &f);
 		if (len <= 0)
@@ -267,9 +270,13 @@ int ox_requester_poll(struct ox_requester *r, uint64_t now)
 		input(r, f, (size_t)len, now, &ncomp);
 		ox_link_done(r->link);
 	}
+	/* nothing came, nothing was asked, no timer: an idle spin stops here */
+	if (!n && !r->dirty && !r->c.close_pending && now < r->next_due)
+		return 0;
+	r->dirty = false;
 	issue(r, now);
 	ox_conn_flush(&r->c, now);
-	ox_conn_service(&r->c, now);
+	r->next_due = ox_conn_service(&r->c, now);
 	ox_link_flush(r->link);
 	return ncomp;
 }
