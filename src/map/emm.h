@@ -84,5 +84,7 @@ int emm_set_cache(uint64_t bytes);
 uint64_t emm_cache(void);
 /* Process-wide totals over all mappings, live and gone. */
 void emm_totals(struct em_map_stats *st);
+/* Bytes in the protected set, the transient FIFO, and resident (tests). */
+void emm_policy_info(uint64_t *p_bytes, uint64_t *t_bytes, uint64_t *resident);
 
 #endif /* EMM_H */

@@ -155,7 +155,8 @@ static struct {
 	_Atomic int lock;          /* policy lists, streams, counters */
 	int uffd;
 	int mode;
-	uint64_t budget;
+ 	uint64_t budget;
+	uint64_t max_unit;         /* largest fetch unit of the live mappings */
 	uint64_t resident;         /* installed + reserved for fetches in flight */
 	uint64_t evict_clock;      /* bytes evicted, ever */
 	uint64_t age_credit;
@@ -304,6 +305,11 @@ static uint64_t emm_tmin(void)
 {
 	uint64_t t = G.budget / 32, w = 2 * emm_ahead_bytes();
 
+	/* prefetch runs at least two units ahead, and the unit being read
+	 * and the one being fetched must fit beside them */
+	if (w < 6 * G.max_unit)
+		w = 6 * G.max_unit;
+
 	if (t < w)
 		t = w;
 	return t > G.budget / 2 ? G.budget / 2 : t;
@@ -323,7 +329,8 @@ static void emm_policy_insert(struct emm_unit *u)
 
 static struct emm_slot *emm_slot_any(struct emm_source *s)
 {
-	unsigned start = (unsigned)syscall(SYS_gettid) % EMM_SLOTS;
+	int cpu = sched_getcpu(); /* vDSO: no system call in the fault path */
+	unsigned start = (unsigned)(cpu < 0 ? 0 : cpu) % EMM_SLOTS;
 
 	for (;;) {
 		bool alive = false;
@@ -1177,6 +1184,22 @@ uint64_t emm_cache(void)
 	return G.budget;
 }
 
+/* The largest unit among live mappings sizes the transient FIFO (G.mu). */
+static void emm_max_unit_locked(void)
+{
+	uint64_t mu = 0;
+
+	for (int i = 0; i < EMM_MAX_MAPS; i++) {
+		struct emm_mapping *m = atomic_load(&G.maps[i]);
+
+		if (m && (1ull << m->shift) > mu)
+			mu = 1ull << m->shift;
+	}
+	emm_lock();
+	G.max_unit = mu;
+	emm_unlock();
+}
+
 int emm_map_range(const struct emm_map_params *p, void **addr)
 {
 	struct emm_mapping *m;
@@ -1253,6 +1276,7 @@ int emm_map_range(const struct emm_map_params *p, void **addr)
 	for (size_t i = 0; i < m->nunits; i++)
 		m->u[i].m = m;
 	atomic_store_explicit(&G.maps[slot], m, memory_order_release);
+	emm_max_unit_locked();
 	pthread_mutex_unlock(&G.mu);
 	*addr = base;
 	return 0;
@@ -1398,6 +1422,7 @@ int emm_unmap_range(void *addr)
 	emm_add_stats(&G.gone, m);
 	emm_unlock();
 	atomic_store(&G.maps[slot], NULL);
+	emm_max_unit_locked();
 	munmap(m->base, m->maplen);
 	pthread_mutex_unlock(&G.mu);
 	free(m->u);
@@ -1446,4 +1471,13 @@ void emm_totals(struct em_map_stats *st)
 	st->resident = G.resident;
 	emm_unlock();
 	pthread_mutex_unlock(&G.mu);
+}
+
+void emm_policy_info(uint64_t *p_bytes, uint64_t *t_bytes, uint64_t *resident)
+{
+	emm_lock();
+	*p_bytes = G.P.bytes;
+	*t_bytes = G.T.bytes;
+	*resident = G.resident;
+	emm_unlock();
 }

@@ -113,13 +113,15 @@ static int integrity(struct emm_source *src, uint64_t unit, size_t bytes)
  * close to W - C per pass. */
 static int cyclic(struct emm_source *src)
 {
-	uint64_t unit = 64 << 10, cache = 16ull << 20, w = 2 * cache;
+	uint64_t unit = getenv("EMM_T_UNIT") ? strtoull(getenv("EMM_T_UNIT"), 0, 0) : 64 << 10;
+	uint64_t cache = getenv("EMM_T_CACHE") ? strtoull(getenv("EMM_T_CACHE"), 0, 0) : 16ull << 20, w = 2 * cache;
 	struct emm_map_params p = { .src = src, .len = w, .unit = unit, .timeout_ms = 2000, .what = "cyclic" };
 	char *buf = calloc(1, w), *m;
 	volatile char sink = 0;
 	double ratio = 0;
 
 	p.rctx = buf;
+	emm_set_cache(cache);
 	if (emm_map_range(&p, (void **)&m))
 		return 1;
 	for (int pass = 0; pass < 6; pass++) {
@@ -128,7 +130,11 @@ static int cyclic(struct emm_source *src)
 		for (uint64_t o = 0; o < w; o += 4096)
 			sink += m[o];
 		ratio = (double)(atomic_load(&emm_local_read_bytes) - before) / (double)(w - cache);
-		printf("cyclic pass %d: fetched/(W-C) = %.3f\n", pass, ratio);
+		uint64_t pb, tb, rb;
+
+		emm_policy_info(&pb, &tb, &rb);
+		printf("cyclic pass %d: fetched/(W-C) = %.3f (P %llu KiB, T %llu KiB, resident %llu KiB)\n", pass, ratio,
+		       (unsigned long long)pb >> 10, (unsigned long long)tb >> 10, (unsigned long long)rb >> 10);
 	}
 	(void)sink;
 	emm_unmap_range(m);
@@ -180,7 +186,6 @@ int main(int argc, char **argv)
 		if (r)
 			return r;
 	}
-	emm_set_cache(16 << 20);
 	if (cyclic(src))
 		return 1;
 	if (timeout_case(src))
