@@ -7,8 +7,9 @@
  * over a KV cache, then a SwiGLU feed-forward block, dense or as top-k of E
  * experts with the softmax taken over the k selected router logits
  * (Mixtral).  Int8 checkpoints quantize each activation in groups before
- * its matmul, as llama2.c's runq does.  Tensors are requested from the source group by group, in the
- * order they are used, which is the order the streaming source prefetches in.
+ * its matmul, as llama2.c's runq does.  Weights are requested from the
+ * source part by part, in the order they are used, which is the order the
+ * streaming source prefetches in.
  *
  * Benchmarks need realistic expert traffic, which random router weights do
  * not give, so the expert ids can be replaced by a seeded sequence (uniform,
