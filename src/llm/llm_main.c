@@ -368,8 +368,12 @@ int main(int argc, char **argv)
 	kind = src->cfg.n_experts ? "moe" : "dense";
 	format = src->lay.fmt == LLM_FMT_MOE ? "ethermem-moe-v1" :
 		 src->lay.fmt == LLM_FMT_Q8 ? "llama2c-v2-int8" : "llama2c-v0";
-	if (o.steps > src->cfg.seq_len)
+	if (o.steps > src->cfg.seq_len) {
+		if (!o.quiet)
+			fprintf(stderr, "ethermem-llm: note: --steps %d capped at the model's seq_len %d\n",
+				o.steps, src->cfg.seq_len);
 		o.steps = src->cfg.seq_len;
+	}
 	if (src->cfg.n_experts == 0 && o.router.mode != LLM_ROUTER_MODEL && !o.quiet)
 		fprintf(stderr, "ethermem-llm: note: --router has no effect on a dense model\n");
 	rc = llm_threads_init(o.threads);
