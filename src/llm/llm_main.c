@@ -52,7 +52,8 @@ static void llm_usage(FILE *f)
 		"  --stats-json          also print the statistics as one JSON line on stderr\n"
 		"  --quiet               no human-readable statistics\n"
 		"  --help                this text\n"
-		"Exit status: 0 ok, 1 runtime or checkpoint error, 2 usage error or backend unavailable.\n");
+		"Exit status: 0 ok, 1 runtime or checkpoint error, 2 usage error or backend unavailable.\n"
+		"Pool backend: %s\n", llm_pool_backend ? llm_pool_backend->name : "not built");
 }
 
 static int llm_arg_int(const char *name, const char *v, long lo, long hi, long *out)

@@ -56,6 +56,8 @@ expect 2 "router wants" "$LLM" --model x --router random
 expect 2 "Zipf" "$LLM" --model x --router zipf:abc
 expect 2 "size" "$LLM" --model x --weights stream --local-mem 12Q
 expect 2 "stream only" "$LLM" --model x --local-mem 1M
+expect 2 "stream only" "$LLM" --model x --stream-chunk 1M
+expect 2 "stream-chunk" "$LLM" --model x --weights stream --stream-chunk 1
 expect 1 "cannot open" "$LLM" --model "$T/does-not-exist" --steps 2
 expect 2 "required" "$GEN" --dim 64
 expect 2 "integer" "$GEN" --out "$T/g.bin" --dim -3
@@ -70,7 +72,10 @@ size=$(wc -c <"$T/good.bin")
 msize=$(wc -c <"$T/moe.bin")
 "$LLM" --model "$T/good.bin" --steps 4 --temperature 0 --print-ids --quiet >/dev/null || {
 	echo "FAIL: the untouched model does not run"; fail=1; }
-expect 2 "pool backend not built" "$LLM" --model "$T/good.bin" --weights pool
+if "$LLM" --help | grep -q "Pool backend: not built"; then
+	expect 2 "pool backend not built" "$LLM" --model "$T/good.bin" --weights pool
+	expect 2 "pool backend not built" "$LLM" --model "$T/good.bin" --weights stream --stream-from pool
+fi
 expect 2 "too small" "$LLM" --model "$T/good.bin" --weights stream --local-mem 1K
 
 head -c $((size - 4)) "$T/good.bin" >"$T/trunc.bin"
