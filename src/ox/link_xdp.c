@@ -150,9 +150,8 @@ static int xl_wait(struct ox_link *l, uint64_t timeout_ns)
 	return ppoll(&pfd, 1, &ts, NULL) < 0 ? -errno : 0;
 }
 
-static void xl_close(struct ox_link *l)
+static void xl_free(struct xl *x)
 {
-	struct xl *x = l->priv;
 	if (x->xsk)
 		xsk_socket__delete(x->xsk);
 	if (x->umem)
@@ -160,6 +159,11 @@ static void xl_close(struct ox_link *l)
 	if (x->area)
 		munmap(x->area, (size_t)NFRAMES * FSIZE);
 	free(x);
+}
+
+static void xl_close(struct ox_link *l)
+{
+	xl_free(l->priv);
 }
 
 static const struct ox_link_ops xl_ops = {
@@ -207,7 +211,15 @@ int ox_link_xdp_open(const char *ifname, uint16_t ethertype, struct ox_link **ou
 		goto fail;
 	struct xsk_socket_config sc = { .rx_size = RING, .tx_size = RING,
 					.xdp_flags = XDP_FLAGS_SKB_MODE, .bind_flags = XDP_COPY };
-	e = xsk_socket__create(&x->xsk, ifname, 0, x->umem, &x->rx, &x->tx, &sc);
+	/* a socket closed just before on this queue is torn down lazily by
+	 * the kernel: EBUSY for a moment */
+	for (int tries = 0; tries < 100; tries++) {
+		e = xsk_socket__create(&x->xsk, ifname, 0, x->umem, &x->rx, &x->tx, &sc);
+		if (e != -EBUSY)
+			break;
+		x->xsk = NULL;
+		usleep(10000);
+	}
 	if (e)
 		goto fail;
 	uint32_t idx;
@@ -228,7 +240,7 @@ int ox_link_xdp_open(const char *ifname, uint16_t ethertype, struct ox_link **ou
 fail:
 	if (s >= 0)
 		close(s);
-	xl_close(&x->link);
+	xl_free(x);
 	return e < 0 ? e : -EIO;
 }
 

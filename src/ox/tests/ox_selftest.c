@@ -371,8 +371,10 @@ static int echo(void)
 		uint8_t src[6];
 		memcpy(src, buf + 6, 6);
 		size_t len = (size_t)buf[14] << 8 | buf[15];
-		if (len < 60 || len > OX_ETH_HLEN + l->mtu)
+		if (len < 60)
 			len = 60;
+		if (len > OX_ETH_HLEN + l->mtu)
+			len = OX_ETH_HLEN + l->mtu;
 		ox_eth_write(buf, src, l->mac, PING_TYPE);
 		ox_link_send(l, buf, len);
 		ox_link_flush(l);
