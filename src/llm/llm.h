@@ -1,16 +1,17 @@
 /*
  * Internal interface of the ethermem inference engine (libemllm).
  *
- * The engine runs Llama-2-architecture models, dense (llama2.c "version 0"
- * checkpoints) and mixture-of-experts (our own format, described at the top
- * of llm_model.c), with one forward pass for every place the weights can
- * live.  The forward pass never touches a file or a pool: it asks a weight
- * source (struct llm_src) for "layer l" or "experts {a,b} of layer l" and gets
- * float pointers back.  Sources that hold the whole checkpoint at one address
- * (read into RAM, mmap, a transparently mapped pool region) hand out pointers
- * into it; the streaming source fetches byte ranges through a small
- * asynchronous fetcher interface (struct llm_fetcher) into a bounded local
- * budget, fetching layer l+1 while layer l computes.  Because every source
+ * The engine runs Llama-2-architecture models, dense (llama2.c version 0
+ * fp32 and version 2 int8 checkpoints) and mixture-of-experts (our own
+ * format, described at the top of llm_model.c), with one forward pass for
+ * every place the weights can live.  The forward pass never touches a file
+ * or a pool: it asks a weight source (struct llm_src) for "rows r0..r1 of
+ * matrix g of layer l" or "experts {a,b} of layer l" and gets pointers back.
+ * Sources that hold the whole checkpoint at one address (read into RAM,
+ * mmap, a transparently mapped pool region) hand out pointers into it; the
+ * streaming source fetches byte ranges through a small asynchronous fetcher
+ * interface (struct llm_fetcher) into a bounded local budget, fetching the
+ * next piece while the current one computes.  Because every source
  * feeds the same arithmetic in the same order, every backend produces
  * bit-identical logits and therefore identical token ids.
  *
