@@ -151,7 +151,11 @@ int llm_engine_create(struct llm_src *src, int max_steps,
 	e->cache_len = max_steps < c->seq_len ? max_steps : c->seq_len;
 	if (e->cache_len < 1)
 		e->cache_len = 1;
-	kv = (size_t)c->n_layers * (size_t)e->cache_len * (size_t)c->kv_dim;
+	if (__builtin_mul_overflow((size_t)c->n_layers, (size_t)e->cache_len, &kv) ||
+	    __builtin_mul_overflow(kv, (size_t)c->kv_dim, &kv) || kv > SIZE_MAX / sizeof(float)) {
+		free(e);
+		return -ENOMEM;
+	}
 	e->x = llm_falloc((size_t)c->dim);
 	e->xb = llm_falloc((size_t)c->dim);
 	e->xb2 = llm_falloc((size_t)c->dim);
