@@ -45,7 +45,8 @@
 #define OX_SEQ_MASK (OX_SEQ_MOD - 1)
 #define OX_SEQ_HALF (1u << (OX_SEQ_BITS - 1))
 
-enum ox_mode { OX_MODE_103 = 0, OX_MODE_11 = 1 };
+/* 1.1 is the zero value: it is what current endpoints speak. */
+enum ox_mode { OX_MODE_11 = 0, OX_MODE_103 = 1 };
 
 enum ox_msg_type { OX_T_NORMAL = 0, OX_T_ACKONLY = 1, OX_T_OPEN = 2, OX_T_CLOSE = 3 };
 
@@ -346,6 +347,8 @@ struct ox_window {
 	unsigned flags;         /* OX_WIN_READ | OX_WIN_WRITE; 0 = both */
 };
 
+/* o may be NULL (or zeroed) for the defaults: 1.1, the specification's byte
+ * order, the link's EtherType and MTU. */
 int ox_endpoint_create(const struct ox_opts *o, struct ox_link *link, struct ox_endpoint **out);
 /* Frees the endpoint (not the link, not window memory). */
 void ox_endpoint_destroy(struct ox_endpoint *ep);
@@ -377,7 +380,9 @@ enum ox_op_kind { OX_OP_GET, OX_OP_PUT, OX_OP_ARITH, OX_OP_LOGIC, OX_OP_INTENT }
  * One request.  The caller owns it until cb runs (exactly once).
  * GET fills buf; PUT sends buf; ARITH/LOGIC take the operand in `operand`
  * (len 1, 2, 4 or 8, aligned) and return the old value in `result`.
- * status: 0, -EACCES (denied by the node), -EIO (corrupt), -ECONNRESET.
+ * status: 0, -EACCES (denied by the node), -EIO (corrupt), or what
+ * ox_requester_abort was given (-ECONNRESET from destroy).  A wait that
+ * times out leaves the op in flight: abort before reusing its memory.
  */
 struct ox_op {
 	enum ox_op_kind kind;
@@ -408,6 +413,10 @@ int ox_requester_poll(struct ox_requester *r, uint64_t now);
 int ox_requester_wait(struct ox_requester *r, struct ox_op *op, uint64_t timeout_ns);
 /* Polls until every submitted op has completed: 0 or -ETIMEDOUT. */
 int ox_requester_wait_all(struct ox_requester *r, uint64_t timeout_ns);
+/* Completes every op still in flight with status err (say -ECONNRESET when
+ * the node is gone), each exactly once; returns how many.  Destroy does
+ * this with -ECONNRESET. */
+int ox_requester_abort(struct ox_requester *r, int err);
 /* Ops submitted and not yet completed. */
 unsigned ox_requester_busy(const struct ox_requester *r);
 /* 1.1: sends close-connection and waits for it to be acknowledged; the

@@ -86,6 +86,7 @@ void ox_requester_destroy(struct ox_requester *r)
 {
 	if (!r)
 		return;
+	ox_requester_abort(r, -ECONNRESET);
 	ox_conn_free(&r->c);
 	free(r);
 }
@@ -320,6 +321,35 @@ int ox_requester_wait(struct ox_requester *r, struct ox_op *op, uint64_t timeout
 {
 	int e = wait_until(r, op_done, op, timeout_ns);
 	return e ? e : op->status;
+}
+
+int ox_requester_abort(struct ox_requester *r, int err)
+{
+	int n = 0;
+	/* nothing more is issued for queued ops; those with no burst out finish now */
+	for (struct ox_op *op = r->qhead, *next; op; op = next) {
+		next = op->next;
+		op->issued = op->len;
+		if (!op->status)
+			op->status = err;
+		if (!op->pending)
+			complete(r, op, &n);
+	}
+	r->qhead = r->qtail = NULL;
+	/* the rest finish as their last outstanding burst is given up; a late
+	 * response then names a free slot and is counted as stale */
+	for (uint32_t s = 0; s < OX_RQ_SLOTS; s++) {
+		struct ox_op *op = r->slot[s].op;
+		if (!op)
+			continue;
+		r->slot[s].op = NULL;
+		r->freel[r->nfree++] = s;
+		if (!op->status)
+			op->status = err;
+		if (--op->pending == 0)
+			complete(r, op, &n);
+	}
+	return n;
 }
 
 static bool all_done(struct ox_requester *r, void *arg)

@@ -595,6 +595,36 @@ static void test_restart_103(struct world *w)
 	CHECK(v[0] == 100 && v[3] == 103);
 }
 
+static int abort_calls;
+static void abort_cb(struct ox_op *op)
+{
+	(void)op;
+	abort_calls++;
+}
+
+/* Abort completes everything once, issued or not; late answers are stale. */
+static void test_abort(struct world *w)
+{
+	static uint8_t big[1 << 16];
+	struct ox_op op[3] = {
+		{ .kind = OX_OP_GET, .addr = BASE, .buf = big, .len = sizeof(big), .cb = abort_cb },
+		{ .kind = OX_OP_ARITH, .param = OX_ADD, .addr = BASE + 0x7000, .len = 8, .operand = 1, .cb = abort_cb },
+		{ .kind = OX_OP_GET, .addr = BASE, .buf = big, .len = 64, .cb = abort_cb },
+	};
+	abort_calls = 0;
+	for (int i = 0; i < 3; i++)
+		CHECK(ox_requester_submit(w->rq[2], &op[i]) == 0);
+	ox_requester_poll(w->rq[2], ox_now_ns());   /* some bursts go out */
+	CHECK(ox_requester_abort(w->rq[2], -ECONNRESET) == 3);
+	CHECK(abort_calls == 3 && ox_requester_busy(w->rq[2]) == 0);
+	for (int i = 0; i < 3; i++)
+		CHECK(op[i].done && op[i].status == -ECONNRESET);
+	pump(w, NRQ, NULL, 5000000);
+	struct ox_stats s;
+	ox_requester_stats(w->rq[2], &s);
+	CHECK(abort_calls == 3 && s.stale > 0);
+}
+
 static void run_edges(enum ox_mode mode, bool verbatim)
 {
 	struct world w;
@@ -621,6 +651,7 @@ static void run_edges(enum ox_mode mode, bool verbatim)
 	else
 		test_restart_103(&w);
 	test_partial(&w, mode, verbatim);
+	test_abort(&w);
 	test_malformed(&w);
 	test_denied(&w);
 	/* and the node still serves the others */
