@@ -481,7 +481,7 @@ int ox_endpoint_poll(struct ox_endpoint *ep, uint64_t now, unsigned budget)
 int ox_endpoint_run(struct ox_endpoint *ep, volatile int *stop)
 {
 	uint64_t last = ox_now_ns();
-	while (!*stop) {
+	while (!__atomic_load_n(stop, __ATOMIC_RELAXED)) {
 		uint64_t now = ox_now_ns();
 		if (ox_endpoint_poll(ep, now, 64) > 0) {
 			last = now;

@@ -3,8 +3,9 @@
  * frames between ports in one process, and the test-only fault injector.
  *
  * The hub lets the protocol tests run an endpoint and several requesters in
- * one thread, each polled in turn, with no sockets and no root.  A port's
- * queue is bounded and drops when full, like a NIC ring.
+ * one thread, each polled in turn, with no sockets and no root (or in
+ * several threads: one lock guards all queues).  A port's queue is bounded
+ * and drops when full, like a NIC ring.
  *
  * The fault injector wraps the send path of any link (the hub or AF_PACKET)
  * because this kernel has no netem: with a seeded generator it drops,
@@ -13,6 +14,7 @@
  * owner's ordinary polling drives it.  Not for production use.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -48,6 +50,7 @@ struct hub_port {
 };
 
 struct ox_hub {
+	pthread_mutex_t lock;
 	struct hub_port port[HUB_PORTS];
 	uint64_t drops;
 };
@@ -57,50 +60,62 @@ static int hub_send(struct ox_link *l, const uint8_t *f, size_t len)
 	struct hub_port *me = l->priv;
 	if (len > HUB_FRAME || len < OX_ETH_HLEN)
 		return -EMSGSIZE;
+	pthread_mutex_lock(&me->hub->lock);
 	for (int i = 0; i < HUB_PORTS; i++) {
 		struct hub_port *p = &me->hub->port[i];
 		if (!p->used || p == me || memcmp(p->link.mac, f, 6))
 			continue;
 		if (p->count == HUB_QLEN) {
 			me->hub->drops++;
-			return 0;
+			continue;
 		}
-		unsigned s = (p->head + p->count++) % HUB_QLEN;
+		unsigned s = (p->head + p->count) % HUB_QLEN;
 		memcpy(p->ring + (size_t)s * HUB_FRAME, f, len);
 		p->len[s] = (uint16_t)len;
+		p->count++;
 	}
+	pthread_mutex_unlock(&me->hub->lock);
 	return 0;
 }
 
 static int hub_recv(struct ox_link *l, uint8_t *buf, size_t cap)
 {
 	struct hub_port *p = l->priv;
-	if (!p->count)
-		return 0;
-	unsigned s = p->head;
-	size_t n = p->len[s];
-	if (n > cap)
-		n = cap;
-	memcpy(buf, p->ring + (size_t)s * HUB_FRAME, n);
-	p->head = (p->head + 1) % HUB_QLEN;
-	p->count--;
+	pthread_mutex_lock(&p->hub->lock);
+	size_t n = 0;
+	if (p->count) {
+		unsigned s = p->head;
+		n = p->len[s] < cap ? p->len[s] : cap;
+		memcpy(buf, p->ring + (size_t)s * HUB_FRAME, n);
+		p->head = (p->head + 1) % HUB_QLEN;
+		p->count--;
+	}
+	pthread_mutex_unlock(&p->hub->lock);
 	return (int)n;
 }
 
+/* The head slot is the reader's alone until release: senders only ever
+ * write past head + count. */
 static int hub_peek(struct ox_link *l, const uint8_t **f)
 {
 	struct hub_port *p = l->priv;
-	if (!p->count)
-		return 0;
-	*f = p->ring + (size_t)p->head * HUB_FRAME;
-	return p->len[p->head];
+	int n = 0;
+	pthread_mutex_lock(&p->hub->lock);
+	if (p->count) {
+		*f = p->ring + (size_t)p->head * HUB_FRAME;
+		n = p->len[p->head];
+	}
+	pthread_mutex_unlock(&p->hub->lock);
+	return n;
 }
 
 static void hub_release(struct ox_link *l)
 {
 	struct hub_port *p = l->priv;
+	pthread_mutex_lock(&p->hub->lock);
 	p->head = (p->head + 1) % HUB_QLEN;
 	p->count--;
+	pthread_mutex_unlock(&p->hub->lock);
 }
 
 static const struct ox_link_ops hub_ops = {
@@ -110,7 +125,10 @@ static const struct ox_link_ops hub_ops = {
 int ox_hub_create(struct ox_hub **out)
 {
 	*out = calloc(1, sizeof(**out));
-	return *out ? 0 : -ENOMEM;
+	if (!*out)
+		return -ENOMEM;
+	pthread_mutex_init(&(*out)->lock, NULL);
+	return 0;
 }
 
 void ox_hub_destroy(struct ox_hub *h)
@@ -119,6 +137,7 @@ void ox_hub_destroy(struct ox_hub *h)
 		return;
 	for (int i = 0; i < HUB_PORTS; i++)
 		free(h->port[i].ring);
+	pthread_mutex_destroy(&h->lock);
 	free(h);
 }
 

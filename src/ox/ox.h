@@ -360,7 +360,9 @@ int ox_endpoint_remove_window(struct ox_endpoint *ep, int id);
 /* Receives up to budget frames, serves them, sends responses and timers.
  * Returns frames handled (0: idle). */
 int ox_endpoint_poll(struct ox_endpoint *ep, uint64_t now, unsigned budget);
-/* Serves until *stop: busy-polls while traffic flows, blocks when idle. */
+/* Serves until *stop (set it from a signal handler or with
+ * __atomic_store_n): busy-polls while traffic flows, blocks when idle (up to
+ * 100 ms, which bounds how long a stop takes). */
 int ox_endpoint_run(struct ox_endpoint *ep, volatile int *stop);
 /* Forgets the connection state of a peer (its windows stay): call it when a
  * new session for that MAC is authenticated, since a 1.0.3 requester that
