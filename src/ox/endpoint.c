@@ -30,7 +30,7 @@
 #include "ox/conn.h"
 
 #define OX_EP_MAX_PEERS 64
-#define OX_EP_RXBUF_A 4096
+#define OX_EP_RXBUF_A 16384   /* 16 writes of 8 KiB in flight per peer */
 #define OX_EP_RXBUF_CE 128
 
 struct ox_pend {

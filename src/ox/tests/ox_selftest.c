@@ -337,6 +337,15 @@ static int lat(void)
 	}
 	double s = (double)(ox_now_ns() - t0) / 1e9;
 	printf("ox get 1 MiB: %.2f GB/s\n", (double)big * n / s / 1e9);
+	t0 = ox_now_ns();
+	for (int i = 0; i < n; i++) {
+		struct ox_op op = { .kind = OX_OP_PUT, .addr = BASE + big, .buf = bb, .len = big };
+		ox_requester_submit(r, &op);
+		if (ox_requester_wait(r, &op, 5000000000ull))
+			return 1;
+	}
+	s = (double)(ox_now_ns() - t0) / 1e9;
+	printf("ox put 1 MiB: %.2f GB/s\n", (double)big * n / s / 1e9);
 	struct ox_stats st;
 	ox_requester_stats(r, &st);
 	print_stats("lat client", &st);
