@@ -88,6 +88,7 @@ void ox_conn_stats(const struct ox_conn *c, struct ox_stats *s)
 
 void ox_conn_free(struct ox_conn *c)
 {
+	c->copy_src = NULL;
 	if (c->st)
 		fold_stats(c);
 	ox_gbn_free(&c->g);
@@ -102,6 +103,7 @@ void ox_conn_reset(struct ox_conn *c)
 	for (int i = 0; i < 6; i++)
 		c->tx_max[i] = start;
 	c->building = false;
+	c->copy_src = NULL;
 	c->open_pending = c->o.mode == OX_MODE_11;
 	c->close_pending = c->peer_closed = false;
 	c->last_ackonly = 0;
@@ -110,6 +112,7 @@ void ox_conn_reset(struct ox_conn *c)
 
 static void send_raw(struct ox_conn *c, const uint8_t *f, size_t len)
 {
+	ox_conn_sync(c);   /* a send may reuse the TX slot of the pending copy */
 	if (ox_link_send(c->link, f, len) == 0)
 		c->st->tx_frames++;
 }
@@ -135,11 +138,24 @@ static void send_ackonly(struct ox_conn *c, uint64_t now)
 	c->last_ackonly = now;
 }
 
+void ox_conn_sync(struct ox_conn *c)
+{
+	if (!c->copy_src)
+		return;
+	memcpy(c->copy_dst, c->copy_src, c->copy_len);
+	c->copy_src = NULL;
+}
+
+/* Frames are built where they will be sent from: the link's TX slot when it
+ * offers one (the retransmit copy follows later), else the ring slot. */
 static void begin(struct ox_conn *c)
 {
-	uint8_t *slot = ox_gbn_tx_slot(&c->g);
-	ox_eth_write(slot, c->peer, c->link->mac, c->o.ethertype);
-	ox_enc_begin(&c->enc, slot + OX_ETH_HLEN, c->o.mtu, c->o.verbatim);
+	ox_conn_sync(c);
+	uint8_t *b = c->link->ops->tx_slot ? c->link->ops->tx_slot(c->link) : NULL;
+	c->zc = b != NULL;
+	c->build = b ? b : ox_gbn_tx_slot(&c->g);
+	ox_eth_write(c->build, c->peer, c->link->mac, c->o.ethertype);
+	ox_enc_begin(&c->enc, c->build + OX_ETH_HLEN, c->o.mtu, c->o.verbatim);
 	c->building = true;
 }
 
@@ -167,7 +183,15 @@ void ox_conn_flush(struct ox_conn *c, uint64_t now)
 	c->st->tx_msgs += c->enc.nmsg;
 	uint8_t *slot = ox_gbn_tx_slot(&c->g);
 	ox_gbn_tx_commit(&c->g, OX_ETH_HLEN + n, now);
-	send_raw(c, slot, OX_ETH_HLEN + n);
+	if (!c->zc) {
+		send_raw(c, slot, OX_ETH_HLEN + n);
+		return;
+	}
+	if (c->link->ops->tx_commit(c->link, OX_ETH_HLEN + n) == 0)
+		c->st->tx_frames++;
+	c->copy_src = c->build;
+	c->copy_dst = slot;
+	c->copy_len = OX_ETH_HLEN + n;
 }
 
 bool ox_conn_can_add(const struct ox_conn *c, unsigned ch, unsigned flits)
@@ -242,6 +266,7 @@ uint64_t ox_conn_service(struct ox_conn *c, uint64_t now)
 	ox_conn_flush(c, now);
 	ox_gbn_tick(g, now);
 	if (g->rtx_due) {
+		ox_conn_sync(c);
 		g->rtx_due = false;
 		g->last_progress = now;
 		for (unsigned i = 0; i < g->count; i++) {

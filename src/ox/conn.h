@@ -24,6 +24,11 @@ struct ox_conn {
 	bool peer_closed;          /* the peer's close was accepted */
 	unsigned resets;           /* bumped by every reset: a new session */
 	uint64_t last_ackonly;
+	bool zc;                   /* the frame being built lies in the link's TX slot */
+	uint8_t *build;            /* where the frame being built lies */
+	const uint8_t *copy_src;   /* a sent frame not yet in the retransmit ring */
+	uint8_t *copy_dst;
+	size_t copy_len;
 };
 
 /* Fills in defaults in place (mtu from the link, timers, slots). */
@@ -43,6 +48,10 @@ int ox_conn_add(struct ox_conn *c, const struct ox_msg *m, uint64_t now);
 bool ox_conn_can_add(const struct ox_conn *c, unsigned ch, unsigned flits);
 /* Sends the frame being built, if any. */
 void ox_conn_flush(struct ox_conn *c, uint64_t now);
+/* Completes the retransmit copy of a frame sent from the link's TX slot.
+ * Owners call it after ox_link_flush, so that the copy of a lone response
+ * is made after the kernel has it, off the latency path. */
+void ox_conn_sync(struct ox_conn *c);
 /* Retransmission, ACK/NAK, credit-only and open/close frames.  Returns the
  * next time it wants to run. */
 uint64_t ox_conn_service(struct ox_conn *c, uint64_t now);

@@ -450,6 +450,11 @@ static void service_all(struct ox_endpoint *ep, uint64_t now)
 		if (p->c.peer_closed && p->c.g.ack_due)
 			p->c.g.ack_deadline = now;
 		uint64_t d = ox_conn_service(&p->c, now);
+		/* kick, then copy for retransmission: a lone response is on its
+		 * way before we spend time on the copy, and no other peer can
+		 * reuse the TX slot first */
+		ox_link_flush(ep->link);
+		ox_conn_sync(&p->c);
 		if (d < due)
 			due = d;
 	}

@@ -181,6 +181,7 @@ struct faulty {
 	struct held held[HELD_MAX];
 	unsigned nheld;
 	int reorder;               /* index in held of the frame waiting for a successor */
+	uint8_t *stage;            /* tx_slot buffer: the faults apply at commit */
 };
 
 static double uniform(struct faulty *f)
@@ -291,6 +292,18 @@ static void faulty_release(struct ox_link *l)
 	f->inner->ops->release(f->inner);
 }
 
+static uint8_t *faulty_tx_slot(struct ox_link *l)
+{
+	struct faulty *f = l->priv;
+	return f->stage;
+}
+
+static int faulty_tx_commit(struct ox_link *l, size_t len)
+{
+	struct faulty *f = l->priv;
+	return faulty_send(l, f->stage, len);
+}
+
 static int faulty_flush(struct ox_link *l)
 {
 	struct faulty *f = l->priv;
@@ -302,16 +315,18 @@ static void faulty_close(struct ox_link *l)
 	struct faulty *f = l->priv;
 	while (f->nheld)
 		held_send(f, 0);
+	free(f->stage);
 	free(f);
 }
 
 static const struct ox_link_ops faulty_ops = {
 	.send = faulty_send, .recv = faulty_recv, .wait = faulty_wait, .flush = faulty_flush,
-	.close = faulty_close,
+	.tx_slot = faulty_tx_slot, .tx_commit = faulty_tx_commit, .close = faulty_close,
 };
 static const struct ox_link_ops faulty_ops_zc = {
 	.send = faulty_send, .recv = faulty_recv, .peek = faulty_peek, .release = faulty_release,
-	.wait = faulty_wait, .flush = faulty_flush, .close = faulty_close,
+	.wait = faulty_wait, .flush = faulty_flush, .tx_slot = faulty_tx_slot,
+	.tx_commit = faulty_tx_commit, .close = faulty_close,
 };
 
 int ox_link_faulty(struct ox_link *inner, const struct ox_fault_cfg *cfg, struct ox_link **out)
@@ -319,6 +334,11 @@ int ox_link_faulty(struct ox_link *inner, const struct ox_fault_cfg *cfg, struct
 	struct faulty *f = calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
+	f->stage = malloc(OX_ETH_HLEN + inner->mtu);
+	if (!f->stage) {
+		free(f);
+		return -ENOMEM;
+	}
 	f->inner = inner;
 	f->cfg = *cfg;
 	f->rng = cfg->seed * 0x9E3779B97F4A7C15ull + 1;

@@ -7,7 +7,8 @@
  * check of the next ring slot's status word, no system call, and the frame
  * is decoded where the kernel put it (peek/release); only wait()
  * enters the kernel, and the owners call it after a spell of idleness.
- * Sending writes the frame into the next TX slot; one sendto kicks the
+ * Sending writes the frame into the next TX slot (or the owner builds it
+ * there: tx_slot/tx_commit); one sendto kicks the
  * kernel for all queued slots at flush (the owners flush at the end of each
  * poll) or when 32 are waiting, so a burst of responses costs one system
  * call, not one each.  The qdisc is bypassed: nothing here wants queueing.
@@ -102,11 +103,10 @@ static int pkt_flush(struct ox_link *l)
 	return p->queued ? kick(p, MSG_DONTWAIT) : 0;
 }
 
-static int pkt_send(struct ox_link *l, const uint8_t *f, size_t len)
+/* The data area of the next TX slot, once the kernel is done with it. */
+static uint8_t *pkt_tx_slot(struct ox_link *l)
 {
 	struct pkt *p = l->priv;
-	if (len > p->fsize - TPACKET2_HDRLEN)
-		return -EMSGSIZE;
 	struct tpacket2_hdr *h = slot(p->tx, p->fsize, p->tx_idx);
 	uint32_t st = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
 	if (st != TP_STATUS_AVAILABLE && !(st & TP_STATUS_WRONG_FORMAT)) {
@@ -114,15 +114,33 @@ static int pkt_send(struct ox_link *l, const uint8_t *f, size_t len)
 		kick(p, 0);
 		st = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
 		if (st != TP_STATUS_AVAILABLE && !(st & TP_STATUS_WRONG_FORMAT))
-			return -EAGAIN;
+			return NULL;
 	}
-	memcpy((uint8_t *)h + TPACKET2_HDRLEN - sizeof(struct sockaddr_ll), f, len);
+	return (uint8_t *)h + TPACKET2_HDRLEN - sizeof(struct sockaddr_ll);
+}
+
+static int pkt_tx_commit(struct ox_link *l, size_t len)
+{
+	struct pkt *p = l->priv;
+	struct tpacket2_hdr *h = slot(p->tx, p->fsize, p->tx_idx);
 	h->tp_len = (uint32_t)len;
 	__atomic_store_n(&h->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
 	p->tx_idx = (p->tx_idx + 1) % TX_FRAMES;
 	if (++p->queued >= 32)
 		return kick(p, MSG_DONTWAIT);
 	return 0;
+}
+
+static int pkt_send(struct ox_link *l, const uint8_t *f, size_t len)
+{
+	struct pkt *p = l->priv;
+	if (len > p->fsize - TPACKET2_HDRLEN)
+		return -EMSGSIZE;
+	uint8_t *d = pkt_tx_slot(l);
+	if (!d)
+		return -EAGAIN;
+	memcpy(d, f, len);
+	return pkt_tx_commit(l, len);
 }
 
 static int pkt_wait(struct ox_link *l, uint64_t timeout_ns)
@@ -148,7 +166,7 @@ static void pkt_close(struct ox_link *l)
 
 static const struct ox_link_ops pkt_ops = {
 	.send = pkt_send, .recv = pkt_recv, .peek = pkt_peek, .release = pkt_release,
-	.wait = pkt_wait, .flush = pkt_flush,
+	.wait = pkt_wait, .flush = pkt_flush, .tx_slot = pkt_tx_slot, .tx_commit = pkt_tx_commit,
 	.close = pkt_close,
 };
 

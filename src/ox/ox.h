@@ -254,6 +254,12 @@ struct ox_link_ops {
 	int (*wait)(struct ox_link *l, uint64_t timeout_ns);
 	/* pushes out frames that send() only queued (may be NULL) */
 	int (*flush)(struct ox_link *l);
+	/* optional zero-copy send: a buffer for the next frame (Ethernet header
+	 * included, room for the MTU) or NULL when none is free; tx_commit
+	 * queues what was written there like send().  The frame stays readable
+	 * at that address until the next tx_slot or send call. */
+	uint8_t *(*tx_slot)(struct ox_link *l);
+	int (*tx_commit)(struct ox_link *l, size_t len);
 	void (*close)(struct ox_link *l);
 };
 struct ox_link {

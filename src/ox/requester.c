@@ -279,6 +279,7 @@ int ox_requester_poll(struct ox_requester *r, uint64_t now)
 	ox_conn_flush(&r->c, now);
 	r->next_due = ox_conn_service(&r->c, now);
 	ox_link_flush(r->link);
+	ox_conn_sync(&r->c);
 	return ncomp;
 }
 
