@@ -319,7 +319,9 @@ struct ox_opts {
 	enum ox_mode mode;
 	bool verbatim;          /* data bytes copied without the per-flit swap */
 	uint16_t ethertype;     /* 0 = 0xAAAA */
-	unsigned mtu;           /* 0 = the link's */
+	unsigned mtu;           /* 0 = the link's; a requester must use the smaller
+				 * of both ends' MTUs (the control path knows the
+				 * node's), since bursts are sized to fill it */
 	unsigned rtx_slots;     /* retransmit buffer frames, 0 = 64 */
 	uint32_t rx_credit;     /* flits we buffer per channel we receive, 0 = default */
 	uint64_t rto_ns;        /* 0 = 1 ms */
