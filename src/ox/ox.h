@@ -415,7 +415,7 @@ struct ox_requester;
 int ox_requester_create(const struct ox_opts *o, struct ox_link *link,
 			const uint8_t peer_mac[6], struct ox_requester **out);
 void ox_requester_destroy(struct ox_requester *r);
-/* Queues an op; 0 or -EINVAL (bad size/alignment). */
+/* Queues an op; 0, -EINVAL (bad size/alignment) or -ESHUTDOWN (closing). */
 int ox_requester_submit(struct ox_requester *r, struct ox_op *op);
 /* Receives, completes, issues, retransmits.  Returns ops completed. */
 int ox_requester_poll(struct ox_requester *r, uint64_t now);

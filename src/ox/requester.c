@@ -98,6 +98,8 @@ static bool pow2(size_t n)
 
 int ox_requester_submit(struct ox_requester *r, struct ox_op *op)
 {
+	if (r->closing)
+		return -ESHUTDOWN;
 	if (!op->len || (op->kind <= OX_OP_PUT && !op->buf))
 		return -EINVAL;
 	if (op->kind == OX_OP_ARITH || op->kind == OX_OP_LOGIC || op->kind == OX_OP_INTENT) {
@@ -211,12 +213,13 @@ static void response(struct ox_requester *r, struct ox_msg *m, int *ncomp)
 	bool want_data = op->kind != OX_OP_PUT && op->kind != OX_OP_INTENT;
 	unsigned want_op = want_data ? OX_D_ACCESSACKDATA
 			   : op->kind == OX_OP_PUT ? OX_D_ACCESSACK : OX_D_HINTACK;
-	if (m->opcode != want_op || m->size != s->size) {
-		r->st.stale++;
-		return;
-	}
 	m->addr = s->addr;
-	if (m->denied) {
+	if (m->opcode != want_op || m->size != s->size) {
+		/* not an answer to what we asked: never copy it, fail the burst */
+		r->st.stale++;
+		if (!op->status)
+			op->status = -EIO;
+	} else if (m->denied) {
 		r->st.denied++;
 		if (!op->status)
 			op->status = -EACCES;
