@@ -27,6 +27,9 @@
 
 #include "ox/conn.h"
 
+/* A peer silent this long that opens again has restarted (see input). */
+#define OX_RESTART_IDLE_NS 100000000ull
+
 void ox_opts_resolve(struct ox_opts *o, const struct ox_link *l)
 {
 	if (!o->ethertype)
@@ -208,6 +211,12 @@ bool ox_conn_can_add(const struct ox_conn *c, unsigned ch, unsigned flits)
 
 int ox_conn_add(struct ox_conn *c, const struct ox_msg *m, uint64_t now)
 {
+	/* the open goes out alone: a late duplicate of it must carry no
+	 * request that could be executed a second time */
+	if (c->open_pending && !c->building && ox_gbn_can_send(&c->g)) {
+		begin(c);
+		ox_conn_flush(c, now);
+	}
 	int flits = ox_msg_flits(m->chan, m->opcode, m->size);
 	if (flits < 0)
 		return flits;
@@ -234,9 +243,15 @@ int ox_conn_input(struct ox_conn *c, const struct ox_frame *f, uint64_t now)
 	bool ackonly = m11 && h->type == OX_T_ACKONLY;
 	/* a new session from a peer we knew: it closed the last one, or it
 	 * acknowledges nothing of ours although it acknowledged something
-	 * before (it restarted without closing) */
+	 * before and has been silent a while (it restarted without closing).
+	 * The silence is what tells a restart from a late duplicate of the
+	 * old session's open, which would otherwise wipe a live connection;
+	 * and an open we still wait for (next_rx 0) is no restart at all,
+	 * even if frames that followed it overtook it. */
 	if (m11 && h->type == OX_T_OPEN && h->seq == 0 &&
-	    (c->peer_closed || (h->seq_ack == OX_SEQ_MASK && c->g.ackd != OX_SEQ_MASK)))
+	    (c->peer_closed || (c->g.next_rx != 0 && h->seq_ack == OX_SEQ_MASK &&
+				c->g.ackd != OX_SEQ_MASK &&
+				now - c->last_accept >= OX_RESTART_IDLE_NS)))
 		ox_conn_reset(c);
 	if (!ackonly && h->credit_ch && h->seq == c->g.next_rx &&
 	    ox_credit_check(&c->c, h->credit_ch, h->credit)) {
@@ -249,6 +264,7 @@ int ox_conn_input(struct ox_conn *c, const struct ox_frame *f, uint64_t now)
 	enum ox_rx_verdict v = ox_gbn_rx(&c->g, h->seq, ackonly, ack_dup, now);
 	if (v != OX_RX_ACCEPT)
 		return 0;
+	c->last_accept = now;
 	if (!ackonly && h->credit_ch) {
 		ox_credit_grant(&c->c, h->credit_ch, h->credit);
 		if (c->c.tx[h->credit_ch] > c->tx_max[h->credit_ch])

@@ -24,6 +24,7 @@ struct ox_conn {
 	bool peer_closed;          /* the peer's close was accepted */
 	unsigned resets;           /* bumped by every reset: a new session */
 	uint64_t last_ackonly;
+	uint64_t last_accept;      /* when the peer's last sequenced frame was accepted */
 	bool zc;                   /* the frame being built lies in the link's TX slot */
 	uint8_t *build;            /* where the frame being built lies */
 	const uint8_t *copy_src;   /* a sent frame not yet in the retransmit ring */

@@ -394,4 +394,11 @@ void ox_requester_dump(const struct ox_requester *r)
 {
 	ox_conn_dump(&r->c, "rq");
 	fprintf(stderr, "   busy %u nfree %u qhead %p frame_log2 %u\n", r->busy, r->nfree, (void *)r->qhead, r->frame_log2);
+	for (unsigned s = 0, n = 0; s < OX_RQ_SLOTS && n < 8; s++)
+		if (r->slot[s].op) {
+			fprintf(stderr, "   slot %u: kind %d addr %llx size %u off %zu\n", s,
+				r->slot[s].op->kind, (unsigned long long)r->slot[s].addr,
+				r->slot[s].size, r->slot[s].off);
+			n++;
+		}
 }
