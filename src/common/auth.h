@@ -2,11 +2,13 @@
  * auth.h - mutual challenge-response over a cluster secret.
  *
  * Both sides hold the same secret file; the key is a BLAKE2b hash of its
- * contents. The client sends a nonce; the node answers with its own nonce and
- * HMAC-SHA-512/256(key, "node" | client nonce | node nonce), proving it knows
- * the secret; the client answers HMAC(key, "client" | node nonce | client
- * nonce). Distinct labels stop a reflection of one side's proof as the
- * other's. The secret never crosses the wire. libsodium provides the
+ * contents. The client sends a nonce and the node answers with its own. The
+ * client proves itself first with HMAC-SHA-512/256(key, "client" | node
+ * nonce | client nonce), so the node can refuse and log a stranger before it
+ * reveals anything; the node's acceptance carries HMAC(key, "node" | client
+ * nonce | node nonce), and the client trusts the node only if it checks.
+ * Distinct labels stop a reflection of one side's proof as the other's;
+ * fresh nonces on both sides stop replays. The secret never crosses the wire. libsodium provides the
  * primitives and constant-time comparison.
  */
 #ifndef EM_AUTH_H

@@ -29,7 +29,7 @@ uint32_t em_wire_max_len(unsigned op, bool resp)
 {
 	switch (op) {
 	case EM_W_HELLO:
-		return resp ? EM_NONCE_LEN + EM_PROOF_LEN : EM_NONCE_LEN;
+		return EM_NONCE_LEN;
 	case EM_W_AUTH:
 		return resp ? EM_AUTH_RESP_LEN : EM_AUTH_REQ_LEN;
 	case EM_W_CREATE:
@@ -122,6 +122,7 @@ void em_auth_resp_encode(uint8_t *out, const struct em_auth_resp *r)
 	em_put64(out, r->session);
 	memcpy(out + 8, r->token, EM_TOKEN_LEN);
 	memcpy(out + 8 + EM_TOKEN_LEN, r->node_id, EM_NODE_ID_LEN);
+	memcpy(out + 8 + EM_TOKEN_LEN + EM_NODE_ID_LEN, r->proof, EM_PROOF_LEN);
 }
 
 void em_auth_resp_decode(const uint8_t *in, struct em_auth_resp *r)
@@ -129,6 +130,7 @@ void em_auth_resp_decode(const uint8_t *in, struct em_auth_resp *r)
 	r->session = em_get64(in);
 	memcpy(r->token, in + 8, EM_TOKEN_LEN);
 	memcpy(r->node_id, in + 8 + EM_TOKEN_LEN, EM_NODE_ID_LEN);
+	memcpy(r->proof, in + 8 + EM_TOKEN_LEN + EM_NODE_ID_LEN, EM_PROOF_LEN);
 }
 
 int em_namelayout_encode(uint8_t *out, size_t cap, const char *name,

@@ -29,7 +29,7 @@
 #define EM_MAX_LAYOUT 2048u
 
 enum em_wire_op {
-	EM_W_HELLO = 1,      /* c->s: client nonce */
+	EM_W_HELLO = 1,      /* c->s: client nonce; reply: node nonce */
 	EM_W_AUTH = 2,       /* c->s: proof, optional session to attach to */
 	EM_W_CREATE = 3,     /* offset = bytes, aux = flags; payload name+layout */
 	EM_W_OPEN = 4,       /* payload name */
@@ -89,8 +89,9 @@ struct em_auth_resp {         /* EM_W_AUTH response payload */
 	uint64_t session;
 	uint8_t token[EM_TOKEN_LEN];
 	uint8_t node_id[EM_NODE_ID_LEN];
+	uint8_t proof[EM_PROOF_LEN];  /* the node's: it knows the secret too */
 };
-#define EM_AUTH_RESP_LEN (8 + EM_TOKEN_LEN + EM_NODE_ID_LEN)
+#define EM_AUTH_RESP_LEN (8 + EM_TOKEN_LEN + EM_NODE_ID_LEN + EM_PROOF_LEN)
 
 void em_auth_req_encode(uint8_t *out, const struct em_auth_req *r);
 void em_auth_req_decode(const uint8_t *in, struct em_auth_req *r);

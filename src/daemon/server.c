@@ -771,22 +771,22 @@ static int recv_msg(struct conn *c, struct em_hdr *h, uint8_t *payload, uint32_t
 static int authenticate(struct conn *c)
 {
 	struct em_server *s = c->srv;
-	uint8_t cn[EM_NONCE_LEN], sn[EM_NONCE_LEN], buf[EM_NONCE_LEN + EM_PROOF_LEN];
+	uint8_t cn[EM_NONCE_LEN], sn[EM_NONCE_LEN];
 	uint8_t want[EM_PROOF_LEN], ab[EM_AUTH_REQ_LEN], rb[EM_AUTH_RESP_LEN];
 	struct em_auth_req ar;
 	struct em_auth_resp resp;
 	struct em_hdr h;
-	struct timeval tv = { .tv_sec = 10 };
+	struct timeval tv = { .tv_sec = s->o.io_timeout_ms / 1000,
+			      .tv_usec = (s->o.io_timeout_ms % 1000) * 1000 };
 	int rc;
 
-	/* A peer that connects and says nothing is dropped after 10 s. */
+	/* A peer that connects and does not finish authenticating within the
+	 * I/O timeout is dropped. */
 	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	if ((rc = recv_msg(c, &h, cn, EM_W_HELLO, EM_NONCE_LEN)))
 		return rc;
 	em_auth_nonce(sn);
-	memcpy(buf, sn, EM_NONCE_LEN);
-	em_auth_proof(s->key, 1, cn, sn, buf + EM_NONCE_LEN);
-	if ((rc = reply(c, &h, 0, buf, sizeof(buf), 0, 0, 0)) || (rc = conn_flush(c)))
+	if ((rc = reply(c, &h, 0, sn, sizeof(sn), 0, 0, 0)) || (rc = conn_flush(c)))
 		return rc;
 	if ((rc = recv_msg(c, &h, ab, EM_W_AUTH, EM_AUTH_REQ_LEN)))
 		return rc;
@@ -815,10 +815,12 @@ static int authenticate(struct conn *c)
 	resp.session = c->sess->id;
 	memcpy(resp.token, c->sess->token, EM_TOKEN_LEN);
 	memcpy(resp.node_id, s->node_id, EM_NODE_ID_LEN);
+	em_auth_proof(s->key, 1, cn, sn, resp.proof);
 	em_auth_resp_encode(rb, &resp);
 	if ((rc = reply(c, &h, 0, rb, sizeof(rb), 0, 0, 0)) || (rc = conn_flush(c)))
 		return rc;
-	tv.tv_sec = 0;
+	/* authenticated clients may idle as long as they like */
+	tv = (struct timeval){ 0, 0 };
 	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	em_log(EM_LOG_DEBUG, "%s: authenticated, session %llu", c->peer,
 	       (unsigned long long)c->sess->id);

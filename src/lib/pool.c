@@ -477,15 +477,17 @@ int em_region_create(em_pool *pool, const char *name, uint64_t bytes,
 	if (name) {
 		if ((rc = name_ok(name)))
 			return rc;
-		if (!(flags & EM_REGION_EXCL)) {
-			rc = region_open_named(pool, name, out);
-			if (!rc && (*out)->size != bytes) {
-				em_region_close(*out);
-				return -EEXIST;
-			}
-			if (rc != -ENOENT)
-				return rc;
+		/* A name must be unique across the pool, not just on the nodes
+		 * placement picks, so look for it everywhere first. Two clients
+		 * racing to create one name on different nodes can still both
+		 * succeed; opening then finds the first node's. */
+		rc = region_open_named(pool, name, out);
+		if (!rc && ((flags & EM_REGION_EXCL) || (*out)->size != bytes)) {
+			em_region_close(*out);
+			return -EEXIST;
 		}
+		if (rc != -ENOENT)
+			return rc;
 	}
 	r = calloc(1, sizeof(*r));
 	if (!r)

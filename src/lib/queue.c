@@ -32,7 +32,13 @@ static int stage_push(struct stage *s, const struct em_part *p)
 		s->p = np;
 		s->cap = nc;
 	}
-	s->p[s->n++] = *p;
+	s->p[s->n] = *p;
+	/* atomics carry their operands inline: keep pointing at our own copy */
+	if (p->req == p->inl)
+		s->p[s->n].req = s->p[s->n].inl;
+	if (p->resp == p->inl)
+		s->p[s->n].resp = s->p[s->n].inl;
+	s->n++;
 	return 0;
 }
 

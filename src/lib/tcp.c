@@ -405,7 +405,7 @@ static int call_raw(int fd, uint8_t op, const void *req, uint32_t req_len,
 /* Connects and authenticates; returns the socket or -errno. */
 static int tcp_open(em_pool *pool, struct em_node *node, bool new_session)
 {
-	uint8_t cn[EM_NONCE_LEN], sresp[EM_NONCE_LEN + EM_PROOF_LEN], want[EM_PROOF_LEN];
+	uint8_t cn[EM_NONCE_LEN], sn[EM_NONCE_LEN], want[EM_PROOF_LEN];
 	uint8_t ab[EM_AUTH_REQ_LEN], rb[EM_AUTH_RESP_LEN];
 	struct em_auth_req ar = { .attach_session = 0 };
 	struct em_auth_resp resp;
@@ -414,16 +414,10 @@ static int tcp_open(em_pool *pool, struct em_node *node, bool new_session)
 	if (fd < 0)
 		return fd;
 	em_auth_nonce(cn);
-	rc = call_raw(fd, EM_W_HELLO, cn, sizeof(cn), sresp, sizeof(sresp));
+	rc = call_raw(fd, EM_W_HELLO, cn, sizeof(cn), sn, sizeof(sn));
 	if (rc)
 		goto fail;
-	/* The node proves it knows the secret before we prove we do. */
-	em_auth_proof(pool->key, 1, cn, sresp, want);
-	if (em_auth_check(want, sresp + EM_NONCE_LEN) != 0) {
-		rc = -EM_EAUTH;
-		goto fail;
-	}
-	em_auth_proof(pool->key, 0, sresp, cn, ar.proof);
+	em_auth_proof(pool->key, 0, sn, cn, ar.proof);
 	if (!new_session) {
 		ar.attach_session = node->session;
 		memcpy(ar.attach_token, node->token, EM_TOKEN_LEN);
@@ -433,6 +427,12 @@ static int tcp_open(em_pool *pool, struct em_node *node, bool new_session)
 	if (rc)
 		goto fail;
 	em_auth_resp_decode(rb, &resp);
+	/* a node that cannot prove it knows the secret is not one of ours */
+	em_auth_proof(pool->key, 1, cn, sn, want);
+	if (em_auth_check(want, resp.proof) != 0) {
+		rc = -EM_EAUTH;
+		goto fail;
+	}
 	if (new_session) {
 		node->session = resp.session;
 		memcpy(node->token, resp.token, EM_TOKEN_LEN);

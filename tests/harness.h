@@ -1,0 +1,223 @@
+/*
+ * harness.h - what the tests share: start real memory nodes on loopback
+ * ports the kernel picks (--port-file), stop them, make secrets, connect.
+ * Every test is its own program: exit 0 pass, 1 fail, 77 skip.
+ */
+#ifndef EM_TEST_HARNESS_H
+#define EM_TEST_HARNESS_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ethermem.h"
+
+#define CHECK(c)                                                               \
+	do {                                                                   \
+		if (!(c)) {                                                    \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,    \
+				__LINE__, #c);                                 \
+			exit(1);                                               \
+		}                                                              \
+	} while (0)
+#define CHECK_RC(expr, want)                                                   \
+	do {                                                                   \
+		int rc_ = (expr);                                              \
+		if (rc_ != (want)) {                                           \
+			fprintf(stderr, "%s:%d: %s = %d (%s), want %d\n", __FILE__, \
+				__LINE__, #expr, rc_, em_strerror(rc_), (want));  \
+			exit(1);                                               \
+		}                                                              \
+	} while (0)
+
+struct t_node {
+	pid_t pid;
+	int port;
+	char url[64];
+	char log[256];
+};
+
+static char t_dir[256];
+
+static __attribute__((unused)) const char *t_tmpdir(void)
+{
+	if (!t_dir[0]) {
+		snprintf(t_dir, sizeof(t_dir), "/tmp/emtest.XXXXXX");
+		if (!mkdtemp(t_dir)) {
+			perror("mkdtemp");
+			exit(1);
+		}
+	}
+	return t_dir;
+}
+
+static __attribute__((unused)) void t_cleanup(void)
+{
+	char cmd[300];
+	if (t_dir[0] && !getenv("EM_TEST_KEEP")) {
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", t_dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "cannot remove %s\n", t_dir);
+	}
+}
+
+/* Writes a secret file and returns its path (static storage per call). */
+static __attribute__((unused)) const char *t_secret(const char *name, const char *content)
+{
+	static char paths[4][300];
+	static int next;
+	char *p = paths[next++ % 4];
+	FILE *f;
+
+	snprintf(p, 300, "%s/%s", t_tmpdir(), name);
+	f = fopen(p, "w");
+	CHECK(f);
+	fputs(content, f);
+	fclose(f);
+	return p;
+}
+
+static __attribute__((unused)) const char *t_bin(const char *name)
+{
+	static char path[4][512];
+	static int next;
+	const char *dir = getenv("EM_BUILD_DIR");
+	char *p = path[next++ % 4];
+
+	snprintf(p, 512, "%s/%s", dir ? dir : ".", name);
+	return p;
+}
+
+static __attribute__((unused)) void t_sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+/* Starts ethermemd and waits until it listens. extra: more flags or NULL. */
+static __attribute__((unused)) void t_node_start(struct t_node *n, const char *capacity, const char *secret,
+			 const char *extra)
+{
+	static int seq;
+	char portfile[300], cmd[2048];
+	int id = seq++;
+
+	memset(n, 0, sizeof(*n));
+	snprintf(portfile, sizeof(portfile), "%s/node%d.port", t_tmpdir(), id);
+	snprintf(n->log, sizeof(n->log), "%s/node%d.log", t_tmpdir(), id);
+	unlink(portfile);
+	n->pid = fork();
+	CHECK(n->pid >= 0);
+	if (n->pid == 0) {
+		int fd = open(n->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		/* a node never outlives its test, however the test ends */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(fd, 2);
+		dup2(fd, 1);
+		snprintf(cmd, sizeof(cmd),
+			 "exec %s --listen tcp://127.0.0.1:0 --capacity %s --secret-file %s "
+			 "--port-file %s %s", t_bin("ethermemd"), capacity, secret, portfile,
+			 extra ? extra : "");
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 1000; i++) {
+		FILE *f = fopen(portfile, "r");
+		int status;
+		if (f) {
+			int ok = fscanf(f, "%d", &n->port) == 1;
+			fclose(f);
+			if (ok) {
+				snprintf(n->url, sizeof(n->url), "tcp://127.0.0.1:%d", n->port);
+				return;
+			}
+		}
+		if (waitpid(n->pid, &status, WNOHANG) == n->pid) {
+			fprintf(stderr, "ethermemd exited at start; log %s\n", n->log);
+			exit(1);
+		}
+		t_sleep_ms(10);
+	}
+	fprintf(stderr, "ethermemd did not start\n");
+	exit(1);
+}
+
+/* Signals the node and returns its exit status (-1 if it had to be killed). */
+static __attribute__((unused)) int t_node_stop(struct t_node *n, int sig)
+{
+	int status = 0;
+
+	if (n->pid <= 0)
+		return 0;
+	kill(n->pid, sig);
+	for (int i = 0; i < 1000; i++) {
+		if (waitpid(n->pid, &status, WNOHANG) == n->pid) {
+			n->pid = 0;
+			return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+		}
+		t_sleep_ms(10);
+	}
+	kill(n->pid, SIGKILL);
+	waitpid(n->pid, &status, 0);
+	n->pid = 0;
+	return -1;
+}
+
+static __attribute__((unused)) em_pool *t_connect(struct t_node *nodes, int count, const char *secret, int *rc)
+{
+	char list[1024] = "";
+	struct em_pool_opts o = { .size = sizeof(o), .secret_file = secret };
+	em_pool *p = NULL;
+
+	for (int i = 0; i < count; i++) {
+		strcat(list, i ? "," : "");
+		strcat(list, nodes[i].url);
+	}
+	o.nodes = list;
+	*rc = em_pool_connect(&p, &o);
+	return *rc ? NULL : p;
+}
+
+static __attribute__((unused)) em_pool *t_connect_ok(struct t_node *nodes, int count, const char *secret)
+{
+	int rc;
+	em_pool *p = t_connect(nodes, count, secret, &rc);
+	CHECK_RC(rc, 0);
+	return p;
+}
+
+/* True when the node's log contains `needle`. */
+static __attribute__((unused)) int t_log_has(const struct t_node *n, const char *needle)
+{
+	char buf[65536];
+	int fd = open(n->log, O_RDONLY), len;
+
+	if (fd < 0)
+		return 0;
+	len = (int)read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (len <= 0)
+		return 0;
+	buf[len] = 0;
+	return strstr(buf, needle) != NULL;
+}
+
+static __attribute__((unused)) uint64_t t_rand(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+#define T_SECRET "correct horse battery staple 42\n"
+
+#endif
