@@ -15,7 +15,11 @@ asan:
 	@cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -j 2 --timeout 600 -LE nosan
 
+# LLM inference over the pool against disk and swap (issue 5).
+bench-llm: all
+	bench/llm/run.sh $(if $(QUICK),--quick,)
+
 clean:
 	rm -rf build build-asan build-tsan build-fuzz
 
-.PHONY: all test asan clean
+.PHONY: all test asan clean bench-llm
