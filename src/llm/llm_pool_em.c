@@ -1,0 +1,409 @@
+/*
+ * The pool backend of the inference engine: the checkpoint's bytes live in a
+ * named pool region, at the same offsets as in the file, and the engine
+ * reaches them either through a transparent mapping (em_map, --weights
+ * pool) or through explicit asynchronous reads (em_submit/em_wait,
+ * --weights stream --stream-from pool).
+ *
+ * Which region.  llm.h's seam hands us only the model path, and the runner's
+ * flags belong to the engine, so the region is named by the environment like
+ * every other pool setting: ETHERMEM_LLM_REGION if set, else "llm-" followed
+ * by the file's base name (characters the pool refuses in names become '_',
+ * truncated to EM_NAME_MAX).  `ethermem import MODEL llm-$(basename MODEL)`
+ * puts a checkpoint there.  When the file also exists locally its size and
+ * its first and last 4 KiB are compared with the region's, so a stale region
+ * left from another checkpoint of the same shape is refused (-ESTALE) rather
+ * than silently producing other token ids.  The file need not exist: a
+ * compute server without the checkpoint on disk is the point of the pool.
+ *
+ * Local budget of the mapping: ETHERMEM_MAP_CACHE (read by the library, as
+ * for every em_map user), else the whole region, which is what "all local"
+ * means for the other backends.  The fetch unit is ETHERMEM_LLM_MAP_UNIT,
+ * else 1 MiB: a forward pass reads every weight front to back, so large
+ * units cut the number of faults while the stream prefetcher keeps the wire
+ * busy; the engine's scan-resistant eviction then keeps a fixed share of the
+ * model resident and fetches only the rest each token.
+ *
+ * The fetcher uses one em_queue (the streaming source calls it from one
+ * thread).  The library splits large reads at its own limits and stripes,
+ * so a request is one em_op; completions that arrive for other tags than
+ * the one being waited for are parked in a small table until their wait.
+ */
+#include "llm/llm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ethermem.h"
+
+/* Requests in flight at most: two staging buffers of up to LLM_UNIT_RANGES
+ * ranges plus one layer's top-k expert misses, with room to spare. */
+#define LLM_PQ_DEPTH 64
+#define LLM_PQ_TABLE 512
+#define LLM_PEEK 4096
+/* A reply over loopback or a LAN comes in tens of microseconds, about what
+ * sleeping in recv() and being woken costs: poll this long before blocking. */
+#define LLM_SPIN_NS 30000L
+
+static void llm_region_name(const char *model, char *out, size_t outlen)
+{
+	const char *e = getenv("ETHERMEM_LLM_REGION"), *b;
+	size_t n;
+
+	if (e && *e) {
+		snprintf(out, outlen, "%s", e);
+		return;
+	}
+	b = strrchr(model, '/');
+	b = b ? b + 1 : model;
+	n = (size_t)snprintf(out, outlen, "llm-%s", b);
+	if (n >= outlen)
+		n = outlen - 1;
+	for (size_t i = 0; i < n; i++)
+		if (out[i] < 0x21 || out[i] > 0x7e || out[i] == '/')
+			out[i] = '_';
+}
+
+static int llm_pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	ssize_t n = pread(fd, buf, len, (off_t)off);
+
+	return n == (ssize_t)len ? 0 : n < 0 ? -errno : -EIO;
+}
+
+/* The region must be the file's bytes when the file is here to compare. */
+static int llm_region_check(em_region *r, const char *model, const char *name)
+{
+	unsigned char a[LLM_PEEK], b[LLM_PEEK];
+	uint64_t size = em_region_size(r), offs[2];
+	struct stat sb;
+	size_t n;
+	int fd, rc = 0;
+
+	fd = open(model, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	if (fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {
+		close(fd);
+		return 0;
+	}
+	if ((uint64_t)sb.st_size != size) {
+		fprintf(stderr, "ethermem-llm: region %s holds %llu bytes but %s has %llu: "
+			"re-import it (ethermem import %s %s)\n", name,
+			(unsigned long long)size, model, (unsigned long long)sb.st_size,
+			model, name);
+		close(fd);
+		return -ESTALE;
+	}
+	n = size < LLM_PEEK ? (size_t)size : LLM_PEEK;
+	offs[0] = 0;
+	offs[1] = size - n;
+	for (int i = 0; i < 2 && !rc; i++) {
+		rc = llm_pread_full(fd, a, n, offs[i]);
+		if (!rc)
+			rc = em_read(r, offs[i], b, n);
+		if (!rc && memcmp(a, b, n)) {
+			fprintf(stderr, "ethermem-llm: region %s differs from %s: "
+				"re-import it (ethermem import %s %s)\n", name, model, model, name);
+			rc = -ESTALE;
+		}
+	}
+	close(fd);
+	return rc;
+}
+
+static int llm_pool_open(const char *model, em_pool **pool, em_region **r)
+{
+	char name[EM_NAME_MAX + 1];
+	int rc;
+
+	llm_region_name(model, name, sizeof(name));
+	rc = em_pool_connect(pool, NULL);
+	if (rc) {
+		fprintf(stderr, "ethermem-llm: cannot connect to the pool (ETHERMEM_NODES, "
+			"ETHERMEM_SECRET_FILE): %s\n", em_strerror(rc));
+		return rc;
+	}
+	rc = em_region_open(*pool, name, r);
+	if (rc) {
+		fprintf(stderr, "ethermem-llm: region %s: %s%s%s%s\n", name, em_strerror(rc),
+			rc == -ENOENT ? " (load the checkpoint with: ethermem import " : "",
+			rc == -ENOENT ? model : "", rc == -ENOENT ? " <region>, and name it "
+			"in ETHERMEM_LLM_REGION or call it llm-<file name>)" : "");
+		em_pool_close(*pool);
+		return rc;
+	}
+	rc = llm_region_check(*r, model, name);
+	if (rc) {
+		em_region_close(*r);
+		em_pool_close(*pool);
+	}
+	return rc;
+}
+
+/* ---- explicit streaming: the fetcher ----------------------------------- */
+
+enum { LLM_PQ_FREE, LLM_PQ_INFLIGHT, LLM_PQ_DONE };
+
+struct llm_pq_ent {
+	uint64_t tag;
+	int state, rc;
+};
+
+struct llm_pfetch {
+	em_pool *pool;
+	em_region *r;
+	em_queue *q;
+	uint64_t size;
+	int spin;
+	struct llm_pq_ent ent[LLM_PQ_TABLE];
+};
+
+static long llm_ns_since(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (t.tv_sec - t0->tv_sec) * 1000000000L + (t.tv_nsec - t0->tv_nsec);
+}
+
+/* Reaps at least one completion (polling briefly first) into the table;
+ * 0, or -errno when the queue fails or nothing came within the pool's
+ * request timeout. */
+static int llm_pf_reap(struct llm_pfetch *f)
+{
+	struct em_completion c[LLM_PQ_DEPTH];
+	int n = em_poll(f->q, c, LLM_PQ_DEPTH);
+
+	if (n == 0 && f->spin) {
+		struct timespec t0;
+
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		do
+			n = em_poll(f->q, c, LLM_PQ_DEPTH);
+		while (n == 0 && llm_ns_since(&t0) < LLM_SPIN_NS);
+	}
+	if (n == 0)
+		n = em_wait(f->q, c, 1, LLM_PQ_DEPTH, -1);
+	if (n < 0)
+		return n;
+	if (n == 0)
+		return -ETIMEDOUT;
+	for (int i = 0; i < n; i++) {
+		struct llm_pq_ent *e = &f->ent[c[i].user_data % LLM_PQ_TABLE];
+
+		e->rc = c[i].result;
+		e->state = LLM_PQ_DONE;
+	}
+	return 0;
+}
+
+static int llm_pf_submit(void *ctx, uint64_t off, void *dst, size_t len, uint64_t tag)
+{
+	struct llm_pfetch *f = ctx;
+	struct llm_pq_ent *e = NULL;
+	struct em_op op;
+	int rc;
+
+	if (off > f->size || len > f->size - off)
+		return -ERANGE;
+	for (int i = 0; i < LLM_PQ_TABLE; i++) {
+		if (f->ent[i].state == LLM_PQ_FREE) {
+			if (!e)
+				e = &f->ent[i];
+		} else if (f->ent[i].tag == tag) {
+			return -EEXIST;
+		}
+	}
+	if (!e)
+		return -EBUSY;
+	op = (struct em_op){ .opcode = EM_OP_READ, .region = f->r, .offset = off,
+			     .buf = dst, .len = len, .user_data = (uint64_t)(e - f->ent) };
+	/* A full queue is no error: finish something, park it, post again. */
+	while ((rc = em_submit(f->q, &op, 1)) == -EAGAIN) {
+		rc = llm_pf_reap(f);
+		if (rc)
+			return rc;
+	}
+	if (rc < 0)
+		return rc;
+	*e = (struct llm_pq_ent){ .tag = tag, .state = LLM_PQ_INFLIGHT };
+	return 0;
+}
+
+static int llm_pf_wait(void *ctx, uint64_t tag)
+{
+	struct llm_pfetch *f = ctx;
+	struct llm_pq_ent *e = NULL;
+	int rc;
+
+	for (int i = 0; i < LLM_PQ_TABLE && !e; i++)
+		if (f->ent[i].state != LLM_PQ_FREE && f->ent[i].tag == tag)
+			e = &f->ent[i];
+	if (!e)
+		return -ENOENT;
+	while (e->state == LLM_PQ_INFLIGHT) {
+		rc = llm_pf_reap(f);
+		if (rc)
+			return rc; /* still in flight: close() drains or tears down */
+	}
+	rc = e->rc;
+	e->state = LLM_PQ_FREE;
+	return rc;
+}
+
+static void llm_pf_close(void *ctx)
+{
+	struct llm_pfetch *f = ctx;
+
+	/* The caller frees the destination buffers next: nothing may land in
+	 * them afterwards.  Drain what is in flight; if the pool stops
+	 * answering, destroying the queue closes its connections, which
+	 * abandons the rest just as safely. */
+	while (em_queue_inflight(f->q) && llm_pf_reap(f) == 0)
+		;
+	em_queue_destroy(f->q);
+	em_region_close(f->r);
+	em_pool_close(f->pool);
+	free(f);
+}
+
+static const struct llm_fetcher_ops llm_pf_ops = {
+	.submit = llm_pf_submit,
+	.wait = llm_pf_wait,
+	.close = llm_pf_close,
+};
+
+static int llm_em_open_fetcher(const char *model, struct llm_fetcher *out)
+{
+	struct llm_pfetch *f = calloc(1, sizeof(*f));
+	const char *e = getenv("ETHERMEM_LLM_SPIN");
+	int rc;
+
+	if (!f)
+		return -ENOMEM;
+	rc = llm_pool_open(model, &f->pool, &f->r);
+	if (rc) {
+		free(f);
+		return rc;
+	}
+	rc = em_queue_create(f->pool, LLM_PQ_DEPTH, &f->q);
+	if (rc) {
+		fprintf(stderr, "ethermem-llm: em_queue_create: %s\n", em_strerror(rc));
+		em_region_close(f->r);
+		em_pool_close(f->pool);
+		free(f);
+		return rc;
+	}
+	f->size = em_region_size(f->r);
+	f->spin = !(e && !strcmp(e, "0"));
+	out->ops = &llm_pf_ops;
+	out->ctx = f;
+	out->size = f->size;
+	return 0;
+}
+
+/* ---- transparent mapping ----------------------------------------------- */
+
+struct llm_pmap {
+	em_pool *pool;
+	em_region *r;
+	void *addr;
+};
+
+static void llm_em_unmap(void *cookie)
+{
+	struct llm_pmap *m = cookie;
+	int rc;
+
+	if (!m)
+		return;
+	rc = em_unmap(m->addr);
+	if (rc)
+		fprintf(stderr, "ethermem-llm: em_unmap: %s\n", em_strerror(rc));
+	em_region_close(m->r);
+	em_pool_close(m->pool);
+	free(m);
+}
+
+static int llm_em_map(const char *model, void **base, size_t *len, void **cookie)
+{
+	struct llm_pmap *m = calloc(1, sizeof(*m));
+	struct em_map_opts mo = { .size = sizeof(mo), .flags = EM_MAP_READONLY };
+	const char *e;
+	uint64_t v, size;
+	int rc;
+
+	if (!m)
+		return -ENOMEM;
+	rc = llm_pool_open(model, &m->pool, &m->r);
+	if (rc) {
+		free(m);
+		return rc;
+	}
+	size = em_region_size(m->r);
+	mo.fetch_unit = 1u << 20;
+	e = getenv("ETHERMEM_LLM_MAP_UNIT");
+	if (e && !*e)
+		e = NULL; /* set but empty: as if unset, like ETHERMEM_MAP_CACHE */
+	if (e && (em_parse_size(e, &v) || v < 4096 || v > (2u << 20) || (v & (v - 1)))) {
+		fprintf(stderr, "ethermem-llm: ETHERMEM_LLM_MAP_UNIT wants a power of two "
+			"from 4K to 2M, got '%s'\n", e);
+		rc = -EINVAL;
+		goto fail;
+	}
+	if (e)
+		mo.fetch_unit = v;
+	/* No budget given means no limit, as for the other backends: the whole
+	 * model, rounded up to whole fetch units. */
+	e = getenv("ETHERMEM_MAP_CACHE");
+	if (!e || !*e) {
+		rc = em_map_cache_size((size + mo.fetch_unit - 1) / mo.fetch_unit * mo.fetch_unit);
+		if (rc)
+			goto fail;
+	}
+	rc = em_map(m->r, &mo, &m->addr);
+	if (rc) {
+		fprintf(stderr, "ethermem-llm: em_map of the model's region: %s%s\n",
+			em_strerror(rc), rc == -EINVAL ? " (cache budget below the fetch unit?)" : "");
+		goto fail;
+	}
+	*base = m->addr;
+	*len = (size_t)size;
+	*cookie = m;
+	return 0;
+fail:
+	em_region_close(m->r);
+	em_pool_close(m->pool);
+	free(m);
+	return rc;
+}
+
+static int llm_em_stats(void *cookie, uint64_t *bytes, uint64_t *faults)
+{
+	struct llm_pmap *m = cookie;
+	struct em_map_stats st;
+	int rc = em_map_stats(m ? m->addr : NULL, &st);
+
+	if (rc)
+		return rc;
+	*bytes = st.bytes_fetched;
+	*faults = st.faults;
+	return 0;
+}
+
+static const struct llm_pool_ops llm_em_ops = {
+	.name = "ethermem (em_map and em_submit/em_wait on a named region)",
+	.map = llm_em_map,
+	.unmap = llm_em_unmap,
+	.open_fetcher = llm_em_open_fetcher,
+	.stats = llm_em_stats,
+};
+
+const struct llm_pool_ops *const llm_pool_backend = &llm_em_ops;
