@@ -14,6 +14,9 @@
  *  - whatever the library allocates has its destroy/close call;
  *  - option structs start with their own size so they can grow.
  *
+ * Ownership: close regions and destroy queues before closing their pool;
+ * em_pool_close() frees region handles left open (the nodes drop them).
+ *
  * Thread safety: em_pool_* calls, em_region_* calls and the synchronous
  * em_read/em_write/em_atomic are safe to call from several threads at once on
  * the same pool (they serialise on the pool's default queue; for parallel I/O

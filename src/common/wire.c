@@ -49,6 +49,10 @@ uint32_t em_wire_max_len(unsigned op, bool resp)
 		return resp ? 0 : EM_MAX_IO;
 	case EM_W_ATOMIC:
 		return resp ? 8 : 16;
+	case EM_W_OX_ATTACH:
+		return resp ? EM_OX_ATTACH_RESP_LEN : EM_OX_ATTACH_REQ_LEN;
+	case EM_W_OX_MAP:
+		return resp ? 8 : 0;
 	default:
 		return 0;
 	}
@@ -99,6 +103,7 @@ const char *em_wire_op_name(unsigned op)
 	static const char *names[EM_W__MAX] = {
 		"?", "hello", "auth", "create", "open", "close", "delete",
 		"list", "status", "read", "write", "atomic", "baseline",
+		"ox-attach", "ox-map",
 	};
 	return op < EM_W__MAX ? names[op] : "?";
 }
@@ -143,7 +148,8 @@ int em_namelayout_encode(uint8_t *out, size_t cap, const char *name,
 	if (1 + nl + 2 + layout_len > cap)
 		return -ENOSPC;
 	out[0] = (uint8_t)nl;
-	memcpy(out + 1, name, nl);
+	if (nl)
+		memcpy(out + 1, name, nl);
 	out[1 + nl] = (uint8_t)layout_len;
 	out[2 + nl] = (uint8_t)(layout_len >> 8);
 	if (layout_len)
@@ -173,4 +179,26 @@ int em_namelayout_decode(const uint8_t *in, size_t len, char *name,
 	*layout = in + 3 + nl;
 	*layout_len = ll;
 	return 0;
+}
+
+void em_ox_info_encode(uint8_t *out, const struct em_ox_info *i)
+{
+	memcpy(out, i->mac, 6);
+	out[6] = (uint8_t)i->ethertype;
+	out[7] = (uint8_t)(i->ethertype >> 8);
+	em_put32(out + 8, i->mtu);
+	out[12] = i->mode;
+	out[13] = i->verbatim;
+	out[14] = (uint8_t)i->echo_type;
+	out[15] = (uint8_t)(i->echo_type >> 8);
+}
+
+void em_ox_info_decode(const uint8_t *in, struct em_ox_info *i)
+{
+	memcpy(i->mac, in, 6);
+	i->ethertype = (uint16_t)(in[6] | in[7] << 8);
+	i->mtu = em_get32(in + 8);
+	i->mode = in[12];
+	i->verbatim = in[13];
+	i->echo_type = (uint16_t)(in[14] | in[15] << 8);
 }

@@ -41,6 +41,8 @@ enum em_wire_op {
 	EM_W_WRITE = 10,     /* region, offset, payload = data */
 	EM_W_ATOMIC = 11,    /* region, offset, aux = op, payload operand+compare */
 	EM_W_BASELINE = 12,  /* switch this connection to raw ping-pong/stream */
+	EM_W_OX_ATTACH = 13, /* c->s: the client's MAC; reply: the node's OmniXtend link */
+	EM_W_OX_MAP = 14,    /* region = handle; reply: offset = window base, payload u64 length */
 	EM_W__MAX
 };
 
@@ -113,7 +115,16 @@ enum {
 	EM_ST_OPS0,                    /* EM_STAT_OPS counters */
 	EM_ST_ERR0 = EM_ST_OPS0 + 8,   /* EM_STAT_OPS error counters */
 	EM_ST_LAT0 = EM_ST_ERR0 + 8,   /* 3 classes x (p50, p99, p999) */
-	EM_ST__COUNT = EM_ST_LAT0 + 9
+	/* OmniXtend data path (all 0 without --ox) */
+	EM_ST_OX_RX = EM_ST_LAT0 + 9,  /* frames received */
+	EM_ST_OX_TX,                   /* frames sent */
+	EM_ST_OX_DENIED,               /* requests answered with the denied bit */
+	EM_ST_OX_UNKNOWN,              /* frames from a MAC with no window, dropped */
+	EM_ST_OX_MALFORMED,            /* frames that failed to decode, dropped */
+	EM_ST_OX_RTX,                  /* frames retransmitted */
+	EM_ST_OX_ECHO,                 /* raw ping-pong frames answered (bench --baseline) */
+	EM_ST_OX_ATTACHED,             /* sessions with an OmniXtend window grant now */
+	EM_ST__COUNT
 };
 #define EM_STATUS_LEN (EM_ST__COUNT * 8)
 
@@ -122,6 +133,28 @@ enum {
  * `bytes` sent as fast as the socket takes them, QUIT ends the mode. */
 enum { EM_BASE_PING = 1, EM_BASE_STREAM = 2, EM_BASE_QUIT = 3 };
 #define EM_BASE_MAX_PING (4u << 20)
+
+/* OmniXtend control (EM_W_OX_ATTACH).  The TCP session stays the control
+ * path: the client names its MAC address, the node answers with its own and
+ * the parameters of its link.  From then on the session's region handles can
+ * be given address windows (EM_W_OX_MAP) that only frames from that MAC can
+ * reach; they go away with the handle or the session.  One session per MAC
+ * at a time (a second gets -EADDRINUSE): OmniXtend keys a connection's
+ * sequence numbers and credits on the MAC pair, so two requesters behind
+ * one MAC would corrupt each other's go-back-N state. */
+#define EM_OX_ATTACH_REQ_LEN 8   /* mac[6], 2 zero bytes */
+#define EM_OX_ATTACH_RESP_LEN 16 /* mac[6], u16 ethertype, u32 mtu, u8 mode,
+				  * u8 verbatim, u16 echo ethertype (0 = none) */
+struct em_ox_info {
+	uint8_t mac[6];
+	uint16_t ethertype;
+	uint32_t mtu;        /* payload bytes after the EtherType */
+	uint8_t mode;        /* enum ox_mode: 0 = 1.1, 1 = 1.0.3 */
+	uint8_t verbatim;
+	uint16_t echo_type;  /* raw ping-pong responder for the benchmark */
+};
+void em_ox_info_encode(uint8_t *out, const struct em_ox_info *i);
+void em_ox_info_decode(const uint8_t *in, struct em_ox_info *i);
 
 static inline void em_put64(uint8_t *p, uint64_t v)
 {

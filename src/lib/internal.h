@@ -3,10 +3,13 @@
  * in-tree tools (the benchmark, the paging layer). Never installed.
  *
  * A queue posts "parts" - one wire request each - to per-node channels. A
- * channel is a transport behind a table of operations (TCP today; OmniXtend
- * raw Ethernet plugs in beside it). Channels complete parts in the order they
- * were posted, which is what lets the TCP transport receive read data
- * straight into the caller's buffer.
+ * channel is a transport behind a table of operations: TCP (tcp.c), or
+ * OmniXtend over raw Ethernet (ox_chan.c), which wraps a TCP channel and
+ * sends reads, writes and TL-UH atomics as TileLink frames while control
+ * requests and compare-and-swap stay on TCP. The TCP channel completes
+ * parts in the order they were posted, which is what lets it receive read
+ * data straight into the caller's buffer; the OmniXtend channel completes
+ * them as their responses arrive.
  */
 #ifndef EM_LIB_INTERNAL_H
 #define EM_LIB_INTERNAL_H
@@ -35,6 +38,7 @@ struct em_part {
 	void *resp;            /* response payload destination */
 	uint32_t resp_cap;
 	uint8_t inl[16];       /* atomics: operands out, old value back */
+	uint64_t oxaddr;       /* OmniXtend address of `off`, 0: not over OmniXtend */
 	/* filled on completion */
 	int status;
 	uint32_t resp_len, r_region, r_aux;
@@ -72,6 +76,7 @@ struct em_node {
 	uint8_t id[EM_NODE_ID_LEN];
 	uint64_t session;
 	uint8_t token[EM_TOKEN_LEN];
+	struct em_oxnode *ox;    /* EM_TRANSPORT_OX: the node's OmniXtend connection */
 };
 
 struct em_pool {
@@ -79,9 +84,11 @@ struct em_pool {
 	struct em_node *nodes;
 	uint8_t key[EM_KEY_LEN];
 	int timeout_ms;
-	enum em_transport transport;
+	enum em_transport transport; /* TCP or OX, resolved */
+	char ox_iface[64];
 	pthread_mutex_t lock;    /* the default queue, control calls */
 	struct em_queue *dq;     /* over the session's first connections */
+	struct em_region *regions; /* open handles, freed by em_pool_close */
 };
 
 #define EM_MAX_PATTERN 64
@@ -99,6 +106,8 @@ struct em_region {
 	uint32_t cnt[EM_MAX_PATTERN];    /* chunks per period, per segment */
 	char name[EM_NAME_MAX + 1];
 	bool named;
+	uint64_t oxbase[EM_MAX_SEG]; /* OmniXtend window of each segment, 0: none */
+	struct em_region *next, *prev; /* the pool's list of open handles */
 };
 
 struct em_slot {
@@ -130,6 +139,20 @@ int em_tcp_connect(em_pool *pool, struct em_node *node, bool new_session,
 		   struct em_chan **out);
 /* Opens an authenticated TCP connection in raw baseline mode (benchmark). */
 int em_tcp_baseline_fd(em_pool *pool, unsigned node);
+
+/* OmniXtend (ox_chan.c). One connection per pool node, shared by every
+ * queue of the pool: the node keys OmniXtend state on the MAC pair, so two
+ * requesters behind one MAC would break each other's go-back-N. */
+/* Opens the interface for node i; *mac is ours, for EM_W_OX_ATTACH. */
+int em_ox_node_open(em_pool *pool, unsigned i, uint8_t mac[6]);
+/* Starts the requester with what the node answered. */
+int em_ox_node_start(em_pool *pool, unsigned i, const struct em_ox_info *info);
+void em_ox_node_close(struct em_node *n);
+/* A node's status array as on the wire (EM_ST_*, the OmniXtend counters
+ * included, which struct em_node_status has no room for). */
+int em_status_raw(em_pool *pool, unsigned node, uint64_t v[EM_ST__COUNT]);
+/* Wraps a TCP channel to node i into an OmniXtend one (owning it). */
+int em_ox_chan_wrap(em_pool *pool, unsigned i, struct em_chan *tcp, struct em_chan **out);
 
 int em_queue_create_on(em_pool *pool, unsigned depth, struct em_chan **chans,
 		       bool owns, em_queue **out);

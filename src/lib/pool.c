@@ -11,6 +11,7 @@
  * every node that holds part of it, so any client can open it.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,8 @@
 #include "lib/internal.h"
 
 #define LAYOUT_MAGIC 0x594c4d45u /* "EMLY" */
+
+static int ox_setup(em_pool *pool);
 #define DEFAULT_CHUNK (4ull << 20)
 
 struct conf {
@@ -90,6 +93,7 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *o)
 	em_pool *pool;
 	struct em_chan **ch;
 	char *list, *save = NULL, *tok;
+	const char *e;
 	int rc;
 
 	if (!out || (o && o->size < sizeof(size_t)))
@@ -103,11 +107,28 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *o)
 		return rc;
 	if (!c.nodes[0] || !c.secret[0])
 		return -EDESTADDRREQ;
-	if ((o && o->transport == EM_TRANSPORT_OX) || !strcmp(c.transport, "ox"))
-		return -EPROTONOSUPPORT; /* the OmniXtend data path is not wired in yet */
 	pool = calloc(1, sizeof(*pool));
 	if (!pool)
 		return -ENOMEM;
+	/* the data path: an explicit option wins, then ETHERMEM_TRANSPORT,
+	 * then the file; the interface likewise */
+	pool->transport = o && o->size >= offsetof(struct em_pool_opts, ox_iface) &&
+			  o->transport != EM_TRANSPORT_DEFAULT ? o->transport
+			  : !strcmp(c.transport, "ox") ? EM_TRANSPORT_OX : EM_TRANSPORT_TCP;
+	if (o && o->size >= sizeof(*o) && o->ox_iface)
+		snprintf(pool->ox_iface, sizeof(pool->ox_iface), "%s", o->ox_iface);
+	else if ((e = getenv("ETHERMEM_OX_IFACE")))
+		snprintf(pool->ox_iface, sizeof(pool->ox_iface), "%s", e);
+	else
+		memcpy(pool->ox_iface, c.ox_iface, sizeof(pool->ox_iface));
+	if (pool->transport != EM_TRANSPORT_TCP && pool->transport != EM_TRANSPORT_OX) {
+		free(pool);
+		return -EINVAL;
+	}
+	if (pool->transport == EM_TRANSPORT_OX && !pool->ox_iface[0]) {
+		free(pool);
+		return -EDESTADDRREQ; /* --ox-iface / ETHERMEM_OX_IFACE */
+	}
 	pthread_mutex_init(&pool->lock, NULL);
 	pool->timeout_ms = c.timeout_ms;
 	rc = em_key_load(c.secret, pool->key);
@@ -162,6 +183,12 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *o)
 		free(ch);
 		goto fail;
 	}
+	if (pool->transport == EM_TRANSPORT_OX && (rc = ox_setup(pool))) {
+		em_queue_destroy(pool->dq);
+		for (unsigned j = 0; j < pool->n; j++)
+			em_ox_node_close(&pool->nodes[j]);
+		goto fail;
+	}
 	*out = pool;
 	return 0;
 fail:
@@ -171,13 +198,44 @@ fail:
 	return rc;
 }
 
+static void track(em_region *r)
+{
+	pthread_mutex_lock(&r->pool->lock);
+	r->prev = NULL;
+	r->next = r->pool->regions;
+	if (r->next)
+		r->next->prev = r;
+	r->pool->regions = r;
+	pthread_mutex_unlock(&r->pool->lock);
+}
+
+static void untrack(em_region *r)
+{
+	pthread_mutex_lock(&r->pool->lock);
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		r->pool->regions = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	pthread_mutex_unlock(&r->pool->lock);
+}
+
 void em_pool_close(em_pool *pool)
 {
 	if (!pool)
 		return;
+	/* handles the caller left open: the nodes drop them with the session */
+	while (pool->regions) {
+		em_region *r = pool->regions;
+		pool->regions = r->next;
+		free(r);
+	}
 	/* closing the session's first connections ends the sessions: the nodes
 	 * free this client's anonymous regions */
 	em_queue_destroy(pool->dq);
+	for (unsigned i = 0; i < pool->n; i++)
+		em_ox_node_close(&pool->nodes[i]);
 	pthread_mutex_destroy(&pool->lock);
 	free(pool->nodes);
 	free(pool);
@@ -360,6 +418,57 @@ static int ctl(em_pool *pool, unsigned node, uint8_t wop, uint32_t handle, uint3
 	return rc;
 }
 
+/* OmniXtend: attach every node (our MAC for its link's parameters), start
+ * the requesters, and put the default queue's channels on them. */
+static int ox_setup(em_pool *pool)
+{
+	for (unsigned i = 0; i < pool->n; i++) {
+		uint8_t req[EM_OX_ATTACH_REQ_LEN] = { 0 }, resp[EM_OX_ATTACH_RESP_LEN];
+		struct em_ox_info info;
+		struct em_part res;
+		struct em_chan *w;
+		int rc = em_ox_node_open(pool, i, req);
+
+		if (!rc)
+			rc = ctl(pool, i, EM_W_OX_ATTACH, 0, 0, 0, req, sizeof(req), resp,
+				 sizeof(resp), &res);
+		if (!rc && res.resp_len != sizeof(resp))
+			rc = -EPROTO;
+		if (!rc) {
+			em_ox_info_decode(resp, &info);
+			rc = em_ox_node_start(pool, i, &info);
+		}
+		if (!rc)
+			rc = em_ox_chan_wrap(pool, i, pool->dq->ch[i], &w);
+		if (rc) {
+			em_log(EM_LOG_DEBUG, "node %s: OmniXtend: %s", pool->nodes[i].addr,
+			       em_strerror(rc));
+			return rc;
+		}
+		pool->dq->ch[i] = w;
+	}
+	return 0;
+}
+
+/* Asks each node holding a segment for its OmniXtend window. */
+static int ox_map(em_region *r)
+{
+	if (r->pool->transport != EM_TRANSPORT_OX)
+		return 0;
+	for (unsigned s = 0; s < r->nseg; s++) {
+		uint8_t resp[8];
+		struct em_part res;
+		int rc = ctl(r->pool, r->node[s], EM_W_OX_MAP, r->handle[s], 0, 0, NULL, 0,
+			     resp, sizeof(resp), &res);
+		if (!rc && (res.resp_len != 8 || !res.r_off || em_get64(resp) < seg_bytes(r, s)))
+			rc = -EPROTO;
+		if (rc)
+			return rc;
+		r->oxbase[s] = res.r_off;
+	}
+	return 0;
+}
+
 static void close_handles(em_region *r, unsigned upto)
 {
 	for (unsigned s = 0; s < upto; s++)
@@ -435,6 +544,12 @@ static int region_open_named(em_pool *pool, const char *name, em_region **out)
 			ctl(pool, i, EM_W_CLOSE, handles[i], 0, 0, NULL, 0, NULL, 0, NULL);
 	snprintf(r->name, sizeof(r->name), "%s", name);
 	r->named = true;
+	if ((rc = ox_map(r))) {
+		close_handles(r, r->nseg);
+		free(r);
+		return rc;
+	}
+	track(r);
 	*out = r;
 	return 0;
 fail:
@@ -520,6 +635,11 @@ int em_region_create(em_pool *pool, const char *name, uint64_t bytes,
 		}
 		r->handle[s] = res.r_region;
 	}
+	if ((rc = ox_map(r))) {
+		close_handles(r, r->nseg);
+		goto fail;
+	}
+	track(r);
 	*out = r;
 	return 0;
 fail:
@@ -531,6 +651,7 @@ int em_region_close(em_region *r)
 {
 	if (!r)
 		return -EINVAL;
+	untrack(r);
 	close_handles(r, r->nseg);
 	free(r);
 	return 0;
@@ -628,6 +749,24 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 	}
 	free(buf);
 	return rc ? rc : (int)count;
+}
+
+int em_status_raw(em_pool *pool, unsigned node, uint64_t v[EM_ST__COUNT])
+{
+	uint8_t buf[EM_STATUS_LEN];
+	struct em_part res;
+	int rc;
+
+	if (!pool || node >= pool->n)
+		return -EINVAL;
+	rc = ctl(pool, node, EM_W_STATUS, 0, 0, 0, NULL, 0, buf, sizeof(buf), &res);
+	if (rc)
+		return rc;
+	if (res.resp_len != EM_STATUS_LEN)
+		return -EPROTO;
+	for (int k = 0; k < EM_ST__COUNT; k++)
+		v[k] = em_get64(buf + 8 * k);
+	return 0;
 }
 
 int em_pool_status(em_pool *pool, struct em_node_status *st, unsigned max)
