@@ -118,6 +118,7 @@ struct emm_infl {
 	uint8_t prefetch;
 	uint8_t done;             /* writes: completion seen */
 	uint8_t dirty;            /* reads: install writable and dirty */
+	uint8_t ready;            /* prefetch landed in staging, not installed */
 	int result;
 };
 
@@ -127,7 +128,8 @@ struct emm_slot {
 	int poisoned;
 	void *chan;
 	char *staging;
-	unsigned ninfl;
+	unsigned ninfl;           /* submitted, not completed */
+	unsigned nready;          /* completed prefetches waiting in staging */
 	struct emm_infl infl[EMM_DEPTH];
 };
 
@@ -158,6 +160,7 @@ static struct {
  	uint64_t budget;
 	uint64_t max_unit;         /* largest fetch unit of the live mappings */
 	uint64_t resident;         /* installed + reserved for fetches in flight */
+	uint64_t staged;           /* prefetched, waiting in staging for a touch */
 	uint64_t evict_clock;      /* bytes evicted, ever */
 	uint64_t age_credit;
 	struct emm_list P, T;
@@ -296,19 +299,43 @@ static void emm_list_add(struct emm_unit *u, int which)
 /* The transient FIFO's floor: a fraction of the budget, and never less than
  * what prefetch keeps in flight, or prefetched units would be evicted before
  * they are used. */
+static unsigned emm_active_streams(void);
+
+/* Per stream; all windows together stay within 1/64 of the budget. */
 static uint64_t emm_ahead_bytes(void)
 {
-	return G.budget / 64 < EMM_AHEAD_BYTES ? G.budget / 64 : EMM_AHEAD_BYTES;
+	uint64_t a = G.budget / 64 / emm_active_streams();
+
+	return a < EMM_AHEAD_BYTES ? a : EMM_AHEAD_BYTES;
+}
+
+/* Streams confirmed and fed recently: each keeps a window in flight. */
+static unsigned emm_active_streams(void)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < EMM_STREAMS; i++)
+		if (G.streams[i].m && G.streams[i].hits >= 2 && G.stream_tick - G.streams[i].used < 16)
+			n++;
+	return n ? n : 1;
 }
 
 static uint64_t emm_tmin(void)
 {
-	uint64_t t = G.budget / 32, w = 2 * emm_ahead_bytes();
+	unsigned act = emm_active_streams();
+	uint64_t t = G.budget / 32, win = G.budget / 64, w;
 
-	/* prefetch runs at least two units ahead, and the unit being read
-	 * and the one being fetched must fit beside them */
-	if (w < 6 * G.max_unit)
-		w = 6 * G.max_unit;
+	/* the windows share 1/64 of the budget, but each runs at least two
+	 * units ahead; the unit being read fits beside each, and the FIFO gets
+	 * twice that as slack. Extra streams add only units, so a stream that
+	 * ends and another that starts barely move the split between P and T. */
+	if (win < act * 2 * G.max_unit)
+		win = act * 2 * G.max_unit;
+	w = 2 * (win + act * G.max_unit);
+	/* and a floor of units: with faults served on a thread, a unit is
+	 * installed a while before its thread runs again and touches it */
+	if (w < 12 * G.max_unit)
+		w = 12 * G.max_unit;
 
 	if (t < w)
 		t = w;
@@ -371,8 +398,52 @@ static void emm_slot_put(struct emm_slot *sl)
 	atomic_store(&sl->busy, 0);
 }
 
+static int emm_install(struct emm_unit *u, const void *buf, bool dirty);
+
+/* Installs a landed prefetch and frees its entry. */
+static void emm_infl_install(struct emm_slot *sl, int i)
+{
+	struct emm_infl *e = &sl->infl[i];
+	struct emm_unit *u = e->u;
+
+	e->u = NULL;
+	if (e->ready) {
+		e->ready = 0;
+		sl->nready--;
+		emm_lock();
+		G.staged -= emm_ulen(u->m, (size_t)(u - u->m->u));
+		emm_unlock();
+	}
+	if (emm_install(u, sl->staging + (size_t)i * EMM_CELL, e->dirty) == 0) {
+		size_t ul = emm_ulen(u->m, (size_t)(u - u->m->u));
+
+		atomic_fetch_add(&u->m->fetched, ul);
+		if (e->prefetch)
+			atomic_fetch_add(&u->m->prefetched, ul);
+	}
+}
+
+/* Installs landed prefetches until `keep` entries are free. */
+static void emm_flush_ready(struct emm_slot *sl, unsigned keep)
+{
+	for (int i = 0; i < EMM_DEPTH && sl->nready && EMM_DEPTH - sl->ninfl - sl->nready < keep; i++)
+		if (sl->infl[i].u && sl->infl[i].ready)
+			emm_infl_install(sl, i);
+}
+
+/* The held slot's entry for unit u, if any. */
+static int emm_infl_find(struct emm_slot *sl, struct emm_unit *u)
+{
+	for (int i = 0; i < EMM_DEPTH; i++)
+		if (sl->infl[i].u == u)
+			return i;
+	return -1;
+}
+
 static int emm_infl_alloc(struct emm_slot *sl)
 {
+	if (EMM_DEPTH - sl->ninfl - sl->nready < 2)
+		emm_flush_ready(sl, 2);
 	for (int i = 0; i < EMM_DEPTH; i++)
 		if (!sl->infl[i].u)
 			return i;
@@ -427,6 +498,8 @@ static void emm_slot_poison(struct emm_slot *sl)
 	for (int i = 0; i < EMM_DEPTH; i++) {
 		struct emm_infl *e = &sl->infl[i];
 
+		if (e->u && e->ready)
+			emm_infl_install(sl, i); /* landed before the channel died */
 		if (!e->u)
 			continue;
 		if (!e->write) {
@@ -471,8 +544,31 @@ static int emm_reap(struct emm_slot *sl, unsigned min, int timeout_ms)
 			e->result = d[i].result;
 			continue; /* the writer frees its entry */
 		}
+		if (!d[i].result) {
+			/* a prefetch waits in staging until its unit is touched, so
+			 * that the touch is a fault that feeds the stream and keeps
+			 * its window full; a demand fetch goes in at once */
+			uint64_t ul = emm_ulen(u->m, (size_t)(u - u->m->u));
+			bool stage;
+
+			/* staged data is out of the policy lists: it may hold at most
+			 * half of T's share, or T is left with only units that were
+			 * installed a moment ago and evicts them before their use */
+			emm_lock();
+			stage = e->prefetch && G.staged + ul <= emm_tmin() / 2;
+			if (stage)
+				G.staged += ul;
+			emm_unlock();
+			if (stage) {
+				e->ready = 1;
+				sl->nready++;
+			} else {
+				emm_infl_install(sl, (int)d[i].tag);
+			}
+			continue;
+		}
 		e->u = NULL;
-		if (d[i].result) {
+		{
 			emm_lock();
 			G.resident -= emm_ulen(u->m, (size_t)(u - u->m->u));
 			emm_unlock();
@@ -483,16 +579,9 @@ static int emm_reap(struct emm_slot *sl, unsigned min, int timeout_ms)
 					"node did not answer within the timeout" : "fetch failed",
 					(uintptr_t)emm_uaddr(u->m, (size_t)(u - u->m->u)), d[i].result);
 			atomic_store(&u->st, e->prefetch ? EMM_EMPTY : EMM_FAILED);
-			continue;
-		}
-		if (emm_install(u, sl->staging + d[i].tag * EMM_CELL, e->dirty) == 0) {
-			size_t ul = emm_ulen(u->m, (size_t)(u - u->m->u));
-
-			atomic_fetch_add(&u->m->fetched, ul);
-			if (e->prefetch)
-				atomic_fetch_add(&u->m->prefetched, ul);
 		}
 	}
+	emm_flush_ready(sl, 16);
 	return n;
 }
 
@@ -588,12 +677,16 @@ static int emm_reserve(struct emm_slot *sl, uint64_t need)
 
 			/* P is held to budget - tmin (promotions may push it over);
 			 * everything else streams through T */
-			if (G.P.head && (G.P.bytes + emm_tmin() > G.budget || !G.T.head))
+			/* hysteresis: P joins below budget - tmin but is cut only
+			 * above budget - tmin/2, so the split does not follow every
+			 * stream that starts or ends (tmin has that slack built in) */
+			if (G.P.head && G.P.bytes + emm_tmin() / 2 > G.budget)
 				l = &G.P;
 			else if (G.T.head)
 				l = &G.T;
 			else
-				break; /* everything is in flight; run over briefly */
+				break; /* T's share is all in flight: run over briefly
+					* rather than break up the protected set */
 			u = l->head;
 			s = atomic_load(&u->st);
 			if ((s != EMM_CLEAN && s != EMM_DIRTY) ||
@@ -700,11 +793,39 @@ static unsigned emm_stream_feed(struct emm_mapping *m, int64_t idx, int64_t *out
 		if (s->m != m || d == 0)
 			continue;
 		if (s->stride) {
-			int64_t span = s->front - s->last + s->stride;
+			/* anywhere up to a window past what was fetched ahead counts:
+			 * a stream that outran its prefetch must not become a second
+			 * stream over the same data */
+			int64_t span = s->front - s->last + s->stride * (ahead + 1);
 
-			if ((d > 0) != (s->stride > 0) || d % s->stride ||
-			    (d > 0 ? d > span : d < span))
+			/* until confirmed, only the exact stride counts: random
+			 * faults that happen to land near each other must not
+			 * start prefetching */
+			if (s->hits < 2 ? d != s->stride
+					: (d > 0) != (s->stride > 0) || (d > 0 ? d > span : d < span))
 				continue;
+			if (d % s->stride) {
+				/* gaps (units already resident) made the stride look
+				 * larger than it is: keep the common divisor */
+				int64_t a = d < 0 ? -d : d, b = s->stride < 0 ? -s->stride : s->stride;
+
+				while (b) {
+					int64_t r = a % b;
+
+					a = b;
+					b = r;
+				}
+				s->stride = s->stride < 0 ? -a : a;
+			}
+			/* another entry trailing over the same data (created when
+			 * this one lost track for a while) is merged away */
+			for (unsigned k = 0; k < EMM_STREAMS; k++) {
+				struct emm_stream *o = &G.streams[k];
+
+				if (o != s && o->m == m && (s->stride > 0 ? o->last >= s->last && o->last <= idx
+									  : o->last <= s->last && o->last >= idx))
+					*o = (struct emm_stream){ 0 };
+			}
 			s->last = idx;
 			s->used = G.stream_tick;
 			if (s->hits < 16)
@@ -809,6 +930,27 @@ static int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t id
 
 /* ---- serving a fault ---- */
 
+/* On a held slot, until unit u leaves state s (FETCHING on this slot):
+ * installs its data if it has landed, else reaps. */
+static int emm_wait_unit(struct emm_slot *sl, struct emm_unit *u, uint32_t s, bool dirty)
+{
+	int r = 0;
+
+	while (atomic_load(&u->st) == s && r >= 0) {
+		int i = emm_infl_find(sl, u);
+
+		if (i >= 0 && sl->infl[i].ready) {
+			sl->infl[i].dirty = dirty;
+			emm_infl_install(sl, i);
+			break;
+		}
+		if (i < 0 && !sl->ninfl)
+			break; /* nothing will come: the state moves elsewhere */
+		r = emm_reap(sl, 1, u->m->timeout_ms);
+	}
+	return r < 0 ? r : 0;
+}
+
 static struct emm_mapping *emm_find(uintptr_t a)
 {
 	for (unsigned i = 0; i < EMM_MAX_MAPS; i++) {
@@ -858,11 +1000,9 @@ static int emm_fetch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, boo
 		sl->infl[e].u = NULL;
 		goto fail;
 	}
-	while (atomic_load(&u->st) == mine) {
-		r = emm_reap(sl, 1, m->timeout_ms);
-		if (r < 0)
-			goto fail;
-	}
+	r = emm_wait_unit(sl, u, mine, dirty);
+	if (r < 0)
+		goto fail;
 	if (atomic_load(&u->st) == EMM_FAILED)
 		return -EIO; /* logged where the completion was reaped */
 	return 0;
@@ -918,9 +1058,10 @@ static int emm_serve(uintptr_t a, bool is_write)
 			emm_slot_get(sl);
 			if (atomic_load(&u->st) == s)
 				emm_fetch_batch(sl, m, idx, NULL, -1);
-			while (atomic_load(&u->st) == s && r >= 0)
-				r = emm_reap(sl, 1, m->timeout_ms);
+			r = emm_wait_unit(sl, u, s, is_write && emm_writable(m));
 			emm_slot_put(sl);
+			if (r == -ETIMEDOUT && atomic_load(&u->st) == s)
+				return r;
 			continue;
 		}
 		switch (s) {
@@ -1312,10 +1453,10 @@ static uint32_t emm_settle(struct emm_unit *u)
 			struct emm_slot *sl = &u->m->src->slot[s & 0xff];
 
 			emm_slot_get(sl);
-			while (atomic_load(&u->st) == s)
-				if (emm_reap(sl, 1, u->m->timeout_ms) < 0)
-					break;
+			emm_wait_unit(sl, u, s, false);
 			emm_slot_put(sl);
+			if (atomic_load(&u->st) == s)
+				sched_yield();
 			continue;
 		}
 		if (s == EMM_BUSY) {

@@ -142,6 +142,34 @@ static int cyclic(struct emm_source *src)
 	return ratio <= 1.1 ? 0 : 1;
 }
 
+/* Seven sequential streams read in lockstep (the shape of an inference
+ * pass over weight matrices): prefetch must recognise all of them, so most
+ * bytes arrive ahead of the faults. */
+static int streams(struct emm_source *src)
+{
+	uint64_t unit = 16 << 10, len = 7 * (4ull << 20);
+	struct emm_map_params p = { .src = src, .len = len, .unit = unit, .timeout_ms = 2000, .what = "streams" };
+	char *buf = calloc(1, len), *m;
+	struct em_map_stats st;
+	volatile char sink = 0;
+
+	p.rctx = buf;
+	emm_set_cache(8 << 20);
+	if (emm_map_range(&p, (void **)&m))
+		return 1;
+	for (uint64_t o = 0; o < (4ull << 20); o += 4096)
+		for (int s = 0; s < 7; s++)
+			sink += m[(uint64_t)s * (4ull << 20) + o];
+	(void)sink;
+	emm_stats(m, &st);
+	printf("streams: faults %llu of %llu units, prefetched %llu of %llu KiB\n",
+	       (unsigned long long)st.faults, (unsigned long long)(len / unit),
+	       (unsigned long long)st.prefetched >> 10, (unsigned long long)st.bytes_fetched >> 10);
+	emm_unmap_range(m);
+	free(buf);
+	return st.prefetched * 10 >= st.bytes_fetched * 8 ? 0 : 1;
+}
+
 /* A frozen backend: the access must die of SIGBUS, not hang or read junk. */
 static int timeout_case(struct emm_source *src)
 {
@@ -186,7 +214,7 @@ int main(int argc, char **argv)
 		if (r)
 			return r;
 	}
-	if (cyclic(src))
+	if (cyclic(src) || streams(src))
 		return 1;
 	if (timeout_case(src))
 		return 1;

@@ -191,7 +191,28 @@ static int timeout_case(struct t_node *node, const char *secret)
 		CHECK_RC(em_map(r, &mo, (void **)&m), 0);
 		(void)m[0];
 		kill(node->pid, SIGSTOP);
+		/* a group stop completes asynchronously (each thread stops when
+		 * next scheduled): wait until the node is really stopped */
+		for (int i = 0; i < 200; i++) {
+			char path[64], st[512];
+			int sfd, n;
+
+			snprintf(path, sizeof(path), "/proc/%d/stat", (int)node->pid);
+			sfd = open(path, O_RDONLY);
+			n = sfd < 0 ? 0 : (int)read(sfd, st, sizeof(st) - 1);
+			if (sfd >= 0)
+				close(sfd);
+			st[n > 0 ? n : 0] = 0;
+			if (strstr(st, ") T "))
+				break;
+			t_sleep_ms(5);
+		}
+		t_sleep_ms(50);
 		(void)m[500000];
+		struct em_map_stats st;
+		em_map_stats((void *)m, &st);
+		fprintf(stderr, "access succeeded: faults %llu fetched %llu\n", (unsigned long long)st.faults,
+			(unsigned long long)st.bytes_fetched);
 		_exit(0);
 	}
 	waitpid(pid, &status, 0);
