@@ -68,22 +68,24 @@ int main(void)
 			em_pool *p = t_connect_ok(&n, 1, sec);
 			em_region *cr;
 			em_queue *q;
-			struct em_op ops[16];
-			struct em_completion c[16];
+			/* batches larger than the library's initial staging
+			 * array, so it has to grow mid-batch */
+			struct em_op ops[40];
+			struct em_completion c[40];
 
 			CHECK_RC(em_region_open(p, "counters", &cr), 0);
 			/* half the adds synchronous, half batched */
 			for (int i = 0; i < N / 2; i++)
 				CHECK_RC(em_atomic(cr, 0, EM_ATOMIC_FADD, 1, 0, NULL), 0);
-			CHECK_RC(em_queue_create(p, 16, &q), 0);
-			for (int i = 0; i < N / 2; i += 10) {
-				for (int j = 0; j < 10; j++)
+			CHECK_RC(em_queue_create(p, 64, &q), 0);
+			for (int i = 0; i < N / 2; i += 40) {
+				for (int j = 0; j < 40; j++)
 					ops[j] = (struct em_op){ .opcode = EM_OP_ATOMIC,
 						.atomic_op = EM_ATOMIC_FADD, .region = cr,
 						.offset = 0, .operand = 1 };
-				CHECK_RC(em_submit(q, ops, 10), 10);
-				for (int got = 0; got < 10;) {
-					int m = em_wait(q, c, 1, 16, -1);
+				CHECK_RC(em_submit(q, ops, 40), 40);
+				for (int got = 0; got < 40;) {
+					int m = em_wait(q, c, 1, 40, -1);
 					CHECK(m > 0);
 					for (int j = 0; j < m; j++)
 						CHECK(c[j].result == 0);

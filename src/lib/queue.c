@@ -32,13 +32,7 @@ static int stage_push(struct stage *s, const struct em_part *p)
 		s->p = np;
 		s->cap = nc;
 	}
-	s->p[s->n] = *p;
-	/* atomics carry their operands inline: keep pointing at our own copy */
-	if (p->req == p->inl)
-		s->p[s->n].req = s->p[s->n].inl;
-	if (p->resp == p->inl)
-		s->p[s->n].resp = s->p[s->n].inl;
-	s->n++;
+	s->p[s->n++] = *p;
 	return 0;
 }
 
@@ -85,8 +79,17 @@ int em_queue_create(em_pool *pool, unsigned depth, em_queue **out)
 	ch = calloc(pool->n, sizeof(*ch));
 	if (!ch)
 		return -ENOMEM;
-	for (i = 0; i < pool->n && !rc; i++)
+	for (i = 0; i < pool->n && !rc; i++) {
 		rc = em_tcp_connect(pool, &pool->nodes[i], false, &ch[i]);
+		if (!rc && pool->transport == EM_TRANSPORT_OX) {
+			/* the node's one OmniXtend connection, beside our own TCP */
+			struct em_chan *w;
+			rc = em_ox_chan_wrap(pool, i, ch[i], &w);
+			if (rc)
+				ch[i]->ops->close(ch[i]);
+			ch[i] = rc ? NULL : w;
+		}
+	}
 	if (!rc)
 		rc = em_queue_create_on(pool, depth, ch, true, out);
 	if (rc) {
@@ -243,6 +246,8 @@ int em_submit(em_queue *q, const struct em_op *ops, unsigned n)
 			p.tag = ++q->next_tag;
 			p.handle = op->region->handle[seg];
 			p.off = noff;
+			if (op->region->oxbase[seg])
+				p.oxaddr = op->region->oxbase[seg] + noff;
 			if (op->opcode == EM_OP_READ) {
 				p.wop = EM_W_READ;
 				p.aux = (uint32_t)k;
@@ -273,6 +278,12 @@ int em_submit(em_queue *q, const struct em_op *ops, unsigned n)
 	}
 out:
 	for (unsigned i = 0; i < nodes; i++) {
+		/* Atomics carry operands and result inline. Point them at the
+		 * staged copy only now: the stage array may have moved while
+		 * it grew. */
+		for (unsigned k = 0; k < st[i].n; k++)
+			if (st[i].p[k].wop == EM_W_ATOMIC)
+				st[i].p[k].req = st[i].p[k].resp = st[i].p[k].inl;
 		if (st[i].n)
 			q->ch[i]->ops->post(q->ch[i], st[i].p, st[i].n);
 		free(st[i].p);
@@ -350,15 +361,22 @@ int em_wait(em_queue *q, struct em_completion *out, unsigned min, unsigned max,
 			unsigned np = 0;
 			int pt = left < 0 ? q->ch[0]->timeout_ms : left, r;
 
+			for (unsigned i = 0; i < n; i++)
+				if (q->ch[i]->outstanding && q->ch[i]->ops->fd(q->ch[i]) < 0) {
+					/* no descriptor (OmniXtend): it is polled, and
+					 * the sockets below are looked at without waiting */
+					q->ch[i]->ops->progress(q->ch[i], 0);
+					pt = 0;
+				}
 			for (unsigned i = 0; i < n && np < EM_MAX_SEG; i++)
-				if (q->ch[i]->outstanding) {
+				if (q->ch[i]->outstanding && q->ch[i]->ops->fd(q->ch[i]) >= 0) {
 					pch[np] = q->ch[i];
 					pfd[np].fd = q->ch[i]->ops->fd(q->ch[i]);
 					pfd[np].events = POLLIN;
 					pfd[np++].revents = 0;
 				}
 			r = poll(pfd, np, pt);
-			if (r == 0 && left < 0) {
+			if (r == 0 && left < 0 && pt) {
 				/* nothing from any node for a whole request timeout */
 				for (unsigned i = 0; i < np; i++)
 					pch[i]->ops->fail(pch[i], -ETIMEDOUT);
