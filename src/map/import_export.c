@@ -113,13 +113,18 @@ static int emm_xport(int argc, char **argv, int imp)
 		fprintf(stderr, "%s: %s: %s\n", prog, file, strerror(errno));
 		return 1;
 	}
+	if (imp && st.st_size == 0) {
+		fprintf(stderr, "%s: %s is empty; a region has at least one byte\n", prog, file);
+		close(fd);
+		return 1;
+	}
 	rc = em_pool_connect(&pool, NULL);
 	if (rc) {
 		fprintf(stderr, "%s: cannot connect to the pool: %s\n", prog, em_strerror(rc));
 		close(fd);
 		return 1;
 	}
-	rc = imp ? em_region_create(pool, name, (uint64_t)st.st_size ? (uint64_t)st.st_size : 1, NULL, &r)
+	rc = imp ? em_region_create(pool, name, (uint64_t)st.st_size, NULL, &r)
 		 : em_region_open(pool, name, &r);
 	if (rc) {
 		fprintf(stderr, "%s: region %s: %s\n", prog, name, em_strerror(rc));

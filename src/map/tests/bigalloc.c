@@ -2,7 +2,8 @@
  * bigalloc.c - an ordinary program for the `ethermem run` test: it allocates
  * (malloc, calloc, realloc to twice the size, posix_memalign, an anonymous
  * mmap) several times more than the local budget it is given, reads a file
- * into a big buffer with read(2) (a kernel write into pool memory), and
+ * into a big buffer with read(2) (a kernel write into pool memory), maps
+ * the same file read-only (imported into the pool by the shim), and
  * prints a checksum that must equal the one of a plain run.
  */
 #include <fcntl.h>
@@ -41,6 +42,13 @@ int main(int argc, char **argv)
 		for (ssize_t i = 0; i < tot; i++) sum += rb[i] * (unsigned)(i % 7);
 		close(fd);
 		free(rb);
+		/* a read-only private file mapping: the shim imports it */
+		fd = open(argv[2], O_RDONLY);
+		const unsigned char *fm = mmap(NULL, (size_t)tot, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (fm == MAP_FAILED) { perror("mmap"); return 1; }
+		for (ssize_t i = 0; i < tot; i++) sum += fm[i] * (unsigned)(i % 5);
+		munmap((void *)fm, (size_t)tot);
+		close(fd);
 	}
 	printf("%lu\n", sum);
 	free(a); free(b);
