@@ -5,6 +5,14 @@
  * mode), so every figure can be read as a ratio to what the network gives in
  * the same run. Percentiles are exact (sorted samples), not histogram
  * estimates.
+ *
+ * Over OmniXtend (--transport ox) every row of the pool says "transport":
+ * "ox", and --baseline adds, in the same run: a raw Ethernet ping-pong on
+ * the same interface (op "eth-pingpong", against the node's echo
+ * responder, sizes that fit one frame), the TCP ping-pong and stream, and
+ * the TCP data path's read latency and large-read bandwidth through a
+ * second pool connection (rows with "transport":"tcp"), so each goal of the
+ * OmniXtend path reads as a ratio measured minutes apart at most.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -21,7 +29,7 @@
 #include "lib/internal.h"
 
 struct row {
-	const char *op;
+	const char *op, *transport;
 	uint64_t size;
 	unsigned qd;
 	double p50, p99, p999, gbps, ops;
@@ -30,7 +38,8 @@ struct row {
 struct bench {
 	bool json, baseline, quick;
 	em_pool *pool;
-	em_region *r;
+	em_region *r, *tr;         /* tr: the same over TCP (--baseline over ox) */
+	em_queue *tq;
 	uint64_t rsize;
 	uint8_t *buf;
 	uint64_t *lat;
@@ -38,6 +47,8 @@ struct bench {
 	unsigned nrows;
 	uint64_t seed;
 	int basefd;
+	const char *transport;     /* of the rows being measured now */
+	struct em_ox_echo *echo;   /* --baseline over OmniXtend */
 };
 
 static uint64_t rnd(struct bench *b)
@@ -61,6 +72,7 @@ static struct row *emit(struct bench *b, const char *op, uint64_t size, unsigned
 
 	memset(r, 0, sizeof(*r));
 	r->op = op;
+	r->transport = b->transport;
 	r->size = size;
 	r->qd = qd;
 	if (lat && n) {
@@ -72,13 +84,13 @@ static struct row *emit(struct bench *b, const char *op, uint64_t size, unsigned
 	r->gbps = secs > 0 ? (double)bytes / secs / 1e9 : 0;
 	r->ops = secs > 0 ? (double)ops / secs : 0;
 	if (b->json)
-		printf("{\"op\":\"%s\",\"size\":%" PRIu64 ",\"qd\":%u,\"transport\":\"tcp\","
+		printf("{\"op\":\"%s\",\"size\":%" PRIu64 ",\"qd\":%u,\"transport\":\"%s\","
 		       "\"p50_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f,\"gbps\":%.3f,"
-		       "\"ops_per_s\":%.0f}\n", op, size, qd, r->p50, r->p99, r->p999,
-		       r->gbps, r->ops);
+		       "\"ops_per_s\":%.0f}\n", op, size, qd, r->transport, r->p50, r->p99,
+		       r->p999, r->gbps, r->ops);
 	else
-		printf("%-12s %9" PRIu64 " %4u %10.2f %10.2f %10.2f %9.3f %12.0f\n", op, size,
-		       qd, r->p50, r->p99, r->p999, r->gbps, r->ops);
+		printf("%-12s %-4s %9" PRIu64 " %4u %10.2f %10.2f %10.2f %9.3f %12.0f\n", op,
+		       r->transport, size, qd, r->p50, r->p99, r->p999, r->gbps, r->ops);
 	fflush(stdout);
 	return r;
 }
@@ -201,8 +213,36 @@ static int pingpong(struct bench *b, uint64_t size)
 			rc = em_recv_all(b->basefd, b->buf, size);
 		b->lat[i] = em_now_ns() - st;
 	}
-	if (!rc)
+	if (!rc) {
+		const char *t = b->transport;
+		b->transport = "tcp";
 		emit(b, "pingpong", size, 1, b->lat, n, (double)(em_now_ns() - t0) / 1e9,
+		     size * n, n);
+		b->transport = t;
+	}
+	return rc;
+}
+
+/* Raw Ethernet ping-pong on the OmniXtend interface: 64-byte request,
+ * `size`-byte reply, no protocol. */
+static int eth_pingpong(struct bench *b, uint64_t size)
+{
+	unsigned n = iters_for(b, size);
+	uint64_t t0;
+	int rc = 0;
+
+	if (size > (uint64_t)em_ox_echo_max(b->echo))
+		return 0; /* one frame each way, or it is not the baseline */
+	for (unsigned i = 0; i < 100 && !rc; i++) /* warm the rings and caches */
+		rc = em_ox_echo_ping(b->echo, size, 1000);
+	t0 = em_now_ns();
+	for (unsigned i = 0; i < n && !rc; i++) {
+		uint64_t st = em_now_ns();
+		rc = em_ox_echo_ping(b->echo, size, 1000);
+		b->lat[i] = em_now_ns() - st;
+	}
+	if (!rc)
+		emit(b, "eth-pingpong", size, 1, b->lat, n, (double)(em_now_ns() - t0) / 1e9,
 		     size * n, n);
 	return rc;
 }
@@ -219,27 +259,55 @@ static int stream(struct bench *b)
 		else
 			got += (uint64_t)r;
 	}
-	if (!rc)
+	if (!rc) {
+		const char *t = b->transport;
+		b->transport = "tcp";
 		emit(b, "stream", 2u << 20, 1, NULL, 0, (double)(em_now_ns() - t0) / 1e9,
 		     got, got / (2u << 20));
+		b->transport = t;
+	}
 	return rc;
+}
+
+static const struct row *find_t(const struct bench *b, const char *op, const char *t,
+				 uint64_t size, unsigned qd)
+{
+	for (unsigned i = 0; i < b->nrows; i++)
+		if (!strcmp(b->rows[i].op, op) && b->rows[i].size == size && b->rows[i].qd == qd &&
+		    (!t || !strcmp(b->rows[i].transport, t)))
+			return &b->rows[i];
+	return NULL;
 }
 
 static const struct row *find(const struct bench *b, const char *op, uint64_t size, unsigned qd)
 {
-	for (unsigned i = 0; i < b->nrows; i++)
-		if (!strcmp(b->rows[i].op, op) && b->rows[i].size == size && b->rows[i].qd == qd)
-			return &b->rows[i];
-	return NULL;
+	return find_t(b, op, b->transport, size, qd);
 }
 
 static void summary(const struct bench *b)
 {
 	const struct row *r4 = find(b, "read", 4096, 1), *p4 = find(b, "pingpong", 4096, 1);
 	const struct row *p64 = find(b, "pingpong", 64, 1), *a = find(b, "atomic-fadd", 8, 1);
-	const struct row *bw = find(b, "read", 2u << 20, 8), *st = find(b, "stream", 2u << 20, 1);
+	const struct row *bw = find(b, "read", 2u << 20, 8);
+	const struct row *st = find_t(b, "stream", "tcp", 2u << 20, 1);
 
+	p4 = find_t(b, "pingpong", "tcp", 4096, 1);
+	p64 = find_t(b, "pingpong", "tcp", 64, 1);
 	printf("\nratios to the network in this run:\n");
+	if (!strcmp(b->transport, "ox")) {
+		const struct row *e4 = find_t(b, "eth-pingpong", "ox", 4096, 1);
+		const struct row *t4 = find_t(b, "read", "tcp", 4096, 1);
+		const struct row *tbw = find_t(b, "read", "tcp", 2u << 20, 8);
+		if (r4 && e4)
+			printf("  ox 4 KiB read p50 / raw Ethernet 4 KiB ping-pong p50  %.2f  (goal <= 1.2)\n",
+			       r4->p50 / e4->p50);
+		if (r4 && t4)
+			printf("  ox 4 KiB read p50 / tcp 4 KiB read p50                %.2f  (goal <= 0.70)\n",
+			       r4->p50 / t4->p50);
+		if (bw && tbw)
+			printf("  ox 2 MiB read qd8 GB/s / tcp 2 MiB read qd8 GB/s      %.2f  (goal >= 1)\n",
+			       bw->gbps / tbw->gbps);
+	}
 	if (r4 && p4)
 		printf("  4 KiB read p50 / 4 KiB ping-pong p50   %.2f  (goal <= 1.25)\n", r4->p50 / p4->p50);
 	if (bw && st)
@@ -254,6 +322,7 @@ int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp)
 	static const unsigned qds[] = { 8, 32 };
 	struct bench b = { .seed = 0x9e3779b97f4a7c15ull, .basefd = -1 };
 	em_queue *q = NULL;
+	em_pool *tpool = NULL;   /* --baseline over OmniXtend: the TCP data path */
 	int rc;
 
 	for (int i = 1; i < argc; i++) {
@@ -269,7 +338,9 @@ int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp)
 			       "bandwidth at queue depths 8 and 32 for 64 B, 4 KiB, 64 KiB and 2 MiB,\n"
 			       "and atomics latency, on an anonymous region of the pool.\n"
 			       "--baseline also measures a plain TCP ping-pong of the same sizes and\n"
-			       "a plain TCP stream to the first node over the same path.\n"
+			       "a plain TCP stream to the first node over the same path; over\n"
+			       "OmniXtend (--transport ox) also a raw Ethernet ping-pong on the same\n"
+			       "interface and the TCP data path's reads, for comparison.\n"
 			       "--json prints one JSON object per measurement.\n");
 			return 0;
 		} else {
@@ -279,6 +350,7 @@ int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp)
 	}
 	if (em_cli_connect(cp, &b.pool, "ethermem bench"))
 		return 1;
+	b.transport = b.pool->transport == EM_TRANSPORT_OX ? "ox" : "tcp";
 	b.rsize = 64ull << 20;
 	b.buf = malloc(2u << 20);
 	b.lat = malloc(20000 * sizeof(*b.lat));
@@ -298,15 +370,41 @@ int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp)
 		goto out;
 	}
 	if (!b.json)
-		printf("%-12s %9s %4s %10s %10s %10s %9s %12s\n", "op", "size", "qd", "p50 us",
+		printf("%-12s %-4s %9s %4s %10s %10s %10s %9s %12s\n", "op", "via", "size", "qd", "p50 us",
 		       "p99 us", "p999 us", "GB/s", "ops/s");
 	/* Per size, the ping-pong and the reads and writes run back to back so
 	 * that drift in the machine's load hits both sides of each ratio. */
 	if (b.baseline && (b.basefd = em_tcp_baseline_fd(b.pool, 0)) < 0)
 		rc = b.basefd;
+	if (!rc && b.baseline && b.pool->transport == EM_TRANSPORT_OX) {
+		struct em_cli_pool tcp = *cp;
+		rc = em_ox_echo_open(b.pool, 0, &b.echo);
+		tcp.opts.transport = EM_TRANSPORT_TCP;
+		if (!rc)
+			rc = em_pool_connect(&tpool, &tcp.opts);
+		if (!rc)
+			rc = em_region_create(tpool, NULL, b.rsize, NULL, &b.tr);
+		for (uint64_t off = 0; off < b.rsize && !rc; off += 2u << 20)
+			rc = em_write(b.tr, off, b.buf, 2u << 20);
+		if (!rc)
+			rc = em_queue_create(tpool, 64, &b.tq);
+		if (rc)
+			fprintf(stderr, "ethermem bench: baseline setup: %s\n", em_strerror(rc));
+	}
 	for (unsigned s = 0; s < 4 && !rc; s++) {
 		if (b.baseline)
 			rc = pingpong(&b, sizes[s]);
+		if (!rc && b.echo)
+			rc = eth_pingpong(&b, sizes[s]);
+		if (!rc && b.tr) {
+			/* the TCP data path's read, next to ours */
+			em_region *r = b.r;
+			b.r = b.tr;
+			b.transport = "tcp";
+			rc = lat_rw(&b, false, sizes[s]);
+			b.r = r;
+			b.transport = "ox";
+		}
 		if (!rc)
 			rc = lat_rw(&b, false, sizes[s]);
 		if (!rc)
@@ -316,7 +414,16 @@ int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp)
 		rc = stream(&b);
 	for (unsigned s = 0; s < 4 && !rc; s++)
 		for (unsigned k = 0; k < 2 && !rc; k++) {
-			rc = bandwidth(&b, q, false, sizes[s], qds[k]);
+			if (b.tr && sizes[s] >= 65536) {
+				em_region *r = b.r;
+				b.r = b.tr;
+				b.transport = "tcp";
+				rc = bandwidth(&b, b.tq, false, sizes[s], qds[k]);
+				b.r = r;
+				b.transport = "ox";
+			}
+			if (!rc)
+				rc = bandwidth(&b, q, false, sizes[s], qds[k]);
 			if (!rc)
 				rc = bandwidth(&b, q, true, sizes[s], qds[k]);
 		}
@@ -336,6 +443,11 @@ out:
 	em_queue_destroy(q);
 	if (b.r)
 		em_region_close(b.r);
+	em_ox_echo_close(b.echo);
+	em_queue_destroy(b.tq);
+	if (b.tr)
+		em_region_close(b.tr);
+	em_pool_close(tpool);
 	em_pool_close(b.pool);
 	free(b.buf);
 	free(b.lat);

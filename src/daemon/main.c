@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "common/util.h"
+#include "daemon/ox_serve.h"
 #include "daemon/server.h"
 #include "ethermem.h"
 
@@ -27,14 +28,30 @@ static void usage(FILE *f)
 "  --mlock              lock the exported memory in RAM\n"
 "  --max-clients N      connections served at once              [1024]\n"
 "  --io-timeout MS      drop a client that stalls mid-message  [30000]\n"
+"  --poll-us US         spin for the next request this long before\n"
+"                       sleeping (0: never spin)                  [50]\n"
 "  --port-file FILE     write the bound port there once listening\n"
 "  --config FILE        read 'key = value' settings (same names as the flags)\n"
+"OmniXtend data path (raw Ethernet; TCP stays the control path):\n"
+"  --ox IFACE           serve OmniXtend on this interface too\n"
+"  --ox-ethertype 0xN   EtherType of OmniXtend frames                [0xAAAA]\n"
+"                       (EtherType + 1 answers the benchmark's raw ping-pong)\n"
+"  --ox-mode 1.1|1.0.3  protocol behaviour                               [1.1]\n"
+"  --ox-verbatim        data bytes in memory order (some software endpoints)\n"
+"  --ox-export REGION@ADDRESS   serve a named region at a fixed address window\n"
+"                       to the MACs of the --ox-allow flags that follow it,\n"
+"                       with no TCP session (FPGA / third-party requesters)\n"
+"  --ox-allow MAC       allow a MAC on the last --ox-export (repeatable)\n"
+"  --ox-export-create SIZE  create the last --ox-export's region at start if\n"
+"                       missing (else it is served once a client creates it)\n"
 "  --verbose            log debug events too\n"
 "  --version, --help\n");
 }
 
 struct cfg {
 	struct em_server_opts o;
+	struct em_oxs_opts ox;
+	char ox_iface[64];
 	char listen[256], secret[4096], portfile[4096];
 	bool have_capacity;
 };
@@ -59,6 +76,75 @@ static int set_opt(struct cfg *c, const char *k, const char *v)
 		c->o.max_clients = atoi(v);
 	} else if (!strcmp(k, "io-timeout")) {
 		c->o.io_timeout_ms = atoi(v);
+	} else if (!strcmp(k, "poll-us")) {
+		c->o.poll_us = atoi(v);
+	} else if (!strcmp(k, "ox")) {
+		snprintf(c->ox_iface, sizeof(c->ox_iface), "%s", v);
+	} else if (!strcmp(k, "ox-ethertype")) {
+		char *end;
+		unsigned long t = strtoul(v, &end, 0);
+		if (*end || t < 0x600 || t > 0xfffe) {
+			fprintf(stderr, "ethermemd: bad EtherType '%s'\n", v);
+			return -EINVAL;
+		}
+		c->ox.ethertype = (uint16_t)t;
+	} else if (!strcmp(k, "ox-mode")) {
+		if (!strcmp(v, "1.1") || !strcmp(v, "11"))
+			c->ox.mode = 0;
+		else if (!strcmp(v, "1.0.3") || !strcmp(v, "103"))
+			c->ox.mode = 1;
+		else {
+			fprintf(stderr, "ethermemd: --ox-mode is 1.1 or 1.0.3\n");
+			return -EINVAL;
+		}
+	} else if (!strcmp(k, "ox-verbatim")) {
+		c->ox.verbatim = !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "true");
+	} else if (!strcmp(k, "ox-export")) {
+		struct em_oxs_export *e;
+		const char *at = strrchr(v, '@');
+		char *end;
+		if (c->ox.nexp == EM_OXS_MAX_EXPORTS || !at || at == v ||
+		    (size_t)(at - v) > EM_NAME_MAX) {
+			fprintf(stderr, "ethermemd: --ox-export REGION@ADDRESS (at most %d)\n",
+				EM_OXS_MAX_EXPORTS);
+			return -EINVAL;
+		}
+		e = &c->ox.exp[c->ox.nexp];
+		memcpy(e->region, v, (size_t)(at - v));
+		e->region[at - v] = 0;
+		e->addr = strtoull(at + 1, &end, 0);
+		if (*end || !at[1]) {
+			fprintf(stderr, "ethermemd: bad address in --ox-export '%s'\n", v);
+			return -EINVAL;
+		}
+		c->ox.nexp++;
+	} else if (!strcmp(k, "ox-allow") || !strcmp(k, "ox-export-create")) {
+		struct em_oxs_export *e = c->ox.nexp ? &c->ox.exp[c->ox.nexp - 1] : NULL;
+		unsigned m[6];
+		char tail;
+		if (!e) {
+			fprintf(stderr, "ethermemd: --%s follows an --ox-export\n", k);
+			return -EINVAL;
+		}
+		if (!strcmp(k, "ox-export-create")) {
+			if (em_parse_size(v, &e->create_size) || !e->create_size) {
+				fprintf(stderr, "ethermemd: bad size '%s'\n", v);
+				return -EINVAL;
+			}
+		} else if (e->nallow == EM_OXS_MAX_ALLOW ||
+			   sscanf(v, "%x:%x:%x:%x:%x:%x%c", &m[0], &m[1], &m[2], &m[3], &m[4],
+				  &m[5], &tail) != 6) {
+			fprintf(stderr, "ethermemd: bad --ox-allow MAC '%s' (at most %d per export)\n",
+				v, EM_OXS_MAX_ALLOW);
+			return -EINVAL;
+		} else {
+			for (int i = 0; i < 6; i++) {
+				if (m[i] > 255)
+					return -EINVAL;
+				e->allow[e->nallow][i] = (uint8_t)m[i];
+			}
+			e->nallow++;
+		}
 	} else if (!strcmp(k, "verbose")) {
 		em_log_threshold = EM_LOG_DEBUG;
 	} else {
@@ -80,7 +166,11 @@ int main(int argc, char **argv)
 		{ "secret-file", 1, 0, 's' }, { "mlock", 0, 0, 'm' },
 		{ "max-clients", 1, 0, 'M' }, { "io-timeout", 1, 0, 'T' },
 		{ "port-file", 1, 0, 'p' }, { "config", 1, 0, 'C' },
+		{ "poll-us", 1, 0, 'P' },
 		{ "verbose", 0, 0, 'v' }, { "version", 0, 0, 'V' },
+		{ "ox", 1, 0, 'x' }, { "ox-ethertype", 1, 0, 'e' }, { "ox-mode", 1, 0, 'o' },
+		{ "ox-verbatim", 0, 0, 'b' }, { "ox-export", 1, 0, 'X' },
+		{ "ox-allow", 1, 0, 'a' }, { "ox-export-create", 1, 0, 'E' },
 		{ "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
 	};
 	struct cfg c = { 0 };
@@ -90,6 +180,7 @@ int main(int argc, char **argv)
 	const char *env;
 
 	snprintf(c.listen, sizeof(c.listen), "tcp://127.0.0.1:7420");
+	c.o.poll_us = 50;
 	if ((env = getenv("ETHERMEM_SECRET_FILE")))
 		snprintf(c.secret, sizeof(c.secret), "%s", env);
 	/* The config file is read first so flags override it. */
@@ -111,7 +202,15 @@ int main(int argc, char **argv)
 		case 'M': rc = set_opt(&c, "max-clients", optarg); break;
 		case 'T': rc = set_opt(&c, "io-timeout", optarg); break;
 		case 'p': rc = set_opt(&c, "port-file", optarg); break;
+		case 'P': rc = set_opt(&c, "poll-us", optarg); break;
 		case 'v': rc = set_opt(&c, "verbose", "1"); break;
+		case 'x': rc = set_opt(&c, "ox", optarg); break;
+		case 'e': rc = set_opt(&c, "ox-ethertype", optarg); break;
+		case 'o': rc = set_opt(&c, "ox-mode", optarg); break;
+		case 'b': rc = set_opt(&c, "ox-verbatim", "1"); break;
+		case 'X': rc = set_opt(&c, "ox-export", optarg); break;
+		case 'a': rc = set_opt(&c, "ox-allow", optarg); break;
+		case 'E': rc = set_opt(&c, "ox-export-create", optarg); break;
 		case 'C': rc = 0; break;
 		case 'V': printf("ethermemd %s\n", EM_VERSION_STRING); return 0;
 		case 'h': usage(stdout); return 0;
@@ -135,6 +234,20 @@ int main(int argc, char **argv)
 	c.o.listen = c.listen;
 	c.o.secret_file = c.secret;
 	c.o.port_file = c.portfile[0] ? c.portfile : NULL;
+	if (c.ox.nexp && !c.ox_iface[0]) {
+		fprintf(stderr, "ethermemd: --ox-export needs --ox IFACE\n");
+		return 2;
+	}
+	for (unsigned i = 0; i < c.ox.nexp; i++)
+		if (!c.ox.exp[i].nallow) {
+			fprintf(stderr, "ethermemd: --ox-export %s has no --ox-allow MAC\n",
+				c.ox.exp[i].region);
+			return 2;
+		}
+	if (c.ox_iface[0]) {
+		c.ox.iface = c.ox_iface;
+		c.o.ox = &c.ox;
+	}
 
 	/* Every thread inherits this mask; the server takes SIGTERM/SIGINT
 	 * through a signalfd, and a vanished peer must not kill us. */

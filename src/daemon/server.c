@@ -40,6 +40,7 @@
 #include "common/auth.h"
 #include "common/util.h"
 #include "common/wire.h"
+#include "daemon/ox_serve.h"
 #include "daemon/store.h"
 #include "ethermem.h"
 
@@ -55,6 +56,10 @@ struct session {
 	pthread_rwlock_t lock;
 	struct em_sregion **h;
 	uint32_t nh, caph;
+	/* OmniXtend: window id per handle (-1 none), under the write lock */
+	int *oxwin;
+	uint32_t noxwin;
+	bool oxattached;
 	struct session *next;
 };
 
@@ -86,6 +91,7 @@ struct em_server {
 	uint64_t start_ns;
 	uint64_t ops[8], errs[8], bytes_in, bytes_out, auth_fail;
 	struct em_hist lat[3];
+	struct em_oxs *ox;     /* --ox: the OmniXtend data path, else NULL */
 	bool stopping;
 };
 
@@ -223,10 +229,18 @@ static void session_detach(struct em_server *s, struct session *ss)
 	pthread_mutex_unlock(&s->lock);
 	if (!last)
 		return;
+	/* no frame may reach a region after its last reference is gone */
+	if (s->ox) {
+		for (uint32_t i = 0; i < ss->noxwin; i++)
+			em_oxs_unmap(s->ox, ss->oxwin[i]);
+		if (ss->oxattached)
+			em_oxs_detach(s->ox, ss);
+	}
 	for (uint32_t i = 0; i < ss->nh; i++)
 		if (ss->h[i])
 			em_store_put(s->st, ss->h[i]);
 	pthread_rwlock_destroy(&ss->lock);
+	free(ss->oxwin);
 	free(ss->h);
 	free(ss);
 }
@@ -313,13 +327,21 @@ static int do_close(struct conn *c, const struct em_hdr *h)
 	struct session *ss = c->sess;
 	struct em_sregion *r;
 
+	int win = -1;
+
 	pthread_rwlock_wrlock(&ss->lock);
 	r = handle_get(ss, h->region);
 	if (r)
 		ss->h[h->region - 1] = NULL;
+	if (r && h->region <= ss->noxwin) {
+		win = ss->oxwin[h->region - 1];
+		ss->oxwin[h->region - 1] = -1;
+	}
 	pthread_rwlock_unlock(&ss->lock);
 	if (!r)
 		return reply_err(c, h, -EBADF);
+	if (win >= 0)
+		em_oxs_unmap(c->srv->ox, win);
 	em_store_put(c->srv->st, r);
 	return reply_err(c, h, 0);
 }
@@ -406,9 +428,80 @@ static int do_status(struct conn *c, const struct em_hdr *h)
 		v[EM_ST_LAT0 + 3 * i + 1] = em_hist_quantile(&s->lat[i], 0.99);
 		v[EM_ST_LAT0 + 3 * i + 2] = em_hist_quantile(&s->lat[i], 0.999);
 	}
+	if (s->ox)
+		em_oxs_status(s->ox, v);
 	for (int i = 0; i < EM_ST__COUNT; i++)
 		em_put64(out + 8 * i, v[i]);
 	return reply(c, h, 0, out, sizeof(out), 0, 0, 0);
+}
+
+/* OmniXtend control: the session names its MAC; the node answers with its
+ * link's parameters (ox_serve.c explains the rules). */
+static int do_ox_attach(struct conn *c, const struct em_hdr *h, const uint8_t *p)
+{
+	struct session *ss = c->sess;
+	struct em_ox_info info;
+	uint8_t out[EM_OX_ATTACH_RESP_LEN];
+	int rc;
+
+	if (!c->srv->ox)
+		return reply_err(c, h, -EPROTONOSUPPORT);
+	if (h->len != EM_OX_ATTACH_REQ_LEN)
+		return reply_err(c, h, -EPROTO);
+	rc = em_oxs_attach(c->srv->ox, ss, p, &info);
+	if (rc)
+		return reply_err(c, h, rc);
+	pthread_rwlock_wrlock(&ss->lock);
+	ss->oxattached = true;
+	pthread_rwlock_unlock(&ss->lock);
+	em_log(EM_LOG_DEBUG, "%s: session %llu attached OmniXtend from %02x:%02x:%02x:%02x:%02x:%02x",
+	       c->peer, (unsigned long long)ss->id, p[0], p[1], p[2], p[3], p[4], p[5]);
+	em_ox_info_encode(out, &info);
+	return reply(c, h, 0, out, sizeof(out), 0, 0, 0);
+}
+
+/* A window onto one region handle, reachable from the session's MAC only. */
+static int do_ox_map(struct conn *c, const struct em_hdr *h)
+{
+	struct session *ss = c->sess;
+	struct em_sregion *r;
+	uint64_t base = 0;
+	uint8_t out[8];
+	int id;
+
+	if (!c->srv->ox)
+		return reply_err(c, h, -EPROTONOSUPPORT);
+	pthread_rwlock_wrlock(&ss->lock);
+	r = handle_get(ss, h->region);
+	if (!r || !ss->oxattached) {
+		pthread_rwlock_unlock(&ss->lock);
+		return reply_err(c, h, r ? -ENOTCONN : -EBADF);
+	}
+	if (h->region > ss->noxwin) {
+		uint32_t n = ss->caph;
+		int *nw = realloc(ss->oxwin, n * sizeof(*nw));
+		if (!nw) {
+			pthread_rwlock_unlock(&ss->lock);
+			return reply_err(c, h, -ENOMEM);
+		}
+		for (uint32_t i = ss->noxwin; i < n; i++)
+			nw[i] = -1;
+		ss->oxwin = nw;
+		ss->noxwin = n;
+	}
+	id = ss->oxwin[h->region - 1];
+	if (id < 0) {
+		id = em_oxs_map(c->srv->ox, ss, h->region, r->mem, r->size, &base);
+		if (id >= 0)
+			ss->oxwin[h->region - 1] = id;
+	} else {
+		base = (uint64_t)h->region << 42; /* already granted: the same window */
+	}
+	pthread_rwlock_unlock(&ss->lock);
+	if (id < 0)
+		return reply_err(c, h, id);
+	em_put64(out, r->size);
+	return reply(c, h, 0, out, sizeof(out), h->region, 0, base);
 }
 
 /* Bounds check that cannot overflow. */
@@ -652,6 +745,8 @@ static int serve(struct conn *c, const struct em_hdr *h, bool buffered)
 		case EM_W_LIST: rc = do_list(c, h); break;
 		case EM_W_STATUS: rc = do_status(c, h); break;
 		case EM_W_BASELINE: rc = do_baseline(c, h); break;
+		case EM_W_OX_ATTACH: rc = do_ox_attach(c, h, p); break;
+		case EM_W_OX_MAP: rc = do_ox_map(c, h); break;
 		default: /* HELLO and AUTH once authenticated */
 			rc = reply_err(c, h, -EPROTO);
 			break;
@@ -702,6 +797,25 @@ static int serve_buffered(struct conn *c)
 	return 0;
 }
 
+/* Receives what the socket has. While requests keep coming, the next one
+ * usually arrives within microseconds of the last reply: spinning briefly
+ * for it costs less than the tens of microseconds a sleeping thread takes to
+ * wake on these machines. When traffic stops the loop sleeps in recv. */
+static ssize_t conn_recv(struct conn *c)
+{
+	ssize_t n;
+
+	if (c->srv->o.poll_us > 0) {
+		uint64_t until = em_now_ns() + (uint64_t)c->srv->o.poll_us * 1000;
+		do {
+			n = recv(c->fd, c->rx + c->wpos, RX_CAP - c->wpos, MSG_DONTWAIT);
+			if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+				return n;
+		} while (em_now_ns() < until);
+	}
+	return recv(c->fd, c->rx + c->wpos, RX_CAP - c->wpos, 0);
+}
+
 static int conn_loop(struct conn *c)
 {
 	for (;;) {
@@ -728,7 +842,7 @@ static int conn_loop(struct conn *c)
 				return -ETIMEDOUT;
 			}
 		}
-		n = recv(c->fd, c->rx + c->wpos, RX_CAP - c->wpos, 0);
+		n = conn_recv(c);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n == 0) {
@@ -1032,6 +1146,11 @@ int em_server_create(struct em_server **out, const struct em_server_opts *o)
 		free(s);
 		return rc;
 	}
+	if (o->ox && (rc = em_oxs_create(o->ox, s->st, &s->ox))) {
+		em_store_destroy(s->st);
+		free(s);
+		return rc;
+	}
 	*out = s;
 	return 0;
 }
@@ -1089,6 +1208,7 @@ void em_server_destroy(struct em_server *s)
 {
 	if (!s)
 		return;
+	em_oxs_destroy(s->ox);
 	em_store_destroy(s->st);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->idle);

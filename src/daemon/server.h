@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 struct em_server;
+struct em_oxs_opts;
 
 struct em_server_opts {
 	uint64_t capacity;
@@ -19,6 +20,8 @@ struct em_server_opts {
 	const char *port_file;   /* written with the bound port once listening */
 	int max_clients;
 	int io_timeout_ms;       /* a half-received message older than this drops the connection */
+	int poll_us;             /* spin this long for the next request before sleeping */
+	const struct em_oxs_opts *ox; /* --ox: serve OmniXtend too (ox_serve.h), else NULL */
 };
 
 int em_server_create(struct em_server **out, const struct em_server_opts *o);

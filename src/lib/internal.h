@@ -147,12 +147,22 @@ int em_tcp_baseline_fd(em_pool *pool, unsigned node);
 int em_ox_node_open(em_pool *pool, unsigned i, uint8_t mac[6]);
 /* Starts the requester with what the node answered. */
 int em_ox_node_start(em_pool *pool, unsigned i, const struct em_ox_info *info);
+/* Ends the node's OmniXtend connection (1.1 close) if nothing is in flight. */
+void em_ox_node_quiesce(struct em_node *n);
 void em_ox_node_close(struct em_node *n);
 /* A node's status array as on the wire (EM_ST_*, the OmniXtend counters
  * included, which struct em_node_status has no room for). */
 int em_status_raw(em_pool *pool, unsigned node, uint64_t v[EM_ST__COUNT]);
 /* Wraps a TCP channel to node i into an OmniXtend one (owning it). */
 int em_ox_chan_wrap(em_pool *pool, unsigned i, struct em_chan *tcp, struct em_chan **out);
+/* Raw Ethernet ping-pong with node i's echo responder on the same
+ * interface (the benchmark's baseline; the node answers attached MACs only). */
+struct em_ox_echo;
+int em_ox_echo_open(em_pool *pool, unsigned i, struct em_ox_echo **out);
+/* Largest reply payload one frame carries. */
+int em_ox_echo_max(const struct em_ox_echo *e);
+int em_ox_echo_ping(struct em_ox_echo *e, size_t size, int timeout_ms);
+void em_ox_echo_close(struct em_ox_echo *e);
 
 int em_queue_create_on(em_pool *pool, unsigned depth, struct em_chan **chans,
 		       bool owns, em_queue **out);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/util.h"
 #include "lib/internal.h"
@@ -231,6 +232,10 @@ void em_pool_close(em_pool *pool)
 		pool->regions = r->next;
 		free(r);
 	}
+	/* OmniXtend first: its close must reach the node while our windows
+	 * (which the session's end removes) still make us a known peer */
+	for (unsigned i = 0; i < pool->n; i++)
+		em_ox_node_quiesce(&pool->nodes[i]);
 	/* closing the session's first connections ends the sessions: the nodes
 	 * free this client's anonymous regions */
 	em_queue_destroy(pool->dq);
@@ -429,9 +434,16 @@ static int ox_setup(em_pool *pool)
 		struct em_chan *w;
 		int rc = em_ox_node_open(pool, i, req);
 
-		if (!rc)
+		/* the node may not yet have seen the end of this MAC's last
+		 * session (a process that restarted at once): wait a little */
+		for (int tries = 0; !rc; tries++) {
 			rc = ctl(pool, i, EM_W_OX_ATTACH, 0, 0, 0, req, sizeof(req), resp,
 				 sizeof(resp), &res);
+			if (rc != -EADDRINUSE || tries == 40)
+				break;
+			rc = 0;
+			usleep(25000);
+		}
 		if (!rc && res.resp_len != sizeof(resp))
 			rc = -EPROTO;
 		if (!rc) {

@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -353,4 +354,62 @@ int ox_link_faulty(struct ox_link *inner, const struct ox_fault_cfg *cfg, struct
 void ox_link_faulty_stats(struct ox_link *l, struct ox_fault_stats *s)
 {
 	*s = ((struct faulty *)l->priv)->st;
+}
+
+int ox_fault_parse(const char *spec, struct ox_fault_cfg *cfg)
+{
+	char buf[256], *save = NULL;
+	memset(cfg, 0, sizeof(*cfg));
+	if (!spec || strlen(spec) >= sizeof(buf))
+		return -EINVAL;
+	snprintf(buf, sizeof(buf), "%s", spec);
+	for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(t, '='), *end;
+		if (!eq)
+			return -EINVAL;
+		*eq = 0;
+		double v = strtod(eq + 1, &end);
+		if (*end || v < 0)
+			return -EINVAL;
+		if (!strcmp(t, "drop"))
+			cfg->drop_pct = v;
+		else if (!strcmp(t, "dup"))
+			cfg->dup_pct = v;
+		else if (!strcmp(t, "reorder"))
+			cfg->reorder_pct = v;
+		else if (!strcmp(t, "delay"))
+			cfg->delay_pct = v;
+		else if (!strcmp(t, "delay_us"))
+			cfg->delay_ns = (uint64_t)(v * 1000);
+		else if (!strcmp(t, "seed"))
+			cfg->seed = (uint64_t)v;
+		else
+			return -EINVAL;
+	}
+	if (cfg->drop_pct > 100 || cfg->dup_pct > 100 || cfg->reorder_pct > 100 ||
+	    cfg->delay_pct > 100)
+		return -EINVAL;
+	if (cfg->delay_pct && !cfg->delay_ns)
+		cfg->delay_ns = 100000;
+	return 0;
+}
+
+int ox_link_faulty_env(struct ox_link *raw, uint64_t salt, struct ox_link **out)
+{
+	*out = raw;
+#ifdef OX_FAULT_ENV
+	const char *spec = getenv("ETHERMEM_OX_FAULTS");
+	struct ox_fault_cfg cfg;
+	if (!spec || !*spec)
+		return 0;
+	if (ox_fault_parse(spec, &cfg)) {
+		fprintf(stderr, "ETHERMEM_OX_FAULTS: cannot parse '%s'\n", spec);
+		return -EINVAL;
+	}
+	cfg.seed = cfg.seed * 1000003u + salt;
+	return ox_link_faulty(raw, &cfg, out);
+#else
+	(void)salt;
+	return 0;
+#endif
 }

@@ -309,6 +309,14 @@ struct ox_fault_cfg {
 struct ox_fault_stats { uint64_t sent, dropped, duped, reordered, delayed; };
 int ox_link_faulty(struct ox_link *inner, const struct ox_fault_cfg *cfg, struct ox_link **out);
 void ox_link_faulty_stats(struct ox_link *l, struct ox_fault_stats *s);
+/* Parses "drop=1,dup=0.5,reorder=1,delay=1,delay_us=200,seed=7" (per cent
+ * of frames sent; unnamed keys stay 0).  0 or -EINVAL. */
+int ox_fault_parse(const char *spec, struct ox_fault_cfg *cfg);
+/* Test builds only (OX_FAULT_ENV, the CMake option EM_OX_FAULT_ENV): when
+ * the environment variable ETHERMEM_OX_FAULTS holds a spec, wraps raw in
+ * the injector (seed mixed with salt, so two processes given the same spec
+ * do not drop in lockstep); otherwise *out = raw.  0 or -errno. */
+int ox_link_faulty_env(struct ox_link *raw, uint64_t salt, struct ox_link **out);
 
 uint64_t ox_now_ns(void);
 
@@ -434,6 +442,11 @@ unsigned ox_requester_busy(const struct ox_requester *r);
  * 1.0.3 has no close: returns 0 at once. */
 int ox_requester_close(struct ox_requester *r, uint64_t timeout_ns);
 void ox_requester_stats(const struct ox_requester *r, struct ox_stats *s);
+/* Frames received so far: a caller running its own poll loop counts any
+ * frame as traffic (a large read completes once, after hundreds). */
+uint64_t ox_requester_rx_frames(const struct ox_requester *r);
+/* Retransmission timer: when ox_requester_poll next has work without input. */
+uint64_t ox_requester_next_due(const struct ox_requester *r);
 
 /* Connection state on stderr, for debugging a stall. */
 void ox_endpoint_dump(const struct ox_endpoint *ep);

@@ -402,3 +402,13 @@ void ox_requester_dump(const struct ox_requester *r)
 			n++;
 		}
 }
+
+uint64_t ox_requester_rx_frames(const struct ox_requester *r)
+{
+	return r->st.rx_frames;
+}
+
+uint64_t ox_requester_next_due(const struct ox_requester *r)
+{
+	return r->next_due;
+}

@@ -1,0 +1,371 @@
+/*
+ * ox_serve.c - ethermemd's OmniXtend data path: one endpoint thread serves
+ * TileLink-over-Ethernet on the --ox interface while the TCP listener stays
+ * the control path.
+ *
+ * Who may touch what is decided only on the control path: a session that
+ * authenticated over TCP names its MAC (EM_W_OX_ATTACH) and asks for a
+ * window per region handle (EM_W_OX_MAP); the endpoint serves a frame only
+ * if its source MAC owns a window holding the address, and drops frames
+ * from strangers without keeping any state for them (src/ox/endpoint.c).
+ * Windows are removed before the region reference that backs them is
+ * dropped, so memory a frame could still reach is never freed or reused.
+ *
+ * Window addresses of a session are handle << 42: distinct per handle,
+ * room for regions up to 4 TiB, and a pure function so a client that
+ * reopens finds the same layout.  --ox-export regions sit at the address
+ * the operator chose, one window per allowed MAC, with no session at all:
+ * that is how OmniXtend requesters that know nothing of ethermem (FPGA
+ * endpoints, other software) get at pool memory.  A region named by
+ * --ox-export that does not exist yet is looked for again every 200 ms, so
+ * a client may create it later; --ox-export-create SIZE makes it at start.
+ *
+ * A second thread answers raw ping-pong frames on EtherType + 1 with the
+ * same rings and the same spin-then-block policy as the endpoint, for
+ * MACs that attached over TCP only: `ethermem bench --baseline` measures
+ * what the wire gives without OmniXtend in the same run.  Both threads
+ * spin only while traffic flows and block when idle, so an idle node costs
+ * no CPU.
+ */
+#include "daemon/ox_serve.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/util.h"
+#include "ox/ox.h"
+
+#define MAX_ATTACHED 256
+#define WIN_SHIFT 42
+
+struct attached {
+	const void *owner;
+	uint8_t mac[6];
+};
+
+struct em_oxs {
+	struct em_oxs_opts o;
+	struct em_store *st;
+	struct ox_link *raw, *link;        /* link may be the fault injector around raw */
+	struct ox_link *eraw, *elink;      /* echo */
+	struct ox_endpoint *ep;
+	pthread_t ep_thr, echo_thr, exp_thr;
+	bool have_ep_thr, have_echo_thr, have_exp_thr;
+	volatile int stop;
+	pthread_mutex_t lock;              /* attached table, exports */
+	struct attached att[MAX_ATTACHED];
+	unsigned natt;
+	struct em_sregion *exp_r[EM_OXS_MAX_EXPORTS];
+	int exp_win[EM_OXS_MAX_EXPORTS][EM_OXS_MAX_ALLOW];
+	uint64_t echoes;
+};
+
+static void *ep_main(void *arg)
+{
+	struct em_oxs *x = arg;
+
+	ox_endpoint_run(x->ep, &x->stop);
+	return NULL;
+}
+
+static bool mac_attached(struct em_oxs *x, const uint8_t mac[6])
+{
+	bool ok = false;
+
+	pthread_mutex_lock(&x->lock);
+	for (unsigned i = 0; i < x->natt && !ok; i++)
+		ok = x->att[i].owner && !memcmp(x->att[i].mac, mac, 6);
+	pthread_mutex_unlock(&x->lock);
+	return ok;
+}
+
+/* Request: 14-byte Ethernet header, then a big-endian u16 with the length
+ * of the whole reply frame wanted (as ox-selftest --ping sends it). */
+static void *echo_main(void *arg)
+{
+	struct em_oxs *x = arg;
+	struct ox_link *l = x->elink;
+	uint8_t *buf = malloc(OX_ETH_HLEN + l->mtu + 64);
+	uint64_t last = ox_now_ns();
+
+	if (!buf)
+		return NULL;
+	while (!__atomic_load_n(&x->stop, __ATOMIC_RELAXED)) {
+		int n = ox_link_recv(l, buf, OX_ETH_HLEN + l->mtu + 64);
+		if (n <= 0) {
+			uint64_t idle = ox_now_ns() - last;
+			if (idle > 200000)
+				ox_link_wait(l, 100000000);
+			else if (idle > 20000)
+				sched_yield();
+			continue;
+		}
+		last = ox_now_ns();
+		if (n < OX_ETH_HLEN + 2 || !mac_attached(x, buf + 6))
+			continue;
+		uint8_t src[6];
+		size_t len = (size_t)buf[14] << 8 | buf[15];
+		memcpy(src, buf + 6, 6);
+		if (len < 60)
+			len = 60;
+		if (len > OX_ETH_HLEN + l->mtu)
+			len = OX_ETH_HLEN + l->mtu;
+		/* the reply carries whatever the buffer holds past the request:
+		 * stale bytes of earlier frames, never anything of the store */
+		ox_eth_write(buf, src, l->mac, l->ethertype);
+		ox_link_send(l, buf, len);
+		ox_link_flush(l);
+		__atomic_fetch_add(&x->echoes, 1, __ATOMIC_RELAXED);
+	}
+	free(buf);
+	return NULL;
+}
+
+/* Under x->lock.  0 when export i is in place (or now placed). */
+static int export_try(struct em_oxs *x, unsigned i)
+{
+	struct em_oxs_export *e = &x->o.exp[i];
+	struct em_sregion *r;
+	int rc;
+
+	if (x->exp_r[i])
+		return 0;
+	rc = em_store_open(x->st, e->region, &r);
+	if (rc == -ENOENT && e->create_size)
+		rc = em_store_create_region(x->st, e->region, e->create_size, EM_WC_NAMED,
+					    NULL, 0, &r);
+	if (rc)
+		return rc;
+	for (unsigned k = 0; k < e->nallow; k++) {
+		struct ox_window w = { .base = e->addr, .len = r->size, .mem = r->mem };
+		memcpy(w.mac, e->allow[k], 6);
+		x->exp_win[i][k] = ox_endpoint_add_window(x->ep, &w);
+		if (x->exp_win[i][k] < 0) {
+			rc = x->exp_win[i][k];
+			while (k--)
+				ox_endpoint_remove_window(x->ep, x->exp_win[i][k]);
+			em_store_put(x->st, r);
+			return rc;
+		}
+	}
+	x->exp_r[i] = r;
+	em_log(EM_LOG_INFO, "ox: region '%s' (%llu bytes) exported at 0x%llx to %u MAC(s)",
+	       e->region, (unsigned long long)r->size, (unsigned long long)e->addr, e->nallow);
+	return 0;
+}
+
+static void *export_main(void *arg)
+{
+	struct em_oxs *x = arg;
+	bool left = true;
+
+	while (left && !__atomic_load_n(&x->stop, __ATOMIC_RELAXED)) {
+		usleep(200000);
+		left = false;
+		pthread_mutex_lock(&x->lock);
+		for (unsigned i = 0; i < x->o.nexp; i++)
+			if (export_try(x, i))
+				left = true;
+		pthread_mutex_unlock(&x->lock);
+	}
+	return NULL;
+}
+
+int em_oxs_create(const struct em_oxs_opts *o, struct em_store *st, struct em_oxs **out)
+{
+	struct em_oxs *x = calloc(1, sizeof(*x));
+	struct ox_opts oo = { .mode = o->mode ? OX_MODE_103 : OX_MODE_11,
+			      .verbatim = o->verbatim, .ethertype = o->ethertype };
+	uint16_t et = o->ethertype ? o->ethertype : OX_ETHERTYPE_DEFAULT;
+	bool pending = false;
+	int rc;
+
+	if (!x)
+		return -ENOMEM;
+	x->o = *o;
+	x->st = st;
+	pthread_mutex_init(&x->lock, NULL);
+	rc = ox_link_packet_open(o->iface, et, &x->raw);
+	if (rc) {
+		em_log(EM_LOG_ERR, "ox: cannot open %s: %s", o->iface, em_strerror(rc));
+		goto fail;
+	}
+	if ((rc = ox_link_faulty_env(x->raw, (uint64_t)getpid(), &x->link)))
+		goto fail;
+	if (x->link != x->raw)
+		em_log(EM_LOG_WARN, "ox: test fault injection on (ETHERMEM_OX_FAULTS)");
+	if ((rc = ox_endpoint_create(&oo, x->link, &x->ep)))
+		goto fail;
+	/* the echo is a baseline: no fault injection, like the TCP baseline */
+	if ((rc = ox_link_packet_open(o->iface, (uint16_t)(et + 1), &x->eraw)))
+		goto fail;
+	x->elink = x->eraw;
+	for (unsigned i = 0; i < o->nexp; i++) {
+		rc = export_try(x, i);
+		if (rc == -ENOENT) {
+			em_log(EM_LOG_INFO, "ox: region '%s' not there yet; exported once it exists",
+			       o->exp[i].region);
+			pending = true;
+		} else if (rc) {
+			em_log(EM_LOG_ERR, "ox: cannot export '%s': %s", o->exp[i].region,
+			       em_strerror(rc));
+			goto fail;
+		}
+	}
+	if (pthread_create(&x->ep_thr, NULL, ep_main, x) == 0)
+		x->have_ep_thr = true;
+	if (pthread_create(&x->echo_thr, NULL, echo_main, x) == 0)
+		x->have_echo_thr = true;
+	if (pending && pthread_create(&x->exp_thr, NULL, export_main, x) == 0)
+		x->have_exp_thr = true;
+	if (!x->have_ep_thr || !x->have_echo_thr) {
+		rc = -EAGAIN;
+		goto fail;
+	}
+	em_log(EM_LOG_INFO, "ox: serving OmniXtend %s on %s (EtherType 0x%04x, MTU %u, "
+	       "%02x:%02x:%02x:%02x:%02x:%02x)%s", o->mode ? "1.0.3" : "1.1", o->iface, et,
+	       x->raw->mtu, x->raw->mac[0], x->raw->mac[1], x->raw->mac[2], x->raw->mac[3],
+	       x->raw->mac[4], x->raw->mac[5], o->verbatim ? ", verbatim data" : "");
+	*out = x;
+	return 0;
+fail:
+	em_oxs_destroy(x);
+	return rc;
+}
+
+void em_oxs_destroy(struct em_oxs *x)
+{
+	if (!x)
+		return;
+	__atomic_store_n(&x->stop, 1, __ATOMIC_RELAXED);
+	if (x->have_ep_thr)
+		pthread_join(x->ep_thr, NULL);
+	if (x->have_echo_thr)
+		pthread_join(x->echo_thr, NULL);
+	if (x->have_exp_thr)
+		pthread_join(x->exp_thr, NULL);
+	for (unsigned i = 0; i < x->o.nexp; i++)
+		if (x->exp_r[i]) {
+			for (unsigned k = 0; k < x->o.exp[i].nallow; k++)
+				ox_endpoint_remove_window(x->ep, x->exp_win[i][k]);
+			em_store_put(x->st, x->exp_r[i]);
+		}
+	ox_endpoint_destroy(x->ep);
+	if (x->link && x->link != x->raw)
+		ox_link_close(x->link);
+	if (x->raw)
+		ox_link_close(x->raw);
+	if (x->eraw)
+		ox_link_close(x->eraw);
+	pthread_mutex_destroy(&x->lock);
+	free(x);
+}
+
+int em_oxs_attach(struct em_oxs *x, const void *owner, const uint8_t mac[6],
+		  struct em_ox_info *info)
+{
+	unsigned i, fr = MAX_ATTACHED;
+
+	if (!(mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]) || (mac[0] & 1))
+		return -EINVAL; /* no zero, group or broadcast address */
+	pthread_mutex_lock(&x->lock);
+	for (i = 0; i < x->natt; i++) {
+		if (!x->att[i].owner) {
+			if (fr == MAX_ATTACHED)
+				fr = i;
+			continue;
+		}
+		if (!memcmp(x->att[i].mac, mac, 6) && x->att[i].owner != owner) {
+			pthread_mutex_unlock(&x->lock);
+			return -EADDRINUSE;
+		}
+		if (x->att[i].owner == owner)
+			break;
+	}
+	if (i == x->natt) {
+		if (fr == MAX_ATTACHED && x->natt == MAX_ATTACHED) {
+			pthread_mutex_unlock(&x->lock);
+			return -EUSERS;
+		}
+		if (fr == MAX_ATTACHED)
+			fr = x->natt++;
+		i = fr;
+	}
+	x->att[i].owner = owner;
+	memcpy(x->att[i].mac, mac, 6);
+	pthread_mutex_unlock(&x->lock);
+	/* a new session starts a new OmniXtend connection, whatever the
+	 * last one from this MAC left behind */
+	ox_endpoint_reset_peer(x->ep, mac);
+	memcpy(info->mac, x->raw->mac, 6);
+	info->ethertype = x->raw->ethertype;
+	info->mtu = x->raw->mtu;
+	info->mode = (uint8_t)(x->o.mode ? OX_MODE_103 : OX_MODE_11);
+	info->verbatim = x->o.verbatim;
+	info->echo_type = x->eraw->ethertype;
+	return 0;
+}
+
+void em_oxs_detach(struct em_oxs *x, const void *owner)
+{
+	pthread_mutex_lock(&x->lock);
+	for (unsigned i = 0; i < x->natt; i++)
+		if (x->att[i].owner == owner)
+			x->att[i].owner = NULL;
+	pthread_mutex_unlock(&x->lock);
+}
+
+int em_oxs_map(struct em_oxs *x, const void *owner, uint32_t handle, void *mem,
+	       uint64_t len, uint64_t *base)
+{
+	struct ox_window w = { .base = (uint64_t)handle << WIN_SHIFT, .len = len, .mem = mem };
+	unsigned i;
+
+	if (handle == 0 || handle >= (1u << (64 - WIN_SHIFT - 1)) || len > (1ull << WIN_SHIFT))
+		return -ERANGE;
+	pthread_mutex_lock(&x->lock);
+	for (i = 0; i < x->natt; i++)
+		if (x->att[i].owner == owner)
+			break;
+	if (i == x->natt) {
+		pthread_mutex_unlock(&x->lock);
+		return -ENOTCONN; /* EM_W_OX_ATTACH first */
+	}
+	memcpy(w.mac, x->att[i].mac, 6);
+	pthread_mutex_unlock(&x->lock);
+	*base = w.base;
+	return ox_endpoint_add_window(x->ep, &w);
+}
+
+void em_oxs_unmap(struct em_oxs *x, int id)
+{
+	if (id >= 0)
+		ox_endpoint_remove_window(x->ep, id);
+}
+
+void em_oxs_status(struct em_oxs *x, uint64_t *v)
+{
+	struct ox_stats s;
+	uint64_t bad = 0, n = 0;
+
+	ox_endpoint_stats(x->ep, &s);
+	for (int i = 0; i < OX_REJ_COUNT; i++)
+		if (i != OX_REJ_UNKNOWN_MAC && i != OX_REJ_NOT_FOR_US && i != OX_REJ_NOPEER)
+			bad += s.rej[i];
+	v[EM_ST_OX_RX] = s.rx_frames;
+	v[EM_ST_OX_TX] = s.tx_frames;
+	v[EM_ST_OX_DENIED] = s.denied;
+	v[EM_ST_OX_UNKNOWN] = s.rej[OX_REJ_UNKNOWN_MAC] + s.rej[OX_REJ_NOPEER];
+	v[EM_ST_OX_MALFORMED] = bad + s.overrun;
+	v[EM_ST_OX_RTX] = s.rtx_frames;
+	v[EM_ST_OX_ECHO] = __atomic_load_n(&x->echoes, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&x->lock);
+	for (unsigned i = 0; i < x->natt; i++)
+		n += x->att[i].owner != NULL;
+	pthread_mutex_unlock(&x->lock);
+	v[EM_ST_OX_ATTACHED] = n;
+}

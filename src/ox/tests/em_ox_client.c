@@ -1,0 +1,422 @@
+/*
+ * em_ox_client.c - a libethermem client for the OmniXtend data-path test
+ * (em_ox_test.sh): the same checks as the core tests, run with
+ * ETHERMEM_TRANSPORT=ox against a real ethermemd --ox in another network
+ * namespace.  One program, several roles (argv[1]):
+ *
+ *   integrity SEED        random reads and writes, synchronous and batched
+ *                         (overlapping ops in a batch included), against a
+ *                         local reference; every atomic against a local model
+ *   adds NAME N           N fetch-adds of 1 on word 0 of region NAME (made if
+ *                         missing), from the default queue and a queue of
+ *                         its own; every old value must be below the total
+ *   read NAME OFF EXPECT  the u64 at OFF of region NAME must equal EXPECT
+ *   create NAME SIZE      creates region NAME (kept after exit)
+ *   garbage IFACE         sends malformed frames to the node as this MAC and
+ *                         as a stranger, then checks the node still serves
+ *                         and counted them
+ *   status                prints the node's OmniXtend counters
+ *
+ * Exit 0 pass, 1 fail, 2 usage or setup.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/wire.h"
+#include "ethermem.h"
+#include "lib/internal.h"
+#include "ox/ox.h"
+
+#define CHECK(c)                                                                   \
+	do {                                                                       \
+		if (!(c)) {                                                        \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
+			exit(1);                                                   \
+		}                                                                  \
+	} while (0)
+#define CHECK_RC(expr, want)                                                       \
+	do {                                                                       \
+		int rc_ = (expr);                                                  \
+		if (rc_ != (want)) {                                               \
+			fprintf(stderr, "%s:%d: %s = %d (%s), want %d\n", __FILE__, __LINE__, \
+				#expr, rc_, em_strerror(rc_), (want));             \
+			exit(1);                                                   \
+		}                                                                  \
+	} while (0)
+
+static uint64_t rnd(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+static em_pool *connect_ox(void)
+{
+	em_pool *p;
+	int rc = em_pool_connect(&p, NULL);
+
+	if (rc) {
+		fprintf(stderr, "connect: %s\n", em_strerror(rc));
+		exit(2);
+	}
+	return p;
+}
+
+static void integrity(uint64_t seed)
+{
+	em_pool *pool = connect_ox();
+	uint64_t size = 8u << 20, s = seed * 2654435761u + 1;
+	uint8_t *ref = calloc(1, size), *buf = malloc(1u << 20);
+	em_region *r;
+	em_queue *q;
+
+	CHECK(ref && buf);
+	CHECK(pool->transport == EM_TRANSPORT_OX);
+	CHECK_RC(em_region_create(pool, NULL, size, NULL, &r), 0);
+	CHECK(r->oxbase[0] != 0);
+	CHECK_RC(em_read(r, 0, buf, 1u << 20), 0);
+	for (int i = 0; i < (1 << 20); i++)
+		CHECK(buf[i] == 0);
+	for (int i = 0; i < 1500; i++) {
+		uint64_t len = 1 + rnd(&s) % ((rnd(&s) & 3) ? 4096 : (1u << 20));
+		uint64_t off = rnd(&s) % (size - len + 1);
+		if (rnd(&s) & 1) {
+			for (uint64_t k = 0; k < len; k++)
+				ref[off + k] = buf[k] = (uint8_t)rnd(&s);
+			CHECK_RC(em_write(r, off, buf, len), 0);
+		} else {
+			CHECK_RC(em_read(r, off, buf, len), 0);
+			CHECK(!memcmp(buf, ref + off, len));
+		}
+	}
+	CHECK_RC(em_queue_create(pool, 32, &q), 0);
+	for (int round = 0; round < 150; round++) {
+		struct em_op ops[32];
+		uint8_t *bufs[32];
+		struct em_completion c[32];
+		int got = 0, nops = 1 + (int)(rnd(&s) % 32);
+		/* ops in one batch overlap often: a small hot range */
+		uint64_t span = rnd(&s) & 1 ? 256u << 10 : size;
+
+		for (int i = 0; i < nops; i++) {
+			uint64_t len = 1 + rnd(&s) % 70000, off = rnd(&s) % (span - len + 1);
+			bufs[i] = malloc(len);
+			memset(&ops[i], 0, sizeof(ops[i]));
+			ops[i].region = r;
+			ops[i].offset = off;
+			ops[i].len = len;
+			ops[i].buf = bufs[i];
+			ops[i].user_data = (uint64_t)i;
+			if (rnd(&s) % 3 == 0) {
+				ops[i].opcode = EM_OP_WRITE;
+				for (uint64_t k = 0; k < len; k++)
+					bufs[i][k] = (uint8_t)rnd(&s);
+			} else {
+				ops[i].opcode = EM_OP_READ;
+			}
+		}
+		CHECK_RC(em_submit(q, ops, (unsigned)nops), nops);
+		while (got < nops) {
+			int n = em_wait(q, c + got, 1, (unsigned)(nops - got), -1);
+			CHECK(n > 0);
+			got += n;
+		}
+		for (int i = 0; i < nops; i++)
+			CHECK(c[i].result == 0 || (fprintf(stderr, "op: %s\n", em_strerror(c[i].result)), 0));
+		/* the queue keeps submission order where ops overlap, as TCP does */
+		for (int i = 0; i < nops; i++) {
+			if (ops[i].opcode == EM_OP_WRITE)
+				memcpy(ref + ops[i].offset, bufs[i], ops[i].len);
+			else if (memcmp(bufs[i], ref + ops[i].offset, ops[i].len)) {
+				uint64_t k = 0;
+				while (bufs[i][k] == ref[ops[i].offset + k])
+					k++;
+				fprintf(stderr, "round %d op %d/%d read off %" PRIu64 " len %zu: first "
+					"difference at byte %" PRIu64 "\n", round, i, nops, ops[i].offset,
+					ops[i].len, k);
+				for (int j = 0; j < nops; j++)
+					fprintf(stderr, "  op %d %s off %" PRIu64 " len %zu\n", j,
+						ops[j].opcode == EM_OP_WRITE ? "write" : "read",
+						ops[j].offset, ops[j].len);
+				exit(1);
+			}
+			free(bufs[i]);
+		}
+	}
+	/* every atomic, against a local model, batched with reads of the word */
+	for (int i = 0; i < 2000; i++) {
+		uint64_t off = (rnd(&s) % 64) * 8, cur, opnd = rnd(&s), cmp, old, want;
+		enum em_atomic_op aop = (enum em_atomic_op)(rnd(&s) % EM_ATOMIC__COUNT);
+		if (rnd(&s) & 1)
+			opnd &= 0xff;
+		memcpy(&cur, ref + off, 8);
+		cmp = rnd(&s) & 1 ? cur : opnd ^ 1;
+		switch (aop) {
+		case EM_ATOMIC_CAS: want = cur == cmp ? opnd : cur; break;
+		case EM_ATOMIC_FADD: want = cur + opnd; break;
+		case EM_ATOMIC_SWAP: want = opnd; break;
+		case EM_ATOMIC_SMIN: want = (int64_t)opnd < (int64_t)cur ? opnd : cur; break;
+		case EM_ATOMIC_SMAX: want = (int64_t)opnd > (int64_t)cur ? opnd : cur; break;
+		case EM_ATOMIC_UMIN: want = opnd < cur ? opnd : cur; break;
+		case EM_ATOMIC_UMAX: want = opnd > cur ? opnd : cur; break;
+		case EM_ATOMIC_AND: want = cur & opnd; break;
+		case EM_ATOMIC_OR: want = cur | opnd; break;
+		default: want = cur ^ opnd; break;
+		}
+		if (i & 1) {
+			CHECK_RC(em_atomic(r, off, aop, opnd, cmp, &old), 0);
+		} else {
+			/* through a queue, then a read of the same word in the
+			 * same batch: it must see the atomic's result */
+			struct em_op ops[2] = {
+				{ .opcode = EM_OP_ATOMIC, .atomic_op = (uint8_t)aop, .region = r,
+				  .offset = off, .operand = opnd, .compare = cmp, .user_data = 0 },
+				{ .opcode = EM_OP_READ, .region = r, .offset = off, .buf = buf,
+				  .len = 8, .user_data = 1 },
+			};
+			struct em_completion c[2];
+			int got = 0;
+			uint64_t after;
+			CHECK_RC(em_submit(q, ops, 2), 2);
+			while (got < 2) {
+				int n = em_wait(q, c + got, 1, (unsigned)(2 - got), -1);
+				CHECK(n > 0);
+				got += n;
+			}
+			for (int k = 0; k < 2; k++) {
+				CHECK(c[k].result == 0);
+				if (c[k].user_data == 0)
+					old = c[k].value;
+			}
+			memcpy(&after, buf, 8);
+			CHECK(after == want || (fprintf(stderr, "atomic %d: word %" PRIx64 " want %" PRIx64 "\n",
+							aop, after, want), 0));
+		}
+		CHECK(old == cur || (fprintf(stderr, "atomic %d: old %" PRIx64 " want %" PRIx64 "\n", aop,
+					     old, cur), 0));
+		memcpy(ref + off, &want, 8);
+	}
+	em_queue_destroy(q);
+	for (uint64_t off = 0; off < size; off += 1u << 20) {
+		CHECK_RC(em_read(r, off, buf, 1u << 20), 0);
+		CHECK(!memcmp(buf, ref + off, 1u << 20));
+	}
+	/* bounds and misalignment are refused before anything is sent */
+	CHECK_RC(em_read(r, size - 4, buf, 8), -ERANGE);
+	CHECK_RC(em_atomic(r, 4, EM_ATOMIC_FADD, 1, 0, NULL), -EINVAL);
+	CHECK_RC(em_region_close(r), 0);
+	em_pool_close(pool);
+	free(ref);
+	free(buf);
+	printf("integrity: ok\n");
+}
+
+static em_region *open_or_create(em_pool *pool, const char *name, uint64_t size)
+{
+	em_region *r;
+	int rc = em_region_create(pool, name, size, NULL, &r);
+
+	if (rc == -EEXIST)
+		rc = em_region_open(pool, name, &r);
+	CHECK_RC(rc, 0);
+	return r;
+}
+
+static void adds(const char *name, long n)
+{
+	em_pool *pool = connect_ox();
+	em_region *r = open_or_create(pool, name, 1u << 20);
+	em_queue *q;
+	long done = 0;
+
+	CHECK_RC(em_queue_create(pool, 64, &q), 0);
+	while (done < n) {
+		/* a third synchronous, the rest in batches of up to 16 */
+		if (done % 3 == 0) {
+			uint64_t old;
+			CHECK_RC(em_atomic(r, 0, EM_ATOMIC_FADD, 1, 0, &old), 0);
+			done++;
+			continue;
+		}
+		struct em_op ops[16];
+		struct em_completion c[16];
+		int k = (int)(n - done < 16 ? n - done : 16), got = 0;
+		for (int i = 0; i < k; i++)
+			ops[i] = (struct em_op){ .opcode = EM_OP_ATOMIC, .atomic_op = EM_ATOMIC_FADD,
+						 .region = r, .offset = 0, .operand = 1,
+						 .user_data = (uint64_t)i };
+		CHECK_RC(em_submit(q, ops, (unsigned)k), k);
+		while (got < k) {
+			int m = em_wait(q, c + got, 1, (unsigned)(k - got), -1);
+			CHECK(m > 0);
+			got += m;
+		}
+		for (int i = 0; i < k; i++)
+			CHECK(c[i].result == 0);
+		done += k;
+	}
+	em_queue_destroy(q);
+	em_region_close(r);
+	em_pool_close(pool);
+	printf("adds: %ld ok\n", n);
+}
+
+static int read_check(const char *name, uint64_t off, uint64_t expect)
+{
+	em_pool *pool = connect_ox();
+	em_region *r;
+	uint64_t v = 0;
+
+	CHECK_RC(em_region_open(pool, name, &r), 0);
+	CHECK_RC(em_read(r, off, &v, 8), 0);
+	printf("%s@%" PRIu64 " = %" PRIu64 " (expect %" PRIu64 ")\n", name, off, v, expect);
+	em_region_close(r);
+	em_pool_close(pool);
+	return v == expect ? 0 : 1;
+}
+
+static void status(uint64_t *v)
+{
+	em_pool *pool = connect_ox();
+
+	CHECK_RC(em_status_raw(pool, 0, v), 0);
+	em_pool_close(pool);
+}
+
+static void print_status(void)
+{
+	uint64_t v[EM_ST__COUNT];
+
+	status(v);
+	printf("ox rx %" PRIu64 " tx %" PRIu64 " denied %" PRIu64 " unknown %" PRIu64
+	       " malformed %" PRIu64 " rtx %" PRIu64 " echo %" PRIu64 " attached %" PRIu64 "\n",
+	       v[EM_ST_OX_RX], v[EM_ST_OX_TX], v[EM_ST_OX_DENIED], v[EM_ST_OX_UNKNOWN],
+	       v[EM_ST_OX_MALFORMED], v[EM_ST_OX_RTX], v[EM_ST_OX_ECHO], v[EM_ST_OX_ATTACHED]);
+}
+
+/* One Get frame to dst from src, seq as given; then the caller spoils it. */
+static size_t get_frame(uint8_t *f, const uint8_t dst[6], const uint8_t src[6], uint32_t seq,
+			uint64_t addr, uint8_t credit_ch, uint8_t credit)
+{
+	struct ox_enc e;
+	struct ox_msg m = { .chan = OX_CH_A, .opcode = OX_A_GET, .size = 6, .addr = addr,
+			    .source = 1 };
+	struct ox_tloe h = { .seq = seq, .seq_ack = OX_SEQ_MASK, .ack = 1,
+			     .credit_ch = credit_ch, .credit = credit };
+
+	ox_eth_write(f, dst, src, OX_ETHERTYPE_DEFAULT);
+	ox_enc_begin(&e, f + OX_ETH_HLEN, 1500, false);
+	CHECK(ox_enc_add(&e, &m) == 0);
+	return OX_ETH_HLEN + ox_enc_finish(&e, &h);
+}
+
+static void garbage(const char *ifname)
+{
+	uint64_t v0[EM_ST__COUNT], v1[EM_ST__COUNT];
+	em_pool *pool = connect_ox();
+	struct ox_link *l;
+	uint8_t f[2048], node[6], me[6], stranger[6] = { 0x02, 0x99, 0, 0, 0, 1 };
+	const char *nm = getenv("EM_OX_NODE_MAC");
+	unsigned m[6];
+	em_region *r;
+	size_t n;
+	int sent_bad = 0, sent_unknown = 0;
+
+	/* the node's MAC, which the script reads off its interface */
+	CHECK(nm && sscanf(nm, "%x:%x:%x:%x:%x:%x", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]) == 6);
+	for (int i = 0; i < 6; i++)
+		node[i] = (uint8_t)m[i];
+	CHECK_RC(em_region_create(pool, NULL, 1u << 20, NULL, &r), 0);
+	CHECK_RC(em_status_raw(pool, 0, v0), 0);
+	CHECK_RC(ox_link_packet_open(ifname, 0, &l), 0);
+	memcpy(me, l->mac, 6);
+	/* malformed, from our own (attached) MAC: counted and dropped at decode,
+	 * before they reach the connection */
+	n = get_frame(f, node, me, 1000, r->oxbase[0], 0, 0);
+	CHECK(ox_link_send(l, f, OX_ETH_HLEN + 20) == 0); /* short */
+	sent_bad++;
+	n = get_frame(f, node, me, 1000, r->oxbase[0], 0, 0);
+	f[n - 1] = 0x02; /* frame mask: a message at a data flit */
+	CHECK(ox_link_send(l, f, n) == 0);
+	sent_bad++;
+	n = get_frame(f, node, me, 1000, r->oxbase[0], 0, 0);
+	f[OX_ETH_HLEN + 8 + 1] = (uint8_t)((f[OX_ETH_HLEN + 8 + 1] & 0xf0) | 15); /* size 2^15 */
+	CHECK(ox_link_send(l, f, n) == 0);
+	sent_bad++;
+	n = get_frame(f, node, me, 1000, r->oxbase[0], 0, 0);
+	CHECK(ox_link_send(l, f, n - 3) == 0); /* not whole flits */
+	sent_bad++;
+	n = get_frame(f, node, me, 1000, r->oxbase[0], 0, 0);
+	f[OX_ETH_HLEN + 8] = 0x70; /* channel 7 */
+	CHECK(ox_link_send(l, f, n) == 0);
+	sent_bad++;
+	/* a sequence number far outside the window: dropped (NAKed) */
+	n = get_frame(f, node, me, OX_SEQ_HALF + 77, r->oxbase[0], 0, 0);
+	CHECK(ox_link_send(l, f, n) == 0);
+	/* a stranger's well-formed Get: dropped, counted, no state kept */
+	for (int i = 0; i < 5; i++) {
+		n = get_frame(f, node, stranger, (uint32_t)i, 0, 0, 0);
+		CHECK(ox_link_send(l, f, n) == 0);
+		sent_unknown++;
+	}
+	ox_link_flush(l);
+	ox_link_close(l);
+	usleep(100000);
+	/* the node keeps serving: a new session from this MAC works */
+	em_region_close(r);
+	em_pool_close(pool);
+	pool = connect_ox();
+	CHECK_RC(em_region_create(pool, NULL, 1u << 20, NULL, &r), 0);
+	for (int i = 0; i < 200; i++) {
+		uint8_t w[512], g[512];
+		for (int k = 0; k < 512; k++)
+			w[k] = (uint8_t)(i * 7 + k);
+		CHECK_RC(em_write(r, (uint64_t)i * 512, w, sizeof(w)), 0);
+		CHECK_RC(em_read(r, (uint64_t)i * 512, g, sizeof(g)), 0);
+		CHECK(!memcmp(w, g, sizeof(w)));
+	}
+	CHECK_RC(em_status_raw(pool, 0, v1), 0);
+	printf("garbage: malformed %" PRIu64 " -> %" PRIu64 " (sent %d), unknown %" PRIu64 " -> %" PRIu64
+	       " (sent %d)\n", v0[EM_ST_OX_MALFORMED], v1[EM_ST_OX_MALFORMED], sent_bad,
+	       v0[EM_ST_OX_UNKNOWN], v1[EM_ST_OX_UNKNOWN], sent_unknown);
+	CHECK(v1[EM_ST_OX_MALFORMED] - v0[EM_ST_OX_MALFORMED] >= (uint64_t)sent_bad);
+	CHECK(v1[EM_ST_OX_UNKNOWN] - v0[EM_ST_OX_UNKNOWN] >= (uint64_t)sent_unknown);
+	em_region_close(r);
+	em_pool_close(pool);
+	printf("garbage: ok\n");
+}
+
+int main(int argc, char **argv)
+{
+	const char *role = argc > 1 ? argv[1] : "";
+
+	if (!strcmp(role, "integrity") && argc == 3)
+		integrity(strtoull(argv[2], NULL, 0));
+	else if (!strcmp(role, "adds") && argc == 4)
+		adds(argv[2], atol(argv[3]));
+	else if (!strcmp(role, "read") && argc == 5)
+		return read_check(argv[2], strtoull(argv[3], NULL, 0), strtoull(argv[4], NULL, 0));
+	else if (!strcmp(role, "create") && argc == 4) {
+		em_pool *pool = connect_ox();
+		uint64_t size;
+		em_region *r;
+		CHECK_RC(em_parse_size(argv[3], &size), 0);
+		CHECK_RC(em_region_create(pool, argv[2], size, NULL, &r), 0);
+		em_region_close(r);
+		em_pool_close(pool);
+	} else if (!strcmp(role, "garbage") && argc == 3)
+		garbage(argv[2]);
+	else if (!strcmp(role, "status") && argc == 2)
+		print_status();
+	else {
+		fprintf(stderr, "usage: see the comment at the top of em_ox_client.c\n");
+		return 2;
+	}
+	return 0;
+}

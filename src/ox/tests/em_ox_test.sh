@@ -1,0 +1,135 @@
+#!/bin/bash
+# em_ox_test.sh BUILD_DIR - the OmniXtend data path end to end.
+#
+# A memory node (ethermemd --ox) in one network namespace, whose bridge
+# joins two veth pairs to two client namespaces (a bridge, because a veth
+# pair joins only two ends and OmniXtend ties a connection to a MAC: one
+# client host = one MAC).  TCP runs over the same links as the control path.
+#   1. loss-free: two clients at once check data against a local reference
+#      (every atomic too), then add to one counter from both: exact total
+#   2. the same under 1% injected loss on every sender (ETHERMEM_OX_FAULTS,
+#      the test-only fault injector, in the node and in the clients)
+#   3. 1.0.3 mode under 5% loss plus 1% duplication and 1% reordering
+#   4. malformed frames and a stranger's frames: counted, dropped, and the
+#      node keeps serving
+#   5. --ox-export: a region a client creates over TCP is served at a fixed
+#      address to ox-selftest, a requester that knows nothing of ethermem;
+#      what it added is read back through libethermem
+# Exit 0 pass, 1 fail, 77 skip (not root, no netns).  Names carry our PID;
+# a trap removes everything on every exit path.
+B=${1:?usage: em_ox_test.sh BUILD_DIR}
+[ "$(id -u)" = 0 ] || { echo "skip: not root"; exit 77; }
+command -v ip >/dev/null || { echo "skip: no ip"; exit 77; }
+for f in ethermemd em-ox-client ox-selftest; do
+	[ -x "$B/$f" ] || { echo "no $B/$f"; exit 1; }
+done
+
+P=$$
+S=emxs$P; C1=emxa$P; C2=emxb$P; BR=emxbr$P
+T=$(mktemp -d /tmp/emoxtest.XXXXXX)
+NODE=""
+cleanup() {
+	[ -n "$NODE" ] && kill "$NODE" 2>/dev/null && wait "$NODE" 2>/dev/null
+	for n in $S $C1 $C2; do ip netns del "$n" 2>/dev/null; done
+	rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM HUP
+fail() { echo "FAIL: $*"; [ -f "$T/node.log" ] && tail -20 "$T/node.log"; exit 1; }
+
+ip netns add $S 2>/dev/null || { echo "skip: no netns support"; exit 77; }
+ip netns add $C1 && ip netns add $C2 || exit 1
+MAC_S=02:0b:00:00:00:01
+MAC_1=02:0b:00:00:01:01
+MAC_2=02:0b:00:00:02:01
+ip -n $S link add $BR type bridge 2>/dev/null || { echo "skip: no bridge support"; exit 77; }
+set -e
+ip -n $S link set $BR address $MAC_S mtu 9000
+ip -n $S addr add 10.211.0.1/24 dev $BR
+for i in 1 2; do
+	C=$([ $i = 1 ] && echo $C1 || echo $C2)
+	M=$([ $i = 1 ] && echo $MAC_1 || echo $MAC_2)
+	ip -n $S link add emxp$i$P type veth peer name emxq$i$P
+	ip -n $S link set emxq$i$P netns $C
+	ip -n $S link set emxp$i$P mtu 9000 master $BR up
+	ip -n $C link set emxq$i$P address $M mtu 9000 up
+	ip -n $C addr add 10.211.0.$((i + 1))/24 dev emxq$i$P
+	ip -n $C link set lo up
+done
+ip -n $S link set $BR mtu 9000 up
+ip -n $S link set lo up
+set +e
+
+printf 'a cluster secret for the OmniXtend tests\n' > "$T/secret"
+export ETHERMEM_SECRET_FILE="$T/secret" ETHERMEM_TRANSPORT=ox ETHERMEM_TIMEOUT_MS=20000
+
+start_node() {   # extra ethermemd flags...
+	rm -f "$T/port"
+	ip netns exec $S nice "$B/ethermemd" --listen tcp://10.211.0.1:0 --port-file "$T/port" \
+		--capacity 256M --ox $BR "$@" 2>"$T/node.log" &
+	NODE=$!
+	for _ in $(seq 300); do
+		[ -s "$T/port" ] && break
+		sleep 0.01
+	done
+	[ -s "$T/port" ] || fail "node did not start: $(cat "$T/node.log")"
+	export ETHERMEM_NODES="tcp://10.211.0.1:$(cat "$T/port")"
+}
+stop_node() {
+	kill "$NODE"; wait "$NODE" 2>/dev/null; NODE=""
+}
+client() {   # NS ARGS...: a client in namespace NS on its own interface
+	local ns=$1 i
+	shift
+	i=$([ "$ns" = $C1 ] && echo 1 || echo 2)
+	ETHERMEM_OX_IFACE=emxq$i$P ip netns exec "$ns" timeout 120 nice "$B/em-ox-client" "$@"
+}
+
+phase() {   # NAME FAULTS NODEFLAGS...
+	local name=$1 faults=$2
+	shift 2
+	echo "== $name${faults:+ (ETHERMEM_OX_FAULTS=$faults)}"
+	export ETHERMEM_OX_FAULTS=$faults
+	start_node "$@"
+	client $C1 integrity 1 & local a=$!
+	client $C2 integrity 2 & local b=$!
+	wait $a || fail "$name: client 1 integrity"
+	wait $b || fail "$name: client 2 integrity"
+	client $C1 adds ctr 1500 & a=$!
+	client $C2 adds ctr 1500 & b=$!
+	wait $a || fail "$name: client 1 adds"
+	wait $b || fail "$name: client 2 adds"
+	client $C1 read ctr 0 3000 || fail "$name: counter not exact"
+	client $C2 status
+	stop_node
+}
+
+phase "loss-free, 1.1" ""
+phase "1% loss, 1.1" "drop=1,seed=11"
+phase "5% loss + dup + reorder, 1.0.3" "drop=5,dup=1,reorder=1,seed=12" --ox-mode 1.0.3
+export ETHERMEM_OX_FAULTS=
+
+echo "== malformed frames"
+start_node
+EM_OX_NODE_MAC=$MAC_S client $C1 garbage emxq1$P || fail "malformed frames"
+stop_node
+
+echo "== --ox-export to a requester that knows nothing of ethermem"
+start_node --ox-export exp@0x8000000000 --ox-allow $MAC_2
+client $C1 create exp 4M || fail "create exp"
+for _ in $(seq 50); do
+	grep -q "region 'exp'.*exported" "$T/node.log" && break
+	sleep 0.05
+done
+grep -q "region 'exp'.*exported" "$T/node.log" || fail "exp never exported"
+ip netns exec $C2 timeout 60 "$B/ox-selftest" --client emxq2$P --peer $MAC_S --slot 0 \
+	--ops 60 --adds 300 --expect 300 || fail "ox-selftest against --ox-export"
+# the counter ox-selftest keeps at the window's last word, read through ethermem
+client $C1 read exp $((4 * 1024 * 1024 - 8)) 300 || fail "export counter"
+# a MAC not on the allow-list gets nothing
+ip netns exec $C1 timeout 10 "$B/ox-selftest" --check emxq1$P --peer $MAC_S --expect 300 \
+	>/dev/null 2>&1 && fail "a MAC off the allow-list was served"
+client $C2 status
+stop_node
+echo "em_ox_test: ok"
+exit 0
