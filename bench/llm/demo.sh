@@ -14,7 +14,7 @@ OUT=$(mktemp -d /tmp/ethermem-llm-demo.XXXXXX) || exit 1
 trap 'rm -rf "$OUT"' EXIT
 "$HERE/run.sh" --quick --size "$SIZE" --kinds dense --ratios "$RATIO" \
 	--backends "mmap pool-stream" --steps 8 --timeout 60 --out "$OUT" 2>&1 |
-	grep -E "tok/s|cut off|FAIL|SKIP|memory node" >&2
+	grep -E "^bench-llm: .*(tok/s|cutoff|killed|error|FAIL|SKIP|memory node)" >&2
 rc=${PIPESTATUS[0]}
 [ -s "$OUT/llm-detail.csv" ] || exit "$rc"
 awk -F, -v r="$RATIO" 'NR > 1 { t[$4] = $6; mb[$4] = $9 / 1048576; ok[$4] = $11 }

@@ -123,16 +123,31 @@ RUN_PID=
 cleanup() {
 	trap '' INT TERM HUP
 	[ -n "$RUN_PID" ] && kill -KILL "$RUN_PID" 2>/dev/null
+	# The engine runs under timeout, in a cgroup: kill it there, wait until
+	# it is gone, and lift the limit, because swapoff must charge the pages
+	# it brings back to that cgroup (ENOMEM at a full limit otherwise).
 	if [ -d "$CGROOT" ]; then
-		for c in "$CGROOT"/*/; do
-			[ -f "$c/cgroup.procs" ] || continue
-			while read -r p; do kill -KILL "$p" 2>/dev/null; done < "$c/cgroup.procs"
+		for _ in $(seq 50); do
+			busy=0
+			for c in "$CGROOT"/*/; do
+				[ -f "$c/cgroup.procs" ] || continue
+				echo -1 > "$c/memory.limit_in_bytes" 2>/dev/null
+				while read -r p; do busy=1; kill -KILL "$p" 2>/dev/null; done < "$c/cgroup.procs"
+			done
+			[ $busy = 0 ] && break
+			sleep 0.1
 		done
 	fi
 	[ -n "$NODE_PID" ] && kill "$NODE_PID" 2>/dev/null
 	wait 2>/dev/null
-	if [ $SWAP_ON = 1 ]; then swapoff "$SWAP" 2>/dev/null || say "warning: swapoff $SWAP failed"; fi
-	rm -f "$SWAP"
+	if [ $SWAP_ON = 1 ]; then
+		for _ in 1 2 3 4 5; do
+			swapoff "$SWAP" 2>/dev/null && { SWAP_ON=0; break; }
+			sleep 0.5
+		done
+		[ $SWAP_ON = 1 ] && say "warning: swapoff $SWAP failed: run swapoff $SWAP by hand"
+	fi
+	[ $SWAP_ON = 0 ] && rm -f "$SWAP"
 	if [ -d "$CGROOT" ]; then
 		for _ in 1 2 3 4 5; do
 			for c in "$CGROOT"/*/; do [ -d "$c" ] && rmdir "$c" 2>/dev/null; done
@@ -143,7 +158,7 @@ cleanup() {
 	fi
 	ip link del "${VETH}a" 2>/dev/null
 	ip netns del "$NS" 2>/dev/null
-	rm -rf "$WORK"
+	[ $SWAP_ON = 0 ] && rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'say "interrupted"; exit 130' INT TERM HUP
@@ -253,7 +268,9 @@ run_one() {
 	case $be in
 	local|swap) args="$args --weights local" ;;
 	mmap) args="$args --weights mmap" ;;
-	pool-map) args="$args --weights pool"; env="ETHERMEM_MAP_CACHE=$budget" ;;
+	# The cache rounded up to whole 2 MiB fetch units: at 100% the last,
+	# partial unit of the model must fit too.
+	pool-map) args="$args --weights pool"; env="ETHERMEM_MAP_CACHE=$(( (budget + (2 << 20) - 1) / (2 << 20) * (2 << 20) ))" ;;
 	pool-stream) args="$args --weights stream --stream-from pool --local-mem $budget" ;;
 	esac
 	if [ "$be" = swap ]; then
