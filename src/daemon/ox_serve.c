@@ -45,7 +45,14 @@
 struct attached {
 	const void *owner;
 	uint8_t mac[6];
+	int marker;         /* the session's read-only 8 zero bytes at address 0 */
 };
+
+/* An attached MAC owns this window for as long as its session lives, so
+ * the endpoint keeps its connection state between region windows: the
+ * acknowledgements and the close that follow the last region's close are
+ * then served, not dropped as a stranger's. */
+static const uint64_t marker_mem;
 
 struct em_oxs {
 	struct em_oxs_opts o;
@@ -269,6 +276,7 @@ int em_oxs_attach(struct em_oxs *x, const void *owner, const uint8_t mac[6],
 		  struct em_ox_info *info)
 {
 	unsigned i, fr = MAX_ATTACHED;
+	int rc;
 
 	if (!(mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]) || (mac[0] & 1))
 		return -EINVAL; /* no zero, group or broadcast address */
@@ -287,16 +295,25 @@ int em_oxs_attach(struct em_oxs *x, const void *owner, const uint8_t mac[6],
 			break;
 	}
 	if (i == x->natt) {
+		struct ox_window w = { .base = 0, .len = sizeof(marker_mem),
+				       .mem = (void *)&marker_mem, .flags = OX_WIN_READ };
 		if (fr == MAX_ATTACHED && x->natt == MAX_ATTACHED) {
 			pthread_mutex_unlock(&x->lock);
 			return -EUSERS;
 		}
+		memcpy(w.mac, mac, 6);
+		rc = ox_endpoint_add_window(x->ep, &w);
+		if (rc < 0) {
+			pthread_mutex_unlock(&x->lock);
+			return rc;
+		}
 		if (fr == MAX_ATTACHED)
 			fr = x->natt++;
 		i = fr;
+		x->att[i].marker = rc;
+		x->att[i].owner = owner;
+		memcpy(x->att[i].mac, mac, 6);
 	}
-	x->att[i].owner = owner;
-	memcpy(x->att[i].mac, mac, 6);
 	pthread_mutex_unlock(&x->lock);
 	/* a new session starts a new OmniXtend connection, whatever the
 	 * last one from this MAC left behind */
@@ -314,8 +331,10 @@ void em_oxs_detach(struct em_oxs *x, const void *owner)
 {
 	pthread_mutex_lock(&x->lock);
 	for (unsigned i = 0; i < x->natt; i++)
-		if (x->att[i].owner == owner)
+		if (x->att[i].owner == owner) {
+			ox_endpoint_remove_window(x->ep, x->att[i].marker);
 			x->att[i].owner = NULL;
+		}
 	pthread_mutex_unlock(&x->lock);
 }
 

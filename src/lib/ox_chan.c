@@ -259,7 +259,7 @@ static void start(struct em_oxchan *c, struct oxent *e, struct em_part *tcp, uns
 		return;
 	}
 	e->state = E_OX;
-	rc = ox_requester_submit(c->n->rq, &e->op);
+	rc = e->op.status ? e->op.status : ox_requester_submit(c->n->rq, &e->op);
 	if (rc) {
 		e->op.status = rc;
 		e->done = true;
@@ -361,6 +361,7 @@ static int ox_post(struct em_chan *ch, const struct em_part *parts, unsigned n)
 	struct em_oxchan *c = (struct em_oxchan *)ch;
 	struct em_part stack[16], *tcp = stack;
 	unsigned nt = 0, nox = 0;
+	bool failed = false;
 
 	for (unsigned i = 0; i < n; i++)
 		nox += ox_able(&parts[i]);
@@ -396,14 +397,20 @@ static int ox_post(struct em_chan *ch, const struct em_part *parts, unsigned n)
 		e->next = NULL;
 		e->state = E_WAIT;
 		op_setup(e);
+		if (!e->op.len) {
+			e->op.status = -EINVAL;
+			failed = true;
+		}
 		if (c->tail)
 			c->tail->next = e;
 		else
 			c->head = e;
 		c->tail = e;
 		c->nox++;
-		if (!blocked(c, e) && (!e->cas || tcp))
+		if (!blocked(c, e) && (!e->cas || tcp)) {
 			start(c, e, tcp, &nt);
+			failed |= e->done;
+		}
 	}
 	if (nox) {
 		/* frames go out now, not at the next wait */
@@ -416,7 +423,7 @@ static int ox_post(struct em_chan *ch, const struct em_part *parts, unsigned n)
 	if (tcp && tcp != stack)
 		free(tcp);
 	sync_outstanding(c);
-	if (nox)
+	if (failed)
 		turn(c, NULL); /* submit errors complete at once */
 	return 0;
 }

@@ -75,8 +75,12 @@ start_node() {   # extra ethermemd flags...
 	[ -s "$T/port" ] || fail "node did not start: $(cat "$T/node.log")"
 	export ETHERMEM_NODES="tcp://10.211.0.1:$(cat "$T/port")"
 }
-stop_node() {
-	kill "$NODE"; wait "$NODE" 2>/dev/null; NODE=""
+stop_node() {   # a clean exit too: sanitizer builds report leaks there
+	kill "$NODE"
+	wait "$NODE"
+	local rc=$?
+	NODE=""
+	[ $rc = 0 ] || fail "node exited with $rc"
 }
 client() {   # NS ARGS...: a client in namespace NS on its own interface
 	local ns=$1 i

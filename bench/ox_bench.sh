@@ -1,0 +1,118 @@
+#!/bin/bash
+# ox_bench.sh [BUILD_DIR] [--quick] - the OmniXtend data path measured
+# between two network namespaces over a veth pair (MTU 9000), the figures
+# BENCHMARKS.md "OmniXtend over veth" records.
+#
+# One memory node (ethermemd --ox) in one namespace, the benchmark in the
+# other, node pinned to CPU 0 and client to CPU 1 (as src/ox/tests/netns_lat.sh
+# does), so the two busy-pollers do not fight over one core:
+#   1. ethermem bench --transport ox --baseline --json: every row over
+#      OmniXtend, plus in the same run a raw Ethernet ping-pong on the same
+#      interface (eth-pingpong), the TCP ping-pong and stream, and the TCP data
+#      path's reads (rows with "transport":"tcp")
+#   2. ethermem bench --quick --json over OmniXtend loss-free and then with 1%
+#      of frames dropped by the test-only fault injector on both ends
+#      (ETHERMEM_OX_FAULTS), for the large-read bandwidth under loss
+# JSON rows land in $OUT (default bench/results/ox-<date>), a summary on stdout.
+# Needs root; names carry our PID and a trap removes them on every exit.
+B=${1:-build}
+QUICK=
+[ "${2:-}" = --quick ] && QUICK=--quick
+[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)"; exit 1; }
+[ -x "$B/ethermemd" ] && [ -x "$B/ethermem" ] || { echo "build first: no $B/ethermemd"; exit 1; }
+OUT=${OUT:-bench/results/ox-$(date -u +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+
+P=$$
+S=oxbs$P; C=oxbc$P; IS=oxbs$P; IC=oxbc$P
+NODE=""
+cleanup() {
+	[ -n "$NODE" ] && kill "$NODE" 2>/dev/null && wait "$NODE" 2>/dev/null
+	ip netns del $S 2>/dev/null
+	ip netns del $C 2>/dev/null
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM HUP
+set -e
+ip netns add $S
+ip netns add $C
+ip link add $IS netns $S type veth peer name $IC netns $C
+ip -n $S addr add 10.212.0.1/24 dev $IS
+ip -n $C addr add 10.212.0.2/24 dev $IC
+for n in $S $C; do ip -n $n link set lo up; done
+ip -n $S link set $IS mtu 9000 up
+ip -n $C link set $IC mtu 9000 up
+set +e
+printf 'ox bench secret, not for production use\n' > "$OUT/secret"
+export ETHERMEM_SECRET_FILE="$OUT/secret"
+
+start_node() {
+	rm -f "$OUT/port"
+	ip netns exec $S taskset -c 0 "$B/ethermemd" --listen tcp://10.212.0.1:0 \
+		--port-file "$OUT/port" --capacity 1G --ox $IS 2>>"$OUT/node.log" &
+	NODE=$!
+	for _ in $(seq 300); do [ -s "$OUT/port" ] && break; sleep 0.01; done
+	[ -s "$OUT/port" ] || { echo "node did not start"; cat "$OUT/node.log"; exit 1; }
+	export ETHERMEM_NODES="tcp://10.212.0.1:$(cat "$OUT/port")"
+}
+stop_node() { kill "$NODE"; wait "$NODE" 2>/dev/null; NODE=""; }
+bench() {   # OUTFILE ARGS...
+	local f=$1
+	shift
+	ip netns exec $C taskset -c 1 "$B/ethermem" bench --transport ox --ox-iface $IC --json "$@" \
+		> "$OUT/$f" || { echo "bench $* failed"; exit 1; }
+}
+
+echo "== ethermem bench --transport ox --ox-iface $IC --baseline --json $QUICK"
+export ETHERMEM_OX_FAULTS=
+start_node
+bench main.json --baseline $QUICK
+stop_node
+echo "== loss-free and 1% loss, --quick"
+start_node
+bench loss0.json --quick
+stop_node
+export ETHERMEM_OX_FAULTS=drop=1,seed=7
+start_node
+bench loss1.json --quick
+stop_node
+export ETHERMEM_OX_FAULTS=
+
+python3 - "$OUT" <<'EOF'
+import json, sys
+out = sys.argv[1]
+def rows(f):
+    return [json.loads(l) for l in open(f"{out}/{f}") if l.startswith("{")]
+def get(rs, op, t, size, qd, key):
+    for r in rs:
+        if r["op"] == op and r["transport"] == t and r["size"] == size and r["qd"] == qd:
+            return r[key]
+    return None
+m = rows("main.json")
+print("| op | via | size | qd | p50 us | p99 us | GB/s |")
+print("|----|-----|------|----|--------|--------|------|")
+for r in m:
+    print(f"| {r['op']} | {r['transport']} | {r['size']} | {r['qd']} | {r['p50_us']:.2f} | {r['p99_us']:.2f} | {r['gbps']:.3f} |")
+ox4 = get(m, "read", "ox", 4096, 1, "p50_us")
+eth4 = get(m, "eth-pingpong", "ox", 4096, 1, "p50_us")
+tcp4 = get(m, "read", "tcp", 4096, 1, "p50_us")
+oxbw = get(m, "read", "ox", 2097152, 8, "gbps")
+tcpbw = get(m, "read", "tcp", 2097152, 8, "gbps")
+l0, l1 = rows("loss0.json"), rows("loss1.json")
+b0 = get(l0, "read", "ox", 2097152, 8, "gbps")
+b1 = get(l1, "read", "ox", 2097152, 8, "gbps")
+print()
+print("| goal | measured | met |")
+print("|------|----------|-----|")
+def line(goal, v, ok):
+    print(f"| {goal} | {v} | {'yes' if ok else 'no'} |")
+if ox4 and eth4:
+    line("4 KiB read p50 <= 1.2x raw Ethernet ping-pong p50", f"{ox4:.2f} / {eth4:.2f} us = {ox4/eth4:.2f}x", ox4 / eth4 <= 1.2)
+if ox4 and tcp4:
+    line("4 KiB read p50 >= 30% below TCP's", f"{ox4:.2f} vs {tcp4:.2f} us = {100*(1-ox4/tcp4):.0f}% below", ox4 <= 0.7 * tcp4)
+if oxbw and tcpbw:
+    line("2 MiB read qd8 bandwidth >= TCP's", f"{oxbw:.2f} vs {tcpbw:.2f} GB/s = {oxbw/tcpbw:.2f}x", oxbw >= tcpbw)
+if b0 and b1:
+    line("at 1% loss, 2 MiB read qd8 bandwidth >= 70% of loss-free", f"{b1:.2f} vs {b0:.2f} GB/s = {100*b1/b0:.0f}%", b1 >= 0.7 * b0)
+EOF
+echo "rows in $OUT"
