@@ -85,6 +85,7 @@ static int resolve(const struct em_pool_opts *o, struct conf *c)
 		snprintf(c->transport, sizeof(c->transport), "%s", e);
 	else
 		memcpy(c->transport, f.transport, sizeof(c->transport));
+	memcpy(c->ox_iface, f.ox_iface, sizeof(c->ox_iface));
 	return 0;
 }
 
@@ -95,7 +96,7 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *o)
 	struct em_chan **ch;
 	char *list, *save = NULL, *tok;
 	const char *e;
-	int rc;
+	int rc, tr;
 
 	if (!out || (o && o->size < sizeof(size_t)))
 		return -EINVAL;
