@@ -114,19 +114,22 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *o)
 		return -ENOMEM;
 	/* the data path: an explicit option wins, then ETHERMEM_TRANSPORT,
 	 * then the file; the interface likewise */
-	pool->transport = o && o->size >= offsetof(struct em_pool_opts, ox_iface) &&
-			  o->transport != EM_TRANSPORT_DEFAULT ? o->transport
-			  : !strcmp(c.transport, "ox") ? EM_TRANSPORT_OX : EM_TRANSPORT_TCP;
+	tr = o && o->size >= offsetof(struct em_pool_opts, ox_iface) &&
+	     o->transport != EM_TRANSPORT_DEFAULT ? (int)o->transport
+	     : !strcmp(c.transport, "ox") ? EM_TRANSPORT_OX
+	     : !c.transport[0] || !strcmp(c.transport, "tcp") ? EM_TRANSPORT_TCP
+	     : -1; /* a name we do not know: refused below */
 	if (o && o->size >= sizeof(*o) && o->ox_iface)
 		snprintf(pool->ox_iface, sizeof(pool->ox_iface), "%s", o->ox_iface);
 	else if ((e = getenv("ETHERMEM_OX_IFACE")))
 		snprintf(pool->ox_iface, sizeof(pool->ox_iface), "%s", e);
 	else
 		memcpy(pool->ox_iface, c.ox_iface, sizeof(pool->ox_iface));
-	if (pool->transport != EM_TRANSPORT_TCP && pool->transport != EM_TRANSPORT_OX) {
+	if (tr != EM_TRANSPORT_TCP && tr != EM_TRANSPORT_OX) {
 		free(pool);
 		return -EINVAL;
 	}
+	pool->transport = (enum em_transport)tr;
 	if (pool->transport == EM_TRANSPORT_OX && !pool->ox_iface[0]) {
 		free(pool);
 		return -EDESTADDRREQ; /* --ox-iface / ETHERMEM_OX_IFACE */
