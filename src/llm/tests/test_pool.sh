@@ -3,8 +3,9 @@
 # small MoE checkpoint are imported into named regions of a real ethermemd on
 # loopback, then --weights stream --stream-from pool (whole-model and tight
 # budgets) and --weights pool (em_map; whole-model and tight caches, two fetch
-# units) must print the ids --weights local prints.  Also: a missing region
-# and a region holding other bytes than the file are refused, not used.
+# units) must print the ids --weights local prints; streaming also over one
+# to four connections at once.  Also: a missing region and a region holding
+# other bytes than the file are refused, not used.
 # Exit 0 pass, 1 fail, 77 skip (no pool support built).
 B=${1:?usage: test_pool.sh BUILD_DIR}
 LLM=$B/ethermem-llm
@@ -20,7 +21,7 @@ trap 'exit 1' INT TERM
 fail=0
 
 echo "a cluster secret for the llm pool test, 48 bytes" > "$T/secret"
-"$B/ethermemd" --listen tcp://127.0.0.1:0 --capacity 128M --secret-file "$T/secret" \
+"$B/ethermemd" --listen tcp://127.0.0.1:0 --capacity 256M --secret-file "$T/secret" \
 	--port-file "$T/port" 2>"$T/node.log" &
 NODE=$!
 for _ in $(seq 200); do [ -s "$T/port" ] && break; sleep 0.05; done
@@ -44,12 +45,17 @@ same() {
 		echo "FAIL: $m local $*"; fail=1; return; }
 	for v in "stream --stream-from pool" "stream --stream-from pool --local-mem $tight" \
 		 "stream --stream-from pool --local-mem $tight --stream-chunk 7K" \
+		 "stream --stream-from pool --local-mem $tight #3" \
 		 "pool" "pool @$cache@64K" "pool @$cache@1M" "pool --threads 2 @$cache@64K"; do
+		# "#N": N queues (connections) for streaming; "@CACHE@UNIT" for
+		# the mapping.
 		args=${v%%@*}
-		c=; u=
+		args=${args%%#*}
+		c=; u=; nq=
 		case $v in *@*) c=${v#*@}; u=${c#*@}; c=${c%@*};; esac
+		case $v in *#*) nq=${v#*#};; esac
 		# shellcheck disable=SC2086
-		got=$(ETHERMEM_MAP_CACHE=$c ETHERMEM_LLM_MAP_UNIT=$u timeout 120 \
+		got=$(ETHERMEM_MAP_CACHE=$c ETHERMEM_LLM_MAP_UNIT=$u ETHERMEM_LLM_QUEUES=$nq timeout 120 \
 			"$LLM" --model "$T/$m" --steps 40 --print-ids --quiet --weights $args "$@" \
 			2>"$T/err") || {
 			cat "$T/err"; echo "FAIL: $m --weights $v $* exited non-zero"; fail=1; continue; }
@@ -70,6 +76,16 @@ same dense.bin 600K 2M --temperature 0
 same dense.bin 600K 2M --temperature 0.9 --seed 11
 same moe.bin 1300K 4M --temperature 0 --router zipf --router-seed 9
 same moe.bin 1300K 4M --temperature 0 --router uniform --router-seed 9
+
+# Units of several MiB, so that reads are cut into one piece per connection.
+gen big.bin --size 48M --seed 8
+ref=$("$LLM" --model "$T/big.bin" --steps 6 --print-ids --quiet --temperature 0)
+for nq in 1 2 3 4; do
+	got=$(ETHERMEM_LLM_QUEUES=$nq "$LLM" --model "$T/big.bin" --steps 6 --print-ids --quiet \
+		--temperature 0 --weights stream --stream-from pool --local-mem 20M) && [ "$got" = "$ref" ] || {
+		echo "FAIL: big.bin streamed over $nq connections"; fail=1; }
+done
+echo "ok: big.bin over 1-4 connections"
 
 # ETHERMEM_LLM_REGION names the region explicitly.
 ref=$("$LLM" --model "$T/dense.bin" --steps 16 --print-ids --quiet --temperature 0)
