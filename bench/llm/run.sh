@@ -11,7 +11,8 @@
 #
 # For each model (dense and MoE of about the same size; MoE routed by the
 # seeded Zipf override) and each local-memory ratio R in 100%, 50%, 25%:
-#   local        weights read into RAM (the all-local reference; R = 100% only)
+#   local        weights read into RAM (the all-local reference; R = 100% only,
+#                the better of two runs)
 #   mmap         mmap of the checkpoint, cgroup limit S*R + allowance, caches dropped
 #   swap         --weights local, same limit, a swap file on
 #   pool-map     em_map of the imported region, cache S*R, same cgroup limit
@@ -248,31 +249,15 @@ NRUN=0
 MISMATCH=0
 FAILED=0
 
-# run_one MODEL KIND RATIO BACKEND
-run_one() {
-	local m=$1 kind=$2 r=$3 be=$4 n size budget limit cg args env status rc t0 wall ids match peak
-	local name; name=$(basename "$m" .bin)
-	size=$(stat -c %s "$m")
-	budget=$(awk -v s="$size" -v r="$r" 'BEGIN { printf "%.0f\n", s * r }')
-	limit=$((budget + ALLOW_B))
+# engine_once: one run of the engine with $args and $env, in a fresh cgroup
+# of $limit bytes (swap on for the swap backend, off otherwise), caches
+# dropped; sets RC, WALL (seconds) and PEAK (the cgroup's peak bytes).
+engine_once() {
+	local cg t0
 	NRUN=$((NRUN + 1))
 	cg=$CGROOT/r$NRUN
 	mkdir "$cg" || die "mkdir $cg"
 	echo "$limit" > "$cg/memory.limit_in_bytes" || die "setting the limit of $cg"
-	n=$STEPS
-	[ "$kind" = moe ] && n=$((2 * STEPS))
-	[ "$be" = swap ] && [ "$SWAP_STEPS" -lt "$n" ] && n=$SWAP_STEPS
-	args="--model $m --steps $n --temperature 0 --print-ids --quiet --stats-json"
-	[ "$kind" = moe ] && args="$args $ROUTER"
-	env=
-	case $be in
-	local|swap) args="$args --weights local" ;;
-	mmap) args="$args --weights mmap" ;;
-	# The cache rounded up to whole 2 MiB fetch units: at 100% the last,
-	# partial unit of the model must fit too.
-	pool-map) args="$args --weights pool"; env="ETHERMEM_MAP_CACHE=$(( (budget + (2 << 20) - 1) / (2 << 20) * (2 << 20) ))" ;;
-	pool-stream) args="$args --weights stream --stream-from pool --local-mem $budget" ;;
-	esac
 	if [ "$be" = swap ]; then
 		swap_on "$((size + (512 << 20)))"
 		# Reclaim must be allowed to swap rather than kill: the OOM killer
@@ -288,11 +273,48 @@ run_one() {
 		sh "$cg" "$B/ethermem-llm" $args >"$WORK/ids" 2>"$WORK/err" &
 	RUN_PID=$!
 	wait $RUN_PID 2>/dev/null # no "Killed" line from the shell: the status says it
-	rc=$?
+	RC=$?
 	RUN_PID=
-	wall=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
-	peak=$(cat "$cg/memory.max_usage_in_bytes" 2>/dev/null || echo 0)
+	WALL=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
+	PEAK=$(cat "$cg/memory.max_usage_in_bytes" 2>/dev/null || echo 0)
 	for _ in 1 2 3 4 5 6 7 8 9 10; do rmdir "$cg" 2>/dev/null && break; sleep 0.2; done
+}
+
+# run_one MODEL KIND RATIO BACKEND
+run_one() {
+	local m=$1 kind=$2 r=$3 be=$4 n size budget limit args env status rc wall ids match peak w1 p1
+	local name; name=$(basename "$m" .bin)
+	size=$(stat -c %s "$m")
+	budget=$(awk -v s="$size" -v r="$r" 'BEGIN { printf "%.0f\n", s * r }')
+	limit=$((budget + ALLOW_B))
+	n=$STEPS
+	[ "$kind" = moe ] && n=$((2 * STEPS))
+	[ "$be" = swap ] && [ "$SWAP_STEPS" -lt "$n" ] && n=$SWAP_STEPS
+	args="--model $m --steps $n --temperature 0 --print-ids --quiet --stats-json"
+	[ "$kind" = moe ] && args="$args $ROUTER"
+	env=
+	case $be in
+	local|swap) args="$args --weights local" ;;
+	mmap) args="$args --weights mmap" ;;
+	# The cache rounded up to whole 2 MiB fetch units: at 100% the last,
+	# partial unit of the model must fit too.
+	pool-map) args="$args --weights pool"; env="ETHERMEM_MAP_CACHE=$(( (budget + (2 << 20) - 1) / (2 << 20) * (2 << 20) ))" ;;
+	pool-stream) args="$args --weights stream --stream-from pool --local-mem $budget" ;;
+	esac
+	engine_once
+	# The all-local reference is the better of two runs: on a shared
+	# machine one unlucky reference would flatter every ratio against it.
+	if [ "$be" = local ] && [ "$RC" = 0 ]; then
+		mv "$WORK/ids" "$WORK/ids.1"; mv "$WORK/err" "$WORK/err.1"
+		w1=$WALL p1=$PEAK
+		engine_once
+		if [ "$RC" != 0 ] || [ "$(awk -v a="$(jget "$WORK/err.1" tok_s)" -v b="$(jget "$WORK/err" tok_s)" \
+				'BEGIN { print (a + 0 >= b + 0) }')" = 1 ]; then
+			mv "$WORK/ids.1" "$WORK/ids"; mv "$WORK/err.1" "$WORK/err"
+			RC=0 WALL=$w1 PEAK=$p1
+		fi
+	fi
+	rc=$RC wall=$WALL peak=$PEAK
 	ids=$(cat "$WORK/ids")
 	if grep -q '"tok_s"' "$WORK/err" && [ $rc = 0 ]; then
 		status=ok
@@ -388,6 +410,10 @@ CMDLINE="bench/llm/run.sh$([ $QUICK = 1 ] && echo " --quick") --size $SIZE --ste
 				f[11] == 1 ? "same" : "DIFFER"
 		}
 	}' "$DET"
+	echo
+	echo "Goals of issue 5, judged from this run (bench/llm/goals.sh):"
+	echo
+	"$ROOT/bench/llm/goals.sh" "$DET" "$TO"
 } > "$OUT/llm.md"
 
 if command -v gnuplot >/dev/null; then
