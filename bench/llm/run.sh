@@ -419,24 +419,26 @@ CMDLINE="bench/llm/run.sh$([ $QUICK = 1 ] && echo " --quick") --size $SIZE --ste
 if command -v gnuplot >/dev/null; then
 	# One data block per model: rows backends, columns ratios (tok/s; cut-off
 	# runs plotted at 0, which a log axis leaves out).
-	awk -F, 'NR > 1 && $4 != "local" { v[$1, $4, $3] = $6 + 0; models[$1] = 1; }
-		NR > 1 && $4 == "local" { loc[$1] = $6 + 0 }
-		END { n = 0
-			for (m in models) {
-				if (n++) printf "\n\n"
-				printf "# %s\nbackend 100%% 50%% 25%%\n", m
-				printf "local %g %g %g\n", loc[m], loc[m], loc[m]
+	awk -F, 'NR > 1 && $4 != "local" { v[$1, $4, $3] = $6 + 0 }
+		NR > 1 && $4 == "local" { loc[$1] = $6 + 0; order[++nm] = $1 }
+		END {
+			for (i = 1; i <= nm; i++) {
+				m = order[i]
+				if (i > 1) printf "\n\n"
+				# "#" lines are the titles; all-local only at 100%
+				printf "# %s\n", m
+				printf "local %g 0 0\n", loc[m]
 				split("mmap swap pool-map pool-stream", bs, " ")
-				for (i = 1; i <= 4; i++)
-					printf "%s %g %g %g\n", bs[i], v[m, bs[i], 1], v[m, bs[i], 0.5], v[m, bs[i], 0.25]
+				for (j = 1; j <= 4; j++)
+					printf "%s %g %g %g\n", bs[j], v[m, bs[j], 1], v[m, bs[j], 0.5], v[m, bs[j], 0.25]
 			}
 		}' "$DET" > "$WORK/chart.dat"
 	NM=$(grep -c '^# ' "$WORK/chart.dat")
 	TITLES=$(grep '^# ' "$WORK/chart.dat" | sed 's/^# //' | tr '\n' ' ')
 	if echo 'set terminal' | gnuplot 2>&1 | grep -q pngcairo; then
-		TERMINAL="pngcairo size $((640 * NM)),480 noenhanced"
+		TERMINAL="pngcairo size $((720 * NM)),480 noenhanced"
 	else
-		TERMINAL="png size $((640 * NM)),480 noenhanced"
+		TERMINAL="png size $((720 * NM)),480 noenhanced"
 	fi
 	gnuplot <<EOF 2>"$WORK/gnuplot.err" || say "gnuplot failed: $(cat "$WORK/gnuplot.err")"
 set terminal $TERMINAL
@@ -447,7 +449,8 @@ set style histogram clustered gap 1
 set style fill solid 0.85 border -1
 set logscale y
 set yrange [0.05:*]
-set ylabel "tokens/s (log)"
+set ylabel "tokens/s (log scale)"
+set xtics font ",10"
 set key top right
 set grid ytics
 titles = "$TITLES"
