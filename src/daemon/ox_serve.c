@@ -205,6 +205,7 @@ int em_oxs_create(const struct em_oxs_opts *o, struct em_store *st, struct em_ox
 		goto fail;
 	if (x->link != x->raw)
 		em_log(EM_LOG_WARN, "ox: test fault injection on (ETHERMEM_OX_FAULTS)");
+	ox_opts_env(&oo);
 	if ((rc = ox_endpoint_create(&oo, x->link, &x->ep)))
 		goto fail;
 	/* the echo is a baseline: no fault injection, like the TCP baseline */

@@ -112,6 +112,7 @@ int em_ox_node_start(em_pool *pool, unsigned i, const struct em_ox_info *info)
 	}
 	if ((rc = ox_link_faulty_env(n->raw, (uint64_t)getpid() * 31 + i, &n->link)))
 		return rc;
+	ox_opts_env(&o);
 	rc = ox_requester_create(&o, n->link, info->mac, &n->rq);
 	if (rc)
 		return rc;

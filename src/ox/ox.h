@@ -318,6 +318,12 @@ int ox_fault_parse(const char *spec, struct ox_fault_cfg *cfg);
  * do not drop in lockstep); otherwise *out = raw.  0 or -errno. */
 int ox_link_faulty_env(struct ox_link *raw, uint64_t salt, struct ox_link **out);
 
+struct ox_opts;
+/* Tuning from the environment, for what the caller left 0: ETHERMEM_OX_WINDOW
+ * (retransmit ring frames), ETHERMEM_OX_RTO_US, ETHERMEM_OX_ACK_US,
+ * ETHERMEM_OX_SPIN_US.  Out-of-range values are ignored. */
+void ox_opts_env(struct ox_opts *o);
+
 uint64_t ox_now_ns(void);
 
 /* ------------------------------------------------------------------ */

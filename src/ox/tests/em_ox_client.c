@@ -16,6 +16,7 @@
  *                         as a stranger, then checks the node still serves
  *                         and counted them
  *   status                prints the node's OmniXtend counters
+ *   bw SIZE QD MIB        read bandwidth: SIZE-byte reads, QD in flight
  *
  * Exit 0 pass, 1 fail, 2 usage or setup.
  */
@@ -392,6 +393,42 @@ static void garbage(const char *ifname)
 	printf("garbage: ok\n");
 }
 
+static void bw(uint64_t size, unsigned qd, uint64_t mib)
+{
+	em_pool *pool = connect_ox();
+	uint64_t rsize = 64u << 20, total = mib << 20, moved = 0, issued = 0, t0, s = 1;
+	uint8_t *bufs = malloc(size * qd);
+	em_region *r;
+	em_queue *q;
+
+	CHECK(bufs);
+	CHECK_RC(em_region_create(pool, NULL, rsize, NULL, &r), 0);
+	CHECK_RC(em_queue_create(pool, qd, &q), 0);
+	t0 = ox_now_ns();
+	while (moved < total) {
+		struct em_completion c[64];
+		int n;
+		while (issued - moved < size * qd && issued < total) {
+			struct em_op op = { .opcode = EM_OP_READ, .region = r,
+					    .offset = (rnd(&s) % (rsize / size)) * size,
+					    .buf = bufs + ((issued / size) % qd) * size, .len = size };
+			CHECK_RC(em_submit(q, &op, 1), 1);
+			issued += size;
+		}
+		n = em_wait(q, c, 1, 64, -1);
+		CHECK(n > 0);
+		for (int i = 0; i < n; i++)
+			CHECK(c[i].result == 0);
+		moved += size * (unsigned)n;
+	}
+	printf("bw %" PRIu64 " qd %u: %.3f GB/s\n", size, qd,
+	       (double)moved / (double)(ox_now_ns() - t0));
+	em_queue_destroy(q);
+	em_region_close(r);
+	em_pool_close(pool);
+	free(bufs);
+}
+
 int main(int argc, char **argv)
 {
 	const char *role = argc > 1 ? argv[1] : "";
@@ -412,6 +449,8 @@ int main(int argc, char **argv)
 		em_pool_close(pool);
 	} else if (!strcmp(role, "garbage") && argc == 3)
 		garbage(argv[2]);
+	else if (!strcmp(role, "bw") && argc == 5)
+		bw(strtoull(argv[2], NULL, 0), (unsigned)atoi(argv[3]), strtoull(argv[4], NULL, 0));
 	else if (!strcmp(role, "status") && argc == 2)
 		print_status();
 	else {
