@@ -71,6 +71,7 @@ struct conn {
 	uint8_t *rx, *tx, *basebuf;
 	size_t rpos, wpos, txlen, basecap;
 	uint64_t bytes_in, bytes_out;
+	uint64_t last_gap_ns;  /* how long the last wait for a request took */
 	struct conn *next, *prev;
 };
 
@@ -800,20 +801,27 @@ static int serve_buffered(struct conn *c)
 /* Receives what the socket has. While requests keep coming, the next one
  * usually arrives within microseconds of the last reply: spinning briefly
  * for it costs less than the tens of microseconds a sleeping thread takes to
- * wake on these machines. When traffic stops the loop sleeps in recv. */
+ * wake on these machines. The spin is adaptive: it is tried only while the
+ * previous wait was short, so an idle client, or a machine too busy for the
+ * spinner to help, costs one failed spin and then plain sleeping recvs. */
 static ssize_t conn_recv(struct conn *c)
 {
+	uint64_t poll_ns = (uint64_t)c->srv->o.poll_us * 1000, t0 = em_now_ns();
 	ssize_t n;
 
-	if (c->srv->o.poll_us > 0) {
-		uint64_t until = em_now_ns() + (uint64_t)c->srv->o.poll_us * 1000;
+	if (poll_ns && c->last_gap_ns < 2 * poll_ns) {
+		uint64_t until = t0 + poll_ns;
 		do {
 			n = recv(c->fd, c->rx + c->wpos, RX_CAP - c->wpos, MSG_DONTWAIT);
-			if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+			if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+				c->last_gap_ns = em_now_ns() - t0;
 				return n;
+			}
 		} while (em_now_ns() < until);
 	}
-	return recv(c->fd, c->rx + c->wpos, RX_CAP - c->wpos, 0);
+	n = recv(c->fd, c->rx + c->wpos, RX_CAP - c->wpos, 0);
+	c->last_gap_ns = em_now_ns() - t0;
+	return n;
 }
 
 static int conn_loop(struct conn *c)

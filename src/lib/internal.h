@@ -66,6 +66,7 @@ struct em_chan {
 	struct em_queue *q;      /* whose slots the parts complete */
 	unsigned outstanding;    /* parts posted and not completed */
 	int timeout_ms;
+	int poll_us;             /* spin this long for a reply before sleeping */
 	bool broken;
 };
 
@@ -84,6 +85,7 @@ struct em_pool {
 	struct em_node *nodes;
 	uint8_t key[EM_KEY_LEN];
 	int timeout_ms;
+	int poll_us;
 	enum em_transport transport; /* TCP or OX, resolved */
 	char ox_iface[64];
 	pthread_mutex_t lock;    /* the default queue, control calls */

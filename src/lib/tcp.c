@@ -39,6 +39,7 @@ struct tcp_chan {
 	uint8_t *rx;
 	size_t rpos, wpos;
 	bool have_hdr;
+	uint64_t last_gap_ns; /* how long the last blocking wait took */
 	struct em_hdr cur;
 	uint32_t got;
 };
@@ -101,9 +102,33 @@ static ssize_t tcp_recv(struct tcp_chan *t, void *dst, size_t len, int timeout_m
 		if (r == 0) /* the caller's short wait ran out, not the request */
 			return timeout_ms >= t->ch.timeout_ms ? -ETIMEDOUT : 0;
 	}
+	if (timeout_ms != 0 && t->ch.poll_us > 0 &&
+	    t->last_gap_ns < 2000ull * (uint64_t)t->ch.poll_us) {
+		/* The reply to a small request is usually microseconds away:
+		 * spin for it before paying for a sleep and a wakeup - but only
+		 * while replies have been coming that fast (see the node's
+		 * conn_recv for the same rule). */
+		uint64_t t0 = em_now_ns(), until = t0 + (uint64_t)t->ch.poll_us * 1000;
+		do {
+			n = recv(t->fd, dst, len, MSG_DONTWAIT);
+			if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+				t->last_gap_ns = em_now_ns() - t0;
+				goto got;
+			}
+		} while (em_now_ns() < until);
+	}
+	if (timeout_ms != 0) {
+		uint64_t t0 = em_now_ns();
+		do
+			n = recv(t->fd, dst, len, 0);
+		while (n < 0 && errno == EINTR);
+		t->last_gap_ns = em_now_ns() - t0;
+		goto got;
+	}
 	do
-		n = recv(t->fd, dst, len, timeout_ms == 0 ? MSG_DONTWAIT : 0);
+		n = recv(t->fd, dst, len, MSG_DONTWAIT);
 	while (n < 0 && errno == EINTR);
+got:
 	if (n > 0)
 		return n;
 	if (n == 0)
@@ -466,6 +491,7 @@ int em_tcp_connect(em_pool *pool, struct em_node *node, bool new_session,
 	t->fd = fd;
 	t->ch.ops = &tcp_ops;
 	t->ch.timeout_ms = pool->timeout_ms;
+	t->ch.poll_us = pool->poll_us;
 	*out = &t->ch;
 	return 0;
 }
