@@ -121,6 +121,12 @@ struct em_slot {
 	struct em_slot *next_free;
 };
 
+/* Parts gathered for one node during a submission. */
+struct stage {
+	struct em_part *p;
+	unsigned n, cap;
+};
+
 struct em_queue {
 	em_pool *pool;
 	unsigned depth, inflight;
@@ -130,6 +136,7 @@ struct em_queue {
 	struct em_completion *cq;
 	unsigned cq_head, cq_count;
 	uint64_t next_tag;
+	struct stage *stage;       /* per pool node, kept between submissions */
 };
 
 /* Called by a transport when a part completes (in post order). */

@@ -17,11 +17,6 @@
 #include "common/util.h"
 #include "lib/internal.h"
 
-struct stage {
-	struct em_part *p;
-	unsigned n, cap;
-};
-
 static int stage_push(struct stage *s, const struct em_part *p)
 {
 	if (s->n == s->cap) {
@@ -52,9 +47,11 @@ int em_queue_create_on(em_pool *pool, unsigned depth, struct em_chan **chans,
 	q->owns_chans = owns;
 	q->slots = calloc(depth, sizeof(*q->slots));
 	q->cq = calloc(depth, sizeof(*q->cq));
-	if (!q->slots || !q->cq) {
+	q->stage = calloc(pool->n, sizeof(*q->stage));
+	if (!q->slots || !q->cq || !q->stage) {
 		free(q->slots);
 		free(q->cq);
+		free(q->stage);
 		free(q);
 		return -ENOMEM;
 	}
@@ -110,6 +107,9 @@ void em_queue_destroy(em_queue *q)
 			q->ch[i]->ops->close(q->ch[i]);
 		free(q->ch);
 	}
+	for (unsigned i = 0; i < q->pool->n; i++)
+		free(q->stage[i].p);
+	free(q->stage);
 	free(q->slots);
 	free(q->cq);
 	free(q);
@@ -208,9 +208,12 @@ int em_submit(em_queue *q, const struct em_op *ops, unsigned n)
 	if (!q || (n && !ops))
 		return -EINVAL;
 	nodes = q->pool->n;
-	st = calloc(nodes, sizeof(*st));
-	if (!st)
-		return -ENOMEM;
+	/* The staging arrays live with the queue and only grow, so a steady
+	 * stream of submissions allocates nothing (the paging layer submits
+	 * from a SIGBUS handler). */
+	st = q->stage;
+	for (unsigned i = 0; i < nodes; i++)
+		st[i].n = 0;
 	for (; posted < n; posted++) {
 		const struct em_op *op = &ops[posted];
 		struct em_slot *s;
@@ -286,9 +289,7 @@ out:
 				st[i].p[k].req = st[i].p[k].resp = st[i].p[k].inl;
 		if (st[i].n)
 			q->ch[i]->ops->post(q->ch[i], st[i].p, st[i].n);
-		free(st[i].p);
 	}
-	free(st);
 	if (rc)
 		return rc;
 	return posted ? (int)posted : (n ? -EAGAIN : 0);

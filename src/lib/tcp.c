@@ -38,6 +38,8 @@ struct tcp_chan {
 	size_t cap, head, count;
 	uint8_t *rx;
 	size_t rpos, wpos;
+	uint8_t *hdrs;       /* encoded request headers of a batch */
+	unsigned hdrcap;
 	bool have_hdr;
 	uint64_t last_gap_ns; /* how long the last blocking wait took */
 	struct em_hdr cur;
@@ -241,11 +243,24 @@ static int tcp_progress(struct em_chan *ch, int timeout_ms)
 	return done;
 }
 
+/* Room for n encoded headers; the buffer stays with the channel and only
+ * grows, so steady traffic allocates nothing. */
+static uint8_t *hdr_room(struct tcp_chan *t, unsigned n)
+{
+	if (n > t->hdrcap) {
+		uint8_t *nb = realloc(t->hdrs, (size_t)n * EM_HDR_LEN);
+		if (!nb)
+			return NULL;
+		t->hdrs = nb;
+		t->hdrcap = n;
+	}
+	return t->hdrs;
+}
+
 static int tcp_post(struct em_chan *ch, const struct em_part *parts, unsigned n)
 {
 	struct tcp_chan *t = (struct tcp_chan *)ch;
-	uint8_t stackhdr[16 * EM_HDR_LEN];
-	uint8_t *hdrs = n <= 16 ? stackhdr : malloc((size_t)n * EM_HDR_LEN);
+	uint8_t *hdrs = hdr_room(t, n);
 	struct iovec iov[IOV_BATCH];
 	unsigned i = 0, niov = 0, ii;
 	int rc = 0;
@@ -335,8 +350,6 @@ static int tcp_post(struct em_chan *ch, const struct em_part *parts, unsigned n)
 fail:
 	tcp_break(t, rc);
 out:
-	if (hdrs && hdrs != stackhdr)
-		free(hdrs);
 	return rc;
 }
 
@@ -358,6 +371,7 @@ static void tcp_close(struct em_chan *ch)
 		close(t->fd);
 	free(t->fifo);
 	free(t->rx);
+	free(t->hdrs);
 	free(t);
 }
 
