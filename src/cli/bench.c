@@ -143,14 +143,14 @@ static int lat_atomic(struct bench *b, enum em_atomic_op aop, const char *name)
 /* Keeps qd operations in flight until `total` bytes have moved. */
 static int bandwidth(struct bench *b, em_queue *q, bool write, uint64_t size, unsigned qd)
 {
-	uint64_t total = b->quick ? 64ull << 20 : 1ull << 30, moved = 0, issued = 0, ops = 0;
+	uint64_t total = b->quick ? 16ull << 20 : 1ull << 30, moved = 0, issued = 0, ops = 0;
 	uint64_t t0;
 	struct em_completion c[64];
 	unsigned slots = EM_MIN(qd, (unsigned)(b->rsize / size));
 	uint8_t *bufs;
 
-	if (total < size * qd * 4)
-		total = size * qd * 4;
+	if (total < size * qd * (b->quick ? 2 : 4))
+		total = size * qd * (b->quick ? 2 : 4);
 	/* one buffer per slot: a read must not land in a buffer still in use */
 	bufs = malloc(size * slots);
 	if (!bufs)
@@ -249,7 +249,7 @@ static int eth_pingpong(struct bench *b, uint64_t size)
 
 static int stream(struct bench *b)
 {
-	uint64_t total = b->quick ? 256ull << 20 : 4ull << 30, got = 0, t0 = em_now_ns();
+	uint64_t total = b->quick ? 64ull << 20 : 4ull << 30, got = 0, t0 = em_now_ns();
 	int rc = base_req(b->basefd, EM_BASE_STREAM, total);
 
 	while (!rc && got < total) {
