@@ -17,10 +17,14 @@
  *                         and counted them
  *   status                prints the node's OmniXtend counters
  *   bw SIZE QD MIB        read bandwidth: SIZE-byte reads, QD in flight
+ *   threads N             N threads, a queue each, on one pool (one shared
+ *                         requester): own-slice data checks and adds to one
+ *                         counter, which must come out exact
  *
  * Exit 0 pass, 1 fail, 2 usage or setup.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -429,6 +433,84 @@ static void bw(uint64_t size, unsigned qd, uint64_t mib)
 	free(bufs);
 }
 
+struct thr {
+	em_region *r;
+	int id;
+	int bad;
+};
+
+static void *thr_main(void *arg)
+{
+	struct thr *t = arg;
+	uint64_t s = (uint64_t)t->id * 7919 + 3;
+	em_queue *q;
+	uint8_t w[8192], g[8192];
+
+	if (em_queue_create(em_region_pool(t->r), 16, &q)) {
+		t->bad++;
+		return NULL;
+	}
+	for (int i = 0; i < 300; i++) {
+		uint64_t len = 1 + rnd(&s) % sizeof(w), off = (uint64_t)t->id * (1u << 20) + rnd(&s) % ((1u << 20) - len);
+		struct em_op ops[3] = {
+			{ .opcode = EM_OP_WRITE, .region = t->r, .offset = off, .buf = w, .len = len },
+			{ .opcode = EM_OP_READ, .region = t->r, .offset = off, .buf = g, .len = len },
+			{ .opcode = EM_OP_ATOMIC, .atomic_op = EM_ATOMIC_FADD, .region = t->r,
+			  .offset = 8u << 20, .operand = 1 },
+		};
+		struct em_completion c[3];
+		int got = 0;
+		for (uint64_t k = 0; k < len; k++)
+			w[k] = (uint8_t)rnd(&s);
+		if (em_submit(q, ops, 3) != 3) {
+			t->bad++;
+			break;
+		}
+		while (got < 3) {
+			int n = em_wait(q, c + got, 1, (unsigned)(3 - got), -1);
+			if (n <= 0) {
+				t->bad++;
+				break;
+			}
+			got += n;
+		}
+		for (int k = 0; k < got; k++)
+			t->bad += c[k].result != 0;
+		t->bad += memcmp(w, g, len) != 0;
+		/* and the pool's default queue from this thread too */
+		if (i % 10 == 0)
+			t->bad += em_atomic(t->r, 8u << 20, EM_ATOMIC_FADD, 1, 0, NULL) != 0;
+	}
+	em_queue_destroy(q);
+	return NULL;
+}
+
+static int threads(int n)
+{
+	em_pool *pool = connect_ox();
+	struct thr t[16];
+	pthread_t th[16];
+	uint64_t v = 0;
+	em_region *r;
+	int bad = 0;
+
+	CHECK(n >= 1 && n <= 16);
+	CHECK_RC(em_region_create(pool, NULL, 9u << 20, NULL, &r), 0);
+	for (int i = 0; i < n; i++) {
+		t[i] = (struct thr){ .r = r, .id = i };
+		CHECK(pthread_create(&th[i], NULL, thr_main, &t[i]) == 0);
+	}
+	for (int i = 0; i < n; i++) {
+		pthread_join(th[i], NULL);
+		bad += t[i].bad;
+	}
+	CHECK_RC(em_read(r, 8u << 20, &v, 8), 0);
+	printf("threads: %d bad, counter %" PRIu64 " (expect %d)\n", bad, v, n * 330);
+	em_region_close(r);
+	em_pool_close(pool);
+	return bad || v != (uint64_t)n * 330 ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *role = argc > 1 ? argv[1] : "";
@@ -451,6 +533,8 @@ int main(int argc, char **argv)
 		garbage(argv[2]);
 	else if (!strcmp(role, "bw") && argc == 5)
 		bw(strtoull(argv[2], NULL, 0), (unsigned)atoi(argv[3]), strtoull(argv[4], NULL, 0));
+	else if (!strcmp(role, "threads") && argc == 3)
+		return threads(atoi(argv[2]));
 	else if (!strcmp(role, "status") && argc == 2)
 		print_status();
 	else {

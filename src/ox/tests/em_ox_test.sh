@@ -6,7 +6,8 @@
 # pair joins only two ends and OmniXtend ties a connection to a MAC: one
 # client host = one MAC).  TCP runs over the same links as the control path.
 #   1. loss-free: two clients at once check data against a local reference
-#      (every atomic too), then add to one counter from both: exact total
+#      (every atomic too), then add to one counter from both: exact total;
+#      then four threads of one client, a queue each
 #   2. the same under 1% injected loss on every sender (ETHERMEM_OX_FAULTS,
 #      the test-only fault injector, in the node and in the clients)
 #   3. 1.0.3 mode under 5% loss plus 1% duplication and 1% reordering
@@ -104,6 +105,8 @@ phase() {   # NAME FAULTS NODEFLAGS...
 	wait $a || fail "$name: client 1 adds"
 	wait $b || fail "$name: client 2 adds"
 	client $C1 read ctr 0 3000 || fail "$name: counter not exact"
+	# threads of one process, a queue each, share the node's one requester
+	client $C2 threads 4 || fail "$name: threads"
 	client $C2 status
 	stop_node
 }
