@@ -139,6 +139,13 @@ int main(void)
 	CHECK_RC(reply(fd, &h, buf, sizeof(buf)), -EPROTO);
 	CHECK(closed(fd));
 	close(fd);
+	/* a slow client stalls nobody else: while one connection sits in the
+	 * middle of a message, another is served as usual */
+	fd = authed(sec);
+	send(fd, "EMEM\1", 5, MSG_NOSIGNAL);
+	CHECK_RC(em_read(r, 0, buf, 4096), 0);
+	CHECK(buf[1] == 7);
+	close(fd);
 	/* 4. a truncated header, then silence: dropped after the io timeout */
 	fd = dial();
 	send(fd, "EMEM\1", 5, MSG_NOSIGNAL);
