@@ -151,8 +151,18 @@ static unsigned burst_log2(const struct ox_requester *r, const struct ox_op *op)
 	return k;
 }
 
+/* With many bursts out, slots come back one response at a time; refilling
+ * them one by one costs a frame (a system call here, a receive there) per
+ * burst for what fits 64 to a frame.  So a deep pipeline refills in
+ * batches: nothing new goes out until REFILL slots are free, which the
+ * bursts still out guarantee will happen. */
+#define OX_RQ_DEEP 64
+#define OX_RQ_REFILL 32
+
 static void issue(struct ox_requester *r, uint64_t now)
 {
+	if (OX_RQ_SLOTS - r->nfree >= OX_RQ_DEEP && r->nfree < OX_RQ_REFILL)
+		return;
 	while (r->qhead) {
 		struct ox_op *op = r->qhead;
 		while (op->issued < op->len) {
