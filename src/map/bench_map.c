@@ -77,11 +77,20 @@ static void emm_b_pct(uint64_t *lat, size_t n, struct emm_b_res *r)
 static void emm_b_cleanup(void)
 {
 	if (emm_b_swapon) {
-		char cmd[600];
+		char cmd[1200];
 
-		snprintf(cmd, sizeof(cmd), "swapoff '%s' 2>/dev/null", emm_b_swap);
-		if (system(cmd) == 0)
-			emm_b_swapon = 0;
+		/* swapoff can fail while another swapon/swapoff runs on the
+		 * machine: retry rather than leave a deleted swap file active */
+		snprintf(cmd, sizeof(cmd), "swapoff '%s' 2>/dev/null || "
+			 "! grep -q '%s' /proc/swaps", emm_b_swap, emm_b_swap);
+		for (int i = 0; i < 20 && emm_b_swapon; i++) {
+			if (system(cmd) == 0)
+				emm_b_swapon = 0;
+			else
+				usleep(250000);
+		}
+		if (emm_b_swapon)
+			fprintf(stderr, "ethermem bench map: could not swapoff %s\n", emm_b_swap);
 	}
 	if (emm_b_swap[0])
 		unlink(emm_b_swap);
