@@ -167,6 +167,7 @@ static struct {
 	struct emm_stream streams[EMM_STREAMS];
 	uint64_t stream_tick;
 	struct emm_mapping *_Atomic maps[EMM_MAX_MAPS];
+	_Atomic unsigned nmaps;    /* slots in use are below this (high mark) */
 	struct emm_source *sources;
 	struct sigaction old_bus;
 	int bus_installed;
@@ -953,7 +954,10 @@ static int emm_wait_unit(struct emm_slot *sl, struct emm_unit *u, uint32_t s, bo
 
 static struct emm_mapping *emm_find(uintptr_t a)
 {
-	for (unsigned i = 0; i < EMM_MAX_MAPS; i++) {
+	unsigned n = atomic_load_explicit(&G.nmaps, memory_order_acquire);
+
+	/* slots are taken lowest first, so the scan stops at the high mark */
+	for (unsigned i = 0; i < n; i++) {
 		struct emm_mapping *m = atomic_load_explicit(&G.maps[i], memory_order_acquire);
 
 		if (m && a >= (uintptr_t)m->base && a < (uintptr_t)m->base + m->maplen &&
@@ -1198,6 +1202,7 @@ static void emm_atfork_child(void)
 	memset(G.streams, 0, sizeof(G.streams));
 	for (int i = 0; i < EMM_MAX_MAPS; i++)
 		atomic_store(&G.maps[i], NULL);
+	atomic_store(&G.nmaps, 0);
 	G.sources = NULL;
 	if (G.bus_installed)
 		sigaction(SIGBUS, &G.old_bus, NULL);
@@ -1417,6 +1422,8 @@ int emm_map_range(const struct emm_map_params *p, void **addr)
 	for (size_t i = 0; i < m->nunits; i++)
 		m->u[i].m = m;
 	atomic_store_explicit(&G.maps[slot], m, memory_order_release);
+	if ((unsigned)slot >= atomic_load(&G.nmaps))
+		atomic_store_explicit(&G.nmaps, (unsigned)slot + 1, memory_order_release);
 	emm_max_unit_locked();
 	pthread_mutex_unlock(&G.mu);
 	*addr = base;
