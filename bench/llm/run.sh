@@ -49,6 +49,7 @@ usage: bench/llm/run.sh [--quick] [options]
   --kinds "dense moe"
   --loopback | --netns   where the memory node runs (default: loopback quick, netns full)
   --allowance SIZE   memory for the engine itself on top of S*R (default 64M)
+  --mtu N            MTU of the veth pair with --netns (default 9000)
   --out DIR          results directory (default bench/results)
 Environment: EM_BUILD_DIR (default build), ETHERMEM_MODELS_DIR (default /var/tmp/ethermem-models)
 EOF
@@ -63,6 +64,7 @@ RATIOS="1 0.5 0.25"
 BACKENDS="local mmap swap pool-map pool-stream"
 KINDS="dense moe"
 ALLOW=64M
+MTU=9000
 ROUTER="--router zipf --router-seed 7"
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -77,6 +79,7 @@ while [ $# -gt 0 ]; do
 	--loopback) NET=loopback ;;
 	--netns) NET=netns ;;
 	--allowance) ALLOW=$2; shift ;;
+	--mtu) MTU=$2; shift ;;
 	--out) OUT=$2; shift ;;
 	-h|--help) usage; exit 0 ;;
 	*) echo "run.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
@@ -194,9 +197,9 @@ if [ "$NET" = netns ]; then
 	ip link add "${VETH}a" type veth peer name "${VETH}b" || die "ip link add veth"
 	ip link set "${VETH}b" netns "$NS" || die "moving veth into $NS"
 	ip addr add "$SUB.1/24" dev "${VETH}a"
-	ip link set "${VETH}a" mtu 9000 up
+	ip link set "${VETH}a" mtu "$MTU" up
 	ip netns exec "$NS" ip addr add "$SUB.2/24" dev "${VETH}b"
-	ip netns exec "$NS" ip link set "${VETH}b" mtu 9000 up
+	ip netns exec "$NS" ip link set "${VETH}b" mtu "$MTU" up
 	ip netns exec "$NS" ip link set lo up
 	ip netns exec "$NS" "$B/ethermemd" --listen "tcp://$SUB.2:0" --capacity "$CAP" \
 		--secret-file "$WORK/secret" --port-file "$WORK/port" 2>"$WORK/node.log" &
