@@ -13,6 +13,10 @@
 #   2. ethermem bench --quick --json over OmniXtend loss-free and then with 1%
 #      of frames dropped by the test-only fault injector on both ends
 #      (ETHERMEM_OX_FAULTS), for the large-read bandwidth under loss
+# OmniXtend busy-polls while traffic flows; so that the TCP rows compare
+# like for like, the TCP data path polls too (node --poll-us, client
+# ETHERMEM_POLL_US: 50 us before sleeping).  TCP_POLL_US=0 measures TCP's
+# default, blocking, instead.
 # JSON rows land in $OUT (default bench/results/ox-<date>), a summary on stdout.
 # Needs root; names carry our PID and a trap removes them on every exit.
 B=${1:-build}
@@ -22,6 +26,8 @@ QUICK=--quick
 [ "${2:-}" = --full ] && QUICK=
 [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)"; exit 1; }
 [ -x "$B/ethermemd" ] && [ -x "$B/ethermem" ] || { echo "build first: no $B/ethermemd"; exit 1; }
+TCP_POLL_US=${TCP_POLL_US:-50}
+export ETHERMEM_POLL_US=$TCP_POLL_US
 OUT=${OUT:-bench/results/ox-$(date -u +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 
@@ -51,7 +57,7 @@ export ETHERMEM_SECRET_FILE="$OUT/secret"
 start_node() {
 	rm -f "$OUT/port"
 	ip netns exec $S taskset -c 0 "$B/ethermemd" --listen tcp://10.212.0.1:0 \
-		--port-file "$OUT/port" --capacity 1G --ox $IS 2>>"$OUT/node.log" &
+		--port-file "$OUT/port" --capacity 1G --poll-us "$TCP_POLL_US" --ox $IS 2>>"$OUT/node.log" &
 	NODE=$!
 	for _ in $(seq 300); do [ -s "$OUT/port" ] && break; sleep 0.01; done
 	[ -s "$OUT/port" ] || { echo "node did not start"; cat "$OUT/node.log"; exit 1; }
@@ -65,7 +71,7 @@ bench() {   # OUTFILE ARGS...
 		> "$OUT/$f" || { echo "bench $* failed"; exit 1; }
 }
 
-echo "== ethermem bench --transport ox --ox-iface $IC --baseline --json $QUICK"
+echo "== ethermem bench --transport ox --ox-iface $IC --baseline --json $QUICK (TCP polls $TCP_POLL_US us)"
 export ETHERMEM_OX_FAULTS=
 start_node
 bench main.json --baseline $QUICK
