@@ -256,6 +256,15 @@ void em_oxs_destroy(struct em_oxs *x)
 		pthread_join(x->echo_thr, NULL);
 	if (x->have_exp_thr)
 		pthread_join(x->exp_thr, NULL);
+	if (x->ep) {
+		uint64_t v[EM_ST__COUNT] = { 0 };
+		em_oxs_status(x, v);
+		em_log(EM_LOG_INFO, "ox: %llu frames in, %llu out, %llu retransmitted; dropped "
+		       "%llu malformed and %llu from unknown MACs; %llu requests denied",
+		       (unsigned long long)v[EM_ST_OX_RX], (unsigned long long)v[EM_ST_OX_TX],
+		       (unsigned long long)v[EM_ST_OX_RTX], (unsigned long long)v[EM_ST_OX_MALFORMED],
+		       (unsigned long long)v[EM_ST_OX_UNKNOWN], (unsigned long long)v[EM_ST_OX_DENIED]);
+	}
 	for (unsigned i = 0; i < x->o.nexp; i++)
 		if (x->exp_r[i]) {
 			for (unsigned k = 0; k < x->o.exp[i].nallow; k++)
