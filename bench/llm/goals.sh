@@ -29,7 +29,7 @@ function vs(k, r, base, want,    p, x, bound) {
 	p = best(k, r)
 	if (st[k, r, base] == "ok" && t[k, r, base] > 0) {
 		x = t[k, r, p] / t[k, r, base]
-		printf "- %s %g%%: best pool (%s, %.2f tok/s) / %s (%.3f tok/s) = %.1fx, goal >= %gx: %s\n", \
+		printf "- %s %g%%: best pool (%s, %.2f tok/s) / %s (%.3f tok/s) = %.2fx, goal >= %gx: %s\n", \
 			k, r * 100, p, t[k, r, p], base, t[k, r, base], x, want, verdict(x >= want)
 	} else if (st[k, r, base] == "cutoff" && TO > 0) {
 		bound = steps[k, r, base] / TO
