@@ -620,11 +620,22 @@ static int emm_write_units(struct emm_slot *sl, struct emm_unit **us, unsigned n
 			k++;
 		}
 		if (!k) {
-			/* every entry holds a prefetch: let some land */
-			int r = emm_reap(sl, 1, us[done]->m->timeout_ms);
+			/* every entry holds a prefetch: let some land, or install
+			 * landed ones; entries taken by a batch being built (not
+			 * posted yet) cannot be waited for, so give up then */
+			int r = sl->ninfl ? emm_reap(sl, 1, us[done]->m->timeout_ms) : 0;
 
 			if (r < 0)
 				return r;
+			if (!r && sl->nready) {
+				emm_flush_ready(sl, EMM_DEPTH);
+				continue;
+			}
+			if (!r) {
+				for (unsigned x = done; x < n; x++)
+					res[x] = -EAGAIN;
+				return -EAGAIN;
+			}
 			continue;
 		}
 		int posted = src->ops->submit(sl->chan, io, k);
@@ -751,7 +762,9 @@ static int emm_reserve(struct emm_slot *sl, uint64_t need)
 
 			if (dirty[i] && res[j++]) {
 				/* never drop data the pool does not have: keep it dirty */
-				emm_log(m->what, "write-back failed, unit kept", (uintptr_t)emm_uaddr(m, idx), res[j - 1]);
+				if (res[j - 1] != -EAGAIN) /* -EAGAIN: no channel entry free now */
+					emm_log(m->what, "write-back failed, unit kept", (uintptr_t)emm_uaddr(m, idx),
+						res[j - 1]);
 				emm_wp(m, idx, 0);
 				emm_lock();
 				G.resident += emm_ulen(m, idx);
@@ -872,9 +885,12 @@ static int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t id
 	if (pre)
 		io[n++] = *pre;
 	if (!(m->flags & EM_MAP_NOPREFETCH)) {
-		unsigned room = EMM_DEPTH - sl->ninfl - n;
+		unsigned room = 0;
 
-		room = room > 8 ? room - 8 : 0; /* leave entries for write-back */
+		for (int i = 0; i < EMM_DEPTH; i++)
+			room += !sl->infl[i].u;
+		/* leave entries for the write-back that reserving may need */
+		room = room > 8 + n ? room - 8 - n : 0;
 		emm_lock();
 		nw = emm_stream_feed(m, (int64_t)idx, want, room < 32 ? room : 32);
 		emm_unlock();
@@ -1349,7 +1365,7 @@ static void emm_max_unit_locked(void)
 int emm_map_range(const struct emm_map_params *p, void **addr)
 {
 	struct emm_mapping *m;
-	size_t maplen, align = p->unit;
+	size_t maplen, align = p->unit < (64u << 10) ? 64u << 10 : p->unit;
 	char *raw, *base;
 	int err, slot = -1;
 
@@ -1384,7 +1400,8 @@ int emm_map_range(const struct emm_map_params *p, void **addr)
 		err = -EMFILE;
 		goto fail;
 	}
-	/* aligned to the unit so that units never straddle a huge-page boundary */
+	/* aligned to the unit (at least 64 KiB: the preload shim recognises its
+	 * blocks by that) so that units never straddle a huge-page boundary */
 	raw = mmap(NULL, maplen + align, (p->flags & EM_MAP_READONLY) ? PROT_READ : PROT_READ | PROT_WRITE,
 		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (raw == MAP_FAILED) {

@@ -60,6 +60,7 @@ static __thread int emm_pl_inside;
 static em_pool *emm_pl_pool;
 static int emm_pl_state; /* 0 not tried, 1 ready, -1 unavailable */
 static size_t emm_pl_threshold = 1u << 20;
+static size_t emm_pl_unit = EMM_PL_UNIT; /* ETHERMEM_FETCH_UNIT: 4K .. 64K */
 
 static size_t emm_pl_hash(const void *p)
 {
@@ -123,6 +124,11 @@ __attribute__((constructor)) static void emm_pl_init(void)
 
 	if (t && em_parse_size(t, &v) == 0 && v)
 		emm_pl_threshold = v < (256u << 10) ? 256u << 10 : (size_t)v;
+	/* random access favours small units; blocks stay 64 KiB aligned for
+	 * the free() lookup whatever the unit */
+	t = getenv("ETHERMEM_FETCH_UNIT");
+	if (t && em_parse_size(t, &v) == 0 && v >= 4096 && v <= EMM_PL_UNIT && !(v & (v - 1)))
+		emm_pl_unit = (size_t)v;
 }
 
 /* ETHERMEM_PRELOAD_STATS=1: one line on stderr at exit, for tests and for
@@ -168,7 +174,7 @@ static int emm_pl_ready(void)
  * contents are the file's from `off` and the block is read-only. */
 static void *emm_pl_new(size_t size, int fd, off_t off)
 {
-	struct em_map_opts mo = { .size = sizeof(mo), .fetch_unit = EMM_PL_UNIT };
+	struct em_map_opts mo = { .size = sizeof(mo), .fetch_unit = emm_pl_unit };
 	struct emm_pl_block *b = NULL;
 	size_t msize = (size + EMM_PL_UNIT - 1) & ~(size_t)(EMM_PL_UNIT - 1);
 	void *addr = NULL;

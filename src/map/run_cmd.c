@@ -23,15 +23,17 @@ int em_cli_run(int argc, char **argv);
 
 static void emm_run_usage(FILE *f)
 {
-	fprintf(f, "usage: ethermem run [--local-mem SIZE] [--threshold SIZE] -- PROGRAM [ARGS]\n"
+	fprintf(f, "usage: ethermem run [--local-mem SIZE] [--threshold SIZE] [--fetch-unit SIZE] -- PROGRAM [ARGS]\n"
 		   "  --local-mem SIZE   local RAM for pool-backed memory (default 256M)\n"
 		   "  --threshold SIZE   allocations and read-only file mappings at least\n"
-		   "                     this large go to the pool (default 1M, minimum 256K)\n");
+		   "                     this large go to the pool (default 1M, minimum 256K)\n"
+		   "  --fetch-unit SIZE  bytes per fault, 4K..64K (default 64K; smaller\n"
+		   "                     suits programs that touch memory at random)\n");
 }
 
 int em_cli_run(int argc, char **argv)
 {
-	const char *local = "256M", *thr = "1M";
+	const char *local = "256M", *thr = "1M", *unit = "64K";
 	char self[PATH_MAX], shim[PATH_MAX + 64], *slash, *pre;
 	uint64_t v;
 	ssize_t n;
@@ -50,6 +52,8 @@ int em_cli_run(int argc, char **argv)
 			local = argv[++i];
 		} else if (i + 1 < argc && !strcmp(argv[i], "--threshold")) {
 			thr = argv[++i];
+		} else if (i + 1 < argc && !strcmp(argv[i], "--fetch-unit")) {
+			unit = argv[++i];
 		} else if (argv[i][0] == '-') {
 			fprintf(stderr, "ethermem run: unknown option %s\n", argv[i]);
 			emm_run_usage(stderr);
@@ -66,8 +70,14 @@ int em_cli_run(int argc, char **argv)
 		fprintf(stderr, "ethermem run: bad size (--local-mem %s, --threshold %s)\n", local, thr);
 		return 2;
 	}
-	if (em_parse_size(local, &v) == 0 && v < (64u << 10)) {
-		fprintf(stderr, "ethermem run: --local-mem %s is smaller than the 64 KiB fetch unit\n", local);
+	uint64_t u;
+
+	if (em_parse_size(unit, &u) || u < 4096 || u > (64u << 10) || (u & (u - 1))) {
+		fprintf(stderr, "ethermem run: --fetch-unit %s: a power of two from 4K to 64K\n", unit);
+		return 2;
+	}
+	if (em_parse_size(local, &v) == 0 && v < u) {
+		fprintf(stderr, "ethermem run: --local-mem %s is smaller than the fetch unit (%s)\n", local, unit);
 		return 2;
 	}
 	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -96,6 +106,7 @@ int em_cli_run(int argc, char **argv)
 	}
 	setenv("ETHERMEM_MAP_CACHE", local, 1);
 	setenv("ETHERMEM_THRESHOLD", thr, 1);
+	setenv("ETHERMEM_FETCH_UNIT", unit, 1);
 	setenv("ETHERMEM_MAP_FAULTS", "thread", 1);
 	execvp(argv[i], argv + i);
 	fprintf(stderr, "ethermem run: %s: %s\n", argv[i], strerror(errno));

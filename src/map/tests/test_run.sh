@@ -37,6 +37,25 @@ grep -q "blocks [1-9]" "$D/stats.txt" || { cat "$D/stats.txt"; fail "the pool wa
 grep -q "evictions [1-9]" "$D/stats.txt" || { cat "$D/stats.txt"; fail "no eviction under a budget 12x smaller"; }
 cat "$D/stats.txt"
 
+# an interpreter: many pool blocks (pymalloc arenas are 1 MiB mmaps), a
+# sort that touches them at random, 16 KiB units
+if command -v python3 >/dev/null; then
+	cat > "$D/t.py" <<'PY'
+import hashlib, random
+random.seed(3)
+a = bytearray(64 * 1024 * 1024)
+for i in range(0, len(a), 4096):
+    a[i] = i % 251
+lst = [random.random() for _ in range(2000000)]
+lst.sort()
+print(hashlib.sha256(bytes(a)).hexdigest(), sum(lst[:1000]), len(lst))
+PY
+	python3 "$D/t.py" > "$D/plain3.txt" || fail "plain python"
+	timeout 120 "$B/ethermem" run --local-mem 96M --fetch-unit 16K -- python3 "$D/t.py" > "$D/pool3.txt" \
+		|| fail "python under ethermem run"
+	cmp -s "$D/plain3.txt" "$D/pool3.txt" || fail "python output differs"
+fi
+
 # import/export: a file into a named region and back, byte for byte, and
 # the region read through a mapping by another process (the C program
 # mapping it read-only is the shim's file import path above)
