@@ -29,7 +29,7 @@ static void usage(FILE *f)
 "  --max-clients N      connections served at once              [1024]\n"
 "  --io-timeout MS      drop a client that stalls mid-message  [30000]\n"
 "  --poll-us US         spin for the next request this long before\n"
-"                       sleeping (0: never spin)                   [0]\n"
+"                       sleeping (0: never spin)                  [50]\n"
 "  --port-file FILE     write the bound port there once listening\n"
 "  --config FILE        read 'key = value' settings (same names as the flags)\n"
 "OmniXtend data path (raw Ethernet; TCP stays the control path):\n"
@@ -180,7 +180,7 @@ int main(int argc, char **argv)
 	const char *env;
 
 	snprintf(c.listen, sizeof(c.listen), "tcp://127.0.0.1:7420");
-	c.o.poll_us = 0;
+	c.o.poll_us = 50;
 	if ((env = getenv("ETHERMEM_SECRET_FILE")))
 		snprintf(c.secret, sizeof(c.secret), "%s", env);
 	/* The config file is read first so flags override it. */

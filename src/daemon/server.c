@@ -27,6 +27,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -817,6 +818,9 @@ static ssize_t conn_recv(struct conn *c)
 				c->last_gap_ns = em_now_ns() - t0;
 				return n;
 			}
+			/* under contention, let whoever would produce the
+			 * data run; on an idle machine this returns at once */
+			sched_yield();
 		} while (em_now_ns() < until);
 	}
 	n = recv(c->fd, c->rx + c->wpos, RX_CAP - c->wpos, 0);

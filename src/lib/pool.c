@@ -137,7 +137,7 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *o)
 	pthread_mutex_init(&pool->lock, NULL);
 	pool->timeout_ms = c.timeout_ms;
 	/* ETHERMEM_POLL_US: how long a waiting call spins before it sleeps */
-	pool->poll_us = getenv("ETHERMEM_POLL_US") ? atoi(getenv("ETHERMEM_POLL_US")) : 0;
+	pool->poll_us = getenv("ETHERMEM_POLL_US") ? atoi(getenv("ETHERMEM_POLL_US")) : 50;
 	rc = em_key_load(c.secret, pool->key);
 	if (rc)
 		goto fail;

@@ -17,6 +17,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +118,9 @@ static ssize_t tcp_recv(struct tcp_chan *t, void *dst, size_t len, int timeout_m
 				t->last_gap_ns = em_now_ns() - t0;
 				goto got;
 			}
+			/* under contention, let whoever would produce the
+			 * data run; on an idle machine this returns at once */
+			sched_yield();
 		} while (em_now_ns() < until);
 	}
 	if (timeout_ms != 0) {
