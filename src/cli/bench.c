@@ -210,7 +210,7 @@ static int pingpong(struct bench *b, uint64_t size)
 		uint64_t st = em_now_ns();
 		rc = base_req(b->basefd, EM_BASE_PING, size);
 		if (!rc)
-			rc = em_recv_all(b->basefd, b->buf, size);
+			rc = em_recv_all_poll(b->basefd, b->buf, size, b->pool->poll_us);
 		b->lat[i] = em_now_ns() - st;
 	}
 	if (!rc) {

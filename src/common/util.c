@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -173,6 +174,28 @@ int em_recv_all(int fd, void *buf, size_t len)
 		len -= (size_t)n;
 	}
 	return 0;
+}
+
+int em_recv_all_poll(int fd, void *buf, size_t len, int poll_us)
+{
+	uint64_t until = em_now_ns() + (uint64_t)(poll_us > 0 ? poll_us : 0) * 1000;
+
+	while (poll_us > 0 && len) {
+		ssize_t n = recv(fd, buf, len, MSG_DONTWAIT);
+		if (n > 0) {
+			buf = (char *)buf + n;
+			len -= (size_t)n;
+			continue;
+		}
+		if (n == 0)
+			return -ECONNRESET;
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			return -errno;
+		if (em_now_ns() >= until)
+			break;
+		sched_yield();
+	}
+	return len ? em_recv_all(fd, buf, len) : 0;
 }
 
 static unsigned hist_bucket(uint64_t v)

@@ -39,6 +39,10 @@ int em_read_small_file(const char *path, void *buf, size_t cap);
 /* Blocking send/recv of exactly len bytes; 0 or -errno (-ECONNRESET on EOF). */
 int em_send_all(int fd, const void *buf, size_t len);
 int em_recv_all(int fd, void *buf, size_t len);
+/* em_recv_all, spinning (and yielding) up to poll_us for the first bytes
+ * before it sleeps, as the data path does: the benchmark's baseline must
+ * wait the same way to be a fair yardstick. */
+int em_recv_all_poll(int fd, void *buf, size_t len, int poll_us);
 
 /* Latency histogram: log-linear buckets (16 per power of two), lock-free
  * updates so many threads can record into one. Accurate to ~6%. */

@@ -678,7 +678,7 @@ static int do_baseline(struct conn *c, const struct em_hdr *h)
 		if (c->wpos > c->rpos)
 			rc = conn_take(c, req, sizeof(req));
 		else
-			rc = em_recv_all(c->fd, req, sizeof(req));
+			rc = em_recv_all_poll(c->fd, req, sizeof(req), c->srv->o.poll_us);
 		if (rc)
 			return rc;
 		kind = em_get32(req);
