@@ -295,23 +295,6 @@ out:
 	return posted ? (int)posted : (n ? -EAGAIN : 0);
 }
 
-int em_poll(em_queue *q, struct em_completion *out, unsigned max)
-{
-	unsigned got = 0;
-
-	if (!q || (max && !out))
-		return -EINVAL;
-	for (unsigned i = 0; i < q->pool->n; i++)
-		if (q->ch[i]->outstanding)
-			q->ch[i]->ops->progress(q->ch[i], 0);
-	while (got < max && q->cq_count) {
-		out[got++] = q->cq[q->cq_head];
-		q->cq_head = (q->cq_head + 1) % q->depth;
-		q->cq_count--;
-	}
-	return (int)got;
-}
-
 static unsigned reap(em_queue *q, struct em_completion *out, unsigned max)
 {
 	unsigned got = 0;
@@ -322,6 +305,16 @@ static unsigned reap(em_queue *q, struct em_completion *out, unsigned max)
 		q->cq_count--;
 	}
 	return got;
+}
+
+int em_poll(em_queue *q, struct em_completion *out, unsigned max)
+{
+	if (!q || (max && !out))
+		return -EINVAL;
+	for (unsigned i = 0; i < q->pool->n; i++)
+		if (q->ch[i]->outstanding)
+			q->ch[i]->ops->progress(q->ch[i], 0);
+	return (int)reap(q, out, max);
 }
 
 int em_wait(em_queue *q, struct em_completion *out, unsigned min, unsigned max,
