@@ -341,7 +341,7 @@ static int node_free(em_pool *pool, uint64_t *freeb)
 static int place(em_region *r, uint64_t chunk)
 {
 	em_pool *pool = r->pool;
-	uint64_t freeb[EM_MAX_SEG], total = 0, page = 4096;
+	uint64_t freeb[EM_MAX_SEG] = {0}, total = 0, page = 4096;
 	unsigned best = 0, w[EM_MAX_SEG], sum = 0;
 	int rc = node_free(pool, freeb);
 

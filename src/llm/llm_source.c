@@ -335,7 +335,7 @@ static int llm_open_file(const char *path, int *fd, uint64_t *size, char *err,
 int llm_weights_local(const char *path, struct llm_src **out, char *err,
 		      size_t errlen)
 {
-	uint64_t size, done = 0;
+	uint64_t size = 0, done = 0;
 	unsigned char *buf;
 	int fd, rc;
 
@@ -392,7 +392,7 @@ int llm_weights_mmap(const char *path, struct llm_src **out, char *err,
 		     size_t errlen)
 {
 	struct llm_mapping *m;
-	uint64_t size;
+	uint64_t size = 0;
 	int fd, rc;
 
 	rc = llm_open_file(path, &fd, &size, err, errlen);
