@@ -59,6 +59,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -71,6 +72,7 @@
 #define EMM_MAX_MAPS 1024
 #define EMM_STREAMS 16
 #define EMM_AHEAD_BYTES (4ul << 20)
+#define EMM_HUGE (2ul << 20)    /* the explicit huge page size used */
 
 enum {
 	EMM_EMPTY = 0,
@@ -97,7 +99,8 @@ struct emm_unit {
 
 struct emm_mapping {
 	char *base;
-	size_t maplen;            /* page-rounded */
+	size_t maplen;            /* page-rounded; huge: 2 MiB-rounded */
+	uint8_t huge;             /* backed by explicit 2 MiB pages (hugetlb) */
 	uint64_t len;             /* backing bytes */
 	uint64_t roff;
 	void *rctx;
@@ -173,6 +176,7 @@ static struct {
 	int bus_installed;
 	pthread_t server;
 	char *zero;                /* EMM_CELL bytes of zeros for fresh units */
+	int huge_wp;               /* the kernel write-protects hugetlb ranges */
 	struct em_map_stats gone;  /* totals of unmapped mappings */
 } G = {
 	.mu = PTHREAD_MUTEX_INITIALIZER,
@@ -487,6 +491,14 @@ static int emm_install(struct emm_unit *u, const void *buf, bool dirty)
 		emm_policy_insert(u);
 	}
 	emm_unlock();
+	if (err == -ENOMEM && m->huge) {
+		/* the huge pages were taken by someone else since map time;
+		 * retrying would fault forever, so the access fails, loudly */
+		emm_log(m->what, "no free huge page (raise vm.nr_hugepages or set ETHERMEM_MAP_HUGE=0)",
+			(uintptr_t)emm_uaddr(m, idx), err);
+		atomic_store(&u->st, EMM_FAILED);
+		return err;
+	}
 	atomic_store(&u->st, err ? EMM_EMPTY : dirty ? EMM_DIRTY : EMM_CLEAN);
 	return err;
 }
@@ -1225,10 +1237,28 @@ static void emm_atfork_child(void)
 	G.bus_installed = 0;
 }
 
+/* A userfaultfd with the given features, or -errno. A refused UFFDIO_API
+ * leaves the descriptor unusable, so each attempt opens its own. */
+static int emm_uffd_open(uint64_t features)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = features };
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+
+	if (fd < 0)
+		return -errno;
+	if (ioctl(fd, UFFDIO_API, &api)) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
 static int emm_init_locked(void)
 {
 	static int atfork_done;
-	struct uffdio_api api = { .api = UFFD_API };
+	uint64_t want;
 	int fd;
 
 	if (G.uffd >= 0)
@@ -1240,17 +1270,18 @@ static int emm_init_locked(void)
 
 		G.mode = e && !strcmp(e, "thread") ? EMM_FAULTS_THREAD : EMM_FAULTS_SIGBUS;
 	}
-	api.features = UFFD_FEATURE_PAGEFAULT_FLAG_WP |
-		       (G.mode == EMM_FAULTS_SIGBUS ? UFFD_FEATURE_SIGBUS : UFFD_FEATURE_THREAD_ID);
-	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	want = UFFD_FEATURE_PAGEFAULT_FLAG_WP |
+	       (G.mode == EMM_FAULTS_SIGBUS ? UFFD_FEATURE_SIGBUS : UFFD_FEATURE_THREAD_ID);
+#ifdef UFFD_FEATURE_WP_HUGETLBFS_SHMEM
+	/* write-protect on hugetlb ranges (5.19+) is asked for first; an older
+	 * kernel refuses it, and then mappings simply stay on 4 KiB pages */
+	fd = emm_uffd_open(want | UFFD_FEATURE_WP_HUGETLBFS_SHMEM);
+	G.huge_wp = fd >= 0;
 	if (fd < 0)
-		return -errno;
-	if (ioctl(fd, UFFDIO_API, &api)) {
-		int err = -errno;
-
-		close(fd);
-		return err;
-	}
+#endif
+		fd = emm_uffd_open(want);
+	if (fd < 0)
+		return fd;
 	G.zero = mmap(NULL, EMM_CELL, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (G.zero == MAP_FAILED) {
 		close(fd);
@@ -1362,11 +1393,118 @@ static void emm_max_unit_locked(void)
 	emm_unlock();
 }
 
+static int emm_register(char *base, size_t len, unsigned flags)
+{
+	struct uffdio_register reg = {
+		.range = { (uintptr_t)base, len },
+		.mode = UFFDIO_REGISTER_MODE_MISSING | (flags & EM_MAP_READONLY ? 0 : UFFDIO_REGISTER_MODE_WP),
+	};
+
+	/* a child would see zeros where pages were not fetched: wrong data, so
+	 * it gets no copy of the range at all */
+	madvise(base, len, MADV_DONTFORK);
+	return ioctl(G.uffd, UFFDIO_REGISTER, &reg) ? -errno : 0;
+}
+
+/* Free explicit 2 MiB pages of the system, in bytes (0 if none or unknown). */
+static uint64_t emm_huge_free(void)
+{
+	char b[32] = { 0 };
+	int fd = open("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, b, sizeof(b) - 1) : -1;
+
+	if (fd >= 0)
+		close(fd);
+	return n > 0 ? strtoull(b, NULL, 10) * EMM_HUGE : 0;
+}
+
+static long emm_sysctl_rw(const char *path, long set)
+{
+	char b[32] = { 0 };
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	if (set >= 0) {
+		int len = snprintf(b, sizeof(b), "%ld", set);
+
+		if (write(fd, b, (size_t)len) != len) {
+			int err = -errno;
+
+			close(fd);
+			return err;
+		}
+		lseek(fd, 0, SEEK_SET);
+	}
+	n = read(fd, b, sizeof(b) - 1);
+	close(fd);
+	b[n > 0 ? n : 0] = 0;
+	return n > 0 ? strtol(b, NULL, 10) : -EIO;
+}
+
+long emm_huge_adjust(long delta)
+{
+	const char *nr = "/proc/sys/vm/nr_hugepages";
+	int lk = open("/run/ethermem-hugepages.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	long before, after;
+
+	if (lk >= 0)
+		flock(lk, LOCK_EX);
+	before = emm_sysctl_rw(nr, -1);
+	after = before < 0 ? before : emm_sysctl_rw(nr, before + delta < 0 ? 0 : before + delta);
+	if (lk >= 0)
+		close(lk);
+	if (before < 0 || after < 0)
+		return before < 0 ? before : after;
+	return after - before;
+}
+
+/* Whether a mapping with 2 MiB units goes on explicit huge pages: one page
+ * per unit, so a fault maps 2 MiB with one page-table entry and eviction
+ * frees one page. Only when the system has reserved enough of them that
+ * every huge mapping can fill its share of the budget: a hugetlb fault that
+ * finds none left can only fail. ETHERMEM_MAP_HUGE=0 turns it off. Under
+ * G.mu; on yes, *maplen is rounded up to whole huge pages. */
+static bool emm_huge_fits(const struct emm_map_params *p, size_t *maplen)
+{
+	const char *e = getenv("ETHERMEM_MAP_HUGE");
+	size_t len = (*maplen + EMM_HUGE - 1) & ~(EMM_HUGE - 1);
+	uint64_t held = 0, need = len;
+
+	if (p->unit != EMM_HUGE || (e && !strcmp(e, "0")) ||
+	    (!(p->flags & EM_MAP_READONLY) && !G.huge_wp))
+		return false;
+	/* pages held by our other huge mappings count as available, and all
+	 * of them together never hold more than the budget */
+	for (int i = 0; i < EMM_MAX_MAPS; i++) {
+		struct emm_mapping *o = atomic_load(&G.maps[i]);
+
+		if (!o || !o->huge)
+			continue;
+		need += o->maplen;
+		for (size_t k = 0; k < o->nunits; k++) {
+			uint32_t s = atomic_load(&o->u[k].st);
+
+			held += s != EMM_EMPTY && s != EMM_FAILED ? EMM_HUGE : 0;
+		}
+	}
+	/* resident may overrun the budget by the fetches in flight when
+	 * eviction found nothing to drop: a unit per slot covers it */
+	if (need > G.budget + EMM_SLOTS * EMM_HUGE)
+		need = G.budget + EMM_SLOTS * EMM_HUGE;
+	if (emm_huge_free() + held < need)
+		return false;
+	*maplen = len;
+	return true;
+}
+
 int emm_map_range(const struct emm_map_params *p, void **addr)
 {
 	struct emm_mapping *m;
 	size_t maplen, align = p->unit < (64u << 10) ? 64u << 10 : p->unit;
 	char *raw, *base;
+	bool huge;
 	int err, slot = -1;
 
 	if (!p->src || !addr || !p->len || p->unit < 4096 || p->unit > (2u << 20) ||
@@ -1381,6 +1519,7 @@ int emm_map_range(const struct emm_map_params *p, void **addr)
 	m = calloc(1, sizeof(*m));
 	if (!m)
 		return -ENOMEM;
+	/* the same count when a huge mapping rounds maplen up to 2 MiB units */
 	m->nunits = (maplen + p->unit - 1) / p->unit;
 	m->u = calloc(m->nunits, sizeof(*m->u));
 	if (!m->u) {
@@ -1400,32 +1539,40 @@ int emm_map_range(const struct emm_map_params *p, void **addr)
 		err = -EMFILE;
 		goto fail;
 	}
-	/* aligned to the unit (at least 64 KiB: the preload shim recognises its
-	 * blocks by that) so that units never straddle a huge-page boundary */
-	raw = mmap(NULL, maplen + align, (p->flags & EM_MAP_READONLY) ? PROT_READ : PROT_READ | PROT_WRITE,
-		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (raw == MAP_FAILED) {
-		err = -errno;
-		goto fail;
+	huge = emm_huge_fits(p, &maplen);
+	if (huge) {
+		/* hugetlb mappings come 2 MiB-aligned from the kernel */
+		base = mmap(NULL, maplen, (p->flags & EM_MAP_READONLY) ? PROT_READ : PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_HUGETLB, -1, 0);
+		if (base == MAP_FAILED || (err = emm_register(base, maplen, p->flags))) {
+			if (base != MAP_FAILED)
+				munmap(base, maplen);
+			huge = false;
+			maplen = (p->len + 4095) & ~(size_t)4095;
+		}
 	}
-	base = (char *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
-	if (base > raw)
-		munmap(raw, (size_t)(base - raw));
-	if (raw + align > base)
-		munmap(base + maplen, (size_t)(raw + align - base));
-	struct uffdio_register reg = {
-		.range = { (uintptr_t)base, maplen },
-		.mode = UFFDIO_REGISTER_MODE_MISSING |
-			(p->flags & EM_MAP_READONLY ? 0 : UFFDIO_REGISTER_MODE_WP),
-	};
-	/* a child would see zeros where pages were not fetched: wrong data, so
-	 * it gets no copy of the range at all */
-	madvise(base, maplen, MADV_DONTFORK);
-	if (ioctl(G.uffd, UFFDIO_REGISTER, &reg)) {
-		err = -errno;
-		munmap(base, maplen);
-		goto fail;
+	if (!huge) {
+		/* aligned to the unit (at least 64 KiB: the preload shim recognises
+		 * its blocks by that) so that units never straddle a huge-page
+		 * boundary */
+		raw = mmap(NULL, maplen + align, (p->flags & EM_MAP_READONLY) ? PROT_READ : PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (raw == MAP_FAILED) {
+			err = -errno;
+			goto fail;
+		}
+		base = (char *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
+		if (base > raw)
+			munmap(raw, (size_t)(base - raw));
+		if (raw + align > base)
+			munmap(base + maplen, (size_t)(raw + align - base));
+		err = emm_register(base, maplen, p->flags);
+		if (err) {
+			munmap(base, maplen);
+			goto fail;
+		}
 	}
+	m->huge = huge;
 	m->base = base;
 	m->maplen = maplen;
 	m->len = p->len;

@@ -11,9 +11,15 @@
  *              must end in SIGBUS with a logged reason, within the timeout.
  *   bounds:    mapping past the region's end and a cache below the fetch
  *              unit are refused.
+ *   huge:      2 MiB units on explicit huge pages (the test reserves them):
+ *              the integrity workload on a mapping that is not a whole
+ *              number of huge pages, checked to be hugetlb-backed through
+ *              /proc/self/smaps; read-only sharing on huge pages; and the
+ *              4 KiB fallback when ETHERMEM_MAP_HUGE=0.
  * Run as root (userfaultfd); exit 0 pass, 1 fail, 77 skip.
  */
 #include "harness.h"
+#include "map/emm.h"
 
 #include <pthread.h>
 #include <sys/mman.h>
@@ -21,6 +27,7 @@
 #define NTHREADS 4
 #define OPS 20000
 
+static int ops = OPS;
 static uint64_t *map, *ref;
 static size_t nwords;
 static _Atomic int failed;
@@ -30,7 +37,7 @@ static void *worker(void *arg)
 	unsigned t = (unsigned)(uintptr_t)arg;
 	uint64_t seed = 0x1234567 + t;
 
-	for (int i = 0; i < OPS && !failed; i++) {
+	for (int i = 0; i < ops && !failed; i++) {
 		size_t w = t_rand(&seed) % nwords;
 		size_t mine = w - w % NTHREADS + t;
 
@@ -98,6 +105,107 @@ static int integrity(em_pool *pool)
 	CHECK(memcmp(map, ref, bytes) == 0);
 	CHECK_RC(em_unmap(map), 0);
 	em_region_close(r);
+	free(back);
+	free(ref);
+	return 0;
+}
+
+/* KernelPageSize (KiB) of the mapping that holds a, from /proc/self/smaps. */
+static unsigned long page_kib(const void *a)
+{
+	char line[256];
+	unsigned long lo, hi, kib = 0;
+	int in = 0;
+	FILE *f = fopen("/proc/self/smaps", "r");
+
+	while (f && fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+			in = (uintptr_t)a >= lo && (uintptr_t)a < hi;
+		else if (in && sscanf(line, "KernelPageSize: %lu kB", &kib) == 1)
+			break;
+	}
+	if (f)
+		fclose(f);
+	return kib;
+}
+
+static long huge_got;
+
+static void huge_release(void)
+{
+	if (huge_got > 0)
+		emm_huge_adjust(-huge_got);
+	huge_got = 0;
+}
+
+static int huge(em_pool *pool)
+{
+	size_t bytes = (24 << 20) + 12288; /* the last unit is mostly past the end */
+	struct em_map_opts mo = { .size = sizeof(mo), .fetch_unit = 2 << 20, .timeout_ms = 60000 };
+	struct em_map_stats st;
+	pthread_t th[NTHREADS];
+	em_region *r;
+	uint64_t *back;
+
+	/* a cache of 8 MiB is four huge pages, with room for a second mapping */
+	huge_got = emm_huge_adjust(10);
+	atexit(huge_release);
+	if (huge_got < 10) {
+		fprintf(stderr, "huge: the kernel granted %ld of 10 huge pages; skipping\n", huge_got);
+		return 77;
+	}
+	/* every miss moves 2 MiB: fewer operations than the 16 KiB case */
+	ops = OPS / 10;
+	nwords = bytes / 8;
+	ref = malloc(bytes);
+	back = malloc(bytes);
+	for (size_t i = 0; i < nwords; i++)
+		ref[i] = i * 0x9e3779b97f4a7c15ull;
+	CHECK_RC(em_region_create(pool, NULL, bytes, NULL, &r), 0);
+	CHECK_RC(em_write(r, 0, ref, bytes), 0);
+	CHECK_RC(em_map_cache_size(8 << 20), 0);
+	CHECK_RC(em_map(r, &mo, (void **)&map), 0);
+	CHECK(((uintptr_t)map & ((2 << 20) - 1)) == 0);
+	CHECK(map[nwords - 1] == ref[nwords - 1]);
+	CHECK(page_kib(map) == 2048);
+	for (uintptr_t t = 0; t < NTHREADS; t++)
+		pthread_create(&th[t], NULL, worker, (void *)t);
+	for (int t = 0; t < NTHREADS; t++)
+		pthread_join(th[t], NULL);
+	CHECK(!failed);
+	for (size_t i = 0; i < nwords; i += 512)
+		CHECK(map[i] == ref[i]);
+	CHECK_RC(em_map_stats(map, &st), 0);
+	printf("huge: faults %llu fetched %llu KiB written %llu KiB evictions %llu resident %llu KiB\n",
+	       (unsigned long long)st.faults, (unsigned long long)st.bytes_fetched >> 10,
+	       (unsigned long long)st.bytes_written >> 10, (unsigned long long)st.evictions,
+	       (unsigned long long)st.resident >> 10);
+	CHECK(st.evictions > 0 && st.bytes_written > 0);
+	/* fetches in flight when eviction found nothing to drop may overrun */
+	CHECK(st.resident <= (8 << 20) + NTHREADS * (2 << 20));
+	CHECK_RC(em_sync(map, 0), 0);
+	CHECK_RC(em_read(r, 0, back, bytes), 0);
+	CHECK(memcmp(back, ref, bytes) == 0);
+	for (size_t i = 0; i < nwords; i += 61)
+		map[i] = ref[i] = ~ref[i];
+	CHECK_RC(em_unmap(map), 0);
+	CHECK_RC(em_read(r, 0, back, bytes), 0);
+	CHECK(memcmp(back, ref, bytes) == 0);
+
+	mo.flags = EM_MAP_READONLY;
+	CHECK_RC(em_map(r, &mo, (void **)&map), 0);
+	CHECK(page_kib(map) == 2048);
+	CHECK(memcmp(map, ref, bytes) == 0);
+	CHECK_RC(em_unmap(map), 0);
+
+	setenv("ETHERMEM_MAP_HUGE", "0", 1);
+	CHECK_RC(em_map(r, &mo, (void **)&map), 0);
+	CHECK(page_kib(map) == 4);
+	CHECK(memcmp(map, ref, bytes) == 0);
+	CHECK_RC(em_unmap(map), 0);
+	unsetenv("ETHERMEM_MAP_HUGE");
+	em_region_close(r);
+	huge_release();
 	free(back);
 	free(ref);
 	return 0;
@@ -257,6 +365,8 @@ int main(int argc, char **argv)
 		rc = integrity(pool);
 	else if (!strcmp(what, "bounds"))
 		rc = bounds(pool);
+	else if (!strcmp(what, "huge"))
+		rc = huge(pool);
 	else if (!strcmp(what, "shared"))
 		rc = shared(&node, secret);
 	else if (!strcmp(what, "timeout"))
