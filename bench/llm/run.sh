@@ -301,7 +301,7 @@ run_one() {
 	mmap) args="$args --weights mmap" ;;
 	# The cache rounded up to whole 2 MiB fetch units: at 100% the last,
 	# partial unit of the model must fit too.
-	pool-map) args="$args --weights pool"; env="ETHERMEM_MAP_CACHE=$(( (budget + (2 << 20) - 1) / (2 << 20) * (2 << 20) ))" ;;
+	pool-map) args="$args --weights pool --local-mem $(( (budget + (2 << 20) - 1) / (2 << 20) * (2 << 20) ))" ;;
 	pool-stream) args="$args --weights stream --stream-from pool --local-mem $budget" ;;
 	esac
 	engine_once

@@ -124,8 +124,9 @@ int llm_fetcher_file_open(const char *path, int nthreads, struct llm_fetcher *ou
  * libethermem.  llm_pool_none.c sets llm_pool_backend to NULL; a build with
  * pool support swaps in a file that points it at a real table.
  *  map():          make the checkpoint named `model` visible at *base
- *                  (em_map of a region holding the file's bytes); *cookie is
- *                  handed back to unmap().
+ *                  (em_map of a region holding the file's bytes) with a
+ *                  local cache of local_mem bytes (0: ETHERMEM_MAP_CACHE, else
+ *                  the whole model); *cookie is handed back to unmap().
  *  open_fetcher(): a fetcher whose submit/wait read that region
  *                  (em_submit/em_wait), for --weights stream --stream-from pool.
  *  stats():        optional; bytes fetched and faults taken so far by the
@@ -134,7 +135,7 @@ int llm_fetcher_file_open(const char *path, int nthreads, struct llm_fetcher *ou
  */
 struct llm_pool_ops {
 	const char *name;
-	int (*map)(const char *model, void **base, size_t *len, void **cookie);
+	int (*map)(const char *model, uint64_t local_mem, void **base, size_t *len, void **cookie);
 	void (*unmap)(void *cookie);
 	int (*open_fetcher)(const char *model, struct llm_fetcher *out);
 	int (*stats)(void *cookie, uint64_t *bytes, uint64_t *faults);

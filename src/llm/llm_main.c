@@ -41,8 +41,9 @@ static void llm_usage(FILE *f)
 		"  --seed N              sampling seed (default 42)\n"
 		"  --print-ids           print the generated token ids on one line of stdout\n"
 		"  --weights KIND        local | mmap | pool | stream (default mmap)\n"
-		"  --local-mem SIZE      stream: local budget for staging, pinned weights and the\n"
-		"                        expert cache, e.g. 512M (default: the whole model)\n"
+		"  --local-mem SIZE      pool: the mapping's cache; stream: local budget for staging,\n"
+		"                        pinned weights and the expert cache, e.g. 512M\n"
+		"                        (default: ETHERMEM_MAP_CACHE for pool, else the whole model)\n"
 		"  --stream-from SRC     stream: file | pool (default file)\n"
 		"  --stream-chunk SIZE   stream: largest piece a matrix is moved in (default 8M)\n"
 		"  --fetch-threads N     stream from file: reader threads (default 2)\n"
@@ -223,8 +224,16 @@ static int llm_parse_args(int argc, char **argv, struct llm_opts *o)
 		fprintf(stderr, "ethermem-llm: --model FILE is required (see --help)\n");
 		return -EINVAL;
 	}
-	if (o->weights != LLM_W_STREAM && (o->have_local_mem || o->from_pool || o->chunk)) {
-		fprintf(stderr, "ethermem-llm: --local-mem, --stream-chunk and --stream-from apply to --weights stream only\n");
+	if (o->weights != LLM_W_STREAM && (o->from_pool || o->chunk)) {
+		fprintf(stderr, "ethermem-llm: --stream-chunk and --stream-from apply to --weights stream only\n");
+		return -EINVAL;
+	}
+	if (o->have_local_mem && o->weights != LLM_W_STREAM && o->weights != LLM_W_POOL) {
+		fprintf(stderr, "ethermem-llm: --local-mem applies to --weights pool and stream only\n");
+		return -EINVAL;
+	}
+	if (o->have_local_mem && !o->local_mem) {
+		fprintf(stderr, "ethermem-llm: --local-mem must be above 0\n");
 		return -EINVAL;
 	}
 	return 0;
@@ -315,7 +324,7 @@ static int llm_open_source(const struct llm_opts *o, struct llm_src **src,
 			snprintf(err, errlen, "pool backend not built yet (this build has no libethermem pool support)");
 			return -ENOSYS;
 		}
-		rc = llm_pool_backend->map(o->model, &base, &len, pool_cookie);
+		rc = llm_pool_backend->map(o->model, o->have_local_mem ? o->local_mem : 0, &base, &len, pool_cookie);
 		if (rc) {
 			snprintf(err, errlen, "mapping %s from the pool: %s", o->model, strerror(-rc));
 			return rc;

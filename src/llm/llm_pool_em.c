@@ -16,9 +16,9 @@
  * than silently producing other token ids.  The file need not exist: a
  * compute server without the checkpoint on disk is the point of the pool.
  *
- * Local budget of the mapping: ETHERMEM_MAP_CACHE (read by the library, as
- * for every em_map user), else the whole region, which is what "all local"
- * means for the other backends.  The fetch unit is ETHERMEM_LLM_MAP_UNIT,
+ * Local budget of the mapping: --local-mem, else ETHERMEM_MAP_CACHE (read by
+ * the library, as for every em_map user), else the whole region, which is
+ * what "all local" means for the other backends.  The fetch unit is ETHERMEM_LLM_MAP_UNIT,
  * else 1 MiB: a forward pass reads every weight front to back, so large
  * units cut the number of faults while the stream prefetcher keeps the wire
  * busy; the engine's scan-resistant eviction then keeps a fixed share of the
@@ -411,7 +411,7 @@ static void llm_em_unmap(void *cookie)
 	free(m);
 }
 
-static int llm_em_map(const char *model, void **base, size_t *len, void **cookie)
+static int llm_em_map(const char *model, uint64_t local_mem, void **base, size_t *len, void **cookie)
 {
 	struct llm_pmap *m = calloc(1, sizeof(*m));
 	struct em_map_opts mo = { .size = sizeof(mo), .flags = EM_MAP_READONLY };
@@ -442,7 +442,11 @@ static int llm_em_map(const char *model, void **base, size_t *len, void **cookie
 	/* No budget given means no limit, as for the other backends: the whole
 	 * model, rounded up to whole fetch units. */
 	e = getenv("ETHERMEM_MAP_CACHE");
-	if (!e || !*e) {
+	if (local_mem) {
+		rc = em_map_cache_size((local_mem + mo.fetch_unit - 1) / mo.fetch_unit * mo.fetch_unit);
+		if (rc)
+			goto fail;
+	} else if (!e || !*e) {
 		rc = em_map_cache_size((size + mo.fetch_unit - 1) / mo.fetch_unit * mo.fetch_unit);
 		if (rc)
 			goto fail;

@@ -46,7 +46,8 @@ same() {
 	for v in "stream --stream-from pool" "stream --stream-from pool --local-mem $tight" \
 		 "stream --stream-from pool --local-mem $tight --stream-chunk 7K" \
 		 "stream --stream-from pool --local-mem $tight #3" \
-		 "pool" "pool @$cache@64K" "pool @$cache@1M" "pool --threads 2 @$cache@64K"; do
+		 "pool" "pool @$cache@64K" "pool @$cache@1M" "pool --local-mem $cache" \
+		 "pool --threads 2 @$cache@64K"; do
 		# "#N": N queues (connections) for streaming; "@CACHE@UNIT" for
 		# the mapping.
 		args=${v%%@*}
