@@ -220,7 +220,10 @@ struct em_map_opts {
  * first, or set ETHERMEM_MAP_FAULTS=thread before the first em_map to have
  * faults served by a library thread (slower; what `ethermem run` uses).
  * The cache budget defaults to ETHERMEM_MAP_CACHE, else 1 GiB; a fetch unit
- * larger than the budget is refused (-EINVAL). Mapping past the region's
+ * larger than the budget is refused (-EINVAL). A mapping with 2 MiB units
+ * is put on explicit huge pages when the system has enough of them free
+ * for the budget (vm.nr_hugepages; ETHERMEM_MAP_HUGE=0 turns it off); its
+ * length is then rounded up to 2 MiB, the tail reading as zeros. Mapping past the region's
  * end fails with -ERANGE. A forked child does not inherit mappings. */
 
 /* Sets the process-wide cache budget in bytes (before or between maps). */

@@ -14,6 +14,10 @@
  * a write racing with write-back land either in the snapshot or in a fault
  * that waits for the eviction to finish (no lost writes).
  *
+ * Units of 2 MiB go on explicit huge pages when the system has enough free
+ * (emm_huge_fits): one page-table entry per fault and one page freed per
+ * eviction, where 512 small pages per UFFDIO_COPY held a scan near 3 GB/s.
+ *
  * Faults are served in the faulting thread from a SIGBUS handler
  * (UFFD_FEATURE_SIGBUS): measured on this machine at 15 us against 26-60 us
  * for handing the fault to another thread (floor.c). The cost is that the
