@@ -14,7 +14,7 @@
  * uffd-continue, uffd-copy-batch, uffd-huge and uffd-recv rows are the fault
  * paths the engine could take instead (floor.c; fields in README.md), so
  * that its choice rests on figures of this run too. For their hugetlb
- * figures the bench raises vm.nr_hugepages by the few pages missing and
+ * figures the bench raises vm.nr_hugepages by the few pages they need and
  * lowers it by as many right after, and on every exit path. On
  * cyclic rows fetched_over_optimal is bytes fetched per pass (after the
  * first) over W - C: what a policy that keeps a stable resident part would
@@ -118,23 +118,10 @@ static int emm_b_huge_adjust(long delta, long *done)
 	return rc;
 }
 
-static unsigned emm_b_huge_free(void)
-{
-	char line[128];
-	unsigned v = 0;
-	FILE *f = fopen("/proc/meminfo", "r");
-
-	while (f && fgets(line, sizeof(line), f))
-		if (sscanf(line, "HugePages_Free: %u", &v) == 1)
-			break;
-	if (f)
-		fclose(f);
-	return v;
-}
-
+/* Always our own pages on top of the pool: free pages there may be another
+ * program's, reserved for its own use a moment from now. */
 static void emm_b_huge_reserve(unsigned need)
 {
-	unsigned have = emm_b_huge_free();
 	sigset_t sigs, old;
 	long done;
 
@@ -143,7 +130,7 @@ static void emm_b_huge_reserve(unsigned need)
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
 	sigprocmask(SIG_BLOCK, &sigs, &old);
-	if (have < need && emm_b_huge_adjust((long)(need - have), &done) == 0)
+	if (emm_b_huge_adjust((long)need, &done) == 0)
 		emm_b_huge_added += done;
 	sigprocmask(SIG_SETMASK, &old, NULL);
 }
