@@ -10,17 +10,23 @@
  * controller, page cache dropped first; and anonymous memory in such a
  * child with a swap file. The uffd-floor row is the in-thread userfaultfd
  * fault measured by this same binary, so the random-read p50 can be judged
- * against floor + the explicit API's 4 KiB read p50 of the same run. On
+ * against floor + the explicit API's 4 KiB read p50 of the same run; the
+ * uffd-continue, uffd-copy-batch, uffd-huge and uffd-recv rows are the fault
+ * paths the engine could take instead (floor.c; fields in README.md), so
+ * that its choice rests on figures of this run too. For their hugetlb
+ * figures the bench raises vm.nr_hugepages by the few pages they need and
+ * lowers it by as many right after, and on every exit path. On
  * cyclic rows fetched_over_optimal is bytes fetched per pass (after the
  * first) over W - C: what a policy that keeps a stable resident part would
  * fetch. Fetched bytes come from em_map_stats, /proc/self/io read_bytes
  * (file) and pswpin (swap). Every exit path removes the swap file, the data
- * file and the cgroups, also on SIGINT/SIGTERM.
+ * file and the cgroups and gives back the huge pages, also on SIGINT/SIGTERM.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +43,7 @@ int em_cli_bench_map(int argc, char **argv);
 
 #define EMM_B_RAND 20000
 #define EMM_B_PASSES 4
+#define EMM_B_PATH_ROUNDS 5 /* of emm_floor_paths: about a second in all */
 
 struct emm_b_res {
 	double gbps, p50_us, p99_us, ratio; /* ratio < 0: not a cyclic row */
@@ -49,7 +56,7 @@ struct emm_b_all {
 
 static char emm_b_file[512], emm_b_swap[512], emm_b_cg[256];
 static int emm_b_swapon;
-static long emm_b_huge; /* huge pages this run added to the system's pool */
+static long emm_b_huge_added; /* huge pages this run added to vm.nr_hugepages */
 
 static uint64_t emm_b_ns(void)
 {
@@ -75,8 +82,38 @@ static void emm_b_pct(uint64_t *lat, size_t n, struct emm_b_res *r)
 	r->p99_us = (double)lat[(size_t)((double)n * 0.99)] / 1e3;
 }
 
+/* ---- huge pages for the floors, lent by vm.nr_hugepages ---- */
+
+/* Always our own pages on top of the pool: free pages there may be another
+ * program's, reserved for its own use a moment from now. */
+static long emm_b_huge_reserve(unsigned need)
+{
+	sigset_t sigs, old;
+	long done;
+
+	/* a SIGINT between the write and the bookkeeping would leak them */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	sigprocmask(SIG_BLOCK, &sigs, &old);
+	done = emm_huge_adjust((long)need);
+	if (done > 0)
+		emm_b_huge_added += done;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	return done;
+}
+
+static void emm_b_huge_restore(void)
+{
+	if (emm_b_huge_added > 0 && emm_huge_adjust(-emm_b_huge_added) < 0)
+		fprintf(stderr, "ethermem bench map: could not give back %ld huge pages (vm.nr_hugepages)\n",
+			emm_b_huge_added);
+	emm_b_huge_added = 0;
+}
+
 static void emm_b_cleanup(void)
 {
+	emm_b_huge_restore();
 	if (emm_b_swapon) {
 		char cmd[1200];
 
@@ -99,9 +136,6 @@ static void emm_b_cleanup(void)
 		unlink(emm_b_file);
 	if (emm_b_cg[0])
 		rmdir(emm_b_cg);
-	if (emm_b_huge > 0)
-		emm_huge_adjust(-emm_b_huge);
-	emm_b_huge = 0;
 	emm_b_swap[0] = emm_b_file[0] = emm_b_cg[0] = 0;
 }
 
@@ -272,15 +306,16 @@ static int emm_b_pool(uint64_t size, uint64_t cache, struct emm_b_all *a, struct
 	 * local memory as the baselines get (their cgroup limit), in pages of
 	 * 2 MiB; without them the engine falls back to 4 KiB pages */
 	if (!rc && cache >= (64u << 20)) {
-		emm_b_huge = emm_huge_adjust((long)(cache >> 21) + 8);
-		if (emm_b_huge < (long)(cache >> 21) + 8)
+		long want = (long)(cache >> 21) + 8, got = emm_b_huge_reserve((unsigned)want);
+
+		if (got < want)
 			fprintf(stderr, "ethermem bench map: %ld of %ld huge pages granted; the cache uses 4 KiB pages\n",
-				emm_b_huge, (long)(cache >> 21) + 8);
+				got, want);
 		/* touched once before timing: on a virtual machine the first touch
 		 * of guest memory is a host fault (a first 4 GiB scan ran at 1.5
 		 * GB/s, every later one at 6.7), and the baselines run later on
 		 * page cache the host already backs */
-		size_t wl = (size_t)(emm_b_huge > 0 ? emm_b_huge : 0) << 21;
+		size_t wl = (size_t)(got > 0 ? got : 0) << 21;
 		void *w = wl ? mmap(NULL, wl, PROT_READ | PROT_WRITE,
 				    MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE, -1, 0) : MAP_FAILED;
 
@@ -312,9 +347,7 @@ static int emm_b_pool(uint64_t size, uint64_t cache, struct emm_b_all *a, struct
 	}
 	if (rc)
 		fprintf(stderr, "ethermem bench map: %s\n", em_strerror(rc));
-	if (emm_b_huge > 0)
-		emm_huge_adjust(-emm_b_huge);
-	emm_b_huge = 0;
+	emm_b_huge_restore();
 	em_region_close(r);
 	em_pool_close(pool);
 	return rc;
@@ -494,6 +527,99 @@ static void emm_b_rows(int json, const char *pre, struct emm_b_all *a, uint64_t 
 	emm_b_row(json, op, &a->cyc, 2 * cache, cache, NULL);
 }
 
+/* One row of the fault-path floors, built field by field. */
+struct emm_b_line {
+	int json;
+	size_t n;
+	char s[1024];
+};
+
+static void emm_b_add(struct emm_b_line *l, const char *fmt, ...)
+{
+	va_list ap;
+	int k;
+
+	if (l->n >= sizeof(l->s))
+		return;
+	va_start(ap, fmt);
+	k = vsnprintf(l->s + l->n, sizeof(l->s) - l->n, fmt, ap);
+	va_end(ap);
+	if (k > 0)
+		l->n += (size_t)k;
+}
+
+/* `"<pre>gbps":G,"<pre>p50_us":P`, or `"<pre>err":"why"` when the figure
+ * could not be measured: an absent or zero field would read as a result. */
+static void emm_b_fig(struct emm_b_line *l, const char *pre, const struct emm_floor_fig *f)
+{
+	if (f->err[0]) {
+		char why[sizeof(f->err)];
+
+		for (size_t i = 0; i < sizeof(why); i++)
+			why[i] = f->err[i] == '"' || f->err[i] == '\\' ? '\'' : f->err[i];
+		emm_b_add(l, l->json ? ",\"%serr\":\"%s\"" : "  %serr: %s", pre, why);
+		return;
+	}
+	emm_b_add(l, l->json ? ",\"%sgbps\":%.3f" : "  %sgbps %.3f", pre, f->gbps);
+	emm_b_add(l, l->json ? ",\"%sp50_us\":%.2f" : "  %sp50_us %.2f", pre, (double)f->p50_ns / 1e3);
+}
+
+static void emm_b_line_start(struct emm_b_line *l, int json, const char *op, uint64_t size)
+{
+	l->json = json;
+	l->n = 0;
+	if (json)
+		emm_b_add(l, "{\"op\":\"%s\",\"size\":%" PRIu64 ",\"cache\":0", op, size);
+	else
+		emm_b_add(l, "%-18s", op);
+}
+
+static void emm_b_line_end(struct emm_b_line *l)
+{
+	printf("%s%s\n", l->s, l->json ? "}" : "");
+	fflush(stdout);
+}
+
+/* The rows of emm_floor_paths: what each fault path the engine could take
+ * costs on this machine, measured in this run. */
+static void emm_b_paths(int json, const struct emm_floor_fig *f)
+{
+	struct emm_floor_fig main4k = f[EMM_PATH_CONT_4K];
+	struct emm_b_line l;
+
+	/* uffd-continue reads like uffd-floor: 4 KiB p50, 2 MiB-per-fault GB/s */
+	emm_b_line_start(&l, json, "uffd-continue", 4096);
+	main4k.gbps = f[EMM_PATH_CONT_2M].gbps;
+	if (!main4k.err[0])
+		memcpy(main4k.err, f[EMM_PATH_CONT_2M].err, sizeof(main4k.err));
+	emm_b_fig(&l, "", &main4k);
+	if (!main4k.err[0])
+		emm_b_add(&l, json ? ",\"p50_2m_us\":%.2f" : "  p50_2m_us %.2f",
+			  (double)f[EMM_PATH_CONT_2M].p50_ns / 1e3);
+	emm_b_fig(&l, "fill_", &f[EMM_PATH_CONT_FILL]);
+	emm_b_fig(&l, "hugetlb_", &f[EMM_PATH_CONTH_2M]);
+	emm_b_fig(&l, "hugetlb_fill_", &f[EMM_PATH_CONTH_FILL]);
+	emm_b_line_end(&l);
+
+	emm_b_line_start(&l, json, "uffd-copy-batch", 2u << 20);
+	emm_b_fig(&l, "", &f[EMM_PATH_COPY_ONE]);
+	emm_b_fig(&l, "per_page_", &f[EMM_PATH_COPY_PER_PAGE]);
+	emm_b_line_end(&l);
+
+	emm_b_line_start(&l, json, "uffd-huge", 2u << 20);
+	emm_b_fig(&l, "", &f[EMM_PATH_HUGE_EVICT]);
+	emm_b_fig(&l, "anon_", &f[EMM_PATH_ANON_EVICT]);
+	emm_b_line_end(&l);
+
+	emm_b_line_start(&l, json, "uffd-recv", 2u << 20);
+	emm_b_fig(&l, "", &f[EMM_PATH_RECV_COPY]);
+	emm_b_fig(&l, "tcp_", &f[EMM_PATH_RECV_TCP]);
+	emm_b_fig(&l, "continue_", &f[EMM_PATH_RECV_CONT]);
+	emm_b_fig(&l, "hugetlb_continue_", &f[EMM_PATH_RECV_CONTH]);
+	emm_b_fig(&l, "move_", &f[EMM_PATH_RECV_MOVE]);
+	emm_b_line_end(&l);
+}
+
 int em_cli_bench_map(int argc, char **argv)
 {
 	uint64_t size = 4ull << 30, cache = 0;
@@ -501,6 +627,7 @@ int em_cli_bench_map(int argc, char **argv)
 	int json = 0, skip = 0, help = 0, rc;
 	struct emm_b_all pool = { 0 }, file = { 0 }, swp = { 0 };
 	struct emm_floor fl;
+	struct emm_floor_fig paths[EMM_PATH_N];
 	struct emm_b_res frow = { .ratio = -1 };
 	double api_p50 = 0;
 	char extra[256];
@@ -555,6 +682,10 @@ usage:
 	frow.gbps = fl.sigbus_2m_gbps;
 	snprintf(extra, sizeof(extra), ",\"thread_p50_us\":%.2f", (double)fl.thread_4k_p50_ns / 1e3);
 	emm_b_row(json, "uffd-floor", &frow, 4096, 0, extra);
+	emm_b_huge_reserve(EMM_FLOOR_HUGE_PAGES);
+	emm_floor_paths(paths, EMM_B_PATH_ROUNDS);
+	emm_b_huge_restore();
+	emm_b_paths(json, paths);
 	snprintf(extra, sizeof(extra), ",\"floor_p50_us\":%.2f,\"api_read_p50_us\":%.2f,\"target_p50_us\":%.2f",
 		 frow.p50_us, api_p50, 1.2 * (frow.p50_us + api_p50));
 	emm_b_rows(json, "map", &pool, size, cache, extra);

@@ -1422,46 +1422,32 @@ static uint64_t emm_huge_free(void)
 	return n > 0 ? strtoull(b, NULL, 10) * EMM_HUGE : 0;
 }
 
-static long emm_sysctl_rw(const char *path, long set)
+long emm_huge_adjust(long delta)
 {
-	char b[32] = { 0 };
-	int fd = open(path, O_RDWR | O_CLOEXEC);
+	int fd = open("/proc/sys/vm/nr_hugepages", O_RDWR | O_CLOEXEC), len;
+	long cur, got = -EIO;
+	char b[32];
 	ssize_t n;
 
 	if (fd < 0)
 		return -errno;
-	if (set >= 0) {
-		int len = snprintf(b, sizeof(b), "%ld", set);
-
-		if (write(fd, b, (size_t)len) != len) {
-			int err = -errno;
-
-			close(fd);
-			return err;
+	/* the lock is on the sysctl file itself: every user of this function
+	 * serialises its read-modify-write there */
+	flock(fd, LOCK_EX);
+	n = pread(fd, b, sizeof(b) - 1, 0);
+	if (n > 0) {
+		b[n] = 0;
+		cur = strtol(b, NULL, 10);
+		len = snprintf(b, sizeof(b), "%ld\n", cur + delta < 0 ? 0 : cur + delta);
+		/* the kernel may grant fewer than asked (fragmentation): read back */
+		if (pwrite(fd, b, (size_t)len, 0) == len && (n = pread(fd, b, sizeof(b) - 1, 0)) > 0) {
+			b[n] = 0;
+			got = strtol(b, NULL, 10) - cur;
 		}
-		lseek(fd, 0, SEEK_SET);
 	}
-	n = read(fd, b, sizeof(b) - 1);
+	flock(fd, LOCK_UN);
 	close(fd);
-	b[n > 0 ? n : 0] = 0;
-	return n > 0 ? strtol(b, NULL, 10) : -EIO;
-}
-
-long emm_huge_adjust(long delta)
-{
-	const char *nr = "/proc/sys/vm/nr_hugepages";
-	int lk = open("/run/ethermem-hugepages.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	long before, after;
-
-	if (lk >= 0)
-		flock(lk, LOCK_EX);
-	before = emm_sysctl_rw(nr, -1);
-	after = before < 0 ? before : emm_sysctl_rw(nr, before + delta < 0 ? 0 : before + delta);
-	if (lk >= 0)
-		close(lk);
-	if (before < 0 || after < 0)
-		return before < 0 ? before : after;
-	return after - before;
+	return got;
 }
 
 /* Whether a mapping with 2 MiB units goes on explicit huge pages: one page

@@ -1,7 +1,8 @@
 #!/bin/bash
 # test_bench_map.sh - smoke run of `ethermem bench map --json` on a small
 # region against a real node: every row of the interface is printed, with
-# gbps and p50_us, and fetched_over_optimal on the cyclic rows.
+# gbps and p50_us, and fetched_over_optimal on the cyclic rows; the
+# fault-path rows (uffd-continue ...) carry gbps or an err field.
 # Exit 0 pass, 1 fail, 77 skip (not root, or no cgroup v1 memory controller).
 set -u
 B=${EM_BUILD_DIR:-.}
@@ -25,6 +26,10 @@ timeout 250 "$B/ethermem" bench map --json --size 64M --cache 16M --dir "$D" > "
 for op in uffd-floor map-seq map-rand4k map-cyclic mmap-file-seq mmap-file-rand4k \
 	mmap-file-cyclic swap-seq swap-rand4k swap-cyclic; do
 	grep "\"op\":\"$op\"" "$D/out.json" | grep -q '"gbps":.*"p50_us":' || fail "row $op"
+done
+# the fault-path rows: a figure, or the reason there is none
+for op in uffd-continue uffd-copy-batch uffd-huge uffd-recv; do
+	grep "\"op\":\"$op\"" "$D/out.json" | grep -qE '"(gbps|err)":' || fail "row $op"
 done
 for op in map-cyclic mmap-file-cyclic swap-cyclic; do
 	grep "\"op\":\"$op\"" "$D/out.json" | grep -q '"fetched_over_optimal":' || fail "ratio on $op"
