@@ -12,6 +12,22 @@
 #include <stdint.h>
 #include <time.h>
 
+/* Memory whose ordering this program does not own: region bytes on a node
+ * (clients order their own accesses to them, as with RDMA) and mapped pages
+ * the paging engine writes back (ordered by a write-protect ioctl).
+ * ThreadSanitizer is told not to track the accesses between the two; in
+ * other builds they are nothing. Never around locks or the engine's own
+ * bookkeeping. */
+#if defined(__SANITIZE_THREAD__)
+void __tsan_ignore_thread_begin(void);
+void __tsan_ignore_thread_end(void);
+#define EM_UNOWNED_BEGIN() __tsan_ignore_thread_begin()
+#define EM_UNOWNED_END() __tsan_ignore_thread_end()
+#else
+#define EM_UNOWNED_BEGIN() ((void)0)
+#define EM_UNOWNED_END() ((void)0)
+#endif
+
 #define EM_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define EM_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define EM_MAX(a, b) ((a) > (b) ? (a) : (b))

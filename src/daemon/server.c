@@ -527,6 +527,7 @@ static int do_read(struct conn *c, const struct em_hdr *h)
 		pthread_rwlock_unlock(&ss->lock);
 		return reply_err(c, h, r ? -ERANGE : -EBADF);
 	}
+	EM_UNOWNED_BEGIN();
 	if (h->aux <= SMALL_READ) {
 		rc = reply(c, h, 0, r->mem + h->offset, h->aux, h->region, 0, h->offset);
 	} else {
@@ -536,6 +537,7 @@ static int do_read(struct conn *c, const struct em_hdr *h)
 		if (!rc)
 			rc = conn_write(c, iov, 2);
 	}
+	EM_UNOWNED_END();
 	pthread_rwlock_unlock(&ss->lock);
 	return rc;
 }
@@ -587,6 +589,7 @@ static int do_write(struct conn *c, const struct em_hdr *h, bool buffered)
 	r = handle_get(ss, h->region);
 	if (!r || !in_bounds(r, h->offset, h->len))
 		status = r ? -ERANGE : -EBADF;
+	EM_UNOWNED_BEGIN();
 	if (buffered) {
 		if (!status)
 			memcpy(r->mem + h->offset, c->rx + c->rpos, h->len);
@@ -595,6 +598,7 @@ static int do_write(struct conn *c, const struct em_hdr *h, bool buffered)
 	} else {
 		rc = conn_take(c, status ? NULL : r->mem + h->offset, h->len);
 	}
+	EM_UNOWNED_END();
 	pthread_rwlock_unlock(&ss->lock);
 	if (rc)
 		return rc;

@@ -50,6 +50,7 @@
  * thread's slot and are installed when any thread next reaps that slot.
  */
 #include "map/emm.h"
+#include "common/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -189,6 +190,7 @@ static struct {
 };
 
 /* ---- small async-signal-safe helpers ---- */
+
 
 static void emm_lock(void)
 {
@@ -654,7 +656,11 @@ static int emm_write_units(struct emm_slot *sl, struct emm_unit **us, unsigned n
 			}
 			continue;
 		}
+		/* the backend reads the pages now: stores to them are ordered
+		 * before it by the write-protect ioctl, which TSan cannot see */
+		EM_UNOWNED_BEGIN();
 		int posted = src->ops->submit(sl->chan, io, k);
+		EM_UNOWNED_END();
 
 		if (posted < 0)
 			posted = 0;
