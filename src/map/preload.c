@@ -372,15 +372,10 @@ size_t malloc_usable_size(void *p)
 
 /* ---- mmap ---- */
 
+/* glibc's syscall() already turns a failure into -1 and errno. */
 static void *emm_pl_sys_mmap(void *a, size_t len, int prot, int flags, int fd, off_t off)
 {
-	long r = syscall(SYS_mmap, a, len, prot, flags, fd, off);
-
-	if (r < 0 && r > -4096) {
-		errno = (int)-r;
-		return MAP_FAILED;
-	}
-	return (void *)r;
+	return (void *)syscall(SYS_mmap, a, len, prot, flags, fd, off);
 }
 
 void *mmap(void *a, size_t len, int prot, int flags, int fd, off_t off)
@@ -410,9 +405,5 @@ int munmap(void *a, size_t len)
 		return 0; /* a partial unmap of a block keeps it until the end */
 	}
 	r = syscall(SYS_munmap, a, len);
-	if (r) {
-		errno = (int)-r;
-		return -1;
-	}
-	return 0;
+	return r ? -1 : 0;
 }
