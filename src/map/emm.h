@@ -111,6 +111,18 @@ struct emm_map_params {
 int emm_map_range(const struct emm_map_params *p, void **addr);
 int emm_sync_range(void *addr, size_t len);
 int emm_unmap_range(void *addr);
+/* Unmaps [addr, addr+len) (4 KiB-aligned) of a mapping, as munmap(2) of part
+ * of it: the data there is dropped, never written back, and the rest keeps
+ * working. The caller owns the range (pages of one mapping it has not
+ * discarded before). A unit only partly inside is detached: its other pages
+ * stay mapped as ordinary memory, no longer the engine's, and the caller
+ * unmaps them itself later. Only for mappings whose data need not reach the
+ * backing (EM_MAP_SCRATCH or EM_MAP_READONLY); a huge-page mapping only in
+ * whole units. Returns 0; 1 when no unit of the mapping is left, which has
+ * then been released (no emm_unmap_range); -ENOENT when no unit the engine
+ * still owns is in the range (the caller unmaps it); or -EINVAL. Exported to
+ * the preload shim alone (libethermem.map). */
+int emm_discard_range(void *addr, size_t len);
 int emm_stats(void *addr, struct em_map_stats *st);
 int emm_set_cache(uint64_t bytes);
 uint64_t emm_cache(void);

@@ -12,7 +12,9 @@
  * so the first store takes a WP fault that marks the unit dirty and lifts the
  * protection; eviction re-protects before it snapshots, which is what makes
  * a write racing with write-back land either in the snapshot or in a fault
- * that waits for the eviction to finish (no lost writes).
+ * that waits for the eviction to finish (no lost writes). A unit whose range
+ * is unmapped (emm_discard_range, the shim's munmap of part of a block)
+ * ends GONE and is never touched again.
  *
  * Units of 2 MiB go on explicit huge pages when the system has enough free
  * (emm_huge_fits): one page-table entry per fault and one page freed per
@@ -86,6 +88,7 @@ enum {
 	EMM_BUSY = 3,    /* someone is changing protection or evicting */
 	EMM_SYNCING = 4, /* write-protected, write-back in flight */
 	EMM_FAILED = 5,  /* its fetch timed out: accesses are fatal */
+	EMM_GONE = 6,    /* discarded (emm_discard_range): never touched again */
 	EMM_FETCHING = 0x100, /* | slot index */
 };
 
@@ -117,6 +120,7 @@ struct emm_mapping {
 	struct emm_unit *u;
 	char what[64];
 	_Atomic int dead;
+	size_t ngone;             /* units discarded (G.mu) */
 	_Atomic uint64_t faults, fetched, written, prefetched, evictions;
 };
 
@@ -998,8 +1002,10 @@ static struct emm_mapping *emm_find(uintptr_t a)
 	for (unsigned i = 0; i < n; i++) {
 		struct emm_mapping *m = atomic_load_explicit(&G.maps[i], memory_order_acquire);
 
+		/* a discarded unit's range may have been reused by a newer mapping */
 		if (m && a >= (uintptr_t)m->base && a < (uintptr_t)m->base + m->maplen &&
-		    !atomic_load(&m->dead))
+		    !atomic_load(&m->dead) &&
+		    atomic_load(&m->u[(a - (uintptr_t)m->base) >> m->shift].st) != EMM_GONE)
 			return m;
 	}
 	return NULL;
@@ -1121,6 +1127,11 @@ static int emm_serve(uintptr_t a, bool is_write)
 		case EMM_FAILED:
 			emm_log(m->what, "access to a unit whose fetch failed", a, -EIO);
 			return -EIO;
+		case EMM_GONE:
+			/* discarded while we waited: the retry meets an unmapped
+			 * page (SIGSEGV, as after munmap) or, in a detached unit,
+			 * an ordinary one */
+			return 0;
 		default:
 			sched_yield();
 			continue;
@@ -1189,7 +1200,10 @@ static void *emm_server(void *arg)
 				continue;
 			a = msg[i].arg.pagefault.address;
 			r = emm_serve((uintptr_t)a, (msg[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0);
-			if (r) {
+			/* r == 1, in no mapping: the range was unmapped or discarded
+			 * after the fault was queued; woken, the thread retries and
+			 * meets whatever is there now, SIGSEGV for nothing */
+			if (r < 0) {
 				/* the thread is parked in the kernel: a signal ends the wait,
 				 * and the fatal SIGBUS is its own to handle or die of */
 				syscall(SYS_tgkill, getpid(), (pid_t)msg[i].arg.pagefault.feat.ptid, SIGBUS);
@@ -1482,7 +1496,7 @@ static bool emm_huge_fits(const struct emm_map_params *p, size_t *maplen)
 		for (size_t k = 0; k < o->nunits; k++) {
 			uint32_t s = atomic_load(&o->u[k].st);
 
-			held += s != EMM_EMPTY && s != EMM_FAILED ? EMM_HUGE : 0;
+			held += s != EMM_EMPTY && s != EMM_FAILED && s != EMM_GONE ? EMM_HUGE : 0;
 		}
 	}
 	/* resident may overrun the budget by the fetches in flight when
@@ -1600,7 +1614,8 @@ static struct emm_mapping *emm_lookup_exact(void *addr, int *slot)
 	for (int i = 0; i < EMM_MAX_MAPS; i++) {
 		struct emm_mapping *m = atomic_load(&G.maps[i]);
 
-		if (m && (char *)addr >= m->base && (char *)addr < m->base + m->maplen) {
+		if (m && (char *)addr >= m->base && (char *)addr < m->base + m->maplen &&
+		    atomic_load(&m->u[(size_t)((char *)addr - m->base) >> m->shift].st) != EMM_GONE) {
 			if (slot)
 				*slot = i;
 			return m;
@@ -1699,6 +1714,197 @@ static void emm_add_stats(struct em_map_stats *t, struct emm_mapping *m)
 	t->evictions += atomic_load(&m->evictions);
 }
 
+/* ---- discarding part of a mapping ---- */
+
+/*
+ * emm_discard_range is the preload shim's munmap(2) of part of a block (and
+ * the shrinking half of its mremap). A unit wholly inside the range is
+ * claimed (BUSY: no fault, fetch or eviction is at work on it), leaves the
+ * cache without write-back, and its pages are unmapped. A unit only partly
+ * inside cannot stay paged: install, write-protect, eviction and write-back
+ * all work on whole units and would reach into the unmapped part, which by
+ * then may belong to someone else (UFFDIO_COPY or MADV_DONTNEED on their
+ * pages, a write-back reading them). It is detached instead: made present
+ * and writable, taken out of the cache and unregistered from the
+ * userfaultfd, so its surviving pages are ordinary memory from then on, the
+ * caller's to unmap. That leaves at most two units per call outside the
+ * budget. Both kinds end GONE, which nothing leaves: the engine never
+ * touches such a unit again, and a fault there finds another mapping or
+ * none. Whole-unit work happens under G.mu, like map and unmap; faults go on
+ * meanwhile on the other units (and wait on the claimed ones).
+ */
+
+/* A unit wholly inside the range: afterwards BUSY and out of the cache. */
+static void emm_claim(struct emm_mapping *m, size_t idx)
+{
+	struct emm_unit *u = &m->u[idx];
+
+	for (;;) {
+		uint32_t s = emm_settle(u);
+
+		if (s == EMM_SYNCING) {
+			/* an em_sync is reading the pages for its write-back */
+			sched_yield();
+			continue;
+		}
+		if (!atomic_compare_exchange_strong(&u->st, &s, EMM_BUSY))
+			continue;
+		if (s == EMM_CLEAN || s == EMM_DIRTY) {
+			emm_lock();
+			emm_list_del(u);
+			G.resident -= emm_ulen(m, idx);
+			emm_unlock();
+		}
+		return;
+	}
+}
+
+/* A unit only partly inside; keep is an address in it that stays. */
+static void emm_detach(struct emm_mapping *m, size_t idx, uintptr_t keep)
+{
+	struct emm_unit *u = &m->u[idx];
+	uint64_t ul = emm_ulen(m, idx);
+	struct uffdio_range r = { (uintptr_t)emm_uaddr(m, idx), ul };
+	bool lost = false;
+
+	for (;;) {
+		uint32_t s = emm_settle(u);
+
+		/* unregistered, it must be all there and not write-protected:
+		 * a stale protection would fault with no one to lift it */
+		if (s == EMM_DIRTY || (s == EMM_CLEAN && !emm_writable(m))) {
+			if (!atomic_compare_exchange_strong(&u->st, &s, EMM_BUSY))
+				continue;
+			emm_lock();
+			emm_list_del(u);
+			G.resident -= ul;
+			emm_unlock();
+			break;
+		}
+		if (s == EMM_FAILED) {
+			lost = true;
+			break;
+		}
+		if (s == EMM_SYNCING) {
+			sched_yield();
+			continue;
+		}
+		/* EMPTY, or CLEAN and protected: a write fault makes it DIRTY */
+		if (emm_serve(keep, true) < 0) {
+			uint32_t z = EMM_EMPTY;
+
+			/* no channel left: nothing may install into it any more */
+			atomic_compare_exchange_strong(&u->st, &z, EMM_FAILED);
+		}
+	}
+	if (lost) {
+		/* the data cannot be had: what stays is made inaccessible
+		 * rather than left to read as zeros */
+		mprotect((void *)(uintptr_t)r.start, ul, PROT_NONE);
+		emm_log(m->what, "discarded part of a unit whose fetch failed; the rest is inaccessible", keep, -EIO);
+	}
+	if (ioctl(G.uffd, UFFDIO_UNREGISTER, &r))
+		emm_log(m->what, "cannot detach a partly discarded unit", keep, errno);
+	atomic_store(&u->st, EMM_GONE);
+	m->ngone++;
+}
+
+/* Unmaps what a mapping still owns: a GONE unit's range is not its own. */
+static void emm_munmap_kept(struct emm_mapping *m)
+{
+	if (!m->ngone) {
+		munmap(m->base, m->maplen);
+		return;
+	}
+	for (size_t i = 0, j; i < m->nunits; i = j) {
+		for (j = i; j < m->nunits && atomic_load(&m->u[j].st) != EMM_GONE; j++)
+			;
+		if (j > i)
+			munmap(emm_uaddr(m, i), (size_t)(emm_uaddr(m, j - 1) - emm_uaddr(m, i)) + emm_ulen(m, j - 1));
+		else
+			j++;
+	}
+}
+
+int emm_discard_range(void *addr, size_t len)
+{
+	uintptr_t a = (uintptr_t)addr, e = a + len, b;
+	struct emm_mapping *m = NULL;
+	size_t first, last;
+	int slot = -1, rc = 0;
+
+	if ((a & 4095) || (len & 4095) || !len || e < a)
+		return -EINVAL;
+	pthread_mutex_lock(&G.mu);
+	/* the mapping that still owns a unit in the range; only one can, as
+	 * an owned unit's pages are all mapped */
+	for (int i = 0; i < EMM_MAX_MAPS && !m; i++) {
+		struct emm_mapping *c = atomic_load(&G.maps[i]);
+
+		if (!c || e <= (uintptr_t)c->base || a >= (uintptr_t)c->base + c->maplen)
+			continue;
+		for (size_t k = a > (uintptr_t)c->base ? (a - (uintptr_t)c->base) >> c->shift : 0;
+		     k < c->nunits && (uintptr_t)emm_uaddr(c, k) < e; k++)
+			if (atomic_load(&c->u[k].st) != EMM_GONE) {
+				m = c;
+				slot = i;
+				break;
+			}
+	}
+	if (!m) {
+		rc = -ENOENT;
+		goto out;
+	}
+	b = (uintptr_t)m->base;
+	/* a mapping whose data must reach the pool would lose stores; a huge
+	 * page cannot be split (munmap(2) refuses the same way) */
+	if (a < b || e > b + m->maplen || (emm_writable(m) && !(m->flags & EM_MAP_SCRATCH)) ||
+	    (m->huge && (((a - b) | len) & (EMM_HUGE - 1)))) {
+		rc = -EINVAL;
+		goto out;
+	}
+	first = (a - b) >> m->shift;
+	last = (e - 1 - b) >> m->shift;
+	/* edges first: detaching may fault a unit in, which may prefetch into
+	 * the range; claiming then waits for those fetches */
+	if (atomic_load(&m->u[first].st) != EMM_GONE && (uintptr_t)emm_uaddr(m, first) < a)
+		emm_detach(m, first, (uintptr_t)emm_uaddr(m, first));
+	if (atomic_load(&m->u[last].st) != EMM_GONE && (uintptr_t)emm_uaddr(m, last) + emm_ulen(m, last) > e)
+		emm_detach(m, last, e);
+	for (size_t k = first; k <= last; k++)
+		if (atomic_load(&m->u[k].st) != EMM_GONE)
+			emm_claim(m, k);
+	/* before GONE, so that a fault spinning on a claimed unit retries
+	 * into an unmapped page (SIGSEGV), never into its old contents */
+	if (munmap(addr, len)) {
+		rc = -errno;
+		emm_log(m->what, "munmap of a discarded range failed", a, errno);
+	}
+	for (size_t k = first; k <= last; k++)
+		if (atomic_load(&m->u[k].st) != EMM_GONE) {
+			atomic_store(&m->u[k].st, EMM_GONE);
+			m->ngone++;
+		}
+	if (m->ngone == m->nunits) {
+		/* nothing left: the end of emm_unmap_range, less its munmap */
+		atomic_store(&m->dead, 1);
+		emm_lock();
+		for (unsigned i = 0; i < EMM_STREAMS; i++)
+			if (G.streams[i].m == m)
+				G.streams[i] = (struct emm_stream){ 0 };
+		emm_add_stats(&G.gone, m);
+		emm_unlock();
+		atomic_store(&G.maps[slot], NULL);
+		emm_max_unit_locked();
+		free(m->u);
+		free(m);
+		rc = 1; /* even after a failed munmap (logged): the caller must forget it */
+	}
+out:
+	pthread_mutex_unlock(&G.mu);
+	return rc;
+}
+
 int emm_unmap_range(void *addr)
 {
 	struct emm_mapping *m;
@@ -1731,7 +1937,7 @@ int emm_unmap_range(void *addr)
 	emm_unlock();
 	atomic_store(&G.maps[slot], NULL);
 	emm_max_unit_locked();
-	munmap(m->base, m->maplen);
+	emm_munmap_kept(m);
 	pthread_mutex_unlock(&G.mu);
 	free(m->u);
 	free(m);

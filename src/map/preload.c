@@ -17,15 +17,34 @@
  * free() must stay cheap: blocks are 64 KiB aligned, so only such pointers
  * are looked up, in an open-addressed table read without a lock. Calls from
  * the shim into the library are marked per thread, so the library's own
- * allocations and mmaps go straight to the system. Partial munmap of a block
- * and mremap of a block are not supported (ignored / refused with ENOMEM).
- * Any failure to reach the pool falls back to local memory, once reported.
+ * allocations and mmaps go straight to the system. Any failure to reach the
+ * pool falls back to local memory, once reported.
+ *
+ * munmap, mremap and MAP_FIXED behave as Linux does on blocks too, because
+ * programs and allocators trim, shrink and move their big mappings. Each
+ * block keeps the list of its page ranges not yet unmapped (all blocks are
+ * on one list, under the mutex). munmap of any range unmaps the block pages
+ * in it through the engine (emm_discard_range: dropped, never written back,
+ * out of the cache budget) and the rest with the system call; when the last
+ * unit of a block goes, its region is closed. The engine turns a unit only
+ * partly unmapped into ordinary memory, which is how the pages around a cut
+ * keep their data; that is at most two units per call outside the budget.
+ * mremap of a block shrinks in place, grows only by moving (a new block, or
+ * local memory below the threshold, then a copy; an imported file is read
+ * again from the file), and without MREMAP_MAYMOVE fails with ENOMEM, which
+ * Linux also answers when the pages after a mapping are taken.
+ * MREMAP_FIXED and MREMAP_DONTUNMAP on a block fail with EINVAL (noted once
+ * on stderr): a block cannot be placed at an address of the program's
+ * choosing. A MAP_FIXED mmap or MREMAP_FIXED target over a block first
+ * takes the block's pages out of the engine.
  */
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -37,6 +56,7 @@
 #include <unistd.h>
 
 #include "ethermem.h"
+#include "map/emm.h"
 
 extern void *__libc_malloc(size_t);
 extern void *__libc_calloc(size_t, size_t);
@@ -47,14 +67,32 @@ extern void *__libc_memalign(size_t, size_t);
 #define EMM_PL_UNIT (64u << 10)
 #define EMM_PL_SLOTS 8192 /* power of two */
 
+#define EMM_PL_PAGE(n) (((n) + 4095) & ~(uintptr_t)4095)
+
+struct emm_pl_ext {
+	uintptr_t lo, hi;
+};
+
 struct emm_pl_block {
 	void *base;
 	size_t size;      /* bytes mapped (unit-rounded) */
 	size_t asked;     /* bytes the program asked for */
 	em_region *region;
+	struct emm_pl_block *next;  /* all blocks (emm_pl_mu) */
+	/* the page ranges not unmapped yet, ascending; &one until a cut */
+	struct emm_pl_ext *ext, one;
+	unsigned n_ext, cap_ext;
+	/* an imported file, to read more of it when mremap grows the block */
+	int file;
+	char *path;
+	dev_t dev;
+	ino_t ino;
+	off_t off;
 };
 
 static struct emm_pl_block *_Atomic emm_pl_tab[EMM_PL_SLOTS];
+static struct emm_pl_block *emm_pl_all;
+static _Atomic unsigned emm_pl_live; /* blocks on the list: munmap's fast path */
 static pthread_mutex_t emm_pl_mu = PTHREAD_MUTEX_INITIALIZER;
 static __thread int emm_pl_inside;
 static em_pool *emm_pl_pool;
@@ -96,13 +134,20 @@ static int emm_pl_insert(struct emm_pl_block *b)
 	return -ENOSPC;
 }
 
+/* Under emm_pl_mu; a block already removed (its first page unmapped
+ * before) is not found again before the end of its probe chain. */
 static void emm_pl_remove(struct emm_pl_block *b)
 {
-	for (size_t i = emm_pl_hash(b->base), n = 0; n < EMM_PL_SLOTS; n++, i = (i + 1) & (EMM_PL_SLOTS - 1))
-		if (atomic_load(&emm_pl_tab[i]) == b) {
+	for (size_t i = emm_pl_hash(b->base), n = 0; n < EMM_PL_SLOTS; n++, i = (i + 1) & (EMM_PL_SLOTS - 1)) {
+		struct emm_pl_block *e = atomic_load(&emm_pl_tab[i]);
+
+		if (!e)
+			return;
+		if (e == b) {
 			atomic_store(&emm_pl_tab[i], (struct emm_pl_block *)1);
 			return;
 		}
+	}
 }
 
 static void emm_pl_warn(const char *what, int rc)
@@ -168,6 +213,29 @@ static int emm_pl_ready(void)
 	}
 	emm_pl_state = 1;
 	return 1;
+}
+
+/* Where an imported file can be opened again: mremap may grow the block,
+ * and the program's descriptor may be closed by then. Without it (a
+ * deleted file, no /proc) growing fails. */
+static void emm_pl_note_file(struct emm_pl_block *b, int fd, off_t off)
+{
+	char link[64], path[PATH_MAX];
+	struct stat st;
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, path, sizeof(path) - 1);
+	if (n <= 0 || path[0] != '/' || fstat(fd, &st))
+		return;
+	b->path = __libc_malloc((size_t)n + 1);
+	if (!b->path)
+		return;
+	memcpy(b->path, path, (size_t)n);
+	b->path[n] = 0;
+	b->dev = st.st_dev;
+	b->ino = st.st_ino;
+	b->off = off;
 }
 
 /* A new block of at least `size` bytes in the pool, or NULL. fd >= 0: its
@@ -236,11 +304,20 @@ static void *emm_pl_new(size_t size, int fd, off_t off)
 	b->base = addr;
 	b->size = msize;
 	b->asked = size;
+	b->one = (struct emm_pl_ext){ (uintptr_t)addr, (uintptr_t)addr + msize };
+	b->ext = &b->one;
+	b->n_ext = b->cap_ext = 1;
 	if (emm_pl_insert(b)) {
 		em_unmap(addr);
 		addr = NULL;
 		goto fail_region;
 	}
+	b->file = fd >= 0;
+	if (fd >= 0)
+		emm_pl_note_file(b, fd, off);
+	b->next = emm_pl_all;
+	emm_pl_all = b;
+	atomic_fetch_add(&emm_pl_live, 1);
 	goto out;
 fail_region:
 	em_region_close(b->region);
@@ -253,16 +330,159 @@ out:
 	return addr;
 }
 
+static int emm_pl_sys_munmap(uintptr_t a, size_t len)
+{
+	return syscall(SYS_munmap, a, len) ? -errno : 0;
+}
+
+/* Forgets a block whose engine mapping is gone: closes its region and
+ * frees it. Pages it still lists are ordinary memory now (the engine
+ * detached them): those the program knows of stay, the unit padding past
+ * its length is unmapped. Under emm_pl_mu and inside. */
+static void emm_pl_forget(struct emm_pl_block *b)
+{
+	uintptr_t vis = (uintptr_t)b->base + EMM_PL_PAGE(b->asked);
+
+	for (unsigned i = 0; i < b->n_ext; i++)
+		if (b->ext[i].hi > vis)
+			emm_pl_sys_munmap(b->ext[i].lo > vis ? b->ext[i].lo : vis,
+					  b->ext[i].hi - (b->ext[i].lo > vis ? b->ext[i].lo : vis));
+	for (struct emm_pl_block **pp = &emm_pl_all; *pp; pp = &(*pp)->next)
+		if (*pp == b) {
+			*pp = b->next;
+			break;
+		}
+	atomic_fetch_sub(&emm_pl_live, 1);
+	emm_pl_remove(b);
+	em_region_close(b->region);
+	if (b->ext != &b->one)
+		__libc_free(b->ext);
+	__libc_free(b->path);
+	__libc_free(b);
+}
+
+/* Removes [lo, hi), inside b->ext[i], from block b: the engine drops it and
+ * unmaps it. When that was the last of what the program knows of the block,
+ * the rest (unit padding) goes too and the block is forgotten. Under
+ * emm_pl_mu and inside; 0 or -errno. */
+static int emm_pl_cut(struct emm_pl_block *b, unsigned i, uintptr_t lo, uintptr_t hi)
+{
+	uintptr_t vis = (uintptr_t)b->base + EMM_PL_PAGE(b->asked);
+	struct emm_pl_ext *x = &b->ext[i];
+	int r;
+
+	if (x->lo < lo && hi < x->hi && b->n_ext == b->cap_ext) {
+		/* a hole in the middle: one range more, made room for before
+		 * anything is unmapped (munmap(2) fails the same way, ENOMEM) */
+		unsigned cap = b->cap_ext * 2 + 2;
+		struct emm_pl_ext *n = __libc_malloc(cap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		memcpy(n, b->ext, b->n_ext * sizeof(*n));
+		if (b->ext != &b->one)
+			__libc_free(b->ext);
+		b->ext = n;
+		b->cap_ext = cap;
+		x = &b->ext[i];
+	}
+	r = emm_discard_range((void *)lo, hi - lo);
+	if (r == -ENOENT) /* only pages of units the engine detached before */
+		r = emm_pl_sys_munmap(lo, hi - lo);
+	if (r < 0)
+		return r;
+	if (lo == (uintptr_t)b->base)
+		emm_pl_remove(b); /* the address is no longer the block's for free() */
+	if (x->lo == lo && x->hi == hi) {
+		memmove(x, x + 1, (b->n_ext - i - 1) * sizeof(*x));
+		b->n_ext--;
+	} else if (x->lo == lo) {
+		x->lo = hi;
+	} else if (x->hi == hi) {
+		x->hi = lo;
+	} else {
+		memmove(x + 2, x + 1, (b->n_ext - i - 1) * sizeof(*x));
+		x[1] = (struct emm_pl_ext){ hi, x->hi };
+		x->hi = lo;
+		b->n_ext++;
+	}
+	if (r == 1) {
+		emm_pl_forget(b);
+		return 0;
+	}
+	if (b->n_ext && b->ext[0].lo < vis)
+		return 0;
+	/* only padding is left: the engine still has a unit, or r was 1 */
+	while (b->n_ext) {
+		x = &b->ext[b->n_ext - 1];
+		r = emm_discard_range((void *)x->lo, x->hi - x->lo);
+		if (r == -ENOENT)
+			r = emm_pl_sys_munmap(x->lo, x->hi - x->lo);
+		b->n_ext--;
+		if (r == 1)
+			break;
+	}
+	emm_pl_forget(b);
+	return 0;
+}
+
+/* Unmaps [a, e) as one munmap(2) would: block pages through the engine,
+ * the rest (when `others`) with the system call. A range reaching past what
+ * the program knows of a block takes the block's unit padding with it.
+ * Under emm_pl_mu and inside; 0 or the first -errno. */
+static int emm_pl_unmap_locked(uintptr_t a, uintptr_t e, int others)
+{
+	int err = 0;
+
+	while (a < e) {
+		struct emm_pl_block *nb = NULL;
+		uintptr_t lo = e, hi;
+		unsigned ni = 0;
+		int r;
+
+		/* the lowest block piece from a on; pieces of different blocks
+		 * never overlap, and everything between them is not ours */
+		for (struct emm_pl_block *b = emm_pl_all; b; b = b->next)
+			for (unsigned i = 0; i < b->n_ext; i++) {
+				uintptr_t l = b->ext[i].lo > a ? b->ext[i].lo : a;
+
+				if (b->ext[i].hi > a && b->ext[i].lo < e && l < lo) {
+					lo = l;
+					nb = b;
+					ni = i;
+				}
+			}
+		if (others && lo > a && (r = emm_pl_sys_munmap(a, lo - a)) && !err)
+			err = r;
+		if (!nb)
+			break;
+		hi = nb->ext[ni].hi < e ? nb->ext[ni].hi : e;
+		if (e >= (uintptr_t)nb->base + EMM_PL_PAGE(nb->asked))
+			hi = nb->ext[ni].hi;
+		r = emm_pl_cut(nb, ni, lo, hi);
+		if (r && !err)
+			err = r;
+		a = hi;
+	}
+	return err;
+}
+
 static void emm_pl_release(struct emm_pl_block *b)
 {
 	emm_pl_inside = 1;
 	pthread_mutex_lock(&emm_pl_mu);
-	emm_pl_remove(b);
-	em_unmap(b->base);
-	em_region_close(b->region);
+	if (b->n_ext == 1 && b->ext[0].lo == (uintptr_t)b->base &&
+	    b->ext[0].hi == (uintptr_t)b->base + b->size) {
+		em_unmap(b->base);
+		b->n_ext = 0;
+		emm_pl_forget(b);
+	} else {
+		/* munmap took pieces of it before (not something a program
+		 * should do to malloc's memory): what is left goes */
+		emm_pl_unmap_locked((uintptr_t)b->base, (uintptr_t)b->base + b->size, 0);
+	}
 	pthread_mutex_unlock(&emm_pl_mu);
 	emm_pl_inside = 0;
-	__libc_free(b);
 }
 
 /* ---- the allocator ---- */
@@ -372,15 +592,17 @@ size_t malloc_usable_size(void *p)
 
 /* ---- mmap ---- */
 
+/* glibc's syscall() already turns a failure into -1 and errno. */
 static void *emm_pl_sys_mmap(void *a, size_t len, int prot, int flags, int fd, off_t off)
 {
-	long r = syscall(SYS_mmap, a, len, prot, flags, fd, off);
+	return (void *)syscall(SYS_mmap, a, len, prot, flags, fd, off);
+}
 
-	if (r < 0 && r > -4096) {
-		errno = (int)-r;
-		return MAP_FAILED;
-	}
-	return (void *)r;
+/* One line on stderr the first time `*once` is seen clear. */
+static void emm_pl_note(_Atomic int *once, const char *msg)
+{
+	if (!atomic_exchange(once, 1) && write(2, msg, strlen(msg)) < 0)
+		return;
 }
 
 void *mmap(void *a, size_t len, int prot, int flags, int fd, off_t off)
@@ -393,6 +615,21 @@ void *mmap(void *a, size_t len, int prot, int flags, int fd, off_t off)
 		else if (!(flags & MAP_ANONYMOUS) && prot == PROT_READ && fd >= 0)
 			p = emm_pl_new(len, fd, off);
 	}
+	if (!p && !emm_pl_inside && (flags & MAP_FIXED) && !(flags & MAP_FIXED_NOREPLACE) &&
+	    atomic_load(&emm_pl_live) && !((uintptr_t)a & 4095) && len && (uintptr_t)a + len > (uintptr_t)a &&
+	    ((flags & MAP_ANONYMOUS) || fcntl(fd, F_GETFD) >= 0)) {
+		/* replacing block pages: the engine lets go of them first (not
+		 * for a call the kernel refuses before it unmaps anything, such
+		 * as one with a bad descriptor), and no block can be created in
+		 * the gap while the mutex is held */
+		emm_pl_inside = 1;
+		pthread_mutex_lock(&emm_pl_mu);
+		emm_pl_unmap_locked((uintptr_t)a, EMM_PL_PAGE((uintptr_t)a + len), 0);
+		p = emm_pl_sys_mmap(a, len, prot, flags, fd, off);
+		pthread_mutex_unlock(&emm_pl_mu);
+		emm_pl_inside = 0;
+		return p;
+	}
 	return p ? p : emm_pl_sys_mmap(a, len, prot, flags, fd, off);
 }
 
@@ -401,18 +638,181 @@ void *mmap64(void *a, size_t len, int prot, int flags, int fd, off_t off)
 
 int munmap(void *a, size_t len)
 {
-	struct emm_pl_block *b = emm_pl_find(a);
-	long r;
+	uintptr_t s = (uintptr_t)a, e = EMM_PL_PAGE(s + len);
+	int r;
 
-	if (b && !emm_pl_inside) {
-		if (len >= b->asked)
-			emm_pl_release(b);
-		return 0; /* a partial unmap of a block keeps it until the end */
-	}
-	r = syscall(SYS_munmap, a, len);
+	/* bad arguments are the kernel's to refuse */
+	if (emm_pl_inside || !atomic_load(&emm_pl_live) || (s & 4095) || !len || e <= s)
+		return syscall(SYS_munmap, a, len) ? -1 : 0;
+	emm_pl_inside = 1;
+	pthread_mutex_lock(&emm_pl_mu);
+	r = emm_pl_unmap_locked(s, e, 1);
+	pthread_mutex_unlock(&emm_pl_mu);
+	emm_pl_inside = 0;
 	if (r) {
-		errno = (int)-r;
+		errno = -r;
 		return -1;
 	}
 	return 0;
+}
+
+/* ---- mremap ---- */
+
+static void *emm_pl_sys_mremap(void *old, size_t os, size_t ns, int flags, void *na)
+{
+	return (void *)syscall(SYS_mremap, old, os, ns, flags, na);
+}
+
+/* The block whose pages hold all of [a, e), with ext[*ix] the range that
+ * does; NULL, and *part set when the range holds block pages only in part
+ * (more than one mapping to Linux: EFAULT). Under emm_pl_mu. */
+static struct emm_pl_block *emm_pl_holding(uintptr_t a, uintptr_t e, unsigned *ix, int *part)
+{
+	*part = 0;
+	for (struct emm_pl_block *b = emm_pl_all; b; b = b->next)
+		for (unsigned i = 0; i < b->n_ext; i++) {
+			if (b->ext[i].hi <= a || b->ext[i].lo >= e)
+				continue;
+			if (b->ext[i].lo <= a && e <= b->ext[i].hi) {
+				*ix = i;
+				return b;
+			}
+			*part = 1;
+		}
+	return NULL;
+}
+
+/* A new mapping of ns bytes with the contents of the block pages [old,
+ * old+os), for mremap with MREMAP_MAYMOVE; the source stays. path: NULL for
+ * anonymous memory, else the imported file's ("" if unknown). Called
+ * outside the mutex with what was read of the block under it: the copy
+ * faults in pool memory, and the block may be gone by the time it ends. */
+static void *emm_pl_grow(void *old, size_t os, size_t ns, const char *path, dev_t dev, ino_t ino, off_t foff)
+{
+	static _Atomic int once;
+	struct stat st;
+	void *p = NULL;
+	int fd;
+
+	if (!path) {
+		/* anonymous: zeros past the copy, as Linux gives */
+		if (ns >= emm_pl_threshold)
+			p = emm_pl_new(ns, -1, 0);
+		if (!p)
+			p = emm_pl_sys_mmap(NULL, ns, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p != MAP_FAILED)
+			memcpy(p, old, os);
+		return p;
+	}
+	/* an imported file: Linux would map more of the file, so it is read
+	 * again, from where this piece of the block starts */
+	fd = path[0] ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+	if (fd < 0 || fstat(fd, &st) || st.st_dev != dev || st.st_ino != ino) {
+		emm_pl_note(&once, "ethermem-preload: mremap cannot grow a mapping of a file that is gone "
+				   "(ENOMEM)\n");
+		if (fd >= 0)
+			close(fd);
+		errno = ENOMEM;
+		return MAP_FAILED;
+	}
+	if (ns >= emm_pl_threshold)
+		p = emm_pl_new(ns, fd, foff);
+	if (!p)
+		p = emm_pl_sys_mmap(NULL, ns, PROT_READ, MAP_PRIVATE, fd, foff);
+	close(fd);
+	return p;
+}
+
+void *mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
+{
+	static _Atomic int once;
+	uintptr_t o = (uintptr_t)old, ol = EMM_PL_PAGE(old_size), nl = EMM_PL_PAGE(new_size);
+	struct emm_pl_block *b;
+	char path[PATH_MAX] = "";
+	dev_t dev = 0;
+	ino_t ino = 0;
+	off_t foff = 0;
+	void *na = NULL, *p;
+	unsigned ix;
+	int part, file, err = 0;
+
+	if (flags & MREMAP_FIXED) {
+		va_list ap;
+
+		va_start(ap, flags);
+		na = va_arg(ap, void *);
+		va_end(ap);
+	}
+	/* what the kernel refuses before it looks at the mappings, it refuses
+	 * here too, blocks or not */
+	if (emm_pl_inside || !atomic_load(&emm_pl_live) || (o & 4095) || !nl || ol < old_size ||
+	    nl < new_size || (flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP)) ||
+	    ((flags & (MREMAP_FIXED | MREMAP_DONTUNMAP)) && !(flags & MREMAP_MAYMOVE)))
+		return emm_pl_sys_mremap(old, old_size, new_size, flags, na);
+	emm_pl_inside = 1;
+	pthread_mutex_lock(&emm_pl_mu);
+	b = emm_pl_holding(o, o + (ol ? ol : 1), &ix, &part);
+	if (!b && !part) {
+		/* not a block: the system's, but a fixed target over block
+		 * pages is taken from the engine first, as for MAP_FIXED */
+		if ((flags & MREMAP_FIXED) && !((uintptr_t)na & 4095) && (uintptr_t)na + nl > (uintptr_t)na &&
+		    ((uintptr_t)na + nl <= o || o + ol <= (uintptr_t)na))
+			emm_pl_unmap_locked((uintptr_t)na, (uintptr_t)na + nl, 0);
+		p = emm_pl_sys_mremap(old, old_size, new_size, flags, na);
+		err = errno;
+		pthread_mutex_unlock(&emm_pl_mu);
+		emm_pl_inside = 0;
+		errno = err;
+		return p;
+	}
+	p = MAP_FAILED;
+	if (part) {
+		err = EFAULT;
+	} else if (!ol) {
+		err = EINVAL; /* old_size 0 duplicates only shared mappings */
+	} else if (flags & (MREMAP_FIXED | MREMAP_DONTUNMAP)) {
+		emm_pl_note(&once, "ethermem-preload: MREMAP_FIXED and MREMAP_DONTUNMAP are not supported "
+				   "on pool memory (EINVAL)\n");
+		err = EINVAL;
+	} else if (nl <= ol) {
+		/* shrinking, or nothing to do: in place */
+		if (nl < ol)
+			err = -emm_pl_unmap_locked(o + nl, o + ol, 0);
+		p = err ? MAP_FAILED : old;
+	} else if (!(flags & MREMAP_MAYMOVE)) {
+		/* growing in place would need the block's unit array to grow
+		 * and its address range to stay free: never promised, and Linux
+		 * too answers ENOMEM when what follows is taken */
+		err = ENOMEM;
+	} else {
+		file = b->file;
+		if (b->path && strlen(b->path) < sizeof(path))
+			strcpy(path, b->path);
+		dev = b->dev;
+		ino = b->ino;
+		foff = b->off + (off_t)(o - (uintptr_t)b->base);
+		pthread_mutex_unlock(&emm_pl_mu);
+		emm_pl_inside = 0;
+		p = emm_pl_grow(old, ol, nl, file ? path : NULL, dev, ino, foff);
+		if (p == MAP_FAILED)
+			return p;
+		emm_pl_inside = 1;
+		pthread_mutex_lock(&emm_pl_mu);
+		/* the source goes as munmap would take it, unless another
+		 * thread's munmap was quicker (then the move is undone) */
+		if (emm_pl_holding(o, o + ol, &ix, &part)) {
+			emm_pl_unmap_locked(o, o + ol, 0);
+		} else {
+			pthread_mutex_unlock(&emm_pl_mu);
+			emm_pl_inside = 0;
+			munmap(p, nl);
+			errno = EFAULT;
+			return MAP_FAILED;
+		}
+	}
+	pthread_mutex_unlock(&emm_pl_mu);
+	emm_pl_inside = 0;
+	if (err)
+		errno = err;
+	return p;
 }

@@ -13,10 +13,13 @@
 #include "local_backend.h"
 
 #include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -170,6 +173,191 @@ static int streams(struct emm_source *src)
 	return st.prefetched * 10 >= st.bytes_fetched * 8 ? 0 : 1;
 }
 
+/* ---- discarding pieces (the shim's partial munmap) ---- */
+
+#define KB 1024ul
+/* head (part of unit 0), inside one unit, across two unit edges, whole
+ * units, and the tail (a partial unit, then whole ones) */
+static const size_t pieces[][2] = {
+	{ 0, 20 * KB }, { 1024 * KB + 8 * KB, 4 * KB }, { 2048 * KB + 60 * KB, 1028 * KB },
+	{ 4096 * KB, 256 * KB }, { 8192 * KB - 100 * KB, 100 * KB },
+};
+#define NPIECES (sizeof(pieces) / sizeof(pieces[0]))
+static _Atomic int discarding;
+static sigjmp_buf segv_jmp;
+
+static void on_segv(int sig)
+{
+	siglongjmp(segv_jmp, sig);
+}
+
+static bool in_piece(size_t off)
+{
+	for (unsigned i = 0; i < NPIECES; i++)
+		if (off >= pieces[i][0] && off < pieces[i][0] + pieces[i][1])
+			return true;
+	return false;
+}
+
+/* Like worker(), over the words outside every piece, until told to stop. */
+static void *kept_worker(void *arg)
+{
+	unsigned t = (unsigned)(uintptr_t)arg, seed = 777 + t;
+
+	for (int i = 0; i < OPS || atomic_load(&discarding); i++) {
+		size_t w = (size_t)rand_r(&seed) % nwords;
+		size_t mine = w - w % NTHREADS + t;
+
+		if (mine >= nwords || in_piece(mine * 8))
+			continue;
+		if (rand_r(&seed) & 1) {
+			map[mine] = ref[mine] = ((uint64_t)t << 56) | (uint64_t)i;
+		} else if (map[mine] != ref[mine]) {
+			fprintf(stderr, "discard: word %zu is %llx, want %llx\n", mine,
+				(unsigned long long)map[mine], (unsigned long long)ref[mine]);
+			atomic_store(&failed, 1);
+			return NULL;
+		}
+	}
+	return NULL;
+}
+
+static bool segfaults(volatile char *p)
+{
+	struct sigaction sa = { .sa_handler = on_segv }, old;
+	bool hit = false;
+
+	sigaction(SIGSEGV, &sa, &old);
+	if (sigsetjmp(segv_jmp, 1) == 0)
+		(void)*p;
+	else
+		hit = true;
+	sigaction(SIGSEGV, &old, NULL);
+	return hit;
+}
+
+/* Pieces of a scratch mapping under pressure are discarded while threads
+ * use the rest: what stays keeps its data, a piece faults SIGSEGV and can be
+ * mapped again by someone else, whom the engine then leaves alone; nothing
+ * discarded is ever written back; the last piece releases the mapping and
+ * the cache accounting returns to zero. */
+static int discard_case(struct emm_source *src)
+{
+	size_t bytes = 8 << 20;
+	struct emm_map_params p = { .src = src, .len = bytes, .unit = 64 << 10, .flags = EM_MAP_SCRATCH,
+				    .timeout_ms = 2000, .what = "discard" };
+	pthread_t th[NTHREADS];
+	char *reuse[NPIECES] = { 0 };
+	uint64_t pb, tb, rb;
+	int ones = 0;
+
+	nwords = bytes / 8;
+	backing = calloc(1, bytes);
+	ref = malloc(bytes);
+	p.rctx = backing;
+	emm_set_cache(1 << 20);
+	if (emm_map_range(&p, (void **)&map))
+		return 1;
+	for (size_t i = 0; i < nwords; i++)
+		map[i] = ref[i] = i * 0x9e3779b97f4a7c15ull;
+	atomic_store(&discarding, 1);
+	for (uintptr_t t = 0; t < NTHREADS; t++)
+		pthread_create(&th[t], NULL, kept_worker, (void *)t);
+	for (unsigned i = 0; i < NPIECES; i++) {
+		char *at = (char *)map + pieces[i][0];
+		int r = emm_discard_range(at, pieces[i][1]);
+
+		if (r) {
+			fprintf(stderr, "discard piece %u: %d\n", i, r);
+			atomic_store(&failed, 1);
+			break;
+		}
+		/* the pool's copy of a discarded piece must never change again */
+		memset((char *)backing + pieces[i][0], 0xab, pieces[i][1]);
+		if (!segfaults(at) || !segfaults(at + pieces[i][1] - 1)) {
+			fprintf(stderr, "discard piece %u: still mapped\n", i);
+			atomic_store(&failed, 1);
+			break;
+		}
+		reuse[i] = mmap(at, pieces[i][1], PROT_READ | PROT_WRITE,
+				MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+		if (reuse[i] != at) {
+			fprintf(stderr, "discard piece %u: cannot map it again\n", i);
+			atomic_store(&failed, 1);
+			break;
+		}
+		memset(reuse[i], 0x5a + (int)i, pieces[i][1]);
+	}
+	atomic_store(&discarding, 0);
+	for (int t = 0; t < NTHREADS; t++)
+		pthread_join(th[t], NULL);
+	if (atomic_load(&failed))
+		return 1;
+	for (size_t w = 0; w < nwords; w++)
+		if (!in_piece(w * 8) && map[w] != ref[w]) {
+			fprintf(stderr, "discard: word %zu lost after the discards\n", w);
+			return 1;
+		}
+	for (unsigned i = 0; i < NPIECES; i++) {
+		for (size_t o = 0; o < pieces[i][1]; o++)
+			if (reuse[i][o] != (char)(0x5a + i) || backing[(pieces[i][0] + o) / 8] != 0xababababababababull) {
+				fprintf(stderr, "discard piece %u: touched after the discard at +%zu\n", i, o);
+				return 1;
+			}
+		munmap(reuse[i], pieces[i][1]);
+	}
+	/* what is left, piece by piece: ranges only in detached units are
+	 * ours to unmap; exactly one call sees the last unit go */
+	for (size_t off = 0; off < bytes;) {
+		size_t end = off;
+
+		while (end < bytes && in_piece(end) == in_piece(off))
+			end += 4096;
+		if (!in_piece(off)) {
+			int r = emm_discard_range((char *)map + off, end - off);
+
+			if (r == -ENOENT)
+				munmap((char *)map + off, end - off);
+			else if (r < 0 || (ones += r) > 1)
+				return 1;
+		}
+		off = end;
+	}
+	emm_policy_info(&pb, &tb, &rb);
+	printf("discard: %u pieces, last unit released %d time(s), resident after %llu\n", (unsigned)NPIECES, ones,
+	       (unsigned long long)rb);
+	if (ones != 1 || pb || tb || rb)
+		return 1;
+
+	/* emm_unmap_range of a mapping with a hole unmaps only what it still
+	 * owns: not the hole (mapped again by someone else), not the pages of
+	 * the detached units around it (the caller's) */
+	char *m2, *hole, *other;
+
+	p.len = 1 << 20;
+	if (emm_map_range(&p, (void **)&m2))
+		return 1;
+	memset(m2, 0x11, 1 << 20);
+	hole = m2 + 200 * KB; /* units 3 and 4 are cut in part */
+	if (emm_discard_range(hole, 100 * KB))
+		return 1;
+	other = mmap(hole, 100 * KB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (other != hole)
+		return 1;
+	memset(other, 0x22, 100 * KB);
+	if (emm_unmap_range(m2))
+		return 1;
+	if (!segfaults(m2) || !segfaults(m2 + 1023 * KB) || segfaults(m2 + 192 * KB) || m2[192 * KB] != 0x11 ||
+	    segfaults(m2 + 300 * KB) || m2[319 * KB] != 0x11 || segfaults(other) || other[99 * KB] != 0x22) {
+		fprintf(stderr, "discard: emm_unmap_range after a discard unmapped the wrong pages\n");
+		return 1;
+	}
+	munmap(m2 + 192 * KB, 128 * KB);
+	free(backing);
+	free(ref);
+	return 0;
+}
+
 /* A frozen backend: the access must die of SIGBUS, not hang or read junk. */
 static int timeout_case(struct emm_source *src)
 {
@@ -219,7 +407,7 @@ int main(int argc, char **argv)
 		if (r)
 			return r;
 	}
-	if (cyclic(src) || streams(src))
+	if (cyclic(src) || streams(src) || discard_case(src))
 		return 1;
 	if (timeout_case(src))
 		return 1;

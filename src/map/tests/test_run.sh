@@ -1,8 +1,9 @@
 #!/bin/bash
 # test_run.sh - `ethermem run` on unmodified programs: Debian's sort on a
-# generated file and a small C program, each allocating several times its
-# --local-mem, must print exactly what a plain run prints, and the pool must
-# really have been used (the shim's ETHERMEM_PRELOAD_STATS line).
+# generated file and small C programs (bigalloc.c; remap.c, which cuts and
+# moves its big mappings with munmap and mremap), each allocating several
+# times its --local-mem, must print exactly what a plain run prints, and the
+# pool must really have been used (the shim's ETHERMEM_PRELOAD_STATS line).
 # Exit 0 pass, 1 fail, 77 skip (not root: no userfaultfd).
 set -u
 B=${EM_BUILD_DIR:-.}
@@ -36,6 +37,21 @@ cmp -s "$D/plain2.txt" "$D/pool2.txt" || fail "bigalloc output differs"
 grep -q "blocks [1-9]" "$D/stats.txt" || { cat "$D/stats.txt"; fail "the pool was not used"; }
 grep -q "evictions [1-9]" "$D/stats.txt" || { cat "$D/stats.txt"; fail "no eviction under a budget 12x smaller"; }
 cat "$D/stats.txt"
+
+# munmap of pieces, MAP_FIXED over, and mremap of pool memory (remap.c):
+# the same digests as a plain run under a budget a tenth of the footprint;
+# MREMAP_FIXED refused (noted once); everything released (resident 0)
+"$B/emm_test_remap" 8 "$D/in.txt" > "$D/plain4.txt" || fail "plain remap"
+ETHERMEM_PRELOAD_STATS=1 timeout 120 "$B/ethermem" run --local-mem 4M -- \
+	"$B/emm_test_remap" 8 "$D/in.txt" > "$D/pool4.txt" 2> "$D/stats4.txt" \
+	|| { cat "$D/stats4.txt"; fail "remap under ethermem run"; }
+cmp -s "$D/plain4.txt" "$D/pool4.txt" || { cat "$D/stats4.txt"; fail "remap output differs"; }
+grep -q "blocks [1-9]" "$D/stats4.txt" || { cat "$D/stats4.txt"; fail "remap: the pool was not used"; }
+grep -q "evictions [1-9]" "$D/stats4.txt" || { cat "$D/stats4.txt"; fail "remap: no eviction"; }
+grep -q "MREMAP_FIXED and MREMAP_DONTUNMAP are not supported" "$D/stats4.txt" \
+	|| { cat "$D/stats4.txt"; fail "remap: MREMAP_FIXED on pool memory was not refused"; }
+grep -q "resident 0$" "$D/stats4.txt" || { cat "$D/stats4.txt"; fail "remap: cache not empty after every block went"; }
+cat "$D/stats4.txt"
 
 # an interpreter: many pool blocks (pymalloc arenas are 1 MiB mmaps), a
 # sort that touches them at random, 16 KiB units
