@@ -120,6 +120,7 @@ struct emm_mapping {
 	struct emm_unit *u;
 	char what[64];
 	_Atomic int dead;
+	struct emm_mapping *retired_next; /* unmapped, waiting to be freed */
 	size_t ngone;             /* units discarded (G.mu) */
 	_Atomic uint64_t faults, fetched, written, prefetched, evictions;
 };
@@ -186,6 +187,8 @@ static struct {
 	pthread_t server;
 	char *zero;                /* EMM_CELL bytes of zeros for fresh units */
 	int huge_wp;               /* the kernel write-protects hugetlb ranges */
+	_Atomic unsigned serving;  /* faults being served now (emm_serve) */
+	struct emm_mapping *retired; /* unmapped, freed once serving is 0 */
 	struct em_map_stats gone;  /* totals of unmapped mappings */
 } G = {
 	.mu = PTHREAD_MUTEX_INITIALIZER,
@@ -1068,7 +1071,7 @@ fail:
 
 /* Serves a fault at a. Returns 0 when the access can be retried, 1 when the
  * address is not in a mapping, -errno when the access must fail. */
-static int emm_serve(uintptr_t a, bool is_write)
+static int emm_serve_in(uintptr_t a, bool is_write)
 {
 	struct emm_mapping *m = emm_find(a);
 	struct emm_unit *u;
@@ -1137,6 +1140,45 @@ static int emm_serve(uintptr_t a, bool is_write)
 			continue;
 		}
 	}
+}
+
+/* Every fault is served inside this count, so that a mapping taken out of
+ * G.maps is freed only once no fault can still be looking at it
+ * (emm_retire). Sequentially consistent with the store that removes the
+ * mapping: either that store is seen by emm_find, or the count is seen by
+ * the remover. */
+static int emm_serve(uintptr_t a, bool is_write)
+{
+	int r;
+
+	atomic_fetch_add(&G.serving, 1);
+	r = emm_serve_in(a, is_write);
+	atomic_fetch_sub(&G.serving, 1);
+	return r;
+}
+
+/* Frees retired mappings if no fault is being served (under G.mu). Under
+ * continuous faults they wait for the next quiet moment, at the next
+ * map or unmap. */
+static void emm_reclaim_locked(void)
+{
+	if (atomic_load(&G.serving))
+		return;
+	while (G.retired) {
+		struct emm_mapping *m = G.retired;
+
+		G.retired = m->retired_next;
+		free(m->u);
+		free(m);
+	}
+}
+
+/* A mapping already out of G.maps, to be freed when no fault can hold it. */
+static void emm_retire_locked(struct emm_mapping *m)
+{
+	m->retired_next = G.retired;
+	G.retired = m;
+	emm_reclaim_locked();
 }
 
 /* ---- fault delivery ---- */
@@ -1599,6 +1641,7 @@ int emm_map_range(const struct emm_map_params *p, void **addr)
 	if ((unsigned)slot >= atomic_load(&G.nmaps))
 		atomic_store_explicit(&G.nmaps, (unsigned)slot + 1, memory_order_release);
 	emm_max_unit_locked();
+	emm_reclaim_locked();
 	pthread_mutex_unlock(&G.mu);
 	*addr = base;
 	return 0;
@@ -1896,8 +1939,7 @@ int emm_discard_range(void *addr, size_t len)
 		emm_unlock();
 		atomic_store(&G.maps[slot], NULL);
 		emm_max_unit_locked();
-		free(m->u);
-		free(m);
+		emm_retire_locked(m);
 		rc = 1; /* even after a failed munmap (logged): the caller must forget it */
 	}
 out:
@@ -1938,9 +1980,8 @@ int emm_unmap_range(void *addr)
 	atomic_store(&G.maps[slot], NULL);
 	emm_max_unit_locked();
 	emm_munmap_kept(m);
+	emm_retire_locked(m);
 	pthread_mutex_unlock(&G.mu);
-	free(m->u);
-	free(m);
 	return err;
 }
 
