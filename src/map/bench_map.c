@@ -96,8 +96,7 @@ static long emm_b_huge_reserve(unsigned need)
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
 	sigprocmask(SIG_BLOCK, &sigs, &old);
-	done = emm_huge_adjust((long)need);
-	if (done > 0)
+	if (emm_huge_adjust((long)need, &done) == 0 && done > 0)
 		emm_b_huge_added += done;
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	return done;
@@ -105,7 +104,9 @@ static long emm_b_huge_reserve(unsigned need)
 
 static void emm_b_huge_restore(void)
 {
-	if (emm_b_huge_added > 0 && emm_huge_adjust(-emm_b_huge_added) < 0)
+	long done;
+
+	if (emm_b_huge_added > 0 && emm_huge_adjust(-emm_b_huge_added, &done))
 		fprintf(stderr, "ethermem bench map: could not give back %ld huge pages (vm.nr_hugepages)\n",
 			emm_b_huge_added);
 	emm_b_huge_added = 0;

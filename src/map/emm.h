@@ -129,11 +129,11 @@ uint64_t emm_cache(void);
 /* Process-wide totals over all mappings, live and gone. */
 void emm_totals(struct em_map_stats *st);
 /* Adds delta explicit 2 MiB pages to the system's pool (negative gives them
- * back), relative and under an flock of the sysctl file so concurrent users do not undo each
- * other; returns the change the kernel made (it may grant fewer) or -errno.
- * A mapping with 2 MiB units uses them when enough are free (ETHERMEM_MAP_HUGE=0
- * turns that off). */
-long emm_huge_adjust(long delta);
+ * back), relative and under an flock of the sysctl file so concurrent users
+ * do not undo each other; *done is the change the kernel made (it may grant
+ * fewer). 0 or -errno. A mapping with 2 MiB units uses huge pages when
+ * enough are free (ETHERMEM_MAP_HUGE=0 turns that off). */
+int emm_huge_adjust(long delta, long *done);
 /* Bytes in the protected set, the transient FIFO, and resident (tests). */
 void emm_policy_info(uint64_t *p_bytes, uint64_t *t_bytes, uint64_t *resident);
 

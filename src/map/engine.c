@@ -1484,13 +1484,14 @@ static uint64_t emm_huge_free(void)
 	return n > 0 ? strtoull(b, NULL, 10) * EMM_HUGE : 0;
 }
 
-long emm_huge_adjust(long delta)
+int emm_huge_adjust(long delta, long *done)
 {
-	int fd = open("/proc/sys/vm/nr_hugepages", O_RDWR | O_CLOEXEC), len;
-	long cur, got = -EIO;
+	int fd = open("/proc/sys/vm/nr_hugepages", O_RDWR | O_CLOEXEC), len, rc = -EIO;
+	long cur;
 	char b[32];
 	ssize_t n;
 
+	*done = 0;
 	if (fd < 0)
 		return -errno;
 	/* the lock is on the sysctl file itself: every user of this function
@@ -1504,12 +1505,13 @@ long emm_huge_adjust(long delta)
 		/* the kernel may grant fewer than asked (fragmentation): read back */
 		if (pwrite(fd, b, (size_t)len, 0) == len && (n = pread(fd, b, sizeof(b) - 1, 0)) > 0) {
 			b[n] = 0;
-			got = strtol(b, NULL, 10) - cur;
+			*done = strtol(b, NULL, 10) - cur;
+			rc = 0;
 		}
 	}
 	flock(fd, LOCK_UN);
 	close(fd);
-	return got;
+	return rc;
 }
 
 /* Whether a mapping with 2 MiB units goes on explicit huge pages: one page

@@ -133,8 +133,10 @@ static long huge_got;
 
 static void huge_release(void)
 {
+	long done;
+
 	if (huge_got > 0)
-		emm_huge_adjust(-huge_got);
+		emm_huge_adjust(-huge_got, &done);
 	huge_got = 0;
 }
 
@@ -148,7 +150,7 @@ static int huge(em_pool *pool)
 	uint64_t *back;
 
 	/* a cache of 8 MiB is four huge pages, with room for a second mapping */
-	huge_got = emm_huge_adjust(10);
+	emm_huge_adjust(10, &huge_got);
 	atexit(huge_release);
 	if (huge_got < 10) {
 		fprintf(stderr, "huge: the kernel granted %ld of 10 huge pages; skipping\n", huge_got);
