@@ -1173,13 +1173,6 @@ static void emm_reclaim_locked(void)
 	}
 }
 
-/* A mapping already out of G.maps, to be freed when no fault can hold it. */
-static void emm_retire_locked(struct emm_mapping *m)
-{
-	m->retired_next = G.retired;
-	G.retired = m;
-	emm_reclaim_locked();
-}
 
 /* ---- fault delivery ---- */
 
@@ -1759,6 +1752,24 @@ static void emm_add_stats(struct em_map_stats *t, struct emm_mapping *m)
 	t->evictions += atomic_load(&m->evictions);
 }
 
+/* The end of a dead mapping whose units hold nothing (under G.mu): its
+ * streams and counters go, it leaves G.maps, and it is freed once no fault
+ * can still hold it. */
+static void emm_forget_locked(struct emm_mapping *m, int slot)
+{
+	emm_lock();
+	for (unsigned i = 0; i < EMM_STREAMS; i++)
+		if (G.streams[i].m == m)
+			G.streams[i] = (struct emm_stream){ 0 };
+	emm_add_stats(&G.gone, m);
+	emm_unlock();
+	atomic_store(&G.maps[slot], NULL);
+	emm_max_unit_locked();
+	m->retired_next = G.retired;
+	G.retired = m;
+	emm_reclaim_locked();
+}
+
 /* ---- discarding part of a mapping ---- */
 
 /*
@@ -1933,15 +1944,7 @@ int emm_discard_range(void *addr, size_t len)
 	if (m->ngone == m->nunits) {
 		/* nothing left: the end of emm_unmap_range, less its munmap */
 		atomic_store(&m->dead, 1);
-		emm_lock();
-		for (unsigned i = 0; i < EMM_STREAMS; i++)
-			if (G.streams[i].m == m)
-				G.streams[i] = (struct emm_stream){ 0 };
-		emm_add_stats(&G.gone, m);
-		emm_unlock();
-		atomic_store(&G.maps[slot], NULL);
-		emm_max_unit_locked();
-		emm_retire_locked(m);
+		emm_forget_locked(m, slot);
 		rc = 1; /* even after a failed munmap (logged): the caller must forget it */
 	}
 out:
@@ -1974,15 +1977,9 @@ int emm_unmap_range(void *addr)
 			G.resident -= emm_ulen(m, i);
 		}
 	}
-	for (unsigned i = 0; i < EMM_STREAMS; i++)
-		if (G.streams[i].m == m)
-			G.streams[i] = (struct emm_stream){ 0 };
-	emm_add_stats(&G.gone, m);
 	emm_unlock();
-	atomic_store(&G.maps[slot], NULL);
-	emm_max_unit_locked();
 	emm_munmap_kept(m);
-	emm_retire_locked(m);
+	emm_forget_locked(m, slot);
 	pthread_mutex_unlock(&G.mu);
 	return err;
 }

@@ -57,41 +57,48 @@ static void *worker(void *arg)
 	return NULL;
 }
 
-static int integrity(em_pool *pool)
+/* A region of `bytes` filled with the reference pattern (ref, nwords). */
+static em_region *reference_region(em_pool *pool, size_t bytes)
 {
-	size_t bytes = 16 << 20;
-	/* generous: under ThreadSanitizer the node itself runs ten times slower */
-	struct em_map_opts mo = { .size = sizeof(mo), .fetch_unit = 16 << 10, .timeout_ms = 60000 };
-	struct em_map_stats st;
-	pthread_t th[NTHREADS];
 	em_region *r;
-	uint64_t *back;
 
 	nwords = bytes / 8;
 	ref = malloc(bytes);
-	back = malloc(bytes);
+	CHECK(ref);
 	for (size_t i = 0; i < nwords; i++)
 		ref[i] = i * 0x9e3779b97f4a7c15ull;
 	CHECK_RC(em_region_create(pool, NULL, bytes, NULL, &r), 0);
 	CHECK_RC(em_write(r, 0, ref, bytes), 0);
-	CHECK_RC(em_map_cache_size(4 << 20), 0);
-	CHECK_RC(em_map(r, &mo, (void **)&map), 0);
+	return r;
+}
+
+/* The workers over `map`, then a sequential sweep on top, so that prefetch
+ * and streaming eviction run against the same reference; its stats. */
+static void run_workers(const char *what, struct em_map_stats *st)
+{
+	pthread_t th[NTHREADS];
+
 	for (uintptr_t t = 0; t < NTHREADS; t++)
 		pthread_create(&th[t], NULL, worker, (void *)t);
 	for (int t = 0; t < NTHREADS; t++)
 		pthread_join(th[t], NULL);
 	CHECK(!failed);
-	/* a sequential sweep on top, so that prefetch and streaming eviction
-	 * run against the same reference */
 	for (size_t i = 0; i < nwords; i += 512)
 		CHECK(map[i] == ref[i]);
-	CHECK_RC(em_map_stats(map, &st), 0);
-	printf("faults %llu fetched %llu KiB prefetched %llu KiB written %llu KiB evictions %llu resident %llu KiB\n",
-	       (unsigned long long)st.faults, (unsigned long long)st.bytes_fetched >> 10,
-	       (unsigned long long)st.prefetched >> 10, (unsigned long long)st.bytes_written >> 10,
-	       (unsigned long long)st.evictions, (unsigned long long)st.resident >> 10);
-	CHECK(st.evictions > 0 && st.bytes_written > 0 && st.prefetched > 0);
-	CHECK(st.resident <= (4 << 20) + (1 << 20));
+	CHECK_RC(em_map_stats(map, st), 0);
+	printf("%s: faults %llu fetched %llu KiB prefetched %llu KiB written %llu KiB evictions %llu resident %llu KiB\n",
+	       what, (unsigned long long)st->faults, (unsigned long long)st->bytes_fetched >> 10,
+	       (unsigned long long)st->prefetched >> 10, (unsigned long long)st->bytes_written >> 10,
+	       (unsigned long long)st->evictions, (unsigned long long)st->resident >> 10);
+}
+
+/* em_sync, then stores and em_unmap, each followed by a read of the whole
+ * region that must equal the reference: nothing written was lost. */
+static void check_written_back(em_region *r, size_t bytes)
+{
+	uint64_t *back = malloc(bytes);
+
+	CHECK(back);
 	CHECK_RC(em_sync(map, 0), 0);
 	CHECK_RC(em_read(r, 0, back, bytes), 0);
 	CHECK(memcmp(back, ref, bytes) == 0);
@@ -100,12 +107,28 @@ static int integrity(em_pool *pool)
 	CHECK_RC(em_unmap(map), 0);
 	CHECK_RC(em_read(r, 0, back, bytes), 0);
 	CHECK(memcmp(back, ref, bytes) == 0);
+	free(back);
+}
+
+static int integrity(em_pool *pool)
+{
+	size_t bytes = 16 << 20;
+	/* generous: under ThreadSanitizer the node itself runs ten times slower */
+	struct em_map_opts mo = { .size = sizeof(mo), .fetch_unit = 16 << 10, .timeout_ms = 60000 };
+	struct em_map_stats st;
+	em_region *r = reference_region(pool, bytes);
+
+	CHECK_RC(em_map_cache_size(4 << 20), 0);
+	CHECK_RC(em_map(r, &mo, (void **)&map), 0);
+	run_workers("integrity", &st);
+	CHECK(st.evictions > 0 && st.bytes_written > 0 && st.prefetched > 0);
+	CHECK(st.resident <= (4 << 20) + (1 << 20));
+	check_written_back(r, bytes);
 	mo.fetch_unit = 2 << 20;
 	CHECK_RC(em_map(r, &mo, (void **)&map), 0);
 	CHECK(memcmp(map, ref, bytes) == 0);
 	CHECK_RC(em_unmap(map), 0);
 	em_region_close(r);
-	free(back);
 	free(ref);
 	return 0;
 }
@@ -145,9 +168,7 @@ static int huge(em_pool *pool)
 	size_t bytes = (24 << 20) + 12288; /* the last unit is mostly past the end */
 	struct em_map_opts mo = { .size = sizeof(mo), .fetch_unit = 2 << 20, .timeout_ms = 60000 };
 	struct em_map_stats st;
-	pthread_t th[NTHREADS];
 	em_region *r;
-	uint64_t *back;
 
 	/* a cache of 8 MiB is four huge pages, with room for a second mapping */
 	emm_huge_adjust(10, &huge_got);
@@ -158,41 +179,17 @@ static int huge(em_pool *pool)
 	}
 	/* every miss moves 2 MiB: fewer operations than the 16 KiB case */
 	ops = OPS / 10;
-	nwords = bytes / 8;
-	ref = malloc(bytes);
-	back = malloc(bytes);
-	for (size_t i = 0; i < nwords; i++)
-		ref[i] = i * 0x9e3779b97f4a7c15ull;
-	CHECK_RC(em_region_create(pool, NULL, bytes, NULL, &r), 0);
-	CHECK_RC(em_write(r, 0, ref, bytes), 0);
+	r = reference_region(pool, bytes);
 	CHECK_RC(em_map_cache_size(8 << 20), 0);
 	CHECK_RC(em_map(r, &mo, (void **)&map), 0);
 	CHECK(((uintptr_t)map & ((2 << 20) - 1)) == 0);
 	CHECK(map[nwords - 1] == ref[nwords - 1]);
 	CHECK(page_kib(map) == 2048);
-	for (uintptr_t t = 0; t < NTHREADS; t++)
-		pthread_create(&th[t], NULL, worker, (void *)t);
-	for (int t = 0; t < NTHREADS; t++)
-		pthread_join(th[t], NULL);
-	CHECK(!failed);
-	for (size_t i = 0; i < nwords; i += 512)
-		CHECK(map[i] == ref[i]);
-	CHECK_RC(em_map_stats(map, &st), 0);
-	printf("huge: faults %llu fetched %llu KiB written %llu KiB evictions %llu resident %llu KiB\n",
-	       (unsigned long long)st.faults, (unsigned long long)st.bytes_fetched >> 10,
-	       (unsigned long long)st.bytes_written >> 10, (unsigned long long)st.evictions,
-	       (unsigned long long)st.resident >> 10);
+	run_workers("huge", &st);
 	CHECK(st.evictions > 0 && st.bytes_written > 0);
 	/* fetches in flight when eviction found nothing to drop may overrun */
 	CHECK(st.resident <= (8 << 20) + NTHREADS * (2 << 20));
-	CHECK_RC(em_sync(map, 0), 0);
-	CHECK_RC(em_read(r, 0, back, bytes), 0);
-	CHECK(memcmp(back, ref, bytes) == 0);
-	for (size_t i = 0; i < nwords; i += 61)
-		map[i] = ref[i] = ~ref[i];
-	CHECK_RC(em_unmap(map), 0);
-	CHECK_RC(em_read(r, 0, back, bytes), 0);
-	CHECK(memcmp(back, ref, bytes) == 0);
+	check_written_back(r, bytes);
 
 	mo.flags = EM_MAP_READONLY;
 	CHECK_RC(em_map(r, &mo, (void **)&map), 0);
@@ -208,7 +205,6 @@ static int huge(em_pool *pool)
 	unsetenv("ETHERMEM_MAP_HUGE");
 	em_region_close(r);
 	huge_release();
-	free(back);
 	free(ref);
 	return 0;
 }
