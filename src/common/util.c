@@ -176,24 +176,39 @@ int em_recv_all(int fd, void *buf, size_t len)
 	return 0;
 }
 
+ssize_t em_recv_spin(int fd, void *buf, size_t len, uint64_t spin_ns)
+{
+	uint64_t until = em_now_ns() + spin_ns;
+
+	for (;;) {
+		ssize_t n = recv(fd, buf, len, MSG_DONTWAIT);
+
+		if (n >= 0)
+			return n;
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			return -errno;
+		if (em_now_ns() >= until)
+			return -EAGAIN;
+		sched_yield();
+	}
+}
+
 int em_recv_all_poll(int fd, void *buf, size_t len, int poll_us)
 {
 	uint64_t until = em_now_ns() + (uint64_t)(poll_us > 0 ? poll_us : 0) * 1000;
 
 	while (poll_us > 0 && len) {
-		ssize_t n = recv(fd, buf, len, MSG_DONTWAIT);
-		if (n > 0) {
-			buf = (char *)buf + n;
-			len -= (size_t)n;
-			continue;
-		}
+		uint64_t now = em_now_ns();
+		ssize_t n = em_recv_spin(fd, buf, len, until > now ? until - now : 0);
+
+		if (n == -EAGAIN)
+			break;
 		if (n == 0)
 			return -ECONNRESET;
-		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-			return -errno;
-		if (em_now_ns() >= until)
-			break;
-		sched_yield();
+		if (n < 0)
+			return (int)n;
+		buf = (char *)buf + n;
+		len -= (size_t)n;
 	}
 	return len ? em_recv_all(fd, buf, len) : 0;
 }

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 /* Memory whose ordering this program does not own: region bytes on a node
@@ -59,6 +60,14 @@ int em_recv_all(int fd, void *buf, size_t len);
  * before it sleeps, as the data path does: the benchmark's baseline must
  * wait the same way to be a fair yardstick. */
 int em_recv_all_poll(int fd, void *buf, size_t len, int poll_us);
+/* One receive that spins before it would sleep, shared by the node, the
+ * client and the benchmark's baseline: replies to small requests arrive
+ * within microseconds, sooner than a sleeping thread wakes on these
+ * machines. Tries recv without blocking for up to spin_ns, yielding
+ * between tries so that whoever produces the data can run (an idle machine
+ * returns from the yield at once). Returns recv's result (bytes; 0 at EOF),
+ * -errno on an error, or -EAGAIN when nothing came within the spin. */
+ssize_t em_recv_spin(int fd, void *buf, size_t len, uint64_t spin_ns);
 
 /* Latency histogram: log-linear buckets (16 per power of two), lock-free
  * updates so many threads can record into one. Accurate to ~6%. */

@@ -27,7 +27,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <sched.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -815,17 +814,15 @@ static ssize_t conn_recv(struct conn *c)
 	ssize_t n;
 
 	if (poll_ns && c->last_gap_ns < 2 * poll_ns) {
-		uint64_t until = t0 + poll_ns;
-		do {
-			n = recv(c->fd, c->rx + c->wpos, RX_CAP - c->wpos, MSG_DONTWAIT);
-			if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
-				c->last_gap_ns = em_now_ns() - t0;
-				return n;
+		n = em_recv_spin(c->fd, c->rx + c->wpos, RX_CAP - c->wpos, poll_ns);
+		if (n != -EAGAIN) {
+			c->last_gap_ns = em_now_ns() - t0;
+			if (n < 0) {
+				errno = (int)-n;
+				return -1;
 			}
-			/* under contention, let whoever would produce the
-			 * data run; on an idle machine this returns at once */
-			sched_yield();
-		} while (em_now_ns() < until);
+			return n;
+		}
 	}
 	n = recv(c->fd, c->rx + c->wpos, RX_CAP - c->wpos, 0);
 	c->last_gap_ns = em_now_ns() - t0;

@@ -17,7 +17,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,17 +110,17 @@ static ssize_t tcp_recv(struct tcp_chan *t, void *dst, size_t len, int timeout_m
 		 * spin for it before paying for a sleep and a wakeup - but only
 		 * while replies have been coming that fast (see the node's
 		 * conn_recv for the same rule). */
-		uint64_t t0 = em_now_ns(), until = t0 + (uint64_t)t->ch.poll_us * 1000;
-		do {
-			n = recv(t->fd, dst, len, MSG_DONTWAIT);
-			if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-				t->last_gap_ns = em_now_ns() - t0;
-				goto got;
+		uint64_t t0 = em_now_ns();
+
+		n = em_recv_spin(t->fd, dst, len, (uint64_t)t->ch.poll_us * 1000);
+		if (n != -EAGAIN) {
+			t->last_gap_ns = em_now_ns() - t0;
+			if (n < 0) {
+				errno = (int)-n;
+				n = -1;
 			}
-			/* under contention, let whoever would produce the
-			 * data run; on an idle machine this returns at once */
-			sched_yield();
-		} while (em_now_ns() < until);
+			goto got;
+		}
 	}
 	if (timeout_ms != 0) {
 		uint64_t t0 = em_now_ns();
