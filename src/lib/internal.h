@@ -59,6 +59,10 @@ struct em_chan_ops {
 	/* Fails every outstanding part with err and closes the connection. */
 	void (*fail)(struct em_chan *ch, int err);
 	void (*close)(struct em_chan *ch);
+	/* Optional: makes room for `parts` parts in flight and in one post, so
+	 * that traffic up to a queue's depth allocates nothing (the paging
+	 * engine posts from a SIGBUS handler, where malloc is not safe). */
+	int (*reserve)(struct em_chan *ch, unsigned parts);
 };
 
 struct em_chan {

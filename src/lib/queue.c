@@ -59,8 +59,19 @@ int em_queue_create_on(em_pool *pool, unsigned depth, struct em_chan **chans,
 		q->slots[i].next_free = q->free_slots;
 		q->free_slots = &q->slots[i];
 	}
-	for (unsigned i = 0; i < pool->n; i++)
+	/* Room for a full queue of single-part operations up front, so that
+	 * submitting allocates nothing until a batch outgrows it (the cap keeps
+	 * deep queues from paying for what they may never use). */
+	unsigned pre = depth < 256 ? depth : 256;
+	for (unsigned i = 0; i < pool->n; i++) {
+		struct stage *st = &q->stage[i];
+
+		st->p = malloc(pre * sizeof(*st->p));
+		st->cap = st->p ? pre : 0;
+		if (chans[i]->ops->reserve)
+			chans[i]->ops->reserve(chans[i], pre);
 		chans[i]->q = q;
+	}
 	*out = q;
 	return 0;
 }

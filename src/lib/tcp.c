@@ -378,6 +378,13 @@ static void tcp_close(struct em_chan *ch)
 	free(t);
 }
 
+static int tcp_reserve(struct em_chan *ch, unsigned parts)
+{
+	struct tcp_chan *t = (struct tcp_chan *)ch;
+
+	return hdr_room(t, parts) ? fifo_reserve(t, parts) : -ENOMEM;
+}
+
 static const struct em_chan_ops tcp_ops = {
 	.name = "tcp",
 	.post = tcp_post,
@@ -385,6 +392,7 @@ static const struct em_chan_ops tcp_ops = {
 	.fd = tcp_fd,
 	.fail = tcp_fail,
 	.close = tcp_close,
+	.reserve = tcp_reserve,
 };
 
 static int dial(const struct em_node *node, int timeout_ms)
