@@ -189,6 +189,12 @@ struct em_node_status {
 	uint64_t auth_failures;
 	/* service-time percentiles in ns, per op class (read, write, atomic) */
 	uint64_t lat_p50_ns[3], lat_p99_ns[3], lat_p999_ns[3];
+	/* OmniXtend (all zero when the node serves none, or none yet) */
+	uint64_t ox_rx_frames, ox_tx_frames, ox_retransmits;
+	uint64_t ox_denied;       /* requests answered with the denied bit */
+	uint64_t ox_unknown;      /* frames from a MAC with no window, dropped */
+	uint64_t ox_malformed;    /* frames that failed to decode, dropped */
+	uint32_t ox_attached;     /* sessions holding an address window now */
 };
 /* Fills st[0..max) with one entry per node; returns the number of nodes. */
 int em_pool_status(em_pool *pool, struct em_node_status *st, unsigned max);

@@ -170,7 +170,12 @@ static int cmd_status(int argc, char **argv, struct em_cli_pool *cp)
 				printf(",\"%s_p50_us\":%.2f,\"%s_p99_us\":%.2f,\"%s_p999_us\":%.2f",
 				       opn[k], s->lat_p50_ns[k] / 1e3, opn[k], s->lat_p99_ns[k] / 1e3,
 				       opn[k], s->lat_p999_ns[k] / 1e3);
-			printf("}\n");
+			printf(",\"ox_rx_frames\":%" PRIu64 ",\"ox_tx_frames\":%" PRIu64
+			       ",\"ox_retransmits\":%" PRIu64 ",\"ox_denied\":%" PRIu64
+			       ",\"ox_unknown\":%" PRIu64 ",\"ox_malformed\":%" PRIu64
+			       ",\"ox_attached\":%u}\n",
+			       s->ox_rx_frames, s->ox_tx_frames, s->ox_retransmits, s->ox_denied,
+			       s->ox_unknown, s->ox_malformed, s->ox_attached);
 			continue;
 		}
 		human(s->capacity, cap, sizeof(cap));
@@ -192,6 +197,15 @@ static int cmd_status(int argc, char **argv, struct em_cli_pool *cp)
 				printf("  %-7s %12" PRIu64 " %8" PRIu64 "\n", opn[k], s->ops[k],
 				       s->errors[k]);
 		}
+		/* the node reports zeros when it serves no OmniXtend, so a node
+		 * that serves it but has seen nothing yet prints nothing either */
+		if (s->ox_rx_frames || s->ox_tx_frames || s->ox_unknown || s->ox_malformed ||
+		    s->ox_attached)
+			printf("  omnixtend: frames rx %" PRIu64 " tx %" PRIu64 " retransmitted %" PRIu64
+			       ", denied %" PRIu64 ", dropped %" PRIu64 " (unknown MAC) %" PRIu64
+			       " (malformed), sessions attached %u\n",
+			       s->ox_rx_frames, s->ox_tx_frames, s->ox_retransmits, s->ox_denied,
+			       s->ox_unknown, s->ox_malformed, s->ox_attached);
 	}
 	em_pool_close(pool);
 	return 0;

@@ -817,6 +817,13 @@ int em_pool_status(em_pool *pool, struct em_node_status *st, unsigned max)
 		s->bytes_in = v[EM_ST_BYTES_IN];
 		s->bytes_out = v[EM_ST_BYTES_OUT];
 		s->auth_failures = v[EM_ST_AUTHFAIL];
+		s->ox_rx_frames = v[EM_ST_OX_RX];
+		s->ox_tx_frames = v[EM_ST_OX_TX];
+		s->ox_retransmits = v[EM_ST_OX_RTX];
+		s->ox_denied = v[EM_ST_OX_DENIED];
+		s->ox_unknown = v[EM_ST_OX_UNKNOWN];
+		s->ox_malformed = v[EM_ST_OX_MALFORMED];
+		s->ox_attached = (uint32_t)v[EM_ST_OX_ATTACHED];
 		for (int k = 0; k < EM_STAT_OPS; k++) {
 			s->ops[k] = v[EM_ST_OPS0 + k];
 			s->errors[k] = v[EM_ST_ERR0 + k];

@@ -108,6 +108,11 @@ phase() {   # NAME FAULTS NODEFLAGS...
 	# threads of one process, a queue each, share the node's one requester
 	client $C2 threads 4 || fail "$name: threads"
 	client $C2 status
+	# the operator's view: `ethermem status` (over TCP) shows the counters
+	ETHERMEM_TRANSPORT=tcp ip netns exec $C2 timeout 30 "$B/ethermem" status >"$T/status.txt" ||
+		fail "$name: ethermem status"
+	grep -q "omnixtend: frames rx [1-9][0-9]* tx [1-9]" "$T/status.txt" ||
+		{ cat "$T/status.txt"; fail "$name: no OmniXtend counters in ethermem status"; }
 	stop_node
 }
 
