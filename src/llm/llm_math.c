@@ -115,6 +115,16 @@ static struct {
 } llm_tp = { .n = 1, .mu = PTHREAD_MUTEX_INITIALIZER,
 	     .go = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER };
 
+/* Rows [r0, r1) of the job in llm_tp, float or int8. */
+static void llm_tp_rows(int r0, int r1)
+{
+	if (llm_tp.wq)
+		llm_rows_q8(llm_tp.out, llm_tp.xq, llm_tp.xs, llm_tp.wq, llm_tp.ws,
+			    llm_tp.cols, llm_tp.gs, r0, r1);
+	else
+		llm_rows(llm_tp.out, llm_tp.x, llm_tp.w, llm_tp.cols, r0, r1);
+}
+
 static void *llm_tp_worker(void *arg)
 {
 	int me = (int)(intptr_t)arg;
@@ -132,11 +142,7 @@ static void *llm_tp_worker(void *arg)
 		r0 = (int)((int64_t)llm_tp.rows * me / llm_tp.n);
 		r1 = (int)((int64_t)llm_tp.rows * (me + 1) / llm_tp.n);
 		pthread_mutex_unlock(&llm_tp.mu);
-		if (llm_tp.wq)
-			llm_rows_q8(llm_tp.out, llm_tp.xq, llm_tp.xs, llm_tp.wq, llm_tp.ws,
-				    llm_tp.cols, llm_tp.gs, r0, r1);
-		else
-			llm_rows(llm_tp.out, llm_tp.x, llm_tp.w, llm_tp.cols, r0, r1);
+		llm_tp_rows(r0, r1);
 		pthread_mutex_lock(&llm_tp.mu);
 		if (--llm_tp.pending == 0)
 			pthread_cond_signal(&llm_tp.done);
@@ -184,6 +190,19 @@ static void llm_tp_join(void)
 	pthread_mutex_unlock(&llm_tp.mu);
 }
 
+/* Runs the job the caller has put in llm_tp, holding mu (released here):
+ * the workers take their shares of the rows, this thread the first. */
+static void llm_tp_run(int rows)
+{
+	llm_tp.rows = rows;
+	llm_tp.pending = llm_tp.n - 1;
+	llm_tp.gen++;
+	pthread_cond_broadcast(&llm_tp.go);
+	pthread_mutex_unlock(&llm_tp.mu);
+	llm_tp_rows(0, (int)((int64_t)rows / llm_tp.n));
+	llm_tp_join();
+}
+
 /* out[d] = W[d x n] x[n] */
 void llm_matmul(float *out, const float *x, const float *w, int n, int d)
 {
@@ -198,13 +217,7 @@ void llm_matmul(float *out, const float *x, const float *w, int n, int d)
 	llm_tp.w = w;
 	llm_tp.wq = NULL;
 	llm_tp.cols = n;
-	llm_tp.rows = d;
-	llm_tp.pending = llm_tp.n - 1;
-	llm_tp.gen++;
-	pthread_cond_broadcast(&llm_tp.go);
-	pthread_mutex_unlock(&llm_tp.mu);
-	llm_rows(out, x, w, n, 0, (int)((int64_t)d / llm_tp.n));
-	llm_tp_join();
+	llm_tp_run(d);
 }
 
 void llm_matmul_q8(float *out, const int8_t *xq, const float *xs, const void *w,
@@ -225,13 +238,7 @@ void llm_matmul_q8(float *out, const int8_t *xq, const float *xs, const void *w,
 	llm_tp.ws = ws;
 	llm_tp.gs = gs;
 	llm_tp.cols = n;
-	llm_tp.rows = d;
-	llm_tp.pending = llm_tp.n - 1;
-	llm_tp.gen++;
-	pthread_cond_broadcast(&llm_tp.go);
-	pthread_mutex_unlock(&llm_tp.mu);
-	llm_rows_q8(out, xq, xs, wq, ws, n, gs, 0, (int)((int64_t)d / llm_tp.n));
-	llm_tp_join();
+	llm_tp_run(d);
 }
 
 void llm_quantize(int8_t *q, float *s, const float *x, int n, int gs)
