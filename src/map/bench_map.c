@@ -82,7 +82,7 @@ static void emm_b_pct(uint64_t *lat, size_t n, struct emm_b_res *r)
 	r->p99_us = (double)lat[(size_t)((double)n * 0.99)] / 1e3;
 }
 
-/* ---- huge pages for the floors, lent by vm.nr_hugepages ---- */
+/* ---- huge pages for the floors and the pool's cache, lent by vm.nr_hugepages ---- */
 
 /* Always our own pages on top of the pool: free pages there may be another
  * program's, reserved for its own use a moment from now. */

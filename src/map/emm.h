@@ -18,6 +18,12 @@
 
 #include "ethermem.h"
 
+/* ---- userfaultfd and huge pages, shared by the engine and the floors ---- */
+/* A non-blocking userfaultfd with the given features, or -errno. */
+int emm_uffd_open(uint64_t features);
+/* Free explicit 2 MiB pages of the system, in bytes (0 if none or unknown). */
+uint64_t emm_huge_free(void);
+
 /* ---- floors (floor.c) ---- */
 struct emm_floor {
 	uint64_t thread_4k_p50_ns; /* served by a separate thread sleeping in poll */

@@ -198,7 +198,6 @@ static struct {
 
 /* ---- small async-signal-safe helpers ---- */
 
-
 static void emm_lock(void)
 {
 	while (atomic_exchange_explicit(&G.lock, 1, memory_order_acquire))
@@ -1144,7 +1143,7 @@ static int emm_serve_in(uintptr_t a, bool is_write)
 
 /* Every fault is served inside this count, so that a mapping taken out of
  * G.maps is freed only once no fault can still be looking at it
- * (emm_retire). Sequentially consistent with the store that removes the
+ * (emm_forget_locked, emm_reclaim_locked). Sequentially consistent with the store that removes the
  * mapping: either that store is seen by emm_find, or the count is seen by
  * the remover. */
 static int emm_serve(uintptr_t a, bool is_write)
@@ -1172,7 +1171,6 @@ static void emm_reclaim_locked(void)
 		free(m);
 	}
 }
-
 
 /* ---- fault delivery ---- */
 
@@ -1296,9 +1294,9 @@ static void emm_atfork_child(void)
 	G.bus_installed = 0;
 }
 
-/* A userfaultfd with the given features, or -errno. A refused UFFDIO_API
- * leaves the descriptor unusable, so each attempt opens its own. */
-static int emm_uffd_open(uint64_t features)
+/* A refused UFFDIO_API leaves the descriptor unusable, so each attempt
+ * opens its own. */
+int emm_uffd_open(uint64_t features)
 {
 	struct uffdio_api api = { .api = UFFD_API, .features = features };
 	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
@@ -1465,8 +1463,7 @@ static int emm_register(char *base, size_t len, unsigned flags)
 	return ioctl(G.uffd, UFFDIO_REGISTER, &reg) ? -errno : 0;
 }
 
-/* Free explicit 2 MiB pages of the system, in bytes (0 if none or unknown). */
-static uint64_t emm_huge_free(void)
+uint64_t emm_huge_free(void)
 {
 	char b[32] = { 0 };
 	int fd = open("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", O_RDONLY | O_CLOEXEC);
@@ -1868,10 +1865,6 @@ static void emm_detach(struct emm_mapping *m, size_t idx, uintptr_t keep)
 /* Unmaps what a mapping still owns: a GONE unit's range is not its own. */
 static void emm_munmap_kept(struct emm_mapping *m)
 {
-	if (!m->ngone) {
-		munmap(m->base, m->maplen);
-		return;
-	}
 	for (size_t i = 0, j; i < m->nunits; i = j) {
 		for (j = i; j < m->nunits && atomic_load(&m->u[j].st) != EMM_GONE; j++)
 			;

@@ -68,16 +68,13 @@ static int emm_floor_u64cmp(const void *a, const void *b)
 
 static int emm_floor_uffd(uint64_t features, char *base, size_t len)
 {
-	struct uffdio_api api = { .api = UFFD_API, .features = features };
 	struct uffdio_register reg = {
 		.range = { (uintptr_t)base, len },
 		.mode = UFFDIO_REGISTER_MODE_MISSING,
 	};
-	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	int fd = emm_uffd_open(features);
 
-	if (fd < 0)
-		return -errno;
-	if (ioctl(fd, UFFDIO_API, &api) || ioctl(fd, UFFDIO_REGISTER, &reg)) {
+	if (fd >= 0 && ioctl(fd, UFFDIO_REGISTER, &reg)) {
 		int err = -errno;
 
 		close(fd);
@@ -515,6 +512,14 @@ struct emm_fp_fix {
 	size_t len, rawlen;
 };
 
+/* Points a run at a memfd fixture's two views. */
+static void emm_fp_on(struct emm_fp_run *r, const struct emm_fp_fix *x)
+{
+	r->view = x->view;
+	r->alias = x->alias;
+	r->memfd = x->memfd;
+}
+
 static uint64_t emm_fp_features(void)
 {
 	struct uffdio_api api = { .api = UFFD_API };
@@ -608,20 +613,6 @@ static int emm_fp_prefill(struct emm_fp_fix *x, size_t len)
 	return 0;
 }
 
-static unsigned emm_fp_free_huge(void)
-{
-	char line[128];
-	unsigned v = 0;
-	FILE *f = fopen("/proc/meminfo", "r");
-
-	while (f && fgets(line, sizeof(line), f))
-		if (sscanf(line, "HugePages_Free: %u", &v) == 1)
-			break;
-	if (f)
-		fclose(f);
-	return v;
-}
-
 /* ---- the TCP peer: answers each 8-byte request with a 2 MiB reply ---- */
 
 struct emm_fp_peer {
@@ -689,7 +680,7 @@ int emm_floor_paths(struct emm_floor_fig *fig, unsigned rounds)
 	struct sigaction sa = { 0 }, old;
 	uint64_t feat = emm_fp_features(), want, pattern = 0x5a5a5a5a5a5a5a5aull;
 	uint64_t need = UFFD_FEATURE_SIGBUS | UFFD_FEATURE_MINOR_SHMEM;
-	unsigned free_huge = emm_fp_free_huge();
+	unsigned free_huge = (unsigned)(emm_huge_free() / EMM_FP_UNIT);
 	pthread_t th;
 	int fd = -1, sock = -1, have_th = 0, rc = 0;
 	const char *what = "buffers";
@@ -721,14 +712,10 @@ int emm_floor_paths(struct emm_floor_fig *fig, unsigned rounds)
 	}
 	want = feat & (need | UFFD_FEATURE_MINOR_HUGETLBFS | UFFD_FEATURE_MISSING_HUGETLBFS |
 		       UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MOVE);
-	{
-		struct uffdio_api api = { .api = UFFD_API, .features = want };
-
-		fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-		if (fd < 0 || ioctl(fd, UFFDIO_API, &api)) {
-			rc = -errno;
-			goto out;
-		}
+	fd = emm_uffd_open(want);
+	if (fd < 0) {
+		rc = fd;
+		goto out;
 	}
 	emm_fp.fd = fd;
 
@@ -819,9 +806,7 @@ int emm_floor_paths(struct emm_floor_fig *fig, unsigned rounds)
 			emm_fp.expect = pattern;
 			if (!fig[i2m].err[0]) {
 				r = cached;
-				r.view = x->view;
-				r.alias = x->alias;
-				r.memfd = x->memfd;
+				emm_fp_on(&r, x);
 				r.units = EMM_FP_KEEP;
 				r.keep = 0;
 				e = emm_fp_prefill(x, (size_t)r.units * r.unit);
@@ -832,9 +817,7 @@ int emm_floor_paths(struct emm_floor_fig *fig, unsigned rounds)
 			if (!fig[ifill].err[0]) {
 				r = steady;
 				r.how = EMM_FP_FILL;
-				r.view = x->view;
-				r.alias = x->alias;
-				r.memfd = x->memfd;
+				emm_fp_on(&r, x);
 				e = emm_fp_cycle(&r, &g, &p);
 				emm_fp_note(&fig[ifill], &acc[ifill], e, g, p);
 			}
@@ -907,9 +890,7 @@ int emm_floor_paths(struct emm_floor_fig *fig, unsigned rounds)
 				struct emm_fp_fix *x = i == EMM_PATH_RECV_CONT ? &shm : &hug;
 
 				r.how = EMM_FP_RECV_CONT;
-				r.view = x->view;
-				r.alias = x->alias;
-				r.memfd = x->memfd;
+				emm_fp_on(&r, x);
 			}
 			e = emm_fp_cycle(&r, &g, &p);
 			emm_fp_note(&fig[i], &acc[i], e, g, p);

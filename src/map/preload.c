@@ -361,6 +361,16 @@ static void emm_pl_forget(struct emm_pl_block *b)
 	__libc_free(b);
 }
 
+/* Unmaps block pages [lo, hi) through the engine, or with the system call
+ * where they are only pages of units the engine detached before;
+ * emm_discard_range's result (1: the engine mapping is gone). */
+static int emm_pl_drop(uintptr_t lo, uintptr_t hi)
+{
+	int r = emm_discard_range((void *)lo, hi - lo);
+
+	return r == -ENOENT ? emm_pl_sys_munmap(lo, hi - lo) : r;
+}
+
 /* Removes [lo, hi), inside b->ext[i], from block b: the engine drops it and
  * unmaps it. When that was the last of what the program knows of the block,
  * the rest (unit padding) goes too and the block is forgotten. Under
@@ -386,9 +396,7 @@ static int emm_pl_cut(struct emm_pl_block *b, unsigned i, uintptr_t lo, uintptr_
 		b->cap_ext = cap;
 		x = &b->ext[i];
 	}
-	r = emm_discard_range((void *)lo, hi - lo);
-	if (r == -ENOENT) /* only pages of units the engine detached before */
-		r = emm_pl_sys_munmap(lo, hi - lo);
+	r = emm_pl_drop(lo, hi);
 	if (r < 0)
 		return r;
 	if (lo == (uintptr_t)b->base)
@@ -415,9 +423,7 @@ static int emm_pl_cut(struct emm_pl_block *b, unsigned i, uintptr_t lo, uintptr_
 	/* only padding is left: the engine still has a unit, or r was 1 */
 	while (b->n_ext) {
 		x = &b->ext[b->n_ext - 1];
-		r = emm_discard_range((void *)x->lo, x->hi - x->lo);
-		if (r == -ENOENT)
-			r = emm_pl_sys_munmap(x->lo, x->hi - x->lo);
+		r = emm_pl_drop(x->lo, x->hi);
 		b->n_ext--;
 		if (r == 1)
 			break;
