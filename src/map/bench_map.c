@@ -313,9 +313,9 @@ static int emm_b_pool(uint64_t size, uint64_t cache, struct emm_b_all *a, struct
 			fprintf(stderr, "ethermem bench map: %ld of %ld huge pages granted; the cache uses 4 KiB pages\n",
 				got, want);
 		/* touched once before timing: on a virtual machine the first touch
-		 * of guest memory is a host fault (a first 4 GiB scan ran at 1.5
-		 * GB/s, every later one at 6.7), and the baselines run later on
-		 * page cache the host already backs */
+		 * of guest memory is a host fault (a first scan after raising
+		 * nr_hugepages ran several times slower than later ones), and the
+		 * baselines run later on page cache the host already backs */
 		size_t wl = (size_t)(got > 0 ? got : 0) << 21;
 		void *w = wl ? mmap(NULL, wl, PROT_READ | PROT_WRITE,
 				    MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE, -1, 0) : MAP_FAILED;
