@@ -159,8 +159,13 @@ struct em_completion {
  * to the nodes. */
 int em_queue_create(em_pool *pool, unsigned depth, em_queue **out);
 void em_queue_destroy(em_queue *q);
-/* Posts ops[0..n); one system call per node carries the whole batch. Returns
- * the number posted (fewer than n when the queue is full; -EAGAIN if none). */
+/* Posts ops[0..n) in order; one system call per node carries the whole
+ * batch. Returns how many were posted, k: ops[0..k) were posted and each
+ * will give exactly one completion (an op the library refuses, such as one
+ * past the region's end, completes at once with its error); ops[k..n) were
+ * not, and hold nothing. k < n when the queue is full or an op could not be
+ * staged. Only when nothing was posted is the return an error: -EAGAIN for
+ * a full queue, or what stopped the first op (-ENOMEM). */
 int em_submit(em_queue *q, const struct em_op *ops, unsigned n);
 /* Reaps up to max completions without blocking; returns how many. */
 int em_poll(em_queue *q, struct em_completion *out, unsigned max);
@@ -168,7 +173,8 @@ int em_poll(em_queue *q, struct em_completion *out, unsigned max);
  * completions, waiting up to timeout_ms (-1: the pool's request timeout). */
 int em_wait(em_queue *q, struct em_completion *out, unsigned min, unsigned max,
 	    int timeout_ms);
-/* Operations submitted and not yet reaped. */
+/* Operations submitted whose completion has not arrived yet (arrived but
+ * not yet reaped ones are not counted). */
 unsigned em_queue_inflight(const em_queue *q);
 
 /* ---- state of the pool ---- */

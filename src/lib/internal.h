@@ -143,6 +143,11 @@ struct em_queue {
 	struct stage *stage;       /* per pool node, kept between submissions */
 };
 
+/* Failpoint for tests (the static library's, never exported): nonzero makes
+ * the Nth growth from now of a queue's staging array fail as a failed
+ * realloc would, the one allocation em_submit can meet part-way. */
+extern unsigned em_fail_stage_grow;
+
 /* Called by a transport when a part completes (in post order). */
 void em_part_done(struct em_chan *ch, struct em_part *p);
 

@@ -17,11 +17,17 @@
 #include "common/util.h"
 #include "lib/internal.h"
 
+unsigned em_fail_stage_grow;
+
 static int stage_push(struct stage *s, const struct em_part *p)
 {
 	if (s->n == s->cap) {
 		unsigned nc = s->cap ? s->cap * 2 : 16;
-		struct em_part *np = realloc(s->p, nc * sizeof(*np));
+		struct em_part *np;
+
+		if (em_fail_stage_grow && --em_fail_stage_grow == 0)
+			return -ENOMEM;
+		np = realloc(s->p, nc * sizeof(*np));
 		if (!np)
 			return -ENOMEM;
 		s->p = np;
@@ -227,6 +233,7 @@ int em_submit(em_queue *q, const struct em_op *ops, unsigned n)
 		st[i].n = 0;
 	for (; posted < n; posted++) {
 		const struct em_op *op = &ops[posted];
+		unsigned mark[EM_MAX_SEG];
 		struct em_slot *s;
 		uint64_t off, left;
 		int err;
@@ -248,6 +255,9 @@ int em_submit(em_queue *q, const struct em_op *ops, unsigned n)
 			cq_push(q, s);
 			continue;
 		}
+		/* where this op's parts start, to take them back if staging fails */
+		for (unsigned g = 0; g < op->region->nseg; g++)
+			mark[g] = st[op->region->node[g]].n;
 		off = op->offset;
 		left = op->opcode == EM_OP_ATOMIC ? 8 : op->len;
 		while (left) {
@@ -281,8 +291,16 @@ int em_submit(em_queue *q, const struct em_op *ops, unsigned n)
 				p.resp = p.inl;
 				p.resp_cap = 8;
 			}
-			if ((rc = stage_push(&st[op->region->node[seg]], &p)))
+			if ((rc = stage_push(&st[op->region->node[seg]], &p))) {
+				/* This op is not posted at all: unstage its parts and
+				 * free its slot; the ones before it still go out. */
+				for (unsigned g = 0; g < op->region->nseg; g++)
+					st[op->region->node[g]].n = mark[g];
+				s->next_free = q->free_slots;
+				q->free_slots = s;
+				q->inflight--;
 				goto out;
+			}
 			s->pending++;
 			off += k;
 			left -= k;
@@ -301,9 +319,9 @@ out:
 		if (st[i].n)
 			q->ch[i]->ops->post(q->ch[i], st[i].p, st[i].n);
 	}
-	if (rc)
-		return rc;
-	return posted ? (int)posted : (n ? -EAGAIN : 0);
+	if (posted)
+		return (int)posted;
+	return rc ? rc : n ? -EAGAIN : 0;
 }
 
 static unsigned reap(em_queue *q, struct em_completion *out, unsigned max)
