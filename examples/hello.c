@@ -66,8 +66,9 @@ static void *adder(void *arg)
 int main(int argc, char **argv)
 {
 	uint64_t mib = argc > 1 ? strtoull(argv[1], NULL, 10) : 256, size = mib << 20, sum = 0;
-	struct em_node_status st[16];
-	struct em_region_info info;
+	/* result structs carry their size, so that a newer library can grow them */
+	struct em_node_status st[16] = { { .size = sizeof(st[0]) } };
+	struct em_region_info info = { .size = sizeof(info) };
 	pthread_t th[THREADS];
 	em_pool *pool;
 	em_region *r, *counter;

@@ -12,7 +12,24 @@
  *  - int-returning calls give 0 (or a count) on success and -errno on failure;
  *    em_strerror() turns any such code into text;
  *  - whatever the library allocates has its destroy/close call;
- *  - option structs start with their own size so they can grow.
+ *  - a NULL or foreign handle, an unknown flag or a nonzero reserved field
+ *    is refused with -EINVAL (a NULL data buffer with a nonzero length
+ *    with -EFAULT); destroy/close calls accept NULL and do nothing;
+ *  - structs that may grow (options, and what the library fills in:
+ *    em_region_info, em_node_status, em_map_stats) start with `size_t size`,
+ *    which the caller sets to sizeof the struct as its header knows it.
+ *    The library reads or writes only that many bytes: what a newer
+ *    library knows beyond them is left out, and fields of a newer header
+ *    that this library does not know read back as zero (options: must be
+ *    zero, else -EINVAL). For an array, the size set in its first element
+ *    is the stride of the whole array, and the library writes it into
+ *    every element it fills. A size smaller than the struct's first
+ *    release is refused with -EINVAL. Fields are only ever added at the
+ *    end. em_op and em_completion are fixed (they are the hot path);
+ *    their flags fields are how they may grow.
+ *
+ * The ABI: the shared library's soname changes only when the ABI breaks;
+ * each release's new calls carry a symbol version (ETHERMEM_0.1, ...).
  *
  * Ownership: close regions and destroy queues before closing their pool;
  * em_pool_close() frees region handles left open (the nodes drop them).
@@ -33,9 +50,16 @@
 extern "C" {
 #endif
 
+/* The version of this header; em_version() tells the library's. */
 #define EM_VERSION_MAJOR 0
 #define EM_VERSION_MINOR 1
+#define EM_VERSION_PATCH 0
 #define EM_VERSION_STRING "0.1.0"
+
+/* The library's version: fills whichever of major, minor and patch are not
+ * NULL and returns the version string ("0.1.0"). A program built against a
+ * newer header can check here that the calls it needs exist. */
+const char *em_version(unsigned *major, unsigned *minor, unsigned *patch);
 
 /* Errors specific to ethermem, beyond the errno values also used
  * (ENOSPC node full, ENOENT no such region, EACCES not yours, ERANGE past the
@@ -79,7 +103,7 @@ int em_pool_nodes(const em_pool *pool);
 struct em_region_opts {
 	size_t size;          /* sizeof(struct em_region_opts) */
 	uint64_t chunk_size;  /* striping unit when the region spans nodes; 0: 4 MiB */
-	unsigned flags;       /* EM_REGION_* */
+	unsigned flags;       /* EM_REGION_*; others: -EINVAL */
 };
 #define EM_REGION_EXCL 1u /* named create fails with -EEXIST if the name exists */
 
@@ -90,22 +114,24 @@ struct em_region_opts {
 int em_region_create(em_pool *pool, const char *name, uint64_t bytes,
 		     const struct em_region_opts *opts, em_region **out);
 int em_region_open(em_pool *pool, const char *name, em_region **out);
-/* Drops this handle; frees an anonymous region. */
+/* Drops this handle; frees an anonymous region. NULL: -EINVAL. */
 int em_region_close(em_region *region);
 /* Deletes a named region on all nodes. Open handles elsewhere get -ENOENT on
  * their next access. */
 int em_region_delete(em_pool *pool, const char *name);
+/* Bytes of the region (0 for NULL), and its pool (NULL for NULL). */
 uint64_t em_region_size(const em_region *region);
 em_pool *em_region_pool(const em_region *region);
 
 struct em_region_info {
+	size_t size;         /* set by the caller in info[0]: see the conventions */
 	char name[EM_NAME_MAX + 1];
-	uint64_t size;       /* bytes of the whole region */
+	uint64_t bytes;      /* of the whole region */
 	uint64_t chunk_size;
 	unsigned nodes;      /* nodes it is striped over */
 };
 /* Lists named regions of the pool into info[0..max); returns how many exist
- * (may exceed max). */
+ * (may exceed max). With max > 0, info[0].size must be set. */
 int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max);
 
 /* ---- synchronous one-sided operations ---- */
@@ -140,6 +166,8 @@ enum em_opcode { EM_OP_READ = 1, EM_OP_WRITE = 2, EM_OP_ATOMIC = 3 };
 struct em_op {
 	uint8_t opcode;       /* enum em_opcode */
 	uint8_t atomic_op;    /* enum em_atomic_op, for EM_OP_ATOMIC */
+	uint16_t flags;       /* none defined yet: 0 */
+	uint32_t reserved;    /* 0 */
 	em_region *region;
 	uint64_t offset;
 	void *buf;            /* read destination / write source */
@@ -152,11 +180,12 @@ struct em_op {
 struct em_completion {
 	uint64_t user_data;
 	int result;           /* 0 or -errno */
+	uint32_t flags;       /* none defined yet: 0 */
 	uint64_t value;       /* atomics: the old value */
 };
 
-/* A queue holds up to `depth` operations in flight, over its own connections
- * to the nodes. */
+/* A queue holds up to `depth` (1 .. 2^20) operations in flight, over its
+ * own connections to the nodes. */
 int em_queue_create(em_pool *pool, unsigned depth, em_queue **out);
 void em_queue_destroy(em_queue *q);
 /* Posts ops[0..n) in order; one system call per node carries the whole
@@ -173,14 +202,25 @@ int em_poll(em_queue *q, struct em_completion *out, unsigned max);
  * completions, waiting up to timeout_ms (-1: the pool's request timeout). */
 int em_wait(em_queue *q, struct em_completion *out, unsigned min, unsigned max,
 	    int timeout_ms);
+/* A descriptor for an event loop (poll, epoll, select): it is readable
+ * while completions of this queue may be waiting, so a loop can sleep on it
+ * beside its other descriptors and call em_poll() when it wakes. It is
+ * level-triggered and may wake spuriously (em_poll then reaps nothing); its
+ * state is brought up to date when em_submit, em_poll and em_wait return,
+ * so reap after every wakeup. Over a transport without a descriptor of its
+ * own (OmniXtend), it stays readable while operations are in flight. Owned
+ * by the queue, closed by em_queue_destroy(): never read or close it.
+ * Returns the descriptor or -errno. */
+int em_queue_fd(em_queue *q);
 /* Operations submitted whose completion has not arrived yet (arrived but
- * not yet reaped ones are not counted). */
-unsigned em_queue_inflight(const em_queue *q);
+ * not yet reaped ones are not counted), or -EINVAL. */
+int em_queue_inflight(const em_queue *q);
 
 /* ---- state of the pool ---- */
 
 #define EM_STAT_OPS 8 /* read, write, atomic, create, open, delete, list, status */
 struct em_node_status {
+	size_t size;             /* set by the caller in st[0]: see the conventions */
 	char addr[80];           /* as given in the node list */
 	uint64_t capacity;       /* bytes exported */
 	uint64_t used;           /* bytes allocated to regions */
@@ -202,7 +242,8 @@ struct em_node_status {
 	uint64_t ox_malformed;    /* frames that failed to decode, dropped */
 	uint32_t ox_attached;     /* sessions holding an address window now */
 };
-/* Fills st[0..max) with one entry per node; returns the number of nodes. */
+/* Fills st[0..max) with one entry per node; returns the number of nodes.
+ * With max > 0, st[0].size must be set. */
 int em_pool_status(em_pool *pool, struct em_node_status *st, unsigned max);
 
 /* ---- transparent mapping (userfaultfd) ---- */
@@ -215,7 +256,7 @@ struct em_map_opts {
 	uint64_t offset;     /* start within the region (multiple of 4 KiB) */
 	uint64_t length;     /* bytes; 0: to the region's end */
 	uint64_t fetch_unit; /* 4 KiB .. 2 MiB, power of two; 0: 64 KiB */
-	unsigned flags;      /* EM_MAP_* */
+	unsigned flags;      /* EM_MAP_*; others: -EINVAL */
 	int timeout_ms;      /* a fetch slower than this is fatal for the access
 				(SIGBUS, reason on stderr); 0: the pool's timeout */
 };
@@ -247,6 +288,7 @@ int em_sync(void *addr, size_t len);
 int em_unmap(void *addr);
 
 struct em_map_stats {
+	size_t size;              /* set by the caller: see the conventions */
 	uint64_t faults;          /* faults served by fetching */
 	uint64_t bytes_fetched;   /* from the pool */
 	uint64_t bytes_written;   /* written back */

@@ -12,7 +12,7 @@ int main(void)
 	const char *bad = t_secret("bad", "another secret entirely, 40 bytes long\n");
 	const char *shorty = t_secret("short", "tooshort\n");
 	struct t_node n;
-	struct em_node_status st;
+	struct em_node_status st = { .size = sizeof(st) };
 	em_pool *p;
 	em_region *r;
 	int rc;

@@ -223,14 +223,14 @@ int main(void)
 	/* the node still serves, the victim's data is intact, nothing leaked:
 	 * every anonymous region of the dead connections is gone */
 	for (int i = 0; i < 100; i++) {
-		struct em_node_status ns;
+		struct em_node_status ns = { .size = sizeof(ns) };
 		CHECK_RC(em_pool_status(pool, &ns, 1), 1);
 		if (ns.used == 65536 && ns.clients == 1)
 			break;
 		t_sleep_ms(20);
 	}
 	{
-		struct em_node_status ns;
+		struct em_node_status ns = { .size = sizeof(ns) };
 		CHECK_RC(em_pool_status(pool, &ns, 1), 1);
 		CHECK(ns.used == 65536);
 		CHECK(ns.clients == 1);

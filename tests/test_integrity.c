@@ -94,7 +94,7 @@ int main(void)
 	const char *sec = t_secret("secret", T_SECRET);
 	struct t_node n[3];
 	em_pool *pool;
-	struct em_region_info info[4];
+	struct em_region_info info[4] = { { .size = sizeof(info[0]) } };
 
 	atexit(t_cleanup);
 	t_node_start(&n[0], "64M", sec, NULL);
@@ -113,7 +113,7 @@ int main(void)
 		struct em_region_opts ro = { .size = sizeof(ro), .chunk_size = 1 << 20 };
 		CHECK_RC(em_region_create(pool, "striped", 40u << 20, &ro, &r), 0);
 		CHECK_RC(em_region_list(pool, info, 4), 1);
-		CHECK(info[0].nodes == 3 && info[0].size == 40u << 20);
+		CHECK(info[0].nodes == 3 && info[0].bytes == 40u << 20);
 		em_region_close(r);
 		CHECK_RC(em_region_delete(pool, "striped"), 0);
 	}

@@ -7,7 +7,7 @@
 
 static uint64_t used(em_pool *p)
 {
-	struct em_node_status st[4];
+	struct em_node_status st[4] = { { .size = sizeof(st[0]) } };
 	uint64_t u = 0;
 	int n = em_pool_status(p, st, 4);
 
@@ -23,7 +23,7 @@ int main(void)
 	struct t_node n[2];
 	em_pool *a, *b;
 	em_region *r, *r2, *big;
-	struct em_region_info info[8];
+	struct em_region_info info[8] = { { .size = sizeof(info[0]) } };
 	struct em_region_opts excl = { .size = sizeof(excl), .flags = EM_REGION_EXCL };
 	uint8_t buf[8192];
 	uint64_t u0;
@@ -73,7 +73,7 @@ int main(void)
 	em_region_close(r);
 	em_pool_close(a);
 	CHECK_RC(em_region_list(b, info, 8), 1);
-	CHECK(!strcmp(info[0].name, "model") && info[0].size == 100000);
+	CHECK(!strcmp(info[0].name, "model") && info[0].bytes == 100000);
 	CHECK_RC(em_region_open(b, "model", &r), 0);
 	CHECK(em_region_size(r) == 100000);
 	memset(buf, 0, sizeof(buf));

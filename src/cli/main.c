@@ -125,7 +125,7 @@ static int cmd_status(int argc, char **argv, struct em_cli_pool *cp)
 {
 	static const char *opn[EM_STAT_OPS] = { "read", "write", "atomic", "create",
 						"open", "delete", "list", "status" };
-	struct em_node_status st[64];
+	struct em_node_status st[64] = { { .size = sizeof(st[0]) } };
 	bool json = false;
 	em_pool *pool;
 	int n;
@@ -271,7 +271,7 @@ static int cmd_region(int argc, char **argv, struct em_cli_pool *cp)
 			em_region_close(r);
 		}
 	} else if (!strcmp(sub, "ls")) {
-		struct em_region_info info[1024];
+		static struct em_region_info info[1024];
 		bool json = argc > 2 && !strcmp(argv[2], "--json");
 
 		if (argc > 2 && !json) {
@@ -280,6 +280,7 @@ static int cmd_region(int argc, char **argv, struct em_cli_pool *cp)
 		}
 		if (em_cli_connect(cp, &pool, "ethermem region ls"))
 			return 1;
+		info[0].size = sizeof(info[0]);
 		rc = em_region_list(pool, info, 1024);
 		if (rc < 0) {
 			fprintf(stderr, "ethermem region ls: %s\n", em_strerror(rc));
@@ -289,11 +290,11 @@ static int cmd_region(int argc, char **argv, struct em_cli_pool *cp)
 			for (int i = 0; i < rc && i < 1024; i++) {
 				if (json)
 					printf("{\"name\":\"%s\",\"size\":%" PRIu64 ",\"chunk\":%" PRIu64
-					       ",\"nodes\":%u}\n", info[i].name, info[i].size,
+					       ",\"nodes\":%u}\n", info[i].name, info[i].bytes,
 					       info[i].chunk_size, info[i].nodes);
 				else
 					printf("%-40s %16" PRIu64 " %10" PRIu64 " %6u\n", info[i].name,
-					       info[i].size, info[i].chunk_size, info[i].nodes);
+					       info[i].bytes, info[i].chunk_size, info[i].nodes);
 			}
 			rc = 0;
 		}

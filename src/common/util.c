@@ -53,7 +53,7 @@ int em_parse_size(const char *s, uint64_t *out)
 	double v;
 	uint64_t mult = 1;
 
-	if (!s || !*s || *s == '-')
+	if (!s || !out || !*s || *s == '-')
 		return -EINVAL;
 	errno = 0;
 	v = strtod(s, &end);

@@ -141,6 +141,8 @@ struct em_queue {
 	unsigned cq_head, cq_count;
 	uint64_t next_tag;
 	struct stage *stage;       /* per pool node, kept between submissions */
+	int epfd, evfd;            /* em_queue_fd's epoll set and eventfd, -1: none */
+	bool ev_ready;             /* evfd is readable */
 };
 
 /* Failpoint for tests (the static library's, never exported): nonzero makes

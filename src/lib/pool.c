@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/abi.h"
 #include "common/util.h"
 #include "lib/internal.h"
 
@@ -89,8 +90,9 @@ static int resolve(const struct em_pool_opts *o, struct conf *c)
 	return 0;
 }
 
-int em_pool_connect(em_pool **out, const struct em_pool_opts *o)
+int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 {
+	struct em_pool_opts oo, *o = uo ? &oo : NULL;
 	struct conf c;
 	em_pool *pool;
 	struct em_chan **ch;
@@ -98,7 +100,7 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *o)
 	const char *e;
 	int rc, tr;
 
-	if (!out || (o && o->size < sizeof(size_t)))
+	if (!out || em_opts_in(&oo, sizeof(oo), uo, EM_POOL_OPTS_SIZE_0_1))
 		return -EINVAL;
 	if (getenv("ETHERMEM_DEBUG"))
 		em_log_threshold = EM_LOG_DEBUG;
@@ -114,12 +116,11 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *o)
 		return -ENOMEM;
 	/* the data path: an explicit option wins, then ETHERMEM_TRANSPORT,
 	 * then the file; the interface likewise */
-	tr = o && o->size >= offsetof(struct em_pool_opts, ox_iface) &&
-	     o->transport != EM_TRANSPORT_DEFAULT ? (int)o->transport
+	tr = o && o->transport != EM_TRANSPORT_DEFAULT ? (int)o->transport
 	     : !strcmp(c.transport, "ox") ? EM_TRANSPORT_OX
 	     : !c.transport[0] || !strcmp(c.transport, "tcp") ? EM_TRANSPORT_TCP
 	     : -1; /* a name we do not know: refused below */
-	if (o && o->size >= sizeof(*o) && o->ox_iface)
+	if (o && o->ox_iface)
 		snprintf(pool->ox_iface, sizeof(pool->ox_iface), "%s", o->ox_iface);
 	else if ((e = getenv("ETHERMEM_OX_IFACE")))
 		snprintf(pool->ox_iface, sizeof(pool->ox_iface), "%s", e);
@@ -327,6 +328,7 @@ static int node_free(em_pool *pool, uint64_t *freeb)
 
 	if (!st)
 		return -ENOMEM;
+	st[0].size = sizeof(*st);
 	rc = em_pool_status(pool, st, pool->n);
 	if (rc >= 0) {
 		for (unsigned i = 0; i < pool->n; i++)
@@ -592,20 +594,21 @@ int em_region_open(em_pool *pool, const char *name, em_region **out)
 int em_region_create(em_pool *pool, const char *name, uint64_t bytes,
 		     const struct em_region_opts *opts, em_region **out)
 {
+	struct em_region_opts o;
 	uint64_t chunk = DEFAULT_CHUNK;
-	unsigned flags = 0;
+	unsigned flags;
 	uint8_t layout[EM_MAX_LAYOUT], req[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
 	uint8_t resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
 	em_region *r;
 	int rc, ll, n;
 
-	if (!pool || !out || bytes == 0)
+	if (!pool || !out || bytes == 0 ||
+	    em_opts_in(&o, sizeof(o), opts, EM_REGION_OPTS_SIZE_0_1))
 		return -EINVAL;
-	if (opts && opts->size >= sizeof(size_t) + 8 && opts->chunk_size)
-		chunk = opts->chunk_size;
-	if (opts && opts->size >= sizeof(*opts))
-		flags = opts->flags;
-	if (chunk < 4096 || (chunk & 4095))
+	if (o.chunk_size)
+		chunk = o.chunk_size;
+	flags = o.flags;
+	if ((flags & ~EM_REGION_EXCL) || chunk < 4096 || (chunk & 4095))
 		return -EINVAL;
 	if (name) {
 		if ((rc = name_ok(name)))
@@ -705,15 +708,26 @@ em_pool *em_region_pool(const em_region *r)
 	return r ? r->pool : NULL;
 }
 
+/* The caller's element i of an array with stride `stride`. */
+#define AT(base, stride, i) ((void *)((char *)(base) + (size_t)(i) * (stride)))
+
 int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 {
-	uint8_t *buf = malloc(EM_MAX_CTRL);
+	size_t stride = max && info ? em_out_size(info, EM_REGION_INFO_SIZE_0_1) : 0;
+	char (*names)[EM_NAME_MAX + 1];
+	uint8_t *buf;
 	unsigned count = 0;
 	int rc = 0;
 
-	if (!pool || (max && !info) || !buf) {
-		free(buf);
+	if (!pool || (max && !stride))
 		return -EINVAL;
+	buf = malloc(EM_MAX_CTRL);
+	/* names already listed: info[] is the caller's and may be shorter */
+	names = malloc((size_t)(max ? max : 1) * sizeof(*names));
+	if (!buf || !names) {
+		free(buf);
+		free(names);
+		return -ENOMEM;
 	}
 	for (unsigned i = 0; i < pool->n && !rc; i++) {
 		uint64_t first = 0, total = 1;
@@ -750,15 +764,19 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 					continue;
 				/* a striped region is listed by each of its nodes */
 				for (k = 0; k < count && k < max; k++)
-					if (!strcmp(info[k].name, nm))
+					if (!strcmp(names[k], nm))
 						break;
 				if (k < count)
 					continue;
 				if (count < max) {
-					snprintf(info[count].name, sizeof(info[count].name), "%s", nm);
-					info[count].size = tmp.size;
-					info[count].chunk_size = tmp.chunk;
-					info[count].nodes = tmp.nseg;
+					struct em_region_info ri = { .size = sizeof(ri) };
+
+					snprintf(ri.name, sizeof(ri.name), "%s", nm);
+					ri.bytes = tmp.size;
+					ri.chunk_size = tmp.chunk;
+					ri.nodes = tmp.nseg;
+					memcpy(names[count], ri.name, sizeof(ri.name));
+					em_out_put(AT(info, stride, count), stride, &ri, sizeof(ri));
 				}
 				count++;
 			}
@@ -766,6 +784,7 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 		}
 	}
 	free(buf);
+	free(names);
 	return rc ? rc : (int)count;
 }
 
@@ -789,13 +808,14 @@ int em_status_raw(em_pool *pool, unsigned node, uint64_t v[EM_ST__COUNT])
 
 int em_pool_status(em_pool *pool, struct em_node_status *st, unsigned max)
 {
+	size_t stride = max && st ? em_out_size(st, EM_NODE_STATUS_SIZE_0_1) : 0;
 	uint8_t buf[EM_STATUS_LEN];
 
-	if (!pool || (max && !st))
+	if (!pool || (max && !stride))
 		return -EINVAL;
 	for (unsigned i = 0; i < pool->n && i < max; i++) {
 		struct em_part res;
-		struct em_node_status *s = &st[i];
+		struct em_node_status one, *s = &one;
 		uint64_t v[EM_ST__COUNT];
 		int rc = ctl(pool, i, EM_W_STATUS, 0, 0, 0, NULL, 0, buf, sizeof(buf), &res);
 
@@ -806,6 +826,7 @@ int em_pool_status(em_pool *pool, struct em_node_status *st, unsigned max)
 		for (int k = 0; k < EM_ST__COUNT; k++)
 			v[k] = em_get64(buf + 8 * k);
 		memset(s, 0, sizeof(*s));
+		s->size = sizeof(*s);
 		snprintf(s->addr, sizeof(s->addr), "%s", pool->nodes[i].addr);
 		s->capacity = v[EM_ST_CAPACITY];
 		s->used = v[EM_ST_USED];
@@ -833,6 +854,7 @@ int em_pool_status(em_pool *pool, struct em_node_status *st, unsigned max)
 			s->lat_p99_ns[k] = v[EM_ST_LAT0 + 3 * k + 1];
 			s->lat_p999_ns[k] = v[EM_ST_LAT0 + 3 * k + 2];
 		}
+		em_out_put(AT(st, stride, i), stride, s, sizeof(*s));
 	}
 	return (int)pool->n;
 }

@@ -13,6 +13,9 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "common/util.h"
 #include "lib/internal.h"
@@ -51,6 +54,7 @@ int em_queue_create_on(em_pool *pool, unsigned depth, struct em_chan **chans,
 	q->depth = depth;
 	q->ch = chans;
 	q->owns_chans = owns;
+	q->epfd = q->evfd = -1;
 	q->slots = calloc(depth, sizeof(*q->slots));
 	q->cq = calloc(depth, sizeof(*q->cq));
 	q->stage = calloc(pool->n, sizeof(*q->stage));
@@ -88,7 +92,7 @@ int em_queue_create(em_pool *pool, unsigned depth, em_queue **out)
 	unsigned i;
 	int rc = 0;
 
-	if (!pool || !out)
+	if (!pool || !out || depth == 0 || depth > (1u << 20))
 		return -EINVAL;
 	ch = calloc(pool->n, sizeof(*ch));
 	if (!ch)
@@ -129,12 +133,66 @@ void em_queue_destroy(em_queue *q)
 	free(q->stage);
 	free(q->slots);
 	free(q->cq);
+	if (q->epfd >= 0) {
+		close(q->epfd);
+		close(q->evfd);
+	}
 	free(q);
 }
 
-unsigned em_queue_inflight(const em_queue *q)
+int em_queue_inflight(const em_queue *q)
 {
-	return q->inflight;
+	return q ? (int)q->inflight : -EINVAL;
+}
+
+/* em_queue_fd is an epoll set over the queue's sockets (readable when a
+ * reply is there to be read) and an eventfd the library keeps readable
+ * while completions sit in the ring, or operations are in flight on a
+ * channel without a descriptor. fd_sync brings the eventfd up to date on
+ * the way out of every call that can change either. */
+static void fd_sync(em_queue *q)
+{
+	bool want = q->cq_count > 0;
+	uint64_t v = 1;
+
+	for (unsigned i = 0; i < q->pool->n && !want; i++)
+		want = q->ch[i]->outstanding && q->ch[i]->ops->fd(q->ch[i]) < 0;
+	if (want == q->ev_ready)
+		return;
+	if ((want ? write(q->evfd, &v, sizeof(v)) : read(q->evfd, &v, sizeof(v))) == sizeof(v))
+		q->ev_ready = want;
+}
+
+int em_queue_fd(em_queue *q)
+{
+	struct epoll_event e = { .events = EPOLLIN };
+	int ep, ev, rc = 0;
+
+	if (!q)
+		return -EINVAL;
+	if (q->epfd >= 0)
+		return q->epfd;
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	ev = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (ep < 0 || ev < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, ev, &e))
+		rc = -errno;
+	for (unsigned i = 0; i < q->pool->n && !rc; i++) {
+		int fd = q->ch[i]->ops->fd(q->ch[i]);
+		if (fd >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e))
+			rc = -errno;
+	}
+	if (rc) {
+		if (ep >= 0)
+			close(ep);
+		if (ev >= 0)
+			close(ev);
+		return rc;
+	}
+	q->epfd = ep;
+	q->evfd = ev;
+	q->ev_ready = false;
+	fd_sync(q);
+	return ep;
 }
 
 static void cq_push(em_queue *q, struct em_slot *s)
@@ -143,6 +201,7 @@ static void cq_push(em_queue *q, struct em_slot *s)
 
 	c->user_data = s->user_data;
 	c->result = s->result;
+	c->flags = 0;
 	c->value = s->value;
 	q->cq_count++;
 	q->inflight--;
@@ -195,7 +254,7 @@ static int check_op(const em_queue *q, const struct em_op *op)
 {
 	const em_region *r = op->region;
 
-	if (!r || r->pool != q->pool)
+	if (!r || r->pool != q->pool || op->flags || op->reserved)
 		return -EINVAL;
 	switch (op->opcode) {
 	case EM_OP_READ:
@@ -319,6 +378,8 @@ out:
 		if (st[i].n)
 			q->ch[i]->ops->post(q->ch[i], st[i].p, st[i].n);
 	}
+	if (q->evfd >= 0)
+		fd_sync(q);
 	if (posted)
 		return (int)posted;
 	return rc ? rc : n ? -EAGAIN : 0;
@@ -338,12 +399,17 @@ static unsigned reap(em_queue *q, struct em_completion *out, unsigned max)
 
 int em_poll(em_queue *q, struct em_completion *out, unsigned max)
 {
+	unsigned got;
+
 	if (!q || (max && !out))
 		return -EINVAL;
 	for (unsigned i = 0; i < q->pool->n; i++)
 		if (q->ch[i]->outstanding)
 			q->ch[i]->ops->progress(q->ch[i], 0);
-	return (int)reap(q, out, max);
+	got = reap(q, out, max);
+	if (q->evfd >= 0)
+		fd_sync(q);
+	return (int)got;
 }
 
 int em_wait(em_queue *q, struct em_completion *out, unsigned min, unsigned max,
@@ -410,6 +476,8 @@ int em_wait(em_queue *q, struct em_completion *out, unsigned min, unsigned max,
 		}
 		got += reap(q, out + got, max - got);
 	}
+	if (q->evfd >= 0)
+		fd_sync(q);
 	return (int)got;
 }
 

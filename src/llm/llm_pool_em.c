@@ -471,7 +471,7 @@ fail:
 static int llm_em_stats(void *cookie, uint64_t *bytes, uint64_t *faults)
 {
 	struct llm_pmap *m = cookie;
-	struct em_map_stats st;
+	struct em_map_stats st = { .size = sizeof(st) };
 	int rc = em_map_stats(m ? m->addr : NULL, &st);
 
 	if (rc)

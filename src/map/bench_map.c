@@ -214,7 +214,7 @@ static uint64_t emm_b_fetched(int kind, void *map)
 	FILE *f;
 
 	if (kind == 0) {
-		struct em_map_stats st;
+		struct em_map_stats st = { .size = sizeof(st) };
 
 		return em_map_stats(map, &st) ? 0 : st.bytes_fetched;
 	}

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/abi.h"
 #include "lib/internal.h"
 
 static int emm_pool_chan_open(void *bctx, void **chan)
@@ -104,18 +105,15 @@ int em_map_cache_size(uint64_t bytes)
 
 int em_map(em_region *region, const struct em_map_opts *opts, void **addr)
 {
-	struct em_map_opts o = { .size = sizeof(o) };
+	const unsigned known = EM_MAP_READONLY | EM_MAP_NOPREFETCH | EM_MAP_FRESH | EM_MAP_SCRATCH;
+	struct em_map_opts o;
 	struct emm_map_params p = { 0 };
 	uint64_t size;
 	int rc;
 
-	if (!region || !addr)
+	if (!region || !addr || em_opts_in(&o, sizeof(o), opts, EM_MAP_OPTS_SIZE_0_1) ||
+	    (o.flags & ~known))
 		return -EINVAL;
-	if (opts) {
-		if (opts->size < offsetof(struct em_map_opts, flags) + sizeof(unsigned))
-			return -EINVAL;
-		memcpy(&o, opts, opts->size < sizeof(o) ? opts->size : sizeof(o));
-	}
 	emm_default_cache();
 	size = em_region_size(region);
 	if (!o.fetch_unit)
@@ -145,15 +143,25 @@ int em_map(em_region *region, const struct em_map_opts *opts, void **addr)
 
 int em_sync(void *addr, size_t len)
 {
-	return emm_sync_range(addr, len);
+	return addr ? emm_sync_range(addr, len) : -EINVAL;
 }
 
 int em_unmap(void *addr)
 {
-	return emm_unmap_range(addr);
+	return addr ? emm_unmap_range(addr) : -EINVAL;
 }
 
 int em_map_stats(void *addr, struct em_map_stats *st)
 {
-	return emm_stats(addr, st);
+	size_t n = st ? em_out_size(st, EM_MAP_STATS_SIZE_0_1) : 0;
+	struct em_map_stats mine;
+	int rc;
+
+	if (!n)
+		return -EINVAL;
+	rc = emm_stats(addr, &mine);
+	mine.size = sizeof(mine);
+	if (!rc)
+		em_out_put(st, n, &mine, sizeof(mine));
+	return rc;
 }

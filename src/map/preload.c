@@ -182,7 +182,7 @@ static unsigned long emm_pl_blocks;
 
 __attribute__((destructor)) static void emm_pl_fini(void)
 {
-	struct em_map_stats st;
+	struct em_map_stats st = { .size = sizeof(st) };
 	char line[256];
 	int n;
 

@@ -115,7 +115,7 @@ static int integrity(em_pool *pool)
 	size_t bytes = 16 << 20;
 	/* generous: under ThreadSanitizer the node itself runs ten times slower */
 	struct em_map_opts mo = { .size = sizeof(mo), .fetch_unit = 16 << 10, .timeout_ms = 60000 };
-	struct em_map_stats st;
+	struct em_map_stats st = { .size = sizeof(st) };
 	em_region *r = reference_region(pool, bytes);
 
 	CHECK_RC(em_map_cache_size(4 << 20), 0);
@@ -167,7 +167,7 @@ static int huge(em_pool *pool)
 {
 	size_t bytes = (24 << 20) + 12288; /* the last unit is mostly past the end */
 	struct em_map_opts mo = { .size = sizeof(mo), .fetch_unit = 2 << 20, .timeout_ms = 60000 };
-	struct em_map_stats st;
+	struct em_map_stats st = { .size = sizeof(st) };
 	em_region *r;
 
 	/* a cache of 8 MiB is four huge pages, with room for a second mapping */
@@ -316,7 +316,7 @@ static int timeout_case(struct t_node *node, const char *secret)
 		}
 		t_sleep_ms(50);
 		(void)m[500000];
-		struct em_map_stats st;
+		struct em_map_stats st = { .size = sizeof(st) };
 		em_map_stats((void *)m, &st);
 		fprintf(stderr, "access succeeded: faults %llu fetched %llu\n", (unsigned long long)st.faults,
 			(unsigned long long)st.bytes_fetched);
