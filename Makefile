@@ -1,4 +1,5 @@
 # Convenience front end over CMake: `make`, `make test`, `make asan`,
+# `make install` (PREFIX=DIR, else CMake's /usr/local; DESTDIR honoured),
 # `make bench-llm` (QUICK=1 for the CI smoke run).
 BUILD ?= build
 JOBS ?= $(shell nproc)
@@ -15,6 +16,9 @@ asan:
 	@cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -j 2 --timeout 600 -LE nosan
 
+install: all
+	cmake --install $(BUILD) $(if $(PREFIX),--prefix $(PREFIX),)
+
 # LLM inference over the pool against disk and swap (issue 5).
 bench-llm: all
 	bench/llm/run.sh $(if $(QUICK),--quick,)
@@ -22,4 +26,4 @@ bench-llm: all
 clean:
 	rm -rf build build-asan build-tsan build-fuzz
 
-.PHONY: all test asan clean bench-llm
+.PHONY: all test asan install clean bench-llm

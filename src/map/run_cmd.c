@@ -89,6 +89,8 @@ int em_cli_run(int argc, char **argv)
 	slash = strrchr(self, '/');
 	*slash = 0;
 	snprintf(shim, sizeof(shim), "%s/libethermem-preload.so", self);
+	if (access(shim, R_OK)) /* installed: PREFIX/bin and PREFIX/LIBDIR */
+		snprintf(shim, sizeof(shim), "%s/../%s/libethermem-preload.so", self, EM_INSTALL_LIBDIR);
 	if (access(shim, R_OK)) {
 		fprintf(stderr, "ethermem run: %s: %s\n", shim, strerror(errno));
 		return 1;
