@@ -2,12 +2,15 @@
  * errors.c - em_strerror(): one place that turns every code the library, the
  * node and the tools return into text.
  */
+#include <limits.h>
 #include <string.h>
 
 #include "ethermem.h"
 
 const char *em_strerror(int err)
 {
+	if (err == INT_MIN) /* has no positive twin */
+		return "unknown error";
 	if (err < 0)
 		err = -err;
 	switch (err) {
