@@ -121,11 +121,19 @@ int main(void)
 	}
 	CHECK(strcmp(ni[0].i.name, ni[1].i.name) != 0);
 	CHECK(all((uint8_t *)&ni[2], sizeof(ni[2]), 0xcd));
-	/* max 1 with two regions: one filled, the count says two */
-	memset(ni, 0xcd, sizeof(ni));
-	ni[0].i.size = sizeof(ni[0]);
-	CHECK_RC(em_region_list(pool, &ni[0].i, 1), 2);
-	CHECK(all((uint8_t *)&ni[1], sizeof(ni[1]), 0xcd));
+	/* max 1 with three regions, one striped over both nodes: one filled,
+	 * the count says three */
+	{
+		em_region *c3;
+		CHECK_RC(em_region_create(pool, "abi-c", 4096, NULL, &c3), 0);
+		memset(ni, 0xcd, sizeof(ni));
+		ni[0].i.size = sizeof(ni[0]);
+		CHECK_RC(em_region_list(pool, &ni[0].i, 1), 3);
+		CHECK(all((uint8_t *)&ni[1], sizeof(ni[1]), 0xcd));
+		CHECK_RC(em_region_list(pool, NULL, 0), 3);
+		CHECK_RC(em_region_close(c3), 0);
+		CHECK_RC(em_region_delete(pool, "abi-c"), 0);
+	}
 
 	/* mapping counters, process totals */
 	memset(&ms, 0xee, sizeof(ms));

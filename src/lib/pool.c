@@ -716,14 +716,15 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 	size_t stride = max && info ? em_out_size(info, EM_REGION_INFO_SIZE_0_1) : 0;
 	char (*names)[EM_NAME_MAX + 1];
 	uint8_t *buf;
-	unsigned count = 0;
+	unsigned count = 0, cap = 64;
 	int rc = 0;
 
 	if (!pool || (max && !stride))
 		return -EINVAL;
 	buf = malloc(EM_MAX_CTRL);
-	/* names already listed: info[] is the caller's and may be shorter */
-	names = malloc((size_t)(max ? max : 1) * sizeof(*names));
+	/* every name counted so far, to count a striped region once even
+	 * past max: info[] is the caller's and may be shorter */
+	names = malloc(cap * sizeof(*names));
 	if (!buf || !names) {
 		free(buf);
 		free(names);
@@ -763,11 +764,21 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 				if (layout_decode(&tmp, lay, ll, ids))
 					continue;
 				/* a striped region is listed by each of its nodes */
-				for (k = 0; k < count && k < max; k++)
+				for (k = 0; k < count; k++)
 					if (!strcmp(names[k], nm))
 						break;
 				if (k < count)
 					continue;
+				if (count == cap) {
+					void *nn = realloc(names, 2 * cap * sizeof(*names));
+					if (!nn) {
+						rc = -ENOMEM;
+						break;
+					}
+					names = nn;
+					cap *= 2;
+				}
+				memcpy(names[count], nm, sizeof(nm));
 				if (count < max) {
 					struct em_region_info ri = { .size = sizeof(ri) };
 
@@ -775,11 +786,12 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 					ri.bytes = tmp.size;
 					ri.chunk_size = tmp.chunk;
 					ri.nodes = tmp.nseg;
-					memcpy(names[count], ri.name, sizeof(ri.name));
 					em_out_put(AT(info, stride, count), stride, &ri, sizeof(ri));
 				}
 				count++;
 			}
+			if (rc)
+				break;
 			first += res.r_aux;
 		}
 	}
