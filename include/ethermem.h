@@ -12,9 +12,10 @@
  *  - int-returning calls give 0 (or a count) on success and -errno on failure;
  *    em_strerror() turns any such code into text;
  *  - whatever the library allocates has its destroy/close call;
- *  - a NULL or foreign handle, an unknown flag or a nonzero reserved field
+ *  - a NULL handle, an unknown flag or a nonzero reserved field
  *    is refused with -EINVAL (a NULL data buffer with a nonzero length
- *    with -EFAULT); destroy/close calls accept NULL and do nothing;
+ *    with -EFAULT); em_pool_close(NULL) and em_queue_destroy(NULL) do
+ *    nothing;
  *  - structs that may grow (options, and what the library fills in:
  *    em_region_info, em_node_status, em_map_stats) start with `size_t size`,
  *    which the caller sets to sizeof the struct as its header knows it.
