@@ -27,6 +27,7 @@
 #include "common/util.h"
 #include "common/wire.h"
 #include "lib/internal.h"
+#include "lib/ox_chan.h"
 
 struct row {
 	const char *op, *transport;
@@ -350,7 +351,7 @@ int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp)
 	}
 	if (em_cli_connect(cp, &b.pool, "ethermem bench"))
 		return 1;
-	b.transport = b.pool->transport == EM_TRANSPORT_OX ? "ox" : "tcp";
+	b.transport = b.pool->tp->name;
 	b.rsize = 64ull << 20;
 	b.buf = malloc(2u << 20);
 	b.lat = malloc(20000 * sizeof(*b.lat));
@@ -376,7 +377,7 @@ int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp)
 	 * that drift in the machine's load hits both sides of each ratio. */
 	if (b.baseline && (b.basefd = em_tcp_baseline_fd(b.pool, 0)) < 0)
 		rc = b.basefd;
-	if (!rc && b.baseline && b.pool->transport == EM_TRANSPORT_OX) {
+	if (!rc && b.baseline && !strcmp(b.pool->tp->name, "ox")) {
 		struct em_cli_pool tcp = *cp;
 		rc = em_ox_echo_open(b.pool, 0, &b.echo);
 		tcp.opts.transport = EM_TRANSPORT_TCP;

@@ -2,14 +2,13 @@
  * internal.h - libethermem's private structures, shared by its files and by
  * in-tree tools (the benchmark, the paging layer). Never installed.
  *
- * A queue posts "parts" - one wire request each - to per-node channels. A
- * channel is a transport behind a table of operations: TCP (tcp.c), or
- * OmniXtend over raw Ethernet (ox_chan.c), which wraps a TCP channel and
- * sends reads, writes and TL-UH atomics as TileLink frames while control
- * requests and compare-and-swap stay on TCP. The TCP channel completes
- * parts in the order they were posted, which is what lets it receive read
- * data straight into the caller's buffer; the OmniXtend channel completes
- * them as their responses arrive.
+ * A queue posts "parts" - one wire request each - to per-node channels
+ * (struct em_chan_ops). Every channel starts as an authenticated TCP
+ * connection (tcp.c: sessions and control always travel over TCP); the
+ * pool's transport (struct em_transport_ops) may wrap it into a channel of its
+ * own kind. Transports are found by name in a registry (transport.c) built
+ * from src/lib/CMakeLists.txt, so nothing here or in pool.c and queue.c
+ * names one; README.md in this directory tells how to add one.
  */
 #ifndef EM_LIB_INTERNAL_H
 #define EM_LIB_INTERNAL_H
@@ -38,7 +37,6 @@ struct em_part {
 	void *resp;            /* response payload destination */
 	uint32_t resp_cap;
 	uint8_t inl[16];       /* atomics: operands out, old value back */
-	uint64_t oxaddr;       /* OmniXtend address of `off`, 0: not over OmniXtend */
 	/* filled on completion */
 	int status;
 	uint32_t resp_len, r_region, r_aux;
@@ -81,8 +79,38 @@ struct em_node {
 	uint8_t id[EM_NODE_ID_LEN];
 	uint64_t session;
 	uint8_t token[EM_TOKEN_LEN];
-	struct em_oxnode *ox;    /* EM_TRANSPORT_OX: the node's OmniXtend connection */
 };
+
+/* A transport: how a queue's channel to a node is made and what the pool
+ * and its regions need for it. Every hook is optional; `priv` is what
+ * init stored, so a transport that wraps another (fault.c) can hold the
+ * other's beside its own. A transport file defines
+ * `const struct em_transport_ops em_transport_<name>` and is listed once in
+ * CMakeLists.txt. */
+struct em_transport_ops {
+	const char *name;        /* ETHERMEM_TRANSPORT / config `transport` */
+	int id;                  /* enum em_transport value, 0: reachable by name only */
+	/* Checks the pool's settings, makes the transport's state (after the
+	 * node list is parsed, before any connection). */
+	int (*init)(em_pool *pool, void **priv);
+	/* Per-node setup once the sessions and the default queue exist; the
+	 * default queue's channels are wrapped right after it. */
+	int (*start)(void *priv, em_pool *pool);
+	/* Node i's channel of a queue from its fresh TCP channel. On success
+	 * it owns `tcp`; on failure it leaves it to the caller. */
+	int (*wrap)(void *priv, em_pool *pool, unsigned i, struct em_chan *tcp,
+		    struct em_chan **out);
+	/* A region was created or opened (its handles valid) / is closing. */
+	int (*attach)(void *priv, em_region *r);
+	void (*detach)(void *priv, em_region *r);
+	/* Pool close: stop runs while the sessions are still up, fini after. */
+	void (*stop)(void *priv, em_pool *pool);
+	void (*fini)(void *priv, em_pool *pool);
+};
+
+/* The registry (transport.c): by name, or by enum em_transport value. */
+const struct em_transport_ops *em_transport_find(const char *name);
+const struct em_transport_ops *em_transport_by_id(int id);
 
 struct em_pool {
 	unsigned n;
@@ -90,8 +118,9 @@ struct em_pool {
 	uint8_t key[EM_KEY_LEN];
 	int timeout_ms;
 	int poll_us;
-	enum em_transport transport; /* TCP or OX, resolved */
-	char ox_iface[64];
+	const struct em_transport_ops *tp; /* the data path, resolved */
+	void *tpriv;             /* its state */
+	char iface[64];          /* network interface, for transports over raw Ethernet */
 	pthread_mutex_t lock;    /* the default queue, control calls */
 	struct em_queue *dq;     /* over the session's first connections */
 	struct em_region *regions; /* open handles, freed by em_pool_close */
@@ -112,7 +141,6 @@ struct em_region {
 	uint32_t cnt[EM_MAX_PATTERN];    /* chunks per period, per segment */
 	char name[EM_NAME_MAX + 1];
 	bool named;
-	uint64_t oxbase[EM_MAX_SEG]; /* OmniXtend window of each segment, 0: none */
 	struct em_region *next, *prev; /* the pool's list of open handles */
 };
 
@@ -160,33 +188,20 @@ int em_tcp_connect(em_pool *pool, struct em_node *node, bool new_session,
 /* Opens an authenticated TCP connection in raw baseline mode (benchmark). */
 int em_tcp_baseline_fd(em_pool *pool, unsigned node);
 
-/* OmniXtend (ox_chan.c). One connection per pool node, shared by every
- * queue of the pool: the node keys OmniXtend state on the MAC pair, so two
- * requesters behind one MAC would break each other's go-back-N. */
-/* Opens the interface for node i; *mac is ours, for EM_W_OX_ATTACH. */
-int em_ox_node_open(em_pool *pool, unsigned i, uint8_t mac[6]);
-/* Starts the requester with what the node answered. */
-int em_ox_node_start(em_pool *pool, unsigned i, const struct em_ox_info *info);
-/* Ends the node's OmniXtend connection (1.1 close) if nothing is in flight. */
-void em_ox_node_quiesce(struct em_node *n);
-void em_ox_node_close(struct em_node *n);
-/* A node's status array as on the wire (EM_ST_*, the OmniXtend counters
+/* A node's status array as on the wire (EM_ST_*, the transport counters
  * included, which struct em_node_status has no room for). */
 int em_status_raw(em_pool *pool, unsigned node, uint64_t v[EM_ST__COUNT]);
-/* Wraps a TCP channel to node i into an OmniXtend one (owning it). */
-int em_ox_chan_wrap(em_pool *pool, unsigned i, struct em_chan *tcp, struct em_chan **out);
-/* Raw Ethernet ping-pong with node i's echo responder on the same
- * interface (the benchmark's baseline; the node answers attached MACs only). */
-struct em_ox_echo;
-int em_ox_echo_open(em_pool *pool, unsigned i, struct em_ox_echo **out);
-/* Largest reply payload one frame carries. */
-int em_ox_echo_max(const struct em_ox_echo *e);
-int em_ox_echo_ping(struct em_ox_echo *e, size_t size, int timeout_ms);
-void em_ox_echo_close(struct em_ox_echo *e);
+/* Bytes segment `seg` of a region holds on its node. */
+uint64_t em_region_seg_bytes(const em_region *r, unsigned seg);
 
 int em_queue_create_on(em_pool *pool, unsigned depth, struct em_chan **chans,
 		       bool owns, em_queue **out);
 /* Runs one control request on the pool's default queue (pool lock held). */
 int em_ctl_call(em_pool *pool, unsigned node, struct em_part *p);
+/* The same, taking the pool lock; *res (may be NULL) gets the completed
+ * part (resp_len, r_region, r_aux, r_off). */
+int em_ctl(em_pool *pool, unsigned node, uint8_t wop, uint32_t handle, uint32_t aux,
+	   uint64_t off, const void *req, uint32_t req_len, void *resp, uint32_t cap,
+	   struct em_part *res);
 
 #endif

@@ -2,8 +2,10 @@
  * ox_chan.c - the OmniXtend transport of libethermem (--transport ox).
  *
  * The TCP connection stays the control path: authentication, regions, and
- * the grant of an address window per region handle (pool.c asks for them
- * with EM_W_OX_ATTACH / EM_W_OX_MAP).  A channel of this kind wraps a
+ * the grant of an address window per region handle (this transport's
+ * start and attach hooks ask for them with EM_W_OX_ATTACH / EM_W_OX_MAP,
+ * and keep each node's windows by handle, so the core's parts carry only
+ * the handle and offset the node knows).  A channel of this kind wraps a
  * queue's TCP channel to one node: reads, writes and the atomics TL-UH has
  * go out as TileLink requests in Ethernet frames (src/ox); everything else,
  * and compare-and-swap, which TL-UH lacks, goes over the TCP channel
@@ -33,16 +35,34 @@
 
 #include "common/util.h"
 #include "lib/internal.h"
+#include "lib/ox_chan.h"
 #include "ox/ox.h"
 
 #define SPIN_NS 200000ull
 #define PURE_SPIN_NS 20000ull
 
+/* The window the node granted one region handle: OmniXtend address of
+ * the handle's byte 0. */
+struct oxwin {
+	uint32_t handle;
+	uint64_t base;
+};
+
 struct em_oxnode {
-	pthread_mutex_t lock;        /* the requester and its link */
+	pthread_mutex_t lock;        /* the requester and its link, the windows */
 	struct ox_link *raw, *link;  /* link: raw or the test fault injector around it */
 	struct ox_requester *rq;
 	struct em_ox_info info;      /* what the node told us at attach */
+	/* Open handles' windows. A linear search: a process holds a handful
+	 * of regions, and the last one found is tried first. */
+	struct oxwin *win;
+	unsigned nwin, capwin, lastwin;
+};
+
+/* The transport's pool state: one connection per pool node. */
+struct oxpool {
+	unsigned n;
+	struct em_oxnode *node[];
 };
 
 /* A part on its way: held back behind an earlier overlapping one (WAIT),
@@ -55,6 +75,7 @@ struct oxent {
 	struct ox_op op;
 	struct em_part part;
 	struct oxent *next;
+	uint64_t addr;               /* OmniXtend address of the part's offset */
 	uint64_t lo, hi;             /* OmniXtend address range */
 	uint8_t state;
 	bool ro;                     /* a read: reads never conflict with reads */
@@ -71,7 +92,7 @@ struct em_oxchan {
 	unsigned nox;
 };
 
-int em_ox_node_open(em_pool *pool, unsigned i, uint8_t mac[6])
+static int node_open(em_pool *pool, struct oxpool *op, unsigned i, uint8_t mac[6])
 {
 	struct em_oxnode *n = calloc(1, sizeof(*n));
 	int rc;
@@ -79,22 +100,23 @@ int em_ox_node_open(em_pool *pool, unsigned i, uint8_t mac[6])
 	if (!n)
 		return -ENOMEM;
 	pthread_mutex_init(&n->lock, NULL);
-	rc = ox_link_packet_open(pool->ox_iface, 0, &n->raw);
+	rc = ox_link_packet_open(pool->iface, 0, &n->raw);
 	if (rc) {
-		em_log(EM_LOG_DEBUG, "ox: cannot open %s: %s", pool->ox_iface, em_strerror(rc));
+		em_log(EM_LOG_DEBUG, "ox: cannot open %s: %s", pool->iface, em_strerror(rc));
 		pthread_mutex_destroy(&n->lock);
 		free(n);
 		return rc;
 	}
 	n->link = n->raw;
 	memcpy(mac, n->raw->mac, 6);
-	pool->nodes[i].ox = n;
+	op->node[i] = n;
 	return 0;
 }
 
-int em_ox_node_start(em_pool *pool, unsigned i, const struct em_ox_info *info)
+static int node_start(em_pool *pool, struct oxpool *op, unsigned i,
+		      const struct em_ox_info *info)
 {
-	struct em_oxnode *n = pool->nodes[i].ox;
+	struct em_oxnode *n = op->node[i];
 	struct ox_opts o = { .mode = info->mode ? OX_MODE_103 : OX_MODE_11,
 			     .verbatim = info->verbatim, .ethertype = info->ethertype };
 	int rc;
@@ -105,7 +127,7 @@ int em_ox_node_start(em_pool *pool, unsigned i, const struct em_ox_info *info)
 	if (info->ethertype != n->raw->ethertype) {
 		/* the node speaks another EtherType: reopen the socket on it */
 		struct ox_link *l;
-		if ((rc = ox_link_packet_open(pool->ox_iface, info->ethertype, &l)))
+		if ((rc = ox_link_packet_open(pool->iface, info->ethertype, &l)))
 			return rc;
 		ox_link_close(n->raw);
 		n->raw = n->link = l;
@@ -124,10 +146,8 @@ int em_ox_node_start(em_pool *pool, unsigned i, const struct em_ox_info *info)
 	return 0;
 }
 
-void em_ox_node_quiesce(struct em_node *node)
+static void node_quiesce(struct em_oxnode *n)
 {
-	struct em_oxnode *n = node->ox;
-
 	if (n && n->rq && !ox_requester_busy(n->rq)) {
 		pthread_mutex_lock(&n->lock);
 		ox_requester_close(n->rq, 200000000ull);
@@ -135,10 +155,8 @@ void em_ox_node_quiesce(struct em_node *node)
 	}
 }
 
-void em_ox_node_close(struct em_node *node)
+static void node_close(struct em_oxnode *n)
 {
-	struct em_oxnode *n = node->ox;
-
 	if (!n)
 		return;
 	if (n->rq) {
@@ -152,8 +170,22 @@ void em_ox_node_close(struct em_node *node)
 	if (n->raw)
 		ox_link_close(n->raw);
 	pthread_mutex_destroy(&n->lock);
+	free(n->win);
 	free(n);
-	node->ox = NULL;
+}
+
+/* Under the node lock: the OmniXtend address of a handle's byte 0, 0 if the
+ * handle has no window (then the part travels over TCP). */
+static uint64_t win_find(struct em_oxnode *n, uint32_t handle)
+{
+	if (n->lastwin < n->nwin && n->win[n->lastwin].handle == handle)
+		return n->win[n->lastwin].base;
+	for (unsigned k = 0; k < n->nwin; k++)
+		if (n->win[k].handle == handle) {
+			n->lastwin = k;
+			return n->win[k].base;
+		}
+	return 0;
 }
 
 static void ent_cb(struct ox_op *op)
@@ -161,13 +193,11 @@ static void ent_cb(struct ox_op *op)
 	((struct oxent *)op->user)->done = true;
 }
 
-/* Over OmniXtend: reads, writes and the atomics TL-UH has, of a mapped
- * region.  Compare-and-swap of a mapped region is ordered like them but
- * travels over TCP; everything else goes to TCP untouched. */
-static bool ox_able(const struct em_part *p)
+/* Over OmniXtend: reads, writes and the atomics TL-UH has, of a handle
+ * with a window.  Compare-and-swap of such a handle is ordered like them
+ * but travels over TCP; everything else goes to TCP untouched. */
+static bool data_part(const struct em_part *p)
 {
-	if (!p->oxaddr)
-		return false;
 	switch (p->wop) {
 	case EM_W_READ:
 	case EM_W_WRITE:
@@ -185,12 +215,12 @@ static void op_setup(struct oxent *e)
 	struct ox_op *op = &e->op;
 
 	memset(op, 0, sizeof(*op));
-	op->addr = p->oxaddr;
+	op->addr = e->addr;
 	op->cb = ent_cb;
 	op->user = e;
 	e->cas = false;
 	e->ro = false;
-	e->lo = p->oxaddr;
+	e->lo = e->addr;
 	if (p->wop == EM_W_READ) {
 		op->kind = OX_OP_GET;
 		op->buf = p->resp;
@@ -365,23 +395,25 @@ static int ox_post(struct em_chan *ch, const struct em_part *parts, unsigned n)
 	bool failed = false;
 
 	for (unsigned i = 0; i < n; i++)
-		nox += ox_able(&parts[i]);
+		nox += data_part(&parts[i]);
 	if (n > 16 && !(tcp = malloc(n * sizeof(*tcp))))
 		tcp = NULL;
 	if (nox)
-		pthread_mutex_lock(&c->n->lock);
+		pthread_mutex_lock(&c->n->lock); /* the windows, the requester */
 	for (unsigned i = 0; i < n; i++) {
 		const struct em_part *p = &parts[i];
+		uint64_t base = data_part(p) ? win_find(c->n, p->handle) : 0;
+		bool able = base != 0;
 		struct oxent *e = NULL;
 
-		if (ox_able(p)) {
+		if (able) {
 			e = c->free;
 			if (e)
 				c->free = e->next;
 			else
 				e = malloc(sizeof(*e));
 		}
-		if (!e && (!ox_able(p) && tcp)) {
+		if (!e && (!able && tcp)) {
 			part_copy(&tcp[nt++], p);
 			continue;
 		}
@@ -394,6 +426,7 @@ static int ox_post(struct em_chan *ch, const struct em_part *parts, unsigned n)
 			continue;
 		}
 		part_copy(&e->part, p);
+		e->addr = base + p->off;
 		e->done = false;
 		e->next = NULL;
 		e->state = E_WAIT;
@@ -569,11 +602,14 @@ static const struct em_chan_ops ox_ops = {
 	.close = ox_close,
 };
 
-int em_ox_chan_wrap(em_pool *pool, unsigned i, struct em_chan *tcp, struct em_chan **out)
+static int ox_wrap(void *priv, em_pool *pool, unsigned i, struct em_chan *tcp,
+		   struct em_chan **out)
 {
+	struct oxpool *op = priv;
 	struct em_oxchan *c;
 
-	if (!pool->nodes[i].ox || !pool->nodes[i].ox->rq)
+	(void)pool;
+	if (!op->node[i] || !op->node[i]->rq)
 		return -ENOTCONN;
 	c = calloc(1, sizeof(*c));
 	if (!c)
@@ -582,10 +618,171 @@ int em_ox_chan_wrap(em_pool *pool, unsigned i, struct em_chan *tcp, struct em_ch
 	c->ch.q = tcp->q;
 	c->ch.timeout_ms = tcp->timeout_ms;
 	c->tcp = tcp;
-	c->n = pool->nodes[i].ox;
+	c->n = op->node[i];
 	sync_outstanding(c);
 	*out = &c->ch;
 	return 0;
+}
+
+/* ---- the transport: pool and region hooks ---- */
+
+static int ox_init(em_pool *pool, void **priv)
+{
+	struct oxpool *op;
+
+	if (!pool->iface[0])
+		return -EDESTADDRREQ; /* --ox-iface / ETHERMEM_OX_IFACE */
+	op = calloc(1, sizeof(*op) + pool->n * sizeof(op->node[0]));
+	if (!op)
+		return -ENOMEM;
+	op->n = pool->n;
+	*priv = op;
+	return 0;
+}
+
+/* Attaches every node (our MAC for its link's parameters) and starts the
+ * requesters; the core then wraps the default queue's channels. */
+static int ox_start(void *priv, em_pool *pool)
+{
+	struct oxpool *op = priv;
+
+	for (unsigned i = 0; i < pool->n; i++) {
+		uint8_t req[EM_OX_ATTACH_REQ_LEN] = { 0 }, resp[EM_OX_ATTACH_RESP_LEN];
+		struct em_ox_info info;
+		struct em_part res;
+		int rc = node_open(pool, op, i, req);
+
+		/* the node may not yet have seen the end of this MAC's last
+		 * session (a process that restarted at once): wait a little */
+		for (int tries = 0; !rc; tries++) {
+			rc = em_ctl(pool, i, EM_W_OX_ATTACH, 0, 0, 0, req, sizeof(req), resp,
+				    sizeof(resp), &res);
+			if (rc != -EADDRINUSE || tries == 40)
+				break;
+			rc = 0;
+			usleep(25000);
+		}
+		if (!rc && res.resp_len != sizeof(resp))
+			rc = -EPROTO;
+		if (!rc) {
+			em_ox_info_decode(resp, &info);
+			rc = node_start(pool, op, i, &info);
+		}
+		if (rc) {
+			em_log(EM_LOG_DEBUG, "node %s: OmniXtend: %s", pool->nodes[i].addr,
+			       em_strerror(rc));
+			return rc;
+		}
+	}
+	return 0;
+}
+
+static void win_drop(struct em_oxnode *n, uint32_t handle)
+{
+	pthread_mutex_lock(&n->lock);
+	for (unsigned k = 0; k < n->nwin; k++)
+		if (n->win[k].handle == handle) {
+			n->win[k] = n->win[--n->nwin];
+			break;
+		}
+	pthread_mutex_unlock(&n->lock);
+}
+
+/* Asks each node holding a segment for its window and keeps it by handle. */
+static int ox_attach(void *priv, em_region *r)
+{
+	struct oxpool *op = priv;
+	unsigned s;
+	int rc = 0;
+
+	for (s = 0; s < r->nseg && !rc; s++) {
+		struct em_oxnode *n = op->node[r->node[s]];
+		uint8_t resp[8];
+		struct em_part res;
+
+		rc = em_ctl(r->pool, r->node[s], EM_W_OX_MAP, r->handle[s], 0, 0, NULL, 0, resp,
+			    sizeof(resp), &res);
+		if (!rc && (res.resp_len != 8 || !res.r_off ||
+			    em_get64(resp) < em_region_seg_bytes(r, s)))
+			rc = -EPROTO;
+		if (rc)
+			break;
+		pthread_mutex_lock(&n->lock);
+		if (n->nwin == n->capwin) {
+			unsigned nc = n->capwin ? 2 * n->capwin : 8;
+			struct oxwin *nw = realloc(n->win, nc * sizeof(*nw));
+			if (nw) {
+				n->win = nw;
+				n->capwin = nc;
+			}
+		}
+		if (n->nwin < n->capwin)
+			n->win[n->nwin++] = (struct oxwin){ r->handle[s], res.r_off };
+		else
+			rc = -ENOMEM;
+		pthread_mutex_unlock(&n->lock);
+	}
+	if (rc) /* the segments done so far forget their windows */
+		while (s--)
+			win_drop(op->node[r->node[s]], r->handle[s]);
+	return rc;
+}
+
+static void ox_detach(void *priv, em_region *r)
+{
+	struct oxpool *op = priv;
+
+	for (unsigned s = 0; s < r->nseg; s++)
+		win_drop(op->node[r->node[s]], r->handle[s]);
+}
+
+static void ox_stop(void *priv, em_pool *pool)
+{
+	struct oxpool *op = priv;
+
+	(void)pool;
+	for (unsigned i = 0; i < op->n; i++)
+		if (op->node[i])
+			node_quiesce(op->node[i]);
+}
+
+static void ox_fini(void *priv, em_pool *pool)
+{
+	struct oxpool *op = priv;
+
+	(void)pool;
+	for (unsigned i = 0; i < op->n; i++)
+		if (op->node[i])
+			node_close(op->node[i]);
+	free(op);
+}
+
+const struct em_transport_ops em_transport_ox = {
+	.name = "ox",
+	.id = EM_TRANSPORT_OX,
+	.init = ox_init,
+	.start = ox_start,
+	.wrap = ox_wrap,
+	.attach = ox_attach,
+	.detach = ox_detach,
+	.stop = ox_stop,
+	.fini = ox_fini,
+};
+
+uint64_t em_ox_window(const em_region *r, unsigned seg)
+{
+	struct oxpool *op;
+	struct em_oxnode *n;
+	uint64_t base;
+
+	if (!r || seg >= r->nseg || r->pool->tp != &em_transport_ox)
+		return 0;
+	op = r->pool->tpriv;
+	n = op->node[r->node[seg]];
+	pthread_mutex_lock(&n->lock);
+	base = win_find(n, r->handle[seg]);
+	pthread_mutex_unlock(&n->lock);
+	return base;
 }
 
 /* ---- raw Ethernet ping-pong: the benchmark's baseline ---- */
@@ -599,7 +796,8 @@ struct em_ox_echo {
 
 int em_ox_echo_open(em_pool *pool, unsigned node, struct em_ox_echo **out)
 {
-	struct em_oxnode *n = node < pool->n ? pool->nodes[node].ox : NULL;
+	struct oxpool *op = pool->tp == &em_transport_ox ? pool->tpriv : NULL;
+	struct em_oxnode *n = op && node < op->n ? op->node[node] : NULL;
 	struct em_ox_echo *e;
 	int rc;
 
@@ -609,7 +807,7 @@ int em_ox_echo_open(em_pool *pool, unsigned node, struct em_ox_echo **out)
 		return -EPROTONOSUPPORT;
 	if (!(e = calloc(1, sizeof(*e))))
 		return -ENOMEM;
-	rc = ox_link_packet_open(pool->ox_iface, n->info.echo_type, &e->l);
+	rc = ox_link_packet_open(pool->iface, n->info.echo_type, &e->l);
 	if (rc) {
 		free(e);
 		return rc;

@@ -23,7 +23,6 @@
 
 #define LAYOUT_MAGIC 0x594c4d45u /* "EMLY" */
 
-static int ox_setup(em_pool *pool);
 #define DEFAULT_CHUNK (4ull << 20)
 
 struct conf {
@@ -90,6 +89,28 @@ static int resolve(const struct em_pool_opts *o, struct conf *c)
 	return 0;
 }
 
+/* The transport's per-node setup, then the default queue's channels
+ * wrapped into the transport's own. */
+static int transport_start(em_pool *pool)
+{
+	const struct em_transport_ops *tp = pool->tp;
+	int rc;
+
+	if (tp->start && (rc = tp->start(pool->tpriv, pool)))
+		return rc;
+	for (unsigned i = 0; tp->wrap && i < pool->n; i++) {
+		struct em_chan *w;
+
+		if ((rc = tp->wrap(pool->tpriv, pool, i, pool->dq->ch[i], &w))) {
+			em_log(EM_LOG_DEBUG, "node %s: %s: %s", pool->nodes[i].addr, tp->name,
+			       em_strerror(rc));
+			return rc;
+		}
+		pool->dq->ch[i] = w;
+	}
+	return 0;
+}
+
 int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 {
 	struct em_pool_opts oo, *o = uo ? &oo : NULL;
@@ -98,7 +119,7 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 	struct em_chan **ch;
 	char *list, *save = NULL, *tok;
 	const char *e;
-	int rc, tr;
+	int rc;
 
 	if (!out || em_opts_in(&oo, sizeof(oo), uo, EM_POOL_OPTS_SIZE_0_1))
 		return -EINVAL;
@@ -115,25 +136,21 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 	if (!pool)
 		return -ENOMEM;
 	/* the data path: an explicit option wins, then ETHERMEM_TRANSPORT,
-	 * then the file; the interface likewise */
-	tr = o && o->transport != EM_TRANSPORT_DEFAULT ? (int)o->transport
-	     : !strcmp(c.transport, "ox") ? EM_TRANSPORT_OX
-	     : !c.transport[0] || !strcmp(c.transport, "tcp") ? EM_TRANSPORT_TCP
-	     : -1; /* a name we do not know: refused below */
-	if (o && o->ox_iface)
-		snprintf(pool->ox_iface, sizeof(pool->ox_iface), "%s", o->ox_iface);
-	else if ((e = getenv("ETHERMEM_OX_IFACE")))
-		snprintf(pool->ox_iface, sizeof(pool->ox_iface), "%s", e);
+	 * then the file; the interface likewise. A name or value the
+	 * registry does not know is refused. */
+	if (o && o->transport != EM_TRANSPORT_DEFAULT)
+		pool->tp = em_transport_by_id((int)o->transport);
 	else
-		memcpy(pool->ox_iface, c.ox_iface, sizeof(pool->ox_iface));
-	if (tr != EM_TRANSPORT_TCP && tr != EM_TRANSPORT_OX) {
+		pool->tp = em_transport_find(c.transport[0] ? c.transport : "tcp");
+	if (o && o->ox_iface)
+		snprintf(pool->iface, sizeof(pool->iface), "%s", o->ox_iface);
+	else if ((e = getenv("ETHERMEM_OX_IFACE")))
+		snprintf(pool->iface, sizeof(pool->iface), "%s", e);
+	else
+		memcpy(pool->iface, c.ox_iface, sizeof(pool->iface));
+	if (!pool->tp) {
 		free(pool);
 		return -EINVAL;
-	}
-	pool->transport = (enum em_transport)tr;
-	if (pool->transport == EM_TRANSPORT_OX && !pool->ox_iface[0]) {
-		free(pool);
-		return -EDESTADDRREQ; /* --ox-iface / ETHERMEM_OX_IFACE */
 	}
 	pthread_mutex_init(&pool->lock, NULL);
 	pool->timeout_ms = c.timeout_ms;
@@ -169,6 +186,8 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 		rc = -EDESTADDRREQ;
 		goto fail;
 	}
+	if (pool->tp->init && (rc = pool->tp->init(pool, &pool->tpriv)))
+		goto fail;
 	ch = calloc(pool->n, sizeof(*ch));
 	if (!ch) {
 		rc = -ENOMEM;
@@ -181,7 +200,7 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 			for (unsigned j = 0; j < i; j++)
 				ch[j]->ops->close(ch[j]);
 			free(ch);
-			goto fail;
+			goto fail_tp;
 		}
 	}
 	rc = em_queue_create_on(pool, 64, ch, true, &pool->dq);
@@ -189,16 +208,17 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 		for (unsigned j = 0; j < pool->n; j++)
 			ch[j]->ops->close(ch[j]);
 		free(ch);
-		goto fail;
+		goto fail_tp;
 	}
-	if (pool->transport == EM_TRANSPORT_OX && (rc = ox_setup(pool))) {
+	if ((rc = transport_start(pool))) {
 		em_queue_destroy(pool->dq);
-		for (unsigned j = 0; j < pool->n; j++)
-			em_ox_node_close(&pool->nodes[j]);
-		goto fail;
+		goto fail_tp;
 	}
 	*out = pool;
 	return 0;
+fail_tp:
+	if (pool->tp->fini)
+		pool->tp->fini(pool->tpriv, pool);
 fail:
 	free(pool->nodes);
 	pthread_mutex_destroy(&pool->lock);
@@ -239,15 +259,15 @@ void em_pool_close(em_pool *pool)
 		pool->regions = r->next;
 		free(r);
 	}
-	/* OmniXtend first: its close must reach the node while our windows
-	 * (which the session's end removes) still make us a known peer */
-	for (unsigned i = 0; i < pool->n; i++)
-		em_ox_node_quiesce(&pool->nodes[i]);
+	/* the transport first: what it says to a node may need the session
+	 * (an OmniXtend close must come while our windows make us a peer) */
+	if (pool->tp->stop)
+		pool->tp->stop(pool->tpriv, pool);
 	/* closing the session's first connections ends the sessions: the nodes
 	 * free this client's anonymous regions */
 	em_queue_destroy(pool->dq);
-	for (unsigned i = 0; i < pool->n; i++)
-		em_ox_node_close(&pool->nodes[i]);
+	if (pool->tp->fini)
+		pool->tp->fini(pool->tpriv, pool);
 	pthread_mutex_destroy(&pool->lock);
 	free(pool->nodes);
 	free(pool);
@@ -307,7 +327,7 @@ static int layout_decode(em_region *r, const uint8_t *in, uint16_t len,
 }
 
 /* Bytes segment `seg` holds: its chunks, the region's last one maybe short. */
-static uint64_t seg_bytes(const em_region *r, unsigned seg)
+uint64_t em_region_seg_bytes(const em_region *r, unsigned seg)
 {
 	uint64_t nchunks = (r->size + r->chunk - 1) / r->chunk;
 	uint64_t full = nchunks / r->plen, rem = nchunks % r->plen, mine;
@@ -408,16 +428,16 @@ static int place(em_region *r, uint64_t chunk)
 	}
 	layout_derive(r);
 	for (unsigned s = 0; s < r->nseg; s++)
-		if (seg_bytes(r, s) > freeb[r->node[s]])
+		if (em_region_seg_bytes(r, s) > freeb[r->node[s]])
 			return -ENOSPC;
 	return 0;
 }
 
 /* ---- control calls ---- */
 
-static int ctl(em_pool *pool, unsigned node, uint8_t wop, uint32_t handle, uint32_t aux,
-	       uint64_t off, const void *req, uint32_t req_len, void *resp, uint32_t cap,
-	       struct em_part *res)
+int em_ctl(em_pool *pool, unsigned node, uint8_t wop, uint32_t handle, uint32_t aux,
+	   uint64_t off, const void *req, uint32_t req_len, void *resp, uint32_t cap,
+	   struct em_part *res)
 {
 	struct em_part p = { .wop = wop, .handle = handle, .aux = aux, .off = off,
 			     .req = req, .req_len = req_len, .resp = resp, .resp_cap = cap };
@@ -431,69 +451,22 @@ static int ctl(em_pool *pool, unsigned node, uint8_t wop, uint32_t handle, uint3
 	return rc;
 }
 
-/* OmniXtend: attach every node (our MAC for its link's parameters), start
- * the requesters, and put the default queue's channels on them. */
-static int ox_setup(em_pool *pool)
-{
-	for (unsigned i = 0; i < pool->n; i++) {
-		uint8_t req[EM_OX_ATTACH_REQ_LEN] = { 0 }, resp[EM_OX_ATTACH_RESP_LEN];
-		struct em_ox_info info;
-		struct em_part res;
-		struct em_chan *w;
-		int rc = em_ox_node_open(pool, i, req);
-
-		/* the node may not yet have seen the end of this MAC's last
-		 * session (a process that restarted at once): wait a little */
-		for (int tries = 0; !rc; tries++) {
-			rc = ctl(pool, i, EM_W_OX_ATTACH, 0, 0, 0, req, sizeof(req), resp,
-				 sizeof(resp), &res);
-			if (rc != -EADDRINUSE || tries == 40)
-				break;
-			rc = 0;
-			usleep(25000);
-		}
-		if (!rc && res.resp_len != sizeof(resp))
-			rc = -EPROTO;
-		if (!rc) {
-			em_ox_info_decode(resp, &info);
-			rc = em_ox_node_start(pool, i, &info);
-		}
-		if (!rc)
-			rc = em_ox_chan_wrap(pool, i, pool->dq->ch[i], &w);
-		if (rc) {
-			em_log(EM_LOG_DEBUG, "node %s: OmniXtend: %s", pool->nodes[i].addr,
-			       em_strerror(rc));
-			return rc;
-		}
-		pool->dq->ch[i] = w;
-	}
-	return 0;
-}
-
-/* Asks each node holding a segment for its OmniXtend window. */
-static int ox_map(em_region *r)
-{
-	if (r->pool->transport != EM_TRANSPORT_OX)
-		return 0;
-	for (unsigned s = 0; s < r->nseg; s++) {
-		uint8_t resp[8];
-		struct em_part res;
-		int rc = ctl(r->pool, r->node[s], EM_W_OX_MAP, r->handle[s], 0, 0, NULL, 0,
-			     resp, sizeof(resp), &res);
-		if (!rc && (res.resp_len != 8 || !res.r_off || em_get64(resp) < seg_bytes(r, s)))
-			rc = -EPROTO;
-		if (rc)
-			return rc;
-		r->oxbase[s] = res.r_off;
-	}
-	return 0;
-}
-
 static void close_handles(em_region *r, unsigned upto)
 {
 	for (unsigned s = 0; s < upto; s++)
 		if (r->handle[s])
-			ctl(r->pool, r->node[s], EM_W_CLOSE, r->handle[s], 0, 0, NULL, 0, NULL, 0, NULL);
+			em_ctl(r->pool, r->node[s], EM_W_CLOSE, r->handle[s], 0, 0, NULL, 0, NULL, 0, NULL);
+}
+
+/* The transport's view of a new handle; on failure the handles close. */
+static int attach(em_region *r)
+{
+	int rc;
+
+	if (!r->pool->tp->attach || !(rc = r->pool->tp->attach(r->pool->tpriv, r)))
+		return 0;
+	close_handles(r, r->nseg);
+	return rc;
 }
 
 static int name_ok(const char *name)
@@ -525,7 +498,7 @@ static int region_open_named(em_pool *pool, const char *name, em_region **out)
 		char nm[EM_NAME_MAX + 1];
 		const uint8_t *lay;
 		uint16_t ll;
-		int e = ctl(pool, i, EM_W_OPEN, 0, 0, 0, req, (uint32_t)n, resp, sizeof(resp), &res);
+		int e = em_ctl(pool, i, EM_W_OPEN, 0, 0, 0, req, (uint32_t)n, resp, sizeof(resp), &res);
 
 		if (e == -ENOENT)
 			continue;
@@ -561,11 +534,10 @@ static int region_open_named(em_pool *pool, const char *name, em_region **out)
 	}
 	for (unsigned i = 0; i < pool->n; i++) /* stray same-named regions */
 		if (handles[i])
-			ctl(pool, i, EM_W_CLOSE, handles[i], 0, 0, NULL, 0, NULL, 0, NULL);
+			em_ctl(pool, i, EM_W_CLOSE, handles[i], 0, 0, NULL, 0, NULL, 0, NULL);
 	snprintf(r->name, sizeof(r->name), "%s", name);
 	r->named = true;
-	if ((rc = ox_map(r))) {
-		close_handles(r, r->nseg);
+	if ((rc = attach(r))) {
 		free(r);
 		return rc;
 	}
@@ -575,7 +547,7 @@ static int region_open_named(em_pool *pool, const char *name, em_region **out)
 fail:
 	for (unsigned i = 0; i < pool->n; i++)
 		if (handles[i])
-			ctl(pool, i, EM_W_CLOSE, handles[i], 0, 0, NULL, 0, NULL, 0, NULL);
+			em_ctl(pool, i, EM_W_CLOSE, handles[i], 0, 0, NULL, 0, NULL, 0, NULL);
 	free(r);
 	return rc;
 }
@@ -641,25 +613,23 @@ int em_region_create(em_pool *pool, const char *name, uint64_t bytes,
 	n = em_namelayout_encode(req, sizeof(req), name, layout, (uint16_t)ll);
 	for (unsigned s = 0; s < r->nseg; s++) {
 		struct em_part res;
-		rc = ctl(pool, r->node[s], EM_W_CREATE, 0,
-			 name ? EM_WC_NAMED | EM_WC_EXCL : 0, seg_bytes(r, s), req,
+		rc = em_ctl(pool, r->node[s], EM_W_CREATE, 0,
+			 name ? EM_WC_NAMED | EM_WC_EXCL : 0, em_region_seg_bytes(r, s), req,
 			 (uint32_t)n, resp, sizeof(resp), &res);
 		if (rc) {
 			/* undo the nodes already done, so nothing half-made stays */
 			close_handles(r, s);
 			if (name)
 				for (unsigned k = 0; k < s; k++)
-					ctl(pool, r->node[k], EM_W_DELETE, 0, 0, 0, req,
+					em_ctl(pool, r->node[k], EM_W_DELETE, 0, 0, 0, req,
 					    (uint32_t)em_namelayout_encode(req, sizeof(req), name, NULL, 0),
 					    NULL, 0, NULL);
 			goto fail;
 		}
 		r->handle[s] = res.r_region;
 	}
-	if ((rc = ox_map(r))) {
-		close_handles(r, r->nseg);
+	if ((rc = attach(r)))
 		goto fail;
-	}
 	track(r);
 	*out = r;
 	return 0;
@@ -673,6 +643,8 @@ int em_region_close(em_region *r)
 	if (!r)
 		return -EINVAL;
 	untrack(r);
+	if (r->pool->tp->detach)
+		r->pool->tp->detach(r->pool->tpriv, r);
 	close_handles(r, r->nseg);
 	free(r);
 	return 0;
@@ -689,7 +661,7 @@ int em_region_delete(em_pool *pool, const char *name)
 		return rc;
 	n = em_namelayout_encode(req, sizeof(req), name, NULL, 0);
 	for (unsigned i = 0; i < pool->n; i++) {
-		rc = ctl(pool, i, EM_W_DELETE, 0, 0, 0, req, (uint32_t)n, NULL, 0, NULL);
+		rc = em_ctl(pool, i, EM_W_DELETE, 0, 0, 0, req, (uint32_t)n, NULL, 0, NULL);
 		if (!rc)
 			found++;
 		else if (rc != -ENOENT)
@@ -736,7 +708,7 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 			struct em_part res;
 			size_t pos = 0;
 
-			rc = ctl(pool, i, EM_W_LIST, 0, 0, first, NULL, 0, buf, EM_MAX_CTRL, &res);
+			rc = em_ctl(pool, i, EM_W_LIST, 0, 0, first, NULL, 0, buf, EM_MAX_CTRL, &res);
 			if (rc)
 				break;
 			total = res.r_off;
@@ -808,7 +780,7 @@ int em_status_raw(em_pool *pool, unsigned node, uint64_t v[EM_ST__COUNT])
 
 	if (!pool || node >= pool->n)
 		return -EINVAL;
-	rc = ctl(pool, node, EM_W_STATUS, 0, 0, 0, NULL, 0, buf, sizeof(buf), &res);
+	rc = em_ctl(pool, node, EM_W_STATUS, 0, 0, 0, NULL, 0, buf, sizeof(buf), &res);
 	if (rc)
 		return rc;
 	if (res.resp_len != EM_STATUS_LEN)
@@ -829,7 +801,7 @@ int em_pool_status(em_pool *pool, struct em_node_status *st, unsigned max)
 		struct em_part res;
 		struct em_node_status one, *s = &one;
 		uint64_t v[EM_ST__COUNT];
-		int rc = ctl(pool, i, EM_W_STATUS, 0, 0, 0, NULL, 0, buf, sizeof(buf), &res);
+		int rc = em_ctl(pool, i, EM_W_STATUS, 0, 0, 0, NULL, 0, buf, sizeof(buf), &res);
 
 		if (rc)
 			return rc;

@@ -99,10 +99,10 @@ int em_queue_create(em_pool *pool, unsigned depth, em_queue **out)
 		return -ENOMEM;
 	for (i = 0; i < pool->n && !rc; i++) {
 		rc = em_tcp_connect(pool, &pool->nodes[i], false, &ch[i]);
-		if (!rc && pool->transport == EM_TRANSPORT_OX) {
-			/* the node's one OmniXtend connection, beside our own TCP */
+		if (!rc && pool->tp->wrap) {
+			/* the transport's channel, built on our own TCP connection */
 			struct em_chan *w;
-			rc = em_ox_chan_wrap(pool, i, ch[i], &w);
+			rc = pool->tp->wrap(pool->tpriv, pool, i, ch[i], &w);
 			if (rc)
 				ch[i]->ops->close(ch[i]);
 			ch[i] = rc ? NULL : w;
@@ -329,8 +329,6 @@ int em_submit(em_queue *q, const struct em_op *ops, unsigned n)
 			p.tag = ++q->next_tag;
 			p.handle = op->region->handle[seg];
 			p.off = noff;
-			if (op->region->oxbase[seg])
-				p.oxaddr = op->region->oxbase[seg] + noff;
 			if (op->opcode == EM_OP_READ) {
 				p.wop = EM_W_READ;
 				p.aux = (uint32_t)k;
@@ -452,7 +450,7 @@ int em_wait(em_queue *q, struct em_completion *out, unsigned min, unsigned max,
 
 			for (unsigned i = 0; i < n; i++)
 				if (q->ch[i]->outstanding && q->ch[i]->ops->fd(q->ch[i]) < 0) {
-					/* no descriptor (OmniXtend): it is polled, and
+					/* no descriptor (a polled transport): it is polled, and
 					 * the sockets below are looked at without waiting */
 					q->ch[i]->ops->progress(q->ch[i], 0);
 					pt = 0;

@@ -537,3 +537,9 @@ int em_tcp_baseline_fd(em_pool *pool, unsigned node)
 	}
 	return fd;
 }
+
+/* The plain data path: a queue's channels are the TCP connections. */
+const struct em_transport_ops em_transport_tcp = {
+	.name = "tcp",
+	.id = EM_TRANSPORT_TCP,
+};

@@ -34,6 +34,7 @@
 #include "common/wire.h"
 #include "ethermem.h"
 #include "lib/internal.h"
+#include "lib/ox_chan.h"
 #include "ox/ox.h"
 
 #define CHECK(c)                                                                   \
@@ -82,9 +83,9 @@ static void integrity(uint64_t seed)
 	em_queue *q;
 
 	CHECK(ref && buf);
-	CHECK(pool->transport == EM_TRANSPORT_OX);
+	CHECK(!strcmp(pool->tp->name, "ox"));
 	CHECK_RC(em_region_create(pool, NULL, size, NULL, &r), 0);
-	CHECK(r->oxbase[0] != 0);
+	CHECK(em_ox_window(r, 0) != 0);
 	CHECK_RC(em_read(r, 0, buf, 1u << 20), 0);
 	for (int i = 0; i < (1 << 20); i++)
 		CHECK(buf[i] == 0);
@@ -343,26 +344,26 @@ static void garbage(const char *ifname)
 	memcpy(me, l->mac, 6);
 	/* malformed, from our own (attached) MAC: counted and dropped at decode,
 	 * before they reach the connection */
-	n = get_frame(f, node, me, 1000, r->oxbase[0], 0, 0);
+	n = get_frame(f, node, me, 1000, em_ox_window(r, 0), 0, 0);
 	CHECK(ox_link_send(l, f, OX_ETH_HLEN + 20) == 0); /* short */
 	sent_bad++;
-	n = get_frame(f, node, me, 1000, r->oxbase[0], 0, 0);
+	n = get_frame(f, node, me, 1000, em_ox_window(r, 0), 0, 0);
 	f[n - 1] = 0x02; /* frame mask: a message at a data flit */
 	CHECK(ox_link_send(l, f, n) == 0);
 	sent_bad++;
-	n = get_frame(f, node, me, 1000, r->oxbase[0], 0, 0);
+	n = get_frame(f, node, me, 1000, em_ox_window(r, 0), 0, 0);
 	f[OX_ETH_HLEN + 8 + 1] = (uint8_t)((f[OX_ETH_HLEN + 8 + 1] & 0xf0) | 15); /* size 2^15 */
 	CHECK(ox_link_send(l, f, n) == 0);
 	sent_bad++;
-	n = get_frame(f, node, me, 1000, r->oxbase[0], 0, 0);
+	n = get_frame(f, node, me, 1000, em_ox_window(r, 0), 0, 0);
 	CHECK(ox_link_send(l, f, n - 3) == 0); /* not whole flits */
 	sent_bad++;
-	n = get_frame(f, node, me, 1000, r->oxbase[0], 0, 0);
+	n = get_frame(f, node, me, 1000, em_ox_window(r, 0), 0, 0);
 	f[OX_ETH_HLEN + 8] = 0x70; /* channel 7 */
 	CHECK(ox_link_send(l, f, n) == 0);
 	sent_bad++;
 	/* a sequence number far outside the window: dropped (NAKed) */
-	n = get_frame(f, node, me, OX_SEQ_HALF + 77, r->oxbase[0], 0, 0);
+	n = get_frame(f, node, me, OX_SEQ_HALF + 77, em_ox_window(r, 0), 0, 0);
 	CHECK(ox_link_send(l, f, n) == 0);
 	/* a stranger's well-formed Get: dropped, counted, no state kept */
 	for (int i = 0; i < 5; i++) {
