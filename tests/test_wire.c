@@ -74,6 +74,139 @@ static void test_namelayout(void)
 	CHECK(em_namelayout_encode(b, 5, "toolongforcap", NULL, 0) == -ENOSPC);
 }
 
+/* A two-segment layout; the decoded copy matches field by field. */
+static int make_layout(uint8_t *b, size_t cap, struct em_layout *l)
+{
+	memset(l, 0, sizeof(*l));
+	l->size = 10ull << 30;
+	l->chunk = 4u << 20;
+	l->nseg = 2;
+	l->plen = 3;
+	memset(l->ids[0], 0xaa, EM_NODE_ID_LEN);
+	memset(l->ids[1], 0xbb, EM_NODE_ID_LEN);
+	l->pattern[0] = 0;
+	l->pattern[1] = 1;
+	l->pattern[2] = 0;
+	return em_layout_encode(b, cap, l);
+}
+
+static void test_layout(void)
+{
+	uint8_t b[EM_MAX_LAYOUT], c[EM_MAX_LAYOUT];
+	struct em_layout l, d;
+	int n = make_layout(b, sizeof(b), &l);
+
+	CHECK(n == 22 + 2 * EM_NODE_ID_LEN + 3);
+	CHECK_RC(em_layout_decode(b, (size_t)n, &d), 0);
+	CHECK(d.size == l.size && d.chunk == l.chunk && d.nseg == 2 && d.plen == 3);
+	CHECK(!memcmp(d.ids, l.ids, 2 * EM_NODE_ID_LEN) && !memcmp(d.pattern, l.pattern, 3));
+	CHECK(em_layout_encode(c, sizeof(c), &d) == n && !memcmp(b, c, (size_t)n));
+	/* every truncation and every extension */
+	for (int k = 0; k < n; k++)
+		CHECK_RC(em_layout_decode(b, (size_t)k, &d), -EPROTO);
+	CHECK_RC(em_layout_decode(b, (size_t)n + 1, &d), -EPROTO);
+	/* each field out of range, one at a time */
+	{
+		struct { unsigned at; uint8_t v; } bad[] = {
+			{ 0, 0 },            /* magic */
+			{ 20, 0 },           /* no segment */
+			{ 20, 65 },          /* more segments than a region may span */
+			{ 21, 0 },           /* no pattern */
+			{ 21, 65 },          /* too long a pattern */
+			{ 21, 2 },           /* counts that disagree with the length */
+			{ 22 + 2 * EM_NODE_ID_LEN + 1, 2 }, /* names a segment not there */
+		};
+		for (unsigned k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+			memcpy(c, b, (size_t)n);
+			c[bad[k].at] = bad[k].v;
+			CHECK_RC(em_layout_decode(c, (size_t)n, &d), -EPROTO);
+		}
+		memcpy(c, b, (size_t)n);
+		memset(c + 4, 0, 8); /* size 0 */
+		CHECK_RC(em_layout_decode(c, (size_t)n, &d), -EPROTO);
+		memcpy(c, b, (size_t)n);
+		memset(c + 12, 0, 8); /* chunk 0 */
+		CHECK_RC(em_layout_decode(c, (size_t)n, &d), -EPROTO);
+	}
+	CHECK_RC(em_layout_encode(c, (size_t)n - 1, &l), -ENOSPC);
+	l.pattern[1] = 2;
+	CHECK_RC(em_layout_encode(c, sizeof(c), &l), -EINVAL);
+}
+
+static void test_list(void)
+{
+	uint8_t b[1024], lay[EM_MAX_LAYOUT];
+	const char *names[3] = { "a", "model.weights", "z9" };
+	struct em_layout l;
+	size_t len = 0, pos = 0;
+	int ll = make_layout(lay, sizeof(lay), &l);
+
+	for (int i = 0; i < 3; i++) {
+		int n = em_list_entry_encode(b + len, sizeof(b) - len, 1000u + (unsigned)i,
+					     names[i], lay, (uint16_t)ll);
+		CHECK(n == 8 + 3 + (int)strlen(names[i]) + ll);
+		len += (size_t)n;
+	}
+	for (int i = 0; i < 3; i++) {
+		char nm[EM_NAME_MAX + 1];
+		const uint8_t *pl;
+		uint16_t pll;
+		uint64_t sz;
+
+		CHECK_RC(em_list_entry_decode(b, len, &pos, &sz, nm, &pl, &pll), 0);
+		CHECK(sz == 1000u + (unsigned)i && !strcmp(nm, names[i]));
+		CHECK(pll == ll && !memcmp(pl, lay, (size_t)ll));
+	}
+	CHECK(pos == len);
+	/* past the end, and every truncation of the last entry */
+	{
+		char nm[EM_NAME_MAX + 1];
+		const uint8_t *pl;
+		uint16_t pll;
+		uint64_t sz;
+		size_t last = len - (8 + 3 + 2 + (size_t)ll);
+
+		CHECK_RC(em_list_entry_decode(b, len, &pos, &sz, nm, &pl, &pll), -EPROTO);
+		pos = len + 5;
+		CHECK_RC(em_list_entry_decode(b, len, &pos, &sz, nm, &pl, &pll), -EPROTO);
+		CHECK(pos == len + 5); /* a refused entry moves nothing */
+		for (size_t k = last; k < len; k++) {
+			pos = last;
+			CHECK_RC(em_list_entry_decode(b, k, &pos, &sz, nm, &pl, &pll), -EPROTO);
+		}
+		/* a layout length that runs past the payload */
+		b[last + 8 + 1 + 2] = 0xff; /* after "z9" */
+		b[last + 8 + 1 + 3] = 0x7f;
+		pos = last;
+		CHECK_RC(em_list_entry_decode(b, len, &pos, &sz, nm, &pl, &pll), -EPROTO);
+	}
+	CHECK_RC(em_list_entry_encode(b, 7, 1, "a", NULL, 0), -ENOSPC);
+	CHECK_RC(em_list_entry_encode(b, 11, 1, "ab", NULL, 0), -ENOSPC);
+}
+
+static void test_status(void)
+{
+	uint64_t v[EM_ST__COUNT], d[EM_ST__COUNT];
+	uint8_t b[EM_STATUS_LEN + 8], h[EM_HDR_LEN];
+	struct em_hdr hd = { .magic = EM_WIRE_MAGIC, .version = EM_WIRE_VERSION,
+			     .op = EM_W_STATUS, .flags = EM_WF_RESPONSE, .status = -ENOENT };
+
+	for (int i = 0; i < EM_ST__COUNT; i++)
+		v[i] = 0x0102030405060708ull * (uint64_t)(i + 1);
+	CHECK_RC(em_status_encode(b, sizeof(b), v), EM_STATUS_LEN);
+	CHECK_RC(em_status_decode(b, EM_STATUS_LEN, d), 0);
+	CHECK(!memcmp(v, d, sizeof(v)));
+	CHECK_RC(em_status_decode(b, EM_STATUS_LEN - 1, d), -EPROTO);
+	CHECK_RC(em_status_decode(b, EM_STATUS_LEN + 8, d), -EPROTO);
+	CHECK_RC(em_status_decode(b, 0, d), -EPROTO);
+	CHECK_RC(em_status_encode(b, EM_STATUS_LEN - 1, v), -ENOSPC);
+	em_hdr_encode(h, &hd);
+	CHECK(em_hdr_status(h) == -ENOENT);
+	hd.status = 0;
+	em_hdr_encode(h, &hd);
+	CHECK(em_hdr_status(h) == 0);
+}
+
 static void test_parsers(void)
 {
 	uint64_t v;
@@ -124,6 +257,9 @@ int main(void)
 {
 	test_header();
 	test_namelayout();
+	test_layout();
+	test_list();
+	test_status();
 	test_parsers();
 	test_hist();
 	return 0;

@@ -202,3 +202,117 @@ void em_ox_info_decode(const uint8_t *in, struct em_ox_info *i)
 	i->verbatim = in[13];
 	i->echo_type = (uint16_t)(in[14] | in[15] << 8);
 }
+
+int em_status_encode(uint8_t *out, size_t cap, const uint64_t v[EM_ST__COUNT])
+{
+	if (cap < EM_STATUS_LEN)
+		return -ENOSPC;
+	for (int i = 0; i < EM_ST__COUNT; i++)
+		em_put64(out + 8 * i, v[i]);
+	return EM_STATUS_LEN;
+}
+
+int em_status_decode(const uint8_t *in, size_t len, uint64_t v[EM_ST__COUNT])
+{
+	if (len != EM_STATUS_LEN)
+		return -EPROTO;
+	for (int i = 0; i < EM_ST__COUNT; i++)
+		v[i] = em_get64(in + 8 * i);
+	return 0;
+}
+
+int32_t em_hdr_status(const uint8_t hdr[EM_HDR_LEN])
+{
+	return (int32_t)em_get32(hdr + 8);
+}
+
+#define LAYOUT_FIXED 22 /* magic, size, chunk, nseg, plen */
+
+static bool layout_ok(uint64_t size, uint64_t chunk, unsigned nseg, unsigned plen,
+		      const uint8_t *pattern)
+{
+	if (!size || !chunk || !nseg || nseg > EM_LAYOUT_MAX_SEG || !plen ||
+	    plen > EM_LAYOUT_MAX_PATTERN)
+		return false;
+	for (unsigned j = 0; j < plen; j++)
+		if (pattern[j] >= nseg)
+			return false;
+	return true;
+}
+
+int em_layout_encode(uint8_t *out, size_t cap, const struct em_layout *l)
+{
+	size_t n;
+
+	if (!layout_ok(l->size, l->chunk, l->nseg, l->plen, l->pattern))
+		return -EINVAL;
+	n = LAYOUT_FIXED + (size_t)l->nseg * EM_NODE_ID_LEN + l->plen;
+	if (n > cap)
+		return -ENOSPC;
+	em_put32(out, EM_LAYOUT_MAGIC);
+	em_put64(out + 4, l->size);
+	em_put64(out + 12, l->chunk);
+	out[20] = (uint8_t)l->nseg;
+	out[21] = (uint8_t)l->plen;
+	memcpy(out + LAYOUT_FIXED, l->ids, (size_t)l->nseg * EM_NODE_ID_LEN);
+	memcpy(out + LAYOUT_FIXED + (size_t)l->nseg * EM_NODE_ID_LEN, l->pattern, l->plen);
+	return (int)n;
+}
+
+int em_layout_decode(const uint8_t *in, size_t len, struct em_layout *l)
+{
+	unsigned nseg, plen;
+	const uint8_t *pat;
+
+	if (len < LAYOUT_FIXED || em_get32(in) != EM_LAYOUT_MAGIC)
+		return -EPROTO;
+	nseg = in[20];
+	plen = in[21];
+	/* the counts decide where the pattern is: check them before using it */
+	if (!nseg || nseg > EM_LAYOUT_MAX_SEG || !plen || plen > EM_LAYOUT_MAX_PATTERN ||
+	    len != LAYOUT_FIXED + (size_t)nseg * EM_NODE_ID_LEN + plen)
+		return -EPROTO;
+	pat = in + LAYOUT_FIXED + (size_t)nseg * EM_NODE_ID_LEN;
+	if (!layout_ok(em_get64(in + 4), em_get64(in + 12), nseg, plen, pat))
+		return -EPROTO;
+	l->size = em_get64(in + 4);
+	l->chunk = em_get64(in + 12);
+	l->nseg = nseg;
+	l->plen = plen;
+	memcpy(l->ids, in + LAYOUT_FIXED, (size_t)nseg * EM_NODE_ID_LEN);
+	memcpy(l->pattern, pat, plen);
+	return 0;
+}
+
+int em_list_entry_encode(uint8_t *out, size_t cap, uint64_t size, const char *name,
+			 const void *layout, uint16_t layout_len)
+{
+	int n;
+
+	if (cap < 8)
+		return -ENOSPC;
+	n = em_namelayout_encode(out + 8, cap - 8, name, layout, layout_len);
+	if (n < 0)
+		return n;
+	em_put64(out, size);
+	return 8 + n;
+}
+
+int em_list_entry_decode(const uint8_t *in, size_t len, size_t *pos, uint64_t *size,
+			 char *name, const uint8_t **layout, uint16_t *layout_len)
+{
+	size_t p = *pos, n;
+
+	/* u64 size, u8 name length, name, u16 layout length, layout */
+	if (p > len || len - p < 8 + 3)
+		return -EPROTO;
+	n = 3 + (size_t)in[p + 8];
+	if (len - p - 8 < n)
+		return -EPROTO;
+	n += (size_t)(in[p + 8 + n - 2] | in[p + 8 + n - 1] << 8);
+	if (len - p - 8 < n || em_namelayout_decode(in + p + 8, n, name, layout, layout_len))
+		return -EPROTO;
+	*size = em_get64(in + p);
+	*pos = p + 8 + n;
+	return 0;
+}

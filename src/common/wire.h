@@ -128,6 +128,46 @@ enum {
 };
 #define EM_STATUS_LEN (EM_ST__COUNT * 8)
 
+/* Status payload <-> counters. Encode returns EM_STATUS_LEN or -ENOSPC;
+ * decode takes exactly EM_STATUS_LEN bytes (else -EPROTO). */
+int em_status_encode(uint8_t *out, size_t cap, const uint64_t v[EM_ST__COUNT]);
+int em_status_decode(const uint8_t *in, size_t len, uint64_t v[EM_ST__COUNT]);
+/* The status word of an encoded header (0 or -errno), without decoding it
+ * whole: the node counts replies that carry an error. */
+int32_t em_hdr_status(const uint8_t hdr[EM_HDR_LEN]);
+
+/* The layout a client stores with a named region (the node keeps it
+ * opaque; any client that opens the name decodes it):
+ *   u32 magic "EMLY", u64 size, u64 chunk, u8 nseg, u8 plen,
+ *   nseg node ids, plen pattern bytes (chunk i lives on segment
+ *   pattern[i % plen]). */
+#define EM_LAYOUT_MAGIC 0x594c4d45u
+#define EM_LAYOUT_MAX_SEG 64
+#define EM_LAYOUT_MAX_PATTERN 64
+struct em_layout {
+	uint64_t size, chunk;
+	unsigned nseg, plen;
+	uint8_t ids[EM_LAYOUT_MAX_SEG][EM_NODE_ID_LEN];
+	uint8_t pattern[EM_LAYOUT_MAX_PATTERN];
+};
+/* Returns the encoded length, -EINVAL for a layout that decode would
+ * refuse, -ENOSPC if cap is too small. */
+int em_layout_encode(uint8_t *out, size_t cap, const struct em_layout *l);
+/* 0, or -EPROTO unless the bytes are exactly one valid layout: nonzero
+ * size and chunk, 1..64 segments, 1..64 pattern entries naming segments. */
+int em_layout_decode(const uint8_t *in, size_t len, struct em_layout *l);
+
+/* EM_W_LIST reply payload: header aux entries of {u64 size, name+layout}
+ * (header offset: named regions in all). Encode returns the entry's length
+ * or -ENOSPC. Decode reads the entry at *pos of in[0..len) and moves *pos
+ * past it; -EPROTO if it does not fit or is malformed (nothing after it can
+ * be trusted). */
+int em_list_entry_encode(uint8_t *out, size_t cap, uint64_t size, const char *name,
+			 const void *layout, uint16_t layout_len);
+int em_list_entry_decode(const uint8_t *in, size_t len, size_t *pos, uint64_t *size,
+			 char *name /* [64] */, const uint8_t **layout,
+			 uint16_t *layout_len);
+
 /* Raw baseline mode (after EM_W_BASELINE): the client sends 16-byte
  * requests {u32 kind, u32 0, u64 bytes}; PING gets `bytes` back, STREAM gets
  * `bytes` sent as fast as the socket takes them, QUIT ends the mode. */

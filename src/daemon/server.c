@@ -370,15 +370,11 @@ struct list_ctx {
 static int list_cb(void *arg, const struct em_sregion *r)
 {
 	struct list_ctx *l = arg;
-	int n;
+	int n = em_list_entry_encode(l->buf + l->len, sizeof(l->buf) - l->len, r->size,
+				     r->name, r->layout, r->layout_len);
 
-	if (l->len + 8 + 3 + EM_NAME_MAX + r->layout_len > sizeof(l->buf))
-		return 1;
-	em_put64(l->buf + l->len, r->size);
-	n = em_namelayout_encode(l->buf + l->len + 8, sizeof(l->buf) - l->len - 8,
-				 r->name, r->layout, r->layout_len);
 	if (n < 0)
-		return 1;
+		return 1; /* full: the client asks again from here */
 	l->len += 8 + (size_t)n;
 	l->n++;
 	return 0;
@@ -431,9 +427,7 @@ static int do_status(struct conn *c, const struct em_hdr *h)
 	}
 	if (s->ox)
 		em_oxs_status(s->ox, v);
-	for (int i = 0; i < EM_ST__COUNT; i++)
-		em_put64(out + 8 * i, v[i]);
-	return reply(c, h, 0, out, sizeof(out), 0, 0, 0);
+	return reply(c, h, 0, out, (uint32_t)em_status_encode(out, sizeof(out), v), 0, 0, 0);
 }
 
 /* OmniXtend control: the session names its MAC; the node answers with its
@@ -763,7 +757,7 @@ static int serve(struct conn *c, const struct em_hdr *h, bool buffered)
 		if (cl <= CL_ATOMIC)
 			em_hist_add(&c->srv->lat[cl], em_now_ns() - t0);
 		/* a reply whose status word is non-zero counts as an error */
-		if (c->txlen > txbefore && em_get32(c->tx + txbefore + 8) != 0)
+		if (c->txlen > txbefore && em_hdr_status(c->tx + txbefore) != 0)
 			count(&c->srv->errs[cl], 1);
 	}
 	return rc;

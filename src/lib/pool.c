@@ -21,7 +21,8 @@
 #include "common/util.h"
 #include "lib/internal.h"
 
-#define LAYOUT_MAGIC 0x594c4d45u /* "EMLY" */
+_Static_assert(EM_MAX_SEG == EM_LAYOUT_MAX_SEG && EM_MAX_PATTERN == EM_LAYOUT_MAX_PATTERN,
+	       "a region holds what a layout can say");
 
 #define DEFAULT_CHUNK (4ull << 20)
 
@@ -280,20 +281,15 @@ int em_pool_nodes(const em_pool *pool)
 
 /* ---- layout ---- */
 
-static int layout_encode(const em_region *r, uint8_t *out)
+static int layout_encode(const em_region *r, uint8_t *out, size_t cap)
 {
-	size_t n = 0;
+	struct em_layout l = { .size = r->size, .chunk = r->chunk, .nseg = r->nseg,
+			       .plen = r->plen };
 
-	em_put32(out, LAYOUT_MAGIC);
-	em_put64(out + 4, r->size);
-	em_put64(out + 12, r->chunk);
-	out[20] = (uint8_t)r->nseg;
-	out[21] = (uint8_t)r->plen;
-	n = 22;
-	for (unsigned i = 0; i < r->nseg; i++, n += EM_NODE_ID_LEN)
-		memcpy(out + n, r->pool->nodes[r->node[i]].id, EM_NODE_ID_LEN);
-	memcpy(out + n, r->pattern, r->plen);
-	return (int)(n + r->plen);
+	for (unsigned i = 0; i < r->nseg; i++)
+		memcpy(l.ids[i], r->pool->nodes[r->node[i]].id, EM_NODE_ID_LEN);
+	memcpy(l.pattern, r->pattern, r->plen);
+	return em_layout_encode(out, cap, &l);
 }
 
 /* Ranks and counts follow from the pattern. */
@@ -307,21 +303,17 @@ static void layout_derive(em_region *r)
 static int layout_decode(em_region *r, const uint8_t *in, uint16_t len,
 			 uint8_t ids[EM_MAX_SEG][EM_NODE_ID_LEN])
 {
-	if (len < 22 || em_get32(in) != LAYOUT_MAGIC)
-		return -EPROTO;
-	r->size = em_get64(in + 4);
-	r->chunk = em_get64(in + 12);
-	r->nseg = in[20];
-	r->plen = in[21];
-	if (!r->nseg || r->nseg > EM_MAX_SEG || !r->plen || r->plen > EM_MAX_PATTERN ||
-	    !r->chunk || !r->size || len != 22 + r->nseg * EM_NODE_ID_LEN + r->plen)
-		return -EPROTO;
-	for (unsigned i = 0; i < r->nseg; i++)
-		memcpy(ids[i], in + 22 + i * EM_NODE_ID_LEN, EM_NODE_ID_LEN);
-	memcpy(r->pattern, in + 22 + r->nseg * EM_NODE_ID_LEN, r->plen);
-	for (unsigned j = 0; j < r->plen; j++)
-		if (r->pattern[j] >= r->nseg)
-			return -EPROTO;
+	struct em_layout l;
+	int rc = em_layout_decode(in, len, &l);
+
+	if (rc)
+		return rc;
+	r->size = l.size;
+	r->chunk = l.chunk;
+	r->nseg = l.nseg;
+	r->plen = l.plen;
+	memcpy(ids, l.ids, (size_t)l.nseg * EM_NODE_ID_LEN);
+	memcpy(r->pattern, l.pattern, l.plen);
 	layout_derive(r);
 	return 0;
 }
@@ -609,7 +601,11 @@ int em_region_create(em_pool *pool, const char *name, uint64_t bytes,
 		snprintf(r->name, sizeof(r->name), "%s", name);
 		r->named = true;
 	}
-	ll = layout_encode(r, layout);
+	ll = layout_encode(r, layout, sizeof(layout));
+	if (ll < 0) {
+		rc = ll;
+		goto fail;
+	}
 	n = em_namelayout_encode(req, sizeof(req), name, layout, (uint16_t)ll);
 	for (unsigned s = 0; s < r->nseg; s++) {
 		struct em_part res;
@@ -715,25 +711,16 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 			if (res.r_aux == 0)
 				break;
 			for (uint32_t e = 0; e < res.r_aux; e++) {
-				em_region tmp = { .pool = pool };
-				uint8_t ids[EM_MAX_SEG][EM_NODE_ID_LEN];
+				struct em_layout l;
 				char nm[EM_NAME_MAX + 1];
 				const uint8_t *lay;
+				uint64_t sz;
 				uint16_t ll;
-				size_t len;
 				unsigned k;
 
-				if (pos + 8 + 3 > res.resp_len)
-					break;
-				len = 3 + buf[pos + 8];
-				if (pos + 8 + len > res.resp_len)
-					break;
-				len += (size_t)(buf[pos + 8 + len - 2] | buf[pos + 8 + len - 1] << 8);
-				if (pos + 8 + len > res.resp_len ||
-				    em_namelayout_decode(buf + pos + 8, len, nm, &lay, &ll))
-					break;
-				pos += 8 + len;
-				if (layout_decode(&tmp, lay, ll, ids))
+				if (em_list_entry_decode(buf, res.resp_len, &pos, &sz, nm, &lay, &ll))
+					break; /* the rest of this reply cannot be trusted */
+				if (em_layout_decode(lay, ll, &l))
 					continue;
 				/* a striped region is listed by each of its nodes */
 				for (k = 0; k < count; k++)
@@ -755,9 +742,9 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 					struct em_region_info ri = { .size = sizeof(ri) };
 
 					snprintf(ri.name, sizeof(ri.name), "%s", nm);
-					ri.bytes = tmp.size;
-					ri.chunk_size = tmp.chunk;
-					ri.nodes = tmp.nseg;
+					ri.bytes = l.size;
+					ri.chunk_size = l.chunk;
+					ri.nodes = l.nseg;
 					em_out_put(AT(info, stride, count), stride, &ri, sizeof(ri));
 				}
 				count++;
@@ -781,13 +768,7 @@ int em_status_raw(em_pool *pool, unsigned node, uint64_t v[EM_ST__COUNT])
 	if (!pool || node >= pool->n)
 		return -EINVAL;
 	rc = em_ctl(pool, node, EM_W_STATUS, 0, 0, 0, NULL, 0, buf, sizeof(buf), &res);
-	if (rc)
-		return rc;
-	if (res.resp_len != EM_STATUS_LEN)
-		return -EPROTO;
-	for (int k = 0; k < EM_ST__COUNT; k++)
-		v[k] = em_get64(buf + 8 * k);
-	return 0;
+	return rc ? rc : em_status_decode(buf, res.resp_len, v);
 }
 
 int em_pool_status(em_pool *pool, struct em_node_status *st, unsigned max)
@@ -803,12 +784,8 @@ int em_pool_status(em_pool *pool, struct em_node_status *st, unsigned max)
 		uint64_t v[EM_ST__COUNT];
 		int rc = em_ctl(pool, i, EM_W_STATUS, 0, 0, 0, NULL, 0, buf, sizeof(buf), &res);
 
-		if (rc)
+		if (rc || (rc = em_status_decode(buf, res.resp_len, v)))
 			return rc;
-		if (res.resp_len != EM_STATUS_LEN)
-			return -EPROTO;
-		for (int k = 0; k < EM_ST__COUNT; k++)
-			v[k] = em_get64(buf + 8 * k);
 		memset(s, 0, sizeof(*s));
 		s->size = sizeof(*s);
 		snprintf(s->addr, sizeof(s->addr), "%s", pool->nodes[i].addr);
