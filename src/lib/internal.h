@@ -192,7 +192,7 @@ int em_tcp_baseline_fd(em_pool *pool, unsigned node);
  * included, which struct em_node_status has no room for). */
 int em_status_raw(em_pool *pool, unsigned node, uint64_t v[EM_ST__COUNT]);
 /* Bytes segment `seg` of a region holds on its node. */
-uint64_t em_region_seg_bytes(const em_region *r, unsigned seg);
+uint64_t em_seg_bytes(const em_region *r, unsigned seg);
 
 int em_queue_create_on(em_pool *pool, unsigned depth, struct em_chan **chans,
 		       bool owns, em_queue **out);

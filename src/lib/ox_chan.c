@@ -703,7 +703,7 @@ static int ox_attach(void *priv, em_region *r)
 		rc = em_ctl(r->pool, r->node[s], EM_W_OX_MAP, r->handle[s], 0, 0, NULL, 0, resp,
 			    sizeof(resp), &res);
 		if (!rc && (res.resp_len != 8 || !res.r_off ||
-			    em_get64(resp) < em_region_seg_bytes(r, s)))
+			    em_get64(resp) < em_seg_bytes(r, s)))
 			rc = -EPROTO;
 		if (rc)
 			break;

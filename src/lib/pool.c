@@ -319,7 +319,7 @@ static int layout_decode(em_region *r, const uint8_t *in, uint16_t len,
 }
 
 /* Bytes segment `seg` holds: its chunks, the region's last one maybe short. */
-uint64_t em_region_seg_bytes(const em_region *r, unsigned seg)
+uint64_t em_seg_bytes(const em_region *r, unsigned seg)
 {
 	uint64_t nchunks = (r->size + r->chunk - 1) / r->chunk;
 	uint64_t full = nchunks / r->plen, rem = nchunks % r->plen, mine;
@@ -420,7 +420,7 @@ static int place(em_region *r, uint64_t chunk)
 	}
 	layout_derive(r);
 	for (unsigned s = 0; s < r->nseg; s++)
-		if (em_region_seg_bytes(r, s) > freeb[r->node[s]])
+		if (em_seg_bytes(r, s) > freeb[r->node[s]])
 			return -ENOSPC;
 	return 0;
 }
@@ -610,7 +610,7 @@ int em_region_create(em_pool *pool, const char *name, uint64_t bytes,
 	for (unsigned s = 0; s < r->nseg; s++) {
 		struct em_part res;
 		rc = em_ctl(pool, r->node[s], EM_W_CREATE, 0,
-			 name ? EM_WC_NAMED | EM_WC_EXCL : 0, em_region_seg_bytes(r, s), req,
+			 name ? EM_WC_NAMED | EM_WC_EXCL : 0, em_seg_bytes(r, s), req,
 			 (uint32_t)n, resp, sizeof(resp), &res);
 		if (rc) {
 			/* undo the nodes already done, so nothing half-made stays */
