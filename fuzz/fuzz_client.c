@@ -87,7 +87,7 @@ static void replies(const uint8_t *d, size_t n)
 	for (unsigned i = 0; i < 6; i++) {
 		parts[i].tag = i + 1;
 		parts[i].origin = &res[i];
-		res[i].status = -EINPROGRESS;
+		res[i].status = 1; /* no result yet */
 		if (parts[i].wop == EM_W_ATOMIC) {
 			parts[i].req = parts[i].inl;
 			parts[i].resp = parts[i].inl;
@@ -107,7 +107,8 @@ static void replies(const uint8_t *d, size_t n)
 			break;
 	check(!t->ch.outstanding, "every request completes");
 	for (unsigned i = 0; i < 6; i++) {
-		check(res[i].status != -EINPROGRESS, "a result for each request");
+		check(res[i].status <= 0 && res[i].status > -EM_WIRE_MAX_ERRNO,
+		      "a result of 0 or -errno for each request");
 		check(res[i].resp_len <= parts[i].resp_cap, "reply within its buffer");
 		if (!res[i].status)
 			payloads(parts[i].resp, res[i].resp_len);

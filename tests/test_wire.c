@@ -35,6 +35,17 @@ static void test_header(void)
 	b[7] = 0x80; /* unknown flag */
 	CHECK_RC(em_hdr_decode(b, &d, &why), -EPROTO);
 	b[7] = 0;
+	/* a response's status is 0 or -errno: never a count, never garbage */
+	h.status = 5;
+	em_hdr_encode(b, &h);
+	CHECK_RC(em_hdr_decode(b, &d, &why), -EPROTO);
+	h.status = INT32_MIN;
+	em_hdr_encode(b, &h);
+	CHECK_RC(em_hdr_decode(b, &d, &why), -EPROTO);
+	h.status = -EM_EAUTH;
+	em_hdr_encode(b, &h);
+	CHECK_RC(em_hdr_decode(b, &d, &why), 0);
+	h.status = -ERANGE;
 	/* a read response may carry EM_MAX_IO, a read request nothing */
 	h.len = EM_MAX_IO + 1;
 	em_hdr_encode(b, &h);

@@ -91,6 +91,11 @@ int em_hdr_decode(const uint8_t in[EM_HDR_LEN], struct em_hdr *h, const char **w
 		*why = "unknown flags";
 		return -EPROTO;
 	}
+	if ((h->flags & EM_WF_RESPONSE) && (h->status > 0 || h->status <= -EM_WIRE_MAX_ERRNO)) {
+		/* a caller would get it back as a count, or as nonsense */
+		*why = "status neither 0 nor -errno";
+		return -EPROTO;
+	}
 	if (h->len > em_wire_max_len(h->op, h->flags & EM_WF_RESPONSE)) {
 		*why = "payload length over the opcode's limit";
 		return -EPROTO;

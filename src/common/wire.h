@@ -65,10 +65,14 @@ struct em_hdr {
 	uint64_t offset;
 };
 
+/* A response's status is 0 or -errno, errno below this (ethermem's own
+ * codes, EM_EAUTH..., sit just above the system's). */
+#define EM_WIRE_MAX_ERRNO 65536
+
 void em_hdr_encode(uint8_t out[EM_HDR_LEN], const struct em_hdr *h);
 /* Decodes and validates a request or response header: magic, version, known
- * opcode, payload length within the opcode's limit. 0 or -EPROTO /
- * -EM_EVERSION. On failure *why says what was wrong. */
+ * opcode, payload length within the opcode's limit, a response's status.
+ * 0 or -EPROTO / -EM_EVERSION. On failure *why says what was wrong. */
 int em_hdr_decode(const uint8_t in[EM_HDR_LEN], struct em_hdr *h, const char **why);
 /* Largest payload a request (resp=false) or response of this op may carry. */
 uint32_t em_wire_max_len(unsigned op, bool resp);
