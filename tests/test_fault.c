@@ -80,7 +80,7 @@ static int victim_read(unsigned v, uint64_t *ms)
 
 int main(void)
 {
-	struct em_node_status st[3];
+	struct em_node_status st[3] = { { .size = sizeof(st[0]) } };
 	unsigned gen[3] = { 0 };
 	const unsigned v = 1; /* the node the faults are on */
 	uint8_t buf[IO];

@@ -375,7 +375,7 @@ static int list_cb(void *arg, const struct em_sregion *r)
 
 	if (n < 0)
 		return 1; /* full: the client asks again from here */
-	l->len += 8 + (size_t)n;
+	l->len += (size_t)n;
 	l->n++;
 	return 0;
 }
