@@ -6,6 +6,14 @@
  * the same run. Percentiles are exact (sorted samples), not histogram
  * estimates.
  *
+ * Every row is bounded twice: by its amount of work (samples for a latency
+ * row, bytes for a bandwidth row) and by --time seconds, whichever ends
+ * first, the way fio's runtime bounds a job; so the whole run stays short
+ * whatever the speed of the path (64-byte bandwidth rows would otherwise
+ * move a gigabyte 64 bytes at a time). The queue rows run twice at depth
+ * 32: submitting one operation per call, and in batches of 32 per em_submit
+ * call, so the pair shows what the batch API saves per operation.
+ *
  * Over OmniXtend (--transport ox) every row of the pool says "transport":
  * "ox", and --baseline adds, in the same run: a raw Ethernet ping-pong on
  * the same interface (op "eth-pingpong", against the node's echo
@@ -29,15 +37,19 @@
 #include "lib/internal.h"
 #include "lib/ox_chan.h"
 
+/* --time's default: the whole default run stays around a minute on loopback */
+#define EM_BENCH_TIME_S 1
+
 struct row {
 	const char *op, *transport;
 	uint64_t size;
-	unsigned qd;
+	unsigned qd, batch;
 	double p50, p99, p999, gbps, ops;
 };
 
 struct bench {
 	bool json, baseline, quick;
+	uint64_t time_ns;          /* --time: the bound on every row */
 	em_pool *pool;
 	em_region *r, *tr;         /* tr: the same over TCP (--baseline over ox) */
 	em_queue *tq;
@@ -66,8 +78,9 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static struct row *emit(struct bench *b, const char *op, uint64_t size, unsigned qd,
-			uint64_t *lat, unsigned n, double secs, uint64_t bytes, uint64_t ops)
+static struct row *emit_b(struct bench *b, const char *op, uint64_t size, unsigned qd,
+			  unsigned batch, uint64_t *lat, unsigned n, double secs, uint64_t bytes,
+			  uint64_t ops)
 {
 	struct row *r = &b->rows[b->nrows < 127 ? b->nrows++ : 127];
 
@@ -76,6 +89,7 @@ static struct row *emit(struct bench *b, const char *op, uint64_t size, unsigned
 	r->transport = b->transport;
 	r->size = size;
 	r->qd = qd;
+	r->batch = batch;
 	if (lat && n) {
 		qsort(lat, n, sizeof(*lat), cmp_u64);
 		r->p50 = (double)lat[n / 2] / 1e3;
@@ -87,13 +101,25 @@ static struct row *emit(struct bench *b, const char *op, uint64_t size, unsigned
 	if (b->json)
 		printf("{\"op\":\"%s\",\"size\":%" PRIu64 ",\"qd\":%u,\"transport\":\"%s\","
 		       "\"p50_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f,\"gbps\":%.3f,"
-		       "\"ops_per_s\":%.0f}\n", op, size, qd, r->transport, r->p50, r->p99,
-		       r->p999, r->gbps, r->ops);
+		       "\"ops_per_s\":%.0f,\"batch\":%u}\n", op, size, qd, r->transport, r->p50,
+		       r->p99, r->p999, r->gbps, r->ops, batch);
 	else
-		printf("%-12s %-4s %9" PRIu64 " %4u %10.2f %10.2f %10.2f %9.3f %12.0f\n", op,
-		       r->transport, size, qd, r->p50, r->p99, r->p999, r->gbps, r->ops);
+		printf("%-12s %-4s %9" PRIu64 " %4u %5u %10.2f %10.2f %10.2f %9.3f %12.0f\n", op,
+		       r->transport, size, qd, batch, r->p50, r->p99, r->p999, r->gbps, r->ops);
 	fflush(stdout);
 	return r;
+}
+
+static struct row *emit(struct bench *b, const char *op, uint64_t size, unsigned qd,
+			uint64_t *lat, unsigned n, double secs, uint64_t bytes, uint64_t ops)
+{
+	return emit_b(b, op, size, qd, 1, lat, n, secs, bytes, ops);
+}
+
+/* True once a row that started at t0 has used up its --time. */
+static bool expired(const struct bench *b, uint64_t t0)
+{
+	return em_now_ns() - t0 >= b->time_ns;
 }
 
 static unsigned iters_for(struct bench *b, uint64_t size)
@@ -110,16 +136,17 @@ static uint64_t rand_off(struct bench *b, uint64_t size)
 
 static int lat_rw(struct bench *b, bool write, uint64_t size)
 {
-	unsigned n = iters_for(b, size);
+	unsigned n = iters_for(b, size), i;
 	uint64_t t0 = em_now_ns();
 
-	for (unsigned i = 0; i < n; i++) {
+	for (i = 0; i < n && !expired(b, t0); i++) {
 		uint64_t off = rand_off(b, size), s = em_now_ns();
 		int rc = write ? em_write(b->r, off, b->buf, size) : em_read(b->r, off, b->buf, size);
 		if (rc)
 			return rc;
 		b->lat[i] = em_now_ns() - s;
 	}
+	n = i;
 	emit(b, write ? "write" : "read", size, 1, b->lat, n,
 	     (double)(em_now_ns() - t0) / 1e9, size * n, n);
 	return 0;
@@ -127,69 +154,109 @@ static int lat_rw(struct bench *b, bool write, uint64_t size)
 
 static int lat_atomic(struct bench *b, enum em_atomic_op aop, const char *name)
 {
-	unsigned n = iters_for(b, 8);
+	unsigned n = iters_for(b, 8), i;
 	uint64_t t0 = em_now_ns(), old;
 
-	for (unsigned i = 0; i < n; i++) {
+	for (i = 0; i < n && !expired(b, t0); i++) {
 		uint64_t s = em_now_ns();
 		int rc = em_atomic(b->r, (rnd(b) % 512) * 8, aop, 1, 0, &old);
 		if (rc)
 			return rc;
 		b->lat[i] = em_now_ns() - s;
 	}
+	n = i;
 	emit(b, name, 8, 1, b->lat, n, (double)(em_now_ns() - t0) / 1e9, 8ull * n, n);
 	return 0;
 }
 
-/* Keeps qd operations in flight until `total` bytes have moved. */
-static int bandwidth(struct bench *b, em_queue *q, bool write, uint64_t size, unsigned qd)
+/*
+ * Keeps qd operations in flight until `total` bytes have moved or the row's
+ * time is up, then lets the last ones land. With batch > 1 it refills only
+ * once `batch` slots are free, and posts those ops with one em_submit call.
+ */
+static int bandwidth(struct bench *b, em_queue *q, bool write, uint64_t size, unsigned qd,
+		     unsigned batch)
 {
 	uint64_t total = b->quick ? 16ull << 20 : 1ull << 30, moved = 0, issued = 0, ops = 0;
 	uint64_t t0;
 	struct em_completion c[64];
-	unsigned slots = EM_MIN(qd, (unsigned)(b->rsize / size));
+	struct em_op op[64];
+	unsigned slots = EM_MIN(EM_MIN(qd, 64u), (unsigned)(b->rsize / size));
+	unsigned nfree = slots, inflight = 0, *free_slot;
 	uint8_t *bufs;
+	int rc = 0;
 
+	batch = EM_MAX(1u, EM_MIN(batch, slots));
 	if (total < size * qd * (b->quick ? 2 : 4))
 		total = size * qd * (b->quick ? 2 : 4);
-	/* one buffer per slot: a read must not land in a buffer still in use */
+	/* one buffer per slot, handed back by its completion: a read must not
+	 * land in a buffer still in use */
 	bufs = malloc(size * slots);
-	if (!bufs)
+	free_slot = malloc(slots * sizeof(*free_slot));
+	if (!bufs || !free_slot) {
+		free(bufs);
+		free(free_slot);
 		return -ENOMEM;
+	}
 	memset(bufs, 0x5a, size * slots);
+	for (unsigned i = 0; i < slots; i++)
+		free_slot[i] = i;
 	t0 = em_now_ns();
-	while (moved < total) {
-		while (issued - moved < size * slots && issued < total) {
-			unsigned slot = (unsigned)((issued / size) % slots);
-			struct em_op op = {
-				.opcode = write ? EM_OP_WRITE : EM_OP_READ, .region = b->r,
-				.offset = rand_off(b, size), .buf = bufs + (size_t)slot * size,
-				.len = size, .user_data = slot,
-			};
-			int rc = em_submit(q, &op, 1);
-			if (rc != 1) {
-				free(bufs);
-				return rc < 0 ? rc : -EAGAIN;
+	while (!rc) {
+		bool more = issued < total && !expired(b, t0);
+
+		if (!more && !inflight)
+			break;
+		while (more && nfree >= batch) {
+			unsigned k = 0;
+
+			while (k < batch && issued + size * k < total) {
+				unsigned slot = free_slot[--nfree];
+				op[k++] = (struct em_op){
+					.opcode = write ? EM_OP_WRITE : EM_OP_READ, .region = b->r,
+					.offset = rand_off(b, size), .buf = bufs + (size_t)slot * size,
+					.len = size, .user_data = slot,
+				};
 			}
-			issued += size;
+			int n = em_submit(q, op, k);
+			if (n != (int)k) {
+				inflight += n > 0 ? (unsigned)n : 0;
+				rc = n < 0 ? n : -EAGAIN;
+				break;
+			}
+			issued += size * k;
+			inflight += k;
+			more = issued < total;
 		}
-		int n = em_wait(q, c, 1, 64, -1);
+		if (rc || !inflight)
+			continue;
+		int n = em_wait(q, c, EM_MIN(batch, inflight), 64, -1);
 		if (n <= 0) {
-			free(bufs);
-			return n < 0 ? n : -ETIMEDOUT;
+			rc = n < 0 ? n : -ETIMEDOUT;
+			break;
 		}
-		for (int i = 0; i < n; i++)
-			if (c[i].result) {
-				free(bufs);
-				return c[i].result;
-			}
+		for (int i = 0; i < n; i++) {
+			if (c[i].result && !rc)
+				rc = c[i].result;
+			free_slot[nfree++] = (unsigned)c[i].user_data;
+		}
+		inflight -= (unsigned)n;
 		moved += size * (unsigned)n;
 		ops += (unsigned)n;
 	}
-	emit(b, write ? "write" : "read", size, qd, NULL, 0,
-	     (double)(em_now_ns() - t0) / 1e9, moved, ops);
+	if (!rc)
+		emit_b(b, write ? "write" : "read", size, qd, batch, NULL, 0,
+		       (double)(em_now_ns() - t0) / 1e9, moved, ops);
+	/* after an error, ops still in flight may yet write into the buffers */
+	while (inflight) {
+		int n = em_wait(q, c, 1, 64, 5000);
+		if (n <= 0)
+			return rc; /* the buffers stay allocated: a late read may land */
+		inflight -= (unsigned)n;
+	}
 	free(bufs);
-	return 0;
+	free(free_slot);
+	return rc;
 }
 
 static int base_req(int fd, uint32_t kind, uint64_t bytes)
@@ -203,17 +270,18 @@ static int base_req(int fd, uint32_t kind, uint64_t bytes)
 
 static int pingpong(struct bench *b, uint64_t size)
 {
-	unsigned n = iters_for(b, size);
+	unsigned n = iters_for(b, size), i;
 	uint64_t t0 = em_now_ns();
 	int rc = 0;
 
-	for (unsigned i = 0; i < n && !rc; i++) {
+	for (i = 0; i < n && !rc && !expired(b, t0); i++) {
 		uint64_t st = em_now_ns();
 		rc = base_req(b->basefd, EM_BASE_PING, size);
 		if (!rc)
 			rc = em_recv_all_poll(b->basefd, b->buf, size, b->pool->poll_us);
 		b->lat[i] = em_now_ns() - st;
 	}
+	n = i;
 	if (!rc) {
 		const char *t = b->transport;
 		b->transport = "tcp";
@@ -228,37 +296,47 @@ static int pingpong(struct bench *b, uint64_t size)
  * `size`-byte reply, no protocol. */
 static int eth_pingpong(struct bench *b, uint64_t size)
 {
-	unsigned n = iters_for(b, size);
+	unsigned n = iters_for(b, size), i;
 	uint64_t t0;
 	int rc = 0;
 
 	if (size > (uint64_t)em_ox_echo_max(b->echo))
 		return 0; /* one frame each way, or it is not the baseline */
-	for (unsigned i = 0; i < 100 && !rc; i++) /* warm the rings and caches */
+	for (i = 0; i < 100 && !rc; i++) /* warm the rings and caches */
 		rc = em_ox_echo_ping(b->echo, size, 1000);
 	t0 = em_now_ns();
-	for (unsigned i = 0; i < n && !rc; i++) {
+	for (i = 0; i < n && !rc && !expired(b, t0); i++) {
 		uint64_t st = em_now_ns();
 		rc = em_ox_echo_ping(b->echo, size, 1000);
 		b->lat[i] = em_now_ns() - st;
 	}
+	n = i;
 	if (!rc)
 		emit(b, "eth-pingpong", size, 1, b->lat, n, (double)(em_now_ns() - t0) / 1e9,
 		     size * n, n);
 	return rc;
 }
 
+/* The stream is asked for in chunks so that --time can end it between two;
+ * one request per 256 MiB costs one round trip in some tens of milliseconds. */
 static int stream(struct bench *b)
 {
 	uint64_t total = b->quick ? 64ull << 20 : 4ull << 30, got = 0, t0 = em_now_ns();
-	int rc = base_req(b->basefd, EM_BASE_STREAM, total);
+	uint64_t chunk = EM_MIN(total, 256ull << 20);
+	int rc = 0;
 
-	while (!rc && got < total) {
-		ssize_t r = recv(b->basefd, b->buf, EM_MIN(total - got, 2u << 20), 0);
-		if (r <= 0)
-			rc = r == 0 ? -ECONNRESET : -errno;
-		else
-			got += (uint64_t)r;
+	while (!rc && got < total && !expired(b, t0)) {
+		uint64_t want = EM_MIN(chunk, total - got), part = 0;
+
+		rc = base_req(b->basefd, EM_BASE_STREAM, want);
+		while (!rc && part < want) {
+			ssize_t r = recv(b->basefd, b->buf, EM_MIN(want - part, 2u << 20), 0);
+			if (r <= 0)
+				rc = r == 0 ? -ECONNRESET : -errno;
+			else
+				part += (uint64_t)r;
+		}
+		got += part;
 	}
 	if (!rc) {
 		const char *t = b->transport;
@@ -275,6 +353,7 @@ static const struct row *find_t(const struct bench *b, const char *op, const cha
 {
 	for (unsigned i = 0; i < b->nrows; i++)
 		if (!strcmp(b->rows[i].op, op) && b->rows[i].size == size && b->rows[i].qd == qd &&
+		    b->rows[i].batch == 1 &&
 		    (!t || !strcmp(b->rows[i].transport, t)))
 			return &b->rows[i];
 	return NULL;
@@ -320,8 +399,10 @@ static void summary(const struct bench *b)
 int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp)
 {
 	static const uint64_t sizes[] = { 64, 4096, 65536, 2u << 20 };
-	static const unsigned qds[] = { 8, 32 };
-	struct bench b = { .seed = 0x9e3779b97f4a7c15ull, .basefd = -1 };
+	/* queue depth and ops per em_submit call of the bandwidth rows */
+	static const unsigned qds[][2] = { { 8, 1 }, { 32, 1 }, { 32, 32 } };
+	struct bench b = { .seed = 0x9e3779b97f4a7c15ull, .basefd = -1,
+			   .time_ns = EM_BENCH_TIME_S * 1000000000ull };
 	em_queue *q = NULL;
 	em_pool *tpool = NULL;   /* --baseline over OmniXtend: the TCP data path */
 	int rc;
@@ -333,16 +414,29 @@ int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp)
 			b.baseline = true;
 		else if (!strcmp(argv[i], "--quick"))
 			b.quick = true;
-		else if (!strcmp(argv[i], "--help")) {
-			printf("usage: ethermem bench [--baseline] [--json] [--quick]\n"
+		else if (!strcmp(argv[i], "--time") && i + 1 < argc) {
+			char *end;
+			double t = strtod(argv[++i], &end);
+			if (end == argv[i] || *end || !(t > 0 && t <= 3600)) {
+				fprintf(stderr, "ethermem bench: --time wants seconds in (0, 3600], "
+					"not '%s'\n", argv[i]);
+				return 2;
+			}
+			b.time_ns = (uint64_t)(t * 1e9);
+		} else if (!strcmp(argv[i], "--help")) {
+			printf("usage: ethermem bench [--baseline] [--json] [--quick] [--time SECONDS]\n"
 			       "Measures read and write latency (p50/p99/p999) at queue depth 1 and\n"
 			       "bandwidth at queue depths 8 and 32 for 64 B, 4 KiB, 64 KiB and 2 MiB,\n"
-			       "and atomics latency, on an anonymous region of the pool.\n"
+			       "and atomics latency, on an anonymous region of the pool. Bandwidth\n"
+			       "rows submit one operation per call (batch 1); at depth 32 a second\n"
+			       "row submits 32 per call (batch 32).\n"
+			       "--time SECONDS bounds every row (default %d): a row ends when its\n"
+			       "samples (20,000 at most) or bytes (1 GiB) are done or its time is up.\n"
 			       "--baseline also measures a plain TCP ping-pong of the same sizes and\n"
 			       "a plain TCP stream to the first node over the same path; over\n"
 			       "OmniXtend (--transport ox) also a raw Ethernet ping-pong on the same\n"
 			       "interface and the TCP data path's reads, for comparison.\n"
-			       "--json prints one JSON object per measurement.\n");
+			       "--json prints one JSON object per measurement.\n", EM_BENCH_TIME_S);
 			return 0;
 		} else {
 			fprintf(stderr, "ethermem bench: unknown argument '%s'\n", argv[i]);
@@ -371,8 +465,8 @@ int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp)
 		goto out;
 	}
 	if (!b.json)
-		printf("%-12s %-4s %9s %4s %10s %10s %10s %9s %12s\n", "op", "via", "size", "qd", "p50 us",
-		       "p99 us", "p999 us", "GB/s", "ops/s");
+		printf("%-12s %-4s %9s %4s %5s %10s %10s %10s %9s %12s\n", "op", "via", "size", "qd",
+		       "batch", "p50 us", "p99 us", "p999 us", "GB/s", "ops/s");
 	/* Per size, the ping-pong and the reads and writes run back to back so
 	 * that drift in the machine's load hits both sides of each ratio. */
 	if (b.baseline && (b.basefd = em_tcp_baseline_fd(b.pool, 0)) < 0)
@@ -414,19 +508,19 @@ int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp)
 	if (b.baseline && !rc)
 		rc = stream(&b);
 	for (unsigned s = 0; s < 4 && !rc; s++)
-		for (unsigned k = 0; k < 2 && !rc; k++) {
+		for (unsigned k = 0; k < 3 && !rc; k++) {
 			if (b.tr && sizes[s] >= 65536) {
 				em_region *r = b.r;
 				b.r = b.tr;
 				b.transport = "tcp";
-				rc = bandwidth(&b, b.tq, false, sizes[s], qds[k]);
+				rc = bandwidth(&b, b.tq, false, sizes[s], qds[k][0], qds[k][1]);
 				b.r = r;
 				b.transport = "ox";
 			}
 			if (!rc)
-				rc = bandwidth(&b, q, false, sizes[s], qds[k]);
+				rc = bandwidth(&b, q, false, sizes[s], qds[k][0], qds[k][1]);
 			if (!rc)
-				rc = bandwidth(&b, q, true, sizes[s], qds[k]);
+				rc = bandwidth(&b, q, true, sizes[s], qds[k][0], qds[k][1]);
 		}
 	if (!rc)
 		rc = lat_atomic(&b, EM_ATOMIC_FADD, "atomic-fadd");
