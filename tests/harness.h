@@ -1,7 +1,9 @@
 /*
  * harness.h - what the tests share: start real memory nodes on loopback
  * ports the kernel picks (--port-file), stop them, make secrets, connect.
- * Every test is its own program: exit 0 pass, 1 fail, 77 skip.
+ * Every test is its own program: exit 0 pass, 1 fail, 77 skip. Every C
+ * test includes this file, so a failed check reads the same everywhere;
+ * the parts about nodes need the library, CHECK and friends need nothing.
  */
 #ifndef EM_TEST_HARNESS_H
 #define EM_TEST_HARNESS_H
@@ -20,12 +22,19 @@
 
 #include "ethermem.h"
 
+/* Checks failed so far; with t_keep_going set (tests that report every
+ * failed check of a table, then exit 1) a failed CHECK counts instead of
+ * ending the test. */
+static __attribute__((unused)) int t_fails, t_keep_going;
+
 #define CHECK(c)                                                               \
 	do {                                                                   \
 		if (!(c)) {                                                    \
 			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,    \
 				__LINE__, #c);                                 \
-			exit(1);                                               \
+			t_fails++;                                             \
+			if (!t_keep_going)                                     \
+				exit(1);                                       \
 		}                                                              \
 	} while (0)
 #define CHECK_RC(expr, want)                                                   \
@@ -171,7 +180,8 @@ static __attribute__((unused)) int t_node_stop(struct t_node *n, int sig)
 	return -1;
 }
 
-static __attribute__((unused)) em_pool *t_connect(struct t_node *nodes, int count, const char *secret, int *rc)
+/* inline: a test that does not link the library need not define these */
+static inline em_pool *t_connect(struct t_node *nodes, int count, const char *secret, int *rc)
 {
 	char list[1024] = "";
 	struct em_pool_opts o = { .size = sizeof(o), .secret_file = secret };
@@ -186,7 +196,7 @@ static __attribute__((unused)) em_pool *t_connect(struct t_node *nodes, int coun
 	return *rc ? NULL : p;
 }
 
-static __attribute__((unused)) em_pool *t_connect_ok(struct t_node *nodes, int count, const char *secret)
+static inline em_pool *t_connect_ok(struct t_node *nodes, int count, const char *secret)
 {
 	int rc;
 	em_pool *p = t_connect(nodes, count, secret, &rc);

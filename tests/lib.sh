@@ -1,29 +1,103 @@
-# lib.sh - shell helpers for the script tests: a node on a kernel-chosen
-# port, cleaned up by a trap on every exit path.
-set -u
-B=${EM_BUILD_DIR:?EM_BUILD_DIR must name the build directory}
-T=$(mktemp -d /tmp/emtest.XXXXXX)
-NODE_PIDS=""
-cleanup() {
-	for p in $NODE_PIDS; do kill "$p" 2>/dev/null; done
-	wait 2>/dev/null
-	rm -rf "$T"
-}
-trap cleanup EXIT INT TERM
-fail() { echo "FAIL: $*" >&2; exit 1; }
-printf 'a cluster secret for the tests, 40 bytes\n' > "$T/secret"
-export ETHERMEM_SECRET_FILE="$T/secret"
+# lib.sh - the one harness for the shell tests, sourced by every test
+# script (sh or bash). It gives a scratch directory $T, a cluster secret,
+# memory nodes on kernel-chosen ports, a bounded wait for a condition, and
+# one cleanup on every exit path that stops what the test started (nodes,
+# background programs, network namespaces) and removes $T.
+#
+#   B                      the build directory: EM_BUILD_DIR, or set by the
+#                          test before sourcing (tests that take it as $1)
+#   fail MSG / skip MSG    exit 1 / exit 77, printing MSG (fail also shows
+#                          the tail of each node's log and of $FAIL_SHOW)
+#   need_root, need_cmd C  skip unless root / unless command C exists
+#   wait_for SECS WHAT CMD...  run CMD until it succeeds; fail after SECS
+#   spawn CMD...           run CMD in the background, stopped at exit ($!)
+#   add_netns NAME         create a network namespace, deleted at exit
+#   at_exit CMD            one more cleanup command
+#   start_node NAME CAP [FLAGS...]  ethermemd; sets PORT_<NAME>, PID_<NAME>
+#                          (NODE_WRAP: a command prefix such as
+#                          "ip netns exec NS"; NODE_LISTEN: the address)
+#   stop_node NAME         SIGTERM, wait; fails unless it exits 0
+# EM_TEST_KEEP=1 keeps $T for a look afterwards.
+B=${B:-${EM_BUILD_DIR:-}}
+T=$(mktemp -d /tmp/emtest.XXXXXX) || exit 1
+EM_PIDS=""
+EM_NETNS=""
+EM_AT_EXIT=""
+FAIL_SHOW=""
+NODE_WRAP=""
+NODE_LISTEN=tcp://127.0.0.1:0
 
-# start_node NAME CAPACITY: sets PORT_<NAME>
-start_node() {
-	rm -f "$T/$1.port"
-	"$B/ethermemd" --listen tcp://127.0.0.1:0 --capacity "$2" \
-		--port-file "$T/$1.port" 2>"$T/$1.log" &
-	NODE_PIDS="$NODE_PIDS $!"
-	for _ in $(seq 500); do
-		[ -s "$T/$1.port" ] && break
+em_cleanup() {
+	eval "$EM_AT_EXIT"
+	for p in $EM_PIDS; do kill "$p" 2>/dev/null; done
+	for p in $EM_PIDS; do wait "$p" 2>/dev/null; done
+	for n in $EM_NETNS; do ip netns del "$n" 2>/dev/null; done
+	if [ -n "${EM_TEST_KEEP:-}" ]; then echo "kept $T" >&2; else rm -rf "$T"; fi
+}
+trap em_cleanup EXIT
+trap 'exit 1' INT TERM HUP
+
+fail() {
+	echo "FAIL: $*" >&2
+	for f in $FAIL_SHOW; do
+		[ -s "$f" ] && { echo "--- $f" >&2; tail -20 "$f" >&2; }
+	done
+	exit 1
+}
+skip() { echo "SKIP: $*"; exit 77; }
+need_root() { [ "$(id -u)" = 0 ] || skip "not root"; }
+need_cmd() { command -v "$1" >/dev/null || skip "no $1"; }
+at_exit() { EM_AT_EXIT="$EM_AT_EXIT
+$*"; }
+
+# wait_for SECS WHAT CMD...: polls CMD every 10 ms; the test fails with
+# WHAT when it has not succeeded within SECS seconds.
+wait_for() {
+	em_secs=$1 em_what=$2
+	shift 2
+	em_end=$(($(date +%s) + em_secs))
+	until "$@"; do
+		[ "$(date +%s)" -lt "$em_end" ] || fail "timed out after ${em_secs}s waiting for $em_what"
 		sleep 0.01
 	done
-	[ -s "$T/$1.port" ] || fail "node $1 did not start: $(cat "$T/$1.log")"
-	eval "PORT_$1=$(cat "$T/$1.port")"
+}
+
+spawn() {
+	"$@" &
+	EM_PIDS="$EM_PIDS $!"
+}
+
+add_netns() {
+	ip netns add "$1" || return 1
+	EM_NETNS="$EM_NETNS $1"
+}
+
+printf 'a cluster secret for the tests, 40 bytes\n' > "$T/secret"
+ETHERMEM_SECRET_FILE="$T/secret"
+export ETHERMEM_SECRET_FILE
+
+# start_node NAME CAPACITY [FLAGS...]: a memory node, log in $T/NAME.log
+start_node() {
+	em_n=$1 em_cap=$2
+	shift 2
+	[ -x "$B/ethermemd" ] || fail "no ethermemd in '$B'"
+	rm -f "$T/$em_n.port"
+	$NODE_WRAP "$B/ethermemd" --listen "$NODE_LISTEN" --capacity "$em_cap" \
+		--secret-file "$ETHERMEM_SECRET_FILE" --port-file "$T/$em_n.port" "$@" \
+		2>"$T/$em_n.log" &
+	EM_PIDS="$EM_PIDS $!"
+	eval "PID_$em_n=$!"
+	case " $FAIL_SHOW " in *" $T/$em_n.log "*) ;; *) FAIL_SHOW="$FAIL_SHOW $T/$em_n.log" ;; esac
+	wait_for 10 "node $em_n to listen" test -s "$T/$em_n.port"
+	eval "PORT_$em_n=$(cat "$T/$em_n.port")"
+}
+
+# stop_node NAME: a clean exit too (sanitizer builds report leaks there)
+stop_node() {
+	eval "em_p=\$PID_$1"
+	kill "$em_p"
+	wait "$em_p"
+	em_rc=$?
+	EM_PIDS=$(echo " $EM_PIDS " | sed "s/ $em_p / /")
+	[ "$em_rc" = 0 ] || fail "node $1 exited with $em_rc"
 }

@@ -3,6 +3,7 @@
 # prints every row with the documented fields, the queue rows both one op
 # per submit and in batches of 32, and refuses a bad --time. It checks
 # shape, not speed: speed is for the benchmark itself.
+set -u
 . "$(dirname "$0")/lib.sh"
 start_node a 256M
 export ETHERMEM_NODES="tcp://127.0.0.1:$PORT_a"

@@ -2,6 +2,7 @@
 # test_cli.sh - the ethermem and ethermemd commands as a user meets them:
 # --help and --version everywhere, exit status 0 on success and non-zero
 # with a message on stderr otherwise, region create/ls/rm and status.
+set -u
 . "$(dirname "$0")/lib.sh"
 E="$B/ethermem"
 

@@ -9,9 +9,7 @@ B=${1:?usage: test_backends.sh BUILD_DIR}
 LLM=$B/ethermem-llm
 GEN=$B/ethermem-llm-gen
 [ -x "$LLM" ] && [ -x "$GEN" ] || { echo "SKIP: $LLM or $GEN not built"; exit 77; }
-T=$(mktemp -d) || exit 1
-trap 'rm -rf "$T"' EXIT
-trap 'exit 1' INT TERM
+. "$(dirname "$0")/../../../tests/lib.sh"
 fail=0
 
 gen() {

@@ -8,9 +8,7 @@ B=${1:?usage: test_errors.sh BUILD_DIR [stories260K.bin]}
 LLM=$B/ethermem-llm
 GEN=$B/ethermem-llm-gen
 [ -x "$LLM" ] && [ -x "$GEN" ] || { echo "SKIP: binaries not built"; exit 77; }
-T=$(mktemp -d) || exit 1
-trap 'rm -rf "$T"' EXIT
-trap 'exit 1' INT TERM
+. "$(dirname "$0")/../../../tests/lib.sh"
 fail=0
 
 # expect STATUS PATTERN cmd...: exit status and a stderr line matching PATTERN

@@ -11,9 +11,7 @@ LLM=$B/ethermem-llm
 GEN=$B/ethermem-llm-gen
 [ -r "$M" ] || { echo "SKIP: $M not found"; exit 77; }
 [ -x "$LLM" ] && [ -x "$GEN" ] || { echo "SKIP: binaries not built"; exit 77; }
-T=$(mktemp -d) || exit 1
-trap 'rm -rf "$T"' EXIT
-trap 'exit 1' INT TERM
+. "$(dirname "$0")/../../../tests/lib.sh"
 fail=0
 
 "$GEN" --out "$T/q8.bin" --quantize-from "$M" --group-size 4 2>"$T/err" || {

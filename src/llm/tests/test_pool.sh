@@ -13,22 +13,13 @@ GEN=$B/ethermem-llm-gen
 [ -x "$LLM" ] && [ -x "$GEN" ] && [ -x "$B/ethermemd" ] && [ -x "$B/ethermem" ] || {
 	echo "SKIP: ethermem-llm, ethermem-llm-gen, ethermemd or ethermem not built"; exit 77; }
 "$LLM" --help | grep -q "Pool backend: not built" && { echo "SKIP: no pool backend linked"; exit 77; }
-T=$(mktemp -d) || exit 1
-NODE=
-cleanup() { [ -n "$NODE" ] && kill "$NODE" 2>/dev/null; wait 2>/dev/null; rm -rf "$T"; }
-trap cleanup EXIT
-trap 'exit 1' INT TERM
+. "$(dirname "$0")/../../../tests/lib.sh"
 fail=0
 
-echo "a cluster secret for the llm pool test, 48 bytes" > "$T/secret"
-"$B/ethermemd" --listen tcp://127.0.0.1:0 --capacity 256M --secret-file "$T/secret" \
-	--port-file "$T/port" 2>"$T/node.log" &
-NODE=$!
-for _ in $(seq 200); do [ -s "$T/port" ] && break; sleep 0.05; done
-[ -s "$T/port" ] || { cat "$T/node.log"; echo "FAIL: ethermemd did not start"; exit 1; }
-ETHERMEM_NODES=tcp://127.0.0.1:$(cat "$T/port")
-ETHERMEM_SECRET_FILE=$T/secret
-export ETHERMEM_NODES ETHERMEM_SECRET_FILE
+start_node node 256M
+NODE=$PID_node
+ETHERMEM_NODES=tcp://127.0.0.1:$PORT_node
+export ETHERMEM_NODES
 unset ETHERMEM_LLM_REGION ETHERMEM_MAP_CACHE ETHERMEM_LLM_MAP_UNIT
 
 gen() {

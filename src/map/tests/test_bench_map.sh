@@ -5,22 +5,14 @@
 # fault-path rows (uffd-continue ...) carry gbps or an err field.
 # Exit 0 pass, 1 fail, 77 skip (not root, or no cgroup v1 memory controller).
 set -u
-B=${EM_BUILD_DIR:-.}
-[ "$(id -u)" = 0 ] || exit 77
-[ -d /sys/fs/cgroup/memory ] || exit 77
-D=$(mktemp -d /tmp/embm.XXXXXX)
-NODE=
-cleanup() { [ -n "$NODE" ] && kill "$NODE" 2>/dev/null; wait 2>/dev/null; rm -rf "$D"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; cat "$D/out.json" >&2; exit 1; }
+. "$(dirname "$0")/../../../tests/lib.sh"
+need_root
+[ -d /sys/fs/cgroup/memory ] || skip "no cgroup v1 memory controller"
+D=$T
+FAIL_SHOW="$FAIL_SHOW $D/out.json"
 
-echo "correct horse battery staple 42" > "$D/secret"
-"$B/ethermemd" --listen tcp://127.0.0.1:0 --capacity 512M --secret-file "$D/secret" \
-	--port-file "$D/port" 2>"$D/node.log" &
-NODE=$!
-for _ in $(seq 100); do [ -s "$D/port" ] && break; sleep 0.05; done
-[ -s "$D/port" ] || fail "ethermemd did not start"
-export ETHERMEM_NODES=tcp://127.0.0.1:$(cat "$D/port") ETHERMEM_SECRET_FILE=$D/secret
+start_node a 512M
+export ETHERMEM_NODES=tcp://127.0.0.1:$PORT_a
 timeout 250 "$B/ethermem" bench map --json --size 64M --cache 16M --dir "$D" > "$D/out.json" \
 	|| fail "bench map exited non-zero"
 for op in uffd-floor map-seq map-rand4k map-cyclic mmap-file-seq mmap-file-rand4k \

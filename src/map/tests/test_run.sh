@@ -6,22 +6,13 @@
 # pool must really have been used (the shim's ETHERMEM_PRELOAD_STATS line).
 # Exit 0 pass, 1 fail, 77 skip (not root: no userfaultfd).
 set -u
-B=${EM_BUILD_DIR:-.}
-[ "$(id -u)" = 0 ] || exit 77
-command -v sort >/dev/null || exit 77
-D=$(mktemp -d /tmp/emrun.XXXXXX)
-NODE=
-cleanup() { [ -n "$NODE" ] && kill "$NODE" 2>/dev/null; wait 2>/dev/null; rm -rf "$D"; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "$(dirname "$0")/../../../tests/lib.sh"
+need_root
+need_cmd sort
+D=$T
 
-echo "correct horse battery staple 42" > "$D/secret"
-"$B/ethermemd" --listen tcp://127.0.0.1:0 --capacity 1G --secret-file "$D/secret" \
-	--port-file "$D/port" 2>"$D/node.log" &
-NODE=$!
-for _ in $(seq 100); do [ -s "$D/port" ] && break; sleep 0.05; done
-[ -s "$D/port" ] || fail "ethermemd did not start"
-export ETHERMEM_NODES=tcp://127.0.0.1:$(cat "$D/port") ETHERMEM_SECRET_FILE=$D/secret
+start_node a 1G
+export ETHERMEM_NODES=tcp://127.0.0.1:$PORT_a
 
 # 400k lines (about 12 MB); sort keeps a 64 MiB buffer, local budget 16 MiB
 awk 'BEGIN { srand(7); for (i = 0; i < 400000; i++) printf "%08x %s\n", int(rand() * 4294967296), substr("abcdefghijklmnopqrstuvwxyz0123456789", 1, int(rand() * 36)) }' > "$D/in.txt"

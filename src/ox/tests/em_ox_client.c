@@ -33,26 +33,10 @@
 
 #include "common/wire.h"
 #include "ethermem.h"
+#include "harness.h"
 #include "lib/internal.h"
 #include "lib/ox_chan.h"
 #include "ox/ox.h"
-
-#define CHECK(c)                                                                   \
-	do {                                                                       \
-		if (!(c)) {                                                        \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-			exit(1);                                                   \
-		}                                                                  \
-	} while (0)
-#define CHECK_RC(expr, want)                                                       \
-	do {                                                                       \
-		int rc_ = (expr);                                                  \
-		if (rc_ != (want)) {                                               \
-			fprintf(stderr, "%s:%d: %s = %d (%s), want %d\n", __FILE__, __LINE__, \
-				#expr, rc_, em_strerror(rc_), (want));             \
-			exit(1);                                                   \
-		}                                                                  \
-	} while (0)
 
 static uint64_t rnd(uint64_t *s)
 {

@@ -19,27 +19,17 @@
 # Exit 0 pass, 1 fail, 77 skip (not root, no netns).  Names carry our PID;
 # a trap removes everything on every exit path.
 B=${1:?usage: em_ox_test.sh BUILD_DIR}
-[ "$(id -u)" = 0 ] || { echo "skip: not root"; exit 77; }
-command -v ip >/dev/null || { echo "skip: no ip"; exit 77; }
+. "$(dirname "$0")/../../../tests/lib.sh"
+need_root
+need_cmd ip
 for f in ethermemd em-ox-client ox-selftest; do
 	[ -x "$B/$f" ] || { echo "no $B/$f"; exit 1; }
 done
 
 P=$$
 S=emxs$P; C1=emxa$P; C2=emxb$P; BR=emxbr$P
-T=$(mktemp -d /tmp/emoxtest.XXXXXX)
-NODE=""
-cleanup() {
-	[ -n "$NODE" ] && kill "$NODE" 2>/dev/null && wait "$NODE" 2>/dev/null
-	for n in $S $C1 $C2; do ip netns del "$n" 2>/dev/null; done
-	rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM HUP
-fail() { echo "FAIL: $*"; [ -f "$T/node.log" ] && tail -20 "$T/node.log"; exit 1; }
-
-ip netns add $S 2>/dev/null || { echo "skip: no netns support"; exit 77; }
-ip netns add $C1 && ip netns add $C2 || exit 1
+add_netns $S 2>/dev/null || skip "no netns support"
+add_netns $C1 && add_netns $C2 || exit 1
 MAC_S=02:0b:00:00:00:01
 MAC_1=02:0b:00:00:01:01
 MAC_2=02:0b:00:00:02:01
@@ -64,24 +54,11 @@ set +e
 printf 'a cluster secret for the OmniXtend tests\n' > "$T/secret"
 export ETHERMEM_SECRET_FILE="$T/secret" ETHERMEM_TRANSPORT=ox ETHERMEM_TIMEOUT_MS=20000
 
-start_node() {   # extra ethermemd flags...
-	rm -f "$T/port"
-	ip netns exec $S nice "$B/ethermemd" --listen tcp://10.211.0.1:0 --port-file "$T/port" \
-		--capacity 256M --ox $BR "$@" 2>"$T/node.log" &
-	NODE=$!
-	for _ in $(seq 300); do
-		[ -s "$T/port" ] && break
-		sleep 0.01
-	done
-	[ -s "$T/port" ] || fail "node did not start: $(cat "$T/node.log")"
-	export ETHERMEM_NODES="tcp://10.211.0.1:$(cat "$T/port")"
-}
-stop_node() {   # a clean exit too: sanitizer builds report leaks there
-	kill "$NODE"
-	wait "$NODE"
-	local rc=$?
-	NODE=""
-	[ $rc = 0 ] || fail "node exited with $rc"
+NODE_WRAP="ip netns exec $S nice"
+NODE_LISTEN=tcp://10.211.0.1:0
+ox_node() {   # extra ethermemd flags...
+	start_node node 256M --ox $BR "$@"
+	export ETHERMEM_NODES="tcp://10.211.0.1:$PORT_node"
 }
 client() {   # NS ARGS...: a client in namespace NS on its own interface
 	local ns=$1 i
@@ -95,7 +72,7 @@ phase() {   # NAME FAULTS NODEFLAGS...
 	shift 2
 	echo "== $name${faults:+ (ETHERMEM_OX_FAULTS=$faults)}"
 	export ETHERMEM_OX_FAULTS=$faults
-	start_node "$@"
+	ox_node "$@"
 	client $C1 integrity 1 & local a=$!
 	client $C2 integrity 2 & local b=$!
 	wait $a || fail "$name: client 1 integrity"
@@ -113,7 +90,7 @@ phase() {   # NAME FAULTS NODEFLAGS...
 		fail "$name: ethermem status"
 	grep -q "omnixtend: frames rx [1-9][0-9]* tx [1-9]" "$T/status.txt" ||
 		{ cat "$T/status.txt"; fail "$name: no OmniXtend counters in ethermem status"; }
-	stop_node
+	stop_node node
 }
 
 phase "loss-free, 1.1" ""
@@ -122,18 +99,14 @@ phase "5% loss + dup + reorder, 1.0.3" "drop=5,dup=1,reorder=1,seed=12" --ox-mod
 export ETHERMEM_OX_FAULTS=
 
 echo "== malformed frames"
-start_node
+ox_node
 EM_OX_NODE_MAC=$MAC_S client $C1 garbage emxq1$P || fail "malformed frames"
-stop_node
+stop_node node
 
 echo "== --ox-export to a requester that knows nothing of ethermem"
-start_node --ox-export exp@0x8000000000 --ox-allow $MAC_2
+ox_node --ox-export exp@0x8000000000 --ox-allow $MAC_2
 client $C1 create exp 4M || fail "create exp"
-for _ in $(seq 50); do
-	grep -q "region 'exp'.*exported" "$T/node.log" && break
-	sleep 0.05
-done
-grep -q "region 'exp'.*exported" "$T/node.log" || fail "exp never exported"
+wait_for 3 "region exp to be exported" grep -q "region 'exp'.*exported" "$T/node.log"
 ip netns exec $C2 timeout 60 "$B/ox-selftest" --client emxq2$P --peer $MAC_S --slot 0 \
 	--ops 60 --adds 300 --expect 300 || fail "ox-selftest against --ox-export"
 # the counter ox-selftest keeps at the window's last word, read through ethermem
@@ -142,6 +115,6 @@ client $C1 read exp $((4 * 1024 * 1024 - 8)) 300 || fail "export counter"
 ip netns exec $C1 timeout 10 "$B/ox-selftest" --check emxq1$P --peer $MAC_S --expect 300 \
 	>/dev/null 2>&1 && fail "a MAC off the allow-list was served"
 client $C2 status
-stop_node
+stop_node node
 echo "em_ox_test: ok"
 exit 0

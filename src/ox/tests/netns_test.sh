@@ -11,23 +11,15 @@
 # Exit 0 pass, 1 fail, 77 skip (not root, no netns).
 # Names carry our PID; a trap removes everything on every exit path.
 BIN=${1:-./ox-selftest}
-[ "$(id -u)" = 0 ] || { echo "skip: not root"; exit 77; }
-command -v ip >/dev/null || { echo "skip: no ip"; exit 77; }
-[ -x "$BIN" ] || { echo "no $BIN"; exit 1; }
+. "$(dirname "$0")/../../../tests/lib.sh"
+need_root
+need_cmd ip
+[ -x "$BIN" ] || fail "no $BIN"
 
 P=$$
 S=oxs$P; C1=oxc1$P; C2=oxc2$P; BR=oxbr$P
-PIDS=""
-cleanup() {
-	for p in $PIDS; do kill "$p" 2>/dev/null; done
-	for p in $PIDS; do wait "$p" 2>/dev/null; done
-	for n in $S $C1 $C2; do ip netns del "$n" 2>/dev/null; done
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM HUP
-
-ip netns add $S 2>/dev/null || { echo "skip: no netns support"; exit 77; }
-ip netns add $C1 && ip netns add $C2 || exit 1
+add_netns $S 2>/dev/null || skip "no netns support"
+add_netns $C1 && add_netns $C2 || exit 1
 MAC_S=02:0a:00:00:00:01
 MAC_1=02:0a:00:00:01:01
 MAC_2=02:0a:00:00:02:01
@@ -48,11 +40,10 @@ set +e
 run_phase() {   # mode loss ops adds
 	local mode=$1 loss=$2 ops=$3 adds=$4
 	echo "== mode $mode, loss $loss% on every sender"
-	ip netns exec $S "$BIN" --serve $BR --allow $MAC_1 --allow $MAC_2 --mode $mode \
-		--loss "$loss" --time 60 &
+	spawn ip netns exec $S "$BIN" --serve $BR --allow $MAC_1 --allow $MAC_2 --mode $mode \
+		--loss "$loss" --time 60 2>"$T/serve.log"
 	local srv=$!
-	PIDS="$PIDS $srv"
-	sleep 0.3
+	wait_for 5 "the server to be ready" grep -q '^serve:' "$T/serve.log"
 	local exp=$((2 * adds))
 	ip netns exec $C1 timeout 60 "$BIN" --client oxq1$P --peer $MAC_S --slot 0 --mode $mode \
 		--loss "$loss" --ops $ops --adds $adds --expect $exp &
@@ -69,6 +60,7 @@ run_phase() {   # mode loss ops adds
 		r3=$?
 	fi
 	kill $srv; wait $srv 2>/dev/null
+	cat "$T/serve.log" >&2
 	echo "client1 $r1 client2 $r2 check $r3"
 	[ $r1 = 0 ] && [ $r2 = 0 ] && [ $r3 = 0 ]
 }

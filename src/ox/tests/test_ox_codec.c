@@ -11,14 +11,7 @@
 
 #include "ox/ox.h"
 
-static int fails;
-#define CHECK(c)                                                              \
-	do {                                                                  \
-		if (!(c)) {                                                   \
-			fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c); \
-			fails++;                                              \
-		}                                                             \
-	} while (0)
+#include "harness.h"
 
 static void be(uint8_t *p, uint64_t v)
 {
@@ -303,6 +296,7 @@ static void test_rejects(void)
 
 int main(void)
 {
+	t_keep_going = 1;
 	test_worked_example();
 	test_header_fields();
 	test_lengths();
@@ -312,8 +306,8 @@ int main(void)
 	test_partial_layout();
 	test_packing();
 	test_rejects();
-	if (fails) {
-		fprintf(stderr, "test_ox_codec: %d failures\n", fails);
+	if (t_fails) {
+		fprintf(stderr, "test_ox_codec: %d failures\n", t_fails);
 		return 1;
 	}
 	printf("test_ox_codec: ok\n");

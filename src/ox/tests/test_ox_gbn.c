@@ -11,14 +11,7 @@
 
 #include "ox/ox.h"
 
-static int fails;
-#define CHECK(c)                                                              \
-	do {                                                                  \
-		if (!(c)) {                                                   \
-			fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c); \
-			fails++;                                              \
-		}                                                             \
-	} while (0)
+#include "harness.h"
 
 static void test_seq(void)
 {
@@ -143,12 +136,13 @@ static void test_credit(void)
 
 int main(void)
 {
+	t_keep_going = 1;
 	test_seq();
 	test_tx();
 	test_rx();
 	test_credit();
-	if (fails) {
-		fprintf(stderr, "test_ox_gbn: %d failures\n", fails);
+	if (t_fails) {
+		fprintf(stderr, "test_ox_gbn: %d failures\n", t_fails);
 		return 1;
 	}
 	printf("test_ox_gbn: ok\n");

@@ -19,14 +19,7 @@
 
 #include "ox/conn.h"
 
-static int fails;
-#define CHECK(c)                                                              \
-	do {                                                                  \
-		if (!(c)) {                                                   \
-			fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c); \
-			fails++;                                              \
-		}                                                             \
-	} while (0)
+#include "harness.h"
 
 #define BASE 0x4000000000ull
 #define MEMSZ (1u << 20)
@@ -679,6 +672,7 @@ static void run_edges(enum ox_mode mode, bool verbatim)
 
 int main(int argc, char **argv)
 {
+	t_keep_going = 1;
 	unsigned pairs = argc > 1 ? (unsigned)atoi(argv[1]) : 150;
 	/* OX_SEED=n varies the workload and every fault pattern, for soak runs */
 	uint64_t seed = getenv("OX_SEED") ? strtoull(getenv("OX_SEED"), NULL, 0) : 0;
@@ -706,8 +700,8 @@ int main(int argc, char **argv)
 		run_load("1.1 harsh", OX_MODE_11, false, 9000, &harsh, pairs / 3, 50);
 		run_load("1.0.3 harsh", OX_MODE_103, false, 1500, &harsh, pairs / 3, 50);
 	}
-	if (fails) {
-		fprintf(stderr, "test_ox_proto: %d failures\n", fails);
+	if (t_fails) {
+		fprintf(stderr, "test_ox_proto: %d failures\n", t_fails);
 		return 1;
 	}
 	printf("test_ox_proto: ok\n");
