@@ -9,7 +9,7 @@
  * mapping), and cuts pieces while two threads work on the rest. It prints
  * one digest per step, which must equal the one of a plain run.
  *
- * Usage: emm_test_remap MB [FILE]: areas of MB MiB (at least 4); FILE, of
+ * Usage: test_map_remap MB [FILE]: areas of MB MiB (at least 4); FILE, of
  * at least 6 MiB, for the file mapping. Exits 0, or 1 with a reason.
  * SIGSEGV is caught in-process (sigsetjmp): a forked child would not do, as
  * pool memory is not inherited and the child would fault anywhere.
@@ -329,7 +329,7 @@ static void threads(void)
 int main(int argc, char **argv)
 {
 	N = argc > 1 ? (size_t)atol(argv[1]) * M : 0;
-	CHECK(N >= 4 * M, "usage: emm_test_remap MB [FILE], MB >= 4");
+	CHECK(N >= 4 * M, "usage: test_map_remap MB [FILE], MB >= 4");
 	cut();
 	shrink_grow();
 	middle();

@@ -21,9 +21,9 @@ timeout 120 "$B/ethermem" run --local-mem 16M --threshold 1M -- sort -S 64M "$D/
 	|| fail "sort under ethermem run"
 cmp -s "$D/plain.txt" "$D/pool.txt" || fail "sort output differs"
 
-"$B/emm_test_bigalloc" 32 "$D/in.txt" > "$D/plain2.txt" || fail "plain bigalloc"
+"$B/test_map_bigalloc" 32 "$D/in.txt" > "$D/plain2.txt" || fail "plain bigalloc"
 ETHERMEM_PRELOAD_STATS=1 timeout 120 "$B/ethermem" run --local-mem 8M -- \
-	"$B/emm_test_bigalloc" 32 "$D/in.txt" > "$D/pool2.txt" 2> "$D/stats.txt" || fail "bigalloc under ethermem run"
+	"$B/test_map_bigalloc" 32 "$D/in.txt" > "$D/pool2.txt" 2> "$D/stats.txt" || fail "bigalloc under ethermem run"
 cmp -s "$D/plain2.txt" "$D/pool2.txt" || fail "bigalloc output differs"
 grep -q "blocks [1-9]" "$D/stats.txt" || { cat "$D/stats.txt"; fail "the pool was not used"; }
 grep -q "evictions [1-9]" "$D/stats.txt" || { cat "$D/stats.txt"; fail "no eviction under a budget 12x smaller"; }
@@ -32,9 +32,9 @@ cat "$D/stats.txt"
 # munmap of pieces, MAP_FIXED over, and mremap of pool memory (remap.c):
 # the same digests as a plain run under a budget a tenth of the footprint;
 # MREMAP_FIXED refused (noted once); everything released (resident 0)
-"$B/emm_test_remap" 8 "$D/in.txt" > "$D/plain4.txt" || fail "plain remap"
+"$B/test_map_remap" 8 "$D/in.txt" > "$D/plain4.txt" || fail "plain remap"
 ETHERMEM_PRELOAD_STATS=1 timeout 120 "$B/ethermem" run --local-mem 4M -- \
-	"$B/emm_test_remap" 8 "$D/in.txt" > "$D/pool4.txt" 2> "$D/stats4.txt" \
+	"$B/test_map_remap" 8 "$D/in.txt" > "$D/pool4.txt" 2> "$D/stats4.txt" \
 	|| { cat "$D/stats4.txt"; fail "remap under ethermem run"; }
 cmp -s "$D/plain4.txt" "$D/pool4.txt" || { cat "$D/stats4.txt"; fail "remap output differs"; }
 grep -q "blocks [1-9]" "$D/stats4.txt" || { cat "$D/stats4.txt"; fail "remap: the pool was not used"; }

@@ -22,7 +22,7 @@ B=${1:?usage: em_ox_test.sh BUILD_DIR}
 . "$(dirname "$0")/../../../tests/lib.sh"
 need_root
 need_cmd ip
-for f in ethermemd em-ox-client ox-selftest; do
+for f in ethermemd test_ox_client ox-selftest; do
 	[ -x "$B/$f" ] || { echo "no $B/$f"; exit 1; }
 done
 
@@ -64,7 +64,7 @@ client() {   # NS ARGS...: a client in namespace NS on its own interface
 	local ns=$1 i
 	shift
 	i=$([ "$ns" = $C1 ] && echo 1 || echo 2)
-	ETHERMEM_OX_IFACE=emxq$i$P ip netns exec "$ns" timeout 120 nice "$B/em-ox-client" "$@"
+	ETHERMEM_OX_IFACE=emxq$i$P ip netns exec "$ns" timeout 120 nice "$B/test_ox_client" "$@"
 }
 
 phase() {   # NAME FAULTS NODEFLAGS...
