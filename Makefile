@@ -1,5 +1,9 @@
-# Convenience front end over CMake: `make`, `make test`, `make asan`,
+# Convenience front end over CMake: `make`, `make test`, and one target per
+# CI leg (`make asan`, `make tsan`, `make fuzz`) that builds and tests with
+# the CMake preset of the same name, as scripts/test.sh does, so sanitizer
+# flags and test selections live only in CMakePresets.json.
 # `make install` (PREFIX=DIR, else CMake's /usr/local; DESTDIR honoured),
+# `make format` / `make format-check` run scripts/format.sh;
 # `make bench-llm` (QUICK=1 for the CI smoke run).
 BUILD ?= build
 JOBS ?= $(shell nproc)
@@ -11,19 +15,25 @@ all:
 test: all
 	cd $(BUILD) && ctest --output-on-failure -j 2 --timeout 300
 
-asan:
-	@cmake -S . -B build-asan -DEM_SANITIZE=address,undefined >/dev/null
-	@cmake --build build-asan -j $(JOBS)
-	cd build-asan && ctest --output-on-failure -j 2 --timeout 600 -LE nosan
+asan tsan fuzz:
+	@cmake --preset $@ >/dev/null
+	@cmake --build --preset $@ -j $(JOBS)
+	ctest --preset $@
 
 install: all
 	cmake --install $(BUILD) $(if $(PREFIX),--prefix $(PREFIX),)
 
-# LLM inference over the pool against disk and swap (issue 5).
+format:
+	scripts/format.sh
+
+format-check:
+	scripts/format.sh --check
+
+# LLM inference over the pool against disk and swap.
 bench-llm: all
 	bench/llm/run.sh $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz
 
-.PHONY: all test asan install clean bench-llm
+.PHONY: all test asan tsan fuzz install format format-check clean bench-llm

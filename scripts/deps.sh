@@ -5,6 +5,7 @@ set -euo pipefail
 PKGS=(
 	gcc make cmake pkg-config libsodium-dev      # build
 	clang libclang-rt-14-dev                     # fuzzing (libFuzzer) and sanitizers
+	clang-format                                 # scripts/format.sh
 	iproute2 procps util-linux                   # namespaces, veth, swap, sysctl
 	libbpf-dev libxdp-dev                        # AF_XDP measurements (optional path)
 	redis-server redis-tools                     # the Redis comparison benchmark

@@ -3,8 +3,10 @@
 #   1. a -Werror build with gcc and every ctest test;
 #   2. the same tests built with AddressSanitizer + UndefinedBehaviorSanitizer;
 #   3. the mapping tests under ThreadSanitizer;
-#   4. the fuzz targets with clang's libFuzzer, for a bounded time each;
+#   4. the fuzz targets with clang's libFuzzer, for a bounded time each
+#      (EM_FUZZ_SECONDS, default in CMakePresets.json);
 #   5. the inference benchmark's quick mode (checks ids across backends).
+# Legs 1-4 are the CMake presets default, asan, tsan and fuzz.
 # Ends with one line "total: N passed, N failed, N skipped".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,17 +16,21 @@ PASS=0 FAIL=0 SKIP=0
 LOGS=$(mktemp -d)
 trap 'rm -rf "$LOGS"' EXIT
 
-# leg NAME BUILD_DIR "CMAKE ARGS" "CTEST ARGS"
+# leg NAME [CMAKE ARGS...]: configure, build and test with the CMake preset
+# NAME (CMakePresets.json holds each leg's flags, test selection and
+# sanitizer options; `make NAME` runs the same).
 leg() {
-	local name=$1 dir=$2 cargs=$3 targs=$4 log="$LOGS/$1.log" p t s
+	local name=$1 log="$LOGS/$1.log" p t s
+	shift
 	echo "== $name"
-	if ! { cmake -S . -B "$dir" $cargs >/dev/null && cmake --build "$dir" -j "$JOBS" >"$LOGS/$name.build" 2>&1; }; then
-		tail -40 "$LOGS/$name.build"
+	if ! { cmake --preset "$name" "$@" >"$LOGS/$name.conf" 2>&1 &&
+		cmake --build --preset "$name" -j "$JOBS" >"$LOGS/$name.build" 2>&1; }; then
+		tail -40 "$LOGS/$name.conf" "$LOGS/$name.build" 2>/dev/null
 		echo "$name: build failed"
 		FAIL=$((FAIL + 1))
 		return
 	fi
-	(cd "$dir" && ctest --output-on-failure --timeout 600 $targs) 2>&1 | tee "$log" | grep -E '^ *[0-9]+/[0-9]+ Test|tests passed|Failed|\*\*\*' || true
+	ctest --preset "$name" 2>&1 | tee "$log" | grep -E '^ *[0-9]+/[0-9]+ Test|tests passed|Failed|\*\*\*' || true
 	t=$(sed -n 's/.*tests failed out of \([0-9]*\).*/\1/p' "$log" | tail -1)
 	p=$(sed -n 's/.*tests passed, \([0-9]*\) tests failed out of.*/\1/p' "$log" | tail -1)
 	s=$(grep -c '(Skipped)' "$log")
@@ -39,16 +45,10 @@ leg() {
 	SKIP=$((SKIP + s))
 }
 
-leg gcc build "-DCMAKE_BUILD_TYPE=RelWithDebInfo" ""
-# The paging layer serves faults from its own SIGBUS handler, so ASan must
-# leave SIGBUS alone; and the preload shim cannot be injected, ASan-built,
-# into uninstrumented programs such as sort(1), so map_run sits this leg out.
-ASAN_OPTIONS=handle_sigbus=0:detect_leaks=1 \
-	leg asan build-asan "-DEM_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=Debug" "-LE nosan -E fuzz|map_run"
-# map_run preloads the sanitized shim into sort(1) (impossible, as for ASan),
-# so it sits this leg out; every other mapping test runs under TSan.
-leg tsan build-tsan "-DEM_SANITIZE=thread -DCMAKE_BUILD_TYPE=Debug" "-R ^map_ -LE nosan -E map_run"
-CC=clang leg fuzz build-fuzz "-DCMAKE_BUILD_TYPE=RelWithDebInfo -DEM_FUZZ_SECONDS=${EM_FUZZ_SECONDS:-30}" "-R fuzz"
+leg default
+leg asan
+leg tsan
+leg fuzz ${EM_FUZZ_SECONDS:+-DEM_FUZZ_SECONDS=$EM_FUZZ_SECONDS}
 if [ -x bench/llm/run.sh ]; then
 	echo "== bench-llm quick"
 	if make -s bench-llm QUICK=1 > "$LOGS/llm.log" 2>&1; then

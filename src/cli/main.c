@@ -13,12 +13,10 @@
 #include "cli/cli.h"
 #include "ethermem.h"
 
-#ifdef EM_HAVE_MAP
 int em_cli_run(int argc, char **argv);
 int em_cli_import(int argc, char **argv);
 int em_cli_export(int argc, char **argv);
 int em_cli_bench_map(int argc, char **argv);
-#endif
 
 static const char *pool_help =
 "Pool options (any command that talks to the pool):\n"
@@ -37,13 +35,11 @@ static void usage(FILE *f)
 "  region ls                 list named regions\n"
 "  region rm NAME            delete a named region\n"
 "  bench [--baseline]        latency and bandwidth of the pool\n"
-#ifdef EM_HAVE_MAP
 "  bench map                 transparent mapping against mmap and swap\n"
 "  run -- PROGRAM ARGS       run an unmodified program with its large\n"
 "                            allocations in the pool\n"
 "  import FILE REGION        load a file into a named region\n"
 "  export REGION FILE        write a named region to a file\n"
-#endif
 "\n%s", pool_help);
 }
 
@@ -339,7 +335,6 @@ int main(int argc, char **argv)
 		return cmd_status(argc - 1, argv + 1, &cp);
 	if (!strcmp(cmd, "region"))
 		return cmd_region(argc - 1, argv + 1, &cp);
-#ifdef EM_HAVE_MAP
 	/* The paging commands connect from the environment (their children
 	 * inherit it too), so pool flags given here are passed on that way. */
 	if (cp.opts.nodes)
@@ -361,7 +356,6 @@ int main(int argc, char **argv)
 		return em_cli_import(argc - 1, argv + 1);
 	if (!strcmp(cmd, "export"))
 		return em_cli_export(argc - 1, argv + 1);
-#endif
 	if (!strcmp(cmd, "bench"))
 		return em_cli_bench(argc - 1, argv + 1, &cp);
 	fprintf(stderr, "ethermem: unknown command '%s' (see ethermem --help)\n", cmd);
