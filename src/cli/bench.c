@@ -348,15 +348,21 @@ static int stream(struct bench *b)
 	return rc;
 }
 
-static const struct row *find_t(const struct bench *b, const char *op, const char *t,
-				 uint64_t size, unsigned qd)
+static const struct row *find_tb(const struct bench *b, const char *op, const char *t,
+				  uint64_t size, unsigned qd, unsigned batch)
 {
 	for (unsigned i = 0; i < b->nrows; i++)
 		if (!strcmp(b->rows[i].op, op) && b->rows[i].size == size && b->rows[i].qd == qd &&
-		    b->rows[i].batch == 1 &&
+		    b->rows[i].batch == batch &&
 		    (!t || !strcmp(b->rows[i].transport, t)))
 			return &b->rows[i];
 	return NULL;
+}
+
+static const struct row *find_t(const struct bench *b, const char *op, const char *t,
+				 uint64_t size, unsigned qd)
+{
+	return find_tb(b, op, t, size, qd, 1);
 }
 
 static const struct row *find(const struct bench *b, const char *op, uint64_t size, unsigned qd)
@@ -394,6 +400,15 @@ static void summary(const struct bench *b)
 		printf("  2 MiB read qd8 GB/s / stream GB/s      %.2f  (goal >= 0.85)\n", bw->gbps / st->gbps);
 	if (a && p64)
 		printf("  8 B fetch-add p50 / 64 B ping-pong p50 %.2f  (goal <= 1.25)\n", a->p50 / p64->p50);
+	printf("batches of 32 against one op per em_submit, qd 32, ops/s:\n");
+	for (unsigned k = 0; k < 2; k++) {
+		uint64_t size = k ? 4096 : 64;
+		const struct row *one = find(b, "read", size, 32);
+		const struct row *many = find_tb(b, "read", b->transport, size, 32, 32);
+		if (one && many && one->ops > 0)
+			printf("  %4" PRIu64 " B reads                         %.2f\n", size,
+			       many->ops / one->ops);
+	}
 }
 
 int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp)
