@@ -111,6 +111,17 @@ static __attribute__((unused)) void t_sleep_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
+/* Polls `cond` every 10 ms for up to `ms` milliseconds and gives its last
+ * value: the one way a test waits for something to happen (a log line, a
+ * count going to zero) without a fixed sleep. */
+#define T_WAIT_FOR(ms, cond)                                                   \
+	({                                                                     \
+		int ok_ = 0;                                                   \
+		for (int w_ = 0; w_ <= (ms) / 10 && !(ok_ = !!(cond)); w_++)   \
+			t_sleep_ms(10);                                        \
+		ok_;                                                           \
+	})
+
 /* Starts ethermemd and waits until it listens. extra: more flags or NULL. */
 static __attribute__((unused)) void t_node_start(struct t_node *n, const char *capacity, const char *secret,
 			 const char *extra)

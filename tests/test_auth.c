@@ -28,9 +28,7 @@ int main(void)
 	CHECK_RC(rc, -EM_EAUTH);
 	CHECK(t_connect(&n, 1, shorty, &rc) == NULL);
 	CHECK_RC(rc, -EINVAL);
-	for (int i = 0; i < 100 && !t_log_has(&n, "wrong cluster secret"); i++)
-		t_sleep_ms(10);
-	CHECK(t_log_has(&n, "wrong cluster secret"));
+	CHECK(T_WAIT_FOR(1000, t_log_has(&n, "wrong cluster secret")));
 	CHECK_RC(em_pool_status(p, &st, 1), 1);
 	CHECK(st.auth_failures >= 1);
 	CHECK(st.clients == 1);

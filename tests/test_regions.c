@@ -47,9 +47,7 @@ int main(void)
 
 	/* anonymous regions go away with their client */
 	em_pool_close(a);
-	for (int i = 0; i < 100 && used(b) != 0; i++)
-		t_sleep_ms(10);
-	CHECK(used(b) == 0);
+	CHECK(T_WAIT_FOR(1000, used(b) == 0));
 
 	a = t_connect_ok(n, 2, sec);
 	CHECK_RC(em_region_create(a, "model", 100000, NULL, &r), 0);
