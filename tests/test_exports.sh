@@ -5,8 +5,8 @@
 set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
 lib=${EM_BUILD_DIR:-build}/libethermem.so
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/lib.sh"
+tmp=$T
 command -v nm >/dev/null || { echo "no nm"; exit 77; }
 [ -f "$lib" ] || { echo "no $lib"; exit 1; }
 

@@ -10,14 +10,8 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${EM_BUILD_DIR:-build}" && pwd)
 command -v pkg-config >/dev/null || { echo "no pkg-config"; exit 77; }
 command -v cc >/dev/null || { echo "no cc"; exit 77; }
-tmp=$(mktemp -d /tmp/eminstall.XXXXXX)
-pid=
-cleanup() {
-	[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; exit 1; }
+. "$(dirname "$0")/lib.sh"
+tmp=$T
 
 prefix=$tmp/usr
 cmake --install "$build" --prefix "$prefix" >"$tmp/install.log" || { cat "$tmp/install.log"; fail "cmake --install"; }
@@ -52,19 +46,10 @@ cc -Wall -Werror -o "$tmp/hello-static" "$tmp/hello.c" $(pkg-config --cflags eth
 	"$libdir/libethermem.a" $(pkg-config --static --libs ethermem | sed 's/-lethermem//') ||
 	fail "hello.c does not link against the installed libethermem.a"
 
-# a node from the installed binary, a secret, and the program against it
-head -c 48 /dev/urandom | base64 >"$tmp/secret"
-"$prefix/bin/ethermemd" --capacity 64M --listen tcp://127.0.0.1:0 --secret-file "$tmp/secret" \
-	--port-file "$tmp/port" 2>"$tmp/node.log" &
-pid=$!
-i=0
-while [ ! -s "$tmp/port" ]; do
-	i=$((i + 1))
-	[ $i -lt 500 ] || { cat "$tmp/node.log"; fail "installed ethermemd did not start"; }
-	kill -0 "$pid" 2>/dev/null || { cat "$tmp/node.log"; fail "installed ethermemd exited"; }
-	sleep 0.01
-done
-export ETHERMEM_NODES="tcp://127.0.0.1:$(cat "$tmp/port")" ETHERMEM_SECRET_FILE="$tmp/secret"
+# a node from the installed binary, and the program against it
+B=$prefix/bin
+start_node a 64M
+export ETHERMEM_NODES="tcp://127.0.0.1:$PORT_a"
 LD_LIBRARY_PATH="$libdir" ldd "$tmp/hello" | grep -q "$libdir/libethermem.so.0" ||
 	fail "hello does not load the installed libethermem.so.0"
 LD_LIBRARY_PATH="$libdir" "$tmp/hello" 8 >"$tmp/hello.out" || { cat "$tmp/hello.out"; fail "hello (shared)"; }
