@@ -18,4 +18,10 @@ int em_cli_connect(struct em_cli_pool *cp, em_pool **pool, const char *prog);
 
 int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp);
 
+/* The paging layer's commands (run.c, import_export.c, bench_map.c). */
+int em_cli_run(int argc, char **argv);
+int em_cli_import(int argc, char **argv);
+int em_cli_export(int argc, char **argv);
+int em_cli_bench_map(int argc, char **argv);
+
 #endif

@@ -13,11 +13,6 @@
 #include "cli/cli.h"
 #include "ethermem.h"
 
-int em_cli_run(int argc, char **argv);
-int em_cli_import(int argc, char **argv);
-int em_cli_export(int argc, char **argv);
-int em_cli_bench_map(int argc, char **argv);
-
 static const char *pool_help =
 "Pool options (any command that talks to the pool):\n"
 "  --nodes LIST         tcp://HOST:PORT,...            (or ETHERMEM_NODES)\n"

@@ -22,7 +22,7 @@
  *
  * Faults are served in the faulting thread from a SIGBUS handler
  * (UFFD_FEATURE_SIGBUS): measured on this machine at 15 us against 26-60 us
- * for handing the fault to another thread (floor.c). The cost is that the
+ * for handing the fault to another thread (src/cli/map_floor.c). The cost is that the
  * kernel's own accesses (read(2) into a mapped buffer) get EFAULT instead of
  * a fault; programs we do not control (the preload shim) therefore use the
  * thread mode, where one engine thread reads the userfaultfd and the kernel
@@ -66,7 +66,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -1472,36 +1471,6 @@ uint64_t emm_huge_free(void)
 	if (fd >= 0)
 		close(fd);
 	return n > 0 ? strtoull(b, NULL, 10) * EMM_HUGE : 0;
-}
-
-int emm_huge_adjust(long delta, long *done)
-{
-	int fd = open("/proc/sys/vm/nr_hugepages", O_RDWR | O_CLOEXEC), len, rc = -EIO;
-	long cur;
-	char b[32];
-	ssize_t n;
-
-	*done = 0;
-	if (fd < 0)
-		return -errno;
-	/* the lock is on the sysctl file itself: every user of this function
-	 * serialises its read-modify-write there */
-	flock(fd, LOCK_EX);
-	n = pread(fd, b, sizeof(b) - 1, 0);
-	if (n > 0) {
-		b[n] = 0;
-		cur = strtol(b, NULL, 10);
-		len = snprintf(b, sizeof(b), "%ld\n", cur + delta < 0 ? 0 : cur + delta);
-		/* the kernel may grant fewer than asked (fragmentation): read back */
-		if (pwrite(fd, b, (size_t)len, 0) == len && (n = pread(fd, b, sizeof(b) - 1, 0)) > 0) {
-			b[n] = 0;
-			*done = strtol(b, NULL, 10) - cur;
-			rc = 0;
-		}
-	}
-	flock(fd, LOCK_UN);
-	close(fd);
-	return rc;
 }
 
 /* Whether a mapping with 2 MiB units goes on explicit huge pages: one page

@@ -19,6 +19,7 @@
  * Run as root (userfaultfd); exit 0 pass, 1 fail, 77 skip.
  */
 #include "harness.h"
+#include "cli/map_floor.h"
 #include "map/emm.h"
 
 #include <pthread.h>
@@ -159,7 +160,7 @@ static void huge_release(void)
 	long done;
 
 	if (huge_got > 0)
-		emm_huge_adjust(-huge_got, &done);
+		em_cli_huge_adjust(-huge_got, &done);
 	huge_got = 0;
 }
 
@@ -171,7 +172,7 @@ static int huge(em_pool *pool)
 	em_region *r;
 
 	/* a cache of 8 MiB is four huge pages, with room for a second mapping */
-	emm_huge_adjust(10, &huge_got);
+	em_cli_huge_adjust(10, &huge_got);
 	atexit(huge_release);
 	if (huge_got < 10) {
 		fprintf(stderr, "huge: the kernel granted %ld of 10 huge pages; skipping\n", huge_got);

@@ -16,13 +16,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
 #include "ethermem.h"
 
 #define EMM_IO_CHUNK (4u << 20)
 #define EMM_IO_DEPTH 8
 
-int em_cli_import(int argc, char **argv);
-int em_cli_export(int argc, char **argv);
 
 /* Streams between fd and the region: to_region 1 imports. */
 static int emm_copy(em_region *r, int fd, uint64_t size, int to_region)

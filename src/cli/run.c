@@ -1,5 +1,5 @@
 /*
- * run_cmd.c - `ethermem run [--local-mem SIZE] [--threshold SIZE] -- PROGRAM
+ * run.c - `ethermem run [--local-mem SIZE] [--threshold SIZE] -- PROGRAM
  * ARGS`: runs an unmodified program with libethermem-preload.so, so that its
  * large allocations and large read-only file mappings live in the pool and
  * only --local-mem of them stays in local RAM.
@@ -17,9 +17,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
 #include "ethermem.h"
 
-int em_cli_run(int argc, char **argv);
 
 static void emm_run_usage(FILE *f)
 {

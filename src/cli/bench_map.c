@@ -12,7 +12,7 @@
  * fault measured by this same binary, so the random-read p50 can be judged
  * against floor + the explicit API's 4 KiB read p50 of the same run; the
  * uffd-continue, uffd-copy-batch, uffd-huge and uffd-recv rows are the fault
- * paths the engine could take instead (floor.c; fields in README.md), so
+ * paths the engine could take instead (map_floor.c; fields in README.md), so
  * that its choice rests on figures of this run too. For their hugetlb
  * figures the bench raises vm.nr_hugepages by the few pages they need and
  * lowers it by as many right after, and on every exit path. On
@@ -36,10 +36,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
 #include "ethermem.h"
+#include "cli/map_floor.h"
 #include "map/emm.h"
 
-int em_cli_bench_map(int argc, char **argv);
 
 #define EMM_B_RAND 20000
 #define EMM_B_PASSES 4
@@ -96,7 +97,7 @@ static long emm_b_huge_reserve(unsigned need)
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
 	sigprocmask(SIG_BLOCK, &sigs, &old);
-	if (emm_huge_adjust((long)need, &done) == 0 && done > 0)
+	if (em_cli_huge_adjust((long)need, &done) == 0 && done > 0)
 		emm_b_huge_added += done;
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	return done;
@@ -106,7 +107,7 @@ static void emm_b_huge_restore(void)
 {
 	long done;
 
-	if (emm_b_huge_added > 0 && emm_huge_adjust(-emm_b_huge_added, &done))
+	if (emm_b_huge_added > 0 && em_cli_huge_adjust(-emm_b_huge_added, &done))
 		fprintf(stderr, "ethermem bench map: could not give back %ld huge pages (vm.nr_hugepages)\n",
 			emm_b_huge_added);
 	emm_b_huge_added = 0;

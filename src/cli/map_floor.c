@@ -1,5 +1,5 @@
 /*
- * floor.c - what a userfaultfd fault costs on this machine, by each path the
+ * map_floor.c - what a userfaultfd fault costs on this machine, by each path the
  * engine could serve it with, with no network beyond loopback.
  *
  * The paging engine chooses how faults are served by measurement, and the
@@ -29,6 +29,7 @@
  * reason instead of a number; reserving huge pages is the caller's business,
  * as vm.nr_hugepages is a system setting.
  */
+#include "cli/map_floor.h"
 #include "map/emm.h"
 
 #include <errno.h>
