@@ -8,6 +8,8 @@
  * fetch and its prefetches go out in one em_submit. em_queue calls are made
  * from the SIGBUS handler; that is sound because the handler runs only at a
  * faulting load or store in application code, never inside the library.
+ * This file sees the library only through ethermem.h and the two private
+ * facts of lib/pager_io.h, so the pager does not depend on its internals.
  */
 #include "map/emm.h"
 
@@ -18,7 +20,7 @@
 #include <time.h>
 
 #include "common/abi.h"
-#include "lib/internal.h"
+#include "lib/pager_io.h"
 
 static int emm_pool_chan_open(void *bctx, void **chan)
 {
@@ -136,8 +138,8 @@ int em_map(em_region *region, const struct em_map_opts *opts, void **addr)
 	p.flags = o.flags & (EM_MAP_READONLY | EM_MAP_NOPREFETCH | EM_MAP_SCRATCH);
 	if (o.flags & EM_MAP_FRESH)
 		p.flags |= EMM_MAP_FRESH;
-	p.timeout_ms = o.timeout_ms > 0 ? o.timeout_ms : em_region_pool(region)->timeout_ms;
-	p.what = region->named ? region->name : "(anonymous region)";
+	p.timeout_ms = o.timeout_ms > 0 ? o.timeout_ms : em_pool_timeout_ms(em_region_pool(region));
+	p.what = em_region_label(region);
 	return emm_map_range(&p, addr);
 }
 

@@ -1,0 +1,16 @@
+/*
+ * pager_io.c - the two facts of a pool and a region that the pager needs
+ * and the public API does not give (pager_io.h says why they are private).
+ */
+#include "lib/pager_io.h"
+#include "lib/internal.h"
+
+const char *em_region_label(const em_region *region)
+{
+	return region->named ? region->name : "(anonymous region)";
+}
+
+int em_pool_timeout_ms(const em_pool *pool)
+{
+	return pool->timeout_ms;
+}

@@ -1,0 +1,27 @@
+/*
+ * pager_io.h - the library's private interface to the pager (src/map), and
+ * the only header of src/lib that src/map includes. Never installed.
+ *
+ * The pager drives the pool through the public API: each engine channel is
+ * an em_queue and a fetch or write-back is an em_op, posted and reaped with
+ * em_submit/em_poll/em_wait, also from its SIGBUS handler. That is sound
+ * because a queue created with room for its full depth allocates nothing on
+ * those calls and the handler runs only at an application load or store,
+ * never inside the library. What the public API does not give is the two
+ * facts below, which em_map needs to fill in its defaults; they are kept
+ * here rather than in ethermem.h because no program has asked for them and
+ * every public call is a promise the ABI must keep.
+ */
+#ifndef EM_PAGER_IO_H
+#define EM_PAGER_IO_H
+
+#include "ethermem.h"
+
+/* The region's name for log lines, or "(anonymous region)". */
+const char *em_region_label(const em_region *region);
+/* The pool's per-request timeout in milliseconds (em_pool_opts.timeout_ms,
+ * ETHERMEM_TIMEOUT_MS or the config file, else the default): a mapping's
+ * fetches wait that long unless em_map_opts.timeout_ms says otherwise. */
+int em_pool_timeout_ms(const em_pool *pool);
+
+#endif
