@@ -1,7 +1,8 @@
 #!/bin/bash
 # test_cli.sh - the ethermem and ethermemd commands as a user meets them:
 # --help and --version everywhere, exit status 0 on success and non-zero
-# with a message on stderr otherwise, region create/ls/rm and status.
+# with a message on stderr otherwise, region create/ls/rm and status, and
+# the pool flags (whole names only; they reach every command).
 set -u
 . "$(dirname "$0")/lib.sh"
 E="$B/ethermem"
@@ -58,4 +59,42 @@ grep -q 'cannot connect' "$T/err" || fail "refused message"
 printf 'a different secret of enough length\n' > "$T/bad"
 "$E" --secret-file "$T/bad" status 2>"$T/err" && fail "wrong secret"
 grep -q 'secret' "$T/err" || fail "wrong-secret message: $(cat "$T/err")"
+
+# a flag matches by its whole name only: --nodesX is not --nodes
+"$E" status --nodesX "tcp://127.0.0.1:$PORT_a" 2>"$T/err" && fail "--nodesX taken for --nodes"
+grep -q -- "--nodesX" "$T/err" || fail "--nodesX message: $(cat "$T/err")"
+"$E" --nodes=tcp://127.0.0.1:$PORT_a status >/dev/null || fail "--nodes=VALUE"
+"$E" status --nodes 2>"$T/err" && fail "--nodes without a value"
+grep -q 'needs a value' "$T/err" || fail "missing-value message: $(cat "$T/err")"
+"$E" --transport udp status 2>"$T/err" && fail "unknown transport"
+grep -q 'tcp or ox' "$T/err" || fail "unknown-transport message: $(cat "$T/err")"
+"$E" --timeout-ms abc status 2>"$T/err" && fail "bad --timeout-ms"
+
+# --transport and --ox-iface reach the paging commands: over OmniXtend on an
+# interface that does not exist they must fail, not quietly use TCP
+if [ -f "$B/libethermem-preload.so" ]; then # built with the paging layer
+	NOIF=mapnoif0 # no such interface, named for this test
+	head -c 300000 /dev/urandom > "$T/file"
+	"$E" import --transport ox --ox-iface $NOIF "$T/file" imp 2>"$T/err" && fail "import ignored --transport ox"
+	grep -q 'cannot connect' "$T/err" || fail "import ox message: $(cat "$T/err")"
+	"$E" import --transport ox "$T/file" imp 2>"$T/err" && fail "import ox without an interface"
+	grep -q -- '--ox-iface' "$T/err" || fail "import ox-iface message: $(cat "$T/err")"
+	"$E" region ls | grep -q '^imp ' && fail "import over ox created the region"
+	"$E" import --transport tcp "$T/file" imp || fail "import over tcp"
+	"$E" export --transport ox --ox-iface $NOIF imp "$T/back" 2>"$T/err" && fail "export ignored --transport ox"
+	grep -q 'cannot connect' "$T/err" || fail "export ox message: $(cat "$T/err")"
+	[ -e "$T/back" ] && fail "failed export left a file"
+	"$E" export --transport=tcp imp "$T/back" || fail "export over tcp"
+	cmp -s "$T/file" "$T/back" || fail "export data"
+	if [ "$(id -u)" = 0 ]; then
+		"$E" bench map --transport ox --ox-iface $NOIF --size 16M --cache 1M --skip-baselines \
+			>/dev/null 2>"$T/err" && fail "bench map ignored --transport ox"
+		grep -q 'cannot connect' "$T/err" || fail "bench map ox message: $(cat "$T/err")"
+	fi
+	# run hands the pool to its program through the environment
+	"$E" run --transport ox --ox-iface $NOIF -- env > "$T/env" || fail "run env"
+	grep -qx 'ETHERMEM_TRANSPORT=ox' "$T/env" || fail "run: transport not passed on"
+	grep -qx "ETHERMEM_OX_IFACE=$NOIF" "$T/env" || fail "run: interface not passed on"
+	"$E" region rm imp || fail "rm imp"
+fi
 echo "cli: ok"

@@ -256,8 +256,8 @@ static void emm_b_cyclic(const char *p, uint64_t w, uint64_t c, int kind, struct
 
 /* ---- the pool ---- */
 
-static int emm_b_pool(uint64_t size, uint64_t cache, struct emm_b_all *a, struct emm_floor *fl,
-		      double *api_p50)
+static int emm_b_pool(struct em_cli_pool *cp, uint64_t size, uint64_t cache, struct emm_b_all *a,
+		      struct emm_floor *fl, double *api_p50)
 {
 	struct em_map_opts mo = { .size = sizeof(mo), .flags = EM_MAP_READONLY };
 	uint64_t *lat = malloc(2000 * sizeof(*lat)), x = 7;
@@ -266,15 +266,18 @@ static int emm_b_pool(uint64_t size, uint64_t cache, struct emm_b_all *a, struct
 	char *buf, *m;
 	int rc;
 
-	rc = em_pool_connect(&pool, NULL);
+	if (!lat)
+		return -ENOMEM;
+	rc = em_cli_connect(cp, &pool, "ethermem bench map");
 	if (rc) {
-		fprintf(stderr, "ethermem bench map: cannot connect to the pool: %s\n", em_strerror(rc));
+		free(lat);
 		return rc;
 	}
 	rc = em_region_create(pool, NULL, size, NULL, &r);
 	if (rc) {
 		fprintf(stderr, "ethermem bench map: region of %" PRIu64 " bytes: %s\n", size, em_strerror(rc));
 		em_pool_close(pool);
+		free(lat);
 		return rc;
 	}
 	buf = malloc(4u << 20);
@@ -622,7 +625,7 @@ static void emm_b_paths(int json, const struct emm_floor_fig *f)
 	emm_b_line_end(&l);
 }
 
-int em_cli_bench_map(int argc, char **argv)
+int em_cli_bench_map(int argc, char **argv, struct em_cli_pool *cp)
 {
 	uint64_t size = 4ull << 30, cache = 0;
 	const char *dir = "/var/tmp";
@@ -676,7 +679,7 @@ usage:
 	if (!json)
 		printf("%-18s %9s %10s %10s %10s\n", "op", "GB/s", "p50 us", "p99 us", "fetch/opt");
 
-	rc = emm_b_pool(size, cache, &pool, &fl, &api_p50);
+	rc = emm_b_pool(cp, size, cache, &pool, &fl, &api_p50);
 	if (rc)
 		return 1;
 	frow.p50_us = (double)fl.sigbus_4k_p50_ns / 1e3;

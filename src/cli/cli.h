@@ -6,22 +6,26 @@
 
 #include "ethermem.h"
 
-/* Pool options gathered from --nodes, --secret-file, --timeout-ms,
- * --transport and --ox-iface anywhere on the command line (the flags are
- * removed from argv); the rest falls back to the environment. */
+/* Pool options gathered from --nodes, --secret-file, --config,
+ * --timeout-ms, --transport and --ox-iface anywhere on the command line
+ * before a "--" (the flags are removed from argv); the rest falls back to
+ * the environment. A flag matches by its whole name only, and a missing or
+ * bad value is reported on stderr and returns -EINVAL. */
 struct em_cli_pool {
 	struct em_pool_opts opts;
 };
-void em_cli_pool_args(int *argc, char **argv, struct em_cli_pool *cp);
+int em_cli_pool_args(int *argc, char **argv, struct em_cli_pool *cp);
 /* Connects or prints why not (and returns non-zero). */
 int em_cli_connect(struct em_cli_pool *cp, em_pool **pool, const char *prog);
 
 int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp);
 
-/* The paging layer's commands (run.c, import_export.c, bench_map.c). */
+/* The paging layer's commands (run.c, import_export.c, bench_map.c). run
+ * passes the pool to its program through the environment (main.c exports
+ * the flags there first). */
 int em_cli_run(int argc, char **argv);
-int em_cli_import(int argc, char **argv);
-int em_cli_export(int argc, char **argv);
-int em_cli_bench_map(int argc, char **argv);
+int em_cli_import(int argc, char **argv, struct em_cli_pool *cp);
+int em_cli_export(int argc, char **argv, struct em_cli_pool *cp);
+int em_cli_bench_map(int argc, char **argv, struct em_cli_pool *cp);
 
 #endif

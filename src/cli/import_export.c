@@ -93,7 +93,7 @@ static int emm_copy(em_region *r, int fd, uint64_t size, int to_region)
 	return rc;
 }
 
-static int emm_xport(int argc, char **argv, int imp)
+static int emm_xport(int argc, char **argv, struct em_cli_pool *cp, int imp)
 {
 	const char *prog = imp ? "ethermem import" : "ethermem export";
 	const char *file = argv[imp ? 1 : 2], *name = argv[imp ? 2 : 1];
@@ -117,10 +117,10 @@ static int emm_xport(int argc, char **argv, int imp)
 		close(fd);
 		return 1;
 	}
-	rc = em_pool_connect(&pool, NULL);
-	if (rc) {
-		fprintf(stderr, "%s: cannot connect to the pool: %s\n", prog, em_strerror(rc));
+	if (em_cli_connect(cp, &pool, prog)) {
 		close(fd);
+		if (!imp)
+			unlink(file); /* it was created above, and would be left empty */
 		return 1;
 	}
 	rc = imp ? em_region_create(pool, name, (uint64_t)st.st_size, NULL, &r)
@@ -145,12 +145,12 @@ static int emm_xport(int argc, char **argv, int imp)
 	return rc ? 1 : 0;
 }
 
-int em_cli_import(int argc, char **argv)
+int em_cli_import(int argc, char **argv, struct em_cli_pool *cp)
 {
-	return emm_xport(argc, argv, 1);
+	return emm_xport(argc, argv, cp, 1);
 }
 
-int em_cli_export(int argc, char **argv)
+int em_cli_export(int argc, char **argv, struct em_cli_pool *cp)
 {
-	return emm_xport(argc, argv, 0);
+	return emm_xport(argc, argv, cp, 0);
 }

@@ -18,6 +18,8 @@ static const char *pool_help =
 "  --nodes LIST         tcp://HOST:PORT,...            (or ETHERMEM_NODES)\n"
 "  --secret-file FILE   cluster secret                 (or ETHERMEM_SECRET_FILE)\n"
 "  --timeout-ms MS      per-request timeout            (or ETHERMEM_TIMEOUT_MS)\n"
+"  --transport tcp|ox   data path                      (or ETHERMEM_TRANSPORT)\n"
+"  --ox-iface IFACE     interface for --transport ox   (or ETHERMEM_OX_IFACE)\n"
 "  --config FILE        client config file             (or ETHERMEM_CONFIG)\n";
 
 static void usage(FILE *f)
@@ -38,60 +40,117 @@ static void usage(FILE *f)
 "\n%s", pool_help);
 }
 
-void em_cli_pool_args(int *argc, char **argv, struct em_cli_pool *cp)
+/* The value of pool flag `name` at argv[*i], given as "--name=VALUE" or
+ * "--name VALUE"; NULL when argv[*i] is not that flag. A flag matches only
+ * by its whole name: "--nodesX" is not "--nodes". *bad is set when the flag
+ * is there but its value is missing. */
+static const char *flag_value(int argc, char **argv, int *i, const char *name, int *bad)
 {
+	size_t n = strlen(name);
+	const char *a = argv[*i];
+
+	if (strncmp(a, name, n) || (a[n] && a[n] != '='))
+		return NULL;
+	if (a[n] == '=')
+		return a + n + 1;
+	if (*i + 1 < argc)
+		return argv[++*i];
+	*bad = 1;
+	return NULL;
+}
+
+int em_cli_pool_args(int *argc, char **argv, struct em_cli_pool *cp)
+{
+	static const char *const names[] = { "--nodes", "--secret-file", "--config", "--ox-iface",
+					     "--timeout-ms", "--transport" };
 	int out = 1;
 
 	memset(cp, 0, sizeof(*cp));
 	cp->opts.size = sizeof(cp->opts);
 	for (int i = 1; i < *argc; i++) {
-		const char *a = argv[i];
-		const char **dst = NULL;
-		char *val = NULL;
+		const char *val = NULL;
+		unsigned k;
+		int bad = 0;
 
-		if (!strcmp(a, "--"))  {
+		if (!strcmp(argv[i], "--")) {
 			/* everything after belongs to another program */
 			while (i < *argc)
 				argv[out++] = argv[i++];
 			break;
 		}
-		if (!strncmp(a, "--nodes", 7))
-			dst = &cp->opts.nodes;
-		else if (!strncmp(a, "--secret-file", 13))
-			dst = &cp->opts.secret_file;
-		else if (!strncmp(a, "--config", 8))
-			dst = &cp->opts.config_file;
-		else if (!strncmp(a, "--ox-iface", 10))
-			dst = &cp->opts.ox_iface;
-		if (dst || !strncmp(a, "--timeout-ms", 12) || !strncmp(a, "--transport", 11)) {
-			const char *eq = strchr(a, '=');
-			if (eq)
-				val = (char *)eq + 1;
-			else if (i + 1 < *argc)
-				val = argv[++i];
-			if (!val) {
-				argv[out++] = argv[i];
-				continue;
-			}
-			if (dst)
-				*dst = val;
-			else if (!strncmp(a, "--timeout-ms", 12))
-				cp->opts.timeout_ms = atoi(val);
-			else
-				cp->opts.transport = !strcmp(val, "ox") ? EM_TRANSPORT_OX : EM_TRANSPORT_TCP;
+		for (k = 0; k < sizeof(names) / sizeof(names[0]); k++)
+			if ((val = flag_value(*argc, argv, &i, names[k], &bad)) || bad)
+				break;
+		if (bad) {
+			fprintf(stderr, "ethermem: %s needs a value\n", names[k]);
+			return -EINVAL;
+		}
+		if (!val) {
+			argv[out++] = argv[i];
 			continue;
 		}
-		argv[out++] = argv[i];
+		switch (k) {
+		case 0: cp->opts.nodes = val; break;
+		case 1: cp->opts.secret_file = val; break;
+		case 2: cp->opts.config_file = val; break;
+		case 3: cp->opts.ox_iface = val; break;
+		case 4: {
+			char *end;
+			long ms = strtol(val, &end, 10);
+
+			if (end == val || *end || ms <= 0 || ms > 3600000) {
+				fprintf(stderr, "ethermem: --timeout-ms %s: milliseconds, 1 to 3600000\n", val);
+				return -EINVAL;
+			}
+			cp->opts.timeout_ms = (int)ms;
+			break;
+		}
+		default:
+			if (!strcmp(val, "tcp")) {
+				cp->opts.transport = EM_TRANSPORT_TCP;
+			} else if (!strcmp(val, "ox")) {
+				cp->opts.transport = EM_TRANSPORT_OX;
+			} else {
+				fprintf(stderr, "ethermem: --transport %s: tcp or ox\n", val);
+				return -EINVAL;
+			}
+		}
 	}
 	argv[out] = NULL;
 	*argc = out;
+	return 0;
+}
+
+/* For the commands that connect from the environment, or whose children do
+ * (run): the pool flags given on the command line, passed on that way. */
+static void pool_env(const struct em_cli_pool *cp)
+{
+	if (cp->opts.nodes)
+		setenv("ETHERMEM_NODES", cp->opts.nodes, 1);
+	if (cp->opts.secret_file)
+		setenv("ETHERMEM_SECRET_FILE", cp->opts.secret_file, 1);
+	if (cp->opts.config_file)
+		setenv("ETHERMEM_CONFIG", cp->opts.config_file, 1);
+	if (cp->opts.timeout_ms) {
+		char t[16];
+
+		snprintf(t, sizeof(t), "%d", cp->opts.timeout_ms);
+		setenv("ETHERMEM_TIMEOUT_MS", t, 1);
+	}
+	if (cp->opts.transport != EM_TRANSPORT_DEFAULT)
+		setenv("ETHERMEM_TRANSPORT", cp->opts.transport == EM_TRANSPORT_OX ? "ox" : "tcp", 1);
+	if (cp->opts.ox_iface)
+		setenv("ETHERMEM_OX_IFACE", cp->opts.ox_iface, 1);
 }
 
 int em_cli_connect(struct em_cli_pool *cp, em_pool **pool, const char *prog)
 {
 	int rc = em_pool_connect(pool, &cp->opts);
 
-	if (rc == -EDESTADDRREQ)
+	if (rc == -EDESTADDRREQ && cp->opts.transport == EM_TRANSPORT_OX && !cp->opts.ox_iface)
+		fprintf(stderr, "%s: --transport ox needs an interface: --ox-iface or "
+			"ETHERMEM_OX_IFACE\n", prog);
+	else if (rc == -EDESTADDRREQ)
 		fprintf(stderr, "%s: no pool given: use --nodes and --secret-file, or set "
 			"ETHERMEM_NODES and ETHERMEM_SECRET_FILE\n", prog);
 	else if (rc)
@@ -312,7 +371,8 @@ int main(int argc, char **argv)
 	struct em_cli_pool cp;
 	const char *cmd;
 
-	em_cli_pool_args(&argc, argv, &cp);
+	if (em_cli_pool_args(&argc, argv, &cp))
+		return 2;
 	if (argc < 2) {
 		usage(stderr);
 		return 2;
@@ -330,27 +390,18 @@ int main(int argc, char **argv)
 		return cmd_status(argc - 1, argv + 1, &cp);
 	if (!strcmp(cmd, "region"))
 		return cmd_region(argc - 1, argv + 1, &cp);
-	/* The paging commands connect from the environment (their children
-	 * inherit it too), so pool flags given here are passed on that way. */
-	if (cp.opts.nodes)
-		setenv("ETHERMEM_NODES", cp.opts.nodes, 1);
-	if (cp.opts.secret_file)
-		setenv("ETHERMEM_SECRET_FILE", cp.opts.secret_file, 1);
-	if (cp.opts.config_file)
-		setenv("ETHERMEM_CONFIG", cp.opts.config_file, 1);
-	if (cp.opts.timeout_ms) {
-		char t[16];
-		snprintf(t, sizeof(t), "%d", cp.opts.timeout_ms);
-		setenv("ETHERMEM_TIMEOUT_MS", t, 1);
-	}
+	/* `run` hands the pool to its program through the environment; the
+	 * others connect with the flags themselves */
 	if (!strcmp(cmd, "bench") && argc > 2 && !strcmp(argv[2], "map"))
-		return em_cli_bench_map(argc - 2, argv + 2);
-	if (!strcmp(cmd, "run"))
+		return em_cli_bench_map(argc - 2, argv + 2, &cp);
+	if (!strcmp(cmd, "run")) {
+		pool_env(&cp);
 		return em_cli_run(argc - 1, argv + 1);
+	}
 	if (!strcmp(cmd, "import"))
-		return em_cli_import(argc - 1, argv + 1);
+		return em_cli_import(argc - 1, argv + 1, &cp);
 	if (!strcmp(cmd, "export"))
-		return em_cli_export(argc - 1, argv + 1);
+		return em_cli_export(argc - 1, argv + 1, &cp);
 	if (!strcmp(cmd, "bench"))
 		return em_cli_bench(argc - 1, argv + 1, &cp);
 	fprintf(stderr, "ethermem: unknown command '%s' (see ethermem --help)\n", cmd);
