@@ -1,0 +1,257 @@
+/*
+ * engine.h - the paging engine's private header, shared by its files and
+ * included by nothing outside src/map's engine (map_api.c and the shim use
+ * emm.h).
+ *
+ * A mapping is an anonymous range registered with one process-wide
+ * userfaultfd (MISSING, plus WP when writable). It is cut into fetch units;
+ * a unit is wholly present or wholly absent, and its state word is the only
+ * synchronisation between faulting threads: EMPTY -> FETCHING(slot) ->
+ * CLEAN/DIRTY -> BUSY (evicting) -> EMPTY. Whoever wins the CAS out of EMPTY
+ * fetches; everyone else waits on the slot that owns the fetch, so a fault
+ * is served once. Pages go in with one UFFDIO_COPY per unit, write-protected,
+ * so the first store takes a WP fault that marks the unit dirty and lifts the
+ * protection; eviction re-protects before it snapshots, which is what makes
+ * a write racing with write-back land either in the snapshot or in a fault
+ * that waits for the eviction to finish (no lost writes). A unit whose range
+ * is unmapped (emm_discard_range) ends GONE and is never touched again.
+ *
+ * The files, one job each:
+ *   policy.c    the cache budget and the eviction policy (lists P and T)
+ *   slots.c     channels with their staging buffers; install, reap, write-back
+ *   prefetch.c  the stream table and the batch a fault posts
+ *   fault.c     serving one fault, and its delivery (SIGBUS handler, thread)
+ *   uffd.c      the userfaultfd, the fault mode, fork
+ *   huge.c      whether a mapping goes on explicit huge pages
+ *   mapping.c   map, sync, unmap, statistics; the engine's state
+ *   discard.c   unmapping part of a mapping (the shim's munmap)
+ * src/map/README.md explains the choices and has the measurements.
+ *
+ * Everything the fault path touches must be async-signal-safe: it runs in
+ * the faulting thread's SIGBUS handler. Functions below that may run there
+ * say nothing; those that must not say "never in the handler".
+ */
+#ifndef EMM_ENGINE_H
+#define EMM_ENGINE_H
+
+#include "map/emm.h"
+
+#include <errno.h>
+#include <linux/userfaultfd.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#define EMM_SLOTS 4             /* channels per source: concurrent fetching threads */
+#define EMM_DEPTH EMM_CHAN_DEPTH /* in-flight operations per channel */
+#define EMM_CELL (2ul << 20)    /* staging bytes per in-flight operation */
+#define EMM_MAX_MAPS 1024
+#define EMM_STREAMS 16
+#define EMM_AHEAD_BYTES (4ul << 20)
+#define EMM_HUGE (2ul << 20)    /* the explicit huge page size used */
+
+enum {
+	EMM_EMPTY = 0,
+	EMM_CLEAN = 1,
+	EMM_DIRTY = 2,
+	EMM_BUSY = 3,    /* someone is changing protection or evicting */
+	EMM_SYNCING = 4, /* write-protected, write-back in flight */
+	EMM_FAILED = 5,  /* its fetch timed out: accesses are fatal */
+	EMM_GONE = 6,    /* discarded (emm_discard_range): never touched again */
+	EMM_FETCHING = 0x100, /* | slot index */
+};
+
+enum { EMM_LIST_NONE = 0, EMM_LIST_P = 1, EMM_LIST_T = 2 };
+
+struct emm_mapping;
+
+struct emm_unit {
+	_Atomic uint32_t st;
+	uint8_t list;
+	uint8_t written;          /* ever written back (EMM_MAP_FRESH) */
+	struct emm_unit *prev, *next;
+	uint64_t evicted_at;      /* eviction clock at its last eviction; 0 never */
+	struct emm_mapping *m;
+};
+
+struct emm_mapping {
+	char *base;
+	size_t maplen;            /* page-rounded; huge: 2 MiB-rounded */
+	uint8_t huge;             /* backed by explicit 2 MiB pages (hugetlb) */
+	uint64_t len;             /* backing bytes */
+	uint64_t roff;
+	void *rctx;
+	unsigned shift;
+	size_t nunits;
+	unsigned flags;
+	int timeout_ms;
+	struct emm_source *src;
+	struct emm_unit *u;
+	char what[64];
+	_Atomic int dead;
+	struct emm_mapping *retired_next; /* unmapped, waiting to be freed */
+	size_t ngone;             /* units discarded (emm_g.mu) */
+	_Atomic uint64_t faults, fetched, written, prefetched, evictions;
+};
+
+struct emm_infl {
+	struct emm_unit *u;       /* NULL for a free entry */
+	uint8_t write;
+	uint8_t prefetch;
+	uint8_t done;             /* writes: completion seen */
+	uint8_t dirty;            /* reads: install writable and dirty */
+	uint8_t ready;            /* prefetch landed in staging, not installed */
+	int result;
+};
+
+struct emm_slot {
+	_Atomic int busy;
+	int idx;
+	int poisoned;
+	void *chan;
+	char *staging;
+	unsigned ninfl;           /* submitted, not completed */
+	unsigned nready;          /* completed prefetches waiting in staging */
+	struct emm_infl infl[EMM_DEPTH];
+};
+
+struct emm_source {
+	const struct emm_backend_ops *ops;
+	void *bctx;
+	struct emm_source *next;
+	struct emm_slot slot[EMM_SLOTS];
+};
+
+struct emm_list {
+	struct emm_unit *head, *tail;
+	uint64_t bytes;
+};
+
+struct emm_stream {
+	struct emm_mapping *m;
+	int64_t last, stride, front;
+	unsigned hits;
+	uint64_t used;
+};
+
+/* The engine is process-wide (one userfaultfd, one cache budget): its
+ * state is this one object, defined in mapping.c. */
+struct emm_state {
+	pthread_mutex_t mu;        /* map/unmap/source creation; never in the handler */
+	_Atomic int lock;          /* policy lists, streams, counters */
+	int uffd;
+	int mode;
+	uint64_t budget;
+	uint64_t max_unit;         /* largest fetch unit of the live mappings */
+	uint64_t resident;         /* installed + reserved for fetches in flight */
+	uint64_t staged;           /* prefetched, waiting in staging for a touch */
+	uint64_t evict_clock;      /* bytes evicted, ever */
+	uint64_t age_credit;
+	struct emm_list P, T;
+	struct emm_stream streams[EMM_STREAMS];
+	uint64_t stream_tick;
+	struct emm_mapping *_Atomic maps[EMM_MAX_MAPS];
+	_Atomic unsigned nmaps;    /* slots in use are below this (high mark) */
+	struct emm_source *sources;
+	struct sigaction old_bus;
+	int bus_installed;
+	pthread_t server;
+	char *zero;                /* EMM_CELL bytes of zeros for fresh units */
+	int huge_wp;               /* the kernel write-protects hugetlb ranges */
+	_Atomic unsigned serving;  /* faults being served now (emm_serve) */
+	struct emm_mapping *retired; /* unmapped, freed once serving is 0 */
+	struct em_map_stats gone;  /* totals of unmapped mappings */
+};
+extern struct emm_state emm_g;
+
+/* ---- small helpers, inline because the fault path calls them per unit ---- */
+
+static inline void emm_lock(void)
+{
+	while (atomic_exchange_explicit(&emm_g.lock, 1, memory_order_acquire))
+		while (atomic_load_explicit(&emm_g.lock, memory_order_relaxed))
+			sched_yield();
+}
+
+static inline void emm_unlock(void)
+{
+	atomic_store_explicit(&emm_g.lock, 0, memory_order_release);
+}
+
+static inline uint64_t emm_ulen(const struct emm_mapping *m, size_t idx)
+{
+	uint64_t off = (uint64_t)idx << m->shift, ul = 1ull << m->shift;
+
+	return off + ul > m->maplen ? m->maplen - off : ul;
+}
+
+static inline char *emm_uaddr(const struct emm_mapping *m, size_t idx)
+{
+	return m->base + ((size_t)idx << m->shift);
+}
+
+static inline bool emm_writable(const struct emm_mapping *m)
+{
+	return !(m->flags & EM_MAP_READONLY);
+}
+
+/* ---- policy.c (under emm_g.lock unless said) ---- */
+void emm_list_del(struct emm_unit *u);
+void emm_list_add(struct emm_unit *u, int which);
+/* Bytes each confirmed prefetch stream may run ahead. */
+uint64_t emm_ahead_bytes(void);
+/* The transient FIFO's floor in bytes. */
+uint64_t emm_tmin(void);
+/* Puts a just-installed unit on P or T. */
+void emm_policy_insert(struct emm_unit *u);
+/* Makes room for `need` more resident bytes, writing back through the held
+ * slot sl (not under the lock). */
+int emm_reserve(struct emm_slot *sl, uint64_t need);
+
+/* ---- slots.c ---- */
+/* Takes a free, working slot of s (NULL when every channel is dead). */
+struct emm_slot *emm_slot_any(struct emm_source *s);
+/* Takes slot sl, waiting for it. */
+void emm_slot_get(struct emm_slot *sl);
+void emm_slot_put(struct emm_slot *sl);
+int emm_install(struct emm_unit *u, const void *buf, bool dirty);
+void emm_infl_install(struct emm_slot *sl, int i);
+int emm_infl_find(struct emm_slot *sl, struct emm_unit *u);
+int emm_infl_alloc(struct emm_slot *sl);
+int emm_reap(struct emm_slot *sl, unsigned min, int timeout_ms);
+int emm_write_units(struct emm_slot *sl, struct emm_unit **us, unsigned n, int *res);
+
+/* ---- prefetch.c ---- */
+int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, struct emm_io *pre,
+		    int pre_ent);
+
+/* ---- fault.c ---- */
+/* One line on stderr without stdio (async-signal-safe). */
+void emm_log(const char *what, const char *msg, uintptr_t addr, int err);
+int emm_wait_unit(struct emm_slot *sl, struct emm_unit *u, uint32_t s, bool dirty);
+/* 0: retry the access; 1: not in a mapping; -errno: the access fails. */
+int emm_serve(uintptr_t a, bool is_write);
+uint32_t emm_settle(struct emm_unit *u);
+void emm_sigbus(int sig, siginfo_t *si, void *ucv);
+void *emm_server(void *arg);
+
+/* ---- uffd.c (never in the handler, but emm_wp) ---- */
+int emm_wp(struct emm_mapping *m, size_t idx, int protect);
+/* Opens the userfaultfd and starts fault delivery at the first map (emm_g.mu). */
+int emm_init_locked(void);
+int emm_register(char *base, size_t len, unsigned flags);
+
+/* ---- huge.c (never in the handler) ---- */
+bool emm_huge_fits(const struct emm_map_params *p, size_t *maplen);
+
+/* ---- mapping.c (never in the handler) ---- */
+void emm_forget_locked(struct emm_mapping *m, int slot);
+
+#endif /* EMM_ENGINE_H */

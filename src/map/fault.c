@@ -1,0 +1,341 @@
+/*
+ * fault.c - serving one fault, and how faults reach the engine.
+ *
+ * Faults are served in the faulting thread from a SIGBUS handler
+ * (UFFD_FEATURE_SIGBUS), because handing a fault to another thread and
+ * waking it costs more than the fault itself on small machines (the
+ * uffd-floor row of `ethermem bench map` measures both; src/map/README.md
+ * has the figures). The cost is that the kernel's own accesses (read(2) into
+ * a mapped buffer) get EFAULT instead of a fault; programs we do not control
+ * (the preload shim) therefore use the thread mode, where one engine thread
+ * reads the userfaultfd and the kernel simply waits. Both call emm_serve.
+ * Everything the handler touches is prepared outside it: the slots at the
+ * first map, the unit arrays at map time; the handler only does CAS on
+ * state words, a short spinlock for the policy lists, ioctls and the
+ * backend's submit/wait, and logs with write(2).
+ */
+#include "map/engine.h"
+
+#include <poll.h>
+#include <sys/syscall.h>
+#include <ucontext.h>
+
+static size_t emm_fmt_u64(char *p, uint64_t v, int hex)
+{
+	char tmp[24];
+	size_t n = 0, i;
+
+	do {
+		unsigned d = (unsigned)(v % (hex ? 16 : 10));
+
+		tmp[n++] = (char)(d < 10 ? '0' + d : 'a' + d - 10);
+		v /= hex ? 16 : 10;
+	} while (v);
+	for (i = 0; i < n; i++)
+		p[i] = tmp[n - 1 - i];
+	return n;
+}
+
+/* One log line without stdio: it is written from the SIGBUS handler. */
+void emm_log(const char *what, const char *msg, uintptr_t addr, int err)
+{
+	char buf[256];
+	size_t n = 0;
+	const char *parts[] = { "ethermem: mapping ", what, ": ", msg, " at 0x" };
+
+	for (unsigned i = 0; i < 5; i++)
+		for (const char *s = parts[i]; *s && n < 150; s++)
+			buf[n++] = *s;
+	n += emm_fmt_u64(buf + n, addr, 1);
+	if (err) {
+		const char *e = " (errno ";
+
+		while (*e)
+			buf[n++] = *e++;
+		n += emm_fmt_u64(buf + n, (uint64_t)(err < 0 ? -err : err), 0);
+		buf[n++] = ')';
+	}
+	buf[n++] = '\n';
+	if (write(2, buf, n) < 0)
+		return;
+}
+
+/* On a held slot, until unit u leaves state s (FETCHING on this slot):
+ * installs its data if it has landed, else reaps. */
+int emm_wait_unit(struct emm_slot *sl, struct emm_unit *u, uint32_t s, bool dirty)
+{
+	int r = 0;
+
+	while (atomic_load(&u->st) == s && r >= 0) {
+		int i = emm_infl_find(sl, u);
+
+		if (i >= 0 && sl->infl[i].ready) {
+			sl->infl[i].dirty = dirty;
+			emm_infl_install(sl, i);
+			break;
+		}
+		if (i < 0 && !sl->ninfl)
+			break; /* nothing will come: the state moves elsewhere */
+		r = emm_reap(sl, 1, u->m->timeout_ms);
+	}
+	return r < 0 ? r : 0;
+}
+
+static struct emm_mapping *emm_find(uintptr_t a)
+{
+	unsigned n = atomic_load_explicit(&emm_g.nmaps, memory_order_acquire);
+
+	/* slots are taken lowest first, so the scan stops at the high mark */
+	for (unsigned i = 0; i < n; i++) {
+		struct emm_mapping *m = atomic_load_explicit(&emm_g.maps[i], memory_order_acquire);
+
+		/* a discarded unit's range may have been reused by a newer mapping */
+		if (m && a >= (uintptr_t)m->base && a < (uintptr_t)m->base + m->maplen &&
+		    !atomic_load(&m->dead) &&
+		    atomic_load(&m->u[(a - (uintptr_t)m->base) >> m->shift].st) != EMM_GONE)
+			return m;
+	}
+	return NULL;
+}
+
+/* The demand fetch of unit idx, which the caller moved to FETCHING(sl). */
+static int emm_fetch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, bool is_write)
+{
+	struct emm_unit *u = &m->u[idx];
+	uint64_t ul = emm_ulen(m, idx), off = (uint64_t)idx << m->shift;
+	uint32_t mine = EMM_FETCHING | (uint32_t)sl->idx;
+	bool dirty = is_write && emm_writable(m);
+	int e, r;
+
+	atomic_fetch_add(&m->faults, 1);
+	emm_reap(sl, 0, 0);
+	emm_reserve(sl, ul);
+	if ((m->flags & EMM_MAP_FRESH) && !u->written) {
+		/* a fresh region is zeros on the nodes: nothing to fetch */
+		r = emm_install(u, emm_g.zero, dirty);
+		if (!r && !(m->flags & EM_MAP_NOPREFETCH))
+			emm_fetch_batch(sl, m, idx, NULL, -1);
+		return r;
+	}
+	while ((e = emm_infl_alloc(sl)) < 0) {
+		r = emm_reap(sl, 1, m->timeout_ms);
+		if (r < 0)
+			goto fail;
+	}
+	sl->infl[e] = (struct emm_infl){ .u = u, .dirty = dirty };
+	struct emm_io io = {
+		.rctx = m->rctx, .off = m->roff + off, .buf = sl->staging + (size_t)e * EMM_CELL,
+		.len = off + (1ull << m->shift) > m->len ? m->len - off : 1ull << m->shift,
+		.tag = (uint64_t)e,
+	};
+	if (io.len < ul)
+		memset((char *)io.buf + io.len, 0, ul - io.len);
+	r = emm_fetch_batch(sl, m, idx, &io, e);
+	if (r) {
+		sl->infl[e].u = NULL;
+		goto fail;
+	}
+	r = emm_wait_unit(sl, u, mine, dirty);
+	if (r < 0)
+		goto fail;
+	if (atomic_load(&u->st) == EMM_FAILED)
+		return -EIO; /* logged where the completion was reaped */
+	return 0;
+fail:
+	if (atomic_load(&u->st) == mine) {
+		emm_lock();
+		emm_g.resident -= ul;
+		emm_unlock();
+		atomic_store(&u->st, EMM_FAILED);
+	}
+	emm_log(m->what, r == -ETIMEDOUT ? "node did not answer within the timeout" : "fetch failed",
+		(uintptr_t)emm_uaddr(m, idx), r);
+	return r;
+}
+
+/* Serves a fault at a. Returns 0 when the access can be retried, 1 when the
+ * address is not in a mapping, -errno when the access must fail. */
+static int emm_serve_in(uintptr_t a, bool is_write)
+{
+	struct emm_mapping *m = emm_find(a);
+	struct emm_unit *u;
+	size_t idx;
+
+	if (!m)
+		return 1;
+	idx = (a - (uintptr_t)m->base) >> m->shift;
+	u = &m->u[idx];
+	for (;;) {
+		uint32_t s = atomic_load(&u->st);
+
+		if (s == EMM_EMPTY) {
+			struct emm_slot *sl = emm_slot_any(m->src);
+			int r;
+
+			if (!sl) {
+				emm_log(m->what, "no channel to the pool is left", a, -EIO);
+				return -EIO;
+			}
+			if (!atomic_compare_exchange_strong(&u->st, &s, EMM_FETCHING | (uint32_t)sl->idx)) {
+				emm_slot_put(sl);
+				continue;
+			}
+			r = emm_fetch(sl, m, idx, is_write);
+			emm_slot_put(sl);
+			if (r)
+				return r;
+			continue;
+		}
+		if (s & EMM_FETCHING) {
+			struct emm_slot *sl = &m->src->slot[s & 0xff];
+			int r = 0;
+
+			emm_slot_get(sl);
+			if (atomic_load(&u->st) == s)
+				emm_fetch_batch(sl, m, idx, NULL, -1);
+			r = emm_wait_unit(sl, u, s, is_write && emm_writable(m));
+			emm_slot_put(sl);
+			if (r == -ETIMEDOUT && atomic_load(&u->st) == s)
+				return r;
+			continue;
+		}
+		switch (s) {
+		case EMM_CLEAN:
+		case EMM_SYNCING:
+			if (!is_write || !emm_writable(m))
+				return 0;
+			if (!atomic_compare_exchange_strong(&u->st, &s, EMM_BUSY))
+				continue;
+			emm_wp(m, idx, 0);
+			atomic_store(&u->st, EMM_DIRTY);
+			return 0;
+		case EMM_DIRTY:
+			return 0;
+		case EMM_FAILED:
+			emm_log(m->what, "access to a unit whose fetch failed", a, -EIO);
+			return -EIO;
+		case EMM_GONE:
+			/* discarded while we waited: the retry meets an unmapped
+			 * page (SIGSEGV, as after munmap) or, in a detached unit,
+			 * an ordinary one */
+			return 0;
+		default:
+			sched_yield();
+			continue;
+		}
+	}
+}
+
+/* Every fault is served inside this count, so that a mapping taken out of
+ * emm_g.maps is freed only once no fault can still be looking at it
+ * (emm_forget_locked, emm_reclaim_locked). Sequentially consistent with the store that removes the
+ * mapping: either that store is seen by emm_find, or the count is seen by
+ * the remover. */
+int emm_serve(uintptr_t a, bool is_write)
+{
+	int r;
+
+	atomic_fetch_add(&emm_g.serving, 1);
+	r = emm_serve_in(a, is_write);
+	atomic_fetch_sub(&emm_g.serving, 1);
+	return r;
+}
+
+/* Waits until no fetch or protection change is in progress on u and
+ * returns its settled state. */
+uint32_t emm_settle(struct emm_unit *u)
+{
+	for (;;) {
+		uint32_t s = atomic_load(&u->st);
+
+		if (s & EMM_FETCHING) {
+			struct emm_slot *sl = &u->m->src->slot[s & 0xff];
+
+			emm_slot_get(sl);
+			emm_wait_unit(sl, u, s, false);
+			emm_slot_put(sl);
+			if (atomic_load(&u->st) == s)
+				sched_yield();
+			continue;
+		}
+		if (s == EMM_BUSY) {
+			sched_yield();
+			continue;
+		}
+		return s;
+	}
+}
+
+static void emm_chain(int sig, siginfo_t *si, void *uc)
+{
+	struct sigaction *o = &emm_g.old_bus;
+
+	if ((o->sa_flags & SA_SIGINFO) && o->sa_sigaction && o->sa_sigaction != emm_sigbus) {
+		o->sa_sigaction(sig, si, uc);
+	} else if (o->sa_handler != SIG_DFL && o->sa_handler != SIG_IGN) {
+		o->sa_handler(sig);
+	} else {
+		/* the access re-faults on return and the default action kills */
+		struct sigaction dfl = { .sa_handler = SIG_DFL };
+
+		sigaction(SIGBUS, &dfl, NULL);
+	}
+}
+
+void emm_sigbus(int sig, siginfo_t *si, void *ucv)
+{
+	int saved = errno;
+	bool is_write = true;
+	int r;
+
+#if defined(__x86_64__)
+	/* the page-fault error code: bit 1 is set for a write */
+	is_write = (((ucontext_t *)ucv)->uc_mcontext.gregs[REG_ERR] & 2) != 0;
+#endif
+	r = emm_serve((uintptr_t)si->si_addr, is_write);
+	if (r)
+		emm_chain(sig, si, ucv);
+	errno = saved;
+}
+
+void *emm_server(void *arg)
+{
+	struct pollfd pfd = { .fd = emm_g.uffd, .events = POLLIN };
+	sigset_t all;
+
+	(void)arg;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	for (;;) {
+		struct uffd_msg msg[16];
+		ssize_t n;
+
+		if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+			break;
+		n = read(emm_g.uffd, msg, sizeof(msg));
+		if (n < 0)
+			continue;
+		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msg[0]); i++) {
+			uint64_t a;
+			int r;
+
+			if (msg[i].event != UFFD_EVENT_PAGEFAULT)
+				continue;
+			a = msg[i].arg.pagefault.address;
+			r = emm_serve((uintptr_t)a, (msg[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0);
+			/* r == 1, in no mapping: the range was unmapped or discarded
+			 * after the fault was queued; woken, the thread retries and
+			 * meets whatever is there now, SIGSEGV for nothing */
+			if (r < 0) {
+				/* the thread is parked in the kernel: a signal ends the wait,
+				 * and the fatal SIGBUS is its own to handle or die of */
+				syscall(SYS_tgkill, getpid(), (pid_t)msg[i].arg.pagefault.feat.ptid, SIGBUS);
+				continue;
+			}
+			struct uffdio_range wr = { a & ~4095ull, 4096 };
+
+			ioctl(emm_g.uffd, UFFDIO_WAKE, &wr);
+		}
+	}
+	return NULL;
+}

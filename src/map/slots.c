@@ -1,0 +1,390 @@
+/*
+ * slots.c - the channels a fault uses and their staging buffers.
+ *
+ * A source (one backend, one pool) has EMM_SLOTS slots; a slot is one
+ * channel of the backend, held by one thread at a time, with EMM_DEPTH
+ * in-flight entries and a staging cell of EMM_CELL bytes per entry. All of
+ * it is allocated at the first map (emm_source_get), so that the SIGBUS
+ * handler only takes a slot with a CAS, posts, reaps and installs. Fetched
+ * data lands in staging and goes in with one UFFDIO_COPY per unit; a
+ * prefetch may wait there until its unit is touched (see prefetch.c). Any
+ * thread holding a slot reaps its completions, so a fault waiting for a unit
+ * another thread fetched makes progress itself.
+ */
+#include "map/engine.h"
+#include "common/util.h"
+
+#include <stdlib.h>
+#include <sys/mman.h>
+
+struct emm_slot *emm_slot_any(struct emm_source *s)
+{
+	int cpu = sched_getcpu(); /* vDSO: no system call in the fault path */
+	unsigned start = (unsigned)(cpu < 0 ? 0 : cpu) % EMM_SLOTS;
+
+	for (;;) {
+		bool alive = false;
+
+		for (unsigned i = 0; i < EMM_SLOTS; i++) {
+			struct emm_slot *sl = &s->slot[(start + i) % EMM_SLOTS];
+			int z = 0;
+
+			if (sl->poisoned)
+				continue;
+			alive = true;
+			if (atomic_compare_exchange_strong(&sl->busy, &z, 1)) {
+				if (!sl->poisoned)
+					return sl;
+				atomic_store(&sl->busy, 0);
+			}
+		}
+		if (!alive)
+			return NULL;
+		sched_yield();
+	}
+}
+
+void emm_slot_get(struct emm_slot *sl)
+{
+	int z;
+
+	for (;;) {
+		z = 0;
+		if (atomic_compare_exchange_weak(&sl->busy, &z, 1))
+			return;
+		sched_yield();
+	}
+}
+
+void emm_slot_put(struct emm_slot *sl)
+{
+	atomic_store(&sl->busy, 0);
+}
+
+int emm_install(struct emm_unit *u, const void *buf, bool dirty)
+{
+	struct emm_mapping *m = u->m;
+	size_t idx = (size_t)(u - m->u);
+	struct uffdio_copy cp = {
+		.dst = (uintptr_t)emm_uaddr(m, idx),
+		.src = (uintptr_t)buf,
+		.len = emm_ulen(m, idx),
+		.mode = (emm_writable(m) && !dirty ? UFFDIO_COPY_MODE_WP : 0) |
+			(emm_g.mode == EMM_FAULTS_SIGBUS ? UFFDIO_COPY_MODE_DONTWAKE : 0),
+	};
+	int err = 0;
+
+	while (ioctl(emm_g.uffd, UFFDIO_COPY, &cp)) {
+		if (errno == EAGAIN && cp.copy > 0) {
+			cp.dst += (uint64_t)cp.copy;
+			cp.src += (uint64_t)cp.copy;
+			cp.len -= (uint64_t)cp.copy;
+			cp.copy = 0;
+			continue;
+		}
+		if (errno != EAGAIN) {
+			err = -errno;
+			break;
+		}
+		cp.copy = 0;
+	}
+	emm_lock();
+	if (err) {
+		emm_g.resident -= emm_ulen(m, idx);
+	} else {
+		emm_policy_insert(u);
+	}
+	emm_unlock();
+	if (err == -ENOMEM && m->huge) {
+		/* the huge pages were taken by someone else since map time;
+		 * retrying would fault forever, so the access fails, loudly */
+		emm_log(m->what, "no free huge page (raise vm.nr_hugepages or set ETHERMEM_MAP_HUGE=0)",
+			(uintptr_t)emm_uaddr(m, idx), err);
+		atomic_store(&u->st, EMM_FAILED);
+		return err;
+	}
+	atomic_store(&u->st, err ? EMM_EMPTY : dirty ? EMM_DIRTY : EMM_CLEAN);
+	return err;
+}
+
+/* Installs a landed prefetch and frees its entry. */
+void emm_infl_install(struct emm_slot *sl, int i)
+{
+	struct emm_infl *e = &sl->infl[i];
+	struct emm_unit *u = e->u;
+
+	e->u = NULL;
+	if (e->ready) {
+		e->ready = 0;
+		sl->nready--;
+		emm_lock();
+		emm_g.staged -= emm_ulen(u->m, (size_t)(u - u->m->u));
+		emm_unlock();
+	}
+	if (emm_install(u, sl->staging + (size_t)i * EMM_CELL, e->dirty) == 0) {
+		size_t ul = emm_ulen(u->m, (size_t)(u - u->m->u));
+
+		atomic_fetch_add(&u->m->fetched, ul);
+		if (e->prefetch)
+			atomic_fetch_add(&u->m->prefetched, ul);
+	}
+}
+
+/* Installs landed prefetches until `keep` entries are free. */
+static void emm_flush_ready(struct emm_slot *sl, unsigned keep)
+{
+	for (int i = 0; i < EMM_DEPTH && sl->nready && EMM_DEPTH - sl->ninfl - sl->nready < keep; i++)
+		if (sl->infl[i].u && sl->infl[i].ready)
+			emm_infl_install(sl, i);
+}
+
+/* The held slot's entry for unit u, if any. */
+int emm_infl_find(struct emm_slot *sl, struct emm_unit *u)
+{
+	for (int i = 0; i < EMM_DEPTH; i++)
+		if (sl->infl[i].u == u)
+			return i;
+	return -1;
+}
+
+int emm_infl_alloc(struct emm_slot *sl)
+{
+	if (EMM_DEPTH - sl->ninfl - sl->nready < 2)
+		emm_flush_ready(sl, 2);
+	for (int i = 0; i < EMM_DEPTH; i++)
+		if (!sl->infl[i].u)
+			return i;
+	return -1;
+}
+
+/* Fails every fetch in flight on a slot whose channel stopped answering:
+ * the buffers stay owned by the dead channel, so the slot is never reused. */
+static void emm_slot_poison(struct emm_slot *sl)
+{
+	sl->poisoned = 1;
+	for (int i = 0; i < EMM_DEPTH; i++) {
+		struct emm_infl *e = &sl->infl[i];
+
+		if (e->u && e->ready)
+			emm_infl_install(sl, i); /* landed before the channel died */
+		if (!e->u)
+			continue;
+		if (!e->write) {
+			emm_lock();
+			emm_g.resident -= emm_ulen(e->u->m, (size_t)(e->u - e->u->m->u));
+			emm_unlock();
+			atomic_store(&e->u->st, EMM_FAILED);
+		} else {
+			e->done = 1;
+			e->result = -ETIMEDOUT;
+		}
+	}
+}
+
+/* Reaps completions of a held slot, installing fetched units. Returns how
+ * many were reaped, or -ETIMEDOUT when min > 0 and nothing came in time. */
+int emm_reap(struct emm_slot *sl, unsigned min, int timeout_ms)
+{
+	struct emm_source *src = NULL;
+	struct emm_done d[EMM_DEPTH];
+	int n;
+
+	if (sl->poisoned)
+		return -ETIMEDOUT;
+	if (!sl->ninfl)
+		return 0;
+	src = (struct emm_source *)((char *)(sl - sl->idx) - offsetof(struct emm_source, slot));
+	n = src->ops->wait(sl->chan, d, min, EMM_DEPTH, min ? timeout_ms : 0);
+	if (n < 0)
+		return n;
+	if (n == 0 && min) {
+		emm_slot_poison(sl);
+		return -ETIMEDOUT;
+	}
+	for (int i = 0; i < n; i++) {
+		struct emm_infl *e = &sl->infl[d[i].tag];
+		struct emm_unit *u = e->u;
+
+		sl->ninfl--;
+		if (e->write) {
+			e->done = 1;
+			e->result = d[i].result;
+			continue; /* the writer frees its entry */
+		}
+		if (!d[i].result) {
+			/* a prefetch waits in staging until its unit is touched, so
+			 * that the touch is a fault that feeds the stream and keeps
+			 * its window full; a demand fetch goes in at once */
+			uint64_t ul = emm_ulen(u->m, (size_t)(u - u->m->u));
+			bool stage;
+
+			/* staged data is out of the policy lists: it may hold at most
+			 * half of T's share, or T is left with only units that were
+			 * installed a moment ago and evicts them before their use */
+			emm_lock();
+			stage = e->prefetch && emm_g.staged + ul <= emm_tmin() / 2;
+			if (stage)
+				emm_g.staged += ul;
+			emm_unlock();
+			if (stage) {
+				e->ready = 1;
+				sl->nready++;
+			} else {
+				emm_infl_install(sl, (int)d[i].tag);
+			}
+			continue;
+		}
+		e->u = NULL;
+		{
+			emm_lock();
+			emm_g.resident -= emm_ulen(u->m, (size_t)(u - u->m->u));
+			emm_unlock();
+			/* a failed prefetch is retried by the demand fault; a failed
+			 * demand fetch fails the access */
+			if (!e->prefetch)
+				emm_log(u->m->what, d[i].result == -ETIMEDOUT ?
+					"node did not answer within the timeout" : "fetch failed",
+					(uintptr_t)emm_uaddr(u->m, (size_t)(u - u->m->u)), d[i].result);
+			atomic_store(&u->st, e->prefetch ? EMM_EMPTY : EMM_FAILED);
+		}
+	}
+	emm_flush_ready(sl, 16);
+	return n;
+}
+
+/* Writes units back through a held slot and waits; the units are BUSY or
+ * SYNCING and write-protected, so the snapshot cannot miss a store. */
+int emm_write_units(struct emm_slot *sl, struct emm_unit **us, unsigned n, int *res)
+{
+	struct emm_source *src = (struct emm_source *)((char *)(sl - sl->idx) - offsetof(struct emm_source, slot));
+	int ent[EMM_DEPTH];
+	unsigned done = 0;
+	int err = 0;
+
+	while (done < n) {
+		struct emm_io io[EMM_DEPTH];
+		unsigned k = 0, i;
+
+		while (done + k < n) {
+			struct emm_unit *u = us[done + k];
+			struct emm_mapping *m = u->m;
+			size_t idx = (size_t)(u - m->u);
+			uint64_t off = (uint64_t)idx << m->shift;
+			int e = emm_infl_alloc(sl);
+
+			if (e < 0)
+				break;
+			sl->infl[e] = (struct emm_infl){ .u = u, .write = 1 };
+			ent[k] = e;
+			u->written = 1;
+			io[k] = (struct emm_io){
+				.write = 1, .rctx = m->rctx, .off = m->roff + off,
+				.buf = emm_uaddr(m, idx),
+				.len = off + (1ull << m->shift) > m->len ? m->len - off : 1ull << m->shift,
+				.tag = (uint64_t)e,
+			};
+			k++;
+		}
+		if (!k) {
+			/* every entry holds a prefetch: let some land, or install
+			 * landed ones; entries taken by a batch being built (not
+			 * posted yet) cannot be waited for, so give up then */
+			int r = sl->ninfl ? emm_reap(sl, 1, us[done]->m->timeout_ms) : 0;
+
+			if (r < 0)
+				return r;
+			if (!r && sl->nready) {
+				emm_flush_ready(sl, EMM_DEPTH);
+				continue;
+			}
+			if (!r) {
+				for (unsigned x = done; x < n; x++)
+					res[x] = -EAGAIN;
+				return -EAGAIN;
+			}
+			continue;
+		}
+		/* the backend reads the pages now: stores to them are ordered
+		 * before it by the write-protect ioctl, which TSan cannot see */
+		EM_UNOWNED_BEGIN();
+		int posted = src->ops->submit(sl->chan, io, k);
+		EM_UNOWNED_END();
+
+		if (posted < 0)
+			posted = 0;
+		for (i = (unsigned)posted; i < k; i++) {
+			sl->infl[ent[i]].u = NULL;
+			res[done + i] = -EAGAIN;
+		}
+		sl->ninfl += (unsigned)posted;
+		for (i = 0; i < (unsigned)posted; i++) {
+			struct emm_infl *e = &sl->infl[ent[i]];
+
+			while (!e->done) {
+				int r = emm_reap(sl, 1, us[done + i]->m->timeout_ms);
+
+				if (r < 0 && !e->done) {
+					e->done = 1;
+					e->result = r;
+				}
+			}
+			res[done + i] = e->result;
+			if (e->result)
+				err = e->result;
+			else
+				atomic_fetch_add(&us[done + i]->m->written, io[i].len);
+			e->u = NULL;
+		}
+		done += k;
+	}
+	return err;
+}
+
+int emm_source_get(const struct emm_backend_ops *ops, void *bctx, struct emm_source **out)
+{
+	struct emm_source *s;
+	int err = 0;
+
+	pthread_mutex_lock(&emm_g.mu);
+	for (s = emm_g.sources; s; s = s->next)
+		if (s->ops == ops && s->bctx == bctx)
+			break;
+	if (!s) {
+		s = calloc(1, sizeof(*s));
+		if (!s) {
+			err = -ENOMEM;
+			goto out;
+		}
+		s->ops = ops;
+		s->bctx = bctx;
+		for (int i = 0; i < EMM_SLOTS && !err; i++) {
+			struct emm_slot *sl = &s->slot[i];
+
+			sl->idx = i;
+			sl->staging = mmap(NULL, EMM_DEPTH * EMM_CELL, PROT_READ | PROT_WRITE,
+					   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+			if (sl->staging == MAP_FAILED) {
+				sl->staging = NULL;
+				err = -ENOMEM;
+				break;
+			}
+			err = ops->chan_open(bctx, &sl->chan);
+		}
+		if (err) {
+			for (int i = 0; i < EMM_SLOTS; i++) {
+				if (s->slot[i].chan)
+					ops->chan_close(s->slot[i].chan);
+				if (s->slot[i].staging)
+					munmap(s->slot[i].staging, EMM_DEPTH * EMM_CELL);
+			}
+			free(s);
+			goto out;
+		}
+		s->next = emm_g.sources;
+		emm_g.sources = s;
+	}
+	*out = s;
+out:
+	pthread_mutex_unlock(&emm_g.mu);
+	return err;
+}

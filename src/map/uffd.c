@@ -1,0 +1,157 @@
+/*
+ * uffd.c - the process's userfaultfd: opening it with the features the
+ * fault mode needs, registering ranges, write-protect, and fork.
+ *
+ * One userfaultfd serves every mapping of the process, opened at the first
+ * map. The fault mode (SIGBUS in the faulting thread, or an engine thread)
+ * is fixed then, because the features are chosen by UFFDIO_API once. A
+ * forked child starts from nothing (atfork): its copies of the ranges are
+ * gone (MADV_DONTFORK) and the descriptor and channels are the parent's.
+ */
+#include "map/engine.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+
+int emm_wp(struct emm_mapping *m, size_t idx, int protect)
+{
+	struct uffdio_writeprotect wp = {
+		.range = { (uintptr_t)emm_uaddr(m, idx), emm_ulen(m, idx) },
+		.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+	};
+
+	return ioctl(emm_g.uffd, UFFDIO_WRITEPROTECT, &wp) ? -errno : 0;
+}
+
+int emm_set_fault_mode(enum emm_fault_mode mode)
+{
+	int err = 0;
+
+	pthread_mutex_lock(&emm_g.mu);
+	if (emm_g.uffd >= 0)
+		err = mode && (int)mode != emm_g.mode ? -EBUSY : 0;
+	else
+		emm_g.mode = mode;
+	pthread_mutex_unlock(&emm_g.mu);
+	return err;
+}
+
+int emm_fault_mode(void)
+{
+	return emm_g.mode;
+}
+
+/* A forked child shares none of this: its copies of the mappings are gone
+ * (MADV_DONTFORK) and the userfaultfd and channels belong to the parent. It
+ * starts over if it maps anything itself. The old sources leak: closing the
+ * parent's connections from the child would disturb the parent. */
+static void emm_atfork_child(void)
+{
+	pthread_mutex_init(&emm_g.mu, NULL);
+	atomic_store(&emm_g.lock, 0);
+	if (emm_g.uffd >= 0)
+		close(emm_g.uffd);
+	emm_g.uffd = -1;
+	emm_g.mode = 0;
+	emm_g.resident = 0;
+	emm_g.P = emm_g.T = (struct emm_list){ 0 };
+	memset(emm_g.streams, 0, sizeof(emm_g.streams));
+	for (int i = 0; i < EMM_MAX_MAPS; i++)
+		atomic_store(&emm_g.maps[i], NULL);
+	atomic_store(&emm_g.nmaps, 0);
+	emm_g.sources = NULL;
+	if (emm_g.bus_installed)
+		sigaction(SIGBUS, &emm_g.old_bus, NULL);
+	emm_g.bus_installed = 0;
+}
+
+/* A refused UFFDIO_API leaves the descriptor unusable, so each attempt
+ * opens its own. */
+int emm_uffd_open(uint64_t features)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = features };
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+
+	if (fd < 0)
+		return -errno;
+	if (ioctl(fd, UFFDIO_API, &api)) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+int emm_init_locked(void)
+{
+	static int atfork_done;
+	uint64_t want;
+	int fd;
+
+	if (emm_g.uffd >= 0)
+		return 0;
+	if (!atfork_done++)
+		pthread_atfork(NULL, NULL, emm_atfork_child);
+	if (!emm_g.mode) {
+		const char *e = getenv("ETHERMEM_MAP_FAULTS");
+
+		emm_g.mode = e && !strcmp(e, "thread") ? EMM_FAULTS_THREAD : EMM_FAULTS_SIGBUS;
+	}
+	want = UFFD_FEATURE_PAGEFAULT_FLAG_WP |
+	       (emm_g.mode == EMM_FAULTS_SIGBUS ? UFFD_FEATURE_SIGBUS : UFFD_FEATURE_THREAD_ID);
+#ifdef UFFD_FEATURE_WP_HUGETLBFS_SHMEM
+	/* write-protect on hugetlb ranges (5.19+) is asked for first; an older
+	 * kernel refuses it, and then mappings simply stay on 4 KiB pages */
+	fd = emm_uffd_open(want | UFFD_FEATURE_WP_HUGETLBFS_SHMEM);
+	emm_g.huge_wp = fd >= 0;
+	if (fd < 0)
+#endif
+		fd = emm_uffd_open(want);
+	if (fd < 0)
+		return fd;
+	emm_g.zero = mmap(NULL, EMM_CELL, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (emm_g.zero == MAP_FAILED) {
+		close(fd);
+		return -ENOMEM;
+	}
+	emm_g.uffd = fd;
+	if (emm_g.mode == EMM_FAULTS_SIGBUS) {
+		struct sigaction sa = { .sa_sigaction = emm_sigbus, .sa_flags = SA_SIGINFO | SA_RESTART };
+
+		/* other signals wait while a fault is served: their handlers
+		 * could touch mapped memory with SIGBUS blocked */
+		sigfillset(&sa.sa_mask);
+		sigaction(SIGBUS, &sa, &emm_g.old_bus);
+		emm_g.bus_installed = 1;
+	} else {
+		pthread_attr_t at;
+		int err;
+
+		pthread_attr_init(&at);
+		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+		err = pthread_create(&emm_g.server, &at, emm_server, NULL);
+		pthread_attr_destroy(&at);
+		if (err) {
+			close(fd);
+			emm_g.uffd = -1;
+			return -err;
+		}
+	}
+	return 0;
+}
+
+int emm_register(char *base, size_t len, unsigned flags)
+{
+	struct uffdio_register reg = {
+		.range = { (uintptr_t)base, len },
+		.mode = UFFDIO_REGISTER_MODE_MISSING | (flags & EM_MAP_READONLY ? 0 : UFFDIO_REGISTER_MODE_WP),
+	};
+
+	/* a child would see zeros where pages were not fetched: wrong data, so
+	 * it gets no copy of the range at all */
+	madvise(base, len, MADV_DONTFORK);
+	return ioctl(emm_g.uffd, UFFDIO_REGISTER, &reg) ? -errno : 0;
+}
