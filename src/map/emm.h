@@ -1,14 +1,14 @@
 /*
  * emm.h - internal interface of the paging layer (src/map), never installed.
  *
- * The paging engine (engine.c) knows nothing of the wire: it moves byte
- * ranges through a table of operations (struct emm_backend_ops), in the
- * style of rdma-core's providers, so that the fault machinery can be tested
- * against local memory and run against the pool (map_api.c) unchanged. A
- * backend hands out channels; a channel is one in-flight queue used by one
- * thread at a time (for the pool, one em_queue). The engine only calls
- * submit and wait on channels from the fault path, so those two must be
- * async-signal-safe: no locks shared with the application, no allocation.
+ * The paging engine (engine.h and its files) knows nothing of the wire: it
+ * moves byte ranges through a table of operations (struct emm_backend_ops),
+ * in the style of rdma-core's providers, so that the fault machinery can be
+ * tested against local memory and run against the pool (map_api.c)
+ * unchanged. A backend hands out channels; a channel is one in-flight queue
+ * used by one thread at a time (for the pool, one em_queue). The engine only
+ * calls submit and wait on channels from the fault path, so those two must
+ * be async-signal-safe: no locks shared with the application, no allocation.
  */
 #ifndef EMM_H
 #define EMM_H
@@ -48,7 +48,7 @@ struct emm_backend_ops {
 	int (*wait)(void *chan, struct emm_done *d, unsigned min, unsigned max, int timeout_ms);
 };
 
-/* ---- the engine (engine.c) ---- */
+/* ---- the engine ---- */
 enum emm_fault_mode {
 	EMM_FAULTS_DEFAULT = 0, /* ETHERMEM_MAP_FAULTS=sigbus|thread, else sigbus */
 	EMM_FAULTS_SIGBUS = 1,  /* served in the faulting thread */

@@ -49,6 +49,11 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+/* What the engine's files share stays inside the library: hidden, so calls
+ * between them and loads of emm_g are direct even in position-independent
+ * code, as they were when all of it was static in one file. */
+#pragma GCC visibility push(hidden)
+
 #define EMM_SLOTS 4             /* channels per source: concurrent fetching threads */
 #define EMM_DEPTH EMM_CHAN_DEPTH /* in-flight operations per channel */
 #define EMM_CELL (2ul << 20)    /* staging bytes per in-flight operation */
@@ -253,5 +258,7 @@ bool emm_huge_fits(const struct emm_map_params *p, size_t *maplen);
 
 /* ---- mapping.c (never in the handler) ---- */
 void emm_forget_locked(struct emm_mapping *m, int slot);
+
+#pragma GCC visibility pop
 
 #endif /* EMM_ENGINE_H */
