@@ -20,7 +20,7 @@
  *   policy.c    the cache budget and the eviction policy (lists P and T)
  *   slots.c     channels with their staging buffers; install, reap, write-back
  *   prefetch.c  the stream table and the batch a fault posts
- *   fault.c     serving one fault, and its delivery (SIGBUS handler, thread)
+ *   serve.c     serving one fault, and its delivery (SIGBUS handler, thread)
  *   uffd.c      the userfaultfd, the fault mode, fork
  *   huge.c      whether a mapping goes on explicit huge pages
  *   mapping.c   map, sync, unmap, statistics; the engine's state
@@ -237,7 +237,7 @@ int emm_write_units(struct emm_slot *sl, struct emm_unit **us, unsigned n, int *
 int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, struct emm_io *pre,
 		    int pre_ent);
 
-/* ---- fault.c ---- */
+/* ---- serve.c ---- */
 /* One line on stderr without stdio (async-signal-safe). */
 void emm_log(const char *what, const char *msg, uintptr_t addr, int err);
 int emm_wait_unit(struct emm_slot *sl, struct emm_unit *u, uint32_t s, bool dirty);

@@ -1,5 +1,5 @@
 /*
- * fault.c - serving one fault, and how faults reach the engine.
+ * serve.c - serving one fault, and how faults reach the engine.
  *
  * Faults are served in the faulting thread from a SIGBUS handler
  * (UFFD_FEATURE_SIGBUS), because handing a fault to another thread and
