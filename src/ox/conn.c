@@ -254,8 +254,7 @@ int ox_conn_input(struct ox_conn *c, const struct ox_frame *f, uint64_t now)
 				now - c->last_accept >= OX_RESTART_IDLE_NS)))
 		ox_conn_reset(c);
 	if (!ackonly && h->credit_ch && h->seq == c->g.next_rx &&
-	    ox_credit_check(&c->c, h->credit_ch, h->credit)) {
-		c->c.n_overflow++;
+	    ox_credit_check(h->credit_ch, h->credit)) {
 		c->st->rej[OX_REJ_CREDIT]++;
 		return -EPROTO;
 	}
@@ -302,6 +301,9 @@ uint64_t ox_conn_service(struct ox_conn *c, uint64_t now)
 	/* credit-only frames, and the 1.1 open/close when nothing carries them */
 	for (;;) {
 		bool want = c->open_pending || c->close_pending;
+		/* the first grant on each channel goes out at once: some
+		 * peers send nothing until they have seen one on each */
+		want = want || ox_credit_first_due(&c->c);
 		for (int ch = OX_CH_A; ch <= OX_CH_E && !want; ch++)
 			want = c->c.owed[ch] && c->c.owed[ch] >= (c->rxbuf[ch] / 4 ? c->rxbuf[ch] / 4 : 1);
 		if (!want || !ox_gbn_can_send(g))

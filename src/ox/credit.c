@@ -35,19 +35,23 @@ int ox_credit_spend(struct ox_credit *c, unsigned ch, unsigned flits)
 	return 0;
 }
 
-int ox_credit_check(const struct ox_credit *c, unsigned ch, unsigned exp)
+int ox_credit_check(unsigned ch, unsigned exp)
 {
-	if (ch == OX_CH_NONE)
-		return 0;
-	if (ch > OX_CH_E || exp > 24 || c->tx[ch] + (1u << exp) > OX_CREDIT_MAX)
-		return -EOVERFLOW;
+	if (ch > OX_CH_E || exp > 31)
+		return -EINVAL;
 	return 0;
 }
 
 void ox_credit_grant(struct ox_credit *c, unsigned ch, unsigned exp)
 {
-	if (ch >= OX_CH_A && ch <= OX_CH_E && !ox_credit_check(c, ch, exp))
-		c->tx[ch] += 1u << exp;
+	if (ch < OX_CH_A || ox_credit_check(ch, exp))
+		return;
+	uint64_t t = (uint64_t)c->tx[ch] + (1ull << exp);
+	if (t > OX_CREDIT_MAX) {
+		t = OX_CREDIT_MAX;
+		c->n_saturated++;
+	}
+	c->tx[ch] = (uint32_t)t;
 }
 
 void ox_credit_free(struct ox_credit *c, unsigned ch, unsigned flits)
@@ -56,14 +60,27 @@ void ox_credit_free(struct ox_credit *c, unsigned ch, unsigned flits)
 		c->owed[ch] += flits;
 }
 
+bool ox_credit_first_due(const struct ox_credit *c)
+{
+	for (unsigned i = OX_CH_A; i <= OX_CH_E; i++)
+		if (c->owed[i] && !(c->granted & 1u << i))
+			return true;
+	return false;
+}
+
 bool ox_credit_pick(struct ox_credit *c, uint8_t *ch, uint8_t *exp)
 {
 	unsigned best = 0;
-	for (unsigned i = OX_CH_A; i <= OX_CH_E; i++)
-		if (c->owed[i] > c->owed[best])
+	for (unsigned i = OX_CH_A; i <= OX_CH_E && !best; i++)
+		if (c->owed[i] && !(c->granted & 1u << i))
 			best = i;
-	if (!best || !c->owed[best])
+	if (!best)
+		for (unsigned i = OX_CH_A; i <= OX_CH_E; i++)
+			if (c->owed[i] > c->owed[best])
+				best = i;
+	if (!best)
 		return false;
+	c->granted |= (uint8_t)(1u << best);
 	unsigned e = 31 - (unsigned)__builtin_clz(c->owed[best]);
 	c->owed[best] -= 1u << e;
 	*ch = (uint8_t)best;

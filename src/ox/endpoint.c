@@ -31,7 +31,15 @@
 
 #define OX_EP_MAX_PEERS 64
 #define OX_EP_RXBUF_A 16384   /* 16 writes of 8 KiB in flight per peer */
-#define OX_EP_RXBUF_CE 128
+/* C and E carry little for a node that caches nothing, and B and D nothing
+ * at all (a requester does not send on them), but every channel gets a grant
+ * at open: ETRI's C endpoint waits for one on each of A..E before its first
+ * request (A, C and E in its build for Western Digital's endpoint).  Messages
+ * on B and D are counted and dropped, their credit returned.  2^8 of it:
+ * some peers take a grant as their new total rather than an increase, and
+ * still end above the 128 that 1.1 starts them with (the first grant is the
+ * largest power of two of what is owed, 384 - 128 = 256). */
+#define OX_EP_RXBUF_SMALL 384
 
 struct ox_pend {
 	uint8_t opcode, size, denied, in_chan, has_old;
@@ -80,8 +88,8 @@ int ox_endpoint_create(const struct ox_opts *o, struct ox_link *link, struct ox_
 	pthread_mutex_init(&ep->lock, NULL);
 	uint32_t a = ep->o.rx_credit ? ep->o.rx_credit : OX_EP_RXBUF_A;
 	ep->rxbuf[OX_CH_A] = a;
-	ep->rxbuf[OX_CH_C] = OX_EP_RXBUF_CE;
-	ep->rxbuf[OX_CH_E] = OX_EP_RXBUF_CE;
+	for (int ch = OX_CH_B; ch <= OX_CH_E; ch++)
+		ep->rxbuf[ch] = OX_EP_RXBUF_SMALL;
 	*out = ep;
 	return 0;
 }
@@ -289,7 +297,7 @@ static void serve(struct ox_endpoint *ep, struct ox_peer *p, const struct ox_msg
 		return ox_credit_free(&p->c.c, OX_CH_E, m->flits);
 	if (m->chan != OX_CH_A && m->chan != OX_CH_C) {
 		ep->st.unsupported++;
-		return;
+		return ox_credit_free(&p->c.c, m->chan, m->flits);
 	}
 	if (p->qcount == p->qcap) {
 		/* only a peer ignoring our credit gets here */

@@ -78,7 +78,7 @@ enum ox_reject {
 	OX_REJ_SIZE,           /* size larger than we accept */
 	OX_REJ_TRUNC,          /* message runs into the mask */
 	OX_REJ_PADDING,        /* non-zero flit outside any message */
-	OX_REJ_CREDIT,         /* credit grant would overflow our counter */
+	OX_REJ_CREDIT,         /* credit granted on channel 6 or 7 */
 	OX_REJ_TYPE,           /* message_type unknown or not allowed in mode */
 	OX_REJ_UNKNOWN_MAC,    /* source MAC has no window here */
 	OX_REJ_NOT_FOR_US,     /* destination MAC is not ours */
@@ -219,23 +219,30 @@ uint64_t ox_gbn_tick(struct ox_gbn *g, uint64_t now);
 /* ------------------------------------------------------------------ */
 /* Credits                                                             */
 
-#define OX_CREDIT_MAX (1u << 24)
+/* A grant never wraps the counter: it stops here ("unlimited"). */
+#define OX_CREDIT_MAX UINT32_MAX
 
 struct ox_credit {
 	uint32_t tx[6];        /* flits we may still send, per channel */
 	uint32_t owed[6];      /* freed flits not yet returned to the peer */
-	uint64_t n_overflow;
+	uint8_t granted;       /* bit per channel granted since init */
+	uint64_t n_saturated;  /* grants that hit OX_CREDIT_MAX */
 };
 /* start: 0 (1.0.3) or 128 (1.1); rxbuf[ch]: flits we can buffer per channel
  * (0 for channels we do not receive). */
 void ox_credit_init(struct ox_credit *c, uint32_t start, const uint32_t rxbuf[6]);
 int ox_credit_spend(struct ox_credit *c, unsigned ch, unsigned flits);
-/* -EOVERFLOW (and counted) when the grant would overflow. */
-int ox_credit_check(const struct ox_credit *c, unsigned ch, unsigned exp);
+/* Is (ch, exp) a legal credit field?  0, or -EINVAL for channel 6 or 7.
+ * Every exponent 0..31 is legal. */
+int ox_credit_check(unsigned ch, unsigned exp);
+/* Adds 2^exp flits, saturating at OX_CREDIT_MAX. */
 void ox_credit_grant(struct ox_credit *c, unsigned ch, unsigned exp);
 void ox_credit_free(struct ox_credit *c, unsigned ch, unsigned flits);
-/* Picks the channel owed most; returns false when nothing is owed. */
+/* Picks the channel to return credit on: one never granted yet if any is
+ * owed, else the channel owed most.  False when nothing is owed. */
 bool ox_credit_pick(struct ox_credit *c, uint8_t *ch, uint8_t *exp);
+/* Is some channel owed credit that has not had its first grant yet? */
+bool ox_credit_first_due(const struct ox_credit *c);
 
 /* ------------------------------------------------------------------ */
 /* Links: whole Ethernet frames                                        */

@@ -26,6 +26,13 @@
 /* D buffer in flits: responses are copied out at once, so it costs nothing
  * to offer a lot, and reads stream only while credit is plentiful */
 #define OX_RQ_RXBUF_D 65536
+/* Every other channel: B (Probe) we count and drop, as nothing is cached
+ * here, and A, C, E a memory endpoint never sends; each is granted at open
+ * all the same, since ETRI's C memory endpoint serves nothing until it has
+ * seen a grant on every channel (A, C, E in its build for Western Digital's
+ * endpoint), and 2^8 of it, above the 128 that 1.1 starts with, for peers
+ * that take a grant as their new total. */
+#define OX_RQ_RXBUF_SMALL 384
 
 struct ox_slot {
 	struct ox_op *op;
@@ -63,6 +70,8 @@ int ox_requester_create(const struct ox_opts *o, struct ox_link *link,
 	ox_opts_resolve(&r->o, link);
 	r->link = link;
 	uint32_t rxbuf[6] = { 0 };
+	for (int ch = OX_CH_A; ch <= OX_CH_E; ch++)
+		rxbuf[ch] = OX_RQ_RXBUF_SMALL;
 	rxbuf[OX_CH_D] = r->o.rx_credit ? r->o.rx_credit : OX_RQ_RXBUF_D;
 	int e = ox_conn_init(&r->c, link, &r->o, peer_mac, rxbuf, &r->st);
 	if (e) {
@@ -211,6 +220,7 @@ static void response(struct ox_requester *r, struct ox_msg *m, int *ncomp)
 {
 	if (m->chan != OX_CH_D) {
 		r->st.unsupported++;
+		ox_credit_free(&r->c.c, m->chan, m->flits);
 		return;
 	}
 	ox_credit_free(&r->c.c, OX_CH_D, m->flits);

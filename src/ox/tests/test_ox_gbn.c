@@ -110,10 +110,14 @@ static void test_credit(void)
 	ox_credit_init(&c, 0, rx);
 	CHECK(c.tx[OX_CH_A] == 0 && ox_credit_spend(&c, OX_CH_A, 2) == -EAGAIN);
 	uint8_t ch, e;
+	/* each channel's first grant before any channel's second */
+	CHECK(ox_credit_first_due(&c));
 	CHECK(ox_credit_pick(&c, &ch, &e) && ch == OX_CH_A && e == 12);
-	CHECK(ox_credit_pick(&c, &ch, &e) && ch == OX_CH_A && e == 7);
 	CHECK(ox_credit_pick(&c, &ch, &e) && ch == OX_CH_C && e == 6);
+	CHECK(ox_credit_first_due(&c));
 	CHECK(ox_credit_pick(&c, &ch, &e) && ch == OX_CH_E && e == 6);
+	CHECK(!ox_credit_first_due(&c));
+	CHECK(ox_credit_pick(&c, &ch, &e) && ch == OX_CH_A && e == 7);
 	CHECK(ox_credit_pick(&c, &ch, &e) && ch == OX_CH_A && e == 1);
 	CHECK(ox_credit_pick(&c, &ch, &e) && ch == OX_CH_A && e == 0);
 	CHECK(!ox_credit_pick(&c, &ch, &e));
@@ -126,12 +130,19 @@ static void test_credit(void)
 	CHECK(ox_credit_spend(&c, OX_CH_D, 29) == -EAGAIN);
 	ox_credit_grant(&c, OX_CH_D, 3);
 	CHECK(c.tx[OX_CH_D] == 36);
-	CHECK(ox_credit_check(&c, OX_CH_D, 23) == 0);
-	CHECK(ox_credit_check(&c, OX_CH_D, 24) == -EOVERFLOW);
-	CHECK(ox_credit_check(&c, OX_CH_D, 31) == -EOVERFLOW);
-	CHECK(ox_credit_check(&c, 6, 0) == -EOVERFLOW);
-	ox_credit_grant(&c, OX_CH_D, 31);  /* refused, not wrapped */
-	CHECK(c.tx[OX_CH_D] == 36);
+	/* every exponent is legal; the counter saturates, never wraps */
+	for (unsigned x = 0; x <= 31; x++)
+		CHECK(ox_credit_check(OX_CH_D, x) == 0);
+	CHECK(ox_credit_check(6, 0) == -EINVAL && ox_credit_check(7, 3) == -EINVAL);
+	ox_credit_grant(&c, OX_CH_D, 28);
+	CHECK(c.tx[OX_CH_D] == 36 + (1u << 28) && c.n_saturated == 0);
+	ox_credit_grant(&c, OX_CH_D, 31);
+	CHECK(c.tx[OX_CH_D] == 36 + (1u << 28) + (1u << 31));
+	ox_credit_grant(&c, OX_CH_D, 31);
+	CHECK(c.tx[OX_CH_D] == OX_CREDIT_MAX && c.n_saturated == 1);
+	ox_credit_grant(&c, OX_CH_D, 0);
+	CHECK(c.tx[OX_CH_D] == OX_CREDIT_MAX && c.n_saturated == 2);
+	CHECK(ox_credit_spend(&c, OX_CH_D, 1000) == 0 && c.tx[OX_CH_D] == OX_CREDIT_MAX - 1000);
 }
 
 int main(void)
