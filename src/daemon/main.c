@@ -38,6 +38,8 @@ static void usage(FILE *f)
 "                       (EtherType + 1 answers the benchmark's raw ping-pong)\n"
 "  --ox-mode 1.1|1.0.3  protocol behaviour                               [1.1]\n"
 "  --ox-verbatim        data bytes in memory order (some software endpoints)\n"
+"  --ox-reply-per-frame answer each request frame in a frame of its own (for\n"
+"                       requesters that match answers by sequence number)\n"
 "  --ox-export REGION@ADDRESS   serve a named region at a fixed address window\n"
 "                       to the MACs of the --ox-allow flags that follow it,\n"
 "                       with no TCP session (FPGA / third-party requesters)\n"
@@ -99,6 +101,8 @@ static int set_opt(struct cfg *c, const char *k, const char *v)
 		}
 	} else if (!strcmp(k, "ox-verbatim")) {
 		c->ox.verbatim = !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "true");
+	} else if (!strcmp(k, "ox-reply-per-frame")) {
+		c->ox.reply_per_frame = !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "true");
 	} else if (!strcmp(k, "ox-export")) {
 		struct em_oxs_export *e;
 		const char *at = strrchr(v, '@');
@@ -171,6 +175,7 @@ int main(int argc, char **argv)
 		{ "ox", 1, 0, 'x' }, { "ox-ethertype", 1, 0, 'e' }, { "ox-mode", 1, 0, 'o' },
 		{ "ox-verbatim", 0, 0, 'b' }, { "ox-export", 1, 0, 'X' },
 		{ "ox-allow", 1, 0, 'a' }, { "ox-export-create", 1, 0, 'E' },
+		{ "ox-reply-per-frame", 0, 0, 'r' },
 		{ "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
 	};
 	struct cfg c = { 0 };
@@ -208,6 +213,7 @@ int main(int argc, char **argv)
 		case 'e': rc = set_opt(&c, "ox-ethertype", optarg); break;
 		case 'o': rc = set_opt(&c, "ox-mode", optarg); break;
 		case 'b': rc = set_opt(&c, "ox-verbatim", "1"); break;
+		case 'r': rc = set_opt(&c, "ox-reply-per-frame", "1"); break;
 		case 'X': rc = set_opt(&c, "ox-export", optarg); break;
 		case 'a': rc = set_opt(&c, "ox-allow", optarg); break;
 		case 'E': rc = set_opt(&c, "ox-export-create", optarg); break;

@@ -182,11 +182,17 @@ static void *export_main(void *arg)
 	return NULL;
 }
 
+static void ep_log(const char *line)
+{
+	em_log(EM_LOG_WARN, "%s", line);
+}
+
 int em_oxs_create(const struct em_oxs_opts *o, struct em_store *st, struct em_oxs **out)
 {
 	struct em_oxs *x = calloc(1, sizeof(*x));
 	struct ox_opts oo = { .mode = o->mode ? OX_MODE_103 : OX_MODE_11,
-			      .verbatim = o->verbatim, .ethertype = o->ethertype };
+			      .verbatim = o->verbatim, .ethertype = o->ethertype,
+			      .reply_per_frame = o->reply_per_frame, .log = ep_log };
 	uint16_t et = o->ethertype ? o->ethertype : OX_ETHERTYPE_DEFAULT;
 	bool pending = false;
 	int rc;
@@ -235,9 +241,10 @@ int em_oxs_create(const struct em_oxs_opts *o, struct em_store *st, struct em_ox
 		goto fail;
 	}
 	em_log(EM_LOG_INFO, "ox: serving OmniXtend %s on %s (EtherType 0x%04x, MTU %u, "
-	       "%02x:%02x:%02x:%02x:%02x:%02x)%s", o->mode ? "1.0.3" : "1.1", o->iface, et,
+	       "%02x:%02x:%02x:%02x:%02x:%02x)%s%s", o->mode ? "1.0.3" : "1.1", o->iface, et,
 	       x->raw->mtu, x->raw->mac[0], x->raw->mac[1], x->raw->mac[2], x->raw->mac[3],
-	       x->raw->mac[4], x->raw->mac[5], o->verbatim ? ", verbatim data" : "");
+	       x->raw->mac[4], x->raw->mac[5], o->verbatim ? ", verbatim data" : "",
+	       o->reply_per_frame ? ", a reply frame per request frame" : "");
 	*out = x;
 	return 0;
 fail:
@@ -258,12 +265,16 @@ void em_oxs_destroy(struct em_oxs *x)
 		pthread_join(x->exp_thr, NULL);
 	if (x->ep) {
 		uint64_t v[EM_ST__COUNT] = { 0 };
+		struct ox_stats s;
 		em_oxs_status(x, v);
+		ox_endpoint_stats(x->ep, &s);
 		em_log(EM_LOG_INFO, "ox: %llu frames in, %llu out, %llu retransmitted; dropped "
-		       "%llu malformed and %llu from unknown MACs; %llu requests denied",
+		       "%llu malformed and %llu from unknown MACs; %llu requests denied; "
+		       "gave up on %llu silent peers",
 		       (unsigned long long)v[EM_ST_OX_RX], (unsigned long long)v[EM_ST_OX_TX],
 		       (unsigned long long)v[EM_ST_OX_RTX], (unsigned long long)v[EM_ST_OX_MALFORMED],
-		       (unsigned long long)v[EM_ST_OX_UNKNOWN], (unsigned long long)v[EM_ST_OX_DENIED]);
+		       (unsigned long long)v[EM_ST_OX_UNKNOWN], (unsigned long long)v[EM_ST_OX_DENIED],
+		       (unsigned long long)s.gaveup);
 	}
 	for (unsigned i = 0; i < x->o.nexp; i++)
 		if (x->exp_r[i]) {

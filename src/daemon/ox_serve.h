@@ -31,6 +31,7 @@ struct em_oxs_opts {
 	uint16_t ethertype;     /* 0 = 0xAAAA */
 	int mode;               /* enum ox_mode: 0 = 1.1, 1 = 1.0.3 */
 	bool verbatim;
+	bool reply_per_frame;   /* see struct ox_opts */
 	struct em_oxs_export exp[EM_OXS_MAX_EXPORTS];
 	unsigned nexp;
 };

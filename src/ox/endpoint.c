@@ -84,6 +84,8 @@ int ox_endpoint_create(const struct ox_opts *o, struct ox_link *link, struct ox_
 	if (o)
 		ep->o = *o;
 	ox_opts_resolve(&ep->o, link);
+	if (!ep->o.giveup_rto)
+		ep->o.giveup_rto = 32;
 	ep->link = link;
 	pthread_mutex_init(&ep->lock, NULL);
 	uint32_t a = ep->o.rx_credit ? ep->o.rx_credit : OX_EP_RXBUF_A;
@@ -434,6 +436,8 @@ static int input(struct ox_endpoint *ep, const uint8_t *f, size_t len, uint64_t 
 		return r;
 	for (unsigned i = 0; i < ep->fr.nmsg; i++)
 		serve(ep, p, &ep->fr.msg[i]);
+	if (ep->o.reply_per_frame && ep->fr.nmsg)
+		respond(ep, p, now);
 	return 0;
 }
 
@@ -445,12 +449,34 @@ int ox_endpoint_input(struct ox_endpoint *ep, const uint8_t *f, size_t len, uint
 	return r;
 }
 
+/* A peer that has acknowledged nothing for giveup_rto timeouts in a row is
+ * gone (unplugged, restarted as something else): retrying it for ever costs
+ * frames and a peer-table slot.  Its windows stay; if it comes back it
+ * starts a fresh connection, as after a restart. */
+static bool give_up(struct ox_endpoint *ep, int i)
+{
+	struct ox_peer *p = ep->peer[i];
+	if (p->c.g.silent < ep->o.giveup_rto)
+		return false;
+	ep->st.gaveup++;
+	if (ep->o.log) {
+		const uint8_t *m = p->c.peer;
+		char line[160];
+		snprintf(line, sizeof(line), "ox: peer %02x:%02x:%02x:%02x:%02x:%02x acknowledged "
+			 "nothing for %u retransmissions; connection dropped", m[0], m[1], m[2],
+			 m[3], m[4], m[5], p->c.g.silent);
+		ep->o.log(line);
+	}
+	peer_free(ep, i);
+	return true;
+}
+
 static void service_all(struct ox_endpoint *ep, uint64_t now)
 {
 	uint64_t due = UINT64_MAX;
 	for (int i = 0; i < OX_EP_MAX_PEERS; i++) {
 		struct ox_peer *p = ep->peer[i];
-		if (!p)
+		if (!p || give_up(ep, i))
 			continue;
 		respond(ep, p, now);
 		/* a closed connection keeps its state, so that a lost ACK of

@@ -65,6 +65,7 @@ void ox_gbn_reset(struct ox_gbn *g)
 	g->unacked_rx = 0;
 	g->last_progress = 0;
 	g->backoff = 0;
+	g->silent = 0;
 }
 
 bool ox_gbn_can_send(const struct ox_gbn *g)
@@ -107,6 +108,7 @@ void ox_gbn_on_ack(struct ox_gbn *g, uint32_t seq_ack, bool ack, uint64_t now)
 		g->ackd = seq_ack;
 		g->last_progress = now;
 		g->backoff = 0;
+		g->silent = 0;
 	}
 	if (!ack) {
 		g->n_naks_rx++;
@@ -167,6 +169,7 @@ uint64_t ox_gbn_tick(struct ox_gbn *g, uint64_t now)
 		if (now - g->last_progress >= rto) {
 			g->rtx_due = true;
 			g->n_timeouts++;
+			g->silent++;
 			g->last_progress = now;
 			/* a silent peer is retried ever more slowly, up to 128 x rto */
 			if (g->backoff < 7)

@@ -189,6 +189,7 @@ struct ox_gbn {
 	uint64_t rto_ns, ack_delay_ns;
 	uint64_t last_progress;     /* last send into an empty ring or ack progress */
 	unsigned backoff;           /* consecutive timeouts: rto is shifted by this */
+	unsigned silent;            /* consecutive timeouts, not capped like backoff */
 	bool rtx_due;               /* NAK or timeout: resend everything */
 	bool ack_due;               /* we owe the peer an acknowledgement */
 	uint64_t ack_deadline;
@@ -348,6 +349,18 @@ struct ox_opts {
 	uint64_t rto_ns;        /* 0 = 1 ms */
 	uint64_t ack_delay_ns;  /* 0 = 20 us */
 	uint64_t spin_ns;       /* busy-poll this long after the last traffic, 0 = 200 us */
+	/* Endpoint only.  reply_per_frame: the responses to each request
+	 * frame leave in frames of their own, acknowledging exactly it (for
+	 * requesters that match a response by the sequence number it
+	 * acknowledges, such as ETRI's oxmem-fuse); costs the coalescing of
+	 * responses across request frames. */
+	bool reply_per_frame;
+	/* giveup_rto: a peer that acknowledges nothing for this many
+	 * retransmission timeouts in a row is forgotten (0 = 32, about 3.5 s
+	 * at the default timeout, as the wait between retries grows to 128
+	 * timeouts); log, when set, hears of it. */
+	unsigned giveup_rto;
+	void (*log)(const char *line);
 };
 
 struct ox_stats {
@@ -359,6 +372,7 @@ struct ox_stats {
 	uint64_t atomics;
 	uint64_t stale;           /* responses matching no outstanding request */
 	uint64_t overrun;         /* requests beyond the credit we granted */
+	uint64_t gaveup;          /* peers forgotten for never acknowledging */
 };
 
 /* ------------------------------------------------------------------ */
