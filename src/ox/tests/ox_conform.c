@@ -23,7 +23,11 @@
  * window: whole words (8 B..1 KiB), narrow Put/Get at every offset of a word,
  * PutPartialData with sparse masks, Arithmetic/Logical at 1, 2, 4 and 8 bytes
  * with every parameter, many messages per frame, an out-of-window Get (denied
- * bit).  --open-only sends the open and exits without acknowledging anything
+ * bit).  --max-log2 N caps bursts at 2^N bytes (a peer's A credit may
+ * never cover a 1 KiB write); --frame-flits N keeps frames to N flits
+ * (ETRI's C endpoint has room for 65 after the TLoE header); --no-credit sends regardless of the peer's A
+ * credit, as oxmem-fuse does (for nodes that return less than they are
+ * spent, which stalls any requester that honours credit).  --open-only sends the open and exits without acknowledging anything
  * (a peer that vanishes).  Prints "ops N bytes-verified M"; exit 0 pass,
  * 1 a check failed, 2 usage or no answer.
  */
@@ -43,14 +47,16 @@ static struct {
 	uint8_t peer[6];
 	uint64_t base, len;
 	enum ox_mode mode;
-	bool verbatim, open_only;
+	bool verbatim, open_only, no_credit;
 	unsigned wait_mask;
 	unsigned ngrant;
 	uint8_t grant_ch[8], grant_exp[8];
 	const char *checks;
 	uint64_t seed;
 	uint64_t span;          /* the part of the window the data checks use */
-} a = { .len = 1 << 20, .checks = "words,narrow,partial,atomic,multi,denied", .seed = 1 };
+	unsigned max_log2;      /* largest burst, 10 = 1 KiB */
+	unsigned frame_flits;   /* most flits per frame we send, 0 = the MTU's */
+} a = { .len = 1 << 20, .checks = "words,narrow,partial,atomic,multi,denied", .seed = 1, .max_log2 = 10 };
 
 static struct ox_link *L;
 static uint8_t *model;               /* what the window should hold */
@@ -278,9 +284,11 @@ static void run_batch(void)
 		/* flit 0 is the TLoE header, the last one the mask; a message
 		 * reaching past flit 64 must end the frame (mask bits) */
 		unsigned n = 0, pos = 1, cap = L->mtu / 8;
+		if (a.frame_flits && a.frame_flits < cap)
+			cap = a.frame_flits;
 		while (i < nq && n < OX_MAX_MSGS && pos <= 64) {
 			int fl = ox_msg_flits(OX_CH_A, q[i].m.opcode, q[i].m.size);
-			if (pos + (unsigned)fl + 1 > cap || credit[OX_CH_A] < fl)
+			if (pos + (unsigned)fl + 1 > cap || (credit[OX_CH_A] < fl && !a.no_credit))
 				break;
 			credit[OX_CH_A] -= fl;
 			pos += (unsigned)fl;
@@ -338,7 +346,7 @@ static struct req *put(uint64_t off, unsigned size)
 /* Whole words, 8 B to 1 KiB (what every published node serves). */
 static void c_words(void)
 {
-	for (unsigned s = 3; s <= 10; s++) {
+	for (unsigned s = 3; s <= a.max_log2; s++) {
 		nq = 0;
 		uint64_t off[8];
 		struct req *p[8];
@@ -385,7 +393,7 @@ static void c_narrow(void)
 /* PutPartialData with sparse byte masks, from 1 B to 1 KiB. */
 static void c_partial(void)
 {
-	for (unsigned s = 0; s <= 10; s++) {
+	for (unsigned s = 0; s <= a.max_log2; s++) {
 		uint64_t off = (rnd() % (a.span >> s)) << s;
 		nq = 0;
 		struct req *r = new_req(OX_A_PUTPARTIAL, 0, s, off);
@@ -518,7 +526,7 @@ static int usage(void)
 {
 	fprintf(stderr, "usage: ox-conform --iface IF --peer MAC --base ADDR [--len N] "
 		"[--mode 11|103] [--verbatim] [--grant CHANS:EXP]... [--wait CHANS] "
-		"[--checks LIST] [--open-only] [--seed N]\n");
+		"[--checks LIST] [--max-log2 N] [--frame-flits N] [--no-credit] [--open-only] [--seed N]\n");
 	return 2;
 }
 
@@ -529,6 +537,7 @@ int main(int argc, char **argv)
 		const char *s = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(s, "--verbatim")) { a.verbatim = true; continue; }
 		if (!strcmp(s, "--open-only")) { a.open_only = true; continue; }
+		if (!strcmp(s, "--no-credit")) { a.no_credit = true; continue; }
 		if (!v)
 			return usage();
 		i++;
@@ -540,6 +549,8 @@ int main(int argc, char **argv)
 		else if (!strcmp(s, "--wait")) a.wait_mask = chans(v);
 		else if (!strcmp(s, "--checks")) a.checks = v;
 		else if (!strcmp(s, "--seed")) a.seed = strtoull(v, NULL, 0) | 1;
+		else if (!strcmp(s, "--max-log2")) a.max_log2 = (unsigned)atoi(v);
+		else if (!strcmp(s, "--frame-flits")) a.frame_flits = (unsigned)atoi(v);
 		else if (!strcmp(s, "--grant")) {
 			const char *c = strchr(v, ':');
 			unsigned m = chans(v), e = c ? (unsigned)atoi(c + 1) : 99;
@@ -552,7 +563,8 @@ int main(int argc, char **argv)
 				}
 		} else return usage();
 	}
-	if (!a.ifname || !have_peer || a.len < 4096 || a.len % 4096)
+	if (!a.ifname || !have_peer || a.len < 4096 || a.len % 4096 || a.max_log2 < 3 ||
+	    a.max_log2 > 10)
 		return usage();
 	if (!a.ngrant) {           /* the usual: D, the channel we receive */
 		a.grant_ch[0] = OX_CH_D;
@@ -590,11 +602,12 @@ int main(int argc, char **argv)
 	       (long long)credit[5]);
 
 	/* a known starting content for the model: zero the first part */
-	for (uint64_t off = 0; off < a.span; off += 8 * 1024) {
+	unsigned fb = 1u << a.max_log2;
+	for (uint64_t off = 0; off < a.span; off += 8 * fb) {
 		nq = 0;
 		for (unsigned k = 0; k < 8; k++) {
-			struct req *r = new_req(OX_A_PUTFULL, 0, 10, off + k * 1024);
-			memset(r->data, 0, 1024);
+			struct req *r = new_req(OX_A_PUTFULL, 0, a.max_log2, off + k * fb);
+			memset(r->data, 0, fb);
 		}
 		run_batch();
 	}
