@@ -356,9 +356,9 @@ struct ox_opts {
 	 * responses across request frames. */
 	bool reply_per_frame;
 	/* giveup_rto: a peer that acknowledges nothing for this many
-	 * retransmission timeouts in a row is forgotten (0 = 32, about 3.5 s
-	 * at the default timeout, as the wait between retries grows to 128
-	 * timeouts); log, when set, hears of it. */
+	 * retransmission timeouts in a row is forgotten (0 = 32, 3.6 s at the
+	 * default timeout, as the wait between retries grows to 128 timeouts);
+	 * log, when set, hears of it. */
 	unsigned giveup_rto;
 	void (*log)(const char *line);
 };
