@@ -92,7 +92,7 @@ peer "ETRI C endpoint, 1.1, waits for grants on A..E" "" \
 peer "ETRI C endpoint for WD, 1.1, waits for grants on A, C, E" "" \
 	--grant ABCDE:10 --wait ACE
 peer "oxmem-fuse, 1.1, exponent 28, verbatim data" "--ox-verbatim --ox-reply-per-frame" \
-	--grant A:28 --grant D:28 --verbatim
+	--grant A:28 --grant D:28 --verbatim --match-ack
 peer "1.0.3, no open, exponent 31" "--ox-mode 1.0.3" \
 	--mode 103 --grant D:31
 peer "1.0.3, verbatim data, waits for A, C, E" "--ox-mode 1.0.3 --ox-verbatim" \

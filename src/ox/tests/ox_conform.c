@@ -27,7 +27,9 @@
  * never cover a 1 KiB write); --frame-flits N keeps frames to N flits
  * (ETRI's C endpoint has room for 65 after the TLoE header); --no-credit sends regardless of the peer's A
  * credit, as oxmem-fuse does (for nodes that return less than they are
- * spent, which stalls any requester that honours credit).  --open-only sends the open and exits without acknowledging anything
+ * spent, which stalls any requester that honours credit); --match-ack
+ * requires every response to come in a frame acknowledging exactly the
+ * frame of its request, as oxmem-fuse does.  --open-only sends the open and exits without acknowledging anything
  * (a peer that vanishes).  Prints "ops N bytes-verified M"; exit 0 pass,
  * 1 a check failed, 2 usage or no answer.
  */
@@ -47,7 +49,7 @@ static struct {
 	uint8_t peer[6];
 	uint64_t base, len;
 	enum ox_mode mode;
-	bool verbatim, open_only, no_credit;
+	bool verbatim, open_only, no_credit, match_ack;
 	unsigned wait_mask;
 	unsigned ngrant;
 	uint8_t grant_ch[8], grant_exp[8];
@@ -77,6 +79,7 @@ struct req {
 	struct ox_msg m;
 	uint8_t data[1024], pmask[128];
 	bool busy, done;
+	uint32_t frame_seq;    /* the frame that carried the request */
 	uint8_t d_opcode, denied, corrupt;
 	uint8_t got[1024];
 };
@@ -154,7 +157,7 @@ static void on_ack(uint32_t sa)
 	ackd = sa;
 }
 
-static void deliver(struct ox_msg *m)
+static void deliver(struct ox_msg *m, uint32_t seq_ack)
 {
 	if (m->chan != OX_CH_D || m->source >= MAXQ || !q[m->source].busy || q[m->source].done) {
 		fail("response matching no request", m->source);
@@ -163,6 +166,10 @@ static void deliver(struct ox_msg *m)
 	struct req *r = &q[m->source];
 	owed_d += m->flits;
 	r->done = true;
+	/* oxmem-fuse finds the request a response answers by the sequence
+	 * number the response's frame acknowledges */
+	if (a.match_ack && seq_ack != r->frame_seq)
+		fail("response frame acknowledges another request frame", seq_ack);
 	r->d_opcode = m->opcode;
 	r->denied = m->denied;
 	r->corrupt = m->corrupt;
@@ -208,7 +215,7 @@ static int poll_in(uint64_t timeout_ns)
 			granted_big |= 1u << fr.h.credit_ch;
 	}
 	for (unsigned i = 0; i < fr.nmsg; i++)
-		deliver(&fr.msg[i]);
+		deliver(&fr.msg[i], fr.h.seq_ack);
 	return 1;
 }
 
@@ -292,6 +299,7 @@ static void run_batch(void)
 				break;
 			credit[OX_CH_A] -= fl;
 			pos += (unsigned)fl;
+			q[i].frame_seq = next_tx;
 			m[n++] = q[i++].m;
 		}
 		if (!n) {
@@ -526,7 +534,7 @@ static int usage(void)
 {
 	fprintf(stderr, "usage: ox-conform --iface IF --peer MAC --base ADDR [--len N] "
 		"[--mode 11|103] [--verbatim] [--grant CHANS:EXP]... [--wait CHANS] "
-		"[--checks LIST] [--max-log2 N] [--frame-flits N] [--no-credit] [--open-only] [--seed N]\n");
+		"[--checks LIST] [--max-log2 N] [--frame-flits N] [--no-credit] [--match-ack] [--open-only] [--seed N]\n");
 	return 2;
 }
 
@@ -538,6 +546,7 @@ int main(int argc, char **argv)
 		if (!strcmp(s, "--verbatim")) { a.verbatim = true; continue; }
 		if (!strcmp(s, "--open-only")) { a.open_only = true; continue; }
 		if (!strcmp(s, "--no-credit")) { a.no_credit = true; continue; }
+		if (!strcmp(s, "--match-ack")) { a.match_ack = true; continue; }
 		if (!v)
 			return usage();
 		i++;
