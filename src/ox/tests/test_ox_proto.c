@@ -678,6 +678,114 @@ static void run_edges(enum ox_mode mode, bool verbatim)
 	world_fini(&w);
 }
 
+
+/* ------------------------------------------- open grants, silent peers */
+
+static int n_logged;
+static void count_log(const char *line)
+{
+	(void)line;
+	n_logged++;
+}
+
+/* Reads every frame waiting on port l; returns how many sequenced frames
+ * carried a grant, recording the first grant's exponent per channel. */
+static int drain_grants(struct ox_link *l, int first_exp[6], bool *saw_open)
+{
+	uint8_t b[2048];
+	static struct ox_frame fr;
+	int n = 0, len;
+	while ((len = ox_link_recv(l, b, sizeof(b))) > 0) {
+		if (ox_frame_decode(b + OX_ETH_HLEN, (size_t)len - OX_ETH_HLEN, &fr))
+			continue;
+		if (fr.h.type == OX_T_OPEN)
+			*saw_open = true;
+		if (fr.h.type == OX_T_ACKONLY || !fr.h.credit_ch || fr.h.credit_ch > OX_CH_E)
+			continue;
+		if (first_exp[fr.h.credit_ch] < 0)
+			first_exp[fr.h.credit_ch] = fr.h.credit;
+		n++;
+	}
+	return n;
+}
+
+/* Both ends grant on all five channels at open, at least 2^8 each (peers
+ * that take a grant as their new total wait for more than the 1.1 start of
+ * 128); a node gives up on a peer that never acknowledges, logs and counts
+ * it, and serves the same MAC afresh when it opens again. */
+static void test_open_grants(enum ox_mode mode)
+{
+	struct ox_hub *hub;
+	struct ox_link *el, *pl, *rl, *nl;
+	struct ox_endpoint *ep;
+	struct ox_requester *rq;
+	uint8_t *mem = calloc(1, 4096);
+	CHECK(ox_hub_create(&hub) == 0);
+	ox_hub_port(hub, 0x60, 1500, &el);
+	ox_hub_port(hub, 0x61, 1500, &pl);
+	ox_hub_port(hub, 0x62, 1500, &rl);
+	ox_hub_port(hub, 0x63, 1500, &nl);
+	n_logged = 0;
+	struct ox_opts o = { .mode = mode, .rto_ns = 100000, .log = count_log };
+	CHECK(ox_endpoint_create(&o, el, &ep) == 0);
+	struct ox_window win = { .base = BASE, .len = 4096, .mem = mem };
+	memcpy(win.mac, pl->mac, 6);
+	CHECK(ox_endpoint_add_window(ep, &win) >= 0);
+
+	/* a bare peer's first frame: the open in 1.1, a normal one in 1.0.3 */
+	uint8_t f[OX_ETH_HLEN + 48];
+	struct ox_enc e;
+	struct ox_tloe h = { .type = mode == OX_MODE_11 ? OX_T_OPEN : 0, .seq = 0,
+			     .seq_ack = OX_SEQ_MASK, .ack = 1, .credit_ch = OX_CH_D, .credit = 28 };
+	ox_eth_write(f, el->mac, pl->mac, OX_ETHERTYPE_DEFAULT);
+	ox_enc_begin(&e, f + OX_ETH_HLEN, 48, false);
+	size_t flen = OX_ETH_HLEN + ox_enc_finish(&e, &h);
+	uint64_t now = 1000000000ull;
+	CHECK(ox_link_send(pl, f, flen) == 0);
+	ox_endpoint_poll(ep, now, 64);
+	int first[6] = { -1, -1, -1, -1, -1, -1 };
+	bool open = false;
+	CHECK(drain_grants(pl, first, &open) >= 5);
+	for (int ch = OX_CH_A; ch <= OX_CH_E; ch++)
+		CHECK(first[ch] >= 8);
+	CHECK(open == (mode == OX_MODE_11));
+
+	/* never acknowledged: retried ever more slowly, then given up */
+	struct ox_stats st;
+	for (int k = 0; k < 2000; k++) {
+		now += 2000000;
+		ox_endpoint_poll(ep, now, 64);
+		ox_endpoint_stats(ep, &st);
+		if (st.gaveup)
+			break;
+	}
+	CHECK(st.gaveup == 1 && n_logged == 1);
+	CHECK(st.rtx_frames >= 32);
+	uint8_t junk[2048];
+	while (ox_link_recv(pl, junk, sizeof(junk)) > 0)
+		;
+	/* back again: a fresh connection, with its grants */
+	CHECK(ox_link_send(pl, f, flen) == 0);
+	ox_endpoint_poll(ep, now, 64);
+	for (int ch = 0; ch < 6; ch++)
+		first[ch] = -1;
+	CHECK(drain_grants(pl, first, &open) >= 5 && first[OX_CH_A] >= 8 && first[OX_CH_E] >= 8);
+
+	/* the requester grants on every channel too (D with its real buffer) */
+	CHECK(ox_requester_create(&o, rl, nl->mac, &rq) == 0);
+	ox_requester_poll(rq, now);
+	for (int ch = 0; ch < 6; ch++)
+		first[ch] = -1;
+	CHECK(drain_grants(nl, first, &open) >= 5);
+	for (int ch = OX_CH_A; ch <= OX_CH_E; ch++)
+		CHECK(first[ch] >= 8);
+	CHECK(first[OX_CH_D] >= 14);
+	ox_requester_destroy(rq);
+	ox_endpoint_destroy(ep);
+	ox_hub_destroy(hub);
+	free(mem);
+}
+
 int main(int argc, char **argv)
 {
 	t_keep_going = 1;
@@ -686,6 +794,8 @@ int main(int argc, char **argv)
 	uint64_t seed = getenv("OX_SEED") ? strtoull(getenv("OX_SEED"), NULL, 0) : 0;
 	rng += seed * 0x9E3779B97F4A7C15ull;
 	if (argc <= 2) {
+		test_open_grants(OX_MODE_11);
+		test_open_grants(OX_MODE_103);
 		run_edges(OX_MODE_11, false);
 		run_edges(OX_MODE_103, false);
 		run_edges(OX_MODE_11, true);
