@@ -38,6 +38,7 @@ MAC_C=02:0d:00:00:00:02
 T=$(mktemp -d /tmp/oxinterop.XXXXXX)
 PIDS=""
 cleanup() {
+	[ -s "$T/fuse.pid" ] && PIDS="$PIDS $(cat "$T/fuse.pid")"
 	for p in $PIDS; do kill "$p" 2>/dev/null; done
 	wait 2>/dev/null
 	ip netns del $N 2>/dev/null
@@ -127,6 +128,7 @@ if [ -f "$SRC/oxmem-fuse/oxmem-fuse.c" ]; then
 mkdir -p $T/mnt
 $d/oxmem-mount -f --netdev=$VC --mac=$MAC_N --size=64 --base=0x0 $T/mnt >$T/fuse.log 2>&1 &
 F=\$!
+echo \$F >$T/fuse.pid
 for _ in \$(seq 100); do [ -e $T/mnt/oxmem ] && break; sleep 0.05; done
 [ -e $T/mnt/oxmem ] || { echo "no mount"; kill \$F; exit 1; }
 dd if=$T/src.bin of=$T/mnt/oxmem bs=64k conv=notrunc 2>&1 | tail -1
