@@ -12,30 +12,20 @@
 # PutPartialData, atomics at 1/2/4/8 bytes, full frames, denied), and a peer
 # that opens and vanishes: the node gives up on it, logs it, and serves the
 # same MAC again when it comes back.
-# Exit 0 pass, 1 fail, 77 skip (not root, no netns).
+# Exit 0 pass, 1 fail, 77 skip (not root, no netns); tests/lib.sh is the
+# harness (namespaces, node, cleanup on every exit path).
 B=${1:?usage: conform_test.sh BUILD_DIR}
-[ "$(id -u)" = 0 ] || { echo "skip: not root"; exit 77; }
-command -v ip >/dev/null || { echo "skip: no ip"; exit 77; }
+. "$(dirname "$0")/../../../tests/lib.sh"
+need_root
+need_cmd ip
 for f in ethermemd ox-conform; do
-	[ -x "$B/$f" ] || { echo "no $B/$f"; exit 1; }
+	[ -x "$B/$f" ] || fail "no $B/$f"
 done
 
 P=$$
 N=oxcfn$P; C=oxcfc$P
-T=$(mktemp -d /tmp/oxconform.XXXXXX)
-NODE=""
-cleanup() {
-	[ -n "$NODE" ] && kill "$NODE" 2>/dev/null && wait "$NODE" 2>/dev/null
-	ip netns del $N 2>/dev/null
-	ip netns del $C 2>/dev/null
-	rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM HUP
-fail() { echo "FAIL: $*"; [ -f "$T/node.log" ] && tail -20 "$T/node.log"; exit 1; }
-
-ip netns add $N 2>/dev/null || { echo "skip: no netns support"; exit 77; }
-ip netns add $C || exit 1
+add_netns $N 2>/dev/null || skip "no netns support"
+add_netns $C || exit 1
 MAC_N=02:0c:00:00:00:01
 MAC_C=02:0c:00:00:00:02
 set -e
@@ -46,28 +36,15 @@ ip -n $C link set oxcfb$P address $MAC_C mtu 1500 up
 ip -n $N link set lo up
 ip -n $C link set lo up
 set +e
-printf 'a secret for the conformance test\n' > "$T/secret"
 WIN=$((64 << 20))
 BASE=0x200000000
+NODE_WRAP="ip netns exec $N nice"
+FAIL_SHOW="$T/conform.out"
 
-start_node() {   # extra ethermemd flags...
-	rm -f "$T/port"
-	ip netns exec $N nice "$B/ethermemd" --listen tcp://127.0.0.1:0 --port-file "$T/port" \
-		--secret-file "$T/secret" --capacity 128M --ox oxcfa$P "$@" \
-		--ox-export conf@$BASE --ox-export-create 64M --ox-allow $MAC_C 2>"$T/node.log" &
-	NODE=$!
-	for _ in $(seq 300); do
-		grep -q "exported at" "$T/node.log" 2>/dev/null && return
-		sleep 0.01
-	done
-	fail "node did not start: $(cat "$T/node.log")"
-}
-stop_node() {
-	kill "$NODE"
-	wait "$NODE"
-	local rc=$?
-	NODE=""
-	[ $rc = 0 ] || fail "node exited with $rc"
+ox_node() {   # extra ethermemd flags...
+	start_node node 128M --ox oxcfa$P "$@" \
+		--ox-export conf@$BASE --ox-export-create 64M --ox-allow $MAC_C
+	wait_for 10 "the region to be exported" grep -q "exported at" "$T/node.log"
 }
 conform() {   # ox-conform flags...
 	ip netns exec $C timeout 60 "$B/ox-conform" --iface oxcfb$P --peer $MAC_N \
@@ -82,9 +59,9 @@ peer() {   # NAME "NODE FLAGS" CONFORM FLAGS...
 	shift 2
 	echo "== $name (ethermemd $nflags)"
 	# shellcheck disable=SC2086
-	start_node $nflags
+	ox_node $nflags
 	conform "$@" || fail "$name"
-	stop_node
+	stop_node node
 }
 
 peer "ETRI C endpoint, 1.1, waits for grants on A..E" "" \
@@ -99,16 +76,15 @@ peer "1.0.3, verbatim data, waits for A, C, E" "--ox-mode 1.0.3 --ox-verbatim" \
 	--mode 103 --grant BD:12 --wait ACE --verbatim
 
 echo "== a peer that opens and vanishes"
-ETHERMEM_OX_RTO_US=200 start_node
+export ETHERMEM_OX_RTO_US=200   # gives up within a second, not 3.6 s
+ox_node
+unset ETHERMEM_OX_RTO_US
 conform --open-only || fail "open-only"
-for _ in $(seq 100); do
-	grep -q "acknowledged nothing" "$T/node.log" && break
-	sleep 0.05
-done
-grep -q "$MAC_C acknowledged nothing" "$T/node.log" || fail "node never gave up on a silent peer"
+wait_for 10 "the node to give up on a silent peer" \
+	grep -q "$MAC_C acknowledged nothing" "$T/node.log"
 # the same MAC, back again: a fresh connection, served as before
 conform --grant D:16 --wait ACE --checks words,atomic || fail "served again after giving up"
-stop_node
+stop_node node
 grep -q "gave up on 1 silent peers" "$T/node.log" || fail "give-up not counted"
 echo "conform_test: ok"
 exit 0
