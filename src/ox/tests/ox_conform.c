@@ -41,8 +41,8 @@
 
 #include "ox/ox.h"
 
-#define MAXQ 256        /* requests in flight */
-#define RING 64         /* our unacknowledged frames */
+#define MAXQ 256 /* requests in flight */
+#define RING 64  /* our unacknowledged frames */
 
 static struct {
 	const char *ifname;
@@ -55,31 +55,34 @@ static struct {
 	uint8_t grant_ch[8], grant_exp[8];
 	const char *checks;
 	uint64_t seed;
-	uint64_t span;          /* the part of the window the data checks use */
-	unsigned max_log2;      /* largest burst, 10 = 1 KiB */
-	unsigned frame_flits;   /* most flits per frame we send, 0 = the MTU's */
-} a = { .len = 1 << 20, .checks = "words,narrow,partial,atomic,multi,denied", .seed = 1, .max_log2 = 10 };
+	uint64_t span;        /* the part of the window the data checks use */
+	unsigned max_log2;    /* largest burst, 10 = 1 KiB */
+	unsigned frame_flits; /* most flits per frame we send, 0 = the MTU's */
+} a = { .len = 1 << 20,
+	.checks = "words,narrow,partial,atomic,multi,denied",
+	.seed = 1,
+	.max_log2 = 10 };
 
 static struct ox_link *L;
-static uint8_t *model;               /* what the window should hold */
+static uint8_t *model; /* what the window should hold */
 static unsigned long long n_ops, n_bytes, n_fail;
 
 /* ------------------------------------------------------------ link state */
 
 static uint32_t next_tx, next_rx, ackd = OX_SEQ_MASK;
-static int64_t credit[6];            /* flits we may send, per channel */
-static unsigned granted_big;         /* channels granted > 128 (1.1) or at all */
+static int64_t credit[6];    /* flits we may send, per channel */
+static unsigned granted_big; /* channels granted > 128 (1.1) or at all */
 static uint8_t ring[RING][OX_ETH_HLEN + 9000];
 static size_t ring_len[RING];
-static unsigned ring_n;              /* unacknowledged, oldest at index 0 */
+static unsigned ring_n; /* unacknowledged, oldest at index 0 */
 static bool ack_owed;
-static uint32_t owed_d;              /* D flits consumed, not yet returned */
+static uint32_t owed_d; /* D flits consumed, not yet returned */
 
 struct req {
 	struct ox_msg m;
 	uint8_t data[1024], pmask[128];
 	bool busy, done;
-	uint32_t frame_seq;    /* the frame that carried the request */
+	uint32_t frame_seq; /* the frame that carried the request */
 	uint8_t d_opcode, denied, corrupt;
 	uint8_t got[1024];
 };
@@ -120,9 +123,12 @@ static void send_frame(const struct ox_msg *m, unsigned n, uint8_t type, uint8_t
 			fprintf(stderr, "ox-conform: message %u does not fit\n", i);
 			exit(2);
 		}
-	struct ox_tloe h = { .type = a.mode == OX_MODE_11 ? type : 0, .seq = next_tx,
-			     .seq_ack = ox_seq_sub(next_rx, 1), .ack = 1,
-			     .credit_ch = cch, .credit = cexp };
+	struct ox_tloe h = { .type = a.mode == OX_MODE_11 ? type : 0,
+			     .seq = next_tx,
+			     .seq_ack = ox_seq_sub(next_rx, 1),
+			     .ack = 1,
+			     .credit_ch = cch,
+			     .credit = cexp };
 	ring_len[ring_n] = OX_ETH_HLEN + ox_enc_finish(&e, &h);
 	next_tx = ox_seq_add(next_tx, 1);
 	ox_link_send(L, f, ring_len[ring_n++]);
@@ -138,7 +144,8 @@ static void send_ackonly(void)
 	 * acknowledged, which it drops as a duplicate after reading the ack */
 	struct ox_tloe h = { .type = a.mode == OX_MODE_11 ? OX_T_ACKONLY : 0,
 			     .seq = a.mode == OX_MODE_11 ? next_tx : ackd,
-			     .seq_ack = ox_seq_sub(next_rx, 1), .ack = 1 };
+			     .seq_ack = ox_seq_sub(next_rx, 1),
+			     .ack = 1 };
 	ox_eth_write(f, a.peer, L->mac, OX_ETHERTYPE_DEFAULT);
 	ox_enc_begin(&e, f + OX_ETH_HLEN, OX_MIN_PAYLOAD, false);
 	ox_link_send(L, f, OX_ETH_HLEN + ox_enc_finish(&e, &h));
@@ -176,7 +183,7 @@ static void deliver(struct ox_msg *m, uint32_t seq_ack)
 	if (m->size != r->m.size)
 		fail("response size differs from the request's", m->size);
 	else if (m->opcode == OX_D_ACCESSACKDATA && !m->corrupt) {
-		m->addr = r->m.addr;     /* picks the byte lanes of narrow data */
+		m->addr = r->m.addr; /* picks the byte lanes of narrow data */
 		ox_msg_read(m, r->got, a.verbatim);
 	}
 }
@@ -203,7 +210,7 @@ static int poll_in(uint64_t timeout_ns)
 	if (a.mode == OX_MODE_11 && fr.h.type == OX_T_ACKONLY)
 		return 1;
 	if (fr.h.seq != next_rx) {
-		ack_owed = true;         /* duplicate or gap: say where we are */
+		ack_owed = true; /* duplicate or gap: say where we are */
 		return 1;
 	}
 	next_rx = ox_seq_add(next_rx, 1);
@@ -236,7 +243,7 @@ static bool pump(bool (*cond)(void), double seconds)
 			quiet = ox_now_ns();
 		}
 		if (owed_d >= 64 && ring_n < RING)
-			send_frame(NULL, 0, OX_T_NORMAL, 0, 0);   /* credit alone */
+			send_frame(NULL, 0, OX_T_NORMAL, 0, 0); /* credit alone */
 		if (ack_owed)
 			send_ackonly();
 	}
@@ -268,9 +275,14 @@ static struct req *new_req(unsigned op, unsigned param, unsigned size, uint64_t 
 	struct req *r = &q[nq];
 	memset(r, 0, sizeof(*r));
 	r->busy = true;
-	r->m = (struct ox_msg){ .chan = OX_CH_A, .opcode = (uint8_t)op, .param = (uint8_t)param,
-				.size = (uint8_t)size, .source = nq, .addr = a.base + off,
-				.data = r->data, .pmask = r->pmask };
+	r->m = (struct ox_msg){ .chan = OX_CH_A,
+				.opcode = (uint8_t)op,
+				.param = (uint8_t)param,
+				.size = (uint8_t)size,
+				.source = nq,
+				.addr = a.base + off,
+				.data = r->data,
+				.pmask = r->pmask };
 	nq++;
 	return r;
 }
@@ -316,9 +328,10 @@ static void run_batch(void)
 		unsigned open_n = 0;
 		for (unsigned k = 0; k < nq; k++)
 			open_n += q[k].busy && !q[k].done;
-		fprintf(stderr, "ox-conform: %u of %u requests unanswered (next_rx %u, "
-			"%u frames unacknowledged, A credit %lld)\n", open_n, nq, next_rx, ring_n,
-			(long long)credit[OX_CH_A]);
+		fprintf(stderr,
+			"ox-conform: %u of %u requests unanswered (next_rx %u, "
+			"%u frames unacknowledged, A credit %lld)\n",
+			open_n, nq, next_rx, ring_n, (long long)credit[OX_CH_A]);
 		exit(2);
 	}
 	for (unsigned k = 0; k < nq; k++)
@@ -419,7 +432,8 @@ static void c_partial(void)
 		nq = 0;
 		struct req *g = new_req(OX_A_GET, 0, s < 3 ? 3 : s, off & ~7ull);
 		run_batch();
-		check_data(g, model + (off & ~7ull), s < 3 ? 8 : 1u << s, "data after PutPartialData");
+		check_data(g, model + (off & ~7ull), s < 3 ? 8 : 1u << s,
+			   "data after PutPartialData");
 	}
 }
 
@@ -437,17 +451,26 @@ static uint64_t amo(unsigned op, unsigned param, uint64_t o, uint64_t v, unsigne
 	v &= mask;
 	if (op == OX_A_LOGIC)
 		switch (param) {
-		case OX_XOR: return o ^ v;
-		case OX_OR: return o | v;
-		case OX_AND: return o & v;
-		default: return v;
+		case OX_XOR:
+			return o ^ v;
+		case OX_OR:
+			return o | v;
+		case OX_AND:
+			return o & v;
+		default:
+			return v;
 		}
 	switch (param) {
-	case OX_MIN: return (int64_t)sx(v, bytes) < (int64_t)sx(o, bytes) ? v : o;
-	case OX_MAX: return (int64_t)sx(v, bytes) > (int64_t)sx(o, bytes) ? v : o;
-	case OX_MINU: return v < o ? v : o;
-	case OX_MAXU: return v > o ? v : o;
-	default: return (o + v) & mask;
+	case OX_MIN:
+		return (int64_t)sx(v, bytes) < (int64_t)sx(o, bytes) ? v : o;
+	case OX_MAX:
+		return (int64_t)sx(v, bytes) > (int64_t)sx(o, bytes) ? v : o;
+	case OX_MINU:
+		return v < o ? v : o;
+	case OX_MAXU:
+		return v > o ? v : o;
+	default:
+		return (o + v) & mask;
 	}
 }
 
@@ -459,7 +482,8 @@ static void c_atomic(void)
 		unsigned n = 1u << s;
 		for (unsigned op = OX_A_ARITH; op <= OX_A_LOGIC; op++)
 			for (unsigned param = 0; param <= (op == OX_A_ARITH ? 4u : 3u); param++) {
-				uint64_t off = (rnd() % (a.span / 8)) * 8 + ((rnd() % 8) & ~(n - 1ull));
+				uint64_t off =
+					(rnd() % (a.span / 8)) * 8 + ((rnd() % 8) & ~(n - 1ull));
 				uint64_t before = 0, v = rnd();
 				memcpy(&before, model + off, n);
 				nq = 0;
@@ -469,7 +493,8 @@ static void c_atomic(void)
 				uint64_t old = 0, after = amo(op, param, before, v, n);
 				memcpy(&old, r->got, n);
 				if (r->d_opcode != OX_D_ACCESSACKDATA || r->denied || old != before)
-					fail(op == OX_A_ARITH ? "ArithmeticData old value" : "LogicalData old value",
+					fail(op == OX_A_ARITH ? "ArithmeticData old value"
+							      : "LogicalData old value",
 					     r->m.addr);
 				else
 					n_bytes += n;
@@ -532,7 +557,8 @@ static unsigned chans(const char *s)
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: ox-conform --iface IF --peer MAC --base ADDR [--len N] "
+	fprintf(stderr,
+		"usage: ox-conform --iface IF --peer MAC --base ADDR [--len N] "
 		"[--mode 11|103] [--verbatim] [--grant CHANS:EXP]... [--wait CHANS] "
 		"[--checks LIST] [--max-log2 N] [--frame-flits N] [--no-credit] [--match-ack] [--open-only] [--seed N]\n");
 	return 2;
@@ -543,23 +569,47 @@ int main(int argc, char **argv)
 	bool have_peer = false;
 	for (int i = 1; i < argc; i++) {
 		const char *s = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-		if (!strcmp(s, "--verbatim")) { a.verbatim = true; continue; }
-		if (!strcmp(s, "--open-only")) { a.open_only = true; continue; }
-		if (!strcmp(s, "--no-credit")) { a.no_credit = true; continue; }
-		if (!strcmp(s, "--match-ack")) { a.match_ack = true; continue; }
+		if (!strcmp(s, "--verbatim")) {
+			a.verbatim = true;
+			continue;
+		}
+		if (!strcmp(s, "--open-only")) {
+			a.open_only = true;
+			continue;
+		}
+		if (!strcmp(s, "--no-credit")) {
+			a.no_credit = true;
+			continue;
+		}
+		if (!strcmp(s, "--match-ack")) {
+			a.match_ack = true;
+			continue;
+		}
 		if (!v)
 			return usage();
 		i++;
-		if (!strcmp(s, "--iface")) a.ifname = v;
-		else if (!strcmp(s, "--peer")) { if (parse_mac(v, a.peer)) return usage(); have_peer = true; }
-		else if (!strcmp(s, "--base")) a.base = strtoull(v, NULL, 0);
-		else if (!strcmp(s, "--len")) a.len = strtoull(v, NULL, 0);
-		else if (!strcmp(s, "--mode")) a.mode = !strcmp(v, "103") ? OX_MODE_103 : OX_MODE_11;
-		else if (!strcmp(s, "--wait")) a.wait_mask = chans(v);
-		else if (!strcmp(s, "--checks")) a.checks = v;
-		else if (!strcmp(s, "--seed")) a.seed = strtoull(v, NULL, 0) | 1;
-		else if (!strcmp(s, "--max-log2")) a.max_log2 = (unsigned)atoi(v);
-		else if (!strcmp(s, "--frame-flits")) a.frame_flits = (unsigned)atoi(v);
+		if (!strcmp(s, "--iface"))
+			a.ifname = v;
+		else if (!strcmp(s, "--peer")) {
+			if (parse_mac(v, a.peer))
+				return usage();
+			have_peer = true;
+		} else if (!strcmp(s, "--base"))
+			a.base = strtoull(v, NULL, 0);
+		else if (!strcmp(s, "--len"))
+			a.len = strtoull(v, NULL, 0);
+		else if (!strcmp(s, "--mode"))
+			a.mode = !strcmp(v, "103") ? OX_MODE_103 : OX_MODE_11;
+		else if (!strcmp(s, "--wait"))
+			a.wait_mask = chans(v);
+		else if (!strcmp(s, "--checks"))
+			a.checks = v;
+		else if (!strcmp(s, "--seed"))
+			a.seed = strtoull(v, NULL, 0) | 1;
+		else if (!strcmp(s, "--max-log2"))
+			a.max_log2 = (unsigned)atoi(v);
+		else if (!strcmp(s, "--frame-flits"))
+			a.frame_flits = (unsigned)atoi(v);
 		else if (!strcmp(s, "--grant")) {
 			const char *c = strchr(v, ':');
 			unsigned m = chans(v), e = c ? (unsigned)atoi(c + 1) : 99;
@@ -570,12 +620,13 @@ int main(int argc, char **argv)
 					a.grant_ch[a.ngrant] = (uint8_t)ch;
 					a.grant_exp[a.ngrant++] = (uint8_t)e;
 				}
-		} else return usage();
+		} else
+			return usage();
 	}
 	if (!a.ifname || !have_peer || a.len < 4096 || a.len % 4096 || a.max_log2 < 3 ||
 	    a.max_log2 > 10)
 		return usage();
-	if (!a.ngrant) {           /* the usual: D, the channel we receive */
+	if (!a.ngrant) { /* the usual: D, the channel we receive */
 		a.grant_ch[0] = OX_CH_D;
 		a.grant_exp[0] = 16;
 		a.ngrant = 1;
@@ -594,7 +645,8 @@ int main(int argc, char **argv)
 		credit[ch] = start;
 
 	for (unsigned k = 0; k < a.ngrant; k++)
-		send_frame(NULL, 0, k == 0 ? OX_T_OPEN : OX_T_NORMAL, a.grant_ch[k], a.grant_exp[k]);
+		send_frame(NULL, 0, k == 0 ? OX_T_OPEN : OX_T_NORMAL, a.grant_ch[k],
+			   a.grant_exp[k]);
 	if (a.open_only) {
 		printf("open sent, leaving without a word\n");
 		ox_link_close(L);
@@ -620,9 +672,12 @@ int main(int argc, char **argv)
 		}
 		run_batch();
 	}
-	static const struct { const char *name; void (*fn)(void); } all[] = {
-		{ "words", c_words }, { "narrow", c_narrow }, { "partial", c_partial },
-		{ "atomic", c_atomic }, { "multi", c_multi }, { "denied", c_denied },
+	static const struct {
+		const char *name;
+		void (*fn)(void);
+	} all[] = {
+		{ "words", c_words },   { "narrow", c_narrow }, { "partial", c_partial },
+		{ "atomic", c_atomic }, { "multi", c_multi },   { "denied", c_denied },
 	};
 	for (unsigned i = 0; i < sizeof(all) / sizeof(all[0]); i++)
 		if (strstr(a.checks, all[i].name)) {
