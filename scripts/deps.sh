@@ -11,6 +11,9 @@ PKGS=(
 	redis-server redis-tools                     # the Redis comparison benchmark
 	gnuplot-nox                                  # the inference benchmark's chart
 	python3                                      # small helpers in benchmark scripts
+	libmicrohttpd-dev prometheus curl            # the node's /metrics, and its test
+	python3-dev python3-setuptools python3-pip   # the Python package (for /usr/bin/python3)
+	python3-numpy python3-torch
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -27,4 +30,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 	# the packaged redis-server starts a system instance; we run our own
 	systemctl disable --now redis-server >/dev/null 2>&1 || true
+	# likewise the packaged Prometheus; the metrics test starts its own
+	systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
 fi

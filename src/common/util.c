@@ -237,6 +237,19 @@ static uint64_t hist_value(unsigned b)
 	       ((1ull << (msb - 4)) >> 1);
 }
 
+uint64_t em_hist_bucket_max(unsigned b)
+{
+	unsigned msb, sub;
+
+	if (b < EM_HIST_SUB)
+		return b;
+	if (b >= EM_HIST_BUCKETS - EM_HIST_SUB)
+		return UINT64_MAX; /* the top buckets also take what overflows */
+	msb = b / EM_HIST_SUB + 3;
+	sub = b % EM_HIST_SUB;
+	return ((uint64_t)(EM_HIST_SUB + sub + 1) << (msb - 4)) - 1;
+}
+
 void em_hist_add(struct em_hist *h, uint64_t v)
 {
 	unsigned b = hist_bucket(v);

@@ -80,6 +80,8 @@ void em_hist_add(struct em_hist *h, uint64_t v);
 uint64_t em_hist_total(const struct em_hist *h);
 /* Value at quantile q in [0,1]; 0 when empty. */
 uint64_t em_hist_quantile(const struct em_hist *h, double q);
+/* The largest value that lands in bucket b (for cumulative exports). */
+uint64_t em_hist_bucket_max(unsigned b);
 
 /* Config files: "key = value" lines, '#' comments. Calls cb per pair;
  * stops and returns cb's non-zero result. */

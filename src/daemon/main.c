@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "common/util.h"
+#include "daemon/metrics.h"
 #include "daemon/ox_serve.h"
 #include "daemon/server.h"
 #include "ethermem.h"
@@ -32,6 +33,8 @@ static void usage(FILE *f)
 "                       sleeping (0: never spin)                  [50]\n"
 "  --port-file FILE     write the bound port there once listening\n"
 "  --config FILE        read 'key = value' settings (same names as the flags)\n"
+"  --metrics-listen HOST:PORT  serve Prometheus metrics at /metrics there\n"
+"                       (off by default; no HOST means 127.0.0.1)\n"
 "OmniXtend data path (raw Ethernet; TCP stays the control path):\n"
 "  --ox IFACE           serve OmniXtend on this interface too\n"
 "  --ox-ethertype 0xN   EtherType of OmniXtend frames                [0xAAAA]\n"
@@ -54,7 +57,7 @@ struct cfg {
 	struct em_server_opts o;
 	struct em_oxs_opts ox;
 	char ox_iface[64];
-	char listen[256], secret[4096], portfile[4096];
+	char listen[256], secret[4096], portfile[4096], metrics[256];
 	bool have_capacity;
 };
 
@@ -70,6 +73,8 @@ static int set_opt(struct cfg *c, const char *k, const char *v)
 		snprintf(c->listen, sizeof(c->listen), "%s", v);
 	} else if (!strcmp(k, "secret-file") || !strcmp(k, "secret_file")) {
 		snprintf(c->secret, sizeof(c->secret), "%s", v);
+	} else if (!strcmp(k, "metrics-listen")) {
+		snprintf(c->metrics, sizeof(c->metrics), "%s", v);
 	} else if (!strcmp(k, "port-file")) {
 		snprintf(c->portfile, sizeof(c->portfile), "%s", v);
 	} else if (!strcmp(k, "mlock")) {
@@ -170,7 +175,7 @@ int main(int argc, char **argv)
 		{ "secret-file", 1, 0, 's' }, { "mlock", 0, 0, 'm' },
 		{ "max-clients", 1, 0, 'M' }, { "io-timeout", 1, 0, 'T' },
 		{ "port-file", 1, 0, 'p' }, { "config", 1, 0, 'C' },
-		{ "poll-us", 1, 0, 'P' },
+		{ "poll-us", 1, 0, 'P' }, { "metrics-listen", 1, 0, 'H' },
 		{ "verbose", 0, 0, 'v' }, { "version", 0, 0, 'V' },
 		{ "ox", 1, 0, 'x' }, { "ox-ethertype", 1, 0, 'e' }, { "ox-mode", 1, 0, 'o' },
 		{ "ox-verbatim", 0, 0, 'b' }, { "ox-export", 1, 0, 'X' },
@@ -180,6 +185,7 @@ int main(int argc, char **argv)
 	};
 	struct cfg c = { 0 };
 	struct em_server *srv;
+	struct em_metrics *metrics = NULL;
 	sigset_t set;
 	int opt, rc;
 	const char *env;
@@ -208,6 +214,7 @@ int main(int argc, char **argv)
 		case 'T': rc = set_opt(&c, "io-timeout", optarg); break;
 		case 'p': rc = set_opt(&c, "port-file", optarg); break;
 		case 'P': rc = set_opt(&c, "poll-us", optarg); break;
+		case 'H': rc = set_opt(&c, "metrics-listen", optarg); break;
 		case 'v': rc = set_opt(&c, "verbose", "1"); break;
 		case 'x': rc = set_opt(&c, "ox", optarg); break;
 		case 'e': rc = set_opt(&c, "ox-ethertype", optarg); break;
@@ -266,7 +273,12 @@ int main(int argc, char **argv)
 	rc = em_server_create(&srv, &c.o);
 	if (rc)
 		return 1;
+	if (c.metrics[0] && em_metrics_start(&metrics, c.metrics, srv)) {
+		em_server_destroy(srv);
+		return 1;
+	}
 	rc = em_server_run(srv);
+	em_metrics_stop(metrics);
 	em_server_destroy(srv);
 	return rc ? 1 : 0;
 }

@@ -70,7 +70,7 @@ struct conn {
 	char peer[64];
 	uint8_t *rx, *tx, *basebuf;
 	size_t rpos, wpos, txlen, basecap;
-	uint64_t bytes_in, bytes_out;
+	uint64_t bytes_in, bytes_out; /* atomic: the metrics endpoint reads them */
 	uint64_t last_gap_ns;  /* how long the last wait for a request took */
 	struct conn *next, *prev;
 };
@@ -92,6 +92,7 @@ struct em_server {
 	uint64_t start_ns;
 	uint64_t ops[8], errs[8], bytes_in, bytes_out, auth_fail;
 	struct em_hist lat[3];
+	uint64_t lat_sum_ns[3]; /* for the metrics' histogram sums */
 	struct em_oxs *ox;     /* --ox: the OmniXtend data path, else NULL */
 	bool stopping;
 };
@@ -113,7 +114,7 @@ static int conn_write(struct conn *c, const struct iovec *iov, int n)
 	memcpy(local, iov, (size_t)n * sizeof(*iov));
 	for (int i = 0; i < n; i++)
 		total += local[i].iov_len;
-	c->bytes_out += total;
+	count(&c->bytes_out, total);
 	while (n > 0) {
 		struct msghdr mh = { .msg_iov = local, .msg_iovlen = (size_t)n };
 		ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
@@ -396,13 +397,15 @@ static int do_list(struct conn *c, const struct em_hdr *h)
 	return rc;
 }
 
-static int do_status(struct conn *c, const struct em_hdr *h)
+/* The node's counters in the status message's layout (wire.h's EM_ST_*),
+ * shared by the status request and the metrics endpoint. Bytes of the
+ * connections still open are added to those of the closed ones. */
+static void status_values(struct em_server *s, uint64_t v[EM_ST__COUNT])
 {
-	struct em_server *s = c->srv;
 	struct em_store_stats ss;
-	uint8_t out[EM_STATUS_LEN];
-	uint64_t v[EM_ST__COUNT] = { 0 };
+	uint64_t in, out;
 
+	memset(v, 0, EM_ST__COUNT * sizeof(v[0]));
 	em_store_stats(s->st, &ss);
 	v[EM_ST_CAPACITY] = ss.capacity;
 	v[EM_ST_USED] = ss.used;
@@ -410,11 +413,17 @@ static int do_status(struct conn *c, const struct em_hdr *h)
 	v[EM_ST_NAMED] = ss.named;
 	pthread_mutex_lock(&s->lock);
 	v[EM_ST_CLIENTS] = (uint64_t)s->nauthed;
+	in = __atomic_load_n(&s->bytes_in, __ATOMIC_RELAXED);
+	out = __atomic_load_n(&s->bytes_out, __ATOMIC_RELAXED);
+	for (struct conn *c = s->conns; c; c = c->next) {
+		in += __atomic_load_n(&c->bytes_in, __ATOMIC_RELAXED);
+		out += __atomic_load_n(&c->bytes_out, __ATOMIC_RELAXED);
+	}
 	pthread_mutex_unlock(&s->lock);
 	v[EM_ST_HUGE] = ss.huge;
 	v[EM_ST_UPTIME] = (em_now_ns() - s->start_ns) / 1000000000ull;
-	v[EM_ST_BYTES_IN] = __atomic_load_n(&s->bytes_in, __ATOMIC_RELAXED) + c->bytes_in;
-	v[EM_ST_BYTES_OUT] = __atomic_load_n(&s->bytes_out, __ATOMIC_RELAXED) + c->bytes_out;
+	v[EM_ST_BYTES_IN] = in;
+	v[EM_ST_BYTES_OUT] = out;
 	v[EM_ST_AUTHFAIL] = __atomic_load_n(&s->auth_fail, __ATOMIC_RELAXED);
 	for (int i = 0; i < 8; i++) {
 		v[EM_ST_OPS0 + i] = __atomic_load_n(&s->ops[i], __ATOMIC_RELAXED);
@@ -427,6 +436,24 @@ static int do_status(struct conn *c, const struct em_hdr *h)
 	}
 	if (s->ox)
 		em_oxs_status(s->ox, v);
+}
+
+void em_server_snapshot(struct em_server *s, struct em_server_snapshot *snap)
+{
+	status_values(s, snap->v);
+	for (int i = 0; i < 3; i++) {
+		for (unsigned b = 0; b < EM_HIST_BUCKETS; b++)
+			snap->lat[i].count[b] = __atomic_load_n(&s->lat[i].count[b], __ATOMIC_RELAXED);
+		snap->lat_sum_ns[i] = __atomic_load_n(&s->lat_sum_ns[i], __ATOMIC_RELAXED);
+	}
+}
+
+static int do_status(struct conn *c, const struct em_hdr *h)
+{
+	uint8_t out[EM_STATUS_LEN];
+	uint64_t v[EM_ST__COUNT];
+
+	status_values(c->srv, v);
 	return reply(c, h, 0, out, (uint32_t)em_status_encode(out, sizeof(out), v), 0, 0, 0);
 }
 
@@ -560,7 +587,7 @@ static int conn_take(struct conn *c, uint8_t *dst, size_t n)
 			continue;
 		if (got <= 0)
 			return got == 0 ? -ECONNRESET : -errno;
-		c->bytes_in += (size_t)got;
+		count(&c->bytes_in, (uint64_t)got);
 		n -= (size_t)got;
 		if (dst)
 			dst += got;
@@ -754,8 +781,11 @@ static int serve(struct conn *c, const struct em_hdr *h, bool buffered)
 	}
 	if (cl >= 0) {
 		count(&c->srv->ops[cl], 1);
-		if (cl <= CL_ATOMIC)
-			em_hist_add(&c->srv->lat[cl], em_now_ns() - t0);
+		if (cl <= CL_ATOMIC) {
+			uint64_t dt = em_now_ns() - t0;
+			em_hist_add(&c->srv->lat[cl], dt);
+			count(&c->srv->lat_sum_ns[cl], dt);
+		}
 		/* a reply whose status word is non-zero counts as an error */
 		if (c->txlen > txbefore && em_hdr_status(c->tx + txbefore) != 0)
 			count(&c->srv->errs[cl], 1);
@@ -859,7 +889,7 @@ static int conn_loop(struct conn *c)
 		}
 		if (n < 0)
 			return -errno;
-		c->bytes_in += (size_t)n;
+		count(&c->bytes_in, (uint64_t)n);
 		c->wpos += (size_t)n;
 	}
 }
@@ -977,10 +1007,12 @@ static void *conn_main(void *arg)
 		pthread_mutex_unlock(&s->lock);
 		session_detach(s, c->sess);
 	}
-	count(&s->bytes_in, c->bytes_in);
-	count(&s->bytes_out, c->bytes_out);
 	close(c->fd);
 	pthread_mutex_lock(&s->lock);
+	/* folded in under the lock that guards the list, so a snapshot never
+	 * counts a connection twice or not at all (counters stay monotonic) */
+	count(&s->bytes_in, c->bytes_in);
+	count(&s->bytes_out, c->bytes_out);
 	if (c->prev)
 		c->prev->next = c->next;
 	else

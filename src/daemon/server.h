@@ -9,6 +9,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/util.h"
+#include "common/wire.h"
+
 struct em_server;
 struct em_oxs_opts;
 
@@ -29,6 +32,16 @@ int em_server_create(struct em_server **out, const struct em_server_opts *o);
  * thread), then stops accepting, lets in-flight requests finish, returns 0. */
 int em_server_run(struct em_server *s);
 void em_server_destroy(struct em_server *s);
+
+/* A consistent copy of the node's counters for the metrics endpoint:
+ * v in the status message's layout (wire.h's EM_ST_*), and the service-time
+ * histograms of reads, writes and atomics with their sums. */
+struct em_server_snapshot {
+	uint64_t v[EM_ST__COUNT];
+	struct em_hist lat[3];
+	uint64_t lat_sum_ns[3];
+};
+void em_server_snapshot(struct em_server *s, struct em_server_snapshot *snap);
 
 /* For the fuzz target: runs one authenticated connection's request stream
  * from memory, replies discarded. */

@@ -1,0 +1,75 @@
+#!/bin/bash
+# test_metrics.sh - a node's /metrics as operators meet it: the exposition
+# passes promtool's checks, the counters move with real traffic, and Debian's
+# Prometheus scrapes the node and answers a query for the series through its
+# HTTP API. Skips (77) only when Prometheus is not installed.
+. "$(dirname "$0")/lib.sh"
+need_cmd prometheus # scripts/deps.sh installs it
+need_cmd promtool
+need_cmd curl
+E="$B/ethermem"
+
+"$B/ethermemd" --capacity 16M --secret-file "$T/secret" --metrics-listen nohost:x 2>"$T/err" &&
+	fail "a bad --metrics-listen must fail"
+grep -q metrics-listen "$T/err" || fail "bad --metrics-listen message: $(cat "$T/err")"
+
+start_node a 64M --metrics-listen 127.0.0.1:0
+MPORT=$(sed -n 's|.*metrics on http://127.0.0.1:\([0-9]*\)/metrics.*|\1|p' "$T/a.log")
+[ -n "$MPORT" ] || fail "no metrics address in the log: $(cat "$T/a.log")"
+M="http://127.0.0.1:$MPORT/metrics"
+export ETHERMEM_NODES="tcp://127.0.0.1:$PORT_a"
+
+curl -sf "$M" > "$T/m0" || fail "GET /metrics"
+promtool check metrics < "$T/m0" || fail "promtool check metrics"
+for s in ethermem_capacity_bytes ethermem_used_bytes ethermem_clients 'ethermem_ops_total{op="read"}'; do
+	grep -q "^$s " "$T/m0" || fail "$s missing"
+done
+grep -q '^ethermem_capacity_bytes 67108864$' "$T/m0" || fail "capacity"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$MPORT/other")" = 404 ] || fail "404"
+
+# traffic: 1 MiB in and out of a region
+head -c 1M /dev/urandom > "$T/in"
+"$E" import "$T/in" data >/dev/null || fail import
+"$E" export data "$T/out" >/dev/null || fail export
+cmp -s "$T/in" "$T/out" || fail "round trip"
+curl -sf "$M" > "$T/m1" || fail "GET /metrics after traffic"
+v() { sed -n "s/^$1 //p" "$2"; }
+[ "$(v 'ethermem_ops_total{op="read"}' "$T/m1")" -gt 0 ] || fail "reads not counted"
+[ "$(v 'ethermem_ops_total{op="write"}' "$T/m1")" -gt 0 ] || fail "writes not counted"
+[ "$(v ethermem_used_bytes "$T/m1")" -ge 1048576 ] || fail "used bytes"
+[ "$(v ethermem_named_regions "$T/m1")" = 1 ] || fail "named regions"
+[ "$(v ethermem_received_bytes_total "$T/m1")" -ge 1048576 ] || fail "bytes in"
+[ "$(v ethermem_sent_bytes_total "$T/m1")" -ge 1048576 ] || fail "bytes out"
+# a histogram's +Inf bucket and count agree with the read counter
+[ "$(v 'ethermem_op_duration_seconds_count{op="read"}' "$T/m1")" = \
+  "$(v 'ethermem_ops_total{op="read"}' "$T/m1")" ] || fail "read histogram count"
+[ "$(v 'ethermem_op_duration_seconds_bucket{op="read",le="+Inf"}' "$T/m1")" = \
+  "$(v 'ethermem_op_duration_seconds_count{op="read"}' "$T/m1")" ] || fail "+Inf bucket"
+
+# a real Prometheus on a free loopback port
+PPORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$T/prom.yml" <<YML
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: ethermem
+    static_configs:
+      - targets: ['127.0.0.1:$MPORT']
+YML
+FAIL_SHOW="$FAIL_SHOW $T/prom.log"
+spawn prometheus --config.file="$T/prom.yml" --storage.tsdb.path="$T/tsdb" \
+	--web.listen-address="127.0.0.1:$PPORT" 2>"$T/prom.log"
+Q="http://127.0.0.1:$PPORT/api/v1/query"
+scraped() {
+	curl -sf -G "$Q" --data-urlencode 'query=ethermem_ops_total{op="read"}' > "$T/q" 2>/dev/null &&
+		grep -q '"value":\[' "$T/q"
+}
+wait_for 30 "Prometheus to scrape the node" scraped
+grep -q '"status":"success"' "$T/q" || fail "prometheus query: $(cat "$T/q")"
+grep -q '"job":"ethermem"' "$T/q" || fail "no scraped series: $(cat "$T/q")"
+reads=$(sed -n 's/.*"value":\[[0-9.]*,"\([0-9]*\)"\].*/\1/p' "$T/q")
+[ -n "$reads" ] && [ "$reads" -gt 0 ] || fail "scraped read counter: $(cat "$T/q")"
+curl -sf -G "$Q" --data-urlencode 'query=ethermem_capacity_bytes' | grep -q '"67108864"' ||
+	fail "scraped capacity"
+curl -sf -G "$Q" --data-urlencode 'query=up{job="ethermem"}' | grep -q '"1"\]' || fail "target up"
+echo "ok: scraped $reads reads through Prometheus on port $PPORT"
