@@ -1,6 +1,7 @@
 /*
  * pager_io.c - the two facts of a pool and a region that the pager needs
- * and the public API does not give (pager_io.h says why they are private).
+ * and the public API does not give, and the hook by which the pager hears
+ * that a pool closes (pager_io.h says why they are private).
  */
 #include "lib/pager_io.h"
 #include "lib/internal.h"
@@ -9,6 +10,8 @@ const char *em_region_label(const em_region *region)
 {
 	return region->named ? region->name : "(anonymous region)";
 }
+
+void (*em_pool_close_hook)(em_pool *pool);
 
 int em_pool_timeout_ms(const em_pool *pool)
 {

@@ -8,9 +8,10 @@
  * because a queue created with room for its full depth allocates nothing on
  * those calls and the handler runs only at an application load or store,
  * never inside the library. What the public API does not give is the two
- * facts below, which em_map needs to fill in its defaults; they are kept
- * here rather than in ethermem.h because no program has asked for them and
- * every public call is a promise the ABI must keep.
+ * facts below, which em_map needs to fill in its defaults, and a hook that
+ * tells the pager a pool is closing; they are kept here rather than in
+ * ethermem.h because no program has asked for them and every public call is
+ * a promise the ABI must keep.
  */
 #ifndef EM_PAGER_IO_H
 #define EM_PAGER_IO_H
@@ -23,5 +24,12 @@ const char *em_region_label(const em_region *region);
  * ETHERMEM_TIMEOUT_MS or the config file, else the default): a mapping's
  * fetches wait that long unless em_map_opts.timeout_ms says otherwise. */
 int em_pool_timeout_ms(const em_pool *pool);
+
+/* Set by the pager when it first maps a region of some pool, and called
+ * first thing by em_pool_close: the channels (em_queues) the pager opened
+ * on the pool must close before the pool is freed, or a later pool at the
+ * same address would find them, over a session that is gone. Set and read
+ * atomically. */
+extern void (*em_pool_close_hook)(em_pool *pool);
 
 #endif

@@ -20,6 +20,7 @@
 #include "common/abi.h"
 #include "common/util.h"
 #include "lib/internal.h"
+#include "lib/pager_io.h"
 
 _Static_assert(EM_MAX_SEG == EM_LAYOUT_MAX_SEG && EM_MAX_PATTERN == EM_LAYOUT_MAX_PATTERN,
 	       "a region holds what a layout can say");
@@ -252,8 +253,12 @@ static void untrack(em_region *r)
 
 void em_pool_close(em_pool *pool)
 {
+	void (*hook)(em_pool *);
+
 	if (!pool)
 		return;
+	if ((hook = __atomic_load_n(&em_pool_close_hook, __ATOMIC_ACQUIRE)))
+		hook(pool);
 	/* handles the caller left open: the nodes drop them with the session */
 	while (pool->regions) {
 		em_region *r = pool->regions;

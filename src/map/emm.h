@@ -61,6 +61,9 @@ int emm_fault_mode(void);
 struct emm_source; /* one backend instance (one pool), with its channels */
 /* Finds the source for (ops, bctx) or creates it with its channels. */
 int emm_source_get(const struct emm_backend_ops *ops, void *bctx, struct emm_source **out);
+/* The backend instance bctx is going away (its pool closes): closes the
+ * source's channels and frees it, unless a mapping still uses it. */
+void emm_source_drop(const struct emm_backend_ops *ops, void *bctx);
 
 #define EMM_MAP_FRESH 0x100u /* internal: backing is known zero until written back */
 

@@ -87,6 +87,12 @@ static const struct emm_backend_ops emm_pool_ops = {
 	.wait = emm_pool_wait,
 };
 
+/* em_pool_close's hook: the engine's channels on the pool go first. */
+static void emm_pool_closing(em_pool *pool)
+{
+	emm_source_drop(&emm_pool_ops, pool);
+}
+
 static void emm_default_cache(void)
 {
 	static int done;
@@ -128,6 +134,7 @@ int em_map(em_region *region, const struct em_map_opts *opts, void **addr)
 		o.length = size - o.offset;
 	if (!o.length)
 		return -ERANGE;
+	__atomic_store_n(&em_pool_close_hook, emm_pool_closing, __ATOMIC_RELEASE);
 	rc = emm_source_get(&emm_pool_ops, em_region_pool(region), &p.src);
 	if (rc)
 		return rc;

@@ -51,6 +51,38 @@ static void emm_reclaim_locked(void)
 	}
 }
 
+/* The pool behind bctx is closing: its source (channels and staging) goes
+ * with it, unless a mapping still uses it. */
+void emm_source_drop(const struct emm_backend_ops *ops, void *bctx)
+{
+	struct emm_source **pp, *s;
+
+	pthread_mutex_lock(&emm_g.mu);
+	emm_reclaim_locked();
+	for (pp = &emm_g.sources; (s = *pp); pp = &s->next)
+		if (s->ops == ops && s->bctx == bctx)
+			break;
+	/* a mapping left over a closing pool breaks the ownership rule; its
+	 * channels stay rather than be freed under it */
+	for (int i = 0; s && i < EMM_MAX_MAPS; i++) {
+		struct emm_mapping *m = atomic_load(&emm_g.maps[i]);
+		if (m && m->src == s)
+			s = NULL;
+	}
+	for (struct emm_mapping *m = emm_g.retired; s && m; m = m->retired_next)
+		if (m->src == s)
+			s = NULL;
+	if (s) {
+		*pp = s->next;
+		for (int i = 0; i < EMM_SLOTS; i++) {
+			s->ops->chan_close(s->slot[i].chan);
+			munmap(s->slot[i].staging, EMM_DEPTH * EMM_CELL);
+		}
+		free(s);
+	}
+	pthread_mutex_unlock(&emm_g.mu);
+}
+
 int emm_map_range(const struct emm_map_params *p, void **addr)
 {
 	struct emm_mapping *m;

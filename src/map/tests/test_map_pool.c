@@ -16,6 +16,11 @@
  *              number of huge pages, checked to be hugetlb-backed through
  *              /proc/self/smaps; read-only sharing on huge pages; and the
  *              4 KiB fallback when ETHERMEM_MAP_HUGE=0.
+ *   reconnect: pools connected, mapped, unmapped and closed one after
+ *              another: each mapping reads its own data, and a closed pool
+ *              leaves nothing on the node (the engine's connections on it
+ *              close with it, so its session and anonymous regions go; left
+ *              open, a later pool at the same address would reuse them).
  * Run as root (userfaultfd); exit 0 pass, 1 fail, 77 skip.
  */
 #include "harness.h"
@@ -347,6 +352,55 @@ static int timeout_case(struct t_node *node, const char *secret)
 	return 0;
 }
 
+/* Each round: a fresh pool, an anonymous region written with a pattern of
+ * its own, mapped, read through the mapping, unmapped, closed. */
+static int reconnect(struct t_node *node, const char *secret)
+{
+	em_pool *obs = t_connect_ok(node, 1, secret);
+	struct em_node_status before = { .size = sizeof(before) }, after = { .size = sizeof(after) };
+
+	CHECK(em_pool_status(obs, &before, 1) == 1);
+	for (uint64_t round = 0; round < 8; round++) {
+		em_pool *p = t_connect_ok(node, 1, secret);
+		size_t n = 1u << 17; /* words: 1 MiB */
+		uint64_t *buf = malloc(n * 8), *m;
+		struct em_map_opts mo = { .size = sizeof(mo) };
+		em_region *r;
+
+		CHECK(buf);
+		for (size_t i = 0; i < n; i++)
+			buf[i] = (round << 56) | i;
+		CHECK(em_region_create(p, NULL, n * 8, NULL, &r) == 0);
+		CHECK(em_write(r, 0, buf, n * 8) == 0);
+		CHECK(em_map(r, &mo, (void **)&m) == 0);
+		for (size_t i = 0; i < n; i += 509)
+			if (m[i] != buf[i]) {
+				fprintf(stderr, "round %llu word %zu: %llx\n", (unsigned long long)round, i,
+					(unsigned long long)m[i]);
+				return 1;
+			}
+		CHECK(em_unmap(m) == 0);
+		CHECK(em_region_close(r) == 0);
+		em_pool_close(p);
+		free(buf);
+	}
+	/* the node notices closed connections at once, but give it a moment */
+	for (int i = 0; i < 200; i++) {
+		CHECK(em_pool_status(obs, &after, 1) == 1);
+		if (after.clients == before.clients && after.used == before.used)
+			break;
+		t_sleep_ms(10);
+	}
+	if (after.clients != before.clients || after.used != before.used) {
+		fprintf(stderr, "closed pools left %u connections and %llu bytes on the node\n",
+			after.clients - before.clients,
+			(unsigned long long)(after.used - before.used));
+		return 1;
+	}
+	em_pool_close(obs);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *what = argc > 1 ? argv[1] : "integrity";
@@ -370,6 +424,8 @@ int main(int argc, char **argv)
 		rc = shared(&node, secret);
 	else if (!strcmp(what, "timeout"))
 		rc = timeout_case(&node, secret);
+	else if (!strcmp(what, "reconnect"))
+		rc = reconnect(&node, secret);
 	em_pool_close(pool);
 	t_node_stop(&node, SIGTERM);
 	t_cleanup();
