@@ -1,6 +1,8 @@
 #!/bin/bash
 # test.sh - the whole test suite, as CI runs it (.ci/run calls this):
-#   1. a -Werror build with gcc and every ctest test;
+#   1. a -Werror build with gcc and every ctest test, then the Python
+#      package installed for /usr/bin/python3 from that build (scripts/python.sh)
+#      and imported from another directory;
 #   2. the same tests built with AddressSanitizer + UndefinedBehaviorSanitizer;
 #   3. the mapping tests under ThreadSanitizer;
 #   4. the fuzz targets with clang's libFuzzer, for a bounded time each
@@ -46,6 +48,13 @@ leg() {
 }
 
 leg default
+# The package as users get it: installed against the default leg's library.
+echo "== python package install"
+if scripts/python.sh build > "$LOGS/python.log" 2>&1; then
+	PASS=$((PASS + 1)); tail -1 "$LOGS/python.log"
+else
+	FAIL=$((FAIL + 1)); tail -30 "$LOGS/python.log"; echo "python package install: failed"
+fi
 leg asan
 leg tsan
 leg fuzz ${EM_FUZZ_SECONDS:+-DEM_FUZZ_SECONDS=$EM_FUZZ_SECONDS}
