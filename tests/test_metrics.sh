@@ -2,7 +2,8 @@
 # test_metrics.sh - a node's /metrics as operators meet it: the exposition
 # passes promtool's checks, the counters move with real traffic, and Debian's
 # Prometheus scrapes the node and answers a query for the series through its
-# HTTP API. Skips (77) only when Prometheus is not installed.
+# HTTP API; `ethermem status --watch` redraws the counters with rates.
+# Skips (77) only when Prometheus is not installed.
 . "$(dirname "$0")/lib.sh"
 need_cmd prometheus # scripts/deps.sh installs it
 need_cmd promtool
@@ -45,6 +46,12 @@ v() { sed -n "s/^$1 //p" "$2"; }
   "$(v 'ethermem_ops_total{op="read"}' "$T/m1")" ] || fail "read histogram count"
 [ "$(v 'ethermem_op_duration_seconds_bucket{op="read",le="+Inf"}' "$T/m1")" = \
   "$(v 'ethermem_op_duration_seconds_count{op="read"}' "$T/m1")" ] || fail "+Inf bucket"
+
+# the same counters at a terminal: two frames, the second with rates
+"$E" status --watch 0.2 --count 2 > "$T/watch" || fail "status --watch"
+[ "$(grep -c 'ethermem status, every 0.2 s' "$T/watch")" = 2 ] || fail "two frames: $(cat "$T/watch")"
+[ "$(grep -c 'per second: read' "$T/watch")" = 1 ] || fail "rates in the second frame"
+"$E" status --watch 0 2>/dev/null && fail "--watch 0 must be refused"
 
 # a real Prometheus on a free loopback port
 PPORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "ethermem.h"
@@ -171,38 +173,16 @@ static void human(uint64_t b, char *out, size_t n)
 	snprintf(out, n, i ? "%.1f %s" : "%.0f %s", v, u[i]);
 }
 
-static int cmd_status(int argc, char **argv, struct em_cli_pool *cp)
+/* One refresh of `ethermem status`: every node, and with prev (the last
+ * refresh, interval seconds ago) the rates since then. */
+static void status_print(const struct em_node_status *st, int n, bool json,
+			 const struct em_node_status *prev, double interval)
 {
 	static const char *opn[EM_STAT_OPS] = { "read", "write", "atomic", "create",
 						"open", "delete", "list", "status" };
-	struct em_node_status st[64] = { { .size = sizeof(st[0]) } };
-	bool json = false;
-	em_pool *pool;
-	int n;
 
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--json")) {
-			json = true;
-		} else if (!strcmp(argv[i], "--help")) {
-			printf("usage: ethermem status [--json]\nPrints every node's capacity, "
-			       "use, regions, clients, per-operation counters and service-time "
-			       "percentiles.\n\n%s", pool_help);
-			return 0;
-		} else {
-			fprintf(stderr, "ethermem status: unknown argument '%s'\n", argv[i]);
-			return 2;
-		}
-	}
-	if (em_cli_connect(cp, &pool, "ethermem status"))
-		return 1;
-	n = em_pool_status(pool, st, 64);
-	if (n < 0) {
-		fprintf(stderr, "ethermem status: %s\n", em_strerror(n));
-		em_pool_close(pool);
-		return 1;
-	}
 	for (int i = 0; i < n; i++) {
-		struct em_node_status *s = &st[i];
+		const struct em_node_status *s = &st[i];
 		char cap[32], used[32];
 
 		if (json) {
@@ -256,6 +236,83 @@ static int cmd_status(int argc, char **argv, struct em_cli_pool *cp)
 			       " (malformed), sessions attached %u\n",
 			       s->ox_rx_frames, s->ox_tx_frames, s->ox_retransmits, s->ox_denied,
 			       s->ox_unknown, s->ox_malformed, s->ox_attached);
+		if (prev && !strcmp(prev[i].addr, s->addr)) {
+			double d = interval;
+			printf("  per second: read %.0f, write %.0f, atomic %.0f, in %.1f MB, out %.1f MB\n",
+			       (double)(s->ops[0] - prev[i].ops[0]) / d,
+			       (double)(s->ops[1] - prev[i].ops[1]) / d,
+			       (double)(s->ops[2] - prev[i].ops[2]) / d,
+			       (double)(s->bytes_in - prev[i].bytes_in) / d / 1e6,
+			       (double)(s->bytes_out - prev[i].bytes_out) / d / 1e6);
+		}
+	}
+}
+
+static int cmd_status(int argc, char **argv, struct em_cli_pool *cp)
+{
+	static struct em_node_status st[64], prev[64];
+	bool json = false;
+	double watch = 0, interval = 0;
+	long count = 0;
+	em_pool *pool;
+	int n;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--json")) {
+			json = true;
+		} else if (!strcmp(argv[i], "--watch")) {
+			char *end = NULL;
+			watch = 2;
+			if (i + 1 < argc && argv[i + 1][0] != '-') {
+				watch = strtod(argv[++i], &end);
+				if (*end || !(watch >= 0.1 && watch <= 3600)) {
+					fprintf(stderr, "ethermem status: --watch SECONDS, 0.1 to 3600\n");
+					return 2;
+				}
+			}
+		} else if (!strcmp(argv[i], "--count") && i + 1 < argc) {
+			char *end;
+			count = strtol(argv[++i], &end, 10);
+			if (*end || count < 0) {
+				fprintf(stderr, "ethermem status: --count N, N >= 0\n");
+				return 2;
+			}
+		} else if (!strcmp(argv[i], "--help")) {
+			printf("usage: ethermem status [--json] [--watch [SECONDS]] [--count N]\n"
+			       "Prints every node's capacity, use, regions, clients, per-operation\n"
+			       "counters and service-time percentiles. --watch redraws the screen every\n"
+			       "SECONDS (default 2) with rates since the last refresh, like top;\n"
+			       "--count stops after N refreshes (0: until interrupted).\n\n%s", pool_help);
+			return 0;
+		} else {
+			fprintf(stderr, "ethermem status: unknown argument '%s'\n", argv[i]);
+			return 2;
+		}
+	}
+	if (em_cli_connect(cp, &pool, "ethermem status"))
+		return 1;
+	st[0].size = sizeof(st[0]); /* the stride of the array, see ethermem.h */
+	for (long round = 1;; round++) {
+		n = em_pool_status(pool, st, 64);
+		if (n < 0) {
+			fprintf(stderr, "ethermem status: %s\n", em_strerror(n));
+			em_pool_close(pool);
+			return 1;
+		}
+		if (watch && !json) {
+			time_t now = time(NULL);
+			char ts[32];
+			strftime(ts, sizeof(ts), "%H:%M:%S", localtime(&now));
+			/* home and clear, then the frame: a terminal shows one screen */
+			printf("\033[H\033[J%s  ethermem status, every %.1f s (Ctrl-C quits)\n", ts, watch);
+		}
+		status_print(st, n < 64 ? n : 64, json, watch && interval > 0 ? prev : NULL, interval);
+		if (!watch || (count && round >= count))
+			break;
+		fflush(stdout);
+		memcpy(prev, st, sizeof(prev));
+		interval = watch;
+		usleep((useconds_t)(watch * 1e6));
 	}
 	em_pool_close(pool);
 	return 0;
