@@ -137,7 +137,12 @@ def _view(mapping, dt, shape, off, nbytes):
     if nbytes == 0:
         return torch.empty(shape, dtype=dt)
     elem = torch.empty((), dtype=dt).element_size()
-    return torch.frombuffer(mapping, dtype=dt, count=nbytes // elem, offset=off).view(shape)
+    # torch.frombuffer keeps a reference to the object it is given but lets
+    # go of the buffer view at once; given a memoryview it keeps that, and
+    # the memoryview keeps a view of the mapping, so close() sees the
+    # tensors and refuses instead of unmapping under them
+    return torch.frombuffer(memoryview(mapping), dtype=dt, count=nbytes // elem,
+                            offset=off).view(shape)
 
 
 def _named_tensors(module):

@@ -1085,7 +1085,9 @@ static PyMethodDef region_methods[] = {
 	  "pages are fetched from the pool on first touch. cache sets the process-wide\n"
 	  "local cache budget (bytes or '2G'); fetch_unit is 4K..2M (default 64K). The\n"
 	  "Mapping has the buffer protocol: numpy.frombuffer(m, dtype) and\n"
-	  "torch.frombuffer(m, dtype=...) view pool memory directly." },
+	  "torch.frombuffer(m, dtype=...) view pool memory directly. close() refuses\n"
+	  "while buffer views exist; torch.frombuffer(m) keeps the object but no view,\n"
+	  "so give it memoryview(m) (or keep m open while such tensors live)." },
 	{ "close", (PyCFunction)region_close, METH_NOARGS,
 	  "close()\n\nDrops this handle (an anonymous region is freed). Unmaps its mappings;\n"
 	  "raises BufferError while one is still viewed by buffers." },

@@ -56,6 +56,16 @@ class TestTorch(unittest.TestCase):
         st = off.stats()
         self.assertGreaterEqual(st["bytes_fetched"], weights)  # it came from the pool
         self.assertLessEqual(ethermem.map_stats()["resident"], 1 << 20)
+        # the tensors hold the mapping: it cannot be unmapped under them, and
+        # closing the pool leaves their memory in place until they go
+        with self.assertRaises(BufferError):
+            off.mapping.close()
+        with ethermem.Pool() as pool2:
+            m2 = copy.deepcopy(plain)
+            et.offload(m2, pool2, local_mem="8M")
+        with torch.no_grad():
+            self.assertTrue(torch.equal(m2(self.x), want))
+        del m2
         # gradients still flow through offloaded weights
         m.train()
         m(self.x).sum().backward()
@@ -154,6 +164,11 @@ with ethermem.Pool() as pool:
             m = r.map(cache="4M")
             v = torch.frombuffer(m, dtype=torch.float32, count=1000)
             self.assertTrue(torch.equal(v, t))
+            # given a memoryview, torch keeps a buffer view: close() refuses
+            w = torch.frombuffer(memoryview(m), dtype=torch.float32, count=1000)
+            with self.assertRaises(BufferError):
+                m.close()
+            del w
             v.mul_(2)  # writes go to the mapping, and back to the pool
             del v
             m.close()
