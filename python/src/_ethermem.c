@@ -22,6 +22,7 @@
 #include <structmember.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -116,6 +117,41 @@ static int to_u64(PyObject *o, void *out)
 		return 0;
 	}
 	*(uint64_t *)out = v;
+	return 1;
+}
+
+/* O& converter: an int that fits a C int (a bad one is a ValueError, not
+ * the OverflowError PyArg's own formats would give). */
+static int to_int(PyObject *o, void *out)
+{
+	long v;
+	int overflow;
+
+	if (!PyLong_Check(o)) {
+		PyErr_Format(PyExc_TypeError, "expected an int, not %.100s", Py_TYPE(o)->tp_name);
+		return 0;
+	}
+	v = PyLong_AsLongAndOverflow(o, &overflow);
+	if (overflow || v < INT_MIN || v > INT_MAX) {
+		PyErr_SetString(PyExc_ValueError, "int out of range");
+		return 0;
+	}
+	*(int *)out = (int)v;
+	return 1;
+}
+
+/* O& converter: an int in [0, 2**32). */
+static int to_uint(PyObject *o, void *out)
+{
+	uint64_t v;
+
+	if (!to_u64(o, &v))
+		return 0;
+	if (v > UINT_MAX) {
+		PyErr_SetString(PyExc_ValueError, "int out of range");
+		return 0;
+	}
+	*(unsigned *)out = (unsigned)v;
 	return 1;
 }
 
@@ -251,8 +287,8 @@ static int pool_init(PoolObject *self, PyObject *args, PyObject *kw)
 		PyErr_SetString(PyExc_RuntimeError, "Pool is already initialised");
 		return -1;
 	}
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$O&O&iO&O&:Pool", kwl, &nodes, to_cstr,
-					 &secret, to_cstr, &config, &timeout, to_cstr, &transport,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$O&O&O&O&O&:Pool", kwl, &nodes, to_cstr,
+					 &secret, to_cstr, &config, to_int, &timeout, to_cstr, &transport,
 					 to_cstr, &iface))
 		return -1;
 	if (timeout < 0) {
@@ -608,7 +644,7 @@ static PyObject *pool_queue(PoolObject *self, PyObject *args, PyObject *kw)
 	em_queue *eq;
 	int rc;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|I:queue", kwl, &depth))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O&:queue", kwl, to_uint, &depth))
 		return NULL;
 	if (pool_usable(self))
 		return NULL;
@@ -938,9 +974,9 @@ static PyObject *region_map(RegionObject *self, PyObject *args, PyObject *kw)
 	void *addr;
 	MapObject *m;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O&O&$OO&ppppi:map", kwl, to_u64, &off,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O&O&$OO&ppppO&:map", kwl, to_u64, &off,
 					 to_size, &len, &cache_obj, to_size, &unit, &ro,
-					 &prefetch, &fresh, &scratch, &timeout))
+					 &prefetch, &fresh, &scratch, to_int, &timeout))
 		return NULL;
 	if (region_usable(self))
 		return NULL;
@@ -1486,7 +1522,7 @@ static PyObject *queue_submit(QueueObject *self, PyObject *arg)
  * first failure with every completion in its .completions. */
 static PyObject *reap(QueueObject *self, struct em_completion *c, int n)
 {
-	PyObject *list = PyList_New(n), *err = NULL;
+	PyObject *list = PyList_New(n);
 	int first_err = 0;
 
 	for (int i = 0; i < n; i++) {
@@ -1494,8 +1530,11 @@ static PyObject *reap(QueueObject *self, struct em_completion *c, int n)
 		struct slot *s;
 		PyObject *t;
 
-		if (si >= self->depth)
-			continue; /* cannot happen: we posted every user_data */
+		if (si >= self->depth) { /* cannot happen: we posted every user_data */
+			if (list)
+				PyList_SET_ITEM(list, i, Py_NewRef(Py_None));
+			continue;
+		}
 		s = &self->slots[si];
 		t = list ? PyStructSequence_New(&CompletionType) : NULL;
 		if (t) {
@@ -1513,15 +1552,16 @@ static PyObject *reap(QueueObject *self, struct em_completion *c, int n)
 	if (!list)
 		return NULL;
 	if (first_err) {
-		raise_em(first_err);
 		PyObject *type, *value, *tb;
+
+		raise_em(first_err);
 		PyErr_Fetch(&type, &value, &tb);
 		PyErr_NormalizeException(&type, &value, &tb);
 		if (value)
 			PyObject_SetAttrString(value, "completions", list);
 		PyErr_Restore(type, value, tb);
 		Py_DECREF(list);
-		return err;
+		return NULL;
 	}
 	return list;
 }
@@ -1534,7 +1574,8 @@ static PyObject *queue_wait(QueueObject *self, PyObject *args, PyObject *kw)
 	struct em_completion *c;
 	PyObject *ret;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|IIi:wait", kwl, &min, &max, &timeout))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O&O&O&:wait", kwl, to_uint, &min, to_uint, &max,
+					 to_int, &timeout))
 		return NULL;
 	if (queue_usable(self))
 		return NULL;
@@ -1570,7 +1611,7 @@ static PyObject *queue_poll(QueueObject *self, PyObject *args, PyObject *kw)
 	PyObject *ret;
 	int n;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|I:poll", kwl, &max))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O&:poll", kwl, to_uint, &max))
 		return NULL;
 	if (queue_usable(self))
 		return NULL;
@@ -1725,7 +1766,7 @@ static PyObject *mod_strerror(PyObject *m, PyObject *args)
 {
 	int e;
 
-	if (!PyArg_ParseTuple(args, "i:strerror", &e))
+	if (!PyArg_ParseTuple(args, "O&:strerror", to_int, &e))
 		return NULL;
 	return PyUnicode_FromString(em_strerror(e));
 }

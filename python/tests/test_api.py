@@ -336,6 +336,49 @@ class TestMapping(Base):
         gc.collect()
 
 
+class TestOddArguments(Base):
+    """Every method, thrown odd values: an exception of the documented kinds,
+    never a crash or anything else."""
+
+    ODD = [None, -1, 0, 1, 4096, 2 ** 63, 2 ** 64, 2 ** 70, -2 ** 70, 1.5, "x", "", "1G",
+           b"", b"abc", bytearray(3), memoryview(b"zz"), [], [("read",)], (), object(), "fadd"]
+    OK = (TypeError, ValueError, ethermem.Error, BufferError)
+
+    def test_methods(self):
+        import random
+        rnd = random.Random(7)
+        r = self.pool.create(1 << 20)
+        q = self.pool.queue(depth=4)
+        m = r.map(cache="4M")
+        skip = {"close", "_c_read_loop", "delete"}
+        targets = [(o, n) for o in (self.pool, r, q, m) for n in dir(o)
+                   if not n.startswith("__") and n not in skip and callable(getattr(o, n))]
+        targets.append((ethermem, "parse_size"))
+        targets.append((ethermem, "strerror"))
+        calls = 0
+        for obj, name in targets:
+            f = getattr(obj, name)
+            for _ in range(150):
+                args = [rnd.choice(self.ODD) for _ in range(rnd.randint(0, 3))]
+                try:
+                    f(*args)
+                except self.OK:
+                    pass
+                calls += 1
+            while q.inflight:
+                try:
+                    q.wait()
+                except ethermem.Error:
+                    pass
+        self.assertGreater(calls, 1000)
+        # still usable afterwards
+        r.write(0, b"still here")
+        self.assertEqual(r.read(0, 10), b"still here")
+        m.close()
+        q.close()
+        r.close()
+
+
 class TestDocs(unittest.TestCase):
     def test_docstrings_and_stubs(self):
         for obj in [ethermem, ethermem.Pool, ethermem.Region, ethermem.Mapping, ethermem.Queue,
