@@ -20,6 +20,7 @@ from ._ethermem import (
     EAUTH,
     ENONODE,
     EVERSION,
+    HEADER_VERSION,
     LIB_VERSION,
     NAME_MAX,
     Completion,
@@ -39,5 +40,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Pool", "Region", "Mapping", "Queue", "Completion", "Error",
     "strerror", "parse_size", "map_cache_size", "map_stats",
-    "EAUTH", "EVERSION", "ENONODE", "NAME_MAX", "LIB_VERSION",
+    "EAUTH", "EVERSION", "ENONODE", "NAME_MAX", "LIB_VERSION", "HEADER_VERSION",
 ]

@@ -1697,6 +1697,18 @@ static void queue_dealloc(QueueObject *self)
 	PyObject_Free(self);
 }
 
+static PyObject *queue_fileno(QueueObject *self, PyObject *unused)
+{
+	int fd;
+
+	if (queue_usable(self))
+		return NULL;
+	fd = em_queue_fd(self->q);
+	if (fd < 0)
+		return raise_em(fd);
+	return PyLong_FromLong(fd);
+}
+
 static PyObject *queue_get_inflight(QueueObject *self, void *c)
 {
 	return PyLong_FromUnsignedLong(outstanding(self));
@@ -1723,6 +1735,11 @@ static PyMethodDef queue_methods[] = {
 	  "with every reaped Completion in its .completions." },
 	{ "poll", (PyCFunction)(void (*)(void))queue_poll, METH_VARARGS | METH_KEYWORDS,
 	  "poll(max=0) -> list of Completion\n\nReaps what has completed, without waiting." },
+	{ "fileno", (PyCFunction)queue_fileno, METH_NOARGS,
+	  "fileno() -> int\n\nA descriptor that is readable while completions may be waiting\n"
+	  "(level-triggered, may wake spuriously): an event loop sleeps on it, e.g.\n"
+	  "asyncio's loop.add_reader(q.fileno(), ...), then calls poll(). Owned by the\n"
+	  "queue: never read or close it." },
 	{ "close", (PyCFunction)queue_close, METH_NOARGS,
 	  "close()\n\nWaits for operations in flight, then destroys the queue." },
 	{ "__enter__", pool_enter, METH_NOARGS, NULL },
@@ -1839,7 +1856,8 @@ PyMODINIT_FUNC PyInit__ethermem(void)
 	    PyModule_AddIntConstant(m, "EVERSION", EM_EVERSION) ||
 	    PyModule_AddIntConstant(m, "ENONODE", EM_ENONODE) ||
 	    PyModule_AddIntConstant(m, "NAME_MAX", EM_NAME_MAX) ||
-	    PyModule_AddStringConstant(m, "LIB_VERSION", EM_VERSION_STRING)) {
+	    PyModule_AddStringConstant(m, "LIB_VERSION", em_version(NULL, NULL, NULL)) ||
+	    PyModule_AddStringConstant(m, "HEADER_VERSION", EM_VERSION_STRING)) {
 		Py_DECREF(m);
 		return NULL;
 	}

@@ -207,6 +207,31 @@ class TestQueue(Base):
             self.assertEqual(q.wait(), [])
             self.assertEqual(q.poll(), [])
 
+    def test_asyncio_sleeps_on_the_queue_fd(self):
+        import asyncio
+        with self.pool.create(1 << 20) as r, self.pool.queue(depth=32) as q:
+            r.write(0, bytes(range(256)) * 4096)
+            bufs = [bytearray(4096) for _ in range(32)]
+
+            async def main():
+                loop = asyncio.get_running_loop()
+                got, done = [], asyncio.Event()
+
+                def ready():
+                    got.extend(q.poll())
+                    if len(got) == 32:
+                        done.set()
+                loop.add_reader(q.fileno(), ready)
+                q.submit([("read", r, i * 4096, bufs[i], i) for i in range(32)])
+                ready()  # the descriptor's state is brought up to date by submit
+                await asyncio.wait_for(done.wait(), 30)
+                loop.remove_reader(q.fileno())
+                return got
+            got = asyncio.run(main())
+            self.assertEqual(sorted(c.user_data for c in got), list(range(32)))
+            self.assertTrue(all(b == bytes(range(256)) * 16 for b in bufs))
+        self.assertEqual(ethermem.LIB_VERSION, ethermem.HEADER_VERSION)
+
     def test_full_queue_posts_what_fits(self):
         with self.pool.create(1 << 20) as r, self.pool.queue(depth=4) as q:
             bufs = [bytearray(4096) for _ in range(10)]
