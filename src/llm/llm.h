@@ -251,6 +251,35 @@ struct llm_router {
 	uint64_t seed;
 };
 
+/*
+ * Where the KV cache lives.  By default every block is local.  A pool
+ * backing is a byte range reached through llm_kvio: submit() starts a read
+ * (write 0) or a write (write 1) of [off, off+len) and returns at once;
+ * wait() blocks until the request with that tag is done; both 0 or -errno;
+ * every submitted tag is waited once; close() drains or abandons what is in
+ * flight before the engine frees the buffers.
+ */
+#define LLM_KV_BLOCK 16 /* positions per block */
+#define LLM_KV_RING 8   /* half blocks streamed ahead of attention */
+
+struct llm_kvio_ops {
+	int (*submit)(void *ctx, int write, uint64_t off, void *buf, size_t len, uint64_t tag);
+	int (*wait)(void *ctx, uint64_t tag);
+	void (*close)(void *ctx);
+};
+
+struct llm_kvio {
+	const struct llm_kvio_ops *ops;
+	void *ctx;
+};
+
+struct llm_kv_stats {
+	uint64_t local_bytes, pool_bytes;     /* budget used locally, region size */
+	uint64_t bytes_read, bytes_written;   /* to and from the pool */
+	double stall_ms;                      /* waiting for the pool */
+	int blocks, local_blocks;             /* per layer */
+};
+
 struct llm_engine;
 int llm_engine_create(struct llm_src *src, int max_steps,
 		      const struct llm_router *router, struct llm_engine **out);
@@ -258,6 +287,22 @@ void llm_engine_destroy(struct llm_engine *e);
 /* One forward pass of `token` at `pos`; returns the logits (vocab floats,
  * owned by the engine) through *logits. */
 int llm_forward(struct llm_engine *e, int token, int pos, float **logits);
+
+/* Before the first forward pass: keep at most local_bytes of KV cache
+ * locally and the rest in the pool, through the llm_kvio that open() makes
+ * for a range of the bytes asked (taken over: closed with the engine; not
+ * called when everything fits locally).  -ENOBUFS below llm_engine_kv_min(). */
+int llm_engine_kv_pool(struct llm_engine *e, uint64_t local_bytes,
+		       int (*open)(uint64_t bytes, struct llm_kvio *io));
+uint64_t llm_engine_kv_min(struct llm_engine *e);
+/* Positions per block and bytes of one block over all layers (layer by
+ * layer, keys then values): the unit that export/import move. */
+int llm_engine_kv_block(struct llm_engine *e, int *positions, size_t *bytes);
+/* Block j of every layer, out of or into the cache (for prefix reuse: a
+ * block imported is as if its positions had been computed). */
+int llm_engine_kv_export(struct llm_engine *e, int j, void *buf);
+int llm_engine_kv_import(struct llm_engine *e, int j, const void *buf);
+void llm_engine_kv_stats(const struct llm_engine *e, struct llm_kv_stats *st);
 
 uint64_t llm_rng_next(uint64_t *state);
 int llm_sample(const float *logits, int n, float temperature, uint64_t *rng,

@@ -11,6 +11,17 @@
  * source part by part, in the order they are used, which is the order the
  * streaming source prefetches in.
  *
+ * The KV cache is paged: blocks of LLM_KV_BLOCK positions per layer, the
+ * keys of a block followed by its values.  Blocks below a local budget live
+ * in local memory; the rest live in a pool region behind a struct llm_kvio
+ * and are streamed through a small ring of half-block buffers in exactly the
+ * order attention reads them (every layer: all key halves, then all value
+ * halves), reads submitted ahead so they land while earlier blocks compute.
+ * The block being filled stays local (one per layer) and is written out when
+ * it is full.  Attention runs block by block with the same per-element
+ * arithmetic in the same order as over one flat array, so the ids do not
+ * depend on where the blocks live.
+ *
  * Benchmarks need realistic expert traffic, which random router weights do
  * not give, so the expert ids can be replaced by a seeded sequence (uniform,
  * or Zipf-skewed with temporal reuse).  The sequence depends only on the seed,
@@ -29,12 +40,28 @@
  * routing: decoding is strongly temporally local in measured MoE traces. */
 #define LLM_ZIPF_REUSE 0.6
 
+struct llm_kv {
+	int ready, B, nblk, jl, cur;
+	size_t half, blk;           /* floats in half a block, in a block */
+	float *local;               /* block (l, j < jl) at (l * jl + j) * blk */
+	float *tail;                /* the block being filled, one per layer */
+	int tail_j;
+	float *ring;                /* LLM_KV_RING half blocks */
+	uint64_t ring_tag[LLM_KV_RING];
+	struct llm_kvio io;
+	int have_io;
+	uint64_t tag;
+	long s_total, s_sub, s_con; /* stream items: total, submitted, consumed */
+	uint64_t *wtag;             /* per layer: the tail's write, 0 if none */
+	struct llm_kv_stats st;
+};
+
 struct llm_engine {
 	struct llm_src *src;
 	struct llm_config c;
 	int cache_len;
 	float *x, *xb, *xb2, *hb, *hb2, *q, *att, *logits;
-	float *key_cache, *value_cache;
+	struct llm_kv kv;
 	float *rl, *eacc;          /* MoE: router logits, expert sum */
 	int8_t *xq;                /* int8 models: the quantized activation */
 	float *xs;
@@ -106,6 +133,342 @@ int llm_parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+static float *llm_falloc(size_t n)
+{
+	return calloc(n ? n : 1, sizeof(float));
+}
+
+/* ---- the paged KV cache ------------------------------------------------ */
+
+static void llm_kv_fini(struct llm_engine *e)
+{
+	struct llm_kv *kv = &e->kv;
+
+	if (kv->have_io) {
+		/* Reads and writes may still target our buffers: close() drains
+		 * or tears down before they are freed. */
+		kv->io.ops->close(kv->io.ctx);
+		kv->have_io = 0;
+	}
+	free(kv->local);
+	free(kv->tail);
+	free(kv->ring);
+	free(kv->wtag);
+	memset(kv, 0, sizeof(*kv));
+}
+
+/* Block geometry and the all-local size, before anything is allocated. */
+static int llm_kv_geom(struct llm_engine *e, uint64_t *all_local)
+{
+	struct llm_kv *kv = &e->kv;
+	uint64_t b;
+
+	kv->B = LLM_KV_BLOCK;
+	kv->nblk = (e->cache_len + kv->B - 1) / kv->B;
+	kv->half = (size_t)kv->B * (size_t)e->c.kv_dim;
+	kv->blk = 2 * kv->half;
+	if (__builtin_mul_overflow((uint64_t)e->c.n_layers * (uint64_t)kv->nblk,
+				   (uint64_t)kv->blk * sizeof(float), &b))
+		return -ENOMEM;
+	*all_local = b;
+	return 0;
+}
+
+static int llm_kv_alloc(struct llm_engine *e, int jl)
+{
+	struct llm_kv *kv = &e->kv;
+	size_t L = (size_t)e->c.n_layers, n = L * (size_t)jl * kv->blk;
+
+	kv->jl = jl;
+	kv->tail_j = -1;
+	kv->local = llm_falloc(n);
+	if (!kv->local)
+		return -ENOMEM;
+	/* Fault the local part in now, so that faults per token measure the
+	 * weights' backing store and not the cache growing. */
+	for (size_t i = 0; i < n; i += 1024)
+		((volatile float *)kv->local)[i] = 0.0f;
+	if (jl < kv->nblk) {
+		kv->tail = llm_falloc(L * kv->blk);
+		kv->ring = llm_falloc((size_t)LLM_KV_RING * kv->half);
+		kv->wtag = calloc(L, sizeof(uint64_t));
+		if (!kv->tail || !kv->ring || !kv->wtag)
+			return -ENOMEM;
+	}
+	kv->ready = 1;
+	return 0;
+}
+
+uint64_t llm_engine_kv_min(struct llm_engine *e)
+{
+	uint64_t all;
+
+	if (llm_kv_geom(e, &all))
+		return UINT64_MAX;
+	return ((uint64_t)e->c.n_layers * e->kv.blk + (uint64_t)LLM_KV_RING * e->kv.half) *
+	       sizeof(float);
+}
+
+int llm_engine_kv_pool(struct llm_engine *e, uint64_t local_bytes,
+		       int (*open)(uint64_t bytes, struct llm_kvio *io))
+{
+	struct llm_kv *kv = &e->kv;
+	uint64_t all, fixed, per, jl, pool;
+	int rc;
+
+	if (kv->ready)
+		return -EBUSY;
+	if ((rc = llm_kv_geom(e, &all)))
+		return rc;
+	if (local_bytes >= all)
+		return llm_kv_alloc(e, kv->nblk);
+	fixed = llm_engine_kv_min(e);
+	if (local_bytes < fixed)
+		return -ENOBUFS;
+	per = (uint64_t)e->c.n_layers * kv->blk * sizeof(float);
+	jl = (local_bytes - fixed) / per;
+	pool = (uint64_t)(kv->nblk - (int)jl) * per;
+	if ((rc = open(pool, &kv->io)))
+		return rc;
+	kv->have_io = 1;
+	kv->st.pool_bytes = pool;
+	rc = llm_kv_alloc(e, (int)jl);
+	kv->st.local_bytes = jl * per + fixed;
+	return rc;
+}
+
+static uint64_t llm_kv_off(const struct llm_engine *e, int l, int j)
+{
+	const struct llm_kv *kv = &e->kv;
+
+	return ((uint64_t)l * (uint64_t)(kv->nblk - kv->jl) + (uint64_t)(j - kv->jl)) *
+	       kv->blk * sizeof(float);
+}
+
+static int llm_kv_wait(struct llm_engine *e, uint64_t tag)
+{
+	double t0 = llm_now_ms();
+	int rc = e->kv.io.ops->wait(e->kv.io.ctx, tag);
+
+	e->kv.st.stall_ms += llm_now_ms() - t0;
+	return rc;
+}
+
+static void llm_kv_item(const struct llm_engine *e, long k, int *l, int *kind, int *j)
+{
+	long m = e->kv.cur - e->kv.jl, r = k % (2 * m);
+
+	*l = (int)(k / (2 * m));
+	*kind = (int)(r / m);
+	*j = e->kv.jl + (int)(r % m);
+}
+
+static int llm_kv_submit_next(struct llm_engine *e)
+{
+	struct llm_kv *kv = &e->kv;
+	int l, kind, j, slot = (int)(kv->s_sub % LLM_KV_RING), rc;
+	size_t hb = kv->half * sizeof(float);
+
+	llm_kv_item(e, kv->s_sub, &l, &kind, &j);
+	kv->ring_tag[slot] = ++kv->tag;
+	rc = kv->io.ops->submit(kv->io.ctx, 0, llm_kv_off(e, l, j) + (uint64_t)kind * hb,
+				kv->ring + (size_t)slot * kv->half, hb, kv->ring_tag[slot]);
+	if (rc)
+		return rc;
+	kv->s_sub++;
+	kv->st.bytes_read += hb;
+	return 0;
+}
+
+static int llm_kv_drain(struct llm_engine *e)
+{
+	struct llm_kv *kv = &e->kv;
+	int rc = 0;
+
+	for (int l = 0; l < e->c.n_layers; l++)
+		if (kv->wtag && kv->wtag[l]) {
+			int r = llm_kv_wait(e, kv->wtag[l]);
+
+			kv->wtag[l] = 0;
+			if (r && !rc)
+				rc = r;
+		}
+	return rc;
+}
+
+/* Before a forward pass at pos: the previous block's writes landed, the
+ * stream of this pass's pool blocks primed. */
+static int llm_kv_begin(struct llm_engine *e, int pos)
+{
+	struct llm_kv *kv = &e->kv;
+	uint64_t all;
+	int rc;
+
+	if (!kv->ready) {
+		if ((rc = llm_kv_geom(e, &all)) || (rc = llm_kv_alloc(e, kv->nblk)))
+			return rc;
+	}
+	kv->cur = pos / kv->B;
+	if (kv->cur >= kv->jl)
+		kv->tail_j = kv->cur;
+	if (!kv->have_io)
+		return 0;
+	if ((rc = llm_kv_drain(e)))
+		return rc;
+	kv->s_total = kv->cur > kv->jl ? 2L * e->c.n_layers * (kv->cur - kv->jl) : 0;
+	kv->s_sub = kv->s_con = 0;
+	while (kv->s_sub < kv->s_total && kv->s_sub < LLM_KV_RING)
+		if ((rc = llm_kv_submit_next(e)))
+			return rc;
+	return 0;
+}
+
+/* Keys (kind 0) or values (kind 1) of block j of layer l, for this pass. */
+static int llm_kv_get(struct llm_engine *e, int l, int j, int kind, const float **out)
+{
+	struct llm_kv *kv = &e->kv;
+	int il, ik, ij, slot, rc;
+
+	if (j < kv->jl) {
+		*out = kv->local + ((size_t)l * (size_t)kv->jl + (size_t)j) * kv->blk +
+		       (size_t)kind * kv->half;
+		return 0;
+	}
+	if (j == kv->cur) {
+		*out = kv->tail + (size_t)l * kv->blk + (size_t)kind * kv->half;
+		return 0;
+	}
+	if (kv->s_con >= kv->s_sub)
+		return -EIO;
+	llm_kv_item(e, kv->s_con, &il, &ik, &ij);
+	if (il != l || ik != kind || ij != j)
+		return -EIO; /* attention read out of the streamed order */
+	slot = (int)(kv->s_con % LLM_KV_RING);
+	if ((rc = llm_kv_wait(e, kv->ring_tag[slot])))
+		return rc;
+	*out = kv->ring + (size_t)slot * kv->half;
+	return 0;
+}
+
+/* Done with what llm_kv_get handed out: its ring slot takes the next item. */
+static int llm_kv_put(struct llm_engine *e, int j)
+{
+	struct llm_kv *kv = &e->kv;
+
+	if (j < kv->jl || j == kv->cur)
+		return 0;
+	kv->s_con++;
+	if (kv->s_sub < kv->s_total)
+		return llm_kv_submit_next(e);
+	return 0;
+}
+
+/* After the pass at pos: a pool block that just filled is written out. */
+static int llm_kv_end(struct llm_engine *e, int pos)
+{
+	struct llm_kv *kv = &e->kv;
+	size_t bb = kv->blk * sizeof(float);
+
+	if (!kv->have_io || (pos + 1) % kv->B || kv->cur < kv->jl)
+		return 0;
+	for (int l = 0; l < e->c.n_layers; l++) {
+		int rc;
+
+		kv->wtag[l] = ++kv->tag;
+		rc = kv->io.ops->submit(kv->io.ctx, 1, llm_kv_off(e, l, kv->cur),
+					kv->tail + (size_t)l * kv->blk, bb, kv->wtag[l]);
+		if (rc) {
+			kv->wtag[l] = 0;
+			return rc;
+		}
+		kv->st.bytes_written += bb;
+	}
+	return 0;
+}
+
+/* Where the current position's key and value go. */
+static float *llm_kv_slot(struct llm_engine *e, int l, int pos, int kind)
+{
+	struct llm_kv *kv = &e->kv;
+	int j = pos / kv->B;
+	float *b = j < kv->jl ? kv->local + ((size_t)l * (size_t)kv->jl + (size_t)j) * kv->blk
+			      : kv->tail + (size_t)l * kv->blk;
+
+	return b + (size_t)kind * kv->half + (size_t)(pos % kv->B) * (size_t)e->c.kv_dim;
+}
+
+int llm_engine_kv_block(struct llm_engine *e, int *B, size_t *bytes)
+{
+	uint64_t all;
+	int rc;
+
+	if (!e->kv.ready && (rc = llm_kv_geom(e, &all)))
+		return rc;
+	*B = e->kv.B;
+	*bytes = (size_t)e->c.n_layers * e->kv.blk * sizeof(float);
+	return 0;
+}
+
+/* Copies block j of every layer to or from buf (layer by layer, keys then
+ * values); pool blocks through the io, synchronously. */
+static int llm_kv_copy(struct llm_engine *e, int j, void *buf, int to_engine)
+{
+	struct llm_kv *kv = &e->kv;
+	size_t bb = kv->blk * sizeof(float);
+	int rc = 0;
+
+	if (!kv->ready || j < 0 || j >= kv->nblk)
+		return -EINVAL;
+	if (kv->have_io && (rc = llm_kv_drain(e)))
+		return rc;
+	for (int l = 0; l < e->c.n_layers && !rc; l++) {
+		char *b = (char *)buf + (size_t)l * bb;
+		float *mem = j < kv->jl ? kv->local + ((size_t)l * (size_t)kv->jl + (size_t)j) * kv->blk :
+			     j == kv->tail_j ? kv->tail + (size_t)l * kv->blk : NULL;
+
+		if (mem && to_engine)
+			memcpy(mem, b, bb);
+		else if (mem)
+			memcpy(b, mem, bb);
+		/* A pool block's home is the pool even while the tail holds it:
+		 * an imported block is written there too. */
+		if (j < kv->jl || (mem && !to_engine))
+			continue;
+		kv->wtag[l] = ++kv->tag;
+		rc = kv->io.ops->submit(kv->io.ctx, to_engine, llm_kv_off(e, l, j), b, bb, kv->wtag[l]);
+		if (rc)
+			kv->wtag[l] = 0;
+		else if (to_engine)
+			kv->st.bytes_written += bb;
+		else
+			kv->st.bytes_read += bb;
+	}
+	{
+		int r = kv->have_io ? llm_kv_drain(e) : 0;
+
+		return rc ? rc : r;
+	}
+}
+
+int llm_engine_kv_export(struct llm_engine *e, int j, void *buf)
+{
+	return llm_kv_copy(e, j, buf, 0);
+}
+
+int llm_engine_kv_import(struct llm_engine *e, int j, const void *buf)
+{
+	return llm_kv_copy(e, j, (void *)buf, 1);
+}
+
+void llm_engine_kv_stats(const struct llm_engine *e, struct llm_kv_stats *st)
+{
+	*st = e->kv.st;
+	if (!e->kv.have_io)
+		st->local_bytes = (uint64_t)e->c.n_layers * (uint64_t)e->kv.jl * e->kv.blk * sizeof(float);
+	st->local_blocks = e->kv.jl;
+	st->blocks = e->kv.nblk;
+}
+
 void llm_engine_destroy(struct llm_engine *e)
 {
 	if (!e)
@@ -118,8 +481,7 @@ void llm_engine_destroy(struct llm_engine *e)
 	free(e->q);
 	free(e->att);
 	free(e->logits);
-	free(e->key_cache);
-	free(e->value_cache);
+	llm_kv_fini(e);
 	free(e->rl);
 	free(e->eacc);
 	free(e->prev_ids);
@@ -130,17 +492,11 @@ void llm_engine_destroy(struct llm_engine *e)
 	free(e);
 }
 
-static float *llm_falloc(size_t n)
-{
-	return calloc(n ? n : 1, sizeof(float));
-}
-
 int llm_engine_create(struct llm_src *src, int max_steps,
 		      const struct llm_router *router, struct llm_engine **out)
 {
 	struct llm_engine *e = calloc(1, sizeof(*e));
 	const struct llm_config *c = &src->cfg;
-	size_t kv;
 
 	if (!e)
 		return -ENOMEM;
@@ -151,11 +507,6 @@ int llm_engine_create(struct llm_src *src, int max_steps,
 	e->cache_len = max_steps < c->seq_len ? max_steps : c->seq_len;
 	if (e->cache_len < 1)
 		e->cache_len = 1;
-	if (__builtin_mul_overflow((size_t)c->n_layers, (size_t)e->cache_len, &kv) ||
-	    __builtin_mul_overflow(kv, (size_t)c->kv_dim, &kv) || kv > SIZE_MAX / sizeof(float)) {
-		free(e);
-		return -ENOMEM;
-	}
 	e->x = llm_falloc((size_t)c->dim);
 	e->xb = llm_falloc((size_t)c->dim);
 	e->xb2 = llm_falloc((size_t)c->dim);
@@ -164,17 +515,9 @@ int llm_engine_create(struct llm_src *src, int max_steps,
 	e->q = llm_falloc((size_t)c->dim);
 	e->att = llm_falloc((size_t)c->n_heads * (size_t)e->cache_len);
 	e->logits = llm_falloc((size_t)c->vocab);
-	e->key_cache = llm_falloc(kv);
-	e->value_cache = llm_falloc(kv);
 	if (!e->x || !e->xb || !e->xb2 || !e->hb || !e->hb2 || !e->q || !e->att ||
-	    !e->logits || !e->key_cache || !e->value_cache)
+	    !e->logits)
 		goto nomem;
-	/* Fault the KV cache in now, so that faults per token measure the
-	 * weights' backing store and not the cache growing. */
-	for (size_t i = 0; i < kv; i += 1024) {
-		((volatile float *)e->key_cache)[i] = 0.0f;
-		((volatile float *)e->value_cache)[i] = 0.0f;
-	}
 	if (c->group_size) {
 		size_t m = (size_t)(c->hidden > c->dim ? c->hidden : c->dim);
 
@@ -330,37 +673,66 @@ static void llm_rope(const struct llm_config *c, float *q, float *k, int pos)
 	}
 }
 
-static void llm_attention(struct llm_engine *e, int l, int pos)
+static int llm_attention(struct llm_engine *e, int l, int pos)
 {
 	const struct llm_config *c = &e->c;
-	int hs = c->head_size, kv_mul = c->n_heads / c->n_kv_heads;
-	size_t loff = (size_t)l * (size_t)e->cache_len * (size_t)c->kv_dim;
+	int hs = c->head_size, kv_mul = c->n_heads / c->n_kv_heads, B = e->kv.B, rc;
 	float scale = 1.0f / sqrtf((float)hs);
 
-	for (int h = 0; h < c->n_heads; h++) {
-		const float *q = e->q + (size_t)h * hs;
-		float *att = e->att + (size_t)h * (size_t)e->cache_len;
-		float *xb = e->xb + (size_t)h * hs;
-		size_t hoff = loff + (size_t)(h / kv_mul) * hs;
+	/* Block-outer, head-inner: every head still sees t in increasing
+	 * order, so each score and each sum is computed exactly as over one
+	 * flat cache, while each block is needed once for keys and once for
+	 * values, in the order the stream fetched them. */
+	for (int j = 0; j <= pos / B; j++) {
+		const float *kb;
+		int t0 = j * B, t1 = t0 + B - 1 < pos ? t0 + B - 1 : pos;
 
-		for (int t = 0; t <= pos; t++) {
-			const float *k = e->key_cache + hoff + (size_t)t * c->kv_dim;
-			float score = 0.0f;
+		if ((rc = llm_kv_get(e, l, j, 0, &kb)))
+			return rc;
+		for (int h = 0; h < c->n_heads; h++) {
+			const float *q = e->q + (size_t)h * hs;
+			float *att = e->att + (size_t)h * (size_t)e->cache_len;
+			size_t hoff = (size_t)(h / kv_mul) * hs;
 
-			for (int i = 0; i < hs; i++)
-				score += q[i] * k[i];
-			att[t] = score * scale;
+			for (int t = t0; t <= t1; t++) {
+				const float *k = kb + (size_t)(t - t0) * c->kv_dim + hoff;
+				float score = 0.0f;
+
+				for (int i = 0; i < hs; i++)
+					score += q[i] * k[i];
+				att[t] = score * scale;
+			}
 		}
-		llm_softmax(att, pos + 1);
-		memset(xb, 0, (size_t)hs * sizeof(float));
-		for (int t = 0; t <= pos; t++) {
-			const float *v = e->value_cache + hoff + (size_t)t * c->kv_dim;
-			float a = att[t];
-
-			for (int i = 0; i < hs; i++)
-				xb[i] += a * v[i];
-		}
+		if ((rc = llm_kv_put(e, j)))
+			return rc;
 	}
+	for (int h = 0; h < c->n_heads; h++) {
+		llm_softmax(e->att + (size_t)h * (size_t)e->cache_len, pos + 1);
+		memset(e->xb + (size_t)h * hs, 0, (size_t)hs * sizeof(float));
+	}
+	for (int j = 0; j <= pos / B; j++) {
+		const float *vb;
+		int t0 = j * B, t1 = t0 + B - 1 < pos ? t0 + B - 1 : pos;
+
+		if ((rc = llm_kv_get(e, l, j, 1, &vb)))
+			return rc;
+		for (int h = 0; h < c->n_heads; h++) {
+			const float *att = e->att + (size_t)h * (size_t)e->cache_len;
+			float *xb = e->xb + (size_t)h * hs;
+			size_t hoff = (size_t)(h / kv_mul) * hs;
+
+			for (int t = t0; t <= t1; t++) {
+				const float *v = vb + (size_t)(t - t0) * c->kv_dim + hoff;
+				float a = att[t];
+
+				for (int i = 0; i < hs; i++)
+					xb[i] += a * v[i];
+			}
+		}
+		if ((rc = llm_kv_put(e, j)))
+			return rc;
+	}
+	return 0;
 }
 
 /* The expert block, once e->rl holds the router logits for e->xb. */
@@ -421,19 +793,21 @@ int llm_forward(struct llm_engine *e, int token, int pos, float **logits)
 
 	if (token < 0 || token >= c->vocab || pos < 0 || pos >= e->cache_len)
 		return -EINVAL;
+	if ((rc = llm_kv_begin(e, pos)))
+		return rc;
 	rc = s->ops->embed(s, token, e->x);
 	if (rc)
 		return rc;
 	for (int l = 0; l < c->n_layers; l++) {
-		size_t off = ((size_t)l * (size_t)e->cache_len + (size_t)pos) * (size_t)c->kv_dim;
-		float *k = e->key_cache + off, *v = e->value_cache + off;
+		float *k = llm_kv_slot(e, l, pos, 0), *v = llm_kv_slot(e, l, pos, 1);
 
 		if ((rc = llm_gmm(e, l, 0, e->xb, e->x, e->q, e->xb, D, D)) ||
 		    (rc = llm_gmm(e, l, 1, NULL, NULL, k, e->xb, D, c->kv_dim)) ||
 		    (rc = llm_gmm(e, l, 2, NULL, NULL, v, e->xb, D, c->kv_dim)))
 			return rc;
 		llm_rope(c, e->q, k, pos);
-		llm_attention(e, l, pos);
+		if ((rc = llm_attention(e, l, pos)))
+			return rc;
 		if ((rc = llm_gmm(e, l, 3, NULL, NULL, e->xb2, e->xb, D, D)))
 			return rc;
 		for (int i = 0; i < D; i++)
@@ -455,7 +829,8 @@ int llm_forward(struct llm_engine *e, int token, int pos, float **logits)
 	}
 	if (c->n_experts)
 		e->have_prev = 1;
-	if ((rc = llm_gmm(e, c->n_layers, 0, e->x, e->x, e->logits, e->x, D, c->vocab)))
+	if ((rc = llm_kv_end(e, pos)) ||
+	    (rc = llm_gmm(e, c->n_layers, 0, e->x, e->x, e->logits, e->x, D, c->vocab)))
 		return rc;
 	*logits = e->logits;
 	return 0;
