@@ -133,12 +133,26 @@ int llm_fetcher_file_open(const char *path, int nthreads, struct llm_fetcher *ou
  *                  mapping behind cookie (em_map_stats), for per-token reports.
  * All return 0 or -errno.
  */
+struct llm_kvio;
 struct llm_pool_ops {
 	const char *name;
 	int (*map)(const char *model, uint64_t local_mem, void **base, size_t *len, void **cookie);
 	void (*unmap)(void *cookie);
 	int (*open_fetcher)(const char *model, struct llm_fetcher *out);
 	int (*stats)(void *cookie, uint64_t *bytes, uint64_t *faults);
+	/* The KV cache's pool part: a private region of `bytes` (llm_kvio). */
+	int (*open_kv)(uint64_t bytes, struct llm_kvio *out);
+	/* The prefix store (a kvstore.h store): connect once, early; open by
+	 * name, creating it with this geometry if absent (-EMSGSIZE if it
+	 * exists with smaller values); get/put as em_kv_get_batch/em_kv_put
+	 * with 128-bit keys; close both. */
+	int (*store_connect)(void **conn);
+	int (*store_open)(void *conn, const char *name, uint64_t capacity, uint32_t value_max,
+			  void **store);
+	int (*store_get)(void *store, unsigned n, const uint64_t (*keys)[2], void *const *bufs,
+			 size_t cap, int *res);
+	int (*store_put)(void *store, const uint64_t *key, const void *buf, size_t len);
+	void (*store_close)(void *store, void *conn);
 };
 extern const struct llm_pool_ops *const llm_pool_backend;
 
@@ -303,6 +317,34 @@ int llm_engine_kv_block(struct llm_engine *e, int *positions, size_t *bytes);
 int llm_engine_kv_export(struct llm_engine *e, int j, void *buf);
 int llm_engine_kv_import(struct llm_engine *e, int j, const void *buf);
 void llm_engine_kv_stats(const struct llm_engine *e, struct llm_kv_stats *st);
+
+/* ---- prompt prefix reuse through a block store (llm_prefix.c) ---------- */
+
+struct llm_prefix_stats {
+	int hit_tokens;          /* positions fetched instead of computed */
+	int published, present;  /* blocks stored / already there */
+	int rejected;            /* fetched blocks failing verification */
+	int errors;              /* store errors (each one meant recomputing) */
+	uint64_t bytes;          /* fetched and used */
+	double fetch_ms, publish_ms;
+};
+
+struct llm_prefix;
+/* Through ops (the pool seam): connect early, then open once the first
+ * position's logits exist (they identify the model).  Failing either, the
+ * engine simply runs without reuse (the caller closes conn with
+ * ops->store_close(NULL, conn)). */
+int llm_prefix_connect(const struct llm_pool_ops *ops, void **conn);
+int llm_prefix_open(const struct llm_pool_ops *ops, void *conn, struct llm_engine *e,
+		    const struct llm_config *c, const float *logits0, const char *name,
+		    uint64_t capacity, struct llm_prefix **out);
+/* Installs the longest verified prefix of tokens[0..n_prompt-1) found in
+ * the store; returns the positions it covers (0 on any trouble). */
+int llm_prefix_fetch(struct llm_prefix *p, const int *tokens, int n_prompt);
+/* Publishes block j (just computed, all of it prompt). */
+void llm_prefix_publish(struct llm_prefix *p, const int *tokens, int j);
+void llm_prefix_stats(const struct llm_prefix *p, struct llm_prefix_stats *st);
+void llm_prefix_close(struct llm_prefix *p);
 
 uint64_t llm_rng_next(uint64_t *state);
 int llm_sample(const float *logits, int n, float temperature, uint64_t *rng,

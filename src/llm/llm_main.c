@@ -10,6 +10,19 @@
  * a script can parse.  Generation starts from BOS (token 1) at position 0 and
  * runs exactly --steps forward passes; unlike llama2.c's demo it does not stop
  * at a sampled BOS, so every backend runs the same number of steps.
+ *
+ * --prompt-len N puts a synthetic prompt of N tokens first (BOS, then ids
+ * drawn from --prompt-seed; the last --suffix-len of them from --suffix-seed
+ * instead, so that many requests can share a "system prompt" and differ in
+ * the rest).  The prompt is prefilled position by position, the last prompt
+ * position gives the first generated id, and --steps ids are printed.
+ * Time to first token counts from the first prompt position; tok/s counts
+ * the --steps passes from the last prompt position on, which is exactly
+ * what it counted before prompts existed (a prompt of BOS alone).
+ *
+ * --kv pool keeps at most --kv-local bytes of KV cache locally and the rest
+ * in the pool; --kv-prefix pool fetches the prompt's longest prefix of full
+ * blocks from the pool's prefix store and publishes the blocks it computes.
  */
 #include "llm/llm.h"
 
@@ -29,6 +42,8 @@ struct llm_opts {
 	uint64_t seed, local_mem, chunk;
 	int weights, from_pool, have_local_mem;
 	struct llm_router router;
+	int prompt_len, suffix_len, kv_pool, kv_prefix, have_kv_local;
+	uint64_t prompt_seed, suffix_seed, kv_local, kv_store_size;
 };
 
 static void llm_usage(FILE *f)
@@ -50,6 +65,16 @@ static void llm_usage(FILE *f)
 		"  --threads N           matmul threads (default 1)\n"
 		"  --router MODE         MoE: model | uniform | zipf[:S] (default model; S default 1.1)\n"
 		"  --router-seed N       seed of the uniform/zipf expert sequence (default 1)\n"
+		"  --prompt-len N        a synthetic prompt of N tokens before generating (default 1: BOS)\n"
+		"  --prompt-seed N       seed of the prompt's ids (default 1)\n"
+		"  --suffix-len N        the last N prompt ids from --suffix-seed instead (default 0)\n"
+		"  --suffix-seed N       (default 2)\n"
+		"  --kv KIND             where the KV cache lives: local | pool (default local)\n"
+		"  --kv-local SIZE       --kv pool: KV kept locally, the rest in the pool\n"
+		"                        (default: the minimum, one block per layer and the stream ring)\n"
+		"  --kv-prefix KIND      none | pool: reuse prompt prefixes through the pool's block\n"
+		"                        store (ETHERMEM_LLM_KV_STORE names it; default one per model)\n"
+		"  --kv-store-size SIZE  bytes of blocks when the store is created (default 64M)\n"
 		"  --stats-json          also print the statistics as one JSON line on stderr\n"
 		"  --quiet               no human-readable statistics\n"
 		"  --help                this text\n"
@@ -118,6 +143,8 @@ static int llm_parse_args(int argc, char **argv, struct llm_opts *o)
 {
 	*o = (struct llm_opts){ .steps = 256, .threads = 1, .fetch_threads = 2,
 				.temperature = 1.0f, .seed = 42, .weights = LLM_W_MMAP,
+				.prompt_len = 1, .prompt_seed = 1, .suffix_seed = 2,
+				.kv_store_size = 64ull << 20,
 				.router = { .mode = LLM_ROUTER_MODEL, .zipf_s = 1.1, .seed = 1 } };
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = NULL, *eq;
@@ -162,6 +189,41 @@ static int llm_parse_args(int argc, char **argv, struct llm_opts *o)
 			if (llm_arg_int(name, v, 1, 1 << 24, &n))
 				return -EINVAL;
 			o->steps = (int)n;
+		} else if (!strcmp(name, "--prompt-len")) {
+			if (llm_arg_int(name, v, 1, 1 << 24, &n))
+				return -EINVAL;
+			o->prompt_len = (int)n;
+		} else if (!strcmp(name, "--suffix-len")) {
+			if (llm_arg_int(name, v, 0, 1 << 24, &n))
+				return -EINVAL;
+			o->suffix_len = (int)n;
+		} else if (!strcmp(name, "--prompt-seed")) {
+			if (llm_arg_u64(name, v, &o->prompt_seed))
+				return -EINVAL;
+		} else if (!strcmp(name, "--suffix-seed")) {
+			if (llm_arg_u64(name, v, &o->suffix_seed))
+				return -EINVAL;
+		} else if (!strcmp(name, "--kv") || !strcmp(name, "--kv-prefix")) {
+			int prefix = !strcmp(name, "--kv-prefix"), pool = !strcmp(v, "pool");
+
+			if (!pool && strcmp(v, prefix ? "none" : "local")) {
+				fprintf(stderr, "ethermem-llm: %s wants %s or pool, got '%s'\n", name,
+					prefix ? "none" : "local", v);
+				return -EINVAL;
+			}
+			if (prefix)
+				o->kv_prefix = pool;
+			else
+				o->kv_pool = pool;
+		} else if (!strcmp(name, "--kv-local") || !strcmp(name, "--kv-store-size")) {
+			uint64_t *dst = !strcmp(name, "--kv-local") ? &o->kv_local : &o->kv_store_size;
+
+			if (llm_parse_size(v, dst) || !*dst) {
+				fprintf(stderr, "ethermem-llm: %s wants a size like 64M, got '%s'\n", name, v);
+				return -EINVAL;
+			}
+			if (dst == &o->kv_local)
+				o->have_kv_local = 1;
 		} else if (!strcmp(name, "--threads")) {
 			if (llm_arg_int(name, v, 1, 64, &n))
 				return -EINVAL;
@@ -230,6 +292,14 @@ static int llm_parse_args(int argc, char **argv, struct llm_opts *o)
 	}
 	if (o->have_local_mem && o->weights != LLM_W_STREAM && o->weights != LLM_W_POOL) {
 		fprintf(stderr, "ethermem-llm: --local-mem applies to --weights pool and stream only\n");
+		return -EINVAL;
+	}
+	if (o->have_kv_local && !o->kv_pool) {
+		fprintf(stderr, "ethermem-llm: --kv-local applies to --kv pool only\n");
+		return -EINVAL;
+	}
+	if (o->suffix_len >= o->prompt_len) {
+		fprintf(stderr, "ethermem-llm: --suffix-len must be below --prompt-len (BOS comes first)\n");
 		return -EINVAL;
 	}
 	if (o->have_local_mem && !o->local_mem) {
@@ -353,6 +423,22 @@ static int llm_open_source(const struct llm_opts *o, struct llm_src **src,
 	}
 }
 
+/* BOS, then ids in [3, vocab) that depend only on their seed and position,
+ * so prompts of different lengths from one seed share their prefix. */
+static void llm_make_prompt(const struct llm_opts *o, int vocab, int *p)
+{
+	p[0] = 1;
+	for (int i = 1; i < o->prompt_len; i++) {
+		uint64_t seed = i >= o->prompt_len - o->suffix_len ? o->suffix_seed : o->prompt_seed;
+		uint64_t x = seed * 0x9E3779B97F4A7C15ULL + (uint64_t)i;
+
+		x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+		x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+		x ^= x >> 31;
+		p[i] = vocab > 3 ? 3 + (int)(x % (uint64_t)(vocab - 3)) : 1;
+	}
+}
+
 int main(int argc, char **argv)
 {
 	struct llm_opts o;
@@ -360,9 +446,13 @@ int main(int argc, char **argv)
 	struct llm_engine *eng = NULL;
 	char err[512] = "";
 	void *pool_cookie = NULL;
-	double *tok_ms = NULL, t_all, p50, p95, c50 = 0, c95 = 0;
-	int *ids = NULL, token = 1, rc, status = 1;
-	uint64_t rng, io0, f0, pb0 = 0, pf0 = 0, moved, faults;
+	double *tok_ms = NULL, t_all = 0, t_start, ttft = 0, p50, p95, c50 = 0, c95 = 0;
+	int *ids = NULL, *prompt = NULL, rc, status = 1, ctx, pfx_errors = 0;
+	uint64_t rng, io0 = 0, f0 = 0, pb0 = 0, pf0 = 0, moved, faults;
+	struct llm_prefix *pfx = NULL;
+	struct llm_prefix_stats ps = { 0 };
+	struct llm_kv_stats kv0, kv1;
+	void *pfx_conn = NULL;
 	float *scratch = NULL;
 	const char *kind, *format;
 
@@ -378,53 +468,129 @@ int main(int argc, char **argv)
 	kind = src->cfg.n_experts ? "moe" : "dense";
 	format = src->lay.fmt == LLM_FMT_MOE ? "ethermem-moe-v1" :
 		 src->lay.fmt == LLM_FMT_Q8 ? "llama2c-v2-int8" : "llama2c-v0";
-	if (o.steps > src->cfg.seq_len) {
+	if (o.prompt_len > src->cfg.seq_len) {
+		fprintf(stderr, "ethermem-llm: --prompt-len %d is beyond the model's seq_len %d\n",
+			o.prompt_len, src->cfg.seq_len);
+		status = 2;
+		goto out;
+	}
+	if (o.steps > src->cfg.seq_len - o.prompt_len + 1) {
 		if (!o.quiet)
 			fprintf(stderr, "ethermem-llm: note: --steps %d capped at the model's seq_len %d\n",
 				o.steps, src->cfg.seq_len);
-		o.steps = src->cfg.seq_len;
+		o.steps = src->cfg.seq_len - o.prompt_len + 1;
 	}
 	if (src->cfg.n_experts == 0 && o.router.mode != LLM_ROUTER_MODEL && !o.quiet)
 		fprintf(stderr, "ethermem-llm: note: --router has no effect on a dense model\n");
+	if ((o.kv_pool || o.kv_prefix) && (!llm_pool_backend || !llm_pool_backend->open_kv)) {
+		fprintf(stderr, "ethermem-llm: --kv pool and --kv-prefix pool need the pool backend, "
+			"not built here\n");
+		status = 2;
+		goto out;
+	}
+	if (o.kv_prefix && src->cfg.n_experts && o.router.mode != LLM_ROUTER_MODEL) {
+		/* The seeded router draws per forward pass: skipping the passes
+		 * of a fetched prefix would shift every later draw. */
+		if (!o.quiet)
+			fprintf(stderr, "ethermem-llm: note: --kv-prefix is off with --router %s\n",
+				o.router.mode == LLM_ROUTER_ZIPF ? "zipf" : "uniform");
+		o.kv_prefix = 0;
+	}
 	rc = llm_threads_init(o.threads);
 	if (rc) {
 		fprintf(stderr, "ethermem-llm: starting %d threads: %s\n", o.threads, strerror(-rc));
 		goto out;
 	}
-	rc = llm_engine_create(src, o.steps, &o.router, &eng);
+	ctx = o.prompt_len + o.steps - 1;
+	rc = llm_engine_create(src, ctx, &o.router, &eng);
 	tok_ms = calloc((size_t)o.steps, sizeof(double));
 	ids = calloc((size_t)o.steps, sizeof(int));
+	prompt = calloc((size_t)o.prompt_len, sizeof(int));
 	scratch = calloc((size_t)src->cfg.vocab, sizeof(float));
-	if (rc || !tok_ms || !ids || !scratch) {
+	if (rc || !tok_ms || !ids || !scratch || !prompt) {
 		fprintf(stderr, "ethermem-llm: out of memory for the engine\n");
 		goto out;
+	}
+	llm_make_prompt(&o, src->cfg.vocab, prompt);
+	if (o.kv_pool) {
+		uint64_t min = llm_engine_kv_min(eng);
+
+		rc = llm_engine_kv_pool(eng, o.have_kv_local ? o.kv_local : min,
+					llm_pool_backend->open_kv);
+		if (rc == -ENOBUFS) {
+			fprintf(stderr, "ethermem-llm: --kv-local must be at least %llu bytes for this "
+				"model (a block per layer and the stream ring)\n", (unsigned long long)min);
+			status = 2;
+			goto out;
+		}
+		if (rc) {
+			fprintf(stderr, "ethermem-llm: KV cache in the pool: %s\n", strerror(-rc));
+			goto out;
+		}
+	}
+	/* Connected before the clock starts, as a server would be. */
+	if (o.kv_prefix && (rc = llm_prefix_connect(llm_pool_backend, &pfx_conn))) {
+		fprintf(stderr, "ethermem-llm: prefix store: cannot connect to the pool: %s "
+			"(recomputing every prefix)\n", strerror(-rc));
+		pfx_conn = NULL;
+		pfx_errors++;
 	}
 	rng = o.seed ^ 0x9E3779B97F4A7C15ULL;
 	if (!rng)
 		rng = 1;
-	/* Everything from here on is "per token": the source's own opening
-	 * (reading the file, pinning stream units) is excluded. */
-	src->st.bytes_fetched = 0;
-	src->st.fetches = 0;
-	src->st.stall_ms = 0;
-	io0 = llm_read_bytes();
-	f0 = llm_faults();
-	if (o.weights == LLM_W_POOL && llm_pool_backend->stats)
-		llm_pool_backend->stats(pool_cookie, &pb0, &pf0);
-	t_all = llm_now_ms();
-	for (int pos = 0; pos < o.steps; pos++) {
-		double t0 = llm_now_ms();
+	t_start = llm_now_ms();
+	for (int pos = 0; pos < ctx; pos++) {
+		int gen = pos - (o.prompt_len - 1); /* index of the id this pass gives */
+		int tok = pos < o.prompt_len ? prompt[pos] : ids[gen - 1];
+		double t0;
 		float *logits;
 
-		rc = llm_forward(eng, token, pos, &logits);
+		if (gen == 0) {
+			/* Everything from here on is "per token": the prompt and the
+			 * source's own opening are excluded. */
+			src->st.bytes_fetched = 0;
+			src->st.fetches = 0;
+			src->st.stall_ms = 0;
+			io0 = llm_read_bytes();
+			f0 = llm_faults();
+			llm_engine_kv_stats(eng, &kv0);
+			if (o.weights == LLM_W_POOL && llm_pool_backend->stats)
+				llm_pool_backend->stats(pool_cookie, &pb0, &pf0);
+			t_all = llm_now_ms();
+		}
+		t0 = llm_now_ms();
+		rc = llm_forward(eng, tok, pos, &logits);
 		if (rc) {
-			fprintf(stderr, "ethermem-llm: forward pass at step %d failed: %s\n",
+			fprintf(stderr, "ethermem-llm: forward pass at position %d failed: %s\n",
 				pos, strerror(-rc));
 			goto out;
 		}
-		token = llm_sample(logits, src->cfg.vocab, o.temperature, &rng, scratch);
-		ids[pos] = token;
-		tok_ms[pos] = llm_now_ms() - t0;
+		if (pos == 0 && pfx_conn) {
+			rc = llm_prefix_open(llm_pool_backend, pfx_conn, eng, &src->cfg, logits,
+					     getenv("ETHERMEM_LLM_KV_STORE"), o.kv_store_size, &pfx);
+			if (rc) {
+				fprintf(stderr, "ethermem-llm: prefix store: %s (recomputing every prefix)\n",
+					strerror(-rc));
+				llm_pool_backend->store_close(NULL, pfx_conn);
+				pfx_errors++;
+			} else {
+				int hit = llm_prefix_fetch(pfx, prompt, o.prompt_len);
+
+				if (hit > 0) {
+					pos = hit - 1; /* continue at the first position not fetched */
+					continue;
+				}
+			}
+			pfx_conn = NULL;
+		}
+		if (gen >= 0) {
+			ids[gen] = llm_sample(logits, src->cfg.vocab, o.temperature, &rng, scratch);
+			tok_ms[gen] = llm_now_ms() - t0;
+			if (gen == 0)
+				ttft = llm_now_ms() - t_start;
+		}
+		if (pfx && pos < o.prompt_len && (pos + 1) % LLM_KV_BLOCK == 0)
+			llm_prefix_publish(pfx, prompt, pos / LLM_KV_BLOCK);
 	}
 	t_all = llm_now_ms() - t_all;
 	if (o.print_ids) {
@@ -445,6 +611,10 @@ int main(int argc, char **argv)
 	} else {
 		moved = llm_read_bytes() - io0;
 	}
+	llm_engine_kv_stats(eng, &kv1);
+	if (pfx)
+		llm_prefix_stats(pfx, &ps);
+	ps.errors += pfx_errors;
 	p50 = llm_pct(tok_ms, (size_t)o.steps, 50);
 	p95 = llm_pct(tok_ms, (size_t)o.steps, 95);
 	if (src->st.n_cold) {
@@ -469,6 +639,18 @@ int main(int argc, char **argv)
 				(unsigned long long)src->st.staging_bytes,
 				(unsigned long long)src->st.cache_bytes, src->st.cache_slots,
 				src->st.stall_ms);
+		fprintf(stderr,
+			"  prompt %d tokens, time to first token %.1f ms; KV %s (local %llu bytes, pool %llu), "
+			"from the pool per token %.0f bytes, stall %.1f ms\n",
+			o.prompt_len, ttft, o.kv_pool ? "pool" : "local",
+			(unsigned long long)kv1.local_bytes, (unsigned long long)kv1.pool_bytes,
+			(double)(kv1.bytes_read - kv0.bytes_read) / o.steps, kv1.stall_ms);
+		if (o.kv_prefix)
+			fprintf(stderr,
+				"  prefix: %d tokens fetched (%.1f ms, %llu bytes), %d blocks published "
+				"(%d already there, %.1f ms), %d rejected, %d store errors\n",
+				ps.hit_tokens, ps.fetch_ms, (unsigned long long)ps.bytes, ps.published,
+				ps.present, ps.publish_ms, ps.rejected, ps.errors);
 		if (src->cfg.n_experts && o.weights != LLM_W_LOCAL)
 			fprintf(stderr,
 				"  experts: %llu hits, %llu cold loads, cold-load ms p50 %.3f p95 %.3f\n",
@@ -485,7 +667,7 @@ int main(int argc, char **argv)
 			"\"faults_per_token\":%.3f,\"local_mem\":%llu,\"pinned_bytes\":%llu,"
 			"\"staging_bytes\":%llu,\"expert_cache_bytes\":%llu,\"expert_hits\":%llu,"
 			"\"expert_misses\":%llu,\"expert_cold_ms_p50\":%.4f,\"expert_cold_ms_p95\":%.4f,"
-			"\"stall_ms\":%.3f}\n",
+			"\"stall_ms\":%.3f,",
 			kind, format, llm_wnames[o.weights],
 			o.weights == LLM_W_STREAM ? (o.from_pool ? "pool" : "file") : "",
 			o.steps, o.threads, (unsigned long long)src->lay.file_size,
@@ -497,14 +679,28 @@ int main(int argc, char **argv)
 			(unsigned long long)src->st.cache_bytes,
 			(unsigned long long)src->st.expert_hits,
 			(unsigned long long)src->st.expert_misses, c50, c95, src->st.stall_ms);
+		fprintf(stderr,
+			"\"prompt_len\":%d,\"ttft_ms\":%.3f,\"kv\":\"%s\",\"kv_local_bytes\":%llu,"
+			"\"kv_pool_bytes\":%llu,\"kv_pool_read_per_token\":%.1f,\"kv_stall_ms\":%.3f,"
+			"\"kv_prefix\":\"%s\",\"prefix_hit_tokens\":%d,\"prefix_fetch_ms\":%.3f,"
+			"\"prefix_fetched_bytes\":%llu,\"prefix_published\":%d,\"prefix_present\":%d,"
+			"\"prefix_rejected\":%d,\"prefix_errors\":%d,\"publish_ms\":%.3f}\n",
+			o.prompt_len, ttft, o.kv_pool ? "pool" : "local",
+			(unsigned long long)kv1.local_bytes, (unsigned long long)kv1.pool_bytes,
+			(double)(kv1.bytes_read - kv0.bytes_read) / o.steps, kv1.stall_ms,
+			o.kv_prefix ? "pool" : "none", ps.hit_tokens, ps.fetch_ms,
+			(unsigned long long)ps.bytes, ps.published, ps.present, ps.rejected, ps.errors,
+			ps.publish_ms);
 	}
 	status = 0;
 out:
+	llm_prefix_close(pfx);
 	llm_engine_destroy(eng);
 	llm_src_close(src);
 	llm_threads_fini();
 	free(tok_ms);
 	free(ids);
+	free(prompt);
 	free(scratch);
 	return status;
 }

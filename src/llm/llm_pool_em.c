@@ -29,6 +29,9 @@
  * one thread; the library splits reads at its own limits and stripes.
  * Completions that arrive for other tags than the one being waited for are
  * parked in a small table until their wait.
+ *
+ * The KV cache's pool blocks use the same queue machinery on an anonymous
+ * region, and the prefix store is libemkv (kvstore.h) on the same pool.
  */
 #include "llm/llm.h"
 
@@ -42,6 +45,7 @@
 #include <unistd.h>
 
 #include "ethermem.h"
+#include "llm/kvstore.h"
 
 /* Requests in flight at most: two staging buffers of up to LLM_UNIT_RANGES
  * ranges plus one layer's top-k expert misses, with room to spare. */
@@ -240,9 +244,9 @@ static int llm_pf_settle(struct llm_pfetch *f, struct llm_pq_ent *e)
 	return 0;
 }
 
-static int llm_pf_submit(void *ctx, uint64_t off, void *dst, size_t len, uint64_t tag)
+static int llm_pf_submit_op(struct llm_pfetch *f, uint8_t opcode, uint64_t off, void *dst,
+			    size_t len, uint64_t tag)
 {
-	struct llm_pfetch *f = ctx;
 	struct llm_pq_ent *e = NULL;
 	int rc = 0, parts, first;
 	size_t at = 0;
@@ -266,7 +270,7 @@ static int llm_pf_submit(void *ctx, uint64_t off, void *dst, size_t len, uint64_
 		/* Page-aligned cuts, so that pieces land on whole pages. */
 		size_t piece = p == parts - 1 ? len - at : (len / (size_t)parts) & ~(size_t)4095;
 		int qi = (first + p) % f->nq;
-		struct em_op op = { .opcode = EM_OP_READ, .region = f->r, .offset = off + at,
+		struct em_op op = { .opcode = opcode, .region = f->r, .offset = off + at,
 				    .buf = (char *)dst + at, .len = piece,
 				    .user_data = (uint64_t)(e - f->ent) };
 
@@ -291,6 +295,11 @@ static int llm_pf_submit(void *ctx, uint64_t off, void *dst, size_t len, uint64_
 		return rc < 0 ? rc : -EIO;
 	}
 	return 0;
+}
+
+static int llm_pf_submit(void *ctx, uint64_t off, void *dst, size_t len, uint64_t tag)
+{
+	return llm_pf_submit_op(ctx, EM_OP_READ, off, dst, len, tag);
 }
 
 static int llm_pf_wait(void *ctx, uint64_t tag)
@@ -386,6 +395,108 @@ static int llm_em_open_fetcher(const char *model, struct llm_fetcher *out)
 	out->ctx = f;
 	out->size = f->size;
 	return 0;
+}
+
+/* ---- the KV cache's pool blocks ----------------------------------------- */
+
+/*
+ * An anonymous region of the size the engine asks, freed with the
+ * connection when the engine closes it: KV blocks are private to one
+ * sequence.  The same queue machinery as the fetcher, reads and writes.
+ */
+static int llm_kv_submit(void *ctx, int write, uint64_t off, void *buf, size_t len, uint64_t tag)
+{
+	return llm_pf_submit_op(ctx, write ? EM_OP_WRITE : EM_OP_READ, off, buf, len, tag);
+}
+
+static const struct llm_kvio_ops llm_kv_ops = {
+	.submit = llm_kv_submit,
+	.wait = llm_pf_wait,
+	.close = llm_pf_close,
+};
+
+static int llm_em_open_kv(uint64_t bytes, struct llm_kvio *out)
+{
+	struct llm_pfetch *f = calloc(1, sizeof(*f));
+	const char *e = getenv("ETHERMEM_LLM_SPIN");
+	int rc;
+
+	if (!f)
+		return -ENOMEM;
+	f->nq = 1;
+	rc = em_pool_connect(&f->pool, NULL);
+	if (rc) {
+		fprintf(stderr, "ethermem-llm: cannot connect to the pool for the KV cache "
+			"(ETHERMEM_NODES, ETHERMEM_SECRET_FILE): %s\n", em_strerror(rc));
+		free(f);
+		return rc;
+	}
+	rc = em_region_create(f->pool, NULL, bytes, NULL, &f->r);
+	if (!rc) {
+		rc = em_queue_create(f->pool, LLM_PQ_DEPTH, &f->q[0]);
+		if (rc)
+			em_region_close(f->r);
+	}
+	if (rc) {
+		fprintf(stderr, "ethermem-llm: a %llu-byte KV region in the pool: %s\n",
+			(unsigned long long)bytes, em_strerror(rc));
+		em_pool_close(f->pool);
+		free(f);
+		return rc;
+	}
+	f->size = bytes;
+	f->spin = !(e && !strcmp(e, "0"));
+	out->ops = &llm_kv_ops;
+	out->ctx = f;
+	return 0;
+}
+
+/* ---- the prefix store (kvstore.h) --------------------------------------- */
+
+static int llm_em_store_connect(void **conn)
+{
+	em_pool *p;
+	int rc = em_pool_connect(&p, NULL);
+
+	if (rc)
+		return rc;
+	*conn = p;
+	return 0;
+}
+
+static int llm_em_store_open(void *conn, const char *name, uint64_t capacity,
+			     uint32_t value_max, void **store)
+{
+	struct em_kv_opts o = { .size = sizeof(o), .capacity = capacity, .value_max = value_max,
+				.create = 1 };
+	em_kv *kv;
+	int rc = em_kv_open(conn, name, &o, &kv);
+
+	if (rc)
+		return rc;
+	if (em_kv_value_max(kv) < value_max) {
+		em_kv_close(kv);
+		return -EMSGSIZE; /* made by another model's geometry */
+	}
+	*store = kv;
+	return 0;
+}
+
+static int llm_em_store_get(void *store, unsigned n, const uint64_t (*keys)[2], void *const *bufs,
+			    size_t cap, int *res)
+{
+	return em_kv_get_batch(store, n, (const struct em_kv_key *)keys, bufs, cap, res);
+}
+
+static int llm_em_store_put(void *store, const uint64_t *key, const void *buf, size_t len)
+{
+	return em_kv_put(store, (const struct em_kv_key *)key, buf, len);
+}
+
+static void llm_em_store_close(void *store, void *conn)
+{
+	em_kv_close(store);
+	em_pool_close(conn);
 }
 
 /* ---- transparent mapping ----------------------------------------------- */
@@ -487,6 +598,12 @@ static const struct llm_pool_ops llm_em_ops = {
 	.unmap = llm_em_unmap,
 	.open_fetcher = llm_em_open_fetcher,
 	.stats = llm_em_stats,
+	.open_kv = llm_em_open_kv,
+	.store_connect = llm_em_store_connect,
+	.store_open = llm_em_store_open,
+	.store_get = llm_em_store_get,
+	.store_put = llm_em_store_put,
+	.store_close = llm_em_store_close,
 };
 
 const struct llm_pool_ops *const llm_pool_backend = &llm_em_ops;

@@ -6,6 +6,10 @@
  * processes publishing the same keys at once store each key at most once
  * and every stored value is whole; a region that is not a store is refused;
  * a store whose node died fails with an error, not a crash.
+ *
+ * With arguments it is the engine test's tool on the pool of the
+ * environment: `corrupt NAME` flips a byte in every value of store NAME
+ * (and prints how many), `stats NAME` prints its counters.
  */
 #include "harness.h"
 
@@ -43,7 +47,57 @@ static uint64_t slot_of(em_region *r, const struct em_kv_key *k)
 	return 0;
 }
 
-int main(void)
+static int tool(int argc, char **argv)
+{
+	em_pool *pool;
+	em_region *r;
+	em_kv *kv;
+	struct em_kv_stats st;
+	uint64_t h[8], e[8];
+	int n = 0;
+
+	if (argc != 3 || em_pool_connect(&pool, NULL))
+		return 2;
+	if (!strcmp(argv[1], "stats")) {
+		if (em_kv_open(pool, argv[2], NULL, &kv) || em_kv_stats(kv, &st))
+			return 1;
+		printf("entries %llu used %llu bytes %llu hits %llu misses %llu puts %llu present %llu "
+		       "evictions %llu corrupt %llu\n", (unsigned long long)st.entries,
+		       (unsigned long long)st.used, (unsigned long long)st.bytes,
+		       (unsigned long long)st.hits, (unsigned long long)st.misses,
+		       (unsigned long long)st.puts, (unsigned long long)st.present,
+		       (unsigned long long)st.evictions, (unsigned long long)st.corrupt);
+		em_kv_close(kv);
+	} else if (!strcmp(argv[1], "corrupt")) {
+		if (em_region_open(pool, argv[2], &r) || em_read(r, 0, h, sizeof(h)))
+			return 1;
+		for (uint64_t i = 0; i < h[2] * h[3]; i++) {
+			unsigned char x;
+			uint64_t off;
+
+			if (em_read(r, h[5] + i * 64, e, sizeof(e)))
+				return 1;
+			if ((e[0] & 3) != 2 || e[3] < 200)
+				continue;
+			/* Past the block's header: the KV numbers themselves. */
+			off = h[6] + i * ((h[4] + 4095) & ~4095ull) + e[3] - 100;
+			if (em_read(r, off, &x, 1))
+				return 1;
+			x ^= 0x10;
+			if (em_write(r, off, &x, 1))
+				return 1;
+			n++;
+		}
+		printf("%d\n", n);
+		em_region_close(r);
+	} else {
+		return 2;
+	}
+	em_pool_close(pool);
+	return 0;
+}
+
+static int selftest(void)
 {
 	const char *secret = t_secret("secret", "kv store test secret, long enough to pass\n");
 	struct t_node node;
@@ -219,4 +273,9 @@ int main(void)
 	t_cleanup();
 	printf("PASS\n");
 	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	return argc > 1 ? tool(argc, argv) : selftest();
 }
