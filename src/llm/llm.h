@@ -274,7 +274,8 @@ struct llm_router {
  * flight before the engine frees the buffers.
  */
 #define LLM_KV_BLOCK 16 /* positions per block */
-#define LLM_KV_RING 8   /* half blocks streamed ahead of attention */
+#define LLM_KV_RING 8   /* stream items in flight ahead of attention */
+#define LLM_KV_CHUNK 16 /* most half blocks in one stream item */
 
 struct llm_kvio_ops {
 	int (*submit)(void *ctx, int write, uint64_t off, void *buf, size_t len, uint64_t tag);

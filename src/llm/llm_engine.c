@@ -46,13 +46,14 @@ struct llm_kv {
 	float *local;               /* block (l, j < jl) at (l * jl + j) * blk */
 	float *tail;                /* the block being filled, one per layer */
 	int tail_j;
-	float *ring;                /* LLM_KV_RING half blocks */
+	float *ring;                /* LLM_KV_RING slots of chunk half blocks */
+	int chunk;                  /* half blocks per stream item */
 	uint64_t ring_tag[LLM_KV_RING];
 	struct llm_kvio io;
 	int have_io;
 	uint64_t tag;
 	long s_total, s_sub, s_con; /* stream items: total, submitted, consumed */
-	uint64_t *wtag;             /* per layer: the tail's write, 0 if none */
+	uint64_t *wtag;             /* per layer and half: a write, 0 if none */
 	struct llm_kv_stats st;
 };
 
@@ -174,7 +175,7 @@ static int llm_kv_geom(struct llm_engine *e, uint64_t *all_local)
 	return 0;
 }
 
-static int llm_kv_alloc(struct llm_engine *e, int jl)
+static int llm_kv_alloc(struct llm_engine *e, int jl, int chunk)
 {
 	struct llm_kv *kv = &e->kv;
 	size_t L = (size_t)e->c.n_layers, n = L * (size_t)jl * kv->blk;
@@ -190,8 +191,9 @@ static int llm_kv_alloc(struct llm_engine *e, int jl)
 		((volatile float *)kv->local)[i] = 0.0f;
 	if (jl < kv->nblk) {
 		kv->tail = llm_falloc(L * kv->blk);
-		kv->ring = llm_falloc((size_t)LLM_KV_RING * kv->half);
-		kv->wtag = calloc(L, sizeof(uint64_t));
+		kv->chunk = chunk;
+		kv->ring = llm_falloc((size_t)LLM_KV_RING * (size_t)chunk * kv->half);
+		kv->wtag = calloc(2 * L, sizeof(uint64_t));
 		if (!kv->tail || !kv->ring || !kv->wtag)
 			return -ENOMEM;
 	}
@@ -213,7 +215,7 @@ int llm_engine_kv_pool(struct llm_engine *e, uint64_t local_bytes,
 		       int (*open)(uint64_t bytes, struct llm_kvio *io))
 {
 	struct llm_kv *kv = &e->kv;
-	uint64_t all, fixed, per, jl, pool;
+	uint64_t all, fixed, per, jl, pool, hb, chunk;
 	int rc;
 
 	if (kv->ready)
@@ -221,10 +223,18 @@ int llm_engine_kv_pool(struct llm_engine *e, uint64_t local_bytes,
 	if ((rc = llm_kv_geom(e, &all)))
 		return rc;
 	if (local_bytes >= all)
-		return llm_kv_alloc(e, kv->nblk);
+		return llm_kv_alloc(e, kv->nblk, 0);
 	fixed = llm_engine_kv_min(e);
 	if (local_bytes < fixed)
 		return -ENOBUFS;
+	/* A quarter of what the budget leaves goes to larger stream items
+	 * (up to LLM_KV_CHUNK half blocks): each request to the pool then
+	 * carries several blocks, which is what its bandwidth needs. */
+	hb = kv->half * sizeof(float);
+	chunk = (local_bytes - fixed) / 4 / (LLM_KV_RING * hb) + 1;
+	if (chunk > LLM_KV_CHUNK)
+		chunk = LLM_KV_CHUNK;
+	fixed += (chunk - 1) * LLM_KV_RING * hb;
 	per = (uint64_t)e->c.n_layers * kv->blk * sizeof(float);
 	jl = (local_bytes - fixed) / per;
 	pool = (uint64_t)(kv->nblk - (int)jl) * per;
@@ -232,17 +242,20 @@ int llm_engine_kv_pool(struct llm_engine *e, uint64_t local_bytes,
 		return rc;
 	kv->have_io = 1;
 	kv->st.pool_bytes = pool;
-	rc = llm_kv_alloc(e, (int)jl);
+	rc = llm_kv_alloc(e, (int)jl, (int)chunk);
 	kv->st.local_bytes = jl * per + fixed;
 	return rc;
 }
 
-static uint64_t llm_kv_off(const struct llm_engine *e, int l, int j)
+/* In the pool each layer keeps the key halves of its blocks side by side,
+ * then the value halves: what attention reads in one sweep is one range. */
+static uint64_t llm_kv_off(const struct llm_engine *e, int l, int j, int kind)
 {
 	const struct llm_kv *kv = &e->kv;
+	uint64_t np = (uint64_t)(kv->nblk - kv->jl);
 
-	return ((uint64_t)l * (uint64_t)(kv->nblk - kv->jl) + (uint64_t)(j - kv->jl)) *
-	       kv->blk * sizeof(float);
+	return ((uint64_t)l * 2 * np + (uint64_t)kind * np + (uint64_t)(j - kv->jl)) *
+	       kv->half * sizeof(float);
 }
 
 static int llm_kv_wait(struct llm_engine *e, uint64_t tag)
@@ -254,29 +267,34 @@ static int llm_kv_wait(struct llm_engine *e, uint64_t tag)
 	return rc;
 }
 
-static void llm_kv_item(const struct llm_engine *e, long k, int *l, int *kind, int *j)
+/* Stream item k: blocks [j0, j0 + n) of layer l, keys or values. */
+static void llm_kv_item(const struct llm_engine *e, long k, int *l, int *kind, int *j0, int *n)
 {
-	long m = e->kv.cur - e->kv.jl, r = k % (2 * m);
+	const struct llm_kv *kv = &e->kv;
+	long m = kv->cur - kv->jl, q = (m + kv->chunk - 1) / kv->chunk, r = k % (2 * q);
 
-	*l = (int)(k / (2 * m));
-	*kind = (int)(r / m);
-	*j = e->kv.jl + (int)(r % m);
+	*l = (int)(k / (2 * q));
+	*kind = (int)(r / q);
+	*j0 = kv->jl + (int)(r % q) * kv->chunk;
+	*n = (int)(m - (r % q) * kv->chunk < kv->chunk ? m - (r % q) * kv->chunk : kv->chunk);
 }
 
 static int llm_kv_submit_next(struct llm_engine *e)
 {
 	struct llm_kv *kv = &e->kv;
-	int l, kind, j, slot = (int)(kv->s_sub % LLM_KV_RING), rc;
-	size_t hb = kv->half * sizeof(float);
+	int l, kind, j0, n, slot = (int)(kv->s_sub % LLM_KV_RING), rc;
+	size_t len;
 
-	llm_kv_item(e, kv->s_sub, &l, &kind, &j);
+	llm_kv_item(e, kv->s_sub, &l, &kind, &j0, &n);
+	len = (size_t)n * kv->half * sizeof(float);
 	kv->ring_tag[slot] = ++kv->tag;
-	rc = kv->io.ops->submit(kv->io.ctx, 0, llm_kv_off(e, l, j) + (uint64_t)kind * hb,
-				kv->ring + (size_t)slot * kv->half, hb, kv->ring_tag[slot]);
+	rc = kv->io.ops->submit(kv->io.ctx, 0, llm_kv_off(e, l, j0, kind),
+				kv->ring + (size_t)slot * (size_t)kv->chunk * kv->half, len,
+				kv->ring_tag[slot]);
 	if (rc)
 		return rc;
 	kv->s_sub++;
-	kv->st.bytes_read += hb;
+	kv->st.bytes_read += len;
 	return 0;
 }
 
@@ -285,7 +303,7 @@ static int llm_kv_drain(struct llm_engine *e)
 	struct llm_kv *kv = &e->kv;
 	int rc = 0;
 
-	for (int l = 0; l < e->c.n_layers; l++)
+	for (int l = 0; l < 2 * e->c.n_layers; l++)
 		if (kv->wtag && kv->wtag[l]) {
 			int r = llm_kv_wait(e, kv->wtag[l]);
 
@@ -305,7 +323,7 @@ static int llm_kv_begin(struct llm_engine *e, int pos)
 	int rc;
 
 	if (!kv->ready) {
-		if ((rc = llm_kv_geom(e, &all)) || (rc = llm_kv_alloc(e, kv->nblk)))
+		if ((rc = llm_kv_geom(e, &all)) || (rc = llm_kv_alloc(e, kv->nblk, 0)))
 			return rc;
 	}
 	kv->cur = pos / kv->B;
@@ -315,7 +333,8 @@ static int llm_kv_begin(struct llm_engine *e, int pos)
 		return 0;
 	if ((rc = llm_kv_drain(e)))
 		return rc;
-	kv->s_total = kv->cur > kv->jl ? 2L * e->c.n_layers * (kv->cur - kv->jl) : 0;
+	kv->s_total = kv->cur > kv->jl ?
+		      2L * e->c.n_layers * ((kv->cur - kv->jl + kv->chunk - 1) / kv->chunk) : 0;
 	kv->s_sub = kv->s_con = 0;
 	while (kv->s_sub < kv->s_total && kv->s_sub < LLM_KV_RING)
 		if ((rc = llm_kv_submit_next(e)))
@@ -327,7 +346,7 @@ static int llm_kv_begin(struct llm_engine *e, int pos)
 static int llm_kv_get(struct llm_engine *e, int l, int j, int kind, const float **out)
 {
 	struct llm_kv *kv = &e->kv;
-	int il, ik, ij, slot, rc;
+	int il, ik, j0, n, slot, rc;
 
 	if (j < kv->jl) {
 		*out = kv->local + ((size_t)l * (size_t)kv->jl + (size_t)j) * kv->blk +
@@ -340,13 +359,14 @@ static int llm_kv_get(struct llm_engine *e, int l, int j, int kind, const float 
 	}
 	if (kv->s_con >= kv->s_sub)
 		return -EIO;
-	llm_kv_item(e, kv->s_con, &il, &ik, &ij);
-	if (il != l || ik != kind || ij != j)
+	llm_kv_item(e, kv->s_con, &il, &ik, &j0, &n);
+	if (il != l || ik != kind || j < j0 || j >= j0 + n)
 		return -EIO; /* attention read out of the streamed order */
 	slot = (int)(kv->s_con % LLM_KV_RING);
-	if ((rc = llm_kv_wait(e, kv->ring_tag[slot])))
+	/* The item's tag is waited once, on its first block. */
+	if (j == j0 && (rc = llm_kv_wait(e, kv->ring_tag[slot])))
 		return rc;
-	*out = kv->ring + (size_t)slot * kv->half;
+	*out = kv->ring + ((size_t)slot * (size_t)kv->chunk + (size_t)(j - j0)) * kv->half;
 	return 0;
 }
 
@@ -354,12 +374,42 @@ static int llm_kv_get(struct llm_engine *e, int l, int j, int kind, const float 
 static int llm_kv_put(struct llm_engine *e, int j)
 {
 	struct llm_kv *kv = &e->kv;
+	int l, kind, j0, n;
 
 	if (j < kv->jl || j == kv->cur)
 		return 0;
+	llm_kv_item(e, kv->s_con, &l, &kind, &j0, &n);
+	if (j != j0 + n - 1)
+		return 0; /* more blocks of this item to come */
 	kv->s_con++;
 	if (kv->s_sub < kv->s_total)
 		return llm_kv_submit_next(e);
+	return 0;
+}
+
+/* Starts moving block j of layer l (keys and values, kv->blk floats at
+ * buf) to the pool (write 1) or from it; the tags go to wtag[2l, 2l+1]. */
+static int llm_kv_io(struct llm_engine *e, int l, int j, float *buf, int write)
+{
+	struct llm_kv *kv = &e->kv;
+	size_t hb = kv->half * sizeof(float);
+
+	for (int kind = 0; kind < 2; kind++) {
+		uint64_t *t = &kv->wtag[2 * l + kind];
+		int rc;
+
+		*t = ++kv->tag;
+		rc = kv->io.ops->submit(kv->io.ctx, write, llm_kv_off(e, l, j, kind),
+					buf + (size_t)kind * kv->half, hb, *t);
+		if (rc) {
+			*t = 0;
+			return rc;
+		}
+		if (write)
+			kv->st.bytes_written += hb;
+		else
+			kv->st.bytes_read += hb;
+	}
 	return 0;
 }
 
@@ -367,21 +417,14 @@ static int llm_kv_put(struct llm_engine *e, int j)
 static int llm_kv_end(struct llm_engine *e, int pos)
 {
 	struct llm_kv *kv = &e->kv;
-	size_t bb = kv->blk * sizeof(float);
 
 	if (!kv->have_io || (pos + 1) % kv->B || kv->cur < kv->jl)
 		return 0;
 	for (int l = 0; l < e->c.n_layers; l++) {
-		int rc;
+		int rc = llm_kv_io(e, l, kv->cur, kv->tail + (size_t)l * kv->blk, 1);
 
-		kv->wtag[l] = ++kv->tag;
-		rc = kv->io.ops->submit(kv->io.ctx, 1, llm_kv_off(e, l, kv->cur),
-					kv->tail + (size_t)l * kv->blk, bb, kv->wtag[l]);
-		if (rc) {
-			kv->wtag[l] = 0;
+		if (rc)
 			return rc;
-		}
-		kv->st.bytes_written += bb;
 	}
 	return 0;
 }
@@ -434,14 +477,7 @@ static int llm_kv_copy(struct llm_engine *e, int j, void *buf, int to_engine)
 		 * an imported block is written there too. */
 		if (j < kv->jl || (mem && !to_engine))
 			continue;
-		kv->wtag[l] = ++kv->tag;
-		rc = kv->io.ops->submit(kv->io.ctx, to_engine, llm_kv_off(e, l, j), b, bb, kv->wtag[l]);
-		if (rc)
-			kv->wtag[l] = 0;
-		else if (to_engine)
-			kv->st.bytes_written += bb;
-		else
-			kv->st.bytes_read += bb;
+		rc = llm_kv_io(e, l, j, (float *)(void *)b, to_engine);
 	}
 	{
 		int r = kv->have_io ? llm_kv_drain(e) : 0;
