@@ -4,7 +4,7 @@
 # flags and test selections live only in CMakePresets.json.
 # `make install` (PREFIX=DIR, else CMake's /usr/local; DESTDIR honoured),
 # `make format` / `make format-check` run scripts/format.sh;
-# `make bench-llm` (QUICK=1 for the CI smoke run).
+# `make bench-llm` (QUICK=1 for the CI smoke run), `make bench-kv`.
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
@@ -33,7 +33,11 @@ format-check:
 bench-llm: all
 	bench/llm/run.sh $(if $(QUICK),--quick,)
 
+# The KV cache in the pool: TTFT with prefixes fetched, decode with KV in the pool.
+bench-kv: all
+	bench/llm/kv.sh
+
 clean:
 	rm -rf build build-asan build-tsan build-fuzz
 
-.PHONY: all test asan tsan fuzz install format format-check clean bench-llm
+.PHONY: all test asan tsan fuzz install format format-check clean bench-llm bench-kv
