@@ -19,7 +19,8 @@ TOOL=$B/test_llm_kvstore
 for x in "$LLM" "$GEN" "$TOOL" "$B/ethermemd"; do
 	[ -x "$x" ] || { echo "SKIP: $x not built"; exit 77; }
 done
-[ -r "$STORIES" ] || { echo "SKIP: $STORIES missing"; exit 77; }
+# Without stories260K the generated models carry every part of the test.
+[ -r "$STORIES" ] || { echo "note: $STORIES missing, generated models only"; STORIES=; }
 T=$(mktemp -d) || exit 1
 PIDS=
 cleanup() {
@@ -69,7 +70,8 @@ same() {
 	--seq 320 --experts 8 --topk 2 --seed 6 2>/dev/null || { echo "FAIL: generating models"; exit 1; }
 
 # KV in the pool: same ids as all local, the pool actually used.
-for m in "$STORIES" "$T/gqa.bin" "$T/moe.bin"; do
+# shellcheck disable=SC2086
+for m in $STORIES "$T/gqa.bin" "$T/moe.bin"; do
 	P="--model $m --prompt-len 150 --steps 120"
 	# shellcheck disable=SC2086
 	run ref $P --kv local || continue
@@ -94,12 +96,15 @@ P="--model $T/gqa.bin --prompt-len 150 --steps 120"
 # shellcheck disable=SC2086
 run ref $P && run got $P --kv pool --weights stream --stream-from pool && same got ref
 # A budget below the minimum is a usage error.
-"$LLM" --model "$STORIES" --kv pool --kv-local 4K --steps 4 --quiet >/dev/null 2>&1
+"$LLM" --model "$T/gqa.bin" --kv pool --kv-local 4K --steps 4 --quiet >/dev/null 2>&1
 [ $? = 2 ] || { echo "FAIL: --kv-local below the minimum was not refused with 2"; fail=1; }
 
 # Prefixes: publish, then fetch in another process.
 export ETHERMEM_LLM_KV_STORE=kvt-one
-P="--model $STORIES --prompt-len 200 --steps 40"
+PM=${STORIES:-$T/gqa.bin}
+OTHER=$T/gqa.bin
+[ -n "$STORIES" ] || OTHER=$T/moe.bin
+P="--model $PM --prompt-len 200 --steps 40"
 # shellcheck disable=SC2086
 run ref $P
 # shellcheck disable=SC2086
@@ -119,7 +124,7 @@ run ref2 $P --suffix-len 60 --suffix-seed 9 && run third $P --suffix-len 60 --su
 [ "$(json prefix_hit_tokens)" = 128 ] || { cat "$T/err"; echo "FAIL: shared 140 tokens: want 128 fetched"; fail=1; }
 # Another model never reuses these blocks (its own store by default; here
 # the same store named, so the block headers must refuse).
-P2="--model $T/gqa.bin --prompt-len 200 --steps 20"
+P2="--model $OTHER --prompt-len 200 --steps 20"
 # shellcheck disable=SC2086
 run ref3 $P2 && run got $P2 --kv-prefix pool && same got ref3
 [ "$(json prefix_hit_tokens)" = 0 ] || { cat "$T/err"; echo "FAIL: another model fetched blocks"; fail=1; }
