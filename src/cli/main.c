@@ -34,6 +34,7 @@ static void usage(FILE *f)
 "  region ls                 list named regions\n"
 "  region rm NAME            delete a named region\n"
 "  bench [--baseline]        latency and bandwidth of the pool\n"
+"  kv stats [NAME]           block stores (prefix caches): entries, bytes, hit rate\n"
 "  bench map                 transparent mapping against mmap and swap\n"
 "  run -- PROGRAM ARGS       run an unmodified program with its large\n"
 "                            allocations in the pool\n"
@@ -447,6 +448,8 @@ int main(int argc, char **argv)
 		return cmd_status(argc - 1, argv + 1, &cp);
 	if (!strcmp(cmd, "region"))
 		return cmd_region(argc - 1, argv + 1, &cp);
+	if (!strcmp(cmd, "kv"))
+		return em_cli_kv(argc - 1, argv + 1, &cp);
 	/* `run` hands the pool to its program through the environment; the
 	 * others connect with the flags themselves */
 	if (!strcmp(cmd, "bench") && argc > 2 && !strcmp(argv[2], "map"))

@@ -9,7 +9,7 @@
  *
  * With arguments it is the engine test's tool on the pool of the
  * environment: `corrupt NAME` flips a byte in every value of store NAME
- * (and prints how many), `stats NAME` prints its counters.
+ * and prints how many (`ethermem kv stats` shows the counters).
  */
 #include "harness.h"
 
@@ -51,24 +51,12 @@ static int tool(int argc, char **argv)
 {
 	em_pool *pool;
 	em_region *r;
-	em_kv *kv;
-	struct em_kv_stats st;
 	uint64_t h[8], e[8];
 	int n = 0;
 
 	if (argc != 3 || em_pool_connect(&pool, NULL))
 		return 2;
-	if (!strcmp(argv[1], "stats")) {
-		if (em_kv_open(pool, argv[2], NULL, &kv) || em_kv_stats(kv, &st))
-			return 1;
-		printf("entries %llu used %llu bytes %llu hits %llu misses %llu puts %llu present %llu "
-		       "evictions %llu corrupt %llu\n", (unsigned long long)st.entries,
-		       (unsigned long long)st.used, (unsigned long long)st.bytes,
-		       (unsigned long long)st.hits, (unsigned long long)st.misses,
-		       (unsigned long long)st.puts, (unsigned long long)st.present,
-		       (unsigned long long)st.evictions, (unsigned long long)st.corrupt);
-		em_kv_close(kv);
-	} else if (!strcmp(argv[1], "corrupt")) {
+	if (!strcmp(argv[1], "corrupt")) {
 		if (em_region_open(pool, argv[2], &r) || em_read(r, 0, h, sizeof(h)))
 			return 1;
 		for (uint64_t i = 0; i < h[2] * h[3]; i++) {
