@@ -30,7 +30,7 @@ static void kv_print(const char *name, const struct em_kv_stats *st)
 int em_cli_kv(int argc, char **argv, struct em_cli_pool *cp)
 {
 	struct em_region_info *info = NULL;
-	struct em_kv_stats st;
+	struct em_kv_stats st = { .size = sizeof(st) };
 	em_pool *pool;
 	em_kv *kv;
 	int n = 0, rc, shown = 0;

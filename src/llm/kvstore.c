@@ -261,7 +261,7 @@ int em_kv_open(em_pool *pool, const char *name, const struct em_kv_opts *opts, e
 	em_kv *kv;
 	int rc;
 
-	if (!pool || !name || !out || (opts && opts->size && opts->size < sizeof(*opts)))
+	if (!pool || !name || !out || (opts && opts->size < sizeof(*opts)))
 		return -EINVAL;
 	kv = calloc(1, sizeof(*kv));
 	if (!kv)
@@ -576,13 +576,17 @@ int em_kv_exists(em_kv *kv, const struct em_kv_key *key)
 	return 0;
 }
 
-int em_kv_stats(em_kv *kv, struct em_kv_stats *st)
+int em_kv_stats(em_kv *kv, struct em_kv_stats *out)
 {
-	uint64_t c[7], ents = kv->sets * kv->ways, *dir;
+	struct em_kv_stats full, *st = &full;
+	uint64_t c[7], ents, *dir;
+	size_t want;
 	int rc;
 
-	if (!kv || !st)
+	if (!kv || !out || out->size < sizeof(*out))
 		return -EINVAL;
+	want = out->size;
+	ents = kv->sets * kv->ways;
 	dir = malloc(ents * KV_ENT);
 	if (!dir)
 		return -ENOMEM;
@@ -590,7 +594,7 @@ int em_kv_stats(em_kv *kv, struct em_kv_stats *st)
 	if (!rc)
 		rc = em_read(kv->r, kv->dir, dir, ents * KV_ENT);
 	if (!rc) {
-		*st = (struct em_kv_stats){ .entries = ents, .value_max = kv->vmax,
+		*st = (struct em_kv_stats){ .size = want, .entries = ents, .value_max = kv->vmax,
 					    .hits = c[1], .misses = c[2], .puts = c[3],
 					    .present = c[4], .evictions = c[5], .corrupt = c[6] };
 		for (uint64_t i = 0; i < ents; i++)
@@ -598,6 +602,8 @@ int em_kv_stats(em_kv *kv, struct em_kv_stats *st)
 				st->used++;
 				st->bytes += dir[i * 8 + E_LEN];
 			}
+		/* Only what the caller's struct has room for. */
+		memcpy(out, st, want < sizeof(*st) ? want : sizeof(*st));
 	}
 	free(dir);
 	return rc;

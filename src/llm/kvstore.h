@@ -21,7 +21,8 @@
  * pool-wide clock).  So eviction is LRU within each set, as in a CPU cache,
  * which needs no shared list to maintain.
  *
- * Conventions are libethermem's: 0, a count, or -errno.  Not thread-safe per
+ * Conventions are libethermem's: 0, a count, or -errno; the structs start
+ * with their size, set by the caller.  Not thread-safe per
  * handle (each thread opens its own, or serialises); any number of handles
  * in any number of processes may use one store at once.
  */
@@ -79,6 +80,7 @@ int em_kv_get(em_kv *kv, const struct em_kv_key *key, void *buf, size_t cap);
 int em_kv_exists(em_kv *kv, const struct em_kv_key *key);
 
 struct em_kv_stats {
+	size_t size;                  /* sizeof(struct em_kv_stats), set by the caller */
 	uint64_t entries, value_max;  /* geometry */
 	uint64_t used;                /* entries holding a value now */
 	uint64_t bytes;               /* bytes of those values */

@@ -91,7 +91,7 @@ static int selftest(void)
 	struct t_node node;
 	struct em_kv_opts o = { .size = sizeof(o), .capacity = 16 * VMAX, .value_max = VMAX,
 				.create = 1 };
-	struct em_kv_stats st;
+	struct em_kv_stats st = { .size = sizeof(st) };
 	unsigned char a[VMAX], b[VMAX];
 	struct em_kv_key k = key_of(1);
 	em_pool *pool;
@@ -145,6 +145,12 @@ static int selftest(void)
 	}
 	CHECK_RC(em_kv_stats(kv, &st), 0);
 	CHECK(st.entries == 16 && st.used == 16);
+	{
+		struct em_kv_stats small = { .size = 8 };
+
+		CHECK_RC(em_kv_stats(kv, &small), -EINVAL);
+		CHECK_RC(em_kv_open(pool, "kvt", &(struct em_kv_opts){ .size = 0 }, &kv2), -EINVAL);
+	}
 	CHECK(st.evictions >= 200 - 15);
 	CHECK(st.puts == 201 && st.present == 1);
 	/* The newest keys are there and whole; the oldest are gone. */
