@@ -20,9 +20,11 @@ static void kv_print(const char *name, const struct em_kv_stats *st)
 	uint64_t gets = st->hits + st->misses;
 
 	printf("%-40s entries %" PRIu64 " (values up to %" PRIu64 " B), used %" PRIu64
-	       ", bytes %" PRIu64 "\n", name, st->entries, st->value_max, st->used, st->bytes);
+	       ", bytes %" PRIu64 "\n",
+	       name, st->entries, st->value_max, st->used, st->bytes);
 	printf("%-40s gets %" PRIu64 ": hits %" PRIu64 ", misses %" PRIu64 ", hit rate %.3f; "
-	       "puts %" PRIu64 ", present %" PRIu64 ", evictions %" PRIu64 ", corrupt %" PRIu64 "\n",
+	       "puts %" PRIu64 ", present %" PRIu64 ", evictions %" PRIu64 ", corrupt %" PRIu64
+	       "\n",
 	       "", gets, st->hits, st->misses, gets ? (double)st->hits / (double)gets : 0.0,
 	       st->puts, st->present, st->evictions, st->corrupt);
 }

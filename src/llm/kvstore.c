@@ -211,8 +211,9 @@ static int kv_read_header(em_kv *kv)
 	/* Never trust the region's numbers: they must describe this region. */
 	if (!kv->sets || !kv->ways || kv->ways > EM_KV_WAYS || !kv->vmax || kv->vmax > (1u << 30) ||
 	    __builtin_mul_overflow(kv->sets, kv->ways, &ents) || kv->dir < KV_HDR ||
-	    kv->dir > size || ents > (size - kv->dir) / KV_ENT || kv->data < kv->dir + ents * KV_ENT ||
-	    kv->data > size || ents > (size - kv->data) / kv->slot)
+	    kv->dir > size || ents > (size - kv->dir) / KV_ENT ||
+	    kv->data < kv->dir + ents * KV_ENT || kv->data > size ||
+	    ents > (size - kv->data) / kv->slot)
 		return -EPROTO;
 	return 0;
 }
@@ -405,7 +406,8 @@ int em_kv_put(em_kv *kv, const struct em_kv_key *key, const void *buf, size_t le
 		    (len && (rc = em_write(kv->r, kv->data + (set * kv->ways + victim) * kv->slot,
 					   buf, len))))
 			return rc;
-		if ((rc = kv_atomic(kv, base, EM_ATOMIC_CAS, (claim & ~3ull) | KV_VALID, claim, &old)))
+		if ((rc = kv_atomic(kv, base, EM_ATOMIC_CAS, (claim & ~3ull) | KV_VALID, claim,
+				    &old)))
 			return rc;
 		if (old != claim)
 			return -EAGAIN; /* our claim was taken as abandoned */
@@ -441,7 +443,8 @@ int em_kv_get_batch(em_kv *kv, unsigned n, const struct em_kv_key *keys, void *c
 	}
 	/* Round trip 1: every key's set. */
 	for (unsigned i = 0; i < n; i++)
-		ops[i] = (struct em_op){ .opcode = EM_OP_READ, .region = kv->r,
+		ops[i] = (struct em_op){ .opcode = EM_OP_READ,
+					 .region = kv->r,
 					 .offset = kv_ent_off(kv, kv_set(kv, &keys[i]) * kv->ways),
 					 .buf = sets + (size_t)i * kv->ways * 8,
 					 .len = kv->ways * KV_ENT };
@@ -483,12 +486,17 @@ int em_kv_get_batch(em_kv *kv, unsigned n, const struct em_kv_key *keys, void *c
 		state[i] = e[E_STATE];
 		res[i] = (int)e[E_LEN];
 		if (e[E_LEN])
-			ops[nops++] = (struct em_op){ .opcode = EM_OP_READ, .region = kv->r,
+			ops[nops++] = (struct em_op){ .opcode = EM_OP_READ,
+						      .region = kv->r,
 						      .offset = kv->data + idx[i] * kv->slot,
-						      .buf = bufs[i], .len = e[E_LEN] };
+						      .buf = bufs[i],
+						      .len = e[E_LEN] };
 	}
-	ops[nops++] = (struct em_op){ .opcode = EM_OP_ATOMIC, .atomic_op = EM_ATOMIC_FADD,
-				      .region = kv->r, .offset = C_CLOCK * 8, .operand = 1 };
+	ops[nops++] = (struct em_op){ .opcode = EM_OP_ATOMIC,
+				      .atomic_op = EM_ATOMIC_FADD,
+				      .region = kv->r,
+				      .offset = C_CLOCK * 8,
+				      .operand = 1 };
 	if ((rc = kv_run(kv, ops, nops, r, now)))
 		goto out;
 	for (unsigned i = 0; i < nops; i++)
@@ -509,10 +517,14 @@ int em_kv_get_batch(em_kv *kv, unsigned n, const struct em_kv_key *keys, void *c
 			res[i] = -EBADMSG;
 			continue;
 		}
-		ops[nops++] = (struct em_op){ .opcode = EM_OP_READ, .region = kv->r,
-					      .offset = kv_ent_off(kv, idx[i]), .buf = &now[i],
-					      .len = 8, .user_data = i };
-		ops[nops++] = (struct em_op){ .opcode = EM_OP_ATOMIC, .atomic_op = EM_ATOMIC_UMAX,
+		ops[nops++] = (struct em_op){ .opcode = EM_OP_READ,
+					      .region = kv->r,
+					      .offset = kv_ent_off(kv, idx[i]),
+					      .buf = &now[i],
+					      .len = 8,
+					      .user_data = i };
+		ops[nops++] = (struct em_op){ .opcode = EM_OP_ATOMIC,
+					      .atomic_op = EM_ATOMIC_UMAX,
 					      .region = kv->r,
 					      .offset = kv_ent_off(kv, idx[i]) + E_STAMP * 8,
 					      .operand = clock };
@@ -594,9 +606,15 @@ int em_kv_stats(em_kv *kv, struct em_kv_stats *out)
 	if (!rc)
 		rc = em_read(kv->r, kv->dir, dir, ents * KV_ENT);
 	if (!rc) {
-		*st = (struct em_kv_stats){ .size = want, .entries = ents, .value_max = kv->vmax,
-					    .hits = c[1], .misses = c[2], .puts = c[3],
-					    .present = c[4], .evictions = c[5], .corrupt = c[6] };
+		*st = (struct em_kv_stats){ .size = want,
+					    .entries = ents,
+					    .value_max = kv->vmax,
+					    .hits = c[1],
+					    .misses = c[2],
+					    .puts = c[3],
+					    .present = c[4],
+					    .evictions = c[5],
+					    .corrupt = c[6] };
 		for (uint64_t i = 0; i < ents; i++)
 			if ((dir[i * 8 + E_STATE] & 3) == KV_VALID) {
 				st->used++;

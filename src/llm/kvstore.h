@@ -47,10 +47,10 @@ struct em_kv_key {
 #define EM_KV_WAYS 8
 
 struct em_kv_opts {
-	size_t size;          /* sizeof(struct em_kv_opts) */
-	uint64_t capacity;    /* bytes of values when creating; 0: 64 MiB */
-	uint32_t value_max;   /* largest value, bytes, when creating; 0: 64 KiB */
-	int create;           /* create the store if it does not exist */
+	size_t size;        /* sizeof(struct em_kv_opts) */
+	uint64_t capacity;  /* bytes of values when creating; 0: 64 MiB */
+	uint32_t value_max; /* largest value, bytes, when creating; 0: 64 KiB */
+	int create;         /* create the store if it does not exist */
 };
 
 /* Opens the store in region `name` of the pool (creating it if asked and
@@ -80,13 +80,13 @@ int em_kv_get(em_kv *kv, const struct em_kv_key *key, void *buf, size_t cap);
 int em_kv_exists(em_kv *kv, const struct em_kv_key *key);
 
 struct em_kv_stats {
-	size_t size;                  /* sizeof(struct em_kv_stats), set by the caller */
-	uint64_t entries, value_max;  /* geometry */
-	uint64_t used;                /* entries holding a value now */
-	uint64_t bytes;               /* bytes of those values */
-	uint64_t hits, misses;        /* gets, pool-wide, since creation */
-	uint64_t puts, present;       /* puts stored / refused as present */
-	uint64_t evictions, corrupt;  /* values evicted / gets failing their checksum */
+	size_t size;                 /* sizeof(struct em_kv_stats), set by the caller */
+	uint64_t entries, value_max; /* geometry */
+	uint64_t used;               /* entries holding a value now */
+	uint64_t bytes;              /* bytes of those values */
+	uint64_t hits, misses;       /* gets, pool-wide, since creation */
+	uint64_t puts, present;      /* puts stored / refused as present */
+	uint64_t evictions, corrupt; /* values evicted / gets failing their checksum */
 };
 /* Counters of the store (reads the whole directory: not for hot paths). */
 int em_kv_stats(em_kv *kv, struct em_kv_stats *st);

@@ -94,8 +94,8 @@ int llm_prefix_open(const struct llm_pool_ops *ops, void *conn, struct llm_engin
 		    uint64_t capacity, struct llm_prefix **out)
 {
 	struct llm_prefix *p = calloc(1, sizeof(*p));
-	uint32_t cw[8] = { (uint32_t)c->dim, (uint32_t)c->hidden, (uint32_t)c->n_layers,
-			   (uint32_t)c->n_heads, (uint32_t)c->n_kv_heads, (uint32_t)c->vocab,
+	uint32_t cw[8] = { (uint32_t)c->dim,       (uint32_t)c->hidden,     (uint32_t)c->n_layers,
+			   (uint32_t)c->n_heads,   (uint32_t)c->n_kv_heads, (uint32_t)c->vocab,
 			   (uint32_t)c->n_experts, (uint32_t)c->group_size };
 	uint64_t h[2], h2[2];
 	char def[64];
@@ -145,7 +145,7 @@ fail:
 static int llm_pfx_keys(struct llm_prefix *p, const int *tokens, int upto)
 {
 	if (upto > p->nkeys) {
-		uint64_t (*k)[2] = realloc(p->keys, (size_t)upto * sizeof(*k));
+		uint64_t(*k)[2] = realloc(p->keys, (size_t)upto * sizeof(*k));
 
 		if (!k)
 			return -ENOMEM;
@@ -170,9 +170,12 @@ static int llm_pfx_keys(struct llm_prefix *p, const int *tokens, int upto)
 
 static void llm_pfx_header(const struct llm_prefix *p, int j, const int *tokens, void *buf)
 {
-	struct llm_pfx_hdr h = { .magic = LLM_PFX_MAGIC, .model = p->model,
-				 .positions = (uint32_t)p->B, .layers = (uint32_t)p->layers,
-				 .kv_dim = (uint32_t)p->kv_dim, .index = (uint32_t)j };
+	struct llm_pfx_hdr h = { .magic = LLM_PFX_MAGIC,
+				 .model = p->model,
+				 .positions = (uint32_t)p->B,
+				 .layers = (uint32_t)p->layers,
+				 .kv_dim = (uint32_t)p->kv_dim,
+				 .index = (uint32_t)j };
 
 	if (j) {
 		h.prev[0] = p->keys[j - 1][0];
@@ -213,7 +216,7 @@ int llm_prefix_fetch(struct llm_prefix *p, const int *tokens, int n_prompt)
 
 		for (int i = 0; i < n; i++)
 			bufs[i] = p->buf + (size_t)i * p->len;
-		rc = p->ops->store_get(p->store, (unsigned)n, (const uint64_t (*)[2])p->keys + have,
+		rc = p->ops->store_get(p->store, (unsigned)n, (const uint64_t(*)[2])p->keys + have,
 				       bufs, p->len, res);
 		if (rc) {
 			llm_pfx_note(p, "fetching blocks", rc);

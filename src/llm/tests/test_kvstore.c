@@ -89,8 +89,9 @@ static int selftest(void)
 {
 	const char *secret = t_secret("secret", "kv store test secret, long enough to pass\n");
 	struct t_node node;
-	struct em_kv_opts o = { .size = sizeof(o), .capacity = 16 * VMAX, .value_max = VMAX,
-				.create = 1 };
+	struct em_kv_opts o = {
+		.size = sizeof(o), .capacity = 16 * VMAX, .value_max = VMAX, .create = 1
+	};
 	struct em_kv_stats st = { .size = sizeof(st) };
 	unsigned char a[VMAX], b[VMAX];
 	struct em_kv_key k = key_of(1);
@@ -164,7 +165,8 @@ static int selftest(void)
 		CHECK(res[0] == VMAX && res[1] == -ENOENT && res[3] == 3000);
 		fill(a, sizeof(a), 299);
 		CHECK(!memcmp(a, bufs[0], VMAX));
-		CHECK(res[2] == -ENOENT || (res[2] == VMAX && (fill(a, VMAX, 298), !memcmp(a, bufs[2], VMAX))));
+		CHECK(res[2] == -ENOENT ||
+		      (res[2] == VMAX && (fill(a, VMAX, 298), !memcmp(a, bufs[2], VMAX))));
 	}
 
 	/* Corruption: one byte of key 1's value flipped in the pool. */
