@@ -21,29 +21,11 @@ for x in "$LLM" "$GEN" "$TOOL" "$B/ethermemd" "$B/ethermem"; do
 done
 # Without stories260K the generated models carry every part of the test.
 [ -r "$STORIES" ] || { echo "note: $STORIES missing, generated models only"; STORIES=; }
-T=$(mktemp -d) || exit 1
-PIDS=
-cleanup() {
-	for p in $PIDS; do kill -CONT "$p" 2>/dev/null; kill "$p" 2>/dev/null; done
-	wait 2>/dev/null; rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
+. "$(dirname "$0")/../../../tests/lib.sh"
 fail=0
-echo "a cluster secret for the kv cache test, 48 bytes" > "$T/secret"
-export ETHERMEM_SECRET_FILE=$T/secret
-
-# node NAME: starts ethermemd, sets NAME_PID and NAME_URL
-node() {
-	"$B/ethermemd" --listen tcp://127.0.0.1:0 --capacity 256M --secret-file "$T/secret" \
-		--port-file "$T/$1.port" 2>"$T/$1.log" &
-	eval "$1_PID=$!"
-	PIDS="$PIDS $!"
-	for _ in $(seq 200); do [ -s "$T/$1.port" ] && break; sleep 0.05; done
-	[ -s "$T/$1.port" ] || { cat "$T/$1.log"; echo "FAIL: ethermemd did not start"; exit 1; }
-	eval "$1_URL=tcp://127.0.0.1:$(cat "$T/$1.port")"
-}
-node A
+start_node A 256M
+A_URL=tcp://127.0.0.1:$PORT_A
+A_PID=$PID_A
 export ETHERMEM_NODES=$A_URL
 unset ETHERMEM_LLM_KV_STORE ETHERMEM_TIMEOUT_MS
 
@@ -171,7 +153,9 @@ grep -q "^kvt-one " "$T/stats" && grep -q "^kvt-race " "$T/stats" && ! grep -q "
 echo "ok: a full store evicts; ethermem kv stats lists the stores"
 
 # The store striped over two nodes, one of which stops answering, then dies.
-node C
+start_node C 256M
+C_URL=tcp://127.0.0.1:$PORT_C
+C_PID=$PID_C
 export ETHERMEM_NODES=$A_URL,$C_URL ETHERMEM_LLM_KV_STORE=kvt-two ETHERMEM_TIMEOUT_MS=400
 # shellcheck disable=SC2086
 run t1 $P --kv-prefix pool --kv-store-size 8M && same t1 ref
