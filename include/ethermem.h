@@ -68,6 +68,7 @@ const char *em_version(unsigned *major, unsigned *minor, unsigned *patch);
 #define EM_EAUTH 4096    /* the cluster secret was refused (or refused us) */
 #define EM_EVERSION 4097 /* the peer speaks another protocol version */
 #define EM_ENONODE 4098  /* a node holding part of the region is not in the pool */
+#define EM_ELOST 4099    /* more nodes of a redundant region failed than it survives */
 
 typedef struct em_pool em_pool;
 typedef struct em_region em_region;
@@ -101,12 +102,33 @@ int em_pool_nodes(const em_pool *pool);
 
 #define EM_NAME_MAX 63 /* bytes in a region name, without the NUL */
 
+/* Redundancy of a region (see README "Redundancy"): what it survives.
+ *  NONE          one copy; a node's loss loses the bytes it held.
+ *  REPLICATE:N   N full copies on N different nodes; survives N-1 losses;
+ *                costs N bytes of pool memory per byte stored.
+ *  EC:K+M        Reed-Solomon, K data and M parity chunks on K+M nodes;
+ *                survives M losses; costs (K+M)/K bytes per byte stored. */
+enum em_redundancy {
+	EM_RED_DEFAULT = 0,   /* the pool's (config `redundancy`), else NONE */
+	EM_RED_NONE = 1,
+	EM_RED_REPLICATE = 2, /* red_k copies (2..16) */
+	EM_RED_EC = 3,        /* red_k data (1..32) + red_m parity (1..8) */
+};
+
 struct em_region_opts {
 	size_t size;          /* sizeof(struct em_region_opts) */
-	uint64_t chunk_size;  /* striping unit when the region spans nodes; 0: 4 MiB */
+	uint64_t chunk_size;  /* striping unit when the region spans nodes; 0: 4 MiB
+				 (EC: the cell, each node's share of a stripe; 0: 64 KiB) */
 	unsigned flags;       /* EM_REGION_*; others: -EINVAL */
+	/* since 0.2 */
+	uint32_t redundancy;  /* enum em_redundancy */
+	uint16_t red_k, red_m;
 };
 #define EM_REGION_EXCL 1u /* named create fails with -EEXIST if the name exists */
+
+/* Parses "none", "replicate:N" or "ec:K+M" into opts->redundancy, red_k and
+ * red_m (opts->size must be set, at least the 0.2 size). 0 or -EINVAL. */
+int em_parse_redundancy(const char *s, struct em_region_opts *opts);
 
 /* Create a region of `bytes` bytes. name NULL: anonymous, freed when the pool
  * connection closes. A name: persists on the nodes until em_region_delete(),
@@ -130,6 +152,16 @@ struct em_region_info {
 	uint64_t bytes;      /* of the whole region */
 	uint64_t chunk_size;
 	unsigned nodes;      /* nodes it is striped over */
+	/* since 0.2 */
+	uint32_t redundancy; /* enum em_redundancy (never DEFAULT) */
+	uint16_t red_k, red_m;
+	uint32_t state;      /* enum em_region_state, as this client sees it */
+	uint32_t epoch;      /* layout generation: moves when repair replaces a node */
+};
+enum em_region_state {
+	EM_STATE_HEALTHY = 0,   /* every copy or chunk is where the layout says */
+	EM_STATE_DEGRADED = 1,  /* some are lost; reads are served by the others */
+	EM_STATE_REPAIRING = 2, /* lost ones are being rebuilt */
 };
 /* Lists named regions of the pool into info[0..max); returns how many exist
  * (may exceed max). With max > 0, info[0].size must be set. */
@@ -158,6 +190,11 @@ enum em_atomic_op {
 };
 int em_atomic(em_region *region, uint64_t offset, enum em_atomic_op op,
 	      uint64_t operand, uint64_t compare, uint64_t *old);
+/* On a redundant region an atomic executes on the first live copy, which
+ * orders it; it is then applied to every other live copy in that order
+ * before it completes, so a copy that takes over after a failure holds
+ * every completed atomic exactly once. EC regions refuse atomics
+ * (-EOPNOTSUPP): a word's parity cannot move atomically with it. */
 
 /* ---- asynchronous, batched operations ---- */
 

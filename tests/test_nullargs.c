@@ -29,6 +29,13 @@ int main(void)
 	CHECK(em_version(NULL, NULL, NULL) != NULL);
 	CHECK(em_strerror(0) != NULL && em_strerror(-99999) != NULL && em_strerror(INT32_MIN) != NULL);
 	CHECK_RC(em_parse_size(NULL, &v), -EINVAL);
+	{
+		struct em_region_opts rd = { .size = sizeof(rd) };
+		CHECK_RC(em_parse_redundancy(NULL, &rd), -EINVAL);
+		CHECK_RC(em_parse_redundancy("replicate:2", NULL), -EINVAL);
+		rd.size = 24; /* a 0.1 caller has no room for the answer */
+		CHECK_RC(em_parse_redundancy("replicate:2", &rd), -EINVAL);
+	}
 	CHECK_RC(em_parse_size("4K", NULL), -EINVAL);
 	CHECK_RC(em_parse_size("", &v), -EINVAL);
 	CHECK_RC(em_pool_connect(NULL, &po), -EINVAL);

@@ -144,6 +144,65 @@ static void test_layout(void)
 	CHECK_RC(em_layout_encode(c, sizeof(c), &l), -EINVAL);
 }
 
+/* The redundancy trailer: written only when there is something to say,
+ * read back exactly, refused when inconsistent; a plain layout still
+ * decodes as NONE at epoch 0 (what clients before redundancy wrote). */
+static void test_layout_redundancy(void)
+{
+	uint8_t b[EM_MAX_LAYOUT], c[EM_MAX_LAYOUT];
+	struct em_layout l, d;
+	int n = make_layout(b, sizeof(b), &l), m;
+
+	CHECK_RC(em_layout_decode(b, (size_t)n, &d), 0);
+	CHECK(d.red == EM_RED_NONE && d.k == 0 && d.m == 0 && d.epoch == 0);
+	/* ec:4+2 over six segments */
+	memset(&l, 0, sizeof(l));
+	l.size = 1 << 20;
+	l.chunk = 4096;
+	l.nseg = l.plen = 6;
+	for (unsigned i = 0; i < 6; i++) {
+		memset(l.ids[i], (int)i + 1, EM_NODE_ID_LEN);
+		l.pattern[i] = (uint8_t)i;
+	}
+	l.red = EM_RED_EC;
+	l.k = 4;
+	l.m = 2;
+	l.epoch = 7;
+	m = em_layout_encode(b, sizeof(b), &l);
+	CHECK(m == 22 + 6 * EM_NODE_ID_LEN + 6 + 8);
+	CHECK_RC(em_layout_decode(b, (size_t)m, &d), 0);
+	CHECK(d.red == EM_RED_EC && d.k == 4 && d.m == 2 && d.epoch == 7 && d.nseg == 6);
+	for (int k = 0; k < m; k++)
+		CHECK(em_layout_decode(b, (size_t)k, &d) != 0 || k == m - 8);
+	CHECK_RC(em_layout_decode(b, (size_t)m + 1, &d), -EPROTO);
+	{
+		unsigned t = (unsigned)m - 8;
+		struct { unsigned at; uint8_t v; } bad[] = {
+			{ t, 0 },      /* redundancy 0 in a trailer */
+			{ t, 9 },      /* unknown redundancy */
+			{ t + 1, 5 },  /* k + m != segments */
+			{ t + 2, 0 },  /* ec without parity */
+			{ t + 3, 1 },  /* reserved byte */
+			{ t - 1, 4 },  /* pattern not 0..n-1 */
+		};
+		for (unsigned k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+			memcpy(c, b, (size_t)m);
+			c[bad[k].at] = bad[k].v;
+			CHECK_RC(em_layout_decode(c, (size_t)m, &d), -EPROTO);
+		}
+	}
+	/* replicate:3 */
+	l.nseg = l.plen = 3;
+	l.red = EM_RED_REPLICATE;
+	l.k = 3;
+	l.m = 0;
+	m = em_layout_encode(b, sizeof(b), &l);
+	CHECK_RC(em_layout_decode(b, (size_t)m, &d), 0);
+	CHECK(d.red == EM_RED_REPLICATE && d.k == 3 && d.m == 0);
+	l.k = 1; /* one copy is not replication */
+	CHECK_RC(em_layout_encode(b, sizeof(b), &l), -EINVAL);
+}
+
 static void test_list(void)
 {
 	uint8_t b[1024], lay[EM_MAX_LAYOUT];
@@ -269,6 +328,7 @@ int main(void)
 	test_header();
 	test_namelayout();
 	test_layout();
+	test_layout_redundancy();
 	test_list();
 	test_status();
 	test_parsers();

@@ -31,8 +31,11 @@ static void usage(FILE *f)
 "Commands:\n"
 "  status                    nodes, capacity, used, regions, clients, counters\n"
 "  region create NAME SIZE   create a named region (SIZE like 512M, 2G)\n"
+"      [--redundancy none|replicate:N|ec:K+M]\n"
 "  region ls                 list named regions\n"
 "  region rm NAME            delete a named region\n"
+"  write NAME OFFSET FILE    put a file's bytes into a region at OFFSET\n"
+"  read NAME OFFSET LEN FILE get LEN bytes of a region at OFFSET into FILE\n"
 "  bench [--baseline]        latency and bandwidth of the pool\n"
 "  kv stats [NAME]           block stores (prefix caches): entries, bytes, hit rate\n"
 "  bench map                 transparent mapping against mmap and swap\n"
@@ -327,6 +330,7 @@ static int cmd_region(int argc, char **argv, struct em_cli_pool *cp)
 
 	if (!sub || !strcmp(sub, "--help") || !strcmp(sub, "-h")) {
 		printf("usage: ethermem region create NAME SIZE [--chunk SIZE] [--excl]\n"
+		       "                                  [--redundancy none|replicate:N|ec:K+M]\n"
 		       "       ethermem region ls [--json]\n"
 		       "       ethermem region rm NAME\n"
 		       "Named regions persist on the nodes until removed; any client of the "
@@ -347,7 +351,14 @@ static int cmd_region(int argc, char **argv, struct em_cli_pool *cp)
 		for (int i = 2; i < argc; i++) {
 			if (!strcmp(argv[i], "--excl"))
 				ro.flags |= EM_REGION_EXCL;
-			else if (!strcmp(argv[i], "--chunk") && i + 1 < argc) {
+			else if (!strcmp(argv[i], "--redundancy") && i + 1 < argc) {
+				if (em_parse_redundancy(argv[++i], &ro)) {
+					fprintf(stderr, "ethermem region create: bad redundancy '%s' "
+						"(none, replicate:N with N 2..16, ec:K+M with K 1..32, M 1..8)\n",
+						argv[i]);
+					return 2;
+				}
+			} else if (!strcmp(argv[i], "--chunk") && i + 1 < argc) {
 				if (em_parse_size(argv[++i], &ro.chunk_size)) {
 					fprintf(stderr, "ethermem region create: bad chunk size '%s'\n", argv[i]);
 					return 2;
@@ -393,16 +404,28 @@ static int cmd_region(int argc, char **argv, struct em_cli_pool *cp)
 		if (rc < 0) {
 			fprintf(stderr, "ethermem region ls: %s\n", em_strerror(rc));
 		} else {
+			static const char *states[] = { "healthy", "degraded", "repairing" };
 			if (!json)
-				printf("%-40s %16s %10s %6s\n", "NAME", "SIZE", "CHUNK", "NODES");
+				printf("%-40s %16s %10s %6s %-14s %s\n", "NAME", "SIZE", "CHUNK", "NODES",
+				       "REDUNDANCY", "STATE");
 			for (int i = 0; i < rc && i < 1024; i++) {
+				char red[32];
+				const char *st = info[i].state < 3 ? states[info[i].state] : "unknown";
+
+				if (info[i].redundancy == EM_RED_REPLICATE)
+					snprintf(red, sizeof(red), "replicate:%u", info[i].red_k);
+				else if (info[i].redundancy == EM_RED_EC)
+					snprintf(red, sizeof(red), "ec:%u+%u", info[i].red_k, info[i].red_m);
+				else
+					snprintf(red, sizeof(red), "none");
 				if (json)
 					printf("{\"name\":\"%s\",\"size\":%" PRIu64 ",\"chunk\":%" PRIu64
-					       ",\"nodes\":%u}\n", info[i].name, info[i].bytes,
-					       info[i].chunk_size, info[i].nodes);
+					       ",\"nodes\":%u,\"redundancy\":\"%s\",\"state\":\"%s\""
+					       ",\"epoch\":%u}\n", info[i].name, info[i].bytes,
+					       info[i].chunk_size, info[i].nodes, red, st, info[i].epoch);
 				else
-					printf("%-40s %16" PRIu64 " %10" PRIu64 " %6u\n", info[i].name,
-					       info[i].bytes, info[i].chunk_size, info[i].nodes);
+					printf("%-40s %16" PRIu64 " %10" PRIu64 " %6u %-14s %s\n", info[i].name,
+					       info[i].bytes, info[i].chunk_size, info[i].nodes, red, st);
 			}
 			rc = 0;
 		}
@@ -421,6 +444,78 @@ static int cmd_region(int argc, char **argv, struct em_cli_pool *cp)
 		return 2;
 	}
 	em_pool_close(pool);
+	return rc ? 1 : 0;
+}
+
+/* `ethermem write NAME OFFSET FILE` and `ethermem read NAME OFFSET LEN FILE`:
+ * bytes in and out of a named region, for scripts that put and check data. */
+static int cmd_rw(int argc, char **argv, struct em_cli_pool *cp, bool wr)
+{
+	const char *prog = wr ? "ethermem write" : "ethermem read";
+	uint64_t off, len = 0;
+	em_pool *pool;
+	em_region *r;
+	uint8_t *buf = NULL;
+	FILE *f;
+	int rc;
+
+	if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		printf(wr ? "usage: ethermem write NAME OFFSET FILE\n"
+			  : "usage: ethermem read NAME OFFSET LEN FILE\n");
+		printf("OFFSET and LEN take sizes like 4096, 64K, 1M.\n\n%s", pool_help);
+		return 0;
+	}
+	if (argc != (wr ? 4 : 5) || em_parse_size(argv[2], &off) ||
+	    (!wr && em_parse_size(argv[3], &len))) {
+		fprintf(stderr, "%s: usage: %s\n", prog,
+			wr ? "ethermem write NAME OFFSET FILE" : "ethermem read NAME OFFSET LEN FILE");
+		return 2;
+	}
+	if (wr) {
+		long n;
+		if (!(f = fopen(argv[3], "rb")) || fseek(f, 0, SEEK_END) || (n = ftell(f)) < 0 ||
+		    fseek(f, 0, SEEK_SET)) {
+			fprintf(stderr, "%s: %s: %s\n", prog, argv[3], strerror(errno));
+			if (f)
+				fclose(f);
+			return 1;
+		}
+		len = (uint64_t)n;
+		buf = malloc(len ? len : 1);
+		if (!buf || fread(buf, 1, len, f) != len) {
+			fprintf(stderr, "%s: %s: cannot read\n", prog, argv[3]);
+			fclose(f);
+			free(buf);
+			return 1;
+		}
+		fclose(f);
+	} else if (!(buf = malloc(len ? len : 1))) {
+		fprintf(stderr, "%s: %s\n", prog, strerror(ENOMEM));
+		return 1;
+	}
+	if (em_cli_connect(cp, &pool, prog)) {
+		free(buf);
+		return 1;
+	}
+	rc = em_region_open(pool, argv[1], &r);
+	if (rc) {
+		fprintf(stderr, "%s: %s: %s\n", prog, argv[1], em_strerror(rc));
+	} else {
+		rc = wr ? em_write(r, off, buf, len) : em_read(r, off, buf, len);
+		if (rc)
+			fprintf(stderr, "%s: %s at %" PRIu64 ": %s\n", prog, argv[1], off,
+				em_strerror(rc));
+		em_region_close(r);
+	}
+	em_pool_close(pool);
+	if (!rc && !wr) {
+		f = !strcmp(argv[4], "-") ? stdout : fopen(argv[4], "wb");
+		if (!f || fwrite(buf, 1, len, f) != len || (f != stdout && fclose(f))) {
+			fprintf(stderr, "%s: %s: %s\n", prog, argv[4], strerror(errno));
+			rc = -EIO;
+		}
+	}
+	free(buf);
 	return rc ? 1 : 0;
 }
 
@@ -446,6 +541,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(cmd, "status"))
 		return cmd_status(argc - 1, argv + 1, &cp);
+	if (!strcmp(cmd, "write") || !strcmp(cmd, "read"))
+		return cmd_rw(argc - 1, argv + 1, &cp, cmd[0] == 'w');
 	if (!strcmp(cmd, "region"))
 		return cmd_region(argc - 1, argv + 1, &cp);
 	if (!strcmp(cmd, "kv"))

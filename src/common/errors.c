@@ -18,6 +18,7 @@ const char *em_strerror(int err)
 	case EM_EAUTH: return "authentication failed: the cluster secret does not match";
 	case EM_EVERSION: return "the peer speaks another protocol version";
 	case EM_ENONODE: return "a node holding part of the region is not in the pool";
+	case EM_ELOST: return "data lost: more nodes of the region failed than its redundancy survives";
 	default:
 		if (err < 4096)
 			return strerror(err); /* glibc's table is static and thread-safe */

@@ -233,25 +233,54 @@ int32_t em_hdr_status(const uint8_t hdr[EM_HDR_LEN])
 
 #define LAYOUT_FIXED 22 /* magic, size, chunk, nseg, plen */
 
+bool em_red_valid(unsigned red, unsigned k, unsigned m)
+{
+	switch (red) {
+	case 0:
+	case EM_RED_NONE:
+		return !k && !m;
+	case EM_RED_REPLICATE:
+		return k >= 2 && k <= EM_RED_MAX_COPIES && !m;
+	case EM_RED_EC:
+		return k >= 1 && k <= EM_RED_MAX_K && m >= 1 && m <= EM_RED_MAX_M;
+	default:
+		return false;
+	}
+}
+
 static bool layout_ok(uint64_t size, uint64_t chunk, unsigned nseg, unsigned plen,
-		      const uint8_t *pattern)
+		      const uint8_t *pattern, unsigned red, unsigned k, unsigned m)
 {
 	if (!size || !chunk || !nseg || nseg > EM_LAYOUT_MAX_SEG || !plen ||
-	    plen > EM_LAYOUT_MAX_PATTERN)
+	    plen > EM_LAYOUT_MAX_PATTERN || !em_red_valid(red, k, m))
 		return false;
 	for (unsigned j = 0; j < plen; j++)
 		if (pattern[j] >= nseg)
 			return false;
+	/* a redundant region: one segment per copy or chunk, in order */
+	if (red == EM_RED_REPLICATE || red == EM_RED_EC) {
+		if (nseg != k + m || plen != nseg)
+			return false;
+		for (unsigned j = 0; j < plen; j++)
+			if (pattern[j] != j)
+				return false;
+	}
 	return true;
+}
+
+static bool has_trailer(const struct em_layout *l)
+{
+	return (l->red && l->red != EM_RED_NONE) || l->epoch;
 }
 
 int em_layout_encode(uint8_t *out, size_t cap, const struct em_layout *l)
 {
-	size_t n;
+	size_t n, base;
 
-	if (!layout_ok(l->size, l->chunk, l->nseg, l->plen, l->pattern))
+	if (!layout_ok(l->size, l->chunk, l->nseg, l->plen, l->pattern, l->red, l->k, l->m))
 		return -EINVAL;
-	n = LAYOUT_FIXED + (size_t)l->nseg * EM_NODE_ID_LEN + l->plen;
+	base = LAYOUT_FIXED + (size_t)l->nseg * EM_NODE_ID_LEN + l->plen;
+	n = base + (has_trailer(l) ? EM_LAYOUT_TRAILER : 0);
 	if (n > cap)
 		return -ENOSPC;
 	em_put32(out, EM_LAYOUT_MAGIC);
@@ -261,24 +290,43 @@ int em_layout_encode(uint8_t *out, size_t cap, const struct em_layout *l)
 	out[21] = (uint8_t)l->plen;
 	memcpy(out + LAYOUT_FIXED, l->ids, (size_t)l->nseg * EM_NODE_ID_LEN);
 	memcpy(out + LAYOUT_FIXED + (size_t)l->nseg * EM_NODE_ID_LEN, l->pattern, l->plen);
+	if (n > base) {
+		out[base] = l->red ? l->red : EM_RED_NONE;
+		out[base + 1] = l->k;
+		out[base + 2] = l->m;
+		out[base + 3] = 0;
+		em_put32(out + base + 4, l->epoch);
+	}
 	return (int)n;
 }
 
 int em_layout_decode(const uint8_t *in, size_t len, struct em_layout *l)
 {
-	unsigned nseg, plen;
+	unsigned nseg, plen, red = EM_RED_NONE, k = 0, m = 0;
+	uint32_t epoch = 0;
 	const uint8_t *pat;
+	size_t base;
 
 	if (len < LAYOUT_FIXED || em_get32(in) != EM_LAYOUT_MAGIC)
 		return -EPROTO;
 	nseg = in[20];
 	plen = in[21];
 	/* the counts decide where the pattern is: check them before using it */
-	if (!nseg || nseg > EM_LAYOUT_MAX_SEG || !plen || plen > EM_LAYOUT_MAX_PATTERN ||
-	    len != LAYOUT_FIXED + (size_t)nseg * EM_NODE_ID_LEN + plen)
+	if (!nseg || nseg > EM_LAYOUT_MAX_SEG || !plen || plen > EM_LAYOUT_MAX_PATTERN)
 		return -EPROTO;
+	base = LAYOUT_FIXED + (size_t)nseg * EM_NODE_ID_LEN + plen;
+	if (len == base + EM_LAYOUT_TRAILER) {
+		red = in[base];
+		k = in[base + 1];
+		m = in[base + 2];
+		epoch = em_get32(in + base + 4);
+		if (in[base + 3] || !red)
+			return -EPROTO;
+	} else if (len != base) {
+		return -EPROTO;
+	}
 	pat = in + LAYOUT_FIXED + (size_t)nseg * EM_NODE_ID_LEN;
-	if (!layout_ok(em_get64(in + 4), em_get64(in + 12), nseg, plen, pat))
+	if (!layout_ok(em_get64(in + 4), em_get64(in + 12), nseg, plen, pat, red, k, m))
 		return -EPROTO;
 	l->size = em_get64(in + 4);
 	l->chunk = em_get64(in + 12);
@@ -286,6 +334,10 @@ int em_layout_decode(const uint8_t *in, size_t len, struct em_layout *l)
 	l->plen = plen;
 	memcpy(l->ids, in + LAYOUT_FIXED, (size_t)nseg * EM_NODE_ID_LEN);
 	memcpy(l->pattern, pat, plen);
+	l->red = (uint8_t)red;
+	l->k = (uint8_t)k;
+	l->m = (uint8_t)m;
+	l->epoch = epoch;
 	return 0;
 }
 

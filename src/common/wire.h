@@ -144,16 +144,32 @@ int32_t em_hdr_status(const uint8_t hdr[EM_HDR_LEN]);
  * opaque; any client that opens the name decodes it):
  *   u32 magic "EMLY", u64 size, u64 chunk, u8 nseg, u8 plen,
  *   nseg node ids, plen pattern bytes (chunk i lives on segment
- *   pattern[i % plen]). */
+ *   pattern[i % plen]),
+ * and, only for a redundant region or one whose epoch moved, a trailer:
+ *   u8 redundancy (enum em_redundancy), u8 k, u8 m, u8 0, u32 epoch.
+ * Without the trailer a layout is NONE at epoch 0, so layouts written
+ * before redundancy existed still decode; a client that predates the
+ * trailer refuses a redundant layout rather than write one copy of it.
+ * A redundant region's segments are its copies (REPLICATE, nseg = k, each
+ * the whole region) or its chunks (EC, nseg = k + m, data then parity,
+ * chunk = the cell), each on its own node; the pattern is 0..nseg-1. */
 #define EM_LAYOUT_MAGIC 0x594c4d45u
 #define EM_LAYOUT_MAX_SEG 64
 #define EM_LAYOUT_MAX_PATTERN 64
+#define EM_LAYOUT_TRAILER 8
+#define EM_RED_MAX_COPIES 16
+#define EM_RED_MAX_K 32
+#define EM_RED_MAX_M 8
 struct em_layout {
 	uint64_t size, chunk;
 	unsigned nseg, plen;
 	uint8_t ids[EM_LAYOUT_MAX_SEG][EM_NODE_ID_LEN];
 	uint8_t pattern[EM_LAYOUT_MAX_PATTERN];
+	uint8_t red, k, m;   /* enum em_redundancy; 0 reads as NONE */
+	uint32_t epoch;
 };
+/* Whether (red, k, m) is a redundancy a layout of nseg segments can say. */
+bool em_red_valid(unsigned red, unsigned k, unsigned m);
 /* Returns the encoded length, -EINVAL for a layout that decode would
  * refuse, -ENOSPC if cap is too small. */
 int em_layout_encode(uint8_t *out, size_t cap, const struct em_layout *l);

@@ -124,6 +124,7 @@ struct em_pool {
 	pthread_mutex_t lock;    /* the default queue, control calls */
 	struct em_queue *dq;     /* over the session's first connections */
 	struct em_region *regions; /* open handles, freed by em_pool_close */
+	uint8_t red, red_k, red_m;   /* default redundancy of new regions */
 };
 
 #define EM_MAX_PATTERN 64
@@ -142,6 +143,11 @@ struct em_region {
 	char name[EM_NAME_MAX + 1];
 	bool named;
 	struct em_region *next, *prev; /* the pool's list of open handles */
+	/* redundancy (redundancy.c); red NONE: everything above as always */
+	uint8_t red, red_k, red_m;    /* enum em_redundancy, never DEFAULT */
+	uint32_t epoch;               /* of the layout */
+	uint64_t lost;                /* segments this handle found dead (atomic) */
+	uint64_t rows;                /* EC: stripes */
 };
 
 struct em_slot {
@@ -203,5 +209,7 @@ int em_ctl_call(em_pool *pool, unsigned node, struct em_part *p);
 int em_ctl(em_pool *pool, unsigned node, uint8_t wop, uint32_t handle, uint32_t aux,
 	   uint64_t off, const void *req, uint32_t req_len, void *resp, uint32_t cap,
 	   struct em_part *res);
+
+#include "lib/redundancy.h"
 
 #endif

@@ -28,7 +28,7 @@ _Static_assert(EM_MAX_SEG == EM_LAYOUT_MAX_SEG && EM_MAX_PATTERN == EM_LAYOUT_MA
 #define DEFAULT_CHUNK (4ull << 20)
 
 struct conf {
-	char nodes[4096], secret[4096], transport[16], ox_iface[64];
+	char nodes[4096], secret[4096], transport[16], ox_iface[64], redundancy[32];
 	int timeout_ms;
 };
 
@@ -46,6 +46,8 @@ static int conf_cb(void *arg, const char *k, const char *v, int line)
 		snprintf(c->transport, sizeof(c->transport), "%s", v);
 	else if (!strcmp(k, "ox-iface"))
 		snprintf(c->ox_iface, sizeof(c->ox_iface), "%s", v);
+	else if (!strcmp(k, "redundancy"))
+		snprintf(c->redundancy, sizeof(c->redundancy), "%s", v);
 	/* unknown keys belong to other tools sharing the file */
 	return 0;
 }
@@ -88,6 +90,10 @@ static int resolve(const struct em_pool_opts *o, struct conf *c)
 	else
 		memcpy(c->transport, f.transport, sizeof(c->transport));
 	memcpy(c->ox_iface, f.ox_iface, sizeof(c->ox_iface));
+	if ((e = getenv("ETHERMEM_REDUNDANCY")))
+		snprintf(c->redundancy, sizeof(c->redundancy), "%s", e);
+	else
+		memcpy(c->redundancy, f.redundancy, sizeof(c->redundancy));
 	return 0;
 }
 
@@ -137,6 +143,14 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 	pool = calloc(1, sizeof(*pool));
 	if (!pool)
 		return -ENOMEM;
+	/* the default redundancy of new regions; a value we cannot parse is
+	 * refused rather than quietly giving regions less than was asked */
+	pool->red = EM_RED_NONE;
+	if (c.redundancy[0] && em_red_conf(c.redundancy, &pool->red, &pool->red_k, &pool->red_m)) {
+		em_log(EM_LOG_ERR, "redundancy '%s': want none, replicate:N or ec:K+M", c.redundancy);
+		free(pool);
+		return -EINVAL;
+	}
 	/* the data path: an explicit option wins, then ETHERMEM_TRANSPORT,
 	 * then the file; the interface likewise. A name or value the
 	 * registry does not know is refused. */
@@ -289,7 +303,8 @@ int em_pool_nodes(const em_pool *pool)
 static int layout_encode(const em_region *r, uint8_t *out, size_t cap)
 {
 	struct em_layout l = { .size = r->size, .chunk = r->chunk, .nseg = r->nseg,
-			       .plen = r->plen };
+			       .plen = r->plen, .red = r->red, .k = r->red_k, .m = r->red_m,
+			       .epoch = r->epoch };
 
 	for (unsigned i = 0; i < r->nseg; i++)
 		memcpy(l.ids[i], r->pool->nodes[r->node[i]].id, EM_NODE_ID_LEN);
@@ -319,6 +334,14 @@ static int layout_decode(em_region *r, const uint8_t *in, uint16_t len,
 	r->plen = l.plen;
 	memcpy(ids, l.ids, (size_t)l.nseg * EM_NODE_ID_LEN);
 	memcpy(r->pattern, l.pattern, l.plen);
+	r->red = l.red;
+	r->red_k = l.k;
+	r->red_m = l.m;
+	r->epoch = l.epoch;
+	if (r->red == EM_RED_EC) {
+		uint64_t row = r->chunk * r->red_k;
+		r->rows = (r->size + row - 1) / row;
+	}
 	layout_derive(r);
 	return 0;
 }
@@ -330,6 +353,8 @@ uint64_t em_seg_bytes(const em_region *r, unsigned seg)
 	uint64_t full = nchunks / r->plen, rem = nchunks % r->plen, mine;
 	uint64_t last = nchunks - 1;
 
+	if (em_red_on(r))
+		return em_red_seg_bytes(r, seg);
 	mine = full * r->cnt[seg];
 	for (unsigned j = 0; j < rem; j++)
 		mine += r->pattern[j] == seg;
@@ -356,8 +381,9 @@ static int node_free(em_pool *pool, uint64_t *freeb)
 	return rc;
 }
 
-/* Chooses nodes and a pattern for a new region (pool lock not held). */
-static int place(em_region *r, uint64_t chunk)
+/* Chooses nodes and a pattern for a new region (pool lock not held);
+ * `cell` is what the caller asked for (0: default), for a redundant one. */
+static int place(em_region *r, uint64_t chunk, uint64_t cell)
 {
 	em_pool *pool = r->pool;
 	uint64_t freeb[EM_MAX_SEG] = {0}, total = 0, page = 4096;
@@ -373,6 +399,8 @@ static int place(em_region *r, uint64_t chunk)
 		if (freeb[i] > freeb[best])
 			best = i;
 	}
+	if (em_red_on(r))
+		return em_red_place(r, cell, freeb);
 	if (((r->size + page - 1) & ~(page - 1)) <= freeb[best]) {
 		r->nseg = 1;
 		r->node[0] = best;
@@ -569,10 +597,23 @@ int em_region_create(em_pool *pool, const char *name, uint64_t bytes,
 	uint8_t layout[EM_MAX_LAYOUT], req[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
 	uint8_t resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
 	em_region *r;
+	bool asked;
 	int rc, ll, n;
 
 	if (!pool || !out || bytes == 0 ||
 	    em_opts_in(&o, sizeof(o), opts, EM_REGION_OPTS_SIZE_0_1))
+		return -EINVAL;
+	asked = o.redundancy != EM_RED_DEFAULT;
+	if (!asked) {
+		o.redundancy = pool->red;
+		o.red_k = pool->red_k;
+		o.red_m = pool->red_m;
+	}
+	if (o.redundancy == EM_RED_NONE ? o.red_k || o.red_m
+					: !em_red_valid(o.redundancy, o.red_k, o.red_m))
+		return -EINVAL;
+	/* an EC cell travels in one request */
+	if (o.redundancy == EM_RED_EC && o.chunk_size > EM_MAX_IO)
 		return -EINVAL;
 	if (o.chunk_size)
 		chunk = o.chunk_size;
@@ -587,7 +628,10 @@ int em_region_create(em_pool *pool, const char *name, uint64_t bytes,
 		 * racing to create one name on different nodes can still both
 		 * succeed; opening then finds the first node's. */
 		rc = region_open_named(pool, name, out);
-		if (!rc && ((flags & EM_REGION_EXCL) || (*out)->size != bytes)) {
+		if (!rc && ((flags & EM_REGION_EXCL) || (*out)->size != bytes ||
+			    (asked &&
+			     ((*out)->red != o.redundancy || (*out)->red_k != o.red_k ||
+			      (*out)->red_m != o.red_m)))) {
 			em_region_close(*out);
 			return -EEXIST;
 		}
@@ -599,7 +643,10 @@ int em_region_create(em_pool *pool, const char *name, uint64_t bytes,
 		return -ENOMEM;
 	r->pool = pool;
 	r->size = bytes;
-	rc = place(r, chunk);
+	r->red = (uint8_t)o.redundancy;
+	r->red_k = (uint8_t)o.red_k;
+	r->red_m = (uint8_t)o.red_m;
+	rc = place(r, chunk, o.chunk_size);
 	if (rc)
 		goto fail;
 	if (name) {
@@ -688,19 +735,23 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 {
 	size_t stride = max && info ? em_out_size(info, EM_REGION_INFO_SIZE_0_1) : 0;
 	char (*names)[EM_NAME_MAX + 1];
-	uint8_t *buf;
+	uint8_t *buf, *listed;
 	unsigned count = 0, cap = 64;
 	int rc = 0;
 
 	if (!pool || (max && !stride))
 		return -EINVAL;
 	buf = malloc(EM_MAX_CTRL);
+	/* per listed entry: segments its layout names, then nodes that listed
+	 * it; fewer nodes than segments means a part is gone (degraded) */
+	listed = calloc(2 * (size_t)max + 1, 1);
 	/* every name counted so far, to count a striped region once even
 	 * past max: info[] is the caller's and may be shorter */
 	names = malloc(cap * sizeof(*names));
-	if (!buf || !names) {
+	if (!buf || !names || !listed) {
 		free(buf);
 		free(names);
+		free(listed);
 		return -ENOMEM;
 	}
 	for (unsigned i = 0; i < pool->n && !rc; i++) {
@@ -731,8 +782,11 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 				for (k = 0; k < count; k++)
 					if (!strcmp(names[k], nm))
 						break;
-				if (k < count)
+				if (k < count) {
+					if (k < max)
+						listed[k + max] = (uint8_t)(listed[k + max] + 1);
 					continue;
+				}
 				if (count == cap) {
 					void *nn = realloc(names, 2 * cap * sizeof(*names));
 					if (!nn) {
@@ -750,8 +804,14 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 					ri.bytes = l.size;
 					ri.chunk_size = l.chunk;
 					ri.nodes = l.nseg;
+					ri.redundancy = l.red ? l.red : EM_RED_NONE;
+					ri.red_k = l.k;
+					ri.red_m = l.m;
+					ri.epoch = l.epoch;
 					em_out_put(AT(info, stride, count), stride, &ri, sizeof(ri));
 				}
+				if (count < max)
+					listed[count] = (uint8_t)l.nseg;
 				count++;
 			}
 			if (rc)
@@ -759,8 +819,15 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 			first += res.r_aux;
 		}
 	}
+	for (unsigned k = 0; !rc && k < count && k < max; k++) {
+		struct em_region_info *ri = AT(info, stride, k);
+		if (stride >= offsetof(struct em_region_info, state) + sizeof(ri->state) &&
+		    listed[k + max] + 1u < listed[k])
+			ri->state = EM_STATE_DEGRADED;
+	}
 	free(buf);
 	free(names);
+	free(listed);
 	return rc ? rc : (int)count;
 }
 

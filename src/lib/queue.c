@@ -308,6 +308,16 @@ int em_submit(em_queue *q, const struct em_op *ops, unsigned n)
 		s->opcode = op->opcode;
 		s->pending = 1; /* held until every part is staged */
 		err = check_op(q, op);
+		if (!err && em_red_on(op->region)) {
+			/* copies and erasure coding run to their end in
+			 * redundancy.c, failing over as nodes go */
+			err = em_red_exec(q, op, &s->value);
+			if (!err) {
+				s->pending = 0;
+				cq_push(q, s);
+				continue;
+			}
+		}
 		if (err) {
 			s->result = err;
 			s->pending = 0;

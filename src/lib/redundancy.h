@@ -1,0 +1,50 @@
+/*
+ * redundancy.h - the hooks pool.c and queue.c call for regions whose layout
+ * asks for copies (replicate:N) or erasure coding (ec:K+M). Everything about
+ * how such a region is placed, read, written and repaired is in
+ * redundancy.c (and the coding in ec.c); the rest of the library only asks
+ * "is it redundant?" and hands the work over. Included at the end of
+ * internal.h, never on its own.
+ */
+#ifndef EM_LIB_REDUNDANCY_H
+#define EM_LIB_REDUNDANCY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct em_region;
+struct em_queue;
+struct em_op;
+
+/* Parses the config file's `redundancy` value into the pool's default. */
+int em_red_conf(const char *s, uint8_t *red, uint8_t *k, uint8_t *m);
+/* Chooses k (+ m) distinct nodes for a new redundant region, the ones with
+ * the most free memory, and fills its segments; freeb[] is per pool node. */
+int em_red_place(struct em_region *r, uint64_t cell, const uint64_t *freeb);
+/* Bytes segment `seg` of a redundant region holds on its node. */
+uint64_t em_red_seg_bytes(const struct em_region *r, unsigned seg);
+/* Runs one operation on a redundant region to its end, on queue q's
+ * channels, failing over and reconstructing as needed. Returns 0 or
+ * -errno; *value gets an atomic's old value. */
+int em_red_exec(struct em_queue *q, const struct em_op *op, uint64_t *value);
+/* The region's state as this handle sees it (enum em_region_state). */
+unsigned em_red_state(const struct em_region *r);
+
+/* Erasure coding (ec.c, over ISA-L). */
+struct em_ec;
+int em_ec_create(unsigned k, unsigned m, struct em_ec **out);
+void em_ec_destroy(struct em_ec *ec);
+/* parity[0..m) of len bytes from data[0..k). */
+void em_ec_encode(struct em_ec *ec, size_t len, uint8_t **data, uint8_t **parity);
+/* Rebuilds the chunks not in `have` (a bitmask over k + m chunks, at least
+ * k set) from k of those that are: chunk[i] points at len bytes for every i,
+ * the missing ones are written. 0 or -EINVAL (fewer than k present). */
+int em_ec_rebuild(struct em_ec *ec, size_t len, uint8_t **chunk, uint64_t have);
+
+/* Included by internal.h after struct em_region. */
+static inline bool em_red_on(const struct em_region *r)
+{
+	return r->red == EM_RED_REPLICATE || r->red == EM_RED_EC;
+}
+
+#endif

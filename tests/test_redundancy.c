@@ -1,0 +1,368 @@
+/*
+ * test_redundancy.c - regions that survive node deaths, on real nodes with
+ * real kills. For replicate:2, replicate:3 and ec:4+2 over seven nodes: a
+ * workload of random writes and verified reads against a reference copy,
+ * one node holding part of the region SIGKILLed mid-run, then a second where
+ * the redundancy allows it, every byte checked, zero errors. Then:
+ *  - a node frozen (SIGSTOP) instead of killed: served after the timeout;
+ *  - atomics from several client processes with the primary copy killed
+ *    mid-run: the count is exact;
+ *  - several processes writing different bytes of the same EC stripes at
+ *    once, then a data node killed: what is rebuilt from parity is what each
+ *    wrote, so no writer's parity update was lost to another's;
+ *  - more failures than the redundancy allows: -EM_ELOST, never zeros;
+ *  - the redundancy is in the layout: a second client opening the name
+ *    sees it, and the listing shows it.
+ */
+#include <inttypes.h>
+
+/* harness.h formats paths into fixed buffers that it sized for them */
+#pragma GCC diagnostic ignored "-Wformat-truncation"
+#include "harness.h"
+#include "lib/internal.h"
+
+#define NODES 7
+#define SIZE (1u << 20)
+
+static const char *sec;
+
+static void start_nodes(struct t_node *n, int count)
+{
+	for (int i = 0; i < count; i++)
+		t_node_start(&n[i], "16M", sec, NULL);
+}
+
+static void stop_nodes(struct t_node *n, int count)
+{
+	for (int i = 0; i < count; i++)
+		if (n[i].pid > 0)
+			t_node_stop(&n[i], SIGKILL);
+}
+
+/* The test node that holds segment `seg` of the region. */
+static struct t_node *holder(struct t_node *n, em_region *r, unsigned seg)
+{
+	return &n[r->node[seg]];
+}
+
+static void rand_ops(em_region *r, uint8_t *ref, int ops, uint64_t *seed)
+{
+	static uint8_t buf[3 * 65536];
+
+	for (int i = 0; i < ops; i++) {
+		uint64_t len = 1 + t_rand(seed) % (t_rand(seed) % 4 ? 9000 : sizeof(buf));
+		uint64_t off = t_rand(seed) % (SIZE - len + 1);
+
+		if (t_rand(seed) % 2) {
+			for (uint64_t k = 0; k < len; k++)
+				buf[k] = (uint8_t)t_rand(seed);
+			CHECK_RC(em_write(r, off, buf, len), 0);
+			memcpy(ref + off, buf, len);
+		} else {
+			CHECK_RC(em_read(r, off, buf, len), 0);
+			if (memcmp(buf, ref + off, len)) {
+				fprintf(stderr, "wrong bytes at %" PRIu64 "+%" PRIu64 "\n", off, len);
+				exit(1);
+			}
+		}
+	}
+}
+
+static void check_all(em_region *r, const uint8_t *ref)
+{
+	uint8_t *all = malloc(SIZE);
+
+	CHECK(all);
+	CHECK_RC(em_read(r, 0, all, SIZE), 0);
+	CHECK(!memcmp(all, ref, SIZE));
+	free(all);
+}
+
+/* Random workload, kill one holder, go on, kill another (if allowed), go
+ * on, then one more than allowed: the error, not zeros. */
+static void workload(const char *red, unsigned survive, unsigned chunk)
+{
+	struct t_node n[NODES];
+	struct em_region_opts o = { .size = sizeof(o), .chunk_size = chunk };
+	uint8_t *ref = calloc(1, SIZE), *buf = malloc(SIZE);
+	uint64_t seed = 0x9e3779b97f4a7c15ull;
+	em_pool *pool;
+	em_region *r, *r2;
+	int rc;
+
+	CHECK(ref && buf);
+	start_nodes(n, NODES);
+	pool = t_connect_ok(n, NODES, sec);
+	CHECK_RC(em_parse_redundancy(red, &o), 0);
+	CHECK_RC(em_region_create(pool, "red", SIZE, &o, &r), 0);
+	CHECK(r->nseg == (unsigned)o.red_k + o.red_m);
+	for (unsigned a = 0; a < r->nseg; a++)
+		for (unsigned b = a + 1; b < r->nseg; b++)
+			CHECK(r->node[a] != r->node[b]);
+	/* a second client sees the redundancy in the layout */
+	{
+		em_pool *p2 = t_connect_ok(n, NODES, sec);
+		struct em_region_info info[4];
+		info[0].size = sizeof(info[0]);
+		CHECK_RC(em_region_open(p2, "red", &r2), 0);
+		CHECK(r2->red == o.redundancy && r2->red_k == o.red_k && r2->red_m == o.red_m);
+		CHECK_RC(em_region_list(p2, info, 4), 1);
+		CHECK(info[0].redundancy == o.redundancy && info[0].red_k == o.red_k &&
+		      info[0].red_m == o.red_m && info[0].state == EM_STATE_HEALTHY);
+		em_region_close(r2);
+		em_pool_close(p2);
+	}
+	rand_ops(r, ref, 300, &seed);
+	check_all(r, ref);
+	/* the first failure: a node holding the first copy / data chunk */
+	CHECK(t_node_stop(holder(n, r, 0), SIGKILL) < 0 || 1);
+	rand_ops(r, ref, 300, &seed);
+	check_all(r, ref);
+	CHECK(em_red_state(r) == EM_STATE_DEGRADED);
+	if (survive >= 2) {
+		t_node_stop(holder(n, r, 1), SIGKILL);
+		rand_ops(r, ref, 300, &seed);
+		check_all(r, ref);
+	}
+	/* one failure too many: every remaining data holder that matters */
+	for (unsigned s = survive; s < r->nseg; s++) {
+		t_node_stop(holder(n, r, s), SIGKILL);
+		rc = em_read(r, 0, buf, SIZE);
+		if (rc)
+			break;
+		CHECK(!memcmp(buf, ref, SIZE)); /* still served: must still be right */
+	}
+	memset(buf, 0, SIZE);
+	CHECK_RC(em_read(r, 0, buf, SIZE), -EM_ELOST);
+	CHECK_RC(em_write(r, 0, buf, 4096), -EM_ELOST);
+	em_region_close(r);
+	em_pool_close(pool);
+	stop_nodes(n, NODES);
+	free(ref);
+	free(buf);
+	fprintf(stderr, "%s: survived %u kills, refused the next\n", red, survive);
+}
+
+/* A frozen node (SIGSTOP): the requests to it time out, then the others
+ * serve; nothing wrong is returned. */
+static void freeze(const char *red)
+{
+	struct t_node n[NODES];
+	struct em_region_opts o = { .size = sizeof(o), .chunk_size = 4096 };
+	uint8_t *ref = calloc(1, SIZE);
+	uint64_t seed = 7;
+	em_pool *pool;
+	em_region *r;
+
+	setenv("ETHERMEM_TIMEOUT_MS", "1000", 1);
+	start_nodes(n, NODES);
+	pool = t_connect_ok(n, NODES, sec);
+	CHECK_RC(em_parse_redundancy(red, &o), 0);
+	CHECK_RC(em_region_create(pool, NULL, SIZE, &o, &r), 0);
+	rand_ops(r, ref, 100, &seed);
+	kill(holder(n, r, 0)->pid, SIGSTOP);
+	rand_ops(r, ref, 100, &seed);
+	check_all(r, ref);
+	kill(holder(n, r, 0)->pid, SIGCONT);
+	em_region_close(r);
+	em_pool_close(pool);
+	stop_nodes(n, NODES);
+	unsetenv("ETHERMEM_TIMEOUT_MS");
+	free(ref);
+}
+
+#define AK 3    /* client processes */
+#define AN 1500 /* increments each */
+
+static void atomics(const char *red)
+{
+	struct t_node n[NODES];
+	struct em_region_opts o = { .size = sizeof(o) };
+	em_pool *pool;
+	em_region *r;
+	pid_t kids[AK];
+	uint64_t v = 0;
+	int status;
+
+	start_nodes(n, NODES);
+	pool = t_connect_ok(n, NODES, sec);
+	CHECK_RC(em_parse_redundancy(red, &o), 0);
+	CHECK_RC(em_region_create(pool, "ctr", 4096, &o, &r), 0);
+	for (int k = 0; k < AK; k++) {
+		kids[k] = fork();
+		CHECK(kids[k] >= 0);
+		if (kids[k] == 0) {
+			em_pool *p = t_connect_ok(n, NODES, sec);
+			em_region *cr;
+			uint64_t old;
+
+			CHECK_RC(em_region_open(p, "ctr", &cr), 0);
+			CHECK_RC(em_atomic(cr, 16, EM_ATOMIC_FADD, 1, 0, NULL), 0); /* ready */
+			for (int i = 0; i < AN; i++) {
+				CHECK_RC(em_atomic(cr, 0, EM_ATOMIC_FADD, 1, 0, &old), 0);
+				/* a CAS loop on another word: the same count */
+				for (;;) {
+					CHECK_RC(em_atomic(cr, 8, EM_ATOMIC_CAS, 0, 0, &old), 0);
+					uint64_t seen = old;
+					CHECK_RC(em_atomic(cr, 8, EM_ATOMIC_CAS, seen + 1, seen, &old), 0);
+					if (old == seen)
+						break;
+				}
+			}
+			em_region_close(cr);
+			em_pool_close(p);
+			_exit(0);
+		}
+	}
+	/* kill the primary copy while they count (once all of them are) */
+	for (;;) {
+		uint64_t ready = 0;
+		t_sleep_ms(5);
+		CHECK_RC(em_read(r, 0, &v, 8), 0);
+		CHECK_RC(em_read(r, 16, &ready, 8), 0);
+		if (ready == AK && v >= AK * 50)
+			break;
+	}
+	t_node_stop(holder(n, r, 0), SIGKILL);
+	for (int k = 0; k < AK; k++) {
+		CHECK(waitpid(kids[k], &status, 0) == kids[k]);
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	CHECK_RC(em_read(r, 0, &v, 8), 0);
+	if (v != AK * AN)
+		fprintf(stderr, "%s: count %" PRIu64 ", want %d\n", red, v, AK * AN);
+	CHECK(v == AK * AN);
+	CHECK_RC(em_read(r, 8, &v, 8), 0);
+	CHECK(v == AK * AN);
+	/* every copy left holds the same count */
+	for (unsigned s = 1; s < r->nseg; s++) {
+		em_region one = *r;
+		one.lost = ~0ull & ~(1ull << s);
+		CHECK_RC(em_read(&one, 0, &v, 8), 0);
+		CHECK(v == AK * AN);
+	}
+	em_region_close(r);
+	em_pool_close(pool);
+	stop_nodes(n, NODES);
+}
+
+/* Several writers, each owning every WK-th 512-byte piece of the same
+ * stripes, write at once; then a data node dies and the lost cells are
+ * rebuilt from parity: each writer's last bytes must come back. */
+#define WK 3
+#define WROUNDS 60
+static void ec_concurrent(void)
+{
+	struct t_node n[NODES];
+	struct em_region_opts o = { .size = sizeof(o), .chunk_size = 4096 };
+	const uint64_t span = 4 * 4096 * 4; /* four stripes of ec:4+2 */
+	uint8_t *want = malloc(span), *got = malloc(span);
+	em_pool *pool;
+	em_region *r;
+	pid_t kids[WK];
+	int status;
+
+	start_nodes(n, NODES);
+	pool = t_connect_ok(n, NODES, sec);
+	CHECK_RC(em_parse_redundancy("ec:4+2", &o), 0);
+	CHECK_RC(em_region_create(pool, "stripes", span, &o, &r), 0);
+	for (int k = 0; k < WK; k++) {
+		kids[k] = fork();
+		CHECK(kids[k] >= 0);
+		if (kids[k] == 0) {
+			em_pool *p = t_connect_ok(n, NODES, sec);
+			em_region *cr;
+			uint8_t piece[512];
+
+			CHECK_RC(em_region_open(p, "stripes", &cr), 0);
+			for (int round = 1; round <= WROUNDS; round++)
+				for (uint64_t off = (uint64_t)k * 512; off < span; off += WK * 512) {
+					memset(piece, (k << 6) | (round & 63), sizeof(piece));
+					CHECK_RC(em_write(cr, off, piece, sizeof(piece)), 0);
+				}
+			em_region_close(cr);
+			em_pool_close(p);
+			_exit(0);
+		}
+	}
+	for (int k = 0; k < WK; k++) {
+		CHECK(waitpid(kids[k], &status, 0) == kids[k]);
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	for (uint64_t off = 0; off < span; off += 512) {
+		int k = (int)((off / 512) % WK);
+		memset(want + off, (k << 6) | (WROUNDS & 63), 512);
+	}
+	CHECK_RC(em_read(r, 0, got, span), 0);
+	CHECK(!memcmp(got, want, span));
+	/* lose two data cells of every stripe: the reads come from parity */
+	t_node_stop(holder(n, r, 1), SIGKILL);
+	t_node_stop(holder(n, r, 2), SIGKILL);
+	memset(got, 0, span);
+	CHECK_RC(em_read(r, 0, got, span), 0);
+	CHECK(!memcmp(got, want, span));
+	em_region_close(r);
+	em_pool_close(pool);
+	stop_nodes(n, NODES);
+	free(want);
+	free(got);
+}
+
+static void bad_options(void)
+{
+	struct t_node n[NODES];
+	struct em_region_opts o = { .size = sizeof(o) };
+	em_pool *pool;
+	em_region *r;
+
+	CHECK_RC(em_parse_redundancy("replicate:1", &o), -EINVAL);
+	CHECK_RC(em_parse_redundancy("replicate:2x", &o), -EINVAL);
+	CHECK_RC(em_parse_redundancy("ec:4+0", &o), -EINVAL);
+	CHECK_RC(em_parse_redundancy("ec:40+2", &o), -EINVAL);
+	CHECK_RC(em_parse_redundancy("raid5", &o), -EINVAL);
+	start_nodes(n, 3);
+	pool = t_connect_ok(n, 3, sec);
+	/* more copies than nodes */
+	CHECK_RC(em_parse_redundancy("ec:4+2", &o), 0);
+	CHECK_RC(em_region_create(pool, NULL, 65536, &o, &r), -ENOSPC);
+	/* a redundancy the header does not know */
+	o.redundancy = 9;
+	CHECK_RC(em_region_create(pool, NULL, 65536, &o, &r), -EINVAL);
+	o.redundancy = EM_RED_NONE;
+	o.red_k = 2;
+	CHECK_RC(em_region_create(pool, NULL, 65536, &o, &r), -EINVAL);
+	/* EC regions refuse atomics */
+	CHECK_RC(em_parse_redundancy("ec:2+1", &o), 0);
+	CHECK_RC(em_region_create(pool, NULL, 65536, &o, &r), 0);
+	CHECK_RC(em_atomic(r, 0, EM_ATOMIC_FADD, 1, 0, NULL), -EOPNOTSUPP);
+	em_region_close(r);
+	em_pool_close(pool);
+	stop_nodes(n, 3);
+}
+
+int main(int argc, char **argv)
+{
+	const char *only = argc > 1 ? argv[1] : ""; /* a part's name runs only it */
+
+	atexit(t_cleanup);
+	signal(SIGPIPE, SIG_IGN);
+	sec = t_secret("secret", T_SECRET);
+	if (!*only || !strcmp(only, "bad"))
+		bad_options();
+	if (!*only || !strcmp(only, "workload")) {
+		workload("replicate:2", 1, 0);
+		workload("replicate:3", 2, 0);
+		workload("ec:4+2", 2, 4096);
+	}
+	if (!*only || !strcmp(only, "freeze")) {
+		freeze("replicate:2");
+		freeze("ec:4+2");
+	}
+	if (!*only || !strcmp(only, "atomics")) {
+		atomics("replicate:2");
+		atomics("replicate:3");
+	}
+	if (!*only || !strcmp(only, "stripes"))
+		ec_concurrent();
+	return 0;
+}
