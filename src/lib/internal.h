@@ -125,6 +125,7 @@ struct em_pool {
 	struct em_queue *dq;     /* over the session's first connections */
 	struct em_region *regions; /* open handles, freed by em_pool_close */
 	uint8_t red, red_k, red_m;   /* default redundancy of new regions */
+	bool allow_down;             /* nodes not there are stood in for (redundancy.c) */
 };
 
 #define EM_MAX_PATTERN 64

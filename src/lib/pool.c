@@ -30,6 +30,7 @@ _Static_assert(EM_MAX_SEG == EM_LAYOUT_MAX_SEG && EM_MAX_PATTERN == EM_LAYOUT_MA
 struct conf {
 	char nodes[4096], secret[4096], transport[16], ox_iface[64], redundancy[32];
 	int timeout_ms;
+	bool allow_down;
 };
 
 static int conf_cb(void *arg, const char *k, const char *v, int line)
@@ -48,6 +49,8 @@ static int conf_cb(void *arg, const char *k, const char *v, int line)
 		snprintf(c->ox_iface, sizeof(c->ox_iface), "%s", v);
 	else if (!strcmp(k, "redundancy"))
 		snprintf(c->redundancy, sizeof(c->redundancy), "%s", v);
+	else if (!strcmp(k, "allow-down"))
+		c->allow_down = !strcmp(v, "yes") || !strcmp(v, "1") || !strcmp(v, "true");
 	/* unknown keys belong to other tools sharing the file */
 	return 0;
 }
@@ -90,6 +93,9 @@ static int resolve(const struct em_pool_opts *o, struct conf *c)
 	else
 		memcpy(c->transport, f.transport, sizeof(c->transport));
 	memcpy(c->ox_iface, f.ox_iface, sizeof(c->ox_iface));
+	c->allow_down = f.allow_down;
+	if ((e = getenv("ETHERMEM_ALLOW_DOWN")))
+		c->allow_down = !strcmp(e, "1") || !strcmp(e, "yes");
 	if ((e = getenv("ETHERMEM_REDUNDANCY")))
 		snprintf(c->redundancy, sizeof(c->redundancy), "%s", e);
 	else
@@ -109,6 +115,8 @@ static int transport_start(em_pool *pool)
 	for (unsigned i = 0; tp->wrap && i < pool->n; i++) {
 		struct em_chan *w;
 
+		if (em_red_chan_down(pool->dq->ch[i]))
+			continue;
 		if ((rc = tp->wrap(pool->tpriv, pool, i, pool->dq->ch[i], &w))) {
 			em_log(EM_LOG_DEBUG, "node %s: %s: %s", pool->nodes[i].addr, tp->name,
 			       em_strerror(rc));
@@ -146,6 +154,7 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 	/* the default redundancy of new regions; a value we cannot parse is
 	 * refused rather than quietly giving regions less than was asked */
 	pool->red = EM_RED_NONE;
+	pool->allow_down = c.allow_down;
 	if (c.redundancy[0] && em_red_conf(c.redundancy, &pool->red, &pool->red_k, &pool->red_m)) {
 		em_log(EM_LOG_ERR, "redundancy '%s': want none, replicate:N or ec:K+M", c.redundancy);
 		free(pool);
@@ -209,8 +218,18 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 		rc = -ENOMEM;
 		goto fail;
 	}
-	for (unsigned i = 0; i < pool->n; i++) {
+	for (unsigned i = 0, down = 0; i < pool->n; i++) {
 		rc = em_tcp_connect(pool, &pool->nodes[i], true, &ch[i]);
+		/* With allow-down, a node that is not there does not stop the
+		 * pool: redundant regions are served by their other nodes. An
+		 * authentication or version error still does. */
+		if (rc && c.allow_down && em_red_unreachable(rc) && ++down < pool->n &&
+		    !em_red_down_chan(pool, &ch[i])) {
+			em_log(EM_LOG_WARN, "node %s: %s; going on without it", pool->nodes[i].addr,
+			       em_strerror(rc));
+			rc = 0;
+			continue;
+		}
 		if (rc) {
 			em_log(EM_LOG_DEBUG, "node %s: %s", pool->nodes[i].addr, em_strerror(rc));
 			for (unsigned j = 0; j < i; j++)
@@ -525,6 +544,11 @@ static int region_open_named(em_pool *pool, const char *name, em_region **out)
 		uint16_t ll;
 		int e = em_ctl(pool, i, EM_W_OPEN, 0, 0, 0, req, (uint32_t)n, resp, sizeof(resp), &res);
 
+		if (pool->allow_down && em_red_unreachable(e)) {
+			/* the name may have lived there only: not "no such region" */
+			rc = -EHOSTDOWN;
+			continue;
+		}
 		if (e == -ENOENT)
 			continue;
 		if (e) {
@@ -549,6 +573,13 @@ static int region_open_named(em_pool *pool, const char *name, em_region **out)
 		for (i = 0; i < pool->n; i++)
 			if (handles[i] && !memcmp(pool->nodes[i].id, ids[s], EM_NODE_ID_LEN))
 				break;
+		if (i == pool->n && em_red_on(r)) {
+			/* a copy or chunk on a node that is gone: served by the
+			 * others; the node index only has to be a valid one */
+			r->lost |= 1ull << s;
+			r->node[s] = 0;
+			continue;
+		}
 		if (i == pool->n) {
 			rc = -EM_ENONODE;
 			goto fail;
@@ -712,7 +743,7 @@ int em_region_delete(em_pool *pool, const char *name)
 		rc = em_ctl(pool, i, EM_W_DELETE, 0, 0, 0, req, (uint32_t)n, NULL, 0, NULL);
 		if (!rc)
 			found++;
-		else if (rc != -ENOENT)
+		else if (rc != -ENOENT && !(pool->allow_down && em_red_unreachable(rc)))
 			err = rc;
 	}
 	return err ? err : found ? 0 : -ENOENT;
@@ -761,6 +792,10 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 			size_t pos = 0;
 
 			rc = em_ctl(pool, i, EM_W_LIST, 0, 0, first, NULL, 0, buf, EM_MAX_CTRL, &res);
+			if (pool->allow_down && em_red_unreachable(rc)) {
+				rc = 0; /* what it held shows as degraded */
+				break;
+			}
 			if (rc)
 				break;
 			total = res.r_off;
@@ -856,8 +891,13 @@ int em_pool_status(em_pool *pool, struct em_node_status *st, unsigned max)
 		uint64_t v[EM_ST__COUNT];
 		int rc = em_ctl(pool, i, EM_W_STATUS, 0, 0, 0, NULL, 0, buf, sizeof(buf), &res);
 
-		if (rc || (rc = em_status_decode(buf, res.resp_len, v)))
+		if (pool->allow_down && em_red_unreachable(rc)) {
+			/* a node that is not there: no capacity, nothing served */
+			memset(v, 0, sizeof(v));
+			rc = 0;
+		} else if (rc || (rc = em_status_decode(buf, res.resp_len, v))) {
 			return rc;
+		}
 		memset(s, 0, sizeof(*s));
 		s->size = sizeof(*s);
 		snprintf(s->addr, sizeof(s->addr), "%s", pool->nodes[i].addr);

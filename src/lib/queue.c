@@ -99,6 +99,12 @@ int em_queue_create(em_pool *pool, unsigned depth, em_queue **out)
 		return -ENOMEM;
 	for (i = 0; i < pool->n && !rc; i++) {
 		rc = em_tcp_connect(pool, &pool->nodes[i], false, &ch[i]);
+		/* a node that was down when the pool connected, or has died
+		 * since: redundant regions do without it */
+		if (rc && pool->allow_down && em_red_unreachable(rc)) {
+			rc = em_red_down_chan(pool, &ch[i]);
+			continue;
+		}
 		if (!rc && pool->tp->wrap) {
 			/* the transport's channel, built on our own TCP connection */
 			struct em_chan *w;

@@ -30,6 +30,15 @@ int em_red_exec(struct em_queue *q, const struct em_op *op, uint64_t *value);
 /* The region's state as this handle sees it (enum em_region_state). */
 unsigned em_red_state(const struct em_region *r);
 
+/* Nodes down when the pool connects (only with ETHERMEM_ALLOW_DOWN): an
+ * error that says the node is not there, the channel that stands in for
+ * it, and whether a channel is one. */
+struct em_chan;
+struct em_pool;
+bool em_red_unreachable(int err);
+int em_red_down_chan(struct em_pool *pool, struct em_chan **out);
+bool em_red_chan_down(const struct em_chan *ch);
+
 /* Erasure coding (ec.c, over ISA-L). */
 struct em_ec;
 int em_ec_create(unsigned k, unsigned m, struct em_ec **out);

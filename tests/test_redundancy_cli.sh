@@ -1,0 +1,59 @@
+#!/bin/bash
+# test_redundancy_cli.sh - redundant regions from the shell: create with
+# --redundancy, the listing's redundancy and state, bytes put with
+# `ethermem write` and checked with `ethermem read` while nodes are killed,
+# the pool default from the config file, and the clear error when more
+# nodes are gone than the redundancy survives.
+set -u
+. "$(dirname "$0")/lib.sh"
+E="$B/ethermem"
+
+NODES=""
+PIDS=()
+for i in 0 1 2 3 4 5 6; do
+	start_node "n$i" 32M
+	eval "NODES=\"\$NODES\${NODES:+,}tcp://127.0.0.1:\$PORT_n$i\""
+	eval "PIDS+=(\"\$PID_n$i\")"
+done
+export ETHERMEM_NODES="$NODES"
+
+"$E" region create bad 1M --redundancy replicate:1 2>"$T/err" && fail "replicate:1 accepted"
+grep -q "bad redundancy" "$T/err" || fail "bad redundancy message: $(cat "$T/err")"
+"$E" region create rep 1M --redundancy replicate:2 >/dev/null || fail "create replicate:2"
+"$E" region create ec 1M --chunk 4K --redundancy ec:4+2 >/dev/null || fail "create ec:4+2"
+printf 'redundancy = replicate:3\n' > "$T/client.conf"
+ETHERMEM_CONFIG="$T/client.conf" "$E" region create dflt 64K >/dev/null || fail "create with default"
+"$E" region ls --json > "$T/ls" || fail "ls --json"
+grep -q '"name":"rep".*"redundancy":"replicate:2","state":"healthy"' "$T/ls" || fail "ls rep: $(cat "$T/ls")"
+grep -q '"name":"ec".*"redundancy":"ec:4+2","state":"healthy"' "$T/ls" || fail "ls ec: $(cat "$T/ls")"
+grep -q '"name":"dflt".*"redundancy":"replicate:3"' "$T/ls" || fail "config default: $(cat "$T/ls")"
+
+head -c 300000 /dev/urandom > "$T/data"
+for r in rep ec; do
+	"$E" write $r 12345 "$T/data" || fail "write $r"
+	"$E" read $r 12345 300000 "$T/out" || fail "read $r"
+	cmp -s "$T/data" "$T/out" || fail "$r: bytes differ"
+done
+
+# kill two nodes; a fresh client (allowed to find nodes down) still reads
+# every byte of ec:4+2, and of replicate:2 when one of its copies is left
+kill -9 "${PIDS[0]}" "${PIDS[1]}"
+wait "${PIDS[0]}" "${PIDS[1]}" 2>/dev/null
+export ETHERMEM_ALLOW_DOWN=1
+"$E" read ec 12345 300000 "$T/out" || fail "read ec after two kills"
+cmp -s "$T/data" "$T/out" || fail "ec after two kills: bytes differ"
+"$E" region ls --json > "$T/ls" || fail "ls after kills"
+if "$E" read rep 12345 300000 "$T/out" 2>"$T/err"; then
+	cmp -s "$T/data" "$T/out" || fail "rep: wrong bytes after kills"
+else
+	grep -Eq "rep.*(data lost|Host is down)" "$T/err" || fail "rep error names the region: $(cat "$T/err")"
+fi
+grep -q '"state":"degraded"' "$T/ls" || fail "degraded not shown: $(cat "$T/ls")"
+# a third: more than ec:4+2 survives when it holds a data chunk
+kill -9 "${PIDS[2]}" "${PIDS[3]}"
+wait "${PIDS[2]}" "${PIDS[3]}" 2>/dev/null
+if "$E" read ec 0 1M "$T/out" 2>"$T/err"; then
+	fail "ec read with four of seven nodes gone must fail (or it placed on the survivors only)"
+fi
+grep -q "ec.*data lost" "$T/err" || fail "lost message: $(cat "$T/err")"
+exit 0
