@@ -41,7 +41,8 @@
 #define EM_BENCH_TIME_S 1
 
 struct row {
-	const char *op, *transport;
+	const char *op, *transport, *red;
+	double space;
 	uint64_t size;
 	unsigned qd, batch;
 	double p50, p99, p999, gbps, ops;
@@ -61,6 +62,8 @@ struct bench {
 	uint64_t seed;
 	int basefd;
 	const char *transport;     /* of the rows being measured now */
+	const char *red;           /* --redundancy: of the rows being measured now */
+	double space;              /* its pool bytes per byte stored */
 	struct em_ox_echo *echo;   /* --baseline over OmniXtend */
 };
 
@@ -87,6 +90,8 @@ static struct row *emit_b(struct bench *b, const char *op, uint64_t size, unsign
 	memset(r, 0, sizeof(*r));
 	r->op = op;
 	r->transport = b->transport;
+	r->red = b->red;
+	r->space = b->space;
 	r->size = size;
 	r->qd = qd;
 	r->batch = batch;
@@ -98,11 +103,20 @@ static struct row *emit_b(struct bench *b, const char *op, uint64_t size, unsign
 	}
 	r->gbps = secs > 0 ? (double)bytes / secs / 1e9 : 0;
 	r->ops = secs > 0 ? (double)ops / secs : 0;
-	if (b->json)
+	if (b->json && b->red)
+		printf("{\"op\":\"%s\",\"size\":%" PRIu64 ",\"qd\":%u,\"transport\":\"%s\","
+		       "\"redundancy\":\"%s\",\"bytes_per_byte\":%.3f,"
+		       "\"p50_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f,\"gbps\":%.3f,"
+		       "\"ops_per_s\":%.0f}\n", op, size, qd, r->transport, r->red, r->space,
+		       r->p50, r->p99, r->p999, r->gbps, r->ops);
+	else if (b->json)
 		printf("{\"op\":\"%s\",\"size\":%" PRIu64 ",\"qd\":%u,\"transport\":\"%s\","
 		       "\"p50_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f,\"gbps\":%.3f,"
 		       "\"ops_per_s\":%.0f,\"batch\":%u}\n", op, size, qd, r->transport, r->p50,
 		       r->p99, r->p999, r->gbps, r->ops, batch);
+	else if (b->red)
+		printf("%-13s %-12s %5.2f %9" PRIu64 " %4u %10.2f %10.2f %10.2f %9.3f %12.0f\n", op,
+		       r->red, r->space, size, qd, r->p50, r->p99, r->p999, r->gbps, r->ops);
 	else
 		printf("%-12s %-4s %9" PRIu64 " %4u %5u %10.2f %10.2f %10.2f %9.3f %12.0f\n", op,
 		       r->transport, size, qd, batch, r->p50, r->p99, r->p999, r->gbps, r->ops);
@@ -134,7 +148,7 @@ static uint64_t rand_off(struct bench *b, uint64_t size)
 	return (rnd(b) % slots) * size;
 }
 
-static int lat_rw(struct bench *b, bool write, uint64_t size)
+static int lat_rw_as(struct bench *b, bool write, uint64_t size, const char *name)
 {
 	unsigned n = iters_for(b, size), i;
 	uint64_t t0 = em_now_ns();
@@ -147,9 +161,14 @@ static int lat_rw(struct bench *b, bool write, uint64_t size)
 		b->lat[i] = em_now_ns() - s;
 	}
 	n = i;
-	emit(b, write ? "write" : "read", size, 1, b->lat, n,
+	emit(b, name ? name : write ? "write" : "read", size, 1, b->lat, n,
 	     (double)(em_now_ns() - t0) / 1e9, size * n, n);
 	return 0;
+}
+
+static int lat_rw(struct bench *b, bool write, uint64_t size)
+{
+	return lat_rw_as(b, write, size, NULL);
 }
 
 static int lat_atomic(struct bench *b, enum em_atomic_op aop, const char *name)
@@ -411,8 +430,75 @@ static void summary(const struct bench *b)
 	}
 }
 
+static uint64_t pool_used(em_pool *pool)
+{
+	struct em_node_status st[EM_MAX_SEG];
+	uint64_t used = 0;
+	int n;
+
+	st[0].size = sizeof(st[0]);
+	n = em_pool_status(pool, st, EM_MAX_SEG);
+	for (int i = 0; i < n && i < EM_MAX_SEG; i++)
+		used += st[i].used;
+	return used;
+}
+
+/* --redundancy LIST: the same rows for each redundancy, in one run, on a
+ * region of b->rsize bytes: 4 KiB and 2 MiB read and write latency at
+ * queue depth 1, 2 MiB bandwidth at depth 8, reads with one node taken as
+ * lost (the first copy or data chunk: what a dead node leaves), and the
+ * pool memory the region takes per byte (from the nodes' own counters). */
+static int red_rows(struct bench *b, em_queue *q, char *list)
+{
+	char *save = NULL;
+	int rc = 0;
+
+	for (char *tok = strtok_r(list, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save)) {
+		struct em_region_opts o = { .size = sizeof(o) };
+		uint64_t before;
+		em_region *r = NULL;
+
+		if (em_parse_redundancy(tok, &o)) {
+			fprintf(stderr, "ethermem bench: bad redundancy '%s'\n", tok);
+			return -EINVAL;
+		}
+		before = pool_used(b->pool);
+		rc = em_region_create(b->pool, NULL, b->rsize, &o, &r);
+		if (rc)
+			break;
+		b->space = (double)(pool_used(b->pool) - before) / (double)b->rsize;
+		b->red = tok;
+		b->r = r;
+		for (uint64_t off = 0; off < b->rsize && !rc; off += 2u << 20)
+			rc = em_write(r, off, b->buf, 2u << 20);
+		if (!rc)
+			rc = lat_rw(b, false, 4096);
+		if (!rc)
+			rc = lat_rw(b, true, 4096);
+		if (!rc)
+			rc = lat_rw(b, false, 2u << 20);
+		if (!rc)
+			rc = lat_rw(b, true, 2u << 20);
+		if (!rc)
+			rc = bandwidth(b, q, false, 2u << 20, 8, 1);
+		if (!rc)
+			rc = bandwidth(b, q, true, 2u << 20, 8, 1);
+		if (!rc && em_red_on(r)) {
+			r->lost = 1; /* as after the first copy's node died */
+			rc = lat_rw_as(b, false, 4096, "read-degraded");
+			if (!rc)
+				rc = lat_rw_as(b, false, 2u << 20, "read-degraded");
+		}
+		b->r = NULL;
+		em_region_close(r);
+	}
+	b->red = NULL;
+	return rc;
+}
+
 int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp)
 {
+	char *redlist = NULL;
 	static const uint64_t sizes[] = { 64, 4096, 65536, 2u << 20 };
 	/* queue depth and ops per em_submit call of the bandwidth rows */
 	static const unsigned qds[][2] = { { 8, 1 }, { 32, 1 }, { 32, 32 } };
@@ -438,8 +524,11 @@ int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp)
 				return 2;
 			}
 			b.time_ns = (uint64_t)(t * 1e9);
+		} else if (!strcmp(argv[i], "--redundancy") && i + 1 < argc) {
+			redlist = argv[++i];
 		} else if (!strcmp(argv[i], "--help")) {
 			printf("usage: ethermem bench [--baseline] [--json] [--quick] [--time SECONDS]\n"
+			       "                      [--redundancy LIST]\n"
 			       "Measures read and write latency (p50/p99/p999) at queue depth 1 and\n"
 			       "bandwidth at queue depths 8 and 32 for 64 B, 4 KiB, 64 KiB and 2 MiB,\n"
 			       "and atomics latency, on an anonymous region of the pool. Bandwidth\n"
@@ -451,7 +540,11 @@ int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp)
 			       "a plain TCP stream to the first node over the same path; over\n"
 			       "OmniXtend (--transport ox) also a raw Ethernet ping-pong on the same\n"
 			       "interface and the TCP data path's reads, for comparison.\n"
-			       "--json prints one JSON object per measurement.\n", EM_BENCH_TIME_S);
+			       "--json prints one JSON object per measurement.\n"
+			       "--redundancy none,replicate:2,ec:4+2 measures instead, for each, 4 KiB\n"
+			       "and 2 MiB read and write latency, 2 MiB bandwidth at depth 8, reads\n"
+			       "with the first copy's node taken as lost, and the pool bytes used per\n"
+			       "byte stored, on a 32 MiB region.\n", EM_BENCH_TIME_S);
 			return 0;
 		} else {
 			fprintf(stderr, "ethermem bench: unknown argument '%s'\n", argv[i]);
@@ -461,10 +554,22 @@ int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp)
 	if (em_cli_connect(cp, &b.pool, "ethermem bench"))
 		return 1;
 	b.transport = b.pool->tp->name;
-	b.rsize = 64ull << 20;
+	b.rsize = redlist ? 32ull << 20 : 64ull << 20;
 	b.buf = malloc(2u << 20);
 	b.lat = malloc(20000 * sizeof(*b.lat));
 	rc = b.buf && b.lat ? 0 : -ENOMEM;
+	if (!rc && redlist) {
+		memset(b.buf, 0xa5, 2u << 20);
+		rc = em_queue_create(b.pool, 64, &q);
+		if (!b.json && !rc)
+			printf("%-13s %-12s %5s %9s %4s %10s %10s %10s %9s %12s\n", "op", "redundancy",
+			       "B/B", "size", "qd", "p50 us", "p99 us", "p999 us", "GB/s", "ops/s");
+		if (!rc)
+			rc = red_rows(&b, q, redlist);
+		if (rc)
+			fprintf(stderr, "ethermem bench: %s\n", em_strerror(rc));
+		goto out;
+	}
 	if (!rc)
 		rc = em_region_create(b.pool, NULL, b.rsize, NULL, &b.r);
 	if (!rc) {

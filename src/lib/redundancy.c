@@ -748,14 +748,17 @@ static int ec_exec(em_queue *q, const struct em_op *op)
 		return 0;
 	if ((rc = em_ec_create(r->red_k, r->red_m, &c.ec)))
 		return rc;
-	/* one stripe's worth of bands; a band is at most a cell */
-	uint8_t *mem = malloc((size_t)cell * r->nseg);
+	/* one stripe's worth of bands: a band is at most a cell, and no wider
+	 * than the op when it stays inside one cell (small ops then stay off
+	 * the allocator's mmap path, whose fresh pages cost more than the op) */
+	uint64_t band = op->offset / cell == (op->offset + op->len - 1) / cell ? op->len : cell;
+	uint8_t *mem = malloc((size_t)band * r->nseg);
 	if (!mem) {
 		em_ec_destroy(c.ec);
 		return -ENOMEM;
 	}
 	for (unsigned s = 0; s < r->nseg; s++)
-		c.band[s] = mem + (size_t)s * cell;
+		c.band[s] = mem + (size_t)s * band;
 	if (op->opcode == EM_OP_READ)
 		rc = ec_read(&c, op->offset, op->buf, op->len);
 	else
