@@ -126,6 +126,17 @@ struct em_region_opts {
 };
 #define EM_REGION_EXCL 1u /* named create fails with -EEXIST if the name exists */
 
+/* Rebuilds every lost copy or chunk of a redundant region (one this handle
+ * found dead, or that does not answer now) on a node of the pool that holds
+ * no other part of it, from the surviving ones, and moves the region's
+ * layout to the next epoch (stored with the new parts; opening a name takes
+ * the newest layout its nodes hold). Returns how many parts were rebuilt
+ * (0: nothing was lost), -EM_ELOST if too few survive, -ENOSPC if no node
+ * can take a part, -EINVAL for a region without redundancy. Other clients
+ * that have the region open keep the old layout until they open it again,
+ * so run it while no other client writes the region. */
+int em_region_repair(em_region *region);
+
 /* Parses "none", "replicate:N" or "ec:K+M" into opts->redundancy, red_k and
  * red_m (opts->size must be set, at least the 0.2 size). 0 or -EINVAL. */
 int em_parse_redundancy(const char *s, struct em_region_opts *opts);

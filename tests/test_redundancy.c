@@ -12,7 +12,9 @@
  *    wrote, so no writer's parity update was lost to another's;
  *  - more failures than the redundancy allows: -EM_ELOST, never zeros;
  *  - the redundancy is in the layout: a second client opening the name
- *    sees it, and the listing shows it.
+ *    sees it, and the listing shows it;
+ *  - repair rebuilds a dead node's part elsewhere, and that part then serves
+ *    when the other original holders die.
  */
 #include <inttypes.h>
 
@@ -308,6 +310,54 @@ static void ec_concurrent(void)
 	free(got);
 }
 
+/* Repair: kill a holder, rebuild its part elsewhere, then kill other
+ * original holders so that the rebuilt part is needed: every byte must
+ * still be right. A second client opening afterwards gets the new layout. */
+static void repair(const char *red, unsigned chunk)
+{
+	struct t_node n[NODES];
+	struct em_region_opts o = { .size = sizeof(o), .chunk_size = chunk };
+	uint8_t *ref = calloc(1, SIZE);
+	uint64_t seed = 99;
+	em_pool *pool, *p2;
+	em_region *r, *r2;
+	unsigned first;
+
+	start_nodes(n, NODES);
+	pool = t_connect_ok(n, NODES, sec);
+	CHECK_RC(em_parse_redundancy(red, &o), 0);
+	CHECK_RC(em_region_create(pool, "fixme", SIZE, &o, &r), 0);
+	rand_ops(r, ref, 100, &seed);
+	CHECK_RC(em_region_repair(r), 0); /* nothing lost yet */
+	first = r->node[0];
+	t_node_stop(&n[first], SIGKILL);
+	CHECK_RC(em_region_repair(r), 1);
+	CHECK(r->node[0] != first && r->lost == 0 && r->epoch == 1);
+	for (unsigned a = 0; a < r->nseg; a++)
+		for (unsigned b = a + 1; b < r->nseg; b++)
+			CHECK(r->node[a] != r->node[b]);
+	rand_ops(r, ref, 100, &seed);
+	check_all(r, ref);
+	/* now the rebuilt part has to serve */
+	for (unsigned s = 1; s <= (o.redundancy == EM_RED_REPLICATE ? o.red_k - 1u : o.red_m); s++)
+		t_node_stop(holder(n, r, s), SIGKILL);
+	rand_ops(r, ref, 100, &seed);
+	check_all(r, ref);
+	/* a client that opens it now finds the new layout */
+	setenv("ETHERMEM_ALLOW_DOWN", "1", 1);
+	p2 = t_connect_ok(n, NODES, sec);
+	CHECK_RC(em_region_open(p2, "fixme", &r2), 0);
+	CHECK(r2->epoch == 1 && r2->node[0] == r->node[0]);
+	check_all(r2, ref);
+	unsetenv("ETHERMEM_ALLOW_DOWN");
+	em_region_close(r2);
+	em_pool_close(p2);
+	em_region_close(r);
+	em_pool_close(pool);
+	stop_nodes(n, NODES);
+	free(ref);
+}
+
 static void bad_options(void)
 {
 	struct t_node n[NODES];
@@ -364,5 +414,10 @@ int main(int argc, char **argv)
 	}
 	if (!*only || !strcmp(only, "stripes"))
 		ec_concurrent();
+	if (!*only || !strcmp(only, "repair")) {
+		repair("replicate:2", 0);
+		repair("replicate:3", 0);
+		repair("ec:4+2", 4096);
+	}
 	return 0;
 }

@@ -2,16 +2,20 @@
 # test_redundancy_cli.sh - redundant regions from the shell: create with
 # --redundancy, the listing's redundancy and state, bytes put with
 # `ethermem write` and checked with `ethermem read` while nodes are killed,
-# the pool default from the config file, and the clear error when more
-# nodes are gone than the redundancy survives.
+# the pool default from the config file, `ethermem repair` onto a spare
+# node, and the clear error when more nodes are gone than the redundancy
+# survives.
 set -u
 . "$(dirname "$0")/lib.sh"
 E="$B/ethermem"
 
 NODES=""
 PIDS=()
-for i in 0 1 2 3 4 5 6; do
-	start_node "n$i" 32M
+# n6 and n7 have the least memory, so placement leaves them free: they are
+# where repair puts what is rebuilt. rep lands on n0 n1; ec on n2..n5 (data)
+# and n0 n1 (parity).
+for i in 0 1 2 3 4 5 6 7; do
+	start_node "n$i" $([ $i -lt 6 ] && echo 64M || echo 32M)
 	eval "NODES=\"\$NODES\${NODES:+,}tcp://127.0.0.1:\$PORT_n$i\""
 	eval "PIDS+=(\"\$PID_n$i\")"
 done
@@ -49,11 +53,23 @@ else
 	grep -Eq "rep.*(data lost|Host is down)" "$T/err" || fail "rep error names the region: $(cat "$T/err")"
 fi
 grep -q '"state":"degraded"' "$T/ls" || fail "degraded not shown: $(cat "$T/ls")"
-# a third: more than ec:4+2 survives when it holds a data chunk
+# repair rebuilds the lost parity on n6 and n7, under a new epoch
+"$E" repair ec > "$T/rep" || fail "repair ec"
+grep -q "ec: 2 part(s) rebuilt" "$T/rep" || fail "repair said: $(cat "$T/rep")"
+"$E" region ls --json > "$T/ls" || fail "ls after repair"
+grep -q '"name":"ec".*"state":"healthy","epoch":1' "$T/ls" || fail "after repair: $(cat "$T/ls")"
+"$E" repair ec > "$T/rep" || fail "second repair"
+grep -q "ec: 0 part(s) rebuilt" "$T/rep" || fail "nothing left to repair: $(cat "$T/rep")"
+# two data nodes die: reading them needs both rebuilt parity cells
 kill -9 "${PIDS[2]}" "${PIDS[3]}"
 wait "${PIDS[2]}" "${PIDS[3]}" 2>/dev/null
+"$E" read ec 12345 300000 "$T/out" || fail "read ec after repair and two more kills"
+cmp -s "$T/data" "$T/out" || fail "ec after repair: bytes differ"
+# a third of the current layout: more than ec:4+2 survives
+kill -9 "${PIDS[4]}"
+wait "${PIDS[4]}" 2>/dev/null
 if "$E" read ec 0 1M "$T/out" 2>"$T/err"; then
-	fail "ec read with four of seven nodes gone must fail (or it placed on the survivors only)"
+	fail "ec read with three of its six nodes gone must fail"
 fi
 grep -q "ec.*data lost" "$T/err" || fail "lost message: $(cat "$T/err")"
 exit 0

@@ -36,6 +36,7 @@ static void usage(FILE *f)
 "  region rm NAME            delete a named region\n"
 "  write NAME OFFSET FILE    put a file's bytes into a region at OFFSET\n"
 "  read NAME OFFSET LEN FILE get LEN bytes of a region at OFFSET into FILE\n"
+"  repair NAME               rebuild a redundant region's lost copies or chunks\n"
 "  bench [--baseline]        latency and bandwidth of the pool\n"
 "  kv stats [NAME]           block stores (prefix caches): entries, bytes, hit rate\n"
 "  bench map                 transparent mapping against mmap and swap\n"
@@ -519,6 +520,45 @@ static int cmd_rw(int argc, char **argv, struct em_cli_pool *cp, bool wr)
 	return rc ? 1 : 0;
 }
 
+/* `ethermem repair NAME`: what em_region_repair does, for a named region. */
+static int cmd_repair(int argc, char **argv, struct em_cli_pool *cp)
+{
+	em_pool *pool;
+	em_region *r;
+	int rc;
+
+	if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		printf("usage: ethermem repair NAME\n"
+		       "Rebuilds every copy or chunk of a redundant region whose node is gone\n"
+		       "on another node of the pool, from the survivors, and moves the region\n"
+		       "to the next layout epoch. Nodes that do not answer are expected here\n"
+		       "(ETHERMEM_ALLOW_DOWN is set for this command). Run it while no other\n"
+		       "client writes the region; clients that have it open reopen it after.\n\n%s",
+		       pool_help);
+		return 0;
+	}
+	if (argc != 2) {
+		fprintf(stderr, "ethermem repair: usage: ethermem repair NAME\n");
+		return 2;
+	}
+	setenv("ETHERMEM_ALLOW_DOWN", "1", 1);
+	if (em_cli_connect(cp, &pool, "ethermem repair"))
+		return 1;
+	rc = em_region_open(pool, argv[1], &r);
+	if (rc) {
+		fprintf(stderr, "ethermem repair: %s: %s\n", argv[1], em_strerror(rc));
+	} else {
+		rc = em_region_repair(r);
+		if (rc < 0)
+			fprintf(stderr, "ethermem repair: %s: %s\n", argv[1], em_strerror(rc));
+		else
+			printf("%s: %d part(s) rebuilt\n", argv[1], rc);
+		em_region_close(r);
+	}
+	em_pool_close(pool);
+	return rc < 0 ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct em_cli_pool cp;
@@ -541,6 +581,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(cmd, "status"))
 		return cmd_status(argc - 1, argv + 1, &cp);
+	if (!strcmp(cmd, "repair"))
+		return cmd_repair(argc - 1, argv + 1, &cp);
 	if (!strcmp(cmd, "write") || !strcmp(cmd, "read"))
 		return cmd_rw(argc - 1, argv + 1, &cp, cmd[0] == 'w');
 	if (!strcmp(cmd, "region"))

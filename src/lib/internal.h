@@ -198,6 +198,8 @@ int em_tcp_baseline_fd(em_pool *pool, unsigned node);
 /* A node's status array as on the wire (EM_ST_*, the transport counters
  * included, which struct em_node_status has no room for). */
 int em_status_raw(em_pool *pool, unsigned node, uint64_t v[EM_ST__COUNT]);
+/* The region's layout as stored with a named region (wire.h). */
+int em_region_layout(const em_region *r, uint8_t *out, size_t cap);
 /* Bytes segment `seg` of a region holds on its node. */
 uint64_t em_seg_bytes(const em_region *r, unsigned seg);
 

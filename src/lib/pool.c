@@ -331,6 +331,11 @@ static int layout_encode(const em_region *r, uint8_t *out, size_t cap)
 	return em_layout_encode(out, cap, &l);
 }
 
+int em_region_layout(const em_region *r, uint8_t *out, size_t cap)
+{
+	return layout_encode(r, out, cap);
+}
+
 /* Ranks and counts follow from the pattern. */
 static void layout_derive(em_region *r)
 {
@@ -556,9 +561,15 @@ static int region_open_named(em_pool *pool, const char *name, em_region **out)
 			goto fail;
 		}
 		handles[i] = res.r_region;
-		if (!have_layout) {
+		/* the newest layout wins: a repair stores the next epoch with
+		 * the parts it rebuilds, the survivors keep the one before */
+		{
+			struct em_layout peek;
+
 			rc = em_namelayout_decode(resp, res.resp_len, nm, &lay, &ll);
 			if (!rc)
+				rc = em_layout_decode(lay, ll, &peek);
+			if (!rc && (!have_layout || peek.epoch > r->epoch))
 				rc = layout_decode(r, lay, ll, ids);
 			if (rc)
 				goto fail;
@@ -818,8 +829,13 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 					if (!strcmp(names[k], nm))
 						break;
 				if (k < count) {
-					if (k < max)
+					if (k < max) {
+						struct em_region_info *ri = AT(info, stride, k);
 						listed[k + max] = (uint8_t)(listed[k + max] + 1);
+						if (stride >= offsetof(struct em_region_info, epoch) +
+								  sizeof(ri->epoch) && l.epoch > ri->epoch)
+							ri->epoch = l.epoch;
+					}
 					continue;
 				}
 				if (count == cap) {

@@ -20,6 +20,11 @@
  *   dies, the next copy holds every completed atomic exactly once (one
  *   that no surviving copy took is run afresh on the copy that now leads).
  *
+ * Repair (em_region_repair) rebuilds each lost segment on a node that holds
+ *   no other part of the region, from the survivors, and stores the layout
+ *   of the next epoch with it; the survivors keep the old one, and opening
+ *   a name takes the newest its nodes hold.
+ *
  * ec:K+M - data cell d of stripe s is at s*cell on segment d, parity cell j
  *   at s*cell on segment K+j. A read goes straight to the data cells; one
  *   that fails is rebuilt from any K survivors of its stripe. A write runs
@@ -783,4 +788,226 @@ int em_red_exec(em_queue *q, const struct em_op *op, uint64_t *value)
 	default:
 		return rep_atomic(q, r, op, value);
 	}
+}
+
+/* ---- repair ---- */
+
+/* One batch of requests on the pool's default queue, as the synchronous
+ * calls run theirs. */
+static unsigned run_dq(em_region *r, struct req *reqs, unsigned n)
+{
+	unsigned bad;
+
+	pthread_mutex_lock(&r->pool->lock);
+	bad = run(r->pool->dq, r, reqs, n);
+	pthread_mutex_unlock(&r->pool->lock);
+	return bad;
+}
+
+/* Finds the segments that do not answer now (a one-byte read each). */
+static void probe(em_region *r)
+{
+	struct req rq[EM_MAX_SEG];
+	uint8_t b[EM_MAX_SEG];
+	unsigned n = 0;
+
+	for (unsigned s = 0; s < r->nseg; s++)
+		if (!seg_lost(r, s))
+			req_read(&rq[n++], r, s, 0, &b[s], 1);
+	run_dq(r, rq, n);
+}
+
+/* Copies or rebuilds segment s (already created on its new node) from the
+ * survivors, a piece at a time. */
+static int rebuild(em_region *r, unsigned s)
+{
+	uint64_t seg = em_red_seg_bytes(r, s);
+	int rc = 0;
+
+	if (r->red == EM_RED_REPLICATE) {
+		const uint64_t piece = 1u << 20;
+		uint8_t *buf = malloc(piece);
+
+		if (!buf)
+			return -ENOMEM;
+		for (uint64_t off = 0; off < r->size && !rc; off += piece) {
+			uint32_t k = (uint32_t)EM_MIN(piece, r->size - off);
+			struct req w;
+			unsigned src;
+
+			for (src = 0; src < r->nseg; src++) {
+				struct req rd;
+				if (src == s || seg_lost(r, src))
+					continue;
+				req_read(&rd, r, src, off, buf, k);
+				if (!run_dq(r, &rd, 1))
+					break;
+			}
+			if (src == r->nseg) {
+				rc = lost_error(r);
+				break;
+			}
+			/* the new copy is still marked lost for everything else:
+			 * write to it directly */
+			req_write(&w, r, s, off, buf, k);
+			w.p.origin = &w.p;
+			pthread_mutex_lock(&r->pool->lock);
+			{
+				struct em_chan *ch = r->pool->dq->ch[r->node[s]];
+				w.p.tag = ++r->pool->dq->next_tag;
+				w.p.status = -EINPROGRESS;
+				ch->ops->post(ch, &w.p, 1);
+				while (w.p.status == -EINPROGRESS && ch->outstanding)
+					if (ch->ops->progress(ch, -1) < 0)
+						break;
+			}
+			pthread_mutex_unlock(&r->pool->lock);
+			if (w.p.status)
+				rc = w.p.status == -EINPROGRESS ? -EIO : w.p.status;
+		}
+		free(buf);
+		return rc;
+	}
+	/* EC: stripe by stripe, each whole cell rebuilt under the stripe's lock */
+	struct ec_ctx c = { .r = r };
+	uint8_t *mem;
+
+	(void)seg;
+	if ((rc = em_ec_create(r->red_k, r->red_m, &c.ec)))
+		return rc;
+	mem = malloc((size_t)r->chunk * r->nseg);
+	if (!mem) {
+		em_ec_destroy(c.ec);
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < r->nseg; i++)
+		c.band[i] = mem + (size_t)i * r->chunk;
+	pthread_mutex_lock(&r->pool->lock);
+	c.q = r->pool->dq;
+	for (uint64_t row = 0; row < r->rows && !rc; row++) {
+		unsigned segs[EM_MAX_SEG], ns;
+		struct em_part *p;
+		struct em_chan *ch = c.q->ch[r->node[s]];
+
+		if ((rc = stripe_lock(c.q, r, row, segs, &ns)))
+			break;
+		rc = band_read(&c, row, 0, r->chunk, 1ull << s);
+		if (!rc) {
+			struct req w;
+			req_write(&w, r, s, row * r->chunk, c.band[s], (uint32_t)r->chunk);
+			p = &w.p;
+			p->origin = p;
+			p->tag = ++c.q->next_tag;
+			p->status = -EINPROGRESS;
+			ch->ops->post(ch, p, 1);
+			while (p->status == -EINPROGRESS && ch->outstanding)
+				if (ch->ops->progress(ch, -1) < 0)
+					break;
+			rc = p->status == -EINPROGRESS ? -EIO : p->status;
+		}
+		stripe_unlock(c.q, r, row, segs, ns);
+	}
+	pthread_mutex_unlock(&r->pool->lock);
+	free(mem);
+	em_ec_destroy(c.ec);
+	return rc;
+}
+
+int em_region_repair(em_region *r)
+{
+	em_pool *pool;
+	uint64_t freeb[EM_MAX_SEG] = { 0 }, lost;
+	bool taken[EM_MAX_SEG] = { false };
+	unsigned target[EM_MAX_SEG], done = 0, need;
+	uint32_t newh[EM_MAX_SEG] = { 0 };
+	em_region next;
+	uint8_t layout[EM_MAX_LAYOUT], req[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
+	uint8_t resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
+	int rc, ll, n;
+
+	if (!r || !em_red_on(r))
+		return -EINVAL;
+	pool = r->pool;
+	probe(r);
+	lost = __atomic_load_n(&r->lost, __ATOMIC_RELAXED);
+	if (!lost)
+		return 0;
+	need = r->red == EM_RED_EC ? r->red_k : 1;
+	if (live_count(r) < need)
+		return lost_error(r);
+	/* free memory per node; nodes that do not answer cannot take a part */
+	for (unsigned i = 0; i < pool->n; i++) {
+		uint64_t v[EM_ST__COUNT];
+		if (!em_status_raw(pool, i, v) && v[EM_ST_CAPACITY] > v[EM_ST_USED])
+			freeb[i] = (v[EM_ST_CAPACITY] - v[EM_ST_USED]) & ~4095ull;
+	}
+	for (unsigned s = 0; s < r->nseg; s++)
+		if (!(lost >> s & 1))
+			taken[r->node[s]] = true;
+	/* the next layout: each lost segment on the free-est node not in use */
+	next = *r;
+	for (unsigned s = 0; s < r->nseg; s++) {
+		unsigned best = pool->n;
+		uint64_t want = (em_red_seg_bytes(r, s) + 4095) & ~4095ull;
+
+		if (!(lost >> s & 1))
+			continue;
+		for (unsigned i = 0; i < pool->n; i++)
+			if (!taken[i] && freeb[i] >= want && (best == pool->n || freeb[i] > freeb[best]))
+				best = i;
+		if (best == pool->n)
+			return -ENOSPC;
+		taken[best] = true;
+		target[s] = best;
+		next.node[s] = best;
+	}
+	next.epoch = r->epoch + 1;
+	ll = em_region_layout(&next, layout, sizeof(layout));
+	if (ll < 0)
+		return ll;
+	n = em_namelayout_encode(req, sizeof(req), r->named ? r->name : NULL, layout, (uint16_t)ll);
+	if (n < 0)
+		return n;
+	for (unsigned s = 0; s < r->nseg; s++) {
+		struct em_part res;
+
+		if (!(lost >> s & 1))
+			continue;
+		rc = em_ctl(pool, target[s], EM_W_CREATE, 0,
+			    r->named ? EM_WC_NAMED | EM_WC_EXCL : 0, em_red_seg_bytes(r, s), req,
+			    (uint32_t)n, resp, sizeof(resp), &res);
+		if (rc)
+			goto undo;
+		newh[s] = res.r_region;
+	}
+	/* the new parts join this handle, still marked lost (nothing reads
+	 * them) while they are filled */
+	for (unsigned s = 0; s < r->nseg; s++)
+		if (lost >> s & 1) {
+			r->node[s] = target[s];
+			r->handle[s] = newh[s];
+		}
+	for (unsigned s = 0; s < r->nseg; s++) {
+		if (!(lost >> s & 1))
+			continue;
+		if ((rc = rebuild(r, s)))
+			return rc; /* the region stays degraded; a new repair starts over */
+		__atomic_fetch_and(&r->lost, ~(1ull << s), __ATOMIC_RELAXED);
+		done++;
+	}
+	r->epoch = next.epoch;
+	em_log(EM_LOG_INFO, "region %s: %u part(s) rebuilt, layout epoch %u",
+	       r->named ? r->name : "(anonymous)", done, r->epoch);
+	return (int)done;
+undo:
+	for (unsigned s = 0; s < r->nseg; s++)
+		if (newh[s]) {
+			em_ctl(pool, target[s], EM_W_CLOSE, newh[s], 0, 0, NULL, 0, NULL, 0, NULL);
+			if (r->named) {
+				int k = em_namelayout_encode(req, sizeof(req), r->name, NULL, 0);
+				em_ctl(pool, target[s], EM_W_DELETE, 0, 0, 0, req, (uint32_t)k, NULL,
+				       0, NULL);
+			}
+		}
+	return rc;
 }
