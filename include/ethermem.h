@@ -69,6 +69,7 @@ const char *em_version(unsigned *major, unsigned *minor, unsigned *patch);
 #define EM_EVERSION 4097 /* the peer speaks another protocol version */
 #define EM_ENONODE 4098  /* a node holding part of the region is not in the pool */
 #define EM_ELOST 4099    /* more nodes of a redundant region failed than it survives */
+#define EM_EFULL 4100    /* the node serves as many clients as it may (max-clients) */
 
 typedef struct em_pool em_pool;
 typedef struct em_region em_region;

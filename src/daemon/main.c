@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "common/util.h"
 #include "daemon/metrics.h"
@@ -27,8 +28,12 @@ static void usage(FILE *f)
 "  --secret-file FILE   cluster secret, at least 16 bytes           [required]\n"
 "                       (or ETHERMEM_SECRET_FILE)\n"
 "  --mlock              lock the exported memory in RAM\n"
-"  --max-clients N      connections served at once              [1024]\n"
-"  --io-timeout MS      drop a client that stalls mid-message  [30000]\n"
+"  --max-clients N      authenticated connections served at once [1024]\n"
+"  --max-pending N      connections still authenticating, at once [256]\n"
+"                       (when full, the oldest of them is dropped)\n"
+"  --max-pending-per-source N   of those, from one address         [32]\n"
+"  --io-timeout MS      deadline for a whole message once begun [30000]\n"
+"                       (and for the handshake, at most 5000)\n"
 "  --poll-us US         spin for the next request this long before\n"
 "                       sleeping (0: never spin)                  [50]\n"
 "  --port-file FILE     write the bound port there once listening\n"
@@ -81,6 +86,10 @@ static int set_opt(struct cfg *c, const char *k, const char *v)
 		c->o.mlock = !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "true");
 	} else if (!strcmp(k, "max-clients")) {
 		c->o.max_clients = atoi(v);
+	} else if (!strcmp(k, "max-pending")) {
+		c->o.max_pending = atoi(v);
+	} else if (!strcmp(k, "max-pending-per-source")) {
+		c->o.max_pending_per_source = atoi(v);
 	} else if (!strcmp(k, "io-timeout")) {
 		c->o.io_timeout_ms = atoi(v);
 	} else if (!strcmp(k, "poll-us")) {
@@ -176,6 +185,7 @@ int main(int argc, char **argv)
 		{ "max-clients", 1, 0, 'M' }, { "io-timeout", 1, 0, 'T' },
 		{ "port-file", 1, 0, 'p' }, { "config", 1, 0, 'C' },
 		{ "poll-us", 1, 0, 'P' }, { "metrics-listen", 1, 0, 'H' },
+		{ "max-pending", 1, 0, 1001 }, { "max-pending-per-source", 1, 0, 1002 },
 		{ "verbose", 0, 0, 'v' }, { "version", 0, 0, 'V' },
 		{ "ox", 1, 0, 'x' }, { "ox-ethertype", 1, 0, 'e' }, { "ox-mode", 1, 0, 'o' },
 		{ "ox-verbatim", 0, 0, 'b' }, { "ox-export", 1, 0, 'X' },
@@ -212,6 +222,8 @@ int main(int argc, char **argv)
 		case 'm': rc = set_opt(&c, "mlock", "1"); break;
 		case 'M': rc = set_opt(&c, "max-clients", optarg); break;
 		case 'T': rc = set_opt(&c, "io-timeout", optarg); break;
+		case 1001: rc = set_opt(&c, "max-pending", optarg); break;
+		case 1002: rc = set_opt(&c, "max-pending-per-source", optarg); break;
 		case 'p': rc = set_opt(&c, "port-file", optarg); break;
 		case 'P': rc = set_opt(&c, "poll-us", optarg); break;
 		case 'H': rc = set_opt(&c, "metrics-listen", optarg); break;
@@ -265,6 +277,15 @@ int main(int argc, char **argv)
 	/* Every thread inherits this mask; the server takes SIGTERM/SIGINT
 	 * through a signalfd, and a vanished peer must not kill us. */
 	signal(SIGPIPE, SIG_IGN);
+	/* every client and every connection still authenticating holds a
+	 * descriptor: take all the process may have */
+	{
+		struct rlimit rl;
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+			rl.rlim_cur = rl.rlim_max;
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);

@@ -48,6 +48,9 @@
 #define TX_CAP (256u << 10)
 #define SMALL_READ (16u << 10)   /* copied into the reply buffer */
 #define STREAM_WRITE (64u << 10) /* received straight into region memory */
+/* A burst of a thousand clients connecting at once must not overflow the
+ * accept queue (the kernel caps this at net.core.somaxconn). */
+#define LISTEN_BACKLOG 4096
 
 struct session {
 	uint64_t id;
@@ -68,6 +71,10 @@ struct conn {
 	int fd;
 	struct session *sess;
 	char peer[64];
+	char src[48];          /* the peer's address without its port */
+	bool authed;           /* counts against max_clients, else max_pending */
+	bool evicted;          /* shut down to make room; its thread is leaving */
+	uint64_t msg_deadline; /* a partly received message must be whole by then */
 	uint8_t *rx, *tx, *basebuf;
 	size_t rpos, wpos, txlen, basecap;
 	uint64_t bytes_in, bytes_out; /* atomic: the metrics endpoint reads them */
@@ -95,7 +102,93 @@ struct em_server {
 	uint64_t lat_sum_ns[3]; /* for the metrics' histogram sums */
 	struct em_oxs *ox;     /* --ox: the OmniXtend data path, else NULL */
 	bool stopping;
+	/* lines about unauthenticated peers, limited (see peer_log) */
+	pthread_mutex_t rl_lock;
+	uint64_t rl_sec, rl_suppressed; /* rl_sec: last refill, ns */
+	unsigned rl_lines;              /* lines that may be written now */
 };
+
+/* Lines a flood of strangers can cause are limited: each connection could
+ * otherwise write one, and 3,000 bad connections would write 3,000 lines. A
+ * bucket of PEER_LOG_BURST lines refills at PEER_LOG_PER_SEC, so an operator
+ * still sees every line of an ordinary bad day, and what was left out is
+ * counted on the next line that gets through. */
+#define PEER_LOG_BURST 100
+#define PEER_LOG_PER_SEC 10
+
+static bool peer_log_allowed(struct em_server *s)
+{
+	uint64_t now = em_now_ns(), dropped = 0, refill;
+	bool ok;
+
+	pthread_mutex_lock(&s->rl_lock);
+	refill = (now - s->rl_sec) / (1000000000ull / PEER_LOG_PER_SEC);
+	if (refill) {
+		s->rl_lines = (unsigned)EM_MIN((uint64_t)s->rl_lines + refill, PEER_LOG_BURST);
+		s->rl_sec = now;
+	}
+	ok = s->rl_lines > 0;
+	if (ok) {
+		s->rl_lines--;
+		dropped = s->rl_suppressed;
+		s->rl_suppressed = 0;
+	} else {
+		s->rl_suppressed++;
+	}
+	pthread_mutex_unlock(&s->rl_lock);
+	if (dropped)
+		em_log(EM_LOG_WARN, "%llu lines about refused or failed connections not logged",
+		       (unsigned long long)dropped);
+	return ok;
+}
+
+#define peer_log(s, lvl, ...)                                   \
+	do {                                                    \
+		if (peer_log_allowed(s))                        \
+			em_log(lvl, __VA_ARGS__);               \
+	} while (0)
+
+/* The handshake's deadline: a member answers in microseconds, so a peer
+ * still not authenticated after this long is a stranger or broken. */
+static int handshake_ms(const struct em_server *s)
+{
+	return EM_MIN(s->o.io_timeout_ms, 5000);
+}
+
+/* Milliseconds from now to the deadline, rounded up, for poll(); 0 once past. */
+static int ms_until(uint64_t deadline)
+{
+	uint64_t now = em_now_ns();
+
+	return deadline > now ? (int)((deadline - now + 999999) / 1000000) : 0;
+}
+
+/* Receives exactly len bytes or fails with -ETIMEDOUT at the deadline, however
+ * the peer spaces its bytes out. */
+static int recv_until(int fd, void *buf, size_t len, uint64_t deadline)
+{
+	char *p = buf;
+
+	while (len) {
+		struct pollfd pfd = { fd, POLLIN, 0 };
+		ssize_t n;
+		int ms = ms_until(deadline);
+
+		if (ms == 0 || poll(&pfd, 1, ms) == 0)
+			return -ETIMEDOUT;
+		n = recv(fd, p, len, MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -ECONNRESET;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
 
 static void count(uint64_t *c, uint64_t v)
 {
@@ -573,17 +666,24 @@ static int conn_take(struct conn *c, uint8_t *dst, size_t n)
 	n -= have;
 	if (dst)
 		dst += have;
+	/* the message's deadline runs from when its first bytes were seen */
+	if (n && !c->msg_deadline)
+		c->msg_deadline = em_now_ns() + (uint64_t)c->srv->o.io_timeout_ms * 1000000;
 	while (n) {
 		uint8_t sink[4096];
 		struct pollfd pfd = { c->fd, POLLIN, 0 };
 		ssize_t got;
+		int ms = ms_until(c->msg_deadline);
 
 		if (c->fd < 0)
 			return -EPROTO;
-		if (poll(&pfd, 1, c->srv->o.io_timeout_ms) == 0)
+		if (ms == 0 || poll(&pfd, 1, ms) == 0) {
+			em_log(EM_LOG_WARN, "%s: message incomplete after %d ms; closing",
+			       c->peer, c->srv->o.io_timeout_ms);
 			return -ETIMEDOUT;
-		got = recv(c->fd, dst ? dst : sink, dst ? n : EM_MIN(n, sizeof(sink)), 0);
-		if (got < 0 && errno == EINTR)
+		}
+		got = recv(c->fd, dst ? dst : sink, dst ? n : EM_MIN(n, sizeof(sink)), MSG_DONTWAIT);
+		if (got < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
 			continue;
 		if (got <= 0)
 			return got == 0 ? -ECONNRESET : -errno;
@@ -699,6 +799,7 @@ static int do_baseline(struct conn *c, const struct em_hdr *h)
 
 		/* Between requests the connection may idle, exactly as in the
 		 * main loop: a plain blocking receive, no poll first. */
+		c->msg_deadline = 0;
 		if (c->wpos > c->rpos)
 			rc = conn_take(c, req, sizeof(req));
 		else
@@ -857,10 +958,15 @@ static int conn_loop(struct conn *c)
 {
 	for (;;) {
 		ssize_t n;
+		size_t rpos0 = c->rpos;
 		int rc = serve_buffered(c);
 
 		if (rc)
 			return rc;
+		/* A message was consumed: what is left starts the next one, whose
+		 * deadline starts now. */
+		if (c->rpos != rpos0)
+			c->msg_deadline = 0;
 		if ((rc = conn_flush(c)))
 			return rc;
 		if (c->rpos == c->wpos) {
@@ -871,9 +977,16 @@ static int conn_loop(struct conn *c)
 			c->rpos = 0;
 		}
 		if (c->wpos) {
-			/* Half a message is buffered: wait for the rest only so long. */
+			/* Part of a message is buffered: the whole of it must arrive
+			 * within the I/O timeout of its first bytes, however the peer
+			 * spaces the rest out. */
 			struct pollfd pfd = { c->fd, POLLIN, 0 };
-			if (poll(&pfd, 1, c->srv->o.io_timeout_ms) == 0) {
+			int ms;
+			if (!c->msg_deadline)
+				c->msg_deadline = em_now_ns() +
+						  (uint64_t)c->srv->o.io_timeout_ms * 1000000;
+			ms = ms_until(c->msg_deadline);
+			if (ms == 0 || poll(&pfd, 1, ms) == 0) {
 				em_log(EM_LOG_WARN, "%s: request incomplete after %d ms; closing",
 				       c->peer, c->srv->o.io_timeout_ms);
 				return -ETIMEDOUT;
@@ -901,22 +1014,30 @@ static int recv_msg(struct conn *c, struct em_hdr *h, uint8_t *payload, uint32_t
 {
 	uint8_t hb[EM_HDR_LEN];
 	const char *why = "";
-	int rc = em_recv_all(c->fd, hb, sizeof(hb));
+	int rc = recv_until(c->fd, hb, sizeof(hb), c->msg_deadline);
 
-	if (rc)
+	if (rc) {
+		if (rc == -ETIMEDOUT)
+			peer_log(c->srv, EM_LOG_WARN, "%s: not authenticated within %d ms; closing",
+				 c->peer, handshake_ms(c->srv));
 		return rc;
+	}
 	rc = em_hdr_decode(hb, h, &why);
 	if (!rc && (h->op != want_op || h->len != want_len || (h->flags & EM_WF_RESPONSE))) {
 		rc = -EPROTO;
 		why = "unexpected message during authentication";
 	}
 	if (rc) {
-		em_log(EM_LOG_WARN, "%s: refused: %s", c->peer, why);
+		peer_log(c->srv, EM_LOG_WARN, "%s: refused: %s", c->peer, why);
 		reply_err(c, h, rc == -EM_EVERSION ? -EM_EVERSION : -EPROTO);
 		conn_flush(c);
 		return rc;
 	}
-	return em_recv_all(c->fd, payload, want_len);
+	rc = recv_until(c->fd, payload, want_len, c->msg_deadline);
+	if (rc == -ETIMEDOUT)
+		peer_log(c->srv, EM_LOG_WARN, "%s: not authenticated within %d ms; closing",
+			 c->peer, handshake_ms(c->srv));
+	return rc;
 }
 
 static int authenticate(struct conn *c)
@@ -927,13 +1048,12 @@ static int authenticate(struct conn *c)
 	struct em_auth_req ar;
 	struct em_auth_resp resp;
 	struct em_hdr h;
-	struct timeval tv = { .tv_sec = s->o.io_timeout_ms / 1000,
-			      .tv_usec = (s->o.io_timeout_ms % 1000) * 1000 };
+	bool full;
 	int rc;
 
-	/* A peer that connects and does not finish authenticating within the
-	 * I/O timeout is dropped. */
-	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	/* The whole handshake has one deadline, so a peer dribbling bytes
+	 * cannot hold its connection open. */
+	c->msg_deadline = em_now_ns() + (uint64_t)handshake_ms(s) * 1000000;
 	if ((rc = recv_msg(c, &h, cn, EM_W_HELLO, EM_NONCE_LEN)))
 		return rc;
 	em_auth_nonce(sn);
@@ -945,15 +1065,31 @@ static int authenticate(struct conn *c)
 	em_auth_proof(s->key, 0, sn, cn, want);
 	if (em_auth_check(want, ar.proof) != 0) {
 		count(&s->auth_fail, 1);
-		em_log(EM_LOG_WARN, "%s: refused: wrong cluster secret", c->peer);
+		peer_log(s, EM_LOG_WARN, "%s: refused: wrong cluster secret", c->peer);
 		reply_err(c, &h, -EM_EAUTH);
 		conn_flush(c);
 		return -EM_EAUTH;
 	}
+	/* Only authenticated connections hold one of the max_clients slots; a
+	 * member turned away is told why rather than cut off. */
+	pthread_mutex_lock(&s->lock);
+	full = s->nauthed >= s->o.max_clients;
+	if (!full) {
+		s->nauthed++;
+		c->authed = true;
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (full) {
+		em_log(EM_LOG_WARN, "%s: refused: node full (%d clients)", c->peer,
+			 s->o.max_clients);
+		reply_err(c, &h, -EM_EFULL);
+		conn_flush(c);
+		return -EM_EFULL;
+	}
 	if (ar.attach_session) {
 		c->sess = session_attach(s, ar.attach_session, ar.attach_token);
 		if (!c->sess) {
-			em_log(EM_LOG_WARN, "%s: refused: unknown session", c->peer);
+			peer_log(s, EM_LOG_WARN, "%s: refused: unknown session", c->peer);
 			reply_err(c, &h, -ENOENT);
 			conn_flush(c);
 			return -ENOENT;
@@ -970,9 +1106,7 @@ static int authenticate(struct conn *c)
 	em_auth_resp_encode(rb, &resp);
 	if ((rc = reply(c, &h, 0, rb, sizeof(rb), 0, 0, 0)) || (rc = conn_flush(c)))
 		return rc;
-	/* authenticated clients may idle as long as they like */
-	tv = (struct timeval){ 0, 0 };
-	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	c->msg_deadline = 0;
 	em_log(EM_LOG_DEBUG, "%s: authenticated, session %llu", c->peer,
 	       (unsigned long long)c->sess->id);
 	return 0;
@@ -995,24 +1129,21 @@ static void *conn_main(void *arg)
 	int rc = authenticate(c);
 
 	if (!rc) {
-		pthread_mutex_lock(&s->lock);
-		s->nauthed++;
-		pthread_mutex_unlock(&s->lock);
 		rc = conn_loop(c);
 		if (rc && rc != -ECONNRESET && rc != -ETIMEDOUT && rc != -EPROTO &&
 		    rc != -EM_EVERSION)
 			em_log(EM_LOG_WARN, "%s: connection dropped: %s", c->peer, em_strerror(rc));
-		pthread_mutex_lock(&s->lock);
-		s->nauthed--;
-		pthread_mutex_unlock(&s->lock);
 		session_detach(s, c->sess);
 	}
-	close(c->fd);
+	/* Unlinked before the descriptor is closed: the acceptor may shut down
+	 * a listed connection's socket, and must never reach a reused number. */
 	pthread_mutex_lock(&s->lock);
 	/* folded in under the lock that guards the list, so a snapshot never
 	 * counts a connection twice or not at all (counters stay monotonic) */
 	count(&s->bytes_in, c->bytes_in);
 	count(&s->bytes_out, c->bytes_out);
+	if (c->authed)
+		s->nauthed--;
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -1022,6 +1153,7 @@ static void *conn_main(void *arg)
 	if (--s->nconns == 0)
 		pthread_cond_broadcast(&s->idle);
 	pthread_mutex_unlock(&s->lock);
+	close(c->fd);
 	conn_free(c);
 	return NULL;
 }
@@ -1043,6 +1175,37 @@ static struct conn *conn_new(struct em_server *s, int fd)
 	return c;
 }
 
+/* Admission, under s->lock. Connections that have not authenticated yet get
+ * a budget of their own (max_pending), at most max_pending_per_source of it
+ * per address, so strangers can neither take the members' slots nor crowd
+ * out each other's sources. When the budget is full the oldest stranger is
+ * shut down to make room: a member's handshake takes microseconds, so the
+ * newest connection is the likeliest to be one. Returns NULL to admit, or
+ * why the connection is refused. */
+static const char *admit_locked(struct em_server *s, const char *src)
+{
+	struct conn *oldest = NULL;
+	int pending = 0, from_src = 0;
+
+	for (struct conn *c = s->conns; c; c = c->next) {
+		if (c->authed || c->evicted)
+			continue;
+		pending++;
+		from_src += !strcmp(c->src, src);
+		oldest = c; /* the list is newest first */
+	}
+	if (from_src >= s->o.max_pending_per_source)
+		return "too many unauthenticated connections from this address";
+	/* evicted connections are still listed until their threads leave */
+	if (s->nconns >= s->o.max_clients + 2 * s->o.max_pending)
+		return "too many connections";
+	if (pending >= s->o.max_pending && oldest) {
+		oldest->evicted = true;
+		shutdown(oldest->fd, SHUT_RDWR);
+	}
+	return NULL;
+}
+
 static void accept_one(struct em_server *s)
 {
 	struct sockaddr_storage ss;
@@ -1051,45 +1214,50 @@ static void accept_one(struct em_server *s)
 	pthread_attr_t attr;
 	pthread_t t;
 	struct conn *c;
+	const char *why;
 	int one = 1, fd = accept4(s->lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
 
 	if (fd < 0)
 		return;
+	if (getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), serv, sizeof(serv),
+			NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+		snprintf(host, sizeof(host), "?"), snprintf(serv, sizeof(serv), "?");
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	pthread_mutex_lock(&s->lock);
-	if (s->nconns >= s->o.max_clients) {
-		pthread_mutex_unlock(&s->lock);
-		em_log(EM_LOG_WARN, "connection refused: %d clients already", s->o.max_clients);
-		close(fd);
-		return;
-	}
-	pthread_mutex_unlock(&s->lock);
 	c = conn_new(s, fd);
 	if (!c) {
 		close(fd);
 		return;
 	}
-	if (getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), serv, sizeof(serv),
-			NI_NUMERICHOST | NI_NUMERICSERV) == 0)
-		snprintf(c->peer, sizeof(c->peer), "%s:%s", host, serv);
-	else
-		snprintf(c->peer, sizeof(c->peer), "?");
+	snprintf(c->src, sizeof(c->src), "%s", host);
+	snprintf(c->peer, sizeof(c->peer), "%s:%s", host, serv);
 	pthread_mutex_lock(&s->lock);
-	c->next = s->conns;
-	if (s->conns)
-		s->conns->prev = c;
-	s->conns = c;
-	s->nconns++;
+	why = admit_locked(s, c->src);
+	if (!why) {
+		c->next = s->conns;
+		if (s->conns)
+			s->conns->prev = c;
+		s->conns = c;
+		s->nconns++;
+	}
 	pthread_mutex_unlock(&s->lock);
+	if (why) {
+		peer_log(s, EM_LOG_WARN, "%s: connection refused: %s", c->peer, why);
+		close(fd);
+		conn_free(c);
+		return;
+	}
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstacksize(&attr, 256 << 10);
 	if (pthread_create(&t, &attr, conn_main, c) != 0) {
 		em_log(EM_LOG_ERR, "cannot start a connection thread");
 		pthread_mutex_lock(&s->lock);
-		s->conns = c->next;
+		if (c->prev)
+			c->prev->next = c->next;
+		else
+			s->conns = c->next;
 		if (c->next)
-			c->next->prev = NULL;
+			c->next->prev = c->prev;
 		s->nconns--;
 		pthread_mutex_unlock(&s->lock);
 		close(fd);
@@ -1121,7 +1289,7 @@ static int listen_on(struct em_server *s)
 	}
 	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
-	    bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, 128)) {
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, LISTEN_BACKLOG)) {
 		rc = -errno;
 		em_log(EM_LOG_ERR, "cannot listen on %s: %s", s->o.listen, strerror(-rc));
 		if (fd >= 0)
@@ -1164,7 +1332,12 @@ int em_server_create(struct em_server **out, const struct em_server_opts *o)
 		s->o.max_clients = 1024;
 	if (s->o.io_timeout_ms <= 0)
 		s->o.io_timeout_ms = 30000;
+	if (s->o.max_pending <= 0)
+		s->o.max_pending = 256;
+	if (s->o.max_pending_per_source <= 0)
+		s->o.max_pending_per_source = 32;
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->rl_lock, NULL);
 	pthread_cond_init(&s->idle, NULL);
 	s->start_ns = em_now_ns();
 	em_random(s->node_id, sizeof(s->node_id));
@@ -1250,6 +1423,7 @@ void em_server_destroy(struct em_server *s)
 	em_oxs_destroy(s->ox);
 	em_store_destroy(s->st);
 	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->rl_lock);
 	pthread_cond_destroy(&s->idle);
 	free(s);
 }

@@ -21,7 +21,9 @@ struct em_server_opts {
 	const char *listen;      /* tcp://ADDR:PORT */
 	const char *secret_file;
 	const char *port_file;   /* written with the bound port once listening */
-	int max_clients;
+	int max_clients;         /* authenticated connections served at once */
+	int max_pending;         /* connections not yet authenticated, at once */
+	int max_pending_per_source; /* of those, from one address */
 	int io_timeout_ms;       /* a half-received message older than this drops the connection */
 	int poll_us;             /* spin this long for the next request before sleeping */
 	const struct em_oxs_opts *ox; /* --ox: serve OmniXtend too (ox_serve.h), else NULL */
