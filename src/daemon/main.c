@@ -28,6 +28,8 @@ static void usage(FILE *f)
 "  --secret-file FILE   cluster secret, at least 16 bytes           [required]\n"
 "                       (or ETHERMEM_SECRET_FILE)\n"
 "  --mlock              lock the exported memory in RAM\n"
+"  --overcommit         start even if the capacity exceeds the memory the\n"
+"                       machine or the node's cgroup has available\n"
 "  --max-clients N      authenticated connections served at once [1024]\n"
 "  --max-pending N      connections still authenticating, at once [256]\n"
 "                       (when full, the oldest of them is dropped)\n"
@@ -84,6 +86,8 @@ static int set_opt(struct cfg *c, const char *k, const char *v)
 		snprintf(c->portfile, sizeof(c->portfile), "%s", v);
 	} else if (!strcmp(k, "mlock")) {
 		c->o.mlock = !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "true");
+	} else if (!strcmp(k, "overcommit")) {
+		c->o.overcommit = !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "true");
 	} else if (!strcmp(k, "max-clients")) {
 		c->o.max_clients = atoi(v);
 	} else if (!strcmp(k, "max-pending")) {
@@ -185,7 +189,7 @@ int main(int argc, char **argv)
 		{ "max-clients", 1, 0, 'M' }, { "io-timeout", 1, 0, 'T' },
 		{ "port-file", 1, 0, 'p' }, { "config", 1, 0, 'C' },
 		{ "poll-us", 1, 0, 'P' }, { "metrics-listen", 1, 0, 'H' },
-		{ "max-pending", 1, 0, 1001 }, { "max-pending-per-source", 1, 0, 1002 },
+		{ "overcommit", 0, 0, 1003 }, { "max-pending", 1, 0, 1001 }, { "max-pending-per-source", 1, 0, 1002 },
 		{ "verbose", 0, 0, 'v' }, { "version", 0, 0, 'V' },
 		{ "ox", 1, 0, 'x' }, { "ox-ethertype", 1, 0, 'e' }, { "ox-mode", 1, 0, 'o' },
 		{ "ox-verbatim", 0, 0, 'b' }, { "ox-export", 1, 0, 'X' },
@@ -222,6 +226,7 @@ int main(int argc, char **argv)
 		case 'm': rc = set_opt(&c, "mlock", "1"); break;
 		case 'M': rc = set_opt(&c, "max-clients", optarg); break;
 		case 'T': rc = set_opt(&c, "io-timeout", optarg); break;
+		case 1003: rc = set_opt(&c, "overcommit", "1"); break;
 		case 1001: rc = set_opt(&c, "max-pending", optarg); break;
 		case 1002: rc = set_opt(&c, "max-pending-per-source", optarg); break;
 		case 'p': rc = set_opt(&c, "port-file", optarg); break;

@@ -40,6 +40,7 @@
 #include "common/auth.h"
 #include "common/util.h"
 #include "common/wire.h"
+#include "daemon/memroom.h"
 #include "daemon/ox_serve.h"
 #include "daemon/store.h"
 #include "ethermem.h"
@@ -1319,6 +1320,41 @@ static int listen_on(struct em_server *s)
 	return 0;
 }
 
+static double gib(uint64_t v)
+{
+	return (double)v / (double)(1ull << 30);
+}
+
+/* A capacity the machine or the node's cgroup cannot back would start fine
+ * and be killed mid-write once clients fill it, losing every region; refuse
+ * it unless the operator says --overcommit. Locked memory is touched at
+ * start, so a --mlock capacity beyond the room is refused even then. Free
+ * explicit huge pages back a capacity on their own (the store takes them
+ * first, and they are reserved when mapped). */
+static int check_capacity(const struct em_server_opts *o)
+{
+	struct em_memroom m;
+	uint64_t room, mapped = (o->capacity + (2ull << 20) - 1) & ~((2ull << 20) - 1);
+
+	if ((o->overcommit && !o->mlock) || em_memroom_read(&m))
+		return 0;
+	room = em_memroom_room(&m);
+	if (m.huge_free >= mapped || o->capacity <= room)
+		return 0;
+	if (m.cg_limited)
+		em_log(EM_LOG_ERR, "capacity %.2f GiB is more than this node can hold: "
+		       "MemAvailable %.2f GiB of %.2f GiB; cgroup %s allows %.2f GiB of which "
+		       "%.2f GiB is in use%s", gib(o->capacity), gib(m.avail), gib(m.total),
+		       m.cg_path, gib(m.cg_limit), gib(m.cg_usage),
+		       o->mlock ? " (--mlock locks it all at start)" : "; --overcommit starts anyway");
+	else
+		em_log(EM_LOG_ERR, "capacity %.2f GiB is more than this machine can hold: "
+		       "MemAvailable %.2f GiB of %.2f GiB%s", gib(o->capacity), gib(m.avail),
+		       gib(m.total),
+		       o->mlock ? " (--mlock locks it all at start)" : "; --overcommit starts anyway");
+	return -ENOMEM;
+}
+
 int em_server_create(struct em_server **out, const struct em_server_opts *o)
 {
 	struct em_server *s = calloc(1, sizeof(*s));
@@ -1349,6 +1385,10 @@ int em_server_create(struct em_server **out, const struct em_server_opts *o)
 			free(s);
 			return rc;
 		}
+	}
+	if ((rc = check_capacity(o))) {
+		free(s);
+		return rc;
 	}
 	rc = em_store_create(&s->st, o->capacity, o->mlock);
 	if (rc) {

@@ -18,6 +18,7 @@ struct em_oxs_opts;
 struct em_server_opts {
 	uint64_t capacity;
 	bool mlock;
+	bool overcommit;         /* start even when capacity exceeds the memory there is */
 	const char *listen;      /* tcp://ADDR:PORT */
 	const char *secret_file;
 	const char *port_file;   /* written with the bound port once listening */
