@@ -36,6 +36,10 @@ static void usage(FILE *f)
 "  --max-pending-per-source N   of those, from one address         [32]\n"
 "  --io-timeout MS      deadline for a whole message once begun [30000]\n"
 "                       (and for the handshake, at most 5000)\n"
+"  --keepalive S        probe a silent client after S seconds, so the\n"
+"                       sessions of a vanished host end (-1: off)   [60]\n"
+"  --idle-timeout S     drop a client that sends nothing for S seconds,\n"
+"                       ending its session (0: never)               [0]\n"
 "  --poll-us US         spin for the next request this long before\n"
 "                       sleeping (0: never spin)                  [50]\n"
 "  --port-file FILE     write the bound port there once listening\n"
@@ -90,6 +94,10 @@ static int set_opt(struct cfg *c, const char *k, const char *v)
 		c->o.overcommit = !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "true");
 	} else if (!strcmp(k, "max-clients")) {
 		c->o.max_clients = atoi(v);
+	} else if (!strcmp(k, "keepalive")) {
+		c->o.keepalive_s = atoi(v);
+	} else if (!strcmp(k, "idle-timeout")) {
+		c->o.idle_timeout_s = atoi(v);
 	} else if (!strcmp(k, "max-pending")) {
 		c->o.max_pending = atoi(v);
 	} else if (!strcmp(k, "max-pending-per-source")) {
@@ -189,7 +197,8 @@ int main(int argc, char **argv)
 		{ "max-clients", 1, 0, 'M' }, { "io-timeout", 1, 0, 'T' },
 		{ "port-file", 1, 0, 'p' }, { "config", 1, 0, 'C' },
 		{ "poll-us", 1, 0, 'P' }, { "metrics-listen", 1, 0, 'H' },
-		{ "overcommit", 0, 0, 1003 }, { "max-pending", 1, 0, 1001 }, { "max-pending-per-source", 1, 0, 1002 },
+		{ "overcommit", 0, 0, 1003 }, { "keepalive", 1, 0, 1004 },
+		{ "idle-timeout", 1, 0, 1005 }, { "max-pending", 1, 0, 1001 }, { "max-pending-per-source", 1, 0, 1002 },
 		{ "verbose", 0, 0, 'v' }, { "version", 0, 0, 'V' },
 		{ "ox", 1, 0, 'x' }, { "ox-ethertype", 1, 0, 'e' }, { "ox-mode", 1, 0, 'o' },
 		{ "ox-verbatim", 0, 0, 'b' }, { "ox-export", 1, 0, 'X' },
@@ -226,6 +235,8 @@ int main(int argc, char **argv)
 		case 'm': rc = set_opt(&c, "mlock", "1"); break;
 		case 'M': rc = set_opt(&c, "max-clients", optarg); break;
 		case 'T': rc = set_opt(&c, "io-timeout", optarg); break;
+		case 1004: rc = set_opt(&c, "keepalive", optarg); break;
+		case 1005: rc = set_opt(&c, "idle-timeout", optarg); break;
 		case 1003: rc = set_opt(&c, "overcommit", "1"); break;
 		case 1001: rc = set_opt(&c, "max-pending", optarg); break;
 		case 1002: rc = set_opt(&c, "max-pending-per-source", optarg); break;

@@ -1001,6 +1001,11 @@ static int conn_loop(struct conn *c)
 				em_log(EM_LOG_WARN, "%s: disconnected mid-request", c->peer);
 			return 0;
 		}
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			em_log(EM_LOG_WARN, "%s: idle for %d s; closing", c->peer,
+			       c->srv->o.idle_timeout_s);
+			return -ETIMEDOUT;
+		}
 		if (n < 0)
 			return -errno;
 		count(&c->bytes_in, (uint64_t)n);
@@ -1039,6 +1044,31 @@ static int recv_msg(struct conn *c, struct em_hdr *h, uint8_t *payload, uint32_t
 		peer_log(c->srv, EM_LOG_WARN, "%s: not authenticated within %d ms; closing",
 			 c->peer, handshake_ms(c->srv));
 	return rc;
+}
+
+/* A client host that vanishes (power, network, a namespace deleted) never
+ * closes its connections, and its session's anonymous regions would be held
+ * for ever. Keepalive probes find a silent peer after keepalive_s plus a few
+ * probes; TCP_USER_TIMEOUT bounds how long sent data may go unacknowledged
+ * (else the kernel retransmits for some fifteen minutes). --idle-timeout, off
+ * by default, also drops a live client that sends nothing for so long. */
+static void liveness(struct conn *c)
+{
+	const struct em_server_opts *o = &c->srv->o;
+	int one = 1, idle = o->keepalive_s, intvl = EM_MAX(1, o->keepalive_s / 3), cnt = 3;
+	unsigned ut = (unsigned)(o->keepalive_s + intvl * cnt) * 1000u;
+
+	if (c->fd < 0 || o->keepalive_s <= 0)
+		return;
+	setsockopt(c->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof(ut));
+	if (o->idle_timeout_s > 0) {
+		struct timeval tv = { .tv_sec = o->idle_timeout_s };
+		setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	}
 }
 
 static int authenticate(struct conn *c)
@@ -1108,6 +1138,7 @@ static int authenticate(struct conn *c)
 	if ((rc = reply(c, &h, 0, rb, sizeof(rb), 0, 0, 0)) || (rc = conn_flush(c)))
 		return rc;
 	c->msg_deadline = 0;
+	liveness(c);
 	em_log(EM_LOG_DEBUG, "%s: authenticated, session %llu", c->peer,
 	       (unsigned long long)c->sess->id);
 	return 0;
@@ -1368,6 +1399,8 @@ int em_server_create(struct em_server **out, const struct em_server_opts *o)
 		s->o.max_clients = 1024;
 	if (s->o.io_timeout_ms <= 0)
 		s->o.io_timeout_ms = 30000;
+	if (s->o.keepalive_s == 0)
+		s->o.keepalive_s = 60;
 	if (s->o.max_pending <= 0)
 		s->o.max_pending = 256;
 	if (s->o.max_pending_per_source <= 0)
