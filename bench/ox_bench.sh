@@ -52,6 +52,7 @@ ip -n $S link set $IS mtu 9000 up
 ip -n $C link set $IC mtu 9000 up
 set +e
 printf 'ox bench secret, not for production use\n' > "$OUT/secret"
+chmod 600 "$OUT/secret"
 export ETHERMEM_SECRET_FILE="$OUT/secret"
 
 start_node() {

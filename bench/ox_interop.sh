@@ -59,6 +59,7 @@ ip -n $C link set $VC address $MAC_C mtu 1500 up
 ip -n $N link set lo up
 ip -n $C link set lo up
 printf 'a secret for the interop run\n' > "$T/secret"
+chmod 600 "$T/secret"
 
 NODE=""
 start_node() {   # extra ethermemd flags...

@@ -18,6 +18,7 @@ trap 'for p in $PIDS; do kill $p 2>/dev/null; done; wait 2>/dev/null; rm -rf "$T
 N=${N:-20000}
 
 head -c 32 /dev/urandom | base64 > "$T/secret"
+chmod 600 "$T/secret"
 "$B/ethermemd" --listen tcp://127.0.0.1:0 --port-file "$T/port" --capacity 256M \
 	--secret-file "$T/secret" 2>"$T/node.log" &
 PIDS="$PIDS $!"

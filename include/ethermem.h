@@ -93,7 +93,8 @@ struct em_pool_opts {
 };
 
 /* Connect to every node of the pool and authenticate. opts may be NULL (all
- * from the environment / config file). */
+ * from the environment / config file). A secret file that group or others
+ * may read is refused with -EPERM (chmod 600 it). */
 int em_pool_connect(em_pool **out, const struct em_pool_opts *opts);
 void em_pool_close(em_pool *pool);
 /* Number of nodes in the pool. */

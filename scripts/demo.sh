@@ -11,6 +11,7 @@ T=$(mktemp -d /tmp/ethermem-demo.XXXXXX)
 PIDS=""
 trap 'for p in $PIDS; do kill $p 2>/dev/null; done; wait 2>/dev/null; rm -rf "$T"' EXIT INT TERM
 head -c 32 /dev/urandom | base64 > "$T/secret"
+chmod 600 "$T/secret"
 for n in 1 2; do
 	build/ethermemd --listen tcp://127.0.0.1:0 --port-file "$T/port$n" --capacity 192M \
 		--secret-file "$T/secret" 2>"$T/node$n.log" &

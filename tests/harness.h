@@ -91,6 +91,7 @@ static __attribute__((unused)) const char *t_secret(const char *name, const char
 	CHECK(f);
 	fputs(content, f);
 	fclose(f);
+	CHECK(chmod(p, 0600) == 0); /* a readable secret is refused */
 	return p;
 }
 

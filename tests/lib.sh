@@ -73,6 +73,7 @@ add_netns() {
 }
 
 printf 'a cluster secret for the tests, 40 bytes\n' > "$T/secret"
+chmod 600 "$T/secret"
 ETHERMEM_SECRET_FILE="$T/secret"
 export ETHERMEM_SECRET_FILE
 

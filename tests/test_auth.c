@@ -56,5 +56,31 @@ int main(void)
 			 t_bin("ethermemd"));
 		CHECK(system(cmd) != 0);
 	}
+	/* a secret others may read is no secret: the node will not start on
+	 * it, saying why, and a client will not connect with it */
+	{
+		const char *open_secret = t_secret("readable", T_SECRET);
+		char cmd[1024], log[200];
+		CHECK(chmod(open_secret, 0644) == 0);
+		snprintf(log, sizeof(log), "%s/readable.log", t_tmpdir());
+		snprintf(cmd, sizeof(cmd), "%s --capacity 8M --secret-file %s 2>%s",
+			 t_bin("ethermemd"), open_secret, log);
+		CHECK(system(cmd) != 0);
+		{
+			struct t_node fake = { 0 };
+			snprintf(fake.log, sizeof(fake.log), "%s", log);
+			CHECK(t_log_has(&fake, "chmod 600"));
+		}
+		t_node_start(&n, "8M", good, NULL);
+		CHECK(t_connect(&n, 1, open_secret, &rc) == NULL);
+		CHECK_RC(rc, -EPERM);
+		CHECK(chmod(open_secret, 0640) == 0);
+		CHECK(t_connect(&n, 1, open_secret, &rc) == NULL);
+		CHECK_RC(rc, -EPERM);
+		CHECK(chmod(open_secret, 0600) == 0);
+		p = t_connect_ok(&n, 1, open_secret);
+		em_pool_close(p);
+		CHECK_RC(t_node_stop(&n, SIGTERM), 0);
+	}
 	return 0;
 }

@@ -57,6 +57,7 @@ ETHERMEM_NODES=tcp://127.0.0.1:1 "$E" --nodes "tcp://127.0.0.1:$PORT_a" status >
 "$E" --nodes tcp://127.0.0.1:1 status 2>"$T/err" && fail "refused node"
 grep -q 'cannot connect' "$T/err" || fail "refused message"
 printf 'a different secret of enough length\n' > "$T/bad"
+chmod 600 "$T/bad"
 "$E" --secret-file "$T/bad" status 2>"$T/err" && fail "wrong secret"
 grep -q 'secret' "$T/err" || fail "wrong-secret message: $(cat "$T/err")"
 

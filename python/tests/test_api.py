@@ -38,6 +38,7 @@ class TestPool(Base):
         path = os.path.join(os.environ["EM_TEST_TMP"], "other-secret")
         with open(path, "w") as f:
             f.write("not the cluster's secret at all, 40 bytes\n")
+        os.chmod(path, 0o600)  # a readable secret would be refused before the node sees it
         with self.assertRaises(ethermem.Error) as cm:
             ethermem.Pool(secret_file=path)
         self.assertEqual(cm.exception.errno, ethermem.EAUTH)

@@ -160,6 +160,9 @@ int em_cli_connect(struct em_cli_pool *cp, em_pool **pool, const char *prog)
 	else if (rc == -EDESTADDRREQ)
 		fprintf(stderr, "%s: no pool given: use --nodes and --secret-file, or set "
 			"ETHERMEM_NODES and ETHERMEM_SECRET_FILE\n", prog);
+	else if (rc == -EPERM)
+		fprintf(stderr, "%s: the secret file may be read by group or others; "
+			"chmod 600 it\n", prog);
 	else if (rc)
 		fprintf(stderr, "%s: cannot connect to the pool: %s\n", prog, em_strerror(rc));
 	return rc;

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <sodium.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common/util.h"
 
@@ -19,11 +20,17 @@ static void auth_init(void)
 int em_key_load(const char *path, uint8_t key[EM_KEY_LEN])
 {
 	uint8_t buf[4096];
+	struct stat st;
 	int n;
 
 	auth_init();
 	if (!path || !*path)
 		return -EINVAL;
+	/* Like ssh with a private key: a secret others on the host can read is
+	 * no secret, so it is refused rather than used. Only regular files are
+	 * checked; a pipe or a credentials device is the caller's to guard. */
+	if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077))
+		return -EPERM;
 	n = em_read_small_file(path, buf, sizeof(buf));
 	if (n < 0)
 		return n;

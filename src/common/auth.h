@@ -22,8 +22,9 @@
 
 #define EM_KEY_LEN 32
 
-/* Loads and hashes the secret file; refuses empty or world-readable-looking
- * trivial secrets shorter than 16 bytes. 0 or -errno. */
+/* Loads and hashes the secret file. 0, -EINVAL for a secret shorter than
+ * 16 bytes, -EPERM for a regular file that group or others may read or
+ * write (chmod 600), or another -errno from reading it. */
 int em_key_load(const char *path, uint8_t key[EM_KEY_LEN]);
 void em_auth_nonce(uint8_t nonce[EM_NONCE_LEN]);
 void em_auth_proof(const uint8_t key[EM_KEY_LEN], int node_side,

@@ -1414,7 +1414,8 @@ int em_server_create(struct em_server **out, const struct em_server_opts *o)
 		rc = em_key_load(o->secret_file, s->key);
 		if (rc) {
 			em_log(EM_LOG_ERR, "cannot use secret file '%s': %s%s", o->secret_file,
-			       em_strerror(rc), rc == -EINVAL ? " (needs at least 16 bytes)" : "");
+			       em_strerror(rc), rc == -EINVAL ? " (needs at least 16 bytes)" :
+			       rc == -EPERM ? " (group or others may read it: chmod 600 it)" : "");
 			free(s);
 			return rc;
 		}

@@ -52,6 +52,7 @@ ip -n $S link set lo up
 set +e
 
 printf 'a cluster secret for the OmniXtend tests\n' > "$T/secret"
+chmod 600 "$T/secret"
 export ETHERMEM_SECRET_FILE="$T/secret" ETHERMEM_TRANSPORT=ox ETHERMEM_TIMEOUT_MS=20000
 
 NODE_WRAP="ip netns exec $S nice"
