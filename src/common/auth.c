@@ -58,6 +58,46 @@ void em_auth_nonce(uint8_t nonce[EM_NONCE_LEN])
 	em_random(nonce, EM_NONCE_LEN);
 }
 
+void em_auth_keypair(uint8_t pk[EM_NONCE_LEN], uint8_t sk[EM_NONCE_LEN])
+{
+	em_random(sk, EM_NONCE_LEN);
+	crypto_scalarmult_base(pk, sk);
+}
+
+int em_auth_session_token(const uint8_t key[EM_KEY_LEN], const uint8_t sk[EM_NONCE_LEN],
+			  const uint8_t peer_pk[EM_NONCE_LEN], const uint8_t cn[EM_NONCE_LEN],
+			  const uint8_t sn[EM_NONCE_LEN], uint8_t token[EM_TOKEN_LEN])
+{
+	uint8_t shared[crypto_scalarmult_BYTES];
+	crypto_generichash_state st;
+	static const char label[] = "ethermem session token v1";
+
+	/* fails only for a peer key of small order, which no honest peer sends */
+	if (crypto_scalarmult(shared, sk, peer_pk) != 0)
+		return -EPROTO;
+	crypto_generichash_init(&st, key, EM_KEY_LEN, EM_TOKEN_LEN);
+	crypto_generichash_update(&st, (const uint8_t *)label, sizeof(label));
+	crypto_generichash_update(&st, shared, sizeof(shared));
+	crypto_generichash_update(&st, cn, EM_NONCE_LEN);
+	crypto_generichash_update(&st, sn, EM_NONCE_LEN);
+	crypto_generichash_final(&st, token, EM_TOKEN_LEN);
+	sodium_memzero(shared, sizeof(shared));
+	return 0;
+}
+
+void em_auth_attach_proof(const uint8_t token[EM_TOKEN_LEN], const uint8_t cn[EM_NONCE_LEN],
+			  const uint8_t sn[EM_NONCE_LEN], uint8_t out[EM_TOKEN_LEN])
+{
+	crypto_generichash_state st;
+	static const char label[] = "ethermem attach v1";
+
+	crypto_generichash_init(&st, token, EM_TOKEN_LEN, EM_TOKEN_LEN);
+	crypto_generichash_update(&st, (const uint8_t *)label, sizeof(label));
+	crypto_generichash_update(&st, cn, EM_NONCE_LEN);
+	crypto_generichash_update(&st, sn, EM_NONCE_LEN);
+	crypto_generichash_final(&st, out, EM_TOKEN_LEN);
+}
+
 void em_auth_proof(const uint8_t key[EM_KEY_LEN], int node_side,
 		   const uint8_t first[EM_NONCE_LEN], const uint8_t second[EM_NONCE_LEN],
 		   uint8_t proof[EM_PROOF_LEN])
@@ -80,4 +120,9 @@ int em_auth_check(const uint8_t a[EM_PROOF_LEN], const uint8_t b[EM_PROOF_LEN])
 bool em_ct_equal(const void *a, const void *b, size_t len)
 {
 	return sodium_memcmp(a, b, len) == 0;
+}
+
+void em_secure_zero(void *p, size_t len)
+{
+	sodium_memzero(p, len);
 }

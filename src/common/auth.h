@@ -27,12 +27,27 @@
  * write (chmod 600), or another -errno from reading it. */
 int em_key_load(const char *path, uint8_t key[EM_KEY_LEN]);
 void em_auth_nonce(uint8_t nonce[EM_NONCE_LEN]);
+/* Session tokens never cross the wire. Each side's nonce is an ephemeral
+ * X25519 public key; the token of a new session is a hash, keyed by the
+ * cluster key, of the Diffie-Hellman result and both nonces, so a pool
+ * member who only watches the traffic cannot compute it. A connection that
+ * attaches to the session sends em_auth_attach_proof(token, its nonces)
+ * instead, useless on any other connection. */
+void em_auth_keypair(uint8_t pk[EM_NONCE_LEN], uint8_t sk[EM_NONCE_LEN]);
+/* 0, or -EPROTO for a peer key of small order. */
+int em_auth_session_token(const uint8_t key[EM_KEY_LEN], const uint8_t sk[EM_NONCE_LEN],
+			  const uint8_t peer_pk[EM_NONCE_LEN], const uint8_t cn[EM_NONCE_LEN],
+			  const uint8_t sn[EM_NONCE_LEN], uint8_t token[EM_TOKEN_LEN]);
+void em_auth_attach_proof(const uint8_t token[EM_TOKEN_LEN], const uint8_t cn[EM_NONCE_LEN],
+			  const uint8_t sn[EM_NONCE_LEN], uint8_t out[EM_TOKEN_LEN]);
 void em_auth_proof(const uint8_t key[EM_KEY_LEN], int node_side,
 		   const uint8_t first[EM_NONCE_LEN], const uint8_t second[EM_NONCE_LEN],
 		   uint8_t proof[EM_PROOF_LEN]);
 /* Constant-time; 0 when equal. */
 int em_auth_check(const uint8_t a[EM_PROOF_LEN], const uint8_t b[EM_PROOF_LEN]);
 void em_random(void *buf, size_t len);
+/* Zeroes key material so the compiler cannot skip it. */
+void em_secure_zero(void *p, size_t len);
 /* Constant-time equality of two byte strings. */
 bool em_ct_equal(const void *a, const void *b, size_t len);
 

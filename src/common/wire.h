@@ -18,7 +18,9 @@
 #include <stdint.h>
 
 #define EM_WIRE_MAGIC 0x4d454d45u /* "EMEM" little-endian */
-#define EM_WIRE_VERSION 1
+/* 2: the nonces of the handshake are X25519 keys and session tokens are
+ * derived, never sent (common/auth.h) */
+#define EM_WIRE_VERSION 2
 #define EM_HDR_LEN 40
 
 /* Largest data payload in one message; the library splits larger transfers. */

@@ -275,14 +275,17 @@ static int reply_err(struct conn *c, const struct em_hdr *req, int status)
 
 /* ---- sessions ---- */
 
-static struct session *session_new(struct em_server *s)
+static struct session *session_new(struct em_server *s, const uint8_t token[EM_TOKEN_LEN])
 {
 	struct session *ss = calloc(1, sizeof(*ss));
 
 	if (!ss)
 		return NULL;
 	pthread_rwlock_init(&ss->lock, NULL);
-	em_random(ss->token, sizeof(ss->token));
+	if (token)
+		memcpy(ss->token, token, EM_TOKEN_LEN);
+	else
+		em_random(ss->token, sizeof(ss->token));
 	pthread_mutex_lock(&s->lock);
 	ss->id = ++s->next_session;
 	ss->conns = 1;
@@ -292,16 +295,23 @@ static struct session *session_new(struct em_server *s)
 	return ss;
 }
 
+/* proof: em_auth_attach_proof of the session's token and this connection's
+ * nonces, so a token seen on the wire (it never is) or a replayed proof is
+ * worth nothing. */
 static struct session *session_attach(struct em_server *s, uint64_t id,
-				      const uint8_t token[EM_TOKEN_LEN])
+				      const uint8_t proof[EM_TOKEN_LEN],
+				      const uint8_t cn[EM_NONCE_LEN], const uint8_t sn[EM_NONCE_LEN])
 {
 	struct session *ss;
+	uint8_t want[EM_TOKEN_LEN];
 
 	pthread_mutex_lock(&s->lock);
 	for (ss = s->sessions; ss; ss = ss->next)
 		if (ss->id == id)
 			break;
-	if (ss && em_ct_equal(ss->token, token, EM_TOKEN_LEN) && ss->conns > 0)
+	if (ss)
+		em_auth_attach_proof(ss->token, cn, sn, want);
+	if (ss && em_ct_equal(want, proof, EM_TOKEN_LEN) && ss->conns > 0)
 		ss->conns++;
 	else
 		ss = NULL;
@@ -1074,7 +1084,7 @@ static void liveness(struct conn *c)
 static int authenticate(struct conn *c)
 {
 	struct em_server *s = c->srv;
-	uint8_t cn[EM_NONCE_LEN], sn[EM_NONCE_LEN];
+	uint8_t cn[EM_NONCE_LEN], sn[EM_NONCE_LEN], sk[EM_NONCE_LEN], token[EM_TOKEN_LEN];
 	uint8_t want[EM_PROOF_LEN], ab[EM_AUTH_REQ_LEN], rb[EM_AUTH_RESP_LEN];
 	struct em_auth_req ar;
 	struct em_auth_resp resp;
@@ -1087,7 +1097,15 @@ static int authenticate(struct conn *c)
 	c->msg_deadline = em_now_ns() + (uint64_t)handshake_ms(s) * 1000000;
 	if ((rc = recv_msg(c, &h, cn, EM_W_HELLO, EM_NONCE_LEN)))
 		return rc;
-	em_auth_nonce(sn);
+	em_auth_keypair(sn, sk);
+	rc = em_auth_session_token(s->key, sk, cn, cn, sn, token);
+	em_secure_zero(sk, sizeof(sk));
+	if (rc) {
+		peer_log(s, EM_LOG_WARN, "%s: refused: unusable key in hello", c->peer);
+		reply_err(c, &h, -EPROTO);
+		conn_flush(c);
+		return rc;
+	}
 	if ((rc = reply(c, &h, 0, sn, sizeof(sn), 0, 0, 0)) || (rc = conn_flush(c)))
 		return rc;
 	if ((rc = recv_msg(c, &h, ab, EM_W_AUTH, EM_AUTH_REQ_LEN)))
@@ -1118,20 +1136,20 @@ static int authenticate(struct conn *c)
 		return -EM_EFULL;
 	}
 	if (ar.attach_session) {
-		c->sess = session_attach(s, ar.attach_session, ar.attach_token);
+		c->sess = session_attach(s, ar.attach_session, ar.attach_token, cn, sn);
 		if (!c->sess) {
 			peer_log(s, EM_LOG_WARN, "%s: refused: unknown session", c->peer);
 			reply_err(c, &h, -ENOENT);
 			conn_flush(c);
 			return -ENOENT;
 		}
-	} else if (!(c->sess = session_new(s))) {
+	} else if (!(c->sess = session_new(s, token))) {
 		reply_err(c, &h, -ENOMEM);
 		conn_flush(c);
 		return -ENOMEM;
 	}
 	resp.session = c->sess->id;
-	memcpy(resp.token, c->sess->token, EM_TOKEN_LEN);
+	memset(resp.token, 0, EM_TOKEN_LEN); /* both sides derived it */
 	memcpy(resp.node_id, s->node_id, EM_NODE_ID_LEN);
 	em_auth_proof(s->key, 1, cn, sn, resp.proof);
 	em_auth_resp_encode(rb, &resp);
@@ -1517,7 +1535,7 @@ void em_server_fuzz_input(struct em_server *s, const uint8_t *data, size_t len)
 
 	if (!c)
 		return;
-	c->sess = session_new(s);
+	c->sess = session_new(s, NULL);
 	if (c->sess) {
 		len = EM_MIN(len, RX_CAP);
 		memcpy(c->rx, data, len);

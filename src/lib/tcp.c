@@ -455,7 +455,8 @@ static int call_raw(int fd, uint8_t op, const void *req, uint32_t req_len,
 /* Connects and authenticates; returns the socket or -errno. */
 static int tcp_open(em_pool *pool, struct em_node *node, bool new_session)
 {
-	uint8_t cn[EM_NONCE_LEN], sn[EM_NONCE_LEN], want[EM_PROOF_LEN];
+	uint8_t cn[EM_NONCE_LEN], sn[EM_NONCE_LEN], want[EM_PROOF_LEN], sk[EM_NONCE_LEN];
+	uint8_t token[EM_TOKEN_LEN];
 	uint8_t ab[EM_AUTH_REQ_LEN], rb[EM_AUTH_RESP_LEN];
 	struct em_auth_req ar = { .attach_session = 0 };
 	struct em_auth_resp resp;
@@ -463,14 +464,18 @@ static int tcp_open(em_pool *pool, struct em_node *node, bool new_session)
 
 	if (fd < 0)
 		return fd;
-	em_auth_nonce(cn);
+	em_auth_keypair(cn, sk);
 	rc = call_raw(fd, EM_W_HELLO, cn, sizeof(cn), sn, sizeof(sn));
+	if (!rc)
+		rc = em_auth_session_token(pool->key, sk, sn, cn, sn, token);
+	em_secure_zero(sk, sizeof(sk));
 	if (rc)
 		goto fail;
 	em_auth_proof(pool->key, 0, sn, cn, ar.proof);
 	if (!new_session) {
+		/* proves we hold the session's token without showing it */
 		ar.attach_session = node->session;
-		memcpy(ar.attach_token, node->token, EM_TOKEN_LEN);
+		em_auth_attach_proof(node->token, cn, sn, ar.attach_token);
 	}
 	em_auth_req_encode(ab, &ar);
 	rc = call_raw(fd, EM_W_AUTH, ab, sizeof(ab), rb, sizeof(rb));
@@ -485,7 +490,7 @@ static int tcp_open(em_pool *pool, struct em_node *node, bool new_session)
 	}
 	if (new_session) {
 		node->session = resp.session;
-		memcpy(node->token, resp.token, EM_TOKEN_LEN);
+		memcpy(node->token, token, EM_TOKEN_LEN);
 		memcpy(node->id, resp.node_id, EM_NODE_ID_LEN);
 	}
 	return fd;
