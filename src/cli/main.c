@@ -394,7 +394,8 @@ static int cmd_region(int argc, char **argv, struct em_cli_pool *cp)
 			em_region_close(r);
 		}
 	} else if (!strcmp(sub, "ls")) {
-		static struct em_region_info info[1024];
+		struct em_region_info *info = NULL;
+		unsigned cap = 1024;
 		bool json = argc > 2 && !strcmp(argv[2], "--json");
 
 		if (argc > 2 && !json) {
@@ -403,8 +404,20 @@ static int cmd_region(int argc, char **argv, struct em_cli_pool *cp)
 		}
 		if (em_cli_connect(cp, &pool, "ethermem region ls"))
 			return 1;
-		info[0].size = sizeof(info[0]);
-		rc = em_region_list(pool, info, 1024);
+		/* the list may grow between calls: ask again until it all fits */
+		for (;;) {
+			struct em_region_info *ni = realloc(info, cap * sizeof(*info));
+			if (!ni) {
+				rc = -ENOMEM;
+				break;
+			}
+			info = ni;
+			info[0].size = sizeof(info[0]);
+			rc = em_region_list(pool, info, cap);
+			if (rc <= (int)cap)
+				break;
+			cap = (unsigned)rc + 64;
+		}
 		if (rc < 0) {
 			fprintf(stderr, "ethermem region ls: %s\n", em_strerror(rc));
 		} else {
@@ -412,7 +425,7 @@ static int cmd_region(int argc, char **argv, struct em_cli_pool *cp)
 			if (!json)
 				printf("%-40s %16s %10s %6s %-14s %s\n", "NAME", "SIZE", "CHUNK", "NODES",
 				       "REDUNDANCY", "STATE");
-			for (int i = 0; i < rc && i < 1024; i++) {
+			for (int i = 0; i < rc; i++) {
 				char red[32];
 				const char *st = info[i].state < 3 ? states[info[i].state] : "unknown";
 
@@ -433,6 +446,7 @@ static int cmd_region(int argc, char **argv, struct em_cli_pool *cp)
 			}
 			rc = 0;
 		}
+		free(info);
 	} else if (!strcmp(sub, "rm")) {
 		if (argc != 3) {
 			fprintf(stderr, "ethermem region rm: exactly one NAME\n");
