@@ -17,6 +17,7 @@
 #include "map/engine.h"
 
 #include <poll.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <ucontext.h>
 
@@ -48,12 +49,23 @@ void emm_log(const char *what, const char *msg, uintptr_t addr, int err)
 			buf[n++] = *s;
 	n += emm_fmt_u64(buf + n, addr, 1);
 	if (err) {
-		const char *e = " (errno ";
+		/* The error's text, not its number: strerrordesc_np is a
+		 * constant table (no locale, no allocation), fit for the signal
+		 * handler. ethermem's own codes keep their number. */
+		int e = err < 0 ? -err : err;
+		const char *t = e < 4096 ? strerrordesc_np(e) : NULL;
 
-		while (*e)
-			buf[n++] = *e++;
-		n += emm_fmt_u64(buf + n, (uint64_t)(err < 0 ? -err : err), 0);
-		buf[n++] = ')';
+		buf[n++] = ':';
+		buf[n++] = ' ';
+		if (t)
+			for (; *t && n < 240; t++)
+				buf[n++] = *t;
+		else {
+			const char *pre = "ethermem error ";
+			while (*pre)
+				buf[n++] = *pre++;
+			n += emm_fmt_u64(buf + n, (uint64_t)e, 0);
+		}
 	}
 	buf[n++] = '\n';
 	if (write(2, buf, n) < 0)
