@@ -317,16 +317,24 @@ struct em_map_opts {
 				never written back are zero-filled, not fetched */
 #define EM_MAP_SCRATCH 8u    /* contents are not needed after em_unmap: it
 				discards instead of writing back (heap use) */
+#define EM_MAP_NOHUGE 16u    /* stay on 4 KiB pages even with 2 MiB units
+				(as ETHERMEM_MAP_HUGE=0 does for every map) */
+#define EM_MAP_THREAD_FAULTS 32u /* serve this process's faults on a library
+				thread (as ETHERMEM_MAP_FAULTS=thread); -EBUSY
+				once the first map chose the other way */
 
 /* Faults are served in the faulting thread (a SIGBUS handler, the fastest
  * path). The kernel's own accesses to a page not yet fetched, such as
  * read(2) into a mapped buffer, then fail with EFAULT: touch such buffers
- * first, or set ETHERMEM_MAP_FAULTS=thread before the first em_map to have
- * faults served by a library thread (slower; what `ethermem run` uses).
+ * first, or pass EM_MAP_THREAD_FAULTS (or set ETHERMEM_MAP_FAULTS=thread)
+ * to the first em_map to have faults served by a library thread (slower;
+ * what `ethermem run` uses). A bad ETHERMEM_MAP_* value fails em_map with
+ * -EINVAL.
  * The cache budget defaults to ETHERMEM_MAP_CACHE, else 1 GiB; a fetch unit
  * larger than the budget is refused (-EINVAL). A mapping with 2 MiB units
  * is put on explicit huge pages when the system has enough of them free
- * for the budget (vm.nr_hugepages; ETHERMEM_MAP_HUGE=0 turns it off); its
+ * for the budget (vm.nr_hugepages; EM_MAP_NOHUGE or ETHERMEM_MAP_HUGE=0
+ * turn it off); its
  * length is then rounded up to 2 MiB, the tail reading as zeros. Mapping past the region's
  * end fails with -ERANGE. A forked child does not inherit mappings. */
 

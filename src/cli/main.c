@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "common/config.h"
 #include "ethermem.h"
 
 static const char *pool_help =
@@ -29,6 +30,7 @@ static void usage(FILE *f)
 	fprintf(f,
 "usage: ethermem [--version] [--help] COMMAND [ARGS]\n\n"
 "Commands:\n"
+"  config [--markdown]       every setting: variable, key, type, default, help\n"
 "  status                    nodes, capacity, used, regions, clients, counters\n"
 "  region create NAME SIZE   create a named region (SIZE like 512M, 2G)\n"
 "      [--redundancy none|replicate:N|ec:K+M]\n"
@@ -102,14 +104,11 @@ int em_cli_pool_args(int *argc, char **argv, struct em_cli_pool *cp)
 		case 2: cp->opts.config_file = val; break;
 		case 3: cp->opts.ox_iface = val; break;
 		case 4: {
-			char *end;
-			long ms = strtol(val, &end, 10);
+			struct em_cfg_val cv;
 
-			if (end == val || *end || ms <= 0 || ms > 3600000) {
-				fprintf(stderr, "ethermem: --timeout-ms %s: milliseconds, 1 to 3600000\n", val);
+			if (em_cfg_parse(EM_CFG_TIMEOUT_MS, "--timeout-ms", val, &cv))
 				return -EINVAL;
-			}
-			cp->opts.timeout_ms = (int)ms;
+			cp->opts.timeout_ms = (int)cv.num;
 			break;
 		}
 		default:
@@ -581,7 +580,7 @@ int main(int argc, char **argv)
 	struct em_cli_pool cp;
 	const char *cmd;
 
-	if (em_cli_pool_args(&argc, argv, &cp))
+	if (em_cfg_check_env() || em_cli_pool_args(&argc, argv, &cp))
 		return 2;
 	if (argc < 2) {
 		usage(stderr);
@@ -594,6 +593,16 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(cmd, "--version")) {
 		printf("ethermem %s\n", EM_VERSION_STRING);
+		return 0;
+	}
+	if (!strcmp(cmd, "config")) {
+		/* every setting, from the table the programs read them through */
+		bool md = argc > 2 && !strcmp(argv[2], "--markdown");
+		if (argc > 2 + md) {
+			fprintf(stderr, "usage: ethermem config [--markdown]\n");
+			return 2;
+		}
+		em_cfg_list(stdout, EM_CFG_ENV | EM_CFG_CLIENT | EM_CFG_NODE, md);
 		return 0;
 	}
 	if (!strcmp(cmd, "status"))

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "common/config.h"
 #include "common/util.h"
 #include "daemon/metrics.h"
 #include "daemon/ox_serve.h"
@@ -61,7 +62,7 @@ static void usage(FILE *f)
 "  --ox-export-create SIZE  create the last --ox-export's region at start if\n"
 "                       missing (else it is served once a client creates it)\n"
 "  --verbose            log debug events too\n"
-"  --version, --help\n");
+"  --version, --help, --help-settings (every setting: type, range, default)\n");
 }
 
 struct cfg {
@@ -74,11 +75,14 @@ struct cfg {
 
 static int set_opt(struct cfg *c, const char *k, const char *v)
 {
+	/* every value is checked by the settings table's rule first */
+	int id = em_cfg_by_key(k, EM_CFG_NODE);
+	struct em_cfg_val cv;
+
+	if (id >= 0 && em_cfg_parse((enum em_cfg_id)id, k, v, &cv))
+		return -EINVAL;
 	if (!strcmp(k, "capacity")) {
-		if (em_parse_size(v, &c->o.capacity) || c->o.capacity == 0) {
-			fprintf(stderr, "ethermemd: bad capacity '%s'\n", v);
-			return -EINVAL;
-		}
+		c->o.capacity = (uint64_t)cv.num;
 		c->have_capacity = true;
 	} else if (!strcmp(k, "listen")) {
 		snprintf(c->listen, sizeof(c->listen), "%s", v);
@@ -89,46 +93,33 @@ static int set_opt(struct cfg *c, const char *k, const char *v)
 	} else if (!strcmp(k, "port-file")) {
 		snprintf(c->portfile, sizeof(c->portfile), "%s", v);
 	} else if (!strcmp(k, "mlock")) {
-		c->o.mlock = !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "true");
+		c->o.mlock = cv.num;
 	} else if (!strcmp(k, "overcommit")) {
-		c->o.overcommit = !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "true");
+		c->o.overcommit = cv.num;
 	} else if (!strcmp(k, "max-clients")) {
-		c->o.max_clients = atoi(v);
+		c->o.max_clients = (int)cv.num;
 	} else if (!strcmp(k, "keepalive")) {
-		c->o.keepalive_s = atoi(v);
+		c->o.keepalive_s = (int)cv.num;
 	} else if (!strcmp(k, "idle-timeout")) {
-		c->o.idle_timeout_s = atoi(v);
+		c->o.idle_timeout_s = (int)cv.num;
 	} else if (!strcmp(k, "max-pending")) {
-		c->o.max_pending = atoi(v);
+		c->o.max_pending = (int)cv.num;
 	} else if (!strcmp(k, "max-pending-per-source")) {
-		c->o.max_pending_per_source = atoi(v);
+		c->o.max_pending_per_source = (int)cv.num;
 	} else if (!strcmp(k, "io-timeout")) {
-		c->o.io_timeout_ms = atoi(v);
+		c->o.io_timeout_ms = (int)cv.num;
 	} else if (!strcmp(k, "poll-us")) {
-		c->o.poll_us = atoi(v);
+		c->o.poll_us = (int)cv.num;
 	} else if (!strcmp(k, "ox")) {
 		snprintf(c->ox_iface, sizeof(c->ox_iface), "%s", v);
 	} else if (!strcmp(k, "ox-ethertype")) {
-		char *end;
-		unsigned long t = strtoul(v, &end, 0);
-		if (*end || t < 0x600 || t > 0xfffe) {
-			fprintf(stderr, "ethermemd: bad EtherType '%s'\n", v);
-			return -EINVAL;
-		}
-		c->ox.ethertype = (uint16_t)t;
+		c->ox.ethertype = (uint16_t)cv.num;
 	} else if (!strcmp(k, "ox-mode")) {
-		if (!strcmp(v, "1.1") || !strcmp(v, "11"))
-			c->ox.mode = 0;
-		else if (!strcmp(v, "1.0.3") || !strcmp(v, "103"))
-			c->ox.mode = 1;
-		else {
-			fprintf(stderr, "ethermemd: --ox-mode is 1.1 or 1.0.3\n");
-			return -EINVAL;
-		}
+		c->ox.mode = (int)cv.num; /* the table's order: 1.1, 1.0.3 */
 	} else if (!strcmp(k, "ox-verbatim")) {
-		c->ox.verbatim = !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "true");
+		c->ox.verbatim = cv.num;
 	} else if (!strcmp(k, "ox-reply-per-frame")) {
-		c->ox.reply_per_frame = !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "true");
+		c->ox.reply_per_frame = cv.num;
 	} else if (!strcmp(k, "ox-export")) {
 		struct em_oxs_export *e;
 		const char *at = strrchr(v, '@');
@@ -157,10 +148,7 @@ static int set_opt(struct cfg *c, const char *k, const char *v)
 			return -EINVAL;
 		}
 		if (!strcmp(k, "ox-export-create")) {
-			if (em_parse_size(v, &e->create_size) || !e->create_size) {
-				fprintf(stderr, "ethermemd: bad size '%s'\n", v);
-				return -EINVAL;
-			}
+			e->create_size = (uint64_t)cv.num;
 		} else if (e->nallow == EM_OXS_MAX_ALLOW ||
 			   sscanf(v, "%x:%x:%x:%x:%x:%x%c", &m[0], &m[1], &m[2], &m[3], &m[4],
 				  &m[5], &tail) != 6) {
@@ -176,7 +164,8 @@ static int set_opt(struct cfg *c, const char *k, const char *v)
 			e->nallow++;
 		}
 	} else if (!strcmp(k, "verbose")) {
-		em_log_threshold = EM_LOG_DEBUG;
+		if (cv.num)
+			em_log_threshold = EM_LOG_DEBUG;
 	} else {
 		fprintf(stderr, "ethermemd: unknown setting '%s'\n", k);
 		return -EINVAL;
@@ -204,7 +193,7 @@ int main(int argc, char **argv)
 		{ "ox-verbatim", 0, 0, 'b' }, { "ox-export", 1, 0, 'X' },
 		{ "ox-allow", 1, 0, 'a' }, { "ox-export-create", 1, 0, 'E' },
 		{ "ox-reply-per-frame", 0, 0, 'r' },
-		{ "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
+		{ "help", 0, 0, 'h' }, { "help-settings", 0, 0, 1000 }, { 0, 0, 0, 0 },
 	};
 	struct cfg c = { 0 };
 	struct em_server *srv;
@@ -213,9 +202,11 @@ int main(int argc, char **argv)
 	int opt, rc;
 	const char *env;
 
-	snprintf(c.listen, sizeof(c.listen), "tcp://127.0.0.1:7420");
-	c.o.poll_us = 50;
-	if ((env = getenv("ETHERMEM_SECRET_FILE")))
+	/* the defaults are the settings table's */
+	if (set_opt(&c, "listen", em_settings[EM_CFG_LISTEN].def) ||
+	    set_opt(&c, "poll-us", em_settings[EM_CFG_NODE_POLL_US].def))
+		return 2;
+	if (!em_cfg_env_str(EM_CFG_SECRET_FILE, &env) && env)
 		snprintf(c.secret, sizeof(c.secret), "%s", env);
 	/* The config file is read first so flags override it. */
 	for (int i = 1; i + 1 < argc; i++)
@@ -255,6 +246,7 @@ int main(int argc, char **argv)
 		case 'C': rc = 0; break;
 		case 'V': printf("ethermemd %s\n", EM_VERSION_STRING); return 0;
 		case 'h': usage(stdout); return 0;
+		case 1000: em_cfg_list(stdout, EM_CFG_NODE, false); return 0;
 		default: usage(stderr); return 2;
 		}
 		if (rc)

@@ -36,6 +36,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/config.h"
 #include "common/util.h"
 #include "ox/ox.h"
 
@@ -195,6 +196,7 @@ int em_oxs_create(const struct em_oxs_opts *o, struct em_store *st, struct em_ox
 			      .reply_per_frame = o->reply_per_frame, .log = ep_log };
 	uint16_t et = o->ethertype ? o->ethertype : OX_ETHERTYPE_DEFAULT;
 	bool pending = false;
+	const char *faults;
 	int rc;
 
 	if (!x)
@@ -207,11 +209,11 @@ int em_oxs_create(const struct em_oxs_opts *o, struct em_store *st, struct em_ox
 		em_log(EM_LOG_ERR, "ox: cannot open %s: %s", o->iface, em_strerror(rc));
 		goto fail;
 	}
-	if ((rc = ox_link_faulty_env(x->raw, (uint64_t)getpid(), &x->link)))
+	if ((rc = em_cfg_ox_opts(&oo, &faults)) ||
+	    (rc = ox_link_faulty_spec(x->raw, faults, (uint64_t)getpid(), &x->link)))
 		goto fail;
 	if (x->link != x->raw)
 		em_log(EM_LOG_WARN, "ox: test fault injection on (ETHERMEM_OX_FAULTS)");
-	ox_opts_env(&oo);
 	if ((rc = ox_endpoint_create(&oo, x->link, &x->ep)))
 		goto fail;
 	/* the echo is a baseline: no fault injection, like the TCP baseline */

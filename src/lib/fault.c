@@ -26,6 +26,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/config.h"
 #include "common/util.h"
 #include "lib/fault.h"
 #include "lib/internal.h"
@@ -341,10 +342,12 @@ static int victim_of(const em_pool *pool, const struct em_fault *f)
 
 static int fault_init(em_pool *pool, void **priv)
 {
-	const char *spec = getenv("ETHERMEM_FAULT");
-	struct fpool *fp = calloc(1, sizeof(*fp) + pool->n * sizeof(fp->node[0]));
+	const char *spec = NULL;
+	struct fpool *fp;
 	int rc;
 
+	em_cfg_env_str(EM_CFG_FAULT, &spec);
+	fp = calloc(1, sizeof(*fp) + pool->n * sizeof(fp->node[0]));
 	if (!fp)
 		return -ENOMEM;
 	pthread_mutex_init(&fp->lock, NULL);

@@ -33,6 +33,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/config.h"
 #include "common/util.h"
 #include "lib/internal.h"
 #include "lib/ox_chan.h"
@@ -119,6 +120,7 @@ static int node_start(em_pool *pool, struct oxpool *op, unsigned i,
 	struct em_oxnode *n = op->node[i];
 	struct ox_opts o = { .mode = info->mode ? OX_MODE_103 : OX_MODE_11,
 			     .verbatim = info->verbatim, .ethertype = info->ethertype };
+	const char *faults;
 	int rc;
 
 	if (info->mtu < OX_MIN_PAYLOAD || info->mode > 1 || info->ethertype < 0x600)
@@ -132,9 +134,9 @@ static int node_start(em_pool *pool, struct oxpool *op, unsigned i,
 		ox_link_close(n->raw);
 		n->raw = n->link = l;
 	}
-	if ((rc = ox_link_faulty_env(n->raw, (uint64_t)getpid() * 31 + i, &n->link)))
+	if ((rc = em_cfg_ox_opts(&o, &faults)) ||
+	    (rc = ox_link_faulty_spec(n->raw, faults, (uint64_t)getpid() * 31 + i, &n->link)))
 		return rc;
-	ox_opts_env(&o);
 	rc = ox_requester_create(&o, n->link, info->mac, &n->rq);
 	if (rc)
 		return rc;

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "common/abi.h"
+#include "common/config.h"
 #include "common/util.h"
 #include "lib/internal.h"
 #include "lib/pager_io.h"
@@ -36,21 +37,31 @@ struct conf {
 static int conf_cb(void *arg, const char *k, const char *v, int line)
 {
 	struct conf *c = arg;
+	struct em_cfg_val cv;
+	char who[64];
 
 	if (!strcmp(k, "nodes"))
 		snprintf(c->nodes, sizeof(c->nodes), "%s", v);
 	else if (!strcmp(k, "secret-file") || !strcmp(k, "secret_file"))
 		snprintf(c->secret, sizeof(c->secret), "%s", v);
-	else if (!strcmp(k, "timeout-ms"))
-		c->timeout_ms = atoi(v);
+	else if (!strcmp(k, "timeout-ms")) {
+		snprintf(who, sizeof(who), "timeout-ms (config line %d)", line);
+		if (em_cfg_parse(EM_CFG_TIMEOUT_MS, who, v, &cv))
+			return -EINVAL;
+		c->timeout_ms = (int)cv.num;
+	}
 	else if (!strcmp(k, "transport"))
 		snprintf(c->transport, sizeof(c->transport), "%s", v);
 	else if (!strcmp(k, "ox-iface"))
 		snprintf(c->ox_iface, sizeof(c->ox_iface), "%s", v);
 	else if (!strcmp(k, "redundancy"))
 		snprintf(c->redundancy, sizeof(c->redundancy), "%s", v);
-	else if (!strcmp(k, "allow-down"))
-		c->allow_down = !strcmp(v, "yes") || !strcmp(v, "1") || !strcmp(v, "true");
+	else if (!strcmp(k, "allow-down")) {
+		snprintf(who, sizeof(who), "allow-down (config line %d)", line);
+		if (em_cfg_parse(EM_CFG_ALLOW_DOWN, who, v, &cv))
+			return -EINVAL;
+		c->allow_down = cv.num;
+	}
 	/* unknown keys belong to other tools sharing the file */
 	return 0;
 }
@@ -62,41 +73,59 @@ static int resolve(const struct em_pool_opts *o, struct conf *c)
 	struct conf f = { 0 };
 
 	memset(c, 0, sizeof(*c));
-	if (!file)
-		file = getenv("ETHERMEM_CONFIG");
+	if (!file && em_cfg_env_isset(EM_CFG_CONFIG))
+		file = getenv(em_settings[EM_CFG_CONFIG].env);
 	if (file) {
 		int rc = em_config_parse(file, conf_cb, &f);
 		if (rc)
 			return rc;
 	} else {
-		em_config_parse("/etc/ethermem/client.conf", conf_cb, &f);
+		int rc = em_config_parse(em_settings[EM_CFG_CONFIG].def, conf_cb, &f);
+		/* the default file may be absent, but not wrong */
+		if (rc == -EINVAL)
+			return rc;
 	}
 	if (o && o->nodes)
 		snprintf(c->nodes, sizeof(c->nodes), "%s", o->nodes);
-	else if ((e = getenv("ETHERMEM_NODES")))
+	else if (em_cfg_env_isset(EM_CFG_NODES) && !em_cfg_env_str(EM_CFG_NODES, &e))
 		snprintf(c->nodes, sizeof(c->nodes), "%s", e);
 	else
 		memcpy(c->nodes, f.nodes, sizeof(c->nodes));
 	if (o && o->secret_file)
 		snprintf(c->secret, sizeof(c->secret), "%s", o->secret_file);
-	else if ((e = getenv("ETHERMEM_SECRET_FILE")))
+	else if (em_cfg_env_isset(EM_CFG_SECRET_FILE) && !em_cfg_env_str(EM_CFG_SECRET_FILE, &e))
 		snprintf(c->secret, sizeof(c->secret), "%s", e);
 	else
 		memcpy(c->secret, f.secret, sizeof(c->secret));
 	c->timeout_ms = o && o->timeout_ms ? o->timeout_ms : 0;
-	if (!c->timeout_ms && (e = getenv("ETHERMEM_TIMEOUT_MS")))
-		c->timeout_ms = atoi(e);
+	if (!c->timeout_ms && em_cfg_env_isset(EM_CFG_TIMEOUT_MS)) {
+		int64_t v;
+		int rc = em_cfg_env_num(EM_CFG_TIMEOUT_MS, &v);
+		if (rc)
+			return rc;
+		c->timeout_ms = (int)v;
+	}
+	if (!c->timeout_ms && !f.timeout_ms) {
+		int64_t v;
+		em_cfg_env_num(EM_CFG_TIMEOUT_MS, &v); /* unset: the table's default */
+		f.timeout_ms = (int)v;
+	}
 	if (!c->timeout_ms)
-		c->timeout_ms = f.timeout_ms ? f.timeout_ms : 10000;
-	if ((e = getenv("ETHERMEM_TRANSPORT")))
+		c->timeout_ms = f.timeout_ms;
+	if (em_cfg_env_isset(EM_CFG_TRANSPORT) && !em_cfg_env_str(EM_CFG_TRANSPORT, &e))
 		snprintf(c->transport, sizeof(c->transport), "%s", e);
 	else
 		memcpy(c->transport, f.transport, sizeof(c->transport));
 	memcpy(c->ox_iface, f.ox_iface, sizeof(c->ox_iface));
 	c->allow_down = f.allow_down;
-	if ((e = getenv("ETHERMEM_ALLOW_DOWN")))
-		c->allow_down = !strcmp(e, "1") || !strcmp(e, "yes");
-	if ((e = getenv("ETHERMEM_REDUNDANCY")))
+	if (em_cfg_env_isset(EM_CFG_ALLOW_DOWN)) {
+		int64_t v;
+		int rc = em_cfg_env_num(EM_CFG_ALLOW_DOWN, &v);
+		if (rc)
+			return rc;
+		c->allow_down = v;
+	}
+	if (em_cfg_env_isset(EM_CFG_REDUNDANCY) && !em_cfg_env_str(EM_CFG_REDUNDANCY, &e))
 		snprintf(c->redundancy, sizeof(c->redundancy), "%s", e);
 	else
 		memcpy(c->redundancy, f.redundancy, sizeof(c->redundancy));
@@ -135,14 +164,18 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 	struct em_chan **ch;
 	char *list, *save = NULL, *tok;
 	const char *e;
+	int64_t debug, poll_us;
 	int rc;
 
 	if (!out || em_opts_in(&oo, sizeof(oo), uo, EM_POOL_OPTS_SIZE_0_1))
 		return -EINVAL;
-	if (getenv("ETHERMEM_DEBUG"))
+	em_log_threshold = EM_LOG_ERR;
+	if ((rc = em_cfg_env_num(EM_CFG_DEBUG, &debug)))
+		return rc;
+	if (debug)
 		em_log_threshold = EM_LOG_DEBUG;
-	else
-		em_log_threshold = EM_LOG_ERR;
+	if ((rc = em_cfg_env_num(EM_CFG_POLL_US, &poll_us)))
+		return rc;
 	rc = resolve(o, &c);
 	if (rc)
 		return rc;
@@ -169,7 +202,7 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 		pool->tp = em_transport_find(c.transport[0] ? c.transport : "tcp");
 	if (o && o->ox_iface)
 		snprintf(pool->iface, sizeof(pool->iface), "%s", o->ox_iface);
-	else if ((e = getenv("ETHERMEM_OX_IFACE")))
+	else if (em_cfg_env_isset(EM_CFG_OX_IFACE) && !em_cfg_env_str(EM_CFG_OX_IFACE, &e))
 		snprintf(pool->iface, sizeof(pool->iface), "%s", e);
 	else
 		memcpy(pool->iface, c.ox_iface, sizeof(pool->iface));
@@ -179,8 +212,8 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 	}
 	pthread_mutex_init(&pool->lock, NULL);
 	pool->timeout_ms = c.timeout_ms;
-	/* ETHERMEM_POLL_US: how long a waiting call spins before it sleeps */
-	pool->poll_us = getenv("ETHERMEM_POLL_US") ? atoi(getenv("ETHERMEM_POLL_US")) : 50;
+	/* how long a waiting call spins before it sleeps */
+	pool->poll_us = (int)poll_us;
 	rc = em_key_load(c.secret, pool->key);
 	if (rc)
 		goto fail;

@@ -24,6 +24,7 @@
  * in the pool; --kv-prefix pool fetches the prompt's longest prefix of full
  * blocks from the pool's prefix store and publishes the blocks it computes.
  */
+#include "common/config.h"
 #include "llm/llm.h"
 
 #include <errno.h>
@@ -566,8 +567,11 @@ int main(int argc, char **argv)
 			goto out;
 		}
 		if (pos == 0 && pfx_conn) {
+			const char *store = NULL;
+
+			em_cfg_env_str(EM_CFG_LLM_KV_STORE, &store); /* a name: never refused */
 			rc = llm_prefix_open(llm_pool_backend, pfx_conn, eng, &src->cfg, logits,
-					     getenv("ETHERMEM_LLM_KV_STORE"), o.kv_store_size, &pfx);
+					     store, o.kv_store_size, &pfx);
 			if (rc) {
 				fprintf(stderr, "ethermem-llm: prefix store: %s (recomputing every prefix)\n",
 					strerror(-rc));

@@ -44,6 +44,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/config.h"
 #include "ethermem.h"
 #include "llm/kvstore.h"
 
@@ -58,10 +59,12 @@
 
 static void llm_region_name(const char *model, char *out, size_t outlen)
 {
-	const char *e = getenv("ETHERMEM_LLM_REGION"), *b;
+	const char *e = NULL, *b;
 	size_t n;
 
-	if (e && *e) {
+	/* a string: nothing in it can be refused */
+	em_cfg_env_str(EM_CFG_LLM_REGION, &e);
+	if (e) {
 		snprintf(out, outlen, "%s", e);
 		return;
 	}
@@ -348,28 +351,22 @@ static const struct llm_fetcher_ops llm_pf_ops = {
 static int llm_em_open_fetcher(const char *model, struct llm_fetcher *out)
 {
 	struct llm_pfetch *f = calloc(1, sizeof(*f));
-	const char *e = getenv("ETHERMEM_LLM_SPIN"), *nq = getenv("ETHERMEM_LLM_QUEUES");
+	int64_t spin, nq;
 	int rc = 0;
 
 	if (!f)
 		return -ENOMEM;
+	if ((rc = em_cfg_env_num(EM_CFG_LLM_SPIN, &spin)) ||
+	    (rc = em_cfg_env_num(EM_CFG_LLM_QUEUES, &nq))) {
+		free(f);
+		return rc;
+	}
 	/* One connection by default: on the 2-core machines this was measured
 	 * on, under load, 2 and 4 made no difference within the noise (20:33
 	 * UTC, dense 1G at 50%: 2.4-2.8 tok/s either way); more nodes already
 	 * read in parallel through one queue. */
-	f->nq = 1;
-	if (nq && *nq) {
-		char *end;
-		long v = strtol(nq, &end, 10);
-
-		if (*end || v < 1 || v > LLM_PQ_MAXQ) {
-			fprintf(stderr, "ethermem-llm: ETHERMEM_LLM_QUEUES wants 1 to %d, got '%s'\n",
-				LLM_PQ_MAXQ, nq);
-			free(f);
-			return -EINVAL;
-		}
-		f->nq = (int)v;
-	}
+	_Static_assert(LLM_PQ_MAXQ == 4, "ETHERMEM_LLM_QUEUES's range in the table");
+	f->nq = (int)nq;
 	rc = llm_pool_open(model, &f->pool, &f->r);
 	if (rc) {
 		free(f);
@@ -390,7 +387,7 @@ static int llm_em_open_fetcher(const char *model, struct llm_fetcher *out)
 		return rc;
 	}
 	f->size = em_region_size(f->r);
-	f->spin = !(e && !strcmp(e, "0"));
+	f->spin = spin != 0;
 	out->ops = &llm_pf_ops;
 	out->ctx = f;
 	out->size = f->size;
@@ -418,11 +415,15 @@ static const struct llm_kvio_ops llm_kv_ops = {
 static int llm_em_open_kv(uint64_t bytes, struct llm_kvio *out)
 {
 	struct llm_pfetch *f = calloc(1, sizeof(*f));
-	const char *e = getenv("ETHERMEM_LLM_SPIN");
+	int64_t spin;
 	int rc;
 
 	if (!f)
 		return -ENOMEM;
+	if ((rc = em_cfg_env_num(EM_CFG_LLM_SPIN, &spin))) {
+		free(f);
+		return rc;
+	}
 	f->nq = 1;
 	rc = em_pool_connect(&f->pool, NULL);
 	if (rc) {
@@ -445,7 +446,7 @@ static int llm_em_open_kv(uint64_t bytes, struct llm_kvio *out)
 		return rc;
 	}
 	f->size = bytes;
-	f->spin = !(e && !strcmp(e, "0"));
+	f->spin = spin != 0;
 	out->ops = &llm_kv_ops;
 	out->ctx = f;
 	return 0;
@@ -526,8 +527,8 @@ static int llm_em_map(const char *model, uint64_t local_mem, void **base, size_t
 {
 	struct llm_pmap *m = calloc(1, sizeof(*m));
 	struct em_map_opts mo = { .size = sizeof(mo), .flags = EM_MAP_READONLY };
-	const char *e;
-	uint64_t v, size;
+	int64_t unit;
+	uint64_t size;
 	int rc;
 
 	if (!m)
@@ -538,26 +539,16 @@ static int llm_em_map(const char *model, uint64_t local_mem, void **base, size_t
 		return rc;
 	}
 	size = em_region_size(m->r);
-	mo.fetch_unit = 1u << 20;
-	e = getenv("ETHERMEM_LLM_MAP_UNIT");
-	if (e && !*e)
-		e = NULL; /* set but empty: as if unset, like ETHERMEM_MAP_CACHE */
-	if (e && (em_parse_size(e, &v) || v < 4096 || v > (2u << 20) || (v & (v - 1)))) {
-		fprintf(stderr, "ethermem-llm: ETHERMEM_LLM_MAP_UNIT wants a power of two "
-			"from 4K to 2M, got '%s'\n", e);
-		rc = -EINVAL;
+	if ((rc = em_cfg_env_num(EM_CFG_LLM_MAP_UNIT, &unit)))
 		goto fail;
-	}
-	if (e)
-		mo.fetch_unit = v;
+	mo.fetch_unit = (uint64_t)unit;
 	/* No budget given means no limit, as for the other backends: the whole
 	 * model, rounded up to whole fetch units. */
-	e = getenv("ETHERMEM_MAP_CACHE");
 	if (local_mem) {
 		rc = em_map_cache_size((local_mem + mo.fetch_unit - 1) / mo.fetch_unit * mo.fetch_unit);
 		if (rc)
 			goto fail;
-	} else if (!e || !*e) {
+	} else if (!em_cfg_env_isset(EM_CFG_MAP_CACHE)) {
 		rc = em_map_cache_size((size + mo.fetch_unit - 1) / mo.fetch_unit * mo.fetch_unit);
 		if (rc)
 			goto fail;

@@ -27,15 +27,14 @@ uint64_t emm_huge_free(void)
  * per unit, so a fault maps 2 MiB with one page-table entry and eviction
  * frees one page. Only when the system has reserved enough of them that
  * every huge mapping can fill its share of the budget: a hugetlb fault that
- * finds none left can only fail. ETHERMEM_MAP_HUGE=0 turns it off. Under
+ * finds none left can only fail. EM_MAP_NOHUGE (ETHERMEM_MAP_HUGE=0) turns it off. Under
  * emm_g.mu; on yes, *maplen is rounded up to whole huge pages. */
 bool emm_huge_fits(const struct emm_map_params *p, size_t *maplen)
 {
-	const char *e = getenv("ETHERMEM_MAP_HUGE");
 	size_t len = (*maplen + EMM_HUGE - 1) & ~(EMM_HUGE - 1);
 	uint64_t held = 0, need = len;
 
-	if (p->unit != EMM_HUGE || (e && !strcmp(e, "0")) ||
+	if (p->unit != EMM_HUGE || (p->flags & EM_MAP_NOHUGE) ||
 	    (!(p->flags & EM_MAP_READONLY) && !emm_g.huge_wp))
 		return false;
 	/* pages held by our other huge mappings count as available, and all

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "common/abi.h"
+#include "common/config.h"
 #include "lib/pager_io.h"
 
 static int emm_pool_chan_open(void *bctx, void **chan)
@@ -93,27 +94,53 @@ static void emm_pool_closing(em_pool *pool)
 	emm_source_drop(&emm_pool_ops, pool);
 }
 
-static void emm_default_cache(void)
+/* ETHERMEM_MAP_CACHE, once it has been read well; a bad value fails every
+ * call that needs it rather than leaving the budget at a default. */
+static int emm_default_cache(void)
 {
 	static int done;
-	const char *e = getenv("ETHERMEM_MAP_CACHE");
-	uint64_t v;
+	int64_t v;
+	int rc;
 
-	if (done++)
-		return;
-	if (e && em_parse_size(e, &v) == 0 && v)
-		emm_set_cache(v);
+	if (done || !em_cfg_env_isset(EM_CFG_MAP_CACHE))
+		return 0;
+	if ((rc = em_cfg_env_num(EM_CFG_MAP_CACHE, &v)))
+		return rc;
+	done = 1;
+	return emm_set_cache((uint64_t)v);
+}
+
+/* The settings that choose how the engine maps: the fault mode (fixed by
+ * the first map of the process) and huge pages. */
+static int emm_map_settings(unsigned *flags)
+{
+	int64_t huge, thread;
+	int rc;
+
+	if ((rc = em_cfg_env_num(EM_CFG_MAP_HUGE, &huge)) ||
+	    (rc = em_cfg_env_num(EM_CFG_MAP_FAULTS, &thread)))
+		return rc;
+	if (!huge)
+		*flags |= EM_MAP_NOHUGE;
+	if (*flags & EM_MAP_THREAD_FAULTS)
+		return emm_set_fault_mode(EMM_FAULTS_THREAD);
+	/* the table's order: sigbus, thread */
+	if (!emm_fault_mode())
+		return emm_set_fault_mode(thread ? EMM_FAULTS_THREAD : EMM_FAULTS_SIGBUS);
+	return 0;
 }
 
 int em_map_cache_size(uint64_t bytes)
 {
-	emm_default_cache();
-	return emm_set_cache(bytes);
+	int rc = emm_default_cache();
+
+	return rc ? rc : emm_set_cache(bytes);
 }
 
 int em_map(em_region *region, const struct em_map_opts *opts, void **addr)
 {
-	const unsigned known = EM_MAP_READONLY | EM_MAP_NOPREFETCH | EM_MAP_FRESH | EM_MAP_SCRATCH;
+	const unsigned known = EM_MAP_READONLY | EM_MAP_NOPREFETCH | EM_MAP_FRESH | EM_MAP_SCRATCH |
+			       EM_MAP_NOHUGE | EM_MAP_THREAD_FAULTS;
 	struct em_map_opts o;
 	struct emm_map_params p = { 0 };
 	uint64_t size;
@@ -122,7 +149,8 @@ int em_map(em_region *region, const struct em_map_opts *opts, void **addr)
 	if (!region || !addr || em_opts_in(&o, sizeof(o), opts, EM_MAP_OPTS_SIZE_0_1) ||
 	    (o.flags & ~known))
 		return -EINVAL;
-	emm_default_cache();
+	if ((rc = emm_default_cache()) || (rc = emm_map_settings(&o.flags)))
+		return rc;
 	size = em_region_size(region);
 	if (!o.fetch_unit)
 		o.fetch_unit = 64 << 10;
@@ -142,7 +170,7 @@ int em_map(em_region *region, const struct em_map_opts *opts, void **addr)
 	p.roff = o.offset;
 	p.len = o.length;
 	p.unit = o.fetch_unit;
-	p.flags = o.flags & (EM_MAP_READONLY | EM_MAP_NOPREFETCH | EM_MAP_SCRATCH);
+	p.flags = o.flags & (EM_MAP_READONLY | EM_MAP_NOPREFETCH | EM_MAP_SCRATCH | EM_MAP_NOHUGE);
 	if (o.flags & EM_MAP_FRESH)
 		p.flags |= EMM_MAP_FRESH;
 	p.timeout_ms = o.timeout_ms > 0 ? o.timeout_ms : em_pool_timeout_ms(em_region_pool(region));

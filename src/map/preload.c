@@ -55,6 +55,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "common/config.h"
 #include "ethermem.h"
 #include "map/emm.h"
 
@@ -164,16 +165,18 @@ static void emm_pl_warn(const char *what, int rc)
  * library's own buffers would start going to the pool. */
 __attribute__((constructor)) static void emm_pl_init(void)
 {
-	const char *t = getenv("ETHERMEM_THRESHOLD");
-	uint64_t v;
+	struct em_cfg_val thr, unit;
 
-	if (t && em_parse_size(t, &v) == 0 && v)
-		emm_pl_threshold = v < (256u << 10) ? 256u << 10 : (size_t)v;
 	/* random access favours small units; blocks stay 64 KiB aligned for
-	 * the free() lookup whatever the unit */
-	t = getenv("ETHERMEM_FETCH_UNIT");
-	if (t && em_parse_size(t, &v) == 0 && v >= 4096 && v <= EMM_PL_UNIT && !(v & (v - 1)))
-		emm_pl_unit = (size_t)v;
+	 * the free() lookup whatever the unit (the table's range) */
+	_Static_assert(EMM_PL_UNIT == 64u << 10, "ETHERMEM_FETCH_UNIT's range in the table");
+	if (em_cfg_env(EM_CFG_THRESHOLD, &thr) || em_cfg_env(EM_CFG_FETCH_UNIT, &unit)) {
+		/* the log line named the value; the program runs on its own memory */
+		emm_pl_state = -1;
+		return;
+	}
+	emm_pl_threshold = (size_t)thr.num;
+	emm_pl_unit = (size_t)unit.num;
 }
 
 /* ETHERMEM_PRELOAD_STATS=1: one line on stderr at exit, for tests and for
@@ -183,10 +186,11 @@ static unsigned long emm_pl_blocks;
 __attribute__((destructor)) static void emm_pl_fini(void)
 {
 	struct em_map_stats st = { .size = sizeof(st) };
+	struct em_cfg_val on;
 	char line[256];
 	int n;
 
-	if (!getenv("ETHERMEM_PRELOAD_STATS") || emm_pl_state <= 0)
+	if (em_cfg_env(EM_CFG_PRELOAD_STATS, &on) || !on.num || emm_pl_state <= 0)
 		return;
 	em_map_stats(NULL, &st);
 	n = snprintf(line, sizeof(line),

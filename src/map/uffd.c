@@ -95,11 +95,10 @@ int emm_init_locked(void)
 		return 0;
 	if (!atfork_done++)
 		pthread_atfork(NULL, NULL, emm_atfork_child);
-	if (!emm_g.mode) {
-		const char *e = getenv("ETHERMEM_MAP_FAULTS");
-
-		emm_g.mode = e && !strcmp(e, "thread") ? EMM_FAULTS_THREAD : EMM_FAULTS_SIGBUS;
-	}
+	/* the library chose from its settings; the engine alone defaults to
+	 * the faster way */
+	if (!emm_g.mode)
+		emm_g.mode = EMM_FAULTS_SIGBUS;
 	want = UFFD_FEATURE_PAGEFAULT_FLAG_WP |
 	       (emm_g.mode == EMM_FAULTS_SIGBUS ? UFFD_FEATURE_SIGBUS : UFFD_FEATURE_THREAD_ID);
 #ifdef UFFD_FEATURE_WP_HUGETLBFS_SHMEM

@@ -394,11 +394,11 @@ int ox_fault_parse(const char *spec, struct ox_fault_cfg *cfg)
 	return 0;
 }
 
-int ox_link_faulty_env(struct ox_link *raw, uint64_t salt, struct ox_link **out)
+int ox_link_faulty_spec(struct ox_link *raw, const char *spec, uint64_t salt,
+			struct ox_link **out)
 {
 	*out = raw;
 #ifdef OX_FAULT_ENV
-	const char *spec = getenv("ETHERMEM_OX_FAULTS");
 	struct ox_fault_cfg cfg;
 	if (!spec || !*spec)
 		return 0;
@@ -409,31 +409,8 @@ int ox_link_faulty_env(struct ox_link *raw, uint64_t salt, struct ox_link **out)
 	cfg.seed = cfg.seed * 1000003u + salt;
 	return ox_link_faulty(raw, &cfg, out);
 #else
+	(void)spec;
 	(void)salt;
 	return 0;
 #endif
-}
-
-static uint64_t env_num(const char *name, uint64_t lo, uint64_t hi)
-{
-	const char *v = getenv(name);
-	char *end;
-	unsigned long long n;
-	if (!v || !*v)
-		return 0;
-	n = strtoull(v, &end, 10);
-	return *end || n < lo || n > hi ? 0 : n;
-}
-
-void ox_opts_env(struct ox_opts *o)
-{
-	uint64_t v;
-	if (!o->rtx_slots && (v = env_num("ETHERMEM_OX_WINDOW", 2, 4096)))
-		o->rtx_slots = (unsigned)v;
-	if (!o->rto_ns && (v = env_num("ETHERMEM_OX_RTO_US", 10, 10000000)))
-		o->rto_ns = v * 1000;
-	if (!o->ack_delay_ns && (v = env_num("ETHERMEM_OX_ACK_US", 1, 1000000)))
-		o->ack_delay_ns = v * 1000;
-	if (!o->spin_ns && (v = env_num("ETHERMEM_OX_SPIN_US", 1, 1000000)))
-		o->spin_ns = v * 1000;
 }

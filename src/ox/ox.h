@@ -321,16 +321,13 @@ void ox_link_faulty_stats(struct ox_link *l, struct ox_fault_stats *s);
  * of frames sent; unnamed keys stay 0).  0 or -EINVAL. */
 int ox_fault_parse(const char *spec, struct ox_fault_cfg *cfg);
 /* Test builds only (OX_FAULT_ENV, the CMake option EM_OX_FAULT_ENV): when
- * the environment variable ETHERMEM_OX_FAULTS holds a spec, wraps raw in
+ * spec (the caller's ETHERMEM_OX_FAULTS) is not NULL or empty, wraps raw in
  * the injector (seed mixed with salt, so two processes given the same spec
- * do not drop in lockstep); otherwise *out = raw.  0 or -errno. */
-int ox_link_faulty_env(struct ox_link *raw, uint64_t salt, struct ox_link **out);
-
-struct ox_opts;
-/* Tuning from the environment, for what the caller left 0: ETHERMEM_OX_WINDOW
- * (retransmit ring frames), ETHERMEM_OX_RTO_US, ETHERMEM_OX_ACK_US,
- * ETHERMEM_OX_SPIN_US.  Out-of-range values are ignored. */
-void ox_opts_env(struct ox_opts *o);
+ * do not drop in lockstep); otherwise *out = raw.  0 or -errno. The layer
+ * reads no environment itself: its users take their settings from
+ * ethermem's configuration table (src/common/config.h). */
+int ox_link_faulty_spec(struct ox_link *raw, const char *spec, uint64_t salt,
+			struct ox_link **out);
 
 uint64_t ox_now_ns(void);
 
