@@ -427,20 +427,25 @@ static int check_name(const char *name)
 
 static PyObject *pool_create(PoolObject *self, PyObject *args, PyObject *kw)
 {
-	static char *kwl[] = { "size", "name", "chunk_size", "exclusive", NULL };
+	static char *kwl[] = { "size", "name", "chunk_size", "exclusive", "redundancy", NULL };
 	struct em_region_opts o = { .size = sizeof(o) };
 	uint64_t size = 0, chunk = 0;
-	const char *name = NULL;
+	const char *name = NULL, *red = NULL;
 	int excl = 0, rc;
 	em_region *r;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|O&$O&p:create", kwl, to_size, &size,
-					 to_cstr, &name, to_size, &chunk, &excl))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|O&$O&pz:create", kwl, to_size, &size,
+					 to_cstr, &name, to_size, &chunk, &excl, &red))
 		return NULL;
 	if (pool_usable(self) || check_name(name))
 		return NULL;
 	if (!size) {
 		PyErr_SetString(PyExc_ValueError, "size must be > 0");
+		return NULL;
+	}
+	if (red && em_parse_redundancy(red, &o)) {
+		PyErr_Format(PyExc_ValueError,
+			     "redundancy is 'none', 'replicate:N' (2..16) or 'ec:K+M', not '%s'", red);
 		return NULL;
 	}
 	o.chunk_size = chunk;
@@ -526,10 +531,22 @@ static PyObject *pool_regions(PoolObject *self, PyObject *unused)
 	}
 	list = PyList_New(0);
 	for (int i = 0; list && i < n; i++) {
-		PyObject *d = Py_BuildValue("{s:s,s:K,s:K,s:I}", "name", info[i].name, "size",
-					    (unsigned long long)info[i].bytes, "chunk_size",
-					    (unsigned long long)info[i].chunk_size, "nodes",
-					    info[i].nodes);
+		static const char *const states[] = { "healthy", "degraded", "repairing" };
+		char red[32];
+		PyObject *d;
+
+		if (info[i].redundancy == EM_RED_REPLICATE)
+			snprintf(red, sizeof(red), "replicate:%u", info[i].red_k);
+		else if (info[i].redundancy == EM_RED_EC)
+			snprintf(red, sizeof(red), "ec:%u+%u", info[i].red_k, info[i].red_m);
+		else
+			snprintf(red, sizeof(red), "none");
+		d = Py_BuildValue("{s:s,s:K,s:K,s:I,s:s,s:s,s:I}", "name", info[i].name, "size",
+				  (unsigned long long)info[i].bytes, "chunk_size",
+				  (unsigned long long)info[i].chunk_size, "nodes", info[i].nodes,
+				  "redundancy", red, "state",
+				  info[i].state < 3 ? states[info[i].state] : "unknown", "epoch",
+				  info[i].epoch);
 		if (!d || PyList_Append(list, d)) {
 			Py_XDECREF(d);
 			Py_CLEAR(list);
@@ -700,18 +717,21 @@ static PyObject *pool_get_closed(PoolObject *self, void *c)
 
 static PyMethodDef pool_methods[] = {
 	{ "create", (PyCFunction)(void (*)(void))pool_create, METH_VARARGS | METH_KEYWORDS,
-	  "create(size, name=None, *, chunk_size=0, exclusive=False) -> Region\n\n"
+	  "create(size, name=None, *, chunk_size=0, exclusive=False, redundancy=None) -> Region\n\n"
 	  "Creates a region of size bytes (an int or a string like '512M'). Without a\n"
 	  "name it is anonymous and freed when the pool closes; with one it persists\n"
 	  "until delete(name), and creating an existing name of the same size opens it\n"
-	  "unless exclusive is true. chunk_size is the striping unit over nodes." },
+	  "unless exclusive is true. chunk_size is the striping unit over nodes;\n"
+	  "redundancy is 'none', 'replicate:N' or 'ec:K+M' (default: the pool's)." },
 	{ "open", (PyCFunction)pool_open, METH_VARARGS,
 	  "open(name) -> Region\n\nOpens an existing named region." },
 	{ "delete", (PyCFunction)pool_delete, METH_VARARGS,
 	  "delete(name)\n\nDeletes a named region on every node; handles open elsewhere\n"
 	  "get ENOENT on their next access." },
 	{ "regions", (PyCFunction)pool_regions, METH_NOARGS,
-	  "regions() -> list of dict\n\nThe named regions: name, size, chunk_size, nodes." },
+	  "regions() -> list of dict\n\nThe named regions: name, size, chunk_size, nodes,\n"
+	  "redundancy ('none', 'replicate:N', 'ec:K+M'), state ('healthy', 'degraded',\n"
+	  "'repairing') and epoch." },
 	{ "status", (PyCFunction)pool_status, METH_NOARGS,
 	  "status() -> list of dict\n\nOne dict per node: capacity, used, regions, clients,\n"
 	  "per-operation counters (ops, errors), latency_ns percentiles, bytes_in/out,\n"

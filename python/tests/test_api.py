@@ -107,6 +107,29 @@ class TestRegions(Base):
         self.assertEqual(cm.exception.errno, errno.ENOENT)
         self.assertEqual(cm.exception.strerror, ethermem.strerror(errno.ENOENT))
 
+    def test_redundancy(self):
+        # two copies, one on each node: listed as such, bytes the same
+        r = self.pool.create("8M", name="py-rep", redundancy="replicate:2")
+        d = {x["name"]: x for x in self.pool.regions()}["py-rep"]
+        self.assertEqual(d["redundancy"], "replicate:2")
+        self.assertEqual(d["state"], "healthy")
+        self.assertEqual(self.pool.regions()[0]["epoch"] >= 0, True)
+        data = bytes(range(256)) * 16
+        r.write(4096, data)
+        self.assertEqual(r.read(4096, len(data)), data)
+        r.close()
+        self.pool.delete("py-rep")
+        plain = {x["name"]: x for x in self.pool.regions()}
+        self.assertNotIn("py-rep", plain)
+        for bad in ("replicate:1", "ec:", "mirror", "replicate:3x"):
+            with self.assertRaises(ValueError):
+                self.pool.create("1M", name="py-bad", redundancy=bad)
+        with self.assertRaises(TypeError):
+            self.pool.create("1M", redundancy=3)
+        # three copies cannot be placed on two nodes
+        with self.assertRaises(ethermem.Error):
+            self.pool.create("1M", name="py-rep3", redundancy="replicate:3")
+
     def test_buffers_in_place(self):
         with self.pool.create(1 << 20) as r:
             self.assertIsNone(r.name)
