@@ -183,6 +183,9 @@ __attribute__((constructor)) static void emm_pl_init(void)
  * seeing that a program really used the pool. */
 static unsigned long emm_pl_blocks;
 
+/* the allocator the program has (below) */
+static _Atomic int emm_pl_foreign = -1; /* -1 not known, 0 glibc, 1 another */
+
 __attribute__((destructor)) static void emm_pl_fini(void)
 {
 	struct em_map_stats st = { .size = sizeof(st) };
@@ -190,9 +193,19 @@ __attribute__((destructor)) static void emm_pl_fini(void)
 	char line[256];
 	int n;
 
-	if (em_cfg_env(EM_CFG_PRELOAD_STATS, &on) || !on.num || emm_pl_state <= 0)
+	if (em_cfg_env(EM_CFG_PRELOAD_STATS, &on) || !on.num)
 		return;
-	em_map_stats(NULL, &st);
+	if (atomic_load(&emm_pl_foreign) == 1) {
+		static const char msg[] = "ethermem-preload: the program has its own allocator; "
+					  "its heap stayed in local memory\n";
+
+		if (write(2, msg, sizeof(msg) - 1) < 0)
+			return;
+	}
+	/* the line is printed even when the pool was never used (a program
+	 * with its own allocator, or no big request): tools read it */
+	if (emm_pl_state > 0)
+		em_map_stats(NULL, &st);
 	n = snprintf(line, sizeof(line),
 		     "ethermem-preload: blocks %lu faults %llu fetched %llu written %llu evictions %llu resident %llu\n",
 		     emm_pl_blocks, (unsigned long long)st.faults, (unsigned long long)st.bytes_fetched,
@@ -497,8 +510,63 @@ static void emm_pl_release(struct emm_pl_block *b)
 
 /* ---- the allocator ---- */
 
+/* A program linked with another allocator (jemalloc, tcmalloc, mimalloc)
+ * has it ahead of glibc: its small blocks must come from that allocator,
+ * since the program may hand them to its non-standard entry points
+ * (mallocx, malloc_usable_size of its own). Mixing glibc chunks into it
+ * crashes, so the shim then forwards every allocator call to the next
+ * definition and leaves anonymous mmaps (that allocator's arenas, which it
+ * trims and advises as it likes) alone: only file imports use the pool.
+ * Decided at the first call, before the shim hands out anything. */
+static __thread int emm_pl_detecting;
+static struct {
+	void *(*malloc)(size_t);
+	void *(*calloc)(size_t, size_t);
+	void *(*realloc)(void *, size_t);
+	void (*free)(void *);
+	int (*posix_memalign)(void **, size_t, size_t);
+	void *(*aligned_alloc)(size_t, size_t);
+	void *(*memalign)(size_t, size_t);
+	size_t (*usable)(void *);
+} emm_pl_next;
+
+static int emm_pl_other_malloc(void)
+{
+	int f = atomic_load_explicit(&emm_pl_foreign, memory_order_acquire);
+
+	if (f >= 0)
+		return f;
+	if (emm_pl_detecting)
+		return 0; /* an allocation inside dlsym: glibc's, as before */
+	emm_pl_detecting = 1;
+	/* glibc's malloc is an alias of __libc_malloc: another address is
+	 * another allocator */
+	void *m = dlsym(RTLD_NEXT, "malloc");
+
+	f = m && m != (void *)__libc_malloc;
+	if (f) {
+		emm_pl_next.malloc = (void *(*)(size_t))m;
+		emm_pl_next.calloc = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "calloc");
+		emm_pl_next.realloc = (void *(*)(void *, size_t))dlsym(RTLD_NEXT, "realloc");
+		emm_pl_next.free = (void (*)(void *))dlsym(RTLD_NEXT, "free");
+		emm_pl_next.posix_memalign = (int (*)(void **, size_t, size_t))dlsym(RTLD_NEXT, "posix_memalign");
+		emm_pl_next.aligned_alloc = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "aligned_alloc");
+		emm_pl_next.memalign = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "memalign");
+		emm_pl_next.usable = (size_t (*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
+		/* an allocator without one of them gets glibc's for it: what
+		 * the program would have called without the shim */
+		if (!emm_pl_next.calloc || !emm_pl_next.realloc || !emm_pl_next.free)
+			f = 0;
+	}
+	atomic_store_explicit(&emm_pl_foreign, f, memory_order_release);
+	emm_pl_detecting = 0;
+	return f;
+}
+
 void *malloc(size_t n)
 {
+	if (emm_pl_other_malloc())
+		return emm_pl_next.malloc(n);
 	void *p = n >= emm_pl_threshold ? emm_pl_new(n, -1, 0) : NULL;
 
 	return p ? p : __libc_malloc(n);
@@ -509,6 +577,8 @@ void *calloc(size_t n, size_t m)
 	size_t t;
 	void *p;
 
+	if (emm_pl_other_malloc())
+		return emm_pl_next.calloc(n, m);
 	if (__builtin_mul_overflow(n, m, &t)) {
 		errno = ENOMEM;
 		return NULL;
@@ -519,7 +589,13 @@ void *calloc(size_t n, size_t m)
 
 void free(void *p)
 {
-	struct emm_pl_block *b = emm_pl_find(p);
+	struct emm_pl_block *b;
+
+	if (emm_pl_other_malloc()) {
+		emm_pl_next.free(p);
+		return;
+	}
+	b = emm_pl_find(p);
 
 	if (b)
 		emm_pl_release(b);
@@ -529,10 +605,13 @@ void free(void *p)
 
 void *realloc(void *p, size_t n)
 {
-	struct emm_pl_block *b = emm_pl_find(p);
+	struct emm_pl_block *b;
 	size_t old;
 	void *q;
 
+	if (emm_pl_other_malloc())
+		return emm_pl_next.realloc(p, n);
+	b = emm_pl_find(p);
 	if (!p)
 		return malloc(n);
 	if (!b) {
@@ -563,6 +642,8 @@ int posix_memalign(void **out, size_t align, size_t n)
 {
 	void *p = NULL;
 
+	if (emm_pl_other_malloc() && emm_pl_next.posix_memalign)
+		return emm_pl_next.posix_memalign(out, align, n);
 	if (!align || (align & (align - 1)) || align % sizeof(void *))
 		return EINVAL;
 	if (n >= emm_pl_threshold && align <= EMM_PL_UNIT)
@@ -579,19 +660,26 @@ void *aligned_alloc(size_t align, size_t n)
 {
 	void *p = NULL;
 
+	if (emm_pl_other_malloc() && emm_pl_next.aligned_alloc)
+		return emm_pl_next.aligned_alloc(align, n);
 	return posix_memalign(&p, align < sizeof(void *) ? sizeof(void *) : align, n) ? NULL : p;
 }
 
 void *memalign(size_t align, size_t n)
 {
+	if (emm_pl_other_malloc() && emm_pl_next.memalign)
+		return emm_pl_next.memalign(align, n);
 	return aligned_alloc(align, n);
 }
 
 size_t malloc_usable_size(void *p)
 {
 	static size_t (*real)(void *);
-	struct emm_pl_block *b = emm_pl_find(p);
+	struct emm_pl_block *b;
 
+	if (emm_pl_other_malloc())
+		return emm_pl_next.usable ? emm_pl_next.usable(p) : 0;
+	b = emm_pl_find(p);
 	if (b)
 		return b->size;
 	/* dlsym may allocate: harmless, small requests go straight to glibc */
@@ -620,7 +708,7 @@ void *mmap(void *a, size_t len, int prot, int flags, int fd, off_t off)
 	void *p = NULL;
 
 	if (!emm_pl_inside && !a && len >= emm_pl_threshold && !(flags & (MAP_FIXED | MAP_SHARED))) {
-		if ((flags & MAP_ANONYMOUS) && prot == (PROT_READ | PROT_WRITE))
+		if ((flags & MAP_ANONYMOUS) && prot == (PROT_READ | PROT_WRITE) && !emm_pl_other_malloc())
 			p = emm_pl_new(len, -1, 0);
 		else if (!(flags & MAP_ANONYMOUS) && prot == PROT_READ && fd >= 0)
 			p = emm_pl_new(len, fd, off);

@@ -62,7 +62,8 @@ alloc)
 	R=$!
 	for _ in $(seq 100); do redis-cli -p $P ping >/dev/null 2>&1 && break; sleep 0.1; done
 	redis-cli -p $P ping | grep -q PONG || { cat "$D/redis.out" "$D/redis.err"; fail "redis did not start"; }
-	for i in $(seq 200); do echo "SET k$i $(printf 'v%.0s' $(seq 64))$i"; done | redis-cli -p $P >/dev/null
+	awk 'BEGIN { v = sprintf("%64s", ""); gsub(/ /, "v", v); for (i = 1; i <= 200; i++) print "SET k" i " " v i }' \
+		| redis-cli -p $P >/dev/null
 	redis-cli -p $P GET k137 | grep -q "v137$" || fail "redis GET"
 	[ "$(redis-cli -p $P DBSIZE)" = 200 ] || fail "redis DBSIZE"
 	redis-cli -p $P SHUTDOWN NOSAVE >/dev/null 2>&1
