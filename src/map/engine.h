@@ -251,7 +251,7 @@ void *emm_server(void *arg);
 int emm_wp(struct emm_mapping *m, size_t idx, int protect);
 /* Opens the userfaultfd and starts fault delivery at the first map (emm_g.mu). */
 int emm_init_locked(void);
-int emm_register(char *base, size_t len, unsigned flags);
+int emm_register(char *base, size_t len, unsigned flags, bool huge);
 
 /* ---- huge.c (never in the handler) ---- */
 bool emm_huge_fits(const struct emm_map_params *p, size_t *maplen);

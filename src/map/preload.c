@@ -161,6 +161,33 @@ static void emm_pl_warn(const char *what, int rc)
 		return;
 }
 
+/* A forked child: the engine hands it every block as ordinary private
+ * memory (filled before the fork), and the pool connection is the
+ * parent's, so the child keeps its blocks as plain mappings and allocates
+ * locally from then on. Its blocks leave the lists munmap and mremap
+ * consult (they are the system's now); free() still knows them by
+ * address, and returns them with munmap (emm_pl_child). */
+static int emm_pl_child;
+
+static void emm_pl_atfork_prepare(void)
+{
+	pthread_mutex_lock(&emm_pl_mu); /* no block is half made at the fork */
+}
+
+static void emm_pl_atfork_parent(void)
+{
+	pthread_mutex_unlock(&emm_pl_mu);
+}
+
+static void emm_pl_atfork_child(void)
+{
+	pthread_mutex_init(&emm_pl_mu, NULL);
+	emm_pl_child = 1;
+	emm_pl_state = -1;
+	emm_pl_all = NULL;
+	atomic_store(&emm_pl_live, 0);
+}
+
 /* The threshold is known before the first allocation; below 256 KiB the
  * library's own buffers would start going to the pool. */
 __attribute__((constructor)) static void emm_pl_init(void)
@@ -170,6 +197,7 @@ __attribute__((constructor)) static void emm_pl_init(void)
 	/* random access favours small units; blocks stay 64 KiB aligned for
 	 * the free() lookup whatever the unit (the table's range) */
 	_Static_assert(EMM_PL_UNIT == 64u << 10, "ETHERMEM_FETCH_UNIT's range in the table");
+	pthread_atfork(emm_pl_atfork_prepare, emm_pl_atfork_parent, emm_pl_atfork_child);
 	if (em_cfg_env(EM_CFG_THRESHOLD, &thr) || em_cfg_env(EM_CFG_FETCH_UNIT, &unit)) {
 		/* the log line named the value; the program runs on its own memory */
 		emm_pl_state = -1;
@@ -492,6 +520,17 @@ static int emm_pl_unmap_locked(uintptr_t a, uintptr_t e, int others)
 
 static void emm_pl_release(struct emm_pl_block *b)
 {
+	if (emm_pl_child) {
+		/* a block inherited at fork: plain memory now */
+		emm_pl_remove(b);
+		for (unsigned i = 0; i < b->n_ext; i++)
+			emm_pl_sys_munmap(b->ext[i].lo, b->ext[i].hi - b->ext[i].lo);
+		if (b->ext != &b->one)
+			__libc_free(b->ext);
+		__libc_free(b->path);
+		__libc_free(b); /* its region handle is the parent's connection's */
+		return;
+	}
 	emm_pl_inside = 1;
 	pthread_mutex_lock(&emm_pl_mu);
 	if (b->n_ext == 1 && b->ext[0].lo == (uintptr_t)b->base &&
