@@ -45,6 +45,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/syscall.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -188,6 +189,13 @@ static inline void emm_lock(void)
 static inline void emm_unlock(void)
 {
 	atomic_store_explicit(&emm_g.lock, 0, memory_order_release);
+}
+
+/* madvise as the system call: the preload shim interposes madvise(3) for
+ * the program, and the engine's own calls must not go through it. */
+static inline int emm_madvise(void *a, size_t len, int advice)
+{
+	return syscall(SYS_madvise, a, len, advice) ? -errno : 0;
 }
 
 static inline uint64_t emm_ulen(const struct emm_mapping *m, size_t idx)

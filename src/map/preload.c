@@ -793,6 +793,64 @@ int munmap(void *a, size_t len)
 	return 0;
 }
 
+/* ---- madvise ---- */
+
+/* The engine keeps each block unit's pages present or absent as a whole and
+ * knows which, so advice that drops pages behind its back (after which it
+ * took them for present, and an access never completed) goes through it:
+ * DONTNEED and FREE on block pages make them read as zeros (FREE may keep
+ * the data or not; zeros is one of its answers). Every other advice, and
+ * other memory, is the system's: hints and mprotect only cut VMAs, which
+ * the engine copes with. */
+int madvise(void *a, size_t len, int advice)
+{
+	uintptr_t s = (uintptr_t)a, e = EMM_PL_PAGE(s + len);
+	int err = 0;
+
+	if (emm_pl_inside || !atomic_load(&emm_pl_live) || (advice != MADV_DONTNEED && advice != MADV_FREE) ||
+	    (s & 4095) || e < s)
+		return syscall(SYS_madvise, a, len, advice) ? -1 : 0;
+	emm_pl_inside = 1;
+	pthread_mutex_lock(&emm_pl_mu);
+	while (s < e && !err) {
+		struct emm_pl_block *nb = NULL;
+		uintptr_t lo = e, hi;
+		unsigned ni = 0;
+
+		/* the lowest block piece from s on, as emm_pl_unmap_locked */
+		for (struct emm_pl_block *b = emm_pl_all; b; b = b->next)
+			for (unsigned i = 0; i < b->n_ext; i++) {
+				uintptr_t l = b->ext[i].lo > s ? b->ext[i].lo : s;
+
+				if (b->ext[i].hi > s && b->ext[i].lo < e && l < lo) {
+					lo = l;
+					nb = b;
+					ni = i;
+				}
+			}
+		if (lo > s && syscall(SYS_madvise, s, lo - s, advice))
+			err = errno;
+		if (!nb || err)
+			break;
+		hi = nb->ext[ni].hi < e ? nb->ext[ni].hi : e;
+		int r = emm_zero_range((void *)lo, hi - lo);
+
+		/* not the engine's (a detached piece): the system's */
+		if (r == -ENOENT && syscall(SYS_madvise, lo, hi - lo, advice))
+			err = errno;
+		else if (r && r != -ENOENT)
+			err = -r;
+		s = hi;
+	}
+	pthread_mutex_unlock(&emm_pl_mu);
+	emm_pl_inside = 0;
+	if (err) {
+		errno = err;
+		return -1;
+	}
+	return 0;
+}
+
 /* ---- mremap ---- */
 
 static void *emm_pl_sys_mremap(void *old, size_t os, size_t ns, int flags, void *na)

@@ -202,6 +202,6 @@ int emm_register(char *base, size_t len, unsigned flags, bool huge)
 	/* a child gets a copy of the range (emm_atfork_prepare), except on
 	 * explicit huge pages */
 	if (huge)
-		madvise(base, len, MADV_DONTFORK);
+		emm_madvise(base, len, MADV_DONTFORK);
 	return ioctl(emm_g.uffd, UFFDIO_REGISTER, &reg) ? -errno : 0;
 }
