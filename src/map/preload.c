@@ -37,6 +37,11 @@
  * on stderr): a block cannot be placed at an address of the program's
  * choosing. A MAP_FIXED mmap or MREMAP_FIXED target over a block first
  * takes the block's pages out of the engine.
+ *
+ * madvise DONTNEED and FREE on block pages go through the engine (they
+ * read as zeros afterwards); a program with its own allocator is left to
+ * it (only file imports use the pool); a forked child keeps its blocks as
+ * plain memory and allocates locally. Each is explained where it is done.
  */
 #include <dlfcn.h>
 #include <errno.h>
