@@ -19,6 +19,7 @@
  */
 #include "map/engine.h"
 
+#include <string.h>
 #include <sys/mman.h>
 
 /* A unit wholly inside the range: afterwards BUSY and out of the cache. */
@@ -160,6 +161,64 @@ int emm_discard_range(void *addr, size_t len)
 		atomic_store(&m->dead, 1);
 		emm_forget_locked(m, slot);
 		rc = 1; /* even after a failed munmap (logged): the caller must forget it */
+	}
+out:
+	pthread_mutex_unlock(&emm_g.mu);
+	return rc;
+}
+
+/* DONTNEED is "these pages read as zero from now on", which a fresh
+ * mapping can give without touching the pool: a whole unit is dropped
+ * without write-back and marked never written, so its next fault installs
+ * zeros; the pages of a unit only partly inside are zeroed in place (a
+ * write, which faults the unit in as usual). */
+int emm_zero_range(void *addr, size_t len)
+{
+	uintptr_t a = (uintptr_t)addr, e = a + len, b;
+	struct emm_mapping *m = NULL;
+	size_t first, last;
+	int rc = 0;
+
+	if ((a & 4095) || (len & 4095) || !len || e < a)
+		return -EINVAL;
+	pthread_mutex_lock(&emm_g.mu);
+	for (int i = 0; i < EMM_MAX_MAPS && !m; i++) {
+		struct emm_mapping *c = atomic_load(&emm_g.maps[i]);
+
+		if (c && !atomic_load(&c->dead) && a >= (uintptr_t)c->base && e <= (uintptr_t)c->base + c->maplen)
+			m = c;
+	}
+	if (!m) {
+		rc = -ENOENT;
+		goto out;
+	}
+	if (!emm_writable(m))
+		goto out; /* a private file mapping reads the file again: the same */
+	if (!(m->flags & EMM_MAP_FRESH) || m->huge) {
+		rc = -EINVAL;
+		goto out;
+	}
+	b = (uintptr_t)m->base;
+	first = (a - b) >> m->shift;
+	last = (e - 1 - b) >> m->shift;
+	for (size_t k = first; k <= last; k++) {
+		uintptr_t ua = (uintptr_t)emm_uaddr(m, k), ue = ua + emm_ulen(m, k);
+		uintptr_t lo = ua > a ? ua : a, hi = ue < e ? ue : e;
+		struct emm_unit *u = &m->u[k];
+
+		if (atomic_load(&u->st) == EMM_GONE) {
+			/* detached (ordinary memory) or unmapped: the system's */
+			emm_madvise((void *)lo, hi - lo, MADV_DONTNEED);
+			continue;
+		}
+		if (lo > ua || hi < ue) {
+			memset((void *)lo, 0, hi - lo);
+			continue;
+		}
+		emm_claim(m, k);
+		emm_madvise((void *)ua, ue - ua, MADV_DONTNEED); /* re-arms the missing fault */
+		u->written = 0;
+		atomic_store(&u->st, EMM_EMPTY);
 	}
 out:
 	pthread_mutex_unlock(&emm_g.mu);

@@ -92,6 +92,11 @@ int emm_unmap_range(void *addr);
  * still owns is in the range (the caller unmaps it); or -EINVAL. Exported to
  * the preload shim alone (libethermem.map). */
 int emm_discard_range(void *addr, size_t len);
+/* MADV_DONTNEED on a mapping's pages: they read as zeros afterwards (a
+ * fresh mapping; a read-only one keeps its data, as a private file mapping
+ * does). 0, -ENOENT (no mapping there), -EINVAL (a mapping whose backing is
+ * not zeros). Never in the handler. */
+int emm_zero_range(void *addr, size_t len);
 int emm_stats(void *addr, struct em_map_stats *st);
 int emm_set_cache(uint64_t bytes);
 uint64_t emm_cache(void);

@@ -45,6 +45,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/syscall.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -190,6 +191,13 @@ static inline void emm_unlock(void)
 	atomic_store_explicit(&emm_g.lock, 0, memory_order_release);
 }
 
+/* madvise as the system call: the preload shim interposes madvise(3) for
+ * the program, and the engine's own calls must not go through it. */
+static inline int emm_madvise(void *a, size_t len, int advice)
+{
+	return syscall(SYS_madvise, a, len, advice) ? -errno : 0;
+}
+
 static inline uint64_t emm_ulen(const struct emm_mapping *m, size_t idx)
 {
 	uint64_t off = (uint64_t)idx << m->shift, ul = 1ull << m->shift;
@@ -251,7 +259,7 @@ void *emm_server(void *arg);
 int emm_wp(struct emm_mapping *m, size_t idx, int protect);
 /* Opens the userfaultfd and starts fault delivery at the first map (emm_g.mu). */
 int emm_init_locked(void);
-int emm_register(char *base, size_t len, unsigned flags);
+int emm_register(char *base, size_t len, unsigned flags, bool huge);
 
 /* ---- huge.c (never in the handler) ---- */
 bool emm_huge_fits(const struct emm_map_params *p, size_t *maplen);

@@ -128,7 +128,7 @@ int emm_map_range(const struct emm_map_params *p, void **addr)
 		/* hugetlb mappings come 2 MiB-aligned from the kernel */
 		base = mmap(NULL, maplen, (p->flags & EM_MAP_READONLY) ? PROT_READ : PROT_READ | PROT_WRITE,
 			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_HUGETLB, -1, 0);
-		if (base == MAP_FAILED || (err = emm_register(base, maplen, p->flags))) {
+		if (base == MAP_FAILED || (err = emm_register(base, maplen, p->flags, true))) {
 			if (base != MAP_FAILED)
 				munmap(base, maplen);
 			huge = false;
@@ -150,7 +150,7 @@ int emm_map_range(const struct emm_map_params *p, void **addr)
 			munmap(raw, (size_t)(base - raw));
 		if (raw + align > base)
 			munmap(base + maplen, (size_t)(raw + align - base));
-		err = emm_register(base, maplen, p->flags);
+		err = emm_register(base, maplen, p->flags, false);
 		if (err) {
 			munmap(base, maplen);
 			goto fail;

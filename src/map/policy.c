@@ -211,7 +211,7 @@ int emm_reserve(struct emm_slot *sl, uint64_t need)
 				atomic_store(&u->st, EMM_DIRTY);
 				continue;
 			}
-			madvise(emm_uaddr(m, idx), emm_ulen(m, idx), MADV_DONTNEED);
+			emm_madvise(emm_uaddr(m, idx), emm_ulen(m, idx), MADV_DONTNEED);
 			atomic_fetch_add(&m->evictions, 1);
 			atomic_store(&u->st, EMM_EMPTY);
 		}

@@ -37,6 +37,11 @@
  * on stderr): a block cannot be placed at an address of the program's
  * choosing. A MAP_FIXED mmap or MREMAP_FIXED target over a block first
  * takes the block's pages out of the engine.
+ *
+ * madvise DONTNEED and FREE on block pages go through the engine (they
+ * read as zeros afterwards); a program with its own allocator is left to
+ * it (only file imports use the pool); a forked child keeps its blocks as
+ * plain memory and allocates locally. Each is explained where it is done.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -161,6 +166,33 @@ static void emm_pl_warn(const char *what, int rc)
 		return;
 }
 
+/* A forked child: the engine hands it every block as ordinary private
+ * memory (filled before the fork), and the pool connection is the
+ * parent's, so the child keeps its blocks as plain mappings and allocates
+ * locally from then on. Its blocks leave the lists munmap and mremap
+ * consult (they are the system's now); free() still knows them by
+ * address, and returns them with munmap (emm_pl_child). */
+static int emm_pl_child;
+
+static void emm_pl_atfork_prepare(void)
+{
+	pthread_mutex_lock(&emm_pl_mu); /* no block is half made at the fork */
+}
+
+static void emm_pl_atfork_parent(void)
+{
+	pthread_mutex_unlock(&emm_pl_mu);
+}
+
+static void emm_pl_atfork_child(void)
+{
+	pthread_mutex_init(&emm_pl_mu, NULL);
+	emm_pl_child = 1;
+	emm_pl_state = -1;
+	emm_pl_all = NULL;
+	atomic_store(&emm_pl_live, 0);
+}
+
 /* The threshold is known before the first allocation; below 256 KiB the
  * library's own buffers would start going to the pool. */
 __attribute__((constructor)) static void emm_pl_init(void)
@@ -170,6 +202,7 @@ __attribute__((constructor)) static void emm_pl_init(void)
 	/* random access favours small units; blocks stay 64 KiB aligned for
 	 * the free() lookup whatever the unit (the table's range) */
 	_Static_assert(EMM_PL_UNIT == 64u << 10, "ETHERMEM_FETCH_UNIT's range in the table");
+	pthread_atfork(emm_pl_atfork_prepare, emm_pl_atfork_parent, emm_pl_atfork_child);
 	if (em_cfg_env(EM_CFG_THRESHOLD, &thr) || em_cfg_env(EM_CFG_FETCH_UNIT, &unit)) {
 		/* the log line named the value; the program runs on its own memory */
 		emm_pl_state = -1;
@@ -183,6 +216,9 @@ __attribute__((constructor)) static void emm_pl_init(void)
  * seeing that a program really used the pool. */
 static unsigned long emm_pl_blocks;
 
+/* the allocator the program has (below) */
+static _Atomic int emm_pl_foreign = -1; /* -1 not known, 0 glibc, 1 another */
+
 __attribute__((destructor)) static void emm_pl_fini(void)
 {
 	struct em_map_stats st = { .size = sizeof(st) };
@@ -190,9 +226,19 @@ __attribute__((destructor)) static void emm_pl_fini(void)
 	char line[256];
 	int n;
 
-	if (em_cfg_env(EM_CFG_PRELOAD_STATS, &on) || !on.num || emm_pl_state <= 0)
+	if (em_cfg_env(EM_CFG_PRELOAD_STATS, &on) || !on.num)
 		return;
-	em_map_stats(NULL, &st);
+	if (atomic_load(&emm_pl_foreign) == 1) {
+		static const char msg[] = "ethermem-preload: the program has its own allocator; "
+					  "its heap stayed in local memory\n";
+
+		if (write(2, msg, sizeof(msg) - 1) < 0)
+			return;
+	}
+	/* the line is printed even when the pool was never used (a program
+	 * with its own allocator, or no big request): tools read it */
+	if (emm_pl_state > 0)
+		em_map_stats(NULL, &st);
 	n = snprintf(line, sizeof(line),
 		     "ethermem-preload: blocks %lu faults %llu fetched %llu written %llu evictions %llu resident %llu\n",
 		     emm_pl_blocks, (unsigned long long)st.faults, (unsigned long long)st.bytes_fetched,
@@ -479,6 +525,17 @@ static int emm_pl_unmap_locked(uintptr_t a, uintptr_t e, int others)
 
 static void emm_pl_release(struct emm_pl_block *b)
 {
+	if (emm_pl_child) {
+		/* a block inherited at fork: plain memory now */
+		emm_pl_remove(b);
+		for (unsigned i = 0; i < b->n_ext; i++)
+			emm_pl_sys_munmap(b->ext[i].lo, b->ext[i].hi - b->ext[i].lo);
+		if (b->ext != &b->one)
+			__libc_free(b->ext);
+		__libc_free(b->path);
+		__libc_free(b); /* its region handle is the parent's connection's */
+		return;
+	}
 	emm_pl_inside = 1;
 	pthread_mutex_lock(&emm_pl_mu);
 	if (b->n_ext == 1 && b->ext[0].lo == (uintptr_t)b->base &&
@@ -497,8 +554,63 @@ static void emm_pl_release(struct emm_pl_block *b)
 
 /* ---- the allocator ---- */
 
+/* A program linked with another allocator (jemalloc, tcmalloc, mimalloc)
+ * has it ahead of glibc: its small blocks must come from that allocator,
+ * since the program may hand them to its non-standard entry points
+ * (mallocx, malloc_usable_size of its own). Mixing glibc chunks into it
+ * crashes, so the shim then forwards every allocator call to the next
+ * definition and leaves anonymous mmaps (that allocator's arenas, which it
+ * trims and advises as it likes) alone: only file imports use the pool.
+ * Decided at the first call, before the shim hands out anything. */
+static __thread int emm_pl_detecting;
+static struct {
+	void *(*malloc)(size_t);
+	void *(*calloc)(size_t, size_t);
+	void *(*realloc)(void *, size_t);
+	void (*free)(void *);
+	int (*posix_memalign)(void **, size_t, size_t);
+	void *(*aligned_alloc)(size_t, size_t);
+	void *(*memalign)(size_t, size_t);
+	size_t (*usable)(void *);
+} emm_pl_next;
+
+static int emm_pl_other_malloc(void)
+{
+	int f = atomic_load_explicit(&emm_pl_foreign, memory_order_acquire);
+
+	if (f >= 0)
+		return f;
+	if (emm_pl_detecting)
+		return 0; /* an allocation inside dlsym: glibc's, as before */
+	emm_pl_detecting = 1;
+	/* glibc's malloc is an alias of __libc_malloc: another address is
+	 * another allocator */
+	void *m = dlsym(RTLD_NEXT, "malloc");
+
+	f = m && m != (void *)__libc_malloc;
+	if (f) {
+		emm_pl_next.malloc = (void *(*)(size_t))m;
+		emm_pl_next.calloc = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "calloc");
+		emm_pl_next.realloc = (void *(*)(void *, size_t))dlsym(RTLD_NEXT, "realloc");
+		emm_pl_next.free = (void (*)(void *))dlsym(RTLD_NEXT, "free");
+		emm_pl_next.posix_memalign = (int (*)(void **, size_t, size_t))dlsym(RTLD_NEXT, "posix_memalign");
+		emm_pl_next.aligned_alloc = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "aligned_alloc");
+		emm_pl_next.memalign = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "memalign");
+		emm_pl_next.usable = (size_t (*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
+		/* an allocator without one of them gets glibc's for it: what
+		 * the program would have called without the shim */
+		if (!emm_pl_next.calloc || !emm_pl_next.realloc || !emm_pl_next.free)
+			f = 0;
+	}
+	atomic_store_explicit(&emm_pl_foreign, f, memory_order_release);
+	emm_pl_detecting = 0;
+	return f;
+}
+
 void *malloc(size_t n)
 {
+	if (emm_pl_other_malloc())
+		return emm_pl_next.malloc(n);
 	void *p = n >= emm_pl_threshold ? emm_pl_new(n, -1, 0) : NULL;
 
 	return p ? p : __libc_malloc(n);
@@ -509,6 +621,8 @@ void *calloc(size_t n, size_t m)
 	size_t t;
 	void *p;
 
+	if (emm_pl_other_malloc())
+		return emm_pl_next.calloc(n, m);
 	if (__builtin_mul_overflow(n, m, &t)) {
 		errno = ENOMEM;
 		return NULL;
@@ -519,7 +633,13 @@ void *calloc(size_t n, size_t m)
 
 void free(void *p)
 {
-	struct emm_pl_block *b = emm_pl_find(p);
+	struct emm_pl_block *b;
+
+	if (emm_pl_other_malloc()) {
+		emm_pl_next.free(p);
+		return;
+	}
+	b = emm_pl_find(p);
 
 	if (b)
 		emm_pl_release(b);
@@ -529,10 +649,13 @@ void free(void *p)
 
 void *realloc(void *p, size_t n)
 {
-	struct emm_pl_block *b = emm_pl_find(p);
+	struct emm_pl_block *b;
 	size_t old;
 	void *q;
 
+	if (emm_pl_other_malloc())
+		return emm_pl_next.realloc(p, n);
+	b = emm_pl_find(p);
 	if (!p)
 		return malloc(n);
 	if (!b) {
@@ -563,6 +686,8 @@ int posix_memalign(void **out, size_t align, size_t n)
 {
 	void *p = NULL;
 
+	if (emm_pl_other_malloc() && emm_pl_next.posix_memalign)
+		return emm_pl_next.posix_memalign(out, align, n);
 	if (!align || (align & (align - 1)) || align % sizeof(void *))
 		return EINVAL;
 	if (n >= emm_pl_threshold && align <= EMM_PL_UNIT)
@@ -579,19 +704,26 @@ void *aligned_alloc(size_t align, size_t n)
 {
 	void *p = NULL;
 
+	if (emm_pl_other_malloc() && emm_pl_next.aligned_alloc)
+		return emm_pl_next.aligned_alloc(align, n);
 	return posix_memalign(&p, align < sizeof(void *) ? sizeof(void *) : align, n) ? NULL : p;
 }
 
 void *memalign(size_t align, size_t n)
 {
+	if (emm_pl_other_malloc() && emm_pl_next.memalign)
+		return emm_pl_next.memalign(align, n);
 	return aligned_alloc(align, n);
 }
 
 size_t malloc_usable_size(void *p)
 {
 	static size_t (*real)(void *);
-	struct emm_pl_block *b = emm_pl_find(p);
+	struct emm_pl_block *b;
 
+	if (emm_pl_other_malloc())
+		return emm_pl_next.usable ? emm_pl_next.usable(p) : 0;
+	b = emm_pl_find(p);
 	if (b)
 		return b->size;
 	/* dlsym may allocate: harmless, small requests go straight to glibc */
@@ -620,7 +752,7 @@ void *mmap(void *a, size_t len, int prot, int flags, int fd, off_t off)
 	void *p = NULL;
 
 	if (!emm_pl_inside && !a && len >= emm_pl_threshold && !(flags & (MAP_FIXED | MAP_SHARED))) {
-		if ((flags & MAP_ANONYMOUS) && prot == (PROT_READ | PROT_WRITE))
+		if ((flags & MAP_ANONYMOUS) && prot == (PROT_READ | PROT_WRITE) && !emm_pl_other_malloc())
 			p = emm_pl_new(len, -1, 0);
 		else if (!(flags & MAP_ANONYMOUS) && prot == PROT_READ && fd >= 0)
 			p = emm_pl_new(len, fd, off);
@@ -661,6 +793,64 @@ int munmap(void *a, size_t len)
 	emm_pl_inside = 0;
 	if (r) {
 		errno = -r;
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- madvise ---- */
+
+/* The engine keeps each block unit's pages present or absent as a whole and
+ * knows which, so advice that drops pages behind its back (after which it
+ * took them for present, and an access never completed) goes through it:
+ * DONTNEED and FREE on block pages make them read as zeros (FREE may keep
+ * the data or not; zeros is one of its answers). Every other advice, and
+ * other memory, is the system's: hints and mprotect only cut VMAs, which
+ * the engine copes with. */
+int madvise(void *a, size_t len, int advice)
+{
+	uintptr_t s = (uintptr_t)a, e = EMM_PL_PAGE(s + len);
+	int err = 0;
+
+	if (emm_pl_inside || !atomic_load(&emm_pl_live) || (advice != MADV_DONTNEED && advice != MADV_FREE) ||
+	    (s & 4095) || e < s)
+		return syscall(SYS_madvise, a, len, advice) ? -1 : 0;
+	emm_pl_inside = 1;
+	pthread_mutex_lock(&emm_pl_mu);
+	while (s < e && !err) {
+		struct emm_pl_block *nb = NULL;
+		uintptr_t lo = e, hi;
+		unsigned ni = 0;
+
+		/* the lowest block piece from s on, as emm_pl_unmap_locked */
+		for (struct emm_pl_block *b = emm_pl_all; b; b = b->next)
+			for (unsigned i = 0; i < b->n_ext; i++) {
+				uintptr_t l = b->ext[i].lo > s ? b->ext[i].lo : s;
+
+				if (b->ext[i].hi > s && b->ext[i].lo < e && l < lo) {
+					lo = l;
+					nb = b;
+					ni = i;
+				}
+			}
+		if (lo > s && syscall(SYS_madvise, s, lo - s, advice))
+			err = errno;
+		if (!nb || err)
+			break;
+		hi = nb->ext[ni].hi < e ? nb->ext[ni].hi : e;
+		int r = emm_zero_range((void *)lo, hi - lo);
+
+		/* not the engine's (a detached piece): the system's */
+		if (r == -ENOENT && syscall(SYS_madvise, lo, hi - lo, advice))
+			err = errno;
+		else if (r && r != -ENOENT)
+			err = -r;
+		s = hi;
+	}
+	pthread_mutex_unlock(&emm_pl_mu);
+	emm_pl_inside = 0;
+	if (err) {
+		errno = err;
 		return -1;
 	}
 	return 0;

@@ -61,6 +61,46 @@ void emm_slot_put(struct emm_slot *sl)
 	atomic_store(&sl->busy, 0);
 }
 
+/* One UFFDIO_COPY, resumed after the partial copies EAGAIN reports.
+ * 0 or -errno; cp is left at what was not copied. */
+static int emm_copy(struct uffdio_copy *cp)
+{
+	while (ioctl(emm_g.uffd, UFFDIO_COPY, cp)) {
+		if (errno != EAGAIN)
+			return -errno;
+		if (cp->copy > 0) {
+			cp->dst += (uint64_t)cp->copy;
+			cp->src += (uint64_t)cp->copy;
+			cp->len -= (uint64_t)cp->copy;
+		}
+		cp->copy = 0;
+	}
+	return 0;
+}
+
+/* A copy may not span two VMAs, and a program's madvise or mprotect can cut
+ * the range of one unit into several (NumPy asks for huge pages from the
+ * second page of an array on). The unit then goes in page by page: each
+ * page lies in one VMA. A page already present (a first copy that got part
+ * way) or no longer in a registered VMA (unmapped by the program) is left
+ * as it is. Rare, so no attempt is made to find the VMA edges. */
+static int emm_copy_pieces(const struct uffdio_copy *whole)
+{
+	for (uint64_t o = 0; o < whole->len; o += 4096) {
+		struct uffdio_copy cp = {
+			.dst = whole->dst + o,
+			.src = whole->src + o,
+			.len = 4096,
+			.mode = whole->mode,
+		};
+		int err = emm_copy(&cp);
+
+		if (err && err != -EEXIST && err != -ENOENT)
+			return err;
+	}
+	return 0;
+}
+
 int emm_install(struct emm_unit *u, const void *buf, bool dirty)
 {
 	struct emm_mapping *m = u->m;
@@ -74,20 +114,9 @@ int emm_install(struct emm_unit *u, const void *buf, bool dirty)
 	};
 	int err = 0;
 
-	while (ioctl(emm_g.uffd, UFFDIO_COPY, &cp)) {
-		if (errno == EAGAIN && cp.copy > 0) {
-			cp.dst += (uint64_t)cp.copy;
-			cp.src += (uint64_t)cp.copy;
-			cp.len -= (uint64_t)cp.copy;
-			cp.copy = 0;
-			continue;
-		}
-		if (errno != EAGAIN) {
-			err = -errno;
-			break;
-		}
-		cp.copy = 0;
-	}
+	err = emm_copy(&cp);
+	if ((err == -ENOENT || err == -EEXIST) && !m->huge)
+		err = emm_copy_pieces(&cp);
 	emm_lock();
 	if (err) {
 		emm_g.resident -= emm_ulen(m, idx);
@@ -95,16 +124,18 @@ int emm_install(struct emm_unit *u, const void *buf, bool dirty)
 		emm_policy_insert(u);
 	}
 	emm_unlock();
-	if (err == -ENOMEM && m->huge) {
-		/* the huge pages were taken by someone else since map time;
-		 * retrying would fault forever, so the access fails, loudly */
-		emm_log(m->what, "no free huge page (raise vm.nr_hugepages or set ETHERMEM_MAP_HUGE=0)",
+	if (err) {
+		/* retrying would fault forever, so the access fails, loudly */
+		emm_log(m->what,
+			err == -ENOMEM && m->huge ?
+				"no free huge page (raise vm.nr_hugepages or set ETHERMEM_MAP_HUGE=0)" :
+				"installing the fetched pages failed",
 			(uintptr_t)emm_uaddr(m, idx), err);
 		atomic_store(&u->st, EMM_FAILED);
 		return err;
 	}
-	atomic_store(&u->st, err ? EMM_EMPTY : dirty ? EMM_DIRTY : EMM_CLEAN);
-	return err;
+	atomic_store(&u->st, dirty ? EMM_DIRTY : EMM_CLEAN);
+	return 0;
 }
 
 /* Installs a landed prefetch and frees its entry. */

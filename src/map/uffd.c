@@ -5,8 +5,8 @@
  * One userfaultfd serves every mapping of the process, opened at the first
  * map. The fault mode (SIGBUS in the faulting thread, or an engine thread)
  * is fixed then, because the features are chosen by UFFDIO_API once. A
- * forked child starts from nothing (atfork): its copies of the ranges are
- * gone (MADV_DONTFORK) and the descriptor and channels are the parent's.
+ * forked child gets the mappings as ordinary private memory, filled before
+ * the fork, and starts the engine from nothing (atfork).
  */
 #include "map/engine.h"
 
@@ -43,12 +43,62 @@ int emm_fault_mode(void)
 	return emm_g.mode;
 }
 
-/* A forked child shares none of this: its copies of the mappings are gone
- * (MADV_DONTFORK) and the userfaultfd and channels belong to the parent. It
- * starts over if it maps anything itself. The old sources leak: closing the
+/* Fork: the child gets every mapping as ordinary private memory with the
+ * contents it had at the fork. The child's copy of a range is not
+ * registered with any userfaultfd (the kernel drops the registration in a
+ * child), so a page missing there would read as zero: before the fork
+ * every unit that holds data is brought in, with the budget lifted so none
+ * is evicted meanwhile, and the fork copies them all. Units of a fresh
+ * mapping never written are zeros anyway and stay out. The parent then
+ * runs over budget until its next faults evict back down to it. Mappings
+ * on explicit huge pages are not copied (MADV_DONTFORK): a private hugetlb
+ * copy needs free huge pages at the child's first write. */
+static uint64_t emm_fork_budget;
+
+static void emm_atfork_prepare(void)
+{
+	if (emm_g.uffd < 0)
+		return;
+	emm_lock();
+	emm_fork_budget = emm_g.budget;
+	emm_g.budget = UINT64_MAX / 4;
+	emm_unlock();
+	atomic_fetch_add(&emm_g.serving, 1); /* no mapping is freed meanwhile */
+	for (unsigned i = 0; i < (unsigned)atomic_load(&emm_g.nmaps) && i < EMM_MAX_MAPS; i++) {
+		struct emm_mapping *m = atomic_load(&emm_g.maps[i]);
+
+		if (!m || m->huge || atomic_load(&m->dead))
+			continue;
+		for (size_t idx = 0; idx < m->nunits; idx++) {
+			struct emm_unit *u = &m->u[idx];
+
+			if ((m->flags & EMM_MAP_FRESH) && !u->written && atomic_load(&u->st) == EMM_EMPTY)
+				continue;
+			if (atomic_load(&u->st) == EMM_EMPTY)
+				emm_serve((uintptr_t)emm_uaddr(m, idx), false);
+			emm_settle(u);
+		}
+	}
+	atomic_fetch_sub(&emm_g.serving, 1);
+}
+
+static void emm_atfork_parent(void)
+{
+	if (emm_g.uffd < 0)
+		return;
+	emm_lock();
+	emm_g.budget = emm_fork_budget;
+	emm_unlock();
+}
+
+/* The child shares none of the engine: its mappings are plain memory now
+ * (above) and the userfaultfd and channels belong to the parent. It starts
+ * over if it maps anything itself. The old sources leak: closing the
  * parent's connections from the child would disturb the parent. */
 static void emm_atfork_child(void)
 {
+	if (emm_g.uffd >= 0)
+		emm_g.budget = emm_fork_budget;
 	pthread_mutex_init(&emm_g.mu, NULL);
 	atomic_store(&emm_g.lock, 0);
 	if (emm_g.uffd >= 0)
@@ -94,7 +144,7 @@ int emm_init_locked(void)
 	if (emm_g.uffd >= 0)
 		return 0;
 	if (!atfork_done++)
-		pthread_atfork(NULL, NULL, emm_atfork_child);
+		pthread_atfork(emm_atfork_prepare, emm_atfork_parent, emm_atfork_child);
 	/* the library chose from its settings; the engine alone defaults to
 	 * the faster way */
 	if (!emm_g.mode)
@@ -142,15 +192,16 @@ int emm_init_locked(void)
 	return 0;
 }
 
-int emm_register(char *base, size_t len, unsigned flags)
+int emm_register(char *base, size_t len, unsigned flags, bool huge)
 {
 	struct uffdio_register reg = {
 		.range = { (uintptr_t)base, len },
 		.mode = UFFDIO_REGISTER_MODE_MISSING | (flags & EM_MAP_READONLY ? 0 : UFFDIO_REGISTER_MODE_WP),
 	};
 
-	/* a child would see zeros where pages were not fetched: wrong data, so
-	 * it gets no copy of the range at all */
-	madvise(base, len, MADV_DONTFORK);
+	/* a child gets a copy of the range (emm_atfork_prepare), except on
+	 * explicit huge pages */
+	if (huge)
+		emm_madvise(base, len, MADV_DONTFORK);
 	return ioctl(emm_g.uffd, UFFDIO_REGISTER, &reg) ? -errno : 0;
 }

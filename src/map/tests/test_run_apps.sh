@@ -1,0 +1,97 @@
+#!/bin/bash
+# test_run_apps.sh CASE - `ethermem run` on what ordinary programs do to
+# their memory: each case runs plainly and under the shim with a small
+# budget, and the outputs must be the same (apps.c prints digests).
+#   split   madvise/mprotect cutting a fetch unit (C, then NumPy)
+#   alloc   a program linked with another allocator (Debian's redis-server,
+#           jemalloc)
+#   fork    fork children, fork + exec, posix_spawn (C), and Python's
+#           multiprocessing fork pool
+#   advise  MADV_DONTNEED/FREE/REMOVE, mprotect, hugepage hints
+#   write   write(2)/read(2) with pool buffers
+# Exit 0 pass, 1 fail, 77 skip (not root: no userfaultfd).
+set -u
+. "$(dirname "$0")/../../../tests/lib.sh"
+need_root
+D=$T
+C=${1:?case}
+PY=/usr/bin/python3
+
+start_node a 1G
+export ETHERMEM_NODES=tcp://127.0.0.1:$PORT_a
+
+# run NAME LOCAL CMD...: plain, then under the shim; outputs compared, and
+# the shim must have put something in the pool
+run() {
+	local name=$1 mem=$2
+	shift 2
+	timeout 60 "$@" > "$D/$name.plain" 2> "$D/$name.plain.err" \
+		|| { cat "$D/$name.plain.err"; fail "$name: plain run"; }
+	ETHERMEM_PRELOAD_STATS=1 timeout 60 "$B/ethermem" run --local-mem "$mem" -- "$@" \
+		> "$D/$name.pool" 2> "$D/$name.err" || { rc=$?; cat "$D/$name.err"; fail "$name: under ethermem run (rc $rc)"; }
+	cmp -s "$D/$name.plain" "$D/$name.pool" \
+		|| { diff "$D/$name.plain" "$D/$name.pool" | head; cat "$D/$name.err"; fail "$name: output differs"; }
+	grep -q "fetched [0-9]" "$D/$name.err" || { cat "$D/$name.err"; fail "$name: no statistics line"; }
+	echo "$name: $(grep 'fetched' "$D/$name.err" | tail -1)"
+}
+
+case $C in
+split)
+	run split 4M "$B/test_map_apps" split
+	if $PY -c 'import numpy' 2>/dev/null; then
+		cat > "$D/np.py" <<'PY'
+import numpy as np
+a = np.empty(8 << 20, dtype=np.uint8)   # 8 MiB: NumPy asks for huge pages from base + 4 KiB
+a[:] = 3
+b = np.arange(1 << 20, dtype=np.float64) # 8 MiB
+print(int(a.sum()), float((b * 2).sum()))
+PY
+		run numpy 16M $PY "$D/np.py"
+	else
+		echo "python3-numpy missing: NumPy case skipped"
+	fi
+	;;
+alloc)
+	need_cmd redis-server
+	need_cmd redis-cli
+	run redis-version 16M redis-server --version
+	# a short run: values set, read back, then shut down
+	P=$((20000 + RANDOM % 20000))
+	ETHERMEM_PRELOAD_STATS=1 timeout 60 "$B/ethermem" run --local-mem 16M -- \
+		redis-server --port $P --save "" --appendonly no --dir "$D" > "$D/redis.out" 2> "$D/redis.err" &
+	R=$!
+	for _ in $(seq 100); do redis-cli -p $P ping >/dev/null 2>&1 && break; sleep 0.1; done
+	redis-cli -p $P ping | grep -q PONG || { cat "$D/redis.out" "$D/redis.err"; fail "redis did not start"; }
+	awk 'BEGIN { v = sprintf("%64s", ""); gsub(/ /, "v", v); for (i = 1; i <= 200; i++) print "SET k" i " " v i }' \
+		| redis-cli -p $P >/dev/null
+	redis-cli -p $P GET k137 | grep -q "v137$" || fail "redis GET"
+	[ "$(redis-cli -p $P DBSIZE)" = 200 ] || fail "redis DBSIZE"
+	redis-cli -p $P SHUTDOWN NOSAVE >/dev/null 2>&1
+	wait $R || { cat "$D/redis.err"; fail "redis under ethermem run exited badly"; }
+	grep -q "fetched [0-9]" "$D/redis.err" || { cat "$D/redis.err"; fail "redis: no statistics line"; }
+	;;
+fork)
+	run fork 4M "$B/test_map_apps" fork
+	cat > "$D/mp.py" <<'PY'
+import multiprocessing as mp
+big = bytearray(b"x" * (32 << 20))   # a pool block the children inherit
+def work(i):
+    return sum(big[i * 4096:(i + 1) * 4096:64]) + i
+if __name__ == "__main__":
+    mp.set_start_method("fork")
+    with mp.Pool(2) as p:
+        print(sum(p.map(work, range(512))))
+PY
+	run mp-fork 8M $PY "$D/mp.py"
+	;;
+advise)
+	run advise 4M "$B/test_map_apps" advise
+	;;
+write)
+	run write 4M "$B/test_map_apps" write "$D"
+	;;
+*)
+	fail "unknown case $C"
+	;;
+esac
+echo ok
