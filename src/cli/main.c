@@ -42,6 +42,7 @@ static void usage(FILE *f)
 "  bench [--baseline]        latency and bandwidth of the pool\n"
 "  kv stats [NAME]           block stores (prefix caches): entries, bytes, hit rate\n"
 "  bench map                 transparent mapping against mmap and swap\n"
+"  bench loaded              small-read latency while bulk clients load the node\n"
 "  run -- PROGRAM ARGS       run an unmodified program with its large\n"
 "                            allocations in the pool\n"
 "  import FILE REGION        load a file into a named region\n"
@@ -619,6 +620,8 @@ int main(int argc, char **argv)
 	 * others connect with the flags themselves */
 	if (!strcmp(cmd, "bench") && argc > 2 && !strcmp(argv[2], "map"))
 		return em_cli_bench_map(argc - 2, argv + 2, &cp);
+	if (!strcmp(cmd, "bench") && argc > 2 && !strcmp(argv[2], "loaded"))
+		return em_cli_bench_loaded(argc - 2, argv + 2, &cp);
 	if (!strcmp(cmd, "run")) {
 		pool_env(&cp);
 		return em_cli_run(argc - 1, argv + 1);
