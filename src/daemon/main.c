@@ -61,6 +61,9 @@ static void usage(FILE *f)
 "  --ox-allow MAC       allow a MAC on the last --ox-export (repeatable)\n"
 "  --ox-export-create SIZE  create the last --ox-export's region at start if\n"
 "                       missing (else it is served once a client creates it)\n"
+"  --bulk-slice SIZE    send large read replies this much per system call,\n"
+"                       so small requests need not wait for a whole one\n"
+"                       (0: each reply in one call)                   [64K]\n"
 "  --verbose            log debug events too\n"
 "  --version, --help, --help-settings (every setting: type, range, default)\n");
 }
@@ -110,6 +113,8 @@ static int set_opt(struct cfg *c, const char *k, const char *v)
 		c->o.io_timeout_ms = (int)cv.num;
 	} else if (!strcmp(k, "poll-us")) {
 		c->o.poll_us = (int)cv.num;
+	} else if (!strcmp(k, "bulk-slice")) {
+		c->o.bulk_slice = (uint32_t)cv.num;
 	} else if (!strcmp(k, "ox")) {
 		snprintf(c->ox_iface, sizeof(c->ox_iface), "%s", v);
 	} else if (!strcmp(k, "ox-ethertype")) {
@@ -193,6 +198,7 @@ int main(int argc, char **argv)
 		{ "ox-verbatim", 0, 0, 'b' }, { "ox-export", 1, 0, 'X' },
 		{ "ox-allow", 1, 0, 'a' }, { "ox-export-create", 1, 0, 'E' },
 		{ "ox-reply-per-frame", 0, 0, 'r' },
+		{ "bulk-slice", 1, 0, 1100 },
 		{ "help", 0, 0, 'h' }, { "help-settings", 0, 0, 1000 }, { 0, 0, 0, 0 },
 	};
 	struct cfg c = { 0 };
@@ -204,7 +210,8 @@ int main(int argc, char **argv)
 
 	/* the defaults are the settings table's */
 	if (set_opt(&c, "listen", em_settings[EM_CFG_LISTEN].def) ||
-	    set_opt(&c, "poll-us", em_settings[EM_CFG_NODE_POLL_US].def))
+	    set_opt(&c, "poll-us", em_settings[EM_CFG_NODE_POLL_US].def) ||
+	    set_opt(&c, "bulk-slice", em_settings[EM_CFG_BULK_SLICE].def))
 		return 2;
 	if (!em_cfg_env_str(EM_CFG_SECRET_FILE, &env) && env)
 		snprintf(c.secret, sizeof(c.secret), "%s", env);
@@ -235,6 +242,7 @@ int main(int argc, char **argv)
 		case 'P': rc = set_opt(&c, "poll-us", optarg); break;
 		case 'H': rc = set_opt(&c, "metrics-listen", optarg); break;
 		case 'v': rc = set_opt(&c, "verbose", "1"); break;
+		case 1100: rc = set_opt(&c, "bulk-slice", optarg); break;
 		case 'x': rc = set_opt(&c, "ox", optarg); break;
 		case 'e': rc = set_opt(&c, "ox-ethertype", optarg); break;
 		case 'o': rc = set_opt(&c, "ox-mode", optarg); break;

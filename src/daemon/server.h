@@ -29,6 +29,8 @@ struct em_server_opts {
 	int keepalive_s;         /* probe a silent client after this long (0: 60, <0: never) */
 	int idle_timeout_s;      /* drop a client silent this long (0: never) */
 	int poll_us;             /* spin this long for the next request before sleeping */
+	uint32_t bulk_slice;     /* large read replies go out this many bytes per
+				  * send; 0: whole (the old behaviour) */
 	const struct em_oxs_opts *ox; /* --ox: serve OmniXtend too (ox_serve.h), else NULL */
 };
 
