@@ -110,7 +110,7 @@ const struct em_setting em_settings[EM_CFG_COUNT] = {
 				"drop a client that stalls mid-message this long" },
 	[EM_CFG_NODE_POLL_US] = { NULL, "poll-us", N, EM_CFG_DURATION, "50", 0, US_MAX, "us",
 				  "how long the node spins for the next request before it sleeps" },
-	[EM_CFG_BULK_SLICE] = { NULL, "bulk-slice", N, EM_CFG_SIZE, "64K", 0, 64 << 20, NULL,
+	[EM_CFG_BULK_SLICE] = { NULL, "bulk-slice", N, EM_CFG_SIZE, "256K", 0, 64 << 20, NULL,
 				"send large read replies this much per system call (0: whole)" },
 	[EM_CFG_PORT_FILE] = { NULL, "port-file", N, EM_CFG_STR, NULL, 0, 0, NULL,
 			       "write the bound port to this file once listening" },

@@ -63,7 +63,7 @@ static void usage(FILE *f)
 "                       missing (else it is served once a client creates it)\n"
 "  --bulk-slice SIZE    send large read replies this much per system call,\n"
 "                       so small requests need not wait for a whole one\n"
-"                       (0: each reply in one call)                   [64K]\n"
+"                       (0: each reply in one call)                  [256K]\n"
 "  --verbose            log debug events too\n"
 "  --version, --help, --help-settings (every setting: type, range, default)\n");
 }
