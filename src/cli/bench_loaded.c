@@ -44,8 +44,8 @@ struct bulk {
 	em_queue *q;
 	uint8_t *bufs;
 	bool write;
-	double rate;            /* bytes per second; 0: unpaced */
-	uint64_t moved;         /* completed while *measuring */
+	double rate;    /* bytes per second; 0: unpaced */
+	uint64_t moved; /* completed while *measuring */
 	int rc;
 	uint64_t seed;
 	const int *run, *measuring;
@@ -57,7 +57,7 @@ struct loaded {
 	unsigned clients;
 	const char *transport;
 	struct bulk bk[MAX_CLIENTS];
-	em_pool *pool;          /* the probe's */
+	em_pool *pool; /* the probe's */
 	em_region *r;
 	uint64_t *lat;
 	uint8_t buf[PROBE_SIZE];
@@ -106,16 +106,20 @@ static void *bulk_main(void *arg)
 				if (allowed - (double)issued > burst)
 					issued = (uint64_t)(allowed - burst);
 				if ((double)issued + BULK_SIZE > allowed) {
-					wait_ns = (uint64_t)(((double)issued + BULK_SIZE - allowed) /
-							     k->rate * 1e9) + 1;
+					wait_ns =
+						(uint64_t)(((double)issued + BULK_SIZE - allowed) /
+							   k->rate * 1e9) +
+						1;
 					break;
 				}
 			}
 			unsigned slot = free_slot[--nfree];
 			struct em_op op = {
-				.opcode = k->write ? EM_OP_WRITE : EM_OP_READ, .region = k->r,
+				.opcode = k->write ? EM_OP_WRITE : EM_OP_READ,
+				.region = k->r,
 				.offset = (xs(&k->seed) % (BULK_REGION / BULK_SIZE)) * BULK_SIZE,
-				.buf = k->bufs + (size_t)slot * BULK_SIZE, .len = BULK_SIZE,
+				.buf = k->bufs + (size_t)slot * BULK_SIZE,
+				.len = BULK_SIZE,
 				.user_data = slot,
 			};
 			int n = em_submit(k->q, &op, 1);
@@ -249,8 +253,10 @@ int em_cli_bench_loaded(int argc, char **argv, struct em_cli_pool *cp)
 		} else if (!strcmp(argv[i], "--time") && i + 1 < argc) {
 			double t = strtod(argv[++i], &end);
 			if (end == argv[i] || *end || !(t > 0 && t <= 3600)) {
-				fprintf(stderr, "ethermem bench loaded: --time wants seconds in "
-					"(0, 3600], not '%s'\n", argv[i]);
+				fprintf(stderr,
+					"ethermem bench loaded: --time wants seconds in "
+					"(0, 3600], not '%s'\n",
+					argv[i]);
 				rc = 2;
 				goto out;
 			}
@@ -259,8 +265,10 @@ int em_cli_bench_loaded(int argc, char **argv, struct em_cli_pool *cp)
 		} else if (!strcmp(argv[i], "--clients") && i + 1 < argc) {
 			unsigned long v = strtoul(argv[++i], &end, 10);
 			if (end == argv[i] || *end || v < 1 || v > MAX_CLIENTS) {
-				fprintf(stderr, "ethermem bench loaded: --clients wants 1..%d, not "
-					"'%s'\n", MAX_CLIENTS, argv[i]);
+				fprintf(stderr,
+					"ethermem bench loaded: --clients wants 1..%d, not "
+					"'%s'\n",
+					MAX_CLIENTS, argv[i]);
 				rc = 2;
 				goto out;
 			}
@@ -323,8 +331,11 @@ int em_cli_bench_loaded(int argc, char **argv, struct em_cli_pool *cp)
 		for (unsigned li = 0; li < 5 && !rc; li++) {
 			double ld = loads[li], p50, p99, p999, ratio;
 
-			rc = level(L, w, ld == 1.0 ? 0 : ld == 0 ? -1 : ld * alone * 1e9, true, &g,
-				   &n);
+			rc = level(L, w,
+				   ld == 1.0 ? 0
+				   : ld == 0 ? -1
+					     : ld * alone * 1e9,
+				   true, &g, &n);
 			if (rc)
 				break;
 			qsort(L->lat, n, sizeof(*L->lat), cmp_u64);
@@ -345,14 +356,17 @@ int em_cli_bench_loaded(int argc, char **argv, struct em_cli_pool *cp)
 				       "\"probe_p99_us\":%.2f,\"probe_p999_us\":%.2f,"
 				       "\"probe_samples\":%u,\"bulk_gbps\":%.3f,"
 				       "\"bulk_alone_gbps\":%.3f,\"bulk_ratio\":%.3f}\n",
-				       w ? "write" : "read", ld, L->transport, L->clients, PROBE_SIZE,
-				       BULK_SIZE, BULK_QD, p50, p99, p999, n, g, alone, ratio);
+				       w ? "write" : "read", ld, L->transport, L->clients,
+				       PROBE_SIZE, BULK_SIZE, BULK_QD, p50, p99, p999, n, g, alone,
+				       ratio);
 			else
 				printf("%-6s %5.2f %10.2f %10.2f %10.2f %9.3f %9.3f %7.3f %8u\n",
-				       w ? "write" : "read", ld, p50, p99, p999, g, alone, ratio, n);
+				       w ? "write" : "read", ld, p50, p99, p999, g, alone, ratio,
+				       n);
 			if (li == 3 && !L->json && p99_0 > 0)
 				printf("  at 80%%: p99 %.2fx unloaded (goal <= 2), p999 %.2fx "
-				       "(goal <= 3)\n", p99 / p99_0, p999 / p999_0);
+				       "(goal <= 3)\n",
+				       p99 / p99_0, p999 / p999_0);
 			fflush(stdout);
 		}
 		if (!rc && !L->json)
