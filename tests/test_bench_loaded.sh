@@ -3,7 +3,7 @@
 # against a real node and prints, for bulk reads and then bulk writes, one
 # row per offered load (0, 0.25, 0.5, 0.8, 1) with the documented fields,
 # and refuses bad arguments. It checks shape, not speed: the figures are
-# the benchmark's business.
+# the benchmark's business. Then the node's --bulk-slice: data intact.
 set -u
 . "$(dirname "$0")/lib.sh"
 start_node a 256M
@@ -38,4 +38,16 @@ for bad in "--time 0" "--time abc" "--clients 0" "--clients 99" "--bogus"; do
 	"$B/ethermem" bench loaded $bad > "$T/bad" 2>&1 && fail "'$bad' accepted"
 	grep -q "ethermem bench loaded:" "$T/bad" || fail "'$bad': no clear error: $(cat "$T/bad")"
 done
-echo "bench loaded: $(wc -l < "$T/out") rows ok"
+# A node sending read replies in slices that divide nothing still returns
+# every byte in place, and refuses a slice it cannot use.
+start_node s 64M --bulk-slice 5000
+head -c $((3 * 1048576 + 123)) /dev/urandom > "$T/file"
+ETHERMEM_NODES="tcp://127.0.0.1:$PORT_s" "$B/ethermem" import "$T/file" sliced ||
+	fail "import to the sliced node"
+ETHERMEM_NODES="tcp://127.0.0.1:$PORT_s" "$B/ethermem" export sliced "$T/back" ||
+	fail "export from the sliced node"
+cmp -s "$T/file" "$T/back" || fail "sliced read replies corrupted the data"
+"$B/ethermemd" --capacity 1M --secret-file "$ETHERMEM_SECRET_FILE" --bulk-slice 1x 2>"$T/bad" &&
+	fail "--bulk-slice 1x accepted"
+grep -q "bulk-slice" "$T/bad" || fail "--bulk-slice 1x: no clear error: $(cat "$T/bad")"
+echo "bench loaded: $(wc -l < "$T/out") rows ok, sliced replies intact"
