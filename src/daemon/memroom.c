@@ -21,7 +21,9 @@ static int read_u64(const char *dir, const char *file, uint64_t *v)
 	char path[512], buf[64];
 	int n;
 
-	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	/* a path that does not fit names no file we could read */
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, file) >= sizeof(path))
+		return -ENAMETOOLONG;
 	n = em_read_small_file(path, buf, sizeof(buf) - 1);
 	if (n <= 0)
 		return -ENOENT;
