@@ -80,6 +80,8 @@ const struct em_setting em_settings[EM_CFG_COUNT] = {
 				"LLM runner: region holding the model (default: llm-<file name>)" },
 	[EM_CFG_LLM_SPIN] = { "ETHERMEM_LLM_SPIN", NULL, E, EM_CFG_BOOL, "yes", 0, 0, NULL,
 			      "LLM runner: spin briefly for weights before sleeping" },
+	[EM_CFG_LLM_SPIN_US] = { "ETHERMEM_LLM_SPIN_US", NULL, E, EM_CFG_DURATION, "30", 1, US_MAX,
+				 "us", "LLM runner: how long it spins for weights before it sleeps" },
 	[EM_CFG_LLM_QUEUES] = { "ETHERMEM_LLM_QUEUES", NULL, E, EM_CFG_INT, "1", 1, 4, NULL,
 				"LLM runner: queues that fetch weights in parallel" },
 	[EM_CFG_LLM_MAP_UNIT] = { "ETHERMEM_LLM_MAP_UNIT", NULL, E | EM_CFG_POW2, EM_CFG_SIZE, "1M",

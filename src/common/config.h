@@ -66,6 +66,7 @@ enum em_cfg_id {
 	/* the LLM runner */
 	EM_CFG_LLM_REGION,
 	EM_CFG_LLM_SPIN,
+	EM_CFG_LLM_SPIN_US,
 	EM_CFG_LLM_QUEUES,
 	EM_CFG_LLM_MAP_UNIT,
 	EM_CFG_LLM_KV_STORE,

@@ -176,10 +176,8 @@ int em_recv_all(int fd, void *buf, size_t len)
 	return 0;
 }
 
-ssize_t em_recv_spin(int fd, void *buf, size_t len, uint64_t spin_ns)
+ssize_t em_recv_spin(int fd, void *buf, size_t len, struct em_spin *s)
 {
-	uint64_t until = em_now_ns() + spin_ns;
-
 	for (;;) {
 		ssize_t n = recv(fd, buf, len, MSG_DONTWAIT);
 
@@ -187,19 +185,18 @@ ssize_t em_recv_spin(int fd, void *buf, size_t len, uint64_t spin_ns)
 			return n;
 		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
 			return -errno;
-		if (em_now_ns() >= until)
+		if (!em_spin_again(s, em_now_ns()))
 			return -EAGAIN;
-		sched_yield();
 	}
 }
 
 int em_recv_all_poll(int fd, void *buf, size_t len, int poll_us)
 {
-	uint64_t until = em_now_ns() + (uint64_t)(poll_us > 0 ? poll_us : 0) * 1000;
+	struct em_spin s = { .budget_ns = (uint64_t)(poll_us > 0 ? poll_us : 0) * 1000 };
 
-	while (poll_us > 0 && len) {
-		uint64_t now = em_now_ns();
-		ssize_t n = em_recv_spin(fd, buf, len, until > now ? until - now : 0);
+	em_spin_begin(&s, em_now_ns());
+	while (s.budget_ns && len) {
+		ssize_t n = em_recv_spin(fd, buf, len, &s);
 
 		if (n == -EAGAIN)
 			break;

@@ -6,6 +6,7 @@
 #ifndef EM_UTIL_H
 #define EM_UTIL_H
 
+#include <sched.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -56,18 +57,63 @@ int em_read_small_file(const char *path, void *buf, size_t cap);
 /* Blocking send/recv of exactly len bytes; 0 or -errno (-ECONNRESET on EOF). */
 int em_send_all(int fd, const void *buf, size_t len);
 int em_recv_all(int fd, void *buf, size_t len);
-/* em_recv_all, spinning (and yielding) up to poll_us for the first bytes
- * before it sleeps, as the data path does: the benchmark's baseline must
- * wait the same way to be a fair yardstick. */
+/* Spin-then-sleep: the one waiting rule of every data path loop (node,
+ * client, benchmark baseline, OmniXtend channel, LLM weight fetch). A reply
+ * to a small request arrives within microseconds, sooner than a sleeping
+ * thread wakes on these machines, so a waiter first polls for up to
+ * budget_ns and only then sleeps. The first tenth of the budget is a pure
+ * spin; after it each failed try yields, because on a 2-core machine the
+ * peer we wait for may need this very CPU (an idle machine returns from the
+ * yield at once). Header-only so that the OmniXtend library, which links
+ * nothing of ours, uses the same code. Budgets come from the settings
+ * table. Use: em_spin_begin when a wait starts (or traffic was seen), then
+ * after each try that found nothing em_spin_again, which says whether to
+ * try again or to sleep; em_spin_end when the wait is over. */
+struct em_spin {
+	uint64_t budget_ns; /* 0: never spin */
+	uint64_t since_ns;  /* when the current wait began */
+	uint64_t last_ns;   /* how long the previous wait took */
+};
+
+/* Starts a wait at now. Returns whether spinning is worth it: a budget is
+ * set and the previous wait was under twice of it. Loops that only spin
+ * while traffic flows (and sleep whenever idle) may ignore the answer;
+ * request/reply loops use it so that an idle peer, or a machine too busy
+ * for the spinner to help, costs one failed spin and then plain sleeps. */
+static inline bool em_spin_begin(struct em_spin *s, uint64_t now)
+{
+	s->since_ns = now;
+	return s->budget_ns && s->last_ns < 2 * s->budget_ns;
+}
+
+/* After a try that found nothing: true to try again (yielding once past
+ * the first tenth of the budget), false when the budget is spent. */
+static inline bool em_spin_again(struct em_spin *s, uint64_t now)
+{
+	uint64_t d = now - s->since_ns;
+
+	if (d >= s->budget_ns)
+		return false;
+	if (d > s->budget_ns / 10)
+		sched_yield();
+	return true;
+}
+
+/* The wait that began at em_spin_begin ended at now. */
+static inline void em_spin_end(struct em_spin *s, uint64_t now)
+{
+	s->last_ns = now - s->since_ns;
+}
+
+/* em_recv_all, spinning up to poll_us for the first bytes before it
+ * sleeps, as the data path does: the benchmark's baseline must wait the
+ * same way to be a fair yardstick. */
 int em_recv_all_poll(int fd, void *buf, size_t len, int poll_us);
-/* One receive that spins before it would sleep, shared by the node, the
- * client and the benchmark's baseline: replies to small requests arrive
- * within microseconds, sooner than a sleeping thread wakes on these
- * machines. Tries recv without blocking for up to spin_ns, yielding
- * between tries so that whoever produces the data can run (an idle machine
- * returns from the yield at once). Returns recv's result (bytes; 0 at EOF),
- * -errno on an error, or -EAGAIN when nothing came within the spin. */
-ssize_t em_recv_spin(int fd, void *buf, size_t len, uint64_t spin_ns);
+/* One receive under the spin s (begun by the caller): tries recv without
+ * blocking until em_spin_again says stop. Returns recv's result (bytes; 0
+ * at EOF), -errno on an error, or -EAGAIN when nothing came within the
+ * spin. */
+ssize_t em_recv_spin(int fd, void *buf, size_t len, struct em_spin *s);
 
 /* Latency histogram: log-linear buckets (16 per power of two), lock-free
  * updates so many threads can record into one. Accurate to ~6%. */

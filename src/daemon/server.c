@@ -90,7 +90,7 @@ struct conn {
 	uint8_t *rx, *tx, *basebuf;
 	size_t rpos, wpos, txlen, basecap;
 	uint64_t bytes_in, bytes_out; /* atomic: the metrics endpoint reads them */
-	uint64_t last_gap_ns;  /* how long the last wait for a request took */
+	struct em_spin spin;   /* how the next request is waited for */
 	struct conn *next, *prev;
 };
 
@@ -956,18 +956,16 @@ static int serve_buffered(struct conn *c)
 /* Receives what the socket has. While requests keep coming, the next one
  * usually arrives within microseconds of the last reply: spinning briefly
  * for it costs less than the tens of microseconds a sleeping thread takes to
- * wake on these machines. The spin is adaptive: it is tried only while the
- * previous wait was short, so an idle client, or a machine too busy for the
- * spinner to help, costs one failed spin and then plain sleeping recvs. */
+ * wake on these machines. The spin is adaptive (em_spin_begin): it is tried
+ * only while the previous wait was short. */
 static ssize_t conn_recv(struct conn *c)
 {
-	uint64_t poll_ns = (uint64_t)c->srv->o.poll_us * 1000, t0 = em_now_ns();
 	ssize_t n;
 
-	if (poll_ns && c->last_gap_ns < 2 * poll_ns) {
-		n = em_recv_spin(c->fd, c->rx + c->wpos, RX_CAP - c->wpos, poll_ns);
+	if (em_spin_begin(&c->spin, em_now_ns())) {
+		n = em_recv_spin(c->fd, c->rx + c->wpos, RX_CAP - c->wpos, &c->spin);
 		if (n != -EAGAIN) {
-			c->last_gap_ns = em_now_ns() - t0;
+			em_spin_end(&c->spin, em_now_ns());
 			if (n < 0) {
 				errno = (int)-n;
 				return -1;
@@ -976,7 +974,7 @@ static ssize_t conn_recv(struct conn *c)
 		}
 	}
 	n = recv(c->fd, c->rx + c->wpos, RX_CAP - c->wpos, 0);
-	c->last_gap_ns = em_now_ns() - t0;
+	em_spin_end(&c->spin, em_now_ns());
 	return n;
 }
 
@@ -1230,6 +1228,7 @@ static struct conn *conn_new(struct em_server *s, int fd)
 	if (!c)
 		return NULL;
 	c->srv = s;
+	c->spin.budget_ns = (uint64_t)s->o.poll_us * 1000;
 	c->fd = fd;
 	c->rx = malloc(RX_CAP);
 	c->tx = malloc(TX_CAP);

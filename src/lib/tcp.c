@@ -41,7 +41,7 @@ struct tcp_chan {
 	uint8_t *hdrs;       /* encoded request headers of a batch */
 	unsigned hdrcap;
 	bool have_hdr;
-	uint64_t last_gap_ns; /* how long the last blocking wait took */
+	struct em_spin spin;  /* how a reply is waited for */
 	struct em_hdr cur;
 	uint32_t got;
 };
@@ -104,30 +104,25 @@ static ssize_t tcp_recv(struct tcp_chan *t, void *dst, size_t len, int timeout_m
 		if (r == 0) /* the caller's short wait ran out, not the request */
 			return timeout_ms >= t->ch.timeout_ms ? -ETIMEDOUT : 0;
 	}
-	if (timeout_ms != 0 && t->ch.poll_us > 0 &&
-	    t->last_gap_ns < 2000ull * (uint64_t)t->ch.poll_us) {
+	if (timeout_ms != 0) {
 		/* The reply to a small request is usually microseconds away:
 		 * spin for it before paying for a sleep and a wakeup - but only
-		 * while replies have been coming that fast (see the node's
-		 * conn_recv for the same rule). */
-		uint64_t t0 = em_now_ns();
-
-		n = em_recv_spin(t->fd, dst, len, (uint64_t)t->ch.poll_us * 1000);
-		if (n != -EAGAIN) {
-			t->last_gap_ns = em_now_ns() - t0;
-			if (n < 0) {
-				errno = (int)-n;
-				n = -1;
+		 * while replies have been coming that fast. */
+		if (em_spin_begin(&t->spin, em_now_ns())) {
+			n = em_recv_spin(t->fd, dst, len, &t->spin);
+			if (n != -EAGAIN) {
+				em_spin_end(&t->spin, em_now_ns());
+				if (n < 0) {
+					errno = (int)-n;
+					n = -1;
+				}
+				goto got;
 			}
-			goto got;
 		}
-	}
-	if (timeout_ms != 0) {
-		uint64_t t0 = em_now_ns();
 		do
 			n = recv(t->fd, dst, len, 0);
 		while (n < 0 && errno == EINTR);
-		t->last_gap_ns = em_now_ns() - t0;
+		em_spin_end(&t->spin, em_now_ns());
 		goto got;
 	}
 	do
@@ -522,6 +517,7 @@ int em_tcp_connect(em_pool *pool, struct em_node *node, bool new_session,
 	t->ch.ops = &tcp_ops;
 	t->ch.timeout_ms = pool->timeout_ms;
 	t->ch.poll_us = pool->poll_us;
+	t->spin.budget_ns = (uint64_t)(pool->poll_us > 0 ? pool->poll_us : 0) * 1000;
 	*out = &t->ch;
 	return 0;
 }

@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include "common/config.h"
+#include "common/util.h"
 #include "ethermem.h"
 #include "llm/kvstore.h"
 
@@ -53,9 +54,6 @@
 #define LLM_PQ_DEPTH 64
 #define LLM_PQ_TABLE 512
 #define LLM_PEEK 4096
-/* A reply over loopback or a LAN comes in tens of microseconds, about what
- * sleeping in recv() and being woken costs: poll this long before blocking. */
-#define LLM_SPIN_NS 30000L
 
 static void llm_region_name(const char *model, char *out, size_t outlen)
 {
@@ -182,16 +180,23 @@ struct llm_pfetch {
 	em_queue *q[LLM_PQ_MAXQ];
 	int nq, rr;
 	uint64_t size;
-	int spin;
+	struct em_spin spin;
 	struct llm_pq_ent ent[LLM_PQ_TABLE];
 };
 
-static long llm_ns_since(const struct timespec *t0)
+/* A reply over loopback or a LAN comes in tens of microseconds, about what
+ * sleeping in recv() and being woken costs: poll ETHERMEM_LLM_SPIN_US
+ * before blocking, unless ETHERMEM_LLM_SPIN is off. */
+static int llm_spin_init(struct em_spin *s)
 {
-	struct timespec t;
+	int64_t on, us;
+	int rc;
 
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (t.tv_sec - t0->tv_sec) * 1000000000L + (t.tv_nsec - t0->tv_nsec);
+	if ((rc = em_cfg_env_num(EM_CFG_LLM_SPIN, &on)) ||
+	    (rc = em_cfg_env_num(EM_CFG_LLM_SPIN_US, &us)))
+		return rc;
+	s->budget_ns = on ? (uint64_t)us * 1000 : 0;
+	return 0;
 }
 
 /* Reaps at least one completion of queue qi (polling briefly first) into
@@ -203,13 +208,12 @@ static int llm_pf_reap(struct llm_pfetch *f, int qi)
 	em_queue *q = f->q[qi];
 	int n = em_poll(q, c, LLM_PQ_DEPTH);
 
-	if (n == 0 && f->spin) {
-		struct timespec t0;
-
-		clock_gettime(CLOCK_MONOTONIC, &t0);
+	/* no em_spin_end: every wait may spin, as weights are asked for
+	 * just before they are waited for */
+	if (n == 0 && em_spin_begin(&f->spin, em_now_ns())) {
 		do
 			n = em_poll(q, c, LLM_PQ_DEPTH);
-		while (n == 0 && llm_ns_since(&t0) < LLM_SPIN_NS);
+		while (n == 0 && em_spin_again(&f->spin, em_now_ns()));
 	}
 	if (n == 0)
 		n = em_wait(q, c, 1, LLM_PQ_DEPTH, -1);
@@ -351,12 +355,12 @@ static const struct llm_fetcher_ops llm_pf_ops = {
 static int llm_em_open_fetcher(const char *model, struct llm_fetcher *out)
 {
 	struct llm_pfetch *f = calloc(1, sizeof(*f));
-	int64_t spin, nq;
+	int64_t nq;
 	int rc = 0;
 
 	if (!f)
 		return -ENOMEM;
-	if ((rc = em_cfg_env_num(EM_CFG_LLM_SPIN, &spin)) ||
+	if ((rc = llm_spin_init(&f->spin)) ||
 	    (rc = em_cfg_env_num(EM_CFG_LLM_QUEUES, &nq))) {
 		free(f);
 		return rc;
@@ -387,7 +391,6 @@ static int llm_em_open_fetcher(const char *model, struct llm_fetcher *out)
 		return rc;
 	}
 	f->size = em_region_size(f->r);
-	f->spin = spin != 0;
 	out->ops = &llm_pf_ops;
 	out->ctx = f;
 	out->size = f->size;
@@ -415,12 +418,11 @@ static const struct llm_kvio_ops llm_kv_ops = {
 static int llm_em_open_kv(uint64_t bytes, struct llm_kvio *out)
 {
 	struct llm_pfetch *f = calloc(1, sizeof(*f));
-	int64_t spin;
 	int rc;
 
 	if (!f)
 		return -ENOMEM;
-	if ((rc = em_cfg_env_num(EM_CFG_LLM_SPIN, &spin))) {
+	if ((rc = llm_spin_init(&f->spin))) {
 		free(f);
 		return rc;
 	}
@@ -446,7 +448,6 @@ static int llm_em_open_kv(uint64_t bytes, struct llm_kvio *out)
 		return rc;
 	}
 	f->size = bytes;
-	f->spin = spin != 0;
 	out->ops = &llm_kv_ops;
 	out->ctx = f;
 	return 0;

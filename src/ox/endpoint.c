@@ -27,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/util.h"
 #include "ox/conn.h"
 
 #define OX_EP_MAX_PEERS 64
@@ -519,21 +520,20 @@ int ox_endpoint_poll(struct ox_endpoint *ep, uint64_t now, unsigned budget)
 
 int ox_endpoint_run(struct ox_endpoint *ep, volatile int *stop)
 {
-	uint64_t last = ox_now_ns();
+	/* spin while traffic flows, counted from the last frame; sleep when
+	 * idle (the spin's own idle rule is not asked: a frame after a sleep
+	 * starts the spin again) */
+	struct em_spin spin = { .budget_ns = ep->o.spin_ns };
+
+	em_spin_begin(&spin, ox_now_ns());
 	while (!__atomic_load_n(stop, __ATOMIC_RELAXED)) {
 		uint64_t now = ox_now_ns();
 		if (ox_endpoint_poll(ep, now, 64) > 0) {
-			last = now;
+			em_spin_begin(&spin, now);
 			continue;
 		}
-		if (now - last < ep->o.spin_ns) {
-			/* on a 2-core machine the peer we wait for may need this
-			 * very CPU: after a short pure spin, let it run if it is
-			 * waiting (sched_yield returns at once when nothing is) */
-			if (now - last > ep->o.spin_ns / 10)
-				sched_yield();
+		if (em_spin_again(&spin, now))
 			continue;
-		}
 		/* idle: sleep in the kernel until a frame or the next timer */
 		uint64_t t = 100000000;
 		if (ep->next_due != UINT64_MAX)

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/util.h"
 #include "ox/conn.h"
 
 #define OX_RQ_SLOTS 1024
@@ -309,7 +310,10 @@ int ox_requester_poll(struct ox_requester *r, uint64_t now)
 static int wait_until(struct ox_requester *r, bool (*done)(struct ox_requester *, void *),
 		      void *arg, uint64_t timeout_ns)
 {
-	uint64_t start = ox_now_ns(), last = start;
+	uint64_t start = ox_now_ns();
+	struct em_spin spin = { .budget_ns = r->o.spin_ns };  /* as ox_endpoint_run */
+
+	em_spin_begin(&spin, start);
 	while (!done(r, arg)) {
 		uint64_t now = ox_now_ns();
 		if (now - start >= timeout_ns)
@@ -318,14 +322,11 @@ static int wait_until(struct ox_requester *r, bool (*done)(struct ox_requester *
 		 * large read completes once, after hundreds of frames */
 		uint64_t rx = r->st.rx_frames;
 		if (ox_requester_poll(r, now) > 0 || r->st.rx_frames != rx) {
-			last = now;
+			em_spin_begin(&spin, now);
 			continue;
 		}
-		if (now - last < r->o.spin_ns) {
-			if (now - last > r->o.spin_ns / 10)
-				sched_yield();   /* see ox_endpoint_run */
+		if (em_spin_again(&spin, now))
 			continue;
-		}
 		uint64_t due = ox_gbn_tick(&r->c.g, now);
 		uint64_t t = due > now ? due - now : 0;
 		if (t > 10000000)
