@@ -45,8 +45,11 @@ static void *adder(void *arg)
 	for (int done = 0; done < ADDS; done += 32) {
 		int n = ADDS - done < 32 ? ADDS - done : 32, got = 0;
 		for (int i = 0; i < n; i++)
-			ops[i] = (struct em_op){ .opcode = EM_OP_ATOMIC, .atomic_op = EM_ATOMIC_FADD,
-						 .region = r, .offset = 0, .operand = 1 };
+			ops[i] = (struct em_op){ .opcode = EM_OP_ATOMIC,
+						 .atomic_op = EM_ATOMIC_FADD,
+						 .region = r,
+						 .offset = 0,
+						 .operand = 1 };
 		if ((rc = em_submit(q, ops, (unsigned)n)) != n)
 			die("submit", rc);
 		while (got < n) {
@@ -82,7 +85,8 @@ int main(int argc, char **argv)
 	printf("pool: %d nodes\n", n);
 	for (int i = 0; i < n; i++)
 		printf("  %s: %llu MiB exported, %llu MiB used\n", st[i].addr,
-		       (unsigned long long)(st[i].capacity >> 20), (unsigned long long)(st[i].used >> 20));
+		       (unsigned long long)(st[i].capacity >> 20),
+		       (unsigned long long)(st[i].used >> 20));
 
 	if ((rc = em_region_create(pool, "demo-data", size, NULL, &r)))
 		die("create region", rc);
@@ -112,7 +116,8 @@ int main(int argc, char **argv)
 			}
 		sum += (4u << 20);
 	}
-	printf("read back and verified %llu MiB in %.2f s\n", (unsigned long long)(sum >> 20), now() - t);
+	printf("read back and verified %llu MiB in %.2f s\n", (unsigned long long)(sum >> 20),
+	       now() - t);
 
 	if ((rc = em_region_create(pool, NULL, 4096, NULL, &counter)))
 		die("create counter", rc);

@@ -16,9 +16,15 @@ static uint64_t tag = 1; /* replies: 1, 2, ... in request order */
 static size_t put(uint8_t *out, uint8_t op, uint32_t len, uint32_t region, uint32_t aux,
 		  uint64_t off, const void *payload)
 {
-	struct em_hdr h = { .magic = EM_WIRE_MAGIC, .version = EM_WIRE_VERSION, .op = op,
-			    .flags = flags, .len = len, .tag = flags ? tag++ : 1,
-			    .region = region, .aux = aux, .offset = off };
+	struct em_hdr h = { .magic = EM_WIRE_MAGIC,
+			    .version = EM_WIRE_VERSION,
+			    .op = op,
+			    .flags = flags,
+			    .len = len,
+			    .tag = flags ? tag++ : 1,
+			    .region = region,
+			    .aux = aux,
+			    .offset = off };
 	em_hdr_encode(out, &h);
 	if (len)
 		memcpy(out + EM_HDR_LEN, payload, len);
@@ -45,8 +51,9 @@ static int client_seeds(const char *dir)
 {
 	static uint8_t buf[1 << 16], pl[EM_MAX_CTRL], lay[EM_MAX_LAYOUT];
 	uint64_t v[EM_ST__COUNT] = { 1u << 30, 4096, 1, 1 };
-	struct em_layout l = { .size = 8u << 20, .chunk = 4u << 20, .nseg = 2, .plen = 2,
-			       .pattern = { 0, 1 } };
+	struct em_layout l = {
+		.size = 8u << 20, .chunk = 4u << 20, .nseg = 2, .plen = 2, .pattern = { 0, 1 }
+	};
 	size_t n = 0, ln = 0;
 	int ll, k;
 
@@ -57,10 +64,9 @@ static int client_seeds(const char *dir)
 	n += put(buf + n, EM_W_READ, 100, 1, 0, 0, pl);
 	em_status_encode(pl, sizeof(pl), v);
 	n += put(buf + n, EM_W_STATUS, EM_STATUS_LEN, 0, 0, 0, pl);
-	ln += (size_t)em_list_entry_encode(pl + ln, sizeof(pl) - ln, 8u << 20, "model",
-					   lay, (uint16_t)ll);
-	ln += (size_t)em_list_entry_encode(pl + ln, sizeof(pl) - ln, 4096, "x", lay,
+	ln += (size_t)em_list_entry_encode(pl + ln, sizeof(pl) - ln, 8u << 20, "model", lay,
 					   (uint16_t)ll);
+	ln += (size_t)em_list_entry_encode(pl + ln, sizeof(pl) - ln, 4096, "x", lay, (uint16_t)ll);
 	n += put(buf + n, EM_W_LIST, (uint32_t)ln, 0, 2, 2, pl);
 	memset(pl, 0, 8);
 	n += put(buf + n, EM_W_ATOMIC, 8, 1, 0, 8, pl);

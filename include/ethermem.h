@@ -83,13 +83,15 @@ enum em_transport {
 };
 
 struct em_pool_opts {
-	size_t size;             /* sizeof(struct em_pool_opts) */
-	const char *nodes;       /* "tcp://h1:7420,tcp://h2:7420"; NULL: ETHERMEM_NODES, then the config file */
+	size_t size; /* sizeof(struct em_pool_opts) */
+	const char *
+		nodes; /* "tcp://h1:7420,tcp://h2:7420"; NULL: ETHERMEM_NODES, then the config file */
 	const char *secret_file; /* NULL: ETHERMEM_SECRET_FILE, then the config file */
-	const char *config_file; /* NULL: ETHERMEM_CONFIG, then /etc/ethermem/client.conf if it exists */
-	int timeout_ms;          /* per request; 0: ETHERMEM_TIMEOUT_MS, else 10000 */
+	const char *
+		config_file; /* NULL: ETHERMEM_CONFIG, then /etc/ethermem/client.conf if it exists */
+	int timeout_ms;      /* per request; 0: ETHERMEM_TIMEOUT_MS, else 10000 */
 	enum em_transport transport;
-	const char *ox_iface;    /* interface for EM_TRANSPORT_OX; NULL: ETHERMEM_OX_IFACE */
+	const char *ox_iface; /* interface for EM_TRANSPORT_OX; NULL: ETHERMEM_OX_IFACE */
 };
 
 /* Connect to every node of the pool and authenticate. opts may be NULL (all
@@ -111,19 +113,19 @@ int em_pool_nodes(const em_pool *pool);
  *  EC:K+M        Reed-Solomon, K data and M parity chunks on K+M nodes;
  *                survives M losses; costs (K+M)/K bytes per byte stored. */
 enum em_redundancy {
-	EM_RED_DEFAULT = 0,   /* the pool's (config `redundancy`), else NONE */
+	EM_RED_DEFAULT = 0, /* the pool's (config `redundancy`), else NONE */
 	EM_RED_NONE = 1,
 	EM_RED_REPLICATE = 2, /* red_k copies (2..16) */
 	EM_RED_EC = 3,        /* red_k data (1..32) + red_m parity (1..8) */
 };
 
 struct em_region_opts {
-	size_t size;          /* sizeof(struct em_region_opts) */
-	uint64_t chunk_size;  /* striping unit when the region spans nodes; 0: 4 MiB
+	size_t size;         /* sizeof(struct em_region_opts) */
+	uint64_t chunk_size; /* striping unit when the region spans nodes; 0: 4 MiB
 				 (EC: the cell, each node's share of a stripe; 0: 64 KiB) */
-	unsigned flags;       /* EM_REGION_*; others: -EINVAL */
+	unsigned flags;      /* EM_REGION_*; others: -EINVAL */
 	/* since 0.2 */
-	uint32_t redundancy;  /* enum em_redundancy */
+	uint32_t redundancy; /* enum em_redundancy */
 	uint16_t red_k, red_m;
 };
 #define EM_REGION_EXCL 1u /* named create fails with -EEXIST if the name exists */
@@ -160,16 +162,16 @@ uint64_t em_region_size(const em_region *region);
 em_pool *em_region_pool(const em_region *region);
 
 struct em_region_info {
-	size_t size;         /* set by the caller in info[0]: see the conventions */
+	size_t size; /* set by the caller in info[0]: see the conventions */
 	char name[EM_NAME_MAX + 1];
-	uint64_t bytes;      /* of the whole region */
+	uint64_t bytes; /* of the whole region */
 	uint64_t chunk_size;
-	unsigned nodes;      /* nodes it is striped over */
+	unsigned nodes; /* nodes it is striped over */
 	/* since 0.2 */
 	uint32_t redundancy; /* enum em_redundancy (never DEFAULT) */
 	uint16_t red_k, red_m;
-	uint32_t state;      /* enum em_region_state, as this client sees it */
-	uint32_t epoch;      /* layout generation: moves when repair replaces a node */
+	uint32_t state; /* enum em_region_state, as this client sees it */
+	uint32_t epoch; /* layout generation: moves when repair replaces a node */
 };
 enum em_region_state {
 	EM_STATE_HEALTHY = 0,   /* every copy or chunk is where the layout says */
@@ -189,7 +191,7 @@ int em_write(em_region *region, uint64_t offset, const void *buf, size_t len);
  * logical set plus compare-and-swap. Each returns the old value in *old
  * (may be NULL). Atomic against every other client of the region. */
 enum em_atomic_op {
-	EM_ATOMIC_CAS = 0,  /* if (*p == compare) *p = operand */
+	EM_ATOMIC_CAS = 0, /* if (*p == compare) *p = operand */
 	EM_ATOMIC_FADD = 1,
 	EM_ATOMIC_SWAP = 2,
 	EM_ATOMIC_SMIN = 3, /* signed */
@@ -201,8 +203,8 @@ enum em_atomic_op {
 	EM_ATOMIC_XOR = 9,
 	EM_ATOMIC__COUNT
 };
-int em_atomic(em_region *region, uint64_t offset, enum em_atomic_op op,
-	      uint64_t operand, uint64_t compare, uint64_t *old);
+int em_atomic(em_region *region, uint64_t offset, enum em_atomic_op op, uint64_t operand,
+	      uint64_t compare, uint64_t *old);
 /* On a redundant region an atomic executes on the first live copy, which
  * orders it; it is then applied to every other live copy in that order
  * before it completes, so a copy that takes over after a failure holds
@@ -215,24 +217,24 @@ enum em_opcode { EM_OP_READ = 1, EM_OP_WRITE = 2, EM_OP_ATOMIC = 3 };
 
 /* One work request. buf must stay valid until its completion is reaped. */
 struct em_op {
-	uint8_t opcode;       /* enum em_opcode */
-	uint8_t atomic_op;    /* enum em_atomic_op, for EM_OP_ATOMIC */
-	uint16_t flags;       /* none defined yet: 0 */
-	uint32_t reserved;    /* 0 */
+	uint8_t opcode;    /* enum em_opcode */
+	uint8_t atomic_op; /* enum em_atomic_op, for EM_OP_ATOMIC */
+	uint16_t flags;    /* none defined yet: 0 */
+	uint32_t reserved; /* 0 */
 	em_region *region;
 	uint64_t offset;
-	void *buf;            /* read destination / write source */
-	size_t len;           /* bytes; ignored for atomics */
-	uint64_t operand;     /* atomics */
-	uint64_t compare;     /* EM_ATOMIC_CAS */
-	uint64_t user_data;   /* returned in the completion */
+	void *buf;          /* read destination / write source */
+	size_t len;         /* bytes; ignored for atomics */
+	uint64_t operand;   /* atomics */
+	uint64_t compare;   /* EM_ATOMIC_CAS */
+	uint64_t user_data; /* returned in the completion */
 };
 
 struct em_completion {
 	uint64_t user_data;
-	int result;           /* 0 or -errno */
-	uint32_t flags;       /* none defined yet: 0 */
-	uint64_t value;       /* atomics: the old value */
+	int result;     /* 0 or -errno */
+	uint32_t flags; /* none defined yet: 0 */
+	uint64_t value; /* atomics: the old value */
 };
 
 /* A queue holds up to `depth` (1 .. 2^20) operations in flight, over its
@@ -251,8 +253,7 @@ int em_submit(em_queue *q, const struct em_op *ops, unsigned n);
 int em_poll(em_queue *q, struct em_completion *out, unsigned max);
 /* Reaps at least min (bounded by what is in flight) and at most max
  * completions, waiting up to timeout_ms (-1: the pool's request timeout). */
-int em_wait(em_queue *q, struct em_completion *out, unsigned min, unsigned max,
-	    int timeout_ms);
+int em_wait(em_queue *q, struct em_completion *out, unsigned min, unsigned max, int timeout_ms);
 /* A descriptor for an event loop (poll, epoll, select): it is readable
  * while completions of this queue may be waiting, so a loop can sleep on it
  * beside its other descriptors and call em_poll() when it wakes. It is
@@ -271,14 +272,14 @@ int em_queue_inflight(const em_queue *q);
 
 #define EM_STAT_OPS 8 /* read, write, atomic, create, open, delete, list, status */
 struct em_node_status {
-	size_t size;             /* set by the caller in st[0]: see the conventions */
-	char addr[80];           /* as given in the node list */
-	uint64_t capacity;       /* bytes exported */
-	uint64_t used;           /* bytes allocated to regions */
-	uint32_t regions;        /* named + anonymous regions */
+	size_t size;       /* set by the caller in st[0]: see the conventions */
+	char addr[80];     /* as given in the node list */
+	uint64_t capacity; /* bytes exported */
+	uint64_t used;     /* bytes allocated to regions */
+	uint32_t regions;  /* named + anonymous regions */
 	uint32_t named_regions;
-	uint32_t clients;        /* connections now */
-	uint32_t huge_pages;     /* 1 when backed by explicit huge pages */
+	uint32_t clients;    /* connections now */
+	uint32_t huge_pages; /* 1 when backed by explicit huge pages */
 	uint64_t uptime_s;
 	uint64_t ops[EM_STAT_OPS];
 	uint64_t errors[EM_STAT_OPS];
@@ -288,10 +289,10 @@ struct em_node_status {
 	uint64_t lat_p50_ns[3], lat_p99_ns[3], lat_p999_ns[3];
 	/* OmniXtend (all zero when the node serves none, or none yet) */
 	uint64_t ox_rx_frames, ox_tx_frames, ox_retransmits;
-	uint64_t ox_denied;       /* requests answered with the denied bit */
-	uint64_t ox_unknown;      /* frames from a MAC with no window, dropped */
-	uint64_t ox_malformed;    /* frames that failed to decode, dropped */
-	uint32_t ox_attached;     /* sessions holding an address window now */
+	uint64_t ox_denied;    /* requests answered with the denied bit */
+	uint64_t ox_unknown;   /* frames from a MAC with no window, dropped */
+	uint64_t ox_malformed; /* frames that failed to decode, dropped */
+	uint32_t ox_attached;  /* sessions holding an address window now */
 };
 /* Fills st[0..max) with one entry per node; returns the number of nodes.
  * With max > 0, st[0].size must be set. */
@@ -313,13 +314,17 @@ struct em_map_opts {
 };
 #define EM_MAP_READONLY 1u   /* stores fault with SIGSEGV; no write-back */
 #define EM_MAP_NOPREFETCH 2u /* fetch only what faults */
-#define EM_MAP_FRESH 4u      /* the region was just created (all zero): units
+#define EM_MAP_FRESH \
+	4u /* the region was just created (all zero): units
 				never written back are zero-filled, not fetched */
-#define EM_MAP_SCRATCH 8u    /* contents are not needed after em_unmap: it
+#define EM_MAP_SCRATCH \
+	8u /* contents are not needed after em_unmap: it
 				discards instead of writing back (heap use) */
-#define EM_MAP_NOHUGE 16u    /* stay on 4 KiB pages even with 2 MiB units
+#define EM_MAP_NOHUGE \
+	16u /* stay on 4 KiB pages even with 2 MiB units
 				(as ETHERMEM_MAP_HUGE=0 does for every map) */
-#define EM_MAP_THREAD_FAULTS 32u /* serve this process's faults on a library
+#define EM_MAP_THREAD_FAULTS \
+	32u /* serve this process's faults on a library
 				thread (as ETHERMEM_MAP_FAULTS=thread); -EBUSY
 				once the first map chose the other way */
 
@@ -347,13 +352,13 @@ int em_sync(void *addr, size_t len);
 int em_unmap(void *addr);
 
 struct em_map_stats {
-	size_t size;              /* set by the caller: see the conventions */
-	uint64_t faults;          /* faults served by fetching */
-	uint64_t bytes_fetched;   /* from the pool */
-	uint64_t bytes_written;   /* written back */
-	uint64_t prefetched;      /* bytes fetched ahead of a fault */
-	uint64_t evictions;       /* units dropped or written back */
-	uint64_t resident;        /* bytes now in the cache */
+	size_t size;            /* set by the caller: see the conventions */
+	uint64_t faults;        /* faults served by fetching */
+	uint64_t bytes_fetched; /* from the pool */
+	uint64_t bytes_written; /* written back */
+	uint64_t prefetched;    /* bytes fetched ahead of a fault */
+	uint64_t evictions;     /* units dropped or written back */
+	uint64_t resident;      /* bytes now in the cache */
 };
 /* Counters of the mapping at addr; addr NULL: totals of the process.
  * resident is always the process-wide cache occupancy. */

@@ -7,7 +7,8 @@
 #   3. the mapping tests under ThreadSanitizer;
 #   4. the fuzz targets with clang's libFuzzer, for a bounded time each
 #      (EM_FUZZ_SECONDS, default in CMakePresets.json);
-#   5. the inference benchmark's quick mode (checks ids across backends).
+#   5. the inference benchmark's quick mode (checks ids across backends);
+#   and, first, the C sources in the house style (scripts/format.sh --check).
 # Legs 1-4 are the CMake presets default, asan, tsan and fuzz.
 # Ends with one line "total: N passed, N failed, N skipped".
 set -uo pipefail
@@ -47,6 +48,13 @@ leg() {
 	SKIP=$((SKIP + s))
 }
 
+# The house style (.clang-format): an unformatted file fails here.
+echo "== format"
+if scripts/format.sh --check > "$LOGS/format.log" 2>&1; then
+	PASS=$((PASS + 1))
+else
+	FAIL=$((FAIL + 1)); cat "$LOGS/format.log"; echo "format: run scripts/format.sh"
+fi
 leg default
 # The package as users get it: installed against the default leg's library.
 echo "== python package install"

@@ -27,24 +27,23 @@
  * ending the test. */
 static __attribute__((unused)) int t_fails, t_keep_going;
 
-#define CHECK(c)                                                               \
-	do {                                                                   \
-		if (!(c)) {                                                    \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__,    \
-				__LINE__, #c);                                 \
-			t_fails++;                                             \
-			if (!t_keep_going)                                     \
-				exit(1);                                       \
-		}                                                              \
+#define CHECK(c)                                                                              \
+	do {                                                                                  \
+		if (!(c)) {                                                                   \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
+			t_fails++;                                                            \
+			if (!t_keep_going)                                                    \
+				exit(1);                                                      \
+		}                                                                             \
 	} while (0)
-#define CHECK_RC(expr, want)                                                   \
-	do {                                                                   \
-		int rc_ = (expr);                                              \
-		if (rc_ != (want)) {                                           \
-			fprintf(stderr, "%s:%d: %s = %d (%s), want %d\n", __FILE__, \
-				__LINE__, #expr, rc_, em_strerror(rc_), (want));  \
-			exit(1);                                               \
-		}                                                              \
+#define CHECK_RC(expr, want)                                                                  \
+	do {                                                                                  \
+		int rc_ = (expr);                                                             \
+		if (rc_ != (want)) {                                                          \
+			fprintf(stderr, "%s:%d: %s = %d (%s), want %d\n", __FILE__, __LINE__, \
+				#expr, rc_, em_strerror(rc_), (want));                        \
+			exit(1);                                                              \
+		}                                                                             \
 	} while (0)
 
 struct t_node {
@@ -115,17 +114,17 @@ static __attribute__((unused)) void t_sleep_ms(int ms)
 /* Polls `cond` every 10 ms for up to `ms` milliseconds and gives its last
  * value: the one way a test waits for something to happen (a log line, a
  * count going to zero) without a fixed sleep. */
-#define T_WAIT_FOR(ms, cond)                                                   \
-	({                                                                     \
-		int ok_ = 0;                                                   \
-		for (int w_ = 0; w_ <= (ms) / 10 && !(ok_ = !!(cond)); w_++)   \
-			t_sleep_ms(10);                                        \
-		ok_;                                                           \
+#define T_WAIT_FOR(ms, cond)                                                 \
+	({                                                                   \
+		int ok_ = 0;                                                 \
+		for (int w_ = 0; w_ <= (ms) / 10 && !(ok_ = !!(cond)); w_++) \
+			t_sleep_ms(10);                                      \
+		ok_;                                                         \
 	})
 
 /* Starts ethermemd and waits until it listens. extra: more flags or NULL. */
-static __attribute__((unused)) void t_node_start(struct t_node *n, const char *capacity, const char *secret,
-			 const char *extra)
+static __attribute__((unused)) void t_node_start(struct t_node *n, const char *capacity,
+						 const char *secret, const char *extra)
 {
 	static int seq;
 	char portfile[300], cmd[2048];
@@ -145,8 +144,8 @@ static __attribute__((unused)) void t_node_start(struct t_node *n, const char *c
 		dup2(fd, 1);
 		snprintf(cmd, sizeof(cmd),
 			 "exec %s --listen tcp://127.0.0.1:0 --capacity %s --secret-file %s "
-			 "--port-file %s %s", t_bin("ethermemd"), capacity, secret, portfile,
-			 extra ? extra : "");
+			 "--port-file %s %s",
+			 t_bin("ethermemd"), capacity, secret, portfile, extra ? extra : "");
 		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
 		_exit(127);
 	}

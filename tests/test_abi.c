@@ -53,7 +53,8 @@ int main(void)
 	em_region *a, *b;
 
 	atexit(t_cleanup);
-	snprintf(ver, sizeof(ver), "%u.%u.%u", EM_VERSION_MAJOR, EM_VERSION_MINOR, EM_VERSION_PATCH);
+	snprintf(ver, sizeof(ver), "%u.%u.%u", EM_VERSION_MAJOR, EM_VERSION_MINOR,
+		 EM_VERSION_PATCH);
 	CHECK(!strcmp(em_version(&ma, &mi, &pa), EM_VERSION_STRING));
 	CHECK(!strcmp(EM_VERSION_STRING, ver));
 	CHECK(ma == EM_VERSION_MAJOR && mi == EM_VERSION_MINOR && pa == EM_VERSION_PATCH);
@@ -146,8 +147,9 @@ int main(void)
 	{
 		em_queue *q;
 		uint64_t w = 0x1234, got = 0;
-		struct em_op op = { .opcode = EM_OP_READ, .region = a, .buf = &got, .len = 8,
-				    .user_data = 42 };
+		struct em_op op = {
+			.opcode = EM_OP_READ, .region = a, .buf = &got, .len = 8, .user_data = 42
+		};
 		struct em_completion c;
 
 		memset(&c, 0xff, sizeof(c));

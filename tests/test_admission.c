@@ -102,7 +102,10 @@ int main(void)
 
 	{
 		char flags[128];
-		snprintf(flags, sizeof(flags), "--max-clients %d --io-timeout 3000 --max-pending 64 --max-pending-per-source 8", 2 * per_pool);
+		snprintf(
+			flags, sizeof(flags),
+			"--max-clients %d --io-timeout 3000 --max-pending 64 --max-pending-per-source 8",
+			2 * per_pool);
 		t_node_start(&n, "8M", sec, flags);
 	}
 	/* 1,024 idle strangers from one address */

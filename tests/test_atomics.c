@@ -5,8 +5,8 @@
  */
 #include "harness.h"
 
-#define K 4     /* client processes */
-#define N 2000  /* increments each */
+#define K 4    /* client processes */
+#define N 2000 /* increments each */
 
 static void semantics(em_region *r)
 {
@@ -81,8 +81,10 @@ int main(void)
 			for (int i = 0; i < N / 2; i += 40) {
 				for (int j = 0; j < 40; j++)
 					ops[j] = (struct em_op){ .opcode = EM_OP_ATOMIC,
-						.atomic_op = EM_ATOMIC_FADD, .region = cr,
-						.offset = 0, .operand = 1 };
+								 .atomic_op = EM_ATOMIC_FADD,
+								 .region = cr,
+								 .offset = 0,
+								 .operand = 1 };
 				CHECK_RC(em_submit(q, ops, 40), 40);
 				for (int got = 0; got < 40;) {
 					int m = em_wait(q, c, 1, 40, -1);
@@ -98,7 +100,9 @@ int main(void)
 				uint64_t cur, seen;
 				CHECK_RC(em_read(cr, 8, &cur, 8), 0);
 				for (;;) {
-					CHECK_RC(em_atomic(cr, 8, EM_ATOMIC_CAS, cur + 1, cur, &seen), 0);
+					CHECK_RC(em_atomic(cr, 8, EM_ATOMIC_CAS, cur + 1, cur,
+							   &seen),
+						 0);
 					if (seen == cur)
 						break;
 					cur = seen;

@@ -52,7 +52,8 @@ int main(void)
 		snprintf(cmd, sizeof(cmd), "%s --capacity 8M --secret-file %s 2>/dev/null",
 			 t_bin("ethermemd"), shorty);
 		CHECK(system(cmd) != 0);
-		snprintf(cmd, sizeof(cmd), "%s --capacity 8M --secret-file /nonexistent 2>/dev/null",
+		snprintf(cmd, sizeof(cmd),
+			 "%s --capacity 8M --secret-file /nonexistent 2>/dev/null",
 			 t_bin("ethermemd"));
 		CHECK(system(cmd) != 0);
 	}

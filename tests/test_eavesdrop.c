@@ -38,8 +38,9 @@ static int dial(void)
 static int call(int fd, uint8_t op, const void *p, uint32_t len, uint8_t *out, size_t cap)
 {
 	uint8_t b[EM_HDR_LEN];
-	struct em_hdr h = { .magic = EM_WIRE_MAGIC, .version = EM_WIRE_VERSION, .op = op,
-			    .len = len, .tag = 5 };
+	struct em_hdr h = {
+		.magic = EM_WIRE_MAGIC, .version = EM_WIRE_VERSION, .op = op, .len = len, .tag = 5
+	};
 
 	em_hdr_encode(b, &h);
 	CHECK(em_send_all(fd, b, sizeof(b)) == 0);

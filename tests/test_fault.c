@@ -10,8 +10,8 @@
 #include "harness.h"
 #include "lib/fault.h"
 
-#define TMO 1000     /* the pool's request timeout, ms */
-#define SLACK 2000   /* how late past it an error may come on a loaded machine */
+#define TMO 1000   /* the pool's request timeout, ms */
+#define SLACK 2000 /* how late past it an error may come on a loaded machine */
 #define RSIZE (1u << 20)
 #define IO 4096
 
@@ -114,10 +114,10 @@ int main(void)
 		fill(buf, (unsigned)i, 0);
 		CHECK_RC(em_write(reg[i], 0, buf, IO), 0);
 	}
-#define OTHERS_WORK()                                                          \
-	do {                                                                   \
-		node_works(0, gen[0]++);                                       \
-		node_works(2, gen[2]++);                                       \
+#define OTHERS_WORK()                    \
+	do {                             \
+		node_works(0, gen[0]++); \
+		node_works(2, gen[2]++); \
 	} while (0)
 
 	/* fail: at once, with the error asked for */
@@ -166,8 +166,11 @@ int main(void)
 
 		CHECK_RC(em_queue_create(p, 8, &q), 0);
 		for (unsigned i = 0; i < 3; i++)
-			ops[i] = (struct em_op){ .opcode = EM_OP_READ, .region = reg[i],
-						 .buf = b[i], .len = IO, .user_data = i };
+			ops[i] = (struct em_op){ .opcode = EM_OP_READ,
+						 .region = reg[i],
+						 .buf = b[i],
+						 .len = IO,
+						 .user_data = i };
 		CHECK_RC(em_submit(q, ops, 3), 3);
 		while (got < 3) {
 			rc = em_wait(q, c + got, 1, (unsigned)(3 - got), -1);
@@ -199,8 +202,11 @@ int main(void)
 		const uint64_t seeds[3] = { 7, 7, 8 };
 
 		for (int s = 0; s < 3; s++) {
-			struct em_fault f = { .mode = EM_FAULT_FAIL, .node = (int)v, .after = 5,
-					      .percent = 50, .seed = seeds[s] };
+			struct em_fault f = { .mode = EM_FAULT_FAIL,
+					      .node = (int)v,
+					      .after = 5,
+					      .percent = 50,
+					      .seed = seeds[s] };
 			CHECK_RC(em_fault_set(p, &f), 0);
 			for (int k = 0; k < 40; k++) {
 				rc = victim_read(v, &ms);
@@ -244,8 +250,11 @@ int main(void)
 		CHECK_RC(em_pool_status(p, st, 2), 3); /* asks nodes 0 and 1 only */
 		CHECK_RC(em_pool_status(p, st, 3), -ECONNRESET);
 		em_pool_close(p);
-		const char *bad[] = { "mode=bogus", "mode=fail,node=x", "percent=101", "over=fault",
-				      "over=nosuch", "mode=fail,node=3", "speed=1", "err=0", "node" };
+		const char *bad[] = { "mode=bogus",  "mode=fail,node=x",
+				      "percent=101", "over=fault",
+				      "over=nosuch", "mode=fail,node=3",
+				      "speed=1",     "err=0",
+				      "node" };
 		for (unsigned k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
 			p = connect_fault(bad[k], &rc);
 			if (rc != -EINVAL)

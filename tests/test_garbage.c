@@ -30,12 +30,18 @@ static int dial(void)
 	return fd;
 }
 
-static void send_hdr(int fd, uint8_t op, uint32_t len, uint32_t region, uint32_t aux,
-		     uint64_t off, uint8_t version)
+static void send_hdr(int fd, uint8_t op, uint32_t len, uint32_t region, uint32_t aux, uint64_t off,
+		     uint8_t version)
 {
 	uint8_t b[EM_HDR_LEN];
-	struct em_hdr h = { .magic = EM_WIRE_MAGIC, .version = version, .op = op, .len = len,
-			    .tag = 77, .region = region, .aux = aux, .offset = off };
+	struct em_hdr h = { .magic = EM_WIRE_MAGIC,
+			    .version = version,
+			    .op = op,
+			    .len = len,
+			    .tag = 77,
+			    .region = region,
+			    .aux = aux,
+			    .offset = off };
 	em_hdr_encode(b, &h);
 	CHECK(em_send_all(fd, b, sizeof(b)) == 0);
 }

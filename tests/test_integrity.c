@@ -68,7 +68,8 @@ static void run(em_pool *pool, uint64_t size, uint64_t seed)
 		}
 		/* replay in submission order on the reference */
 		for (int i = 0; i < nops; i++) {
-			CHECK(c[i].result == 0 || (fprintf(stderr, "op %d: %s\n", i, em_strerror(c[i].result)), 0));
+			CHECK(c[i].result == 0 ||
+			      (fprintf(stderr, "op %d: %s\n", i, em_strerror(c[i].result)), 0));
 			if (ops[i].opcode == EM_OP_WRITE)
 				memcpy(ref + want_off[i], bufs[i], want_len[i]);
 			else

@@ -27,7 +27,8 @@ int main(void)
 	atexit(t_cleanup);
 	/* no pool needed */
 	CHECK(em_version(NULL, NULL, NULL) != NULL);
-	CHECK(em_strerror(0) != NULL && em_strerror(-99999) != NULL && em_strerror(INT32_MIN) != NULL);
+	CHECK(em_strerror(0) != NULL && em_strerror(-99999) != NULL &&
+	      em_strerror(INT32_MIN) != NULL);
 	CHECK_RC(em_parse_size(NULL, &v), -EINVAL);
 	{
 		struct em_region_opts rd = { .size = sizeof(rd) };
@@ -117,9 +118,17 @@ int main(void)
 		 * field or an unknown opcode: posted, completes with -EINVAL */
 		struct em_op bad[4] = {
 			{ .opcode = EM_OP_READ, .buf = buf, .len = 8, .user_data = 0 },
-			{ .opcode = EM_OP_READ, .region = r, .buf = buf, .len = 8, .flags = 1,
+			{ .opcode = EM_OP_READ,
+			  .region = r,
+			  .buf = buf,
+			  .len = 8,
+			  .flags = 1,
 			  .user_data = 1 },
-			{ .opcode = EM_OP_READ, .region = r, .buf = buf, .len = 8, .reserved = 1,
+			{ .opcode = EM_OP_READ,
+			  .region = r,
+			  .buf = buf,
+			  .len = 8,
+			  .reserved = 1,
 			  .user_data = 2 },
 			{ .opcode = 77, .region = r, .buf = buf, .len = 8, .user_data = 3 },
 		};

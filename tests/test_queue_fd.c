@@ -50,8 +50,12 @@ int main(void)
 
 	/* a refused op completes inside the library: no socket will tell */
 	{
-		struct em_op bad = { .opcode = EM_OP_READ, .region = r, .offset = 11u << 20,
-				     .buf = back[0], .len = 8, .user_data = 7 };
+		struct em_op bad = { .opcode = EM_OP_READ,
+				     .region = r,
+				     .offset = 11u << 20,
+				     .buf = back[0],
+				     .len = 8,
+				     .user_data = 7 };
 		CHECK_RC(em_submit(q, &bad, 1), 1);
 		CHECK(readable(fd, 5000));
 		CHECK_RC(em_poll(q, c, DEPTH), 1);
@@ -77,10 +81,13 @@ int main(void)
 			/* reads start only when every write has completed */
 			if (next == OPS && done < OPS)
 				break;
-			ops[k++] = (struct em_op){
-				.opcode = next < OPS ? EM_OP_WRITE : EM_OP_READ, .region = r,
-				.offset = (uint64_t)i * (10u << 20) / OPS / UNIT * UNIT,
-				.buf = next < OPS ? data[i] : back[i], .len = UNIT, .user_data = next };
+			ops[k++] = (struct em_op){ .opcode = next < OPS ? EM_OP_WRITE : EM_OP_READ,
+						   .region = r,
+						   .offset = (uint64_t)i * (10u << 20) / OPS /
+							     UNIT * UNIT,
+						   .buf = next < OPS ? data[i] : back[i],
+						   .len = UNIT,
+						   .user_data = next };
 			next++;
 		}
 		if (k) {

@@ -63,7 +63,8 @@ static void rand_ops(em_region *r, uint8_t *ref, int ops, uint64_t *seed)
 		} else {
 			CHECK_RC(em_read(r, off, buf, len), 0);
 			if (memcmp(buf, ref + off, len)) {
-				fprintf(stderr, "wrong bytes at %" PRIu64 "+%" PRIu64 "\n", off, len);
+				fprintf(stderr, "wrong bytes at %" PRIu64 "+%" PRIu64 "\n", off,
+					len);
 				exit(1);
 			}
 		}
@@ -206,7 +207,9 @@ static void atomics(const char *red)
 				for (;;) {
 					CHECK_RC(em_atomic(cr, 8, EM_ATOMIC_CAS, 0, 0, &old), 0);
 					uint64_t seen = old;
-					CHECK_RC(em_atomic(cr, 8, EM_ATOMIC_CAS, seen + 1, seen, &old), 0);
+					CHECK_RC(em_atomic(cr, 8, EM_ATOMIC_CAS, seen + 1, seen,
+							   &old),
+						 0);
 					if (old == seen)
 						break;
 				}
@@ -278,7 +281,8 @@ static void ec_concurrent(void)
 
 			CHECK_RC(em_region_open(p, "stripes", &cr), 0);
 			for (int round = 1; round <= WROUNDS; round++)
-				for (uint64_t off = (uint64_t)k * 512; off < span; off += WK * 512) {
+				for (uint64_t off = (uint64_t)k * 512; off < span;
+				     off += WK * 512) {
 					memset(piece, (k << 6) | (round & 63), sizeof(piece));
 					CHECK_RC(em_write(cr, off, piece, sizeof(piece)), 0);
 				}

@@ -25,8 +25,11 @@ int main(void)
 	for (int round = 0; round < 200; round++) {
 		struct em_op ops[8];
 		for (int i = 0; i < 8; i++)
-			ops[i] = (struct em_op){ .opcode = EM_OP_WRITE, .region = r,
-				.offset = (uint64_t)i << 20, .buf = buf[i], .len = 1u << 20 };
+			ops[i] = (struct em_op){ .opcode = EM_OP_WRITE,
+						 .region = r,
+						 .offset = (uint64_t)i << 20,
+						 .buf = buf[i],
+						 .len = 1u << 20 };
 		if (round == 20)
 			kill(n.pid, SIGTERM);
 		rc = em_submit(q, ops, 8);
@@ -39,8 +42,8 @@ int main(void)
 				if (c[i].result == 0)
 					ok++;
 				else {
-					CHECK(c[i].result == -ECONNRESET || c[i].result == -ENOTCONN ||
-					      c[i].result == -EPIPE);
+					CHECK(c[i].result == -ECONNRESET ||
+					      c[i].result == -ENOTCONN || c[i].result == -EPIPE);
 					failed++;
 				}
 			}

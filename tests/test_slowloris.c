@@ -30,13 +30,18 @@ static int dial(void)
 
 static void hdr(uint8_t *b, uint8_t op, uint32_t len, uint32_t region, uint64_t off)
 {
-	struct em_hdr h = { .magic = EM_WIRE_MAGIC, .version = EM_WIRE_VERSION, .op = op,
-			    .len = len, .tag = 9, .region = region, .offset = off };
+	struct em_hdr h = { .magic = EM_WIRE_MAGIC,
+			    .version = EM_WIRE_VERSION,
+			    .op = op,
+			    .len = len,
+			    .tag = 9,
+			    .region = region,
+			    .offset = off };
 	em_hdr_encode(b, &h);
 }
 
-static int call(int fd, uint8_t op, const void *p, uint32_t len, uint32_t region,
-		uint64_t off, struct em_hdr *rh, uint8_t *out, size_t cap)
+static int call(int fd, uint8_t op, const void *p, uint32_t len, uint32_t region, uint64_t off,
+		struct em_hdr *rh, uint8_t *out, size_t cap)
 {
 	uint8_t b[EM_HDR_LEN];
 

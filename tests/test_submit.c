@@ -54,14 +54,21 @@ int main(void)
 
 	for (int i = 0; i < SMALL; i++) {
 		memset(small[i], i + 1, sizeof(small[i]));
-		ops[i] = (struct em_op){ .opcode = EM_OP_WRITE, .region = r,
-					 .offset = (uint64_t)i * 4096, .buf = small[i],
-					 .len = 4096, .user_data = (uint64_t)i };
+		ops[i] = (struct em_op){ .opcode = EM_OP_WRITE,
+					 .region = r,
+					 .offset = (uint64_t)i * 4096,
+					 .buf = small[i],
+					 .len = 4096,
+					 .user_data = (uint64_t)i };
 	}
 	/* 32 parts at EM_MAX_IO: with the SMALL before it, more than the
 	 * staging's room for DEPTH parts, so it must grow */
-	ops[SMALL] = (struct em_op){ .opcode = EM_OP_READ, .region = r, .offset = 0,
-				     .buf = big, .len = sizeof(big), .user_data = SMALL };
+	ops[SMALL] = (struct em_op){ .opcode = EM_OP_READ,
+				     .region = r,
+				     .offset = 0,
+				     .buf = big,
+				     .len = sizeof(big),
+				     .user_data = SMALL };
 	ops[SMALL + 1] = ops[0];
 	ops[SMALL + 1].user_data = SMALL + 1;
 

@@ -8,10 +8,17 @@
 
 static void test_header(void)
 {
-	struct em_hdr h = { .magic = EM_WIRE_MAGIC, .version = EM_WIRE_VERSION, .op = EM_W_READ,
-			    .flags = EM_WF_RESPONSE, .status = -ERANGE, .len = 4096,
-			    .tag = 0x1122334455667788ull, .region = 7, .aux = 9,
-			    .offset = 0xfedcba9876543210ull }, d;
+	struct em_hdr h = { .magic = EM_WIRE_MAGIC,
+			    .version = EM_WIRE_VERSION,
+			    .op = EM_W_READ,
+			    .flags = EM_WF_RESPONSE,
+			    .status = -ERANGE,
+			    .len = 4096,
+			    .tag = 0x1122334455667788ull,
+			    .region = 7,
+			    .aux = 9,
+			    .offset = 0xfedcba9876543210ull },
+		      d;
 	uint8_t b[EM_HDR_LEN];
 	const char *why;
 
@@ -118,13 +125,16 @@ static void test_layout(void)
 	CHECK_RC(em_layout_decode(b, (size_t)n + 1, &d), -EPROTO);
 	/* each field out of range, one at a time */
 	{
-		struct { unsigned at; uint8_t v; } bad[] = {
-			{ 0, 0 },            /* magic */
-			{ 20, 0 },           /* no segment */
-			{ 20, 65 },          /* more segments than a region may span */
-			{ 21, 0 },           /* no pattern */
-			{ 21, 65 },          /* too long a pattern */
-			{ 21, 2 },           /* counts that disagree with the length */
+		struct {
+			unsigned at;
+			uint8_t v;
+		} bad[] = {
+			{ 0, 0 },   /* magic */
+			{ 20, 0 },  /* no segment */
+			{ 20, 65 }, /* more segments than a region may span */
+			{ 21, 0 },  /* no pattern */
+			{ 21, 65 }, /* too long a pattern */
+			{ 21, 2 },  /* counts that disagree with the length */
 			{ 22 + 2 * EM_NODE_ID_LEN + 1, 2 }, /* names a segment not there */
 		};
 		for (unsigned k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
@@ -177,13 +187,16 @@ static void test_layout_redundancy(void)
 	CHECK_RC(em_layout_decode(b, (size_t)m + 1, &d), -EPROTO);
 	{
 		unsigned t = (unsigned)m - 8;
-		struct { unsigned at; uint8_t v; } bad[] = {
-			{ t, 0 },      /* redundancy 0 in a trailer */
-			{ t, 9 },      /* unknown redundancy */
-			{ t + 1, 5 },  /* k + m != segments */
-			{ t + 2, 0 },  /* ec without parity */
-			{ t + 3, 1 },  /* reserved byte */
-			{ t - 1, 4 },  /* pattern not 0..n-1 */
+		struct {
+			unsigned at;
+			uint8_t v;
+		} bad[] = {
+			{ t, 0 },     /* redundancy 0 in a trailer */
+			{ t, 9 },     /* unknown redundancy */
+			{ t + 1, 5 }, /* k + m != segments */
+			{ t + 2, 0 }, /* ec without parity */
+			{ t + 3, 1 }, /* reserved byte */
+			{ t - 1, 4 }, /* pattern not 0..n-1 */
 		};
 		for (unsigned k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
 			memcpy(c, b, (size_t)m);
@@ -258,8 +271,11 @@ static void test_status(void)
 {
 	uint64_t v[EM_ST__COUNT], d[EM_ST__COUNT];
 	uint8_t b[EM_STATUS_LEN + 8], h[EM_HDR_LEN];
-	struct em_hdr hd = { .magic = EM_WIRE_MAGIC, .version = EM_WIRE_VERSION,
-			     .op = EM_W_STATUS, .flags = EM_WF_RESPONSE, .status = -ENOENT };
+	struct em_hdr hd = { .magic = EM_WIRE_MAGIC,
+			     .version = EM_WIRE_VERSION,
+			     .op = EM_W_STATUS,
+			     .flags = EM_WF_RESPONSE,
+			     .status = -ENOENT };
 
 	for (int i = 0; i < EM_ST__COUNT; i++)
 		v[i] = 0x0102030405060708ull * (uint64_t)(i + 1);

@@ -37,33 +37,30 @@ typedef struct MapObject MapObject;
 typedef struct QueueObject QueueObject;
 
 typedef struct {
-	PyObject_HEAD
-	em_pool *pool;     /* NULL once closed for good */
-	int closed;        /* no new work; the handle may linger for live views */
-	int children;      /* open region and queue handles */
-	int busy;          /* calls running without the GIL */
+	PyObject_HEAD em_pool *pool; /* NULL once closed for good */
+	int closed;                  /* no new work; the handle may linger for live views */
+	int children;                /* open region and queue handles */
+	int busy;                    /* calls running without the GIL */
 	RegionObject *regions;
 	QueueObject *queues;
 } PoolObject;
 
 struct RegionObject {
-	PyObject_HEAD
-	PoolObject *pool;  /* strong */
-	em_region *r;      /* NULL once closed */
+	PyObject_HEAD PoolObject *pool; /* strong */
+	em_region *r;                   /* NULL once closed */
 	uint64_t size;
 	char name[EM_NAME_MAX + 1];
-	int busy;          /* calls and queued operations in flight */
+	int busy; /* calls and queued operations in flight */
 	MapObject *maps;
 	RegionObject *prev, *next; /* in pool->regions */
 };
 
 struct MapObject {
-	PyObject_HEAD
-	RegionObject *region; /* strong */
-	void *addr;           /* NULL once unmapped */
+	PyObject_HEAD RegionObject *region; /* strong */
+	void *addr;                         /* NULL once unmapped */
 	size_t len;
 	int readonly;
-	Py_ssize_t exports;   /* buffer views handed out and not released */
+	Py_ssize_t exports;     /* buffer views handed out and not released */
 	MapObject *prev, *next; /* in region->maps */
 };
 
@@ -75,12 +72,11 @@ struct slot {
 };
 
 struct QueueObject {
-	PyObject_HEAD
-	PoolObject *pool;     /* strong */
-	em_queue *q;          /* NULL once closed */
+	PyObject_HEAD PoolObject *pool; /* strong */
+	em_queue *q;                    /* NULL once closed */
 	unsigned depth;
 	struct slot *slots;
-	unsigned *free;       /* stack of free slot numbers */
+	unsigned *free; /* stack of free slot numbers */
 	unsigned nfree;
 	int busy;
 	QueueObject *prev, *next; /* in pool->queues */
@@ -181,7 +177,8 @@ static int to_size(PyObject *o, void *out)
 		if (!s)
 			return 0;
 		if (em_parse_size(s, out)) {
-			PyErr_Format(PyExc_ValueError, "bad size '%s' (an int, or like 512M, 2G)", s);
+			PyErr_Format(PyExc_ValueError, "bad size '%s' (an int, or like 512M, 2G)",
+				     s);
 			return 0;
 		}
 		return 1;
@@ -197,7 +194,8 @@ static int to_cstr(PyObject *o, void *out)
 		return 1;
 	}
 	if (!PyUnicode_Check(o)) {
-		PyErr_Format(PyExc_TypeError, "expected str or None, not %.100s", Py_TYPE(o)->tp_name);
+		PyErr_Format(PyExc_TypeError, "expected str or None, not %.100s",
+			     Py_TYPE(o)->tp_name);
 		return 0;
 	}
 	*(const char **)out = PyUnicode_AsUTF8(o);
@@ -219,8 +217,10 @@ static int to_atomic_op(PyObject *o, void *out)
 				*(int *)out = i;
 				return 1;
 			}
-		PyErr_Format(PyExc_ValueError, "unknown atomic operation '%s' (cas, fadd, swap, "
-			     "smin, smax, umin, umax, and, or, xor)", s);
+		PyErr_Format(PyExc_ValueError,
+			     "unknown atomic operation '%s' (cas, fadd, swap, "
+			     "smin, smax, umin, umax, and, or, xor)",
+			     s);
 		return 0;
 	}
 	if (PyLong_Check(o)) {
@@ -243,7 +243,8 @@ static int get_buffer(PyObject *o, Py_buffer *view, int writable)
 {
 	if (PyObject_GetBuffer(o, view, PyBUF_ANY_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0))) {
 		PyErr_Clear();
-		PyErr_Format(PyExc_TypeError, "expected a %scontiguous object with the buffer "
+		PyErr_Format(PyExc_TypeError,
+			     "expected a %scontiguous object with the buffer "
 			     "protocol (bytearray, memoryview, numpy array ...), not %.100s",
 			     writable ? "writable " : "", Py_TYPE(o)->tp_name);
 		return -1;
@@ -258,8 +259,7 @@ static void pool_finish(PoolObject *p)
 	if (p->pool && p->closed && p->children == 0) {
 		em_pool *pool = p->pool;
 		p->pool = NULL;
-		Py_BEGIN_ALLOW_THREADS
-		em_pool_close(pool);
+		Py_BEGIN_ALLOW_THREADS em_pool_close(pool);
 		Py_END_ALLOW_THREADS
 	}
 }
@@ -275,8 +275,8 @@ static int pool_usable(PoolObject *p)
 
 static int pool_init(PoolObject *self, PyObject *args, PyObject *kw)
 {
-	static char *kwl[] = { "nodes", "secret_file", "config_file", "timeout_ms", "transport",
-			       "ox_iface", NULL };
+	static char *kwl[] = { "nodes",     "secret_file", "config_file", "timeout_ms",
+			       "transport", "ox_iface",    NULL };
 	PyObject *nodes = Py_None, *joined = NULL;
 	const char *secret = NULL, *config = NULL, *transport = NULL, *iface = NULL;
 	struct em_pool_opts o = { .size = sizeof(o) };
@@ -288,8 +288,8 @@ static int pool_init(PoolObject *self, PyObject *args, PyObject *kw)
 		return -1;
 	}
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$O&O&O&O&O&:Pool", kwl, &nodes, to_cstr,
-					 &secret, to_cstr, &config, to_int, &timeout, to_cstr, &transport,
-					 to_cstr, &iface))
+					 &secret, to_cstr, &config, to_int, &timeout, to_cstr,
+					 &transport, to_cstr, &iface))
 		return -1;
 	if (timeout < 0) {
 		PyErr_SetString(PyExc_ValueError, "timeout_ms must be >= 0");
@@ -304,14 +304,16 @@ static int pool_init(PoolObject *self, PyObject *args, PyObject *kw)
 		seq = PySequence_Fast(nodes, "nodes: a string or a sequence of strings");
 		if (!seq) {
 			Py_DECREF(sep);
-			PyErr_SetString(PyExc_TypeError, "nodes: a string or a sequence of strings");
+			PyErr_SetString(PyExc_TypeError,
+					"nodes: a string or a sequence of strings");
 			return -1;
 		}
 		joined = PyUnicode_Join(sep, seq);
 		Py_DECREF(sep);
 		Py_DECREF(seq);
 		if (!joined) {
-			PyErr_SetString(PyExc_TypeError, "nodes: a string or a sequence of strings");
+			PyErr_SetString(PyExc_TypeError,
+					"nodes: a string or a sequence of strings");
 			return -1;
 		}
 	}
@@ -327,17 +329,16 @@ static int pool_init(PoolObject *self, PyObject *args, PyObject *kw)
 		o.transport = EM_TRANSPORT_OX;
 	else {
 		Py_XDECREF(joined);
-		PyErr_Format(PyExc_ValueError, "transport: 'tcp', 'ox' or None, not '%s'", transport);
+		PyErr_Format(PyExc_ValueError, "transport: 'tcp', 'ox' or None, not '%s'",
+			     transport);
 		return -1;
 	}
 	o.secret_file = secret;
 	o.config_file = config;
 	o.timeout_ms = timeout;
 	o.ox_iface = iface;
-	Py_BEGIN_ALLOW_THREADS
-	rc = em_pool_connect(&pool, &o);
-	Py_END_ALLOW_THREADS
-	Py_XDECREF(joined);
+	Py_BEGIN_ALLOW_THREADS rc = em_pool_connect(&pool, &o);
+	Py_END_ALLOW_THREADS Py_XDECREF(joined);
 	if (rc) {
 		raise_em(rc);
 		return -1;
@@ -445,16 +446,15 @@ static PyObject *pool_create(PoolObject *self, PyObject *args, PyObject *kw)
 	}
 	if (red && em_parse_redundancy(red, &o)) {
 		PyErr_Format(PyExc_ValueError,
-			     "redundancy is 'none', 'replicate:N' (2..16) or 'ec:K+M', not '%s'", red);
+			     "redundancy is 'none', 'replicate:N' (2..16) or 'ec:K+M', not '%s'",
+			     red);
 		return NULL;
 	}
 	o.chunk_size = chunk;
 	o.flags = excl ? EM_REGION_EXCL : 0;
 	self->busy++;
-	Py_BEGIN_ALLOW_THREADS
-	rc = em_region_create(self->pool, name, size, &o, &r);
-	Py_END_ALLOW_THREADS
-	self->busy--;
+	Py_BEGIN_ALLOW_THREADS rc = em_region_create(self->pool, name, size, &o, &r);
+	Py_END_ALLOW_THREADS self->busy--;
 	if (rc)
 		return raise_em(rc);
 	return region_new(self, r, name);
@@ -471,10 +471,8 @@ static PyObject *pool_open(PoolObject *self, PyObject *args)
 	if (pool_usable(self) || check_name(name))
 		return NULL;
 	self->busy++;
-	Py_BEGIN_ALLOW_THREADS
-	rc = em_region_open(self->pool, name, &r);
-	Py_END_ALLOW_THREADS
-	self->busy--;
+	Py_BEGIN_ALLOW_THREADS rc = em_region_open(self->pool, name, &r);
+	Py_END_ALLOW_THREADS self->busy--;
 	if (rc)
 		return raise_em(rc);
 	return region_new(self, r, name);
@@ -490,10 +488,8 @@ static PyObject *pool_delete(PoolObject *self, PyObject *args)
 	if (pool_usable(self) || check_name(name))
 		return NULL;
 	self->busy++;
-	Py_BEGIN_ALLOW_THREADS
-	rc = em_region_delete(self->pool, name);
-	Py_END_ALLOW_THREADS
-	self->busy--;
+	Py_BEGIN_ALLOW_THREADS rc = em_region_delete(self->pool, name);
+	Py_END_ALLOW_THREADS self->busy--;
 	if (rc)
 		return raise_em(rc);
 	Py_RETURN_NONE;
@@ -517,10 +513,8 @@ static PyObject *pool_regions(PoolObject *self, PyObject *unused)
 		info = ni;
 		info[0].size = sizeof(info[0]); /* the array's stride, see ethermem.h */
 		self->busy++;
-		Py_BEGIN_ALLOW_THREADS
-		n = em_region_list(self->pool, info, max);
-		Py_END_ALLOW_THREADS
-		self->busy--;
+		Py_BEGIN_ALLOW_THREADS n = em_region_list(self->pool, info, max);
+		Py_END_ALLOW_THREADS self->busy--;
 		if (n < 0) {
 			PyMem_Free(info);
 			return raise_em(n);
@@ -568,13 +562,13 @@ static PyObject *node_dict(const struct em_node_status *s)
 	PyObject *v;
 	int bad = !d || !ops || !errs || !lat;
 
-#define PUT(dict, key, val)                                                    \
-	do {                                                                   \
-		if (!bad) {                                                    \
-			v = (val);                                             \
-			bad = !v || PyDict_SetItemString(dict, key, v);        \
-			Py_XDECREF(v);                                         \
-		}                                                              \
+#define PUT(dict, key, val)                                             \
+	do {                                                            \
+		if (!bad) {                                             \
+			v = (val);                                      \
+			bad = !v || PyDict_SetItemString(dict, key, v); \
+			Py_XDECREF(v);                                  \
+		}                                                       \
 	} while (0)
 #define U(x) PyLong_FromUnsignedLongLong((unsigned long long)(x))
 	PUT(d, "addr", PyUnicode_FromString(s->addr));
@@ -590,23 +584,24 @@ static PyObject *node_dict(const struct em_node_status *s)
 		PUT(errs, op_names[i], U(s->errors[i]));
 	}
 	for (int i = 0; i < 3; i++)
-		PUT(lat, op_names[i], Py_BuildValue("{s:K,s:K,s:K}", "p50", (unsigned long long)s->lat_p50_ns[i],
-						    "p99", (unsigned long long)s->lat_p99_ns[i],
-						    "p999", (unsigned long long)s->lat_p999_ns[i]));
+		PUT(lat, op_names[i],
+		    Py_BuildValue("{s:K,s:K,s:K}", "p50", (unsigned long long)s->lat_p50_ns[i],
+				  "p99", (unsigned long long)s->lat_p99_ns[i], "p999",
+				  (unsigned long long)s->lat_p999_ns[i]));
 	PUT(d, "ops", Py_NewRef(ops));
 	PUT(d, "errors", Py_NewRef(errs));
 	PUT(d, "latency_ns", Py_NewRef(lat));
 	PUT(d, "bytes_in", U(s->bytes_in));
 	PUT(d, "bytes_out", U(s->bytes_out));
 	PUT(d, "auth_failures", U(s->auth_failures));
-	PUT(d, "ox", Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:I}",
-				   "rx_frames", (unsigned long long)s->ox_rx_frames,
-				   "tx_frames", (unsigned long long)s->ox_tx_frames,
-				   "retransmits", (unsigned long long)s->ox_retransmits,
-				   "denied", (unsigned long long)s->ox_denied,
-				   "unknown", (unsigned long long)s->ox_unknown,
-				   "malformed", (unsigned long long)s->ox_malformed,
-				   "attached", s->ox_attached));
+	PUT(d, "ox",
+	    Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:I}", "rx_frames",
+			  (unsigned long long)s->ox_rx_frames, "tx_frames",
+			  (unsigned long long)s->ox_tx_frames, "retransmits",
+			  (unsigned long long)s->ox_retransmits, "denied",
+			  (unsigned long long)s->ox_denied, "unknown",
+			  (unsigned long long)s->ox_unknown, "malformed",
+			  (unsigned long long)s->ox_malformed, "attached", s->ox_attached));
 #undef U
 #undef PUT
 	Py_XDECREF(ops);
@@ -634,10 +629,8 @@ static PyObject *pool_status(PoolObject *self, PyObject *unused)
 		return PyErr_NoMemory();
 	st[0].size = sizeof(st[0]);
 	self->busy++;
-	Py_BEGIN_ALLOW_THREADS
-	n = em_pool_status(self->pool, st, max);
-	Py_END_ALLOW_THREADS
-	self->busy--;
+	Py_BEGIN_ALLOW_THREADS n = em_pool_status(self->pool, st, max);
+	Py_END_ALLOW_THREADS self->busy--;
 	if (n < 0) {
 		PyMem_Free(st);
 		return raise_em(n);
@@ -670,10 +663,8 @@ static PyObject *pool_queue(PoolObject *self, PyObject *args, PyObject *kw)
 		return NULL;
 	}
 	self->busy++;
-	Py_BEGIN_ALLOW_THREADS
-	rc = em_queue_create(self->pool, depth, &eq);
-	Py_END_ALLOW_THREADS
-	self->busy--;
+	Py_BEGIN_ALLOW_THREADS rc = em_queue_create(self->pool, depth, &eq);
+	Py_END_ALLOW_THREADS self->busy--;
 	if (rc)
 		return raise_em(rc);
 	q = PyObject_New(QueueObject, &QueueType);
@@ -755,8 +746,7 @@ static PyGetSetDef pool_getset[] = {
 };
 
 static PyTypeObject PoolType = {
-	PyVarObject_HEAD_INIT(NULL, 0)
-	.tp_name = "ethermem.Pool",
+	PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ethermem.Pool",
 	.tp_basicsize = sizeof(PoolObject),
 	.tp_flags = Py_TPFLAGS_DEFAULT,
 	.tp_doc = "Pool(nodes=None, *, secret_file=None, config_file=None, timeout_ms=0,\n"
@@ -803,9 +793,10 @@ static int region_close_impl(RegionObject *r, int quiet)
 	for (MapObject *m = r->maps; m; m = m->next)
 		if (m->exports) {
 			if (!quiet)
-				PyErr_Format(PyExc_BufferError,
-					     "a mapping of the region is still viewed by %zd buffer(s)",
-					     m->exports);
+				PyErr_Format(
+					PyExc_BufferError,
+					"a mapping of the region is still viewed by %zd buffer(s)",
+					m->exports);
 			return -1;
 		}
 	for (MapObject *m = r->maps, *n; m; m = n) {
@@ -813,13 +804,9 @@ static int region_close_impl(RegionObject *r, int quiet)
 		map_unmap(m, 1);
 	}
 	r->r = NULL;
-	Py_BEGIN_ALLOW_THREADS
-	rc = em_region_close(h);
-	Py_END_ALLOW_THREADS
-	if (r->prev)
-		r->prev->next = r->next;
-	else
-		r->pool->regions = r->next;
+	Py_BEGIN_ALLOW_THREADS rc = em_region_close(h);
+	Py_END_ALLOW_THREADS if (r->prev) r->prev->next = r->next;
+	else r->pool->regions = r->next;
 	if (r->next)
 		r->next->prev = r->prev;
 	r->prev = r->next = NULL;
@@ -882,10 +869,8 @@ static PyObject *region_read(RegionObject *self, PyObject *args)
 	if (!out)
 		return NULL;
 	self->busy++;
-	Py_BEGIN_ALLOW_THREADS
-	rc = em_read(self->r, off, PyBytes_AS_STRING(out), n);
-	Py_END_ALLOW_THREADS
-	self->busy--;
+	Py_BEGIN_ALLOW_THREADS rc = em_read(self->r, off, PyBytes_AS_STRING(out), n);
+	Py_END_ALLOW_THREADS self->busy--;
 	if (rc) {
 		Py_DECREF(out);
 		return raise_em(rc);
@@ -909,11 +894,9 @@ static PyObject *region_rw(RegionObject *self, PyObject *args, int write)
 		return NULL;
 	}
 	self->busy++;
-	Py_BEGIN_ALLOW_THREADS
-	rc = write ? em_write(self->r, off, view.buf, (size_t)view.len)
-		   : em_read(self->r, off, view.buf, (size_t)view.len);
-	Py_END_ALLOW_THREADS
-	self->busy--;
+	Py_BEGIN_ALLOW_THREADS rc = write ? em_write(self->r, off, view.buf, (size_t)view.len)
+					  : em_read(self->r, off, view.buf, (size_t)view.len);
+	Py_END_ALLOW_THREADS self->busy--;
 	PyBuffer_Release(&view);
 	if (rc)
 		return raise_em(rc);
@@ -943,10 +926,9 @@ static PyObject *do_atomic(RegionObject *self, uint64_t off, int op, uint64_t op
 		return NULL;
 	}
 	self->busy++;
-	Py_BEGIN_ALLOW_THREADS
-	rc = em_atomic(self->r, off, (enum em_atomic_op)op, operand, compare, &old);
-	Py_END_ALLOW_THREADS
-	self->busy--;
+	Py_BEGIN_ALLOW_THREADS rc =
+		em_atomic(self->r, off, (enum em_atomic_op)op, operand, compare, &old);
+	Py_END_ALLOW_THREADS self->busy--;
 	if (rc)
 		return raise_em(rc);
 	return PyLong_FromUnsignedLongLong(old);
@@ -985,8 +967,8 @@ static PyObject *region_cas(RegionObject *self, PyObject *args)
 
 static PyObject *region_map(RegionObject *self, PyObject *args, PyObject *kw)
 {
-	static char *kwl[] = { "offset", "length", "cache", "fetch_unit", "readonly", "prefetch",
-			       "fresh", "scratch", "timeout_ms", NULL };
+	static char *kwl[] = { "offset",   "length", "cache",   "fetch_unit", "readonly",
+			       "prefetch", "fresh",  "scratch", "timeout_ms", NULL };
 	struct em_map_opts o = { .size = sizeof(o) };
 	uint64_t off = 0, len = 0, unit = 0, cache = 0;
 	PyObject *cache_obj = Py_None;
@@ -995,8 +977,8 @@ static PyObject *region_map(RegionObject *self, PyObject *args, PyObject *kw)
 	MapObject *m;
 
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O&O&$OO&ppppO&:map", kwl, to_u64, &off,
-					 to_size, &len, &cache_obj, to_size, &unit, &ro,
-					 &prefetch, &fresh, &scratch, to_int, &timeout))
+					 to_size, &len, &cache_obj, to_size, &unit, &ro, &prefetch,
+					 &fresh, &scratch, to_int, &timeout))
 		return NULL;
 	if (region_usable(self))
 		return NULL;
@@ -1031,10 +1013,8 @@ static PyObject *region_map(RegionObject *self, PyObject *args, PyObject *kw)
 	o.flags = (ro ? EM_MAP_READONLY : 0) | (prefetch ? 0 : EM_MAP_NOPREFETCH) |
 		  (fresh ? EM_MAP_FRESH : 0) | (scratch ? EM_MAP_SCRATCH : 0);
 	self->busy++;
-	Py_BEGIN_ALLOW_THREADS
-	rc = em_map(self->r, &o, &addr);
-	Py_END_ALLOW_THREADS
-	self->busy--;
+	Py_BEGIN_ALLOW_THREADS rc = em_map(self->r, &o, &addr);
+	Py_END_ALLOW_THREADS self->busy--;
 	if (rc)
 		return raise_em(rc);
 	m = PyObject_New(MapObject, &MapType);
@@ -1080,7 +1060,8 @@ static PyObject *region_get_pool(RegionObject *self, void *c)
 static PyObject *region_repr(RegionObject *self)
 {
 	return PyUnicode_FromFormat("<ethermem.Region %s%s%s size=%llu%s>",
-				    self->name[0] ? "'" : "", self->name[0] ? self->name : "anonymous",
+				    self->name[0] ? "'" : "",
+				    self->name[0] ? self->name : "anonymous",
 				    self->name[0] ? "'" : "", (unsigned long long)self->size,
 				    self->r ? "" : " closed");
 }
@@ -1102,17 +1083,16 @@ static PyObject *region_c_read_loop(RegionObject *self, PyObject *args)
 	if (!buf)
 		return PyErr_NoMemory();
 	self->busy++;
-	Py_BEGIN_ALLOW_THREADS
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	Py_BEGIN_ALLOW_THREADS clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (uint64_t i = 0; i < iters && !rc; i++)
 		rc = em_read(self->r, off, buf, len);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
-	Py_END_ALLOW_THREADS
-	self->busy--;
+	Py_END_ALLOW_THREADS self->busy--;
 	PyMem_RawFree(buf);
 	if (rc)
 		return raise_em(rc);
-	return PyFloat_FromDouble((double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+	return PyFloat_FromDouble((double)(t1.tv_sec - t0.tv_sec) +
+				  (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 }
 
 static PyMethodDef region_methods[] = {
@@ -1164,8 +1144,7 @@ static PyGetSetDef region_getset[] = {
 };
 
 static PyTypeObject RegionType = {
-	PyVarObject_HEAD_INIT(NULL, 0)
-	.tp_name = "ethermem.Region",
+	PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ethermem.Region",
 	.tp_basicsize = sizeof(RegionObject),
 	.tp_flags = Py_TPFLAGS_DEFAULT,
 	.tp_doc = "A byte range in the pool, from Pool.create() or Pool.open(). A context\n"
@@ -1187,18 +1166,14 @@ static int map_unmap(MapObject *m, int quiet)
 		return 0;
 	if (m->exports) {
 		if (!quiet)
-			PyErr_Format(PyExc_BufferError, "the mapping is still viewed by %zd buffer(s)",
-				     m->exports);
+			PyErr_Format(PyExc_BufferError,
+				     "the mapping is still viewed by %zd buffer(s)", m->exports);
 		return -1;
 	}
 	m->addr = NULL;
-	Py_BEGIN_ALLOW_THREADS
-	rc = em_unmap(addr); /* writes back what is dirty */
-	Py_END_ALLOW_THREADS
-	if (m->prev)
-		m->prev->next = m->next;
-	else
-		m->region->maps = m->next;
+	Py_BEGIN_ALLOW_THREADS rc = em_unmap(addr); /* writes back what is dirty */
+	Py_END_ALLOW_THREADS if (m->prev) m->prev->next = m->next;
+	else m->region->maps = m->next;
 	if (m->next)
 		m->next->prev = m->prev;
 	m->prev = m->next = NULL;
@@ -1256,11 +1231,8 @@ static PyObject *map_sync(MapObject *self, PyObject *unused)
 		PyErr_SetString(PyExc_ValueError, "the mapping is closed");
 		return NULL;
 	}
-	Py_BEGIN_ALLOW_THREADS
-	rc = em_sync(addr, 0);
-	Py_END_ALLOW_THREADS
-	if (rc)
-		return raise_em(rc);
+	Py_BEGIN_ALLOW_THREADS rc = em_sync(addr, 0);
+	Py_END_ALLOW_THREADS if (rc) return raise_em(rc);
 	Py_RETURN_NONE;
 }
 
@@ -1272,11 +1244,11 @@ static PyObject *stats_dict(void *addr)
 	if (rc)
 		return raise_em(rc);
 	return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K}", "faults", (unsigned long long)st.faults,
-			     "bytes_fetched", (unsigned long long)st.bytes_fetched,
-			     "bytes_written", (unsigned long long)st.bytes_written,
-			     "prefetched", (unsigned long long)st.prefetched,
-			     "evictions", (unsigned long long)st.evictions,
-			     "resident", (unsigned long long)st.resident);
+			     "bytes_fetched", (unsigned long long)st.bytes_fetched, "bytes_written",
+			     (unsigned long long)st.bytes_written, "prefetched",
+			     (unsigned long long)st.prefetched, "evictions",
+			     (unsigned long long)st.evictions, "resident",
+			     (unsigned long long)st.resident);
 }
 
 static PyObject *map_stats(MapObject *self, PyObject *unused)
@@ -1347,8 +1319,7 @@ static PySequenceMethods map_as_sequence = {
 };
 
 static PyTypeObject MapType = {
-	PyVarObject_HEAD_INIT(NULL, 0)
-	.tp_name = "ethermem.Mapping",
+	PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ethermem.Mapping",
 	.tp_basicsize = sizeof(MapObject),
 	.tp_flags = Py_TPFLAGS_DEFAULT,
 	.tp_doc = "Pool memory in this address space, from Region.map(). Has the buffer\n"
@@ -1411,7 +1382,8 @@ static int parse_op(QueueObject *q, PyObject *t, unsigned i, struct em_op *op)
 	int aop = 0;
 
 	if (!PyTuple_Check(t) || (n = PyTuple_GET_SIZE(t)) < 4) {
-		PyErr_SetString(PyExc_TypeError, "an operation is a tuple: ('read'|'write', region, "
+		PyErr_SetString(PyExc_TypeError,
+				"an operation is a tuple: ('read'|'write', region, "
 				"offset, buffer[, user_data]) or ('atomic', region, offset, op, "
 				"operand[, compare[, user_data]])");
 		return -1;
@@ -1419,7 +1391,8 @@ static int parse_op(QueueObject *q, PyObject *t, unsigned i, struct em_op *op)
 	kind = PyTuple_GET_ITEM(t, 0);
 	reg = PyTuple_GET_ITEM(t, 1);
 	if (!PyUnicode_Check(kind) || !(k = PyUnicode_AsUTF8(kind))) {
-		PyErr_SetString(PyExc_TypeError, "an operation's kind is 'read', 'write' or 'atomic'");
+		PyErr_SetString(PyExc_TypeError,
+				"an operation's kind is 'read', 'write' or 'atomic'");
 		return -1;
 	}
 	if (!PyObject_TypeCheck(reg, &RegionType)) {
@@ -1437,7 +1410,8 @@ static int parse_op(QueueObject *q, PyObject *t, unsigned i, struct em_op *op)
 	if (!strcmp(k, "read") || !strcmp(k, "write")) {
 		int w = k[0] == 'w';
 		if (n > 5) {
-			PyErr_SetString(PyExc_TypeError, "('read'|'write', region, offset, buffer[, user_data])");
+			PyErr_SetString(PyExc_TypeError,
+					"('read'|'write', region, offset, buffer[, user_data])");
 			return -1;
 		}
 		if (get_buffer(PyTuple_GET_ITEM(t, 3), &s->view, !w))
@@ -1454,8 +1428,9 @@ static int parse_op(QueueObject *q, PyObject *t, unsigned i, struct em_op *op)
 			ud = PyTuple_GET_ITEM(t, 4);
 	} else if (!strcmp(k, "atomic")) {
 		if (n < 5 || n > 7) {
-			PyErr_SetString(PyExc_TypeError,
-					"('atomic', region, offset, op, operand[, compare[, user_data]])");
+			PyErr_SetString(
+				PyExc_TypeError,
+				"('atomic', region, offset, op, operand[, compare[, user_data]])");
 			return -1;
 		}
 		if (!to_atomic_op(PyTuple_GET_ITEM(t, 3), &aop) ||
@@ -1465,7 +1440,8 @@ static int parse_op(QueueObject *q, PyObject *t, unsigned i, struct em_op *op)
 		if (check_range(r, off, 8))
 			return -1;
 		if (off % 8) {
-			PyErr_SetString(PyExc_ValueError, "atomics need an offset aligned to 8 bytes");
+			PyErr_SetString(PyExc_ValueError,
+					"atomics need an offset aligned to 8 bytes");
 			return -1;
 		}
 		op->opcode = EM_OP_ATOMIC;
@@ -1475,7 +1451,8 @@ static int parse_op(QueueObject *q, PyObject *t, unsigned i, struct em_op *op)
 		if (n == 7)
 			ud = PyTuple_GET_ITEM(t, 6);
 	} else {
-		PyErr_Format(PyExc_ValueError, "unknown operation '%s' ('read', 'write', 'atomic')", k);
+		PyErr_Format(PyExc_ValueError, "unknown operation '%s' ('read', 'write', 'atomic')",
+			     k);
 		return -1;
 	}
 	op->region = r->r;
@@ -1523,10 +1500,8 @@ static PyObject *queue_submit(QueueObject *self, PyObject *arg)
 		return PyLong_FromLong(0);
 	}
 	self->busy++;
-	Py_BEGIN_ALLOW_THREADS
-	rc = em_submit(self->q, ops, (unsigned)take);
-	Py_END_ALLOW_THREADS
-	self->busy--;
+	Py_BEGIN_ALLOW_THREADS rc = em_submit(self->q, ops, (unsigned)take);
+	Py_END_ALLOW_THREADS self->busy--;
 	if (rc == -EAGAIN)
 		rc = 0;
 	/* what was not posted gives its slot back */
@@ -1558,8 +1533,10 @@ static PyObject *reap(QueueObject *self, struct em_completion *c, int n)
 		s = &self->slots[si];
 		t = list ? PyStructSequence_New(&CompletionType) : NULL;
 		if (t) {
-			PyStructSequence_SET_ITEM(t, 0, Py_NewRef(s->user_data ? s->user_data : Py_None));
-			PyStructSequence_SET_ITEM(t, 1, PyLong_FromLong(c[i].result < 0 ? -c[i].result : 0));
+			PyStructSequence_SET_ITEM(t, 0,
+						  Py_NewRef(s->user_data ? s->user_data : Py_None));
+			PyStructSequence_SET_ITEM(
+				t, 1, PyLong_FromLong(c[i].result < 0 ? -c[i].result : 0));
 			PyStructSequence_SET_ITEM(t, 2, PyLong_FromUnsignedLongLong(c[i].value));
 			PyList_SET_ITEM(list, i, t);
 		} else {
@@ -1594,8 +1571,8 @@ static PyObject *queue_wait(QueueObject *self, PyObject *args, PyObject *kw)
 	struct em_completion *c;
 	PyObject *ret;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O&O&O&:wait", kwl, to_uint, &min, to_uint, &max,
-					 to_int, &timeout))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O&O&O&:wait", kwl, to_uint, &min, to_uint,
+					 &max, to_int, &timeout))
 		return NULL;
 	if (queue_usable(self))
 		return NULL;
@@ -1614,10 +1591,8 @@ static PyObject *queue_wait(QueueObject *self, PyObject *args, PyObject *kw)
 	if (!c)
 		return PyErr_NoMemory();
 	self->busy++;
-	Py_BEGIN_ALLOW_THREADS
-	n = em_wait(self->q, c, min, max, timeout);
-	Py_END_ALLOW_THREADS
-	self->busy--;
+	Py_BEGIN_ALLOW_THREADS n = em_wait(self->q, c, min, max, timeout);
+	Py_END_ALLOW_THREADS self->busy--;
 	ret = n < 0 ? raise_em(n) : reap(self, c, n);
 	PyMem_Free(c);
 	return ret;
@@ -1657,7 +1632,8 @@ static int queue_close_impl(QueueObject *q, int quiet)
 		return 0;
 	if (q->busy) {
 		if (!quiet)
-			PyErr_SetString(PyExc_RuntimeError, "the queue is in use by another thread");
+			PyErr_SetString(PyExc_RuntimeError,
+					"the queue is in use by another thread");
 		return -1;
 	}
 	/* Operations in flight still own their buffers: let them finish (or
@@ -1665,23 +1641,18 @@ static int queue_close_impl(QueueObject *q, int quiet)
 	while (outstanding(q)) {
 		struct em_completion c[64];
 		int n;
-		Py_BEGIN_ALLOW_THREADS
-		n = em_wait(h, c, 1, 64, -1);
-		Py_END_ALLOW_THREADS
-		if (n <= 0)
-			break;
+		Py_BEGIN_ALLOW_THREADS n = em_wait(h, c, 1, 64, -1);
+		Py_END_ALLOW_THREADS if (n <= 0) break;
 		for (int i = 0; i < n; i++)
 			if (c[i].user_data < q->depth)
 				slot_release(q, (unsigned)c[i].user_data);
 	}
 	q->q = NULL;
-	Py_BEGIN_ALLOW_THREADS
-	em_queue_destroy(h);
+	Py_BEGIN_ALLOW_THREADS em_queue_destroy(h);
 	Py_END_ALLOW_THREADS
-	/* anything never reaped (a wait that failed) is released now */
-	for (unsigned i = 0; i < q->depth; i++)
-		if (q->slots[i].region || q->slots[i].has_view)
-			slot_release(q, i);
+		/* anything never reaped (a wait that failed) is released now */
+		for (unsigned i = 0; i < q->depth;
+		     i++) if (q->slots[i].region || q->slots[i].has_view) slot_release(q, i);
 	if (q->prev)
 		q->prev->next = q->next;
 	else
@@ -1768,14 +1739,14 @@ static PyMethodDef queue_methods[] = {
 };
 
 static PyGetSetDef queue_getset[] = {
-	{ "inflight", (getter)queue_get_inflight, NULL, "operations submitted and not yet reaped", NULL },
+	{ "inflight", (getter)queue_get_inflight, NULL, "operations submitted and not yet reaped",
+	  NULL },
 	{ "depth", (getter)queue_get_depth, NULL, "most operations in flight at once", NULL },
 	{ NULL },
 };
 
 static PyTypeObject QueueType = {
-	PyVarObject_HEAD_INIT(NULL, 0)
-	.tp_name = "ethermem.Queue",
+	PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ethermem.Queue",
 	.tp_basicsize = sizeof(QueueObject),
 	.tp_flags = Py_TPFLAGS_DEFAULT,
 	.tp_doc = "Asynchronous batched operations, from Pool.queue(). Used by one thread at\n"
@@ -1793,8 +1764,10 @@ static PyStructSequence_Field completion_fields[] = {
 };
 
 static PyStructSequence_Desc completion_desc = {
-	"ethermem.Completion", "One finished operation, from Queue.wait() or Queue.poll().",
-	completion_fields, 3,
+	"ethermem.Completion",
+	"One finished operation, from Queue.wait() or Queue.poll().",
+	completion_fields,
+	3,
 };
 
 /* ---- module functions ---- */
@@ -1847,8 +1820,11 @@ static PyMethodDef module_methods[] = {
 };
 
 static struct PyModuleDef module_def = {
-	PyModuleDef_HEAD_INIT, "ethermem._ethermem",
-	"C types over libethermem; import the ethermem package instead.", -1, module_methods,
+	PyModuleDef_HEAD_INIT,
+	"ethermem._ethermem",
+	"C types over libethermem; import the ethermem package instead.",
+	-1,
+	module_methods,
 };
 
 PyMODINIT_FUNC PyInit__ethermem(void)
@@ -1860,7 +1836,8 @@ PyMODINIT_FUNC PyInit__ethermem(void)
 	for (int i = 0; i < 4; i++)
 		if (PyType_Ready(types[i]))
 			return NULL;
-	if (!CompletionType.tp_name && PyStructSequence_InitType2(&CompletionType, &completion_desc))
+	if (!CompletionType.tp_name &&
+	    PyStructSequence_InitType2(&CompletionType, &completion_desc))
 		return NULL;
 	m = PyModule_Create(&module_def);
 	if (!m)

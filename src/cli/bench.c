@@ -50,9 +50,9 @@ struct row {
 
 struct bench {
 	bool json, baseline, quick;
-	uint64_t time_ns;          /* --time: the bound on every row */
+	uint64_t time_ns; /* --time: the bound on every row */
 	em_pool *pool;
-	em_region *r, *tr;         /* tr: the same over TCP (--baseline over ox) */
+	em_region *r, *tr; /* tr: the same over TCP (--baseline over ox) */
 	em_queue *tq;
 	uint64_t rsize;
 	uint8_t *buf;
@@ -61,10 +61,10 @@ struct bench {
 	unsigned nrows;
 	uint64_t seed;
 	int basefd;
-	const char *transport;     /* of the rows being measured now */
-	const char *red;           /* --redundancy: of the rows being measured now */
-	double space;              /* its pool bytes per byte stored */
-	struct em_ox_echo *echo;   /* --baseline over OmniXtend */
+	const char *transport;   /* of the rows being measured now */
+	const char *red;         /* --redundancy: of the rows being measured now */
+	double space;            /* its pool bytes per byte stored */
+	struct em_ox_echo *echo; /* --baseline over OmniXtend */
 };
 
 static uint64_t rnd(struct bench *b)
@@ -107,13 +107,14 @@ static struct row *emit_b(struct bench *b, const char *op, uint64_t size, unsign
 		printf("{\"op\":\"%s\",\"size\":%" PRIu64 ",\"qd\":%u,\"transport\":\"%s\","
 		       "\"redundancy\":\"%s\",\"bytes_per_byte\":%.3f,"
 		       "\"p50_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f,\"gbps\":%.3f,"
-		       "\"ops_per_s\":%.0f}\n", op, size, qd, r->transport, r->red, r->space,
-		       r->p50, r->p99, r->p999, r->gbps, r->ops);
+		       "\"ops_per_s\":%.0f}\n",
+		       op, size, qd, r->transport, r->red, r->space, r->p50, r->p99, r->p999,
+		       r->gbps, r->ops);
 	else if (b->json)
 		printf("{\"op\":\"%s\",\"size\":%" PRIu64 ",\"qd\":%u,\"transport\":\"%s\","
 		       "\"p50_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f,\"gbps\":%.3f,"
-		       "\"ops_per_s\":%.0f,\"batch\":%u}\n", op, size, qd, r->transport, r->p50,
-		       r->p99, r->p999, r->gbps, r->ops, batch);
+		       "\"ops_per_s\":%.0f,\"batch\":%u}\n",
+		       op, size, qd, r->transport, r->p50, r->p99, r->p999, r->gbps, r->ops, batch);
 	else if (b->red)
 		printf("%-13s %-12s %5.2f %9" PRIu64 " %4u %10.2f %10.2f %10.2f %9.3f %12.0f\n", op,
 		       r->red, r->space, size, qd, r->p50, r->p99, r->p999, r->gbps, r->ops);
@@ -124,8 +125,8 @@ static struct row *emit_b(struct bench *b, const char *op, uint64_t size, unsign
 	return r;
 }
 
-static struct row *emit(struct bench *b, const char *op, uint64_t size, unsigned qd,
-			uint64_t *lat, unsigned n, double secs, uint64_t bytes, uint64_t ops)
+static struct row *emit(struct bench *b, const char *op, uint64_t size, unsigned qd, uint64_t *lat,
+			unsigned n, double secs, uint64_t bytes, uint64_t ops)
 {
 	return emit_b(b, op, size, qd, 1, lat, n, secs, bytes, ops);
 }
@@ -155,14 +156,18 @@ static int lat_rw_as(struct bench *b, bool write, uint64_t size, const char *nam
 
 	for (i = 0; i < n && !expired(b, t0); i++) {
 		uint64_t off = rand_off(b, size), s = em_now_ns();
-		int rc = write ? em_write(b->r, off, b->buf, size) : em_read(b->r, off, b->buf, size);
+		int rc = write ? em_write(b->r, off, b->buf, size)
+			       : em_read(b->r, off, b->buf, size);
 		if (rc)
 			return rc;
 		b->lat[i] = em_now_ns() - s;
 	}
 	n = i;
-	emit(b, name ? name : write ? "write" : "read", size, 1, b->lat, n,
-	     (double)(em_now_ns() - t0) / 1e9, size * n, n);
+	emit(b,
+	     name    ? name
+	     : write ? "write"
+		     : "read",
+	     size, 1, b->lat, n, (double)(em_now_ns() - t0) / 1e9, size * n, n);
 	return 0;
 }
 
@@ -232,9 +237,12 @@ static int bandwidth(struct bench *b, em_queue *q, bool write, uint64_t size, un
 			while (k < batch && issued + size * k < total) {
 				unsigned slot = free_slot[--nfree];
 				op[k++] = (struct em_op){
-					.opcode = write ? EM_OP_WRITE : EM_OP_READ, .region = b->r,
-					.offset = rand_off(b, size), .buf = bufs + (size_t)slot * size,
-					.len = size, .user_data = slot,
+					.opcode = write ? EM_OP_WRITE : EM_OP_READ,
+					.region = b->r,
+					.offset = rand_off(b, size),
+					.buf = bufs + (size_t)slot * size,
+					.len = size,
+					.user_data = slot,
 				};
 			}
 			int n = em_submit(q, op, k);
@@ -304,8 +312,8 @@ static int pingpong(struct bench *b, uint64_t size)
 	if (!rc) {
 		const char *t = b->transport;
 		b->transport = "tcp";
-		emit(b, "pingpong", size, 1, b->lat, n, (double)(em_now_ns() - t0) / 1e9,
-		     size * n, n);
+		emit(b, "pingpong", size, 1, b->lat, n, (double)(em_now_ns() - t0) / 1e9, size * n,
+		     n);
 		b->transport = t;
 	}
 	return rc;
@@ -320,7 +328,7 @@ static int eth_pingpong(struct bench *b, uint64_t size)
 	int rc = 0;
 
 	if (size > (uint64_t)em_ox_echo_max(b->echo))
-		return 0; /* one frame each way, or it is not the baseline */
+		return 0;                /* one frame each way, or it is not the baseline */
 	for (i = 0; i < 100 && !rc; i++) /* warm the rings and caches */
 		rc = em_ox_echo_ping(b->echo, size, 1000);
 	t0 = em_now_ns();
@@ -360,26 +368,25 @@ static int stream(struct bench *b)
 	if (!rc) {
 		const char *t = b->transport;
 		b->transport = "tcp";
-		emit(b, "stream", 2u << 20, 1, NULL, 0, (double)(em_now_ns() - t0) / 1e9,
-		     got, got / (2u << 20));
+		emit(b, "stream", 2u << 20, 1, NULL, 0, (double)(em_now_ns() - t0) / 1e9, got,
+		     got / (2u << 20));
 		b->transport = t;
 	}
 	return rc;
 }
 
 static const struct row *find_tb(const struct bench *b, const char *op, const char *t,
-				  uint64_t size, unsigned qd, unsigned batch)
+				 uint64_t size, unsigned qd, unsigned batch)
 {
 	for (unsigned i = 0; i < b->nrows; i++)
 		if (!strcmp(b->rows[i].op, op) && b->rows[i].size == size && b->rows[i].qd == qd &&
-		    b->rows[i].batch == batch &&
-		    (!t || !strcmp(b->rows[i].transport, t)))
+		    b->rows[i].batch == batch && (!t || !strcmp(b->rows[i].transport, t)))
 			return &b->rows[i];
 	return NULL;
 }
 
-static const struct row *find_t(const struct bench *b, const char *op, const char *t,
-				 uint64_t size, unsigned qd)
+static const struct row *find_t(const struct bench *b, const char *op, const char *t, uint64_t size,
+				unsigned qd)
 {
 	return find_tb(b, op, t, size, qd, 1);
 }
@@ -414,11 +421,14 @@ static void summary(const struct bench *b)
 			       bw->gbps / tbw->gbps);
 	}
 	if (r4 && p4)
-		printf("  4 KiB read p50 / 4 KiB ping-pong p50   %.2f  (goal <= 1.25)\n", r4->p50 / p4->p50);
+		printf("  4 KiB read p50 / 4 KiB ping-pong p50   %.2f  (goal <= 1.25)\n",
+		       r4->p50 / p4->p50);
 	if (bw && st)
-		printf("  2 MiB read qd8 GB/s / stream GB/s      %.2f  (goal >= 0.85)\n", bw->gbps / st->gbps);
+		printf("  2 MiB read qd8 GB/s / stream GB/s      %.2f  (goal >= 0.85)\n",
+		       bw->gbps / st->gbps);
 	if (a && p64)
-		printf("  8 B fetch-add p50 / 64 B ping-pong p50 %.2f  (goal <= 1.25)\n", a->p50 / p64->p50);
+		printf("  8 B fetch-add p50 / 64 B ping-pong p50 %.2f  (goal <= 1.25)\n",
+		       a->p50 / p64->p50);
 	printf("batches of 32 against one op per em_submit, qd 32, ops/s:\n");
 	for (unsigned k = 0; k < 2; k++) {
 		uint64_t size = k ? 4096 : 64;
@@ -502,10 +512,11 @@ int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp)
 	static const uint64_t sizes[] = { 64, 4096, 65536, 2u << 20 };
 	/* queue depth and ops per em_submit call of the bandwidth rows */
 	static const unsigned qds[][2] = { { 8, 1 }, { 32, 1 }, { 32, 32 } };
-	struct bench b = { .seed = 0x9e3779b97f4a7c15ull, .basefd = -1,
+	struct bench b = { .seed = 0x9e3779b97f4a7c15ull,
+			   .basefd = -1,
 			   .time_ns = EM_BENCH_TIME_S * 1000000000ull };
 	em_queue *q = NULL;
-	em_pool *tpool = NULL;   /* --baseline over OmniXtend: the TCP data path */
+	em_pool *tpool = NULL; /* --baseline over OmniXtend: the TCP data path */
 	int rc;
 
 	for (int i = 1; i < argc; i++) {
@@ -519,8 +530,10 @@ int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp)
 			char *end;
 			double t = strtod(argv[++i], &end);
 			if (end == argv[i] || *end || !(t > 0 && t <= 3600)) {
-				fprintf(stderr, "ethermem bench: --time wants seconds in (0, 3600], "
-					"not '%s'\n", argv[i]);
+				fprintf(stderr,
+					"ethermem bench: --time wants seconds in (0, 3600], "
+					"not '%s'\n",
+					argv[i]);
 				return 2;
 			}
 			b.time_ns = (uint64_t)(t * 1e9);
@@ -544,7 +557,8 @@ int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp)
 			       "--redundancy none,replicate:2,ec:4+2 measures instead, for each, 4 KiB\n"
 			       "and 2 MiB read and write latency, 2 MiB bandwidth at depth 8, reads\n"
 			       "with the first copy's node taken as lost, and the pool bytes used per\n"
-			       "byte stored, on a 32 MiB region.\n", EM_BENCH_TIME_S);
+			       "byte stored, on a 32 MiB region.\n",
+			       EM_BENCH_TIME_S);
 			return 0;
 		} else {
 			fprintf(stderr, "ethermem bench: unknown argument '%s'\n", argv[i]);
@@ -562,8 +576,9 @@ int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp)
 		memset(b.buf, 0xa5, 2u << 20);
 		rc = em_queue_create(b.pool, 64, &q);
 		if (!b.json && !rc)
-			printf("%-13s %-12s %5s %9s %4s %10s %10s %10s %9s %12s\n", "op", "redundancy",
-			       "B/B", "size", "qd", "p50 us", "p99 us", "p999 us", "GB/s", "ops/s");
+			printf("%-13s %-12s %5s %9s %4s %10s %10s %10s %9s %12s\n", "op",
+			       "redundancy", "B/B", "size", "qd", "p50 us", "p99 us", "p999 us",
+			       "GB/s", "ops/s");
 		if (!rc)
 			rc = red_rows(&b, q, redlist);
 		if (rc)
@@ -585,8 +600,8 @@ int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp)
 		goto out;
 	}
 	if (!b.json)
-		printf("%-12s %-4s %9s %4s %5s %10s %10s %10s %9s %12s\n", "op", "via", "size", "qd",
-		       "batch", "p50 us", "p99 us", "p999 us", "GB/s", "ops/s");
+		printf("%-12s %-4s %9s %4s %5s %10s %10s %10s %9s %12s\n", "op", "via", "size",
+		       "qd", "batch", "p50 us", "p99 us", "p999 us", "GB/s", "ops/s");
 	/* Per size, the ping-pong and the reads and writes run back to back so
 	 * that drift in the machine's load hits both sides of each ratio. */
 	if (b.baseline && (b.basefd = em_tcp_baseline_fd(b.pool, 0)) < 0)

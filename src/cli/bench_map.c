@@ -41,7 +41,6 @@
 #include "cli/map_floor.h"
 #include "map/emm.h"
 
-
 #define EMM_B_RAND 20000
 #define EMM_B_PASSES 4
 #define EMM_B_PATH_ROUNDS 5 /* of emm_floor_paths: about a second in all */
@@ -108,7 +107,8 @@ static void emm_b_huge_restore(void)
 	long done;
 
 	if (emm_b_huge_added > 0 && em_cli_huge_adjust(-emm_b_huge_added, &done))
-		fprintf(stderr, "ethermem bench map: could not give back %ld huge pages (vm.nr_hugepages)\n",
+		fprintf(stderr,
+			"ethermem bench map: could not give back %ld huge pages (vm.nr_hugepages)\n",
 			emm_b_huge_added);
 	emm_b_huge_added = 0;
 }
@@ -121,8 +121,10 @@ static void emm_b_cleanup(void)
 
 		/* swapoff can fail while another swapon/swapoff runs on the
 		 * machine: retry rather than leave a deleted swap file active */
-		snprintf(cmd, sizeof(cmd), "swapoff '%s' 2>/dev/null || "
-			 "! grep -q '%s' /proc/swaps", emm_b_swap, emm_b_swap);
+		snprintf(cmd, sizeof(cmd),
+			 "swapoff '%s' 2>/dev/null || "
+			 "! grep -q '%s' /proc/swaps",
+			 emm_b_swap, emm_b_swap);
 		for (int i = 0; i < 20 && emm_b_swapon; i++) {
 			if (system(cmd) == 0)
 				emm_b_swapon = 0;
@@ -186,7 +188,8 @@ static void emm_b_seq(const char *p, size_t len, struct emm_b_res *r)
 
 static void emm_b_rand(const char *p, size_t len, struct emm_b_res *r)
 {
-	uint64_t *lat = malloc(EMM_B_RAND * sizeof(*lat)), t0 = emm_b_ns(), x = 88172645463325252ull;
+	uint64_t *lat = malloc(EMM_B_RAND * sizeof(*lat)), t0 = emm_b_ns(),
+		 x = 88172645463325252ull;
 	size_t pages = len / 4096;
 
 	size_t i;
@@ -275,7 +278,8 @@ static int emm_b_pool(struct em_cli_pool *cp, uint64_t size, uint64_t cache, str
 	}
 	rc = em_region_create(pool, NULL, size, NULL, &r);
 	if (rc) {
-		fprintf(stderr, "ethermem bench map: region of %" PRIu64 " bytes: %s\n", size, em_strerror(rc));
+		fprintf(stderr, "ethermem bench map: region of %" PRIu64 " bytes: %s\n", size,
+			em_strerror(rc));
 		em_pool_close(pool);
 		free(lat);
 		return rc;
@@ -314,7 +318,8 @@ static int emm_b_pool(struct em_cli_pool *cp, uint64_t size, uint64_t cache, str
 		long want = (long)(cache >> 21) + 8, got = emm_b_huge_reserve((unsigned)want);
 
 		if (got < want)
-			fprintf(stderr, "ethermem bench map: %ld of %ld huge pages granted; the cache uses 4 KiB pages\n",
+			fprintf(stderr,
+				"ethermem bench map: %ld of %ld huge pages granted; the cache uses 4 KiB pages\n",
 				got, want);
 		/* touched once before timing: on a virtual machine the first touch
 		 * of guest memory is a host fault (a first scan after raising
@@ -322,7 +327,8 @@ static int emm_b_pool(struct em_cli_pool *cp, uint64_t size, uint64_t cache, str
 		 * baselines run later on page cache the host already backs */
 		size_t wl = (size_t)(got > 0 ? got : 0) << 21;
 		void *w = wl ? mmap(NULL, wl, PROT_READ | PROT_WRITE,
-				    MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE, -1, 0) : MAP_FAILED;
+				    MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE, -1, 0)
+			     : MAP_FAILED;
 
 		if (w != MAP_FAILED)
 			munmap(w, wl);
@@ -365,7 +371,8 @@ static int emm_b_cgroup(uint64_t cache)
 	char p[320];
 	FILE *f;
 
-	snprintf(emm_b_cg, sizeof(emm_b_cg), "/sys/fs/cgroup/memory/ethermem-bench-%d", (int)getpid());
+	snprintf(emm_b_cg, sizeof(emm_b_cg), "/sys/fs/cgroup/memory/ethermem-bench-%d",
+		 (int)getpid());
 	if (mkdir(emm_b_cg, 0755) && errno != EEXIST) {
 		emm_b_cg[0] = 0;
 		return -errno;
@@ -426,7 +433,8 @@ static int emm_b_child(int kind, uint64_t size, uint64_t cache, struct emm_b_all
 			emm_b_drop_caches();
 			emm_b_cyclic(m, 2 * cache, cache, 1, &res.cyc);
 		} else {
-			m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+				 -1, 0);
 			if (m == MAP_FAILED) {
 				res.seq.err = -errno;
 				goto report;
@@ -437,7 +445,8 @@ static int emm_b_child(int kind, uint64_t size, uint64_t cache, struct emm_b_all
 			for (uint64_t o = 0; o < size; o += 8) {
 				*(uint64_t *)(m + o) = o * 0x9e3779b97f4a7c15ull;
 				if ((o & ((4u << 20) - 1)) == 0 && o >= cache / 2 + (4u << 20))
-					madvise(m + o - cache / 2 - (4u << 20), 4u << 20, MADV_PAGEOUT);
+					madvise(m + o - cache / 2 - (4u << 20), 4u << 20,
+						MADV_PAGEOUT);
 			}
 			emm_b_seq(m, size, &res.seq);
 			emm_b_rand(m, size, &res.rnd);
@@ -486,9 +495,10 @@ static int emm_b_mkswap(uint64_t size)
 	char cmd[2400];
 
 	snprintf(cmd, sizeof(cmd),
-		 "fallocate -l %" PRIu64 " '%s' && chmod 600 '%s' && mkswap '%s' >/dev/null && swapon '%s'",
+		 "fallocate -l %" PRIu64
+		 " '%s' && chmod 600 '%s' && mkswap '%s' >/dev/null && swapon '%s'",
 		 size + (256u << 20), emm_b_swap, emm_b_swap, emm_b_swap, emm_b_swap);
-	emm_b_swapon = 1; /* cleanup tries swapoff whatever happened */
+	emm_b_swapon = 1;                      /* cleanup tries swapoff whatever happened */
 	return system(cmd) == 0 ? 0 : -ENODEV; /* not -EIO: that means the child died */
 }
 
@@ -503,7 +513,8 @@ static void emm_b_row(int json, const char *op, const struct emm_b_res *r, uint6
 	}
 	if (json) {
 		printf("{\"op\":\"%s\",\"size\":%" PRIu64 ",\"cache\":%" PRIu64 ",\"gbps\":%.3f,"
-		       "\"p50_us\":%.2f,\"p99_us\":%.2f", op, size, cache, r->gbps, r->p50_us, r->p99_us);
+		       "\"p50_us\":%.2f,\"p99_us\":%.2f",
+		       op, size, cache, r->gbps, r->p50_us, r->p99_us);
 		if (r->ratio >= 0)
 			printf(",\"fetched_over_optimal\":%.3f", r->ratio);
 		printf("%s}\n", extra ? extra : "");
@@ -516,8 +527,8 @@ static void emm_b_row(int json, const char *op, const struct emm_b_res *r, uint6
 	fflush(stdout);
 }
 
-static void emm_b_rows(int json, const char *pre, struct emm_b_all *a, uint64_t size, uint64_t cache,
-		       const char *rand_extra)
+static void emm_b_rows(int json, const char *pre, struct emm_b_all *a, uint64_t size,
+		       uint64_t cache, const char *rand_extra)
 {
 	char op[64];
 
@@ -566,7 +577,8 @@ static void emm_b_fig(struct emm_b_line *l, const char *pre, const struct emm_fl
 		return;
 	}
 	emm_b_add(l, l->json ? ",\"%sgbps\":%.3f" : "  %sgbps %.3f", pre, f->gbps);
-	emm_b_add(l, l->json ? ",\"%sp50_us\":%.2f" : "  %sp50_us %.2f", pre, (double)f->p50_ns / 1e3);
+	emm_b_add(l, l->json ? ",\"%sp50_us\":%.2f" : "  %sp50_us %.2f", pre,
+		  (double)f->p50_ns / 1e3);
 }
 
 static void emm_b_line_start(struct emm_b_line *l, int json, const char *op, uint64_t size)
@@ -685,24 +697,27 @@ usage:
 	frow.p50_us = (double)fl.sigbus_4k_p50_ns / 1e3;
 	frow.p99_us = frow.p50_us;
 	frow.gbps = fl.sigbus_2m_gbps;
-	snprintf(extra, sizeof(extra), ",\"thread_p50_us\":%.2f", (double)fl.thread_4k_p50_ns / 1e3);
+	snprintf(extra, sizeof(extra), ",\"thread_p50_us\":%.2f",
+		 (double)fl.thread_4k_p50_ns / 1e3);
 	emm_b_row(json, "uffd-floor", &frow, 4096, 0, extra);
 	emm_b_huge_reserve(EMM_FLOOR_HUGE_PAGES);
 	emm_floor_paths(paths, EMM_B_PATH_ROUNDS);
 	emm_b_huge_restore();
 	emm_b_paths(json, paths);
-	snprintf(extra, sizeof(extra), ",\"floor_p50_us\":%.2f,\"api_read_p50_us\":%.2f,\"target_p50_us\":%.2f",
+	snprintf(extra, sizeof(extra),
+		 ",\"floor_p50_us\":%.2f,\"api_read_p50_us\":%.2f,\"target_p50_us\":%.2f",
 		 frow.p50_us, api_p50, 1.2 * (frow.p50_us + api_p50));
 	emm_b_rows(json, "map", &pool, size, cache, extra);
 	if (!json)
-		printf("  random 4 KiB target: 1.2 x (floor %.2f + API read %.2f) = %.2f us\n", frow.p50_us,
-		       api_p50, 1.2 * (frow.p50_us + api_p50));
+		printf("  random 4 KiB target: 1.2 x (floor %.2f + API read %.2f) = %.2f us\n",
+		       frow.p50_us, api_p50, 1.2 * (frow.p50_us + api_p50));
 	if (skip)
 		return 0;
 
 	rc = emm_b_cgroup(cache);
 	if (rc) {
-		fprintf(stderr, "ethermem bench map: cgroup v1 memory controller: %s\n", strerror(-rc));
+		fprintf(stderr, "ethermem bench map: cgroup v1 memory controller: %s\n",
+			strerror(-rc));
 		emm_b_cleanup();
 		return 1;
 	}

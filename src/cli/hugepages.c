@@ -36,7 +36,8 @@ int em_cli_huge_adjust(long delta, long *done)
 		cur = strtol(b, NULL, 10);
 		len = snprintf(b, sizeof(b), "%ld\n", cur + delta < 0 ? 0 : cur + delta);
 		/* the kernel may grant fewer than asked (fragmentation): read back */
-		if (pwrite(fd, b, (size_t)len, 0) == len && (n = pread(fd, b, sizeof(b) - 1, 0)) > 0) {
+		if (pwrite(fd, b, (size_t)len, 0) == len &&
+		    (n = pread(fd, b, sizeof(b) - 1, 0)) > 0) {
 			b[n] = 0;
 			*done = strtol(b, NULL, 10) - cur;
 			rc = 0;

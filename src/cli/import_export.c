@@ -22,7 +22,6 @@
 #define EMM_IO_CHUNK (4u << 20)
 #define EMM_IO_DEPTH 8
 
-
 /* Streams between fd and the region: to_region 1 imports. */
 static int emm_copy(em_region *r, int fd, uint64_t size, int to_region)
 {
@@ -45,11 +44,16 @@ static int emm_copy(em_region *r, int fd, uint64_t size, int to_region)
 	while (done < size && !rc) {
 		while (next < size && freeb) {
 			unsigned b = (unsigned)__builtin_ctz(freeb);
-			size_t len = size - next < EMM_IO_CHUNK ? (size_t)(size - next) : EMM_IO_CHUNK;
+			size_t len = size - next < EMM_IO_CHUNK ? (size_t)(size - next)
+								: EMM_IO_CHUNK;
 			char *p = buf + (size_t)b * EMM_IO_CHUNK;
 			struct em_op op = {
 				.opcode = to_region ? EM_OP_WRITE : EM_OP_READ,
-				.region = r, .offset = next, .buf = p, .len = len, .user_data = b,
+				.region = r,
+				.offset = next,
+				.buf = p,
+				.len = len,
+				.user_data = b,
 			};
 
 			if (to_region && pread(fd, p, len, (off_t)next) != (ssize_t)len) {
@@ -78,8 +82,8 @@ static int emm_copy(em_region *r, int fd, uint64_t size, int to_region)
 			if (c[i].result && !rc)
 				rc = c[i].result;
 			if (!to_region && !c[i].result &&
-			    pwrite(fd, buf + (size_t)b * EMM_IO_CHUNK, len_of[b], (off_t)off_of[b]) !=
-				    (ssize_t)len_of[b])
+			    pwrite(fd, buf + (size_t)b * EMM_IO_CHUNK, len_of[b],
+				   (off_t)off_of[b]) != (ssize_t)len_of[b])
 				rc = -EIO;
 			freeb |= 1u << b;
 			busy--;
@@ -104,10 +108,12 @@ static int emm_xport(int argc, char **argv, struct em_cli_pool *cp, int imp)
 
 	if (argc != 3 || !strcmp(argv[1], "--help")) {
 		fprintf(argc == 2 && !strcmp(argv[1], "--help") ? stdout : stderr,
-			imp ? "usage: ethermem import FILE REGION\n" : "usage: ethermem export REGION FILE\n");
+			imp ? "usage: ethermem import FILE REGION\n"
+			    : "usage: ethermem export REGION FILE\n");
 		return argc == 2 ? 0 : 2;
 	}
-	fd = imp ? open(file, O_RDONLY | O_CLOEXEC) : open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	fd = imp ? open(file, O_RDONLY | O_CLOEXEC)
+		 : open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0 || (imp && fstat(fd, &st))) {
 		fprintf(stderr, "%s: %s: %s\n", prog, file, strerror(errno));
 		return 1;

@@ -17,37 +17,38 @@
 #include "ethermem.h"
 
 static const char *pool_help =
-"Pool options (any command that talks to the pool):\n"
-"  --nodes LIST         tcp://HOST:PORT,...            (or ETHERMEM_NODES)\n"
-"  --secret-file FILE   cluster secret                 (or ETHERMEM_SECRET_FILE)\n"
-"  --timeout-ms MS      per-request timeout            (or ETHERMEM_TIMEOUT_MS)\n"
-"  --transport tcp|ox   data path                      (or ETHERMEM_TRANSPORT)\n"
-"  --ox-iface IFACE     interface for --transport ox   (or ETHERMEM_OX_IFACE)\n"
-"  --config FILE        client config file             (or ETHERMEM_CONFIG)\n";
+	"Pool options (any command that talks to the pool):\n"
+	"  --nodes LIST         tcp://HOST:PORT,...            (or ETHERMEM_NODES)\n"
+	"  --secret-file FILE   cluster secret                 (or ETHERMEM_SECRET_FILE)\n"
+	"  --timeout-ms MS      per-request timeout            (or ETHERMEM_TIMEOUT_MS)\n"
+	"  --transport tcp|ox   data path                      (or ETHERMEM_TRANSPORT)\n"
+	"  --ox-iface IFACE     interface for --transport ox   (or ETHERMEM_OX_IFACE)\n"
+	"  --config FILE        client config file             (or ETHERMEM_CONFIG)\n";
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-"usage: ethermem [--version] [--help] COMMAND [ARGS]\n\n"
-"Commands:\n"
-"  config [--markdown]       every setting: variable, key, type, default, help\n"
-"  status                    nodes, capacity, used, regions, clients, counters\n"
-"  region create NAME SIZE   create a named region (SIZE like 512M, 2G)\n"
-"      [--redundancy none|replicate:N|ec:K+M]\n"
-"  region ls                 list named regions\n"
-"  region rm NAME            delete a named region\n"
-"  write NAME OFFSET FILE    put a file's bytes into a region at OFFSET\n"
-"  read NAME OFFSET LEN FILE get LEN bytes of a region at OFFSET into FILE\n"
-"  repair NAME               rebuild a redundant region's lost copies or chunks\n"
-"  bench [--baseline]        latency and bandwidth of the pool\n"
-"  kv stats [NAME]           block stores (prefix caches): entries, bytes, hit rate\n"
-"  bench map                 transparent mapping against mmap and swap\n"
-"  bench loaded              small-read latency while bulk clients load the node\n"
-"  run -- PROGRAM ARGS       run an unmodified program with its large\n"
-"                            allocations in the pool\n"
-"  import FILE REGION        load a file into a named region\n"
-"  export REGION FILE        write a named region to a file\n"
-"\n%s", pool_help);
+		"usage: ethermem [--version] [--help] COMMAND [ARGS]\n\n"
+		"Commands:\n"
+		"  config [--markdown]       every setting: variable, key, type, default, help\n"
+		"  status                    nodes, capacity, used, regions, clients, counters\n"
+		"  region create NAME SIZE   create a named region (SIZE like 512M, 2G)\n"
+		"      [--redundancy none|replicate:N|ec:K+M]\n"
+		"  region ls                 list named regions\n"
+		"  region rm NAME            delete a named region\n"
+		"  write NAME OFFSET FILE    put a file's bytes into a region at OFFSET\n"
+		"  read NAME OFFSET LEN FILE get LEN bytes of a region at OFFSET into FILE\n"
+		"  repair NAME               rebuild a redundant region's lost copies or chunks\n"
+		"  bench [--baseline]        latency and bandwidth of the pool\n"
+		"  kv stats [NAME]           block stores (prefix caches): entries, bytes, hit rate\n"
+		"  bench map                 transparent mapping against mmap and swap\n"
+		"  bench loaded              small-read latency while bulk clients load the node\n"
+		"  run -- PROGRAM ARGS       run an unmodified program with its large\n"
+		"                            allocations in the pool\n"
+		"  import FILE REGION        load a file into a named region\n"
+		"  export REGION FILE        write a named region to a file\n"
+		"\n%s",
+		pool_help);
 }
 
 /* The value of pool flag `name` at argv[*i], given as "--name=VALUE" or
@@ -71,8 +72,8 @@ static const char *flag_value(int argc, char **argv, int *i, const char *name, i
 
 int em_cli_pool_args(int *argc, char **argv, struct em_cli_pool *cp)
 {
-	static const char *const names[] = { "--nodes", "--secret-file", "--config", "--ox-iface",
-					     "--timeout-ms", "--transport" };
+	static const char *const names[] = { "--nodes",    "--secret-file", "--config",
+					     "--ox-iface", "--timeout-ms",  "--transport" };
 	int out = 1;
 
 	memset(cp, 0, sizeof(*cp));
@@ -100,10 +101,18 @@ int em_cli_pool_args(int *argc, char **argv, struct em_cli_pool *cp)
 			continue;
 		}
 		switch (k) {
-		case 0: cp->opts.nodes = val; break;
-		case 1: cp->opts.secret_file = val; break;
-		case 2: cp->opts.config_file = val; break;
-		case 3: cp->opts.ox_iface = val; break;
+		case 0:
+			cp->opts.nodes = val;
+			break;
+		case 1:
+			cp->opts.secret_file = val;
+			break;
+		case 2:
+			cp->opts.config_file = val;
+			break;
+		case 3:
+			cp->opts.ox_iface = val;
+			break;
 		case 4: {
 			struct em_cfg_val cv;
 
@@ -145,7 +154,8 @@ static void pool_env(const struct em_cli_pool *cp)
 		setenv("ETHERMEM_TIMEOUT_MS", t, 1);
 	}
 	if (cp->opts.transport != EM_TRANSPORT_DEFAULT)
-		setenv("ETHERMEM_TRANSPORT", cp->opts.transport == EM_TRANSPORT_OX ? "ox" : "tcp", 1);
+		setenv("ETHERMEM_TRANSPORT", cp->opts.transport == EM_TRANSPORT_OX ? "ox" : "tcp",
+		       1);
 	if (cp->opts.ox_iface)
 		setenv("ETHERMEM_OX_IFACE", cp->opts.ox_iface, 1);
 }
@@ -155,14 +165,20 @@ int em_cli_connect(struct em_cli_pool *cp, em_pool **pool, const char *prog)
 	int rc = em_pool_connect(pool, &cp->opts);
 
 	if (rc == -EDESTADDRREQ && cp->opts.transport == EM_TRANSPORT_OX && !cp->opts.ox_iface)
-		fprintf(stderr, "%s: --transport ox needs an interface: --ox-iface or "
-			"ETHERMEM_OX_IFACE\n", prog);
+		fprintf(stderr,
+			"%s: --transport ox needs an interface: --ox-iface or "
+			"ETHERMEM_OX_IFACE\n",
+			prog);
 	else if (rc == -EDESTADDRREQ)
-		fprintf(stderr, "%s: no pool given: use --nodes and --secret-file, or set "
-			"ETHERMEM_NODES and ETHERMEM_SECRET_FILE\n", prog);
+		fprintf(stderr,
+			"%s: no pool given: use --nodes and --secret-file, or set "
+			"ETHERMEM_NODES and ETHERMEM_SECRET_FILE\n",
+			prog);
 	else if (rc == -EPERM)
-		fprintf(stderr, "%s: the secret file may be read by group or others; "
-			"chmod 600 it\n", prog);
+		fprintf(stderr,
+			"%s: the secret file may be read by group or others; "
+			"chmod 600 it\n",
+			prog);
 	else if (rc)
 		fprintf(stderr, "%s: cannot connect to the pool: %s\n", prog, em_strerror(rc));
 	return rc;
@@ -186,8 +202,8 @@ static void human(uint64_t b, char *out, size_t n)
 static void status_print(const struct em_node_status *st, int n, bool json,
 			 const struct em_node_status *prev, double interval)
 {
-	static const char *opn[EM_STAT_OPS] = { "read", "write", "atomic", "create",
-						"open", "delete", "list", "status" };
+	static const char *opn[EM_STAT_OPS] = { "read", "write",  "atomic", "create",
+						"open", "delete", "list",   "status" };
 
 	for (int i = 0; i < n; i++) {
 		const struct em_node_status *s = &st[i];
@@ -196,8 +212,8 @@ static void status_print(const struct em_node_status *st, int n, bool json,
 		if (json) {
 			printf("{\"node\":\"%s\",\"capacity\":%" PRIu64 ",\"used\":%" PRIu64
 			       ",\"regions\":%u,\"named_regions\":%u,\"clients\":%u,\"huge_pages\":%u"
-			       ",\"uptime_s\":%" PRIu64 ",\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64
-			       ",\"auth_failures\":%" PRIu64,
+			       ",\"uptime_s\":%" PRIu64 ",\"bytes_in\":%" PRIu64
+			       ",\"bytes_out\":%" PRIu64 ",\"auth_failures\":%" PRIu64,
 			       s->addr, s->capacity, s->used, s->regions, s->named_regions,
 			       s->clients, s->huge_pages, s->uptime_s, s->bytes_in, s->bytes_out,
 			       s->auth_failures);
@@ -206,8 +222,8 @@ static void status_print(const struct em_node_status *st, int n, bool json,
 				       s->ops[k], opn[k], s->errors[k]);
 			for (int k = 0; k < 3; k++)
 				printf(",\"%s_p50_us\":%.2f,\"%s_p99_us\":%.2f,\"%s_p999_us\":%.2f",
-				       opn[k], s->lat_p50_ns[k] / 1e3, opn[k], s->lat_p99_ns[k] / 1e3,
-				       opn[k], s->lat_p999_ns[k] / 1e3);
+				       opn[k], s->lat_p50_ns[k] / 1e3, opn[k],
+				       s->lat_p99_ns[k] / 1e3, opn[k], s->lat_p999_ns[k] / 1e3);
 			printf(",\"ox_rx_frames\":%" PRIu64 ",\"ox_tx_frames\":%" PRIu64
 			       ",\"ox_retransmits\":%" PRIu64 ",\"ox_denied\":%" PRIu64
 			       ",\"ox_unknown\":%" PRIu64 ",\"ox_malformed\":%" PRIu64
@@ -221,7 +237,8 @@ static void status_print(const struct em_node_status *st, int n, bool json,
 		printf("node %s\n  capacity %s, used %s (%.1f%%), %s pages\n"
 		       "  regions %u (%u named), clients %u, up %" PRIu64 " s, "
 		       "auth failures %" PRIu64 "\n",
-		       s->addr, cap, used, s->capacity ? 100.0 * (double)s->used / (double)s->capacity : 0,
+		       s->addr, cap, used,
+		       s->capacity ? 100.0 * (double)s->used / (double)s->capacity : 0,
 		       s->huge_pages ? "2 MiB huge" : "4 KiB", s->regions, s->named_regions,
 		       s->clients, s->uptime_s, s->auth_failures);
 		printf("  %-7s %12s %8s %10s %10s %10s\n", "op", "count", "errors", "p50 us",
@@ -239,9 +256,9 @@ static void status_print(const struct em_node_status *st, int n, bool json,
 		 * that serves it but has seen nothing yet prints nothing either */
 		if (s->ox_rx_frames || s->ox_tx_frames || s->ox_unknown || s->ox_malformed ||
 		    s->ox_attached)
-			printf("  omnixtend: frames rx %" PRIu64 " tx %" PRIu64 " retransmitted %" PRIu64
-			       ", denied %" PRIu64 ", dropped %" PRIu64 " (unknown MAC) %" PRIu64
-			       " (malformed), sessions attached %u\n",
+			printf("  omnixtend: frames rx %" PRIu64 " tx %" PRIu64
+			       " retransmitted %" PRIu64 ", denied %" PRIu64 ", dropped %" PRIu64
+			       " (unknown MAC) %" PRIu64 " (malformed), sessions attached %u\n",
 			       s->ox_rx_frames, s->ox_tx_frames, s->ox_retransmits, s->ox_denied,
 			       s->ox_unknown, s->ox_malformed, s->ox_attached);
 		if (prev && !strcmp(prev[i].addr, s->addr)) {
@@ -274,7 +291,8 @@ static int cmd_status(int argc, char **argv, struct em_cli_pool *cp)
 			if (i + 1 < argc && argv[i + 1][0] != '-') {
 				watch = strtod(argv[++i], &end);
 				if (*end || !(watch >= 0.1 && watch <= 3600)) {
-					fprintf(stderr, "ethermem status: --watch SECONDS, 0.1 to 3600\n");
+					fprintf(stderr,
+						"ethermem status: --watch SECONDS, 0.1 to 3600\n");
 					return 2;
 				}
 			}
@@ -290,7 +308,8 @@ static int cmd_status(int argc, char **argv, struct em_cli_pool *cp)
 			       "Prints every node's capacity, use, regions, clients, per-operation\n"
 			       "counters and service-time percentiles. --watch redraws the screen every\n"
 			       "SECONDS (default 2) with rates since the last refresh, like top;\n"
-			       "--count stops after N refreshes (0: until interrupted).\n\n%s", pool_help);
+			       "--count stops after N refreshes (0: until interrupted).\n\n%s",
+			       pool_help);
 			return 0;
 		} else {
 			fprintf(stderr, "ethermem status: unknown argument '%s'\n", argv[i]);
@@ -312,9 +331,11 @@ static int cmd_status(int argc, char **argv, struct em_cli_pool *cp)
 			char ts[32];
 			strftime(ts, sizeof(ts), "%H:%M:%S", localtime(&now));
 			/* home and clear, then the frame: a terminal shows one screen */
-			printf("\033[H\033[J%s  ethermem status, every %.1f s (Ctrl-C quits)\n", ts, watch);
+			printf("\033[H\033[J%s  ethermem status, every %.1f s (Ctrl-C quits)\n", ts,
+			       watch);
 		}
-		status_print(st, n < 64 ? n : 64, json, watch && interval > 0 ? prev : NULL, interval);
+		status_print(st, n < 64 ? n : 64, json, watch && interval > 0 ? prev : NULL,
+			     interval);
 		if (!watch || (count && round >= count))
 			break;
 		fflush(stdout);
@@ -338,7 +359,8 @@ static int cmd_region(int argc, char **argv, struct em_cli_pool *cp)
 		       "       ethermem region ls [--json]\n"
 		       "       ethermem region rm NAME\n"
 		       "Named regions persist on the nodes until removed; any client of the "
-		       "pool can open them.\n\n%s", pool_help);
+		       "pool can open them.\n\n%s",
+		       pool_help);
 		return sub ? 0 : 2;
 	}
 	for (int i = 2; i < argc; i++)
@@ -357,14 +379,17 @@ static int cmd_region(int argc, char **argv, struct em_cli_pool *cp)
 				ro.flags |= EM_REGION_EXCL;
 			else if (!strcmp(argv[i], "--redundancy") && i + 1 < argc) {
 				if (em_parse_redundancy(argv[++i], &ro)) {
-					fprintf(stderr, "ethermem region create: bad redundancy '%s' "
+					fprintf(stderr,
+						"ethermem region create: bad redundancy '%s' "
 						"(none, replicate:N with N 2..16, ec:K+M with K 1..32, M 1..8)\n",
 						argv[i]);
 					return 2;
 				}
 			} else if (!strcmp(argv[i], "--chunk") && i + 1 < argc) {
 				if (em_parse_size(argv[++i], &ro.chunk_size)) {
-					fprintf(stderr, "ethermem region create: bad chunk size '%s'\n", argv[i]);
+					fprintf(stderr,
+						"ethermem region create: bad chunk size '%s'\n",
+						argv[i]);
 					return 2;
 				}
 			} else if (!name)
@@ -372,7 +397,8 @@ static int cmd_region(int argc, char **argv, struct em_cli_pool *cp)
 			else if (!size)
 				size = argv[i];
 			else {
-				fprintf(stderr, "ethermem region create: unexpected '%s'\n", argv[i]);
+				fprintf(stderr, "ethermem region create: unexpected '%s'\n",
+					argv[i]);
 				return 2;
 			}
 		}
@@ -423,26 +449,31 @@ static int cmd_region(int argc, char **argv, struct em_cli_pool *cp)
 		} else {
 			static const char *states[] = { "healthy", "degraded", "repairing" };
 			if (!json)
-				printf("%-40s %16s %10s %6s %-14s %s\n", "NAME", "SIZE", "CHUNK", "NODES",
-				       "REDUNDANCY", "STATE");
+				printf("%-40s %16s %10s %6s %-14s %s\n", "NAME", "SIZE", "CHUNK",
+				       "NODES", "REDUNDANCY", "STATE");
 			for (int i = 0; i < rc; i++) {
 				char red[32];
-				const char *st = info[i].state < 3 ? states[info[i].state] : "unknown";
+				const char *st = info[i].state < 3 ? states[info[i].state]
+								   : "unknown";
 
 				if (info[i].redundancy == EM_RED_REPLICATE)
 					snprintf(red, sizeof(red), "replicate:%u", info[i].red_k);
 				else if (info[i].redundancy == EM_RED_EC)
-					snprintf(red, sizeof(red), "ec:%u+%u", info[i].red_k, info[i].red_m);
+					snprintf(red, sizeof(red), "ec:%u+%u", info[i].red_k,
+						 info[i].red_m);
 				else
 					snprintf(red, sizeof(red), "none");
 				if (json)
-					printf("{\"name\":\"%s\",\"size\":%" PRIu64 ",\"chunk\":%" PRIu64
+					printf("{\"name\":\"%s\",\"size\":%" PRIu64
+					       ",\"chunk\":%" PRIu64
 					       ",\"nodes\":%u,\"redundancy\":\"%s\",\"state\":\"%s\""
-					       ",\"epoch\":%u}\n", info[i].name, info[i].bytes,
-					       info[i].chunk_size, info[i].nodes, red, st, info[i].epoch);
+					       ",\"epoch\":%u}\n",
+					       info[i].name, info[i].bytes, info[i].chunk_size,
+					       info[i].nodes, red, st, info[i].epoch);
 				else
-					printf("%-40s %16" PRIu64 " %10" PRIu64 " %6u %-14s %s\n", info[i].name,
-					       info[i].bytes, info[i].chunk_size, info[i].nodes, red, st);
+					printf("%-40s %16" PRIu64 " %10" PRIu64 " %6u %-14s %s\n",
+					       info[i].name, info[i].bytes, info[i].chunk_size,
+					       info[i].nodes, red, st);
 			}
 			rc = 0;
 		}
@@ -486,7 +517,8 @@ static int cmd_rw(int argc, char **argv, struct em_cli_pool *cp, bool wr)
 	if (argc != (wr ? 4 : 5) || em_parse_size(argv[2], &off) ||
 	    (!wr && em_parse_size(argv[3], &len))) {
 		fprintf(stderr, "%s: usage: %s\n", prog,
-			wr ? "ethermem write NAME OFFSET FILE" : "ethermem read NAME OFFSET LEN FILE");
+			wr ? "ethermem write NAME OFFSET FILE"
+			   : "ethermem read NAME OFFSET LEN FILE");
 		return 2;
 	}
 	if (wr) {

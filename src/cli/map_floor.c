@@ -93,7 +93,9 @@ static void emm_floor_sigbus(int sig, siginfo_t *si, void *uc)
 {
 	uintptr_t a = (uintptr_t)si->si_addr & ~(uintptr_t)(emm_floor_unit - 1);
 	struct uffdio_copy cp = {
-		.dst = a, .src = (uintptr_t)emm_floor_src, .len = emm_floor_unit,
+		.dst = a,
+		.src = (uintptr_t)emm_floor_src,
+		.len = emm_floor_unit,
 	};
 	int saved = errno;
 
@@ -123,7 +125,8 @@ static void *emm_floor_server(void *arg)
 			continue;
 		struct uffdio_copy cp = {
 			.dst = msg.arg.pagefault.address & ~4095ull,
-			.src = (uintptr_t)s->src, .len = 4096,
+			.src = (uintptr_t)s->src,
+			.len = 4096,
 		};
 		ioctl(s->fd, UFFDIO_COPY, &cp);
 	}
@@ -197,7 +200,8 @@ int emm_floor_measure(struct emm_floor *out, unsigned nfaults)
 	for (int pass = 0; pass < 2 && !err; pass++) {
 		size_t len = pass ? big : small, unit = pass ? 2ul << 20 : 4096;
 
-		a = mmap(NULL, len + unit, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		a = mmap(NULL, len + unit, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+			 0);
 		if (a == MAP_FAILED) {
 			err = -errno;
 			break;
@@ -244,14 +248,21 @@ struct uffdio_move {
 #endif
 
 #define EMM_FP_UNIT (2ul << 20)
-#define EMM_FP_UNITS 16                        /* the range a steady run cycles over */
-#define EMM_FP_KEEP 4                          /* units it keeps resident */
-#define EMM_FP_FAULTS (2 * EMM_FP_UNITS)       /* faults per round: two passes */
+#define EMM_FP_UNITS 16                  /* the range a steady run cycles over */
+#define EMM_FP_KEEP 4                    /* units it keeps resident */
+#define EMM_FP_FAULTS (2 * EMM_FP_UNITS) /* faults per round: two passes */
 #define EMM_FP_MAXR 15
 /* a steady hugetlb run holds the kept units and the one being faulted */
 _Static_assert(EMM_FLOOR_HUGE_PAGES >= EMM_FP_KEEP + 1, "EMM_FLOOR_HUGE_PAGES too small");
 
-enum { EMM_FP_COPY, EMM_FP_CONT, EMM_FP_FILL, EMM_FP_RECV_COPY, EMM_FP_RECV_CONT, EMM_FP_RECV_MOVE };
+enum {
+	EMM_FP_COPY,
+	EMM_FP_CONT,
+	EMM_FP_FILL,
+	EMM_FP_RECV_COPY,
+	EMM_FP_RECV_CONT,
+	EMM_FP_RECV_MOVE
+};
 enum { EMM_FP_ZAP, EMM_FP_PUNCH, EMM_FP_MOVEBACK };
 
 /* What the SIGBUS handler serves; set before each run, read only by it. */
@@ -342,7 +353,8 @@ static void emm_fp_sigbus(int sig, siginfo_t *si, void *uc)
 		if (!rc && how == EMM_FP_FILL)
 			memcpy(alias, emm_fp.src, emm_fp.unit);
 	}
-	if (!rc && (how == EMM_FP_RECV_COPY || how == EMM_FP_RECV_CONT || how == EMM_FP_RECV_MOVE)) {
+	if (!rc &&
+	    (how == EMM_FP_RECV_COPY || how == EMM_FP_RECV_CONT || how == EMM_FP_RECV_MOVE)) {
 		emm_fp.what = "recv";
 		rc = emm_fp_fetch(how == EMM_FP_RECV_CONT ? alias : emm_fp.stage);
 	}
@@ -382,7 +394,9 @@ static int emm_fp_evict(const struct emm_fp_run *r, unsigned u)
 
 	if (r->ev == EMM_FP_PUNCH)
 		return fallocate(r->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-				 (off_t)((size_t)u * r->unit), (off_t)r->unit) ? -errno : 0;
+				 (off_t)((size_t)u * r->unit), (off_t)r->unit)
+			       ? -errno
+			       : 0;
 	if (r->ev == EMM_FP_MOVEBACK) {
 		/* the staging buffer is empty after every fetch: recycle the
 		 * evicted pages into it instead of freeing them */
@@ -407,7 +421,8 @@ static void emm_fp_drop(const struct emm_fp_run *r)
 	emm_fp.stage_full = 0;
 }
 
-static int emm_fp_loop(const struct emm_fp_run *r, uint64_t *lat, uint64_t *fault_ns, uint64_t *total_ns)
+static int emm_fp_loop(const struct emm_fp_run *r, uint64_t *lat, uint64_t *fault_ns,
+		       uint64_t *total_ns)
 {
 	uint64_t t0 = emm_floor_now_ns();
 
@@ -435,7 +450,8 @@ static int emm_fp_loop(const struct emm_fp_run *r, uint64_t *lat, uint64_t *faul
 
 /* The handler's siglongjmp lands here, so nothing of the caller's frame
  * lives across it. */
-static int emm_fp_guarded(const struct emm_fp_run *r, uint64_t *lat, uint64_t *fault_ns, uint64_t *total_ns)
+static int emm_fp_guarded(const struct emm_fp_run *r, uint64_t *lat, uint64_t *fault_ns,
+			  uint64_t *total_ns)
 {
 	if (sigsetjmp(emm_fp.jb, 1))
 		return emm_fp.err;
@@ -495,7 +511,8 @@ static void emm_fp_fail(struct emm_floor_fig *f, const char *what, int err)
 }
 
 /* Records one round's result, or the first failure (which ends the figure). */
-static void emm_fp_note(struct emm_floor_fig *f, struct emm_fp_acc *a, int rc, double gbps, uint64_t p50)
+static void emm_fp_note(struct emm_floor_fig *f, struct emm_fp_acc *a, int rc, double gbps,
+			uint64_t p50)
 {
 	if (rc) {
 		emm_fp_fail(f, emm_fp.what ? emm_fp.what : "setup", rc);
@@ -567,7 +584,8 @@ static int emm_fp_memfd(struct emm_fp_fix *x, int fd, size_t len, int huge)
 		x->view = NULL;
 		return -errno;
 	}
-	return emm_fp_register(fd, x->view, len, UFFDIO_REGISTER_MODE_MINOR | UFFDIO_REGISTER_MODE_MISSING);
+	return emm_fp_register(fd, x->view, len,
+			       UFFDIO_REGISTER_MODE_MINOR | UFFDIO_REGISTER_MODE_MISSING);
 }
 
 /* Private memory registered for missing faults, aligned to EMM_FP_UNIT so
@@ -645,7 +663,8 @@ static void *emm_fp_sender(void *arg)
  * by the sender thread. */
 static int emm_fp_connect(int *cli, struct emm_fp_peer *peer)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	socklen_t sl = sizeof(sa);
 	int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1, rc = 0;
 
@@ -693,9 +712,12 @@ int emm_floor_paths(struct emm_floor_fig *fig, unsigned rounds)
 		rounds = 1;
 	if (rounds > EMM_FP_MAXR)
 		rounds = EMM_FP_MAXR;
-	emm_fp.src = mmap(NULL, EMM_FP_UNIT, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	tcpbuf = mmap(NULL, EMM_FP_UNIT, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	peer.buf = mmap(NULL, EMM_FP_UNIT, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	emm_fp.src =
+		mmap(NULL, EMM_FP_UNIT, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	tcpbuf =
+		mmap(NULL, EMM_FP_UNIT, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	peer.buf =
+		mmap(NULL, EMM_FP_UNIT, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (!acc || emm_fp.src == MAP_FAILED || tcpbuf == MAP_FAILED || peer.buf == MAP_FAILED) {
 		rc = -ENOMEM;
 		goto out;
@@ -728,9 +750,11 @@ int emm_floor_paths(struct emm_floor_fig *fig, unsigned rounds)
 		emm_fp_fail(&fig[EMM_PATH_RECV_CONT], emm_fp.what, rc);
 	}
 	emm_fp.what = "anonymous range";
-	if ((rc = emm_fp_anon(&anon, fd, range, 0)) || (rc = emm_fp_anon(&stg, fd, EMM_FP_UNIT, 0))) {
-		static const int uses[] = { EMM_PATH_COPY_ONE, EMM_PATH_COPY_PER_PAGE, EMM_PATH_ANON_EVICT,
-					    EMM_PATH_RECV_COPY, EMM_PATH_RECV_MOVE };
+	if ((rc = emm_fp_anon(&anon, fd, range, 0)) ||
+	    (rc = emm_fp_anon(&stg, fd, EMM_FP_UNIT, 0))) {
+		static const int uses[] = { EMM_PATH_COPY_ONE, EMM_PATH_COPY_PER_PAGE,
+					    EMM_PATH_ANON_EVICT, EMM_PATH_RECV_COPY,
+					    EMM_PATH_RECV_MOVE };
 
 		for (size_t i = 0; i < sizeof(uses) / sizeof(uses[0]); i++)
 			emm_fp_fail(&fig[uses[i]], emm_fp.what, rc);
@@ -752,15 +776,19 @@ int emm_floor_paths(struct emm_floor_fig *fig, unsigned rounds)
 			emm_fp_fail(&fig[EMM_PATH_CONTH_2M], "hugetlb memfd", rc);
 		}
 		if (fig[EMM_PATH_CONTH_2M].err[0]) {
-			memcpy(fig[EMM_PATH_CONTH_FILL].err, fig[EMM_PATH_CONTH_2M].err, sizeof(fig[0].err));
-			memcpy(fig[EMM_PATH_RECV_CONTH].err, fig[EMM_PATH_CONTH_2M].err, sizeof(fig[0].err));
+			memcpy(fig[EMM_PATH_CONTH_FILL].err, fig[EMM_PATH_CONTH_2M].err,
+			       sizeof(fig[0].err));
+			memcpy(fig[EMM_PATH_RECV_CONTH].err, fig[EMM_PATH_CONTH_2M].err,
+			       sizeof(fig[0].err));
 		}
 		if ((rc = emm_fp_anon(&hpriv, fd, range, 1)))
 			emm_fp_fail(&fig[EMM_PATH_HUGE_EVICT], "private hugetlb range", rc);
 	}
 	if (!(feat & UFFD_FEATURE_MOVE))
-		snprintf(fig[EMM_PATH_RECV_MOVE].err, sizeof(fig[0].err), "UFFD_FEATURE_MOVE not offered");
-	if ((rc = emm_fp_connect(&sock, &peer)) || (rc = -pthread_create(&th, NULL, emm_fp_sender, &peer))) {
+		snprintf(fig[EMM_PATH_RECV_MOVE].err, sizeof(fig[0].err),
+			 "UFFD_FEATURE_MOVE not offered");
+	if ((rc = emm_fp_connect(&sock, &peer)) ||
+	    (rc = -pthread_create(&th, NULL, emm_fp_sender, &peer))) {
 		for (int i = EMM_PATH_RECV_TCP; i <= EMM_PATH_RECV_MOVE; i++)
 			emm_fp_fail(&fig[i], "loopback TCP connection", rc);
 	} else {
@@ -777,8 +805,11 @@ int emm_floor_paths(struct emm_floor_fig *fig, unsigned rounds)
 	/* rounds interleave the paths, so a neighbour's load on the two
 	 * cores hits all of them alike; medians drop the outliers */
 	for (unsigned round = 0; round < rounds; round++) {
-		struct emm_fp_run r = { .memfd = -1, .unit = EMM_FP_UNIT, .units = EMM_FP_UNITS,
-					.keep = EMM_FP_KEEP, .faults = EMM_FP_FAULTS };
+		struct emm_fp_run r = { .memfd = -1,
+					.unit = EMM_FP_UNIT,
+					.units = EMM_FP_UNITS,
+					.keep = EMM_FP_KEEP,
+					.faults = EMM_FP_FAULTS };
 		struct emm_fp_run cached = r, steady = r;
 		double g = 0;
 		uint64_t p = 0;
@@ -883,7 +914,8 @@ int emm_floor_paths(struct emm_floor_fig *fig, unsigned rounds)
 				continue;
 			r = steady;
 			if (i == EMM_PATH_RECV_COPY || i == EMM_PATH_RECV_MOVE) {
-				r.how = i == EMM_PATH_RECV_COPY ? EMM_FP_RECV_COPY : EMM_FP_RECV_MOVE;
+				r.how = i == EMM_PATH_RECV_COPY ? EMM_FP_RECV_COPY
+								: EMM_FP_RECV_MOVE;
 				r.ev = i == EMM_PATH_RECV_COPY ? EMM_FP_ZAP : EMM_FP_MOVEBACK;
 				r.view = anon.view;
 				r.stage = i == EMM_PATH_RECV_COPY ? tcpbuf : stg.view;

@@ -37,9 +37,9 @@ enum emm_floor_path {
 	EMM_PATH_N
 };
 struct emm_floor_fig {
-	double gbps;      /* median over rounds */
-	uint64_t p50_ns;  /* median over rounds of the per-fault (per-install) p50 */
-	char err[96];     /* why it was not measured; empty when it was */
+	double gbps;     /* median over rounds */
+	uint64_t p50_ns; /* median over rounds of the per-fault (per-install) p50 */
+	char err[96];    /* why it was not measured; empty when it was */
 };
 /* Free huge pages emm_floor_paths needs for the hugetlb figures; it does
  * not reserve them (the caller owns vm.nr_hugepages). */

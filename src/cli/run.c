@@ -20,15 +20,15 @@
 #include "cli/cli.h"
 #include "ethermem.h"
 
-
 static void emm_run_usage(FILE *f)
 {
-	fprintf(f, "usage: ethermem run [--local-mem SIZE] [--threshold SIZE] [--fetch-unit SIZE] -- PROGRAM [ARGS]\n"
-		   "  --local-mem SIZE   local RAM for pool-backed memory (default 256M)\n"
-		   "  --threshold SIZE   allocations and read-only file mappings at least\n"
-		   "                     this large go to the pool (default 1M, minimum 256K)\n"
-		   "  --fetch-unit SIZE  bytes per fault, 4K..64K (default 64K; smaller\n"
-		   "                     suits programs that touch memory at random)\n");
+	fprintf(f,
+		"usage: ethermem run [--local-mem SIZE] [--threshold SIZE] [--fetch-unit SIZE] -- PROGRAM [ARGS]\n"
+		"  --local-mem SIZE   local RAM for pool-backed memory (default 256M)\n"
+		"  --threshold SIZE   allocations and read-only file mappings at least\n"
+		"                     this large go to the pool (default 1M, minimum 256K)\n"
+		"  --fetch-unit SIZE  bytes per fault, 4K..64K (default 64K; smaller\n"
+		"                     suits programs that touch memory at random)\n");
 }
 
 int em_cli_run(int argc, char **argv)
@@ -67,17 +67,21 @@ int em_cli_run(int argc, char **argv)
 		return 2;
 	}
 	if (em_parse_size(local, &v) || !v || em_parse_size(thr, &v) || !v) {
-		fprintf(stderr, "ethermem run: bad size (--local-mem %s, --threshold %s)\n", local, thr);
+		fprintf(stderr, "ethermem run: bad size (--local-mem %s, --threshold %s)\n", local,
+			thr);
 		return 2;
 	}
 	uint64_t u;
 
 	if (em_parse_size(unit, &u) || u < 4096 || u > (64u << 10) || (u & (u - 1))) {
-		fprintf(stderr, "ethermem run: --fetch-unit %s: a power of two from 4K to 64K\n", unit);
+		fprintf(stderr, "ethermem run: --fetch-unit %s: a power of two from 4K to 64K\n",
+			unit);
 		return 2;
 	}
 	if (em_parse_size(local, &v) == 0 && v < u) {
-		fprintf(stderr, "ethermem run: --local-mem %s is smaller than the fetch unit (%s)\n", local, unit);
+		fprintf(stderr,
+			"ethermem run: --local-mem %s is smaller than the fetch unit (%s)\n", local,
+			unit);
 		return 2;
 	}
 	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -90,7 +94,8 @@ int em_cli_run(int argc, char **argv)
 	*slash = 0;
 	snprintf(shim, sizeof(shim), "%s/libethermem-preload.so", self);
 	if (access(shim, R_OK)) /* installed: PREFIX/bin and PREFIX/LIBDIR */
-		snprintf(shim, sizeof(shim), "%s/../%s/libethermem-preload.so", self, EM_INSTALL_LIBDIR);
+		snprintf(shim, sizeof(shim), "%s/../%s/libethermem-preload.so", self,
+			 EM_INSTALL_LIBDIR);
 	if (access(shim, R_OK)) {
 		fprintf(stderr, "ethermem run: %s: %s\n", shim, strerror(errno));
 		return 1;

@@ -41,8 +41,8 @@ int em_key_load(const char *path, uint8_t key[EM_KEY_LEN])
 		sodium_memzero(buf, sizeof(buf));
 		return -EINVAL;
 	}
-	crypto_generichash(key, EM_KEY_LEN, buf, (size_t)n,
-			   (const uint8_t *)"ethermem-secret-v1", 18);
+	crypto_generichash(key, EM_KEY_LEN, buf, (size_t)n, (const uint8_t *)"ethermem-secret-v1",
+			   18);
 	sodium_memzero(buf, sizeof(buf));
 	return 0;
 }
@@ -98,9 +98,8 @@ void em_auth_attach_proof(const uint8_t token[EM_TOKEN_LEN], const uint8_t cn[EM
 	crypto_generichash_final(&st, out, EM_TOKEN_LEN);
 }
 
-void em_auth_proof(const uint8_t key[EM_KEY_LEN], int node_side,
-		   const uint8_t first[EM_NONCE_LEN], const uint8_t second[EM_NONCE_LEN],
-		   uint8_t proof[EM_PROOF_LEN])
+void em_auth_proof(const uint8_t key[EM_KEY_LEN], int node_side, const uint8_t first[EM_NONCE_LEN],
+		   const uint8_t second[EM_NONCE_LEN], uint8_t proof[EM_PROOF_LEN])
 {
 	crypto_auth_hmacsha512256_state st;
 	const char *label = node_side ? "ethermem node" : "ethermem client";

@@ -40,9 +40,8 @@ int em_auth_session_token(const uint8_t key[EM_KEY_LEN], const uint8_t sk[EM_NON
 			  const uint8_t sn[EM_NONCE_LEN], uint8_t token[EM_TOKEN_LEN]);
 void em_auth_attach_proof(const uint8_t token[EM_TOKEN_LEN], const uint8_t cn[EM_NONCE_LEN],
 			  const uint8_t sn[EM_NONCE_LEN], uint8_t out[EM_TOKEN_LEN]);
-void em_auth_proof(const uint8_t key[EM_KEY_LEN], int node_side,
-		   const uint8_t first[EM_NONCE_LEN], const uint8_t second[EM_NONCE_LEN],
-		   uint8_t proof[EM_PROOF_LEN]);
+void em_auth_proof(const uint8_t key[EM_KEY_LEN], int node_side, const uint8_t first[EM_NONCE_LEN],
+		   const uint8_t second[EM_NONCE_LEN], uint8_t proof[EM_PROOF_LEN]);
 /* Constant-time; 0 when equal. */
 int em_auth_check(const uint8_t a[EM_PROOF_LEN], const uint8_t b[EM_PROOF_LEN]);
 void em_random(void *buf, size_t len);

@@ -14,12 +14,18 @@ const char *em_strerror(int err)
 	if (err < 0)
 		err = -err;
 	switch (err) {
-	case 0: return "success";
-	case EM_EAUTH: return "authentication failed: the cluster secret does not match";
-	case EM_EVERSION: return "the peer speaks another protocol version";
-	case EM_ENONODE: return "a node holding part of the region is not in the pool";
-	case EM_ELOST: return "data lost: more nodes of the region failed than its redundancy survives";
-	case EM_EFULL: return "node full: it serves as many clients as it may (max-clients)";
+	case 0:
+		return "success";
+	case EM_EAUTH:
+		return "authentication failed: the cluster secret does not match";
+	case EM_EVERSION:
+		return "the peer speaks another protocol version";
+	case EM_ENONODE:
+		return "a node holding part of the region is not in the pool";
+	case EM_ELOST:
+		return "data lost: more nodes of the region failed than its redundancy survives";
+	case EM_EFULL:
+		return "node full: it serves as many clients as it may (max-clients)";
 	default:
 		if (err < 4096)
 			return strerror(err); /* glibc's table is static and thread-safe */

@@ -34,9 +34,10 @@ void em_log(enum em_log_level lvl, const char *fmt, ...)
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
-	n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s: ",
-		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-		     tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, names[lvl]);
+	n = snprintf(line, sizeof(line),
+		     "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s: ", tm.tm_year + 1900, tm.tm_mon + 1,
+		     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
+		     names[lvl]);
 	va_start(ap, fmt);
 	vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
 	va_end(ap);
@@ -60,13 +61,30 @@ int em_parse_size(const char *s, uint64_t *out)
 	if (errno || end == s || v < 0)
 		return -EINVAL;
 	switch (toupper((unsigned char)*end)) {
-	case 0: break;
-	case 'K': mult = 1ull << 10; end++; break;
-	case 'M': mult = 1ull << 20; end++; break;
-	case 'G': mult = 1ull << 30; end++; break;
-	case 'T': mult = 1ull << 40; end++; break;
-	case 'P': mult = 1ull << 50; end++; break;
-	default: return -EINVAL;
+	case 0:
+		break;
+	case 'K':
+		mult = 1ull << 10;
+		end++;
+		break;
+	case 'M':
+		mult = 1ull << 20;
+		end++;
+		break;
+	case 'G':
+		mult = 1ull << 30;
+		end++;
+		break;
+	case 'T':
+		mult = 1ull << 40;
+		end++;
+		break;
+	case 'P':
+		mult = 1ull << 50;
+		end++;
+		break;
+	default:
+		return -EINVAL;
 	}
 	if (*end == 'i')
 		end++;
@@ -230,8 +248,7 @@ static uint64_t hist_value(unsigned b)
 	msb = b / EM_HIST_SUB + 3;
 	sub = b % EM_HIST_SUB;
 	/* midpoint of the bucket */
-	return ((uint64_t)(EM_HIST_SUB + sub) << (msb - 4)) +
-	       ((1ull << (msb - 4)) >> 1);
+	return ((uint64_t)(EM_HIST_SUB + sub) << (msb - 4)) + ((1ull << (msb - 4)) >> 1);
 }
 
 uint64_t em_hist_bucket_max(unsigned b)
@@ -283,8 +300,7 @@ uint64_t em_hist_quantile(const struct em_hist *h, double q)
 }
 
 int em_config_parse(const char *path,
-		    int (*cb)(void *arg, const char *key, const char *val, int line),
-		    void *arg)
+		    int (*cb)(void *arg, const char *key, const char *val, int line), void *arg)
 {
 	FILE *f = fopen(path, "re");
 	char buf[1024];

@@ -38,8 +38,7 @@ void __tsan_ignore_thread_end(void);
  * silent unless ETHERMEM_DEBUG is set; the daemon logs at INFO. */
 enum em_log_level { EM_LOG_ERR, EM_LOG_WARN, EM_LOG_INFO, EM_LOG_DEBUG };
 extern int em_log_threshold;
-void em_log(enum em_log_level lvl, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+void em_log(enum em_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static inline uint64_t em_now_ns(void)
 {
@@ -132,7 +131,6 @@ uint64_t em_hist_bucket_max(unsigned b);
 /* Config files: "key = value" lines, '#' comments. Calls cb per pair;
  * stops and returns cb's non-zero result. */
 int em_config_parse(const char *path,
-		    int (*cb)(void *arg, const char *key, const char *val, int line),
-		    void *arg);
+		    int (*cb)(void *arg, const char *key, const char *val, int line), void *arg);
 
 #endif

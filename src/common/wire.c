@@ -106,9 +106,8 @@ int em_hdr_decode(const uint8_t in[EM_HDR_LEN], struct em_hdr *h, const char **w
 const char *em_wire_op_name(unsigned op)
 {
 	static const char *names[EM_W__MAX] = {
-		"?", "hello", "auth", "create", "open", "close", "delete",
-		"list", "status", "read", "write", "atomic", "baseline",
-		"ox-attach", "ox-map",
+		"?",      "hello", "auth",  "create", "open",     "close",     "delete", "list",
+		"status", "read",  "write", "atomic", "baseline", "ox-attach", "ox-map",
 	};
 	return op < EM_W__MAX ? names[op] : "?";
 }
@@ -143,8 +142,8 @@ void em_auth_resp_decode(const uint8_t *in, struct em_auth_resp *r)
 	memcpy(r->proof, in + 8 + EM_TOKEN_LEN + EM_NODE_ID_LEN, EM_PROOF_LEN);
 }
 
-int em_namelayout_encode(uint8_t *out, size_t cap, const char *name,
-			 const void *layout, uint16_t layout_len)
+int em_namelayout_encode(uint8_t *out, size_t cap, const char *name, const void *layout,
+			 uint16_t layout_len)
 {
 	size_t nl = name ? strlen(name) : 0;
 
@@ -162,8 +161,8 @@ int em_namelayout_encode(uint8_t *out, size_t cap, const char *name,
 	return (int)(3 + nl + layout_len);
 }
 
-int em_namelayout_decode(const uint8_t *in, size_t len, char *name,
-			 const uint8_t **layout, uint16_t *layout_len)
+int em_namelayout_decode(const uint8_t *in, size_t len, char *name, const uint8_t **layout,
+			 uint16_t *layout_len)
 {
 	size_t nl;
 	uint16_t ll;
@@ -355,8 +354,8 @@ int em_list_entry_encode(uint8_t *out, size_t cap, uint64_t size, const char *na
 	return 8 + n;
 }
 
-int em_list_entry_decode(const uint8_t *in, size_t len, size_t *pos, uint64_t *size,
-			 char *name, const uint8_t **layout, uint16_t *layout_len)
+int em_list_entry_decode(const uint8_t *in, size_t len, size_t *pos, uint64_t *size, char *name,
+			 const uint8_t **layout, uint16_t *layout_len)
 {
 	size_t p = *pos, n;
 

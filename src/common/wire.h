@@ -31,13 +31,13 @@
 #define EM_MAX_LAYOUT 2048u
 
 enum em_wire_op {
-	EM_W_HELLO = 1,      /* c->s: client nonce; reply: node nonce */
-	EM_W_AUTH = 2,       /* c->s: proof, optional session to attach to */
-	EM_W_CREATE = 3,     /* offset = bytes, aux = flags; payload name+layout */
-	EM_W_OPEN = 4,       /* payload name */
-	EM_W_CLOSE = 5,      /* region = handle */
-	EM_W_DELETE = 6,     /* payload name */
-	EM_W_LIST = 7,       /* offset = first index */
+	EM_W_HELLO = 1,  /* c->s: client nonce; reply: node nonce */
+	EM_W_AUTH = 2,   /* c->s: proof, optional session to attach to */
+	EM_W_CREATE = 3, /* offset = bytes, aux = flags; payload name+layout */
+	EM_W_OPEN = 4,   /* payload name */
+	EM_W_CLOSE = 5,  /* region = handle */
+	EM_W_DELETE = 6, /* payload name */
+	EM_W_LIST = 7,   /* offset = first index */
 	EM_W_STATUS = 8,
 	EM_W_READ = 9,       /* region, offset, aux = length */
 	EM_W_WRITE = 10,     /* region, offset, payload = data */
@@ -59,8 +59,8 @@ struct em_hdr {
 	uint8_t version;
 	uint8_t op;
 	uint16_t flags;
-	int32_t status;  /* responses: 0 or -errno */
-	uint32_t len;    /* payload bytes that follow */
+	int32_t status; /* responses: 0 or -errno */
+	uint32_t len;   /* payload bytes that follow */
 	uint64_t tag;
 	uint32_t region; /* node-local handle */
 	uint32_t aux;
@@ -86,18 +86,18 @@ const char *em_wire_op_name(unsigned op);
 #define EM_TOKEN_LEN 16
 #define EM_NODE_ID_LEN 16
 
-struct em_auth_req {          /* EM_W_AUTH request payload */
+struct em_auth_req { /* EM_W_AUTH request payload */
 	uint8_t proof[EM_PROOF_LEN];
-	uint64_t attach_session;  /* 0: new session */
+	uint64_t attach_session; /* 0: new session */
 	uint8_t attach_token[EM_TOKEN_LEN];
 };
 #define EM_AUTH_REQ_LEN (EM_PROOF_LEN + 8 + EM_TOKEN_LEN)
 
-struct em_auth_resp {         /* EM_W_AUTH response payload */
+struct em_auth_resp { /* EM_W_AUTH response payload */
 	uint64_t session;
 	uint8_t token[EM_TOKEN_LEN];
 	uint8_t node_id[EM_NODE_ID_LEN];
-	uint8_t proof[EM_PROOF_LEN];  /* the node's: it knows the secret too */
+	uint8_t proof[EM_PROOF_LEN]; /* the node's: it knows the secret too */
 };
 #define EM_AUTH_RESP_LEN (8 + EM_TOKEN_LEN + EM_NODE_ID_LEN + EM_PROOF_LEN)
 
@@ -109,27 +109,35 @@ void em_auth_resp_decode(const uint8_t *in, struct em_auth_resp *r);
 /* Name + layout payload of CREATE/OPEN/DELETE and of their responses:
  *   u8 name_len, name bytes, u16 layout_len, layout bytes.
  * Decoding checks that the lengths fit in the payload exactly. */
-int em_namelayout_encode(uint8_t *out, size_t cap, const char *name,
-			 const void *layout, uint16_t layout_len);
+int em_namelayout_encode(uint8_t *out, size_t cap, const char *name, const void *layout,
+			 uint16_t layout_len);
 int em_namelayout_decode(const uint8_t *in, size_t len, char *name /* [64] */,
 			 const uint8_t **layout, uint16_t *layout_len);
 
 /* Node status payload: a fixed array of little-endian u64. */
 enum {
-	EM_ST_CAPACITY, EM_ST_USED, EM_ST_REGIONS, EM_ST_NAMED, EM_ST_CLIENTS,
-	EM_ST_HUGE, EM_ST_UPTIME, EM_ST_BYTES_IN, EM_ST_BYTES_OUT, EM_ST_AUTHFAIL,
-	EM_ST_OPS0,                    /* EM_STAT_OPS counters */
-	EM_ST_ERR0 = EM_ST_OPS0 + 8,   /* EM_STAT_OPS error counters */
-	EM_ST_LAT0 = EM_ST_ERR0 + 8,   /* 3 classes x (p50, p99, p999) */
+	EM_ST_CAPACITY,
+	EM_ST_USED,
+	EM_ST_REGIONS,
+	EM_ST_NAMED,
+	EM_ST_CLIENTS,
+	EM_ST_HUGE,
+	EM_ST_UPTIME,
+	EM_ST_BYTES_IN,
+	EM_ST_BYTES_OUT,
+	EM_ST_AUTHFAIL,
+	EM_ST_OPS0,                  /* EM_STAT_OPS counters */
+	EM_ST_ERR0 = EM_ST_OPS0 + 8, /* EM_STAT_OPS error counters */
+	EM_ST_LAT0 = EM_ST_ERR0 + 8, /* 3 classes x (p50, p99, p999) */
 	/* OmniXtend data path (all 0 without --ox) */
-	EM_ST_OX_RX = EM_ST_LAT0 + 9,  /* frames received */
-	EM_ST_OX_TX,                   /* frames sent */
-	EM_ST_OX_DENIED,               /* requests answered with the denied bit */
-	EM_ST_OX_UNKNOWN,              /* frames from a MAC with no window, dropped */
-	EM_ST_OX_MALFORMED,            /* frames that failed to decode, dropped */
-	EM_ST_OX_RTX,                  /* frames retransmitted */
-	EM_ST_OX_ECHO,                 /* raw ping-pong frames answered (bench --baseline) */
-	EM_ST_OX_ATTACHED,             /* sessions with an OmniXtend window grant now */
+	EM_ST_OX_RX = EM_ST_LAT0 + 9, /* frames received */
+	EM_ST_OX_TX,                  /* frames sent */
+	EM_ST_OX_DENIED,              /* requests answered with the denied bit */
+	EM_ST_OX_UNKNOWN,             /* frames from a MAC with no window, dropped */
+	EM_ST_OX_MALFORMED,           /* frames that failed to decode, dropped */
+	EM_ST_OX_RTX,                 /* frames retransmitted */
+	EM_ST_OX_ECHO,                /* raw ping-pong frames answered (bench --baseline) */
+	EM_ST_OX_ATTACHED,            /* sessions with an OmniXtend window grant now */
 	EM_ST__COUNT
 };
 #define EM_STATUS_LEN (EM_ST__COUNT * 8)
@@ -167,7 +175,7 @@ struct em_layout {
 	unsigned nseg, plen;
 	uint8_t ids[EM_LAYOUT_MAX_SEG][EM_NODE_ID_LEN];
 	uint8_t pattern[EM_LAYOUT_MAX_PATTERN];
-	uint8_t red, k, m;   /* enum em_redundancy; 0 reads as NONE */
+	uint8_t red, k, m; /* enum em_redundancy; 0 reads as NONE */
 	uint32_t epoch;
 };
 /* Whether (red, k, m) is a redundancy a layout of nseg segments can say. */
@@ -187,8 +195,7 @@ int em_layout_decode(const uint8_t *in, size_t len, struct em_layout *l);
 int em_list_entry_encode(uint8_t *out, size_t cap, uint64_t size, const char *name,
 			 const void *layout, uint16_t layout_len);
 int em_list_entry_decode(const uint8_t *in, size_t len, size_t *pos, uint64_t *size,
-			 char *name /* [64] */, const uint8_t **layout,
-			 uint16_t *layout_len);
+			 char *name /* [64] */, const uint8_t **layout, uint16_t *layout_len);
 
 /* Raw baseline mode (after EM_W_BASELINE): the client sends 16-byte
  * requests {u32 kind, u32 0, u64 bytes}; PING gets `bytes` back, STREAM gets
@@ -204,16 +211,17 @@ enum { EM_BASE_PING = 1, EM_BASE_STREAM = 2, EM_BASE_QUIT = 3 };
  * at a time (a second gets -EADDRINUSE): OmniXtend keys a connection's
  * sequence numbers and credits on the MAC pair, so two requesters behind
  * one MAC would corrupt each other's go-back-N state. */
-#define EM_OX_ATTACH_REQ_LEN 8   /* mac[6], 2 zero bytes */
-#define EM_OX_ATTACH_RESP_LEN 16 /* mac[6], u16 ethertype, u32 mtu, u8 mode,
+#define EM_OX_ATTACH_REQ_LEN 8 /* mac[6], 2 zero bytes */
+#define EM_OX_ATTACH_RESP_LEN \
+	16 /* mac[6], u16 ethertype, u32 mtu, u8 mode,
 				  * u8 verbatim, u16 echo ethertype (0 = none) */
 struct em_ox_info {
 	uint8_t mac[6];
 	uint16_t ethertype;
-	uint32_t mtu;        /* payload bytes after the EtherType */
-	uint8_t mode;        /* enum ox_mode: 0 = 1.1, 1 = 1.0.3 */
+	uint32_t mtu; /* payload bytes after the EtherType */
+	uint8_t mode; /* enum ox_mode: 0 = 1.1, 1 = 1.0.3 */
 	uint8_t verbatim;
-	uint16_t echo_type;  /* raw ping-pong responder for the benchmark */
+	uint16_t echo_type; /* raw ping-pong responder for the benchmark */
 };
 void em_ox_info_encode(uint8_t *out, const struct em_ox_info *i);
 void em_ox_info_decode(const uint8_t *in, struct em_ox_info *i);
@@ -237,8 +245,7 @@ static inline void em_put32(uint8_t *p, uint32_t v)
 }
 static inline uint32_t em_get32(const uint8_t *p)
 {
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	       (uint32_t)p[3] << 24;
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
 #endif

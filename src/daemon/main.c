@@ -20,52 +20,51 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-"usage: ethermemd [options]\n"
-"Exports local DRAM into an ethermem pool.\n\n"
-"  --capacity SIZE      bytes to export (512M, 64G, ...)          [required]\n"
-"  --listen URL         tcp://ADDR:PORT to listen on   [tcp://127.0.0.1:7420]\n"
-"                       (0.0.0.0 must be given explicitly)\n"
-"  --secret-file FILE   cluster secret, at least 16 bytes           [required]\n"
-"                       (or ETHERMEM_SECRET_FILE)\n"
-"  --mlock              lock the exported memory in RAM\n"
-"  --overcommit         start even if the capacity exceeds the memory the\n"
-"                       machine or the node's cgroup has available\n"
-"  --max-clients N      authenticated connections served at once [1024]\n"
-"  --max-pending N      connections still authenticating, at once [256]\n"
-"                       (when full, the oldest of them is dropped)\n"
-"  --max-pending-per-source N   of those, from one address         [32]\n"
-"  --io-timeout MS      deadline for a whole message once begun [30000]\n"
-"                       (and for the handshake, at most 5000)\n"
-"  --keepalive S        probe a silent client after S seconds, so the\n"
-"                       sessions of a vanished host end (-1: off)   [60]\n"
-"  --idle-timeout S     drop a client that sends nothing for S seconds,\n"
-"                       ending its session (0: never)               [0]\n"
-"  --poll-us US         spin for the next request this long before\n"
-"                       sleeping (0: never spin)                  [50]\n"
-"  --port-file FILE     write the bound port there once listening\n"
-"  --config FILE        read 'key = value' settings (same names as the flags)\n"
-"  --metrics-listen HOST:PORT  serve Prometheus metrics at /metrics there\n"
-"                       (off by default; no HOST means 127.0.0.1)\n"
-"OmniXtend data path (raw Ethernet; TCP stays the control path):\n"
-"  --ox IFACE           serve OmniXtend on this interface too\n"
-"  --ox-ethertype 0xN   EtherType of OmniXtend frames                [0xAAAA]\n"
-"                       (EtherType + 1 answers the benchmark's raw ping-pong)\n"
-"  --ox-mode 1.1|1.0.3  protocol behaviour                               [1.1]\n"
-"  --ox-verbatim        data bytes in memory order (some software endpoints)\n"
-"  --ox-reply-per-frame answer each request frame in a frame of its own (for\n"
-"                       requesters that match answers by sequence number)\n"
-"  --ox-export REGION@ADDRESS   serve a named region at a fixed address window\n"
-"                       to the MACs of the --ox-allow flags that follow it,\n"
-"                       with no TCP session (FPGA / third-party requesters)\n"
-"  --ox-allow MAC       allow a MAC on the last --ox-export (repeatable)\n"
-"  --ox-export-create SIZE  create the last --ox-export's region at start if\n"
-"                       missing (else it is served once a client creates it)\n"
-"  --bulk-slice SIZE    send large read replies this much per system call,\n"
-"                       so small requests need not wait for a whole one\n"
-"                       (0: each reply in one call)                  [256K]\n"
-"  --verbose            log debug events too\n"
-"  --version, --help, --help-settings (every setting: type, range, default)\n");
+	fprintf(f, "usage: ethermemd [options]\n"
+		   "Exports local DRAM into an ethermem pool.\n\n"
+		   "  --capacity SIZE      bytes to export (512M, 64G, ...)          [required]\n"
+		   "  --listen URL         tcp://ADDR:PORT to listen on   [tcp://127.0.0.1:7420]\n"
+		   "                       (0.0.0.0 must be given explicitly)\n"
+		   "  --secret-file FILE   cluster secret, at least 16 bytes           [required]\n"
+		   "                       (or ETHERMEM_SECRET_FILE)\n"
+		   "  --mlock              lock the exported memory in RAM\n"
+		   "  --overcommit         start even if the capacity exceeds the memory the\n"
+		   "                       machine or the node's cgroup has available\n"
+		   "  --max-clients N      authenticated connections served at once [1024]\n"
+		   "  --max-pending N      connections still authenticating, at once [256]\n"
+		   "                       (when full, the oldest of them is dropped)\n"
+		   "  --max-pending-per-source N   of those, from one address         [32]\n"
+		   "  --io-timeout MS      deadline for a whole message once begun [30000]\n"
+		   "                       (and for the handshake, at most 5000)\n"
+		   "  --keepalive S        probe a silent client after S seconds, so the\n"
+		   "                       sessions of a vanished host end (-1: off)   [60]\n"
+		   "  --idle-timeout S     drop a client that sends nothing for S seconds,\n"
+		   "                       ending its session (0: never)               [0]\n"
+		   "  --poll-us US         spin for the next request this long before\n"
+		   "                       sleeping (0: never spin)                  [50]\n"
+		   "  --port-file FILE     write the bound port there once listening\n"
+		   "  --config FILE        read 'key = value' settings (same names as the flags)\n"
+		   "  --metrics-listen HOST:PORT  serve Prometheus metrics at /metrics there\n"
+		   "                       (off by default; no HOST means 127.0.0.1)\n"
+		   "OmniXtend data path (raw Ethernet; TCP stays the control path):\n"
+		   "  --ox IFACE           serve OmniXtend on this interface too\n"
+		   "  --ox-ethertype 0xN   EtherType of OmniXtend frames                [0xAAAA]\n"
+		   "                       (EtherType + 1 answers the benchmark's raw ping-pong)\n"
+		   "  --ox-mode 1.1|1.0.3  protocol behaviour                               [1.1]\n"
+		   "  --ox-verbatim        data bytes in memory order (some software endpoints)\n"
+		   "  --ox-reply-per-frame answer each request frame in a frame of its own (for\n"
+		   "                       requesters that match answers by sequence number)\n"
+		   "  --ox-export REGION@ADDRESS   serve a named region at a fixed address window\n"
+		   "                       to the MACs of the --ox-allow flags that follow it,\n"
+		   "                       with no TCP session (FPGA / third-party requesters)\n"
+		   "  --ox-allow MAC       allow a MAC on the last --ox-export (repeatable)\n"
+		   "  --ox-export-create SIZE  create the last --ox-export's region at start if\n"
+		   "                       missing (else it is served once a client creates it)\n"
+		   "  --bulk-slice SIZE    send large read replies this much per system call,\n"
+		   "                       so small requests need not wait for a whole one\n"
+		   "                       (0: each reply in one call)                  [256K]\n"
+		   "  --verbose            log debug events too\n"
+		   "  --version, --help, --help-settings (every setting: type, range, default)\n");
 }
 
 struct cfg {
@@ -157,8 +156,9 @@ static int set_opt(struct cfg *c, const char *k, const char *v)
 		} else if (e->nallow == EM_OXS_MAX_ALLOW ||
 			   sscanf(v, "%x:%x:%x:%x:%x:%x%c", &m[0], &m[1], &m[2], &m[3], &m[4],
 				  &m[5], &tail) != 6) {
-			fprintf(stderr, "ethermemd: bad --ox-allow MAC '%s' (at most %d per export)\n",
-				v, EM_OXS_MAX_ALLOW);
+			fprintf(stderr,
+				"ethermemd: bad --ox-allow MAC '%s' (at most %d per export)\n", v,
+				EM_OXS_MAX_ALLOW);
 			return -EINVAL;
 		} else {
 			for (int i = 0; i < 6; i++) {
@@ -186,20 +186,35 @@ static int config_cb(void *arg, const char *k, const char *v, int line)
 int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{ "capacity", 1, 0, 'c' }, { "listen", 1, 0, 'l' },
-		{ "secret-file", 1, 0, 's' }, { "mlock", 0, 0, 'm' },
-		{ "max-clients", 1, 0, 'M' }, { "io-timeout", 1, 0, 'T' },
-		{ "port-file", 1, 0, 'p' }, { "config", 1, 0, 'C' },
-		{ "poll-us", 1, 0, 'P' }, { "metrics-listen", 1, 0, 'H' },
-		{ "overcommit", 0, 0, 1003 }, { "keepalive", 1, 0, 1004 },
-		{ "idle-timeout", 1, 0, 1005 }, { "max-pending", 1, 0, 1001 }, { "max-pending-per-source", 1, 0, 1002 },
-		{ "verbose", 0, 0, 'v' }, { "version", 0, 0, 'V' },
-		{ "ox", 1, 0, 'x' }, { "ox-ethertype", 1, 0, 'e' }, { "ox-mode", 1, 0, 'o' },
-		{ "ox-verbatim", 0, 0, 'b' }, { "ox-export", 1, 0, 'X' },
-		{ "ox-allow", 1, 0, 'a' }, { "ox-export-create", 1, 0, 'E' },
+		{ "capacity", 1, 0, 'c' },
+		{ "listen", 1, 0, 'l' },
+		{ "secret-file", 1, 0, 's' },
+		{ "mlock", 0, 0, 'm' },
+		{ "max-clients", 1, 0, 'M' },
+		{ "io-timeout", 1, 0, 'T' },
+		{ "port-file", 1, 0, 'p' },
+		{ "config", 1, 0, 'C' },
+		{ "poll-us", 1, 0, 'P' },
+		{ "metrics-listen", 1, 0, 'H' },
+		{ "overcommit", 0, 0, 1003 },
+		{ "keepalive", 1, 0, 1004 },
+		{ "idle-timeout", 1, 0, 1005 },
+		{ "max-pending", 1, 0, 1001 },
+		{ "max-pending-per-source", 1, 0, 1002 },
+		{ "verbose", 0, 0, 'v' },
+		{ "version", 0, 0, 'V' },
+		{ "ox", 1, 0, 'x' },
+		{ "ox-ethertype", 1, 0, 'e' },
+		{ "ox-mode", 1, 0, 'o' },
+		{ "ox-verbatim", 0, 0, 'b' },
+		{ "ox-export", 1, 0, 'X' },
+		{ "ox-allow", 1, 0, 'a' },
+		{ "ox-export-create", 1, 0, 'E' },
 		{ "ox-reply-per-frame", 0, 0, 'r' },
 		{ "bulk-slice", 1, 0, 1100 },
-		{ "help", 0, 0, 'h' }, { "help-settings", 0, 0, 1000 }, { 0, 0, 0, 0 },
+		{ "help", 0, 0, 'h' },
+		{ "help-settings", 0, 0, 1000 },
+		{ 0, 0, 0, 0 },
 	};
 	struct cfg c = { 0 };
 	struct em_server *srv;
@@ -221,41 +236,100 @@ int main(int argc, char **argv)
 			rc = em_config_parse(argv[i + 1], config_cb, &c);
 			if (rc) {
 				if (rc != -EINVAL)
-					fprintf(stderr, "ethermemd: cannot read %s: %s\n", argv[i + 1], strerror(-rc));
+					fprintf(stderr, "ethermemd: cannot read %s: %s\n",
+						argv[i + 1], strerror(-rc));
 				return 2;
 			}
 		}
 	while ((opt = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (opt) {
-		case 'c': rc = set_opt(&c, "capacity", optarg); break;
-		case 'l': rc = set_opt(&c, "listen", optarg); break;
-		case 's': rc = set_opt(&c, "secret-file", optarg); break;
-		case 'm': rc = set_opt(&c, "mlock", "1"); break;
-		case 'M': rc = set_opt(&c, "max-clients", optarg); break;
-		case 'T': rc = set_opt(&c, "io-timeout", optarg); break;
-		case 1004: rc = set_opt(&c, "keepalive", optarg); break;
-		case 1005: rc = set_opt(&c, "idle-timeout", optarg); break;
-		case 1003: rc = set_opt(&c, "overcommit", "1"); break;
-		case 1001: rc = set_opt(&c, "max-pending", optarg); break;
-		case 1002: rc = set_opt(&c, "max-pending-per-source", optarg); break;
-		case 'p': rc = set_opt(&c, "port-file", optarg); break;
-		case 'P': rc = set_opt(&c, "poll-us", optarg); break;
-		case 'H': rc = set_opt(&c, "metrics-listen", optarg); break;
-		case 'v': rc = set_opt(&c, "verbose", "1"); break;
-		case 1100: rc = set_opt(&c, "bulk-slice", optarg); break;
-		case 'x': rc = set_opt(&c, "ox", optarg); break;
-		case 'e': rc = set_opt(&c, "ox-ethertype", optarg); break;
-		case 'o': rc = set_opt(&c, "ox-mode", optarg); break;
-		case 'b': rc = set_opt(&c, "ox-verbatim", "1"); break;
-		case 'r': rc = set_opt(&c, "ox-reply-per-frame", "1"); break;
-		case 'X': rc = set_opt(&c, "ox-export", optarg); break;
-		case 'a': rc = set_opt(&c, "ox-allow", optarg); break;
-		case 'E': rc = set_opt(&c, "ox-export-create", optarg); break;
-		case 'C': rc = 0; break;
-		case 'V': printf("ethermemd %s\n", EM_VERSION_STRING); return 0;
-		case 'h': usage(stdout); return 0;
-		case 1000: em_cfg_list(stdout, EM_CFG_NODE, false); return 0;
-		default: usage(stderr); return 2;
+		case 'c':
+			rc = set_opt(&c, "capacity", optarg);
+			break;
+		case 'l':
+			rc = set_opt(&c, "listen", optarg);
+			break;
+		case 's':
+			rc = set_opt(&c, "secret-file", optarg);
+			break;
+		case 'm':
+			rc = set_opt(&c, "mlock", "1");
+			break;
+		case 'M':
+			rc = set_opt(&c, "max-clients", optarg);
+			break;
+		case 'T':
+			rc = set_opt(&c, "io-timeout", optarg);
+			break;
+		case 1004:
+			rc = set_opt(&c, "keepalive", optarg);
+			break;
+		case 1005:
+			rc = set_opt(&c, "idle-timeout", optarg);
+			break;
+		case 1003:
+			rc = set_opt(&c, "overcommit", "1");
+			break;
+		case 1001:
+			rc = set_opt(&c, "max-pending", optarg);
+			break;
+		case 1002:
+			rc = set_opt(&c, "max-pending-per-source", optarg);
+			break;
+		case 'p':
+			rc = set_opt(&c, "port-file", optarg);
+			break;
+		case 'P':
+			rc = set_opt(&c, "poll-us", optarg);
+			break;
+		case 'H':
+			rc = set_opt(&c, "metrics-listen", optarg);
+			break;
+		case 'v':
+			rc = set_opt(&c, "verbose", "1");
+			break;
+		case 1100:
+			rc = set_opt(&c, "bulk-slice", optarg);
+			break;
+		case 'x':
+			rc = set_opt(&c, "ox", optarg);
+			break;
+		case 'e':
+			rc = set_opt(&c, "ox-ethertype", optarg);
+			break;
+		case 'o':
+			rc = set_opt(&c, "ox-mode", optarg);
+			break;
+		case 'b':
+			rc = set_opt(&c, "ox-verbatim", "1");
+			break;
+		case 'r':
+			rc = set_opt(&c, "ox-reply-per-frame", "1");
+			break;
+		case 'X':
+			rc = set_opt(&c, "ox-export", optarg);
+			break;
+		case 'a':
+			rc = set_opt(&c, "ox-allow", optarg);
+			break;
+		case 'E':
+			rc = set_opt(&c, "ox-export-create", optarg);
+			break;
+		case 'C':
+			rc = 0;
+			break;
+		case 'V':
+			printf("ethermemd %s\n", EM_VERSION_STRING);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 1000:
+			em_cfg_list(stdout, EM_CFG_NODE, false);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
 		}
 		if (rc)
 			return 2;
@@ -269,7 +343,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (!c.secret[0]) {
-		fprintf(stderr, "ethermemd: a cluster secret is required (--secret-file or ETHERMEM_SECRET_FILE)\n");
+		fprintf(stderr,
+			"ethermemd: a cluster secret is required (--secret-file or ETHERMEM_SECRET_FILE)\n");
 		return 2;
 	}
 	c.o.listen = c.listen;

@@ -37,8 +37,8 @@ static int read_u64(const char *dir, const char *file, uint64_t *v)
 }
 
 /* Walks from the cgroup directory dir up to root, keeping the tightest room. */
-static void walk(struct em_memroom *r, const char *root, const char *rel,
-		 const char *limit_file, const char *usage_file)
+static void walk(struct em_memroom *r, const char *root, const char *rel, const char *limit_file,
+		 const char *usage_file)
 {
 	char dir[512];
 
@@ -49,8 +49,9 @@ static void walk(struct em_memroom *r, const char *root, const char *rel,
 
 		if (read_u64(dir, limit_file, &lim) == 0 && lim < NO_LIMIT) {
 			read_u64(dir, usage_file, &use);
-			if (!r->cg_limited || (lim > use ? lim - use : 0) <
-			    (r->cg_limit > r->cg_usage ? r->cg_limit - r->cg_usage : 0)) {
+			if (!r->cg_limited ||
+			    (lim > use ? lim - use : 0) <
+				    (r->cg_limit > r->cg_usage ? r->cg_limit - r->cg_usage : 0)) {
 				r->cg_limited = true;
 				r->cg_limit = lim;
 				r->cg_usage = use;

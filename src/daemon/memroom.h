@@ -12,13 +12,13 @@
 #include <stdint.h>
 
 struct em_memroom {
-	uint64_t avail;      /* MemAvailable */
-	uint64_t total;      /* MemTotal */
-	uint64_t huge_free;  /* free explicit huge pages, bytes */
-	bool cg_limited;     /* some cgroup level has a memory limit */
-	uint64_t cg_limit;   /* the tightest level's limit ... */
-	uint64_t cg_usage;   /* ... and what is charged to it */
-	char cg_path[512];   /* that level's directory */
+	uint64_t avail;     /* MemAvailable */
+	uint64_t total;     /* MemTotal */
+	uint64_t huge_free; /* free explicit huge pages, bytes */
+	bool cg_limited;    /* some cgroup level has a memory limit */
+	uint64_t cg_limit;  /* the tightest level's limit ... */
+	uint64_t cg_usage;  /* ... and what is charged to it */
+	char cg_path[512];  /* that level's directory */
 };
 
 /* Fills r; 0, or -errno when /proc/meminfo cannot be read. */

@@ -37,8 +37,8 @@ static const char *const op_names[8] = {
 
 /* Histogram bounds in seconds, 1-2.5-5 steps from 1 us to 1 s. */
 static const double bounds_s[] = {
-	1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4,
-	1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0,
+	1e-6,   2.5e-6, 5e-6, 1e-5,   2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3,
+	2.5e-3, 5e-3,   1e-2, 2.5e-2, 5e-2,   0.1,  0.25, 0.5,    1.0,
 };
 
 static void gauge(FILE *f, const char *name, const char *help, uint64_t v)
@@ -64,8 +64,8 @@ static void histogram(FILE *f, const char *op, const struct em_hist *h, uint64_t
 		fprintf(f, "ethermem_op_duration_seconds_bucket{op=\"%s\",le=\"%g\"} %" PRIu64 "\n",
 			op, bounds_s[i], EM_MIN(cum, total));
 	}
-	fprintf(f, "ethermem_op_duration_seconds_bucket{op=\"%s\",le=\"+Inf\"} %" PRIu64 "\n",
-		op, total);
+	fprintf(f, "ethermem_op_duration_seconds_bucket{op=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", op,
+		total);
 	fprintf(f, "ethermem_op_duration_seconds_sum{op=\"%s\"} %.9f\n", op, (double)sum_ns / 1e9);
 	fprintf(f, "ethermem_op_duration_seconds_count{op=\"%s\"} %" PRIu64 "\n", op, total);
 }
@@ -104,8 +104,9 @@ static char *render(struct em_server *srv, size_t *len)
 	for (int i = 0; i < 8; i++)
 		fprintf(f, "ethermem_ops_total{op=\"%s\"} %" PRIu64 "\n", op_names[i],
 			v[EM_ST_OPS0 + i]);
-	fprintf(f, "# HELP ethermem_op_errors_total Requests answered with an error, by operation.\n"
-		   "# TYPE ethermem_op_errors_total counter\n");
+	fprintf(f,
+		"# HELP ethermem_op_errors_total Requests answered with an error, by operation.\n"
+		"# TYPE ethermem_op_errors_total counter\n");
 	for (int i = 0; i < 8; i++)
 		fprintf(f, "ethermem_op_errors_total{op=\"%s\"} %" PRIu64 "\n", op_names[i],
 			v[EM_ST_ERR0 + i]);
@@ -178,7 +179,8 @@ static int resolve(const char *spec, struct sockaddr_storage *sa, int *v6, char 
 {
 	const char *port = spec, *colon;
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_NUMERICSERV | AI_PASSIVE }, *ai;
+				  .ai_flags = AI_NUMERICSERV | AI_PASSIVE },
+			*ai;
 
 	snprintf(host, 256, "127.0.0.1");
 	if (spec[0] == '[') {
@@ -225,11 +227,9 @@ int em_metrics_start(struct em_metrics **out, const char *listen, struct em_serv
 	m->srv = srv;
 	m->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
 					(v6 ? MHD_USE_IPv6 : 0),
-				0, NULL, NULL, answer, m,
-				MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-				MHD_OPTION_CONNECTION_LIMIT, (unsigned)16,
-				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
-				MHD_OPTION_END);
+				0, NULL, NULL, answer, m, MHD_OPTION_SOCK_ADDR,
+				(struct sockaddr *)&sa, MHD_OPTION_CONNECTION_LIMIT, (unsigned)16,
+				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
 	if (!m->d) {
 		em_log(EM_LOG_ERR, "cannot serve metrics on %s", listen);
 		free(m);

@@ -46,7 +46,7 @@
 struct attached {
 	const void *owner;
 	uint8_t mac[6];
-	int marker;         /* the session's read-only 8 zero bytes at address 0 */
+	int marker; /* the session's read-only 8 zero bytes at address 0 */
 };
 
 /* An attached MAC owns this window for as long as its session lives, so
@@ -58,13 +58,13 @@ static const uint64_t marker_mem;
 struct em_oxs {
 	struct em_oxs_opts o;
 	struct em_store *st;
-	struct ox_link *raw, *link;        /* link may be the fault injector around raw */
-	struct ox_link *eraw, *elink;      /* echo */
+	struct ox_link *raw, *link;   /* link may be the fault injector around raw */
+	struct ox_link *eraw, *elink; /* echo */
 	struct ox_endpoint *ep;
 	pthread_t ep_thr, echo_thr, exp_thr;
 	bool have_ep_thr, have_echo_thr, have_exp_thr;
 	volatile int stop;
-	pthread_mutex_t lock;              /* attached table, exports */
+	pthread_mutex_t lock; /* attached table, exports */
 	struct attached att[MAX_ATTACHED];
 	unsigned natt;
 	struct em_sregion *exp_r[EM_OXS_MAX_EXPORTS];
@@ -144,8 +144,8 @@ static int export_try(struct em_oxs *x, unsigned i)
 		return 0;
 	rc = em_store_open(x->st, e->region, &r);
 	if (rc == -ENOENT && e->create_size)
-		rc = em_store_create_region(x->st, e->region, e->create_size, EM_WC_NAMED,
-					    NULL, 0, &r);
+		rc = em_store_create_region(x->st, e->region, e->create_size, EM_WC_NAMED, NULL, 0,
+					    &r);
 	if (rc)
 		return rc;
 	for (unsigned k = 0; k < e->nallow; k++) {
@@ -192,8 +192,10 @@ int em_oxs_create(const struct em_oxs_opts *o, struct em_store *st, struct em_ox
 {
 	struct em_oxs *x = calloc(1, sizeof(*x));
 	struct ox_opts oo = { .mode = o->mode ? OX_MODE_103 : OX_MODE_11,
-			      .verbatim = o->verbatim, .ethertype = o->ethertype,
-			      .reply_per_frame = o->reply_per_frame, .log = ep_log };
+			      .verbatim = o->verbatim,
+			      .ethertype = o->ethertype,
+			      .reply_per_frame = o->reply_per_frame,
+			      .log = ep_log };
 	uint16_t et = o->ethertype ? o->ethertype : OX_ETHERTYPE_DEFAULT;
 	bool pending = false;
 	const char *faults;
@@ -223,7 +225,8 @@ int em_oxs_create(const struct em_oxs_opts *o, struct em_store *st, struct em_ox
 	for (unsigned i = 0; i < o->nexp; i++) {
 		rc = export_try(x, i);
 		if (rc == -ENOENT) {
-			em_log(EM_LOG_INFO, "ox: region '%s' not there yet; exported once it exists",
+			em_log(EM_LOG_INFO,
+			       "ox: region '%s' not there yet; exported once it exists",
 			       o->exp[i].region);
 			pending = true;
 		} else if (rc) {
@@ -242,10 +245,12 @@ int em_oxs_create(const struct em_oxs_opts *o, struct em_store *st, struct em_ox
 		rc = -EAGAIN;
 		goto fail;
 	}
-	em_log(EM_LOG_INFO, "ox: serving OmniXtend %s on %s (EtherType 0x%04x, MTU %u, "
-	       "%02x:%02x:%02x:%02x:%02x:%02x)%s%s", o->mode ? "1.0.3" : "1.1", o->iface, et,
-	       x->raw->mtu, x->raw->mac[0], x->raw->mac[1], x->raw->mac[2], x->raw->mac[3],
-	       x->raw->mac[4], x->raw->mac[5], o->verbatim ? ", verbatim data" : "",
+	em_log(EM_LOG_INFO,
+	       "ox: serving OmniXtend %s on %s (EtherType 0x%04x, MTU %u, "
+	       "%02x:%02x:%02x:%02x:%02x:%02x)%s%s",
+	       o->mode ? "1.0.3" : "1.1", o->iface, et, x->raw->mtu, x->raw->mac[0], x->raw->mac[1],
+	       x->raw->mac[2], x->raw->mac[3], x->raw->mac[4], x->raw->mac[5],
+	       o->verbatim ? ", verbatim data" : "",
 	       o->reply_per_frame ? ", a reply frame per request frame" : "");
 	*out = x;
 	return 0;
@@ -270,13 +275,15 @@ void em_oxs_destroy(struct em_oxs *x)
 		struct ox_stats s;
 		em_oxs_status(x, v);
 		ox_endpoint_stats(x->ep, &s);
-		em_log(EM_LOG_INFO, "ox: %llu frames in, %llu out, %llu retransmitted; dropped "
+		em_log(EM_LOG_INFO,
+		       "ox: %llu frames in, %llu out, %llu retransmitted; dropped "
 		       "%llu malformed and %llu from unknown MACs; %llu requests denied; "
 		       "gave up on %llu silent peers",
 		       (unsigned long long)v[EM_ST_OX_RX], (unsigned long long)v[EM_ST_OX_TX],
-		       (unsigned long long)v[EM_ST_OX_RTX], (unsigned long long)v[EM_ST_OX_MALFORMED],
-		       (unsigned long long)v[EM_ST_OX_UNKNOWN], (unsigned long long)v[EM_ST_OX_DENIED],
-		       (unsigned long long)s.gaveup);
+		       (unsigned long long)v[EM_ST_OX_RTX],
+		       (unsigned long long)v[EM_ST_OX_MALFORMED],
+		       (unsigned long long)v[EM_ST_OX_UNKNOWN],
+		       (unsigned long long)v[EM_ST_OX_DENIED], (unsigned long long)s.gaveup);
 	}
 	for (unsigned i = 0; i < x->o.nexp; i++)
 		if (x->exp_r[i]) {
@@ -318,8 +325,10 @@ int em_oxs_attach(struct em_oxs *x, const void *owner, const uint8_t mac[6],
 			break;
 	}
 	if (i == x->natt) {
-		struct ox_window w = { .base = 0, .len = sizeof(marker_mem),
-				       .mem = (void *)&marker_mem, .flags = OX_WIN_READ };
+		struct ox_window w = { .base = 0,
+				       .len = sizeof(marker_mem),
+				       .mem = (void *)&marker_mem,
+				       .flags = OX_WIN_READ };
 		if (fr == MAX_ATTACHED && x->natt == MAX_ATTACHED) {
 			pthread_mutex_unlock(&x->lock);
 			return -EUSERS;
@@ -361,8 +370,8 @@ void em_oxs_detach(struct em_oxs *x, const void *owner)
 	pthread_mutex_unlock(&x->lock);
 }
 
-int em_oxs_map(struct em_oxs *x, const void *owner, uint32_t handle, void *mem,
-	       uint64_t len, uint64_t *base)
+int em_oxs_map(struct em_oxs *x, const void *owner, uint32_t handle, void *mem, uint64_t len,
+	       uint64_t *base)
 {
 	struct ox_window w = { .base = (uint64_t)handle << WIN_SHIFT, .len = len, .mem = mem };
 	unsigned i;

@@ -21,17 +21,17 @@
 struct em_oxs_export {
 	char region[EM_NAME_MAX + 1];
 	uint64_t addr;
-	uint64_t create_size;   /* --ox-export-create: made at start when missing */
+	uint64_t create_size; /* --ox-export-create: made at start when missing */
 	uint8_t allow[EM_OXS_MAX_ALLOW][6];
 	unsigned nallow;
 };
 
 struct em_oxs_opts {
 	const char *iface;
-	uint16_t ethertype;     /* 0 = 0xAAAA */
-	int mode;               /* enum ox_mode: 0 = 1.1, 1 = 1.0.3 */
+	uint16_t ethertype; /* 0 = 0xAAAA */
+	int mode;           /* enum ox_mode: 0 = 1.1, 1 = 1.0.3 */
 	bool verbatim;
-	bool reply_per_frame;   /* see struct ox_opts */
+	bool reply_per_frame; /* see struct ox_opts */
 	struct em_oxs_export exp[EM_OXS_MAX_EXPORTS];
 	unsigned nexp;
 };
@@ -50,8 +50,8 @@ int em_oxs_attach(struct em_oxs *x, const void *owner, const uint8_t mac[6],
 void em_oxs_detach(struct em_oxs *x, const void *owner);
 /* A window onto [mem, mem+len) for the owner's MAC; the base address is a
  * function of the handle.  Returns the window id (>= 0) or -errno. */
-int em_oxs_map(struct em_oxs *x, const void *owner, uint32_t handle, void *mem,
-	       uint64_t len, uint64_t *base);
+int em_oxs_map(struct em_oxs *x, const void *owner, uint32_t handle, void *mem, uint64_t len,
+	       uint64_t *base);
 /* After it returns no frame touches the window's memory any more. */
 void em_oxs_unmap(struct em_oxs *x, int id);
 /* Fills the EM_ST_OX_* entries of a status array. */

@@ -90,7 +90,7 @@ struct conn {
 	uint8_t *rx, *tx, *basebuf;
 	size_t rpos, wpos, txlen, basecap;
 	uint64_t bytes_in, bytes_out; /* atomic: the metrics endpoint reads them */
-	struct em_spin spin;   /* how the next request is waited for */
+	struct em_spin spin;          /* how the next request is waited for */
 	struct conn *next, *prev;
 };
 
@@ -112,7 +112,7 @@ struct em_server {
 	uint64_t ops[8], errs[8], bytes_in, bytes_out, auth_fail;
 	struct em_hist lat[3];
 	uint64_t lat_sum_ns[3]; /* for the metrics' histogram sums */
-	struct em_oxs *ox;     /* --ox: the OmniXtend data path, else NULL */
+	struct em_oxs *ox;      /* --ox: the OmniXtend data path, else NULL */
 	bool stopping;
 	/* lines about unauthenticated peers, limited (see peer_log) */
 	pthread_mutex_t rl_lock;
@@ -154,10 +154,10 @@ static bool peer_log_allowed(struct em_server *s)
 	return ok;
 }
 
-#define peer_log(s, lvl, ...)                                   \
-	do {                                                    \
-		if (peer_log_allowed(s))                        \
-			em_log(lvl, __VA_ARGS__);               \
+#define peer_log(s, lvl, ...)                     \
+	do {                                      \
+		if (peer_log_allowed(s))          \
+			em_log(lvl, __VA_ARGS__); \
 	} while (0)
 
 /* The handshake's deadline: a member answers in microseconds, so a peer
@@ -252,21 +252,27 @@ static int conn_flush(struct conn *c)
 	return rc;
 }
 
-static void resp_hdr(uint8_t *out, const struct em_hdr *req, int status,
-		     uint32_t len, uint32_t region, uint32_t aux, uint64_t offset)
+static void resp_hdr(uint8_t *out, const struct em_hdr *req, int status, uint32_t len,
+		     uint32_t region, uint32_t aux, uint64_t offset)
 {
 	struct em_hdr h = {
-		.magic = EM_WIRE_MAGIC, .version = EM_WIRE_VERSION, .op = req->op,
-		.flags = EM_WF_RESPONSE, .status = status, .len = len, .tag = req->tag,
-		.region = region, .aux = aux, .offset = offset,
+		.magic = EM_WIRE_MAGIC,
+		.version = EM_WIRE_VERSION,
+		.op = req->op,
+		.flags = EM_WF_RESPONSE,
+		.status = status,
+		.len = len,
+		.tag = req->tag,
+		.region = region,
+		.aux = aux,
+		.offset = offset,
 	};
 	em_hdr_encode(out, &h);
 }
 
 /* Appends a complete reply to the batch; flushes first when it is full. */
-static int reply(struct conn *c, const struct em_hdr *req, int status,
-		 const void *payload, uint32_t len, uint32_t region, uint32_t aux,
-		 uint64_t offset)
+static int reply(struct conn *c, const struct em_hdr *req, int status, const void *payload,
+		 uint32_t len, uint32_t region, uint32_t aux, uint64_t offset)
 {
 	int rc;
 
@@ -311,7 +317,8 @@ static struct session *session_new(struct em_server *s, const uint8_t token[EM_T
  * worth nothing. */
 static struct session *session_attach(struct em_server *s, uint64_t id,
 				      const uint8_t proof[EM_TOKEN_LEN],
-				      const uint8_t cn[EM_NONCE_LEN], const uint8_t sn[EM_NONCE_LEN])
+				      const uint8_t cn[EM_NONCE_LEN],
+				      const uint8_t sn[EM_NONCE_LEN])
 {
 	struct session *ss;
 	uint8_t want[EM_TOKEN_LEN];
@@ -417,11 +424,11 @@ static int do_create_open(struct conn *c, const struct em_hdr *h, const uint8_t 
 			return reply_err(c, h, -EINVAL);
 		if (named != (name[0] != 0))
 			return reply_err(c, h, -EINVAL);
-		rc = em_store_create_region(s->st, named ? name : NULL, h->offset,
-					    h->aux, layout, ll, &r);
+		rc = em_store_create_region(s->st, named ? name : NULL, h->offset, h->aux, layout,
+					    ll, &r);
 		if (rc == -ENOSPC)
-			em_log(EM_LOG_WARN, "%s: create of %llu bytes refused: node full",
-			       c->peer, (unsigned long long)h->offset);
+			em_log(EM_LOG_WARN, "%s: create of %llu bytes refused: node full", c->peer,
+			       (unsigned long long)h->offset);
 	} else {
 		rc = name[0] ? em_store_open(s->st, name, &r) : -EINVAL;
 	}
@@ -433,8 +440,8 @@ static int do_create_open(struct conn *c, const struct em_hdr *h, const uint8_t 
 		return reply_err(c, h, hd);
 	}
 	if (h->op == EM_W_CREATE && name[0])
-		em_log(EM_LOG_INFO, "%s: region '%s' (%llu bytes) ready", c->peer,
-		       name, (unsigned long long)r->size);
+		em_log(EM_LOG_INFO, "%s: region '%s' (%llu bytes) ready", c->peer, name,
+		       (unsigned long long)r->size);
 	n = em_namelayout_encode(out, sizeof(out), r->name, r->layout, r->layout_len);
 	return reply(c, h, 0, out, (uint32_t)n, (uint32_t)hd, 0, r->size);
 }
@@ -486,8 +493,8 @@ struct list_ctx {
 static int list_cb(void *arg, const struct em_sregion *r)
 {
 	struct list_ctx *l = arg;
-	int n = em_list_entry_encode(l->buf + l->len, sizeof(l->buf) - l->len, r->size,
-				     r->name, r->layout, r->layout_len);
+	int n = em_list_entry_encode(l->buf + l->len, sizeof(l->buf) - l->len, r->size, r->name,
+				     r->layout, r->layout_len);
 
 	if (n < 0)
 		return 1; /* full: the client asks again from here */
@@ -558,7 +565,8 @@ void em_server_snapshot(struct em_server *s, struct em_server_snapshot *snap)
 	status_values(s, snap->v);
 	for (int i = 0; i < 3; i++) {
 		for (unsigned b = 0; b < EM_HIST_BUCKETS; b++)
-			snap->lat[i].count[b] = __atomic_load_n(&s->lat[i].count[b], __ATOMIC_RELAXED);
+			snap->lat[i].count[b] =
+				__atomic_load_n(&s->lat[i].count[b], __ATOMIC_RELAXED);
 		snap->lat_sum_ns[i] = __atomic_load_n(&s->lat_sum_ns[i], __ATOMIC_RELAXED);
 	}
 }
@@ -591,8 +599,9 @@ static int do_ox_attach(struct conn *c, const struct em_hdr *h, const uint8_t *p
 	pthread_rwlock_wrlock(&ss->lock);
 	ss->oxattached = true;
 	pthread_rwlock_unlock(&ss->lock);
-	em_log(EM_LOG_DEBUG, "%s: session %llu attached OmniXtend from %02x:%02x:%02x:%02x:%02x:%02x",
-	       c->peer, (unsigned long long)ss->id, p[0], p[1], p[2], p[3], p[4], p[5]);
+	em_log(EM_LOG_DEBUG,
+	       "%s: session %llu attached OmniXtend from %02x:%02x:%02x:%02x:%02x:%02x", c->peer,
+	       (unsigned long long)ss->id, p[0], p[1], p[2], p[3], p[4], p[5]);
 	em_ox_info_encode(out, &info);
 	return reply(c, h, 0, out, sizeof(out), 0, 0, 0);
 }
@@ -704,11 +713,12 @@ static int conn_take(struct conn *c, uint8_t *dst, size_t n)
 		if (c->fd < 0)
 			return -EPROTO;
 		if (ms == 0 || poll(&pfd, 1, ms) == 0) {
-			em_log(EM_LOG_WARN, "%s: message incomplete after %d ms; closing",
-			       c->peer, c->srv->o.io_timeout_ms);
+			em_log(EM_LOG_WARN, "%s: message incomplete after %d ms; closing", c->peer,
+			       c->srv->o.io_timeout_ms);
 			return -ETIMEDOUT;
 		}
-		got = recv(c->fd, dst ? dst : sink, dst ? n : EM_MIN(n, sizeof(sink)), MSG_DONTWAIT);
+		got = recv(c->fd, dst ? dst : sink, dst ? n : EM_MIN(n, sizeof(sink)),
+			   MSG_DONTWAIT);
 		if (got < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
 			continue;
 		if (got <= 0)
@@ -777,25 +787,45 @@ static int do_atomic(struct conn *c, const struct em_hdr *h, const uint8_t *p)
 	switch (h->aux) {
 	case EM_ATOMIC_CAS:
 		old = cmp;
-		__atomic_compare_exchange_n(w, &old, opnd, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+		__atomic_compare_exchange_n(w, &old, opnd, false, __ATOMIC_SEQ_CST,
+					    __ATOMIC_SEQ_CST);
 		break;
-	case EM_ATOMIC_FADD: old = __atomic_fetch_add(w, opnd, __ATOMIC_SEQ_CST); break;
-	case EM_ATOMIC_SWAP: old = __atomic_exchange_n(w, opnd, __ATOMIC_SEQ_CST); break;
-	case EM_ATOMIC_AND: old = __atomic_fetch_and(w, opnd, __ATOMIC_SEQ_CST); break;
-	case EM_ATOMIC_OR: old = __atomic_fetch_or(w, opnd, __ATOMIC_SEQ_CST); break;
-	case EM_ATOMIC_XOR: old = __atomic_fetch_xor(w, opnd, __ATOMIC_SEQ_CST); break;
+	case EM_ATOMIC_FADD:
+		old = __atomic_fetch_add(w, opnd, __ATOMIC_SEQ_CST);
+		break;
+	case EM_ATOMIC_SWAP:
+		old = __atomic_exchange_n(w, opnd, __ATOMIC_SEQ_CST);
+		break;
+	case EM_ATOMIC_AND:
+		old = __atomic_fetch_and(w, opnd, __ATOMIC_SEQ_CST);
+		break;
+	case EM_ATOMIC_OR:
+		old = __atomic_fetch_or(w, opnd, __ATOMIC_SEQ_CST);
+		break;
+	case EM_ATOMIC_XOR:
+		old = __atomic_fetch_xor(w, opnd, __ATOMIC_SEQ_CST);
+		break;
 	default: /* min/max: compare-and-swap loop */
 		cur = __atomic_load_n(w, __ATOMIC_SEQ_CST);
 		for (;;) {
 			uint64_t nv = cur;
 			switch (h->aux) {
-			case EM_ATOMIC_SMIN: nv = (int64_t)opnd < (int64_t)cur ? opnd : cur; break;
-			case EM_ATOMIC_SMAX: nv = (int64_t)opnd > (int64_t)cur ? opnd : cur; break;
-			case EM_ATOMIC_UMIN: nv = opnd < cur ? opnd : cur; break;
-			case EM_ATOMIC_UMAX: nv = opnd > cur ? opnd : cur; break;
+			case EM_ATOMIC_SMIN:
+				nv = (int64_t)opnd < (int64_t)cur ? opnd : cur;
+				break;
+			case EM_ATOMIC_SMAX:
+				nv = (int64_t)opnd > (int64_t)cur ? opnd : cur;
+				break;
+			case EM_ATOMIC_UMIN:
+				nv = opnd < cur ? opnd : cur;
+				break;
+			case EM_ATOMIC_UMAX:
+				nv = opnd > cur ? opnd : cur;
+				break;
 			}
-			if (nv == cur || __atomic_compare_exchange_n(w, &cur, nv, false,
-					__ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+			if (nv == cur ||
+			    __atomic_compare_exchange_n(w, &cur, nv, false, __ATOMIC_SEQ_CST,
+							__ATOMIC_SEQ_CST))
 				break;
 		}
 		old = cur;
@@ -858,15 +888,24 @@ static int do_baseline(struct conn *c, const struct em_hdr *h)
 static int class_of(unsigned op)
 {
 	switch (op) {
-	case EM_W_READ: return CL_READ;
-	case EM_W_WRITE: return CL_WRITE;
-	case EM_W_ATOMIC: return CL_ATOMIC;
-	case EM_W_CREATE: return CL_CREATE;
-	case EM_W_OPEN: return CL_OPEN;
-	case EM_W_DELETE: return CL_DELETE;
-	case EM_W_LIST: return CL_LIST;
-	case EM_W_STATUS: return CL_STATUS;
-	default: return -1;
+	case EM_W_READ:
+		return CL_READ;
+	case EM_W_WRITE:
+		return CL_WRITE;
+	case EM_W_ATOMIC:
+		return CL_ATOMIC;
+	case EM_W_CREATE:
+		return CL_CREATE;
+	case EM_W_OPEN:
+		return CL_OPEN;
+	case EM_W_DELETE:
+		return CL_DELETE;
+	case EM_W_LIST:
+		return CL_LIST;
+	case EM_W_STATUS:
+		return CL_STATUS;
+	default:
+		return -1;
 	}
 }
 
@@ -889,17 +928,37 @@ static int serve(struct conn *c, const struct em_hdr *h, bool buffered)
 		rc = do_write(c, h, buffered); /* consumes its own payload */
 	} else {
 		switch (h->op) {
-		case EM_W_READ: rc = do_read(c, h); break;
-		case EM_W_ATOMIC: rc = do_atomic(c, h, p); break;
+		case EM_W_READ:
+			rc = do_read(c, h);
+			break;
+		case EM_W_ATOMIC:
+			rc = do_atomic(c, h, p);
+			break;
 		case EM_W_CREATE:
-		case EM_W_OPEN: rc = do_create_open(c, h, p); break;
-		case EM_W_CLOSE: rc = do_close(c, h); break;
-		case EM_W_DELETE: rc = do_delete(c, h, p); break;
-		case EM_W_LIST: rc = do_list(c, h); break;
-		case EM_W_STATUS: rc = do_status(c, h); break;
-		case EM_W_BASELINE: rc = do_baseline(c, h); break;
-		case EM_W_OX_ATTACH: rc = do_ox_attach(c, h, p); break;
-		case EM_W_OX_MAP: rc = do_ox_map(c, h); break;
+		case EM_W_OPEN:
+			rc = do_create_open(c, h, p);
+			break;
+		case EM_W_CLOSE:
+			rc = do_close(c, h);
+			break;
+		case EM_W_DELETE:
+			rc = do_delete(c, h, p);
+			break;
+		case EM_W_LIST:
+			rc = do_list(c, h);
+			break;
+		case EM_W_STATUS:
+			rc = do_status(c, h);
+			break;
+		case EM_W_BASELINE:
+			rc = do_baseline(c, h);
+			break;
+		case EM_W_OX_ATTACH:
+			rc = do_ox_attach(c, h, p);
+			break;
+		case EM_W_OX_MAP:
+			rc = do_ox_map(c, h);
+			break;
 		default: /* HELLO and AUTH once authenticated */
 			rc = reply_err(c, h, -EPROTO);
 			break;
@@ -1007,8 +1066,8 @@ static int conn_loop(struct conn *c)
 			struct pollfd pfd = { c->fd, POLLIN, 0 };
 			int ms;
 			if (!c->msg_deadline)
-				c->msg_deadline = em_now_ns() +
-						  (uint64_t)c->srv->o.io_timeout_ms * 1000000;
+				c->msg_deadline =
+					em_now_ns() + (uint64_t)c->srv->o.io_timeout_ms * 1000000;
 			ms = ms_until(c->msg_deadline);
 			if (ms == 0 || poll(&pfd, 1, ms) == 0) {
 				em_log(EM_LOG_WARN, "%s: request incomplete after %d ms; closing",
@@ -1143,7 +1202,7 @@ static int authenticate(struct conn *c)
 	pthread_mutex_unlock(&s->lock);
 	if (full) {
 		em_log(EM_LOG_WARN, "%s: refused: node full (%d clients)", c->peer,
-			 s->o.max_clients);
+		       s->o.max_clients);
 		reply_err(c, &h, -EM_EFULL);
 		conn_flush(c);
 		return -EM_EFULL;
@@ -1334,7 +1393,8 @@ static int listen_on(struct em_server *s)
 {
 	char host[256], port[8];
 	uint16_t p;
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
 	struct addrinfo *ai;
 	struct sockaddr_storage bound;
 	socklen_t bl = sizeof(bound);
@@ -1405,16 +1465,21 @@ static int check_capacity(const struct em_server_opts *o)
 	if (m.huge_free >= mapped || o->capacity <= room)
 		return 0;
 	if (m.cg_limited)
-		em_log(EM_LOG_ERR, "capacity %.2f GiB is more than this node can hold: "
+		em_log(EM_LOG_ERR,
+		       "capacity %.2f GiB is more than this node can hold: "
 		       "MemAvailable %.2f GiB of %.2f GiB; cgroup %s allows %.2f GiB of which "
-		       "%.2f GiB is in use%s", gib(o->capacity), gib(m.avail), gib(m.total),
-		       m.cg_path, gib(m.cg_limit), gib(m.cg_usage),
-		       o->mlock ? " (--mlock locks it all at start)" : "; --overcommit starts anyway");
+		       "%.2f GiB is in use%s",
+		       gib(o->capacity), gib(m.avail), gib(m.total), m.cg_path, gib(m.cg_limit),
+		       gib(m.cg_usage),
+		       o->mlock ? " (--mlock locks it all at start)"
+				: "; --overcommit starts anyway");
 	else
-		em_log(EM_LOG_ERR, "capacity %.2f GiB is more than this machine can hold: "
-		       "MemAvailable %.2f GiB of %.2f GiB%s", gib(o->capacity), gib(m.avail),
-		       gib(m.total),
-		       o->mlock ? " (--mlock locks it all at start)" : "; --overcommit starts anyway");
+		em_log(EM_LOG_ERR,
+		       "capacity %.2f GiB is more than this machine can hold: "
+		       "MemAvailable %.2f GiB of %.2f GiB%s",
+		       gib(o->capacity), gib(m.avail), gib(m.total),
+		       o->mlock ? " (--mlock locks it all at start)"
+				: "; --overcommit starts anyway");
 	return -ENOMEM;
 }
 
@@ -1446,8 +1511,10 @@ int em_server_create(struct em_server **out, const struct em_server_opts *o)
 		rc = em_key_load(o->secret_file, s->key);
 		if (rc) {
 			em_log(EM_LOG_ERR, "cannot use secret file '%s': %s%s", o->secret_file,
-			       em_strerror(rc), rc == -EINVAL ? " (needs at least 16 bytes)" :
-			       rc == -EPERM ? " (group or others may read it: chmod 600 it)" : "");
+			       em_strerror(rc),
+			       rc == -EINVAL  ? " (needs at least 16 bytes)"
+			       : rc == -EPERM ? " (group or others may read it: chmod 600 it)"
+					      : "");
 			free(s);
 			return rc;
 		}
@@ -1459,8 +1526,7 @@ int em_server_create(struct em_server **out, const struct em_server_opts *o)
 	rc = em_store_create(&s->st, o->capacity, o->mlock);
 	if (rc) {
 		em_log(EM_LOG_ERR, "cannot reserve %llu bytes%s: %s",
-		       (unsigned long long)o->capacity, o->mlock ? " locked" : "",
-		       em_strerror(rc));
+		       (unsigned long long)o->capacity, o->mlock ? " locked" : "", em_strerror(rc));
 		free(s);
 		return rc;
 	}

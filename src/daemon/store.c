@@ -51,8 +51,8 @@ int em_store_create(struct em_store **out, uint64_t capacity, bool lock_memory)
 	pthread_mutex_init(&st->lock, NULL);
 	/* Explicit huge pages only succeed when the administrator reserved
 	 * enough of them (vm.nr_hugepages); otherwise fall back quietly. */
-	p = mmap(NULL, mapped, PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+	p = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB,
+		 -1, 0);
 	if (p != MAP_FAILED) {
 		st->huge = true;
 	} else {
@@ -128,7 +128,8 @@ static int arena_alloc(struct em_store *st, uint64_t len, uint64_t *off)
 		} else {
 			/* split: the aligned block comes out of the middle */
 			if (st->nfree == st->capfree) {
-				struct extent *nf = realloc(st->free, 2 * st->capfree * sizeof(*nf));
+				struct extent *nf =
+					realloc(st->free, 2 * st->capfree * sizeof(*nf));
 				if (!nf)
 					return -ENOMEM;
 				st->free = nf;
@@ -156,7 +157,8 @@ static int arena_free(struct em_store *st, uint64_t off, uint64_t len)
 		st->free[i - 1].len += len;
 		if (i < st->nfree && off + len == st->free[i].off) {
 			st->free[i - 1].len += st->free[i].len;
-			memmove(&st->free[i], &st->free[i + 1], (st->nfree - i - 1) * sizeof(struct extent));
+			memmove(&st->free[i], &st->free[i + 1],
+				(st->nfree - i - 1) * sizeof(struct extent));
 			st->nfree--;
 		}
 		return 0;
@@ -187,9 +189,8 @@ static struct em_sregion *find_named(struct em_store *st, const char *name)
 	return NULL;
 }
 
-int em_store_create_region(struct em_store *st, const char *name, uint64_t size,
-			   unsigned flags, const void *layout, uint16_t layout_len,
-			   struct em_sregion **out)
+int em_store_create_region(struct em_store *st, const char *name, uint64_t size, unsigned flags,
+			   const void *layout, uint16_t layout_len, struct em_sregion **out)
 {
 	struct em_sregion *r;
 	uint64_t len = (size + PAGE - 1) & ~(PAGE - 1), off;
@@ -268,8 +269,7 @@ static void region_free(struct em_store *st, struct em_sregion *r)
 {
 	/* Zero before reuse. Dropping the pages is cheapest; locked or hugetlb
 	 * memory cannot always be dropped, so those are cleared by hand. */
-	if (st->locked || st->huge ||
-	    madvise(r->mem, r->alloc_len, MADV_DONTNEED) != 0)
+	if (st->locked || st->huge || madvise(r->mem, r->alloc_len, MADV_DONTNEED) != 0)
 		memset(r->mem, 0, r->alloc_len);
 	if (arena_free(st, r->arena_off, r->alloc_len) == 0)
 		st->used -= r->alloc_len;

@@ -27,9 +27,9 @@ struct em_sregion {
 	uint64_t arena_off, alloc_len;
 	uint16_t layout_len;
 	uint8_t layout[EM_MAX_LAYOUT];
-	int refs;                   /* under the store lock */
-	bool linked;                /* in the name table */
-	struct em_sregion *next;    /* name table chain */
+	int refs;                /* under the store lock */
+	bool linked;             /* in the name table */
+	struct em_sregion *next; /* name table chain */
 };
 
 struct em_store_stats {
@@ -42,9 +42,8 @@ int em_store_create(struct em_store **out, uint64_t capacity, bool lock_memory);
 void em_store_destroy(struct em_store *st);
 /* Creates (name NULL: anonymous) or, without EM_WC_EXCL and with an equal
  * size, opens a named region. Returns with one reference for the caller. */
-int em_store_create_region(struct em_store *st, const char *name, uint64_t size,
-			   unsigned flags, const void *layout, uint16_t layout_len,
-			   struct em_sregion **out);
+int em_store_create_region(struct em_store *st, const char *name, uint64_t size, unsigned flags,
+			   const void *layout, uint16_t layout_len, struct em_sregion **out);
 int em_store_open(struct em_store *st, const char *name, struct em_sregion **out);
 int em_store_unlink(struct em_store *st, const char *name);
 void em_store_put(struct em_store *st, struct em_sregion *r);

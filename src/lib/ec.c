@@ -14,8 +14,8 @@
 
 struct em_ec {
 	unsigned k, m;
-	uint8_t *gen;   /* (k + m) x k: identity on top, then the parity rows */
-	uint8_t *tbls;  /* ec_init_tables of the parity rows */
+	uint8_t *gen;  /* (k + m) x k: identity on top, then the parity rows */
+	uint8_t *tbls; /* ec_init_tables of the parity rows */
 };
 
 int em_ec_create(unsigned k, unsigned m, struct em_ec **out)

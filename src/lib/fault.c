@@ -34,7 +34,7 @@
 extern const struct em_transport_ops em_transport_fault;
 
 struct fnode {
-	uint64_t seen;  /* parts of this node so far, under the schedule */
+	uint64_t seen; /* parts of this node so far, under the schedule */
 	bool hung;
 };
 
@@ -43,15 +43,15 @@ struct fpool {
 	const struct em_transport_ops *in;
 	void *inpriv;
 	struct em_fault f;
-	int victim;     /* node index the fault is on, -1: none */
+	int victim; /* node index the fault is on, -1: none */
 	unsigned n;
 	struct fnode node[];
 };
 
 struct held {
 	struct em_part p;
-	uint64_t send_ns;  /* 0: never sent */
-	uint64_t dead_ns;  /* fails with -ETIMEDOUT from then on */
+	uint64_t send_ns; /* 0: never sent */
+	uint64_t dead_ns; /* fails with -ETIMEDOUT from then on */
 };
 
 struct fchan {
@@ -59,7 +59,7 @@ struct fchan {
 	struct em_chan *in;
 	struct fpool *fp;
 	unsigned node;
-	struct held *h;    /* in post order */
+	struct held *h; /* in post order */
 	unsigned nh, caph;
 };
 
@@ -86,8 +86,7 @@ static enum em_fault_mode decide(struct fpool *fp, unsigned i)
 	k = fn->seen++;
 	if (k < fp->f.after)
 		return EM_FAULT_NONE;
-	if (fp->f.percent && fp->f.percent < 100 &&
-	    mix(fp->f.seed ^ mix(k)) % 100 >= fp->f.percent)
+	if (fp->f.percent && fp->f.percent < 100 && mix(fp->f.seed ^ mix(k)) % 100 >= fp->f.percent)
 		return EM_FAULT_NONE;
 	if (fp->f.mode == EM_FAULT_HANG)
 		fn->hung = true;
@@ -248,7 +247,8 @@ static int f_progress(struct em_chan *ch, int timeout_ms)
 			/* only the wrapped channel has parts: its own wait,
 			 * timeout and all */
 			int left = timeout_ms >= ch->timeout_ms
-				   ? -1 : (int)((end - now + 999999) / 1000000);
+					   ? -1
+					   : (int)((end - now + 999999) / 1000000);
 			int r = c->in->ops->progress(c->in, left);
 			sync_outstanding(c);
 			if (r != 0)
@@ -263,7 +263,8 @@ static int f_progress(struct em_chan *ch, int timeout_ms)
 				return r;
 		} else {
 			uint64_t w = next - now;
-			struct timespec ts = { (time_t)(w / 1000000000ull), (long)(w % 1000000000ull) };
+			struct timespec ts = { (time_t)(w / 1000000000ull),
+					       (long)(w % 1000000000ull) };
 			nanosleep(&ts, NULL);
 		}
 	}

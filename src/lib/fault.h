@@ -37,7 +37,7 @@ struct em_fault {
 	unsigned percent;  /* of the parts after those, how many are hit: a
 			    * seeded choice per part number (0 or 100: all) */
 	uint64_t seed;
-	char over[16];     /* the wrapped transport (init only); "": tcp */
+	char over[16]; /* the wrapped transport (init only); "": tcp */
 };
 
 /* Reads "key=value" words separated by commas or spaces: mode=none|fail|

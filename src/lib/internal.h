@@ -26,17 +26,17 @@ struct em_chan;
 
 /* One wire request and, once completed, its response. */
 struct em_part {
-	struct em_slot *slot;  /* NULL for control calls */
+	struct em_slot *slot;   /* NULL for control calls */
 	struct em_part *origin; /* control calls: where the result goes */
 	uint64_t tag;
-	uint8_t wop;           /* enum em_wire_op */
+	uint8_t wop; /* enum em_wire_op */
 	uint32_t handle, aux;
 	uint64_t off;
-	const void *req;       /* request payload */
+	const void *req; /* request payload */
 	uint32_t req_len;
-	void *resp;            /* response payload destination */
+	void *resp; /* response payload destination */
 	uint32_t resp_cap;
-	uint8_t inl[16];       /* atomics: operands out, old value back */
+	uint8_t inl[16]; /* atomics: operands out, old value back */
 	/* filled on completion */
 	int status;
 	uint32_t resp_len, r_region, r_aux;
@@ -65,10 +65,10 @@ struct em_chan_ops {
 
 struct em_chan {
 	const struct em_chan_ops *ops;
-	struct em_queue *q;      /* whose slots the parts complete */
-	unsigned outstanding;    /* parts posted and not completed */
+	struct em_queue *q;   /* whose slots the parts complete */
+	unsigned outstanding; /* parts posted and not completed */
 	int timeout_ms;
-	int poll_us;             /* spin this long for a reply before sleeping */
+	int poll_us; /* spin this long for a reply before sleeping */
 	bool broken;
 };
 
@@ -88,8 +88,8 @@ struct em_node {
  * `const struct em_transport_ops em_transport_<name>` and is listed once in
  * CMakeLists.txt. */
 struct em_transport_ops {
-	const char *name;        /* ETHERMEM_TRANSPORT / config `transport` */
-	int id;                  /* enum em_transport value, 0: reachable by name only */
+	const char *name; /* ETHERMEM_TRANSPORT / config `transport` */
+	int id;           /* enum em_transport value, 0: reachable by name only */
 	/* Checks the pool's settings, makes the transport's state (after the
 	 * node list is parsed, before any connection). */
 	int (*init)(em_pool *pool, void **priv);
@@ -119,13 +119,13 @@ struct em_pool {
 	int timeout_ms;
 	int poll_us;
 	const struct em_transport_ops *tp; /* the data path, resolved */
-	void *tpriv;             /* its state */
-	char iface[64];          /* network interface, for transports over raw Ethernet */
-	pthread_mutex_t lock;    /* the default queue, control calls */
-	struct em_queue *dq;     /* over the session's first connections */
-	struct em_region *regions; /* open handles, freed by em_pool_close */
-	uint8_t red, red_k, red_m;   /* default redundancy of new regions */
-	bool allow_down;             /* nodes not there are stood in for (redundancy.c) */
+	void *tpriv;                       /* its state */
+	char iface[64];                    /* network interface, for transports over raw Ethernet */
+	pthread_mutex_t lock;              /* the default queue, control calls */
+	struct em_queue *dq;               /* over the session's first connections */
+	struct em_region *regions;         /* open handles, freed by em_pool_close */
+	uint8_t red, red_k, red_m;         /* default redundancy of new regions */
+	bool allow_down;                   /* nodes not there are stood in for (redundancy.c) */
 };
 
 #define EM_MAX_PATTERN 64
@@ -134,9 +134,9 @@ struct em_pool {
 struct em_region {
 	em_pool *pool;
 	uint64_t size, chunk;
-	unsigned nseg;            /* nodes holding a part */
-	unsigned node[EM_MAX_SEG];    /* pool node index, per segment */
-	uint32_t handle[EM_MAX_SEG];  /* node-local handle, per segment */
+	unsigned nseg;               /* nodes holding a part */
+	unsigned node[EM_MAX_SEG];   /* pool node index, per segment */
+	uint32_t handle[EM_MAX_SEG]; /* node-local handle, per segment */
 	unsigned plen;
 	uint8_t pattern[EM_MAX_PATTERN]; /* chunk i lives on segment pattern[i % plen] */
 	uint32_t rank[EM_MAX_PATTERN];   /* chunks before it in the period on its segment */
@@ -145,10 +145,10 @@ struct em_region {
 	bool named;
 	struct em_region *next, *prev; /* the pool's list of open handles */
 	/* redundancy (redundancy.c); red NONE: everything above as always */
-	uint8_t red, red_k, red_m;    /* enum em_redundancy, never DEFAULT */
-	uint32_t epoch;               /* of the layout */
-	uint64_t lost;                /* segments this handle found dead (atomic) */
-	uint64_t rows;                /* EC: stripes */
+	uint8_t red, red_k, red_m; /* enum em_redundancy, never DEFAULT */
+	uint32_t epoch;            /* of the layout */
+	uint64_t lost;             /* segments this handle found dead (atomic) */
+	uint64_t rows;             /* EC: stripes */
 };
 
 struct em_slot {
@@ -169,15 +169,15 @@ struct stage {
 struct em_queue {
 	em_pool *pool;
 	unsigned depth, inflight;
-	struct em_chan **ch;       /* per pool node */
+	struct em_chan **ch; /* per pool node */
 	bool owns_chans;
 	struct em_slot *slots, *free_slots;
 	struct em_completion *cq;
 	unsigned cq_head, cq_count;
 	uint64_t next_tag;
-	struct stage *stage;       /* per pool node, kept between submissions */
-	int epfd, evfd;            /* em_queue_fd's epoll set and eventfd, -1: none */
-	bool ev_ready;             /* evfd is readable */
+	struct stage *stage; /* per pool node, kept between submissions */
+	int epfd, evfd;      /* em_queue_fd's epoll set and eventfd, -1: none */
+	bool ev_ready;       /* evfd is readable */
 };
 
 /* Failpoint for tests (the static library's, never exported): nonzero makes
@@ -190,8 +190,7 @@ void em_part_done(struct em_chan *ch, struct em_part *p);
 
 /* TCP transport: connects to a node and runs the challenge-response;
  * attach_session 0 creates a session, filling node->session/token/id. */
-int em_tcp_connect(em_pool *pool, struct em_node *node, bool new_session,
-		   struct em_chan **out);
+int em_tcp_connect(em_pool *pool, struct em_node *node, bool new_session, struct em_chan **out);
 /* Opens an authenticated TCP connection in raw baseline mode (benchmark). */
 int em_tcp_baseline_fd(em_pool *pool, unsigned node);
 
@@ -203,15 +202,14 @@ int em_region_layout(const em_region *r, uint8_t *out, size_t cap);
 /* Bytes segment `seg` of a region holds on its node. */
 uint64_t em_seg_bytes(const em_region *r, unsigned seg);
 
-int em_queue_create_on(em_pool *pool, unsigned depth, struct em_chan **chans,
-		       bool owns, em_queue **out);
+int em_queue_create_on(em_pool *pool, unsigned depth, struct em_chan **chans, bool owns,
+		       em_queue **out);
 /* Runs one control request on the pool's default queue (pool lock held). */
 int em_ctl_call(em_pool *pool, unsigned node, struct em_part *p);
 /* The same, taking the pool lock; *res (may be NULL) gets the completed
  * part (resp_len, r_region, r_aux, r_off). */
-int em_ctl(em_pool *pool, unsigned node, uint8_t wop, uint32_t handle, uint32_t aux,
-	   uint64_t off, const void *req, uint32_t req_len, void *resp, uint32_t cap,
-	   struct em_part *res);
+int em_ctl(em_pool *pool, unsigned node, uint8_t wop, uint32_t handle, uint32_t aux, uint64_t off,
+	   const void *req, uint32_t req_len, void *resp, uint32_t cap, struct em_part *res);
 
 #include "lib/redundancy.h"
 

@@ -50,10 +50,10 @@ struct oxwin {
 };
 
 struct em_oxnode {
-	pthread_mutex_t lock;        /* the requester and its link, the windows */
-	struct ox_link *raw, *link;  /* link: raw or the test fault injector around it */
+	pthread_mutex_t lock;       /* the requester and its link, the windows */
+	struct ox_link *raw, *link; /* link: raw or the test fault injector around it */
 	struct ox_requester *rq;
-	struct em_ox_info info;      /* what the node told us at attach */
+	struct em_ox_info info; /* what the node told us at attach */
 	/* Open handles' windows. A linear search: a process holds a handful
 	 * of regions, and the last one found is tried first. */
 	struct oxwin *win;
@@ -76,19 +76,19 @@ struct oxent {
 	struct ox_op op;
 	struct em_part part;
 	struct oxent *next;
-	uint64_t addr;               /* OmniXtend address of the part's offset */
-	uint64_t lo, hi;             /* OmniXtend address range */
+	uint64_t addr;   /* OmniXtend address of the part's offset */
+	uint64_t lo, hi; /* OmniXtend address range */
 	uint8_t state;
-	bool ro;                     /* a read: reads never conflict with reads */
-	bool cas;                    /* goes over TCP when its turn comes */
-	bool done;                   /* set by the callback, under the node lock */
+	bool ro;   /* a read: reads never conflict with reads */
+	bool cas;  /* goes over TCP when its turn comes */
+	bool done; /* set by the callback, under the node lock */
 };
 
 struct em_oxchan {
 	struct em_chan ch;
 	struct em_chan *tcp;
 	struct em_oxnode *n;
-	struct oxent *head, *tail;   /* posted, not yet completed */
+	struct oxent *head, *tail; /* posted, not yet completed */
 	struct oxent *free;
 	unsigned nox;
 };
@@ -114,12 +114,12 @@ static int node_open(em_pool *pool, struct oxpool *op, unsigned i, uint8_t mac[6
 	return 0;
 }
 
-static int node_start(em_pool *pool, struct oxpool *op, unsigned i,
-		      const struct em_ox_info *info)
+static int node_start(em_pool *pool, struct oxpool *op, unsigned i, const struct em_ox_info *info)
 {
 	struct em_oxnode *n = op->node[i];
 	struct ox_opts o = { .mode = info->mode ? OX_MODE_103 : OX_MODE_11,
-			     .verbatim = info->verbatim, .ethertype = info->ethertype };
+			     .verbatim = info->verbatim,
+			     .ethertype = info->ethertype };
 	const char *faults;
 	int rc;
 
@@ -236,16 +236,45 @@ static void op_setup(struct oxent *e)
 		op->len = 8;
 		op->operand = em_get64(p->inl);
 		switch (p->aux) {
-		case EM_ATOMIC_FADD: op->kind = OX_OP_ARITH; op->param = OX_ADD; break;
-		case EM_ATOMIC_SMIN: op->kind = OX_OP_ARITH; op->param = OX_MIN; break;
-		case EM_ATOMIC_SMAX: op->kind = OX_OP_ARITH; op->param = OX_MAX; break;
-		case EM_ATOMIC_UMIN: op->kind = OX_OP_ARITH; op->param = OX_MINU; break;
-		case EM_ATOMIC_UMAX: op->kind = OX_OP_ARITH; op->param = OX_MAXU; break;
-		case EM_ATOMIC_AND: op->kind = OX_OP_LOGIC; op->param = OX_AND; break;
-		case EM_ATOMIC_OR: op->kind = OX_OP_LOGIC; op->param = OX_OR; break;
-		case EM_ATOMIC_XOR: op->kind = OX_OP_LOGIC; op->param = OX_XOR; break;
-		case EM_ATOMIC_SWAP: op->kind = OX_OP_LOGIC; op->param = OX_SWAP; break;
-		default: e->cas = true; break; /* not in TL-UH */
+		case EM_ATOMIC_FADD:
+			op->kind = OX_OP_ARITH;
+			op->param = OX_ADD;
+			break;
+		case EM_ATOMIC_SMIN:
+			op->kind = OX_OP_ARITH;
+			op->param = OX_MIN;
+			break;
+		case EM_ATOMIC_SMAX:
+			op->kind = OX_OP_ARITH;
+			op->param = OX_MAX;
+			break;
+		case EM_ATOMIC_UMIN:
+			op->kind = OX_OP_ARITH;
+			op->param = OX_MINU;
+			break;
+		case EM_ATOMIC_UMAX:
+			op->kind = OX_OP_ARITH;
+			op->param = OX_MAXU;
+			break;
+		case EM_ATOMIC_AND:
+			op->kind = OX_OP_LOGIC;
+			op->param = OX_AND;
+			break;
+		case EM_ATOMIC_OR:
+			op->kind = OX_OP_LOGIC;
+			op->param = OX_OR;
+			break;
+		case EM_ATOMIC_XOR:
+			op->kind = OX_OP_LOGIC;
+			op->param = OX_XOR;
+			break;
+		case EM_ATOMIC_SWAP:
+			op->kind = OX_OP_LOGIC;
+			op->param = OX_SWAP;
+			break;
+		default:
+			e->cas = true;
+			break; /* not in TL-UH */
 		}
 	}
 	e->hi = e->lo + op->len;
@@ -302,8 +331,8 @@ static void start(struct em_oxchan *c, struct oxent *e, struct em_part *tcp, uns
 /* Under the node lock: unlinks finished entries into *done, drops TCP
  * markers once the TCP channel is idle, starts entries whose turn came.
  * Returns how many went to the requester. */
-static unsigned collect(struct em_oxchan *c, struct oxent **done, struct em_part *tcp,
-			unsigned *nt, unsigned tcp_cap)
+static unsigned collect(struct em_oxchan *c, struct oxent **done, struct em_part *tcp, unsigned *nt,
+			unsigned tcp_cap)
 {
 	struct oxent **pp = &c->head, **dt = done, *last = NULL;
 	bool tcp_idle = !c->tcp->outstanding;
@@ -604,8 +633,7 @@ static const struct em_chan_ops ox_ops = {
 	.close = ox_close,
 };
 
-static int ox_wrap(void *priv, em_pool *pool, unsigned i, struct em_chan *tcp,
-		   struct em_chan **out)
+static int ox_wrap(void *priv, em_pool *pool, unsigned i, struct em_chan *tcp, struct em_chan **out)
 {
 	struct oxpool *op = priv;
 	struct em_oxchan *c;
@@ -704,8 +732,7 @@ static int ox_attach(void *priv, em_region *r)
 
 		rc = em_ctl(r->pool, r->node[s], EM_W_OX_MAP, r->handle[s], 0, 0, NULL, 0, resp,
 			    sizeof(resp), &res);
-		if (!rc && (res.resp_len != 8 || !res.r_off ||
-			    em_get64(resp) < em_seg_bytes(r, s)))
+		if (!rc && (res.resp_len != 8 || !res.r_off || em_get64(resp) < em_seg_bytes(r, s)))
 			rc = -EPROTO;
 		if (rc)
 			break;

@@ -49,8 +49,7 @@ static int conf_cb(void *arg, const char *k, const char *v, int line)
 		if (em_cfg_parse(EM_CFG_TIMEOUT_MS, who, v, &cv))
 			return -EINVAL;
 		c->timeout_ms = (int)cv.num;
-	}
-	else if (!strcmp(k, "transport"))
+	} else if (!strcmp(k, "transport"))
 		snprintf(c->transport, sizeof(c->transport), "%s", v);
 	else if (!strcmp(k, "ox-iface"))
 		snprintf(c->ox_iface, sizeof(c->ox_iface), "%s", v);
@@ -189,7 +188,8 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 	pool->red = EM_RED_NONE;
 	pool->allow_down = c.allow_down;
 	if (c.redundancy[0] && em_red_conf(c.redundancy, &pool->red, &pool->red_k, &pool->red_m)) {
-		em_log(EM_LOG_ERR, "redundancy '%s': want none, replicate:N or ec:K+M", c.redundancy);
+		em_log(EM_LOG_ERR, "redundancy '%s': want none, replicate:N or ec:K+M",
+		       c.redundancy);
 		free(pool);
 		return -EINVAL;
 	}
@@ -354,8 +354,13 @@ int em_pool_nodes(const em_pool *pool)
 
 static int layout_encode(const em_region *r, uint8_t *out, size_t cap)
 {
-	struct em_layout l = { .size = r->size, .chunk = r->chunk, .nseg = r->nseg,
-			       .plen = r->plen, .red = r->red, .k = r->red_k, .m = r->red_m,
+	struct em_layout l = { .size = r->size,
+			       .chunk = r->chunk,
+			       .nseg = r->nseg,
+			       .plen = r->plen,
+			       .red = r->red,
+			       .k = r->red_k,
+			       .m = r->red_m,
 			       .epoch = r->epoch };
 
 	for (unsigned i = 0; i < r->nseg; i++)
@@ -443,7 +448,7 @@ static int node_free(em_pool *pool, uint64_t *freeb)
 static int place(em_region *r, uint64_t chunk, uint64_t cell)
 {
 	em_pool *pool = r->pool;
-	uint64_t freeb[EM_MAX_SEG] = {0}, total = 0, page = 4096;
+	uint64_t freeb[EM_MAX_SEG] = { 0 }, total = 0, page = 4096;
 	unsigned best = 0, w[EM_MAX_SEG], sum = 0;
 	int rc = node_free(pool, freeb);
 
@@ -474,7 +479,8 @@ static int place(em_region *r, uint64_t chunk, uint64_t cell)
 	r->chunk = chunk;
 	r->nseg = 0;
 	for (unsigned i = 0; i < pool->n; i++) {
-		unsigned share = (unsigned)((double)EM_MAX_PATTERN * (double)freeb[i] / (double)total);
+		unsigned share =
+			(unsigned)((double)EM_MAX_PATTERN * (double)freeb[i] / (double)total);
 		if (freeb[i] < chunk)
 			continue;
 		r->node[r->nseg] = i;
@@ -517,12 +523,17 @@ static int place(em_region *r, uint64_t chunk, uint64_t cell)
 
 /* ---- control calls ---- */
 
-int em_ctl(em_pool *pool, unsigned node, uint8_t wop, uint32_t handle, uint32_t aux,
-	   uint64_t off, const void *req, uint32_t req_len, void *resp, uint32_t cap,
-	   struct em_part *res)
+int em_ctl(em_pool *pool, unsigned node, uint8_t wop, uint32_t handle, uint32_t aux, uint64_t off,
+	   const void *req, uint32_t req_len, void *resp, uint32_t cap, struct em_part *res)
 {
-	struct em_part p = { .wop = wop, .handle = handle, .aux = aux, .off = off,
-			     .req = req, .req_len = req_len, .resp = resp, .resp_cap = cap };
+	struct em_part p = { .wop = wop,
+			     .handle = handle,
+			     .aux = aux,
+			     .off = off,
+			     .req = req,
+			     .req_len = req_len,
+			     .resp = resp,
+			     .resp_cap = cap };
 	int rc;
 
 	pthread_mutex_lock(&pool->lock);
@@ -537,7 +548,8 @@ static void close_handles(em_region *r, unsigned upto)
 {
 	for (unsigned s = 0; s < upto; s++)
 		if (r->handle[s])
-			em_ctl(r->pool, r->node[s], EM_W_CLOSE, r->handle[s], 0, 0, NULL, 0, NULL, 0, NULL);
+			em_ctl(r->pool, r->node[s], EM_W_CLOSE, r->handle[s], 0, 0, NULL, 0, NULL,
+			       0, NULL);
 }
 
 /* The transport's view of a new handle; on failure the handles close. */
@@ -580,7 +592,8 @@ static int region_open_named(em_pool *pool, const char *name, em_region **out)
 		char nm[EM_NAME_MAX + 1];
 		const uint8_t *lay;
 		uint16_t ll;
-		int e = em_ctl(pool, i, EM_W_OPEN, 0, 0, 0, req, (uint32_t)n, resp, sizeof(resp), &res);
+		int e = em_ctl(pool, i, EM_W_OPEN, 0, 0, 0, req, (uint32_t)n, resp, sizeof(resp),
+			       &res);
 
 		if (pool->allow_down && em_red_unreachable(e)) {
 			/* the name may have lived there only: not "no such region" */
@@ -675,8 +688,7 @@ int em_region_create(em_pool *pool, const char *name, uint64_t bytes,
 	bool asked;
 	int rc, ll, n;
 
-	if (!pool || !out || bytes == 0 ||
-	    em_opts_in(&o, sizeof(o), opts, EM_REGION_OPTS_SIZE_0_1))
+	if (!pool || !out || bytes == 0 || em_opts_in(&o, sizeof(o), opts, EM_REGION_OPTS_SIZE_0_1))
 		return -EINVAL;
 	asked = o.redundancy != EM_RED_DEFAULT;
 	if (!asked) {
@@ -704,9 +716,8 @@ int em_region_create(em_pool *pool, const char *name, uint64_t bytes,
 		 * succeed; opening then finds the first node's. */
 		rc = region_open_named(pool, name, out);
 		if (!rc && ((flags & EM_REGION_EXCL) || (*out)->size != bytes ||
-			    (asked &&
-			     ((*out)->red != o.redundancy || (*out)->red_k != o.red_k ||
-			      (*out)->red_m != o.red_m)))) {
+			    (asked && ((*out)->red != o.redundancy || (*out)->red_k != o.red_k ||
+				       (*out)->red_m != o.red_m)))) {
 			em_region_close(*out);
 			return -EEXIST;
 		}
@@ -736,17 +747,17 @@ int em_region_create(em_pool *pool, const char *name, uint64_t bytes,
 	n = em_namelayout_encode(req, sizeof(req), name, layout, (uint16_t)ll);
 	for (unsigned s = 0; s < r->nseg; s++) {
 		struct em_part res;
-		rc = em_ctl(pool, r->node[s], EM_W_CREATE, 0,
-			 name ? EM_WC_NAMED | EM_WC_EXCL : 0, em_seg_bytes(r, s), req,
-			 (uint32_t)n, resp, sizeof(resp), &res);
+		rc = em_ctl(pool, r->node[s], EM_W_CREATE, 0, name ? EM_WC_NAMED | EM_WC_EXCL : 0,
+			    em_seg_bytes(r, s), req, (uint32_t)n, resp, sizeof(resp), &res);
 		if (rc) {
 			/* undo the nodes already done, so nothing half-made stays */
 			close_handles(r, s);
 			if (name)
 				for (unsigned k = 0; k < s; k++)
 					em_ctl(pool, r->node[k], EM_W_DELETE, 0, 0, 0, req,
-					    (uint32_t)em_namelayout_encode(req, sizeof(req), name, NULL, 0),
-					    NULL, 0, NULL);
+					       (uint32_t)em_namelayout_encode(req, sizeof(req),
+									      name, NULL, 0),
+					       NULL, 0, NULL);
 			goto fail;
 		}
 		r->handle[s] = res.r_region;
@@ -809,7 +820,7 @@ em_pool *em_region_pool(const em_region *r)
 int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 {
 	size_t stride = max && info ? em_out_size(info, EM_REGION_INFO_SIZE_0_1) : 0;
-	char (*names)[EM_NAME_MAX + 1];
+	char(*names)[EM_NAME_MAX + 1];
 	uint8_t *buf, *listed;
 	unsigned count = 0, cap = 64;
 	int rc = 0;
@@ -835,7 +846,8 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 			struct em_part res;
 			size_t pos = 0;
 
-			rc = em_ctl(pool, i, EM_W_LIST, 0, 0, first, NULL, 0, buf, EM_MAX_CTRL, &res);
+			rc = em_ctl(pool, i, EM_W_LIST, 0, 0, first, NULL, 0, buf, EM_MAX_CTRL,
+				    &res);
 			if (pool->allow_down && em_red_unreachable(rc)) {
 				rc = 0; /* what it held shows as degraded */
 				break;
@@ -853,7 +865,8 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 				uint16_t ll;
 				unsigned k;
 
-				if (em_list_entry_decode(buf, res.resp_len, &pos, &sz, nm, &lay, &ll))
+				if (em_list_entry_decode(buf, res.resp_len, &pos, &sz, nm, &lay,
+							 &ll))
 					break; /* the rest of this reply cannot be trusted */
 				if (em_layout_decode(lay, ll, &l))
 					continue;
@@ -865,8 +878,10 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 					if (k < max) {
 						struct em_region_info *ri = AT(info, stride, k);
 						listed[k + max] = (uint8_t)(listed[k + max] + 1);
-						if (stride >= offsetof(struct em_region_info, epoch) +
-								  sizeof(ri->epoch) && l.epoch > ri->epoch)
+						if (stride >=
+							    offsetof(struct em_region_info, epoch) +
+								    sizeof(ri->epoch) &&
+						    l.epoch > ri->epoch)
 							ri->epoch = l.epoch;
 					}
 					continue;
@@ -892,7 +907,8 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 					ri.red_k = l.k;
 					ri.red_m = l.m;
 					ri.epoch = l.epoch;
-					em_out_put(AT(info, stride, count), stride, &ri, sizeof(ri));
+					em_out_put(AT(info, stride, count), stride, &ri,
+						   sizeof(ri));
 				}
 				if (count < max)
 					listed[count] = (uint8_t)l.nseg;

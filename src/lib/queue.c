@@ -40,8 +40,8 @@ static int stage_push(struct stage *s, const struct em_part *p)
 	return 0;
 }
 
-int em_queue_create_on(em_pool *pool, unsigned depth, struct em_chan **chans,
-		       bool owns, em_queue **out)
+int em_queue_create_on(em_pool *pool, unsigned depth, struct em_chan **chans, bool owns,
+		       em_queue **out)
 {
 	em_queue *q;
 
@@ -245,8 +245,7 @@ void em_part_done(struct em_chan *ch, struct em_part *p)
 
 /* Where byte `off` of the region lives: segment, offset on that node, and
  * how many bytes from there stay in the same chunk. */
-static void locate(const em_region *r, uint64_t off, unsigned *seg,
-		   uint64_t *noff, uint64_t *run)
+static void locate(const em_region *r, uint64_t off, unsigned *seg, uint64_t *noff, uint64_t *run)
 {
 	uint64_t i = off / r->chunk, within = off % r->chunk;
 	unsigned j = (unsigned)(i % r->plen);
@@ -426,8 +425,7 @@ int em_poll(em_queue *q, struct em_completion *out, unsigned max)
 	return (int)got;
 }
 
-int em_wait(em_queue *q, struct em_completion *out, unsigned min, unsigned max,
-	    int timeout_ms)
+int em_wait(em_queue *q, struct em_completion *out, unsigned min, unsigned max, int timeout_ms)
 {
 	unsigned got, n = q ? q->pool->n : 0;
 	uint64_t start = em_now_ns();
@@ -531,11 +529,14 @@ int em_write(em_region *r, uint64_t off, const void *buf, size_t len)
 	return sync_op(r, &op);
 }
 
-int em_atomic(em_region *r, uint64_t off, enum em_atomic_op aop, uint64_t operand,
-	      uint64_t compare, uint64_t *old)
+int em_atomic(em_region *r, uint64_t off, enum em_atomic_op aop, uint64_t operand, uint64_t compare,
+	      uint64_t *old)
 {
-	struct em_op op = { .opcode = EM_OP_ATOMIC, .atomic_op = (uint8_t)aop, .offset = off,
-			    .operand = operand, .compare = compare };
+	struct em_op op = { .opcode = EM_OP_ATOMIC,
+			    .atomic_op = (uint8_t)aop,
+			    .offset = off,
+			    .operand = operand,
+			    .compare = compare };
 	int rc = sync_op(r, &op);
 
 	if (!rc && old)

@@ -177,15 +177,26 @@ static void down_close(struct em_chan *ch)
 }
 
 static const struct em_chan_ops down_ops = {
-	.name = "down", .post = down_post, .progress = down_progress, .fd = down_fd,
-	.fail = down_fail, .close = down_close,
+	.name = "down",
+	.post = down_post,
+	.progress = down_progress,
+	.fd = down_fd,
+	.fail = down_fail,
+	.close = down_close,
 };
 
 bool em_red_unreachable(int err)
 {
 	switch (-err) {
-	case ECONNREFUSED: case ETIMEDOUT: case EHOSTUNREACH: case ENETUNREACH:
-	case ECONNRESET: case ECONNABORTED: case EPIPE: case EHOSTDOWN: case ENOTCONN:
+	case ECONNREFUSED:
+	case ETIMEDOUT:
+	case EHOSTUNREACH:
+	case ENETUNREACH:
+	case ECONNRESET:
+	case ECONNABORTED:
+	case EPIPE:
+	case EHOSTDOWN:
+	case ENOTCONN:
 		return true;
 	default:
 		return false;
@@ -212,8 +223,7 @@ bool em_red_chan_down(const struct em_chan *ch)
 
 unsigned em_red_state(const em_region *r)
 {
-	return __atomic_load_n(&r->lost, __ATOMIC_RELAXED) ? EM_STATE_DEGRADED
-							    : EM_STATE_HEALTHY;
+	return __atomic_load_n(&r->lost, __ATOMIC_RELAXED) ? EM_STATE_DEGRADED : EM_STATE_HEALTHY;
 }
 
 /* ---- requests to segments ---- */
@@ -273,16 +283,16 @@ static void req_read(struct req *q, em_region *r, unsigned seg, uint64_t off, vo
 	q->p.resp_cap = len;
 }
 
-static void req_write(struct req *q, em_region *r, unsigned seg, uint64_t off,
-		      const void *buf, uint32_t len)
+static void req_write(struct req *q, em_region *r, unsigned seg, uint64_t off, const void *buf,
+		      uint32_t len)
 {
 	req_init(q, r, seg, EM_W_WRITE, off);
 	q->p.req = buf;
 	q->p.req_len = len;
 }
 
-static void req_atomic(struct req *q, em_region *r, unsigned seg, uint64_t off,
-		       unsigned aop, uint64_t operand, uint64_t compare)
+static void req_atomic(struct req *q, em_region *r, unsigned seg, uint64_t off, unsigned aop,
+		       uint64_t operand, uint64_t compare)
 {
 	req_init(q, r, seg, EM_W_ATOMIC, off);
 	q->p.aux = aop;
@@ -342,17 +352,28 @@ static unsigned run(em_queue *q, em_region *r, struct req *reqs, unsigned n)
 static uint64_t atomic_apply(unsigned aop, uint64_t old, uint64_t x, uint64_t cmp)
 {
 	switch (aop) {
-	case EM_ATOMIC_CAS: return old == cmp ? x : old;
-	case EM_ATOMIC_FADD: return old + x;
-	case EM_ATOMIC_SWAP: return x;
-	case EM_ATOMIC_SMIN: return (int64_t)x < (int64_t)old ? x : old;
-	case EM_ATOMIC_SMAX: return (int64_t)x > (int64_t)old ? x : old;
-	case EM_ATOMIC_UMIN: return x < old ? x : old;
-	case EM_ATOMIC_UMAX: return x > old ? x : old;
-	case EM_ATOMIC_AND: return old & x;
-	case EM_ATOMIC_OR: return old | x;
-	case EM_ATOMIC_XOR: return old ^ x;
-	default: return old;
+	case EM_ATOMIC_CAS:
+		return old == cmp ? x : old;
+	case EM_ATOMIC_FADD:
+		return old + x;
+	case EM_ATOMIC_SWAP:
+		return x;
+	case EM_ATOMIC_SMIN:
+		return (int64_t)x < (int64_t)old ? x : old;
+	case EM_ATOMIC_SMAX:
+		return (int64_t)x > (int64_t)old ? x : old;
+	case EM_ATOMIC_UMIN:
+		return x < old ? x : old;
+	case EM_ATOMIC_UMAX:
+		return x > old ? x : old;
+	case EM_ATOMIC_AND:
+		return old & x;
+	case EM_ATOMIC_OR:
+		return old | x;
+	case EM_ATOMIC_XOR:
+		return old ^ x;
+	default:
+		return old;
 	}
 }
 
@@ -374,7 +395,8 @@ static int rep_read(em_queue *q, em_region *r, uint64_t off, uint8_t *buf, uint6
 			continue;
 		for (unsigned i = 0; i < n; i++) {
 			uint64_t o = (uint64_t)i * EM_MAX_IO;
-			req_read(&reqs[i], r, s, off + o, buf + o, (uint32_t)EM_MIN(len - o, EM_MAX_IO));
+			req_read(&reqs[i], r, s, off + o, buf + o,
+				 (uint32_t)EM_MIN(len - o, EM_MAX_IO));
 		}
 		if (!run(q, r, reqs, n)) {
 			free(reqs);
@@ -385,8 +407,7 @@ static int rep_read(em_queue *q, em_region *r, uint64_t off, uint8_t *buf, uint6
 	return lost_error(r);
 }
 
-static int rep_write(em_queue *q, em_region *r, uint64_t off, const uint8_t *buf,
-		     uint64_t len)
+static int rep_write(em_queue *q, em_region *r, uint64_t off, const uint8_t *buf, uint64_t len)
 {
 	unsigned n = pieces(len), live = 0, k = 0;
 	struct req *reqs = calloc((size_t)(n ? n : 1) * r->nseg, sizeof(*reqs));
@@ -458,8 +479,8 @@ again:
 			bool force = (em_now_ns() - start) / 1000000 >
 				     2ull * (uint64_t)r->pool->timeout_ms;
 
-			req_atomic(&f, r, s, op->offset, force ? EM_ATOMIC_SWAP : EM_ATOMIC_CAS,
-				   nv, old);
+			req_atomic(&f, r, s, op->offset, force ? EM_ATOMIC_SWAP : EM_ATOMIC_CAS, nv,
+				   old);
 			if (run(q, r, &f, 1) || force || em_get64(f.p.inl) == old)
 				break;
 			/* behind: is the copy that ordered us still there? */
@@ -507,8 +528,7 @@ static uint64_t lock_off(em_region *r, uint64_t row)
 	return r->rows * r->chunk + row * LOCK_WORD;
 }
 
-static void stripe_unlock(em_queue *q, em_region *r, uint64_t row, const unsigned *segs,
-			  unsigned n)
+static void stripe_unlock(em_queue *q, em_region *r, uint64_t row, const unsigned *segs, unsigned n)
 {
 	struct req rq[EM_MAX_SEG];
 
@@ -521,8 +541,7 @@ static void stripe_unlock(em_queue *q, em_region *r, uint64_t row, const unsigne
  * gives back what it got and tries again, so two clients never wait on
  * each other in a cycle. A holder that stays longer than twice the request
  * timeout is taken to have died, and its lock is taken over. */
-static int stripe_lock(em_queue *q, em_region *r, uint64_t row, unsigned *segs,
-		       unsigned *nsegs)
+static int stripe_lock(em_queue *q, em_region *r, uint64_t row, unsigned *segs, unsigned *nsegs)
 {
 	uint64_t tok = lock_token(), start = em_now_ns(), seen[EM_MAX_SEG] = { 0 };
 	struct req rq[EM_MAX_SEG];
@@ -564,7 +583,7 @@ static int stripe_lock(em_queue *q, em_region *r, uint64_t row, unsigned *segs,
 			stripe_unlock(q, r, row, held, nh);
 		/* back off a little, longer the more often we lost */
 		struct timespec ts = { 0, (long)(1000 + (lock_token() % 7) * 1000) *
-					      (long)(spins < 20 ? spins + 1 : 20) };
+						  (long)(spins < 20 ? spins + 1 : 20) };
 		nanosleep(&ts, NULL);
 		spins++;
 	}
@@ -639,7 +658,8 @@ static int ec_read(struct ec_ctx *c, uint64_t off, uint8_t *buf, uint64_t len)
 		while (o < off + len) {
 			uint64_t row = o / rowb, d = (o % rowb) / cell, w = o % cell;
 			uint64_t k = EM_MIN(cell - w, off + len - o);
-			req_read(&rq[n++], r, (unsigned)d, row * cell + w, buf + (o - off), (uint32_t)k);
+			req_read(&rq[n++], r, (unsigned)d, row * cell + w, buf + (o - off),
+				 (uint32_t)k);
 			o += k;
 		}
 		unsigned bad = run(c->q, r, rq, n);
@@ -953,7 +973,8 @@ int em_region_repair(em_region *r)
 		if (!(lost >> s & 1))
 			continue;
 		for (unsigned i = 0; i < pool->n; i++)
-			if (!taken[i] && freeb[i] >= want && (best == pool->n || freeb[i] > freeb[best]))
+			if (!taken[i] && freeb[i] >= want &&
+			    (best == pool->n || freeb[i] > freeb[best]))
 				best = i;
 		if (best == pool->n)
 			return -ENOSPC;
@@ -1005,8 +1026,8 @@ undo:
 			em_ctl(pool, target[s], EM_W_CLOSE, newh[s], 0, 0, NULL, 0, NULL, 0, NULL);
 			if (r->named) {
 				int k = em_namelayout_encode(req, sizeof(req), r->name, NULL, 0);
-				em_ctl(pool, target[s], EM_W_DELETE, 0, 0, 0, req, (uint32_t)k, NULL,
-				       0, NULL);
+				em_ctl(pool, target[s], EM_W_DELETE, 0, 0, 0, req, (uint32_t)k,
+				       NULL, 0, NULL);
 			}
 		}
 	return rc;

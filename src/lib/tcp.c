@@ -38,10 +38,10 @@ struct tcp_chan {
 	size_t cap, head, count;
 	uint8_t *rx;
 	size_t rpos, wpos;
-	uint8_t *hdrs;       /* encoded request headers of a batch */
+	uint8_t *hdrs; /* encoded request headers of a batch */
 	unsigned hdrcap;
 	bool have_hdr;
-	struct em_spin spin;  /* how a reply is waited for */
+	struct em_spin spin; /* how a reply is waited for */
 	struct em_hdr cur;
 	uint32_t got;
 };
@@ -277,9 +277,14 @@ static int tcp_post(struct em_chan *ch, const struct em_part *parts, unsigned n)
 	for (i = 0; i < n; i++) {
 		const struct em_part *p = &parts[i];
 		struct em_hdr h = {
-			.magic = EM_WIRE_MAGIC, .version = EM_WIRE_VERSION, .op = p->wop,
-			.len = p->req_len, .tag = p->tag, .region = p->handle,
-			.aux = p->aux, .offset = p->off,
+			.magic = EM_WIRE_MAGIC,
+			.version = EM_WIRE_VERSION,
+			.op = p->wop,
+			.len = p->req_len,
+			.tag = p->tag,
+			.region = p->handle,
+			.aux = p->aux,
+			.offset = p->off,
 		};
 		struct em_part *f;
 
@@ -424,16 +429,20 @@ static int dial(const struct em_node *node, int timeout_ms)
 	return fd;
 }
 
-static int call_raw(int fd, uint8_t op, const void *req, uint32_t req_len,
-		    void *resp, uint32_t resp_len)
+static int call_raw(int fd, uint8_t op, const void *req, uint32_t req_len, void *resp,
+		    uint32_t resp_len)
 {
 	uint8_t hb[EM_HDR_LEN];
-	struct em_hdr h = { .magic = EM_WIRE_MAGIC, .version = EM_WIRE_VERSION,
-			    .op = op, .len = req_len, .tag = op };
+	struct em_hdr h = { .magic = EM_WIRE_MAGIC,
+			    .version = EM_WIRE_VERSION,
+			    .op = op,
+			    .len = req_len,
+			    .tag = op };
 	int rc;
 
 	em_hdr_encode(hb, &h);
-	if ((rc = em_send_all(fd, hb, sizeof(hb))) || (req_len && (rc = em_send_all(fd, req, req_len))))
+	if ((rc = em_send_all(fd, hb, sizeof(hb))) ||
+	    (req_len && (rc = em_send_all(fd, req, req_len))))
 		return rc;
 	if ((rc = em_recv_all(fd, hb, sizeof(hb))))
 		return rc == -EAGAIN ? -ETIMEDOUT : rc;
@@ -494,8 +503,7 @@ fail:
 	return rc;
 }
 
-int em_tcp_connect(em_pool *pool, struct em_node *node, bool new_session,
-		   struct em_chan **out)
+int em_tcp_connect(em_pool *pool, struct em_node *node, bool new_session, struct em_chan **out)
 {
 	struct tcp_chan *t = calloc(1, sizeof(*t));
 	int fd;

@@ -88,9 +88,8 @@ struct llm_layout {
 /* Parse and validate a header against the checkpoint's real length; never
  * trusts a field, overflow-checks every product.  `hdr` holds the first
  * min(len, LLM_MOE_HEADER) bytes.  On failure writes a reason to err. */
-int llm_parse_header(const void *hdr, size_t hdr_len, uint64_t file_size,
-		     struct llm_config *cfg, struct llm_layout *lay,
-		     char *err, size_t errlen);
+int llm_parse_header(const void *hdr, size_t hdr_len, uint64_t file_size, struct llm_config *cfg,
+		     struct llm_layout *lay, char *err, size_t errlen);
 
 /* ---- asynchronous fetch interface (llm_fetch.c implements a file one) --- */
 
@@ -172,11 +171,11 @@ struct llm_expert_w {
 };
 
 struct llm_src_stats {
-	uint64_t bytes_fetched;  /* from the backing source, after open */
+	uint64_t bytes_fetched; /* from the backing source, after open */
 	uint64_t fetches;
 	uint64_t expert_hits, expert_misses;
-	double stall_ms;         /* time spent waiting for fetches */
-	double *cold_ms;         /* one per expert miss (stream) */
+	double stall_ms; /* time spent waiting for fetches */
+	double *cold_ms; /* one per expert miss (stream) */
 	size_t n_cold, cap_cold;
 	uint64_t pinned_bytes, staging_bytes, cache_bytes;
 	int cache_slots;
@@ -204,8 +203,7 @@ struct llm_src_ops {
 	int (*part)(struct llm_src *s, int l, int g, int p, struct llm_part *out);
 	/* Blocks until the k experts `ids` of layer l are addressable; those
 	 * pointers stay valid until the next experts() call. */
-	int (*experts)(struct llm_src *s, int l, const int *ids, int k,
-		       struct llm_expert_w *w);
+	int (*experts)(struct llm_src *s, int l, const int *ids, int k, struct llm_expert_w *w);
 	void (*close)(struct llm_src *s);
 };
 
@@ -225,9 +223,8 @@ void llm_tensor_shape(const struct llm_config *c, int t, int *rows, int *cols);
 
 /* The whole checkpoint at base (RAM, mmap, mapped pool region).  release()
  * is called on close, with cookie, to give the memory back; may be NULL. */
-int llm_weights_from_pointer(const void *base, size_t len,
-			     void (*release)(void *cookie), void *cookie,
-			     struct llm_src **out, char *err, size_t errlen);
+int llm_weights_from_pointer(const void *base, size_t len, void (*release)(void *cookie),
+			     void *cookie, struct llm_src **out, char *err, size_t errlen);
 int llm_weights_local(const char *path, struct llm_src **out, char *err, size_t errlen);
 int llm_weights_mmap(const char *path, struct llm_src **out, char *err, size_t errlen);
 /* Streams through f (taken over: closed with the source) within budget bytes
@@ -236,8 +233,8 @@ int llm_weights_mmap(const char *path, struct llm_src **out, char *err, size_t e
  * the largest layer matrix if smaller);
  * -ENOBUFS when the budget is below what streaming this model needs. */
 #define LLM_STREAM_CHUNK (8u << 20)
-int llm_weights_stream(struct llm_fetcher *f, uint64_t budget, uint64_t chunk,
-		       struct llm_src **out, char *err, size_t errlen);
+int llm_weights_stream(struct llm_fetcher *f, uint64_t budget, uint64_t chunk, struct llm_src **out,
+		       char *err, size_t errlen);
 void llm_src_close(struct llm_src *s);
 
 /* ---- math (llm_math.c) ------------------------------------------------- */
@@ -247,8 +244,8 @@ void llm_threads_fini(void);
 void llm_matmul(float *out, const float *x, const float *w, int n, int d);
 /* Quantized weights: w is d*n int8 values then d*n/gs fp32 scales; x comes
  * pre-quantized (llm_quantize) in groups of gs. */
-void llm_matmul_q8(float *out, const int8_t *xq, const float *xs, const void *w,
-		   int n, int d, int gs);
+void llm_matmul_q8(float *out, const int8_t *xq, const float *xs, const void *w, int n, int d,
+		   int gs);
 void llm_quantize(int8_t *q, float *s, const float *x, int n, int gs);
 /* n values from int8 q and their n/gs scales s (q starts a group). */
 void llm_dequant(float *out, const int8_t *q, const float *s, int n, int gs);
@@ -289,15 +286,15 @@ struct llm_kvio {
 };
 
 struct llm_kv_stats {
-	uint64_t local_bytes, pool_bytes;     /* budget used locally, region size */
-	uint64_t bytes_read, bytes_written;   /* to and from the pool */
-	double stall_ms;                      /* waiting for the pool */
-	int blocks, local_blocks;             /* per layer */
+	uint64_t local_bytes, pool_bytes;   /* budget used locally, region size */
+	uint64_t bytes_read, bytes_written; /* to and from the pool */
+	double stall_ms;                    /* waiting for the pool */
+	int blocks, local_blocks;           /* per layer */
 };
 
 struct llm_engine;
-int llm_engine_create(struct llm_src *src, int max_steps,
-		      const struct llm_router *router, struct llm_engine **out);
+int llm_engine_create(struct llm_src *src, int max_steps, const struct llm_router *router,
+		      struct llm_engine **out);
 void llm_engine_destroy(struct llm_engine *e);
 /* One forward pass of `token` at `pos`; returns the logits (vocab floats,
  * owned by the engine) through *logits. */
@@ -322,11 +319,11 @@ void llm_engine_kv_stats(const struct llm_engine *e, struct llm_kv_stats *st);
 /* ---- prompt prefix reuse through a block store (llm_prefix.c) ---------- */
 
 struct llm_prefix_stats {
-	int hit_tokens;          /* positions fetched instead of computed */
-	int published, present;  /* blocks stored / already there */
-	int rejected;            /* fetched blocks failing verification */
-	int errors;              /* store errors (each one meant recomputing) */
-	uint64_t bytes;          /* fetched and used */
+	int hit_tokens;         /* positions fetched instead of computed */
+	int published, present; /* blocks stored / already there */
+	int rejected;           /* fetched blocks failing verification */
+	int errors;             /* store errors (each one meant recomputing) */
+	uint64_t bytes;         /* fetched and used */
 	double fetch_ms, publish_ms;
 };
 
@@ -348,8 +345,7 @@ void llm_prefix_stats(const struct llm_prefix *p, struct llm_prefix_stats *st);
 void llm_prefix_close(struct llm_prefix *p);
 
 uint64_t llm_rng_next(uint64_t *state);
-int llm_sample(const float *logits, int n, float temperature, uint64_t *rng,
-	       float *scratch);
+int llm_sample(const float *logits, int n, float temperature, uint64_t *rng, float *scratch);
 
 int llm_parse_size(const char *s, uint64_t *out);
 double llm_now_ms(void);

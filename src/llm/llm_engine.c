@@ -42,12 +42,12 @@
 
 struct llm_kv {
 	int ready, B, nblk, jl, cur;
-	size_t half, blk;           /* floats in half a block, in a block */
-	float *local;               /* block (l, j < jl) at (l * jl + j) * blk */
-	float *tail;                /* the block being filled, one per layer */
+	size_t half, blk; /* floats in half a block, in a block */
+	float *local;     /* block (l, j < jl) at (l * jl + j) * blk */
+	float *tail;      /* the block being filled, one per layer */
 	int tail_j;
-	float *ring;                /* LLM_KV_RING slots of chunk half blocks */
-	int chunk;                  /* half blocks per stream item */
+	float *ring; /* LLM_KV_RING slots of chunk half blocks */
+	int chunk;   /* half blocks per stream item */
 	uint64_t ring_tag[LLM_KV_RING];
 	struct llm_kvio io;
 	int have_io;
@@ -63,14 +63,14 @@ struct llm_engine {
 	int cache_len;
 	float *x, *xb, *xb2, *hb, *hb2, *q, *att, *logits;
 	struct llm_kv kv;
-	float *rl, *eacc;          /* MoE: router logits, expert sum */
-	int8_t *xq;                /* int8 models: the quantized activation */
+	float *rl, *eacc; /* MoE: router logits, expert sum */
+	int8_t *xq;       /* int8 models: the quantized activation */
 	float *xs;
 	struct llm_router router;
 	uint64_t rrng;
-	int *prev_ids;             /* n_layers x top_k, from the previous token */
+	int *prev_ids; /* n_layers x top_k, from the previous token */
 	int have_prev;
-	double *zipf_w;            /* n_layers x n_experts weights by expert id */
+	double *zipf_w; /* n_layers x n_experts weights by expert id */
 	struct llm_expert_w *ew;
 };
 
@@ -116,11 +116,28 @@ int llm_parse_size(const char *s, uint64_t *out)
 		    __builtin_add_overflow(v, (uint64_t)(*p - '0'), &v))
 			return -ERANGE;
 	switch (*p) {
-	case 'k': case 'K': mul = 1ULL << 10; p++; break;
-	case 'm': case 'M': mul = 1ULL << 20; p++; break;
-	case 'g': case 'G': mul = 1ULL << 30; p++; break;
-	case 't': case 'T': mul = 1ULL << 40; p++; break;
-	default: break;
+	case 'k':
+	case 'K':
+		mul = 1ULL << 10;
+		p++;
+		break;
+	case 'm':
+	case 'M':
+		mul = 1ULL << 20;
+		p++;
+		break;
+	case 'g':
+	case 'G':
+		mul = 1ULL << 30;
+		p++;
+		break;
+	case 't':
+	case 'T':
+		mul = 1ULL << 40;
+		p++;
+		break;
+	default:
+		break;
 	}
 	if (mul > 1 && (p[0] == 'i' || p[0] == 'I') && (p[1] == 'B' || p[1] == 'b'))
 		p += 2;
@@ -254,8 +271,8 @@ static uint64_t llm_kv_off(const struct llm_engine *e, int l, int j, int kind)
 	const struct llm_kv *kv = &e->kv;
 	uint64_t np = (uint64_t)(kv->nblk - kv->jl);
 
-	return ((uint64_t)l * 2 * np + (uint64_t)kind * np + (uint64_t)(j - kv->jl)) *
-	       kv->half * sizeof(float);
+	return ((uint64_t)l * 2 * np + (uint64_t)kind * np + (uint64_t)(j - kv->jl)) * kv->half *
+	       sizeof(float);
 }
 
 static int llm_kv_wait(struct llm_engine *e, uint64_t tag)
@@ -333,8 +350,9 @@ static int llm_kv_begin(struct llm_engine *e, int pos)
 		return 0;
 	if ((rc = llm_kv_drain(e)))
 		return rc;
-	kv->s_total = kv->cur > kv->jl ?
-		      2L * e->c.n_layers * ((kv->cur - kv->jl + kv->chunk - 1) / kv->chunk) : 0;
+	kv->s_total = kv->cur > kv->jl ? 2L * e->c.n_layers *
+						 ((kv->cur - kv->jl + kv->chunk - 1) / kv->chunk)
+				       : 0;
 	kv->s_sub = kv->s_con = 0;
 	while (kv->s_sub < kv->s_total && kv->s_sub < LLM_KV_RING)
 		if ((rc = llm_kv_submit_next(e)))
@@ -466,8 +484,10 @@ static int llm_kv_copy(struct llm_engine *e, int j, void *buf, int to_engine)
 		return rc;
 	for (int l = 0; l < e->c.n_layers && !rc; l++) {
 		char *b = (char *)buf + (size_t)l * bb;
-		float *mem = j < kv->jl ? kv->local + ((size_t)l * (size_t)kv->jl + (size_t)j) * kv->blk :
-			     j == kv->tail_j ? kv->tail + (size_t)l * kv->blk : NULL;
+		float *mem =
+			j < kv->jl ? kv->local + ((size_t)l * (size_t)kv->jl + (size_t)j) * kv->blk
+			: j == kv->tail_j ? kv->tail + (size_t)l * kv->blk
+					  : NULL;
 
 		if (mem && to_engine)
 			memcpy(mem, b, bb);
@@ -500,7 +520,8 @@ void llm_engine_kv_stats(const struct llm_engine *e, struct llm_kv_stats *st)
 {
 	*st = e->kv.st;
 	if (!e->kv.have_io)
-		st->local_bytes = (uint64_t)e->c.n_layers * (uint64_t)e->kv.jl * e->kv.blk * sizeof(float);
+		st->local_bytes =
+			(uint64_t)e->c.n_layers * (uint64_t)e->kv.jl * e->kv.blk * sizeof(float);
 	st->local_blocks = e->kv.jl;
 	st->blocks = e->kv.nblk;
 }
@@ -528,8 +549,8 @@ void llm_engine_destroy(struct llm_engine *e)
 	free(e);
 }
 
-int llm_engine_create(struct llm_src *src, int max_steps,
-		      const struct llm_router *router, struct llm_engine **out)
+int llm_engine_create(struct llm_src *src, int max_steps, const struct llm_router *router,
+		      struct llm_engine **out)
 {
 	struct llm_engine *e = calloc(1, sizeof(*e));
 	const struct llm_config *c = &src->cfg;
@@ -551,8 +572,7 @@ int llm_engine_create(struct llm_src *src, int max_steps,
 	e->q = llm_falloc((size_t)c->dim);
 	e->att = llm_falloc((size_t)c->n_heads * (size_t)e->cache_len);
 	e->logits = llm_falloc((size_t)c->vocab);
-	if (!e->x || !e->xb || !e->xb2 || !e->hb || !e->hb2 || !e->q || !e->att ||
-	    !e->logits)
+	if (!e->x || !e->xb || !e->xb2 || !e->hb || !e->hb2 || !e->q || !e->att || !e->logits)
 		goto nomem;
 	if (c->group_size) {
 		size_t m = (size_t)(c->hidden > c->dim ? c->hidden : c->dim);
@@ -597,8 +617,9 @@ int llm_engine_create(struct llm_src *src, int max_steps,
 				perm[j] = t;
 			}
 			for (size_t r = 0; r < E; r++)
-				w[perm[r]] = e->router.mode == LLM_ROUTER_UNIFORM ? 1.0 :
-					     1.0 / pow((double)(r + 1), e->router.zipf_s);
+				w[perm[r]] = e->router.mode == LLM_ROUTER_UNIFORM
+						     ? 1.0
+						     : 1.0 / pow((double)(r + 1), e->router.zipf_s);
 			free(perm);
 		}
 	}
@@ -659,8 +680,7 @@ static void llm_route(struct llm_engine *e, int l, int *ids, float *wt)
 		 * does not depend on anything but the seed and the step. */
 		double coin = llm_rng_unit(&e->rrng);
 
-		if (e->router.mode == LLM_ROUTER_ZIPF && e->have_prev &&
-		    coin < LLM_ZIPF_REUSE)
+		if (e->router.mode == LLM_ROUTER_ZIPF && e->have_prev && coin < LLM_ZIPF_REUSE)
 			memcpy(ids, prev, (size_t)k * sizeof(int));
 		else
 			llm_route_draw(e, e->zipf_w + (size_t)l * (size_t)E, ids);
@@ -672,8 +692,7 @@ static void llm_route(struct llm_engine *e, int l, int *ids, float *wt)
 }
 
 /* A weight matmul in the model's weight type. */
-static void llm_mm(struct llm_engine *e, float *out, const float *x, const float *w,
-		   int n, int d)
+static void llm_mm(struct llm_engine *e, float *out, const float *x, const float *w, int n, int d)
 {
 	if (!e->c.group_size) {
 		llm_matmul(out, x, w, n, d);
@@ -801,8 +820,8 @@ static int llm_moe_ffn(struct llm_engine *e, int l)
  * part 0, first nout = rmsnorm(nin) with the group's norm vector (x may be
  * nout).  Row results do not depend on how the rows are split.
  */
-static int llm_gmm(struct llm_engine *e, int l, int g, float *nout, const float *nin,
-		   float *out, const float *x, int n, int d)
+static int llm_gmm(struct llm_engine *e, int l, int g, float *nout, const float *nin, float *out,
+		   const float *x, int n, int d)
 {
 	struct llm_src *s = e->src;
 	struct llm_part pt;
@@ -872,8 +891,7 @@ int llm_forward(struct llm_engine *e, int token, int pos, float **logits)
 	return 0;
 }
 
-int llm_sample(const float *logits, int n, float temperature, uint64_t *rng,
-	       float *scratch)
+int llm_sample(const float *logits, int n, float temperature, uint64_t *rng, float *scratch)
 {
 	int best = 0;
 	double u, run = 0.0;

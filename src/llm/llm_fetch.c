@@ -92,8 +92,7 @@ static void *llm_ffetch_worker(void *arg)
 	return NULL;
 }
 
-static int llm_ffetch_submit(void *ctx, uint64_t off, void *dst, size_t len,
-			     uint64_t tag)
+static int llm_ffetch_submit(void *ctx, uint64_t off, void *dst, size_t len, uint64_t tag)
 {
 	struct llm_ffetch *f = ctx;
 	struct llm_req *r = NULL;
@@ -109,8 +108,9 @@ static int llm_ffetch_submit(void *ctx, uint64_t off, void *dst, size_t len,
 		pthread_mutex_unlock(&f->mu);
 		return -EBUSY;
 	}
-	*r = (struct llm_req){ .tag = tag, .off = off, .dst = dst, .len = len,
-			       .state = LLM_REQ_QUEUED };
+	*r = (struct llm_req){
+		.tag = tag, .off = off, .dst = dst, .len = len, .state = LLM_REQ_QUEUED
+	};
 	if (f->tail)
 		f->tail->next = r;
 	else

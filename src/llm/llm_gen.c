@@ -131,7 +131,8 @@ static void llm_gen_write(struct llm_gen_out *g, const struct llm_gen_cfg *c)
 	uint64_t KV = D / (uint64_t)c->heads * (uint64_t)c->kv_heads, V = (uint64_t)c->vocab;
 	uint64_t E = (uint64_t)c->experts, hs = D / (uint64_t)c->heads;
 	float sd = 1.0f / sqrtf((float)D), sh = 1.0f / sqrtf((float)H);
-	int32_t f[7] = { (int32_t)D, (int32_t)H, (int32_t)L, (int32_t)c->heads,
+	int32_t f[7] = { (int32_t)D,           (int32_t)H,
+			 (int32_t)L,           (int32_t)c->heads,
 			 (int32_t)c->kv_heads, (int32_t)(c->unshared ? -(long)V : (long)V),
 			 (int32_t)c->seq };
 	unsigned char hdr[LLM_MOE_HEADER] = { 0 };
@@ -141,21 +142,22 @@ static void llm_gen_write(struct llm_gen_out *g, const struct llm_gen_cfg *c)
 			llm_gen_put32(hdr + 4 * i, f[i]);
 		llm_gen_bytes(g, hdr, LLM_V0_HEADER);
 		llm_gen_rand(g, V * D, 0.0f, LLM_GEN_EMB);
-		llm_gen_rand(g, L * D, 1.0f, 0.1f);     /* rms_att */
-		llm_gen_rand(g, L * D * D, 0.0f, sd);   /* wq */
-		llm_gen_rand(g, L * KV * D, 0.0f, sd);  /* wk */
-		llm_gen_rand(g, L * KV * D, 0.0f, sd);  /* wv */
-		llm_gen_rand(g, L * D * D, 0.0f, sd);   /* wo */
-		llm_gen_rand(g, L * D, 1.0f, 0.1f);     /* rms_ffn */
-		llm_gen_rand(g, L * H * D, 0.0f, sd);   /* w1 */
-		llm_gen_rand(g, L * D * H, 0.0f, sh);   /* w2 */
-		llm_gen_rand(g, L * H * D, 0.0f, sd);   /* w3 */
-		llm_gen_rand(g, D, 1.0f, 0.1f);         /* rms_final */
+		llm_gen_rand(g, L * D, 1.0f, 0.1f);    /* rms_att */
+		llm_gen_rand(g, L * D * D, 0.0f, sd);  /* wq */
+		llm_gen_rand(g, L * KV * D, 0.0f, sd); /* wk */
+		llm_gen_rand(g, L * KV * D, 0.0f, sd); /* wv */
+		llm_gen_rand(g, L * D * D, 0.0f, sd);  /* wo */
+		llm_gen_rand(g, L * D, 1.0f, 0.1f);    /* rms_ffn */
+		llm_gen_rand(g, L * H * D, 0.0f, sd);  /* w1 */
+		llm_gen_rand(g, L * D * H, 0.0f, sh);  /* w2 */
+		llm_gen_rand(g, L * H * D, 0.0f, sd);  /* w3 */
+		llm_gen_rand(g, D, 1.0f, 0.1f);        /* rms_final */
 		/* The RoPE table llama2.c exports and never reads: real, imag. */
 		for (int part = 0; part < 2; part++)
 			for (uint64_t p = 0; p < (uint64_t)c->seq; p++)
 				for (uint64_t i = 0; i < hs / 2; i++) {
-					float fr = 1.0f / powf(10000.0f, (float)(2 * i) / (float)hs);
+					float fr =
+						1.0f / powf(10000.0f, (float)(2 * i) / (float)hs);
 					float v = part ? sinf((float)p * fr) : cosf((float)p * fr);
 
 					llm_gen_bytes(g, &v, sizeof(v));
@@ -234,8 +236,8 @@ static int llm_gen_q8(struct llm_gen_out *g, const float *w, uint64_t n, int gs)
 
 /* Rewrite a version 0 checkpoint as llama2.c version 2 (int8, group size gs),
  * the layout llama2.c's export.py writes. */
-static int llm_gen_quantize(struct llm_gen_out *g, const char *path, int gs,
-			    char *err, size_t errlen)
+static int llm_gen_quantize(struct llm_gen_out *g, const char *path, int gs, char *err,
+			    size_t errlen)
 {
 	static const enum llm_tensor order[] = { LLM_T_WQ, LLM_T_WK, LLM_T_WV, LLM_T_WO,
 						 LLM_T_W1, LLM_T_W2, LLM_T_W3 };
@@ -254,20 +256,23 @@ static int llm_gen_quantize(struct llm_gen_out *g, const char *path, int gs,
 			close(fd);
 		return -EIO;
 	}
-	b = sb.st_size > 0 ? mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+	b = sb.st_size > 0 ? mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0)
+			   : MAP_FAILED;
 	close(fd);
 	if (b == MAP_FAILED) {
 		snprintf(err, errlen, "cannot map %s", path);
 		return -EIO;
 	}
-	rc = llm_parse_header(b, (size_t)sb.st_size < LLM_MOE_HEADER ? (size_t)sb.st_size : LLM_MOE_HEADER,
-			      (uint64_t)sb.st_size, c, lay, err, errlen);
+	rc = llm_parse_header(
+		b, (size_t)sb.st_size < LLM_MOE_HEADER ? (size_t)sb.st_size : LLM_MOE_HEADER,
+		(uint64_t)sb.st_size, c, lay, err, errlen);
 	if (!rc && lay->fmt != LLM_FMT_V0) {
 		snprintf(err, errlen, "%s is not a version 0 (fp32 dense) checkpoint", path);
 		rc = -EINVAL;
 	}
 	if (!rc && (gs < 4 || gs % 4 || c->dim % gs || c->hidden % gs)) {
-		snprintf(err, errlen, "--group-size %d must be a multiple of 4 dividing dim %d and hidden %d",
+		snprintf(err, errlen,
+			 "--group-size %d must be a multiple of 4 dividing dim %d and hidden %d",
 			 gs, c->dim, c->hidden);
 		rc = -EINVAL;
 	}
@@ -292,11 +297,13 @@ static int llm_gen_quantize(struct llm_gen_out *g, const char *path, int gs,
 	llm_gen_bytes(g, b + lay->t_base[LLM_T_RMS_ATT], L * D * 4);
 	llm_gen_bytes(g, b + lay->t_base[LLM_T_RMS_FFN], L * D * 4);
 	llm_gen_bytes(g, b + lay->rms_final, D * 4);
-	rc = llm_gen_q8(g, (const float *)(const void *)(b + lay->tok_emb), (uint64_t)c->vocab * D, gs);
+	rc = llm_gen_q8(g, (const float *)(const void *)(b + lay->tok_emb), (uint64_t)c->vocab * D,
+			gs);
 	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]) && !rc; i++)
 		for (uint64_t l = 0; l < L && !rc; l++)
-			rc = llm_gen_q8(g, (const float *)(const void *)(b + lay->t_base[order[i]] +
-									 l * lay->t_size[order[i]]),
+			rc = llm_gen_q8(g,
+					(const float *)(const void *)(b + lay->t_base[order[i]] +
+								      l * lay->t_size[order[i]]),
 					lay->t_size[order[i]] / 4, gs);
 	if (!rc && !c->shared_cls)
 		rc = llm_gen_q8(g, (const float *)(const void *)(b + lay->wcls),
@@ -364,8 +371,14 @@ static void llm_gen_usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-	struct llm_gen_cfg c = { .dim = 64, .hidden = 172, .layers = 2, .heads = 8,
-				 .kv_heads = -1, .vocab = 512, .seq = 256, .topk = 2 };
+	struct llm_gen_cfg c = { .dim = 64,
+				 .hidden = 172,
+				 .layers = 2,
+				 .heads = 8,
+				 .kv_heads = -1,
+				 .vocab = 512,
+				 .seq = 256,
+				 .topk = 2 };
 	const char *out = NULL, *qfrom = NULL;
 	long gs = 64;
 	uint64_t seed = 1, size = 0;
@@ -378,15 +391,23 @@ int main(int argc, char **argv)
 	struct stat sb;
 
 	for (int i = 1; i < argc; i++) {
-		static const struct { const char *name; long *v; long lo, hi; } ints[] = {
-			{ "--dim", NULL, 2, 1 << 16 },   { "--hidden", NULL, 1, 1 << 18 },
-			{ "--layers", NULL, 1, 4096 },   { "--heads", NULL, 1, 4096 },
-			{ "--kv-heads", NULL, 1, 4096 }, { "--vocab", NULL, 2, 1 << 20 },
-			{ "--seq", NULL, 1, 1 << 20 },   { "--experts", NULL, 1, LLM_MAX_EXPERTS },
+		static const struct {
+			const char *name;
+			long *v;
+			long lo, hi;
+		} ints[] = {
+			{ "--dim", NULL, 2, 1 << 16 },
+			{ "--hidden", NULL, 1, 1 << 18 },
+			{ "--layers", NULL, 1, 4096 },
+			{ "--heads", NULL, 1, 4096 },
+			{ "--kv-heads", NULL, 1, 4096 },
+			{ "--vocab", NULL, 2, 1 << 20 },
+			{ "--seq", NULL, 1, 1 << 20 },
+			{ "--experts", NULL, 1, LLM_MAX_EXPERTS },
 			{ "--topk", NULL, 1, LLM_MAX_EXPERTS },
 		};
-		long *slots[] = { &c.dim, &c.hidden, &c.layers, &c.heads, &c.kv_heads,
-				  &c.vocab, &c.seq, &c.experts, &c.topk };
+		long *slots[] = { &c.dim,   &c.hidden, &c.layers,  &c.heads, &c.kv_heads,
+				  &c.vocab, &c.seq,    &c.experts, &c.topk };
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		size_t k;
 
@@ -417,14 +438,18 @@ int main(int argc, char **argv)
 			errno = 0;
 			gs = strtol(v, &end, 10);
 			if (errno || end == v || *end || gs < 4 || gs > (1 << 20) || gs % 4) {
-				fprintf(stderr, "ethermem-llm-gen: --group-size wants a multiple of 4, got '%s'\n", v);
+				fprintf(stderr,
+					"ethermem-llm-gen: --group-size wants a multiple of 4, got '%s'\n",
+					v);
 				return 2;
 			}
 			continue;
 		}
 		if (!strcmp(a, "--size")) {
 			if (llm_parse_size(v, &size) || size == 0) {
-				fprintf(stderr, "ethermem-llm-gen: --size wants a size like 1G, got '%s'\n", v);
+				fprintf(stderr,
+					"ethermem-llm-gen: --size wants a size like 1G, got '%s'\n",
+					v);
 				return 2;
 			}
 			continue;
@@ -435,7 +460,9 @@ int main(int argc, char **argv)
 			errno = 0;
 			seed = strtoull(v, &end, 0);
 			if (errno || end == v || *end || v[0] == '-') {
-				fprintf(stderr, "ethermem-llm-gen: --seed wants a non-negative integer, got '%s'\n", v);
+				fprintf(stderr,
+					"ethermem-llm-gen: --seed wants a non-negative integer, got '%s'\n",
+					v);
 				return 2;
 			}
 			continue;
@@ -453,7 +480,8 @@ int main(int argc, char **argv)
 			errno = 0;
 			n = strtol(v, &end, 10);
 			if (errno || end == v || *end || n < ints[k].lo || n > ints[k].hi) {
-				fprintf(stderr, "ethermem-llm-gen: %s wants an integer in [%ld, %ld], got '%s'\n",
+				fprintf(stderr,
+					"ethermem-llm-gen: %s wants an integer in [%ld, %ld], got '%s'\n",
 					a, ints[k].lo, ints[k].hi, v);
 				return 2;
 			}
@@ -467,7 +495,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (qfrom && (size || have_dims || c.experts)) {
-		fprintf(stderr, "ethermem-llm-gen: --quantize-from takes its dimensions from the source\n");
+		fprintf(stderr,
+			"ethermem-llm-gen: --quantize-from takes its dimensions from the source\n");
 		return 2;
 	}
 	if (size && have_dims) {
@@ -479,12 +508,15 @@ int main(int argc, char **argv)
 	if (c.kv_heads < 0)
 		c.kv_heads = c.heads;
 	if (c.experts && c.topk > c.experts) {
-		fprintf(stderr, "ethermem-llm-gen: --topk %ld exceeds --experts %ld\n", c.topk, c.experts);
+		fprintf(stderr, "ethermem-llm-gen: --topk %ld exceeds --experts %ld\n", c.topk,
+			c.experts);
 		return 2;
 	}
 	if (c.dim % c.heads || (c.dim / c.heads) % 2 || c.heads % c.kv_heads) {
-		fprintf(stderr, "ethermem-llm-gen: dim %ld, heads %ld, kv-heads %ld: dim must split into "
-			"even-sized heads and heads into kv groups\n", c.dim, c.heads, c.kv_heads);
+		fprintf(stderr,
+			"ethermem-llm-gen: dim %ld, heads %ld, kv-heads %ld: dim must split into "
+			"even-sized heads and heads into kv groups\n",
+			c.dim, c.heads, c.kv_heads);
 		return 2;
 	}
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", out, (int)getpid()) >= (int)sizeof(tmp)) {
@@ -529,7 +561,8 @@ int main(int argc, char **argv)
 	 * real name. */
 	g.fd = open(tmp, O_RDONLY | O_CLOEXEC);
 	if (g.fd < 0 || pread(g.fd, hdr, sizeof(hdr), 0) < LLM_V0_HEADER ||
-	    llm_parse_header(hdr, (size_t)(sb.st_size < LLM_MOE_HEADER ? sb.st_size : LLM_MOE_HEADER),
+	    llm_parse_header(hdr,
+			     (size_t)(sb.st_size < LLM_MOE_HEADER ? sb.st_size : LLM_MOE_HEADER),
 			     (uint64_t)sb.st_size, &cfg, &lay, err, sizeof(err))) {
 		fprintf(stderr, "ethermem-llm-gen: the written file does not validate: %s\n", err);
 		if (g.fd >= 0)
@@ -545,9 +578,13 @@ int main(int argc, char **argv)
 	}
 	fprintf(stderr,
 		"ethermem-llm-gen: wrote %s: %llu bytes, %s, dim %d hidden %d layers %d heads %d/%d "
-		"vocab %d seq %d", out, (unsigned long long)sb.st_size,
-		cfg.n_experts ? "MoE" : cfg.group_size ? "dense int8 v2" : "dense v0", cfg.dim,
-		cfg.hidden, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.vocab, cfg.seq_len);
+		"vocab %d seq %d",
+		out, (unsigned long long)sb.st_size,
+		cfg.n_experts    ? "MoE"
+		: cfg.group_size ? "dense int8 v2"
+				 : "dense v0",
+		cfg.dim, cfg.hidden, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.vocab,
+		cfg.seq_len);
 	if (cfg.n_experts)
 		fprintf(stderr, " experts %d top-k %d", cfg.n_experts, cfg.top_k);
 	fprintf(stderr, "\n");

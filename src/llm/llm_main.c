@@ -80,7 +80,8 @@ static void llm_usage(FILE *f)
 		"  --quiet               no human-readable statistics\n"
 		"  --help                this text\n"
 		"Exit status: 0 ok, 1 runtime or checkpoint error, 2 usage error or backend unavailable.\n"
-		"Pool backend: %s\n", llm_pool_backend ? llm_pool_backend->name : "not built");
+		"Pool backend: %s\n",
+		llm_pool_backend ? llm_pool_backend->name : "not built");
 }
 
 static int llm_arg_int(const char *name, const char *v, long lo, long hi, long *out)
@@ -91,8 +92,8 @@ static int llm_arg_int(const char *name, const char *v, long lo, long hi, long *
 	errno = 0;
 	n = strtol(v, &end, 10);
 	if (errno || end == v || *end || n < lo || n > hi) {
-		fprintf(stderr, "ethermem-llm: %s wants an integer in [%ld, %ld], got '%s'\n",
-			name, lo, hi, v);
+		fprintf(stderr, "ethermem-llm: %s wants an integer in [%ld, %ld], got '%s'\n", name,
+			lo, hi, v);
 		return -EINVAL;
 	}
 	*out = n;
@@ -107,7 +108,8 @@ static int llm_arg_u64(const char *name, const char *v, uint64_t *out)
 	errno = 0;
 	n = strtoull(v, &end, 0);
 	if (errno || end == v || *end || v[0] == '-') {
-		fprintf(stderr, "ethermem-llm: %s wants a non-negative integer, got '%s'\n", name, v);
+		fprintf(stderr, "ethermem-llm: %s wants a non-negative integer, got '%s'\n", name,
+			v);
 		return -EINVAL;
 	}
 	*out = n;
@@ -128,13 +130,15 @@ static int llm_parse_router(const char *v, struct llm_router *r)
 		if (v[4] == ':') {
 			errno = 0;
 			r->zipf_s = strtod(v + 5, &end);
-			if (errno || end == v + 5 || *end || !(r->zipf_s > 0.0 && r->zipf_s < 100.0)) {
+			if (errno || end == v + 5 || *end ||
+			    !(r->zipf_s > 0.0 && r->zipf_s < 100.0)) {
 				fprintf(stderr, "ethermem-llm: bad Zipf skew in '%s'\n", v);
 				return -EINVAL;
 			}
 		}
 	} else {
-		fprintf(stderr, "ethermem-llm: --router wants model, uniform or zipf[:S], got '%s'\n", v);
+		fprintf(stderr,
+			"ethermem-llm: --router wants model, uniform or zipf[:S], got '%s'\n", v);
 		return -EINVAL;
 	}
 	return 0;
@@ -142,9 +146,15 @@ static int llm_parse_router(const char *v, struct llm_router *r)
 
 static int llm_parse_args(int argc, char **argv, struct llm_opts *o)
 {
-	*o = (struct llm_opts){ .steps = 256, .threads = 1, .fetch_threads = 2,
-				.temperature = 1.0f, .seed = 42, .weights = LLM_W_MMAP,
-				.prompt_len = 1, .prompt_seed = 1, .suffix_seed = 2,
+	*o = (struct llm_opts){ .steps = 256,
+				.threads = 1,
+				.fetch_threads = 2,
+				.temperature = 1.0f,
+				.seed = 42,
+				.weights = LLM_W_MMAP,
+				.prompt_len = 1,
+				.prompt_seed = 1,
+				.suffix_seed = 2,
 				.kv_store_size = 64ull << 20,
 				.router = { .mode = LLM_ROUTER_MODEL, .zipf_s = 1.1, .seed = 1 } };
 	for (int i = 1; i < argc; i++) {
@@ -208,8 +218,8 @@ static int llm_parse_args(int argc, char **argv, struct llm_opts *o)
 			int prefix = !strcmp(name, "--kv-prefix"), pool = !strcmp(v, "pool");
 
 			if (!pool && strcmp(v, prefix ? "none" : "local")) {
-				fprintf(stderr, "ethermem-llm: %s wants %s or pool, got '%s'\n", name,
-					prefix ? "none" : "local", v);
+				fprintf(stderr, "ethermem-llm: %s wants %s or pool, got '%s'\n",
+					name, prefix ? "none" : "local", v);
 				return -EINVAL;
 			}
 			if (prefix)
@@ -217,10 +227,13 @@ static int llm_parse_args(int argc, char **argv, struct llm_opts *o)
 			else
 				o->kv_pool = pool;
 		} else if (!strcmp(name, "--kv-local") || !strcmp(name, "--kv-store-size")) {
-			uint64_t *dst = !strcmp(name, "--kv-local") ? &o->kv_local : &o->kv_store_size;
+			uint64_t *dst = !strcmp(name, "--kv-local") ? &o->kv_local
+								    : &o->kv_store_size;
 
 			if (llm_parse_size(v, dst) || !*dst) {
-				fprintf(stderr, "ethermem-llm: %s wants a size like 64M, got '%s'\n", name, v);
+				fprintf(stderr,
+					"ethermem-llm: %s wants a size like 64M, got '%s'\n", name,
+					v);
 				return -EINVAL;
 			}
 			if (dst == &o->kv_local)
@@ -238,8 +251,11 @@ static int llm_parse_args(int argc, char **argv, struct llm_opts *o)
 
 			errno = 0;
 			o->temperature = strtof(v, &end);
-			if (errno || end == v || *end || !(o->temperature >= 0.0f && o->temperature < 1e6f)) {
-				fprintf(stderr, "ethermem-llm: --temperature wants a number >= 0, got '%s'\n", v);
+			if (errno || end == v || *end ||
+			    !(o->temperature >= 0.0f && o->temperature < 1e6f)) {
+				fprintf(stderr,
+					"ethermem-llm: --temperature wants a number >= 0, got '%s'\n",
+					v);
 				return -EINVAL;
 			}
 		} else if (!strcmp(name, "--seed")) {
@@ -253,18 +269,24 @@ static int llm_parse_args(int argc, char **argv, struct llm_opts *o)
 				return -EINVAL;
 		} else if (!strcmp(name, "--local-mem")) {
 			if (llm_parse_size(v, &o->local_mem)) {
-				fprintf(stderr, "ethermem-llm: --local-mem wants a size like 512M, got '%s'\n", v);
+				fprintf(stderr,
+					"ethermem-llm: --local-mem wants a size like 512M, got '%s'\n",
+					v);
 				return -EINVAL;
 			}
 			o->have_local_mem = 1;
 		} else if (!strcmp(name, "--stream-chunk")) {
 			if (llm_parse_size(v, &o->chunk) || o->chunk < 64) {
-				fprintf(stderr, "ethermem-llm: --stream-chunk wants a size of at least 64 bytes, got '%s'\n", v);
+				fprintf(stderr,
+					"ethermem-llm: --stream-chunk wants a size of at least 64 bytes, got '%s'\n",
+					v);
 				return -EINVAL;
 			}
 		} else if (!strcmp(name, "--stream-from")) {
 			if (strcmp(v, "file") && strcmp(v, "pool")) {
-				fprintf(stderr, "ethermem-llm: --stream-from wants file or pool, got '%s'\n", v);
+				fprintf(stderr,
+					"ethermem-llm: --stream-from wants file or pool, got '%s'\n",
+					v);
 				return -EINVAL;
 			}
 			o->from_pool = !strcmp(v, "pool");
@@ -274,7 +296,9 @@ static int llm_parse_args(int argc, char **argv, struct llm_opts *o)
 			for (k = 0; k < 4 && strcmp(v, llm_wnames[k]); k++)
 				;
 			if (k == 4) {
-				fprintf(stderr, "ethermem-llm: --weights wants local, mmap, pool or stream, got '%s'\n", v);
+				fprintf(stderr,
+					"ethermem-llm: --weights wants local, mmap, pool or stream, got '%s'\n",
+					v);
 				return -EINVAL;
 			}
 			o->weights = k;
@@ -288,11 +312,13 @@ static int llm_parse_args(int argc, char **argv, struct llm_opts *o)
 		return -EINVAL;
 	}
 	if (o->weights != LLM_W_STREAM && (o->from_pool || o->chunk)) {
-		fprintf(stderr, "ethermem-llm: --stream-chunk and --stream-from apply to --weights stream only\n");
+		fprintf(stderr,
+			"ethermem-llm: --stream-chunk and --stream-from apply to --weights stream only\n");
 		return -EINVAL;
 	}
 	if (o->have_local_mem && o->weights != LLM_W_STREAM && o->weights != LLM_W_POOL) {
-		fprintf(stderr, "ethermem-llm: --local-mem applies to --weights pool and stream only\n");
+		fprintf(stderr,
+			"ethermem-llm: --local-mem applies to --weights pool and stream only\n");
 		return -EINVAL;
 	}
 	if (o->have_kv_local && !o->kv_pool) {
@@ -300,7 +326,8 @@ static int llm_parse_args(int argc, char **argv, struct llm_opts *o)
 		return -EINVAL;
 	}
 	if (o->suffix_len >= o->prompt_len) {
-		fprintf(stderr, "ethermem-llm: --suffix-len must be below --prompt-len (BOS comes first)\n");
+		fprintf(stderr,
+			"ethermem-llm: --suffix-len must be below --prompt-len (BOS comes first)\n");
 		return -EINVAL;
 	}
 	if (o->have_local_mem && !o->local_mem) {
@@ -377,8 +404,8 @@ static void llm_pool_release(void *cookie)
 	llm_pool_backend->unmap(cookie);
 }
 
-static int llm_open_source(const struct llm_opts *o, struct llm_src **src,
-			   void **pool_cookie, char *err, size_t errlen)
+static int llm_open_source(const struct llm_opts *o, struct llm_src **src, void **pool_cookie,
+			   char *err, size_t errlen)
 {
 	struct llm_fetcher f;
 	void *base;
@@ -392,23 +419,29 @@ static int llm_open_source(const struct llm_opts *o, struct llm_src **src,
 		return llm_weights_mmap(o->model, src, err, errlen);
 	case LLM_W_POOL:
 		if (!llm_pool_backend) {
-			snprintf(err, errlen, "pool backend not built yet (this build has no libethermem pool support)");
+			snprintf(
+				err, errlen,
+				"pool backend not built yet (this build has no libethermem pool support)");
 			return -ENOSYS;
 		}
-		rc = llm_pool_backend->map(o->model, o->have_local_mem ? o->local_mem : 0, &base, &len, pool_cookie);
+		rc = llm_pool_backend->map(o->model, o->have_local_mem ? o->local_mem : 0, &base,
+					   &len, pool_cookie);
 		if (rc) {
-			snprintf(err, errlen, "mapping %s from the pool: %s", o->model, strerror(-rc));
+			snprintf(err, errlen, "mapping %s from the pool: %s", o->model,
+				 strerror(-rc));
 			return rc;
 		}
-		rc = llm_weights_from_pointer(base, len, llm_pool_release, *pool_cookie,
-					      src, err, errlen);
+		rc = llm_weights_from_pointer(base, len, llm_pool_release, *pool_cookie, src, err,
+					      errlen);
 		if (rc)
 			llm_pool_backend->unmap(*pool_cookie);
 		return rc;
 	default:
 		if (o->from_pool) {
 			if (!llm_pool_backend || !llm_pool_backend->open_fetcher) {
-				snprintf(err, errlen, "pool backend not built yet (this build has no libethermem pool support)");
+				snprintf(
+					err, errlen,
+					"pool backend not built yet (this build has no libethermem pool support)");
 				return -ENOSYS;
 			}
 			rc = llm_pool_backend->open_fetcher(o->model, &f);
@@ -416,11 +449,12 @@ static int llm_open_source(const struct llm_opts *o, struct llm_src **src,
 			rc = llm_fetcher_file_open(o->model, o->fetch_threads, &f);
 		}
 		if (rc) {
-			snprintf(err, errlen, "cannot open %s for streaming: %s", o->model, strerror(-rc));
+			snprintf(err, errlen, "cannot open %s for streaming: %s", o->model,
+				 strerror(-rc));
 			return rc;
 		}
-		return llm_weights_stream(&f, o->have_local_mem ? o->local_mem : f.size,
-					  o->chunk, src, err, errlen);
+		return llm_weights_stream(&f, o->have_local_mem ? o->local_mem : f.size, o->chunk,
+					  src, err, errlen);
 	}
 }
 
@@ -430,7 +464,8 @@ static void llm_make_prompt(const struct llm_opts *o, int vocab, int *p)
 {
 	p[0] = 1;
 	for (int i = 1; i < o->prompt_len; i++) {
-		uint64_t seed = i >= o->prompt_len - o->suffix_len ? o->suffix_seed : o->prompt_seed;
+		uint64_t seed = i >= o->prompt_len - o->suffix_len ? o->suffix_seed
+								   : o->prompt_seed;
 		uint64_t x = seed * 0x9E3779B97F4A7C15ULL + (uint64_t)i;
 
 		x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
@@ -467,8 +502,9 @@ int main(int argc, char **argv)
 		return rc == -ENOSYS || rc == -ENOBUFS ? 2 : 1;
 	}
 	kind = src->cfg.n_experts ? "moe" : "dense";
-	format = src->lay.fmt == LLM_FMT_MOE ? "ethermem-moe-v1" :
-		 src->lay.fmt == LLM_FMT_Q8 ? "llama2c-v2-int8" : "llama2c-v0";
+	format = src->lay.fmt == LLM_FMT_MOE  ? "ethermem-moe-v1"
+		 : src->lay.fmt == LLM_FMT_Q8 ? "llama2c-v2-int8"
+					      : "llama2c-v0";
 	if (o.prompt_len > src->cfg.seq_len) {
 		fprintf(stderr, "ethermem-llm: --prompt-len %d is beyond the model's seq_len %d\n",
 			o.prompt_len, src->cfg.seq_len);
@@ -477,14 +513,16 @@ int main(int argc, char **argv)
 	}
 	if (o.steps > src->cfg.seq_len - o.prompt_len + 1) {
 		if (!o.quiet)
-			fprintf(stderr, "ethermem-llm: note: --steps %d capped at the model's seq_len %d\n",
+			fprintf(stderr,
+				"ethermem-llm: note: --steps %d capped at the model's seq_len %d\n",
 				o.steps, src->cfg.seq_len);
 		o.steps = src->cfg.seq_len - o.prompt_len + 1;
 	}
 	if (src->cfg.n_experts == 0 && o.router.mode != LLM_ROUTER_MODEL && !o.quiet)
 		fprintf(stderr, "ethermem-llm: note: --router has no effect on a dense model\n");
 	if ((o.kv_pool || o.kv_prefix) && (!llm_pool_backend || !llm_pool_backend->open_kv)) {
-		fprintf(stderr, "ethermem-llm: --kv pool and --kv-prefix pool need the pool backend, "
+		fprintf(stderr,
+			"ethermem-llm: --kv pool and --kv-prefix pool need the pool backend, "
 			"not built here\n");
 		status = 2;
 		goto out;
@@ -499,7 +537,8 @@ int main(int argc, char **argv)
 	}
 	rc = llm_threads_init(o.threads);
 	if (rc) {
-		fprintf(stderr, "ethermem-llm: starting %d threads: %s\n", o.threads, strerror(-rc));
+		fprintf(stderr, "ethermem-llm: starting %d threads: %s\n", o.threads,
+			strerror(-rc));
 		goto out;
 	}
 	ctx = o.prompt_len + o.steps - 1;
@@ -519,8 +558,10 @@ int main(int argc, char **argv)
 		rc = llm_engine_kv_pool(eng, o.have_kv_local ? o.kv_local : min,
 					llm_pool_backend->open_kv);
 		if (rc == -ENOBUFS) {
-			fprintf(stderr, "ethermem-llm: --kv-local must be at least %llu bytes for this "
-				"model (a block per layer and the stream ring)\n", (unsigned long long)min);
+			fprintf(stderr,
+				"ethermem-llm: --kv-local must be at least %llu bytes for this "
+				"model (a block per layer and the stream ring)\n",
+				(unsigned long long)min);
 			status = 2;
 			goto out;
 		}
@@ -531,8 +572,10 @@ int main(int argc, char **argv)
 	}
 	/* Connected before the clock starts, as a server would be. */
 	if (o.kv_prefix && (rc = llm_prefix_connect(llm_pool_backend, &pfx_conn))) {
-		fprintf(stderr, "ethermem-llm: prefix store: cannot connect to the pool: %s "
-			"(recomputing every prefix)\n", strerror(-rc));
+		fprintf(stderr,
+			"ethermem-llm: prefix store: cannot connect to the pool: %s "
+			"(recomputing every prefix)\n",
+			strerror(-rc));
 		pfx_conn = NULL;
 		pfx_errors++;
 	}
@@ -573,7 +616,8 @@ int main(int argc, char **argv)
 			rc = llm_prefix_open(llm_pool_backend, pfx_conn, eng, &src->cfg, logits,
 					     store, o.kv_store_size, &pfx);
 			if (rc) {
-				fprintf(stderr, "ethermem-llm: prefix store: %s (recomputing every prefix)\n",
+				fprintf(stderr,
+					"ethermem-llm: prefix store: %s (recomputing every prefix)\n",
 					strerror(-rc));
 				llm_pool_backend->store_close(NULL, pfx_conn);
 				pfx_errors++;
@@ -581,7 +625,8 @@ int main(int argc, char **argv)
 				int hit = llm_prefix_fetch(pfx, prompt, o.prompt_len);
 
 				if (hit > 0) {
-					pos = hit - 1; /* continue at the first position not fetched */
+					pos = hit -
+					      1; /* continue at the first position not fetched */
 					continue;
 				}
 			}
@@ -632,10 +677,10 @@ int main(int argc, char **argv)
 			"  bytes from backing source per token %.0f (a token reads %llu), faults per token %.1f\n",
 			kind, format, src->cfg.n_layers, src->cfg.dim,
 			(unsigned long long)src->lay.file_size, llm_wnames[o.weights],
-			o.weights == LLM_W_STREAM ? (o.from_pool ? " from pool" : " from file") : "",
-			o.steps, t_all, o.steps / (t_all / 1e3), p50, p95,
-			(double)moved / o.steps, (unsigned long long)src->lay.w_hot_bytes,
-			(double)faults / o.steps);
+			o.weights == LLM_W_STREAM ? (o.from_pool ? " from pool" : " from file")
+						  : "",
+			o.steps, t_all, o.steps / (t_all / 1e3), p50, p95, (double)moved / o.steps,
+			(unsigned long long)src->lay.w_hot_bytes, (double)faults / o.steps);
 		if (o.weights == LLM_W_STREAM)
 			fprintf(stderr,
 				"  stream budget: pinned %llu, staging %llu, expert cache %llu (%d slots); stall %.1f ms\n",
@@ -653,8 +698,8 @@ int main(int argc, char **argv)
 			fprintf(stderr,
 				"  prefix: %d tokens fetched (%.1f ms, %llu bytes), %d blocks published "
 				"(%d already there, %.1f ms), %d rejected, %d store errors\n",
-				ps.hit_tokens, ps.fetch_ms, (unsigned long long)ps.bytes, ps.published,
-				ps.present, ps.publish_ms, ps.rejected, ps.errors);
+				ps.hit_tokens, ps.fetch_ms, (unsigned long long)ps.bytes,
+				ps.published, ps.present, ps.publish_ms, ps.rejected, ps.errors);
 		if (src->cfg.n_experts && o.weights != LLM_W_LOCAL)
 			fprintf(stderr,
 				"  experts: %llu hits, %llu cold loads, cold-load ms p50 %.3f p95 %.3f\n",
@@ -673,10 +718,10 @@ int main(int argc, char **argv)
 			"\"expert_misses\":%llu,\"expert_cold_ms_p50\":%.4f,\"expert_cold_ms_p95\":%.4f,"
 			"\"stall_ms\":%.3f,",
 			kind, format, llm_wnames[o.weights],
-			o.weights == LLM_W_STREAM ? (o.from_pool ? "pool" : "file") : "",
-			o.steps, o.threads, (unsigned long long)src->lay.file_size,
-			(unsigned long long)src->lay.w_hot_bytes, o.steps / (t_all / 1e3),
-			p50, p95, (double)moved / o.steps, (double)faults / o.steps,
+			o.weights == LLM_W_STREAM ? (o.from_pool ? "pool" : "file") : "", o.steps,
+			o.threads, (unsigned long long)src->lay.file_size,
+			(unsigned long long)src->lay.w_hot_bytes, o.steps / (t_all / 1e3), p50, p95,
+			(double)moved / o.steps, (double)faults / o.steps,
 			(unsigned long long)(o.have_local_mem ? o.local_mem : 0),
 			(unsigned long long)src->st.pinned_bytes,
 			(unsigned long long)src->st.staging_bytes,
@@ -693,8 +738,8 @@ int main(int argc, char **argv)
 			(unsigned long long)kv1.local_bytes, (unsigned long long)kv1.pool_bytes,
 			(double)(kv1.bytes_read - kv0.bytes_read) / o.steps, kv1.stall_ms,
 			o.kv_prefix ? "pool" : "none", ps.hit_tokens, ps.fetch_ms,
-			(unsigned long long)ps.bytes, ps.published, ps.present, ps.rejected, ps.errors,
-			ps.publish_ms);
+			(unsigned long long)ps.bytes, ps.published, ps.present, ps.rejected,
+			ps.errors, ps.publish_ms);
 	}
 	status = 0;
 out:

@@ -57,8 +57,8 @@ static void llm_rows_base(float *out, const float *x, const float *w, int n, int
 /* Dispatched by hand rather than with target_clones: an ifunc resolver runs
  * before the sanitizer runtimes initialise and crashes TSan builds. */
 #if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2")))
-static void llm_rows_avx2(float *out, const float *x, const float *w, int n, int r0, int r1)
+__attribute__((target("avx2"))) static void llm_rows_avx2(float *out, const float *x,
+							  const float *w, int n, int r0, int r1)
 {
 	llm_rows_body(out, x, w, n, r0, r1);
 }
@@ -68,8 +68,8 @@ static llm_rows_t *llm_rows;
 
 /* int8 rows: runq's arithmetic (integer dot per group, scaled by both
  * scales), with the same fixed order for every thread split. */
-static void llm_rows_q8(float *out, const int8_t *xq, const float *xs,
-			const int8_t *wq, const float *ws, int n, int gs, int r0, int r1)
+static void llm_rows_q8(float *out, const int8_t *xq, const float *xs, const int8_t *wq,
+			const float *ws, int n, int gs, int r0, int r1)
 {
 	for (int i = r0; i < r1; i++) {
 		const int8_t *row = wq + (size_t)i * (size_t)n;
@@ -112,15 +112,17 @@ static struct {
 	const int8_t *xq, *wq; /* set for an int8 job */
 	const float *xs, *ws;
 	int gs;
-} llm_tp = { .n = 1, .mu = PTHREAD_MUTEX_INITIALIZER,
-	     .go = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER };
+} llm_tp = { .n = 1,
+	     .mu = PTHREAD_MUTEX_INITIALIZER,
+	     .go = PTHREAD_COND_INITIALIZER,
+	     .done = PTHREAD_COND_INITIALIZER };
 
 /* Rows [r0, r1) of the job in llm_tp, float or int8. */
 static void llm_tp_rows(int r0, int r1)
 {
 	if (llm_tp.wq)
-		llm_rows_q8(llm_tp.out, llm_tp.xq, llm_tp.xs, llm_tp.wq, llm_tp.ws,
-			    llm_tp.cols, llm_tp.gs, r0, r1);
+		llm_rows_q8(llm_tp.out, llm_tp.xq, llm_tp.xs, llm_tp.wq, llm_tp.ws, llm_tp.cols,
+			    llm_tp.gs, r0, r1);
 	else
 		llm_rows(llm_tp.out, llm_tp.x, llm_tp.w, llm_tp.cols, r0, r1);
 }
@@ -220,8 +222,8 @@ void llm_matmul(float *out, const float *x, const float *w, int n, int d)
 	llm_tp_run(d);
 }
 
-void llm_matmul_q8(float *out, const int8_t *xq, const float *xs, const void *w,
-		   int n, int d, int gs)
+void llm_matmul_q8(float *out, const int8_t *xq, const float *xs, const void *w, int n, int d,
+		   int gs)
 {
 	const int8_t *wq = w;
 	const float *ws = (const float *)(const void *)(wq + (size_t)n * (size_t)d);

@@ -71,14 +71,13 @@ static int llm_fail(char *err, size_t errlen, const char *fmt, ...)
 
 static int32_t llm_rd32(const unsigned char *p)
 {
-	uint32_t v = (uint32_t)p[0] | (uint32_t)p[1] << 8 |
-		     (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+	uint32_t v = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+		     (uint32_t)p[3] << 24;
 	return (int32_t)v;
 }
 
 /* *acc += a*b*c*4 bytes (fp32), failing on overflow. */
-static int llm_add_f32(uint64_t *acc, uint64_t a, uint64_t b, uint64_t c,
-		       uint64_t *one)
+static int llm_add_f32(uint64_t *acc, uint64_t a, uint64_t b, uint64_t c, uint64_t *one)
 {
 	uint64_t n;
 
@@ -95,12 +94,10 @@ static uint64_t llm_align(uint64_t v, uint64_t a)
 	return (v + a - 1) / a * a;
 }
 
-static int llm_check_dims(const int32_t *f, struct llm_config *c, char *err,
-			  size_t errlen)
+static int llm_check_dims(const int32_t *f, struct llm_config *c, char *err, size_t errlen)
 {
-	static const char *const names[] = { "dim", "hidden_dim", "n_layers",
-					     "n_heads", "n_kv_heads", "vocab_size",
-					     "seq_len" };
+	static const char *const names[] = { "dim",        "hidden_dim", "n_layers", "n_heads",
+					     "n_kv_heads", "vocab_size", "seq_len" };
 
 	for (int i = 0; i < 7; i++) {
 		int32_t v = i == 5 ? (f[i] < 0 && f[i] != INT32_MIN ? -f[i] : f[i]) : f[i];
@@ -120,7 +117,8 @@ static int llm_check_dims(const int32_t *f, struct llm_config *c, char *err,
 		return llm_fail(err, errlen, "bad header: dim %d not a multiple of n_heads %d",
 				c->dim, c->n_heads);
 	if (c->n_kv_heads > c->n_heads || c->n_heads % c->n_kv_heads)
-		return llm_fail(err, errlen, "bad header: n_heads %d not a multiple of n_kv_heads %d",
+		return llm_fail(err, errlen,
+				"bad header: n_heads %d not a multiple of n_kv_heads %d",
 				c->n_heads, c->n_kv_heads);
 	c->head_size = c->dim / c->n_heads;
 	if (c->head_size % 2)
@@ -135,17 +133,16 @@ static int llm_layout_v0(struct llm_config *c, struct llm_layout *lay)
 	uint64_t off = LLM_V0_HEADER, L = (uint64_t)c->n_layers, D = (uint64_t)c->dim;
 	uint64_t H = (uint64_t)c->hidden, KV = (uint64_t)c->kv_dim, one;
 	static const enum llm_tensor order[] = { LLM_T_RMS_ATT, LLM_T_WQ, LLM_T_WK,
-						 LLM_T_WV, LLM_T_WO, LLM_T_RMS_FFN,
-						 LLM_T_W1, LLM_T_W2, LLM_T_W3 };
+						 LLM_T_WV,      LLM_T_WO, LLM_T_RMS_FFN,
+						 LLM_T_W1,      LLM_T_W2, LLM_T_W3 };
 	uint64_t rows[LLM_T_COUNT] = {
-		[LLM_T_RMS_ATT] = 1, [LLM_T_WQ] = D, [LLM_T_WK] = KV, [LLM_T_WV] = KV,
-		[LLM_T_WO] = D, [LLM_T_RMS_FFN] = 1, [LLM_T_W1] = H, [LLM_T_W2] = D,
-		[LLM_T_W3] = H,
+		[LLM_T_RMS_ATT] = 1, [LLM_T_WQ] = D, [LLM_T_WK] = KV,
+		[LLM_T_WV] = KV,     [LLM_T_WO] = D, [LLM_T_RMS_FFN] = 1,
+		[LLM_T_W1] = H,      [LLM_T_W2] = D, [LLM_T_W3] = H,
 	};
 	uint64_t cols[LLM_T_COUNT] = {
-		[LLM_T_RMS_ATT] = D, [LLM_T_WQ] = D, [LLM_T_WK] = D, [LLM_T_WV] = D,
-		[LLM_T_WO] = D, [LLM_T_RMS_FFN] = D, [LLM_T_W1] = D, [LLM_T_W2] = H,
-		[LLM_T_W3] = D,
+		[LLM_T_RMS_ATT] = D, [LLM_T_WQ] = D, [LLM_T_WK] = D, [LLM_T_WV] = D, [LLM_T_WO] = D,
+		[LLM_T_RMS_FFN] = D, [LLM_T_W1] = D, [LLM_T_W2] = H, [LLM_T_W3] = D,
 	};
 
 	lay->fmt = LLM_FMT_V0;
@@ -176,8 +173,7 @@ static int llm_layout_v0(struct llm_config *c, struct llm_layout *lay)
 }
 
 /* *acc += a*b int8 values and a*b/gs fp32 scales. */
-static int llm_add_q8(uint64_t *acc, uint64_t a, uint64_t b, uint64_t gs,
-		      uint64_t *one)
+static int llm_add_q8(uint64_t *acc, uint64_t a, uint64_t b, uint64_t gs, uint64_t *one)
 {
 	uint64_t n, t;
 
@@ -200,7 +196,7 @@ static int llm_layout_q8(struct llm_config *c, struct llm_layout *lay)
 						 LLM_T_W1, LLM_T_W2, LLM_T_W3 };
 	uint64_t rows[LLM_T_COUNT] = {
 		[LLM_T_WQ] = D, [LLM_T_WK] = KV, [LLM_T_WV] = KV, [LLM_T_WO] = D,
-		[LLM_T_W1] = H, [LLM_T_W2] = D, [LLM_T_W3] = H,
+		[LLM_T_W1] = H, [LLM_T_W2] = D,  [LLM_T_W3] = H,
 	};
 	uint64_t cols[LLM_T_COUNT] = {
 		[LLM_T_WQ] = D, [LLM_T_WK] = D, [LLM_T_WV] = D, [LLM_T_WO] = D,
@@ -250,8 +246,8 @@ static int llm_layout_moe(struct llm_config *c, struct llm_layout *lay)
 	uint64_t off = LLM_MOE_HEADER, D = (uint64_t)c->dim, H = (uint64_t)c->hidden;
 	uint64_t KV = (uint64_t)c->kv_dim, E = (uint64_t)c->n_experts, one, ex = 0;
 	uint64_t rows[LLM_T_COUNT] = {
-		[LLM_T_RMS_ATT] = 1, [LLM_T_WQ] = D, [LLM_T_WK] = KV, [LLM_T_WV] = KV,
-		[LLM_T_WO] = D, [LLM_T_RMS_FFN] = 1, [LLM_T_ROUTER] = E,
+		[LLM_T_RMS_ATT] = 1, [LLM_T_WQ] = D,      [LLM_T_WK] = KV,    [LLM_T_WV] = KV,
+		[LLM_T_WO] = D,      [LLM_T_RMS_FFN] = 1, [LLM_T_ROUTER] = E,
 	};
 
 	lay->fmt = LLM_FMT_MOE;
@@ -284,15 +280,13 @@ static int llm_layout_moe(struct llm_config *c, struct llm_layout *lay)
 	    __builtin_mul_overflow(lay->layer_stride, (uint64_t)c->n_layers, &one) ||
 	    __builtin_add_overflow(lay->layer_base, one, &lay->file_size))
 		return -EOVERFLOW;
-	lay->w_hot_bytes = (uint64_t)c->n_layers *
-				   (lay->attn_bytes + (uint64_t)c->top_k * ex) +
+	lay->w_hot_bytes = (uint64_t)c->n_layers * (lay->attn_bytes + (uint64_t)c->top_k * ex) +
 			   D * 4 + (uint64_t)c->vocab * D * 4;
 	return 0;
 }
 
-int llm_parse_header(const void *hdr, size_t hdr_len, uint64_t file_size,
-		     struct llm_config *cfg, struct llm_layout *lay,
-		     char *err, size_t errlen)
+int llm_parse_header(const void *hdr, size_t hdr_len, uint64_t file_size, struct llm_config *cfg,
+		     struct llm_layout *lay, char *err, size_t errlen)
 {
 	const unsigned char *p = hdr;
 	int32_t f[7];
@@ -307,16 +301,19 @@ int llm_parse_header(const void *hdr, size_t hdr_len, uint64_t file_size,
 	moe = (uint32_t)llm_rd32(p) == LLM_MOE_MAGIC;
 	if (q8) {
 		if (hdr_len < LLM_Q8_HEADER || file_size < LLM_Q8_HEADER)
-			return llm_fail(err, errlen, "int8 checkpoint shorter than its %d-byte header",
+			return llm_fail(err, errlen,
+					"int8 checkpoint shorter than its %d-byte header",
 					LLM_Q8_HEADER);
 		if (llm_rd32(p + 4) != 2)
-			return llm_fail(err, errlen,
-					"llama2.c checkpoint version %d is not supported (versions 0 and 2 are)",
-					llm_rd32(p + 4));
+			return llm_fail(
+				err, errlen,
+				"llama2.c checkpoint version %d is not supported (versions 0 and 2 are)",
+				llm_rd32(p + 4));
 		p += 8;
 	} else if (moe) {
 		if (hdr_len < LLM_MOE_HEADER || file_size < LLM_MOE_HEADER)
-			return llm_fail(err, errlen, "MoE checkpoint shorter than its %d-byte header",
+			return llm_fail(err, errlen,
+					"MoE checkpoint shorter than its %d-byte header",
 					LLM_MOE_HEADER);
 		if (llm_rd32(p + 4) != LLM_MOE_VERSION)
 			return llm_fail(err, errlen, "MoE checkpoint version %d, expected %d",
@@ -332,20 +329,23 @@ int llm_parse_header(const void *hdr, size_t hdr_len, uint64_t file_size,
 		const unsigned char *h = hdr;
 
 		if (f[5] < 0)
-			return llm_fail(err, errlen, "bad header: negative vocab_size in an int8 checkpoint");
+			return llm_fail(err, errlen,
+					"bad header: negative vocab_size in an int8 checkpoint");
 		if (h[36] > 1)
 			return llm_fail(err, errlen, "bad header: shared_classifier = %d", h[36]);
 		cfg->shared_cls = h[36];
 		cfg->group_size = llm_rd32(h + 37);
 		/* Scales must stay 4-byte aligned, and rows must be whole groups. */
-		if (cfg->group_size < 4 || cfg->group_size % 4 ||
-		    cfg->dim % cfg->group_size || cfg->hidden % cfg->group_size)
-			return llm_fail(err, errlen,
-					"bad header: group_size %d must be a multiple of 4 dividing dim %d and hidden_dim %d",
-					cfg->group_size, cfg->dim, cfg->hidden);
+		if (cfg->group_size < 4 || cfg->group_size % 4 || cfg->dim % cfg->group_size ||
+		    cfg->hidden % cfg->group_size)
+			return llm_fail(
+				err, errlen,
+				"bad header: group_size %d must be a multiple of 4 dividing dim %d and hidden_dim %d",
+				cfg->group_size, cfg->dim, cfg->hidden);
 		for (int i = 41; i < LLM_Q8_HEADER; i++)
 			if (h[i])
-				return llm_fail(err, errlen, "bad header: reserved byte %d is not zero", i);
+				return llm_fail(err, errlen,
+						"bad header: reserved byte %d is not zero", i);
 		rc = llm_layout_q8(cfg, lay);
 	} else if (moe) {
 		cfg->n_experts = llm_rd32(p + 28);
@@ -358,7 +358,8 @@ int llm_parse_header(const void *hdr, size_t hdr_len, uint64_t file_size,
 					cfg->top_k, cfg->n_experts);
 		for (int i = 44; i < LLM_MOE_HEADER; i++)
 			if (((const unsigned char *)hdr)[i])
-				return llm_fail(err, errlen, "bad header: reserved byte %d is not zero", i);
+				return llm_fail(err, errlen,
+						"bad header: reserved byte %d is not zero", i);
 		rc = llm_layout_moe(cfg, lay);
 	} else {
 		rc = llm_layout_v0(cfg, lay);
@@ -366,11 +367,14 @@ int llm_parse_header(const void *hdr, size_t hdr_len, uint64_t file_size,
 	if (rc)
 		return llm_fail(err, errlen, "bad header: tensor sizes overflow");
 	if (lay->file_size != file_size)
-		return llm_fail(err, errlen,
-				"checkpoint is %llu bytes but its header (dim %d, hidden %d, layers %d, heads %d/%d, vocab %d, seq %d%s) describes %llu",
-				(unsigned long long)file_size, cfg->dim, cfg->hidden,
-				cfg->n_layers, cfg->n_heads, cfg->n_kv_heads, cfg->vocab,
-				cfg->seq_len, moe ? ", MoE" : q8 ? ", int8" : "",
-				(unsigned long long)lay->file_size);
+		return llm_fail(
+			err, errlen,
+			"checkpoint is %llu bytes but its header (dim %d, hidden %d, layers %d, heads %d/%d, vocab %d, seq %d%s) describes %llu",
+			(unsigned long long)file_size, cfg->dim, cfg->hidden, cfg->n_layers,
+			cfg->n_heads, cfg->n_kv_heads, cfg->vocab, cfg->seq_len,
+			moe  ? ", MoE"
+			: q8 ? ", int8"
+			     : "",
+			(unsigned long long)lay->file_size);
 	return 0;
 }

@@ -100,9 +100,10 @@ static int llm_region_check(em_region *r, const char *model, const char *name)
 		return 0;
 	}
 	if ((uint64_t)sb.st_size != size) {
-		fprintf(stderr, "ethermem-llm: region %s holds %llu bytes but %s has %llu: "
-			"re-import it (ethermem import %s %s)\n", name,
-			(unsigned long long)size, model, (unsigned long long)sb.st_size,
+		fprintf(stderr,
+			"ethermem-llm: region %s holds %llu bytes but %s has %llu: "
+			"re-import it (ethermem import %s %s)\n",
+			name, (unsigned long long)size, model, (unsigned long long)sb.st_size,
 			model, name);
 		close(fd);
 		return -ESTALE;
@@ -115,8 +116,10 @@ static int llm_region_check(em_region *r, const char *model, const char *name)
 		if (!rc)
 			rc = em_read(r, offs[i], b, n);
 		if (!rc && memcmp(a, b, n)) {
-			fprintf(stderr, "ethermem-llm: region %s differs from %s: "
-				"re-import it (ethermem import %s %s)\n", name, model, model, name);
+			fprintf(stderr,
+				"ethermem-llm: region %s differs from %s: "
+				"re-import it (ethermem import %s %s)\n",
+				name, model, model, name);
 			rc = -ESTALE;
 		}
 	}
@@ -132,16 +135,20 @@ static int llm_pool_open(const char *model, em_pool **pool, em_region **r)
 	llm_region_name(model, name, sizeof(name));
 	rc = em_pool_connect(pool, NULL);
 	if (rc) {
-		fprintf(stderr, "ethermem-llm: cannot connect to the pool (ETHERMEM_NODES, "
-			"ETHERMEM_SECRET_FILE): %s\n", em_strerror(rc));
+		fprintf(stderr,
+			"ethermem-llm: cannot connect to the pool (ETHERMEM_NODES, "
+			"ETHERMEM_SECRET_FILE): %s\n",
+			em_strerror(rc));
 		return rc;
 	}
 	rc = em_region_open(*pool, name, r);
 	if (rc) {
 		fprintf(stderr, "ethermem-llm: region %s: %s%s%s%s\n", name, em_strerror(rc),
 			rc == -ENOENT ? " (load the checkpoint with: ethermem import " : "",
-			rc == -ENOENT ? model : "", rc == -ENOENT ? " <region>, and name it "
-			"in ETHERMEM_LLM_REGION or call it llm-<file name>)" : "");
+			rc == -ENOENT ? model : "",
+			rc == -ENOENT ? " <region>, and name it "
+					"in ETHERMEM_LLM_REGION or call it llm-<file name>)"
+				      : "");
 		em_pool_close(*pool);
 		return rc;
 	}
@@ -277,8 +284,11 @@ static int llm_pf_submit_op(struct llm_pfetch *f, uint8_t opcode, uint64_t off, 
 		/* Page-aligned cuts, so that pieces land on whole pages. */
 		size_t piece = p == parts - 1 ? len - at : (len / (size_t)parts) & ~(size_t)4095;
 		int qi = (first + p) % f->nq;
-		struct em_op op = { .opcode = opcode, .region = f->r, .offset = off + at,
-				    .buf = (char *)dst + at, .len = piece,
+		struct em_op op = { .opcode = opcode,
+				    .region = f->r,
+				    .offset = off + at,
+				    .buf = (char *)dst + at,
+				    .len = piece,
 				    .user_data = (uint64_t)(e - f->ent) };
 
 		/* A full queue is no error: finish something, park it, post again. */
@@ -360,8 +370,7 @@ static int llm_em_open_fetcher(const char *model, struct llm_fetcher *out)
 
 	if (!f)
 		return -ENOMEM;
-	if ((rc = llm_spin_init(&f->spin)) ||
-	    (rc = em_cfg_env_num(EM_CFG_LLM_QUEUES, &nq))) {
+	if ((rc = llm_spin_init(&f->spin)) || (rc = em_cfg_env_num(EM_CFG_LLM_QUEUES, &nq))) {
 		free(f);
 		return rc;
 	}
@@ -429,8 +438,10 @@ static int llm_em_open_kv(uint64_t bytes, struct llm_kvio *out)
 	f->nq = 1;
 	rc = em_pool_connect(&f->pool, NULL);
 	if (rc) {
-		fprintf(stderr, "ethermem-llm: cannot connect to the pool for the KV cache "
-			"(ETHERMEM_NODES, ETHERMEM_SECRET_FILE): %s\n", em_strerror(rc));
+		fprintf(stderr,
+			"ethermem-llm: cannot connect to the pool for the KV cache "
+			"(ETHERMEM_NODES, ETHERMEM_SECRET_FILE): %s\n",
+			em_strerror(rc));
 		free(f);
 		return rc;
 	}
@@ -466,11 +477,12 @@ static int llm_em_store_connect(void **conn)
 	return 0;
 }
 
-static int llm_em_store_open(void *conn, const char *name, uint64_t capacity,
-			     uint32_t value_max, void **store)
+static int llm_em_store_open(void *conn, const char *name, uint64_t capacity, uint32_t value_max,
+			     void **store)
 {
-	struct em_kv_opts o = { .size = sizeof(o), .capacity = capacity, .value_max = value_max,
-				.create = 1 };
+	struct em_kv_opts o = {
+		.size = sizeof(o), .capacity = capacity, .value_max = value_max, .create = 1
+	};
 	em_kv *kv;
 	int rc = em_kv_open(conn, name, &o, &kv);
 
@@ -524,7 +536,8 @@ static void llm_em_unmap(void *cookie)
 	free(m);
 }
 
-static int llm_em_map(const char *model, uint64_t local_mem, void **base, size_t *len, void **cookie)
+static int llm_em_map(const char *model, uint64_t local_mem, void **base, size_t *len,
+		      void **cookie)
 {
 	struct llm_pmap *m = calloc(1, sizeof(*m));
 	struct em_map_opts mo = { .size = sizeof(mo), .flags = EM_MAP_READONLY };
@@ -546,7 +559,8 @@ static int llm_em_map(const char *model, uint64_t local_mem, void **base, size_t
 	/* No budget given means no limit, as for the other backends: the whole
 	 * model, rounded up to whole fetch units. */
 	if (local_mem) {
-		rc = em_map_cache_size((local_mem + mo.fetch_unit - 1) / mo.fetch_unit * mo.fetch_unit);
+		rc = em_map_cache_size((local_mem + mo.fetch_unit - 1) / mo.fetch_unit *
+				       mo.fetch_unit);
 		if (rc)
 			goto fail;
 	} else if (!em_cfg_env_isset(EM_CFG_MAP_CACHE)) {
@@ -557,7 +571,8 @@ static int llm_em_map(const char *model, uint64_t local_mem, void **base, size_t
 	rc = em_map(m->r, &mo, &m->addr);
 	if (rc) {
 		fprintf(stderr, "ethermem-llm: em_map of the model's region: %s%s\n",
-			em_strerror(rc), rc == -EINVAL ? " (cache budget below the fetch unit?)" : "");
+			em_strerror(rc),
+			rc == -EINVAL ? " (cache budget below the fetch unit?)" : "");
 		goto fail;
 	}
 	*base = m->addr;

@@ -37,13 +37,15 @@
 void llm_group_tensors(enum llm_format fmt, int g, int *vec, int *mat)
 {
 	static const int dense[LLM_GROUPS_DENSE][2] = {
-		{ LLM_T_RMS_ATT, LLM_T_WQ }, { -1, LLM_T_WK }, { -1, LLM_T_WV },
-		{ -1, LLM_T_WO }, { LLM_T_RMS_FFN, LLM_T_W1 }, { -1, LLM_T_W3 },
-		{ -1, LLM_T_W2 },
+		{ LLM_T_RMS_ATT, LLM_T_WQ }, { -1, LLM_T_WK }, { -1, LLM_T_WV }, { -1, LLM_T_WO },
+		{ LLM_T_RMS_FFN, LLM_T_W1 }, { -1, LLM_T_W3 }, { -1, LLM_T_W2 },
 	};
 	static const int moe[LLM_GROUPS_MOE][2] = {
-		{ LLM_T_RMS_ATT, LLM_T_WQ }, { -1, LLM_T_WK }, { -1, LLM_T_WV },
-		{ -1, LLM_T_WO }, { LLM_T_RMS_FFN, LLM_T_ROUTER },
+		{ LLM_T_RMS_ATT, LLM_T_WQ },
+		{ -1, LLM_T_WK },
+		{ -1, LLM_T_WV },
+		{ -1, LLM_T_WO },
+		{ LLM_T_RMS_FFN, LLM_T_ROUTER },
 	};
 	const int *p = fmt == LLM_FMT_MOE ? moe[g] : dense[g];
 
@@ -55,10 +57,20 @@ void llm_tensor_shape(const struct llm_config *c, int t, int *rows, int *cols)
 {
 	*cols = t == LLM_T_W2 ? c->hidden : c->dim;
 	switch (t) {
-	case LLM_T_WK: case LLM_T_WV: *rows = c->kv_dim; break;
-	case LLM_T_W1: case LLM_T_W3: *rows = c->hidden; break;
-	case LLM_T_ROUTER: *rows = c->n_experts; break;
-	default: *rows = c->dim; break;
+	case LLM_T_WK:
+	case LLM_T_WV:
+		*rows = c->kv_dim;
+		break;
+	case LLM_T_W1:
+	case LLM_T_W3:
+		*rows = c->hidden;
+		break;
+	case LLM_T_ROUTER:
+		*rows = c->n_experts;
+		break;
+	default:
+		*rows = c->dim;
+		break;
 	}
 }
 
@@ -71,8 +83,8 @@ static uint64_t llm_toff(const struct llm_layout *lay, int l, int t)
 
 static uint64_t llm_eoff(const struct llm_layout *lay, int l, int e)
 {
-	return lay->layer_base + (uint64_t)l * lay->layer_stride +
-	       lay->expert_base + (uint64_t)e * lay->expert_stride;
+	return lay->layer_base + (uint64_t)l * lay->layer_stride + lay->expert_base +
+	       (uint64_t)e * lay->expert_stride;
 }
 
 static void llm_expert_ptrs(const struct llm_config *c, const unsigned char *p,
@@ -85,8 +97,8 @@ static void llm_expert_ptrs(const struct llm_config *c, const unsigned char *p,
 	w->w3 = w->w2 + m;
 }
 
-static int llm_src_init(struct llm_src *s, const void *hdr, size_t hdr_len,
-			uint64_t size, char *err, size_t errlen)
+static int llm_src_init(struct llm_src *s, const void *hdr, size_t hdr_len, uint64_t size,
+			char *err, size_t errlen)
 {
 	int rc = llm_parse_header(hdr, hdr_len, size, &s->cfg, &s->lay, err, errlen);
 
@@ -133,8 +145,8 @@ static uint64_t llm_row_bytes(const struct llm_config *c, int cols)
 /* File ranges holding rows [r0, r1) of a matrix at moff, in the order they
  * sit in memory: fp32 rows, or int8 rows then their scales.  Returns the
  * number of ranges (1 or 2). */
-static int llm_row_ranges(const struct llm_config *c, const struct llm_geom *g,
-			  int r0, int r1, uint64_t *off, uint64_t *len)
+static int llm_row_ranges(const struct llm_config *c, const struct llm_geom *g, int r0, int r1,
+			  uint64_t *off, uint64_t *len)
 {
 	uint64_t gs = (uint64_t)c->group_size, C = (uint64_t)g->cols, n = (uint64_t)(r1 - r0);
 
@@ -167,8 +179,8 @@ struct llm_psrc {
 };
 
 /* Embedding row `token` from a table at emb holding `vocab` rows. */
-static void llm_emb_row(const struct llm_config *c, const unsigned char *emb,
-			int vocab, int token, float *out)
+static void llm_emb_row(const struct llm_config *c, const unsigned char *emb, int vocab, int token,
+			float *out)
 {
 	size_t D = (size_t)c->dim;
 
@@ -244,8 +256,7 @@ static int llm_p_probe(struct llm_psrc *p, const unsigned char *at, uint64_t len
 	return llm_s_note_cold(&p->s.st, llm_now_ms() - t0);
 }
 
-static int llm_p_experts(struct llm_src *s, int l, const int *ids, int k,
-			 struct llm_expert_w *w)
+static int llm_p_experts(struct llm_src *s, int l, const int *ids, int k, struct llm_expert_w *w)
 {
 	struct llm_psrc *p = (struct llm_psrc *)s;
 
@@ -281,9 +292,8 @@ static const struct llm_src_ops llm_psrc_ops = {
 	.close = llm_p_close,
 };
 
-int llm_weights_from_pointer(const void *base, size_t len,
-			     void (*release)(void *cookie), void *cookie,
-			     struct llm_src **out, char *err, size_t errlen)
+int llm_weights_from_pointer(const void *base, size_t len, void (*release)(void *cookie),
+			     void *cookie, struct llm_src **out, char *err, size_t errlen)
 {
 	struct llm_psrc *p = calloc(1, sizeof(*p));
 	size_t hl = len < LLM_MOE_HEADER ? len : LLM_MOE_HEADER;
@@ -305,8 +315,7 @@ int llm_weights_from_pointer(const void *base, size_t len,
 	return 0;
 }
 
-static int llm_open_file(const char *path, int *fd, uint64_t *size, char *err,
-			 size_t errlen)
+static int llm_open_file(const char *path, int *fd, uint64_t *size, char *err, size_t errlen)
 {
 	struct stat sb;
 	int rc;
@@ -332,8 +341,7 @@ static int llm_open_file(const char *path, int *fd, uint64_t *size, char *err,
 	return 0;
 }
 
-int llm_weights_local(const char *path, struct llm_src **out, char *err,
-		      size_t errlen)
+int llm_weights_local(const char *path, struct llm_src **out, char *err, size_t errlen)
 {
 	uint64_t size = 0, done = 0;
 	unsigned char *buf;
@@ -344,8 +352,8 @@ int llm_weights_local(const char *path, struct llm_src **out, char *err,
 		return rc;
 	buf = malloc(size);
 	if (!buf) {
-		snprintf(err, errlen, "cannot allocate %llu bytes for %s",
-			 (unsigned long long)size, path);
+		snprintf(err, errlen, "cannot allocate %llu bytes for %s", (unsigned long long)size,
+			 path);
 		close(fd);
 		return -ENOMEM;
 	}
@@ -388,8 +396,7 @@ static void llm_unmap(void *cookie)
 	free(m);
 }
 
-int llm_weights_mmap(const char *path, struct llm_src **out, char *err,
-		     size_t errlen)
+int llm_weights_mmap(const char *path, struct llm_src **out, char *err, size_t errlen)
 {
 	struct llm_mapping *m;
 	uint64_t size = 0;
@@ -434,8 +441,8 @@ void llm_src_close(struct llm_src *s)
 struct llm_unit {
 	uint64_t off[LLM_UNIT_RANGES], len[LLM_UNIT_RANGES];
 	int nr;
-	int r0, r1;         /* matrix rows held */
-	uint64_t vlen;      /* bytes of norm vector ahead of the rows */
+	int r0, r1;    /* matrix rows held */
+	uint64_t vlen; /* bytes of norm vector ahead of the rows */
 	uint64_t bytes;
 	unsigned char *pin; /* resident copy, or NULL if streamed */
 	int next;           /* next streamed unit after this one, cyclically */
@@ -473,7 +480,7 @@ struct llm_ssrc {
 	int n_slots;
 	int *slot_of; /* key -> slot index or -1 */
 	uint64_t clock;
-	float *row;   /* embedding row bounce: dim floats, or int8 values + scales */
+	float *row;           /* embedding row bounce: dim floats, or int8 values + scales */
 	unsigned char *inuse; /* per slot, during one experts() call */
 };
 
@@ -519,8 +526,7 @@ static int llm_s_stage_load(struct llm_ssrc *ss, struct llm_stage *b, int u)
 	b->nr = 0;
 	for (int i = 0; i < un->nr; i++) {
 		b->tag[i] = ss->next_tag++;
-		rc = ss->f.ops->submit(ss->f.ctx, un->off[i], b->mem + at, un->len[i],
-				       b->tag[i]);
+		rc = ss->f.ops->submit(ss->f.ctx, un->off[i], b->mem + at, un->len[i], b->tag[i]);
 		if (rc) {
 			/* Reap what did go out before the buffer can be reused. */
 			llm_s_stage_wait(ss, b);
@@ -640,8 +646,8 @@ static int llm_s_embed(struct llm_src *s, int token, float *out)
 
 		rc = llm_s_fetch_sync(ss, s->lay.tok_emb + (uint64_t)token * D, q, D);
 		if (!rc)
-			rc = llm_s_fetch_sync(ss, s->lay.tok_emb + V * D + (uint64_t)token * D / gs * 4,
-					      sc, ns);
+			rc = llm_s_fetch_sync(
+				ss, s->lay.tok_emb + V * D + (uint64_t)token * D / gs * 4, sc, ns);
 		if (!rc) {
 			llm_dequant(out, q, sc, s->cfg.dim, s->cfg.group_size);
 			ss->s.st.bytes_fetched += D + ns;
@@ -700,8 +706,7 @@ static int llm_s_victim(const struct llm_ssrc *ss, int l, const unsigned char *i
 	return v;
 }
 
-static int llm_s_experts(struct llm_src *s, int l, const int *ids, int k,
-			 struct llm_expert_w *w)
+static int llm_s_experts(struct llm_src *s, int l, const int *ids, int k, struct llm_expert_w *w)
 {
 	struct llm_ssrc *ss = (struct llm_ssrc *)s;
 	int E = s->cfg.n_experts, slot[LLM_MAX_EXPERTS], miss[LLM_MAX_EXPERTS];
@@ -735,8 +740,8 @@ static int llm_s_experts(struct llm_src *s, int l, const int *ids, int k,
 		slot[j] = v;
 		tag[nmiss] = ss->next_tag++;
 		miss[nmiss] = j;
-		rc = ss->f.ops->submit(ss->f.ctx, llm_eoff(&s->lay, l, ids[j]),
-				       ss->slots[v].mem, s->lay.expert_bytes, tag[nmiss]);
+		rc = ss->f.ops->submit(ss->f.ctx, llm_eoff(&s->lay, l, ids[j]), ss->slots[v].mem,
+				       s->lay.expert_bytes, tag[nmiss]);
 		if (rc) {
 			ss->slot_of[key] = -1;
 			ss->slots[v].key = -1;
@@ -860,7 +865,8 @@ static int llm_s_units(struct llm_ssrc *ss)
 			for (int p = 0; p < ss->parts[gi]; p++, u++) {
 				struct llm_unit *un = &ss->units[u];
 				int r0 = p * ss->part_rows[gi];
-				int r1 = r0 + ss->part_rows[gi] > ge.rows ? ge.rows : r0 + ss->part_rows[gi];
+				int r1 = r0 + ss->part_rows[gi] > ge.rows ? ge.rows
+									  : r0 + ss->part_rows[gi];
 
 				if (p == 0 && ge.vlen) {
 					un->off[0] = ge.voff;
@@ -894,19 +900,20 @@ static int llm_s_plan(struct llm_ssrc *ss, uint64_t budget, char *err, size_t er
 	if (E)
 		min_cache = (uint64_t)s->cfg.top_k * ebytes;
 	if (budget < min_cache) {
-		snprintf(err, errlen, "--local-mem %llu is below the %d experts one layer needs (%llu bytes)",
-			 (unsigned long long)budget, s->cfg.top_k,
-			 (unsigned long long)min_cache);
+		snprintf(err, errlen,
+			 "--local-mem %llu is below the %d experts one layer needs (%llu bytes)",
+			 (unsigned long long)budget, s->cfg.top_k, (unsigned long long)min_cache);
 		return -ENOBUFS;
 	}
 	avail = budget - min_cache;
 	if (total > avail) {
 		staging = LLM_STAGING * llm_round64(maxu);
 		if (avail < staging) {
-			snprintf(err, errlen,
-				 "--local-mem %llu is too small: streaming this model needs at least %llu bytes",
-				 (unsigned long long)budget,
-				 (unsigned long long)(min_cache + staging));
+			snprintf(
+				err, errlen,
+				"--local-mem %llu is too small: streaming this model needs at least %llu bytes",
+				(unsigned long long)budget,
+				(unsigned long long)(min_cache + staging));
 			return -ENOBUFS;
 		}
 		avail -= staging;
@@ -1006,8 +1013,8 @@ static int llm_s_plan(struct llm_ssrc *ss, uint64_t budget, char *err, size_t er
 	return 0;
 }
 
-int llm_weights_stream(struct llm_fetcher *f, uint64_t budget, uint64_t chunk,
-		       struct llm_src **out, char *err, size_t errlen)
+int llm_weights_stream(struct llm_fetcher *f, uint64_t budget, uint64_t chunk, struct llm_src **out,
+		       char *err, size_t errlen)
 {
 	struct llm_ssrc *ss = calloc(1, sizeof(*ss));
 	unsigned char hdr[LLM_MOE_HEADER];
@@ -1036,7 +1043,8 @@ int llm_weights_stream(struct llm_fetcher *f, uint64_t budget, uint64_t chunk,
 	if (rc) {
 		if (rc == -ENOMEM || rc == -E2BIG)
 			snprintf(err, errlen, "%s planning the stream buffers",
-				 rc == -E2BIG ? "too many parts (raise --stream-chunk)" : "out of memory");
+				 rc == -E2BIG ? "too many parts (raise --stream-chunk)"
+					      : "out of memory");
 		goto fail;
 	}
 	ss->row = malloc((size_t)ss->s.cfg.dim * sizeof(float));

@@ -89,7 +89,9 @@ static void emm_detach(struct emm_mapping *m, size_t idx, uintptr_t keep)
 		/* the data cannot be had: what stays is made inaccessible
 		 * rather than left to read as zeros */
 		mprotect((void *)(uintptr_t)r.start, ul, PROT_NONE);
-		emm_log(m->what, "discarded part of a unit whose fetch failed; the rest is inaccessible", keep, -EIO);
+		emm_log(m->what,
+			"discarded part of a unit whose fetch failed; the rest is inaccessible",
+			keep, -EIO);
 	}
 	if (ioctl(emm_g.uffd, UFFDIO_UNREGISTER, &r))
 		emm_log(m->what, "cannot detach a partly discarded unit", keep, errno);
@@ -140,7 +142,8 @@ int emm_discard_range(void *addr, size_t len)
 	 * the range; claiming then waits for those fetches */
 	if (atomic_load(&m->u[first].st) != EMM_GONE && (uintptr_t)emm_uaddr(m, first) < a)
 		emm_detach(m, first, (uintptr_t)emm_uaddr(m, first));
-	if (atomic_load(&m->u[last].st) != EMM_GONE && (uintptr_t)emm_uaddr(m, last) + emm_ulen(m, last) > e)
+	if (atomic_load(&m->u[last].st) != EMM_GONE &&
+	    (uintptr_t)emm_uaddr(m, last) + emm_ulen(m, last) > e)
 		emm_detach(m, last, e);
 	for (size_t k = first; k <= last; k++)
 		if (atomic_load(&m->u[k].st) != EMM_GONE)
@@ -185,7 +188,8 @@ int emm_zero_range(void *addr, size_t len)
 	for (int i = 0; i < EMM_MAX_MAPS && !m; i++) {
 		struct emm_mapping *c = atomic_load(&emm_g.maps[i]);
 
-		if (c && !atomic_load(&c->dead) && a >= (uintptr_t)c->base && e <= (uintptr_t)c->base + c->maplen)
+		if (c && !atomic_load(&c->dead) && a >= (uintptr_t)c->base &&
+		    e <= (uintptr_t)c->base + c->maplen)
 			m = c;
 	}
 	if (!m) {

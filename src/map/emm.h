@@ -27,16 +27,16 @@ uint64_t emm_huge_free(void);
 /* ---- backends ---- */
 #define EMM_CHAN_DEPTH 64 /* operations a channel must hold in flight */
 struct emm_io {
-	uint8_t write;   /* 0 read into buf, 1 write from buf */
-	void *rctx;      /* the backend's handle of the mapped object */
-	uint64_t off;    /* byte offset in it */
+	uint8_t write; /* 0 read into buf, 1 write from buf */
+	void *rctx;    /* the backend's handle of the mapped object */
+	uint64_t off;  /* byte offset in it */
 	void *buf;
 	size_t len;
 	uint64_t tag;
 };
 struct emm_done {
 	uint64_t tag;
-	int result;      /* 0 or -errno */
+	int result; /* 0 or -errno */
 };
 struct emm_backend_ops {
 	int (*chan_open)(void *bctx, void **chan);
@@ -69,13 +69,13 @@ void emm_source_drop(const struct emm_backend_ops *ops, void *bctx);
 
 struct emm_map_params {
 	struct emm_source *src;
-	void *rctx;          /* passed back in emm_io.rctx */
-	uint64_t roff;       /* offset of the mapping in the backing object */
-	uint64_t len;        /* bytes of backing data mapped */
-	uint64_t unit;       /* fetch unit, power of two, 4 KiB .. 2 MiB */
-	unsigned flags;      /* EM_MAP_* | EMM_MAP_FRESH */
-	int timeout_ms;      /* a fetch that takes longer is fatal for the access */
-	const char *what;    /* name for log lines */
+	void *rctx;       /* passed back in emm_io.rctx */
+	uint64_t roff;    /* offset of the mapping in the backing object */
+	uint64_t len;     /* bytes of backing data mapped */
+	uint64_t unit;    /* fetch unit, power of two, 4 KiB .. 2 MiB */
+	unsigned flags;   /* EM_MAP_* | EMM_MAP_FRESH */
+	int timeout_ms;   /* a fetch that takes longer is fatal for the access */
+	const char *what; /* name for log lines */
 };
 int emm_map_range(const struct emm_map_params *p, void **addr);
 int emm_sync_range(void *addr, size_t len);

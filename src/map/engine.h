@@ -55,22 +55,22 @@
  * code, as they were when all of it was static in one file. */
 #pragma GCC visibility push(hidden)
 
-#define EMM_SLOTS 4             /* channels per source: concurrent fetching threads */
+#define EMM_SLOTS 4              /* channels per source: concurrent fetching threads */
 #define EMM_DEPTH EMM_CHAN_DEPTH /* in-flight operations per channel */
-#define EMM_CELL (2ul << 20)    /* staging bytes per in-flight operation */
+#define EMM_CELL (2ul << 20)     /* staging bytes per in-flight operation */
 #define EMM_MAX_MAPS 1024
 #define EMM_STREAMS 16
 #define EMM_AHEAD_BYTES (4ul << 20)
-#define EMM_HUGE (2ul << 20)    /* the explicit huge page size used */
+#define EMM_HUGE (2ul << 20) /* the explicit huge page size used */
 
 enum {
 	EMM_EMPTY = 0,
 	EMM_CLEAN = 1,
 	EMM_DIRTY = 2,
-	EMM_BUSY = 3,    /* someone is changing protection or evicting */
-	EMM_SYNCING = 4, /* write-protected, write-back in flight */
-	EMM_FAILED = 5,  /* its fetch timed out: accesses are fatal */
-	EMM_GONE = 6,    /* discarded (emm_discard_range): never touched again */
+	EMM_BUSY = 3,         /* someone is changing protection or evicting */
+	EMM_SYNCING = 4,      /* write-protected, write-back in flight */
+	EMM_FAILED = 5,       /* its fetch timed out: accesses are fatal */
+	EMM_GONE = 6,         /* discarded (emm_discard_range): never touched again */
 	EMM_FETCHING = 0x100, /* | slot index */
 };
 
@@ -81,17 +81,17 @@ struct emm_mapping;
 struct emm_unit {
 	_Atomic uint32_t st;
 	uint8_t list;
-	uint8_t written;          /* ever written back (EMM_MAP_FRESH) */
+	uint8_t written; /* ever written back (EMM_MAP_FRESH) */
 	struct emm_unit *prev, *next;
-	uint64_t evicted_at;      /* eviction clock at its last eviction; 0 never */
+	uint64_t evicted_at; /* eviction clock at its last eviction; 0 never */
 	struct emm_mapping *m;
 };
 
 struct emm_mapping {
 	char *base;
-	size_t maplen;            /* page-rounded; huge: 2 MiB-rounded */
-	uint8_t huge;             /* backed by explicit 2 MiB pages (hugetlb) */
-	uint64_t len;             /* backing bytes */
+	size_t maplen; /* page-rounded; huge: 2 MiB-rounded */
+	uint8_t huge;  /* backed by explicit 2 MiB pages (hugetlb) */
+	uint64_t len;  /* backing bytes */
 	uint64_t roff;
 	void *rctx;
 	unsigned shift;
@@ -103,17 +103,17 @@ struct emm_mapping {
 	char what[64];
 	_Atomic int dead;
 	struct emm_mapping *retired_next; /* unmapped, waiting to be freed */
-	size_t ngone;             /* units discarded (emm_g.mu) */
+	size_t ngone;                     /* units discarded (emm_g.mu) */
 	_Atomic uint64_t faults, fetched, written, prefetched, evictions;
 };
 
 struct emm_infl {
-	struct emm_unit *u;       /* NULL for a free entry */
+	struct emm_unit *u; /* NULL for a free entry */
 	uint8_t write;
 	uint8_t prefetch;
-	uint8_t done;             /* writes: completion seen */
-	uint8_t dirty;            /* reads: install writable and dirty */
-	uint8_t ready;            /* prefetch landed in staging, not installed */
+	uint8_t done;  /* writes: completion seen */
+	uint8_t dirty; /* reads: install writable and dirty */
+	uint8_t ready; /* prefetch landed in staging, not installed */
 	int result;
 };
 
@@ -123,8 +123,8 @@ struct emm_slot {
 	int poisoned;
 	void *chan;
 	char *staging;
-	unsigned ninfl;           /* submitted, not completed */
-	unsigned nready;          /* completed prefetches waiting in staging */
+	unsigned ninfl;  /* submitted, not completed */
+	unsigned nready; /* completed prefetches waiting in staging */
 	struct emm_infl infl[EMM_DEPTH];
 };
 
@@ -150,30 +150,30 @@ struct emm_stream {
 /* The engine is process-wide (one userfaultfd, one cache budget): its
  * state is this one object, defined in mapping.c. */
 struct emm_state {
-	pthread_mutex_t mu;        /* map/unmap/source creation; never in the handler */
-	_Atomic int lock;          /* policy lists, streams, counters */
+	pthread_mutex_t mu; /* map/unmap/source creation; never in the handler */
+	_Atomic int lock;   /* policy lists, streams, counters */
 	int uffd;
 	int mode;
 	uint64_t budget;
-	uint64_t max_unit;         /* largest fetch unit of the live mappings */
-	uint64_t resident;         /* installed + reserved for fetches in flight */
-	uint64_t staged;           /* prefetched, waiting in staging for a touch */
-	uint64_t evict_clock;      /* bytes evicted, ever */
+	uint64_t max_unit;    /* largest fetch unit of the live mappings */
+	uint64_t resident;    /* installed + reserved for fetches in flight */
+	uint64_t staged;      /* prefetched, waiting in staging for a touch */
+	uint64_t evict_clock; /* bytes evicted, ever */
 	uint64_t age_credit;
 	struct emm_list P, T;
 	struct emm_stream streams[EMM_STREAMS];
 	uint64_t stream_tick;
 	struct emm_mapping *_Atomic maps[EMM_MAX_MAPS];
-	_Atomic unsigned nmaps;    /* slots in use are below this (high mark) */
+	_Atomic unsigned nmaps; /* slots in use are below this (high mark) */
 	struct emm_source *sources;
 	struct sigaction old_bus;
 	int bus_installed;
 	pthread_t server;
-	char *zero;                /* EMM_CELL bytes of zeros for fresh units */
-	int huge_wp;               /* the kernel write-protects hugetlb ranges */
-	_Atomic unsigned serving;  /* faults being served now (emm_serve) */
+	char *zero;                  /* EMM_CELL bytes of zeros for fresh units */
+	int huge_wp;                 /* the kernel write-protects hugetlb ranges */
+	_Atomic unsigned serving;    /* faults being served now (emm_serve) */
 	struct emm_mapping *retired; /* unmapped, freed once serving is 0 */
-	struct em_map_stats gone;  /* totals of unmapped mappings */
+	struct em_map_stats gone;    /* totals of unmapped mappings */
 };
 extern struct emm_state emm_g;
 

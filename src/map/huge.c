@@ -15,7 +15,8 @@
 uint64_t emm_huge_free(void)
 {
 	char b[32] = { 0 };
-	int fd = open("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", O_RDONLY | O_CLOEXEC);
+	int fd = open("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages",
+		      O_RDONLY | O_CLOEXEC);
 	ssize_t n = fd >= 0 ? read(fd, b, sizeof(b) - 1) : -1;
 
 	if (fd >= 0)

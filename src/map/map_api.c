@@ -72,7 +72,8 @@ static int emm_pool_wait(void *chan, struct emm_done *d, unsigned min, unsigned 
 		do {
 			n = em_poll(chan, c, max);
 			clock_gettime(CLOCK_MONOTONIC, &t);
-		} while (n == 0 && (t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 50000);
+		} while (n == 0 &&
+			 (t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 50000);
 	}
 	if (n == 0 && min)
 		n = em_wait(chan, c, min, max, timeout_ms);

@@ -95,7 +95,8 @@ int emm_map_range(const struct emm_map_params *p, void **addr)
 	    (p->unit & (p->unit - 1)) || (p->roff & 4095))
 		return -EINVAL;
 	if (emm_g.budget < p->unit) {
-		fprintf(stderr, "ethermem: cache of %llu bytes is smaller than the fetch unit of %llu bytes\n",
+		fprintf(stderr,
+			"ethermem: cache of %llu bytes is smaller than the fetch unit of %llu bytes\n",
 			(unsigned long long)emm_g.budget, (unsigned long long)p->unit);
 		return -EINVAL;
 	}
@@ -126,7 +127,8 @@ int emm_map_range(const struct emm_map_params *p, void **addr)
 	huge = emm_huge_fits(p, &maplen);
 	if (huge) {
 		/* hugetlb mappings come 2 MiB-aligned from the kernel */
-		base = mmap(NULL, maplen, (p->flags & EM_MAP_READONLY) ? PROT_READ : PROT_READ | PROT_WRITE,
+		base = mmap(NULL, maplen,
+			    (p->flags & EM_MAP_READONLY) ? PROT_READ : PROT_READ | PROT_WRITE,
 			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_HUGETLB, -1, 0);
 		if (base == MAP_FAILED || (err = emm_register(base, maplen, p->flags, true))) {
 			if (base != MAP_FAILED)
@@ -139,7 +141,8 @@ int emm_map_range(const struct emm_map_params *p, void **addr)
 		/* aligned to the unit (at least 64 KiB: the preload shim recognises
 		 * its blocks by that) so that units never straddle a huge-page
 		 * boundary */
-		raw = mmap(NULL, maplen + align, (p->flags & EM_MAP_READONLY) ? PROT_READ : PROT_READ | PROT_WRITE,
+		raw = mmap(NULL, maplen + align,
+			   (p->flags & EM_MAP_READONLY) ? PROT_READ : PROT_READ | PROT_WRITE,
 			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 		if (raw == MAP_FAILED) {
 			err = -errno;
@@ -190,7 +193,8 @@ static struct emm_mapping *emm_lookup_exact(void *addr, int *slot)
 		struct emm_mapping *m = atomic_load(&emm_g.maps[i]);
 
 		if (m && (char *)addr >= m->base && (char *)addr < m->base + m->maplen &&
-		    atomic_load(&m->u[(size_t)((char *)addr - m->base) >> m->shift].st) != EMM_GONE) {
+		    atomic_load(&m->u[(size_t)((char *)addr - m->base) >> m->shift].st) !=
+			    EMM_GONE) {
 			if (slot)
 				*slot = i;
 			return m;
@@ -289,7 +293,8 @@ static void emm_munmap_kept(struct emm_mapping *m)
 		for (j = i; j < m->nunits && atomic_load(&m->u[j].st) != EMM_GONE; j++)
 			;
 		if (j > i)
-			munmap(emm_uaddr(m, i), (size_t)(emm_uaddr(m, j - 1) - emm_uaddr(m, i)) + emm_ulen(m, j - 1));
+			munmap(emm_uaddr(m, i), (size_t)(emm_uaddr(m, j - 1) - emm_uaddr(m, i)) +
+							emm_ulen(m, j - 1));
 		else
 			j++;
 	}
@@ -306,7 +311,9 @@ int emm_unmap_range(void *addr)
 		pthread_mutex_unlock(&emm_g.mu);
 		return -EINVAL;
 	}
-	err = (m->flags & (EM_MAP_READONLY | EM_MAP_SCRATCH)) ? 0 : emm_sync_mapping(m, 0, m->nunits - 1);
+	err = (m->flags & (EM_MAP_READONLY | EM_MAP_SCRATCH))
+		      ? 0
+		      : emm_sync_mapping(m, 0, m->nunits - 1);
 	atomic_store(&m->dead, 1);
 	for (size_t i = 0; i < m->nunits; i++)
 		emm_settle(&m->u[i]);

@@ -60,7 +60,8 @@ static unsigned emm_active_streams(void)
 	unsigned n = 0;
 
 	for (unsigned i = 0; i < EMM_STREAMS; i++)
-		if (emm_g.streams[i].m && emm_g.streams[i].hits >= 2 && emm_g.stream_tick - emm_g.streams[i].used < 16)
+		if (emm_g.streams[i].m && emm_g.streams[i].hits >= 2 &&
+		    emm_g.stream_tick - emm_g.streams[i].used < 16)
 			n++;
 	return n ? n : 1;
 }
@@ -151,7 +152,10 @@ int emm_reserve(struct emm_slot *sl, uint64_t need)
 			if (l == &emm_g.T) {
 				/* P ages by 1/64 of what streams through T */
 				emm_g.age_credit += ul / 64;
-				if (emm_g.P.head && emm_g.age_credit >= emm_ulen(emm_g.P.head->m, (size_t)(emm_g.P.head - emm_g.P.head->m->u)) &&
+				if (emm_g.P.head &&
+				    emm_g.age_credit >=
+					    emm_ulen(emm_g.P.head->m,
+						     (size_t)(emm_g.P.head - emm_g.P.head->m->u)) &&
 				    nv + 1 < 32) {
 					struct emm_unit *p = emm_g.P.head;
 					uint32_t ps = atomic_load(&p->st);
@@ -201,8 +205,8 @@ int emm_reserve(struct emm_slot *sl, uint64_t need)
 			if (dirty[i] && res[j++]) {
 				/* never drop data the pool does not have: keep it dirty */
 				if (res[j - 1] != -EAGAIN) /* -EAGAIN: no channel entry free now */
-					emm_log(m->what, "write-back failed, unit kept", (uintptr_t)emm_uaddr(m, idx),
-						res[j - 1]);
+					emm_log(m->what, "write-back failed, unit kept",
+						(uintptr_t)emm_uaddr(m, idx), res[j - 1]);
 				emm_wp(m, idx, 0);
 				emm_lock();
 				emm_g.resident += emm_ulen(m, idx);

@@ -39,13 +39,15 @@ static unsigned emm_stream_feed(struct emm_mapping *m, int64_t idx, int64_t *out
 			/* until confirmed, only the exact stride counts: random
 			 * faults that happen to land near each other must not
 			 * start prefetching */
-			if (s->hits < 2 ? d != s->stride
-					: (d > 0) != (s->stride > 0) || (d > 0 ? d > span : d < span))
+			if (s->hits < 2
+				    ? d != s->stride
+				    : (d > 0) != (s->stride > 0) || (d > 0 ? d > span : d < span))
 				continue;
 			if (d % s->stride) {
 				/* gaps (units already resident) made the stride look
 				 * larger than it is: keep the common divisor */
-				int64_t a = d < 0 ? -d : d, b = s->stride < 0 ? -s->stride : s->stride;
+				int64_t a = d < 0 ? -d : d,
+					b = s->stride < 0 ? -s->stride : s->stride;
 
 				while (b) {
 					int64_t r = a % b;
@@ -60,8 +62,9 @@ static unsigned emm_stream_feed(struct emm_mapping *m, int64_t idx, int64_t *out
 			for (unsigned k = 0; k < EMM_STREAMS; k++) {
 				struct emm_stream *o = &emm_g.streams[k];
 
-				if (o != s && o->m == m && (s->stride > 0 ? o->last >= s->last && o->last <= idx
-									  : o->last <= s->last && o->last >= idx))
+				if (o != s && o->m == m &&
+				    (s->stride > 0 ? o->last >= s->last && o->last <= idx
+						   : o->last <= s->last && o->last >= idx))
 					*o = (struct emm_stream){ 0 };
 			}
 			s->last = idx;
@@ -72,7 +75,9 @@ static unsigned emm_stream_feed(struct emm_mapping *m, int64_t idx, int64_t *out
 
 			if (depth > ahead)
 				depth = ahead;
-			int64_t from = (s->stride > 0 ? (s->front > idx ? s->front : idx) : (s->front < idx ? s->front : idx)) + s->stride;
+			int64_t from = (s->stride > 0 ? (s->front > idx ? s->front : idx)
+						      : (s->front < idx ? s->front : idx)) +
+				       s->stride;
 			int64_t to = idx + s->stride * depth;
 
 			for (int64_t j = from; s->stride > 0 ? j <= to : j >= to; j += s->stride) {
@@ -97,8 +102,8 @@ static unsigned emm_stream_feed(struct emm_mapping *m, int64_t idx, int64_t *out
 
 /* Tops up prefetch for a fault at idx on a held slot; units are claimed
  * (EMPTY -> FETCHING) here and posted with `pre` (the demand fetch, if any). */
-int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx,
-			   struct emm_io *pre, int pre_ent)
+int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, struct emm_io *pre,
+		    int pre_ent)
 {
 	struct emm_source *src = m->src;
 	struct emm_io io[EMM_DEPTH];
@@ -140,7 +145,9 @@ int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx,
 		sl->infl[e] = (struct emm_infl){ .u = u, .prefetch = 1 };
 		emm_reserve(sl, ul);
 		io[n++] = (struct emm_io){
-			.rctx = m->rctx, .off = m->roff + off, .buf = sl->staging + (size_t)e * EMM_CELL,
+			.rctx = m->rctx,
+			.off = m->roff + off,
+			.buf = sl->staging + (size_t)e * EMM_CELL,
 			.len = off + (1ull << m->shift) > m->len ? m->len - off : 1ull << m->shift,
 			.tag = (uint64_t)e,
 		};

@@ -81,10 +81,10 @@ struct emm_pl_ext {
 
 struct emm_pl_block {
 	void *base;
-	size_t size;      /* bytes mapped (unit-rounded) */
-	size_t asked;     /* bytes the program asked for */
+	size_t size;  /* bytes mapped (unit-rounded) */
+	size_t asked; /* bytes the program asked for */
 	em_region *region;
-	struct emm_pl_block *next;  /* all blocks (emm_pl_mu) */
+	struct emm_pl_block *next; /* all blocks (emm_pl_mu) */
 	/* the page ranges not unmapped yet, ascending; &one until a cut */
 	struct emm_pl_ext *ext, one;
 	unsigned n_ext, cap_ext;
@@ -115,7 +115,8 @@ static struct emm_pl_block *emm_pl_find(const void *p)
 {
 	if (!p || ((uintptr_t)p & (EMM_PL_UNIT - 1)))
 		return NULL;
-	for (size_t i = emm_pl_hash(p), n = 0; n < EMM_PL_SLOTS; n++, i = (i + 1) & (EMM_PL_SLOTS - 1)) {
+	for (size_t i = emm_pl_hash(p), n = 0; n < EMM_PL_SLOTS;
+	     n++, i = (i + 1) & (EMM_PL_SLOTS - 1)) {
 		struct emm_pl_block *b = atomic_load_explicit(&emm_pl_tab[i], memory_order_acquire);
 
 		if (!b)
@@ -129,7 +130,8 @@ static struct emm_pl_block *emm_pl_find(const void *p)
 /* Under emm_pl_mu. Deleted entries become 1 so probe chains stay intact. */
 static int emm_pl_insert(struct emm_pl_block *b)
 {
-	for (size_t i = emm_pl_hash(b->base), n = 0; n < EMM_PL_SLOTS; n++, i = (i + 1) & (EMM_PL_SLOTS - 1)) {
+	for (size_t i = emm_pl_hash(b->base), n = 0; n < EMM_PL_SLOTS;
+	     n++, i = (i + 1) & (EMM_PL_SLOTS - 1)) {
 		struct emm_pl_block *e = atomic_load(&emm_pl_tab[i]);
 
 		if (!e || e == (void *)1) {
@@ -144,7 +146,8 @@ static int emm_pl_insert(struct emm_pl_block *b)
  * before) is not found again before the end of its probe chain. */
 static void emm_pl_remove(struct emm_pl_block *b)
 {
-	for (size_t i = emm_pl_hash(b->base), n = 0; n < EMM_PL_SLOTS; n++, i = (i + 1) & (EMM_PL_SLOTS - 1)) {
+	for (size_t i = emm_pl_hash(b->base), n = 0; n < EMM_PL_SLOTS;
+	     n++, i = (i + 1) & (EMM_PL_SLOTS - 1)) {
 		struct emm_pl_block *e = atomic_load(&emm_pl_tab[i]);
 
 		if (!e)
@@ -159,8 +162,8 @@ static void emm_pl_remove(struct emm_pl_block *b)
 static void emm_pl_warn(const char *what, int rc)
 {
 	char line[256];
-	int n = snprintf(line, sizeof(line), "ethermem-preload: %s: %s; using local memory\n",
-			 what, em_strerror(rc));
+	int n = snprintf(line, sizeof(line), "ethermem-preload: %s: %s; using local memory\n", what,
+			 em_strerror(rc));
 
 	if (write(2, line, (size_t)n) < 0)
 		return;
@@ -239,11 +242,12 @@ __attribute__((destructor)) static void emm_pl_fini(void)
 	 * with its own allocator, or no big request): tools read it */
 	if (emm_pl_state > 0)
 		em_map_stats(NULL, &st);
-	n = snprintf(line, sizeof(line),
-		     "ethermem-preload: blocks %lu faults %llu fetched %llu written %llu evictions %llu resident %llu\n",
-		     emm_pl_blocks, (unsigned long long)st.faults, (unsigned long long)st.bytes_fetched,
-		     (unsigned long long)st.bytes_written, (unsigned long long)st.evictions,
-		     (unsigned long long)st.resident);
+	n = snprintf(
+		line, sizeof(line),
+		"ethermem-preload: blocks %lu faults %llu fetched %llu written %llu evictions %llu resident %llu\n",
+		emm_pl_blocks, (unsigned long long)st.faults, (unsigned long long)st.bytes_fetched,
+		(unsigned long long)st.bytes_written, (unsigned long long)st.evictions,
+		(unsigned long long)st.resident);
 	if (write(2, line, (size_t)n) < 0)
 		return;
 }
@@ -593,10 +597,12 @@ static int emm_pl_other_malloc(void)
 		emm_pl_next.calloc = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "calloc");
 		emm_pl_next.realloc = (void *(*)(void *, size_t))dlsym(RTLD_NEXT, "realloc");
 		emm_pl_next.free = (void (*)(void *))dlsym(RTLD_NEXT, "free");
-		emm_pl_next.posix_memalign = (int (*)(void **, size_t, size_t))dlsym(RTLD_NEXT, "posix_memalign");
-		emm_pl_next.aligned_alloc = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "aligned_alloc");
+		emm_pl_next.posix_memalign =
+			(int (*)(void **, size_t, size_t))dlsym(RTLD_NEXT, "posix_memalign");
+		emm_pl_next.aligned_alloc =
+			(void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "aligned_alloc");
 		emm_pl_next.memalign = (void *(*)(size_t, size_t))dlsym(RTLD_NEXT, "memalign");
-		emm_pl_next.usable = (size_t (*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
+		emm_pl_next.usable = (size_t(*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
 		/* an allocator without one of them gets glibc's for it: what
 		 * the program would have called without the shim */
 		if (!emm_pl_next.calloc || !emm_pl_next.realloc || !emm_pl_next.free)
@@ -728,7 +734,7 @@ size_t malloc_usable_size(void *p)
 		return b->size;
 	/* dlsym may allocate: harmless, small requests go straight to glibc */
 	if (!real)
-		real = (size_t (*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
+		real = (size_t(*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
 	return real ? real(p) : 0;
 }
 
@@ -751,14 +757,17 @@ void *mmap(void *a, size_t len, int prot, int flags, int fd, off_t off)
 {
 	void *p = NULL;
 
-	if (!emm_pl_inside && !a && len >= emm_pl_threshold && !(flags & (MAP_FIXED | MAP_SHARED))) {
-		if ((flags & MAP_ANONYMOUS) && prot == (PROT_READ | PROT_WRITE) && !emm_pl_other_malloc())
+	if (!emm_pl_inside && !a && len >= emm_pl_threshold &&
+	    !(flags & (MAP_FIXED | MAP_SHARED))) {
+		if ((flags & MAP_ANONYMOUS) && prot == (PROT_READ | PROT_WRITE) &&
+		    !emm_pl_other_malloc())
 			p = emm_pl_new(len, -1, 0);
 		else if (!(flags & MAP_ANONYMOUS) && prot == PROT_READ && fd >= 0)
 			p = emm_pl_new(len, fd, off);
 	}
 	if (!p && !emm_pl_inside && (flags & MAP_FIXED) && !(flags & MAP_FIXED_NOREPLACE) &&
-	    atomic_load(&emm_pl_live) && !((uintptr_t)a & 4095) && len && (uintptr_t)a + len > (uintptr_t)a &&
+	    atomic_load(&emm_pl_live) && !((uintptr_t)a & 4095) && len &&
+	    (uintptr_t)a + len > (uintptr_t)a &&
 	    ((flags & MAP_ANONYMOUS) || fcntl(fd, F_GETFD) >= 0)) {
 		/* replacing block pages: the engine lets go of them first (not
 		 * for a call the kernel refuses before it unmaps anything, such
@@ -812,8 +821,8 @@ int madvise(void *a, size_t len, int advice)
 	uintptr_t s = (uintptr_t)a, e = EMM_PL_PAGE(s + len);
 	int err = 0;
 
-	if (emm_pl_inside || !atomic_load(&emm_pl_live) || (advice != MADV_DONTNEED && advice != MADV_FREE) ||
-	    (s & 4095) || e < s)
+	if (emm_pl_inside || !atomic_load(&emm_pl_live) ||
+	    (advice != MADV_DONTNEED && advice != MADV_FREE) || (s & 4095) || e < s)
 		return syscall(SYS_madvise, a, len, advice) ? -1 : 0;
 	emm_pl_inside = 1;
 	pthread_mutex_lock(&emm_pl_mu);
@@ -887,7 +896,8 @@ static struct emm_pl_block *emm_pl_holding(uintptr_t a, uintptr_t e, unsigned *i
  * anonymous memory, else the imported file's ("" if unknown). Called
  * outside the mutex with what was read of the block under it: the copy
  * faults in pool memory, and the block may be gone by the time it ends. */
-static void *emm_pl_grow(void *old, size_t os, size_t ns, const char *path, dev_t dev, ino_t ino, off_t foff)
+static void *emm_pl_grow(void *old, size_t os, size_t ns, const char *path, dev_t dev, ino_t ino,
+			 off_t foff)
 {
 	static _Atomic int once;
 	struct stat st;
@@ -899,7 +909,8 @@ static void *emm_pl_grow(void *old, size_t os, size_t ns, const char *path, dev_
 		if (ns >= emm_pl_threshold)
 			p = emm_pl_new(ns, -1, 0);
 		if (!p)
-			p = emm_pl_sys_mmap(NULL, ns, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			p = emm_pl_sys_mmap(NULL, ns, PROT_READ | PROT_WRITE,
+					    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (p != MAP_FAILED)
 			memcpy(p, old, os);
 		return p;
@@ -908,8 +919,9 @@ static void *emm_pl_grow(void *old, size_t os, size_t ns, const char *path, dev_
 	 * again, from where this piece of the block starts */
 	fd = path[0] ? open(path, O_RDONLY | O_CLOEXEC) : -1;
 	if (fd < 0 || fstat(fd, &st) || st.st_dev != dev || st.st_ino != ino) {
-		emm_pl_note(&once, "ethermem-preload: mremap cannot grow a mapping of a file that is gone "
-				   "(ENOMEM)\n");
+		emm_pl_note(&once,
+			    "ethermem-preload: mremap cannot grow a mapping of a file that is gone "
+			    "(ENOMEM)\n");
 		if (fd >= 0)
 			close(fd);
 		errno = ENOMEM;
@@ -955,7 +967,8 @@ void *mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
 	if (!b && !part) {
 		/* not a block: the system's, but a fixed target over block
 		 * pages is taken from the engine first, as for MAP_FIXED */
-		if ((flags & MREMAP_FIXED) && !((uintptr_t)na & 4095) && (uintptr_t)na + nl > (uintptr_t)na &&
+		if ((flags & MREMAP_FIXED) && !((uintptr_t)na & 4095) &&
+		    (uintptr_t)na + nl > (uintptr_t)na &&
 		    ((uintptr_t)na + nl <= o || o + ol <= (uintptr_t)na))
 			emm_pl_unmap_locked((uintptr_t)na, (uintptr_t)na + nl, 0);
 		p = emm_pl_sys_mremap(old, old_size, new_size, flags, na);
@@ -971,8 +984,9 @@ void *mremap(void *old, size_t old_size, size_t new_size, int flags, ...)
 	} else if (!ol) {
 		err = EINVAL; /* old_size 0 duplicates only shared mappings */
 	} else if (flags & (MREMAP_FIXED | MREMAP_DONTUNMAP)) {
-		emm_pl_note(&once, "ethermem-preload: MREMAP_FIXED and MREMAP_DONTUNMAP are not supported "
-				   "on pool memory (EINVAL)\n");
+		emm_pl_note(&once,
+			    "ethermem-preload: MREMAP_FIXED and MREMAP_DONTUNMAP are not supported "
+			    "on pool memory (EINVAL)\n");
 		err = EINVAL;
 	} else if (nl <= ol) {
 		/* shrinking, or nothing to do: in place */

@@ -136,7 +136,9 @@ static int emm_fetch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, boo
 	}
 	sl->infl[e] = (struct emm_infl){ .u = u, .dirty = dirty };
 	struct emm_io io = {
-		.rctx = m->rctx, .off = m->roff + off, .buf = sl->staging + (size_t)e * EMM_CELL,
+		.rctx = m->rctx,
+		.off = m->roff + off,
+		.buf = sl->staging + (size_t)e * EMM_CELL,
 		.len = off + (1ull << m->shift) > m->len ? m->len - off : 1ull << m->shift,
 		.tag = (uint64_t)e,
 	};
@@ -160,7 +162,8 @@ fail:
 		emm_unlock();
 		atomic_store(&u->st, EMM_FAILED);
 	}
-	emm_log(m->what, r == -ETIMEDOUT ? "node did not answer within the timeout" : "fetch failed",
+	emm_log(m->what,
+		r == -ETIMEDOUT ? "node did not answer within the timeout" : "fetch failed",
 		(uintptr_t)emm_uaddr(m, idx), r);
 	return r;
 }
@@ -188,7 +191,8 @@ static int emm_serve_in(uintptr_t a, bool is_write)
 				emm_log(m->what, "no channel to the pool is left", a, -EIO);
 				return -EIO;
 			}
-			if (!atomic_compare_exchange_strong(&u->st, &s, EMM_FETCHING | (uint32_t)sl->idx)) {
+			if (!atomic_compare_exchange_strong(&u->st, &s,
+							    EMM_FETCHING | (uint32_t)sl->idx)) {
 				emm_slot_put(sl);
 				continue;
 			}
@@ -334,14 +338,16 @@ void *emm_server(void *arg)
 			if (msg[i].event != UFFD_EVENT_PAGEFAULT)
 				continue;
 			a = msg[i].arg.pagefault.address;
-			r = emm_serve((uintptr_t)a, (msg[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0);
+			r = emm_serve((uintptr_t)a, (msg[i].arg.pagefault.flags &
+						     UFFD_PAGEFAULT_FLAG_WRITE) != 0);
 			/* r == 1, in no mapping: the range was unmapped or discarded
 			 * after the fault was queued; woken, the thread retries and
 			 * meets whatever is there now, SIGSEGV for nothing */
 			if (r < 0) {
 				/* the thread is parked in the kernel: a signal ends the wait,
 				 * and the fatal SIGBUS is its own to handle or die of */
-				syscall(SYS_tgkill, getpid(), (pid_t)msg[i].arg.pagefault.feat.ptid, SIGBUS);
+				syscall(SYS_tgkill, getpid(), (pid_t)msg[i].arg.pagefault.feat.ptid,
+					SIGBUS);
 				continue;
 			}
 			struct uffdio_range wr = { a & ~4095ull, 4096 };

@@ -127,9 +127,9 @@ int emm_install(struct emm_unit *u, const void *buf, bool dirty)
 	if (err) {
 		/* retrying would fault forever, so the access fails, loudly */
 		emm_log(m->what,
-			err == -ENOMEM && m->huge ?
-				"no free huge page (raise vm.nr_hugepages or set ETHERMEM_MAP_HUGE=0)" :
-				"installing the fetched pages failed",
+			err == -ENOMEM && m->huge
+				? "no free huge page (raise vm.nr_hugepages or set ETHERMEM_MAP_HUGE=0)"
+				: "installing the fetched pages failed",
 			(uintptr_t)emm_uaddr(m, idx), err);
 		atomic_store(&u->st, EMM_FAILED);
 		return err;
@@ -164,7 +164,8 @@ void emm_infl_install(struct emm_slot *sl, int i)
 /* Installs landed prefetches until `keep` entries are free. */
 static void emm_flush_ready(struct emm_slot *sl, unsigned keep)
 {
-	for (int i = 0; i < EMM_DEPTH && sl->nready && EMM_DEPTH - sl->ninfl - sl->nready < keep; i++)
+	for (int i = 0; i < EMM_DEPTH && sl->nready && EMM_DEPTH - sl->ninfl - sl->nready < keep;
+	     i++)
 		if (sl->infl[i].u && sl->infl[i].ready)
 			emm_infl_install(sl, i);
 }
@@ -273,9 +274,12 @@ int emm_reap(struct emm_slot *sl, unsigned min, int timeout_ms)
 			/* a failed prefetch is retried by the demand fault; a failed
 			 * demand fetch fails the access */
 			if (!e->prefetch)
-				emm_log(u->m->what, d[i].result == -ETIMEDOUT ?
-					"node did not answer within the timeout" : "fetch failed",
-					(uintptr_t)emm_uaddr(u->m, (size_t)(u - u->m->u)), d[i].result);
+				emm_log(u->m->what,
+					d[i].result == -ETIMEDOUT
+						? "node did not answer within the timeout"
+						: "fetch failed",
+					(uintptr_t)emm_uaddr(u->m, (size_t)(u - u->m->u)),
+					d[i].result);
 			atomic_store(&u->st, e->prefetch ? EMM_EMPTY : EMM_FAILED);
 		}
 	}
@@ -287,7 +291,8 @@ int emm_reap(struct emm_slot *sl, unsigned min, int timeout_ms)
  * SYNCING and write-protected, so the snapshot cannot miss a store. */
 int emm_write_units(struct emm_slot *sl, struct emm_unit **us, unsigned n, int *res)
 {
-	struct emm_source *src = (struct emm_source *)((char *)(sl - sl->idx) - offsetof(struct emm_source, slot));
+	struct emm_source *src =
+		(struct emm_source *)((char *)(sl - sl->idx) - offsetof(struct emm_source, slot));
 	int ent[EMM_DEPTH];
 	unsigned done = 0;
 	int err = 0;
@@ -309,9 +314,12 @@ int emm_write_units(struct emm_slot *sl, struct emm_unit **us, unsigned n, int *
 			ent[k] = e;
 			u->written = 1;
 			io[k] = (struct emm_io){
-				.write = 1, .rctx = m->rctx, .off = m->roff + off,
+				.write = 1,
+				.rctx = m->rctx,
+				.off = m->roff + off,
 				.buf = emm_uaddr(m, idx),
-				.len = off + (1ull << m->shift) > m->len ? m->len - off : 1ull << m->shift,
+				.len = off + (1ull << m->shift) > m->len ? m->len - off
+									 : 1ull << m->shift,
 				.tag = (uint64_t)e,
 			};
 			k++;

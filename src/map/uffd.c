@@ -72,7 +72,8 @@ static void emm_atfork_prepare(void)
 		for (size_t idx = 0; idx < m->nunits; idx++) {
 			struct emm_unit *u = &m->u[idx];
 
-			if ((m->flags & EMM_MAP_FRESH) && !u->written && atomic_load(&u->st) == EMM_EMPTY)
+			if ((m->flags & EMM_MAP_FRESH) && !u->written &&
+			    atomic_load(&u->st) == EMM_EMPTY)
 				continue;
 			if (atomic_load(&u->st) == EMM_EMPTY)
 				emm_serve((uintptr_t)emm_uaddr(m, idx), false);
@@ -168,7 +169,8 @@ int emm_init_locked(void)
 	}
 	emm_g.uffd = fd;
 	if (emm_g.mode == EMM_FAULTS_SIGBUS) {
-		struct sigaction sa = { .sa_sigaction = emm_sigbus, .sa_flags = SA_SIGINFO | SA_RESTART };
+		struct sigaction sa = { .sa_sigaction = emm_sigbus,
+					.sa_flags = SA_SIGINFO | SA_RESTART };
 
 		/* other signals wait while a fault is served: their handlers
 		 * could touch mapped memory with SIGBUS blocked */
@@ -196,7 +198,8 @@ int emm_register(char *base, size_t len, unsigned flags, bool huge)
 {
 	struct uffdio_register reg = {
 		.range = { (uintptr_t)base, len },
-		.mode = UFFDIO_REGISTER_MODE_MISSING | (flags & EM_MAP_READONLY ? 0 : UFFDIO_REGISTER_MODE_WP),
+		.mode = UFFDIO_REGISTER_MODE_MISSING |
+			(flags & EM_MAP_READONLY ? 0 : UFFDIO_REGISTER_MODE_WP),
 	};
 
 	/* a child gets a copy of the range (emm_atfork_prepare), except on

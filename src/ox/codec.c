@@ -80,7 +80,7 @@ static void swap_copy(uint8_t *d, const uint8_t *s, size_t n)
 }
 
 static const char *const rej_names[OX_REJ_COUNT] = {
-	"short", "align", "toobig", "mask", "channel", "opcode", "size",
+	"short", "align",   "toobig", "mask", "channel",     "opcode",     "size",
 	"trunc", "padding", "credit", "type", "unknown_mac", "not_for_us", "nopeer",
 };
 
@@ -94,8 +94,7 @@ const char *ox_reject_name(int reason)
 uint64_t ox_tloe_pack(const struct ox_tloe *h)
 {
 	return (uint64_t)(h->vc & 7) << 61 | (uint64_t)(h->type & 15) << 57 |
-	       (uint64_t)(h->seq & OX_SEQ_MASK) << 32 |
-	       (uint64_t)(h->seq_ack & OX_SEQ_MASK) << 10 |
+	       (uint64_t)(h->seq & OX_SEQ_MASK) << 32 | (uint64_t)(h->seq_ack & OX_SEQ_MASK) << 10 |
 	       (uint64_t)(h->ack & 1) << 9 | (uint64_t)(h->credit_ch & 7) << 5 |
 	       (uint64_t)(h->credit & 31);
 }
@@ -131,7 +130,8 @@ bool ox_msg_has_data(unsigned chan, unsigned op)
 	case OX_CH_B:
 		return op <= OX_A_LOGIC;
 	case OX_CH_C:
-		return op == OX_C_ACCESSACKDATA || op == OX_C_PROBEACKDATA || op == OX_C_RELEASEDATA;
+		return op == OX_C_ACCESSACKDATA || op == OX_C_PROBEACKDATA ||
+		       op == OX_C_RELEASEDATA;
 	case OX_CH_D:
 		return op == OX_D_ACCESSACKDATA || op == OX_D_GRANTDATA;
 	}

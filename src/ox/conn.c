@@ -115,7 +115,7 @@ void ox_conn_reset(struct ox_conn *c)
 
 static void send_raw(struct ox_conn *c, const uint8_t *f, size_t len)
 {
-	ox_conn_sync(c);   /* a send may reuse the TX slot of the pending copy */
+	ox_conn_sync(c); /* a send may reuse the TX slot of the pending copy */
 	if (ox_link_send(c->link, f, len) == 0)
 		c->st->tx_frames++;
 }
@@ -249,9 +249,9 @@ int ox_conn_input(struct ox_conn *c, const struct ox_frame *f, uint64_t now)
 	 * and an open we still wait for (next_rx 0) is no restart at all,
 	 * even if frames that followed it overtook it. */
 	if (m11 && h->type == OX_T_OPEN && h->seq == 0 &&
-	    (c->peer_closed || (c->g.next_rx != 0 && h->seq_ack == OX_SEQ_MASK &&
-				c->g.ackd != OX_SEQ_MASK &&
-				now - c->last_accept >= OX_RESTART_IDLE_NS)))
+	    (c->peer_closed ||
+	     (c->g.next_rx != 0 && h->seq_ack == OX_SEQ_MASK && c->g.ackd != OX_SEQ_MASK &&
+	      now - c->last_accept >= OX_RESTART_IDLE_NS)))
 		ox_conn_reset(c);
 	if (!ackonly && h->credit_ch && h->seq == c->g.next_rx &&
 	    ox_credit_check(h->credit_ch, h->credit)) {
@@ -305,7 +305,8 @@ uint64_t ox_conn_service(struct ox_conn *c, uint64_t now)
 		 * peers send nothing until they have seen one on each */
 		want = want || ox_credit_first_due(&c->c);
 		for (int ch = OX_CH_A; ch <= OX_CH_E && !want; ch++)
-			want = c->c.owed[ch] && c->c.owed[ch] >= (c->rxbuf[ch] / 4 ? c->rxbuf[ch] / 4 : 1);
+			want = c->c.owed[ch] &&
+			       c->c.owed[ch] >= (c->rxbuf[ch] / 4 ? c->rxbuf[ch] / 4 : 1);
 		if (!want || !ox_gbn_can_send(g))
 			break;
 		begin(c);
@@ -318,7 +319,8 @@ uint64_t ox_conn_service(struct ox_conn *c, uint64_t now)
 
 void ox_conn_dump(const struct ox_conn *c, const char *who)
 {
-	fprintf(stderr, "%s peer %02x: next_tx %u ackd %u count %u next_rx %u ack_due %d nak_due %d nak_sent %d building %d tx A%u C%u D%u E%u owed A%u D%u\n",
+	fprintf(stderr,
+		"%s peer %02x: next_tx %u ackd %u count %u next_rx %u ack_due %d nak_due %d nak_sent %d building %d tx A%u C%u D%u E%u owed A%u D%u\n",
 		who, c->peer[5], c->g.next_tx, c->g.ackd, c->g.count, c->g.next_rx, c->g.ack_due,
 		c->g.nak_due, c->g.nak_sent, c->building, c->c.tx[1], c->c.tx[3], c->c.tx[4],
 		c->c.tx[5], c->c.owed[1], c->c.owed[4]);

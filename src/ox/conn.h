@@ -11,23 +11,23 @@
 struct ox_conn {
 	uint8_t peer[6];
 	struct ox_link *link;
-	struct ox_opts o;          /* defaults resolved */
+	struct ox_opts o; /* defaults resolved */
 	struct ox_gbn g;
 	struct ox_credit c;
 	uint32_t rxbuf[6];
-	uint32_t tx_max[6];        /* most credit the peer ever let us hold */
+	uint32_t tx_max[6]; /* most credit the peer ever let us hold */
 	struct ox_stats *st;
 	struct ox_enc enc;
 	bool building;
-	bool open_pending;         /* 1.1: our next sequenced frame opens */
-	bool close_pending;        /* our next sequenced frame closes */
-	bool peer_closed;          /* the peer's close was accepted */
-	unsigned resets;           /* bumped by every reset: a new session */
+	bool open_pending;  /* 1.1: our next sequenced frame opens */
+	bool close_pending; /* our next sequenced frame closes */
+	bool peer_closed;   /* the peer's close was accepted */
+	unsigned resets;    /* bumped by every reset: a new session */
 	uint64_t last_ackonly;
-	uint64_t last_accept;      /* when the peer's last sequenced frame was accepted */
-	bool zc;                   /* the frame being built lies in the link's TX slot */
-	uint8_t *build;            /* where the frame being built lies */
-	const uint8_t *copy_src;   /* a sent frame not yet in the retransmit ring */
+	uint64_t last_accept;    /* when the peer's last sequenced frame was accepted */
+	bool zc;                 /* the frame being built lies in the link's TX slot */
+	uint8_t *build;          /* where the frame being built lies */
+	const uint8_t *copy_src; /* a sent frame not yet in the retransmit ring */
 	uint8_t *copy_dst;
 	size_t copy_len;
 };

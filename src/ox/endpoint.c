@@ -31,7 +31,7 @@
 #include "ox/conn.h"
 
 #define OX_EP_MAX_PEERS 64
-#define OX_EP_RXBUF_A 16384   /* 16 writes of 8 KiB in flight per peer */
+#define OX_EP_RXBUF_A 16384 /* 16 writes of 8 KiB in flight per peer */
 /* C and E carry little for a node that caches nothing, and B and D nothing
  * at all (a requester does not send on them), but every channel gets a grant
  * at open: ETRI's C endpoint waits for one on each of A..E before its first
@@ -47,7 +47,7 @@ struct ox_pend {
 	uint16_t in_flits;
 	uint32_t source;
 	uint64_t addr;
-	uint64_t old;          /* atomics: the value before, memory byte order */
+	uint64_t old; /* atomics: the value before, memory byte order */
 };
 
 struct ox_peer {
@@ -243,36 +243,56 @@ static struct ox_peer *peer_get(struct ox_endpoint *ep, const uint8_t mac[6])
 
 /* ------------------------------------------------------------ atomics */
 
-#define AMO_MINMAX(T, q, v, better)                                               \
-	do {                                                                      \
-		T o_ = __atomic_load_n(q, __ATOMIC_RELAXED);                      \
-		while ((better) && !__atomic_compare_exchange_n(q, &o_, v, false, \
-				__ATOMIC_SEQ_CST, __ATOMIC_RELAXED))              \
-			;                                                         \
-		old = (uint64_t)o_;                                               \
+#define AMO_MINMAX(T, q, v, better)                                                               \
+	do {                                                                                      \
+		T o_ = __atomic_load_n(q, __ATOMIC_RELAXED);                                      \
+		while ((better) && !__atomic_compare_exchange_n(                                  \
+					   q, &o_, v, false, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) \
+			;                                                                         \
+		old = (uint64_t)o_;                                                               \
 	} while (0)
 
-#define AMO(UT, ST)                                                                       \
-	do {                                                                              \
-		UT *q = (UT *)p, v = (UT)operand;                                         \
-		if (logic) {                                                              \
-			switch (param) {                                                  \
-			case OX_XOR: old = __atomic_fetch_xor(q, v, __ATOMIC_SEQ_CST); break; \
-			case OX_OR: old = __atomic_fetch_or(q, v, __ATOMIC_SEQ_CST); break;   \
-			case OX_AND: old = __atomic_fetch_and(q, v, __ATOMIC_SEQ_CST); break; \
-			case OX_SWAP: old = __atomic_exchange_n(q, v, __ATOMIC_SEQ_CST); break; \
-			default: return -EINVAL;                                          \
-			}                                                                 \
-		} else {                                                                  \
-			switch (param) {                                                  \
-			case OX_ADD: old = __atomic_fetch_add(q, v, __ATOMIC_SEQ_CST); break; \
-			case OX_MIN: AMO_MINMAX(UT, q, v, (ST)v < (ST)o_); break;         \
-			case OX_MAX: AMO_MINMAX(UT, q, v, (ST)v > (ST)o_); break;         \
-			case OX_MINU: AMO_MINMAX(UT, q, v, v < o_); break;                \
-			case OX_MAXU: AMO_MINMAX(UT, q, v, v > o_); break;                \
-			default: return -EINVAL;                                          \
-			}                                                                 \
-		}                                                                         \
+#define AMO(UT, ST)                                                                \
+	do {                                                                       \
+		UT *q = (UT *)p, v = (UT)operand;                                  \
+		if (logic) {                                                       \
+			switch (param) {                                           \
+			case OX_XOR:                                               \
+				old = __atomic_fetch_xor(q, v, __ATOMIC_SEQ_CST);  \
+				break;                                             \
+			case OX_OR:                                                \
+				old = __atomic_fetch_or(q, v, __ATOMIC_SEQ_CST);   \
+				break;                                             \
+			case OX_AND:                                               \
+				old = __atomic_fetch_and(q, v, __ATOMIC_SEQ_CST);  \
+				break;                                             \
+			case OX_SWAP:                                              \
+				old = __atomic_exchange_n(q, v, __ATOMIC_SEQ_CST); \
+				break;                                             \
+			default:                                                   \
+				return -EINVAL;                                    \
+			}                                                          \
+		} else {                                                           \
+			switch (param) {                                           \
+			case OX_ADD:                                               \
+				old = __atomic_fetch_add(q, v, __ATOMIC_SEQ_CST);  \
+				break;                                             \
+			case OX_MIN:                                               \
+				AMO_MINMAX(UT, q, v, (ST)v < (ST)o_);              \
+				break;                                             \
+			case OX_MAX:                                               \
+				AMO_MINMAX(UT, q, v, (ST)v > (ST)o_);              \
+				break;                                             \
+			case OX_MINU:                                              \
+				AMO_MINMAX(UT, q, v, v < o_);                      \
+				break;                                             \
+			case OX_MAXU:                                              \
+				AMO_MINMAX(UT, q, v, v > o_);                      \
+				break;                                             \
+			default:                                                   \
+				return -EINVAL;                                    \
+			}                                                          \
+		}                                                                  \
 	} while (0)
 
 static int do_atomic(void *p, unsigned size, bool logic, unsigned param, uint64_t operand,
@@ -280,11 +300,20 @@ static int do_atomic(void *p, unsigned size, bool logic, unsigned param, uint64_
 {
 	uint64_t old = 0;
 	switch (size) {
-	case 0: AMO(uint8_t, int8_t); break;
-	case 1: AMO(uint16_t, int16_t); break;
-	case 2: AMO(uint32_t, int32_t); break;
-	case 3: AMO(uint64_t, int64_t); break;
-	default: return -EINVAL;
+	case 0:
+		AMO(uint8_t, int8_t);
+		break;
+	case 1:
+		AMO(uint16_t, int16_t);
+		break;
+	case 2:
+		AMO(uint32_t, int32_t);
+		break;
+	case 3:
+		AMO(uint64_t, int64_t);
+		break;
+	default:
+		return -EINVAL;
 	}
 	*out = old;
 	return 0;
@@ -350,7 +379,8 @@ static void serve(struct ox_endpoint *ep, struct ox_peer *p, const struct ox_msg
 	case OX_A_LOGIC: {
 		r->opcode = OX_D_ACCESSACKDATA;
 		host = aligned && m->size <= 3
-			? lookup(ep, mac, m->addr, n, OX_WIN_READ | OX_WIN_WRITE) : NULL;
+			       ? lookup(ep, mac, m->addr, n, OX_WIN_READ | OX_WIN_WRITE)
+			       : NULL;
 		uint64_t operand = 0;
 		if (host && !((uintptr_t)host & (n - 1))) {
 			ox_msg_read(m, &operand, vb);
@@ -385,8 +415,12 @@ static void respond(struct ox_endpoint *ep, struct ox_peer *p, uint64_t now)
 	while (p->qcount) {
 		struct ox_pend *r = &p->q[p->qhead];
 		struct ox_msg m = {
-			.chan = OX_CH_D, .opcode = r->opcode, .size = r->size,
-			.source = r->source, .addr = r->addr, .denied = r->denied,
+			.chan = OX_CH_D,
+			.opcode = r->opcode,
+			.size = r->size,
+			.source = r->source,
+			.addr = r->addr,
+			.denied = r->denied,
 		};
 		if (r->opcode == OX_D_ACCESSACKDATA && r->denied) {
 			m.corrupt = 1;
@@ -402,7 +436,7 @@ static void respond(struct ox_endpoint *ep, struct ox_peer *p, uint64_t now)
 		if (e == -EAGAIN)
 			break;
 		if (e < 0)
-			ep->st.unsupported++;   /* a response our MTU cannot carry */
+			ep->st.unsupported++; /* a response our MTU cannot carry */
 		p->qhead = (p->qhead + 1) % p->qcap;
 		p->qcount--;
 		ox_credit_free(&p->c.c, r->in_chan, r->in_flits);
@@ -432,7 +466,7 @@ static int input(struct ox_endpoint *ep, const uint8_t *f, size_t len, uint64_t 
 	unsigned session = p->c.resets;
 	int r = ox_conn_input(&p->c, &ep->fr, now);
 	if (p->c.resets != session)
-		p->qcount = 0;     /* answers to the old session must not reach the new */
+		p->qcount = 0; /* answers to the old session must not reach the new */
 	if (r <= 0)
 		return r;
 	for (unsigned i = 0; i < ep->fr.nmsg; i++)
@@ -463,9 +497,10 @@ static bool give_up(struct ox_endpoint *ep, int i)
 	if (ep->o.log) {
 		const uint8_t *m = p->c.peer;
 		char line[160];
-		snprintf(line, sizeof(line), "ox: peer %02x:%02x:%02x:%02x:%02x:%02x acknowledged "
-			 "nothing for %u retransmissions; connection dropped", m[0], m[1], m[2],
-			 m[3], m[4], m[5], p->c.g.silent);
+		snprintf(line, sizeof(line),
+			 "ox: peer %02x:%02x:%02x:%02x:%02x:%02x acknowledged "
+			 "nothing for %u retransmissions; connection dropped",
+			 m[0], m[1], m[2], m[3], m[4], m[5], p->c.g.silent);
 		ep->o.log(line);
 	}
 	peer_free(ep, i);

@@ -56,7 +56,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (!ox_msg_has_data(m->chan, m->opcode))
 				continue;
 			ox_msg_read(m, scratch, sel >= 2);
-			if ((m->chan == OX_CH_A || m->chan == OX_CH_B) && m->opcode == OX_A_PUTPARTIAL)
+			if ((m->chan == OX_CH_A || m->chan == OX_CH_B) &&
+			    m->opcode == OX_A_PUTPARTIAL)
 				for (unsigned b = 0; b < (1u << m->size); b++)
 					scratch[b] ^= (uint8_t)ox_msg_mask_bit(m, b);
 		}

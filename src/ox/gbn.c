@@ -27,8 +27,8 @@
 
 #define OX_ACK_BATCH 16
 
-int ox_gbn_init(struct ox_gbn *g, unsigned slots, unsigned slot_size,
-		uint64_t rto_ns, uint64_t ack_delay_ns)
+int ox_gbn_init(struct ox_gbn *g, unsigned slots, unsigned slot_size, uint64_t rto_ns,
+		uint64_t ack_delay_ns)
 {
 	memset(g, 0, sizeof(*g));
 	if (!slots || slots > 4096 || slot_size < OX_ETH_HLEN + OX_MIN_PAYLOAD)
@@ -117,7 +117,8 @@ void ox_gbn_on_ack(struct ox_gbn *g, uint32_t seq_ack, bool ack, uint64_t now)
 	}
 }
 
-enum ox_rx_verdict ox_gbn_rx(struct ox_gbn *g, uint32_t seq, bool ackonly, bool ack_dup, uint64_t now)
+enum ox_rx_verdict ox_gbn_rx(struct ox_gbn *g, uint32_t seq, bool ackonly, bool ack_dup,
+			     uint64_t now)
 {
 	if (ackonly)
 		return OX_RX_ACKONLY;

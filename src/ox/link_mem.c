@@ -120,7 +120,10 @@ static void hub_release(struct ox_link *l)
 }
 
 static const struct ox_link_ops hub_ops = {
-	.send = hub_send, .recv = hub_recv, .peek = hub_peek, .release = hub_release,
+	.send = hub_send,
+	.recv = hub_recv,
+	.peek = hub_peek,
+	.release = hub_release,
 };
 
 int ox_hub_create(struct ox_hub **out)
@@ -153,9 +156,12 @@ int ox_hub_port(struct ox_hub *h, uint8_t id, unsigned mtu, struct ox_link **out
 			return -ENOMEM;
 		p->used = true;
 		p->hub = h;
-		p->link = (struct ox_link){ .ops = &hub_ops, .mac = { 2, 0, 0, 0, 0, id },
+		p->link = (struct ox_link){ .ops = &hub_ops,
+					    .mac = { 2, 0, 0, 0, 0, id },
 					    .ethertype = OX_ETHERTYPE_DEFAULT,
-					    .mtu = mtu > HUB_FRAME - OX_ETH_HLEN ? HUB_FRAME - OX_ETH_HLEN : mtu,
+					    .mtu = mtu > HUB_FRAME - OX_ETH_HLEN
+							   ? HUB_FRAME - OX_ETH_HLEN
+							   : mtu,
 					    .priv = p };
 		*out = &p->link;
 		return 0;
@@ -181,8 +187,8 @@ struct faulty {
 	uint64_t rng;
 	struct held held[HELD_MAX];
 	unsigned nheld;
-	int reorder;               /* index in held of the frame waiting for a successor */
-	uint8_t *stage;            /* tx_slot buffer: the faults apply at commit */
+	int reorder;    /* index in held of the frame waiting for a successor */
+	uint8_t *stage; /* tx_slot buffer: the faults apply at commit */
 };
 
 static double uniform(struct faulty *f)
@@ -321,13 +327,24 @@ static void faulty_close(struct ox_link *l)
 }
 
 static const struct ox_link_ops faulty_ops = {
-	.send = faulty_send, .recv = faulty_recv, .wait = faulty_wait, .flush = faulty_flush,
-	.tx_slot = faulty_tx_slot, .tx_commit = faulty_tx_commit, .close = faulty_close,
+	.send = faulty_send,
+	.recv = faulty_recv,
+	.wait = faulty_wait,
+	.flush = faulty_flush,
+	.tx_slot = faulty_tx_slot,
+	.tx_commit = faulty_tx_commit,
+	.close = faulty_close,
 };
 static const struct ox_link_ops faulty_ops_zc = {
-	.send = faulty_send, .recv = faulty_recv, .peek = faulty_peek, .release = faulty_release,
-	.wait = faulty_wait, .flush = faulty_flush, .tx_slot = faulty_tx_slot,
-	.tx_commit = faulty_tx_commit, .close = faulty_close,
+	.send = faulty_send,
+	.recv = faulty_recv,
+	.peek = faulty_peek,
+	.release = faulty_release,
+	.wait = faulty_wait,
+	.flush = faulty_flush,
+	.tx_slot = faulty_tx_slot,
+	.tx_commit = faulty_tx_commit,
+	.close = faulty_close,
 };
 
 int ox_link_faulty(struct ox_link *inner, const struct ox_fault_cfg *cfg, struct ox_link **out)
@@ -394,8 +411,7 @@ int ox_fault_parse(const char *spec, struct ox_fault_cfg *cfg)
 	return 0;
 }
 
-int ox_link_faulty_spec(struct ox_link *raw, const char *spec, uint64_t salt,
-			struct ox_link **out)
+int ox_link_faulty_spec(struct ox_link *raw, const char *spec, uint64_t salt, struct ox_link **out)
 {
 	*out = raw;
 #ifdef OX_FAULT_ENV

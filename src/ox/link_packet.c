@@ -151,7 +151,8 @@ static int pkt_wait(struct ox_link *l, uint64_t timeout_ns)
 	if (__atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER)
 		return 0;
 	struct pollfd pfd = { .fd = p->fd, .events = POLLIN };
-	struct timespec ts = { (time_t)(timeout_ns / 1000000000ull), (long)(timeout_ns % 1000000000ull) };
+	struct timespec ts = { (time_t)(timeout_ns / 1000000000ull),
+			       (long)(timeout_ns % 1000000000ull) };
 	return ppoll(&pfd, 1, &ts, NULL) < 0 ? -errno : 0;
 }
 
@@ -165,8 +166,14 @@ static void pkt_close(struct ox_link *l)
 }
 
 static const struct ox_link_ops pkt_ops = {
-	.send = pkt_send, .recv = pkt_recv, .peek = pkt_peek, .release = pkt_release,
-	.wait = pkt_wait, .flush = pkt_flush, .tx_slot = pkt_tx_slot, .tx_commit = pkt_tx_commit,
+	.send = pkt_send,
+	.recv = pkt_recv,
+	.peek = pkt_peek,
+	.release = pkt_release,
+	.wait = pkt_wait,
+	.flush = pkt_flush,
+	.tx_slot = pkt_tx_slot,
+	.tx_commit = pkt_tx_commit,
 	.close = pkt_close,
 };
 
@@ -205,10 +212,14 @@ int ox_link_packet_open(const char *ifname, uint16_t ethertype, struct ox_link *
 	while (p->fsize < p->link.mtu + OX_ETH_HLEN + TPACKET2_HDRLEN + 64)
 		p->fsize *= 2;
 	unsigned bsize = p->fsize > 65536 ? p->fsize : 65536;
-	struct tpacket_req rq = { .tp_block_size = bsize, .tp_frame_size = p->fsize,
-				  .tp_block_nr = RX_FRAMES * p->fsize / bsize, .tp_frame_nr = RX_FRAMES };
-	struct tpacket_req tq = { .tp_block_size = bsize, .tp_frame_size = p->fsize,
-				  .tp_block_nr = TX_FRAMES * p->fsize / bsize, .tp_frame_nr = TX_FRAMES };
+	struct tpacket_req rq = { .tp_block_size = bsize,
+				  .tp_frame_size = p->fsize,
+				  .tp_block_nr = RX_FRAMES * p->fsize / bsize,
+				  .tp_frame_nr = RX_FRAMES };
+	struct tpacket_req tq = { .tp_block_size = bsize,
+				  .tp_frame_size = p->fsize,
+				  .tp_block_nr = TX_FRAMES * p->fsize / bsize,
+				  .tp_frame_nr = TX_FRAMES };
 	if (setsockopt(p->fd, SOL_PACKET, PACKET_RX_RING, &rq, sizeof(rq)) < 0 ||
 	    setsockopt(p->fd, SOL_PACKET, PACKET_TX_RING, &tq, sizeof(tq)) < 0)
 		goto fail;
@@ -221,7 +232,8 @@ int ox_link_packet_open(const char *ifname, uint16_t ethertype, struct ox_link *
 	}
 	p->rx = p->map;
 	p->tx = p->map + rxlen;
-	struct sockaddr_ll sll = { .sll_family = AF_PACKET, .sll_protocol = htons(ethertype),
+	struct sockaddr_ll sll = { .sll_family = AF_PACKET,
+				   .sll_protocol = htons(ethertype),
 				   .sll_ifindex = (int)ifindex };
 	if (bind(p->fd, (struct sockaddr *)&sll, sizeof(sll)) < 0)
 		goto fail;

@@ -38,7 +38,7 @@
 #define NFRAMES 4096
 #define FSIZE XSK_UMEM__DEFAULT_FRAME_SIZE
 #define RING 2048
-#define HEADROOM 256   /* XDP_PACKET_HEADROOM, before data in copy mode */
+#define HEADROOM 256 /* XDP_PACKET_HEADROOM, before data in copy mode */
 
 struct xl {
 	struct ox_link link;
@@ -49,7 +49,7 @@ struct xl {
 	uint8_t *area;
 	uint64_t freel[NFRAMES / 2];
 	unsigned nfree, queued;
-	uint64_t cur;          /* address of the frame handed out by peek */
+	uint64_t cur; /* address of the frame handed out by peek */
 };
 
 static void reclaim(struct xl *x)
@@ -146,7 +146,8 @@ static int xl_wait(struct ox_link *l, uint64_t timeout_ns)
 	if (xsk_ring_cons__peek(&x->rx, 1, &idx))
 		return 0;
 	struct pollfd pfd = { .fd = xsk_socket__fd(x->xsk), .events = POLLIN };
-	struct timespec ts = { (time_t)(timeout_ns / 1000000000ull), (long)(timeout_ns % 1000000000ull) };
+	struct timespec ts = { (time_t)(timeout_ns / 1000000000ull),
+			       (long)(timeout_ns % 1000000000ull) };
 	return ppoll(&pfd, 1, &ts, NULL) < 0 ? -errno : 0;
 }
 
@@ -167,8 +168,13 @@ static void xl_close(struct ox_link *l)
 }
 
 static const struct ox_link_ops xl_ops = {
-	.send = xl_send, .recv = xl_recv, .peek = xl_peek, .release = xl_release,
-	.wait = xl_wait, .flush = xl_flush, .close = xl_close,
+	.send = xl_send,
+	.recv = xl_recv,
+	.peek = xl_peek,
+	.release = xl_release,
+	.wait = xl_wait,
+	.flush = xl_flush,
+	.close = xl_close,
 };
 
 int ox_link_xdp_open(const char *ifname, uint16_t ethertype, struct ox_link **out)
@@ -204,13 +210,16 @@ int ox_link_xdp_open(const char *ifname, uint16_t ethertype, struct ox_link **ou
 		e = -ENOMEM;
 		goto fail;
 	}
-	struct xsk_umem_config uc = { .fill_size = RING, .comp_size = RING, .frame_size = FSIZE,
-				      .frame_headroom = 0 };
+	struct xsk_umem_config uc = {
+		.fill_size = RING, .comp_size = RING, .frame_size = FSIZE, .frame_headroom = 0
+	};
 	e = xsk_umem__create(&x->umem, x->area, (uint64_t)NFRAMES * FSIZE, &x->fq, &x->cq, &uc);
 	if (e)
 		goto fail;
-	struct xsk_socket_config sc = { .rx_size = RING, .tx_size = RING,
-					.xdp_flags = XDP_FLAGS_SKB_MODE, .bind_flags = XDP_COPY };
+	struct xsk_socket_config sc = { .rx_size = RING,
+					.tx_size = RING,
+					.xdp_flags = XDP_FLAGS_SKB_MODE,
+					.bind_flags = XDP_COPY };
 	/* a socket closed just before on this queue is torn down lazily by
 	 * the kernel: EBUSY for a moment */
 	for (int tries = 0; tries < 100; tries++) {

@@ -37,9 +37,9 @@
 
 #define OX_ETHERTYPE_DEFAULT 0xAAAA
 #define OX_ETH_HLEN 14
-#define OX_MIN_PAYLOAD 48          /* bytes after the EtherType */
-#define OX_MAX_MSGS 64             /* one bit of the frame mask each */
-#define OX_MAX_SIZE_LOG2 13        /* largest burst we accept: 8 KiB fits a 9000-byte frame */
+#define OX_MIN_PAYLOAD 48   /* bytes after the EtherType */
+#define OX_MAX_MSGS 64      /* one bit of the frame mask each */
+#define OX_MAX_SIZE_LOG2 13 /* largest burst we accept: 8 KiB fits a 9000-byte frame */
 #define OX_SEQ_BITS 22
 #define OX_SEQ_MOD (1u << OX_SEQ_BITS)
 #define OX_SEQ_MASK (OX_SEQ_MOD - 1)
@@ -53,36 +53,51 @@ enum ox_msg_type { OX_T_NORMAL = 0, OX_T_ACKONLY = 1, OX_T_OPEN = 2, OX_T_CLOSE 
 enum ox_chan { OX_CH_NONE = 0, OX_CH_A = 1, OX_CH_B = 2, OX_CH_C = 3, OX_CH_D = 4, OX_CH_E = 5 };
 
 enum ox_a_op {
-	OX_A_PUTFULL = 0, OX_A_PUTPARTIAL = 1, OX_A_ARITH = 2, OX_A_LOGIC = 3,
-	OX_A_GET = 4, OX_A_INTENT = 5, OX_A_ACQBLOCK = 6, OX_A_ACQPERM = 7,
+	OX_A_PUTFULL = 0,
+	OX_A_PUTPARTIAL = 1,
+	OX_A_ARITH = 2,
+	OX_A_LOGIC = 3,
+	OX_A_GET = 4,
+	OX_A_INTENT = 5,
+	OX_A_ACQBLOCK = 6,
+	OX_A_ACQPERM = 7,
 };
 enum ox_d_op {
-	OX_D_ACCESSACK = 0, OX_D_ACCESSACKDATA = 1, OX_D_HINTACK = 2,
-	OX_D_GRANT = 4, OX_D_GRANTDATA = 5, OX_D_RELEASEACK = 6,
+	OX_D_ACCESSACK = 0,
+	OX_D_ACCESSACKDATA = 1,
+	OX_D_HINTACK = 2,
+	OX_D_GRANT = 4,
+	OX_D_GRANTDATA = 5,
+	OX_D_RELEASEACK = 6,
 };
 enum ox_c_op {
-	OX_C_ACCESSACK = 0, OX_C_ACCESSACKDATA = 1, OX_C_HINTACK = 2,
-	OX_C_PROBEACK = 4, OX_C_PROBEACKDATA = 5, OX_C_RELEASE = 6, OX_C_RELEASEDATA = 7,
+	OX_C_ACCESSACK = 0,
+	OX_C_ACCESSACKDATA = 1,
+	OX_C_HINTACK = 2,
+	OX_C_PROBEACK = 4,
+	OX_C_PROBEACKDATA = 5,
+	OX_C_RELEASE = 6,
+	OX_C_RELEASEDATA = 7,
 };
 enum ox_arith { OX_MIN = 0, OX_MAX = 1, OX_MINU = 2, OX_MAXU = 3, OX_ADD = 4 };
 enum ox_logic { OX_XOR = 0, OX_OR = 1, OX_AND = 2, OX_SWAP = 3 };
 
 /* Why a frame was thrown away; indexes ox_stats.rej. */
 enum ox_reject {
-	OX_REJ_SHORT = 0,      /* shorter than the minimum payload */
-	OX_REJ_ALIGN,          /* payload not a whole number of flits */
-	OX_REJ_TOOBIG,         /* more flits than a frame can have */
-	OX_REJ_MASK,           /* mask bit not at a message start, or past the end */
-	OX_REJ_CHANNEL,        /* channel 0 or 6/7 where a header should be */
-	OX_REJ_OPCODE,         /* opcode not defined on that channel */
-	OX_REJ_SIZE,           /* size larger than we accept */
-	OX_REJ_TRUNC,          /* message runs into the mask */
-	OX_REJ_PADDING,        /* non-zero flit outside any message */
-	OX_REJ_CREDIT,         /* credit granted on channel 6 or 7 */
-	OX_REJ_TYPE,           /* message_type unknown or not allowed in mode */
-	OX_REJ_UNKNOWN_MAC,    /* source MAC has no window here */
-	OX_REJ_NOT_FOR_US,     /* destination MAC is not ours */
-	OX_REJ_NOPEER,         /* peer table full */
+	OX_REJ_SHORT = 0,   /* shorter than the minimum payload */
+	OX_REJ_ALIGN,       /* payload not a whole number of flits */
+	OX_REJ_TOOBIG,      /* more flits than a frame can have */
+	OX_REJ_MASK,        /* mask bit not at a message start, or past the end */
+	OX_REJ_CHANNEL,     /* channel 0 or 6/7 where a header should be */
+	OX_REJ_OPCODE,      /* opcode not defined on that channel */
+	OX_REJ_SIZE,        /* size larger than we accept */
+	OX_REJ_TRUNC,       /* message runs into the mask */
+	OX_REJ_PADDING,     /* non-zero flit outside any message */
+	OX_REJ_CREDIT,      /* credit granted on channel 6 or 7 */
+	OX_REJ_TYPE,        /* message_type unknown or not allowed in mode */
+	OX_REJ_UNKNOWN_MAC, /* source MAC has no window here */
+	OX_REJ_NOT_FOR_US,  /* destination MAC is not ours */
+	OX_REJ_NOPEER,      /* peer table full */
 	OX_REJ_COUNT
 };
 const char *ox_reject_name(int reason);
@@ -93,12 +108,12 @@ const char *ox_reject_name(int reason);
 /* The TLoE header flit, one field per member. */
 struct ox_tloe {
 	uint8_t vc;
-	uint8_t type;          /* enum ox_msg_type; always 0 in 1.0.3 */
+	uint8_t type; /* enum ox_msg_type; always 0 in 1.0.3 */
 	uint32_t seq;
 	uint32_t seq_ack;
-	uint8_t ack;           /* 1 ACK, 0 NAK */
-	uint8_t credit_ch;     /* enum ox_chan, 0 = none */
-	uint8_t credit;        /* grants 2^credit flits */
+	uint8_t ack;       /* 1 ACK, 0 NAK */
+	uint8_t credit_ch; /* enum ox_chan, 0 = none */
+	uint8_t credit;    /* grants 2^credit flits */
 };
 uint64_t ox_tloe_pack(const struct ox_tloe *h);
 void ox_tloe_unpack(uint64_t w, struct ox_tloe *h);
@@ -116,13 +131,13 @@ struct ox_msg {
 	uint8_t chan, opcode, param, size;
 	uint8_t domain;
 	uint8_t denied, corrupt;
-	uint32_t source;       /* 26 bits */
-	uint32_t sink;         /* D Grant/GrantData, E GrantAck */
+	uint32_t source; /* 26 bits */
+	uint32_t sink;   /* D Grant/GrantData, E GrantAck */
 	uint64_t addr;
 	const void *data;
 	const uint8_t *pmask;
-	const uint8_t *wire;   /* decode only */
-	uint16_t flits;        /* whole message length, decode only */
+	const uint8_t *wire; /* decode only */
+	uint16_t flits;      /* whole message length, decode only */
 };
 
 /* Length of a message in flits (= credit it costs), or -EPROTO. */
@@ -140,10 +155,10 @@ bool ox_msg_has_data(unsigned chan, unsigned opcode);
 struct ox_enc {
 	uint8_t *buf;
 	size_t cap_flits;
-	size_t nflits;         /* header included */
+	size_t nflits; /* header included */
 	uint64_t mask;
 	unsigned nmsg;
-	bool closed;           /* a message reached flit 64: nothing may follow */
+	bool closed; /* a message reached flit 64: nothing may follow */
 	bool verbatim;
 };
 void ox_enc_begin(struct ox_enc *e, uint8_t *buf, size_t cap, bool verbatim);
@@ -157,8 +172,8 @@ struct ox_frame {
 	struct ox_tloe h;
 	uint64_t mask;
 	unsigned nmsg;
-	unsigned nflits;       /* payload flits, header and mask included */
-	int reject;            /* enum ox_reject when decode failed */
+	unsigned nflits; /* payload flits, header and mask included */
+	int reject;      /* enum ox_reject when decode failed */
 	struct ox_msg msg[OX_MAX_MSGS];
 };
 /* Decodes payload (after the EtherType).  0 or -EPROTO with f->reject. */
@@ -175,8 +190,14 @@ void ox_eth_write(uint8_t *f, const uint8_t dst[6], const uint8_t src[6], uint16
 /* ------------------------------------------------------------------ */
 /* Go-back-N                                                           */
 
-static inline uint32_t ox_seq_add(uint32_t a, uint32_t b) { return (a + b) & OX_SEQ_MASK; }
-static inline uint32_t ox_seq_sub(uint32_t a, uint32_t b) { return (a - b) & OX_SEQ_MASK; }
+static inline uint32_t ox_seq_add(uint32_t a, uint32_t b)
+{
+	return (a + b) & OX_SEQ_MASK;
+}
+static inline uint32_t ox_seq_sub(uint32_t a, uint32_t b)
+{
+	return (a - b) & OX_SEQ_MASK;
+}
 
 enum ox_rx_verdict { OX_RX_ACCEPT, OX_RX_DUP, OX_RX_OOO, OX_RX_ACKONLY };
 
@@ -187,18 +208,18 @@ struct ox_gbn {
 	uint16_t *len;
 	unsigned slots, slot_size, head, count;
 	uint64_t rto_ns, ack_delay_ns;
-	uint64_t last_progress;     /* last send into an empty ring or ack progress */
-	unsigned backoff;           /* consecutive timeouts: rto is shifted by this */
-	unsigned silent;            /* consecutive timeouts, not capped like backoff */
-	bool rtx_due;               /* NAK or timeout: resend everything */
-	bool ack_due;               /* we owe the peer an acknowledgement */
+	uint64_t last_progress; /* last send into an empty ring or ack progress */
+	unsigned backoff;       /* consecutive timeouts: rto is shifted by this */
+	unsigned silent;        /* consecutive timeouts, not capped like backoff */
+	bool rtx_due;           /* NAK or timeout: resend everything */
+	bool ack_due;           /* we owe the peer an acknowledgement */
 	uint64_t ack_deadline;
-	unsigned unacked_rx;        /* frames accepted since we last sent an ack */
-	bool nak_due, nak_sent;     /* one NAK per out-of-order episode */
+	unsigned unacked_rx;    /* frames accepted since we last sent an ack */
+	bool nak_due, nak_sent; /* one NAK per out-of-order episode */
 	uint64_t n_rtx_frames, n_timeouts, n_naks_rx, n_naks_tx, n_dup, n_ooo;
 };
-int ox_gbn_init(struct ox_gbn *g, unsigned slots, unsigned slot_size,
-		uint64_t rto_ns, uint64_t ack_delay_ns);
+int ox_gbn_init(struct ox_gbn *g, unsigned slots, unsigned slot_size, uint64_t rto_ns,
+		uint64_t ack_delay_ns);
 void ox_gbn_free(struct ox_gbn *g);
 void ox_gbn_reset(struct ox_gbn *g);
 bool ox_gbn_can_send(const struct ox_gbn *g);
@@ -211,7 +232,8 @@ uint8_t *ox_gbn_unacked(struct ox_gbn *g, unsigned i, size_t *len);
 void ox_gbn_on_ack(struct ox_gbn *g, uint32_t seq_ack, bool ack, uint64_t now);
 /* Classifies a frame's sequence number; updates next_rx and ack duties. */
 /* ack_dup: acknowledge again if it is a duplicate (false for 1.0.3 ACK-only). */
-enum ox_rx_verdict ox_gbn_rx(struct ox_gbn *g, uint32_t seq, bool ackonly, bool ack_dup, uint64_t now);
+enum ox_rx_verdict ox_gbn_rx(struct ox_gbn *g, uint32_t seq, bool ackonly, bool ack_dup,
+			     uint64_t now);
 /* Acknowledgement fields for a frame we send now. */
 void ox_gbn_ack_fields(struct ox_gbn *g, struct ox_tloe *h);
 /* Timer check: sets rtx_due on timeout.  Returns the next deadline (ns). */
@@ -224,10 +246,10 @@ uint64_t ox_gbn_tick(struct ox_gbn *g, uint64_t now);
 #define OX_CREDIT_MAX UINT32_MAX
 
 struct ox_credit {
-	uint32_t tx[6];        /* flits we may still send, per channel */
-	uint32_t owed[6];      /* freed flits not yet returned to the peer */
-	uint8_t granted;       /* bit per channel granted since init */
-	uint64_t n_saturated;  /* grants that hit OX_CREDIT_MAX */
+	uint32_t tx[6];       /* flits we may still send, per channel */
+	uint32_t owed[6];     /* freed flits not yet returned to the peer */
+	uint8_t granted;      /* bit per channel granted since init */
+	uint64_t n_saturated; /* grants that hit OX_CREDIT_MAX */
 };
 /* start: 0 (1.0.3) or 128 (1.1); rxbuf[ch]: flits we can buffer per channel
  * (0 for channels we do not receive). */
@@ -274,13 +296,25 @@ struct ox_link {
 	const struct ox_link_ops *ops;
 	uint8_t mac[6];
 	uint16_t ethertype;
-	unsigned mtu;          /* payload bytes after the EtherType */
+	unsigned mtu; /* payload bytes after the EtherType */
 	void *priv;
 };
-static inline int ox_link_send(struct ox_link *l, const uint8_t *f, size_t n) { return l->ops->send(l, f, n); }
-static inline int ox_link_recv(struct ox_link *l, uint8_t *b, size_t n) { return l->ops->recv(l, b, n); }
-static inline int ox_link_wait(struct ox_link *l, uint64_t t) { return l->ops->wait ? l->ops->wait(l, t) : 0; }
-static inline int ox_link_flush(struct ox_link *l) { return l->ops->flush ? l->ops->flush(l) : 0; }
+static inline int ox_link_send(struct ox_link *l, const uint8_t *f, size_t n)
+{
+	return l->ops->send(l, f, n);
+}
+static inline int ox_link_recv(struct ox_link *l, uint8_t *b, size_t n)
+{
+	return l->ops->recv(l, b, n);
+}
+static inline int ox_link_wait(struct ox_link *l, uint64_t t)
+{
+	return l->ops->wait ? l->ops->wait(l, t) : 0;
+}
+static inline int ox_link_flush(struct ox_link *l)
+{
+	return l->ops->flush ? l->ops->flush(l) : 0;
+}
 /* Next frame, in place when the link can, else copied into buf; a positive
  * return must be followed by ox_link_done once the frame is consumed. */
 static inline int ox_link_next(struct ox_link *l, uint8_t *buf, size_t cap, const uint8_t **f)
@@ -290,7 +324,11 @@ static inline int ox_link_next(struct ox_link *l, uint8_t *buf, size_t cap, cons
 	*f = buf;
 	return l->ops->recv(l, buf, cap);
 }
-static inline void ox_link_done(struct ox_link *l) { if (l->ops->peek) l->ops->release(l); }
+static inline void ox_link_done(struct ox_link *l)
+{
+	if (l->ops->peek)
+		l->ops->release(l);
+}
 void ox_link_close(struct ox_link *l);
 
 /* AF_PACKET with TPACKET_V2 mmap rings on ifname; ethertype 0 = 0xAAAA. */
@@ -314,7 +352,9 @@ struct ox_fault_cfg {
 	double drop_pct, dup_pct, reorder_pct, delay_pct;
 	uint64_t delay_ns;
 };
-struct ox_fault_stats { uint64_t sent, dropped, duped, reordered, delayed; };
+struct ox_fault_stats {
+	uint64_t sent, dropped, duped, reordered, delayed;
+};
 int ox_link_faulty(struct ox_link *inner, const struct ox_fault_cfg *cfg, struct ox_link **out);
 void ox_link_faulty_stats(struct ox_link *l, struct ox_fault_stats *s);
 /* Parses "drop=1,dup=0.5,reorder=1,delay=1,delay_us=200,seed=7" (per cent
@@ -326,8 +366,7 @@ int ox_fault_parse(const char *spec, struct ox_fault_cfg *cfg);
  * do not drop in lockstep); otherwise *out = raw.  0 or -errno. The layer
  * reads no environment itself: its users take their settings from
  * ethermem's configuration table (src/common/config.h). */
-int ox_link_faulty_spec(struct ox_link *raw, const char *spec, uint64_t salt,
-			struct ox_link **out);
+int ox_link_faulty_spec(struct ox_link *raw, const char *spec, uint64_t salt, struct ox_link **out);
 
 uint64_t ox_now_ns(void);
 
@@ -336,16 +375,16 @@ uint64_t ox_now_ns(void);
 
 struct ox_opts {
 	enum ox_mode mode;
-	bool verbatim;          /* data bytes copied without the per-flit swap */
-	uint16_t ethertype;     /* 0 = 0xAAAA */
-	unsigned mtu;           /* 0 = the link's; a requester must use the smaller
+	bool verbatim;         /* data bytes copied without the per-flit swap */
+	uint16_t ethertype;    /* 0 = 0xAAAA */
+	unsigned mtu;          /* 0 = the link's; a requester must use the smaller
 				 * of both ends' MTUs (the control path knows the
 				 * node's), since bursts are sized to fill it */
-	unsigned rtx_slots;     /* retransmit buffer frames, 0 = 64 */
-	uint32_t rx_credit;     /* flits we buffer per channel we receive, 0 = default */
-	uint64_t rto_ns;        /* 0 = 1 ms */
-	uint64_t ack_delay_ns;  /* 0 = 20 us */
-	uint64_t spin_ns;       /* busy-poll this long after the last traffic, 0 = 200 us */
+	unsigned rtx_slots;    /* retransmit buffer frames, 0 = 64 */
+	uint32_t rx_credit;    /* flits we buffer per channel we receive, 0 = default */
+	uint64_t rto_ns;       /* 0 = 1 ms */
+	uint64_t ack_delay_ns; /* 0 = 20 us */
+	uint64_t spin_ns;      /* busy-poll this long after the last traffic, 0 = 200 us */
 	/* Endpoint only.  reply_per_frame: the responses to each request
 	 * frame leave in frames of their own, acknowledging exactly it (for
 	 * requesters that match a response by the sequence number it
@@ -364,12 +403,12 @@ struct ox_stats {
 	uint64_t rx_frames, tx_frames, rx_msgs, tx_msgs;
 	uint64_t rej[OX_REJ_COUNT];
 	uint64_t dup, ooo, naks_rx, naks_tx, rtx_frames, timeouts;
-	uint64_t denied;          /* requests answered with the denied bit */
-	uint64_t unsupported;     /* messages we count and ignore */
+	uint64_t denied;      /* requests answered with the denied bit */
+	uint64_t unsupported; /* messages we count and ignore */
 	uint64_t atomics;
-	uint64_t stale;           /* responses matching no outstanding request */
-	uint64_t overrun;         /* requests beyond the credit we granted */
-	uint64_t gaveup;          /* peers forgotten for never acknowledging */
+	uint64_t stale;   /* responses matching no outstanding request */
+	uint64_t overrun; /* requests beyond the credit we granted */
+	uint64_t gaveup;  /* peers forgotten for never acknowledging */
 };
 
 /* ------------------------------------------------------------------ */
@@ -380,11 +419,11 @@ struct ox_endpoint;
 #define OX_WIN_READ 1u
 #define OX_WIN_WRITE 2u
 struct ox_window {
-	uint64_t base;          /* OmniXtend address of mem[0] */
+	uint64_t base; /* OmniXtend address of mem[0] */
 	uint64_t len;
 	void *mem;
-	uint8_t mac[6];         /* the only peer this window serves */
-	unsigned flags;         /* OX_WIN_READ | OX_WIN_WRITE; 0 = both */
+	uint8_t mac[6]; /* the only peer this window serves */
+	unsigned flags; /* OX_WIN_READ | OX_WIN_WRITE; 0 = both */
 };
 
 /* o may be NULL (or zeroed) for the defaults: 1.1, the specification's byte
@@ -428,7 +467,7 @@ enum ox_op_kind { OX_OP_GET, OX_OP_PUT, OX_OP_ARITH, OX_OP_LOGIC, OX_OP_INTENT }
  */
 struct ox_op {
 	enum ox_op_kind kind;
-	uint8_t param;          /* enum ox_arith / ox_logic / intent kind */
+	uint8_t param; /* enum ox_arith / ox_logic / intent kind */
 	uint64_t addr;
 	void *buf;
 	size_t len;
@@ -444,8 +483,8 @@ struct ox_op {
 };
 
 struct ox_requester;
-int ox_requester_create(const struct ox_opts *o, struct ox_link *link,
-			const uint8_t peer_mac[6], struct ox_requester **out);
+int ox_requester_create(const struct ox_opts *o, struct ox_link *link, const uint8_t peer_mac[6],
+			struct ox_requester **out);
 void ox_requester_destroy(struct ox_requester *r);
 /* Queues an op; 0, -EINVAL (bad size/alignment) or -ESHUTDOWN (closing). */
 int ox_requester_submit(struct ox_requester *r, struct ox_op *op);

@@ -50,18 +50,18 @@ struct ox_requester {
 	struct ox_slot slot[OX_RQ_SLOTS];
 	uint32_t freel[OX_RQ_SLOTS];
 	unsigned nfree;
-	struct ox_op *qhead, *qtail;   /* ops with bursts still to issue */
+	struct ox_op *qhead, *qtail; /* ops with bursts still to issue */
 	unsigned busy;
-	unsigned frame_log2;           /* largest burst one frame carries */
+	unsigned frame_log2; /* largest burst one frame carries */
 	bool closing;
-	bool dirty;                    /* submitted since the last poll */
+	bool dirty; /* submitted since the last poll */
 	uint64_t next_due;
 	struct ox_frame fr;
 	uint8_t buf[65536];
 };
 
-int ox_requester_create(const struct ox_opts *o, struct ox_link *link,
-			const uint8_t peer_mac[6], struct ox_requester **out)
+int ox_requester_create(const struct ox_opts *o, struct ox_link *link, const uint8_t peer_mac[6],
+			struct ox_requester **out)
 {
 	struct ox_requester *r = calloc(1, sizeof(*r));
 	if (!r)
@@ -179,17 +179,29 @@ static void issue(struct ox_requester *r, uint64_t now)
 			if (!r->nfree)
 				return;
 			unsigned k = burst_log2(r, op);
-			struct ox_msg m = { .chan = OX_CH_A, .size = (uint8_t)k,
-					    .addr = op->addr + op->issued, .param = op->param };
+			struct ox_msg m = { .chan = OX_CH_A,
+					    .size = (uint8_t)k,
+					    .addr = op->addr + op->issued,
+					    .param = op->param };
 			switch (op->kind) {
-			case OX_OP_GET: m.opcode = OX_A_GET; break;
+			case OX_OP_GET:
+				m.opcode = OX_A_GET;
+				break;
 			case OX_OP_PUT:
 				m.opcode = OX_A_PUTFULL;
 				m.data = (const uint8_t *)op->buf + op->issued;
 				break;
-			case OX_OP_ARITH: m.opcode = OX_A_ARITH; m.data = &op->operand; break;
-			case OX_OP_LOGIC: m.opcode = OX_A_LOGIC; m.data = &op->operand; break;
-			case OX_OP_INTENT: m.opcode = OX_A_INTENT; break;
+			case OX_OP_ARITH:
+				m.opcode = OX_A_ARITH;
+				m.data = &op->operand;
+				break;
+			case OX_OP_LOGIC:
+				m.opcode = OX_A_LOGIC;
+				m.data = &op->operand;
+				break;
+			case OX_OP_INTENT:
+				m.opcode = OX_A_INTENT;
+				break;
 			}
 			uint32_t s = r->freel[r->nfree - 1];
 			m.source = s;
@@ -232,8 +244,9 @@ static void response(struct ox_requester *r, struct ox_msg *m, int *ncomp)
 	}
 	struct ox_op *op = s->op;
 	bool want_data = op->kind != OX_OP_PUT && op->kind != OX_OP_INTENT;
-	unsigned want_op = want_data ? OX_D_ACCESSACKDATA
-			   : op->kind == OX_OP_PUT ? OX_D_ACCESSACK : OX_D_HINTACK;
+	unsigned want_op = want_data               ? OX_D_ACCESSACKDATA
+			   : op->kind == OX_OP_PUT ? OX_D_ACCESSACK
+						   : OX_D_HINTACK;
 	m->addr = s->addr;
 	if (m->opcode != want_op || m->size != s->size) {
 		/* not an answer to what we asked: never copy it, fail the burst */
@@ -311,7 +324,7 @@ static int wait_until(struct ox_requester *r, bool (*done)(struct ox_requester *
 		      void *arg, uint64_t timeout_ns)
 {
 	uint64_t start = ox_now_ns();
-	struct em_spin spin = { .budget_ns = r->o.spin_ns };  /* as ox_endpoint_run */
+	struct em_spin spin = { .budget_ns = r->o.spin_ns }; /* as ox_endpoint_run */
 
 	em_spin_begin(&spin, start);
 	while (!done(r, arg)) {
@@ -414,7 +427,8 @@ void ox_requester_stats(const struct ox_requester *r, struct ox_stats *s)
 void ox_requester_dump(const struct ox_requester *r)
 {
 	ox_conn_dump(&r->c, "rq");
-	fprintf(stderr, "   busy %u nfree %u qhead %p frame_log2 %u\n", r->busy, r->nfree, (void *)r->qhead, r->frame_log2);
+	fprintf(stderr, "   busy %u nfree %u qhead %p frame_log2 %u\n", r->busy, r->nfree,
+		(void *)r->qhead, r->frame_log2);
 	for (unsigned s = 0, n = 0; s < OX_RQ_SLOTS && n < 8; s++)
 		if (r->slot[s].op) {
 			fprintf(stderr, "   slot %u: kind %d addr %llx size %u off %zu\n", s,

@@ -55,7 +55,9 @@ static void faulty_close(void *ctx)
 }
 
 static const struct llm_fetcher_ops faulty_ops = {
-	.submit = faulty_submit, .wait = faulty_wait, .close = faulty_close,
+	.submit = faulty_submit,
+	.wait = faulty_wait,
+	.close = faulty_close,
 };
 
 /* Returns 1 when the run completed, 0 when it reported an error. */
@@ -125,8 +127,8 @@ static int sweep(const char *name, const char *path, uint64_t budget, uint64_t c
 		}
 		errors++;
 	}
-	printf("ok: %s: %d injected failures reported cleanly, run completes past op %d\n",
-	       name, errors, completed);
+	printf("ok: %s: %d injected failures reported cleanly, run completes past op %d\n", name,
+	       errors, completed);
 	return 0;
 }
 

@@ -17,9 +17,30 @@ static uint64_t rng = 0x1234567887654321ULL;
 
 static int32_t pick(void)
 {
-	static const int32_t edge[] = { 0, 1, 2, 3, 4, 6, 8, 16, 64, 172, 256, 512, 4096,
-					65536, 1 << 20, 1 << 24, (1 << 24) + 1, INT32_MAX,
-					-1, -2, -64, -512, INT32_MIN, 1 << 30 };
+	static const int32_t edge[] = { 0,
+					1,
+					2,
+					3,
+					4,
+					6,
+					8,
+					16,
+					64,
+					172,
+					256,
+					512,
+					4096,
+					65536,
+					1 << 20,
+					1 << 24,
+					(1 << 24) + 1,
+					INT32_MAX,
+					-1,
+					-2,
+					-64,
+					-512,
+					INT32_MIN,
+					1 << 30 };
 	uint64_t r = llm_rng_next(&rng);
 
 	if (r % 4 == 0)
@@ -79,7 +100,8 @@ int main(void)
 			p = h + 8;
 		}
 		for (int i = 0; i < 7; i++)
-			put32(p + 4 * i, it % 5 ? pick() : (int32_t[]){ 64, 172, 2, 8, 4, 512, 32 }[i]);
+			put32(p + 4 * i,
+			      it % 5 ? pick() : (int32_t[]){ 64, 172, 2, 8, 4, 512, 32 }[i]);
 		if (fmt == 1) {
 			put32(h + 36, pick());
 			put32(h + 40, pick());
@@ -97,10 +119,12 @@ int main(void)
 			fail |= check(h, l.file_size);
 			fail |= check(h, l.file_size - 1);
 			fail |= check(h, l.file_size + 4);
-			accepted += llm_parse_header(h, sizeof(h), l.file_size, &c, &l, err, sizeof(err)) == 0;
+			accepted += llm_parse_header(h, sizeof(h), l.file_size, &c, &l, err,
+						     sizeof(err)) == 0;
 		}
 		fail |= check(h, llm_rng_next(&rng) >> (llm_rng_next(&rng) % 64));
 	}
-	printf("%s: 300000 headers, %d consistent ones accepted\n", fail ? "FAIL" : "PASS", accepted);
+	printf("%s: 300000 headers, %d consistent ones accepted\n", fail ? "FAIL" : "PASS",
+	       accepted);
 	return fail;
 }

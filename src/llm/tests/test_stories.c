@@ -74,8 +74,8 @@ int main(int argc, char **argv)
 		double rel = fabs((double)first[i] - ref_logits[i]) / fabs((double)ref_logits[i]);
 
 		if (rel > 1e-4) {
-			printf("FAIL: logit %d = %.6f, reference %.6f (rel %.2g)\n", i,
-			       first[i], ref_logits[i], rel);
+			printf("FAIL: logit %d = %.6f, reference %.6f (rel %.2g)\n", i, first[i],
+			       ref_logits[i], rel);
 			fail = 1;
 		}
 	}

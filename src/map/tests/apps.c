@@ -76,7 +76,8 @@ static int split(void)
 	check(q[a - (uintptr_t)q] == 0, "a fresh read-only page is not zero");
 	check(mprotect((void *)a, 8192, PROT_READ | PROT_WRITE) == 0, "mprotect back");
 	fill(q, n, 2);
-	printf("split %016llx %016llx\n", (unsigned long long)digest(p, n), (unsigned long long)digest(q, n));
+	printf("split %016llx %016llx\n", (unsigned long long)digest(p, n),
+	       (unsigned long long)digest(q, n));
 	free(p);
 	free(q);
 	return 0;
@@ -85,7 +86,8 @@ static int split(void)
 static int advise(void)
 {
 	size_t n = 16 * MIB;
-	unsigned char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	unsigned char *p =
+		mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	size_t zeros = 0;
 
 	if (p == MAP_FAILED)
@@ -105,7 +107,8 @@ static int advise(void)
 	check(p[4 * MIB] == 0x5a || p[4 * MIB] == 0, "MADV_FREE gave neither data nor zero");
 	memset(p + 4 * MIB, 0x11, MIB);
 	/* REMOVE is refused on private memory (EINVAL), data kept */
-	check(madvise(p + 6 * MIB, MIB, MADV_REMOVE) == -1 && errno == EINVAL, "MADV_REMOVE on private memory");
+	check(madvise(p + 6 * MIB, MIB, MADV_REMOVE) == -1 && errno == EINVAL,
+	      "MADV_REMOVE on private memory");
 	check(p[6 * MIB] == 0x5a, "MADV_REMOVE lost data");
 	/* hints */
 	check(madvise(p + 8 * MIB + 4096, 2 * MIB, MADV_HUGEPAGE) == 0, "MADV_HUGEPAGE");
@@ -174,7 +177,8 @@ static int forks(const char *self)
 		uint64_t d = digest(p, n);
 
 		fill(p, n, 6);
-		printf("child %016llx %016llx\n", (unsigned long long)d, (unsigned long long)digest(p, n));
+		printf("child %016llx %016llx\n", (unsigned long long)d,
+		       (unsigned long long)digest(p, n));
 		fflush(stdout);
 		free(p);
 		unsigned char *c = malloc(n); /* the child may allocate big too */
@@ -186,7 +190,8 @@ static int forks(const char *self)
 		fflush(stdout);
 		_exit(d == before ? 0 : 1);
 	}
-	check(pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && !WEXITSTATUS(st), "fork child");
+	check(pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && !WEXITSTATUS(st),
+	      "fork child");
 	check(digest(p, n) == before, "the child's writes reached the parent");
 	fill(p, n, 8);
 	printf("parent %016llx\n", (unsigned long long)digest(p, n));
@@ -197,11 +202,13 @@ static int forks(const char *self)
 		execl(self, self, "split", (char *)NULL);
 		_exit(127);
 	}
-	check(pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && !WEXITSTATUS(st), "fork + exec");
+	check(pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && !WEXITSTATUS(st),
+	      "fork + exec");
 	char *argv[] = { (char *)self, "split", NULL };
 
 	check(posix_spawn(&pid, self, NULL, NULL, argv, environ) == 0, "posix_spawn");
-	check(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && !WEXITSTATUS(st), "posix_spawn child");
+	check(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && !WEXITSTATUS(st),
+	      "posix_spawn child");
 	free(p);
 	return 0;
 }

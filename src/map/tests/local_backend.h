@@ -59,7 +59,8 @@ static int emm_local_submit(void *chan, const struct emm_io *io, unsigned n)
 	return (int)i;
 }
 
-static int emm_local_wait(void *chan, struct emm_done *d, unsigned min, unsigned max, int timeout_ms)
+static int emm_local_wait(void *chan, struct emm_done *d, unsigned min, unsigned max,
+			  int timeout_ms)
 {
 	struct emm_local_chan *c = chan;
 	unsigned n;

@@ -34,14 +34,14 @@
 static size_t N;
 static sigjmp_buf jb;
 
-#define CHECK(c, ...)                                                       \
-	do {                                                                \
-		if (!(c)) {                                                 \
-			fprintf(stderr, "FAIL line %d: ", __LINE__);        \
-			fprintf(stderr, __VA_ARGS__);                       \
-			fprintf(stderr, "\n");                              \
-			exit(1);                                            \
-		}                                                           \
+#define CHECK(c, ...)                                                \
+	do {                                                         \
+		if (!(c)) {                                          \
+			fprintf(stderr, "FAIL line %d: ", __LINE__); \
+			fprintf(stderr, __VA_ARGS__);                \
+			fprintf(stderr, "\n");                       \
+			exit(1);                                     \
+		}                                                    \
 	} while (0)
 
 static unsigned char pat(size_t i, unsigned seed)
@@ -59,7 +59,8 @@ static void fill(unsigned char *p, size_t len, unsigned seed)
 static void expect(const unsigned char *p, size_t from, size_t to, unsigned seed, const char *what)
 {
 	for (size_t i = from; i < to; i++)
-		CHECK(p[i] == pat(i, seed), "%s: byte %zu is %u, want %u", what, i, p[i], pat(i, seed));
+		CHECK(p[i] == pat(i, seed), "%s: byte %zu is %u, want %u", what, i, p[i],
+		      pat(i, seed));
 }
 
 static void expect_zero(const unsigned char *p, size_t len, const char *what)
@@ -117,7 +118,10 @@ static void cut(void)
 {
 	unsigned char *a = area(N, 1);
 	static const size_t pc[][2] = {
-		{ 0, 20 * K }, { 3 * M + 4 * K, 8 * K }, { 2 * M - 60 * K, 128 * K }, { 0, 100 * K } /* tail */,
+		{ 0, 20 * K },
+		{ 3 * M + 4 * K, 8 * K },
+		{ 2 * M - 60 * K, 128 * K },
+		{ 0, 100 * K } /* tail */,
 	};
 	size_t tail = N - 100 * K;
 	uint64_t h = 0xcbf29ce484222325ull;
@@ -136,7 +140,8 @@ static void cut(void)
 	h = fnv(h, a + 3 * M + 12 * K, tail - 3 * M - 12 * K);
 	/* the freed middle range is free for anyone */
 	reuse_at = mmap(a + 2 * M - 60 * K, 128 * K, RW, ANON | MAP_FIXED_NOREPLACE, -1, 0);
-	CHECK(reuse_at == a + 2 * M - 60 * K, "the freed range cannot be mapped again: %s", strerror(errno));
+	CHECK(reuse_at == a + 2 * M - 60 * K, "the freed range cannot be mapped again: %s",
+	      strerror(errno));
 	memset(reuse_at, 0x77, 128 * K);
 	/* the tail, then a range over the last 100K of A's pages and that
 	 * new small mapping beyond them: both must go */
@@ -148,7 +153,8 @@ static void cut(void)
 	gone(a + tail, 100 * K, "other part of a range over the end");
 	expect(a, 3 * M + 12 * K, tail - 100 * K, 1, "cut: after the range over the end");
 	/* MAP_FIXED over the block: zeros there, the rest untouched */
-	CHECK(mmap(a + 1 * M, 256 * K, RW, ANON | MAP_FIXED, -1, 0) == a + 1 * M, "MAP_FIXED: %s", strerror(errno));
+	CHECK(mmap(a + 1 * M, 256 * K, RW, ANON | MAP_FIXED, -1, 0) == a + 1 * M, "MAP_FIXED: %s",
+	      strerror(errno));
 	expect_zero(a + 1 * M, 256 * K, "MAP_FIXED range");
 	memset(a + 1 * M, 0x55, 256 * K);
 	expect(a, 20 * K, 1 * M, 1, "cut: before MAP_FIXED");
@@ -177,8 +183,8 @@ static void shrink_grow(void)
 	g = mmap(c + half, 4 * K, PROT_NONE, ANON | MAP_FIXED_NOREPLACE, -1, 0);
 	CHECK(g == c + half, "guard page: %s", strerror(errno));
 	errno = 0;
-	CHECK(mremap(c, half, half + 64 * K, 0) == MAP_FAILED && errno == ENOMEM, "grow in place: %s",
-	      strerror(errno));
+	CHECK(mremap(c, half, half + 64 * K, 0) == MAP_FAILED && errno == ENOMEM,
+	      "grow in place: %s", strerror(errno));
 	expect(c, 0, half, 2, "after a refused grow");
 	c2 = mremap(c, half, 2 * N, MREMAP_MAYMOVE);
 	CHECK(c2 != MAP_FAILED && c2 != c, "grow by moving: %s", strerror(errno));
@@ -189,7 +195,8 @@ static void shrink_grow(void)
 	memset(c2 + half, 9, 2 * N - half);
 	h = fnv(h, c2, 2 * N);
 	/* shrink below the threshold by MAYMOVE: stays in place */
-	CHECK(mremap(c2, 2 * N, 200 * K, MREMAP_MAYMOVE) == c2, "shrink with MAYMOVE: %s", strerror(errno));
+	CHECK(mremap(c2, 2 * N, 200 * K, MREMAP_MAYMOVE) == c2, "shrink with MAYMOVE: %s",
+	      strerror(errno));
 	expect(c2, 0, 200 * K, 2, "shrunk moved");
 	/* grow that small piece, to below the threshold */
 	c = mremap(c2, 200 * K, 512 * K, MREMAP_MAYMOVE);
@@ -222,7 +229,8 @@ static void middle(void)
 	h = fnv(h, d + 2 * M, N - 2 * M);
 	/* a range running from a mapping into the hole is refused (EFAULT) */
 	errno = 0;
-	CHECK(mremap(d + 1 * M - 4 * K, 8 * K, 16 * K, MREMAP_MAYMOVE) == MAP_FAILED && errno == EFAULT,
+	CHECK(mremap(d + 1 * M - 4 * K, 8 * K, 16 * K, MREMAP_MAYMOVE) == MAP_FAILED &&
+		      errno == EFAULT,
 	      "a range over a hole: %s", strerror(errno));
 	/* small mappings are the system's, mremap included */
 	t = mmap(NULL, 256 * K, RW, ANON, -1, 0);
@@ -257,7 +265,8 @@ static void file(const char *path)
 	unsigned char *f, *f2, *want = malloc(6 * M);
 	uint64_t h = 0xcbf29ce484222325ull;
 
-	CHECK(fd >= 0 && want && pread(fd, want, 6 * M, 0) == (ssize_t)(6 * M), "%s: need 6 MiB", path);
+	CHECK(fd >= 0 && want && pread(fd, want, 6 * M, 0) == (ssize_t)(6 * M), "%s: need 6 MiB",
+	      path);
 	f = mmap(NULL, 2 * M, PROT_READ, MAP_PRIVATE, fd, 0);
 	CHECK(f != MAP_FAILED, "mmap file: %s", strerror(errno));
 	close(fd); /* growing must not need the program's descriptor */
@@ -267,11 +276,13 @@ static void file(const char *path)
 	CHECK(!memcmp(f2, want, 6 * M), "grown file mapping differs");
 	if (f2 != f)
 		gone(f, 2 * M, "old place of the file mapping");
-	CHECK(mremap(f2, 6 * M, 5 * M + 4 * K, 0) == f2, "shrink a file mapping: %s", strerror(errno));
+	CHECK(mremap(f2, 6 * M, 5 * M + 4 * K, 0) == f2, "shrink a file mapping: %s",
+	      strerror(errno));
 	CHECK(munmap(f2 + 1 * M + 4 * K, 64 * K) == 0, "cut a file mapping: %s", strerror(errno));
 	gone(f2 + 1 * M + 4 * K, 64 * K, "cut of a file mapping");
 	gone(f2 + 5 * M + 4 * K, 4 * K, "shrunk file mapping");
-	CHECK(!memcmp(f2, want, 1 * M + 4 * K) && !memcmp(f2 + 1 * M + 68 * K, want + 1 * M + 68 * K, 4 * M - 64 * K),
+	CHECK(!memcmp(f2, want, 1 * M + 4 * K) &&
+		      !memcmp(f2 + 1 * M + 68 * K, want + 1 * M + 68 * K, 4 * M - 64 * K),
 	      "file mapping differs after the cut");
 	h = fnv(h, f2, 1 * M + 4 * K);
 	munmap(f2, 6 * M);
@@ -305,7 +316,9 @@ static void threads(void)
 	pthread_t th[2];
 	uint64_t h = 0xcbf29ce484222325ull;
 	/* between the halves, and at both ends */
-	const size_t pc[][2] = { { N / 2 - 132 * K, 264 * K }, { 0, 36 * K }, { N - 300 * K, 300 * K } };
+	const size_t pc[][2] = { { N / 2 - 132 * K, 264 * K },
+				 { 0, 36 * K },
+				 { N - 300 * K, 300 * K } };
 
 	tm = area(N, 5);
 	tlo[0] = 36 * K;
@@ -315,7 +328,8 @@ static void threads(void)
 	for (uintptr_t t = 0; t < 2; t++)
 		pthread_create(&th[t], NULL, worker, (void *)t);
 	for (unsigned i = 0; i < 3; i++) {
-		CHECK(munmap(tm + pc[i][0], pc[i][1]) == 0, "munmap beside threads: %s", strerror(errno));
+		CHECK(munmap(tm + pc[i][0], pc[i][1]) == 0, "munmap beside threads: %s",
+		      strerror(errno));
 		gone(tm + pc[i][0], pc[i][1], "piece cut beside threads");
 	}
 	for (int t = 0; t < 2; t++)

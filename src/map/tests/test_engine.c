@@ -57,7 +57,9 @@ static void *worker(void *arg)
 
 static int integrity(struct emm_source *src, uint64_t unit, size_t bytes)
 {
-	struct emm_map_params p = { .src = src, .len = bytes, .unit = unit, .timeout_ms = 2000, .what = "test" };
+	struct emm_map_params p = {
+		.src = src, .len = bytes, .unit = unit, .timeout_ms = 2000, .what = "test"
+	};
 	struct em_map_stats st;
 	pthread_t th[NTHREADS];
 	int err;
@@ -93,8 +95,9 @@ static int integrity(struct emm_source *src, uint64_t unit, size_t bytes)
 	}
 	printf("unit %6llu: faults %llu fetched %llu MiB written %llu MiB evictions %llu resident %llu KiB\n",
 	       (unsigned long long)unit, (unsigned long long)st.faults,
-	       (unsigned long long)(st.bytes_fetched >> 20), (unsigned long long)(st.bytes_written >> 20),
-	       (unsigned long long)st.evictions, (unsigned long long)(st.resident >> 10));
+	       (unsigned long long)(st.bytes_fetched >> 20),
+	       (unsigned long long)(st.bytes_written >> 20), (unsigned long long)st.evictions,
+	       (unsigned long long)(st.resident >> 10));
 	if (st.resident > emm_cache() + 64 * unit || !st.evictions || !st.bytes_written)
 		return 1;
 	/* the data must survive unmap and a fresh map */
@@ -117,8 +120,12 @@ static int integrity(struct emm_source *src, uint64_t unit, size_t bytes)
 static int cyclic(struct emm_source *src)
 {
 	uint64_t unit = getenv("EMM_T_UNIT") ? strtoull(getenv("EMM_T_UNIT"), 0, 0) : 64 << 10;
-	uint64_t cache = getenv("EMM_T_CACHE") ? strtoull(getenv("EMM_T_CACHE"), 0, 0) : 16ull << 20, w = 2 * cache;
-	struct emm_map_params p = { .src = src, .len = w, .unit = unit, .timeout_ms = 2000, .what = "cyclic" };
+	uint64_t cache = getenv("EMM_T_CACHE") ? strtoull(getenv("EMM_T_CACHE"), 0, 0)
+					       : 16ull << 20,
+		 w = 2 * cache;
+	struct emm_map_params p = {
+		.src = src, .len = w, .unit = unit, .timeout_ms = 2000, .what = "cyclic"
+	};
 	char *buf = calloc(1, w), *m;
 	volatile char sink = 0;
 	double ratio = 0;
@@ -136,8 +143,9 @@ static int cyclic(struct emm_source *src)
 		uint64_t pb, tb, rb;
 
 		emm_policy_info(&pb, &tb, &rb);
-		printf("cyclic pass %d: fetched/(W-C) = %.3f (P %llu KiB, T %llu KiB, resident %llu KiB)\n", pass, ratio,
-		       (unsigned long long)pb >> 10, (unsigned long long)tb >> 10, (unsigned long long)rb >> 10);
+		printf("cyclic pass %d: fetched/(W-C) = %.3f (P %llu KiB, T %llu KiB, resident %llu KiB)\n",
+		       pass, ratio, (unsigned long long)pb >> 10, (unsigned long long)tb >> 10,
+		       (unsigned long long)rb >> 10);
 	}
 	(void)sink;
 	emm_unmap_range(m);
@@ -151,7 +159,9 @@ static int cyclic(struct emm_source *src)
 static int streams(struct emm_source *src)
 {
 	uint64_t unit = 16 << 10, len = 7 * (4ull << 20);
-	struct emm_map_params p = { .src = src, .len = len, .unit = unit, .timeout_ms = 2000, .what = "streams" };
+	struct emm_map_params p = {
+		.src = src, .len = len, .unit = unit, .timeout_ms = 2000, .what = "streams"
+	};
 	char *buf = calloc(1, len), *m;
 	struct em_map_stats st;
 	volatile char sink = 0;
@@ -179,8 +189,11 @@ static int streams(struct emm_source *src)
 /* head (part of unit 0), inside one unit, across two unit edges, whole
  * units, and the tail (a partial unit, then whole ones) */
 static const size_t pieces[][2] = {
-	{ 0, 20 * KB }, { 1024 * KB + 8 * KB, 4 * KB }, { 2048 * KB + 60 * KB, 1028 * KB },
-	{ 4096 * KB, 256 * KB }, { 8192 * KB - 100 * KB, 100 * KB },
+	{ 0, 20 * KB },
+	{ 1024 * KB + 8 * KB, 4 * KB },
+	{ 2048 * KB + 60 * KB, 1028 * KB },
+	{ 4096 * KB, 256 * KB },
+	{ 8192 * KB - 100 * KB, 100 * KB },
 };
 #define NPIECES (sizeof(pieces) / sizeof(pieces[0]))
 static _Atomic int discarding;
@@ -244,8 +257,12 @@ static bool segfaults(volatile char *p)
 static int discard_case(struct emm_source *src)
 {
 	size_t bytes = 8 << 20;
-	struct emm_map_params p = { .src = src, .len = bytes, .unit = 64 << 10, .flags = EM_MAP_SCRATCH,
-				    .timeout_ms = 2000, .what = "discard" };
+	struct emm_map_params p = { .src = src,
+				    .len = bytes,
+				    .unit = 64 << 10,
+				    .flags = EM_MAP_SCRATCH,
+				    .timeout_ms = 2000,
+				    .what = "discard" };
 	pthread_t th[NTHREADS];
 	char *reuse[NPIECES] = { 0 };
 	uint64_t pb, tb, rb;
@@ -300,8 +317,11 @@ static int discard_case(struct emm_source *src)
 		}
 	for (unsigned i = 0; i < NPIECES; i++) {
 		for (size_t o = 0; o < pieces[i][1]; o++)
-			if (reuse[i][o] != (char)(0x5a + i) || backing[(pieces[i][0] + o) / 8] != 0xababababababababull) {
-				fprintf(stderr, "discard piece %u: touched after the discard at +%zu\n", i, o);
+			if (reuse[i][o] != (char)(0x5a + i) ||
+			    backing[(pieces[i][0] + o) / 8] != 0xababababababababull) {
+				fprintf(stderr,
+					"discard piece %u: touched after the discard at +%zu\n", i,
+					o);
 				return 1;
 			}
 		munmap(reuse[i], pieces[i][1]);
@@ -324,8 +344,8 @@ static int discard_case(struct emm_source *src)
 		off = end;
 	}
 	emm_policy_info(&pb, &tb, &rb);
-	printf("discard: %u pieces, last unit released %d time(s), resident after %llu\n", (unsigned)NPIECES, ones,
-	       (unsigned long long)rb);
+	printf("discard: %u pieces, last unit released %d time(s), resident after %llu\n",
+	       (unsigned)NPIECES, ones, (unsigned long long)rb);
 	if (ones != 1 || pb || tb || rb)
 		return 1;
 
@@ -341,15 +361,18 @@ static int discard_case(struct emm_source *src)
 	hole = m2 + 200 * KB; /* units 3 and 4 are cut in part */
 	if (emm_discard_range(hole, 100 * KB))
 		return 1;
-	other = mmap(hole, 100 * KB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	other = mmap(hole, 100 * KB, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
 	if (other != hole)
 		return 1;
 	memset(other, 0x22, 100 * KB);
 	if (emm_unmap_range(m2))
 		return 1;
-	if (!segfaults(m2) || !segfaults(m2 + 1023 * KB) || segfaults(m2 + 192 * KB) || m2[192 * KB] != 0x11 ||
-	    segfaults(m2 + 300 * KB) || m2[319 * KB] != 0x11 || segfaults(other) || other[99 * KB] != 0x22) {
-		fprintf(stderr, "discard: emm_unmap_range after a discard unmapped the wrong pages\n");
+	if (!segfaults(m2) || !segfaults(m2 + 1023 * KB) || segfaults(m2 + 192 * KB) ||
+	    m2[192 * KB] != 0x11 || segfaults(m2 + 300 * KB) || m2[319 * KB] != 0x11 ||
+	    segfaults(other) || other[99 * KB] != 0x22) {
+		fprintf(stderr,
+			"discard: emm_unmap_range after a discard unmapped the wrong pages\n");
 		return 1;
 	}
 	munmap(m2 + 192 * KB, 128 * KB);
@@ -365,7 +388,11 @@ static int timeout_case(struct emm_source *src)
 	int status;
 
 	if (pid == 0) {
-		struct emm_map_params p = { .src = src, .len = 1 << 20, .unit = 4096, .timeout_ms = 300, .what = "frozen" };
+		struct emm_map_params p = { .src = src,
+					    .len = 1 << 20,
+					    .unit = 4096,
+					    .timeout_ms = 300,
+					    .what = "frozen" };
 		char *buf = calloc(1, 1 << 20), *m;
 
 		p.rctx = buf;

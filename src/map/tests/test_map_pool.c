@@ -94,8 +94,9 @@ static void run_workers(const char *what, struct em_map_stats *st)
 	CHECK_RC(em_map_stats(map, st), 0);
 	printf("%s: faults %llu fetched %llu KiB prefetched %llu KiB written %llu KiB evictions %llu resident %llu KiB\n",
 	       what, (unsigned long long)st->faults, (unsigned long long)st->bytes_fetched >> 10,
-	       (unsigned long long)st->prefetched >> 10, (unsigned long long)st->bytes_written >> 10,
-	       (unsigned long long)st->evictions, (unsigned long long)st->resident >> 10);
+	       (unsigned long long)st->prefetched >> 10,
+	       (unsigned long long)st->bytes_written >> 10, (unsigned long long)st->evictions,
+	       (unsigned long long)st->resident >> 10);
 }
 
 /* em_sync, then stores and em_unmap, each followed by a read of the whole
@@ -148,7 +149,8 @@ static unsigned long page_kib(const void *a)
 	FILE *f = fopen("/proc/self/smaps", "r");
 
 	while (f && fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 &&
+		    strchr(line, '-') < strchr(line, ' '))
 			in = (uintptr_t)a >= lo && (uintptr_t)a < hi;
 		else if (in && sscanf(line, "KernelPageSize: %lu kB", &kib) == 1)
 			break;
@@ -180,7 +182,8 @@ static int huge(em_pool *pool)
 	em_cli_huge_adjust(10, &huge_got);
 	atexit(huge_release);
 	if (huge_got < 10) {
-		fprintf(stderr, "huge: the kernel granted %ld of 10 huge pages; skipping\n", huge_got);
+		fprintf(stderr, "huge: the kernel granted %ld of 10 huge pages; skipping\n",
+			huge_got);
 		return 77;
 	}
 	/* every miss moves 2 MiB: fewer operations than the 16 KiB case */
@@ -292,7 +295,9 @@ static int timeout_case(struct t_node *node, const char *secret)
 	snprintf(logf, sizeof(logf), "%s/timeout.log", t_tmpdir());
 	pid = fork();
 	if (pid == 0) {
-		struct em_map_opts mo = { .size = sizeof(mo), .fetch_unit = 4096, .timeout_ms = 500,
+		struct em_map_opts mo = { .size = sizeof(mo),
+					  .fetch_unit = 4096,
+					  .timeout_ms = 500,
 					  .flags = EM_MAP_NOPREFETCH };
 		em_pool *p = t_connect_ok(node, 1, secret);
 		int fd = open(logf, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -324,8 +329,8 @@ static int timeout_case(struct t_node *node, const char *secret)
 		(void)m[500000];
 		struct em_map_stats st = { .size = sizeof(st) };
 		em_map_stats((void *)m, &st);
-		fprintf(stderr, "access succeeded: faults %llu fetched %llu\n", (unsigned long long)st.faults,
-			(unsigned long long)st.bytes_fetched);
+		fprintf(stderr, "access succeeded: faults %llu fetched %llu\n",
+			(unsigned long long)st.faults, (unsigned long long)st.bytes_fetched);
 		_exit(0);
 	}
 	waitpid(pid, &status, 0);
@@ -359,7 +364,8 @@ static int timeout_case(struct t_node *node, const char *secret)
 static int reconnect(struct t_node *node, const char *secret)
 {
 	em_pool *obs = t_connect_ok(node, 1, secret);
-	struct em_node_status before = { .size = sizeof(before) }, after = { .size = sizeof(after) };
+	struct em_node_status before = { .size = sizeof(before) },
+			      after = { .size = sizeof(after) };
 
 	CHECK(em_pool_status(obs, &before, 1) == 1);
 	for (uint64_t round = 0; round < 8; round++) {
@@ -377,8 +383,8 @@ static int reconnect(struct t_node *node, const char *secret)
 		CHECK(em_map(r, &mo, (void **)&m) == 0);
 		for (size_t i = 0; i < n; i += 509)
 			if (m[i] != buf[i]) {
-				fprintf(stderr, "round %llu word %zu: %llx\n", (unsigned long long)round, i,
-					(unsigned long long)m[i]);
+				fprintf(stderr, "round %llu word %zu: %llx\n",
+					(unsigned long long)round, i, (unsigned long long)m[i]);
 				return 1;
 			}
 		CHECK(em_unmap(m) == 0);

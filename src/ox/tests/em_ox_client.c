@@ -118,7 +118,8 @@ static void integrity(uint64_t seed)
 			got += n;
 		}
 		for (int i = 0; i < nops; i++)
-			CHECK(c[i].result == 0 || (fprintf(stderr, "op: %s\n", em_strerror(c[i].result)), 0));
+			CHECK(c[i].result == 0 ||
+			      (fprintf(stderr, "op: %s\n", em_strerror(c[i].result)), 0));
 		/* the queue keeps submission order where ops overlap, as TCP does */
 		for (int i = 0; i < nops; i++) {
 			if (ops[i].opcode == EM_OP_WRITE)
@@ -127,9 +128,10 @@ static void integrity(uint64_t seed)
 				uint64_t k = 0;
 				while (bufs[i][k] == ref[ops[i].offset + k])
 					k++;
-				fprintf(stderr, "round %d op %d/%d read off %" PRIu64 " len %zu: first "
-					"difference at byte %" PRIu64 "\n", round, i, nops, ops[i].offset,
-					ops[i].len, k);
+				fprintf(stderr,
+					"round %d op %d/%d read off %" PRIu64 " len %zu: first "
+					"difference at byte %" PRIu64 "\n",
+					round, i, nops, ops[i].offset, ops[i].len, k);
 				for (int j = 0; j < nops; j++)
 					fprintf(stderr, "  op %d %s off %" PRIu64 " len %zu\n", j,
 						ops[j].opcode == EM_OP_WRITE ? "write" : "read",
@@ -148,16 +150,36 @@ static void integrity(uint64_t seed)
 		memcpy(&cur, ref + off, 8);
 		cmp = rnd(&s) & 1 ? cur : opnd ^ 1;
 		switch (aop) {
-		case EM_ATOMIC_CAS: want = cur == cmp ? opnd : cur; break;
-		case EM_ATOMIC_FADD: want = cur + opnd; break;
-		case EM_ATOMIC_SWAP: want = opnd; break;
-		case EM_ATOMIC_SMIN: want = (int64_t)opnd < (int64_t)cur ? opnd : cur; break;
-		case EM_ATOMIC_SMAX: want = (int64_t)opnd > (int64_t)cur ? opnd : cur; break;
-		case EM_ATOMIC_UMIN: want = opnd < cur ? opnd : cur; break;
-		case EM_ATOMIC_UMAX: want = opnd > cur ? opnd : cur; break;
-		case EM_ATOMIC_AND: want = cur & opnd; break;
-		case EM_ATOMIC_OR: want = cur | opnd; break;
-		default: want = cur ^ opnd; break;
+		case EM_ATOMIC_CAS:
+			want = cur == cmp ? opnd : cur;
+			break;
+		case EM_ATOMIC_FADD:
+			want = cur + opnd;
+			break;
+		case EM_ATOMIC_SWAP:
+			want = opnd;
+			break;
+		case EM_ATOMIC_SMIN:
+			want = (int64_t)opnd < (int64_t)cur ? opnd : cur;
+			break;
+		case EM_ATOMIC_SMAX:
+			want = (int64_t)opnd > (int64_t)cur ? opnd : cur;
+			break;
+		case EM_ATOMIC_UMIN:
+			want = opnd < cur ? opnd : cur;
+			break;
+		case EM_ATOMIC_UMAX:
+			want = opnd > cur ? opnd : cur;
+			break;
+		case EM_ATOMIC_AND:
+			want = cur & opnd;
+			break;
+		case EM_ATOMIC_OR:
+			want = cur | opnd;
+			break;
+		default:
+			want = cur ^ opnd;
+			break;
 		}
 		if (i & 1) {
 			CHECK_RC(em_atomic(r, off, aop, opnd, cmp, &old), 0);
@@ -165,10 +187,19 @@ static void integrity(uint64_t seed)
 			/* through a queue, then a read of the same word in the
 			 * same batch: it must see the atomic's result */
 			struct em_op ops[2] = {
-				{ .opcode = EM_OP_ATOMIC, .atomic_op = (uint8_t)aop, .region = r,
-				  .offset = off, .operand = opnd, .compare = cmp, .user_data = 0 },
-				{ .opcode = EM_OP_READ, .region = r, .offset = off, .buf = buf,
-				  .len = 8, .user_data = 1 },
+				{ .opcode = EM_OP_ATOMIC,
+				  .atomic_op = (uint8_t)aop,
+				  .region = r,
+				  .offset = off,
+				  .operand = opnd,
+				  .compare = cmp,
+				  .user_data = 0 },
+				{ .opcode = EM_OP_READ,
+				  .region = r,
+				  .offset = off,
+				  .buf = buf,
+				  .len = 8,
+				  .user_data = 1 },
 			};
 			struct em_completion c[2];
 			int got = 0;
@@ -185,11 +216,15 @@ static void integrity(uint64_t seed)
 					old = c[k].value;
 			}
 			memcpy(&after, buf, 8);
-			CHECK(after == want || (fprintf(stderr, "atomic %d: word %" PRIx64 " want %" PRIx64 "\n",
-							aop, after, want), 0));
+			CHECK(after == want ||
+			      (fprintf(stderr, "atomic %d: word %" PRIx64 " want %" PRIx64 "\n",
+				       aop, after, want),
+			       0));
 		}
-		CHECK(old == cur || (fprintf(stderr, "atomic %d: old %" PRIx64 " want %" PRIx64 "\n", aop,
-					     old, cur), 0));
+		CHECK(old == cur ||
+		      (fprintf(stderr, "atomic %d: old %" PRIx64 " want %" PRIx64 "\n", aop, old,
+			       cur),
+		       0));
 		memcpy(ref + off, &want, 8);
 	}
 	em_queue_destroy(q);
@@ -238,8 +273,11 @@ static void adds(const char *name, long n)
 		struct em_completion c[16];
 		int k = (int)(n - done < 16 ? n - done : 16), got = 0;
 		for (int i = 0; i < k; i++)
-			ops[i] = (struct em_op){ .opcode = EM_OP_ATOMIC, .atomic_op = EM_ATOMIC_FADD,
-						 .region = r, .offset = 0, .operand = 1,
+			ops[i] = (struct em_op){ .opcode = EM_OP_ATOMIC,
+						 .atomic_op = EM_ATOMIC_FADD,
+						 .region = r,
+						 .offset = 0,
+						 .operand = 1,
 						 .user_data = (uint64_t)i };
 		CHECK_RC(em_submit(q, ops, (unsigned)k), k);
 		while (got < k) {
@@ -295,10 +333,14 @@ static size_t get_frame(uint8_t *f, const uint8_t dst[6], const uint8_t src[6], 
 			uint64_t addr, uint8_t credit_ch, uint8_t credit)
 {
 	struct ox_enc e;
-	struct ox_msg m = { .chan = OX_CH_A, .opcode = OX_A_GET, .size = 6, .addr = addr,
-			    .source = 1 };
-	struct ox_tloe h = { .seq = seq, .seq_ack = OX_SEQ_MASK, .ack = 1,
-			     .credit_ch = credit_ch, .credit = credit };
+	struct ox_msg m = {
+		.chan = OX_CH_A, .opcode = OX_A_GET, .size = 6, .addr = addr, .source = 1
+	};
+	struct ox_tloe h = { .seq = seq,
+			     .seq_ack = OX_SEQ_MASK,
+			     .ack = 1,
+			     .credit_ch = credit_ch,
+			     .credit = credit };
 
 	ox_eth_write(f, dst, src, OX_ETHERTYPE_DEFAULT);
 	ox_enc_begin(&e, f + OX_ETH_HLEN, 1500, false);
@@ -372,9 +414,10 @@ static void garbage(const char *ifname)
 		CHECK(!memcmp(w, g, sizeof(w)));
 	}
 	CHECK_RC(em_status_raw(pool, 0, v1), 0);
-	printf("garbage: malformed %" PRIu64 " -> %" PRIu64 " (sent %d), unknown %" PRIu64 " -> %" PRIu64
-	       " (sent %d)\n", v0[EM_ST_OX_MALFORMED], v1[EM_ST_OX_MALFORMED], sent_bad,
-	       v0[EM_ST_OX_UNKNOWN], v1[EM_ST_OX_UNKNOWN], sent_unknown);
+	printf("garbage: malformed %" PRIu64 " -> %" PRIu64 " (sent %d), unknown %" PRIu64
+	       " -> %" PRIu64 " (sent %d)\n",
+	       v0[EM_ST_OX_MALFORMED], v1[EM_ST_OX_MALFORMED], sent_bad, v0[EM_ST_OX_UNKNOWN],
+	       v1[EM_ST_OX_UNKNOWN], sent_unknown);
 	CHECK(v1[EM_ST_OX_MALFORMED] - v0[EM_ST_OX_MALFORMED] >= (uint64_t)sent_bad);
 	CHECK(v1[EM_ST_OX_UNKNOWN] - v0[EM_ST_OX_UNKNOWN] >= (uint64_t)sent_unknown);
 	em_region_close(r);
@@ -398,9 +441,11 @@ static void bw(uint64_t size, unsigned qd, uint64_t mib)
 		struct em_completion c[64];
 		int n;
 		while (issued - moved < size * qd && issued < total) {
-			struct em_op op = { .opcode = EM_OP_READ, .region = r,
+			struct em_op op = { .opcode = EM_OP_READ,
+					    .region = r,
 					    .offset = (rnd(&s) % (rsize / size)) * size,
-					    .buf = bufs + ((issued / size) % qd) * size, .len = size };
+					    .buf = bufs + ((issued / size) % qd) * size,
+					    .len = size };
 			CHECK_RC(em_submit(q, &op, 1), 1);
 			issued += size;
 		}
@@ -436,12 +481,24 @@ static void *thr_main(void *arg)
 		return NULL;
 	}
 	for (int i = 0; i < 300; i++) {
-		uint64_t len = 1 + rnd(&s) % sizeof(w), off = (uint64_t)t->id * (1u << 20) + rnd(&s) % ((1u << 20) - len);
+		uint64_t len = 1 + rnd(&s) % sizeof(w),
+			 off = (uint64_t)t->id * (1u << 20) + rnd(&s) % ((1u << 20) - len);
 		struct em_op ops[3] = {
-			{ .opcode = EM_OP_WRITE, .region = t->r, .offset = off, .buf = w, .len = len },
-			{ .opcode = EM_OP_READ, .region = t->r, .offset = off, .buf = g, .len = len },
-			{ .opcode = EM_OP_ATOMIC, .atomic_op = EM_ATOMIC_FADD, .region = t->r,
-			  .offset = 8u << 20, .operand = 1 },
+			{ .opcode = EM_OP_WRITE,
+			  .region = t->r,
+			  .offset = off,
+			  .buf = w,
+			  .len = len },
+			{ .opcode = EM_OP_READ,
+			  .region = t->r,
+			  .offset = off,
+			  .buf = g,
+			  .len = len },
+			{ .opcode = EM_OP_ATOMIC,
+			  .atomic_op = EM_ATOMIC_FADD,
+			  .region = t->r,
+			  .offset = 8u << 20,
+			  .operand = 1 },
 		};
 		struct em_completion c[3];
 		int got = 0;

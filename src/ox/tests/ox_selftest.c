@@ -36,7 +36,11 @@
 #define PING_TYPE 0xAAABu
 
 static volatile int stop;
-static void on_sig(int s) { (void)s; stop = 1; }
+static void on_sig(int s)
+{
+	(void)s;
+	stop = 1;
+}
 
 static struct {
 	const char *role, *ifname;
@@ -91,7 +95,8 @@ static struct ox_link *open_link(struct ox_link **raw, uint16_t type)
 
 static void print_stats(const char *who, const struct ox_stats *s)
 {
-	fprintf(stderr, "%s: rx %llu tx %llu msgs %llu/%llu rtx %llu timeouts %llu naks %llu/%llu dup %llu ooo %llu denied %llu atomics %llu",
+	fprintf(stderr,
+		"%s: rx %llu tx %llu msgs %llu/%llu rtx %llu timeouts %llu naks %llu/%llu dup %llu ooo %llu denied %llu atomics %llu",
 		who, (unsigned long long)s->rx_frames, (unsigned long long)s->tx_frames,
 		(unsigned long long)s->rx_msgs, (unsigned long long)s->tx_msgs,
 		(unsigned long long)s->rtx_frames, (unsigned long long)s->timeouts,
@@ -100,14 +105,17 @@ static void print_stats(const char *who, const struct ox_stats *s)
 		(unsigned long long)s->denied, (unsigned long long)s->atomics);
 	for (int i = 0; i < OX_REJ_COUNT; i++)
 		if (s->rej[i])
-			fprintf(stderr, " rej_%s %llu", ox_reject_name(i), (unsigned long long)s->rej[i]);
+			fprintf(stderr, " rej_%s %llu", ox_reject_name(i),
+				(unsigned long long)s->rej[i]);
 	fprintf(stderr, "\n");
 }
 
 static struct ox_opts opts(void)
 {
-	struct ox_opts o = { .mode = a.mode, .verbatim = a.verbatim,
-			     .rx_credit = (uint32_t)a.credit, .rtx_slots = (unsigned)a.slots };
+	struct ox_opts o = { .mode = a.mode,
+			     .verbatim = a.verbatim,
+			     .rx_credit = (uint32_t)a.credit,
+			     .rtx_slots = (unsigned)a.slots };
 	if (a.block)
 		o.spin_ns = 1;
 	return o;
@@ -184,8 +192,12 @@ static int client(void)
 			off[j] = (size_t)a.slot * SLICE + (size_t)j * CH + rnd() % (CH - len[j]);
 			for (size_t i = 0; i < len[j]; i++)
 				src[j][i] = (uint8_t)rnd();
-			put[j] = (struct cjob){ .op = { .kind = OX_OP_PUT, .addr = BASE + off[j],
-				.buf = src[j], .len = len[j], .cb = count_cb, .user = &put[j] } };
+			put[j] = (struct cjob){ .op = { .kind = OX_OP_PUT,
+							.addr = BASE + off[j],
+							.buf = src[j],
+							.len = len[j],
+							.cb = count_cb,
+							.user = &put[j] } };
 			ox_requester_submit(r, &put[j].op);
 		}
 		for (int j = 0; j < n; j++)
@@ -194,8 +206,12 @@ static int client(void)
 				bad++;
 			}
 		for (int j = 0; j < n; j++) {
-			get[j] = (struct cjob){ .op = { .kind = OX_OP_GET, .addr = BASE + off[j],
-				.buf = dst[j], .len = len[j], .cb = count_cb, .user = &get[j] } };
+			get[j] = (struct cjob){ .op = { .kind = OX_OP_GET,
+							.addr = BASE + off[j],
+							.buf = dst[j],
+							.len = len[j],
+							.cb = count_cb,
+							.user = &get[j] } };
 			ox_requester_submit(r, &get[j].op);
 		}
 		for (int j = 0; j < n; j++) {
@@ -215,14 +231,20 @@ static int client(void)
 	while (done < a.adds) {
 		int n = a.adds - issued < INF ? a.adds - issued : INF;
 		for (int j = 0; j < n; j++) {
-			add[j] = (struct cjob){ .op = { .kind = OX_OP_ARITH, .param = OX_ADD,
-				.addr = BASE + COUNTER, .len = 8, .operand = 1, .cb = count_cb, .user = &add[j] } };
+			add[j] = (struct cjob){ .op = { .kind = OX_OP_ARITH,
+							.param = OX_ADD,
+							.addr = BASE + COUNTER,
+							.len = 8,
+							.operand = 1,
+							.cb = count_cb,
+							.user = &add[j] } };
 			ox_requester_submit(r, &add[j].op);
 		}
 		issued += n;
 		for (int j = 0; j < n; j++) {
 			if (ox_requester_wait(r, &add[j].op, 5000000000ull) || add[j].calls != 1) {
-				fprintf(stderr, "add: status %d calls %d\n", add[j].op.status, add[j].calls);
+				fprintf(stderr, "add: status %d calls %d\n", add[j].op.status,
+					add[j].calls);
 				bad++;
 			}
 			done++;
@@ -259,7 +281,8 @@ static int client(void)
 	}
 	struct ox_stats s;
 	ox_requester_stats(r, &s);
-	fprintf(stderr, "client %d: %d ops + %d adds in %.1f ms, %d bad\n", a.slot, a.ops * 2, a.adds, ms, bad);
+	fprintf(stderr, "client %d: %d ops + %d adds in %.1f ms, %d bad\n", a.slot, a.ops * 2,
+		a.adds, ms, bad);
 	print_stats("client", &s);
 	ox_requester_destroy(r);
 	if (l != raw)
@@ -314,8 +337,11 @@ static int lat(void)
 	uint8_t *buf = malloc((size_t)a.size);
 	uint64_t *t = calloc((size_t)a.count, sizeof(*t));
 	for (int i = -100; i < a.count; i++) {
-		struct ox_op op = { .kind = OX_OP_GET, .addr = BASE + (uint64_t)(rnd() % (MEMSZ / a.size / 2)) * a.size,
-				    .buf = buf, .len = (size_t)a.size };
+		struct ox_op op = { .kind = OX_OP_GET,
+				    .addr = BASE +
+					    (uint64_t)(rnd() % (MEMSZ / a.size / 2)) * a.size,
+				    .buf = buf,
+				    .len = (size_t)a.size };
 		uint64_t t0 = ox_now_ns();
 		ox_requester_submit(r, &op);
 		if (ox_requester_wait(r, &op, 2000000000ull))
@@ -441,22 +467,45 @@ int main(int argc, char **argv)
 			if (parse_mac(v, a.allow[a.nallow++]))
 				return 2;
 			i++;
-		} else if (!strcmp(s, "--slot") && v) { a.slot = atoi(v); i++;
-		} else if (!strcmp(s, "--ops") && v) { a.ops = atoi(v); i++;
-		} else if (!strcmp(s, "--credit") && v) { a.credit = atoi(v); i++;
-		} else if (!strcmp(s, "--slots") && v) { a.slots = atoi(v); i++;
-		} else if (!strcmp(s, "--adds") && v) { a.adds = atoi(v); i++;
-		} else if (!strcmp(s, "--count") && v) { a.count = atoi(v); i++;
-		} else if (!strcmp(s, "--size") && v) { a.size = atoi(v); i++;
-		} else if (!strcmp(s, "--expect") && v) { a.expect = strtoull(v, NULL, 0); i++;
-		} else if (!strcmp(s, "--loss") && v) { a.loss = atof(v); i++;
-		} else if (!strcmp(s, "--time") && v) { a.time_s = atof(v); i++;
+		} else if (!strcmp(s, "--slot") && v) {
+			a.slot = atoi(v);
+			i++;
+		} else if (!strcmp(s, "--ops") && v) {
+			a.ops = atoi(v);
+			i++;
+		} else if (!strcmp(s, "--credit") && v) {
+			a.credit = atoi(v);
+			i++;
+		} else if (!strcmp(s, "--slots") && v) {
+			a.slots = atoi(v);
+			i++;
+		} else if (!strcmp(s, "--adds") && v) {
+			a.adds = atoi(v);
+			i++;
+		} else if (!strcmp(s, "--count") && v) {
+			a.count = atoi(v);
+			i++;
+		} else if (!strcmp(s, "--size") && v) {
+			a.size = atoi(v);
+			i++;
+		} else if (!strcmp(s, "--expect") && v) {
+			a.expect = strtoull(v, NULL, 0);
+			i++;
+		} else if (!strcmp(s, "--loss") && v) {
+			a.loss = atof(v);
+			i++;
+		} else if (!strcmp(s, "--time") && v) {
+			a.time_s = atof(v);
+			i++;
 		} else if (!strcmp(s, "--mode") && v) {
 			a.mode = !strcmp(v, "103") ? OX_MODE_103 : OX_MODE_11;
 			i++;
-		} else if (!strcmp(s, "--block")) { a.block = 1;
-		} else if (!strcmp(s, "--xdp")) { a.xdp = 1;
-		} else if (!strcmp(s, "--verbatim")) { a.verbatim = 1;
+		} else if (!strcmp(s, "--block")) {
+			a.block = 1;
+		} else if (!strcmp(s, "--xdp")) {
+			a.xdp = 1;
+		} else if (!strcmp(s, "--verbatim")) {
+			a.verbatim = 1;
 		} else {
 			fprintf(stderr, "unknown argument %s\n", s);
 			return 2;

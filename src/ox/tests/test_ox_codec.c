@@ -21,19 +21,25 @@ static void be(uint8_t *p, uint64_t v)
 
 static void test_worked_example(void)
 {
-	static const uint64_t want[] = { 0x0002E50D15B52E48ull, 0x18050000010F3355ull,
-					 0x7BA80000130EC440ull, 0, 0, 0x0000000000000001ull };
+	static const uint64_t want[] = {
+		0x0002E50D15B52E48ull, 0x18050000010F3355ull, 0x7BA80000130EC440ull, 0, 0,
+		0x0000000000000001ull
+	};
 	uint8_t exp[48], buf[1500];
 	for (int i = 0; i < 6; i++)
 		be(exp + 8 * i, want[i]);
 
 	struct ox_enc e;
 	ox_enc_begin(&e, buf, sizeof(buf), false);
-	struct ox_msg m = { .chan = OX_CH_A, .opcode = OX_A_GET, .size = 5,
-			    .source = 0x10F3355, .addr = 0x7BA80000130EC440ull };
+	struct ox_msg m = { .chan = OX_CH_A,
+			    .opcode = OX_A_GET,
+			    .size = 5,
+			    .source = 0x10F3355,
+			    .addr = 0x7BA80000130EC440ull };
 	CHECK(ox_enc_add(&e, &m) == 0);
-	struct ox_tloe h = { .seq = 0x2E50D, .seq_ack = 0x56D4B, .ack = 1,
-			     .credit_ch = OX_CH_B, .credit = 8 };
+	struct ox_tloe h = {
+		.seq = 0x2E50D, .seq_ack = 0x56D4B, .ack = 1, .credit_ch = OX_CH_B, .credit = 8
+	};
 	size_t n = ox_enc_finish(&e, &h);
 	CHECK(n == 48);
 	CHECK(memcmp(buf, exp, 48) == 0);
@@ -50,8 +56,14 @@ static void test_worked_example(void)
 
 static void test_header_fields(void)
 {
-	struct ox_tloe h = { .vc = 5, .type = OX_T_CLOSE, .seq = OX_SEQ_MASK, .seq_ack = 0x155555,
-			     .ack = 0, .credit_ch = OX_CH_E, .credit = 31 }, g;
+	struct ox_tloe h = { .vc = 5,
+			     .type = OX_T_CLOSE,
+			     .seq = OX_SEQ_MASK,
+			     .seq_ack = 0x155555,
+			     .ack = 0,
+			     .credit_ch = OX_CH_E,
+			     .credit = 31 },
+		       g;
 	ox_tloe_unpack(ox_tloe_pack(&h), &g);
 	CHECK(g.vc == h.vc && g.type == h.type && g.seq == h.seq && g.seq_ack == h.seq_ack &&
 	      g.ack == h.ack && g.credit_ch == h.credit_ch && g.credit == h.credit);
@@ -86,11 +98,13 @@ static void test_lengths(void)
 /* Every message shape survives encode then decode, data included. */
 static void test_roundtrip(bool verbatim)
 {
-	static const struct { uint8_t ch, op; } shapes[] = {
-		{ 1, 0 }, { 1, 1 }, { 1, 2 }, { 1, 3 }, { 1, 4 }, { 1, 5 }, { 1, 6 }, { 1, 7 },
-		{ 2, 0 }, { 2, 4 }, { 2, 6 }, { 3, 0 }, { 3, 1 }, { 3, 2 }, { 3, 4 }, { 3, 5 },
-		{ 3, 6 }, { 3, 7 }, { 4, 0 }, { 4, 1 }, { 4, 2 }, { 4, 4 }, { 4, 5 }, { 4, 6 },
-		{ 5, 0 },
+	static const struct {
+		uint8_t ch, op;
+	} shapes[] = {
+		{ 1, 0 }, { 1, 1 }, { 1, 2 }, { 1, 3 }, { 1, 4 }, { 1, 5 }, { 1, 6 },
+		{ 1, 7 }, { 2, 0 }, { 2, 4 }, { 2, 6 }, { 3, 0 }, { 3, 1 }, { 3, 2 },
+		{ 3, 4 }, { 3, 5 }, { 3, 6 }, { 3, 7 }, { 4, 0 }, { 4, 1 }, { 4, 2 },
+		{ 4, 4 }, { 4, 5 }, { 4, 6 }, { 5, 0 },
 	};
 	static uint8_t data[8192], pm[1024], buf[16384], out[8192];
 	for (unsigned i = 0; i < sizeof(data); i++)
@@ -99,11 +113,19 @@ static void test_roundtrip(bool verbatim)
 		pm[i] = (uint8_t)(0xA5 ^ i);
 	for (unsigned s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
 		for (unsigned size = 0; size <= OX_MAX_SIZE_LOG2; size++) {
-			struct ox_msg m = { .chan = shapes[s].ch, .opcode = shapes[s].op,
-					    .size = (uint8_t)size, .param = 3, .domain = 9,
-					    .denied = 1, .corrupt = 0, .source = 0x2ABCDEF & 0x3ffffff,
-					    .sink = 0x1234567, .data = data, .pmask = pm,
-					    .addr = 0x123456789ABCD000ull | (size < 3 ? 4u & ~((1u << size) - 1) : 0) };
+			struct ox_msg m = { .chan = shapes[s].ch,
+					    .opcode = shapes[s].op,
+					    .size = (uint8_t)size,
+					    .param = 3,
+					    .domain = 9,
+					    .denied = 1,
+					    .corrupt = 0,
+					    .source = 0x2ABCDEF & 0x3ffffff,
+					    .sink = 0x1234567,
+					    .data = data,
+					    .pmask = pm,
+					    .addr = 0x123456789ABCD000ull |
+						    (size < 3 ? 4u & ~((1u << size) - 1) : 0) };
 			struct ox_enc e;
 			ox_enc_begin(&e, buf, sizeof(buf), verbatim);
 			CHECK(ox_enc_add(&e, &m) == 0);
@@ -123,7 +145,8 @@ static void test_roundtrip(bool verbatim)
 			CHECK(d->source == m.source);
 			if (m.chan != OX_CH_D)
 				CHECK(d->addr == m.addr);
-			if (m.chan == OX_CH_D && (m.opcode == OX_D_GRANT || m.opcode == OX_D_GRANTDATA))
+			if (m.chan == OX_CH_D &&
+			    (m.opcode == OX_D_GRANT || m.opcode == OX_D_GRANTDATA))
 				CHECK(d->sink == m.sink);
 			if (!ox_msg_has_data(m.chan, m.opcode))
 				continue;
@@ -172,17 +195,19 @@ static void test_partial_layout(void)
 	uint8_t data[128], pm[16], buf[512];
 	memset(data, 0xEE, sizeof(data));
 	memset(pm, 0, sizeof(pm));
-	pm[0] = 0x01;   /* byte 0 */
-	pm[8] = 0x80;   /* byte 71 */
-	struct ox_msg m = { .chan = OX_CH_A, .opcode = OX_A_PUTPARTIAL, .size = 7, .data = data, .pmask = pm };
+	pm[0] = 0x01; /* byte 0 */
+	pm[8] = 0x80; /* byte 71 */
+	struct ox_msg m = {
+		.chan = OX_CH_A, .opcode = OX_A_PUTPARTIAL, .size = 7, .data = data, .pmask = pm
+	};
 	struct ox_enc e;
 	ox_enc_begin(&e, buf, sizeof(buf), false);
 	CHECK(ox_enc_add(&e, &m) == 0);
 	uint8_t exp0[8] = { 0, 0, 0, 0, 0, 0, 0, 1 };
-	CHECK(memcmp(buf + 24, exp0, 8) == 0);           /* mask flit of group 0 */
-	CHECK(buf[32 + 7] == 0xEE && buf[32 + 6] == 0);  /* byte 0 = flit bits 7:0 */
+	CHECK(memcmp(buf + 24, exp0, 8) == 0);          /* mask flit of group 0 */
+	CHECK(buf[32 + 7] == 0xEE && buf[32 + 6] == 0); /* byte 0 = flit bits 7:0 */
 	uint8_t exp1[8] = { 0, 0, 0, 0, 0, 0, 0, 0x80 };
-	CHECK(memcmp(buf + 24 + 72, exp1, 8) == 0);      /* mask flit of group 1 */
+	CHECK(memcmp(buf + 24 + 72, exp1, 8) == 0); /* mask flit of group 1 */
 	/* byte 71 is byte 7 of flit 8 = first flit of group 1, bits 63:56 */
 	CHECK(buf[24 + 72 + 8] == 0xEE && buf[24 + 72 + 8 + 7] == 0);
 	struct ox_tloe h = { 0 };
@@ -206,7 +231,7 @@ static void test_packing(void)
 		get.source++;
 		n++;
 	}
-	CHECK(n == 32);                  /* 32 Gets fill flits 1..64 */
+	CHECK(n == 32); /* 32 Gets fill flits 1..64 */
 	struct ox_tloe h = { 0 };
 	size_t len = ox_enc_finish(&e, &h);
 	struct ox_frame f;
@@ -245,7 +270,7 @@ static void test_packing(void)
 	ox_enc_begin(&e, buf, 1500, false);
 	CHECK(ox_enc_add(&e, &put) == -ENOSPC);
 	ox_enc_begin(&e, buf, 9000, false);
-	put.size = 13;                   /* 8 KiB: the largest burst a jumbo frame holds */
+	put.size = 13; /* 8 KiB: the largest burst a jumbo frame holds */
 	CHECK(ox_enc_add(&e, &put) == 0);
 	len = ox_enc_finish(&e, &h);
 	CHECK(len <= 9000 && ox_frame_decode(buf, len, &f) == 0);
@@ -255,8 +280,9 @@ static void test_rejects(void)
 {
 	uint8_t good[48], b[128];
 	struct ox_frame f;
-	static const uint64_t w[] = { 0x0002E50D15B52E48ull, 0x18050000010F3355ull,
-				      0x7BA80000130EC440ull, 0, 0, 1 };
+	static const uint64_t w[] = {
+		0x0002E50D15B52E48ull, 0x18050000010F3355ull, 0x7BA80000130EC440ull, 0, 0, 1
+	};
 	for (int i = 0; i < 6; i++)
 		be(good + 8 * i, w[i]);
 	CHECK(ox_frame_decode(good, 40, &f) == -EPROTO && f.reject == OX_REJ_SHORT);
@@ -265,11 +291,11 @@ static void test_rejects(void)
 	b[48] = 0;
 	CHECK(ox_frame_decode(b, 49, &f) == -EPROTO && f.reject == OX_REJ_ALIGN);
 	memcpy(b, good, 48);
-	be(b + 40, 0x10);              /* mask points at flit 5 = the mask itself */
+	be(b + 40, 0x10); /* mask points at flit 5 = the mask itself */
 	CHECK(ox_frame_decode(b, 48, &f) == -EPROTO && f.reject == OX_REJ_MASK);
-	be(b + 40, 0x3);               /* second bit inside the first message */
+	be(b + 40, 0x3); /* second bit inside the first message */
 	CHECK(ox_frame_decode(b, 48, &f) == -EPROTO && f.reject == OX_REJ_MASK);
-	be(b + 40, 0x0);               /* message header without a mask bit */
+	be(b + 40, 0x0); /* message header without a mask bit */
 	CHECK(ox_frame_decode(b, 48, &f) == -EPROTO && f.reject == OX_REJ_PADDING);
 	memcpy(b, good, 48);
 	be(b + 8, 0x78050000010F3355ull); /* channel 7 */
@@ -281,7 +307,7 @@ static void test_rejects(void)
 	be(b + 8, 0x100A000000000000ull); /* PutFull 1 KiB in a 48-byte frame */
 	CHECK(ox_frame_decode(b, 48, &f) == -EPROTO && f.reject == OX_REJ_TRUNC);
 	memcpy(b, good, 48);
-	be(b + 24, 5);                 /* garbage in padding */
+	be(b + 24, 5); /* garbage in padding */
 	CHECK(ox_frame_decode(b, 48, &f) == -EPROTO && f.reject == OX_REJ_PADDING);
 	memcpy(b, good, 48);
 	be(b, 0x0002E50D15B52E48ull | 9ull << 57); /* message_type 9 */

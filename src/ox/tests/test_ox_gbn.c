@@ -31,23 +31,23 @@ static void test_tx(void)
 		memset(s, (int)i, 64);
 		CHECK(ox_gbn_tx_commit(&g, 64, 10) == i);
 	}
-	CHECK(!ox_gbn_can_send(&g));       /* ring full */
+	CHECK(!ox_gbn_can_send(&g)); /* ring full */
 	size_t len;
 	CHECK(ox_gbn_unacked(&g, 2, &len)[0] == 2 && len == 64);
-	ox_gbn_on_ack(&g, 1, true, 20);    /* frames 0 and 1 */
+	ox_gbn_on_ack(&g, 1, true, 20); /* frames 0 and 1 */
 	CHECK(g.count == 2 && g.ackd == 1 && !g.rtx_due);
 	CHECK(ox_gbn_unacked(&g, 0, &len)[0] == 2);
-	ox_gbn_on_ack(&g, 0, true, 21);    /* stale: ignored */
+	ox_gbn_on_ack(&g, 0, true, 21); /* stale: ignored */
 	CHECK(g.count == 2 && g.ackd == 1);
 	ox_gbn_on_ack(&g, 1000, true, 21); /* beyond what we sent: ignored */
 	CHECK(g.count == 2 && g.ackd == 1);
-	ox_gbn_on_ack(&g, 2, false, 22);   /* NAK: 2 arrived, resend from 3 */
+	ox_gbn_on_ack(&g, 2, false, 22); /* NAK: 2 arrived, resend from 3 */
 	CHECK(g.count == 1 && g.rtx_due && g.n_naks_rx == 1);
 	g.rtx_due = false;
 	/* timeout: nothing acked for rto */
 	CHECK(ox_gbn_tick(&g, 500) == 22 + 1000);
 	CHECK(!g.rtx_due);
-	CHECK(ox_gbn_tick(&g, 1022) == 1022 + 2000);   /* backed off */
+	CHECK(ox_gbn_tick(&g, 1022) == 1022 + 2000); /* backed off */
 	CHECK(g.rtx_due && g.n_timeouts == 1);
 	g.rtx_due = false;
 	CHECK(ox_gbn_tick(&g, 3021) == 3022 && !g.rtx_due);
@@ -124,7 +124,7 @@ static void test_credit(void)
 	ox_credit_free(&c, OX_CH_A, 5);
 	CHECK(ox_credit_pick(&c, &ch, &e) && e == 2 && c.owed[OX_CH_A] == 1);
 
-	ox_credit_init(&c, 128, rx);       /* 1.1 */
+	ox_credit_init(&c, 128, rx); /* 1.1 */
 	CHECK(c.tx[OX_CH_D] == 128 && c.owed[OX_CH_A] == 4096 + 3 && c.owed[OX_CH_C] == 0);
 	CHECK(ox_credit_spend(&c, OX_CH_D, 100) == 0 && c.tx[OX_CH_D] == 28);
 	CHECK(ox_credit_spend(&c, OX_CH_D, 29) == -EAGAIN);

@@ -98,7 +98,8 @@ static int world_init(struct world *w, enum ox_mode mode, bool verbatim, unsigne
 		struct ox_window win = { .base = BASE, .len = MEMSZ, .mem = w->mem };
 		memcpy(win.mac, w->rq_raw[i]->mac, 6);
 		w->win[i] = ox_endpoint_add_window(w->ep, &win);
-		if (w->win[i] < 0 || ox_requester_create(&o, w->rq_link[i], w->ep_raw->mac, &w->rq[i]))
+		if (w->win[i] < 0 ||
+		    ox_requester_create(&o, w->rq_link[i], w->ep_raw->mac, &w->rq[i]))
 			return -1;
 	}
 	return 0;
@@ -131,11 +132,11 @@ struct job {
 struct load {
 	struct world *w;
 	struct job job[NRQ][INFLIGHT];
-	unsigned left[NRQ];       /* read-back pairs still to start */
+	unsigned left[NRQ]; /* read-back pairs still to start */
 	unsigned adds_left[NRQ];
 	struct ox_op add[NRQ][8];
 	int add_calls[NRQ][8];
-	uint8_t *seen;            /* one byte per old counter value */
+	uint8_t *seen; /* one byte per old counter value */
 	unsigned total_adds, bad, outstanding;
 };
 
@@ -147,7 +148,7 @@ static void job_cb(struct ox_op *op)
 	struct load *ld = j->ld;
 	j->calls++;
 	if (op->status == -ECONNRESET)
-		return;   /* aborted at teardown after a failure: start nothing */
+		return; /* aborted at teardown after a failure: start nothing */
 	if (op->status) {
 		fprintf(stderr, "op status %d\n", op->status);
 		ld->bad++;
@@ -157,14 +158,17 @@ static void job_cb(struct ox_op *op)
 		j->phase = 1;
 		j->calls = 0;
 		memset(j->dst, 0xCC, j->len);
-		j->op = (struct ox_op){ .kind = OX_OP_GET, .addr = j->op.addr, .buf = j->dst,
-					.len = j->len, .cb = job_cb, .user = j };
+		j->op = (struct ox_op){ .kind = OX_OP_GET,
+					.addr = j->op.addr,
+					.buf = j->dst,
+					.len = j->len,
+					.cb = job_cb,
+					.user = j };
 		if (ox_requester_submit(ld->w->rq[j->rq], &j->op))
 			ld->bad++;
 		return;
 	}
-	if (memcmp(j->src, j->dst, j->len) ||
-	    memcmp(j->src, ld->w->mem + j->off, j->len)) {
+	if (memcmp(j->src, j->dst, j->len) || memcmp(j->src, ld->w->mem + j->off, j->len)) {
 		fprintf(stderr, "data mismatch rq %d off %zu len %zu\n", j->rq, j->off, j->len);
 		ld->bad++;
 	}
@@ -186,8 +190,12 @@ static void job_start(struct load *ld, struct job *j)
 		j->src[i] = (uint8_t)rnd();
 	j->phase = 0;
 	j->calls = 0;
-	j->op = (struct ox_op){ .kind = OX_OP_PUT, .addr = BASE + j->off, .buf = j->src,
-				.len = j->len, .cb = job_cb, .user = j };
+	j->op = (struct ox_op){ .kind = OX_OP_PUT,
+				.addr = BASE + j->off,
+				.buf = j->src,
+				.len = j->len,
+				.cb = job_cb,
+				.user = j };
 	if (ox_requester_submit(ld->w->rq[j->rq], &j->op))
 		ld->bad++;
 }
@@ -208,15 +216,21 @@ static void add_cb(struct ox_op *op)
 	if (op->status == -ECONNRESET)
 		return;
 	if (op->status || op->result >= ld->total_adds || ld->seen[op->result]++) {
-		fprintf(stderr, "atomic status %d old %llu\n", op->status, (unsigned long long)op->result);
+		fprintf(stderr, "atomic status %d old %llu\n", op->status,
+			(unsigned long long)op->result);
 		ld->bad++;
 	}
 	ld->outstanding--;
 	if (rq >= 0 && ld->adds_left[rq]) {
 		ld->adds_left[rq]--;
 		ld->outstanding++;
-		*op = (struct ox_op){ .kind = OX_OP_ARITH, .param = OX_ADD, .addr = BASE + COUNTER,
-				      .len = 8, .operand = 1, .cb = add_cb, .user = ld };
+		*op = (struct ox_op){ .kind = OX_OP_ARITH,
+				      .param = OX_ADD,
+				      .addr = BASE + COUNTER,
+				      .len = 8,
+				      .operand = 1,
+				      .cb = add_cb,
+				      .user = ld };
 		if (ox_requester_submit(ld->w->rq[rq], op))
 			ld->bad++;
 	}
@@ -251,9 +265,13 @@ static void run_load(const char *name, enum ox_mode mode, bool verbatim, unsigne
 		for (int k = 0; k < 8 && ld->adds_left[r]; k++) {
 			ld->adds_left[r]--;
 			ld->outstanding++;
-			ld->add[r][k] = (struct ox_op){ .kind = OX_OP_ARITH, .param = OX_ADD,
-							.addr = BASE + COUNTER, .len = 8, .operand = 1,
-							.cb = add_cb, .user = ld };
+			ld->add[r][k] = (struct ox_op){ .kind = OX_OP_ARITH,
+							.param = OX_ADD,
+							.addr = BASE + COUNTER,
+							.len = 8,
+							.operand = 1,
+							.cb = add_cb,
+							.user = ld };
 			if (ox_requester_submit(w.rq[r], &ld->add[r][k]))
 				ld->bad++;
 		}
@@ -287,7 +305,8 @@ static void run_load(const char *name, enum ox_mode mode, bool verbatim, unsigne
 			ox_requester_dump(w.rq[r]);
 		struct ox_stats a, b;
 		ox_endpoint_stats(w.ep, &a);
-		fprintf(stderr, "ep rx_msgs %llu tx_msgs %llu overrun %llu unsupp %llu denied %llu\n",
+		fprintf(stderr,
+			"ep rx_msgs %llu tx_msgs %llu overrun %llu unsupp %llu denied %llu\n",
 			(unsigned long long)a.rx_msgs, (unsigned long long)a.tx_msgs,
 			(unsigned long long)a.overrun, (unsigned long long)a.unsupported,
 			(unsigned long long)a.denied);
@@ -344,10 +363,13 @@ static int wait_op(struct world *w, struct ox_op *op, int rq)
 	return op->done ? op->status : -ETIMEDOUT;
 }
 
-static uint64_t amo(struct world *w, enum ox_op_kind k, unsigned param, unsigned len,
-		    uint64_t off, uint64_t operand, int *st)
+static uint64_t amo(struct world *w, enum ox_op_kind k, unsigned param, unsigned len, uint64_t off,
+		    uint64_t operand, int *st)
 {
-	struct ox_op op = { .kind = k, .param = (uint8_t)param, .addr = BASE + off, .len = len,
+	struct ox_op op = { .kind = k,
+			    .param = (uint8_t)param,
+			    .addr = BASE + off,
+			    .len = len,
 			    .operand = operand };
 	CHECK(ox_requester_submit(w->rq[0], &op) == 0);
 	*st = wait_op(w, &op, 0);
@@ -356,17 +378,21 @@ static uint64_t amo(struct world *w, enum ox_op_kind k, unsigned param, unsigned
 
 static void test_atomics(struct world *w)
 {
-	static const struct { enum ox_op_kind k; unsigned p; } ops[] = {
-		{ OX_OP_ARITH, OX_MIN }, { OX_OP_ARITH, OX_MAX }, { OX_OP_ARITH, OX_MINU },
+	static const struct {
+		enum ox_op_kind k;
+		unsigned p;
+	} ops[] = {
+		{ OX_OP_ARITH, OX_MIN },  { OX_OP_ARITH, OX_MAX }, { OX_OP_ARITH, OX_MINU },
 		{ OX_OP_ARITH, OX_MAXU }, { OX_OP_ARITH, OX_ADD }, { OX_OP_LOGIC, OX_XOR },
-		{ OX_OP_LOGIC, OX_OR }, { OX_OP_LOGIC, OX_AND }, { OX_OP_LOGIC, OX_SWAP },
+		{ OX_OP_LOGIC, OX_OR },   { OX_OP_LOGIC, OX_AND }, { OX_OP_LOGIC, OX_SWAP },
 	};
 	for (unsigned lg = 0; lg <= 3; lg++) {
 		unsigned n = 1u << lg;
 		uint64_t m = n == 8 ? ~0ull : (1ull << (8 * n)) - 1;
 		for (unsigned i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
 			for (int trial = 0; trial < 6; trial++) {
-				uint64_t off = 0x1000 + 8 * (uint64_t)(rnd() % 16) + n * (rnd() % (8 / n));
+				uint64_t off =
+					0x1000 + 8 * (uint64_t)(rnd() % 16) + n * (rnd() % (8 / n));
 				uint64_t a = rnd() & m, b = rnd() & m;
 				if (trial & 1)
 					b = (a ^ (1ull << (8 * n - 1))) & m; /* signs differ */
@@ -379,20 +405,39 @@ static void test_atomics(struct world *w)
 				int64_t sb = (int64_t)(b << (64 - 8 * n)) >> (64 - 8 * n);
 				uint64_t want = 0;
 				switch (ops[i].k == OX_OP_LOGIC ? 10 + ops[i].p : ops[i].p) {
-				case OX_MIN: want = sb < sa ? b : a; break;
-				case OX_MAX: want = sb > sa ? b : a; break;
-				case OX_MINU: want = b < a ? b : a; break;
-				case OX_MAXU: want = b > a ? b : a; break;
-				case OX_ADD: want = (a + b) & m; break;
-				case 10 + OX_XOR: want = a ^ b; break;
-				case 10 + OX_OR: want = a | b; break;
-				case 10 + OX_AND: want = a & b; break;
-				case 10 + OX_SWAP: want = b; break;
+				case OX_MIN:
+					want = sb < sa ? b : a;
+					break;
+				case OX_MAX:
+					want = sb > sa ? b : a;
+					break;
+				case OX_MINU:
+					want = b < a ? b : a;
+					break;
+				case OX_MAXU:
+					want = b > a ? b : a;
+					break;
+				case OX_ADD:
+					want = (a + b) & m;
+					break;
+				case 10 + OX_XOR:
+					want = a ^ b;
+					break;
+				case 10 + OX_OR:
+					want = a | b;
+					break;
+				case 10 + OX_AND:
+					want = a & b;
+					break;
+				case 10 + OX_SWAP:
+					want = b;
+					break;
 				}
 				CHECK(st == 0);
 				CHECK(old == a);
 				if (now != want)
-					fprintf(stderr, "amo k%d p%u n%u a %llx b %llx got %llx want %llx\n",
+					fprintf(stderr,
+						"amo k%d p%u n%u a %llx b %llx got %llx want %llx\n",
 						ops[i].k, ops[i].p, n, (unsigned long long)a,
 						(unsigned long long)b, (unsigned long long)now,
 						(unsigned long long)want);
@@ -410,8 +455,10 @@ static void test_denied(struct world *w)
 	CHECK(wait_op(w, &op, 0) == -EACCES);
 	op = (struct ox_op){ .kind = OX_OP_PUT, .addr = BASE + MEMSZ - 64, .buf = buf, .len = 128 };
 	CHECK(ox_requester_submit(w->rq[0], &op) == 0);
-	CHECK(wait_op(w, &op, 0) == -EACCES);  /* second half falls outside */
-	op = (struct ox_op){ .kind = OX_OP_ARITH, .param = OX_ADD, .addr = BASE + MEMSZ, .len = 8, .operand = 1 };
+	CHECK(wait_op(w, &op, 0) == -EACCES); /* second half falls outside */
+	op = (struct ox_op){
+		.kind = OX_OP_ARITH, .param = OX_ADD, .addr = BASE + MEMSZ, .len = 8, .operand = 1
+	};
 	CHECK(ox_requester_submit(w->rq[0], &op) == 0);
 	CHECK(wait_op(w, &op, 0) == -EACCES);
 	op = (struct ox_op){ .kind = OX_OP_INTENT, .addr = BASE, .len = 64 };
@@ -425,7 +472,7 @@ static void test_denied(struct world *w)
 	CHECK(ox_endpoint_remove_window(w->ep, w->win[0]) == 0);
 	op = (struct ox_op){ .kind = OX_OP_GET, .addr = BASE, .buf = buf, .len = 64 };
 	CHECK(ox_requester_submit(w->rq[0], &op) == 0);
-	CHECK(wait_op(w, &op, -1) == -ETIMEDOUT);  /* unknown MAC: dropped */
+	CHECK(wait_op(w, &op, -1) == -ETIMEDOUT); /* unknown MAC: dropped */
 	ox_endpoint_stats(w->ep, &s1);
 	CHECK(s1.rej[OX_REJ_UNKNOWN_MAC] > s0.rej[OX_REJ_UNKNOWN_MAC]);
 	ox_requester_destroy(w->rq[0]);
@@ -441,16 +488,17 @@ static void test_malformed(struct world *w)
 	ox_endpoint_stats(w->ep, &s0);
 	memset(f, 0, sizeof(f));
 	ox_eth_write(f, w->ep_raw->mac, l->mac, OX_ETHERTYPE_DEFAULT);
-	ox_link_send(l, f, 20);                    /* short */
-	f[OX_ETH_HLEN + 47] = 0x20;                /* mask bit past the end */
+	ox_link_send(l, f, 20);     /* short */
+	f[OX_ETH_HLEN + 47] = 0x20; /* mask bit past the end */
 	ox_link_send(l, f, OX_ETH_HLEN + 48);
 	f[OX_ETH_HLEN + 47] = 0;
-	f[OX_ETH_HLEN + 1] = 0x20;                 /* seq far ahead: out of order */
+	f[OX_ETH_HLEN + 1] = 0x20; /* seq far ahead: out of order */
 	ox_link_send(l, f, OX_ETH_HLEN + 48);
 	uint8_t g[128];
 	memcpy(g, f, sizeof(g));
-	ox_eth_write(g, w->ep_raw->mac, (const uint8_t[6]){ 2, 0, 0, 0, 0, 0x77 }, OX_ETHERTYPE_DEFAULT);
-	ox_link_send(l, g, OX_ETH_HLEN + 48);       /* unknown MAC (spoofed source) */
+	ox_eth_write(g, w->ep_raw->mac, (const uint8_t[6]){ 2, 0, 0, 0, 0, 0x77 },
+		     OX_ETHERTYPE_DEFAULT);
+	ox_link_send(l, g, OX_ETH_HLEN + 48); /* unknown MAC (spoofed source) */
 	pump(w, NRQ, NULL, 2000000);
 	ox_endpoint_stats(w->ep, &s1);
 	CHECK(s1.rej[OX_REJ_SHORT] == s0.rej[OX_REJ_SHORT] + 1);
@@ -466,7 +514,9 @@ static void test_malformed(struct world *w)
 	CHECK(ox_endpoint_add_window(ww->ep, &win) >= 0);
 	uint8_t c[OX_ETH_HLEN + 48] = { 0 };
 	ox_eth_write(c, ww->ep_raw->mac, win.mac, OX_ETHERTYPE_DEFAULT);
-	struct ox_tloe h = { .seq = 0, .seq_ack = OX_SEQ_MASK, .ack = 1, .credit_ch = 6, .credit = 3 };
+	struct ox_tloe h = {
+		.seq = 0, .seq_ack = OX_SEQ_MASK, .ack = 1, .credit_ch = 6, .credit = 3
+	};
 	uint64_t hv = __builtin_bswap64(ox_tloe_pack(&h));
 	memcpy(c + OX_ETH_HLEN, &hv, 8);
 	CHECK(ox_endpoint_input(ww->ep, c, sizeof(c), ox_now_ns()) == -EPROTO);
@@ -513,14 +563,24 @@ static void test_partial(struct world *w, enum ox_mode mode, bool verbatim)
 	uint8_t data[128], pm[16] = { 0 };
 	for (int i = 0; i < 128; i++)
 		data[i] = (uint8_t)(0x80 + i);
-	pm[0] = 0x81;      /* bytes 0 and 7 */
-	pm[15] = 0x80;     /* byte 127 */
-	struct ox_msg m = { .chan = OX_CH_A, .opcode = OX_A_PUTPARTIAL, .size = 7,
-			    .addr = BASE + 0x3000, .data = data, .pmask = pm, .source = 5 };
+	pm[0] = 0x81;  /* bytes 0 and 7 */
+	pm[15] = 0x80; /* byte 127 */
+	struct ox_msg m = { .chan = OX_CH_A,
+			    .opcode = OX_A_PUTPARTIAL,
+			    .size = 7,
+			    .addr = BASE + 0x3000,
+			    .data = data,
+			    .pmask = pm,
+			    .source = 5 };
 	CHECK(ox_conn_add(&c, &m, ox_now_ns()) == 0);
 	uint8_t d4[4] = { 0xA1, 0xA2, 0xA3, 0xA4 }, pm4[1] = { 0x6 };
-	struct ox_msg n = { .chan = OX_CH_A, .opcode = OX_A_PUTPARTIAL, .size = 2,
-			    .addr = BASE + 0x3084, .data = d4, .pmask = pm4, .source = 6 };
+	struct ox_msg n = { .chan = OX_CH_A,
+			    .opcode = OX_A_PUTPARTIAL,
+			    .size = 2,
+			    .addr = BASE + 0x3084,
+			    .data = d4,
+			    .pmask = pm4,
+			    .source = 6 };
 	CHECK(ox_conn_add(&c, &n, ox_now_ns()) == 0);
 	ox_conn_flush(&c, ox_now_ns());
 	t0 = ox_now_ns();
@@ -528,11 +588,12 @@ static void test_partial(struct world *w, enum ox_mode mode, bool verbatim)
 		uint64_t now = ox_now_ns();
 		ox_endpoint_poll(w->ep, now, 64);
 		int len = ox_link_recv(l, buf, sizeof(buf));
-		if (len > 0 && !ox_frame_decode(buf + OX_ETH_HLEN, (size_t)len - OX_ETH_HLEN, &fr) &&
+		if (len > 0 &&
+		    !ox_frame_decode(buf + OX_ETH_HLEN, (size_t)len - OX_ETH_HLEN, &fr) &&
 		    ox_conn_input(&c, &fr, now) == 1)
 			for (unsigned i = 0; i < fr.nmsg; i++)
-				acks += fr.msg[i].chan == OX_CH_D && fr.msg[i].opcode == OX_D_ACCESSACK &&
-					!fr.msg[i].denied;
+				acks += fr.msg[i].chan == OX_CH_D &&
+					fr.msg[i].opcode == OX_D_ACCESSACK && !fr.msg[i].denied;
 		ox_conn_service(&c, now);
 	}
 	CHECK(acks == 2);
@@ -552,12 +613,14 @@ static void test_sessions(struct world *w)
 {
 	struct ox_opts o = { .mode = OX_MODE_11, .verbatim = w->verbatim, .rto_ns = 300000 };
 	uint64_t v = 0;
-	struct ox_op op = { .kind = OX_OP_ARITH, .param = OX_ADD, .addr = BASE + 0x5000, .len = 8, .operand = 5 };
+	struct ox_op op = {
+		.kind = OX_OP_ARITH, .param = OX_ADD, .addr = BASE + 0x5000, .len = 8, .operand = 5
+	};
 	CHECK(ox_requester_submit(w->rq[1], &op) == 0);
 	CHECK(wait_op(w, &op, 1) == 0);
 	uint64_t t0 = ox_now_ns();
 	int e = -1;
-	ox_requester_close(w->rq[1], 0);   /* starts the close; finished below */
+	ox_requester_close(w->rq[1], 0); /* starts the close; finished below */
 	while (ox_now_ns() - t0 < 1000000000ull) {
 		uint64_t now = ox_now_ns();
 		ox_endpoint_poll(w->ep, now, 64);
@@ -574,7 +637,9 @@ static void test_sessions(struct world *w)
 	CHECK(ox_requester_submit(w->rq[1], &op) == 0);
 	CHECK(wait_op(w, &op, 1) == 0 && v == 5);
 	/* restart without a close, with a request still unanswered */
-	op = (struct ox_op){ .kind = OX_OP_ARITH, .param = OX_ADD, .addr = BASE + 0x5000, .len = 8, .operand = 1 };
+	op = (struct ox_op){
+		.kind = OX_OP_ARITH, .param = OX_ADD, .addr = BASE + 0x5000, .len = 8, .operand = 1
+	};
 	CHECK(ox_requester_submit(w->rq[2], &op) == 0);
 	CHECK(wait_op(w, &op, 2) == 0);
 	ox_requester_destroy(w->rq[2]);
@@ -593,8 +658,11 @@ static void test_restart_103(struct world *w)
 	uint64_t v[4] = { 0 };
 	struct ox_op op[4];
 	for (int i = 0; i < 4; i++) {
-		op[i] = (struct ox_op){ .kind = OX_OP_LOGIC, .param = OX_SWAP, .addr = BASE + 0x6000 + 8 * i,
-					.len = 8, .operand = 100 + i };
+		op[i] = (struct ox_op){ .kind = OX_OP_LOGIC,
+					.param = OX_SWAP,
+					.addr = BASE + 0x6000 + 8 * i,
+					.len = 8,
+					.operand = 100 + i };
 		CHECK(ox_requester_submit(w->rq[1], &op[i]) == 0);
 	}
 	uint64_t t0 = ox_now_ns();
@@ -625,13 +693,18 @@ static void test_abort(struct world *w)
 	static uint8_t big[1 << 16];
 	struct ox_op op[3] = {
 		{ .kind = OX_OP_GET, .addr = BASE, .buf = big, .len = sizeof(big), .cb = abort_cb },
-		{ .kind = OX_OP_ARITH, .param = OX_ADD, .addr = BASE + 0x7000, .len = 8, .operand = 1, .cb = abort_cb },
+		{ .kind = OX_OP_ARITH,
+		  .param = OX_ADD,
+		  .addr = BASE + 0x7000,
+		  .len = 8,
+		  .operand = 1,
+		  .cb = abort_cb },
 		{ .kind = OX_OP_GET, .addr = BASE, .buf = big, .len = 64, .cb = abort_cb },
 	};
 	abort_calls = 0;
 	for (int i = 0; i < 3; i++)
 		CHECK(ox_requester_submit(w->rq[2], &op[i]) == 0);
-	ox_requester_poll(w->rq[2], ox_now_ns());   /* some bursts go out */
+	ox_requester_poll(w->rq[2], ox_now_ns()); /* some bursts go out */
 	CHECK(ox_requester_abort(w->rq[2], -ECONNRESET) == 3);
 	CHECK(abort_calls == 3 && ox_requester_busy(w->rq[2]) == 0);
 	for (int i = 0; i < 3; i++)
@@ -677,7 +750,6 @@ static void run_edges(enum ox_mode mode, bool verbatim)
 	CHECK(wait_op(&w, &op, 2) == 0 && memcmp(dst, src, 5) == 0);
 	world_fini(&w);
 }
-
 
 /* ------------------------------------------- open grants, silent peers */
 
@@ -735,8 +807,12 @@ static void test_open_grants(enum ox_mode mode)
 	/* a bare peer's first frame: the open in 1.1, a normal one in 1.0.3 */
 	uint8_t f[OX_ETH_HLEN + 48];
 	struct ox_enc e;
-	struct ox_tloe h = { .type = mode == OX_MODE_11 ? OX_T_OPEN : 0, .seq = 0,
-			     .seq_ack = OX_SEQ_MASK, .ack = 1, .credit_ch = OX_CH_D, .credit = 28 };
+	struct ox_tloe h = { .type = mode == OX_MODE_11 ? OX_T_OPEN : 0,
+			     .seq = 0,
+			     .seq_ack = OX_SEQ_MASK,
+			     .ack = 1,
+			     .credit_ch = OX_CH_D,
+			     .credit = 28 };
 	ox_eth_write(f, el->mac, pl->mac, OX_ETHERTYPE_DEFAULT);
 	ox_enc_begin(&e, f + OX_ETH_HLEN, 48, false);
 	size_t flen = OX_ETH_HLEN + ox_enc_finish(&e, &h);
@@ -802,8 +878,12 @@ int main(int argc, char **argv)
 	}
 	struct ox_fault_cfg l1 = { .seed = 1 + 10 * seed, .drop_pct = 1 };
 	struct ox_fault_cfg l5 = { .seed = 2 + 10 * seed, .drop_pct = 5 };
-	struct ox_fault_cfg mix = { .seed = 3 + 10 * seed, .drop_pct = 1, .dup_pct = 3, .reorder_pct = 3,
-				    .delay_pct = 2, .delay_ns = 200000 };
+	struct ox_fault_cfg mix = { .seed = 3 + 10 * seed,
+				    .drop_pct = 1,
+				    .dup_pct = 3,
+				    .reorder_pct = 3,
+				    .delay_pct = 2,
+				    .delay_ns = 200000 };
 	run_load("1.1 clean 9000", OX_MODE_11, false, 9000, NULL, pairs, 200);
 	run_load("1.0.3 clean 1500", OX_MODE_103, false, 1500, NULL, pairs, 200);
 	run_load("1.1 loss1% 9000", OX_MODE_11, false, 9000, &l1, pairs, 200);
@@ -813,8 +893,12 @@ int main(int argc, char **argv)
 	run_load("1.1 dup/reorder/delay", OX_MODE_11, true, 9000, &mix, pairs, 200);
 	run_load("1.0.3 dup/reorder/delay", OX_MODE_103, false, 1500, &mix, pairs, 200);
 	if (seed) {
-		struct ox_fault_cfg harsh = { .seed = 4 + 10 * seed, .drop_pct = 15, .dup_pct = 10,
-					      .reorder_pct = 10, .delay_pct = 5, .delay_ns = 500000 };
+		struct ox_fault_cfg harsh = { .seed = 4 + 10 * seed,
+					      .drop_pct = 15,
+					      .dup_pct = 10,
+					      .reorder_pct = 10,
+					      .delay_pct = 5,
+					      .delay_ns = 500000 };
 		run_load("1.1 harsh", OX_MODE_11, false, 9000, &harsh, pairs / 3, 50);
 		run_load("1.0.3 harsh", OX_MODE_103, false, 1500, &harsh, pairs / 3, 50);
 	}

@@ -47,8 +47,11 @@ int main(void)
 		struct ox_window x = w;
 		x.mac[5] = 9;
 		int id = ox_endpoint_add_window(ep, &x);
-		struct ox_op op = { .kind = OX_OP_ARITH, .param = OX_ADD, .addr = 0x10000 + 8 * (i % 16),
-				    .len = 8, .operand = 1 };
+		struct ox_op op = { .kind = OX_OP_ARITH,
+				    .param = OX_ADD,
+				    .addr = 0x10000 + 8 * (i % 16),
+				    .len = 8,
+				    .operand = 1 };
 		if (ox_requester_submit(r, &op) || ox_requester_wait(r, &op, 2000000000ull)) {
 			fprintf(stderr, "op %d: %d\n", i, op.status);
 			bad++;
