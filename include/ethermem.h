@@ -92,6 +92,9 @@ struct em_pool_opts {
 	int timeout_ms;      /* per request; 0: ETHERMEM_TIMEOUT_MS, else 10000 */
 	enum em_transport transport;
 	const char *ox_iface; /* interface for EM_TRANSPORT_OX; NULL: ETHERMEM_OX_IFACE */
+	/* since 0.2: how long a waiting call spins before it sleeps, in us;
+	 * 0: ETHERMEM_POLL_US (default 50); -1: never spin */
+	int poll_us;
 };
 
 /* Connect to every node of the pool and authenticate. opts may be NULL (all

@@ -72,7 +72,13 @@ int main(void)
 	CHECK_RC(em_pool_connect(&pool, &po.o), -EINVAL);
 	po.more = 0;
 	CHECK_RC(em_pool_connect(&pool, &po.o), 0);
-	po.o.size = sizeof(struct em_pool_opts) - 1;
+	po.o.poll_us = -2; /* a spin budget that means nothing */
+	CHECK_RC(em_pool_connect(&p2, &po.o), -EINVAL);
+	po.o.poll_us = -1; /* never spin: accepted */
+	CHECK_RC(em_pool_connect(&p2, &po.o), 0);
+	em_pool_close(p2);
+	po.o.poll_us = 0;
+	po.o.size = offsetof(struct em_pool_opts, poll_us) - 1; /* shorter than 0.1 */
 	CHECK_RC(em_pool_connect(&p2, &po.o), -EINVAL);
 
 	memset(&ro, 0, sizeof(ro));

@@ -212,8 +212,13 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 	}
 	pthread_mutex_init(&pool->lock, NULL);
 	pool->timeout_ms = c.timeout_ms;
-	/* how long a waiting call spins before it sleeps */
-	pool->poll_us = (int)poll_us;
+	/* how long a waiting call spins before it sleeps: the caller's
+	 * choice, else the setting */
+	if (o && (o->poll_us < -1 || o->poll_us > 1000000)) {
+		free(pool);
+		return -EINVAL;
+	}
+	pool->poll_us = o && o->poll_us ? (o->poll_us < 0 ? 0 : o->poll_us) : (int)poll_us;
 	rc = em_key_load(c.secret, pool->key);
 	if (rc)
 		goto fail;
