@@ -23,18 +23,6 @@
 
 static struct t_node node;
 
-static int dial(void)
-{
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)node.port) };
-	struct timeval tv = { .tv_sec = 5 };
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	return fd;
-}
-
 static int call(int fd, uint8_t op, const void *p, uint32_t len, uint8_t *out, size_t cap)
 {
 	uint8_t b[EM_HDR_LEN];
@@ -59,7 +47,7 @@ static int try_attach(const uint8_t key[EM_KEY_LEN], uint64_t session,
 {
 	uint8_t cn[EM_NONCE_LEN], sn[256], ab[EM_AUTH_REQ_LEN];
 	struct em_auth_req ar = { .attach_session = session };
-	int fd = dial(), rc;
+	int fd = t_dial(node.port), rc;
 
 	em_auth_nonce(cn);
 	CHECK_RC(call(fd, EM_W_HELLO, cn, sizeof(cn), sn, sizeof(sn)), 0);

@@ -18,18 +18,6 @@
 
 static struct t_node node;
 
-static int dial(void)
-{
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)node.port) };
-	struct timeval tv = { .tv_sec = 5 };
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	return fd;
-}
-
 static void send_hdr(int fd, uint8_t op, uint32_t len, uint32_t region, uint32_t aux, uint64_t off,
 		     uint8_t version)
 {
@@ -78,7 +66,7 @@ static int authed(const char *secret)
 	uint8_t key[EM_KEY_LEN], cn[EM_NONCE_LEN], buf[256], ab[EM_AUTH_REQ_LEN];
 	struct em_auth_req ar = { 0 };
 	struct em_hdr h;
-	int fd = dial();
+	int fd = t_dial(node.port);
 
 	CHECK(em_key_load(secret, key) == 0);
 	em_auth_nonce(cn);
@@ -130,17 +118,17 @@ int main(void)
 		size_t len = 1 + t_rand(&s) % sizeof(junk);
 		for (size_t i = 0; i < len; i++)
 			junk[i] = (uint8_t)t_rand(&s);
-		fd = dial();
+		fd = t_dial(node.port);
 		send(fd, junk, len, MSG_NOSIGNAL);
 		close(fd);
 	}
 	/* 2. wrong version in HELLO: an answer saying so, then closed */
-	fd = dial();
+	fd = t_dial(node.port);
 	send_hdr(fd, EM_W_HELLO, EM_NONCE_LEN, 0, 0, 0, 9);
 	CHECK_RC(reply(fd, &h, buf, sizeof(buf)), -EM_EVERSION);
 	close(fd);
 	/* 3. a request before authenticating */
-	fd = dial();
+	fd = t_dial(node.port);
 	send_hdr(fd, EM_W_READ, 0, 1, 8, 0, EM_WIRE_VERSION);
 	CHECK_RC(reply(fd, &h, buf, sizeof(buf)), -EPROTO);
 	CHECK(closed(fd));
@@ -153,7 +141,7 @@ int main(void)
 	CHECK(buf[1] == 7);
 	close(fd);
 	/* 4. a truncated header, then silence: dropped after the io timeout */
-	fd = dial();
+	fd = t_dial(node.port);
 	send(fd, "EMEM\1", 5, MSG_NOSIGNAL);
 	CHECK(closed(fd));
 	close(fd);

@@ -16,18 +16,6 @@
 
 static struct t_node node;
 
-static int dial(void)
-{
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)node.port) };
-	struct timeval tv = { .tv_sec = 5 };
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	return fd;
-}
-
 static void hdr(uint8_t *b, uint8_t op, uint32_t len, uint32_t region, uint64_t off)
 {
 	struct em_hdr h = { .magic = EM_WIRE_MAGIC,
@@ -62,7 +50,7 @@ static int authed(const char *secret)
 	uint8_t key[EM_KEY_LEN], cn[EM_NONCE_LEN], buf[256], ab[EM_AUTH_REQ_LEN];
 	struct em_auth_req ar = { 0 };
 	struct em_hdr h;
-	int fd = dial();
+	int fd = t_dial(node.port);
 
 	CHECK(em_key_load(secret, key) == 0);
 	em_auth_nonce(cn);
@@ -108,7 +96,7 @@ int main(void)
 	CHECK_RC(em_region_create(p, NULL, 4096, NULL, &r), 0);
 
 	/* 1. the handshake, a byte at a time: dropped, not served for ever */
-	fd = dial();
+	fd = t_dial(node.port);
 	hdr(msg, EM_W_HELLO, EM_NONCE_LEN, 0, 0);
 	sent = dribble(fd, msg, EM_HDR_LEN);
 	fprintf(stderr, "handshake dribbler dropped after %d bytes\n", sent);
