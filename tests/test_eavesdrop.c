@@ -113,26 +113,30 @@ int main(void)
 	/* what went over the wire of this node's port */
 	for (;;) {
 		ssize_t n = recv(cap, frame, sizeof(frame), 0);
-		const struct iphdr *ip = (const void *)(frame + 14);
-		const struct tcphdr *tcp;
+		/* copied out: a frame's IP header sits at offset 14, unaligned */
+		struct iphdr ip;
+		struct tcphdr tcp;
 		const uint8_t *pl;
 		size_t off, len;
 		struct em_hdr h;
 
 		if (n < 0)
 			break;
-		if ((size_t)n < 14 + sizeof(*ip) || ip->protocol != IPPROTO_TCP)
+		if ((size_t)n < 14 + sizeof(ip))
 			continue;
-		tcp = (const void *)(frame + 14 + ip->ihl * 4);
-		off = 14 + (size_t)ip->ihl * 4 + (size_t)tcp->doff * 4;
+		memcpy(&ip, frame + 14, sizeof(ip));
+		if (ip.protocol != IPPROTO_TCP || (size_t)n < 14 + (size_t)ip.ihl * 4 + sizeof(tcp))
+			continue;
+		memcpy(&tcp, frame + 14 + (size_t)ip.ihl * 4, sizeof(tcp));
+		off = 14 + (size_t)ip.ihl * 4 + (size_t)tcp.doff * 4;
 		if ((size_t)n <= off)
 			continue;
 		pl = frame + off;
 		len = (size_t)n - off;
 		if (getenv("EM_TEST_DEBUG"))
 			fprintf(stderr, "frame %zd sport %u dport %u payload %zu\n", n,
-				ntohs(tcp->source), ntohs(tcp->dest), len);
-		if (ntohs(tcp->source) == node.port && len >= EM_HDR_LEN + EM_AUTH_RESP_LEN &&
+				ntohs(tcp.source), ntohs(tcp.dest), len);
+		if (ntohs(tcp.source) == node.port && len >= EM_HDR_LEN + EM_AUTH_RESP_LEN &&
 		    em_hdr_decode(pl, &h, NULL) == 0 && h.op == EM_W_AUTH &&
 		    h.len == EM_AUTH_RESP_LEN) {
 			struct em_auth_resp resp;
@@ -141,7 +145,7 @@ int main(void)
 			memcpy(seen_token, resp.token, EM_TOKEN_LEN);
 			replies++;
 		}
-		if (ntohs(tcp->dest) == node.port &&
+		if (ntohs(tcp.dest) == node.port &&
 		    (len == EM_AUTH_REQ_LEN || len == EM_HDR_LEN + EM_AUTH_REQ_LEN)) {
 			struct em_auth_req ar;
 			em_auth_req_decode(pl + len - EM_AUTH_REQ_LEN, &ar);
