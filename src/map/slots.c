@@ -124,6 +124,12 @@ int emm_install(struct emm_unit *u, const void *buf, bool dirty)
 		emm_policy_insert(u);
 	}
 	emm_unlock();
+	if (err && m->huge && err != -ENOMEM) {
+		/* a huge unit is one page, never split: another thread may
+		 * have installed it first; the next fault sees what is there */
+		atomic_store(&u->st, EMM_EMPTY);
+		return err;
+	}
 	if (err) {
 		/* retrying would fault forever, so the access fails, loudly */
 		emm_log(m->what,
