@@ -2,8 +2,9 @@
  * fuzz_client.c - libFuzzer target for the client's side of the protocol:
  * what a node (or anything posing as one) sends back. The input is used
  * twice: as a stream of replies to a fixed batch of requests on a real TCP
- * channel of the library (a socketpair, the channel code included whole so
- * no authentication is needed), and as the payloads the client decodes
+ * channel of the library (em_tcp_chan_fd on a socketpair, so no
+ * authentication is needed; the library is compiled into this target so the
+ * fuzzer sees its coverage), and as the payloads the client decodes
  * after a reply - region layouts, listings, name+layout replies, status
  * arrays. Nothing may crash or touch memory outside the reply buffers (ASan
  * and UBSan check), a decoded payload must encode back to the same bytes,
@@ -11,9 +12,11 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
-#include "../src/lib/tcp.c"
+#include "../src/lib/internal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -71,19 +74,19 @@ static void replies(const uint8_t *d, size_t n)
 		{ .wop = EM_W_READ, .aux = sizeof(rd2), .resp = rd2, .resp_cap = sizeof(rd2) },
 		{ .wop = EM_W_OPEN, .resp = nl, .resp_cap = sizeof(nl) },
 	};
-	struct tcp_chan *t;
+	struct em_chan *ch;
 	int sv[2], sb = 1 << 20;
 	size_t off = 0;
 
-	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
 		return;
 	setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sb, sizeof(sb));
 	setsockopt(sv[0], SOL_SOCKET, SO_RCVBUF, &sb, sizeof(sb));
-	t = calloc(1, sizeof(*t));
-	t->rx = malloc(RXBUF);
-	t->fd = sv[0];
-	t->ch.ops = &tcp_ops;
-	t->ch.timeout_ms = 1000;
+	if (em_tcp_chan_fd(sv[0], 1000, 0, &ch)) {
+		close(sv[0]);
+		close(sv[1]);
+		return;
+	}
 	for (unsigned i = 0; i < 6; i++) {
 		parts[i].tag = i + 1;
 		parts[i].origin = &res[i];
@@ -93,7 +96,7 @@ static void replies(const uint8_t *d, size_t n)
 			parts[i].resp = parts[i].inl;
 		}
 	}
-	tcp_post(&t->ch, parts, 6);
+	ch->ops->post(ch, parts, 6);
 	/* what the "node" says, then the end of the connection */
 	while (off < n) {
 		ssize_t w = send(sv[1], d + off, n - off, MSG_DONTWAIT);
@@ -102,10 +105,10 @@ static void replies(const uint8_t *d, size_t n)
 		off += (size_t)w;
 	}
 	shutdown(sv[1], SHUT_WR);
-	while (t->ch.outstanding)
-		if (tcp_progress(&t->ch, 0) < 0)
+	while (ch->outstanding)
+		if (ch->ops->progress(ch, 0) < 0)
 			break;
-	check(!t->ch.outstanding, "every request completes");
+	check(!ch->outstanding, "every request completes");
 	for (unsigned i = 0; i < 6; i++) {
 		check(res[i].status <= 0 && res[i].status > -EM_WIRE_MAX_ERRNO,
 		      "a result of 0 or -errno for each request");
@@ -113,7 +116,7 @@ static void replies(const uint8_t *d, size_t n)
 		if (!res[i].status)
 			payloads(parts[i].resp, res[i].resp_len);
 	}
-	tcp_close(&t->ch);
+	ch->ops->close(ch);
 	close(sv[1]);
 }
 

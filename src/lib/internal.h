@@ -191,6 +191,9 @@ void em_part_done(struct em_chan *ch, struct em_part *p);
 /* TCP transport: connects to a node and runs the challenge-response;
  * attach_session 0 creates a session, filling node->session/token/id. */
 int em_tcp_connect(em_pool *pool, struct em_node *node, bool new_session, struct em_chan **out);
+/* A channel on a socket that is already connected and authenticated (the
+ * connect above, and the client fuzzer's socketpair); it owns fd after 0. */
+int em_tcp_chan_fd(int fd, int timeout_ms, int poll_us, struct em_chan **out);
 /* Opens an authenticated TCP connection in raw baseline mode (benchmark). */
 int em_tcp_baseline_fd(em_pool *pool, unsigned node);
 

@@ -503,10 +503,9 @@ fail:
 	return rc;
 }
 
-int em_tcp_connect(em_pool *pool, struct em_node *node, bool new_session, struct em_chan **out)
+int em_tcp_chan_fd(int fd, int timeout_ms, int poll_us, struct em_chan **out)
 {
 	struct tcp_chan *t = calloc(1, sizeof(*t));
-	int fd;
 
 	if (!t)
 		return -ENOMEM;
@@ -515,19 +514,25 @@ int em_tcp_connect(em_pool *pool, struct em_node *node, bool new_session, struct
 		free(t);
 		return -ENOMEM;
 	}
-	fd = tcp_open(pool, node, new_session);
-	if (fd < 0) {
-		free(t->rx);
-		free(t);
-		return fd;
-	}
 	t->fd = fd;
 	t->ch.ops = &tcp_ops;
-	t->ch.timeout_ms = pool->timeout_ms;
-	t->ch.poll_us = pool->poll_us;
-	t->spin.budget_ns = (uint64_t)(pool->poll_us > 0 ? pool->poll_us : 0) * 1000;
+	t->ch.timeout_ms = timeout_ms;
+	t->ch.poll_us = poll_us;
+	t->spin.budget_ns = (uint64_t)(poll_us > 0 ? poll_us : 0) * 1000;
 	*out = &t->ch;
 	return 0;
+}
+
+int em_tcp_connect(em_pool *pool, struct em_node *node, bool new_session, struct em_chan **out)
+{
+	int fd = tcp_open(pool, node, new_session), rc;
+
+	if (fd < 0)
+		return fd;
+	rc = em_tcp_chan_fd(fd, pool->timeout_ms, pool->poll_us, out);
+	if (rc)
+		close(fd);
+	return rc;
 }
 
 int em_tcp_baseline_fd(em_pool *pool, unsigned node)
