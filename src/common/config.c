@@ -104,7 +104,7 @@ const struct em_setting em_settings[EM_CFG_COUNT] = {
 	[EM_CFG_MAX_PENDING_PER_SOURCE] = { NULL, "max-pending-per-source", N, EM_CFG_INT, "32", 1,
 					    1 << 20, NULL, "of those, from one address" },
 	[EM_CFG_KEEPALIVE] = { NULL, "keepalive", N, EM_CFG_INT, "60", -1, 86400, NULL,
-			       "seconds before a silent client is probed (-1: off)" },
+			       "seconds before a silent client is probed (0: off)" },
 	[EM_CFG_IDLE_TIMEOUT] = { NULL, "idle-timeout", N, EM_CFG_INT, "0", 0, 86400 * 365, NULL,
 				  "seconds of silence that end a client's session (0: never)" },
 	[EM_CFG_MAX_CLIENTS] = { NULL, "max-clients", N, EM_CFG_INT, "1024", 1, 1 << 20, NULL,

@@ -37,7 +37,7 @@ static void usage(FILE *f)
 		   "  --io-timeout MS      deadline for a whole message once begun [30000]\n"
 		   "                       (and for the handshake, at most 5000)\n"
 		   "  --keepalive S        probe a silent client after S seconds, so the\n"
-		   "                       sessions of a vanished host end (-1: off)   [60]\n"
+		   "                       sessions of a vanished host end (0: off)    [60]\n"
 		   "  --idle-timeout S     drop a client that sends nothing for S seconds,\n"
 		   "                       ending its session (0: never)               [0]\n"
 		   "  --poll-us US         spin for the next request this long before\n"

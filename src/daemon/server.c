@@ -1140,17 +1140,20 @@ static void liveness(struct conn *c)
 	int one = 1, idle = o->keepalive_s, intvl = EM_MAX(1, o->keepalive_s / 3), cnt = 3;
 	unsigned ut = (unsigned)(o->keepalive_s + intvl * cnt) * 1000u;
 
-	if (c->fd < 0 || o->keepalive_s <= 0)
+	if (c->fd < 0)
+		return;
+	/* the idle limit stands on its own: it holds with keepalive off too */
+	if (o->idle_timeout_s > 0) {
+		struct timeval tv = { .tv_sec = o->idle_timeout_s };
+		setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	}
+	if (o->keepalive_s <= 0)
 		return;
 	setsockopt(c->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
 	setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
 	setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
 	setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 	setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof(ut));
-	if (o->idle_timeout_s > 0) {
-		struct timeval tv = { .tv_sec = o->idle_timeout_s };
-		setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	}
 }
 
 static int authenticate(struct conn *c)
@@ -1496,8 +1499,6 @@ int em_server_create(struct em_server **out, const struct em_server_opts *o)
 		s->o.max_clients = 1024;
 	if (s->o.io_timeout_ms <= 0)
 		s->o.io_timeout_ms = 30000;
-	if (s->o.keepalive_s == 0)
-		s->o.keepalive_s = 60;
 	if (s->o.max_pending <= 0)
 		s->o.max_pending = 256;
 	if (s->o.max_pending_per_source <= 0)
