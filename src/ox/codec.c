@@ -80,8 +80,8 @@ static void swap_copy(uint8_t *d, const uint8_t *s, size_t n)
 }
 
 static const char *const rej_names[OX_REJ_COUNT] = {
-	"short", "align",   "toobig", "mask", "channel",     "opcode",     "size",
-	"trunc", "padding", "credit", "type", "unknown_mac", "not_for_us", "nopeer",
+	"short",   "align",  "toobig", "mask",        "channel",    "opcode", "size", "trunc",
+	"padding", "credit", "type",   "unknown_mac", "not_for_us", "nopeer", "seq",  "tag",
 };
 
 const char *ox_reject_name(int reason)

@@ -52,7 +52,8 @@ int ox_conn_init(struct ox_conn *c, struct ox_link *l, const struct ox_opts *o,
 	memset(c, 0, sizeof(*c));
 	c->o = *o;
 	ox_opts_resolve(&c->o, l);
-	if (c->o.mtu < OX_MIN_PAYLOAD)
+	c->cap = c->o.mtu - (c->o.tag ? OX_TAG_LEN : 0);
+	if (c->o.mtu < OX_MIN_PAYLOAD + (c->o.tag ? OX_TAG_LEN : 0))
 		return -EINVAL;
 	memcpy(c->peer, peer, 6);
 	c->link = l;
@@ -95,6 +96,8 @@ void ox_conn_free(struct ox_conn *c)
 	if (c->st)
 		fold_stats(c);
 	ox_gbn_free(&c->g);
+	ox_tag_wipe(c->o.tag_tx, sizeof(c->o.tag_tx));
+	ox_tag_wipe(c->o.tag_rx, sizeof(c->o.tag_rx));
 }
 
 void ox_conn_reset(struct ox_conn *c)
@@ -113,6 +116,27 @@ void ox_conn_reset(struct ox_conn *c)
 	c->resets++;
 }
 
+/* Appends the tag in authenticated mode; returns the length to send. */
+static size_t seal(const struct ox_conn *c, uint8_t *f, size_t len)
+{
+	if (!c->o.tag)
+		return len;
+	ox_tag_put(c->o.tag_tx, f, len);
+	return len + OX_TAG_LEN;
+}
+
+int ox_conn_untag(struct ox_conn *c, const uint8_t *f, size_t *len)
+{
+	if (!c->o.tag)
+		return 0;
+	if (!ox_tag_ok(c->o.tag_rx, f, *len)) {
+		c->st->rej[OX_REJ_TAG]++;
+		return -EPROTO;
+	}
+	*len -= OX_TAG_LEN;
+	return 0;
+}
+
 static void send_raw(struct ox_conn *c, const uint8_t *f, size_t len)
 {
 	ox_conn_sync(c); /* a send may reuse the TX slot of the pending copy */
@@ -122,7 +146,7 @@ static void send_raw(struct ox_conn *c, const uint8_t *f, size_t len)
 
 static void send_ackonly(struct ox_conn *c, uint64_t now)
 {
-	uint8_t f[OX_ETH_HLEN + OX_MIN_PAYLOAD];
+	uint8_t f[OX_ETH_HLEN + OX_MIN_PAYLOAD + OX_TAG_LEN];
 	struct ox_tloe h = { 0 };
 	struct ox_enc e;
 	if (c->o.mode == OX_MODE_11) {
@@ -137,7 +161,7 @@ static void send_ackonly(struct ox_conn *c, uint64_t now)
 	ox_eth_write(f, c->peer, c->link->mac, c->o.ethertype);
 	ox_enc_begin(&e, f + OX_ETH_HLEN, OX_MIN_PAYLOAD, false);
 	size_t n = ox_enc_finish(&e, &h);
-	send_raw(c, f, OX_ETH_HLEN + n);
+	send_raw(c, f, seal(c, f, OX_ETH_HLEN + n));
 	c->last_ackonly = now;
 }
 
@@ -158,7 +182,7 @@ static void begin(struct ox_conn *c)
 	c->zc = b != NULL;
 	c->build = b ? b : ox_gbn_tx_slot(&c->g);
 	ox_eth_write(c->build, c->peer, c->link->mac, c->o.ethertype);
-	ox_enc_begin(&c->enc, c->build + OX_ETH_HLEN, c->o.mtu, c->o.verbatim);
+	ox_enc_begin(&c->enc, c->build + OX_ETH_HLEN, c->cap, c->o.verbatim);
 	c->building = true;
 }
 
@@ -182,19 +206,19 @@ void ox_conn_flush(struct ox_conn *c, uint64_t now)
 		h.type = 0;
 	h.seq = c->g.next_tx;
 	ox_gbn_ack_fields(&c->g, &h);
-	size_t n = ox_enc_finish(&c->enc, &h);
+	size_t n = seal(c, c->build, OX_ETH_HLEN + ox_enc_finish(&c->enc, &h));
 	c->st->tx_msgs += c->enc.nmsg;
 	uint8_t *slot = ox_gbn_tx_slot(&c->g);
-	ox_gbn_tx_commit(&c->g, OX_ETH_HLEN + n, now);
+	ox_gbn_tx_commit(&c->g, n, now);
 	if (!c->zc) {
-		send_raw(c, slot, OX_ETH_HLEN + n);
+		send_raw(c, slot, n);
 		return;
 	}
-	if (c->link->ops->tx_commit(c->link, OX_ETH_HLEN + n) == 0)
+	if (c->link->ops->tx_commit(c->link, n) == 0)
 		c->st->tx_frames++;
 	c->copy_src = c->build;
 	c->copy_dst = slot;
-	c->copy_len = OX_ETH_HLEN + n;
+	c->copy_len = n;
 }
 
 bool ox_conn_can_add(const struct ox_conn *c, unsigned ch, unsigned flits)
@@ -220,7 +244,7 @@ int ox_conn_add(struct ox_conn *c, const struct ox_msg *m, uint64_t now)
 	int flits = ox_msg_flits(m->chan, m->opcode, m->size);
 	if (flits < 0)
 		return flits;
-	if ((unsigned)flits + 2 > c->o.mtu / 8)
+	if ((unsigned)flits + 2 > c->cap / 8)
 		return -EMSGSIZE;
 	if (!ox_conn_can_add(c, m->chan, (unsigned)flits))
 		return -EAGAIN;
@@ -241,14 +265,24 @@ int ox_conn_input(struct ox_conn *c, const struct ox_frame *f, uint64_t now)
 		return -EPROTO;
 	}
 	bool ackonly = m11 && h->type == OX_T_ACKONLY;
+	/* A bound peer's sequence number is never far from ours (its ring is
+	 * at most OX_SEQ_PLAUSIBLE frames): one that is was not sent by it.
+	 * Dropped before its acknowledgement or open is looked at, so a blind
+	 * spoofer can neither serve itself nor disturb the real peer's link. */
+	if (c->o.bound && ox_seq_sub(h->seq, c->g.next_rx) > OX_SEQ_PLAUSIBLE &&
+	    ox_seq_sub(c->g.next_rx, h->seq) > OX_SEQ_PLAUSIBLE) {
+		c->st->rej[OX_REJ_SEQ]++;
+		return -EPROTO;
+	}
 	/* a new session from a peer we knew: it closed the last one, or it
 	 * acknowledges nothing of ours although it acknowledged something
 	 * before and has been silent a while (it restarted without closing).
 	 * The silence is what tells a restart from a late duplicate of the
 	 * old session's open, which would otherwise wipe a live connection;
 	 * and an open we still wait for (next_rx 0) is no restart at all,
-	 * even if frames that followed it overtook it. */
-	if (m11 && h->type == OX_T_OPEN && h->seq == 0 &&
+	 * even if frames that followed it overtook it.  A bound peer restarts
+	 * only through its control session, which resets us there. */
+	if (m11 && !c->o.bound && h->type == OX_T_OPEN && h->seq == 0 &&
 	    (c->peer_closed ||
 	     (c->g.next_rx != 0 && h->seq_ack == OX_SEQ_MASK && c->g.ackd != OX_SEQ_MASK &&
 	      now - c->last_accept >= OX_RESTART_IDLE_NS)))
@@ -294,6 +328,8 @@ uint64_t ox_conn_service(struct ox_conn *c, uint64_t now)
 			ox_gbn_ack_fields(g, &h);
 			w = __builtin_bswap64(ox_tloe_pack(&h));
 			memcpy(f + OX_ETH_HLEN, &w, 8);
+			if (c->o.tag) /* the acknowledgement changed: so does the tag */
+				seal(c, f, len - OX_TAG_LEN);
 			send_raw(c, f, len);
 			g->n_rtx_frames++;
 		}

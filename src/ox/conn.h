@@ -18,6 +18,7 @@ struct ox_conn {
 	uint32_t tx_max[6]; /* most credit the peer ever let us hold */
 	struct ox_stats *st;
 	struct ox_enc enc;
+	unsigned cap; /* payload bytes for messages: the MTU less the tag */
 	bool building;
 	bool open_pending;  /* 1.1: our next sequenced frame opens */
 	bool close_pending; /* our next sequenced frame closes */
@@ -39,6 +40,10 @@ int ox_conn_init(struct ox_conn *c, struct ox_link *l, const struct ox_opts *o,
 		 const uint8_t peer[6], const uint32_t rxbuf[6], struct ox_stats *st);
 void ox_conn_free(struct ox_conn *c);
 void ox_conn_reset(struct ox_conn *c);
+/* Authenticated mode: checks the tag of a received frame (Ethernet header
+ * included) and takes it off *len.  0, or -EPROTO counted as OX_REJ_TAG.
+ * Without tags, 0 and *len unchanged. */
+int ox_conn_untag(struct ox_conn *c, const uint8_t *f, size_t *len);
 /* 1: accepted, deliver the messages; 0: nothing to deliver; -EPROTO:
  * rejected and counted. */
 int ox_conn_input(struct ox_conn *c, const struct ox_frame *f, uint64_t now);

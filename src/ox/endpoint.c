@@ -17,6 +17,13 @@
  * when its response leaves, so the queue can never hold more than the credit
  * we granted.  Atomics are __atomic builtins on the window memory, so they
  * are exact against local threads and every peer at once.
+ *
+ * A MAC the control path binds (ox_endpoint_bind: an ethermem session
+ * vouches for it) is held to its sequence state, and, when the session
+ * negotiated it, to a tag on every frame (tag.c): a frame failing either
+ * is counted and dropped before it can change anything.  Windows of other
+ * peers (--ox-export, for requesters that know nothing of ethermem) are
+ * served as the specification has it, on the source MAC alone.
  */
 #include <errno.h>
 #include <poll.h>
@@ -61,6 +68,13 @@ struct ox_win {
 	bool used;
 };
 
+/* A MAC the control path vouches for, and how its frames are checked. */
+struct ox_bound {
+	uint8_t mac[6];
+	bool used, tag;
+	uint8_t tx[OX_TAG_KEYLEN], rx[OX_TAG_KEYLEN];
+};
+
 struct ox_endpoint {
 	/* windows change from the control path's thread while run() serves
 	 * frames in another: held per poll, so uncontended in steady state */
@@ -69,6 +83,8 @@ struct ox_endpoint {
 	struct ox_link *link;
 	struct ox_win *win;
 	unsigned nwin;
+	struct ox_bound *bnd;
+	unsigned nbnd;
 	struct ox_peer *peer[OX_EP_MAX_PEERS];
 	struct ox_stats st;
 	uint32_t rxbuf[6];
@@ -115,6 +131,9 @@ void ox_endpoint_destroy(struct ox_endpoint *ep)
 	for (int i = 0; i < OX_EP_MAX_PEERS; i++)
 		peer_free(ep, i);
 	pthread_mutex_destroy(&ep->lock);
+	if (ep->bnd)
+		ox_tag_wipe(ep->bnd, ep->nbnd * sizeof(*ep->bnd));
+	free(ep->bnd);
 	free(ep->win);
 	free(ep);
 }
@@ -123,6 +142,13 @@ static int add_window(struct ox_endpoint *ep, const struct ox_window *w)
 {
 	if (!w->len || !w->mem || w->base + w->len < w->base)
 		return -EINVAL;
+	/* a peer's windows never overlap: an address means one thing */
+	for (unsigned k = 0; k < ep->nwin; k++) {
+		const struct ox_window *o = &ep->win[k].w;
+		if (ep->win[k].used && !memcmp(o->mac, w->mac, 6) && w->base < o->base + o->len &&
+		    o->base < w->base + w->len)
+			return -EEXIST;
+	}
 	unsigned i;
 	for (i = 0; i < ep->nwin && ep->win[i].used; i++)
 		;
@@ -179,6 +205,77 @@ int ox_endpoint_remove_window(struct ox_endpoint *ep, int id)
 	return r;
 }
 
+int ox_endpoint_window(struct ox_endpoint *ep, int id, struct ox_window *out)
+{
+	int r = -ENOENT;
+	pthread_mutex_lock(&ep->lock);
+	if (id >= 0 && (unsigned)id < ep->nwin && ep->win[id].used) {
+		*out = ep->win[id].w;
+		r = 0;
+	}
+	pthread_mutex_unlock(&ep->lock);
+	return r;
+}
+
+static struct ox_bound *bound_find(const struct ox_endpoint *ep, const uint8_t mac[6])
+{
+	for (unsigned i = 0; i < ep->nbnd; i++)
+		if (ep->bnd[i].used && !memcmp(ep->bnd[i].mac, mac, 6))
+			return &ep->bnd[i];
+	return NULL;
+}
+
+static void forget_peer(struct ox_endpoint *ep, const uint8_t mac[6])
+{
+	for (int i = 0; i < OX_EP_MAX_PEERS; i++)
+		if (ep->peer[i] && !memcmp(ep->peer[i]->c.peer, mac, 6))
+			peer_free(ep, i);
+}
+
+int ox_endpoint_bind(struct ox_endpoint *ep, const uint8_t mac[6],
+		     const uint8_t tag_tx[OX_TAG_KEYLEN], const uint8_t tag_rx[OX_TAG_KEYLEN])
+{
+	int r = 0;
+	pthread_mutex_lock(&ep->lock);
+	struct ox_bound *b = bound_find(ep, mac);
+	for (unsigned i = 0; !b && i < ep->nbnd; i++)
+		if (!ep->bnd[i].used)
+			b = &ep->bnd[i];
+	if (!b) {
+		struct ox_bound *n = realloc(ep->bnd, (ep->nbnd + 1) * sizeof(*n));
+		if (n) {
+			ep->bnd = n;
+			b = &ep->bnd[ep->nbnd++];
+		} else {
+			r = -ENOMEM;
+		}
+	}
+	if (b) {
+		memset(b, 0, sizeof(*b));
+		memcpy(b->mac, mac, 6);
+		b->used = true;
+		b->tag = tag_tx && tag_rx;
+		if (b->tag) {
+			memcpy(b->tx, tag_tx, OX_TAG_KEYLEN);
+			memcpy(b->rx, tag_rx, OX_TAG_KEYLEN);
+		}
+	}
+	/* the session starts a new connection, whatever the last one left */
+	forget_peer(ep, mac);
+	pthread_mutex_unlock(&ep->lock);
+	return r;
+}
+
+void ox_endpoint_unbind(struct ox_endpoint *ep, const uint8_t mac[6])
+{
+	pthread_mutex_lock(&ep->lock);
+	struct ox_bound *b = bound_find(ep, mac);
+	if (b)
+		ox_tag_wipe(b, sizeof(*b));
+	forget_peer(ep, mac);
+	pthread_mutex_unlock(&ep->lock);
+}
+
 int ox_endpoint_reset_peer(struct ox_endpoint *ep, const uint8_t mac[6])
 {
 	int r = -ENOENT;
@@ -232,7 +329,17 @@ static struct ox_peer *peer_get(struct ox_endpoint *ep, const uint8_t mac[6])
 	/* every request costs at least two flits of A or C credit */
 	p->qcap = (ep->rxbuf[OX_CH_A] + ep->rxbuf[OX_CH_C]) / 2 + 1;
 	p->q = calloc(p->qcap, sizeof(*p->q));
-	if (!p->q || ox_conn_init(&p->c, ep->link, &ep->o, mac, ep->rxbuf, &ep->st)) {
+	struct ox_opts o = ep->o;
+	const struct ox_bound *b = bound_find(ep, mac);
+	if (b) {
+		o.bound = true;
+		o.tag = b->tag;
+		memcpy(o.tag_tx, b->tx, OX_TAG_KEYLEN);
+		memcpy(o.tag_rx, b->rx, OX_TAG_KEYLEN);
+	}
+	int e = p->q ? ox_conn_init(&p->c, ep->link, &o, mac, ep->rxbuf, &ep->st) : -ENOMEM;
+	ox_tag_wipe(&o, sizeof(o));
+	if (e) {
 		free(p->q);
 		free(p);
 		return NULL;
@@ -459,6 +566,8 @@ static int input(struct ox_endpoint *ep, const uint8_t *f, size_t len, uint64_t 
 	struct ox_peer *p = peer_get(ep, f + 6);
 	if (!p)
 		return -EPERM;
+	if (ox_conn_untag(&p->c, f, &len))
+		return -EPROTO;
 	if (ox_frame_decode(f + OX_ETH_HLEN, len - OX_ETH_HLEN, &ep->fr)) {
 		ep->st.rej[ep->fr.reject]++;
 		return -EPROTO;

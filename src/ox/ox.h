@@ -44,6 +44,14 @@
 #define OX_SEQ_MOD (1u << OX_SEQ_BITS)
 #define OX_SEQ_MASK (OX_SEQ_MOD - 1)
 #define OX_SEQ_HALF (1u << (OX_SEQ_BITS - 1))
+/* The furthest a bound peer's sequence number may stray from ours: no
+ * honest sender has more frames unacknowledged than its retransmit ring
+ * holds (at most 4096 here). */
+#define OX_SEQ_PLAUSIBLE 4096u
+/* Authenticated mode (ethermem to ethermem only): SipHash-2-4 of the whole
+ * frame, Ethernet header included, appended after the frame mask. */
+#define OX_TAG_LEN 8
+#define OX_TAG_KEYLEN 16
 
 /* 1.1 is the zero value: it is what current endpoints speak. */
 enum ox_mode { OX_MODE_11 = 0, OX_MODE_103 = 1 };
@@ -98,6 +106,8 @@ enum ox_reject {
 	OX_REJ_UNKNOWN_MAC, /* source MAC has no window here */
 	OX_REJ_NOT_FOR_US,  /* destination MAC is not ours */
 	OX_REJ_NOPEER,      /* peer table full */
+	OX_REJ_SEQ,         /* a bound peer's frame far outside its sequence state */
+	OX_REJ_TAG,         /* authenticated mode: tag missing or wrong */
 	OX_REJ_COUNT
 };
 const char *ox_reject_name(int reason);
@@ -370,6 +380,20 @@ int ox_link_faulty_spec(struct ox_link *raw, const char *spec, uint64_t salt, st
 
 uint64_t ox_now_ns(void);
 
+/* Frame tags of authenticated mode.  Keys for both directions come from a
+ * secret both ends hold (an ethermem session's token): node_side picks which
+ * key is tx and which rx, so a frame cannot be reflected back as the other
+ * side's. */
+void ox_tag_keys(const uint8_t *secret, size_t len, bool node_side, uint8_t tx[OX_TAG_KEYLEN],
+		 uint8_t rx[OX_TAG_KEYLEN]);
+/* Writes the tag of frame[0, len) at frame + len. */
+void ox_tag_put(const uint8_t key[OX_TAG_KEYLEN], uint8_t *frame, size_t len);
+/* Checks the tag in the last OX_TAG_LEN bytes of frame[0, len) in constant
+ * time: true when it is right. */
+bool ox_tag_ok(const uint8_t key[OX_TAG_KEYLEN], const uint8_t *frame, size_t len);
+/* Zeroes key material so that the compiler cannot skip it. */
+void ox_tag_wipe(void *p, size_t len);
+
 /* ------------------------------------------------------------------ */
 /* Connection options and counters shared by both sides               */
 
@@ -397,6 +421,17 @@ struct ox_opts {
 	 * log, when set, hears of it. */
 	unsigned giveup_rto;
 	void (*log)(const char *line);
+	/* bound: the connection is started only by the control path (an
+	 * ethermem session), never in band: an open from the peer does not
+	 * restart it, and a frame whose sequence number no honest peer could
+	 * send is dropped as spoofed (OX_REJ_SEQ) without touching the state.
+	 * tag: every frame carries an OX_TAG_LEN-byte tag after its mask,
+	 * keyed by tag_tx (frames we send) and tag_rx (frames we accept).
+	 * The endpoint sets both per peer (ox_endpoint_bind); a requester takes
+	 * them from here. */
+	bool bound;
+	bool tag;
+	uint8_t tag_tx[OX_TAG_KEYLEN], tag_rx[OX_TAG_KEYLEN];
 };
 
 struct ox_stats {
@@ -431,8 +466,17 @@ struct ox_window {
 int ox_endpoint_create(const struct ox_opts *o, struct ox_link *link, struct ox_endpoint **out);
 /* Frees the endpoint (not the link, not window memory). */
 void ox_endpoint_destroy(struct ox_endpoint *ep);
-/* Returns a window id >= 0.  A MAC with no window is an unknown peer. */
+/* Returns a window id >= 0.  A MAC with no window is an unknown peer.
+ * -EEXIST when the range overlaps another window of the same MAC. */
 int ox_endpoint_add_window(struct ox_endpoint *ep, const struct ox_window *w);
+/* The window with this id: 0 or -ENOENT. */
+int ox_endpoint_window(struct ox_endpoint *ep, int id, struct ox_window *out);
+/* Binds mac to a control session: its connection starts afresh now and
+ * only here (ox_opts.bound), with frame tags when tag_tx and tag_rx are not
+ * NULL.  Unbind when the session ends; windows are separate. */
+int ox_endpoint_bind(struct ox_endpoint *ep, const uint8_t mac[6],
+		     const uint8_t tag_tx[OX_TAG_KEYLEN], const uint8_t tag_rx[OX_TAG_KEYLEN]);
+void ox_endpoint_unbind(struct ox_endpoint *ep, const uint8_t mac[6]);
 /* Later frames for the window are denied; the peer's connection is dropped
  * when it has no window left. */
 int ox_endpoint_remove_window(struct ox_endpoint *ep, int id);

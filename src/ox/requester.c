@@ -83,7 +83,7 @@ int ox_requester_create(const struct ox_opts *o, struct ox_link *link, const uin
 		r->freel[i] = OX_RQ_SLOTS - 1 - i;
 	r->nfree = OX_RQ_SLOTS;
 	/* a PutFullData of 2^k bytes is 2 + 2^(k-3) flits, plus TLoE header and mask */
-	unsigned cap = r->o.mtu / 8;
+	unsigned cap = r->c.cap / 8;
 	r->frame_log2 = 3;
 	while (r->frame_log2 < OX_MAX_SIZE_LOG2 && (1u << (r->frame_log2 + 1 - 3)) + 4 <= cap &&
 	       (1u << (r->frame_log2 + 1 - 3)) + 1 <= rxbuf[OX_CH_D])
@@ -98,6 +98,7 @@ void ox_requester_destroy(struct ox_requester *r)
 		return;
 	ox_requester_abort(r, -ECONNRESET);
 	ox_conn_free(&r->c);
+	ox_tag_wipe(&r->o, sizeof(r->o));
 	free(r);
 }
 
@@ -285,6 +286,8 @@ static int input(struct ox_requester *r, const uint8_t *f, size_t len, uint64_t 
 		r->st.rej[OX_REJ_NOT_FOR_US]++;
 		return -EPROTO;
 	}
+	if (ox_conn_untag(&r->c, f, &len))
+		return -EPROTO;
 	if (ox_frame_decode(f + OX_ETH_HLEN, len - OX_ETH_HLEN, &r->fr)) {
 		r->st.rej[r->fr.reject]++;
 		return -EPROTO;

@@ -10,7 +10,9 @@
  * twice or lost.  Every op's callback must run exactly once.  Then the
  * edges: denied accesses, unknown MACs, malformed frames, credit overflow,
  * every atomic kind on every width, PutPartialData, the verbatim byte order,
- * and that idle peers fall silent.
+ * and that idle peers fall silent.  Some loads run with every requester bound
+ * and tagging its frames (authenticated mode), where a frame with a wrong
+ * tag or a sequence number far from the peer's is dropped and counted.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -30,6 +32,7 @@
 #define COUNTER (MEMSZ - 64)
 
 static uint64_t rng = 88172645463325252ull;
+static bool g_tagged; /* world_init binds each requester with tag keys */
 static uint64_t rnd(void)
 {
 	rng ^= rng << 13;
@@ -98,8 +101,17 @@ static int world_init(struct world *w, enum ox_mode mode, bool verbatim, unsigne
 		struct ox_window win = { .base = BASE, .len = MEMSZ, .mem = w->mem };
 		memcpy(win.mac, w->rq_raw[i]->mac, 6);
 		w->win[i] = ox_endpoint_add_window(w->ep, &win);
+		struct ox_opts ro = o;
+		if (g_tagged) {
+			uint8_t secret[32], tx[OX_TAG_KEYLEN], rx[OX_TAG_KEYLEN];
+			memset(secret, 0x40 + i, sizeof(secret));
+			ox_tag_keys(secret, sizeof(secret), true, tx, rx);
+			CHECK(ox_endpoint_bind(w->ep, w->rq_raw[i]->mac, tx, rx) == 0);
+			ro.bound = ro.tag = true;
+			ox_tag_keys(secret, sizeof(secret), false, ro.tag_tx, ro.tag_rx);
+		}
 		if (w->win[i] < 0 ||
-		    ox_requester_create(&o, w->rq_link[i], w->ep_raw->mac, &w->rq[i]))
+		    ox_requester_create(&ro, w->rq_link[i], w->ep_raw->mac, &w->rq[i]))
 			return -1;
 	}
 	return 0;
@@ -531,6 +543,81 @@ static void test_malformed(struct world *w)
 	CHECK(s1.rej[OX_REJ_CREDIT] == s0.rej[OX_REJ_CREDIT] + 1);
 }
 
+/* Authenticated mode: the bound requester 0 works; frames claiming its MAC
+ * with its exact next sequence number but no valid tag, or far from its
+ * sequence, are dropped and counted and change nothing; overlapping
+ * windows of one MAC are refused. */
+static void test_tagged(void)
+{
+	struct world w;
+	g_tagged = true;
+	int rc = world_init(&w, OX_MODE_11, false, 1500, NULL);
+	g_tagged = false;
+	if (rc) {
+		CHECK(!"world_init");
+		return;
+	}
+	uint64_t v = 0x1122334455667788ull, got = 0;
+	struct ox_op op = { .kind = OX_OP_PUT, .addr = BASE + 64, .buf = &v, .len = 8 };
+	CHECK(ox_requester_submit(w.rq[0], &op) == 0);
+	CHECK(wait_op(&w, &op, 0) == 0);
+	pump(&w, NRQ, NULL, 2000000); /* let the acknowledgements settle */
+
+	struct ox_stats s0, s1;
+	ox_endpoint_stats(w.ep, &s0);
+	uint8_t f[OX_ETH_HLEN + 128];
+	uint64_t evil = 0xEEEEEEEEEEEEEEEEull;
+	struct ox_msg put = {
+		.chan = OX_CH_A, .opcode = OX_A_PUTFULL, .size = 3, .addr = BASE + 64, .data = &evil
+	};
+	/* every sequence number a few hundred frames could have reached, so
+	 * one of them is the very one the node expects next */
+	for (uint32_t k = 0; k < 2 * OX_SEQ_PLAUSIBLE; k++) {
+		struct ox_enc e;
+		struct ox_tloe h = { .seq = k % OX_SEQ_PLAUSIBLE,
+				     .seq_ack = OX_SEQ_MASK,
+				     .ack = 1 };
+		ox_eth_write(f, w.ep_raw->mac, w.rq_raw[0]->mac, OX_ETHERTYPE_DEFAULT);
+		ox_enc_begin(&e, f + OX_ETH_HLEN, 1500, false);
+		CHECK(ox_enc_add(&e, &put) == 0);
+		size_t n = OX_ETH_HLEN + ox_enc_finish(&e, &h);
+		if (k >= OX_SEQ_PLAUSIBLE) { /* a tag, but under the wrong key */
+			uint8_t key[OX_TAG_KEYLEN] = { 1 };
+			ox_tag_put(key, f, n);
+			n += OX_TAG_LEN;
+		}
+		CHECK(ox_endpoint_input(w.ep, f, n, ox_now_ns()) == -EPROTO);
+	}
+	ox_endpoint_stats(w.ep, &s1);
+	CHECK(s1.rej[OX_REJ_TAG] == s0.rej[OX_REJ_TAG] + 2 * OX_SEQ_PLAUSIBLE);
+	CHECK(s1.rx_msgs == s0.rx_msgs);
+	CHECK(!memcmp(w.mem + 64, &v, 8));
+	op = (struct ox_op){ .kind = OX_OP_GET, .addr = BASE + 64, .buf = &got, .len = 8 };
+	CHECK(ox_requester_submit(w.rq[0], &op) == 0);
+	CHECK(wait_op(&w, &op, 0) == 0 && got == v);
+
+	/* bound but untagged: a frame far from the sequence is spoofed */
+	uint8_t mac[6] = { 2, 0, 0, 0, 0, 0x31 };
+	struct ox_window win = { .base = BASE, .len = 4096, .mem = w.mem };
+	memcpy(win.mac, mac, 6);
+	CHECK(ox_endpoint_add_window(w.ep, &win) >= 0);
+	win.base = BASE + 4095;
+	CHECK(ox_endpoint_add_window(w.ep, &win) == -EEXIST);
+	CHECK(ox_endpoint_bind(w.ep, mac, NULL, NULL) == 0);
+	uint8_t g[OX_ETH_HLEN + 48] = { 0 };
+	ox_eth_write(g, w.ep_raw->mac, mac, OX_ETHERTYPE_DEFAULT);
+	struct ox_tloe h = { .seq = OX_SEQ_HALF, .seq_ack = OX_SEQ_MASK, .ack = 1 };
+	uint64_t hv = __builtin_bswap64(ox_tloe_pack(&h));
+	memcpy(g + OX_ETH_HLEN, &hv, 8);
+	g[sizeof(g) - 1] = 0; /* no messages */
+	CHECK(ox_endpoint_input(w.ep, g, sizeof(g), ox_now_ns()) == -EPROTO);
+	ox_endpoint_stats(w.ep, &s1);
+	CHECK(s1.rej[OX_REJ_SEQ] == s0.rej[OX_REJ_SEQ] + 1);
+	CHECK(s1.naks_tx == s0.naks_tx); /* and no NAK went to the real peer */
+	ox_endpoint_unbind(w.ep, mac);
+	world_fini(&w);
+}
+
 /* PutPartialData, which the requester API does not issue, from a bare conn. */
 static void test_partial(struct world *w, enum ox_mode mode, bool verbatim)
 {
@@ -875,6 +962,7 @@ int main(int argc, char **argv)
 		run_edges(OX_MODE_11, false);
 		run_edges(OX_MODE_103, false);
 		run_edges(OX_MODE_11, true);
+		test_tagged();
 	}
 	struct ox_fault_cfg l1 = { .seed = 1 + 10 * seed, .drop_pct = 1 };
 	struct ox_fault_cfg l5 = { .seed = 2 + 10 * seed, .drop_pct = 5 };
@@ -892,6 +980,12 @@ int main(int argc, char **argv)
 	run_load("1.0.3 loss5% 9000", OX_MODE_103, false, 9000, &l5, pairs, 200);
 	run_load("1.1 dup/reorder/delay", OX_MODE_11, true, 9000, &mix, pairs, 200);
 	run_load("1.0.3 dup/reorder/delay", OX_MODE_103, false, 1500, &mix, pairs, 200);
+	/* authenticated mode: tags survive retransmission and acknowledgement
+	 * rewrites, and the sequence check drops no honest frame */
+	g_tagged = true;
+	run_load("1.1 tagged loss5% 1500", OX_MODE_11, false, 1500, &l5, pairs, 200);
+	run_load("1.0.3 tagged dup/reorder/delay", OX_MODE_103, false, 9000, &mix, pairs, 200);
+	g_tagged = false;
 	if (seed) {
 		struct ox_fault_cfg harsh = { .seed = 4 + 10 * seed,
 					      .drop_pct = 15,
