@@ -293,7 +293,9 @@ struct em_node_status {
 	/* OmniXtend (all zero when the node serves none, or none yet) */
 	uint64_t ox_rx_frames, ox_tx_frames, ox_retransmits;
 	uint64_t ox_denied;    /* requests answered with the denied bit */
-	uint64_t ox_unknown;   /* frames from a MAC with no window, dropped */
+	uint64_t ox_unknown;   /* frames dropped as not from a known peer: a MAC with
+				* no window, or a session's MAC out of its
+				* sequence or with a bad tag */
 	uint64_t ox_malformed; /* frames that failed to decode, dropped */
 	uint32_t ox_attached;  /* sessions holding an address window now */
 };

@@ -258,7 +258,8 @@ static void status_print(const struct em_node_status *st, int n, bool json,
 		    s->ox_attached)
 			printf("  omnixtend: frames rx %" PRIu64 " tx %" PRIu64
 			       " retransmitted %" PRIu64 ", denied %" PRIu64 ", dropped %" PRIu64
-			       " (unknown MAC) %" PRIu64 " (malformed), sessions attached %u\n",
+			       " (unknown or spoofed MAC) %" PRIu64
+			       " (malformed), sessions attached %u\n",
 			       s->ox_rx_frames, s->ox_tx_frames, s->ox_retransmits, s->ox_denied,
 			       s->ox_unknown, s->ox_malformed, s->ox_attached);
 		if (prev && !strcmp(prev[i].addr, s->addr)) {

@@ -59,6 +59,8 @@ const struct em_setting em_settings[EM_CFG_COUNT] = {
 				"us", "how long an OmniXtend channel spins before it sleeps" },
 	[EM_CFG_OX_FAULTS] = { "ETHERMEM_OX_FAULTS", NULL, E, EM_CFG_STR, NULL, 0, 0, NULL,
 			       "OmniXtend link faults, drop=N,dup=N,reorder=N,seed=N (test builds)" },
+	[EM_CFG_OX_AUTH] = { "ETHERMEM_OX_AUTH", NULL, E, EM_CFG_BOOL, "no", 0, 0, NULL,
+			     "tag every OmniXtend frame with a key of the session (ethermem nodes)" },
 
 	[EM_CFG_MAP_CACHE] = { "ETHERMEM_MAP_CACHE", NULL, E, EM_CFG_SIZE, NULL, 4096, INT64_MAX,
 			       NULL,
@@ -137,6 +139,8 @@ const struct em_setting em_settings[EM_CFG_COUNT] = {
 			      "a MAC the last ox-export serves (repeatable)" },
 	[EM_CFG_OX_EXPORT_CREATE] = { NULL, "ox-export-create", N, EM_CFG_SIZE, NULL, 1, INT64_MAX,
 				      NULL, "create the last ox-export's region with this size" },
+	[EM_CFG_OX_AUTH_NODE] = { NULL, "ox-auth", N, EM_CFG_BOOL, "no", 0, 0, NULL,
+				  "refuse OmniXtend sessions whose frames are not tagged" },
 	[EM_CFG_VERBOSE] = { NULL, "verbose", N, EM_CFG_BOOL, "no", 0, 0, NULL,
 			     "log debug events too" },
 };

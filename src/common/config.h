@@ -56,6 +56,7 @@ enum em_cfg_id {
 	EM_CFG_OX_ACK_US,
 	EM_CFG_OX_SPIN_US,
 	EM_CFG_OX_FAULTS,
+	EM_CFG_OX_AUTH,
 	/* transparent mapping and the preload library */
 	EM_CFG_MAP_CACHE,
 	EM_CFG_MAP_FAULTS,
@@ -94,6 +95,7 @@ enum em_cfg_id {
 	EM_CFG_OX_EXPORT,
 	EM_CFG_OX_ALLOW,
 	EM_CFG_OX_EXPORT_CREATE,
+	EM_CFG_OX_AUTH_NODE,
 	EM_CFG_VERBOSE,
 	EM_CFG_COUNT
 };

@@ -192,7 +192,7 @@ void em_ox_info_encode(uint8_t *out, const struct em_ox_info *i)
 	out[7] = (uint8_t)(i->ethertype >> 8);
 	em_put32(out + 8, i->mtu);
 	out[12] = i->mode;
-	out[13] = i->verbatim;
+	out[13] = (uint8_t)((i->verbatim ? 1 : 0) | (i->tagged ? 2 : 0));
 	out[14] = (uint8_t)i->echo_type;
 	out[15] = (uint8_t)(i->echo_type >> 8);
 }
@@ -203,7 +203,8 @@ void em_ox_info_decode(const uint8_t *in, struct em_ox_info *i)
 	i->ethertype = (uint16_t)(in[6] | in[7] << 8);
 	i->mtu = em_get32(in + 8);
 	i->mode = in[12];
-	i->verbatim = in[13];
+	i->verbatim = in[13] & 1;
+	i->tagged = in[13] >> 1 & 1;
 	i->echo_type = (uint16_t)(in[14] | in[15] << 8);
 }
 

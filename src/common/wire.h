@@ -138,6 +138,7 @@ enum {
 	EM_ST_OX_RTX,                 /* frames retransmitted */
 	EM_ST_OX_ECHO,                /* raw ping-pong frames answered (bench --baseline) */
 	EM_ST_OX_ATTACHED,            /* sessions with an OmniXtend window grant now */
+	EM_ST_OX_SPOOFED, /* frames from a session's MAC out of its sequence or badly tagged */
 	EM_ST__COUNT
 };
 #define EM_STATUS_LEN (EM_ST__COUNT * 8)
@@ -211,16 +212,21 @@ enum { EM_BASE_PING = 1, EM_BASE_STREAM = 2, EM_BASE_QUIT = 3 };
  * at a time (a second gets -EADDRINUSE): OmniXtend keys a connection's
  * sequence numbers and credits on the MAC pair, so two requesters behind
  * one MAC would corrupt each other's go-back-N state. */
-#define EM_OX_ATTACH_REQ_LEN 8 /* mac[6], 2 zero bytes */
+#define EM_OX_ATTACH_REQ_LEN 8 /* mac[6], u8 flags, 1 zero byte */
+/* Request flag: every frame of this session carries a tag keyed from the
+ * session's token (src/ox/tag.c); the reply's flag byte says if granted. */
+#define EM_OX_ATTACH_TAG 1
 #define EM_OX_ATTACH_RESP_LEN \
 	16 /* mac[6], u16 ethertype, u32 mtu, u8 mode,
-				  * u8 verbatim, u16 echo ethertype (0 = none) */
+				  * u8 flags (bit 0 verbatim, bit 1 tagged),
+				  * u16 echo ethertype (0 = none) */
 struct em_ox_info {
 	uint8_t mac[6];
 	uint16_t ethertype;
 	uint32_t mtu; /* payload bytes after the EtherType */
 	uint8_t mode; /* enum ox_mode: 0 = 1.1, 1 = 1.0.3 */
 	uint8_t verbatim;
+	uint8_t tagged;     /* authenticated frames (EM_OX_ATTACH_TAG) */
 	uint16_t echo_type; /* raw ping-pong responder for the benchmark */
 };
 void em_ox_info_encode(uint8_t *out, const struct em_ox_info *i);

@@ -52,6 +52,7 @@ static void usage(FILE *f)
 		   "                       (EtherType + 1 answers the benchmark's raw ping-pong)\n"
 		   "  --ox-mode 1.1|1.0.3  protocol behaviour                               [1.1]\n"
 		   "  --ox-verbatim        data bytes in memory order (some software endpoints)\n"
+		   "  --ox-auth            sessions must tag their frames (ETHERMEM_OX_AUTH=1)\n"
 		   "  --ox-reply-per-frame answer each request frame in a frame of its own (for\n"
 		   "                       requesters that match answers by sequence number)\n"
 		   "  --ox-export REGION@ADDRESS   serve a named region at a fixed address window\n"
@@ -122,6 +123,8 @@ static int set_opt(struct cfg *c, const char *k, const char *v)
 		c->ox.mode = (int)cv.num; /* the table's order: 1.1, 1.0.3 */
 	} else if (!strcmp(k, "ox-verbatim")) {
 		c->ox.verbatim = cv.num;
+	} else if (!strcmp(k, "ox-auth")) {
+		c->ox.tag_required = cv.num;
 	} else if (!strcmp(k, "ox-reply-per-frame")) {
 		c->ox.reply_per_frame = cv.num;
 	} else if (!strcmp(k, "ox-export")) {
@@ -211,6 +214,7 @@ int main(int argc, char **argv)
 		{ "ox-allow", 1, 0, 'a' },
 		{ "ox-export-create", 1, 0, 'E' },
 		{ "ox-reply-per-frame", 0, 0, 'r' },
+		{ "ox-auth", 0, 0, 1200 },
 		{ "bulk-slice", 1, 0, 1100 },
 		{ "help", 0, 0, 'h' },
 		{ "help-settings", 0, 0, 1000 },
@@ -305,6 +309,9 @@ int main(int argc, char **argv)
 			break;
 		case 'r':
 			rc = set_opt(&c, "ox-reply-per-frame", "1");
+			break;
+		case 1200:
+			rc = set_opt(&c, "ox-auth", "1");
 			break;
 		case 'X':
 			rc = set_opt(&c, "ox-export", optarg);

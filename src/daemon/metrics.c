@@ -124,6 +124,9 @@ static char *render(struct em_server *srv, size_t *len)
 		v[EM_ST_OX_DENIED]);
 	counter(f, "ethermem_ox_unknown_frames_total",
 		"OmniXtend frames from a MAC with no window, dropped.", v[EM_ST_OX_UNKNOWN]);
+	counter(f, "ethermem_ox_spoofed_frames_total",
+		"OmniXtend frames from a session's MAC out of its sequence or with a bad tag, dropped.",
+		v[EM_ST_OX_SPOOFED]);
 	counter(f, "ethermem_ox_malformed_frames_total",
 		"OmniXtend frames that failed to decode, dropped.", v[EM_ST_OX_MALFORMED]);
 	gauge(f, "ethermem_ox_sessions", "Sessions holding an OmniXtend address window now.",

@@ -11,9 +11,16 @@
  * Windows are removed before the region reference that backs them is
  * dropped, so memory a frame could still reach is never freed or reused.
  *
- * Window addresses of a session are handle << 42: distinct per handle,
- * room for regions up to 4 TiB, and a pure function so a client that
- * reopens finds the same layout.  --ox-export regions sit at the address
+ * OmniXtend believes a frame because of its source MAC, which anyone on
+ * the segment can forge.  So a session's window sits at a base drawn at
+ * random over the whole 64-bit address space (64 KiB aligned, 48 bits of
+ * chance) for each grant: a spoofer who does not see the traffic cannot
+ * find it, where a base computed from the handle gave every window away.
+ * The MAC is bound to the session (ox_endpoint_bind): its connection
+ * starts only when the session attaches, frames far outside its sequence
+ * are dropped and counted, and with EM_OX_ATTACH_TAG each frame carries a
+ * tag keyed from the session's token, which no one without the session can
+ * make.  Everything of a session goes when it ends.  --ox-export regions sit at the address
  * the operator chose, one window per allowed MAC, with no session at all:
  * that is how OmniXtend requesters that know nothing of ethermem (FPGA
  * endpoints, other software) get at pool memory.  A region named by
@@ -36,12 +43,15 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/auth.h"
 #include "common/config.h"
 #include "common/util.h"
 #include "ox/ox.h"
 
 #define MAX_ATTACHED 256
-#define WIN_SHIFT 42
+/* Window bases are multiples of this, so a burst (at most 8 KiB) is aligned
+ * in the window as in the address space. */
+#define WIN_ALIGN (1ull << 16)
 
 struct attached {
 	const void *owner;
@@ -277,12 +287,14 @@ void em_oxs_destroy(struct em_oxs *x)
 		ox_endpoint_stats(x->ep, &s);
 		em_log(EM_LOG_INFO,
 		       "ox: %llu frames in, %llu out, %llu retransmitted; dropped "
-		       "%llu malformed and %llu from unknown MACs; %llu requests denied; "
+		       "%llu malformed, %llu from unknown MACs and %llu spoofed; "
+		       "%llu requests denied; "
 		       "gave up on %llu silent peers",
 		       (unsigned long long)v[EM_ST_OX_RX], (unsigned long long)v[EM_ST_OX_TX],
 		       (unsigned long long)v[EM_ST_OX_RTX],
 		       (unsigned long long)v[EM_ST_OX_MALFORMED],
 		       (unsigned long long)v[EM_ST_OX_UNKNOWN],
+		       (unsigned long long)v[EM_ST_OX_SPOOFED],
 		       (unsigned long long)v[EM_ST_OX_DENIED], (unsigned long long)s.gaveup);
 	}
 	for (unsigned i = 0; i < x->o.nexp; i++)
@@ -302,14 +314,20 @@ void em_oxs_destroy(struct em_oxs *x)
 	free(x);
 }
 
-int em_oxs_attach(struct em_oxs *x, const void *owner, const uint8_t mac[6],
-		  struct em_ox_info *info)
+int em_oxs_attach(struct em_oxs *x, const void *owner, const uint8_t mac[6], unsigned flags,
+		  const uint8_t *secret, size_t secret_len, struct em_ox_info *info)
 {
+	uint8_t tx[OX_TAG_KEYLEN], rx[OX_TAG_KEYLEN];
+	bool tagged = flags & EM_OX_ATTACH_TAG;
 	unsigned i, fr = MAX_ATTACHED;
 	int rc;
 
 	if (!(mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]) || (mac[0] & 1))
 		return -EINVAL; /* no zero, group or broadcast address */
+	if (flags & ~(unsigned)EM_OX_ATTACH_TAG)
+		return -EINVAL;
+	if (x->o.tag_required && !tagged)
+		return -EPERM; /* --ox-auth: untagged sessions are refused */
 	pthread_mutex_lock(&x->lock);
 	for (i = 0; i < x->natt; i++) {
 		if (!x->att[i].owner) {
@@ -346,15 +364,23 @@ int em_oxs_attach(struct em_oxs *x, const void *owner, const uint8_t mac[6],
 		x->att[i].owner = owner;
 		memcpy(x->att[i].mac, mac, 6);
 	}
-	pthread_mutex_unlock(&x->lock);
 	/* a new session starts a new OmniXtend connection, whatever the
-	 * last one from this MAC left behind */
-	ox_endpoint_reset_peer(x->ep, mac);
+	 * last one from this MAC left behind; under the lock, so a detach of
+	 * an earlier owner cannot unbind what we bind */
+	if (tagged)
+		ox_tag_keys(secret, secret_len, true, tx, rx);
+	rc = ox_endpoint_bind(x->ep, mac, tagged ? tx : NULL, tagged ? rx : NULL);
+	em_secure_zero(tx, sizeof(tx));
+	em_secure_zero(rx, sizeof(rx));
+	pthread_mutex_unlock(&x->lock);
+	if (rc)
+		return rc;
 	memcpy(info->mac, x->raw->mac, 6);
 	info->ethertype = x->raw->ethertype;
 	info->mtu = x->raw->mtu;
 	info->mode = (uint8_t)(x->o.mode ? OX_MODE_103 : OX_MODE_11);
 	info->verbatim = x->o.verbatim;
+	info->tagged = tagged;
 	info->echo_type = x->eraw->ethertype;
 	return 0;
 }
@@ -365,18 +391,19 @@ void em_oxs_detach(struct em_oxs *x, const void *owner)
 	for (unsigned i = 0; i < x->natt; i++)
 		if (x->att[i].owner == owner) {
 			ox_endpoint_remove_window(x->ep, x->att[i].marker);
+			ox_endpoint_unbind(x->ep, x->att[i].mac);
 			x->att[i].owner = NULL;
 		}
 	pthread_mutex_unlock(&x->lock);
 }
 
-int em_oxs_map(struct em_oxs *x, const void *owner, uint32_t handle, void *mem, uint64_t len,
-	       uint64_t *base)
+int em_oxs_map(struct em_oxs *x, const void *owner, void *mem, uint64_t len, uint64_t *base)
 {
-	struct ox_window w = { .base = (uint64_t)handle << WIN_SHIFT, .len = len, .mem = mem };
+	struct ox_window w = { .len = len, .mem = mem };
 	unsigned i;
+	int id = -EEXIST;
 
-	if (handle == 0 || handle >= (1u << (64 - WIN_SHIFT - 1)) || len > (1ull << WIN_SHIFT))
+	if (!len || len > UINT64_MAX / 2)
 		return -ERANGE;
 	pthread_mutex_lock(&x->lock);
 	for (i = 0; i < x->natt; i++)
@@ -388,8 +415,28 @@ int em_oxs_map(struct em_oxs *x, const void *owner, uint32_t handle, void *mem, 
 	}
 	memcpy(w.mac, x->att[i].mac, 6);
 	pthread_mutex_unlock(&x->lock);
-	*base = w.base;
-	return ox_endpoint_add_window(x->ep, &w);
+	/* a fresh draw for every grant; one that lands on this MAC's marker or
+	 * another of its windows is drawn again (the chance is tiny) */
+	for (int tries = 0; tries < 64 && id == -EEXIST; tries++) {
+		em_random(&w.base, sizeof(w.base));
+		w.base &= ~(WIN_ALIGN - 1);
+		if (w.base < WIN_ALIGN || w.base > UINT64_MAX - len)
+			continue;
+		id = ox_endpoint_add_window(x->ep, &w);
+	}
+	if (id >= 0)
+		*base = w.base;
+	return id;
+}
+
+int em_oxs_base(struct em_oxs *x, int id, uint64_t *base)
+{
+	struct ox_window w;
+	int rc = ox_endpoint_window(x->ep, id, &w);
+
+	if (!rc)
+		*base = w.base;
+	return rc;
 }
 
 void em_oxs_unmap(struct em_oxs *x, int id)
@@ -405,12 +452,14 @@ void em_oxs_status(struct em_oxs *x, uint64_t *v)
 
 	ox_endpoint_stats(x->ep, &s);
 	for (int i = 0; i < OX_REJ_COUNT; i++)
-		if (i != OX_REJ_UNKNOWN_MAC && i != OX_REJ_NOT_FOR_US && i != OX_REJ_NOPEER)
+		if (i != OX_REJ_UNKNOWN_MAC && i != OX_REJ_NOT_FOR_US && i != OX_REJ_NOPEER &&
+		    i != OX_REJ_SEQ && i != OX_REJ_TAG)
 			bad += s.rej[i];
 	v[EM_ST_OX_RX] = s.rx_frames;
 	v[EM_ST_OX_TX] = s.tx_frames;
 	v[EM_ST_OX_DENIED] = s.denied;
 	v[EM_ST_OX_UNKNOWN] = s.rej[OX_REJ_UNKNOWN_MAC] + s.rej[OX_REJ_NOPEER];
+	v[EM_ST_OX_SPOOFED] = s.rej[OX_REJ_SEQ] + s.rej[OX_REJ_TAG];
 	v[EM_ST_OX_MALFORMED] = bad + s.overrun;
 	v[EM_ST_OX_RTX] = s.rtx_frames;
 	v[EM_ST_OX_ECHO] = __atomic_load_n(&x->echoes, __ATOMIC_RELAXED);

@@ -32,6 +32,7 @@ struct em_oxs_opts {
 	int mode;           /* enum ox_mode: 0 = 1.1, 1 = 1.0.3 */
 	bool verbatim;
 	bool reply_per_frame; /* see struct ox_opts */
+	bool tag_required;    /* --ox-auth: every session must tag its frames */
 	struct em_oxs_export exp[EM_OXS_MAX_EXPORTS];
 	unsigned nexp;
 };
@@ -43,15 +44,19 @@ int em_oxs_create(const struct em_oxs_opts *o, struct em_store *st, struct em_ox
 /* Stops the threads, removes every window, drops the exported regions. */
 void em_oxs_destroy(struct em_oxs *x);
 /* Claims mac for owner (a session): -EADDRINUSE when another owner holds it.
- * The peer's connection state is reset, as a new session starts afresh. */
-int em_oxs_attach(struct em_oxs *x, const void *owner, const uint8_t mac[6],
-		  struct em_ox_info *info);
+ * The MAC is bound to the session and its connection state reset, as a new
+ * session starts afresh; with EM_OX_ATTACH_TAG in flags, frames carry tags
+ * keyed from secret (the session's token).  -EPERM for an untagged session
+ * when tags are required. */
+int em_oxs_attach(struct em_oxs *x, const void *owner, const uint8_t mac[6], unsigned flags,
+		  const uint8_t *secret, size_t secret_len, struct em_ox_info *info);
 /* Releases the owner's MAC (its windows must be unmapped first). */
 void em_oxs_detach(struct em_oxs *x, const void *owner);
-/* A window onto [mem, mem+len) for the owner's MAC; the base address is a
- * function of the handle.  Returns the window id (>= 0) or -errno. */
-int em_oxs_map(struct em_oxs *x, const void *owner, uint32_t handle, void *mem, uint64_t len,
-	       uint64_t *base);
+/* A window onto [mem, mem+len) for the owner's MAC, at a base drawn at
+ * random.  Returns the window id (>= 0) or -errno. */
+int em_oxs_map(struct em_oxs *x, const void *owner, void *mem, uint64_t len, uint64_t *base);
+/* The base of a window em_oxs_map granted: 0 or -ENOENT. */
+int em_oxs_base(struct em_oxs *x, int id, uint64_t *base);
 /* After it returns no frame touches the window's memory any more. */
 void em_oxs_unmap(struct em_oxs *x, int id);
 /* Fills the EM_ST_OX_* entries of a status array. */

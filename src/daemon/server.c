@@ -593,7 +593,10 @@ static int do_ox_attach(struct conn *c, const struct em_hdr *h, const uint8_t *p
 		return reply_err(c, h, -EPROTONOSUPPORT);
 	if (h->len != EM_OX_ATTACH_REQ_LEN)
 		return reply_err(c, h, -EPROTO);
-	rc = em_oxs_attach(c->srv->ox, ss, p, &info);
+	if (p[7])
+		return reply_err(c, h, -EINVAL);
+	/* the session's token is the secret only its client shares with us */
+	rc = em_oxs_attach(c->srv->ox, ss, p, p[6], ss->token, sizeof(ss->token), &info);
 	if (rc)
 		return reply_err(c, h, rc);
 	pthread_rwlock_wrlock(&ss->lock);
@@ -637,11 +640,11 @@ static int do_ox_map(struct conn *c, const struct em_hdr *h)
 	}
 	id = ss->oxwin[h->region - 1];
 	if (id < 0) {
-		id = em_oxs_map(c->srv->ox, ss, h->region, r->mem, r->size, &base);
+		id = em_oxs_map(c->srv->ox, ss, r->mem, r->size, &base);
 		if (id >= 0)
 			ss->oxwin[h->region - 1] = id;
-	} else {
-		base = (uint64_t)h->region << 42; /* already granted: the same window */
+	} else if (em_oxs_base(c->srv->ox, id, &base)) { /* already granted: the same window */
+		id = -EIO;
 	}
 	pthread_rwlock_unlock(&ss->lock);
 	if (id < 0)

@@ -22,6 +22,12 @@
  * Waiting follows the machine: busy-poll while frames arrive, yield after
  * 20 us, block in the kernel after 200 us of silence (see machine.md).
  *
+ * Authenticated mode (ETHERMEM_OX_AUTH=1, required by a node started with
+ * --ox-auth): asked for at attach; every frame then carries a tag keyed
+ * from the session's token, which both ends derived in the TCP handshake
+ * and no one else holds (src/ox/tag.c).  The link is bound either way: a
+ * frame claiming the node's MAC far outside its sequence is dropped.
+ *
  * Atomics map onto TL-UH: FADD -> Arithmetic ADD; SMIN/SMAX/UMIN/UMAX ->
  * MIN/MAX/MINU/MAXU; AND/OR/XOR/SWAP -> Logical.  A denied request (closed
  * handle, outside the window) completes with -EACCES.
@@ -137,14 +143,21 @@ static int node_start(em_pool *pool, struct oxpool *op, unsigned i, const struct
 	if ((rc = em_cfg_ox_opts(&o, &faults)) ||
 	    (rc = ox_link_faulty_spec(n->raw, faults, (uint64_t)getpid() * 31 + i, &n->link)))
 		return rc;
+	o.bound = true; /* the session started this connection, nothing in band does */
+	o.tag = info->tagged;
+	if (o.tag)
+		ox_tag_keys(pool->nodes[i].token, EM_TOKEN_LEN, false, o.tag_tx, o.tag_rx);
 	rc = ox_requester_create(&o, n->link, info->mac, &n->rq);
+	ox_tag_wipe(o.tag_tx, sizeof(o.tag_tx));
+	ox_tag_wipe(o.tag_rx, sizeof(o.tag_rx));
 	if (rc)
 		return rc;
 	n->info = *info;
 	n->info.mtu = o.mtu;
-	em_log(EM_LOG_DEBUG, "ox: node %s at %02x:%02x:%02x:%02x:%02x:%02x, MTU %u, %s",
+	em_log(EM_LOG_DEBUG, "ox: node %s at %02x:%02x:%02x:%02x:%02x:%02x, MTU %u, %s%s",
 	       pool->nodes[i].addr, info->mac[0], info->mac[1], info->mac[2], info->mac[3],
-	       info->mac[4], info->mac[5], o.mtu, info->mode ? "1.0.3" : "1.1");
+	       info->mac[4], info->mac[5], n->info.mtu, info->mode ? "1.0.3" : "1.1",
+	       info->tagged ? ", tagged frames" : "");
 	return 0;
 }
 
@@ -675,6 +688,10 @@ static int ox_init(em_pool *pool, void **priv)
 static int ox_start(void *priv, em_pool *pool)
 {
 	struct oxpool *op = priv;
+	int64_t tag = 0;
+
+	if (em_cfg_env_num(EM_CFG_OX_AUTH, &tag))
+		return -EINVAL;
 
 	for (unsigned i = 0; i < pool->n; i++) {
 		uint8_t req[EM_OX_ATTACH_REQ_LEN] = { 0 }, resp[EM_OX_ATTACH_RESP_LEN];
@@ -682,6 +699,7 @@ static int ox_start(void *priv, em_pool *pool)
 		struct em_part res;
 		int rc = node_open(pool, op, i, req);
 
+		req[6] = tag ? EM_OX_ATTACH_TAG : 0;
 		/* the node may not yet have seen the end of this MAC's last
 		 * session (a process that restarted at once): wait a little */
 		for (int tries = 0; !rc; tries++) {
@@ -696,6 +714,11 @@ static int ox_start(void *priv, em_pool *pool)
 			rc = -EPROTO;
 		if (!rc) {
 			em_ox_info_decode(resp, &info);
+			/* a node too old to tag would leave the link open to spoofing */
+			if (tag && !info.tagged)
+				rc = -EPROTONOSUPPORT;
+		}
+		if (!rc) {
 			rc = node_start(pool, op, i, &info);
 		}
 		if (rc) {

@@ -985,7 +985,7 @@ int em_pool_status(em_pool *pool, struct em_node_status *st, unsigned max)
 		s->ox_tx_frames = v[EM_ST_OX_TX];
 		s->ox_retransmits = v[EM_ST_OX_RTX];
 		s->ox_denied = v[EM_ST_OX_DENIED];
-		s->ox_unknown = v[EM_ST_OX_UNKNOWN];
+		s->ox_unknown = v[EM_ST_OX_UNKNOWN] + v[EM_ST_OX_SPOOFED];
 		s->ox_malformed = v[EM_ST_OX_MALFORMED];
 		s->ox_attached = (uint32_t)v[EM_ST_OX_ATTACHED];
 		for (int k = 0; k < EM_STAT_OPS; k++) {

@@ -15,6 +15,17 @@
  *   garbage IFACE         sends malformed frames to the node as this MAC and
  *                         as a stranger, then checks the node still serves
  *                         and counted them
+ *   victim DIR            a region filled with 0xC3 bytes; writes its window
+ *                         base to DIR/base, waits for DIR/go, then checks the
+ *                         data are unchanged and the link still serves, and
+ *                         writes the node's counters moved meanwhile
+ *   spoof IFACE NODE VICTIM BASE blind|sweep
+ *                         an attacker with no session: frames with the
+ *                         victim's source MAC, Gets and Puts at BASE, at the
+ *                         old predictable base and at a guessed one; blind
+ *                         uses sequence numbers it cannot know, sweep every
+ *                         one from 0 to 4095 (so one is right); fails if any
+ *                         frame it receives meanwhile carries the data
  *   status                prints the node's OmniXtend counters
  *   bw SIZE QD MIB        read bandwidth: SIZE-byte reads, QD in flight
  *   threads N             N threads, a queue each, on one pool (one shared
@@ -31,6 +42,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/auth.h"
 #include "common/wire.h"
 #include "ethermem.h"
 #include "harness.h"
@@ -323,9 +335,11 @@ static void print_status(void)
 
 	status(v);
 	printf("ox rx %" PRIu64 " tx %" PRIu64 " denied %" PRIu64 " unknown %" PRIu64
-	       " malformed %" PRIu64 " rtx %" PRIu64 " echo %" PRIu64 " attached %" PRIu64 "\n",
+	       " malformed %" PRIu64 " rtx %" PRIu64 " echo %" PRIu64 " attached %" PRIu64
+	       " spoofed %" PRIu64 "\n",
 	       v[EM_ST_OX_RX], v[EM_ST_OX_TX], v[EM_ST_OX_DENIED], v[EM_ST_OX_UNKNOWN],
-	       v[EM_ST_OX_MALFORMED], v[EM_ST_OX_RTX], v[EM_ST_OX_ECHO], v[EM_ST_OX_ATTACHED]);
+	       v[EM_ST_OX_MALFORMED], v[EM_ST_OX_RTX], v[EM_ST_OX_ECHO], v[EM_ST_OX_ATTACHED],
+	       v[EM_ST_OX_SPOOFED]);
 }
 
 /* One Get frame to dst from src, seq as given; then the caller spoils it. */
@@ -423,6 +437,169 @@ static void garbage(const char *ifname)
 	em_region_close(r);
 	em_pool_close(pool);
 	printf("garbage: ok\n");
+}
+
+static bool mac_parse(const char *s, uint8_t mac[6])
+{
+	unsigned m[6];
+
+	if (sscanf(s, "%x:%x:%x:%x:%x:%x", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]) != 6)
+		return false;
+	for (int i = 0; i < 6; i++)
+		mac[i] = (uint8_t)m[i];
+	return true;
+}
+
+#define VICTIM_BYTE 0xC3
+#define VICTIM_SIZE (1u << 20)
+
+static int victim(const char *dir)
+{
+	uint64_t v0[EM_ST__COUNT], v1[EM_ST__COUNT];
+	static uint8_t buf[VICTIM_SIZE];
+	em_pool *pool = connect_ox();
+	char path[512];
+	em_region *r;
+	FILE *f;
+	int ok = 1;
+
+	CHECK_RC(em_region_create(pool, NULL, VICTIM_SIZE, NULL, &r), 0);
+	memset(buf, VICTIM_BYTE, sizeof(buf));
+	CHECK_RC(em_write(r, 0, buf, sizeof(buf)), 0);
+	CHECK(em_ox_window(r, 0) != 0);
+	snprintf(path, sizeof(path), "%s/base", dir);
+	CHECK((f = fopen(path, "w")) != NULL);
+	fprintf(f, "0x%" PRIx64 "\n", em_ox_window(r, 0));
+	fclose(f);
+	CHECK_RC(em_status_raw(pool, 0, v0), 0);
+	printf("victim: window at 0x%" PRIx64 "\n", em_ox_window(r, 0));
+	fflush(stdout);
+	snprintf(path, sizeof(path), "%s/go", dir);
+	for (int i = 0; i < 6000 && access(path, F_OK); i++)
+		usleep(10000);
+	CHECK(access(path, F_OK) == 0);
+	/* the attack is over: the data are ours, and the link still serves */
+	memset(buf, 0, sizeof(buf));
+	CHECK_RC(em_read(r, 0, buf, sizeof(buf)), 0);
+	for (size_t i = 0; i < sizeof(buf); i++)
+		if (buf[i] != VICTIM_BYTE) {
+			printf("victim: byte %zu is 0x%02x\n", i, buf[i]);
+			ok = 0;
+			break;
+		}
+	for (int i = 0; i < 100; i++) {
+		uint8_t w[4096], g[4096];
+		for (int k = 0; k < 4096; k++)
+			w[k] = (uint8_t)(i * 13 + k);
+		CHECK_RC(em_write(r, (uint64_t)i * 4096, w, sizeof(w)), 0);
+		CHECK_RC(em_read(r, (uint64_t)i * 4096, g, sizeof(g)), 0);
+		CHECK(!memcmp(w, g, sizeof(w)));
+	}
+	CHECK_RC(em_status_raw(pool, 0, v1), 0);
+	printf("victim: data %s; spoofed %" PRIu64 " unknown %" PRIu64 " denied %" PRIu64 "\n",
+	       ok ? "unchanged" : "CHANGED", v1[EM_ST_OX_SPOOFED] - v0[EM_ST_OX_SPOOFED],
+	       v1[EM_ST_OX_UNKNOWN] - v0[EM_ST_OX_UNKNOWN],
+	       v1[EM_ST_OX_DENIED] - v0[EM_ST_OX_DENIED]);
+	em_region_close(r);
+	em_pool_close(pool);
+	return ok ? 0 : 1;
+}
+
+/* One frame from src: a Get of 1 KiB and a Put of 1 KiB of 0xEE at addr. */
+static size_t spoof_frame(uint8_t *f, const uint8_t dst[6], const uint8_t src[6], uint32_t seq,
+			  uint8_t type, uint64_t addr)
+{
+	static uint8_t junk[1024];
+	struct ox_enc e;
+	struct ox_msg get = { .chan = OX_CH_A, .opcode = OX_A_GET, .size = 10, .addr = addr };
+	struct ox_msg put = {
+		.chan = OX_CH_A, .opcode = OX_A_PUTFULL, .size = 10, .addr = addr, .source = 1
+	};
+	struct ox_tloe h = { .type = type, .seq = seq, .seq_ack = OX_SEQ_MASK, .ack = 1 };
+
+	memset(junk, 0xEE, sizeof(junk));
+	put.data = junk;
+	ox_eth_write(f, dst, src, OX_ETHERTYPE_DEFAULT);
+	ox_enc_begin(&e, f + OX_ETH_HLEN, 1500, false);
+	CHECK(ox_enc_add(&e, &get) == 0);
+	CHECK(ox_enc_add(&e, &put) == 0);
+	return OX_ETH_HLEN + ox_enc_finish(&e, &h);
+}
+
+/* Frames the attacker's interface sees: does any hold 16 bytes of the
+ * victim's data in a row? */
+static unsigned leaks(struct ox_link *l, uint64_t *frames)
+{
+	uint8_t f[10000];
+	unsigned n = 0;
+	int len;
+
+	while ((len = ox_link_recv(l, f, sizeof(f))) > 0) {
+		int run = 0;
+		(*frames)++;
+		for (int i = 0; i < len; i++) {
+			run = f[i] == VICTIM_BYTE ? run + 1 : 0;
+			if (run == 16) {
+				n++;
+				break;
+			}
+		}
+	}
+	return n;
+}
+
+static int spoof(const char *ifname, const char *node_s, const char *victim_s, const char *base_s,
+		 const char *mode)
+{
+	uint8_t node[6], vic[6], f[2048];
+	uint64_t base = strtoull(base_s, NULL, 0), guess, seen = 0, sent = 0;
+	uint64_t addrs[3];
+	bool sweep = !strcmp(mode, "sweep");
+	struct ox_link *l;
+	unsigned leaked = 0;
+	size_t n;
+
+	CHECK(mac_parse(node_s, node) && mac_parse(victim_s, vic));
+	CHECK(sweep || !strcmp(mode, "blind"));
+	CHECK_RC(ox_link_packet_open(ifname, 0, &l), 0);
+	em_random(&guess, sizeof(guess));
+	addrs[0] = base;
+	addrs[1] = 1ull << 42;                  /* handle 1's window, once */
+	addrs[2] = guess & ~((1ull << 16) - 1); /* a guess at a random base */
+	for (int a = 0; a < 3; a++) {
+		/* an open, as a peer that restarted would send it */
+		n = spoof_frame(f, node, vic, 0, OX_T_OPEN, addrs[a]);
+		while (ox_link_send(l, f, n) == -EAGAIN)
+			ox_link_flush(l);
+		sent++;
+		for (uint32_t k = 0; k < (sweep ? 4096u : 64u); k++) {
+			/* blind: as far from any sequence state as it gets */
+			uint32_t seq = sweep ? k : OX_SEQ_HALF + k * 977;
+			n = spoof_frame(f, node, vic, seq, OX_T_NORMAL, addrs[a] + 1024 * (k % 8));
+			while (ox_link_send(l, f, n) == -EAGAIN) {
+				ox_link_flush(l);
+				leaked += leaks(l, &seen);
+			}
+			sent++;
+			/* paced, so that the node's receive ring never overflows:
+			 * the test wants every frame judged, not lost */
+			if (k % 32 == 31) {
+				ox_link_flush(l);
+				usleep(2000);
+			}
+		}
+		ox_link_flush(l);
+		leaked += leaks(l, &seen);
+	}
+	/* answers, if any came, come within a few retransmission timeouts */
+	for (int i = 0; i < 50; i++) {
+		usleep(10000);
+		leaked += leaks(l, &seen);
+	}
+	ox_link_close(l);
+	printf("spoof: sent %" PRIu64 " frames as the victim, saw %" PRIu64 ", %u with its data\n",
+	       sent, seen, leaked);
+	return leaked ? 1 : 0;
 }
 
 static void bw(uint64_t size, unsigned qd, uint64_t mib)
@@ -577,6 +754,10 @@ int main(int argc, char **argv)
 		bw(strtoull(argv[2], NULL, 0), (unsigned)atoi(argv[3]), strtoull(argv[4], NULL, 0));
 	else if (!strcmp(role, "threads") && argc == 3)
 		return threads(atoi(argv[2]));
+	else if (!strcmp(role, "victim") && argc == 3)
+		return victim(argv[2]);
+	else if (!strcmp(role, "spoof") && argc == 7)
+		return spoof(argv[2], argv[3], argv[4], argv[5], argv[6]);
 	else if (!strcmp(role, "status") && argc == 2)
 		print_status();
 	else {
