@@ -1,5 +1,5 @@
 #!/bin/bash
-# ox_bench.sh [BUILD_DIR] [--full] - the OmniXtend data path measured
+# ox_bench.sh [BUILD_DIR] [--full|--auth] - the OmniXtend data path measured
 # between two network namespaces over a veth pair (MTU 9000), the figures
 # BENCHMARKS.md "OmniXtend over veth" records.
 #
@@ -17,6 +17,9 @@
 # like for like, the TCP data path polls too (node --poll-us, client
 # ETHERMEM_POLL_US: 50 us before sleeping).  TCP_POLL_US=0 measures TCP's
 # default, blocking, instead.
+# --auth measures instead what authenticated mode costs: ethermem bench
+# --quick against a node with --ox-auth and ETHERMEM_OX_AUTH=1 (every frame
+# tagged), and plain, alternated twice, in one run.
 # JSON rows land in $OUT (default bench/results/ox-<date>), a summary on stdout.
 # Needs root; names carry our PID and a trap removes them on every exit.
 B=${1:-build}
@@ -24,6 +27,8 @@ B=${1:-build}
 # 64-byte ops over one requester is minutes per row on this machine
 QUICK=--quick
 [ "${2:-}" = --full ] && QUICK=
+AUTH=
+[ "${2:-}" = --auth ] && AUTH=1
 [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)"; exit 1; }
 [ -x "$B/ethermemd" ] && [ -x "$B/ethermem" ] || { echo "build first: no $B/ethermemd"; exit 1; }
 TCP_POLL_US=${TCP_POLL_US:-50}
@@ -55,10 +60,11 @@ printf 'ox bench secret, not for production use\n' > "$OUT/secret"
 chmod 600 "$OUT/secret"
 export ETHERMEM_SECRET_FILE="$OUT/secret"
 
-start_node() {
+start_node() {   # extra ethermemd flags...
 	rm -f "$OUT/port"
 	ip netns exec $S taskset -c 0 "$B/ethermemd" --listen tcp://10.212.0.1:0 \
-		--port-file "$OUT/port" --capacity 1G --poll-us "$TCP_POLL_US" --ox $IS 2>>"$OUT/node.log" &
+		--port-file "$OUT/port" --capacity 1G --poll-us "$TCP_POLL_US" --ox $IS "$@" \
+		2>>"$OUT/node.log" &
 	NODE=$!
 	for _ in $(seq 300); do [ -s "$OUT/port" ] && break; sleep 0.01; done
 	[ -s "$OUT/port" ] || { echo "node did not start"; cat "$OUT/node.log"; exit 1; }
@@ -71,6 +77,43 @@ bench() {   # OUTFILE ARGS...
 	ip netns exec $C taskset -c 1 "$B/ethermem" bench --transport ox --ox-iface $IC --json "$@" \
 		> "$OUT/$f" || { echo "bench $* failed"; exit 1; }
 }
+
+if [ -n "$AUTH" ]; then
+	export ETHERMEM_OX_FAULTS=
+	for i in 1 2; do
+		echo "== plain, then authenticated (--ox-auth, ETHERMEM_OX_AUTH=1), --quick, round $i"
+		start_node
+		bench plain$i.json --quick
+		stop_node
+		start_node --ox-auth
+		ETHERMEM_OX_AUTH=1 bench auth$i.json --quick
+		stop_node
+	done
+	python3 - "$OUT" <<'EOF'
+import json, sys
+out = sys.argv[1]
+def rows(f):
+    return [json.loads(l) for l in open(f"{out}/{f}") if l.startswith("{")]
+def get(rs, op, size, qd, key):
+    for r in rs:
+        if r["op"] == op and r["transport"] == "ox" and r["size"] == size and r["qd"] == qd:
+            return r[key]
+    return None
+print("| round | what | plain | authenticated | ratio |")
+print("|-------|------|-------|---------------|-------|")
+for i in (1, 2):
+    p, a = rows(f"plain{i}.json"), rows(f"auth{i}.json")
+    for what, op, size, qd, key in (("4 KiB read p50 us", "read", 4096, 1, "p50_us"),
+                                    ("4 KiB write p50 us", "write", 4096, 1, "p50_us"),
+                                    ("2 MiB read qd8 GB/s", "read", 2097152, 8, "gbps"),
+                                    ("2 MiB write qd8 GB/s", "write", 2097152, 8, "gbps")):
+        x, y = get(p, op, size, qd, key), get(a, op, size, qd, key)
+        if x and y:
+            print(f"| {i} | {what} | {x:.2f} | {y:.2f} | {y/x:.2f}x |")
+EOF
+	echo "rows in $OUT"
+	exit 0
+fi
 
 echo "== ethermem bench --transport ox --ox-iface $IC --baseline --json $QUICK (TCP polls $TCP_POLL_US us)"
 export ETHERMEM_OX_FAULTS=

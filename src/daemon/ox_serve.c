@@ -20,10 +20,12 @@
  * starts only when the session attaches, frames far outside its sequence
  * are dropped and counted, and with EM_OX_ATTACH_TAG each frame carries a
  * tag keyed from the session's token, which no one without the session can
- * make.  Everything of a session goes when it ends.  --ox-export regions sit at the address
- * the operator chose, one window per allowed MAC, with no session at all:
- * that is how OmniXtend requesters that know nothing of ethermem (FPGA
- * endpoints, other software) get at pool memory.  A region named by
+ * make.  Everything of a session goes when it ends.
+ *
+ * --ox-export regions sit at the address the operator chose, one window
+ * per allowed MAC, with no session at all: that is how OmniXtend
+ * requesters that know nothing of ethermem (FPGA endpoints, other
+ * software) get at pool memory.  A region named by
  * --ox-export that does not exist yet is looked for again every 200 ms, so
  * a client may create it later; --ox-export-create SIZE makes it at start.
  *

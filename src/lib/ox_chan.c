@@ -175,9 +175,17 @@ static void node_close(struct em_oxnode *n)
 	if (!n)
 		return;
 	if (n->rq) {
+		struct ox_stats st;
 		/* 1.1: tell the node this connection is over; 1.0.3 has no close */
 		if (!ox_requester_busy(n->rq))
 			ox_requester_close(n->rq, 200000000ull);
+		ox_requester_stats(n->rq, &st);
+		if (st.rej[OX_REJ_SEQ] || st.rej[OX_REJ_TAG])
+			em_log(EM_LOG_DEBUG,
+			       "ox: dropped %llu frames claiming the node's MAC out of sequence "
+			       "and %llu with a bad tag",
+			       (unsigned long long)st.rej[OX_REJ_SEQ],
+			       (unsigned long long)st.rej[OX_REJ_TAG]);
 		ox_requester_destroy(n->rq);
 	}
 	if (n->link && n->link != n->raw)

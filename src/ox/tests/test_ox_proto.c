@@ -303,6 +303,8 @@ static void run_load(const char *name, enum ox_mode mode, bool verbatim, unsigne
 		rs.naks_rx += s.naks_rx;
 		rs.stale += s.stale;
 		rs.dup += s.dup;
+		rs.rej[OX_REJ_TAG] += s.rej[OX_REJ_TAG];
+		rs.rej[OX_REJ_SEQ] += s.rej[OX_REJ_SEQ];
 		CHECK(ox_requester_busy(w.rq[r]) == 0);
 	}
 	printf("%-22s %6.1f ms  ep rx %llu tx %llu rtx %llu to %llu nak %llu dup %llu ooo %llu | rq rtx %llu to %llu\n",
@@ -334,6 +336,10 @@ static void run_load(const char *name, enum ox_mode mode, bool verbatim, unsigne
 	CHECK(counter == ld->total_adds);
 	CHECK(es.atomics == ld->total_adds);
 	CHECK(rs.stale == 0);
+	/* loss, duplication, reordering and delay never make an honest
+	 * frame look forged */
+	CHECK(es.rej[OX_REJ_TAG] + es.rej[OX_REJ_SEQ] + rs.rej[OX_REJ_TAG] + rs.rej[OX_REJ_SEQ] ==
+	      0);
 	for (int r = 0; r < NRQ; r++)
 		for (int s = 0; s < INFLIGHT; s++) {
 			CHECK(ld->job[r][s].calls == 1);
@@ -983,6 +989,7 @@ int main(int argc, char **argv)
 	/* authenticated mode: tags survive retransmission and acknowledgement
 	 * rewrites, and the sequence check drops no honest frame */
 	g_tagged = true;
+	run_load("1.1 tagged clean 9000", OX_MODE_11, false, 9000, NULL, pairs, 200);
 	run_load("1.1 tagged loss5% 1500", OX_MODE_11, false, 1500, &l5, pairs, 200);
 	run_load("1.0.3 tagged dup/reorder/delay", OX_MODE_103, false, 9000, &mix, pairs, 200);
 	g_tagged = false;
