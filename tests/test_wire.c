@@ -293,6 +293,34 @@ static void test_status(void)
 	CHECK(em_hdr_status(h) == 0);
 }
 
+/* The OmniXtend attach reply: byte order and tagging share one flag byte,
+ * each read back on its own. */
+static void test_ox_info(void)
+{
+	struct em_ox_info a = { .mac = { 2, 1, 2, 3, 4, 5 },
+				.ethertype = 0xAAAA,
+				.mtu = 9000,
+				.mode = 1,
+				.echo_type = 0xAAAB },
+			  d;
+	uint8_t b[EM_OX_ATTACH_RESP_LEN];
+
+	for (int k = 0; k < 4; k++) {
+		a.verbatim = k & 1;
+		a.tagged = k >> 1;
+		em_ox_info_encode(b, &a);
+		memset(&d, 0xff, sizeof(d));
+		em_ox_info_decode(b, &d);
+		CHECK(!memcmp(d.mac, a.mac, 6) && d.ethertype == a.ethertype && d.mtu == a.mtu);
+		CHECK(d.mode == 1 && d.echo_type == a.echo_type);
+		CHECK(d.verbatim == a.verbatim && d.tagged == a.tagged);
+	}
+	/* a node from before tagging sends the byte order alone */
+	b[13] = 1;
+	em_ox_info_decode(b, &d);
+	CHECK(d.verbatim == 1 && d.tagged == 0);
+}
+
 static void test_parsers(void)
 {
 	uint64_t v;
@@ -347,6 +375,7 @@ int main(void)
 	test_layout_redundancy();
 	test_list();
 	test_status();
+	test_ox_info();
 	test_parsers();
 	test_hist();
 	return 0;
