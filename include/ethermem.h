@@ -70,6 +70,7 @@ const char *em_version(unsigned *major, unsigned *minor, unsigned *patch);
 #define EM_ENONODE 4098  /* a node holding part of the region is not in the pool */
 #define EM_ELOST 4099    /* more nodes of a redundant region failed than it survives */
 #define EM_EFULL 4100    /* the node serves as many clients as it may (max-clients) */
+#define EM_ECRYPT 4101   /* the node requires encryption, or does not offer it */
 
 typedef struct em_pool em_pool;
 typedef struct em_region em_region;
@@ -95,6 +96,10 @@ struct em_pool_opts {
 	/* since 0.2: how long a waiting call spins before it sleeps, in us;
 	 * 0: ETHERMEM_POLL_US (default 50); -1: never spin */
 	int poll_us;
+	/* since 0.2: 1 encrypts every connection after the handshake (a node
+	 * that cannot fails the connect with -EM_ECRYPT); 0: ETHERMEM_ENCRYPT,
+	 * then the config file's `encrypt`, else off; -1: off */
+	int encrypt;
 };
 
 /* Connect to every node of the pool and authenticate. opts may be NULL (all

@@ -23,6 +23,7 @@ static const char *pool_help =
 	"  --timeout-ms MS      per-request timeout            (or ETHERMEM_TIMEOUT_MS)\n"
 	"  --transport tcp|ox   data path                      (or ETHERMEM_TRANSPORT)\n"
 	"  --ox-iface IFACE     interface for --transport ox   (or ETHERMEM_OX_IFACE)\n"
+	"  --encrypt            encrypt every TCP connection   (or ETHERMEM_ENCRYPT=1)\n"
 	"  --config FILE        client config file             (or ETHERMEM_CONFIG)\n";
 
 static void usage(FILE *f)
@@ -88,6 +89,10 @@ int em_cli_pool_args(int *argc, char **argv, struct em_cli_pool *cp)
 			while (i < *argc)
 				argv[out++] = argv[i++];
 			break;
+		}
+		if (!strcmp(argv[i], "--encrypt")) {
+			cp->opts.encrypt = 1;
+			continue;
 		}
 		for (k = 0; k < sizeof(names) / sizeof(names[0]); k++)
 			if ((val = flag_value(*argc, argv, &i, names[k], &bad)) || bad)
@@ -158,6 +163,8 @@ static void pool_env(const struct em_cli_pool *cp)
 		       1);
 	if (cp->opts.ox_iface)
 		setenv("ETHERMEM_OX_IFACE", cp->opts.ox_iface, 1);
+	if (cp->opts.encrypt)
+		setenv("ETHERMEM_ENCRYPT", "1", 1);
 }
 
 int em_cli_connect(struct em_cli_pool *cp, em_pool **pool, const char *prog)

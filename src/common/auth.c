@@ -66,7 +66,8 @@ void em_auth_keypair(uint8_t pk[EM_NONCE_LEN], uint8_t sk[EM_NONCE_LEN])
 
 int em_auth_session_token(const uint8_t key[EM_KEY_LEN], const uint8_t sk[EM_NONCE_LEN],
 			  const uint8_t peer_pk[EM_NONCE_LEN], const uint8_t cn[EM_NONCE_LEN],
-			  const uint8_t sn[EM_NONCE_LEN], uint8_t token[EM_TOKEN_LEN])
+			  const uint8_t sn[EM_NONCE_LEN], uint8_t token[EM_TOKEN_LEN],
+			  unsigned cipher, uint8_t traffic[2][EM_KEY_LEN])
 {
 	uint8_t shared[crypto_scalarmult_BYTES];
 	crypto_generichash_state st;
@@ -81,6 +82,25 @@ int em_auth_session_token(const uint8_t key[EM_KEY_LEN], const uint8_t sk[EM_NON
 	crypto_generichash_update(&st, cn, EM_NONCE_LEN);
 	crypto_generichash_update(&st, sn, EM_NONCE_LEN);
 	crypto_generichash_final(&st, token, EM_TOKEN_LEN);
+	if (traffic) {
+		static const char tlabel[] = "ethermem traffic v1";
+		uint8_t both[2 * EM_KEY_LEN], c = (uint8_t)cipher;
+
+		/* The cipher both sides think they agreed on is hashed in: a
+		 * negotiation altered on the way gives the two sides different
+		 * keys, and the first record fails instead of a weaker choice
+		 * being used. */
+		crypto_generichash_init(&st, key, EM_KEY_LEN, sizeof(both));
+		crypto_generichash_update(&st, (const uint8_t *)tlabel, sizeof(tlabel));
+		crypto_generichash_update(&st, &c, 1);
+		crypto_generichash_update(&st, shared, sizeof(shared));
+		crypto_generichash_update(&st, cn, EM_NONCE_LEN);
+		crypto_generichash_update(&st, sn, EM_NONCE_LEN);
+		crypto_generichash_final(&st, both, sizeof(both));
+		memcpy(traffic[0], both, EM_KEY_LEN);
+		memcpy(traffic[1], both + EM_KEY_LEN, EM_KEY_LEN);
+		sodium_memzero(both, sizeof(both));
+	}
 	sodium_memzero(shared, sizeof(shared));
 	return 0;
 }

@@ -34,10 +34,14 @@ void em_auth_nonce(uint8_t nonce[EM_NONCE_LEN]);
  * attaches to the session sends em_auth_attach_proof(token, its nonces)
  * instead, useless on any other connection. */
 void em_auth_keypair(uint8_t pk[EM_NONCE_LEN], uint8_t sk[EM_NONCE_LEN]);
-/* 0, or -EPROTO for a peer key of small order. */
+/* 0, or -EPROTO for a peer key of small order. With traffic not NULL,
+ * also the keys of an encrypted connection (common/seal.h), from the same
+ * Diffie-Hellman result: traffic[0] seals what the client sends,
+ * traffic[1] what the node sends; cipher is the agreed enum em_cipher. */
 int em_auth_session_token(const uint8_t key[EM_KEY_LEN], const uint8_t sk[EM_NONCE_LEN],
 			  const uint8_t peer_pk[EM_NONCE_LEN], const uint8_t cn[EM_NONCE_LEN],
-			  const uint8_t sn[EM_NONCE_LEN], uint8_t token[EM_TOKEN_LEN]);
+			  const uint8_t sn[EM_NONCE_LEN], uint8_t token[EM_TOKEN_LEN],
+			  unsigned cipher, uint8_t traffic[2][EM_KEY_LEN]);
 void em_auth_attach_proof(const uint8_t token[EM_TOKEN_LEN], const uint8_t cn[EM_NONCE_LEN],
 			  const uint8_t sn[EM_NONCE_LEN], uint8_t out[EM_TOKEN_LEN]);
 void em_auth_proof(const uint8_t key[EM_KEY_LEN], int node_side, const uint8_t first[EM_NONCE_LEN],

@@ -48,6 +48,8 @@ const struct em_setting em_settings[EM_CFG_COUNT] = {
 				"redundancy of regions created without one: none, replicate:N, ec:K+M" },
 	[EM_CFG_ALLOW_DOWN] = { "ETHERMEM_ALLOW_DOWN", "allow-down", E | C, EM_CFG_BOOL, "no", 0, 0,
 				NULL, "connect even when some listed nodes do not answer" },
+	[EM_CFG_ENCRYPT] = { "ETHERMEM_ENCRYPT", "encrypt", E | C | N, EM_CFG_BOOL, "no", 0, 0,
+			     NULL, "encrypt TCP connections (node: refuse clients that do not)" },
 
 	[EM_CFG_OX_WINDOW] = { "ETHERMEM_OX_WINDOW", NULL, E, EM_CFG_INT, "64", 2, 4096, NULL,
 			       "OmniXtend frames in flight per channel" },

@@ -50,6 +50,7 @@ enum em_cfg_id {
 	EM_CFG_FAULT,
 	EM_CFG_REDUNDANCY,
 	EM_CFG_ALLOW_DOWN,
+	EM_CFG_ENCRYPT,
 	/* the OmniXtend channel */
 	EM_CFG_OX_WINDOW,
 	EM_CFG_OX_RTO_US,

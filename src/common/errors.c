@@ -26,6 +26,9 @@ const char *em_strerror(int err)
 		return "data lost: more nodes of the region failed than its redundancy survives";
 	case EM_EFULL:
 		return "node full: it serves as many clients as it may (max-clients)";
+	case EM_ECRYPT:
+		return "encryption mismatch: the node requires encrypted connections "
+		       "(ETHERMEM_ENCRYPT=1), or does not offer them";
 	default:
 		if (err < 4096)
 			return strerror(err); /* glibc's table is static and thread-safe */

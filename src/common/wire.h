@@ -50,6 +50,15 @@ enum em_wire_op {
 
 #define EM_WF_RESPONSE 1u
 
+/* aux flags of EM_W_HELLO. The client's request: it wants its connection
+ * encrypted (EM_WH_ENCRYPT), and can use AES-256-GCM. The node's reply:
+ * EM_WH_ENCRYPT when it agreed, with the cipher (enum em_cipher) in bits
+ * 8-15. Encryption starts after the AUTH exchange (common/seal.h). A node
+ * that predates these flags answers 0, and a client that asked refuses it. */
+#define EM_WH_ENCRYPT 1u
+#define EM_WH_AES 2u
+#define EM_WH_CIPHER(aux) (((aux) >> 8) & 0xffu)
+
 /* aux flags of EM_W_CREATE */
 #define EM_WC_NAMED 1u
 #define EM_WC_EXCL 2u

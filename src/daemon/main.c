@@ -30,6 +30,8 @@ static void usage(FILE *f)
 		   "  --mlock              lock the exported memory in RAM\n"
 		   "  --overcommit         start even if the capacity exceeds the memory the\n"
 		   "                       machine or the node's cgroup has available\n"
+		   "  --encrypt            serve only clients that encrypt their connection\n"
+		   "                       (others may still ask for it without this flag)\n"
 		   "  --max-clients N      authenticated connections served at once [1024]\n"
 		   "  --max-pending N      connections still authenticating, at once [256]\n"
 		   "                       (when full, the oldest of them is dropped)\n"
@@ -99,6 +101,8 @@ static int set_opt(struct cfg *c, const char *k, const char *v)
 		c->o.mlock = cv.num;
 	} else if (!strcmp(k, "overcommit")) {
 		c->o.overcommit = cv.num;
+	} else if (!strcmp(k, "encrypt")) {
+		c->o.encrypt = cv.num;
 	} else if (!strcmp(k, "max-clients")) {
 		c->o.max_clients = (int)cv.num;
 	} else if (!strcmp(k, "keepalive")) {
@@ -200,6 +204,7 @@ int main(int argc, char **argv)
 		{ "poll-us", 1, 0, 'P' },
 		{ "metrics-listen", 1, 0, 'H' },
 		{ "overcommit", 0, 0, 1003 },
+		{ "encrypt", 0, 0, 1006 },
 		{ "keepalive", 1, 0, 1004 },
 		{ "idle-timeout", 1, 0, 1005 },
 		{ "max-pending", 1, 0, 1001 },
@@ -234,6 +239,12 @@ int main(int argc, char **argv)
 		return 2;
 	if (!em_cfg_env_str(EM_CFG_SECRET_FILE, &env) && env)
 		snprintf(c.secret, sizeof(c.secret), "%s", env);
+	if (em_cfg_env_isset(EM_CFG_ENCRYPT)) {
+		int64_t v;
+		if (em_cfg_env_num(EM_CFG_ENCRYPT, &v))
+			return 2;
+		c.o.encrypt = v;
+	}
 	/* The config file is read first so flags override it. */
 	for (int i = 1; i + 1 < argc; i++)
 		if (!strcmp(argv[i], "--config")) {
@@ -273,6 +284,9 @@ int main(int argc, char **argv)
 			break;
 		case 1003:
 			rc = set_opt(&c, "overcommit", "1");
+			break;
+		case 1006:
+			rc = set_opt(&c, "encrypt", "1");
 			break;
 		case 1001:
 			rc = set_opt(&c, "max-pending", optarg);

@@ -49,6 +49,7 @@
 #include <unistd.h>
 
 #include "common/auth.h"
+#include "common/seal.h"
 #include "common/util.h"
 #include "common/wire.h"
 #include "daemon/memroom.h"
@@ -89,8 +90,9 @@ struct conn {
 	uint64_t msg_deadline; /* a partly received message must be whole by then */
 	uint8_t *rx, *tx, *basebuf;
 	size_t rpos, wpos, txlen, basecap;
-	uint64_t bytes_in, bytes_out; /* atomic: the metrics endpoint reads them */
-	struct em_spin spin;          /* how the next request is waited for */
+	uint64_t bytes_in, bytes_out;      /* atomic: the metrics endpoint reads them */
+	struct em_spin spin;               /* how the next request is waited for */
+	struct em_seal *seal_tx, *seal_rx; /* an encrypted connection's, else NULL */
 	struct conn *next, *prev;
 };
 
@@ -209,20 +211,12 @@ static void count(uint64_t *c, uint64_t v)
 
 /* ---- replies ---- */
 
-static int conn_write(struct conn *c, const struct iovec *iov, int n)
+/* Sends all of local[0..n) (at most 4 entries, modified). */
+static int send_iov(int fd, struct iovec *local, int n)
 {
-	struct iovec local[4];
-	size_t total = 0;
-
-	if (c->fd < 0)
-		return 0; /* fuzzing: replies go nowhere */
-	memcpy(local, iov, (size_t)n * sizeof(*iov));
-	for (int i = 0; i < n; i++)
-		total += local[i].iov_len;
-	count(&c->bytes_out, total);
 	while (n > 0) {
 		struct msghdr mh = { .msg_iov = local, .msg_iovlen = (size_t)n };
-		ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+		ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
@@ -239,6 +233,32 @@ static int conn_write(struct conn *c, const struct iovec *iov, int n)
 		}
 	}
 	return 0;
+}
+
+static int conn_write(struct conn *c, const struct iovec *iov, int n)
+{
+	struct iovec local[4], *v = local;
+	size_t total = 0;
+
+	if (c->fd < 0)
+		return 0; /* fuzzing: replies go nowhere */
+	memcpy(local, iov, (size_t)n * sizeof(*iov));
+	for (int i = 0; i < n; i++)
+		total += local[i].iov_len;
+	count(&c->bytes_out, total);
+	if (!c->seal_tx)
+		return send_iov(c->fd, local, n);
+	for (;;) {
+		const uint8_t *rec;
+		ssize_t len = em_seal_wrap(c->seal_tx, &v, &n, &rec);
+		struct iovec one = { (void *)rec, (size_t)len };
+		int rc;
+
+		if (len <= 0)
+			return (int)len;
+		if ((rc = send_iov(c->fd, &one, 1)))
+			return rc;
+	}
 }
 
 static int conn_flush(struct conn *c)
@@ -693,6 +713,44 @@ static int do_read(struct conn *c, const struct em_hdr *h)
 	return rc;
 }
 
+/* Takes opened plaintext from the connection's seal. Like recv: bytes, or
+ * -1 with errno EINPROGRESS while no whole record is buffered, EPROTO once
+ * a record failed (logged: the connection must close). */
+static ssize_t seal_take(struct conn *c, void *dst, size_t len)
+{
+	ssize_t n = em_seal_read(c->seal_rx, dst, len);
+
+	if (n > 0)
+		return n;
+	if (n == 0) {
+		errno = EINPROGRESS;
+		return -1;
+	}
+	/* Only a client holding the session's keys can produce a record that
+	 * opens: anything else is an attack or a broken peer, never served. */
+	em_log(EM_LOG_WARN, "%s: encrypted record %s; closing", c->peer,
+	       n == -EBADMSG ? "failed authentication (altered, replayed or reordered)"
+			     : "with an impossible length");
+	errno = EPROTO;
+	return -1;
+}
+
+/* A receive through the seal: ciphertext from the socket (unless whole
+ * records are already buffered), plaintext out. flags as recv's. */
+static ssize_t seal_recv(struct conn *c, void *dst, size_t len, int flags)
+{
+	if (!em_seal_ready(c->seal_rx)) {
+		uint8_t *room;
+		size_t cap = em_seal_room(c->seal_rx, &room);
+		ssize_t n = recv(c->fd, room, cap, flags);
+
+		if (n <= 0)
+			return n;
+		em_seal_fill(c->seal_rx, (size_t)n);
+	}
+	return seal_take(c, dst, len);
+}
+
 /* Receives n bytes into dst, using what is buffered first. */
 static int conn_take(struct conn *c, uint8_t *dst, size_t n)
 {
@@ -712,17 +770,25 @@ static int conn_take(struct conn *c, uint8_t *dst, size_t n)
 		struct pollfd pfd = { c->fd, POLLIN, 0 };
 		ssize_t got;
 		int ms = ms_until(c->msg_deadline);
+		bool ready = c->seal_rx && em_seal_ready(c->seal_rx);
 
 		if (c->fd < 0)
 			return -EPROTO;
-		if (ms == 0 || poll(&pfd, 1, ms) == 0) {
+		if (!ready && (ms == 0 || poll(&pfd, 1, ms) == 0)) {
 			em_log(EM_LOG_WARN, "%s: message incomplete after %d ms; closing", c->peer,
 			       c->srv->o.io_timeout_ms);
 			return -ETIMEDOUT;
 		}
-		got = recv(c->fd, dst ? dst : sink, dst ? n : EM_MIN(n, sizeof(sink)),
-			   MSG_DONTWAIT);
-		if (got < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+		if (c->seal_rx)
+			got = seal_recv(c, dst ? dst : sink, dst ? n : EM_MIN(n, sizeof(sink)),
+					MSG_DONTWAIT);
+		else
+			got = recv(c->fd, dst ? dst : sink, dst ? n : EM_MIN(n, sizeof(sink)),
+				   MSG_DONTWAIT);
+		if (got < 0 && errno == EPROTO)
+			return -EPROTO;
+		if (got < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK ||
+				errno == EINPROGRESS))
 			continue;
 		if (got <= 0)
 			return got == 0 ? -ECONNRESET : -errno;
@@ -848,6 +914,8 @@ static int do_baseline(struct conn *c, const struct em_hdr *h)
 
 	if (c->fd < 0)
 		return -EPROTO; /* fuzzing: no socket to stream to */
+	if (c->seal_rx)         /* the raw mode is the unencrypted floor */
+		return reply_err(c, h, -EOPNOTSUPP);
 	rc = reply_err(c, h, 0);
 
 	if (rc || (rc = conn_flush(c)))
@@ -1020,12 +1088,12 @@ static int serve_buffered(struct conn *c)
  * for it costs less than the tens of microseconds a sleeping thread takes to
  * wake on these machines. The spin is adaptive (em_spin_begin): it is tried
  * only while the previous wait was short. */
-static ssize_t conn_recv(struct conn *c)
+static ssize_t sock_recv(struct conn *c, void *buf, size_t len)
 {
 	ssize_t n;
 
 	if (em_spin_begin(&c->spin, em_now_ns())) {
-		n = em_recv_spin(c->fd, c->rx + c->wpos, RX_CAP - c->wpos, &c->spin);
+		n = em_recv_spin(c->fd, buf, len, &c->spin);
 		if (n != -EAGAIN) {
 			em_spin_end(&c->spin, em_now_ns());
 			if (n < 0) {
@@ -1035,9 +1103,29 @@ static ssize_t conn_recv(struct conn *c)
 			return n;
 		}
 	}
-	n = recv(c->fd, c->rx + c->wpos, RX_CAP - c->wpos, 0);
+	n = recv(c->fd, buf, len, 0);
 	em_spin_end(&c->spin, em_now_ns());
 	return n;
+}
+
+/* Plaintext into the receive buffer: straight from the socket, or through
+ * the seal (-1 with EINPROGRESS: part of a record came, more is due). */
+static ssize_t conn_recv(struct conn *c)
+{
+	uint8_t *room;
+	size_t cap;
+	ssize_t n;
+
+	if (!c->seal_rx)
+		return sock_recv(c, c->rx + c->wpos, RX_CAP - c->wpos);
+	if (!em_seal_ready(c->seal_rx)) {
+		cap = em_seal_room(c->seal_rx, &room);
+		n = sock_recv(c, room, cap);
+		if (n <= 0)
+			return n;
+		em_seal_fill(c->seal_rx, (size_t)n);
+	}
+	return seal_take(c, c->rx + c->wpos, RX_CAP - c->wpos);
 }
 
 static int conn_loop(struct conn *c)
@@ -1062,10 +1150,11 @@ static int conn_loop(struct conn *c)
 			c->wpos -= c->rpos;
 			c->rpos = 0;
 		}
-		if (c->wpos) {
-			/* Part of a message is buffered: the whole of it must arrive
-			 * within the I/O timeout of its first bytes, however the peer
-			 * spaces the rest out. */
+		if ((c->wpos || (c->seal_rx && em_seal_partial(c->seal_rx))) &&
+		    !(c->seal_rx && em_seal_ready(c->seal_rx))) {
+			/* Part of a message (or of a record) is buffered: the whole
+			 * of it must arrive within the I/O timeout of its first
+			 * bytes, however the peer spaces the rest out. */
 			struct pollfd pfd = { c->fd, POLLIN, 0 };
 			int ms;
 			if (!c->msg_deadline)
@@ -1079,13 +1168,15 @@ static int conn_loop(struct conn *c)
 			}
 		}
 		n = conn_recv(c);
-		if (n < 0 && errno == EINTR)
+		if (n < 0 && (errno == EINTR || errno == EINPROGRESS))
 			continue;
 		if (n == 0) {
-			if (c->wpos)
+			if (c->wpos || (c->seal_rx && em_seal_partial(c->seal_rx)))
 				em_log(EM_LOG_WARN, "%s: disconnected mid-request", c->peer);
 			return 0;
 		}
+		if (n < 0 && errno == EPROTO)
+			return -EPROTO; /* a bad record, logged */
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			em_log(EM_LOG_WARN, "%s: idle for %d s; closing", c->peer,
 			       c->srv->o.idle_timeout_s);
@@ -1164,19 +1255,37 @@ static int authenticate(struct conn *c)
 	struct em_server *s = c->srv;
 	uint8_t cn[EM_NONCE_LEN], sn[EM_NONCE_LEN], sk[EM_NONCE_LEN], token[EM_TOKEN_LEN];
 	uint8_t want[EM_PROOF_LEN], ab[EM_AUTH_REQ_LEN], rb[EM_AUTH_RESP_LEN];
+	uint8_t traffic[2][EM_KEY_LEN];
 	struct em_auth_req ar;
 	struct em_auth_resp resp;
+	struct em_seal *srx = NULL, *stx = NULL;
 	struct em_hdr h;
-	bool full;
-	int rc;
+	bool full, encrypt;
+	int rc, cipher = 0;
 
 	/* The whole handshake has one deadline, so a peer dribbling bytes
 	 * cannot hold its connection open. */
 	c->msg_deadline = em_now_ns() + (uint64_t)handshake_ms(s) * 1000000;
 	if ((rc = recv_msg(c, &h, cn, EM_W_HELLO, EM_NONCE_LEN)))
 		return rc;
+	encrypt = h.aux & EM_WH_ENCRYPT;
+	if (!encrypt && s->o.encrypt) {
+		peer_log(s, EM_LOG_WARN,
+			 "%s: refused: the client does not encrypt (this node requires --encrypt)",
+			 c->peer);
+		reply_err(c, &h, -EM_ECRYPT);
+		conn_flush(c);
+		return -EM_ECRYPT;
+	}
+	/* AES-GCM only when both CPUs have AES instructions: without them
+	 * it is slow and not constant-time, and the other side may lack them */
+	if (encrypt)
+		cipher = (h.aux & EM_WH_AES) && em_seal_aes_available()
+				 ? EM_CIPHER_AES256GCM
+				 : EM_CIPHER_XCHACHA20POLY1305;
 	em_auth_keypair(sn, sk);
-	rc = em_auth_session_token(s->key, sk, cn, cn, sn, token);
+	rc = em_auth_session_token(s->key, sk, cn, cn, sn, token, (unsigned)cipher,
+				   encrypt ? traffic : NULL);
 	em_secure_zero(sk, sizeof(sk));
 	if (rc) {
 		peer_log(s, EM_LOG_WARN, "%s: refused: unusable key in hello", c->peer);
@@ -1184,10 +1293,12 @@ static int authenticate(struct conn *c)
 		conn_flush(c);
 		return rc;
 	}
-	if ((rc = reply(c, &h, 0, sn, sizeof(sn), 0, 0, 0)) || (rc = conn_flush(c)))
-		return rc;
+	rc = reply(c, &h, 0, sn, sizeof(sn), 0, encrypt ? EM_WH_ENCRYPT | (unsigned)cipher << 8 : 0,
+		   0);
+	if (rc || (rc = conn_flush(c)))
+		goto out;
 	if ((rc = recv_msg(c, &h, ab, EM_W_AUTH, EM_AUTH_REQ_LEN)))
-		return rc;
+		goto out;
 	em_auth_req_decode(ab, &ar);
 	em_auth_proof(s->key, 0, sn, cn, want);
 	if (em_auth_check(want, ar.proof) != 0) {
@@ -1195,7 +1306,8 @@ static int authenticate(struct conn *c)
 		peer_log(s, EM_LOG_WARN, "%s: refused: wrong cluster secret", c->peer);
 		reply_err(c, &h, -EM_EAUTH);
 		conn_flush(c);
-		return -EM_EAUTH;
+		rc = -EM_EAUTH;
+		goto out;
 	}
 	/* Only authenticated connections hold one of the max_clients slots; a
 	 * member turned away is told why rather than cut off. */
@@ -1211,7 +1323,15 @@ static int authenticate(struct conn *c)
 		       s->o.max_clients);
 		reply_err(c, &h, -EM_EFULL);
 		conn_flush(c);
-		return -EM_EFULL;
+		rc = -EM_EFULL;
+		goto out;
+	}
+	if (encrypt && (!(srx = em_seal_create(cipher, traffic[0])) ||
+			!(stx = em_seal_create(cipher, traffic[1])))) {
+		reply_err(c, &h, -ENOMEM);
+		conn_flush(c);
+		rc = -ENOMEM;
+		goto out;
 	}
 	if (ar.attach_session) {
 		c->sess = session_attach(s, ar.attach_session, ar.attach_token, cn, sn);
@@ -1219,31 +1339,44 @@ static int authenticate(struct conn *c)
 			peer_log(s, EM_LOG_WARN, "%s: refused: unknown session", c->peer);
 			reply_err(c, &h, -ENOENT);
 			conn_flush(c);
-			return -ENOENT;
+			rc = -ENOENT;
+			goto out;
 		}
 	} else if (!(c->sess = session_new(s, token))) {
 		reply_err(c, &h, -ENOMEM);
 		conn_flush(c);
-		return -ENOMEM;
+		rc = -ENOMEM;
+		goto out;
 	}
 	resp.session = c->sess->id;
 	memset(resp.token, 0, EM_TOKEN_LEN); /* both sides derived it */
 	memcpy(resp.node_id, s->node_id, EM_NODE_ID_LEN);
 	em_auth_proof(s->key, 1, cn, sn, resp.proof);
 	em_auth_resp_encode(rb, &resp);
+	/* the last message in clear; everything after it is sealed */
 	if ((rc = reply(c, &h, 0, rb, sizeof(rb), 0, 0, 0)) || (rc = conn_flush(c)))
-		return rc;
+		goto out;
+	c->seal_rx = srx;
+	c->seal_tx = stx;
+	srx = stx = NULL;
 	c->msg_deadline = 0;
 	liveness(c);
-	em_log(EM_LOG_DEBUG, "%s: authenticated, session %llu", c->peer,
-	       (unsigned long long)c->sess->id);
-	return 0;
+	em_log(EM_LOG_DEBUG, "%s: authenticated, session %llu%s%s", c->peer,
+	       (unsigned long long)c->sess->id, encrypt ? ", encrypted with " : "",
+	       encrypt ? em_cipher_name(cipher) : "");
+out:
+	em_secure_zero(traffic, sizeof(traffic));
+	em_seal_destroy(srx);
+	em_seal_destroy(stx);
+	return rc;
 }
 
 /* ---- connection lifecycle ---- */
 
 static void conn_free(struct conn *c)
 {
+	em_seal_destroy(c->seal_rx);
+	em_seal_destroy(c->seal_tx);
 	free(c->rx);
 	free(c->tx);
 	free(c->basebuf);

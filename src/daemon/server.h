@@ -19,6 +19,7 @@ struct em_server_opts {
 	uint64_t capacity;
 	bool mlock;
 	bool overcommit;    /* start even when capacity exceeds the memory there is */
+	bool encrypt;       /* refuse clients that do not encrypt (common/seal.h) */
 	const char *listen; /* tcp://ADDR:PORT */
 	const char *secret_file;
 	const char *port_file;      /* written with the bound port once listening */

@@ -118,6 +118,7 @@ struct em_pool {
 	uint8_t key[EM_KEY_LEN];
 	int timeout_ms;
 	int poll_us;
+	bool encrypt;                      /* seal every connection (common/seal.h) */
 	const struct em_transport_ops *tp; /* the data path, resolved */
 	void *tpriv;                       /* its state */
 	char iface[64];                    /* network interface, for transports over raw Ethernet */

@@ -31,7 +31,7 @@ _Static_assert(EM_MAX_SEG == EM_LAYOUT_MAX_SEG && EM_MAX_PATTERN == EM_LAYOUT_MA
 struct conf {
 	char nodes[4096], secret[4096], transport[16], ox_iface[64], redundancy[32];
 	int timeout_ms;
-	bool allow_down;
+	bool allow_down, encrypt;
 };
 
 static int conf_cb(void *arg, const char *k, const char *v, int line)
@@ -60,6 +60,11 @@ static int conf_cb(void *arg, const char *k, const char *v, int line)
 		if (em_cfg_parse(EM_CFG_ALLOW_DOWN, who, v, &cv))
 			return -EINVAL;
 		c->allow_down = cv.num;
+	} else if (!strcmp(k, "encrypt")) {
+		snprintf(who, sizeof(who), "encrypt (config line %d)", line);
+		if (em_cfg_parse(EM_CFG_ENCRYPT, who, v, &cv))
+			return -EINVAL;
+		c->encrypt = cv.num;
 	}
 	/* unknown keys belong to other tools sharing the file */
 	return 0;
@@ -124,6 +129,16 @@ static int resolve(const struct em_pool_opts *o, struct conf *c)
 			return rc;
 		c->allow_down = v;
 	}
+	c->encrypt = f.encrypt;
+	if (o && o->encrypt) {
+		c->encrypt = o->encrypt > 0;
+	} else if (em_cfg_env_isset(EM_CFG_ENCRYPT)) {
+		int64_t v;
+		int rc = em_cfg_env_num(EM_CFG_ENCRYPT, &v);
+		if (rc)
+			return rc;
+		c->encrypt = v;
+	}
 	if (em_cfg_env_isset(EM_CFG_REDUNDANCY) && !em_cfg_env_str(EM_CFG_REDUNDANCY, &e))
 		snprintf(c->redundancy, sizeof(c->redundancy), "%s", e);
 	else
@@ -168,6 +183,8 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 
 	if (!out || em_opts_in(&oo, sizeof(oo), uo, EM_POOL_OPTS_SIZE_0_1))
 		return -EINVAL;
+	if (o && (o->encrypt < -1 || o->encrypt > 1))
+		return -EINVAL;
 	em_log_threshold = EM_LOG_ERR;
 	if ((rc = em_cfg_env_num(EM_CFG_DEBUG, &debug)))
 		return rc;
@@ -187,6 +204,7 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 	 * refused rather than quietly giving regions less than was asked */
 	pool->red = EM_RED_NONE;
 	pool->allow_down = c.allow_down;
+	pool->encrypt = c.encrypt;
 	if (c.redundancy[0] && em_red_conf(c.redundancy, &pool->red, &pool->red_k, &pool->red_m)) {
 		em_log(EM_LOG_ERR, "redundancy '%s': want none, replicate:N or ec:K+M",
 		       c.redundancy);

@@ -11,6 +11,10 @@
  * A send that would block never waits blind: it polls for input too and
  * drains replies, because a node blocked on sending us replies stops reading
  * our requests - two full socket buffers would otherwise deadlock.
+ *
+ * An encrypted channel (ETHERMEM_ENCRYPT) does the same through a seal in
+ * each direction (common/seal.h): the gathered batch goes out as records,
+ * and what tcp_recv returns is plaintext of records that opened.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -24,6 +28,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "common/seal.h"
 #include "common/util.h"
 #include "lib/internal.h"
 
@@ -44,6 +49,7 @@ struct tcp_chan {
 	struct em_spin spin; /* how a reply is waited for */
 	struct em_hdr cur;
 	uint32_t got;
+	struct em_seal *stx, *srx; /* an encrypted channel's, else NULL */
 };
 
 static struct em_part *fifo_at(struct tcp_chan *t, size_t i)
@@ -94,7 +100,7 @@ static void tcp_break(struct tcp_chan *t, int err)
 
 /* Receives into dst; timeout_ms 0 means do not block. Returns bytes, 0 if
  * nothing was there, or -errno (-ETIMEDOUT, -ECONNRESET on EOF). */
-static ssize_t tcp_recv(struct tcp_chan *t, void *dst, size_t len, int timeout_ms)
+static ssize_t tcp_recv_raw(struct tcp_chan *t, void *dst, size_t len, int timeout_ms)
 {
 	ssize_t n;
 
@@ -136,6 +142,32 @@ got:
 	if (errno == EAGAIN || errno == EWOULDBLOCK)
 		return timeout_ms == 0 ? 0 : -ETIMEDOUT;
 	return -errno;
+}
+
+/* tcp_recv_raw's contract, in plaintext: -EBADMSG for a record that fails
+ * its tag (altered, replayed, or not from the node we authenticated),
+ * -EPROTO for one with an impossible length. */
+static ssize_t tcp_recv(struct tcp_chan *t, void *dst, size_t len, int timeout_ms)
+{
+	if (!t->srx)
+		return tcp_recv_raw(t, dst, len, timeout_ms);
+	for (;;) {
+		ssize_t n = em_seal_read(t->srx, dst, len);
+		uint8_t *room;
+		size_t cap;
+
+		if (n != 0) {
+			if (n < 0)
+				em_log(EM_LOG_DEBUG, "encrypted reply refused: %s",
+				       em_strerror((int)n));
+			return n;
+		}
+		cap = em_seal_room(t->srx, &room);
+		n = tcp_recv_raw(t, room, cap, timeout_ms);
+		if (n <= 0)
+			return n;
+		em_seal_fill(t->srx, (size_t)n);
+	}
 }
 
 /* Completes as many parts as the bytes at hand allow; with a timeout, waits
@@ -255,12 +287,66 @@ static uint8_t *hdr_room(struct tcp_chan *t, unsigned n)
 	return t->hdrs;
 }
 
+/* Sends all of iov[0..niov) (modified). A send that would block drains
+ * replies while it waits (see the top of the file). 0 or -errno. */
+static int send_iov(struct tcp_chan *t, struct iovec *iov, unsigned niov)
+{
+	unsigned ii = 0;
+	int rc;
+
+	while (ii < niov) {
+		struct msghdr mh = { .msg_iov = iov + ii, .msg_iovlen = niov - ii };
+		ssize_t w = sendmsg(t->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			struct pollfd pfd = { t->fd, POLLIN | POLLOUT, 0 };
+			if (poll(&pfd, 1, t->ch.timeout_ms) == 0)
+				return -ETIMEDOUT;
+			if (pfd.revents & POLLIN) {
+				rc = tcp_progress(&t->ch, 0);
+				if (rc < 0)
+					return rc;
+			}
+			continue;
+		}
+		if (w < 0)
+			return -errno;
+		while (ii < niov && (size_t)w >= iov[ii].iov_len)
+			w -= (ssize_t)iov[ii++].iov_len;
+		if (ii < niov) {
+			iov[ii].iov_base = (char *)iov[ii].iov_base + w;
+			iov[ii].iov_len -= (size_t)w;
+		}
+	}
+	return 0;
+}
+
+/* The same bytes as send_iov, sealed into records one at a time. */
+static int send_sealed(struct tcp_chan *t, struct iovec *iov, unsigned niov)
+{
+	int left = (int)niov;
+
+	for (;;) {
+		const uint8_t *rec;
+		ssize_t len = em_seal_wrap(t->stx, &iov, &left, &rec);
+		struct iovec one = { (void *)rec, (size_t)len };
+		int rc;
+
+		if (len <= 0)
+			return (int)len;
+		if ((rc = send_iov(t, &one, 1)))
+			return rc;
+	}
+}
+
 static int tcp_post(struct em_chan *ch, const struct em_part *parts, unsigned n)
 {
 	struct tcp_chan *t = (struct tcp_chan *)ch;
 	uint8_t *hdrs = hdr_room(t, n);
 	struct iovec iov[IOV_BATCH];
-	unsigned i = 0, niov = 0, ii;
+	unsigned i = 0, niov = 0;
 	int rc = 0;
 
 	if (!hdrs || ch->broken || (rc = fifo_reserve(t, n))) {
@@ -315,43 +401,16 @@ static int tcp_post(struct em_chan *ch, const struct em_part *parts, unsigned n)
 			}
 			i++;
 		}
-		ii = 0;
-		while (ii < niov) {
-			struct msghdr mh = { .msg_iov = iov + ii, .msg_iovlen = niov - ii };
-			ssize_t w = sendmsg(t->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-				struct pollfd pfd = { t->fd, POLLIN | POLLOUT, 0 };
-				if (poll(&pfd, 1, ch->timeout_ms) == 0) {
-					rc = -ETIMEDOUT;
-					goto fail;
-				}
-				if (pfd.revents & POLLIN) {
-					rc = tcp_progress(ch, 0);
-					if (rc < 0)
-						goto out;
-				}
-				continue;
-			}
-			if (w < 0) {
-				rc = -errno;
-				goto fail;
-			}
-			while (ii < niov && (size_t)w >= iov[ii].iov_len)
-				w -= (ssize_t)iov[ii++].iov_len;
-			if (ii < niov) {
-				iov[ii].iov_base = (char *)iov[ii].iov_base + w;
-				iov[ii].iov_len -= (size_t)w;
-			}
-		}
+		rc = t->stx ? send_sealed(t, iov, niov) : send_iov(t, iov, niov);
+		if (rc)
+			goto fail;
 		niov = 0;
 	}
 	rc = 0;
 	goto out;
 fail:
-	tcp_break(t, rc);
+	if (!ch->broken) /* a drain that failed broke it already */
+		tcp_break(t, rc);
 out:
 	return rc;
 }
@@ -372,6 +431,8 @@ static void tcp_close(struct em_chan *ch)
 
 	if (t->fd >= 0)
 		close(t->fd);
+	em_seal_destroy(t->stx);
+	em_seal_destroy(t->srx);
 	free(t->fifo);
 	free(t->rx);
 	free(t->hdrs);
@@ -429,15 +490,18 @@ static int dial(const struct em_node *node, int timeout_ms)
 	return fd;
 }
 
+/* One request and its reply in clear (the handshake); aux goes in the
+ * request's header, and *raux, if not NULL, gets the reply's. */
 static int call_raw(int fd, uint8_t op, const void *req, uint32_t req_len, void *resp,
-		    uint32_t resp_len)
+		    uint32_t resp_len, uint32_t aux, uint32_t *raux)
 {
 	uint8_t hb[EM_HDR_LEN];
 	struct em_hdr h = { .magic = EM_WIRE_MAGIC,
 			    .version = EM_WIRE_VERSION,
 			    .op = op,
 			    .len = req_len,
-			    .tag = op };
+			    .tag = op,
+			    .aux = aux };
 	int rc;
 
 	em_hdr_encode(hb, &h);
@@ -452,26 +516,46 @@ static int call_raw(int fd, uint8_t op, const void *req, uint32_t req_len, void 
 		return h.status;
 	if (h.op != op || h.len != resp_len)
 		return -EPROTO;
+	if (raux)
+		*raux = h.aux;
 	rc = em_recv_all(fd, resp, resp_len);
 	return rc == -EAGAIN ? -ETIMEDOUT : rc;
 }
 
-/* Connects and authenticates; returns the socket or -errno. */
-static int tcp_open(em_pool *pool, struct em_node *node, bool new_session)
+/* Connects and authenticates; returns the socket or -errno. On an
+ * encrypted pool, *stx and *srx are the new connection's seals. */
+static int tcp_open(em_pool *pool, struct em_node *node, bool new_session, struct em_seal **stx,
+		    struct em_seal **srx)
 {
 	uint8_t cn[EM_NONCE_LEN], sn[EM_NONCE_LEN], want[EM_PROOF_LEN], sk[EM_NONCE_LEN];
-	uint8_t token[EM_TOKEN_LEN];
+	uint8_t token[EM_TOKEN_LEN], traffic[2][EM_KEY_LEN];
 	uint8_t ab[EM_AUTH_REQ_LEN], rb[EM_AUTH_RESP_LEN];
 	struct em_auth_req ar = { .attach_session = 0 };
 	struct em_auth_resp resp;
+	uint32_t aux = 0, raux = 0;
+	unsigned cipher = 0;
 	int fd = dial(node, pool->timeout_ms), rc;
 
+	*stx = *srx = NULL;
 	if (fd < 0)
 		return fd;
+	if (pool->encrypt)
+		aux = EM_WH_ENCRYPT | (em_seal_aes_available() ? EM_WH_AES : 0);
 	em_auth_keypair(cn, sk);
-	rc = call_raw(fd, EM_W_HELLO, cn, sizeof(cn), sn, sizeof(sn));
+	rc = call_raw(fd, EM_W_HELLO, cn, sizeof(cn), sn, sizeof(sn), aux, &raux);
+	/* Asked for encryption and not given it: never fall back to clear.
+	 * Given it unasked: not a node that speaks our protocol. */
+	if (!rc && pool->encrypt != !!(raux & EM_WH_ENCRYPT))
+		rc = pool->encrypt ? -EM_ECRYPT : -EPROTO;
+	if (!rc && pool->encrypt) {
+		cipher = EM_WH_CIPHER(raux);
+		if (cipher != EM_CIPHER_XCHACHA20POLY1305 &&
+		    (cipher != EM_CIPHER_AES256GCM || !(aux & EM_WH_AES)))
+			rc = -EPROTO;
+	}
 	if (!rc)
-		rc = em_auth_session_token(pool->key, sk, sn, cn, sn, token);
+		rc = em_auth_session_token(pool->key, sk, sn, cn, sn, token, cipher,
+					   pool->encrypt ? traffic : NULL);
 	em_secure_zero(sk, sizeof(sk));
 	if (rc)
 		goto fail;
@@ -482,7 +566,7 @@ static int tcp_open(em_pool *pool, struct em_node *node, bool new_session)
 		em_auth_attach_proof(node->token, cn, sn, ar.attach_token);
 	}
 	em_auth_req_encode(ab, &ar);
-	rc = call_raw(fd, EM_W_AUTH, ab, sizeof(ab), rb, sizeof(rb));
+	rc = call_raw(fd, EM_W_AUTH, ab, sizeof(ab), rb, sizeof(rb), 0, NULL);
 	if (rc)
 		goto fail;
 	em_auth_resp_decode(rb, &resp);
@@ -492,13 +576,23 @@ static int tcp_open(em_pool *pool, struct em_node *node, bool new_session)
 		rc = -EM_EAUTH;
 		goto fail;
 	}
+	if (pool->encrypt && (!(*stx = em_seal_create((int)cipher, traffic[0])) ||
+			      !(*srx = em_seal_create((int)cipher, traffic[1])))) {
+		rc = -ENOMEM;
+		goto fail;
+	}
 	if (new_session) {
 		node->session = resp.session;
 		memcpy(node->token, token, EM_TOKEN_LEN);
 		memcpy(node->id, resp.node_id, EM_NODE_ID_LEN);
 	}
+	em_secure_zero(traffic, sizeof(traffic));
 	return fd;
 fail:
+	em_secure_zero(traffic, sizeof(traffic));
+	em_seal_destroy(*stx);
+	em_seal_destroy(*srx);
+	*stx = *srx = NULL;
 	close(fd);
 	return rc;
 }
@@ -525,26 +619,37 @@ int em_tcp_chan_fd(int fd, int timeout_ms, int poll_us, struct em_chan **out)
 
 int em_tcp_connect(em_pool *pool, struct em_node *node, bool new_session, struct em_chan **out)
 {
-	int fd = tcp_open(pool, node, new_session), rc;
+	struct em_seal *stx, *srx;
+	int fd = tcp_open(pool, node, new_session, &stx, &srx), rc;
 
 	if (fd < 0)
 		return fd;
 	rc = em_tcp_chan_fd(fd, pool->timeout_ms, pool->poll_us, out);
-	if (rc)
+	if (rc) {
+		em_seal_destroy(stx);
+		em_seal_destroy(srx);
 		close(fd);
-	return rc;
+		return rc;
+	}
+	((struct tcp_chan *)*out)->stx = stx;
+	((struct tcp_chan *)*out)->srx = srx;
+	return 0;
 }
 
 int em_tcp_baseline_fd(em_pool *pool, unsigned node)
 {
+	struct em_seal *stx, *srx;
 	int fd, rc;
 
 	if (node >= pool->n)
 		return -EINVAL;
-	fd = tcp_open(pool, &pool->nodes[node], false);
+	/* the raw mode measures the unencrypted floor; it has no records */
+	if (pool->encrypt)
+		return -EOPNOTSUPP;
+	fd = tcp_open(pool, &pool->nodes[node], false, &stx, &srx);
 	if (fd < 0)
 		return fd;
-	rc = call_raw(fd, EM_W_BASELINE, NULL, 0, NULL, 0);
+	rc = call_raw(fd, EM_W_BASELINE, NULL, 0, NULL, 0, 0, NULL);
 	if (rc) {
 		close(fd);
 		return rc;
