@@ -36,7 +36,7 @@
 
 /* The cipher both sides agreed on in the handshake. */
 enum em_cipher {
-	EM_CIPHER_AES256GCM = 1,        /* where the CPU has AES instructions */
+	EM_CIPHER_AES256GCM = 1,         /* where the CPU has AES instructions */
 	EM_CIPHER_XCHACHA20POLY1305 = 2, /* everywhere else */
 };
 
