@@ -117,12 +117,19 @@ static void ops(int port, int encrypt)
 	CHECK_RC(em_queue_create(p, 64, &q), 0);
 	for (int i = 0; i < 32; i++) {
 		memset(qbuf[i], 'a' + i % 26, sizeof(qbuf[i]));
-		op[i] = (struct em_op){ .opcode = EM_OP_WRITE, .region = a,
-					.offset = 65536 + (uint64_t)i * 512, .buf = qbuf[i],
-					.len = 512, .user_data = (uint64_t)i };
+		op[i] = (struct em_op){ .opcode = EM_OP_WRITE,
+					.region = a,
+					.offset = 65536 + (uint64_t)i * 512,
+					.buf = qbuf[i],
+					.len = 512,
+					.user_data = (uint64_t)i };
 	}
-	op[32] = (struct em_op){ .opcode = EM_OP_ATOMIC, .atomic_op = EM_ATOMIC_FADD,
-				 .region = a, .offset = 0, .operand = 1, .user_data = 32 };
+	op[32] = (struct em_op){ .opcode = EM_OP_ATOMIC,
+				 .atomic_op = EM_ATOMIC_FADD,
+				 .region = a,
+				 .offset = 0,
+				 .operand = 1,
+				 .user_data = 32 };
 	CHECK_RC(em_submit(q, op, 33), 33);
 	while (got < 33) {
 		int k = em_wait(q, cq, 1, 64, -1);
