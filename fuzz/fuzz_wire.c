@@ -38,7 +38,7 @@ static ssize_t feed(struct em_seal *rx, const uint8_t *in, size_t n, uint8_t *ou
 		memcpy(room, in + pos, k);
 		em_seal_fill(rx, k);
 		pos += k;
-		while ((r = em_seal_read(rx, out + got, cap - got)) > 0)
+		while ((r = em_seal_read(rx, out + got, cap - got, step & 1)) > 0)
 			got += (size_t)r;
 		if (r < 0)
 			return r;

@@ -2,11 +2,11 @@
  * seal.c - the record layer of seal.h on libsodium's AEADs.
  *
  * Records are opened in place in the receive buffer and handed out from
- * there, never decrypted straight into the caller's memory: libsodium's
- * AES-GCM writes the plaintext before it knows the tag is bad (and then
- * wipes it), and on the node the caller's memory is a region that a forged
- * write must not touch at all. One extra copy of data already in cache is
- * cheap beside the cipher.
+ * there, unless the caller allows them straight into its memory (see
+ * em_seal_read): libsodium's AES-GCM may write plaintext before it knows
+ * the tag is bad (and then wipes it), and on the node the caller's memory
+ * is a region that a forged write must not touch at all. Sending, a large
+ * piece of a batch is sealed from where it lies, small ones are gathered.
  */
 #include "common/seal.h"
 
@@ -21,6 +21,9 @@
 /* Several records per receive, so small messages cost one system call
  * for many; the buffer always has room for one whole record. */
 #define IN_CAP (4 * EM_SEAL_REC_MAX)
+/* A piece of a batch this large (bulk data) is sealed from where it lies,
+ * in records of its own, rather than copied in first. */
+#define DIRECT_MIN (16u << 10)
 
 struct em_seal {
 	/* first: libsodium wants it 16-byte aligned */
@@ -103,13 +106,20 @@ ssize_t em_seal_wrap(struct em_seal *s, struct iovec **iov, int *n, const uint8_
 {
 	uint8_t npub[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES];
 	uint8_t *p = s->out + EM_SEAL_HDR;
+	const uint8_t *src = p;
 	uint32_t len = 0;
 
 	while (*n > 0 && len < EM_SEAL_MAX) {
 		struct iovec *v = *iov;
 		size_t take = EM_MIN(v->iov_len, EM_SEAL_MAX - len);
 
-		memcpy(p + len, v->iov_base, take);
+		if (v->iov_len >= DIRECT_MIN) {
+			if (len)
+				break; /* its own record, next time */
+			src = v->iov_base;
+		} else {
+			memcpy(p + len, v->iov_base, take);
+		}
 		len += (uint32_t)take;
 		v->iov_base = (uint8_t *)v->iov_base + take;
 		v->iov_len -= take;
@@ -117,6 +127,8 @@ ssize_t em_seal_wrap(struct em_seal *s, struct iovec **iov, int *n, const uint8_
 			(*iov)++;
 			(*n)--;
 		}
+		if (src != p)
+			break;
 	}
 	if (!len)
 		return 0;
@@ -125,11 +137,11 @@ ssize_t em_seal_wrap(struct em_seal *s, struct iovec **iov, int *n, const uint8_
 	em_put32(s->out, len);
 	nonce_of(s->ctr++, npub);
 	if (s->cipher == EM_CIPHER_AES256GCM)
-		crypto_aead_aes256gcm_encrypt_detached_afternm(p, p + len, NULL, p, len, s->out,
+		crypto_aead_aes256gcm_encrypt_detached_afternm(p, p + len, NULL, src, len, s->out,
 							       EM_SEAL_HDR, NULL, npub, &s->aes);
 	else
 		crypto_aead_xchacha20poly1305_ietf_encrypt_detached(
-			p, p + len, NULL, p, len, s->out, EM_SEAL_HDR, NULL, npub, s->key);
+			p, p + len, NULL, src, len, s->out, EM_SEAL_HDR, NULL, npub, s->key);
 	*rec = s->out;
 	return EM_SEAL_HDR + (ssize_t)len + EM_SEAL_TAG;
 }
@@ -152,8 +164,10 @@ void em_seal_fill(struct em_seal *s, size_t n)
 }
 
 /* Opens the record at rpos if it is whole: 1 opened, 0 not whole yet, or
- * -errno (the seal is then failed). */
-static int open_next(struct em_seal *s)
+ * -errno (the seal is then failed). With dst, a record whose plaintext fits
+ * in dlen bytes is opened straight into dst (returns 2 and its length in
+ * *dlen) instead of in place. */
+static int open_next(struct em_seal *s, uint8_t *dst, size_t *dlen)
 {
 	uint8_t npub[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES];
 	uint8_t *r = s->in + s->rpos, *c = r + EM_SEAL_HDR;
@@ -169,22 +183,28 @@ static int open_next(struct em_seal *s)
 	if (have < EM_SEAL_HDR + (size_t)len + EM_SEAL_TAG)
 		return 0;
 	nonce_of(s->ctr, npub);
+	if (!dst || *dlen < len)
+		dst = c;
 	if (s->cipher == EM_CIPHER_AES256GCM)
-		rc = crypto_aead_aes256gcm_decrypt_detached_afternm(c, NULL, c, len, c + len, r,
+		rc = crypto_aead_aes256gcm_decrypt_detached_afternm(dst, NULL, c, len, c + len, r,
 								    EM_SEAL_HDR, npub, &s->aes);
 	else
 		rc = crypto_aead_xchacha20poly1305_ietf_decrypt_detached(
-			c, NULL, c, len, c + len, r, EM_SEAL_HDR, npub, s->key);
+			dst, NULL, c, len, c + len, r, EM_SEAL_HDR, npub, s->key);
 	if (rc != 0)
 		return s->failed = -EBADMSG;
 	s->ctr++;
-	s->ppos = s->rpos + EM_SEAL_HDR;
-	s->pend = s->ppos + len;
 	s->rpos += EM_SEAL_HDR + (size_t)len + EM_SEAL_TAG;
+	if (dst != c) {
+		*dlen = len;
+		return 2;
+	}
+	s->ppos = (size_t)(c - s->in);
+	s->pend = s->ppos + len;
 	return 1;
 }
 
-ssize_t em_seal_read(struct em_seal *s, void *dst, size_t len)
+ssize_t em_seal_read(struct em_seal *s, void *dst, size_t len, bool direct)
 {
 	size_t done = 0;
 
@@ -194,11 +214,16 @@ ssize_t em_seal_read(struct em_seal *s, void *dst, size_t len)
 		size_t take;
 
 		if (s->ppos == s->pend) {
-			int rc = open_next(s);
+			size_t dlen = len - done;
+			int rc = open_next(s, direct ? (uint8_t *)dst + done : NULL, &dlen);
 			if (rc < 0) /* what came before it was genuine */
 				return done ? (ssize_t)done : rc;
 			if (rc == 0)
 				break;
+			if (rc == 2) {
+				done += dlen;
+				continue;
+			}
 		}
 		take = EM_MIN(len - done, s->pend - s->ppos);
 		memcpy((uint8_t *)dst + done, s->in + s->ppos, take);

@@ -69,8 +69,12 @@ void em_seal_fill(struct em_seal *s, size_t n);
 /* Copies up to len plaintext bytes into dst, opening the next buffered
  * record if needed. Returns the bytes copied, 0 if no whole record is
  * buffered, -EPROTO for a length outside the bounds, -EBADMSG for a record
- * whose tag does not verify. After an error the seal stays failed. */
-ssize_t em_seal_read(struct em_seal *s, void *dst, size_t len);
+ * whose tag does not verify. After an error the seal stays failed.
+ * direct: a record that fits in what is left of dst is opened straight into
+ * it, saving a copy - but dst may then hold garbage when the record fails,
+ * so only for memory that an error makes meaningless anyway (a client's
+ * read buffer), never for memory others see (a node's region). */
+ssize_t em_seal_read(struct em_seal *s, void *dst, size_t len, bool direct);
 /* Whether em_seal_read would return something without more ciphertext
  * (plaintext is waiting, or a whole record is buffered). */
 bool em_seal_ready(const struct em_seal *s);

@@ -718,7 +718,7 @@ static int do_read(struct conn *c, const struct em_hdr *h)
  * a record failed (logged: the connection must close). */
 static ssize_t seal_take(struct conn *c, void *dst, size_t len)
 {
-	ssize_t n = em_seal_read(c->seal_rx, dst, len);
+	ssize_t n = em_seal_read(c->seal_rx, dst, len, false);
 
 	if (n > 0)
 		return n;

@@ -152,7 +152,7 @@ static ssize_t tcp_recv(struct tcp_chan *t, void *dst, size_t len, int timeout_m
 	if (!t->srx)
 		return tcp_recv_raw(t, dst, len, timeout_ms);
 	for (;;) {
-		ssize_t n = em_seal_read(t->srx, dst, len);
+		ssize_t n = em_seal_read(t->srx, dst, len, true);
 		uint8_t *room;
 		size_t cap;
 
