@@ -78,6 +78,9 @@ int main(void)
 	CHECK_RC(em_pool_connect(&p2, &po.o), 0);
 	em_pool_close(p2);
 	po.o.poll_us = 0;
+	po.o.encrypt = 2; /* only -1, 0 and 1 mean something */
+	CHECK_RC(em_pool_connect(&p2, &po.o), -EINVAL);
+	po.o.encrypt = 0;
 	po.o.size = offsetof(struct em_pool_opts, poll_us) - 1; /* shorter than 0.1 */
 	CHECK_RC(em_pool_connect(&p2, &po.o), -EINVAL);
 
