@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/seal.h"
 #include "common/wire.h"
 
 static uint16_t flags;   /* EM_WF_RESPONSE for the node's side */
@@ -78,6 +79,29 @@ static int client_seeds(const char *dir)
 	       write_file(dir, "seed-layout", lay, (size_t)ll);
 }
 
+/* The request stream as an encrypted connection carries it: records sealed
+ * under fuzz_wire's fixed key, so its record-layer part starts from records
+ * that open (an even first byte there selects XChaCha20-Poly1305). */
+static int sealed_seed(const char *dir, const uint8_t *req, size_t n)
+{
+	static const uint8_t key[EM_SEAL_KEY_LEN] = { 7 };
+	struct em_seal *tx = em_seal_create(EM_CIPHER_XCHACHA20POLY1305, key);
+	static uint8_t out[EM_SEAL_REC_MAX];
+	struct iovec iov = { (void *)req, n & ~(size_t)1 }, *v = &iov;
+	const uint8_t *rec;
+	ssize_t len;
+	int one = 1, rc;
+
+	if (!tx)
+		return 1;
+	len = em_seal_wrap(tx, &v, &one, &rec);
+	if (len > 0)
+		memcpy(out, rec, (size_t)len);
+	em_seal_destroy(tx);
+	rc = len > 0 ? write_file(dir, "seed-sealed", out, (size_t)len) : 1;
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	static uint8_t buf[1 << 16], pl[512];
@@ -112,5 +136,5 @@ int main(int argc, char **argv)
 		return 1;
 	fwrite(buf, 1, n, f);
 	fclose(f);
-	return 0;
+	return sealed_seed(dir, buf, n);
 }
