@@ -100,11 +100,22 @@ struct em_pool_opts {
 	 * that cannot fails the connect with -EM_ECRYPT); 0: ETHERMEM_ENCRYPT,
 	 * then the config file's `encrypt`, else off; -1: off */
 	int encrypt;
+	/* since 0.2: membership from etcd instead of a node list: "http://h:2379[,...]";
+	 * NULL: ETHERMEM_ETCD, then the config file's etcd key. With it the
+	 * nodes are those registered in etcd and named regions live in its
+	 * directory. */
+	const char *etcd;
+	const char *cluster; /* NULL: ETHERMEM_CLUSTER, then the file, then "ethermem" */
 };
 
 /* Connect to every node of the pool and authenticate. opts may be NULL (all
- * from the environment / config file). A secret file that group or others
- * may read is refused with -EPERM (chmod 600 it). */
+ * from the environment / config file). Succeeds while one node answers:
+ * the others are connected in the background as they come (as are nodes
+ * whose connection breaks later), with backoff; calls that need such a node
+ * wait up to the request timeout, then fail with -EHOSTDOWN. A region with
+ * a part on a node that restarted (its memory is gone) fails every access
+ * with -EM_ENONODE. A secret file that group or others may read is
+ * refused with -EPERM (chmod 600 it). */
 int em_pool_connect(em_pool **out, const struct em_pool_opts *opts);
 void em_pool_close(em_pool *pool);
 /* Number of nodes in the pool. */
@@ -305,7 +316,9 @@ struct em_node_status {
 	uint32_t ox_attached;  /* sessions holding an address window now */
 };
 /* Fills st[0..max) with one entry per node; returns the number of nodes.
- * With max > 0, st[0].size must be set. */
+ * With max > 0, st[0].size must be set. A node that does not answer
+ * (down, frozen, being reconnected) has only its addr (and size) filled in,
+ * and capacity 0. */
 int em_pool_status(em_pool *pool, struct em_node_status *st, unsigned max);
 
 /* ---- transparent mapping (userfaultfd) ---- */

@@ -15,6 +15,7 @@ PKGS=(
 	libmicrohttpd-dev prometheus curl            # the node's /metrics, and its test
 	python3-dev python3-setuptools python3-pip   # the Python package (for /usr/bin/python3)
 	python3-numpy python3-torch
+	etcd-server etcd-client                      # membership and region directory (cluster tests)
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -33,4 +34,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 	systemctl disable --now redis-server >/dev/null 2>&1 || true
 	# likewise the packaged Prometheus; the metrics test starts its own
 	systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
+	# likewise etcd: the tests start their own on free ports
+	systemctl disable --now etcd >/dev/null 2>&1 || true
 fi

@@ -243,6 +243,134 @@ static __attribute__((unused)) uint64_t t_rand(uint64_t *s)
 	return *s;
 }
 
+/* ---- a real etcd for the cluster tests ---- */
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+struct t_etcd {
+	pid_t pid;
+	int port;
+	char url[64];
+	char log[300];
+};
+
+/* A port the kernel calls free now (etcd cannot report one it picked). */
+static __attribute__((unused)) int t_free_port(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t l = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	CHECK(fd >= 0);
+	CHECK(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
+	CHECK(getsockname(fd, (struct sockaddr *)&a, &l) == 0);
+	port = ntohs(a.sin_port);
+	close(fd);
+	return port;
+}
+
+/* True once etcd answers /health with health true. */
+static __attribute__((unused)) int t_etcd_healthy(int port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET,
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+				 .sin_port = htons((uint16_t)port) };
+	static const char req[] = "GET /health HTTP/1.0\r\n\r\n";
+	char buf[2048];
+	int fd = socket(AF_INET, SOCK_STREAM, 0), len = 0, r;
+	struct timeval tv = { 1, 0 };
+
+	if (fd < 0)
+		return 0;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) ||
+	    write(fd, req, sizeof(req) - 1) != (ssize_t)sizeof(req) - 1) {
+		close(fd);
+		return 0;
+	}
+	while (len < (int)sizeof(buf) - 1 &&
+	       (r = (int)read(fd, buf + len, sizeof(buf) - 1 - (size_t)len)) > 0)
+		len += r;
+	close(fd);
+	buf[len > 0 ? len : 0] = 0;
+	return strstr(buf, "\"health\":\"true\"") != NULL;
+}
+
+/* Starts a one-member etcd on loopback in the test's directory, with
+ * short heartbeats so that leases of one second are allowed. Exits 77 when
+ * etcd is not installed (scripts/deps.sh installs it). */
+static __attribute__((unused)) void t_etcd_start(struct t_etcd *e)
+{
+	const char *bin = getenv("EM_TEST_ETCD") ? getenv("EM_TEST_ETCD") : "/usr/bin/etcd";
+	static int seq;
+
+	if (access(bin, X_OK)) {
+		fprintf(stderr, "SKIP: no etcd at %s (scripts/deps.sh installs etcd-server)\n",
+			bin);
+		exit(77);
+	}
+	for (int attempt = 0; attempt < 3; attempt++) {
+		char cmd[3072];
+		int peer, id = seq++;
+
+		memset(e, 0, sizeof(*e));
+		e->port = t_free_port();
+		do
+			peer = t_free_port();
+		while (peer == e->port);
+		snprintf(e->url, sizeof(e->url), "http://127.0.0.1:%d", e->port);
+		snprintf(e->log, sizeof(e->log), "%s/etcd%d.log", t_tmpdir(), id);
+		e->pid = fork();
+		CHECK(e->pid >= 0);
+		if (e->pid == 0) {
+			int fd = open(e->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			dup2(fd, 2);
+			dup2(fd, 1);
+			snprintf(
+				cmd, sizeof(cmd),
+				"exec %s --name t%d --data-dir %s/etcd%d.data "
+				"--listen-client-urls http://127.0.0.1:%d --advertise-client-urls http://127.0.0.1:%d "
+				"--listen-peer-urls http://127.0.0.1:%d --initial-advertise-peer-urls http://127.0.0.1:%d "
+				"--initial-cluster t%d=http://127.0.0.1:%d "
+				"--heartbeat-interval 50 --election-timeout 500 --logger zap --log-level warn",
+				bin, id, t_tmpdir(), id, e->port, e->port, peer, peer, id, peer);
+			execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+			_exit(127);
+		}
+		for (int i = 0; i < 1500; i++) {
+			int status;
+			if (t_etcd_healthy(e->port))
+				return;
+			if (waitpid(e->pid, &status, WNOHANG) == e->pid) {
+				e->pid = 0;
+				break; /* a port taken meanwhile: try others */
+			}
+			t_sleep_ms(20);
+		}
+		if (e->pid > 0) {
+			kill(e->pid, SIGKILL);
+			waitpid(e->pid, NULL, 0);
+			e->pid = 0;
+		}
+	}
+	fprintf(stderr, "etcd did not start; see %s\n", e->log);
+	exit(1);
+}
+
+static __attribute__((unused)) void t_etcd_stop(struct t_etcd *e)
+{
+	if (e->pid > 0) {
+		kill(e->pid, SIGTERM);
+		for (int i = 0; i < 500 && waitpid(e->pid, NULL, WNOHANG) != e->pid; i++)
+			t_sleep_ms(10);
+		kill(e->pid, SIGKILL);
+		waitpid(e->pid, NULL, 0);
+	}
+	e->pid = 0;
+}
+
 #define T_SECRET "correct horse battery staple 42\n"
 
 /* A raw TCP connection to a node on loopback, for tests that speak the wire

@@ -102,3 +102,49 @@ stop_node() {
 	EM_PIDS=$(echo " $EM_PIDS " | sed "s/ $em_p / /")
 	[ "$em_rc" = 0 ] || fail "node $1 exited with $em_rc"
 }
+
+# free_port: a port the kernel calls free now (etcd cannot report one it
+# picked itself).
+free_port() {
+	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_etcd: a one-member etcd on loopback in $T, with short heartbeats so
+# that one-second leases are allowed; sets ETCD_URL, ETCD_PID and exports
+# ETHERMEM_ETCD. Skips (77) when etcd is not installed (scripts/deps.sh).
+start_etcd() {
+	em_etcd=${EM_TEST_ETCD:-/usr/bin/etcd}
+	[ -x "$em_etcd" ] || skip "no etcd at $em_etcd (scripts/deps.sh installs etcd-server)"
+	need_cmd curl
+	for em_try in 1 2 3; do
+		em_cport=$(free_port)
+		em_pport=$(free_port)
+		[ "$em_cport" = "$em_pport" ] && continue
+		rm -rf "$T/etcd.data"
+		"$em_etcd" --name t --data-dir "$T/etcd.data" \
+			--listen-client-urls "http://127.0.0.1:$em_cport" \
+			--advertise-client-urls "http://127.0.0.1:$em_cport" \
+			--listen-peer-urls "http://127.0.0.1:$em_pport" \
+			--initial-advertise-peer-urls "http://127.0.0.1:$em_pport" \
+			--initial-cluster "t=http://127.0.0.1:$em_pport" \
+			--heartbeat-interval 50 --election-timeout 500 --logger zap --log-level warn \
+			>"$T/etcd.log" 2>&1 &
+		ETCD_PID=$!
+		EM_PIDS="$EM_PIDS $ETCD_PID"
+		em_i=0
+		while [ $em_i -lt 750 ] && kill -0 "$ETCD_PID" 2>/dev/null; do
+			if curl -fs "http://127.0.0.1:$em_cport/health" 2>/dev/null | grep -q '"health":"true"'; then
+				ETCD_URL="http://127.0.0.1:$em_cport"
+				ETHERMEM_ETCD=$ETCD_URL
+				export ETHERMEM_ETCD
+				return 0
+			fi
+			em_i=$((em_i + 1))
+			sleep 0.02
+		done
+		kill "$ETCD_PID" 2>/dev/null
+		wait "$ETCD_PID" 2>/dev/null
+	done
+	FAIL_SHOW="$FAIL_SHOW $T/etcd.log"
+	fail "etcd did not start"
+}

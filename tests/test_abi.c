@@ -6,6 +6,8 @@
  * fields this library does not know are zero, refused if not; a size below
  * the first release's is refused. And em_version agrees with the header.
  */
+#include <stddef.h>
+
 #include "harness.h"
 
 /* What a newer header's structs look like to this library: longer. */

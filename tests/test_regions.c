@@ -95,13 +95,26 @@ int main(void)
 
 	em_pool_close(a);
 	em_pool_close(b);
-	/* a node that is not there: a clear error, not a hang */
+	/* a node that is not there: the pool works with the other one, and
+	 * status lists the missing one as not answering (capacity 0) */
 	CHECK_RC(t_node_stop(&n[1], SIGTERM), 0);
+	{
+		struct em_node_status st[2] = { { .size = sizeof(st[0]) } };
+		a = t_connect_ok(n, 2, sec);
+		CHECK_RC(em_pool_status(a, st, 2), 2);
+		CHECK(st[0].capacity > 0 && st[1].capacity == 0);
+		CHECK(!strcmp(st[1].addr, n[1].url));
+		CHECK_RC(em_region_create(a, "on-the-live-one", 4096, NULL, &r), 0);
+		CHECK_RC(em_write(r, 0, "x", 1), 0);
+		em_region_close(r);
+		em_pool_close(a);
+	}
+	/* no node at all: a clear error, not a hang */
+	CHECK_RC(t_node_stop(&n[0], SIGTERM), 0);
 	{
 		int rc;
 		CHECK(t_connect(n, 2, sec, &rc) == NULL);
 		CHECK(rc == -ECONNREFUSED);
 	}
-	CHECK_RC(t_node_stop(&n[0], SIGTERM), 0);
 	return 0;
 }

@@ -23,6 +23,8 @@ int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp);
 int em_cli_kv(int argc, char **argv, struct em_cli_pool *cp);
 /* bench_loaded.c: probe latency under paced bulk load */
 int em_cli_bench_loaded(int argc, char **argv, struct em_cli_pool *cp);
+/* `ethermem node ...` (node.c): membership as etcd has it. */
+int em_cli_node(int argc, char **argv, struct em_cli_pool *cp);
 
 /* The paging layer's commands (run.c, import_export.c, bench_map.c). run
  * passes the pool to its program through the environment (main.c exports

@@ -19,6 +19,9 @@
 static const char *pool_help =
 	"Pool options (any command that talks to the pool):\n"
 	"  --nodes LIST         tcp://HOST:PORT,...            (or ETHERMEM_NODES)\n"
+	"  --etcd URL[,URL...]  find the nodes and named regions in etcd instead\n"
+	"                       of a node list                 (or ETHERMEM_ETCD)\n"
+	"  --cluster NAME       the pool's name in etcd        (or ETHERMEM_CLUSTER)\n"
 	"  --secret-file FILE   cluster secret                 (or ETHERMEM_SECRET_FILE)\n"
 	"  --timeout-ms MS      per-request timeout            (or ETHERMEM_TIMEOUT_MS)\n"
 	"  --transport tcp|ox   data path                      (or ETHERMEM_TRANSPORT)\n"
@@ -40,6 +43,7 @@ static void usage(FILE *f)
 		"  write NAME OFFSET FILE    put a file's bytes into a region at OFFSET\n"
 		"  read NAME OFFSET LEN FILE get LEN bytes of a region at OFFSET into FILE\n"
 		"  repair NAME               rebuild a redundant region's lost copies or chunks\n"
+		"  node ls [--json]          memory nodes registered in etcd\n"
 		"  bench [--baseline]        latency and bandwidth of the pool\n"
 		"  kv stats [NAME]           block stores (prefix caches): entries, bytes, hit rate\n"
 		"  bench map                 transparent mapping against mmap and swap\n"
@@ -74,7 +78,8 @@ static const char *flag_value(int argc, char **argv, int *i, const char *name, i
 int em_cli_pool_args(int *argc, char **argv, struct em_cli_pool *cp)
 {
 	static const char *const names[] = { "--nodes",    "--secret-file", "--config",
-					     "--ox-iface", "--timeout-ms",  "--transport" };
+					     "--ox-iface", "--timeout-ms",  "--transport",
+					     "--etcd",     "--cluster" };
 	int out = 1;
 
 	memset(cp, 0, sizeof(*cp));
@@ -126,6 +131,12 @@ int em_cli_pool_args(int *argc, char **argv, struct em_cli_pool *cp)
 			cp->opts.timeout_ms = (int)cv.num;
 			break;
 		}
+		case 6:
+			cp->opts.etcd = val;
+			break;
+		case 7:
+			cp->opts.cluster = val;
+			break;
 		default:
 			if (!strcmp(val, "tcp")) {
 				cp->opts.transport = EM_TRANSPORT_TCP;
@@ -152,6 +163,10 @@ static void pool_env(const struct em_cli_pool *cp)
 		setenv("ETHERMEM_SECRET_FILE", cp->opts.secret_file, 1);
 	if (cp->opts.config_file)
 		setenv("ETHERMEM_CONFIG", cp->opts.config_file, 1);
+	if (cp->opts.etcd)
+		setenv("ETHERMEM_ETCD", cp->opts.etcd, 1);
+	if (cp->opts.cluster)
+		setenv("ETHERMEM_CLUSTER", cp->opts.cluster, 1);
 	if (cp->opts.timeout_ms) {
 		char t[16];
 
@@ -178,8 +193,11 @@ int em_cli_connect(struct em_cli_pool *cp, em_pool **pool, const char *prog)
 			prog);
 	else if (rc == -EDESTADDRREQ)
 		fprintf(stderr,
-			"%s: no pool given: use --nodes and --secret-file, or set "
-			"ETHERMEM_NODES and ETHERMEM_SECRET_FILE\n",
+			"%s: no pool given: use --nodes (or --etcd) and --secret-file, or set "
+			"ETHERMEM_NODES (or ETHERMEM_ETCD) and ETHERMEM_SECRET_FILE\n",
+			prog);
+	else if (rc == -ENXIO)
+		fprintf(stderr, "%s: no memory node is registered in etcd for this cluster\n",
 			prog);
 	else if (rc == -EPERM)
 		fprintf(stderr,
@@ -237,6 +255,10 @@ static void status_print(const struct em_node_status *st, int n, bool json,
 			       ",\"ox_attached\":%u}\n",
 			       s->ox_rx_frames, s->ox_tx_frames, s->ox_retransmits, s->ox_denied,
 			       s->ox_unknown, s->ox_malformed, s->ox_attached);
+			continue;
+		}
+		if (!s->capacity) { /* the library's mark of a node that did not answer */
+			printf("node %s\n  not answering (down, frozen or unreachable)\n", s->addr);
 			continue;
 		}
 		human(s->capacity, cap, sizeof(cap));
@@ -588,9 +610,9 @@ static int cmd_repair(int argc, char **argv, struct em_cli_pool *cp)
 		printf("usage: ethermem repair NAME\n"
 		       "Rebuilds every copy or chunk of a redundant region whose node is gone\n"
 		       "on another node of the pool, from the survivors, and moves the region\n"
-		       "to the next layout epoch. Nodes that do not answer are expected here\n"
-		       "(ETHERMEM_ALLOW_DOWN is set for this command). Run it while no other\n"
-		       "client writes the region; clients that have it open reopen it after.\n\n%s",
+		       "to the next layout epoch. Nodes that do not answer are expected here.\n"
+		       "Run it while no other client writes the region; clients that have it\n"
+		       "open reopen it after.\n\n%s",
 		       pool_help);
 		return 0;
 	}
@@ -598,7 +620,6 @@ static int cmd_repair(int argc, char **argv, struct em_cli_pool *cp)
 		fprintf(stderr, "ethermem repair: usage: ethermem repair NAME\n");
 		return 2;
 	}
-	setenv("ETHERMEM_ALLOW_DOWN", "1", 1);
 	if (em_cli_connect(cp, &pool, "ethermem repair"))
 		return 1;
 	rc = em_region_open(pool, argv[1], &r);
@@ -656,6 +677,8 @@ int main(int argc, char **argv)
 		return cmd_region(argc - 1, argv + 1, &cp);
 	if (!strcmp(cmd, "kv"))
 		return em_cli_kv(argc - 1, argv + 1, &cp);
+	if (!strcmp(cmd, "node"))
+		return em_cli_node(argc - 1, argv + 1, &cp);
 	/* `run` hands the pool to its program through the environment; the
 	 * others connect with the flags themselves */
 	if (!strcmp(cmd, "bench") && argc > 2 && !strcmp(argv[2], "map"))

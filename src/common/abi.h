@@ -23,7 +23,7 @@
 
 #if __SIZEOF_POINTER__ == 8 && __SIZEOF_LONG__ == 8
 #define EM_POOL_OPTS_SIZE_0_1 48
-#define EM_POOL_OPTS_SIZE_0_2 56
+#define EM_POOL_OPTS_SIZE_0_2 72 /* + poll_us, encrypt, etcd, cluster */
 #define EM_REGION_OPTS_SIZE_0_1 24
 #define EM_REGION_OPTS_SIZE_0_2 32
 #define EM_REGION_INFO_SIZE_0_1 96

@@ -47,7 +47,12 @@ const struct em_setting em_settings[EM_CFG_COUNT] = {
 				0, NULL,
 				"redundancy of regions created without one: none, replicate:N, ec:K+M" },
 	[EM_CFG_ALLOW_DOWN] = { "ETHERMEM_ALLOW_DOWN", "allow-down", E | C, EM_CFG_BOOL, "no", 0, 0,
-				NULL, "connect even when some listed nodes do not answer" },
+				NULL,
+				"no effect (kept for old configs): a pool always connects while one node answers" },
+	[EM_CFG_ETCD] = { "ETHERMEM_ETCD", "etcd", E | C | N, EM_CFG_STR, NULL, 0, 0, NULL,
+			  "etcd endpoints (http://host:2379,...) holding membership and named regions" },
+	[EM_CFG_CLUSTER] = { "ETHERMEM_CLUSTER", "cluster", E | C | N, EM_CFG_STR, "ethermem", 0, 0,
+			     NULL, "the pool's name in etcd" },
 	[EM_CFG_ENCRYPT] = { "ETHERMEM_ENCRYPT", "encrypt", E | C | N, EM_CFG_BOOL, "no", 0, 0,
 			     NULL, "encrypt TCP connections (node: refuse clients that do not)" },
 

@@ -51,6 +51,8 @@ enum em_cfg_id {
 	EM_CFG_REDUNDANCY,
 	EM_CFG_ALLOW_DOWN,
 	EM_CFG_ENCRYPT,
+	EM_CFG_ETCD,
+	EM_CFG_CLUSTER,
 	/* the OmniXtend channel */
 	EM_CFG_OX_WINDOW,
 	EM_CFG_OX_RTO_US,

@@ -15,59 +15,68 @@
 #include "common/util.h"
 #include "daemon/metrics.h"
 #include "daemon/ox_serve.h"
+#include "daemon/register.h"
 #include "daemon/server.h"
 #include "ethermem.h"
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: ethermemd [options]\n"
-		   "Exports local DRAM into an ethermem pool.\n\n"
-		   "  --capacity SIZE      bytes to export (512M, 64G, ...)          [required]\n"
-		   "  --listen URL         tcp://ADDR:PORT to listen on   [tcp://127.0.0.1:7420]\n"
-		   "                       (0.0.0.0 must be given explicitly)\n"
-		   "  --secret-file FILE   cluster secret, at least 16 bytes           [required]\n"
-		   "                       (or ETHERMEM_SECRET_FILE)\n"
-		   "  --mlock              lock the exported memory in RAM\n"
-		   "  --overcommit         start even if the capacity exceeds the memory the\n"
-		   "                       machine or the node's cgroup has available\n"
-		   "  --encrypt            serve only clients that encrypt their connection\n"
-		   "                       (others may still ask for it without this flag)\n"
-		   "  --max-clients N      authenticated connections served at once [1024]\n"
-		   "  --max-pending N      connections still authenticating, at once [256]\n"
-		   "                       (when full, the oldest of them is dropped)\n"
-		   "  --max-pending-per-source N   of those, from one address         [32]\n"
-		   "  --io-timeout MS      deadline for a whole message once begun [30000]\n"
-		   "                       (and for the handshake, at most 5000)\n"
-		   "  --keepalive S        probe a silent client after S seconds, so the\n"
-		   "                       sessions of a vanished host end (0: off)    [60]\n"
-		   "  --idle-timeout S     drop a client that sends nothing for S seconds,\n"
-		   "                       ending its session (0: never)               [0]\n"
-		   "  --poll-us US         spin for the next request this long before\n"
-		   "                       sleeping (0: never spin)                  [50]\n"
-		   "  --port-file FILE     write the bound port there once listening\n"
-		   "  --config FILE        read 'key = value' settings (same names as the flags)\n"
-		   "  --metrics-listen HOST:PORT  serve Prometheus metrics at /metrics there\n"
-		   "                       (off by default; no HOST means 127.0.0.1)\n"
-		   "OmniXtend data path (raw Ethernet; TCP stays the control path):\n"
-		   "  --ox IFACE           serve OmniXtend on this interface too\n"
-		   "  --ox-ethertype 0xN   EtherType of OmniXtend frames                [0xAAAA]\n"
-		   "                       (EtherType + 1 answers the benchmark's raw ping-pong)\n"
-		   "  --ox-mode 1.1|1.0.3  protocol behaviour                               [1.1]\n"
-		   "  --ox-verbatim        data bytes in memory order (some software endpoints)\n"
-		   "  --ox-auth            sessions must tag their frames (ETHERMEM_OX_AUTH=1)\n"
-		   "  --ox-reply-per-frame answer each request frame in a frame of its own (for\n"
-		   "                       requesters that match answers by sequence number)\n"
-		   "  --ox-export REGION@ADDRESS   serve a named region at a fixed address window\n"
-		   "                       to the MACs of the --ox-allow flags that follow it,\n"
-		   "                       with no TCP session (FPGA / third-party requesters)\n"
-		   "  --ox-allow MAC       allow a MAC on the last --ox-export (repeatable)\n"
-		   "  --ox-export-create SIZE  create the last --ox-export's region at start if\n"
-		   "                       missing (else it is served once a client creates it)\n"
-		   "  --bulk-slice SIZE    send large read replies this much per system call,\n"
-		   "                       so small requests need not wait for a whole one\n"
-		   "                       (0: each reply in one call)                  [256K]\n"
-		   "  --verbose            log debug events too\n"
-		   "  --version, --help, --help-settings (every setting: type, range, default)\n");
+	fprintf(f,
+		"usage: ethermemd [options]\n"
+		"Exports local DRAM into an ethermem pool.\n\n"
+		"  --capacity SIZE      bytes to export (512M, 64G, ...)          [required]\n"
+		"  --listen URL         tcp://ADDR:PORT to listen on   [tcp://127.0.0.1:7420]\n"
+		"                       (0.0.0.0 must be given explicitly)\n"
+		"  --secret-file FILE   cluster secret, at least 16 bytes           [required]\n"
+		"                       (or ETHERMEM_SECRET_FILE)\n"
+		"  --mlock              lock the exported memory in RAM\n"
+		"  --overcommit         start even if the capacity exceeds the memory the\n"
+		"                       machine or the node's cgroup has available\n"
+		"  --encrypt            serve only clients that encrypt their connection\n"
+		"                       (others may still ask for it without this flag)\n"
+		"  --max-clients N      authenticated connections served at once [1024]\n"
+		"  --max-pending N      connections still authenticating, at once [256]\n"
+		"                       (when full, the oldest of them is dropped)\n"
+		"  --max-pending-per-source N   of those, from one address         [32]\n"
+		"  --io-timeout MS      deadline for a whole message once begun [30000]\n"
+		"                       (and for the handshake, at most 5000)\n"
+		"  --keepalive S        probe a silent client after S seconds, so the\n"
+		"                       sessions of a vanished host end (0: off)    [60]\n"
+		"  --idle-timeout S     drop a client that sends nothing for S seconds,\n"
+		"                       ending its session (0: never)               [0]\n"
+		"  --poll-us US         spin for the next request this long before\n"
+		"                       sleeping (0: never spin)                  [50]\n"
+		"  --port-file FILE     write the bound port there once listening\n"
+		"  --config FILE        read 'key = value' settings (same names as the flags)\n"
+		"  --metrics-listen HOST:PORT  serve Prometheus metrics at /metrics there\n"
+		"                       (off by default; no HOST means 127.0.0.1)\n"
+		"OmniXtend data path (raw Ethernet; TCP stays the control path):\n"
+		"  --ox IFACE           serve OmniXtend on this interface too\n"
+		"  --ox-ethertype 0xN   EtherType of OmniXtend frames                [0xAAAA]\n"
+		"                       (EtherType + 1 answers the benchmark's raw ping-pong)\n"
+		"  --ox-mode 1.1|1.0.3  protocol behaviour                               [1.1]\n"
+		"  --ox-verbatim        data bytes in memory order (some software endpoints)\n"
+		"  --ox-auth            sessions must tag their frames (ETHERMEM_OX_AUTH=1)\n"
+		"  --ox-reply-per-frame answer each request frame in a frame of its own (for\n"
+		"                       requesters that match answers by sequence number)\n"
+		"  --ox-export REGION@ADDRESS   serve a named region at a fixed address window\n"
+		"                       to the MACs of the --ox-allow flags that follow it,\n"
+		"                       with no TCP session (FPGA / third-party requesters)\n"
+		"  --ox-allow MAC       allow a MAC on the last --ox-export (repeatable)\n"
+		"  --ox-export-create SIZE  create the last --ox-export's region at start if\n"
+		"                       missing (else it is served once a client creates it)\n"
+		"  --bulk-slice SIZE    send large read replies this much per system call,\n"
+		"                       so small requests need not wait for a whole one\n"
+		"                       (0: each reply in one call)                  [256K]\n"
+		"Membership (etcd):\n"
+		"  --etcd URL[,URL...]  register in etcd (http://HOST:2379) under a lease\n"
+		"                       kept alive, so clients find this node by themselves\n"
+		"  --cluster NAME       the pool's name in etcd                  [ethermem]\n"
+		"  --advertise URL      tcp://HOST:PORT clients dial     [the --listen address]\n"
+		"  --lease-ttl S        seconds without renewal after which etcd drops\n"
+		"                       this node and clients see it down              [2]\n"
+		"  --verbose            log debug events too\n"
+		"  --version, --help, --help-settings (every setting: type, range, default)\n");
 }
 
 struct cfg {
@@ -75,6 +84,8 @@ struct cfg {
 	struct em_oxs_opts ox;
 	char ox_iface[64];
 	char listen[256], secret[4096], portfile[4096], metrics[256];
+	char etcd[1024], cluster[80], advertise[80];
+	int lease_ttl;
 	bool have_capacity;
 };
 
@@ -175,6 +186,18 @@ static int set_opt(struct cfg *c, const char *k, const char *v)
 			}
 			e->nallow++;
 		}
+	} else if (!strcmp(k, "etcd")) {
+		snprintf(c->etcd, sizeof(c->etcd), "%s", v);
+	} else if (!strcmp(k, "cluster")) {
+		snprintf(c->cluster, sizeof(c->cluster), "%s", v);
+	} else if (!strcmp(k, "advertise")) {
+		snprintf(c->advertise, sizeof(c->advertise), "%s", v);
+	} else if (!strcmp(k, "lease-ttl")) {
+		c->lease_ttl = atoi(v);
+		if (c->lease_ttl < 1 || c->lease_ttl > 3600) {
+			fprintf(stderr, "ethermemd: --lease-ttl is 1..3600 seconds\n");
+			return -EINVAL;
+		}
 	} else if (!strcmp(k, "verbose")) {
 		if (cv.num)
 			em_log_threshold = EM_LOG_DEBUG;
@@ -183,6 +206,12 @@ static int set_opt(struct cfg *c, const char *k, const char *v)
 		return -EINVAL;
 	}
 	return 0;
+}
+
+static void on_listening(void *arg, const char *host, unsigned port)
+{
+	if (em_reg_start(arg, host, port))
+		em_log(EM_LOG_ERR, "cannot start etcd registration");
 }
 
 static int config_cb(void *arg, const char *k, const char *v, int line)
@@ -221,6 +250,10 @@ int main(int argc, char **argv)
 		{ "ox-reply-per-frame", 0, 0, 'r' },
 		{ "ox-auth", 0, 0, 1200 },
 		{ "bulk-slice", 1, 0, 1100 },
+		{ "etcd", 1, 0, 'D' },
+		{ "cluster", 1, 0, 'N' },
+		{ "advertise", 1, 0, 'A' },
+		{ "lease-ttl", 1, 0, 'L' },
 		{ "help", 0, 0, 'h' },
 		{ "help-settings", 0, 0, 1000 },
 		{ 0, 0, 0, 0 },
@@ -228,6 +261,7 @@ int main(int argc, char **argv)
 	struct cfg c = { 0 };
 	struct em_server *srv;
 	struct em_metrics *metrics = NULL;
+	struct em_reg *reg = NULL;
 	sigset_t set;
 	int opt, rc;
 	const char *env;
@@ -237,6 +271,10 @@ int main(int argc, char **argv)
 	    set_opt(&c, "poll-us", em_settings[EM_CFG_NODE_POLL_US].def) ||
 	    set_opt(&c, "bulk-slice", em_settings[EM_CFG_BULK_SLICE].def))
 		return 2;
+	if (!em_cfg_env_str(EM_CFG_ETCD, &env) && env)
+		snprintf(c.etcd, sizeof(c.etcd), "%s", env);
+	if (!em_cfg_env_str(EM_CFG_CLUSTER, &env) && env)
+		snprintf(c.cluster, sizeof(c.cluster), "%s", env);
 	if (!em_cfg_env_str(EM_CFG_SECRET_FILE, &env) && env)
 		snprintf(c.secret, sizeof(c.secret), "%s", env);
 	if (em_cfg_env_isset(EM_CFG_ENCRYPT)) {
@@ -336,6 +374,18 @@ int main(int argc, char **argv)
 		case 'E':
 			rc = set_opt(&c, "ox-export-create", optarg);
 			break;
+		case 'D':
+			rc = set_opt(&c, "etcd", optarg);
+			break;
+		case 'N':
+			rc = set_opt(&c, "cluster", optarg);
+			break;
+		case 'A':
+			rc = set_opt(&c, "advertise", optarg);
+			break;
+		case 'L':
+			rc = set_opt(&c, "lease-ttl", optarg);
+			break;
 		case 'C':
 			rc = 0;
 			break;
@@ -410,7 +460,25 @@ int main(int argc, char **argv)
 		em_server_destroy(srv);
 		return 1;
 	}
+	if (c.etcd[0]) {
+		struct em_reg_opts ro = {
+			.etcd = c.etcd,
+			.cluster = c.cluster[0] ? c.cluster : NULL,
+			.advertise = c.advertise[0] ? c.advertise : NULL,
+			.ox_iface = c.ox_iface[0] ? c.ox_iface : NULL,
+			.ttl_s = c.lease_ttl,
+		};
+		if (em_reg_create(&reg, srv, &ro)) {
+			em_metrics_stop(metrics);
+			em_server_destroy(srv);
+			return 2;
+		}
+		/* registration starts once the socket listens (its real port) */
+		em_server_set_listening(srv, on_listening, reg);
+	}
 	rc = em_server_run(srv);
+	/* leave the cluster before the memory goes */
+	em_reg_destroy(reg);
 	em_metrics_stop(metrics);
 	em_server_destroy(srv);
 	return rc ? 1 : 0;

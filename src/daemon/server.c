@@ -1566,6 +1566,8 @@ static int listen_on(struct em_server *s)
 					      : ((struct sockaddr_in *)&bound)->sin_port);
 	s->lfd = fd;
 	em_log(EM_LOG_INFO, "listening on tcp://%s:%u", host, p);
+	if (s->o.listening)
+		s->o.listening(s->o.listening_arg, host, p);
 	if (s->o.port_file) {
 		char tmp[4096], num[16];
 		int pf, n = snprintf(num, sizeof(num), "%u\n", p);
@@ -1735,6 +1737,27 @@ void em_server_destroy(struct em_server *s)
 	pthread_mutex_destroy(&s->rl_lock);
 	pthread_cond_destroy(&s->idle);
 	free(s);
+}
+
+void em_server_set_listening(struct em_server *s, void (*fn)(void *, const char *, unsigned),
+			     void *arg)
+{
+	s->o.listening = fn;
+	s->o.listening_arg = arg;
+}
+
+void em_server_usage(struct em_server *s, uint64_t *capacity, uint64_t *used)
+{
+	struct em_store_stats st;
+
+	em_store_stats(s->st, &st);
+	*capacity = st.capacity;
+	*used = st.used;
+}
+
+void em_server_node_id(const struct em_server *s, uint8_t id[16])
+{
+	memcpy(id, s->node_id, 16);
 }
 
 struct em_server *em_server_create_for_fuzz(uint64_t capacity)

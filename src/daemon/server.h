@@ -33,6 +33,10 @@ struct em_server_opts {
 	uint32_t bulk_slice; /* large read replies go out this many bytes per
 				  * send; 0: whole (the old behaviour) */
 	const struct em_oxs_opts *ox; /* --ox: serve OmniXtend too (ox_serve.h), else NULL */
+	/* Called once the socket listens (host as given, the bound port), so
+	 * that registration can publish the real address. May be NULL. */
+	void (*listening)(void *arg, const char *host, unsigned port);
+	void *listening_arg;
 };
 
 int em_server_create(struct em_server **out, const struct em_server_opts *o);
@@ -50,6 +54,14 @@ struct em_server_snapshot {
 	uint64_t lat_sum_ns[3];
 };
 void em_server_snapshot(struct em_server *s, struct em_server_snapshot *snap);
+/* Sets the listening callback after creation (registration needs the
+ * server to exist first). */
+void em_server_set_listening(struct em_server *s, void (*fn)(void *, const char *, unsigned),
+			     void *arg);
+/* What membership publishes: bytes exported and in use, and the node's
+ * identity (new at every start, so clients tell a restarted node apart). */
+void em_server_usage(struct em_server *s, uint64_t *capacity, uint64_t *used);
+void em_server_node_id(const struct em_server *s, uint8_t id[16]);
 
 /* For the fuzz target: runs one authenticated connection's request stream
  * from memory, replies discarded. */

@@ -79,6 +79,11 @@ struct em_node {
 	uint8_t id[EM_NODE_ID_LEN];
 	uint64_t session;
 	uint8_t token[EM_TOKEN_LEN];
+	/* health.c */
+	int fd;              /* a dup of the default channel's socket, to cut it; -1 */
+	bool dir_down;       /* etcd: its record is gone (lease expired) */
+	unsigned backoff_ms; /* reconnect backoff, under the pool lock */
+	uint64_t retry_at_ns, down_at_ns;
 };
 
 /* A transport: how a queue's channel to a node is made and what the pool
@@ -126,7 +131,8 @@ struct em_pool {
 	struct em_queue *dq;               /* over the session's first connections */
 	struct em_region *regions;         /* open handles, freed by em_pool_close */
 	uint8_t red, red_k, red_m;         /* default redundancy of new regions */
-	bool allow_down;                   /* nodes not there are stood in for (redundancy.c) */
+	struct em_dir *dir;       /* membership and named regions in etcd, NULL: static list */
+	struct em_health *health; /* reconnects and the membership watch (health.c) */
 };
 
 #define EM_MAX_PATTERN 64
@@ -144,6 +150,8 @@ struct em_region {
 	uint32_t cnt[EM_MAX_PATTERN];    /* chunks per period, per segment */
 	char name[EM_NAME_MAX + 1];
 	bool named;
+	bool gone;                     /* a part's node restarted empty: every access fails */
+	char piece[EM_NAME_MAX + 1];   /* etcd mode: the pieces' name on the nodes */
 	struct em_region *next, *prev; /* the pool's list of open handles */
 	/* redundancy (redundancy.c); red NONE: everything above as always */
 	uint8_t red, red_k, red_m; /* enum em_redundancy, never DEFAULT */
@@ -216,5 +224,41 @@ int em_ctl(em_pool *pool, unsigned node, uint8_t wop, uint32_t handle, uint32_t 
 	   const void *req, uint32_t req_len, void *resp, uint32_t cap, struct em_part *res);
 
 #include "lib/redundancy.h"
+
+/* A channel that is already broken, standing for a node that did not
+ * answer (the reconnect thread replaces it). */
+int em_tcp_dead(em_pool *pool, struct em_chan **out);
+
+/* Reconnects and membership (health.c). */
+int em_health_start(em_pool *pool, const char *etcd, const char *cluster);
+void em_health_stop(em_pool *pool);
+/* With the pool lock held: 0 once node i's default channel is up, or
+ * -EHOSTDOWN after the request timeout. */
+int em_health_wait(em_pool *pool, unsigned i);
+/* True when node i's default channel is down now (pool lock held). */
+bool em_node_down(const em_pool *pool, unsigned i);
+
+/* etcd mode (directory.c). */
+struct em_dir;
+struct em_region_rec;
+struct em_node_rec;
+int em_dir_open(em_pool *pool, const char *endpoints, const char *cluster, int timeout_ms);
+void em_dir_close(em_pool *pool);
+/* Calls fn for each registered node's record. */
+int em_dir_walk_nodes(em_pool *pool, int (*fn)(void *arg, const struct em_node_rec *rec),
+		      void *arg);
+/* The registered nodes' addresses as a node list; returns how many. */
+int em_dir_nodes(em_pool *pool, char *list, size_t cap);
+/* Free bytes each pool node publishes (0: unregistered or draining). */
+int em_dir_free(em_pool *pool, uint64_t *freeb);
+/* A named region's record: 0, -ENOENT; *mod_rev (may be NULL) for delete. */
+int em_dir_get(em_pool *pool, const char *name, struct em_region_rec *rec, int64_t *mod_rev);
+/* Creates the record if the name is free: 0 or -EEXIST. */
+int em_dir_create(em_pool *pool, const char *name, const struct em_region_rec *rec);
+/* Deletes the record read at mod_rev: 0, or -ENOENT if it changed. */
+int em_dir_delete(em_pool *pool, const char *name, int64_t mod_rev);
+/* Named regions from the directory into the caller's array of stride
+ * `stride` (see em_region_list). */
+int em_dir_list(em_pool *pool, struct em_region_info *info, unsigned max, size_t stride);
 
 #endif

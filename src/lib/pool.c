@@ -19,6 +19,8 @@
 
 #include "common/abi.h"
 #include "common/config.h"
+#include "common/auth.h"
+#include "common/cluster.h"
 #include "common/util.h"
 #include "lib/internal.h"
 #include "lib/pager_io.h"
@@ -30,8 +32,10 @@ _Static_assert(EM_MAX_SEG == EM_LAYOUT_MAX_SEG && EM_MAX_PATTERN == EM_LAYOUT_MA
 
 struct conf {
 	char nodes[4096], secret[4096], transport[16], ox_iface[64], redundancy[32];
+	char etcd[1024], cluster[80];
 	int timeout_ms;
-	bool allow_down, encrypt;
+	bool allow_down; /* checked, no effect */
+	bool encrypt;
 };
 
 static int conf_cb(void *arg, const char *k, const char *v, int line)
@@ -59,13 +63,16 @@ static int conf_cb(void *arg, const char *k, const char *v, int line)
 		snprintf(who, sizeof(who), "allow-down (config line %d)", line);
 		if (em_cfg_parse(EM_CFG_ALLOW_DOWN, who, v, &cv))
 			return -EINVAL;
-		c->allow_down = cv.num;
+		c->allow_down = cv.num; /* checked, then ignored: see resolve() */
 	} else if (!strcmp(k, "encrypt")) {
 		snprintf(who, sizeof(who), "encrypt (config line %d)", line);
 		if (em_cfg_parse(EM_CFG_ENCRYPT, who, v, &cv))
 			return -EINVAL;
 		c->encrypt = cv.num;
-	}
+	} else if (!strcmp(k, "etcd"))
+		snprintf(c->etcd, sizeof(c->etcd), "%s", v);
+	else if (!strcmp(k, "cluster"))
+		snprintf(c->cluster, sizeof(c->cluster), "%s", v);
 	/* unknown keys belong to other tools sharing the file */
 	return 0;
 }
@@ -121,6 +128,8 @@ static int resolve(const struct em_pool_opts *o, struct conf *c)
 	else
 		memcpy(c->transport, f.transport, sizeof(c->transport));
 	memcpy(c->ox_iface, f.ox_iface, sizeof(c->ox_iface));
+	/* allow-down is always on now (a pool connects while one node
+	 * answers); the setting is still checked so a bad value is an error */
 	c->allow_down = f.allow_down;
 	if (em_cfg_env_isset(EM_CFG_ALLOW_DOWN)) {
 		int64_t v;
@@ -143,7 +152,85 @@ static int resolve(const struct em_pool_opts *o, struct conf *c)
 		snprintf(c->redundancy, sizeof(c->redundancy), "%s", e);
 	else
 		memcpy(c->redundancy, f.redundancy, sizeof(c->redundancy));
+	/* etcd replaces the node list when given at any level */
+	if (o && o->size >= offsetof(struct em_pool_opts, etcd) + sizeof(char *) && o->etcd)
+		snprintf(c->etcd, sizeof(c->etcd), "%s", o->etcd);
+	else if (!em_cfg_env_str(EM_CFG_ETCD, &e) && e && *e)
+		snprintf(c->etcd, sizeof(c->etcd), "%s", e);
+	else
+		memcpy(c->etcd, f.etcd, sizeof(c->etcd));
+	if (o && o->size >= sizeof(*o) && o->cluster)
+		snprintf(c->cluster, sizeof(c->cluster), "%s", o->cluster);
+	else if (!em_cfg_env_str(EM_CFG_CLUSTER, &e) && e && *e)
+		snprintf(c->cluster, sizeof(c->cluster), "%s", e);
+	else
+		memcpy(c->cluster, f.cluster, sizeof(c->cluster));
 	return 0;
+}
+
+struct dialer {
+	em_pool *pool;
+	unsigned i;
+	struct em_chan *ch;
+	int rc;
+};
+
+static void *dial_one(void *arg)
+{
+	struct dialer *d = arg;
+
+	d->rc = em_tcp_connect(d->pool, &d->pool->nodes[d->i], true, &d->ch);
+	return NULL;
+}
+
+/* Connects to every node at once, so that a node that does not answer
+ * costs one handshake timeout, not one each. A pool is usable while one
+ * node answers; the others get a broken channel that the reconnect
+ * thread replaces when they come (back). */
+static int connect_all(em_pool *pool, struct em_chan **ch)
+{
+	struct dialer *d = calloc(pool->n, sizeof(*d));
+	pthread_t *th = calloc(pool->n, sizeof(*th));
+	unsigned up = 0;
+	int rc = 0, last = -ECONNREFUSED;
+
+	if (!d || !th) {
+		free(d);
+		free(th);
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < pool->n; i++) {
+		d[i] = (struct dialer){ .pool = pool, .i = i, .rc = -EAGAIN };
+		if (pthread_create(&th[i], NULL, dial_one, &d[i]))
+			dial_one(&d[i]), th[i] = 0;
+	}
+	for (unsigned i = 0; i < pool->n; i++) {
+		if (th[i])
+			pthread_join(th[i], NULL);
+		if (!d[i].rc) {
+			ch[i] = d[i].ch;
+			up++;
+			continue;
+		}
+		em_log(EM_LOG_DEBUG, "node %s: %s", pool->nodes[i].addr, em_strerror(d[i].rc));
+		/* a wrong secret is not a node that is down */
+		if (d[i].rc == -EM_EAUTH || d[i].rc == -EM_EVERSION)
+			rc = d[i].rc;
+		last = d[i].rc;
+		if (!rc)
+			rc = em_tcp_dead(pool, &ch[i]);
+	}
+	if (!rc && !up)
+		rc = last;
+	if (rc)
+		for (unsigned i = 0; i < pool->n; i++)
+			if (ch[i]) {
+				ch[i]->ops->close(ch[i]);
+				ch[i] = NULL;
+			}
+	free(d);
+	free(th);
+	return rc;
 }
 
 /* The transport's per-node setup, then the default queue's channels
@@ -158,8 +245,8 @@ static int transport_start(em_pool *pool)
 	for (unsigned i = 0; tp->wrap && i < pool->n; i++) {
 		struct em_chan *w;
 
-		if (em_red_chan_down(pool->dq->ch[i]))
-			continue;
+		if (pool->dq->ch[i]->broken)
+			continue; /* a node not there: nothing to wrap */
 		if ((rc = tp->wrap(pool->tpriv, pool, i, pool->dq->ch[i], &w))) {
 			em_log(EM_LOG_DEBUG, "node %s: %s: %s", pool->nodes[i].addr, tp->name,
 			       em_strerror(rc));
@@ -195,7 +282,7 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 	rc = resolve(o, &c);
 	if (rc)
 		return rc;
-	if (!c.nodes[0] || !c.secret[0])
+	if ((!c.nodes[0] && !c.etcd[0]) || !c.secret[0])
 		return -EDESTADDRREQ;
 	pool = calloc(1, sizeof(*pool));
 	if (!pool)
@@ -203,7 +290,6 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 	/* the default redundancy of new regions; a value we cannot parse is
 	 * refused rather than quietly giving regions less than was asked */
 	pool->red = EM_RED_NONE;
-	pool->allow_down = c.allow_down;
 	pool->encrypt = c.encrypt;
 	if (c.redundancy[0] && em_red_conf(c.redundancy, &pool->red, &pool->red_k, &pool->red_m)) {
 		em_log(EM_LOG_ERR, "redundancy '%s': want none, replicate:N or ec:K+M",
@@ -240,6 +326,19 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 	rc = em_key_load(c.secret, pool->key);
 	if (rc)
 		goto fail;
+	if (c.etcd[0]) {
+		/* the nodes are those registered now; the list given, if any,
+		 * is not used */
+		if ((rc = em_dir_open(pool, c.etcd, c.cluster, pool->timeout_ms)))
+			goto fail;
+		rc = em_dir_nodes(pool, c.nodes, sizeof(c.nodes));
+		if (rc == 0)
+			rc = -ENXIO; /* no node registered under the cluster */
+		if (rc < 0) {
+			em_log(EM_LOG_DEBUG, "etcd %s: %s", c.etcd, em_strerror(rc));
+			goto fail;
+		}
+	}
 	list = c.nodes;
 	for (tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
 		struct em_node *nn, *n;
@@ -274,25 +373,9 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 		rc = -ENOMEM;
 		goto fail;
 	}
-	for (unsigned i = 0, down = 0; i < pool->n; i++) {
-		rc = em_tcp_connect(pool, &pool->nodes[i], true, &ch[i]);
-		/* With allow-down, a node that is not there does not stop the
-		 * pool: redundant regions are served by their other nodes. An
-		 * authentication or version error still does. */
-		if (rc && c.allow_down && em_red_unreachable(rc) && ++down < pool->n &&
-		    !em_red_down_chan(pool, &ch[i])) {
-			em_log(EM_LOG_WARN, "node %s: %s; going on without it", pool->nodes[i].addr,
-			       em_strerror(rc));
-			rc = 0;
-			continue;
-		}
-		if (rc) {
-			em_log(EM_LOG_DEBUG, "node %s: %s", pool->nodes[i].addr, em_strerror(rc));
-			for (unsigned j = 0; j < i; j++)
-				ch[j]->ops->close(ch[j]);
-			free(ch);
-			goto fail_tp;
-		}
+	if ((rc = connect_all(pool, ch))) {
+		free(ch);
+		goto fail_tp;
 	}
 	rc = em_queue_create_on(pool, 64, ch, true, &pool->dq);
 	if (rc) {
@@ -305,12 +388,14 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 		em_queue_destroy(pool->dq);
 		goto fail_tp;
 	}
+	em_health_start(pool, c.etcd, c.cluster);
 	*out = pool;
 	return 0;
 fail_tp:
 	if (pool->tp->fini)
 		pool->tp->fini(pool->tpriv, pool);
 fail:
+	em_dir_close(pool);
 	free(pool->nodes);
 	pthread_mutex_destroy(&pool->lock);
 	free(pool);
@@ -348,6 +433,7 @@ void em_pool_close(em_pool *pool)
 		return;
 	if ((hook = __atomic_load_n(&em_pool_close_hook, __ATOMIC_ACQUIRE)))
 		hook(pool);
+	em_health_stop(pool);
 	/* handles the caller left open: the nodes drop them with the session */
 	while (pool->regions) {
 		em_region *r = pool->regions;
@@ -363,6 +449,7 @@ void em_pool_close(em_pool *pool)
 	em_queue_destroy(pool->dq);
 	if (pool->tp->fini)
 		pool->tp->fini(pool->tpriv, pool);
+	em_dir_close(pool);
 	pthread_mutex_destroy(&pool->lock);
 	free(pool->nodes);
 	free(pool);
@@ -448,11 +535,14 @@ uint64_t em_seg_bytes(const em_region *r, unsigned seg)
 	return mine * r->chunk;
 }
 
-static int node_free(em_pool *pool, uint64_t *freeb)
+static int node_free(em_pool *pool, uint64_t *freeb, bool live)
 {
-	struct em_node_status *st = calloc(pool->n, sizeof(*st));
+	struct em_node_status *st;
 	int rc;
 
+	if (pool->dir && !live) /* what the nodes publish, without asking each */
+		return em_dir_free(pool, freeb);
+	st = calloc(pool->n, sizeof(*st));
 	if (!st)
 		return -ENOMEM;
 	st[0].size = sizeof(*st);
@@ -468,12 +558,23 @@ static int node_free(em_pool *pool, uint64_t *freeb)
 
 /* Chooses nodes and a pattern for a new region (pool lock not held);
  * `cell` is what the caller asked for (0: default), for a redundant one. */
+static int place_from(em_region *r, uint64_t chunk, uint64_t cell, bool live);
+
+/* Published free bytes lag a second behind; when they say no, the nodes'
+ * own answer decides. */
 static int place(em_region *r, uint64_t chunk, uint64_t cell)
+{
+	int rc = place_from(r, chunk, cell, false);
+
+	return rc == -ENOSPC && r->pool->dir ? place_from(r, chunk, cell, true) : rc;
+}
+
+static int place_from(em_region *r, uint64_t chunk, uint64_t cell, bool live)
 {
 	em_pool *pool = r->pool;
 	uint64_t freeb[EM_MAX_SEG] = { 0 }, total = 0, page = 4096;
 	unsigned best = 0, w[EM_MAX_SEG], sum = 0;
-	int rc = node_free(pool, freeb);
+	int rc = node_free(pool, freeb, live);
 
 	if (rc)
 		return rc;
@@ -603,6 +704,7 @@ static int region_open_named(em_pool *pool, const char *name, em_region **out)
 	uint8_t req[3 + EM_NAME_MAX], resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
 	uint8_t ids[EM_MAX_SEG][EM_NODE_ID_LEN];
 	uint32_t handles[EM_MAX_SEG] = { 0 };
+	bool down[EM_MAX_SEG] = { 0 };
 	em_region *r = calloc(1, sizeof(*r));
 	bool have_layout = false;
 	int n = em_namelayout_encode(req, sizeof(req), name, NULL, 0), rc = -ENOENT;
@@ -618,13 +720,17 @@ static int region_open_named(em_pool *pool, const char *name, em_region **out)
 		int e = em_ctl(pool, i, EM_W_OPEN, 0, 0, 0, req, (uint32_t)n, resp, sizeof(resp),
 			       &res);
 
-		if (pool->allow_down && em_red_unreachable(e)) {
-			/* the name may have lived there only: not "no such region" */
+		if (e == -ENOENT)
+			continue;
+		if (em_red_unreachable(e)) {
+			/* a node that is down holds nothing we can use; the name
+			 * may have lived there only: not "no such region" (create
+			 * takes it as absent, so a pool with a node down still
+			 * creates regions) */
+			down[i] = true;
 			rc = -EHOSTDOWN;
 			continue;
 		}
-		if (e == -ENOENT)
-			continue;
 		if (e) {
 			rc = e;
 			goto fail;
@@ -651,17 +757,26 @@ static int region_open_named(em_pool *pool, const char *name, em_region **out)
 	for (unsigned s = 0; s < r->nseg; s++) {
 		unsigned i;
 		for (i = 0; i < pool->n; i++)
-			if (handles[i] && !memcmp(pool->nodes[i].id, ids[s], EM_NODE_ID_LEN))
+			if (!memcmp(pool->nodes[i].id, ids[s], EM_NODE_ID_LEN))
 				break;
-		if (i == pool->n && em_red_on(r)) {
-			/* a copy or chunk on a node that is gone: served by the
-			 * others; the node index only has to be a valid one */
+		if ((i == pool->n || !handles[i]) && em_red_on(r)) {
+			/* a copy or chunk on a node that is gone or down: served
+			 * by the others; the node index only has to be a valid one */
 			r->lost |= 1ull << s;
-			r->node[s] = 0;
+			r->node[s] = i < pool->n ? i : 0;
 			continue;
 		}
-		if (i == pool->n) {
-			rc = -EM_ENONODE;
+		if (i < pool->n && !handles[i] && !down[i]) {
+			/* the node is here and answered that it has no such piece:
+			 * what is left of a delete that could not reach every
+			 * node, not a region */
+			rc = -ENOENT;
+			goto fail;
+		}
+		if (i == pool->n || !handles[i]) {
+			em_log(EM_LOG_DEBUG, "region %s: a part's node is %s", name,
+			       i == pool->n ? "not in the pool (restarted?)" : "down");
+			rc = i == pool->n ? -EM_ENONODE : -EHOSTDOWN;
 			goto fail;
 		}
 		r->node[s] = i;
@@ -688,6 +803,229 @@ fail:
 	return rc;
 }
 
+/* ---- named regions in etcd (directory.c holds the records) ---- */
+
+/* The pool node a layout segment names: the same identity, so that a node
+ * restarted on the same address (empty now) is not taken for the old one. */
+static int seg_node(em_pool *pool, const struct em_region_rec *rec, unsigned s)
+{
+	for (unsigned i = 0; i < pool->n; i++)
+		if (!memcmp(pool->nodes[i].id, rec->seg_id[s], EM_NODE_ID_LEN))
+			return (int)i;
+	return -1;
+}
+
+static int piece_req(uint8_t *req, size_t cap, const char *piece)
+{
+	return em_namelayout_encode(req, cap, piece, NULL, 0);
+}
+
+static int region_open_dir(em_pool *pool, const char *name, em_region **out)
+{
+	struct em_region_rec rec;
+	uint8_t req[3 + EM_NAME_MAX], resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
+	em_region *r;
+	int rc = em_dir_get(pool, name, &rec, NULL), n;
+
+	if (rc)
+		return rc;
+	if (rec.nseg > EM_MAX_SEG || rec.plen > EM_MAX_PATTERN || name_ok(rec.piece))
+		return -EPROTO;
+	if (!(r = calloc(1, sizeof(*r))))
+		return -ENOMEM;
+	r->pool = pool;
+	r->size = rec.size;
+	r->chunk = rec.chunk;
+	r->nseg = rec.nseg;
+	r->plen = rec.plen;
+	memcpy(r->pattern, rec.pattern, rec.plen);
+	layout_derive(r);
+	n = piece_req(req, sizeof(req), rec.piece);
+	for (unsigned s = 0; s < r->nseg; s++) {
+		struct em_part res;
+		int i = seg_node(pool, &rec, s);
+
+		rc = i < 0 ? -EM_ENONODE
+			   : em_ctl(pool, (unsigned)i, EM_W_OPEN, 0, 0, 0, req, (uint32_t)n, resp,
+				    sizeof(resp), &res);
+		/* a node that lost the piece restarted since: its bytes are gone */
+		if (rc == -ENOENT)
+			rc = -EM_ENONODE;
+		if (rc) {
+			em_log(EM_LOG_DEBUG, "region %s: part on %s: %s", name, rec.seg_addr[s],
+			       em_strerror(rc));
+			close_handles(r, s);
+			free(r);
+			return rc;
+		}
+		r->node[s] = (unsigned)i;
+		r->handle[s] = res.r_region;
+	}
+	snprintf(r->name, sizeof(r->name), "%s", name);
+	snprintf(r->piece, sizeof(r->piece), "%s", rec.piece);
+	r->named = true;
+	if ((rc = attach(r))) {
+		free(r);
+		return rc;
+	}
+	track(r);
+	*out = r;
+	return 0;
+}
+
+/* Removes the pieces of a layout from the nodes that hold them (those in
+ * the pool; an absent node's piece went with it or is left to it). */
+static void delete_pieces(em_pool *pool, const struct em_region_rec *rec)
+{
+	uint8_t req[3 + EM_NAME_MAX];
+	int n = piece_req(req, sizeof(req), rec->piece);
+
+	for (unsigned s = 0; s < rec->nseg; s++) {
+		int i = seg_node(pool, rec, s);
+		if (i >= 0)
+			em_ctl(pool, (unsigned)i, EM_W_DELETE, 0, 0, 0, req, (uint32_t)n, NULL, 0,
+			       NULL);
+	}
+}
+
+/* What a create does when the name exists: the header's rule, the same
+ * size opens it, and EM_REGION_EXCL refuses it. */
+static int create_existing(em_pool *pool, const char *name, uint64_t bytes, unsigned flags,
+			   em_region **out)
+{
+	struct em_region_rec rec;
+	int rc = em_dir_get(pool, name, &rec, NULL);
+
+	if (rc == -ENOENT)
+		return -EAGAIN; /* gone again: the caller tries anew */
+	if (rc)
+		return rc;
+	if ((flags & EM_REGION_EXCL) || rec.size != bytes)
+		return -EEXIST;
+	return region_open_dir(pool, name, out);
+}
+
+/* One attempt: pieces under a fresh name, then the record. -EAGAIN when
+ * the nodes had no room for our pieces (maybe a racer's pieces held it). */
+static int create_dir_once(em_pool *pool, const char *name, uint64_t bytes, uint64_t chunk,
+			   em_region **out)
+{
+	uint8_t layout[EM_MAX_LAYOUT], req[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
+	uint8_t resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT], rnd[12];
+	struct em_region_rec rec = { 0 };
+	bool live_tried = false;
+	em_region *r;
+	int rc, ll, n;
+
+	if (!(r = calloc(1, sizeof(*r))))
+		return -ENOMEM;
+	r->pool = pool;
+	r->size = bytes;
+	if ((rc = place(r, chunk, 0)))
+		goto fail;
+again:
+	/* the pieces' own name, unique to this attempt */
+	em_random(rnd, sizeof(rnd));
+	memset(&rec, 0, sizeof(rec));
+	n = snprintf(rec.piece, sizeof(rec.piece), ".p");
+	for (unsigned i = 0; i < sizeof(rnd); i++)
+		n += snprintf(rec.piece + n, sizeof(rec.piece) - (size_t)n, "%02x", rnd[i]);
+	if ((ll = layout_encode(r, layout, sizeof(layout))) < 0) {
+		rc = ll;
+		goto fail;
+	}
+	n = em_namelayout_encode(req, sizeof(req), rec.piece, layout, (uint16_t)ll);
+	for (unsigned s = 0; s < r->nseg; s++) {
+		struct em_part res;
+		rc = em_ctl(pool, r->node[s], EM_W_CREATE, 0, EM_WC_NAMED | EM_WC_EXCL,
+			    em_seg_bytes(r, s), req, (uint32_t)n, resp, sizeof(resp), &res);
+		if (rc) {
+			close_handles(r, s);
+			rec.nseg = s;
+			delete_pieces(pool, &rec);
+			/* a node fuller than it published: place again by what the
+			 * nodes say now */
+			if (rc == -ENOSPC && !live_tried) {
+				live_tried = true;
+				memset(r->handle, 0, sizeof(r->handle));
+				if (!(rc = place_from(r, chunk, 0, true)))
+					goto again;
+			}
+			goto fail;
+		}
+		r->handle[s] = res.r_region;
+		memcpy(rec.seg_id[s], pool->nodes[r->node[s]].id, EM_NODE_ID_LEN);
+		snprintf(rec.seg_addr[s], sizeof(rec.seg_addr[s]), "%s",
+			 pool->nodes[r->node[s]].addr);
+	}
+	rec.size = r->size;
+	rec.chunk = r->chunk;
+	rec.epoch = 1;
+	rec.nseg = r->nseg;
+	rec.plen = r->plen;
+	memcpy(rec.pattern, r->pattern, r->plen);
+	rc = em_dir_create(pool, name, &rec);
+	if (rc) {
+		/* -EEXIST: another client won the name; ours goes */
+		close_handles(r, r->nseg);
+		delete_pieces(pool, &rec);
+		goto fail;
+	}
+	snprintf(r->name, sizeof(r->name), "%s", name);
+	snprintf(r->piece, sizeof(r->piece), "%s", rec.piece);
+	r->named = true;
+	if ((rc = attach(r))) {
+		free(r);
+		return rc;
+	}
+	track(r);
+	*out = r;
+	return 0;
+fail:
+	free(r);
+	return rc == -ENOSPC ? -EAGAIN : rc;
+}
+
+/* A racer's pieces may hold the room ours need, and ours theirs, so both
+ * fail for space: whoever finds the name taken then takes the winner's
+ * region, and when no one won, the attempts are spread out and repeated. */
+static int region_create_dir(em_pool *pool, const char *name, uint64_t bytes, uint64_t chunk,
+			     unsigned flags, em_region **out)
+{
+	int rc = -EAGAIN;
+
+	for (int attempt = 0; attempt < 6 && rc == -EAGAIN; attempt++) {
+		if (attempt) {
+			uint32_t jitter;
+			em_random(&jitter, sizeof(jitter));
+			usleep(1000u * (1u << attempt) + jitter % (4000u << attempt));
+		}
+		rc = create_existing(pool, name, bytes, flags, out);
+		if (rc != -EAGAIN)
+			return rc;
+		rc = create_dir_once(pool, name, bytes, chunk, out);
+		if (rc == -EEXIST)
+			rc = create_existing(pool, name, bytes, flags, out);
+	}
+	return rc == -EAGAIN ? -ENOSPC : rc;
+}
+
+/* The name goes first, so it is free again at once even when a node
+ * holding a piece is down; the pieces follow where their nodes answer. */
+static int region_delete_dir(em_pool *pool, const char *name)
+{
+	struct em_region_rec rec;
+	int64_t rev;
+	int rc = em_dir_get(pool, name, &rec, &rev);
+
+	if (rc)
+		return rc;
+	if ((rc = em_dir_delete(pool, name, rev)))
+		return rc;
+	delete_pieces(pool, &rec);
+	return 0;
+}
+
 int em_region_open(em_pool *pool, const char *name, em_region **out)
 {
 	int rc;
@@ -696,6 +1034,8 @@ int em_region_open(em_pool *pool, const char *name, em_region **out)
 		return -EINVAL;
 	if ((rc = name_ok(name)))
 		return rc;
+	if (pool->dir)
+		return region_open_dir(pool, name, out);
 	return region_open_named(pool, name, out);
 }
 
@@ -730,6 +1070,14 @@ int em_region_create(em_pool *pool, const char *name, uint64_t bytes,
 	flags = o.flags;
 	if ((flags & ~EM_REGION_EXCL) || chunk < 4096 || (chunk & 4095))
 		return -EINVAL;
+	if (name && pool->dir) {
+		if ((rc = name_ok(name)))
+			return rc;
+		/* the directory's record has no room for a redundancy yet */
+		if (o.redundancy != EM_RED_NONE)
+			return -EOPNOTSUPP;
+		return region_create_dir(pool, name, bytes, chunk, flags, out);
+	}
 	if (name) {
 		if ((rc = name_ok(name)))
 			return rc;
@@ -744,8 +1092,17 @@ int em_region_create(em_pool *pool, const char *name, uint64_t bytes,
 			em_region_close(*out);
 			return -EEXIST;
 		}
-		if (rc != -ENOENT)
+		if (rc != -ENOENT && rc != -EHOSTDOWN)
 			return rc;
+		/* pieces a delete left behind on nodes that were down then */
+		{
+			uint8_t dreq[3 + EM_NAME_MAX];
+			int dn = em_namelayout_encode(dreq, sizeof(dreq), name, NULL, 0);
+			for (unsigned i = 0; i < pool->n; i++)
+				if (!em_node_down(pool, i))
+					em_ctl(pool, i, EM_W_DELETE, 0, 0, 0, dreq, (uint32_t)dn,
+					       NULL, 0, NULL);
+		}
 	}
 	r = calloc(1, sizeof(*r));
 	if (!r)
@@ -810,21 +1167,30 @@ int em_region_close(em_region *r)
 int em_region_delete(em_pool *pool, const char *name)
 {
 	uint8_t req[3 + EM_NAME_MAX];
-	int rc, n, found = 0, err = 0;
+	int rc, n, found = 0, err = 0, down = 0;
 
 	if (!pool || !name)
 		return -EINVAL;
 	if ((rc = name_ok(name)))
 		return rc;
+	if (pool->dir)
+		return region_delete_dir(pool, name);
 	n = em_namelayout_encode(req, sizeof(req), name, NULL, 0);
 	for (unsigned i = 0; i < pool->n; i++) {
 		rc = em_ctl(pool, i, EM_W_DELETE, 0, 0, 0, req, (uint32_t)n, NULL, 0, NULL);
 		if (!rc)
 			found++;
-		else if (rc != -ENOENT && !(pool->allow_down && em_red_unreachable(rc)))
+		else if (em_red_unreachable(rc))
+			down++;
+		else if (rc != -ENOENT)
 			err = rc;
 	}
-	return err ? err : found ? 0 : -ENOENT;
+	/* A piece left on a node that is down makes no region: open treats
+	 * such remnants as absent, and the next create of the name clears
+	 * them. */
+	if (down)
+		em_log(EM_LOG_DEBUG, "delete %s: %d node(s) down keep a remnant", name, down);
+	return err ? err : found ? 0 : down ? -EHOSTDOWN : -ENOENT;
 }
 
 uint64_t em_region_size(const em_region *r)
@@ -850,6 +1216,8 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 
 	if (!pool || (max && !stride))
 		return -EINVAL;
+	if (pool->dir)
+		return em_dir_list(pool, info, max, stride);
 	buf = malloc(EM_MAX_CTRL);
 	/* per listed entry: segments its layout names, then nodes that listed
 	 * it; fewer nodes than segments means a part is gone (degraded) */
@@ -863,6 +1231,7 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 		free(listed);
 		return -ENOMEM;
 	}
+
 	for (unsigned i = 0; i < pool->n && !rc; i++) {
 		uint64_t first = 0, total = 1;
 		while (first < total) {
@@ -871,8 +1240,10 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 
 			rc = em_ctl(pool, i, EM_W_LIST, 0, 0, first, NULL, 0, buf, EM_MAX_CTRL,
 				    &res);
-			if (pool->allow_down && em_red_unreachable(rc)) {
-				rc = 0; /* what it held shows as degraded */
+			if (em_red_unreachable(rc)) {
+				/* what a node that is down holds is not listed (a
+				 * redundant region's entry shows it as degraded) */
+				rc = 0;
 				break;
 			}
 			if (rc)
@@ -979,13 +1350,16 @@ int em_pool_status(em_pool *pool, struct em_node_status *st, unsigned max)
 		uint64_t v[EM_ST__COUNT];
 		int rc = em_ctl(pool, i, EM_W_STATUS, 0, 0, 0, NULL, 0, buf, sizeof(buf), &res);
 
-		if (pool->allow_down && em_red_unreachable(rc)) {
-			/* a node that is not there: no capacity, nothing served */
-			memset(v, 0, sizeof(v));
-			rc = 0;
-		} else if (rc || (rc = em_status_decode(buf, res.resp_len, v))) {
-			return rc;
+		if (em_red_unreachable(rc)) {
+			/* not answering: listed, with capacity 0 */
+			memset(s, 0, sizeof(*s));
+			s->size = sizeof(*s);
+			snprintf(s->addr, sizeof(s->addr), "%s", pool->nodes[i].addr);
+			em_out_put(AT(st, stride, i), stride, s, sizeof(*s));
+			continue;
 		}
+		if (rc || (rc = em_status_decode(buf, res.resp_len, v)))
+			return rc;
 		memset(s, 0, sizeof(*s));
 		s->size = sizeof(*s);
 		snprintf(s->addr, sizeof(s->addr), "%s", pool->nodes[i].addr);

@@ -100,9 +100,13 @@ int em_queue_create(em_pool *pool, unsigned depth, em_queue **out)
 	for (i = 0; i < pool->n && !rc; i++) {
 		rc = em_tcp_connect(pool, &pool->nodes[i], false, &ch[i]);
 		/* a node that was down when the pool connected, or has died
-		 * since: redundant regions do without it */
-		if (rc && pool->allow_down && em_red_unreachable(rc)) {
-			rc = em_red_down_chan(pool, &ch[i]);
+		 * since: the queue goes on without it (redundant regions fail
+		 * over; plain ones get errors for its parts) */
+		if (rc && rc != -EM_EAUTH && pool->dq &&
+		    (em_node_down(pool, i) || em_red_unreachable(rc))) {
+			/* FIXME: a queue's channel to a node that is down stays
+			 * down; only the default queue reconnects */
+			rc = em_tcp_dead(pool, &ch[i]);
 			continue;
 		}
 		if (!rc && pool->tp->wrap) {
@@ -261,6 +265,8 @@ static int check_op(const em_queue *q, const struct em_op *op)
 
 	if (!r || r->pool != q->pool || op->flags || op->reserved)
 		return -EINVAL;
+	if (__atomic_load_n(&r->gone, __ATOMIC_ACQUIRE))
+		return -EM_ENONODE; /* never zeros from a node that restarted empty */
 	switch (op->opcode) {
 	case EM_OP_READ:
 	case EM_OP_WRITE:
@@ -506,6 +512,13 @@ static int sync_op(em_region *r, struct em_op *op)
 	pool = r->pool;
 	op->region = r;
 	pthread_mutex_lock(&pool->lock);
+	/* a node being reconnected: wait for it up to the request timeout
+	 * (a redundant region does not wait: it is served by the others) */
+	for (unsigned s = 0; !em_red_on(r) && s < r->nseg; s++)
+		if ((rc = em_health_wait(pool, r->node[s]))) {
+			pthread_mutex_unlock(&pool->lock);
+			return __atomic_load_n(&r->gone, __ATOMIC_ACQUIRE) ? -EM_ENONODE : rc;
+		}
 	rc = em_submit(pool->dq, op, 1);
 	if (rc == 1) {
 		rc = em_wait(pool->dq, &c, 1, 1, -1);
@@ -548,6 +561,9 @@ int em_ctl_call(em_pool *pool, unsigned node, struct em_part *p)
 {
 	struct em_chan *ch = pool->dq->ch[node];
 
+	/* control calls do not wait for a connection being remade: they fail now */
+	if (ch->broken)
+		return -EHOSTDOWN;
 	p->origin = p;
 	p->slot = NULL;
 	p->tag = ++pool->dq->next_tag;

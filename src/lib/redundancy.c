@@ -136,55 +136,11 @@ int em_red_place(em_region *r, uint64_t cell, const uint64_t *freeb)
 	return 0;
 }
 
-/* ---- nodes that were not there ---- */
+/* ---- nodes that are not there ---- */
 
-/* The channel of a node that did not answer when the pool connected (with
- * ETHERMEM_ALLOW_DOWN): every request to it fails at once with -EHOSTDOWN,
- * which a redundant region takes as a lost segment. */
-static int down_post(struct em_chan *ch, const struct em_part *parts, unsigned n)
-{
-	for (unsigned i = 0; i < n; i++) {
-		struct em_part p = parts[i];
-		p.status = -EHOSTDOWN;
-		ch->outstanding++;
-		em_part_done(ch, &p);
-	}
-	return -EHOSTDOWN;
-}
-
-static int down_progress(struct em_chan *ch, int timeout_ms)
-{
-	(void)ch;
-	(void)timeout_ms;
-	return 0;
-}
-
-static int down_fd(struct em_chan *ch)
-{
-	(void)ch;
-	return -1;
-}
-
-static void down_fail(struct em_chan *ch, int err)
-{
-	(void)ch;
-	(void)err;
-}
-
-static void down_close(struct em_chan *ch)
-{
-	free(ch);
-}
-
-static const struct em_chan_ops down_ops = {
-	.name = "down",
-	.post = down_post,
-	.progress = down_progress,
-	.fd = down_fd,
-	.fail = down_fail,
-	.close = down_close,
-};
-
+/* A node down when the pool connected, or since, has a broken channel
+ * (tcp.c) that the reconnect thread replaces (health.c); every request to
+ * it fails at once, which a redundant region takes as a lost segment. */
 bool em_red_unreachable(int err)
 {
 	switch (-err) {
@@ -201,24 +157,6 @@ bool em_red_unreachable(int err)
 	default:
 		return false;
 	}
-}
-
-int em_red_down_chan(em_pool *pool, struct em_chan **out)
-{
-	struct em_chan *ch = calloc(1, sizeof(*ch));
-
-	if (!ch)
-		return -ENOMEM;
-	ch->ops = &down_ops;
-	ch->timeout_ms = pool->timeout_ms;
-	ch->broken = true;
-	*out = ch;
-	return 0;
-}
-
-bool em_red_chan_down(const struct em_chan *ch)
-{
-	return ch->ops == &down_ops;
 }
 
 unsigned em_red_state(const em_region *r)

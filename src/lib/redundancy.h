@@ -30,14 +30,9 @@ int em_red_exec(struct em_queue *q, const struct em_op *op, uint64_t *value);
 /* The region's state as this handle sees it (enum em_region_state). */
 unsigned em_red_state(const struct em_region *r);
 
-/* Nodes down when the pool connects (only with ETHERMEM_ALLOW_DOWN): an
- * error that says the node is not there, the channel that stands in for
- * it, and whether a channel is one. */
-struct em_chan;
-struct em_pool;
+/* An error that says a node is not there (down, unreachable, its
+ * connection broken), as opposed to one it answered. */
 bool em_red_unreachable(int err);
-int em_red_down_chan(struct em_pool *pool, struct em_chan **out);
-bool em_red_chan_down(const struct em_chan *ch);
 
 /* Erasure coding (ec.c, over ISA-L). */
 struct em_ec;

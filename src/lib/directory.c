@@ -1,0 +1,236 @@
+/*
+ * directory.c - a pool whose membership and named regions live in etcd.
+ *
+ * With etcd endpoints (em_pool_opts.etcd, ETHERMEM_ETCD, the config file's
+ * etcd key) a client needs no node list: the nodes are those whose records
+ * are under /ethermem/CLUSTER/nodes/ (register.c on the node side keeps
+ * them there under a lease), and placement uses the free bytes they
+ * publish. A named region is a record under /ethermem/CLUSTER/regions/NAME
+ * holding its layout; the record is created by an etcd transaction, so two
+ * clients racing for one name get one region and one -EEXIST, and it is
+ * what open and list read. The region's bytes are pieces on the nodes
+ * under an internal name of their own, which never collides: a client that
+ * loses the race deletes its pieces, no one else's. (Schema: common/cluster.h.)
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/abi.h"
+#include "common/cluster.h"
+#include "common/etcd.h"
+#include "common/util.h"
+#include "lib/internal.h"
+
+struct em_dir {
+	struct em_etcd *etcd;
+	char nodes[128], regions[128]; /* key prefixes */
+};
+
+int em_dir_open(em_pool *pool, const char *endpoints, const char *cluster, int timeout_ms)
+{
+	struct em_dir *d = calloc(1, sizeof(*d));
+	int rc;
+
+	if (!d)
+		return -ENOMEM;
+	if (!cluster || !*cluster)
+		cluster = EM_CLUSTER_DEFAULT;
+	if ((rc = em_cluster_prefix(d->nodes, sizeof(d->nodes), cluster, "nodes")) ||
+	    (rc = em_cluster_prefix(d->regions, sizeof(d->regions), cluster, "regions")) ||
+	    (rc = em_etcd_open(&d->etcd, endpoints, timeout_ms))) {
+		free(d);
+		return rc;
+	}
+	pool->dir = d;
+	return 0;
+}
+
+void em_dir_close(em_pool *pool)
+{
+	if (!pool->dir)
+		return;
+	em_etcd_close(pool->dir->etcd);
+	free(pool->dir);
+	pool->dir = NULL;
+}
+
+typedef int (*node_fn)(void *arg, const struct em_node_rec *rec);
+
+struct node_walk {
+	node_fn fn;
+	void *arg;
+};
+
+static int node_cb(void *arg, const struct em_etcd_kv *kv)
+{
+	struct node_walk *w = arg;
+	struct em_node_rec rec;
+
+	if (em_node_rec_decode(kv->val, kv->vlen, &rec)) {
+		em_log(EM_LOG_DEBUG, "etcd: unreadable node record %s", kv->key);
+		return 0;
+	}
+	return w->fn(w->arg, &rec);
+}
+
+int em_dir_walk_nodes(em_pool *pool, node_fn fn, void *arg)
+{
+	struct node_walk w = { fn, arg };
+	int rc = em_etcd_range(pool->dir->etcd, pool->dir->nodes, true, node_cb, &w, NULL);
+
+	return rc < 0 ? rc : 0;
+}
+
+struct list_arg {
+	char *out;
+	size_t cap, len;
+	unsigned n;
+};
+
+static int list_cb(void *arg, const struct em_node_rec *rec)
+{
+	struct list_arg *l = arg;
+	int k;
+
+	if (l->n == EM_MAX_SEG)
+		return 0;
+	k = snprintf(l->out + l->len, l->cap - l->len, "%s%s", l->n ? "," : "", rec->addr);
+	if (k < 0 || (size_t)k >= l->cap - l->len)
+		return -ENOSPC;
+	l->len += (size_t)k;
+	l->n++;
+	return 0;
+}
+
+int em_dir_nodes(em_pool *pool, char *list, size_t cap)
+{
+	struct list_arg l = { list, cap, 0, 0 };
+	int rc;
+
+	list[0] = 0;
+	if ((rc = em_dir_walk_nodes(pool, list_cb, &l)))
+		return rc;
+	return (int)l.n;
+}
+
+struct free_arg {
+	em_pool *pool;
+	uint64_t *freeb;
+};
+
+static int free_cb(void *arg, const struct em_node_rec *rec)
+{
+	struct free_arg *f = arg;
+
+	for (unsigned i = 0; i < f->pool->n; i++)
+		if (!strcmp(f->pool->nodes[i].addr, rec->addr))
+			/* a draining node takes no new chunks */
+			f->freeb[i] = strcmp(rec->state, "up") ? 0 : rec->free;
+	return 0;
+}
+
+int em_dir_free(em_pool *pool, uint64_t *freeb)
+{
+	struct free_arg f = { pool, freeb };
+
+	memset(freeb, 0, pool->n * sizeof(*freeb));
+	return em_dir_walk_nodes(pool, free_cb, &f);
+}
+
+static int key_of(em_pool *pool, const char *name, char *key, size_t cap)
+{
+	return (size_t)snprintf(key, cap, "%s%s", pool->dir->regions, name) >= cap ? -ENAMETOOLONG
+										   : 0;
+}
+
+struct rec_arg {
+	struct em_region_rec *rec;
+	int64_t mod_rev;
+	int rc;
+};
+
+static int rec_cb(void *arg, const struct em_etcd_kv *kv)
+{
+	struct rec_arg *a = arg;
+
+	a->rc = em_region_rec_decode(kv->val, kv->vlen, a->rec);
+	a->mod_rev = kv->mod_rev;
+	return 0;
+}
+
+int em_dir_get(em_pool *pool, const char *name, struct em_region_rec *rec, int64_t *mod_rev)
+{
+	struct rec_arg a = { rec, 0, -ENOENT };
+	char key[256];
+	int rc;
+
+	if ((rc = key_of(pool, name, key, sizeof(key))))
+		return rc;
+	rc = em_etcd_range(pool->dir->etcd, key, false, rec_cb, &a, NULL);
+	if (rc < 0)
+		return rc;
+	if (mod_rev)
+		*mod_rev = a.mod_rev;
+	return a.rc;
+}
+
+int em_dir_create(em_pool *pool, const char *name, const struct em_region_rec *rec)
+{
+	char key[256], val[16384];
+	int rc, n;
+
+	if ((rc = key_of(pool, name, key, sizeof(key))))
+		return rc;
+	if ((n = em_region_rec_encode(rec, val, sizeof(val))) < 0)
+		return n;
+	return em_etcd_create(pool->dir->etcd, key, val, (size_t)n, 0);
+}
+
+int em_dir_delete(em_pool *pool, const char *name, int64_t mod_rev)
+{
+	char key[256];
+	int rc;
+
+	if ((rc = key_of(pool, name, key, sizeof(key))))
+		return rc;
+	/* only the record we read: a region created again meanwhile stays */
+	rc = em_etcd_delete_if(pool->dir->etcd, key, mod_rev);
+	return rc < 0 ? rc : rc ? 0 : -ENOENT;
+}
+
+struct info_arg {
+	struct em_region_info *info;
+	unsigned max, count;
+	size_t plen, stride;
+};
+
+static int info_cb(void *arg, const struct em_etcd_kv *kv)
+{
+	struct info_arg *a = arg;
+	struct em_region_rec rec;
+
+	if (kv->klen <= a->plen || kv->klen - a->plen > EM_NAME_MAX ||
+	    em_region_rec_decode(kv->val, kv->vlen, &rec))
+		return 0;
+	if (a->count < a->max) {
+		struct em_region_info ri = { .size = sizeof(ri) };
+		memcpy(ri.name, kv->key + a->plen, kv->klen - a->plen);
+		ri.bytes = rec.size;
+		ri.chunk_size = rec.chunk;
+		ri.nodes = rec.nseg;
+		em_out_put((char *)a->info + (size_t)a->count * a->stride, a->stride, &ri,
+			   sizeof(ri));
+	}
+	a->count++;
+	return 0;
+}
+
+int em_dir_list(em_pool *pool, struct em_region_info *info, unsigned max, size_t stride)
+{
+	struct info_arg a = { info, max, 0, strlen(pool->dir->regions), stride };
+	int rc = em_etcd_range(pool->dir->etcd, pool->dir->regions, true, info_cb, &a, NULL);
+
+	return rc < 0 ? rc : (int)a.count;
+}

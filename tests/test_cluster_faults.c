@@ -1,0 +1,261 @@
+/*
+ * test_cluster_faults.c - a pool whose nodes freeze, die and restart,
+ * with a static node list (argument "static") or with etcd ("etcd"):
+ *  - a frozen node (SIGSTOP) makes calls to it fail within the timeout,
+ *    not hang; the other node keeps serving; a new client still connects
+ *    and its status lists the healthy node; after SIGCONT the client
+ *    reconnects by itself and reads back what it wrote;
+ *  - a node killed and restarted on the same address comes back empty:
+ *    the region that lived on it fails with EM_ENONODE, never reads zeros,
+ *    and the region on the other node is untouched;
+ *  - deleting a region while a node holding part of it is down leaves the
+ *    name usable again.
+ * Every byte read is checked against what was written.
+ */
+#include "harness.h"
+
+#include "common/cluster.h"
+#include "common/etcd.h"
+
+static int etcd_mode;
+static struct t_etcd ec;
+static char extra[2][256];
+static const char *secret;
+
+static em_pool *connect_pool(struct t_node *n, int timeout_ms, int want)
+{
+	struct em_pool_opts o = { .size = sizeof(o),
+				  .secret_file = secret,
+				  .timeout_ms = timeout_ms };
+	char list[256];
+	em_pool *p = NULL;
+	int rc = 0;
+
+	if (etcd_mode) {
+		o.etcd = ec.url;
+		o.cluster = "faults";
+	} else {
+		snprintf(list, sizeof(list), "%s,%s", n[0].url, n[1].url);
+		o.nodes = list;
+	}
+	for (int i = 0; i < 200; i++) {
+		rc = em_pool_connect(&p, &o);
+		if (!rc && em_pool_nodes(p) >= want)
+			return p;
+		if (!rc)
+			em_pool_close(p);
+		t_sleep_ms(25);
+	}
+	fprintf(stderr, "cannot connect: %s\n", em_strerror(rc));
+	exit(1);
+}
+
+static void fill(uint8_t *b, size_t n, uint8_t seed)
+{
+	for (size_t i = 0; i < n; i++)
+		b[i] = (uint8_t)(seed + i * 7 + (i >> 9));
+}
+
+/* Reads back the pattern; 0 when it is all there, else the error (a
+ * successful read of wrong bytes fails the test on the spot). */
+static int check(em_region *r, uint8_t seed)
+{
+	static uint8_t want[65536], got[65536];
+	int rc;
+
+	fill(want, sizeof(want), seed);
+	memset(got, 0xee, sizeof(got));
+	rc = em_read(r, 4096, got, sizeof(got));
+	if (!rc && memcmp(want, got, sizeof(got))) {
+		fprintf(stderr, "a read succeeded with wrong bytes (seed %u, first %02x)\n", seed,
+			got[0]);
+		exit(1);
+	}
+	return rc;
+}
+
+/* The status entry of node n (etcd orders nodes by address, not by start). */
+static struct em_node_status *st_of(struct em_node_status *st, int count, const struct t_node *n)
+{
+	for (int i = 0; i < count; i++)
+		if (!strcmp(st[i].addr, n->url))
+			return &st[i];
+	fprintf(stderr, "node %s not in status\n", n->url);
+	exit(1);
+}
+
+/* etcd: until node n publishes at most `most` bytes free (placement by
+ * published numbers must see the region just made). */
+static void wait_published(const struct t_node *n, uint64_t most)
+{
+	struct em_etcd *e;
+	char key[256], val[1024];
+	struct em_node_rec rec;
+
+	if (!etcd_mode)
+		return;
+	CHECK_RC(em_etcd_open(&e, ec.url, 2000), 0);
+	snprintf(key, sizeof(key), "/ethermem/faults/nodes/127.0.0.1:%d", n->port);
+	for (int i = 0; i < 200; i++) {
+		int len = em_etcd_get(e, key, val, sizeof(val));
+		if (len > 0 && !em_node_rec_decode(val, (size_t)len, &rec) && rec.free <= most)
+			break;
+		t_sleep_ms(10);
+	}
+	em_etcd_close(e);
+}
+
+static uint64_t ms_since(uint64_t t0)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000) - t0;
+}
+
+/* SIGSTOP takes effect a moment after kill() returns: wait for it. */
+static void freeze(pid_t pid)
+{
+	kill(pid, SIGSTOP);
+	for (int i = 0; i < 500; i++) {
+		char path[64], buf[512];
+		int fd, len;
+		snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+		fd = open(path, O_RDONLY);
+		len = fd >= 0 ? (int)read(fd, buf, sizeof(buf) - 1) : -1;
+		if (fd >= 0)
+			close(fd);
+		if (len > 0) {
+			char *rp;
+			buf[len] = 0;
+			rp = strrchr(buf, ')');
+			if (rp && rp[1] == ' ' && rp[2] == 'T')
+				return;
+		}
+		t_sleep_ms(2);
+	}
+	fprintf(stderr, "process %d did not stop\n", (int)pid);
+	exit(1);
+}
+
+static uint64_t now_ms(void)
+{
+	return ms_since(0);
+}
+
+int main(int argc, char **argv)
+{
+	struct t_node n[2];
+	struct em_node_status st[2] = { { .size = sizeof(st[0]) } };
+	struct em_region_opts ro = { .size = sizeof(ro), .chunk_size = 1 << 20 };
+	uint8_t buf[65536];
+	em_region *r1, *r2, *r3;
+	em_pool *p, *q;
+	uint64_t t0;
+	int rc;
+
+	etcd_mode = argc > 1 && !strcmp(argv[1], "etcd");
+	secret = t_secret("secret", T_SECRET);
+	if (etcd_mode) {
+		t_etcd_start(&ec);
+		snprintf(extra[0], sizeof(extra[0]), "--etcd %s --cluster faults --lease-ttl 1",
+			 ec.url);
+	}
+	t_node_start(&n[0], "64M", secret, extra[0]);
+	t_node_start(&n[1], "32M", secret, extra[0]);
+	p = connect_pool(n, 1500, 2);
+
+	/* r1 on the larger node a, r2 on b */
+	CHECK_RC(em_region_create(p, "r1", 40u << 20, &ro, &r1), 0);
+	wait_published(&n[0], 24u << 20);
+	CHECK_RC(em_region_create(p, "r2", 8u << 20, &ro, &r2), 0);
+	CHECK_RC(em_pool_status(p, st, 2), 2);
+	CHECK(st_of(st, 2, &n[0])->used >= (40u << 20));
+	CHECK(st_of(st, 2, &n[1])->used >= (8u << 20) && st_of(st, 2, &n[1])->used < (40u << 20));
+	fill(buf, sizeof(buf), 1);
+	CHECK_RC(em_write(r1, 4096, buf, sizeof(buf)), 0);
+	fill(buf, sizeof(buf), 2);
+	CHECK_RC(em_write(r2, 4096, buf, sizeof(buf)), 0);
+
+	/* ---- freeze a ---- */
+	freeze(n[0].pid);
+	t0 = now_ms();
+	rc = check(r1, 1);
+	CHECK(rc < 0);
+	printf("read from the frozen node failed after %llu ms: %s\n",
+	       (unsigned long long)ms_since(t0), em_strerror(rc));
+	CHECK_RC(check(r2, 2), 0); /* b serves on */
+	/* a new client connects with a frozen node in the pool */
+	/* (with etcd, the frozen node is listed until its lease runs out) */
+	q = connect_pool(n, 1500, etcd_mode ? 1 : 2);
+	rc = em_pool_status(q, st, 2);
+	CHECK(rc == em_pool_nodes(q));
+	CHECK(st_of(st, rc, &n[1])->capacity == (32u << 20));
+	if (rc == 2)
+		CHECK(st_of(st, 2, &n[0])->capacity == 0);
+	em_pool_close(q);
+	kill(n[0].pid, SIGCONT);
+	/* back by itself: the same bytes */
+	t0 = now_ms();
+	while ((rc = check(r1, 1)) && ms_since(t0) < 15000)
+		t_sleep_ms(50);
+	CHECK_RC(rc, 0);
+	printf("after SIGCONT the client read again after %llu ms\n",
+	       (unsigned long long)ms_since(t0));
+
+	/* ---- kill b, restart it on the same address ---- */
+	{
+		char again[400];
+		int port = n[1].port;
+		t_node_stop(&n[1], SIGKILL);
+		t0 = now_ms();
+		rc = check(r2, 2);
+		CHECK(rc < 0);
+		printf("read from the killed node failed after %llu ms: %s\n",
+		       (unsigned long long)ms_since(t0), em_strerror(rc));
+		snprintf(again, sizeof(again), "%s --listen tcp://127.0.0.1:%d", extra[0], port);
+		t_node_start(&n[1], "32M", secret, again);
+		CHECK(n[1].port == port);
+	}
+	/* its memory is gone: lost, never zeros */
+	t0 = now_ms();
+	while ((rc = check(r2, 2)) != -EM_ENONODE && ms_since(t0) < 15000) {
+		CHECK(rc < 0);
+		t_sleep_ms(50);
+	}
+	CHECK_RC(rc, -EM_ENONODE);
+	CHECK_RC(em_write(r2, 0, buf, 16), -EM_ENONODE);
+	CHECK_RC(check(r1, 1), 0);
+	rc = em_region_open(p, "r2", &r3);
+	/* etcd keeps the record, so the name says what happened; a static
+	 * pool has nothing left that remembers the region */
+	CHECK(rc == -EM_ENONODE || (!etcd_mode && rc == -ENOENT));
+	em_region_close(r2);
+
+	/* ---- delete while a node holding part of it is down ---- */
+	CHECK_RC(em_region_create(p, "r3", 40u << 20, &ro, &r3), 0);
+	CHECK_RC(em_pool_status(p, st, 2), 2);
+	CHECK(st_of(st, 2, &n[1])->used > 0); /* striped: b has part of it */
+	em_region_close(r3);
+	freeze(n[1].pid);
+	rc = em_region_delete(p, "r3");
+	CHECK(rc == 0 || rc == -EHOSTDOWN || rc == -ETIMEDOUT);
+	kill(n[1].pid, SIGCONT);
+	/* the name can be used again once b answers */
+	t0 = now_ms();
+	while ((rc = em_region_create(p, "r3", 40u << 20, &ro, &r3)) && ms_since(t0) < 15000)
+		t_sleep_ms(100);
+	CHECK_RC(rc, 0);
+	fill(buf, sizeof(buf), 3);
+	CHECK_RC(em_write(r3, 4096, buf, sizeof(buf)), 0);
+	CHECK_RC(check(r3, 3), 0);
+	CHECK_RC(check(r1, 1), 0);
+	em_region_close(r3);
+	em_region_close(r1);
+	em_pool_close(p);
+	t_node_stop(&n[0], SIGTERM);
+	t_node_stop(&n[1], SIGTERM);
+	if (etcd_mode)
+		t_etcd_stop(&ec);
+	t_cleanup();
+	return 0;
+}
