@@ -19,9 +19,21 @@
  * waiting on it return now rather than at their timeout, and it is not
  * dialled until it registers again.
  *
- * Locking: the pool lock guards the default queue's channels and the
- * region list; the reconnect thread dials without it and takes it only to
- * swap a channel in.
+ * The reconnect thread runs only while a connection is down: it starts
+ * when a call finds one down (or at connect) and ends when all are up
+ * again. A healthy pool thus has no thread of its own, so a process that
+ * forks while holding one forks single-threaded as far as we are
+ * concerned. For a fork while a thread is running, handlers registered
+ * with pthread_atfork hold every pool's lock across the fork (no thread
+ * of ours holds one half-way in the child), and in the child they forget
+ * the threads, which did not survive: the next call that finds a
+ * connection down starts a reconnect thread of the child's own. The
+ * membership watch is not restarted in a child.
+ *
+ * Locking: the pool lock guards the default queue's channels, the region
+ * list and whether the reconnect thread runs; the reconnect thread dials
+ * without it and takes it only to swap a channel in. The list of pools
+ * (for fork) has its own lock, taken before any pool's.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -41,8 +53,13 @@
 #define BACKOFF_MAX_MS 2000
 
 struct em_health {
+	em_pool *pool;
+	struct em_health *next; /* all pools' (under all_lock), for fork */
 	pthread_t recon, watch;
-	bool have_recon, have_watch;
+	bool can_recon;  /* the transport's channels can be made again */
+	bool recon_on;   /* the reconnect thread runs (pool lock) */
+	bool recon_join; /* `recon` names a thread not yet joined (pool lock) */
+	bool have_watch;
 	bool stop;           /* under the pool lock */
 	pthread_cond_t cv;   /* with the pool lock: a channel came back, or stop */
 	pthread_cond_t kick; /* with the pool lock: something to reconnect */
@@ -51,10 +68,56 @@ struct em_health {
 	int timeout_ms;
 };
 
+static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct em_health *all;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
 static bool chan_down(const em_pool *pool, unsigned i)
 {
 	struct em_chan *ch = pool->dq->ch[i];
 	return !ch || ch->broken;
+}
+
+/* Whether the reconnect thread has work: a node down that may be dialled
+ * (one that left the cluster waits until it registers again). */
+static bool need_recon(const em_pool *pool)
+{
+	for (unsigned i = 0; i < pool->n; i++)
+		if (chan_down(pool, i) && !pool->nodes[i].dir_down)
+			return true;
+	return false;
+}
+
+/* fork: no pool lock may be held half-way by another thread in the child */
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&all_lock);
+	for (struct em_health *h = all; h; h = h->next)
+		pthread_mutex_lock(&h->pool->lock);
+}
+
+static void fork_parent(void)
+{
+	for (struct em_health *h = all; h; h = h->next)
+		pthread_mutex_unlock(&h->pool->lock);
+	pthread_mutex_unlock(&all_lock);
+}
+
+/* Only the forking thread lives on in the child: ours are gone. */
+static void fork_child(void)
+{
+	for (struct em_health *h = all; h; h = h->next) {
+		h->recon_on = h->recon_join = h->have_watch = false;
+		pthread_cond_init(&h->cv, NULL);
+		pthread_cond_init(&h->kick, NULL);
+		pthread_mutex_unlock(&h->pool->lock);
+	}
+	pthread_mutex_unlock(&all_lock);
+}
+
+static void atfork_register(void)
+{
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
 bool em_node_down(const em_pool *pool, unsigned i)
@@ -210,13 +273,40 @@ static void *recon_main(void *arg)
 				       n->addr, em_strerror(rc), n->backoff_ms);
 			}
 		}
+		if (!need_recon(pool))
+			break; /* all up again: a later break starts another thread */
 		now = em_now_ns();
 		abstime_in(&ts, next > now ? (int)((next - now) / 1000000) + 1 : 1);
 		if (!h->stop)
 			pthread_cond_timedwait(&h->kick, &pool->lock, &ts);
 	}
+	h->recon_on = false;
 	pthread_mutex_unlock(&pool->lock);
 	return NULL;
+}
+
+/* With the pool lock held: a reconnect thread runs if one has work. */
+static void ensure_recon(em_pool *pool)
+{
+	struct em_health *h = pool->health;
+
+	if (!h || !h->can_recon || h->recon_on || h->stop || !need_recon(pool))
+		return;
+	if (h->recon_join) {
+		/* one that has ended (it needs the lock no more) */
+		pthread_join(h->recon, NULL);
+		h->recon_join = false;
+	}
+	if (pthread_create(&h->recon, NULL, recon_main, pool)) {
+		em_log(EM_LOG_WARN, "no reconnect thread: %s", em_strerror(-errno));
+		return;
+	}
+	h->recon_on = h->recon_join = true;
+}
+
+void em_health_kick(em_pool *pool)
+{
+	ensure_recon(pool);
 }
 
 /* Cuts node i's connection without the pool lock: whoever waits on it
@@ -257,6 +347,7 @@ static int watch_cb(void *arg, const struct em_etcd_kv *kv)
 			n->retry_at_ns = 0;
 			n->backoff_ms = 0;
 			pthread_cond_signal(&h->kick);
+			ensure_recon(pool);
 			pthread_mutex_unlock(&pool->lock);
 		}
 		return 0;
@@ -327,8 +418,16 @@ int em_health_start(em_pool *pool, const char *etcd, const char *cluster)
 	}
 	/* a transport's own channels (OmniXtend, the fault injector) are not
 	 * re-made: reconnects are for the plain TCP data path */
-	if (!pool->tp->wrap && !pthread_create(&h->recon, NULL, recon_main, pool))
-		h->have_recon = true;
+	h->can_recon = !pool->tp->wrap;
+	h->pool = pool;
+	pthread_once(&atfork_once, atfork_register);
+	pthread_mutex_lock(&all_lock);
+	h->next = all;
+	all = h;
+	pthread_mutex_unlock(&all_lock);
+	pthread_mutex_lock(&pool->lock);
+	ensure_recon(pool); /* nodes that did not answer the connect */
+	pthread_mutex_unlock(&pool->lock);
 	if (etcd && etcd[0] &&
 	    !em_cluster_prefix(h->nodes_prefix, sizeof(h->nodes_prefix),
 			       cluster && *cluster ? cluster : EM_CLUSTER_DEFAULT, "nodes")) {
@@ -345,12 +444,19 @@ void em_health_stop(em_pool *pool)
 
 	if (!h)
 		return;
+	pthread_mutex_lock(&all_lock);
+	for (struct em_health **p = &all; *p; p = &(*p)->next)
+		if (*p == h) {
+			*p = h->next;
+			break;
+		}
+	pthread_mutex_unlock(&all_lock);
 	pthread_mutex_lock(&pool->lock);
 	h->stop = true;
 	pthread_cond_broadcast(&h->kick);
 	pthread_cond_broadcast(&h->cv);
 	pthread_mutex_unlock(&pool->lock);
-	if (h->have_recon)
+	if (h->recon_join) /* no other thread starts one once stop is set */
 		pthread_join(h->recon, NULL);
 	if (h->have_watch)
 		pthread_join(h->watch, NULL);
@@ -375,10 +481,11 @@ int em_health_wait(em_pool *pool, unsigned i)
 		pool->dq->ch[i]->ops->fail(pool->dq->ch[i], -EHOSTDOWN);
 	if (!chan_down(pool, i))
 		return 0;
-	if (!h || !h->have_recon)
+	if (!h || !h->can_recon)
 		return -EHOSTDOWN;
 	/* wake the dialler now rather than at its backoff */
 	pool->nodes[i].retry_at_ns = 0;
+	ensure_recon(pool);
 	pthread_cond_signal(&h->kick);
 	abstime_in(&ts, pool->timeout_ms);
 	while (chan_down(pool, i) && !h->stop)

@@ -235,6 +235,9 @@ void em_health_stop(em_pool *pool);
 /* With the pool lock held: 0 once node i's default channel is up, or
  * -EHOSTDOWN after the request timeout. */
 int em_health_wait(em_pool *pool, unsigned i);
+/* With the pool lock held: starts reconnecting if a default channel is
+ * down (after a call that may have broken one). */
+void em_health_kick(em_pool *pool);
 /* True when node i's default channel is down now (pool lock held). */
 bool em_node_down(const em_pool *pool, unsigned i);
 

@@ -662,6 +662,7 @@ int em_ctl(em_pool *pool, unsigned node, uint8_t wop, uint32_t handle, uint32_t 
 
 	pthread_mutex_lock(&pool->lock);
 	rc = em_ctl_call(pool, node, &p);
+	em_health_kick(pool);
 	pthread_mutex_unlock(&pool->lock);
 	if (res)
 		*res = p;

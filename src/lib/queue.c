@@ -526,6 +526,7 @@ static int sync_op(em_region *r, struct em_op *op)
 		if (!rc && op->opcode == EM_OP_ATOMIC)
 			op->operand = c.value;
 	}
+	em_health_kick(pool); /* a connection this call found broken */
 	pthread_mutex_unlock(&pool->lock);
 	return rc;
 }

@@ -758,6 +758,7 @@ static unsigned run_dq(em_region *r, struct req *reqs, unsigned n)
 
 	pthread_mutex_lock(&r->pool->lock);
 	bad = run(r->pool->dq, r, reqs, n);
+	em_health_kick(r->pool);
 	pthread_mutex_unlock(&r->pool->lock);
 	return bad;
 }
