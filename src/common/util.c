@@ -30,7 +30,7 @@ void em_log(enum em_log_level lvl, const char *fmt, ...)
 	va_list ap;
 	int n;
 
-	if ((int)lvl > em_log_threshold)
+	if ((int)lvl > __atomic_load_n(&em_log_threshold, __ATOMIC_RELAXED))
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);

@@ -78,12 +78,25 @@ static bool chan_down(const em_pool *pool, unsigned i)
 	return !ch || ch->broken;
 }
 
+void em_node_id(em_pool *pool, unsigned i, uint8_t id[EM_NODE_ID_LEN])
+{
+	pthread_mutex_lock(&pool->id_lock);
+	memcpy(id, pool->nodes[i].id, EM_NODE_ID_LEN);
+	pthread_mutex_unlock(&pool->id_lock);
+}
+
+/* etcd says node i left (the watch thread sets it without the pool lock) */
+static bool left(const em_pool *pool, unsigned i)
+{
+	return __atomic_load_n(&pool->nodes[i].dir_down, __ATOMIC_ACQUIRE);
+}
+
 /* Whether the reconnect thread has work: a node down that may be dialled
  * (one that left the cluster waits until it registers again). */
 static bool need_recon(const em_pool *pool)
 {
 	for (unsigned i = 0; i < pool->n; i++)
-		if (chan_down(pool, i) && !pool->nodes[i].dir_down)
+		if (chan_down(pool, i) && !left(pool, i))
 			return true;
 	return false;
 }
@@ -92,14 +105,18 @@ static bool need_recon(const em_pool *pool)
 static void fork_prepare(void)
 {
 	pthread_mutex_lock(&all_lock);
-	for (struct em_health *h = all; h; h = h->next)
+	for (struct em_health *h = all; h; h = h->next) {
 		pthread_mutex_lock(&h->pool->lock);
+		pthread_mutex_lock(&h->pool->id_lock);
+	}
 }
 
 static void fork_parent(void)
 {
-	for (struct em_health *h = all; h; h = h->next)
+	for (struct em_health *h = all; h; h = h->next) {
+		pthread_mutex_unlock(&h->pool->id_lock);
 		pthread_mutex_unlock(&h->pool->lock);
+	}
 	pthread_mutex_unlock(&all_lock);
 }
 
@@ -110,6 +127,7 @@ static void fork_child(void)
 		h->recon_on = h->recon_join = h->have_watch = false;
 		pthread_cond_init(&h->cv, NULL);
 		pthread_cond_init(&h->kick, NULL);
+		pthread_mutex_unlock(&h->pool->id_lock);
 		pthread_mutex_unlock(&h->pool->lock);
 	}
 	pthread_mutex_unlock(&all_lock);
@@ -122,7 +140,7 @@ static void atfork_register(void)
 
 bool em_node_down(const em_pool *pool, unsigned i)
 {
-	return chan_down(pool, i) || pool->nodes[i].dir_down;
+	return chan_down(pool, i) || left(pool, i);
 }
 
 /* A second descriptor on the channel's socket: shutting it down reaches
@@ -200,13 +218,20 @@ static void rebind_regions(em_pool *pool, unsigned i, bool restarted)
 /* One attempt on node i (pool lock not held). */
 static int reconnect(em_pool *pool, unsigned i)
 {
-	struct em_node tmp;
+	struct em_node tmp = { .fd = -1 };
 	struct em_chan *ch = NULL, *old;
 	bool fresh = false, restarted;
 	int rc;
 
+	/* what a dial needs: the fields health.c's other threads touch
+	 * (fd, dir_down) are not ours to copy */
 	pthread_mutex_lock(&pool->lock);
-	tmp = pool->nodes[i];
+	memcpy(tmp.addr, pool->nodes[i].addr, sizeof(tmp.addr));
+	memcpy(tmp.host, pool->nodes[i].host, sizeof(tmp.host));
+	tmp.port = pool->nodes[i].port;
+	memcpy(tmp.id, pool->nodes[i].id, EM_NODE_ID_LEN);
+	tmp.session = pool->nodes[i].session;
+	memcpy(tmp.token, pool->nodes[i].token, EM_TOKEN_LEN);
 	pthread_mutex_unlock(&pool->lock);
 	rc = em_tcp_connect(pool, &tmp, false, &ch);
 	if (rc == -ENOENT || rc == -EM_EAUTH) { /* our session is gone */
@@ -219,7 +244,9 @@ static int reconnect(em_pool *pool, unsigned i)
 	restarted = fresh && memcmp(tmp.id, pool->nodes[i].id, EM_NODE_ID_LEN);
 	pool->nodes[i].session = tmp.session;
 	memcpy(pool->nodes[i].token, tmp.token, EM_TOKEN_LEN);
+	pthread_mutex_lock(&pool->id_lock);
 	memcpy(pool->nodes[i].id, tmp.id, EM_NODE_ID_LEN);
+	pthread_mutex_unlock(&pool->id_lock);
 	old = pool->dq->ch[i];
 	ch->q = pool->dq;
 	if (ch->ops->reserve)
@@ -254,7 +281,7 @@ static void *recon_main(void *arg)
 			struct em_node *n = &pool->nodes[i];
 			int rc;
 
-			if (!chan_down(pool, i) || n->dir_down)
+			if (!chan_down(pool, i) || left(pool, i))
 				continue;
 			if (n->retry_at_ns > now) {
 				next = EM_MIN(next, n->retry_at_ns);
@@ -335,7 +362,6 @@ static int watch_cb(void *arg, const struct em_etcd_kv *kv)
 			continue;
 		if (kv->deleted) {
 			if (!__atomic_exchange_n(&n->dir_down, true, __ATOMIC_ACQ_REL)) {
-				n->down_at_ns = em_now_ns();
 				em_log(EM_LOG_INFO,
 				       "node %s: left the cluster (lease expired or stopped)",
 				       n->addr);
@@ -476,7 +502,7 @@ int em_health_wait(em_pool *pool, unsigned i)
 	struct em_health *h = pool->health;
 	struct timespec ts;
 
-	if (pool->nodes[i].dir_down && !chan_down(pool, i))
+	if (left(pool, i) && !chan_down(pool, i))
 		/* etcd says it is gone: stop using what may be a frozen peer */
 		pool->dq->ch[i]->ops->fail(pool->dq->ch[i], -EHOSTDOWN);
 	if (!chan_down(pool, i))

@@ -83,7 +83,7 @@ struct em_node {
 	int fd;              /* a dup of the default channel's socket, to cut it; -1 */
 	bool dir_down;       /* etcd: its record is gone (lease expired) */
 	unsigned backoff_ms; /* reconnect backoff, under the pool lock */
-	uint64_t retry_at_ns, down_at_ns;
+	uint64_t retry_at_ns;
 };
 
 /* A transport: how a queue's channel to a node is made and what the pool
@@ -128,6 +128,7 @@ struct em_pool {
 	void *tpriv;                       /* its state */
 	char iface[64];                    /* network interface, for transports over raw Ethernet */
 	pthread_mutex_t lock;              /* the default queue, control calls */
+	pthread_mutex_t id_lock;           /* nodes[].id, which a reconnect changes (a leaf lock) */
 	struct em_queue *dq;               /* over the session's first connections */
 	struct em_region *regions;         /* open handles, freed by em_pool_close */
 	uint8_t red, red_k, red_m;         /* default redundancy of new regions */
@@ -238,6 +239,8 @@ int em_health_wait(em_pool *pool, unsigned i);
 /* With the pool lock held: starts reconnecting if a default channel is
  * down (after a call that may have broken one). */
 void em_health_kick(em_pool *pool);
+/* Node i's identity now (a reconnect to a node that restarted changes it). */
+void em_node_id(em_pool *pool, unsigned i, uint8_t id[EM_NODE_ID_LEN]);
 /* True when node i's default channel is down now (pool lock held). */
 bool em_node_down(const em_pool *pool, unsigned i);
 

@@ -272,11 +272,10 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 		return -EINVAL;
 	if (o && (o->encrypt < -1 || o->encrypt > 1))
 		return -EINVAL;
-	em_log_threshold = EM_LOG_ERR;
 	if ((rc = em_cfg_env_num(EM_CFG_DEBUG, &debug)))
 		return rc;
-	if (debug)
-		em_log_threshold = EM_LOG_DEBUG;
+	/* atomic: another pool's thread may be logging now */
+	__atomic_store_n(&em_log_threshold, debug ? EM_LOG_DEBUG : EM_LOG_ERR, __ATOMIC_RELAXED);
 	if ((rc = em_cfg_env_num(EM_CFG_POLL_US, &poll_us)))
 		return rc;
 	rc = resolve(o, &c);
@@ -315,6 +314,7 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 		return -EINVAL;
 	}
 	pthread_mutex_init(&pool->lock, NULL);
+	pthread_mutex_init(&pool->id_lock, NULL);
 	pool->timeout_ms = c.timeout_ms;
 	/* how long a waiting call spins before it sleeps: the caller's
 	 * choice, else the setting */
@@ -398,6 +398,7 @@ fail:
 	em_dir_close(pool);
 	free(pool->nodes);
 	pthread_mutex_destroy(&pool->lock);
+	pthread_mutex_destroy(&pool->id_lock);
 	free(pool);
 	return rc;
 }
@@ -451,6 +452,7 @@ void em_pool_close(em_pool *pool)
 		pool->tp->fini(pool->tpriv, pool);
 	em_dir_close(pool);
 	pthread_mutex_destroy(&pool->lock);
+	pthread_mutex_destroy(&pool->id_lock);
 	free(pool->nodes);
 	free(pool);
 }
@@ -474,7 +476,7 @@ static int layout_encode(const em_region *r, uint8_t *out, size_t cap)
 			       .epoch = r->epoch };
 
 	for (unsigned i = 0; i < r->nseg; i++)
-		memcpy(l.ids[i], r->pool->nodes[r->node[i]].id, EM_NODE_ID_LEN);
+		em_node_id(r->pool, r->node[i], l.ids[i]);
 	memcpy(l.pattern, r->pattern, r->plen);
 	return em_layout_encode(out, cap, &l);
 }
@@ -757,9 +759,12 @@ static int region_open_named(em_pool *pool, const char *name, em_region **out)
 	/* every node named in the layout must be one of ours */
 	for (unsigned s = 0; s < r->nseg; s++) {
 		unsigned i;
-		for (i = 0; i < pool->n; i++)
-			if (!memcmp(pool->nodes[i].id, ids[s], EM_NODE_ID_LEN))
+		for (i = 0; i < pool->n; i++) {
+			uint8_t id[EM_NODE_ID_LEN];
+			em_node_id(pool, i, id);
+			if (!memcmp(id, ids[s], EM_NODE_ID_LEN))
 				break;
+		}
 		if ((i == pool->n || !handles[i]) && em_red_on(r)) {
 			/* a copy or chunk on a node that is gone or down: served
 			 * by the others; the node index only has to be a valid one */
@@ -810,9 +815,12 @@ fail:
  * restarted on the same address (empty now) is not taken for the old one. */
 static int seg_node(em_pool *pool, const struct em_region_rec *rec, unsigned s)
 {
-	for (unsigned i = 0; i < pool->n; i++)
-		if (!memcmp(pool->nodes[i].id, rec->seg_id[s], EM_NODE_ID_LEN))
+	for (unsigned i = 0; i < pool->n; i++) {
+		uint8_t id[EM_NODE_ID_LEN];
+		em_node_id(pool, i, id);
+		if (!memcmp(id, rec->seg_id[s], EM_NODE_ID_LEN))
 			return (int)i;
+	}
 	return -1;
 }
 
@@ -955,7 +963,7 @@ again:
 			goto fail;
 		}
 		r->handle[s] = res.r_region;
-		memcpy(rec.seg_id[s], pool->nodes[r->node[s]].id, EM_NODE_ID_LEN);
+		em_node_id(pool, r->node[s], rec.seg_id[s]);
 		snprintf(rec.seg_addr[s], sizeof(rec.seg_addr[s]), "%s",
 			 pool->nodes[r->node[s]].addr);
 	}
