@@ -43,7 +43,7 @@ struct llm_opts {
 	uint64_t seed, local_mem, chunk;
 	int weights, from_pool, have_local_mem;
 	struct llm_router router;
-	int prompt_len, suffix_len, kv_pool, kv_prefix, have_kv_local;
+	int prompt_len, suffix_len, kv_pool, kv_prefix, have_kv_local, requests;
 	uint64_t prompt_seed, suffix_seed, kv_local, kv_store_size;
 };
 
@@ -76,6 +76,8 @@ static void llm_usage(FILE *f)
 		"  --kv-prefix KIND      none | pool: reuse prompt prefixes through the pool's block\n"
 		"                        store (ETHERMEM_LLM_KV_STORE names it; default one per model)\n"
 		"  --kv-store-size SIZE  bytes of blocks when the store is created (default 64M)\n"
+		"  --requests N          run the prompt N times in this process, one after another,\n"
+		"                        ids on a line each; statistics of the last (default 1)\n"
 		"  --stats-json          also print the statistics as one JSON line on stderr\n"
 		"  --quiet               no human-readable statistics\n"
 		"  --help                this text\n"
@@ -153,6 +155,7 @@ static int llm_parse_args(int argc, char **argv, struct llm_opts *o)
 				.seed = 42,
 				.weights = LLM_W_MMAP,
 				.prompt_len = 1,
+				.requests = 1,
 				.prompt_seed = 1,
 				.suffix_seed = 2,
 				.kv_store_size = 64ull << 20,
@@ -204,6 +207,10 @@ static int llm_parse_args(int argc, char **argv, struct llm_opts *o)
 			if (llm_arg_int(name, v, 1, 1 << 24, &n))
 				return -EINVAL;
 			o->prompt_len = (int)n;
+		} else if (!strcmp(name, "--requests")) {
+			if (llm_arg_int(name, v, 1, 1 << 16, &n))
+				return -EINVAL;
+			o->requests = (int)n;
 		} else if (!strcmp(name, "--suffix-len")) {
 			if (llm_arg_int(name, v, 0, 1 << 24, &n))
 				return -EINVAL;
@@ -486,7 +493,7 @@ int main(int argc, char **argv)
 	int *ids = NULL, *prompt = NULL, rc, status = 1, ctx, pfx_errors = 0;
 	uint64_t rng, io0 = 0, f0 = 0, pb0 = 0, pf0 = 0, moved, faults;
 	struct llm_prefix *pfx = NULL;
-	struct llm_prefix_stats ps = { 0 };
+	struct llm_prefix_stats ps = { 0 }, ps0 = { 0 };
 	struct llm_kv_stats kv0, kv1;
 	void *pfx_conn = NULL;
 	float *scratch = NULL;
@@ -579,49 +586,60 @@ int main(int argc, char **argv)
 		pfx_conn = NULL;
 		pfx_errors++;
 	}
-	rng = o.seed ^ 0x9E3779B97F4A7C15ULL;
-	if (!rng)
-		rng = 1;
-	t_start = llm_now_ms();
-	for (int pos = 0; pos < ctx; pos++) {
-		int gen = pos - (o.prompt_len - 1); /* index of the id this pass gives */
-		int tok = pos < o.prompt_len ? prompt[pos] : ids[gen - 1];
-		double t0;
-		float *logits;
+	for (int req = 0; req < o.requests; req++) {
+		/* Every request starts from position 0 on the same engine and store:
+	 * its KV cache is overwritten as it goes, and its prefix is fetched
+	 * from the store like any other process's would be. */
+		rng = o.seed ^ 0x9E3779B97F4A7C15ULL;
+		if (!rng)
+			rng = 1;
+		if (pfx)
+			llm_prefix_stats(pfx, &ps0);
+		t_start = llm_now_ms();
+		for (int pos = 0; pos < ctx; pos++) {
+			int gen = pos - (o.prompt_len - 1); /* index of the id this pass gives */
+			int tok = pos < o.prompt_len ? prompt[pos] : ids[gen - 1];
+			double t0;
+			float *logits;
 
-		if (gen == 0) {
-			/* Everything from here on is "per token": the prompt and the
+			if (gen == 0) {
+				/* Everything from here on is "per token": the prompt and the
 			 * source's own opening are excluded. */
-			src->st.bytes_fetched = 0;
-			src->st.fetches = 0;
-			src->st.stall_ms = 0;
-			io0 = llm_read_bytes();
-			f0 = llm_faults();
-			llm_engine_kv_stats(eng, &kv0);
-			if (o.weights == LLM_W_POOL && llm_pool_backend->stats)
-				llm_pool_backend->stats(pool_cookie, &pb0, &pf0);
-			t_all = llm_now_ms();
-		}
-		t0 = llm_now_ms();
-		rc = llm_forward(eng, tok, pos, &logits);
-		if (rc) {
-			fprintf(stderr, "ethermem-llm: forward pass at position %d failed: %s\n",
-				pos, strerror(-rc));
-			goto out;
-		}
-		if (pos == 0 && pfx_conn) {
-			const char *store = NULL;
-
-			em_cfg_env_str(EM_CFG_LLM_KV_STORE, &store); /* a name: never refused */
-			rc = llm_prefix_open(llm_pool_backend, pfx_conn, eng, &src->cfg, logits,
-					     store, o.kv_store_size, &pfx);
+				src->st.bytes_fetched = 0;
+				src->st.fetches = 0;
+				src->st.stall_ms = 0;
+				io0 = llm_read_bytes();
+				f0 = llm_faults();
+				llm_engine_kv_stats(eng, &kv0);
+				if (o.weights == LLM_W_POOL && llm_pool_backend->stats)
+					llm_pool_backend->stats(pool_cookie, &pb0, &pf0);
+				t_all = llm_now_ms();
+			}
+			t0 = llm_now_ms();
+			rc = llm_forward(eng, tok, pos, &logits);
 			if (rc) {
 				fprintf(stderr,
-					"ethermem-llm: prefix store: %s (recomputing every prefix)\n",
-					strerror(-rc));
-				llm_pool_backend->store_close(NULL, pfx_conn);
-				pfx_errors++;
-			} else {
+					"ethermem-llm: forward pass at position %d failed: %s\n",
+					pos, strerror(-rc));
+				goto out;
+			}
+			if (pos == 0 && pfx_conn) {
+				const char *store = NULL;
+
+				em_cfg_env_str(EM_CFG_LLM_KV_STORE,
+					       &store); /* a name: never refused */
+				rc = llm_prefix_open(llm_pool_backend, pfx_conn, eng, &src->cfg,
+						     logits, store, o.kv_store_size, &pfx);
+				if (rc) {
+					fprintf(stderr,
+						"ethermem-llm: prefix store: %s (recomputing every prefix)\n",
+						strerror(-rc));
+					llm_pool_backend->store_close(NULL, pfx_conn);
+					pfx_errors++;
+				}
+				pfx_conn = NULL;
+			}
+			if (pos == 0 && pfx) {
 				int hit = llm_prefix_fetch(pfx, prompt, o.prompt_len);
 
 				if (hit > 0) {
@@ -630,23 +648,23 @@ int main(int argc, char **argv)
 					continue;
 				}
 			}
-			pfx_conn = NULL;
+			if (gen >= 0) {
+				ids[gen] = llm_sample(logits, src->cfg.vocab, o.temperature, &rng,
+						      scratch);
+				tok_ms[gen] = llm_now_ms() - t0;
+				if (gen == 0)
+					ttft = llm_now_ms() - t_start;
+			}
+			if (pfx && pos < o.prompt_len && (pos + 1) % LLM_KV_BLOCK == 0)
+				llm_prefix_publish(pfx, prompt, pos / LLM_KV_BLOCK);
 		}
-		if (gen >= 0) {
-			ids[gen] = llm_sample(logits, src->cfg.vocab, o.temperature, &rng, scratch);
-			tok_ms[gen] = llm_now_ms() - t0;
-			if (gen == 0)
-				ttft = llm_now_ms() - t_start;
+		t_all = llm_now_ms() - t_all;
+		if (o.print_ids) {
+			for (int i = 0; i < o.steps; i++)
+				printf("%s%d", i ? " " : "", ids[i]);
+			printf("\n");
+			fflush(stdout);
 		}
-		if (pfx && pos < o.prompt_len && (pos + 1) % LLM_KV_BLOCK == 0)
-			llm_prefix_publish(pfx, prompt, pos / LLM_KV_BLOCK);
-	}
-	t_all = llm_now_ms() - t_all;
-	if (o.print_ids) {
-		for (int i = 0; i < o.steps; i++)
-			printf("%s%d", i ? " " : "", ids[i]);
-		printf("\n");
-		fflush(stdout);
 	}
 	faults = llm_faults() - f0;
 	if (o.weights == LLM_W_STREAM) {
@@ -661,8 +679,17 @@ int main(int argc, char **argv)
 		moved = llm_read_bytes() - io0;
 	}
 	llm_engine_kv_stats(eng, &kv1);
-	if (pfx)
+	if (pfx) {
+		/* the last request's share; hit_tokens is per fetch already */
 		llm_prefix_stats(pfx, &ps);
+		ps.fetch_ms -= ps0.fetch_ms;
+		ps.bytes -= ps0.bytes;
+		ps.published -= ps0.published;
+		ps.present -= ps0.present;
+		ps.rejected -= ps0.rejected;
+		ps.errors -= ps0.errors;
+		ps.publish_ms -= ps0.publish_ms;
+	}
 	ps.errors += pfx_errors;
 	p50 = llm_pct(tok_ms, (size_t)o.steps, 50);
 	p95 = llm_pct(tok_ms, (size_t)o.steps, 95);

@@ -200,6 +200,10 @@ int llm_prefix_fetch(struct llm_prefix *p, const int *tokens, int n_prompt)
 	unsigned char *expect = NULL;
 	double t0 = llm_now_ms();
 
+	/* Keys are kept from the last prompt: another request in this
+	 * process may bring other tokens. */
+	p->nkeys = 0;
+	p->st.hit_tokens = 0;
 	if (want <= 0)
 		return 0;
 	if (llm_pfx_keys(p, tokens, want)) {

@@ -112,6 +112,20 @@ run ref3 $P2 && run got $P2 --kv-prefix pool && same got ref3
 [ "$(json prefix_hit_tokens)" = 0 ] || { cat "$T/err"; echo "FAIL: another model fetched blocks"; fail=1; }
 echo "ok: prefix published, fetched by other processes (192 of 200, 128 of a shared 140)"
 
+# Two requests in one process: the second fetches what the first published,
+# with the KV cache local and in the pool; every request's ids are the same.
+for v in "" "--kv pool"; do
+	export ETHERMEM_LLM_KV_STORE=kvt-inproc$(echo "$v" | tr -dc a-z)
+	# shellcheck disable=SC2086
+	run inproc $P --kv-prefix pool --kv-store-size 4M --requests 2 $v || continue
+	[ "$(wc -l <"$T/inproc")" = 2 ] && [ "$(sed -n 1p "$T/inproc")" = "$(cat "$T/ref")" ] &&
+		[ "$(sed -n 2p "$T/inproc")" = "$(cat "$T/ref")" ] || {
+		echo "FAIL: two requests in one process $v: ids differ"; cat "$T/inproc"; fail=1; }
+	[ "$(json prefix_hit_tokens)" = 192 ] && [ "$(json prefix_present)" = 0 ] || {
+		cat "$T/err"; echo "FAIL: second request in one process $v: want 192 fetched"; fail=1; }
+done
+echo "ok: a second request in the same process fetches the first one's prefix"
+
 # Two publishers of the same prefix at once: the first writer wins.
 export ETHERMEM_LLM_KV_STORE=kvt-race
 # shellcheck disable=SC2086
