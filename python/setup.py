@@ -37,8 +37,10 @@ setup(
     ext_modules=[
         Extension(
             "ethermem._ethermem",
-            sources=[os.path.join("src", "_ethermem.c")],
-            include_dirs=[inc_dir],
+            # libemkv (the KV block store) is built on the public API only:
+            # its source is compiled in, so it needs no library of its own.
+            sources=[os.path.join("src", "_ethermem.c"), os.path.join("..", "src", "llm", "kvstore.c")],
+            include_dirs=[inc_dir, os.path.join(here, "..", "src")],
             library_dirs=[lib_dir],
             libraries=["ethermem"],
             runtime_library_dirs=[lib_dir],

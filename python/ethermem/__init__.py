@@ -15,6 +15,9 @@ Data moves through the buffer protocol without extra copies; calls that wait
 on the network release the GIL. Failures raise :class:`Error` (an OSError
 with the errno and ethermem's text); bad arguments raise TypeError or
 ValueError. ``ethermem.torch`` offloads PyTorch modules into the pool.
+``Pool.kv_store(name)`` opens a store of immutable blocks by 16-byte key
+(``kv_key(data)`` makes one), shared by every process that names it: what a
+serving engine needs to fetch a prompt's KV cache instead of recomputing it.
 """
 from ._ethermem import (
     EAUTH,
@@ -25,10 +28,12 @@ from ._ethermem import (
     NAME_MAX,
     Completion,
     Error,
+    KVStore,
     Mapping,
     Pool,
     Queue,
     Region,
+    kv_key,
     map_cache_size,
     map_stats,
     parse_size,
@@ -38,7 +43,7 @@ from ._ethermem import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "Pool", "Region", "Mapping", "Queue", "Completion", "Error",
-    "strerror", "parse_size", "map_cache_size", "map_stats",
+    "Pool", "Region", "Mapping", "Queue", "Completion", "Error", "KVStore",
+    "kv_key", "strerror", "parse_size", "map_cache_size", "map_stats",
     "EAUTH", "EVERSION", "ENONODE", "NAME_MAX", "LIB_VERSION", "HEADER_VERSION",
 ]

@@ -28,6 +28,7 @@
 #include <time.h>
 
 #include "ethermem.h"
+#include "llm/kvstore.h"
 
 static PyObject *ErrorType;
 static PyTypeObject CompletionType;
@@ -706,6 +707,8 @@ static PyObject *pool_get_closed(PoolObject *self, void *c)
 	return PyBool_FromLong(self->closed);
 }
 
+static PyObject *pool_kv_store(PoolObject *self, PyObject *args, PyObject *kw);
+
 static PyMethodDef pool_methods[] = {
 	{ "create", (PyCFunction)(void (*)(void))pool_create, METH_VARARGS | METH_KEYWORDS,
 	  "create(size, name=None, *, chunk_size=0, exclusive=False, redundancy=None) -> Region\n\n"
@@ -730,6 +733,11 @@ static PyMethodDef pool_methods[] = {
 	{ "queue", (PyCFunction)(void (*)(void))pool_queue, METH_VARARGS | METH_KEYWORDS,
 	  "queue(depth=64) -> Queue\n\nA queue of up to depth asynchronous operations in\n"
 	  "flight, over its own connections to the nodes." },
+	{ "kv_store", (PyCFunction)(void (*)(void))pool_kv_store, METH_VARARGS | METH_KEYWORDS,
+	  "kv_store(name, capacity=0, value_max=0, create=True) -> KVStore\n\n"
+	  "Opens the block store in named region name, creating it (capacity bytes of\n"
+	  "values, default 64M; values up to value_max bytes, default 64K) if absent and\n"
+	  "create is true. An existing store keeps its own geometry." },
 	{ "close", (PyCFunction)pool_close, METH_NOARGS,
 	  "close()\n\nCloses the pool's queues and regions, then the pool. A mapping still\n"
 	  "viewed by buffers (numpy arrays, tensors) keeps its region and the connection\n"
@@ -1772,6 +1780,320 @@ static PyStructSequence_Desc completion_desc = {
 
 /* ---- module functions ---- */
 
+/* ---- KVStore: libemkv's block store (src/llm/kvstore.h) ---- */
+
+/* A store keeps its pool's handle open (as a region does) until it is
+ * closed; a closed pool refuses its calls.  libemkv handles are not
+ * thread-safe, so a call running without the GIL makes the store busy. */
+typedef struct {
+	PyObject_HEAD PoolObject *pool; /* strong */
+	em_kv *kv;                      /* NULL once closed */
+	int busy;
+} KVStoreObject;
+
+static PyTypeObject KVStoreType;
+
+/* O& converter: a 16-byte key (two little-endian 64-bit words). */
+static int to_kv_key(PyObject *o, void *out)
+{
+	struct em_kv_key *k = out;
+	Py_buffer b;
+
+	if (PyObject_GetBuffer(o, &b, PyBUF_SIMPLE))
+		return 0;
+	if (b.len != 16) {
+		PyBuffer_Release(&b);
+		PyErr_Format(PyExc_ValueError, "a key is 16 bytes, not %zd (kv_key() makes one)",
+			     b.len);
+		return 0;
+	}
+	for (int w = 0; w < 2; w++) {
+		uint64_t v = 0;
+
+		for (int i = 7; i >= 0; i--)
+			v = v << 8 | ((const unsigned char *)b.buf)[w * 8 + i];
+		k->k[w] = v;
+	}
+	PyBuffer_Release(&b);
+	return 1;
+}
+
+static int kv_usable(KVStoreObject *s)
+{
+	if (!s->kv) {
+		PyErr_SetString(PyExc_ValueError, "the store is closed");
+		return -1;
+	}
+	if (s->busy) {
+		PyErr_SetString(PyExc_RuntimeError, "the store is in use by another thread");
+		return -1;
+	}
+	return pool_usable(s->pool);
+}
+
+static PyObject *pool_kv_store(PoolObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwl[] = { "name", "capacity", "value_max", "create", NULL };
+	const char *name;
+	uint64_t cap = 0, vmax = 0;
+	int create = 1, rc;
+	struct em_kv_opts o;
+	KVStoreObject *s;
+	em_kv *kv;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "s|O&O&p:kv_store", kwl, &name, to_size, &cap,
+					 to_size, &vmax, &create))
+		return NULL;
+	if (pool_usable(self) || check_name(name))
+		return NULL;
+	if (vmax > UINT32_MAX) {
+		PyErr_SetString(PyExc_ValueError, "value_max: at most 4 GiB");
+		return NULL;
+	}
+	o = (struct em_kv_opts){
+		.size = sizeof(o), .capacity = cap, .value_max = (uint32_t)vmax, .create = create
+	};
+	self->busy++;
+	Py_BEGIN_ALLOW_THREADS rc = em_kv_open(self->pool, name, &o, &kv);
+	Py_END_ALLOW_THREADS self->busy--;
+	if (rc)
+		return raise_em(rc);
+	s = PyObject_New(KVStoreObject, &KVStoreType);
+	if (!s) {
+		em_kv_close(kv);
+		return NULL;
+	}
+	s->pool = (PoolObject *)Py_NewRef(self);
+	s->kv = kv;
+	s->busy = 0;
+	self->children++;
+	return (PyObject *)s;
+}
+
+static void kv_close_impl(KVStoreObject *s)
+{
+	em_kv *kv = s->kv;
+
+	if (!kv)
+		return;
+	s->kv = NULL;
+	Py_BEGIN_ALLOW_THREADS em_kv_close(kv);
+	Py_END_ALLOW_THREADS s->pool->children--;
+	pool_finish(s->pool);
+}
+
+static PyObject *kv_close(KVStoreObject *self, PyObject *unused)
+{
+	if (self->busy) {
+		PyErr_SetString(PyExc_RuntimeError, "the store is in use by another thread");
+		return NULL;
+	}
+	kv_close_impl(self);
+	Py_RETURN_NONE;
+}
+
+static PyObject *kv_exit(PyObject *self, PyObject *args)
+{
+	PyObject *r = kv_close((KVStoreObject *)self, NULL);
+
+	if (!r)
+		return NULL;
+	Py_DECREF(r);
+	Py_RETURN_FALSE;
+}
+
+static void kv_dealloc(KVStoreObject *self)
+{
+	kv_close_impl(self);
+	Py_DECREF(self->pool);
+	PyObject_Free(self);
+}
+
+static PyObject *kv_put(KVStoreObject *self, PyObject *args)
+{
+	struct em_kv_key k;
+	Py_buffer b;
+	int rc;
+
+	if (!PyArg_ParseTuple(args, "O&y*:put", to_kv_key, &k, &b))
+		return NULL;
+	if (kv_usable(self)) {
+		PyBuffer_Release(&b);
+		return NULL;
+	}
+	self->busy = 1;
+	self->pool->busy++;
+	Py_BEGIN_ALLOW_THREADS rc = em_kv_put(self->kv, &k, b.buf, (size_t)b.len);
+	Py_END_ALLOW_THREADS self->pool->busy--;
+	self->busy = 0;
+	PyBuffer_Release(&b);
+	if (rc < 0)
+		return raise_em(rc);
+	return PyBool_FromLong(rc == 0);
+}
+
+static PyObject *kv_get(KVStoreObject *self, PyObject *args, PyObject *kw)
+{
+	static char *kwl[] = { "key", "into", NULL };
+	struct em_kv_key k;
+	PyObject *into = Py_None, *out = NULL;
+	Py_buffer b = { 0 };
+	void *buf;
+	size_t cap;
+	int rc;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "O&|O:get", kwl, to_kv_key, &k, &into))
+		return NULL;
+	if (kv_usable(self))
+		return NULL;
+	if (into != Py_None) {
+		if (PyObject_GetBuffer(into, &b, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS))
+			return NULL;
+		buf = b.buf;
+		cap = (size_t)b.len;
+	} else {
+		cap = em_kv_value_max(self->kv);
+		if (!(out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap)))
+			return NULL;
+		buf = PyBytes_AS_STRING(out);
+	}
+	self->busy = 1;
+	self->pool->busy++;
+	Py_BEGIN_ALLOW_THREADS rc = em_kv_get(self->kv, &k, buf, cap);
+	Py_END_ALLOW_THREADS self->pool->busy--;
+	self->busy = 0;
+	if (into != Py_None)
+		PyBuffer_Release(&b);
+	if (rc == -ENOENT) {
+		Py_XDECREF(out);
+		Py_RETURN_NONE;
+	}
+	if (rc < 0) {
+		Py_XDECREF(out);
+		return raise_em(rc);
+	}
+	if (!out)
+		return PyLong_FromLong(rc);
+	if (_PyBytes_Resize(&out, rc))
+		return NULL;
+	return out;
+}
+
+static PyObject *kv_exists(KVStoreObject *self, PyObject *args)
+{
+	struct em_kv_key k;
+	int rc;
+
+	if (!PyArg_ParseTuple(args, "O&:exists", to_kv_key, &k))
+		return NULL;
+	if (kv_usable(self))
+		return NULL;
+	self->busy = 1;
+	self->pool->busy++;
+	Py_BEGIN_ALLOW_THREADS rc = em_kv_exists(self->kv, &k);
+	Py_END_ALLOW_THREADS self->pool->busy--;
+	self->busy = 0;
+	if (rc < 0)
+		return raise_em(rc);
+	return PyBool_FromLong(rc);
+}
+
+static PyObject *kv_stats(KVStoreObject *self, PyObject *unused)
+{
+	struct em_kv_stats st = { .size = sizeof(st) };
+	int rc;
+
+	if (kv_usable(self))
+		return NULL;
+	self->busy = 1;
+	self->pool->busy++;
+	Py_BEGIN_ALLOW_THREADS rc = em_kv_stats(self->kv, &st);
+	Py_END_ALLOW_THREADS self->pool->busy--;
+	self->busy = 0;
+	if (rc < 0)
+		return raise_em(rc);
+	return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsK}", "entries", (unsigned long long)st.entries,
+			     "value_max", (unsigned long long)st.value_max, "used",
+			     (unsigned long long)st.used, "bytes", (unsigned long long)st.bytes,
+			     "hits", (unsigned long long)st.hits, "misses",
+			     (unsigned long long)st.misses, "puts", (unsigned long long)st.puts,
+			     "present", (unsigned long long)st.present, "evictions",
+			     (unsigned long long)st.evictions, "corrupt",
+			     (unsigned long long)st.corrupt);
+}
+
+static PyObject *kv_get_value_max(KVStoreObject *self, void *c)
+{
+	if (!self->kv) {
+		PyErr_SetString(PyExc_ValueError, "the store is closed");
+		return NULL;
+	}
+	return PyLong_FromUnsignedLong(em_kv_value_max(self->kv));
+}
+
+static PyObject *kv_get_closed(KVStoreObject *self, void *c)
+{
+	return PyBool_FromLong(self->kv == NULL);
+}
+
+static PyMethodDef kv_methods[] = {
+	{ "put", (PyCFunction)kv_put, METH_VARARGS,
+	  "put(key, data) -> bool\n\nStores data (a bytes-like object of at most value_max bytes)\n"
+	  "under key: True if stored, False if the key was already present (the first\n"
+	  "writer wins; values are immutable)." },
+	{ "get", (PyCFunction)(void (*)(void))kv_get, METH_VARARGS | METH_KEYWORDS,
+	  "get(key, into=None) -> bytes | int | None\n\nThe value under key, None when absent or\n"
+	  "evicted. With into (a writable buffer) the value is read there and its length\n"
+	  "returned. A value failing its checksum raises Error (EBADMSG)." },
+	{ "exists", (PyCFunction)kv_exists, METH_VARARGS,
+	  "exists(key) -> bool\n\nWhether a value is stored under key." },
+	{ "stats", (PyCFunction)kv_stats, METH_NOARGS,
+	  "stats() -> dict\n\nentries, value_max, used, bytes, and pool-wide counters since\n"
+	  "the store was created: hits, misses, puts, present, evictions, corrupt." },
+	{ "close", (PyCFunction)kv_close, METH_NOARGS, "close()\n\nCloses the store's handle." },
+	{ "__enter__", pool_enter, METH_NOARGS, NULL },
+	{ "__exit__", kv_exit, METH_VARARGS, NULL },
+	{ NULL },
+};
+
+static PyGetSetDef kv_getset[] = {
+	{ "value_max", (getter)kv_get_value_max, NULL, "largest value the store holds, bytes",
+	  NULL },
+	{ "closed", (getter)kv_get_closed, NULL, "True once close() was called", NULL },
+	{ NULL },
+};
+
+static PyTypeObject KVStoreType = {
+	PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ethermem.KVStore",
+	.tp_basicsize = sizeof(KVStoreObject),
+	.tp_flags = Py_TPFLAGS_DEFAULT,
+	.tp_doc = "A store of immutable blocks in the pool by 16-byte key, shared by every\n"
+		  "process that opens it by name (libemkv): Pool.kv_store(name, capacity=0,\n"
+		  "value_max=0, create=True). Eviction is least recently used within each set\n"
+		  "of the directory. A context manager: leaving the block closes it.",
+	.tp_dealloc = (destructor)kv_dealloc,
+	.tp_methods = kv_methods,
+	.tp_getset = kv_getset,
+};
+
+static PyObject *mod_kv_key(PyObject *m, PyObject *args, PyObject *kw)
+{
+	static char *kwl[] = { "data", "seed", NULL };
+	struct em_kv_key k;
+	uint64_t seed = 0;
+	unsigned char out[16];
+	Py_buffer b;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|O&:kv_key", kwl, &b, to_u64, &seed))
+		return NULL;
+	em_kv_hash(b.buf, (size_t)b.len, seed, &k);
+	PyBuffer_Release(&b);
+	for (int w = 0; w < 2; w++)
+		for (int i = 0; i < 8; i++)
+			out[w * 8 + i] = (unsigned char)(k.k[w] >> (8 * i));
+	return PyBytes_FromStringAndSize((const char *)out, 16);
+}
+
 static PyObject *mod_strerror(PyObject *m, PyObject *args)
 {
 	int e;
@@ -1816,6 +2138,9 @@ static PyMethodDef module_methods[] = {
 	  "map_cache_size(size)\n\nSets the process-wide cache budget of all mappings." },
 	{ "map_stats", mod_map_stats, METH_NOARGS,
 	  "map_stats() -> dict\n\nMapping counters, totals of the process." },
+	{ "kv_key", (PyCFunction)(void (*)(void))mod_kv_key, METH_VARARGS | METH_KEYWORDS,
+	  "kv_key(data, seed=0) -> bytes\n\nA 16-byte KVStore key: libemkv's 128-bit hash (not\n"
+	  "cryptographic) of data; chain keys by seeding with a part of the previous one." },
 	{ NULL },
 };
 
@@ -1830,10 +2155,10 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC PyInit__ethermem(void)
 {
 	PyObject *m;
-	PyTypeObject *types[] = { &PoolType, &RegionType, &MapType, &QueueType };
-	const char *names[] = { "Pool", "Region", "Mapping", "Queue" };
+	PyTypeObject *types[] = { &PoolType, &RegionType, &MapType, &QueueType, &KVStoreType };
+	const char *names[] = { "Pool", "Region", "Mapping", "Queue", "KVStore" };
 
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 5; i++)
 		if (PyType_Ready(types[i]))
 			return NULL;
 	if (!CompletionType.tp_name &&
@@ -1858,7 +2183,7 @@ PyMODINIT_FUNC PyInit__ethermem(void)
 		Py_DECREF(m);
 		return NULL;
 	}
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 5; i++)
 		if (PyModule_AddObjectRef(m, names[i], (PyObject *)types[i])) {
 			Py_DECREF(m);
 			return NULL;

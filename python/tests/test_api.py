@@ -1,6 +1,7 @@
 """The Python API against two real memory nodes (run.sh starts them and sets
 ETHERMEM_NODES / ETHERMEM_SECRET_FILE): regions, zero-copy reads and writes,
-atomics, the batch queue, mappings viewed by NumPy, errors and bad arguments,
+atomics, the batch queue, mappings viewed by NumPy, the KV block store,
+errors and bad arguments,
 and that waiting on the network leaves the GIL to other threads."""
 import errno
 import os
@@ -385,6 +386,60 @@ class TestMapping(Base):
         gc.collect()
 
 
+class TestKVStore(Base):
+    def test_put_get_exists_between_handles(self):
+        with self.pool.kv_store("py-kv", capacity="1M", value_max="8K") as s:
+            self.assertEqual(s.value_max, 8192)
+            k = ethermem.kv_key(b"a prompt's first block")
+            self.assertEqual(len(k), 16)
+            self.assertEqual(k, ethermem.kv_key(b"a prompt's first block"))
+            self.assertNotEqual(k, ethermem.kv_key(b"a prompt's first block", seed=1))
+            self.assertFalse(s.exists(k))
+            self.assertIsNone(s.get(k))
+            block = np.arange(1024, dtype=np.float32)
+            self.assertTrue(s.put(k, block))
+            self.assertFalse(s.put(k, b"another value"))  # the first writer wins
+            self.assertTrue(s.exists(k))
+            self.assertEqual(s.get(k), block.tobytes())
+            # another connection, as another process would open it
+            with ethermem.Pool() as p2, p2.kv_store("py-kv", create=False) as s2:
+                out = np.zeros(1024, np.float32)
+                self.assertEqual(s2.get(k, into=out), 4096)
+                self.assertTrue(np.array_equal(out, block))
+                with self.assertRaises(ethermem.Error) as e:
+                    s2.get(k, into=bytearray(100))
+                self.assertEqual(e.exception.errno, errno.EMSGSIZE)
+            st = s.stats()
+            self.assertEqual(st["used"], 1)
+            self.assertEqual(st["bytes"], 4096)
+            self.assertGreaterEqual(st["hits"], 2)
+            self.assertGreaterEqual(st["present"], 1)
+            with self.assertRaises(ethermem.Error) as e:
+                s.put(ethermem.kv_key(b"big"), bytes(8193))
+            self.assertEqual(e.exception.errno, errno.EMSGSIZE)
+        self.assertTrue(s.closed)
+        with self.assertRaises(ValueError):
+            s.get(k)
+        with self.assertRaises(ValueError):
+            s.put(b"short", b"x")  # keys are 16 bytes
+
+    def test_full_store_evicts(self):
+        with self.pool.kv_store("py-kv-small", capacity="64K", value_max="4K") as s:
+            keys = [ethermem.kv_key(str(i).encode()) for i in range(64)]
+            for i, k in enumerate(keys):
+                self.assertTrue(s.put(k, bytes([i]) * 100))
+            st = s.stats()
+            self.assertLessEqual(st["used"], st["entries"])
+            self.assertGreater(st["evictions"], 0)
+            last = s.get(keys[-1])  # the newest is in
+            self.assertEqual(last, bytes([63]) * 100)
+
+    def test_missing_store(self):
+        with self.assertRaises(ethermem.Error) as e:
+            self.pool.kv_store("py-kv-absent", create=False)
+        self.assertEqual(e.exception.errno, errno.ENOENT)
+
+
 class TestOddArguments(Base):
     """Every method, thrown odd values: an exception of the documented kinds,
     never a crash or anything else."""
@@ -399,11 +454,13 @@ class TestOddArguments(Base):
         r = self.pool.create(1 << 20)
         q = self.pool.queue(depth=4)
         m = r.map(cache="4M")
-        skip = {"close", "_c_read_loop", "delete"}
-        targets = [(o, n) for o in (self.pool, r, q, m) for n in dir(o)
+        kv = self.pool.kv_store("py-kv-odd", capacity="256K", value_max="4K")
+        skip = {"close", "_c_read_loop", "delete", "kv_store"}
+        targets = [(o, n) for o in (self.pool, r, q, m, kv) for n in dir(o)
                    if not n.startswith("__") and n not in skip and callable(getattr(o, n))]
         targets.append((ethermem, "parse_size"))
         targets.append((ethermem, "strerror"))
+        targets.append((ethermem, "kv_key"))
         calls = 0
         for obj, name in targets:
             f = getattr(obj, name)
@@ -426,15 +483,18 @@ class TestOddArguments(Base):
         m.close()
         q.close()
         r.close()
+        kv.close()
 
 
 class TestDocs(unittest.TestCase):
     def test_docstrings_and_stubs(self):
         for obj in [ethermem, ethermem.Pool, ethermem.Region, ethermem.Mapping, ethermem.Queue,
                     ethermem.Error, ethermem.Completion, ethermem.strerror, ethermem.parse_size,
-                    ethermem.map_cache_size, ethermem.map_stats]:
+                    ethermem.map_cache_size, ethermem.map_stats, ethermem.KVStore,
+                    ethermem.kv_key]:
             self.assertTrue(obj.__doc__, obj)
-        for cls in [ethermem.Pool, ethermem.Region, ethermem.Mapping, ethermem.Queue]:
+        for cls in [ethermem.Pool, ethermem.Region, ethermem.Mapping, ethermem.Queue,
+                    ethermem.KVStore]:
             for name, member in vars(cls).items():
                 if not name.startswith("_"):
                     self.assertTrue(getattr(member, "__doc__", None), f"{cls.__name__}.{name}")
