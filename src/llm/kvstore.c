@@ -36,6 +36,7 @@
  * clock (atomic unsigned max, so stamps only grow).
  */
 #include "llm/kvstore.h"
+#include "llm/kvstore_dec.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -60,7 +61,7 @@ struct em_kv {
 	em_pool *pool;
 	em_region *r;
 	em_queue *q;
-	uint64_t sets, ways, vmax, slot, dir, data;
+	struct kv_geom g;
 };
 
 static inline uint64_t kv_rotl(uint64_t x, int r)
@@ -124,14 +125,19 @@ static inline uint64_t kv_fp(const struct em_kv_key *k)
 	return (k->k[1] >> 32) | 1; /* never 0, so an EMPTY word is never a claim */
 }
 
+static inline int kv_key_eq(const uint64_t *e, const struct em_kv_key *k)
+{
+	return e[E_K0] == k->k[0] && e[E_K1] == k->k[1];
+}
+
 static inline uint64_t kv_set(const em_kv *kv, const struct em_kv_key *k)
 {
-	return k->k[0] % kv->sets;
+	return k->k[0] % kv->g.sets;
 }
 
 static inline uint64_t kv_ent_off(const em_kv *kv, uint64_t idx)
 {
-	return kv->dir + idx * KV_ENT;
+	return kv->g.dir + idx * KV_ENT;
 }
 
 /* Runs ops[0..n) through the queue, up to its depth at a time; res[i] gets
@@ -190,32 +196,57 @@ static int kv_atomic(em_kv *kv, uint64_t off, enum em_atomic_op op, uint64_t ope
 	return em_atomic(kv->r, off, op, operand, compare, old);
 }
 
-static int kv_read_header(em_kv *kv)
+int kv_decode_header(const uint64_t h[8], uint64_t size, struct kv_geom *g)
 {
-	uint64_t h[8];
-	int rc = em_read(kv->r, 0, h, sizeof(h));
-	uint64_t size = em_region_size(kv->r), ents;
+	uint64_t ents;
 
-	if (rc)
-		return rc;
 	if (h[H_MAGIC] == 0)
 		return -EAGAIN; /* the creator has not finished */
 	if (h[H_MAGIC] != KV_MAGIC || h[H_VERSION] != KV_VERSION)
 		return -EPROTO;
-	kv->sets = h[H_SETS];
-	kv->ways = h[H_WAYS];
-	kv->vmax = h[H_VMAX];
-	kv->dir = h[H_DIR];
-	kv->data = h[H_DATA];
-	kv->slot = (kv->vmax + 4095) & ~4095ull;
+	g->sets = h[H_SETS];
+	g->ways = h[H_WAYS];
+	g->vmax = h[H_VMAX];
+	g->dir = h[H_DIR];
+	g->data = h[H_DATA];
 	/* Never trust the region's numbers: they must describe this region. */
-	if (!kv->sets || !kv->ways || kv->ways > EM_KV_WAYS || !kv->vmax || kv->vmax > (1u << 30) ||
-	    __builtin_mul_overflow(kv->sets, kv->ways, &ents) || kv->dir < KV_HDR ||
-	    kv->dir > size || ents > (size - kv->dir) / KV_ENT ||
-	    kv->data < kv->dir + ents * KV_ENT || kv->data > size ||
-	    ents > (size - kv->data) / kv->slot)
+	if (!g->sets || !g->ways || g->ways > EM_KV_WAYS || !g->vmax || g->vmax > (1u << 30) ||
+	    __builtin_mul_overflow(g->sets, g->ways, &ents) || g->dir < KV_HDR || g->dir > size ||
+	    ents > (size - g->dir) / KV_ENT || g->data < g->dir + ents * KV_ENT || g->data > size)
+		return -EPROTO;
+	g->slot = (g->vmax + 4095) & ~4095ull;
+	if (ents > (size - g->data) / g->slot)
 		return -EPROTO;
 	return 0;
+}
+
+int kv_decode_find(const struct kv_geom *g, const uint64_t *set, const struct em_kv_key *k,
+		   size_t cap, uint64_t *way)
+{
+	for (uint64_t w = 0; w < g->ways; w++) {
+		const uint64_t *e = set + w * 8;
+
+		if ((e[E_STATE] & 3) != KV_VALID || (e[E_STATE] >> 32) != kv_fp(k) ||
+		    !kv_key_eq(e, k))
+			continue;
+		*way = w;
+		if (e[E_LEN] > g->vmax)
+			return -EBADMSG; /* a length no writer could have put there */
+		if (e[E_LEN] > cap)
+			return -EMSGSIZE;
+		return (int)e[E_LEN];
+	}
+	return -ENOENT;
+}
+
+static int kv_read_header(em_kv *kv)
+{
+	uint64_t h[8];
+	int rc = em_read(kv->r, 0, h, sizeof(h));
+
+	if (rc)
+		return rc;
+	return kv_decode_header(h, em_region_size(kv->r), &kv->g);
 }
 
 static int kv_create(em_kv *kv, const char *name, const struct em_kv_opts *o)
@@ -309,17 +340,12 @@ void em_kv_close(em_kv *kv)
 
 uint32_t em_kv_value_max(const em_kv *kv)
 {
-	return (uint32_t)kv->vmax;
+	return (uint32_t)kv->g.vmax;
 }
 
 static int kv_read_set(em_kv *kv, uint64_t set, uint64_t *ents)
 {
-	return em_read(kv->r, kv_ent_off(kv, set * kv->ways), ents, kv->ways * KV_ENT);
-}
-
-static inline int kv_key_eq(const uint64_t *e, const struct em_kv_key *k)
-{
-	return e[E_K0] == k->k[0] && e[E_K1] == k->k[1];
+	return em_read(kv->r, kv_ent_off(kv, set * kv->g.ways), ents, kv->g.ways * KV_ENT);
 }
 
 /* 1 when the set (ways entries of 8 words) holds the key, or a claim of its
@@ -327,7 +353,7 @@ static inline int kv_key_eq(const uint64_t *e, const struct em_kv_key *k)
 static int kv_set_has(const em_kv *kv, const uint64_t *ents, const struct em_kv_key *k,
 		      uint64_t skip)
 {
-	for (uint64_t w = 0; w < kv->ways; w++) {
+	for (uint64_t w = 0; w < kv->g.ways; w++) {
 		const uint64_t *e = ents + w * 8;
 		uint64_t st = e[E_STATE] & 3;
 
@@ -346,7 +372,7 @@ int em_kv_put(em_kv *kv, const struct em_kv_key *key, const void *buf, size_t le
 
 	if (!kv || !key || (!buf && len))
 		return -EINVAL;
-	if (len > kv->vmax)
+	if (len > kv->g.vmax)
 		return -EMSGSIZE;
 	set = kv_set(kv, key);
 	for (int attempt = 0; attempt < 4; attempt++) {
@@ -361,7 +387,7 @@ int em_kv_put(em_kv *kv, const struct em_kv_key *key, const void *buf, size_t le
 		}
 		if ((rc = kv_atomic(kv, C_CLOCK * 8, EM_ATOMIC_FADD, 1, 0, &clock)))
 			return rc;
-		for (uint64_t w = 0; w < kv->ways; w++) {
+		for (uint64_t w = 0; w < kv->g.ways; w++) {
 			const uint64_t *e = ents + w * 8;
 			uint64_t st = e[E_STATE] & 3, age = e[E_STAMP];
 
@@ -382,7 +408,7 @@ int em_kv_put(em_kv *kv, const struct em_kv_key *key, const void *buf, size_t le
 			return -EBUSY;
 		old = ents[victim * 8 + E_STATE];
 		claim = kv_fp(key) << 32 | ((((old >> 2) + 1) & 0x3fffffff) << 2) | KV_WRITING;
-		base = kv_ent_off(kv, set * kv->ways + victim);
+		base = kv_ent_off(kv, set * kv->g.ways + victim);
 		if ((rc = kv_atomic(kv, base, EM_ATOMIC_CAS, claim, old, &old)))
 			return rc;
 		if (old != ents[victim * 8 + E_STATE])
@@ -403,8 +429,9 @@ int em_kv_put(em_kv *kv, const struct em_kv_key *key, const void *buf, size_t le
 		fields[3] = kv_csum(buf, len);
 		fields[4] = clock;
 		if ((rc = em_write(kv->r, base + 8, fields, sizeof(fields))) ||
-		    (len && (rc = em_write(kv->r, kv->data + (set * kv->ways + victim) * kv->slot,
-					   buf, len))))
+		    (len &&
+		     (rc = em_write(kv->r, kv->g.data + (set * kv->g.ways + victim) * kv->g.slot,
+				    buf, len))))
 			return rc;
 		if ((rc = kv_atomic(kv, base, EM_ATOMIC_CAS, (claim & ~3ull) | KV_VALID, claim,
 				    &old)))
@@ -431,7 +458,7 @@ int em_kv_get_batch(em_kv *kv, unsigned n, const struct em_kv_key *keys, void *c
 		return 0;
 	if (!kv->q)
 		return -EIO;
-	sets = malloc((size_t)n * kv->ways * KV_ENT);
+	sets = malloc((size_t)n * kv->g.ways * KV_ENT);
 	idx = malloc(n * sizeof(*idx));
 	state = malloc(n * sizeof(*state));
 	now = malloc((n + 1) * sizeof(*now));
@@ -443,17 +470,19 @@ int em_kv_get_batch(em_kv *kv, unsigned n, const struct em_kv_key *keys, void *c
 	}
 	/* Round trip 1: every key's set. */
 	for (unsigned i = 0; i < n; i++)
-		ops[i] = (struct em_op){ .opcode = EM_OP_READ,
-					 .region = kv->r,
-					 .offset = kv_ent_off(kv, kv_set(kv, &keys[i]) * kv->ways),
-					 .buf = sets + (size_t)i * kv->ways * 8,
-					 .len = kv->ways * KV_ENT };
+		ops[i] =
+			(struct em_op){ .opcode = EM_OP_READ,
+					.region = kv->r,
+					.offset = kv_ent_off(kv, kv_set(kv, &keys[i]) * kv->g.ways),
+					.buf = sets + (size_t)i * kv->g.ways * 8,
+					.len = kv->g.ways * KV_ENT };
 	if ((rc = kv_run(kv, ops, n, r, NULL)))
 		goto out;
 	/* Round trip 2: the values found, and a clock tick for their stamps. */
 	nops = 0;
 	for (unsigned i = 0; i < n; i++) {
-		const uint64_t *e = NULL;
+		const uint64_t *e;
+		uint64_t w = 0;
 
 		res[i] = -ENOENT;
 		idx[i] = UINT64_MAX;
@@ -461,34 +490,18 @@ int em_kv_get_batch(em_kv *kv, unsigned n, const struct em_kv_key *keys, void *c
 			rc = r[i];
 			goto out;
 		}
-		for (uint64_t w = 0; w < kv->ways; w++) {
-			const uint64_t *c = sets + ((size_t)i * kv->ways + w) * 8;
-
-			if ((c[E_STATE] & 3) == KV_VALID && (c[E_STATE] >> 32) == kv_fp(&keys[i]) &&
-			    kv_key_eq(c, &keys[i])) {
-				e = c;
-				idx[i] = kv_set(kv, &keys[i]) * kv->ways + w;
-				break;
-			}
-		}
-		if (!e)
+		res[i] = kv_decode_find(&kv->g, sets + (size_t)i * kv->g.ways * 8, &keys[i], cap,
+					&w);
+		if (res[i] < 0)
 			continue;
-		if (e[E_LEN] > kv->vmax) {
-			res[i] = -EBADMSG;
-			idx[i] = UINT64_MAX;
-			continue;
-		}
-		if (e[E_LEN] > cap) {
-			res[i] = -EMSGSIZE;
-			idx[i] = UINT64_MAX;
-			continue;
-		}
+		e = sets + ((size_t)i * kv->g.ways + w) * 8;
+		idx[i] = kv_set(kv, &keys[i]) * kv->g.ways + w;
 		state[i] = e[E_STATE];
 		res[i] = (int)e[E_LEN];
 		if (e[E_LEN])
 			ops[nops++] = (struct em_op){ .opcode = EM_OP_READ,
 						      .region = kv->r,
-						      .offset = kv->data + idx[i] * kv->slot,
+						      .offset = kv->g.data + idx[i] * kv->g.slot,
 						      .buf = bufs[i],
 						      .len = e[E_LEN] };
 	}
@@ -512,7 +525,7 @@ int em_kv_get_batch(em_kv *kv, unsigned n, const struct em_kv_key *keys, void *c
 
 		if (idx[i] == UINT64_MAX)
 			continue;
-		e = sets + ((size_t)i * kv->ways + idx[i] % kv->ways) * 8;
+		e = sets + ((size_t)i * kv->g.ways + idx[i] % kv->g.ways) * 8;
 		if (kv_csum(bufs[i], (size_t)e[E_LEN]) != e[E_CSUM]) {
 			res[i] = -EBADMSG;
 			continue;
@@ -579,7 +592,7 @@ int em_kv_exists(em_kv *kv, const struct em_kv_key *key)
 		return -EINVAL;
 	if ((rc = kv_read_set(kv, kv_set(kv, key), ents)))
 		return rc;
-	for (uint64_t w = 0; w < kv->ways; w++) {
+	for (uint64_t w = 0; w < kv->g.ways; w++) {
 		const uint64_t *e = ents + w * 8;
 
 		if ((e[E_STATE] & 3) == KV_VALID && kv_key_eq(e, key))
@@ -598,17 +611,17 @@ int em_kv_stats(em_kv *kv, struct em_kv_stats *out)
 	if (!kv || !out || out->size < sizeof(*out))
 		return -EINVAL;
 	want = out->size;
-	ents = kv->sets * kv->ways;
+	ents = kv->g.sets * kv->g.ways;
 	dir = malloc(ents * KV_ENT);
 	if (!dir)
 		return -ENOMEM;
 	rc = em_read(kv->r, C_CLOCK * 8, c, sizeof(c));
 	if (!rc)
-		rc = em_read(kv->r, kv->dir, dir, ents * KV_ENT);
+		rc = em_read(kv->r, kv->g.dir, dir, ents * KV_ENT);
 	if (!rc) {
 		*st = (struct em_kv_stats){ .size = want,
 					    .entries = ents,
-					    .value_max = kv->vmax,
+					    .value_max = kv->g.vmax,
 					    .hits = c[1],
 					    .misses = c[2],
 					    .puts = c[3],
