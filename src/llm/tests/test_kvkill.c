@@ -88,11 +88,11 @@ static int request(struct llm_src *src, const struct llm_pool_ops *ops, const in
 		if (pos == 0 && conn) {
 			rc = llm_prefix_open(ops, conn, e, &src->cfg, logits, "kvkill", 4u << 20,
 					     &pfx);
-			conn = NULL;
 			if (rc) {
 				fprintf(stderr, "test_llm_kvkill: store: %s\n", strerror(-rc));
 				break;
 			}
+			conn = NULL; /* the prefix owns it now */
 			int hit = llm_prefix_fetch(pfx, prompt, LLM_KK_PROMPT);
 
 			if (hit > 0) {
@@ -105,6 +105,8 @@ static int request(struct llm_src *src, const struct llm_pool_ops *ops, const in
 		if (pfx && pos < LLM_KK_PROMPT && (pos + 1) % LLM_KV_BLOCK == 0)
 			llm_prefix_publish(pfx, prompt, pos / LLM_KV_BLOCK);
 	}
+	if (conn)
+		ops->store_close(NULL, conn);
 	if (pfx)
 		llm_prefix_stats(pfx, ps);
 	llm_prefix_close(pfx);
