@@ -249,7 +249,7 @@ if [ -n "$CG" ]; then
 	echo "$limit" >"$CG/memory.limit_in_bytes" || die "setting the limit of $CG"
 	echo 1 >"$CG/memory.oom_control" # reclaim swaps rather than kill
 fi
-LT= QT= ST= qread=
+LT="" QT="" ST="" qread=""
 for rep in $(seq "$DECODE_REPS"); do
 	# shellcheck disable=SC2086
 	llm "$LO" "kvb-$ID-dec" "dl$rep" $dargs --kv local

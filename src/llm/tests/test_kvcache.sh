@@ -115,7 +115,8 @@ echo "ok: prefix published, fetched by other processes (192 of 200, 128 of a sha
 # Two requests in one process: the second fetches what the first published,
 # with the KV cache local and in the pool; every request's ids are the same.
 for v in "" "--kv pool"; do
-	export ETHERMEM_LLM_KV_STORE=kvt-inproc$(echo "$v" | tr -dc a-z)
+	ETHERMEM_LLM_KV_STORE="kvt-inproc$(echo "$v" | tr -dc a-z)"
+	export ETHERMEM_LLM_KV_STORE
 	# shellcheck disable=SC2086
 	run inproc $P --kv-prefix pool --kv-store-size 4M --requests 2 $v || continue
 	[ "$(wc -l <"$T/inproc")" = 2 ] && [ "$(sed -n 1p "$T/inproc")" = "$(cat "$T/ref")" ] &&
