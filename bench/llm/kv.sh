@@ -296,7 +296,7 @@ for i in $(seq "$TRACE_N"); do
 	ttr=$(awk -v a="$ttr" -v b="$(j "tr$i" ttft_ms)" 'BEGIN { print a + b }')
 	ttf=$(awk -v a="$ttf" -v b="$(j "tf$i" ttft_ms)" 'BEGIN { print a + b }')
 done
-hr=$(awk -v a=$hit -v b=$tot 'BEGIN { printf "%.3f", b > 0 ? a / b : 0 }')
+hr=$(awk -v a=$hit -v b=$tot 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')
 echo "trace,576,$TRACE_N-requests,$(r2 "$ttf" "$TRACE_N"),,$hit,$((fb / (TRACE_N > 0 ? TRACE_N : 1))),$(r2 "$ttr" "$ttf"),$tm" >>"$CSV"
 
 {
