@@ -9,6 +9,7 @@ T=$(mktemp -d /tmp/redbench.XXXXXX)
 PIDS=""
 trap 'kill $PIDS 2>/dev/null; wait 2>/dev/null; rm -rf "$T"' EXIT
 printf 'a cluster secret for the benchmark, 40 bytes\n' > "$T/secret"
+chmod 600 "$T/secret"
 export ETHERMEM_SECRET_FILE="$T/secret"
 NODES=""
 for i in 0 1 2 3 4 5 6; do

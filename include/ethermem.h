@@ -159,6 +159,14 @@ struct em_region_opts {
  * that have the region open keep the old layout until they open it again,
  * so run it while no other client writes the region. */
 int em_region_repair(em_region *region);
+/* Starts the same repair in a background thread of this handle and returns
+ * at once (0, or -EINVAL for a region without redundancy). The repair copies
+ * at most ETHERMEM_REPAIR_RATE bytes per second; reads and writes through
+ * this handle keep working meanwhile, and writes reach the parts being
+ * rebuilt. With ETHERMEM_AUTO_REPAIR (the default) the thread starts when
+ * the handle opens and repairs as soon as a request finds a node dead.
+ * em_region_stat() says REPAIRING while it runs. */
+int em_region_repair_start(em_region *region);
 
 /* Parses "none", "replicate:N" or "ec:K+M" into opts->redundancy, red_k and
  * red_m (opts->size must be set, at least the 0.2 size). 0 or -EINVAL. */
@@ -200,6 +208,10 @@ enum em_region_state {
 /* Lists named regions of the pool into info[0..max); returns how many exist
  * (may exceed max). With max > 0, info[0].size must be set. */
 int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max);
+/* This handle's view of its region into *info (info->size set by the
+ * caller): the state is this handle's (healthy, degraded, repairing).
+ * 0 or -EINVAL. */
+int em_region_stat(const em_region *region, struct em_region_info *info);
 
 /* ---- synchronous one-sided operations ---- */
 

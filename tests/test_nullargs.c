@@ -34,6 +34,8 @@ int main(void)
 		struct em_region_opts rd = { .size = sizeof(rd) };
 		CHECK_RC(em_parse_redundancy(NULL, &rd), -EINVAL);
 		CHECK_RC(em_region_repair(NULL), -EINVAL);
+		CHECK_RC(em_region_repair_start(NULL), -EINVAL);
+		CHECK_RC(em_region_stat(NULL, NULL), -EINVAL);
 		CHECK_RC(em_parse_redundancy("replicate:2", NULL), -EINVAL);
 		rd.size = 24; /* a 0.1 caller has no room for the answer */
 		CHECK_RC(em_parse_redundancy("replicate:2", &rd), -EINVAL);

@@ -401,6 +401,8 @@ int main(int argc, char **argv)
 
 	atexit(t_cleanup);
 	signal(SIGPIPE, SIG_IGN);
+	/* the parts below watch a region stay degraded, or repair it by hand */
+	setenv("ETHERMEM_AUTO_REPAIR", "no", 1);
 	sec = t_secret("secret", T_SECRET);
 	if (!*only || !strcmp(only, "bad"))
 		bad_options();

@@ -55,6 +55,13 @@ const struct em_setting em_settings[EM_CFG_COUNT] = {
 			     NULL, "the pool's name in etcd" },
 	[EM_CFG_ENCRYPT] = { "ETHERMEM_ENCRYPT", "encrypt", E | C | N, EM_CFG_BOOL, "no", 0, 0,
 			     NULL, "encrypt TCP connections (node: refuse clients that do not)" },
+	[EM_CFG_AUTO_REPAIR] = { "ETHERMEM_AUTO_REPAIR", NULL, E, EM_CFG_BOOL, "yes", 0, 0, NULL,
+				 "rebuild a redundant region's lost parts in the background as "
+				 "soon as a node is found dead" },
+	[EM_CFG_REPAIR_RATE] = { "ETHERMEM_REPAIR_RATE", NULL, E, EM_CFG_SIZE, "256M", 0, 1LL << 40,
+				 NULL,
+				 "bytes per second a background repair may copy or rebuild (0: "
+				 "no limit)" },
 
 	[EM_CFG_OX_WINDOW] = { "ETHERMEM_OX_WINDOW", NULL, E, EM_CFG_INT, "64", 2, 4096, NULL,
 			       "OmniXtend frames in flight per channel" },

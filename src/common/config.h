@@ -53,6 +53,8 @@ enum em_cfg_id {
 	EM_CFG_ENCRYPT,
 	EM_CFG_ETCD,
 	EM_CFG_CLUSTER,
+	EM_CFG_AUTO_REPAIR,
+	EM_CFG_REPAIR_RATE,
 	/* the OmniXtend channel */
 	EM_CFG_OX_WINDOW,
 	EM_CFG_OX_RTO_US,

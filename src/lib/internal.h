@@ -159,6 +159,7 @@ struct em_region {
 	uint32_t epoch;            /* of the layout */
 	uint64_t lost;             /* segments this handle found dead (atomic) */
 	uint64_t rows;             /* EC: stripes */
+	struct em_red_aux *rx;     /* coder, repair state; redundant regions only */
 };
 
 struct em_slot {
@@ -188,6 +189,11 @@ struct em_queue {
 	struct stage *stage; /* per pool node, kept between submissions */
 	int epfd, evfd;      /* em_queue_fd's epoll set and eventfd, -1: none */
 	bool ev_ready;       /* evfd is readable */
+	/* redundancy.c: where replies nobody waits for go (stripe unlocks
+	 * are posted and reaped with the next request), and this queue's
+	 * stripe-lock token */
+	struct em_part sink;
+	uint64_t lock_tok;
 };
 
 /* Failpoint for tests (the static library's, never exported): nonzero makes

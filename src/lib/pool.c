@@ -439,6 +439,7 @@ void em_pool_close(em_pool *pool)
 	while (pool->regions) {
 		em_region *r = pool->regions;
 		pool->regions = r->next;
+		em_red_detach(r);
 		free(r);
 	}
 	/* the transport first: what it says to a node may need the session
@@ -682,10 +683,11 @@ static void close_handles(em_region *r, unsigned upto)
 /* The transport's view of a new handle; on failure the handles close. */
 static int attach(em_region *r)
 {
-	int rc;
+	int rc = em_red_attach(r);
 
-	if (!r->pool->tp->attach || !(rc = r->pool->tp->attach(r->pool->tpriv, r)))
+	if (!rc && (!r->pool->tp->attach || !(rc = r->pool->tp->attach(r->pool->tpriv, r))))
 		return 0;
+	em_red_detach(r);
 	close_handles(r, r->nseg);
 	return rc;
 }
@@ -1166,6 +1168,7 @@ int em_region_close(em_region *r)
 	if (!r)
 		return -EINVAL;
 	untrack(r);
+	em_red_detach(r); /* stops its repair first: that uses the handles */
 	if (r->pool->tp->detach)
 		r->pool->tp->detach(r->pool->tpriv, r);
 	close_handles(r, r->nseg);

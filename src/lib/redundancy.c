@@ -20,10 +20,19 @@
  *   dies, the next copy holds every completed atomic exactly once (one
  *   that no surviving copy took is run afresh on the copy that now leads).
  *
- * Repair (em_region_repair) rebuilds each lost segment on a node that holds
- *   no other part of the region, from the survivors, and stores the layout
- *   of the next epoch with it; the survivors keep the old one, and opening
- *   a name takes the newest its nodes hold.
+ * Every step posts all its requests (to every copy, or every cell of every
+ *   stripe it touches) before it waits for any, so a step costs one round
+ *   trip however many nodes it reaches.
+ *
+ * Repair (em_region_repair, or the handle's background thread) rebuilds
+ *   each lost segment on a node that holds no other part of the region,
+ *   from the survivors, and stores the layout of the next epoch with it;
+ *   the survivors keep the old one, and opening a name takes the newest its
+ *   nodes hold. While a new part fills, every write of this handle reaches
+ *   it too (it is "filling": written, never read), so it misses nothing;
+ *   the background thread copies at most ETHERMEM_REPAIR_RATE bytes/s, so
+ *   the foreground keeps most of the bandwidth. A repair that fails or is
+ *   stopped deletes its half-made parts.
  *
  * ec:K+M - data cell d of stripe s is at s*cell on segment d, parity cell j
  *   at s*cell on segment K+j. A read goes straight to the data cells; one
@@ -43,6 +52,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/abi.h"
+#include "common/config.h"
 #include "common/util.h"
 #include "lib/internal.h"
 
@@ -159,9 +170,44 @@ bool em_red_unreachable(int err)
 	}
 }
 
+/* ---- per-handle state ---- */
+
+struct em_red_aux {
+	struct em_ec *ec;      /* EC: the coder, made once per handle */
+	pthread_rwlock_t fill; /* replicate: writes shared, a repair's piece copy exclusive */
+	pthread_mutex_t amu;   /* replicate: atomics one at a time while a copy fills */
+	uint64_t filling;      /* segments being rebuilt: written to, never read (atomic) */
+	/* the repairer (its thread, or a caller of em_region_repair) */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	pthread_t thread;
+	bool thread_on, stop, want, busy, autorep;
+	int last_rc;
+	uint64_t rate;        /* bytes per second, 0: no limit */
+	uint64_t done, total; /* bytes of the repair under way (atomic) */
+};
+
+static uint64_t filling(const em_region *r)
+{
+	return __atomic_load_n(&r->rx->filling, __ATOMIC_ACQUIRE);
+}
+
 unsigned em_red_state(const em_region *r)
 {
+	if (r->rx && (filling(r) || __atomic_load_n(&r->rx->busy, __ATOMIC_RELAXED)))
+		return EM_STATE_REPAIRING;
 	return __atomic_load_n(&r->lost, __ATOMIC_RELAXED) ? EM_STATE_DEGRADED : EM_STATE_HEALTHY;
+}
+
+/* Segment s's node and handle: a repair moves them while others read. */
+static unsigned seg_node(const em_region *r, unsigned s)
+{
+	return __atomic_load_n(&r->node[s], __ATOMIC_ACQUIRE);
+}
+
+static uint32_t seg_handle(const em_region *r, unsigned s)
+{
+	return __atomic_load_n(&r->handle[s], __ATOMIC_ACQUIRE);
 }
 
 /* ---- requests to segments ---- */
@@ -173,16 +219,16 @@ struct req {
 
 static bool seg_lost(em_region *r, unsigned seg)
 {
-	return __atomic_load_n(&r->lost, __ATOMIC_RELAXED) >> seg & 1;
+	return __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE) >> seg & 1;
 }
 
 static void mark_lost(em_region *r, unsigned seg, int why)
 {
 	uint64_t bit = 1ull << seg;
 
-	if (!(__atomic_fetch_or(&r->lost, bit, __ATOMIC_RELAXED) & bit))
+	if (!(__atomic_fetch_or(&r->lost, bit, __ATOMIC_ACQ_REL) & bit))
 		em_log(EM_LOG_WARN, "region %s: node %s lost (%s); serving from the others",
-		       r->named ? r->name : "(anonymous)", r->pool->nodes[r->node[seg]].addr,
+		       r->named ? r->name : "(anonymous)", r->pool->nodes[seg_node(r, seg)].addr,
 		       em_strerror(why));
 }
 
@@ -208,7 +254,7 @@ static void req_init(struct req *q, em_region *r, unsigned seg, uint8_t wop, uin
 	memset(q, 0, sizeof(*q));
 	q->seg = seg;
 	q->p.wop = wop;
-	q->p.handle = r->handle[seg];
+	q->p.handle = seg_handle(r, seg);
 	q->p.off = off;
 }
 
@@ -242,45 +288,83 @@ static void req_atomic(struct req *q, em_region *r, unsigned seg, uint64_t off, 
 	q->p.resp_cap = 8;
 }
 
-/* Posts reqs[0..n) (each to its segment's node) and waits for all of them;
- * a request whose segment fails marks it lost. Requests to segments already
- * lost are not sent and fail with -EHOSTDOWN. Returns how many failed. */
+/* Whether a request goes out: to a live segment, or a write (or an atomic
+ * following the primary) to one a repair is filling. */
+static bool seg_takes(em_region *r, const struct req *rq)
+{
+	if (!seg_lost(r, rq->seg))
+		return true;
+	return rq->p.wop != EM_W_READ && (filling(r) >> rq->seg & 1);
+}
+
+/* Posts reqs[0..n), every one to its segment's node before waiting for any,
+ * so the copies or cells of one operation cost one round trip, not n; then
+ * waits for all. A request whose segment fails marks it lost (a segment
+ * being filled stops being filled: its repair has failed). Requests to
+ * segments already lost are not sent and fail with -EHOSTDOWN. Returns how
+ * many failed. */
 static unsigned run(em_queue *q, em_region *r, struct req *reqs, unsigned n)
 {
 	unsigned failed = 0;
 
 	for (unsigned i = 0; i < n; i++) {
 		struct em_part *p = &reqs[i].p;
-		struct em_chan *ch = q->ch[r->node[reqs[i].seg]];
 
 		p->origin = p;
 		p->slot = NULL;
 		p->tag = ++q->next_tag;
-		if (seg_lost(r, reqs[i].seg)) {
+		if (!seg_takes(r, &reqs[i])) {
 			p->status = -EHOSTDOWN;
 			continue;
 		}
+		struct em_chan *ch = q->ch[seg_node(r, reqs[i].seg)];
 		p->status = -EINPROGRESS;
 		ch->ops->post(ch, p, 1);
 	}
 	for (unsigned i = 0; i < n; i++) {
 		struct em_part *p = &reqs[i].p;
-		struct em_chan *ch = q->ch[r->node[reqs[i].seg]];
 
-		while (p->status == -EINPROGRESS && ch->outstanding)
-			if (ch->ops->progress(ch, -1) < 0)
-				break;
+		if (p->status == -EINPROGRESS) {
+			struct em_chan *ch = q->ch[seg_node(r, reqs[i].seg)];
+			while (p->status == -EINPROGRESS && ch->outstanding)
+				if (ch->ops->progress(ch, -1) < 0)
+					break;
+		}
 		if (p->status == -EINPROGRESS)
 			p->status = -EIO;
 		if (!p->status && p->wop == EM_W_READ && p->resp_len != p->aux)
 			p->status = -EPROTO;
 		if (p->status) {
 			failed++;
-			if (p->status != -EHOSTDOWN)
+			if (p->status == -EHOSTDOWN)
+				continue;
+			if (seg_lost(r, reqs[i].seg))
+				__atomic_fetch_and(&r->rx->filling, ~(1ull << reqs[i].seg),
+						   __ATOMIC_ACQ_REL);
+			else
 				mark_lost(r, reqs[i].seg, p->status);
 		}
 	}
 	return failed;
+}
+
+/* Posts reqs[0..n) and does not wait: their replies are taken off the
+ * channels by the next request on them (a channel answers in order) or by
+ * em_poll. Only for requests whose outcome nobody needs, like a stripe
+ * unlock: a node that fails one is found by the next request that waits. */
+static void post_only(em_queue *q, em_region *r, struct req *reqs, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		struct em_part *p = &reqs[i].p;
+
+		if (!seg_takes(r, &reqs[i]))
+			continue;
+		struct em_chan *ch = q->ch[seg_node(r, reqs[i].seg)];
+		p->origin = &q->sink;
+		p->slot = NULL;
+		p->tag = ++q->next_tag;
+		ch->ops->post(ch, p, 1);
+	}
 }
 
 /* ---- replicate:N ---- */
@@ -321,10 +405,25 @@ static unsigned pieces(uint64_t len)
 	return (unsigned)((len + EM_MAX_IO - 1) / EM_MAX_IO);
 }
 
+/* Requests of one operation: on the stack when few (the paging layer reads
+ * from a SIGBUS handler, where malloc is not safe), else on the heap. */
+#define STACK_REQS 24
+
+static struct req *reqs_get(struct req *stack, size_t n)
+{
+	return n <= STACK_REQS ? stack : calloc(n, sizeof(struct req));
+}
+
+static void reqs_put(struct req *stack, struct req *reqs)
+{
+	if (reqs != stack)
+		free(reqs);
+}
+
 static int rep_read(em_queue *q, em_region *r, uint64_t off, uint8_t *buf, uint64_t len)
 {
 	unsigned n = pieces(len);
-	struct req *reqs = calloc(n ? n : 1, sizeof(*reqs));
+	struct req stack[STACK_REQS], *reqs = reqs_get(stack, n);
 
 	if (!reqs)
 		return -ENOMEM;
@@ -337,19 +436,19 @@ static int rep_read(em_queue *q, em_region *r, uint64_t off, uint8_t *buf, uint6
 				 (uint32_t)EM_MIN(len - o, EM_MAX_IO));
 		}
 		if (!run(q, r, reqs, n)) {
-			free(reqs);
+			reqs_put(stack, reqs);
 			return 0;
 		}
 	}
-	free(reqs);
+	reqs_put(stack, reqs);
 	return lost_error(r);
 }
 
+/* Every copy at once (one round trip), the copies a repair is filling too. */
 static int rep_write(em_queue *q, em_region *r, uint64_t off, const uint8_t *buf, uint64_t len)
 {
 	unsigned n = pieces(len), live = 0, k = 0;
-	struct req *reqs = calloc((size_t)(n ? n : 1) * r->nseg, sizeof(*reqs));
-	bool ok[EM_MAX_SEG];
+	struct req stack[STACK_REQS], *reqs = reqs_get(stack, (size_t)n * r->nseg);
 
 	if (!reqs)
 		return -ENOMEM;
@@ -359,14 +458,16 @@ static int rep_write(em_queue *q, em_region *r, uint64_t off, const uint8_t *buf
 			req_write(&reqs[k++], r, s, off + o, buf + o,
 				  (uint32_t)EM_MIN(len - o, EM_MAX_IO));
 		}
+	pthread_rwlock_rdlock(&r->rx->fill);
 	run(q, r, reqs, k);
+	pthread_rwlock_unlock(&r->rx->fill);
 	for (unsigned s = 0; s < r->nseg; s++) {
-		ok[s] = true;
+		bool ok = !seg_lost(r, s);
 		for (unsigned i = 0; i < n; i++)
-			ok[s] &= !reqs[s * n + i].p.status;
-		live += ok[s];
+			ok &= !reqs[s * n + i].p.status;
+		live += ok;
 	}
-	free(reqs);
+	reqs_put(stack, reqs);
 	/* a copy that took part of the write and then failed is lost already */
 	return live ? 0 : lost_error(r);
 }
@@ -380,7 +481,7 @@ static unsigned first_live(em_region *r)
 	return s;
 }
 
-static int rep_atomic(em_queue *q, em_region *r, const struct em_op *op, uint64_t *value)
+static int rep_atomic_run(em_queue *q, em_region *r, const struct em_op *op, uint64_t *value)
 {
 	struct req one, f;
 	uint64_t old, nv;
@@ -409,10 +510,20 @@ again:
 	 * this change, it took effect nowhere that survives: run it afresh on
 	 * the copy that now leads (its result is the one returned). A client
 	 * that died between primary and follow would leave a copy behind for
-	 * good, so after twice the request timeout the copy is set anyway. */
+	 * good, so after twice the request timeout the copy is set anyway.
+	 * A copy being filled is set outright: this handle's atomics run one
+	 * at a time meanwhile, and its repair has copied the word already or
+	 * will copy it later. */
 	for (unsigned s = prim + 1; s < r->nseg; s++) {
 		uint64_t start = em_now_ns();
 
+		if (seg_lost(r, s)) {
+			if (filling(r) >> s & 1) {
+				req_atomic(&f, r, s, op->offset, EM_ATOMIC_SWAP, nv, 0);
+				run(q, r, &f, 1);
+			}
+			continue;
+		}
 		while (!seg_lost(r, s)) {
 			bool force = (em_now_ns() - start) / 1000000 >
 				     2ull * (uint64_t)r->pool->timeout_ms;
@@ -437,17 +548,35 @@ again:
 	return 0;
 }
 
+static int rep_atomic(em_queue *q, em_region *r, const struct em_op *op, uint64_t *value)
+{
+	bool serial;
+	int rc;
+
+	pthread_rwlock_rdlock(&r->rx->fill);
+	/* the fill set moves only under the exclusive lock */
+	serial = filling(r) != 0;
+	if (serial)
+		pthread_mutex_lock(&r->rx->amu);
+	rc = rep_atomic_run(q, r, op, value);
+	if (serial)
+		pthread_mutex_unlock(&r->rx->amu);
+	pthread_rwlock_unlock(&r->rx->fill);
+	return rc;
+}
+
 /* ---- ec:K+M ---- */
 
-static uint64_t lock_token(void)
+/* The stripe-lock token of a queue: unique to it, since its unlocks are
+ * posted without waiting and a lock taken next through another queue of
+ * the same thread must not mistake the old one for its own. */
+static uint64_t lock_token(em_queue *q)
 {
-	static __thread uint64_t tok;
-
-	if (!tok) {
-		uint64_t t = em_now_ns() ^ ((uint64_t)getpid() << 40) ^ (uint64_t)(uintptr_t)&tok;
-		tok = t ? t : 1;
+	if (!q->lock_tok) {
+		uint64_t t = em_now_ns() ^ ((uint64_t)getpid() << 40) ^ (uint64_t)(uintptr_t)q;
+		q->lock_tok = t ? t : 1;
 	}
-	return tok;
+	return q->lock_tok;
 }
 
 /* The segments that hold stripe locks for this handle: the first M+1 live. */
@@ -466,61 +595,72 @@ static uint64_t lock_off(em_region *r, uint64_t row)
 	return r->rows * r->chunk + row * LOCK_WORD;
 }
 
-static void stripe_unlock(em_queue *q, em_region *r, uint64_t row, const unsigned *segs, unsigned n)
-{
-	struct req rq[EM_MAX_SEG];
+/* Most stripes one batch of a write locks and writes at once. */
+#define BATCH_ROWS 16u
 
-	for (unsigned i = 0; i < n; i++)
-		req_atomic(&rq[i], r, segs[i], lock_off(r, row), EM_ATOMIC_CAS, 0, lock_token());
-	run(q, r, rq, n);
+/* Gives back the locks of rows [row0, row0+nrows) on segs; with `wait`
+ * false the unlocks are only posted (the next request on each channel
+ * takes their replies), which saves the write a round trip. */
+static void stripes_unlock(em_queue *q, em_region *r, uint64_t row0, unsigned nrows,
+			   const unsigned *segs, unsigned n, bool wait)
+{
+	struct req rq[BATCH_ROWS * (EM_RED_MAX_M + 1)];
+	unsigned k = 0;
+
+	for (unsigned i = 0; i < nrows; i++)
+		for (unsigned j = 0; j < n; j++)
+			req_atomic(&rq[k++], r, segs[j], lock_off(r, row0 + i), EM_ATOMIC_CAS, 0,
+				   lock_token(q));
+	if (wait)
+		run(q, r, rq, k);
+	else
+		post_only(q, r, rq, k);
 }
 
-/* Takes the stripe's lock on every lock segment at once; on a partial win
- * gives back what it got and tries again, so two clients never wait on
- * each other in a cycle. A holder that stays longer than twice the request
- * timeout is taken to have died, and its lock is taken over. */
-static int stripe_lock(em_queue *q, em_region *r, uint64_t row, unsigned *segs, unsigned *nsegs)
+/* Takes the locks of rows [row0, row0+nrows) on every lock segment at once;
+ * on a partial win gives back what it got and tries again, so two clients
+ * never wait on each other in a cycle. A holder that stays longer than
+ * twice the request timeout is taken to have died, and its lock is taken
+ * over. */
+static int stripes_lock(em_queue *q, em_region *r, uint64_t row0, unsigned nrows, unsigned *segs,
+			unsigned *nsegs)
 {
-	uint64_t tok = lock_token(), start = em_now_ns(), seen[EM_MAX_SEG] = { 0 };
-	struct req rq[EM_MAX_SEG];
+	uint64_t tok = lock_token(q), start = em_now_ns();
+	uint64_t seen[BATCH_ROWS * (EM_RED_MAX_M + 1)] = { 0 };
+	struct req rq[BATCH_ROWS * (EM_RED_MAX_M + 1)];
 	unsigned spins = 0;
 
 	for (;;) {
-		unsigned n = lock_segs(r, segs), got = 0, held[EM_MAX_SEG], nh = 0;
-
+		unsigned n = lock_segs(r, segs), k = 0, got = 0;
 		bool steal = (em_now_ns() - start) / 1000000 > 2ull * (uint64_t)r->pool->timeout_ms;
 
-		if (!n)
+		if (!n || live_count(r) < r->red_k)
 			return lost_error(r);
-		for (unsigned i = 0; i < n; i++)
-			req_atomic(&rq[i], r, segs[i], lock_off(r, row), EM_ATOMIC_CAS, tok,
-				   steal ? seen[i] : 0);
-		bool failed = run(q, r, rq, n) != 0;
-		for (unsigned i = 0; i < n; i++) {
+		for (unsigned i = 0; i < nrows; i++)
+			for (unsigned j = 0; j < n; j++, k++)
+				req_atomic(&rq[k], r, segs[j], lock_off(r, row0 + i), EM_ATOMIC_CAS,
+					   tok, steal ? seen[k] : 0);
+		bool failed = run(q, r, rq, k) != 0;
+		for (unsigned i = 0; i < k; i++) {
 			uint64_t v = em_get64(rq[i].p.inl);
 			if (rq[i].p.status)
 				continue;
-			if (v == (steal ? seen[i] : 0) || v == tok) {
+			if (v == (steal ? seen[i] : 0) || v == tok)
 				got++;
-				held[nh++] = segs[i];
-			} else {
+			else
 				seen[i] = v;
-			}
 		}
-		if (live_count(r) < r->red_k) {
-			if (nh)
-				stripe_unlock(q, r, row, held, nh);
-			return lost_error(r);
-		}
-		if (!failed && got == n) {
-			*nsegs = nh;
-			memcpy(segs, held, nh * sizeof(*held));
+		if (!failed && got == k) {
+			*nsegs = n;
 			return 0;
 		}
-		if (nh)
-			stripe_unlock(q, r, row, held, nh);
+		/* give back every lock we hold (a CAS from our token is a
+		 * no-op where we did not win) and try again */
+		stripes_unlock(q, r, row0, nrows, segs, n, true);
+		if (live_count(r) < r->red_k)
+			return lost_error(r);
 		/* back off a little, longer the more often we lost */
-		struct timespec ts = { 0, (long)(1000 + (lock_token() % 7) * 1000) *
+		struct timespec ts = { 0, (long)(1000 + (tok % 7) * 1000) *
 						  (long)(spins < 20 ? spins + 1 : 20) };
 		nanosleep(&ts, NULL);
 		spins++;
@@ -532,7 +672,25 @@ struct ec_ctx {
 	em_region *r;
 	struct em_ec *ec;
 	uint8_t *band[EM_MAX_SEG]; /* a column range of every cell of one stripe */
+	uint64_t bandw;            /* bytes of each band */
 };
+
+/* The handle's coder, made on first use (two threads may race: one wins). */
+static struct em_ec *coder(em_region *r)
+{
+	struct em_ec *ec = __atomic_load_n(&r->rx->ec, __ATOMIC_ACQUIRE), *none = NULL;
+
+	if (ec)
+		return ec;
+	if (em_ec_create(r->red_k, r->red_m, &ec))
+		return NULL;
+	if (!__atomic_compare_exchange_n(&r->rx->ec, &none, ec, false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE)) {
+		em_ec_destroy(ec);
+		ec = none;
+	}
+	return ec;
+}
 
 /* Reads [lo, hi) of every cell of stripe `row` that is live, then rebuilds
  * the rest; with `need` a mask of the cells wanted (others may be skipped
@@ -580,32 +738,35 @@ static int band_read(struct ec_ctx *c, uint64_t row, uint64_t lo, uint64_t hi, u
 	}
 }
 
+/* The healthy path of a read: every piece from its data cell, all at once,
+ * with nothing allocated when the pieces are few. 0, or -EAGAIN when some
+ * cell did not answer (the caller goes the degraded way). */
+static int ec_read_direct(em_queue *q, em_region *r, uint64_t off, uint8_t *buf, uint64_t len)
+{
+	uint64_t cell = r->chunk, rowb = cell * r->red_k, o = off;
+	unsigned n = 0, bad;
+	struct req stack[STACK_REQS], *rq = reqs_get(stack, len / cell + 2);
+
+	if (!rq)
+		return -ENOMEM;
+	while (o < off + len) {
+		uint64_t row = o / rowb, d = (o % rowb) / cell, w = o % cell;
+		uint64_t k = EM_MIN(cell - w, off + len - o);
+		req_read(&rq[n++], r, (unsigned)d, row * cell + w, buf + (o - off), (uint32_t)k);
+		o += k;
+	}
+	bad = run(q, r, rq, n);
+	reqs_put(stack, rq);
+	return bad ? -EAGAIN : 0;
+}
+
+/* The degraded path: stripe by stripe, under its lock so no write is half
+ * seen, rebuilding what is lost. */
 static int ec_read(struct ec_ctx *c, uint64_t off, uint8_t *buf, uint64_t len)
 {
 	em_region *r = c->r;
 	uint64_t cell = r->chunk, rowb = cell * r->red_k;
 
-	/* the healthy path: every piece from its data cell, all at once */
-	{
-		unsigned cap = (unsigned)(len / cell + 2), n = 0;
-		struct req *rq = calloc(cap, sizeof(*rq));
-		uint64_t o = off;
-
-		if (!rq)
-			return -ENOMEM;
-		while (o < off + len) {
-			uint64_t row = o / rowb, d = (o % rowb) / cell, w = o % cell;
-			uint64_t k = EM_MIN(cell - w, off + len - o);
-			req_read(&rq[n++], r, (unsigned)d, row * cell + w, buf + (o - off),
-				 (uint32_t)k);
-			o += k;
-		}
-		unsigned bad = run(c->q, r, rq, n);
-		free(rq);
-		if (!bad)
-			return 0;
-	}
-	/* degraded: stripe by stripe, under its lock so no write is half seen */
 	for (uint64_t o = off; o < off + len;) {
 		uint64_t row = o / rowb, end = EM_MIN((row + 1) * rowb, off + len);
 		uint64_t lo = cell, hi = 0, need = 0;
@@ -619,10 +780,10 @@ static int ec_read(struct ec_ctx *c, uint64_t off, uint8_t *buf, uint64_t len)
 			need |= 1ull << d;
 			p += k;
 		}
-		if ((rc = stripe_lock(c->q, r, row, segs, &ns)))
+		if ((rc = stripes_lock(c->q, r, row, 1, segs, &ns)))
 			return rc;
 		rc = band_read(c, row, lo, hi, need);
-		stripe_unlock(c->q, r, row, segs, ns);
+		stripes_unlock(c->q, r, row, 1, segs, ns, false);
 		if (rc)
 			return rc;
 		for (uint64_t p = o; p < end;) {
@@ -635,21 +796,37 @@ static int ec_read(struct ec_ctx *c, uint64_t off, uint8_t *buf, uint64_t len)
 	return 0;
 }
 
-static int ec_write(struct ec_ctx *c, uint64_t off, const uint8_t *buf, uint64_t len)
+/* Writes up to BATCH_ROWS stripes at once: locks them all in one round
+ * trip; reads (or rebuilds) the bytes a stripe's parity needs that the
+ * write does not bring, which only a partly written first or last stripe
+ * has; encodes; writes the changed data and all parity of every stripe in
+ * one round trip; posts the unlocks without waiting. A stripe the write
+ * covers whole is encoded straight from the caller's buffer; `par` has
+ * room for M parity cells of each. */
+static int ec_write_batch(struct ec_ctx *c, uint64_t off, const uint8_t *buf, uint64_t len,
+			  uint64_t row0, unsigned nrows, uint8_t *par)
 {
 	em_region *r = c->r;
-	unsigned K = r->red_k, M = r->red_m;
+	unsigned K = r->red_k, M = r->red_m, segs[EM_MAX_SEG], ns, nw = 0;
 	uint64_t cell = r->chunk, rowb = cell * K;
+	struct req stack[STACK_REQS];
+	struct req *rq = reqs_get(stack, (size_t)nrows * (K + M));
+	int rc;
 
-	for (uint64_t o = off; o < off + len;) {
-		uint64_t row = o / rowb, end = EM_MIN((row + 1) * rowb, off + len);
-		uint64_t lo = cell, hi = 0, touched = 0;
-		unsigned segs[EM_MAX_SEG], ns, nw = 0;
-		struct req rq[EM_MAX_SEG];
-		int rc;
+	if (!rq)
+		return -ENOMEM;
+	if ((rc = stripes_lock(c->q, r, row0, nrows, segs, &ns))) {
+		reqs_put(stack, rq);
+		return rc;
+	}
+	for (unsigned i = 0; i < nrows && !rc; i++) {
+		uint64_t row = row0 + i, rs = row * rowb;
+		uint64_t o = EM_MAX(off, rs), end = EM_MIN(rs + rowb, off + len);
+		uint64_t lo = cell, hi = 0, touched = 0, need = 0;
+		uint8_t *data[EM_RED_MAX_K], *parity[EM_RED_MAX_M];
 
 		for (uint64_t p = o; p < end;) {
-			uint64_t d = (p % rowb) / cell, w = p % cell, k = EM_MIN(cell - w, end - p);
+			uint64_t d = (p - rs) / cell, w = p % cell, k = EM_MIN(cell - w, end - p);
 			lo = EM_MIN(lo, w);
 			hi = EM_MAX(hi, w + k);
 			touched |= 1ull << d;
@@ -657,77 +834,104 @@ static int ec_write(struct ec_ctx *c, uint64_t off, const uint8_t *buf, uint64_t
 		}
 		/* the band's bytes of each data cell that this write leaves as
 		 * they are must be read (or rebuilt) to encode the parity */
-		uint64_t need = 0;
 		for (unsigned d = 0; d < K; d++) {
-			uint64_t a = row * rowb + d * cell + lo, b = row * rowb + d * cell + hi;
+			uint64_t a = rs + d * cell + lo, b = rs + d * cell + hi;
 			if (a < off || b > off + len)
 				need |= 1ull << d;
 		}
-		if ((rc = stripe_lock(c->q, r, row, segs, &ns)))
-			return rc;
-		if (need && (rc = band_read(c, row, lo, hi, need))) {
-			stripe_unlock(c->q, r, row, segs, ns);
-			return rc;
+		if (need) {
+			/* the bands hold one stripe: this one's parity is
+			 * written from them before the next uses them, so
+			 * partial stripes go out one at a time */
+			if ((rc = band_read(c, row, lo, hi, need)))
+				break;
+			for (unsigned d = 0; d < K; d++) {
+				uint64_t a = rs + d * cell + lo, b = rs + d * cell + hi;
+				uint64_t from = EM_MAX(a, off), to = EM_MIN(b, off + len);
+				if (from < to)
+					memcpy(c->band[d] + (from - a), buf + (from - off),
+					       to - from);
+				data[d] = c->band[d];
+			}
+			for (unsigned j = 0; j < M; j++)
+				parity[j] = c->band[K + j];
+		} else {
+			for (unsigned d = 0; d < K; d++)
+				data[d] = (uint8_t *)buf + (rs + d * cell + lo - off);
+			for (unsigned j = 0; j < M; j++)
+				parity[j] = par + ((size_t)i * M + j) * c->bandw;
 		}
+		em_ec_encode(c->ec, hi - lo, data, parity);
 		for (unsigned d = 0; d < K; d++) {
-			uint64_t a = row * rowb + d * cell + lo, b = row * rowb + d * cell + hi;
-			uint64_t from = EM_MAX(a, off), to = EM_MIN(b, off + len);
-			if (from < to)
-				memcpy(c->band[d] + (from - a), buf + (from - off), to - from);
-		}
-		em_ec_encode(c->ec, hi - lo, c->band, c->band + K);
-		for (unsigned d = 0; d < K; d++) {
-			uint64_t a = row * rowb + d * cell, from, to;
+			uint64_t a = rs + d * cell, from, to;
 			if (!(touched >> d & 1))
 				continue;
 			from = EM_MAX(a + lo, o);
 			to = EM_MIN(a + hi, end);
 			if (from < to)
 				req_write(&rq[nw++], r, d, row * cell + (from - a),
-					  c->band[d] + (from - a - lo), (uint32_t)(to - from));
+					  buf + (from - off), (uint32_t)(to - from));
 		}
 		for (unsigned j = 0; j < M; j++)
-			req_write(&rq[nw++], r, K + j, row * cell + lo, c->band[K + j],
+			req_write(&rq[nw++], r, K + j, row * cell + lo, parity[j],
 				  (uint32_t)(hi - lo));
-		run(c->q, r, rq, nw);
-		stripe_unlock(c->q, r, row, segs, ns);
-		if (live_count(r) < K)
-			return lost_error(r);
-		o = end;
+		if (need) {
+			run(c->q, r, rq, nw);
+			nw = 0;
+		}
 	}
-	return 0;
+	if (!rc)
+		run(c->q, r, rq, nw);
+	stripes_unlock(c->q, r, row0, nrows, segs, ns, false);
+	reqs_put(stack, rq);
+	if (!rc && live_count(r) < K)
+		rc = lost_error(r);
+	return rc;
 }
 
 static int ec_exec(em_queue *q, const struct em_op *op)
 {
 	em_region *r = op->region;
 	struct ec_ctx c = { .q = q, .r = r };
-	uint64_t cell = r->chunk;
+	uint64_t cell = r->chunk, rowb = cell * r->red_k;
+	uint64_t row0 = op->offset / rowb, row1 = (op->offset + op->len - 1) / rowb;
+	uint8_t *mem;
+	size_t par = 0;
 	int rc;
 
 	if (op->opcode == EM_OP_ATOMIC)
 		return -EOPNOTSUPP;
 	if (!op->len)
 		return 0;
-	if ((rc = em_ec_create(r->red_k, r->red_m, &c.ec)))
+	if (op->opcode == EM_OP_READ &&
+	    (rc = ec_read_direct(q, r, op->offset, op->buf, op->len)) != -EAGAIN)
 		return rc;
+	if (!(c.ec = coder(r)))
+		return -ENOMEM;
 	/* one stripe's worth of bands: a band is at most a cell, and no wider
 	 * than the op when it stays inside one cell (small ops then stay off
-	 * the allocator's mmap path, whose fresh pages cost more than the op) */
+	 * the allocator's mmap path, whose fresh pages cost more than the op);
+	 * and parity cells for a batch of whole stripes */
 	uint64_t band = op->offset / cell == (op->offset + op->len - 1) / cell ? op->len : cell;
-	uint8_t *mem = malloc((size_t)band * r->nseg);
-	if (!mem) {
-		em_ec_destroy(c.ec);
+	if (op->opcode == EM_OP_WRITE)
+		par = (size_t)EM_MIN(row1 - row0 + 1, BATCH_ROWS) * r->red_m * band;
+	c.bandw = band;
+	mem = malloc((size_t)band * r->nseg + par);
+	if (!mem)
 		return -ENOMEM;
-	}
 	for (unsigned s = 0; s < r->nseg; s++)
 		c.band[s] = mem + (size_t)s * band;
-	if (op->opcode == EM_OP_READ)
+	if (op->opcode == EM_OP_READ) {
 		rc = ec_read(&c, op->offset, op->buf, op->len);
-	else
-		rc = ec_write(&c, op->offset, op->buf, op->len);
+	} else {
+		rc = 0;
+		for (uint64_t row = row0; row <= row1 && !rc; row += BATCH_ROWS) {
+			unsigned n = (unsigned)EM_MIN(row1 - row + 1, BATCH_ROWS);
+			rc = ec_write_batch(&c, op->offset, op->buf, op->len, row, n,
+					    mem + (size_t)band * r->nseg);
+		}
+	}
 	free(mem);
-	em_ec_destroy(c.ec);
 	return rc;
 }
 
@@ -776,119 +980,144 @@ static void probe(em_region *r)
 	run_dq(r, rq, n);
 }
 
-/* Copies or rebuilds segment s (already created on its new node) from the
- * survivors, a piece at a time. */
-static int rebuild(em_region *r, unsigned s)
+/* Waits, when the repair is throttled, until its `done` bytes since
+ * `start` fit the rate. false: the handle is closing, stop. */
+static bool pace(em_region *r, bool throttled, uint64_t start, uint64_t done)
 {
-	uint64_t seg = em_red_seg_bytes(r, s);
+	struct em_red_aux *x = r->rx;
+	bool go;
+
+	pthread_mutex_lock(&x->mu);
+	if (throttled && x->rate) {
+		uint64_t due = start + (uint64_t)((double)done * 1e9 / (double)x->rate);
+		while (!x->stop && em_now_ns() < due) {
+			struct timespec ts = { (time_t)(due / 1000000000ull),
+					       (long)(due % 1000000000ull) };
+			pthread_cond_timedwait(&x->cv, &x->mu, &ts);
+		}
+	}
+	go = !x->stop;
+	pthread_mutex_unlock(&x->mu);
+	return go;
+}
+
+/* Whether every segment of `mask` is still being filled (a request to one
+ * that failed stopped it). */
+static int still_filling(em_region *r, uint64_t mask)
+{
+	return (filling(r) & mask) == mask ? 0 : -EIO;
+}
+
+/* Copies each whole copy of `mask` from a survivor, a piece at a time.
+ * Foreground writes reach the new copies too (they are being filled); a
+ * piece is copied under the fill lock held exclusive, so no write of this
+ * handle lands between its read and its write and is undone. */
+static int fill_rep(em_region *r, uint64_t mask, bool throttled)
+{
+	const uint64_t piece = 1u << 20;
+	uint64_t start = em_now_ns();
+	uint8_t *buf = malloc(piece);
 	int rc = 0;
 
-	if (r->red == EM_RED_REPLICATE) {
-		const uint64_t piece = 1u << 20;
-		uint8_t *buf = malloc(piece);
-
-		if (!buf)
-			return -ENOMEM;
-		for (uint64_t off = 0; off < r->size && !rc; off += piece) {
-			uint32_t k = (uint32_t)EM_MIN(piece, r->size - off);
-			struct req w;
-			unsigned src;
-
-			for (src = 0; src < r->nseg; src++) {
-				struct req rd;
-				if (src == s || seg_lost(r, src))
-					continue;
-				req_read(&rd, r, src, off, buf, k);
-				if (!run_dq(r, &rd, 1))
-					break;
-			}
-			if (src == r->nseg) {
-				rc = lost_error(r);
-				break;
-			}
-			/* the new copy is still marked lost for everything else:
-			 * write to it directly */
-			req_write(&w, r, s, off, buf, k);
-			w.p.origin = &w.p;
-			pthread_mutex_lock(&r->pool->lock);
-			{
-				struct em_chan *ch = r->pool->dq->ch[r->node[s]];
-				w.p.tag = ++r->pool->dq->next_tag;
-				w.p.status = -EINPROGRESS;
-				ch->ops->post(ch, &w.p, 1);
-				while (w.p.status == -EINPROGRESS && ch->outstanding)
-					if (ch->ops->progress(ch, -1) < 0)
-						break;
-			}
-			pthread_mutex_unlock(&r->pool->lock);
-			if (w.p.status)
-				rc = w.p.status == -EINPROGRESS ? -EIO : w.p.status;
-		}
-		free(buf);
-		return rc;
-	}
-	/* EC: stripe by stripe, each whole cell rebuilt under the stripe's lock */
-	struct ec_ctx c = { .r = r };
-	uint8_t *mem;
-
-	(void)seg;
-	if ((rc = em_ec_create(r->red_k, r->red_m, &c.ec)))
-		return rc;
-	mem = malloc((size_t)r->chunk * r->nseg);
-	if (!mem) {
-		em_ec_destroy(c.ec);
+	if (!buf)
 		return -ENOMEM;
-	}
-	for (unsigned i = 0; i < r->nseg; i++)
-		c.band[i] = mem + (size_t)i * r->chunk;
-	pthread_mutex_lock(&r->pool->lock);
-	c.q = r->pool->dq;
-	for (uint64_t row = 0; row < r->rows && !rc; row++) {
-		unsigned segs[EM_MAX_SEG], ns;
-		struct em_part *p;
-		struct em_chan *ch = c.q->ch[r->node[s]];
+	for (uint64_t off = 0; off < r->size && !rc; off += piece) {
+		uint32_t k = (uint32_t)EM_MIN(piece, r->size - off);
+		struct req w[EM_MAX_SEG];
+		unsigned src, nw = 0;
 
-		if ((rc = stripe_lock(c.q, r, row, segs, &ns)))
-			break;
-		rc = band_read(&c, row, 0, r->chunk, 1ull << s);
-		if (!rc) {
-			struct req w;
-			req_write(&w, r, s, row * r->chunk, c.band[s], (uint32_t)r->chunk);
-			p = &w.p;
-			p->origin = p;
-			p->tag = ++c.q->next_tag;
-			p->status = -EINPROGRESS;
-			ch->ops->post(ch, p, 1);
-			while (p->status == -EINPROGRESS && ch->outstanding)
-				if (ch->ops->progress(ch, -1) < 0)
-					break;
-			rc = p->status == -EINPROGRESS ? -EIO : p->status;
+		pthread_mutex_lock(&r->pool->lock);
+		pthread_rwlock_wrlock(&r->rx->fill);
+		for (src = 0; src < r->nseg; src++) {
+			struct req rd;
+			if (seg_lost(r, src))
+				continue;
+			req_read(&rd, r, src, off, buf, k);
+			if (!run(r->pool->dq, r, &rd, 1))
+				break;
 		}
-		stripe_unlock(c.q, r, row, segs, ns);
+		if (src < r->nseg) {
+			for (unsigned s = 0; s < r->nseg; s++)
+				if (mask >> s & 1)
+					req_write(&w[nw++], r, s, off, buf, k);
+			run(r->pool->dq, r, w, nw);
+		}
+		pthread_rwlock_unlock(&r->rx->fill);
+		pthread_mutex_unlock(&r->pool->lock);
+		if (src == r->nseg)
+			rc = lost_error(r);
+		else if (!(rc = still_filling(r, mask)))
+			__atomic_fetch_add(&r->rx->done, k, __ATOMIC_RELAXED);
+		if (!rc && !pace(r, throttled, start, off + k))
+			rc = -ECANCELED;
 	}
-	pthread_mutex_unlock(&r->pool->lock);
-	free(mem);
-	em_ec_destroy(c.ec);
+	free(buf);
 	return rc;
 }
 
-int em_region_repair(em_region *r)
+/* Rebuilds the cells of `mask` stripe by stripe, each under the stripe's
+ * lock, which every writer of the stripe takes too. */
+static int fill_ec(em_region *r, uint64_t mask, bool throttled)
 {
-	em_pool *pool;
+	struct ec_ctx c = { .r = r, .ec = coder(r), .bandw = r->chunk };
+	uint64_t start = em_now_ns(), cell = r->chunk;
+	uint8_t *mem;
+	int rc = 0;
+
+	if (!c.ec)
+		return -ENOMEM;
+	mem = malloc((size_t)cell * r->nseg);
+	if (!mem)
+		return -ENOMEM;
+	for (unsigned i = 0; i < r->nseg; i++)
+		c.band[i] = mem + (size_t)i * cell;
+	for (uint64_t row = 0; row < r->rows && !rc; row++) {
+		unsigned segs[EM_MAX_SEG], ns, nw = 0;
+		struct req w[EM_MAX_SEG];
+
+		pthread_mutex_lock(&r->pool->lock);
+		c.q = r->pool->dq;
+		if (!(rc = stripes_lock(c.q, r, row, 1, segs, &ns))) {
+			rc = band_read(&c, row, 0, cell, mask);
+			if (!rc) {
+				for (unsigned s = 0; s < r->nseg; s++)
+					if (mask >> s & 1)
+						req_write(&w[nw++], r, s, row * cell, c.band[s],
+							  (uint32_t)cell);
+				run(c.q, r, w, nw);
+			}
+			stripes_unlock(c.q, r, row, 1, segs, ns, true);
+		}
+		pthread_mutex_unlock(&r->pool->lock);
+		if (!rc && !(rc = still_filling(r, mask)))
+			__atomic_fetch_add(&r->rx->done,
+					   cell * (uint64_t)__builtin_popcountll(mask),
+					   __ATOMIC_RELAXED);
+		if (!rc && !pace(r, throttled, start, (row + 1) * cell))
+			rc = -ECANCELED;
+	}
+	free(mem);
+	return rc;
+}
+
+/* Places every lost segment on a node that holds no part of the region,
+ * creates it there (its layout the next epoch's), joins it to the handle
+ * as being filled, fills it, and makes it live. The caller holds `busy`. */
+static int repair_run(em_region *r, bool throttled)
+{
+	em_pool *pool = r->pool;
+	struct em_red_aux *x = r->rx;
 	uint64_t freeb[EM_MAX_SEG] = { 0 }, lost;
 	bool taken[EM_MAX_SEG] = { false };
-	unsigned target[EM_MAX_SEG], done = 0, need;
+	unsigned target[EM_MAX_SEG], need;
 	uint32_t newh[EM_MAX_SEG] = { 0 };
 	em_region next;
 	uint8_t layout[EM_MAX_LAYOUT], req[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
 	uint8_t resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
 	int rc, ll, n;
 
-	if (!r || !em_red_on(r))
-		return -EINVAL;
-	pool = r->pool;
 	probe(r);
-	lost = __atomic_load_n(&r->lost, __ATOMIC_RELAXED);
+	lost = __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE);
 	if (!lost)
 		return 0;
 	need = r->red == EM_RED_EC ? r->red_k : 1;
@@ -902,7 +1131,7 @@ int em_region_repair(em_region *r)
 	}
 	for (unsigned s = 0; s < r->nseg; s++)
 		if (!(lost >> s & 1))
-			taken[r->node[s]] = true;
+			taken[seg_node(r, s)] = true;
 	/* the next layout: each lost segment on the free-est node not in use */
 	next = *r;
 	for (unsigned s = 0; s < r->nseg; s++) {
@@ -940,26 +1169,41 @@ int em_region_repair(em_region *r)
 			goto undo;
 		newh[s] = res.r_region;
 	}
-	/* the new parts join this handle, still marked lost (nothing reads
-	 * them) while they are filled */
+	/* The new parts join this handle, still lost (nothing reads them) but
+	 * being filled (every write reaches them), so no write that comes
+	 * while they fill is missing from them afterwards. */
+	__atomic_store_n(&x->total, em_red_seg_bytes(r, 0) * (uint64_t)__builtin_popcountll(lost),
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(&x->done, 0, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&pool->lock);
+	pthread_rwlock_wrlock(&x->fill);
 	for (unsigned s = 0; s < r->nseg; s++)
 		if (lost >> s & 1) {
-			r->node[s] = target[s];
-			r->handle[s] = newh[s];
+			__atomic_store_n(&r->node[s], target[s], __ATOMIC_RELEASE);
+			__atomic_store_n(&r->handle[s], newh[s], __ATOMIC_RELEASE);
 		}
-	for (unsigned s = 0; s < r->nseg; s++) {
-		if (!(lost >> s & 1))
-			continue;
-		if ((rc = rebuild(r, s)))
-			return rc; /* the region stays degraded; a new repair starts over */
-		__atomic_fetch_and(&r->lost, ~(1ull << s), __ATOMIC_RELAXED);
-		done++;
-	}
-	r->epoch = next.epoch;
-	em_log(EM_LOG_INFO, "region %s: %u part(s) rebuilt, layout epoch %u",
-	       r->named ? r->name : "(anonymous)", done, r->epoch);
-	return (int)done;
+	__atomic_fetch_or(&x->filling, lost, __ATOMIC_ACQ_REL);
+	pthread_rwlock_unlock(&x->fill);
+	pthread_mutex_unlock(&pool->lock);
+	rc = r->red == EM_RED_REPLICATE ? fill_rep(r, lost, throttled)
+					: fill_ec(r, lost, throttled);
+	pthread_mutex_lock(&pool->lock);
+	pthread_rwlock_wrlock(&x->fill);
+	if (!rc)
+		__atomic_fetch_and(&r->lost, ~lost, __ATOMIC_ACQ_REL);
+	__atomic_fetch_and(&x->filling, ~lost, __ATOMIC_ACQ_REL);
+	if (!rc)
+		r->epoch = next.epoch;
+	pthread_rwlock_unlock(&x->fill);
+	pthread_mutex_unlock(&pool->lock);
+	if (rc)
+		goto undo; /* the region stays degraded; a new repair starts over */
+	em_log(EM_LOG_INFO, "region %s: %d part(s) rebuilt, layout epoch %u",
+	       r->named ? r->name : "(anonymous)", __builtin_popcountll(lost), r->epoch);
+	return __builtin_popcountll(lost);
 undo:
+	/* the half-made parts go: their layout is newer than the survivors',
+	 * and a client opening the name would take it */
 	for (unsigned s = 0; s < r->nseg; s++)
 		if (newh[s]) {
 			em_ctl(pool, target[s], EM_W_CLOSE, newh[s], 0, 0, NULL, 0, NULL, 0, NULL);
@@ -970,4 +1214,183 @@ undo:
 			}
 		}
 	return rc;
+}
+
+/* One repair at a time per handle: the thread's or a caller's. */
+static int repair_once(em_region *r, bool throttled)
+{
+	struct em_red_aux *x = r->rx;
+	int rc;
+
+	pthread_mutex_lock(&x->mu);
+	while (x->busy && !x->stop)
+		pthread_cond_wait(&x->cv, &x->mu);
+	if (x->stop) {
+		pthread_mutex_unlock(&x->mu);
+		return -ECANCELED;
+	}
+	__atomic_store_n(&x->busy, true, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&x->mu);
+	rc = repair_run(r, throttled);
+	pthread_mutex_lock(&x->mu);
+	__atomic_store_n(&x->busy, false, __ATOMIC_RELAXED);
+	x->last_rc = rc;
+	pthread_cond_broadcast(&x->cv);
+	pthread_mutex_unlock(&x->mu);
+	return rc;
+}
+
+int em_region_repair(em_region *r)
+{
+	if (!r || !em_red_on(r) || !r->rx)
+		return -EINVAL;
+	return repair_once(r, false);
+}
+
+/* The background repairer of a handle: wakes when asked, and (with
+ * ETHERMEM_AUTO_REPAIR) every fifth of a second to see whether a request
+ * found a node dead; repairs at ETHERMEM_REPAIR_RATE. A repair that fails
+ * (no node free, too many lost) is tried again later, less often each
+ * time. */
+static void *repairer(void *arg)
+{
+	em_region *r = arg;
+	struct em_red_aux *x = r->rx;
+	uint64_t delay_ms = 0, not_before = 0;
+	int said = 0;
+
+	pthread_mutex_lock(&x->mu);
+	while (!x->stop) {
+		bool due = x->want || (x->autorep && __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE));
+
+		if (due && em_now_ns() >= not_before) {
+			int rc;
+
+			x->want = false;
+			pthread_mutex_unlock(&x->mu);
+			rc = repair_once(r, true);
+			pthread_mutex_lock(&x->mu);
+			if (rc < 0 && rc != -ECANCELED) {
+				if (rc != said)
+					em_log(EM_LOG_WARN,
+					       "region %s: background repair failed (%s); will retry",
+					       r->named ? r->name : "(anonymous)", em_strerror(rc));
+				said = rc;
+				delay_ms = EM_MIN(delay_ms ? delay_ms * 2 : 500, 10000);
+				not_before = em_now_ns() + delay_ms * 1000000ull;
+			} else {
+				said = 0;
+				delay_ms = 0;
+				not_before = 0;
+			}
+			continue;
+		}
+		uint64_t until = em_now_ns() + 200000000ull;
+		struct timespec ts = { (time_t)(until / 1000000000ull),
+				       (long)(until % 1000000000ull) };
+		pthread_cond_timedwait(&x->cv, &x->mu, &ts);
+		if (x->want)
+			not_before = 0; /* asked outright: no waiting out a failure */
+	}
+	pthread_mutex_unlock(&x->mu);
+	return NULL;
+}
+
+static int start_repairer(em_region *r)
+{
+	struct em_red_aux *x = r->rx;
+	int rc = 0;
+
+	pthread_mutex_lock(&x->mu);
+	if (!x->thread_on && !x->stop) {
+		rc = -pthread_create(&x->thread, NULL, repairer, r);
+		x->thread_on = !rc;
+	}
+	pthread_mutex_unlock(&x->mu);
+	return rc;
+}
+
+int em_region_repair_start(em_region *r)
+{
+	int rc;
+
+	if (!r || !em_red_on(r) || !r->rx)
+		return -EINVAL;
+	if ((rc = start_repairer(r)))
+		return rc;
+	pthread_mutex_lock(&r->rx->mu);
+	r->rx->want = true;
+	pthread_cond_broadcast(&r->rx->cv);
+	pthread_mutex_unlock(&r->rx->mu);
+	return 0;
+}
+
+int em_region_stat(const em_region *r, struct em_region_info *info)
+{
+	size_t stride = info ? em_out_size(info, EM_REGION_INFO_SIZE_0_1) : 0;
+	struct em_region_info ri = { .size = sizeof(ri) };
+
+	if (!r || !stride)
+		return -EINVAL;
+	snprintf(ri.name, sizeof(ri.name), "%s", r->named ? r->name : "");
+	ri.bytes = r->size;
+	ri.chunk_size = r->chunk;
+	ri.nodes = r->nseg;
+	ri.redundancy = em_red_on(r) ? r->red : EM_RED_NONE;
+	ri.red_k = r->red_k;
+	ri.red_m = r->red_m;
+	ri.state = em_red_on(r) ? em_red_state(r) : EM_STATE_HEALTHY;
+	ri.epoch = r->epoch;
+	em_out_put(info, stride, &ri, sizeof(ri));
+	return 0;
+}
+
+int em_red_attach(em_region *r)
+{
+	struct em_red_aux *x;
+	pthread_condattr_t ca;
+	int64_t v;
+
+	if (!em_red_on(r))
+		return 0;
+	x = calloc(1, sizeof(*x));
+	if (!x)
+		return -ENOMEM;
+	pthread_rwlock_init(&x->fill, NULL);
+	pthread_mutex_init(&x->amu, NULL);
+	pthread_mutex_init(&x->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&x->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	x->autorep = em_cfg_env_num(EM_CFG_AUTO_REPAIR, &v) ? true : v != 0;
+	x->rate = em_cfg_env_num(EM_CFG_REPAIR_RATE, &v) ? 256u << 20 : (uint64_t)v;
+	r->rx = x;
+	if (x->autorep && start_repairer(r))
+		em_log(EM_LOG_WARN, "region %s: no background repair thread",
+		       r->named ? r->name : "(anonymous)");
+	return 0;
+}
+
+void em_red_detach(em_region *r)
+{
+	struct em_red_aux *x = r->rx;
+
+	if (!x)
+		return;
+	pthread_mutex_lock(&x->mu);
+	x->stop = true;
+	pthread_cond_broadcast(&x->cv);
+	pthread_mutex_unlock(&x->mu);
+	if (x->thread_on)
+		pthread_join(x->thread, NULL);
+	/* a caller's em_region_repair on another thread has returned: the
+	 * handle is being closed, which it may not be while in use */
+	em_ec_destroy(x->ec);
+	pthread_rwlock_destroy(&x->fill);
+	pthread_mutex_destroy(&x->amu);
+	pthread_mutex_destroy(&x->mu);
+	pthread_cond_destroy(&x->cv);
+	free(x);
+	r->rx = NULL;
 }

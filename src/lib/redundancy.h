@@ -27,6 +27,10 @@ uint64_t em_red_seg_bytes(const struct em_region *r, unsigned seg);
  * channels, failing over and reconstructing as needed. Returns 0 or
  * -errno; *value gets an atomic's old value. */
 int em_red_exec(struct em_queue *q, const struct em_op *op, uint64_t *value);
+/* A handle's redundancy state (the coder, the repair thread): made when
+ * the handle is created or opened, freed (its repair stopped) on close. */
+int em_red_attach(struct em_region *r);
+void em_red_detach(struct em_region *r);
 /* The region's state as this handle sees it (enum em_region_state). */
 unsigned em_red_state(const struct em_region *r);
 
