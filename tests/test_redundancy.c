@@ -14,7 +14,11 @@
  *  - the redundancy is in the layout: a second client opening the name
  *    sees it, and the listing shows it;
  *  - repair rebuilds a dead node's part elsewhere, and that part then serves
- *    when the other original holders die.
+ *    when the other original holders die;
+ *  - background repair: a holder SIGKILLed under a workload (writes, reads,
+ *    atomics) is noticed, the handle shows the region repairing while the
+ *    workload goes on, and is healthy again with every byte right; then the
+ *    other original holders die and the rebuilt part serves.
  */
 #include <inttypes.h>
 
@@ -23,6 +27,7 @@
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 #endif
 #include "harness.h"
+#include "common/util.h"
 #include "lib/internal.h"
 
 #define NODES 7
@@ -363,6 +368,91 @@ static void repair(const char *red, unsigned chunk)
 	free(ref);
 }
 
+static uint64_t state_of(em_region *r)
+{
+	struct em_region_info ri = { .size = sizeof(ri) };
+
+	CHECK_RC(em_region_stat(r, &ri), 0);
+	return ri.state;
+}
+
+/* Adds to the counter word at the region's end, as the reference does. */
+static void count_up(em_region *r, uint8_t *ref, int times)
+{
+	uint64_t v, old;
+
+	for (int i = 0; i < times; i++) {
+		memcpy(&v, ref + SIZE - 8, 8);
+		CHECK_RC(em_atomic(r, SIZE - 8, EM_ATOMIC_FADD, 3, 0, &old), 0);
+		CHECK(old == v);
+		v += 3;
+		memcpy(ref + SIZE - 8, &v, 8);
+	}
+}
+
+static void background(const char *red, unsigned chunk)
+{
+	struct t_node n[NODES];
+	struct em_region_opts o = { .size = sizeof(o), .chunk_size = chunk };
+	uint8_t *ref = calloc(1, SIZE);
+	uint64_t seed = 7, t0;
+	bool rep = !strncmp(red, "replicate", 9), saw_repairing = false;
+	unsigned first;
+	em_pool *pool;
+	em_region *r;
+
+	CHECK(ref);
+	/* slow enough that the workload runs beside it for a while */
+	setenv("ETHERMEM_AUTO_REPAIR", "yes", 1);
+	setenv("ETHERMEM_REPAIR_RATE", "2M", 1);
+	start_nodes(n, NODES);
+	pool = t_connect_ok(n, NODES, sec);
+	CHECK_RC(em_parse_redundancy(red, &o), 0);
+	CHECK_RC(em_region_create(pool, "bg", SIZE, &o, &r), 0);
+	rand_ops(r, ref, 100, &seed);
+	if (rep)
+		count_up(r, ref, 20);
+	CHECK(state_of(r) == EM_STATE_HEALTHY);
+	first = __atomic_load_n(&r->node[0], __ATOMIC_ACQUIRE);
+	t_node_stop(&n[first], SIGKILL);
+	/* the workload finds the node dead; repair starts on its own and the
+	 * workload goes on beside it until the region is whole again */
+	t0 = (em_now_ns() / 1000000);
+	for (;;) {
+		unsigned st;
+
+		rand_ops(r, ref, 20, &seed);
+		if (rep)
+			count_up(r, ref, 5);
+		st = (unsigned)state_of(r);
+		saw_repairing |= st == EM_STATE_REPAIRING;
+		if (st == EM_STATE_HEALTHY && __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE) == 0 &&
+		    __atomic_load_n(&r->node[0], __ATOMIC_ACQUIRE) != first)
+			break;
+		if ((em_now_ns() / 1000000) - t0 > 60000) {
+			fprintf(stderr, "%s: not repaired after 60 s (state %u)\n", red, st);
+			exit(1);
+		}
+	}
+	CHECK(saw_repairing);
+	CHECK(r->epoch == 1);
+	check_all(r, ref);
+	/* the rebuilt part has to serve once the other original holders die */
+	for (unsigned s = 1; s <= (rep ? o.red_k - 1u : o.red_m); s++)
+		t_node_stop(holder(n, r, s), SIGKILL);
+	rand_ops(r, ref, 100, &seed);
+	if (rep)
+		count_up(r, ref, 20);
+	check_all(r, ref);
+	em_region_close(r);
+	em_pool_close(pool);
+	stop_nodes(n, NODES);
+	setenv("ETHERMEM_AUTO_REPAIR", "no", 1);
+	unsetenv("ETHERMEM_REPAIR_RATE");
+	printf("%s: repaired in the background under a workload\n", red);
+	free(ref);
+}
+
 static void bad_options(void)
 {
 	struct t_node n[NODES];
@@ -421,6 +511,11 @@ int main(int argc, char **argv)
 	}
 	if (!*only || !strcmp(only, "stripes"))
 		ec_concurrent();
+	if (!*only || !strcmp(only, "background")) {
+		background("replicate:2", 0);
+		background("replicate:3", 0);
+		background("ec:4+2", 4096);
+	}
 	if (!*only || !strcmp(only, "repair")) {
 		repair("replicate:2", 0);
 		repair("replicate:3", 0);

@@ -42,6 +42,12 @@ for r in rep ec; do
 	cmp -s "$T/data" "$T/out" || fail "$r: bytes differ"
 done
 
+# a third region for the background repair below, made through a pool of
+# n0 n1 n2 so that its copies are there: the two kills take two of them
+ETHERMEM_NODES="tcp://127.0.0.1:$PORT_n0,tcp://127.0.0.1:$PORT_n1,tcp://127.0.0.1:$PORT_n2" \
+	"$E" region create bg 1M --redundancy replicate:3 || fail "create bg"
+"$E" write bg 4096 "$T/data" || fail "write bg"
+
 # kill two nodes; a fresh client (which connects with nodes down) still reads
 # every byte of ec:4+2, and of replicate:2 when one of its copies is left
 kill -9 "${PIDS[0]}" "${PIDS[1]}"
@@ -62,6 +68,14 @@ grep -q "ec: 2 part(s) rebuilt" "$T/rep" || fail "repair said: $(cat "$T/rep")"
 grep -q '"name":"ec".*"state":"healthy","epoch":1' "$T/ls" || fail "after repair: $(cat "$T/ls")"
 "$E" repair ec > "$T/rep" || fail "second repair"
 grep -q "ec: 0 part(s) rebuilt" "$T/rep" || fail "nothing left to repair: $(cat "$T/rep")"
+# the throttled background repair, as a program's own handle runs it
+ETHERMEM_REPAIR_RATE=4M "$E" repair bg --background > "$T/bgrep" 2>"$T/bgerr" ||
+	fail "repair bg --background: $(cat "$T/bgrep" "$T/bgerr")"
+grep -q "bg: healthy, layout epoch 1" "$T/bgrep" || fail "background repair said: $(cat "$T/bgrep")"
+"$E" read bg 4096 300000 "$T/out" || fail "read bg after its repair"
+cmp -s "$T/data" "$T/out" || fail "bg after repair: bytes differ"
+"$E" region ls --json > "$T/ls" || fail "ls after bg repair"
+grep -q '"name":"bg".*"state":"healthy","epoch":1' "$T/ls" || fail "bg after repair: $(cat "$T/ls")"
 # two data nodes die: reading them needs both rebuilt parity cells
 kill -9 "${PIDS[2]}" "${PIDS[3]}"
 wait "${PIDS[2]}" "${PIDS[3]}" 2>/dev/null

@@ -42,7 +42,7 @@ static void usage(FILE *f)
 		"  region rm NAME            delete a named region\n"
 		"  write NAME OFFSET FILE    put a file's bytes into a region at OFFSET\n"
 		"  read NAME OFFSET LEN FILE get LEN bytes of a region at OFFSET into FILE\n"
-		"  repair NAME               rebuild a redundant region's lost copies or chunks\n"
+		"  repair NAME [--background] rebuild a redundant region's lost copies or chunks\n"
 		"  node ls [--json]          memory nodes registered in etcd\n"
 		"  bench [--baseline]        latency and bandwidth of the pool\n"
 		"  kv stats [NAME]           block stores (prefix caches): entries, bytes, hit rate\n"
@@ -599,32 +599,66 @@ static int cmd_rw(int argc, char **argv, struct em_cli_pool *cp, bool wr)
 	return rc ? 1 : 0;
 }
 
-/* `ethermem repair NAME`: what em_region_repair does, for a named region. */
+/* `ethermem repair NAME`: what em_region_repair does, for a named region;
+ * with --background, the throttled repair of the library's repair thread,
+ * its state shown as it goes. */
 static int cmd_repair(int argc, char **argv, struct em_cli_pool *cp)
 {
+	bool bg = argc == 3 && !strcmp(argv[2], "--background");
 	em_pool *pool;
 	em_region *r;
 	int rc;
 
 	if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-		printf("usage: ethermem repair NAME\n"
+		printf("usage: ethermem repair NAME [--background]\n"
 		       "Rebuilds every copy or chunk of a redundant region whose node is gone\n"
 		       "on another node of the pool, from the survivors, and moves the region\n"
 		       "to the next layout epoch. Nodes that do not answer are expected here.\n"
 		       "Run it while no other client writes the region; clients that have it\n"
-		       "open reopen it after.\n\n%s",
+		       "open reopen it after.\n"
+		       "--background runs it the way a program's own background repair does,\n"
+		       "at most ETHERMEM_REPAIR_RATE bytes per second, and prints the region's\n"
+		       "state each second until it is healthy again.\n\n%s",
 		       pool_help);
 		return 0;
 	}
-	if (argc != 2) {
-		fprintf(stderr, "ethermem repair: usage: ethermem repair NAME\n");
+	if (argc != 2 && !bg) {
+		fprintf(stderr, "ethermem repair: usage: ethermem repair NAME [--background]\n");
 		return 2;
 	}
+	/* this command's handle repairs only when told to */
+	setenv("ETHERMEM_AUTO_REPAIR", "0", 1);
 	if (em_cli_connect(cp, &pool, "ethermem repair"))
 		return 1;
 	rc = em_region_open(pool, argv[1], &r);
 	if (rc) {
 		fprintf(stderr, "ethermem repair: %s: %s\n", argv[1], em_strerror(rc));
+	} else if (bg) {
+		static const char *states[] = { "healthy", "degraded", "repairing" };
+		struct em_region_info ri = { .size = sizeof(ri) };
+		unsigned ticks = 0, stuck = 0;
+
+		rc = em_region_repair_start(r);
+		while (!rc) {
+			struct timespec ts = { 0, 100000000 };
+			nanosleep(&ts, NULL);
+			if ((rc = em_region_stat(r, &ri)))
+				break;
+			if (ri.state == EM_STATE_HEALTHY && ++ticks >= 2)
+				break;
+			if (++ticks % 10 == 0)
+				printf("%s: %s\n", argv[1], ri.state < 3 ? states[ri.state] : "?");
+			/* degraded and not repairing for five seconds: the thread
+			 * failed and waits to try again (it logged why) */
+			stuck = ri.state == EM_STATE_DEGRADED ? stuck + 1 : 0;
+			if (stuck >= 50)
+				rc = -EM_ELOST;
+		}
+		if (rc < 0)
+			fprintf(stderr, "ethermem repair: %s: %s\n", argv[1], em_strerror(rc));
+		else
+			printf("%s: healthy, layout epoch %u\n", argv[1], ri.epoch);
+		em_region_close(r);
 	} else {
 		rc = em_region_repair(r);
 		if (rc < 0)

@@ -1331,6 +1331,21 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 		    listed[k + max] + 1u < listed[k])
 			ri->state = EM_STATE_DEGRADED;
 	}
+	/* what this process's own handles know is newer than the listing: a
+	 * part found dead before its node is gone from the listing, a repair */
+	pthread_mutex_lock(&pool->lock);
+	for (em_region *h = pool->regions; !rc && h; h = h->next) {
+		if (!h->named || !em_red_on(h) ||
+		    stride < offsetof(struct em_region_info, state) + sizeof(info->state))
+			continue;
+		for (unsigned k = 0; k < count && k < max; k++) {
+			struct em_region_info *ri = AT(info, stride, k);
+			unsigned st = em_red_state(h);
+			if (!strcmp(ri->name, h->name) && st > ri->state)
+				ri->state = st;
+		}
+	}
+	pthread_mutex_unlock(&pool->lock);
 	free(buf);
 	free(names);
 	free(listed);

@@ -514,16 +514,14 @@ again:
 	 * A copy being filled is set outright: this handle's atomics run one
 	 * at a time meanwhile, and its repair has copied the word already or
 	 * will copy it later. */
+	for (unsigned s = 0; s < r->nseg; s++)
+		if (filling(r) >> s & 1) {
+			req_atomic(&f, r, s, op->offset, EM_ATOMIC_SWAP, nv, 0);
+			run(q, r, &f, 1);
+		}
 	for (unsigned s = prim + 1; s < r->nseg; s++) {
 		uint64_t start = em_now_ns();
 
-		if (seg_lost(r, s)) {
-			if (filling(r) >> s & 1) {
-				req_atomic(&f, r, s, op->offset, EM_ATOMIC_SWAP, nv, 0);
-				run(q, r, &f, 1);
-			}
-			continue;
-		}
 		while (!seg_lost(r, s)) {
 			bool force = (em_now_ns() - start) / 1000000 >
 				     2ull * (uint64_t)r->pool->timeout_ms;
