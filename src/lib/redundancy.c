@@ -1191,7 +1191,7 @@ static int repair_run(em_region *r, bool throttled)
 		__atomic_fetch_and(&r->lost, ~lost, __ATOMIC_ACQ_REL);
 	__atomic_fetch_and(&x->filling, ~lost, __ATOMIC_ACQ_REL);
 	if (!rc)
-		r->epoch = next.epoch;
+		__atomic_store_n(&r->epoch, next.epoch, __ATOMIC_RELEASE);
 	pthread_rwlock_unlock(&x->fill);
 	pthread_mutex_unlock(&pool->lock);
 	if (rc)
@@ -1338,7 +1338,7 @@ int em_region_stat(const em_region *r, struct em_region_info *info)
 	ri.red_k = r->red_k;
 	ri.red_m = r->red_m;
 	ri.state = em_red_on(r) ? em_red_state(r) : EM_STATE_HEALTHY;
-	ri.epoch = r->epoch;
+	ri.epoch = __atomic_load_n(&r->epoch, __ATOMIC_ACQUIRE);
 	em_out_put(info, stride, &ri, sizeof(ri));
 	return 0;
 }
