@@ -68,9 +68,19 @@ grep -q "ec: 2 part(s) rebuilt" "$T/rep" || fail "repair said: $(cat "$T/rep")"
 grep -q '"name":"ec".*"state":"healthy","epoch":1' "$T/ls" || fail "after repair: $(cat "$T/ls")"
 "$E" repair ec > "$T/rep" || fail "second repair"
 grep -q "ec: 0 part(s) rebuilt" "$T/rep" || fail "nothing left to repair: $(cat "$T/rep")"
-# the throttled background repair, as a program's own handle runs it
-ETHERMEM_REPAIR_RATE=4M "$E" repair bg --background > "$T/bgrep" 2>"$T/bgerr" ||
-	fail "repair bg --background: $(cat "$T/bgrep" "$T/bgerr")"
+# the throttled background repair, as a program's own handle runs it: two
+# copies of 1 MiB at 512 KiB/s take seconds, and another process's listing
+# shows the region repairing meanwhile (the new parts are stored marked)
+ETHERMEM_REPAIR_RATE=512K "$E" repair bg --background > "$T/bgrep" 2>"$T/bgerr" &
+bgpid=$!
+seen=""
+for _ in $(seq 100); do
+	"$E" region ls --json > "$T/ls" || fail "ls during repair"
+	grep -q '"name":"bg".*"state":"repairing"' "$T/ls" && { seen=1; break; }
+	sleep 0.05
+done
+[ -n "$seen" ] || fail "repairing not shown: $(cat "$T/ls")"
+wait $bgpid || fail "repair bg --background: $(cat "$T/bgrep" "$T/bgerr")"
 grep -q "bg: healthy, layout epoch 1" "$T/bgrep" || fail "background repair said: $(cat "$T/bgrep")"
 "$E" read bg 4096 300000 "$T/out" || fail "read bg after its repair"
 cmp -s "$T/data" "$T/out" || fail "bg after repair: bytes differ"

@@ -182,6 +182,14 @@ static void test_layout_redundancy(void)
 	CHECK(m == 22 + 6 * EM_NODE_ID_LEN + 6 + 8);
 	CHECK_RC(em_layout_decode(b, (size_t)m, &d), 0);
 	CHECK(d.red == EM_RED_EC && d.k == 4 && d.m == 2 && d.epoch == 7 && d.nseg == 6);
+	CHECK(d.flags == 0);
+	/* a part being filled says so, and only that flag exists */
+	l.flags = EM_LAYOUT_FILLING;
+	CHECK(em_layout_encode(b, sizeof(b), &l) == m);
+	CHECK_RC(em_layout_decode(b, (size_t)m, &d), 0);
+	CHECK(d.flags == EM_LAYOUT_FILLING && d.epoch == 7);
+	l.flags = 0;
+	m = em_layout_encode(b, sizeof(b), &l);
 	for (int k = 0; k < m; k++)
 		CHECK(em_layout_decode(b, (size_t)k, &d) != 0 || k == m - 8);
 	CHECK_RC(em_layout_decode(b, (size_t)m + 1, &d), -EPROTO);
@@ -195,7 +203,7 @@ static void test_layout_redundancy(void)
 			{ t, 9 },     /* unknown redundancy */
 			{ t + 1, 5 }, /* k + m != segments */
 			{ t + 2, 0 }, /* ec without parity */
-			{ t + 3, 1 }, /* reserved byte */
+			{ t + 3, 2 }, /* a flag no one defined */
 			{ t - 1, 4 }, /* pattern not 0..n-1 */
 		};
 		for (unsigned k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {

@@ -270,7 +270,7 @@ static bool layout_ok(uint64_t size, uint64_t chunk, unsigned nseg, unsigned ple
 
 static bool has_trailer(const struct em_layout *l)
 {
-	return (l->red && l->red != EM_RED_NONE) || l->epoch;
+	return (l->red && l->red != EM_RED_NONE) || l->epoch || l->flags;
 }
 
 int em_layout_encode(uint8_t *out, size_t cap, const struct em_layout *l)
@@ -294,7 +294,7 @@ int em_layout_encode(uint8_t *out, size_t cap, const struct em_layout *l)
 		out[base] = l->red ? l->red : EM_RED_NONE;
 		out[base + 1] = l->k;
 		out[base + 2] = l->m;
-		out[base + 3] = 0;
+		out[base + 3] = l->flags;
 		em_put32(out + base + 4, l->epoch);
 	}
 	return (int)n;
@@ -302,7 +302,7 @@ int em_layout_encode(uint8_t *out, size_t cap, const struct em_layout *l)
 
 int em_layout_decode(const uint8_t *in, size_t len, struct em_layout *l)
 {
-	unsigned nseg, plen, red = EM_RED_NONE, k = 0, m = 0;
+	unsigned nseg, plen, red = EM_RED_NONE, k = 0, m = 0, flags = 0;
 	uint32_t epoch = 0;
 	const uint8_t *pat;
 	size_t base;
@@ -320,7 +320,8 @@ int em_layout_decode(const uint8_t *in, size_t len, struct em_layout *l)
 		k = in[base + 1];
 		m = in[base + 2];
 		epoch = em_get32(in + base + 4);
-		if (in[base + 3] || !red)
+		flags = in[base + 3];
+		if ((flags & ~EM_LAYOUT_FILLING) || !red)
 			return -EPROTO;
 	} else if (len != base) {
 		return -EPROTO;
@@ -338,6 +339,7 @@ int em_layout_decode(const uint8_t *in, size_t len, struct em_layout *l)
 	l->k = (uint8_t)k;
 	l->m = (uint8_t)m;
 	l->epoch = epoch;
+	l->flags = (uint8_t)flags;
 	return 0;
 }
 

@@ -62,6 +62,8 @@ enum em_wire_op {
 /* aux flags of EM_W_CREATE */
 #define EM_WC_NAMED 1u
 #define EM_WC_EXCL 2u
+/* the named region exists (same size): store this request's layout with it */
+#define EM_WC_RELAYOUT 4u
 
 struct em_hdr {
 	uint32_t magic;
@@ -186,8 +188,14 @@ struct em_layout {
 	uint8_t ids[EM_LAYOUT_MAX_SEG][EM_NODE_ID_LEN];
 	uint8_t pattern[EM_LAYOUT_MAX_PATTERN];
 	uint8_t red, k, m; /* enum em_redundancy; 0 reads as NONE */
+	uint8_t flags;     /* EM_LAYOUT_* */
 	uint32_t epoch;
 };
+/* Stored with a part a repair is still filling: that part holds nothing yet
+ * (an opener ignores this layout) and the region is being repaired (the
+ * listing says so). The repair stores the layout again without it at the
+ * end (EM_WC_RELAYOUT). */
+#define EM_LAYOUT_FILLING 1u
 /* Whether (red, k, m) is a redundancy a layout of nseg segments can say. */
 bool em_red_valid(unsigned red, unsigned k, unsigned m);
 /* Returns the encoded length, -EINVAL for a layout that decode would

@@ -440,7 +440,7 @@ static int do_create_open(struct conn *c, const struct em_hdr *h, const uint8_t 
 		return reply_err(c, h, rc);
 	if (h->op == EM_W_CREATE) {
 		bool named = h->aux & EM_WC_NAMED;
-		if (h->aux & ~(EM_WC_NAMED | EM_WC_EXCL))
+		if (h->aux & ~(EM_WC_NAMED | EM_WC_EXCL | EM_WC_RELAYOUT))
 			return reply_err(c, h, -EINVAL);
 		if (named != (name[0] != 0))
 			return reply_err(c, h, -EINVAL);

@@ -206,6 +206,10 @@ int em_store_create_region(struct em_store *st, const char *name, uint64_t size,
 			pthread_mutex_unlock(&st->lock);
 			return -EEXIST;
 		}
+		if ((flags & EM_WC_RELAYOUT) && layout_len) {
+			memcpy(r->layout, layout, layout_len);
+			r->layout_len = layout_len;
+		}
 		r->refs++;
 		pthread_mutex_unlock(&st->lock);
 		*out = r;

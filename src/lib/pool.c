@@ -742,18 +742,21 @@ static int region_open_named(em_pool *pool, const char *name, em_region **out)
 		}
 		handles[i] = res.r_region;
 		/* the newest layout wins: a repair stores the next epoch with
-		 * the parts it rebuilds, the survivors keep the one before */
+		 * the parts it rebuilds, the survivors keep the one before; a
+		 * part still being filled holds nothing yet and does not count */
 		{
 			struct em_layout peek;
 
 			rc = em_namelayout_decode(resp, res.resp_len, nm, &lay, &ll);
 			if (!rc)
 				rc = em_layout_decode(lay, ll, &peek);
-			if (!rc && (!have_layout || peek.epoch > r->epoch))
+			if (!rc && !(peek.flags & EM_LAYOUT_FILLING) &&
+			    (!have_layout || peek.epoch > r->epoch)) {
 				rc = layout_decode(r, lay, ll, ids);
+				have_layout = !rc;
+			}
 			if (rc)
 				goto fail;
-			have_layout = true;
 		}
 	}
 	if (!have_layout)
@@ -1233,7 +1236,7 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 	buf = malloc(EM_MAX_CTRL);
 	/* per listed entry: segments its layout names, then nodes that listed
 	 * it; fewer nodes than segments means a part is gone (degraded) */
-	listed = calloc(2 * (size_t)max + 1, 1);
+	listed = calloc(3 * (size_t)max + 1, 1); /* then: a part is being filled */
 	/* every name counted so far, to count a striped region once even
 	 * past max: info[] is the caller's and may be shorter */
 	names = malloc(cap * sizeof(*names));
@@ -1284,6 +1287,10 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 					if (k < max) {
 						struct em_region_info *ri = AT(info, stride, k);
 						listed[k + max] = (uint8_t)(listed[k + max] + 1);
+						if (l.flags & EM_LAYOUT_FILLING) {
+							listed[k + 2 * max] = 1;
+							continue;
+						}
 						if (stride >=
 							    offsetof(struct em_region_info, epoch) +
 								    sizeof(ri->epoch) &&
@@ -1312,12 +1319,15 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 					ri.redundancy = l.red ? l.red : EM_RED_NONE;
 					ri.red_k = l.k;
 					ri.red_m = l.m;
-					ri.epoch = l.epoch;
+					/* a part being filled has the epoch to come */
+					ri.epoch = l.flags & EM_LAYOUT_FILLING ? 0 : l.epoch;
 					em_out_put(AT(info, stride, count), stride, &ri,
 						   sizeof(ri));
 				}
-				if (count < max)
+				if (count < max) {
 					listed[count] = (uint8_t)l.nseg;
+					listed[count + 2 * max] = l.flags & EM_LAYOUT_FILLING;
+				}
 				count++;
 			}
 			if (rc)
@@ -1330,6 +1340,9 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 		if (stride >= offsetof(struct em_region_info, state) + sizeof(ri->state) &&
 		    listed[k + max] + 1u < listed[k])
 			ri->state = EM_STATE_DEGRADED;
+		if (stride >= offsetof(struct em_region_info, state) + sizeof(ri->state) &&
+		    listed[k + 2 * max])
+			ri->state = EM_STATE_REPAIRING;
 	}
 	/* what this process's own handles know is newer than the listing: a
 	 * part found dead before its node is gone from the listing, a repair */

@@ -1098,6 +1098,49 @@ static int fill_ec(em_region *r, uint64_t mask, bool throttled)
 	return rc;
 }
 
+/* The region's layout with `flags` (EM_LAYOUT_*) into out. */
+static int layout_with(const em_region *r, unsigned flags, uint8_t *out, size_t cap)
+{
+	struct em_layout l;
+	int ll = em_region_layout(r, out, cap);
+
+	if (ll < 0 || !flags)
+		return ll;
+	if (em_layout_decode(out, (size_t)ll, &l))
+		return -EINVAL;
+	l.flags = (uint8_t)flags;
+	return em_layout_encode(out, cap, &l);
+}
+
+/* Stores the finished layout with every part, the rebuilt ones (no longer
+ * marked as being filled) and the survivors (the new epoch). A node that
+ * does not take it keeps the older one, which an opener passes over. */
+static void relayout(em_region *r, const em_region *next)
+{
+	uint8_t layout[EM_MAX_LAYOUT], req[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
+	uint8_t resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
+	int ll = layout_with(next, 0, layout, sizeof(layout)), n;
+
+	if (ll < 0)
+		return;
+	n = em_namelayout_encode(req, sizeof(req), r->name, layout, (uint16_t)ll);
+	if (n < 0)
+		return;
+	for (unsigned s = 0; s < r->nseg; s++) {
+		struct em_part res;
+		unsigned node = seg_node(r, s);
+		int rc = em_ctl(r->pool, node, EM_W_CREATE, 0, EM_WC_NAMED | EM_WC_RELAYOUT,
+				em_red_seg_bytes(r, s), req, (uint32_t)n, resp, sizeof(resp), &res);
+
+		if (rc)
+			em_log(EM_LOG_WARN, "region %s: node %s kept the old layout (%s)", r->name,
+			       r->pool->nodes[node].addr, em_strerror(rc));
+		else
+			em_ctl(r->pool, node, EM_W_CLOSE, res.r_region, 0, 0, NULL, 0, NULL, 0,
+			       NULL);
+	}
+}
+
 /* Places every lost segment on a node that holds no part of the region,
  * creates it there (its layout the next epoch's), joins it to the handle
  * as being filled, fills it, and makes it live. The caller holds `busy`. */
@@ -1149,7 +1192,9 @@ static int repair_run(em_region *r, bool throttled)
 		next.node[s] = best;
 	}
 	next.epoch = r->epoch + 1;
-	ll = em_region_layout(&next, layout, sizeof(layout));
+	/* the new parts are stored marked as being filled: an opener ignores
+	 * them until the end, and the listing shows the region repairing */
+	ll = layout_with(&next, EM_LAYOUT_FILLING, layout, sizeof(layout));
 	if (ll < 0)
 		return ll;
 	n = em_namelayout_encode(req, sizeof(req), r->named ? r->name : NULL, layout, (uint16_t)ll);
@@ -1157,12 +1202,22 @@ static int repair_run(em_region *r, bool throttled)
 		return n;
 	for (unsigned s = 0; s < r->nseg; s++) {
 		struct em_part res;
+		unsigned fl = r->named ? EM_WC_NAMED | EM_WC_EXCL : 0;
 
 		if (!(lost >> s & 1))
 			continue;
-		rc = em_ctl(pool, target[s], EM_W_CREATE, 0,
-			    r->named ? EM_WC_NAMED | EM_WC_EXCL : 0, em_red_seg_bytes(r, s), req,
+		rc = em_ctl(pool, target[s], EM_W_CREATE, 0, fl, em_red_seg_bytes(r, s), req,
 			    (uint32_t)n, resp, sizeof(resp), &res);
+		if (rc == -EEXIST && r->named) {
+			/* what a repair that died half-way left there (the node
+			 * holds no live part of the region): start it afresh */
+			uint8_t del[3 + EM_NAME_MAX];
+			int k = em_namelayout_encode(del, sizeof(del), r->name, NULL, 0);
+			em_ctl(pool, target[s], EM_W_DELETE, 0, 0, 0, del, (uint32_t)k, NULL, 0,
+			       NULL);
+			rc = em_ctl(pool, target[s], EM_W_CREATE, 0, fl, em_red_seg_bytes(r, s),
+				    req, (uint32_t)n, resp, sizeof(resp), &res);
+		}
 		if (rc)
 			goto undo;
 		newh[s] = res.r_region;
@@ -1196,6 +1251,8 @@ static int repair_run(em_region *r, bool throttled)
 	pthread_mutex_unlock(&pool->lock);
 	if (rc)
 		goto undo; /* the region stays degraded; a new repair starts over */
+	if (r->named)
+		relayout(r, &next);
 	em_log(EM_LOG_INFO, "region %s: %d part(s) rebuilt, layout epoch %u",
 	       r->named ? r->name : "(anonymous)", __builtin_popcountll(lost), r->epoch);
 	return __builtin_popcountll(lost);
