@@ -463,6 +463,8 @@ static int red_rows(struct bench *b, em_queue *q, char *list)
 	char *save = NULL;
 	int rc = 0;
 
+	/* the degraded rows mark a live node lost: no repair may start then */
+	setenv("ETHERMEM_AUTO_REPAIR", "0", 1);
 	for (char *tok = strtok_r(list, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save)) {
 		struct em_region_opts o = { .size = sizeof(o) };
 		uint64_t before;
