@@ -9,11 +9,10 @@
  * those calls and the handler runs only at an application load or store,
  * never inside the library. A redundant region's operation runs to its end
  * inside em_submit (redundancy.c); its replicated reads and writes and its
- * healthy erasure-coded reads keep their requests on the stack, so they too
- * allocate nothing, and a read fails over to the next live copy there.
- * Erasure-coded writes, and reads that must rebuild from parity, take
- * their buffers from malloc: sound for a mapping only while the
- * application's own code never faults on the mapping inside malloc.
+ * healthy erasure-coded reads (of up to 24 cells) keep their requests on
+ * the stack, so they too allocate nothing, and a read fails over to the
+ * next live copy there. Erasure-coded writes, and reads that must rebuild
+ * from parity, take their buffers from malloc: not safe in the handler yet.
  * What the public API does not give is the two
  * facts below, which em_map needs to fill in its defaults, and a hook that
  * tells the pager a pool is closing; they are kept here rather than in

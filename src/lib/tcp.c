@@ -70,8 +70,16 @@ static int fifo_reserve(struct tcp_chan *t, size_t more)
 	nf = malloc(nc * sizeof(*nf));
 	if (!nf)
 		return -ENOMEM;
-	for (size_t i = 0; i < t->count; i++)
-		nf[i] = *fifo_at(t, i);
+	for (size_t i = 0; i < t->count; i++) {
+		struct em_part *o = fifo_at(t, i);
+		nf[i] = *o;
+		/* an atomic's operands and result live in its own slot: a
+		 * part still in flight (an unlock nobody waits for) moves */
+		if (o->req == o->inl)
+			nf[i].req = nf[i].inl;
+		if (o->resp == o->inl)
+			nf[i].resp = nf[i].inl;
+	}
 	free(t->fifo);
 	t->fifo = nf;
 	t->cap = nc;
