@@ -21,6 +21,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,14 +122,30 @@ static void complete(struct fchan *c, const struct em_part *p, int err)
 	em_part_done(&c->ch, &f);
 }
 
+/* After the held array moved from `old`: an atomic's operands and result
+ * pointed into its own old slot. */
+static void held_moved(struct fchan *c, uintptr_t old)
+{
+	for (unsigned i = 0; i < c->nh; i++) {
+		uintptr_t was = old + i * sizeof(struct held) + offsetof(struct held, p) +
+				offsetof(struct em_part, inl);
+		if ((uintptr_t)c->h[i].p.req == was)
+			c->h[i].p.req = c->h[i].p.inl;
+		if ((uintptr_t)c->h[i].p.resp == was)
+			c->h[i].p.resp = c->h[i].p.inl;
+	}
+}
+
 static int hold(struct fchan *c, const struct em_part *p, uint64_t send_ns)
 {
 	if (c->nh == c->caph) {
 		unsigned nc = c->caph ? 2 * c->caph : 16;
+		uintptr_t old = (uintptr_t)c->h;
 		struct held *nh = realloc(c->h, nc * sizeof(*nh));
 		if (!nh)
 			return -ENOMEM;
 		c->h = nh;
+		held_moved(c, old);
 		c->caph = nc;
 	}
 	copy_part(&c->h[c->nh].p, p);
@@ -304,10 +321,12 @@ static int f_reserve(struct em_chan *ch, unsigned parts)
 	struct fchan *c = (struct fchan *)ch;
 
 	if (parts > c->caph) {
+		uintptr_t old = (uintptr_t)c->h;
 		struct held *nh = realloc(c->h, parts * sizeof(*nh));
 		if (!nh)
 			return -ENOMEM;
 		c->h = nh;
+		held_moved(c, old);
 		c->caph = parts;
 	}
 	return c->in->ops->reserve ? c->in->ops->reserve(c->in, parts) : 0;
