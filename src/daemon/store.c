@@ -201,7 +201,12 @@ int em_store_create_region(struct em_store *st, const char *name, uint64_t size,
 	if (name && (!*name || strlen(name) > EM_NAME_MAX))
 		return -EINVAL;
 	pthread_mutex_lock(&st->lock);
-	if (name && (r = find_named(st, name))) {
+	r = name ? find_named(st, name) : NULL;
+	if (!r && (flags & EM_WC_RELAYOUT)) {
+		pthread_mutex_unlock(&st->lock);
+		return -ENOENT; /* a new layout for a region that is not here */
+	}
+	if (r) {
 		if ((flags & EM_WC_EXCL) || r->size != size) {
 			pthread_mutex_unlock(&st->lock);
 			return -EEXIST;

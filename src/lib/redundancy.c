@@ -32,7 +32,9 @@
  *   it too (it is "filling": written, never read), so it misses nothing;
  *   the background thread copies at most ETHERMEM_REPAIR_RATE bytes/s, so
  *   the foreground keeps most of the bandwidth. A repair that fails or is
- *   stopped deletes its half-made parts.
+ *   stopped deletes its half-made parts; a node that already holds the name
+ *   (another client's repair, or one that died) is passed over, never
+ *   cleared.
  *
  * ec:K+M - data cell d of stripe s is at s*cell on segment d, parity cell j
  *   at s*cell on segment K+j. A read goes straight to the data cells; one
@@ -1206,17 +1208,32 @@ static int repair_run(em_region *r, bool throttled)
 
 		if (!(lost >> s & 1))
 			continue;
-		rc = em_ctl(pool, target[s], EM_W_CREATE, 0, fl, em_red_seg_bytes(r, s), req,
-			    (uint32_t)n, resp, sizeof(resp), &res);
-		if (rc == -EEXIST && r->named) {
-			/* what a repair that died half-way left there (the node
-			 * holds no live part of the region): start it afresh */
-			uint8_t del[3 + EM_NAME_MAX];
-			int k = em_namelayout_encode(del, sizeof(del), r->name, NULL, 0);
-			em_ctl(pool, target[s], EM_W_DELETE, 0, 0, 0, del, (uint32_t)k, NULL, 0,
-			       NULL);
+		for (;;) {
+			uint64_t want = (em_red_seg_bytes(r, s) + 4095) & ~4095ull;
+			unsigned best = pool->n;
+
 			rc = em_ctl(pool, target[s], EM_W_CREATE, 0, fl, em_red_seg_bytes(r, s),
 				    req, (uint32_t)n, resp, sizeof(resp), &res);
+			if (rc != -EEXIST)
+				break;
+			/* the name is there already: another client's repair is
+			 * filling it, or one that died left it. Neither is ours
+			 * to delete; take the next node. */
+			for (unsigned i = 0; i < pool->n; i++)
+				if (!taken[i] && freeb[i] >= want &&
+				    (best == pool->n || freeb[i] > freeb[best]))
+					best = i;
+			if (best == pool->n)
+				break;
+			taken[best] = true;
+			target[s] = next.node[s] = best;
+			if ((ll = layout_with(&next, EM_LAYOUT_FILLING, layout, sizeof(layout))) <
+				    0 ||
+			    (n = em_namelayout_encode(req, sizeof(req), r->name, layout,
+						      (uint16_t)ll)) < 0) {
+				rc = -EINVAL;
+				break;
+			}
 		}
 		if (rc)
 			goto undo;
