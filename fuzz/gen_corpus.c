@@ -124,7 +124,14 @@ int main(int argc, char **argv)
 	n += put(buf + n, EM_W_ATOMIC, 16, 1, 3, 16, pl);
 	n += put(buf + n, EM_W_LIST, 0, 0, 0, 0, NULL);
 	n += put(buf + n, EM_W_STATUS, 0, 0, 0, 0, NULL);
-	k = em_namelayout_encode(pl, sizeof(pl), "model", "LAYOUT", 6);
+	{
+		/* the node refuses a named region whose layout does not decode */
+		struct em_layout l = { .size = 4096, .chunk = 4096, .nseg = 1, .plen = 1 };
+		uint8_t lay[256];
+		int ll = em_layout_encode(lay, sizeof(lay), &l);
+
+		k = em_namelayout_encode(pl, sizeof(pl), "model", lay, (uint16_t)ll);
+	}
 	n += put(buf + n, EM_W_CREATE, (uint32_t)k, 0, EM_WC_NAMED, 4096, pl);
 	n += put(buf + n, EM_W_OPEN, (uint32_t)k, 0, 0, 0, pl);
 	n += put(buf + n, EM_W_CLOSE, 0, 2, 0, 0, NULL);

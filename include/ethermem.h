@@ -181,8 +181,11 @@ int em_region_create(em_pool *pool, const char *name, uint64_t bytes,
 int em_region_open(em_pool *pool, const char *name, em_region **out);
 /* Drops this handle; frees an anonymous region. NULL: -EINVAL. */
 int em_region_close(em_region *region);
-/* Deletes a named region on all nodes. Open handles elsewhere get -ENOENT on
- * their next access. */
+/* Deletes a named region on all nodes, as unlink(2) removes a file: the
+ * name is gone at once (opening it gives -ENOENT, and it may be created
+ * anew as a different region), while handles already open, here or in
+ * other clients, keep reading and writing the old region until they are
+ * closed; its memory is freed with the last of them. */
 int em_region_delete(em_pool *pool, const char *name);
 /* Bytes of the region (0 for NULL), and its pool (NULL for NULL). */
 uint64_t em_region_size(const em_region *region);

@@ -1,9 +1,11 @@
 /*
  * test_regions.c - region lifetimes and the errors users meet: a full node,
  * anonymous regions freed with their client, named ones outliving it,
- * unlink-like delete, bad names and ranges, listing and status.
+ * unlink-like delete, bad names and ranges, listing and status, and a
+ * named region whose layout no client could decode refused at create.
  */
 #include "harness.h"
+#include "lib/internal.h"
 
 static uint64_t used(em_pool *p)
 {
@@ -66,6 +68,22 @@ int main(void)
 	CHECK_RC(em_region_open(a, "nope", &r2), -ENOENT);
 	CHECK_RC(em_region_delete(a, "nope"), -ENOENT);
 	CHECK_RC(em_region_create(a, NULL, 0, NULL, &r2), -EINVAL);
+	/* a named region with a layout blob no client decodes would be listed
+	 * as nothing and open as nothing: the node refuses it at create */
+	{
+		uint8_t req[3 + EM_NAME_MAX + EM_MAX_LAYOUT], junk[200];
+		uint64_t seed = 12;
+		int k;
+
+		for (size_t i = 0; i < sizeof(junk); i++)
+			junk[i] = (uint8_t)t_rand(&seed);
+		k = em_namelayout_encode(req, sizeof(req), "junk", junk, sizeof(junk));
+		CHECK_RC(em_ctl(a, 0, EM_W_CREATE, 0, EM_WC_NAMED | EM_WC_EXCL, 4096, req,
+				(uint32_t)k, NULL, 0, NULL),
+			 -EINVAL);
+		CHECK(t_log_has(&n[0], "invalid layout"));
+		CHECK_RC(em_region_open(a, "junk", &r2), -ENOENT);
+	}
 
 	/* a named region outlives its creator and is visible to others */
 	em_region_close(r);

@@ -425,6 +425,13 @@ static struct em_sregion *handle_get(struct session *ss, uint32_t h)
 
 /* ---- request handlers ---- */
 
+static bool layout_ok(const uint8_t *layout, uint16_t len)
+{
+	struct em_layout l;
+
+	return em_layout_decode(layout, len, &l) == 0;
+}
+
 static int do_create_open(struct conn *c, const struct em_hdr *h, const uint8_t *p)
 {
 	struct em_server *s = c->srv;
@@ -444,6 +451,14 @@ static int do_create_open(struct conn *c, const struct em_hdr *h, const uint8_t 
 			return reply_err(c, h, -EINVAL);
 		if (named != (name[0] != 0))
 			return reply_err(c, h, -EINVAL);
+		/* The node keeps the layout opaque, but one no client can decode
+		 * would make a name that is listed as nothing and opens as
+		 * nothing: refuse it here, where the creator still hears why. */
+		if ((named || ll) && !layout_ok(layout, ll)) {
+			em_log(EM_LOG_WARN, "%s: create of '%s' refused: invalid layout (%u bytes)",
+			       c->peer, name, (unsigned)ll);
+			return reply_err(c, h, -EINVAL);
+		}
 		rc = em_store_create_region(s->st, named ? name : NULL, h->offset, h->aux, layout,
 					    ll, &r);
 		if (rc == -ENOSPC)
