@@ -67,10 +67,13 @@ const char *em_version(unsigned *major, unsigned *minor, unsigned *patch);
  * end, EINVAL bad argument, EPROTO bad message, ETIMEDOUT, ECONNRESET ...). */
 #define EM_EAUTH 4096    /* the cluster secret was refused (or refused us) */
 #define EM_EVERSION 4097 /* the peer speaks another protocol version */
-#define EM_ENONODE 4098  /* a node holding part of the region is not in the pool */
-#define EM_ELOST 4099    /* more nodes of a redundant region failed than it survives */
-#define EM_EFULL 4100    /* the node serves as many clients as it may (max-clients) */
-#define EM_ECRYPT 4101   /* the node requires encryption, or does not offer it */
+#define EM_ENONODE \
+	4098           /* a node holding part of the region is not in the pool,
+			  * or cannot be reached (its connection was lost and
+			  * no connection to the same session came back) */
+#define EM_ELOST 4099  /* more nodes of a redundant region failed than it survives */
+#define EM_EFULL 4100  /* the node serves as many clients as it may (max-clients) */
+#define EM_ECRYPT 4101 /* the node requires encryption, or does not offer it */
 
 typedef struct em_pool em_pool;
 typedef struct em_region em_region;
@@ -90,7 +93,8 @@ struct em_pool_opts {
 	const char *secret_file; /* NULL: ETHERMEM_SECRET_FILE, then the config file */
 	const char *
 		config_file; /* NULL: ETHERMEM_CONFIG, then /etc/ethermem/client.conf if it exists */
-	int timeout_ms;      /* per request; 0: ETHERMEM_TIMEOUT_MS, else 10000 */
+	int timeout_ms;      /* per request; 0: ETHERMEM_TIMEOUT_MS, else 10000
+				(synchronous calls resend for 4 more: see em_read) */
 	enum em_transport transport;
 	const char *ox_iface; /* interface for EM_TRANSPORT_OX; NULL: ETHERMEM_OX_IFACE */
 	/* since 0.2: how long a waiting call spins before it sleeps, in us;
@@ -216,7 +220,30 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max);
  * 0 or -EINVAL. */
 int em_region_stat(const em_region *region, struct em_region_info *info);
 
-/* ---- synchronous one-sided operations ---- */
+/* ---- synchronous one-sided operations ----
+ *
+ * At most once. Every write and atomic carries an identity unique in the
+ * client's session with its node, and the node remembers the results of
+ * the session's last 256 writes and atomics. When a synchronous call's
+ * node times out or its connection is lost, the call attaches to the same
+ * session again and resends the operation with the same identity, for up
+ * to four more request timeouts: if the first sending was applied (the
+ * node was only frozen or slow, or the reply was lost), the node answers
+ * with that result - the same old value of an atomic - and does not apply
+ * it again. So a call that returns 0 was applied exactly once.
+ *  - A call that fails with -EM_ENONODE (the node did not come back within
+ *    the window, refused the connection, or had ended the session: it was
+ *    restarted, or the client was away longer than its session-linger,
+ *    10 s by default) may or may not have been applied; calling again
+ *    sends a new operation, which may then be applied twice.
+ *  - The node's memory holds 256 operations per session: an operation
+ *    resent after 256 newer writes and atomics of the same session (from
+ *    other threads or queues) reached the node is applied again.
+ *  - em_submit/em_wait do not resend: a completion with -ETIMEDOUT or
+ *    -EM_ENONODE says the operation's outcome is unknown. Redundant
+ *    regions fail over to their other copies instead (README, Redundancy),
+ *    and the OmniXtend transport does not resend.
+ *  - Reads are resent the same way; they change nothing. */
 
 int em_read(em_region *region, uint64_t offset, void *buf, size_t len);
 int em_write(em_region *region, uint64_t offset, const void *buf, size_t len);

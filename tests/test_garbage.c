@@ -106,7 +106,9 @@ int main(void)
 	int fd, st;
 
 	atexit(t_cleanup);
-	t_node_start(&node, "8M", sec, "--io-timeout 300");
+	/* sessions whose connections break are kept a little for their
+	 * clients to come back; here they are not coming back */
+	t_node_start(&node, "8M", sec, "--io-timeout 300 --session-linger 100");
 	pool = t_connect_ok(&node, 1, sec);
 	CHECK_RC(em_region_create(pool, "victim", 65536, NULL, &r), 0);
 	for (int i = 0; i < 65536; i++)

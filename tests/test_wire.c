@@ -68,6 +68,42 @@ static void test_header(void)
 	h.len = 0xffffffffu;
 	em_hdr_encode(b, &h);
 	CHECK_RC(em_hdr_decode(b, &d, &why), -EPROTO);
+	/* at most once: writes and atomics with an identity, nothing else */
+	{
+		struct em_hdr o = { .magic = EM_WIRE_MAGIC,
+				    .version = EM_WIRE_VERSION,
+				    .op = EM_W_WRITE,
+				    .flags = EM_WF_ONCE,
+				    .len = 8,
+				    .tag = 1ull << 40 | 1 };
+		em_hdr_encode(b, &o);
+		CHECK_RC(em_hdr_decode(b, &d, &why), 0);
+		CHECK(d.flags == EM_WF_ONCE && d.tag == o.tag);
+		o.op = EM_W_ATOMIC;
+		o.len = 16;
+		em_hdr_encode(b, &o);
+		CHECK_RC(em_hdr_decode(b, &d, &why), 0);
+		o.tag = 0;
+		em_hdr_encode(b, &o);
+		CHECK_RC(em_hdr_decode(b, &d, &why), -EPROTO);
+		o.tag = 5;
+		o.op = EM_W_READ;
+		o.len = 0;
+		o.aux = 8;
+		em_hdr_encode(b, &o);
+		CHECK_RC(em_hdr_decode(b, &d, &why), -EPROTO);
+		o.op = EM_W_WRITE;
+		o.flags = EM_WF_ONCE | EM_WF_RESPONSE;
+		em_hdr_encode(b, &o);
+		CHECK_RC(em_hdr_decode(b, &d, &why), -EPROTO);
+		o.op = EM_W_BYE;
+		o.flags = 0;
+		em_hdr_encode(b, &o);
+		CHECK_RC(em_hdr_decode(b, &d, &why), 0);
+		o.len = 1;
+		em_hdr_encode(b, &o);
+		CHECK_RC(em_hdr_decode(b, &d, &why), -EPROTO);
+	}
 }
 
 static void test_namelayout(void)

@@ -21,7 +21,7 @@ const char *em_strerror(int err)
 	case EM_EVERSION:
 		return "the peer speaks another protocol version";
 	case EM_ENONODE:
-		return "a node holding part of the region is not in the pool";
+		return "a node holding part of the region is unreachable or not in the pool";
 	case EM_ELOST:
 		return "data lost: more nodes of the region failed than its redundancy survives";
 	case EM_EFULL:

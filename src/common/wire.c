@@ -38,6 +38,7 @@ uint32_t em_wire_max_len(unsigned op, bool resp)
 		return 1 + 63 + 2 + EM_MAX_LAYOUT;
 	case EM_W_CLOSE:
 	case EM_W_BASELINE:
+	case EM_W_BYE:
 		return 0;
 	case EM_W_LIST:
 		return resp ? EM_MAX_CTRL : 0;
@@ -87,8 +88,17 @@ int em_hdr_decode(const uint8_t in[EM_HDR_LEN], struct em_hdr *h, const char **w
 		*why = "unknown opcode";
 		return -EPROTO;
 	}
-	if (h->flags & ~EM_WF_RESPONSE) {
+	if (h->flags & ~(EM_WF_RESPONSE | EM_WF_ONCE)) {
 		*why = "unknown flags";
+		return -EPROTO;
+	}
+	if ((h->flags & EM_WF_ONCE) &&
+	    ((h->flags & EM_WF_RESPONSE) || (h->op != EM_W_WRITE && h->op != EM_W_ATOMIC))) {
+		*why = "at-most-once flag on a message that cannot carry it";
+		return -EPROTO;
+	}
+	if ((h->flags & EM_WF_ONCE) && h->tag == 0) {
+		*why = "at-most-once request without an identity";
 		return -EPROTO;
 	}
 	if ((h->flags & EM_WF_RESPONSE) && (h->status > 0 || h->status <= -EM_WIRE_MAX_ERRNO)) {
@@ -107,7 +117,7 @@ const char *em_wire_op_name(unsigned op)
 {
 	static const char *names[EM_W__MAX] = {
 		"?",      "hello", "auth",  "create", "open",     "close",     "delete", "list",
-		"status", "read",  "write", "atomic", "baseline", "ox-attach", "ox-map",
+		"status", "read",  "write", "atomic", "baseline", "ox-attach", "ox-map", "bye",
 	};
 	return op < EM_W__MAX ? names[op] : "?";
 }

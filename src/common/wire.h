@@ -19,8 +19,9 @@
 
 #define EM_WIRE_MAGIC 0x4d454d45u /* "EMEM" little-endian */
 /* 2: the nonces of the handshake are X25519 keys and session tokens are
- * derived, never sent (common/auth.h) */
-#define EM_WIRE_VERSION 2
+ * derived, never sent (common/auth.h)
+ * 3: writes and atomics may carry EM_WF_ONCE; EM_W_BYE ends a session */
+#define EM_WIRE_VERSION 3
 #define EM_HDR_LEN 40
 
 /* Largest data payload in one message; the library splits larger transfers. */
@@ -45,10 +46,22 @@ enum em_wire_op {
 	EM_W_BASELINE = 12,  /* switch this connection to raw ping-pong/stream */
 	EM_W_OX_ATTACH = 13, /* c->s: the client's MAC; reply: the node's OmniXtend link */
 	EM_W_OX_MAP = 14,    /* region = handle; reply: offset = window base, payload u64 length */
+	EM_W_BYE = 15,       /* the client is done: end the session with its connections */
 	EM_W__MAX
 };
 
 #define EM_WF_RESPONSE 1u
+/* On a WRITE or ATOMIC request: the tag is the request's identity in its
+ * session (the library gives every queue of a session its own tag range),
+ * and the node applies it at most once. The node remembers the results of
+ * the session's last EM_ONCE_SLOTS such requests; a request whose tag is
+ * among them is answered from there - the same status, the same old value
+ * of an atomic - and not applied again. A session whose connections were
+ * all cut (rather than closed after EM_W_BYE) is kept a while (the node's
+ * session-linger) so that its client can attach again and resend what it
+ * never heard back. */
+#define EM_WF_ONCE 2u
+#define EM_ONCE_SLOTS 256
 
 /* aux flags of EM_W_HELLO. The client's request: it wants its connection
  * encrypted (EM_WH_ENCRYPT), and can use AES-256-GCM. The node's reply:

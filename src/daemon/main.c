@@ -44,6 +44,8 @@ static void usage(FILE *f)
 		"                       sessions of a vanished host end (0: off)    [60]\n"
 		"  --idle-timeout S     drop a client that sends nothing for S seconds,\n"
 		"                       ending its session (0: never)               [0]\n"
+		"  --session-linger MS  keep the session of a client whose connections\n"
+		"                       broke, for it to attach again and resend  [10000]\n"
 		"  --poll-us US         spin for the next request this long before\n"
 		"                       sleeping (0: never spin)                  [50]\n"
 		"  --port-file FILE     write the bound port there once listening\n"
@@ -120,6 +122,8 @@ static int set_opt(struct cfg *c, const char *k, const char *v)
 		c->o.keepalive_s = (int)cv.num;
 	} else if (!strcmp(k, "idle-timeout")) {
 		c->o.idle_timeout_s = (int)cv.num;
+	} else if (!strcmp(k, "session-linger")) {
+		c->o.session_linger_ms = (int)cv.num;
 	} else if (!strcmp(k, "max-pending")) {
 		c->o.max_pending = (int)cv.num;
 	} else if (!strcmp(k, "max-pending-per-source")) {
@@ -236,6 +240,7 @@ int main(int argc, char **argv)
 		{ "encrypt", 0, 0, 1006 },
 		{ "keepalive", 1, 0, 1004 },
 		{ "idle-timeout", 1, 0, 1005 },
+		{ "session-linger", 1, 0, 1090 },
 		{ "max-pending", 1, 0, 1001 },
 		{ "max-pending-per-source", 1, 0, 1002 },
 		{ "verbose", 0, 0, 'v' },
@@ -269,6 +274,7 @@ int main(int argc, char **argv)
 	/* the defaults are the settings table's */
 	if (set_opt(&c, "listen", em_settings[EM_CFG_LISTEN].def) ||
 	    set_opt(&c, "poll-us", em_settings[EM_CFG_NODE_POLL_US].def) ||
+	    set_opt(&c, "session-linger", em_settings[EM_CFG_SESSION_LINGER].def) ||
 	    set_opt(&c, "bulk-slice", em_settings[EM_CFG_BULK_SLICE].def))
 		return 2;
 	if (!em_cfg_env_str(EM_CFG_ETCD, &env) && env)
@@ -319,6 +325,9 @@ int main(int argc, char **argv)
 			break;
 		case 1005:
 			rc = set_opt(&c, "idle-timeout", optarg);
+			break;
+		case 1090:
+			rc = set_opt(&c, "session-linger", optarg);
 			break;
 		case 1003:
 			rc = set_opt(&c, "overcommit", "1");

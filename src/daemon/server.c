@@ -11,7 +11,18 @@
  * Sessions: a client authenticates once per connection; the first connection
  * creates a session, further connections of the same client (its queues)
  * attach to it with a token the node issued. A session holds the client's
- * region handles; anonymous regions die with the session.
+ * region handles; anonymous regions die with the session. A session whose
+ * connections were all cut, rather than closed after the client said
+ * goodbye (EM_W_BYE), is kept --session-linger ms for the client to attach
+ * again; the acceptor ends it after that.
+ *
+ * At most once: writes and atomics that carry EM_WF_ONCE are remembered per
+ * session (their tag, status and an atomic's old value) in a ring of the
+ * last EM_ONCE_SLOTS, so a client that resends one after a timeout or a
+ * lost connection gets the first result instead of a second application.
+ * The ring costs 6 KiB per session that uses it and one short mutex per
+ * such request; a ring rather than a table keyed by time keeps the memory
+ * fixed whatever the client does.
  *
  * Hot path: a read or write takes the session's read lock (uncontended unless
  * the client is opening or closing regions at the same moment), checks the
@@ -65,10 +76,25 @@
  * accept queue (the kernel caps this at net.core.somaxconn). */
 #define LISTEN_BACKLOG 4096
 
+/* The result of one at-most-once request; id 0 is a free slot. */
+struct once_ent {
+	uint64_t id;
+	uint64_t value; /* an atomic's old value */
+	int32_t status;
+	bool done; /* else being applied by some connection of the session */
+};
+
 struct session {
 	uint64_t id;
 	uint8_t token[EM_TOKEN_LEN];
-	int conns; /* under srv->lock */
+	int conns;             /* under srv->lock */
+	bool bye;              /* the client ended it: no linger (srv->lock) */
+	uint64_t linger_until; /* ns, while conns == 0 (srv->lock) */
+	/* at-most-once results, allocated with the first such request */
+	pthread_mutex_t once_lock;
+	pthread_cond_t once_cv;
+	struct once_ent *once;
+	uint32_t once_next, once_n;
 	pthread_rwlock_t lock;
 	struct em_sregion **h;
 	uint32_t nh, caph;
@@ -110,6 +136,7 @@ struct em_server {
 	int nconns, nauthed;
 	struct session *sessions;
 	uint64_t next_session;
+	int nlinger; /* sessions kept with no connection */
 	uint64_t start_ns;
 	uint64_t ops[8], errs[8], bytes_in, bytes_out, auth_fail;
 	struct em_hist lat[3];
@@ -319,6 +346,8 @@ static struct session *session_new(struct em_server *s, const uint8_t token[EM_T
 	if (!ss)
 		return NULL;
 	pthread_rwlock_init(&ss->lock, NULL);
+	pthread_mutex_init(&ss->once_lock, NULL);
+	pthread_cond_init(&ss->once_cv, NULL);
 	if (token)
 		memcpy(ss->token, token, EM_TOKEN_LEN);
 	else
@@ -349,30 +378,19 @@ static struct session *session_attach(struct em_server *s, uint64_t id,
 			break;
 	if (ss)
 		em_auth_attach_proof(ss->token, cn, sn, want);
-	if (ss && em_ct_equal(want, proof, EM_TOKEN_LEN) && ss->conns > 0)
-		ss->conns++;
-	else
+	/* a lingering session (no connection) comes back to life */
+	if (ss && em_ct_equal(want, proof, EM_TOKEN_LEN)) {
+		if (ss->conns++ == 0)
+			s->nlinger--;
+	} else {
 		ss = NULL;
+	}
 	pthread_mutex_unlock(&s->lock);
 	return ss;
 }
 
-static void session_detach(struct em_server *s, struct session *ss)
+static void session_free(struct em_server *s, struct session *ss)
 {
-	struct session **pp;
-	bool last;
-
-	pthread_mutex_lock(&s->lock);
-	last = --ss->conns == 0;
-	if (last)
-		for (pp = &s->sessions; *pp; pp = &(*pp)->next)
-			if (*pp == ss) {
-				*pp = ss->next;
-				break;
-			}
-	pthread_mutex_unlock(&s->lock);
-	if (!last)
-		return;
 	/* no frame may reach a region after its last reference is gone */
 	if (s->ox) {
 		for (uint32_t i = 0; i < ss->noxwin; i++)
@@ -384,9 +402,135 @@ static void session_detach(struct em_server *s, struct session *ss)
 		if (ss->h[i])
 			em_store_put(s->st, ss->h[i]);
 	pthread_rwlock_destroy(&ss->lock);
+	pthread_mutex_destroy(&ss->once_lock);
+	pthread_cond_destroy(&ss->once_cv);
+	free(ss->once);
 	free(ss->oxwin);
 	free(ss->h);
 	free(ss);
+}
+
+/* A connection leaves its session. cut: it ended without the client saying
+ * goodbye, the way a connection the client gave up on after a timeout ends;
+ * the last such one leaves the session lingering instead of ending it. */
+static void session_detach(struct em_server *s, struct session *ss, bool cut)
+{
+	struct session **pp;
+	bool last;
+
+	pthread_mutex_lock(&s->lock);
+	last = --ss->conns == 0;
+	if (last && cut && !ss->bye && !s->stopping && s->o.session_linger_ms > 0) {
+		ss->linger_until = em_now_ns() + (uint64_t)s->o.session_linger_ms * 1000000;
+		s->nlinger++;
+		pthread_mutex_unlock(&s->lock);
+		em_log(EM_LOG_DEBUG, "session %llu: connections cut; kept %d ms",
+		       (unsigned long long)ss->id, s->o.session_linger_ms);
+		return;
+	}
+	if (last)
+		for (pp = &s->sessions; *pp; pp = &(*pp)->next)
+			if (*pp == ss) {
+				*pp = ss->next;
+				break;
+			}
+	pthread_mutex_unlock(&s->lock);
+	if (last)
+		session_free(s, ss);
+}
+
+/* Ends the lingering sessions whose time is up (all of them: every one). */
+static void linger_sweep(struct em_server *s, bool all)
+{
+	struct session *dead = NULL, **pp;
+	uint64_t now = em_now_ns();
+
+	pthread_mutex_lock(&s->lock);
+	for (pp = &s->sessions; *pp;) {
+		struct session *ss = *pp;
+		if (ss->conns == 0 && (all || now >= ss->linger_until)) {
+			*pp = ss->next;
+			ss->next = dead;
+			dead = ss;
+			s->nlinger--;
+		} else {
+			pp = &ss->next;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	while (dead) {
+		struct session *next = dead->next;
+		em_log(EM_LOG_DEBUG, "session %llu: not attached again; ended",
+		       (unsigned long long)dead->id);
+		session_free(s, dead);
+		dead = next;
+	}
+}
+
+/* ---- at most once ---- */
+
+/* Under once_lock: the slot of request `id`, newest first, or NULL. */
+static struct once_ent *once_find(struct session *ss, uint64_t id)
+{
+	for (uint32_t k = 1; k <= ss->once_n; k++) {
+		struct once_ent *e = &ss->once[(ss->once_next + EM_ONCE_SLOTS - k) % EM_ONCE_SLOTS];
+		if (e->id == id)
+			return e;
+	}
+	return NULL;
+}
+
+/* Before applying request `id`: 1 with *out its remembered result (after
+ * waiting, if another connection of the session is applying it now), 0 when
+ * the caller is to apply it (a slot is claimed: the oldest result goes), or
+ * -errno, and then nothing may be applied. */
+static int once_begin(struct session *ss, uint64_t id, struct once_ent *out)
+{
+	struct once_ent *e;
+	bool waited = false;
+
+	pthread_mutex_lock(&ss->once_lock);
+	if (!ss->once && !(ss->once = calloc(EM_ONCE_SLOTS, sizeof(*ss->once)))) {
+		pthread_mutex_unlock(&ss->once_lock);
+		return -ENOMEM;
+	}
+	while ((e = once_find(ss, id)) && !e->done) {
+		pthread_cond_wait(&ss->once_cv, &ss->once_lock);
+		waited = true;
+	}
+	if (e || waited) {
+		/* gone while we waited: EM_ONCE_SLOTS newer requests pushed it
+		 * out, and whether it was applied can no longer be told */
+		*out = e ? *e : (struct once_ent){ .status = -EAGAIN };
+		pthread_mutex_unlock(&ss->once_lock);
+		return 1;
+	}
+	e = &ss->once[ss->once_next];
+	ss->once_next = (ss->once_next + 1) % EM_ONCE_SLOTS;
+	if (ss->once_n < EM_ONCE_SLOTS)
+		ss->once_n++;
+	*e = (struct once_ent){ .id = id };
+	pthread_mutex_unlock(&ss->once_lock);
+	return 0;
+}
+
+/* After applying: the result is remembered. forget: the request was not
+ * applied whole (its connection broke mid-payload), so a resend applies it. */
+static void once_end(struct session *ss, uint64_t id, int status, uint64_t value, bool forget)
+{
+	struct once_ent *e;
+
+	pthread_mutex_lock(&ss->once_lock);
+	e = once_find(ss, id);
+	if (e && !e->done) {
+		e->done = true;
+		e->status = status;
+		e->value = value;
+		if (forget)
+			e->id = 0;
+	}
+	pthread_cond_broadcast(&ss->once_cv);
+	pthread_mutex_unlock(&ss->once_lock);
 }
 
 /* Returns the new handle (>= 1) or -errno. */
@@ -823,8 +967,24 @@ static int do_write(struct conn *c, const struct em_hdr *h, bool buffered)
 {
 	struct session *ss = c->sess;
 	struct em_sregion *r;
+	struct once_ent done;
+	bool once = h->flags & EM_WF_ONCE;
 	int rc, status = 0;
 
+	if (once && (rc = once_begin(ss, h->tag, &done)) != 0) {
+		/* applied before (or nowhere to remember it): the payload is
+		 * consumed to keep the stream in step, and nothing written */
+		status = rc > 0 ? done.status : rc;
+		em_log(EM_LOG_DEBUG, "%s: answered from memory: write %llu", c->peer,
+		       (unsigned long long)h->tag);
+		if (buffered) {
+			c->rpos += h->len;
+			rc = 0;
+		} else {
+			rc = conn_take(c, NULL, h->len);
+		}
+		return rc ? rc : reply(c, h, status, NULL, 0, h->region, 0, h->offset);
+	}
 	pthread_rwlock_rdlock(&ss->lock);
 	r = handle_get(ss, h->region);
 	if (!r || !in_bounds(r, h->offset, h->len))
@@ -840,6 +1000,8 @@ static int do_write(struct conn *c, const struct em_hdr *h, bool buffered)
 	}
 	EM_UNOWNED_END();
 	pthread_rwlock_unlock(&ss->lock);
+	if (once)
+		once_end(ss, h->tag, status, 0, rc != 0);
 	if (rc)
 		return rc;
 	return reply(c, h, status, NULL, 0, h->region, 0, h->offset);
@@ -851,7 +1013,9 @@ static int do_atomic(struct conn *c, const struct em_hdr *h, const uint8_t *p)
 	struct em_sregion *r;
 	uint64_t *w, opnd, cmp, old = 0, cur;
 	uint8_t out[8];
-	int status = 0;
+	struct once_ent done;
+	bool once = h->flags & EM_WF_ONCE;
+	int status = 0, rc;
 
 	if (h->len != 16)
 		return reply_err(c, h, -EPROTO);
@@ -861,11 +1025,22 @@ static int do_atomic(struct conn *c, const struct em_hdr *h, const uint8_t *p)
 		return reply_err(c, h, -EINVAL);
 	opnd = em_get64(p);
 	cmp = em_get64(p + 8);
+	if (once && (rc = once_begin(ss, h->tag, &done)) != 0) {
+		em_log(EM_LOG_DEBUG, "%s: answered from memory: atomic %llu", c->peer,
+		       (unsigned long long)h->tag);
+		if (rc < 0 || done.status)
+			return reply_err(c, h, rc < 0 ? rc : done.status);
+		em_put64(out, done.value);
+		return reply(c, h, 0, out, 8, h->region, h->aux, h->offset);
+	}
 	pthread_rwlock_rdlock(&ss->lock);
 	r = handle_get(ss, h->region);
 	if (!r || !in_bounds(r, h->offset, 8)) {
 		pthread_rwlock_unlock(&ss->lock);
-		return reply_err(c, h, r ? -ERANGE : -EBADF);
+		status = r ? -ERANGE : -EBADF;
+		if (once)
+			once_end(ss, h->tag, status, 0, false);
+		return reply_err(c, h, status);
 	}
 	w = (uint64_t *)(void *)(r->mem + h->offset);
 	switch (h->aux) {
@@ -916,6 +1091,8 @@ static int do_atomic(struct conn *c, const struct em_hdr *h, const uint8_t *p)
 		break;
 	}
 	pthread_rwlock_unlock(&ss->lock);
+	if (once)
+		once_end(ss, h->tag, status, old, false);
 	em_put64(out, old);
 	return reply(c, h, status, out, 8, h->region, h->aux, h->offset);
 }
@@ -1044,6 +1221,12 @@ static int serve(struct conn *c, const struct em_hdr *h, bool buffered)
 			break;
 		case EM_W_OX_MAP:
 			rc = do_ox_map(c, h);
+			break;
+		case EM_W_BYE:
+			pthread_mutex_lock(&c->srv->lock);
+			c->sess->bye = true;
+			pthread_mutex_unlock(&c->srv->lock);
+			rc = reply_err(c, h, 0);
 			break;
 		default: /* HELLO and AUTH once authenticated */
 			rc = reply_err(c, h, -EPROTO);
@@ -1409,7 +1592,9 @@ static void *conn_main(void *arg)
 		if (rc && rc != -ECONNRESET && rc != -ETIMEDOUT && rc != -EPROTO &&
 		    rc != -EM_EVERSION)
 			em_log(EM_LOG_WARN, "%s: connection dropped: %s", c->peer, em_strerror(rc));
-		session_detach(s, c->sess);
+		/* a peer that went away (not one the node dropped for silence
+		 * or bad messages) may be back for its session */
+		session_detach(s, c->sess, rc == 0 || rc == -ECONNRESET || rc == -EPIPE);
 	}
 	/* Unlinked before the descriptor is closed: the acceptor may shut down
 	 * a listed connection's socket, and must never reach a reused number. */
@@ -1713,9 +1898,16 @@ int em_server_run(struct em_server *s)
 		return -errno;
 	for (;;) {
 		struct pollfd p[2] = { { s->lfd, POLLIN, 0 }, { sfd, POLLIN, 0 } };
+		int lingering;
 
-		if (poll(p, 2, -1) < 0 && errno != EINTR)
+		pthread_mutex_lock(&s->lock);
+		lingering = s->nlinger;
+		pthread_mutex_unlock(&s->lock);
+		/* lingering sessions are ended within a second of their time */
+		if (poll(p, 2, lingering ? 1000 : -1) < 0 && errno != EINTR)
 			break;
+		if (lingering)
+			linger_sweep(s, false);
 		if (p[1].revents & POLLIN) {
 			struct signalfd_siginfo si;
 			if (read(sfd, &si, sizeof(si)) > 0)
@@ -1738,6 +1930,7 @@ int em_server_run(struct em_server *s)
 	while (s->nconns > 0)
 		pthread_cond_wait(&s->idle, &s->lock);
 	pthread_mutex_unlock(&s->lock);
+	linger_sweep(s, true);
 	em_log(EM_LOG_INFO, "stopped");
 	return 0;
 }
@@ -1796,7 +1989,7 @@ void em_server_fuzz_input(struct em_server *s, const uint8_t *data, size_t len)
 		memcpy(c->rx, data, len);
 		c->wpos = len;
 		serve_buffered(c);
-		session_detach(s, c->sess);
+		session_detach(s, c->sess, false);
 	}
 	conn_free(c);
 }

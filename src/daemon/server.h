@@ -26,11 +26,12 @@ struct em_server_opts {
 	int max_clients;            /* authenticated connections served at once */
 	int max_pending;            /* connections not yet authenticated, at once */
 	int max_pending_per_source; /* of those, from one address */
-	int io_timeout_ms;   /* a half-received message older than this drops the connection */
-	int keepalive_s;     /* probe a silent client after this long (<= 0: never) */
-	int idle_timeout_s;  /* drop a client silent this long (0: never) */
-	int poll_us;         /* spin this long for the next request before sleeping */
-	uint32_t bulk_slice; /* large read replies go out this many bytes per
+	int io_timeout_ms;     /* a half-received message older than this drops the connection */
+	int keepalive_s;       /* probe a silent client after this long (<= 0: never) */
+	int idle_timeout_s;    /* drop a client silent this long (0: never) */
+	int session_linger_ms; /* keep a session whose connections broke (0: no) */
+	int poll_us;           /* spin this long for the next request before sleeping */
+	uint32_t bulk_slice;   /* large read replies go out this many bytes per
 				  * send; 0: whole (the old behaviour) */
 	const struct em_oxs_opts *ox; /* --ox: serve OmniXtend too (ox_serve.h), else NULL */
 	/* Called once the socket listens (host as given, the bound port), so

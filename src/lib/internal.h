@@ -134,6 +134,7 @@ struct em_pool {
 	uint8_t red, red_k, red_m;         /* default redundancy of new regions */
 	struct em_dir *dir;       /* membership and named regions in etcd, NULL: static list */
 	struct em_health *health; /* reconnects and the membership watch (health.c) */
+	uint32_t nqueues;         /* queues made so far: each its own tag range */
 };
 
 #define EM_MAX_PATTERN 64
@@ -185,7 +186,8 @@ struct em_queue {
 	struct em_slot *slots, *free_slots;
 	struct em_completion *cq;
 	unsigned cq_head, cq_count;
-	uint64_t next_tag;
+	uint64_t next_tag;   /* a part's tag, unique in the session (EM_WF_ONCE) */
+	uint64_t replay_tag; /* nonzero: a resend, whose parts take tags from here */
 	struct stage *stage; /* per pool node, kept between submissions */
 	int epfd, evfd;      /* em_queue_fd's epoll set and eventfd, -1: none */
 	bool ev_ready;       /* evfd is readable */

@@ -442,6 +442,11 @@ void em_pool_close(em_pool *pool)
 		em_red_detach(r);
 		free(r);
 	}
+	/* Goodbye to every node still there: a session whose connections
+	 * merely break is kept a while for the client to come back to. */
+	for (unsigned i = 0; i < pool->n; i++)
+		if (!pool->dq->ch[i]->broken)
+			em_ctl(pool, i, EM_W_BYE, 0, 0, 0, NULL, 0, NULL, 0, NULL);
 	/* the transport first: what it says to a node may need the session
 	 * (an OmniXtend close must come while our windows make us a peer) */
 	if (pool->tp->stop)

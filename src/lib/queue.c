@@ -55,6 +55,9 @@ int em_queue_create_on(em_pool *pool, unsigned depth, struct em_chan **chans, bo
 	q->ch = chans;
 	q->owns_chans = owns;
 	q->epfd = q->evfd = -1;
+	/* Tags identify writes and atomics to the node's at-most-once memory,
+	 * which is per session: every queue of the pool gets 2^40 of its own. */
+	q->next_tag = (uint64_t)__atomic_add_fetch(&pool->nqueues, 1, __ATOMIC_RELAXED) << 40;
 	q->slots = calloc(depth, sizeof(*q->slots));
 	q->cq = calloc(depth, sizeof(*q->cq));
 	q->stage = calloc(pool->n, sizeof(*q->stage));
@@ -347,7 +350,7 @@ int em_submit(em_queue *q, const struct em_op *ops, unsigned n)
 
 			locate(op->region, off, &seg, &noff, &run);
 			k = EM_MIN(EM_MIN(left, run), EM_MAX_IO);
-			p.tag = ++q->next_tag;
+			p.tag = q->replay_tag ? q->replay_tag++ : ++q->next_tag;
 			p.handle = op->region->handle[seg];
 			p.off = noff;
 			if (op->opcode == EM_OP_READ) {
@@ -501,15 +504,45 @@ int em_wait(em_queue *q, struct em_completion *out, unsigned min, unsigned max, 
 
 /* ---- synchronous calls: one operation on the pool's default queue ---- */
 
+/* How long a synchronous call goes on resending after a timeout or a lost
+ * connection, in request timeouts. */
+#define RESEND_TIMEOUTS 4
+
+static int sync_once(em_queue *q, struct em_op *op)
+{
+	struct em_completion c;
+	int rc = em_submit(q, op, 1);
+
+	if (rc == 1) {
+		rc = em_wait(q, &c, 1, 1, -1);
+		rc = rc == 1 ? c.result : -ETIMEDOUT;
+		if (!rc && op->opcode == EM_OP_ATOMIC)
+			op->operand = c.value;
+	}
+	return rc;
+}
+
+/* A synchronous call whose node timed out or whose connection was lost
+ * waits for the connection to come back (health.c dials it again, asking
+ * for the same session) and resends the operation with the same tags, for
+ * up to RESEND_TIMEOUTS request timeouts: the node applies a write or
+ * atomic at most once per tag (EM_WF_ONCE), so the caller gets the one
+ * application's result. Only into the same session: a node that comes
+ * back with a new one has forgotten what it applied, and the call ends
+ * with -EM_ENONODE, as it does when the node stays unreachable; what the
+ * operation did there is then unknown. */
 static int sync_op(em_region *r, struct em_op *op)
 {
 	em_pool *pool;
-	struct em_completion c;
+	em_queue *q;
+	uint64_t first, until, sess[EM_MAX_SEG];
+	bool resend;
 	int rc;
 
 	if (!r)
 		return -EINVAL;
 	pool = r->pool;
+	q = pool->dq;
 	op->region = r;
 	pthread_mutex_lock(&pool->lock);
 	/* a node being reconnected: wait for it up to the request timeout
@@ -519,13 +552,38 @@ static int sync_op(em_region *r, struct em_op *op)
 			pthread_mutex_unlock(&pool->lock);
 			return __atomic_load_n(&r->gone, __ATOMIC_ACQUIRE) ? -EM_ENONODE : rc;
 		}
-	rc = em_submit(pool->dq, op, 1);
-	if (rc == 1) {
-		rc = em_wait(pool->dq, &c, 1, 1, -1);
-		rc = rc == 1 ? c.result : -ETIMEDOUT;
-		if (!rc && op->opcode == EM_OP_ATOMIC)
-			op->operand = c.value;
+	for (unsigned s = 0; s < r->nseg; s++)
+		sess[s] = pool->nodes[r->node[s]].session;
+	first = q->next_tag + 1;
+	rc = sync_once(q, op);
+	until = em_now_ns() + (uint64_t)RESEND_TIMEOUTS * (uint64_t)pool->timeout_ms * 1000000;
+	/* Redundant regions fail over instead (redundancy.c); a transport that
+	 * wraps the TCP channel keeps link state of its own beside it. */
+	resend = !em_red_on(r) && !pool->tp->wrap;
+	while (resend && (rc == -ETIMEDOUT || rc == -EM_ENONODE) && em_now_ns() < until) {
+		bool back = true;
+
+		for (unsigned s = 0; s < r->nseg && back; s++)
+			back = em_health_wait(pool, r->node[s]) == 0;
+		if (!back) {
+			/* not yet: frozen, restarting, or gone */
+			struct timespec ts = { 0, 20 * 1000000 };
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		for (unsigned s = 0; s < r->nseg && resend; s++)
+			resend = pool->nodes[r->node[s]].session == sess[s];
+		if (!resend) {
+			em_log(EM_LOG_DEBUG, "resend abandoned: the node has a new session for us");
+			rc = -EM_ENONODE;
+			break;
+		}
+		q->replay_tag = first;
+		rc = sync_once(q, op);
+		q->replay_tag = 0;
 	}
+	if (resend && rc == -ETIMEDOUT)
+		rc = -EM_ENONODE;
 	em_health_kick(pool); /* a connection this call found broken */
 	pthread_mutex_unlock(&pool->lock);
 	return rc;

@@ -166,6 +166,7 @@ bool em_red_unreachable(int err)
 	case EPIPE:
 	case EHOSTDOWN:
 	case ENOTCONN:
+	case EM_ENONODE:
 		return true;
 	default:
 		return false;

@@ -87,9 +87,13 @@ static int fifo_reserve(struct tcp_chan *t, size_t more)
 	return 0;
 }
 
-/* Fails every outstanding part: the stream is out of step or gone. */
+/* Fails every outstanding part: the stream is out of step or gone. A
+ * connection the node closed or reset is the node's loss to the caller
+ * (EM_ENONODE); a timeout stays one, as the node may only be slow. */
 static void tcp_break(struct tcp_chan *t, int err)
 {
+	if (err == -ECONNRESET || err == -EPIPE || err == -ENOTCONN || err == -ECONNABORTED)
+		err = -EM_ENONODE;
 	if (!t->ch.broken)
 		em_log(EM_LOG_DEBUG, "tcp channel broken: %s", em_strerror(err));
 	t->ch.broken = true;
@@ -359,7 +363,7 @@ static int tcp_post(struct em_chan *ch, const struct em_part *parts, unsigned n)
 
 	if (!hdrs || ch->broken || (rc = fifo_reserve(t, n))) {
 		/* the parts are ours now: they complete, with the error */
-		rc = !hdrs ? -ENOMEM : ch->broken ? -ENOTCONN : rc;
+		rc = !hdrs ? -ENOMEM : ch->broken ? -EM_ENONODE : rc;
 		for (i = 0; i < n; i++) {
 			struct em_part p = parts[i];
 			p.status = rc;
@@ -374,6 +378,9 @@ static int tcp_post(struct em_chan *ch, const struct em_part *parts, unsigned n)
 			.magic = EM_WIRE_MAGIC,
 			.version = EM_WIRE_VERSION,
 			.op = p->wop,
+			/* the node applies a write or atomic at most once per tag,
+			 * so one resent after a lost reply is not applied twice */
+			.flags = p->wop == EM_W_WRITE || p->wop == EM_W_ATOMIC ? EM_WF_ONCE : 0,
 			.len = p->req_len,
 			.tag = p->tag,
 			.region = p->handle,
