@@ -5,9 +5,11 @@
  * applied exactly once; a write and an atomic sent again with the same tag,
  * on another connection of the session, are answered from the node's memory
  * and not applied again - until EM_ONCE_SLOTS newer ones have pushed them
- * out; and a node that is gone is EM_ENONODE to the caller.
+ * out; a node that is gone is EM_ENONODE to the caller; and the session of
+ * a client that went away without closing its pool, kept for it a while,
+ * ends on time even when nobody connects again.
  *
- * Parts: freeze, replay, gone (one ctest name each).
+ * Parts: freeze, replay, gone, linger (one ctest name each).
  */
 #include <pthread.h>
 
@@ -206,6 +208,45 @@ static int part_gone(const char *sec)
 	return 0;
 }
 
+static int regions_now(em_pool *p)
+{
+	struct em_node_status st = { .size = sizeof(st) };
+
+	CHECK_RC(em_pool_status(p, &st, 1), 1);
+	return (int)st.regions;
+}
+
+static int part_linger(const char *sec)
+{
+	struct t_node n;
+	em_pool *watch;
+	int ready[2], status;
+	pid_t child;
+	char c;
+
+	t_node_start(&n, "16M", sec, "--session-linger 300");
+	watch = t_connect_ok(&n, 1, sec);
+	CHECK(pipe(ready) == 0);
+	child = fork();
+	CHECK(child >= 0);
+	if (child == 0) {
+		/* a client that exits without em_pool_close: its connections
+		 * end with no goodbye, as a crashed one's do */
+		em_pool *p = t_connect_ok(&n, 1, sec);
+		em_region *r;
+		CHECK_RC(em_region_create(p, NULL, 1 << 20, NULL, &r), 0);
+		CHECK(write(ready[1], "r", 1) == 1);
+		_exit(0);
+	}
+	CHECK(read(ready[0], &c, 1) == 1);
+	CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	/* nobody connects from here on: the node must time the session itself */
+	CHECK(T_WAIT_FOR(10000, regions_now(watch) == 0));
+	em_pool_close(watch);
+	CHECK_RC(t_node_stop(&n, SIGTERM), 0);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *sec = t_secret("secret", T_SECRET);
@@ -217,6 +258,8 @@ int main(int argc, char **argv)
 		return part_replay(sec);
 	if (argc > 1 && !strcmp(argv[1], "gone"))
 		return part_gone(sec);
-	fprintf(stderr, "usage: %s freeze|replay|gone\n", argv[0]);
+	if (argc > 1 && !strcmp(argv[1], "linger"))
+		return part_linger(sec);
+	fprintf(stderr, "usage: %s freeze|replay|gone|linger\n", argv[0]);
 	return 1;
 }

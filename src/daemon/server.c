@@ -54,6 +54,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -137,6 +138,7 @@ struct em_server {
 	struct session *sessions;
 	uint64_t next_session;
 	int nlinger; /* sessions kept with no connection */
+	int wakefd;  /* eventfd: wakes the acceptor to time a lingering session */
 	uint64_t start_ns;
 	uint64_t ops[8], errs[8], bytes_in, bytes_out, auth_fail;
 	struct em_hist lat[3];
@@ -424,6 +426,11 @@ static void session_detach(struct em_server *s, struct session *ss, bool cut)
 		ss->linger_until = em_now_ns() + (uint64_t)s->o.session_linger_ms * 1000000;
 		s->nlinger++;
 		pthread_mutex_unlock(&s->lock);
+		if (s->wakefd >= 0) {
+			uint64_t one = 1;
+			if (write(s->wakefd, &one, sizeof(one)) < 0)
+				em_log(EM_LOG_DEBUG, "waking the acceptor: %s", strerror(errno));
+		}
 		em_log(EM_LOG_DEBUG, "session %llu: connections cut; kept %d ms",
 		       (unsigned long long)ss->id, s->o.session_linger_ms);
 		return;
@@ -1833,6 +1840,7 @@ int em_server_create(struct em_server **out, const struct em_server_opts *o)
 		return -ENOMEM;
 	s->o = *o;
 	s->lfd = -1;
+	s->wakefd = -1;
 	if (s->o.max_clients <= 0)
 		s->o.max_clients = 1024;
 	if (s->o.io_timeout_ms <= 0)
@@ -1896,16 +1904,29 @@ int em_server_run(struct em_server *s)
 	sfd = signalfd(-1, &set, SFD_CLOEXEC);
 	if (sfd < 0)
 		return -errno;
+	/* a session that starts to linger must be timed even if nobody
+	 * connects again: its thread wakes the acceptor through this */
+	s->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (s->wakefd < 0) {
+		rc = -errno;
+		close(sfd);
+		return rc;
+	}
 	for (;;) {
-		struct pollfd p[2] = { { s->lfd, POLLIN, 0 }, { sfd, POLLIN, 0 } };
+		struct pollfd p[3] = { { s->lfd, POLLIN, 0 },
+				       { sfd, POLLIN, 0 },
+				       { s->wakefd, POLLIN, 0 } };
+		uint64_t v;
 		int lingering;
 
 		pthread_mutex_lock(&s->lock);
 		lingering = s->nlinger;
 		pthread_mutex_unlock(&s->lock);
 		/* lingering sessions are ended within a second of their time */
-		if (poll(p, 2, lingering ? 1000 : -1) < 0 && errno != EINTR)
+		if (poll(p, 3, lingering ? 1000 : -1) < 0 && errno != EINTR)
 			break;
+		if ((p[2].revents & POLLIN) && read(s->wakefd, &v, sizeof(v)) < 0)
+			v = 0; /* drained already: the next poll times the sweep */
 		if (lingering)
 			linger_sweep(s, false);
 		if (p[1].revents & POLLIN) {
@@ -1931,6 +1952,8 @@ int em_server_run(struct em_server *s)
 		pthread_cond_wait(&s->idle, &s->lock);
 	pthread_mutex_unlock(&s->lock);
 	linger_sweep(s, true);
+	close(s->wakefd);
+	s->wakefd = -1;
 	em_log(EM_LOG_INFO, "stopped");
 	return 0;
 }
