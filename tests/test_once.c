@@ -11,6 +11,7 @@
  *
  * Parts: freeze, replay, gone, linger (one ctest name each).
  */
+#include <dirent.h>
 #include <pthread.h>
 
 #include "harness.h"
@@ -53,6 +54,38 @@ static void *write7(void *arg)
 	return NULL;
 }
 
+/* True once every thread of the process is stopped: kill() returns before
+ * a SIGSTOP has reached them all, and a request sent in between would be
+ * served at once. */
+static int all_stopped(pid_t pid)
+{
+	char path[64], buf[512];
+	struct dirent *d;
+	DIR *dir;
+	int stopped = 1;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	if (!(dir = opendir(path)))
+		return 0;
+	while (stopped && (d = readdir(dir))) {
+		char *p;
+		FILE *f;
+
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(buf, sizeof(buf), "%s/%s/stat", path, d->d_name);
+		if (!(f = fopen(buf, "r")))
+			continue;
+		if (!fgets(buf, sizeof(buf), f))
+			buf[0] = 0;
+		fclose(f);
+		p = strrchr(buf, ')');
+		stopped = p && p[1] == ' ' && p[2] == 'T';
+	}
+	closedir(dir);
+	return stopped;
+}
+
 /* Runs fn on another thread while the node is frozen for three request
  * timeouts: the request is sent, times out, and is resent after SIGCONT. */
 static void frozen_call(struct t_node *n, void *(*fn)(void *), struct call *c)
@@ -60,6 +93,7 @@ static void frozen_call(struct t_node *n, void *(*fn)(void *), struct call *c)
 	pthread_t t;
 
 	CHECK(kill(n->pid, SIGSTOP) == 0);
+	CHECK(T_WAIT_FOR(5000, all_stopped(n->pid)));
 	CHECK(pthread_create(&t, NULL, fn, c) == 0);
 	t_sleep_ms(3 * TIMEOUT_MS);
 	CHECK(kill(n->pid, SIGCONT) == 0);
