@@ -230,7 +230,8 @@ int em_region_stat(const em_region *region, struct em_region_info *info);
  * to four more request timeouts: if the first sending was applied (the
  * node was only frozen or slow, or the reply was lost), the node answers
  * with that result - the same old value of an atomic - and does not apply
- * it again. So a call that returns 0 was applied exactly once.
+ * it again. So a call that returns 0 was applied exactly once. A read is
+ * not resent: it fails at the request timeout, as before.
  *  - A call that fails with -EM_ENONODE (the node did not come back within
  *    the window, refused the connection, or had ended the session: it was
  *    restarted, or the client was away longer than its session-linger,

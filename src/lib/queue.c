@@ -557,9 +557,11 @@ static int sync_op(em_region *r, struct em_op *op)
 	first = q->next_tag + 1;
 	rc = sync_once(q, op);
 	until = em_now_ns() + (uint64_t)RESEND_TIMEOUTS * (uint64_t)pool->timeout_ms * 1000000;
-	/* Redundant regions fail over instead (redundancy.c); a transport that
+	/* Only what changes memory is resent: a read that timed out fails at
+	 * the timeout, as every call did before (nothing to apply twice).
+	 * Redundant regions fail over instead (redundancy.c); a transport that
 	 * wraps the TCP channel keeps link state of its own beside it. */
-	resend = !em_red_on(r) && !pool->tp->wrap;
+	resend = op->opcode != EM_OP_READ && !em_red_on(r) && !pool->tp->wrap;
 	while (resend && (rc == -ETIMEDOUT || rc == -EM_ENONODE) && em_now_ns() < until) {
 		bool back = true;
 
