@@ -21,6 +21,7 @@ serving engine needs to fetch a prompt's KV cache instead of recomputing it.
 """
 from ._ethermem import (
     EAUTH,
+    ECRYPT,
     ENONODE,
     EVERSION,
     HEADER_VERSION,
@@ -45,5 +46,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Pool", "Region", "Mapping", "Queue", "Completion", "Error", "KVStore",
     "kv_key", "strerror", "parse_size", "map_cache_size", "map_stats",
-    "EAUTH", "EVERSION", "ENONODE", "NAME_MAX", "LIB_VERSION", "HEADER_VERSION",
+    "EAUTH", "EVERSION", "ENONODE", "ECRYPT", "NAME_MAX", "LIB_VERSION", "HEADER_VERSION",
 ]

@@ -8,6 +8,7 @@ Size = Union[int, str]  # bytes, or "512M", "2G", "1.5G"
 EAUTH: int
 EVERSION: int
 ENONODE: int
+ECRYPT: int
 NAME_MAX: int
 LIB_VERSION: str  # the loaded libethermem's (em_version)
 HEADER_VERSION: str  # the ethermem.h the package was built with
@@ -27,7 +28,8 @@ class Pool:
     def __init__(self, nodes: Union[str, Sequence[str], None] = ..., *,
                  secret_file: Optional[str] = ..., config_file: Optional[str] = ...,
                  timeout_ms: int = ..., transport: Optional[str] = ...,
-                 ox_iface: Optional[str] = ...) -> None: ...
+                 ox_iface: Optional[str] = ..., etcd: Optional[str] = ...,
+                 cluster: Optional[str] = ..., encrypt: Optional[bool] = ...) -> None: ...
     @property
     def nodes(self) -> int: ...
     @property

@@ -276,10 +276,11 @@ static int pool_usable(PoolObject *p)
 
 static int pool_init(PoolObject *self, PyObject *args, PyObject *kw)
 {
-	static char *kwl[] = { "nodes",     "secret_file", "config_file", "timeout_ms",
-			       "transport", "ox_iface",    NULL };
-	PyObject *nodes = Py_None, *joined = NULL;
+	static char *kwl[] = { "nodes",    "secret_file", "config_file", "timeout_ms", "transport",
+			       "ox_iface", "etcd",        "cluster",     "encrypt",    NULL };
+	PyObject *nodes = Py_None, *joined = NULL, *encrypt = Py_None;
 	const char *secret = NULL, *config = NULL, *transport = NULL, *iface = NULL;
+	const char *etcd = NULL, *cluster = NULL;
 	struct em_pool_opts o = { .size = sizeof(o) };
 	int timeout = 0, rc;
 	em_pool *pool;
@@ -288,10 +289,21 @@ static int pool_init(PoolObject *self, PyObject *args, PyObject *kw)
 		PyErr_SetString(PyExc_RuntimeError, "Pool is already initialised");
 		return -1;
 	}
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$O&O&O&O&O&:Pool", kwl, &nodes, to_cstr,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O$O&O&O&O&O&O&O&O:Pool", kwl, &nodes, to_cstr,
 					 &secret, to_cstr, &config, to_int, &timeout, to_cstr,
-					 &transport, to_cstr, &iface))
+					 &transport, to_cstr, &iface, to_cstr, &etcd, to_cstr,
+					 &cluster, &encrypt))
 		return -1;
+	/* None defers to ETHERMEM_ENCRYPT and the config file; False must say
+	 * "off" explicitly, since 0 in the struct means "not said" */
+	if (encrypt == Py_None) {
+		o.encrypt = 0;
+	} else if (PyBool_Check(encrypt)) {
+		o.encrypt = encrypt == Py_True ? 1 : -1;
+	} else {
+		PyErr_SetString(PyExc_TypeError, "encrypt: True, False or None");
+		return -1;
+	}
 	if (timeout < 0) {
 		PyErr_SetString(PyExc_ValueError, "timeout_ms must be >= 0");
 		return -1;
@@ -338,6 +350,8 @@ static int pool_init(PoolObject *self, PyObject *args, PyObject *kw)
 	o.config_file = config;
 	o.timeout_ms = timeout;
 	o.ox_iface = iface;
+	o.etcd = etcd;
+	o.cluster = cluster;
 	Py_BEGIN_ALLOW_THREADS rc = em_pool_connect(&pool, &o);
 	Py_END_ALLOW_THREADS Py_XDECREF(joined);
 	if (rc) {
@@ -758,12 +772,17 @@ static PyTypeObject PoolType = {
 	.tp_basicsize = sizeof(PoolObject),
 	.tp_flags = Py_TPFLAGS_DEFAULT,
 	.tp_doc = "Pool(nodes=None, *, secret_file=None, config_file=None, timeout_ms=0,\n"
-		  "     transport=None, ox_iface=None)\n\n"
+		  "     transport=None, ox_iface=None, etcd=None, cluster=None, encrypt=None)\n\n"
 		  "A connection to the memory nodes of a pool. Arguments left out come from\n"
 		  "the environment (ETHERMEM_NODES, ETHERMEM_SECRET_FILE, ETHERMEM_CONFIG,\n"
-		  "ETHERMEM_TIMEOUT_MS, ETHERMEM_TRANSPORT) or the client config file.\n"
+		  "ETHERMEM_TIMEOUT_MS, ETHERMEM_TRANSPORT, ETHERMEM_ETCD, ETHERMEM_CLUSTER,\n"
+		  "ETHERMEM_ENCRYPT) or the client config file.\n"
 		  "nodes: 'tcp://h1:7420,tcp://h2:7420' or a list of such URLs; transport:\n"
-		  "'tcp' or 'ox'. A context manager: leaving the block closes it.",
+		  "'tcp' or 'ox'. etcd: 'http://h:2379[,...]': the nodes are those registered\n"
+		  "in etcd under cluster (default 'ethermem') and named regions live in its\n"
+		  "directory. encrypt: True encrypts every connection (a node that cannot\n"
+		  "fails the connect), False never does, None follows the environment.\n"
+		  "A context manager: leaving the block closes it.",
 	.tp_new = PyType_GenericNew,
 	.tp_init = (initproc)pool_init,
 	.tp_dealloc = (destructor)pool_dealloc,
@@ -2170,13 +2189,14 @@ PyMODINIT_FUNC PyInit__ethermem(void)
 	ErrorType = PyErr_NewExceptionWithDoc(
 		"ethermem.Error",
 		"A call into the pool failed: errno and strerror (em_strerror's text) say why.\n"
-		"Codes above 4095 are ethermem's own (EAUTH, EVERSION, ENONODE).",
+		"Codes above 4095 are ethermem's own (EAUTH, EVERSION, ENONODE, ECRYPT).",
 		PyExc_OSError, NULL);
 	if (!ErrorType || PyModule_AddObjectRef(m, "Error", ErrorType) ||
 	    PyModule_AddObjectRef(m, "Completion", (PyObject *)&CompletionType) ||
 	    PyModule_AddIntConstant(m, "EAUTH", EM_EAUTH) ||
 	    PyModule_AddIntConstant(m, "EVERSION", EM_EVERSION) ||
 	    PyModule_AddIntConstant(m, "ENONODE", EM_ENONODE) ||
+	    PyModule_AddIntConstant(m, "ECRYPT", EM_ECRYPT) ||
 	    PyModule_AddIntConstant(m, "NAME_MAX", EM_NAME_MAX) ||
 	    PyModule_AddStringConstant(m, "LIB_VERSION", em_version(NULL, NULL, NULL)) ||
 	    PyModule_AddStringConstant(m, "HEADER_VERSION", EM_VERSION_STRING)) {

@@ -55,6 +55,12 @@ class TestPool(Base):
             ethermem.Pool(transport="carrier-pigeon")
         with self.assertRaises(ValueError):
             ethermem.Pool(timeout_ms=-1)
+        with self.assertRaises(TypeError):
+            ethermem.Pool(encrypt="yes")
+        with self.assertRaises(TypeError):
+            ethermem.Pool(etcd=2379)
+        with self.assertRaises(TypeError):
+            ethermem.Pool(cluster=["a"])
         with self.assertRaises(ValueError):
             self.pool.create(0)
         with self.assertRaises(ValueError):
@@ -67,6 +73,35 @@ class TestPool(Base):
             self.pool.create(4096, name="x" * 64)
         with self.assertRaises(ValueError):
             self.pool.queue(depth=0)
+
+    @unittest.skipUnless(os.environ.get("EM_TEST_ETCD_URL"), "no etcd (scripts/deps.sh)")
+    def test_etcd_cluster_and_encrypt(self):
+        # the pool from etcd alone: no node list anywhere
+        url, cluster = os.environ["EM_TEST_ETCD_URL"], os.environ["EM_TEST_CLUSTER"]
+        nodes = os.environ.pop("ETHERMEM_NODES")
+        try:
+            with ethermem.Pool(etcd=url, cluster=cluster, encrypt=True,
+                               secret_file=os.environ["ETHERMEM_SECRET_FILE"]) as p:
+                self.assertEqual(p.nodes, 1)
+                self.assertEqual(p.status()[0]["capacity"], 64 << 20)
+                with p.create(1 << 20, name="from-etcd") as r:
+                    r.write(4096, b"found through etcd")
+                self.assertIn("from-etcd", [x["name"] for x in p.regions()])
+                with p.open("from-etcd") as r:
+                    self.assertEqual(r.read(4096, 18), b"found through etcd")
+                p.delete("from-etcd")
+            # the node requires encryption: a client that refuses it is refused
+            with self.assertRaises(ethermem.Error) as cm:
+                ethermem.Pool(etcd=url, cluster=cluster, encrypt=False)
+            self.assertEqual(cm.exception.errno, ethermem.ECRYPT)
+            # another cluster's name finds no node
+            with self.assertRaises(ethermem.Error):
+                ethermem.Pool(etcd=url, cluster=cluster + "-none", timeout_ms=500)
+        finally:
+            os.environ["ETHERMEM_NODES"] = nodes
+        # etcd given as an argument replaces the node list of the environment
+        with ethermem.Pool(etcd=url, cluster=cluster, encrypt=True) as p:
+            self.assertEqual(p.nodes, 1)
 
     def test_status(self):
         st = self.pool.status()
