@@ -3,7 +3,9 @@
 # passes promtool's checks, the counters move with real traffic, and Debian's
 # Prometheus scrapes the node and answers a query for the series through its
 # HTTP API; `ethermem status --watch` redraws the counters with rates.
-# Skips (77) only when Prometheus is not installed.
+# With etcd installed the node registers in it, and its membership shows in
+# the metrics and in Prometheus. Skips (77) only when Prometheus is not
+# installed.
 . "$(dirname "$0")/lib.sh"
 need_cmd prometheus # scripts/deps.sh installs it
 need_cmd promtool
@@ -14,19 +16,46 @@ E="$B/ethermem"
 	fail "a bad --metrics-listen must fail"
 grep -q metrics-listen "$T/err" || fail "bad --metrics-listen message: $(cat "$T/err")"
 
-start_node a 64M --metrics-listen 127.0.0.1:0
+CLUSTER_FLAGS=""
+if [ -x "${EM_TEST_ETCD:-/usr/bin/etcd}" ]; then
+	start_etcd
+	unset ETHERMEM_ETCD # the tools below use the node list
+	CLUSTER_FLAGS="--etcd $ETCD_URL --cluster metrics$$ --lease-ttl 3"
+fi
+# shellcheck disable=SC2086 # the flags are words
+start_node a 64M --metrics-listen 127.0.0.1:0 $CLUSTER_FLAGS
 MPORT=$(sed -n 's|.*metrics on http://127.0.0.1:\([0-9]*\)/metrics.*|\1|p' "$T/a.log")
 [ -n "$MPORT" ] || fail "no metrics address in the log: $(cat "$T/a.log")"
 M="http://127.0.0.1:$MPORT/metrics"
 export ETHERMEM_NODES="tcp://127.0.0.1:$PORT_a"
 
 curl -sf "$M" > "$T/m0" || fail "GET /metrics"
+v0() { sed -n "s/^$1 //p" "$T/m0"; }
 promtool check metrics < "$T/m0" || fail "promtool check metrics"
 for s in ethermem_capacity_bytes ethermem_used_bytes ethermem_clients 'ethermem_ops_total{op="read"}'; do
 	grep -q "^$s " "$T/m0" || fail "$s missing"
 done
 grep -q '^ethermem_capacity_bytes 67108864$' "$T/m0" || fail "capacity"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$MPORT/other")" = 404 ] || fail "404"
+[ "$(v0 'ethermem_region_parts{redundancy="none"}')" = 0 ] || fail "no region yet"
+if [ -n "$CLUSTER_FLAGS" ]; then
+	registered() { curl -sf "$M" | grep -q '^ethermem_cluster_registered 1$'; }
+	wait_for 10 "the node to show itself registered" registered
+	curl -sf "$M" > "$T/mc" || fail "GET /metrics, registered"
+	promtool check metrics < "$T/mc" || fail "promtool check metrics, registered"
+	grep -q '^ethermem_cluster_lease_ttl_seconds 3$' "$T/mc" || fail "lease TTL"
+	grep -q '^ethermem_node_state{state="up"} 1$' "$T/mc" || fail "node state up"
+	grep -q '^ethermem_node_state{state="draining"} 0$' "$T/mc" || fail "node state draining"
+	age=$(sed -n 's/^ethermem_cluster_lease_renewed_age_seconds \([0-9]*\)\..*/\1/p' "$T/mc")
+	[ -n "$age" ] && [ "$age" -lt 3 ] || fail "lease renewed within its TTL: $(grep renewed "$T/mc")"
+	# etcd gone: the lease cannot be renewed and the gauge says so
+	kill "$ETCD_PID"
+	wait "$ETCD_PID" 2>/dev/null
+	unregistered() { curl -sf "$M" | grep -q '^ethermem_cluster_registered 0$'; }
+	wait_for 15 "the node to show the lease lost" unregistered
+else
+	grep -q '^ethermem_cluster_registered' "$T/m0" && fail "cluster metrics without etcd"
+fi
 
 # traffic: 1 MiB in and out of a region
 head -c 1M /dev/urandom > "$T/in"
@@ -39,6 +68,7 @@ v() { sed -n "s/^$1 //p" "$2"; }
 [ "$(v 'ethermem_ops_total{op="write"}' "$T/m1")" -gt 0 ] || fail "writes not counted"
 [ "$(v ethermem_used_bytes "$T/m1")" -ge 1048576 ] || fail "used bytes"
 [ "$(v ethermem_named_regions "$T/m1")" = 1 ] || fail "named regions"
+[ "$(v 'ethermem_region_parts{redundancy="none"}' "$T/m1")" = 1 ] || fail "region parts by redundancy"
 [ "$(v ethermem_received_bytes_total "$T/m1")" -ge 1048576 ] || fail "bytes in"
 [ "$(v ethermem_sent_bytes_total "$T/m1")" -ge 1048576 ] || fail "bytes out"
 # a histogram's +Inf bucket and count agree with the read counter
@@ -79,4 +109,10 @@ reads=$(sed -n 's/.*"value":\[[0-9.]*,"\([0-9]*\)"\].*/\1/p' "$T/q")
 curl -sf -G "$Q" --data-urlencode 'query=ethermem_capacity_bytes' | grep -q '"67108864"' ||
 	fail "scraped capacity"
 curl -sf -G "$Q" --data-urlencode 'query=up{job="ethermem"}' | grep -q '"1"\]' || fail "target up"
+curl -sf -G "$Q" --data-urlencode 'query=ethermem_region_parts{redundancy="none"}' | grep -q '"1"\]' ||
+	fail "scraped region parts by redundancy"
+if [ -n "$CLUSTER_FLAGS" ]; then
+	curl -sf -G "$Q" --data-urlencode 'query=ethermem_cluster_lease_ttl_seconds' | grep -q '"3"\]' ||
+		fail "scraped lease TTL"
+fi
 echo "ok: scraped $reads reads through Prometheus on port $PPORT"

@@ -465,10 +465,6 @@ int main(int argc, char **argv)
 	rc = em_server_create(&srv, &c.o);
 	if (rc)
 		return 1;
-	if (c.metrics[0] && em_metrics_start(&metrics, c.metrics, srv)) {
-		em_server_destroy(srv);
-		return 1;
-	}
 	if (c.etcd[0]) {
 		struct em_reg_opts ro = {
 			.etcd = c.etcd,
@@ -478,17 +474,22 @@ int main(int argc, char **argv)
 			.ttl_s = c.lease_ttl,
 		};
 		if (em_reg_create(&reg, srv, &ro)) {
-			em_metrics_stop(metrics);
 			em_server_destroy(srv);
 			return 2;
 		}
 		/* registration starts once the socket listens (its real port) */
 		em_server_set_listening(srv, on_listening, reg);
 	}
+	if (c.metrics[0] && em_metrics_start(&metrics, c.metrics, srv, reg)) {
+		em_reg_destroy(reg);
+		em_server_destroy(srv);
+		return 1;
+	}
 	rc = em_server_run(srv);
-	/* leave the cluster before the memory goes */
-	em_reg_destroy(reg);
+	/* the metrics read the registration; then leave the cluster before
+	 * the memory goes */
 	em_metrics_stop(metrics);
+	em_reg_destroy(reg);
 	em_server_destroy(srv);
 	return rc ? 1 : 0;
 }

@@ -11,6 +11,10 @@
  * from the node's fine log-linear buckets into a fixed ladder of bounds; a
  * fine bucket is counted under the first bound that holds all of it, so a
  * bucket can read up to one fine bucket (about 6%) low, never high.
+ * A node in an etcd cluster adds its membership (whether its lease is
+ * held, its TTL, how long since it was renewed, up or draining), and every
+ * node counts the named regions it holds by the redundancy in their stored
+ * layouts, so a dashboard shows where redundant data lives.
  */
 #include "daemon/metrics.h"
 
@@ -24,11 +28,13 @@
 
 #include "common/util.h"
 #include "common/wire.h"
+#include "daemon/register.h"
 #include "daemon/server.h"
 
 struct em_metrics {
 	struct MHD_Daemon *d;
 	struct em_server *srv;
+	struct em_reg *reg; /* NULL without etcd */
 };
 
 static const char *const op_names[8] = {
@@ -70,7 +76,46 @@ static void histogram(FILE *f, const char *op, const struct em_hist *h, uint64_t
 	fprintf(f, "ethermem_op_duration_seconds_count{op=\"%s\"} %" PRIu64 "\n", op, total);
 }
 
-static char *render(struct em_server *srv, size_t *len)
+static void cluster(FILE *f, struct em_reg *reg)
+{
+	static const char *const states[] = { "up", "draining" };
+	struct em_reg_info ri;
+
+	em_reg_info(reg, &ri);
+	gauge(f, "ethermem_cluster_registered",
+	      "1 while the node's record is in etcd under a live lease.", (uint64_t)ri.registered);
+	gauge(f, "ethermem_cluster_lease_ttl_seconds", "Time to live of the node's etcd lease.",
+	      (uint64_t)ri.ttl_s);
+	fprintf(f,
+		"# HELP ethermem_cluster_lease_renewed_age_seconds Seconds since the lease was "
+		"granted or kept alive (-1: never).\n"
+		"# TYPE ethermem_cluster_lease_renewed_age_seconds gauge\n"
+		"ethermem_cluster_lease_renewed_age_seconds %.3f\n",
+		ri.renewed_ago_s);
+	fprintf(f,
+		"# HELP ethermem_node_state The state the node publishes in etcd (1 on its row).\n"
+		"# TYPE ethermem_node_state gauge\n");
+	for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
+		fprintf(f, "ethermem_node_state{state=\"%s\"} %d\n", states[i],
+			!strcmp(ri.state, states[i]));
+}
+
+static void redundancy(FILE *f, struct em_server *srv)
+{
+	static const char *const names[4] = { "unknown", "none", "replicate", "ec" };
+	uint64_t count[4];
+
+	em_server_redundancy(srv, count);
+	fprintf(f,
+		"# HELP ethermem_region_parts Named regions (a region's copy or chunk held here), "
+		"by the region's redundancy.\n"
+		"# TYPE ethermem_region_parts gauge\n");
+	for (int i = 0; i < 4; i++)
+		fprintf(f, "ethermem_region_parts{redundancy=\"%s\"} %" PRIu64 "\n", names[i],
+			count[i]);
+}
+
+static char *render(struct em_server *srv, struct em_reg *reg, size_t *len)
 {
 	struct em_server_snapshot *sn = calloc(1, sizeof(*sn));
 	char *text = NULL;
@@ -131,6 +176,9 @@ static char *render(struct em_server *srv, size_t *len)
 		"OmniXtend frames that failed to decode, dropped.", v[EM_ST_OX_MALFORMED]);
 	gauge(f, "ethermem_ox_sessions", "Sessions holding an OmniXtend address window now.",
 	      v[EM_ST_OX_ATTACHED]);
+	redundancy(f, srv);
+	if (reg)
+		cluster(f, reg);
 	free(sn);
 	if (fclose(f)) {
 		free(text);
@@ -160,7 +208,7 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
 		status = MHD_HTTP_NOT_FOUND;
 		r = MHD_create_response_from_buffer(sizeof(not_found) - 1, (void *)not_found,
 						    MHD_RESPMEM_PERSISTENT);
-	} else if (!(text = render(m->srv, &len))) {
+	} else if (!(text = render(m->srv, m->reg, &len))) {
 		return MHD_NO; /* out of memory: drop the connection */
 	} else {
 		r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
@@ -212,7 +260,8 @@ static int resolve(const char *spec, struct sockaddr_storage *sa, int *v6, char 
 	return 0;
 }
 
-int em_metrics_start(struct em_metrics **out, const char *listen, struct em_server *srv)
+int em_metrics_start(struct em_metrics **out, const char *listen, struct em_server *srv,
+		     struct em_reg *reg)
 {
 	struct sockaddr_storage sa = { 0 };
 	struct em_metrics *m;
@@ -228,6 +277,7 @@ int em_metrics_start(struct em_metrics **out, const char *listen, struct em_serv
 	if (!m)
 		return -ENOMEM;
 	m->srv = srv;
+	m->reg = reg;
 	m->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
 					(v6 ? MHD_USE_IPv6 : 0),
 				0, NULL, NULL, answer, m, MHD_OPTION_SOCK_ADDR,

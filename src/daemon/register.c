@@ -38,6 +38,9 @@ struct em_reg {
 	pthread_cond_t cond;
 	bool stop;
 	bool told_down; /* logged that etcd is unreachable */
+	/* for em_reg_info, under lock */
+	bool registered;
+	uint64_t renewed_ns; /* em_now_ns of the last grant or keepalive; 0: none */
 };
 
 static void read_mac(const char *iface, char out[18])
@@ -141,6 +144,11 @@ static void *reg_main(void *arg)
 		if (registered && now - last_renew >= period_ns) {
 			rc = em_etcd_lease_keepalive(r->etcd, r->lease);
 			last_renew = now;
+			if (rc >= 0) {
+				pthread_mutex_lock(&r->lock);
+				r->renewed_ns = now;
+				pthread_mutex_unlock(&r->lock);
+			}
 			if (rc == -ENOENT) {
 				/* expired while we were away or frozen: start over */
 				r->lease = 0;
@@ -157,8 +165,12 @@ static void *reg_main(void *arg)
 		if (!rc && (!registered || used != last_used || now - last_put >= 1000000000ull)) {
 			rc = publish(r);
 			last_put = now;
-			if (!registered)
+			if (!registered && !rc) {
 				last_renew = now; /* a fresh lease */
+				pthread_mutex_lock(&r->lock);
+				r->renewed_ns = now;
+				pthread_mutex_unlock(&r->lock);
+			}
 			last_used = used;
 		}
 		if (rc && !r->told_down) {
@@ -176,6 +188,7 @@ static void *reg_main(void *arg)
 			rc = 0;
 		}
 		pthread_mutex_lock(&r->lock);
+		r->registered = registered;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		/* a short tick: it looks at the free bytes, and renews when due */
 		ts.tv_nsec += 50000000L;
@@ -216,6 +229,18 @@ void em_reg_set_state(struct em_reg *r, const char *state)
 {
 	pthread_mutex_lock(&r->lock);
 	snprintf(r->rec.state, sizeof(r->rec.state), "%s", state);
+	pthread_mutex_unlock(&r->lock);
+}
+
+void em_reg_info(struct em_reg *r, struct em_reg_info *out)
+{
+	uint64_t now = em_now_ns();
+
+	pthread_mutex_lock(&r->lock);
+	out->registered = r->registered;
+	out->ttl_s = r->ttl_s;
+	out->renewed_ago_s = r->renewed_ns ? (double)(now - r->renewed_ns) / 1e9 : -1;
+	snprintf(out->state, sizeof(out->state), "%s", r->rec.state);
 	pthread_mutex_unlock(&r->lock);
 }
 

@@ -25,6 +25,14 @@ int em_reg_create(struct em_reg **out, struct em_server *srv, const struct em_re
 int em_reg_start(struct em_reg *r, const char *host, unsigned port);
 /* "up" or "draining"; published at the next refresh. */
 void em_reg_set_state(struct em_reg *r, const char *state);
+/* What the metrics show of membership, read under the lock. */
+struct em_reg_info {
+	int registered;       /* 1 while the record is in etcd under a live lease */
+	int ttl_s;            /* the lease's time to live */
+	double renewed_ago_s; /* since the lease was granted or kept alive; -1: never */
+	char state[16];       /* "up", "draining" */
+};
+void em_reg_info(struct em_reg *r, struct em_reg_info *out);
 /* Stops the thread and revokes the lease, so the record goes at once. */
 void em_reg_destroy(struct em_reg *r);
 

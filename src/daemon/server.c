@@ -1986,6 +1986,24 @@ void em_server_usage(struct em_server *s, uint64_t *capacity, uint64_t *used)
 	*used = st.used;
 }
 
+static int count_redundancy(void *arg, const struct em_sregion *r)
+{
+	uint64_t *count = arg;
+	struct em_layout l;
+
+	if (em_layout_decode(r->layout, r->layout_len, &l) || l.red > EM_RED_EC)
+		count[0]++;
+	else
+		count[l.red ? l.red : EM_RED_NONE]++;
+	return 0;
+}
+
+void em_server_redundancy(struct em_server *s, uint64_t count[4])
+{
+	memset(count, 0, 4 * sizeof(count[0]));
+	em_store_list(s->st, 0, count_redundancy, count);
+}
+
 void em_server_node_id(const struct em_server *s, uint8_t id[16])
 {
 	memcpy(id, s->node_id, 16);

@@ -63,6 +63,10 @@ void em_server_set_listening(struct em_server *s, void (*fn)(void *, const char 
  * identity (new at every start, so clients tell a restarted node apart). */
 void em_server_usage(struct em_server *s, uint64_t *capacity, uint64_t *used);
 void em_server_node_id(const struct em_server *s, uint8_t id[16]);
+/* Named regions held here by the redundancy their stored layout names
+ * (indexed by enum em_redundancy; a layout without a trailer is NONE,
+ * one that does not decode is counted in [0]). */
+void em_server_redundancy(struct em_server *s, uint64_t count[4]);
 
 /* For the fuzz target: runs one authenticated connection's request stream
  * from memory, replies discarded. */
