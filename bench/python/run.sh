@@ -4,7 +4,8 @@
 # in a C loop, and a NumPy scan of a mapped region against the scan of
 # `ethermem bench map` (same size, cache and fetch unit; both on 4 KiB pages,
 # ETHERMEM_MAP_HUGE=0, so neither depends on free huge pages). Then the
-# PyTorch demo (examples/torch_offload.py) at a 25% local budget. Needs the
+# PyTorch demo (examples/torch_offload.py) at a 25% local budget, its modes
+# interleaved over ROUNDS rounds (default 3). Needs the
 # build in build/ (its python/ package) and root for the demo's cgroups.
 set -u
 cd "$(dirname "$0")/../.."
@@ -22,6 +23,6 @@ C=$(sed -n 's/.*"op":"map-seq".*"gbps":\([0-9.]*\).*/\1/p' "$T/map.json")
 echo "# /usr/bin/python3 bench/python/bench_api.py --size $SIZE --cache $CACHE --c-scan $C"
 /usr/bin/python3 bench/python/bench_api.py --size "$SIZE" --cache "$CACHE" --c-scan "$C" || fail "bench_api"
 if [ "${SKIP_TORCH:-0}" = 0 ]; then
-	echo "# /usr/bin/python3 examples/torch_offload.py --ratio 0.25"
-	/usr/bin/python3 examples/torch_offload.py --ratio 0.25 || fail "torch demo"
+	echo "# /usr/bin/python3 examples/torch_offload.py --ratio 0.25 --rounds ${ROUNDS:-3}"
+	/usr/bin/python3 examples/torch_offload.py --ratio 0.25 --rounds "${ROUNDS:-3}" || fail "torch demo"
 fi
