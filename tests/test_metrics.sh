@@ -115,4 +115,10 @@ if [ -n "$CLUSTER_FLAGS" ]; then
 	curl -sf -G "$Q" --data-urlencode 'query=ethermem_cluster_lease_ttl_seconds' | grep -q '"3"\]' ||
 		fail "scraped lease TTL"
 fi
+# a replicated region's copy on this node is counted under its redundancy
+start_node b 64M
+ETHERMEM_NODES="$ETHERMEM_NODES,tcp://127.0.0.1:$PORT_b" "$E" region create copies 1M \
+	--redundancy replicate:2 >/dev/null || fail "create a replicated region"
+[ "$(curl -sf "$M" | sed -n 's/^ethermem_region_parts{redundancy="replicate"} //p')" = 1 ] ||
+	fail "the replicated region's copy: $(curl -sf "$M" | grep region_parts)"
 echo "ok: scraped $reads reads through Prometheus on port $PPORT"
