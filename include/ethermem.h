@@ -68,12 +68,14 @@ const char *em_version(unsigned *major, unsigned *minor, unsigned *patch);
 #define EM_EAUTH 4096    /* the cluster secret was refused (or refused us) */
 #define EM_EVERSION 4097 /* the peer speaks another protocol version */
 #define EM_ENONODE \
-	4098           /* a node holding part of the region is not in the pool,
+	4098              /* a node holding part of the region is not in the pool,
 			  * or cannot be reached (its connection was lost and
 			  * no connection to the same session came back) */
-#define EM_ELOST 4099  /* more nodes of a redundant region failed than it survives */
-#define EM_EFULL 4100  /* the node serves as many clients as it may (max-clients) */
-#define EM_ECRYPT 4101 /* the node requires encryption, or does not offer it */
+#define EM_ELOST 4099     /* more nodes of a redundant region failed than it survives */
+#define EM_EFULL 4100     /* the node serves as many clients as it may (max-clients) */
+#define EM_ECRYPT 4101    /* the node requires encryption, or does not offer it */
+#define EM_ESTALE 4102    /* the region's part moved (drain): read the layout again */
+#define EM_EDRAINING 4103 /* the node is draining and takes no new regions */
 
 typedef struct em_pool em_pool;
 typedef struct em_region em_region;

@@ -44,6 +44,7 @@ static void usage(FILE *f)
 		"  read NAME OFFSET LEN FILE get LEN bytes of a region at OFFSET into FILE\n"
 		"  repair NAME [--background] rebuild a redundant region's lost copies or chunks\n"
 		"  node ls [--json]          memory nodes registered in etcd\n"
+		"  node drain ADDR           move a node's named regions to the others\n"
 		"  bench [--baseline]        latency and bandwidth of the pool\n"
 		"  kv stats [NAME]           block stores (prefix caches): entries, bytes, hit rate\n"
 		"  bench map                 transparent mapping against mmap and swap\n"

@@ -3,6 +3,8 @@
  * straight from it (no connection to any node, so a node that hangs
  * cannot hang the listing). A record exists only while its node renews its
  * lease, so what is listed is what is alive, give or take one TTL.
+ * `ethermem node drain ADDR` moves a node's named regions to the others
+ * (lib/drain.c) and leaves its progress where `node ls` shows it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -16,6 +18,7 @@
 #include "common/config.h"
 #include "common/etcd.h"
 #include "common/util.h"
+#include "lib/internal.h"
 
 struct etcd_conf {
 	char etcd[1024], cluster[80];
@@ -54,32 +57,84 @@ static void etcd_resolve(const struct em_cli_pool *cp, struct etcd_conf *c)
 		snprintf(c->cluster, sizeof(c->cluster), "%s", EM_CLUSTER_DEFAULT);
 }
 
+#define MAX_NOTES 64
+
+/* The progress notes of drains, keyed HOST:PORT as the node records. */
+struct notes {
+	size_t plen;
+	unsigned n;
+	char addr[MAX_NOTES][80], json[MAX_NOTES][256];
+};
+
+static int note_cb(void *arg, const struct em_etcd_kv *kv)
+{
+	struct notes *t = arg;
+	struct em_json root;
+
+	if (t->n == MAX_NOTES || kv->klen <= t->plen || kv->klen - t->plen >= sizeof(t->addr[0]) ||
+	    kv->vlen >= sizeof(t->json[0]) ||
+	    em_json_root((const char *)kv->val, kv->vlen, &root) || root.p[0] != '{')
+		return 0;
+	memcpy(t->addr[t->n], kv->key + t->plen, kv->klen - t->plen);
+	t->addr[t->n][kv->klen - t->plen] = 0;
+	memcpy(t->json[t->n], kv->val, kv->vlen);
+	t->json[t->n][kv->vlen] = 0;
+	t->n++;
+	return 0;
+}
+
 struct ls {
 	int json;
 	int n;
 	uint64_t now;
+	struct notes *notes;
 };
+
+static const char *note_of(const struct ls *l, const char *addr)
+{
+	if (!strncmp(addr, "tcp://", 6))
+		addr += 6;
+	for (unsigned i = 0; i < l->notes->n; i++)
+		if (!strcmp(l->notes->addr[i], addr))
+			return l->notes->json[i];
+	return NULL;
+}
 
 static int ls_cb(void *arg, const struct em_etcd_kv *kv)
 {
 	struct ls *l = arg;
 	struct em_node_rec r;
+	const char *note;
 	double age;
 
 	if (em_node_rec_decode(kv->val, kv->vlen, &r))
 		return 0;
 	age = r.heartbeat_ms && r.heartbeat_ms <= l->now ? (double)(l->now - r.heartbeat_ms) / 1e3
 							 : 0;
-	if (l->json)
+	note = note_of(l, r.addr);
+	if (l->json) {
 		printf("{\"addr\":\"%s\",\"state\":\"%s\",\"capacity\":%" PRIu64
 		       ",\"free\":%" PRIu64 ",\"heartbeat_ms\":%" PRIu64
 		       ",\"heartbeat_age_s\":%.3f,\"started_ms\":%" PRIu64
-		       ",\"id\":\"%s\",\"transports\":\"%s\",\"ox_mac\":\"%s\",\"version\":\"%s\"}\n",
+		       ",\"id\":\"%s\",\"transports\":\"%s\",\"ox_mac\":\"%s\",\"version\":\"%s\"",
 		       r.addr, r.state, r.capacity, r.free, r.heartbeat_ms, age, r.started_ms, r.id,
 		       r.transports, r.ox_mac, r.version);
-	else
+		if (note)
+			printf(",\"drain\":%s", note);
+		printf("}\n");
+	} else {
 		printf("%-28s %-9s %14" PRIu64 " %14" PRIu64 " %8.1fs ago  %s\n", r.addr, r.state,
 		       r.capacity, r.free, age, r.transports);
+		if (note) {
+			struct em_json root;
+			char st[32] = "?";
+			em_json_root(note, strlen(note), &root);
+			em_json_get_str(root, "state", st, sizeof(st));
+			printf("  drain: %s, %.1f of %.1f MiB moved\n", st,
+			       (double)em_json_get_u64(root, "moved_bytes", 0) / 1048576.0,
+			       (double)em_json_get_u64(root, "total_bytes", 0) / 1048576.0);
+		}
+	}
 	l->n++;
 	return 0;
 }
@@ -142,27 +197,71 @@ static int node_watch(struct em_etcd *e, const char *prefix, struct watch *w)
 	return rc < 0 ? rc : 0;
 }
 
+static void drain_progress(void *arg, uint64_t done, uint64_t total, const char *region)
+{
+	(void)arg;
+	printf("moved %s: %.1f of %.1f MiB\n", region, (double)done / 1048576.0,
+	       (double)total / 1048576.0);
+	fflush(stdout);
+}
+
+static int node_drain(int argc, char **argv, struct em_cli_pool *cp)
+{
+	em_pool *pool;
+	uint64_t t0;
+	int rc;
+
+	if (argc != 3) {
+		fprintf(stderr, "usage: ethermem node drain ADDR\n");
+		return 2;
+	}
+	if (em_cli_connect(cp, &pool, "ethermem node drain"))
+		return 1;
+	t0 = em_now_ns();
+	rc = em_drain_node(pool, argv[2], drain_progress, NULL);
+	if (rc == -ENOTSUP)
+		fprintf(stderr, "ethermem node drain: needs a pool in etcd (--etcd URL or "
+				"ETHERMEM_ETCD): the layouts it moves live there\n");
+	else if (rc == -ENOENT)
+		fprintf(stderr, "ethermem node drain: %s is not a node of this pool\n", argv[2]);
+	else if (rc < 0)
+		fprintf(stderr, "ethermem node drain %s: %s\n", argv[2], em_strerror(rc));
+	else
+		printf("drained %s: %d part(s) moved in %.2f s; it holds no named region now and "
+		       "may be stopped\n",
+		       argv[2], rc, (double)(em_now_ns() - t0) / 1e9);
+	em_pool_close(pool);
+	return rc < 0 ? 1 : 0;
+}
+
 int em_cli_node(int argc, char **argv, struct em_cli_pool *cp)
 {
 	const char *sub = argc > 1 ? argv[1] : NULL;
 	struct etcd_conf c;
 	struct em_etcd *e;
 	struct ls l = { 0 };
-	char prefix[128];
+	char prefix[128], dprefix[128];
 	int rc, downs = 0;
 
 	if (!sub || !strcmp(sub, "--help") || !strcmp(sub, "-h") ||
 	    (argc > 2 && !strcmp(argv[2], "--help"))) {
 		printf("usage: ethermem node ls [--json]\n"
 		       "       ethermem node watch [--json] [--downs N]\n"
+		       "       ethermem node drain ADDR\n"
 		       "ls lists the memory nodes registered in etcd: address, state, capacity,\n"
 		       "free bytes and the age of the last heartbeat. watch prints them, then\n"
 		       "one line per change (up, update, down), stamped with the wall clock in\n"
-		       "ms; --downs N exits after N nodes went down.\n\n"
+		       "ms; --downs N exits after N nodes went down. drain makes node ADDR\n"
+		       "take no new regions and moves its named regions' parts to the other\n"
+		       "nodes while clients go on using them; once it says \"drained\" the\n"
+		       "node holds no named region (anonymous ones stay until their clients\n"
+		       "free them) and may be stopped. ls shows a drain's progress.\n\n"
 		       "  --etcd URL[,URL...]  etcd endpoints         (or ETHERMEM_ETCD)\n"
 		       "  --cluster NAME       the pool's name        (or ETHERMEM_CLUSTER) [ethermem]\n");
 		return sub ? 0 : 2;
 	}
+	if (!strcmp(sub, "drain"))
+		return node_drain(argc, argv, cp);
 	if (strcmp(sub, "ls") && strcmp(sub, "watch")) {
 		fprintf(stderr, "ethermem node: unknown subcommand '%s'\n", sub);
 		return 2;
@@ -204,7 +303,16 @@ int em_cli_node(int argc, char **argv, struct em_cli_pool *cp)
 		printf("%-28s %-9s %14s %14s %13s  %s\n", "ADDRESS", "STATE", "CAPACITY", "FREE",
 		       "HEARTBEAT", "TRANSPORTS");
 	l.now = em_wall_ms();
+	if (!(l.notes = calloc(1, sizeof(*l.notes)))) {
+		em_etcd_close(e);
+		return 1;
+	}
+	if (!em_cluster_prefix(dprefix, sizeof(dprefix), c.cluster, "drain")) {
+		l.notes->plen = strlen(dprefix);
+		em_etcd_range(e, dprefix, true, note_cb, l.notes, NULL);
+	}
 	rc = em_etcd_range(e, prefix, true, ls_cb, &l, NULL);
+	free(l.notes);
 	if (rc < 0)
 		fprintf(stderr, "ethermem node ls: etcd %s: %s\n", c.etcd, em_strerror(rc));
 	em_etcd_close(e);

@@ -29,6 +29,11 @@ int em_cluster_prefix(char *out, size_t cap, const char *cluster, const char *ki
 	return 0;
 }
 
+const char *em_region_rec_piece(const struct em_region_rec *r, unsigned s)
+{
+	return r->seg_piece[s][0] ? r->seg_piece[s] : r->piece;
+}
+
 uint64_t em_wall_ms(void)
 {
 	struct timespec ts;
@@ -109,7 +114,13 @@ int em_region_rec_encode(const struct em_region_rec *r, char *out, size_t cap)
 		PUT("%s{\"addr\":\"%s\",\"id\":\"", s ? "," : "", r->seg_addr[s]);
 		for (int i = 0; i < 16; i++)
 			PUT("%02x", r->seg_id[s][i]);
-		PUT("\"}");
+		PUT("\"");
+		if (r->seg_piece[s][0]) {
+			if (!plain(r->seg_piece[s]))
+				return -EINVAL;
+			PUT(",\"piece\":\"%s\"", r->seg_piece[s]);
+		}
+		PUT("}");
 	}
 	PUT("],\"pattern\":\"");
 	for (unsigned j = 0; j < r->plen; j++)
@@ -149,11 +160,15 @@ int em_region_rec_decode(const void *json, size_t len, struct em_region_rec *r)
 		return -EPROTO;
 	while ((rc = em_json_next(segs, &pos, &seg)) == 1) {
 		char id[33];
+		int pl;
 		if (r->nseg == EM_CLUSTER_MAX_SEG ||
 		    em_json_get_str(seg, "addr", r->seg_addr[r->nseg], sizeof(r->seg_addr[0])) <=
 			    0 ||
 		    em_json_get_str(seg, "id", id, sizeof(id)) != 32 ||
 		    unhex(id, r->seg_id[r->nseg], 16))
+			return -EPROTO;
+		pl = em_json_get_str(seg, "piece", r->seg_piece[r->nseg], sizeof(r->seg_piece[0]));
+		if (pl < 0 && pl != -ENOENT)
 			return -EPROTO;
 		r->nseg++;
 	}

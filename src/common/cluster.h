@@ -44,12 +44,17 @@ struct em_region_rec {
 	unsigned nseg, plen;
 	char seg_addr[EM_CLUSTER_MAX_SEG][80];
 	uint8_t seg_id[EM_CLUSTER_MAX_SEG][16];
+	/* a part a drain moved has a name of its own there; "": piece */
+	char seg_piece[EM_CLUSTER_MAX_SEG][64];
 	uint8_t pattern[EM_CLUSTER_MAX_PATTERN]; /* chunk i on segment pattern[i % plen] */
 };
 /* Returns the length written, -ENOSPC if cap is too small. */
 int em_region_rec_encode(const struct em_region_rec *r, char *out, size_t cap);
 /* Checks what a layout needs to be usable (-EPROTO otherwise). */
 int em_region_rec_decode(const void *json, size_t len, struct em_region_rec *r);
+
+/* The name segment s's part carries on its node. */
+const char *em_region_rec_piece(const struct em_region_rec *r, unsigned s);
 
 uint64_t em_wall_ms(void);
 

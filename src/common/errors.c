@@ -29,6 +29,10 @@ const char *em_strerror(int err)
 	case EM_ECRYPT:
 		return "encryption mismatch: the node requires encrypted connections "
 		       "(ETHERMEM_ENCRYPT=1), or does not offer them";
+	case EM_ESTALE:
+		return "stale layout: this part of the region moved to another node";
+	case EM_EDRAINING:
+		return "the node is draining: it takes no new regions";
 	default:
 		if (err < 4096)
 			return strerror(err); /* glibc's table is static and thread-safe */

@@ -924,6 +924,35 @@ int em_etcd_delete_if(struct em_etcd *e, const char *key, int64_t mod_rev)
 	return txn(e, body);
 }
 
+int em_etcd_put_if(struct em_etcd *e, const char *key, const void *val, size_t vlen,
+		   int64_t mod_rev)
+{
+	char kb[B64LEN(512)], *put = put_body(key, val, vlen, 0), *body;
+	size_t cap;
+	int rc;
+
+	if (!put)
+		return -ENOMEM;
+	if (strlen(key) >= 512) {
+		free(put);
+		return -ENAMETOOLONG;
+	}
+	b64(key, strlen(key), kb, sizeof(kb));
+	cap = strlen(put) + strlen(kb) + 200;
+	if (!(body = malloc(cap))) {
+		free(put);
+		return -ENOMEM;
+	}
+	snprintf(body, cap,
+		 "{\"compare\":[{\"target\":\"MOD\",\"key\":\"%s\",\"mod_revision\":\"%lld\"}],"
+		 "\"success\":[{\"request_put\":%s}]}",
+		 kb, (long long)mod_rev, put);
+	free(put);
+	rc = txn(e, body);
+	free(body);
+	return rc;
+}
+
 int em_etcd_lease_grant(struct em_etcd *e, int ttl_s, int64_t *id)
 {
 	char body[64], *buf;

@@ -103,6 +103,9 @@ int em_etcd_delete(struct em_etcd *e, const char *key, bool prefix);
 /* Deletes the key only while its mod revision is mod_rev: 1 if deleted, 0
  * if it changed or is gone. */
 int em_etcd_delete_if(struct em_etcd *e, const char *key, int64_t mod_rev);
+/* Puts val if the key is still as read at mod_rev: 1, or 0 if it changed. */
+int em_etcd_put_if(struct em_etcd *e, const char *key, const void *val, size_t vlen,
+		   int64_t mod_rev);
 
 int em_etcd_lease_grant(struct em_etcd *e, int ttl_s, int64_t *id);
 /* Renews the lease; returns the TTL left in seconds, -ENOENT once expired. */

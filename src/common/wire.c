@@ -54,6 +54,8 @@ uint32_t em_wire_max_len(unsigned op, bool resp)
 		return resp ? EM_OX_ATTACH_RESP_LEN : EM_OX_ATTACH_REQ_LEN;
 	case EM_W_OX_MAP:
 		return resp ? 8 : 0;
+	case EM_W_FREEZE:
+		return resp ? 0 : 3 + EM_NAME_MAX;
 	default:
 		return 0;
 	}
@@ -116,8 +118,9 @@ int em_hdr_decode(const uint8_t in[EM_HDR_LEN], struct em_hdr *h, const char **w
 const char *em_wire_op_name(unsigned op)
 {
 	static const char *names[EM_W__MAX] = {
-		"?",      "hello", "auth",  "create", "open",     "close",     "delete", "list",
-		"status", "read",  "write", "atomic", "baseline", "ox-attach", "ox-map", "bye",
+		"?",        "hello",     "auth",   "create", "open",  "close",
+		"delete",   "list",      "status", "read",   "write", "atomic",
+		"baseline", "ox-attach", "ox-map", "bye",    "drain", "freeze",
 	};
 	return op < EM_W__MAX ? names[op] : "?";
 }

@@ -20,7 +20,8 @@
 #define EM_WIRE_MAGIC 0x4d454d45u /* "EMEM" little-endian */
 /* 2: the nonces of the handshake are X25519 keys and session tokens are
  * derived, never sent (common/auth.h)
- * 3: writes and atomics may carry EM_WF_ONCE; EM_W_BYE ends a session */
+ * 3: writes and atomics may carry EM_WF_ONCE; EM_W_BYE ends a session;
+ *    EM_W_DRAIN and EM_W_FREEZE move a node's parts away */
 #define EM_WIRE_VERSION 3
 #define EM_HDR_LEN 40
 
@@ -47,6 +48,8 @@ enum em_wire_op {
 	EM_W_OX_ATTACH = 13, /* c->s: the client's MAC; reply: the node's OmniXtend link */
 	EM_W_OX_MAP = 14,    /* region = handle; reply: offset = window base, payload u64 length */
 	EM_W_BYE = 15,       /* the client is done: end the session with its connections */
+	EM_W_DRAIN = 16,     /* aux = 1: the node takes no new regions (0: it does again) */
+	EM_W_FREEZE = 17,    /* payload name; aux = enum em_move_state for that named region */
 	EM_W__MAX
 };
 
@@ -62,6 +65,11 @@ enum em_wire_op {
  * never heard back. */
 #define EM_WF_ONCE 2u
 #define EM_ONCE_SLOTS 256
+
+/* A named region's state on a node while a drain moves it: FROZEN answers
+ * writes and atomics with EM_ESTALE (reads still served, so the copy and
+ * readers go on); MOVED answers everything with EM_ESTALE. */
+enum em_move_state { EM_MV_NONE = 0, EM_MV_FROZEN = 1, EM_MV_MOVED = 2 };
 
 /* aux flags of EM_W_HELLO. The client's request: it wants its connection
  * encrypted (EM_WH_ENCRYPT), and can use AES-256-GCM. The node's reply:

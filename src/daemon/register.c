@@ -115,6 +115,8 @@ static int publish(struct em_reg *r)
 	r->rec.capacity = cap;
 	r->rec.free = cap - used;
 	r->rec.heartbeat_ms = em_wall_ms();
+	snprintf(r->rec.state, sizeof(r->rec.state), "%s",
+		 em_server_draining(r->srv) ? "draining" : "up");
 	n = em_node_rec_encode(&r->rec, val, sizeof(val));
 	pthread_mutex_unlock(&r->lock);
 	if (n < 0)
@@ -130,6 +132,7 @@ static void *reg_main(void *arg)
 	struct em_reg *r = arg;
 	uint64_t period_ns = (uint64_t)r->ttl_s * 1000000000ull / 3, last_put = 0, last_renew = 0;
 	uint64_t last_used = UINT64_MAX;
+	bool last_drain = false;
 	bool registered = false;
 	int rc = 0;
 
@@ -162,7 +165,11 @@ static void *reg_main(void *arg)
 		}
 		/* free bytes are published as they change, so that placement by
 		 * other clients sees them soon; the heartbeat once a second */
-		if (!rc && (!registered || used != last_used || now - last_put >= 1000000000ull)) {
+		/* a drain is published at once, so that placement stops using
+		 * the node before its refusals are met */
+		if (!rc && (!registered || used != last_used || now - last_put >= 1000000000ull ||
+			    em_server_draining(r->srv) != last_drain)) {
+			last_drain = em_server_draining(r->srv);
 			rc = publish(r);
 			last_put = now;
 			if (!registered && !rc) {
@@ -223,13 +230,6 @@ int em_reg_start(struct em_reg *r, const char *host, unsigned port)
 		return -EAGAIN;
 	r->started = true;
 	return 0;
-}
-
-void em_reg_set_state(struct em_reg *r, const char *state)
-{
-	pthread_mutex_lock(&r->lock);
-	snprintf(r->rec.state, sizeof(r->rec.state), "%s", state);
-	pthread_mutex_unlock(&r->lock);
 }
 
 void em_reg_info(struct em_reg *r, struct em_reg_info *out)

@@ -23,8 +23,6 @@ struct em_reg_opts {
 int em_reg_create(struct em_reg **out, struct em_server *srv, const struct em_reg_opts *o);
 /* Starts publishing, once the node listens on host:port. */
 int em_reg_start(struct em_reg *r, const char *host, unsigned port);
-/* "up" or "draining"; published at the next refresh. */
-void em_reg_set_state(struct em_reg *r, const char *state);
 /* What the metrics show of membership, read under the lock. */
 struct em_reg_info {
 	int registered;       /* 1 while the record is in etcd under a live lease */

@@ -145,6 +145,7 @@ struct em_server {
 	uint64_t lat_sum_ns[3]; /* for the metrics' histogram sums */
 	struct em_oxs *ox;      /* --ox: the OmniXtend data path, else NULL */
 	bool stopping;
+	bool draining; /* takes no new regions (atomic) */
 	/* lines about unauthenticated peers, limited (see peer_log) */
 	pthread_mutex_t rl_lock;
 	uint64_t rl_sec, rl_suppressed; /* rl_sec: last refill, ns */
@@ -602,6 +603,8 @@ static int do_create_open(struct conn *c, const struct em_hdr *h, const uint8_t 
 			return reply_err(c, h, -EINVAL);
 		if (named != (name[0] != 0))
 			return reply_err(c, h, -EINVAL);
+		if (__atomic_load_n(&s->draining, __ATOMIC_ACQUIRE))
+			return reply_err(c, h, -EM_EDRAINING);
 		/* The node keeps the layout opaque, but one no client can decode
 		 * would make a name that is listed as nothing and opens as
 		 * nothing: refuse it here, where the creator still hears why. */
@@ -840,6 +843,64 @@ static int do_ox_map(struct conn *c, const struct em_hdr *h)
 }
 
 /* Bounds check that cannot overflow. */
+/* A write or atomic enters only while its region is not being moved; a
+ * freeze sets the state first and then waits for the writes that entered
+ * before it, so no write lands after the drain's copy has begun. */
+static bool write_enter(struct em_sregion *r)
+{
+	__atomic_add_fetch(&r->writers, 1, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&r->mstate, __ATOMIC_SEQ_CST) == EM_MV_NONE)
+		return true;
+	__atomic_sub_fetch(&r->writers, 1, __ATOMIC_SEQ_CST);
+	return false;
+}
+
+static void write_leave(struct em_sregion *r)
+{
+	__atomic_sub_fetch(&r->writers, 1, __ATOMIC_SEQ_CST);
+}
+
+/* EM_W_DRAIN: from now the node refuses new regions (its record in etcd
+ * says "draining" at the next refresh); what it holds is served on. */
+static int do_drain(struct conn *c, const struct em_hdr *h)
+{
+	if (h->aux > 1)
+		return reply_err(c, h, -EINVAL);
+	__atomic_store_n(&c->srv->draining, h->aux == 1, __ATOMIC_RELEASE);
+	em_log(EM_LOG_INFO, "%s: %s", c->peer,
+	       h->aux ? "draining: no new regions from now" : "draining stopped");
+	return reply_err(c, h, 0);
+}
+
+/* EM_W_FREEZE: a named region's move state. Freezing returns once no write
+ * is under way any more, so what the caller reads next is final. */
+static int do_freeze(struct conn *c, const struct em_hdr *h, const uint8_t *p)
+{
+	char name[EM_NAME_MAX + 1];
+	const uint8_t *layout;
+	uint16_t ll;
+	struct em_sregion *r;
+	int rc = em_namelayout_decode(p, h->len, name, &layout, &ll);
+
+	if (!rc && (!name[0] || h->aux > EM_MV_MOVED))
+		rc = -EINVAL;
+	if (!rc)
+		rc = em_store_open(c->srv->st, name, &r);
+	if (rc)
+		return reply_err(c, h, rc);
+	__atomic_store_n(&r->mstate, (int)h->aux, __ATOMIC_SEQ_CST);
+	while (__atomic_load_n(&r->writers, __ATOMIC_SEQ_CST))
+		usleep(100);
+	em_store_put(c->srv->st, r);
+	em_log(EM_LOG_DEBUG, "%s: region '%s' move state %u", c->peer, name, h->aux);
+	return reply_err(c, h, 0);
+}
+
+bool em_server_draining(struct em_server *s)
+{
+	return __atomic_load_n(&s->draining, __ATOMIC_ACQUIRE);
+}
+
 static bool in_bounds(const struct em_sregion *r, uint64_t off, uint64_t len)
 {
 	return off <= r->size && len <= r->size - off;
@@ -859,6 +920,10 @@ static int do_read(struct conn *c, const struct em_hdr *h)
 	if (!r || !in_bounds(r, h->offset, h->aux)) {
 		pthread_rwlock_unlock(&ss->lock);
 		return reply_err(c, h, r ? -ERANGE : -EBADF);
+	}
+	if (__atomic_load_n(&r->mstate, __ATOMIC_SEQ_CST) == EM_MV_MOVED) {
+		pthread_rwlock_unlock(&ss->lock);
+		return reply_err(c, h, -EM_ESTALE);
 	}
 	EM_UNOWNED_BEGIN();
 	if (h->aux <= SMALL_READ) {
@@ -996,6 +1061,8 @@ static int do_write(struct conn *c, const struct em_hdr *h, bool buffered)
 	r = handle_get(ss, h->region);
 	if (!r || !in_bounds(r, h->offset, h->len))
 		status = r ? -ERANGE : -EBADF;
+	else if (!write_enter(r))
+		status = -EM_ESTALE;
 	EM_UNOWNED_BEGIN();
 	if (buffered) {
 		if (!status)
@@ -1006,6 +1073,8 @@ static int do_write(struct conn *c, const struct em_hdr *h, bool buffered)
 		rc = conn_take(c, status ? NULL : r->mem + h->offset, h->len);
 	}
 	EM_UNOWNED_END();
+	if (!status)
+		write_leave(r);
 	pthread_rwlock_unlock(&ss->lock);
 	if (once)
 		once_end(ss, h->tag, status, 0, rc != 0);
@@ -1048,6 +1117,10 @@ static int do_atomic(struct conn *c, const struct em_hdr *h, const uint8_t *p)
 		if (once)
 			once_end(ss, h->tag, status, 0, false);
 		return reply_err(c, h, status);
+	}
+	if (!write_enter(r)) {
+		pthread_rwlock_unlock(&ss->lock);
+		return reply_err(c, h, -EM_ESTALE);
 	}
 	w = (uint64_t *)(void *)(r->mem + h->offset);
 	switch (h->aux) {
@@ -1097,6 +1170,7 @@ static int do_atomic(struct conn *c, const struct em_hdr *h, const uint8_t *p)
 		old = cur;
 		break;
 	}
+	write_leave(r);
 	pthread_rwlock_unlock(&ss->lock);
 	if (once)
 		once_end(ss, h->tag, status, old, false);
@@ -1234,6 +1308,12 @@ static int serve(struct conn *c, const struct em_hdr *h, bool buffered)
 			c->sess->bye = true;
 			pthread_mutex_unlock(&c->srv->lock);
 			rc = reply_err(c, h, 0);
+			break;
+		case EM_W_DRAIN:
+			rc = do_drain(c, h);
+			break;
+		case EM_W_FREEZE:
+			rc = do_freeze(c, h, p);
 			break;
 		default: /* HELLO and AUTH once authenticated */
 			rc = reply_err(c, h, -EPROTO);

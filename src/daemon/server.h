@@ -67,6 +67,8 @@ void em_server_node_id(const struct em_server *s, uint8_t id[16]);
  * (indexed by enum em_redundancy; a layout without a trailer is NONE,
  * one that does not decode is counted in [0]). */
 void em_server_redundancy(struct em_server *s, uint64_t count[4]);
+/* True once a client asked the node to drain (EM_W_DRAIN). */
+bool em_server_draining(struct em_server *s);
 
 /* For the fuzz target: runs one authenticated connection's request stream
  * from memory, replies discarded. */

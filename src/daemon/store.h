@@ -27,8 +27,11 @@ struct em_sregion {
 	uint64_t arena_off, alloc_len;
 	uint16_t layout_len;
 	uint8_t layout[EM_MAX_LAYOUT];
-	int refs;                /* under the store lock */
-	bool linked;             /* in the name table */
+	int refs;    /* under the store lock */
+	bool linked; /* in the name table */
+	/* a drain moving it (enum em_move_state), and writes under way, so
+	 * that a freeze waits for them: both atomic */
+	int mstate, writers;
 	struct em_sregion *next; /* name table chain */
 };
 

@@ -25,7 +25,7 @@
 
 struct em_dir {
 	struct em_etcd *etcd;
-	char nodes[128], regions[128]; /* key prefixes */
+	char nodes[128], regions[128], drain[128]; /* key prefixes */
 };
 
 int em_dir_open(em_pool *pool, const char *endpoints, const char *cluster, int timeout_ms)
@@ -39,6 +39,7 @@ int em_dir_open(em_pool *pool, const char *endpoints, const char *cluster, int t
 		cluster = EM_CLUSTER_DEFAULT;
 	if ((rc = em_cluster_prefix(d->nodes, sizeof(d->nodes), cluster, "nodes")) ||
 	    (rc = em_cluster_prefix(d->regions, sizeof(d->regions), cluster, "regions")) ||
+	    (rc = em_cluster_prefix(d->drain, sizeof(d->drain), cluster, "drain")) ||
 	    (rc = em_etcd_open(&d->etcd, endpoints, timeout_ms))) {
 		free(d);
 		return rc;
@@ -186,6 +187,34 @@ int em_dir_create(em_pool *pool, const char *name, const struct em_region_rec *r
 	if ((n = em_region_rec_encode(rec, val, sizeof(val))) < 0)
 		return n;
 	return em_etcd_create(pool->dir->etcd, key, val, (size_t)n, 0);
+}
+
+int em_dir_update(em_pool *pool, const char *name, const struct em_region_rec *rec, int64_t mod_rev)
+{
+	char key[256], val[16384];
+	int rc, n;
+
+	if ((rc = key_of(pool, name, key, sizeof(key))))
+		return rc;
+	if ((n = em_region_rec_encode(rec, val, sizeof(val))) < 0)
+		return n;
+	rc = em_etcd_put_if(pool->dir->etcd, key, val, (size_t)n, mod_rev);
+	return rc < 0 ? rc : rc ? 0 : -ESTALE;
+}
+
+int em_dir_drain_note(em_pool *pool, const char *addr, const char *json)
+{
+	char key[256];
+
+	if (!strncmp(addr, "tcp://", 6)) /* keyed as the node records are */
+		addr += 6;
+	if ((size_t)snprintf(key, sizeof(key), "%s%s", pool->dir->drain, addr) >= sizeof(key))
+		return -ENAMETOOLONG;
+	if (!json) {
+		int rc = em_etcd_delete(pool->dir->etcd, key, false);
+		return rc < 0 ? rc : 0;
+	}
+	return em_etcd_put(pool->dir->etcd, key, json, strlen(json), 0);
 }
 
 int em_dir_delete(em_pool *pool, const char *name, int64_t mod_rev)

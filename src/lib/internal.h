@@ -158,6 +158,7 @@ struct em_region {
 	/* redundancy (redundancy.c); red NONE: everything above as always */
 	uint8_t red, red_k, red_m; /* enum em_redundancy, never DEFAULT */
 	uint32_t epoch;            /* of the layout */
+	uint64_t dir_epoch;        /* etcd mode: of the record it was opened from */
 	uint64_t lost;             /* segments this handle found dead (atomic) */
 	uint64_t rows;             /* EC: stripes */
 	struct em_red_aux *rx;     /* coder, repair state; redundant regions only */
@@ -220,6 +221,8 @@ int em_tcp_baseline_fd(em_pool *pool, unsigned node);
 int em_status_raw(em_pool *pool, unsigned node, uint64_t v[EM_ST__COUNT]);
 /* The region's layout as stored with a named region (wire.h). */
 int em_region_layout(const em_region *r, uint8_t *out, size_t cap);
+/* Ranks and counts from size, chunk, nseg, plen and pattern. */
+void em_layout_derive(em_region *r);
 /* Bytes segment `seg` of a region holds on its node. */
 uint64_t em_seg_bytes(const em_region *r, unsigned seg);
 
@@ -271,8 +274,26 @@ int em_dir_get(em_pool *pool, const char *name, struct em_region_rec *rec, int64
 int em_dir_create(em_pool *pool, const char *name, const struct em_region_rec *rec);
 /* Deletes the record read at mod_rev: 0, or -ENOENT if it changed. */
 int em_dir_delete(em_pool *pool, const char *name, int64_t mod_rev);
+/* The pool node a record's segment s names (by identity), or -1. */
+int em_dir_seg_node(em_pool *pool, const struct em_region_rec *rec, unsigned s);
+/* Updates a record still as read at mod_rev: 0, -ESTALE if it changed. */
+int em_dir_update(em_pool *pool, const char *name, const struct em_region_rec *rec,
+		  int64_t mod_rev);
+/* The drain progress of node addr (a JSON object; NULL removes it). */
+int em_dir_drain_note(em_pool *pool, const char *addr, const char *json);
 /* Named regions from the directory into the caller's array of stride
  * `stride` (see em_region_list). */
 int em_dir_list(em_pool *pool, struct em_region_info *info, unsigned max, size_t stride);
+
+/* Drains (drain.c). With the pool lock held, after a part answered
+ * EM_ESTALE: opens the parts that moved by the record's newer epoch; 0,
+ * -EAGAIN while the record still has the old one, or -errno. */
+int em_drain_refresh(em_region *r);
+/* Moves every named region's parts off node `addr` to other nodes, the
+ * node refusing new regions from the start; progress (may be NULL) gets
+ * bytes moved and the total after each part. Returns parts moved. */
+int em_drain_node(em_pool *pool, const char *addr,
+		  void (*progress)(void *arg, uint64_t done, uint64_t total, const char *region),
+		  void *arg);
 
 #endif

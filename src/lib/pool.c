@@ -493,7 +493,7 @@ int em_region_layout(const em_region *r, uint8_t *out, size_t cap)
 }
 
 /* Ranks and counts follow from the pattern. */
-static void layout_derive(em_region *r)
+void em_layout_derive(em_region *r)
 {
 	memset(r->cnt, 0, sizeof(r->cnt));
 	for (unsigned j = 0; j < r->plen; j++)
@@ -522,7 +522,7 @@ static int layout_decode(em_region *r, const uint8_t *in, uint16_t len,
 		uint64_t row = r->chunk * r->red_k;
 		r->rows = (r->size + row - 1) / row;
 	}
-	layout_derive(r);
+	em_layout_derive(r);
 	return 0;
 }
 
@@ -601,7 +601,7 @@ static int place_from(em_region *r, uint64_t chunk, uint64_t cell, bool live)
 		r->chunk = r->size;
 		r->plen = 1;
 		r->pattern[0] = 0;
-		layout_derive(r);
+		em_layout_derive(r);
 		return 0;
 	}
 	if (r->size > total)
@@ -646,7 +646,7 @@ static int place_from(em_region *r, uint64_t chunk, uint64_t cell, bool live)
 			r->pattern[j] = (uint8_t)m;
 		}
 	}
-	layout_derive(r);
+	em_layout_derive(r);
 	for (unsigned s = 0; s < r->nseg; s++)
 		if (em_seg_bytes(r, s) > freeb[r->node[s]])
 			return -ENOSPC;
@@ -823,7 +823,7 @@ fail:
 
 /* The pool node a layout segment names: the same identity, so that a node
  * restarted on the same address (empty now) is not taken for the old one. */
-static int seg_node(em_pool *pool, const struct em_region_rec *rec, unsigned s)
+int em_dir_seg_node(em_pool *pool, const struct em_region_rec *rec, unsigned s)
 {
 	for (unsigned i = 0; i < pool->n; i++) {
 		uint8_t id[EM_NODE_ID_LEN];
@@ -858,12 +858,12 @@ static int region_open_dir(em_pool *pool, const char *name, em_region **out)
 	r->nseg = rec.nseg;
 	r->plen = rec.plen;
 	memcpy(r->pattern, rec.pattern, rec.plen);
-	layout_derive(r);
-	n = piece_req(req, sizeof(req), rec.piece);
+	em_layout_derive(r);
 	for (unsigned s = 0; s < r->nseg; s++) {
 		struct em_part res;
-		int i = seg_node(pool, &rec, s);
+		int i = em_dir_seg_node(pool, &rec, s);
 
+		n = piece_req(req, sizeof(req), em_region_rec_piece(&rec, s));
 		rc = i < 0 ? -EM_ENONODE
 			   : em_ctl(pool, (unsigned)i, EM_W_OPEN, 0, 0, 0, req, (uint32_t)n, resp,
 				    sizeof(resp), &res);
@@ -883,6 +883,7 @@ static int region_open_dir(em_pool *pool, const char *name, em_region **out)
 	snprintf(r->name, sizeof(r->name), "%s", name);
 	snprintf(r->piece, sizeof(r->piece), "%s", rec.piece);
 	r->named = true;
+	r->dir_epoch = rec.epoch;
 	if ((rc = attach(r))) {
 		free(r);
 		return rc;
@@ -897,10 +898,10 @@ static int region_open_dir(em_pool *pool, const char *name, em_region **out)
 static void delete_pieces(em_pool *pool, const struct em_region_rec *rec)
 {
 	uint8_t req[3 + EM_NAME_MAX];
-	int n = piece_req(req, sizeof(req), rec->piece);
 
 	for (unsigned s = 0; s < rec->nseg; s++) {
-		int i = seg_node(pool, rec, s);
+		int i = em_dir_seg_node(pool, rec, s);
+		int n = piece_req(req, sizeof(req), em_region_rec_piece(rec, s));
 		if (i >= 0)
 			em_ctl(pool, (unsigned)i, EM_W_DELETE, 0, 0, 0, req, (uint32_t)n, NULL, 0,
 			       NULL);
@@ -964,7 +965,7 @@ again:
 			delete_pieces(pool, &rec);
 			/* a node fuller than it published: place again by what the
 			 * nodes say now */
-			if (rc == -ENOSPC && !live_tried) {
+			if ((rc == -ENOSPC || rc == -EM_EDRAINING) && !live_tried) {
 				live_tried = true;
 				memset(r->handle, 0, sizeof(r->handle));
 				if (!(rc = place_from(r, chunk, 0, true)))
@@ -980,6 +981,7 @@ again:
 	rec.size = r->size;
 	rec.chunk = r->chunk;
 	rec.epoch = 1;
+	r->dir_epoch = 1;
 	rec.nseg = r->nseg;
 	rec.plen = r->plen;
 	memcpy(rec.pattern, r->pattern, r->plen);
@@ -1002,7 +1004,8 @@ again:
 	return 0;
 fail:
 	free(r);
-	return rc == -ENOSPC ? -EAGAIN : rc;
+	/* a node that began draining since it was published: place anew */
+	return rc == -ENOSPC || rc == -EM_EDRAINING ? -EAGAIN : rc;
 }
 
 /* A racer's pieces may hold the room ours need, and ours theirs, so both

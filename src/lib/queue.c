@@ -508,7 +508,8 @@ int em_wait(em_queue *q, struct em_completion *out, unsigned min, unsigned max, 
  * connection, in request timeouts. */
 #define RESEND_TIMEOUTS 4
 
-static int sync_once(em_queue *q, struct em_op *op)
+/* One sending on the default queue, pool lock held. */
+static int sync_submit(em_queue *q, struct em_op *op)
 {
 	struct em_completion c;
 	int rc = em_submit(q, op, 1);
@@ -522,40 +523,33 @@ static int sync_once(em_queue *q, struct em_op *op)
 	return rc;
 }
 
-/* A synchronous call whose node timed out or whose connection was lost
- * waits for the connection to come back (health.c dials it again, asking
- * for the same session) and resends the operation with the same tags, for
- * up to RESEND_TIMEOUTS request timeouts: the node applies a write or
- * atomic at most once per tag (EM_WF_ONCE), so the caller gets the one
- * application's result. Only into the same session: a node that comes
- * back with a new one has forgotten what it applied, and the call ends
- * with -EM_ENONODE, as it does when the node stays unreachable; what the
- * operation did there is then unknown. */
-static int sync_op(em_region *r, struct em_op *op)
+/* One attempt at the region's current layout, pool lock held. A call whose
+ * node timed out or whose connection was lost waits for the connection to
+ * come back (health.c dials it again, asking for the same session) and
+ * resends the operation with the same tags, for up to RESEND_TIMEOUTS
+ * request timeouts: the node applies a write or atomic at most once per
+ * tag (EM_WF_ONCE), so the caller gets the one application's result. Only
+ * into the same session: a node that comes back with a new one has
+ * forgotten what it applied, and the call ends with -EM_ENONODE, as it does
+ * when the node stays unreachable; what the operation did there is then
+ * unknown. */
+static int sync_once(em_region *r, struct em_op *op)
 {
-	em_pool *pool;
-	em_queue *q;
+	em_pool *pool = r->pool;
+	em_queue *q = pool->dq;
 	uint64_t first, until, sess[EM_MAX_SEG];
 	bool resend;
 	int rc;
 
-	if (!r)
-		return -EINVAL;
-	pool = r->pool;
-	q = pool->dq;
-	op->region = r;
-	pthread_mutex_lock(&pool->lock);
 	/* a node being reconnected: wait for it up to the request timeout
 	 * (a redundant region does not wait: it is served by the others) */
 	for (unsigned s = 0; !em_red_on(r) && s < r->nseg; s++)
-		if ((rc = em_health_wait(pool, r->node[s]))) {
-			pthread_mutex_unlock(&pool->lock);
+		if ((rc = em_health_wait(pool, r->node[s])))
 			return __atomic_load_n(&r->gone, __ATOMIC_ACQUIRE) ? -EM_ENONODE : rc;
-		}
 	for (unsigned s = 0; s < r->nseg; s++)
 		sess[s] = pool->nodes[r->node[s]].session;
 	first = q->next_tag + 1;
-	rc = sync_once(q, op);
+	rc = sync_submit(q, op);
 	until = em_now_ns() + (uint64_t)RESEND_TIMEOUTS * (uint64_t)pool->timeout_ms * 1000000;
 	/* Only what changes memory is resent: a read that timed out fails at
 	 * the timeout, as every call did before (nothing to apply twice).
@@ -581,12 +575,44 @@ static int sync_op(em_region *r, struct em_op *op)
 			break;
 		}
 		q->replay_tag = first;
-		rc = sync_once(q, op);
+		rc = sync_submit(q, op);
 		q->replay_tag = 0;
 	}
 	if (resend && rc == -ETIMEDOUT)
 		rc = -EM_ENONODE;
 	em_health_kick(pool); /* a connection this call found broken */
+	return rc;
+}
+
+static int sync_op(em_region *r, struct em_op *op)
+{
+	em_pool *pool;
+	uint64_t deadline;
+	int rc;
+
+	if (!r)
+		return -EINVAL;
+	pool = r->pool;
+	op->region = r;
+	deadline = em_now_ns() + (uint64_t)pool->timeout_ms * 1000000ull;
+	pthread_mutex_lock(&pool->lock);
+	rc = sync_once(r, op);
+	/* a part moved by a drain: follow the layout's new epoch and do the
+	 * whole operation again (a write that met EM_ESTALE was not applied,
+	 * and the parts that took it take the same bytes again) */
+	while (rc == -EM_ESTALE && r->named && pool->dir && em_now_ns() < deadline) {
+		int fr = em_drain_refresh(r);
+
+		if (fr == -EAGAIN) { /* frozen, the copy under way: wait for it */
+			pthread_mutex_unlock(&pool->lock);
+			usleep(1000);
+			pthread_mutex_lock(&pool->lock);
+		} else if (fr) {
+			rc = fr;
+			break;
+		}
+		rc = sync_once(r, op);
+	}
 	pthread_mutex_unlock(&pool->lock);
 	return rc;
 }

@@ -1,0 +1,312 @@
+/*
+ * drain.c - emptying a memory node of named regions while clients use them.
+ *
+ * `ethermem node drain ADDR` runs em_drain_node() in the tool's own pool
+ * (etcd mode). The node is told first to take no new regions (EM_W_DRAIN;
+ * its etcd record says "draining", so placement skips it). Then each part
+ * of a named region that the node holds moves on its own:
+ *
+ *   1. a new part is created on the node with the most published free
+ *      bytes, under a fresh name (a node may already hold a part of the
+ *      same region under the region's common part name);
+ *   2. the old part is frozen: from then on the node answers writes to it
+ *      with EM_ESTALE, and the freeze returns only once no write that came
+ *      before it is still being applied;
+ *   3. its bytes are copied (reads are still served from it meanwhile);
+ *   4. the old part is marked moved: reads now get EM_ESTALE too, so that
+ *      no client reads the old part once another may write the new one;
+ *   5. the region's record in etcd gets the new part and epoch + 1, by a
+ *      transaction that holds only if the record is still the one read in
+ *      step 1 (else the part is thawed and the move tried again);
+ *   6. the old part is unlinked; handles still open on it keep answering
+ *      EM_ESTALE until their clients close them.
+ * A client that meets EM_ESTALE re-reads the record (em_drain_refresh);
+ * while it still shows the old epoch the move is under way, so it waits a
+ * millisecond and asks again, up to its request timeout. A write is thus
+ * either applied before the freeze (and copied) or refused and redone on
+ * the new part: none is lost. Writes to a part stall for the time its copy
+ * takes.
+ *
+ * Anonymous regions are private to the client that made them and are in
+ * no record, so they are not moved: they stay on the draining node until
+ * their clients free them, and the node should be stopped only after that
+ * (`ethermem status` shows what a node still holds).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/cluster.h"
+#include "common/util.h"
+#include "lib/internal.h"
+
+int em_drain_refresh(em_region *r)
+{
+	em_pool *pool = r->pool;
+	struct em_region_rec rec;
+	uint8_t req[3 + EM_NAME_MAX], resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
+	int rc = em_dir_get(pool, r->name, &rec, NULL);
+
+	if (rc)
+		return rc;
+	if (rec.epoch <= r->dir_epoch)
+		return -EAGAIN;
+	/* a drain moves parts, never reshapes the region */
+	if (rec.size != r->size || rec.chunk != r->chunk || rec.nseg != r->nseg ||
+	    rec.plen != r->plen || memcmp(rec.pattern, r->pattern, r->plen))
+		return -EPROTO;
+	for (unsigned s = 0; s < r->nseg; s++) {
+		int i = em_dir_seg_node(pool, &rec, s), n;
+		struct em_part p = { .wop = EM_W_OPEN, .req = req, .resp = resp };
+
+		if (i < 0)
+			return -EM_ENONODE;
+		if ((unsigned)i == r->node[s])
+			continue;
+		n = em_namelayout_encode(req, sizeof(req), em_region_rec_piece(&rec, s), NULL, 0);
+		if (n < 0)
+			return n;
+		p.req_len = (uint32_t)n;
+		p.resp_cap = sizeof(resp);
+		if ((rc = em_ctl_call(pool, (unsigned)i, &p)))
+			return rc == -ENOENT ? -EM_ENONODE : rc;
+		if (r->handle[s]) {
+			struct em_part c = { .wop = EM_W_CLOSE, .handle = r->handle[s] };
+			em_ctl_call(pool, r->node[s], &c);
+		}
+		r->node[s] = (unsigned)i;
+		r->handle[s] = p.r_region;
+	}
+	em_log(EM_LOG_DEBUG, "region %s: layout epoch %" PRIu64 " -> %" PRIu64, r->name,
+	       r->dir_epoch, rec.epoch);
+	r->dir_epoch = rec.epoch;
+	return 0;
+}
+
+static int name_req(uint8_t *req, size_t cap, const char *name)
+{
+	return em_namelayout_encode(req, cap, name, NULL, 0);
+}
+
+static int set_move(em_pool *pool, unsigned node, const char *piece, unsigned state)
+{
+	uint8_t req[3 + EM_NAME_MAX];
+	int n = name_req(req, sizeof(req), piece);
+
+	return n < 0 ? n
+		     : em_ctl(pool, node, EM_W_FREEZE, 0, state, 0, req, (uint32_t)n, NULL, 0,
+			      NULL);
+}
+
+static void drop_piece(em_pool *pool, unsigned node, const char *piece)
+{
+	uint8_t req[3 + EM_NAME_MAX];
+	int n = name_req(req, sizeof(req), piece);
+
+	if (n > 0)
+		em_ctl(pool, node, EM_W_DELETE, 0, 0, 0, req, (uint32_t)n, NULL, 0, NULL);
+}
+
+static void close_handle(em_pool *pool, unsigned node, uint32_t h)
+{
+	if (h)
+		em_ctl(pool, node, EM_W_CLOSE, h, 0, 0, NULL, 0, NULL, 0, NULL);
+}
+
+/* Bytes of segment s, from the record alone. */
+static uint64_t seg_bytes(em_pool *pool, const struct em_region_rec *rec, unsigned s)
+{
+	em_region t = { .pool = pool,
+			.size = rec->size,
+			.chunk = rec->chunk,
+			.nseg = rec->nseg,
+			.plen = rec->plen };
+
+	memcpy(t.pattern, rec->pattern, rec->plen);
+	em_layout_derive(&t);
+	return em_seg_bytes(&t, s);
+}
+
+static int pick_target(em_pool *pool, unsigned from, uint64_t bytes)
+{
+	uint64_t freeb[EM_MAX_SEG];
+	int best = -1;
+
+	if (em_dir_free(pool, freeb))
+		return -1;
+	for (unsigned i = 0; i < pool->n; i++)
+		if (i != from && !em_node_down(pool, i) &&
+		    (freeb[i] & ~4095ull) >= ((bytes + 4095) & ~4095ull) &&
+		    (best < 0 || freeb[i] > freeb[best]))
+			best = (int)i;
+	return best;
+}
+
+/* Moves one part of region `name` off node d: 1 moved, 0 none left there,
+ * -EAGAIN the record changed meanwhile, or -errno. */
+static int move_one(em_pool *pool, const char *name, unsigned d, uint8_t *buf, uint64_t *moved)
+{
+	struct em_region_rec rec, nrec;
+	uint8_t req[3 + EM_NAME_MAX], resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT], rnd[12];
+	char piece[64];
+	struct em_part res;
+	uint32_t hd = 0, hj = 0;
+	uint64_t bytes;
+	int64_t rev;
+	unsigned s;
+	int rc, j, n;
+
+	if ((rc = em_dir_get(pool, name, &rec, &rev)))
+		return rc == -ENOENT ? 0 : rc; /* deleted meanwhile: nothing to move */
+	for (s = 0; s < rec.nseg; s++)
+		if (em_dir_seg_node(pool, &rec, s) == (int)d)
+			break;
+	if (s == rec.nseg)
+		return 0;
+	bytes = seg_bytes(pool, &rec, s);
+	if ((j = pick_target(pool, d, bytes)) < 0) {
+		em_log(EM_LOG_ERR, "drain: no node has room for %" PRIu64 " bytes of %s", bytes,
+		       name);
+		return -ENOSPC;
+	}
+	em_random(rnd, sizeof(rnd));
+	n = snprintf(piece, sizeof(piece), ".p");
+	for (unsigned i = 0; i < sizeof(rnd); i++)
+		n += snprintf(piece + n, sizeof(piece) - (size_t)n, "%02x", rnd[i]);
+
+	n = name_req(req, sizeof(req), piece);
+	if ((rc = em_ctl(pool, (unsigned)j, EM_W_CREATE, 0, EM_WC_NAMED | EM_WC_EXCL, bytes, req,
+			 (uint32_t)n, resp, sizeof(resp), &res)))
+		return rc == -EM_EDRAINING ? -EAGAIN : rc;
+	hj = res.r_region;
+	n = name_req(req, sizeof(req), em_region_rec_piece(&rec, s));
+	if ((rc = em_ctl(pool, d, EM_W_OPEN, 0, 0, 0, req, (uint32_t)n, resp, sizeof(resp), &res)))
+		goto undo;
+	hd = res.r_region;
+	if ((rc = set_move(pool, d, em_region_rec_piece(&rec, s), EM_MV_FROZEN)))
+		goto undo;
+	for (uint64_t off = 0; off < bytes; off += EM_MAX_IO) {
+		uint32_t len = (uint32_t)EM_MIN((uint64_t)EM_MAX_IO, bytes - off);
+		if ((rc = em_ctl(pool, d, EM_W_READ, hd, len, off, NULL, 0, buf, len, NULL)) ||
+		    (rc = em_ctl(pool, (unsigned)j, EM_W_WRITE, hj, 0, off, buf, len, NULL, 0,
+				 NULL)))
+			goto thaw;
+	}
+	/* no reader may see the old part once the new one can be written */
+	if ((rc = set_move(pool, d, em_region_rec_piece(&rec, s), EM_MV_MOVED)))
+		goto thaw;
+	nrec = rec;
+	snprintf(nrec.seg_addr[s], sizeof(nrec.seg_addr[s]), "%s", pool->nodes[j].addr);
+	em_node_id(pool, (unsigned)j, nrec.seg_id[s]);
+	snprintf(nrec.seg_piece[s], sizeof(nrec.seg_piece[s]), "%s", piece);
+	nrec.epoch = rec.epoch + 1;
+	if ((rc = em_dir_update(pool, name, &nrec, rev)))
+		goto thaw;
+	close_handle(pool, d, hd);
+	close_handle(pool, (unsigned)j, hj);
+	drop_piece(pool, d, em_region_rec_piece(&rec, s));
+	*moved += bytes;
+	em_log(EM_LOG_INFO, "drain: %s part %u (%" PRIu64 " bytes) %s -> %s, epoch %" PRIu64, name,
+	       s, bytes, rec.seg_addr[s], pool->nodes[j].addr, nrec.epoch);
+	return 1;
+thaw:
+	set_move(pool, d, em_region_rec_piece(&rec, s), EM_MV_NONE);
+undo:
+	close_handle(pool, d, hd);
+	close_handle(pool, (unsigned)j, hj);
+	drop_piece(pool, (unsigned)j, piece);
+	return rc == -ESTALE ? -EAGAIN : rc;
+}
+
+static int find_node(em_pool *pool, const char *addr)
+{
+	for (unsigned i = 0; i < pool->n; i++) {
+		const char *a = pool->nodes[i].addr;
+		if (!strcmp(a, addr) || (!strncmp(a, "tcp://", 6) && !strcmp(a + 6, addr)))
+			return (int)i;
+	}
+	return -1;
+}
+
+static void note(em_pool *pool, const char *addr, const char *state, uint64_t done, uint64_t total,
+		 unsigned left)
+{
+	char json[256];
+
+	snprintf(json, sizeof(json),
+		 "{\"state\":\"%s\",\"moved_bytes\":%" PRIu64 ",\"total_bytes\":%" PRIu64
+		 ",\"regions_left\":%u,\"at_ms\":%" PRIu64 "}",
+		 state, done, total, left, em_wall_ms());
+	em_dir_drain_note(pool, addr, json);
+}
+
+int em_drain_node(em_pool *pool, const char *addr,
+		  void (*progress)(void *arg, uint64_t done, uint64_t total, const char *region),
+		  void *arg)
+{
+	enum { MAXR = 4096 };
+	struct em_region_info *info = NULL;
+	uint64_t total = 0, done = 0;
+	uint8_t *buf = NULL;
+	int d, n, rc, parts = 0;
+
+	if (!pool || !addr)
+		return -EINVAL;
+	if (!pool->dir)
+		return -ENOTSUP; /* the layouts a drain rewrites live in etcd */
+	if ((d = find_node(pool, addr)) < 0)
+		return -ENOENT;
+	if ((rc = em_ctl(pool, (unsigned)d, EM_W_DRAIN, 0, 1, 0, NULL, 0, NULL, 0, NULL)))
+		return rc;
+	info = calloc(MAXR, sizeof(*info));
+	buf = malloc(EM_MAX_IO);
+	if (!info || !buf) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	info[0].size = sizeof(*info);
+	if ((n = em_dir_list(pool, info, MAXR, sizeof(*info))) < 0) {
+		rc = n;
+		goto out;
+	}
+	n = EM_MIN(n, MAXR);
+	for (int k = 0; k < n; k++) {
+		struct em_region_rec rec;
+		if (em_dir_get(pool, info[k].name, &rec, NULL))
+			continue;
+		for (unsigned s = 0; s < rec.nseg; s++)
+			if (em_dir_seg_node(pool, &rec, s) == d)
+				total += seg_bytes(pool, &rec, s);
+	}
+	note(pool, pool->nodes[d].addr, "draining", 0, total, (unsigned)n);
+	for (int k = 0; k < n; k++) {
+		int tries = 0;
+		for (;;) {
+			rc = move_one(pool, info[k].name, (unsigned)d, buf, &done);
+			if (rc == -EAGAIN && ++tries < 20)
+				continue;
+			if (rc < 0) {
+				em_log(EM_LOG_ERR, "drain: region %s: %s", info[k].name,
+				       em_strerror(rc));
+				note(pool, pool->nodes[d].addr, "failed", done, total,
+				     (unsigned)(n - k));
+				goto out;
+			}
+			if (!rc)
+				break;
+			parts++;
+			if (progress)
+				progress(arg, done, EM_MAX(done, total), info[k].name);
+			note(pool, pool->nodes[d].addr, "draining", done, EM_MAX(done, total),
+			     (unsigned)(n - k));
+		}
+	}
+	note(pool, pool->nodes[d].addr, "drained", done, EM_MAX(done, total), 0);
+	rc = parts;
+out:
+	free(info);
+	free(buf);
+	return rc;
+}

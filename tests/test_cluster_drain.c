@@ -1,0 +1,240 @@
+/*
+ * test_cluster_drain.c - `ethermem node drain` under a running workload.
+ *
+ * Three nodes in etcd; a named region striped over them; two client
+ * threads, each with its own pool, write random bytes to their own half of
+ * the region and read them back, every byte checked against a reference
+ * copy, without pause. Meanwhile the tool drains the node that holds the
+ * most of the region. Checked: no client call fails and no read differs
+ * from the reference, during the drain and after the drained node is
+ * stopped; the region's record moved to a newer epoch and names the
+ * drained node no more; the node published "draining" and refuses new
+ * regions, and a region created afterwards lands elsewhere; `node ls
+ * --json` shows the drain as done.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* the harness's node paths are bounded by its temporary directory's */
+#pragma GCC diagnostic ignored "-Wformat-truncation"
+#include "harness.h"
+
+#include "common/cluster.h"
+#include "common/etcd.h"
+
+#define NODES 3
+#define REGION (48u << 20)
+#define HALF (REGION / 2)
+
+static struct t_etcd ec;
+static const char *secret;
+static atomic_int stop_flag, failed;
+static atomic_long ops_done;
+
+static em_pool *connect_pool(void)
+{
+	struct em_pool_opts o = { .size = sizeof(o),
+				  .secret_file = secret,
+				  .timeout_ms = 10000,
+				  .etcd = ec.url,
+				  .cluster = "drain" };
+	em_pool *p = NULL;
+	int rc = 0;
+
+	for (int i = 0; i < 400; i++) {
+		rc = em_pool_connect(&p, &o);
+		if (!rc && em_pool_nodes(p) >= NODES)
+			return p;
+		if (!rc)
+			em_pool_close(p);
+		t_sleep_ms(25);
+	}
+	fprintf(stderr, "cannot connect: %s\n", em_strerror(rc));
+	exit(1);
+}
+
+struct worker {
+	pthread_t th;
+	int id;
+	uint8_t *ref; /* what this worker's half must hold */
+	em_region *r;
+	em_pool *p;
+};
+
+static void *work(void *arg)
+{
+	struct worker *w = arg;
+	uint64_t seed = 0x9e3779b97f4a7c15ull * (uint64_t)(w->id + 1);
+	uint64_t base = (uint64_t)w->id * HALF;
+	uint8_t *buf = malloc(65536);
+
+	while (!atomic_load(&stop_flag) && !atomic_load(&failed)) {
+		uint64_t len = 1 + t_rand(&seed) % 65536, off = t_rand(&seed) % (HALF - len);
+		int rc;
+
+		if (t_rand(&seed) % 2) {
+			for (uint64_t i = 0; i < len; i++)
+				buf[i] = (uint8_t)t_rand(&seed);
+			rc = em_write(w->r, base + off, buf, len);
+			if (!rc)
+				memcpy(w->ref + off, buf, len);
+		} else {
+			rc = em_read(w->r, base + off, buf, len);
+			if (!rc && memcmp(buf, w->ref + off, len)) {
+				fprintf(stderr, "worker %d: wrong bytes at %llu\n", w->id,
+					(unsigned long long)(base + off));
+				atomic_store(&failed, 1);
+			}
+		}
+		if (rc) {
+			fprintf(stderr, "worker %d: call at %llu+%llu: %s\n", w->id,
+				(unsigned long long)(base + off), (unsigned long long)len,
+				em_strerror(rc));
+			atomic_store(&failed, 1);
+		}
+		atomic_fetch_add(&ops_done, 1);
+	}
+	free(buf);
+	return NULL;
+}
+
+static int node_of(struct t_node *n, const char *addr)
+{
+	for (int i = 0; i < NODES; i++)
+		if (!strcmp(n[i].url, addr))
+			return i;
+	return -1;
+}
+
+static void wait_ops(long more)
+{
+	long until = atomic_load(&ops_done) + more;
+	for (int i = 0; i < 3000 && atomic_load(&ops_done) < until && !atomic_load(&failed); i++)
+		t_sleep_ms(10);
+}
+
+int main(void)
+{
+	struct t_node n[NODES];
+	struct em_region_opts ro = { .size = sizeof(ro), .chunk_size = 1 << 20 };
+	struct worker w[2];
+	struct em_region_rec rec;
+	struct em_etcd *e;
+	char extra[256], cmd[2048], key[256], val[4096], out[8192];
+	em_region *r;
+	em_pool *p;
+	int d = -1, len;
+	FILE *f;
+
+	secret = t_secret("secret", T_SECRET);
+	t_etcd_start(&ec);
+	snprintf(extra, sizeof(extra), "--etcd %s --cluster drain --lease-ttl 1", ec.url);
+	for (int i = 0; i < NODES; i++)
+		t_node_start(&n[i], "40M", secret, extra);
+	p = connect_pool();
+	CHECK_RC(em_etcd_open(&e, ec.url, 2000), 0);
+
+	/* striped: no node has room for all of it */
+	CHECK_RC(em_region_create(p, "big", REGION, &ro, &r), 0);
+	CHECK_RC(em_region_close(r), 0);
+	len = em_etcd_get(e, "/ethermem/drain/regions/big", val, sizeof(val));
+	CHECK(len > 0);
+	CHECK_RC(em_region_rec_decode(val, (size_t)len, &rec), 0);
+	CHECK(rec.nseg >= 2);
+	CHECK(rec.epoch == 1);
+	d = node_of(n, rec.seg_addr[0]);
+	CHECK(d >= 0);
+	printf("region over %u nodes; draining %s\n", rec.nseg, n[d].url);
+
+	for (int i = 0; i < 2; i++) {
+		w[i].id = i;
+		w[i].ref = calloc(1, HALF); /* a new region reads as zeros */
+		w[i].p = connect_pool();
+		CHECK_RC(em_region_open(w[i].p, "big", &w[i].r), 0);
+		CHECK(pthread_create(&w[i].th, NULL, work, &w[i]) == 0);
+	}
+	wait_ops(200);
+
+	/* the drain, by the tool, while the workers run */
+	snprintf(cmd, sizeof(cmd),
+		 "ETHERMEM_ETCD=%s ETHERMEM_CLUSTER=drain ETHERMEM_SECRET_FILE=%s %s node drain "
+		 "%s 2>&1",
+		 ec.url, secret, t_bin("ethermem"), n[d].url);
+	f = popen(cmd, "r");
+	CHECK(f != NULL);
+	len = (int)fread(out, 1, sizeof(out) - 1, f);
+	out[len > 0 ? len : 0] = 0;
+	CHECK_RC(pclose(f), 0);
+	printf("%s", out);
+	CHECK(strstr(out, "drained") != NULL);
+	wait_ops(200);
+	CHECK(!atomic_load(&failed));
+
+	/* the record: a newer epoch, the drained node in no segment */
+	len = em_etcd_get(e, "/ethermem/drain/regions/big", val, sizeof(val));
+	CHECK(len > 0);
+	CHECK_RC(em_region_rec_decode(val, (size_t)len, &rec), 0);
+	CHECK(rec.epoch > 1);
+	for (unsigned s = 0; s < rec.nseg; s++)
+		CHECK(strcmp(rec.seg_addr[s], n[d].url) != 0);
+
+	/* the node says draining, refuses new regions, and `node ls` shows it */
+	snprintf(key, sizeof(key), "/ethermem/drain/nodes/127.0.0.1:%d", n[d].port);
+	CHECK(T_WAIT_FOR(3000, (len = em_etcd_get(e, key, val, sizeof(val))) > 0 &&
+				       strstr(val, "\"draining\"")));
+	{
+		em_region *x;
+		struct em_node_status st[NODES] = { { .size = sizeof(st[0]) } };
+		uint64_t before = 0, after = 0;
+		CHECK_RC(em_pool_status(p, st, NODES), NODES);
+		for (int i = 0; i < NODES; i++)
+			if (!strcmp(st[i].addr, n[d].url))
+				before = st[i].used;
+		CHECK_RC(em_region_create(p, "after", 4u << 20, &ro, &x), 0);
+		CHECK_RC(em_pool_status(p, st, NODES), NODES);
+		for (int i = 0; i < NODES; i++)
+			if (!strcmp(st[i].addr, n[d].url))
+				after = st[i].used;
+		CHECK(after <= before);
+		CHECK_RC(em_region_close(x), 0);
+	}
+	snprintf(cmd, sizeof(cmd), "ETHERMEM_ETCD=%s ETHERMEM_CLUSTER=drain %s node ls --json",
+		 ec.url, t_bin("ethermem"));
+	f = popen(cmd, "r");
+	CHECK(f != NULL);
+	len = (int)fread(out, 1, sizeof(out) - 1, f);
+	out[len > 0 ? len : 0] = 0;
+	CHECK_RC(pclose(f), 0);
+	CHECK(strstr(out, "\"state\":\"draining\",\"capacity\"") != NULL);
+	CHECK(strstr(out, "\"drain\":{\"state\":\"drained\"") != NULL);
+
+	/* the drained node stops; the workers notice nothing */
+	CHECK(t_node_stop(&n[d], SIGKILL) != 0);
+	wait_ops(300);
+	atomic_store(&stop_flag, 1);
+	for (int i = 0; i < 2; i++)
+		pthread_join(w[i].th, NULL);
+	CHECK(!atomic_load(&failed));
+	printf("%ld verified operations\n", atomic_load(&ops_done));
+
+	/* a client that opens the region now reads every byte as written */
+	CHECK_RC(em_region_open(p, "big", &r), 0);
+	{
+		uint8_t *all = malloc(HALF);
+		for (int i = 0; i < 2; i++) {
+			CHECK_RC(em_read(r, (uint64_t)i * HALF, all, HALF), 0);
+			CHECK(!memcmp(all, w[i].ref, HALF));
+			em_region_close(w[i].r);
+			em_pool_close(w[i].p);
+			free(w[i].ref);
+		}
+		free(all);
+	}
+	CHECK_RC(em_region_close(r), 0);
+	em_etcd_close(e);
+	em_pool_close(p);
+	for (int i = 0; i < NODES; i++)
+		t_node_stop(&n[i], SIGTERM);
+	t_etcd_stop(&ec);
+	return 0;
+}
