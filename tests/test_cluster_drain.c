@@ -5,12 +5,17 @@
  * threads, each with its own pool, write random bytes to their own half of
  * the region and read them back, every byte checked against a reference
  * copy, without pause. Meanwhile the tool drains the node that holds the
- * most of the region. Checked: no client call fails and no read differs
+ * region's first part. Checked: no client call fails and no read differs
  * from the reference, during the drain and after the drained node is
- * stopped; the region's record moved to a newer epoch and names the
- * drained node no more; the node published "draining" and refuses new
+ * stopped (also through a handle left idle during the drain, which finds
+ * its old node gone and follows the record); the region's record moved to
+ * a newer epoch and names the drained node no more; the node published "draining" and refuses new
  * regions, and a region created afterwards lands elsewhere; `node ls
  * --json` shows the drain as done.
+ *
+ * With `--bench MIB` (bench/cluster_drain.sh) the region is MIB MiB and
+ * the run also prints, as JSON, the drain's time and the workers' verified
+ * throughput for two seconds before the drain and while it ran.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -23,13 +28,13 @@
 #include "common/etcd.h"
 
 #define NODES 3
-#define REGION (48u << 20)
-#define HALF (REGION / 2)
+
+static uint64_t REGION = 48u << 20, HALF = 24u << 20;
 
 static struct t_etcd ec;
 static const char *secret;
 static atomic_int stop_flag, failed;
-static atomic_long ops_done;
+static atomic_long ops_done, bytes_done;
 
 static em_pool *connect_pool(void)
 {
@@ -93,6 +98,7 @@ static void *work(void *arg)
 			atomic_store(&failed, 1);
 		}
 		atomic_fetch_add(&ops_done, 1);
+		atomic_fetch_add(&bytes_done, (long)len);
 	}
 	free(buf);
 	return NULL;
@@ -113,7 +119,14 @@ static void wait_ops(long more)
 		t_sleep_ms(10);
 }
 
-int main(void)
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int main(int argc, char **argv)
 {
 	struct t_node n[NODES];
 	struct em_region_opts ro = { .size = sizeof(ro), .chunk_size = 1 << 20 };
@@ -121,16 +134,28 @@ int main(void)
 	struct em_region_rec rec;
 	struct em_etcd *e;
 	char extra[256], cmd[2048], key[256], val[4096], out[8192];
-	em_region *r;
-	em_pool *p;
-	int d = -1, len;
+	em_region *r, *idle;
+	em_pool *p, *q;
+	int d = -1, len, bench_mib = 0;
+	double t0, t1, t2, before_mib_s = 0, during_mib_s;
+	long b0, b1, b2;
+	char cap[32] = "40M";
 	FILE *f;
+
+	if (argc == 3 && !strcmp(argv[1], "--bench") && atoi(argv[2]) >= 16) {
+		bench_mib = atoi(argv[2]);
+		REGION = (uint64_t)bench_mib << 20;
+		HALF = REGION / 2;
+		/* each node holds 5/6 of the region: it stripes, and the two
+		 * others have room for the drained node's part */
+		snprintf(cap, sizeof(cap), "%dM", bench_mib * 5 / 6);
+	}
 
 	secret = t_secret("secret", T_SECRET);
 	t_etcd_start(&ec);
 	snprintf(extra, sizeof(extra), "--etcd %s --cluster drain --lease-ttl 1", ec.url);
 	for (int i = 0; i < NODES; i++)
-		t_node_start(&n[i], "40M", secret, extra);
+		t_node_start(&n[i], cap, secret, extra);
 	p = connect_pool();
 	CHECK_RC(em_etcd_open(&e, ec.url, 2000), 0);
 
@@ -153,19 +178,46 @@ int main(void)
 		CHECK_RC(em_region_open(w[i].p, "big", &w[i].r), 0);
 		CHECK(pthread_create(&w[i].th, NULL, work, &w[i]) == 0);
 	}
+	q = connect_pool(); /* opened before the drain, used only after it */
+	CHECK_RC(em_region_open(q, "big", &idle), 0);
 	wait_ops(200);
+	if (bench_mib) { /* the workers' pace without a drain */
+		b0 = atomic_load(&bytes_done);
+		t0 = now_s();
+		t_sleep_ms(2000);
+		before_mib_s = (double)(atomic_load(&bytes_done) - b0) / 1048576.0 / (now_s() - t0);
+	}
 
 	/* the drain, by the tool, while the workers run */
 	snprintf(cmd, sizeof(cmd),
 		 "ETHERMEM_ETCD=%s ETHERMEM_CLUSTER=drain ETHERMEM_SECRET_FILE=%s %s node drain "
 		 "%s 2>&1",
 		 ec.url, secret, t_bin("ethermem"), n[d].url);
+	b1 = atomic_load(&bytes_done);
+	t1 = now_s();
 	f = popen(cmd, "r");
 	CHECK(f != NULL);
 	len = (int)fread(out, 1, sizeof(out) - 1, f);
 	out[len > 0 ? len : 0] = 0;
 	CHECK_RC(pclose(f), 0);
+	t2 = now_s();
+	b2 = atomic_load(&bytes_done);
+	during_mib_s = (double)(b2 - b1) / 1048576.0 / (t2 - t1);
 	printf("%s", out);
+	if (bench_mib) {
+		double moved = 0, total = 0;
+		const char *m = strstr(out, "moved big: ");
+		if (m)
+			sscanf(m, "moved big: %*f of %lf MiB", &total);
+		for (m = out; (m = strstr(m, "moved big: ")); m++)
+			sscanf(m, "moved big: %lf", &moved);
+		printf("{\"bench\":\"cluster_drain\",\"region_mib\":%d,\"moved_mib\":%.1f,"
+		       "\"drain_s\":%.3f,\"drain_mib_s\":%.1f,\"client_mib_s_before\":%.1f,"
+		       "\"client_mib_s_during\":%.1f,\"during_over_before\":%.2f}\n",
+		       bench_mib, moved, t2 - t1, moved / (t2 - t1), before_mib_s, during_mib_s,
+		       before_mib_s > 0 ? during_mib_s / before_mib_s : 0);
+		(void)total;
+	}
 	CHECK(strstr(out, "drained") != NULL);
 	wait_ops(200);
 	CHECK(!atomic_load(&failed));
@@ -217,12 +269,16 @@ int main(void)
 	CHECK(!atomic_load(&failed));
 	printf("%ld verified operations\n", atomic_load(&ops_done));
 
-	/* a client that opens the region now reads every byte as written */
+	/* a client that opens the region now, and the one whose handle idled
+	 * through the drain, read every byte as written */
 	CHECK_RC(em_region_open(p, "big", &r), 0);
 	{
 		uint8_t *all = malloc(HALF);
 		for (int i = 0; i < 2; i++) {
 			CHECK_RC(em_read(r, (uint64_t)i * HALF, all, HALF), 0);
+			CHECK(!memcmp(all, w[i].ref, HALF));
+			memset(all, 0, HALF);
+			CHECK_RC(em_read(idle, (uint64_t)i * HALF, all, HALF), 0);
 			CHECK(!memcmp(all, w[i].ref, HALF));
 			em_region_close(w[i].r);
 			em_pool_close(w[i].p);
@@ -231,6 +287,8 @@ int main(void)
 		free(all);
 	}
 	CHECK_RC(em_region_close(r), 0);
+	CHECK_RC(em_region_close(idle), 0);
+	em_pool_close(q);
 	em_etcd_close(e);
 	em_pool_close(p);
 	for (int i = 0; i < NODES; i++)

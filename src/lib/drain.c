@@ -72,7 +72,7 @@ int em_drain_refresh(em_region *r)
 		p.resp_cap = sizeof(resp);
 		if ((rc = em_ctl_call(pool, (unsigned)i, &p)))
 			return rc == -ENOENT ? -EM_ENONODE : rc;
-		if (r->handle[s]) {
+		if (r->handle[s] && !em_node_down(pool, r->node[s])) {
 			struct em_part c = { .wop = EM_W_CLOSE, .handle = r->handle[s] };
 			em_ctl_call(pool, r->node[s], &c);
 		}

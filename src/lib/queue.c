@@ -613,6 +613,10 @@ static int sync_op(em_region *r, struct em_op *op)
 		}
 		rc = sync_once(r, op);
 	}
+	/* a handle idle through a drain may find the old node stopped: when
+	 * the record moved on meanwhile, follow it rather than fail */
+	if (rc < 0 && rc != -EM_ESTALE && r->named && pool->dir && !em_drain_refresh(r))
+		rc = sync_once(r, op);
 	pthread_mutex_unlock(&pool->lock);
 	return rc;
 }
