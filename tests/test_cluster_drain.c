@@ -259,6 +259,15 @@ int main(int argc, char **argv)
 	CHECK_RC(pclose(f), 0);
 	CHECK(strstr(out, "\"state\":\"draining\",\"capacity\"") != NULL);
 	CHECK(strstr(out, "\"drain\":{\"state\":\"drained\"") != NULL);
+	snprintf(cmd, sizeof(cmd),
+		 "ETHERMEM_ETCD=%s ETHERMEM_CLUSTER=drain ETHERMEM_SECRET_FILE=%s %s status",
+		 ec.url, secret, t_bin("ethermem"));
+	f = popen(cmd, "r");
+	CHECK(f != NULL);
+	len = (int)fread(out, 1, sizeof(out) - 1, f);
+	out[len > 0 ? len : 0] = 0;
+	CHECK_RC(pclose(f), 0);
+	CHECK(strstr(out, "drain of 127.0.0.1:") && strstr(out, ": drained, "));
 
 	/* the drained node stops; the workers notice nothing */
 	CHECK(t_node_stop(&n[d], SIGKILL) != 0);

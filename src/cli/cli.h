@@ -25,6 +25,8 @@ int em_cli_kv(int argc, char **argv, struct em_cli_pool *cp);
 int em_cli_bench_loaded(int argc, char **argv, struct em_cli_pool *cp);
 /* `ethermem node ...` (node.c): membership as etcd has it. */
 int em_cli_node(int argc, char **argv, struct em_cli_pool *cp);
+/* Prints the drains recorded in etcd (nothing without etcd). */
+void em_cli_drain_status(struct em_cli_pool *cp);
 
 /* The paging layer's commands (run.c, import_export.c, bench_map.c). run
  * passes the pool to its program through the environment (main.c exports

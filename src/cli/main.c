@@ -367,6 +367,8 @@ static int cmd_status(int argc, char **argv, struct em_cli_pool *cp)
 		}
 		status_print(st, n < 64 ? n : 64, json, watch && interval > 0 ? prev : NULL,
 			     interval);
+		if (!json)
+			em_cli_drain_status(cp);
 		if (!watch || (count && round >= count))
 			break;
 		fflush(stdout);

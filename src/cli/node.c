@@ -197,6 +197,35 @@ static int node_watch(struct em_etcd *e, const char *prefix, struct watch *w)
 	return rc < 0 ? rc : 0;
 }
 
+void em_cli_drain_status(struct em_cli_pool *cp)
+{
+	struct etcd_conf c;
+	struct em_etcd *e;
+	struct notes *t;
+	char prefix[128];
+
+	etcd_resolve(cp, &c);
+	if (!c.etcd[0] || em_cluster_prefix(prefix, sizeof(prefix), c.cluster, "drain") ||
+	    !(t = calloc(1, sizeof(*t))))
+		return;
+	t->plen = strlen(prefix);
+	if (!em_etcd_open(&e, c.etcd, 2000)) {
+		em_etcd_range(e, prefix, true, note_cb, t, NULL);
+		em_etcd_close(e);
+	}
+	for (unsigned i = 0; i < t->n; i++) {
+		struct em_json root;
+		char st[32] = "?";
+		if (em_json_root(t->json[i], strlen(t->json[i]), &root))
+			continue;
+		em_json_get_str(root, "state", st, sizeof(st));
+		printf("drain of %s: %s, %.1f of %.1f MiB moved\n", t->addr[i], st,
+		       (double)em_json_get_u64(root, "moved_bytes", 0) / 1048576.0,
+		       (double)em_json_get_u64(root, "total_bytes", 0) / 1048576.0);
+	}
+	free(t);
+}
+
 static void drain_progress(void *arg, uint64_t done, uint64_t total, const char *region)
 {
 	(void)arg;
