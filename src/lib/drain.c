@@ -150,6 +150,7 @@ static int move_one(em_pool *pool, const char *name, unsigned d, uint8_t *buf, u
 {
 	struct em_region_rec rec, nrec;
 	uint8_t req[3 + EM_NAME_MAX], resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT], rnd[12];
+	uint8_t creq[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
 	char piece[64];
 	struct em_part res;
 	uint32_t hd = 0, hj = 0;
@@ -176,15 +177,31 @@ static int move_one(em_pool *pool, const char *name, unsigned d, uint8_t *buf, u
 	for (unsigned i = 0; i < sizeof(rnd); i++)
 		n += snprintf(piece + n, sizeof(piece) - (size_t)n, "%02x", rnd[i]);
 
-	n = name_req(req, sizeof(req), piece);
-	if ((rc = em_ctl(pool, (unsigned)j, EM_W_CREATE, 0, EM_WC_NAMED | EM_WC_EXCL, bytes, req,
-			 (uint32_t)n, resp, sizeof(resp), &res)))
-		return rc == -EM_EDRAINING ? -EAGAIN : rc;
-	hj = res.r_region;
+	/* the old part first: its stored layout goes with the new one (a node
+	 * refuses a named part whose layout does not decode) */
 	n = name_req(req, sizeof(req), em_region_rec_piece(&rec, s));
 	if ((rc = em_ctl(pool, d, EM_W_OPEN, 0, 0, 0, req, (uint32_t)n, resp, sizeof(resp), &res)))
-		goto undo;
+		return rc;
 	hd = res.r_region;
+	{
+		char oname[EM_NAME_MAX + 1];
+		const uint8_t *layout;
+		uint16_t ll;
+
+		if ((rc = em_namelayout_decode(resp, res.resp_len, oname, &layout, &ll)) ||
+		    (n = em_namelayout_encode(creq, sizeof(creq), piece, layout, ll)) < 0) {
+			rc = rc ? rc : n;
+			goto undo;
+		}
+	}
+	if ((rc = em_ctl(pool, (unsigned)j, EM_W_CREATE, 0, EM_WC_NAMED | EM_WC_EXCL, bytes, creq,
+			 (uint32_t)n, resp, sizeof(resp), &res))) {
+		if (rc == -EM_EDRAINING)
+			rc = -ESTALE; /* the target began draining: try again (-EAGAIN below) */
+		piece[0] = 0;         /* nothing of ours to drop */
+		goto undo;
+	}
+	hj = res.r_region;
 	if ((rc = set_move(pool, d, em_region_rec_piece(&rec, s), EM_MV_FROZEN)))
 		goto undo;
 	for (uint64_t off = 0; off < bytes; off += EM_MAX_IO) {
@@ -216,7 +233,8 @@ thaw:
 undo:
 	close_handle(pool, d, hd);
 	close_handle(pool, (unsigned)j, hj);
-	drop_piece(pool, (unsigned)j, piece);
+	if (piece[0])
+		drop_piece(pool, (unsigned)j, piece);
 	return rc == -ESTALE ? -EAGAIN : rc;
 }
 
