@@ -125,7 +125,7 @@ static int free_cb(void *arg, const struct em_node_rec *rec)
 {
 	struct free_arg *f = arg;
 
-	for (unsigned i = 0; i < f->pool->n; i++)
+	for (unsigned i = 0; i < em_pool_n(f->pool); i++)
 		if (!strcmp(f->pool->nodes[i].addr, rec->addr))
 			/* a draining node takes no new chunks */
 			f->freeb[i] = strcmp(rec->state, "up") ? 0 : rec->free;
@@ -136,7 +136,7 @@ int em_dir_free(em_pool *pool, uint64_t *freeb)
 {
 	struct free_arg f = { pool, freeb };
 
-	memset(freeb, 0, pool->n * sizeof(*freeb));
+	memset(freeb, 0, em_pool_n(pool) * sizeof(*freeb));
 	return em_dir_walk_nodes(pool, free_cb, &f);
 }
 

@@ -349,8 +349,8 @@ static int victim_of(const em_pool *pool, const struct em_fault *f)
 	if (f->mode == EM_FAULT_NONE)
 		return -1;
 	if (f->node >= 0)
-		return (unsigned)f->node < pool->n ? f->node : -EINVAL;
-	for (unsigned i = 0; i < pool->n; i++) {
+		return (unsigned)f->node < em_pool_n(pool) ? f->node : -EINVAL;
+	for (unsigned i = 0; i < em_pool_n(pool); i++) {
 		char hp[80];
 
 		snprintf(hp, sizeof(hp), "%s:%u", pool->nodes[i].host, pool->nodes[i].port);
@@ -367,11 +367,11 @@ static int fault_init(em_pool *pool, void **priv)
 	int rc;
 
 	em_cfg_env_str(EM_CFG_FAULT, &spec);
-	fp = calloc(1, sizeof(*fp) + pool->n * sizeof(fp->node[0]));
+	fp = calloc(1, sizeof(*fp) + em_pool_n(pool) * sizeof(fp->node[0]));
 	if (!fp)
 		return -ENOMEM;
 	pthread_mutex_init(&fp->lock, NULL);
-	fp->n = pool->n;
+	fp->n = em_pool_n(pool);
 	fp->victim = -1;
 	if ((rc = em_fault_parse(spec ? spec : "", &fp->f)))
 		goto fail;

@@ -95,7 +95,7 @@ static bool left(const em_pool *pool, unsigned i)
  * (one that left the cluster waits until it registers again). */
 static bool need_recon(const em_pool *pool)
 {
-	for (unsigned i = 0; i < pool->n; i++)
+	for (unsigned i = 0; i < em_pool_n(pool); i++)
 		if (chan_down(pool, i) && !left(pool, i))
 			return true;
 	return false;
@@ -233,7 +233,8 @@ static int reconnect(em_pool *pool, unsigned i)
 	tmp.session = pool->nodes[i].session;
 	memcpy(tmp.token, pool->nodes[i].token, EM_TOKEN_LEN);
 	pthread_mutex_unlock(&pool->lock);
-	rc = em_tcp_connect(pool, &tmp, false, &ch);
+	/* no session yet: a node that joined */
+	rc = tmp.session ? em_tcp_connect(pool, &tmp, false, &ch) : -ENOENT;
 	if (rc == -ENOENT || rc == -EM_EAUTH) { /* our session is gone */
 		fresh = true;
 		rc = em_tcp_connect(pool, &tmp, true, &ch);
@@ -241,7 +242,8 @@ static int reconnect(em_pool *pool, unsigned i)
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&pool->lock);
-	restarted = fresh && memcmp(tmp.id, pool->nodes[i].id, EM_NODE_ID_LEN);
+	restarted = fresh && pool->nodes[i].session &&
+		    memcmp(tmp.id, pool->nodes[i].id, EM_NODE_ID_LEN);
 	pool->nodes[i].session = tmp.session;
 	memcpy(pool->nodes[i].token, tmp.token, EM_TOKEN_LEN);
 	pthread_mutex_lock(&pool->id_lock);
@@ -277,7 +279,7 @@ static void *recon_main(void *arg)
 		uint64_t now = em_now_ns(), next = now + 1000000000ull;
 		struct timespec ts;
 
-		for (unsigned i = 0; i < pool->n && !h->stop; i++) {
+		for (unsigned i = 0; i < em_pool_n(pool) && !h->stop; i++) {
 			struct em_node *n = &pool->nodes[i];
 			int rc;
 
@@ -346,6 +348,45 @@ static void cut(em_pool *pool, unsigned i)
 		shutdown(fd, SHUT_RDWR);
 }
 
+/* A node registered that this pool does not have: it is added with a
+ * channel that is down, and the reconnect thread makes its session. Only
+ * the watch thread adds nodes, so nothing else races for the next index;
+ * the entry is complete before the count that shows it is published. */
+static void join(em_pool *pool, const char *addr)
+{
+	struct em_health *h = pool->health;
+	struct em_node nd = { .fd = -1 };
+	struct em_chan *ch;
+	unsigned i;
+
+	if (!h->can_recon) {
+		em_log(EM_LOG_INFO, "node %s joined: the %s transport takes it at the next connect",
+		       addr, pool->tp->name);
+		return;
+	}
+	snprintf(nd.addr, sizeof(nd.addr), "%s", addr);
+	if (em_parse_addr(addr, nd.host, sizeof(nd.host), &nd.port) || em_tcp_dead(pool, &ch))
+		return;
+	pthread_mutex_lock(&pool->lock);
+	i = pool->n;
+	if (i == EM_MAX_SEG || h->stop) {
+		pthread_mutex_unlock(&pool->lock);
+		ch->ops->close(ch);
+		em_log(EM_LOG_WARN, "node %s joined: not added (%s)", addr,
+		       h->stop ? "closing" : "the pool is full");
+		return;
+	}
+	pool->nodes[i] = nd;
+	ch->q = pool->dq;
+	pool->dq->ch[i] = ch;
+	pool->dq->n = i + 1;
+	__atomic_store_n(&pool->n, i + 1, __ATOMIC_RELEASE);
+	ensure_recon(pool);
+	pthread_cond_signal(&h->kick);
+	pthread_mutex_unlock(&pool->lock);
+	em_log(EM_LOG_INFO, "node %s: joined the cluster", addr);
+}
+
 static int watch_cb(void *arg, const struct em_etcd_kv *kv)
 {
 	em_pool *pool = arg;
@@ -356,7 +397,7 @@ static int watch_cb(void *arg, const struct em_etcd_kv *kv)
 	if (kv->klen <= plen || kv->klen - plen >= sizeof(addr) - 6)
 		return 0;
 	snprintf(addr, sizeof(addr), "tcp://%.*s", (int)(kv->klen - plen), kv->key + plen);
-	for (unsigned i = 0; i < pool->n; i++) {
+	for (unsigned i = 0; i < em_pool_n(pool); i++) {
 		struct em_node *n = &pool->nodes[i];
 		if (strcmp(n->addr, addr))
 			continue;
@@ -378,8 +419,7 @@ static int watch_cb(void *arg, const struct em_etcd_kv *kv)
 		}
 		return 0;
 	}
-	/* FIXME: a node that joins after connect is not added to this pool
-	 * (the node and channel arrays are fixed at connect); new pools use it. */
+	join(pool, addr);
 	return 0;
 }
 
@@ -408,7 +448,7 @@ static void *watch_main(void *arg)
 
 		if (!w) {
 			/* the present first, then changes from just after it */
-			rc = em_etcd_range(e, h->nodes_prefix, true, NULL, NULL, &rev);
+			rc = em_etcd_range(e, h->nodes_prefix, true, watch_cb, pool, &rev);
 			if (rc >= 0)
 				rc = em_etcd_watch_open(e, h->nodes_prefix, rev + 1, &w);
 			if (rc < 0) {
@@ -438,7 +478,7 @@ int em_health_start(em_pool *pool, const char *etcd, const char *cluster)
 	pthread_cond_init(&h->kick, NULL);
 	h->timeout_ms = pool->timeout_ms;
 	pool->health = h;
-	for (unsigned i = 0; i < pool->n; i++) {
+	for (unsigned i = 0; i < em_pool_n(pool); i++) {
 		pool->nodes[i].fd = -1;
 		set_cut_fd(pool, i);
 	}
@@ -486,7 +526,7 @@ void em_health_stop(em_pool *pool)
 		pthread_join(h->recon, NULL);
 	if (h->have_watch)
 		pthread_join(h->watch, NULL);
-	for (unsigned i = 0; i < pool->n; i++)
+	for (unsigned i = 0; i < em_pool_n(pool); i++)
 		if (pool->nodes[i].fd >= 0) {
 			close(pool->nodes[i].fd);
 			pool->nodes[i].fd = -1;

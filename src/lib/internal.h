@@ -84,6 +84,7 @@ struct em_node {
 	bool dir_down;       /* etcd: its record is gone (lease expired) */
 	unsigned backoff_ms; /* reconnect backoff, under the pool lock */
 	uint64_t retry_at_ns;
+	unsigned gen; /* bumped when its default channel is made again */
 };
 
 /* A transport: how a queue's channel to a node is made and what the pool
@@ -118,6 +119,9 @@ const struct em_transport_ops *em_transport_find(const char *name);
 const struct em_transport_ops *em_transport_by_id(int id);
 
 struct em_pool {
+	/* Nodes in the pool: only grows, when one joins (health.c). The array
+	 * has room for EM_MAX_SEG from the start, so it never moves; a new
+	 * entry is filled in before n is published (read it with em_pool_n). */
 	unsigned n;
 	struct em_node *nodes;
 	uint8_t key[EM_KEY_LEN];
@@ -138,7 +142,12 @@ struct em_pool {
 };
 
 #define EM_MAX_PATTERN 64
-#define EM_MAX_SEG 64 /* nodes one region may span */
+#define EM_MAX_SEG 64 /* nodes one region may span, and nodes in a pool */
+
+static inline unsigned em_pool_n(const em_pool *pool)
+{
+	return __atomic_load_n(&pool->n, __ATOMIC_ACQUIRE);
+}
 
 struct em_region {
 	em_pool *pool;
@@ -182,8 +191,15 @@ struct stage {
 struct em_queue {
 	em_pool *pool;
 	unsigned depth, inflight;
-	struct em_chan **ch; /* per pool node */
+	unsigned n;          /* nodes it has channels for (<= the pool's) */
+	struct em_chan **ch; /* per pool node, room for EM_MAX_SEG */
 	bool owns_chans;
+	/* Whether em_submit may dial: it makes channels to nodes that joined
+	 * and again those that broke (not for the paging engine, which submits
+	 * where dialling is not safe). */
+	bool redial;
+	unsigned backoff_ms[EM_MAX_SEG];
+	uint64_t retry_at_ns[EM_MAX_SEG];
 	struct em_slot *slots, *free_slots;
 	struct em_completion *cq;
 	unsigned cq_head, cq_count;

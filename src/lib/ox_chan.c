@@ -683,10 +683,10 @@ static int ox_init(em_pool *pool, void **priv)
 
 	if (!pool->iface[0])
 		return -EDESTADDRREQ; /* --ox-iface / ETHERMEM_OX_IFACE */
-	op = calloc(1, sizeof(*op) + pool->n * sizeof(op->node[0]));
+	op = calloc(1, sizeof(*op) + em_pool_n(pool) * sizeof(op->node[0]));
 	if (!op)
 		return -ENOMEM;
-	op->n = pool->n;
+	op->n = em_pool_n(pool);
 	*priv = op;
 	return 0;
 }
@@ -701,7 +701,7 @@ static int ox_start(void *priv, em_pool *pool)
 	if (em_cfg_env_num(EM_CFG_OX_AUTH, &tag))
 		return -EINVAL;
 
-	for (unsigned i = 0; i < pool->n; i++) {
+	for (unsigned i = 0; i < em_pool_n(pool); i++) {
 		uint8_t req[EM_OX_ATTACH_REQ_LEN] = { 0 }, resp[EM_OX_ATTACH_RESP_LEN];
 		struct em_ox_info info;
 		struct em_part res;

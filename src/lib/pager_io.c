@@ -17,3 +17,8 @@ int em_pool_timeout_ms(const em_pool *pool)
 {
 	return pool->timeout_ms;
 }
+
+void em_queue_no_redial(em_queue *q)
+{
+	q->redial = false;
+}

@@ -31,6 +31,12 @@ const char *em_region_label(const em_region *region);
  * fetches wait that long unless em_map_opts.timeout_ms says otherwise. */
 int em_pool_timeout_ms(const em_pool *pool);
 
+/* Keeps em_submit on this queue from dialling (a node that joined, a
+ * broken channel): the pager submits from its SIGBUS handler, where a
+ * connect and its allocations are not safe. Its parts for such a node
+ * fail instead, as they did before. */
+void em_queue_no_redial(em_queue *q);
+
 /* Set by the pager when it first maps a region of some pool, and called
  * first thing by em_pool_close: the channels (em_queues) the pager opened
  * on the pool must close before the pool is freed, or a later pool at the

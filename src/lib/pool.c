@@ -189,8 +189,8 @@ static void *dial_one(void *arg)
  * thread replaces when they come (back). */
 static int connect_all(em_pool *pool, struct em_chan **ch)
 {
-	struct dialer *d = calloc(pool->n, sizeof(*d));
-	pthread_t *th = calloc(pool->n, sizeof(*th));
+	struct dialer *d = calloc(em_pool_n(pool), sizeof(*d));
+	pthread_t *th = calloc(em_pool_n(pool), sizeof(*th));
 	unsigned up = 0;
 	int rc = 0, last = -ECONNREFUSED;
 
@@ -199,12 +199,12 @@ static int connect_all(em_pool *pool, struct em_chan **ch)
 		free(th);
 		return -ENOMEM;
 	}
-	for (unsigned i = 0; i < pool->n; i++) {
+	for (unsigned i = 0; i < em_pool_n(pool); i++) {
 		d[i] = (struct dialer){ .pool = pool, .i = i, .rc = -EAGAIN };
 		if (pthread_create(&th[i], NULL, dial_one, &d[i]))
 			dial_one(&d[i]), th[i] = 0;
 	}
-	for (unsigned i = 0; i < pool->n; i++) {
+	for (unsigned i = 0; i < em_pool_n(pool); i++) {
 		if (th[i])
 			pthread_join(th[i], NULL);
 		if (!d[i].rc) {
@@ -223,7 +223,7 @@ static int connect_all(em_pool *pool, struct em_chan **ch)
 	if (!rc && !up)
 		rc = last;
 	if (rc)
-		for (unsigned i = 0; i < pool->n; i++)
+		for (unsigned i = 0; i < em_pool_n(pool); i++)
 			if (ch[i]) {
 				ch[i]->ops->close(ch[i]);
 				ch[i] = NULL;
@@ -242,7 +242,7 @@ static int transport_start(em_pool *pool)
 
 	if (tp->start && (rc = tp->start(pool->tpriv, pool)))
 		return rc;
-	for (unsigned i = 0; tp->wrap && i < pool->n; i++) {
+	for (unsigned i = 0; tp->wrap && i < em_pool_n(pool); i++) {
 		struct em_chan *w;
 
 		if (pool->dq->ch[i]->broken)
@@ -348,12 +348,13 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 			rc = -E2BIG;
 			goto fail;
 		}
-		nn = realloc(pool->nodes, (pool->n + 1) * sizeof(*nn));
-		if (!nn) {
+		if (!pool->nodes && !(pool->nodes = calloc(EM_MAX_SEG, sizeof(*nn)))) {
+			/* all the room up front: a node that joins later is
+			 * added while other threads read the array */
 			rc = -ENOMEM;
 			goto fail;
 		}
-		pool->nodes = nn;
+		nn = pool->nodes;
 		n = &nn[pool->n];
 		memset(n, 0, sizeof(*n));
 		snprintf(n->addr, sizeof(n->addr), "%s", tok);
@@ -362,13 +363,13 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 			goto fail;
 		pool->n++;
 	}
-	if (!pool->n) {
+	if (!em_pool_n(pool)) {
 		rc = -EDESTADDRREQ;
 		goto fail;
 	}
 	if (pool->tp->init && (rc = pool->tp->init(pool, &pool->tpriv)))
 		goto fail;
-	ch = calloc(pool->n, sizeof(*ch));
+	ch = calloc(EM_MAX_SEG, sizeof(*ch)); /* room for nodes that join */
 	if (!ch) {
 		rc = -ENOMEM;
 		goto fail;
@@ -379,7 +380,7 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 	}
 	rc = em_queue_create_on(pool, 64, ch, true, &pool->dq);
 	if (rc) {
-		for (unsigned j = 0; j < pool->n; j++)
+		for (unsigned j = 0; j < em_pool_n(pool); j++)
 			ch[j]->ops->close(ch[j]);
 		free(ch);
 		goto fail_tp;
@@ -465,7 +466,7 @@ void em_pool_close(em_pool *pool)
 
 int em_pool_nodes(const em_pool *pool)
 {
-	return pool ? (int)pool->n : -EINVAL;
+	return pool ? (int)em_pool_n(pool) : -EINVAL;
 }
 
 /* ---- layout ---- */
@@ -546,17 +547,19 @@ uint64_t em_seg_bytes(const em_region *r, unsigned seg)
 static int node_free(em_pool *pool, uint64_t *freeb, bool live)
 {
 	struct em_node_status *st;
+	unsigned n;
 	int rc;
 
 	if (pool->dir && !live) /* what the nodes publish, without asking each */
 		return em_dir_free(pool, freeb);
-	st = calloc(pool->n, sizeof(*st));
+	n = em_pool_n(pool); /* a node may join meanwhile */
+	st = calloc(n, sizeof(*st));
 	if (!st)
 		return -ENOMEM;
 	st[0].size = sizeof(*st);
-	rc = em_pool_status(pool, st, pool->n);
+	rc = em_pool_status(pool, st, n);
 	if (rc >= 0) {
-		for (unsigned i = 0; i < pool->n; i++)
+		for (unsigned i = 0; i < n; i++)
 			freeb[i] = st[i].capacity - st[i].used;
 		rc = 0;
 	}
@@ -586,7 +589,7 @@ static int place_from(em_region *r, uint64_t chunk, uint64_t cell, bool live)
 
 	if (rc)
 		return rc;
-	for (unsigned i = 0; i < pool->n; i++) {
+	for (unsigned i = 0; i < em_pool_n(pool); i++) {
 		/* a node's own rounding: allocations are whole pages */
 		freeb[i] &= ~(page - 1);
 		total += freeb[i];
@@ -610,7 +613,7 @@ static int place_from(em_region *r, uint64_t chunk, uint64_t cell, bool live)
 	 * less than a chunk free take no share. */
 	r->chunk = chunk;
 	r->nseg = 0;
-	for (unsigned i = 0; i < pool->n; i++) {
+	for (unsigned i = 0; i < em_pool_n(pool); i++) {
 		unsigned share =
 			(unsigned)((double)EM_MAX_PATTERN * (double)freeb[i] / (double)total);
 		if (freeb[i] < chunk)
@@ -722,7 +725,7 @@ static int region_open_named(em_pool *pool, const char *name, em_region **out)
 	if (!r)
 		return -ENOMEM;
 	r->pool = pool;
-	for (unsigned i = 0; i < pool->n; i++) {
+	for (unsigned i = 0; i < em_pool_n(pool); i++) {
 		struct em_part res;
 		char nm[EM_NAME_MAX + 1];
 		const uint8_t *lay;
@@ -769,37 +772,37 @@ static int region_open_named(em_pool *pool, const char *name, em_region **out)
 	/* every node named in the layout must be one of ours */
 	for (unsigned s = 0; s < r->nseg; s++) {
 		unsigned i;
-		for (i = 0; i < pool->n; i++) {
+		for (i = 0; i < em_pool_n(pool); i++) {
 			uint8_t id[EM_NODE_ID_LEN];
 			em_node_id(pool, i, id);
 			if (!memcmp(id, ids[s], EM_NODE_ID_LEN))
 				break;
 		}
-		if ((i == pool->n || !handles[i]) && em_red_on(r)) {
+		if ((i == em_pool_n(pool) || !handles[i]) && em_red_on(r)) {
 			/* a copy or chunk on a node that is gone or down: served
 			 * by the others; the node index only has to be a valid one */
 			r->lost |= 1ull << s;
-			r->node[s] = i < pool->n ? i : 0;
+			r->node[s] = i < em_pool_n(pool) ? i : 0;
 			continue;
 		}
-		if (i < pool->n && !handles[i] && !down[i]) {
+		if (i < em_pool_n(pool) && !handles[i] && !down[i]) {
 			/* the node is here and answered that it has no such piece:
 			 * what is left of a delete that could not reach every
 			 * node, not a region */
 			rc = -ENOENT;
 			goto fail;
 		}
-		if (i == pool->n || !handles[i]) {
+		if (i == em_pool_n(pool) || !handles[i]) {
 			em_log(EM_LOG_DEBUG, "region %s: a part's node is %s", name,
-			       i == pool->n ? "not in the pool (restarted?)" : "down");
-			rc = i == pool->n ? -EM_ENONODE : -EHOSTDOWN;
+			       i == em_pool_n(pool) ? "not in the pool (restarted?)" : "down");
+			rc = i == em_pool_n(pool) ? -EM_ENONODE : -EHOSTDOWN;
 			goto fail;
 		}
 		r->node[s] = i;
 		r->handle[s] = handles[i];
 		handles[i] = 0;
 	}
-	for (unsigned i = 0; i < pool->n; i++) /* stray same-named regions */
+	for (unsigned i = 0; i < em_pool_n(pool); i++) /* stray same-named regions */
 		if (handles[i])
 			em_ctl(pool, i, EM_W_CLOSE, handles[i], 0, 0, NULL, 0, NULL, 0, NULL);
 	snprintf(r->name, sizeof(r->name), "%s", name);
@@ -812,7 +815,7 @@ static int region_open_named(em_pool *pool, const char *name, em_region **out)
 	*out = r;
 	return 0;
 fail:
-	for (unsigned i = 0; i < pool->n; i++)
+	for (unsigned i = 0; i < em_pool_n(pool); i++)
 		if (handles[i])
 			em_ctl(pool, i, EM_W_CLOSE, handles[i], 0, 0, NULL, 0, NULL, 0, NULL);
 	free(r);
@@ -825,7 +828,7 @@ fail:
  * restarted on the same address (empty now) is not taken for the old one. */
 int em_dir_seg_node(em_pool *pool, const struct em_region_rec *rec, unsigned s)
 {
-	for (unsigned i = 0; i < pool->n; i++) {
+	for (unsigned i = 0; i < em_pool_n(pool); i++) {
 		uint8_t id[EM_NODE_ID_LEN];
 		em_node_id(pool, i, id);
 		if (!memcmp(id, rec->seg_id[s], EM_NODE_ID_LEN))
@@ -1120,7 +1123,7 @@ int em_region_create(em_pool *pool, const char *name, uint64_t bytes,
 		{
 			uint8_t dreq[3 + EM_NAME_MAX];
 			int dn = em_namelayout_encode(dreq, sizeof(dreq), name, NULL, 0);
-			for (unsigned i = 0; i < pool->n; i++)
+			for (unsigned i = 0; i < em_pool_n(pool); i++)
 				if (!em_node_down(pool, i))
 					em_ctl(pool, i, EM_W_DELETE, 0, 0, 0, dreq, (uint32_t)dn,
 					       NULL, 0, NULL);
@@ -1199,7 +1202,7 @@ int em_region_delete(em_pool *pool, const char *name)
 	if (pool->dir)
 		return region_delete_dir(pool, name);
 	n = em_namelayout_encode(req, sizeof(req), name, NULL, 0);
-	for (unsigned i = 0; i < pool->n; i++) {
+	for (unsigned i = 0; i < em_pool_n(pool); i++) {
 		rc = em_ctl(pool, i, EM_W_DELETE, 0, 0, 0, req, (uint32_t)n, NULL, 0, NULL);
 		if (!rc)
 			found++;
@@ -1255,7 +1258,7 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 		return -ENOMEM;
 	}
 
-	for (unsigned i = 0; i < pool->n && !rc; i++) {
+	for (unsigned i = 0; i < em_pool_n(pool) && !rc; i++) {
 		uint64_t first = 0, total = 1;
 		while (first < total) {
 			struct em_part res;
@@ -1379,7 +1382,7 @@ int em_status_raw(em_pool *pool, unsigned node, uint64_t v[EM_ST__COUNT])
 	struct em_part res;
 	int rc;
 
-	if (!pool || node >= pool->n)
+	if (!pool || node >= em_pool_n(pool))
 		return -EINVAL;
 	rc = em_ctl(pool, node, EM_W_STATUS, 0, 0, 0, NULL, 0, buf, sizeof(buf), &res);
 	return rc ? rc : em_status_decode(buf, res.resp_len, v);
@@ -1392,7 +1395,7 @@ int em_pool_status(em_pool *pool, struct em_node_status *st, unsigned max)
 
 	if (!pool || (max && !stride))
 		return -EINVAL;
-	for (unsigned i = 0; i < pool->n && i < max; i++) {
+	for (unsigned i = 0; i < em_pool_n(pool) && i < max; i++) {
 		struct em_part res;
 		struct em_node_status one, *s = &one;
 		uint64_t v[EM_ST__COUNT];
@@ -1439,5 +1442,5 @@ int em_pool_status(em_pool *pool, struct em_node_status *st, unsigned max)
 		}
 		em_out_put(AT(st, stride, i), stride, s, sizeof(*s));
 	}
-	return (int)pool->n;
+	return (int)em_pool_n(pool);
 }

@@ -52,6 +52,9 @@ int em_queue_create_on(em_pool *pool, unsigned depth, struct em_chan **chans, bo
 		return -ENOMEM;
 	q->pool = pool;
 	q->depth = depth;
+	/* chans has room for EM_MAX_SEG; the nodes are those filled in */
+	while (q->n < EM_MAX_SEG && chans[q->n])
+		q->n++;
 	q->ch = chans;
 	q->owns_chans = owns;
 	q->epfd = q->evfd = -1;
@@ -60,7 +63,7 @@ int em_queue_create_on(em_pool *pool, unsigned depth, struct em_chan **chans, bo
 	q->next_tag = (uint64_t)__atomic_add_fetch(&pool->nqueues, 1, __ATOMIC_RELAXED) << 40;
 	q->slots = calloc(depth, sizeof(*q->slots));
 	q->cq = calloc(depth, sizeof(*q->cq));
-	q->stage = calloc(pool->n, sizeof(*q->stage));
+	q->stage = calloc(EM_MAX_SEG, sizeof(*q->stage));
 	if (!q->slots || !q->cq || !q->stage) {
 		free(q->slots);
 		free(q->cq);
@@ -76,7 +79,7 @@ int em_queue_create_on(em_pool *pool, unsigned depth, struct em_chan **chans, bo
 	 * submitting allocates nothing until a batch outgrows it (the cap keeps
 	 * deep queues from paying for what they may never use). */
 	unsigned pre = depth < 256 ? depth : 256;
-	for (unsigned i = 0; i < pool->n; i++) {
+	for (unsigned i = 0; i < q->n; i++) {
 		struct stage *st = &q->stage[i];
 
 		st->p = malloc(pre * sizeof(*st->p));
@@ -92,23 +95,24 @@ int em_queue_create_on(em_pool *pool, unsigned depth, struct em_chan **chans, bo
 int em_queue_create(em_pool *pool, unsigned depth, em_queue **out)
 {
 	struct em_chan **ch;
-	unsigned i;
+	unsigned i, n;
 	int rc = 0;
 
 	if (!pool || !out || depth == 0 || depth > (1u << 20))
 		return -EINVAL;
-	ch = calloc(pool->n, sizeof(*ch));
+	/* room for nodes that join later */
+	ch = calloc(EM_MAX_SEG, sizeof(*ch));
 	if (!ch)
 		return -ENOMEM;
-	for (i = 0; i < pool->n && !rc; i++) {
+	n = em_pool_n(pool);
+	for (i = 0; i < n && !rc; i++) {
 		rc = em_tcp_connect(pool, &pool->nodes[i], false, &ch[i]);
 		/* a node that was down when the pool connected, or has died
 		 * since: the queue goes on without it (redundant regions fail
 		 * over; plain ones get errors for its parts) */
 		if (rc && rc != -EM_EAUTH && pool->dq &&
 		    (em_node_down(pool, i) || em_red_unreachable(rc))) {
-			/* FIXME: a queue's channel to a node that is down stays
-			 * down; only the default queue reconnects */
+			/* em_submit dials it again once it is back */
 			rc = em_tcp_dead(pool, &ch[i]);
 			continue;
 		}
@@ -123,8 +127,10 @@ int em_queue_create(em_pool *pool, unsigned depth, em_queue **out)
 	}
 	if (!rc)
 		rc = em_queue_create_on(pool, depth, ch, true, out);
+	if (!rc) /* the transport's own channels are made only here */
+		(*out)->redial = !pool->tp->wrap;
 	if (rc) {
-		for (unsigned j = 0; j < pool->n; j++)
+		for (unsigned j = 0; j < n; j++)
 			if (ch[j])
 				ch[j]->ops->close(ch[j]);
 		free(ch);
@@ -137,11 +143,11 @@ void em_queue_destroy(em_queue *q)
 	if (!q)
 		return;
 	if (q->owns_chans) {
-		for (unsigned i = 0; i < q->pool->n; i++)
+		for (unsigned i = 0; i < q->n; i++)
 			q->ch[i]->ops->close(q->ch[i]);
 		free(q->ch);
 	}
-	for (unsigned i = 0; i < q->pool->n; i++)
+	for (unsigned i = 0; i < q->n; i++)
 		free(q->stage[i].p);
 	free(q->stage);
 	free(q->slots);
@@ -168,7 +174,7 @@ static void fd_sync(em_queue *q)
 	bool want = q->cq_count > 0;
 	uint64_t v = 1;
 
-	for (unsigned i = 0; i < q->pool->n && !want; i++)
+	for (unsigned i = 0; i < q->n && !want; i++)
 		want = q->ch[i]->outstanding && q->ch[i]->ops->fd(q->ch[i]) < 0;
 	if (want == q->ev_ready)
 		return;
@@ -189,7 +195,7 @@ int em_queue_fd(em_queue *q)
 	ev = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (ep < 0 || ev < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, ev, &e))
 		rc = -errno;
-	for (unsigned i = 0; i < q->pool->n && !rc; i++) {
+	for (unsigned i = 0; i < q->n && !rc; i++) {
 		int fd = q->ch[i]->ops->fd(q->ch[i]);
 		if (fd >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e))
 			rc = -errno;
@@ -270,6 +276,9 @@ static int check_op(const em_queue *q, const struct em_op *op)
 		return -EINVAL;
 	if (__atomic_load_n(&r->gone, __ATOMIC_ACQUIRE))
 		return -EM_ENONODE; /* never zeros from a node that restarted empty */
+	for (unsigned g = 0; g < r->nseg; g++)
+		if (r->node[g] >= q->n)
+			return -EHOSTDOWN; /* a node that joined after this queue could add it */
 	switch (op->opcode) {
 	case EM_OP_READ:
 	case EM_OP_WRITE:
@@ -289,6 +298,80 @@ static int check_op(const em_queue *q, const struct em_op *op)
 	}
 }
 
+#define REDIAL_MIN_MS 50
+#define REDIAL_MAX_MS 2000
+
+/* Dials node i again for queue q, on the pool's session with the node. A
+ * session that is gone (the node restarted) is the pool's to make again:
+ * its default channel is failed and the reconnect thread started, and a
+ * later submission joins the new one. */
+static void redial(em_queue *q, unsigned i)
+{
+	em_pool *pool = q->pool;
+	struct em_node tmp = { .fd = -1 };
+	struct em_chan *ch = NULL, *old = q->ch[i];
+	int rc;
+
+	pthread_mutex_lock(&pool->lock);
+	memcpy(tmp.addr, pool->nodes[i].addr, sizeof(tmp.addr));
+	memcpy(tmp.host, pool->nodes[i].host, sizeof(tmp.host));
+	tmp.port = pool->nodes[i].port;
+	tmp.session = pool->nodes[i].session;
+	memcpy(tmp.token, pool->nodes[i].token, EM_TOKEN_LEN);
+	pthread_mutex_unlock(&pool->lock);
+	rc = tmp.session ? em_tcp_connect(pool, &tmp, false, &ch) : -ENOENT;
+	if (rc) {
+		if (rc == -ENOENT || rc == -EM_EAUTH) {
+			pthread_mutex_lock(&pool->lock);
+			struct em_chan *d = pool->dq->ch[i];
+			if (!d->broken && tmp.session == pool->nodes[i].session)
+				d->ops->fail(d, -ENOTCONN);
+			em_health_kick(pool);
+			pthread_mutex_unlock(&pool->lock);
+		}
+		q->backoff_ms[i] = q->backoff_ms[i] ? EM_MIN(q->backoff_ms[i] * 2, REDIAL_MAX_MS)
+						    : REDIAL_MIN_MS;
+		q->retry_at_ns[i] = em_now_ns() + (uint64_t)q->backoff_ms[i] * 1000000ull;
+		return;
+	}
+	q->backoff_ms[i] = 0;
+	q->retry_at_ns[i] = 0;
+	ch->q = q;
+	if (ch->ops->reserve)
+		ch->ops->reserve(ch, q->depth < 256 ? q->depth : 256);
+	if (q->epfd >= 0) {
+		struct epoll_event e = { .events = EPOLLIN };
+		int fd = ch->ops->fd(ch);
+		if (fd >= 0)
+			epoll_ctl(q->epfd, EPOLL_CTL_ADD, fd, &e);
+	}
+	q->ch[i] = ch;
+	old->ops->close(old);
+}
+
+/* Before a submission: channels for nodes that joined the pool since the
+ * last one, and broken channels dialled again (with backoff). */
+static void refresh(em_queue *q)
+{
+	unsigned pn = em_pool_n(q->pool);
+	uint64_t now = 0;
+
+	while (q->n < pn) {
+		if (em_tcp_dead(q->pool, &q->ch[q->n]))
+			break;
+		q->ch[q->n]->q = q;
+		q->retry_at_ns[q->n] = 0;
+		q->n++;
+	}
+	for (unsigned i = 0; i < q->n; i++) {
+		if (!q->ch[i]->broken || q->ch[i]->outstanding)
+			continue;
+		if (q->retry_at_ns[i] && (now ? now : (now = em_now_ns())) < q->retry_at_ns[i])
+			continue;
+		redial(q, i);
+	}
+}
+
 int em_submit(em_queue *q, const struct em_op *ops, unsigned n)
 {
 	struct stage *st;
@@ -297,7 +380,9 @@ int em_submit(em_queue *q, const struct em_op *ops, unsigned n)
 
 	if (!q || (n && !ops))
 		return -EINVAL;
-	nodes = q->pool->n;
+	if (q->redial)
+		refresh(q);
+	nodes = q->n;
 	/* The staging arrays live with the queue and only grow, so a steady
 	 * stream of submissions allocates nothing (the paging layer submits
 	 * from a SIGBUS handler). */
@@ -425,7 +510,7 @@ int em_poll(em_queue *q, struct em_completion *out, unsigned max)
 
 	if (!q || (max && !out))
 		return -EINVAL;
-	for (unsigned i = 0; i < q->pool->n; i++)
+	for (unsigned i = 0; i < q->n; i++)
 		if (q->ch[i]->outstanding)
 			q->ch[i]->ops->progress(q->ch[i], 0);
 	got = reap(q, out, max);
@@ -436,7 +521,7 @@ int em_poll(em_queue *q, struct em_completion *out, unsigned max)
 
 int em_wait(em_queue *q, struct em_completion *out, unsigned min, unsigned max, int timeout_ms)
 {
-	unsigned got, n = q ? q->pool->n : 0;
+	unsigned got, n = q ? q->n : 0;
 	uint64_t start = em_now_ns();
 
 	if (!q || (max && !out))

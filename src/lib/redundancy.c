@@ -126,17 +126,17 @@ int em_red_place(em_region *r, uint64_t cell, const uint64_t *freeb)
 	unsigned n = r->red_k + r->red_m;
 	bool used[EM_MAX_SEG] = { false };
 
-	if (n > pool->n)
+	if (n > em_pool_n(pool))
 		return -ENOSPC; /* each copy or chunk needs a node of its own */
 	r->chunk = r->red == EM_RED_EC ? (cell ? cell : EC_DEFAULT_CELL) : r->size;
 	ec_geometry(r);
 	r->nseg = n;
 	r->plen = n;
 	for (unsigned s = 0; s < n; s++) {
-		unsigned best = pool->n;
+		unsigned best = em_pool_n(pool);
 
-		for (unsigned i = 0; i < pool->n; i++)
-			if (!used[i] && (best == pool->n || freeb[i] > freeb[best]))
+		for (unsigned i = 0; i < em_pool_n(pool); i++)
+			if (!used[i] && (best == em_pool_n(pool) || freeb[i] > freeb[best]))
 				best = i;
 		used[best] = true;
 		r->node[s] = best;
@@ -1168,7 +1168,7 @@ static int repair_run(em_region *r, bool throttled)
 	if (live_count(r) < need)
 		return lost_error(r);
 	/* free memory per node; nodes that do not answer cannot take a part */
-	for (unsigned i = 0; i < pool->n; i++) {
+	for (unsigned i = 0; i < em_pool_n(pool); i++) {
 		uint64_t v[EM_ST__COUNT];
 		if (!em_status_raw(pool, i, v) && v[EM_ST_CAPACITY] > v[EM_ST_USED])
 			freeb[i] = (v[EM_ST_CAPACITY] - v[EM_ST_USED]) & ~4095ull;
@@ -1179,16 +1179,16 @@ static int repair_run(em_region *r, bool throttled)
 	/* the next layout: each lost segment on the free-est node not in use */
 	next = *r;
 	for (unsigned s = 0; s < r->nseg; s++) {
-		unsigned best = pool->n;
+		unsigned best = em_pool_n(pool);
 		uint64_t want = (em_red_seg_bytes(r, s) + 4095) & ~4095ull;
 
 		if (!(lost >> s & 1))
 			continue;
-		for (unsigned i = 0; i < pool->n; i++)
+		for (unsigned i = 0; i < em_pool_n(pool); i++)
 			if (!taken[i] && freeb[i] >= want &&
-			    (best == pool->n || freeb[i] > freeb[best]))
+			    (best == em_pool_n(pool) || freeb[i] > freeb[best]))
 				best = i;
-		if (best == pool->n)
+		if (best == em_pool_n(pool))
 			return -ENOSPC;
 		taken[best] = true;
 		target[s] = best;

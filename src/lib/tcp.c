@@ -679,7 +679,7 @@ int em_tcp_baseline_fd(em_pool *pool, unsigned node)
 	struct em_seal *stx, *srx;
 	int fd, rc;
 
-	if (node >= pool->n)
+	if (node >= em_pool_n(pool))
 		return -EINVAL;
 	/* the raw mode measures the unencrypted floor; it has no records */
 	if (pool->encrypt)

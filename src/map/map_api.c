@@ -28,6 +28,8 @@ static int emm_pool_chan_open(void *bctx, void **chan)
 	em_queue *q;
 	int rc = em_queue_create(bctx, EMM_CHAN_DEPTH + 8, &q);
 
+	if (!rc)
+		em_queue_no_redial(q);
 	*chan = rc ? NULL : q;
 	return rc;
 }
