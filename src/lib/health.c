@@ -348,8 +348,10 @@ static void cut(em_pool *pool, unsigned i)
 		shutdown(fd, SHUT_RDWR);
 }
 
-/* A node registered that this pool does not have: it is added with a
- * channel that is down, and the reconnect thread makes its session. Only
+/* A node registered that this pool does not have: it is dialled first, so
+ * that placement (whose control calls do not wait for a channel) finds it
+ * up, and added; if the dial fails it is added with a channel that is down,
+ * and the reconnect thread makes its session. Only
  * the watch thread adds nodes, so nothing else races for the next index;
  * the entry is complete before the count that shows it is published. */
 static void join(em_pool *pool, const char *addr)
@@ -365,8 +367,15 @@ static void join(em_pool *pool, const char *addr)
 		return;
 	}
 	snprintf(nd.addr, sizeof(nd.addr), "%s", addr);
-	if (em_parse_addr(addr, nd.host, sizeof(nd.host), &nd.port) || em_tcp_dead(pool, &ch))
+	if (em_parse_addr(addr, nd.host, sizeof(nd.host), &nd.port))
 		return;
+	if (em_tcp_connect(pool, &nd, true, &ch)) {
+		nd.session = 0;
+		if (em_tcp_dead(pool, &ch))
+			return;
+	} else if (ch->ops->reserve) {
+		ch->ops->reserve(ch, 64);
+	}
 	pthread_mutex_lock(&pool->lock);
 	i = pool->n;
 	if (i == EM_MAX_SEG || h->stop) {
@@ -381,6 +390,7 @@ static void join(em_pool *pool, const char *addr)
 	pool->dq->ch[i] = ch;
 	pool->dq->n = i + 1;
 	__atomic_store_n(&pool->n, i + 1, __ATOMIC_RELEASE);
+	set_cut_fd(pool, i);
 	ensure_recon(pool);
 	pthread_cond_signal(&h->kick);
 	pthread_mutex_unlock(&pool->lock);
