@@ -17,6 +17,10 @@
 #                          (NODE_WRAP: a command prefix such as
 #                          "ip netns exec NS"; NODE_LISTEN: the address)
 #   stop_node NAME         SIGTERM, wait; fails unless it exits 0
+#   start_etcd             etcd on ETCD_HOST (default 127.0.0.1); ETCD_URL
+#   netns_bridge PFX NET   a bridge PFXbr, NET.254 on this side
+#   netns_nodes PFX NET FIRST LAST CAP [FLAGS...]  nodes nFIRST..nLAST, each
+#                          in its namespace PFXn<k> at NET.<k>:7000 on it
 # EM_TEST_KEEP=1 keeps $T for a look afterwards.
 B=${B:-${EM_BUILD_DIR:-}}
 T=$(mktemp -d /tmp/emtest.XXXXXX) || exit 1
@@ -26,6 +30,7 @@ EM_AT_EXIT=""
 FAIL_SHOW=""
 NODE_WRAP=""
 NODE_LISTEN=tcp://127.0.0.1:0
+ETCD_HOST=127.0.0.1
 
 em_cleanup() {
 	eval "$EM_AT_EXIT"
@@ -122,8 +127,8 @@ start_etcd() {
 		[ "$em_cport" = "$em_pport" ] && continue
 		rm -rf "$T/etcd.data"
 		"$em_etcd" --name t --data-dir "$T/etcd.data" \
-			--listen-client-urls "http://127.0.0.1:$em_cport" \
-			--advertise-client-urls "http://127.0.0.1:$em_cport" \
+			--listen-client-urls "http://$ETCD_HOST:$em_cport" \
+			--advertise-client-urls "http://$ETCD_HOST:$em_cport" \
 			--listen-peer-urls "http://127.0.0.1:$em_pport" \
 			--initial-advertise-peer-urls "http://127.0.0.1:$em_pport" \
 			--initial-cluster "t=http://127.0.0.1:$em_pport" \
@@ -133,8 +138,8 @@ start_etcd() {
 		EM_PIDS="$EM_PIDS $ETCD_PID"
 		em_i=0
 		while [ $em_i -lt 750 ] && kill -0 "$ETCD_PID" 2>/dev/null; do
-			if curl -fs "http://127.0.0.1:$em_cport/health" 2>/dev/null | grep -q '"health":"true"'; then
-				ETCD_URL="http://127.0.0.1:$em_cport"
+			if curl -fs "http://$ETCD_HOST:$em_cport/health" 2>/dev/null | grep -q '"health":"true"'; then
+				ETCD_URL="http://$ETCD_HOST:$em_cport"
 				ETHERMEM_ETCD=$ETCD_URL
 				export ETHERMEM_ETCD
 				return 0
@@ -147,4 +152,36 @@ start_etcd() {
 	done
 	FAIL_SHOW="$FAIL_SHOW $T/etcd.log"
 	fail "etcd did not start"
+}
+
+# netns_bridge PREFIX NET: the bridge PREFIXbr with NET.254 on this side
+# (etcd may listen there); removed at exit.
+netns_bridge() {
+	need_root
+	ip link add "${1}br" type bridge || skip "cannot create a bridge"
+	at_exit "ip link del ${1}br 2>/dev/null"
+	# a fixed address: else the bridge takes its ports' lowest, which
+	# changes as ports join, and peers holding the old one in their ARP
+	# cache lose their connections for a while
+	ip link set "${1}br" address 02:e7:00:00:00:fe
+	ip addr add "$2.254/24" dev "${1}br"
+	ip link set "${1}br" up
+}
+
+# netns_nodes PREFIX NET FIRST LAST CAPACITY [FLAGS...]: memory nodes
+# nFIRST..nLAST, node k in namespace PREFIXn<k> at NET.<k>:7000, on the
+# bridge of netns_bridge.
+netns_nodes() {
+	em_pf=$1 em_net=$2 em_first=$3 em_last=$4 em_ncap=$5
+	shift 5
+	for em_k in $(seq "$em_first" "$em_last"); do
+		add_netns "${em_pf}n$em_k" || fail "cannot create namespace ${em_pf}n$em_k"
+		ip link add "${em_pf}v$em_k" type veth peer name eth0 netns "${em_pf}n$em_k"
+		ip link set "${em_pf}v$em_k" master "${em_pf}br" up
+		ip -n "${em_pf}n$em_k" addr add "$em_net.$em_k/24" dev eth0
+		ip -n "${em_pf}n$em_k" link set eth0 up
+		ip -n "${em_pf}n$em_k" link set lo up
+		NODE_WRAP="ip netns exec ${em_pf}n$em_k" NODE_LISTEN="tcp://$em_net.$em_k:7000" \
+			start_node "n$em_k" "$em_ncap" "$@"
+	done
 }
