@@ -1211,7 +1211,7 @@ static int repair_run(em_region *r, bool throttled)
 			continue;
 		for (;;) {
 			uint64_t want = (em_red_seg_bytes(r, s) + 4095) & ~4095ull;
-			unsigned best = pool->n;
+			unsigned nn = em_pool_n(pool), best = nn;
 
 			rc = em_ctl(pool, target[s], EM_W_CREATE, 0, fl, em_red_seg_bytes(r, s),
 				    req, (uint32_t)n, resp, sizeof(resp), &res);
@@ -1220,11 +1220,11 @@ static int repair_run(em_region *r, bool throttled)
 			/* the name is there already: another client's repair is
 			 * filling it, or one that died left it. Neither is ours
 			 * to delete; take the next node. */
-			for (unsigned i = 0; i < pool->n; i++)
+			for (unsigned i = 0; i < nn; i++)
 				if (!taken[i] && freeb[i] >= want &&
-				    (best == pool->n || freeb[i] > freeb[best]))
+				    (best == nn || freeb[i] > freeb[best]))
 					best = i;
-			if (best == pool->n)
+			if (best == nn)
 				break;
 			taken[best] = true;
 			target[s] = next.node[s] = best;
