@@ -79,16 +79,21 @@ static int roundtrip(em_queue *q, em_region *r, uint8_t seed)
 	return 0;
 }
 
-/* Bytes node n has in use, from the pool's status. */
-static uint64_t used_on(em_pool *p, const struct t_node *n)
+/* Node n's status entry (capacity 0: not answering). */
+static struct em_node_status status_of(em_pool *p, const struct t_node *n)
 {
-	struct em_node_status st[8] = { { .size = sizeof(st[0]) } };
+	struct em_node_status st[8] = { { .size = sizeof(st[0]) } }, none = { 0 };
 	int c = em_pool_status(p, st, 8);
 
 	for (int i = 0; i < c && i < 8; i++)
 		if (!strcmp(st[i].addr, n->url))
-			return st[i].used;
-	return 0;
+			return st[i];
+	return none;
+}
+
+static uint64_t used_on(em_pool *p, const struct t_node *n)
+{
+	return status_of(p, n).used;
 }
 
 /* etcd: until node n publishes at most `most` bytes free. */
@@ -180,6 +185,10 @@ int main(int argc, char **argv)
 	}
 	em_region_close(r);
 	wait_published(&n[1], 64u << 20);
+	/* placement takes only nodes that answer: the pool's own connection
+	 * to the restarted node is made again in the background */
+	ok = T_WAIT_FOR(15000, status_of(p, &n[1]).capacity > 0);
+	CHECK(ok);
 	/* a fresh region on the restarted node, through the same queue */
 	CHECK_RC(em_region_create(p, "r2", 16u << 20, &ro, &r2), 0);
 	CHECK(used_on(p, &n[1]) >= (16u << 20));
