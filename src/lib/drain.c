@@ -136,7 +136,7 @@ static int pick_target(em_pool *pool, unsigned from, uint64_t bytes)
 
 	if (em_dir_free(pool, freeb))
 		return -1;
-	for (unsigned i = 0; i < pool->n; i++)
+	for (unsigned i = 0; i < em_pool_n(pool); i++)
 		if (i != from && !em_node_down(pool, i) &&
 		    (freeb[i] & ~4095ull) >= ((bytes + 4095) & ~4095ull) &&
 		    (best < 0 || freeb[i] > freeb[best]))
@@ -240,7 +240,7 @@ undo:
 
 static int find_node(em_pool *pool, const char *addr)
 {
-	for (unsigned i = 0; i < pool->n; i++) {
+	for (unsigned i = 0; i < em_pool_n(pool); i++) {
 		const char *a = pool->nodes[i].addr;
 		if (!strcmp(a, addr) || (!strncmp(a, "tcp://", 6) && !strcmp(a + 6, addr)))
 			return (int)i;

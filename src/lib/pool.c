@@ -445,7 +445,7 @@ void em_pool_close(em_pool *pool)
 	}
 	/* Goodbye to every node still there: a session whose connections
 	 * merely break is kept a while for the client to come back to. */
-	for (unsigned i = 0; i < pool->n; i++)
+	for (unsigned i = 0; i < em_pool_n(pool); i++)
 		if (!pool->dq->ch[i]->broken)
 			em_ctl(pool, i, EM_W_BYE, 0, 0, 0, NULL, 0, NULL, 0, NULL);
 	/* the transport first: what it says to a node may need the session
