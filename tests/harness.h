@@ -54,7 +54,7 @@ struct t_node {
 	pid_t pid;
 	int port;
 	char url[64];
-	char log[256];
+	char log[300]; /* room for t_dir and a file name: no truncation */
 };
 
 static char t_dir[256];

@@ -249,9 +249,21 @@ static int kv_read_header(em_kv *kv)
 	return kv_decode_header(h, em_region_size(kv->r), &kv->g);
 }
 
+/* -EOPNOTSUPP for a region whose redundancy cannot run the store's atomics
+ * (EC); 0 for none and replicate:N. */
+static int kv_check_region(em_region *r)
+{
+	struct em_region_info ri = { .size = sizeof(ri) };
+	int rc = em_region_stat(r, &ri);
+
+	if (rc)
+		return rc;
+	return ri.redundancy == EM_RED_EC ? -EOPNOTSUPP : 0;
+}
+
 static int kv_create(em_kv *kv, const char *name, const struct em_kv_opts *o)
 {
-	struct em_region_opts ro = { .size = sizeof(ro), .flags = EM_REGION_EXCL };
+	struct em_region_opts ro = { .size = sizeof(ro) };
 	uint64_t cap = o && o->capacity ? o->capacity : 64ull << 20;
 	uint64_t vmax = o && o->value_max ? o->value_max : 64u << 10;
 	uint64_t slot = (vmax + 4095) & ~4095ull, ents, ways, sets, dir, data, h[8];
@@ -259,6 +271,17 @@ static int kv_create(em_kv *kv, const char *name, const struct em_kv_opts *o)
 
 	if (vmax > (1u << 30))
 		return -EINVAL;
+	if (o && o->region) {
+		if (o->region->size < sizeof(ro))
+			return -EINVAL;
+		ro = *o->region;
+	}
+	/* Creating exclusively is what lets two creators agree on one store. */
+	ro.flags |= EM_REGION_EXCL;
+	/* Claims and counters are atomics, which EC regions refuse: say so
+	 * now rather than at the first put. */
+	if (ro.redundancy == EM_RED_EC)
+		return -EOPNOTSUPP;
 	ents = cap / slot;
 	if (ents < 1)
 		ents = 1;
@@ -270,6 +293,14 @@ static int kv_create(em_kv *kv, const char *name, const struct em_kv_opts *o)
 	rc = em_region_create(kv->pool, name, data + ents * slot, &ro, &kv->r);
 	if (rc)
 		return rc;
+	/* The pool's default redundancy (config, ETHERMEM_REDUNDANCY) may have
+	 * made it EC: undo, before anyone can take it for a store. */
+	if ((rc = kv_check_region(kv->r))) {
+		em_region_close(kv->r);
+		kv->r = NULL;
+		em_region_delete(kv->pool, name);
+		return rc;
+	}
 	/* A new region reads as zeros: every entry EMPTY, every counter 0.
 	 * The magic goes last, so an opener never sees a half-made header. */
 	h[H_MAGIC] = 0;
@@ -305,6 +336,8 @@ int em_kv_open(em_pool *pool, const char *name, const struct em_kv_opts *opts, e
 		if (rc == -EEXIST) /* another process created it first */
 			rc = em_region_open(pool, name, &kv->r);
 	}
+	if (!rc)
+		rc = kv_check_region(kv->r);
 	if (rc)
 		goto fail;
 	for (int i = 0; i < 200; i++) {

@@ -21,6 +21,28 @@
  * pool-wide clock).  So eviction is LRU within each set, as in a CPU cache,
  * which needs no shared list to maintain.
  *
+ * Where its directory lives, and why there: in the store's own region, next
+ * to the values, claimed and stamped with the pool's atomics.  A directory
+ * in etcd would need etcd, which a pool need not have (a static node list
+ * is enough to run one); one in the region needs nothing the pool does not
+ * already offer, costs one round trip per lookup to the node that holds it,
+ * and shares the region's fate: what survives the loss of a node survives
+ * it for the directory and the values alike.
+ *
+ * Several nodes and redundancy: the region is created like any other, so it
+ * is striped over the pool's nodes (redundancy none), or kept as N whole
+ * copies on N nodes (replicate:N: every value, entry and counter survives
+ * N-1 dead nodes; a put, get and exists keep working with a copy gone, the
+ * claims staying first-writer-wins because the library orders a replicated
+ * atomic on one copy and follows it on the others).  The redundancy is the
+ * pool's default (config `redundancy`, ETHERMEM_REDUNDANCY) unless
+ * em_kv_opts.region names one.  EC regions refuse atomics, so a store can
+ * not live in one: creating it there, or opening such a region, gives
+ * -EOPNOTSUPP.  Repairing a store's region while other processes write it
+ * is the library's general caveat (they keep the old layout until they
+ * reopen): turn ETHERMEM_AUTO_REPAIR off for processes sharing a store, or
+ * repair when they are idle.
+ *
  * Conventions are libethermem's: 0, a count, or -errno; the structs start
  * with their size, set by the caller.  Not thread-safe per
  * handle (each thread opens its own, or serialises); any number of handles
@@ -51,12 +73,15 @@ struct em_kv_opts {
 	uint64_t capacity;  /* bytes of values when creating; 0: 64 MiB */
 	uint32_t value_max; /* largest value, bytes, when creating; 0: 64 KiB */
 	int create;         /* create the store if it does not exist */
+	/* When creating: the region's redundancy and chunk size (flags are
+	 * ignored); NULL: the pool's default.  EC: -EOPNOTSUPP. */
+	const struct em_region_opts *region;
 };
 
 /* Opens the store in region `name` of the pool (creating it if asked and
  * absent; an existing store keeps its own geometry, the options are then
  * ignored).  -ENOENT: absent and not asked to create; -EPROTO: the region
- * is not a store. */
+ * is not a store; -EOPNOTSUPP: the region is (or would be) EC. */
 int em_kv_open(em_pool *pool, const char *name, const struct em_kv_opts *opts, em_kv **out);
 void em_kv_close(em_kv *kv);
 /* Largest value the store holds. */
