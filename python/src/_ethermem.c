@@ -748,10 +748,12 @@ static PyMethodDef pool_methods[] = {
 	  "queue(depth=64) -> Queue\n\nA queue of up to depth asynchronous operations in\n"
 	  "flight, over its own connections to the nodes." },
 	{ "kv_store", (PyCFunction)(void (*)(void))pool_kv_store, METH_VARARGS | METH_KEYWORDS,
-	  "kv_store(name, capacity=0, value_max=0, create=True) -> KVStore\n\n"
+	  "kv_store(name, capacity=0, value_max=0, create=True, *, redundancy=None) -> KVStore\n\n"
 	  "Opens the block store in named region name, creating it (capacity bytes of\n"
 	  "values, default 64M; values up to value_max bytes, default 64K) if absent and\n"
-	  "create is true. An existing store keeps its own geometry." },
+	  "create is true. An existing store keeps its own geometry. redundancy when\n"
+	  "creating: 'none' or 'replicate:N' (default: the pool's); an EC store is\n"
+	  "refused (EOPNOTSUPP: EC regions have no atomics)." },
 	{ "close", (PyCFunction)pool_close, METH_NOARGS,
 	  "close()\n\nCloses the pool's queues and regions, then the pool. A mapping still\n"
 	  "viewed by buffers (numpy arrays, tensors) keeps its region and the connection\n"
@@ -1852,26 +1854,34 @@ static int kv_usable(KVStoreObject *s)
 
 static PyObject *pool_kv_store(PoolObject *self, PyObject *args, PyObject *kw)
 {
-	static char *kwl[] = { "name", "capacity", "value_max", "create", NULL };
-	const char *name;
+	static char *kwl[] = { "name", "capacity", "value_max", "create", "redundancy", NULL };
+	struct em_region_opts ro = { .size = sizeof(ro) };
+	const char *name, *red = NULL;
 	uint64_t cap = 0, vmax = 0;
 	int create = 1, rc;
 	struct em_kv_opts o;
 	KVStoreObject *s;
 	em_kv *kv;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "s|O&O&p:kv_store", kwl, &name, to_size, &cap,
-					 to_size, &vmax, &create))
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "s|O&O&p$z:kv_store", kwl, &name, to_size, &cap,
+					 to_size, &vmax, &create, &red))
 		return NULL;
 	if (pool_usable(self) || check_name(name))
 		return NULL;
+	if (red && em_parse_redundancy(red, &ro)) {
+		PyErr_Format(PyExc_ValueError,
+			     "redundancy is 'none' or 'replicate:N' (2..16), not '%s'", red);
+		return NULL;
+	}
 	if (vmax > UINT32_MAX) {
 		PyErr_SetString(PyExc_ValueError, "value_max: at most 4 GiB");
 		return NULL;
 	}
-	o = (struct em_kv_opts){
-		.size = sizeof(o), .capacity = cap, .value_max = (uint32_t)vmax, .create = create
-	};
+	o = (struct em_kv_opts){ .size = sizeof(o),
+				 .capacity = cap,
+				 .value_max = (uint32_t)vmax,
+				 .create = create,
+				 .region = red ? &ro : NULL };
 	self->busy++;
 	Py_BEGIN_ALLOW_THREADS rc = em_kv_open(self->pool, name, &o, &kv);
 	Py_END_ALLOW_THREADS self->busy--;

@@ -469,6 +469,21 @@ class TestKVStore(Base):
             last = s.get(keys[-1])  # the newest is in
             self.assertEqual(last, bytes([63]) * 100)
 
+    def test_replicated_store(self):
+        with self.pool.kv_store("py-kv-rep", capacity="256K", value_max="4K",
+                                redundancy="replicate:2") as s:
+            k = ethermem.kv_key(b"replicated")
+            self.assertTrue(s.put(k, b"on both nodes"))
+            self.assertFalse(s.put(k, b"second"))
+            self.assertEqual(s.get(k), b"on both nodes")
+        info = [r for r in self.pool.regions() if r["name"] == "py-kv-rep"]
+        self.assertEqual(info[0]["redundancy"], "replicate:2")
+        with self.assertRaises(ethermem.Error) as e:
+            self.pool.kv_store("py-kv-ec", redundancy="ec:1+1")
+        self.assertEqual(e.exception.errno, errno.EOPNOTSUPP)
+        with self.assertRaises(ValueError):
+            self.pool.kv_store("py-kv-bad", redundancy="mirror")
+
     def test_missing_store(self):
         with self.assertRaises(ethermem.Error) as e:
             self.pool.kv_store("py-kv-absent", create=False)
