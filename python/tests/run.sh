@@ -15,7 +15,7 @@ need=numpy
 start_node a 256M
 start_node b 256M
 export ETHERMEM_NODES="tcp://127.0.0.1:$PORT_a,tcp://127.0.0.1:$PORT_b"
-export EM_TEST_NODE_PID=$PID_b EM_TEST_TMP=$T
+export EM_TEST_NODE_PID=$PID_b EM_TEST_NODE_PIDS="$PID_a $PID_b" EM_TEST_TMP=$T
 if [ "$1" = test_api ] && [ -x "${EM_TEST_ETCD:-/usr/bin/etcd}" ] && command -v curl >/dev/null; then
 	start_etcd
 	# only the tests that ask for etcd use it

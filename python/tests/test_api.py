@@ -7,6 +7,7 @@ import errno
 import os
 import signal
 import threading
+import time
 import unittest
 
 import numpy as np
@@ -341,15 +342,26 @@ class TestQueue(Base):
                     q.submit([("read", foreign, 0, bytearray(8))])
 
     def test_wait_releases_the_gil(self):
-        # A stopped node cannot answer, so the waiting thread stays in
-        # em_wait until it is continued; meanwhile this thread must run
-        # Python code, which it could not if the wait held the GIL.
-        pid = int(os.environ["EM_TEST_NODE_PID"])
+        # Stopped nodes cannot answer, so the waiting thread stays in
+        # em_wait until they are continued; meanwhile this thread must run
+        # Python code, which it could not if the wait held the GIL. Every
+        # node of the pool is stopped (where the stripes land is the
+        # placement's choice), and only once the kernel says so.
+        pids = [int(p) for p in os.environ["EM_TEST_NODE_PIDS"].split()]
+
+        def stopped(pid):
+            with open("/proc/%d/stat" % pid) as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
         with self.pool.create("300M", chunk_size="1M") as r, self.pool.queue() as q:
             bufs = [bytearray(4096) for _ in range(16)]
-            os.kill(pid, signal.SIGSTOP)
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
             try:
-                # the stripes cover both nodes, so some reads go to the stopped one
+                for _ in range(1000):
+                    if all(stopped(pid) for pid in pids):
+                        break
+                    time.sleep(0.01)
                 q.submit([("read", r, i << 20, bufs[i], i) for i in range(16)])
                 result = []
                 t = threading.Thread(target=lambda: result.append(q.wait(min=16)))
@@ -358,7 +370,8 @@ class TestQueue(Base):
                 self.assertEqual(spins, 200000)
                 self.assertTrue(t.is_alive())
             finally:
-                os.kill(pid, signal.SIGCONT)
+                for pid in pids:
+                    os.kill(pid, signal.SIGCONT)
             t.join(60)
             self.assertFalse(t.is_alive())
             self.assertEqual(len(result[0]), 16)
