@@ -276,8 +276,10 @@ static int check_op(const em_queue *q, const struct em_op *op)
 		return -EINVAL;
 	if (__atomic_load_n(&r->gone, __ATOMIC_ACQUIRE))
 		return -EM_ENONODE; /* never zeros from a node that restarted empty */
+	/* atomic: a repair moves a lost part to another node under our feet
+	 * (the pager submits from its fault handler without the pool lock) */
 	for (unsigned g = 0; g < r->nseg; g++)
-		if (r->node[g] >= q->n)
+		if (__atomic_load_n(&r->node[g], __ATOMIC_ACQUIRE) >= q->n)
 			return -EHOSTDOWN; /* a node that joined after this queue could add it */
 	switch (op->opcode) {
 	case EM_OP_READ:
