@@ -1,6 +1,7 @@
 /*
  * test_cluster_race.c - two processes race to create one name, 100 times,
- * in a pool kept in etcd. Without EM_REGION_EXCL both must end up with the
+ * in a pool kept in etcd (no argument, or "etcd") or given as a static
+ * node list ("static"). Without EM_REGION_EXCL both must end up with the
  * same region (what one writes the other reads); with it exactly one wins
  * and the other gets -EEXIST. Small regions fit on one node, large ones
  * are striped over both, so both placements race.
@@ -21,11 +22,13 @@ struct ans {
 
 /* A racer: connected once, creates on command, writes its mark into its
  * own slot at the region's start and at its end, answers, then closes. */
-static void racer(int id, int in, int out, const char *etcd, const char *secret)
+static void racer(int id, int in, int out, const char *etcd, const char *nodes, const char *secret)
 {
-	struct em_pool_opts o = {
-		.size = sizeof(o), .etcd = etcd, .secret_file = secret, .cluster = "race"
-	};
+	struct em_pool_opts o = { .size = sizeof(o),
+				  .etcd = etcd,
+				  .nodes = nodes,
+				  .secret_file = secret,
+				  .cluster = "race" };
 	em_pool *p;
 	struct cmd c;
 
@@ -52,8 +55,10 @@ static void racer(int id, int in, int out, const char *etcd, const char *secret)
 	exit(0);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	int stat = argc > 1 && !strcmp(argv[1], "static");
+	char list[256];
 	const char *secret = t_secret("secret", T_SECRET);
 	struct t_etcd ec;
 	struct t_node n[2];
@@ -64,11 +69,18 @@ int main(void)
 	em_pool *p;
 	int wins = 0, shared = 0;
 
-	t_etcd_start(&ec);
-	snprintf(extra, sizeof(extra), "--etcd %s --cluster race", ec.url);
+	extra[0] = 0;
+	if (!stat) {
+		t_etcd_start(&ec);
+		snprintf(extra, sizeof(extra), "--etcd %s --cluster race", ec.url);
+	}
 	t_node_start(&n[0], "40M", secret, extra);
 	t_node_start(&n[1], "40M", secret, extra);
-	o.etcd = ec.url;
+	snprintf(list, sizeof(list), "%s,%s", n[0].url, n[1].url);
+	if (stat)
+		o.nodes = list;
+	else
+		o.etcd = ec.url;
 	/* both registered before anyone connects */
 	for (int i = 0; i < 200; i++) {
 		if (em_pool_connect(&p, &o) == 0) {
@@ -95,7 +107,7 @@ int main(void)
 				close(to[j][1]);
 				close(from[j][0]);
 			}
-			racer(i, to[i][0], from[i][1], ec.url, secret);
+			racer(i, to[i][0], from[i][1], o.etcd, o.nodes, secret);
 		}
 		close(to[i][0]);
 		close(from[i][1]);
@@ -170,7 +182,8 @@ int main(void)
 	em_pool_close(p);
 	t_node_stop(&n[0], SIGTERM);
 	t_node_stop(&n[1], SIGTERM);
-	t_etcd_stop(&ec);
+	if (!stat)
+		t_etcd_stop(&ec);
 	t_cleanup();
 	return 0;
 }

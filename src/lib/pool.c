@@ -818,6 +818,7 @@ fail:
 	for (unsigned i = 0; i < em_pool_n(pool); i++)
 		if (handles[i])
 			em_ctl(pool, i, EM_W_CLOSE, handles[i], 0, 0, NULL, 0, NULL, 0, NULL);
+	close_handles(r, r->nseg); /* the parts already matched to a segment */
 	free(r);
 	return rc;
 }
@@ -1064,17 +1065,217 @@ int em_region_open(em_pool *pool, const char *name, em_region **out)
 	return region_open_named(pool, name, out);
 }
 
+/* ---- named regions on a static node list ----
+ *
+ * Without a directory nothing but the nodes themselves can arbitrate a
+ * name. Every client computes the same home node for a name (rendezvous
+ * hashing over the node identities, so the order of the node list does not
+ * matter) and places a part of the region there; that part is created
+ * first, with EXCL, and is the claim: the client that creates it owns the
+ * name, every other one waits for the owner's region to open. Pieces of
+ * the name on other nodes can then only be what a delete with a node down
+ * left behind, so the owner clears them before creating its own. */
+
+#define CLAIM_WAIT_MS 2000 /* the longest an owner takes to finish a create */
+
+static unsigned name_home(em_pool *pool, const char *name)
+{
+	uint64_t best = 0;
+	unsigned home = 0;
+	bool any = false;
+
+	for (unsigned i = 0; i < em_pool_n(pool); i++) {
+		uint8_t id[EM_NODE_ID_LEN];
+		uint64_t h = 1469598103934665603ull; /* FNV-1a */
+
+		if (em_node_down(pool, i))
+			continue;
+		em_node_id(pool, i, id);
+		for (const char *c = name; *c; c++)
+			h = (h ^ (uint8_t)*c) * 1099511628211ull;
+		for (unsigned k = 0; k < EM_NODE_ID_LEN; k++)
+			h = (h ^ id[k]) * 1099511628211ull;
+		h ^= h >> 29; /* FNV's last bytes mix poorly into the top */
+		if (!any || h > best) {
+			best = h;
+			home = i;
+			any = true;
+		}
+	}
+	return home;
+}
+
+/* Pieces a delete left behind on nodes that were down then. With the
+ * claim held (on node `keep`) nobody else is creating the name, so they
+ * are remnants, never another client's new region. */
+static void clear_strays(em_pool *pool, const uint8_t *dreq, int dn, int keep)
+{
+	for (unsigned i = 0; i < em_pool_n(pool); i++)
+		if ((int)i != keep && !em_node_down(pool, i))
+			em_ctl(pool, i, EM_W_DELETE, 0, 0, 0, dreq, (uint32_t)dn, NULL, 0, NULL);
+}
+
+/* Places and creates the parts, the one on node `home` (-1: none) first
+ * and exclusive: -EEXIST from it means another client owns the name. */
+static int region_create_parts(em_pool *pool, const char *name, uint64_t bytes, uint64_t chunk,
+			       const struct em_region_opts *o, int home, em_region **out)
+{
+	uint8_t layout[EM_MAX_LAYOUT], req[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
+	uint8_t resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT], dreq[3 + EM_NAME_MAX];
+	unsigned ord[EM_MAX_SEG], no = 0;
+	em_region *r = calloc(1, sizeof(*r));
+	int rc, ll, n, dn = 0, hs = -1;
+
+	if (!r)
+		return -ENOMEM;
+	r->pool = pool;
+	r->size = bytes;
+	r->red = (uint8_t)o->redundancy;
+	r->red_k = (uint8_t)o->red_k;
+	r->red_m = (uint8_t)o->red_m;
+	rc = place(r, chunk, o->chunk_size);
+	if (rc)
+		goto fail;
+	if (name) {
+		snprintf(r->name, sizeof(r->name), "%s", name);
+		r->named = true;
+		dn = em_namelayout_encode(dreq, sizeof(dreq), name, NULL, 0);
+	}
+	if (home >= 0 && r->nseg == 1 && !em_red_on(r) && r->node[0] != (unsigned)home) {
+		/* a region that fits on one node goes to the name's home when
+		 * it fits there, so that the home can arbitrate */
+		uint64_t freeb[EM_MAX_SEG] = { 0 };
+
+		if (!node_free(pool, freeb, false) &&
+		    ((bytes + 4095) & ~4095ull) <= (freeb[home] & ~4095ull))
+			r->node[0] = (unsigned)home;
+	}
+	for (unsigned s = 0; s < r->nseg; s++)
+		if (home >= 0 && r->node[s] == (unsigned)home && hs < 0)
+			hs = (int)s;
+	if (hs >= 0)
+		ord[no++] = (unsigned)hs;
+	for (unsigned s = 0; s < r->nseg; s++)
+		if ((int)s != hs)
+			ord[no++] = s;
+	ll = layout_encode(r, layout, sizeof(layout));
+	if (ll < 0) {
+		rc = ll;
+		goto fail;
+	}
+	n = em_namelayout_encode(req, sizeof(req), name, layout, (uint16_t)ll);
+	for (unsigned j = 0; j < no; j++) {
+		unsigned s = ord[j];
+		struct em_part res;
+
+		if (name && j == 0 && hs < 0)
+			clear_strays(pool, dreq, dn, -1);
+		rc = em_ctl(pool, r->node[s], EM_W_CREATE, 0, name ? EM_WC_NAMED | EM_WC_EXCL : 0,
+			    em_seg_bytes(r, s), req, (uint32_t)n, resp, sizeof(resp), &res);
+		if (rc) {
+			/* undo the nodes already done, so nothing half-made
+			 * stays; the claim goes last, when the rest is gone */
+			close_handles(r, r->nseg);
+			if (name)
+				for (unsigned k = j; k-- > 0;)
+					em_ctl(pool, r->node[ord[k]], EM_W_DELETE, 0, 0, 0, dreq,
+					       (uint32_t)dn, NULL, 0, NULL);
+			if (rc == -EEXIST && j == 0 && hs >= 0)
+				rc = -EBUSY; /* the claim is another client's */
+			goto fail;
+		}
+		r->handle[s] = res.r_region;
+		if (name && j == 0 && hs >= 0)
+			clear_strays(pool, dreq, dn, (int)r->node[hs]);
+	}
+	if ((rc = attach(r)))
+		goto fail;
+	track(r);
+	*out = r;
+	return 0;
+fail:
+	free(r);
+	return rc;
+}
+
+/* Opens an existing region of the name when it is what was asked for. */
+static int region_open_same(em_pool *pool, const char *name, uint64_t bytes,
+			    const struct em_region_opts *o, bool asked, unsigned flags,
+			    em_region **out)
+{
+	int rc = region_open_named(pool, name, out);
+
+	if (!rc && ((flags & EM_REGION_EXCL) || (*out)->size != bytes ||
+		    (asked && ((*out)->red != o->redundancy || (*out)->red_k != o->red_k ||
+			       (*out)->red_m != o->red_m)))) {
+		em_region_close(*out);
+		return -EEXIST;
+	}
+	return rc;
+}
+
+/* Whether the name's home node holds a piece of it: a claim. */
+static bool claimed(em_pool *pool, const char *name)
+{
+	uint8_t req[3 + EM_NAME_MAX], resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
+	int n = em_namelayout_encode(req, sizeof(req), name, NULL, 0);
+	unsigned home = name_home(pool, name);
+	struct em_part res;
+
+	if (em_ctl(pool, home, EM_W_OPEN, 0, 0, 0, req, (uint32_t)n, resp, sizeof(resp), &res))
+		return false;
+	em_ctl(pool, home, EM_W_CLOSE, res.r_region, 0, 0, NULL, 0, NULL, 0, NULL);
+	return true;
+}
+
+static int region_create_named(em_pool *pool, const char *name, uint64_t bytes, uint64_t chunk,
+			       const struct em_region_opts *o, bool asked, unsigned flags,
+			       em_region **out)
+{
+	int rc;
+
+	if ((rc = name_ok(name)))
+		return rc;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		/* a name must be unique across the pool, not just on the
+		 * nodes placement picks, so look for it everywhere first */
+		rc = region_open_same(pool, name, bytes, o, asked, flags, out);
+		if (rc != -ENOENT && rc != -EHOSTDOWN)
+			return rc;
+		rc = region_create_parts(pool, name, bytes, chunk, o, (int)name_home(pool, name),
+					 out);
+		/* no room may be only because the owner's region took it */
+		if (rc != -EBUSY && !(rc == -ENOSPC && claimed(pool, name)))
+			return rc;
+		/* another client holds the claim: its region appears as soon
+		 * as its last part is made */
+		for (int ms = 0; ms < CLAIM_WAIT_MS; ms += 2) {
+			rc = region_open_same(pool, name, bytes, o, asked, flags, out);
+			if (rc != -ENOENT)
+				return rc;
+			usleep(2000);
+		}
+		/* nothing came of it: the claim is what a delete with the home
+		 * node down left behind (or its creator died); clear it */
+		{
+			uint8_t dreq[3 + EM_NAME_MAX];
+			int dn = em_namelayout_encode(dreq, sizeof(dreq), name, NULL, 0);
+
+			em_ctl(pool, name_home(pool, name), EM_W_DELETE, 0, 0, 0, dreq,
+			       (uint32_t)dn, NULL, 0, NULL);
+		}
+	}
+	return -EEXIST;
+}
+
 int em_region_create(em_pool *pool, const char *name, uint64_t bytes,
 		     const struct em_region_opts *opts, em_region **out)
 {
 	struct em_region_opts o;
 	uint64_t chunk = DEFAULT_CHUNK;
 	unsigned flags;
-	uint8_t layout[EM_MAX_LAYOUT], req[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
-	uint8_t resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
-	em_region *r;
 	bool asked;
-	int rc, ll, n;
+	int rc;
 
 	if (!pool || !out || bytes == 0 || em_opts_in(&o, sizeof(o), opts, EM_REGION_OPTS_SIZE_0_1))
 		return -EINVAL;
@@ -1103,78 +1304,9 @@ int em_region_create(em_pool *pool, const char *name, uint64_t bytes,
 			return -EOPNOTSUPP;
 		return region_create_dir(pool, name, bytes, chunk, flags, out);
 	}
-	if (name) {
-		if ((rc = name_ok(name)))
-			return rc;
-		/* A name must be unique across the pool, not just on the nodes
-		 * placement picks, so look for it everywhere first. Two clients
-		 * racing to create one name on different nodes can still both
-		 * succeed; opening then finds the first node's. */
-		rc = region_open_named(pool, name, out);
-		if (!rc && ((flags & EM_REGION_EXCL) || (*out)->size != bytes ||
-			    (asked && ((*out)->red != o.redundancy || (*out)->red_k != o.red_k ||
-				       (*out)->red_m != o.red_m)))) {
-			em_region_close(*out);
-			return -EEXIST;
-		}
-		if (rc != -ENOENT && rc != -EHOSTDOWN)
-			return rc;
-		/* pieces a delete left behind on nodes that were down then */
-		{
-			uint8_t dreq[3 + EM_NAME_MAX];
-			int dn = em_namelayout_encode(dreq, sizeof(dreq), name, NULL, 0);
-			for (unsigned i = 0; i < em_pool_n(pool); i++)
-				if (!em_node_down(pool, i))
-					em_ctl(pool, i, EM_W_DELETE, 0, 0, 0, dreq, (uint32_t)dn,
-					       NULL, 0, NULL);
-		}
-	}
-	r = calloc(1, sizeof(*r));
-	if (!r)
-		return -ENOMEM;
-	r->pool = pool;
-	r->size = bytes;
-	r->red = (uint8_t)o.redundancy;
-	r->red_k = (uint8_t)o.red_k;
-	r->red_m = (uint8_t)o.red_m;
-	rc = place(r, chunk, o.chunk_size);
-	if (rc)
-		goto fail;
-	if (name) {
-		snprintf(r->name, sizeof(r->name), "%s", name);
-		r->named = true;
-	}
-	ll = layout_encode(r, layout, sizeof(layout));
-	if (ll < 0) {
-		rc = ll;
-		goto fail;
-	}
-	n = em_namelayout_encode(req, sizeof(req), name, layout, (uint16_t)ll);
-	for (unsigned s = 0; s < r->nseg; s++) {
-		struct em_part res;
-		rc = em_ctl(pool, r->node[s], EM_W_CREATE, 0, name ? EM_WC_NAMED | EM_WC_EXCL : 0,
-			    em_seg_bytes(r, s), req, (uint32_t)n, resp, sizeof(resp), &res);
-		if (rc) {
-			/* undo the nodes already done, so nothing half-made stays */
-			close_handles(r, s);
-			if (name)
-				for (unsigned k = 0; k < s; k++)
-					em_ctl(pool, r->node[k], EM_W_DELETE, 0, 0, 0, req,
-					       (uint32_t)em_namelayout_encode(req, sizeof(req),
-									      name, NULL, 0),
-					       NULL, 0, NULL);
-			goto fail;
-		}
-		r->handle[s] = res.r_region;
-	}
-	if ((rc = attach(r)))
-		goto fail;
-	track(r);
-	*out = r;
-	return 0;
-fail:
-	free(r);
-	return rc;
+	if (name)
+		return region_create_named(pool, name, bytes, chunk, &o, asked, flags, out);
+	return region_create_parts(pool, NULL, bytes, chunk, &o, -1, out);
 }
 
 int em_region_close(em_region *r)
