@@ -17,7 +17,8 @@
 #                          (NODE_WRAP: a command prefix such as
 #                          "ip netns exec NS"; NODE_LISTEN: the address)
 #   stop_node NAME         SIGTERM, wait; fails unless it exits 0
-#   start_etcd             etcd on ETCD_HOST (default 127.0.0.1); ETCD_URL
+#   start_etcd             etcd on ETCD_HOST (default 127.0.0.1), its data
+#                          under ETCD_DATA (default $T); ETCD_URL
 #   netns_bridge PFX NET   a bridge PFXbr, NET.254 on this side
 #   netns_nodes PFX NET FIRST LAST CAP [FLAGS...]  nodes nFIRST..nLAST, each
 #                          in its namespace PFXn<k> at NET.<k>:7000 on it
@@ -125,8 +126,8 @@ start_etcd() {
 		em_cport=$(free_port)
 		em_pport=$(free_port)
 		[ "$em_cport" = "$em_pport" ] && continue
-		rm -rf "$T/etcd.data"
-		"$em_etcd" --name t --data-dir "$T/etcd.data" \
+		rm -rf "${ETCD_DATA:-$T}/etcd.data"
+		"$em_etcd" --name t --data-dir "${ETCD_DATA:-$T}/etcd.data" \
 			--listen-client-urls "http://$ETCD_HOST:$em_cport" \
 			--advertise-client-urls "http://$ETCD_HOST:$em_cport" \
 			--listen-peer-urls "http://127.0.0.1:$em_pport" \

@@ -2,20 +2,23 @@
  * scale_client.c - one client of the scale check (test_cluster_scale.sh):
  * connects through etcd (ETHERMEM_ETCD, ETHERMEM_CLUSTER), creates a named
  * region of its own, prints the node that holds it, then writes and reads
- * back 64 KiB blocks until its time is up, checking every byte.
+ * back 64 KiB blocks until its time is up or STOPFILE exists, checking every
+ * byte. A drain may move the region meanwhile (the library follows it).
  *
- *   usage: scale_client NAME SECONDS
+ *   usage: scale_client NAME SECONDS [STOPFILE]
  *
  * A read that returns wrong bytes ends it at once with exit 2. An error is
  * allowed only if it is one a lost node gives (EM_ENONODE, EHOSTDOWN, a
  * timeout, a broken connection); any other ends it with exit 3. At the
  * end it prints one line: ok (operations that succeeded), err, the wall
- * clock in ms of the last success and of the first error, and that error.
+ * clock in ms of the last success and of the first error, and that error;
+ * then "now NODE", the node that holds the region at the end.
  */
 #include "harness.h"
 #include "lib/internal.h"
 
 #include <sys/time.h>
+#include <unistd.h>
 
 #define BLOCK 65536
 #define BLOCKS 16
@@ -42,7 +45,7 @@ int main(int argc, char **argv)
 	em_region *r;
 	em_pool *p = NULL;
 
-	if (argc != 3)
+	if (argc != 3 && argc != 4)
 		return 64;
 	end = wall_ms() + (uint64_t)atoi(argv[2]) * 1000;
 	for (int i = 0; i < 100 && (rc = em_pool_connect(&p, NULL)); i++)
@@ -52,7 +55,7 @@ int main(int argc, char **argv)
 	CHECK(r->nseg == 1);
 	printf("node %s\n", p->nodes[r->node[0]].addr);
 	fflush(stdout);
-	while (wall_ms() < end) {
+	while (wall_ms() < end && (argc < 4 || access(argv[3], F_OK))) {
 		unsigned k = (unsigned)(iter % BLOCKS);
 
 		for (size_t i = 0; i < BLOCK; i++)
@@ -86,6 +89,7 @@ int main(int argc, char **argv)
 	printf("ok %llu err %llu last_ok %llu first_err %llu rc %d %s\n", (unsigned long long)ok,
 	       (unsigned long long)err, (unsigned long long)last_ok, (unsigned long long)first_err,
 	       first_rc, first_rc ? em_strerror(first_rc) : "-");
+	printf("now %s\n", p->nodes[r->node[0]].addr);
 	em_region_close(r);
 	em_pool_close(p);
 	return 0;
