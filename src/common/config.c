@@ -91,6 +91,9 @@ const struct em_setting em_settings[EM_CFG_COUNT] = {
 				4096, 64 << 10, NULL, "preload: bytes fetched per fault" },
 	[EM_CFG_PRELOAD_STATS] = { "ETHERMEM_PRELOAD_STATS", NULL, E, EM_CFG_BOOL, "no", 0, 0, NULL,
 				   "preload: print one line of statistics at exit" },
+	[EM_CFG_MAP_TRACE] = { "ETHERMEM_MAP_TRACE", NULL, E, EM_CFG_STR, NULL, 0, 0, NULL,
+			       "write each unit the mapping layer installs to FILE.PID "
+			       "(ethermem-ideal reads it)" },
 
 	[EM_CFG_LLM_REGION] = { "ETHERMEM_LLM_REGION", NULL, E, EM_CFG_STR, NULL, 0, 0, NULL,
 				"LLM runner: region holding the model (default: llm-<file name>)" },

@@ -99,6 +99,9 @@ int emm_discard_range(void *addr, size_t len);
 int emm_zero_range(void *addr, size_t len);
 int emm_stats(void *addr, struct em_map_stats *st);
 int emm_set_cache(uint64_t bytes);
+/* Records every unit installed from now on into path.PID (see slots.c for
+ * the record); 0 or -errno. Never in the handler. */
+int emm_set_trace(const char *path);
 uint64_t emm_cache(void);
 /* Process-wide totals over all mappings, live and gone. */
 void emm_totals(struct em_map_stats *st);

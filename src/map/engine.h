@@ -82,6 +82,7 @@ struct emm_unit {
 	_Atomic uint32_t st;
 	uint8_t list;
 	uint8_t written; /* ever written back (EMM_MAP_FRESH) */
+	uint8_t evlist;  /* the list it was last evicted from (its ghost history) */
 	struct emm_unit *prev, *next;
 	uint64_t evicted_at; /* eviction clock at its last eviction; 0 never */
 	struct emm_mapping *m;
@@ -104,6 +105,7 @@ struct emm_mapping {
 	_Atomic int dead;
 	struct emm_mapping *retired_next; /* unmapped, waiting to be freed */
 	size_t ngone;                     /* units discarded (emm_g.mu) */
+	uint32_t serial;                  /* the trace's name for it: never reused in a process */
 	_Atomic uint64_t faults, fetched, written, prefetched, evictions;
 };
 
@@ -160,6 +162,7 @@ struct emm_state {
 	uint64_t staged;      /* prefetched, waiting in staging for a touch */
 	uint64_t evict_clock; /* bytes evicted, ever */
 	uint64_t age_credit;
+	uint64_t t_target; /* T's adaptive share of the budget (tmin at least) */
 	struct emm_list P, T;
 	struct emm_stream streams[EMM_STREAMS];
 	uint64_t stream_tick;
@@ -174,6 +177,8 @@ struct emm_state {
 	_Atomic unsigned serving;    /* faults being served now (emm_serve) */
 	struct emm_mapping *retired; /* unmapped, freed once serving is 0 */
 	struct em_map_stats gone;    /* totals of unmapped mappings */
+	int trace;                   /* ETHERMEM_MAP_TRACE's descriptor + 1; 0 off */
+	uint32_t serials;            /* mappings ever made (emm_g.mu) */
 };
 extern struct emm_state emm_g;
 

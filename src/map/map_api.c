@@ -97,7 +97,7 @@ static void emm_pool_closing(em_pool *pool)
 	emm_source_drop(&emm_pool_ops, pool);
 }
 
-/* ETHERMEM_MAP_CACHE, once it has been read well; a bad value fails every
+/* ETHERMEM_MAP_CACHE and ETHERMEM_MAP_TRACE, once read well; a bad value fails every
  * call that needs it rather than leaving the budget at a default. */
 static int emm_default_cache(void)
 {
@@ -105,8 +105,18 @@ static int emm_default_cache(void)
 	int64_t v;
 	int rc;
 
-	if (done || !em_cfg_env_isset(EM_CFG_MAP_CACHE))
+	if (done)
 		return 0;
+	if (em_cfg_env_isset(EM_CFG_MAP_TRACE)) {
+		const char *path;
+
+		if ((rc = em_cfg_env_str(EM_CFG_MAP_TRACE, &path)) || (rc = emm_set_trace(path)))
+			return rc;
+	}
+	if (!em_cfg_env_isset(EM_CFG_MAP_CACHE)) {
+		done = 1;
+		return 0;
+	}
 	if ((rc = em_cfg_env_num(EM_CFG_MAP_CACHE, &v)))
 		return rc;
 	done = 1;

@@ -11,6 +11,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 
 struct emm_state emm_g = {
@@ -124,6 +125,7 @@ int emm_map_range(const struct emm_map_params *p, void **addr)
 		err = -EMFILE;
 		goto fail;
 	}
+	m->serial = emm_g.serials++;
 	huge = emm_huge_fits(p, &maplen);
 	if (huge) {
 		/* hugetlb mappings come 2 MiB-aligned from the kernel */
@@ -375,4 +377,33 @@ void emm_totals(struct em_map_stats *st)
 	st->resident = emm_g.resident;
 	emm_unlock();
 	pthread_mutex_unlock(&emm_g.mu);
+}
+
+int emm_set_trace(const char *path)
+{
+	char name[4096];
+	int fd, n;
+
+	pthread_mutex_lock(&emm_g.mu);
+	if (emm_g.trace) {
+		pthread_mutex_unlock(&emm_g.mu);
+		return 0;
+	}
+	/* one file per process: a forked child that maps writes its own */
+	n = snprintf(name, sizeof(name), "%s.%ld", path, (long)getpid());
+	if (n < 0 || (size_t)n >= sizeof(name)) {
+		pthread_mutex_unlock(&emm_g.mu);
+		return -ENAMETOOLONG;
+	}
+	fd = open(name, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+	if (fd >= 0)
+		emm_g.trace = fd + 1;
+	else
+		fd = -errno;
+	pthread_mutex_unlock(&emm_g.mu);
+	if (fd < 0) {
+		fprintf(stderr, "ethermem: ETHERMEM_MAP_TRACE: %s: %s\n", name, strerror(-fd));
+		return fd;
+	}
+	return 0;
 }

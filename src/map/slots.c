@@ -101,6 +101,22 @@ static int emm_copy_pieces(const struct uffdio_copy *whole)
 	return 0;
 }
 
+/* The fetch trace (emm_set_trace): one 8-byte record per installed unit,
+ * the mapping's serial and the unit's index, the top bit of the index set
+ * when the unit was zero-filled rather than fetched. A write(2) each, so
+ * that records from the handler and the pager thread never need a lock or
+ * a flush at exit; it is a measuring mode, and a syscall is small beside a
+ * fault. Installs are what the cache holds, and in the order it got them;
+ * hits are invisible to userfaultfd, so the trace is the reference stream
+ * with the hits left out. */
+static void emm_trace(const struct emm_mapping *m, size_t idx, bool zero)
+{
+	uint32_t rec[2] = { m->serial, (uint32_t)idx | (zero ? 1u << 31 : 0) };
+
+	if (write(emm_g.trace - 1, rec, sizeof(rec)) < 0)
+		return; /* a full disk loses records, never the program */
+}
+
 int emm_install(struct emm_unit *u, const void *buf, bool dirty)
 {
 	struct emm_mapping *m = u->m;
@@ -124,6 +140,8 @@ int emm_install(struct emm_unit *u, const void *buf, bool dirty)
 		emm_policy_insert(u);
 	}
 	emm_unlock();
+	if (!err && emm_g.trace)
+		emm_trace(m, idx, buf == emm_g.zero);
 	if (err && m->huge && err != -ENOMEM) {
 		/* a huge unit is one page, never split: another thread may
 		 * have installed it first; the next fault sees what is there */

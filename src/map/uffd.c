@@ -105,9 +105,14 @@ static void emm_atfork_child(void)
 	if (emm_g.uffd >= 0)
 		close(emm_g.uffd);
 	emm_g.uffd = -1;
+	/* the parent's trace is the parent's: a child's records would mix in */
+	if (emm_g.trace)
+		close(emm_g.trace - 1);
+	emm_g.trace = 0;
 	emm_g.mode = 0;
 	emm_g.resident = 0;
 	emm_g.P = emm_g.T = (struct emm_list){ 0 };
+	emm_g.t_target = 0;
 	memset(emm_g.streams, 0, sizeof(emm_g.streams));
 	for (int i = 0; i < EMM_MAX_MAPS; i++)
 		atomic_store(&emm_g.maps[i], NULL);
