@@ -1,18 +1,32 @@
 /*
  * policy.c - the cache budget and what to evict: a protected set P and a
- * transient FIFO T.
+ * transient FIFO T whose share of the budget adapts to what comes back.
  *
  * userfaultfd shows misses, never hits, so recency of use is not observable;
- * what is observable is each unit's fetch history. The cache is split into
- * a protected set P (the stable resident part) and a small transient FIFO T
- * (about 1/32 of the budget, at least the prefetch window). A fetched unit
- * joins P only while P has room, or when it comes back so soon after its
- * eviction (eviction distance under |T|/2) that a slightly larger T would
- * have kept it; otherwise it streams through T. Under a cyclic sweep over
- * W > C this keeps P fixed and fetches W - |P| per pass, about W - C, where
- * LRU would refetch all of W. P must not go stale when the working set
- * moves, so it ages: for every 64 bytes streamed through T one byte of P's
- * oldest units is dropped, and the room goes to whatever is fetched next.
+ * what is observable is each unit's fetch history: every unit remembers when
+ * it was evicted (the eviction clock, bytes evicted ever) and from which
+ * list, which is a ghost history as long as the mappings themselves. A
+ * fetched unit streams through T; it joins P while P has room, or when it
+ * is fetched again soon enough after its eviction that a larger list would
+ * have kept it.
+ *
+ * How large T is decides between the two patterns that real programs mix.
+ * A cyclic sweep over W > C wants T small and P fixed: P stays, each pass
+ * fetches W - |P|, about W - C, where LRU would refetch all of W. A program
+ * that reuses a set smaller than C but larger than T (a GEMM walking a
+ * matrix in blocks, NumPy temporaries, threads taking turns) wants T large
+ * enough to hold it, or every block is fetched again on each visit. So T's
+ * target adapts the way ARC's does: a unit evicted from T and fetched again
+ * within budget - |T| evicted bytes (a T that large would have kept it)
+ * grows T's target by the unit; one evicted from P and fetched again within
+ * budget - |P| shrinks it. A sweep over W = 2C comes back after about C
+ * evicted bytes, beyond T's ghost window, so it never grows T and the
+ * sweep's scan resistance stays; a reused block comes back well inside it.
+ * T's target never drops below tmin (what prefetch keeps in flight).
+ *
+ * P must not go stale when the working set moves, so it also ages: for
+ * every 64 bytes streamed through T one byte of P's oldest units is
+ * dropped, and the room goes to whatever is fetched next.
  * Clean units are dropped with MADV_DONTNEED (which re-arms the MISSING
  * fault); dirty ones are written back first.
  */
@@ -99,14 +113,36 @@ uint64_t emm_tmin(void)
 	return t > emm_g.budget / 2 ? emm_g.budget / 2 : t;
 }
 
-/* Where an installed unit goes: see the file comment. */
+/* T's share of the budget now: the adaptive target, never under tmin
+ * and always leaving P a unit. */
+static uint64_t emm_tshare(void)
+{
+	uint64_t t = emm_tmin(),
+		 top = emm_g.budget > emm_g.max_unit ? emm_g.budget - emm_g.max_unit : 0;
+
+	if (emm_g.t_target > t)
+		t = emm_g.t_target;
+	return t < top ? t : top > emm_tmin() ? top : emm_tmin();
+}
+
+/* Where an installed unit goes, and what its return says about T's share:
+ * see the file comment. */
 void emm_policy_insert(struct emm_unit *u)
 {
 	uint64_t len = emm_ulen(u->m, (size_t)(u - u->m->u));
-	bool room = emm_g.P.bytes + len + emm_tmin() <= emm_g.budget;
-	bool soon = u->evicted_at && emm_g.evict_clock - u->evicted_at < emm_g.T.bytes / 2;
+	uint64_t d = emm_g.evict_clock - u->evicted_at, share = emm_tshare();
+	bool room = emm_g.P.bytes + len + share <= emm_g.budget, back = false;
 
-	emm_list_add(u, room || soon ? EMM_LIST_P : EMM_LIST_T);
+	if (u->evicted_at && u->evlist == EMM_LIST_T && d + emm_g.T.bytes < emm_g.budget) {
+		/* a larger T would have kept it */
+		emm_g.t_target = share + len;
+		back = true;
+	} else if (u->evicted_at && u->evlist == EMM_LIST_P && d + emm_g.P.bytes < emm_g.budget) {
+		/* a larger P would have kept it */
+		emm_g.t_target = share > len ? share - len : 0;
+		back = true;
+	}
+	emm_list_add(u, room || back ? EMM_LIST_P : EMM_LIST_T);
 }
 
 /* Makes room for `need` more bytes: picks victims under the lock, then
@@ -126,12 +162,13 @@ int emm_reserve(struct emm_slot *sl, uint64_t need)
 			struct emm_unit *u;
 			uint32_t s;
 
-			/* P is held to budget - tmin (promotions may push it over);
-			 * everything else streams through T */
-			/* hysteresis: P joins below budget - tmin but is cut only
-			 * above budget - tmin/2, so the split does not follow every
+			/* P is held to budget - T's share (promotions may push it
+			 * over); everything else streams through T */
+			/* hysteresis: P joins below budget - share but is cut only
+			 * tmin/2 above that, so the split does not follow every
 			 * stream that starts or ends (tmin has that slack built in) */
-			if (emm_g.P.head && emm_g.P.bytes + emm_tmin() / 2 > emm_g.budget)
+			if (emm_g.P.head &&
+			    emm_g.P.bytes + emm_tshare() > emm_g.budget + emm_tmin() / 2)
 				l = &emm_g.P;
 			else if (emm_g.T.head)
 				l = &emm_g.T;
@@ -169,11 +206,13 @@ int emm_reserve(struct emm_slot *sl, uint64_t need)
 						emm_g.resident -= pl;
 						emm_g.evict_clock += pl;
 						p->evicted_at = emm_g.evict_clock;
+						p->evlist = EMM_LIST_P;
 						dirty[nv] = ps == EMM_DIRTY;
 						v[nv++] = p;
 					}
 				}
 			}
+			u->evlist = l == &emm_g.P ? EMM_LIST_P : EMM_LIST_T;
 			emm_list_del(u);
 			emm_g.resident -= ul;
 			emm_g.evict_clock += ul;
