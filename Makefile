@@ -4,7 +4,8 @@
 # flags and test selections live only in CMakePresets.json.
 # `make install` (PREFIX=DIR, else CMake's /usr/local; DESTDIR honoured),
 # `make format` / `make format-check` run scripts/format.sh;
-# `make bench-llm` (QUICK=1 for the CI smoke run), `make bench-kv`.
+# `make bench-llm` (QUICK=1 for the CI smoke run), `make bench-kv`,
+# `make bench-run` (ordinary programs under `ethermem run`; QUICK=1 for CI).
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
@@ -37,7 +38,11 @@ bench-llm: all
 bench-kv: all
 	bench/llm/kv.sh
 
+# Ordinary programs under `ethermem run` against plain and swap runs.
+bench-run: all
+	bench/run/run.sh $(if $(QUICK),--quick,)
+
 clean:
 	rm -rf build build-asan build-tsan build-fuzz
 
-.PHONY: all test asan tsan fuzz install format format-check clean bench-llm bench-kv
+.PHONY: all test asan tsan fuzz install format format-check clean bench-llm bench-kv bench-run

@@ -8,6 +8,8 @@
 #   4. the fuzz targets with clang's libFuzzer, for a bounded time each
 #      (EM_FUZZ_SECONDS, default in CMakePresets.json);
 #   5. the inference benchmark's quick mode (checks ids across backends);
+#   6. the corpus of ordinary programs in quick mode (bench/run: outputs
+#      under `ethermem run` and under swap compared with plain runs);
 #   and, first, the C sources in the house style (scripts/format.sh --check).
 # Legs 1-4 are the CMake presets default, asan, tsan and fuzz.
 # Ends with one line "total: N passed, N failed, N skipped".
@@ -72,6 +74,14 @@ if [ -x bench/llm/run.sh ]; then
 		PASS=$((PASS + 1)); tail -20 "$LOGS/llm.log"
 	else
 		FAIL=$((FAIL + 1)); tail -40 "$LOGS/llm.log"; echo "bench-llm quick: failed"
+	fi
+fi
+if [ -x bench/run/run.sh ]; then
+	echo "== bench-run quick"
+	if make -s bench-run QUICK=1 > "$LOGS/run.log" 2>&1; then
+		PASS=$((PASS + 1)); tail -15 "$LOGS/run.log"
+	else
+		FAIL=$((FAIL + 1)); tail -40 "$LOGS/run.log"; echo "bench-run quick: failed"
 	fi
 fi
 echo

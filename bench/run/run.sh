@@ -1,0 +1,311 @@
+#!/bin/bash
+# bench/run/run.sh - ordinary programs under `ethermem run` against the same
+# programs with all memory local and under swap, in one run.
+#
+# The corpus (the programs are in this directory, inputs generated with
+# fixed seeds): PyTorch Linear layers run forward three times; a NumPy
+# pipeline; eight Python threads sorting beside a shared array; a
+# multiprocessing fork pool; GNU sort -S; gcc -O2 -c of a generated C file;
+# torch.load of a state dict and a forward pass. Each case has a local-memory
+# budget (a third to a half of what it touches) and runs three ways:
+#   plain  no limit (the reference output and time)
+#   pool   build/ethermem run --local-mem BUDGET, a memory node on loopback,
+#          ETHERMEM_PRELOAD_STATS and a fetch trace on
+#   swap   a cgroup v1 memory limit equal to the pool run's own peak (the
+#          same local memory, program and engine together), a swap file on
+# Outputs (a digest each program prints) must be identical to plain's; a run
+# over the time limit is cut off and reported, never waited on.
+# From the pool run's fetch trace, build/ethermem-ideal computes the fetches
+# an optimal offline policy (Belady's MIN) with the same cache would need,
+# so the table gives bytes fetched against that floor.
+#
+# Writes bench/results/run.csv and run.md. Needs root (cgroups, swap, page
+# cache drop), the cgroup v1 memory controller, util-linux, /usr/bin/python3
+# with numpy and torch, gcc. Exit 0 ok, 1 a failure or a differing output,
+# 77 skip. Every exit path kills what it started, swaps off and removes the
+# swap file and the cgroups.
+set -u
+
+usage() {
+	cat <<EOF
+usage: bench/run/run.sh [--quick] [--cases "NAME ..."] [--timeout S] [--out DIR]
+  --quick        CI size: small inputs, all cases in under 3 minutes on 2 cores
+  --cases LIST   a subset of: linear numpy threads forkpool sort gcc torchload
+  --timeout S    seconds before a run is cut off (default 60 quick, 300 full)
+  --out DIR      results directory (default bench/results)
+Environment: EM_BUILD_DIR (default build)
+EOF
+}
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+HERE=$ROOT/bench/run
+B=${EM_BUILD_DIR:-$ROOT/build}
+case $B in /*) ;; *) B=$ROOT/$B ;; esac
+QUICK=0 TO='' OUT=$ROOT/bench/results
+CASES="linear numpy threads forkpool sort gcc torchload"
+PY=/usr/bin/python3
+while [ $# -gt 0 ]; do
+	case $1 in
+	--quick) QUICK=1 ;;
+	--cases) CASES=$2; shift ;;
+	--timeout) TO=$2; shift ;;
+	--out) OUT=$2; shift ;;
+	-h|--help) usage; exit 0 ;;
+	*) echo "run.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+	esac
+	shift
+done
+if [ -z "$TO" ]; then
+	TO=300
+	[ $QUICK = 1 ] && TO=60
+fi
+
+say() { echo "bench-run: $*" >&2; }
+die() { say "$*"; exit 1; }
+skip() { say "SKIP: $*"; exit 77; }
+
+[ "$(id -u)" = 0 ] || skip "needs root (cgroups, swap, drop_caches)"
+[ -w /sys/fs/cgroup/memory/cgroup.procs ] || skip "no cgroup v1 memory controller at /sys/fs/cgroup/memory"
+$PY -c 'import numpy, torch' 2>/dev/null || skip "$PY has no numpy or torch (Debian: python3-numpy python3-torch)"
+for t in ethermemd ethermem ethermem-ideal libethermem-preload.so; do
+	[ -e "$B/$t" ] || die "$B/$t not built (make, or set EM_BUILD_DIR)"
+done
+for t in timeout mkswap swapon swapoff fallocate gcc sort sha256sum awk cmp; do
+	command -v $t >/dev/null || die "needs $t"
+done
+
+bytes() {
+	awk -v s="$1" 'BEGIN { n = s + 0; u = toupper(substr(s, length(s)));
+		m = u == "K" ? 1024 : u == "M" ? 1048576 : u == "G" ? 1073741824 : 1;
+		printf "%.0f\n", n * m }'
+}
+
+# ---- everything we create, and its removal on every exit path -------------
+ID=$$
+WORK=$(mktemp -d /var/tmp/ethermem-bench-run.XXXXXX) || die "mktemp"
+CGROOT=/sys/fs/cgroup/memory/ethermem-run-$ID
+SWAP=$WORK/swapfile
+SWAP_ON=0 NODE_PID='' RUN_PID=''
+cleanup() {
+	trap '' INT TERM HUP
+	[ -n "$RUN_PID" ] && kill -KILL "$RUN_PID" 2>/dev/null
+	# kill what is left in our cgroups and lift their limits: swapoff
+	# charges the pages it brings back to them
+	if [ -d "$CGROOT" ]; then
+		for _ in $(seq 50); do
+			busy=0
+			for c in "$CGROOT"/*/; do
+				[ -f "$c/cgroup.procs" ] || continue
+				echo -1 > "$c/memory.limit_in_bytes" 2>/dev/null
+				while read -r p; do busy=1; kill -KILL "$p" 2>/dev/null; done < "$c/cgroup.procs"
+			done
+			[ $busy = 0 ] && break
+			sleep 0.1
+		done
+	fi
+	[ -n "$NODE_PID" ] && kill "$NODE_PID" 2>/dev/null
+	wait 2>/dev/null
+	if [ $SWAP_ON = 1 ]; then
+		for _ in 1 2 3 4 5; do
+			swapoff "$SWAP" 2>/dev/null && { SWAP_ON=0; break; }
+			sleep 0.5
+		done
+		[ $SWAP_ON = 1 ] && say "warning: swapoff $SWAP failed: run swapoff $SWAP by hand"
+	fi
+	if [ -d "$CGROOT" ]; then
+		for _ in 1 2 3 4 5; do
+			for c in "$CGROOT"/*/; do [ -d "$c" ] && rmdir "$c" 2>/dev/null; done
+			rmdir "$CGROOT" 2>/dev/null && break
+			sleep 0.2
+		done
+		[ -d "$CGROOT" ] && say "warning: could not remove $CGROOT"
+	fi
+	[ $SWAP_ON = 0 ] && rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'say "interrupted"; exit 130' INT TERM HUP
+mkdir "$CGROOT" || die "cannot create $CGROOT"
+mkdir -p "$OUT" || die "cannot create $OUT"
+
+# ---- the cases: NAME -> budget, setup and command ------------------------
+# case_def NAME sets BUDGET (local memory), SETUP (run once, plainly, to make
+# inputs in $WORK) and CMD (the measured command; what it prints is compared).
+case_def() {
+	local q=$QUICK n
+	SETUP=''
+	case $1 in
+	linear) # Linear layers of 4 B x DIM^2 each; 6 x 4096 is 384 MiB
+		if [ $q = 1 ]; then BUDGET=32M CMD="$PY $HERE/linear.py 6 2048 3"
+		else BUDGET=128M CMD="$PY $HERE/linear.py 6 4096 3"; fi ;;
+	numpy) # three arrays of the given MiB
+		if [ $q = 1 ]; then BUDGET=48M CMD="$PY $HERE/numpy_pipe.py 32"
+		else BUDGET=192M CMD="$PY $HERE/numpy_pipe.py 192"; fi ;;
+	threads) # 8 threads x MiB sorted each, and the shared MiB
+		if [ $q = 1 ]; then BUDGET=16M CMD="$PY $HERE/threads.py 8 4 32"
+		else BUDGET=64M CMD="$PY $HERE/threads.py 8 32 128"; fi ;;
+	forkpool)
+		if [ $q = 1 ]; then BUDGET=16M CMD="$PY $HERE/forkpool.py 32"
+		else BUDGET=64M CMD="$PY $HERE/forkpool.py 128"; fi ;;
+	sort) # MB of text; sort's buffer (-S) holds it all
+		n=24; [ $q = 1 ] || n=192
+		SETUP="$PY $HERE/gen.py lines $WORK/lines-$n.txt $n"
+		BUDGET=$((n * 5 / 6))M
+		CMD="sh -c 'LC_ALL=C sort -S 1G --parallel=2 \"\$0\" | sha256sum' $WORK/lines-$n.txt" ;;
+	gcc) # KB of generated C
+		n=200; [ $q = 1 ] || n=1500
+		SETUP="$PY $HERE/gen.py csource $WORK/gen-$n.c $n"
+		BUDGET=32M; [ $q = 1 ] || BUDGET=64M
+		CMD="sh -c 'gcc -O2 -w -c \"\$0\" -o \"\$0.o\" && sha256sum < \"\$0.o\"' $WORK/gen-$n.c" ;;
+	torchload)
+		n=2048; [ $q = 1 ] || n=4096
+		SETUP="$PY $HERE/torchload.py save $WORK/sd-$n.pt 6 $n"
+		BUDGET=32M; [ $q = 1 ] || BUDGET=128M
+		CMD="$PY $HERE/torchload.py load $WORK/sd-$n.pt" ;;
+	*) die "unknown case '$1'" ;;
+	esac
+}
+
+# ---- the memory node, on loopback, outside the cgroups --------------------
+echo "bench-run secret $ID $(date +%s%N)" > "$WORK/secret"
+chmod 600 "$WORK/secret"
+"$B/ethermemd" --listen tcp://127.0.0.1:0 --capacity 8G --secret-file "$WORK/secret" \
+	--port-file "$WORK/port" 2>"$WORK/node.log" &
+NODE_PID=$!
+for _ in $(seq 200); do [ -s "$WORK/port" ] && break; sleep 0.05; done
+[ -s "$WORK/port" ] || die "ethermemd did not start: $(cat "$WORK/node.log")"
+ETHERMEM_NODES=tcp://127.0.0.1:$(cat "$WORK/port")
+export ETHERMEM_NODES ETHERMEM_SECRET_FILE=$WORK/secret
+unset ETHERMEM_MAP_CACHE ETHERMEM_MAP_TRACE ETHERMEM_PRELOAD_STATS NUMPY_MADVISE_HUGEPAGE
+export OMP_NUM_THREADS=1 # one BLAS thread in every mode: the same sums, the same order
+
+swap_on() {
+	[ $SWAP_ON = 1 ] && return 0
+	fallocate -l "$1" "$SWAP" && chmod 600 "$SWAP" && mkswap "$SWAP" >/dev/null || die "making a swap file"
+	SWAP_ON=1
+	swapon "$SWAP" || die "swapon $SWAP"
+}
+swap_off() {
+	[ $SWAP_ON = 1 ] || return 0
+	swapoff "$SWAP" || die "swapoff $SWAP"
+	SWAP_ON=0
+	rm -f "$SWAP"
+}
+
+# run_in MODE LIMIT [VAR=VALUE... [PREFIX...]]: runs $CMD, after PREFIX, in
+# a fresh cgroup (limited to LIMIT bytes, or not for 0) under the time
+# limit, page cache dropped; sets RC, WALL, PEAK; output in $WORK/out.MODE,
+# stderr in $WORK/err.MODE.
+NRUN=0
+run_in() {
+	local mode=$1 limit=$2 cg t0
+	shift 2
+	NRUN=$((NRUN + 1))
+	cg=$CGROOT/r$NRUN
+	mkdir "$cg" || die "mkdir $cg"
+	if [ "$limit" != 0 ]; then
+		echo "$limit" > "$cg/memory.limit_in_bytes" || die "setting the limit of $cg"
+		# reclaim must swap rather than kill at a limit this tight
+		echo 1 > "$cg/memory.oom_control"
+	fi
+	sync
+	echo 3 > /proc/sys/vm/drop_caches
+	t0=$(date +%s.%N)
+	env "$@" timeout -s KILL "$TO" sh -c 'echo $$ > "$1/cgroup.procs" && eval "exec $2"' \
+		sh "$cg" "$CMD" >"$WORK/out.$mode" 2>"$WORK/err.$mode" &
+	RUN_PID=$!
+	wait $RUN_PID 2>/dev/null
+	RC=$?
+	RUN_PID=''
+	WALL=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}')
+	PEAK=$(cat "$cg/memory.max_usage_in_bytes" 2>/dev/null || echo 0)
+	for _ in $(seq 20); do rmdir "$cg" 2>/dev/null && break; sleep 0.2; done
+}
+
+# status MODE: ok, differs (output not plain's), cut (time limit) or error
+status() {
+	if [ "$RC" = 137 ] && awk -v w="$WALL" -v t="$TO" 'BEGIN { exit !(w >= t - 1) }'; then
+		echo cut
+	elif [ "$RC" != 0 ] || [ ! -s "$WORK/out.$1" ]; then
+		echo error
+	elif ! cmp -s "$WORK/out.$1" "$WORK/out.plain"; then
+		echo differs
+	else
+		echo ok
+	fi
+}
+
+CSV=$WORK/run.csv
+echo "case,budget_bytes,plain_s,pool_s,swap_s,pool_status,swap_status,pool_x_plain,swap_over_pool,fetched_bytes,ideal_bytes,fetched_over_ideal,faults,written_bytes,pool_peak_bytes,swap_limit_bytes" > "$CSV"
+FAILED=0
+START=$(date +%s)
+for c in $CASES; do
+	case_def "$c"
+	budget=$(bytes "$BUDGET")
+	if [ -n "$SETUP" ]; then
+		eval "$SETUP" || die "$c: setup failed"
+	fi
+	run_in plain 0
+	if [ "$RC" != 0 ] || [ ! -s "$WORK/out.plain" ]; then
+		tail -5 "$WORK/err.plain" >&2
+		die "$c: the plain run failed (exit $RC)"
+	fi
+	plain_s=$WALL
+	rm -f "$WORK"/trace.*
+	# the pool run: `ethermem run` is the front of the command
+	run_in pool 0 ETHERMEM_PRELOAD_STATS=1 ETHERMEM_MAP_TRACE="$WORK/trace" \
+		"$B/ethermem" run --local-mem "$BUDGET" --
+	pool_rc=$RC pool_s=$WALL pool_peak=$PEAK pst=$(status pool)
+	# every process of the run prints its line: the run's figures are their sums
+	read -r faults fetched written < <(awk '/^ethermem-preload: blocks/ {
+		for (i = 2; i < NF; i += 2) v[$i] += $(i + 1) }
+		END { printf "%d %d %d\n", v["faults"], v["fetched"], v["written"] }' "$WORK/err.pool")
+	ideal=0
+	for t in "$WORK"/trace.*; do
+		[ -s "$t" ] || continue
+		i=$("$B/ethermem-ideal" --cache "$budget" "$t") || die "ethermem-ideal $t failed"
+		ideal=$((ideal + i))
+	done
+	limit=$pool_peak
+	[ "$limit" -lt "$budget" ] && limit=$budget
+	swap_on 4G
+	run_in swap "$limit"
+	swap_s=$WALL sst=$(status swap)
+	swap_off
+	for s in "$pst" "$sst"; do case $s in differs|error) FAILED=1 ;; esac; done
+	if [ "$pst" != ok ]; then say "$c pool: $pst (exit $pool_rc)"; tail -5 "$WORK/err.pool" >&2; fi
+	case $sst in ok|cut) ;; *) say "$c swap: $sst (exit $RC)"; tail -5 "$WORK/err.swap" >&2 ;; esac
+	row=$(awk -v c="$c" -v b="$budget" -v p="$plain_s" -v q="$pool_s" -v s="$swap_s" \
+		-v pst="$pst" -v sst="$sst" -v f="$fetched" -v i="$ideal" -v fa="$faults" -v w="$written" \
+		-v pk="$pool_peak" -v l="$limit" 'BEGIN {
+		r = sprintf("%.2f", s / q)
+		so = ""
+		if (sst == "ok") so = r
+		if (sst == "cut") so = ">" r
+		fi = ""
+		if (i > 0) fi = sprintf("%.2f", f / i)
+		printf "%s,%s,%s,%s,%s,%s,%s,%.2f,%s,%s,%s,%s,%s,%s,%s,%s\n", c, b, p, q, s, pst, sst,
+			q / p, so, f, i, fi, fa, w, pk, l }')
+	echo "$row" >> "$CSV"
+	say "$row"
+done
+ELAPSED=$(($(date +%s) - START))
+
+cp "$CSV" "$OUT/run.csv"
+{
+	echo "# Ordinary programs over the pool: $(date -u +%Y-%m-%dT%H:%MZ)"
+	echo
+	echo "Command: \`bench/run/run.sh$([ $QUICK = 1 ] && echo " --quick") --timeout $TO\` ($(nproc) cores, node on loopback, $ELAPSED s)."
+	echo "pool: \`ethermem run --local-mem BUDGET\`; swap: a cgroup v1 limit of the pool run's peak memory, a swap file;"
+	echo "ideal: Belady's MIN over the pool run's fetch trace with the same cache (hits are invisible to the trace,"
+	echo "so it is a lower bound of the true ideal, and fetched / ideal an upper bound)."
+	echo
+	echo "| program | budget | plain s | pool s | pool / plain | swap s | swap / pool | fetched MB | ideal MB | fetched / ideal | faults | written MB | output |"
+	echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+	awk -F, 'NR > 1 {
+		printf "| %s | %d MiB | %s | %s | %s | %s | %s | %.1f | %.1f | %s | %s | %.1f | %s |\n",
+			$1, $2 / 1048576, $3, ($6 == "cut" ? ">" $4 : $4), $8, ($7 == "cut" ? ">" $5 : $5), $9,
+			$10 / 1e6, $11 / 1e6, $12, $13, $14 / 1e6,
+			($6 == "ok" ? "same" : "pool " $6) ($7 == "ok" || $7 == "cut" ? "" : ", swap " $7) }' "$CSV"
+} > "$OUT/run.md"
+cat "$OUT/run.md"
+[ $FAILED = 0 ] || { say "a run failed or its output differed"; exit 1; }
