@@ -11,8 +11,10 @@
 #   plain  no limit (the reference output and time)
 #   pool   build/ethermem run --local-mem BUDGET, a memory node on loopback,
 #          ETHERMEM_PRELOAD_STATS and a fetch trace on
-#   swap   a cgroup v1 memory limit equal to the pool run's own peak (the
-#          same local memory, program and engine together), a swap file on
+#   swap   a cgroup v1 memory limit of what the plain run used beside the
+#          memory the pool run put through the pool, plus the budget (plain
+#          peak - pool footprint + budget, the footprint being the distinct
+#          units of the pool run's trace), a swap file on
 # Outputs (a digest each program prints) must be identical to plain's; a run
 # over the time limit is cut off and reported, never waited on.
 # From the pool run's fetch trace, build/ethermem-ideal computes the fetches
@@ -146,15 +148,18 @@ case_def() {
 	forkpool)
 		if [ $q = 1 ]; then BUDGET=16M CMD="$PY $HERE/forkpool.py 32"
 		else BUDGET=64M CMD="$PY $HERE/forkpool.py 128"; fi ;;
-	sort) # MB of text; sort's buffer (-S) holds it all
-		n=24; [ $q = 1 ] || n=192
+	sort) # MB of text; sort's buffer (-S) holds it all. Its line pointers
+		# are sorted by comparing lines all over the buffer: 64 KiB units
+		# for what are random accesses, so quick mode's budget holds most
+		n=16; [ $q = 1 ] || n=192
 		SETUP="$PY $HERE/gen.py lines $WORK/lines-$n.txt $n"
 		BUDGET=$((n * 5 / 6))M
+		[ $q = 1 ] && BUDGET=32M
 		CMD="sh -c 'LC_ALL=C sort -S 1G --parallel=2 \"\$0\" | sha256sum' $WORK/lines-$n.txt" ;;
 	gcc) # KB of generated C
-		n=200; [ $q = 1 ] || n=1500
+		n=60; [ $q = 1 ] || n=400
 		SETUP="$PY $HERE/gen.py csource $WORK/gen-$n.c $n"
-		BUDGET=32M; [ $q = 1 ] || BUDGET=64M
+		BUDGET=16M; [ $q = 1 ] || BUDGET=64M
 		CMD="sh -c 'gcc -O2 -w -c \"\$0\" -o \"\$0.o\" && sha256sum < \"\$0.o\"' $WORK/gen-$n.c" ;;
 	torchload)
 		n=2048; [ $q = 1 ] || n=4096
@@ -235,7 +240,7 @@ status() {
 }
 
 CSV=$WORK/run.csv
-echo "case,budget_bytes,plain_s,pool_s,swap_s,pool_status,swap_status,pool_x_plain,swap_over_pool,fetched_bytes,ideal_bytes,fetched_over_ideal,faults,written_bytes,pool_peak_bytes,swap_limit_bytes" > "$CSV"
+echo "case,budget_bytes,plain_s,pool_s,swap_s,pool_status,swap_status,pool_x_plain,swap_over_pool,fetched_bytes,ideal_bytes,fetched_over_ideal,faults,written_bytes,pool_peak_bytes,swap_limit_bytes,plain_peak_bytes,pool_footprint_bytes" > "$CSV"
 FAILED=0
 START=$(date +%s)
 for c in $CASES; do
@@ -245,6 +250,7 @@ for c in $CASES; do
 		eval "$SETUP" || die "$c: setup failed"
 	fi
 	run_in plain 0
+	plain_peak=$PEAK
 	if [ "$RC" != 0 ] || [ ! -s "$WORK/out.plain" ]; then
 		tail -5 "$WORK/err.plain" >&2
 		die "$c: the plain run failed (exit $RC)"
@@ -259,14 +265,17 @@ for c in $CASES; do
 	read -r faults fetched written < <(awk '/^ethermem-preload: blocks/ {
 		for (i = 2; i < NF; i += 2) v[$i] += $(i + 1) }
 		END { printf "%d %d %d\n", v["faults"], v["fetched"], v["written"] }' "$WORK/err.pool")
-	ideal=0
+	ideal=0 foot=0
 	for t in "$WORK"/trace.*; do
 		[ -s "$t" ] || continue
-		i=$("$B/ethermem-ideal" --cache "$budget" "$t") || die "ethermem-ideal $t failed"
-		ideal=$((ideal + i))
+		{ read -r i; read -r d; } < <("$B/ethermem-ideal" --cache "$budget" --distinct "$t") ||
+			die "ethermem-ideal $t failed"
+		ideal=$((ideal + i)) foot=$((foot + d))
 	done
-	limit=$pool_peak
-	[ "$limit" -lt "$budget" ] && limit=$budget
+	# the same local memory as the pool run, where it would all be one
+	# process's: what plain used outside the pool, and the budget
+	limit=$((plain_peak - foot + budget))
+	[ "$limit" -lt $((budget + (32 << 20))) ] && limit=$((budget + (32 << 20)))
 	swap_on 4G
 	run_in swap "$limit"
 	swap_s=$WALL sst=$(status swap)
@@ -276,15 +285,15 @@ for c in $CASES; do
 	case $sst in ok|cut) ;; *) say "$c swap: $sst (exit $RC)"; tail -5 "$WORK/err.swap" >&2 ;; esac
 	row=$(awk -v c="$c" -v b="$budget" -v p="$plain_s" -v q="$pool_s" -v s="$swap_s" \
 		-v pst="$pst" -v sst="$sst" -v f="$fetched" -v i="$ideal" -v fa="$faults" -v w="$written" \
-		-v pk="$pool_peak" -v l="$limit" 'BEGIN {
+		-v pk="$pool_peak" -v l="$limit" -v pp="$plain_peak" -v ft="$foot" 'BEGIN {
 		r = sprintf("%.2f", s / q)
 		so = ""
 		if (sst == "ok") so = r
 		if (sst == "cut") so = ">" r
 		fi = ""
 		if (i > 0) fi = sprintf("%.2f", f / i)
-		printf "%s,%s,%s,%s,%s,%s,%s,%.2f,%s,%s,%s,%s,%s,%s,%s,%s\n", c, b, p, q, s, pst, sst,
-			q / p, so, f, i, fi, fa, w, pk, l }')
+		printf "%s,%s,%s,%s,%s,%s,%s,%.2f,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", c, b, p, q, s, pst, sst,
+			q / p, so, f, i, fi, fa, w, pk, l, pp, ft }')
 	echo "$row" >> "$CSV"
 	say "$row"
 done
@@ -295,15 +304,15 @@ cp "$CSV" "$OUT/run.csv"
 	echo "# Ordinary programs over the pool: $(date -u +%Y-%m-%dT%H:%MZ)"
 	echo
 	echo "Command: \`bench/run/run.sh$([ $QUICK = 1 ] && echo " --quick") --timeout $TO\` ($(nproc) cores, node on loopback, $ELAPSED s)."
-	echo "pool: \`ethermem run --local-mem BUDGET\`; swap: a cgroup v1 limit of the pool run's peak memory, a swap file;"
+	echo "pool: \`ethermem run --local-mem BUDGET\`; swap: a cgroup v1 limit (plain peak - pool footprint + budget), a swap file;"
 	echo "ideal: Belady's MIN over the pool run's fetch trace with the same cache (hits are invisible to the trace,"
 	echo "so it is a lower bound of the true ideal, and fetched / ideal an upper bound)."
 	echo
-	echo "| program | budget | plain s | pool s | pool / plain | swap s | swap / pool | fetched MB | ideal MB | fetched / ideal | faults | written MB | output |"
-	echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+	echo "| program | budget | swap limit | plain s | pool s | pool / plain | swap s | swap / pool | fetched MB | ideal MB | fetched / ideal | faults | written MB | output |"
+	echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 	awk -F, 'NR > 1 {
-		printf "| %s | %d MiB | %s | %s | %s | %s | %s | %.1f | %.1f | %s | %s | %.1f | %s |\n",
-			$1, $2 / 1048576, $3, ($6 == "cut" ? ">" $4 : $4), $8, ($7 == "cut" ? ">" $5 : $5), $9,
+		printf "| %s | %d MiB | %d MiB | %s | %s | %s | %s | %s | %.1f | %.1f | %s | %s | %.1f | %s |\n",
+			$1, $2 / 1048576, $16 / 1048576, $3, ($6 == "cut" ? ">" $4 : $4), $8, ($7 == "cut" ? ">" $5 : $5), $9,
 			$10 / 1e6, $11 / 1e6, $12, $13, $14 / 1e6,
 			($6 == "ok" ? "same" : "pool " $6) ($7 == "ok" || $7 == "cut" ? "" : ", swap " $7) }' "$CSV"
 } > "$OUT/run.md"

@@ -18,8 +18,9 @@
  * the figure is a lower bound of the true ideal (and fetched / ideal an
  * upper bound of how far a policy is from it).
  *
- * Prints the ideal bytes on stdout (-v: records, distinct units, misses on
- * stderr). Exit 0, 1 on an unreadable trace, 2 on bad arguments.
+ * Prints the ideal bytes on stdout; --distinct adds a second line, the bytes
+ * of distinct units in the trace (what the mappings put through the cache);
+ * -v: records, distinct units, misses on stderr. Exit 0, 1 on an unreadable trace, 2 on bad arguments.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -106,14 +107,14 @@ static struct hent heap_pop(struct hent *h, size_t *n)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: ethermem-ideal --cache BYTES [--unit BYTES] [-v] TRACE\n");
+	fprintf(f, "usage: ethermem-ideal --cache BYTES [--unit BYTES] [--distinct] [-v] TRACE\n");
 }
 
 int main(int argc, char **argv)
 {
 	uint64_t cache = 0, unit = 64 << 10, misses = 0, cost = 0, distinct = 0;
 	const char *path = NULL;
-	int verbose = 0;
+	int verbose = 0, show_distinct = 0;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--cache") && i + 1 < argc) {
@@ -122,6 +123,8 @@ int main(int argc, char **argv)
 		} else if (!strcmp(argv[i], "--unit") && i + 1 < argc) {
 			if (em_parse_size(argv[++i], &unit) || !unit)
 				return usage(stderr), 2;
+		} else if (!strcmp(argv[i], "--distinct")) {
+			show_distinct = 1;
 		} else if (!strcmp(argv[i], "-v")) {
 			verbose = 1;
 		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
@@ -235,6 +238,8 @@ int main(int argc, char **argv)
 			" units: %" PRIu64 " misses, %" PRIu64 " fetches\n",
 			n, distinct, cap, misses, cost);
 	printf("%" PRIu64 "\n", cost * unit);
+	if (show_distinct)
+		printf("%" PRIu64 "\n", distinct * unit);
 	free(rec);
 	free(next);
 	free(heap);

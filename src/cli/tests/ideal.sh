@@ -36,6 +36,7 @@ got=$("$T" --cache 64K --unit 64K "$W/two")
 [ "$got" = $((4 * 65536)) ] || fail "two mappings: $got"
 got=$("$T" --cache 128K --unit 64K "$W/two")
 [ "$got" = $((2 * 65536)) ] || fail "two mappings, room for both: $got"
+[ "$("$T" --cache 64K --distinct "$W/two" | tail -1)" = $((2 * 65536)) ] || fail "--distinct"
 # zero-filled units cost nothing to bring in
 trace "$W/zero" "1:0z 1:1z 1:0 1:1"
 got=$("$T" --cache 4K --unit 4K "$W/zero")
