@@ -303,7 +303,7 @@ cp "$CSV" "$OUT/run.csv"
 {
 	echo "# Ordinary programs over the pool: $(date -u +%Y-%m-%dT%H:%MZ)"
 	echo
-	echo "Command: \`bench/run/run.sh$([ $QUICK = 1 ] && echo " --quick") --timeout $TO\` ($(nproc) cores, node on loopback, $ELAPSED s)."
+	echo "Command: \`bench/run/run.sh$([ $QUICK = 1 ] && echo " --quick") --timeout $TO\` ($(getconf _NPROCESSORS_ONLN) cores, node on loopback, $ELAPSED s)."
 	echo "pool: \`ethermem run --local-mem BUDGET\`; swap: a cgroup v1 limit (plain peak - pool footprint + budget), a swap file;"
 	echo "ideal: Belady's MIN over the pool run's fetch trace with the same cache (hits are invisible to the trace,"
 	echo "so it is a lower bound of the true ideal, and fetched / ideal an upper bound)."
