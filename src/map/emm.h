@@ -52,7 +52,7 @@ struct emm_backend_ops {
 enum emm_fault_mode {
 	EMM_FAULTS_DEFAULT = 0, /* ETHERMEM_MAP_FAULTS=sigbus|thread, else sigbus */
 	EMM_FAULTS_SIGBUS = 1,  /* served in the faulting thread */
-	EMM_FAULTS_THREAD = 2,  /* served by one engine thread; kernel accesses work */
+	EMM_FAULTS_THREAD = 2,  /* served by engine threads; kernel accesses work */
 };
 /* Chooses the fault path; only before the first mapping of the process. */
 int emm_set_fault_mode(enum emm_fault_mode mode);

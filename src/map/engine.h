@@ -56,6 +56,7 @@
 #pragma GCC visibility push(hidden)
 
 #define EMM_SLOTS 4              /* channels per source: concurrent fetching threads */
+#define EMM_SERVERS EMM_SLOTS    /* fault-serving threads in the thread mode */
 #define EMM_DEPTH EMM_CHAN_DEPTH /* in-flight operations per channel */
 #define EMM_CELL (2ul << 20)     /* staging bytes per in-flight operation */
 #define EMM_MAX_MAPS 1024
@@ -171,7 +172,6 @@ struct emm_state {
 	struct emm_source *sources;
 	struct sigaction old_bus;
 	int bus_installed;
-	pthread_t server;
 	char *zero;                  /* EMM_CELL bytes of zeros for fresh units */
 	int huge_wp;                 /* the kernel write-protects hugetlb ranges */
 	_Atomic unsigned serving;    /* faults being served now (emm_serve) */

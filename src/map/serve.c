@@ -7,8 +7,8 @@
  * uffd-floor row of `ethermem bench map` measures both; src/map/README.md
  * has the figures). The cost is that the kernel's own accesses (read(2) into
  * a mapped buffer) get EFAULT instead of a fault; programs we do not control
- * (the preload shim) therefore use the thread mode, where one engine thread
- * reads the userfaultfd and the kernel simply waits. Both call emm_serve.
+ * (the preload shim) therefore use the thread mode, where engine threads
+ * read the userfaultfd and the kernel simply waits. Both call emm_serve.
  * Everything the handler touches is prepared outside it: the slots at the
  * first map, the unit arrays at map time; the handler only does CAS on
  * state words, a short spinlock for the policy lists, ioctls and the
@@ -314,6 +314,12 @@ void emm_sigbus(int sig, siginfo_t *si, void *ucv)
 	errno = saved;
 }
 
+/* One of EMM_SERVERS threads reading the userfaultfd. Each takes one
+ * message at a time: a thread that read a batch would serve it in turn, and
+ * a fault waiting for the network would hold up the ones behind it, which
+ * another server could be fetching meanwhile. The descriptor does not block,
+ * so the servers that poll woke for a message another one took go back to
+ * poll. */
 void *emm_server(void *arg)
 {
 	struct pollfd pfd = { .fd = emm_g.uffd, .events = POLLIN };
@@ -323,37 +329,30 @@ void *emm_server(void *arg)
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	for (;;) {
-		struct uffd_msg msg[16];
-		ssize_t n;
+		struct uffd_msg msg;
+		uint64_t a;
+		int r;
 
 		if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
 			break;
-		n = read(emm_g.uffd, msg, sizeof(msg));
-		if (n < 0)
+		if (read(pfd.fd, &msg, sizeof(msg)) != (ssize_t)sizeof(msg) ||
+		    msg.event != UFFD_EVENT_PAGEFAULT)
 			continue;
-		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msg[0]); i++) {
-			uint64_t a;
-			int r;
-
-			if (msg[i].event != UFFD_EVENT_PAGEFAULT)
-				continue;
-			a = msg[i].arg.pagefault.address;
-			r = emm_serve((uintptr_t)a, (msg[i].arg.pagefault.flags &
-						     UFFD_PAGEFAULT_FLAG_WRITE) != 0);
-			/* r == 1, in no mapping: the range was unmapped or discarded
-			 * after the fault was queued; woken, the thread retries and
-			 * meets whatever is there now, SIGSEGV for nothing */
-			if (r < 0) {
-				/* the thread is parked in the kernel: a signal ends the wait,
-				 * and the fatal SIGBUS is its own to handle or die of */
-				syscall(SYS_tgkill, getpid(), (pid_t)msg[i].arg.pagefault.feat.ptid,
-					SIGBUS);
-				continue;
-			}
-			struct uffdio_range wr = { a & ~4095ull, 4096 };
-
-			ioctl(emm_g.uffd, UFFDIO_WAKE, &wr);
+		a = msg.arg.pagefault.address;
+		r = emm_serve((uintptr_t)a,
+			      (msg.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0);
+		/* r == 1, in no mapping: the range was unmapped or discarded
+		 * after the fault was queued; woken, the thread retries and
+		 * meets whatever is there now, SIGSEGV for nothing */
+		if (r < 0) {
+			/* the thread is parked in the kernel: a signal ends the wait,
+			 * and the fatal SIGBUS is its own to handle or die of */
+			syscall(SYS_tgkill, getpid(), (pid_t)msg.arg.pagefault.feat.ptid, SIGBUS);
+			continue;
 		}
+		struct uffdio_range wr = { a & ~4095ull, 4096 };
+
+		ioctl(pfd.fd, UFFDIO_WAKE, &wr);
 	}
 	return NULL;
 }

@@ -3,7 +3,7 @@
  * fault mode needs, registering ranges, write-protect, and fork.
  *
  * One userfaultfd serves every mapping of the process, opened at the first
- * map. The fault mode (SIGBUS in the faulting thread, or an engine thread)
+ * map. The fault mode (SIGBUS in the faulting thread, or engine threads)
  * is fixed then, because the features are chosen by UFFDIO_API once. A
  * forked child gets the mappings as ordinary private memory, filled before
  * the fork, and starts the engine from nothing (atfork).
@@ -184,11 +184,22 @@ int emm_init_locked(void)
 		emm_g.bus_installed = 1;
 	} else {
 		pthread_attr_t at;
-		int err;
+		pthread_t t;
+		int err = 0;
 
+		/* several servers, so that one fault waiting for the network
+		 * does not hold up the others (each takes its own channel);
+		 * one is enough to run, so only the first must start */
 		pthread_attr_init(&at);
 		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-		err = pthread_create(&emm_g.server, &at, emm_server, NULL);
+		for (int i = 0; i < EMM_SERVERS; i++) {
+			int e = pthread_create(&t, &at, emm_server, NULL);
+
+			if (e && !i)
+				err = e;
+			if (e)
+				break;
+		}
 		pthread_attr_destroy(&at);
 		if (err) {
 			close(fd);

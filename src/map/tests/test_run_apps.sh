@@ -9,6 +9,8 @@
 #           multiprocessing fork pool
 #   advise  MADV_DONTNEED/FREE/REMOVE, mprotect, hugepage hints
 #   write   write(2)/read(2) with pool buffers
+#   threads eight threads faulting at once (served by several engine
+#           threads), over twice the budget
 # Exit 0 pass, 1 fail, 77 skip (not root: no userfaultfd).
 set -u
 . "$(dirname "$0")/../../../tests/lib.sh"
@@ -89,6 +91,9 @@ advise)
 	;;
 write)
 	run write 4M "$B/test_map_apps" write "$D"
+	;;
+threads)
+	run threads 8M "$B/test_map_threadsort" 8 1 8
 	;;
 *)
 	fail "unknown case $C"
