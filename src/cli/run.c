@@ -22,18 +22,28 @@
 
 static void emm_run_usage(FILE *f)
 {
-	fprintf(f,
-		"usage: ethermem run [--local-mem SIZE] [--threshold SIZE] [--fetch-unit SIZE] -- PROGRAM [ARGS]\n"
-		"  --local-mem SIZE   local RAM for pool-backed memory (default 256M)\n"
-		"  --threshold SIZE   allocations and read-only file mappings at least\n"
-		"                     this large go to the pool (default 1M, minimum 256K)\n"
-		"  --fetch-unit SIZE  bytes per fault, 4K..64K (default 64K; smaller\n"
-		"                     suits programs that touch memory at random)\n");
+	fprintf(f, "usage: ethermem run [--local-mem SIZE] [--threshold SIZE] [--fetch-unit SIZE]\n"
+		   "                    [--small-objects] -- PROGRAM [ARGS]\n"
+		   "  --local-mem SIZE   local RAM for pool-backed memory (default 256M): it\n"
+		   "                     bounds the pool blocks only, that is allocations of\n"
+		   "                     at least --threshold and big read-only file mappings\n"
+		   "                     (and small ones with --small-objects); the rest of\n"
+		   "                     the program (code, stacks, small allocations)\n"
+		   "                     stays local as usual\n"
+		   "  --threshold SIZE   allocations and read-only file mappings at least\n"
+		   "                     this large go to the pool (default 1M, minimum 256K)\n"
+		   "  --fetch-unit SIZE  bytes per fault, 4K..64K (default 64K; smaller\n"
+		   "                     suits programs that touch memory at random)\n"
+		   "  --small-objects    allocations below the threshold come from pool arenas\n"
+		   "                     too, so a heap of many small objects is bounded\n"
+		   "                     (ETHERMEM_SMALL_OBJECTS=1); no effect on a program\n"
+		   "                     linked with its own allocator (jemalloc, tcmalloc)\n");
 }
 
 int em_cli_run(int argc, char **argv)
 {
 	const char *local = "256M", *thr = "1M", *unit = "64K";
+	int small = 0;
 	char self[PATH_MAX], shim[PATH_MAX + 64], *slash, *pre;
 	uint64_t v;
 	ssize_t n;
@@ -54,6 +64,8 @@ int em_cli_run(int argc, char **argv)
 			thr = argv[++i];
 		} else if (i + 1 < argc && !strcmp(argv[i], "--fetch-unit")) {
 			unit = argv[++i];
+		} else if (!strcmp(argv[i], "--small-objects")) {
+			small = 1;
 		} else if (argv[i][0] == '-') {
 			fprintf(stderr, "ethermem run: unknown option %s\n", argv[i]);
 			emm_run_usage(stderr);
@@ -115,6 +127,8 @@ int em_cli_run(int argc, char **argv)
 	setenv("ETHERMEM_THRESHOLD", thr, 1);
 	setenv("ETHERMEM_FETCH_UNIT", unit, 1);
 	setenv("ETHERMEM_MAP_FAULTS", "thread", 1);
+	if (small)
+		setenv("ETHERMEM_SMALL_OBJECTS", "1", 1);
 	execvp(argv[i], argv + i);
 	fprintf(stderr, "ethermem run: %s: %s\n", argv[i], strerror(errno));
 	return 127;

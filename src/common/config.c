@@ -94,6 +94,8 @@ const struct em_setting em_settings[EM_CFG_COUNT] = {
 	[EM_CFG_MAP_TRACE] = { "ETHERMEM_MAP_TRACE", NULL, E, EM_CFG_STR, NULL, 0, 0, NULL,
 			       "write each unit the mapping layer installs to FILE.PID "
 			       "(ethermem-ideal reads it)" },
+	[EM_CFG_SMALL_OBJECTS] = { "ETHERMEM_SMALL_OBJECTS", NULL, E, EM_CFG_BOOL, "no", 0, 0, NULL,
+				   "preload: allocations below the threshold go to pool arenas too" },
 
 	[EM_CFG_LLM_REGION] = { "ETHERMEM_LLM_REGION", NULL, E, EM_CFG_STR, NULL, 0, 0, NULL,
 				"LLM runner: region holding the model (default: llm-<file name>)" },

@@ -106,6 +106,31 @@ static int emm_pl_state; /* 0 not tried, 1 ready, -1 unavailable */
 static size_t emm_pl_threshold = 1u << 20;
 static size_t emm_pl_unit = EMM_PL_UNIT; /* ETHERMEM_FETCH_UNIT: 4K .. 64K */
 
+/* the small-object arena (below) */
+#define EMM_PL_CHUNK (64ul << 20)
+#define EMM_PL_MAXCHUNKS 1024
+#define EMM_PL_CLASSES 144
+
+struct emm_pl_chunk {
+	uintptr_t lo, hi;
+	uint8_t *cls; /* per 64 KiB page: class + 1, 0 not a run */
+};
+
+struct emm_pl_class {
+	pthread_mutex_t mu;
+	void *free;
+	uintptr_t cur, end; /* the run being cut */
+};
+
+static int emm_pl_small;
+static struct emm_pl_chunk emm_pl_chunks[EMM_PL_MAXCHUNKS];
+static _Atomic unsigned emm_pl_nchunks;
+static _Atomic uintptr_t emm_pl_alo = UINTPTR_MAX, emm_pl_ahi;
+static uintptr_t emm_pl_bump, emm_pl_bend; /* the chunk runs are cut from */
+static pthread_mutex_t emm_pl_amu = PTHREAD_MUTEX_INITIALIZER;
+static struct emm_pl_class emm_pl_cls[EMM_PL_CLASSES];
+static _Atomic uint64_t emm_pl_abytes; /* bytes of chunks */
+
 static size_t emm_pl_hash(const void *p)
 {
 	return ((uintptr_t)p >> 16) * 0x9e3779b97f4a7c15ull >> 51 & (EMM_PL_SLOTS - 1);
@@ -179,16 +204,30 @@ static int emm_pl_child;
 
 static void emm_pl_atfork_prepare(void)
 {
-	pthread_mutex_lock(&emm_pl_mu); /* no block is half made at the fork */
+	/* no object, run or block is half made at the fork; in the order
+	 * they nest */
+	for (unsigned c = 0; c < EMM_PL_CLASSES; c++)
+		pthread_mutex_lock(&emm_pl_cls[c].mu);
+	pthread_mutex_lock(&emm_pl_amu);
+	pthread_mutex_lock(&emm_pl_mu);
 }
 
 static void emm_pl_atfork_parent(void)
 {
 	pthread_mutex_unlock(&emm_pl_mu);
+	pthread_mutex_unlock(&emm_pl_amu);
+	for (unsigned c = 0; c < EMM_PL_CLASSES; c++)
+		pthread_mutex_unlock(&emm_pl_cls[c].mu);
 }
 
+/* The child keeps the arena's chunks as plain memory too, and goes on
+ * allocating from what they have left; a new chunk would need the pool
+ * (emm_pl_state), so past that it allocates from glibc. */
 static void emm_pl_atfork_child(void)
 {
+	for (unsigned c = 0; c < EMM_PL_CLASSES; c++)
+		pthread_mutex_init(&emm_pl_cls[c].mu, NULL);
+	pthread_mutex_init(&emm_pl_amu, NULL);
 	pthread_mutex_init(&emm_pl_mu, NULL);
 	emm_pl_child = 1;
 	emm_pl_state = -1;
@@ -200,7 +239,7 @@ static void emm_pl_atfork_child(void)
  * library's own buffers would start going to the pool. */
 __attribute__((constructor)) static void emm_pl_init(void)
 {
-	struct em_cfg_val thr, unit;
+	struct em_cfg_val thr, unit, small;
 
 	/* random access favours small units; blocks stay 64 KiB aligned for
 	 * the free() lookup whatever the unit (the table's range) */
@@ -213,6 +252,11 @@ __attribute__((constructor)) static void emm_pl_init(void)
 	}
 	emm_pl_threshold = (size_t)thr.num;
 	emm_pl_unit = (size_t)unit.num;
+	if (em_cfg_env(EM_CFG_SMALL_OBJECTS, &small) || !small.num)
+		return;
+	for (unsigned c = 0; c < EMM_PL_CLASSES; c++)
+		pthread_mutex_init(&emm_pl_cls[c].mu, NULL);
+	emm_pl_small = 1;
 }
 
 /* ETHERMEM_PRELOAD_STATS=1: one line on stderr at exit, for tests and for
@@ -244,10 +288,15 @@ __attribute__((destructor)) static void emm_pl_fini(void)
 		em_map_stats(NULL, &st);
 	n = snprintf(
 		line, sizeof(line),
-		"ethermem-preload: blocks %lu faults %llu fetched %llu written %llu evictions %llu resident %llu\n",
+		"ethermem-preload: blocks %lu faults %llu fetched %llu written %llu evictions %llu resident %llu",
 		emm_pl_blocks, (unsigned long long)st.faults, (unsigned long long)st.bytes_fetched,
 		(unsigned long long)st.bytes_written, (unsigned long long)st.evictions,
 		(unsigned long long)st.resident);
+	/* the arena's pool bytes, only when asked for: tools read the rest */
+	if (emm_pl_small)
+		n += snprintf(line + n, sizeof(line) - (size_t)n, " small-arena %llu",
+			      (unsigned long long)atomic_load(&emm_pl_abytes));
+	line[n++] = '\n';
 	if (write(2, line, (size_t)n) < 0)
 		return;
 }
@@ -540,6 +589,8 @@ static void emm_pl_release(struct emm_pl_block *b)
 		__libc_free(b); /* its region handle is the parent's connection's */
 		return;
 	}
+	int was = emm_pl_inside; /* a library thread stays inside */
+
 	emm_pl_inside = 1;
 	pthread_mutex_lock(&emm_pl_mu);
 	if (b->n_ext == 1 && b->ext[0].lo == (uintptr_t)b->base &&
@@ -553,7 +604,174 @@ static void emm_pl_release(struct emm_pl_block *b)
 		emm_pl_unmap_locked((uintptr_t)b->base, (uintptr_t)b->base + b->size, 0);
 	}
 	pthread_mutex_unlock(&emm_pl_mu);
-	emm_pl_inside = 0;
+	emm_pl_inside = was;
+}
+
+/* ---- small objects ---- */
+
+/* With ETHERMEM_SMALL_OBJECTS=1 (`ethermem run --small-objects`),
+ * allocations below the threshold come from arenas of the shim's own,
+ * carved out of pool blocks, so that a heap made of many small objects
+ * (a key-value store's values, a database's page cache) is bounded by the
+ * cache budget too; without it they are glibc's and stay local.
+ *
+ * The arena is a list of chunks, each one block of EMM_PL_CHUNK bytes. A
+ * chunk is cut into runs of 64 KiB (or of one object rounded up to 64 KiB);
+ * a run serves one size class, and the class of every 64 KiB page of a
+ * chunk is kept in local memory, which is how free(), realloc() and
+ * malloc_usable_size() know an object's size. Classes step by 16 bytes up
+ * to 256, then four to a doubling; powers of two are classes, so an object
+ * of a power-of-two class is aligned to its size (up to 64 KiB), which is
+ * how memalign is served. A freed object goes on its class's free list
+ * (linked through the object) and is reused by the next allocation of that
+ * class; the memory never returns to another class, it only costs pool
+ * space. One mutex per class; the chunk list grows under another. The
+ * first page of a chunk is never handed out, so free() cannot take an
+ * object for the block itself. */
+
+static size_t emm_pl_csize(unsigned c)
+{
+	unsigned j;
+
+	if (c < 16)
+		return (c + 1) * 16;
+	j = c - 16;
+	return ((size_t)1 << (8 + j / 4)) + (j % 4 + 1) * ((size_t)1 << (8 + j / 4)) / 4;
+}
+
+static unsigned emm_pl_class_of(size_t n)
+{
+	unsigned k;
+
+	if (n <= 256)
+		return n ? (unsigned)((n + 15) / 16 - 1) : 0;
+	k = 63u - (unsigned)__builtin_clzll((unsigned long long)(n - 1)); /* 2^k < n <= 2^(k+1) */
+	return 16 + (k - 8) * 4 +
+	       (unsigned)((n - ((size_t)1 << k) + ((size_t)1 << k) / 4 - 1) /
+			  (((size_t)1 << k) / 4)) -
+	       1;
+}
+
+static size_t emm_pl_run_size(size_t csize)
+{
+	return csize <= EMM_PL_UNIT ? EMM_PL_UNIT
+				    : (csize + EMM_PL_UNIT - 1) & ~(size_t)(EMM_PL_UNIT - 1);
+}
+
+/* The chunk holding p, or NULL. Chunks are published with a release
+ * store of the count and never go away. */
+static struct emm_pl_chunk *emm_pl_chunk_of(const void *p)
+{
+	uintptr_t a = (uintptr_t)p;
+	unsigned n;
+
+	if (a < atomic_load_explicit(&emm_pl_alo, memory_order_relaxed) ||
+	    a >= atomic_load_explicit(&emm_pl_ahi, memory_order_relaxed))
+		return NULL;
+	n = atomic_load_explicit(&emm_pl_nchunks, memory_order_acquire);
+	for (unsigned i = 0; i < n; i++)
+		if (a >= emm_pl_chunks[i].lo && a < emm_pl_chunks[i].hi)
+			return &emm_pl_chunks[i];
+	return NULL;
+}
+
+/* A run of `len` bytes for class c, from the current chunk or a new one.
+ * Under the class's mutex; 0 when the pool cannot give a chunk. */
+static uintptr_t emm_pl_new_run(unsigned c, size_t len)
+{
+	uintptr_t r = 0;
+
+	pthread_mutex_lock(&emm_pl_amu);
+	if (emm_pl_bend - emm_pl_bump < len) {
+		size_t sz = len + EMM_PL_UNIT > EMM_PL_CHUNK ? len + EMM_PL_UNIT : EMM_PL_CHUNK;
+		unsigned n = atomic_load(&emm_pl_nchunks);
+		uint8_t *cls;
+		void *p;
+
+		if (n == EMM_PL_MAXCHUNKS || sz < emm_pl_threshold)
+			goto out;
+		p = emm_pl_new(sz, -1, 0);
+		if (!p)
+			goto out;
+		cls = __libc_calloc(sz / EMM_PL_UNIT, 1);
+		if (!cls)
+			goto out; /* the block stays, unused: a chunk is never given back */
+		sz = (sz + EMM_PL_UNIT - 1) & ~(size_t)(EMM_PL_UNIT - 1);
+		emm_pl_chunks[n] = (struct emm_pl_chunk){ (uintptr_t)p, (uintptr_t)p + sz, cls };
+		if ((uintptr_t)p < atomic_load(&emm_pl_alo))
+			atomic_store(&emm_pl_alo, (uintptr_t)p);
+		if ((uintptr_t)p + sz > atomic_load(&emm_pl_ahi))
+			atomic_store(&emm_pl_ahi, (uintptr_t)p + sz);
+		atomic_store_explicit(&emm_pl_nchunks, n + 1, memory_order_release);
+		atomic_fetch_add(&emm_pl_abytes, sz);
+		emm_pl_bump = (uintptr_t)p + EMM_PL_UNIT; /* the first page stays unused */
+		emm_pl_bend = (uintptr_t)p + sz;
+	}
+	r = emm_pl_bump;
+	emm_pl_bump += len;
+	{
+		struct emm_pl_chunk *k = emm_pl_chunk_of((void *)r);
+
+		for (size_t o = 0; o < len; o += EMM_PL_UNIT)
+			k->cls[(r + o - k->lo) / EMM_PL_UNIT] = (uint8_t)(c + 1);
+	}
+out:
+	pthread_mutex_unlock(&emm_pl_amu);
+	return r;
+}
+
+/* An object of at least n bytes from the arena, or NULL (not enabled,
+ * too large, inside the library, or no pool). */
+static void *emm_pl_small_alloc(size_t n)
+{
+	struct emm_pl_class *k;
+	unsigned c;
+	void *p;
+
+	if (!emm_pl_small || n >= emm_pl_threshold || emm_pl_inside)
+		return NULL;
+	c = emm_pl_class_of(n);
+	if (c >= EMM_PL_CLASSES)
+		return NULL;
+	k = &emm_pl_cls[c];
+	pthread_mutex_lock(&k->mu);
+	p = k->free;
+	if (p) {
+		k->free = *(void **)p;
+	} else {
+		size_t cs = emm_pl_csize(c);
+
+		if (k->end - k->cur < cs) {
+			size_t len = emm_pl_run_size(cs);
+			uintptr_t r = emm_pl_new_run(c, len);
+
+			if (r) {
+				k->cur = r;
+				k->end = r + len / cs * cs;
+			}
+		}
+		if (k->end - k->cur >= cs) {
+			p = (void *)k->cur;
+			k->cur += cs;
+		}
+	}
+	pthread_mutex_unlock(&k->mu);
+	return p;
+}
+
+static size_t emm_pl_small_size(const struct emm_pl_chunk *k, const void *p)
+{
+	return emm_pl_csize(k->cls[((uintptr_t)p - k->lo) / EMM_PL_UNIT] - 1u);
+}
+
+static void emm_pl_small_free(const struct emm_pl_chunk *k, void *p)
+{
+	struct emm_pl_class *c = &emm_pl_cls[k->cls[((uintptr_t)p - k->lo) / EMM_PL_UNIT] - 1u];
+
+	pthread_mutex_lock(&c->mu);
+	*(void **)p = c->free;
+	c->free = p;
+	pthread_mutex_unlock(&c->mu);
 }
 
 /* ---- the allocator ---- */
@@ -617,7 +835,7 @@ void *malloc(size_t n)
 {
 	if (emm_pl_other_malloc())
 		return emm_pl_next.malloc(n);
-	void *p = n >= emm_pl_threshold ? emm_pl_new(n, -1, 0) : NULL;
+	void *p = n >= emm_pl_threshold ? emm_pl_new(n, -1, 0) : emm_pl_small_alloc(n);
 
 	return p ? p : __libc_malloc(n);
 }
@@ -633,7 +851,14 @@ void *calloc(size_t n, size_t m)
 		errno = ENOMEM;
 		return NULL;
 	}
-	p = t >= emm_pl_threshold ? emm_pl_new(t, -1, 0) : NULL;
+	if (t >= emm_pl_threshold) {
+		p = emm_pl_new(t, -1, 0);
+	} else {
+		/* a reused object holds what it held */
+		p = emm_pl_small_alloc(t);
+		if (p)
+			memset(p, 0, t);
+	}
 	return p ? p : __libc_calloc(n, m);
 }
 
@@ -645,8 +870,13 @@ void free(void *p)
 		emm_pl_next.free(p);
 		return;
 	}
-	b = emm_pl_find(p);
+	struct emm_pl_chunk *k = emm_pl_chunk_of(p);
 
+	if (k) {
+		emm_pl_small_free(k, p);
+		return;
+	}
+	b = emm_pl_find(p);
 	if (b)
 		emm_pl_release(b);
 	else
@@ -661,10 +891,16 @@ void *realloc(void *p, size_t n)
 
 	if (emm_pl_other_malloc())
 		return emm_pl_next.realloc(p, n);
-	b = emm_pl_find(p);
 	if (!p)
 		return malloc(n);
-	if (!b) {
+	struct emm_pl_chunk *k = emm_pl_chunk_of(p);
+
+	b = k ? NULL : emm_pl_find(p);
+	if (k) {
+		old = emm_pl_small_size(k, p);
+		if (n <= old && n >= old / 2 && n)
+			return p; /* its class still fits */
+	} else if (!b) {
 		if (n < emm_pl_threshold)
 			return __libc_realloc(p, n);
 		old = malloc_usable_size(p);
@@ -696,8 +932,16 @@ int posix_memalign(void **out, size_t align, size_t n)
 		return emm_pl_next.posix_memalign(out, align, n);
 	if (!align || (align & (align - 1)) || align % sizeof(void *))
 		return EINVAL;
-	if (n >= emm_pl_threshold && align <= EMM_PL_UNIT)
+	if (n >= emm_pl_threshold && align <= EMM_PL_UNIT) {
 		p = emm_pl_new(n, -1, 0);
+	} else if (align <= EMM_PL_UNIT) {
+		/* power-of-two classes are aligned to their size */
+		size_t want = n > align ? n : align;
+
+		if (want > 16 && align > 16)
+			want = (size_t)1 << (64 - __builtin_clzll((unsigned long long)want - 1));
+		p = emm_pl_small_alloc(want);
+	}
 	if (!p)
 		p = __libc_memalign(align, n);
 	if (!p)
@@ -729,6 +973,10 @@ size_t malloc_usable_size(void *p)
 
 	if (emm_pl_other_malloc())
 		return emm_pl_next.usable ? emm_pl_next.usable(p) : 0;
+	struct emm_pl_chunk *k = emm_pl_chunk_of(p);
+
+	if (k)
+		return emm_pl_small_size(k, p);
 	b = emm_pl_find(p);
 	if (b)
 		return b->size;
@@ -736,6 +984,56 @@ size_t malloc_usable_size(void *p)
 	if (!real)
 		real = (size_t(*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
 	return real ? real(p) : 0;
+}
+
+/* ---- threads the library starts ---- */
+
+/* The library starts threads of its own from inside the shim (the engine's
+ * fault servers, the pool's health and reconnect threads). Their
+ * allocations must stay local like the library's other allocations: a
+ * thread that serves faults, or that the pool needs to answer them, must
+ * never fault on pool memory itself. So a thread started while `inside`
+ * is inside for good. */
+struct emm_pl_start {
+	void *(*fn)(void *);
+	void *arg;
+};
+
+static void *emm_pl_lib_thread(void *p)
+{
+	struct emm_pl_start st = *(struct emm_pl_start *)p;
+
+	__libc_free(p);
+	emm_pl_inside = 1;
+	return st.fn(st.arg);
+}
+
+int pthread_create(pthread_t *t, const pthread_attr_t *at, void *(*fn)(void *), void *arg)
+{
+	static int (*real)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+	struct emm_pl_start *st;
+	int r;
+
+	if (!real) {
+		int was = emm_pl_inside;
+
+		emm_pl_inside = 1; /* dlsym may allocate */
+		real = (int (*)(pthread_t *, const pthread_attr_t *, void *(*)(void *),
+				void *))dlsym(RTLD_NEXT, "pthread_create");
+		emm_pl_inside = was;
+		if (!real)
+			return EAGAIN;
+	}
+	if (!emm_pl_inside)
+		return real(t, at, fn, arg);
+	st = __libc_malloc(sizeof(*st));
+	if (!st)
+		return EAGAIN;
+	*st = (struct emm_pl_start){ fn, arg };
+	r = real(t, at, emm_pl_lib_thread, st);
+	if (r)
+		__libc_free(st);
+	return r;
 }
 
 /* ---- mmap ---- */

@@ -9,6 +9,9 @@
 #           multiprocessing fork pool
 #   advise  MADV_DONTNEED/FREE/REMOVE, mprotect, hugepage hints
 #   write   write(2)/read(2) with pool buffers
+#   small   a heap of small objects only, with --small-objects: peak
+#           resident within the budget plus slack, every byte checked,
+#           realloc/calloc/memalign/usable size, a forked child
 #   threads eight threads faulting at once (served by several engine
 #           threads), over twice the budget
 # Exit 0 pass, 1 fail, 77 skip (not root: no userfaultfd).
@@ -22,14 +25,14 @@ PY=/usr/bin/python3
 start_node a 1G
 export ETHERMEM_NODES=tcp://127.0.0.1:$PORT_a
 
-# run NAME LOCAL CMD...: plain, then under the shim; outputs compared, and
-# the shim must have put something in the pool
+# run NAME LOCAL CMD...: plain, then under the shim (with $RUN_FLAGS);
+# outputs compared, and the shim must have put something in the pool
 run() {
 	local name=$1 mem=$2
 	shift 2
 	timeout 60 "$@" > "$D/$name.plain" 2> "$D/$name.plain.err" \
 		|| { cat "$D/$name.plain.err"; fail "$name: plain run"; }
-	ETHERMEM_PRELOAD_STATS=1 timeout 60 "$B/ethermem" run --local-mem "$mem" -- "$@" \
+	ETHERMEM_PRELOAD_STATS=1 timeout 60 "$B/ethermem" run --local-mem "$mem" ${RUN_FLAGS:-} -- "$@" \
 		> "$D/$name.pool" 2> "$D/$name.err" || { rc=$?; cat "$D/$name.err"; fail "$name: under ethermem run (rc $rc)"; }
 	cmp -s "$D/$name.plain" "$D/$name.pool" \
 		|| { diff "$D/$name.plain" "$D/$name.pool" | head; cat "$D/$name.err"; fail "$name: output differs"; }
@@ -91,6 +94,20 @@ advise)
 	;;
 write)
 	run write 4M "$B/test_map_apps" write "$D"
+	;;
+small)
+	# 10 MiB of objects of 8 B to 8 KiB (about 21 MiB resident plainly,
+	# with realloc's moves) through a 2 MiB budget
+	RUN_FLAGS=--small-objects run small 2M "$B/test_map_smallobj" 10
+	plain=$(sed -n 's/^peak-rss-kib //p' "$D/small.plain.err")
+	pool=$(sed -n 's/^peak-rss-kib //p' "$D/small.err")
+	# the budget plus 10 MiB for the program, its libraries and the
+	# shim's own: the plain run must be above that or the check says nothing
+	bound=$(((2 + 10) * 1024))
+	echo "peak resident: plain ${plain} KiB, under ethermem run --small-objects ${pool} KiB (bound ${bound})"
+	[ "$plain" -gt "$bound" ] || fail "the plain run stays below the bound ($plain KiB): nothing checked"
+	[ "$pool" -le "$bound" ] || fail "small objects not bounded: $pool KiB resident with a 2 MiB budget"
+	grep -q "small-arena [1-9]" "$D/small.err" || fail "no arena was used"
 	;;
 threads)
 	run threads 8M "$B/test_map_threadsort" 8 1 8
