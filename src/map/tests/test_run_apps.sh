@@ -96,14 +96,14 @@ write)
 	run write 4M "$B/test_map_apps" write "$D"
 	;;
 small)
-	# 10 MiB of objects of 8 B to 8 KiB (about 21 MiB resident plainly,
+	# 8 MiB of objects of 8 B to 8 KiB (about 17 MiB resident plainly,
 	# with realloc's moves) through a 2 MiB budget
-	RUN_FLAGS=--small-objects run small 2M "$B/test_map_smallobj" 10
+	RUN_FLAGS=--small-objects run small 2M "$B/test_map_smallobj" 8
 	plain=$(sed -n 's/^peak-rss-kib //p' "$D/small.plain.err")
 	pool=$(sed -n 's/^peak-rss-kib //p' "$D/small.err")
-	# the budget plus 10 MiB for the program, its libraries and the
+	# the budget plus 8 MiB for the program, its libraries and the
 	# shim's own: the plain run must be above that or the check says nothing
-	bound=$(((2 + 10) * 1024))
+	bound=$(((2 + 8) * 1024))
 	echo "peak resident: plain ${plain} KiB, under ethermem run --small-objects ${pool} KiB (bound ${bound})"
 	[ "$plain" -gt "$bound" ] || fail "the plain run stays below the bound ($plain KiB): nothing checked"
 	[ "$pool" -le "$bound" ] || fail "small objects not bounded: $pool KiB resident with a 2 MiB budget"
