@@ -1010,7 +1010,9 @@ static void *emm_pl_lib_thread(void *p)
 
 int pthread_create(pthread_t *t, const pthread_attr_t *at, void *(*fn)(void *), void *arg)
 {
-	static int (*real)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+	typedef int (*create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+	static _Atomic create_fn next;
+	create_fn real = atomic_load(&next);
 	struct emm_pl_start *st;
 	int r;
 
@@ -1018,11 +1020,11 @@ int pthread_create(pthread_t *t, const pthread_attr_t *at, void *(*fn)(void *), 
 		int was = emm_pl_inside;
 
 		emm_pl_inside = 1; /* dlsym may allocate */
-		real = (int (*)(pthread_t *, const pthread_attr_t *, void *(*)(void *),
-				void *))dlsym(RTLD_NEXT, "pthread_create");
+		real = (create_fn)dlsym(RTLD_NEXT, "pthread_create");
 		emm_pl_inside = was;
 		if (!real)
 			return EAGAIN;
+		atomic_store(&next, real);
 	}
 	if (!emm_pl_inside)
 		return real(t, at, fn, arg);
