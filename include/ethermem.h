@@ -161,9 +161,12 @@ struct em_region_opts {
  * layout to the next epoch (stored with the new parts; opening a name takes
  * the newest layout its nodes hold). Returns how many parts were rebuilt
  * (0: nothing was lost), -EM_ELOST if too few survive, -ENOSPC if no node
- * can take a part, -EINVAL for a region without redundancy. Other clients
- * that have the region open keep the old layout until they open it again,
- * so run it while no other client writes the region. */
+ * can take a part, -EALREADY when another client is repairing the region,
+ * -EINVAL for a region without redundancy. Other clients that have a named
+ * region open follow: the parts they write are fenced, and a write or
+ * atomic of theirs that meets the fence is refused, after which they read
+ * the layouts again, write the parts being rebuilt too and redo it (their
+ * callers see nothing of this). */
 int em_region_repair(em_region *region);
 /* Starts the same repair in a background thread of this handle and returns
  * at once (0, or -EINVAL for a region without redundancy). The repair copies

@@ -19,8 +19,14 @@
  *    atomics) is noticed, the handle shows the region repairing while the
  *    workload goes on, and is healthy again with every byte right; then the
  *    other original holders die and the rebuilt part serves.
+ *  - repair beside another client: one process repairs (slowly), another
+ *    writes (and counts, on replicate:N) all the while; the writer is fenced,
+ *    follows the new part and writes it too; afterwards every original
+ *    holder that the redundancy allows is killed and every byte of both is
+ *    right, served by the rebuilt part.
  */
 #include <inttypes.h>
+#include <sys/mman.h>
 
 /* harness.h formats paths into fixed buffers that it sized for them */
 #if !defined(__clang__)
@@ -453,6 +459,134 @@ static void background(const char *red, unsigned chunk)
 	free(ref);
 }
 
+/* The shared state of the cross-client test: the reference copy that the
+ * writer process keeps up to date, and the flags between the two. */
+struct xshare {
+	volatile int ready, stop, done_ops, follow_ok;
+	uint64_t count;
+	uint8_t ref[SIZE];
+};
+
+/* The writer: the upper half of the region, random writes and (replicate)
+ * a counter, until told to stop and for a while after. */
+static void cross_writer(struct t_node *n, const char *name, struct xshare *sh, bool rep)
+{
+	em_pool *p = t_connect_ok(n, NODES, sec);
+	em_region *r;
+	uint64_t seed = 4242, after = 0;
+	static uint8_t buf[65536];
+	struct em_region_info ri = { .size = sizeof(ri) };
+
+	CHECK_RC(em_region_open(p, name, &r), 0);
+	sh->ready = 1;
+	while (!sh->stop || after++ < 50) {
+		uint64_t len = 1 + t_rand(&seed) % sizeof(buf);
+		uint64_t off = SIZE / 2 + t_rand(&seed) % (SIZE / 2 - 8 - len);
+
+		for (uint64_t k = 0; k < len; k++)
+			buf[k] = (uint8_t)t_rand(&seed);
+		CHECK_RC(em_write(r, off, buf, len), 0);
+		memcpy(sh->ref + off, buf, len);
+		if (rep) {
+			uint64_t old;
+			CHECK_RC(em_atomic(r, SIZE - 8, EM_ATOMIC_FADD, 1, 0, &old), 0);
+			if (old != sh->count)
+				fprintf(stderr, "count: old %" PRIu64 " want %" PRIu64 "\n", old,
+					sh->count);
+			CHECK(old == sh->count);
+			sh->count++;
+			memcpy(sh->ref + SIZE - 8, &sh->count, 8);
+		}
+		sh->done_ops++;
+	}
+	/* it followed the repair: the new layout, and nothing lost */
+	CHECK_RC(em_region_stat(r, &ri), 0);
+	sh->follow_ok = ri.epoch == 1 && ri.state == EM_STATE_HEALTHY;
+	em_region_close(r);
+	em_pool_close(p);
+	_exit(0);
+}
+
+static void cross(const char *red, unsigned chunk)
+{
+	struct t_node n[NODES];
+	struct em_region_opts o = { .size = sizeof(o), .chunk_size = chunk };
+	struct xshare *sh =
+		mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	bool rep = !strncmp(red, "replicate", 9), saw_repairing = false;
+	uint64_t seed = 11, t0, ops0;
+	unsigned first, orig[NODES];
+	em_pool *pool, *p2;
+	em_region *r, *r2;
+	pid_t kid;
+	int status;
+
+	CHECK(sh != MAP_FAILED);
+	memset(sh, 0, sizeof(*sh));
+	setenv("ETHERMEM_REPAIR_RATE", "1M", 1);
+	start_nodes(n, NODES);
+	pool = t_connect_ok(n, NODES, sec);
+	CHECK_RC(em_parse_redundancy(red, &o), 0);
+	CHECK_RC(em_region_create(pool, "cross", SIZE, &o, &r), 0);
+	for (uint64_t k = 0; k < SIZE - 8; k++)
+		sh->ref[k] = (uint8_t)t_rand(&seed);
+	CHECK_RC(em_write(r, 0, sh->ref, SIZE), 0);
+	for (unsigned s = 0; s < r->nseg; s++)
+		orig[s] = r->node[s];
+	fflush(stdout);
+	kid = fork();
+	CHECK(kid >= 0);
+	if (kid == 0)
+		cross_writer(n, "cross", sh, rep);
+	while (!sh->ready || sh->done_ops < 20)
+		t_sleep_ms(5);
+	/* a holder dies; this process repairs, slowly, the writer writes on */
+	first = orig[0];
+	t_node_stop(&n[first], SIGKILL);
+	CHECK_RC(em_region_repair_start(r), 0);
+	t0 = em_now_ns() / 1000000;
+	ops0 = 0;
+	for (;;) {
+		unsigned st = (unsigned)state_of(r);
+		saw_repairing |= st == EM_STATE_REPAIRING;
+		if (st == EM_STATE_REPAIRING && !ops0)
+			ops0 = (uint64_t)sh->done_ops;
+		if (st == EM_STATE_HEALTHY && __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE) == 0 &&
+		    __atomic_load_n(&r->node[0], __ATOMIC_ACQUIRE) != first)
+			break;
+		if (em_now_ns() / 1000000 - t0 > 60000) {
+			fprintf(stderr, "%s: not repaired after 60 s (state %u)\n", red, st);
+			exit(1);
+		}
+		t_sleep_ms(5);
+	}
+	CHECK(saw_repairing);
+	/* the writer went on while the part was being filled */
+	fprintf(stderr, "%s: writer ops during repair: %d\n", red, sh->done_ops - (int)ops0);
+	CHECK((uint64_t)sh->done_ops > ops0);
+	sh->stop = 1;
+	CHECK(waitpid(kid, &status, 0) == kid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK(sh->follow_ok);
+	/* the rebuilt part has to serve: every other original holder the
+	 * redundancy allows dies (replicate: all of them) */
+	for (unsigned s = 1; s <= (rep ? o.red_k - 1u : o.red_m); s++)
+		t_node_stop(&n[orig[s]], SIGKILL);
+	check_all(r, sh->ref);
+	/* and a client that opens the name now reads the same */
+	p2 = t_connect_ok(n, NODES, sec);
+	CHECK_RC(em_region_open(p2, "cross", &r2), 0);
+	check_all(r2, sh->ref);
+	em_region_close(r2);
+	em_pool_close(p2);
+	em_region_close(r);
+	em_pool_close(pool);
+	stop_nodes(n, NODES);
+	unsetenv("ETHERMEM_REPAIR_RATE");
+	munmap(sh, sizeof(*sh));
+	printf("%s: another client's writes reached the rebuilt part\n", red);
+}
+
 static void bad_options(void)
 {
 	struct t_node n[NODES];
@@ -515,6 +649,11 @@ int main(int argc, char **argv)
 		background("replicate:2", 0);
 		background("replicate:3", 0);
 		background("ec:4+2", 4096);
+	}
+	if (!*only || !strcmp(only, "cross")) {
+		cross("replicate:2", 0);
+		cross("replicate:3", 0);
+		cross("ec:4+2", 4096);
 	}
 	if (!*only || !strcmp(only, "repair")) {
 		repair("replicate:2", 0);

@@ -21,8 +21,10 @@
 /* 2: the nonces of the handshake are X25519 keys and session tokens are
  * derived, never sent (common/auth.h)
  * 3: writes and atomics may carry EM_WF_ONCE; EM_W_BYE ends a session;
- *    EM_W_DRAIN and EM_W_FREEZE move a node's parts away */
-#define EM_WIRE_VERSION 3
+ *    EM_W_DRAIN and EM_W_FREEZE move a node's parts away
+ * 4: a write's aux and an atomic's aux bits 8-31 carry the sender's layout
+ *    version, which a repair's fence (EM_W_FREEZE, EM_MV_FENCE) checks */
+#define EM_WIRE_VERSION 4
 #define EM_HDR_LEN 40
 
 /* Largest data payload in one message; the library splits larger transfers. */
@@ -69,7 +71,22 @@ enum em_wire_op {
 /* A named region's state on a node while a drain moves it: FROZEN answers
  * writes and atomics with EM_ESTALE (reads still served, so the copy and
  * readers go on); MOVED answers everything with EM_ESTALE. */
-enum em_move_state { EM_MV_NONE = 0, EM_MV_FROZEN = 1, EM_MV_MOVED = 2 };
+enum em_move_state { EM_MV_NONE = 0, EM_MV_FROZEN = 1, EM_MV_MOVED = 2, EM_MV_FENCE = 3 };
+
+/* Fencing a redundant region's stale writers while it is repaired: a WRITE
+ * carries in aux, and an ATOMIC in aux bits 8-31 (the operation in bits
+ * 0-7), the layout version its sender knows (0 before any repair). EM_W_FREEZE
+ * with EM_MV_FENCE in aux bits 0-7 raises the part's fence to the version
+ * in bits 8-31 (-EALREADY, with the fence in the reply's aux, unless that is
+ * higher than the fence now) and returns once no write that entered before
+ * is still being applied. From then a write or atomic below the fence is
+ * answered EM_ESTALE with the fence in aux: its sender reads the layouts
+ * again and redoes it. Reads are never fenced; EM_VER_ANY passes every
+ * fence (a stripe unlock must always get through). */
+#define EM_MV_OF(aux) ((aux)&0xffu)
+#define EM_VER_OF(aux) ((uint32_t)(aux) >> 8)
+#define EM_AOP_OF(aux) ((aux)&0xffu)
+#define EM_VER_ANY 0xffffffu
 
 /* aux flags of EM_W_HELLO. The client's request: it wants its connection
  * encrypted (EM_WH_ENCRYPT), and can use AES-256-GCM. The node's reply:

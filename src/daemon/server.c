@@ -842,14 +842,16 @@ static int do_ox_map(struct conn *c, const struct em_hdr *h)
 	return reply(c, h, 0, out, sizeof(out), h->region, 0, base);
 }
 
-/* Bounds check that cannot overflow. */
-/* A write or atomic enters only while its region is not being moved; a
- * freeze sets the state first and then waits for the writes that entered
- * before it, so no write lands after the drain's copy has begun. */
-static bool write_enter(struct em_sregion *r)
+/* A write or atomic enters only while its region is not being moved and
+ * its sender has seen the region's layout version `ver` at or above the
+ * fence (a redundant region's repair raises it, common/wire.h); a freeze or
+ * a fence is set first and then waits for the writes that entered before
+ * it, so none lands after the copy that follows has begun. */
+static bool write_enter(struct em_sregion *r, uint32_t ver)
 {
 	__atomic_add_fetch(&r->writers, 1, __ATOMIC_SEQ_CST);
-	if (__atomic_load_n(&r->mstate, __ATOMIC_SEQ_CST) == EM_MV_NONE)
+	if (__atomic_load_n(&r->mstate, __ATOMIC_SEQ_CST) == EM_MV_NONE &&
+	    ver >= __atomic_load_n(&r->fence, __ATOMIC_SEQ_CST))
 		return true;
 	__atomic_sub_fetch(&r->writers, 1, __ATOMIC_SEQ_CST);
 	return false;
@@ -882,13 +884,29 @@ static int do_freeze(struct conn *c, const struct em_hdr *h, const uint8_t *p)
 	struct em_sregion *r;
 	int rc = em_namelayout_decode(p, h->len, name, &layout, &ll);
 
-	if (!rc && (!name[0] || h->aux > EM_MV_MOVED))
+	if (!rc && (!name[0] || (EM_MV_OF(h->aux) > EM_MV_FENCE) ||
+		    (EM_MV_OF(h->aux) != EM_MV_FENCE && h->aux > EM_MV_MOVED) ||
+		    (EM_MV_OF(h->aux) == EM_MV_FENCE && !EM_VER_OF(h->aux))))
 		rc = -EINVAL;
 	if (!rc)
 		rc = em_store_open(c->srv->st, name, &r);
 	if (rc)
 		return reply_err(c, h, rc);
-	__atomic_store_n(&r->mstate, (int)h->aux, __ATOMIC_SEQ_CST);
+	if (EM_MV_OF(h->aux) == EM_MV_FENCE) {
+		/* only upwards: a repairer that finds the fence at or past
+		 * its own version has met another repairer (or one that died
+		 * there), and is told which version it met */
+		uint32_t cur = __atomic_load_n(&r->fence, __ATOMIC_SEQ_CST);
+		do {
+			if (cur >= EM_VER_OF(h->aux)) {
+				em_store_put(c->srv->st, r);
+				return reply(c, h, -EALREADY, NULL, 0, 0, cur, 0);
+			}
+		} while (!__atomic_compare_exchange_n(&r->fence, &cur, EM_VER_OF(h->aux), false,
+						      __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+	} else {
+		__atomic_store_n(&r->mstate, (int)h->aux, __ATOMIC_SEQ_CST);
+	}
 	while (__atomic_load_n(&r->writers, __ATOMIC_SEQ_CST))
 		usleep(100);
 	em_store_put(c->srv->st, r);
@@ -1041,6 +1059,7 @@ static int do_write(struct conn *c, const struct em_hdr *h, bool buffered)
 	struct em_sregion *r;
 	struct once_ent done;
 	bool once = h->flags & EM_WF_ONCE;
+	uint32_t fence = 0;
 	int rc, status = 0;
 
 	if (once && (rc = once_begin(ss, h->tag, &done)) != 0) {
@@ -1061,8 +1080,10 @@ static int do_write(struct conn *c, const struct em_hdr *h, bool buffered)
 	r = handle_get(ss, h->region);
 	if (!r || !in_bounds(r, h->offset, h->len))
 		status = r ? -ERANGE : -EBADF;
-	else if (!write_enter(r))
+	else if (!write_enter(r, h->aux)) {
 		status = -EM_ESTALE;
+		fence = __atomic_load_n(&r->fence, __ATOMIC_SEQ_CST);
+	}
 	EM_UNOWNED_BEGIN();
 	if (buffered) {
 		if (!status)
@@ -1080,7 +1101,8 @@ static int do_write(struct conn *c, const struct em_hdr *h, bool buffered)
 		once_end(ss, h->tag, status, 0, rc != 0);
 	if (rc)
 		return rc;
-	return reply(c, h, status, NULL, 0, h->region, 0, h->offset);
+	/* a refused write says which version it needs */
+	return reply(c, h, status, NULL, 0, h->region, fence, h->offset);
 }
 
 static int do_atomic(struct conn *c, const struct em_hdr *h, const uint8_t *p)
@@ -1095,7 +1117,7 @@ static int do_atomic(struct conn *c, const struct em_hdr *h, const uint8_t *p)
 
 	if (h->len != 16)
 		return reply_err(c, h, -EPROTO);
-	if (h->aux >= EM_ATOMIC__COUNT)
+	if (EM_AOP_OF(h->aux) >= EM_ATOMIC__COUNT)
 		return reply_err(c, h, -EINVAL);
 	if (h->offset & 7)
 		return reply_err(c, h, -EINVAL);
@@ -1118,12 +1140,13 @@ static int do_atomic(struct conn *c, const struct em_hdr *h, const uint8_t *p)
 			once_end(ss, h->tag, status, 0, false);
 		return reply_err(c, h, status);
 	}
-	if (!write_enter(r)) {
+	if (!write_enter(r, EM_VER_OF(h->aux))) {
+		uint32_t fence = __atomic_load_n(&r->fence, __ATOMIC_SEQ_CST);
 		pthread_rwlock_unlock(&ss->lock);
-		return reply_err(c, h, -EM_ESTALE);
+		return reply(c, h, -EM_ESTALE, NULL, 0, 0, fence, 0);
 	}
 	w = (uint64_t *)(void *)(r->mem + h->offset);
-	switch (h->aux) {
+	switch (EM_AOP_OF(h->aux)) {
 	case EM_ATOMIC_CAS:
 		old = cmp;
 		__atomic_compare_exchange_n(w, &old, opnd, false, __ATOMIC_SEQ_CST,
@@ -1148,7 +1171,7 @@ static int do_atomic(struct conn *c, const struct em_hdr *h, const uint8_t *p)
 		cur = __atomic_load_n(w, __ATOMIC_SEQ_CST);
 		for (;;) {
 			uint64_t nv = cur;
-			switch (h->aux) {
+			switch (EM_AOP_OF(h->aux)) {
 			case EM_ATOMIC_SMIN:
 				nv = (int64_t)opnd < (int64_t)cur ? opnd : cur;
 				break;

@@ -32,6 +32,7 @@ struct em_sregion {
 	/* a drain moving it (enum em_move_state), and writes under way, so
 	 * that a freeze waits for them: both atomic */
 	int mstate, writers;
+	uint32_t fence;          /* lowest layout version a write may carry (atomic) */
 	struct em_sregion *next; /* name table chain */
 };
 

@@ -213,6 +213,9 @@ struct em_queue {
 	 * stripe-lock token */
 	struct em_part sink;
 	uint64_t lock_tok;
+	/* redundancy.c: a write or atomic was refused as stale (the node's
+	 * fence, else 1); the operation reads the layouts again and redoes it */
+	uint32_t stale;
 };
 
 /* Failpoint for tests (the static library's, never exported): nonzero makes

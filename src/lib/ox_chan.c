@@ -223,8 +223,11 @@ static bool data_part(const struct em_part *p)
 {
 	switch (p->wop) {
 	case EM_W_READ:
-	case EM_W_WRITE:
 		return true;
+	case EM_W_WRITE:
+		/* a redundant region's write carries its layout version, which
+		 * only the node's request path checks against a repair's fence */
+		return !p->aux;
 	case EM_W_ATOMIC:
 		return p->aux < EM_ATOMIC__COUNT;
 	default:

@@ -61,6 +61,9 @@
 
 #define EC_DEFAULT_CELL (64u << 10)
 #define LOCK_WORD 8u
+/* replicate:N - a repair copies, and writers lock while it does, pieces of
+ * this many bytes; each has a lock word after the region's bytes */
+#define REP_PIECE (1u << 20)
 
 /* ---- configuration and placement ---- */
 
@@ -104,11 +107,16 @@ int em_parse_redundancy(const char *s, struct em_region_opts *o)
 	return 0;
 }
 
+static uint64_t rep_pieces(const em_region *r)
+{
+	return (r->size + REP_PIECE - 1) / REP_PIECE;
+}
+
 uint64_t em_red_seg_bytes(const em_region *r, unsigned seg)
 {
 	(void)seg;
-	if (r->red == EM_RED_REPLICATE)
-		return r->size;
+	if (r->red == EM_RED_REPLICATE) /* the copy, then a lock word per piece */
+		return r->size + rep_pieces(r) * LOCK_WORD;
 	/* the stripes' cells, then a lock word per stripe */
 	return r->rows * (r->chunk + LOCK_WORD);
 }
@@ -176,9 +184,17 @@ bool em_red_unreachable(int err)
 /* ---- per-handle state ---- */
 
 struct em_red_aux {
-	struct em_ec *ec;      /* EC: the coder, made once per handle */
-	pthread_rwlock_t fill; /* replicate: writes shared, a repair's piece copy exclusive */
-	pthread_mutex_t amu;   /* replicate: atomics one at a time while a copy fills */
+	struct em_ec *ec; /* EC: the coder, made once per handle */
+	/* Where each segment is: node << 32 | node-local handle, one word so
+	 * that a request never pairs one part's node with another's handle
+	 * while a repair or a refresh moves the segment (atomic). */
+	uint64_t loc[EM_MAX_SEG];
+	/* The layout version this handle knows (LAYOUT_VER), carried by its
+	 * writes and atomics so that a repair's fence refuses stale ones
+	 * (atomic); layout changes (repair's, refresh's) one at a time. */
+	uint32_t ver;
+	uint64_t lock_until;   /* atomics lock their piece until then (ns, atomic) */
+	pthread_rwlock_t fill; /* ops shared, changes of the fill set and the layout exclusive */
 	uint64_t filling;      /* segments being rebuilt: written to, never read (atomic) */
 	/* the repairer (its thread, or a caller of em_region_repair) */
 	pthread_mutex_t mu;
@@ -203,20 +219,53 @@ unsigned em_red_state(const em_region *r)
 }
 
 /* Segment s's node and handle: a repair moves them while others read. */
-static unsigned seg_node(const em_region *r, unsigned s)
+static uint64_t seg_loc(const em_region *r, unsigned s)
 {
-	return __atomic_load_n(&r->node[s], __ATOMIC_ACQUIRE);
+	return __atomic_load_n(&r->rx->loc[s], __ATOMIC_ACQUIRE);
 }
 
-static uint32_t seg_handle(const em_region *r, unsigned s)
+static unsigned seg_node(const em_region *r, unsigned s)
 {
-	return __atomic_load_n(&r->handle[s], __ATOMIC_ACQUIRE);
+	return (unsigned)(seg_loc(r, s) >> 32);
+}
+
+static void set_loc(em_region *r, unsigned s, unsigned node, uint32_t handle)
+{
+	__atomic_store_n(&r->rx->loc[s], (uint64_t)node << 32 | handle, __ATOMIC_RELEASE);
+	__atomic_store_n(&r->node[s], node, __ATOMIC_RELEASE);
+	__atomic_store_n(&r->handle[s], handle, __ATOMIC_RELEASE);
+}
+
+/* The version a handle knows of a layout: it grows with every layout a
+ * repair stores, the one with parts being filled before the finished one
+ * of the same epoch. 1 at epoch 0, so a redundant region's writes always
+ * carry one (and never go where no fence is checked, ox_chan.c). */
+static uint32_t layout_ver(uint32_t epoch, bool filling)
+{
+	return 2 * epoch + (filling ? 0u : 1u);
+}
+
+static uint32_t handle_ver(const em_region *r)
+{
+	return __atomic_load_n(&r->rx->ver, __ATOMIC_ACQUIRE);
+}
+
+/* A new layout version for this handle. For a while after, its atomics
+ * take their piece's lock (rep_atomic): a client still finishing one
+ * under the layout before may be setting a copy that this one already
+ * takes for the primary. */
+static void set_ver(em_region *r, uint32_t v)
+{
+	if (__atomic_exchange_n(&r->rx->ver, v, __ATOMIC_ACQ_REL) != v)
+		__atomic_store_n(&r->rx->lock_until,
+				 em_now_ns() + 4ull * (uint64_t)r->pool->timeout_ms * 1000000ull,
+				 __ATOMIC_RELEASE);
 }
 
 /* ---- requests to segments ---- */
 
 struct req {
-	unsigned seg;
+	unsigned seg, node; /* the node it goes to, read with its handle */
 	struct em_part p;
 };
 
@@ -254,11 +303,28 @@ static int lost_error(em_region *r)
 
 static void req_init(struct req *q, em_region *r, unsigned seg, uint8_t wop, uint64_t off)
 {
+	uint64_t loc = seg_loc(r, seg);
+
 	memset(q, 0, sizeof(*q));
 	q->seg = seg;
+	q->node = (unsigned)(loc >> 32);
 	q->p.wop = wop;
-	q->p.handle = seg_handle(r, seg);
+	q->p.handle = (uint32_t)loc;
 	q->p.off = off;
+}
+
+/* A request again, to where its segment is now and with the version the
+ * handle knows now (after a refresh). */
+static void req_renew(struct req *q, em_region *r)
+{
+	uint64_t loc = seg_loc(r, q->seg);
+
+	q->node = (unsigned)(loc >> 32);
+	q->p.handle = (uint32_t)loc;
+	if (q->p.wop == EM_W_WRITE)
+		q->p.aux = handle_ver(r);
+	else if (q->p.wop == EM_W_ATOMIC && EM_VER_OF(q->p.aux) != EM_VER_ANY)
+		q->p.aux = EM_AOP_OF(q->p.aux) | handle_ver(r) << 8;
 }
 
 static void req_read(struct req *q, em_region *r, unsigned seg, uint64_t off, void *buf,
@@ -274,6 +340,7 @@ static void req_write(struct req *q, em_region *r, unsigned seg, uint64_t off, c
 		      uint32_t len)
 {
 	req_init(q, r, seg, EM_W_WRITE, off);
+	q->p.aux = handle_ver(r);
 	q->p.req = buf;
 	q->p.req_len = len;
 }
@@ -282,7 +349,7 @@ static void req_atomic(struct req *q, em_region *r, unsigned seg, uint64_t off, 
 		       uint64_t operand, uint64_t compare)
 {
 	req_init(q, r, seg, EM_W_ATOMIC, off);
-	q->p.aux = aop;
+	q->p.aux = aop | handle_ver(r) << 8;
 	em_put64(q->p.inl, operand);
 	em_put64(q->p.inl + 8, compare);
 	q->p.req = q->p.inl;
@@ -320,7 +387,7 @@ static unsigned run(em_queue *q, em_region *r, struct req *reqs, unsigned n)
 			p->status = -EHOSTDOWN;
 			continue;
 		}
-		struct em_chan *ch = q->ch[seg_node(r, reqs[i].seg)];
+		struct em_chan *ch = q->ch[reqs[i].node];
 		p->status = -EINPROGRESS;
 		ch->ops->post(ch, p, 1);
 	}
@@ -328,7 +395,7 @@ static unsigned run(em_queue *q, em_region *r, struct req *reqs, unsigned n)
 		struct em_part *p = &reqs[i].p;
 
 		if (p->status == -EINPROGRESS) {
-			struct em_chan *ch = q->ch[seg_node(r, reqs[i].seg)];
+			struct em_chan *ch = q->ch[reqs[i].node];
 			while (p->status == -EINPROGRESS && ch->outstanding)
 				if (ch->ops->progress(ch, -1) < 0)
 					break;
@@ -341,6 +408,11 @@ static unsigned run(em_queue *q, em_region *r, struct req *reqs, unsigned n)
 			failed++;
 			if (p->status == -EHOSTDOWN)
 				continue;
+			if (p->status == -EM_ESTALE) {
+				/* fenced by a repair: not lost, behind */
+				q->stale = EM_MAX(q->stale, p->r_aux ? p->r_aux : 1u);
+				continue;
+			}
 			if (seg_lost(r, reqs[i].seg))
 				__atomic_fetch_and(&r->rx->filling, ~(1ull << reqs[i].seg),
 						   __ATOMIC_ACQ_REL);
@@ -362,7 +434,7 @@ static void post_only(em_queue *q, em_region *r, struct req *reqs, unsigned n)
 
 		if (!seg_takes(r, &reqs[i]))
 			continue;
-		struct em_chan *ch = q->ch[seg_node(r, reqs[i].seg)];
+		struct em_chan *ch = q->ch[reqs[i].node];
 		p->origin = &q->sink;
 		p->slot = NULL;
 		p->tag = ++q->next_tag;
@@ -447,11 +519,25 @@ static int rep_read(em_queue *q, em_region *r, uint64_t off, uint8_t *buf, uint6
 	return lost_error(r);
 }
 
-/* Every copy at once (one round trip), the copies a repair is filling too. */
-static int rep_write(em_queue *q, em_region *r, uint64_t off, const uint8_t *buf, uint64_t len)
+static int stripes_lock(em_queue *q, em_region *r, uint64_t row0, unsigned nrows, unsigned *segs,
+			unsigned *nsegs);
+static void stripes_unlock(em_queue *q, em_region *r, uint64_t row0, unsigned nrows,
+			   const unsigned *segs, unsigned n, bool wait);
+
+/* Most stripes or pieces one batch locks at once. */
+#define BATCH_ROWS 16u
+
+/* Every copy at once (one round trip), the copies a repair is filling too.
+ * While one is filled, every writer (of any client) holds the locks of the
+ * pieces it writes, as the repair does of the piece it copies: no write
+ * lands between the repair's read of a piece and its write of it, undone. */
+static int rep_write_span(em_queue *q, em_region *r, uint64_t off, const uint8_t *buf, uint64_t len,
+			  bool lock)
 {
-	unsigned n = pieces(len), live = 0, k = 0;
+	unsigned n = pieces(len), live = 0, k = 0, segs[EM_MAX_SEG], ns = 0;
+	uint64_t p0 = off / REP_PIECE, p1 = (off + len - 1) / REP_PIECE;
 	struct req stack[STACK_REQS], *reqs = reqs_get(stack, (size_t)n * r->nseg);
+	int rc;
 
 	if (!reqs)
 		return -ENOMEM;
@@ -461,9 +547,13 @@ static int rep_write(em_queue *q, em_region *r, uint64_t off, const uint8_t *buf
 			req_write(&reqs[k++], r, s, off + o, buf + o,
 				  (uint32_t)EM_MIN(len - o, EM_MAX_IO));
 		}
-	pthread_rwlock_rdlock(&r->rx->fill);
+	if (lock && (rc = stripes_lock(q, r, p0, (unsigned)(p1 - p0 + 1), segs, &ns))) {
+		reqs_put(stack, reqs);
+		return rc;
+	}
 	run(q, r, reqs, k);
-	pthread_rwlock_unlock(&r->rx->fill);
+	if (lock)
+		stripes_unlock(q, r, p0, (unsigned)(p1 - p0 + 1), segs, ns, false);
 	for (unsigned s = 0; s < r->nseg; s++) {
 		bool ok = !seg_lost(r, s);
 		for (unsigned i = 0; i < n; i++)
@@ -471,8 +561,30 @@ static int rep_write(em_queue *q, em_region *r, uint64_t off, const uint8_t *buf
 		live += ok;
 	}
 	reqs_put(stack, reqs);
+	if (q->stale)
+		return -EM_ESTALE; /* redone whole once the layouts are read again */
 	/* a copy that took part of the write and then failed is lost already */
 	return live ? 0 : lost_error(r);
+}
+
+static int rep_write(em_queue *q, em_region *r, uint64_t off, const uint8_t *buf, uint64_t len)
+{
+	const uint64_t span = (uint64_t)BATCH_ROWS * REP_PIECE;
+	int rc = 0;
+
+	pthread_rwlock_rdlock(&r->rx->fill);
+	/* the fill set moves only under the exclusive lock */
+	if (!filling(r)) {
+		rc = rep_write_span(q, r, off, buf, len, false);
+	} else {
+		for (uint64_t o = off; o < off + len && !rc;) {
+			uint64_t k = EM_MIN(off + len, (o / span + 1) * span) - o;
+			rc = rep_write_span(q, r, o, buf + (o - off), k, true);
+			o += k;
+		}
+	}
+	pthread_rwlock_unlock(&r->rx->fill);
+	return rc;
 }
 
 static unsigned first_live(em_region *r)
@@ -484,26 +596,41 @@ static unsigned first_live(em_region *r)
 	return s;
 }
 
-static int rep_atomic_run(em_queue *q, em_region *r, const struct em_op *op, uint64_t *value)
+/* An atomic on replicate:N, resumable: a fence can refuse it after the
+ * primary took it, and then only what is left is done, after the layouts
+ * are read again. */
+struct ratom {
+	bool applied;
+	uint64_t old, nv, fill;
+	unsigned prim, next;
+};
+
+static int rep_atomic_run(em_queue *q, em_region *r, const struct em_op *op, uint64_t *value,
+			  struct ratom *st)
 {
 	struct req one, f;
-	uint64_t old, nv;
-	unsigned prim;
 
+	if (st->applied)
+		goto follow;
 again:
-	for (prim = 0; prim < r->nseg; prim++) {
-		if (seg_lost(r, prim))
+	for (st->prim = 0; st->prim < r->nseg; st->prim++) {
+		if (seg_lost(r, st->prim))
 			continue;
-		req_atomic(&one, r, prim, op->offset, op->atomic_op, op->operand, op->compare);
+		req_atomic(&one, r, st->prim, op->offset, op->atomic_op, op->operand, op->compare);
 		if (!run(q, r, &one, 1))
 			break;
+		if (q->stale)
+			return -EM_ESTALE; /* refused before it was applied */
 	}
-	if (prim == r->nseg)
+	if (st->prim == r->nseg)
 		return lost_error(r);
-	old = em_get64(one.p.inl);
-	*value = old;
-	nv = atomic_apply(op->atomic_op, old, op->operand, op->compare);
-	if (nv == old)
+	st->applied = true;
+	st->old = em_get64(one.p.inl);
+	*value = st->old;
+	st->nv = atomic_apply(op->atomic_op, st->old, op->operand, op->compare);
+	st->next = st->prim + 1;
+follow:
+	if (st->nv == st->old)
 		return 0;
 	/* Follow on the other copies, one after another in their order, so a
 	 * later copy never holds the change before an earlier one: each must
@@ -514,34 +641,32 @@ again:
 	 * the copy that now leads (its result is the one returned). A client
 	 * that died between primary and follow would leave a copy behind for
 	 * good, so after twice the request timeout the copy is set anyway.
-	 * A copy being filled is set outright: this handle's atomics run one
-	 * at a time meanwhile, and its repair has copied the word already or
-	 * will copy it later. */
-	for (unsigned s = 0; s < r->nseg; s++)
-		if (filling(r) >> s & 1) {
-			req_atomic(&f, r, s, op->offset, EM_ATOMIC_SWAP, nv, 0);
-			run(q, r, &f, 1);
-		}
-	for (unsigned s = prim + 1; s < r->nseg; s++) {
+	 * Copies being filled are the caller's (fill_follow). */
+	for (; st->next < r->nseg; st->next++) {
+		unsigned s = st->next;
 		uint64_t start = em_now_ns();
 
 		while (!seg_lost(r, s)) {
 			bool force = (em_now_ns() - start) / 1000000 >
 				     2ull * (uint64_t)r->pool->timeout_ms;
 
-			req_atomic(&f, r, s, op->offset, force ? EM_ATOMIC_SWAP : EM_ATOMIC_CAS, nv,
-				   old);
-			if (run(q, r, &f, 1) || force || em_get64(f.p.inl) == old)
+			req_atomic(&f, r, s, op->offset, force ? EM_ATOMIC_SWAP : EM_ATOMIC_CAS,
+				   st->nv, st->old);
+			if (run(q, r, &f, 1) && q->stale)
+				return -EM_ESTALE; /* resumed here */
+			if (f.p.status || force || em_get64(f.p.inl) == st->old)
 				break;
 			/* behind: is the copy that ordered us still there? */
-			if (!seg_lost(r, prim)) {
+			if (!seg_lost(r, st->prim)) {
 				uint8_t w[8];
 				struct req probe_rq;
-				req_read(&probe_rq, r, prim, op->offset, w, 8);
+				req_read(&probe_rq, r, st->prim, op->offset, w, 8);
 				run(q, r, &probe_rq, 1);
 			}
-			if (seg_lost(r, prim) && first_live(r) == s)
+			if (seg_lost(r, st->prim) && first_live(r) == s) {
+				st->applied = false;
 				goto again;
+			}
 			struct timespec ts = { 0, 20000 };
 			nanosleep(&ts, NULL);
 		}
@@ -549,20 +674,74 @@ again:
 	return 0;
 }
 
+/* The copies being filled (`st->fill`) take the word as the copy that
+ * ordered the atomic holds it now. The caller holds the word's piece lock,
+ * as every client's atomics on it do: so the word is set in the primary's
+ * order, and a repair copies the piece before or after, never across. A
+ * copy fenced meanwhile (the repair finished) is set again once the
+ * layouts are read again, under the same lock. */
+static int fill_follow(em_queue *q, em_region *r, uint64_t off, struct ratom *st)
+{
+	struct req rq[EM_MAX_SEG];
+	uint8_t w[8];
+	unsigned n = 0, src = st->prim;
+
+	for (;;) {
+		struct req rd;
+		if (seg_lost(r, src) && (src = first_live(r)) == r->nseg)
+			return lost_error(r);
+		req_read(&rd, r, src, off, w, 8);
+		if (!run(q, r, &rd, 1))
+			break;
+	}
+	for (unsigned s = 0; s < r->nseg; s++)
+		if ((st->fill >> s & 1) && s != src)
+			req_atomic(&rq[n++], r, s, off, EM_ATOMIC_SWAP, em_get64(w), 0);
+	run(q, r, rq, n);
+	if (q->stale)
+		return -EM_ESTALE;
+	st->fill = 0;
+	return 0;
+}
+
+static int red_refresh(em_queue *q, em_region *r);
+
+/* An atomic holds its word's piece lock while a copy is filled, so that
+ * the repair's copy of the piece never crosses it; and for a while after
+ * a layout changed (set_ver), so that a client that has not yet seen the
+ * repair end, and still sets the new copy from the old, is never
+ * overtaken by one that already takes that copy for the primary. */
 static int rep_atomic(em_queue *q, em_region *r, const struct em_op *op, uint64_t *value)
 {
-	bool serial;
+	uint64_t piece = op->offset / REP_PIECE;
+	unsigned segs[EM_MAX_SEG], ns = 0;
+	struct ratom st = { 0 };
 	int rc;
 
-	pthread_rwlock_rdlock(&r->rx->fill);
-	/* the fill set moves only under the exclusive lock */
-	serial = filling(r) != 0;
-	if (serial)
-		pthread_mutex_lock(&r->rx->amu);
-	rc = rep_atomic_run(q, r, op, value);
-	if (serial)
-		pthread_mutex_unlock(&r->rx->amu);
-	pthread_rwlock_unlock(&r->rx->fill);
+	for (;;) {
+		q->stale = 0;
+		pthread_rwlock_rdlock(&r->rx->fill);
+		if (!ns &&
+		    (filling(r) ||
+		     em_now_ns() < __atomic_load_n(&r->rx->lock_until, __ATOMIC_ACQUIRE)) &&
+		    (rc = stripes_lock(q, r, piece, 1, segs, &ns)))
+			ns = 0;
+		else
+			rc = rep_atomic_run(q, r, op, value, &st);
+		/* the fill set moves only under the exclusive lock */
+		st.fill |= filling(r);
+		if (!rc && st.fill)
+			rc = fill_follow(q, r, op->offset, &st);
+		pthread_rwlock_unlock(&r->rx->fill);
+		if (rc == -EM_ESTALE && !(rc = red_refresh(q, r))) {
+			if (st.applied)
+				*value = st.old;
+			continue; /* the piece lock kept */
+		}
+		break;
+	}
+	if (ns)
+		stripes_unlock(q, r, piece, 1, segs, ns, false);
 	return rc;
 }
 
@@ -580,24 +759,31 @@ static uint64_t lock_token(em_queue *q)
 	return q->lock_tok;
 }
 
-/* The segments that hold stripe locks for this handle: the first M+1 live. */
+/* The segments that hold stripe (EC) or piece (replicate) locks for this
+ * handle: the first M+1 live of ec:K+M, every live copy of replicate:N, so
+ * that any two clients, whichever nodes each believes dead, share one. */
 static unsigned lock_segs(em_region *r, unsigned *segs)
 {
-	unsigned n = 0;
+	unsigned n = 0, want = r->red == EM_RED_EC ? r->red_m + 1u : r->nseg;
 
-	for (unsigned s = 0; s < r->nseg && n < r->red_m + 1u; s++)
+	for (unsigned s = 0; s < r->nseg && n < want; s++)
 		if (!seg_lost(r, s))
 			segs[n++] = s;
 	return n;
 }
 
-static uint64_t lock_off(em_region *r, uint64_t row)
+/* Live segments the region needs to be served at all. */
+static unsigned need_live(const em_region *r)
 {
-	return r->rows * r->chunk + row * LOCK_WORD;
+	return r->red == EM_RED_EC ? r->red_k : 1u;
 }
 
-/* Most stripes one batch of a write locks and writes at once. */
-#define BATCH_ROWS 16u
+static uint64_t lock_off(em_region *r, uint64_t row)
+{
+	if (r->red == EM_RED_REPLICATE)
+		return r->size + row * LOCK_WORD;
+	return r->rows * r->chunk + row * LOCK_WORD;
+}
 
 /* Gives back the locks of rows [row0, row0+nrows) on segs; with `wait`
  * false the unlocks are only posted (the next request on each channel
@@ -609,9 +795,12 @@ static void stripes_unlock(em_queue *q, em_region *r, uint64_t row0, unsigned nr
 	unsigned k = 0;
 
 	for (unsigned i = 0; i < nrows; i++)
-		for (unsigned j = 0; j < n; j++)
-			req_atomic(&rq[k++], r, segs[j], lock_off(r, row0 + i), EM_ATOMIC_CAS, 0,
+		for (unsigned j = 0; j < n; j++) {
+			req_atomic(&rq[k], r, segs[j], lock_off(r, row0 + i), EM_ATOMIC_CAS, 0,
 				   lock_token(q));
+			/* a lock taken before a fence is given back after it */
+			rq[k++].p.aux = EM_ATOMIC_CAS | EM_VER_ANY << 8;
+		}
 	if (wait)
 		run(q, r, rq, k);
 	else
@@ -635,7 +824,7 @@ static int stripes_lock(em_queue *q, em_region *r, uint64_t row0, unsigned nrows
 		unsigned n = lock_segs(r, segs), k = 0, got = 0;
 		bool steal = (em_now_ns() - start) / 1000000 > 2ull * (uint64_t)r->pool->timeout_ms;
 
-		if (!n || live_count(r) < r->red_k)
+		if (!n || live_count(r) < need_live(r))
 			return lost_error(r);
 		for (unsigned i = 0; i < nrows; i++)
 			for (unsigned j = 0; j < n; j++, k++)
@@ -658,7 +847,9 @@ static int stripes_lock(em_queue *q, em_region *r, uint64_t row0, unsigned nrows
 		/* give back every lock we hold (a CAS from our token is a
 		 * no-op where we did not win) and try again */
 		stripes_unlock(q, r, row0, nrows, segs, n, true);
-		if (live_count(r) < r->red_k)
+		if (q->stale)
+			return -EM_ESTALE; /* fenced: read the layouts again first */
+		if (live_count(r) < need_live(r))
 			return lost_error(r);
 		/* back off a little, longer the more often we lost */
 		struct timespec ts = { 0, (long)(1000 + (tok % 7) * 1000) *
@@ -797,6 +988,27 @@ static int ec_read(struct ec_ctx *c, uint64_t off, uint8_t *buf, uint64_t len)
 	return 0;
 }
 
+/* Runs a stripe batch's writes; one that a repair's fence refuses is sent
+ * again, to the parts being filled too, once the layouts are read again.
+ * The caller keeps its stripe locks meanwhile, so nobody (the repair
+ * included) sees the stripe half written. */
+static int run_fenced(em_queue *q, em_region *r, struct req *rq, unsigned n)
+{
+	int rc;
+
+	q->stale = 0;
+	run(q, r, rq, n);
+	while (q->stale) {
+		if ((rc = red_refresh(q, r)))
+			return rc;
+		q->stale = 0;
+		for (unsigned i = 0; i < n; i++)
+			req_renew(&rq[i], r);
+		run(q, r, rq, n);
+	}
+	return 0;
+}
+
 /* Writes up to BATCH_ROWS stripes at once: locks them all in one round
  * trip; reads (or rebuilds) the bytes a stripe's parity needs that the
  * write does not bring, which only a partly written first or last stripe
@@ -877,12 +1089,12 @@ static int ec_write_batch(struct ec_ctx *c, uint64_t off, const uint8_t *buf, ui
 			req_write(&rq[nw++], r, K + j, row * cell + lo, parity[j],
 				  (uint32_t)(hi - lo));
 		if (need) {
-			run(c->q, r, rq, nw);
+			rc = run_fenced(c->q, r, rq, nw);
 			nw = 0;
 		}
 	}
 	if (!rc)
-		run(c->q, r, rq, nw);
+		rc = run_fenced(c->q, r, rq, nw);
 	stripes_unlock(c->q, r, row0, nrows, segs, ns, false);
 	reqs_put(stack, rq);
 	if (!rc && live_count(r) < K)
@@ -939,17 +1151,28 @@ static int ec_exec(em_queue *q, const struct em_op *op)
 int em_red_exec(em_queue *q, const struct em_op *op, uint64_t *value)
 {
 	em_region *r = op->region;
+	int rc;
 
 	*value = 0;
-	if (r->red == EM_RED_EC)
-		return ec_exec(q, op);
-	switch (op->opcode) {
-	case EM_OP_READ:
-		return op->len ? rep_read(q, r, op->offset, op->buf, op->len) : 0;
-	case EM_OP_WRITE:
-		return op->len ? rep_write(q, r, op->offset, op->buf, op->len) : 0;
-	default:
+	if (r->red == EM_RED_REPLICATE && op->opcode == EM_OP_ATOMIC)
 		return rep_atomic(q, r, op, value);
+	/* a write a repair's fence refused was applied nowhere, or wholly
+	 * where it was: done again, the same bytes, once the layouts are
+	 * read again */
+	for (;;) {
+		q->stale = 0;
+		if (r->red == EM_RED_EC)
+			rc = ec_exec(q, op);
+		else if (!op->len)
+			rc = 0;
+		else if (op->opcode == EM_OP_READ)
+			rc = rep_read(q, r, op->offset, op->buf, op->len);
+		else
+			rc = rep_write(q, r, op->offset, op->buf, op->len);
+		if (rc != -EM_ESTALE)
+			return rc;
+		if ((rc = red_refresh(q, r)))
+			return rc;
 	}
 }
 
@@ -1009,45 +1232,47 @@ static int still_filling(em_region *r, uint64_t mask)
 	return (filling(r) & mask) == mask ? 0 : -EIO;
 }
 
-/* Copies each whole copy of `mask` from a survivor, a piece at a time.
- * Foreground writes reach the new copies too (they are being filled); a
- * piece is copied under the fill lock held exclusive, so no write of this
- * handle lands between its read and its write and is undone. */
+/* Copies each whole copy of `mask` from a survivor, a piece at a time,
+ * each under its piece lock, which every writer of a copy being filled
+ * (of this handle or another client's) takes too: no write lands between
+ * the piece's read and its write and is undone. */
 static int fill_rep(em_region *r, uint64_t mask, bool throttled)
 {
-	const uint64_t piece = 1u << 20;
 	uint64_t start = em_now_ns();
-	uint8_t *buf = malloc(piece);
+	uint8_t *buf = malloc(REP_PIECE);
 	int rc = 0;
 
 	if (!buf)
 		return -ENOMEM;
-	for (uint64_t off = 0; off < r->size && !rc; off += piece) {
-		uint32_t k = (uint32_t)EM_MIN(piece, r->size - off);
+	for (uint64_t off = 0; off < r->size && !rc; off += REP_PIECE) {
+		uint32_t k = (uint32_t)EM_MIN(REP_PIECE, r->size - off);
+		unsigned segs[EM_MAX_SEG], ns, src = r->nseg, nw = 0;
 		struct req w[EM_MAX_SEG];
-		unsigned src, nw = 0;
+		em_queue *q = r->pool->dq;
 
 		pthread_mutex_lock(&r->pool->lock);
-		pthread_rwlock_wrlock(&r->rx->fill);
-		for (src = 0; src < r->nseg; src++) {
-			struct req rd;
-			if (seg_lost(r, src))
-				continue;
-			req_read(&rd, r, src, off, buf, k);
-			if (!run(r->pool->dq, r, &rd, 1))
-				break;
+		q->stale = 0;
+		if (!(rc = stripes_lock(q, r, off / REP_PIECE, 1, segs, &ns))) {
+			for (src = 0; src < r->nseg; src++) {
+				struct req rd;
+				if (seg_lost(r, src))
+					continue;
+				req_read(&rd, r, src, off, buf, k);
+				if (!run(q, r, &rd, 1))
+					break;
+			}
+			if (src < r->nseg) {
+				for (unsigned s = 0; s < r->nseg; s++)
+					if (mask >> s & 1)
+						req_write(&w[nw++], r, s, off, buf, k);
+				run(q, r, w, nw);
+			}
+			stripes_unlock(q, r, off / REP_PIECE, 1, segs, ns, false);
+			if (src == r->nseg)
+				rc = lost_error(r);
 		}
-		if (src < r->nseg) {
-			for (unsigned s = 0; s < r->nseg; s++)
-				if (mask >> s & 1)
-					req_write(&w[nw++], r, s, off, buf, k);
-			run(r->pool->dq, r, w, nw);
-		}
-		pthread_rwlock_unlock(&r->rx->fill);
 		pthread_mutex_unlock(&r->pool->lock);
-		if (src == r->nseg)
-			rc = lost_error(r);
-		else if (!(rc = still_filling(r, mask)))
+		if (!rc && !(rc = still_filling(r, mask)))
 			__atomic_fetch_add(&r->rx->done, k, __ATOMIC_RELAXED);
 		if (!rc && !pace(r, throttled, start, off + k))
 			rc = -ECANCELED;
@@ -1078,6 +1303,7 @@ static int fill_ec(em_region *r, uint64_t mask, bool throttled)
 
 		pthread_mutex_lock(&r->pool->lock);
 		c.q = r->pool->dq;
+		c.q->stale = 0;
 		if (!(rc = stripes_lock(c.q, r, row, 1, segs, &ns))) {
 			rc = band_read(&c, row, 0, cell, mask);
 			if (!rc) {
@@ -1115,10 +1341,11 @@ static int layout_with(const em_region *r, unsigned flags, uint8_t *out, size_t 
 	return em_layout_encode(out, cap, &l);
 }
 
-/* Stores the finished layout with every part, the rebuilt ones (no longer
- * marked as being filled) and the survivors (the new epoch). A node that
- * does not take it keeps the older one, which an opener passes over. */
-static void relayout(em_region *r, const em_region *next)
+/* Stores the finished layout with every part of `mask`, the rebuilt ones
+ * (no longer marked as being filled) and the survivors (the new epoch). A
+ * node that does not take it keeps the older one, which an opener passes
+ * over. */
+static void relayout(em_region *r, const em_region *next, uint64_t mask)
 {
 	uint8_t layout[EM_MAX_LAYOUT], req[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
 	uint8_t resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
@@ -1131,10 +1358,13 @@ static void relayout(em_region *r, const em_region *next)
 		return;
 	for (unsigned s = 0; s < r->nseg; s++) {
 		struct em_part res;
-		unsigned node = seg_node(r, s);
-		int rc = em_ctl(r->pool, node, EM_W_CREATE, 0, EM_WC_NAMED | EM_WC_RELAYOUT,
-				em_red_seg_bytes(r, s), req, (uint32_t)n, resp, sizeof(resp), &res);
+		unsigned node = next->node[s];
+		int rc;
 
+		if (!(mask >> s & 1))
+			continue;
+		rc = em_ctl(r->pool, node, EM_W_CREATE, 0, EM_WC_NAMED | EM_WC_RELAYOUT,
+			    em_red_seg_bytes(r, s), req, (uint32_t)n, resp, sizeof(resp), &res);
 		if (rc)
 			em_log(EM_LOG_WARN, "region %s: node %s kept the old layout (%s)", r->name,
 			       r->pool->nodes[node].addr, em_strerror(rc));
@@ -1144,27 +1374,250 @@ static void relayout(em_region *r, const em_region *next)
 	}
 }
 
+/* ---- following other clients' repairs ---- */
+
+/* A control request on q's own channel to `node`: the caller may hold the
+ * pool lock (a synchronous call) or be the paging layer. */
+static int qctl(em_queue *q, unsigned node, struct em_part *p)
+{
+	struct em_chan *ch = node < q->n ? q->ch[node] : NULL;
+
+	if (!ch || ch->broken)
+		return -EHOSTDOWN;
+	p->origin = p;
+	p->slot = NULL;
+	p->tag = ++q->next_tag;
+	p->status = -EINPROGRESS;
+	ch->ops->post(ch, p, 1);
+	while (p->status == -EINPROGRESS && ch->outstanding)
+		if (ch->ops->progress(ch, -1) < 0)
+			break;
+	return p->status == -EINPROGRESS ? -EIO : p->status;
+}
+
+static int node_of(em_pool *pool, const uint8_t *id)
+{
+	for (unsigned i = 0; i < em_pool_n(pool); i++) {
+		uint8_t have[EM_NODE_ID_LEN];
+		em_node_id(pool, i, have);
+		if (!memcmp(have, id, EM_NODE_ID_LEN))
+			return (int)i;
+	}
+	return -1;
+}
+
+/* Reads the layouts the nodes hold for the region's name and follows them:
+ * the newest finished one says where each segment is (a part another
+ * client rebuilt is taken as it is: it is whole); a newer one stored with
+ * parts being filled names those parts, which join this handle as being
+ * filled, so its writes reach them. A segment found nowhere is lost; one
+ * this handle found lost stays lost unless the layout moved it (its node
+ * may have come back having missed writes). */
+static int refresh_once(em_queue *q, em_region *r)
+{
+	struct em_red_aux *x = r->rx;
+	em_pool *pool = r->pool;
+	uint8_t req[3 + EM_NAME_MAX], resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
+	uint32_t h[EM_MAX_SEG] = { 0 }, ep[EM_MAX_SEG] = { 0 };
+	bool fl[EM_MAX_SEG] = { false }, used[EM_MAX_SEG] = { false }, hb = false, hf = false;
+	bool fill_whole = true;
+	struct em_layout base, fill, l;
+	unsigned nn = EM_MIN(q->n, em_pool_n(pool));
+	uint64_t lost, fillm, newloc[EM_MAX_SEG], oldloc[EM_MAX_SEG], moved = 0, drop = 0;
+	int n = em_namelayout_encode(req, sizeof(req), r->name, NULL, 0);
+
+	if (n < 0)
+		return n;
+	for (unsigned i = 0; i < nn && i < EM_MAX_SEG; i++) {
+		struct em_part p = { .wop = EM_W_OPEN,
+				     .req = req,
+				     .req_len = (uint32_t)n,
+				     .resp = resp,
+				     .resp_cap = sizeof(resp) };
+		char nm[EM_NAME_MAX + 1];
+		const uint8_t *lay;
+		uint16_t ll;
+
+		if (qctl(q, i, &p))
+			continue;
+		if (em_namelayout_decode(resp, p.resp_len, nm, &lay, &ll) ||
+		    em_layout_decode(lay, ll, &l) || l.size != r->size || l.chunk != r->chunk ||
+		    l.nseg != r->nseg || l.red != r->red || l.k != r->red_k || l.m != r->red_m) {
+			struct em_part c = { .wop = EM_W_CLOSE, .handle = p.r_region };
+			qctl(q, i, &c);
+			continue;
+		}
+		h[i] = p.r_region;
+		ep[i] = l.epoch;
+		fl[i] = l.flags & EM_LAYOUT_FILLING;
+		if (!fl[i] && (!hb || l.epoch > base.epoch)) {
+			base = l;
+			hb = true;
+		}
+		if (fl[i] && (!hf || l.epoch > fill.epoch)) {
+			fill = l;
+			hf = true;
+		}
+	}
+	if (hf && hb && fill.epoch <= base.epoch)
+		hf = false; /* a repair that died before this layout: not ours to follow */
+	pthread_rwlock_wrlock(&x->fill);
+	lost = __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE);
+	fillm = filling(r);
+	for (unsigned s = 0; s < r->nseg && hb; s++) {
+		uint64_t bit = 1ull << s, cur = seg_loc(r, s);
+		int i = node_of(pool, base.ids[s]);
+
+		oldloc[s] = newloc[s] = cur;
+		if (i >= 0 && i < EM_MAX_SEG && h[i] && !fl[i]) {
+			if ((unsigned)(cur >> 32) != (unsigned)i) {
+				/* rebuilt elsewhere by another client's repair */
+				newloc[s] = (uint64_t)i << 32 | h[i];
+				used[i] = true;
+				moved |= bit;
+				lost &= ~bit;
+			} else if (fillm & bit) {
+				lost &= ~bit; /* the part being filled is finished */
+			}
+			fillm &= ~bit;
+			continue;
+		}
+		lost |= bit;
+		if (hf && memcmp(fill.ids[s], base.ids[s], EM_NODE_ID_LEN)) {
+			int j = node_of(pool, fill.ids[s]);
+			if (j >= 0 && j < EM_MAX_SEG && h[j] && fl[j] && ep[j] == fill.epoch) {
+				if (!((fillm & bit) && (unsigned)(cur >> 32) == (unsigned)j)) {
+					newloc[s] = (uint64_t)j << 32 | h[j];
+					used[j] = true;
+					moved |= bit;
+				}
+				fillm |= bit;
+				continue;
+			}
+			fill_whole = false;
+		}
+		if (fillm & bit)
+			drop |= bit; /* a part being filled whose repair was undone */
+		fillm &= ~bit;
+	}
+	if (hb) {
+		for (unsigned s = 0; s < r->nseg; s++)
+			if (moved >> s & 1)
+				set_loc(r, s, (unsigned)(newloc[s] >> 32), (uint32_t)newloc[s]);
+		__atomic_store_n(&r->lost, lost, __ATOMIC_RELEASE);
+		__atomic_store_n(&x->filling, fillm, __ATOMIC_RELEASE);
+		if (base.epoch > r->epoch)
+			__atomic_store_n(&r->epoch, base.epoch, __ATOMIC_RELEASE);
+		set_ver(r, hf && fill_whole ? layout_ver(fill.epoch, true)
+					    : layout_ver(base.epoch, false));
+	}
+	pthread_rwlock_unlock(&x->fill);
+	/* the scan's handles nobody took, and parts left for another */
+	for (unsigned i = 0; i < nn && i < EM_MAX_SEG; i++)
+		if (h[i] && !used[i]) {
+			struct em_part c = { .wop = EM_W_CLOSE, .handle = h[i] };
+			qctl(q, i, &c);
+		}
+	for (unsigned s = 0; s < r->nseg && hb; s++)
+		if ((drop >> s & 1) ||
+		    ((moved >> s & 1) && (oldloc[s] & 0xffffffffu) && (lost >> s & 1))) {
+			struct em_part c = { .wop = EM_W_CLOSE, .handle = (uint32_t)oldloc[s] };
+			qctl(q, (unsigned)(oldloc[s] >> 32), &c);
+		}
+	return hb ? 0 : lost_error(r);
+}
+
+/* Follows the layouts after a write or atomic was fenced: until this
+ * handle knows a layout at least as new as the fence (a repair stores its
+ * new parts before it fences the rest; between its first fence and that,
+ * wait), up to the request timeout. */
+static int red_refresh(em_queue *q, em_region *r)
+{
+	uint64_t deadline = em_now_ns() + (uint64_t)r->pool->timeout_ms * 1000000ull;
+	uint32_t want = q->stale;
+	int rc;
+
+	if (!r->named)
+		return -EPROTO; /* nobody fences an anonymous region */
+	for (;;) {
+		if ((rc = refresh_once(q, r)) || handle_ver(r) >= want)
+			return rc;
+		if (em_now_ns() > deadline)
+			return -ETIMEDOUT;
+		struct timespec ts = { 0, 1000000 };
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* Raises the fence of the parts of `mask` to `ver`, in segment order (the
+ * first is where two repairers of one region meet: the second is told
+ * -EALREADY). A node that does not answer holds a lost part. */
+static int fence(em_region *r, uint64_t mask, uint32_t ver)
+{
+	uint8_t req[3 + EM_NAME_MAX];
+	int n = em_namelayout_encode(req, sizeof(req), r->name, NULL, 0);
+
+	if (n < 0)
+		return n;
+	for (unsigned s = 0; s < r->nseg; s++) {
+		int rc;
+		if (!(mask >> s & 1))
+			continue;
+		rc = em_ctl(r->pool, seg_node(r, s), EM_W_FREEZE, 0, EM_MV_FENCE | ver << 8, 0, req,
+			    (uint32_t)n, NULL, 0, NULL);
+		if (rc == -EALREADY)
+			return rc;
+		if (rc && em_red_unreachable(rc))
+			mark_lost(r, s, rc);
+		else if (rc)
+			return rc;
+	}
+	return 0;
+}
+
 /* Places every lost segment on a node that holds no part of the region,
  * creates it there (its layout the next epoch's), joins it to the handle
- * as being filled, fills it, and makes it live. The caller holds `busy`. */
+ * as being filled, fills it, and makes it live. The caller holds `busy`.
+ *
+ * Other clients of a named region follow through the parts' fences: the
+ * first live part is fenced at the new layout's version first (that is
+ * also where a second repairer learns it is second), the new parts are
+ * created with the layout that names them, then every other live part is
+ * fenced; a write of another client that comes after is refused, and its
+ * client reads the layouts, joins the new parts as being filled and sends
+ * it again, there too. The finished layout gets a fence of its own, which
+ * brings the others to it. A repair that fails after its first fence
+ * still moves the epoch (the layout without the new parts), so that the
+ * clients it fenced find a layout as new as the fence. */
 static int repair_run(em_region *r, bool throttled)
 {
 	em_pool *pool = r->pool;
 	struct em_red_aux *x = r->rx;
-	uint64_t freeb[EM_MAX_SEG] = { 0 }, lost;
-	bool taken[EM_MAX_SEG] = { false };
-	unsigned target[EM_MAX_SEG], need;
-	uint32_t newh[EM_MAX_SEG] = { 0 };
+	uint64_t freeb[EM_MAX_SEG] = { 0 }, lost, live;
+	bool taken[EM_MAX_SEG] = { false }, fenced = false;
+	unsigned target[EM_MAX_SEG], need, first;
+	uint32_t newh[EM_MAX_SEG] = { 0 }, oldver = handle_ver(r);
+	uint64_t oldloc[EM_MAX_SEG];
 	em_region next;
 	uint8_t layout[EM_MAX_LAYOUT], req[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
 	uint8_t resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
 	int rc, ll, n;
 
 	probe(r);
+	if (r->named) {
+		/* another client's repair may be under way, or done */
+		pthread_mutex_lock(&pool->lock);
+		rc = refresh_once(pool->dq, r);
+		pthread_mutex_unlock(&pool->lock);
+		if (rc)
+			return rc;
+		if (filling(r))
+			return -EALREADY;
+	}
 	lost = __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE);
 	if (!lost)
 		return 0;
-	need = r->red == EM_RED_EC ? r->red_k : 1;
+	need = need_live(r);
 	if (live_count(r) < need)
 		return lost_error(r);
 	/* free memory per node; nodes that do not answer cannot take a part */
@@ -1173,9 +1626,11 @@ static int repair_run(em_region *r, bool throttled)
 		if (!em_status_raw(pool, i, v) && v[EM_ST_CAPACITY] > v[EM_ST_USED])
 			freeb[i] = (v[EM_ST_CAPACITY] - v[EM_ST_USED]) & ~4095ull;
 	}
-	for (unsigned s = 0; s < r->nseg; s++)
+	for (unsigned s = 0; s < r->nseg; s++) {
+		oldloc[s] = seg_loc(r, s);
 		if (!(lost >> s & 1))
 			taken[seg_node(r, s)] = true;
+	}
 	/* the next layout: each lost segment on the free-est node not in use */
 	next = *r;
 	for (unsigned s = 0; s < r->nseg; s++) {
@@ -1195,14 +1650,31 @@ static int repair_run(em_region *r, bool throttled)
 		next.node[s] = best;
 	}
 	next.epoch = r->epoch + 1;
+	live = ((r->nseg < 64 ? 1ull << r->nseg : 0) - 1) & ~lost;
+	first = (unsigned)__builtin_ctzll(live);
+	if (r->named) {
+		/* from here this handle's writes carry the new version */
+		set_ver(r, layout_ver(next.epoch, true));
+		rc = fence(r, 1ull << first, layout_ver(next.epoch, true));
+		if (rc) {
+			set_ver(r, oldver);
+			return rc;
+		}
+		fenced = true;
+	}
 	/* the new parts are stored marked as being filled: an opener ignores
-	 * them until the end, and the listing shows the region repairing */
+	 * them until the end, a fenced client joins them, and the listing
+	 * shows the region repairing */
 	ll = layout_with(&next, EM_LAYOUT_FILLING, layout, sizeof(layout));
-	if (ll < 0)
-		return ll;
+	if (ll < 0) {
+		rc = ll;
+		goto undo;
+	}
 	n = em_namelayout_encode(req, sizeof(req), r->named ? r->name : NULL, layout, (uint16_t)ll);
-	if (n < 0)
-		return n;
+	if (n < 0) {
+		rc = n;
+		goto undo;
+	}
 	for (unsigned s = 0; s < r->nseg; s++) {
 		struct em_part res;
 		unsigned fl = r->named ? EM_WC_NAMED | EM_WC_EXCL : 0;
@@ -1217,9 +1689,8 @@ static int repair_run(em_region *r, bool throttled)
 				    req, (uint32_t)n, resp, sizeof(resp), &res);
 			if (rc != -EEXIST)
 				break;
-			/* the name is there already: another client's repair is
-			 * filling it, or one that died left it. Neither is ours
-			 * to delete; take the next node. */
+			/* the name is there already: left by a repair that died.
+			 * Not ours to delete; take the next node. */
 			for (unsigned i = 0; i < nn; i++)
 				if (!taken[i] && freeb[i] >= want &&
 				    (best == nn || freeb[i] > freeb[best]))
@@ -1249,34 +1720,51 @@ static int repair_run(em_region *r, bool throttled)
 	pthread_mutex_lock(&pool->lock);
 	pthread_rwlock_wrlock(&x->fill);
 	for (unsigned s = 0; s < r->nseg; s++)
-		if (lost >> s & 1) {
-			__atomic_store_n(&r->node[s], target[s], __ATOMIC_RELEASE);
-			__atomic_store_n(&r->handle[s], newh[s], __ATOMIC_RELEASE);
-		}
+		if (lost >> s & 1)
+			set_loc(r, s, target[s], newh[s]);
 	__atomic_fetch_or(&x->filling, lost, __ATOMIC_ACQ_REL);
 	pthread_rwlock_unlock(&x->fill);
 	pthread_mutex_unlock(&pool->lock);
-	rc = r->red == EM_RED_REPLICATE ? fill_rep(r, lost, throttled)
-					: fill_ec(r, lost, throttled);
+	/* now the other clients: every live part but the first, fenced */
+	rc = r->named ? fence(r, live & ~(1ull << first), layout_ver(next.epoch, true)) : 0;
+	if (!rc)
+		rc = r->red == EM_RED_REPLICATE ? fill_rep(r, lost, throttled)
+						: fill_ec(r, lost, throttled);
 	pthread_mutex_lock(&pool->lock);
 	pthread_rwlock_wrlock(&x->fill);
 	if (!rc)
 		__atomic_fetch_and(&r->lost, ~lost, __ATOMIC_ACQ_REL);
 	__atomic_fetch_and(&x->filling, ~lost, __ATOMIC_ACQ_REL);
-	if (!rc)
+	if (!rc) {
 		__atomic_store_n(&r->epoch, next.epoch, __ATOMIC_RELEASE);
+		if (r->named)
+			set_ver(r, layout_ver(next.epoch, false));
+	}
 	pthread_rwlock_unlock(&x->fill);
 	pthread_mutex_unlock(&pool->lock);
 	if (rc)
 		goto undo; /* the region stays degraded; a new repair starts over */
-	if (r->named)
-		relayout(r, &next);
+	if (r->named) {
+		uint64_t all = (r->nseg < 64 ? 1ull << r->nseg : 0) - 1;
+		relayout(r, &next, all);
+		/* the other clients learn that the new parts are whole */
+		fence(r, all & ~__atomic_load_n(&r->lost, __ATOMIC_ACQUIRE),
+		      layout_ver(next.epoch, false));
+	}
 	em_log(EM_LOG_INFO, "region %s: %d part(s) rebuilt, layout epoch %u",
 	       r->named ? r->name : "(anonymous)", __builtin_popcountll(lost), r->epoch);
 	return __builtin_popcountll(lost);
 undo:
 	/* the half-made parts go: their layout is newer than the survivors',
 	 * and a client opening the name would take it */
+	pthread_mutex_lock(&pool->lock);
+	pthread_rwlock_wrlock(&x->fill);
+	__atomic_fetch_and(&x->filling, ~lost, __ATOMIC_ACQ_REL);
+	for (unsigned s = 0; s < r->nseg; s++)
+		if (lost >> s & 1)
+			set_loc(r, s, (unsigned)(oldloc[s] >> 32), (uint32_t)oldloc[s]);
+	pthread_rwlock_unlock(&x->fill);
+	pthread_mutex_unlock(&pool->lock);
 	for (unsigned s = 0; s < r->nseg; s++)
 		if (newh[s]) {
 			em_ctl(pool, target[s], EM_W_CLOSE, newh[s], 0, 0, NULL, 0, NULL, 0, NULL);
@@ -1286,6 +1774,16 @@ undo:
 				       NULL, 0, NULL);
 			}
 		}
+	if (fenced) {
+		/* the clients fenced find the old parts at the new epoch */
+		uint64_t live_now = live & ~__atomic_load_n(&r->lost, __ATOMIC_ACQUIRE);
+		next = *r;
+		next.epoch = r->epoch + 1;
+		__atomic_store_n(&r->epoch, next.epoch, __ATOMIC_RELEASE);
+		set_ver(r, layout_ver(next.epoch, false));
+		relayout(r, &next, live_now);
+		fence(r, live_now, layout_ver(next.epoch, false));
+	}
 	return rc;
 }
 
@@ -1430,7 +1928,9 @@ int em_red_attach(em_region *r)
 	if (!x)
 		return -ENOMEM;
 	pthread_rwlock_init(&x->fill, NULL);
-	pthread_mutex_init(&x->amu, NULL);
+	for (unsigned s = 0; s < r->nseg; s++)
+		x->loc[s] = (uint64_t)r->node[s] << 32 | r->handle[s];
+	x->ver = layout_ver(r->epoch, false);
 	pthread_mutex_init(&x->mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1461,7 +1961,6 @@ void em_red_detach(em_region *r)
 	 * handle is being closed, which it may not be while in use */
 	em_ec_destroy(x->ec);
 	pthread_rwlock_destroy(&x->fill);
-	pthread_mutex_destroy(&x->amu);
 	pthread_mutex_destroy(&x->mu);
 	pthread_cond_destroy(&x->cv);
 	free(x);
