@@ -211,6 +211,10 @@ struct em_region_info {
 	uint16_t red_k, red_m;
 	uint32_t state; /* enum em_region_state, as this client sees it */
 	uint32_t epoch; /* layout generation: moves when repair replaces a node */
+	/* since 0.3: progress of a repair that this process runs on the
+	 * region (state REPAIRING): bytes rebuilt so far of to_rebuild (the
+	 * lost parts' bytes); both 0 when it runs none, or runs elsewhere */
+	uint64_t rebuilt, to_rebuild;
 };
 enum em_region_state {
 	EM_STATE_HEALTHY = 0,   /* every copy or chunk is where the layout says */

@@ -402,7 +402,8 @@ static void background(const char *red, unsigned chunk)
 	struct em_region_opts o = { .size = sizeof(o), .chunk_size = chunk };
 	uint8_t *ref = calloc(1, SIZE);
 	uint64_t seed = 7, t0;
-	bool rep = !strncmp(red, "replicate", 9), saw_repairing = false;
+	bool rep = !strncmp(red, "replicate", 9), saw_repairing = false, saw_progress = false;
+	uint64_t last_rebuilt = 0, want_ec;
 	unsigned first;
 	em_pool *pool;
 	em_region *r;
@@ -415,6 +416,9 @@ static void background(const char *red, unsigned chunk)
 	pool = t_connect_ok(n, NODES, sec);
 	CHECK_RC(em_parse_redundancy(red, &o), 0);
 	CHECK_RC(em_region_create(pool, "bg", SIZE, &o, &r), 0);
+	/* one chunk's cells of every stripe */
+	want_ec = (SIZE + (uint64_t)o.red_k * chunk - 1) /
+		  ((uint64_t)o.red_k * (chunk ? chunk : 1)) * chunk;
 	rand_ops(r, ref, 100, &seed);
 	if (rep)
 		count_up(r, ref, 20);
@@ -425,13 +429,25 @@ static void background(const char *red, unsigned chunk)
 	 * workload goes on beside it until the region is whole again */
 	t0 = (em_now_ns() / 1000000);
 	for (;;) {
+		struct em_region_info ri = { .size = sizeof(ri) };
 		unsigned st;
 
 		rand_ops(r, ref, 20, &seed);
 		if (rep)
 			count_up(r, ref, 5);
-		st = (unsigned)state_of(r);
+		CHECK_RC(em_region_stat(r, &ri), 0);
+		st = ri.state;
 		saw_repairing |= st == EM_STATE_REPAIRING;
+		/* progress: the lost part's bytes, counted up as rebuilt */
+		if (ri.to_rebuild) {
+			CHECK(st == EM_STATE_REPAIRING);
+			CHECK(ri.to_rebuild == (rep ? SIZE : want_ec));
+			CHECK(ri.rebuilt <= ri.to_rebuild && ri.rebuilt >= last_rebuilt);
+			last_rebuilt = ri.rebuilt;
+			saw_progress |= ri.rebuilt > 0 && ri.rebuilt < ri.to_rebuild;
+		} else {
+			CHECK(ri.rebuilt == 0);
+		}
 		if (st == EM_STATE_HEALTHY && __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE) == 0 &&
 		    __atomic_load_n(&r->node[0], __ATOMIC_ACQUIRE) != first)
 			break;
@@ -441,6 +457,7 @@ static void background(const char *red, unsigned chunk)
 		}
 	}
 	CHECK(saw_repairing);
+	CHECK(saw_progress);
 	CHECK(r->epoch == 1);
 	check_all(r, ref);
 	/* the rebuilt part has to serve once the other original holders die */

@@ -500,9 +500,18 @@ static int cmd_region(int argc, char **argv, struct em_cli_pool *cp)
 					printf("{\"name\":\"%s\",\"size\":%" PRIu64
 					       ",\"chunk\":%" PRIu64
 					       ",\"nodes\":%u,\"redundancy\":\"%s\",\"state\":\"%s\""
-					       ",\"epoch\":%u}\n",
+					       ",\"epoch\":%u,\"rebuilt\":%" PRIu64
+					       ",\"to_rebuild\":%" PRIu64 "}\n",
 					       info[i].name, info[i].bytes, info[i].chunk_size,
-					       info[i].nodes, red, st, info[i].epoch);
+					       info[i].nodes, red, st, info[i].epoch,
+					       info[i].rebuilt, info[i].to_rebuild);
+				else if (info[i].to_rebuild)
+					printf("%-40s %16" PRIu64 " %10" PRIu64
+					       " %6u %-14s %s %.0f%%\n",
+					       info[i].name, info[i].bytes, info[i].chunk_size,
+					       info[i].nodes, red, st,
+					       100.0 * (double)info[i].rebuilt /
+						       (double)info[i].to_rebuild);
 				else
 					printf("%-40s %16" PRIu64 " %10" PRIu64 " %6u %-14s %s\n",
 					       info[i].name, info[i].bytes, info[i].chunk_size,
@@ -617,11 +626,10 @@ static int cmd_repair(int argc, char **argv, struct em_cli_pool *cp)
 		       "Rebuilds every copy or chunk of a redundant region whose node is gone\n"
 		       "on another node of the pool, from the survivors, and moves the region\n"
 		       "to the next layout epoch. Nodes that do not answer are expected here.\n"
-		       "Run it while no other client writes the region; clients that have it\n"
-		       "open reopen it after.\n"
+		       "Clients that have the region open follow it and go on writing.\n"
 		       "--background runs it the way a program's own background repair does,\n"
 		       "at most ETHERMEM_REPAIR_RATE bytes per second, and prints the region's\n"
-		       "state each second until it is healthy again.\n\n%s",
+		       "state and the bytes rebuilt each second until it is healthy again.\n\n%s",
 		       pool_help);
 		return 0;
 	}
@@ -649,7 +657,11 @@ static int cmd_repair(int argc, char **argv, struct em_cli_pool *cp)
 				break;
 			if (ri.state == EM_STATE_HEALTHY && ++ticks >= 2)
 				break;
-			if (++ticks % 10 == 0)
+			if (++ticks % 10 == 0 && ri.to_rebuild)
+				printf("%s: %s, %" PRIu64 " of %" PRIu64 " bytes rebuilt\n",
+				       argv[1], ri.state < 3 ? states[ri.state] : "?", ri.rebuilt,
+				       ri.to_rebuild);
+			else if (ticks % 10 == 0)
 				printf("%s: %s\n", argv[1], ri.state < 3 ? states[ri.state] : "?");
 			/* degraded and not repairing for five seconds: the thread
 			 * failed and waits to try again (it logged why) */

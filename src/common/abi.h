@@ -28,12 +28,13 @@
 #define EM_REGION_OPTS_SIZE_0_2 32
 #define EM_REGION_INFO_SIZE_0_1 96
 #define EM_REGION_INFO_SIZE_0_2 112
+#define EM_REGION_INFO_SIZE_0_3 128 /* + rebuilt, to_rebuild */
 #define EM_NODE_STATUS_SIZE_0_1 408
 #define EM_MAP_OPTS_SIZE_0_1 40
 #define EM_MAP_STATS_SIZE_0_1 56
 _Static_assert(sizeof(struct em_pool_opts) == EM_POOL_OPTS_SIZE_0_2, "em_pool_opts grew");
 _Static_assert(sizeof(struct em_region_opts) == EM_REGION_OPTS_SIZE_0_2, "em_region_opts grew");
-_Static_assert(sizeof(struct em_region_info) == EM_REGION_INFO_SIZE_0_2, "em_region_info grew");
+_Static_assert(sizeof(struct em_region_info) == EM_REGION_INFO_SIZE_0_3, "em_region_info grew");
 _Static_assert(sizeof(struct em_node_status) == EM_NODE_STATUS_SIZE_0_1, "em_node_status grew");
 _Static_assert(sizeof(struct em_map_opts) == EM_MAP_OPTS_SIZE_0_1, "em_map_opts grew");
 _Static_assert(sizeof(struct em_map_stats) == EM_MAP_STATS_SIZE_0_1, "em_map_stats grew");

@@ -1497,8 +1497,17 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 		for (unsigned k = 0; k < count && k < max; k++) {
 			struct em_region_info *ri = AT(info, stride, k);
 			unsigned st = em_red_state(h);
-			if (!strcmp(ri->name, h->name) && st > ri->state)
+			uint64_t done, total;
+			if (strcmp(ri->name, h->name))
+				continue;
+			if (st > ri->state)
 				ri->state = st;
+			em_red_progress(h, &done, &total);
+			if (total && stride >= offsetof(struct em_region_info, to_rebuild) +
+						       sizeof(ri->to_rebuild)) {
+				ri->rebuilt = done;
+				ri->to_rebuild = total;
+			}
 		}
 	}
 	pthread_mutex_unlock(&pool->lock);

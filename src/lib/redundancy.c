@@ -63,7 +63,7 @@
 #define LOCK_WORD 8u
 /* replicate:N - a repair copies, and writers lock while it does, pieces of
  * this many bytes; each has a lock word after the region's bytes */
-#define REP_PIECE (1u << 20)
+#define REP_PIECE (256u << 10)
 
 /* ---- configuration and placement ---- */
 
@@ -1714,7 +1714,9 @@ static int repair_run(em_region *r, bool throttled)
 	/* The new parts join this handle, still lost (nothing reads them) but
 	 * being filled (every write reaches them), so no write that comes
 	 * while they fill is missing from them afterwards. */
-	__atomic_store_n(&x->total, em_red_seg_bytes(r, 0) * (uint64_t)__builtin_popcountll(lost),
+	__atomic_store_n(&x->total,
+			 (r->red == EM_RED_EC ? r->rows * r->chunk : r->size) *
+				 (uint64_t)__builtin_popcountll(lost),
 			 __ATOMIC_RELAXED);
 	__atomic_store_n(&x->done, 0, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&pool->lock);
@@ -1912,8 +1914,19 @@ int em_region_stat(const em_region *r, struct em_region_info *info)
 	ri.red_m = r->red_m;
 	ri.state = em_red_on(r) ? em_red_state(r) : EM_STATE_HEALTHY;
 	ri.epoch = __atomic_load_n(&r->epoch, __ATOMIC_ACQUIRE);
+	em_red_progress(r, &ri.rebuilt, &ri.to_rebuild);
 	em_out_put(info, stride, &ri, sizeof(ri));
 	return 0;
+}
+
+void em_red_progress(const em_region *r, uint64_t *done, uint64_t *total)
+{
+	*done = *total = 0;
+	if (!em_red_on(r) || !r->rx || !__atomic_load_n(&r->rx->busy, __ATOMIC_ACQUIRE) ||
+	    !filling(r))
+		return;
+	*total = __atomic_load_n(&r->rx->total, __ATOMIC_RELAXED);
+	*done = EM_MIN(__atomic_load_n(&r->rx->done, __ATOMIC_RELAXED), *total);
 }
 
 int em_red_attach(em_region *r)

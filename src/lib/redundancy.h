@@ -33,6 +33,9 @@ int em_red_attach(struct em_region *r);
 void em_red_detach(struct em_region *r);
 /* The region's state as this handle sees it (enum em_region_state). */
 unsigned em_red_state(const struct em_region *r);
+/* Bytes rebuilt so far, and in all, of the repair this handle runs (0 and
+ * 0 when it runs none). */
+void em_red_progress(const struct em_region *r, uint64_t *done, uint64_t *total);
 
 /* An error that says a node is not there (down, unreachable, its
  * connection broken), as opposed to one it answered. */
