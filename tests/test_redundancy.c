@@ -411,7 +411,7 @@ static void background(const char *red, unsigned chunk)
 	CHECK(ref);
 	/* slow enough that the workload runs beside it for a while */
 	setenv("ETHERMEM_AUTO_REPAIR", "yes", 1);
-	setenv("ETHERMEM_REPAIR_RATE", "2M", 1);
+	setenv("ETHERMEM_REPAIR_RATE", "512K", 1);
 	start_nodes(n, NODES);
 	pool = t_connect_ok(n, NODES, sec);
 	CHECK_RC(em_parse_redundancy(red, &o), 0);
@@ -432,9 +432,9 @@ static void background(const char *red, unsigned chunk)
 		struct em_region_info ri = { .size = sizeof(ri) };
 		unsigned st;
 
-		rand_ops(r, ref, 20, &seed);
+		rand_ops(r, ref, 5, &seed);
 		if (rep)
-			count_up(r, ref, 5);
+			count_up(r, ref, 2);
 		CHECK_RC(em_region_stat(r, &ri), 0);
 		st = ri.state;
 		saw_repairing |= st == EM_STATE_REPAIRING;
