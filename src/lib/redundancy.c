@@ -28,13 +28,15 @@
  *   each lost segment on a node that holds no other part of the region,
  *   from the survivors, and stores the layout of the next epoch with it;
  *   the survivors keep the old one, and opening a name takes the newest its
- *   nodes hold. While a new part fills, every write of this handle reaches
- *   it too (it is "filling": written, never read), so it misses nothing;
- *   the background thread copies at most ETHERMEM_REPAIR_RATE bytes/s, so
- *   the foreground keeps most of the bandwidth. A repair that fails or is
- *   stopped deletes its half-made parts; a node that already holds the name
- *   (another client's repair, or one that died) is passed over, never
- *   cleared.
+ *   nodes hold. While a new part fills, every write reaches it too (it is
+ *   "filling": written, never read), so it misses nothing: this handle's at
+ *   once, other clients' once a fence on the surviving parts has sent them
+ *   to read the layouts again (repair_run). A piece is copied under the
+ *   lock its writers take meanwhile. The background thread copies at most
+ *   ETHERMEM_REPAIR_RATE bytes/s, so the foreground keeps most of the
+ *   bandwidth. A repair that fails or is stopped deletes its half-made
+ *   parts; a node that already holds the name (a repair that died) is
+ *   passed over, never cleared.
  *
  * ec:K+M - data cell d of stripe s is at s*cell on segment d, parity cell j
  *   at s*cell on segment K+j. A read goes straight to the data cells; one
