@@ -1,14 +1,18 @@
 /*
  * test_cluster_drain.c - `ethermem node drain` under a running workload.
  *
- * Three nodes in etcd; a named region striped over them; two client
- * threads, each with its own pool, write random bytes to their own half of
- * the region and read them back, every byte checked against a reference
- * copy, without pause. Meanwhile the tool drains the node that holds the
- * region's first part. Checked: no client call fails and no read differs
- * from the reference, during the drain and after the drained node is
- * stopped (also through a handle left idle during the drain, which finds
- * its old node gone and follows the record); the region's record moved to
+ * Three nodes in etcd; a named region striped over them; three client
+ * threads, each with its own pool, write random bytes to their own third
+ * of the region and read them back, every byte checked against a
+ * reference copy, without pause: one with synchronous calls, one with
+ * batches on an em_queue, one through a mapping (em_map) whose cache is
+ * far smaller than its third, so that it fetches and writes back all the
+ * time. Meanwhile the tool drains the node that holds the region's first
+ * part. Checked: no client call or queued operation fails, the mapping's
+ * pager raises no fault, and no read differs from the reference, during
+ * the drain and after the drained node is stopped (also through a handle
+ * left idle during the drain, which finds its old node gone and follows
+ * the record); the region's record moved to
  * a newer epoch and names the drained node no more; the node published "draining" and refuses new
  * regions, and a region created afterwards lands elsewhere; `node ls
  * --json` shows the drain as done.
@@ -31,7 +35,10 @@
 
 #define NODES 3
 
-static uint64_t REGION = 48u << 20, HALF = 24u << 20;
+#define WORKERS 3 /* synchronous calls, a queue, a mapping */
+#define QDEPTH 8
+
+static uint64_t REGION = 48u << 20, PART = 16u << 20;
 
 static struct t_etcd ec;
 static const char *secret;
@@ -68,15 +75,23 @@ struct worker {
 	em_pool *p;
 };
 
-static void *work(void *arg)
+static void bad(struct worker *w, const char *what, uint64_t off, uint64_t len, int rc)
 {
-	struct worker *w = arg;
+	fprintf(stderr, "worker %d: %s at %llu+%llu: %s\n", w->id, what,
+		(unsigned long long)((uint64_t)w->id * PART + off), (unsigned long long)len,
+		rc ? em_strerror(rc) : "wrong bytes");
+	atomic_store(&failed, 1);
+}
+
+/* Synchronous calls, one at a time. */
+static void *work_sync(struct worker *w)
+{
 	uint64_t seed = 0x9e3779b97f4a7c15ull * (uint64_t)(w->id + 1);
-	uint64_t base = (uint64_t)w->id * HALF;
+	uint64_t base = (uint64_t)w->id * PART;
 	uint8_t *buf = malloc(65536);
 
 	while (!atomic_load(&stop_flag) && !atomic_load(&failed)) {
-		uint64_t len = 1 + t_rand(&seed) % 65536, off = t_rand(&seed) % (HALF - len);
+		uint64_t len = 1 + t_rand(&seed) % 65536, off = t_rand(&seed) % (PART - len);
 		int rc;
 
 		if (t_rand(&seed) % 2) {
@@ -87,23 +102,131 @@ static void *work(void *arg)
 				memcpy(w->ref + off, buf, len);
 		} else {
 			rc = em_read(w->r, base + off, buf, len);
-			if (!rc && memcmp(buf, w->ref + off, len)) {
-				fprintf(stderr, "worker %d: wrong bytes at %llu\n", w->id,
-					(unsigned long long)(base + off));
-				atomic_store(&failed, 1);
-			}
+			if (!rc && memcmp(buf, w->ref + off, len))
+				bad(w, "read", off, len, 0);
 		}
-		if (rc) {
-			fprintf(stderr, "worker %d: call at %llu+%llu: %s\n", w->id,
-				(unsigned long long)(base + off), (unsigned long long)len,
-				em_strerror(rc));
-			atomic_store(&failed, 1);
-		}
+		if (rc)
+			bad(w, "call", off, len, rc);
 		atomic_fetch_add(&ops_done, 1);
 		atomic_fetch_add(&bytes_done, (long)len);
 	}
 	free(buf);
 	return NULL;
+}
+
+/* Batches of up to QDEPTH operations on an em_queue, each in its own slice
+ * of the third so that their order does not matter, reaped together. */
+static void *work_queue(struct worker *w)
+{
+	uint64_t seed = 0x51ed270b27a6f1c3ull * (uint64_t)(w->id + 1);
+	uint64_t base = (uint64_t)w->id * PART, slice = PART / QDEPTH;
+	uint8_t *buf = malloc(QDEPTH * 65536);
+	struct em_op ops[QDEPTH];
+	struct em_completion c[QDEPTH];
+	em_queue *q;
+	int rc = em_queue_create(w->p, QDEPTH, &q);
+
+	if (rc) {
+		bad(w, "queue", 0, 0, rc);
+		return NULL;
+	}
+	while (!atomic_load(&stop_flag) && !atomic_load(&failed)) {
+		unsigned n = 1 + (unsigned)(t_rand(&seed) % QDEPTH), got = 0;
+		long bytes = 0;
+
+		for (unsigned k = 0; k < n; k++) {
+			uint64_t len = 1 + t_rand(&seed) % 65536;
+			uint64_t off = k * slice + t_rand(&seed) % (slice - len);
+			uint8_t *b = buf + (size_t)k * 65536;
+			bool wr = t_rand(&seed) % 2;
+
+			if (wr)
+				for (uint64_t i = 0; i < len; i++)
+					b[i] = (uint8_t)t_rand(&seed);
+			ops[k] = (struct em_op){ .opcode = wr ? EM_OP_WRITE : EM_OP_READ,
+						 .region = w->r,
+						 .offset = base + off,
+						 .buf = b,
+						 .len = len,
+						 .user_data = k };
+			bytes += (long)len;
+		}
+		if ((rc = em_submit(q, ops, n)) != (int)n) {
+			bad(w, "submit", 0, 0, rc < 0 ? rc : -EAGAIN);
+			break;
+		}
+		while (got < n) {
+			rc = em_wait(q, c + got, 1, n - got, 30000);
+			if (rc <= 0) {
+				bad(w, "wait", 0, 0, rc < 0 ? rc : -ETIMEDOUT);
+				goto out;
+			}
+			got += (unsigned)rc;
+		}
+		for (unsigned i = 0; i < n; i++) {
+			const struct em_op *op = &ops[c[i].user_data];
+			uint64_t off = op->offset - base;
+
+			if (c[i].result)
+				bad(w, op->opcode == EM_OP_WRITE ? "queued write" : "queued read",
+				    off, op->len, c[i].result);
+			else if (op->opcode == EM_OP_WRITE)
+				memcpy(w->ref + off, op->buf, op->len);
+			else if (memcmp(op->buf, w->ref + off, op->len))
+				bad(w, "queued read", off, op->len, 0);
+		}
+		atomic_fetch_add(&ops_done, n);
+		atomic_fetch_add(&bytes_done, bytes);
+	}
+out:
+	em_queue_destroy(q);
+	free(buf);
+	return NULL;
+}
+
+/* Loads and stores through a mapping of the third; the pager fetches and
+ * writes back under them (a failed fetch would kill the process). */
+static void *work_map(struct worker *w)
+{
+	uint64_t seed = 0x2545f4914f6cdd1dull * (uint64_t)(w->id + 1);
+	struct em_map_opts mo = { .size = sizeof(mo),
+				  .offset = (uint64_t)w->id * PART,
+				  .length = PART };
+	uint8_t *buf = malloc(65536), *m;
+	void *addr;
+	int rc = em_map(w->r, &mo, &addr);
+
+	if (rc) {
+		bad(w, "map", 0, 0, rc);
+		return NULL;
+	}
+	m = addr;
+	while (!atomic_load(&stop_flag) && !atomic_load(&failed)) {
+		uint64_t len = 1 + t_rand(&seed) % 65536, off = t_rand(&seed) % (PART - len);
+
+		if (t_rand(&seed) % 2) {
+			for (uint64_t i = 0; i < len; i++)
+				buf[i] = (uint8_t)t_rand(&seed);
+			memcpy(m + off, buf, len);
+			memcpy(w->ref + off, buf, len);
+		} else if (memcmp(m + off, w->ref + off, len)) {
+			bad(w, "mapped read", off, len, 0);
+		}
+		atomic_fetch_add(&ops_done, 1);
+		atomic_fetch_add(&bytes_done, (long)len);
+	}
+	/* what the cache still holds goes to the region before it is checked */
+	if ((rc = em_sync(addr, PART)) || (rc = em_unmap(addr)))
+		bad(w, "sync", 0, PART, rc);
+	free(buf);
+	return NULL;
+}
+
+static void *work(void *arg)
+{
+	struct worker *w = arg;
+
+	return w->id == 0 ? work_sync(w) : w->id == 1 ? work_queue(w) : work_map(w);
 }
 
 static int node_of(struct t_node *n, const char *addr)
@@ -132,7 +255,7 @@ int main(int argc, char **argv)
 {
 	struct t_node n[NODES];
 	struct em_region_opts ro = { .size = sizeof(ro), .chunk_size = 1 << 20 };
-	struct worker w[2];
+	struct worker w[WORKERS];
 	struct em_region_rec rec;
 	struct em_etcd *e;
 	char extra[256], cmd[2048], key[256], val[4096], out[8192];
@@ -147,7 +270,7 @@ int main(int argc, char **argv)
 	if (argc == 3 && !strcmp(argv[1], "--bench") && atoi(argv[2]) >= 16) {
 		bench_mib = atoi(argv[2]);
 		REGION = (uint64_t)bench_mib << 20;
-		HALF = REGION / 2;
+		PART = (REGION / WORKERS) & ~((1ull << 20) - 1);
 		/* each node holds 5/6 of the region: it stripes, and the two
 		 * others have room for the drained node's part */
 		snprintf(cap, sizeof(cap), "%dM", bench_mib * 5 / 6);
@@ -155,7 +278,7 @@ int main(int argc, char **argv)
 
 	secret = t_secret("secret", T_SECRET);
 	t_etcd_start(&ec);
-	snprintf(extra, sizeof(extra), "--etcd %s --cluster drain --lease-ttl 1", ec.url);
+	snprintf(extra, sizeof(extra), "--etcd %s --cluster drain --lease-ttl 3", ec.url);
 	for (int i = 0; i < NODES; i++)
 		t_node_start(&n[i], cap, secret, extra);
 	p = connect_pool();
@@ -173,9 +296,11 @@ int main(int argc, char **argv)
 	CHECK(d >= 0);
 	printf("region over %u nodes; draining %s\n", rec.nseg, n[d].url);
 
-	for (int i = 0; i < 2; i++) {
+	/* the mapping fetches and writes back all the time */
+	CHECK_RC(em_map_cache_size(2u << 20), 0);
+	for (int i = 0; i < WORKERS; i++) {
 		w[i].id = i;
-		w[i].ref = calloc(1, HALF); /* a new region reads as zeros */
+		w[i].ref = calloc(1, PART); /* a new region reads as zeros */
 		w[i].p = connect_pool();
 		CHECK_RC(em_region_open(w[i].p, "big", &w[i].r), 0);
 		CHECK(pthread_create(&w[i].th, NULL, work, &w[i]) == 0);
@@ -280,7 +405,7 @@ int main(int argc, char **argv)
 	CHECK(t_node_stop(&n[d], SIGKILL) != 0);
 	wait_ops(300);
 	atomic_store(&stop_flag, 1);
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < WORKERS; i++)
 		pthread_join(w[i].th, NULL);
 	CHECK(!atomic_load(&failed));
 	printf("%ld verified operations\n", atomic_load(&ops_done));
@@ -289,13 +414,13 @@ int main(int argc, char **argv)
 	 * through the drain, read every byte as written */
 	CHECK_RC(em_region_open(p, "big", &r), 0);
 	{
-		uint8_t *all = malloc(HALF);
-		for (int i = 0; i < 2; i++) {
-			CHECK_RC(em_read(r, (uint64_t)i * HALF, all, HALF), 0);
-			CHECK(!memcmp(all, w[i].ref, HALF));
-			memset(all, 0, HALF);
-			CHECK_RC(em_read(idle, (uint64_t)i * HALF, all, HALF), 0);
-			CHECK(!memcmp(all, w[i].ref, HALF));
+		uint8_t *all = malloc(PART);
+		for (int i = 0; i < WORKERS; i++) {
+			CHECK_RC(em_read(r, (uint64_t)i * PART, all, PART), 0);
+			CHECK(!memcmp(all, w[i].ref, PART));
+			memset(all, 0, PART);
+			CHECK_RC(em_read(idle, (uint64_t)i * PART, all, PART), 0);
+			CHECK(!memcmp(all, w[i].ref, PART));
 			em_region_close(w[i].r);
 			em_pool_close(w[i].p);
 			free(w[i].ref);

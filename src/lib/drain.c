@@ -25,7 +25,13 @@
  * millisecond and asks again, up to its request timeout. A write is thus
  * either applied before the freeze (and copied) or refused and redone on
  * the new part: none is lost. Writes to a part stall for the time its copy
- * takes.
+ * takes. Queues do the same without the caller seeing it (queue.c keeps
+ * an operation that met EM_ESTALE and posts it again at the new epoch);
+ * a client's etcd watch follows every record that changes in its open
+ * handles at once, which is what the pager, unable to read etcd from its
+ * fault handler, waits for. The old part's handle is closed only a request
+ * timeout later (em_drain_sweep), so that a part another queue still has
+ * in flight on it meets EM_ESTALE, never a closed or reused handle.
  *
  * Anonymous regions are private to the client that made them and are in
  * no record, so they are not moved: they stay on the draining node until
@@ -34,6 +40,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,14 +49,65 @@
 #include "common/util.h"
 #include "lib/internal.h"
 
+void em_drain_sweep(em_pool *pool, bool all)
+{
+	uint64_t now = em_now_ns(), grace = (uint64_t)pool->timeout_ms * 1000000ull;
+
+	for (struct em_retired **p = &pool->retired; *p;) {
+		struct em_retired *t = *p;
+
+		if (!all && now - t->at_ns < grace) {
+			p = &t->next;
+			continue;
+		}
+		*p = t->next;
+		if (!em_node_down(pool, t->node)) {
+			struct em_part c = { .wop = EM_W_CLOSE, .handle = t->handle };
+			em_ctl_call(pool, t->node, &c);
+		}
+		free(t);
+	}
+}
+
+void em_drain_forget(em_pool *pool, unsigned node)
+{
+	for (struct em_retired **p = &pool->retired; *p;) {
+		struct em_retired *t = *p;
+		if (t->node == node) {
+			*p = t->next;
+			free(t);
+		} else {
+			p = &t->next;
+		}
+	}
+}
+
+static void retire(em_pool *pool, unsigned node, uint32_t handle)
+{
+	struct em_retired *t = handle ? malloc(sizeof(*t)) : NULL;
+
+	if (t) {
+		*t = (struct em_retired){ pool->retired, node, handle, em_now_ns() };
+		pool->retired = t;
+	} else if (handle && !em_node_down(pool, node)) {
+		/* closed now: at worst a late part meets a closed handle */
+		struct em_part c = { .wop = EM_W_CLOSE, .handle = handle };
+		em_ctl_call(pool, node, &c);
+	}
+}
+
 int em_drain_refresh(em_region *r)
 {
 	em_pool *pool = r->pool;
 	struct em_region_rec rec;
 	uint8_t req[3 + EM_NAME_MAX], resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
-	int rc = em_dir_get(pool, r->name, &rec, NULL);
+	unsigned node[EM_MAX_SEG];
+	uint32_t handle[EM_MAX_SEG];
+	uint64_t moved = 0;
+	int rc;
 
-	if (rc)
+	em_drain_sweep(pool, false);
+	if ((rc = em_dir_get(pool, r->name, &rec, NULL)))
 		return rc;
 	if (rec.epoch <= r->dir_epoch)
 		return -EAGAIN;
@@ -57,32 +115,68 @@ int em_drain_refresh(em_region *r)
 	if (rec.size != r->size || rec.chunk != r->chunk || rec.nseg != r->nseg ||
 	    rec.plen != r->plen || memcmp(rec.pattern, r->pattern, r->plen))
 		return -EPROTO;
-	for (unsigned s = 0; s < r->nseg; s++) {
+	/* the moved parts are opened first, then swapped in at once: queues
+	 * read the layout without the pool lock */
+	for (unsigned s = 0; s < r->nseg && !rc; s++) {
 		int i = em_dir_seg_node(pool, &rec, s), n;
 		struct em_part p = { .wop = EM_W_OPEN, .req = req, .resp = resp };
 
-		if (i < 0)
-			return -EM_ENONODE;
+		if (i < 0) {
+			rc = -EM_ENONODE;
+			break;
+		}
 		if ((unsigned)i == r->node[s])
 			continue;
 		n = em_namelayout_encode(req, sizeof(req), em_region_rec_piece(&rec, s), NULL, 0);
-		if (n < 0)
-			return n;
+		if (n < 0) {
+			rc = n;
+			break;
+		}
 		p.req_len = (uint32_t)n;
 		p.resp_cap = sizeof(resp);
-		if ((rc = em_ctl_call(pool, (unsigned)i, &p)))
-			return rc == -ENOENT ? -EM_ENONODE : rc;
-		if (r->handle[s] && !em_node_down(pool, r->node[s])) {
-			struct em_part c = { .wop = EM_W_CLOSE, .handle = r->handle[s] };
-			em_ctl_call(pool, r->node[s], &c);
+		if ((rc = em_ctl_call(pool, (unsigned)i, &p))) {
+			rc = rc == -ENOENT ? -EM_ENONODE : rc;
+			break;
 		}
-		r->node[s] = (unsigned)i;
-		r->handle[s] = p.r_region;
+		node[s] = (unsigned)i;
+		handle[s] = p.r_region;
+		moved |= 1ull << s;
 	}
-	em_log(EM_LOG_DEBUG, "region %s: layout epoch %" PRIu64 " -> %" PRIu64, r->name,
-	       r->dir_epoch, rec.epoch);
-	r->dir_epoch = rec.epoch;
+	if (rc) {
+		for (unsigned s = 0; s < r->nseg; s++)
+			if (moved >> s & 1) {
+				struct em_part c = { .wop = EM_W_CLOSE, .handle = handle[s] };
+				em_ctl_call(pool, node[s], &c);
+			}
+		return rc;
+	}
+	em_layout_begin(r);
+	for (unsigned s = 0; s < r->nseg; s++)
+		if (moved >> s & 1) {
+			unsigned old = r->node[s];
+			uint32_t oh = r->handle[s];
+
+			__atomic_store_n(&r->node[s], node[s], __ATOMIC_RELEASE);
+			__atomic_store_n(&r->handle[s], handle[s], __ATOMIC_RELEASE);
+			node[s] = old;
+			handle[s] = oh;
+		}
+	__atomic_store_n(&r->dir_epoch, rec.epoch, __ATOMIC_RELEASE);
+	em_layout_end(r);
+	for (unsigned s = 0; s < r->nseg; s++)
+		if (moved >> s & 1)
+			retire(pool, node[s], handle[s]);
+	em_log(EM_LOG_DEBUG, "region %s: layout epoch -> %" PRIu64, r->name, rec.epoch);
 	return 0;
+}
+
+void em_drain_follow(em_pool *pool, const char *name)
+{
+	pthread_mutex_lock(&pool->lock);
+	for (em_region *r = pool->regions; r; r = r->next)
+		if (r->named && !em_red_on(r) && !strcmp(r->name, name))
+			em_drain_refresh(r);
+	pthread_mutex_unlock(&pool->lock);
 }
 
 static int name_req(uint8_t *req, size_t cap, const char *name)

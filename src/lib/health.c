@@ -17,7 +17,10 @@
  * watches the membership records: a node whose lease expired (killed or
  * frozen) is marked down at once, its connection is cut so that calls
  * waiting on it return now rather than at their timeout, and it is not
- * dialled until it registers again.
+ * dialled until it registers again. The same thread watches the named-region
+ * records: when a drain moves a part, every open handle on that region
+ * follows the new record at once (drain.c), and it closes the handles a
+ * drain left behind once their grace is over.
  *
  * The reconnect thread runs only while a connection is down: it starts
  * when a call finds one down (or at connect) and ends when all are up
@@ -36,6 +39,7 @@
  * (for fork) has its own lock, taken before any pool's.
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +68,7 @@ struct em_health {
 	pthread_cond_t cv;   /* with the pool lock: a channel came back, or stop */
 	pthread_cond_t kick; /* with the pool lock: something to reconnect */
 	char nodes_prefix[128];
+	char regions_prefix[128];
 	char etcd[1024];
 	int timeout_ms;
 };
@@ -190,9 +195,12 @@ static void rebind_regions(em_pool *pool, unsigned i, bool restarted)
 				p.req_len = (uint32_t)em_namelayout_encode(req, sizeof(req), nm,
 									   NULL, 0);
 				rc = em_ctl_call(pool, i, &p);
-				if (!rc)
+				if (!rc) {
+					em_layout_begin(r);
 					__atomic_store_n(&r->handle[s], p.r_region,
 							 __ATOMIC_RELEASE);
+					em_layout_end(r);
+				}
 				if (rc && rc != -ENOENT) {
 					struct em_chan *ch = pool->dq->ch[i];
 					if (!ch->broken)
@@ -257,8 +265,10 @@ static int reconnect(em_pool *pool, unsigned i)
 	set_cut_fd(pool, i);
 	if (old)
 		old->ops->close(old);
-	if (fresh)
+	if (fresh) {
+		em_drain_forget(pool, i); /* the old session's handles */
 		rebind_regions(pool, i, restarted);
+	}
 	pool->nodes[i].backoff_ms = 0;
 	pthread_cond_broadcast(&pool->health->cv);
 	pthread_mutex_unlock(&pool->lock);
@@ -443,17 +453,35 @@ static bool stopping(em_pool *pool)
 	return s;
 }
 
+/* A named region's record changed: a drain moved a part. Every open
+ * handle on it follows now, so that the pager's queues, which may not read
+ * etcd from their fault handler, find the new layout in place. */
+static int region_cb(void *arg, const struct em_etcd_kv *kv)
+{
+	em_pool *pool = arg;
+	size_t plen = strlen(pool->health->regions_prefix);
+	char name[EM_NAME_MAX + 1];
+
+	if (kv->deleted || kv->klen <= plen || kv->klen - plen > EM_NAME_MAX)
+		return 0;
+	memcpy(name, kv->key + plen, kv->klen - plen);
+	name[kv->klen - plen] = 0;
+	em_drain_follow(pool, name);
+	return 0;
+}
+
 static void *watch_main(void *arg)
 {
 	em_pool *pool = arg;
 	struct em_health *h = pool->health;
 	struct em_etcd *e = NULL;
-	struct em_etcd_watch *w = NULL;
-	int64_t rev = 0;
+	struct em_etcd_watch *w = NULL, *wr = NULL;
+	int64_t rev = 0, rrev = 0;
 
 	if (em_etcd_open(&e, h->etcd, h->timeout_ms))
 		return NULL;
 	while (!stopping(pool)) {
+		struct pollfd p[2];
 		int rc;
 
 		if (!w) {
@@ -466,14 +494,32 @@ static void *watch_main(void *arg)
 				nanosleep(&ts, NULL);
 				continue;
 			}
+			if (!rrev)
+				rrev = rev;
 		}
-		rc = em_etcd_watch_read(w, 200, watch_cb, pool, &rev);
+		/* records written before the watch are followed when a call
+		 * meets EM_ESTALE, as without a watch */
+		if (!wr && em_etcd_watch_open(e, h->regions_prefix, rrev + 1, &wr))
+			wr = NULL;
+		p[0] = (struct pollfd){ em_etcd_watch_fd(w), POLLIN, 0 };
+		p[1] = (struct pollfd){ wr ? em_etcd_watch_fd(wr) : -1, POLLIN, 0 };
+		poll(p, 2, 200);
+		rc = em_etcd_watch_read(w, 0, watch_cb, pool, &rev);
 		if (rc < 0) {
 			em_etcd_watch_close(w);
 			w = NULL;
 		}
+		if (wr && em_etcd_watch_read(wr, 0, region_cb, pool, &rrev) < 0) {
+			em_etcd_watch_close(wr);
+			wr = NULL;
+		}
+		pthread_mutex_lock(&pool->lock);
+		if (pool->retired)
+			em_drain_sweep(pool, false);
+		pthread_mutex_unlock(&pool->lock);
 	}
 	em_etcd_watch_close(w);
+	em_etcd_watch_close(wr);
 	em_etcd_close(e);
 	return NULL;
 }
@@ -506,7 +552,9 @@ int em_health_start(em_pool *pool, const char *etcd, const char *cluster)
 	pthread_mutex_unlock(&pool->lock);
 	if (etcd && etcd[0] &&
 	    !em_cluster_prefix(h->nodes_prefix, sizeof(h->nodes_prefix),
-			       cluster && *cluster ? cluster : EM_CLUSTER_DEFAULT, "nodes")) {
+			       cluster && *cluster ? cluster : EM_CLUSTER_DEFAULT, "nodes") &&
+	    !em_cluster_prefix(h->regions_prefix, sizeof(h->regions_prefix),
+			       cluster && *cluster ? cluster : EM_CLUSTER_DEFAULT, "regions")) {
 		snprintf(h->etcd, sizeof(h->etcd), "%s", etcd);
 		if (!pthread_create(&h->watch, NULL, watch_main, pool))
 			h->have_watch = true;

@@ -136,9 +136,20 @@ struct em_pool {
 	struct em_queue *dq;               /* over the session's first connections */
 	struct em_region *regions;         /* open handles, freed by em_pool_close */
 	uint8_t red, red_k, red_m;         /* default redundancy of new regions */
-	struct em_dir *dir;       /* membership and named regions in etcd, NULL: static list */
-	struct em_health *health; /* reconnects and the membership watch (health.c) */
-	uint32_t nqueues;         /* queues made so far: each its own tag range */
+	struct em_dir *dir;         /* membership and named regions in etcd, NULL: static list */
+	struct em_health *health;   /* reconnects and the membership watch (health.c) */
+	uint32_t nqueues;           /* queues made so far: each its own tag range */
+	struct em_retired *retired; /* handles a drain left behind (drain.c), pool lock */
+};
+
+/* A handle on a part that a drain moved away: closed only a request
+ * timeout after the layout changed, so that no part another queue had in
+ * flight on it meets a closed (or reused) handle instead of EM_ESTALE. */
+struct em_retired {
+	struct em_retired *next;
+	unsigned node;
+	uint32_t handle;
+	uint64_t at_ns;
 };
 
 #define EM_MAX_PATTERN 64
@@ -167,10 +178,15 @@ struct em_region {
 	/* redundancy (redundancy.c); red NONE: everything above as always */
 	uint8_t red, red_k, red_m; /* enum em_redundancy, never DEFAULT */
 	uint32_t epoch;            /* of the layout */
-	uint64_t dir_epoch;        /* etcd mode: of the record it was opened from */
-	uint64_t lost;             /* segments this handle found dead (atomic) */
-	uint64_t rows;             /* EC: stripes */
-	struct em_red_aux *rx;     /* coder, repair state; redundant regions only */
+	uint64_t dir_epoch;        /* etcd mode: of the record it was opened from (atomic) */
+	/* Odd while node[], handle[] and dir_epoch change after the region is
+	 * in use (a drain followed, a part opened again): queues read them
+	 * without the pool lock, the pager from its fault handler, and take a
+	 * snapshot that this count brackets (em_layout_begin/end). */
+	uint32_t lseq;
+	uint64_t lost;         /* segments this handle found dead (atomic) */
+	uint64_t rows;         /* EC: stripes */
+	struct em_red_aux *rx; /* coder, repair state; redundant regions only */
 };
 
 struct em_slot {
@@ -179,7 +195,11 @@ struct em_slot {
 	uint64_t value;
 	unsigned pending;
 	uint8_t opcode;
-	struct em_slot *next_free;
+	struct em_slot *next_free; /* also links the queue's stale list */
+	/* to do the operation again after a drain moved a part (queue.c) */
+	struct em_op op;
+	uint64_t epoch; /* the region's dir_epoch its parts were addressed by */
+	uint64_t until; /* 0, or when waiting for the layout to move gives up */
 };
 
 /* Parts gathered for one node during a submission. */
@@ -198,6 +218,14 @@ struct em_queue {
 	 * and again those that broke (not for the paging engine, which submits
 	 * where dialling is not safe). */
 	bool redial;
+	/* Whether an operation that met EM_ESTALE (a drain moved its part) is
+	 * done again at the layout's next epoch instead of completing with it
+	 * (not on the default queue, whose synchronous callers follow the
+	 * record themselves), and whether this queue may read the record
+	 * itself: the pager's may not (its fault handler); it waits for the
+	 * pool's etcd watch to follow the record. */
+	bool follow, follow_here;
+	struct em_slot *stale; /* operations waiting for a layout to move */
 	unsigned backoff_ms[EM_MAX_SEG];
 	uint64_t retry_at_ns[EM_MAX_SEG];
 	struct em_slot *slots, *free_slots;
@@ -304,10 +332,31 @@ int em_dir_drain_note(em_pool *pool, const char *addr, const char *json);
  * `stride` (see em_region_list). */
 int em_dir_list(em_pool *pool, struct em_region_info *info, unsigned max, size_t stride);
 
+/* Changing a region in use (pool lock held, stores atomic): readers that
+ * see lseq odd, or changed across their reads, read again. */
+static inline void em_layout_begin(struct em_region *r)
+{
+	__atomic_add_fetch(&r->lseq, 1, __ATOMIC_ACQ_REL);
+}
+
+static inline void em_layout_end(struct em_region *r)
+{
+	__atomic_add_fetch(&r->lseq, 1, __ATOMIC_RELEASE);
+}
+
 /* Drains (drain.c). With the pool lock held, after a part answered
  * EM_ESTALE: opens the parts that moved by the record's newer epoch; 0,
  * -EAGAIN while the record still has the old one, or -errno. */
 int em_drain_refresh(em_region *r);
+/* With the pool lock held: closes the retired handles whose grace is over
+ * (all of them with `all`). */
+void em_drain_sweep(em_pool *pool, bool all);
+/* With the pool lock held, after a new session on node: the retired
+ * handles there were the old session's (and may name new ones now). */
+void em_drain_forget(em_pool *pool, unsigned node);
+/* Follows the record of named region `name` in every open handle of the
+ * pool (the etcd watch, when the record changes). */
+void em_drain_follow(em_pool *pool, const char *name);
 /* Moves every named region's parts off node `addr` to other nodes, the
  * node refusing new regions from the start; progress (may be NULL) gets
  * bytes moved and the total after each part. Returns parts moved. */

@@ -21,4 +21,5 @@ int em_pool_timeout_ms(const em_pool *pool)
 void em_queue_no_redial(em_queue *q)
 {
 	q->redial = false;
+	q->follow_here = false; /* no etcd from the fault handler either */
 }

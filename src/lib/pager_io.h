@@ -34,7 +34,9 @@ int em_pool_timeout_ms(const em_pool *pool);
 /* Keeps em_submit on this queue from dialling (a node that joined, a
  * broken channel): the pager submits from its SIGBUS handler, where a
  * connect and its allocations are not safe. Its parts for such a node
- * fail instead, as they did before. */
+ * fail instead, as they did before. Nor does the queue read etcd when a
+ * drain moved a part: its operations wait for the pool's etcd watch to
+ * follow the record, then go out again. */
 void em_queue_no_redial(em_queue *q);
 
 /* Set by the pager when it first maps a region of some pool, and called

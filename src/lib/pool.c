@@ -436,6 +436,9 @@ void em_pool_close(em_pool *pool)
 	if ((hook = __atomic_load_n(&em_pool_close_hook, __ATOMIC_ACQUIRE)))
 		hook(pool);
 	em_health_stop(pool);
+	pthread_mutex_lock(&pool->lock);
+	em_drain_sweep(pool, true);
+	pthread_mutex_unlock(&pool->lock);
 	/* handles the caller left open: the nodes drop them with the session */
 	while (pool->regions) {
 		em_region *r = pool->regions;

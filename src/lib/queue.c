@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/util.h"
@@ -127,8 +128,10 @@ int em_queue_create(em_pool *pool, unsigned depth, em_queue **out)
 	}
 	if (!rc)
 		rc = em_queue_create_on(pool, depth, ch, true, out);
-	if (!rc) /* the transport's own channels are made only here */
+	if (!rc) { /* the transport's own channels are made only here */
 		(*out)->redial = !pool->tp->wrap;
+		(*out)->follow = (*out)->follow_here = true;
+	}
 	if (rc) {
 		for (unsigned j = 0; j < n; j++)
 			if (ch[j])
@@ -171,7 +174,8 @@ int em_queue_inflight(const em_queue *q)
  * the way out of every call that can change either. */
 static void fd_sync(em_queue *q)
 {
-	bool want = q->cq_count > 0;
+	/* operations waiting for a drain's new layout are driven by em_poll */
+	bool want = q->cq_count > 0 || q->stale;
 	uint64_t v = 1;
 
 	for (unsigned i = 0; i < q->n && !want; i++)
@@ -252,8 +256,16 @@ void em_part_done(struct em_chan *ch, struct em_part *p)
 		s->result = p->status;
 	if (!p->status && p->wop == EM_W_ATOMIC)
 		s->value = em_get64(p->inl);
-	if (--s->pending == 0)
-		cq_push(ch->q, s);
+	if (--s->pending == 0) {
+		em_queue *q = ch->q;
+		if (s->result == -EM_ESTALE && q->follow && s->op.region->named) {
+			/* a drain moved a part: done again at the next epoch (follow) */
+			s->next_free = q->stale;
+			q->stale = s;
+		} else {
+			cq_push(q, s);
+		}
+	}
 }
 
 /* Where byte `off` of the region lives: segment, offset on that node, and
@@ -374,6 +386,103 @@ static void refresh(em_queue *q)
 	}
 }
 
+/* Where the region's parts are, as one consistent copy (see lseq); the
+ * record's epoch it belongs to. The writer is a few stores under the pool
+ * lock, so the wait for it is short (also in the pager's fault handler). */
+static uint64_t snapshot(const em_region *r, unsigned *nd, uint32_t *hd)
+{
+	for (;;) {
+		uint32_t seq = __atomic_load_n(&r->lseq, __ATOMIC_ACQUIRE);
+		uint64_t epoch;
+
+		if (seq & 1)
+			continue;
+		epoch = __atomic_load_n(&r->dir_epoch, __ATOMIC_ACQUIRE);
+		for (unsigned g = 0; g < r->nseg; g++) {
+			nd[g] = __atomic_load_n(&r->node[g], __ATOMIC_ACQUIRE);
+			hd[g] = __atomic_load_n(&r->handle[g], __ATOMIC_ACQUIRE);
+		}
+		if (__atomic_load_n(&r->lseq, __ATOMIC_ACQUIRE) == seq)
+			return epoch;
+	}
+}
+
+/* Stages the parts of op for slot s (s->pending counts them): 0, or
+ * -ENOMEM with none of them staged, or -EHOSTDOWN. */
+static int stage_op(em_queue *q, struct em_slot *s, const struct em_op *op, unsigned nodes)
+{
+	const em_region *r = op->region;
+	struct stage *st = q->stage;
+	unsigned nd[EM_MAX_SEG], mark[EM_MAX_SEG];
+	uint32_t hd[EM_MAX_SEG];
+	uint64_t off = op->offset, left = op->opcode == EM_OP_ATOMIC ? 8 : op->len;
+
+	s->epoch = snapshot(r, nd, hd);
+	/* where this op's parts start, to take them back if staging fails */
+	for (unsigned g = 0; g < r->nseg; g++) {
+		if (nd[g] >= nodes)
+			return -EHOSTDOWN; /* a node that joined after this queue could add it */
+		mark[g] = st[nd[g]].n;
+	}
+	while (left) {
+		struct em_part p = { .slot = s };
+		uint64_t noff, run, k;
+		unsigned seg;
+
+		locate(r, off, &seg, &noff, &run);
+		k = EM_MIN(EM_MIN(left, run), EM_MAX_IO);
+		p.tag = q->replay_tag ? q->replay_tag++ : ++q->next_tag;
+		p.handle = hd[seg];
+		p.off = noff;
+		if (op->opcode == EM_OP_READ) {
+			p.wop = EM_W_READ;
+			p.aux = (uint32_t)k;
+			p.resp = (uint8_t *)op->buf + (off - op->offset);
+			p.resp_cap = (uint32_t)k;
+		} else if (op->opcode == EM_OP_WRITE) {
+			p.wop = EM_W_WRITE;
+			p.req = (uint8_t *)op->buf + (off - op->offset);
+			p.req_len = (uint32_t)k;
+		} else {
+			p.wop = EM_W_ATOMIC;
+			p.aux = op->atomic_op;
+			em_put64(p.inl, op->operand);
+			em_put64(p.inl + 8, op->compare);
+			p.req = p.inl;
+			p.req_len = 16;
+			p.resp = p.inl;
+			p.resp_cap = 8;
+		}
+		if (stage_push(&st[nd[seg]], &p)) {
+			for (unsigned g = 0; g < r->nseg; g++)
+				st[nd[g]].n = mark[g];
+			return -ENOMEM;
+		}
+		s->pending++;
+		off += k;
+		left -= k;
+	}
+	return 0;
+}
+
+/* Posts what is staged for nodes [0, nodes) and empties the stages. */
+static void post_staged(em_queue *q, unsigned nodes)
+{
+	struct stage *st = q->stage;
+
+	for (unsigned i = 0; i < nodes; i++) {
+		/* Atomics carry operands and result inline. Point them at the
+		 * staged copy only now: the stage array may have moved while
+		 * it grew. */
+		for (unsigned k = 0; k < st[i].n; k++)
+			if (st[i].p[k].wop == EM_W_ATOMIC)
+				st[i].p[k].req = st[i].p[k].resp = st[i].p[k].inl;
+		if (st[i].n)
+			q->ch[i]->ops->post(q->ch[i], st[i].p, st[i].n);
+		st[i].n = 0;
+	}
+}
+
 int em_submit(em_queue *q, const struct em_op *ops, unsigned n)
 {
 	struct stage *st;
@@ -393,9 +502,7 @@ int em_submit(em_queue *q, const struct em_op *ops, unsigned n)
 		st[i].n = 0;
 	for (; posted < n; posted++) {
 		const struct em_op *op = &ops[posted];
-		unsigned mark[EM_MAX_SEG];
 		struct em_slot *s;
-		uint64_t off, left;
 		int err;
 
 		if (!q->free_slots || q->inflight + q->cq_count >= q->depth)
@@ -407,6 +514,8 @@ int em_submit(em_queue *q, const struct em_op *ops, unsigned n)
 		s->result = 0;
 		s->value = 0;
 		s->opcode = op->opcode;
+		s->op = *op;
+		s->until = 0;
 		s->pending = 1; /* held until every part is staged */
 		err = check_op(q, op);
 		if (!err && em_red_on(op->region)) {
@@ -419,79 +528,94 @@ int em_submit(em_queue *q, const struct em_op *ops, unsigned n)
 				continue;
 			}
 		}
+		if (!err && (err = stage_op(q, s, op, nodes)) == -ENOMEM) {
+			/* This op is not posted at all: its slot is freed; the
+			 * ones before it still go out. */
+			rc = err;
+			s->next_free = q->free_slots;
+			q->free_slots = s;
+			q->inflight--;
+			break;
+		}
 		if (err) {
 			s->result = err;
 			s->pending = 0;
 			cq_push(q, s);
 			continue;
 		}
-		/* where this op's parts start, to take them back if staging fails */
-		for (unsigned g = 0; g < op->region->nseg; g++)
-			mark[g] = st[op->region->node[g]].n;
-		off = op->offset;
-		left = op->opcode == EM_OP_ATOMIC ? 8 : op->len;
-		while (left) {
-			struct em_part p = { .slot = s };
-			uint64_t noff, run, k;
-			unsigned seg;
-
-			locate(op->region, off, &seg, &noff, &run);
-			k = EM_MIN(EM_MIN(left, run), EM_MAX_IO);
-			p.tag = q->replay_tag ? q->replay_tag++ : ++q->next_tag;
-			p.handle = op->region->handle[seg];
-			p.off = noff;
-			if (op->opcode == EM_OP_READ) {
-				p.wop = EM_W_READ;
-				p.aux = (uint32_t)k;
-				p.resp = (uint8_t *)op->buf + (off - op->offset);
-				p.resp_cap = (uint32_t)k;
-			} else if (op->opcode == EM_OP_WRITE) {
-				p.wop = EM_W_WRITE;
-				p.req = (uint8_t *)op->buf + (off - op->offset);
-				p.req_len = (uint32_t)k;
-			} else {
-				p.wop = EM_W_ATOMIC;
-				p.aux = op->atomic_op;
-				em_put64(p.inl, op->operand);
-				em_put64(p.inl + 8, op->compare);
-				p.req = p.inl;
-				p.req_len = 16;
-				p.resp = p.inl;
-				p.resp_cap = 8;
-			}
-			if ((rc = stage_push(&st[op->region->node[seg]], &p))) {
-				/* This op is not posted at all: unstage its parts and
-				 * free its slot; the ones before it still go out. */
-				for (unsigned g = 0; g < op->region->nseg; g++)
-					st[op->region->node[g]].n = mark[g];
-				s->next_free = q->free_slots;
-				q->free_slots = s;
-				q->inflight--;
-				goto out;
-			}
-			s->pending++;
-			off += k;
-			left -= k;
-		}
 		if (--s->pending == 0)
 			cq_push(q, s); /* a zero-length read or write */
 	}
-out:
-	for (unsigned i = 0; i < nodes; i++) {
-		/* Atomics carry operands and result inline. Point them at the
-		 * staged copy only now: the stage array may have moved while
-		 * it grew. */
-		for (unsigned k = 0; k < st[i].n; k++)
-			if (st[i].p[k].wop == EM_W_ATOMIC)
-				st[i].p[k].req = st[i].p[k].resp = st[i].p[k].inl;
-		if (st[i].n)
-			q->ch[i]->ops->post(q->ch[i], st[i].p, st[i].n);
-	}
+	post_staged(q, nodes);
 	if (q->evfd >= 0)
 		fd_sync(q);
 	if (posted)
 		return (int)posted;
 	return rc ? rc : n ? -EAGAIN : 0;
+}
+
+/* Operations that met EM_ESTALE: a drain moved one of their parts. Each
+ * is posted again, whole, once its region's layout has moved to a newer
+ * epoch (a write that met EM_ESTALE was not applied, and its other parts
+ * write the same bytes again). This queue reads the record itself where it
+ * may; the pager's waits for the etcd watch (health.c) to follow it. An
+ * operation whose layout has not moved within the request timeout
+ * completes with EM_ESTALE. */
+static void follow(em_queue *q)
+{
+	struct em_slot *s = q->stale, *wait = NULL;
+	unsigned nodes = q->n;
+	bool staged = false;
+
+	q->stale = NULL;
+	for (unsigned i = 0; i < nodes; i++)
+		q->stage[i].n = 0;
+	while (s) {
+		struct em_slot *next = s->next_free;
+		em_region *r = s->op.region;
+		uint64_t now = em_now_ns();
+		int rc = 0;
+
+		if (!s->until)
+			s->until = now + (uint64_t)r->pool->timeout_ms * 1000000ull;
+		if (q->follow_here &&
+		    __atomic_load_n(&r->dir_epoch, __ATOMIC_ACQUIRE) == s->epoch) {
+			pthread_mutex_lock(&r->pool->lock);
+			rc = em_drain_refresh(r);
+			pthread_mutex_unlock(&r->pool->lock);
+			if (rc == -EAGAIN) /* the copy is under way */
+				rc = 0;
+		}
+		if (!rc && __atomic_load_n(&r->dir_epoch, __ATOMIC_ACQUIRE) != s->epoch) {
+			s->result = 0;
+			s->value = 0;
+			s->pending = 1;
+			if (!(rc = stage_op(q, s, &s->op, nodes))) {
+				staged = true;
+				if (--s->pending == 0)
+					cq_push(q, s);
+				s = next;
+				continue;
+			}
+		}
+		if (rc || now >= s->until) {
+			s->result = rc ? rc : -EM_ESTALE;
+			s->pending = 0;
+			cq_push(q, s);
+		} else {
+			s->next_free = wait;
+			wait = s;
+		}
+		s = next;
+	}
+	if (staged)
+		post_staged(q, nodes);
+	while (wait) { /* after any that a failed post put there meanwhile */
+		struct em_slot *next = wait->next_free;
+		wait->next_free = q->stale;
+		q->stale = wait;
+		wait = next;
+	}
 }
 
 static unsigned reap(em_queue *q, struct em_completion *out, unsigned max)
@@ -515,6 +639,8 @@ int em_poll(em_queue *q, struct em_completion *out, unsigned max)
 	for (unsigned i = 0; i < q->n; i++)
 		if (q->ch[i]->outstanding)
 			q->ch[i]->ops->progress(q->ch[i], 0);
+	if (q->stale)
+		follow(q);
 	got = reap(q, out, max);
 	if (q->evfd >= 0)
 		fd_sync(q);
@@ -542,11 +668,23 @@ int em_wait(em_queue *q, struct em_completion *out, unsigned min, unsigned max, 
 				break;
 			left = timeout_ms - (int)el;
 		}
+		if (q->stale) {
+			follow(q);
+			got += reap(q, out + got, max - got);
+			if (got >= min)
+				break;
+		}
 		for (unsigned i = 0; i < n; i++)
 			if (q->ch[i]->outstanding) {
 				one = q->ch[i];
 				active++;
 			}
+		if (active == 0 && q->stale) {
+			/* only operations waiting for a layout to move */
+			struct timespec ts = { 0, 1000000 };
+			nanosleep(&ts, NULL);
+			continue;
+		}
 		if (active == 0)
 			break;
 		if (active == 1) {
