@@ -387,4 +387,49 @@ static inline int t_dial(int port)
 	return fd;
 }
 
+/* Connects with o until the pool has at least `want` nodes (an etcd-run
+ * pool sees a node once it has registered), for up to 10 s; exits 1 if it
+ * never does. */
+static inline em_pool *t_connect_want(const struct em_pool_opts *o, int want)
+{
+	em_pool *p = NULL;
+	int rc = 0;
+
+	for (int i = 0; i < 400; i++) {
+		rc = em_pool_connect(&p, o);
+		if (!rc && em_pool_nodes(p) >= want)
+			return p;
+		if (!rc)
+			em_pool_close(p);
+		t_sleep_ms(25);
+	}
+	fprintf(stderr, "cannot connect: %s\n", em_strerror(rc));
+	exit(1);
+}
+
+/* For tests of etcd-run pools, which include common/etcd.h and
+ * common/cluster.h before this file. */
+#if defined(EM_ETCD_H) && defined(EM_CLUSTER_H)
+/* Waits up to 3 s until node n's record in etcd (cluster `cluster`)
+ * publishes at most `most` free bytes: placement reads what is published,
+ * which lags the node by up to a heartbeat. */
+static __attribute__((unused)) void t_wait_published(const char *etcd_url, const char *cluster,
+						     const struct t_node *n, uint64_t most)
+{
+	struct em_etcd *e;
+	char key[256], val[1024];
+	struct em_node_rec rec;
+
+	CHECK_RC(em_etcd_open(&e, etcd_url, 2000), 0);
+	snprintf(key, sizeof(key), "/ethermem/%s/nodes/127.0.0.1:%d", cluster, n->port);
+	for (int i = 0; i < 300; i++) {
+		int len = em_etcd_get(e, key, val, sizeof(val));
+		if (len > 0 && !em_node_rec_decode(val, (size_t)len, &rec) && rec.free <= most)
+			break;
+		t_sleep_ms(10);
+	}
+	em_etcd_close(e);
+}
+#endif
+
 #endif

@@ -52,19 +52,8 @@ static em_pool *connect_pool(void)
 				  .timeout_ms = 10000,
 				  .etcd = ec.url,
 				  .cluster = "drain" };
-	em_pool *p = NULL;
-	int rc = 0;
 
-	for (int i = 0; i < 400; i++) {
-		rc = em_pool_connect(&p, &o);
-		if (!rc && em_pool_nodes(p) >= NODES)
-			return p;
-		if (!rc)
-			em_pool_close(p);
-		t_sleep_ms(25);
-	}
-	fprintf(stderr, "cannot connect: %s\n", em_strerror(rc));
-	exit(1);
+	return t_connect_want(&o, NODES);
 }
 
 struct worker {

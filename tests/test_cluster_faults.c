@@ -12,10 +12,10 @@
  *    name usable again.
  * Every byte read is checked against what was written.
  */
-#include "harness.h"
-
 #include "common/cluster.h"
 #include "common/etcd.h"
+
+#include "harness.h"
 
 static int etcd_mode;
 static struct t_etcd ec;
@@ -28,8 +28,6 @@ static em_pool *connect_pool(struct t_node *n, int timeout_ms, int want)
 				  .secret_file = secret,
 				  .timeout_ms = timeout_ms };
 	char list[256];
-	em_pool *p = NULL;
-	int rc = 0;
 
 	if (etcd_mode) {
 		o.etcd = ec.url;
@@ -38,16 +36,7 @@ static em_pool *connect_pool(struct t_node *n, int timeout_ms, int want)
 		snprintf(list, sizeof(list), "%s,%s", n[0].url, n[1].url);
 		o.nodes = list;
 	}
-	for (int i = 0; i < 200; i++) {
-		rc = em_pool_connect(&p, &o);
-		if (!rc && em_pool_nodes(p) >= want)
-			return p;
-		if (!rc)
-			em_pool_close(p);
-		t_sleep_ms(25);
-	}
-	fprintf(stderr, "cannot connect: %s\n", em_strerror(rc));
-	exit(1);
+	return t_connect_want(&o, want);
 }
 
 static void fill(uint8_t *b, size_t n, uint8_t seed)
@@ -88,21 +77,8 @@ static struct em_node_status *st_of(struct em_node_status *st, int count, const 
  * published numbers must see the region just made). */
 static void wait_published(const struct t_node *n, uint64_t most)
 {
-	struct em_etcd *e;
-	char key[256], val[1024];
-	struct em_node_rec rec;
-
-	if (!etcd_mode)
-		return;
-	CHECK_RC(em_etcd_open(&e, ec.url, 2000), 0);
-	snprintf(key, sizeof(key), "/ethermem/faults/nodes/127.0.0.1:%d", n->port);
-	for (int i = 0; i < 200; i++) {
-		int len = em_etcd_get(e, key, val, sizeof(val));
-		if (len > 0 && !em_node_rec_decode(val, (size_t)len, &rec) && rec.free <= most)
-			break;
-		t_sleep_ms(10);
-	}
-	em_etcd_close(e);
+	if (etcd_mode)
+		t_wait_published(ec.url, "faults", n, most);
 }
 
 static uint64_t ms_since(uint64_t t0)

@@ -11,10 +11,10 @@
  *    reads back through that same queue what was written.
  * Every byte read is checked against what was written.
  */
-#include "harness.h"
-
 #include "common/cluster.h"
 #include "common/etcd.h"
+
+#include "harness.h"
 
 static int etcd_mode;
 static struct t_etcd ec;
@@ -99,21 +99,8 @@ static uint64_t used_on(em_pool *p, const struct t_node *n)
 /* etcd: until node n publishes at most `most` bytes free. */
 static void wait_published(const struct t_node *n, uint64_t most)
 {
-	struct em_etcd *e;
-	char key[256], val[1024];
-	struct em_node_rec rec;
-
-	if (!etcd_mode)
-		return;
-	CHECK_RC(em_etcd_open(&e, ec.url, 2000), 0);
-	snprintf(key, sizeof(key), "/ethermem/join/nodes/127.0.0.1:%d", n->port);
-	for (int i = 0; i < 300; i++) {
-		int len = em_etcd_get(e, key, val, sizeof(val));
-		if (len > 0 && !em_node_rec_decode(val, (size_t)len, &rec) && rec.free <= most)
-			break;
-		t_sleep_ms(10);
-	}
-	em_etcd_close(e);
+	if (etcd_mode)
+		t_wait_published(ec.url, "join", n, most);
 }
 
 int main(int argc, char **argv)

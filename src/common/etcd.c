@@ -858,32 +858,41 @@ static int txn(struct em_etcd *e, const char *body)
 	return rc;
 }
 
-int em_etcd_create(struct em_etcd *e, const char *key, const void *val, size_t vlen, int64_t lease)
+/* A put under one compare clause on the key (`compare`: the clause's
+ * members other than the key): 1 if it held and the put was made, 0 if
+ * not, or -errno. */
+static int txn_put(struct em_etcd *e, const char *key, const void *val, size_t vlen, int64_t lease,
+		   const char *compare)
 {
-	char kb[B64LEN(512)], *put = put_body(key, val, vlen, lease), *body;
+	char kb[B64LEN(512)], *put, *body;
 	size_t cap;
 	int rc;
 
-	if (!put)
-		return -ENOMEM;
-	if (strlen(key) >= 512) {
-		free(put);
+	if (strlen(key) >= 512)
 		return -ENAMETOOLONG;
-	}
+	if (!(put = put_body(key, val, vlen, lease)))
+		return -ENOMEM;
 	b64(key, strlen(key), kb, sizeof(kb));
-	cap = strlen(put) + strlen(kb) + 200;
+	cap = strlen(put) + strlen(kb) + strlen(compare) + 100;
 	if (!(body = malloc(cap))) {
 		free(put);
 		return -ENOMEM;
 	}
-	/* create_revision 0 means "no such key": only one creator succeeds */
 	snprintf(body, cap,
-		 "{\"compare\":[{\"target\":\"CREATE\",\"key\":\"%s\",\"create_revision\":\"0\"}],"
-		 "\"success\":[{\"request_put\":%s}]}",
-		 kb, put);
+		 "{\"compare\":[{\"key\":\"%s\",%s}],\"success\":[{\"request_put\":%s}]}", kb,
+		 compare, put);
 	free(put);
 	rc = txn(e, body);
 	free(body);
+	return rc;
+}
+
+int em_etcd_create(struct em_etcd *e, const char *key, const void *val, size_t vlen, int64_t lease)
+{
+	/* create_revision 0 means "no such key": only one creator succeeds */
+	int rc = txn_put(e, key, val, vlen, lease,
+			 "\"target\":\"CREATE\",\"create_revision\":\"0\"");
+
 	return rc < 0 ? rc : rc ? 0 : -EEXIST;
 }
 
@@ -927,30 +936,11 @@ int em_etcd_delete_if(struct em_etcd *e, const char *key, int64_t mod_rev)
 int em_etcd_put_if(struct em_etcd *e, const char *key, const void *val, size_t vlen,
 		   int64_t mod_rev)
 {
-	char kb[B64LEN(512)], *put = put_body(key, val, vlen, 0), *body;
-	size_t cap;
-	int rc;
+	char cmp[96];
 
-	if (!put)
-		return -ENOMEM;
-	if (strlen(key) >= 512) {
-		free(put);
-		return -ENAMETOOLONG;
-	}
-	b64(key, strlen(key), kb, sizeof(kb));
-	cap = strlen(put) + strlen(kb) + 200;
-	if (!(body = malloc(cap))) {
-		free(put);
-		return -ENOMEM;
-	}
-	snprintf(body, cap,
-		 "{\"compare\":[{\"target\":\"MOD\",\"key\":\"%s\",\"mod_revision\":\"%lld\"}],"
-		 "\"success\":[{\"request_put\":%s}]}",
-		 kb, (long long)mod_rev, put);
-	free(put);
-	rc = txn(e, body);
-	free(body);
-	return rc;
+	snprintf(cmp, sizeof(cmp), "\"target\":\"MOD\",\"mod_revision\":\"%lld\"",
+		 (long long)mod_rev);
+	return txn_put(e, key, val, vlen, 0, cmp);
 }
 
 int em_etcd_lease_grant(struct em_etcd *e, int ttl_s, int64_t *id)
