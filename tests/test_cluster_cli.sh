@@ -4,6 +4,8 @@
 # lists them from etcd, every tool finds the pool with only ETHERMEM_ETCD and
 # the secret, named regions are listed from etcd, a node stopped cleanly
 # leaves at once and a killed node's record goes when its lease runs out.
+# A drain asked of a pool given as a node list is refused, with the reason,
+# and leaves the node as it was (the layouts a drain moves live in etcd).
 . "$(dirname "$0")/lib.sh"
 E="$B/ethermem"
 start_etcd
@@ -76,4 +78,14 @@ kill -KILL "$PID_b"
 wait "$PID_b" 2>/dev/null
 wait_nodes 1
 "$E" node ls --json --cluster "$CL" | grep -q "127.0.0.1:$PORT_a" || fail "the live node stays"
+
+# a node list instead of etcd: the drain says why it cannot, and the node
+# takes regions as before
+ETHERMEM_NODES="tcp://127.0.0.1:$PORT_a" env -u ETHERMEM_ETCD "$E" node drain \
+	"127.0.0.1:$PORT_a" 2>"$T/err" && fail "drain of a static pool"
+grep -q 'needs a pool in etcd' "$T/err" || fail "static drain message: $(cat "$T/err")"
+"$E" node ls --json --cluster "$CL" | grep "127.0.0.1:$PORT_a" | grep -q '"state":"up"' ||
+	fail "a refused drain left the node draining"
+ETHERMEM_NODES="tcp://127.0.0.1:$PORT_a" env -u ETHERMEM_ETCD "$E" region create after 4K \
+	>/dev/null || fail "the node takes regions after a refused drain"
 exit 0
