@@ -45,7 +45,7 @@ static const char *secret;
 static atomic_int stop_flag, failed;
 static atomic_long ops_done, bytes_done;
 
-static em_pool *connect_pool(void)
+static em_pool *connect_pool_want(int want)
 {
 	struct em_pool_opts o = { .size = sizeof(o),
 				  .secret_file = secret,
@@ -53,7 +53,50 @@ static em_pool *connect_pool(void)
 				  .etcd = ec.url,
 				  .cluster = "drain" };
 
-	return t_connect_want(&o, NODES);
+	return t_connect_want(&o, want);
+}
+
+static em_pool *connect_pool(void)
+{
+	return connect_pool_want(NODES);
+}
+
+/* `lapse`: the drain's target is frozen (SIGSTOP) once the drain has made
+ * its new part there, until its 1 s etcd lease has run out, then let go:
+ * it registers again while the drain waits for it, and the drain must end
+ * with the part moved there, the synchronous worker seeing no error. */
+static struct t_node *lapse_node;
+static atomic_int lapsed;
+
+static void *lapse_main(void *arg)
+{
+	struct em_node_status st[NODES] = { { .size = sizeof(st[0]) } };
+	em_pool *lp = arg;
+	struct em_etcd *e;
+	char key[256], val[1024];
+	bool frozen = false;
+
+	for (int k = 0; k < 20000 && !frozen; k++) {
+		int n = em_pool_status(lp, st, NODES);
+		for (int i = 0; i < n; i++)
+			if (!strcmp(st[i].addr, lapse_node->url) && st[i].used > 0) {
+				kill(lapse_node->pid, SIGSTOP);
+				frozen = true;
+			}
+		if (!frozen)
+			t_sleep_ms(1);
+	}
+	if (!frozen || em_etcd_open(&e, ec.url, 2000))
+		return NULL;
+	snprintf(key, sizeof(key), "/ethermem/drain/nodes/127.0.0.1:%d", lapse_node->port);
+	for (int i = 0; i < 1000 && em_etcd_get(e, key, val, sizeof(val)) > 0; i++)
+		t_sleep_ms(10);
+	if (em_etcd_get(e, key, val, sizeof(val)) == -ENOENT)
+		atomic_store(&lapsed, 1);
+	t_sleep_ms(300);
+	kill(lapse_node->pid, SIGCONT);
+	em_etcd_close(e);
+	return NULL;
 }
 
 struct worker {
@@ -254,6 +297,13 @@ int main(int argc, char **argv)
 	double t0, t1, t2, before_mib_s = 0, during_mib_s;
 	long b0, b1, b2;
 	char cap[32] = "40M";
+	bool lapse = argc == 2 && !strcmp(argv[1], "lapse");
+	/* lapse: synchronous calls only. A queue's own connection to the
+	 * target broke when its lease ran out, and a queued operation on a
+	 * broken connection fails (only synchronous calls are resent) */
+	int nworkers = lapse ? 1 : WORKERS;
+	pthread_t lth;
+	em_pool *lp = NULL;
 	FILE *f;
 
 	if (argc == 3 && !strcmp(argv[1], "--bench") && atoi(argv[2]) >= 16) {
@@ -264,18 +314,33 @@ int main(int argc, char **argv)
 		 * others have room for the drained node's part */
 		snprintf(cap, sizeof(cap), "%dM", bench_mib * 5 / 6);
 	}
+	if (lapse) {
+		/* over two nodes that have no room for each other's part: the
+		 * third, started afterwards, is the drain's only target */
+		REGION = 96u << 20;
+		PART = 32u << 20;
+		snprintf(cap, sizeof(cap), "56M");
+	}
 
 	secret = t_secret("secret", T_SECRET);
 	t_etcd_start(&ec);
 	snprintf(extra, sizeof(extra), "--etcd %s --cluster drain --lease-ttl 3", ec.url);
-	for (int i = 0; i < NODES; i++)
+	for (int i = 0; i < (lapse ? NODES - 1 : NODES); i++)
 		t_node_start(&n[i], cap, secret, extra);
-	p = connect_pool();
+	p = connect_pool_want(lapse ? NODES - 1 : NODES);
 	CHECK_RC(em_etcd_open(&e, ec.url, 2000), 0);
 
 	/* striped: no node has room for all of it */
 	CHECK_RC(em_region_create(p, "big", REGION, &ro, &r), 0);
 	CHECK_RC(em_region_close(r), 0);
+	if (lapse) {
+		char ex[300];
+		snprintf(ex, sizeof(ex), "--etcd %s --cluster drain --lease-ttl 1", ec.url);
+		t_node_start(&n[NODES - 1], "128M", secret, ex);
+		lapse_node = &n[NODES - 1];
+		CHECK(T_WAIT_FOR(5000, em_pool_nodes(p) == NODES));
+		lp = connect_pool();
+	}
 	len = em_etcd_get(e, "/ethermem/drain/regions/big", val, sizeof(val));
 	CHECK(len > 0);
 	CHECK_RC(em_region_rec_decode(val, (size_t)len, &rec), 0);
@@ -287,7 +352,7 @@ int main(int argc, char **argv)
 
 	/* the mapping fetches and writes back all the time */
 	CHECK_RC(em_map_cache_size(2u << 20), 0);
-	for (int i = 0; i < WORKERS; i++) {
+	for (int i = 0; i < nworkers; i++) {
 		w[i].id = i;
 		w[i].ref = calloc(1, PART); /* a new region reads as zeros */
 		w[i].p = connect_pool();
@@ -311,6 +376,8 @@ int main(int argc, char **argv)
 		 ec.url, secret, t_bin("ethermem"), n[d].url);
 	b1 = atomic_load(&bytes_done);
 	t1 = now_s();
+	if (lapse)
+		CHECK(pthread_create(&lth, NULL, lapse_main, lp) == 0);
 	f = popen(cmd, "r");
 	CHECK(f != NULL);
 	len = (int)fread(out, 1, sizeof(out) - 1, f);
@@ -340,6 +407,13 @@ int main(int argc, char **argv)
 		(void)total;
 	}
 	CHECK(strstr(out, "drained") != NULL);
+	if (lapse) {
+		/* the target's lease ran out during the drain, which waited
+		 * for it to register again and moved the part there */
+		pthread_join(lth, NULL);
+		CHECK(atomic_load(&lapsed));
+		em_pool_close(lp);
+	}
 	wait_ops(200);
 	CHECK(!atomic_load(&failed));
 
@@ -394,7 +468,7 @@ int main(int argc, char **argv)
 	CHECK(t_node_stop(&n[d], SIGKILL) != 0);
 	wait_ops(300);
 	atomic_store(&stop_flag, 1);
-	for (int i = 0; i < WORKERS; i++)
+	for (int i = 0; i < nworkers; i++)
 		pthread_join(w[i].th, NULL);
 	CHECK(!atomic_load(&failed));
 	printf("%ld verified operations\n", atomic_load(&ops_done));
@@ -404,7 +478,7 @@ int main(int argc, char **argv)
 	CHECK_RC(em_region_open(p, "big", &r), 0);
 	{
 		uint8_t *all = malloc(PART);
-		for (int i = 0; i < WORKERS; i++) {
+		for (int i = 0; i < nworkers; i++) {
 			CHECK_RC(em_read(r, (uint64_t)i * PART, all, PART), 0);
 			CHECK(!memcmp(all, w[i].ref, PART));
 			memset(all, 0, PART);

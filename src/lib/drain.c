@@ -44,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/cluster.h"
 #include "common/util.h"
@@ -96,7 +97,10 @@ static void retire(em_pool *pool, unsigned node, uint32_t handle)
 	}
 }
 
-int em_drain_refresh(em_region *r)
+/* wait: a moved part's node whose connection is down (its lease lapsed
+ * and it registered again, say) is waited for, up to the request timeout,
+ * rather than failing the caller. */
+static int refresh(em_region *r, bool wait)
 {
 	em_pool *pool = r->pool;
 	struct em_region_rec rec;
@@ -127,6 +131,8 @@ int em_drain_refresh(em_region *r)
 		}
 		if ((unsigned)i == r->node[s])
 			continue;
+		if (wait && (rc = em_health_wait(pool, (unsigned)i)))
+			break;
 		n = em_namelayout_encode(req, sizeof(req), em_region_rec_piece(&rec, s), NULL, 0);
 		if (n < 0) {
 			rc = n;
@@ -170,12 +176,20 @@ int em_drain_refresh(em_region *r)
 	return 0;
 }
 
+int em_drain_refresh(em_region *r)
+{
+	return refresh(r, true);
+}
+
+/* The watch thread does not wait for a node: it is the one that hears the
+ * node registered again. A handle it could not bring up to date follows
+ * when its next operation meets EM_ESTALE. */
 void em_drain_follow(em_pool *pool, const char *name)
 {
 	pthread_mutex_lock(&pool->lock);
 	for (em_region *r = pool->regions; r; r = r->next)
 		if (r->named && !em_red_on(r) && !strcmp(r->name, name))
-			em_drain_refresh(r);
+			refresh(r, false);
 	pthread_mutex_unlock(&pool->lock);
 }
 
@@ -262,6 +276,9 @@ static int move_one(em_pool *pool, const char *name, unsigned d, uint8_t *buf, u
 		return 0;
 	bytes = seg_bytes(pool, &rec, s);
 	if ((j = pick_target(pool, d, bytes)) < 0) {
+		for (unsigned i = 0; i < em_pool_n(pool); i++)
+			if (i != d && em_node_down(pool, i))
+				return -EAGAIN; /* one that is back soon may have room */
 		em_log(EM_LOG_ERR, "drain: no node has room for %" PRIu64 " bytes of %s", bytes,
 		       name);
 		return -ENOSPC;
@@ -329,7 +346,10 @@ undo:
 	close_handle(pool, (unsigned)j, hj);
 	if (piece[0])
 		drop_piece(pool, (unsigned)j, piece);
-	return rc == -ESTALE ? -EAGAIN : rc;
+	/* a node that could not be reached (a lease that lapsed cuts a live
+	 * node off until it registers again) is tried again: another target,
+	 * or the same once it is back */
+	return rc == -ESTALE || em_red_unreachable(rc) ? -EAGAIN : rc;
 }
 
 static int find_node(em_pool *pool, const char *addr)
@@ -394,11 +414,25 @@ int em_drain_node(em_pool *pool, const char *addr,
 	}
 	note(pool, pool->nodes[d].addr, "draining", 0, total, (unsigned)n);
 	for (int k = 0; k < n; k++) {
-		int tries = 0;
+		uint64_t until = 0;
 		for (;;) {
 			rc = move_one(pool, info[k].name, (unsigned)d, buf, &done);
-			if (rc == -EAGAIN && ++tries < 20)
-				continue;
+			if (rc == -EAGAIN) {
+				/* up to four request timeouts for a part, with a
+				 * pause so that a node cut off comes back meanwhile */
+				uint64_t now = em_now_ns();
+				if (!until)
+					until = now +
+						4ull * (uint64_t)pool->timeout_ms * 1000000ull;
+				if (now < until) {
+					struct timespec ts = { 0, 50 * 1000000L };
+					nanosleep(&ts, NULL);
+					pthread_mutex_lock(&pool->lock);
+					em_health_wait(pool, (unsigned)d);
+					pthread_mutex_unlock(&pool->lock);
+					continue;
+				}
+			}
 			if (rc < 0) {
 				em_log(EM_LOG_ERR, "drain: region %s: %s", info[k].name,
 				       em_strerror(rc));
@@ -409,6 +443,7 @@ int em_drain_node(em_pool *pool, const char *addr,
 			if (!rc)
 				break;
 			parts++;
+			until = 0;
 			if (progress)
 				progress(arg, done, EM_MAX(done, total), info[k].name);
 			note(pool, pool->nodes[d].addr, "draining", done, EM_MAX(done, total),

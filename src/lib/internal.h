@@ -200,6 +200,7 @@ struct em_slot {
 	struct em_op op;
 	uint64_t epoch; /* the region's dir_epoch its parts were addressed by */
 	uint64_t until; /* 0, or when waiting for the layout to move gives up */
+	uint64_t again; /* when to post it again even at the same epoch */
 };
 
 /* Parts gathered for one node during a submission. */

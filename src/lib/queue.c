@@ -554,13 +554,14 @@ int em_submit(em_queue *q, const struct em_op *ops, unsigned n)
 	return rc ? rc : n ? -EAGAIN : 0;
 }
 
-/* Operations that met EM_ESTALE: a drain moved one of their parts. Each
- * is posted again, whole, once its region's layout has moved to a newer
- * epoch (a write that met EM_ESTALE was not applied, and its other parts
- * write the same bytes again). This queue reads the record itself where it
- * may; the pager's waits for the etcd watch (health.c) to follow it. An
- * operation whose layout has not moved within the request timeout
- * completes with EM_ESTALE. */
+/* Operations that met EM_ESTALE: a drain moved one of their parts, or is
+ * copying it. Each is posted again, whole, once its region's layout has
+ * moved to a newer epoch (a write that met EM_ESTALE was not applied, and
+ * its other parts write the same bytes again), or a millisecond later at
+ * the same one (a drain that gave up on a part thaws it). This queue reads
+ * the record itself where it may; the pager's waits for the etcd watch
+ * (health.c) to follow it. An operation still refused at the request
+ * timeout completes with EM_ESTALE. */
 static void follow(em_queue *q)
 {
 	struct em_slot *s = q->stale, *wait = NULL;
@@ -576,8 +577,10 @@ static void follow(em_queue *q)
 		uint64_t now = em_now_ns();
 		int rc = 0;
 
-		if (!s->until)
+		if (!s->until) {
 			s->until = now + (uint64_t)r->pool->timeout_ms * 1000000ull;
+			s->again = now + 1000000;
+		}
 		if (q->follow_here &&
 		    __atomic_load_n(&r->dir_epoch, __ATOMIC_ACQUIRE) == s->epoch) {
 			pthread_mutex_lock(&r->pool->lock);
@@ -586,7 +589,9 @@ static void follow(em_queue *q)
 			if (rc == -EAGAIN) /* the copy is under way */
 				rc = 0;
 		}
-		if (!rc && __atomic_load_n(&r->dir_epoch, __ATOMIC_ACQUIRE) != s->epoch) {
+		if (!rc && (__atomic_load_n(&r->dir_epoch, __ATOMIC_ACQUIRE) != s->epoch ||
+			    now >= s->again)) {
+			s->again = now + 1000000;
 			s->result = 0;
 			s->value = 0;
 			s->pending = 1;
