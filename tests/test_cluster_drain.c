@@ -433,7 +433,10 @@ int main(int argc, char **argv)
 		em_region *x;
 		struct em_node_status st[NODES] = { { .size = sizeof(st[0]) } };
 		uint64_t before = 0, after = 0;
-		CHECK_RC(em_pool_status(p, st, NODES), NODES);
+		/* lapse: this pool's own connection to the target is made again
+		 * in the background (status shows it with capacity 0 until then) */
+		CHECK(T_WAIT_FOR(15000, em_pool_status(p, st, NODES) == NODES && st[0].capacity &&
+						st[1].capacity && st[2].capacity));
 		for (int i = 0; i < NODES; i++)
 			if (!strcmp(st[i].addr, n[d].url))
 				before = st[i].used;

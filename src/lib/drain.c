@@ -244,11 +244,13 @@ static int pick_target(em_pool *pool, unsigned from, uint64_t bytes)
 
 	if (em_dir_free(pool, freeb))
 		return -1;
+	pthread_mutex_lock(&pool->lock); /* the reconnect thread swaps channels */
 	for (unsigned i = 0; i < em_pool_n(pool); i++)
 		if (i != from && !em_node_down(pool, i) &&
 		    (freeb[i] & ~4095ull) >= ((bytes + 4095) & ~4095ull) &&
 		    (best < 0 || freeb[i] > freeb[best]))
 			best = (int)i;
+	pthread_mutex_unlock(&pool->lock);
 	return best;
 }
 
@@ -276,9 +278,14 @@ static int move_one(em_pool *pool, const char *name, unsigned d, uint8_t *buf, u
 		return 0;
 	bytes = seg_bytes(pool, &rec, s);
 	if ((j = pick_target(pool, d, bytes)) < 0) {
+		bool down = false;
+
+		pthread_mutex_lock(&pool->lock);
 		for (unsigned i = 0; i < em_pool_n(pool); i++)
-			if (i != d && em_node_down(pool, i))
-				return -EAGAIN; /* one that is back soon may have room */
+			down |= i != d && em_node_down(pool, i);
+		pthread_mutex_unlock(&pool->lock);
+		if (down)
+			return -EAGAIN; /* one that is back soon may have room */
 		em_log(EM_LOG_ERR, "drain: no node has room for %" PRIu64 " bytes of %s", bytes,
 		       name);
 		return -ENOSPC;
