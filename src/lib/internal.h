@@ -244,7 +244,7 @@ struct em_queue {
 	uint64_t lock_tok;
 	/* redundancy.c: a write or atomic was refused as stale (the node's
 	 * fence, else 1); the operation reads the layouts again and redoes it */
-	uint32_t stale;
+	uint32_t fenced;
 };
 
 /* Failpoint for tests (the static library's, never exported): nonzero makes

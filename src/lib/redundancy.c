@@ -412,7 +412,7 @@ static unsigned run(em_queue *q, em_region *r, struct req *reqs, unsigned n)
 				continue;
 			if (p->status == -EM_ESTALE) {
 				/* fenced by a repair: not lost, behind */
-				q->stale = EM_MAX(q->stale, p->r_aux ? p->r_aux : 1u);
+				q->fenced = EM_MAX(q->fenced, p->r_aux ? p->r_aux : 1u);
 				continue;
 			}
 			if (seg_lost(r, reqs[i].seg))
@@ -563,7 +563,7 @@ static int rep_write_span(em_queue *q, em_region *r, uint64_t off, const uint8_t
 		live += ok;
 	}
 	reqs_put(stack, reqs);
-	if (q->stale)
+	if (q->fenced)
 		return -EM_ESTALE; /* redone whole once the layouts are read again */
 	/* a copy that took part of the write and then failed is lost already */
 	return live ? 0 : lost_error(r);
@@ -621,7 +621,7 @@ again:
 		req_atomic(&one, r, st->prim, op->offset, op->atomic_op, op->operand, op->compare);
 		if (!run(q, r, &one, 1))
 			break;
-		if (q->stale)
+		if (q->fenced)
 			return -EM_ESTALE; /* refused before it was applied */
 	}
 	if (st->prim == r->nseg)
@@ -654,7 +654,7 @@ follow:
 
 			req_atomic(&f, r, s, op->offset, force ? EM_ATOMIC_SWAP : EM_ATOMIC_CAS,
 				   st->nv, st->old);
-			if (run(q, r, &f, 1) && q->stale)
+			if (run(q, r, &f, 1) && q->fenced)
 				return -EM_ESTALE; /* resumed here */
 			if (f.p.status || force || em_get64(f.p.inl) == st->old)
 				break;
@@ -700,7 +700,7 @@ static int fill_follow(em_queue *q, em_region *r, uint64_t off, struct ratom *st
 		if ((st->fill >> s & 1) && s != src)
 			req_atomic(&rq[n++], r, s, off, EM_ATOMIC_SWAP, em_get64(w), 0);
 	run(q, r, rq, n);
-	if (q->stale)
+	if (q->fenced)
 		return -EM_ESTALE;
 	st->fill = 0;
 	return 0;
@@ -721,7 +721,7 @@ static int rep_atomic(em_queue *q, em_region *r, const struct em_op *op, uint64_
 	int rc;
 
 	for (;;) {
-		q->stale = 0;
+		q->fenced = 0;
 		pthread_rwlock_rdlock(&r->rx->fill);
 		if (!ns &&
 		    (filling(r) ||
@@ -849,7 +849,7 @@ static int stripes_lock(em_queue *q, em_region *r, uint64_t row0, unsigned nrows
 		/* give back every lock we hold (a CAS from our token is a
 		 * no-op where we did not win) and try again */
 		stripes_unlock(q, r, row0, nrows, segs, n, true);
-		if (q->stale)
+		if (q->fenced)
 			return -EM_ESTALE; /* fenced: read the layouts again first */
 		if (live_count(r) < need_live(r))
 			return lost_error(r);
@@ -998,12 +998,12 @@ static int run_fenced(em_queue *q, em_region *r, struct req *rq, unsigned n)
 {
 	int rc;
 
-	q->stale = 0;
+	q->fenced = 0;
 	run(q, r, rq, n);
-	while (q->stale) {
+	while (q->fenced) {
 		if ((rc = red_refresh(q, r)))
 			return rc;
-		q->stale = 0;
+		q->fenced = 0;
 		for (unsigned i = 0; i < n; i++)
 			req_renew(&rq[i], r);
 		run(q, r, rq, n);
@@ -1162,7 +1162,7 @@ int em_red_exec(em_queue *q, const struct em_op *op, uint64_t *value)
 	 * where it was: done again, the same bytes, once the layouts are
 	 * read again */
 	for (;;) {
-		q->stale = 0;
+		q->fenced = 0;
 		if (r->red == EM_RED_EC)
 			rc = ec_exec(q, op);
 		else if (!op->len)
@@ -1253,7 +1253,7 @@ static int fill_rep(em_region *r, uint64_t mask, bool throttled)
 		em_queue *q = r->pool->dq;
 
 		pthread_mutex_lock(&r->pool->lock);
-		q->stale = 0;
+		q->fenced = 0;
 		if (!(rc = stripes_lock(q, r, off / REP_PIECE, 1, segs, &ns))) {
 			for (src = 0; src < r->nseg; src++) {
 				struct req rd;
@@ -1305,7 +1305,7 @@ static int fill_ec(em_region *r, uint64_t mask, bool throttled)
 
 		pthread_mutex_lock(&r->pool->lock);
 		c.q = r->pool->dq;
-		c.q->stale = 0;
+		c.q->fenced = 0;
 		if (!(rc = stripes_lock(c.q, r, row, 1, segs, &ns))) {
 			rc = band_read(&c, row, 0, cell, mask);
 			if (!rc) {
@@ -1536,7 +1536,7 @@ static int refresh_once(em_queue *q, em_region *r)
 static int red_refresh(em_queue *q, em_region *r)
 {
 	uint64_t deadline = em_now_ns() + (uint64_t)r->pool->timeout_ms * 1000000ull;
-	uint32_t want = q->stale;
+	uint32_t want = q->fenced;
 	int rc;
 
 	if (!r->named)
