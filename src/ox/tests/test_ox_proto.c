@@ -41,6 +41,31 @@ static uint64_t rnd(void)
 	return rng;
 }
 
+/* A hand-made frame's Ethernet header and TLoE header, as a peer that does
+ * not use our conn would write them; the rest of the frame is the caller's. */
+static void frame_head(uint8_t *f, const uint8_t dst[6], const uint8_t src[6],
+		       const struct ox_tloe *h)
+{
+	uint64_t hv = __builtin_bswap64(ox_tloe_pack(h));
+	if (dst)
+		ox_eth_write(f, dst, src, OX_ETHERTYPE_DEFAULT);
+	memcpy(f + OX_ETH_HLEN, &hv, 8);
+}
+
+/* The same with messages: the encoder writes the TLoE header and mask.
+ * cap is the whole buffer's size. Returns the frame's length, or 0 if the
+ * message does not fit. */
+static size_t frame_msgs(uint8_t *f, size_t cap, const uint8_t dst[6], const uint8_t src[6],
+			 const struct ox_tloe *h, const struct ox_msg *m)
+{
+	struct ox_enc e;
+	ox_eth_write(f, dst, src, OX_ETHERTYPE_DEFAULT);
+	ox_enc_begin(&e, f + OX_ETH_HLEN, cap - OX_ETH_HLEN, false);
+	if (m && ox_enc_add(&e, m))
+		return 0;
+	return OX_ETH_HLEN + ox_enc_finish(&e, h);
+}
+
 struct world {
 	struct ox_hub *hub;
 	struct ox_link *ep_raw, *ep_link, *rq_raw[NRQ], *rq_link[NRQ];
@@ -532,19 +557,16 @@ static void test_malformed(struct world *w)
 	memcpy(win.mac, (uint8_t[6]){ 2, 0, 0, 0, 0, 0x30 }, 6);
 	CHECK(ox_endpoint_add_window(ww->ep, &win) >= 0);
 	uint8_t c[OX_ETH_HLEN + 48] = { 0 };
-	ox_eth_write(c, ww->ep_raw->mac, win.mac, OX_ETHERTYPE_DEFAULT);
 	struct ox_tloe h = {
 		.seq = 0, .seq_ack = OX_SEQ_MASK, .ack = 1, .credit_ch = 6, .credit = 3
 	};
-	uint64_t hv = __builtin_bswap64(ox_tloe_pack(&h));
-	memcpy(c + OX_ETH_HLEN, &hv, 8);
+	frame_head(c, ww->ep_raw->mac, win.mac, &h);
 	CHECK(ox_endpoint_input(ww->ep, c, sizeof(c), ox_now_ns()) == -EPROTO);
 	ox_endpoint_stats(w->ep, &s1);
 	CHECK(s1.rej[OX_REJ_CREDIT] == s0.rej[OX_REJ_CREDIT] + 1);
 	h.credit_ch = OX_CH_D;
 	h.credit = 30;
-	hv = __builtin_bswap64(ox_tloe_pack(&h));
-	memcpy(c + OX_ETH_HLEN, &hv, 8);
+	frame_head(c, NULL, NULL, &h);
 	CHECK(ox_endpoint_input(ww->ep, c, sizeof(c), ox_now_ns()) == 0);
 	ox_endpoint_stats(w->ep, &s1);
 	CHECK(s1.rej[OX_REJ_CREDIT] == s0.rej[OX_REJ_CREDIT] + 1);
@@ -580,14 +602,12 @@ static void test_tagged(void)
 	/* every sequence number a few hundred frames could have reached, so
 	 * one of them is the very one the node expects next */
 	for (uint32_t k = 0; k < 2 * OX_SEQ_PLAUSIBLE; k++) {
-		struct ox_enc e;
 		struct ox_tloe h = { .seq = k % OX_SEQ_PLAUSIBLE,
 				     .seq_ack = OX_SEQ_MASK,
 				     .ack = 1 };
-		ox_eth_write(f, w.ep_raw->mac, w.rq_raw[0]->mac, OX_ETHERTYPE_DEFAULT);
-		ox_enc_begin(&e, f + OX_ETH_HLEN, 1500, false);
-		CHECK(ox_enc_add(&e, &put) == 0);
-		size_t n = OX_ETH_HLEN + ox_enc_finish(&e, &h);
+		size_t n = frame_msgs(f, sizeof(f) - OX_TAG_LEN, w.ep_raw->mac, w.rq_raw[0]->mac,
+				      &h, &put);
+		CHECK(n > 0);
 		if (k >= OX_SEQ_PLAUSIBLE) { /* a tag, but under the wrong key */
 			uint8_t key[OX_TAG_KEYLEN] = { 1 };
 			ox_tag_put(key, f, n);
@@ -612,10 +632,8 @@ static void test_tagged(void)
 	CHECK(ox_endpoint_add_window(w.ep, &win) == -EEXIST);
 	CHECK(ox_endpoint_bind(w.ep, mac, NULL, NULL) == 0);
 	uint8_t g[OX_ETH_HLEN + 48] = { 0 };
-	ox_eth_write(g, w.ep_raw->mac, mac, OX_ETHERTYPE_DEFAULT);
 	struct ox_tloe h = { .seq = OX_SEQ_HALF, .seq_ack = OX_SEQ_MASK, .ack = 1 };
-	uint64_t hv = __builtin_bswap64(ox_tloe_pack(&h));
-	memcpy(g + OX_ETH_HLEN, &hv, 8);
+	frame_head(g, w.ep_raw->mac, mac, &h);
 	g[sizeof(g) - 1] = 0; /* no messages */
 	CHECK(ox_endpoint_input(w.ep, g, sizeof(g), ox_now_ns()) == -EPROTO);
 	ox_endpoint_stats(w.ep, &s1);
@@ -900,16 +918,13 @@ static void test_open_grants(enum ox_mode mode)
 
 	/* a bare peer's first frame: the open in 1.1, a normal one in 1.0.3 */
 	uint8_t f[OX_ETH_HLEN + 48];
-	struct ox_enc e;
 	struct ox_tloe h = { .type = mode == OX_MODE_11 ? OX_T_OPEN : 0,
 			     .seq = 0,
 			     .seq_ack = OX_SEQ_MASK,
 			     .ack = 1,
 			     .credit_ch = OX_CH_D,
 			     .credit = 28 };
-	ox_eth_write(f, el->mac, pl->mac, OX_ETHERTYPE_DEFAULT);
-	ox_enc_begin(&e, f + OX_ETH_HLEN, 48, false);
-	size_t flen = OX_ETH_HLEN + ox_enc_finish(&e, &h);
+	size_t flen = frame_msgs(f, sizeof(f), el->mac, pl->mac, &h, NULL);
 	uint64_t now = 1000000000ull;
 	CHECK(ox_link_send(pl, f, flen) == 0);
 	ox_endpoint_poll(ep, now, 64);
