@@ -15,6 +15,10 @@
  * queue's worth, so an offered load is a rate, not a burst followed by a
  * pause; a client that cannot keep up simply runs unpaced. The bulk figure
  * counts only what completed while the probe was measuring.
+ *
+ * --same-queue puts the probe on the bulk client's own queue (one bulk
+ * client, one thread, one connection): what a small read waits for behind
+ * bulk reads on the same connection, which only the client can order.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -36,6 +40,7 @@
 #define PROBE_REGION (16u << 20)
 #define MAX_CLIENTS 16
 #define MAX_SAMPLES (4u << 20)
+#define PROBE_DATA BULK_QD /* user_data of the probe's op on a shared queue */
 
 struct bulk {
 	pthread_t th;
@@ -49,10 +54,15 @@ struct bulk {
 	int rc;
 	uint64_t seed;
 	const int *run, *measuring;
+	/* --same-queue: this thread also probes, on its own queue */
+	bool nobulk;
+	uint64_t *lat;
+	unsigned nlat;
+	uint8_t probe_buf[PROBE_SIZE];
 };
 
 struct loaded {
-	bool json, quick;
+	bool json, quick, same_queue;
 	uint64_t time_ns;
 	unsigned clients;
 	const char *transport;
@@ -88,16 +98,35 @@ static void sleep_ns(uint64_t ns)
 static void *bulk_main(void *arg)
 {
 	struct bulk *k = arg;
-	struct em_completion c[BULK_QD];
+	struct em_completion c[BULK_QD + 1];
 	unsigned free_slot[BULK_QD], nfree = BULK_QD, inflight = 0;
-	uint64_t t0 = em_now_ns(), issued = 0;
+	uint64_t t0 = em_now_ns(), issued = 0, probe_t0 = 0;
 	const double burst = (double)BULK_SIZE * BULK_QD;
+	bool probing = false;
 
 	for (unsigned i = 0; i < BULK_QD; i++)
 		free_slot[i] = i;
-	while (!k->rc && (__atomic_load_n(k->run, __ATOMIC_ACQUIRE) || inflight)) {
-		bool go = __atomic_load_n(k->run, __ATOMIC_ACQUIRE);
+	while (!k->rc && (__atomic_load_n(k->run, __ATOMIC_ACQUIRE) || inflight || probing)) {
+		bool go = __atomic_load_n(k->run, __ATOMIC_ACQUIRE) && !k->nobulk;
 		uint64_t wait_ns = 0;
+
+		if (k->lat && !probing && __atomic_load_n(k->measuring, __ATOMIC_ACQUIRE)) {
+			struct em_op op = {
+				.opcode = EM_OP_READ,
+				.region = k->r,
+				.offset = (xs(&k->seed) % (BULK_REGION / PROBE_SIZE)) * PROBE_SIZE,
+				.buf = k->probe_buf,
+				.len = PROBE_SIZE,
+				.user_data = PROBE_DATA,
+			};
+			probe_t0 = em_now_ns();
+			int n = em_submit(k->q, &op, 1);
+			if (n != 1) {
+				k->rc = n < 0 ? n : -EAGAIN;
+				break;
+			}
+			probing = true;
+		}
 
 		while (go && nfree) {
 			if (k->rate > 0) {
@@ -133,14 +162,16 @@ static void *bulk_main(void *arg)
 		}
 		if (k->rc)
 			break;
-		if (!inflight) {
-			if (go)
+		if (!inflight && !probing) {
+			if (__atomic_load_n(k->run, __ATOMIC_ACQUIRE))
 				sleep_ns(EM_MIN(wait_ns ? wait_ns : 100000, 1000000ull));
 			continue;
 		}
 		/* a paced client waits for a completion or its next token, whichever
 		 * comes first (em_wait counts in milliseconds) */
-		int n = em_wait(k->q, c, 1, BULK_QD, wait_ns ? (int)(wait_ns / 1000000 + 1) : -1);
+		unsigned nbulk = 0;
+		int n = em_wait(k->q, c, 1, BULK_QD + 1,
+				wait_ns ? (int)(wait_ns / 1000000 + 1) : -1);
 		if (n < 0) {
 			k->rc = n;
 			break;
@@ -148,11 +179,18 @@ static void *bulk_main(void *arg)
 		for (int i = 0; i < n; i++) {
 			if (c[i].result && !k->rc)
 				k->rc = c[i].result;
+			if (c[i].user_data == PROBE_DATA) {
+				if (k->nlat < MAX_SAMPLES)
+					k->lat[k->nlat++] = em_now_ns() - probe_t0;
+				probing = false;
+				continue;
+			}
+			nbulk++;
 			free_slot[nfree++] = (unsigned)c[i].user_data;
 			if (__atomic_load_n(k->measuring, __ATOMIC_ACQUIRE))
 				k->moved += BULK_SIZE;
 		}
-		inflight -= (unsigned)n;
+		inflight -= nbulk;
 	}
 	return NULL;
 }
@@ -171,10 +209,15 @@ static int level(struct loaded *L, bool write, double rate, bool probe, double *
 
 	L->run = 1;
 	L->measuring = 0;
-	for (unsigned i = 0; rate >= 0 && i < L->clients; i++) {
+	/* on a shared queue the bulk client's thread probes, with no bulk at
+	 * load 0 */
+	for (unsigned i = 0; (rate >= 0 || L->same_queue) && i < L->clients; i++) {
 		struct bulk *k = &L->bk[i];
 		k->write = write;
-		k->rate = rate / L->clients;
+		k->nobulk = rate < 0;
+		k->rate = rate > 0 ? rate / L->clients : 0;
+		k->lat = L->same_queue && probe ? L->lat : NULL;
+		k->nlat = 0;
 		k->moved = 0;
 		k->rc = 0;
 		k->run = &L->run;
@@ -188,7 +231,7 @@ static int level(struct loaded *L, bool write, double rate, bool probe, double *
 	__atomic_store_n(&L->measuring, 1, __ATOMIC_RELEASE);
 	t0 = em_now_ns();
 	while (!rc && em_now_ns() - t0 < L->time_ns) {
-		if (!probe) {
+		if (!probe || L->same_queue) {
 			sleep_ns(EM_MIN(L->time_ns, 10000000ull));
 			continue;
 		}
@@ -204,6 +247,8 @@ static int level(struct loaded *L, bool write, double rate, bool probe, double *
 	for (unsigned i = 0; i < started; i++) {
 		pthread_join(L->bk[i].th, NULL);
 		moved += L->bk[i].moved;
+		if (L->same_queue && probe)
+			n = L->bk[i].nlat;
 		if (!rc && L->bk[i].rc)
 			rc = L->bk[i].rc;
 	}
@@ -220,12 +265,14 @@ static double pct(const uint64_t *lat, unsigned n, double p)
 static void usage(void)
 {
 	printf("usage: ethermem bench loaded [--clients N] [--json] [--quick] [--reads-only]\n"
-	       "                             [--time SECONDS]\n"
+	       "                             [--time SECONDS] [--same-queue]\n"
 	       "Measures a probe client's 4 KiB reads at queue depth 1 while N bulk clients\n"
 	       "(default 2, each its own connection) move 2 MiB at queue depth 8, paced to\n"
 	       "0, 25, 50, 80 and 100%% of the bulk throughput measured alone first in the\n"
 	       "same run; bulk reads, then bulk writes (--reads-only: reads only).\n"
 	       "--time SECONDS: how long each load level measures (default 2, --quick 1).\n"
+	       "--same-queue: one bulk client, and the probe's reads go through its queue\n"
+	       "(same connection, same thread) instead of a connection of their own.\n"
 	       "--json prints one JSON object per load level.\n");
 }
 
@@ -248,6 +295,8 @@ int em_cli_bench_loaded(int argc, char **argv, struct em_cli_pool *cp)
 			L->json = true;
 		} else if (!strcmp(argv[i], "--quick")) {
 			L->quick = true;
+		} else if (!strcmp(argv[i], "--same-queue")) {
+			L->same_queue = true;
 		} else if (!strcmp(argv[i], "--reads-only")) {
 			reads_only = true;
 		} else if (!strcmp(argv[i], "--time") && i + 1 < argc) {
@@ -282,6 +331,8 @@ int em_cli_bench_loaded(int argc, char **argv, struct em_cli_pool *cp)
 			goto out;
 		}
 	}
+	if (L->same_queue)
+		L->clients = 1;
 	if (L->quick && !time_set)
 		L->time_ns = 1000000000ull;
 	L->lat = malloc(MAX_SAMPLES * sizeof(*L->lat));
@@ -313,7 +364,7 @@ int em_cli_bench_loaded(int argc, char **argv, struct em_cli_pool *cp)
 		for (uint64_t off = 0; !rc && off < BULK_REGION; off += BULK_SIZE)
 			rc = em_write(k->r, off, k->bufs, BULK_SIZE);
 		if (!rc)
-			rc = em_queue_create(k->pool, BULK_QD, &k->q);
+			rc = em_queue_create(k->pool, BULK_QD + L->same_queue, &k->q);
 	}
 	if (rc) {
 		fprintf(stderr, "ethermem bench loaded: setup failed: %s\n", em_strerror(rc));
@@ -351,14 +402,15 @@ int em_cli_bench_loaded(int argc, char **argv, struct em_cli_pool *cp)
 			}
 			if (L->json)
 				printf("{\"op\":\"loaded\",\"bulk_op\":\"%s\",\"load\":%.2f,"
-				       "\"transport\":\"%s\",\"clients\":%u,\"probe_size\":%u,"
+				       "\"transport\":\"%s\",\"clients\":%u,\"same_queue\":%s,"
+				       "\"probe_size\":%u,"
 				       "\"bulk_size\":%u,\"bulk_qd\":%u,\"probe_p50_us\":%.2f,"
 				       "\"probe_p99_us\":%.2f,\"probe_p999_us\":%.2f,"
 				       "\"probe_samples\":%u,\"bulk_gbps\":%.3f,"
 				       "\"bulk_alone_gbps\":%.3f,\"bulk_ratio\":%.3f}\n",
 				       w ? "write" : "read", ld, L->transport, L->clients,
-				       PROBE_SIZE, BULK_SIZE, BULK_QD, p50, p99, p999, n, g, alone,
-				       ratio);
+				       L->same_queue ? "true" : "false", PROBE_SIZE, BULK_SIZE,
+				       BULK_QD, p50, p99, p999, n, g, alone, ratio);
 			else
 				printf("%-6s %5.2f %10.2f %10.2f %10.2f %9.3f %9.3f %7.3f %8u\n",
 				       w ? "write" : "read", ld, p50, p99, p999, g, alone, ratio,

@@ -62,6 +62,10 @@ const struct em_setting em_settings[EM_CFG_COUNT] = {
 				 NULL,
 				 "bytes per second a background repair may copy or rebuild (0: "
 				 "no limit)" },
+	[EM_CFG_BULK_WINDOW] = { "ETHERMEM_BULK_WINDOW", NULL, E, EM_CFG_SIZE, "256K", 0, 64 << 20,
+				 NULL,
+				 "bulk bytes a TCP connection has in flight while small requests "
+				 "go ahead of the rest (0: send everything in order)" },
 
 	[EM_CFG_OX_WINDOW] = { "ETHERMEM_OX_WINDOW", NULL, E, EM_CFG_INT, "64", 2, 4096, NULL,
 			       "OmniXtend frames in flight per channel" },

@@ -127,6 +127,7 @@ struct em_pool {
 	uint8_t key[EM_KEY_LEN];
 	int timeout_ms;
 	int poll_us;
+	uint32_t bulk_window;              /* TCP: bulk bytes in flight ahead of small requests */
 	bool encrypt;                      /* seal every connection (common/seal.h) */
 	const struct em_transport_ops *tp; /* the data path, resolved */
 	void *tpriv;                       /* its state */

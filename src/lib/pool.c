@@ -265,7 +265,7 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 	struct em_chan **ch;
 	char *list, *save = NULL, *tok;
 	const char *e;
-	int64_t debug, poll_us;
+	int64_t debug, poll_us, bulk_window;
 	int rc;
 
 	if (!out || em_opts_in(&oo, sizeof(oo), uo, EM_POOL_OPTS_SIZE_0_1))
@@ -276,7 +276,8 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 		return rc;
 	/* atomic: another pool's thread may be logging now */
 	__atomic_store_n(&em_log_threshold, debug ? EM_LOG_DEBUG : EM_LOG_ERR, __ATOMIC_RELAXED);
-	if ((rc = em_cfg_env_num(EM_CFG_POLL_US, &poll_us)))
+	if ((rc = em_cfg_env_num(EM_CFG_POLL_US, &poll_us)) ||
+	    (rc = em_cfg_env_num(EM_CFG_BULK_WINDOW, &bulk_window)))
 		return rc;
 	rc = resolve(o, &c);
 	if (rc)
@@ -322,6 +323,7 @@ int em_pool_connect(em_pool **out, const struct em_pool_opts *uo)
 		free(pool);
 		return -EINVAL;
 	}
+	pool->bulk_window = (uint32_t)bulk_window;
 	pool->poll_us = o && o->poll_us ? (o->poll_us < 0 ? 0 : o->poll_us) : (int)poll_us;
 	rc = em_key_load(c.secret, pool->key);
 	if (rc)

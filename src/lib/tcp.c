@@ -12,6 +12,18 @@
  * drains replies, because a node blocked on sending us replies stops reading
  * our requests - two full socket buffers would otherwise deadlock.
  *
+ * Small before bulk: the node answers in order, so a 4 KiB read posted after
+ * 16 MiB of bulk reads would wait for all of them. Bulk parts (reads and
+ * writes over SMALL_MAX) are held in a wait ring and go out only while less
+ * than BULK_WINDOW of bulk is on the wire, reads cut into SLICE-long
+ * requests; small parts and atomics go out at once, ahead of whatever bulk
+ * still waits, unless they overlap a waiting part where one of the two
+ * writes (then they keep their order). So a small reply waits behind at most
+ * a window of bulk, not behind everything queued. Slices of one read share
+ * its tag (reads are not deduplicated by tag, and the FIFO still matches
+ * replies in order) and each completes as a part of the operation. Writes are
+ * not cut: a resent write must carry the tags it was first sent with.
+ *
  * An encrypted channel (ETHERMEM_ENCRYPT) does the same through a seal in
  * each direction (common/seal.h): the gathered batch goes out as records,
  * and what tcp_recv returns is plaintext of records that opened.
@@ -35,12 +47,27 @@
 #define RXBUF (64u << 10)
 #define DIRECT_MIN (16u << 10) /* payload left to receive: straight to the caller */
 #define IOV_BATCH 512
+#define SMALL_MAX 4096u          /* up to this, and atomics, go ahead of bulk */
+#define SLICE (64u << 10)        /* a bulk read goes out in requests this long */
+#define BULK_WINDOW (256u << 10) /* bulk bytes on the wire at a time, unless set */
+#define PUMP_BATCH 16
+
+/* A ring of parts; a copy's operands (atomics) live in the copy. */
+struct ring {
+	struct em_part *a;
+	size_t cap, head, count;
+};
 
 struct tcp_chan {
 	struct em_chan ch;
 	int fd;
-	struct em_part *fifo;
-	size_t cap, head, count;
+	struct ring fifo; /* sent, in the order the replies will come */
+	struct ring wait; /* posted, held behind the bulk window */
+	uint32_t cut;     /* bytes of wait's first part already sent as slices */
+	size_t bulk;      /* bulk bytes on the wire */
+	uint32_t window;  /* at most this much of it; 0: no hold-back at all */
+	unsigned slices;  /* FIFO room kept for the slices of one window */
+	bool pumping;
 	uint8_t *rx;
 	size_t rpos, wpos;
 	uint8_t *hdrs; /* encoded request headers of a batch */
@@ -52,39 +79,87 @@ struct tcp_chan {
 	struct em_seal *stx, *srx; /* an encrypted channel's, else NULL */
 };
 
-static struct em_part *fifo_at(struct tcp_chan *t, size_t i)
+static struct em_part *ring_at(struct ring *r, size_t i)
 {
-	return &t->fifo[(t->head + i) % t->cap];
+	return &r->a[(r->head + i) % r->cap];
 }
 
-static int fifo_reserve(struct tcp_chan *t, size_t more)
+/* *d = *p, with an atomic's operands and result pointed at d's own copy */
+static void part_copy(struct em_part *d, const struct em_part *p)
+{
+	*d = *p;
+	if (p->req == p->inl)
+		d->req = d->inl;
+	if (p->resp == p->inl)
+		d->resp = d->inl;
+}
+
+static int ring_reserve(struct ring *r, size_t more)
 {
 	size_t nc;
 	struct em_part *nf;
 
-	if (t->count + more <= t->cap)
+	if (r->count + more <= r->cap)
 		return 0;
-	nc = t->cap ? t->cap : 64;
-	while (nc < t->count + more)
+	nc = r->cap ? r->cap : 64;
+	while (nc < r->count + more)
 		nc *= 2;
 	nf = malloc(nc * sizeof(*nf));
 	if (!nf)
 		return -ENOMEM;
-	for (size_t i = 0; i < t->count; i++) {
-		struct em_part *o = fifo_at(t, i);
-		nf[i] = *o;
-		/* an atomic's operands and result live in its own slot: a
-		 * part still in flight (an unlock nobody waits for) moves */
-		if (o->req == o->inl)
-			nf[i].req = nf[i].inl;
-		if (o->resp == o->inl)
-			nf[i].resp = nf[i].inl;
-	}
-	free(t->fifo);
-	t->fifo = nf;
-	t->cap = nc;
-	t->head = 0;
+	/* a part still in flight (an unlock nobody waits for) moves */
+	for (size_t i = 0; i < r->count; i++)
+		part_copy(&nf[i], ring_at(r, i));
+	free(r->a);
+	r->a = nf;
+	r->cap = nc;
+	r->head = 0;
 	return 0;
+}
+
+/* Appends a copy of p; the caller made room. */
+static void ring_push(struct ring *r, const struct em_part *p)
+{
+	part_copy(&r->a[(r->head + r->count) % r->cap], p);
+	r->count++;
+}
+
+static void ring_pop(struct ring *r)
+{
+	r->head = (r->head + 1) % r->cap;
+	r->count--;
+}
+
+/* Bytes a part moves if it is bulk, else 0. Control calls (no slot) are
+ * never bulk. */
+static uint32_t bulk_len(const struct em_part *p)
+{
+	if (!p->slot)
+		return 0;
+	if (p->wop == EM_W_READ && p->resp_cap > SMALL_MAX)
+		return p->resp_cap;
+	if (p->wop == EM_W_WRITE && p->req_len > SMALL_MAX)
+		return p->req_len;
+	return 0;
+}
+
+static bool is_small(const struct em_part *p)
+{
+	return p->slot && !bulk_len(p) &&
+	       (p->wop == EM_W_READ || p->wop == EM_W_WRITE || p->wop == EM_W_ATOMIC);
+}
+
+/* Whether b must stay behind a: same bytes, and one of them changes them. */
+static bool clash(const struct em_part *a, const struct em_part *b)
+{
+	uint64_t alen = a->wop == EM_W_READ ? a->aux : a->wop == EM_W_WRITE ? a->req_len : 8;
+	uint64_t blen = b->wop == EM_W_READ ? b->aux : b->wop == EM_W_WRITE ? b->req_len : 8;
+
+	if (!is_small(a) && !bulk_len(a))
+		return true; /* a control call: nothing passes it */
+	if (a->wop == EM_W_READ && b->wop == EM_W_READ)
+		return false;
+	return a->handle == b->handle && a->off < b->off + blen && b->off < a->off + alen;
 }
 
 /* Fails every outstanding part: the stream is out of step or gone. A
@@ -101,10 +176,17 @@ static void tcp_break(struct tcp_chan *t, int err)
 		close(t->fd);
 		t->fd = -1;
 	}
-	while (t->count) {
-		struct em_part *p = fifo_at(t, 0);
-		t->head = (t->head + 1) % t->cap;
-		t->count--;
+	while (t->fifo.count) {
+		struct em_part *p = ring_at(&t->fifo, 0);
+		ring_pop(&t->fifo);
+		p->status = err;
+		em_part_done(&t->ch, p);
+	}
+	t->bulk = 0;
+	t->cut = 0;
+	while (t->wait.count) {
+		struct em_part *p = ring_at(&t->wait, 0);
+		ring_pop(&t->wait);
 		p->status = err;
 		em_part_done(&t->ch, p);
 	}
@@ -184,17 +266,19 @@ static ssize_t tcp_recv(struct tcp_chan *t, void *dst, size_t len, int timeout_m
 
 /* Completes as many parts as the bytes at hand allow; with a timeout, waits
  * for the first. */
+static int pump(struct tcp_chan *t);
+
 static int tcp_progress(struct em_chan *ch, int timeout_ms)
 {
 	struct tcp_chan *t = (struct tcp_chan *)ch;
-	int done = 0;
+	int done = 0, pr;
 
 	if (ch->broken)
 		return -ENOTCONN;
 	if (timeout_ms < 0)
 		timeout_ms = ch->timeout_ms;
-	while (t->count) {
-		struct em_part *p = fifo_at(t, 0);
+	while (t->fifo.count) {
+		struct em_part *p = ring_at(&t->fifo, 0);
 		int wait = done ? 0 : timeout_ms;
 		ssize_t n;
 
@@ -277,10 +361,12 @@ static int tcp_progress(struct em_chan *ch, int timeout_ms)
 		p->r_aux = t->cur.aux;
 		p->r_off = t->cur.offset;
 		t->have_hdr = false;
-		t->head = (t->head + 1) % t->cap;
-		t->count--;
+		ring_pop(&t->fifo);
+		t->bulk -= bulk_len(p);
 		em_part_done(ch, p);
 		done++;
+		if (t->wait.count && (pr = pump(t)) < 0)
+			return done;
 	}
 	return done;
 }
@@ -353,24 +439,24 @@ static int send_sealed(struct tcp_chan *t, struct iovec *iov, unsigned niov)
 	}
 }
 
-static int tcp_post(struct em_chan *ch, const struct em_part *parts, unsigned n)
+/* Encodes parts[0..n), appends them to the FIFO (which has room) and sends
+ * them. The caller holds t->pumping, so no drain while sending reuses the
+ * header buffer. On failure the channel is broken and every part failed. */
+static int send_parts(struct tcp_chan *t, const struct em_part *parts, unsigned n)
 {
-	struct tcp_chan *t = (struct tcp_chan *)ch;
 	uint8_t *hdrs = hdr_room(t, n);
 	struct iovec iov[IOV_BATCH];
 	unsigned i = 0, niov = 0;
 	int rc = 0;
 
-	if (!hdrs || ch->broken || (rc = fifo_reserve(t, n))) {
-		/* the parts are ours now: they complete, with the error */
-		rc = !hdrs ? -ENOMEM : ch->broken ? -EM_ENONODE : rc;
-		for (i = 0; i < n; i++) {
+	if (!hdrs) {
+		tcp_break(t, -ENOMEM);
+		for (i = 0; i < n; i++) { /* not in the FIFO yet: fail them here */
 			struct em_part p = parts[i];
-			p.status = rc;
-			ch->outstanding++;
-			em_part_done(ch, &p);
+			p.status = -ENOMEM;
+			em_part_done(&t->ch, &p);
 		}
-		goto out;
+		return -ENOMEM;
 	}
 	for (i = 0; i < n; i++) {
 		const struct em_part *p = &parts[i];
@@ -387,18 +473,10 @@ static int tcp_post(struct em_chan *ch, const struct em_part *parts, unsigned n)
 			.aux = p->aux,
 			.offset = p->off,
 		};
-		struct em_part *f;
 
 		em_hdr_encode(hdrs + (size_t)i * EM_HDR_LEN, &h);
-		f = &t->fifo[(t->head + t->count) % t->cap];
-		*f = *p;
-		/* operands live in the part; point at the FIFO's copy */
-		if (p->req == p->inl)
-			f->req = f->inl;
-		if (p->resp == p->inl)
-			f->resp = f->inl;
-		t->count++;
-		ch->outstanding++;
+		ring_push(&t->fifo, p);
+		t->bulk += bulk_len(p);
 	}
 	/* Gather headers and payloads and send them in as few calls as the
 	 * iovec limit allows. */
@@ -417,16 +495,129 @@ static int tcp_post(struct em_chan *ch, const struct em_part *parts, unsigned n)
 			i++;
 		}
 		rc = t->stx ? send_sealed(t, iov, niov) : send_iov(t, iov, niov);
-		if (rc)
-			goto fail;
+		if (rc) {
+			if (!t->ch.broken) /* a drain that failed broke it already */
+				tcp_break(t, rc);
+			return rc;
+		}
 		niov = 0;
 	}
-	rc = 0;
-	goto out;
-fail:
-	if (!ch->broken) /* a drain that failed broke it already */
-		tcp_break(t, rc);
-out:
+	return 0;
+}
+
+/* Sends what waits, in order, while the bulk window has room: parts that
+ * are not bulk at once, bulk reads a slice at a time. */
+static int pump(struct tcp_chan *t)
+{
+	struct em_part batch[PUMP_BATCH];
+	int rc = 0;
+
+	if (t->pumping || t->ch.broken)
+		return 0;
+	t->pumping = true;
+	while (!rc && t->wait.count) {
+		unsigned n = 0;
+
+		while (n < PUMP_BATCH && t->wait.count) {
+			struct em_part *w = ring_at(&t->wait, 0), *b = &batch[n];
+			uint32_t len = bulk_len(w), slice;
+
+			if (!len) {
+				part_copy(b, w);
+				ring_pop(&t->wait);
+				n++;
+				continue;
+			}
+			slice = w->wop == EM_W_READ ? EM_MIN(SLICE, len - t->cut) : len;
+			if (t->bulk + slice > t->window && (t->bulk || n))
+				break;
+			part_copy(b, w);
+			if (w->wop == EM_W_READ) {
+				b->off += t->cut;
+				b->aux = b->resp_cap = slice;
+				b->resp = (uint8_t *)w->resp + t->cut;
+			}
+			if (t->cut + slice < len) {
+				/* one more part for the operation to wait for */
+				w->slot->pending++;
+				t->ch.outstanding++;
+				t->cut += slice;
+			} else {
+				t->cut = 0;
+				ring_pop(&t->wait);
+			}
+			/* counted now so the window holds across this batch;
+			 * send_parts counts it again, so take it back */
+			t->bulk += bulk_len(b);
+			n++;
+		}
+		if (!n)
+			break;
+		for (unsigned i = 0; i < n; i++)
+			t->bulk -= bulk_len(&batch[i]);
+		if ((rc = ring_reserve(&t->fifo, n))) {
+			tcp_break(t, rc);
+			for (unsigned i = 0; i < n; i++) {
+				batch[i].status = rc;
+				em_part_done(&t->ch, &batch[i]);
+			}
+			break;
+		}
+		rc = send_parts(t, batch, n);
+	}
+	t->pumping = false;
+	return rc;
+}
+
+static int tcp_post(struct em_chan *ch, const struct em_part *parts, unsigned n)
+{
+	struct tcp_chan *t = (struct tcp_chan *)ch;
+	unsigned i, nnow;
+	int rc = 0;
+
+	/* room for all of them in either ring, plus the slices of one window */
+	if (ch->broken || (rc = ring_reserve(&t->fifo, t->wait.count + n + t->slices)) ||
+	    (rc = ring_reserve(&t->wait, n)) || !hdr_room(t, n)) {
+		/* the parts are ours now: they complete, with the error */
+		rc = ch->broken ? -EM_ENONODE : rc ? rc : -ENOMEM;
+		for (i = 0; i < n; i++) {
+			struct em_part p = parts[i];
+			p.status = rc;
+			ch->outstanding++;
+			em_part_done(ch, &p);
+		}
+		return rc;
+	}
+	/* Small parts that nothing waiting holds back go out now, a run of
+	 * them per call (all of them in one when nothing is bulk, the usual
+	 * case); the rest join the wait ring, for pump. */
+	t->pumping = true;
+	for (i = 0; i < n; i++) {
+		const struct em_part *p = &parts[i];
+		bool go = is_small(p) || !t->window;
+
+		ch->outstanding++;
+		if (ch->broken) {
+			struct em_part f = *p;
+			f.status = -EM_ENONODE;
+			em_part_done(ch, &f);
+			continue;
+		}
+		for (size_t k = 0; go && k < t->wait.count; k++)
+			go = !clash(ring_at(&t->wait, k), p);
+		if (!go) {
+			ring_push(&t->wait, p);
+			continue;
+		}
+		nnow = 1;
+		while (i + nnow < n && (is_small(&parts[i + nnow]) || !t->window) && !t->wait.count)
+			ch->outstanding++, nnow++;
+		rc = send_parts(t, p, nnow); /* a failure broke the channel */
+		i += nnow - 1;
+	}
+	t->pumping = false;
+	if (!rc && t->wait.count)
+		rc = pump(t);
 	return rc;
 }
 
@@ -448,7 +639,8 @@ static void tcp_close(struct em_chan *ch)
 		close(t->fd);
 	em_seal_destroy(t->stx);
 	em_seal_destroy(t->srx);
-	free(t->fifo);
+	free(t->fifo.a);
+	free(t->wait.a);
 	free(t->rx);
 	free(t->hdrs);
 	free(t);
@@ -457,8 +649,13 @@ static void tcp_close(struct em_chan *ch)
 static int tcp_reserve(struct em_chan *ch, unsigned parts)
 {
 	struct tcp_chan *t = (struct tcp_chan *)ch;
+	int rc;
 
-	return hdr_room(t, parts) ? fifo_reserve(t, parts) : -ENOMEM;
+	/* pump sends up to PUMP_BATCH parts at a time */
+	if (!hdr_room(t, parts > PUMP_BATCH ? parts : PUMP_BATCH))
+		return -ENOMEM;
+	rc = ring_reserve(&t->fifo, parts + t->slices);
+	return rc ? rc : ring_reserve(&t->wait, parts);
 }
 
 static const struct em_chan_ops tcp_ops = {
@@ -618,6 +815,12 @@ fail:
 	return rc;
 }
 
+static void tcp_set_window(struct tcp_chan *t, uint32_t window)
+{
+	t->window = window;
+	t->slices = window / SLICE + 1;
+}
+
 int em_tcp_chan_fd(int fd, int timeout_ms, int poll_us, struct em_chan **out)
 {
 	struct tcp_chan *t = calloc(1, sizeof(*t));
@@ -634,6 +837,7 @@ int em_tcp_chan_fd(int fd, int timeout_ms, int poll_us, struct em_chan **out)
 	t->ch.timeout_ms = timeout_ms;
 	t->ch.poll_us = poll_us;
 	t->spin.budget_ns = (uint64_t)(poll_us > 0 ? poll_us : 0) * 1000;
+	tcp_set_window(t, BULK_WINDOW);
 	*out = &t->ch;
 	return 0;
 }
@@ -652,6 +856,7 @@ int em_tcp_connect(em_pool *pool, struct em_node *node, bool new_session, struct
 		close(fd);
 		return rc;
 	}
+	tcp_set_window((struct tcp_chan *)*out, pool->bulk_window);
 	((struct tcp_chan *)*out)->stx = stx;
 	((struct tcp_chan *)*out)->srx = srx;
 	return 0;
