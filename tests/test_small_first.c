@@ -129,8 +129,8 @@ static void run(em_pool *pool, em_region *r, bool windowed)
 	CHECK_RC(reap(q, n, order), 0);
 	CHECK(small[0][0] == 0x77 && !memcmp(small[0], small[0] + 1, 4095));
 	CHECK_RC(em_atomic(r, REGION - 64, EM_ATOMIC_FADD, 0, 0, &v), 0);
-	fprintf(stderr, "window %s: small ops first: %s, counter %llu\n",
-		windowed ? "on" : "off", first ? "yes" : "no", (unsigned long long)v);
+	fprintf(stderr, "window %s: small ops first: %s, counter %llu\n", windowed ? "on" : "off",
+		first ? "yes" : "no", (unsigned long long)v);
 	em_queue_destroy(q);
 }
 
@@ -146,7 +146,7 @@ int main(void)
 	atexit(t_cleanup);
 	t_node_start(&n, "256M", sec, NULL);
 	for (int w = 0; w < 2; w++) {
-		setenv("ETHERMEM_BULK_WINDOW", w ? "256K" : "0", 1);
+		setenv("ETHERMEM_BULK_WINDOW", w ? "1M" : "0", 1);
 		pool = t_connect_ok(&n, 1, sec);
 		CHECK_RC(em_region_create(pool, NULL, REGION, NULL, &r), 0);
 		for (uint64_t off = 0; off < REGION; off += BULK) {
