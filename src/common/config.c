@@ -143,6 +143,9 @@ const struct em_setting em_settings[EM_CFG_COUNT] = {
 				  "how long the node spins for the next request before it sleeps" },
 	[EM_CFG_BULK_SLICE] = { NULL, "bulk-slice", N, EM_CFG_SIZE, "256K", 0, 64 << 20, NULL,
 				"send large read replies this much per system call (0: whole)" },
+	[EM_CFG_WORKERS] = { NULL, "workers", N, EM_CFG_INT, "0", -1, 1024, NULL,
+			     "event-loop threads serving clients (0: one per core, -1: a thread "
+			     "per connection)" },
 	[EM_CFG_PORT_FILE] = { NULL, "port-file", N, EM_CFG_STR, NULL, 0, 0, NULL,
 			       "write the bound port to this file once listening" },
 	[EM_CFG_METRICS_LISTEN] = { NULL, "metrics-listen", N, EM_CFG_STR, NULL, 0, 0, NULL,

@@ -70,6 +70,8 @@ static void usage(FILE *f)
 		"  --bulk-slice SIZE    send large read replies this much per system call,\n"
 		"                       so small requests need not wait for a whole one\n"
 		"                       (0: each reply in one call)                  [256K]\n"
+		"  --workers N          event-loop threads serving all clients (0: one per\n"
+		"                       core, -1: a thread per connection)              [0]\n"
 		"Membership (etcd):\n"
 		"  --etcd URL[,URL...]  register in etcd (http://HOST:2379) under a lease\n"
 		"                       kept alive, so clients find this node by themselves\n"
@@ -134,6 +136,8 @@ static int set_opt(struct cfg *c, const char *k, const char *v)
 		c->o.poll_us = (int)cv.num;
 	} else if (!strcmp(k, "bulk-slice")) {
 		c->o.bulk_slice = (uint32_t)cv.num;
+	} else if (!strcmp(k, "workers")) {
+		c->o.workers = (int)cv.num;
 	} else if (!strcmp(k, "ox")) {
 		snprintf(c->ox_iface, sizeof(c->ox_iface), "%s", v);
 	} else if (!strcmp(k, "ox-ethertype")) {
@@ -255,6 +259,7 @@ int main(int argc, char **argv)
 		{ "ox-reply-per-frame", 0, 0, 'r' },
 		{ "ox-auth", 0, 0, 1200 },
 		{ "bulk-slice", 1, 0, 1100 },
+		{ "workers", 1, 0, 1101 },
 		{ "etcd", 1, 0, 'D' },
 		{ "cluster", 1, 0, 'N' },
 		{ "advertise", 1, 0, 'A' },
@@ -275,7 +280,8 @@ int main(int argc, char **argv)
 	if (set_opt(&c, "listen", em_settings[EM_CFG_LISTEN].def) ||
 	    set_opt(&c, "poll-us", em_settings[EM_CFG_NODE_POLL_US].def) ||
 	    set_opt(&c, "session-linger", em_settings[EM_CFG_SESSION_LINGER].def) ||
-	    set_opt(&c, "bulk-slice", em_settings[EM_CFG_BULK_SLICE].def))
+	    set_opt(&c, "bulk-slice", em_settings[EM_CFG_BULK_SLICE].def) ||
+	    set_opt(&c, "workers", em_settings[EM_CFG_WORKERS].def))
 		return 2;
 	if (!em_cfg_env_str(EM_CFG_ETCD, &env) && env)
 		snprintf(c.etcd, sizeof(c.etcd), "%s", env);
@@ -355,6 +361,9 @@ int main(int argc, char **argv)
 			break;
 		case 1100:
 			rc = set_opt(&c, "bulk-slice", optarg);
+			break;
+		case 1101:
+			rc = set_opt(&c, "workers", optarg);
 			break;
 		case 'x':
 			rc = set_opt(&c, "ox", optarg);

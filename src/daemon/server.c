@@ -1,12 +1,15 @@
 /*
  * server.c - connections, sessions and request handling of the memory node.
  *
- * Threading: the main thread accepts; each connection gets its own thread
- * that reads requests, serves them and writes replies. A memory node serves
- * tens of client connections, not tens of thousands, and on the machines we
- * target waking an event-loop worker costs as much as waking a dedicated
- * thread; a thread per connection keeps each connection an ordinary blocking
- * loop in which one slow client can stall nobody but itself.
+ * Threading: the main thread accepts; each connection gets a short-lived
+ * thread for its handshake (bounded by the admission limits, with its
+ * deadline), after which a fixed set of event-loop workers (--workers,
+ * one per core by default) serve all authenticated connections through
+ * epoll, so a thousand clients cost a thousand sockets and buffers, not a
+ * thousand threads. The workers also decide who goes first (see "event-loop
+ * workers" below). --workers -1 keeps the older model, a blocking thread per
+ * connection, as a baseline to measure against; a connection that asks for
+ * the raw baseline stream gets such a thread too.
  *
  * Sessions: a client authenticates once per connection; the first connection
  * creates a session, further connections of the same client (its queues)
@@ -29,16 +32,11 @@
  * handle and bounds, and copies. Replies to small requests are gathered and
  * sent with one system call per batch of requests received.
  *
- * Small before bulk: with a thread per connection, what keeps one client's
- * 4 KiB read waiting behind another's 2 MiB transfer is the CPU, not a
- * queue. A 2 MiB send on these kernels (no preemption inside a system call)
- * holds its core for the whole copy, and over loopback for the receiver's
- * protocol work too, so large read replies go out in slices (--bulk-slice,
- * 256 KiB): between two, the scheduler can run a thread that a small request
- * has woken. 64 KiB slices cost a third or more of the bulk bandwidth on two
- * cores; 256 KiB showed no loss. (Asking the scheduler for a short slice for
- * small requests' threads, EEVDF's latency hint, was tried: on a busy
- * two-core machine it doubled their median, so it is not done.)
+ * Small before bulk: in the thread-per-connection model what keeps one
+ * client's 4 KiB read waiting behind another's 2 MiB transfer is the CPU:
+ * large read replies go out in slices (--bulk-slice, 256 KiB) so that the
+ * kernel's scheduler can run a woken thread between two. The workers do
+ * that themselves: a slice per turn, small replies first.
  */
 #include "daemon/server.h"
 
@@ -54,6 +52,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -76,6 +75,38 @@
 /* A burst of a thousand clients connecting at once must not overflow the
  * accept queue (the kernel caps this at net.core.somaxconn). */
 #define LISTEN_BACKLOG 4096
+/* Event-loop workers: what one connection may have queued before the node
+ * stops reading its requests (TCP's window then holds the client back). */
+#define OUT_SEGS 32           /* reply segments */
+#define OUT_SMALL (64u << 10) /* small replies' bytes not yet sent */
+#define OUT_BULK (1u << 20)   /* large read replies' bytes not yet sent */
+#define TICK_MS 250           /* deadlines are checked this often */
+
+/* A stretch of a connection's output: the next len bytes of its reply
+ * buffer (mem NULL), or of a region's memory held by r. */
+struct oseg {
+	const uint8_t *mem;
+	size_t len;
+	struct em_sregion *r;
+};
+
+struct conn;
+
+/* One event-loop thread and the connections it serves. */
+struct worker {
+	struct em_server *srv;
+	pthread_t t;
+	int ep, efd;          /* epoll; eventfd: a connection was handed over */
+	pthread_mutex_t lock; /* guards inbox and quit */
+	struct conn *inbox;
+	bool quit;
+	int n;              /* connections, atomic: the handover picks the least busy */
+	struct conn **cv;   /* its connections (worker-private) */
+	int nc, capc, rr;   /* rr: where the next bulk turn starts */
+	int bulkers;        /* connections with large replies queued */
+	bool bulk_idle;     /* none of them could send at the last look */
+	uint64_t last_work; /* ns: spin for events a while after this */
+};
 
 /* The result of one at-most-once request; id 0 is a free slot. */
 struct once_ent {
@@ -121,6 +152,23 @@ struct conn {
 	struct em_spin spin;               /* how the next request is waited for */
 	struct em_seal *seal_tx, *seal_rx; /* an encrypted connection's, else NULL */
 	struct conn *next, *prev;
+	/* served by an event-loop worker (else by its own thread) */
+	struct worker *w;
+	int widx;    /* in w->cv */
+	uint32_t ev; /* epoll interest now */
+	size_t rxcap, txcap, txoff, need;
+	struct oseg q[OUT_SEGS]; /* output in order: replies go out as queued */
+	unsigned qhead, nq;
+	size_t bulk_queued;
+	const uint8_t *rec; /* a sealed record partly sent */
+	size_t reclen, recoff;
+	bool blocked; /* the socket took no more: wait for EPOLLOUT */
+	bool stalled; /* requests wait in rx for the output to drain */
+	bool eof;     /* the client sent its last byte */
+	bool handoff; /* a baseline request: to a thread of its own */
+	struct em_hdr handoff_h;
+	uint64_t last_rx;     /* ns, for the idle timeout */
+	struct conn *next_in; /* in a worker's inbox */
 };
 
 enum { CL_READ, CL_WRITE, CL_ATOMIC, CL_CREATE, CL_OPEN, CL_DELETE, CL_LIST, CL_STATUS };
@@ -144,6 +192,8 @@ struct em_server {
 	struct em_hist lat[3];
 	uint64_t lat_sum_ns[3]; /* for the metrics' histogram sums */
 	struct em_oxs *ox;      /* --ox: the OmniXtend data path, else NULL */
+	struct worker *workers;
+	int nworkers;
 	bool stopping;
 	bool draining; /* takes no new regions (atomic) */
 	/* lines about unauthenticated peers, limited (see peer_log) */
@@ -296,6 +346,8 @@ static int conn_flush(struct conn *c)
 	struct iovec iov = { c->tx, c->txlen };
 	int rc = 0;
 
+	if (c->w)
+		return 0; /* the worker sends what is queued */
 	if (c->txlen)
 		rc = conn_write(c, &iov, 1);
 	c->txlen = 0;
@@ -320,13 +372,75 @@ static void resp_hdr(uint8_t *out, const struct em_hdr *req, int status, uint32_
 	em_hdr_encode(out, &h);
 }
 
+/* Room for len more bytes of replies in a worker's connection: the sent
+ * part goes first, then the buffer grows (bounded: the worker stops taking
+ * requests once OUT_SMALL bytes wait). */
+static int tx_reserve(struct conn *c, size_t len)
+{
+	uint8_t *t;
+
+	if (c->txlen + len <= c->txcap)
+		return 0;
+	if (c->txoff) {
+		memmove(c->tx, c->tx + c->txoff, c->txlen - c->txoff);
+		c->txlen -= c->txoff;
+		c->txoff = 0;
+	}
+	if (c->txlen + len <= c->txcap)
+		return 0;
+	if (!(t = realloc(c->tx, c->txlen + len)))
+		return -ENOMEM;
+	c->tx = t;
+	c->txcap = c->txlen + len;
+	return 0;
+}
+
+/* Queues output: len bytes just put in the reply buffer (mem NULL), or a
+ * region's memory, for which the caller gives the segment a reference. */
+static void out_add(struct conn *c, const uint8_t *mem, size_t len, struct em_sregion *r)
+{
+	struct oseg *g = c->nq ? &c->q[(c->qhead + c->nq - 1) % OUT_SEGS] : NULL;
+
+	count(&c->bytes_out, len);
+	if (!mem && g && !g->mem) {
+		g->len += len;
+		return;
+	}
+	g = &c->q[(c->qhead + c->nq++) % OUT_SEGS];
+	*g = (struct oseg){ mem, len, r };
+	if (mem) {
+		if (!c->bulk_queued)
+			c->w->bulkers++;
+		c->w->bulk_idle = false;
+		c->bulk_queued += len;
+	}
+}
+
+/* Whether a worker's connection has as much output queued as it may: its
+ * further requests wait (in rx, then in the socket). */
+static bool out_full(const struct conn *c)
+{
+	return c->nq >= OUT_SEGS - 2 || c->bulk_queued >= OUT_BULK ||
+	       c->txlen - c->txoff >= OUT_SMALL;
+}
+
 /* Appends a complete reply to the batch; flushes first when it is full. */
 static int reply(struct conn *c, const struct em_hdr *req, int status, const void *payload,
 		 uint32_t len, uint32_t region, uint32_t aux, uint64_t offset)
 {
 	int rc;
 
-	if (c->txlen + EM_HDR_LEN + len > TX_CAP && (rc = conn_flush(c)))
+	if (c->w) {
+		if ((rc = tx_reserve(c, EM_HDR_LEN + (size_t)len)))
+			return rc;
+		resp_hdr(c->tx + c->txlen, req, status, len, region, aux, offset);
+		if (len)
+			memcpy(c->tx + c->txlen + EM_HDR_LEN, payload, len);
+		c->txlen += EM_HDR_LEN + len;
+		out_add(c, NULL, EM_HDR_LEN + (size_t)len, NULL);
+		return 0;
+	}
+	if (c->txlen + EM_HDR_LEN + len > c->txcap && (rc = conn_flush(c)))
 		return rc;
 	resp_hdr(c->tx + c->txlen, req, status, len, region, aux, offset);
 	if (len)
@@ -946,6 +1060,16 @@ static int do_read(struct conn *c, const struct em_hdr *h)
 	EM_UNOWNED_BEGIN();
 	if (h->aux <= SMALL_READ) {
 		rc = reply(c, h, 0, r->mem + h->offset, h->aux, h->region, 0, h->offset);
+	} else if (c->w) {
+		/* the header now, the payload in turns with other clients' */
+		rc = tx_reserve(c, EM_HDR_LEN);
+		if (!rc) {
+			resp_hdr(c->tx + c->txlen, h, 0, h->aux, h->region, 0, h->offset);
+			c->txlen += EM_HDR_LEN;
+			out_add(c, NULL, EM_HDR_LEN, NULL);
+			em_store_hold(c->srv->st, r);
+			out_add(c, r->mem + h->offset, h->aux, r);
+		}
 	} else {
 		uint32_t slice = c->srv->o.bulk_slice ? c->srv->o.bulk_slice : h->aux, done = 0;
 		struct iovec iov[2] = { { hdr, EM_HDR_LEN }, { r->mem + h->offset, 0 } };
@@ -1318,7 +1442,13 @@ static int serve(struct conn *c, const struct em_hdr *h, bool buffered)
 			rc = do_status(c, h);
 			break;
 		case EM_W_BASELINE:
-			rc = do_baseline(c, h);
+			if (c->w) { /* streams blocking: its own thread (worker_handoff) */
+				c->handoff = true;
+				c->handoff_h = *h;
+				rc = 0;
+			} else {
+				rc = do_baseline(c, h);
+			}
 			break;
 		case EM_W_OX_ATTACH:
 			rc = do_ox_attach(c, h, p);
@@ -1362,10 +1492,25 @@ static int serve(struct conn *c, const struct em_hdr *h, bool buffered)
  * reading, or -errno to drop the connection. */
 static int serve_buffered(struct conn *c)
 {
+	c->stalled = false;
+	c->need = 0;
 	while (c->wpos - c->rpos >= EM_HDR_LEN) {
 		struct em_hdr h;
 		const char *why;
-		int rc = em_hdr_decode(c->rx + c->rpos, &h, &why);
+		int rc;
+
+		if (c->w && (c->handoff || out_full(c))) {
+			c->stalled = !c->handoff;
+			break;
+		}
+		rc = em_hdr_decode(c->rx + c->rpos, &h, &why);
+		/* A large read reply still queued is sent from region memory:
+		 * a write or atomic that the client asked for after it must not
+		 * change what it returns, so it waits for the reply to go. */
+		if (!rc && c->w && c->bulk_queued && (h.op == EM_W_WRITE || h.op == EM_W_ATOMIC)) {
+			c->stalled = true;
+			break;
+		}
 
 		if (rc) {
 			/* The framing can no longer be trusted: answer once, then
@@ -1376,14 +1521,18 @@ static int serve_buffered(struct conn *c)
 			conn_flush(c);
 			return rc;
 		}
-		if (h.op == EM_W_WRITE && h.len > STREAM_WRITE) {
+		/* a worker receives a large write whole first (never waiting on
+		 * one socket): it grows rx to c->need */
+		if (h.op == EM_W_WRITE && h.len > STREAM_WRITE && !c->w) {
 			c->rpos += EM_HDR_LEN;
 			if ((rc = serve(c, &h, false)))
 				return rc;
 			continue;
 		}
-		if (c->wpos - c->rpos < EM_HDR_LEN + (size_t)h.len)
+		if (c->wpos - c->rpos < EM_HDR_LEN + (size_t)h.len) {
+			c->need = EM_HDR_LEN + (size_t)h.len;
 			break;
+		}
 		c->rpos += EM_HDR_LEN;
 		if ((rc = serve(c, &h, true)))
 			return rc;
@@ -1425,7 +1574,7 @@ static ssize_t conn_recv(struct conn *c)
 	ssize_t n;
 
 	if (!c->seal_rx)
-		return sock_recv(c, c->rx + c->wpos, RX_CAP - c->wpos);
+		return sock_recv(c, c->rx + c->wpos, c->rxcap - c->wpos);
 	if (!em_seal_ready(c->seal_rx)) {
 		cap = em_seal_room(c->seal_rx, &room);
 		n = sock_recv(c, room, cap);
@@ -1433,7 +1582,7 @@ static ssize_t conn_recv(struct conn *c)
 			return n;
 		em_seal_fill(c->seal_rx, (size_t)n);
 	}
-	return seal_take(c, c->rx + c->wpos, RX_CAP - c->wpos);
+	return seal_take(c, c->rx + c->wpos, c->rxcap - c->wpos);
 }
 
 static int conn_loop(struct conn *c)
@@ -1683,6 +1832,10 @@ out:
 
 static void conn_free(struct conn *c)
 {
+	/* replies still queued when the connection ended hold their regions */
+	for (; c->nq; c->nq--, c->qhead = (c->qhead + 1) % OUT_SEGS)
+		if (c->q[c->qhead].r)
+			em_store_put(c->srv->st, c->q[c->qhead].r);
 	em_seal_destroy(c->seal_rx);
 	em_seal_destroy(c->seal_tx);
 	free(c->rx);
@@ -1691,14 +1844,13 @@ static void conn_free(struct conn *c)
 	free(c);
 }
 
-static void *conn_main(void *arg)
+/* The end of an authenticated connection's service (rc: why it ended), or
+ * of one that never authenticated (served false). */
+static void conn_finish(struct conn *c, int rc, bool served)
 {
-	struct conn *c = arg;
 	struct em_server *s = c->srv;
-	int rc = authenticate(c);
 
-	if (!rc) {
-		rc = conn_loop(c);
+	if (served) {
 		if (rc && rc != -ECONNRESET && rc != -ETIMEDOUT && rc != -EPROTO &&
 		    rc != -EM_EVERSION)
 			em_log(EM_LOG_WARN, "%s: connection dropped: %s", c->peer, em_strerror(rc));
@@ -1726,6 +1878,489 @@ static void *conn_main(void *arg)
 	pthread_mutex_unlock(&s->lock);
 	close(c->fd);
 	conn_free(c);
+}
+
+/* ---- event-loop workers ----
+ *
+ * After its handshake a connection belongs to one worker, which serves it
+ * with its other connections from one epoll set: nonblocking receives into
+ * rx, requests served as soon as they are whole, replies queued in order
+ * (a connection's replies must reach its client in the order it asked).
+ * Between connections the worker decides who goes first: small replies
+ * are sent as soon as they are made, and large read replies go out one
+ * slice (--bulk-slice) per turn, the turns going round the connections
+ * that have one, with a look for new events between two slices. So a 4 KiB
+ * read waits for at most one slice of somebody's 2 MiB reply, not for the
+ * whole of it, and bulk clients share the worker in turn. A connection
+ * with OUT_BULK bytes of large replies (or OUT_SMALL of small ones) queued
+ * is not read further: its requests wait in the socket, and TCP's window
+ * holds the client back - the node grants credit by reading.
+ *
+ * A large write is received whole into the connection's buffer (grown to
+ * it) and then copied into the region, one copy more than the blocking
+ * model's receive into place: applying it only once whole keeps the
+ * at-most-once record and a freeze's wait for writers within one step of
+ * the loop, where a half-received write could make the worker wait for
+ * itself. */
+
+static void worker_forget(struct conn *c)
+{
+	struct worker *w = c->w;
+
+	epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
+	w->cv[c->widx] = w->cv[--w->nc];
+	w->cv[c->widx]->widx = c->widx;
+	if (c->bulk_queued)
+		w->bulkers--;
+	__atomic_fetch_sub(&w->n, 1, __ATOMIC_RELAXED);
+}
+
+/* Bytes taken from the front of the output (sent, or sealed into a record
+ * that is being sent). */
+static void out_took(struct conn *c, size_t n, size_t *budget)
+{
+	struct oseg *g = &c->q[c->qhead];
+
+	g->len -= n;
+	if (!g->mem) {
+		c->txoff += n;
+		if (c->txoff == c->txlen)
+			c->txoff = c->txlen = 0;
+	} else {
+		g->mem += n;
+		*budget -= n;
+		c->bulk_queued -= n;
+		if (!c->bulk_queued && c->w)
+			c->w->bulkers--;
+	}
+	if (!g->len) {
+		if (g->r)
+			em_store_put(c->srv->st, g->r);
+		c->qhead = (c->qhead + 1) % OUT_SEGS;
+		c->nq--;
+	}
+}
+
+/* Sends queued output until it is all gone, the socket takes no more, or a
+ * large reply is next and budget bytes of large replies went out. */
+static int out_push(struct conn *c, size_t budget)
+{
+	int flags = MSG_NOSIGNAL | (c->w ? MSG_DONTWAIT : 0);
+
+	while (c->recoff < c->reclen || c->nq) {
+		struct oseg *g = &c->q[c->qhead];
+		const uint8_t *p;
+		size_t len;
+		ssize_t n;
+
+		if (c->recoff < c->reclen) {
+			n = send(c->fd, c->rec + c->recoff, c->reclen - c->recoff, flags);
+			if (n >= 0)
+				c->recoff += (size_t)n;
+		} else if (g->mem && !budget) {
+			break;
+		} else {
+			p = g->mem ? g->mem : c->tx + c->txoff;
+			len = g->mem ? EM_MIN(g->len, budget) : g->len;
+			if (c->seal_tx) {
+				struct iovec iov = { (void *)p, len }, *v = &iov;
+				int k = 1;
+
+				EM_UNOWNED_BEGIN();
+				n = em_seal_wrap(c->seal_tx, &v, &k, &c->rec);
+				EM_UNOWNED_END();
+				if (n <= 0)
+					return n ? (int)n : -EPROTO;
+				c->reclen = (size_t)n;
+				c->recoff = 0;
+				out_took(c, k ? len - iov.iov_len : len, &budget);
+				continue;
+			}
+			EM_UNOWNED_BEGIN();
+			n = send(c->fd, p, len, flags);
+			EM_UNOWNED_END();
+			if (n >= 0)
+				out_took(c, (size_t)n, &budget);
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			c->blocked = true;
+			return 0;
+		}
+		if (n < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+/* Nonblocking receive of plaintext: bytes, 0 at the end of the stream,
+ * -EAGAIN when nothing more is there now, -EINPROGRESS when part of a
+ * sealed record came, or -errno. */
+static ssize_t nb_recv(struct conn *c, uint8_t *dst, size_t len)
+{
+	ssize_t n = c->seal_rx ? seal_recv(c, dst, len, MSG_DONTWAIT)
+			       : recv(c->fd, dst, len, MSG_DONTWAIT);
+
+	if (n >= 0)
+		return n;
+	return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+}
+
+/* Serves what rx holds, then receives and serves until the socket is
+ * empty or the connection's output is full. Returns 0 or -errno (drop). */
+static int conn_input(struct conn *c)
+{
+	for (;;) {
+		size_t rpos0 = c->rpos;
+		ssize_t n;
+		int rc = serve_buffered(c);
+
+		if (rc)
+			return rc;
+		/* A message was consumed: what is left starts the next one,
+		 * whose deadline starts now. */
+		if (c->rpos != rpos0)
+			c->msg_deadline = 0;
+		if (c->stalled || c->handoff || c->eof)
+			break;
+		if (c->rpos == c->wpos) {
+			c->rpos = c->wpos = 0;
+		} else if (c->rpos) {
+			memmove(c->rx, c->rx + c->rpos, c->wpos - c->rpos);
+			c->wpos -= c->rpos;
+			c->rpos = 0;
+		}
+		if (c->need > c->rxcap) {
+			uint8_t *r = realloc(c->rx, c->need);
+			if (!r)
+				return -ENOMEM;
+			c->rx = r;
+			c->rxcap = c->need;
+		}
+		n = nb_recv(c, c->rx + c->wpos, c->rxcap - c->wpos);
+		if (n == -EINTR || n == -EINPROGRESS)
+			continue;
+		if (n == -EAGAIN)
+			break;
+		if (n == 0) {
+			c->eof = true;
+			if (c->wpos || (c->seal_rx && em_seal_partial(c->seal_rx)))
+				em_log(EM_LOG_WARN, "%s: disconnected mid-request", c->peer);
+			break;
+		}
+		if (n < 0)
+			return (int)n;
+		count(&c->bytes_in, (uint64_t)n);
+		c->wpos += (size_t)n;
+		c->last_rx = em_now_ns();
+	}
+	/* Part of a message (or of a record) is buffered: the whole of it
+	 * must arrive within the I/O timeout of its first bytes. */
+	if (!c->msg_deadline && (c->wpos > c->rpos || (c->seal_rx && em_seal_partial(c->seal_rx))))
+		c->msg_deadline = em_now_ns() + (uint64_t)c->srv->o.io_timeout_ms * 1000000;
+	return 0;
+}
+
+/* Input and small output until neither can go on without an event or a
+ * bulk turn. */
+static int conn_kick(struct conn *c)
+{
+	for (;;) {
+		int rc = conn_input(c);
+		unsigned nq0 = c->nq;
+
+		if (rc || c->handoff)
+			return rc;
+		if ((rc = out_push(c, 0)))
+			return rc;
+		/* requests waited for output of which some has gone now: serve
+		 * them (what waits for a large reply waits for a bulk turn) */
+		if (!c->stalled || c->blocked || c->nq == nq0)
+			return 0;
+	}
+}
+
+static void *baseline_main(void *arg);
+
+/* After the connection was served a little: drops it, hands it to a thread
+ * of its own, or sets what its socket is watched for. */
+static void worker_after(struct conn *c, int rc)
+{
+	struct worker *w = c->w;
+	pthread_attr_t attr;
+	pthread_t t;
+	uint32_t ev;
+
+	if (!rc && c->eof && !c->nq && c->recoff == c->reclen)
+		rc = -ECONNRESET; /* a plain close: all answered */
+	if (rc) {
+		if (rc != -ECONNRESET && rc != -EPIPE)
+			out_push(c, 0); /* a last error reply, if the socket takes it */
+		worker_forget(c);
+		conn_finish(c, rc == -ECONNRESET && c->eof ? 0 : rc, true);
+		return;
+	}
+	if (c->handoff) {
+		worker_forget(c);
+		c->w = NULL;
+		fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) & ~O_NONBLOCK);
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		pthread_attr_setstacksize(&attr, 256 << 10);
+		if (pthread_create(&t, &attr, baseline_main, c) != 0)
+			conn_finish(c, -EAGAIN, true);
+		pthread_attr_destroy(&attr);
+		return;
+	}
+	ev = (c->eof || c->stalled ? 0 : EPOLLIN) | (c->blocked ? EPOLLOUT : 0);
+	if (ev != c->ev) {
+		struct epoll_event e = { .events = ev, .data.ptr = c };
+		epoll_ctl(w->ep, EPOLL_CTL_MOD, c->fd, &e);
+		c->ev = ev;
+	}
+}
+
+static void worker_adopt(struct worker *w)
+{
+	struct conn *in;
+
+	pthread_mutex_lock(&w->lock);
+	in = w->inbox;
+	w->inbox = NULL;
+	pthread_mutex_unlock(&w->lock);
+	while (in) {
+		struct conn *c = in;
+		struct epoll_event e = { .events = EPOLLIN, .data.ptr = c };
+
+		in = c->next_in;
+		if (w->nc == w->capc) {
+			int cap = w->capc ? 2 * w->capc : 64;
+			struct conn **v = realloc(w->cv, (size_t)cap * sizeof(*v));
+			if (!v) {
+				conn_finish(c, -ENOMEM, true);
+				continue;
+			}
+			w->cv = v;
+			w->capc = cap;
+		}
+		if (epoll_ctl(w->ep, EPOLL_CTL_ADD, c->fd, &e)) {
+			conn_finish(c, -errno, true);
+			continue;
+		}
+		c->ev = EPOLLIN;
+		c->widx = w->nc;
+		w->cv[w->nc++] = c;
+		c->last_rx = em_now_ns();
+		worker_after(c, conn_kick(c));
+	}
+}
+
+/* Deadlines: a message begun must be whole within the I/O timeout, and a
+ * client silent for --idle-timeout is dropped. */
+static void worker_tick(struct worker *w, uint64_t now)
+{
+	const struct em_server_opts *o = &w->srv->o;
+
+	/* downwards: a connection dropped at i takes the last one's place,
+	 * which was looked at already */
+	for (int i = w->nc - 1; i >= 0; i--) {
+		struct conn *c = w->cv[i];
+
+		if (c->msg_deadline && now >= c->msg_deadline) {
+			em_log(EM_LOG_WARN, "%s: request incomplete after %d ms; closing", c->peer,
+			       o->io_timeout_ms);
+			worker_after(c, -ETIMEDOUT);
+		} else if (o->idle_timeout_s > 0 && !c->nq && now > c->last_rx &&
+			   now - c->last_rx >= (uint64_t)o->idle_timeout_s * 1000000000ull) {
+			em_log(EM_LOG_WARN, "%s: idle for %d s; closing", c->peer,
+			       o->idle_timeout_s);
+			worker_after(c, -ETIMEDOUT);
+		}
+	}
+}
+
+/* One bulk turn: the next connection (round robin) with a large reply that
+ * its socket can take gets one slice sent. */
+static void worker_bulk(struct worker *w)
+{
+	size_t slice = w->srv->o.bulk_slice ? w->srv->o.bulk_slice : EM_MAX_IO;
+
+	for (int k = 0; k < w->nc; k++) {
+		int i = (w->rr + k) % w->nc;
+		struct conn *c = w->cv[i];
+		int rc;
+
+		if (!c->bulk_queued || c->blocked)
+			continue;
+		w->rr = i + 1;
+		rc = out_push(c, slice);
+		worker_after(c, rc ? rc : conn_kick(c));
+		return;
+	}
+	w->bulk_idle = true;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	uint64_t spin = (uint64_t)w->srv->o.poll_us * 1000, next_tick = 0;
+	struct epoll_event ev[64];
+
+	for (;;) {
+		uint64_t now = em_now_ns();
+		int tmo = TICK_MS, n;
+
+		/* Bounded spinning: only while bulk is due, or for poll_us
+		 * after the last work (requests come in runs). */
+		if ((w->bulkers && !w->bulk_idle) || now - w->last_work < spin)
+			tmo = 0;
+		n = epoll_wait(w->ep, ev, EM_ARRAY_SIZE(ev), tmo);
+		now = em_now_ns();
+		for (int i = 0; i < n; i++) {
+			struct conn *c = ev[i].data.ptr;
+			uint64_t v;
+
+			if (!c) {
+				bool quit;
+				if (read(w->efd, &v, sizeof(v)) < 0)
+					v = 0;
+				pthread_mutex_lock(&w->lock);
+				quit = w->quit;
+				pthread_mutex_unlock(&w->lock);
+				if (quit)
+					return NULL;
+				worker_adopt(w);
+				continue;
+			}
+			if (ev[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
+				c->blocked = false;
+				w->bulk_idle = false;
+			}
+			worker_after(c, conn_kick(c));
+		}
+		if (n > 0)
+			w->last_work = now;
+		if (w->bulkers && !w->bulk_idle) {
+			worker_bulk(w);
+			w->last_work = now;
+		}
+		if (now >= next_tick) {
+			worker_tick(w, now);
+			next_tick = now + TICK_MS * 1000000ull;
+		}
+	}
+}
+
+/* An authenticated connection to the least busy worker. */
+static int worker_give(struct em_server *s, struct conn *c)
+{
+	struct worker *w = &s->workers[0];
+	uint64_t one = 1;
+
+	for (int i = 1; i < s->nworkers; i++)
+		if (__atomic_load_n(&s->workers[i].n, __ATOMIC_RELAXED) <
+		    __atomic_load_n(&w->n, __ATOMIC_RELAXED))
+			w = &s->workers[i];
+	if (fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK))
+		return -errno;
+	c->w = w;
+	__atomic_fetch_add(&w->n, 1, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&w->lock);
+	c->next_in = w->inbox;
+	w->inbox = c;
+	pthread_mutex_unlock(&w->lock);
+	if (write(w->efd, &one, sizeof(one)) < 0)
+		em_log(EM_LOG_ERR, "cannot wake a worker: %s", strerror(errno));
+	return 0;
+}
+
+static void workers_stop(struct em_server *s)
+{
+	uint64_t one = 1;
+
+	for (int i = 0; i < s->nworkers; i++) {
+		struct worker *w = &s->workers[i];
+
+		pthread_mutex_lock(&w->lock);
+		w->quit = true;
+		pthread_mutex_unlock(&w->lock);
+		if (write(w->efd, &one, sizeof(one)) < 0)
+			em_log(EM_LOG_ERR, "cannot wake a worker: %s", strerror(errno));
+		pthread_join(w->t, NULL);
+		close(w->ep);
+		close(w->efd);
+		free(w->cv);
+		pthread_mutex_destroy(&w->lock);
+	}
+	free(s->workers);
+	s->workers = NULL;
+	s->nworkers = 0;
+}
+
+static int workers_start(struct em_server *s)
+{
+	int n = s->o.workers ? s->o.workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (n <= 0)
+		return 0; /* -1: a thread per connection */
+	if (!(s->workers = calloc((size_t)n, sizeof(*s->workers))))
+		return -ENOMEM;
+	for (int i = 0; i < n; i++) {
+		struct worker *w = &s->workers[i];
+		struct epoll_event e = { .events = EPOLLIN, .data.ptr = NULL };
+		int rc = 0;
+
+		w->srv = s;
+		pthread_mutex_init(&w->lock, NULL);
+		w->ep = epoll_create1(EPOLL_CLOEXEC);
+		w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (w->ep < 0 || w->efd < 0 || epoll_ctl(w->ep, EPOLL_CTL_ADD, w->efd, &e))
+			rc = -errno;
+		else
+			rc = -pthread_create(&w->t, NULL, worker_main, w);
+		if (rc) {
+			if (w->ep >= 0)
+				close(w->ep);
+			if (w->efd >= 0)
+				close(w->efd);
+			pthread_mutex_destroy(&w->lock);
+			s->nworkers = i;
+			workers_stop(s);
+			return rc;
+		}
+		s->nworkers = i + 1;
+	}
+	em_log(EM_LOG_DEBUG, "%d workers serve the clients", n);
+	return 0;
+}
+
+static void *conn_main(void *arg)
+{
+	struct conn *c = arg;
+	int arc = authenticate(c), rc = arc;
+
+	if (!arc && c->srv->nworkers && (rc = worker_give(c->srv, c)) == 0)
+		return NULL;
+	if (!rc)
+		rc = conn_loop(c);
+	conn_finish(c, rc, !arc);
+	return NULL;
+}
+
+/* A worker's connection that asked for the raw baseline stream: it blocks
+ * on its socket, so it gets a thread for the rest of its life. */
+static void *baseline_main(void *arg)
+{
+	struct conn *c = arg;
+	int rc = out_push(c, SIZE_MAX); /* the replies queued before it */
+
+	c->handoff = false;
+	if (!rc)
+		rc = do_baseline(c, &c->handoff_h);
+	if (!rc)
+		rc = conn_loop(c);
+	conn_finish(c, rc, true);
 	return NULL;
 }
 
@@ -1740,6 +2375,8 @@ static struct conn *conn_new(struct em_server *s, int fd)
 	c->fd = fd;
 	c->rx = malloc(RX_CAP);
 	c->tx = malloc(TX_CAP);
+	c->rxcap = RX_CAP;
+	c->txcap = TX_CAP;
 	if (!c->rx || !c->tx) {
 		conn_free(c);
 		return NULL;
@@ -1998,6 +2635,7 @@ int em_server_run(struct em_server *s)
 	rc = listen_on(s);
 	if (rc)
 		return rc;
+
 	em_store_stats(s->st, &st);
 	em_log(EM_LOG_INFO, "exporting %llu bytes (%s pages%s)", (unsigned long long)st.capacity,
 	       st.huge ? "2 MiB huge" : "4 KiB + THP", s->o.mlock ? ", locked" : "");
@@ -2010,8 +2648,11 @@ int em_server_run(struct em_server *s)
 	/* a session that starts to linger must be timed even if nobody
 	 * connects again: its thread wakes the acceptor through this */
 	s->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (s->wakefd < 0) {
-		rc = -errno;
+	if (s->wakefd < 0 || (rc = workers_start(s))) {
+		rc = s->wakefd < 0 ? -errno : rc;
+		em_log(EM_LOG_ERR, "cannot start serving: %s", em_strerror(rc));
+		if (s->wakefd >= 0)
+			close(s->wakefd);
 		close(sfd);
 		return rc;
 	}
@@ -2054,6 +2695,7 @@ int em_server_run(struct em_server *s)
 	while (s->nconns > 0)
 		pthread_cond_wait(&s->idle, &s->lock);
 	pthread_mutex_unlock(&s->lock);
+	workers_stop(s);
 	linger_sweep(s, true);
 	close(s->wakefd);
 	s->wakefd = -1;

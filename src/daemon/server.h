@@ -33,6 +33,8 @@ struct em_server_opts {
 	int poll_us;           /* spin this long for the next request before sleeping */
 	uint32_t bulk_slice;   /* large read replies go out this many bytes per
 				  * send; 0: whole (the old behaviour) */
+	int workers;           /* event-loop threads; 0: one per core, -1: a
+					 thread per connection */
 	const struct em_oxs_opts *ox; /* --ox: serve OmniXtend too (ox_serve.h), else NULL */
 	/* Called once the socket listens (host as given, the bound port), so
 	 * that registration can publish the real address. May be NULL. */

@@ -310,6 +310,13 @@ int em_store_unlink(struct em_store *st, const char *name)
 	return 0;
 }
 
+void em_store_hold(struct em_store *st, struct em_sregion *r)
+{
+	pthread_mutex_lock(&st->lock);
+	r->refs++;
+	pthread_mutex_unlock(&st->lock);
+}
+
 void em_store_put(struct em_store *st, struct em_sregion *r)
 {
 	pthread_mutex_lock(&st->lock);

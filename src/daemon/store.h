@@ -50,6 +50,9 @@ int em_store_create_region(struct em_store *st, const char *name, uint64_t size,
 			   const void *layout, uint16_t layout_len, struct em_sregion **out);
 int em_store_open(struct em_store *st, const char *name, struct em_sregion **out);
 int em_store_unlink(struct em_store *st, const char *name);
+/* Another reference to a region the caller holds one to (a reply still
+ * being sent from its memory). */
+void em_store_hold(struct em_store *st, struct em_sregion *r);
 void em_store_put(struct em_store *st, struct em_sregion *r);
 void em_store_stats(struct em_store *st, struct em_store_stats *s);
 /* Calls cb for named regions from index `first`; cb returns non-zero to stop.
