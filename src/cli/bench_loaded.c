@@ -265,7 +265,7 @@ static double pct(const uint64_t *lat, unsigned n, double p)
 static void usage(void)
 {
 	printf("usage: ethermem bench loaded [--clients N] [--json] [--quick] [--reads-only]\n"
-	       "                             [--time SECONDS] [--same-queue]\n"
+	       "                             [--time SECONDS] [--same-queue] [--many N [--node-pid PID]]\n"
 	       "Measures a probe client's 4 KiB reads at queue depth 1 while N bulk clients\n"
 	       "(default 2, each its own connection) move 2 MiB at queue depth 8, paced to\n"
 	       "0, 25, 50, 80 and 100%% of the bulk throughput measured alone first in the\n"
@@ -273,7 +273,10 @@ static void usage(void)
 	       "--time SECONDS: how long each load level measures (default 2, --quick 1).\n"
 	       "--same-queue: one bulk client, and the probe's reads go through its queue\n"
 	       "(same connection, same thread) instead of a connection of their own.\n"
-	       "--json prints one JSON object per load level.\n");
+	       "--json prints one JSON object per load level.\n"
+	       "--many N: instead, N connections at once doing verified 4 KiB writes and\n"
+	       "reads for --time; one row with latency, per-connection throughput and\n"
+	       "(--node-pid PID, a node on this machine) the node's threads and RSS.\n");
 }
 
 int em_cli_bench_loaded(int argc, char **argv, struct em_cli_pool *cp)
@@ -281,6 +284,7 @@ int em_cli_bench_loaded(int argc, char **argv, struct em_cli_pool *cp)
 	static const double loads[] = { 0, 0.25, 0.50, 0.80, 1.0 };
 	struct loaded *L = calloc(1, sizeof(*L));
 	bool reads_only = false, time_set = false;
+	unsigned long many = 0, node_pid = 0;
 	int rc = 0;
 
 	if (!L)
@@ -322,6 +326,18 @@ int em_cli_bench_loaded(int argc, char **argv, struct em_cli_pool *cp)
 				goto out;
 			}
 			L->clients = (unsigned)v;
+		} else if ((!strcmp(argv[i], "--many") || !strcmp(argv[i], "--node-pid")) &&
+			   i + 1 < argc) {
+			bool m = !strcmp(argv[i], "--many");
+			unsigned long v = strtoul(argv[++i], &end, 10);
+			if (end == argv[i] || *end || v < 1 || v > (m ? 100000 : 1u << 30)) {
+				fprintf(stderr, "ethermem bench loaded: %s wants %s, not '%s'\n",
+					argv[i - 1], m ? "1..100000 connections" : "a process id",
+					argv[i]);
+				rc = 2;
+				goto out;
+			}
+			*(m ? &many : &node_pid) = v;
 		} else if (!strcmp(argv[i], "--help")) {
 			usage();
 			goto out;
@@ -345,6 +361,10 @@ int em_cli_bench_loaded(int argc, char **argv, struct em_cli_pool *cp)
 		goto out;
 	}
 	L->transport = L->pool->tp->name;
+	if (many) {
+		rc = em_cli_bench_many(L->pool, (unsigned)many, L->time_ns, (int)node_pid, L->json);
+		goto out;
+	}
 	rc = em_region_create(L->pool, NULL, PROBE_REGION, NULL, &L->r);
 	for (unsigned i = 0; !rc && i < L->clients; i++) {
 		struct bulk *k = &L->bk[i];

@@ -55,6 +55,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -2629,8 +2630,16 @@ int em_server_create(struct em_server **out, const struct em_server_opts *o)
 int em_server_run(struct em_server *s)
 {
 	struct em_store_stats st;
+	struct rlimit rl;
 	sigset_t set;
 	int sfd, rc;
+
+	/* a descriptor per client: the usual soft limit of 1024 would refuse
+	 * the thousandth, while max_clients allows more */
+	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 
 	rc = listen_on(s);
 	if (rc)
