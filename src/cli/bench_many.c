@@ -193,8 +193,7 @@ int em_cli_bench_many(em_pool *pool, unsigned n, uint64_t time_ns, int node_pid,
 	for (unsigned i = 0; !rc && i < n; i++)
 		rc = em_queue_create(pool, 1, &M.q[i]);
 	if (rc) {
-		fprintf(stderr, "ethermem bench loaded: %u connections: %s\n", n,
-			em_strerror(rc));
+		fprintf(stderr, "ethermem bench loaded: %u connections: %s\n", n, em_strerror(rc));
 		goto out;
 	}
 	t0 = em_now_ns();
@@ -216,8 +215,7 @@ int em_cli_bench_many(em_pool *pool, unsigned n, uint64_t time_ns, int node_pid,
 	secs = (double)(em_now_ns() - t0) / 1e9;
 	rc = started == nd ? M.rc : -EAGAIN;
 	if (rc) {
-		fprintf(stderr, "ethermem bench loaded: %u connections: %s\n", n,
-			em_strerror(rc));
+		fprintf(stderr, "ethermem bench loaded: %u connections: %s\n", n, em_strerror(rc));
 		goto out;
 	}
 	for (unsigned i = 0; i < n; i++) {

@@ -105,6 +105,7 @@ struct worker {
 	struct conn **cv;   /* its connections (worker-private) */
 	int nc, capc, rr;   /* rr: where the next bulk turn starts */
 	int bulkers;        /* connections with large replies queued */
+	int readers;        /* connections with input left after their turn */
 	bool bulk_idle;     /* none of them could send at the last look */
 	uint64_t last_work; /* ns: spin for events a while after this */
 };
@@ -167,6 +168,7 @@ struct conn {
 	bool stalled; /* requests wait in rx for the output to drain */
 	bool eof;     /* the client sent its last byte */
 	bool handoff; /* a baseline request: to a thread of its own */
+	bool more_in; /* input left after a turn's worth: a bulk turn goes on */
 	struct em_hdr handoff_h;
 	uint64_t last_rx;     /* ns, for the idle timeout */
 	struct conn *next_in; /* in a worker's inbox */
@@ -1913,6 +1915,9 @@ static void worker_forget(struct conn *c)
 	w->cv[c->widx]->widx = c->widx;
 	if (c->bulk_queued)
 		w->bulkers--;
+	if (c->more_in)
+		w->readers--;
+	c->more_in = false;
 	__atomic_fetch_sub(&w->n, 1, __ATOMIC_RELAXED);
 }
 
@@ -2008,10 +2013,25 @@ static ssize_t nb_recv(struct conn *c, uint8_t *dst, size_t len)
 	return errno == EWOULDBLOCK ? -EAGAIN : -errno;
 }
 
+static void set_more_in(struct conn *c, bool more)
+{
+	if (more != c->more_in)
+		c->w->readers += more ? 1 : -1;
+	c->more_in = more;
+	if (more)
+		c->w->bulk_idle = false;
+}
+
 /* Serves what rx holds, then receives and serves until the socket is
- * empty or the connection's output is full. Returns 0 or -errno (drop). */
+ * empty, the connection's output is full, or it had a turn's worth (one
+ * bulk slice of bytes: a client streaming large writes must not hold the
+ * worker's other clients up for longer than a large reply may). Returns 0
+ * or -errno (drop). */
 static int conn_input(struct conn *c)
 {
+	size_t turn = c->srv->o.bulk_slice ? c->srv->o.bulk_slice : EM_MAX_IO, got = 0;
+
+	set_more_in(c, false);
 	for (;;) {
 		size_t rpos0 = c->rpos;
 		ssize_t n;
@@ -2025,6 +2045,10 @@ static int conn_input(struct conn *c)
 			c->msg_deadline = 0;
 		if (c->stalled || c->handoff || c->eof)
 			break;
+		if (got >= turn) {
+			set_more_in(c, true);
+			break;
+		}
 		if (c->rpos == c->wpos) {
 			c->rpos = c->wpos = 0;
 		} else if (c->rpos) {
@@ -2054,6 +2078,7 @@ static int conn_input(struct conn *c)
 			return (int)n;
 		count(&c->bytes_in, (uint64_t)n);
 		c->wpos += (size_t)n;
+		got += (size_t)n;
 		c->last_rx = em_now_ns();
 	}
 	/* Part of a message (or of a record) is buffered: the whole of it
@@ -2168,7 +2193,8 @@ static void worker_tick(struct worker *w, uint64_t now)
 	for (int i = w->nc - 1; i >= 0; i--) {
 		struct conn *c = w->cv[i];
 
-		if (c->msg_deadline && now >= c->msg_deadline) {
+		/* (not while the node itself holds the rest back: stalled) */
+		if (c->msg_deadline && !c->stalled && now >= c->msg_deadline) {
 			em_log(EM_LOG_WARN, "%s: request incomplete after %d ms; closing", c->peer,
 			       o->io_timeout_ms);
 			worker_after(c, -ETIMEDOUT);
@@ -2192,7 +2218,7 @@ static void worker_bulk(struct worker *w)
 		struct conn *c = w->cv[i];
 		int rc;
 
-		if (!c->bulk_queued || c->blocked)
+		if (!c->more_in && (!c->bulk_queued || c->blocked))
 			continue;
 		w->rr = i + 1;
 		rc = out_push(c, slice);
@@ -2214,7 +2240,7 @@ static void *worker_main(void *arg)
 
 		/* Bounded spinning: only while bulk is due, or for poll_us
 		 * after the last work (requests come in runs). */
-		if ((w->bulkers && !w->bulk_idle) || now - w->last_work < spin)
+		if (((w->bulkers || w->readers) && !w->bulk_idle) || now - w->last_work < spin)
 			tmo = 0;
 		n = epoll_wait(w->ep, ev, EM_ARRAY_SIZE(ev), tmo);
 		now = em_now_ns();
@@ -2242,7 +2268,7 @@ static void *worker_main(void *arg)
 		}
 		if (n > 0)
 			w->last_work = now;
-		if (w->bulkers && !w->bulk_idle) {
+		if ((w->bulkers || w->readers) && !w->bulk_idle) {
 			worker_bulk(w);
 			w->last_work = now;
 		}
