@@ -101,13 +101,12 @@ struct worker {
 	pthread_mutex_t lock; /* guards inbox and quit */
 	struct conn *inbox;
 	bool quit;
-	int n;              /* connections, atomic: the handover picks the least busy */
-	struct conn **cv;   /* its connections (worker-private) */
-	int nc, capc, rr;   /* rr: where the next bulk turn starts */
-	int bulkers;        /* connections with large replies queued */
-	int readers;        /* connections with input left after their turn */
-	bool bulk_idle;     /* none of them could send at the last look */
-	uint64_t last_work; /* ns: spin for events a while after this */
+	int n;            /* connections, atomic: the handover picks the least busy */
+	struct conn **cv; /* its connections (worker-private) */
+	int nc, capc, rr; /* rr: where the next bulk turn starts */
+	int bulkers;      /* connections with large replies queued */
+	int readers;      /* connections with input left after their turn */
+	bool bulk_idle;   /* none of them could send at the last look */
 };
 
 /* The result of one at-most-once request; id 0 is a free slot. */
@@ -2231,18 +2230,30 @@ static void worker_bulk(struct worker *w)
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
-	uint64_t spin = (uint64_t)w->srv->o.poll_us * 1000, next_tick = 0;
+	struct em_spin spin = { .budget_ns = (uint64_t)w->srv->o.poll_us * 1000 };
+	uint64_t next_tick = 0;
 	struct epoll_event ev[64];
 
 	for (;;) {
 		uint64_t now = em_now_ns();
-		int tmo = TICK_MS, n;
+		int n = 0;
 
-		/* Bounded spinning: only while bulk is due, or for poll_us
-		 * after the last work (requests come in runs). */
-		if (((w->bulkers || w->readers) && !w->bulk_idle) || now - w->last_work < spin)
-			tmo = 0;
-		n = epoll_wait(w->ep, ev, EM_ARRAY_SIZE(ev), tmo);
+		if ((w->bulkers || w->readers) && !w->bulk_idle) {
+			n = epoll_wait(w->ep, ev, EM_ARRAY_SIZE(ev), 0); /* a bulk turn is due */
+		} else {
+			/* Adaptive, bounded spinning (em_spin: it yields the CPU
+			 * past a tenth of its budget, and is not tried after a
+			 * long wait): a worker that spun for poll_us flat out
+			 * took the core its clients needed and doubled their
+			 * latency on two cores. */
+			if (em_spin_begin(&spin, now))
+				while ((n = epoll_wait(w->ep, ev, EM_ARRAY_SIZE(ev), 0)) == 0 &&
+				       em_spin_again(&spin, em_now_ns()))
+					;
+			if (n <= 0)
+				n = epoll_wait(w->ep, ev, EM_ARRAY_SIZE(ev), TICK_MS);
+			em_spin_end(&spin, em_now_ns());
+		}
 		now = em_now_ns();
 		for (int i = 0; i < n; i++) {
 			struct conn *c = ev[i].data.ptr;
@@ -2266,12 +2277,8 @@ static void *worker_main(void *arg)
 			}
 			worker_after(c, conn_kick(c));
 		}
-		if (n > 0)
-			w->last_work = now;
-		if ((w->bulkers || w->readers) && !w->bulk_idle) {
+		if ((w->bulkers || w->readers) && !w->bulk_idle)
 			worker_bulk(w);
-			w->last_work = now;
-		}
 		if (now >= next_tick) {
 			worker_tick(w, now);
 			next_tick = now + TICK_MS * 1000000ull;
