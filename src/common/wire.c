@@ -336,6 +336,10 @@ int em_layout_decode(const uint8_t *in, size_t len, struct em_layout *l)
 		flags = in[base + 3];
 		if ((flags & ~EM_LAYOUT_FILLING) || !red)
 			return -EPROTO;
+		/* one encoding per layout: the encoder leaves out a trailer
+		 * that says nothing, so one that does is not a layout we sent */
+		if (red == EM_RED_NONE && !epoch && !flags)
+			return -EPROTO;
 	} else if (len != base) {
 		return -EPROTO;
 	}
