@@ -62,7 +62,7 @@ const struct em_setting em_settings[EM_CFG_COUNT] = {
 				 NULL,
 				 "bytes per second a background repair may copy or rebuild (0: "
 				 "no limit)" },
-	[EM_CFG_BULK_WINDOW] = { "ETHERMEM_BULK_WINDOW", NULL, E, EM_CFG_SIZE, "1M", 0, 64 << 20,
+	[EM_CFG_BULK_WINDOW] = { "ETHERMEM_BULK_WINDOW", NULL, E, EM_CFG_SIZE, "0", 0, 64 << 20,
 				 NULL,
 				 "bulk bytes a TCP connection has in flight while small requests "
 				 "go ahead of the rest (0: send everything in order)" },

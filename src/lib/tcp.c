@@ -47,9 +47,9 @@
 #define RXBUF (64u << 10)
 #define DIRECT_MIN (16u << 10) /* payload left to receive: straight to the caller */
 #define IOV_BATCH 512
-#define SMALL_MAX 4096u        /* up to this, and atomics, go ahead of bulk */
-#define SLICE (128u << 10)     /* a bulk read goes out in requests this long */
-#define BULK_WINDOW (1u << 20) /* bulk bytes on the wire at a time, unless set */
+#define SMALL_MAX 4096u    /* up to this, and atomics, go ahead of bulk */
+#define SLICE (128u << 10) /* a bulk read goes out in requests this long */
+#define BULK_WINDOW 0u     /* off unless set: see ETHERMEM_BULK_WINDOW in README */
 #define PUMP_BATCH 16
 
 /* A ring of parts; a copy's operands (atomics) live in the copy. */
