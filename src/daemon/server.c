@@ -1587,6 +1587,18 @@ static ssize_t conn_recv(struct conn *c)
 	return seal_take(c, c->rx + c->wpos, c->rxcap - c->wpos);
 }
 
+/* Moves what is left of the input buffer to its start, so it can fill on. */
+static void rx_compact(struct conn *c)
+{
+	if (c->rpos == c->wpos) {
+		c->rpos = c->wpos = 0;
+	} else if (c->rpos) {
+		memmove(c->rx, c->rx + c->rpos, c->wpos - c->rpos);
+		c->wpos -= c->rpos;
+		c->rpos = 0;
+	}
+}
+
 static int conn_loop(struct conn *c)
 {
 	for (;;) {
@@ -1602,13 +1614,7 @@ static int conn_loop(struct conn *c)
 			c->msg_deadline = 0;
 		if ((rc = conn_flush(c)))
 			return rc;
-		if (c->rpos == c->wpos) {
-			c->rpos = c->wpos = 0;
-		} else if (c->rpos) {
-			memmove(c->rx, c->rx + c->rpos, c->wpos - c->rpos);
-			c->wpos -= c->rpos;
-			c->rpos = 0;
-		}
+		rx_compact(c);
 		if ((c->wpos || (c->seal_rx && em_seal_partial(c->seal_rx))) &&
 		    !(c->seal_rx && em_seal_ready(c->seal_rx))) {
 			/* Part of a message (or of a record) is buffered: the whole
@@ -2048,13 +2054,7 @@ static int conn_input(struct conn *c)
 			set_more_in(c, true);
 			break;
 		}
-		if (c->rpos == c->wpos) {
-			c->rpos = c->wpos = 0;
-		} else if (c->rpos) {
-			memmove(c->rx, c->rx + c->rpos, c->wpos - c->rpos);
-			c->wpos -= c->rpos;
-			c->rpos = 0;
-		}
+		rx_compact(c);
 		if (c->need > c->rxcap) {
 			uint8_t *r = realloc(c->rx, c->need);
 			if (!r)
