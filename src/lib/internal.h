@@ -253,6 +253,9 @@ struct em_queue {
  * realloc would, the one allocation em_submit can meet part-way. */
 extern unsigned em_fail_stage_grow;
 
+/* Posts one request on ch (tagged from q) and waits for its reply. */
+int em_chan_call(em_queue *q, struct em_chan *ch, struct em_part *p);
+
 /* Called by a transport when a part completes (in post order). */
 void em_part_done(struct em_chan *ch, struct em_part *p);
 

@@ -885,9 +885,14 @@ int em_ctl_call(em_pool *pool, unsigned node, struct em_part *p)
 	/* control calls do not wait for a connection being remade: they fail now */
 	if (ch->broken)
 		return -EHOSTDOWN;
+	return em_chan_call(pool->dq, ch, p);
+}
+
+int em_chan_call(em_queue *q, struct em_chan *ch, struct em_part *p)
+{
 	p->origin = p;
 	p->slot = NULL;
-	p->tag = ++pool->dq->next_tag;
+	p->tag = ++q->next_tag;
 	p->status = -EINPROGRESS;
 	ch->ops->post(ch, p, 1);
 	while (p->status == -EINPROGRESS && ch->outstanding)

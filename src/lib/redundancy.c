@@ -1386,15 +1386,7 @@ static int qctl(em_queue *q, unsigned node, struct em_part *p)
 
 	if (!ch || ch->broken)
 		return -EHOSTDOWN;
-	p->origin = p;
-	p->slot = NULL;
-	p->tag = ++q->next_tag;
-	p->status = -EINPROGRESS;
-	ch->ops->post(ch, p, 1);
-	while (p->status == -EINPROGRESS && ch->outstanding)
-		if (ch->ops->progress(ch, -1) < 0)
-			break;
-	return p->status == -EINPROGRESS ? -EIO : p->status;
+	return em_chan_call(q, ch, p);
 }
 
 static int node_of(em_pool *pool, const uint8_t *id)
