@@ -36,8 +36,9 @@ static void emm_run_usage(FILE *f)
 		   "                     suits programs that touch memory at random)\n"
 		   "  --small-objects    allocations below the threshold come from pool arenas\n"
 		   "                     too, so a heap of many small objects is bounded\n"
-		   "                     (ETHERMEM_SMALL_OBJECTS=1); no effect on a program\n"
-		   "                     linked with its own allocator (jemalloc, tcmalloc)\n");
+		   "                     (ETHERMEM_SMALL_OBJECTS=1); a program linked with\n"
+		   "                     its own allocator (jemalloc, tcmalloc) needs no\n"
+		   "                     flag: that allocator's mmaps are pool blocks\n");
 }
 
 int em_cli_run(int argc, char **argv)

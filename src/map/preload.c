@@ -39,9 +39,10 @@
  * takes the block's pages out of the engine.
  *
  * madvise DONTNEED and FREE on block pages go through the engine (they
- * read as zeros afterwards); a program with its own allocator is left to
- * it (only file imports use the pool); a forked child keeps its blocks as
- * plain memory and allocates locally. Each is explained where it is done.
+ * read as zeros afterwards); a program with its own allocator keeps it,
+ * and that allocator's mmaps become blocks; a forked child keeps its blocks
+ * as plain memory and allocates locally. Each is explained where it is
+ * done.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -276,8 +277,9 @@ __attribute__((destructor)) static void emm_pl_fini(void)
 	if (em_cfg_env(EM_CFG_PRELOAD_STATS, &on) || !on.num)
 		return;
 	if (atomic_load(&emm_pl_foreign) == 1) {
-		static const char msg[] = "ethermem-preload: the program has its own allocator; "
-					  "its heap stayed in local memory\n";
+		static const char msg[] =
+			"ethermem-preload: the program has its own allocator; "
+			"its mappings of at least the threshold are pool blocks\n";
 
 		if (write(2, msg, sizeof(msg) - 1) < 0)
 			return;
@@ -780,10 +782,14 @@ static void emm_pl_small_free(const struct emm_pl_chunk *k, void *p)
  * has it ahead of glibc: its small blocks must come from that allocator,
  * since the program may hand them to its non-standard entry points
  * (mallocx, malloc_usable_size of its own). Mixing glibc chunks into it
- * crashes, so the shim then forwards every allocator call to the next
- * definition and leaves anonymous mmaps (that allocator's arenas, which it
- * trims and advises as it likes) alone: only file imports use the pool.
- * Decided at the first call, before the shim hands out anything. */
+ * crashes, so the shim then forwards the program's allocator calls to the
+ * next definition. That allocator gets its memory from anonymous mmaps,
+ * which the shim turns into blocks like any other (see mmap), so its heap
+ * is in the pool all the same. Calls made inside (the library's, and the
+ * threads it starts) stay glibc's: the allocator may be holding its own
+ * locks around the mmap that brought the shim into the library, and the
+ * threads serving faults must never wait on them. Decided at the first
+ * call, before the shim hands out anything. */
 static __thread int emm_pl_detecting;
 static struct {
 	void *(*malloc)(size_t);
@@ -831,9 +837,15 @@ static int emm_pl_other_malloc(void)
 	return f;
 }
 
+/* Whether this call goes to the other allocator (above). */
+static int emm_pl_to_next(void)
+{
+	return !emm_pl_inside && emm_pl_other_malloc();
+}
+
 void *malloc(size_t n)
 {
-	if (emm_pl_other_malloc())
+	if (emm_pl_to_next())
 		return emm_pl_next.malloc(n);
 	void *p = n >= emm_pl_threshold ? emm_pl_new(n, -1, 0) : emm_pl_small_alloc(n);
 
@@ -845,7 +857,7 @@ void *calloc(size_t n, size_t m)
 	size_t t;
 	void *p;
 
-	if (emm_pl_other_malloc())
+	if (emm_pl_to_next())
 		return emm_pl_next.calloc(n, m);
 	if (__builtin_mul_overflow(n, m, &t)) {
 		errno = ENOMEM;
@@ -866,7 +878,7 @@ void free(void *p)
 {
 	struct emm_pl_block *b;
 
-	if (emm_pl_other_malloc()) {
+	if (emm_pl_to_next()) {
 		emm_pl_next.free(p);
 		return;
 	}
@@ -889,7 +901,7 @@ void *realloc(void *p, size_t n)
 	size_t old;
 	void *q;
 
-	if (emm_pl_other_malloc())
+	if (emm_pl_to_next())
 		return emm_pl_next.realloc(p, n);
 	if (!p)
 		return malloc(n);
@@ -928,7 +940,7 @@ int posix_memalign(void **out, size_t align, size_t n)
 {
 	void *p = NULL;
 
-	if (emm_pl_other_malloc() && emm_pl_next.posix_memalign)
+	if (emm_pl_to_next() && emm_pl_next.posix_memalign)
 		return emm_pl_next.posix_memalign(out, align, n);
 	if (!align || (align & (align - 1)) || align % sizeof(void *))
 		return EINVAL;
@@ -954,14 +966,14 @@ void *aligned_alloc(size_t align, size_t n)
 {
 	void *p = NULL;
 
-	if (emm_pl_other_malloc() && emm_pl_next.aligned_alloc)
+	if (emm_pl_to_next() && emm_pl_next.aligned_alloc)
 		return emm_pl_next.aligned_alloc(align, n);
 	return posix_memalign(&p, align < sizeof(void *) ? sizeof(void *) : align, n) ? NULL : p;
 }
 
 void *memalign(size_t align, size_t n)
 {
-	if (emm_pl_other_malloc() && emm_pl_next.memalign)
+	if (emm_pl_to_next() && emm_pl_next.memalign)
 		return emm_pl_next.memalign(align, n);
 	return aligned_alloc(align, n);
 }
@@ -971,7 +983,7 @@ size_t malloc_usable_size(void *p)
 	static size_t (*real)(void *);
 	struct emm_pl_block *b;
 
-	if (emm_pl_other_malloc())
+	if (emm_pl_to_next())
 		return emm_pl_next.usable ? emm_pl_next.usable(p) : 0;
 	struct emm_pl_chunk *k = emm_pl_chunk_of(p);
 
@@ -980,9 +992,16 @@ size_t malloc_usable_size(void *p)
 	b = emm_pl_find(p);
 	if (b)
 		return b->size;
-	/* dlsym may allocate: harmless, small requests go straight to glibc */
-	if (!real)
-		real = (size_t(*)(void *))dlsym(RTLD_NEXT, "malloc_usable_size");
+	/* glibc's own, looked up in libc itself: with another allocator
+	 * loaded, RTLD_NEXT would find that one's, and a chunk here is
+	 * glibc's (made inside). dlsym may allocate: harmless, small requests
+	 * go straight to glibc. */
+	if (!real) {
+		void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+
+		if (libc)
+			real = (size_t(*)(void *))dlsym(libc, "malloc_usable_size");
+	}
 	return real ? real(p) : 0;
 }
 
@@ -1059,8 +1078,9 @@ void *mmap(void *a, size_t len, int prot, int flags, int fd, off_t off)
 
 	if (!emm_pl_inside && !a && len >= emm_pl_threshold &&
 	    !(flags & (MAP_FIXED | MAP_SHARED))) {
-		if ((flags & MAP_ANONYMOUS) && prot == (PROT_READ | PROT_WRITE) &&
-		    !emm_pl_other_malloc())
+		/* the program's own, or the arenas and extents of another
+		 * allocator (glibc's malloc calls mmap inside libc, unseen) */
+		if ((flags & MAP_ANONYMOUS) && prot == (PROT_READ | PROT_WRITE))
 			p = emm_pl_new(len, -1, 0);
 		else if (!(flags & MAP_ANONYMOUS) && prot == PROT_READ && fd >= 0)
 			p = emm_pl_new(len, fd, off);

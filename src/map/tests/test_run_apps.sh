@@ -14,6 +14,10 @@
 #           realloc/calloc/memalign/usable size, a forked child
 #   threads eight threads faulting at once (served by several engine
 #           threads), over twice the budget
+#   redis   Debian's redis-server (jemalloc) with a data set four times
+#           the budget: the same DEBUG DIGEST as a plain run, resident
+#           memory bounded, and a BGSAVE whose dump a plain server loads
+#           back to the same digest (the fork child writes it)
 # Exit 0 pass, 1 fail, 77 skip (not root: no userfaultfd).
 set -u
 . "$(dirname "$0")/../../../tests/lib.sh"
@@ -111,6 +115,71 @@ small)
 	;;
 threads)
 	run threads 8M "$B/test_map_threadsort" 8 1 8
+	;;
+redis)
+	need_cmd redis-server
+	need_cmd redis-cli
+	# redis_up NAME [WRAP...]: a server in $D/NAME on a free port ($RP)
+	# with debug commands on, started through WRAP
+	redis_up() {
+		local name=$1
+		shift
+		mkdir -p "$D/$name"
+		RP=$(free_port)
+		spawn "$@" redis-server --port "$RP" --save "" --appendonly no --dir "$D/$name" \
+			--enable-debug-command yes > "$D/$name.out" 2> "$D/$name.err"
+		RPID=$!
+		FAIL_SHOW="$FAIL_SHOW $D/$name.out $D/$name.err"
+		wait_for 30 "redis $name to answer" sh -c "redis-cli -p $RP ping 2>/dev/null | grep -q PONG"
+	}
+	# load: 16000 values of 4 KiB (DEBUG POPULATE is deterministic) and
+	# some of other sizes: 32 MiB of values plus Redis's own per-key memory
+	load() {
+		redis-cli -p "$RP" DEBUG POPULATE 8000 key 4096 | grep -q OK || fail "DEBUG POPULATE"
+		awk 'BEGIN { for (i = 1; i <= 2000; i++) printf "SET s%d %0*d\n", i, 1 + i * 7 % 900, i }' \
+			| redis-cli -p "$RP" > /dev/null
+		redis-cli -p "$RP" DBSIZE | grep -qx 10000 || fail "DBSIZE after the load"
+	}
+	rss() { redis-cli -p "$RP" INFO memory | sed -n 's/^used_memory_rss:\([0-9]*\).*/\1/p'; }
+	down() {
+		redis-cli -p "$RP" SHUTDOWN NOSAVE > /dev/null 2>&1
+		wait "$RPID" || fail "redis $1 exited badly"
+	}
+
+	redis_up plain
+	load
+	want=$(redis-cli -p "$RP" DEBUG DIGEST)
+	plain_rss=$(rss)
+	down plain
+
+	ETHERMEM_PRELOAD_STATS=1 redis_up pool timeout 120 "$B/ethermem" run --local-mem 8M --
+	load
+	got=$(redis-cli -p "$RP" DEBUG DIGEST)
+	pool_rss=$(rss)
+	[ "$got" = "$want" ] || fail "digest under ethermem run $got, plain $want"
+	# the budget plus 24 MiB for Redis itself, its libraries and what
+	# jemalloc keeps below the threshold
+	bound=$(((8 + 24) << 20))
+	echo "resident: plain $plain_rss, under ethermem run --local-mem 8M $pool_rss (bound $bound)"
+	[ "$plain_rss" -gt "$bound" ] || fail "the plain run stays below the bound ($plain_rss): nothing checked"
+	[ "$pool_rss" -le "$bound" ] || fail "Redis not bounded: $pool_rss bytes resident with an 8 MiB budget"
+	# BGSAVE forks a child that writes the whole data set
+	redis-cli -p "$RP" BGSAVE | grep -q "started" || fail "BGSAVE did not start"
+	wait_for 60 "BGSAVE to end" sh -c "redis-cli -p $RP INFO persistence | grep -q '^rdb_bgsave_in_progress:0'"
+	redis-cli -p "$RP" INFO persistence | grep -q '^rdb_last_bgsave_status:ok' \
+		|| { redis-cli -p "$RP" INFO persistence; fail "BGSAVE failed"; }
+	[ "$(redis-cli -p "$RP" DEBUG DIGEST)" = "$want" ] || fail "digest changed after the fork"
+	down pool
+	grep -q "blocks [1-9][0-9]* faults [0-9]* fetched [1-9]" "$D/pool.err" \
+		|| { cat "$D/pool.err"; fail "Redis did not use the pool"; }
+	echo "redis: $(grep 'fetched' "$D/pool.err" | tail -1)"
+
+	# the child's dump, loaded by a plain server
+	mkdir -p "$D/load"
+	cp "$D/pool/dump.rdb" "$D/load/" || fail "no dump written"
+	redis_up load
+	[ "$(redis-cli -p "$RP" DEBUG DIGEST)" = "$want" ] || fail "the BGSAVE dump loads to another digest"
+	down load
 	;;
 *)
 	fail "unknown case $C"
