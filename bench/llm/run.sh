@@ -92,9 +92,8 @@ else
 	: "${SIZE:=2G}" "${STEPS:=24}" "${SWAP_STEPS:=6}" "${TO:=180}" "${NET:=netns}"
 fi
 
-say() { echo "bench-llm: $*" >&2; }
-die() { say "$*"; exit 1; }
-skip() { say "SKIP: $*"; exit 77; }
+BENCH=llm
+. "$ROOT/bench/lib.sh"
 
 [ "$(id -u)" = 0 ] || skip "needs root (cgroups, swap, drop_caches, namespaces)"
 [ -w /sys/fs/cgroup/memory/cgroup.procs ] || skip "no cgroup v1 memory controller at /sys/fs/cgroup/memory"
@@ -106,68 +105,16 @@ for t in timeout mkswap swapon swapoff fallocate ip awk; do
 	command -v $t >/dev/null || die "needs $t (Debian: coreutils, util-linux, iproute2, gawk/mawk)"
 done
 
-# Sizes in bytes, like ethermem's parser (binary units).
-bytes() {
-	awk -v s="$1" 'BEGIN { n = s + 0; u = toupper(substr(s, length(s)));
-		m = u == "K" ? 1024 : u == "M" ? 1048576 : u == "G" ? 1073741824 : u == "T" ? 1099511627776 : 1;
-		printf "%.0f\n", n * m }'
-}
 ALLOW_B=$(bytes "$ALLOW")
 
 # ---- everything we create, and its removal on every exit path ----------
-ID=$$
-WORK=$(mktemp -d /var/tmp/ethermem-bench-llm.XXXXXX) || die "mktemp"
-CGROOT=/sys/fs/cgroup/memory/ethermem-llm-$ID
+bench_setup
 NS=emllm$ID
 VETH=emv$ID
-SWAP=$WORK/swapfile
-SWAP_ON=0
-NODE_PID=
-RUN_PID=
-cleanup() {
-	trap '' INT TERM HUP
-	[ -n "$RUN_PID" ] && kill -KILL "$RUN_PID" 2>/dev/null
-	# The engine runs under timeout, in a cgroup: kill it there, wait until
-	# it is gone, and lift the limit, because swapoff must charge the pages
-	# it brings back to that cgroup (ENOMEM at a full limit otherwise).
-	if [ -d "$CGROOT" ]; then
-		for _ in $(seq 50); do
-			busy=0
-			for c in "$CGROOT"/*/; do
-				[ -f "$c/cgroup.procs" ] || continue
-				echo -1 > "$c/memory.limit_in_bytes" 2>/dev/null
-				while read -r p; do busy=1; kill -KILL "$p" 2>/dev/null; done < "$c/cgroup.procs"
-			done
-			[ $busy = 0 ] && break
-			sleep 0.1
-		done
-	fi
-	[ -n "$NODE_PID" ] && kill "$NODE_PID" 2>/dev/null
-	wait 2>/dev/null
-	if [ $SWAP_ON = 1 ]; then
-		for _ in 1 2 3 4 5; do
-			swapoff "$SWAP" 2>/dev/null && { SWAP_ON=0; break; }
-			sleep 0.5
-		done
-		[ $SWAP_ON = 1 ] && say "warning: swapoff $SWAP failed: run swapoff $SWAP by hand"
-	fi
-	[ $SWAP_ON = 0 ] && rm -f "$SWAP"
-	if [ -d "$CGROOT" ]; then
-		for _ in 1 2 3 4 5; do
-			for c in "$CGROOT"/*/; do [ -d "$c" ] && rmdir "$c" 2>/dev/null; done
-			rmdir "$CGROOT" 2>/dev/null && break
-			sleep 0.2
-		done
-		[ -d "$CGROOT" ] && say "warning: could not remove $CGROOT"
-	fi
+bench_cleanup_more() {
 	ip link del "${VETH}a" 2>/dev/null
 	ip netns del "$NS" 2>/dev/null
-	[ $SWAP_ON = 0 ] && rm -rf "$WORK"
 }
-trap cleanup EXIT
-trap 'say "interrupted"; exit 130' INT TERM HUP
-
-mkdir "$CGROOT" || die "cannot create $CGROOT"
 mkdir -p "$MODELS" "$OUT" || die "cannot create $MODELS or $OUT"
 
 # ---- models --------------------------------------------------------------
@@ -201,20 +148,10 @@ if [ "$NET" = netns ]; then
 	ip netns exec "$NS" ip addr add "$SUB.2/24" dev "${VETH}b"
 	ip netns exec "$NS" ip link set "${VETH}b" mtu "$MTU" up
 	ip netns exec "$NS" ip link set lo up
-	ip netns exec "$NS" "$B/ethermemd" --listen "tcp://$SUB.2:0" --capacity "$CAP" \
-		--secret-file "$WORK/secret" --port-file "$WORK/port" 2>"$WORK/node.log" &
-	NODE_PID=$!
-	HOST=$SUB.2
+	node_start "$CAP" "$SUB.2" ip netns exec "$NS"
 else
-	"$B/ethermemd" --listen tcp://127.0.0.1:0 --capacity "$CAP" \
-		--secret-file "$WORK/secret" --port-file "$WORK/port" 2>"$WORK/node.log" &
-	NODE_PID=$!
-	HOST=127.0.0.1
+	node_start "$CAP" 127.0.0.1
 fi
-for _ in $(seq 200); do [ -s "$WORK/port" ] && break; sleep 0.05; done
-[ -s "$WORK/port" ] || die "ethermemd did not start: $(cat "$WORK/node.log")"
-ETHERMEM_NODES=tcp://$HOST:$(cat "$WORK/port")
-export ETHERMEM_NODES ETHERMEM_SECRET_FILE=$WORK/secret
 unset ETHERMEM_LLM_REGION ETHERMEM_MAP_CACHE
 say "memory node $ETHERMEM_NODES ($NET), capacity $CAP"
 for k in $KINDS; do
@@ -229,20 +166,6 @@ done
 jget() { sed -n "s/.*\"$2\":\([-0-9.e+]*\).*/\1/p" "$1" | tail -1; }
 
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-
-swap_on() {
-	[ $SWAP_ON = 1 ] && return 0
-	rm -f "$SWAP"
-	fallocate -l "$1" "$SWAP" && chmod 600 "$SWAP" && mkswap "$SWAP" >/dev/null || die "making a swap file"
-	SWAP_ON=1 # cleanup tries swapoff whatever happens next
-	swapon "$SWAP" || die "swapon $SWAP"
-}
-swap_off() {
-	[ $SWAP_ON = 1 ] || return 0
-	swapoff "$SWAP" || die "swapoff $SWAP"
-	SWAP_ON=0
-	rm -f "$SWAP"
-}
 
 CSV=$WORK/llm.csv
 DET=$WORK/llm-detail.csv

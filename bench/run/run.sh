@@ -62,9 +62,8 @@ if [ -z "$TO" ]; then
 	[ $QUICK = 1 ] && TO=60
 fi
 
-say() { echo "bench-run: $*" >&2; }
-die() { say "$*"; exit 1; }
-skip() { say "SKIP: $*"; exit 77; }
+BENCH=run
+. "$ROOT/bench/lib.sh"
 
 [ "$(id -u)" = 0 ] || skip "needs root (cgroups, swap, drop_caches)"
 [ -w /sys/fs/cgroup/memory/cgroup.procs ] || skip "no cgroup v1 memory controller at /sys/fs/cgroup/memory"
@@ -76,57 +75,8 @@ for t in timeout mkswap swapon swapoff fallocate gcc sort sha256sum awk cmp; do
 	command -v $t >/dev/null || die "needs $t"
 done
 
-bytes() {
-	awk -v s="$1" 'BEGIN { n = s + 0; u = toupper(substr(s, length(s)));
-		m = u == "K" ? 1024 : u == "M" ? 1048576 : u == "G" ? 1073741824 : 1;
-		printf "%.0f\n", n * m }'
-}
-
 # ---- everything we create, and its removal on every exit path -------------
-ID=$$
-WORK=$(mktemp -d /var/tmp/ethermem-bench-run.XXXXXX) || die "mktemp"
-CGROOT=/sys/fs/cgroup/memory/ethermem-run-$ID
-SWAP=$WORK/swapfile
-SWAP_ON=0 NODE_PID='' RUN_PID=''
-cleanup() {
-	trap '' INT TERM HUP
-	[ -n "$RUN_PID" ] && kill -KILL "$RUN_PID" 2>/dev/null
-	# kill what is left in our cgroups and lift their limits: swapoff
-	# charges the pages it brings back to them
-	if [ -d "$CGROOT" ]; then
-		for _ in $(seq 50); do
-			busy=0
-			for c in "$CGROOT"/*/; do
-				[ -f "$c/cgroup.procs" ] || continue
-				echo -1 > "$c/memory.limit_in_bytes" 2>/dev/null
-				while read -r p; do busy=1; kill -KILL "$p" 2>/dev/null; done < "$c/cgroup.procs"
-			done
-			[ $busy = 0 ] && break
-			sleep 0.1
-		done
-	fi
-	[ -n "$NODE_PID" ] && kill "$NODE_PID" 2>/dev/null
-	wait 2>/dev/null
-	if [ $SWAP_ON = 1 ]; then
-		for _ in 1 2 3 4 5; do
-			swapoff "$SWAP" 2>/dev/null && { SWAP_ON=0; break; }
-			sleep 0.5
-		done
-		[ $SWAP_ON = 1 ] && say "warning: swapoff $SWAP failed: run swapoff $SWAP by hand"
-	fi
-	if [ -d "$CGROOT" ]; then
-		for _ in 1 2 3 4 5; do
-			for c in "$CGROOT"/*/; do [ -d "$c" ] && rmdir "$c" 2>/dev/null; done
-			rmdir "$CGROOT" 2>/dev/null && break
-			sleep 0.2
-		done
-		[ -d "$CGROOT" ] && say "warning: could not remove $CGROOT"
-	fi
-	[ $SWAP_ON = 0 ] && rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'say "interrupted"; exit 130' INT TERM HUP
-mkdir "$CGROOT" || die "cannot create $CGROOT"
+bench_setup
 mkdir -p "$OUT" || die "cannot create $OUT"
 
 # ---- the cases: NAME -> budget, setup and command ------------------------
@@ -171,30 +121,9 @@ case_def() {
 }
 
 # ---- the memory node, on loopback, outside the cgroups --------------------
-echo "bench-run secret $ID $(date +%s%N)" > "$WORK/secret"
-chmod 600 "$WORK/secret"
-"$B/ethermemd" --listen tcp://127.0.0.1:0 --capacity 8G --secret-file "$WORK/secret" \
-	--port-file "$WORK/port" 2>"$WORK/node.log" &
-NODE_PID=$!
-for _ in $(seq 200); do [ -s "$WORK/port" ] && break; sleep 0.05; done
-[ -s "$WORK/port" ] || die "ethermemd did not start: $(cat "$WORK/node.log")"
-ETHERMEM_NODES=tcp://127.0.0.1:$(cat "$WORK/port")
-export ETHERMEM_NODES ETHERMEM_SECRET_FILE=$WORK/secret
+node_start 8G 127.0.0.1
 unset ETHERMEM_MAP_CACHE ETHERMEM_MAP_TRACE ETHERMEM_PRELOAD_STATS NUMPY_MADVISE_HUGEPAGE
 export OMP_NUM_THREADS=1 # one BLAS thread in every mode: the same sums, the same order
-
-swap_on() {
-	[ $SWAP_ON = 1 ] && return 0
-	fallocate -l "$1" "$SWAP" && chmod 600 "$SWAP" && mkswap "$SWAP" >/dev/null || die "making a swap file"
-	SWAP_ON=1
-	swapon "$SWAP" || die "swapon $SWAP"
-}
-swap_off() {
-	[ $SWAP_ON = 1 ] || return 0
-	swapoff "$SWAP" || die "swapoff $SWAP"
-	SWAP_ON=0
-	rm -f "$SWAP"
-}
 
 # run_in MODE LIMIT [VAR=VALUE... [PREFIX...]]: runs $CMD, after PREFIX, in
 # a fresh cgroup (limited to LIMIT bytes, or not for 0) under the time
