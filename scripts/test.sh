@@ -68,22 +68,20 @@ fi
 leg asan
 leg tsan
 leg fuzz ${EM_FUZZ_SECONDS:+-DEM_FUZZ_SECONDS=$EM_FUZZ_SECONDS}
-if [ -x bench/llm/run.sh ]; then
-	echo "== bench-llm quick"
-	if make -s bench-llm QUICK=1 > "$LOGS/llm.log" 2>&1; then
-		PASS=$((PASS + 1)); tail -20 "$LOGS/llm.log"
+# bench_leg NAME LINES: `make bench-NAME QUICK=1` when bench/NAME/run.sh
+# exists, one pass or failure; the last LINES lines of its log on success
+bench_leg() {
+	local name=$1 lines=$2
+	[ -x "bench/$name/run.sh" ] || return 0
+	echo "== bench-$name quick"
+	if make -s "bench-$name" QUICK=1 > "$LOGS/$name.log" 2>&1; then
+		PASS=$((PASS + 1)); tail -"$lines" "$LOGS/$name.log"
 	else
-		FAIL=$((FAIL + 1)); tail -40 "$LOGS/llm.log"; echo "bench-llm quick: failed"
+		FAIL=$((FAIL + 1)); tail -40 "$LOGS/$name.log"; echo "bench-$name quick: failed"
 	fi
-fi
-if [ -x bench/run/run.sh ]; then
-	echo "== bench-run quick"
-	if make -s bench-run QUICK=1 > "$LOGS/run.log" 2>&1; then
-		PASS=$((PASS + 1)); tail -15 "$LOGS/run.log"
-	else
-		FAIL=$((FAIL + 1)); tail -40 "$LOGS/run.log"; echo "bench-run quick: failed"
-	fi
-fi
+}
+bench_leg llm 20
+bench_leg run 15
 echo
 echo "total: $PASS passed, $FAIL failed, $SKIP skipped"
 [ "$FAIL" = 0 ]
