@@ -9,7 +9,8 @@ PKGS=(
 	clang-format                                 # scripts/format.sh
 	iproute2 procps util-linux                   # namespaces, veth, swap, sysctl
 	libbpf-dev libxdp-dev                        # AF_XDP measurements (optional path)
-	redis-server redis-tools                     # the Redis comparison benchmark
+	redis-server redis-tools                     # the Redis benchmarks and the Redis case of bench/run
+	sqlite3                                      # the SQLite case of bench/run
 	gnuplot-nox                                  # the inference benchmark's chart
 	python3                                      # small helpers in benchmark scripts
 	libmicrohttpd-dev prometheus curl            # the node's /metrics, and its test

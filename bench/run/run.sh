@@ -6,7 +6,11 @@
 # fixed seeds): PyTorch Linear layers run forward three times; a NumPy
 # pipeline; eight Python threads sorting beside a shared array; a
 # multiprocessing fork pool; GNU sort -S; gcc -O2 -c of a generated C file;
-# torch.load of a state dict and a forward pass. Each case has a local-memory
+# torch.load of a state dict and a forward pass; Debian's redis-server
+# (jemalloc) with 4 KiB values four times the budget, then redis-benchmark
+# GET and SET (redis.sh); the sqlite3 CLI scanning a database through a
+# page cache larger than the budget, under --small-objects (sqlite.sh).
+# Each case has a local-memory
 # budget (a third to a half of what it touches) and runs three ways:
 #   plain  no limit (the reference output and time)
 #   pool   build/ethermem run --local-mem BUDGET, a memory node on loopback,
@@ -16,14 +20,17 @@
 #          peak - pool footprint + budget, the footprint being the distinct
 #          units of the pool run's trace), a swap file on
 # Outputs (a digest each program prints) must be identical to plain's; a run
-# over the time limit is cut off and reported, never waited on.
+# over the time limit is cut off and reported, never waited on. A line
+# "metric NAME VALUE" a case prints on stderr (Redis's requests per second)
+# goes into a second table, by mode.
 # From the pool run's fetch trace, build/ethermem-ideal computes the fetches
 # an optimal offline policy (Belady's MIN) with the same cache would need,
 # so the table gives bytes fetched against that floor.
 #
 # Writes bench/results/run.csv and run.md. Needs root (cgroups, swap, page
 # cache drop), the cgroup v1 memory controller, util-linux, /usr/bin/python3
-# with numpy and torch, gcc. Exit 0 ok, 1 a failure or a differing output,
+# with numpy and torch, gcc; redis-server and redis-tools, sqlite3 for their
+# cases. Exit 0 ok, 1 a failure or a differing output,
 # 77 skip. Every exit path kills what it started, swaps off and removes the
 # swap file and the cgroups.
 set -u
@@ -33,6 +40,7 @@ usage() {
 usage: bench/run/run.sh [--quick] [--cases "NAME ..."] [--timeout S] [--out DIR]
   --quick        CI size: small inputs, all cases in under 3 minutes on 2 cores
   --cases LIST   a subset of: linear numpy threads forkpool sort gcc torchload
+                 redis sqlite
   --timeout S    seconds before a run is cut off (default 60 quick, 300 full)
   --out DIR      results directory (default bench/results)
 Environment: EM_BUILD_DIR (default build)
@@ -44,7 +52,7 @@ HERE=$ROOT/bench/run
 B=${EM_BUILD_DIR:-$ROOT/build}
 case $B in /*) ;; *) B=$ROOT/$B ;; esac
 QUICK=0 TO='' OUT=$ROOT/bench/results
-CASES="linear numpy threads forkpool sort gcc torchload"
+CASES="linear numpy threads forkpool sort gcc torchload redis sqlite"
 PY=/usr/bin/python3
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -81,10 +89,11 @@ mkdir -p "$OUT" || die "cannot create $OUT"
 
 # ---- the cases: NAME -> budget, setup and command ------------------------
 # case_def NAME sets BUDGET (local memory), SETUP (run once, plainly, to make
-# inputs in $WORK) and CMD (the measured command; what it prints is compared).
+# inputs in $WORK), CMD (the measured command; what it prints is compared)
+# and FLAGS (more options for `ethermem run`).
 case_def() {
 	local q=$QUICK n
-	SETUP=''
+	SETUP='' FLAGS=''
 	case $1 in
 	linear) # Linear layers of 4 B x DIM^2 each; 6 x 4096 is 384 MiB
 		if [ $q = 1 ]; then BUDGET=32M CMD="$PY $HERE/linear.py 6 2048 3"
@@ -116,6 +125,18 @@ case_def() {
 		SETUP="$PY $HERE/torchload.py save $WORK/sd-$n.pt 6 $n"
 		BUDGET=32M; [ $q = 1 ] || BUDGET=128M
 		CMD="$PY $HERE/torchload.py load $WORK/sd-$n.pt" ;;
+	redis) # keys of 4 KiB values (4x the budget), requests per benchmark
+		command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null ||
+			die "redis: needs redis-server and redis-tools (scripts/deps.sh)"
+		if [ $q = 1 ]; then BUDGET=4M CMD="$HERE/redis.sh 4096 500"
+		else BUDGET=128M CMD="$HERE/redis.sh 131072 10000"; fi ;;
+	sqlite) # a database of MiB, scanned through a page cache of twice that
+		command -v sqlite3 >/dev/null || die "sqlite: needs sqlite3 (scripts/deps.sh)"
+		n=16; [ $q = 1 ] || n=2048
+		SETUP="$HERE/sqlite.sh make $WORK/db-$n.sqlite $n"
+		BUDGET=4M; [ $q = 1 ] || BUDGET=512M
+		FLAGS=--small-objects
+		CMD="$HERE/sqlite.sh query $WORK/db-$n.sqlite $n" ;;
 	*) die "unknown case '$1'" ;;
 	esac
 }
@@ -187,8 +208,9 @@ for c in $CASES; do
 	plain_s=$WALL
 	rm -f "$WORK"/trace.*
 	# the pool run: `ethermem run` is the front of the command
+	# shellcheck disable=SC2086
 	run_in pool 0 ETHERMEM_PRELOAD_STATS=1 ETHERMEM_MAP_TRACE="$WORK/trace" \
-		"$B/ethermem" run --local-mem "$BUDGET" --
+		"$B/ethermem" run --local-mem "$BUDGET" $FLAGS --
 	pool_rc=$RC pool_s=$WALL pool_peak=$PEAK pst=$(status pool)
 	# every process of the run prints its line: the run's figures are their sums
 	read -r faults fetched written < <(awk '/^ethermem-preload: blocks/ {
@@ -209,6 +231,10 @@ for c in $CASES; do
 	run_in swap "$limit"
 	swap_s=$WALL sst=$(status swap)
 	swap_off
+	for m in plain pool swap; do
+		awk -v c="$c" -v m="$m" '/^metric [a-z_]+ [0-9.]+$/ { print c "," m "," $2 "," $3 }' \
+			"$WORK/err.$m" >> "$WORK/metrics.csv"
+	done
 	for s in "$pst" "$sst"; do case $s in differs|error) FAILED=1 ;; esac; done
 	if [ "$pst" != ok ]; then say "$c pool: $pst (exit $pool_rc)"; tail -5 "$WORK/err.pool" >&2; fi
 	case $sst in ok|cut) ;; *) say "$c swap: $sst (exit $RC)"; tail -5 "$WORK/err.swap" >&2 ;; esac
@@ -244,6 +270,17 @@ cp "$CSV" "$OUT/run.csv"
 			$1, $2 / 1048576, $16 / 1048576, $3, ($6 == "cut" ? ">" $4 : $4), $8, ($7 == "cut" ? ">" $5 : $5), $9,
 			$10 / 1e6, $11 / 1e6, $12, $13, $14 / 1e6,
 			($6 == "ok" ? "same" : "pool " $6) ($7 == "ok" || $7 == "cut" ? "" : ", swap " $7) }' "$CSV"
+	if [ -s "$WORK/metrics.csv" ]; then
+		echo
+		echo "What the cases measure themselves (metric lines), by mode:"
+		echo
+		echo "| program | metric | plain | pool | swap |"
+		echo "|---|---|---|---|---|"
+		awk -F, '{ k = $1 "|" $3; if (!(k in seen)) { seen[k] = 1; o[++n] = k } v[k "|" $2] = $4 }
+			END { for (i = 1; i <= n; i++) { split(o[i], a, "|")
+				printf "| %s | %s | %s | %s | %s |\n", a[1], a[2], v[o[i] "|plain"], v[o[i] "|pool"], v[o[i] "|swap"] } }' \
+			"$WORK/metrics.csv"
+	fi
 } > "$OUT/run.md"
 cat "$OUT/run.md"
 [ $FAILED = 0 ] || { say "a run failed or its output differed"; exit 1; }
