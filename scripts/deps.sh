@@ -4,6 +4,7 @@
 set -euo pipefail
 PKGS=(
 	gcc make cmake pkg-config libsodium-dev      # build
+	liburing-dev                                 # the node's --io uring (optional)
 	libisal-dev                                  # erasure coding (ec:K+M regions)
 	clang libclang-rt-14-dev                     # fuzzing (libFuzzer) and sanitizers
 	clang-format                                 # scripts/format.sh

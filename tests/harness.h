@@ -126,7 +126,9 @@ static __attribute__((unused)) void t_sleep_ms(int ms)
 		ok_;                                                         \
 	})
 
-/* Starts ethermemd and waits until it listens. extra: more flags or NULL. */
+/* Starts ethermemd and waits until it listens. extra: more flags or NULL.
+ * EM_TEST_NODE_FLAGS adds flags to every node (the same tests against
+ * another configuration of the node, e.g. --io uring). */
 static __attribute__((unused)) void t_node_start(struct t_node *n, const char *capacity,
 						 const char *secret, const char *extra)
 {
@@ -148,8 +150,9 @@ static __attribute__((unused)) void t_node_start(struct t_node *n, const char *c
 		dup2(fd, 1);
 		snprintf(cmd, sizeof(cmd),
 			 "exec %s --listen tcp://127.0.0.1:0 --capacity %s --secret-file %s "
-			 "--port-file %s %s",
-			 t_bin("ethermemd"), capacity, secret, portfile, extra ? extra : "");
+			 "--port-file %s %s %s",
+			 t_bin("ethermemd"), capacity, secret, portfile, extra ? extra : "",
+			 getenv("EM_TEST_NODE_FLAGS") ? getenv("EM_TEST_NODE_FLAGS") : "");
 		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
 		_exit(127);
 	}

@@ -15,7 +15,8 @@
 #   at_exit CMD            one more cleanup command
 #   start_node NAME CAP [FLAGS...]  ethermemd; sets PORT_<NAME>, PID_<NAME>
 #                          (NODE_WRAP: a command prefix such as
-#                          "ip netns exec NS"; NODE_LISTEN: the address)
+#                          "ip netns exec NS"; NODE_LISTEN: the address;
+#                          EM_TEST_NODE_FLAGS: flags added to every node)
 #   stop_node NAME         SIGTERM, wait; fails unless it exits 0
 #   start_etcd             etcd on ETCD_HOST (default 127.0.0.1), its data
 #                          under ETCD_DATA (default $T); ETCD_URL
@@ -91,6 +92,7 @@ start_node() {
 	rm -f "$T/$em_n.port"
 	$NODE_WRAP "$B/ethermemd" --listen "$NODE_LISTEN" --capacity "$em_cap" \
 		--secret-file "$ETHERMEM_SECRET_FILE" --port-file "$T/$em_n.port" "$@" \
+		${EM_TEST_NODE_FLAGS:-} \
 		2>"$T/$em_n.log" &
 	EM_PIDS="$EM_PIDS $!"
 	eval "PID_$em_n=$!"

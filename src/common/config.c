@@ -146,6 +146,9 @@ const struct em_setting em_settings[EM_CFG_COUNT] = {
 	[EM_CFG_WORKERS] = { NULL, "workers", N, EM_CFG_INT, "0", -1, 1024, NULL,
 			     "event-loop threads serving clients (0: one per core, -1: a thread "
 			     "per connection)" },
+	[EM_CFG_WORKER_IO] = { NULL, "io", N, EM_CFG_ENUM, "epoll", 0, 0, "epoll|uring",
+			       "how the workers wait for their sockets (uring: io_uring, where "
+			       "built)" },
 	[EM_CFG_PORT_FILE] = { NULL, "port-file", N, EM_CFG_STR, NULL, 0, 0, NULL,
 			       "write the bound port to this file once listening" },
 	[EM_CFG_METRICS_LISTEN] = { NULL, "metrics-listen", N, EM_CFG_STR, NULL, 0, 0, NULL,

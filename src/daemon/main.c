@@ -72,6 +72,8 @@ static void usage(FILE *f)
 		"                       (0: each reply in one call)                  [256K]\n"
 		"  --workers N          event-loop threads serving all clients (0: one per\n"
 		"                       core, -1: a thread per connection)              [0]\n"
+		"  --io epoll|uring     how the workers wait for their sockets: epoll, or\n"
+		"                       io_uring's poll requests (where built)      [epoll]\n"
 		"Membership (etcd):\n"
 		"  --etcd URL[,URL...]  register in etcd (http://HOST:2379) under a lease\n"
 		"                       kept alive, so clients find this node by themselves\n"
@@ -138,6 +140,8 @@ static int set_opt(struct cfg *c, const char *k, const char *v)
 		c->o.bulk_slice = (uint32_t)cv.num;
 	} else if (!strcmp(k, "workers")) {
 		c->o.workers = (int)cv.num;
+	} else if (!strcmp(k, "io")) {
+		c->o.io = (int)cv.num; /* the table's order: EM_IO_* */
 	} else if (!strcmp(k, "ox")) {
 		snprintf(c->ox_iface, sizeof(c->ox_iface), "%s", v);
 	} else if (!strcmp(k, "ox-ethertype")) {
@@ -260,6 +264,7 @@ int main(int argc, char **argv)
 		{ "ox-auth", 0, 0, 1200 },
 		{ "bulk-slice", 1, 0, 1100 },
 		{ "workers", 1, 0, 1101 },
+		{ "io", 1, 0, 1102 },
 		{ "etcd", 1, 0, 'D' },
 		{ "cluster", 1, 0, 'N' },
 		{ "advertise", 1, 0, 'A' },
@@ -281,7 +286,8 @@ int main(int argc, char **argv)
 	    set_opt(&c, "poll-us", em_settings[EM_CFG_NODE_POLL_US].def) ||
 	    set_opt(&c, "session-linger", em_settings[EM_CFG_SESSION_LINGER].def) ||
 	    set_opt(&c, "bulk-slice", em_settings[EM_CFG_BULK_SLICE].def) ||
-	    set_opt(&c, "workers", em_settings[EM_CFG_WORKERS].def))
+	    set_opt(&c, "workers", em_settings[EM_CFG_WORKERS].def) ||
+	    set_opt(&c, "io", em_settings[EM_CFG_WORKER_IO].def))
 		return 2;
 	if (!em_cfg_env_str(EM_CFG_ETCD, &env) && env)
 		snprintf(c.etcd, sizeof(c.etcd), "%s", env);
@@ -364,6 +370,9 @@ int main(int argc, char **argv)
 			break;
 		case 1101:
 			rc = set_opt(&c, "workers", optarg);
+			break;
+		case 1102:
+			rc = set_opt(&c, "io", optarg);
 			break;
 		case 'x':
 			rc = set_opt(&c, "ox", optarg);

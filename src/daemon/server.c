@@ -59,6 +59,9 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#ifdef EM_HAVE_URING
+#include <liburing.h>
+#endif
 
 #include "common/auth.h"
 #include "common/seal.h"
@@ -97,7 +100,16 @@ struct conn;
 struct worker {
 	struct em_server *srv;
 	pthread_t t;
-	int ep, efd;          /* epoll; eventfd: a connection was handed over */
+	int ep, efd; /* epoll; eventfd: a connection was handed over */
+#ifdef EM_HAVE_URING
+	/* --io uring: one-shot poll requests on a ring instead of epoll (see
+	 * "the workers' event source") */
+	bool uring, efd_armed;
+	struct io_uring ring;
+	struct conn **fdmap; /* by descriptor: whose poll a completion is */
+	int nfdmap;
+	uint32_t seq;
+#endif
 	pthread_mutex_t lock; /* guards inbox and quit */
 	struct conn *inbox;
 	bool quit;
@@ -155,8 +167,9 @@ struct conn {
 	struct conn *next, *prev;
 	/* served by an event-loop worker (else by its own thread) */
 	struct worker *w;
-	int widx;    /* in w->cv */
-	uint32_t ev; /* epoll interest now */
+	int widx;      /* in w->cv */
+	uint32_t ev;   /* epoll interest now; io_uring: the poll armed, or 0 */
+	uint32_t useq; /* io_uring: tells this connection's polls from stale ones */
 	size_t rxcap, txcap, txoff, need;
 	struct oseg q[OUT_SEGS]; /* output in order: replies go out as queued */
 	unsigned qhead, nq;
@@ -1911,11 +1924,199 @@ static void conn_finish(struct conn *c, int rc, bool served)
  * the loop, where a half-received write could make the worker wait for
  * itself. */
 
+/* ---- the workers' event source ----
+ *
+ * epoll by default; --io uring waits through io_uring instead. There a
+ * connection's interest is a one-shot poll request on the worker's ring,
+ * armed again once it fired; a poll armed on a socket that is ready
+ * completes at once, so this behaves as the level-triggered epoll set does
+ * and the scheduler above cannot tell the two apart. Re-arming rides on the
+ * system call that waits, and the worker's spin reads the completion ring
+ * in memory instead of calling epoll_wait. A completion names its
+ * connection by descriptor and a sequence number, not by pointer: a poll
+ * cancelled as its connection went can complete after the connection was
+ * freed and its descriptor given to another. */
+
+struct wev {
+	struct conn *c; /* NULL: the worker's eventfd */
+	uint32_t events;
+};
+
+#ifdef EM_HAVE_URING
+#define UD_EFD UINT64_MAX        /* the eventfd's poll */
+#define UD_NONE (UINT64_MAX - 1) /* a cancellation's own completion */
+#define RING_ENTRIES 256
+
+static struct io_uring_sqe *ring_sqe(struct worker *w)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+
+	if (!sqe) {
+		io_uring_submit(&w->ring); /* full: make room */
+		sqe = io_uring_get_sqe(&w->ring);
+	}
+	return sqe;
+}
+
+static uint64_t conn_ud(const struct conn *c)
+{
+	return (uint64_t)(uint32_t)c->fd << 32 | c->useq;
+}
+
+static int ring_arm(struct worker *w, int fd, uint32_t ev, uint64_t ud)
+{
+	struct io_uring_sqe *sqe = ring_sqe(w);
+
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_poll_add(sqe, fd, ev);
+	io_uring_sqe_set_data64(sqe, ud);
+	return 0;
+}
+
+static void ring_cancel(struct worker *w, uint64_t ud)
+{
+	struct io_uring_sqe *sqe = ring_sqe(w);
+
+	if (sqe) {
+		io_uring_prep_poll_remove(sqe, ud);
+		io_uring_sqe_set_data64(sqe, UD_NONE);
+	}
+}
+#endif
+
+/* Watches c's socket for ev (0: for nothing). */
+static int wev_set(struct conn *c, uint32_t ev)
+{
+	struct worker *w = c->w;
+	struct epoll_event e = { .events = ev, .data.ptr = c };
+	int rc = 0;
+
+	if (ev == c->ev)
+		return 0;
+#ifdef EM_HAVE_URING
+	if (w->uring) {
+		if (c->ev) {
+			ring_cancel(w, conn_ud(c));
+			c->useq = ++w->seq;
+		}
+		c->ev = 0;
+		if (ev && !(rc = ring_arm(w, c->fd, ev, conn_ud(c))))
+			c->ev = ev;
+		return rc;
+	}
+#endif
+	if (epoll_ctl(w->ep, EPOLL_CTL_MOD, c->fd, &e))
+		return -errno;
+	c->ev = ev;
+	return rc;
+}
+
+/* A connection new to the worker, watched for input. */
+static int wev_add(struct conn *c)
+{
+	struct worker *w = c->w;
+	struct epoll_event e = { .events = EPOLLIN, .data.ptr = c };
+
+#ifdef EM_HAVE_URING
+	if (w->uring) {
+		int rc;
+
+		if (c->fd >= w->nfdmap) {
+			int n = EM_MAX(c->fd + 1, 2 * w->nfdmap);
+			struct conn **m = realloc(w->fdmap, (size_t)n * sizeof(*m));
+
+			if (!m)
+				return -ENOMEM;
+			memset(m + w->nfdmap, 0, (size_t)(n - w->nfdmap) * sizeof(*m));
+			w->fdmap = m;
+			w->nfdmap = n;
+		}
+		c->useq = ++w->seq;
+		c->ev = 0;
+		if ((rc = wev_set(c, EPOLLIN)))
+			return rc;
+		w->fdmap[c->fd] = c;
+		return 0;
+	}
+#endif
+	if (epoll_ctl(w->ep, EPOLL_CTL_ADD, c->fd, &e))
+		return -errno;
+	c->ev = EPOLLIN;
+	return 0;
+}
+
+static void wev_del(struct conn *c)
+{
+	struct worker *w = c->w;
+
+#ifdef EM_HAVE_URING
+	if (w->uring) {
+		if (c->ev)
+			ring_cancel(w, conn_ud(c));
+		w->fdmap[c->fd] = NULL;
+		c->ev = 0;
+		/* now: a pending poll holds the socket open */
+		io_uring_submit(&w->ring);
+		return;
+	}
+#endif
+	epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
+}
+
+/* Up to max events, waiting at most ms for the first. */
+static int wev_wait(struct worker *w, struct wev *out, int max, int ms)
+{
+	struct epoll_event ev[64];
+	int n;
+
+#ifdef EM_HAVE_URING
+	if (w->uring) {
+		struct __kernel_timespec ts = { ms / 1000, (ms % 1000) * 1000000LL };
+		struct io_uring_cqe *cqe;
+		unsigned head, seen = 0;
+
+		if (!w->efd_armed && !ring_arm(w, w->efd, POLLIN, UD_EFD))
+			w->efd_armed = true;
+		if (ms)
+			io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+		else if (io_uring_sq_ready(&w->ring))
+			io_uring_submit(&w->ring);
+		n = 0;
+		io_uring_for_each_cqe(&w->ring, head, cqe)
+		{
+			uint64_t ud = io_uring_cqe_get_data64(cqe);
+			uint32_t fd = (uint32_t)(ud >> 32);
+			struct conn *c;
+
+			if (n == max)
+				break;
+			seen++;
+			if (ud == UD_EFD) {
+				w->efd_armed = false;
+				out[n++] = (struct wev){ NULL, 0 };
+			} else if (ud != UD_NONE && fd < (uint32_t)w->nfdmap &&
+				   (c = w->fdmap[fd]) && c->useq == (uint32_t)ud) {
+				c->ev = 0;
+				out[n++] = (struct wev){ c, cqe->res < 0 ? EPOLLERR
+									 : (uint32_t)cqe->res };
+			}
+		}
+		io_uring_cq_advance(&w->ring, seen);
+		return n;
+	}
+#endif
+	n = epoll_wait(w->ep, ev, EM_MIN(max, (int)EM_ARRAY_SIZE(ev)), ms);
+	for (int i = 0; i < n; i++)
+		out[i] = (struct wev){ ev[i].data.ptr, ev[i].events };
+	return n;
+}
+
 static void worker_forget(struct conn *c)
 {
 	struct worker *w = c->w;
 
-	epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
+	wev_del(c);
 	w->cv[c->widx] = w->cv[--w->nc];
 	w->cv[c->widx]->widx = c->widx;
 	if (c->bulk_queued)
@@ -2112,7 +2313,6 @@ static void *baseline_main(void *arg);
  * of its own, or sets what its socket is watched for. */
 static void worker_after(struct conn *c, int rc)
 {
-	struct worker *w = c->w;
 	pthread_attr_t attr;
 	pthread_t t;
 	uint32_t ev;
@@ -2139,10 +2339,9 @@ static void worker_after(struct conn *c, int rc)
 		return;
 	}
 	ev = (c->eof || c->stalled ? 0 : EPOLLIN) | (c->blocked ? EPOLLOUT : 0);
-	if (ev != c->ev) {
-		struct epoll_event e = { .events = ev, .data.ptr = c };
-		epoll_ctl(w->ep, EPOLL_CTL_MOD, c->fd, &e);
-		c->ev = ev;
+	if ((rc = wev_set(c, ev))) {
+		worker_forget(c);
+		conn_finish(c, rc, true);
 	}
 }
 
@@ -2156,7 +2355,7 @@ static void worker_adopt(struct worker *w)
 	pthread_mutex_unlock(&w->lock);
 	while (in) {
 		struct conn *c = in;
-		struct epoll_event e = { .events = EPOLLIN, .data.ptr = c };
+		int rc;
 
 		in = c->next_in;
 		if (w->nc == w->capc) {
@@ -2169,11 +2368,10 @@ static void worker_adopt(struct worker *w)
 			w->cv = v;
 			w->capc = cap;
 		}
-		if (epoll_ctl(w->ep, EPOLL_CTL_ADD, c->fd, &e)) {
-			conn_finish(c, -errno, true);
+		if ((rc = wev_add(c))) {
+			conn_finish(c, rc, true);
 			continue;
 		}
-		c->ev = EPOLLIN;
 		c->widx = w->nc;
 		w->cv[w->nc++] = c;
 		c->last_rx = em_now_ns();
@@ -2232,14 +2430,14 @@ static void *worker_main(void *arg)
 	struct worker *w = arg;
 	struct em_spin spin = { .budget_ns = (uint64_t)w->srv->o.poll_us * 1000 };
 	uint64_t next_tick = 0;
-	struct epoll_event ev[64];
+	struct wev ev[64];
 
 	for (;;) {
 		uint64_t now = em_now_ns();
 		int n = 0;
 
 		if ((w->bulkers || w->readers) && !w->bulk_idle) {
-			n = epoll_wait(w->ep, ev, EM_ARRAY_SIZE(ev), 0); /* a bulk turn is due */
+			n = wev_wait(w, ev, EM_ARRAY_SIZE(ev), 0); /* a bulk turn is due */
 		} else {
 			/* Adaptive, bounded spinning (em_spin: it yields the CPU
 			 * past a tenth of its budget, and is not tried after a
@@ -2247,16 +2445,16 @@ static void *worker_main(void *arg)
 			 * took the core its clients needed and doubled their
 			 * latency on two cores. */
 			if (em_spin_begin(&spin, now))
-				while ((n = epoll_wait(w->ep, ev, EM_ARRAY_SIZE(ev), 0)) == 0 &&
+				while ((n = wev_wait(w, ev, EM_ARRAY_SIZE(ev), 0)) == 0 &&
 				       em_spin_again(&spin, em_now_ns()))
 					;
 			if (n <= 0)
-				n = epoll_wait(w->ep, ev, EM_ARRAY_SIZE(ev), TICK_MS);
+				n = wev_wait(w, ev, EM_ARRAY_SIZE(ev), TICK_MS);
 			em_spin_end(&spin, em_now_ns());
 		}
 		now = em_now_ns();
 		for (int i = 0; i < n; i++) {
-			struct conn *c = ev[i].data.ptr;
+			struct conn *c = ev[i].c;
 			uint64_t v;
 
 			if (!c) {
@@ -2309,6 +2507,19 @@ static int worker_give(struct em_server *s, struct conn *c)
 	return 0;
 }
 
+static void worker_close(struct worker *w)
+{
+	if (w->ep >= 0)
+		close(w->ep);
+	if (w->efd >= 0)
+		close(w->efd);
+#ifdef EM_HAVE_URING
+	if (w->uring)
+		io_uring_queue_exit(&w->ring); /* cancels the polls still armed */
+	free(w->fdmap);
+#endif
+}
+
 static void workers_stop(struct em_server *s)
 {
 	uint64_t one = 1;
@@ -2322,8 +2533,7 @@ static void workers_stop(struct em_server *s)
 		if (write(w->efd, &one, sizeof(one)) < 0)
 			em_log(EM_LOG_ERR, "cannot wake a worker: %s", strerror(errno));
 		pthread_join(w->t, NULL);
-		close(w->ep);
-		close(w->efd);
+		worker_close(w);
 		free(w->cv);
 		pthread_mutex_destroy(&w->lock);
 	}
@@ -2346,18 +2556,25 @@ static int workers_start(struct em_server *s)
 		int rc = 0;
 
 		w->srv = s;
+		w->ep = -1;
 		pthread_mutex_init(&w->lock, NULL);
-		w->ep = epoll_create1(EPOLL_CLOEXEC);
-		w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		if (w->ep < 0 || w->efd < 0 || epoll_ctl(w->ep, EPOLL_CTL_ADD, w->efd, &e))
+		if ((w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
 			rc = -errno;
-		else
+		else if (s->o.io == EM_IO_URING)
+#ifdef EM_HAVE_URING
+			w->uring = !(rc = io_uring_queue_init(RING_ENTRIES, &w->ring, 0));
+#else
+			rc = -ENOTSUP;
+#endif
+		else if ((w->ep = epoll_create1(EPOLL_CLOEXEC)) < 0 ||
+			 epoll_ctl(w->ep, EPOLL_CTL_ADD, w->efd, &e))
+			rc = -errno;
+		if (!rc)
 			rc = -pthread_create(&w->t, NULL, worker_main, w);
 		if (rc) {
-			if (w->ep >= 0)
-				close(w->ep);
-			if (w->efd >= 0)
-				close(w->efd);
+			em_log(EM_LOG_ERR, "cannot start a worker (%s): %s",
+			       s->o.io == EM_IO_URING ? "io_uring" : "epoll", strerror(-rc));
+			worker_close(w);
 			pthread_mutex_destroy(&w->lock);
 			s->nworkers = i;
 			workers_stop(s);
@@ -2365,7 +2582,8 @@ static int workers_start(struct em_server *s)
 		}
 		s->nworkers = i + 1;
 	}
-	em_log(EM_LOG_DEBUG, "%d workers serve the clients", n);
+	em_log(EM_LOG_DEBUG, "%d workers (%s) serve the clients", n,
+	       s->o.io == EM_IO_URING ? "io_uring" : "epoll");
 	return 0;
 }
 

@@ -35,12 +35,16 @@ struct em_server_opts {
 				  * send; 0: whole (the old behaviour) */
 	int workers;           /* event-loop threads; 0: one per core, -1: a
 					 thread per connection */
+	int io;                /* how the workers wait for their sockets: EM_IO_* */
 	const struct em_oxs_opts *ox; /* --ox: serve OmniXtend too (ox_serve.h), else NULL */
 	/* Called once the socket listens (host as given, the bound port), so
 	 * that registration can publish the real address. May be NULL. */
 	void (*listening)(void *arg, const char *host, unsigned port);
 	void *listening_arg;
 };
+
+/* The workers' event interface (--io), in the settings table's order. */
+enum { EM_IO_EPOLL, EM_IO_URING };
 
 int em_server_create(struct em_server **out, const struct em_server_opts *o);
 /* Serves until SIGTERM or SIGINT (which the caller must have blocked in every
