@@ -1946,6 +1946,10 @@ struct wev {
 #define UD_EFD UINT64_MAX        /* the eventfd's poll */
 #define UD_NONE (UINT64_MAX - 1) /* a cancellation's own completion */
 #define RING_ENTRIES 256
+/* Completions are posted when the worker next enters the kernel (which it
+ * does for every send and receive) rather than by interrupting it; the
+ * ring's flag tells a spinning worker to enter. */
+#define RING_FLAGS (IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG)
 
 static struct io_uring_sqe *ring_sqe(struct worker *w)
 {
@@ -2082,6 +2086,8 @@ static int wev_wait(struct worker *w, struct wev *out, int max, int ms)
 			io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
 		else if (io_uring_sq_ready(&w->ring))
 			io_uring_submit(&w->ring);
+		else if (IO_URING_READ_ONCE(*w->ring.sq.kflags) & IORING_SQ_TASKRUN)
+			io_uring_get_events(&w->ring);
 		n = 0;
 		io_uring_for_each_cqe(&w->ring, head, cqe)
 		{
@@ -2507,6 +2513,23 @@ static int worker_give(struct em_server *s, struct conn *c)
 	return 0;
 }
 
+/* --io uring: the worker's ring (-ENOTSUP where liburing was missing at
+ * build time). */
+static int worker_ring(struct worker *w)
+{
+#ifdef EM_HAVE_URING
+	int rc = io_uring_queue_init(RING_ENTRIES, &w->ring, RING_FLAGS);
+
+	if (rc == -EINVAL) /* a kernel before 5.19: completions interrupt, then */
+		rc = io_uring_queue_init(RING_ENTRIES, &w->ring, 0);
+	w->uring = !rc;
+	return rc;
+#else
+	(void)w;
+	return -ENOTSUP;
+#endif
+}
+
 static void worker_close(struct worker *w)
 {
 	if (w->ep >= 0)
@@ -2561,11 +2584,7 @@ static int workers_start(struct em_server *s)
 		if ((w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
 			rc = -errno;
 		else if (s->o.io == EM_IO_URING)
-#ifdef EM_HAVE_URING
-			w->uring = !(rc = io_uring_queue_init(RING_ENTRIES, &w->ring, 0));
-#else
-			rc = -ENOTSUP;
-#endif
+			rc = worker_ring(w);
 		else if ((w->ep = epoll_create1(EPOLL_CLOEXEC)) < 0 ||
 			 epoll_ctl(w->ep, EPOLL_CTL_ADD, w->efd, &e))
 			rc = -errno;
