@@ -5,6 +5,9 @@
  *    not hang; the other node keeps serving; a new client still connects
  *    and its status lists the healthy node; after SIGCONT the client
  *    reconnects by itself and reads back what it wrote;
+ *  - a write and an atomic queued on an em_queue while the node is frozen
+ *    outlive their connection's timeout: they are sent again once the
+ *    queue has dialled the node again, and the atomic is applied once;
  *  - a node killed and restarted on the same address comes back empty:
  *    the region that lived on it fails with EM_ENONODE, never reads zeros,
  *    and the region on the other node is untouched;
@@ -16,6 +19,8 @@
 #include "common/etcd.h"
 
 #include "harness.h"
+
+#include <pthread.h>
 
 static int etcd_mode;
 static struct t_etcd ec;
@@ -118,6 +123,70 @@ static uint64_t now_ms(void)
 	return ms_since(0);
 }
 
+/* lets the frozen node go a little after the request timeout */
+static void *thaw_later(void *arg)
+{
+	t_sleep_ms(1800);
+	kill(*(pid_t *)arg, SIGCONT);
+	return NULL;
+}
+
+/* A queued write and fetch-add to node a's region, posted while a is
+ * frozen: the connection times out under them (1.5 s) and breaks; a
+ * comes back 0.3 s later. Both complete without error, the write's bytes
+ * are there, and the counter went up by exactly one (the node applied
+ * the resent atomic once, though it also found the first copy in the old
+ * connection). */
+static void queue_across_freeze(em_pool *p, em_region *r, pid_t pid)
+{
+	static uint8_t wbuf[8192], rbuf[8192];
+	struct em_completion c[2];
+	struct em_op ops[2];
+	uint64_t before, after;
+	pthread_t th;
+	em_queue *q;
+	int got = 0;
+
+	CHECK_RC(em_queue_create(p, 4, &q), 0);
+	CHECK_RC(em_atomic(r, 0, EM_ATOMIC_FADD, 0, 0, &before), 0);
+	fill(wbuf, sizeof(wbuf), 7);
+	ops[0] = (struct em_op){ .opcode = EM_OP_WRITE,
+				 .region = r,
+				 .offset = 1u << 20,
+				 .buf = wbuf,
+				 .len = sizeof(wbuf),
+				 .user_data = 0 };
+	ops[1] = (struct em_op){ .opcode = EM_OP_ATOMIC,
+				 .region = r,
+				 .offset = 0,
+				 .atomic_op = EM_ATOMIC_FADD,
+				 .operand = 1,
+				 .user_data = 1 };
+	freeze(pid);
+	CHECK(pthread_create(&th, NULL, thaw_later, &pid) == 0);
+	CHECK_RC(em_submit(q, ops, 2), 2);
+	while (got < 2) {
+		int n = em_wait(q, c + got, 1, (unsigned)(2 - got), -1);
+		CHECK(n > 0);
+		got += n;
+	}
+	pthread_join(th, NULL);
+	for (int i = 0; i < 2; i++) {
+		if (c[i].result)
+			fprintf(stderr, "queued %s: %s\n", c[i].user_data ? "atomic" : "write",
+				em_strerror(c[i].result));
+		CHECK_RC(c[i].result, 0);
+		if (c[i].user_data == 1)
+			CHECK(c[i].value == before);
+	}
+	CHECK_RC(em_atomic(r, 0, EM_ATOMIC_FADD, 0, 0, &after), 0);
+	CHECK(after == before + 1);
+	CHECK_RC(em_read(r, 1u << 20, rbuf, sizeof(rbuf)), 0);
+	CHECK(!memcmp(rbuf, wbuf, sizeof(wbuf)));
+	em_queue_destroy(q);
+	printf("queued write and atomic outlived the frozen node's timeout; applied once\n");
+}
+
 int main(int argc, char **argv)
 {
 	struct t_node n[2];
@@ -179,6 +248,8 @@ int main(int argc, char **argv)
 	CHECK_RC(rc, 0);
 	printf("after SIGCONT the client read again after %llu ms\n",
 	       (unsigned long long)ms_since(t0));
+	queue_across_freeze(p, r1, n[0].pid);
+	CHECK_RC(check(r1, 1), 0);
 
 	/* ---- kill b, restart it on the same address ---- */
 	{

@@ -202,6 +202,13 @@ struct em_slot {
 	uint64_t epoch; /* the region's dir_epoch its parts were addressed by */
 	uint64_t until; /* 0, or when waiting for the layout to move gives up */
 	uint64_t again; /* when to post it again even at the same epoch */
+	/* to post it again after a connection broke under it: its parts' first
+	 * tag (a resend reuses them, so the node applies it once), the queue's
+	 * session generation when it was sent, and whether a part failed on a
+	 * broken channel (it then waits on the stale list for the connection) */
+	uint64_t tag0;
+	unsigned sess_gen;
+	bool conn;
 };
 
 /* Parts gathered for one node during a submission. */
@@ -230,6 +237,11 @@ struct em_queue {
 	struct em_slot *stale; /* operations waiting for a layout to move */
 	unsigned backoff_ms[EM_MAX_SEG];
 	uint64_t retry_at_ns[EM_MAX_SEG];
+	/* the session each channel joined, and a count of the times one was
+	 * dialled into a different session (what the node applied at most once
+	 * in the old one is forgotten there) */
+	uint64_t sess[EM_MAX_SEG];
+	unsigned sess_gen;
 	struct em_slot *slots, *free_slots;
 	struct em_completion *cq;
 	unsigned cq_head, cq_count;

@@ -131,6 +131,12 @@ int em_queue_create(em_pool *pool, unsigned depth, em_queue **out)
 	if (!rc) { /* the transport's own channels are made only here */
 		(*out)->redial = !pool->tp->wrap;
 		(*out)->follow = (*out)->follow_here = true;
+		/* the sessions they joined (the reconnect thread sets them) */
+		pthread_mutex_lock(&pool->lock);
+		for (i = 0; i < n; i++)
+			if (!ch[i]->broken)
+				(*out)->sess[i] = pool->nodes[i].session;
+		pthread_mutex_unlock(&pool->lock);
 	}
 	if (rc) {
 		for (unsigned j = 0; j < n; j++)
@@ -232,6 +238,14 @@ static void cq_push(em_queue *q, struct em_slot *s)
 	q->free_slots = s;
 }
 
+/* A part that failed because its connection did: the node may only have
+ * been out of reach for a moment. */
+static bool conn_err(int status)
+{
+	return status == -EM_ENONODE || status == -ETIMEDOUT || status == -EHOSTDOWN ||
+	       status == -ENOTCONN;
+}
+
 void em_part_done(struct em_chan *ch, struct em_part *p)
 {
 	struct em_slot *s = p->slot;
@@ -254,12 +268,20 @@ void em_part_done(struct em_chan *ch, struct em_part *p)
 		p->status = -EPROTO; /* a short read is never silently accepted */
 	if (p->status && !s->result)
 		s->result = p->status;
+	if (ch->broken && conn_err(p->status))
+		s->conn = true;
 	if (!p->status && p->wop == EM_W_ATOMIC)
 		s->value = em_get64(p->inl);
 	if (--s->pending == 0) {
 		em_queue *q = ch->q;
 		if (s->result == -EM_ESTALE && q->follow && s->op.region->named) {
 			/* a drain moved a part: done again at the next epoch (follow) */
+			s->conn = false;
+			s->next_free = q->stale;
+			q->stale = s;
+		} else if (s->conn && q->follow && q->redial && conn_err(s->result)) {
+			/* a connection broke: sent again once it is made again
+			 * (follow), or failed at the request timeout */
 			s->next_free = q->stale;
 			q->stale = s;
 		} else {
@@ -350,6 +372,9 @@ static void redial(em_queue *q, unsigned i)
 	}
 	q->backoff_ms[i] = 0;
 	q->retry_at_ns[i] = 0;
+	if (q->sess[i] && q->sess[i] != tmp.session)
+		q->sess_gen++;
+	q->sess[i] = tmp.session;
 	ch->q = q;
 	if (ch->ops->reserve)
 		ch->ops->reserve(ch, q->depth < 256 ? q->depth : 256);
@@ -381,6 +406,10 @@ static void refresh(em_queue *q)
 		if (!q->ch[i]->broken || q->ch[i]->outstanding)
 			continue;
 		if (q->retry_at_ns[i] && (now ? now : (now = em_now_ns())) < q->retry_at_ns[i])
+			continue;
+		/* etcd says it left (frozen, say): dialling it would only wait
+		 * out the timeout; it is dialled once it registers again */
+		if (__atomic_load_n(&q->pool->nodes[i].dir_down, __ATOMIC_ACQUIRE))
 			continue;
 		redial(q, i);
 	}
@@ -418,6 +447,8 @@ static int stage_op(em_queue *q, struct em_slot *s, const struct em_op *op, unsi
 	uint64_t off = op->offset, left = op->opcode == EM_OP_ATOMIC ? 8 : op->len;
 
 	s->epoch = snapshot(r, nd, hd);
+	if (!q->replay_tag) /* the tags a resend after a lost connection reuses */
+		s->tag0 = q->next_tag + 1;
 	/* where this op's parts start, to take them back if staging fails */
 	for (unsigned g = 0; g < r->nseg; g++) {
 		if (nd[g] >= nodes)
@@ -516,6 +547,8 @@ int em_submit(em_queue *q, const struct em_op *ops, unsigned n)
 		s->opcode = op->opcode;
 		s->op = *op;
 		s->until = 0;
+		s->conn = false;
+		s->sess_gen = q->sess_gen;
 		s->pending = 1; /* held until every part is staged */
 		err = check_op(q, op);
 		if (!err && em_red_on(op->region)) {
@@ -554,20 +587,56 @@ int em_submit(em_queue *q, const struct em_op *ops, unsigned n)
 	return rc ? rc : n ? -EAGAIN : 0;
 }
 
-/* Operations that met EM_ESTALE: a drain moved one of their parts, or is
- * copying it. Each is posted again, whole, once its region's layout has
- * moved to a newer epoch (a write that met EM_ESTALE was not applied, and
- * its other parts write the same bytes again), or a millisecond later at
- * the same one (a drain that gave up on a part thaws it). This queue reads
- * the record itself where it may; the pager's waits for the etcd watch
- * (health.c) to follow it. An operation still refused at the request
- * timeout completes with EM_ESTALE. */
+/* Whether an operation whose connection broke may be posted again now: 0,
+ * -EAGAIN while a node it needs is still being dialled, or the error it
+ * completes with. A write or atomic is resent with the same tags, which the
+ * node applies at most once - in the same session only: a node that gave
+ * this queue a new one has forgotten what it applied, so what the operation
+ * did there is unknown (EM_ENONODE, as for synchronous calls). */
+static int conn_ready(em_queue *q, const struct em_slot *s)
+{
+	const em_region *r = s->op.region;
+	unsigned nd[EM_MAX_SEG];
+	uint32_t hd[EM_MAX_SEG];
+	uint64_t epoch;
+
+	if (__atomic_load_n(&r->gone, __ATOMIC_ACQUIRE))
+		return -EM_ENONODE; /* the node restarted empty */
+	epoch = snapshot(r, nd, hd);
+	for (unsigned g = 0; g < r->nseg; g++)
+		if (nd[g] >= q->n || q->ch[nd[g]]->broken)
+			return -EAGAIN;
+	if (s->op.opcode != EM_OP_READ && s->sess_gen != q->sess_gen)
+		return -EM_ENONODE;
+	/* an atomic applied before a drain froze its part was copied with
+	 * it: at the new part its tag is new, and it would apply twice */
+	if (s->op.opcode == EM_OP_ATOMIC && epoch != s->epoch)
+		return -EM_ENONODE;
+	return 0;
+}
+
+/* Operations waiting on the stale list, for one of two things. Those that
+ * met EM_ESTALE (a drain moved one of their parts, or is copying it) are
+ * posted again, whole, once their region's layout has moved to a newer
+ * epoch (a write that met EM_ESTALE was not applied, and its other parts
+ * write the same bytes again), or a millisecond later at the same one (a
+ * drain that gave up on a part thaws it). This queue reads the record
+ * itself where it may; the pager's waits for the etcd watch (health.c) to
+ * follow it. Those whose connection broke (conn) are posted again once
+ * this queue has dialled the node again (conn_ready). Either completes with
+ * its error (EM_ESTALE, or the connection's) at the request timeout. */
 static void follow(em_queue *q)
 {
 	struct em_slot *s = q->stale, *wait = NULL;
-	unsigned nodes = q->n;
+	unsigned nodes;
 	bool staged = false;
 
+	for (struct em_slot *c = s; c && q->redial; c = c->next_free)
+		if (c->conn) { /* broken channels dialled again (with backoff) */
+			refresh(q);
+			break;
+		}
+	nodes = q->n;
 	q->stale = NULL;
 	for (unsigned i = 0; i < nodes; i++)
 		q->stage[i].n = 0;
@@ -575,36 +644,53 @@ static void follow(em_queue *q)
 		struct em_slot *next = s->next_free;
 		em_region *r = s->op.region;
 		uint64_t now = em_now_ns();
+		bool go;
 		int rc = 0;
 
 		if (!s->until) {
 			s->until = now + (uint64_t)r->pool->timeout_ms * 1000000ull;
 			s->again = now + 1000000;
 		}
-		if (q->follow_here &&
-		    __atomic_load_n(&r->dir_epoch, __ATOMIC_ACQUIRE) == s->epoch) {
-			pthread_mutex_lock(&r->pool->lock);
-			rc = em_drain_refresh(r);
-			pthread_mutex_unlock(&r->pool->lock);
-			if (rc == -EAGAIN) /* the copy is under way */
+		if (s->conn) {
+			rc = conn_ready(q, s);
+			go = !rc;
+			if (rc == -EAGAIN)
 				rc = 0;
+		} else {
+			if (q->follow_here &&
+			    __atomic_load_n(&r->dir_epoch, __ATOMIC_ACQUIRE) == s->epoch) {
+				pthread_mutex_lock(&r->pool->lock);
+				rc = em_drain_refresh(r);
+				pthread_mutex_unlock(&r->pool->lock);
+				if (rc == -EAGAIN) /* the copy is under way */
+					rc = 0;
+			}
+			go = !rc && (__atomic_load_n(&r->dir_epoch, __ATOMIC_ACQUIRE) != s->epoch ||
+				     now >= s->again);
 		}
-		if (!rc && (__atomic_load_n(&r->dir_epoch, __ATOMIC_ACQUIRE) != s->epoch ||
-			    now >= s->again)) {
+		if (go) {
+			int first = s->result;
+
 			s->again = now + 1000000;
 			s->result = 0;
 			s->value = 0;
 			s->pending = 1;
-			if (!(rc = stage_op(q, s, &s->op, nodes))) {
+			if (s->conn) /* the same tags: applied at most once */
+				q->replay_tag = s->tag0;
+			s->conn = false;
+			rc = stage_op(q, s, &s->op, nodes);
+			q->replay_tag = 0;
+			if (!rc) {
 				staged = true;
 				if (--s->pending == 0)
 					cq_push(q, s);
 				s = next;
 				continue;
 			}
+			s->result = first;
 		}
 		if (rc || now >= s->until) {
-			s->result = rc ? rc : -EM_ESTALE;
+			s->result = rc ? rc : s->conn ? s->result : -EM_ESTALE;
 			s->pending = 0;
 			cq_push(q, s);
 		} else {
@@ -693,13 +779,14 @@ int em_wait(em_queue *q, struct em_completion *out, unsigned min, unsigned max, 
 		if (active == 0)
 			break;
 		if (active == 1) {
-			/* the common case: block in recv on the one socket */
-			one->ops->progress(one, left);
+			/* the common case: block in recv on the one socket (a
+			 * short wait while others wait to be posted again) */
+			one->ops->progress(one, q->stale ? 1 : left);
 		} else if (active > 1) {
 			struct pollfd pfd[EM_MAX_SEG];
 			struct em_chan *pch[EM_MAX_SEG];
 			unsigned np = 0;
-			int pt = left < 0 ? q->ch[0]->timeout_ms : left, r;
+			int pt = q->stale ? 1 : left < 0 ? q->ch[0]->timeout_ms : left, r;
 
 			for (unsigned i = 0; i < n; i++)
 				if (q->ch[i]->outstanding && q->ch[i]->ops->fd(q->ch[i]) < 0) {
@@ -716,7 +803,7 @@ int em_wait(em_queue *q, struct em_completion *out, unsigned min, unsigned max, 
 					pfd[np++].revents = 0;
 				}
 			r = poll(pfd, np, pt);
-			if (r == 0 && left < 0 && pt) {
+			if (r == 0 && left < 0 && pt && !q->stale) {
 				/* nothing from any node for a whole request timeout */
 				for (unsigned i = 0; i < np; i++)
 					pch[i]->ops->fail(pch[i], -ETIMEDOUT);
