@@ -131,8 +131,6 @@ static int refresh(em_region *r, bool wait)
 		}
 		if ((unsigned)i == r->node[s])
 			continue;
-		if (wait && (rc = em_health_wait(pool, (unsigned)i)))
-			break;
 		n = em_namelayout_encode(req, sizeof(req), em_region_rec_piece(&rec, s), NULL, 0);
 		if (n < 0) {
 			rc = n;
@@ -140,7 +138,17 @@ static int refresh(em_region *r, bool wait)
 		}
 		p.req_len = (uint32_t)n;
 		p.resp_cap = sizeof(resp);
-		if ((rc = em_ctl_call(pool, (unsigned)i, &p))) {
+		for (uint64_t until = em_now_ns() + (uint64_t)pool->timeout_ms * 1000000ull;;) {
+			if (wait && (rc = em_health_wait(pool, (unsigned)i)))
+				break;
+			rc = em_ctl_call(pool, (unsigned)i, &p);
+			/* the connection broke under the call (a node back from
+			 * a freeze may reset it): asked again once it is made
+			 * again, up to the request timeout */
+			if (!rc || !wait || !pool->dq->ch[i]->broken || em_now_ns() >= until)
+				break;
+		}
+		if (rc) {
 			rc = rc == -ENOENT ? -EM_ENONODE : rc;
 			break;
 		}
