@@ -47,10 +47,10 @@ fi
 cat << EOF
 cluster benchmark: $when, commit $commit, $(nproc) CPUs, load average $load_before before, $load_after after
 
-| signal | samples | lease TTL | min | median | max |
-|---|---|---|---|---|---|
-| SIGKILL -> down on every client | $(jget samples "$kill_line") | $LEASE_TTL s | $(jget min_ms "$kill_line") ms | $(jget median_ms "$kill_line") ms | $(jget max_ms "$kill_line") ms |
-| SIGSTOP -> down on every client | $(jget samples "$stop_line") | $LEASE_TTL s | $(jget min_ms "$stop_line") ms | $(jget median_ms "$stop_line") ms | $(jget max_ms "$stop_line") ms |
+| signal | samples | rounds discarded | lease TTL | min | median | max |
+|---|---|---|---|---|---|---|
+| SIGKILL -> down on every client | $(jget samples "$kill_line") | $(jget discarded_rounds "$kill_line") | $LEASE_TTL s | $(jget min_ms "$kill_line") ms | $(jget median_ms "$kill_line") ms | $(jget max_ms "$kill_line") ms |
+| SIGSTOP -> down on every client | $(jget samples "$stop_line") | $(jget discarded_rounds "$stop_line") | $LEASE_TTL s | $(jget min_ms "$stop_line") ms | $(jget median_ms "$stop_line") ms | $(jget max_ms "$stop_line") ms |
 
 | region | moved | drain time | drain MiB/s | client MiB/s before | during | during/before |
 |---|---|---|---|---|---|---|
