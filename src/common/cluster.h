@@ -5,7 +5,11 @@
  *   nodes/HOST:PORT   a memory node's record, under the node's lease (the
  *                     key vanishes when the node stops renewing it);
  *   regions/NAME      a named region's layout, created by one transaction
- *                     so that one name has one region.
+ *                     so that one name has one region;
+ *   drain/HOST:PORT   a drain's progress on that node;
+ *   orphans/HOST:PORT/PIECE  a part a failed move made there and could not
+ *                     remove (value: its region's name), until a later
+ *                     drain removes it.
  * Values are small JSON objects (read back with the in-place reader of
  * etcd.h), so `etcdctl get --prefix /ethermem/` is readable by people.
  * Internal; never installed.

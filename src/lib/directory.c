@@ -25,7 +25,7 @@
 
 struct em_dir {
 	struct em_etcd *etcd;
-	char nodes[128], regions[128], drain[128]; /* key prefixes */
+	char nodes[128], regions[128], drain[128], orphans[128]; /* key prefixes */
 };
 
 int em_dir_open(em_pool *pool, const char *endpoints, const char *cluster, int timeout_ms)
@@ -40,6 +40,7 @@ int em_dir_open(em_pool *pool, const char *endpoints, const char *cluster, int t
 	if ((rc = em_cluster_prefix(d->nodes, sizeof(d->nodes), cluster, "nodes")) ||
 	    (rc = em_cluster_prefix(d->regions, sizeof(d->regions), cluster, "regions")) ||
 	    (rc = em_cluster_prefix(d->drain, sizeof(d->drain), cluster, "drain")) ||
+	    (rc = em_cluster_prefix(d->orphans, sizeof(d->orphans), cluster, "orphans")) ||
 	    (rc = em_etcd_open(&d->etcd, endpoints, timeout_ms))) {
 		free(d);
 		return rc;
@@ -215,6 +216,61 @@ int em_dir_drain_note(em_pool *pool, const char *addr, const char *json)
 		return rc < 0 ? rc : 0;
 	}
 	return em_etcd_put(pool->dir->etcd, key, json, strlen(json), 0);
+}
+
+int em_dir_orphan_note(em_pool *pool, const char *addr, const char *piece, const char *region)
+{
+	char key[256];
+
+	if (!strncmp(addr, "tcp://", 6))
+		addr += 6;
+	if ((size_t)snprintf(key, sizeof(key), "%s%s/%s", pool->dir->orphans, addr, piece) >=
+	    sizeof(key))
+		return -ENAMETOOLONG;
+	if (!region) {
+		int rc = em_etcd_delete(pool->dir->etcd, key, false);
+		return rc < 0 ? rc : 0;
+	}
+	return em_etcd_put(pool->dir->etcd, key, region, strlen(region), 0);
+}
+
+struct orphan_arg {
+	struct em_orphan *o;
+	unsigned max, count;
+	size_t plen;
+};
+
+/* Keys are HOST:PORT/PIECE under the prefix, values a region's name; any
+ * other shape (not written by us) is passed over. */
+static int orphan_cb(void *arg, const struct em_etcd_kv *kv)
+{
+	struct orphan_arg *a = arg;
+	const char *k, *slash;
+	struct em_orphan *o;
+	size_t klen;
+
+	if (kv->klen <= a->plen || a->count >= a->max || kv->vlen == 0 || kv->vlen > EM_NAME_MAX)
+		return 0;
+	k = kv->key + a->plen;
+	klen = kv->klen - a->plen;
+	slash = memchr(k, '/', klen);
+	if (!slash || slash == k || (size_t)(slash - k) + 6 >= sizeof(o->addr) ||
+	    klen - (size_t)(slash - k) - 1 >= sizeof(o->piece) || slash + 1 == k + klen)
+		return 0;
+	o = &a->o[a->count++];
+	snprintf(o->addr, sizeof(o->addr), "tcp://%.*s", (int)(slash - k), k);
+	snprintf(o->piece, sizeof(o->piece), "%.*s", (int)(klen - (size_t)(slash - k) - 1),
+		 slash + 1);
+	snprintf(o->region, sizeof(o->region), "%.*s", (int)kv->vlen, (const char *)kv->val);
+	return 0;
+}
+
+int em_dir_orphans(em_pool *pool, struct em_orphan *o, unsigned max)
+{
+	struct orphan_arg a = { o, max, 0, strlen(pool->dir->orphans) };
+	int rc = em_etcd_range(pool->dir->etcd, pool->dir->orphans, true, orphan_cb, &a, NULL);
+
+	return rc < 0 ? rc : (int)a.count;
 }
 
 int em_dir_delete(em_pool *pool, const char *name, int64_t mod_rev)

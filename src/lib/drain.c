@@ -216,13 +216,13 @@ static int set_move(em_pool *pool, unsigned node, const char *piece, unsigned st
 			      NULL);
 }
 
-static void drop_piece(em_pool *pool, unsigned node, const char *piece)
+static int drop_piece(em_pool *pool, unsigned node, const char *piece)
 {
 	uint8_t req[3 + EM_NAME_MAX];
 	int n = name_req(req, sizeof(req), piece);
 
-	if (n > 0)
-		em_ctl(pool, node, EM_W_DELETE, 0, 0, 0, req, (uint32_t)n, NULL, 0, NULL);
+	return n < 0 ? n
+		     : em_ctl(pool, node, EM_W_DELETE, 0, 0, 0, req, (uint32_t)n, NULL, 0, NULL);
 }
 
 static void close_handle(em_pool *pool, unsigned node, uint32_t h)
@@ -359,8 +359,12 @@ thaw:
 undo:
 	close_handle(pool, d, hd);
 	close_handle(pool, (unsigned)j, hj);
-	if (piece[0])
-		drop_piece(pool, (unsigned)j, piece);
+	/* a part the target could not be told to drop stays noted in etcd
+	 * until a later drain removes it (sweep_orphans) */
+	if (piece[0] && (n = drop_piece(pool, (unsigned)j, piece)) && n != -ENOENT &&
+	    em_dir_orphan_note(pool, pool->nodes[j].addr, piece, name))
+		em_log(EM_LOG_WARN, "drain: part %s of %s on %s not removed: %s", piece, name,
+		       pool->nodes[j].addr, em_strerror(n));
 	/* a node that could not be reached (a lease that lapsed cuts a live
 	 * node off until it registers again) is tried again: another target,
 	 * or the same once it is back */
@@ -375,6 +379,44 @@ static int find_node(em_pool *pool, const char *addr)
 			return (int)i;
 	}
 	return -1;
+}
+
+/* Removes the parts that earlier drains made and could not remove (their
+ * node was out of reach then): each that its region's record does not list
+ * on that node is deleted there, and its note goes once the node says it
+ * is gone. A note whose node is down now stays for the next drain. */
+static void sweep_orphans(em_pool *pool)
+{
+	enum { MAXO = 64 };
+	struct em_orphan o[MAXO];
+	int n = em_dir_orphans(pool, o, MAXO);
+
+	for (int k = 0; k < n; k++) {
+		struct em_region_rec rec;
+		int i = find_node(pool, o[k].addr), rc;
+		bool listed = false, down;
+
+		if (i < 0)
+			continue;
+		pthread_mutex_lock(&pool->lock);
+		down = em_node_down(pool, (unsigned)i);
+		pthread_mutex_unlock(&pool->lock);
+		if (down)
+			continue;
+		rc = em_dir_get(pool, o[k].region, &rec, NULL);
+		if (rc && rc != -ENOENT)
+			continue; /* etcd out of reach: not now */
+		for (unsigned s = 0; !rc && s < rec.nseg; s++)
+			listed |= !strcmp(em_region_rec_piece(&rec, s), o[k].piece) &&
+				  em_dir_seg_node(pool, &rec, s) == i;
+		rc = listed ? 0 : drop_piece(pool, (unsigned)i, o[k].piece);
+		if (!rc || rc == -ENOENT) {
+			em_log(EM_LOG_INFO, "drain: %s part %s on %s %s", o[k].region, o[k].piece,
+			       o[k].addr,
+			       listed ? "is in use: kept" : "left by a failed move: removed");
+			em_dir_orphan_note(pool, o[k].addr, o[k].piece, NULL);
+		}
+	}
 }
 
 static void note(em_pool *pool, const char *addr, const char *state, uint64_t done, uint64_t total,
@@ -407,6 +449,7 @@ int em_drain_node(em_pool *pool, const char *addr,
 		return -ENOENT;
 	if ((rc = em_ctl(pool, (unsigned)d, EM_W_DRAIN, 0, 1, 0, NULL, 0, NULL, 0, NULL)))
 		return rc;
+	sweep_orphans(pool); /* what earlier drains left behind */
 	info = calloc(MAXR, sizeof(*info));
 	buf = malloc(EM_MAX_IO);
 	if (!info || !buf) {
@@ -465,6 +508,7 @@ int em_drain_node(em_pool *pool, const char *addr,
 			     (unsigned)(n - k));
 		}
 	}
+	sweep_orphans(pool); /* a move this drain retried may have left one */
 	note(pool, pool->nodes[d].addr, "drained", done, EM_MAX(done, total), 0);
 	rc = parts;
 out:

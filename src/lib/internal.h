@@ -345,6 +345,14 @@ int em_dir_update(em_pool *pool, const char *name, const struct em_region_rec *r
 		  int64_t mod_rev);
 /* The drain progress of node addr (a JSON object; NULL removes it). */
 int em_dir_drain_note(em_pool *pool, const char *addr, const char *json);
+/* A part a drain made and could not remove (its node out of reach): noted
+ * in etcd (region: the region it was made for; NULL removes the note), and
+ * the notes read back, up to max, for a later drain to remove the parts. */
+struct em_orphan {
+	char addr[80], piece[64], region[EM_NAME_MAX + 1];
+};
+int em_dir_orphan_note(em_pool *pool, const char *addr, const char *piece, const char *region);
+int em_dir_orphans(em_pool *pool, struct em_orphan *o, unsigned max);
 /* Named regions from the directory into the caller's array of stride
  * `stride` (see em_region_list). */
 int em_dir_list(em_pool *pool, struct em_region_info *info, unsigned max, size_t stride);
