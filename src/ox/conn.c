@@ -137,15 +137,10 @@ int ox_conn_untag(struct ox_conn *c, const uint8_t *f, size_t *len)
 	return 0;
 }
 
-/* stable: f lies in the retransmit ring, where it stays until the peer
- * acknowledges it, which it cannot before the link's next flush; a link
- * that sends by reference then queues it without copying it. */
-static void send_raw(struct ox_conn *c, const uint8_t *f, size_t len, bool stable)
+static void send_raw(struct ox_conn *c, const uint8_t *f, size_t len)
 {
 	ox_conn_sync(c); /* a send may reuse the TX slot of the pending copy */
-	int e = stable && c->link->ops->send_ref ? c->link->ops->send_ref(c->link, f, len)
-						 : ox_link_send(c->link, f, len);
-	if (e == 0)
+	if (ox_link_send(c->link, f, len) == 0)
 		c->st->tx_frames++;
 }
 
@@ -166,7 +161,7 @@ static void send_ackonly(struct ox_conn *c, uint64_t now)
 	ox_eth_write(f, c->peer, c->link->mac, c->o.ethertype);
 	ox_enc_begin(&e, f + OX_ETH_HLEN, OX_MIN_PAYLOAD, false);
 	size_t n = ox_enc_finish(&e, &h);
-	send_raw(c, f, seal(c, f, OX_ETH_HLEN + n), false);
+	send_raw(c, f, seal(c, f, OX_ETH_HLEN + n));
 	c->last_ackonly = now;
 }
 
@@ -179,8 +174,7 @@ void ox_conn_sync(struct ox_conn *c)
 }
 
 /* Frames are built where they will be sent from: the link's TX slot when it
- * offers one (the retransmit copy follows later), else the ring slot, which
- * a link with send_ref (AF_PACKET) hands to the kernel without a copy. */
+ * offers one (the retransmit copy follows later), else the ring slot. */
 static void begin(struct ox_conn *c)
 {
 	ox_conn_sync(c);
@@ -217,7 +211,7 @@ void ox_conn_flush(struct ox_conn *c, uint64_t now)
 	uint8_t *slot = ox_gbn_tx_slot(&c->g);
 	ox_gbn_tx_commit(&c->g, n, now);
 	if (!c->zc) {
-		send_raw(c, slot, n, true);
+		send_raw(c, slot, n);
 		return;
 	}
 	if (c->link->ops->tx_commit(c->link, n) == 0)
@@ -336,7 +330,7 @@ uint64_t ox_conn_service(struct ox_conn *c, uint64_t now)
 			memcpy(f + OX_ETH_HLEN, &w, 8);
 			if (c->o.tag) /* the acknowledgement changed: so does the tag */
 				seal(c, f, len - OX_TAG_LEN);
-			send_raw(c, f, len, true);
+			send_raw(c, f, len);
 			g->n_rtx_frames++;
 		}
 	}

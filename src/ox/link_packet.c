@@ -1,30 +1,18 @@
 /*
- * link_packet.c - OmniXtend frames over a real interface with AF_PACKET:
- * a TPACKET_V2 memory-mapped ring to receive, sendmmsg to send.
+ * link_packet.c - OmniXtend frames over a real interface with AF_PACKET and
+ * TPACKET_V2 memory-mapped rings.
  *
  * Raw Ethernet is fast here only when polled (machine.md: 5.7 us busy-polled
  * against 55 us with blocking recvfrom for a 4 KiB reply), so receive is a
- * check of the next ring slot's status word, no system call, and a frame
- * that fits a slot is decoded where the kernel put it (peek/release); only
- * wait() enters the kernel, and the owners call it after a spell of
- * idleness.
- *
- * Where the bytes are copied decides bulk bandwidth.  On veth the receiver's
- * ring is filled inside the sender's system call, on the sender's core, and
- * frames sent from a TX ring are zero-copy buffers that the kernel copies
- * once more on local delivery; with the sender's own copy into the ring and
- * the retransmit copy, that made four copies of every byte on the node's
- * core and one on the client's.  So the ring's slots are sized for small
- * frames (4 KiB bursts and everything smaller, the latency path) and the
- * socket asks for PACKET_COPY_THRESH: a larger frame leaves only its first
- * bytes in the slot, flagged TP_STATUS_COPY, and the whole frame waits on
- * the socket's queue, where this side copies it out with recvmmsg, on its
- * own core.  Sending takes frames where the owner built them (send_ref:
- * the retransmit ring) and hands up to 32 to the kernel in one sendmmsg at
- * flush, which copies each once; send() copies into a slot of our own
- * first, for frames that live on the caller's stack.  The qdisc is
- * bypassed: nothing here wants queueing.  Frames we sent ourselves are
- * skipped on receive.
+ * check of the next ring slot's status word, no system call, and the frame
+ * is decoded where the kernel put it (peek/release); only wait()
+ * enters the kernel, and the owners call it after a spell of idleness.
+ * Sending writes the frame into the next TX slot (or the owner builds it
+ * there: tx_slot/tx_commit); one sendto kicks the
+ * kernel for all queued slots at flush (the owners flush at the end of each
+ * poll) or when 32 are waiting, so a burst of responses costs one system
+ * call, not one each.  The qdisc is bypassed: nothing here wants queueing.
+ * Frames we sent ourselves are skipped on receive.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -43,125 +31,49 @@
 
 #include "ox/ox.h"
 
-/* Receive ring slots: room for a frame of up to RX_INLINE bytes, so a 4 KiB
- * burst with its headers (and a tag) is read in place. */
-#define RX_INLINE 4224
-#define RX_MIN_FRAMES 256
-#define RX_BLOCK 65536
-/* Frames queued for one sendmmsg. */
-#define TX_BATCH 32
-/* Frames taken off the socket's queue per recvmmsg. */
-#define RX_BATCH 16
-/* Socket buffers: a window of 8 KiB frames (64 by default, each charged
- * with its overhead) must fit, or the kernel drops what go-back-N resends. */
-#define SOCK_BUF (8 << 20)
+#define RX_FRAMES 256
+#define TX_FRAMES 128
 
 struct pkt {
 	struct ox_link link;
 	int fd;
 	uint8_t *map;
 	size_t maplen;
-	unsigned fsize, per_block, nframes, rx_idx;
-	uint8_t *rx;
-	size_t flen; /* room for one whole frame */
-	/* frames taken off the socket's queue, in ring order */
-	uint8_t *big;
-	struct mmsghdr rmsg[RX_BATCH];
-	struct iovec riov[RX_BATCH];
-	unsigned rnext, rcount;
-	const uint8_t *held; /* the current slot's frame, taken off the queue */
-	int held_len;
-	/* frames queued for the next sendmmsg */
-	struct mmsghdr msg[TX_BATCH];
-	struct iovec iov[TX_BATCH];
-	uint8_t *copies; /* send(): a frame-sized slot per queue entry */
-	unsigned queued;
+	unsigned fsize, rx_idx, tx_idx, queued;
+	uint8_t *rx, *tx;
 };
 
-/* Slots never straddle a block: a block's tail past its last slot is unused. */
-static struct tpacket2_hdr *slot(struct pkt *p, unsigned i)
+static struct tpacket2_hdr *slot(uint8_t *ring, unsigned fsize, unsigned i)
 {
-	return (struct tpacket2_hdr *)(p->rx + (size_t)(i / p->per_block) * RX_BLOCK +
-				       (size_t)(i % p->per_block) * p->fsize);
+	return (struct tpacket2_hdr *)(ring + (size_t)i * fsize);
 }
 
-static void advance(struct pkt *p)
-{
-	struct tpacket2_hdr *h = slot(p, p->rx_idx);
-	__atomic_store_n(&h->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
-	p->rx_idx = (p->rx_idx + 1) % p->nframes;
-	p->held = NULL;
-}
-
-/* The whole of the frame in the current slot, which says TP_STATUS_COPY:
- * the next one off the socket's queue (the kernel queues them in the order
- * it fills the slots).  Takes as many as the slots ahead announce, up to
- * RX_BATCH, in one system call.  Length, or 0 when none is there. */
-static int take_copy(struct pkt *p, const uint8_t **f)
-{
-	if (p->rnext == p->rcount) {
-		unsigned want = 1;
-		while (want < RX_BATCH) {
-			struct tpacket2_hdr *h = slot(p, (p->rx_idx + want) % p->nframes);
-			uint32_t st = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
-			if (!(st & TP_STATUS_USER) || !(st & TP_STATUS_COPY))
-				break;
-			want++;
-		}
-		for (unsigned i = 0; i < want; i++) {
-			p->riov[i] = (struct iovec){ p->big + i * p->flen, p->flen };
-			p->rmsg[i].msg_hdr =
-				(struct msghdr){ .msg_iov = &p->riov[i], .msg_iovlen = 1 };
-		}
-		int n = recvmmsg(p->fd, p->rmsg, want, MSG_DONTWAIT | MSG_TRUNC, NULL);
-		p->rnext = 0;
-		p->rcount = n > 0 ? (unsigned)n : 0;
-		if (!p->rcount)
-			return 0;
-	}
-	unsigned i = p->rnext++;
-	if (p->rmsg[i].msg_len > p->flen)
-		return 0; /* larger than any frame of ours: dropped */
-	*f = p->big + i * p->flen;
-	return (int)p->rmsg[i].msg_len;
-}
-
-/* Next frame for us, skipping our own and truncated ones. */
+/* Next frame for us in the RX ring, skipping our own and truncated ones. */
 static int pkt_peek(struct ox_link *l, const uint8_t **f)
 {
 	struct pkt *p = l->priv;
-	if (p->held) { /* peeked again before release: the same frame */
-		*f = p->held;
-		return p->held_len;
-	}
 	for (;;) {
-		struct tpacket2_hdr *h = slot(p, p->rx_idx);
-		uint32_t st = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
-		if (!(st & TP_STATUS_USER))
+		struct tpacket2_hdr *h = slot(p->rx, p->fsize, p->rx_idx);
+		if (!(__atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
 			return 0;
 		const struct sockaddr_ll *sll =
 			(const void *)((uint8_t *)h + TPACKET_ALIGN(sizeof(struct tpacket2_hdr)));
-		bool ours = sll->sll_pkttype != PACKET_OUTGOING && h->tp_len;
-		if (st & TP_STATUS_COPY) {
-			int n = take_copy(p, f);
-			if (ours && n > 0 && (unsigned)n == h->tp_len) {
-				p->held = *f;
-				p->held_len = n;
-				return n;
-			}
-		} else if (ours && h->tp_snaplen == h->tp_len) {
+		if (sll->sll_pkttype != PACKET_OUTGOING && h->tp_snaplen == h->tp_len &&
+		    h->tp_snaplen) {
 			*f = (uint8_t *)h + h->tp_mac;
 			return (int)h->tp_snaplen;
 		}
-		/* a slot cut short with no copy queued (the socket's buffer
-		 * was full) is a lost frame: go-back-N sends it again */
-		advance(p);
+		__atomic_store_n(&h->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+		p->rx_idx = (p->rx_idx + 1) % RX_FRAMES;
 	}
 }
 
 static void pkt_release(struct ox_link *l)
 {
-	advance(l->priv);
+	struct pkt *p = l->priv;
+	struct tpacket2_hdr *h = slot(p->rx, p->fsize, p->rx_idx);
+	__atomic_store_n(&h->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+	p->rx_idx = (p->rx_idx + 1) % RX_FRAMES;
 }
 
 static int pkt_recv(struct ox_link *l, uint8_t *buf, size_t cap)
@@ -177,63 +89,65 @@ static int pkt_recv(struct ox_link *l, uint8_t *buf, size_t cap)
 	return n;
 }
 
-static int pkt_flush(struct ox_link *l)
+static int kick(struct pkt *p, int flags)
 {
-	struct pkt *p = l->priv;
-	unsigned done = 0;
-	int err = 0;
-	while (done < p->queued) {
-		int n = sendmmsg(p->fd, p->msg + done, p->queued - done, MSG_DONTWAIT);
-		if (n > 0) {
-			done += (unsigned)n;
-			continue;
-		}
-		if (errno == EINTR)
-			continue;
-		/* no room for now: what is left is lost, as on a full wire,
-		 * and go-back-N resends it; any other error is this frame's
-		 * alone (sendmmsg stops at the first that fails) */
-		if (errno == EAGAIN || errno == ENOBUFS)
-			break;
-		err = -errno;
-		done++;
-	}
 	p->queued = 0;
-	return err;
-}
-
-static int queue(struct pkt *p, const uint8_t *f, size_t len)
-{
-	if (len > p->flen)
-		return -EMSGSIZE;
-	p->iov[p->queued] = (struct iovec){ (void *)f, len };
-	p->msg[p->queued].msg_hdr =
-		(struct msghdr){ .msg_iov = &p->iov[p->queued], .msg_iovlen = 1 };
-	if (++p->queued == TX_BATCH)
-		return pkt_flush(&p->link);
+	if (sendto(p->fd, NULL, 0, flags, NULL, 0) < 0 && errno != EAGAIN && errno != ENOBUFS)
+		return -errno;
 	return 0;
 }
 
-static int pkt_send_ref(struct ox_link *l, const uint8_t *f, size_t len)
+static int pkt_flush(struct ox_link *l)
 {
-	return queue(l->priv, f, len);
+	struct pkt *p = l->priv;
+	return p->queued ? kick(p, MSG_DONTWAIT) : 0;
+}
+
+/* The data area of the next TX slot, once the kernel is done with it. */
+static uint8_t *pkt_tx_slot(struct ox_link *l)
+{
+	struct pkt *p = l->priv;
+	struct tpacket2_hdr *h = slot(p->tx, p->fsize, p->tx_idx);
+	uint32_t st = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
+	if (st != TP_STATUS_AVAILABLE && !(st & TP_STATUS_WRONG_FORMAT)) {
+		/* ring full: let the kernel drain it, waiting this once */
+		kick(p, 0);
+		st = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
+		if (st != TP_STATUS_AVAILABLE && !(st & TP_STATUS_WRONG_FORMAT))
+			return NULL;
+	}
+	return (uint8_t *)h + TPACKET2_HDRLEN - sizeof(struct sockaddr_ll);
+}
+
+static int pkt_tx_commit(struct ox_link *l, size_t len)
+{
+	struct pkt *p = l->priv;
+	struct tpacket2_hdr *h = slot(p->tx, p->fsize, p->tx_idx);
+	h->tp_len = (uint32_t)len;
+	__atomic_store_n(&h->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
+	p->tx_idx = (p->tx_idx + 1) % TX_FRAMES;
+	if (++p->queued >= 32)
+		return kick(p, MSG_DONTWAIT);
+	return 0;
 }
 
 static int pkt_send(struct ox_link *l, const uint8_t *f, size_t len)
 {
 	struct pkt *p = l->priv;
-	if (len > p->flen)
+	if (len > p->fsize - TPACKET2_HDRLEN)
 		return -EMSGSIZE;
-	uint8_t *d = p->copies + (size_t)p->queued * p->flen;
+	uint8_t *d = pkt_tx_slot(l);
+	if (!d)
+		return -EAGAIN;
 	memcpy(d, f, len);
-	return queue(p, d, len);
+	return pkt_tx_commit(l, len);
 }
 
 static int pkt_wait(struct ox_link *l, uint64_t timeout_ns)
 {
 	struct pkt *p = l->priv;
 	pkt_flush(l);
-	struct tpacket2_hdr *h = slot(p, p->rx_idx);
+	struct tpacket2_hdr *h = slot(p->rx, p->fsize, p->rx_idx);
 	if (__atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER)
 		return 0;
 	struct pollfd pfd = { .fd = p->fd, .events = POLLIN };
@@ -245,33 +159,23 @@ static int pkt_wait(struct ox_link *l, uint64_t timeout_ns)
 static void pkt_close(struct ox_link *l)
 {
 	struct pkt *p = l->priv;
-	pkt_flush(l);
 	if (p->map)
 		munmap(p->map, p->maplen);
 	close(p->fd);
-	free(p->big);
-	free(p->copies);
 	free(p);
 }
 
 static const struct ox_link_ops pkt_ops = {
 	.send = pkt_send,
-	.send_ref = pkt_send_ref,
 	.recv = pkt_recv,
 	.peek = pkt_peek,
 	.release = pkt_release,
 	.wait = pkt_wait,
 	.flush = pkt_flush,
+	.tx_slot = pkt_tx_slot,
+	.tx_commit = pkt_tx_commit,
 	.close = pkt_close,
 };
-
-/* Large socket buffers: as root past the system's limits, else up to them. */
-static void sock_buf(int fd, int force, int plain)
-{
-	int v = SOCK_BUF;
-	if (setsockopt(fd, SOL_SOCKET, force, &v, sizeof(v)) < 0)
-		setsockopt(fd, SOL_SOCKET, plain, &v, sizeof(v));
-}
 
 int ox_link_packet_open(const char *ifname, uint16_t ethertype, struct ox_link **out)
 {
@@ -284,7 +188,7 @@ int ox_link_packet_open(const char *ifname, uint16_t ethertype, struct ox_link *
 	if (!p)
 		return -ENOMEM;
 	int e;
-	/* protocol 0 until the ring exists, so nothing arrives outside it */
+	/* protocol 0 until the rings exist, so nothing arrives outside them */
 	p->fd = socket(AF_PACKET, SOCK_RAW, 0);
 	if (p->fd < 0) {
 		e = -errno;
@@ -299,41 +203,35 @@ int ox_link_packet_open(const char *ifname, uint16_t ethertype, struct ox_link *
 	if (ioctl(p->fd, SIOCGIFHWADDR, &ifr) < 0)
 		goto fail;
 	memcpy(p->link.mac, ifr.ifr_hwaddr.sa_data, 6);
-	p->flen = OX_ETH_HLEN + p->link.mtu;
-	p->big = malloc(RX_BATCH * p->flen);
-	p->copies = malloc(TX_BATCH * p->flen);
-	if (!p->big || !p->copies) {
-		errno = ENOMEM;
-		goto fail;
-	}
 
 	int v = TPACKET_V2, one = 1;
-	if (setsockopt(p->fd, SOL_PACKET, PACKET_VERSION, &v, sizeof(v)) < 0 ||
-	    setsockopt(p->fd, SOL_PACKET, PACKET_COPY_THRESH, &one, sizeof(one)) < 0)
+	if (setsockopt(p->fd, SOL_PACKET, PACKET_VERSION, &v, sizeof(v)) < 0)
 		goto fail;
 	setsockopt(p->fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof(one));
-	sock_buf(p->fd, SO_RCVBUFFORCE, SO_RCVBUF);
-	sock_buf(p->fd, SO_SNDBUFFORCE, SO_SNDBUF);
-	/* the kernel puts a frame at 16 bytes past the slot header (less the
-	 * Ethernet header, so that the network header is aligned) */
-	size_t inline_len = p->flen < RX_INLINE ? p->flen : RX_INLINE;
-	p->fsize = TPACKET_ALIGN(TPACKET2_HDRLEN + 16 + inline_len);
-	p->per_block = RX_BLOCK / p->fsize;
-	unsigned blocks = (RX_MIN_FRAMES + p->per_block - 1) / p->per_block;
-	p->nframes = blocks * p->per_block;
-	struct tpacket_req rq = { .tp_block_size = RX_BLOCK,
+	p->fsize = 2048;
+	while (p->fsize < p->link.mtu + OX_ETH_HLEN + TPACKET2_HDRLEN + 64)
+		p->fsize *= 2;
+	unsigned bsize = p->fsize > 65536 ? p->fsize : 65536;
+	struct tpacket_req rq = { .tp_block_size = bsize,
 				  .tp_frame_size = p->fsize,
-				  .tp_block_nr = blocks,
-				  .tp_frame_nr = p->nframes };
-	if (setsockopt(p->fd, SOL_PACKET, PACKET_RX_RING, &rq, sizeof(rq)) < 0)
+				  .tp_block_nr = RX_FRAMES * p->fsize / bsize,
+				  .tp_frame_nr = RX_FRAMES };
+	struct tpacket_req tq = { .tp_block_size = bsize,
+				  .tp_frame_size = p->fsize,
+				  .tp_block_nr = TX_FRAMES * p->fsize / bsize,
+				  .tp_frame_nr = TX_FRAMES };
+	if (setsockopt(p->fd, SOL_PACKET, PACKET_RX_RING, &rq, sizeof(rq)) < 0 ||
+	    setsockopt(p->fd, SOL_PACKET, PACKET_TX_RING, &tq, sizeof(tq)) < 0)
 		goto fail;
-	p->maplen = (size_t)rq.tp_block_size * rq.tp_block_nr;
+	size_t rxlen = (size_t)rq.tp_block_size * rq.tp_block_nr;
+	p->maplen = rxlen + (size_t)tq.tp_block_size * tq.tp_block_nr;
 	p->map = mmap(NULL, p->maplen, PROT_READ | PROT_WRITE, MAP_SHARED, p->fd, 0);
 	if (p->map == MAP_FAILED) {
 		p->map = NULL;
 		goto fail;
 	}
 	p->rx = p->map;
+	p->tx = p->map + rxlen;
 	struct sockaddr_ll sll = { .sll_family = AF_PACKET,
 				   .sll_protocol = htons(ethertype),
 				   .sll_ifindex = (int)ifindex };
@@ -349,8 +247,6 @@ fail:
 	if (p->map)
 		munmap(p->map, p->maplen);
 	close(p->fd);
-	free(p->big);
-	free(p->copies);
 	free(p);
 	return e;
 }

@@ -284,9 +284,6 @@ struct ox_link;
 struct ox_link_ops {
 	/* 0 or -errno; -EAGAIN when the ring is full */
 	int (*send)(struct ox_link *l, const uint8_t *frame, size_t len);
-	/* optional: like send, but the frame is queued where it lies (no copy)
-	 * and must stay there unchanged until the next flush */
-	int (*send_ref)(struct ox_link *l, const uint8_t *frame, size_t len);
 	/* frame length, 0 when nothing is waiting, -errno */
 	int (*recv)(struct ox_link *l, uint8_t *buf, size_t cap);
 	/* optional zero-copy receive: the next frame in place (length, 0 when
@@ -344,8 +341,7 @@ static inline void ox_link_done(struct ox_link *l)
 }
 void ox_link_close(struct ox_link *l);
 
-/* AF_PACKET on ifname: a TPACKET_V2 mmap ring to receive, sendmmsg to
- * send; ethertype 0 = 0xAAAA. */
+/* AF_PACKET with TPACKET_V2 mmap rings on ifname; ethertype 0 = 0xAAAA. */
 int ox_link_packet_open(const char *ifname, uint16_t ethertype, struct ox_link **out);
 
 /* AF_XDP (generic/copy mode) on queue 0 of ifname, for comparison with

@@ -7,8 +7,7 @@
 # counter at the same time, with frames dropped by the fault injector on
 # every sender (this kernel has no netem); the data must match and the
 # counter must be exact.  Run in 1.1 mode without loss (frames built in the
-# retransmit ring and sent from there) and with 1% loss, and in 1.0.3 mode
-# with 5% loss.
+# TX ring) and with 1% loss, and in 1.0.3 mode with 5% loss.
 # Exit 0 pass, 1 fail, 77 skip (not root, no netns).
 # Names carry our PID; a trap removes everything on every exit path.
 BIN=${1:-./ox-selftest}
