@@ -125,7 +125,11 @@ int em_region_rec_encode(const struct em_region_rec *r, char *out, size_t cap)
 	PUT("],\"pattern\":\"");
 	for (unsigned j = 0; j < r->plen; j++)
 		PUT("%02x", r->pattern[j]);
-	PUT("\"}");
+	PUT("\"");
+	if (r->red > 1) /* plain regions keep the record they always had */
+		PUT(",\"red\":%u,\"red_k\":%u,\"red_m\":%u,\"lepoch\":%u", r->red, r->red_k,
+		    r->red_m, r->lepoch);
+	PUT("}");
 #undef PUT
 	return (int)n;
 }
@@ -181,5 +185,21 @@ int em_region_rec_decode(const void *json, size_t len, struct em_region_rec *r)
 	for (unsigned j = 0; j < r->plen; j++)
 		if (r->pattern[j] >= r->nseg)
 			return -EPROTO;
+	{
+		uint64_t red = em_json_get_u64(root, "red", 0),
+			 k = em_json_get_u64(root, "red_k", 0);
+		uint64_t m = em_json_get_u64(root, "red_m", 0);
+		uint64_t le = em_json_get_u64(root, "lepoch", 0);
+
+		/* the shape a redundant layout has: one part per copy or cell */
+		if (red > 3 || k > 32 || m > 8 || le > 0x7fffffu ||
+		    (red > 1 && (!k || k + m != r->nseg || r->plen != r->nseg || (red == 2 && m) ||
+				 (red == 3 && !m))))
+			return -EPROTO;
+		r->red = (uint8_t)red;
+		r->red_k = (uint8_t)k;
+		r->red_m = (uint8_t)m;
+		r->lepoch = (uint32_t)le;
+	}
 	return 0;
 }

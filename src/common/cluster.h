@@ -9,7 +9,9 @@
  *   drain/HOST:PORT   a drain's progress on that node;
  *   orphans/HOST:PORT/PIECE  a part a failed move made there and could not
  *                     remove (value: its region's name), until a later
- *                     drain removes it.
+ *                     drain removes it;
+ *   repair/NAME       held by the one client repairing a redundant region,
+ *                     under that client's lease (gone when it dies).
  * Values are small JSON objects (read back with the in-place reader of
  * etcd.h), so `etcdctl get --prefix /ethermem/` is readable by people.
  * Internal; never installed.
@@ -51,6 +53,12 @@ struct em_region_rec {
 	/* a part a drain moved has a name of its own there; "": piece */
 	char seg_piece[EM_CLUSTER_MAX_SEG][64];
 	uint8_t pattern[EM_CLUSTER_MAX_PATTERN]; /* chunk i on segment pattern[i % plen] */
+	/* A redundant region (enum em_redundancy; 0 or EM_RED_NONE: plain):
+	 * segment s is copy s, or cell s of every stripe (data, then parity),
+	 * every part under `piece`; lepoch is the layout epoch its repairs
+	 * move (the parts' own layouts carry it too). */
+	uint8_t red, red_k, red_m;
+	uint32_t lepoch;
 };
 /* Returns the length written, -ENOSPC if cap is too small. */
 int em_region_rec_encode(const struct em_region_rec *r, char *out, size_t cap);

@@ -82,7 +82,11 @@ enum em_move_state { EM_MV_NONE = 0, EM_MV_FROZEN = 1, EM_MV_MOVED = 2, EM_MV_FE
  * is still being applied. From then a write or atomic below the fence is
  * answered EM_ESTALE with the fence in aux: its sender reads the layouts
  * again and redoes it. Reads are never fenced; EM_VER_ANY passes every
- * fence (a stripe unlock must always get through). */
+ * fence (a stripe unlock must always get through). The request's offset
+ * is the repairer's token: raising the fence again to the same version
+ * with the same token touches it (the repairer is still at work), and an
+ * -EALREADY reply carries in its offset the milliseconds since the fence
+ * was last raised or touched, so that a repairer can tell one that died. */
 #define EM_MV_OF(aux) ((aux)&0xffu)
 #define EM_VER_OF(aux) ((uint32_t)(aux) >> 8)
 #define EM_AOP_OF(aux) ((aux)&0xffu)

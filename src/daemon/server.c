@@ -1024,15 +1024,29 @@ static int do_freeze(struct conn *c, const struct em_hdr *h, const uint8_t *p)
 	if (EM_MV_OF(h->aux) == EM_MV_FENCE) {
 		/* only upwards: a repairer that finds the fence at or past
 		 * its own version has met another repairer (or one that died
-		 * there), and is told which version it met */
+		 * there), and is told which version it met and how long ago
+		 * its holder last touched it; the holder touches it by raising
+		 * the same version with the same token (offset) */
 		uint32_t cur = __atomic_load_n(&r->fence, __ATOMIC_SEQ_CST);
+		uint64_t now = em_now_ns();
 		do {
+			if (cur == EM_VER_OF(h->aux) && h->offset &&
+			    h->offset == __atomic_load_n(&r->fence_owner, __ATOMIC_SEQ_CST)) {
+				__atomic_store_n(&r->fence_at, now, __ATOMIC_SEQ_CST);
+				break;
+			}
 			if (cur >= EM_VER_OF(h->aux)) {
+				uint64_t at = __atomic_load_n(&r->fence_at, __ATOMIC_SEQ_CST);
 				em_store_put(c->srv->st, r);
-				return reply(c, h, -EALREADY, NULL, 0, 0, cur, 0);
+				return reply(c, h, -EALREADY, NULL, 0, 0, cur,
+					     at && now > at ? (now - at) / 1000000 : 0);
 			}
 		} while (!__atomic_compare_exchange_n(&r->fence, &cur, EM_VER_OF(h->aux), false,
 						      __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+		if (cur != EM_VER_OF(h->aux)) { /* raised, not touched */
+			__atomic_store_n(&r->fence_owner, h->offset, __ATOMIC_SEQ_CST);
+			__atomic_store_n(&r->fence_at, now, __ATOMIC_SEQ_CST);
+		}
 	} else {
 		__atomic_store_n(&r->mstate, (int)h->aux, __ATOMIC_SEQ_CST);
 	}

@@ -32,7 +32,11 @@ struct em_sregion {
 	/* a drain moving it (enum em_move_state), and writes under way, so
 	 * that a freeze waits for them: both atomic */
 	int mstate, writers;
-	uint32_t fence;          /* lowest layout version a write may carry (atomic) */
+	uint32_t fence; /* lowest layout version a write may carry (atomic) */
+	/* who raised it (a repairer's token) and when it last said it is
+	 * still at work (monotonic ns): another repairer takes over a fence
+	 * whose holder stopped touching it (both atomic) */
+	uint64_t fence_owner, fence_at;
 	struct em_sregion *next; /* name table chain */
 };
 

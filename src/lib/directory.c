@@ -11,11 +11,19 @@
  * what open and list read. The region's bytes are pieces on the nodes
  * under an internal name of their own, which never collides: a client that
  * loses the race deletes its pieces, no one else's. (Schema: common/cluster.h.)
+ *
+ * A redundant region's record also names its redundancy and layout epoch,
+ * and the one client repairing it holds repair/NAME under a lease of its
+ * own (em_dir_lock): etcd elects the repairer, and a repairer that dies
+ * frees the lock when its lease runs out. The repairer writes the layout
+ * it made into the record by a compare on the epoch it started from.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/abi.h"
 #include "common/cluster.h"
@@ -25,7 +33,9 @@
 
 struct em_dir {
 	struct em_etcd *etcd;
-	char nodes[128], regions[128], drain[128], orphans[128]; /* key prefixes */
+	char nodes[128], regions[128], drain[128], orphans[128], repair[128]; /* key prefixes */
+	char endpoints[1024];                                   /* for a repairer's own client */
+	int timeout_ms;
 };
 
 int em_dir_open(em_pool *pool, const char *endpoints, const char *cluster, int timeout_ms)
@@ -41,10 +51,13 @@ int em_dir_open(em_pool *pool, const char *endpoints, const char *cluster, int t
 	    (rc = em_cluster_prefix(d->regions, sizeof(d->regions), cluster, "regions")) ||
 	    (rc = em_cluster_prefix(d->drain, sizeof(d->drain), cluster, "drain")) ||
 	    (rc = em_cluster_prefix(d->orphans, sizeof(d->orphans), cluster, "orphans")) ||
+	    (rc = em_cluster_prefix(d->repair, sizeof(d->repair), cluster, "repair")) ||
 	    (rc = em_etcd_open(&d->etcd, endpoints, timeout_ms))) {
 		free(d);
 		return rc;
 	}
+	snprintf(d->endpoints, sizeof(d->endpoints), "%s", endpoints);
+	d->timeout_ms = timeout_ms;
 	pool->dir = d;
 	return 0;
 }
@@ -289,7 +302,64 @@ struct info_arg {
 	struct em_region_info *info;
 	unsigned max, count;
 	size_t plen, stride;
+	/* the registered nodes' identities, and the regions being repaired */
+	uint8_t (*ids)[16];
+	unsigned nids;
+	char *repairing; /* "\nNAME\nNAME\n" */
+	size_t rplen;
 };
+
+static int ids_cb(void *arg, const struct em_node_rec *rec)
+{
+	struct info_arg *a = arg;
+
+	if (a->nids < EM_MAX_SEG * 4 && strlen(rec->id) == 32) {
+		for (int i = 0; i < 16; i++) {
+			unsigned v;
+			if (sscanf(rec->id + 2 * i, "%2x", &v) != 1)
+				return 0;
+			a->ids[a->nids][i] = (uint8_t)v;
+		}
+		a->nids++;
+	}
+	return 0;
+}
+
+static int lock_cb(void *arg, const struct em_etcd_kv *kv)
+{
+	struct info_arg *a = arg;
+	size_t len = strlen(a->repairing), n = kv->klen - a->rplen;
+	char *more;
+
+	if (kv->klen <= a->rplen || n > EM_NAME_MAX || !(more = realloc(a->repairing, len + n + 2)))
+		return 0;
+	a->repairing = more;
+	memcpy(a->repairing + len, kv->key + a->rplen, n);
+	a->repairing[len + n] = '\n';
+	a->repairing[len + n + 1] = 0;
+	return 0;
+}
+
+/* What etcd alone says of a redundant region: repairing while a client
+ * holds its repair lock, degraded while a part's node is not registered. */
+static uint32_t rec_state(const struct info_arg *a, const char *name,
+			  const struct em_region_rec *rec)
+{
+	char pat[EM_NAME_MAX + 3];
+
+	snprintf(pat, sizeof(pat), "\n%s\n", name);
+	if (strstr(a->repairing, pat))
+		return EM_STATE_REPAIRING;
+	for (unsigned s = 0; s < rec->nseg; s++) {
+		unsigned i;
+		for (i = 0; i < a->nids; i++)
+			if (!memcmp(a->ids[i], rec->seg_id[s], 16))
+				break;
+		if (i == a->nids)
+			return EM_STATE_DEGRADED;
+	}
+	return EM_STATE_HEALTHY;
+}
 
 static int info_cb(void *arg, const struct em_etcd_kv *kv)
 {
@@ -305,6 +375,12 @@ static int info_cb(void *arg, const struct em_etcd_kv *kv)
 		ri.bytes = rec.size;
 		ri.chunk_size = rec.chunk;
 		ri.nodes = rec.nseg;
+		ri.redundancy = rec.red > EM_RED_NONE ? rec.red : EM_RED_NONE;
+		ri.red_k = rec.red_k;
+		ri.red_m = rec.red_m;
+		ri.epoch = rec.red > EM_RED_NONE ? rec.lepoch : (uint32_t)rec.epoch;
+		if (rec.red > EM_RED_NONE)
+			ri.state = rec_state(a, ri.name, &rec);
 		em_out_put((char *)a->info + (size_t)a->count * a->stride, a->stride, &ri,
 			   sizeof(ri));
 	}
@@ -314,8 +390,121 @@ static int info_cb(void *arg, const struct em_etcd_kv *kv)
 
 int em_dir_list(em_pool *pool, struct em_region_info *info, unsigned max, size_t stride)
 {
-	struct info_arg a = { info, max, 0, strlen(pool->dir->regions), stride };
-	int rc = em_etcd_range(pool->dir->etcd, pool->dir->regions, true, info_cb, &a, NULL);
+	struct info_arg a = { info, max, 0, strlen(pool->dir->regions), stride, NULL, 0, NULL, 0 };
+	int rc;
 
+	a.rplen = strlen(pool->dir->repair);
+	a.ids = calloc(EM_MAX_SEG * 4, sizeof(*a.ids));
+	a.repairing = strdup("\n");
+	if (!a.ids || !a.repairing) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if ((rc = em_dir_walk_nodes(pool, ids_cb, &a)) < 0 ||
+	    (rc = em_etcd_range(pool->dir->etcd, pool->dir->repair, true, lock_cb, &a, NULL)) < 0)
+		goto out;
+	rc = em_etcd_range(pool->dir->etcd, pool->dir->regions, true, info_cb, &a, NULL);
+out:
+	free(a.ids);
+	free(a.repairing);
 	return rc < 0 ? rc : (int)a.count;
+}
+
+/* ---- the elected repairer ---- */
+
+struct em_dir_lock {
+	struct em_etcd *etcd; /* its own: the repair runs on its own thread */
+	int64_t lease;
+	uint64_t renewed_ns, every_ns;
+	char key[256];
+};
+
+int em_dir_lock(em_pool *pool, const char *name, int ttl_s, struct em_dir_lock **out)
+{
+	struct em_dir_lock *l = calloc(1, sizeof(*l));
+	char val[64];
+	int rc;
+
+	if (!l)
+		return -ENOMEM;
+	if ((size_t)snprintf(l->key, sizeof(l->key), "%s%s", pool->dir->repair, name) >=
+	    sizeof(l->key)) {
+		free(l);
+		return -ENAMETOOLONG;
+	}
+	if ((rc = em_etcd_open(&l->etcd, pool->dir->endpoints, pool->dir->timeout_ms))) {
+		free(l);
+		return rc;
+	}
+	if ((rc = em_etcd_lease_grant(l->etcd, ttl_s, &l->lease)))
+		goto fail;
+	snprintf(val, sizeof(val), "{\"pid\":%d,\"at_ms\":%" PRIu64 "}", (int)getpid(),
+		 em_wall_ms());
+	/* one holder: the key exists while its holder's lease lives */
+	rc = em_etcd_create(l->etcd, l->key, val, strlen(val), l->lease);
+	if (rc) {
+		em_etcd_lease_revoke(l->etcd, l->lease);
+		rc = rc == -EEXIST ? -EALREADY : rc;
+		goto fail;
+	}
+	l->renewed_ns = em_now_ns();
+	l->every_ns = (uint64_t)ttl_s * 1000000000ull / 3;
+	*out = l;
+	return 0;
+fail:
+	em_etcd_close(l->etcd);
+	free(l);
+	return rc;
+}
+
+int em_dir_lock_keep(struct em_dir_lock *l)
+{
+	int rc;
+
+	if (em_now_ns() - l->renewed_ns < l->every_ns)
+		return 0;
+	rc = em_etcd_lease_keepalive(l->etcd, l->lease);
+	if (rc < 0 || rc == 0)
+		return -ETIMEDOUT; /* the lease ran out: another may hold the lock now */
+	l->renewed_ns = em_now_ns();
+	return 0;
+}
+
+int64_t em_dir_lock_id(const struct em_dir_lock *l)
+{
+	return l->lease;
+}
+
+void em_dir_unlock(struct em_dir_lock *l)
+{
+	if (!l)
+		return;
+	em_etcd_lease_revoke(l->etcd, l->lease); /* the key goes with it */
+	em_etcd_close(l->etcd);
+	free(l);
+}
+
+int em_dir_relayout(struct em_dir_lock *l, em_pool *pool, const char *name,
+		    const struct em_region_rec *next)
+{
+	char key[256], val[16384];
+	struct em_region_rec rec;
+	struct rec_arg a = { &rec, 0, -ENOENT };
+	int rc, n;
+
+	if ((rc = key_of(pool, name, key, sizeof(key))))
+		return rc;
+	if ((rc = em_etcd_range(l->etcd, key, false, rec_cb, &a, NULL)) < 0)
+		return rc;
+	if (a.rc)
+		return a.rc;
+	/* the same region, at an older layout (a repair that died after
+	 * storing its layout on the parts may have left it behind by more
+	 * than one), and unchanged between this read and the put */
+	if (rec.lepoch >= next->lepoch || strcmp(rec.piece, next->piece))
+		return -ESTALE;
+	if ((n = em_region_rec_encode(next, val, sizeof(val))) < 0)
+		return n;
+	rc = em_etcd_put_if(l->etcd, key, val, (size_t)n, a.mod_rev);
+	return rc < 0 ? rc : rc ? 0 : -ESTALE;
 }

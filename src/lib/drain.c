@@ -284,6 +284,13 @@ static int move_one(em_pool *pool, const char *name, unsigned d, uint8_t *buf, u
 			break;
 	if (s == rec.nseg)
 		return 0;
+	if (rec.red > EM_RED_NONE) {
+		/* its clients follow repairs, not moves: once the node is
+		 * stopped, the region's repair rebuilds the part elsewhere */
+		em_log(EM_LOG_WARN, "drain: %s is redundant (%s part %u left for its repair)", name,
+		       rec.seg_addr[s], s);
+		return 0;
+	}
 	bytes = seg_bytes(pool, &rec, s);
 	if ((j = pick_target(pool, d, bytes)) < 0) {
 		bool down = false;

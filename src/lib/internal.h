@@ -356,6 +356,20 @@ int em_dir_orphans(em_pool *pool, struct em_orphan *o, unsigned max);
 /* Named regions from the directory into the caller's array of stride
  * `stride` (see em_region_list). */
 int em_dir_list(em_pool *pool, struct em_region_info *info, unsigned max, size_t stride);
+/* The repair lock of a redundant region: repair/NAME created under a
+ * lease of ttl_s seconds; -EALREADY while another client holds it. */
+struct em_dir_lock;
+int em_dir_lock(em_pool *pool, const char *name, int ttl_s, struct em_dir_lock **out);
+/* Renews the lease when a third of its TTL passed: 0, or -ETIMEDOUT when
+ * it ran out (the lock may be another's now: stop). */
+int em_dir_lock_keep(struct em_dir_lock *l);
+int64_t em_dir_lock_id(const struct em_dir_lock *l);
+void em_dir_unlock(struct em_dir_lock *l);
+/* Writes `next` as the region's record if the record's layout epoch is
+ * older than next's (compare-and-put on the record as read): 0, -ESTALE
+ * otherwise. */
+int em_dir_relayout(struct em_dir_lock *l, em_pool *pool, const char *name,
+		    const struct em_region_rec *next);
 
 /* Changing a region in use (pool lock held, stores atomic): readers that
  * see lseq odd, or changed across their reads, read again. */

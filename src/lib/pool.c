@@ -717,7 +717,11 @@ static int name_ok(const char *name)
 	return 0;
 }
 
-static int region_open_named(em_pool *pool, const char *name, em_region **out)
+/* Opens a named region by the layouts its nodes hold, the newest of them;
+ * in etcd mode a redundant region's parts are found so too, under their
+ * own name `piece` (NULL: the region's name), since a repair moves them. */
+static int region_open_named(em_pool *pool, const char *name, const char *piece, uint64_t dir_epoch,
+			     em_region **out)
 {
 	uint8_t req[3 + EM_NAME_MAX], resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
 	uint8_t ids[EM_MAX_SEG][EM_NODE_ID_LEN];
@@ -725,7 +729,7 @@ static int region_open_named(em_pool *pool, const char *name, em_region **out)
 	bool down[EM_MAX_SEG] = { 0 };
 	em_region *r = calloc(1, sizeof(*r));
 	bool have_layout = false;
-	int n = em_namelayout_encode(req, sizeof(req), name, NULL, 0), rc = -ENOENT;
+	int n = em_namelayout_encode(req, sizeof(req), piece ? piece : name, NULL, 0), rc = -ENOENT;
 
 	if (!r)
 		return -ENOMEM;
@@ -811,6 +815,9 @@ static int region_open_named(em_pool *pool, const char *name, em_region **out)
 		if (handles[i])
 			em_ctl(pool, i, EM_W_CLOSE, handles[i], 0, 0, NULL, 0, NULL, 0, NULL);
 	snprintf(r->name, sizeof(r->name), "%s", name);
+	if (piece)
+		snprintf(r->piece, sizeof(r->piece), "%s", piece);
+	r->dir_epoch = dir_epoch;
 	r->named = true;
 	if ((rc = attach(r))) {
 		free(r);
@@ -859,6 +866,19 @@ static int region_open_dir(em_pool *pool, const char *name, em_region **out)
 		return rc;
 	if (rec.nseg > EM_MAX_SEG || rec.plen > EM_MAX_PATTERN || name_ok(rec.piece))
 		return -EPROTO;
+	if (rec.red > EM_RED_NONE) {
+		/* the parts' own layouts say where each is now: a repair stores
+		 * them before it writes the record, and one that died between
+		 * the two leaves the record behind them */
+		if ((rc = region_open_named(pool, name, rec.piece, rec.epoch, out)))
+			return rc == -EHOSTDOWN ? -EM_ELOST : rc;
+		if ((*out)->red != rec.red || (*out)->red_k != rec.red_k ||
+		    (*out)->red_m != rec.red_m || (*out)->size != rec.size) {
+			em_region_close(*out);
+			return -EPROTO;
+		}
+		return 0;
+	}
 	if (!(r = calloc(1, sizeof(*r))))
 		return -ENOMEM;
 	r->pool = pool;
@@ -919,17 +939,20 @@ static void delete_pieces(em_pool *pool, const struct em_region_rec *rec)
 
 /* What a create does when the name exists: the header's rule, the same
  * size opens it, and EM_REGION_EXCL refuses it. */
-static int create_existing(em_pool *pool, const char *name, uint64_t bytes, unsigned flags,
-			   em_region **out)
+static int create_existing(em_pool *pool, const char *name, uint64_t bytes,
+			   const struct em_region_opts *o, bool asked, em_region **out)
 {
 	struct em_region_rec rec;
 	int rc = em_dir_get(pool, name, &rec, NULL);
+	unsigned red;
 
 	if (rc == -ENOENT)
 		return -EAGAIN; /* gone again: the caller tries anew */
 	if (rc)
 		return rc;
-	if ((flags & EM_REGION_EXCL) || rec.size != bytes)
+	red = rec.red > EM_RED_NONE ? rec.red : EM_RED_NONE;
+	if ((o->flags & EM_REGION_EXCL) || rec.size != bytes ||
+	    (asked && (red != o->redundancy || rec.red_k != o->red_k || rec.red_m != o->red_m)))
 		return -EEXIST;
 	return region_open_dir(pool, name, out);
 }
@@ -937,7 +960,7 @@ static int create_existing(em_pool *pool, const char *name, uint64_t bytes, unsi
 /* One attempt: pieces under a fresh name, then the record. -EAGAIN when
  * the nodes had no room for our pieces (maybe a racer's pieces held it). */
 static int create_dir_once(em_pool *pool, const char *name, uint64_t bytes, uint64_t chunk,
-			   em_region **out)
+			   const struct em_region_opts *o, em_region **out)
 {
 	uint8_t layout[EM_MAX_LAYOUT], req[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
 	uint8_t resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT], rnd[12];
@@ -950,7 +973,12 @@ static int create_dir_once(em_pool *pool, const char *name, uint64_t bytes, uint
 		return -ENOMEM;
 	r->pool = pool;
 	r->size = bytes;
-	if ((rc = place(r, chunk, 0)))
+	if (o->redundancy != EM_RED_NONE) {
+		r->red = (uint8_t)o->redundancy;
+		r->red_k = (uint8_t)o->red_k;
+		r->red_m = (uint8_t)o->red_m;
+	}
+	if ((rc = place(r, chunk, o->chunk_size)))
 		goto fail;
 again:
 	/* the pieces' own name, unique to this attempt */
@@ -977,7 +1005,7 @@ again:
 			if ((rc == -ENOSPC || rc == -EM_EDRAINING) && !live_tried) {
 				live_tried = true;
 				memset(r->handle, 0, sizeof(r->handle));
-				if (!(rc = place_from(r, chunk, 0, true)))
+				if (!(rc = place_from(r, chunk, o->chunk_size, true)))
 					goto again;
 			}
 			goto fail;
@@ -994,6 +1022,12 @@ again:
 	rec.nseg = r->nseg;
 	rec.plen = r->plen;
 	memcpy(rec.pattern, r->pattern, r->plen);
+	if (em_red_on(r)) {
+		rec.red = r->red;
+		rec.red_k = r->red_k;
+		rec.red_m = r->red_m;
+		rec.lepoch = r->epoch;
+	}
 	rc = em_dir_create(pool, name, &rec);
 	if (rc) {
 		/* -EEXIST: another client won the name; ours goes */
@@ -1021,7 +1055,7 @@ fail:
  * fail for space: whoever finds the name taken then takes the winner's
  * region, and when no one won, the attempts are spread out and repeated. */
 static int region_create_dir(em_pool *pool, const char *name, uint64_t bytes, uint64_t chunk,
-			     unsigned flags, em_region **out)
+			     const struct em_region_opts *o, bool asked, em_region **out)
 {
 	int rc = -EAGAIN;
 
@@ -1031,12 +1065,12 @@ static int region_create_dir(em_pool *pool, const char *name, uint64_t bytes, ui
 			em_random(&jitter, sizeof(jitter));
 			usleep(1000u * (1u << attempt) + jitter % (4000u << attempt));
 		}
-		rc = create_existing(pool, name, bytes, flags, out);
+		rc = create_existing(pool, name, bytes, o, asked, out);
 		if (rc != -EAGAIN)
 			return rc;
-		rc = create_dir_once(pool, name, bytes, chunk, out);
+		rc = create_dir_once(pool, name, bytes, chunk, o, out);
 		if (rc == -EEXIST)
-			rc = create_existing(pool, name, bytes, flags, out);
+			rc = create_existing(pool, name, bytes, o, asked, out);
 	}
 	return rc == -EAGAIN ? -ENOSPC : rc;
 }
@@ -1053,6 +1087,16 @@ static int region_delete_dir(em_pool *pool, const char *name)
 		return rc;
 	if ((rc = em_dir_delete(pool, name, rev)))
 		return rc;
+	if (rec.red > EM_RED_NONE) {
+		/* repairs put parts on other nodes, some maybe half made by
+		 * one that died: the name is ours alone, so clear it everywhere */
+		uint8_t req[3 + EM_NAME_MAX];
+		int n = piece_req(req, sizeof(req), rec.piece);
+
+		for (unsigned i = 0; i < em_pool_n(pool); i++)
+			em_ctl(pool, i, EM_W_DELETE, 0, 0, 0, req, (uint32_t)n, NULL, 0, NULL);
+		return 0;
+	}
 	delete_pieces(pool, &rec);
 	return 0;
 }
@@ -1067,7 +1111,7 @@ int em_region_open(em_pool *pool, const char *name, em_region **out)
 		return rc;
 	if (pool->dir)
 		return region_open_dir(pool, name, out);
-	return region_open_named(pool, name, out);
+	return region_open_named(pool, name, NULL, 0, out);
 }
 
 /* ---- named regions on a static node list ----
@@ -1208,7 +1252,7 @@ static int region_open_same(em_pool *pool, const char *name, uint64_t bytes,
 			    const struct em_region_opts *o, bool asked, unsigned flags,
 			    em_region **out)
 {
-	int rc = region_open_named(pool, name, out);
+	int rc = region_open_named(pool, name, NULL, 0, out);
 
 	if (!rc && ((flags & EM_REGION_EXCL) || (*out)->size != bytes ||
 		    (asked && ((*out)->red != o->redundancy || (*out)->red_k != o->red_k ||
@@ -1304,10 +1348,7 @@ int em_region_create(em_pool *pool, const char *name, uint64_t bytes,
 	if (name && pool->dir) {
 		if ((rc = name_ok(name)))
 			return rc;
-		/* the directory's record has no room for a redundancy yet */
-		if (o.redundancy != EM_RED_NONE)
-			return -EOPNOTSUPP;
-		return region_create_dir(pool, name, bytes, chunk, flags, out);
+		return region_create_dir(pool, name, bytes, chunk, &o, asked, out);
 	}
 	if (name)
 		return region_create_named(pool, name, bytes, chunk, &o, asked, flags, out);

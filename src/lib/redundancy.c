@@ -57,6 +57,7 @@
 #include <unistd.h>
 
 #include "common/abi.h"
+#include "common/cluster.h"
 #include "common/config.h"
 #include "common/util.h"
 #include "lib/internal.h"
@@ -66,6 +67,15 @@
 /* replicate:N - a repair copies, and writers lock while it does, pieces of
  * this many bytes; each has a lock word after the region's bytes */
 #define REP_PIECE (256u << 10)
+/* etcd mode: the lease (s) of a repair lock; a repairer that dies frees
+ * it this long after its last renewal */
+#define REPAIR_LEASE_S 2
+/* A repairer touches its first fence every FENCE_TOUCH_MS; a first fence
+ * left untouched for FENCE_STALE_MS is a dead (or cut off) repairer's, and
+ * on a static list the next repairer raises one above it. With etcd the
+ * repair lock decides instead: its holder takes over any fence. */
+#define FENCE_TOUCH_MS 500u
+#define FENCE_STALE_MS 3000u
 
 /* ---- configuration and placement ---- */
 
@@ -206,6 +216,14 @@ struct em_red_aux {
 	int last_rc;
 	uint64_t rate;        /* bytes per second, 0: no limit */
 	uint64_t done, total; /* bytes of the repair under way (atomic) */
+	/* the repair under way (its thread only): the etcd lock it holds, the
+	 * token and version of its first fence, when it last touched them,
+	 * and whether another repairer took over from it */
+	struct em_dir_lock *lk;
+	uint64_t token, touched_ns;
+	uint32_t first_ver;
+	unsigned first_seg;
+	bool first_up, superseded;
 };
 
 static uint64_t filling(const em_region *r)
@@ -262,6 +280,13 @@ static void set_ver(em_region *r, uint32_t v)
 		__atomic_store_n(&r->rx->lock_until,
 				 em_now_ns() + 4ull * (uint64_t)r->pool->timeout_ms * 1000000ull,
 				 __ATOMIC_RELEASE);
+}
+
+/* The name a named region's parts carry on the nodes: its own on a
+ * static list, one of their own in etcd mode (the record names it). */
+static const char *pname(const em_region *r)
+{
+	return r->piece[0] ? r->piece : r->name;
 }
 
 /* ---- requests to segments ---- */
@@ -1234,6 +1259,8 @@ static int still_filling(em_region *r, uint64_t mask)
 	return (filling(r) & mask) == mask ? 0 : -EIO;
 }
 
+static int keep(em_region *r, bool now);
+
 /* Copies each whole copy of `mask` from a survivor, a piece at a time,
  * each under its piece lock, which every writer of a copy being filled
  * (of this handle or another client's) takes too: no write lands between
@@ -1276,6 +1303,8 @@ static int fill_rep(em_region *r, uint64_t mask, bool throttled)
 		pthread_mutex_unlock(&r->pool->lock);
 		if (!rc && !(rc = still_filling(r, mask)))
 			__atomic_fetch_add(&r->rx->done, k, __ATOMIC_RELAXED);
+		if (!rc)
+			rc = keep(r, false);
 		if (!rc && !pace(r, throttled, start, off + k))
 			rc = -ECANCELED;
 	}
@@ -1322,6 +1351,8 @@ static int fill_ec(em_region *r, uint64_t mask, bool throttled)
 			__atomic_fetch_add(&r->rx->done,
 					   cell * (uint64_t)__builtin_popcountll(mask),
 					   __ATOMIC_RELAXED);
+		if (!rc)
+			rc = keep(r, false);
 		if (!rc && !pace(r, throttled, start, (row + 1) * cell))
 			rc = -ECANCELED;
 	}
@@ -1355,7 +1386,7 @@ static void relayout(em_region *r, const em_region *next, uint64_t mask)
 
 	if (ll < 0)
 		return;
-	n = em_namelayout_encode(req, sizeof(req), r->name, layout, (uint16_t)ll);
+	n = em_namelayout_encode(req, sizeof(req), pname(r), layout, (uint16_t)ll);
 	if (n < 0)
 		return;
 	for (unsigned s = 0; s < r->nseg; s++) {
@@ -1418,7 +1449,7 @@ static int refresh_once(em_queue *q, em_region *r)
 	struct em_layout base, fill, l;
 	unsigned nn = EM_MIN(q->n, em_pool_n(pool));
 	uint64_t lost, fillm, newloc[EM_MAX_SEG], oldloc[EM_MAX_SEG], moved = 0, drop = 0;
-	int n = em_namelayout_encode(req, sizeof(req), r->name, NULL, 0);
+	int n = em_namelayout_encode(req, sizeof(req), pname(r), NULL, 0);
 
 	if (n < 0)
 		return n;
@@ -1527,7 +1558,12 @@ static int refresh_once(em_queue *q, em_region *r)
  * wait), up to the request timeout. */
 static int red_refresh(em_queue *q, em_region *r)
 {
-	uint64_t deadline = em_now_ns() + (uint64_t)r->pool->timeout_ms * 1000000ull;
+	/* A fence may be a repairer's that died before it stored its layout:
+	 * the next repairer takes it over (the etcd lock runs out, or on a
+	 * static list the fence goes stale), so wait for that too. */
+	uint64_t wait_ms = (uint64_t)r->pool->timeout_ms +
+			   (r->pool->dir ? 3000ull * REPAIR_LEASE_S : 2ull * FENCE_STALE_MS);
+	uint64_t deadline = em_now_ns() + wait_ms * 1000000ull;
 	uint32_t want = q->fenced;
 	int rc;
 
@@ -1539,34 +1575,123 @@ static int red_refresh(em_queue *q, em_region *r)
 		if (em_now_ns() > deadline)
 			return -ETIMEDOUT;
 		struct timespec ts = { 0, 1000000 };
+		/* a synchronous call holds the pool lock, which the repairer
+		 * (this process's own, maybe) needs to finish */
+		if (q == r->pool->dq)
+			pthread_mutex_unlock(&r->pool->lock);
 		nanosleep(&ts, NULL);
+		if (q == r->pool->dq)
+			pthread_mutex_lock(&r->pool->lock);
 	}
 }
 
 /* Raises the fence of the parts of `mask` to `ver`, in segment order (the
  * first is where two repairers of one region meet: the second is told
- * -EALREADY). A node that does not answer holds a lost part. */
-static int fence(em_region *r, uint64_t mask, uint32_t ver)
+ * -EALREADY, with the version it met in *met and the milliseconds since
+ * its holder last touched it in *age). A node that does not answer holds
+ * a lost part. The repair's token goes with it: raising the same version
+ * again touches the fence. */
+static int fence(em_region *r, uint64_t mask, uint32_t ver, uint32_t *met, uint64_t *age)
 {
 	uint8_t req[3 + EM_NAME_MAX];
-	int n = em_namelayout_encode(req, sizeof(req), r->name, NULL, 0);
+	int n = em_namelayout_encode(req, sizeof(req), pname(r), NULL, 0);
 
 	if (n < 0)
 		return n;
 	for (unsigned s = 0; s < r->nseg; s++) {
+		struct em_part res = { 0 };
 		int rc;
 		if (!(mask >> s & 1))
 			continue;
-		rc = em_ctl(r->pool, seg_node(r, s), EM_W_FREEZE, 0, EM_MV_FENCE | ver << 8, 0, req,
-			    (uint32_t)n, NULL, 0, NULL);
-		if (rc == -EALREADY)
+		rc = em_ctl(r->pool, seg_node(r, s), EM_W_FREEZE, 0, EM_MV_FENCE | ver << 8,
+			    r->rx->token, req, (uint32_t)n, NULL, 0, &res);
+		if (rc == -EALREADY) {
+			if (met)
+				*met = res.r_aux;
+			if (age)
+				*age = res.r_off;
 			return rc;
+		}
 		if (rc && em_red_unreachable(rc))
 			mark_lost(r, s, rc);
 		else if (rc)
 			return rc;
 	}
 	return 0;
+}
+
+/* The repair still holds the region: renews its etcd lock and touches its
+ * first fence (each at most every FENCE_TOUCH_MS unless `now`). -ECANCELED
+ * when another repairer took over (the lock ran out, or the fence was
+ * raised past ours): this repair must stop and touch nothing more. */
+static int keep(em_region *r, bool now)
+{
+	struct em_red_aux *x = r->rx;
+	int rc;
+
+	if (!r->named || !x->first_up)
+		return 0;
+	if (!now && em_now_ns() - x->touched_ns < FENCE_TOUCH_MS * 1000000ull)
+		return 0;
+	if (x->lk && em_dir_lock_keep(x->lk))
+		x->superseded = true;
+	else if ((rc = fence(r, 1ull << x->first_seg, x->first_ver, NULL, NULL)) == -EALREADY)
+		x->superseded = true;
+	x->touched_ns = em_now_ns();
+	if (x->superseded)
+		em_log(EM_LOG_WARN, "region %s: another repairer took over; this one stops",
+		       r->name);
+	return x->superseded ? -ECANCELED : 0;
+}
+
+/* A part of the name on `node` that a repair which died left half made
+ * (its layout says filling): deleted, so the node can take a part again.
+ * Only for the repair that holds the region (the etcd lock, or a fence it
+ * took over). 0 when one was deleted. */
+static int clear_debris(em_region *r, unsigned node)
+{
+	uint8_t req[3 + EM_NAME_MAX], resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
+	int n = em_namelayout_encode(req, sizeof(req), pname(r), NULL, 0);
+	char nm[EM_NAME_MAX + 1];
+	const uint8_t *lay;
+	struct em_layout l;
+	struct em_part res;
+	uint16_t ll;
+	int rc;
+
+	if (n < 0)
+		return n;
+	if ((rc = em_ctl(r->pool, node, EM_W_OPEN, 0, 0, 0, req, (uint32_t)n, resp, sizeof(resp),
+			 &res)))
+		return rc;
+	em_ctl(r->pool, node, EM_W_CLOSE, res.r_region, 0, 0, NULL, 0, NULL, 0, NULL);
+	if (em_namelayout_decode(resp, res.resp_len, nm, &lay, &ll) ||
+	    em_layout_decode(lay, ll, &l) || !(l.flags & EM_LAYOUT_FILLING))
+		return -EEXIST;
+	em_log(EM_LOG_INFO, "region %s: clearing a part a dead repairer left on %s", r->name,
+	       r->pool->nodes[node].addr);
+	return em_ctl(r->pool, node, EM_W_DELETE, 0, 0, 0, req, (uint32_t)n, NULL, 0, NULL);
+}
+
+/* etcd mode: the record gets the layout the repair made (where each part
+ * is, the epoch), by a compare on the record it read; a record that moved
+ * past this epoch already (a later repair) is left alone. */
+static int record_layout(em_region *r, const em_region *next)
+{
+	struct em_region_rec rec;
+	int rc = em_dir_get(r->pool, r->name, &rec, NULL);
+
+	if (rc)
+		return rc;
+	for (unsigned s = 0; s < next->nseg && s < EM_CLUSTER_MAX_SEG; s++) {
+		snprintf(rec.seg_addr[s], sizeof(rec.seg_addr[s]), "%s",
+			 r->pool->nodes[next->node[s]].addr);
+		em_node_id(r->pool, next->node[s], rec.seg_id[s]);
+		rec.seg_piece[s][0] = 0;
+	}
+	rec.epoch++;
+	rec.lepoch = next->epoch;
+	return em_dir_relayout(r->rx->lk, r->pool, r->name, &rec);
 }
 
 /* Places every lost segment on a node that holds no part of the region,
@@ -1583,12 +1708,12 @@ static int fence(em_region *r, uint64_t mask, uint32_t ver)
  * brings the others to it. A repair that fails after its first fence
  * still moves the epoch (the layout without the new parts), so that the
  * clients it fenced find a layout as new as the fence. */
-static int repair_run(em_region *r, bool throttled)
+static int repair_locked(em_region *r, bool throttled)
 {
 	em_pool *pool = r->pool;
 	struct em_red_aux *x = r->rx;
 	uint64_t freeb[EM_MAX_SEG] = { 0 }, lost, live;
-	bool taken[EM_MAX_SEG] = { false }, fenced = false;
+	bool taken[EM_MAX_SEG] = { false }, fenced = false, over = x->lk != NULL;
 	unsigned target[EM_MAX_SEG], need, first;
 	uint32_t newh[EM_MAX_SEG] = { 0 }, oldver = handle_ver(r);
 	uint64_t oldloc[EM_MAX_SEG];
@@ -1605,8 +1730,8 @@ static int repair_run(em_region *r, bool throttled)
 		pthread_mutex_unlock(&pool->lock);
 		if (rc)
 			return rc;
-		if (filling(r))
-			return -EALREADY;
+		/* parts being filled: a repair under way, or one that died
+		 * with its parts half made; its fence, met below, tells which */
 	}
 	lost = __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE);
 	if (!lost)
@@ -1647,14 +1772,48 @@ static int repair_run(em_region *r, bool throttled)
 	live = ((r->nseg < 64 ? 1ull << r->nseg : 0) - 1) & ~lost;
 	first = (unsigned)__builtin_ctzll(live);
 	if (r->named) {
+		uint32_t met = 0;
+		uint64_t age = 0;
+
 		/* from here this handle's writes carry the new version */
-		set_ver(r, layout_ver(next.epoch, true));
-		rc = fence(r, 1ull << first, layout_ver(next.epoch, true));
+		for (;;) {
+			set_ver(r, layout_ver(next.epoch, true));
+			rc = fence(r, 1ull << first, layout_ver(next.epoch, true), &met, &age);
+			if (rc != -EALREADY || over)
+				break;
+			/* another repairer's fence: live (it touches it), or
+			 * left by one that died; with etcd the lock said */
+			if (!x->lk && age < FENCE_STALE_MS)
+				break;
+			em_log(EM_LOG_WARN,
+			       "region %s: taking over a repair that stopped (fence %u, %llu ms old)",
+			       r->name, met, (unsigned long long)age);
+			over = true;
+			next.epoch = EM_MAX(next.epoch, met / 2 + 1);
+		}
+		if (rc == -EALREADY && x->lk && !over) {
+			over = true; /* we hold the lock: any fence met is a dead one's */
+			next.epoch = EM_MAX(next.epoch, met / 2 + 1);
+			set_ver(r, layout_ver(next.epoch, true));
+			rc = fence(r, 1ull << first, layout_ver(next.epoch, true), NULL, NULL);
+		}
 		if (rc) {
 			set_ver(r, oldver);
 			return rc;
 		}
 		fenced = true;
+		x->first_seg = first;
+		x->first_ver = layout_ver(next.epoch, true);
+		x->first_up = true;
+		x->touched_ns = em_now_ns();
+		if (filling(r)) {
+			/* the parts a dead repairer was filling: not ours */
+			pthread_mutex_lock(&pool->lock);
+			pthread_rwlock_wrlock(&x->fill);
+			__atomic_store_n(&x->filling, 0, __ATOMIC_RELEASE);
+			pthread_rwlock_unlock(&x->fill);
+			pthread_mutex_unlock(&pool->lock);
+		}
 	}
 	/* the new parts are stored marked as being filled: an opener ignores
 	 * them until the end, a fenced client joins them, and the listing
@@ -1664,7 +1823,8 @@ static int repair_run(em_region *r, bool throttled)
 		rc = ll;
 		goto undo;
 	}
-	n = em_namelayout_encode(req, sizeof(req), r->named ? r->name : NULL, layout, (uint16_t)ll);
+	n = em_namelayout_encode(req, sizeof(req), r->named ? pname(r) : NULL, layout,
+				 (uint16_t)ll);
 	if (n < 0) {
 		rc = n;
 		goto undo;
@@ -1684,7 +1844,10 @@ static int repair_run(em_region *r, bool throttled)
 			if (rc != -EEXIST)
 				break;
 			/* the name is there already: left by a repair that died.
-			 * Not ours to delete; take the next node. */
+			 * The repair that holds the region clears it; any other
+			 * takes the next node. */
+			if (fenced && clear_debris(r, target[s]) == 0)
+				continue;
 			for (unsigned i = 0; i < nn; i++)
 				if (!taken[i] && freeb[i] >= want &&
 				    (best == nn || freeb[i] > freeb[best]))
@@ -1695,7 +1858,7 @@ static int repair_run(em_region *r, bool throttled)
 			target[s] = next.node[s] = best;
 			if ((ll = layout_with(&next, EM_LAYOUT_FILLING, layout, sizeof(layout))) <
 				    0 ||
-			    (n = em_namelayout_encode(req, sizeof(req), r->name, layout,
+			    (n = em_namelayout_encode(req, sizeof(req), pname(r), layout,
 						      (uint16_t)ll)) < 0) {
 				rc = -EINVAL;
 				break;
@@ -1722,10 +1885,13 @@ static int repair_run(em_region *r, bool throttled)
 	pthread_rwlock_unlock(&x->fill);
 	pthread_mutex_unlock(&pool->lock);
 	/* now the other clients: every live part but the first, fenced */
-	rc = r->named ? fence(r, live & ~(1ull << first), layout_ver(next.epoch, true)) : 0;
+	rc = r->named ? fence(r, live & ~(1ull << first), layout_ver(next.epoch, true), NULL, NULL)
+		      : 0;
 	if (!rc)
 		rc = r->red == EM_RED_REPLICATE ? fill_rep(r, lost, throttled)
 						: fill_ec(r, lost, throttled);
+	if (!rc)
+		rc = keep(r, true); /* still ours, right before it is made live */
 	pthread_mutex_lock(&pool->lock);
 	pthread_rwlock_wrlock(&x->fill);
 	if (!rc)
@@ -1743,9 +1909,13 @@ static int repair_run(em_region *r, bool throttled)
 	if (r->named) {
 		uint64_t all = (r->nseg < 64 ? 1ull << r->nseg : 0) - 1;
 		relayout(r, &next, all);
+		if (x->lk && (rc = record_layout(r, &next)))
+			em_log(EM_LOG_WARN, "region %s: the record in etcd kept epoch %u (%s)",
+			       r->name, r->epoch - 1, em_strerror(rc));
 		/* the other clients learn that the new parts are whole */
+		x->first_up = false;
 		fence(r, all & ~__atomic_load_n(&r->lost, __ATOMIC_ACQUIRE),
-		      layout_ver(next.epoch, false));
+		      layout_ver(next.epoch, false), NULL, NULL);
 	}
 	em_log(EM_LOG_INFO, "region %s: %d part(s) rebuilt, layout epoch %u",
 	       r->named ? r->name : "(anonymous)", __builtin_popcountll(lost), r->epoch);
@@ -1761,16 +1931,19 @@ undo:
 			set_loc(r, s, (unsigned)(oldloc[s] >> 32), (uint32_t)oldloc[s]);
 	pthread_rwlock_unlock(&x->fill);
 	pthread_mutex_unlock(&pool->lock);
+	x->first_up = false;
 	for (unsigned s = 0; s < r->nseg; s++)
 		if (newh[s]) {
 			em_ctl(pool, target[s], EM_W_CLOSE, newh[s], 0, 0, NULL, 0, NULL, 0, NULL);
-			if (r->named) {
-				int k = em_namelayout_encode(req, sizeof(req), r->name, NULL, 0);
+			/* a repair another took over leaves its parts to it: the
+			 * same node may hold the new repairer's by now */
+			if (r->named && !x->superseded) {
+				int k = em_namelayout_encode(req, sizeof(req), pname(r), NULL, 0);
 				em_ctl(pool, target[s], EM_W_DELETE, 0, 0, 0, req, (uint32_t)k,
 				       NULL, 0, NULL);
 			}
 		}
-	if (fenced) {
+	if (fenced && !x->superseded) {
 		/* the clients fenced find the old parts at the new epoch */
 		uint64_t live_now = live & ~__atomic_load_n(&r->lost, __ATOMIC_ACQUIRE);
 		next = *r;
@@ -1778,8 +1951,27 @@ undo:
 		__atomic_store_n(&r->epoch, next.epoch, __ATOMIC_RELEASE);
 		set_ver(r, layout_ver(next.epoch, false));
 		relayout(r, &next, live_now);
-		fence(r, live_now, layout_ver(next.epoch, false));
+		fence(r, live_now, layout_ver(next.epoch, false), NULL, NULL);
 	}
+	return rc;
+}
+
+/* With etcd, the repairer of a region is elected: the client that holds
+ * its repair lock (-EALREADY while another does). */
+static int repair_run(em_region *r, bool throttled)
+{
+	struct em_red_aux *x = r->rx;
+	int rc;
+
+	em_random(&x->token, sizeof(x->token));
+	x->token |= 1; /* 0 is "no token" */
+	x->superseded = x->first_up = false;
+	if (r->named && r->pool->dir &&
+	    (rc = em_dir_lock(r->pool, r->name, REPAIR_LEASE_S, &x->lk)))
+		return rc;
+	rc = repair_locked(r, throttled);
+	em_dir_unlock(x->lk);
+	x->lk = NULL;
 	return rc;
 }
 
@@ -1843,7 +2035,11 @@ static void *repairer(void *arg)
 					       "region %s: background repair failed (%s); will retry",
 					       r->named ? r->name : "(anonymous)", em_strerror(rc));
 				said = rc;
-				delay_ms = EM_MIN(delay_ms ? delay_ms * 2 : 500, 10000);
+				/* another repairer at work: look again soon, since
+				 * taking over from one that died is up to us */
+				delay_ms = rc == -EALREADY
+						   ? 250
+						   : EM_MIN(delay_ms ? delay_ms * 2 : 500, 10000);
 				not_before = em_now_ns() + delay_ms * 1000000ull;
 			} else {
 				said = 0;
