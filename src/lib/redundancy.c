@@ -1713,7 +1713,7 @@ static int repair_locked(em_region *r, bool throttled)
 	em_pool *pool = r->pool;
 	struct em_red_aux *x = r->rx;
 	uint64_t freeb[EM_MAX_SEG] = { 0 }, lost, live;
-	bool taken[EM_MAX_SEG] = { false }, fenced = false, over = x->lk != NULL;
+	bool taken[EM_MAX_SEG] = { false }, fenced = false, over = false;
 	unsigned target[EM_MAX_SEG], need, first;
 	uint32_t newh[EM_MAX_SEG] = { 0 }, oldver = handle_ver(r);
 	uint64_t oldloc[EM_MAX_SEG];
@@ -1782,7 +1782,8 @@ static int repair_locked(em_region *r, bool throttled)
 			if (rc != -EALREADY || over)
 				break;
 			/* another repairer's fence: live (it touches it), or
-			 * left by one that died; with etcd the lock said */
+			 * left by one that died; with etcd, holding the lock
+			 * says it is a dead one's */
 			if (!x->lk && age < FENCE_STALE_MS)
 				break;
 			em_log(EM_LOG_WARN,
@@ -1790,12 +1791,6 @@ static int repair_locked(em_region *r, bool throttled)
 			       r->name, met, (unsigned long long)age);
 			over = true;
 			next.epoch = EM_MAX(next.epoch, met / 2 + 1);
-		}
-		if (rc == -EALREADY && x->lk && !over) {
-			over = true; /* we hold the lock: any fence met is a dead one's */
-			next.epoch = EM_MAX(next.epoch, met / 2 + 1);
-			set_ver(r, layout_ver(next.epoch, true));
-			rc = fence(r, 1ull << first, layout_ver(next.epoch, true), NULL, NULL);
 		}
 		if (rc) {
 			set_ver(r, oldver);
@@ -2016,15 +2011,20 @@ static void *repairer(void *arg)
 	em_region *r = arg;
 	struct em_red_aux *x = r->rx;
 	uint64_t delay_ms = 0, not_before = 0;
+	bool again = false;
 	int said = 0;
 
 	pthread_mutex_lock(&x->mu);
 	while (!x->stop) {
-		bool due = x->want || (x->autorep && __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE));
+		bool due = x->want || again ||
+			   (x->autorep && __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE));
 
 		if (due && em_now_ns() >= not_before) {
 			int rc;
 
+			/* a repair asked for is tried until it is done, as an
+			 * automatic one is */
+			again = x->want || again;
 			x->want = false;
 			pthread_mutex_unlock(&x->mu);
 			rc = repair_once(r, true);
@@ -2045,6 +2045,7 @@ static void *repairer(void *arg)
 				said = 0;
 				delay_ms = 0;
 				not_before = 0;
+				again = false;
 			}
 			continue;
 		}

@@ -1,0 +1,359 @@
+/*
+ * test_cluster_redundancy.c - redundant named regions in a pool run from
+ * etcd, with real nodes, real kills and a real etcd:
+ *  - a replicate:2 and an ec:4+2 region are created through etcd (the
+ *    record carries the redundancy; a second create of the name gets
+ *    -EEXIST or opens it, as for plain regions), and listed with their
+ *    redundancy and state from etcd;
+ *  - two client processes write and read both regions, every byte checked
+ *    against their own copy; a node holding parts of both is killed; the
+ *    workload sees no error; the clients' repairers (one elected per
+ *    region through its etcd lock) rebuild the lost parts elsewhere, and
+ *    the record names the new nodes at a new layout epoch; then a second
+ *    node is killed and every byte is read back;
+ *  - a repairer killed mid-repair (SIGKILL of `ethermem repair`): another
+ *    takes the lock once the dead one's lease ran out, takes over its
+ *    fence and finishes, while a writer goes on without an error.
+ */
+#include <poll.h>
+
+#include "common/cluster.h"
+#include "common/etcd.h"
+
+#include "harness.h"
+
+#define NODES 7
+#define CLUSTER "red"
+
+static struct t_etcd ec;
+static struct t_node n[NODES];
+static const char *secret;
+
+static em_pool *connect_pool(int want)
+{
+	struct em_pool_opts o = { .size = sizeof(o),
+				  .secret_file = secret,
+				  .timeout_ms = 1500,
+				  .etcd = ec.url,
+				  .cluster = CLUSTER };
+	return t_connect_want(&o, want);
+}
+
+/* ---- a workload process: verified writes and reads of its half ---- */
+
+static int work_on(em_region **r, const char **names, unsigned nr, int half, int stopfd)
+{
+	uint64_t seed = 77 + (uint64_t)half, ops = 0, errors = 0;
+	uint8_t *ref[4], buf[12288], got[12288];
+	uint64_t lo[4], len[4];
+
+	for (unsigned i = 0; i < nr; i++) {
+		uint64_t sz = em_region_size(r[i]);
+		len[i] = sz / 2;
+		lo[i] = half ? sz / 2 : 0;
+		ref[i] = malloc(len[i]);
+		for (uint64_t k = 0; k < len[i]; k++)
+			ref[i][k] = (uint8_t)t_rand(&seed);
+		for (uint64_t o = 0; o < len[i]; o += 1 << 20)
+			if (em_write(r[i], lo[i] + o, ref[i] + o, (len[i] - o < (1u << 20) ? len[i] - o : (1u << 20)))) {
+				fprintf(stderr, "worker %d: initial write of %s failed\n", half,
+					names[i]);
+				return 1;
+			}
+	}
+	for (;;) {
+		struct pollfd p = { stopfd, POLLIN, 0 };
+		unsigned i = (unsigned)(t_rand(&seed) % nr);
+		uint64_t l = 1 + t_rand(&seed) % sizeof(buf), o = t_rand(&seed) % (len[i] - l);
+		int rc;
+
+		if (poll(&p, 1, 0) > 0)
+			break;
+		for (uint64_t k = 0; k < l; k++)
+			buf[k] = (uint8_t)t_rand(&seed);
+		if ((rc = em_write(r[i], lo[i] + o, buf, l))) {
+			fprintf(stderr, "worker %d: write %s @%llu: %s\n", half, names[i],
+				(unsigned long long)(lo[i] + o), em_strerror(rc));
+			errors++;
+		} else {
+			memcpy(ref[i] + o, buf, l);
+		}
+		o = t_rand(&seed) % (len[i] - l);
+		if ((rc = em_read(r[i], lo[i] + o, got, l)) || memcmp(got, ref[i] + o, l)) {
+			fprintf(stderr, "worker %d: read %s @%llu: %s\n", half, names[i],
+				(unsigned long long)(lo[i] + o), rc ? em_strerror(rc) : "wrong bytes");
+			errors++;
+		}
+		ops++;
+	}
+	/* every byte of its half, at the end */
+	for (unsigned i = 0; i < nr; i++) {
+		uint8_t *all = malloc(len[i]);
+		int rc = em_read(r[i], lo[i], all, len[i]);
+		if (rc || memcmp(all, ref[i], len[i])) {
+			fprintf(stderr, "worker %d: final read of %s: %s\n", half, names[i],
+				rc ? em_strerror(rc) : "wrong bytes");
+			errors++;
+		}
+		free(all);
+		free(ref[i]);
+	}
+	printf("worker %d: %llu write+read pairs, %llu errors\n", half, (unsigned long long)ops,
+	       (unsigned long long)errors);
+	return errors ? 1 : 0;
+}
+
+static pid_t worker(const char **names, unsigned nr, int half, bool auto_repair, int want,
+		    int *stop)
+{
+	int fds[2];
+	pid_t pid;
+
+	CHECK(pipe(fds) == 0);
+	fflush(NULL);
+	pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		em_region *r[4];
+		em_pool *p;
+		int rc;
+
+		close(fds[1]);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		setenv("ETHERMEM_AUTO_REPAIR", auto_repair ? "1" : "0", 1);
+		p = connect_pool(want);
+		for (unsigned i = 0; i < nr; i++)
+			if (em_region_open(p, names[i], &r[i])) {
+				fprintf(stderr, "worker %d: cannot open %s\n", half, names[i]);
+				_exit(1);
+			}
+		rc = work_on(r, names, nr, half, fds[0]);
+		fflush(NULL);
+		_exit(rc);
+	}
+	close(fds[0]);
+	*stop = fds[1];
+	return pid;
+}
+
+static int worker_end(pid_t pid, int stop)
+{
+	int status;
+
+	CHECK(write(stop, "x", 1) == 1);
+	close(stop);
+	CHECK(waitpid(pid, &status, 0) == pid);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* ---- what etcd says ---- */
+
+static int record(const char *name, struct em_region_rec *rec)
+{
+	struct em_etcd *e;
+	char key[256], val[16384];
+	int len;
+
+	snprintf(key, sizeof(key), "/ethermem/%s/regions/%s", CLUSTER, name);
+	CHECK_RC(em_etcd_open(&e, ec.url, 2000), 0);
+	len = em_etcd_get(e, key, val, sizeof(val));
+	em_etcd_close(e);
+	if (len < 0)
+		return len;
+	return em_region_rec_decode(val, (size_t)len, rec);
+}
+
+static bool lock_held(const char *name)
+{
+	struct em_etcd *e;
+	char key[256], val[256];
+	int len;
+
+	snprintf(key, sizeof(key), "/ethermem/%s/repair/%s", CLUSTER, name);
+	CHECK_RC(em_etcd_open(&e, ec.url, 2000), 0);
+	len = em_etcd_get(e, key, val, sizeof(val));
+	em_etcd_close(e);
+	return len >= 0;
+}
+
+/* The node index of a record's segment s (by port). */
+static int seg_index(const struct em_region_rec *rec, unsigned s)
+{
+	for (int i = 0; i < NODES; i++) {
+		const char *c = strrchr(rec->seg_addr[s], ':');
+		if (c && atoi(c + 1) == n[i].port)
+			return i;
+	}
+	return -1;
+}
+
+static bool holds(const struct em_region_rec *rec, int node)
+{
+	for (unsigned s = 0; s < rec->nseg; s++)
+		if (seg_index(rec, s) == node)
+			return true;
+	return false;
+}
+
+/* A live node holding parts of both regions. */
+static int common_node(const char *a, const char *b)
+{
+	struct em_region_rec ra, rb;
+
+	CHECK_RC(record(a, &ra), 0);
+	CHECK_RC(record(b, &rb), 0);
+	for (int i = 0; i < NODES; i++)
+		if (n[i].pid && holds(&ra, i) && holds(&rb, i))
+			return i;
+	return -1;
+}
+
+/* The listing's entry for name (from etcd). */
+static struct em_region_info entry(em_pool *p, const char *name)
+{
+	struct em_region_info info[16] = { { .size = sizeof(info[0]) } };
+	int k = em_region_list(p, info, 16);
+
+	for (int i = 0; i < k && i < 16; i++)
+		if (!strcmp(info[i].name, name))
+			return info[i];
+	fprintf(stderr, "%s not listed\n", name);
+	exit(1);
+}
+
+/* Healthy in etcd: no repair lock, every part on a registered node, and
+ * the record moved past `epoch`, with no part on node `dead`. */
+static bool restored(em_pool *p, const char *name, uint32_t epoch, int dead)
+{
+	struct em_region_info ri = entry(p, name);
+	struct em_region_rec rec;
+
+	return ri.state == EM_STATE_HEALTHY && ri.epoch > epoch && !record(name, &rec) &&
+	       !holds(&rec, dead);
+}
+
+static pid_t cli(const char *a1, const char *a2, const char *a3, const char *rate)
+{
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		setenv("ETHERMEM_ETCD", ec.url, 1);
+		setenv("ETHERMEM_CLUSTER", CLUSTER, 1);
+		setenv("ETHERMEM_SECRET_FILE", secret, 1);
+		setenv("ETHERMEM_TIMEOUT_MS", "1500", 1);
+		unsetenv("ETHERMEM_NODES");
+		if (rate)
+			setenv("ETHERMEM_REPAIR_RATE", rate, 1);
+		execl(t_bin("ethermem"), "ethermem", a1, a2, a3, (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
+int main(void)
+{
+	const char *both[] = { "rep", "ec" }, *slow[] = { "slow" };
+	struct em_region_opts rep = { .size = sizeof(rep) }, ecr = { .size = sizeof(rep) };
+	struct em_region_opts excl = { .size = sizeof(rep), .flags = EM_REGION_EXCL };
+	struct em_region_info ri;
+	struct em_region_rec rec;
+	em_region *r[2], *o;
+	char extra[256];
+	pid_t w[2], a, b;
+	int stop[2], v1, v2, v3, st;
+	em_pool *p;
+
+	secret = t_secret("secret", T_SECRET);
+	t_etcd_start(&ec);
+	snprintf(extra, sizeof(extra), "--etcd %s --cluster " CLUSTER " --lease-ttl 2", ec.url);
+	for (int i = 0; i < NODES; i++)
+		t_node_start(&n[i], "48M", secret, extra);
+	setenv("ETHERMEM_AUTO_REPAIR", "0", 1); /* this process only checks */
+	p = connect_pool(NODES);
+
+	/* ---- create through etcd, with the redundancy in the record ---- */
+	CHECK_RC(em_parse_redundancy("replicate:2", &rep), 0);
+	CHECK_RC(em_parse_redundancy("ec:4+2", &ecr), 0);
+	ecr.chunk_size = 16384;
+	CHECK_RC(em_region_create(p, "rep", 4u << 20, &rep, &r[0]), 0);
+	CHECK_RC(em_region_create(p, "ec", 3u << 20, &ecr, &r[1]), 0);
+	CHECK_RC(record("ec", &rec), 0);
+	CHECK(rec.red == EM_RED_EC && rec.red_k == 4 && rec.red_m == 2 && rec.nseg == 6);
+	CHECK_RC(record("rep", &rec), 0);
+	CHECK(rec.red == EM_RED_REPLICATE && rec.red_k == 2 && rec.nseg == 2);
+	ri = entry(p, "ec");
+	CHECK(ri.redundancy == EM_RED_EC && ri.red_k == 4 && ri.red_m == 2 &&
+	      ri.state == EM_STATE_HEALTHY);
+	/* the name is taken: -EEXIST for EXCL or another redundancy, the same
+	 * region for the same size and redundancy */
+	excl.redundancy = rep.redundancy;
+	excl.red_k = rep.red_k;
+	CHECK_RC(em_region_create(p, "rep", 4u << 20, &excl, &o), -EEXIST);
+	CHECK_RC(em_region_create(p, "rep", 4u << 20, &ecr, &o), -EEXIST);
+	CHECK_RC(em_region_create(p, "rep", 4u << 20, &rep, &o), 0);
+	CHECK_RC(em_region_stat(o, &ri), 0);
+	CHECK(ri.redundancy == EM_RED_REPLICATE && ri.red_k == 2);
+	em_region_close(o);
+
+	/* ---- a workload, a node killed, the elected repairer, another kill ---- */
+	w[0] = worker(both, 2, 0, true, NODES, &stop[0]);
+	w[1] = worker(both, 2, 1, true, NODES, &stop[1]);
+	t_sleep_ms(800);
+	v1 = common_node("rep", "ec");
+	CHECK(v1 >= 0);
+	printf("killing node %d\n", v1);
+	t_node_stop(&n[v1], SIGKILL);
+	CHECK(T_WAIT_FOR(20000, restored(p, "rep", 0, v1) && restored(p, "ec", 0, v1)));
+	printf("rep epoch %u, ec epoch %u: both healthy without node %d\n", entry(p, "rep").epoch,
+	       entry(p, "ec").epoch, v1);
+	/* a new handle finds every part (none lost) */
+	CHECK_RC(em_region_open(p, "ec", &o), 0);
+	CHECK_RC(em_region_stat(o, &ri), 0);
+	CHECK(ri.state == EM_STATE_HEALTHY && ri.epoch >= 1);
+	em_region_close(o);
+	t_sleep_ms(300);
+	v2 = common_node("rep", "ec");
+	CHECK(v2 >= 0 && v2 != v1);
+	printf("killing node %d\n", v2);
+	t_node_stop(&n[v2], SIGKILL);
+	t_sleep_ms(800);
+	CHECK_RC(worker_end(w[0], stop[0]), 0);
+	CHECK_RC(worker_end(w[1], stop[1]), 0);
+	em_region_close(r[0]);
+	em_region_close(r[1]);
+
+	/* ---- a repairer killed mid-repair; another takes over ---- */
+	CHECK_RC(em_region_create(p, "slow", 12u << 20, &rep, &o), 0);
+	em_region_close(o);
+	w[0] = worker(slow, 1, 0, false, NODES - 2, &stop[0]);
+	t_sleep_ms(600);
+	CHECK_RC(record("slow", &rec), 0);
+	v3 = seg_index(&rec, 0);
+	CHECK(v3 >= 0 && n[v3].pid);
+	printf("killing node %d\n", v3);
+	t_node_stop(&n[v3], SIGKILL);
+	a = cli("repair", "slow", "--background", "4000000"); /* 3 s at this rate */
+	CHECK(T_WAIT_FOR(5000, lock_held("slow")));
+	t_sleep_ms(700);
+	CHECK(lock_held("slow"));
+	printf("killing the repairer mid-repair\n");
+	kill(a, SIGKILL);
+	CHECK(waitpid(a, &st, 0) == a);
+	b = cli("repair", "slow", "--background", NULL);
+	CHECK(T_WAIT_FOR(30000, waitpid(b, &st, WNOHANG) == b));
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	CHECK(T_WAIT_FOR(5000, restored(p, "slow", 1, v3)));
+	printf("slow: healthy at epoch %u after the takeover\n", entry(p, "slow").epoch);
+	t_sleep_ms(300);
+	CHECK_RC(worker_end(w[0], stop[0]), 0);
+
+	em_pool_close(p);
+	for (int i = 0; i < NODES; i++)
+		t_node_stop(&n[i], SIGTERM);
+	t_etcd_stop(&ec);
+	return t_fails ? 1 : 0;
+}
