@@ -14,6 +14,9 @@
  *  - a repairer killed mid-repair (SIGKILL of `ethermem repair`): another
  *    takes the lock once the dead one's lease ran out, takes over its
  *    fence and finishes, while a writer goes on without an error.
+ * With the argument "static", the last case on a static node list: the
+ * next repairer takes over once the dead one's fence went untouched for
+ * its staleness limit.
  */
 #include <poll.h>
 
@@ -28,6 +31,8 @@
 static struct t_etcd ec;
 static struct t_node n[NODES];
 static const char *secret;
+static bool static_mode;
+static char list[NODES * 40];
 
 static em_pool *connect_pool(int want)
 {
@@ -36,6 +41,13 @@ static em_pool *connect_pool(int want)
 				  .timeout_ms = 1500,
 				  .etcd = ec.url,
 				  .cluster = CLUSTER };
+
+	if (static_mode) {
+		o.etcd = NULL;
+		o.cluster = NULL;
+		o.nodes = list;
+		want = 1;
+	}
 	return t_connect_want(&o, want);
 }
 
@@ -55,7 +67,8 @@ static int work_on(em_region **r, const char **names, unsigned nr, int half, int
 		for (uint64_t k = 0; k < len[i]; k++)
 			ref[i][k] = (uint8_t)t_rand(&seed);
 		for (uint64_t o = 0; o < len[i]; o += 1 << 20)
-			if (em_write(r[i], lo[i] + o, ref[i] + o, (len[i] - o < (1u << 20) ? len[i] - o : (1u << 20)))) {
+			if (em_write(r[i], lo[i] + o, ref[i] + o,
+				     (len[i] - o < (1u << 20) ? len[i] - o : (1u << 20)))) {
 				fprintf(stderr, "worker %d: initial write of %s failed\n", half,
 					names[i]);
 				return 1;
@@ -81,7 +94,8 @@ static int work_on(em_region **r, const char **names, unsigned nr, int half, int
 		o = t_rand(&seed) % (len[i] - l);
 		if ((rc = em_read(r[i], lo[i] + o, got, l)) || memcmp(got, ref[i] + o, l)) {
 			fprintf(stderr, "worker %d: read %s @%llu: %s\n", half, names[i],
-				(unsigned long long)(lo[i] + o), rc ? em_strerror(rc) : "wrong bytes");
+				(unsigned long long)(lo[i] + o),
+				rc ? em_strerror(rc) : "wrong bytes");
 			errors++;
 		}
 		ops++;
@@ -241,11 +255,16 @@ static pid_t cli(const char *a1, const char *a2, const char *a3, const char *rat
 	CHECK(pid >= 0);
 	if (pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		setenv("ETHERMEM_ETCD", ec.url, 1);
-		setenv("ETHERMEM_CLUSTER", CLUSTER, 1);
+		if (static_mode) {
+			setenv("ETHERMEM_NODES", list, 1);
+			unsetenv("ETHERMEM_ETCD");
+		} else {
+			setenv("ETHERMEM_ETCD", ec.url, 1);
+			setenv("ETHERMEM_CLUSTER", CLUSTER, 1);
+			unsetenv("ETHERMEM_NODES");
+		}
 		setenv("ETHERMEM_SECRET_FILE", secret, 1);
 		setenv("ETHERMEM_TIMEOUT_MS", "1500", 1);
-		unsetenv("ETHERMEM_NODES");
 		if (rate)
 			setenv("ETHERMEM_REPAIR_RATE", rate, 1);
 		execl(t_bin("ethermem"), "ethermem", a1, a2, a3, (char *)NULL);
@@ -254,7 +273,64 @@ static pid_t cli(const char *a1, const char *a2, const char *a3, const char *rat
 	return pid;
 }
 
-int main(void)
+/* A static list: a repairer killed mid-repair, and the next one taking
+ * over its fence once it is stale. */
+static int static_case(void)
+{
+	struct em_region_opts rep = { .size = sizeof(rep) };
+	struct em_node_status st[NODES] = { { .size = sizeof(st[0]) } };
+	const char *slow[] = { "slow" };
+	struct em_region_info ri = { .size = sizeof(ri) };
+	int stop, victim = -1, k, status;
+	em_region *o;
+	pid_t w, a, b;
+	em_pool *p;
+
+	static_mode = true;
+	secret = t_secret("secret", T_SECRET);
+	for (int i = 0; i < NODES; i++) {
+		t_node_start(&n[i], "48M", secret, NULL);
+		snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? "," : "",
+			 n[i].url);
+	}
+	setenv("ETHERMEM_AUTO_REPAIR", "0", 1);
+	p = connect_pool(NODES);
+	CHECK_RC(em_parse_redundancy("replicate:2", &rep), 0);
+	CHECK_RC(em_region_create(p, "slow", 12u << 20, &rep, &o), 0);
+	em_region_close(o);
+	w = worker(slow, 1, 0, false, 1, &stop);
+	t_sleep_ms(600);
+	k = em_pool_status(p, st, NODES);
+	for (int i = 0; i < k && victim < 0; i++)
+		for (int j = 0; j < NODES; j++)
+			if (st[i].used >= (12u << 20) && !strcmp(st[i].addr, n[j].url))
+				victim = j;
+	CHECK(victim >= 0);
+	printf("killing node %d\n", victim);
+	t_node_stop(&n[victim], SIGKILL);
+	a = cli("repair", "slow", "--background", "4000000");
+	/* the new part, stored as being filled, lists the region repairing */
+	CHECK(T_WAIT_FOR(5000, entry(p, "slow").state == EM_STATE_REPAIRING));
+	t_sleep_ms(700);
+	printf("killing the repairer mid-repair\n");
+	kill(a, SIGKILL);
+	CHECK(waitpid(a, &status, 0) == a);
+	b = cli("repair", "slow", "--background", NULL);
+	CHECK(T_WAIT_FOR(30000, waitpid(b, &status, WNOHANG) == b));
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK_RC(em_region_open(p, "slow", &o), 0);
+	CHECK_RC(em_region_stat(o, &ri), 0);
+	CHECK(ri.state == EM_STATE_HEALTHY && ri.epoch >= 2);
+	printf("slow: healthy at epoch %u after the takeover\n", ri.epoch);
+	em_region_close(o);
+	CHECK_RC(worker_end(w, stop), 0);
+	em_pool_close(p);
+	for (int i = 0; i < NODES; i++)
+		t_node_stop(&n[i], SIGTERM);
+	return t_fails ? 1 : 0;
+}
+
+int main(int argc, char **argv)
 {
 	const char *both[] = { "rep", "ec" }, *slow[] = { "slow" };
 	struct em_region_opts rep = { .size = sizeof(rep) }, ecr = { .size = sizeof(rep) };
@@ -267,6 +343,8 @@ int main(void)
 	int stop[2], v1, v2, v3, st;
 	em_pool *p;
 
+	if (argc > 1 && !strcmp(argv[1], "static"))
+		return static_case();
 	secret = t_secret("secret", T_SECRET);
 	t_etcd_start(&ec);
 	snprintf(extra, sizeof(extra), "--etcd %s --cluster " CLUSTER " --lease-ttl 2", ec.url);
