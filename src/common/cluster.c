@@ -126,7 +126,7 @@ int em_region_rec_encode(const struct em_region_rec *r, char *out, size_t cap)
 	for (unsigned j = 0; j < r->plen; j++)
 		PUT("%02x", r->pattern[j]);
 	PUT("\"");
-	if (r->red > 1) /* plain regions keep the record they always had */
+	if (r->red) /* plain regions keep the record they always had */
 		PUT(",\"red\":%u,\"red_k\":%u,\"red_m\":%u,\"lepoch\":%u", r->red, r->red_k,
 		    r->red_m, r->lepoch);
 	PUT("}");
