@@ -117,9 +117,12 @@ static int work_on(em_region **r, const char **names, unsigned nr, int half, int
 	return errors ? 1 : 0;
 }
 
+/* A worker is this program run again ("worker"), so that it starts with
+ * no thread of its parent's pool. */
 static pid_t worker(const char **names, unsigned nr, int half, bool auto_repair, int want,
 		    int *stop)
 {
+	char fd[16], h[16], wn[16];
 	int fds[2];
 	pid_t pid;
 
@@ -128,26 +131,50 @@ static pid_t worker(const char **names, unsigned nr, int half, bool auto_repair,
 	pid = fork();
 	CHECK(pid >= 0);
 	if (pid == 0) {
-		em_region *r[4];
-		em_pool *p;
-		int rc;
-
 		close(fds[1]);
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		setenv("ETHERMEM_AUTO_REPAIR", auto_repair ? "1" : "0", 1);
-		p = connect_pool(want);
-		for (unsigned i = 0; i < nr; i++)
-			if (em_region_open(p, names[i], &r[i])) {
-				fprintf(stderr, "worker %d: cannot open %s\n", half, names[i]);
-				_exit(1);
-			}
-		rc = work_on(r, names, nr, half, fds[0]);
-		fflush(NULL);
-		_exit(rc);
+		setenv("T_SECRET_FILE", secret, 1);
+		setenv("T_ETCD", static_mode ? "" : ec.url, 1);
+		setenv("T_NODES", list, 1);
+		snprintf(fd, sizeof(fd), "%d", fds[0]);
+		snprintf(h, sizeof(h), "%d", half);
+		snprintf(wn, sizeof(wn), "%d", want);
+		execl("/proc/self/exe", "test_cluster_redundancy", "worker", fd, h, wn, names[0],
+		      nr > 1 ? names[1] : NULL, (char *)NULL);
+		_exit(127);
 	}
 	close(fds[0]);
 	*stop = fds[1];
 	return pid;
+}
+
+static int worker_main(int argc, char **argv)
+{
+	int stopfd = atoi(argv[2]), half = atoi(argv[3]), want = atoi(argv[4]);
+	const char *names[4];
+	unsigned nr = 0;
+	em_region *r[4];
+	em_pool *p;
+	int rc;
+
+	secret = getenv("T_SECRET_FILE");
+	snprintf(ec.url, sizeof(ec.url), "%s", getenv("T_ETCD"));
+	snprintf(list, sizeof(list), "%s", getenv("T_NODES"));
+	static_mode = !ec.url[0];
+	for (int i = 5; i < argc && nr < 4; i++)
+		names[nr++] = argv[i];
+	p = connect_pool(want);
+	for (unsigned i = 0; i < nr; i++)
+		if (em_region_open(p, names[i], &r[i])) {
+			fprintf(stderr, "worker %d: cannot open %s\n", half, names[i]);
+			return 1;
+		}
+	rc = work_on(r, names, nr, half, stopfd);
+	for (unsigned i = 0; i < nr; i++)
+		em_region_close(r[i]);
+	em_pool_close(p);
+	return rc;
 }
 
 static int worker_end(pid_t pid, int stop)
@@ -310,7 +337,7 @@ static int static_case(void)
 	t_node_stop(&n[victim], SIGKILL);
 	a = cli("repair", "slow", "--background", "4000000");
 	/* the new part, stored as being filled, lists the region repairing */
-	CHECK(T_WAIT_FOR(5000, entry(p, "slow").state == EM_STATE_REPAIRING));
+	CHECK(T_WAIT_FOR(20000, entry(p, "slow").state == EM_STATE_REPAIRING));
 	t_sleep_ms(700);
 	printf("killing the repairer mid-repair\n");
 	kill(a, SIGKILL);
@@ -343,6 +370,8 @@ int main(int argc, char **argv)
 	int stop[2], v1, v2, v3, st;
 	em_pool *p;
 
+	if (argc > 5 && !strcmp(argv[1], "worker"))
+		return worker_main(argc, argv);
 	if (argc > 1 && !strcmp(argv[1], "static"))
 		return static_case();
 	secret = t_secret("secret", T_SECRET);
