@@ -1750,8 +1750,12 @@ static int repair_locked(em_region *r, bool throttled)
 		if (!(lost >> s & 1))
 			taken[seg_node(r, s)] = true;
 	}
-	/* the next layout: each lost segment on the free-est node not in use */
+	/* the next layout: each lost segment on the free-est node not in use
+	 * (copied under the pool lock: closing a neighbour on the pool's list
+	 * of regions writes this one's list links) */
+	pthread_mutex_lock(&pool->lock);
 	next = *r;
+	pthread_mutex_unlock(&pool->lock);
 	for (unsigned s = 0; s < r->nseg; s++) {
 		unsigned best = em_pool_n(pool);
 		uint64_t want = (em_red_seg_bytes(r, s) + 4095) & ~4095ull;
@@ -1941,7 +1945,9 @@ undo:
 	if (fenced && !x->superseded) {
 		/* the clients fenced find the old parts at the new epoch */
 		uint64_t live_now = live & ~__atomic_load_n(&r->lost, __ATOMIC_ACQUIRE);
+		pthread_mutex_lock(&pool->lock);
 		next = *r;
+		pthread_mutex_unlock(&pool->lock);
 		next.epoch = r->epoch + 1;
 		__atomic_store_n(&r->epoch, next.epoch, __ATOMIC_RELEASE);
 		set_ver(r, layout_ver(next.epoch, false));
