@@ -34,7 +34,7 @@
 struct em_dir {
 	struct em_etcd *etcd;
 	char nodes[128], regions[128], drain[128], orphans[128], repair[128]; /* key prefixes */
-	char endpoints[1024];                                   /* for a repairer's own client */
+	char endpoints[1024]; /* for a repairer's own client */
 	int timeout_ms;
 };
 
