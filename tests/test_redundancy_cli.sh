@@ -61,6 +61,8 @@ else
 	grep -Eq "rep.*(data lost|Host is down)" "$T/err" || fail "rep error names the region: $(cat "$T/err")"
 fi
 grep -q '"state":"degraded"' "$T/ls" || fail "degraded not shown: $(cat "$T/ls")"
+"$E" status > "$T/status" || fail "status with nodes down"
+grep -Eq '^  ec +ec:4\+2 +degraded$' "$T/status" || fail "status: ec not degraded: $(cat "$T/status")"
 # repair rebuilds the lost parity on n6 and n7, under a new epoch
 "$E" repair ec > "$T/rep" || fail "repair ec"
 grep -q "ec: 2 part(s) rebuilt" "$T/rep" || fail "repair said: $(cat "$T/rep")"
@@ -76,7 +78,13 @@ bgpid=$!
 seen=""
 for _ in $(seq 100); do
 	"$E" region ls --json > "$T/ls" || fail "ls during repair"
-	grep -q '"name":"bg".*"state":"repairing"' "$T/ls" && { seen=1; break; }
+	grep -q '"name":"bg".*"state":"repairing"' "$T/ls" && {
+		seen=1
+		"$E" status > "$T/status" || fail "status during repair"
+		grep -Eq '^  bg +replicate:3 +(repairing|healthy)' "$T/status" ||
+			fail "status: bg not shown: $(cat "$T/status")"
+		break
+	}
 	sleep 0.05
 done
 [ -n "$seen" ] || fail "repairing not shown: $(cat "$T/ls")"

@@ -304,6 +304,83 @@ static void status_print(const struct em_node_status *st, int n, bool json,
 	}
 }
 
+/* Every region of the pool into *out (malloc'd; the caller frees it):
+ * the count, or -errno. The list may grow between calls, so it asks
+ * again until it all fits. */
+static int regions_get(em_pool *pool, struct em_region_info **out)
+{
+	struct em_region_info *info = NULL;
+	unsigned cap = 1024;
+	int rc;
+
+	for (;;) {
+		struct em_region_info *ni = realloc(info, cap * sizeof(*info));
+		if (!ni) {
+			free(info);
+			return -ENOMEM;
+		}
+		info = ni;
+		info[0].size = sizeof(info[0]);
+		rc = em_region_list(pool, info, cap);
+		if (rc <= (int)cap)
+			break;
+		cap = (unsigned)rc + 64;
+	}
+	if (rc < 0) {
+		free(info);
+		return rc;
+	}
+	*out = info;
+	return rc;
+}
+
+static const char *region_state(const struct em_region_info *ri)
+{
+	static const char *states[] = { "healthy", "degraded", "repairing" };
+	return ri->state < 3 ? states[ri->state] : "unknown";
+}
+
+static void region_redundancy(const struct em_region_info *ri, char *out, size_t n)
+{
+	if (ri->redundancy == EM_RED_REPLICATE)
+		snprintf(out, n, "replicate:%u", ri->red_k);
+	else if (ri->redundancy == EM_RED_EC)
+		snprintf(out, n, "ec:%u+%u", ri->red_k, ri->red_m);
+	else
+		snprintf(out, n, "none");
+}
+
+/* The redundant regions' health under `ethermem status`: what an operator
+ * looks at after a node died (plain regions have no state to show; `region
+ * ls` lists them all). */
+static void status_regions(em_pool *pool)
+{
+	struct em_region_info *info;
+	int n = regions_get(pool, &info);
+	bool head = false;
+
+	if (n < 0) {
+		printf("regions: %s\n", em_strerror(n));
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		char red[32];
+		if (info[i].redundancy != EM_RED_REPLICATE && info[i].redundancy != EM_RED_EC)
+			continue;
+		if (!head)
+			printf("redundant regions\n");
+		head = true;
+		region_redundancy(&info[i], red, sizeof(red));
+		printf("  %-32s %-14s %s", info[i].name, red, region_state(&info[i]));
+		if (info[i].to_rebuild)
+			printf(" %.0f%% (%" PRIu64 " of %" PRIu64 " bytes rebuilt)",
+			       100.0 * (double)info[i].rebuilt / (double)info[i].to_rebuild,
+			       info[i].rebuilt, info[i].to_rebuild);
+		printf("\n");
+	}
+	free(info);
+}
+
 static int cmd_status(int argc, char **argv, struct em_cli_pool *cp)
 {
 	static struct em_node_status st[64], prev[64];
@@ -367,8 +444,10 @@ static int cmd_status(int argc, char **argv, struct em_cli_pool *cp)
 		}
 		status_print(st, n < 64 ? n : 64, json, watch && interval > 0 ? prev : NULL,
 			     interval);
-		if (!json)
+		if (!json) {
+			status_regions(pool);
 			em_cli_drain_status(cp);
+		}
 		if (!watch || (count && round >= count))
 			break;
 		fflush(stdout);
@@ -454,7 +533,6 @@ static int cmd_region(int argc, char **argv, struct em_cli_pool *cp)
 		}
 	} else if (!strcmp(sub, "ls")) {
 		struct em_region_info *info = NULL;
-		unsigned cap = 1024;
 		bool json = argc > 2 && !strcmp(argv[2], "--json");
 
 		if (argc > 2 && !json) {
@@ -463,39 +541,18 @@ static int cmd_region(int argc, char **argv, struct em_cli_pool *cp)
 		}
 		if (em_cli_connect(cp, &pool, "ethermem region ls"))
 			return 1;
-		/* the list may grow between calls: ask again until it all fits */
-		for (;;) {
-			struct em_region_info *ni = realloc(info, cap * sizeof(*info));
-			if (!ni) {
-				rc = -ENOMEM;
-				break;
-			}
-			info = ni;
-			info[0].size = sizeof(info[0]);
-			rc = em_region_list(pool, info, cap);
-			if (rc <= (int)cap)
-				break;
-			cap = (unsigned)rc + 64;
-		}
+		rc = regions_get(pool, &info);
 		if (rc < 0) {
 			fprintf(stderr, "ethermem region ls: %s\n", em_strerror(rc));
 		} else {
-			static const char *states[] = { "healthy", "degraded", "repairing" };
 			if (!json)
 				printf("%-40s %16s %10s %6s %-14s %s\n", "NAME", "SIZE", "CHUNK",
 				       "NODES", "REDUNDANCY", "STATE");
 			for (int i = 0; i < rc; i++) {
 				char red[32];
-				const char *st = info[i].state < 3 ? states[info[i].state]
-								   : "unknown";
+				const char *st = region_state(&info[i]);
 
-				if (info[i].redundancy == EM_RED_REPLICATE)
-					snprintf(red, sizeof(red), "replicate:%u", info[i].red_k);
-				else if (info[i].redundancy == EM_RED_EC)
-					snprintf(red, sizeof(red), "ec:%u+%u", info[i].red_k,
-						 info[i].red_m);
-				else
-					snprintf(red, sizeof(red), "none");
+				region_redundancy(&info[i], red, sizeof(red));
 				if (json)
 					printf("{\"name\":\"%s\",\"size\":%" PRIu64
 					       ",\"chunk\":%" PRIu64
@@ -518,8 +575,8 @@ static int cmd_region(int argc, char **argv, struct em_cli_pool *cp)
 					       info[i].nodes, red, st);
 			}
 			rc = 0;
+			free(info);
 		}
-		free(info);
 	} else if (!strcmp(sub, "rm")) {
 		if (argc != 3) {
 			fprintf(stderr, "ethermem region rm: exactly one NAME\n");
