@@ -26,6 +26,8 @@ int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp);
 int em_cli_kv(int argc, char **argv, struct em_cli_pool *cp);
 /* bench_loaded.c: probe latency under paced bulk load */
 int em_cli_bench_loaded(int argc, char **argv, struct em_cli_pool *cp);
+/* `ethermem bench failover` (bench_failover.c) */
+int em_cli_bench_failover(int argc, char **argv, struct em_cli_pool *cp);
 /* bench_many.c: n connections to one node, verified 4 KiB I/O on each;
  * node_pid (0: none) is read in /proc for the node's threads and RSS */
 int em_cli_bench_many(em_pool *pool, unsigned n, uint64_t time_ns, int node_pid, bool json);

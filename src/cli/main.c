@@ -49,6 +49,7 @@ static void usage(FILE *f)
 		"  kv stats [NAME]           block stores (prefix caches): entries, bytes, hit rate\n"
 		"  bench map                 transparent mapping against mmap and swap\n"
 		"  bench loaded              small-read latency while bulk clients load the node\n"
+		"  bench failover            a node killed under a redundant region, then repaired\n"
 		"  run -- PROGRAM ARGS       run an unmodified program with its large\n"
 		"                            allocations in the pool\n"
 		"  import FILE REGION        load a file into a named region\n"
@@ -789,6 +790,8 @@ int main(int argc, char **argv)
 	 * others connect with the flags themselves */
 	if (!strcmp(cmd, "bench") && argc > 2 && !strcmp(argv[2], "map"))
 		return em_cli_bench_map(argc - 2, argv + 2, &cp);
+	if (!strcmp(cmd, "bench") && argc > 2 && !strcmp(argv[2], "failover"))
+		return em_cli_bench_failover(argc - 2, argv + 2, &cp);
 	if (!strcmp(cmd, "bench") && argc > 2 && !strcmp(argv[2], "loaded"))
 		return em_cli_bench_loaded(argc - 2, argv + 2, &cp);
 	if (!strcmp(cmd, "run")) {
