@@ -124,11 +124,20 @@ static uint64_t rep_pieces(const em_region *r)
 	return (r->size + REP_PIECE - 1) / REP_PIECE;
 }
 
+/* Where a copy's lock words start: after its bytes, on a word boundary,
+ * since a node runs atomics on aligned words only (a region of 18099228
+ * bytes, as `ethermem import` of a file makes, had every lock refused,
+ * and the refusal taken for a lost copy). */
+static uint64_t rep_lock_base(const em_region *r)
+{
+	return (r->size + LOCK_WORD - 1) & ~(uint64_t)(LOCK_WORD - 1);
+}
+
 uint64_t em_red_seg_bytes(const em_region *r, unsigned seg)
 {
 	(void)seg;
 	if (r->red == EM_RED_REPLICATE) /* the copy, then a lock word per piece */
-		return r->size + rep_pieces(r) * LOCK_WORD;
+		return rep_lock_base(r) + rep_pieces(r) * LOCK_WORD;
 	/* the stripes' cells, then a lock word per stripe */
 	return r->rows * (r->chunk + LOCK_WORD);
 }
@@ -808,7 +817,7 @@ static unsigned need_live(const em_region *r)
 static uint64_t lock_off(em_region *r, uint64_t row)
 {
 	if (r->red == EM_RED_REPLICATE)
-		return r->size + row * LOCK_WORD;
+		return rep_lock_base(r) + row * LOCK_WORD;
 	return r->rows * r->chunk + row * LOCK_WORD;
 }
 
@@ -1252,6 +1261,17 @@ static bool pace(em_region *r, bool throttled, uint64_t start, uint64_t done)
 	return go;
 }
 
+/* The queue a fill copies on: its own connections, so that the copy
+ * never holds the pool lock that the application's synchronous calls
+ * take (with the pool's default queue, every piece's three round trips
+ * held it, and the foreground got a tenth of its operations done while a
+ * repair ran). The piece and stripe locks on the nodes keep the copy and
+ * the writers apart, whatever queue each uses. */
+static int fill_queue(em_region *r, em_queue **q)
+{
+	return em_queue_create(r->pool, 2 * EM_MAX_SEG, q);
+}
+
 /* Whether every segment of `mask` is still being filled (a request to one
  * that failed stopped it). */
 static int still_filling(em_region *r, uint64_t mask)
@@ -1269,17 +1289,14 @@ static int fill_rep(em_region *r, uint64_t mask, bool throttled)
 {
 	uint64_t start = em_now_ns();
 	uint8_t *buf = malloc(REP_PIECE);
-	int rc = 0;
+	em_queue *q = NULL;
+	int rc = buf ? fill_queue(r, &q) : -ENOMEM;
 
-	if (!buf)
-		return -ENOMEM;
 	for (uint64_t off = 0; off < r->size && !rc; off += REP_PIECE) {
 		uint32_t k = (uint32_t)EM_MIN(REP_PIECE, r->size - off);
 		unsigned segs[EM_MAX_SEG], ns, src = r->nseg, nw = 0;
 		struct req w[EM_MAX_SEG];
-		em_queue *q = r->pool->dq;
 
-		pthread_mutex_lock(&r->pool->lock);
 		q->fenced = 0;
 		if (!(rc = stripes_lock(q, r, off / REP_PIECE, 1, segs, &ns))) {
 			for (src = 0; src < r->nseg; src++) {
@@ -1300,7 +1317,6 @@ static int fill_rep(em_region *r, uint64_t mask, bool throttled)
 			if (src == r->nseg)
 				rc = lost_error(r);
 		}
-		pthread_mutex_unlock(&r->pool->lock);
 		if (!rc && !(rc = still_filling(r, mask)))
 			__atomic_fetch_add(&r->rx->done, k, __ATOMIC_RELAXED);
 		if (!rc)
@@ -1308,6 +1324,7 @@ static int fill_rep(em_region *r, uint64_t mask, bool throttled)
 		if (!rc && !pace(r, throttled, start, off + k))
 			rc = -ECANCELED;
 	}
+	em_queue_destroy(q);
 	free(buf);
 	return rc;
 }
@@ -1319,21 +1336,23 @@ static int fill_ec(em_region *r, uint64_t mask, bool throttled)
 	struct ec_ctx c = { .r = r, .ec = coder(r), .bandw = r->chunk };
 	uint64_t start = em_now_ns(), cell = r->chunk;
 	uint8_t *mem;
-	int rc = 0;
+	int rc;
 
 	if (!c.ec)
 		return -ENOMEM;
 	mem = malloc((size_t)cell * r->nseg);
 	if (!mem)
 		return -ENOMEM;
+	if ((rc = fill_queue(r, &c.q))) {
+		free(mem);
+		return rc;
+	}
 	for (unsigned i = 0; i < r->nseg; i++)
 		c.band[i] = mem + (size_t)i * cell;
 	for (uint64_t row = 0; row < r->rows && !rc; row++) {
 		unsigned segs[EM_MAX_SEG], ns, nw = 0;
 		struct req w[EM_MAX_SEG];
 
-		pthread_mutex_lock(&r->pool->lock);
-		c.q = r->pool->dq;
 		c.q->fenced = 0;
 		if (!(rc = stripes_lock(c.q, r, row, 1, segs, &ns))) {
 			rc = band_read(&c, row, 0, cell, mask);
@@ -1346,7 +1365,6 @@ static int fill_ec(em_region *r, uint64_t mask, bool throttled)
 			}
 			stripes_unlock(c.q, r, row, 1, segs, ns, true);
 		}
-		pthread_mutex_unlock(&r->pool->lock);
 		if (!rc && !(rc = still_filling(r, mask)))
 			__atomic_fetch_add(&r->rx->done,
 					   cell * (uint64_t)__builtin_popcountll(mask),
@@ -1356,6 +1374,7 @@ static int fill_ec(em_region *r, uint64_t mask, bool throttled)
 		if (!rc && !pace(r, throttled, start, (row + 1) * cell))
 			rc = -ECANCELED;
 	}
+	em_queue_destroy(c.q);
 	free(mem);
 	return rc;
 }
