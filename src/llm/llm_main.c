@@ -37,7 +37,7 @@ enum { LLM_W_LOCAL, LLM_W_MMAP, LLM_W_POOL, LLM_W_STREAM };
 static const char *const llm_wnames[] = { "local", "mmap", "pool", "stream" };
 
 struct llm_opts {
-	const char *model;
+	const char *model, *token_log;
 	int steps, threads, fetch_threads, print_ids, stats_json, quiet;
 	float temperature;
 	uint64_t seed, local_mem, chunk;
@@ -79,6 +79,8 @@ static void llm_usage(FILE *f)
 		"  --requests N          run the prompt N times in this process, one after another,\n"
 		"                        ids on a line each; statistics of the last (default 1)\n"
 		"  --stats-json          also print the statistics as one JSON line on stderr\n"
+		"  --token-log FILE      append a line per generated token as it comes: its index\n"
+		"                        and ms since the request started (to follow a run live)\n"
 		"  --quiet               no human-readable statistics\n"
 		"  --help                this text\n"
 		"Exit status: 0 ok, 1 runtime or checkpoint error, 2 usage error or backend unavailable.\n"
@@ -199,6 +201,8 @@ static int llm_parse_args(int argc, char **argv, struct llm_opts *o)
 		}
 		if (!strcmp(name, "--model")) {
 			o->model = v;
+		} else if (!strcmp(name, "--token-log")) {
+			o->token_log = v;
 		} else if (!strcmp(name, "--steps")) {
 			if (llm_arg_int(name, v, 1, 1 << 24, &n))
 				return -EINVAL;
@@ -498,12 +502,19 @@ int main(int argc, char **argv)
 	void *pfx_conn = NULL;
 	float *scratch = NULL;
 	const char *kind, *format;
+	FILE *tlog = NULL;
 
 	if (llm_parse_args(argc, argv, &o))
 		return 2;
+	if (o.token_log && !(tlog = fopen(o.token_log, "a"))) {
+		fprintf(stderr, "ethermem-llm: --token-log %s: %s\n", o.token_log, strerror(errno));
+		return 2;
+	}
 	rc = llm_open_source(&o, &src, &pool_cookie, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "ethermem-llm: %s\n", err[0] ? err : strerror(-rc));
+		if (tlog)
+			fclose(tlog);
 		/* Unavailable backend or a budget below the minimum: the
 		 * invocation, not the checkpoint, is wrong. */
 		return rc == -ENOSYS || rc == -ENOBUFS ? 2 : 1;
@@ -652,6 +663,10 @@ int main(int argc, char **argv)
 				ids[gen] = llm_sample(logits, src->cfg.vocab, o.temperature, &rng,
 						      scratch);
 				tok_ms[gen] = llm_now_ms() - t0;
+				if (tlog) {
+					fprintf(tlog, "%d %.3f\n", gen, llm_now_ms() - t_start);
+					fflush(tlog);
+				}
 				if (gen == 0)
 					ttft = llm_now_ms() - t_start;
 			}
@@ -778,5 +793,7 @@ out:
 	free(ids);
 	free(prompt);
 	free(scratch);
+	if (tlog)
+		fclose(tlog);
 	return status;
 }
