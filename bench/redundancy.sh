@@ -1,23 +1,39 @@
 #!/bin/bash
-# redundancy.sh - `ethermem bench --redundancy` on seven memory nodes on
-# loopback: the same rows for none, replicate:2, replicate:3 and ec:4+2 in
-# one run. Usage: bench/redundancy.sh BUILD_DIR [bench flags, e.g. --time 2]
+# redundancy.sh - redundancy's costs on memory nodes on loopback, in one run
+# beside `none`:
+#   bench/redundancy.sh BUILD_DIR [bench flags, e.g. --time 2]
+#     `ethermem bench --redundancy none,replicate:2,replicate:3,ec:4+2` on
+#     seven nodes: latency, bandwidth, degraded reads, bytes per byte;
+#   bench/redundancy.sh BUILD_DIR failover [flags, e.g. --time 2]
+#     `ethermem bench failover --redundancy none,replicate:2,ec:4+2` on eight
+#     nodes: the stall across a SIGKILL of a node and the repair's GB/s and
+#     foreground cost (each redundant entry kills one node; eight leave
+#     ec:4+2 a spare to rebuild onto after replicate:2 took one).
 set -u
-B=${1:?usage: bench/redundancy.sh BUILD_DIR [ethermem bench flags]}
+B=${1:?usage: bench/redundancy.sh BUILD_DIR [failover] [ethermem bench flags]}
 shift
+MODE=plain
+[ "${1:-}" = failover ] && { MODE=failover; shift; }
 T=$(mktemp -d /tmp/redbench.XXXXXX)
 PIDS=""
 trap 'kill $PIDS 2>/dev/null; wait 2>/dev/null; rm -rf "$T"' EXIT
 printf 'a cluster secret for the benchmark, 40 bytes\n' > "$T/secret"
 chmod 600 "$T/secret"
 export ETHERMEM_SECRET_FILE="$T/secret"
-NODES=""
-for i in 0 1 2 3 4 5 6; do
+NODES="" NPIDS=""
+N=7
+[ $MODE = failover ] && N=8
+for i in $(seq 0 $((N - 1))); do
 	"$B/ethermemd" --listen tcp://127.0.0.1:0 --capacity 512M --port-file "$T/$i.port" \
 		2>"$T/$i.log" &
 	PIDS="$PIDS $!"
+	NPIDS="$NPIDS${NPIDS:+,}$!"
 	for _ in $(seq 500); do [ -s "$T/$i.port" ] && break; sleep 0.01; done
 	NODES="$NODES${NODES:+,}tcp://127.0.0.1:$(cat "$T/$i.port")"
 done
 export ETHERMEM_NODES="$NODES"
-"$B/ethermem" bench --redundancy none,replicate:2,replicate:3,ec:4+2 "$@"
+if [ $MODE = failover ]; then
+	"$B/ethermem" bench failover --redundancy none,replicate:2,ec:4+2 --kill-pids "$NPIDS" "$@"
+else
+	"$B/ethermem" bench --redundancy none,replicate:2,replicate:3,ec:4+2 "$@"
+fi

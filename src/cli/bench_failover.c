@@ -155,7 +155,8 @@ static int fo_one(em_pool *pool, const char *red, const struct em_region_opts *o
 		unsigned node = __atomic_load_n(&f.r->node[0], __ATOMIC_ACQUIRE);
 
 		if (node >= npids || pids[node] <= 0) {
-			fprintf(stderr, "ethermem bench failover: no pid for node %u (--kill-pids)\n",
+			fprintf(stderr,
+				"ethermem bench failover: no pid for node %u (--kill-pids)\n",
 				node);
 			rc = -EINVAL;
 		} else {
@@ -259,8 +260,9 @@ int em_cli_bench_failover(int argc, char **argv, struct em_cli_pool *cp)
 			}
 		} else if (!strcmp(argv[i], "--size") && i + 1 < argc) {
 			if (em_parse_size(argv[++i], &size) || size < (4u << 20)) {
-				fprintf(stderr, "ethermem bench failover: bad --size '%s' (at "
-						"least 4M)\n",
+				fprintf(stderr,
+					"ethermem bench failover: bad --size '%s' (at "
+					"least 4M)\n",
 					argv[i]);
 				return 2;
 			}
@@ -269,8 +271,9 @@ int em_cli_bench_failover(int argc, char **argv, struct em_cli_pool *cp)
 			for (npids = 0; *s && npids < EM_MAX_SEG; npids++) {
 				long v = strtol(s, &end, 10);
 				if (end == s || v <= 0 || (*end && *end != ',')) {
-					fprintf(stderr, "ethermem bench failover: --kill-pids wants "
-							"pids separated by commas\n");
+					fprintf(stderr,
+						"ethermem bench failover: --kill-pids wants "
+						"pids separated by commas\n");
 					return 2;
 				}
 				pids[npids] = (int)v;
@@ -291,7 +294,8 @@ int em_cli_bench_failover(int argc, char **argv, struct em_cli_pool *cp)
 			       "phase only. Each redundant entry kills one node for good.\n");
 			return 0;
 		} else {
-			fprintf(stderr, "ethermem bench failover: unknown argument '%s'\n", argv[i]);
+			fprintf(stderr, "ethermem bench failover: unknown argument '%s'\n",
+				argv[i]);
 			return 2;
 		}
 	}

@@ -12,7 +12,10 @@
  * healthy erasure-coded reads (of up to 24 cells) keep their requests on
  * the stack, so they too allocate nothing, and a read fails over to the
  * next live copy there. Erasure-coded writes, and reads that must rebuild
- * from parity, take their buffers from malloc: not safe in the handler yet.
+ * from parity, take their buffers from malloc in the handler: sound because
+ * the handler runs at the application's load or store of mapped memory,
+ * which is never inside malloc unless malloc's heap is itself mapped (the
+ * preload shim does that, and serves faults on a thread instead).
  * What the public API does not give is the two
  * facts below, which em_map needs to fill in its defaults, and a hook that
  * tells the pager a pool is closing; they are kept here rather than in
