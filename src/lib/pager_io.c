@@ -18,6 +18,11 @@ int em_pool_timeout_ms(const em_pool *pool)
 	return pool->timeout_ms;
 }
 
+int em_region_map_prepare(em_region *region, uint64_t max_op)
+{
+	return em_red_on(region) ? em_red_map_prepare(region, max_op) : 0;
+}
+
 void em_queue_no_redial(em_queue *q)
 {
 	q->redial = false;

@@ -12,10 +12,8 @@
  * healthy erasure-coded reads (of up to 24 cells) keep their requests on
  * the stack, so they too allocate nothing, and a read fails over to the
  * next live copy there. Erasure-coded writes, and reads that must rebuild
- * from parity, take their buffers from malloc in the handler: sound because
- * the handler runs at the application's load or store of mapped memory,
- * which is never inside malloc unless malloc's heap is itself mapped (the
- * preload shim does that, and serves faults on a thread instead).
+ * from parity, use buffers the handle made when the region was mapped
+ * (em_region_map_prepare), one operation at a time per handle.
  * What the public API does not give is the two
  * facts below, which em_map needs to fill in its defaults, and a hook that
  * tells the pager a pool is closing; they are kept here rather than in
@@ -33,6 +31,11 @@ const char *em_region_label(const em_region *region);
  * ETHERMEM_TIMEOUT_MS or the config file, else the default): a mapping's
  * fetches wait that long unless em_map_opts.timeout_ms says otherwise. */
 int em_pool_timeout_ms(const em_pool *pool);
+
+/* Called by em_map before it maps `region`, whose fetches and write-backs
+ * are at most max_op bytes: a redundant region makes its buffers now, so
+ * the fault handler takes none from malloc. 0 or -errno. */
+int em_region_map_prepare(em_region *region, uint64_t max_op);
 
 /* Keeps em_submit on this queue from dialling (a node that joined, a
  * broken channel): the pager submits from its SIGBUS handler, where a

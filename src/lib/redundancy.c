@@ -233,6 +233,14 @@ struct em_red_aux {
 	uint32_t first_ver;
 	unsigned first_seg;
 	bool first_up, superseded;
+	/* EC, once mapped: the buffers and requests of one operation, made
+	 * when the region is mapped, so that the pager's operations (from its
+	 * fault handler) take none from malloc; one operation at a time */
+	pthread_mutex_t smu;
+	uint8_t *scratch;
+	size_t scratch_len;
+	struct req *sreq;
+	size_t sreq_n;
 };
 
 static uint64_t filling(const em_region *r)
@@ -901,6 +909,8 @@ struct ec_ctx {
 	struct em_ec *ec;
 	uint8_t *band[EM_MAX_SEG]; /* a column range of every cell of one stripe */
 	uint64_t bandw;            /* bytes of each band */
+	struct req *pre;           /* requests made beforehand (npre of them), or NULL */
+	size_t npre;
 };
 
 /* The handle's coder, made on first use (two threads may race: one wins). */
@@ -969,11 +979,13 @@ static int band_read(struct ec_ctx *c, uint64_t row, uint64_t lo, uint64_t hi, u
 /* The healthy path of a read: every piece from its data cell, all at once,
  * with nothing allocated when the pieces are few. 0, or -EAGAIN when some
  * cell did not answer (the caller goes the degraded way). */
-static int ec_read_direct(em_queue *q, em_region *r, uint64_t off, uint8_t *buf, uint64_t len)
+static int ec_read_direct(em_queue *q, em_region *r, uint64_t off, uint8_t *buf, uint64_t len,
+			  struct req *pre, size_t npre)
 {
 	uint64_t cell = r->chunk, rowb = cell * r->red_k, o = off;
 	unsigned n = 0, bad;
-	struct req stack[STACK_REQS], *rq = reqs_get(stack, len / cell + 2);
+	struct req stack[STACK_REQS];
+	struct req *rq = len / cell + 2 <= npre ? pre : reqs_get(stack, len / cell + 2);
 
 	if (!rq)
 		return -ENOMEM;
@@ -984,7 +996,8 @@ static int ec_read_direct(em_queue *q, em_region *r, uint64_t off, uint8_t *buf,
 		o += k;
 	}
 	bad = run(q, r, rq, n);
-	reqs_put(stack, rq);
+	if (rq != pre)
+		reqs_put(stack, rq);
 	return bad ? -EAGAIN : 0;
 }
 
@@ -1059,13 +1072,15 @@ static int ec_write_batch(struct ec_ctx *c, uint64_t off, const uint8_t *buf, ui
 	unsigned K = r->red_k, M = r->red_m, segs[EM_MAX_SEG], ns, nw = 0;
 	uint64_t cell = r->chunk, rowb = cell * K;
 	struct req stack[STACK_REQS];
-	struct req *rq = reqs_get(stack, (size_t)nrows * (K + M));
+	size_t nq = (size_t)nrows * (K + M);
+	struct req *rq = nq <= c->npre ? c->pre : reqs_get(stack, nq);
 	int rc;
 
 	if (!rq)
 		return -ENOMEM;
 	if ((rc = stripes_lock(c->q, r, row0, nrows, segs, &ns))) {
-		reqs_put(stack, rq);
+		if (rq != c->pre)
+			reqs_put(stack, rq);
 		return rc;
 	}
 	for (unsigned i = 0; i < nrows && !rc; i++) {
@@ -1132,7 +1147,8 @@ static int ec_write_batch(struct ec_ctx *c, uint64_t off, const uint8_t *buf, ui
 	if (!rc)
 		rc = run_fenced(c->q, r, rq, nw);
 	stripes_unlock(c->q, r, row0, nrows, segs, ns, false);
-	reqs_put(stack, rq);
+	if (rq != c->pre)
+		reqs_put(stack, rq);
 	if (!rc && live_count(r) < K)
 		rc = lost_error(r);
 	return rc;
@@ -1141,22 +1157,33 @@ static int ec_write_batch(struct ec_ctx *c, uint64_t off, const uint8_t *buf, ui
 static int ec_exec(em_queue *q, const struct em_op *op)
 {
 	em_region *r = op->region;
+	struct em_red_aux *x = r->rx;
 	struct ec_ctx c = { .q = q, .r = r };
 	uint64_t cell = r->chunk, rowb = cell * r->red_k;
 	uint64_t row0 = op->offset / rowb, row1 = (op->offset + op->len - 1) / rowb;
 	uint8_t *mem;
-	size_t par = 0;
+	size_t par = 0, need;
+	bool pre;
 	int rc;
 
 	if (op->opcode == EM_OP_ATOMIC)
 		return -EOPNOTSUPP;
 	if (!op->len)
 		return 0;
+	/* the pager's queues redial nothing; on them, a mapped region's
+	 * buffers made beforehand (em_red_map_prepare), never malloc */
+	pre = !q->redial && __atomic_load_n(&x->scratch, __ATOMIC_ACQUIRE);
+	if (pre) {
+		pthread_mutex_lock(&x->smu);
+		c.pre = x->sreq;
+		c.npre = x->sreq_n;
+	}
 	if (op->opcode == EM_OP_READ &&
-	    (rc = ec_read_direct(q, r, op->offset, op->buf, op->len)) != -EAGAIN)
-		return rc;
+	    (rc = ec_read_direct(q, r, op->offset, op->buf, op->len, c.pre, c.npre)) != -EAGAIN)
+		goto out;
+	rc = -ENOMEM;
 	if (!(c.ec = coder(r)))
-		return -ENOMEM;
+		goto out;
 	/* one stripe's worth of bands: a band is at most a cell, and no wider
 	 * than the op when it stays inside one cell (small ops then stay off
 	 * the allocator's mmap path, whose fresh pages cost more than the op);
@@ -1165,9 +1192,10 @@ static int ec_exec(em_queue *q, const struct em_op *op)
 	if (op->opcode == EM_OP_WRITE)
 		par = (size_t)EM_MIN(row1 - row0 + 1, BATCH_ROWS) * r->red_m * band;
 	c.bandw = band;
-	mem = malloc((size_t)band * r->nseg + par);
+	need = (size_t)band * r->nseg + par;
+	mem = pre && need <= x->scratch_len ? x->scratch : malloc(need);
 	if (!mem)
-		return -ENOMEM;
+		goto out;
 	for (unsigned s = 0; s < r->nseg; s++)
 		c.band[s] = mem + (size_t)s * band;
 	if (op->opcode == EM_OP_READ) {
@@ -1180,7 +1208,51 @@ static int ec_exec(em_queue *q, const struct em_op *op)
 					    mem + (size_t)band * r->nseg);
 		}
 	}
-	free(mem);
+	if (mem != x->scratch)
+		free(mem);
+out:
+	if (pre)
+		pthread_mutex_unlock(&x->smu);
+	return rc;
+}
+
+int em_red_map_prepare(em_region *r, uint64_t max_op)
+{
+	struct em_red_aux *x = r->rx;
+	uint64_t cell = r->chunk;
+	size_t bytes, nreq;
+	int rc = 0;
+
+	if (r->red != EM_RED_EC || !x)
+		return 0;
+	if (!coder(r))
+		return -ENOMEM;
+	/* ec_exec's bands and parity for BATCH_ROWS stripes; requests for the
+	 * cells a direct read of max_op touches, or a batch of stripes */
+	bytes = (size_t)(cell * r->nseg + (uint64_t)BATCH_ROWS * r->red_m * cell);
+	nreq = EM_MAX((size_t)BATCH_ROWS * r->nseg, (size_t)(max_op / cell + 2));
+	pthread_mutex_lock(&x->smu);
+	if (x->sreq_n < nreq) {
+		struct req *q = calloc(nreq, sizeof(*q));
+		if (q) {
+			free(x->sreq);
+			x->sreq = q;
+			x->sreq_n = nreq;
+		} else {
+			rc = -ENOMEM;
+		}
+	}
+	if (!rc && x->scratch_len < bytes) {
+		uint8_t *b = malloc(bytes);
+		if (b) {
+			free(x->scratch);
+			x->scratch_len = bytes;
+			__atomic_store_n(&x->scratch, b, __ATOMIC_RELEASE);
+		} else {
+			rc = -ENOMEM;
+		}
+	}
+	pthread_mutex_unlock(&x->smu);
 	return rc;
 }
 
@@ -2161,6 +2233,7 @@ int em_red_attach(em_region *r)
 		x->loc[s] = (uint64_t)r->node[s] << 32 | r->handle[s];
 	x->ver = layout_ver(r->epoch, false);
 	pthread_mutex_init(&x->mu, NULL);
+	pthread_mutex_init(&x->smu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&x->cv, &ca);
@@ -2189,6 +2262,9 @@ void em_red_detach(em_region *r)
 	/* a caller's em_region_repair on another thread has returned: the
 	 * handle is being closed, which it may not be while in use */
 	em_ec_destroy(x->ec);
+	free(x->scratch);
+	free(x->sreq);
+	pthread_mutex_destroy(&x->smu);
 	pthread_rwlock_destroy(&x->fill);
 	pthread_mutex_destroy(&x->mu);
 	pthread_cond_destroy(&x->cv);

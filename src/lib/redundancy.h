@@ -27,6 +27,10 @@ uint64_t em_red_seg_bytes(const struct em_region *r, unsigned seg);
  * channels, failing over and reconstructing as needed. Returns 0 or
  * -errno; *value gets an atomic's old value. */
 int em_red_exec(struct em_queue *q, const struct em_op *op, uint64_t *value);
+/* Makes, before a redundant region is mapped, what the pager's operations
+ * of up to max_op bytes need so that they take nothing from malloc in the
+ * fault handler (EC: the coder, buffers, requests). 0 or -ENOMEM. */
+int em_red_map_prepare(struct em_region *r, uint64_t max_op);
 /* A handle's redundancy state (the coder, the repair thread): made when
  * the handle is created or opened, freed (its repair stopped) on close. */
 int em_red_attach(struct em_region *r);

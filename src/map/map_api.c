@@ -175,6 +175,8 @@ int em_map(em_region *region, const struct em_map_opts *opts, void **addr)
 		o.length = size - o.offset;
 	if (!o.length)
 		return -ERANGE;
+	if ((rc = em_region_map_prepare(region, o.fetch_unit)))
+		return rc;
 	__atomic_store_n(&em_pool_close_hook, emm_pool_closing, __ATOMIC_RELEASE);
 	rc = emm_source_get(&emm_pool_ops, em_region_pool(region), &p.src);
 	if (rc)
