@@ -21,16 +21,21 @@ GEN=$B/ethermem-llm-gen
 . "$(dirname "$0")/../../../tests/lib.sh"
 need_root # the mapping backend needs userfaultfd
 unset ETHERMEM_LLM_REGION ETHERMEM_MAP_CACHE ETHERMEM_LLM_MAP_UNIT ETHERMEM_LLM_QUEUES
-STEPS=24
 run=0
 
 "$GEN" --out "$T/m.bin" --size 16M --seed 5 2>"$T/gen.err" || { cat "$T/gen.err"; fail "generating the model"; }
-ref=$("$LLM" --model "$T/m.bin" --steps $STEPS --print-ids --quiet --temperature 0 --weights local) ||
-	fail "local run"
+# the stream is fast: more tokens keep its kill well inside the run
+for n in 24 200; do
+	eval "ref$n=\$(\"\$LLM\" --model \"\$T/m.bin\" --steps $n --print-ids --quiet --temperature 0 --weights local)" ||
+		fail "local run"
+done
 
 for red in replicate:2 ec:4+2; do
 	for w in "pool --local-mem 4M" "stream --stream-from pool --local-mem 6M"; do
 		run=$((run + 1))
+		STEPS=24
+		case $w in stream*) STEPS=200 ;; esac
+		eval "ref=\$ref$STEPS"
 		# fresh nodes: the region's parts go to the nodes with the most
 		# free memory, the first of equals first, so n${run}_0 holds the
 		# first copy or data cell (the lost-node check below confirms it)
