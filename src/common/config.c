@@ -62,6 +62,9 @@ const struct em_setting em_settings[EM_CFG_COUNT] = {
 				 NULL,
 				 "bytes per second a background repair may copy or rebuild (0: "
 				 "no limit)" },
+	[EM_CFG_REPAIR_SHARE] = { "ETHERMEM_REPAIR_SHARE", NULL, E, EM_CFG_INT, "25", 1, 100, NULL,
+				  "percent of the time a background repair may spend copying "
+				  "while the application uses the region (100: no limit)" },
 	[EM_CFG_BULK_WINDOW] = { "ETHERMEM_BULK_WINDOW", NULL, E, EM_CFG_SIZE, "0", 0, 64 << 20,
 				 NULL,
 				 "bulk bytes a TCP connection has in flight while small requests "

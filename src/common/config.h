@@ -55,6 +55,7 @@ enum em_cfg_id {
 	EM_CFG_CLUSTER,
 	EM_CFG_AUTO_REPAIR,
 	EM_CFG_REPAIR_RATE,
+	EM_CFG_REPAIR_SHARE,
 	EM_CFG_BULK_WINDOW,
 	/* the OmniXtend channel */
 	EM_CFG_OX_WINDOW,

@@ -33,8 +33,9 @@
  *   once, other clients' once a fence on the surviving parts has sent them
  *   to read the layouts again (repair_run). A piece is copied under the
  *   lock its writers take meanwhile. The background thread copies at most
- *   ETHERMEM_REPAIR_RATE bytes/s, so the foreground keeps most of the
- *   bandwidth. A repair that fails or is stopped deletes its half-made
+ *   ETHERMEM_REPAIR_RATE bytes/s and, while the application uses the
+ *   region, copies at most ETHERMEM_REPAIR_SHARE percent of the time, so
+ *   the foreground keeps most of the bandwidth. A repair that fails or is stopped deletes its half-made
  *   parts; a node that already holds the name (a repair that died) is
  *   passed over, never cleared.
  *
@@ -225,6 +226,9 @@ struct em_red_aux {
 	int last_rc;
 	uint64_t rate;        /* bytes per second, 0: no limit */
 	uint64_t done, total; /* bytes of the repair under way (atomic) */
+	uint64_t fg_ns;       /* the application's last operation (atomic) */
+	uint64_t piece_ns;    /* when the repair's current piece began */
+	unsigned share;       /* percent of its time a repair may copy while in use */
 	/* the repair under way (its thread only): the etcd lock it holds, the
 	 * token and version of its first fence, when it last touched them,
 	 * and whether another repairer took over from it */
@@ -1262,6 +1266,9 @@ int em_red_exec(em_queue *q, const struct em_op *op, uint64_t *value)
 	int rc;
 
 	*value = 0;
+	/* seen by a repair's pace(): the application is using the region */
+	if (r->rx)
+		__atomic_store_n(&r->rx->fg_ns, em_now_ns(), __ATOMIC_RELAXED);
 	if (r->red == EM_RED_REPLICATE && op->opcode == EM_OP_ATOMIC)
 		return rep_atomic(q, r, op, value);
 	/* a write a repair's fence refused was applied nowhere, or wholly
@@ -1313,23 +1320,35 @@ static void probe(em_region *r)
 }
 
 /* Waits, when the repair is throttled, until its `done` bytes since
- * `start` fit the rate. false: the handle is closing, stop. */
+ * `start` fit the rate and, while the application is using the region (an
+ * operation in the last 10 ms), until the repair has spent at most
+ * ETHERMEM_REPAIR_SHARE percent of the time copying. The copy's requests share the nodes, the
+ * links and the client's cores with the application's; a rate alone cannot
+ * know how much of them the application needs, and a region nobody uses is
+ * rebuilt at the full rate. false: the handle is closing, stop. */
 static bool pace(em_region *r, bool throttled, uint64_t start, uint64_t done)
 {
 	struct em_red_aux *x = r->rx;
+	uint64_t now = em_now_ns(), due = 0;
 	bool go;
 
+	if (throttled && x->rate)
+		due = start + (uint64_t)((double)done * 1e9 / (double)x->rate);
+	if (throttled && x->share < 100 &&
+	    now - __atomic_load_n(&x->fg_ns, __ATOMIC_RELAXED) < 10000000ull) {
+		uint64_t began = x->piece_ns > start ? x->piece_ns : start;
+		uint64_t rest = (now - began) * (100 - x->share) / x->share;
+		if (now + rest > due)
+			due = now + rest;
+	}
 	pthread_mutex_lock(&x->mu);
-	if (throttled && x->rate) {
-		uint64_t due = start + (uint64_t)((double)done * 1e9 / (double)x->rate);
-		while (!x->stop && em_now_ns() < due) {
-			struct timespec ts = { (time_t)(due / 1000000000ull),
-					       (long)(due % 1000000000ull) };
-			pthread_cond_timedwait(&x->cv, &x->mu, &ts);
-		}
+	while (!x->stop && em_now_ns() < due) {
+		struct timespec ts = { (time_t)(due / 1000000000ull), (long)(due % 1000000000ull) };
+		pthread_cond_timedwait(&x->cv, &x->mu, &ts);
 	}
 	go = !x->stop;
 	pthread_mutex_unlock(&x->mu);
+	x->piece_ns = em_now_ns();
 	return go;
 }
 
@@ -2240,6 +2259,7 @@ int em_red_attach(em_region *r)
 	pthread_condattr_destroy(&ca);
 	x->autorep = em_cfg_env_num(EM_CFG_AUTO_REPAIR, &v) ? true : v != 0;
 	x->rate = em_cfg_env_num(EM_CFG_REPAIR_RATE, &v) ? 256u << 20 : (uint64_t)v;
+	x->share = em_cfg_env_num(EM_CFG_REPAIR_SHARE, &v) ? 25 : (unsigned)v;
 	r->rx = x;
 	if (x->autorep && start_repairer(r))
 		em_log(EM_LOG_WARN, "region %s: no background repair thread",
