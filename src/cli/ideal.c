@@ -5,9 +5,10 @@
  * only against another policy.
  *
  * TRACE is what ETHERMEM_MAP_TRACE writes (slots.c): 8-byte records, a
- * mapping's serial and a unit index whose top bit marks a zero-filled unit.
- * The cache holds --cache / --unit units (the preload shim's units are
- * 64 KiB). The policy is Belady's MIN: on a miss with the cache full, evict
+ * mapping's serial (its top 5 bits: log2 of the unit size - 11) and a unit
+ * index whose top bit marks a zero-filled unit. The cache holds --cache /
+ * unit units; --unit is for traces that do not record it (top bits 0), and
+ * one trace may not mix unit sizes. The policy is Belady's MIN: on a miss with the cache full, evict
  * the unit whose next reference is farthest away. No policy that has to
  * install a unit to use it fetches less. A miss costs a fetch unless the
  * record says the unit was zero-filled: the pool held nothing for it then.
@@ -114,7 +115,7 @@ int main(int argc, char **argv)
 {
 	uint64_t cache = 0, unit = 64 << 10, misses = 0, cost = 0, distinct = 0;
 	const char *path = NULL;
-	int verbose = 0, show_distinct = 0;
+	int verbose = 0, show_distinct = 0, unit_given = 0;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--cache") && i + 1 < argc) {
@@ -123,6 +124,7 @@ int main(int argc, char **argv)
 		} else if (!strcmp(argv[i], "--unit") && i + 1 < argc) {
 			if (em_parse_size(argv[++i], &unit) || !unit)
 				return usage(stderr), 2;
+			unit_given = 1;
 		} else if (!strcmp(argv[i], "--distinct")) {
 			show_distinct = 1;
 		} else if (!strcmp(argv[i], "-v")) {
@@ -137,14 +139,6 @@ int main(int argc, char **argv)
 	}
 	if (!path || !cache)
 		return usage(stderr), 2;
-	uint64_t cap = cache / unit;
-
-	if (!cap) {
-		fprintf(stderr, "ethermem-ideal: the cache holds no unit of %" PRIu64 " bytes\n",
-			unit);
-		return 2;
-	}
-
 	FILE *f = fopen(path, "rb");
 
 	if (!f) {
@@ -177,6 +171,37 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	fclose(f);
+
+	/* the mapping's unit, when the engine recorded it, in the serial's top
+	 * bits (log2 - 11); a trace without it takes --unit */
+	unsigned tlog = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		unsigned l = rec[i][0] >> 27;
+
+		rec[i][0] &= (1u << 27) - 1;
+		if (l && tlog && l != tlog) {
+			fprintf(stderr, "ethermem-ideal: %s: mappings with different units\n",
+				path);
+			return 1;
+		}
+		if (l)
+			tlog = l;
+	}
+	if (tlog && unit_given && unit != 1ull << (tlog + 11)) {
+		fprintf(stderr, "ethermem-ideal: %s: recorded with %llu-byte units, not --unit\n",
+			path, 1ull << (tlog + 11));
+		return 1;
+	}
+	if (tlog)
+		unit = 1ull << (tlog + 11);
+	uint64_t cap = cache / unit;
+
+	if (!cap) {
+		fprintf(stderr, "ethermem-ideal: the cache holds no unit of %" PRIu64 " bytes\n",
+			unit);
+		return 2;
+	}
 
 	/* next[i]: the index of the next record of the same unit (n: none) */
 	int64_t *next = malloc((n ? n : 1) * sizeof(*next));

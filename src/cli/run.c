@@ -32,8 +32,9 @@ static void emm_run_usage(FILE *f)
 		   "                     stays local as usual\n"
 		   "  --threshold SIZE   allocations and read-only file mappings at least\n"
 		   "                     this large go to the pool (default 1M, minimum 256K)\n"
-		   "  --fetch-unit SIZE  bytes per fault, 4K..64K (default 64K; smaller\n"
-		   "                     suits programs that touch memory at random)\n"
+		   "  --fetch-unit SIZE  bytes per fault, 4K..64K (default 16K); where\n"
+		   "                     faults land near each other a fault fetches\n"
+		   "                     64K around it anyway\n"
 		   "  --small-objects    allocations below the threshold come from pool arenas\n"
 		   "                     too, so a heap of many small objects is bounded\n"
 		   "                     (ETHERMEM_SMALL_OBJECTS=1); a program linked with\n"
@@ -43,7 +44,7 @@ static void emm_run_usage(FILE *f)
 
 int em_cli_run(int argc, char **argv)
 {
-	const char *local = "256M", *thr = "1M", *unit = "64K";
+	const char *local = "256M", *thr = "1M", *unit = "16K";
 	int small = 0;
 	char self[PATH_MAX], shim[PATH_MAX + 64], *slash, *pre;
 	uint64_t v;

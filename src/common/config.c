@@ -94,7 +94,7 @@ const struct em_setting em_settings[EM_CFG_COUNT] = {
 	[EM_CFG_THRESHOLD] = { "ETHERMEM_THRESHOLD", NULL, E, EM_CFG_SIZE, "1M", 256 << 10,
 			       INT64_MAX, NULL,
 			       "preload: allocations from this size go to the pool" },
-	[EM_CFG_FETCH_UNIT] = { "ETHERMEM_FETCH_UNIT", NULL, E | EM_CFG_POW2, EM_CFG_SIZE, "64K",
+	[EM_CFG_FETCH_UNIT] = { "ETHERMEM_FETCH_UNIT", NULL, E | EM_CFG_POW2, EM_CFG_SIZE, "16K",
 				4096, 64 << 10, NULL, "preload: bytes fetched per fault" },
 	[EM_CFG_PRELOAD_STATS] = { "ETHERMEM_PRELOAD_STATS", NULL, E, EM_CFG_BOOL, "no", 0, 0, NULL,
 				   "preload: print one line of statistics at exit" },

@@ -62,7 +62,8 @@
 #define EMM_MAX_MAPS 1024
 #define EMM_STREAMS 16
 #define EMM_AHEAD_BYTES (4ul << 20)
-#define EMM_HUGE (2ul << 20) /* the explicit huge page size used */
+#define EMM_GROUP_BYTES (64ul << 10) /* what a dense region's fault fetches */
+#define EMM_HUGE (2ul << 20)         /* the explicit huge page size used */
 
 enum {
 	EMM_EMPTY = 0,
@@ -107,16 +108,18 @@ struct emm_mapping {
 	struct emm_mapping *retired_next; /* unmapped, waiting to be freed */
 	size_t ngone;                     /* units discarded (emm_g.mu) */
 	uint32_t serial;                  /* the trace's name for it: never reused in a process */
+	int64_t last_fault;               /* unit of its last fault (emm_g.lock) */
+	_Atomic int dense;                /* near-fault score, -8..8 (written under emm_g.lock) */
 	_Atomic uint64_t faults, fetched, written, prefetched, evictions;
 };
 
 struct emm_infl {
 	struct emm_unit *u; /* NULL for a free entry */
 	uint8_t write;
-	uint8_t prefetch;
-	uint8_t done;  /* writes: completion seen */
-	uint8_t dirty; /* reads: install writable and dirty */
-	uint8_t ready; /* prefetch landed in staging, not installed */
+	uint8_t prefetch; /* 1 a stream's; 2 a dense region's group (staged up to tmin) */
+	uint8_t done;     /* writes: completion seen */
+	uint8_t dirty;    /* reads: install writable and dirty */
+	uint8_t ready;    /* prefetch landed in staging, not installed */
 	int result;
 };
 
@@ -179,6 +182,7 @@ struct emm_state {
 	struct em_map_stats gone;    /* totals of unmapped mappings */
 	int trace;                   /* ETHERMEM_MAP_TRACE's descriptor + 1; 0 off */
 	uint32_t serials;            /* mappings ever made (emm_g.mu) */
+	int pidfd;                   /* this process's pidfd + 1, for process_madvise; 0 none */
 };
 extern struct emm_state emm_g;
 

@@ -11,7 +11,8 @@
 
 /* Feeds one fault into the stream table; returns unit indices to fetch
  * ahead (under emm_g.lock). */
-static unsigned emm_stream_feed(struct emm_mapping *m, int64_t idx, int64_t *out, unsigned max)
+static unsigned emm_stream_feed(struct emm_mapping *m, int64_t idx, int64_t *out, unsigned max,
+				int64_t conf)
 {
 	struct emm_stream *lru = &emm_g.streams[0];
 	int64_t ahead = (int64_t)(emm_ahead_bytes() >> m->shift);
@@ -71,6 +72,10 @@ static unsigned emm_stream_feed(struct emm_mapping *m, int64_t idx, int64_t *out
 			s->used = emm_g.stream_tick;
 			if (s->hits < 16)
 				s->hits++;
+			/* in a dense region the touches of a group's units look
+			 * like a stream: only one that runs past a group is */
+			if (s->hits < conf)
+				return 0;
 			int64_t depth = (int64_t)1 << (s->hits < 6 ? s->hits : 6);
 
 			if (depth > ahead)
@@ -100,6 +105,43 @@ static unsigned emm_stream_feed(struct emm_mapping *m, int64_t idx, int64_t *out
 	return 0;
 }
 
+/* Whether faults in m land near each other, fed with every fault (under
+ * emm_g.lock). Small units keep scattered reuse cheap: a 4 KiB touch in a
+ * heap that a collector frees and reuses page by page fetches 16 KiB, not
+ * 64 KiB. But where a fault's neighbours are used soon after (a GEMM walking
+ * blocks of a matrix, a buffer filled piecewise), one fault per small unit
+ * costs more faults than the bytes justify, and the stream table sees no
+ * stride in blocked access. So each mapping keeps a score: a fault within a
+ * group (EMM_GROUP_BYTES) of the previous one raises it, a farther one lowers
+ * it; while it is positive a fault also fetches the rest of its aligned
+ * group. The neighbours wait in staging like prefetches, so touching them
+ * is a fault too and keeps the score up, and a region whose neighbours go
+ * unused falls back to single units. Returns the group's size in units (1:
+ * the fault's unit alone). */
+static int64_t emm_density_feed(struct emm_mapping *m, int64_t idx)
+{
+	int64_t g = (int64_t)(EMM_GROUP_BYTES >> m->shift), d = idx - m->last_fault;
+
+	/* only the shim's blocks (scratch memory of programs we do not know);
+	 * an em_map user chose its unit */
+	if (g <= 1 || !(m->flags & EM_MAP_SCRATCH))
+		return 1;
+	int s = atomic_load_explicit(&m->dense, memory_order_relaxed);
+
+	if (d) {
+		bool near = d > -g && d < g;
+
+		if (near && s < 8)
+			s++;
+		else if (!near && s > -8)
+			s--;
+		/* read without the lock by a zero fill (serve.c) */
+		atomic_store_explicit(&m->dense, s, memory_order_relaxed);
+		m->last_fault = idx;
+	}
+	return s > 0 ? g : 1;
+}
+
 /* Tops up prefetch for a fault at idx on a held slot; units are claimed
  * (EMPTY -> FETCHING) here and posted with `pre` (the demand fetch, if any). */
 int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, struct emm_io *pre,
@@ -108,7 +150,8 @@ int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, stru
 	struct emm_source *src = m->src;
 	struct emm_io io[EMM_DEPTH];
 	int64_t want[32];
-	unsigned nw = 0, n = 0;
+	unsigned nw = 0, n = 0, glog = 0;
+	int64_t g = 1;
 	int posted;
 
 	if (pre)
@@ -121,11 +164,26 @@ int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, stru
 		/* leave entries for the write-back that reserving may need */
 		room = room > 8 + n ? room - 8 - n : 0;
 		emm_lock();
-		nw = emm_stream_feed(m, (int64_t)idx, want, room < 32 ? room : 32);
+		g = emm_density_feed(m, (int64_t)idx);
+		nw = emm_stream_feed(m, (int64_t)idx, want, room < 32 ? room : 32, g + 1);
 		emm_unlock();
+		while (((int64_t)1 << glog) < g)
+			glog++;
+		/* a dense region's fault brings its group, unless a stream
+		 * already asked for more */
+		for (int64_t j = (int64_t)idx & ~(g - 1); g > 1 && j < ((int64_t)idx | (g - 1)) + 1;
+		     j++) {
+			bool have = j == (int64_t)idx || (uint64_t)j >= m->nunits;
+
+			for (unsigned k = 0; k < nw && !have; k++)
+				have = want[k] == j;
+			if (!have && nw < room && nw < 32)
+				want[nw++] = j;
+		}
 	}
 	for (unsigned i = 0; i < nw; i++) {
 		struct emm_unit *u = &m->u[want[i]];
+		bool grp = want[i] >> glog == (int64_t)idx >> glog;
 		uint32_t z = EMM_EMPTY;
 		int e;
 
@@ -142,7 +200,7 @@ int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, stru
 		uint64_t ul = emm_ulen(m, (size_t)want[i]);
 
 		/* the entry is taken before reserving: write-back may need entries */
-		sl->infl[e] = (struct emm_infl){ .u = u, .prefetch = 1 };
+		sl->infl[e] = (struct emm_infl){ .u = u, .prefetch = grp ? 2 : 1 };
 		emm_reserve(sl, ul);
 		io[n++] = (struct emm_io){
 			.rctx = m->rctx,

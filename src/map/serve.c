@@ -110,6 +110,25 @@ static struct emm_mapping *emm_find(uintptr_t a)
 	return NULL;
 }
 
+/* A dense region (prefetch.c) fills a group at a time: the other units of
+ * idx's group that hold nothing yet go in as zeros with it, so a buffer
+ * being filled takes one fault per group, not one per unit. */
+static void emm_zero_group(struct emm_slot *sl, struct emm_mapping *m, size_t idx)
+{
+	size_t g = EMM_GROUP_BYTES >> m->shift;
+
+	for (size_t j = idx & ~(g - 1); g > 1 && j < (idx | (g - 1)) + 1 && j < m->nunits; j++) {
+		struct emm_unit *v = &m->u[j];
+		uint32_t z = EMM_EMPTY;
+
+		if (j == idx || v->written ||
+		    !atomic_compare_exchange_strong(&v->st, &z, EMM_FETCHING | (uint32_t)sl->idx))
+			continue;
+		emm_reserve(sl, emm_ulen(m, j));
+		emm_install(v, emm_g.zero, false);
+	}
+}
+
 /* The demand fetch of unit idx, which the caller moved to FETCHING(sl). */
 static int emm_fetch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, bool is_write)
 {
@@ -127,6 +146,9 @@ static int emm_fetch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, boo
 		r = emm_install(u, emm_g.zero, dirty);
 		if (!r && !(m->flags & EM_MAP_NOPREFETCH))
 			emm_fetch_batch(sl, m, idx, NULL, -1);
+		/* only ever positive on the shim's blocks */
+		if (!r && atomic_load_explicit(&m->dense, memory_order_relaxed) > 0)
+			emm_zero_group(sl, m, idx);
 		return r;
 	}
 	while ((e = emm_infl_alloc(sl)) < 0) {

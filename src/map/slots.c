@@ -102,7 +102,8 @@ static int emm_copy_pieces(const struct uffdio_copy *whole)
 }
 
 /* The fetch trace (emm_set_trace): one 8-byte record per installed unit,
- * the mapping's serial and the unit's index, the top bit of the index set
+ * the mapping's serial (its top 5 bits: log2 of the unit - 11, so that
+ * ethermem-ideal knows the unit) and the unit's index, the top bit of the index set
  * when the unit was zero-filled rather than fetched. A write(2) each, so
  * that records from the handler and the pager thread never need a lock or
  * a flush at exit; it is a measuring mode, and a syscall is small beside a
@@ -111,7 +112,8 @@ static int emm_copy_pieces(const struct uffdio_copy *whole)
  * with the hits left out. */
 static void emm_trace(const struct emm_mapping *m, size_t idx, bool zero)
 {
-	uint32_t rec[2] = { m->serial, (uint32_t)idx | (zero ? 1u << 31 : 0) };
+	uint32_t rec[2] = { (m->serial & ((1u << 27) - 1)) | (m->shift - 11) << 27,
+			    (uint32_t)idx | (zero ? 1u << 31 : 0) };
 
 	if (write(emm_g.trace - 1, rec, sizeof(rec)) < 0)
 		return; /* a full disk loses records, never the program */
@@ -278,7 +280,8 @@ int emm_reap(struct emm_slot *sl, unsigned min, int timeout_ms)
 			 * half of T's share, or T is left with only units that were
 			 * installed a moment ago and evicts them before their use */
 			emm_lock();
-			stage = e->prefetch && emm_g.staged + ul <= emm_tmin() / 2;
+			stage = e->prefetch &&
+				emm_g.staged + ul <= emm_tmin() / (e->prefetch == 2 ? 1 : 2);
 			if (stage)
 				emm_g.staged += ul;
 			emm_unlock();

@@ -41,6 +41,15 @@ got=$("$T" --cache 128K --unit 64K "$W/two")
 trace "$W/zero" "1:0z 1:1z 1:0 1:1"
 got=$("$T" --cache 4K --unit 4K "$W/zero")
 [ "$got" = $((2 * 4096)) ] || fail "zero-filled records: $got, want 8192"
+# a trace that records its unit (top 5 bits of the serial: log2 - 11) is
+# read with that unit: 16 KiB here, so 48K holds the cyclic trace's 3 units
+rec() { echo "$(($2 << 27 | $1))"; }
+trace "$W/u16" "$(for _ in 1 2 3; do printf '%s:0 %s:1 %s:2 %s:3 ' $(rec 1 3) $(rec 1 3) $(rec 1 3) $(rec 1 3); done)"
+got=$("$T" --cache 48K "$W/u16") || fail "ethermem-ideal on a trace with its unit"
+[ "$got" = $((6 * 16384)) ] || fail "recorded unit: $got bytes, want $((6 * 16384))"
+"$T" --cache 1M --unit 64K "$W/u16" >/dev/null 2>&1 && fail "--unit against the recorded unit accepted"
+trace "$W/mixed" "$(rec 1 3):0 $(rec 2 5):0"
+"$T" --cache 1M "$W/mixed" >/dev/null 2>&1 && fail "mixed units accepted"
 # refused: no cache, a cache smaller than a unit, a missing file
 "$T" "$W/cyc" >/dev/null 2>&1 && fail "no --cache accepted"
 "$T" --cache 1K "$W/cyc" >/dev/null 2>&1 && fail "a cache under one unit accepted"

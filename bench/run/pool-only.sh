@@ -1,0 +1,54 @@
+#!/bin/bash
+# bench/run/pool-only.sh CASE [ethermem run options...] - the pool run of one
+# quick-corpus case alone, with its fetch trace: bytes fetched against
+# Belady's MIN at the run's own unit, faults, written back. For policy work,
+# where run.sh's plain and swap runs would triple the time and say nothing
+# about the bytes. CASE: linear numpy threads forkpool gcc torchload.
+# Example: bench/run/pool-only.sh gcc --fetch-unit 64K
+# Needs build/ (EM_BUILD_DIR), /usr/bin/python3 with numpy and torch, gcc.
+set -u
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+H=$ROOT/bench/run PY=/usr/bin/python3 B=${EM_BUILD_DIR:-$ROOT/build}
+[ $# -ge 1 ] || { echo "usage: $0 CASE [ethermem run options]" >&2; exit 2; }
+c=$1; shift
+W=$(mktemp -d /var/tmp/ethermem-pool-only.XXXXXX) || exit 1
+NP=''
+trap '[ -n "$NP" ] && kill $NP 2>/dev/null; wait; rm -rf "$W"' EXIT
+case $c in
+linear) BUDGET=32M CMD="$PY $H/linear.py 6 2048 3" ;;
+numpy) BUDGET=48M CMD="$PY $H/numpy_pipe.py 32" ;;
+threads) BUDGET=16M CMD="$PY $H/threads.py 8 4 32" ;;
+forkpool) BUDGET=16M CMD="$PY $H/forkpool.py 32" ;;
+gcc) $PY "$H/gen.py" csource "$W/gen.c" 60 || exit 1
+	BUDGET=16M CMD="gcc -O2 -w -c $W/gen.c -o $W/gen.o" ;;
+torchload) $PY "$H/torchload.py" save "$W/sd.pt" 6 2048 || exit 1
+	BUDGET=32M CMD="$PY $H/torchload.py load $W/sd.pt" ;;
+*) echo "$0: unknown case '$c'" >&2; exit 2 ;;
+esac
+echo "pool-only secret $$ $(date +%s%N)" > "$W/secret"
+chmod 600 "$W/secret"
+"$B/ethermemd" --listen tcp://127.0.0.1:0 --capacity 4G --secret-file "$W/secret" \
+	--port-file "$W/port" 2>"$W/node.log" &
+NP=$!
+for _ in $(seq 200); do [ -s "$W/port" ] && break; sleep 0.05; done
+[ -s "$W/port" ] || { cat "$W/node.log" >&2; exit 1; }
+export ETHERMEM_NODES=tcp://127.0.0.1:$(cat "$W/port") ETHERMEM_SECRET_FILE=$W/secret OMP_NUM_THREADS=1
+t0=$(date +%s.%N)
+ETHERMEM_PRELOAD_STATS=1 ETHERMEM_MAP_TRACE=$W/trace \
+	"$B/ethermem" run --local-mem $BUDGET "$@" -- $CMD >"$W/out" 2>"$W/err"
+rc=$?
+t1=$(date +%s.%N)
+[ $rc = 0 ] || tail -5 "$W/err" >&2
+read -r faults fetched written < <(awk '/^ethermem-preload: blocks/ {
+	for (i = 2; i < NF; i += 2) v[$i] += $(i + 1) }
+	END { printf "%d %d %d\n", v["faults"], v["fetched"], v["written"] }' "$W/err")
+ideal=0
+for t in "$W"/trace.*; do
+	[ -s "$t" ] || continue
+	i=$("$B/ethermem-ideal" --cache "$BUDGET" "$t") || exit 1
+	ideal=$((ideal + i))
+done
+awk -v c="$c" -v rc=$rc -v a="$t0" -v b="$t1" -v f="$fetched" -v i="$ideal" -v fa="$faults" -v w="$written" 'BEGIN {
+	printf "%s exit %d %.1f s fetched %.1f MB ideal %.1f MB fetched/ideal %s faults %d written %.1f MB\n",
+		c, rc, b - a, f / 1e6, i / 1e6, (i ? sprintf("%.2f", f / i) : "-"), fa, w / 1e6 }'
+exit $rc
