@@ -109,6 +109,11 @@ static void emm_atfork_child(void)
 	if (emm_g.trace)
 		close(emm_g.trace - 1);
 	emm_g.trace = 0;
+	/* the parent's pidfd names the parent: process_madvise through it
+	 * would drop the parent's pages */
+	if (emm_g.pidfd)
+		close(emm_g.pidfd - 1);
+	emm_g.pidfd = 0;
 	emm_g.mode = 0;
 	emm_g.resident = 0;
 	emm_g.P = emm_g.T = (struct emm_list){ 0 };
@@ -173,6 +178,13 @@ int emm_init_locked(void)
 		return -ENOMEM;
 	}
 	emm_g.uffd = fd;
+	/* eviction drops its victims with one process_madvise (policy.c);
+	 * without a pidfd it falls back to one madvise each */
+	if (!emm_g.pidfd) {
+		int pf = (int)syscall(SYS_pidfd_open, getpid(), 0);
+
+		emm_g.pidfd = pf >= 0 ? pf + 1 : 0;
+	}
 	if (emm_g.mode == EMM_FAULTS_SIGBUS) {
 		struct sigaction sa = { .sa_sigaction = emm_sigbus,
 					.sa_flags = SA_SIGINFO | SA_RESTART };
