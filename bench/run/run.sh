@@ -182,6 +182,8 @@ status() {
 		echo cut
 	elif [ "$RC" != 0 ] || [ ! -s "$WORK/out.$1" ]; then
 		echo error
+	elif [ "$1" != plain ] && [ "${PLAIN_CUT:-0}" = 1 ]; then
+		echo unchecked
 	elif ! cmp -s "$WORK/out.$1" "$WORK/out.plain"; then
 		echo differs
 	else
@@ -190,7 +192,7 @@ status() {
 }
 
 CSV=$WORK/run.csv
-echo "case,budget_bytes,plain_s,pool_s,swap_s,pool_status,swap_status,pool_x_plain,swap_over_pool,fetched_bytes,ideal_bytes,fetched_over_ideal,faults,written_bytes,pool_peak_bytes,swap_limit_bytes,plain_peak_bytes,pool_footprint_bytes" > "$CSV"
+echo "case,budget_bytes,plain_s,pool_s,swap_s,pool_status,swap_status,pool_x_plain,swap_over_pool,fetched_bytes,ideal_bytes,fetched_over_ideal,faults,written_bytes,pool_peak_bytes,swap_limit_bytes,plain_peak_bytes,pool_footprint_bytes,plain_cut" > "$CSV"
 FAILED=0
 START=$(date +%s)
 for c in $CASES; do
@@ -201,7 +203,15 @@ for c in $CASES; do
 	fi
 	run_in plain 0
 	plain_peak=$PEAK
-	if [ "$RC" != 0 ] || [ ! -s "$WORK/out.plain" ]; then
+	# a plain run over the time limit (the full corpus on a loaded
+	# machine) leaves nothing to compare with, but the pool and swap runs
+	# still say what they fetched and how long they took: their outputs
+	# are then reported unchecked, and the next case goes on
+	PLAIN_CUT=0
+	if [ "$(status plain)" = cut ]; then
+		PLAIN_CUT=1
+		say "$c: the plain run was cut off at $TO s: outputs not compared"
+	elif [ "$RC" != 0 ] || [ ! -s "$WORK/out.plain" ]; then
 		tail -5 "$WORK/err.plain" >&2
 		die "$c: the plain run failed (exit $RC)"
 	fi
@@ -240,15 +250,15 @@ for c in $CASES; do
 	case $sst in ok|cut) ;; *) say "$c swap: $sst (exit $RC)"; tail -5 "$WORK/err.swap" >&2 ;; esac
 	row=$(awk -v c="$c" -v b="$budget" -v p="$plain_s" -v q="$pool_s" -v s="$swap_s" \
 		-v pst="$pst" -v sst="$sst" -v f="$fetched" -v i="$ideal" -v fa="$faults" -v w="$written" \
-		-v pk="$pool_peak" -v l="$limit" -v pp="$plain_peak" -v ft="$foot" 'BEGIN {
+		-v pk="$pool_peak" -v pc="$PLAIN_CUT" -v l="$limit" -v pp="$plain_peak" -v ft="$foot" 'BEGIN {
 		r = sprintf("%.2f", s / q)
 		so = ""
 		if (sst == "ok") so = r
 		if (sst == "cut") so = ">" r
 		fi = ""
 		if (i > 0) fi = sprintf("%.2f", f / i)
-		printf "%s,%s,%s,%s,%s,%s,%s,%.2f,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", c, b, p, q, s, pst, sst,
-			q / p, so, f, i, fi, fa, w, pk, l, pp, ft }')
+		printf "%s,%s,%s,%s,%s,%s,%s,%.2f,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", c, b, p, q, s, pst, sst,
+			q / p, so, f, i, fi, fa, w, pk, l, pp, ft, pc }')
 	echo "$row" >> "$CSV"
 	say "$row"
 done
@@ -267,7 +277,7 @@ cp "$CSV" "$OUT/run.csv"
 	echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 	awk -F, 'NR > 1 {
 		printf "| %s | %d MiB | %d MiB | %s | %s | %s | %s | %s | %.1f | %.1f | %s | %s | %.1f | %s |\n",
-			$1, $2 / 1048576, $16 / 1048576, $3, ($6 == "cut" ? ">" $4 : $4), $8, ($7 == "cut" ? ">" $5 : $5), $9,
+			$1, $2 / 1048576, $16 / 1048576, ($19 == 1 ? ">" $3 : $3), ($6 == "cut" ? ">" $4 : $4), $8, ($7 == "cut" ? ">" $5 : $5), $9,
 			$10 / 1e6, $11 / 1e6, $12, $13, $14 / 1e6,
 			($6 == "ok" ? "same" : "pool " $6) ($7 == "ok" || $7 == "cut" ? "" : ", swap " $7) }' "$CSV"
 	if [ -s "$WORK/metrics.csv" ]; then
