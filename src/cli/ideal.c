@@ -7,8 +7,8 @@
  * TRACE is what ETHERMEM_MAP_TRACE writes (slots.c): 8-byte records, a
  * mapping's serial (its top 5 bits: log2 of the unit size - 11) and a unit
  * index whose top bit marks a zero-filled unit. The cache holds --cache /
- * unit units; --unit is for traces that do not record it (top bits 0), and
- * one trace may not mix unit sizes. The policy is Belady's MIN: on a miss with the cache full, evict
+ * unit units; --unit is for traces that do not record it (top bits 0).
+ * A trace whose mappings had different units is computed at the smallest. The policy is Belady's MIN: on a miss with the cache full, evict
  * the unit whose next reference is farthest away. No policy that has to
  * install a unit to use it fetches less. A miss costs a fetch unless the
  * record says the unit was zero-filled: the pool held nothing for it then.
@@ -173,28 +173,59 @@ int main(int argc, char **argv)
 	fclose(f);
 
 	/* the mapping's unit, when the engine recorded it, in the serial's top
-	 * bits (log2 - 11); a trace without it takes --unit */
-	unsigned tlog = 0;
+	 * bits (log2 - 11); records without it take --unit. Where mappings
+	 * had different units (a program's own allocator's blocks beside the
+	 * shim's), every record is cut into records of the smallest: MIN at
+	 * the finer unit needs no more than at the coarser, so the figure
+	 * stays a lower bound. */
+	unsigned lmin = 0, lmax = 0, lu = 0;
 
+	for (uint64_t u = unit; u > 1; u >>= 1)
+		lu++;
 	for (size_t i = 0; i < n; i++) {
-		unsigned l = rec[i][0] >> 27;
+		unsigned l = rec[i][0] >> 27 ? (rec[i][0] >> 27) + 11 : lu;
 
-		rec[i][0] &= (1u << 27) - 1;
-		if (l && tlog && l != tlog) {
-			fprintf(stderr, "ethermem-ideal: %s: mappings with different units\n",
-				path);
+		if (unit_given && l != lu) {
+			fprintf(stderr,
+				"ethermem-ideal: %s: recorded with %llu-byte units, not --unit\n",
+				path, 1ull << l);
 			return 1;
 		}
-		if (l)
-			tlog = l;
+		lmin = !lmin || l < lmin ? l : lmin;
+		lmax = l > lmax ? l : lmax;
 	}
-	if (tlog && unit_given && unit != 1ull << (tlog + 11)) {
-		fprintf(stderr, "ethermem-ideal: %s: recorded with %llu-byte units, not --unit\n",
-			path, 1ull << (tlog + 11));
-		return 1;
+	if (n)
+		unit = 1ull << lmin;
+	if (n && lmax > lmin) {
+		size_t m = 0;
+
+		for (size_t i = 0; i < n; i++)
+			m += (size_t)1
+			     << (((rec[i][0] >> 27 ? (rec[i][0] >> 27) + 11 : lu)) - lmin);
+		uint32_t(*fine)[2] = malloc(m * sizeof(*fine));
+
+		if (!fine) {
+			fprintf(stderr, "ethermem-ideal: no memory for %zu records\n", m);
+			return 1;
+		}
+		m = 0;
+		for (size_t i = 0; i < n; i++) {
+			unsigned l = rec[i][0] >> 27 ? (rec[i][0] >> 27) + 11 : lu;
+			uint32_t k = 1u << (l - lmin), idx = rec[i][1] & 0x7fffffffu;
+
+			for (uint32_t j = 0; j < k; j++) {
+				fine[m][0] = rec[i][0];
+				fine[m][1] = ((idx * k + j) & 0x7fffffffu) |
+					     (rec[i][1] & (1u << 31));
+				m++;
+			}
+		}
+		free(rec);
+		rec = fine;
+		n = m;
 	}
-	if (tlog)
-		unit = 1ull << (tlog + 11);
+	for (size_t i = 0; i < n; i++)
+		rec[i][0] &= (1u << 27) - 1;
 	uint64_t cap = cache / unit;
 
 	if (!cap) {
