@@ -40,7 +40,7 @@ for i, r in enumerate(rows):
     x0 = left + 20 + 110 * i
     for j, (name, key, st, color) in enumerate(modes):
         v = float(r[key])
-        cut = st is not None and r[st] == "cut"
+        cut = r.get("plain_cut") == "1" if st is None else r[st] == "cut"
         x = x0 + 26 * j
         fill = "url(#cut)" if cut else color
         out.append(f'<rect x="{x}" y="{y(v):.1f}" width="24" height="{top + ph - y(v):.1f}" fill="{fill}" stroke="{color}"/>')
