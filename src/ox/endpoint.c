@@ -61,6 +61,7 @@ struct ox_peer {
 	struct ox_conn c;
 	struct ox_pend *q;
 	unsigned qcap, qhead, qcount;
+	bool parked; /* bound, given up: not retried until it is heard from */
 };
 
 struct ox_win {
@@ -576,6 +577,11 @@ static int input(struct ox_endpoint *ep, const uint8_t *f, size_t len, uint64_t 
 	int r = ox_conn_input(&p->c, &ep->fr, now);
 	if (p->c.resets != session)
 		p->qcount = 0; /* answers to the old session must not reach the new */
+	if (r >= 0 && p->parked) {
+		/* a frame that passed its checks: the bound peer is back */
+		p->parked = false;
+		ox_gbn_resume(&p->c.g, now);
+	}
 	if (r <= 0)
 		return r;
 	for (unsigned i = 0; i < ep->fr.nmsg; i++)
@@ -594,25 +600,39 @@ int ox_endpoint_input(struct ox_endpoint *ep, const uint8_t *f, size_t len, uint
 }
 
 /* A peer that has acknowledged nothing for giveup_rto timeouts in a row is
- * gone (unplugged, restarted as something else): retrying it for ever costs
- * frames and a peer-table slot.  Its windows stay; if it comes back it
- * starts a fresh connection, as after a restart. */
+ * gone, or not listening: retrying it for ever costs frames.  An unbound
+ * peer is forgotten, which also frees its table slot; its windows stay,
+ * and if it comes back it opens a fresh connection, as after a restart.
+ * A bound peer cannot do that (only its control session starts its
+ * connection, so that no frame from the wire can restart it), and its
+ * session still vouches for it: an idle client that polls nothing, or one
+ * whose frames a switch sends elsewhere for a while, comes back with the
+ * sequence numbers it left with.  So its connection is kept and only the
+ * retrying stops, until a frame of its passes the checks (input); the
+ * session's end forgets it. */
 static bool give_up(struct ox_endpoint *ep, int i)
 {
 	struct ox_peer *p = ep->peer[i];
+	if (p->parked)
+		return true;
 	if (p->c.g.silent < ep->o.giveup_rto)
 		return false;
 	ep->st.gaveup++;
 	if (ep->o.log) {
 		const uint8_t *m = p->c.peer;
-		char line[160];
+		char line[192];
 		snprintf(line, sizeof(line),
 			 "ox: peer %02x:%02x:%02x:%02x:%02x:%02x acknowledged "
-			 "nothing for %u retransmissions; connection dropped",
-			 m[0], m[1], m[2], m[3], m[4], m[5], p->c.g.silent);
+			 "nothing for %u retransmissions; %s",
+			 m[0], m[1], m[2], m[3], m[4], m[5], p->c.g.silent,
+			 p->c.o.bound ? "not retried until it is heard from"
+				      : "connection dropped");
 		ep->o.log(line);
 	}
-	peer_free(ep, i);
+	if (p->c.o.bound)
+		p->parked = true;
+	else
+		peer_free(ep, i);
 	return true;
 }
 

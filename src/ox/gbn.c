@@ -17,7 +17,8 @@
  * Acknowledgements ride on outgoing frames; when none go out, the owner sends
  * an ACK-only frame after ack_delay or once 16 frames wait to be acked.
  * Consecutive timeouts double the timeout (up to 128 times) so that a peer
- * that went away costs little; any acknowledgement resets it.
+ * that went away costs little; any acknowledgement resets it, and so does
+ * the owner when a peer it stopped retrying speaks again (ox_gbn_resume).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -184,4 +185,13 @@ uint64_t ox_gbn_tick(struct ox_gbn *g, uint64_t now)
 	if (g->ack_due && g->ack_deadline < next)
 		next = g->ack_deadline;
 	return next;
+}
+
+void ox_gbn_resume(struct ox_gbn *g, uint64_t now)
+{
+	g->backoff = 0;
+	g->silent = 0;
+	g->last_progress = now;
+	if (g->count)
+		g->rtx_due = true;
 }

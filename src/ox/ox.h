@@ -248,6 +248,9 @@ enum ox_rx_verdict ox_gbn_rx(struct ox_gbn *g, uint32_t seq, bool ackonly, bool 
 void ox_gbn_ack_fields(struct ox_gbn *g, struct ox_tloe *h);
 /* Timer check: sets rtx_due on timeout.  Returns the next deadline (ns). */
 uint64_t ox_gbn_tick(struct ox_gbn *g, uint64_t now);
+/* The peer was heard from after a long silence: the timer and its backoff
+ * start over, and whatever it has not acknowledged goes again at once. */
+void ox_gbn_resume(struct ox_gbn *g, uint64_t now);
 
 /* ------------------------------------------------------------------ */
 /* Credits                                                             */
@@ -416,8 +419,9 @@ struct ox_opts {
 	 * responses across request frames. */
 	bool reply_per_frame;
 	/* giveup_rto: a peer that acknowledges nothing for this many
-	 * retransmission timeouts in a row is forgotten (0 = 32, 3.6 s at the
-	 * default timeout, as the wait between retries grows to 128 timeouts);
+	 * retransmission timeouts in a row is given up (0 = 32, 3.6 s at the
+	 * default timeout, as the wait between retries grows to 128 timeouts):
+	 * forgotten, or, if bound, left alone until it is heard from again;
 	 * log, when set, hears of it. */
 	unsigned giveup_rto;
 	void (*log)(const char *line);
@@ -443,7 +447,7 @@ struct ox_stats {
 	uint64_t atomics;
 	uint64_t stale;   /* responses matching no outstanding request */
 	uint64_t overrun; /* requests beyond the credit we granted */
-	uint64_t gaveup;  /* peers forgotten for never acknowledging */
+	uint64_t gaveup;  /* peers given up on for never acknowledging */
 };
 
 /* ------------------------------------------------------------------ */

@@ -317,6 +317,13 @@ int ox_requester_poll(struct ox_requester *r, uint64_t now)
 	r->dirty = false;
 	issue(r, now);
 	ox_conn_flush(&r->c, now);
+	/* With nothing in flight no one may poll us again for a long time,
+	 * so the acknowledgement we owe goes now, not after its short delay:
+	 * else the node retries its last frame to a requester that is not
+	 * reading, and in the end gives up on it.  A caller that goes on
+	 * submitting pays one small frame per time it runs dry. */
+	if (!r->busy && r->c.g.ack_due)
+		r->c.g.ack_deadline = now;
 	r->next_due = ox_conn_service(&r->c, now);
 	ox_link_flush(r->link);
 	ox_conn_sync(&r->c);

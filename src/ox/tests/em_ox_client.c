@@ -467,11 +467,22 @@ static int victim(const char *dir)
 	memset(buf, VICTIM_BYTE, sizeof(buf));
 	CHECK_RC(em_write(r, 0, buf, sizeof(buf)), 0);
 	CHECK(em_ox_window(r, 0) != 0);
+	/* the acknowledgement of our last response is on its way to the node,
+	 * which counts it in its own thread: the attack starts (base written)
+	 * only once the node's count stood still for 100 ms, so that every
+	 * frame it takes in from here on is the attacker's */
+	CHECK_RC(em_status_raw(pool, 0, v0), 0);
+	for (int i = 0; i < 100; i++) {
+		usleep(100000);
+		CHECK_RC(em_status_raw(pool, 0, vg), 0);
+		if (vg[EM_ST_OX_RX] == v0[EM_ST_OX_RX])
+			break;
+		memcpy(v0, vg, sizeof(v0));
+	}
 	snprintf(path, sizeof(path), "%s/base", dir);
 	CHECK((f = fopen(path, "w")) != NULL);
 	fprintf(f, "0x%" PRIx64 "\n", em_ox_window(r, 0));
 	fclose(f);
-	CHECK_RC(em_status_raw(pool, 0, v0), 0);
 	printf("victim: window at 0x%" PRIx64 "\n", em_ox_window(r, 0));
 	fflush(stdout);
 	snprintf(path, sizeof(path), "%s/go", dir);

@@ -10,7 +10,9 @@
  * twice or lost.  Every op's callback must run exactly once.  Then the
  * edges: denied accesses, unknown MACs, malformed frames, credit overflow,
  * every atomic kind on every width, PutPartialData, the verbatim byte order,
- * and that idle peers fall silent.  Some loads run with every requester bound
+ * and that idle peers fall silent (an idle requester owes the node nothing;
+ * a bound one silent past the give-up threshold is served when it comes
+ * back).  Some loads run with every requester bound
  * and tagging its frames (authenticated mode), where a frame with a wrong
  * tag or a sequence number far from the peer's is dropped and counted.
  */
@@ -971,6 +973,94 @@ static void test_open_grants(enum ox_mode mode)
 	free(mem);
 }
 
+/* A bound requester that goes idle after an op owes no retransmission:
+ * its acknowledgement leaves in the poll that completes the op, since no
+ * one may poll it again.  One that is silent past the give-up threshold
+ * all the same (here: its acknowledgement lost) keeps its connection: the
+ * node stops retrying it, and serves it when it comes back with the
+ * sequence numbers it left with.  Time is driven by hand, so the node's
+ * timeouts run out without any requester poll in between. */
+static void test_bound_silence(void)
+{
+	struct world w;
+	g_tagged = true;
+	int rc = world_init(&w, OX_MODE_11, false, 1500, NULL);
+	g_tagged = false;
+	if (rc) {
+		CHECK(!"world_init");
+		return;
+	}
+	n_logged = 0;
+	struct ox_stats s0, s1;
+	uint64_t v = 0x0123456789abcdefull, got = 0, now = ox_now_ns();
+	struct ox_op op = { .kind = OX_OP_PUT, .addr = BASE + 0x100, .buf = &v, .len = 8 };
+	CHECK(ox_requester_submit(w.rq[0], &op) == 0);
+	/* one requester poll at a time, the node polled between: the
+	 * requester stops at the poll that completes the op */
+	for (int k = 0; k < 10000 && !op.done; k++) {
+		ox_requester_poll(w.rq[0], now);
+		ox_endpoint_poll(w.ep, now, 64);
+		now += 1000;
+	}
+	CHECK(op.done && op.status == 0);
+	ox_endpoint_stats(w.ep, &s0);
+	for (int k = 0; k < 100; k++) { /* 200 ms: far past the 300 us timeout */
+		now += 2000000;
+		ox_endpoint_poll(w.ep, now, 64);
+	}
+	ox_endpoint_stats(w.ep, &s1);
+	CHECK(s1.rtx_frames == s0.rtx_frames && s1.timeouts == s0.timeouts);
+
+	/* now the node sends a frame the requester never reads: a grant it
+	 * owes after a write's credit comes back, or here, simply the answer
+	 * to a request whose acknowledgement is then thrown away */
+	op = (struct ox_op){ .kind = OX_OP_GET, .addr = BASE + 0x100, .buf = &got, .len = 8 };
+	CHECK(ox_requester_submit(w.rq[0], &op) == 0);
+	ox_requester_poll(w.rq[0], now);
+	ox_endpoint_poll(w.ep, now, 64); /* the Get is served; the answer waits */
+	uint8_t junk[2048];
+	int lost = 0;
+	while (ox_link_recv(w.rq_raw[0], junk, sizeof(junk)) > 0)
+		lost++;
+	CHECK(lost > 0);
+	/* silent far past the give-up threshold (32 timeouts, the last ones
+	 * 128 x 300 us apart); its answer is retried, then no more */
+	for (int k = 0; k < 5000; k++) {
+		now += 1000000;
+		ox_endpoint_poll(w.ep, now, 64);
+	}
+	ox_endpoint_stats(w.ep, &s0);
+	CHECK(s0.gaveup == 1 && n_logged == 0); /* world_init sets no log */
+	for (int k = 0; k < 100; k++) {
+		now += 10000000;
+		ox_endpoint_poll(w.ep, now, 64);
+	}
+	ox_endpoint_stats(w.ep, &s1);
+	CHECK(s1.rtx_frames == s0.rtx_frames && s1.tx_frames == s0.tx_frames);
+	while (ox_link_recv(w.rq_raw[0], junk, sizeof(junk)) > 0)
+		;
+	/* it comes back: its retransmitted Get brings the node's answer again */
+	for (int k = 0; k < 20000 && !op.done; k++) {
+		ox_requester_poll(w.rq[0], now);
+		ox_endpoint_poll(w.ep, now, 64);
+		now += 100000;
+	}
+	CHECK(op.done && op.status == 0 && got == v);
+	/* and new requests go on at the sequence numbers it left with */
+	v = ~v;
+	op = (struct ox_op){ .kind = OX_OP_PUT, .addr = BASE + 0x100, .buf = &v, .len = 8 };
+	CHECK(ox_requester_submit(w.rq[0], &op) == 0);
+	for (int k = 0; k < 10000 && !op.done; k++) {
+		ox_requester_poll(w.rq[0], now);
+		ox_endpoint_poll(w.ep, now, 64);
+		now += 1000;
+	}
+	CHECK(op.done && op.status == 0 && !memcmp(w.mem + 0x100, &v, 8));
+	ox_endpoint_stats(w.ep, &s1);
+	CHECK(s1.rej[OX_REJ_SEQ] == 0 && s1.rej[OX_REJ_TAG] == 0 && s1.gaveup == 1);
+	world_fini(&w);
+}
+
 int main(int argc, char **argv)
 {
 	t_keep_going = 1;
@@ -985,6 +1075,7 @@ int main(int argc, char **argv)
 		run_edges(OX_MODE_103, false);
 		run_edges(OX_MODE_11, true);
 		test_tagged();
+		test_bound_silence();
 	}
 	struct ox_fault_cfg l1 = { .seed = 1 + 10 * seed, .drop_pct = 1 };
 	struct ox_fault_cfg l5 = { .seed = 2 + 10 * seed, .drop_pct = 5 };
