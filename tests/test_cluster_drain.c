@@ -67,8 +67,8 @@ static em_pool *connect_pool(void)
 /* `lapse`: the drain's target is frozen (SIGSTOP) once the drain has made
  * its new part there, until its 1 s etcd lease has run out, then let go:
  * it registers again while the drain waits for it, and the drain must end
- * with the part moved there, the synchronous and queued workers seeing
- * no error. */
+ * with the part moved there, the synchronous, queued and mapping workers
+ * seeing no error. */
 static struct t_node *lapse_node;
 static atomic_int lapsed;
 
@@ -317,12 +317,10 @@ int main(int argc, char **argv)
 	long b0, b1, b2;
 	char cap[32] = "40M";
 	bool lapse = argc == 2 && !strcmp(argv[1], "lapse");
-	/* lapse: synchronous calls and a queue. Not the mapping: the pager's
-	 * queues do not dial a broken connection again (they submit from the
-	 * fault handler), so a fetch on a connection to the target that
-	 * broke while its lease lapsed fails, and the pager stops the
-	 * process */
-	int nworkers = lapse ? 2 : WORKERS;
+	/* lapse: the mapping too, whose pager's connection to the target
+	 * breaks while its lease lapses: the pool's reconnect thread dials
+	 * it again and the fetch or write-back is sent again */
+	int nworkers = WORKERS;
 	pthread_t lth;
 	em_pool *lp = NULL;
 	FILE *f;

@@ -196,9 +196,21 @@ void em_drain_follow(em_pool *pool, const char *name)
 {
 	pthread_mutex_lock(&pool->lock);
 	for (em_region *r = pool->regions; r; r = r->next)
-		if (r->named && !em_red_on(r) && !strcmp(r->name, name))
-			refresh(r, false);
+		if (r->named && !em_red_on(r) && !strcmp(r->name, name)) {
+			int rc = refresh(r, false);
+			/* a node the new layout needs is being dialled again */
+			r->follow_again = rc && rc != -EAGAIN && rc != -EPROTO;
+		}
 	pthread_mutex_unlock(&pool->lock);
+}
+
+void em_drain_refollow(em_pool *pool)
+{
+	for (em_region *r = pool->regions; r; r = r->next)
+		if (r->follow_again) {
+			int rc = refresh(r, false);
+			r->follow_again = rc && rc != -EAGAIN && rc != -EPROTO;
+		}
 }
 
 static int name_req(uint8_t *req, size_t cap, const char *name)

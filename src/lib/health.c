@@ -100,6 +100,8 @@ static bool left(const em_pool *pool, unsigned i)
  * (one that left the cluster waits until it registers again). */
 static bool need_recon(const em_pool *pool)
 {
+	if (pool->pager_qs) /* they ask for channels from their fault handler */
+		return true;
 	for (unsigned i = 0; i < em_pool_n(pool); i++)
 		if (chan_down(pool, i) && !left(pool, i))
 			return true;
@@ -279,6 +281,114 @@ static int reconnect(em_pool *pool, unsigned i)
 	return 0;
 }
 
+static void ensure_recon(em_pool *pool);
+
+/* With the pool lock held: the pager's queues' broken channels. A queue
+ * asks for one (want) from where it may not dial; one is dialled into the
+ * pool's session with the node once the pool's own connection is up (the
+ * pool makes the session again first, if it is gone) and handed over
+ * (fresh); the channel it replaced comes back here to be closed (spent). */
+static void serve_pager(em_pool *pool, uint64_t *next)
+{
+	for (em_queue *q = pool->pager_qs; q; q = q->pager_next)
+		for (unsigned i = 0; i < q->n && !pool->health->stop; i++) {
+			struct em_chan *ch =
+				__atomic_exchange_n(&q->spent[i], NULL, __ATOMIC_ACQ_REL);
+			struct em_node tmp = { .fd = -1 };
+			int rc;
+
+			if (ch)
+				ch->ops->close(ch);
+			if (!__atomic_load_n(&q->want[i], __ATOMIC_ACQUIRE) ||
+			    __atomic_load_n(&q->fresh[i], __ATOMIC_ACQUIRE))
+				continue;
+			if (chan_down(pool, i) || left(pool, i) || !pool->nodes[i].session) {
+				*next = EM_MIN(*next, em_now_ns() + 20000000ull);
+				continue;
+			}
+			memcpy(tmp.addr, pool->nodes[i].addr, sizeof(tmp.addr));
+			memcpy(tmp.host, pool->nodes[i].host, sizeof(tmp.host));
+			tmp.port = pool->nodes[i].port;
+			tmp.session = pool->nodes[i].session;
+			memcpy(tmp.token, pool->nodes[i].token, EM_TOKEN_LEN);
+			q->dialing++; /* q stays while the lock is let go */
+			pthread_mutex_unlock(&pool->lock);
+			rc = em_tcp_connect(pool, &tmp, false, &ch);
+			pthread_mutex_lock(&pool->lock);
+			q->dialing--;
+			pthread_cond_broadcast(&pool->health->cv);
+			if (rc) {
+				struct em_chan *d = pool->dq->ch[i];
+				/* the session is gone (the node restarted): the
+				 * pool's connection is made again first */
+				if ((rc == -ENOENT || rc == -EM_EAUTH) && !d->broken &&
+				    tmp.session == pool->nodes[i].session)
+					d->ops->fail(d, -ENOTCONN);
+				*next = EM_MIN(*next, em_now_ns() + 100000000ull);
+				em_log(EM_LOG_DEBUG, "node %s: a mapping's connection: %s",
+				       pool->nodes[i].addr, em_strerror(rc));
+				continue;
+			}
+			em_log(EM_LOG_DEBUG, "node %s: a mapping's connection made again",
+			       pool->nodes[i].addr);
+			ch->q = q;
+			if (ch->ops->reserve)
+				ch->ops->reserve(ch, q->depth < 256 ? q->depth : 256);
+			q->fresh_sess[i] = tmp.session;
+			__atomic_store_n(&q->want[i], 0, __ATOMIC_RELEASE);
+			__atomic_store_n(&q->fresh[i], ch, __ATOMIC_RELEASE);
+		}
+}
+
+void em_health_adopt(em_queue *q)
+{
+	em_pool *pool = q->pool;
+
+	pthread_mutex_lock(&pool->lock);
+	if (pool->health && pool->health->can_recon && !pool->tp->wrap) {
+		q->pager = true;
+		q->pager_next = pool->pager_qs;
+		pool->pager_qs = q;
+		ensure_recon(pool);
+	}
+	pthread_mutex_unlock(&pool->lock);
+}
+
+void em_health_unadopt(em_queue *q)
+{
+	em_pool *pool = q->pool;
+
+	if (!q->pager)
+		return;
+	pthread_mutex_lock(&pool->lock);
+	for (em_queue **p = &pool->pager_qs; *p; p = &(*p)->pager_next)
+		if (*p == q) {
+			*p = q->pager_next;
+			break;
+		}
+	while (q->dialing)
+		pthread_cond_wait(&pool->health->cv, &pool->lock);
+	pthread_mutex_unlock(&pool->lock);
+	for (unsigned i = 0; i < EM_MAX_SEG; i++) {
+		if (q->fresh[i])
+			q->fresh[i]->ops->close(q->fresh[i]);
+		if (q->spent[i])
+			q->spent[i]->ops->close(q->spent[i]);
+		q->fresh[i] = q->spent[i] = NULL;
+	}
+	q->pager = false;
+}
+
+void em_health_poke(em_pool *pool)
+{
+	struct em_health *h = __atomic_load_n(&pool->health, __ATOMIC_ACQUIRE);
+
+	/* no lock in the fault handler: a signal the thread misses is
+	 * made up for by its short wait while it serves the pager */
+	if (h)
+		pthread_cond_signal(&h->kick);
+}
+
 static void *recon_main(void *arg)
 {
 	em_pool *pool = arg;
@@ -311,6 +421,12 @@ static void *recon_main(void *arg)
 				em_log(EM_LOG_DEBUG, "node %s: reconnect: %s (next in %u ms)",
 				       n->addr, em_strerror(rc), n->backoff_ms);
 			}
+		}
+		if (!h->stop) {
+			em_drain_refollow(pool);
+			serve_pager(pool, &next);
+			if (pool->pager_qs)
+				next = EM_MIN(next, em_now_ns() + 100000000ull);
 		}
 		if (!need_recon(pool))
 			break; /* all up again: a later break starts another thread */

@@ -141,6 +141,7 @@ struct em_pool {
 	struct em_health *health;   /* reconnects and the membership watch (health.c) */
 	uint32_t nqueues;           /* queues made so far: each its own tag range */
 	struct em_retired *retired; /* handles a drain left behind (drain.c), pool lock */
+	struct em_queue *pager_qs;  /* the pager's queues (health.c), pool lock */
 };
 
 /* A handle on a part that a drain moved away: closed only a request
@@ -180,6 +181,7 @@ struct em_region {
 	uint8_t red, red_k, red_m; /* enum em_redundancy, never DEFAULT */
 	uint32_t epoch;            /* of the layout */
 	uint64_t dir_epoch;        /* etcd mode: of the record it was opened from (atomic) */
+	bool follow_again;         /* the watch could not follow its record (pool lock) */
 	/* Odd while node[], handle[] and dir_epoch change after the region is
 	 * in use (a drain followed, a part opened again): queues read them
 	 * without the pool lock, the pager from its fault handler, and take a
@@ -258,6 +260,20 @@ struct em_queue {
 	/* redundancy.c: a write or atomic was refused as stale (the node's
 	 * fence, else 1); the operation reads the layouts again and redoes it */
 	uint32_t fenced;
+	/* The pager's queues (em_queue_no_redial) may not dial: the pool's
+	 * reconnect thread dials their broken channels and hands each over
+	 * here (health.c). want: the queue asks for channel i; fresh: one
+	 * dialled into session fresh_sess, for the queue to take; spent: the
+	 * broken one it replaced, for the thread to close (all three atomic).
+	 * pager_next links the pool's list of them and dialing counts the
+	 * thread's dials in progress for this queue (both under the pool
+	 * lock). */
+	bool pager;
+	struct em_queue *pager_next;
+	unsigned dialing;
+	int want[EM_MAX_SEG];
+	struct em_chan *fresh[EM_MAX_SEG], *spent[EM_MAX_SEG];
+	uint64_t fresh_sess[EM_MAX_SEG];
 };
 
 /* Failpoint for tests (the static library's, never exported): nonzero makes
@@ -314,6 +330,13 @@ int em_health_wait(em_pool *pool, unsigned i);
 /* With the pool lock held: starts reconnecting if a default channel is
  * down (after a call that may have broken one). */
 void em_health_kick(em_pool *pool);
+/* The pager's queue q gets its broken channels from the reconnect thread,
+ * which runs while the pool has such a queue (adopt: in the queue's
+ * creating thread; unadopt: before it is freed, waits out a dial for it). */
+void em_health_adopt(em_queue *q);
+void em_health_unadopt(em_queue *q);
+/* From the pager's fault handler: it set a want flag (takes no lock). */
+void em_health_poke(em_pool *pool);
 /* Node i's identity now (a reconnect to a node that restarted changes it). */
 void em_node_id(em_pool *pool, unsigned i, uint8_t id[EM_NODE_ID_LEN]);
 /* True when node i's default channel is down now (pool lock held). */
@@ -396,6 +419,10 @@ void em_drain_forget(em_pool *pool, unsigned node);
 /* Follows the record of named region `name` in every open handle of the
  * pool (the etcd watch, when the record changes). */
 void em_drain_follow(em_pool *pool, const char *name);
+/* With the pool lock held, by the reconnect thread: the handles the watch
+ * could not bring up to date (a node it needed was being dialled again)
+ * try again, for the pager, which cannot follow a record itself. */
+void em_drain_refollow(em_pool *pool);
 /* Moves every named region's parts off node `addr` to other nodes, the
  * node refusing new regions from the start; progress (may be NULL) gets
  * bytes moved and the total after each part. Returns parts moved. */

@@ -27,4 +27,5 @@ void em_queue_no_redial(em_queue *q)
 {
 	q->redial = false;
 	q->follow_here = false; /* no etcd from the fault handler either */
+	em_health_adopt(q);     /* the pool's reconnect thread dials for it */
 }

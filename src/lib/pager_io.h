@@ -39,8 +39,12 @@ int em_region_map_prepare(em_region *region, uint64_t max_op);
 
 /* Keeps em_submit on this queue from dialling (a node that joined, a
  * broken channel): the pager submits from its SIGBUS handler, where a
- * connect and its allocations are not safe. Its parts for such a node
- * fail instead, as they did before. Nor does the queue read etcd when a
+ * connect and its allocations are not safe. Its parts for a node that
+ * joined fail. A broken channel is dialled again by the pool's reconnect
+ * thread, which runs while the pool has such a queue, and taken over by
+ * the queue; an operation whose connection broke waits for that up to the
+ * request timeout and is sent again, as on other queues. Nor does the
+ * queue read etcd when a
  * drain moved a part: its operations wait for the pool's etcd watch to
  * follow the record, then go out again. */
 void em_queue_no_redial(em_queue *q);

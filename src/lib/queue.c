@@ -151,6 +151,7 @@ void em_queue_destroy(em_queue *q)
 {
 	if (!q)
 		return;
+	em_health_unadopt(q); /* before its channels go */
 	if (q->owns_chans) {
 		for (unsigned i = 0; i < q->n; i++)
 			q->ch[i]->ops->close(q->ch[i]);
@@ -279,7 +280,7 @@ void em_part_done(struct em_chan *ch, struct em_part *p)
 			s->conn = false;
 			s->next_free = q->stale;
 			q->stale = s;
-		} else if (s->conn && q->follow && q->redial && conn_err(s->result)) {
+		} else if (s->conn && q->follow && (q->redial || q->pager) && conn_err(s->result)) {
 			/* a connection broke: sent again once it is made again
 			 * (follow), or failed at the request timeout */
 			s->next_free = q->stale;
@@ -337,6 +338,22 @@ static int check_op(const em_queue *q, const struct em_op *op)
 #define REDIAL_MIN_MS 50
 #define REDIAL_MAX_MS 2000
 
+/* Channel ch, dialled into session sess, takes node i's place in queue q
+ * (the caller disposes of the one it replaces). */
+static void install(em_queue *q, unsigned i, struct em_chan *ch, uint64_t sess)
+{
+	if (q->sess[i] && q->sess[i] != sess)
+		q->sess_gen++;
+	q->sess[i] = sess;
+	if (q->epfd >= 0) {
+		struct epoll_event e = { .events = EPOLLIN };
+		int fd = ch->ops->fd(ch);
+		if (fd >= 0)
+			epoll_ctl(q->epfd, EPOLL_CTL_ADD, fd, &e);
+	}
+	q->ch[i] = ch;
+}
+
 /* Dials node i again for queue q, on the pool's session with the node. A
  * session that is gone (the node restarted) is the pool's to make again:
  * its default channel is failed and the reconnect thread started, and a
@@ -372,20 +389,37 @@ static void redial(em_queue *q, unsigned i)
 	}
 	q->backoff_ms[i] = 0;
 	q->retry_at_ns[i] = 0;
-	if (q->sess[i] && q->sess[i] != tmp.session)
-		q->sess_gen++;
-	q->sess[i] = tmp.session;
 	ch->q = q;
 	if (ch->ops->reserve)
 		ch->ops->reserve(ch, q->depth < 256 ? q->depth : 256);
-	if (q->epfd >= 0) {
-		struct epoll_event e = { .events = EPOLLIN };
-		int fd = ch->ops->fd(ch);
-		if (fd >= 0)
-			epoll_ctl(q->epfd, EPOLL_CTL_ADD, fd, &e);
-	}
-	q->ch[i] = ch;
+	install(q, i, ch, tmp.session);
 	old->ops->close(old);
+}
+
+/* The pager's queue: it may not dial (its fault handler), so the pool's
+ * reconnect thread dials its broken channels when asked and hands them
+ * over (health.c); the one replaced goes back to that thread to close,
+ * since a close frees. Allocates nothing and takes no lock. */
+static void adopt(em_queue *q)
+{
+	bool ask = false;
+
+	for (unsigned i = 0; i < q->n; i++) {
+		struct em_chan *ch = q->ch[i], *f;
+
+		if (!ch->broken || ch->outstanding)
+			continue;
+		if (__atomic_load_n(&q->spent[i], __ATOMIC_ACQUIRE) ||
+		    !(f = __atomic_exchange_n(&q->fresh[i], NULL, __ATOMIC_ACQ_REL))) {
+			if (!__atomic_exchange_n(&q->want[i], 1, __ATOMIC_ACQ_REL))
+				ask = true;
+			continue;
+		}
+		install(q, i, f, q->fresh_sess[i]);
+		__atomic_store_n(&q->spent[i], ch, __ATOMIC_RELEASE);
+	}
+	if (ask)
+		em_health_poke(q->pool);
 }
 
 /* Before a submission: channels for nodes that joined the pool since the
@@ -524,6 +558,8 @@ int em_submit(em_queue *q, const struct em_op *ops, unsigned n)
 		return -EINVAL;
 	if (q->redial)
 		refresh(q);
+	else if (q->pager)
+		adopt(q);
 	nodes = q->n;
 	/* The staging arrays live with the queue and only grow, so a steady
 	 * stream of submissions allocates nothing (the paging layer submits
@@ -631,9 +667,12 @@ static void follow(em_queue *q)
 	unsigned nodes;
 	bool staged = false;
 
-	for (struct em_slot *c = s; c && q->redial; c = c->next_free)
+	for (struct em_slot *c = s; c && (q->redial || q->pager); c = c->next_free)
 		if (c->conn) { /* broken channels dialled again (with backoff) */
-			refresh(q);
+			if (q->redial)
+				refresh(q);
+			else
+				adopt(q);
 			break;
 		}
 	nodes = q->n;
