@@ -203,6 +203,8 @@ int em_dir_create(em_pool *pool, const char *name, const struct em_region_rec *r
 	return em_etcd_create(pool->dir->etcd, key, val, (size_t)n, 0);
 }
 
+unsigned em_fail_dir_update;
+
 int em_dir_update(em_pool *pool, const char *name, const struct em_region_rec *rec, int64_t mod_rev)
 {
 	char key[256], val[16384];
@@ -213,6 +215,8 @@ int em_dir_update(em_pool *pool, const char *name, const struct em_region_rec *r
 	if ((n = em_region_rec_encode(rec, val, sizeof(val))) < 0)
 		return n;
 	rc = em_etcd_put_if(pool->dir->etcd, key, val, (size_t)n, mod_rev);
+	if (rc > 0 && em_fail_dir_update && --em_fail_dir_update == 0)
+		return -ETIMEDOUT; /* applied, its answer lost (a test's failpoint) */
 	return rc < 0 ? rc : rc ? 0 : -ESTALE;
 }
 

@@ -17,7 +17,10 @@
  *      no client reads the old part once another may write the new one;
  *   5. the region's record in etcd gets the new part and epoch + 1, by a
  *      transaction that holds only if the record is still the one read in
- *      step 1 (else the part is thawed and the move tried again);
+ *      step 1 (else the part is thawed and the move tried again); an
+ *      error there is checked against the record read again, since etcd
+ *      may have applied an update whose answer was lost: the new part is
+ *      removed only when the record does not list it;
  *   6. the old part is unlinked; handles still open on it keep answering
  *      EM_ESTALE until their clients close them.
  * A client that meets EM_ESTALE re-reads the record (em_drain_refresh);
@@ -274,6 +277,29 @@ static int pick_target(em_pool *pool, unsigned from, uint64_t bytes)
 	return best;
 }
 
+/* After a failed update of region `name`'s record: 1 if it lists part
+ * `piece` on node j in segment s all the same (the update went through),
+ * 0 if it does not, -errno if etcd cannot be read (three tries). */
+static int landed(em_pool *pool, const char *name, unsigned s, unsigned j, const char *piece)
+{
+	struct em_region_rec cur;
+	int rc = 0;
+
+	for (int t = 0; t < 3; t++) {
+		if (t) {
+			struct timespec ts = { 0, 100000000 };
+			nanosleep(&ts, NULL);
+		}
+		rc = em_dir_get(pool, name, &cur, NULL);
+		if (rc == -ENOENT)
+			return 0; /* deleted: the new part is no one's */
+		if (!rc)
+			return s < cur.nseg && !strcmp(em_region_rec_piece(&cur, s), piece) &&
+			       em_dir_seg_node(pool, &cur, s) == (int)j;
+	}
+	return rc;
+}
+
 /* Moves one part of region `name` off node d: 1 moved, 0 none left there,
  * -EAGAIN the record changed meanwhile, or -errno. */
 static int move_one(em_pool *pool, const char *name, unsigned d, uint8_t *buf, uint64_t *moved)
@@ -364,8 +390,20 @@ static int move_one(em_pool *pool, const char *name, unsigned d, uint8_t *buf, u
 	em_node_id(pool, (unsigned)j, nrec.seg_id[s]);
 	snprintf(nrec.seg_piece[s], sizeof(nrec.seg_piece[s]), "%s", piece);
 	nrec.epoch = rec.epoch + 1;
-	if ((rc = em_dir_update(pool, name, &nrec, rev)))
-		goto thaw;
+	if ((rc = em_dir_update(pool, name, &nrec, rev))) {
+		/* an error may hide an update that etcd applied (a timeout,
+		 * a connection lost before the answer): the new part may be
+		 * the region's now, and dropping it would lose the region's
+		 * bytes there. The record says which. */
+		int l = landed(pool, name, s, (unsigned)j, piece);
+
+		if (l == 1)
+			rc = 0;
+		else if (l < 0)
+			goto unknown;
+		else
+			goto thaw;
+	}
 	close_handle(pool, d, hd);
 	close_handle(pool, (unsigned)j, hj);
 	drop_piece(pool, d, em_region_rec_piece(&rec, s));
@@ -373,6 +411,18 @@ static int move_one(em_pool *pool, const char *name, unsigned d, uint8_t *buf, u
 	em_log(EM_LOG_INFO, "drain: %s part %u (%" PRIu64 " bytes) %s -> %s, epoch %" PRIu64, name,
 	       s, bytes, rec.seg_addr[s], pool->nodes[j].addr, nrec.epoch);
 	return 1;
+unknown:
+	/* etcd cannot say: the old part stays moved (a client that reads it
+	 * is told to follow the record, and one the record still sends
+	 * there meets a stale answer until a retry of this move freezes and
+	 * copies it again), and the new part is noted as an orphan, which a
+	 * later drain removes only if the record does not list it */
+	em_log(EM_LOG_WARN, "drain: %s: whether the record moved to part %s is unknown: %s", name,
+	       piece, em_strerror(rc));
+	close_handle(pool, d, hd);
+	close_handle(pool, (unsigned)j, hj);
+	em_dir_orphan_note(pool, pool->nodes[j].addr, piece, name);
+	return -EAGAIN;
 thaw:
 	set_move(pool, d, em_region_rec_piece(&rec, s), EM_MV_NONE);
 undo:

@@ -363,6 +363,10 @@ int em_dir_create(em_pool *pool, const char *name, const struct em_region_rec *r
 int em_dir_delete(em_pool *pool, const char *name, int64_t mod_rev);
 /* The pool node a record's segment s names (by identity), or -1. */
 int em_dir_seg_node(em_pool *pool, const struct em_region_rec *rec, unsigned s);
+/* Failpoint for tests (the static library's): nonzero makes the Nth
+ * successful em_dir_update from now report -ETIMEDOUT, as when etcd
+ * applied it and the answer was lost. */
+extern unsigned em_fail_dir_update;
 /* Updates a record still as read at mod_rev: 0, -ESTALE if it changed. */
 int em_dir_update(em_pool *pool, const char *name, const struct em_region_rec *rec,
 		  int64_t mod_rev);
