@@ -952,6 +952,13 @@ static int sync_op(em_region *r, struct em_op *op)
 	op->region = r;
 	deadline = em_now_ns() + (uint64_t)pool->timeout_ms * 1000000ull;
 	pthread_mutex_lock(&pool->lock);
+	if (r->follow_again) {
+		/* the etcd watch could not follow its record (a node the new
+		 * layout needs was being dialled again): before waiting for a
+		 * node the record may no longer name */
+		int fr = em_drain_refresh(r);
+		r->follow_again = fr && fr != -EAGAIN && fr != -EPROTO;
+	}
 	rc = sync_once(r, op);
 	/* a part moved by a drain: follow the layout's new epoch and do the
 	 * whole operation again (a write that met EM_ESTALE was not applied,
