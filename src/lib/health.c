@@ -24,7 +24,9 @@
  *
  * The reconnect thread runs only while a connection is down: it starts
  * when a call finds one down (or at connect) and ends when all are up
- * again. A healthy pool thus has no thread of its own, so a process that
+ * again, or while a mapping's queues (which may not dial from their fault
+ * handler) use the pool: it dials their broken channels for them. A
+ * healthy pool without a mapping thus has no thread of its own, so a process that
  * forks while holding one forks single-threaded as far as we are
  * concerned. For a fork while a thread is running, handlers registered
  * with pthread_atfork hold every pool's lock across the fork (no thread
