@@ -191,8 +191,10 @@ int em_region_rec_decode(const void *json, size_t len, struct em_region_rec *r)
 		uint64_t m = em_json_get_u64(root, "red_m", 0);
 		uint64_t le = em_json_get_u64(root, "lepoch", 0);
 
-		/* the shape a redundant layout has: one part per copy or cell */
-		if (red > 3 || k > 32 || m > 8 || le > 0x7fffffu ||
+		/* the shape a redundant layout has: one part per copy or cell;
+		 * a plain region's record has none of these fields (the encoder
+		 * writes them only with "red") */
+		if (red > 3 || k > 32 || m > 8 || le > 0x7fffffu || (!red && (k || m || le)) ||
 		    (red > 1 && (!k || k + m != r->nseg || r->plen != r->nseg || (red == 2 && m) ||
 				 (red == 3 && !m))))
 			return -EPROTO;
