@@ -435,4 +435,23 @@ static __attribute__((unused)) void t_wait_published(const char *etcd_url, const
 }
 #endif
 
+/* For tests that look inside the library, which include common/wire.h and
+ * lib/internal.h before this file. */
+#if defined(EM_WIRE_H) && defined(EM_LIB_INTERNAL_H)
+/* Whether node i of pool p holds a part named piece: 0 yes, -ENOENT no. */
+static __attribute__((unused)) int t_piece_there(em_pool *p, unsigned i, const char *piece)
+{
+	uint8_t req[3 + EM_NAME_MAX], resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
+	int n = em_namelayout_encode(req, sizeof(req), piece, NULL, 0), rc;
+	struct em_part res;
+
+	if (n < 0)
+		return n;
+	rc = em_ctl(p, i, EM_W_OPEN, 0, 0, 0, req, (uint32_t)n, resp, sizeof(resp), &res);
+	if (!rc)
+		em_ctl(p, i, EM_W_CLOSE, res.r_region, 0, 0, NULL, 0, NULL, 0, NULL);
+	return rc;
+}
+#endif
+
 #endif

@@ -25,16 +25,16 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "common/cluster.h"
+#include "common/etcd.h"
+#include "common/wire.h"
+#include "lib/internal.h"
+
 /* the harness's node paths are bounded by its temporary directory's */
 #if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 #endif
 #include "harness.h"
-
-#include "common/cluster.h"
-#include "common/etcd.h"
-#include "common/wire.h"
-#include "lib/internal.h"
 
 #define NODES 3
 
@@ -280,21 +280,6 @@ static void wait_ops(long more)
 		t_sleep_ms(10);
 }
 
-/* Whether node i holds a part named piece: 0 yes, -ENOENT no. */
-static int piece_there(em_pool *p, unsigned i, const char *piece)
-{
-	uint8_t req[3 + EM_NAME_MAX], resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
-	int n = em_namelayout_encode(req, sizeof(req), piece, NULL, 0), rc;
-	struct em_part res;
-
-	if (n < 0)
-		return n;
-	rc = em_ctl(p, i, EM_W_OPEN, 0, 0, 0, req, (uint32_t)n, resp, sizeof(resp), &res);
-	if (!rc)
-		em_ctl(p, i, EM_W_CLOSE, res.r_region, 0, 0, NULL, 0, NULL, 0, NULL);
-	return rc;
-}
-
 static double now_s(void)
 {
 	struct timespec ts;
@@ -409,7 +394,7 @@ int main(int argc, char **argv)
 		snprintf(orphan_key, sizeof(orphan_key), "/ethermem/drain/orphans/%s/%s",
 			 orec.seg_addr[0] + strlen("tcp://"), orphan_piece);
 		CHECK_RC(em_etcd_put(e, orphan_key, "orphan", 6, 0), 0);
-		CHECK_RC(piece_there(p, (unsigned)orphan_node, orphan_piece), 0);
+		CHECK_RC(t_piece_there(p, (unsigned)orphan_node, orphan_piece), 0);
 	}
 
 	/* the drain, by the tool, while the workers run */
@@ -451,7 +436,7 @@ int main(int argc, char **argv)
 	}
 	CHECK(strstr(out, "drained") != NULL);
 	if (orphan_node >= 0) {
-		CHECK_RC(piece_there(p, (unsigned)orphan_node, orphan_piece), -ENOENT);
+		CHECK_RC(t_piece_there(p, (unsigned)orphan_node, orphan_piece), -ENOENT);
 		CHECK_RC(em_etcd_get(e, orphan_key, val, sizeof(val)), -ENOENT);
 	}
 	if (lapse) {

@@ -17,8 +17,9 @@
 #include "common/cluster.h"
 #include "common/etcd.h"
 #include "common/wire.h"
-#include "harness.h"
 #include "lib/internal.h"
+
+#include "harness.h"
 
 #define SIZE (1u << 20)
 
@@ -34,21 +35,6 @@ static em_pool *connect_pool(void)
 				  .cluster = "ack" };
 
 	return t_connect_want(&o, 2);
-}
-
-/* Whether node i holds a part named piece: 0 yes, -ENOENT no. */
-static int piece_there(em_pool *p, unsigned i, const char *piece)
-{
-	uint8_t req[3 + EM_NAME_MAX], resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
-	int n = em_namelayout_encode(req, sizeof(req), piece, NULL, 0), rc;
-	struct em_part res;
-
-	if (n < 0)
-		return n;
-	rc = em_ctl(p, i, EM_W_OPEN, 0, 0, 0, req, (uint32_t)n, resp, sizeof(resp), &res);
-	if (!rc)
-		em_ctl(p, i, EM_W_CLOSE, res.r_region, 0, 0, NULL, 0, NULL, 0, NULL);
-	return rc;
 }
 
 int main(void)
@@ -96,7 +82,7 @@ int main(void)
 	CHECK_RC(em_region_rec_decode(val, (size_t)len, &rec), 0);
 	CHECK(rec.epoch > 1);
 	CHECK(em_dir_seg_node(p, &rec, 0) == t);
-	CHECK_RC(piece_there(p, (unsigned)t, em_region_rec_piece(&rec, 0)), 0);
+	CHECK_RC(t_piece_there(p, (unsigned)t, em_region_rec_piece(&rec, 0)), 0);
 
 	q = connect_pool();
 	CHECK_RC(em_region_open(q, "r", &r), 0);
