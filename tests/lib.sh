@@ -9,6 +9,10 @@
 #   fail MSG / skip MSG    exit 1 / exit 77, printing MSG (fail also shows
 #                          the tail of each node's log and of $FAIL_SHOW)
 #   need_root, need_cmd C  skip unless root / unless command C exists
+#   need_built PROG...     skip unless every PROG is built (executable in $B)
+#   need_llm_pool          skip unless the LLM engine, its model generator,
+#                          ethermemd and ethermem are built, the engine with
+#                          its pool backend
 #   wait_for SECS WHAT CMD...  run CMD until it succeeds; fail after SECS
 #   spawn CMD...           run CMD in the background, stopped at exit ($!)
 #   add_netns NAME         create a network namespace, deleted at exit
@@ -54,6 +58,15 @@ fail() {
 skip() { echo "SKIP: $*"; exit 77; }
 need_root() { [ "$(id -u)" = 0 ] || skip "not root"; }
 need_cmd() { command -v "$1" >/dev/null || skip "no $1"; }
+need_built() {
+	for em_p in "$@"; do
+		[ -x "$B/$em_p" ] || skip "$em_p not built in '$B'"
+	done
+}
+need_llm_pool() {
+	need_built ethermem-llm ethermem-llm-gen ethermemd ethermem
+	"$B/ethermem-llm" --help | grep -q "Pool backend: not built" && skip "no pool backend linked"
+}
 at_exit() { EM_AT_EXIT="$EM_AT_EXIT
 $*"; }
 

@@ -10,10 +10,8 @@
 B=${1:?usage: test_pool.sh BUILD_DIR}
 LLM=$B/ethermem-llm
 GEN=$B/ethermem-llm-gen
-[ -x "$LLM" ] && [ -x "$GEN" ] && [ -x "$B/ethermemd" ] && [ -x "$B/ethermem" ] || {
-	echo "SKIP: ethermem-llm, ethermem-llm-gen, ethermemd or ethermem not built"; exit 77; }
-"$LLM" --help | grep -q "Pool backend: not built" && { echo "SKIP: no pool backend linked"; exit 77; }
 . "$(dirname "$0")/../../../tests/lib.sh"
+need_llm_pool
 fail=0
 
 start_node node 256M
