@@ -11,12 +11,8 @@ B=${1:?usage: bench/encrypt.sh BUILD_DIR [ROUNDS [ethermem bench flags]]}
 ROUNDS=${2:-3}
 shift $(($# < 2 ? $# : 2))
 [ $# -gt 0 ] || set -- --time 0.5
-T=$(mktemp -d /tmp/encbench.XXXXXX)
-PIDS=""
-trap 'kill $PIDS 2>/dev/null; wait 2>/dev/null; rm -rf "$T"' EXIT
-printf 'a cluster secret for the benchmark, 40 bytes\n' > "$T/secret"
-chmod 600 "$T/secret"
-export ETHERMEM_SECRET_FILE="$T/secret"
+. "$(dirname "$0")/lib.sh"
+bench_scratch encbench
 start() { # name, extra flags
 	"$B/ethermemd" --listen tcp://127.0.0.1:0 --capacity 1G --port-file "$T/$1.port" $2 \
 		2>"$T/$1.log" &

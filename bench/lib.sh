@@ -1,7 +1,9 @@
 # bench/lib.sh - what the benchmark scripts that set the machine up around
 # a run share: a scratch directory, a cgroup v1 tree, a swap file and a
 # memory node, all removed on every exit path, and a few helpers. Sourced
-# by bench/run/run.sh and bench/llm/run.sh (bash).
+# by bench/run/run.sh and bench/llm/run.sh (bash); bench/ox_bench.sh and
+# bench/ox_ab.sh take only netns_pair from it, bench/encrypt.sh,
+# bench/redundancy.sh and bench/llm/redundant.sh (sh) only bench_scratch.
 #
 # Before sourcing, the script sets BENCH (its name in messages: bench-BENCH)
 # and may define bench_cleanup_more, called by the cleanup before the
@@ -14,6 +16,15 @@
 #                                  NODE_PID, ETHERMEM_NODES and
 #                                  ETHERMEM_SECRET_FILE exported
 #   swap_on SIZE / swap_off        the swap file, once on at a time
+#   bench_scratch NAME             the light setup of scripts that only
+#                                  start nodes on loopback: T, a directory
+#                                  /tmp/NAME.XXXXXX holding a cluster secret
+#                                  (ETHERMEM_SECRET_FILE exported); the
+#                                  programs in PIDS killed at exit, T removed
+#   netns_pair NS1 NS2 IF1 IF2 NET  two namespaces joined by a veth pair
+#                                  (IF1 in NS1 at NET.1, IF2 in NS2 at
+#                                  NET.2, MTU 9000, loopbacks up); removing
+#                                  the namespaces is the caller's
 # RUN_PID: the measured run in progress, killed first by the cleanup.
 
 say() { echo "bench-$BENCH: $*" >&2; }
@@ -104,4 +115,25 @@ swap_off() {
 	swapoff "$SWAP" || die "swapoff $SWAP"
 	SWAP_ON=0
 	rm -f "$SWAP"
+}
+
+bench_scratch() {
+	T=$(mktemp -d "/tmp/$1.XXXXXX") || exit 1
+	PIDS=""
+	trap 'kill $PIDS 2>/dev/null; wait 2>/dev/null; rm -rf "$T"' EXIT
+	printf 'a cluster secret for the benchmark, 40 bytes\n' > "$T/secret"
+	chmod 600 "$T/secret"
+	export ETHERMEM_SECRET_FILE="$T/secret"
+}
+
+# The OmniXtend benchmarks' two hosts: jumbo frames because OmniXtend
+# carries up to 8 KiB of data per frame.
+netns_pair() {
+	local a=$1 b=$2 ia=$3 ib=$4 net=$5 n
+	ip netns add "$a" && ip netns add "$b" &&
+		ip link add "$ia" netns "$a" type veth peer name "$ib" netns "$b" &&
+		ip -n "$a" addr add "$net.1/24" dev "$ia" &&
+		ip -n "$b" addr add "$net.2/24" dev "$ib" || return 1
+	for n in "$a" "$b"; do ip -n "$n" link set lo up || return 1; done
+	ip -n "$a" link set "$ia" mtu 9000 up && ip -n "$b" link set "$ib" mtu 9000 up
 }

@@ -34,16 +34,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM HUP
-set -e
-ip netns add $S
-ip netns add $C
-ip link add $S netns $S type veth peer name $C netns $C
-ip -n $S addr add 10.213.0.1/24 dev $S
-ip -n $C addr add 10.213.0.2/24 dev $C
-for n in $S $C; do ip -n $n link set lo up; done
-ip -n $S link set $S mtu 9000 up
-ip -n $C link set $C mtu 9000 up
-set +e
+. "$(dirname "$0")/lib.sh"
+netns_pair $S $C $S $C 10.213.0 || exit 1
 printf 'ox a/b secret, not for production use\n' > "$OUT/secret"
 chmod 600 "$OUT/secret"
 export ETHERMEM_SECRET_FILE="$OUT/secret"

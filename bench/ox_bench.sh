@@ -46,16 +46,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM HUP
-set -e
-ip netns add $S
-ip netns add $C
-ip link add $IS netns $S type veth peer name $IC netns $C
-ip -n $S addr add 10.212.0.1/24 dev $IS
-ip -n $C addr add 10.212.0.2/24 dev $IC
-for n in $S $C; do ip -n $n link set lo up; done
-ip -n $S link set $IS mtu 9000 up
-ip -n $C link set $IC mtu 9000 up
-set +e
+. "$(dirname "$0")/lib.sh"
+netns_pair $S $C $IS $IC 10.212.0 || exit 1
 printf 'ox bench secret, not for production use\n' > "$OUT/secret"
 chmod 600 "$OUT/secret"
 export ETHERMEM_SECRET_FILE="$OUT/secret"

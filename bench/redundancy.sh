@@ -14,12 +14,8 @@ B=${1:?usage: bench/redundancy.sh BUILD_DIR [failover] [ethermem bench flags]}
 shift
 MODE=plain
 [ "${1:-}" = failover ] && { MODE=failover; shift; }
-T=$(mktemp -d /tmp/redbench.XXXXXX)
-PIDS=""
-trap 'kill $PIDS 2>/dev/null; wait 2>/dev/null; rm -rf "$T"' EXIT
-printf 'a cluster secret for the benchmark, 40 bytes\n' > "$T/secret"
-chmod 600 "$T/secret"
-export ETHERMEM_SECRET_FILE="$T/secret"
+. "$(dirname "$0")/lib.sh"
+bench_scratch redbench
 NODES="" NPIDS=""
 N=7
 [ $MODE = failover ] && N=8

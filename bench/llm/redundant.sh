@@ -20,12 +20,8 @@ set -u
 B=${1:?usage: bench/llm/redundant.sh BUILD_DIR [SIZE [STEPS]]}
 SIZE=${2:-64M}
 STEPS=${3:-48}
-T=$(mktemp -d /tmp/llmred.XXXXXX)
-PIDS=""
-trap 'kill $PIDS 2>/dev/null; wait 2>/dev/null; rm -rf "$T"' EXIT
-printf 'a cluster secret for the benchmark, 40 bytes\n' > "$T/secret"
-chmod 600 "$T/secret"
-export ETHERMEM_SECRET_FILE="$T/secret"
+. "$(dirname "$0")/../lib.sh"
+bench_scratch llmred
 unset ETHERMEM_LLM_REGION ETHERMEM_MAP_CACHE ETHERMEM_LLM_MAP_UNIT ETHERMEM_LLM_QUEUES
 
 "$B/ethermem-llm-gen" --out "$T/m.bin" --size "$SIZE" --seed 5 2>/dev/null || { echo "gen failed"; exit 1; }
