@@ -39,7 +39,7 @@ usage() {
 	cat <<EOF
 usage: bench/llm/run.sh [--quick] [options]
   --quick            CI smoke run: smaller steps and time limits, node on loopback
-  --size SIZE        model size for both models (default 1G quick, 2G full)
+  --size SIZE        model size for both models (default 512M quick, 2G full)
   --steps N          tokens per run, dense (default 6 quick, 24 full); MoE runs 2N
   --swap-steps N     tokens per swap run, at most the above (default 3 quick, 6 full): swap at
                      50% takes seconds per token, and ids are compared as a prefix
@@ -87,7 +87,7 @@ while [ $# -gt 0 ]; do
 	shift
 done
 if [ $QUICK = 1 ]; then
-	: "${SIZE:=1G}" "${STEPS:=6}" "${SWAP_STEPS:=3}" "${TO:=45}" "${NET:=loopback}"
+	: "${SIZE:=512M}" "${STEPS:=6}" "${SWAP_STEPS:=3}" "${TO:=45}" "${NET:=loopback}"
 else
 	: "${SIZE:=2G}" "${STEPS:=24}" "${SWAP_STEPS:=6}" "${TO:=180}" "${NET:=netns}"
 fi
