@@ -9,9 +9,15 @@
 # of their own, reached over a veth pair from this one (names start with
 # PREFIX, so parallel runs on one machine do not collide).
 #
+# A configuration NAME@DIR='flags' runs the node and the benchmark of the
+# build in DIR instead of BUILD_DIR: two builds of the tree, old and new,
+# measured in turns. The rows carry each level's CPU (the benchmark process
+# and the node, in cores, and per operation).
+#
 # Usage: bench/loaded_ab.sh BUILD_DIR [--veth] [--rounds N] [--prefix P]
-#            [--many N] [--out DIR] NAME='node flags' [NAME='node flags'...]
+#            [--many N] [--out DIR] NAME[@DIR]='node flags' [...]
 # e.g.   bench/loaded_ab.sh build old='--workers -1' epoll='--io epoll' uring='--io uring'
+#        bench/loaded_ab.sh build before@/tmp/old/build='' after=''
 set -u
 B=${1:?usage: bench/loaded_ab.sh BUILD_DIR [--veth] [--rounds N] NAME='flags'...}
 shift
@@ -61,20 +67,21 @@ if [ $VETH = 1 ]; then
 fi
 # One node at a time: two idle nodes would still share the cores' caches
 # and the scheduler with the one measured.
-run_one() { # name flags round
-	local port
+run_one() { # name[@dir] flags round
+	local port b=$B
+	case $1 in *@*) b=${1#*@} && set -- "${1%%@*}" "$2" "$3" ;; esac
 	rm -f "$T/$1.port"
 	# shellcheck disable=SC2086
-	$WRAP "$B/ethermemd" --listen "tcp://$HOST:0" --capacity 2G --port-file "$T/$1.port" \
+	$WRAP "$b/ethermemd" --listen "tcp://$HOST:0" --capacity 2G --port-file "$T/$1.port" \
 		--secret-file "$T/secret" $2 2>"$T/$1.$3.log" &
 	local pid=$!
 	PIDS="$PIDS $pid"
 	for _ in $(seq 500); do [ -s "$T/$1.port" ] && break; sleep 0.01; done
 	port=$(cat "$T/$1.port")
 	uptime > "$T/$1.$3.uptime"
-	ETHERMEM_NODES="tcp://$HOST:$port" "$B/ethermem" bench loaded --json --quick \
-		> "$T/$1.$3.json" || echo "loaded_ab.sh: $1 round $3: bench loaded failed" >&2
-	ETHERMEM_NODES="tcp://$HOST:$port" "$B/ethermem" bench loaded --json --many "$MANY" \
+	ETHERMEM_NODES="tcp://$HOST:$port" "$b/ethermem" bench loaded --json --quick \
+		--node-pid "$pid" > "$T/$1.$3.json" || echo "loaded_ab.sh: $1 round $3: bench loaded failed" >&2
+	ETHERMEM_NODES="tcp://$HOST:$port" "$b/ethermem" bench loaded --json --many "$MANY" \
 		--time 3 --node-pid "$pid" >> "$T/$1.$3.json" ||
 		echo "loaded_ab.sh: $1 round $3: --many failed" >&2
 	kill "$pid"
@@ -88,7 +95,7 @@ done
 /usr/bin/python3 - "$T" "$ROUNDS" "$TRANSPORT" "${CONFS[@]}" <<'PY'
 import json, statistics, sys
 d, rounds, transport = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-confs = [(c.split("=", 1)[0], c.split("=", 1)[1]) for c in sys.argv[4:]]
+confs = [(c.split("=", 1)[0].split("@")[0], c.split("=", 1)[1]) for c in sys.argv[4:]]
 names = [n for n, _ in confs]
 def rows(n, r):
     try:
@@ -106,7 +113,10 @@ print(f"transport {transport}, {rounds} rounds, configurations: "
 for n in names:
     print(f"  load average at the start of each round, {n}: " + " | ".join(loads[n]))
 keys = [("probe_p50_us", "p50 us"), ("probe_p99_us", "p99 us"), ("probe_p999_us", "p999 us"),
-        ("bulk_gbps", "bulk GB/s")]
+        ("bulk_gbps", "bulk GB/s"), ("cpu_us_per_op", "CPU us/op"),
+        ("client_cpu", "client cores"), ("node_cpu", "node cores")]
+fmt = lambda k, v: f"{v:.3f}" if k in ("bulk_gbps", "client_cpu", "node_cpu") else (
+    f"{v:.1f}" if k == "cpu_us_per_op" else f"{v:.0f}")
 hdr = " / ".join(names)
 print(f"\n| bulk | load | " + " | ".join(f"{k[1]} {hdr}" for k in keys)
       + " | bulk alone GB/s " + hdr + " |")
@@ -118,11 +128,10 @@ for op in ("read", "write"):
         for k, _ in keys:
             vals = []
             for n in names:
-                vals.append(med(next((x[k] for x in rr if x.get("op") == "loaded" and
+                vals.append(med(next((x.get(k) for x in rr if x.get("op") == "loaded" and
                                       x["bulk_op"] == op and abs(x["load"] - ld) < 1e-6), None)
                                 for rr in data[n]))
-            cells.append(" / ".join(f"{v:.3f}" if k == "bulk_gbps" else f"{v:.0f}"
-                                    for v in vals))
+            cells.append(" / ".join(fmt(k, v) for v in vals))
         alone = " / ".join(f"{med(next((x['bulk_alone_gbps'] for x in rr if x.get('op') == 'loaded' and x['bulk_op'] == op), None) for rr in data[n]):.3f}" for n in names)
         print(f"| {op} | {ld:.2f} | " + " | ".join(cells) + f" | {alone} |")
 # the goals, per round, then their medians
@@ -140,8 +149,8 @@ for op in ("read", "write"):
         f = lambda v: f"{med(v):.2f} [{', '.join(f'{x:.2f}' for x in v)}]"
         print(f"  {op:5} {n:8} p99@80%/unloaded {f(p99r)} (<= 2)   p999 {f(p999r)} (<= 3)"
               f"   worst bulk delivered/offered 25-80% {f(worst)} (>= 0.95)")
-print(f"\n| node | connections | node threads | RSS per connection KiB | ops | p50 ms | p99 ms | p999 ms | slowest / fastest connection ops/s |")
-print("|---" * 9 + "|")
+print(f"\n| node | connections | node threads | RSS per connection KiB | ops | p50 ms | p99 ms | p999 ms | slowest / fastest connection ops/s | CPU us/op |")
+print("|---" * 10 + "|")
 for n in names:
     m = [x for rr in data[n] for x in rr if x.get("op") == "many"]
     if not m:
@@ -149,7 +158,7 @@ for n in names:
     g = lambda k: med([x[k] for x in m])
     print(f"| {n} | {m[0]['connections']} | {g('node_threads'):.0f} | {g('rss_per_conn_kib'):.1f} "
           f"| {g('ops'):.0f} | {g('p50_us') / 1e3:.1f} | {g('p99_us') / 1e3:.1f} | {g('p999_us') / 1e3:.1f} "
-          f"| {g('min_conn_ops_s'):.1f} / {g('max_conn_ops_s'):.1f} |")
+          f"| {g('min_conn_ops_s'):.1f} / {g('max_conn_ops_s'):.1f} | {med([x.get('cpu_us_per_op') for x in m]):.1f} |")
 base = names[0]
 print(f"\nRatios to '{base}' (median cells):")
 for op in ("read",):
@@ -161,4 +170,24 @@ for op in ("read",):
                 b = med(next((x[k] for x in rr if x.get("op") == "loaded" and x["bulk_op"] == op and abs(x["load"] - ld) < 1e-6), None) for rr in data[n])
                 r.append(f"{lab} {b / a:.2f}x" if a else f"{lab} -")
             print(f"  {op} {ld:.2f} {n}/{base}: " + ", ".join(r))
+# Per round, each configuration against the first of the same round (they
+# ran back to back, so under about the same machine load).
+def cell(rr, op, ld, k):
+    return next((x.get(k) for x in rr if x.get("op") == "loaded" and x["bulk_op"] == op
+                 and abs(x["load"] - ld) < 1e-6), None)
+def many(rr, k):
+    return next((x.get(k) for x in rr if x.get("op") == "many"), None)
+def q(b, a):
+    return f"{b / a:.2f}" if a and b is not None else "-"
+print(f"\nPer round, ratio to '{base}' of the same round (load average at the start):")
+for n in names[1:]:
+    for r in range(rounds):
+        a, b = data[base][r], data[n][r]
+        parts = []
+        for op in ("read", "write"):
+            for ld in (0.0, 0.8):
+                parts.append(f"{op} {ld:.1f}: p99 {q(cell(b, op, ld, 'probe_p99_us'), cell(a, op, ld, 'probe_p99_us'))}"
+                             f" CPU/op {q(cell(b, op, ld, 'cpu_us_per_op'), cell(a, op, ld, 'cpu_us_per_op'))}")
+        parts.append(f"many: ops {q(many(b, 'ops'), many(a, 'ops'))} CPU/op {q(many(b, 'cpu_us_per_op'), many(a, 'cpu_us_per_op'))}")
+        print(f"  round {r + 1} {n}/{base} [{loads[base][r]} | {loads[n][r]}]: " + "; ".join(parts))
 PY

@@ -73,6 +73,10 @@ struct loaded {
 	uint8_t buf[PROBE_SIZE];
 	uint64_t seed;
 	int run, measuring;
+	int node_pid; /* --node-pid: the node's CPU is counted too */
+	/* the last level's CPU: cores busy (-1: unknown), and per operation
+	 * (probe reads and bulk transfers) of this process and the node */
+	double client_cpu, node_cpu, cpu_us_per_op;
 };
 
 static uint64_t xs(uint64_t *s)
@@ -204,6 +208,7 @@ static int level(struct loaded *L, bool write, double rate, bool probe, double *
 		 unsigned *nlat)
 {
 	uint64_t t0, secs_ns, moved = 0;
+	int64_t ccpu, ncpu;
 	unsigned n = 0, started = 0;
 	int rc = 0;
 
@@ -228,6 +233,8 @@ static int level(struct loaded *L, bool write, double rate, bool probe, double *
 	}
 	if (!rc && started)
 		sleep_ns(L->quick ? 50000000ull : 200000000ull); /* queues fill, pacing settles */
+	ccpu = em_cli_cpu_ns(0);
+	ncpu = L->node_pid ? em_cli_cpu_ns(L->node_pid) : -1;
 	__atomic_store_n(&L->measuring, 1, __ATOMIC_RELEASE);
 	t0 = em_now_ns();
 	while (!rc && em_now_ns() - t0 < L->time_ns) {
@@ -243,6 +250,8 @@ static int level(struct loaded *L, bool write, double rate, bool probe, double *
 	}
 	__atomic_store_n(&L->measuring, 0, __ATOMIC_RELEASE);
 	secs_ns = em_now_ns() - t0;
+	ccpu = ccpu < 0 ? -1 : em_cli_cpu_ns(0) - ccpu;
+	ncpu = ncpu < 0 ? -1 : em_cli_cpu_ns(L->node_pid) - ncpu;
 	__atomic_store_n(&L->run, 0, __ATOMIC_RELEASE);
 	for (unsigned i = 0; i < started; i++) {
 		pthread_join(L->bk[i].th, NULL);
@@ -254,6 +263,12 @@ static int level(struct loaded *L, bool write, double rate, bool probe, double *
 	}
 	*gbps = (double)moved / ((double)secs_ns / 1e9) / 1e9;
 	*nlat = n;
+	L->client_cpu = ccpu < 0 ? -1 : (double)ccpu / (double)secs_ns;
+	L->node_cpu = ncpu < 0 ? -1 : (double)ncpu / (double)secs_ns;
+	moved = moved / BULK_SIZE + n;
+	L->cpu_us_per_op = moved && ccpu >= 0
+				   ? (double)(ccpu + (ncpu < 0 ? 0 : ncpu)) / 1e3 / (double)moved
+				   : 0;
 	return rc;
 }
 
@@ -276,7 +291,8 @@ static void usage(void)
 	       "--json prints one JSON object per load level.\n"
 	       "--many N: instead, N connections at once doing verified 4 KiB writes and\n"
 	       "reads for --time; one row with latency, per-connection throughput and\n"
-	       "(--node-pid PID, a node on this machine) the node's threads and RSS.\n");
+	       "(--node-pid PID, a node on this machine) the node's threads and RSS.\n"
+	       "--node-pid PID also counts the node's CPU in each row's CPU per op.\n");
 }
 
 int em_cli_bench_loaded(int argc, char **argv, struct em_cli_pool *cp)
@@ -349,6 +365,7 @@ int em_cli_bench_loaded(int argc, char **argv, struct em_cli_pool *cp)
 	}
 	if (L->same_queue)
 		L->clients = 1;
+	L->node_pid = (int)node_pid;
 	if (L->quick && !time_set)
 		L->time_ns = 1000000000ull;
 	L->lat = malloc(MAX_SAMPLES * sizeof(*L->lat));
@@ -427,10 +444,13 @@ int em_cli_bench_loaded(int argc, char **argv, struct em_cli_pool *cp)
 				       "\"bulk_size\":%u,\"bulk_qd\":%u,\"probe_p50_us\":%.2f,"
 				       "\"probe_p99_us\":%.2f,\"probe_p999_us\":%.2f,"
 				       "\"probe_samples\":%u,\"bulk_gbps\":%.3f,"
-				       "\"bulk_alone_gbps\":%.3f,\"bulk_ratio\":%.3f}\n",
+				       "\"bulk_alone_gbps\":%.3f,\"bulk_ratio\":%.3f,"
+				       "\"client_cpu\":%.3f,\"node_cpu\":%.3f,"
+				       "\"cpu_us_per_op\":%.2f}\n",
 				       w ? "write" : "read", ld, L->transport, L->clients,
 				       L->same_queue ? "true" : "false", PROBE_SIZE, BULK_SIZE,
-				       BULK_QD, p50, p99, p999, n, g, alone, ratio);
+				       BULK_QD, p50, p99, p999, n, g, alone, ratio, L->client_cpu,
+				       L->node_cpu, L->cpu_us_per_op);
 			else
 				printf("%-6s %5.2f %10.2f %10.2f %10.2f %9.3f %9.3f %7.3f %8u\n",
 				       w ? "write" : "read", ld, p50, p99, p999, g, alone, ratio,

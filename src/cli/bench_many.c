@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "common/util.h"
@@ -167,6 +168,33 @@ static void proc_usage(int pid, long *threads, long *rss_kib)
 	fclose(f);
 }
 
+int64_t em_cli_cpu_ns(int pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long ut, st;
+	struct timespec ts;
+	long hz = sysconf(_SC_CLK_TCK);
+	FILE *f;
+	size_t n;
+
+	if (pid == 0)
+		return clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+			       ? -1
+			       : (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	if (pid < 0 || hz <= 0 || !(f = fopen(path, "r")))
+		return -1;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	/* the command name may hold spaces and parentheses: fields count from
+	 * the last ')'; utime and stime are the 14th and 15th */
+	if (!(p = strrchr(buf, ')')) ||
+	    sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+		return -1;
+	return (int64_t)((ut + st) * (1000000000ull / (unsigned long long)hz));
+}
+
 int em_cli_bench_many(em_pool *pool, unsigned n, uint64_t time_ns, int node_pid, bool json)
 {
 	struct many M = { .n = n, .time_ns = time_ns };
@@ -174,6 +202,7 @@ int em_cli_bench_many(em_pool *pool, unsigned n, uint64_t time_ns, int node_pid,
 	struct rlimit rl;
 	long th0, rss0, th, rss;
 	uint64_t lo = UINT64_MAX, hi = 0, t0;
+	int64_t ccpu, ncpu;
 	unsigned nd = EM_MIN(DRIVERS, n), started = 0;
 	double secs;
 	int rc;
@@ -197,6 +226,8 @@ int em_cli_bench_many(em_pool *pool, unsigned n, uint64_t time_ns, int node_pid,
 		goto out;
 	}
 	t0 = em_now_ns();
+	ccpu = em_cli_cpu_ns(0);
+	ncpu = em_cli_cpu_ns(node_pid);
 	for (unsigned i = 0; i < nd; i++) {
 		d[i] = (struct driver){ &M, n * i / nd, n * (i + 1) / nd - n * i / nd, 0 };
 		if (pthread_create(&d[i].th, NULL, drive, &d[i]))
@@ -213,6 +244,8 @@ int em_cli_bench_many(em_pool *pool, unsigned n, uint64_t time_ns, int node_pid,
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(d[i].th, NULL);
 	secs = (double)(em_now_ns() - t0) / 1e9;
+	ccpu = ccpu < 0 ? -1 : em_cli_cpu_ns(0) - ccpu;
+	ncpu = ncpu < 0 || node_pid <= 0 ? -1 : em_cli_cpu_ns(node_pid) - ncpu;
 	rc = started == nd ? M.rc : -EAGAIN;
 	if (rc) {
 		fprintf(stderr, "ethermem bench loaded: %u connections: %s\n", n, em_strerror(rc));
@@ -229,10 +262,14 @@ int em_cli_bench_many(em_pool *pool, unsigned n, uint64_t time_ns, int node_pid,
 		       "\"node_rss_kib\":%ld,\"node_rss_kib_before\":%ld,"
 		       "\"rss_per_conn_kib\":%.1f,\"ops\":%zu,\"p50_us\":%.1f,\"p99_us\":%.1f,"
 		       "\"p999_us\":%.1f,\"min_conn_ops_s\":%.1f,\"max_conn_ops_s\":%.1f,"
+		       "\"client_cpu\":%.3f,\"node_cpu\":%.3f,\"cpu_us_per_op\":%.2f,"
 		       "\"verified\":true}\n",
 		       n, SLOT, th, rss, rss0,
 		       rss >= 0 && rss0 >= 0 ? (double)(rss - rss0) / n : -1.0, M.nlat, PCT(0.5),
-		       PCT(0.99), PCT(0.999), (double)lo / secs, (double)hi / secs);
+		       PCT(0.99), PCT(0.999), (double)lo / secs, (double)hi / secs,
+		       (double)ccpu / 1e9 / secs, ncpu < 0 ? -1.0 : (double)ncpu / 1e9 / secs,
+		       M.nlat ? (double)(ccpu + (ncpu < 0 ? 0 : ncpu)) / 1e3 / (double)M.nlat
+			      : 0.0);
 	else
 		printf("%u connections, 4 KiB verified writes and reads: %zu ops, p50 %.1f us, "
 		       "p99 %.1f us, p999 %.1f us; per connection %.1f..%.1f ops/s; node "

@@ -31,6 +31,9 @@ int em_cli_bench_failover(int argc, char **argv, struct em_cli_pool *cp);
 /* bench_many.c: n connections to one node, verified 4 KiB I/O on each;
  * node_pid (0: none) is read in /proc for the node's threads and RSS */
 int em_cli_bench_many(em_pool *pool, unsigned n, uint64_t time_ns, int node_pid, bool json);
+/* CPU time in ns that process pid (0: this one) has used, all its threads
+ * together; -1 where it cannot be read. For the benchmarks' CPU per op. */
+int64_t em_cli_cpu_ns(int pid);
 /* `ethermem node ...` (node.c): membership as etcd has it. */
 int em_cli_node(int argc, char **argv, struct em_cli_pool *cp);
 /* Prints the drains recorded in etcd (nothing without etcd). */
