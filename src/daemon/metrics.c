@@ -143,6 +143,9 @@ static char *render(struct em_server *srv, struct em_reg *reg, size_t *len)
 	counter(f, "ethermem_sent_bytes_total", "Bytes sent to clients.", v[EM_ST_BYTES_OUT]);
 	counter(f, "ethermem_auth_failures_total", "Connections refused at authentication.",
 		v[EM_ST_AUTHFAIL]);
+	counter(f, "ethermem_connections_moved_total",
+		"Client connections moved to another worker, away from bulk streams.",
+		sn->conn_moves);
 
 	fprintf(f, "# HELP ethermem_ops_total Requests served, by operation.\n"
 		   "# TYPE ethermem_ops_total counter\n");

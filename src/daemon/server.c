@@ -85,6 +85,15 @@
 #define OUT_SMALL (64u << 10) /* small replies' bytes not yet sent */
 #define OUT_BULK (1u << 20)   /* large read replies' bytes not yet sent */
 #define TICK_MS 250           /* deadlines are checked this often */
+/* Balancing: every BALANCE_MS a worker sorts its connections by what they
+ * moved since the last look; one that averaged more than BULK_AVG bytes a
+ * request streams bulk. Small-request connections that share a worker
+ * with bulk streams move to a worker with none, each at most once in
+ * MOVE_GAP_NS so that nobody is bounced to and fro. */
+#define BALANCE_MS 50
+#define BULK_AVG (64u << 10)
+#define MOVE_GAP_NS 1000000000ull
+#define MOVE_MAX 64 /* connections moved in one look */
 
 /* A stretch of a connection's output: the next len bytes of its reply
  * buffer (mem NULL), or of a region's memory held by r. */
@@ -113,12 +122,16 @@ struct worker {
 	pthread_mutex_t lock; /* guards inbox and quit */
 	struct conn *inbox;
 	bool quit;
-	int n;            /* connections, atomic: the handover picks the least busy */
-	struct conn **cv; /* its connections (worker-private) */
-	int nc, capc, rr; /* rr: where the next bulk turn starts */
-	int bulkers;      /* connections with large replies queued */
-	int readers;      /* connections with input left after their turn */
-	bool bulk_idle;   /* none of them could send at the last look */
+	int n; /* connections, atomic: the handover picks the least busy */
+	/* the last balancing interval, atomic: read by the handover and the
+	 * other workers */
+	int nbulk;             /* connections that streamed bulk */
+	uint64_t recent_bytes; /* bytes all its connections moved */
+	struct conn **cv;      /* its connections (worker-private) */
+	int nc, capc, rr;      /* rr: where the next bulk turn starts */
+	int bulkers;           /* connections with large replies queued */
+	int readers;           /* connections with input left after their turn */
+	bool bulk_idle;        /* none of them could send at the last look */
 };
 
 /* The result of one at-most-once request; id 0 is a free slot. */
@@ -184,6 +197,10 @@ struct conn {
 	struct em_hdr handoff_h;
 	uint64_t last_rx;     /* ns, for the idle timeout */
 	struct conn *next_in; /* in a worker's inbox */
+	/* balancing (worker-private): requests served; bytes and requests at
+	 * the last look; when it last moved to another worker */
+	uint32_t ops, bal_ops;
+	uint64_t bal_bytes, moved_ns;
 };
 
 enum { CL_READ, CL_WRITE, CL_ATOMIC, CL_CREATE, CL_OPEN, CL_DELETE, CL_LIST, CL_STATUS };
@@ -209,6 +226,7 @@ struct em_server {
 	struct em_oxs *ox;      /* --ox: the OmniXtend data path, else NULL */
 	struct worker *workers;
 	int nworkers;
+	uint64_t moves; /* connections moved between workers (atomic) */
 	bool stopping;
 	bool draining; /* takes no new regions (atomic) */
 	/* lines about unauthenticated peers, limited (see peer_log) */
@@ -887,6 +905,7 @@ void em_server_snapshot(struct em_server *s, struct em_server_snapshot *snap)
 				__atomic_load_n(&s->lat[i].count[b], __ATOMIC_RELAXED);
 		snap->lat_sum_ns[i] = __atomic_load_n(&s->lat_sum_ns[i], __ATOMIC_RELAXED);
 	}
+	snap->conn_moves = __atomic_load_n(&s->moves, __ATOMIC_RELAXED);
 }
 
 static int do_status(struct conn *c, const struct em_hdr *h)
@@ -1563,6 +1582,7 @@ static int serve_buffered(struct conn *c)
 			break;
 		}
 		c->rpos += EM_HDR_LEN;
+		c->ops++;
 		if ((rc = serve(c, &h, true)))
 			return rc;
 	}
@@ -2445,11 +2465,104 @@ static void worker_bulk(struct worker *w)
 	w->bulk_idle = true;
 }
 
+/* Hands c to worker w through its inbox. */
+static void worker_push(struct worker *w, struct conn *c)
+{
+	uint64_t one = 1;
+
+	c->w = w;
+	__atomic_fetch_add(&w->n, 1, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&w->lock);
+	c->next_in = w->inbox;
+	w->inbox = c;
+	pthread_mutex_unlock(&w->lock);
+	if (write(w->efd, &one, sizeof(one)) < 0)
+		em_log(EM_LOG_ERR, "cannot wake a worker: %s", strerror(errno));
+}
+
+/* The worker a new connection should go to: the fewest bulk streams, then
+ * the least traffic (in MiB over the last look, so that small requests'
+ * noise does not count), then the fewest connections. A new connection's
+ * own traffic is not known yet; whichever it turns out to be, a worker
+ * without bulk streams serves it best, and balancing corrects the rest. */
+static struct worker *worker_pick(struct em_server *s, const struct worker *skip)
+{
+	struct worker *best = NULL;
+	uint64_t bk = 0;
+
+	for (int i = 0; i < s->nworkers; i++) {
+		struct worker *w = &s->workers[i];
+		uint64_t nb = (uint64_t)__atomic_load_n(&w->nbulk, __ATOMIC_RELAXED);
+		uint64_t mib = __atomic_load_n(&w->recent_bytes, __ATOMIC_RELAXED) >> 20;
+		uint64_t n = (uint64_t)__atomic_load_n(&w->n, __ATOMIC_RELAXED);
+		/* nb and mib are far below 2^24 and n below 2^16 */
+		uint64_t key = EM_MIN(nb, 0xffu) << 56 | EM_MIN(mib, 0xffffffu) << 32 | n;
+
+		if (w != skip && (!best || key < bk)) {
+			best = w;
+			bk = key;
+		}
+	}
+	return best;
+}
+
+/* Whether c can move to another worker now: nothing of it is half done
+ * (buffered input, queued output, a partial record), so that the other
+ * worker starts it afresh, and it did not move lately. */
+static bool conn_movable(const struct conn *c, uint64_t now)
+{
+	return now - c->moved_ns >= MOVE_GAP_NS && !c->nq && !c->bulk_queued && !c->more_in &&
+	       !c->blocked && !c->stalled && !c->eof && !c->handoff && c->rpos == c->wpos &&
+	       !c->msg_deadline && c->recoff == c->reclen &&
+	       !(c->seal_rx && (em_seal_partial(c->seal_rx) || em_seal_ready(c->seal_rx)));
+}
+
+/* Sorts w's connections by their traffic since the last look, publishes
+ * w's load, and moves its small-request connections to a worker without
+ * bulk streams when w has some: a 4 KiB read that waits for another
+ * client's 256 KiB slice on its own worker need not wait at all on a free
+ * one. */
+static void worker_balance(struct worker *w, uint64_t now)
+{
+	struct em_server *s = w->srv;
+	struct conn *small[MOVE_MAX];
+	struct worker *to;
+	int nsmall = 0, nbulk = 0;
+	uint64_t bytes = 0;
+
+	for (int i = 0; i < w->nc; i++) {
+		struct conn *c = w->cv[i];
+		uint64_t b = __atomic_load_n(&c->bytes_in, __ATOMIC_RELAXED) +
+			     __atomic_load_n(&c->bytes_out, __ATOMIC_RELAXED);
+		uint64_t db = b - c->bal_bytes;
+		uint32_t dops = c->ops - c->bal_ops;
+
+		c->bal_bytes = b;
+		c->bal_ops = c->ops;
+		bytes += db;
+		if (db > (uint64_t)BULK_AVG * (dops ? dops : 1))
+			nbulk++;
+		else if (dops && nsmall < MOVE_MAX && conn_movable(c, now))
+			small[nsmall++] = c;
+	}
+	__atomic_store_n(&w->recent_bytes, bytes, __ATOMIC_RELAXED);
+	__atomic_store_n(&w->nbulk, nbulk, __ATOMIC_RELAXED);
+	if (!nbulk || !nsmall || !(to = worker_pick(s, w)) ||
+	    __atomic_load_n(&to->nbulk, __ATOMIC_RELAXED))
+		return;
+	for (int i = 0; i < nsmall; i++) {
+		worker_forget(small[i]);
+		small[i]->moved_ns = now;
+		worker_push(to, small[i]);
+	}
+	__atomic_fetch_add(&s->moves, (uint64_t)nsmall, __ATOMIC_RELAXED);
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct em_spin spin = { .budget_ns = (uint64_t)w->srv->o.poll_us * 1000 };
-	uint64_t next_tick = 0;
+	uint64_t next_tick = 0, next_balance = 0;
 	struct wev ev[64];
 
 	for (;;) {
@@ -2468,8 +2581,13 @@ static void *worker_main(void *arg)
 				while ((n = wev_wait(w, ev, EM_ARRAY_SIZE(ev), 0)) == 0 &&
 				       em_spin_again(&spin, em_now_ns()))
 					;
+			/* a worker with bulk streams looks again soon, so the
+			 * others do not keep avoiding it once they ended */
 			if (n <= 0)
-				n = wev_wait(w, ev, EM_ARRAY_SIZE(ev), TICK_MS);
+				n = wev_wait(w, ev, EM_ARRAY_SIZE(ev),
+					     __atomic_load_n(&w->nbulk, __ATOMIC_RELAXED)
+						     ? BALANCE_MS
+						     : TICK_MS);
 			em_spin_end(&spin, em_now_ns());
 		}
 		now = em_now_ns();
@@ -2501,29 +2619,19 @@ static void *worker_main(void *arg)
 			worker_tick(w, now);
 			next_tick = now + TICK_MS * 1000000ull;
 		}
+		if (now >= next_balance) {
+			worker_balance(w, now);
+			next_balance = now + BALANCE_MS * 1000000ull;
+		}
 	}
 }
 
 /* An authenticated connection to the least busy worker. */
 static int worker_give(struct em_server *s, struct conn *c)
 {
-	struct worker *w = &s->workers[0];
-	uint64_t one = 1;
-
-	for (int i = 1; i < s->nworkers; i++)
-		if (__atomic_load_n(&s->workers[i].n, __ATOMIC_RELAXED) <
-		    __atomic_load_n(&w->n, __ATOMIC_RELAXED))
-			w = &s->workers[i];
 	if (fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK))
 		return -errno;
-	c->w = w;
-	__atomic_fetch_add(&w->n, 1, __ATOMIC_RELAXED);
-	pthread_mutex_lock(&w->lock);
-	c->next_in = w->inbox;
-	w->inbox = c;
-	pthread_mutex_unlock(&w->lock);
-	if (write(w->efd, &one, sizeof(one)) < 0)
-		em_log(EM_LOG_ERR, "cannot wake a worker: %s", strerror(errno));
+	worker_push(worker_pick(s, NULL), c);
 	return 0;
 }
 
