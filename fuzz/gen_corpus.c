@@ -1,7 +1,8 @@
 /*
  * gen_corpus.c - writes a few well-formed request streams (create, write,
- * read, atomics, list, status, named create/open/delete) as seeds, so the
- * fuzzer starts from deep in the protocol rather than at the magic number.
+ * read, a repair's copy reads and writes, atomics, list, status, named
+ * create/open/delete) as seeds, so the fuzzer starts from deep in the
+ * protocol rather than at the magic number.
  * With `client` after the directory it writes the node's side instead: the
  * replies fuzz_client's batch of requests expects, in order.
  */
@@ -118,6 +119,12 @@ int main(int argc, char **argv)
 	memset(pl, 7, 64);
 	n += put(buf + n, EM_W_WRITE, 64, 1, 0, 100, pl);
 	n += put(buf + n, EM_W_READ, 0, 1, 64, 100, NULL);
+	/* a repair's copy: its cursor set back, read past, written past */
+	flags = EM_WF_COPY;
+	n += put(buf + n, EM_W_READ, 0, 1, 0, 0, NULL);
+	n += put(buf + n, EM_W_READ, 0, 1, 64, 100, NULL);
+	n += put(buf + n, EM_W_WRITE, 64, 1, 1, 100, pl);
+	flags = 0;
 	memset(pl, 0, 16);
 	pl[0] = 1;
 	n += put(buf + n, EM_W_ATOMIC, 16, 1, 1, 8, pl);

@@ -25,8 +25,12 @@
  *    follows the new part and writes it too; afterwards every original
  *    holder that the redundancy allows is killed and every byte of both is
  *    right, served by the rebuilt part.
+ *  - writes racing the copy: several processes (and a thread of the
+ *    repairing one) write all over a replicated region while its lost copy
+ *    is rebuilt at full speed; the rebuilt copy alone holds every byte.
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <sys/mman.h>
 
 /* harness.h formats paths into fixed buffers that it sized for them */
@@ -642,6 +646,148 @@ static void cross(const char *red, unsigned chunk)
 	printf("%s: another client's writes reached the rebuilt part\n", red);
 }
 
+/* Writes racing a repair's copy: several processes and a thread of the
+ * repairing one write small random pieces all over a replicated region
+ * while its lost copy is rebuilt at full speed, so that many land on the
+ * piece being copied, on the copy the repair reads after it took the piece
+ * and on the new part before the copy reached it. Each writer owns every
+ * RACE_W-th block of RACE_BLOCK bytes, so the reference is exact. Then
+ * every original holder dies and the rebuilt copy alone must hold every
+ * byte written: a write that the copy undid is lost there. */
+#define RACE_SIZE (4u << 20)
+#define RACE_BLOCK 4096u
+#define RACE_W 3u
+
+struct rshare {
+	int stop, ops[RACE_W]; /* atomic: a thread of this process reads them too */
+	uint8_t ref[RACE_SIZE];
+};
+
+static void race_writes(em_region *r, struct rshare *sh, unsigned me, uint64_t seed)
+{
+	static __thread uint8_t buf[RACE_BLOCK];
+	int after = 0;
+
+	while (!__atomic_load_n(&sh->stop, __ATOMIC_ACQUIRE) || after++ < 20) {
+		uint64_t nblk = RACE_SIZE / RACE_BLOCK / RACE_W;
+		uint64_t blk = (t_rand(&seed) % nblk) * RACE_W + me;
+		uint64_t len = 1 + t_rand(&seed) % (RACE_BLOCK / 2);
+		uint64_t off = blk * RACE_BLOCK + t_rand(&seed) % (RACE_BLOCK - len + 1);
+
+		for (uint64_t k = 0; k < len; k++)
+			buf[k] = (uint8_t)t_rand(&seed);
+		CHECK_RC(em_write(r, off, buf, len), 0);
+		memcpy(sh->ref + off, buf, len);
+		__atomic_fetch_add(&sh->ops[me], 1, __ATOMIC_RELEASE);
+	}
+}
+
+struct rthread {
+	em_region *r;
+	struct rshare *sh;
+};
+
+static void *race_thread(void *arg)
+{
+	struct rthread *t = arg;
+
+	race_writes(t->r, t->sh, 0, 31);
+	return NULL;
+}
+
+static void race(const char *red)
+{
+	struct t_node n[NODES];
+	struct em_region_opts o = { .size = sizeof(o) };
+	struct rshare *sh =
+		mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	uint64_t seed = 17;
+	unsigned orig[NODES];
+	int during[RACE_W], status, raced = 0;
+	struct rthread th;
+	pthread_t tid;
+	pid_t kid[RACE_W];
+	em_pool *pool, *p2;
+	em_region *r, *r2;
+
+	CHECK(sh != MAP_FAILED);
+	memset(sh, 0, sizeof(*sh));
+	for (uint64_t k = 0; k < RACE_SIZE; k++)
+		sh->ref[k] = (uint8_t)t_rand(&seed);
+	start_nodes(n, NODES);
+	pool = t_connect_ok(n, NODES, sec);
+	CHECK_RC(em_parse_redundancy(red, &o), 0);
+	CHECK_RC(em_region_create(pool, "race", RACE_SIZE, &o, &r), 0);
+	CHECK_RC(em_write(r, 0, sh->ref, RACE_SIZE), 0);
+	for (unsigned s = 0; s < r->nseg; s++)
+		orig[s] = r->node[s];
+	fflush(stdout);
+	for (unsigned w = 1; w < RACE_W; w++) {
+		kid[w] = fork();
+		CHECK(kid[w] >= 0);
+		if (kid[w] == 0) {
+			em_pool *p = t_connect_ok(n, NODES, sec);
+			em_region *rr;
+			CHECK_RC(em_region_open(p, "race", &rr), 0);
+			race_writes(rr, sh, w, 1000 + w);
+			em_region_close(rr);
+			em_pool_close(p);
+			_exit(t_fails ? 1 : 0);
+		}
+	}
+	th = (struct rthread){ r, sh };
+	CHECK(pthread_create(&tid, NULL, race_thread, &th) == 0);
+	for (unsigned w = 0; w < RACE_W; w++)
+		while (__atomic_load_n(&sh->ops[w], __ATOMIC_ACQUIRE) < 50)
+			t_sleep_ms(2);
+	t_node_stop(&n[orig[0]], SIGKILL);
+	for (unsigned w = 0; w < RACE_W; w++)
+		during[w] = __atomic_load_n(&sh->ops[w], __ATOMIC_ACQUIRE);
+	/* at full speed: the copy moves from piece to piece under the writes */
+	CHECK_RC(em_region_repair(r), 1);
+	for (unsigned w = 0; w < RACE_W; w++) {
+		int now = __atomic_load_n(&sh->ops[w], __ATOMIC_ACQUIRE);
+		fprintf(stderr, "%s: writer %u wrote %d times during the repair\n", red, w,
+			now - during[w]);
+		raced += now - during[w];
+	}
+	CHECK(raced > 0); /* else the test proved nothing */
+	__atomic_store_n(&sh->stop, 1, __ATOMIC_RELEASE);
+	CHECK(pthread_join(tid, NULL) == 0);
+	for (unsigned w = 1; w < RACE_W; w++) {
+		CHECK(waitpid(kid[w], &status, 0) == kid[w]);
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	/* the rebuilt copy alone */
+	for (unsigned s = 1; s < r->nseg; s++)
+		t_node_stop(&n[orig[s]], SIGKILL);
+	p2 = t_connect_ok(n, NODES, sec);
+	CHECK_RC(em_region_open(p2, "race", &r2), 0);
+	{
+		uint8_t *all = malloc(RACE_SIZE);
+		uint64_t bad = 0, first = 0;
+		CHECK(all);
+		CHECK_RC(em_read(r2, 0, all, RACE_SIZE), 0);
+		for (uint64_t k = 0; k < RACE_SIZE; k++)
+			if (all[k] != sh->ref[k] && !bad++)
+				first = k;
+		if (bad)
+			fprintf(stderr,
+				"%s: %" PRIu64
+				" bytes lost from the rebuilt copy, first at %" PRIu64 "\n",
+				red, bad, first);
+		CHECK(!bad);
+		free(all);
+	}
+	em_region_close(r2);
+	em_pool_close(p2);
+	em_region_close(r);
+	em_pool_close(pool);
+	stop_nodes(n, NODES);
+	munmap(sh, sizeof(*sh));
+	printf("%s: no write racing the repair's copy was lost\n", red);
+}
+
 static void bad_options(void)
 {
 	struct t_node n[NODES];
@@ -717,5 +863,9 @@ int main(int argc, char **argv)
 	}
 	if (!*only || !strcmp(only, "odd"))
 		repair_odd();
+	if (!*only || !strcmp(only, "race")) {
+		race("replicate:2");
+		race("replicate:3");
+	}
 	return 0;
 }

@@ -104,6 +104,35 @@ static void test_header(void)
 		em_hdr_encode(b, &o);
 		CHECK_RC(em_hdr_decode(b, &d, &why), -EPROTO);
 	}
+	/* a repair's copy: reads and writes (requests) only */
+	{
+		struct em_hdr o = { .magic = EM_WIRE_MAGIC,
+				    .version = EM_WIRE_VERSION,
+				    .op = EM_W_READ,
+				    .flags = EM_WF_COPY,
+				    .tag = 3,
+				    .aux = 4096 };
+		em_hdr_encode(b, &o);
+		CHECK_RC(em_hdr_decode(b, &d, &why), 0);
+		CHECK(d.flags == EM_WF_COPY);
+		o.op = EM_W_WRITE;
+		o.flags = EM_WF_COPY | EM_WF_ONCE;
+		o.len = 4096;
+		em_hdr_encode(b, &o);
+		CHECK_RC(em_hdr_decode(b, &d, &why), 0);
+		o.op = EM_W_ATOMIC;
+		o.len = 16;
+		em_hdr_encode(b, &o);
+		CHECK_RC(em_hdr_decode(b, &d, &why), -EPROTO);
+		o.op = EM_W_READ;
+		o.len = 0;
+		o.flags = EM_WF_COPY | EM_WF_RESPONSE;
+		em_hdr_encode(b, &o);
+		CHECK_RC(em_hdr_decode(b, &d, &why), -EPROTO);
+		o.flags = 8; /* not a flag */
+		em_hdr_encode(b, &o);
+		CHECK_RC(em_hdr_decode(b, &d, &why), -EPROTO);
+	}
 }
 
 static void test_namelayout(void)

@@ -90,8 +90,13 @@ int em_hdr_decode(const uint8_t in[EM_HDR_LEN], struct em_hdr *h, const char **w
 		*why = "unknown opcode";
 		return -EPROTO;
 	}
-	if (h->flags & ~(EM_WF_RESPONSE | EM_WF_ONCE)) {
+	if (h->flags & ~(EM_WF_RESPONSE | EM_WF_ONCE | EM_WF_COPY)) {
 		*why = "unknown flags";
+		return -EPROTO;
+	}
+	if ((h->flags & EM_WF_COPY) &&
+	    ((h->flags & EM_WF_RESPONSE) || (h->op != EM_W_READ && h->op != EM_W_WRITE))) {
+		*why = "repair-copy flag on a message that cannot carry it";
 		return -EPROTO;
 	}
 	if ((h->flags & EM_WF_ONCE) &&

@@ -23,8 +23,10 @@
  * 3: writes and atomics may carry EM_WF_ONCE; EM_W_BYE ends a session;
  *    EM_W_DRAIN and EM_W_FREEZE move a node's parts away
  * 4: a write's aux and an atomic's aux bits 8-31 carry the sender's layout
- *    version, which a repair's fence (EM_W_FREEZE, EM_MV_FENCE) checks */
-#define EM_WIRE_VERSION 4
+ *    version, which a repair's fence (EM_W_FREEZE, EM_MV_FENCE) checks
+ * 5: EM_WF_COPY on a repair's reads and writes; a write's reply says how
+ *    much of it a repair's copy had read or written (see EM_WF_COPY) */
+#define EM_WIRE_VERSION 5
 #define EM_HDR_LEN 40
 
 /* Largest data payload in one message; the library splits larger transfers. */
@@ -67,6 +69,22 @@ enum em_wire_op {
  * never heard back. */
 #define EM_WF_ONCE 2u
 #define EM_ONCE_SLOTS 256
+/* A repair's copy of a replicated region, told apart from its other
+ * traffic so that writers need not lock against it. Each part keeps a
+ * copy cursor: bytes below it have been read from it (on a copy the
+ * repair reads) or written to it (on the part it fills) by the repair.
+ * On a READ request EM_WF_COPY raises the cursor to the read's end before
+ * the bytes are taken; a READ of 0 bytes at offset 0 with it sets the
+ * cursor back to 0 (a repair begins). On a WRITE request it raises the
+ * cursor to the write's end once the bytes are in. Every successful
+ * WRITE's reply says, counted from the write's first byte, in aux how many
+ * of its bytes the repair had written before they were applied (below the
+ * cursor seen before them) and in offset how many it may have read before
+ * (below the cursor seen after them): a writer that is filling a part
+ * learns from them, in the one round trip, whether its bytes reach the new
+ * part either way, through the copy or by its own write (redundancy.c). A
+ * write answered from memory (EM_WF_ONCE) says 0 and its length. */
+#define EM_WF_COPY 4u
 
 /* A named region's state on a node while a drain moves it: FROZEN answers
  * writes and atomics with EM_ESTALE (reads still served, so the copy and

@@ -1086,6 +1086,40 @@ static bool in_bounds(const struct em_sregion *r, uint64_t off, uint64_t len)
 	return off <= r->size && len <= r->size - off;
 }
 
+/* Raises a part's copy cursor to `end` (or leaves it higher) and returns
+ * what it was. Always a read-modify-write, so that it is ordered both
+ * ways with the region's bytes: a writer that takes the cursor this way
+ * after its bytes went in, and a copy that raises it before it reads
+ * them, meet on it, one after the other (see do_write). */
+static uint64_t copy_raise(struct em_sregion *r, uint64_t end)
+{
+	uint64_t cur = __atomic_load_n(&r->copy_cur, __ATOMIC_RELAXED);
+
+	while (cur < end)
+		if (__atomic_compare_exchange_n(&r->copy_cur, &cur, end, false, __ATOMIC_SEQ_CST,
+						__ATOMIC_RELAXED))
+			return cur;
+	return __atomic_fetch_or(&r->copy_cur, 0, __ATOMIC_SEQ_CST);
+}
+
+/* A repair's copy read of [off, off+len): the cursor goes up before the
+ * bytes are taken, so a write that finds it below its bytes afterwards
+ * is in what the copy reads. 0 bytes at 0: a repair begins, from the
+ * start. */
+static void copy_read(struct em_sregion *r, uint64_t off, uint64_t len)
+{
+	if (!off && !len)
+		__atomic_exchange_n(&r->copy_cur, 0, __ATOMIC_SEQ_CST);
+	else
+		copy_raise(r, off + len);
+}
+
+/* How many bytes of [off, off+len), from its start, lie below cursor cur. */
+static uint32_t copy_below(uint64_t cur, uint64_t off, uint64_t len)
+{
+	return cur <= off ? 0 : (uint32_t)EM_MIN(cur - off, len);
+}
+
 static int do_read(struct conn *c, const struct em_hdr *h)
 {
 	struct session *ss = c->sess;
@@ -1105,6 +1139,8 @@ static int do_read(struct conn *c, const struct em_hdr *h)
 		pthread_rwlock_unlock(&ss->lock);
 		return reply_err(c, h, -EM_ESTALE);
 	}
+	if (h->flags & EM_WF_COPY)
+		copy_read(r, h->offset, h->aux);
 	EM_UNOWNED_BEGIN();
 	if (h->aux <= SMALL_READ) {
 		rc = reply(c, h, 0, r->mem + h->offset, h->aux, h->region, 0, h->offset);
@@ -1231,7 +1267,8 @@ static int do_write(struct conn *c, const struct em_hdr *h, bool buffered)
 	struct em_sregion *r;
 	struct once_ent done;
 	bool once = h->flags & EM_WF_ONCE;
-	uint32_t fence = 0;
+	uint32_t fence = 0, copied = 0;
+	uint64_t was_read = 0;
 	int rc, status = 0;
 
 	if (once && (rc = once_begin(ss, h->tag, &done)) != 0) {
@@ -1246,7 +1283,8 @@ static int do_write(struct conn *c, const struct em_hdr *h, bool buffered)
 		} else {
 			rc = conn_take(c, NULL, h->len);
 		}
-		return rc ? rc : reply(c, h, status, NULL, 0, h->region, 0, h->offset);
+		/* what a repair's copy did meanwhile is unknown: the worst */
+		return rc ? rc : reply(c, h, status, NULL, 0, h->region, 0, h->len);
 	}
 	pthread_rwlock_rdlock(&ss->lock);
 	r = handle_get(ss, h->region);
@@ -1256,6 +1294,11 @@ static int do_write(struct conn *c, const struct em_hdr *h, bool buffered)
 		status = -EM_ESTALE;
 		fence = __atomic_load_n(&r->fence, __ATOMIC_SEQ_CST);
 	}
+	/* what a repair's copy had written here before these bytes go in:
+	 * those of them it covers are newer than the copy's */
+	if (!status)
+		copied = copy_below(__atomic_load_n(&r->copy_cur, __ATOMIC_ACQUIRE), h->offset,
+				    h->len);
 	EM_UNOWNED_BEGIN();
 	if (buffered) {
 		if (!status)
@@ -1266,15 +1309,22 @@ static int do_write(struct conn *c, const struct em_hdr *h, bool buffered)
 		rc = conn_take(c, status ? NULL : r->mem + h->offset, h->len);
 	}
 	EM_UNOWNED_END();
-	if (!status)
+	if (!status) {
+		/* and what it may have read before they were in (copy_read);
+		 * a repair's own write moves the cursor past its bytes */
+		was_read = copy_below(copy_raise(r, h->flags & EM_WF_COPY ? h->offset + h->len : 0),
+				      h->offset, h->len);
 		write_leave(r);
+	}
 	pthread_rwlock_unlock(&ss->lock);
 	if (once)
 		once_end(ss, h->tag, status, 0, rc != 0);
 	if (rc)
 		return rc;
-	/* a refused write says which version it needs */
-	return reply(c, h, status, NULL, 0, h->region, fence, h->offset);
+	/* a refused write says which version it needs; a done one what a
+	 * repair's copy had done about its bytes (common/wire.h) */
+	return status ? reply(c, h, status, NULL, 0, h->region, fence, h->offset)
+		      : reply(c, h, 0, NULL, 0, h->region, copied, was_read);
 }
 
 static int do_atomic(struct conn *c, const struct em_hdr *h, const uint8_t *p)

@@ -37,6 +37,8 @@ struct em_sregion {
 	 * still at work (monotonic ns): another repairer takes over a fence
 	 * whose holder stopped touching it (both atomic) */
 	uint64_t fence_owner, fence_at;
+	/* how far a repair's copy has read or written it (EM_WF_COPY, atomic) */
+	uint64_t copy_cur;
 	struct em_sregion *next; /* name table chain */
 };
 

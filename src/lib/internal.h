@@ -29,7 +29,8 @@ struct em_part {
 	struct em_slot *slot;   /* NULL for control calls */
 	struct em_part *origin; /* control calls: where the result goes */
 	uint64_t tag;
-	uint8_t wop; /* enum em_wire_op */
+	uint8_t wop;     /* enum em_wire_op */
+	uint16_t wflags; /* request flags beyond the channel's own (EM_WF_COPY) */
 	uint32_t handle, aux;
 	uint64_t off;
 	const void *req; /* request payload */

@@ -221,6 +221,8 @@ static void ent_cb(struct ox_op *op)
  * but travels over TCP; everything else goes to TCP untouched. */
 static bool data_part(const struct em_part *p)
 {
+	if (p->wflags) /* a repair's copy: only the request path keeps its cursor */
+		return false;
 	switch (p->wop) {
 	case EM_W_READ:
 		return true;

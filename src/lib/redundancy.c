@@ -31,8 +31,11 @@
  *   nodes hold. While a new part fills, every write reaches it too (it is
  *   "filling": written, never read), so it misses nothing: this handle's at
  *   once, other clients' once a fence on the surviving parts has sent them
- *   to read the layouts again (repair_run). A piece is copied under the
- *   lock its writers take meanwhile. The background thread copies at most
+ *   to read the layouts again (repair_run). An EC stripe is rebuilt under
+ *   the lock its writers take anyway; a copy is copied piece by piece under
+ *   the piece's lock, and a write learns from the nodes' replies whether
+ *   the copy carries its bytes or came before them (fill_sure), so only
+ *   the rare one that cannot tell locks. The background thread copies at most
  *   ETHERMEM_REPAIR_RATE bytes/s and, while the application uses the
  *   region, copies at most ETHERMEM_REPAIR_SHARE percent of the time, so
  *   the foreground keeps most of the bandwidth. A repair that fails or is stopped deletes its half-made
@@ -575,12 +578,43 @@ static void stripes_unlock(em_queue *q, em_region *r, uint64_t row0, unsigned nr
 /* Most stripes or pieces one batch locks at once. */
 #define BATCH_ROWS 16u
 
+/* Whether a write that went to every copy at once (reqs, n requests per
+ * segment) is sure to be on the copies being filled once their repair is
+ * done: for each of its requests, the bytes the repair's copy may have
+ * read before they were on a copy it reads from (the most any of them
+ * says; all, for one that did not take them) must be among those it had
+ * written to the filled part before they got there (common/wire.h,
+ * EM_WF_COPY). The rest the copy carries, or the write put there after
+ * the copy did. */
+static bool fill_sure(em_region *r, const struct req *reqs, unsigned n, uint64_t fill)
+{
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t read = 0;
+
+		for (unsigned s = 0; s < r->nseg; s++) {
+			const struct req *q = &reqs[s * n + i];
+			if (fill >> s & 1)
+				continue;
+			read = EM_MAX(read, q->p.status ? q->p.req_len
+							: EM_MIN(q->p.r_off, q->p.req_len));
+		}
+		for (unsigned s = 0; s < r->nseg; s++) {
+			const struct req *q = &reqs[s * n + i];
+			if ((fill >> s & 1) && !q->p.status && q->p.r_aux < read)
+				return false;
+		}
+	}
+	return true;
+}
+
 /* Every copy at once (one round trip), the copies a repair is filling too.
- * While one is filled, every writer (of any client) holds the locks of the
- * pieces it writes, as the repair does of the piece it copies: no write
- * lands between the repair's read of a piece and its write of it, undone. */
+ * With `lock` (a copy is filled, and the write could not tell that its
+ * bytes reach it: fill_sure) the writer holds the locks of the pieces it
+ * writes, as the repair does of the piece it copies: then no write lands
+ * between the repair's read of a piece and its write of it, undone. Else
+ * *sure says whether the write can do without (no copy filled: true). */
 static int rep_write_span(em_queue *q, em_region *r, uint64_t off, const uint8_t *buf, uint64_t len,
-			  bool lock)
+			  bool lock, bool *sure)
 {
 	unsigned n = pieces(len), live = 0, k = 0, segs[EM_MAX_SEG], ns = 0;
 	uint64_t p0 = off / REP_PIECE, p1 = (off + len - 1) / REP_PIECE;
@@ -602,6 +636,8 @@ static int rep_write_span(em_queue *q, em_region *r, uint64_t off, const uint8_t
 	run(q, r, reqs, k);
 	if (lock)
 		stripes_unlock(q, r, p0, (unsigned)(p1 - p0 + 1), segs, ns, false);
+	else if (sure)
+		*sure = !filling(r) || fill_sure(r, reqs, n, filling(r));
 	for (unsigned s = 0; s < r->nseg; s++) {
 		bool ok = !seg_lost(r, s);
 		for (unsigned i = 0; i < n; i++)
@@ -620,16 +656,17 @@ static int rep_write(em_queue *q, em_region *r, uint64_t off, const uint8_t *buf
 	const uint64_t span = (uint64_t)BATCH_ROWS * REP_PIECE;
 	int rc = 0;
 
+	bool sure = true;
+
 	pthread_rwlock_rdlock(&r->rx->fill);
-	/* the fill set moves only under the exclusive lock */
-	if (!filling(r)) {
-		rc = rep_write_span(q, r, off, buf, len, false);
-	} else {
-		for (uint64_t o = off; o < off + len && !rc;) {
-			uint64_t k = EM_MIN(off + len, (o / span + 1) * span) - o;
-			rc = rep_write_span(q, r, o, buf + (o - off), k, true);
-			o += k;
-		}
+	/* the fill set moves only under the exclusive lock; while a copy is
+	 * filled, nearly every write finds its bytes there either way, and
+	 * the few on the piece being copied are written again, locked */
+	rc = rep_write_span(q, r, off, buf, len, false, &sure);
+	for (uint64_t o = off; o < off + len && !rc && !sure;) {
+		uint64_t k = EM_MIN(off + len, (o / span + 1) * span) - o;
+		rc = rep_write_span(q, r, o, buf + (o - off), k, true, NULL);
+		o += k;
 	}
 	pthread_rwlock_unlock(&r->rx->fill);
 	return rc;
@@ -1372,10 +1409,13 @@ static int still_filling(em_region *r, uint64_t mask)
 
 static int keep(em_region *r, bool now);
 
-/* Copies each whole copy of `mask` from a survivor, a piece at a time,
- * each under its piece lock, which every writer of a copy being filled
- * (of this handle or another client's) takes too: no write lands between
- * the piece's read and its write and is undone. */
+/* Copies each whole copy of `mask` from a survivor, a piece at a time, in
+ * order, with reads and writes that move the parts' copy cursors
+ * (EM_WF_COPY): from those, each write of any client learns whether its
+ * bytes reach the new part (fill_sure), and only one that cannot tell
+ * takes the locks of its pieces. The copy takes the lock of the piece it
+ * copies, as atomics and those writes do: none of them lands between the
+ * piece's read and its write and is undone. */
 static int fill_rep(em_region *r, uint64_t mask, bool throttled)
 {
 	uint64_t start = em_now_ns();
@@ -1383,6 +1423,18 @@ static int fill_rep(em_region *r, uint64_t mask, bool throttled)
 	em_queue *q = NULL;
 	int rc = buf ? fill_queue(r, &q) : -ENOMEM;
 
+	if (!rc) {
+		/* the survivors' cursors start over (an earlier repair left
+		 * them at the end, which only makes writers lock) */
+		struct req z[EM_MAX_SEG];
+		unsigned nz = 0;
+		for (unsigned s = 0; s < r->nseg; s++)
+			if (!seg_lost(r, s)) {
+				req_read(&z[nz], r, s, 0, NULL, 0);
+				z[nz++].p.wflags = EM_WF_COPY;
+			}
+		run(q, r, z, nz);
+	}
 	for (uint64_t off = 0; off < r->size && !rc; off += REP_PIECE) {
 		uint32_t k = (uint32_t)EM_MIN(REP_PIECE, r->size - off);
 		unsigned segs[EM_MAX_SEG], ns, src = r->nseg, nw = 0;
@@ -1395,13 +1447,16 @@ static int fill_rep(em_region *r, uint64_t mask, bool throttled)
 				if (seg_lost(r, src))
 					continue;
 				req_read(&rd, r, src, off, buf, k);
+				rd.p.wflags = EM_WF_COPY;
 				if (!run(q, r, &rd, 1))
 					break;
 			}
 			if (src < r->nseg) {
 				for (unsigned s = 0; s < r->nseg; s++)
-					if (mask >> s & 1)
-						req_write(&w[nw++], r, s, off, buf, k);
+					if (mask >> s & 1) {
+						req_write(&w[nw], r, s, off, buf, k);
+						w[nw++].p.wflags = EM_WF_COPY;
+					}
 				run(q, r, w, nw);
 			}
 			stripes_unlock(q, r, off / REP_PIECE, 1, segs, ns, false);

@@ -466,7 +466,10 @@ static int send_parts(struct tcp_chan *t, const struct em_part *parts, unsigned 
 			.op = p->wop,
 			/* the node applies a write or atomic at most once per tag,
 			 * so one resent after a lost reply is not applied twice */
-			.flags = p->wop == EM_W_WRITE || p->wop == EM_W_ATOMIC ? EM_WF_ONCE : 0,
+			.flags = (uint16_t)((p->wop == EM_W_WRITE || p->wop == EM_W_ATOMIC
+						     ? EM_WF_ONCE
+						     : 0) |
+					    p->wflags),
 			.len = p->req_len,
 			.tag = p->tag,
 			.region = p->handle,
