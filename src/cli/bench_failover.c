@@ -15,7 +15,8 @@
  *   repair   - em_region_repair_start() rebuilds the lost part on a spare
  *              node in the background (at ETHERMEM_REPAIR_RATE) while the
  *              workload goes on: the bytes rebuilt over the repair's time,
- *              and the workload's ops/s during it against `before`.
+ *              and the workload's ops/s during it against `before`, and
+ *              its writes' p50 before and during it.
  * For `none` (no kill: its bytes would be gone) only the `before` phase
  * runs, so the list gives the plain region's figures in the same run.
  * Every node is killed once at most: the list needs a spare node per
@@ -42,8 +43,10 @@ struct fo {
 	em_region *r;
 	uint64_t size;
 	uint8_t *buf;
-	/* per op: start and duration (ns), filled by the workload thread */
+	/* per op: start and duration (ns), and whether it wrote, filled by
+	 * the workload thread */
 	uint64_t *start, *dur;
+	uint8_t *wrote;
 	_Atomic uint64_t n;
 	_Atomic bool stop;
 	int rc;
@@ -67,6 +70,7 @@ static void *fo_worker(void *arg)
 					 : em_read(f->r, off, f->buf, FO_IO);
 		f->start[i] = s;
 		f->dur[i] = em_now_ns() - s;
+		f->wrote[i] = (f->seed >> 40) & 1;
 		if (rc) {
 			f->rc = rc;
 			break;
@@ -82,20 +86,29 @@ static int cmp64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Ops [i0, i1): p50 and p99 (us) of their durations, ops per second over
- * [t0, t1). */
+/* Ops that started in [t0, t1): p50 and p99 (us) of their durations, ops
+ * per second over [t0, t1), and the writes' p50 (us): unlike ops/s, which
+ * a descheduled thread pulls down, a median shows what each write costs
+ * when a copy is being filled even on a loaded machine. */
 struct fo_phase {
-	double p50, p99, max, ops_s;
+	double p50, p99, max, ops_s, w50;
 	uint64_t n;
 };
 
 static struct fo_phase fo_stats(const struct fo *f, uint64_t t0, uint64_t t1)
 {
 	struct fo_phase p = { 0 };
-	uint64_t n = f->n, k = 0, *d = malloc((size_t)(n ? n : 1) * sizeof(*d));
+	uint64_t n = f->n, k = 0, kw = 0, *d = malloc((size_t)(n ? n : 1) * sizeof(*d));
 
 	if (!d)
 		return p;
+	for (uint64_t i = 0; i < n; i++)
+		if (f->start[i] >= t0 && f->start[i] < t1 && f->wrote[i])
+			d[kw++] = f->dur[i];
+	if (kw) {
+		qsort(d, kw, sizeof(*d), cmp64);
+		p.w50 = (double)d[kw / 2] / 1e3;
+	}
 	for (uint64_t i = 0; i < n; i++)
 		if (f->start[i] >= t0 && f->start[i] < t1)
 			d[k++] = f->dur[i];
@@ -134,7 +147,8 @@ static int fo_one(em_pool *pool, const char *red, const struct em_region_opts *o
 	f.buf = malloc(2u << 20);
 	f.start = malloc(FO_MAXOPS * sizeof(uint64_t));
 	f.dur = malloc(FO_MAXOPS * sizeof(uint64_t));
-	if (!f.buf || !f.start || !f.dur) {
+	f.wrote = malloc(FO_MAXOPS);
+	if (!f.buf || !f.start || !f.dur || !f.wrote) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -211,16 +225,18 @@ static int fo_one(em_pool *pool, const char *red, const struct em_region_opts *o
 		if (redundant)
 			printf("{\"op\":\"repair\",\"redundancy\":\"%s\",\"rebuilt_bytes\":%" PRIu64
 			       ",\"repair_s\":%.3f,\"repair_gbps\":%.3f,\"during_ops_s\":%.0f,"
-			       "\"during_p99_us\":%.2f,\"during_over_before\":%.2f,\"done\":%s}\n",
+			       "\"during_p99_us\":%.2f,\"during_over_before\":%.2f,"
+			       "\"before_write_p50_us\":%.2f,\"during_write_p50_us\":%.2f,\"done\":%s}\n",
 			       red, rebuilt, tdone ? (double)(tdone - tr) / 1e9 : 0, repair_gbs,
 			       rep.ops_s, rep.p99, before.ops_s > 0 ? rep.ops_s / before.ops_s : 0,
-			       tdone ? "true" : "false");
+			       before.w50, rep.w50, tdone ? "true" : "false");
 	} else {
 		printf("%-12s %8.1f %9.1f %9.1f %9.0f %10.1f %9.1f %9.0f", red, before.p50,
 		       before.p99, before.max, before.ops_s, stall, kph.p99, deg.ops_s);
 		if (redundant)
-			printf(" %9.3f %8.3f %9.0f %6.2f%s", (double)rebuilt / 1e9, repair_gbs,
-			       rep.ops_s, before.ops_s > 0 ? rep.ops_s / before.ops_s : 0,
+			printf(" %9.3f %8.3f %9.0f %6.2f %8.1f %8.1f%s", (double)rebuilt / 1e9,
+			       repair_gbs, rep.ops_s,
+			       before.ops_s > 0 ? rep.ops_s / before.ops_s : 0, before.w50, rep.w50,
 			       tdone ? "" : " (repair not done)");
 		printf("\n");
 	}
@@ -231,6 +247,7 @@ out:
 	free(f.buf);
 	free(f.start);
 	free(f.dur);
+	free(f.wrote);
 	return rc;
 }
 
@@ -290,7 +307,8 @@ int em_cli_bench_failover(int argc, char **argv, struct em_cli_pool *cp)
 			       "background while it goes on. Prints per redundancy: p50/p99/max before\n"
 			       "the kill and ops/s; the longest operation across the kill (stall); p99 in\n"
 			       "the second after it; ops/s degraded; GB rebuilt, repair GB/s, ops/s\n"
-			       "during the repair and their ratio to before. `none` runs the first\n"
+			       "during the repair and their ratio to before; the writes' p50 before and\n"
+			       "during the repair. `none` runs the first\n"
 			       "phase only. Each redundant entry kills one node for good.\n");
 			return 0;
 		} else {
@@ -312,9 +330,9 @@ int em_cli_bench_failover(int argc, char **argv, struct em_cli_pool *cp)
 	/* the repair phase starts the repair: none may start before it */
 	setenv("ETHERMEM_AUTO_REPAIR", "0", 1);
 	if (!json)
-		printf("%-12s %8s %9s %9s %9s %10s %9s %9s %9s %8s %9s %6s\n", "redundancy",
+		printf("%-12s %8s %9s %9s %9s %10s %9s %9s %9s %8s %9s %6s %8s %8s\n", "redundancy",
 		       "p50 us", "p99 us", "max us", "ops/s", "stall us", "p99 kill", "ops/s dg",
-		       "GB rebuilt", "GB/s", "ops/s rep", "ratio");
+		       "GB rebuilt", "GB/s", "ops/s rep", "ratio", "w50 us", "w50 rep");
 	char *dup = strdup(list), *save = NULL;
 	for (char *tok = dup ? strtok_r(dup, ",", &save) : NULL; tok && !rc;
 	     tok = strtok_r(NULL, ",", &save)) {
