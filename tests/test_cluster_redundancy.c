@@ -11,9 +11,11 @@
  *    region through its etcd lock) rebuild the lost parts elsewhere, and
  *    the record names the new nodes at a new layout epoch; then a second
  *    node is killed and every byte is read back;
- *  - a repairer killed mid-repair (SIGKILL of `ethermem repair`): another
- *    takes the lock once the dead one's lease ran out, takes over its
- *    fence and finishes, while a writer goes on without an error.
+ *  - a repairer killed mid-repair (SIGKILL of `ethermem repair`), once this
+ *    process's listing showed it repairing with its progress (from the
+ *    lock's value): another takes the lock once the dead one's lease ran
+ *    out, takes over its fence and finishes, while a writer goes on
+ *    without an error.
  * With the argument "static", the last case on a static node list: the
  * next repairer takes over once the dead one's fence went untouched for
  * its staleness limit.
@@ -273,6 +275,19 @@ static bool restored(em_pool *p, const char *name, uint32_t epoch, int dead)
 	       !holds(&rec, dead);
 }
 
+/* Another process's repair has said how far it is: repairing, with some
+ * but not all of its bytes rebuilt. */
+static bool midway(em_pool *p, const char *name)
+{
+	struct em_region_info ri = entry(p, name);
+	bool yes = ri.state == EM_STATE_REPAIRING && ri.rebuilt > 0 && ri.rebuilt < ri.to_rebuild;
+
+	if (yes)
+		printf("%s: repairing, %llu of %llu bytes rebuilt\n", name,
+		       (unsigned long long)ri.rebuilt, (unsigned long long)ri.to_rebuild);
+	return yes;
+}
+
 static pid_t cli(const char *a1, const char *a2, const char *a3, const char *rate)
 {
 	pid_t pid;
@@ -338,7 +353,8 @@ static int static_case(void)
 	a = cli("repair", "slow", "--background", "4000000");
 	/* the new part, stored as being filled, lists the region repairing */
 	CHECK(T_WAIT_FOR(20000, entry(p, "slow").state == EM_STATE_REPAIRING));
-	t_sleep_ms(700);
+	/* and the repairer's progress, from the new part's layout */
+	CHECK(T_WAIT_FOR(5000, midway(p, "slow")));
 	printf("killing the repairer mid-repair\n");
 	kill(a, SIGKILL);
 	CHECK(waitpid(a, &status, 0) == a);
@@ -445,7 +461,9 @@ int main(int argc, char **argv)
 	t_node_stop(&n[v3], SIGKILL);
 	a = cli("repair", "slow", "--background", "4000000"); /* 3 s at this rate */
 	CHECK(T_WAIT_FOR(5000, lock_held("slow")));
-	t_sleep_ms(700);
+	/* the listing of this process shows the repairer's progress, which it
+	 * keeps in its lock's value */
+	CHECK(T_WAIT_FOR(5000, midway(p, "slow")));
 	CHECK(lock_held("slow"));
 	printf("killing the repairer mid-repair\n");
 	kill(a, SIGKILL);

@@ -72,22 +72,31 @@ grep -q '"name":"ec".*"state":"healthy","epoch":1' "$T/ls" || fail "after repair
 grep -q "ec: 0 part(s) rebuilt" "$T/rep" || fail "nothing left to repair: $(cat "$T/rep")"
 # the throttled background repair, as a program's own handle runs it: two
 # copies of 1 MiB at 512 KiB/s take seconds, and another process's listing
-# shows the region repairing meanwhile (the new parts are stored marked)
+# shows the region repairing meanwhile (the new parts are stored marked),
+# with the progress the repairer publishes every half second
 ETHERMEM_REPAIR_RATE=512K "$E" repair bg --background > "$T/bgrep" 2>"$T/bgerr" &
 bgpid=$!
 seen=""
-for _ in $(seq 100); do
+prog=""
+for _ in $(seq 200); do
 	"$E" region ls --json > "$T/ls" || fail "ls during repair"
-	grep -q '"name":"bg".*"state":"repairing"' "$T/ls" && {
-		seen=1
+	line=$(grep '"name":"bg"' "$T/ls")
+	case "$line" in
+	*'"state":"repairing"'*) seen=1 ;;
+	*) [ -n "$seen" ] && break ;; # over before a progress was seen
+	esac
+	p=$(printf '%s\n' "$line" | sed -n 's/.*"progress":\([0-9.]*\).*/\1/p')
+	if [ -n "$p" ] && awk -v p="$p" 'BEGIN { exit !(p > 0 && p < 1) }'; then
+		prog=$p
 		"$E" status > "$T/status" || fail "status during repair"
-		grep -Eq '^  bg +replicate:3 +(repairing|healthy)' "$T/status" ||
-			fail "status: bg not shown: $(cat "$T/status")"
+		grep -Eq '^  bg +replicate:3 +(repairing [0-9]+% \([0-9]+ of 2097152 bytes rebuilt\)|healthy)$' \
+			"$T/status" || fail "status: bg's progress not shown: $(cat "$T/status")"
 		break
-	}
+	fi
 	sleep 0.05
 done
 [ -n "$seen" ] || fail "repairing not shown: $(cat "$T/ls")"
+[ -n "$prog" ] || fail "no progress between 0 and 1 shown: $line"
 wait $bgpid || fail "repair bg --background: $(cat "$T/bgrep" "$T/bgerr")"
 grep -q "bg: healthy, layout epoch 1" "$T/bgrep" || fail "background repair said: $(cat "$T/bgrep")"
 "$E" read bg 4096 300000 "$T/out" || fail "read bg after its repair"

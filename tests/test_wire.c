@@ -253,6 +253,29 @@ static void test_layout_redundancy(void)
 	CHECK(em_layout_encode(b, sizeof(b), &l) == m);
 	CHECK_RC(em_layout_decode(b, (size_t)m, &d), 0);
 	CHECK(d.flags == EM_LAYOUT_FILLING && d.epoch == 7);
+	/* a part being filled may carry its repair's progress, 16 bytes more */
+	l.flags = EM_LAYOUT_FILLING | EM_LAYOUT_PROGRESS;
+	l.done = 3;
+	l.total = 9;
+	CHECK(em_layout_encode(b, sizeof(b), &l) == m + EM_LAYOUT_PROGRESS_LEN);
+	CHECK_RC(em_layout_decode(b, (size_t)m + EM_LAYOUT_PROGRESS_LEN, &d), 0);
+	CHECK(d.flags == l.flags && d.done == 3 && d.total == 9 && d.epoch == 7);
+	CHECK_RC(em_layout_decode(b, (size_t)m, &d), -EPROTO); /* flag without bytes */
+	memset(b + m, 0xff, 8);                                /* done > total */
+	CHECK_RC(em_layout_decode(b, (size_t)m + EM_LAYOUT_PROGRESS_LEN, &d), -EPROTO);
+	l.done = 10; /* nor can it be encoded */
+	CHECK_RC(em_layout_encode(b, sizeof(b), &l), -EINVAL);
+	l.done = 0;
+	l.total = 0;
+	CHECK_RC(em_layout_encode(b, sizeof(b), &l), -EINVAL);
+	l.flags = EM_LAYOUT_PROGRESS; /* only while filling */
+	l.total = 9;
+	CHECK_RC(em_layout_encode(b, sizeof(b), &l), -EINVAL);
+	l.flags = EM_LAYOUT_FILLING;
+	CHECK(em_layout_encode(b, sizeof(b), &l) == m);
+	b[m - 5] |= EM_LAYOUT_PROGRESS; /* the flag set, the bytes missing */
+	CHECK_RC(em_layout_decode(b, (size_t)m, &d), -EPROTO);
+	l.done = l.total = 0;
 	l.flags = 0;
 	m = em_layout_encode(b, sizeof(b), &l);
 	for (int k = 0; k < m; k++)

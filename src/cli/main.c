@@ -554,16 +554,23 @@ static int cmd_region(int argc, char **argv, struct em_cli_pool *cp)
 				const char *st = region_state(&info[i]);
 
 				region_redundancy(&info[i], red, sizeof(red));
-				if (json)
+				if (json) {
 					printf("{\"name\":\"%s\",\"size\":%" PRIu64
 					       ",\"chunk\":%" PRIu64
 					       ",\"nodes\":%u,\"redundancy\":\"%s\",\"state\":\"%s\""
 					       ",\"epoch\":%u,\"rebuilt\":%" PRIu64
-					       ",\"to_rebuild\":%" PRIu64 "}\n",
+					       ",\"to_rebuild\":%" PRIu64,
 					       info[i].name, info[i].bytes, info[i].chunk_size,
 					       info[i].nodes, red, st, info[i].epoch,
 					       info[i].rebuilt, info[i].to_rebuild);
-				else if (info[i].to_rebuild)
+					/* a repair that has said how far it is: 0..1 */
+					if (info[i].state == EM_STATE_REPAIRING &&
+					    info[i].to_rebuild)
+						printf(",\"progress\":%.4f",
+						       (double)info[i].rebuilt /
+							       (double)info[i].to_rebuild);
+					printf("}\n");
+				} else if (info[i].to_rebuild)
 					printf("%-40s %16" PRIu64 " %10" PRIu64
 					       " %6u %-14s %s %.0f%%\n",
 					       info[i].name, info[i].bytes, info[i].chunk_size,

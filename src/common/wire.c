@@ -299,6 +299,12 @@ int em_layout_encode(uint8_t *out, size_t cap, const struct em_layout *l)
 		return -EINVAL;
 	base = LAYOUT_FIXED + (size_t)l->nseg * EM_NODE_ID_LEN + l->plen;
 	n = base + (has_trailer(l) ? EM_LAYOUT_TRAILER : 0);
+	if (l->flags & EM_LAYOUT_PROGRESS) {
+		if ((l->flags & ~(EM_LAYOUT_FILLING | EM_LAYOUT_PROGRESS)) ||
+		    !(l->flags & EM_LAYOUT_FILLING) || !l->total || l->done > l->total)
+			return -EINVAL;
+		n += EM_LAYOUT_PROGRESS_LEN;
+	}
 	if (n > cap)
 		return -ENOSPC;
 	em_put32(out, EM_LAYOUT_MAGIC);
@@ -315,6 +321,10 @@ int em_layout_encode(uint8_t *out, size_t cap, const struct em_layout *l)
 		out[base + 3] = l->flags;
 		em_put32(out + base + 4, l->epoch);
 	}
+	if (l->flags & EM_LAYOUT_PROGRESS) {
+		em_put64(out + base + EM_LAYOUT_TRAILER, l->done);
+		em_put64(out + base + EM_LAYOUT_TRAILER + 8, l->total);
+	}
 	return (int)n;
 }
 
@@ -322,6 +332,7 @@ int em_layout_decode(const uint8_t *in, size_t len, struct em_layout *l)
 {
 	unsigned nseg, plen, red = EM_RED_NONE, k = 0, m = 0, flags = 0;
 	uint32_t epoch = 0;
+	uint64_t done = 0, total = 0;
 	const uint8_t *pat;
 	size_t base;
 
@@ -333,14 +344,26 @@ int em_layout_decode(const uint8_t *in, size_t len, struct em_layout *l)
 	if (!nseg || nseg > EM_LAYOUT_MAX_SEG || !plen || plen > EM_LAYOUT_MAX_PATTERN)
 		return -EPROTO;
 	base = LAYOUT_FIXED + (size_t)nseg * EM_NODE_ID_LEN + plen;
-	if (len == base + EM_LAYOUT_TRAILER) {
+	if (len == base + EM_LAYOUT_TRAILER ||
+	    len == base + EM_LAYOUT_TRAILER + EM_LAYOUT_PROGRESS_LEN) {
 		red = in[base];
 		k = in[base + 1];
 		m = in[base + 2];
 		epoch = em_get32(in + base + 4);
 		flags = in[base + 3];
-		if ((flags & ~EM_LAYOUT_FILLING) || !red)
+		if ((flags & ~(EM_LAYOUT_FILLING | EM_LAYOUT_PROGRESS)) || !red)
 			return -EPROTO;
+		/* progress comes with its 16 bytes, and only on a part being
+		 * filled */
+		if (!(flags & EM_LAYOUT_PROGRESS) != (len == base + EM_LAYOUT_TRAILER) ||
+		    ((flags & EM_LAYOUT_PROGRESS) && !(flags & EM_LAYOUT_FILLING)))
+			return -EPROTO;
+		if (flags & EM_LAYOUT_PROGRESS) {
+			done = em_get64(in + base + EM_LAYOUT_TRAILER);
+			total = em_get64(in + base + EM_LAYOUT_TRAILER + 8);
+			if (!total || done > total)
+				return -EPROTO;
+		}
 		/* one encoding per layout: the encoder leaves out a trailer
 		 * that says nothing, so one that does is not a layout we sent */
 		if (red == EM_RED_NONE && !epoch && !flags)
@@ -362,6 +385,8 @@ int em_layout_decode(const uint8_t *in, size_t len, struct em_layout *l)
 	l->m = (uint8_t)m;
 	l->epoch = epoch;
 	l->flags = (uint8_t)flags;
+	l->done = done;
+	l->total = total;
 	return 0;
 }
 

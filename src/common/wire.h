@@ -250,12 +250,20 @@ struct em_layout {
 	uint8_t red, k, m; /* enum em_redundancy; 0 reads as NONE */
 	uint8_t flags;     /* EM_LAYOUT_* */
 	uint32_t epoch;
+	uint64_t done, total; /* with EM_LAYOUT_PROGRESS */
 };
 /* Stored with a part a repair is still filling: that part holds nothing yet
  * (an opener ignores this layout) and the region is being repaired (the
  * listing says so). The repair stores the layout again without it at the
  * end (EM_WC_RELAYOUT). */
 #define EM_LAYOUT_FILLING 1u
+/* With FILLING only: the repair's progress, bytes rebuilt of the bytes it
+ * rebuilds in all (done <= total, total > 0), 16 more bytes after the
+ * trailer. The repairer stores it again every half second (EM_WC_RELAYOUT,
+ * which a node takes for a part being filled only from the same epoch), so
+ * that any process's listing can show how far a repair has come. */
+#define EM_LAYOUT_PROGRESS 2u
+#define EM_LAYOUT_PROGRESS_LEN 16
 /* Whether (red, k, m) is a redundancy a layout of nseg segments can say. */
 bool em_red_valid(unsigned red, unsigned k, unsigned m);
 /* Returns the encoded length, -EINVAL for a layout that decode would

@@ -18,6 +18,7 @@
 #include <sys/mman.h>
 
 #include "common/util.h"
+#include "common/wire.h"
 
 #define PAGE 4096ull
 #define HUGE (2ull << 20)
@@ -189,6 +190,20 @@ static struct em_sregion *find_named(struct em_store *st, const char *name)
 	return NULL;
 }
 
+/* A layout of a part being filled (a repair's progress) replaces only the
+ * same repair's: a part being filled at the same epoch. A repairer that was
+ * taken for dead and goes on must not put its older layout over the part
+ * that the repair which took over made there under the same name. */
+static bool relayout_ok(const struct em_sregion *r, const void *layout, uint16_t len)
+{
+	struct em_layout now, next;
+
+	if (em_layout_decode(layout, len, &next) || !(next.flags & EM_LAYOUT_FILLING))
+		return true;
+	return !em_layout_decode(r->layout, r->layout_len, &now) &&
+	       (now.flags & EM_LAYOUT_FILLING) && now.epoch == next.epoch;
+}
+
 int em_store_create_region(struct em_store *st, const char *name, uint64_t size, unsigned flags,
 			   const void *layout, uint16_t layout_len, struct em_sregion **out)
 {
@@ -210,6 +225,10 @@ int em_store_create_region(struct em_store *st, const char *name, uint64_t size,
 		if ((flags & EM_WC_EXCL) || r->size != size) {
 			pthread_mutex_unlock(&st->lock);
 			return -EEXIST;
+		}
+		if ((flags & EM_WC_RELAYOUT) && layout_len && !relayout_ok(r, layout, layout_len)) {
+			pthread_mutex_unlock(&st->lock);
+			return -ESTALE;
 		}
 		if ((flags & EM_WC_RELAYOUT) && layout_len) {
 			memcpy(r->layout, layout, layout_len);

@@ -302,6 +302,13 @@ int em_dir_delete(em_pool *pool, const char *name, int64_t mod_rev)
 	return rc < 0 ? rc : rc ? 0 : -ENOENT;
 }
 
+/* A region whose repair lock is held, with its repairer's progress (bytes
+ * rebuilt of those to rebuild; 0 of 0 before it said any). */
+struct repairing {
+	char name[EM_NAME_MAX + 1];
+	uint64_t done, total;
+};
+
 struct info_arg {
 	struct em_region_info *info;
 	unsigned max, count;
@@ -309,7 +316,8 @@ struct info_arg {
 	/* the registered nodes' identities, and the regions being repaired */
 	uint8_t (*ids)[16];
 	unsigned nids;
-	char *repairing; /* "\nNAME\nNAME\n" */
+	struct repairing *rep;
+	unsigned nrep;
 	size_t rplen;
 };
 
@@ -332,16 +340,35 @@ static int ids_cb(void *arg, const struct em_node_rec *rec)
 static int lock_cb(void *arg, const struct em_etcd_kv *kv)
 {
 	struct info_arg *a = arg;
-	size_t len = strlen(a->repairing), n = kv->klen - a->rplen;
-	char *more;
+	size_t n = kv->klen - a->rplen;
+	struct repairing *more, *p;
+	struct em_json v;
 
-	if (kv->klen <= a->rplen || n > EM_NAME_MAX || !(more = realloc(a->repairing, len + n + 2)))
+	if (kv->klen <= a->rplen || n > EM_NAME_MAX ||
+	    !(more = realloc(a->rep, (a->nrep + 1) * sizeof(*more))))
 		return 0;
-	a->repairing = more;
-	memcpy(a->repairing + len, kv->key + a->rplen, n);
-	a->repairing[len + n] = '\n';
-	a->repairing[len + n + 1] = 0;
+	a->rep = more;
+	p = &a->rep[a->nrep++];
+	memcpy(p->name, kv->key + a->rplen, n);
+	p->name[n] = 0;
+	p->done = p->total = 0;
+	/* what its holder wrote there last (em_dir_lock_note); a value that
+	 * says nothing sensible is no progress */
+	if (!em_json_root((const char *)kv->val, kv->vlen, &v)) {
+		p->total = em_json_get_u64(v, "total", 0);
+		p->done = em_json_get_u64(v, "done", 0);
+		if (p->done > p->total)
+			p->done = p->total = 0;
+	}
 	return 0;
+}
+
+static const struct repairing *repairing(const struct info_arg *a, const char *name)
+{
+	for (unsigned i = 0; i < a->nrep; i++)
+		if (!strcmp(a->rep[i].name, name))
+			return &a->rep[i];
+	return NULL;
 }
 
 /* What etcd alone says of a redundant region: repairing while a client
@@ -349,10 +376,7 @@ static int lock_cb(void *arg, const struct em_etcd_kv *kv)
 static uint32_t rec_state(const struct info_arg *a, const char *name,
 			  const struct em_region_rec *rec)
 {
-	char pat[EM_NAME_MAX + 3];
-
-	snprintf(pat, sizeof(pat), "\n%s\n", name);
-	if (strstr(a->repairing, pat))
+	if (repairing(a, name))
 		return EM_STATE_REPAIRING;
 	for (unsigned s = 0; s < rec->nseg; s++) {
 		unsigned i;
@@ -383,8 +407,14 @@ static int info_cb(void *arg, const struct em_etcd_kv *kv)
 		ri.red_k = rec.red_k;
 		ri.red_m = rec.red_m;
 		ri.epoch = rec.red > EM_RED_NONE ? rec.lepoch : (uint32_t)rec.epoch;
-		if (rec.red > EM_RED_NONE)
+		if (rec.red > EM_RED_NONE) {
+			const struct repairing *p = repairing(a, ri.name);
 			ri.state = rec_state(a, ri.name, &rec);
+			if (p) {
+				ri.rebuilt = p->done;
+				ri.to_rebuild = p->total;
+			}
+		}
 		em_out_put((char *)a->info + (size_t)a->count * a->stride, a->stride, &ri,
 			   sizeof(ri));
 	}
@@ -394,13 +424,14 @@ static int info_cb(void *arg, const struct em_etcd_kv *kv)
 
 int em_dir_list(em_pool *pool, struct em_region_info *info, unsigned max, size_t stride)
 {
-	struct info_arg a = { info, max, 0, strlen(pool->dir->regions), stride, NULL, 0, NULL, 0 };
+	struct info_arg a = {
+		info, max, 0, strlen(pool->dir->regions), stride, NULL, 0, NULL, 0, 0
+	};
 	int rc;
 
 	a.rplen = strlen(pool->dir->repair);
 	a.ids = calloc(EM_MAX_SEG * 4, sizeof(*a.ids));
-	a.repairing = strdup("\n");
-	if (!a.ids || !a.repairing) {
+	if (!a.ids) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -410,7 +441,7 @@ int em_dir_list(em_pool *pool, struct em_region_info *info, unsigned max, size_t
 	rc = em_etcd_range(pool->dir->etcd, pool->dir->regions, true, info_cb, &a, NULL);
 out:
 	free(a.ids);
-	free(a.repairing);
+	free(a.rep);
 	return rc < 0 ? rc : (int)a.count;
 }
 
@@ -472,6 +503,18 @@ int em_dir_lock_keep(struct em_dir_lock *l)
 		return -ETIMEDOUT; /* the lease ran out: another may hold the lock now */
 	l->renewed_ns = em_now_ns();
 	return 0;
+}
+
+int em_dir_lock_note(struct em_dir_lock *l, uint64_t done, uint64_t total)
+{
+	char val[128];
+
+	snprintf(val, sizeof(val),
+		 "{\"pid\":%d,\"at_ms\":%" PRIu64 ",\"done\":%" PRIu64 ",\"total\":%" PRIu64 "}",
+		 (int)getpid(), em_wall_ms(), done, total);
+	/* under the lock's lease: once that ran out the put fails, so this
+	 * never writes over another holder's key */
+	return em_etcd_put(l->etcd, l->key, val, strlen(val), l->lease);
 }
 
 int64_t em_dir_lock_id(const struct em_dir_lock *l)

@@ -391,6 +391,9 @@ int em_dir_lock(em_pool *pool, const char *name, int ttl_s, struct em_dir_lock *
 /* Renews the lease when a third of its TTL passed: 0, or -ETIMEDOUT when
  * it ran out (the lock may be another's now: stop). */
 int em_dir_lock_keep(struct em_dir_lock *l);
+/* Stores the repair's progress in the lock's value (under its lease), for
+ * other processes' listings. */
+int em_dir_lock_note(struct em_dir_lock *l, uint64_t done, uint64_t total);
 int64_t em_dir_lock_id(const struct em_dir_lock *l);
 void em_dir_unlock(struct em_dir_lock *l);
 /* Writes `next` as the region's record if the record's layout epoch is

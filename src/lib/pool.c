@@ -1410,6 +1410,19 @@ em_pool *em_region_pool(const em_region *r)
 /* The caller's element i of an array with stride `stride`. */
 #define AT(base, stride, i) ((void *)((char *)(base) + (size_t)(i) * (stride)))
 
+/* A part being filled whose layout carries its repair's progress gives it
+ * to the listing (the furthest, when several parts are filled). */
+static void progress(struct em_region_info *ri, size_t stride, const struct em_layout *l)
+{
+	if (!(l->flags & EM_LAYOUT_PROGRESS) ||
+	    stride < offsetof(struct em_region_info, to_rebuild) + sizeof(ri->to_rebuild))
+		return;
+	if (!ri->to_rebuild || l->done * (double)ri->to_rebuild > ri->rebuilt * (double)l->total) {
+		ri->rebuilt = l->done;
+		ri->to_rebuild = l->total;
+	}
+}
+
 int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 {
 	size_t stride = max && info ? em_out_size(info, EM_REGION_INFO_SIZE_0_1) : 0;
@@ -1478,6 +1491,7 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 						listed[k + max] = (uint8_t)(listed[k + max] + 1);
 						if (l.flags & EM_LAYOUT_FILLING) {
 							listed[k + 2 * max] = 1;
+							progress(ri, stride, &l);
 							continue;
 						}
 						if (stride >=
@@ -1512,6 +1526,7 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 					ri.epoch = l.flags & EM_LAYOUT_FILLING ? 0 : l.epoch;
 					em_out_put(AT(info, stride, count), stride, &ri,
 						   sizeof(ri));
+					progress(AT(info, stride, count), stride, &l);
 				}
 				if (count < max) {
 					listed[count] = (uint8_t)l.nseg;

@@ -240,6 +240,11 @@ struct em_red_aux {
 	uint32_t first_ver;
 	unsigned first_seg;
 	bool first_up, superseded;
+	/* the new parts (fmask) and their layout while they fill, which
+	 * carries the progress to other processes on a static list */
+	uint64_t fmask;
+	unsigned fnode;
+	struct em_layout flay;
 	/* EC, once mapped: the buffers and requests of one operation, made
 	 * when the region is mapped, so that the pager's operations (from its
 	 * fault handler) take none from malloc; one operation at a time */
@@ -1785,10 +1790,42 @@ static int fence(em_region *r, uint64_t mask, uint32_t ver, uint32_t *met, uint6
 	return 0;
 }
 
+/* Tells other processes how far the repair has come, for their listings:
+ * with etcd in the value of the repair lock, on a static list in the
+ * layout of the first new part (the node takes it only while that part is
+ * still this repair's, store.c). */
+static void publish(em_region *r)
+{
+	struct em_red_aux *x = r->rx;
+	uint8_t layout[EM_MAX_LAYOUT], req[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
+	uint8_t resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
+	struct em_layout l = x->flay;
+	struct em_part res;
+	int ll, n;
+
+	l.total = __atomic_load_n(&x->total, __ATOMIC_RELAXED);
+	l.done = EM_MIN(__atomic_load_n(&x->done, __ATOMIC_RELAXED), l.total);
+	if (!x->fmask || !l.total)
+		return;
+	if (x->lk) {
+		em_dir_lock_note(x->lk, l.done, l.total);
+		return;
+	}
+	l.flags = EM_LAYOUT_FILLING | EM_LAYOUT_PROGRESS;
+	if ((ll = em_layout_encode(layout, sizeof(layout), &l)) < 0 ||
+	    (n = em_namelayout_encode(req, sizeof(req), pname(r), layout, (uint16_t)ll)) < 0)
+		return;
+	if (!em_ctl(r->pool, x->fnode, EM_W_CREATE, 0, EM_WC_NAMED | EM_WC_RELAYOUT,
+		    em_red_seg_bytes(r, (unsigned)__builtin_ctzll(x->fmask)), req, (uint32_t)n,
+		    resp, sizeof(resp), &res))
+		em_ctl(r->pool, x->fnode, EM_W_CLOSE, res.r_region, 0, 0, NULL, 0, NULL, 0, NULL);
+}
+
 /* The repair still holds the region: renews its etcd lock and touches its
- * first fence (each at most every FENCE_TOUCH_MS unless `now`). -ECANCELED
- * when another repairer took over (the lock ran out, or the fence was
- * raised past ours): this repair must stop and touch nothing more. */
+ * first fence (each at most every FENCE_TOUCH_MS unless `now`), and
+ * publishes its progress. -ECANCELED when another repairer took over (the
+ * lock ran out, or the fence was raised past ours): this repair must stop
+ * and touch nothing more. */
 static int keep(em_region *r, bool now)
 {
 	struct em_red_aux *x = r->rx;
@@ -1806,6 +1843,8 @@ static int keep(em_region *r, bool now)
 	if (x->superseded)
 		em_log(EM_LOG_WARN, "region %s: another repairer took over; this one stops",
 		       r->name);
+	else if (!now)
+		publish(r);
 	return x->superseded ? -ECANCELED : 0;
 }
 
@@ -2032,6 +2071,10 @@ static int repair_locked(em_region *r, bool throttled)
 			goto undo;
 		newh[s] = res.r_region;
 	}
+	if (r->named && !em_layout_decode(layout, (size_t)ll, &x->flay)) {
+		x->fmask = lost;
+		x->fnode = target[__builtin_ctzll(lost)];
+	}
 	/* The new parts join this handle, still lost (nothing reads them) but
 	 * being filled (every write reaches them), so no write that comes
 	 * while they fill is missing from them afterwards. */
@@ -2078,6 +2121,7 @@ static int repair_locked(em_region *r, bool throttled)
 			       r->name, r->epoch - 1, em_strerror(rc));
 		/* the other clients learn that the new parts are whole */
 		x->first_up = false;
+		x->fmask = 0;
 		fence(r, all & ~__atomic_load_n(&r->lost, __ATOMIC_ACQUIRE),
 		      layout_ver(next.epoch, false), NULL, NULL);
 	}
@@ -2096,6 +2140,7 @@ undo:
 	pthread_rwlock_unlock(&x->fill);
 	pthread_mutex_unlock(&pool->lock);
 	x->first_up = false;
+	x->fmask = 0;
 	for (unsigned s = 0; s < r->nseg; s++)
 		if (newh[s]) {
 			em_ctl(pool, target[s], EM_W_CLOSE, newh[s], 0, 0, NULL, 0, NULL, 0, NULL);
