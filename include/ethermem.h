@@ -211,9 +211,11 @@ struct em_region_info {
 	uint16_t red_k, red_m;
 	uint32_t state; /* enum em_region_state, as this client sees it */
 	uint32_t epoch; /* layout generation: moves when repair replaces a node */
-	/* since 0.3: progress of a repair that this process runs on the
-	 * region (state REPAIRING): bytes rebuilt so far of to_rebuild (the
-	 * lost parts' bytes); both 0 when it runs none, or runs elsewhere */
+	/* since 0.3: progress of a repair of the region (state REPAIRING):
+	 * bytes rebuilt so far of to_rebuild (the lost parts' bytes). From
+	 * em_region_stat(), of a repair this handle runs; from
+	 * em_region_list(), of a repair any process runs, as its repairer last
+	 * published it (every 0.5 s). Both 0 when none is known. */
 	uint64_t rebuilt, to_rebuild;
 };
 enum em_region_state {
