@@ -107,6 +107,13 @@ int em_queue_create(em_pool *pool, unsigned depth, em_queue **out)
 		return -ENOMEM;
 	n = em_pool_n(pool);
 	for (i = 0; i < n && !rc; i++) {
+		/* a node known down is not dialled: one that is frozen would
+		 * hold this call for the connect timeout (a repair's fill
+		 * queue, made so, outlived its etcd lock) */
+		if (pool->dq && em_node_down(pool, i)) {
+			rc = em_tcp_dead(pool, &ch[i]);
+			continue;
+		}
 		rc = em_tcp_connect(pool, &pool->nodes[i], false, &ch[i]);
 		/* a node that was down when the pool connected, or has died
 		 * since: the queue goes on without it (redundant regions fail
