@@ -20,7 +20,8 @@
  * next repairer takes over once the dead one's fence went untouched for
  * its staleness limit. With "more" (more_case): replicate:3 losing a second
  * holder mid-repair, a frozen holder, and more losses than replicate:2
- * survives, in etcd mode.
+ * survives, in etcd mode. With "drain" (drain_case): `ethermem node drain`
+ * of a node holding parts of redundant regions under a workload.
  */
 #include <fcntl.h>
 #include <limits.h>
@@ -509,6 +510,92 @@ static int more_case(void)
 	return t_fails ? 1 : 0;
 }
 
+/* `ethermem node drain` of a node holding parts of a replicate:2 and an
+ * ec:2+1 region while two workers use both: the drain rebuilds the parts
+ * elsewhere and ends; the node then holds nothing, the records name it no
+ * more, the listing says healthy, and once it is stopped and another
+ * original holder killed too, every byte is still read right: the regions
+ * stayed fully redundant through the drain. */
+static int drain_case(void)
+{
+	struct em_region_opts rep = { .size = sizeof(rep) }, ecr = { .size = sizeof(ecr) };
+	struct em_node_status ns[6] = { { .size = sizeof(ns[0]) } };
+	const char *both[] = { "dr", "dre" };
+	struct em_region_rec rec;
+	int stop[2], d, other, st, k;
+	char extra[256];
+	uint32_t ep[2];
+	bool had[2];
+	em_region *o;
+	pid_t w[2], c;
+	em_pool *p;
+
+	secret = t_secret("secret", T_SECRET);
+	t_etcd_start(&ec);
+	snprintf(extra, sizeof(extra), "--etcd %s --cluster " CLUSTER " --lease-ttl 2", ec.url);
+	for (int i = 0; i < 6; i++)
+		t_node_start(&n[i], "48M", secret, extra);
+	setenv("ETHERMEM_AUTO_REPAIR", "0", 1);
+	p = connect_pool(6);
+	CHECK_RC(em_parse_redundancy("replicate:2", &rep), 0);
+	CHECK_RC(em_parse_redundancy("ec:2+1", &ecr), 0);
+	ecr.chunk_size = 16384;
+	CHECK_RC(em_region_create(p, "dr", 8u << 20, &rep, &o), 0);
+	em_region_close(o);
+	CHECK_RC(em_region_create(p, "dre", 6u << 20, &ecr, &o), 0);
+	em_region_close(o);
+	w[0] = worker(both, 2, 0, true, 6, &stop[0]);
+	w[1] = worker(both, 2, 1, true, 6, &stop[1]);
+	t_sleep_ms(600);
+	d = common_node("dr", "dre");
+	if (d < 0)
+		d = holder_now("dr", 0);
+	for (int i = 0; i < 2; i++) {
+		CHECK_RC(record(both[i], &rec), 0);
+		had[i] = holds(&rec, d);
+		ep[i] = entry(p, both[i]).epoch;
+	}
+	printf("draining node %d\n", d);
+	c = cli("node", "drain", n[d].url, NULL);
+	CHECK(T_WAIT_FOR(30000, waitpid(c, &st, WNOHANG) == c));
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	for (int i = 0; i < 2; i++) {
+		struct em_region_info ri = entry(p, both[i]);
+		CHECK_RC(record(both[i], &rec), 0);
+		CHECK(!holds(&rec, d));
+		CHECK(ri.state == EM_STATE_HEALTHY && (!had[i] || ri.epoch > ep[i]));
+		printf("%s: healthy at epoch %u, off node %d\n", both[i], ri.epoch, d);
+	}
+	/* the node keeps nothing of them */
+	k = em_pool_status(p, ns, 6);
+	for (int i = 0; i < k; i++)
+		if (!strcmp(ns[i].addr, n[d].url))
+			CHECK(ns[i].named_regions == 0);
+	/* stopped: nothing to repair */
+	t_node_stop(&n[d], SIGKILL);
+	t_sleep_ms(1500);
+	for (int i = 0; i < 2; i++) {
+		ep[i] = entry(p, both[i]).epoch;
+		CHECK(entry(p, both[i]).state == EM_STATE_HEALTHY);
+	}
+	/* and every copy or chunk it has is needed no more than before: one
+	 * more holder of each may die (the same node, if one holds both) */
+	other = common_node("dr", "dre");
+	if (other < 0)
+		other = holder_now("dr", 0);
+	printf("killing node %d\n", other);
+	t_node_stop(&n[other], SIGKILL);
+	t_sleep_ms(800);
+	CHECK_RC(worker_end(w[0], stop[0]), 0);
+	CHECK_RC(worker_end(w[1], stop[1]), 0);
+	em_pool_close(p);
+	for (int i = 0; i < 6; i++)
+		if (n[i].pid)
+			t_node_stop(&n[i], SIGTERM);
+	t_etcd_stop(&ec);
+	return t_fails ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *both[] = { "rep", "ec" }, *slow[] = { "slow" };
@@ -528,6 +615,8 @@ int main(int argc, char **argv)
 		return static_case();
 	if (argc > 1 && !strcmp(argv[1], "more"))
 		return more_case();
+	if (argc > 1 && !strcmp(argv[1], "drain"))
+		return drain_case();
 	secret = t_secret("secret", T_SECRET);
 	t_etcd_start(&ec);
 	snprintf(extra, sizeof(extra), "--etcd %s --cluster " CLUSTER " --lease-ttl 2", ec.url);

@@ -88,8 +88,17 @@ enum em_wire_op {
 
 /* A named region's state on a node while a drain moves it: FROZEN answers
  * writes and atomics with EM_ESTALE (reads still served, so the copy and
- * readers go on); MOVED answers everything with EM_ESTALE. */
-enum em_move_state { EM_MV_NONE = 0, EM_MV_FROZEN = 1, EM_MV_MOVED = 2, EM_MV_FENCE = 3 };
+ * readers go on); MOVED answers everything with EM_ESTALE. GONE, for a part
+ * of a redundant region that a drain rebuilds elsewhere, answers everything
+ * (an open too) with EM_ENONODE: its clients take it for lost, as if its
+ * node had died, and follow the repair that rebuilds it. */
+enum em_move_state {
+	EM_MV_NONE = 0,
+	EM_MV_FROZEN = 1,
+	EM_MV_MOVED = 2,
+	EM_MV_FENCE = 3,
+	EM_MV_GONE = 4
+};
 
 /* Fencing a redundant region's stale writers while it is repaired: a WRITE
  * carries in aux, and an ATOMIC in aux bits 8-31 (the operation in bits

@@ -767,6 +767,11 @@ static int do_create_open(struct conn *c, const struct em_hdr *h, const uint8_t 
 			       (unsigned long long)h->offset);
 	} else {
 		rc = name[0] ? em_store_open(s->st, name, &r) : -EINVAL;
+		/* a part cut off by a drain is not there for its clients */
+		if (!rc && __atomic_load_n(&r->mstate, __ATOMIC_SEQ_CST) == EM_MV_GONE) {
+			em_store_put(s->st, r);
+			rc = -EM_ENONODE;
+		}
 	}
 	if (rc)
 		return reply_err(c, h, rc);
@@ -1005,6 +1010,13 @@ static bool write_enter(struct em_sregion *r, uint32_t ver)
 	return false;
 }
 
+/* What a request that a move state refused is told. */
+static int moved_away(const struct em_sregion *r)
+{
+	return __atomic_load_n(&r->mstate, __ATOMIC_SEQ_CST) == EM_MV_GONE ? -EM_ENONODE
+									   : -EM_ESTALE;
+}
+
 static void write_leave(struct em_sregion *r)
 {
 	__atomic_sub_fetch(&r->writers, 1, __ATOMIC_SEQ_CST);
@@ -1032,8 +1044,8 @@ static int do_freeze(struct conn *c, const struct em_hdr *h, const uint8_t *p)
 	struct em_sregion *r;
 	int rc = em_namelayout_decode(p, h->len, name, &layout, &ll);
 
-	if (!rc && (!name[0] || (EM_MV_OF(h->aux) > EM_MV_FENCE) ||
-		    (EM_MV_OF(h->aux) != EM_MV_FENCE && h->aux > EM_MV_MOVED) ||
+	if (!rc && (!name[0] || (EM_MV_OF(h->aux) > EM_MV_GONE) ||
+		    (EM_MV_OF(h->aux) != EM_MV_FENCE && h->aux > EM_MV_GONE) ||
 		    (EM_MV_OF(h->aux) == EM_MV_FENCE && !EM_VER_OF(h->aux))))
 		rc = -EINVAL;
 	if (!rc)
@@ -1135,9 +1147,11 @@ static int do_read(struct conn *c, const struct em_hdr *h)
 		pthread_rwlock_unlock(&ss->lock);
 		return reply_err(c, h, r ? -ERANGE : -EBADF);
 	}
-	if (__atomic_load_n(&r->mstate, __ATOMIC_SEQ_CST) == EM_MV_MOVED) {
+	if (__atomic_load_n(&r->mstate, __ATOMIC_SEQ_CST) == EM_MV_MOVED ||
+	    __atomic_load_n(&r->mstate, __ATOMIC_SEQ_CST) == EM_MV_GONE) {
+		int st = moved_away(r);
 		pthread_rwlock_unlock(&ss->lock);
-		return reply_err(c, h, -EM_ESTALE);
+		return reply_err(c, h, st);
 	}
 	if (h->flags & EM_WF_COPY)
 		copy_read(r, h->offset, h->aux);
@@ -1291,7 +1305,7 @@ static int do_write(struct conn *c, const struct em_hdr *h, bool buffered)
 	if (!r || !in_bounds(r, h->offset, h->len))
 		status = r ? -ERANGE : -EBADF;
 	else if (!write_enter(r, h->aux)) {
-		status = -EM_ESTALE;
+		status = moved_away(r);
 		fence = __atomic_load_n(&r->fence, __ATOMIC_SEQ_CST);
 	}
 	/* what a repair's copy had written here before these bytes go in:
@@ -1364,8 +1378,9 @@ static int do_atomic(struct conn *c, const struct em_hdr *h, const uint8_t *p)
 	}
 	if (!write_enter(r, EM_VER_OF(h->aux))) {
 		uint32_t fence = __atomic_load_n(&r->fence, __ATOMIC_SEQ_CST);
+		int st = moved_away(r);
 		pthread_rwlock_unlock(&ss->lock);
-		return reply(c, h, -EM_ESTALE, NULL, 0, 0, fence, 0);
+		return reply(c, h, st, NULL, 0, 0, fence, 0);
 	}
 	w = (uint64_t *)(void *)(r->mem + h->offset);
 	switch (EM_AOP_OF(h->aux)) {

@@ -36,6 +36,10 @@
  * timeout later (em_drain_sweep), so that a part another queue still has
  * in flight on it meets EM_ESTALE, never a closed or reused handle.
  *
+ * A redundant region's part is not moved so: its clients follow repairs,
+ * so a repair rebuilds it elsewhere and the old part is cut off right
+ * before the new one goes live (move_redundant, em_red_evict).
+ *
  * Anonymous regions are private to the client that made them and are in
  * no record, so they are not moved: they stay on the draining node until
  * their clients free them, and the node should be stopped only after that
@@ -300,6 +304,44 @@ static int landed(em_pool *pool, const char *name, unsigned s, unsigned j, const
 	return rc;
 }
 
+/* A redundant region's part on node d: its clients follow repairs, not
+ * moves, so a repair rebuilds it elsewhere (the elected repairer: the etcd
+ * lock keeps other clients' repairs out meanwhile) and cuts the old part
+ * off before the new one goes live (em_red_evict); then the old part is
+ * deleted. The region keeps every copy or chunk all the while: the node
+ * may be stopped after with the region fully redundant. */
+static int move_redundant(em_pool *pool, const char *name, const struct em_region_rec *rec,
+			  unsigned s, unsigned d, uint64_t *moved)
+{
+	char piece[EM_NAME_MAX + 1];
+	em_region *r;
+	uint64_t bytes;
+	int rc;
+
+	snprintf(piece, sizeof(piece), "%s", em_region_rec_piece(rec, s));
+	if ((rc = em_region_open(pool, name, &r)))
+		return rc == -ENOENT ? 0 : rc;
+	bytes = em_red_seg_bytes(r, s);
+	rc = em_red_evict(r, d);
+	em_region_close(r);
+	if (rc == 0)
+		return -EAGAIN; /* the record lists a part on d that the layouts do not */
+	if (rc < 0) {
+		em_log(EM_LOG_WARN, "drain: %s: rebuilding part %u elsewhere: %s", name, s,
+		       em_strerror(rc));
+		/* another repair at work, or one that needs a node back */
+		return rc == -EALREADY || rc == -EAGAIN ? -EAGAIN : rc;
+	}
+	rc = drop_piece(pool, d, piece);
+	if (rc && rc != -ENOENT)
+		em_log(EM_LOG_WARN, "drain: %s: old part on %s not deleted: %s", name,
+		       pool->nodes[d].addr, em_strerror(rc));
+	*moved += bytes;
+	em_log(EM_LOG_INFO, "drain: %s part %u (%" PRIu64 " bytes) rebuilt off %s", name, s, bytes,
+	       pool->nodes[d].addr);
+	return 1;
+}
+
 /* Moves one part of region `name` off node d: 1 moved, 0 none left there,
  * -EAGAIN the record changed meanwhile, or -errno. */
 static int move_one(em_pool *pool, const char *name, unsigned d, uint8_t *buf, uint64_t *moved)
@@ -322,13 +364,8 @@ static int move_one(em_pool *pool, const char *name, unsigned d, uint8_t *buf, u
 			break;
 	if (s == rec.nseg)
 		return 0;
-	if (rec.red > EM_RED_NONE) {
-		/* its clients follow repairs, not moves: once the node is
-		 * stopped, the region's repair rebuilds the part elsewhere */
-		em_log(EM_LOG_WARN, "drain: %s is redundant (%s part %u left for its repair)", name,
-		       rec.seg_addr[s], s);
-		return 0;
-	}
+	if (rec.red > EM_RED_NONE)
+		return move_redundant(pool, name, &rec, s, d, moved);
 	bytes = seg_bytes(pool, &rec, s);
 	if ((j = pick_target(pool, d, bytes)) < 0) {
 		bool down = false;

@@ -245,6 +245,9 @@ struct em_red_aux {
 	uint64_t fmask;
 	unsigned fnode;
 	struct em_layout flay;
+	/* a drain's node (pool index + 1, 0: none): its parts are rebuilt
+	 * elsewhere, never on it, and cut off when the new ones are whole */
+	unsigned evict; /* atomic */
 	/* EC, once mapped: the buffers and requests of one operation, made
 	 * when the region is mapped, so that the pager's operations (from its
 	 * fault handler) take none from malloc; one operation at a time */
@@ -1920,6 +1923,7 @@ static int repair_locked(em_region *r, bool throttled)
 	bool taken[EM_MAX_SEG] = { false }, fenced = false, over = false;
 	unsigned target[EM_MAX_SEG], need, first;
 	uint32_t newh[EM_MAX_SEG] = { 0 }, oldver = handle_ver(r);
+	unsigned evict = __atomic_load_n(&x->evict, __ATOMIC_ACQUIRE);
 	uint64_t oldloc[EM_MAX_SEG];
 	em_region next;
 	uint8_t layout[EM_MAX_LAYOUT], req[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
@@ -1954,6 +1958,8 @@ static int repair_locked(em_region *r, bool throttled)
 		if (!(lost >> s & 1))
 			taken[seg_node(r, s)] = true;
 	}
+	if (evict && evict <= em_pool_n(pool))
+		taken[evict - 1] = true; /* a drain's node takes nothing */
 	/* the next layout: each lost segment on the free-est node not in use
 	 * (copied under the pool lock: closing a neighbour on the pool's list
 	 * of regions writes this one's list links) */
@@ -2044,12 +2050,12 @@ static int repair_locked(em_region *r, bool throttled)
 
 			rc = em_ctl(pool, target[s], EM_W_CREATE, 0, fl, em_red_seg_bytes(r, s),
 				    req, (uint32_t)n, resp, sizeof(resp), &res);
-			if (rc != -EEXIST)
+			if (rc != -EEXIST && rc != -EM_EDRAINING)
 				break;
 			/* the name is there already: left by a repair that died.
 			 * The repair that holds the region clears it; any other
-			 * takes the next node. */
-			if (fenced && clear_debris(r, target[s]) == 0)
+			 * takes the next node, as it does past a draining node. */
+			if (rc == -EEXIST && fenced && clear_debris(r, target[s]) == 0)
 				continue;
 			for (unsigned i = 0; i < nn; i++)
 				if (!taken[i] && freeb[i] >= want &&
@@ -2208,6 +2214,48 @@ static int repair_once(em_region *r, bool throttled)
 	pthread_cond_broadcast(&x->cv);
 	pthread_mutex_unlock(&x->mu);
 	return rc;
+}
+
+int em_red_evict(em_region *r, unsigned node)
+{
+	struct em_red_aux *x = r ? r->rx : NULL;
+	uint64_t segs = 0, old[EM_MAX_SEG];
+	uint8_t req[3 + EM_NAME_MAX];
+	int rc, n;
+
+	if (!x || !r->named)
+		return -EINVAL;
+	for (unsigned s = 0; s < r->nseg; s++)
+		if ((old[s] = seg_loc(r, s)) >> 32 == node)
+			segs |= 1ull << s;
+	if (!segs)
+		return 0;
+	/* The old part is cut off first: from here it answers nothing, not
+	 * even an open, so every client takes it for lost as if its node had
+	 * died, and the repair runs as it does then. It cannot run with the
+	 * old part still in use: a client's segment is in one place, and one
+	 * that reads and writes the old part never joins the new one while it
+	 * is filled, whose copy would then miss that client's writes. */
+	n = em_namelayout_encode(req, sizeof(req), pname(r), NULL, 0);
+	if (n < 0)
+		return n;
+	rc = em_ctl(r->pool, node, EM_W_FREEZE, 0, EM_MV_GONE, 0, req, (uint32_t)n, NULL, 0, NULL);
+	if (rc && !em_red_unreachable(rc))
+		return rc;
+	__atomic_store_n(&x->evict, node + 1, __ATOMIC_RELEASE);
+	__atomic_fetch_or(&r->lost, segs, __ATOMIC_ACQ_REL);
+	rc = repair_once(r, false);
+	__atomic_store_n(&x->evict, 0, __ATOMIC_RELEASE);
+	for (unsigned s = 0; s < r->nseg && rc >= 0; s++)
+		if (seg_node(r, s) == node)
+			rc = -EAGAIN; /* another repair came first, or it failed */
+	if (rc < 0)
+		return rc;
+	for (unsigned s = 0; s < r->nseg; s++)
+		if (segs >> s & 1) /* this handle's of the old part */
+			em_ctl(r->pool, node, EM_W_CLOSE, (uint32_t)old[s], 0, 0, NULL, 0, NULL, 0,
+			       NULL);
+	return __builtin_popcountll(segs);
 }
 
 int em_region_repair(em_region *r)

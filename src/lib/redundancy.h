@@ -44,6 +44,11 @@ void em_red_progress(const struct em_region *r, uint64_t *done, uint64_t *total)
 /* An error that says a node is not there (down, unreachable, its
  * connection broken), as opposed to one it answered. */
 bool em_red_unreachable(int err);
+/* A drain: cuts r's part on `node` (pool index) off (EM_MV_GONE: every
+ * client takes it for lost) and rebuilds it elsewhere by a repair. Returns
+ * the parts moved (0: none there), or -errno. The old part stays on the
+ * node for the caller to delete. */
+int em_red_evict(struct em_region *r, unsigned node);
 
 /* Erasure coding (ec.c, over ISA-L). */
 struct em_ec;
