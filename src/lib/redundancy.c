@@ -245,8 +245,8 @@ struct em_red_aux {
 	uint64_t fmask;
 	unsigned fnode;
 	struct em_layout flay;
-	/* a drain's node (pool index + 1, 0: none): its parts are rebuilt
-	 * elsewhere, never on it, and cut off when the new ones are whole */
+	/* a drain's node (pool index + 1, 0: none): its parts, cut off, are
+	 * rebuilt elsewhere, never on it */
 	unsigned evict; /* atomic */
 	/* EC, once mapped: the buffers and requests of one operation, made
 	 * when the region is mapped, so that the pager's operations (from its
@@ -2240,8 +2240,8 @@ int em_red_evict(em_region *r, unsigned node)
 	if (n < 0)
 		return n;
 	rc = em_ctl(r->pool, node, EM_W_FREEZE, 0, EM_MV_GONE, 0, req, (uint32_t)n, NULL, 0, NULL);
-	if (rc && !em_red_unreachable(rc))
-		return rc;
+	if (rc && rc != -ENOENT && !em_red_unreachable(rc))
+		return rc; /* a part not there, or not answering, is lost already */
 	__atomic_store_n(&x->evict, node + 1, __ATOMIC_RELEASE);
 	__atomic_fetch_or(&r->lost, segs, __ATOMIC_ACQ_REL);
 	rc = repair_once(r, false);
