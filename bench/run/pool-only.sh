@@ -5,12 +5,22 @@
 # where run.sh's plain and swap runs would triple the time and say nothing
 # about the bytes. CASE: linear numpy threads forkpool gcc torchload.
 # Example: bench/run/pool-only.sh gcc --fetch-unit 64K
+#
+# --ref (right after CASE) runs the case a second time with a 1 MiB budget
+# and computes MIN at the case's budget over that run's trace too
+# ("ideal-ref"). The measured run's trace holds its misses only, so MIN over
+# it is a loose lower bound; with a 1 MiB cache nearly every touch of
+# another unit is a miss, so the reference run's trace is nearly the whole
+# reference stream, and MIN over it is close to the true ideal. It costs a
+# run ten or more times slower than the measured one.
 # Needs build/ (EM_BUILD_DIR), /usr/bin/python3 with numpy and torch, gcc.
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 H=$ROOT/bench/run PY=/usr/bin/python3 B=${EM_BUILD_DIR:-$ROOT/build}
-[ $# -ge 1 ] || { echo "usage: $0 CASE [ethermem run options]" >&2; exit 2; }
+[ $# -ge 1 ] || { echo "usage: $0 CASE [--ref] [ethermem run options]" >&2; exit 2; }
 c=$1; shift
+REF=0
+[ "${1:-}" = --ref ] && { REF=1; shift; }
 W=$(mktemp -d /var/tmp/ethermem-pool-only.XXXXXX) || exit 1
 NP=''
 trap '[ -n "$NP" ] && kill $NP 2>/dev/null; wait; rm -rf "$W"' EXIT
@@ -41,14 +51,27 @@ t1=$(date +%s.%N)
 [ $rc = 0 ] || tail -5 "$W/err" >&2
 read -r faults fetched written < <(awk '/^ethermem-preload: blocks/ {
 	for (i = 2; i < NF; i += 2) v[$i] += $(i + 1) }
-	END { printf "%d %d %d\n", v["faults"], v["fetched"], v["written"] }' "$W/err")
+	END { printf "%.0f %.0f %.0f\n", v["faults"], v["fetched"], v["written"] }' "$W/err")
 ideal=0
 for t in "$W"/trace.*; do
 	[ -s "$t" ] || continue
 	i=$("$B/ethermem-ideal" --cache "$BUDGET" "$t") || exit 1
 	ideal=$((ideal + i))
 done
-awk -v c="$c" -v rc=$rc -v a="$t0" -v b="$t1" -v f="$fetched" -v i="$ideal" -v fa="$faults" -v w="$written" 'BEGIN {
+ref=''
+if [ $REF = 1 ]; then
+	ETHERMEM_MAP_TRACE=$W/ref "$B/ethermem" run --local-mem 1M "$@" -- $CMD >"$W/out.ref" 2>"$W/err.ref" ||
+		{ tail -5 "$W/err.ref" >&2; exit 1; }
+	ref=0
+	for t in "$W"/ref.*; do
+		[ -s "$t" ] || continue
+		i=$("$B/ethermem-ideal" --cache "$BUDGET" "$t") || exit 1
+		ref=$((ref + i))
+	done
+fi
+awk -v c="$c" -v rc=$rc -v r="$ref" -v a="$t0" -v b="$t1" -v f="$fetched" -v i="$ideal" -v fa="$faults" -v w="$written" 'BEGIN {
 	printf "%s exit %d %.1f s fetched %.1f MB ideal %.1f MB fetched/ideal %s faults %d written %.1f MB\n",
-		c, rc, b - a, f / 1e6, i / 1e6, (i ? sprintf("%.2f", f / i) : "-"), fa, w / 1e6 }'
+		c, rc, b - a, f / 1e6, i / 1e6, (i ? sprintf("%.2f", f / i) : "-"), fa, w / 1e6
+	if (r != "")
+		printf "%s ideal-ref %.1f MB fetched/ideal-ref %s\n", c, r / 1e6, (r ? sprintf("%.2f", f / r) : "-") }'
 exit $rc

@@ -225,7 +225,7 @@ for c in $CASES; do
 	# every process of the run prints its line: the run's figures are their sums
 	read -r faults fetched written < <(awk '/^ethermem-preload: blocks/ {
 		for (i = 2; i < NF; i += 2) v[$i] += $(i + 1) }
-		END { printf "%d %d %d\n", v["faults"], v["fetched"], v["written"] }' "$WORK/err.pool")
+		END { printf "%.0f %.0f %.0f\n", v["faults"], v["fetched"], v["written"] }' "$WORK/err.pool")
 	ideal=0 foot=0
 	for t in "$WORK"/trace.*; do
 		[ -s "$t" ] || continue
