@@ -210,7 +210,7 @@ void em_ox_info_encode(uint8_t *out, const struct em_ox_info *i)
 	out[7] = (uint8_t)(i->ethertype >> 8);
 	em_put32(out + 8, i->mtu);
 	out[12] = i->mode;
-	out[13] = (uint8_t)((i->verbatim ? 1 : 0) | (i->tagged ? 2 : 0));
+	out[13] = (uint8_t)((i->verbatim ? 1 : 0) | (i->tagged ? 2 : 0) | (i->big_bursts ? 4 : 0));
 	out[14] = (uint8_t)i->echo_type;
 	out[15] = (uint8_t)(i->echo_type >> 8);
 }
@@ -223,6 +223,7 @@ void em_ox_info_decode(const uint8_t *in, struct em_ox_info *i)
 	i->mode = in[12];
 	i->verbatim = in[13] & 1;
 	i->tagged = in[13] >> 1 & 1;
+	i->big_bursts = in[13] >> 2 & 1;
 	i->echo_type = (uint16_t)(in[14] | in[15] << 8);
 }
 

@@ -312,7 +312,8 @@ enum { EM_BASE_PING = 1, EM_BASE_STREAM = 2, EM_BASE_QUIT = 3 };
 #define EM_OX_ATTACH_TAG 1
 #define EM_OX_ATTACH_RESP_LEN \
 	16 /* mac[6], u16 ethertype, u32 mtu, u8 mode,
-				  * u8 flags (bit 0 verbatim, bit 1 tagged),
+				  * u8 flags (bit 0 verbatim, bit 1 tagged,
+				  * bit 2 bursts up to 32 KiB served),
 				  * u16 echo ethertype (0 = none) */
 struct em_ox_info {
 	uint8_t mac[6];
@@ -320,7 +321,10 @@ struct em_ox_info {
 	uint32_t mtu; /* payload bytes after the EtherType */
 	uint8_t mode; /* enum ox_mode: 0 = 1.1, 1 = 1.0.3 */
 	uint8_t verbatim;
-	uint8_t tagged;     /* authenticated frames (EM_OX_ATTACH_TAG) */
+	uint8_t tagged; /* authenticated frames (EM_OX_ATTACH_TAG) */
+	/* the node serves bursts larger than 8 KiB where the MTU carries them;
+	 * nodes from before say nothing, and get 8 KiB at most */
+	uint8_t big_bursts;
 	uint16_t echo_type; /* raw ping-pong responder for the benchmark */
 };
 void em_ox_info_encode(uint8_t *out, const struct em_ox_info *i);

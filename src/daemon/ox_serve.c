@@ -383,6 +383,7 @@ int em_oxs_attach(struct em_oxs *x, const void *owner, const uint8_t mac[6], uns
 	info->mode = (uint8_t)(x->o.mode ? OX_MODE_103 : OX_MODE_11);
 	info->verbatim = x->o.verbatim;
 	info->tagged = tagged;
+	info->big_bursts = 1;
 	info->echo_type = x->eraw->ethertype;
 	return 0;
 }

@@ -132,6 +132,7 @@ static int node_start(em_pool *pool, struct oxpool *op, unsigned i, const struct
 	if (info->mtu < OX_MIN_PAYLOAD || info->mode > 1 || info->ethertype < 0x600)
 		return -EPROTO;
 	o.mtu = EM_MIN(info->mtu, n->raw->mtu);
+	o.max_burst_log2 = info->big_bursts ? OX_MAX_SIZE_LOG2 : OX_STD_SIZE_LOG2;
 	if (info->ethertype != n->raw->ethertype) {
 		/* the node speaks another EtherType: reopen the socket on it */
 		struct ox_link *l;

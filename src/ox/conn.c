@@ -44,6 +44,10 @@ void ox_opts_resolve(struct ox_opts *o, const struct ox_link *l)
 		o->ack_delay_ns = 20000;
 	if (!o->spin_ns)
 		o->spin_ns = 200000;
+	if (!o->max_burst_log2)
+		o->max_burst_log2 = OX_STD_SIZE_LOG2;
+	if (o->max_burst_log2 > OX_MAX_SIZE_LOG2)
+		o->max_burst_log2 = OX_MAX_SIZE_LOG2;
 }
 
 int ox_conn_init(struct ox_conn *c, struct ox_link *l, const struct ox_opts *o,

@@ -91,7 +91,7 @@ struct ox_endpoint {
 	uint32_t rxbuf[6];
 	uint64_t next_due;
 	struct ox_frame fr;
-	uint8_t buf[65536];
+	uint8_t buf[OX_ETH_HLEN + 65536 + 64]; /* the largest frame a link has */
 };
 
 int ox_endpoint_create(const struct ox_opts *o, struct ox_link *link, struct ox_endpoint **out)

@@ -82,7 +82,7 @@ uint8_t *ox_gbn_tx_slot(struct ox_gbn *g)
 uint32_t ox_gbn_tx_commit(struct ox_gbn *g, size_t len, uint64_t now)
 {
 	uint32_t seq = g->next_tx;
-	g->len[(g->head + g->count) % g->slots] = (uint16_t)len;
+	g->len[(g->head + g->count) % g->slots] = (uint32_t)len;
 	if (!g->count)
 		g->last_progress = now;
 	g->count++;

@@ -39,13 +39,15 @@ void ox_link_close(struct ox_link *l)
 
 #define HUB_PORTS 16
 #define HUB_QLEN 512
-#define HUB_FRAME 9216
+#define HUB_FRAME 9216     /* a port's slot unless its MTU wants more */
+#define HUB_MAX_MTU 65535u /* what veth allows */
 
 struct hub_port {
 	struct ox_link link;
 	struct ox_hub *hub;
 	uint8_t *ring;
-	uint16_t len[HUB_QLEN];
+	size_t fsize; /* slot bytes: the largest frame this port takes */
+	uint32_t len[HUB_QLEN];
 	unsigned head, count;
 	bool used;
 };
@@ -59,20 +61,20 @@ struct ox_hub {
 static int hub_send(struct ox_link *l, const uint8_t *f, size_t len)
 {
 	struct hub_port *me = l->priv;
-	if (len > HUB_FRAME || len < OX_ETH_HLEN)
+	if (len > me->fsize || len < OX_ETH_HLEN)
 		return -EMSGSIZE;
 	pthread_mutex_lock(&me->hub->lock);
 	for (int i = 0; i < HUB_PORTS; i++) {
 		struct hub_port *p = &me->hub->port[i];
 		if (!p->used || p == me || memcmp(p->link.mac, f, 6))
 			continue;
-		if (p->count == HUB_QLEN) {
+		if (p->count == HUB_QLEN || len > p->fsize) {
 			me->hub->drops++;
 			continue;
 		}
 		unsigned s = (p->head + p->count) % HUB_QLEN;
-		memcpy(p->ring + (size_t)s * HUB_FRAME, f, len);
-		p->len[s] = (uint16_t)len;
+		memcpy(p->ring + (size_t)s * p->fsize, f, len);
+		p->len[s] = (uint32_t)len;
 		p->count++;
 	}
 	pthread_mutex_unlock(&me->hub->lock);
@@ -87,7 +89,7 @@ static int hub_recv(struct ox_link *l, uint8_t *buf, size_t cap)
 	if (p->count) {
 		unsigned s = p->head;
 		n = p->len[s] < cap ? p->len[s] : cap;
-		memcpy(buf, p->ring + (size_t)s * HUB_FRAME, n);
+		memcpy(buf, p->ring + (size_t)s * p->fsize, n);
 		p->head = (p->head + 1) % HUB_QLEN;
 		p->count--;
 	}
@@ -103,7 +105,7 @@ static int hub_peek(struct ox_link *l, const uint8_t **f)
 	int n = 0;
 	pthread_mutex_lock(&p->hub->lock);
 	if (p->count) {
-		*f = p->ring + (size_t)p->head * HUB_FRAME;
+		*f = p->ring + (size_t)p->head * p->fsize;
 		n = p->len[p->head];
 	}
 	pthread_mutex_unlock(&p->hub->lock);
@@ -151,7 +153,10 @@ int ox_hub_port(struct ox_hub *h, uint8_t id, unsigned mtu, struct ox_link **out
 		struct hub_port *p = &h->port[i];
 		if (p->used)
 			continue;
-		p->ring = malloc((size_t)HUB_QLEN * HUB_FRAME);
+		if (mtu > HUB_MAX_MTU)
+			mtu = HUB_MAX_MTU;
+		p->fsize = OX_ETH_HLEN + mtu > HUB_FRAME ? OX_ETH_HLEN + mtu : HUB_FRAME;
+		p->ring = malloc((size_t)HUB_QLEN * p->fsize);
 		if (!p->ring)
 			return -ENOMEM;
 		p->used = true;
@@ -159,9 +164,7 @@ int ox_hub_port(struct ox_hub *h, uint8_t id, unsigned mtu, struct ox_link **out
 		p->link = (struct ox_link){ .ops = &hub_ops,
 					    .mac = { 2, 0, 0, 0, 0, id },
 					    .ethertype = OX_ETHERTYPE_DEFAULT,
-					    .mtu = mtu > HUB_FRAME - OX_ETH_HLEN
-							   ? HUB_FRAME - OX_ETH_HLEN
-							   : mtu,
+					    .mtu = mtu,
 					    .priv = p };
 		*out = &p->link;
 		return 0;

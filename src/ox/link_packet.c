@@ -31,15 +31,21 @@
 
 #include "ox/ox.h"
 
+/* Ring slots: as many as fit these bytes (a jumbo MTU makes each slot up
+ * to 128 KiB), but no fewer than the minimum: the RX ring must hold a peer's
+ * whole retransmit ring (64 frames by default) with room to spare. */
 #define RX_FRAMES 256
 #define TX_FRAMES 128
+#define RX_RING_BYTES (16u << 20)
+#define TX_RING_BYTES (8u << 20)
+#define RING_MIN_FRAMES 64
 
 struct pkt {
 	struct ox_link link;
 	int fd;
 	uint8_t *map;
 	size_t maplen;
-	unsigned fsize, rx_idx, tx_idx, queued;
+	unsigned fsize, rx_idx, tx_idx, queued, rx_frames, tx_frames;
 	uint8_t *rx, *tx;
 };
 
@@ -64,7 +70,7 @@ static int pkt_peek(struct ox_link *l, const uint8_t **f)
 			return (int)h->tp_snaplen;
 		}
 		__atomic_store_n(&h->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
-		p->rx_idx = (p->rx_idx + 1) % RX_FRAMES;
+		p->rx_idx = (p->rx_idx + 1) % p->rx_frames;
 	}
 }
 
@@ -73,7 +79,7 @@ static void pkt_release(struct ox_link *l)
 	struct pkt *p = l->priv;
 	struct tpacket2_hdr *h = slot(p->rx, p->fsize, p->rx_idx);
 	__atomic_store_n(&h->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
-	p->rx_idx = (p->rx_idx + 1) % RX_FRAMES;
+	p->rx_idx = (p->rx_idx + 1) % p->rx_frames;
 }
 
 static int pkt_recv(struct ox_link *l, uint8_t *buf, size_t cap)
@@ -125,7 +131,7 @@ static int pkt_tx_commit(struct ox_link *l, size_t len)
 	struct tpacket2_hdr *h = slot(p->tx, p->fsize, p->tx_idx);
 	h->tp_len = (uint32_t)len;
 	__atomic_store_n(&h->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
-	p->tx_idx = (p->tx_idx + 1) % TX_FRAMES;
+	p->tx_idx = (p->tx_idx + 1) % p->tx_frames;
 	if (++p->queued >= 32)
 		return kick(p, MSG_DONTWAIT);
 	return 0;
@@ -212,14 +218,20 @@ int ox_link_packet_open(const char *ifname, uint16_t ethertype, struct ox_link *
 	while (p->fsize < p->link.mtu + OX_ETH_HLEN + TPACKET2_HDRLEN + 64)
 		p->fsize *= 2;
 	unsigned bsize = p->fsize > 65536 ? p->fsize : 65536;
+	p->rx_frames = RX_FRAMES;
+	while (p->rx_frames > RING_MIN_FRAMES && p->rx_frames * p->fsize > RX_RING_BYTES)
+		p->rx_frames /= 2;
+	p->tx_frames = TX_FRAMES;
+	while (p->tx_frames > RING_MIN_FRAMES && p->tx_frames * p->fsize > TX_RING_BYTES)
+		p->tx_frames /= 2;
 	struct tpacket_req rq = { .tp_block_size = bsize,
 				  .tp_frame_size = p->fsize,
-				  .tp_block_nr = RX_FRAMES * p->fsize / bsize,
-				  .tp_frame_nr = RX_FRAMES };
+				  .tp_block_nr = p->rx_frames * p->fsize / bsize,
+				  .tp_frame_nr = p->rx_frames };
 	struct tpacket_req tq = { .tp_block_size = bsize,
 				  .tp_frame_size = p->fsize,
-				  .tp_block_nr = TX_FRAMES * p->fsize / bsize,
-				  .tp_frame_nr = TX_FRAMES };
+				  .tp_block_nr = p->tx_frames * p->fsize / bsize,
+				  .tp_frame_nr = p->tx_frames };
 	if (setsockopt(p->fd, SOL_PACKET, PACKET_RX_RING, &rq, sizeof(rq)) < 0 ||
 	    setsockopt(p->fd, SOL_PACKET, PACKET_TX_RING, &tq, sizeof(tq)) < 0)
 		goto fail;

@@ -37,9 +37,15 @@
 
 #define OX_ETHERTYPE_DEFAULT 0xAAAA
 #define OX_ETH_HLEN 14
-#define OX_MIN_PAYLOAD 48   /* bytes after the EtherType */
-#define OX_MAX_MSGS 64      /* one bit of the frame mask each */
-#define OX_MAX_SIZE_LOG2 13 /* largest burst we accept: 8 KiB fits a 9000-byte frame */
+#define OX_MIN_PAYLOAD 48 /* bytes after the EtherType */
+#define OX_MAX_MSGS 64    /* one bit of the frame mask each */
+/* Bursts: 8 KiB fits a 9000-byte frame, the largest standard Ethernet
+ * carries, and is what a requester sends unless told more
+ * (ox_opts.max_burst_log2).  32 KiB needs a payload of 32800 bytes, which
+ * only jumbo links have (veth and loopback allow 64 KiB); the codec
+ * accepts it, and an endpoint serves any burst whose answer fits its MTU. */
+#define OX_STD_SIZE_LOG2 13
+#define OX_MAX_SIZE_LOG2 15
 #define OX_SEQ_BITS 22
 #define OX_SEQ_MOD (1u << OX_SEQ_BITS)
 #define OX_SEQ_MASK (OX_SEQ_MOD - 1)
@@ -215,7 +221,7 @@ struct ox_gbn {
 	uint32_t next_tx, ackd, next_rx;
 	/* retransmit buffer: a ring of whole frames (Ethernet header included) */
 	uint8_t *ring;
-	uint16_t *len;
+	uint32_t *len;
 	unsigned slots, slot_size, head, count;
 	uint64_t rto_ns, ack_delay_ns;
 	uint64_t last_progress; /* last send into an empty ring or ack progress */
@@ -402,12 +408,17 @@ void ox_tag_wipe(void *p, size_t len);
 
 struct ox_opts {
 	enum ox_mode mode;
-	bool verbatim;         /* data bytes copied without the per-flit swap */
-	uint16_t ethertype;    /* 0 = 0xAAAA */
-	unsigned mtu;          /* 0 = the link's; a requester must use the smaller
+	bool verbatim;      /* data bytes copied without the per-flit swap */
+	uint16_t ethertype; /* 0 = 0xAAAA */
+	unsigned mtu;       /* 0 = the link's; a requester must use the smaller
 				 * of both ends' MTUs (the control path knows the
 				 * node's), since bursts are sized to fill it */
-	unsigned rtx_slots;    /* retransmit buffer frames, 0 = 64 */
+	unsigned rtx_slots; /* retransmit buffer frames, 0 = 64 */
+	/* Requester only: largest burst, log2 bytes (0 = OX_STD_SIZE_LOG2, at
+	 * most OX_MAX_SIZE_LOG2); bursts are smaller still where the MTU is.
+	 * Above the standard only for a peer known to serve it (ethermem's
+	 * node says so at attach): an older one drops the frame as malformed. */
+	unsigned max_burst_log2;
 	uint32_t rx_credit;    /* flits we buffer per channel we receive, 0 = default */
 	uint64_t rto_ns;       /* 0 = 1 ms */
 	uint64_t ack_delay_ns; /* 0 = 20 us */

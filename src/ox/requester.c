@@ -25,8 +25,10 @@
 
 #define OX_RQ_SLOTS 1024
 /* D buffer in flits: responses are copied out at once, so it costs nothing
- * to offer a lot, and reads stream only while credit is plentiful */
-#define OX_RQ_RXBUF_D 65536
+ * to offer a lot, and reads stream only while credit is plentiful: 64
+ * frames of 8 KiB bursts, the retransmit ring's worth, and as many frames
+ * of larger bursts (scaled up with them) */
+#define OX_RQ_RXBUF_D 65536u
 /* Every other channel: B (Probe) we count and drop, as nothing is cached
  * here, and A, C, E a memory endpoint never sends; each is granted at open
  * all the same, since ETRI's C memory endpoint serves nothing until it has
@@ -57,7 +59,7 @@ struct ox_requester {
 	bool dirty; /* submitted since the last poll */
 	uint64_t next_due;
 	struct ox_frame fr;
-	uint8_t buf[65536];
+	uint8_t buf[OX_ETH_HLEN + 65536 + 64]; /* the largest frame a link has */
 };
 
 int ox_requester_create(const struct ox_opts *o, struct ox_link *link, const uint8_t peer_mac[6],
@@ -70,10 +72,23 @@ int ox_requester_create(const struct ox_opts *o, struct ox_link *link, const uin
 		r->o = *o;
 	ox_opts_resolve(&r->o, link);
 	r->link = link;
+	/* a PutFullData of 2^k bytes is 2 + 2^(k-3) flits, plus TLoE header
+	 * and mask: the largest burst one frame of ours (and, the caller
+	 * vouches, of the peer's) carries, at most the peer's largest */
+	unsigned cap = (r->o.mtu - (r->o.tag ? OX_TAG_LEN : 0)) / 8;
+	r->frame_log2 = 3;
+	while (r->frame_log2 < r->o.max_burst_log2 && (1u << (r->frame_log2 + 1 - 3)) + 4 <= cap)
+		r->frame_log2++;
 	uint32_t rxbuf[6] = { 0 };
 	for (int ch = OX_CH_A; ch <= OX_CH_E; ch++)
 		rxbuf[ch] = OX_RQ_RXBUF_SMALL;
-	rxbuf[OX_CH_D] = r->o.rx_credit ? r->o.rx_credit : OX_RQ_RXBUF_D;
+	rxbuf[OX_CH_D] = r->o.rx_credit
+				 ? r->o.rx_credit
+				 : OX_RQ_RXBUF_D << (r->frame_log2 > OX_STD_SIZE_LOG2
+							     ? r->frame_log2 - OX_STD_SIZE_LOG2
+							     : 0);
+	while (r->frame_log2 > 3 && (1u << (r->frame_log2 - 3)) + 1 > rxbuf[OX_CH_D])
+		r->frame_log2--;
 	int e = ox_conn_init(&r->c, link, &r->o, peer_mac, rxbuf, &r->st);
 	if (e) {
 		free(r);
@@ -82,12 +97,6 @@ int ox_requester_create(const struct ox_opts *o, struct ox_link *link, const uin
 	for (unsigned i = 0; i < OX_RQ_SLOTS; i++)
 		r->freel[i] = OX_RQ_SLOTS - 1 - i;
 	r->nfree = OX_RQ_SLOTS;
-	/* a PutFullData of 2^k bytes is 2 + 2^(k-3) flits, plus TLoE header and mask */
-	unsigned cap = r->c.cap / 8;
-	r->frame_log2 = 3;
-	while (r->frame_log2 < OX_MAX_SIZE_LOG2 && (1u << (r->frame_log2 + 1 - 3)) + 4 <= cap &&
-	       (1u << (r->frame_log2 + 1 - 3)) + 1 <= rxbuf[OX_CH_D])
-		r->frame_log2++;
 	*out = r;
 	return 0;
 }
@@ -114,7 +123,7 @@ int ox_requester_submit(struct ox_requester *r, struct ox_op *op)
 	if (!op->len || (op->kind <= OX_OP_PUT && !op->buf))
 		return -EINVAL;
 	if (op->kind == OX_OP_ARITH || op->kind == OX_OP_LOGIC || op->kind == OX_OP_INTENT) {
-		size_t max = op->kind == OX_OP_INTENT ? (1u << OX_MAX_SIZE_LOG2) : 8;
+		size_t max = op->kind == OX_OP_INTENT ? (1u << r->o.max_burst_log2) : 8;
 		if (!pow2(op->len) || op->len > max || (op->addr & (op->len - 1)))
 			return -EINVAL;
 	}

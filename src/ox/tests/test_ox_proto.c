@@ -34,7 +34,8 @@
 #define COUNTER (MEMSZ - 64)
 
 static uint64_t rng = 88172645463325252ull;
-static bool g_tagged; /* world_init binds each requester with tag keys */
+static bool g_tagged;    /* world_init binds each requester with tag keys */
+static unsigned g_burst; /* world_init gives requesters this max_burst_log2 */
 static uint64_t rnd(void)
 {
 	rng ^= rng << 13;
@@ -129,6 +130,7 @@ static int world_init(struct world *w, enum ox_mode mode, bool verbatim, unsigne
 		memcpy(win.mac, w->rq_raw[i]->mac, 6);
 		w->win[i] = ox_endpoint_add_window(w->ep, &win);
 		struct ox_opts ro = o;
+		ro.max_burst_log2 = g_burst;
 		if (g_tagged) {
 			uint8_t secret[32], tx[OX_TAG_KEYLEN], rx[OX_TAG_KEYLEN];
 			memset(secret, 0x40 + i, sizeof(secret));
@@ -407,6 +409,67 @@ static int wait_op(struct world *w, struct ox_op *op, int rq)
 	}
 	(void)rq;
 	return op->done ? op->status : -ETIMEDOUT;
+}
+
+/* ------------------------------------------------------- jumbo bursts */
+
+/* Large bursts where the MTU carries them and the requester was told the
+ * node serves them; 8 KiB otherwise.  Counts response frames to see which
+ * burst was used, and checks every byte, clean and under loss. */
+static void jumbo_case(unsigned mtu, unsigned burst, const struct ox_fault_cfg *fc,
+		       unsigned want_frames)
+{
+	struct world w;
+	g_burst = burst;
+	int e = world_init(&w, OX_MODE_11, false, mtu, fc);
+	g_burst = 0;
+	if (e) {
+		CHECK(!"world_init");
+		return;
+	}
+	size_t len = 256u << 10;
+	uint8_t *src = malloc(len), *dst = malloc(len);
+	for (int round = 0; round < 4; round++) {
+		for (size_t i = 0; i < len; i++)
+			src[i] = (uint8_t)rnd();
+		memset(dst, 0xCC, len);
+		/* an unaligned start: a small burst first, then large ones */
+		size_t off = round ? 4096 * (size_t)round + 8 : 0, n = len - off;
+		struct ox_op put = { .kind = OX_OP_PUT, .addr = BASE + off, .buf = src, .len = n };
+		CHECK(ox_requester_submit(w.rq[0], &put) == 0);
+		CHECK(wait_op(&w, &put, 0) == 0);
+		CHECK(memcmp(w.mem + off, src, n) == 0);
+		struct ox_stats a, b;
+		ox_requester_stats(w.rq[0], &a);
+		struct ox_op get = { .kind = OX_OP_GET, .addr = BASE + off, .buf = dst, .len = n };
+		CHECK(ox_requester_submit(w.rq[0], &get) == 0);
+		CHECK(wait_op(&w, &get, 0) == 0);
+		CHECK(memcmp(dst, src, n) == 0);
+		ox_requester_stats(w.rq[0], &b);
+		/* a whole aligned read without loss: one frame per burst (acks may
+		 * ride on them or come alone, so a few more) */
+		if (!round && !fc &&
+		    (b.rx_frames - a.rx_frames < want_frames ||
+		     b.rx_frames - a.rx_frames > want_frames + 8)) {
+			fprintf(stderr, "mtu %u burst %u: %llu frames for 256 KiB, want %u\n", mtu,
+				burst, (unsigned long long)(b.rx_frames - a.rx_frames),
+				want_frames);
+			CHECK(!"burst size");
+		}
+	}
+	free(src);
+	free(dst);
+	world_fini(&w);
+}
+
+static void test_jumbo(void)
+{
+	struct ox_fault_cfg loss = { .seed = 11, .drop_pct = 3, .reorder_pct = 2, .dup_pct = 2 };
+	jumbo_case(33000, OX_MAX_SIZE_LOG2, NULL, 8);  /* 32 KiB bursts */
+	jumbo_case(20000, OX_MAX_SIZE_LOG2, NULL, 16); /* the MTU allows 16 KiB */
+	jumbo_case(33000, 0, NULL, 32);                /* not told: 8 KiB */
+	jumbo_case(9000, OX_MAX_SIZE_LOG2, NULL, 32);  /* standard MTU: 8 KiB */
+	jumbo_case(33000, OX_MAX_SIZE_LOG2, &loss, 0); /* go-back-N with big frames */
 }
 
 static uint64_t amo(struct world *w, enum ox_op_kind k, unsigned param, unsigned len, uint64_t off,
@@ -1076,6 +1139,7 @@ int main(int argc, char **argv)
 		run_edges(OX_MODE_11, true);
 		test_tagged();
 		test_bound_silence();
+		test_jumbo();
 	}
 	struct ox_fault_cfg l1 = { .seed = 1 + 10 * seed, .drop_pct = 1 };
 	struct ox_fault_cfg l5 = { .seed = 2 + 10 * seed, .drop_pct = 5 };
