@@ -3,8 +3,10 @@
 # the OmniXtend data path and on TCP, alternated in one run, so that the
 # machine's load (which moves single figures by 2x here) hits both alike.
 #
-# Two network namespaces joined by one veth pair (MTU 9000), node pinned to
-# CPU 0 and client to CPU 1, as bench/ox_bench.sh sets them up.  Each round,
+# Two network namespaces joined by one veth pair (MTU 9000, or $MTU: veth
+# takes up to 65535, where OmniXtend sends bursts of 32 KiB instead of 8),
+# node pinned to CPU 0 and client to CPU 1, as bench/ox_bench.sh sets them
+# up.  Each round,
 # for OLD then NEW: one node (ethermemd --ox), then in the client namespace
 #   ethermem bench --transport ox --ox-iface IF --quick --json   (OmniXtend)
 #   ethermem bench --quick --json                                (TCP, same node)
@@ -36,6 +38,9 @@ trap cleanup EXIT
 trap 'exit 1' INT TERM HUP
 . "$(dirname "$0")/lib.sh"
 netns_pair $S $C $S $C 10.213.0 || exit 1
+MTU=${MTU:-9000}
+ip -n $S link set $S mtu "$MTU" && ip -n $C link set $C mtu "$MTU" || exit 1
+echo "veth MTU $MTU" > "$OUT/mtu"
 printf 'ox a/b secret, not for production use\n' > "$OUT/secret"
 chmod 600 "$OUT/secret"
 export ETHERMEM_SECRET_FILE="$OUT/secret"

@@ -257,11 +257,16 @@ int em_oxs_create(const struct em_oxs_opts *o, struct em_store *st, struct em_ox
 		rc = -EAGAIN;
 		goto fail;
 	}
+	/* the largest burst whose PutFullData (two header flits, the TLoE
+	 * header and the mask) fits a frame: 8 KiB at 9000, 32 KiB at 32800 */
+	unsigned burst = 3;
+	while (burst < OX_MAX_SIZE_LOG2 && (1u << (burst + 1 - 3)) + 4 <= x->raw->mtu / 8)
+		burst++;
 	em_log(EM_LOG_INFO,
-	       "ox: serving OmniXtend %s on %s (EtherType 0x%04x, MTU %u, "
+	       "ox: serving OmniXtend %s on %s (EtherType 0x%04x, MTU %u, bursts up to %u, "
 	       "%02x:%02x:%02x:%02x:%02x:%02x)%s%s",
-	       o->mode ? "1.0.3" : "1.1", o->iface, et, x->raw->mtu, x->raw->mac[0], x->raw->mac[1],
-	       x->raw->mac[2], x->raw->mac[3], x->raw->mac[4], x->raw->mac[5],
+	       o->mode ? "1.0.3" : "1.1", o->iface, et, x->raw->mtu, 1u << burst, x->raw->mac[0],
+	       x->raw->mac[1], x->raw->mac[2], x->raw->mac[3], x->raw->mac[4], x->raw->mac[5],
 	       o->verbatim ? ", verbatim data" : "",
 	       o->reply_per_frame ? ", a reply frame per request frame" : "");
 	*out = x;
@@ -288,12 +293,14 @@ void em_oxs_destroy(struct em_oxs *x)
 		em_oxs_status(x, v);
 		ox_endpoint_stats(x->ep, &s);
 		em_log(EM_LOG_INFO,
-		       "ox: %llu frames in, %llu out, %llu retransmitted; dropped "
+		       "ox: %llu frames in, %llu out, %llu retransmitted (%llu timeouts, "
+		       "%llu NAKs in, %llu out of order in); dropped "
 		       "%llu malformed, %llu from unknown MACs and %llu spoofed; "
 		       "%llu requests denied; "
 		       "gave up on %llu silent peers",
 		       (unsigned long long)v[EM_ST_OX_RX], (unsigned long long)v[EM_ST_OX_TX],
-		       (unsigned long long)v[EM_ST_OX_RTX],
+		       (unsigned long long)v[EM_ST_OX_RTX], (unsigned long long)s.timeouts,
+		       (unsigned long long)s.naks_rx, (unsigned long long)s.ooo,
 		       (unsigned long long)v[EM_ST_OX_MALFORMED],
 		       (unsigned long long)v[EM_ST_OX_UNKNOWN],
 		       (unsigned long long)v[EM_ST_OX_SPOOFED],

@@ -181,6 +181,12 @@ static void node_close(struct em_oxnode *n)
 		if (!ox_requester_busy(n->rq))
 			ox_requester_close(n->rq, 200000000ull);
 		ox_requester_stats(n->rq, &st);
+		em_log(EM_LOG_DEBUG,
+		       "ox: %llu frames in, %llu out, %llu retransmitted (%llu timeouts, %llu "
+		       "NAKs in, %llu out of order in)",
+		       (unsigned long long)st.rx_frames, (unsigned long long)st.tx_frames,
+		       (unsigned long long)st.rtx_frames, (unsigned long long)st.timeouts,
+		       (unsigned long long)st.naks_rx, (unsigned long long)st.ooo);
 		if (st.rej[OX_REJ_SEQ] || st.rej[OX_REJ_TAG])
 			em_log(EM_LOG_DEBUG,
 			       "ox: dropped %llu frames claiming the node's MAC out of sequence "

@@ -8,6 +8,13 @@
 
 #include "ox/ox.h"
 
+/* Frame bytes one poll takes in before it answers: the acknowledgement
+ * (and the responses) go out at the end of a poll, and the peer's
+ * retransmission timer runs meanwhile.  64 frames of 8 KiB bursts, or 16 of
+ * 32 KiB: a poll of jumbo frames would otherwise copy 2 MiB before its ACK,
+ * which a descheduled core turns into a timeout at the peer. */
+#define OX_POLL_BYTES (512u << 10)
+
 struct ox_conn {
 	uint8_t peer[6];
 	struct ox_link *link;

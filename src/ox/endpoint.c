@@ -664,8 +664,9 @@ static void service_all(struct ox_endpoint *ep, uint64_t now)
 int ox_endpoint_poll(struct ox_endpoint *ep, uint64_t now, unsigned budget)
 {
 	int n = 0;
+	size_t bytes = 0;
 	pthread_mutex_lock(&ep->lock);
-	while ((unsigned)n < budget) {
+	while ((unsigned)n < budget && bytes < OX_POLL_BYTES) {
 		const uint8_t *f;
 		int len = ox_link_next(ep->link, ep->buf, sizeof(ep->buf), &f);
 		if (len <= 0)
@@ -673,6 +674,7 @@ int ox_endpoint_poll(struct ox_endpoint *ep, uint64_t now, unsigned budget)
 		input(ep, f, (size_t)len, now);
 		ox_link_done(ep->link);
 		n++;
+		bytes += (size_t)len;
 	}
 	/* an idle spin costs one look at the ring: responses waiting for
 	 * credit or ring room can only move after a frame came in */

@@ -312,13 +312,15 @@ static int input(struct ox_requester *r, const uint8_t *f, size_t len, uint64_t 
 int ox_requester_poll(struct ox_requester *r, uint64_t now)
 {
 	int ncomp = 0, n = 0;
-	for (int i = 0; i < 64; i++, n++) {
+	size_t bytes = 0;
+	for (int i = 0; i < 64 && bytes < OX_POLL_BYTES; i++, n++) {
 		const uint8_t *f;
 		int len = ox_link_next(r->link, r->buf, sizeof(r->buf), &f);
 		if (len <= 0)
 			break;
 		input(r, f, (size_t)len, now, &ncomp);
 		ox_link_done(r->link);
+		bytes += (size_t)len;
 	}
 	/* nothing came, nothing was asked, no timer: an idle spin stops here */
 	if (!n && !r->dirty && !r->c.close_pending && now < r->next_due)

@@ -392,7 +392,9 @@ static void garbage(const char *ifname)
 	CHECK(ox_link_send(l, f, n) == 0);
 	sent_bad++;
 	n = get_frame(f, node, me, 1000, em_ox_window(r, 0), 0, 0);
-	f[OX_ETH_HLEN + 8 + 1] = (uint8_t)((f[OX_ETH_HLEN + 8 + 1] & 0xf0) | 15); /* size 2^15 */
+	/* a PutFullData of 2^15 bytes in a frame of a few flits */
+	f[OX_ETH_HLEN + 8] = 0x10;
+	f[OX_ETH_HLEN + 8 + 1] = (uint8_t)((f[OX_ETH_HLEN + 8 + 1] & 0xf0) | 15);
 	CHECK(ox_link_send(l, f, n) == 0);
 	sent_bad++;
 	n = get_frame(f, node, me, 1000, em_ox_window(r, 0), 0, 0);

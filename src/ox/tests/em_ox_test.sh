@@ -11,6 +11,8 @@
 #   2. the same under 1% injected loss on every sender (ETHERMEM_OX_FAULTS,
 #      the test-only fault injector, in the node and in the clients)
 #   3. 1.0.3 mode under 5% loss plus 1% duplication and 1% reordering
+#   3b. every link at MTU 65535: bursts of 32 KiB (negotiated at attach),
+#      under 1% loss
 #   4. malformed frames and a stranger's frames: counted, dropped, and the
 #      node keeps serving
 #   5. --ox-export: a region a client creates over TCP is served at a fixed
@@ -97,6 +99,15 @@ phase() {   # NAME FAULTS NODEFLAGS...
 phase "loss-free, 1.1" ""
 phase "1% loss, 1.1" "drop=1,seed=11"
 phase "5% loss + dup + reorder, 1.0.3" "drop=5,dup=1,reorder=1,seed=12" --ox-mode 1.0.3
+# jumbo links: the node says it serves large bursts, both MTUs carry 32 KiB
+for i in 1 2; do
+	C=$([ $i = 1 ] && echo $C1 || echo $C2)
+	ip -n $S link set emxp$i$P mtu 65535
+	ip -n $C link set emxq$i$P mtu 65535
+done
+ip -n $S link set $BR mtu 65535
+phase "MTU 65535, 1% loss, 1.1" "drop=1,seed=13"
+grep -q "bursts up to 32768" "$T/node.log" || fail "no 32 KiB bursts offered at MTU 65535"
 export ETHERMEM_OX_FAULTS=
 
 echo "== malformed frames"
