@@ -12,7 +12,7 @@
 #      the test-only fault injector, in the node and in the clients)
 #   3. 1.0.3 mode under 5% loss plus 1% duplication and 1% reordering
 #   3b. every link at MTU 65535: bursts of 32 KiB (negotiated at attach),
-#      under 1% loss
+#      one client's integrity run under 1% loss
 #   4. malformed frames and a stranger's frames: counted, dropped, and the
 #      node keeps serving
 #   5. --ox-export: a region a client creates over TCP is served at a fixed
@@ -106,8 +106,12 @@ for i in 1 2; do
 	ip -n $C link set emxq$i$P mtu 65535
 done
 ip -n $S link set $BR mtu 65535
-phase "MTU 65535, 1% loss, 1.1" "drop=1,seed=13"
+echo "== MTU 65535, 1% loss, 1.1 (ETHERMEM_OX_FAULTS=drop=1,seed=13)"
+export ETHERMEM_OX_FAULTS=drop=1,seed=13
+ox_node
 grep -q "bursts up to 32768" "$T/node.log" || fail "no 32 KiB bursts offered at MTU 65535"
+client $C1 integrity 3 || fail "MTU 65535: integrity"
+stop_node node
 export ETHERMEM_OX_FAULTS=
 
 echo "== malformed frames"
