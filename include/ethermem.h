@@ -436,6 +436,12 @@ struct em_map_stats {
 	uint64_t prefetched;    /* bytes fetched ahead of a fault */
 	uint64_t evictions;     /* units dropped or written back */
 	uint64_t resident;      /* bytes now in the cache */
+	/* of bytes_written: what the background cleaner wrote ahead of
+	 * eviction, so that eviction could just drop it */
+	uint64_t bytes_cleaned;
+	/* evictions that had to write dirty units back first, the fault
+	 * waiting for it; process-wide like resident */
+	uint64_t evict_waits;
 };
 /* Counters of the mapping at addr; addr NULL: totals of the process.
  * resident is always the process-wide cache occupancy. */

@@ -110,5 +110,7 @@ void emm_totals(struct em_map_stats *st);
  * the administrator's or a tool's business, never the library's. */
 /* Bytes in the protected set, the transient FIFO, and resident (tests). */
 void emm_policy_info(uint64_t *p_bytes, uint64_t *t_bytes, uint64_t *resident);
+/* UFFDIO_WRITEPROTECT calls the engine has made (tests and benchmarks). */
+uint64_t emm_wp_calls(void);
 
 #endif /* EMM_H */

@@ -25,6 +25,7 @@
  *   huge.c      whether a mapping goes on explicit huge pages
  *   mapping.c   map, sync, unmap, statistics; the engine's state
  *   discard.c   unmapping part of a mapping (the shim's munmap)
+ *   clean.c     batched write-back, and the cleaner that does it ahead of eviction
  * src/map/README.md explains the choices and has the measurements.
  *
  * Everything the fault path touches must be async-signal-safe: it runs in
@@ -85,6 +86,9 @@ struct emm_unit {
 	uint8_t list;
 	uint8_t written; /* ever written back (EMM_MAP_FRESH) */
 	uint8_t evlist;  /* the list it was last evicted from (its ghost history) */
+	/* the cleaner's write of its pages is in flight: a store may make it
+	 * DIRTY meanwhile, but its pages must stay until the write is done */
+	_Atomic uint8_t wb;
 	struct emm_unit *prev, *next;
 	uint64_t evicted_at; /* eviction clock at its last eviction; 0 never */
 	struct emm_mapping *m;
@@ -111,6 +115,7 @@ struct emm_mapping {
 	int64_t last_fault;               /* unit of its last fault (emm_g.lock) */
 	_Atomic int dense;                /* near-fault score, -8..8 (written under emm_g.lock) */
 	_Atomic uint64_t faults, fetched, written, prefetched, evictions;
+	_Atomic uint64_t cleaned; /* of written: by the cleaner, ahead of eviction */
 };
 
 struct emm_infl {
@@ -183,6 +188,13 @@ struct emm_state {
 	int trace;                   /* ETHERMEM_MAP_TRACE's descriptor + 1; 0 off */
 	uint32_t serials;            /* mappings ever made (emm_g.mu) */
 	int pidfd;                   /* this process's pidfd + 1, for process_madvise; 0 none */
+	/* the cleaner (clean.c) */
+	_Atomic uint32_t clean_seq;   /* bumped to wake it (a futex word) */
+	_Atomic int clean_idle;       /* it sleeps, or is about to */
+	_Atomic int clean_started;    /* its thread runs */
+	uint64_t clean_clock;         /* evict_clock at its last look (lock) */
+	_Atomic uint64_t evict_waits; /* evictions that waited for a write-back */
+	_Atomic uint64_t wp_ioctls;   /* UFFDIO_WRITEPROTECT calls made */
 };
 extern struct emm_state emm_g;
 
@@ -236,6 +248,10 @@ void emm_policy_insert(struct emm_unit *u);
 /* Makes room for `need` more resident bytes, writing back through the held
  * slot sl (not under the lock). */
 int emm_reserve(struct emm_slot *sl, uint64_t need);
+/* The dirty units among those the policy would evict next, in that order,
+ * looking `window` bytes into the eviction end: at most max into v. For the
+ * cleaner, which writes them back before eviction reaches them. */
+unsigned emm_policy_upcoming(struct emm_unit **v, unsigned max, uint64_t window);
 
 /* ---- slots.c ---- */
 /* Takes a free, working slot of s (NULL when every channel is dead). */
@@ -249,6 +265,21 @@ int emm_infl_find(struct emm_slot *sl, struct emm_unit *u);
 int emm_infl_alloc(struct emm_slot *sl);
 int emm_reap(struct emm_slot *sl, unsigned min, int timeout_ms);
 int emm_write_units(struct emm_slot *sl, struct emm_unit **us, unsigned n, int *res);
+
+/* ---- clean.c ---- */
+/* Write-protects and writes back the units of cand[0..n) (one source) that
+ * are DIRTY when claimed, in one batch; each ends CLEAN, or DIRTY when the
+ * write failed or a store came during it. 0, or the first error. Never in
+ * the handler. */
+int emm_writeback(struct emm_source *src, struct emm_unit **cand, unsigned n, bool ahead);
+/* How far the cleaner looks into the eviction end (under the lock). */
+uint64_t emm_clean_window(void);
+/* Whether the cleaner should look again (under the lock, by eviction). */
+bool emm_clean_due(bool waited);
+/* Wakes the cleaner if it sleeps (not under the lock; async-signal-safe). */
+void emm_clean_kick(void);
+/* Starts the cleaner thread (emm_g.mu, never in the handler). */
+int emm_clean_start(void);
 
 /* ---- prefetch.c ---- */
 int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, struct emm_io *pre,
@@ -266,6 +297,8 @@ void *emm_server(void *arg);
 
 /* ---- uffd.c (never in the handler, but emm_wp) ---- */
 int emm_wp(struct emm_mapping *m, size_t idx, int protect);
+/* (Un)protects a batch of units with one ioctl per run of adjacent ones. */
+void emm_wp_units(struct emm_unit **us, unsigned n, int protect);
 /* Opens the userfaultfd and starts fault delivery at the first map (emm_g.mu). */
 int emm_init_locked(void);
 int emm_register(char *base, size_t len, unsigned flags, bool huge);

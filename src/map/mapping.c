@@ -205,38 +205,25 @@ static struct emm_mapping *emm_lookup_exact(void *addr, int *slot)
 	return NULL;
 }
 
+/* Dirty units go in batches of 32 (emm_writeback: one write-protect per
+ * run of adjacent units, one submission); settling a unit waits for the
+ * cleaner's write of it, so what sync returns has reached the pool. */
 static int emm_sync_mapping(struct emm_mapping *m, size_t first, size_t last)
 {
 	struct emm_unit *batch[32];
-	int res[32], err = 0;
+	int err = 0;
 	unsigned n = 0;
 
 	for (size_t i = first; i <= last && i < m->nunits; i++) {
 		struct emm_unit *u = &m->u[i];
-		uint32_t s = emm_settle(u);
 
-		if (s == EMM_DIRTY && atomic_compare_exchange_strong(&u->st, &s, EMM_BUSY)) {
-			emm_wp(m, i, 1);
-			atomic_store(&u->st, EMM_SYNCING);
+		if (emm_settle(u) == EMM_DIRTY)
 			batch[n++] = u;
-		}
 		if (n == 32 || (n && (i == last || i + 1 == m->nunits))) {
-			struct emm_slot *sl = emm_slot_any(m->src);
+			int r = emm_writeback(m->src, batch, n, false);
 
-			if (!sl)
-				return -EIO;
-			int r = emm_write_units(sl, batch, n, res);
-
-			emm_slot_put(sl);
-			for (unsigned j = 0; j < n; j++) {
-				uint32_t sy = EMM_SYNCING;
-
-				/* a store during the write moved it to DIRTY: leave it so */
-				atomic_compare_exchange_strong(&batch[j]->st, &sy,
-							       res[j] ? EMM_DIRTY : EMM_CLEAN);
-				if (res[j] && sy == EMM_SYNCING)
-					emm_wp(m, (size_t)(batch[j] - m->u), 0);
-			}
+			if (r == -EIO)
+				return r;
 			if (r && !err)
 				err = r;
 			n = 0;
@@ -268,6 +255,7 @@ static void emm_add_stats(struct em_map_stats *t, struct emm_mapping *m)
 	t->bytes_written += atomic_load(&m->written);
 	t->prefetched += atomic_load(&m->prefetched);
 	t->evictions += atomic_load(&m->evictions);
+	t->bytes_cleaned += atomic_load(&m->cleaned);
 }
 
 /* The end of a dead mapping whose units hold nothing (under emm_g.mu): its
@@ -355,6 +343,7 @@ int emm_stats(void *addr, struct em_map_stats *st)
 	emm_lock();
 	st->resident = emm_g.resident;
 	emm_unlock();
+	st->evict_waits = atomic_load(&emm_g.evict_waits);
 	return m ? 0 : -EINVAL;
 }
 
@@ -374,7 +363,9 @@ void emm_totals(struct em_map_stats *st)
 	st->bytes_written += emm_g.gone.bytes_written;
 	st->prefetched += emm_g.gone.prefetched;
 	st->evictions += emm_g.gone.evictions;
+	st->bytes_cleaned += emm_g.gone.bytes_cleaned;
 	st->resident = emm_g.resident;
+	st->evict_waits = atomic_load(&emm_g.evict_waits);
 	emm_unlock();
 	pthread_mutex_unlock(&emm_g.mu);
 }

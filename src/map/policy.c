@@ -168,6 +168,17 @@ static void emm_drop(const struct iovec *iov, unsigned n)
 		emm_madvise(iov[i].iov_base, iov[i].iov_len, MADV_DONTNEED);
 }
 
+/* A unit just claimed (BUSY) whose pages a write-back still reads goes back
+ * to its state s: true then. Re-dirtied by a store while the cleaner wrote
+ * it, it must keep its pages until that write is done. */
+static bool emm_wb_release(struct emm_unit *u, uint32_t s)
+{
+	if (!atomic_load(&u->wb))
+		return false;
+	atomic_store(&u->st, s);
+	return true;
+}
+
 /* Makes room for `need` more bytes: picks victims under the lock, then
  * writes back the dirty ones and drops them all outside it. */
 int emm_reserve(struct emm_slot *sl, uint64_t need)
@@ -206,10 +217,18 @@ int emm_reserve(struct emm_slot *sl, uint64_t need)
 			else
 				break; /* T's share is all in flight: run over briefly
 					* rather than break up the protected set */
-			u = l->head;
+			/* a unit the cleaner (or em_sync) is writing back keeps its
+			 * place: it is clean, or dirty again, when that is done */
+			for (u = l->head;
+			     u && (atomic_load(&u->st) == EMM_SYNCING || atomic_load(&u->wb));
+			     u = u->next)
+				;
+			if (!u)
+				u = l->head;
 			s = atomic_load(&u->st);
 			if ((s != EMM_CLEAN && s != EMM_DIRTY) ||
-			    !atomic_compare_exchange_strong(&u->st, &s, EMM_BUSY)) {
+			    !atomic_compare_exchange_strong(&u->st, &s, EMM_BUSY) ||
+			    emm_wb_release(u, s)) {
 				/* busy with a protection change: look at it later */
 				emm_list_del(u);
 				emm_list_add(u, l == &emm_g.P ? EMM_LIST_P : EMM_LIST_T);
@@ -229,7 +248,8 @@ int emm_reserve(struct emm_slot *sl, uint64_t need)
 					uint32_t ps = atomic_load(&p->st);
 
 					if ((ps == EMM_CLEAN || ps == EMM_DIRTY) &&
-					    atomic_compare_exchange_strong(&p->st, &ps, EMM_BUSY)) {
+					    atomic_compare_exchange_strong(&p->st, &ps, EMM_BUSY) &&
+					    !emm_wb_release(p, ps)) {
 						uint64_t pl = emm_ulen(p->m, (size_t)(p - p->m->u));
 
 						emm_g.age_credit -= pl;
@@ -252,21 +272,30 @@ int emm_reserve(struct emm_slot *sl, uint64_t need)
 			v[nv++] = u;
 		}
 		bool more = emm_g.resident > emm_g.budget && (emm_g.P.head || emm_g.T.head);
+		unsigned nwb = 0;
+
+		for (unsigned i = 0; i < nv; i++)
+			nwb += dirty[i];
+		bool kick = emm_g.clean_started && emm_clean_due(nwb > 0);
 		emm_unlock();
+		if (kick)
+			emm_clean_kick();
 		if (!nv)
 			return 0;
 
 		struct emm_unit *wb[32];
 		int res[32];
-		unsigned nwb = 0;
 
+		nwb = 0;
 		for (unsigned i = 0; i < nv; i++)
-			if (dirty[i]) {
-				emm_wp(v[i]->m, (size_t)(v[i] - v[i]->m->u), 1);
+			if (dirty[i])
 				wb[nwb++] = v[i];
-			}
-		if (nwb)
+		if (nwb) {
+			/* this fault waits for the write: what the cleaner is for */
+			atomic_fetch_add_explicit(&emm_g.evict_waits, 1, memory_order_relaxed);
+			emm_wp_units(wb, nwb, 1);
 			emm_write_units(sl, wb, nwb, res);
+		}
 		struct iovec drop[32];
 		unsigned nd = 0;
 
@@ -300,6 +329,29 @@ int emm_reserve(struct emm_slot *sl, uint64_t need)
 			return 0;
 	}
 	return 0;
+}
+
+/* The cleaner's view of the eviction end (see engine.h). It follows the
+ * order emm_reserve takes victims in: T from its head, and P from its head
+ * as far as P is over its share, or as far as aging will take it. */
+unsigned emm_policy_upcoming(struct emm_unit **v, unsigned max, uint64_t window)
+{
+	bool p_over = emm_g.P.bytes + emm_tshare() > emm_g.budget + emm_tmin() / 2;
+	struct emm_list *lists[2] = { &emm_g.T, &emm_g.P };
+	uint64_t reach[2] = { window, p_over ? window : window / 64 };
+	unsigned n = 0;
+
+	for (int li = 0; li < 2; li++) {
+		uint64_t seen = 0;
+
+		for (struct emm_unit *u = lists[li]->head; u && seen < reach[li] && n < max;
+		     u = u->next) {
+			seen += emm_ulen(u->m, (size_t)(u - u->m->u));
+			if (atomic_load(&u->st) == EMM_DIRTY)
+				v[n++] = u;
+		}
+	}
+	return n;
 }
 
 int emm_set_cache(uint64_t bytes)

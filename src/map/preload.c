@@ -294,6 +294,10 @@ __attribute__((destructor)) static void emm_pl_fini(void)
 		emm_pl_blocks, (unsigned long long)st.faults, (unsigned long long)st.bytes_fetched,
 		(unsigned long long)st.bytes_written, (unsigned long long)st.evictions,
 		(unsigned long long)st.resident);
+	/* written back ahead of eviction, and evictions that waited for a
+	 * write-back: what the cleaner saved and what it did not */
+	n += snprintf(line + n, sizeof(line) - (size_t)n, " cleaned %llu evict-waits %llu",
+		      (unsigned long long)st.bytes_cleaned, (unsigned long long)st.evict_waits);
 	/* the arena's pool bytes, only when asked for: tools read the rest */
 	if (emm_pl_small)
 		n += snprintf(line + n, sizeof(line) - (size_t)n, " small-arena %llu",

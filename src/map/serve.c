@@ -279,8 +279,8 @@ int emm_serve(uintptr_t a, bool is_write)
 	return r;
 }
 
-/* Waits until no fetch or protection change is in progress on u and
- * returns its settled state. */
+/* Waits until no fetch, protection change or write-back (the cleaner's, or
+ * another em_sync's) is in progress on u and returns its settled state. */
 uint32_t emm_settle(struct emm_unit *u)
 {
 	for (;;) {
@@ -296,7 +296,7 @@ uint32_t emm_settle(struct emm_unit *u)
 				sched_yield();
 			continue;
 		}
-		if (s == EMM_BUSY) {
+		if (s == EMM_BUSY || s == EMM_SYNCING || atomic_load(&u->wb)) {
 			sched_yield();
 			continue;
 		}

@@ -99,11 +99,13 @@ static int integrity(struct emm_source *src, uint64_t unit, size_t bytes)
 			}
 		return 1;
 	}
-	printf("unit %6llu: faults %llu fetched %llu MiB written %llu MiB evictions %llu resident %llu KiB\n",
+	printf("unit %6llu: faults %llu fetched %llu MiB written %llu MiB (cleaned %llu MiB) "
+	       "evictions %llu (waited %llu) resident %llu KiB\n",
 	       (unsigned long long)unit, (unsigned long long)st.faults,
 	       (unsigned long long)(st.bytes_fetched >> 20),
-	       (unsigned long long)(st.bytes_written >> 20), (unsigned long long)st.evictions,
-	       (unsigned long long)(st.resident >> 10));
+	       (unsigned long long)(st.bytes_written >> 20),
+	       (unsigned long long)(st.bytes_cleaned >> 20), (unsigned long long)st.evictions,
+	       (unsigned long long)st.evict_waits, (unsigned long long)(st.resident >> 10));
 	if (st.resident > emm_cache() + 64 * unit || !st.evictions || !st.bytes_written)
 		return 1;
 	/* the data must survive unmap and a fresh map */
@@ -224,6 +226,189 @@ static int streams(struct emm_source *src)
 	emm_unmap_range(m);
 	free(buf);
 	return st.prefetched * 10 >= st.bytes_fetched * 8 ? 0 : 1;
+}
+
+/* ---- write-back ahead of eviction, write-protect in runs ---- */
+
+/* Data written, cleaned in the background, written again, evicted and read
+ * back must hold the last bytes written. The mapping is three caches long
+ * and written front to back, so eviction keeps meeting the cleaner's end
+ * of the lists; then every word is written again (units the cleaner made
+ * clean become dirty again, some while it writes them), another sweep
+ * evicts all, and the words and the backing must hold the second values.
+ * Fails if the cleaner never ran (nothing was written ahead of eviction). */
+static int cleaner(struct emm_source *src)
+{
+	uint64_t cache = 1 << 20, len = 3 * cache, n = len / 8;
+	struct emm_map_params p = {
+		.src = src, .len = len, .unit = 16 << 10, .timeout_ms = 2000, .what = "cleaner"
+	};
+	uint64_t *buf = calloc(1, len), *m;
+	struct em_map_stats st = { 0 };
+	int bad = 0;
+
+	p.rctx = buf;
+	emm_set_cache(cache);
+	if (!buf || emm_map_range(&p, (void **)&m))
+		return 1;
+	for (int round = 0; round < 3; round++)
+		for (uint64_t i = 0; i < n; i++)
+			m[i] = i * 3 + (uint64_t)round;
+	/* the cleaner runs on its own: give it a moment to have written */
+	for (int t = 0; t < 500; t++) {
+		emm_stats(m, &st);
+		if (st.bytes_cleaned)
+			break;
+		usleep(10000);
+	}
+	for (uint64_t i = 0; i < n; i++)
+		m[i] = ~i;
+	for (uint64_t i = 0; i < n; i += 512)
+		m[i] ^= 1; /* and the first word of each page once more, evicting */
+	for (uint64_t i = 0; i < n && !bad; i++)
+		if (m[i] != (~i ^ (i % 512 ? 0 : 1)))
+			bad = 1;
+	emm_stats(m, &st);
+	if (!bad && emm_sync_range(m, 0))
+		bad = 2;
+	for (uint64_t i = 0; i < n && !bad; i++)
+		if (buf[i] != (~i ^ (i % 512 ? 0 : 1)))
+			bad = 3;
+	printf("cleaner: written %llu KiB, cleaned %llu KiB, evictions %llu, waited %llu%s\n",
+	       (unsigned long long)st.bytes_written >> 10,
+	       (unsigned long long)st.bytes_cleaned >> 10, (unsigned long long)st.evictions,
+	       (unsigned long long)st.evict_waits,
+	       bad == 1   ? ": a word read back wrong"
+	       : bad == 2 ? ": sync failed"
+	       : bad == 3 ? ": the backing lost a write"
+			  : "");
+	emm_unmap_range(m);
+	free(buf);
+	return bad || !st.bytes_cleaned ? 1 : 0;
+}
+
+/* Stores racing with the cleaner: four threads each keep rewriting a few
+ * hot words of their own, spread over the whole mapping, while a sweep of
+ * its own evicts; every store of a hot word may land while the cleaner
+ * writes that unit. At the end every word, in the mapping and in the
+ * backing after sync, must hold its owner's last value. */
+static uint64_t *race_map;
+static size_t race_words;
+
+static void *racer(void *arg)
+{
+	unsigned t = (unsigned)(uintptr_t)arg;
+	volatile uint64_t sink = 0;
+
+	for (uint64_t i = 1; i <= OPS / 2; i++) {
+		/* word w belongs to thread w % NTHREADS; 64 hot ones each */
+		for (uint64_t h = 0; h < 64; h++) {
+			size_t w = (h * 7919 * NTHREADS + t) % race_words;
+
+			w -= w % NTHREADS;
+			race_map[w + t] = i << 8 | t;
+		}
+		sink += race_map[(i * 4099 * NTHREADS) % race_words]; /* the sweep */
+	}
+	(void)sink;
+	return NULL;
+}
+
+static int race(struct emm_source *src)
+{
+	uint64_t cache = 1 << 20, len = 4 * cache;
+	struct emm_map_params p = {
+		.src = src, .len = len, .unit = 4096, .timeout_ms = 2000, .what = "race"
+	};
+	uint64_t *buf = calloc(1, len);
+	pthread_t th[NTHREADS];
+	struct em_map_stats st;
+	int bad = 0;
+
+	p.rctx = buf;
+	race_words = len / 8;
+	emm_set_cache(cache);
+	if (!buf || emm_map_range(&p, (void **)&race_map))
+		return 1;
+	for (uintptr_t t = 0; t < NTHREADS; t++)
+		pthread_create(&th[t], NULL, racer, (void *)t);
+	for (int t = 0; t < NTHREADS; t++)
+		pthread_join(th[t], NULL);
+	for (unsigned t = 0; t < NTHREADS && !bad; t++)
+		for (uint64_t h = 0; h < 64; h++) {
+			size_t w = (h * 7919 * NTHREADS + t) % race_words;
+
+			w = w - w % NTHREADS + t;
+			if (race_map[w] != ((uint64_t)(OPS / 2) << 8 | t))
+				bad = 1;
+		}
+	emm_stats(race_map, &st);
+	if (!bad && emm_sync_range(race_map, 0))
+		bad = 2;
+	for (unsigned t = 0; t < NTHREADS && !bad; t++)
+		for (uint64_t h = 0; h < 64; h++) {
+			size_t w = (h * 7919 * NTHREADS + t) % race_words;
+
+			w = w - w % NTHREADS + t;
+			if (buf[w] != ((uint64_t)(OPS / 2) << 8 | t))
+				bad = 3;
+		}
+	printf("race: evictions %llu, written %llu KiB, cleaned %llu KiB%s\n",
+	       (unsigned long long)st.evictions, (unsigned long long)st.bytes_written >> 10,
+	       (unsigned long long)st.bytes_cleaned >> 10,
+	       bad == 1   ? ": a hot word lost its last store"
+	       : bad == 2 ? ": sync failed"
+	       : bad == 3 ? ": the backing lost a store"
+			  : "");
+	emm_unmap_range(race_map);
+	free(buf);
+	return bad ? 1 : 0;
+}
+
+/* em_sync protects a batch of adjacent dirty units with one ioctl per run,
+ * not one per unit, and the protection holds: stores after the sync must
+ * fault, mark their units dirty and reach the backing at the next sync. An
+ * madvise cuts the mapping's VMA inside a run, so a run spans two VMAs. */
+static int wp_runs(struct emm_source *src)
+{
+	uint64_t len = 4 << 20, unit = 16 << 10, n = len / 8;
+	struct emm_map_params p = {
+		.src = src, .len = len, .unit = unit, .timeout_ms = 2000, .what = "wp-runs"
+	};
+	uint64_t *buf = calloc(1, len), *m, calls;
+	int bad = 0;
+
+	p.rctx = buf;
+	emm_set_cache(64 << 20); /* all of it stays: the cleaner has nothing to do */
+	if (!buf || emm_map_range(&p, (void **)&m))
+		return 1;
+	madvise((char *)m + 100 * 4096, 8 * 4096, MADV_NOHUGEPAGE);
+	for (uint64_t i = 0; i < n; i++)
+		m[i] = i + 1;
+	calls = emm_wp_calls();
+	if (emm_sync_range(m, 0))
+		bad = 1;
+	calls = emm_wp_calls() - calls;
+	for (uint64_t i = 0; i < n && !bad; i++)
+		if (buf[i] != i + 1)
+			bad = 2;
+	for (uint64_t i = 0; i < n; i += 7)
+		m[i] = ~i;
+	if (!bad && emm_sync_range(m, 0))
+		bad = 1;
+	for (uint64_t i = 0; i < n && !bad; i++)
+		if (buf[i] != (i % 7 ? i + 1 : ~i))
+			bad = 3;
+	/* 256 units in batches of 32: one run each */
+	printf("wp-runs: %llu write-protect calls for %llu dirty units%s\n",
+	       (unsigned long long)calls, (unsigned long long)(len / unit),
+	       bad == 1   ? ": sync failed"
+	       : bad == 2 ? ": the first sync missed data"
+	       : bad == 3 ? ": a store after the sync was lost"
+			  : "");
+	emm_unmap_range(m);
+	free(buf);
+	return bad || calls > len / unit / 32 ? 1 : 0;
 }
 
 /* ---- discarding pieces (the shim's partial munmap) ---- */
@@ -477,6 +662,9 @@ int main(int argc, char **argv)
 		if (r)
 			return r;
 	}
+	if (wp_runs(src) || cleaner(src) || race(src))
+		return 1;
+	emm_set_cache(1 << 20);
 	if (cyclic(src) || reuse(src) || streams(src) || discard_case(src))
 		return 1;
 	if (timeout_case(src))
