@@ -49,9 +49,10 @@ ETHERMEM_PRELOAD_STATS=1 ETHERMEM_MAP_TRACE=$W/trace \
 rc=$?
 t1=$(date +%s.%N)
 [ $rc = 0 ] || tail -5 "$W/err" >&2
-read -r faults fetched written < <(awk '/^ethermem-preload: blocks/ {
+read -r faults fetched written cleaned waits < <(awk '/^ethermem-preload: blocks/ {
 	for (i = 2; i < NF; i += 2) v[$i] += $(i + 1) }
-	END { printf "%.0f %.0f %.0f\n", v["faults"], v["fetched"], v["written"] }' "$W/err")
+	END { printf "%.0f %.0f %.0f %.0f %.0f\n", v["faults"], v["fetched"], v["written"], v["cleaned"],
+		v["evict-waits"] }' "$W/err")
 ideal=0
 for t in "$W"/trace.*; do
 	[ -s "$t" ] || continue
@@ -69,9 +70,9 @@ if [ $REF = 1 ]; then
 		ref=$((ref + i))
 	done
 fi
-awk -v c="$c" -v rc=$rc -v r="$ref" -v a="$t0" -v b="$t1" -v f="$fetched" -v i="$ideal" -v fa="$faults" -v w="$written" 'BEGIN {
-	printf "%s exit %d %.1f s fetched %.1f MB ideal %.1f MB fetched/ideal %s faults %d written %.1f MB\n",
-		c, rc, b - a, f / 1e6, i / 1e6, (i ? sprintf("%.2f", f / i) : "-"), fa, w / 1e6
+awk -v c="$c" -v rc=$rc -v r="$ref" -v a="$t0" -v b="$t1" -v f="$fetched" -v i="$ideal" -v fa="$faults" -v w="$written" -v cl="$cleaned" -v ew="$waits" 'BEGIN {
+	printf "%s exit %d %.1f s fetched %.1f MB ideal %.1f MB fetched/ideal %s faults %d written %.1f MB cleaned %.1f MB evict-waits %d\n",
+		c, rc, b - a, f / 1e6, i / 1e6, (i ? sprintf("%.2f", f / i) : "-"), fa, w / 1e6, cl / 1e6, ew
 	if (r != "")
 		printf "%s ideal-ref %.1f MB fetched/ideal-ref %s\n", c, r / 1e6, (r ? sprintf("%.2f", f / r) : "-") }'
 exit $rc

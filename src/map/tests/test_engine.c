@@ -308,7 +308,8 @@ static void *racer(void *arg)
 			w -= w % NTHREADS;
 			race_map[w + t] = i << 8 | t;
 		}
-		sink += race_map[(i * 4099 * NTHREADS) % race_words]; /* the sweep */
+		/* the sweep, over words of its own (a multiple of NTHREADS + t) */
+		sink += race_map[(i * 4099 * NTHREADS) % race_words + t];
 	}
 	(void)sink;
 	return NULL;
