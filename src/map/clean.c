@@ -20,7 +20,8 @@
  * by its eviction. Its pages stay until the write that reads them is done
  * (the unit's wb flag, which eviction and emm_settle respect). Eviction wakes the cleaner (a futex, which the SIGBUS
  * handler may call) when the end of the lists has moved a quarter window
- * since its last look, or when an eviction had to write back itself.
+ * since a look that found dirty units, or when an eviction had to write
+ * back itself.
  */
 #include "map/engine.h"
 
@@ -104,8 +105,12 @@ bool emm_clean_due(bool waited)
 {
 	uint64_t w = emm_clean_window();
 
+	/* after a look that found nothing dirty, only an eviction that had
+	 * to write back wakes it: a program that only reads never does, and
+	 * a woken thread on another CPU makes every drop's TLB flush reach
+	 * that CPU too */
 	return emm_g.resident + w > emm_g.budget &&
-	       (waited || emm_g.evict_clock - emm_g.clean_clock >= w / 4);
+	       (waited || (emm_g.clean_found && emm_g.evict_clock - emm_g.clean_clock >= w / 4));
 }
 
 void emm_clean_kick(void)
@@ -132,6 +137,8 @@ static void emm_clean_round(void)
 		emm_g.clean_clock = emm_g.evict_clock;
 		if (emm_g.resident + w > emm_g.budget)
 			n = emm_policy_upcoming(v, 32, w);
+		if (!pass || n)
+			emm_g.clean_found = n > 0;
 		emm_unlock();
 		if (!n)
 			return;
@@ -168,7 +175,10 @@ static void *emm_cleaner(void *arg)
 
 			syscall(SYS_futex, &emm_g.clean_seq, FUTEX_WAIT_PRIVATE, seq, &ts, NULL, 0);
 			atomic_store(&emm_g.clean_idle, 0);
-			continue;
+			/* a kick is reason enough (an eviction waited); a timeout
+			 * looks again */
+			if (atomic_load(&emm_g.clean_seq) == seq)
+				continue;
 		}
 		atomic_store(&emm_g.clean_idle, 0);
 		/* counted as a fault being served: no mapping it looks at is

@@ -193,6 +193,7 @@ struct emm_state {
 	_Atomic int clean_idle;       /* it sleeps, or is about to */
 	_Atomic int clean_started;    /* its thread runs */
 	uint64_t clean_clock;         /* evict_clock at its last look (lock) */
+	int clean_found;              /* that look found dirty units (lock) */
 	_Atomic uint64_t evict_waits; /* evictions that waited for a write-back */
 	_Atomic uint64_t wp_ioctls;   /* UFFDIO_WRITEPROTECT calls made */
 };
