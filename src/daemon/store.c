@@ -204,6 +204,50 @@ static bool relayout_ok(const struct em_sregion *r, const void *layout, uint16_t
 	       (now.flags & EM_LAYOUT_FILLING) && now.epoch == next.epoch;
 }
 
+/* A part's stored layout only moves forward, so that a client which
+ * recorded a lost segment (its node id zeroed, at a newer epoch) is never
+ * undone by one still sending an older layout: -ESTALE for an older epoch.
+ * Two clients that lose segments at once may each store the same epoch;
+ * a segment either of them found lost stays lost (the zeroed ids merge),
+ * so the outcome does not depend on their order. */
+static int relayout(struct em_sregion *r, const void *layout, uint16_t len)
+{
+	static const uint8_t none[EM_NODE_ID_LEN];
+	uint8_t buf[EM_MAX_LAYOUT];
+	struct em_layout have, want;
+	bool merged = false;
+	int n;
+
+	if (em_layout_decode(layout, len, &want))
+		return -EINVAL;
+	if (!r->layout_len || em_layout_decode(r->layout, r->layout_len, &have)) {
+		memcpy(r->layout, layout, len);
+		r->layout_len = len;
+		return 0;
+	}
+	if (want.epoch < have.epoch)
+		return -ESTALE;
+	if (want.epoch == have.epoch && !((have.flags | want.flags) & EM_LAYOUT_FILLING) &&
+	    want.nseg == have.nseg)
+		for (unsigned s = 0; s < want.nseg; s++)
+			if (!memcmp(have.ids[s], none, EM_NODE_ID_LEN) &&
+			    memcmp(want.ids[s], none, EM_NODE_ID_LEN)) {
+				memset(want.ids[s], 0, EM_NODE_ID_LEN);
+				merged = true;
+			}
+	if (!merged) {
+		memcpy(r->layout, layout, len);
+		r->layout_len = len;
+		return 0;
+	}
+	n = em_layout_encode(buf, sizeof(buf), &want);
+	if (n < 0)
+		return n;
+	memcpy(r->layout, buf, (size_t)n);
+	r->layout_len = (uint16_t)n;
+	return 0;
+}
+
 int em_store_create_region(struct em_store *st, const char *name, uint64_t size, unsigned flags,
 			   const void *layout, uint16_t layout_len, struct em_sregion **out)
 {
@@ -230,9 +274,10 @@ int em_store_create_region(struct em_store *st, const char *name, uint64_t size,
 			pthread_mutex_unlock(&st->lock);
 			return -ESTALE;
 		}
-		if ((flags & EM_WC_RELAYOUT) && layout_len) {
-			memcpy(r->layout, layout, layout_len);
-			r->layout_len = layout_len;
+		if ((flags & EM_WC_RELAYOUT) && layout_len &&
+		    (rc = relayout(r, layout, layout_len))) {
+			pthread_mutex_unlock(&st->lock);
+			return rc;
 		}
 		r->refs++;
 		pthread_mutex_unlock(&st->lock);

@@ -189,6 +189,7 @@ struct em_region {
 	 * snapshot that this count brackets (em_layout_begin/end). */
 	uint32_t lseq;
 	uint64_t lost;         /* segments this handle found dead (atomic) */
+	uint64_t lost_rec;     /* of those, the ones its layout says are lost (open) */
 	uint64_t rows;         /* EC: stripes */
 	struct em_red_aux *rx; /* coder, repair state; redundant regions only */
 };

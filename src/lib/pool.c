@@ -780,6 +780,7 @@ static int region_open_named(em_pool *pool, const char *name, const char *piece,
 		goto fail;
 	/* every node named in the layout must be one of ours */
 	for (unsigned s = 0; s < r->nseg; s++) {
+		static const uint8_t none[EM_NODE_ID_LEN];
 		unsigned i;
 		for (i = 0; i < em_pool_n(pool); i++) {
 			uint8_t id[EM_NODE_ID_LEN];
@@ -791,6 +792,8 @@ static int region_open_named(em_pool *pool, const char *name, const char *piece,
 			/* a copy or chunk on a node that is gone or down: served
 			 * by the others; the node index only has to be a valid one */
 			r->lost |= 1ull << s;
+			if (!memcmp(ids[s], none, EM_NODE_ID_LEN))
+				r->lost_rec |= 1ull << s; /* recorded lost (redundancy.c) */
 			r->node[s] = i < em_pool_n(pool) ? i : 0;
 			continue;
 		}

@@ -221,6 +221,11 @@ struct em_red_aux {
 	uint64_t lock_until;   /* atomics lock their piece until then (ns, atomic) */
 	pthread_rwlock_t fill; /* ops shared, changes of the fill set and the layout exclusive */
 	uint64_t filling;      /* segments being rebuilt: written to, never read (atomic) */
+	/* The lost segments the parts' layouts of epoch rec_epoch say are
+	 * lost (their node id zeroed): a write that finds one lost beyond
+	 * these records it (record_loss) before it completes (under fill) */
+	uint64_t recorded;
+	uint32_t rec_epoch;
 	/* the repairer (its thread, or a caller of em_region_repair) */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -1305,7 +1310,40 @@ int em_red_map_prepare(em_region *r, uint64_t max_op)
 	return rc;
 }
 
+static int record_loss(em_queue *q, em_region *r);
+
+/* The lost segments the parts' layouts do not say are lost yet. */
+static uint64_t unrecorded(em_region *r)
+{
+	struct em_red_aux *x = r->rx;
+	uint64_t m;
+
+	pthread_rwlock_rdlock(&x->fill);
+	m = __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE);
+	if (x->rec_epoch == __atomic_load_n(&r->epoch, __ATOMIC_ACQUIRE))
+		m &= ~x->recorded;
+	pthread_rwlock_unlock(&x->fill);
+	return m;
+}
+
+static int red_exec(em_queue *q, const struct em_op *op, uint64_t *value);
+
+/* A write or atomic that left a lost segment behind (it reached the
+ * others only) completes once the loss is recorded with the surviving
+ * parts: a node that was only late (frozen, cut off a while) holds the
+ * old bytes, and a client opening the region later must not read them. */
 int em_red_exec(em_queue *q, const struct em_op *op, uint64_t *value)
+{
+	em_region *r = op->region;
+	int rc = red_exec(q, op, value), rec;
+
+	if (rc >= 0 && op->opcode != EM_OP_READ && r->named && unrecorded(r) &&
+	    (rec = record_loss(q, r)))
+		return rec;
+	return rc;
+}
+
+static int red_exec(em_queue *q, const struct em_op *op, uint64_t *value)
 {
 	em_region *r = op->region;
 	int rc;
@@ -1533,17 +1571,22 @@ static int fill_ec(em_region *r, uint64_t mask, bool throttled)
 	return rc;
 }
 
-/* The region's layout with `flags` (EM_LAYOUT_*) into out. */
-static int layout_with(const em_region *r, unsigned flags, uint8_t *out, size_t cap)
+/* The region's layout with `flags` (EM_LAYOUT_*) into out, the segments
+ * of `gone` named by no node (a zero id: an opener finds them lost, and
+ * never takes a stale part on a node that comes back). */
+static int layout_with(const em_region *r, unsigned flags, uint64_t gone, uint8_t *out, size_t cap)
 {
 	struct em_layout l;
 	int ll = em_region_layout(r, out, cap);
 
-	if (ll < 0 || !flags)
+	if (ll < 0 || (!flags && !gone))
 		return ll;
 	if (em_layout_decode(out, (size_t)ll, &l))
 		return -EINVAL;
 	l.flags = (uint8_t)flags;
+	for (unsigned s = 0; s < l.nseg; s++)
+		if (gone >> s & 1)
+			memset(l.ids[s], 0, EM_NODE_ID_LEN);
 	return em_layout_encode(out, cap, &l);
 }
 
@@ -1555,7 +1598,9 @@ static void relayout(em_region *r, const em_region *next, uint64_t mask)
 {
 	uint8_t layout[EM_MAX_LAYOUT], req[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
 	uint8_t resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
-	int ll = layout_with(next, 0, layout, sizeof(layout)), n;
+	int ll = layout_with(next, 0, __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE), layout,
+			     sizeof(layout)),
+	    n;
 
 	if (ll < 0)
 		return;
@@ -1621,7 +1666,7 @@ static int refresh_once(em_queue *q, em_region *r)
 	bool fill_whole = true;
 	struct em_layout base, fill, l;
 	unsigned nn = EM_MIN(q->n, em_pool_n(pool));
-	uint64_t lost, fillm, newloc[EM_MAX_SEG], oldloc[EM_MAX_SEG], moved = 0, drop = 0;
+	uint64_t lost, fillm, newloc[EM_MAX_SEG], oldloc[EM_MAX_SEG], moved = 0, drop = 0, gone = 0;
 	int n = em_namelayout_encode(req, sizeof(req), pname(r), NULL, 0);
 
 	if (n < 0)
@@ -1663,10 +1708,13 @@ static int refresh_once(em_queue *q, em_region *r)
 	lost = __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE);
 	fillm = filling(r);
 	for (unsigned s = 0; s < r->nseg && hb; s++) {
+		static const uint8_t none[EM_NODE_ID_LEN];
 		uint64_t bit = 1ull << s, cur = seg_loc(r, s);
 		int i = node_of(pool, base.ids[s]);
 
 		oldloc[s] = newloc[s] = cur;
+		if (!memcmp(base.ids[s], none, EM_NODE_ID_LEN))
+			gone |= bit; /* a loss the layout records */
 		if (i >= 0 && i < EM_MAX_SEG && h[i] && !fl[i]) {
 			if ((unsigned)(cur >> 32) != (unsigned)i) {
 				/* rebuilt elsewhere by another client's repair */
@@ -1706,6 +1754,10 @@ static int refresh_once(em_queue *q, em_region *r)
 		__atomic_store_n(&x->filling, fillm, __ATOMIC_RELEASE);
 		if (base.epoch > r->epoch)
 			__atomic_store_n(&r->epoch, base.epoch, __ATOMIC_RELEASE);
+		if (base.epoch >= x->rec_epoch) {
+			x->recorded = gone;
+			x->rec_epoch = base.epoch;
+		}
 		set_ver(r, hf && fill_whole ? layout_ver(fill.epoch, true)
 					    : layout_ver(base.epoch, false));
 	}
@@ -1755,6 +1807,104 @@ static int red_refresh(em_queue *q, em_region *r)
 		nanosleep(&ts, NULL);
 		if (q == r->pool->dq)
 			pthread_mutex_lock(&r->pool->lock);
+	}
+}
+
+/* Stores, with every live part, a layout of an epoch newer than any this
+ * handle knows in which each lost segment is named by no node, then
+ * raises the live parts' fence to it: an opener takes that layout (the
+ * newest) and finds the segments lost, and another client's next write
+ * is refused until it has read it. A node that fails meanwhile is lost
+ * too, and the layout is made again; one that holds a newer layout
+ * already (-ESTALE: another client recorded a loss, or a repair ended)
+ * is followed, and what it left unrecorded is recorded above it. The
+ * nodes merge two layouts of one epoch (daemon/store.c), so two clients
+ * that record at once agree. */
+static int record_loss(em_queue *q, em_region *r)
+{
+	struct em_red_aux *x = r->rx;
+	uint8_t layout[EM_MAX_LAYOUT], req[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
+	uint8_t resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT], nreq[3 + EM_NAME_MAX];
+	int nn = em_namelayout_encode(nreq, sizeof(nreq), pname(r), NULL, 0);
+
+	if (nn < 0)
+		return nn;
+	for (unsigned tries = 0;; tries++) {
+		uint64_t lost = __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE);
+		uint32_t epoch =
+			EM_MAX(__atomic_load_n(&r->epoch, __ATOMIC_ACQUIRE), handle_ver(r) / 2) + 1;
+		bool again = false;
+		int ll, n, rc = 0;
+
+		if (live_count(r) < need_live(r))
+			return lost_error(r);
+		if (tries > 2 * EM_MAX_SEG)
+			return -EAGAIN;
+		pthread_rwlock_rdlock(&x->fill);
+		ll = layout_with(r, 0, lost, layout, sizeof(layout));
+		pthread_rwlock_unlock(&x->fill);
+		if (ll >= 0) {
+			struct em_layout l;
+			if (em_layout_decode(layout, (size_t)ll, &l))
+				return -EINVAL;
+			l.epoch = epoch;
+			ll = em_layout_encode(layout, sizeof(layout), &l);
+		}
+		if (ll < 0)
+			return ll;
+		n = em_namelayout_encode(req, sizeof(req), pname(r), layout, (uint16_t)ll);
+		if (n < 0)
+			return n;
+		for (unsigned s = 0; s < r->nseg && !again; s++) {
+			struct em_part p = { .wop = EM_W_CREATE,
+					     .aux = EM_WC_NAMED | EM_WC_RELAYOUT,
+					     .off = em_red_seg_bytes(r, s),
+					     .req = req,
+					     .req_len = (uint32_t)n,
+					     .resp = resp,
+					     .resp_cap = sizeof(resp) };
+			if (lost >> s & 1)
+				continue;
+			rc = qctl(q, seg_node(r, s), &p);
+			if (!rc) {
+				struct em_part c = { .wop = EM_W_CLOSE, .handle = p.r_region };
+				qctl(q, seg_node(r, s), &c);
+			} else if (em_red_unreachable(rc)) {
+				mark_lost(r, s, rc);
+				again = true;
+			} else if (rc == -ESTALE) {
+				if ((rc = refresh_once(q, r)))
+					return rc;
+				again = true;
+			} else {
+				return rc;
+			}
+		}
+		if (again) {
+			if (!unrecorded(r))
+				return 0;
+			continue;
+		}
+		pthread_rwlock_wrlock(&x->fill);
+		if (epoch > __atomic_load_n(&r->epoch, __ATOMIC_ACQUIRE))
+			__atomic_store_n(&r->epoch, epoch, __ATOMIC_RELEASE);
+		if (layout_ver(epoch, false) > handle_ver(r))
+			set_ver(r, layout_ver(epoch, false));
+		x->recorded = lost;
+		x->rec_epoch = epoch;
+		pthread_rwlock_unlock(&x->fill);
+		em_log(EM_LOG_INFO, "region %s: lost part(s) recorded in layout epoch %u", r->name,
+		       epoch);
+		for (unsigned s = 0; s < r->nseg; s++) {
+			struct em_part p = { .wop = EM_W_FREEZE,
+					     .aux = EM_MV_FENCE | layout_ver(epoch, false) << 8,
+					     .req = nreq,
+					     .req_len = (uint32_t)nn };
+			if (!(lost >> s & 1) && (rc = qctl(q, seg_node(r, s), &p)) &&
+			    em_red_unreachable(rc))
+				mark_lost(r, s, rc);
+		}
+		return 0;
 	}
 }
 
@@ -1947,6 +2097,16 @@ static int repair_locked(em_region *r, bool throttled)
 	need = need_live(r);
 	if (live_count(r) < need)
 		return lost_error(r);
+	if (r->named && unrecorded(r)) {
+		/* the loss first, so that no opener takes a part the lost
+		 * node may still hold while this repair rebuilds it */
+		pthread_mutex_lock(&pool->lock);
+		rc = record_loss(pool->dq, r);
+		pthread_mutex_unlock(&pool->lock);
+		if (rc)
+			return rc;
+		lost = __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE);
+	}
 	/* free memory per node; nodes that do not answer cannot take a part */
 	for (unsigned i = 0; i < em_pool_n(pool); i++) {
 		uint64_t v[EM_ST__COUNT];
@@ -2027,7 +2187,7 @@ static int repair_locked(em_region *r, bool throttled)
 	/* the new parts are stored marked as being filled: an opener ignores
 	 * them until the end, a fenced client joins them, and the listing
 	 * shows the region repairing */
-	ll = layout_with(&next, EM_LAYOUT_FILLING, layout, sizeof(layout));
+	ll = layout_with(&next, EM_LAYOUT_FILLING, 0, layout, sizeof(layout));
 	if (ll < 0) {
 		rc = ll;
 		goto undo;
@@ -2065,8 +2225,8 @@ static int repair_locked(em_region *r, bool throttled)
 				break;
 			taken[best] = true;
 			target[s] = next.node[s] = best;
-			if ((ll = layout_with(&next, EM_LAYOUT_FILLING, layout, sizeof(layout))) <
-				    0 ||
+			if ((ll = layout_with(&next, EM_LAYOUT_FILLING, 0, layout,
+					      sizeof(layout))) < 0 ||
 			    (n = em_namelayout_encode(req, sizeof(req), pname(r), layout,
 						      (uint16_t)ll)) < 0) {
 				rc = -EINVAL;
@@ -2399,6 +2559,8 @@ int em_red_attach(em_region *r)
 	for (unsigned s = 0; s < r->nseg; s++)
 		x->loc[s] = (uint64_t)r->node[s] << 32 | r->handle[s];
 	x->ver = layout_ver(r->epoch, false);
+	x->recorded = r->lost_rec;
+	x->rec_epoch = r->epoch;
 	pthread_mutex_init(&x->mu, NULL);
 	pthread_mutex_init(&x->smu, NULL);
 	pthread_condattr_init(&ca);
