@@ -354,7 +354,7 @@ static void repair(const char *red, unsigned chunk)
 	first = r->node[0];
 	t_node_stop(&n[first], SIGKILL);
 	CHECK_RC(em_region_repair(r), 1);
-	CHECK(r->node[0] != first && r->lost == 0 && r->epoch == 1);
+	CHECK(r->node[0] != first && r->lost == 0 && r->epoch == 2);
 	for (unsigned a = 0; a < r->nseg; a++)
 		for (unsigned b = a + 1; b < r->nseg; b++)
 			CHECK(r->node[a] != r->node[b]);
@@ -366,10 +366,11 @@ static void repair(const char *red, unsigned chunk)
 	rand_ops(r, ref, 100, &seed);
 	check_all(r, ref);
 	/* a client that connects with nodes down and opens it now finds the
-	 * new layout */
+	 * newest layout: the repair's, then the kills' that the writes
+	 * recorded */
 	p2 = t_connect_ok(n, NODES, sec);
 	CHECK_RC(em_region_open(p2, "fixme", &r2), 0);
-	CHECK(r2->epoch == 1 && r2->node[0] == r->node[0]);
+	CHECK(r2->epoch == r->epoch && r->epoch > 2 && r2->node[0] == r->node[0]);
 	check_all(r2, ref);
 	em_region_close(r2);
 	em_pool_close(p2);
@@ -405,7 +406,7 @@ static void repair_odd(void)
 	second = r->node[1];
 	t_node_stop(holder(n, r, 0), SIGKILL);
 	CHECK_RC(em_region_repair(r), 1);
-	CHECK(r->lost == 0 && r->epoch == 1);
+	CHECK(r->lost == 0 && r->epoch == 2);
 	t_node_stop(&n[second], SIGKILL);
 	CHECK_RC(em_read(r, 0, back, size), 0);
 	CHECK(!memcmp(back, ref, size));
@@ -500,7 +501,7 @@ static void background(const char *red, unsigned chunk)
 	}
 	CHECK(saw_repairing);
 	CHECK(saw_progress);
-	CHECK(r->epoch == 1);
+	CHECK(r->epoch == 2);
 	check_all(r, ref);
 	/* the rebuilt part has to serve once the other original holders die */
 	for (unsigned s = 1; s <= (rep ? o.red_k - 1u : o.red_m); s++)
@@ -560,7 +561,7 @@ static void cross_writer(struct t_node *n, const char *name, struct xshare *sh, 
 	}
 	/* it followed the repair: the new layout, and nothing lost */
 	CHECK_RC(em_region_stat(r, &ri), 0);
-	sh->follow_ok = ri.epoch == 1 && ri.state == EM_STATE_HEALTHY;
+	sh->follow_ok = ri.epoch == 2 && ri.state == EM_STATE_HEALTHY;
 	em_region_close(r);
 	em_pool_close(p);
 	_exit(0);

@@ -67,7 +67,7 @@ grep -Eq '^  ec +ec:4\+2 +degraded$' "$T/status" || fail "status: ec not degrade
 "$E" repair ec > "$T/rep" || fail "repair ec"
 grep -q "ec: 2 part(s) rebuilt" "$T/rep" || fail "repair said: $(cat "$T/rep")"
 "$E" region ls --json > "$T/ls" || fail "ls after repair"
-grep -q '"name":"ec".*"state":"healthy","epoch":1' "$T/ls" || fail "after repair: $(cat "$T/ls")"
+grep -q '"name":"ec".*"state":"healthy","epoch":2' "$T/ls" || fail "after repair: $(cat "$T/ls")"
 "$E" repair ec > "$T/rep" || fail "second repair"
 grep -q "ec: 0 part(s) rebuilt" "$T/rep" || fail "nothing left to repair: $(cat "$T/rep")"
 # the throttled background repair, as a program's own handle runs it: two
@@ -98,11 +98,11 @@ done
 [ -n "$seen" ] || fail "repairing not shown: $(cat "$T/ls")"
 [ -n "$prog" ] || fail "no progress between 0 and 1 shown: $line"
 wait $bgpid || fail "repair bg --background: $(cat "$T/bgrep" "$T/bgerr")"
-grep -q "bg: healthy, layout epoch 1" "$T/bgrep" || fail "background repair said: $(cat "$T/bgrep")"
+grep -q "bg: healthy, layout epoch 2" "$T/bgrep" || fail "background repair said: $(cat "$T/bgrep")"
 "$E" read bg 4096 300000 "$T/out" || fail "read bg after its repair"
 cmp -s "$T/data" "$T/out" || fail "bg after repair: bytes differ"
 "$E" region ls --json > "$T/ls" || fail "ls after bg repair"
-grep -q '"name":"bg".*"state":"healthy","epoch":1' "$T/ls" || fail "bg after repair: $(cat "$T/ls")"
+grep -q '"name":"bg".*"state":"healthy","epoch":2' "$T/ls" || fail "bg after repair: $(cat "$T/ls")"
 # two data nodes die: reading them needs both rebuilt parity cells
 kill -9 "${PIDS[2]}" "${PIDS[3]}"
 wait "${PIDS[2]}" "${PIDS[3]}" 2>/dev/null

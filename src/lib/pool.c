@@ -1426,11 +1426,24 @@ static void progress(struct em_region_info *ri, size_t stride, const struct em_l
 	}
 }
 
+/* Whether a layout names no node for a segment: a loss recorded there
+ * (redundancy.c), so the region is degraded though every node answers. */
+static bool lost_in(const struct em_layout *l)
+{
+	static const uint8_t none[EM_NODE_ID_LEN];
+
+	for (unsigned s = 0; s < l->nseg; s++)
+		if (!memcmp(l->ids[s], none, EM_NODE_ID_LEN))
+			return true;
+	return false;
+}
+
 int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 {
 	size_t stride = max && info ? em_out_size(info, EM_REGION_INFO_SIZE_0_1) : 0;
 	char(*names)[EM_NAME_MAX + 1];
 	uint8_t *buf, *listed;
+	uint32_t *newest; /* per listed entry: the newest finished layout's epoch */
 	unsigned count = 0, cap = 64;
 	int rc = 0;
 
@@ -1441,14 +1454,16 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 	buf = malloc(EM_MAX_CTRL);
 	/* per listed entry: segments its layout names, then nodes that listed
 	 * it; fewer nodes than segments means a part is gone (degraded) */
-	listed = calloc(3 * (size_t)max + 1, 1); /* then: a part is being filled */
+	listed = calloc(4 * (size_t)max + 1, 1); /* then: a part is being filled, a loss recorded */
 	/* every name counted so far, to count a striped region once even
 	 * past max: info[] is the caller's and may be shorter */
 	names = malloc(cap * sizeof(*names));
-	if (!buf || !names || !listed) {
+	newest = calloc((size_t)max + 1, sizeof(*newest));
+	if (!buf || !names || !listed || !newest) {
 		free(buf);
 		free(names);
 		free(listed);
+		free(newest);
 		return -ENOMEM;
 	}
 
@@ -1497,6 +1512,12 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 							progress(ri, stride, &l);
 							continue;
 						}
+						if (l.epoch > newest[k]) {
+							listed[k + 3 * max] = 0;
+							newest[k] = l.epoch;
+						}
+						if (l.epoch == newest[k])
+							listed[k + 3 * max] |= lost_in(&l);
 						if (stride >=
 							    offsetof(struct em_region_info, epoch) +
 								    sizeof(ri->epoch) &&
@@ -1534,6 +1555,9 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 				if (count < max) {
 					listed[count] = (uint8_t)l.nseg;
 					listed[count + 2 * max] = l.flags & EM_LAYOUT_FILLING;
+					listed[count + 3 * max] = !(l.flags & EM_LAYOUT_FILLING) &&
+								  lost_in(&l);
+					newest[count] = l.flags & EM_LAYOUT_FILLING ? 0 : l.epoch;
 				}
 				count++;
 			}
@@ -1545,7 +1569,7 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 	for (unsigned k = 0; !rc && k < count && k < max; k++) {
 		struct em_region_info *ri = AT(info, stride, k);
 		if (stride >= offsetof(struct em_region_info, state) + sizeof(ri->state) &&
-		    listed[k + max] + 1u < listed[k])
+		    (listed[k + max] + 1u < listed[k] || listed[k + 3 * max]))
 			ri->state = EM_STATE_DEGRADED;
 		if (stride >= offsetof(struct em_region_info, state) + sizeof(ri->state) &&
 		    listed[k + 2 * max])
@@ -1578,6 +1602,7 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 	free(buf);
 	free(names);
 	free(listed);
+	free(newest);
 	return rc ? rc : (int)count;
 }
 
