@@ -131,7 +131,10 @@ enum em_move_state {
 /* aux flags of EM_W_CREATE */
 #define EM_WC_NAMED 1u
 #define EM_WC_EXCL 2u
-/* the named region exists (same size): store this request's layout with it */
+/* the named region exists (same size): store this request's layout with it.
+ * The layout must decode; one of an older epoch than the stored one is
+ * refused (-ESTALE), and one of the same epoch keeps every segment the
+ * stored one names no node for (a loss a client recorded) */
 #define EM_WC_RELAYOUT 4u
 
 struct em_hdr {
