@@ -1598,12 +1598,16 @@ static void relayout(em_region *r, const em_region *next, uint64_t mask)
 {
 	uint8_t layout[EM_MAX_LAYOUT], req[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
 	uint8_t resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
-	int ll = layout_with(next, 0, __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE), layout,
-			     sizeof(layout)),
-	    n;
+	uint64_t gone = __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE);
+	int ll = layout_with(next, 0, gone, layout, sizeof(layout)), n;
 
 	if (ll < 0)
 		return;
+	/* this layout records what is lost now: no write records it again */
+	pthread_rwlock_wrlock(&r->rx->fill);
+	r->rx->recorded = gone;
+	r->rx->rec_epoch = next->epoch;
+	pthread_rwlock_unlock(&r->rx->fill);
 	n = em_namelayout_encode(req, sizeof(req), pname(r), layout, (uint16_t)ll);
 	if (n < 0)
 		return;
@@ -2022,8 +2026,14 @@ static int clear_debris(em_region *r, unsigned node)
 			 &res)))
 		return rc;
 	em_ctl(r->pool, node, EM_W_CLOSE, res.r_region, 0, 0, NULL, 0, NULL, 0, NULL);
+	/* a part no live layout names any more is debris too: a copy left
+	 * on a node that came back after its loss was recorded, or one whose
+	 * repair lost to a newer layout (never a live part: a repair places
+	 * only on nodes that hold none) */
 	if (em_namelayout_decode(resp, res.resp_len, nm, &lay, &ll) ||
-	    em_layout_decode(lay, ll, &l) || !(l.flags & EM_LAYOUT_FILLING))
+	    em_layout_decode(lay, ll, &l) ||
+	    (!(l.flags & EM_LAYOUT_FILLING) &&
+	     l.epoch >= __atomic_load_n(&r->epoch, __ATOMIC_ACQUIRE)))
 		return -EEXIST;
 	em_log(EM_LOG_INFO, "region %s: clearing a part a dead repairer left on %s", r->name,
 	       r->pool->nodes[node].addr);
