@@ -322,6 +322,18 @@ static pid_t cli(const char *a1, const char *a2, const char *a3, const char *rat
 
 /* A static list: a repairer killed mid-repair, and the next one taking
  * over its fence once it is stale. */
+/* The end of a case: the pool closed, every node still running stopped
+ * cleanly, etcd too where the case started it; the case's verdict. */
+static int finish(em_pool *p, bool etcd)
+{
+	em_pool_close(p);
+	for (int i = 0; i < NODES; i++)
+		t_node_stop(&n[i], SIGTERM);
+	if (etcd)
+		t_etcd_stop(&ec);
+	return t_fails ? 1 : 0;
+}
+
 static int static_case(void)
 {
 	struct em_region_opts rep = { .size = sizeof(rep) };
@@ -372,10 +384,7 @@ static int static_case(void)
 	printf("slow: healthy at epoch %u after the takeover\n", ri.epoch);
 	em_region_close(o);
 	CHECK_RC(worker_end(w, stop), 0);
-	em_pool_close(p);
-	for (int i = 0; i < NODES; i++)
-		t_node_stop(&n[i], SIGTERM);
-	return t_fails ? 1 : 0;
+	return finish(p, false);
 }
 
 /* A holder of segment s of name's record that is alive now. */
@@ -502,12 +511,7 @@ static int more_case(void)
 		close(fd);
 	}
 
-	em_pool_close(p);
-	for (int i = 0; i < 6; i++)
-		if (n[i].pid)
-			t_node_stop(&n[i], SIGTERM);
-	t_etcd_stop(&ec);
-	return t_fails ? 1 : 0;
+	return finish(p, true);
 }
 
 /* `ethermem node drain` of a node holding parts of a replicate:2 and an
@@ -591,12 +595,7 @@ static int drain_case(void)
 	t_sleep_ms(800);
 	CHECK_RC(worker_end(w[0], stop[0]), 0);
 	CHECK_RC(worker_end(w[1], stop[1]), 0);
-	em_pool_close(p);
-	for (int i = 0; i < 6; i++)
-		if (n[i].pid)
-			t_node_stop(&n[i], SIGTERM);
-	t_etcd_stop(&ec);
-	return t_fails ? 1 : 0;
+	return finish(p, true);
 }
 
 int main(int argc, char **argv)
@@ -706,9 +705,5 @@ int main(int argc, char **argv)
 	t_sleep_ms(300);
 	CHECK_RC(worker_end(w[0], stop[0]), 0);
 
-	em_pool_close(p);
-	for (int i = 0; i < NODES; i++)
-		t_node_stop(&n[i], SIGTERM);
-	t_etcd_stop(&ec);
-	return t_fails ? 1 : 0;
+	return finish(p, true);
 }

@@ -9,16 +9,7 @@ set -u
 . "$(dirname "$0")/lib.sh"
 E="$B/ethermem"
 
-NODES=""
-PIDS=()
-# n6 and n7 have the least memory, so placement leaves them free: they are
-# where repair puts what is rebuilt. rep lands on n0 n1; ec on n2..n5 (data)
-# and n0 n1 (parity).
-for i in 0 1 2 3 4 5 6 7; do
-	start_node "n$i" $([ $i -lt 6 ] && echo 64M || echo 32M)
-	eval "NODES=\"\$NODES\${NODES:+,}tcp://127.0.0.1:\$PORT_n$i\""
-	eval "PIDS+=(\"\$PID_n$i\")"
-done
+red_nodes
 export ETHERMEM_NODES="$NODES"
 # each command would otherwise start rebuilding what it finds lost; this
 # test watches the states and runs `ethermem repair` itself

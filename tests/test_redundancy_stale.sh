@@ -9,15 +9,7 @@ set -u
 . "$(dirname "$0")/lib.sh"
 E="$B/ethermem"
 
-NODES=""
-PIDS=()
-# rep lands on n0 n1; ec on n2..n5 (data) and n0 n1 (parity); n6 and n7
-# (the least memory) are left free for what repair rebuilds
-for i in 0 1 2 3 4 5 6 7; do
-	start_node "n$i" $([ $i -lt 6 ] && echo 64M || echo 32M)
-	eval "NODES=\"\$NODES\${NODES:+,}tcp://127.0.0.1:\$PORT_n$i\""
-	eval "PIDS+=(\"\$PID_n$i\")"
-done
+red_nodes
 # a short request timeout: the frozen nodes are found late quickly
 export ETHERMEM_NODES="$NODES" ETHERMEM_AUTO_REPAIR=0 ETHERMEM_TIMEOUT_MS=300
 

@@ -47,29 +47,27 @@ def load(path):
     return [((k[0], k[1] << (s - low)), z) for k, z, s in recs], 1 << low
 
 
-def fifo(tr, c):
+def queue(tr, c, touch):
+    """FIFO (touch False) or LRU (a hit moves the unit to the young end)."""
     q, n = OrderedDict(), 0
     for k, z in tr:
         if k in q:
+            if touch:
+                q.move_to_end(k)
             continue
         n += not z
         q[k] = 1
         if len(q) > c:
             q.popitem(last=False)
     return n
+
+
+def fifo(tr, c):
+    return queue(tr, c, False)
 
 
 def lru(tr, c):
-    q, n = OrderedDict(), 0
-    for k, z in tr:
-        if k in q:
-            q.move_to_end(k)
-            continue
-        n += not z
-        q[k] = 1
-        if len(q) > c:
-            q.popitem(last=False)
-    return n
+    return queue(tr, c, True)
 
 
 def opt(tr, c):
