@@ -114,17 +114,16 @@ start_node() {
 	eval "PORT_$em_n=$(cat "$T/$em_n.port")"
 }
 
-# red_nodes: eight nodes n0..n7 on loopback for the redundancy tests, in
-# NODES (a static list) and PIDS. n6 and n7 have the least memory, so
-# placement leaves them free for what repair rebuilds: a replicate:2 region
-# lands on n0 n1, an ec:4+2 one on n2..n5 (data) and n0 n1 (parity).
+# red_nodes: eight nodes n0..n7 on loopback for the redundancy tests, as a
+# static list in NODES (their pids in PID_n0..PID_n7). n6 and n7 have the
+# least memory, so placement leaves them free for what repair rebuilds: a
+# replicate:2 region lands on n0 n1, an ec:4+2 one on n2..n5 (data) and
+# n0 n1 (parity).
 red_nodes() {
 	NODES=""
-	PIDS=()
 	for em_i in 0 1 2 3 4 5 6 7; do
 		start_node "n$em_i" $([ $em_i -lt 6 ] && echo 64M || echo 32M)
 		eval "NODES=\"\$NODES\${NODES:+,}tcp://127.0.0.1:\$PORT_n$em_i\""
-		eval "PIDS+=(\"\$PID_n$em_i\")"
 	done
 }
 

@@ -41,8 +41,8 @@ ETHERMEM_NODES="tcp://127.0.0.1:$PORT_n0,tcp://127.0.0.1:$PORT_n1,tcp://127.0.0.
 
 # kill two nodes; a fresh client (which connects with nodes down) still reads
 # every byte of ec:4+2, and of replicate:2 when one of its copies is left
-kill -9 "${PIDS[0]}" "${PIDS[1]}"
-wait "${PIDS[0]}" "${PIDS[1]}" 2>/dev/null
+kill -9 "$PID_n0" "$PID_n1"
+wait "$PID_n0" "$PID_n1" 2>/dev/null
 "$E" read ec 12345 300000 "$T/out" || fail "read ec after two kills"
 cmp -s "$T/data" "$T/out" || fail "ec after two kills: bytes differ"
 "$E" region ls --json > "$T/ls" || fail "ls after kills"
@@ -95,13 +95,13 @@ cmp -s "$T/data" "$T/out" || fail "bg after repair: bytes differ"
 "$E" region ls --json > "$T/ls" || fail "ls after bg repair"
 grep -q '"name":"bg".*"state":"healthy","epoch":2' "$T/ls" || fail "bg after repair: $(cat "$T/ls")"
 # two data nodes die: reading them needs both rebuilt parity cells
-kill -9 "${PIDS[2]}" "${PIDS[3]}"
-wait "${PIDS[2]}" "${PIDS[3]}" 2>/dev/null
+kill -9 "$PID_n2" "$PID_n3"
+wait "$PID_n2" "$PID_n3" 2>/dev/null
 "$E" read ec 12345 300000 "$T/out" || fail "read ec after repair and two more kills"
 cmp -s "$T/data" "$T/out" || fail "ec after repair: bytes differ"
 # a third of the current layout: more than ec:4+2 survives
-kill -9 "${PIDS[4]}"
-wait "${PIDS[4]}" 2>/dev/null
+kill -9 "$PID_n4"
+wait "$PID_n4" 2>/dev/null
 if "$E" read ec 0 1M "$T/out" 2>"$T/err"; then
 	fail "ec read with three of its six nodes gone must fail"
 fi

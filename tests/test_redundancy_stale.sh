@@ -20,9 +20,9 @@ head -c 1048576 /dev/urandom > "$T/b"
 for r in rep ec; do "$E" write $r 0 "$T/a" || fail "first write $r"; done
 
 # n0: rep's first copy and an ec parity cell; n2: an ec data cell
-kill -STOP "${PIDS[0]}" "${PIDS[2]}"
+kill -STOP "$PID_n0" "$PID_n2"
 for r in rep ec; do "$E" write $r 0 "$T/b" || fail "write $r with n0 n2 frozen"; done
-kill -CONT "${PIDS[0]}" "${PIDS[2]}"
+kill -CONT "$PID_n0" "$PID_n2"
 
 # a new process: it must not take the thawed nodes' old bytes
 for r in rep ec; do
@@ -42,7 +42,7 @@ for r in rep ec; do
 	"$E" repair $r > "$T/rep" || fail "repair $r: $(cat "$T/rep")"
 	grep -q "$r: [1-9] part(s) rebuilt" "$T/rep" || fail "repair $r said: $(cat "$T/rep")"
 done
-kill -9 "${PIDS[1]}" "${PIDS[3]}"
+kill -9 "$PID_n1" "$PID_n3"
 for r in rep ec; do
 	"$E" read $r 0 1M "$T/o" || fail "read $r after the repair and the kills"
 	cmp -s "$T/o" "$T/b" || fail "$r: wrong bytes after the repair and the kills"
