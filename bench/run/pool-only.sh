@@ -53,22 +53,23 @@ read -r faults fetched written cleaned waits < <(awk '/^ethermem-preload: blocks
 	for (i = 2; i < NF; i += 2) v[$i] += $(i + 1) }
 	END { printf "%.0f %.0f %.0f %.0f %.0f\n", v["faults"], v["fetched"], v["written"], v["cleaned"],
 		v["evict-waits"] }' "$W/err")
-ideal=0
-for t in "$W"/trace.*; do
-	[ -s "$t" ] || continue
-	i=$("$B/ethermem-ideal" --cache "$BUDGET" "$t") || exit 1
-	ideal=$((ideal + i))
-done
+# ideal_of PREFIX: MIN's bytes at the budget, summed over the traces
+# PREFIX.* (one per process)
+ideal_of() {
+	local sum=0 t i
+	for t in "$1".*; do
+		[ -s "$t" ] || continue
+		i=$("$B/ethermem-ideal" --cache "$BUDGET" "$t") || return 1
+		sum=$((sum + i))
+	done
+	echo $sum
+}
+ideal=$(ideal_of "$W/trace") || exit 1
 ref=''
 if [ $REF = 1 ]; then
 	ETHERMEM_MAP_TRACE=$W/ref "$B/ethermem" run --local-mem 1M "$@" -- $CMD >"$W/out.ref" 2>"$W/err.ref" ||
 		{ tail -5 "$W/err.ref" >&2; exit 1; }
-	ref=0
-	for t in "$W"/ref.*; do
-		[ -s "$t" ] || continue
-		i=$("$B/ethermem-ideal" --cache "$BUDGET" "$t") || exit 1
-		ref=$((ref + i))
-	done
+	ref=$(ideal_of "$W/ref") || exit 1
 fi
 awk -v c="$c" -v rc=$rc -v r="$ref" -v a="$t0" -v b="$t1" -v f="$fetched" -v i="$ideal" -v fa="$faults" -v w="$written" -v cl="$cleaned" -v ew="$waits" 'BEGIN {
 	printf "%s exit %d %.1f s fetched %.1f MB ideal %.1f MB fetched/ideal %s faults %d written %.1f MB cleaned %.1f MB evict-waits %d\n",
