@@ -15,15 +15,23 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 
-int emm_wp(struct emm_mapping *m, size_t idx, int protect)
+/* One UFFDIO_WRITEPROTECT over units first..last of one mapping. */
+static int wp_span(struct emm_mapping *m, size_t first, size_t last, int protect)
 {
 	struct uffdio_writeprotect wp = {
-		.range = { (uintptr_t)emm_uaddr(m, idx), emm_ulen(m, idx) },
+		.range = { (uintptr_t)emm_uaddr(m, first),
+			   (uint64_t)(emm_uaddr(m, last) - emm_uaddr(m, first)) +
+				   emm_ulen(m, last) },
 		.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
 	};
 
 	atomic_fetch_add_explicit(&emm_g.wp_ioctls, 1, memory_order_relaxed);
 	return ioctl(emm_g.uffd, UFFDIO_WRITEPROTECT, &wp) ? -errno : 0;
+}
+
+int emm_wp(struct emm_mapping *m, size_t idx, int protect)
+{
+	return wp_span(m, idx, idx, protect);
 }
 
 /* Each UFFDIO_WRITEPROTECT that changes present pages ends in a TLB flush
@@ -57,19 +65,7 @@ void emm_wp_units(struct emm_unit **us, unsigned n, int protect)
 
 		for (j = i + 1; j < n && s[j]->m == m && s[j] == s[j - 1] + 1; j++)
 			last++;
-		if (last == first) {
-			emm_wp(m, first, protect);
-			continue;
-		}
-		struct uffdio_writeprotect wp = {
-			.range = { (uintptr_t)emm_uaddr(m, first),
-				   (uint64_t)(emm_uaddr(m, last) - emm_uaddr(m, first)) +
-					   emm_ulen(m, last) },
-			.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
-		};
-
-		atomic_fetch_add_explicit(&emm_g.wp_ioctls, 1, memory_order_relaxed);
-		if (ioctl(emm_g.uffd, UFFDIO_WRITEPROTECT, &wp))
+		if (wp_span(m, first, last, protect) && last > first)
 			for (size_t k = first; k <= last; k++)
 				emm_wp(m, k, protect);
 	}
