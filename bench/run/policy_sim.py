@@ -23,9 +23,22 @@ Models (counted in units; the trace's smallest unit):
         1/64 of T's throughput, cut tmin/2 above its share
   ARC   ARC updated on misses only (a return from a ghost list is its only
         'hit')
-VARIANT is a Python expression over PT's knobs, evaluated per trace, e.g.
-'pt(tr, c, tmin, age=16)' or 'pt(tr, c, tmin, jump=1/8)' (a T ghost that
-returns within budget/8 sets T's target to |T| + distance at once).
+  ARCH  ARC that sees every reference: what an adaptive policy could do
+        if sampling showed it all hits, for free
+  PTS   PT with sampled references: the oldest quarter of each list is
+        stashed (its pages moved out of the program's range, e.g. by
+        UFFDIO_MOVE), so a touch of a stashed unit is a soft fault that the
+        engine sees; such a unit goes back to P's young end, and an
+        untouched one is evicted when its turn comes (a CLOCK hand over the
+        eviction end, second chance for what was used)
+PTS also prints its soft faults (returns from the stash, each a fault the
+program waits for though nothing is fetched) and move-outs (units
+stashed; each a TLB shootdown unless batched with adjacent ones).
+VARIANT is a Python expression over PT's or PTS's knobs, evaluated per
+trace, e.g. 'pt(tr, c, tmin, age=16)', 'pt(tr, c, tmin, jump=1/8)' (a T
+ghost that returns within budget/8 sets T's target to |T| + distance at
+once) or 'pts(tr, c, tmin, tfrac=0.5, pfrac=0)' (only T's oldest half
+sampled).
 Prints one line: MB and ratio to MIN per model. Validated on the quick
 NumPy case: PT 333 MB over the reference trace, 338 MB in real runs.
 """
@@ -164,6 +177,107 @@ def arc(tr, c):
     return n
 
 
+def pts(tr, c, tmin, tfrac=0.25, pfrac=0.25, age=64):
+    """PT with the oldest tfrac of T and pfrac of P stashed. Each list is
+    two FIFOs, W (stashed, oldest) then R (mapped): a touch in R is a hit
+    nobody sees, a touch in W a soft fault. (fetched, soft faults,
+    move-outs)"""
+    PW, PR, TW, TR = OrderedDict(), OrderedDict(), OrderedDict(), OrderedDict()
+    gone, n, soft, outs = {}, 0, 0, 0
+    clock, target, credit = 0, 0, 0.0
+
+    def pop(w, r):
+        return (w if w else r).popitem(last=False)[0]
+
+    for k, z in tr:
+        if k in PR or k in TR:
+            continue
+        if k in PW or k in TW:
+            # a reference seen: second chance, on P's young end
+            del (PW if k in PW else TW)[k]
+            PR[k] = 1
+            soft += 1
+        else:
+            n += not z
+            np_, nt = len(PW) + len(PR), len(TW) + len(TR)
+            share = min(max(tmin, target), c - 1)
+            keep = np_ + 1 + share <= c
+            if k in gone:
+                when, lst = gone.pop(k)
+                d = clock - when
+                if lst == "T" and d + nt < c:
+                    target, keep = share + 1, True
+                elif lst == "P" and d + np_ < c:
+                    target, keep = max(share - 1, 0), True
+            (PR if keep else TR)[k] = 1
+        while len(PW) + len(PR) + len(TW) + len(TR) > c:
+            np_, nt = len(PW) + len(PR), len(TW) + len(TR)
+            share = min(max(tmin, target), c - 1)
+            lst = "P" if np_ and (np_ + share > c + tmin / 2 or not nt) else "T"
+            u = pop(PW, PR) if lst == "P" else pop(TW, TR)
+            if lst == "T":
+                credit += 1 / age
+                if (PW or PR) and credit >= 1:
+                    credit -= 1
+                    clock += 1
+                    gone[pop(PW, PR)] = (clock, "P")
+            clock += 1
+            gone[u] = (clock, lst)
+        for w, r, f in ((TW, TR, tfrac), (PW, PR, pfrac)):
+            want = int((len(w) + len(r)) * f)
+            while len(w) < want and r:
+                w[r.popitem(last=False)[0]] = 1
+                outs += 1
+    return n, soft, outs
+
+
+def arch(tr, c):
+    """ARC fed every reference: a hit in T1 moves the unit to T2, a hit in
+    T2 to T2's young end; misses as in arc()."""
+    t1, t2, b1, b2 = OrderedDict(), OrderedDict(), OrderedDict(), OrderedDict()
+    p, n = 0.0, 0
+
+    def replace(in_b2):
+        if t1 and (len(t1) > p or (in_b2 and len(t1) == p) or not t2):
+            b1[t1.popitem(last=False)[0]] = 1
+        else:
+            b2[t2.popitem(last=False)[0]] = 1
+
+    for k, z in tr:
+        if k in t1:
+            del t1[k]
+            t2[k] = 1
+            continue
+        if k in t2:
+            t2.move_to_end(k)
+            continue
+        n += not z
+        if k in b1 or k in b2:
+            if k in b1:
+                p = min(c, p + max(1, len(b2) / max(1, len(b1))))
+                del b1[k]
+            else:
+                p = max(0, p - max(1, len(b1) / max(1, len(b2))))
+                del b2[k]
+            if len(t1) + len(t2) >= c:
+                replace(k in b2)
+            t2[k] = 1
+            continue
+        if len(t1) + len(b1) >= c:
+            if len(t1) < c:
+                b1.popitem(last=False)
+                replace(False)
+            else:
+                t1.popitem(last=False)
+        elif len(t1) + len(b1) + len(t2) + len(b2) >= c:
+            if len(t1) + len(b1) + len(t2) + len(b2) >= 2 * c:
+                b2.popitem(last=False)
+            if len(t1) + len(t2) >= c:
+                replace(False)
+        t1[k] = 1
+    return n
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cache", required=True, help="bytes, K/M/G suffix")
@@ -180,11 +294,16 @@ def main():
     # the engine's tmin: 1/32 of the budget, at least 12 units, at most half
     tmin = min(max(c // 32, 12), c // 2)
     res = {"MIN": opt(tr, c), "FIFO": fifo(tr, c), "LRU": lru(tr, c), "PT": pt(tr, c, tmin),
-           "ARC": arc(tr, c)}
+           "ARC": arc(tr, c), "ARCH": arch(tr, c), "PTS": pts(tr, c, tmin)}
     for v in a.variant:
-        res[v] = eval(v, {"pt": pt, "tr": tr, "c": c, "tmin": tmin})
+        res[v] = eval(v, {"pt": pt, "pts": pts, "tr": tr, "c": c, "tmin": tmin})
     floor = res["MIN"] or 1
-    print(" ".join(f"{k} {v * unit / 1e6:.1f} MB {v / floor:.2f}" for k, v in res.items()))
+
+    def show(k, v):
+        n, more = (v[0], f" soft {v[1]} outs {v[2]}") if isinstance(v, tuple) else (v, "")
+        return f"{k} {n * unit / 1e6:.1f} MB {n / floor:.2f}{more}"
+
+    print(" ".join(show(k, v) for k, v in res.items()))
 
 
 if __name__ == "__main__":
