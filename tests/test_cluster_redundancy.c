@@ -575,7 +575,7 @@ static int drain_case(void)
 	}
 	/* the node keeps nothing of them */
 	k = em_pool_status(p, ns, 6);
-	for (int i = 0; i < k; i++)
+	for (int i = 0; i < k && i < 6; i++)
 		if (!strcmp(ns[i].addr, n[d].url))
 			CHECK(ns[i].named_regions == 0);
 	/* stopped: nothing to repair */

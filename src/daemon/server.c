@@ -2694,9 +2694,15 @@ static void *worker_main(void *arg)
 /* An authenticated connection to the least busy worker. */
 static int worker_give(struct em_server *s, struct conn *c)
 {
+	struct worker *w = worker_pick(s, NULL);
+
+	/* the server starts at least one worker; say so rather than let a
+	 * NULL through (an optimised build proves the empty case reachable) */
+	if (!w)
+		return -EAGAIN;
 	if (fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK))
 		return -errno;
-	worker_push(worker_pick(s, NULL), c);
+	worker_push(w, c);
 	return 0;
 }
 
