@@ -3,7 +3,9 @@
 # quick-corpus case alone, with its fetch trace: bytes fetched against
 # Belady's MIN at the run's own unit, faults, written back. For policy work,
 # where run.sh's plain and swap runs would triple the time and say nothing
-# about the bytes. CASE: linear numpy threads forkpool gcc torchload.
+# about the bytes. CASE: linear numpy threads forkpool gcc torchload sort.
+# sort is the full corpus's case at a smaller size: SORT_MB (default 48) MB
+# of lines through `sort -S 1G --parallel=2`, a budget of 5/6 of the text.
 # Example: bench/run/pool-only.sh gcc --fetch-unit 64K
 #
 # --ref (right after CASE) runs the case a second time with a 1 MiB budget
@@ -33,6 +35,9 @@ gcc) $PY "$H/gen.py" csource "$W/gen.c" 60 || exit 1
 	BUDGET=16M CMD="gcc -O2 -w -c $W/gen.c -o $W/gen.o" ;;
 torchload) $PY "$H/torchload.py" save "$W/sd.pt" 6 2048 || exit 1
 	BUDGET=32M CMD="$PY $H/torchload.py load $W/sd.pt" ;;
+sort) n=${SORT_MB:-48}
+	$PY "$H/gen.py" lines "$W/lines.txt" "$n" || exit 1
+	BUDGET=$((n * 5 / 6))M CMD="env LC_ALL=C sort -S 1G --parallel=2 -o $W/sorted $W/lines.txt" ;;
 *) echo "$0: unknown case '$c'" >&2; exit 2 ;;
 esac
 echo "pool-only secret $$ $(date +%s%N)" > "$W/secret"
@@ -65,6 +70,8 @@ ideal_of() {
 	echo $sum
 }
 ideal=$(ideal_of "$W/trace") || exit 1
+# POOL_ONLY_KEEP=DIR keeps the run's traces and stderr there
+[ -n "${POOL_ONLY_KEEP:-}" ] && { mkdir -p "$POOL_ONLY_KEEP" && cp "$W"/trace.* "$W/err" "$POOL_ONLY_KEEP"/; }
 ref=''
 if [ $REF = 1 ]; then
 	ETHERMEM_MAP_TRACE=$W/ref "$B/ethermem" run --local-mem 1M "$@" -- $CMD >"$W/out.ref" 2>"$W/err.ref" ||

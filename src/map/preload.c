@@ -261,8 +261,23 @@ __attribute__((constructor)) static void emm_pl_init(void)
 }
 
 /* ETHERMEM_PRELOAD_STATS=1: one line on stderr at exit, for tests and for
- * seeing that a program really used the pool. */
+ * seeing that a program really used the pool. Written to a copy of stderr
+ * taken at start: coreutils (sort, cp) close stderr on their way out, before
+ * destructors run. */
 static unsigned long emm_pl_blocks;
+static int emm_pl_statfd = 2;
+
+__attribute__((constructor)) static void emm_pl_stat_init(void)
+{
+	struct em_cfg_val on;
+	int fd;
+
+	if (em_cfg_env(EM_CFG_PRELOAD_STATS, &on) || !on.num)
+		return;
+	fd = fcntl(2, F_DUPFD_CLOEXEC, 64);
+	if (fd >= 0)
+		emm_pl_statfd = fd;
+}
 
 /* the allocator the program has (below) */
 static _Atomic int emm_pl_foreign = -1; /* -1 not known, 0 glibc, 1 another */
@@ -281,7 +296,7 @@ __attribute__((destructor)) static void emm_pl_fini(void)
 			"ethermem-preload: the program has its own allocator; "
 			"its mappings of at least the threshold are pool blocks\n";
 
-		if (write(2, msg, sizeof(msg) - 1) < 0)
+		if (write(emm_pl_statfd, msg, sizeof(msg) - 1) < 0)
 			return;
 	}
 	/* the line is printed even when the pool was never used (a program
@@ -303,7 +318,7 @@ __attribute__((destructor)) static void emm_pl_fini(void)
 		n += snprintf(line + n, sizeof(line) - (size_t)n, " small-arena %llu",
 			      (unsigned long long)atomic_load(&emm_pl_abytes));
 	line[n++] = '\n';
-	if (write(2, line, (size_t)n) < 0)
+	if (write(emm_pl_statfd, line, (size_t)n) < 0)
 		return;
 }
 

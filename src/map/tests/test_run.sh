@@ -17,9 +17,13 @@ export ETHERMEM_NODES=tcp://127.0.0.1:$PORT_a
 # 400k lines (about 12 MB); sort keeps a 64 MiB buffer, local budget 16 MiB
 awk 'BEGIN { srand(7); for (i = 0; i < 400000; i++) printf "%08x %s\n", int(rand() * 4294967296), substr("abcdefghijklmnopqrstuvwxyz0123456789", 1, int(rand() * 36)) }' > "$D/in.txt"
 sort -S 64M "$D/in.txt" > "$D/plain.txt" || fail "plain sort"
-timeout 120 "$B/ethermem" run --local-mem 16M --threshold 1M -- sort -S 64M "$D/in.txt" > "$D/pool.txt" \
-	|| fail "sort under ethermem run"
+# sort closes stderr before exit (coreutils' closeout): the stats line
+# must still come out, from the shim's copy of stderr
+ETHERMEM_PRELOAD_STATS=1 timeout 120 "$B/ethermem" run --local-mem 16M --threshold 1M -- \
+	sort -S 64M "$D/in.txt" > "$D/pool.txt" 2> "$D/stats0.txt" || fail "sort under ethermem run"
 cmp -s "$D/plain.txt" "$D/pool.txt" || fail "sort output differs"
+grep -q "blocks [1-9].* evictions [1-9]" "$D/stats0.txt" ||
+	{ cat "$D/stats0.txt"; fail "sort: no stats line after it closed stderr, or no eviction"; }
 
 "$B/test_map_bigalloc" 32 "$D/in.txt" > "$D/plain2.txt" || fail "plain bigalloc"
 ETHERMEM_PRELOAD_STATS=1 timeout 120 "$B/ethermem" run --local-mem 8M -- \
