@@ -164,6 +164,118 @@ static void workload(const char *red, unsigned survive, unsigned chunk)
 	fprintf(stderr, "%s: survived %u kills, refused the next\n", red, survive);
 }
 
+/* One em_submit of up to 16 operations on a redundant region (the
+ * submission's reads and writes of a replicated region go out together):
+ * writes at random places, reads of bytes no write of the same batch
+ * touches (checked against the reference), and on replicate:N fetch-adds
+ * to a counter word no write reaches. Returns the adds done. */
+#define BATCH_CTR (SIZE - 8)
+
+static unsigned batch_round(em_queue *q, em_region *r, uint8_t *ref, uint64_t *seed, bool adds)
+{
+	static uint8_t bufs[16][9000];
+	struct em_op ops[16];
+	struct em_completion c[16];
+	uint64_t lo[16], hi[16];
+	unsigned n = 1 + (unsigned)(t_rand(seed) % 16), nw = 0, added = 0;
+
+	memset(ops, 0, sizeof(ops));
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t len = 1 + t_rand(seed) % sizeof(bufs[i]);
+		uint64_t off = t_rand(seed) % (BATCH_CTR - len + 1);
+		unsigned kind = (unsigned)(t_rand(seed) % 8);
+
+		ops[i].region = r;
+		ops[i].user_data = i;
+		if (adds && kind == 0) {
+			ops[i].opcode = EM_OP_ATOMIC;
+			ops[i].atomic_op = EM_ATOMIC_FADD;
+			ops[i].offset = BATCH_CTR;
+			ops[i].operand = 1;
+			continue;
+		}
+		ops[i].offset = off;
+		ops[i].buf = bufs[i];
+		ops[i].len = len;
+		if (kind < 4) {
+			ops[i].opcode = EM_OP_WRITE;
+			for (uint64_t k = 0; k < len; k++)
+				bufs[i][k] = (uint8_t)t_rand(seed);
+			lo[nw] = off;
+			hi[nw++] = off + len;
+		} else {
+			ops[i].opcode = EM_OP_READ;
+		}
+	}
+	/* a read that meets a write of its batch reads nothing: the batch's
+	 * operations are in flight together, in no order */
+	for (unsigned i = 0; i < n; i++)
+		for (unsigned w = 0; ops[i].opcode == EM_OP_READ && w < nw; w++)
+			if (ops[i].offset < hi[w] && lo[w] < ops[i].offset + ops[i].len)
+				ops[i].len = 0;
+	CHECK_RC(em_submit(q, ops, n), (int)n);
+	CHECK_RC(em_wait(q, c, n, n, -1), (int)n);
+	for (unsigned i = 0; i < n; i++) {
+		const struct em_op *op = &ops[c[i].user_data];
+		if (c[i].result) {
+			fprintf(stderr, "batch op %u (opcode %u) failed: %d\n",
+				(unsigned)c[i].user_data, op->opcode, c[i].result);
+			exit(1);
+		}
+		if (op->opcode == EM_OP_READ && memcmp(op->buf, ref + op->offset, op->len)) {
+			fprintf(stderr, "batch read: wrong bytes at %" PRIu64 "+%zu\n", op->offset,
+				op->len);
+			exit(1);
+		}
+		added += op->opcode == EM_OP_ATOMIC && op->operand;
+	}
+	for (unsigned i = 0; i < n; i++)
+		if (ops[i].opcode == EM_OP_WRITE)
+			memcpy(ref + ops[i].offset, ops[i].buf, ops[i].len);
+	return added;
+}
+
+/* Batches through a queue, the first copy's (data cell's) holder killed
+ * between two of them: the next batch finds it dead on its way, and no
+ * operation fails, every byte is right, the counter exact. */
+static void batch(const char *red, unsigned chunk)
+{
+	struct t_node n[NODES];
+	struct em_region_opts o = { .size = sizeof(o), .chunk_size = chunk };
+	uint8_t *ref = calloc(1, SIZE);
+	uint64_t seed = 0x2545f4914f6cdd1dull, adds = 0, v = 0;
+	bool rep = !strncmp(red, "replicate", 9);
+	em_pool *pool;
+	em_region *r;
+	em_queue *q;
+
+	CHECK(ref);
+	start_nodes(n, NODES);
+	pool = t_connect_ok(n, NODES, sec);
+	CHECK_RC(em_parse_redundancy(red, &o), 0);
+	CHECK_RC(em_region_create(pool, "batch", SIZE, &o, &r), 0);
+	CHECK_RC(em_queue_create(pool, 64, &q), 0);
+	for (int i = 0; i < 150; i++)
+		adds += batch_round(q, r, ref, &seed, rep);
+	t_node_stop(holder(n, r, 0), SIGKILL);
+	for (int i = 0; i < 150; i++)
+		adds += batch_round(q, r, ref, &seed, rep);
+	CHECK(em_red_state(r) == EM_STATE_DEGRADED);
+	if (rep) {
+		CHECK_RC(em_read(r, BATCH_CTR, &v, 8), 0);
+		CHECK(v == adds);
+		memcpy(ref + BATCH_CTR, &v, 8);
+	}
+	check_all(r, ref);
+	em_queue_destroy(q);
+	em_region_close(r);
+	em_pool_close(pool);
+	stop_nodes(n, NODES);
+	free(ref);
+	fprintf(stderr, "%s: batches of up to 16 ops right across a kill (%" PRIu64 " adds)\n", red,
+		adds);
+}
+
 /* A frozen node (SIGSTOP): the requests to it time out, then the others
  * serve; nothing wrong is returned. */
 static void freeze(const char *red)
@@ -836,6 +948,11 @@ int main(int argc, char **argv)
 		workload("replicate:2", 1, 0);
 		workload("replicate:3", 2, 0);
 		workload("ec:4+2", 2, 4096);
+	}
+	if (!*only || !strcmp(only, "batch")) {
+		batch("replicate:2", 0);
+		batch("replicate:3", 0);
+		batch("ec:4+2", 4096);
 	}
 	if (!*only || !strcmp(only, "freeze")) {
 		freeze("replicate:2");

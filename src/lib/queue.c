@@ -555,10 +555,33 @@ static void post_staged(em_queue *q, unsigned nodes)
 	}
 }
 
+/* Most operations on redundant regions one em_submit runs together. */
+#define RED_GROUP 32u
+
+/* Runs the redundant regions' operations held in slots red[0..n), in
+ * order, and completes them. */
+static void red_flush(em_queue *q, struct em_slot **red, unsigned n)
+{
+	const struct em_op *ops[RED_GROUP] = { 0 };
+	uint64_t value[RED_GROUP];
+	int rc[RED_GROUP];
+
+	for (unsigned i = 0; i < n; i++)
+		ops[i] = &red[i]->op;
+	em_red_exec_many(q, ops, n, rc, value);
+	for (unsigned i = 0; i < n; i++) {
+		red[i]->result = rc[i];
+		red[i]->value = value[i];
+		red[i]->pending = 0;
+		cq_push(q, red[i]);
+	}
+}
+
 int em_submit(em_queue *q, const struct em_op *ops, unsigned n)
 {
+	struct em_slot *red[RED_GROUP];
 	struct stage *st;
-	unsigned posted = 0, nodes;
+	unsigned posted = 0, nodes, nred = 0;
 	int rc = 0;
 
 	if (!q || (n && !ops))
@@ -596,13 +619,13 @@ int em_submit(em_queue *q, const struct em_op *ops, unsigned n)
 		err = check_op(q, op);
 		if (!err && em_red_on(op->region)) {
 			/* copies and erasure coding run to their end in
-			 * redundancy.c, failing over as nodes go */
-			err = em_red_exec(q, op, &s->value);
-			if (!err) {
-				s->pending = 0;
-				cq_push(q, s);
-				continue;
-			}
+			 * redundancy.c, failing over as nodes go; this
+			 * submission's together, so that they are in flight
+			 * together */
+			if (nred == RED_GROUP)
+				red_flush(q, red, nred), nred = 0;
+			red[nred++] = s;
+			continue;
 		}
 		if (!err && (err = stage_op(q, s, op, nodes)) == -ENOMEM) {
 			/* This op is not posted at all: its slot is freed; the
@@ -623,6 +646,8 @@ int em_submit(em_queue *q, const struct em_op *ops, unsigned n)
 			cq_push(q, s); /* a zero-length read or write */
 	}
 	post_staged(q, nodes);
+	if (nred)
+		red_flush(q, red, nred);
 	if (q->evfd >= 0)
 		fd_sync(q);
 	if (posted)

@@ -1374,6 +1374,161 @@ static int red_exec(em_queue *q, const struct em_op *op, uint64_t *value)
 	}
 }
 
+/* ---- a submission's operations together ---- */
+
+/* Most requests one group of replicated operations posts together: on the
+ * stack (the paging layer submits from a SIGBUS handler). */
+#define GROUP_REQS 64u
+
+/* The requests a replicated read or write that may join a group posts (0:
+ * it runs on its own: an atomic, an empty one, EC). */
+static unsigned group_reqs(const struct em_op *op)
+{
+	const em_region *r = op->region;
+
+	if (r->red != EM_RED_REPLICATE || !op->len ||
+	    (op->opcode != EM_OP_READ && op->opcode != EM_OP_WRITE))
+		return 0;
+	return pieces(op->len) * (op->opcode == EM_OP_READ ? 1u : r->nseg);
+}
+
+/* Reads ops[0..n) of one replicated region from its first live copy, all
+ * posted before any is waited for. A read that failed there is run again
+ * on its own (rep_read goes on to the next copy): a group holds reads
+ * only, so no write of the group can come between. */
+static void rep_read_group(em_queue *q, em_region *r, const struct em_op *const *ops, unsigned n,
+			   int *rc)
+{
+	struct req reqs[GROUP_REQS];
+	unsigned k = 0, s = first_live(r);
+
+	if (s == r->nseg) {
+		for (unsigned j = 0; j < n; j++)
+			rc[j] = lost_error(r);
+		return;
+	}
+	for (unsigned j = 0; j < n; j++)
+		for (uint64_t o = 0; o < ops[j]->len; o += EM_MAX_IO)
+			req_read(&reqs[k++], r, s, ops[j]->offset + o, (uint8_t *)ops[j]->buf + o,
+				 (uint32_t)EM_MIN(ops[j]->len - o, EM_MAX_IO));
+	q->fenced = 0;
+	run(q, r, reqs, k);
+	k = 0;
+	for (unsigned j = 0; j < n; j++) {
+		bool ok = true;
+		uint64_t v;
+
+		for (unsigned i = pieces(ops[j]->len); i; i--)
+			ok &= !reqs[k++].p.status;
+		rc[j] = ok ? 0 : red_exec(q, ops[j], &v);
+	}
+}
+
+/* Writes ops[0..n) of one replicated region to every copy, all posted
+ * before any is waited for: one round trip for the group, as rep_write
+ * takes for one. While a copy is filled a write may need the pieces'
+ * locks (fill_sure), so then each runs on its own, as before. A write a
+ * repair's fence refused is done again on its own once the layouts are
+ * read again (the others of the group were applied: nothing refused them). */
+static void rep_write_group(em_queue *q, em_region *r, const struct em_op *const *ops, unsigned n,
+			    int *rc)
+{
+	struct req reqs[GROUP_REQS];
+	unsigned k = 0, first[GROUP_REQS];
+	bool fenced;
+
+	pthread_rwlock_rdlock(&r->rx->fill);
+	if (filling(r)) {
+		pthread_rwlock_unlock(&r->rx->fill);
+		for (unsigned j = 0; j < n; j++) {
+			uint64_t v;
+			rc[j] = red_exec(q, ops[j], &v);
+		}
+		return;
+	}
+	/* each op's requests as rep_write_span lays them out: by copy, then
+	 * by piece */
+	for (unsigned j = 0; j < n; j++) {
+		unsigned np = pieces(ops[j]->len);
+
+		first[j] = k;
+		for (unsigned s = 0; s < r->nseg; s++)
+			for (unsigned i = 0; i < np; i++) {
+				uint64_t o = (uint64_t)i * EM_MAX_IO;
+				req_write(&reqs[k++], r, s, ops[j]->offset + o,
+					  (const uint8_t *)ops[j]->buf + o,
+					  (uint32_t)EM_MIN(ops[j]->len - o, EM_MAX_IO));
+			}
+	}
+	q->fenced = 0;
+	run(q, r, reqs, k);
+	fenced = q->fenced;
+	for (unsigned j = 0; j < n; j++) {
+		unsigned np = pieces(ops[j]->len), live = 0;
+		bool refused = false;
+
+		for (unsigned s = 0; s < r->nseg; s++) {
+			bool ok = true;
+			for (unsigned i = 0; i < np; i++) {
+				const struct req *rq = &reqs[first[j] + s * np + i];
+				ok &= !rq->p.status;
+				refused |= rq->p.status == -EM_ESTALE;
+			}
+			live += ok;
+		}
+		rc[j] = refused ? -EM_ESTALE : live ? 0 : lost_error(r);
+	}
+	pthread_rwlock_unlock(&r->rx->fill);
+	if (fenced) {
+		int rr = red_refresh(q, r);
+
+		for (unsigned j = 0; j < n; j++) {
+			uint64_t v;
+			if (rc[j] == -EM_ESTALE)
+				rc[j] = rr ? rr : red_exec(q, ops[j], &v);
+		}
+	}
+}
+
+void em_red_exec_many(em_queue *q, const struct em_op *const *ops, unsigned n, int *rc,
+		      uint64_t *value)
+{
+	for (unsigned i = 0, j; i < n; i = j) {
+		const struct em_op *op = ops[i];
+		em_region *r = op->region;
+		unsigned reqs = group_reqs(op);
+
+		/* consecutive reads, or writes, of one replicated region */
+		for (j = i + 1; reqs && j < n; j++) {
+			unsigned more = group_reqs(ops[j]);
+			if (!more || ops[j]->region != r || ops[j]->opcode != op->opcode ||
+			    reqs + more > GROUP_REQS)
+				break;
+			reqs += more;
+		}
+		if (j - i < 2) {
+			rc[i] = em_red_exec(q, op, &value[i]);
+			continue;
+		}
+		if (r->rx)
+			__atomic_store_n(&r->rx->fg_ns, em_now_ns(), __ATOMIC_RELAXED);
+		for (unsigned t = i; t < j; t++)
+			value[t] = 0;
+		if (op->opcode == EM_OP_READ) {
+			rep_read_group(q, r, ops + i, j - i, rc + i);
+			continue;
+		}
+		rep_write_group(q, r, ops + i, j - i, rc + i);
+		/* as em_red_exec: a loss is recorded before the writes complete */
+		if (r->named && unrecorded(r)) {
+			int rec = record_loss(q, r);
+			for (unsigned t = i; rec && t < j; t++)
+				if (rc[t] >= 0)
+					rc[t] = rec;
+		}
+	}
+}
+
 /* ---- repair ---- */
 
 /* One batch of requests on the pool's default queue, as the synchronous

@@ -27,6 +27,12 @@ uint64_t em_red_seg_bytes(const struct em_region *r, unsigned seg);
  * channels, failing over and reconstructing as needed. Returns 0 or
  * -errno; *value gets an atomic's old value. */
 int em_red_exec(struct em_queue *q, const struct em_op *op, uint64_t *value);
+/* Runs ops[0..n) of one submission, in order, as em_red_exec does each;
+ * consecutive reads (or writes) of one replicated region are posted
+ * together before any is waited for. rc[i] and value[i] get each one's
+ * result and atomic value. */
+void em_red_exec_many(struct em_queue *q, const struct em_op *const *ops, unsigned n, int *rc,
+		      uint64_t *value);
 /* Makes, before a redundant region is mapped, what the pager's operations
  * of up to max_op bytes need so that they take nothing from malloc in the
  * fault handler (EC: the coder, buffers, requests). 0 or -ENOMEM. */
