@@ -70,6 +70,9 @@ struct em_chan {
 	unsigned outstanding; /* parts posted and not completed */
 	int timeout_ms;
 	int poll_us; /* spin this long for a reply before sleeping */
+	/* waits sleep at once, without the spin: set while the caller waits
+	 * on several nodes, which need the cores more than it does */
+	bool sleep;
 	bool broken;
 };
 

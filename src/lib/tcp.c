@@ -205,6 +205,12 @@ static ssize_t tcp_recv_raw(struct tcp_chan *t, void *dst, size_t len, int timeo
 			return timeout_ms >= t->ch.timeout_ms ? -ETIMEDOUT : 0;
 	}
 	if (timeout_ms != 0) {
+		if (t->ch.sleep) {
+			do
+				n = recv(t->fd, dst, len, 0);
+			while (n < 0 && errno == EINTR);
+			goto got;
+		}
 		/* The reply to a small request is usually microseconds away:
 		 * spin for it before paying for a sleep and a wakeup - but only
 		 * while replies have been coming that fast. */
