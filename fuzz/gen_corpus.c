@@ -124,6 +124,9 @@ int main(int argc, char **argv)
 	n += put(buf + n, EM_W_READ, 0, 1, 0, 0, NULL);
 	n += put(buf + n, EM_W_READ, 0, 1, 64, 100, NULL);
 	n += put(buf + n, EM_W_WRITE, 64, 1, 1, 100, pl);
+	/* a layout-version check, below and above no fence */
+	flags = EM_WF_VER;
+	n += put(buf + n, EM_W_READ, 0, 1, 3, 0, NULL);
 	flags = 0;
 	memset(pl, 0, 16);
 	pl[0] = 1;

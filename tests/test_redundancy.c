@@ -304,6 +304,78 @@ static void freeze(const char *red)
 	free(ref);
 }
 
+/* A handle opened before a node froze never sees that node fail: another
+ * client's write finds it gone, completes from the other parts, and the
+ * node is thawed still holding the old bytes. The first handle reads next
+ * (replicate:2 from its first copy, ec:4+2 its data cells, the thawed
+ * node's among them) and must get the other client's bytes, never the
+ * thawed node's; so must a write of its own that follows, read back. */
+static void thaw(void)
+{
+	static const char *red[2] = { "replicate:2", "ec:4+2" };
+	struct t_node n[NODES];
+	em_region *ra[2], *rb[2];
+	uint8_t *a = malloc(SIZE), *b = malloc(SIZE), *got = malloc(SIZE);
+	uint64_t seed = 31;
+	pid_t frozen[2];
+	em_pool *pa, *pb;
+
+	CHECK(a && b && got);
+	for (unsigned k = 0; k < SIZE; k++) {
+		a[k] = (uint8_t)t_rand(&seed);
+		b[k] = (uint8_t)t_rand(&seed);
+	}
+	setenv("ETHERMEM_TIMEOUT_MS", "1000", 1);
+	start_nodes(n, NODES);
+	pa = t_connect_ok(n, NODES, sec);
+	pb = t_connect_ok(n, NODES, sec);
+	for (int i = 0; i < 2; i++) {
+		struct em_region_opts o = { .size = sizeof(o), .chunk_size = 4096 };
+		char name[16];
+		snprintf(name, sizeof(name), "thaw%d", i);
+		CHECK_RC(em_parse_redundancy(red[i], &o), 0);
+		CHECK_RC(em_region_create(pa, name, SIZE, &o, &ra[i]), 0);
+		CHECK_RC(em_write(ra[i], 0, a, SIZE), 0);
+		CHECK_RC(em_region_open(pb, name, &rb[i]), 0);
+		CHECK_RC(em_read(rb[i], 0, got, SIZE), 0);
+		CHECK(!memcmp(got, a, SIZE));
+		/* what B reads first: the first copy, the first data cell */
+		frozen[i] = holder(n, rb[i], 0)->pid;
+	}
+	kill(frozen[0], SIGSTOP);
+	kill(frozen[1], SIGSTOP);
+	for (int i = 0; i < 2; i++)
+		CHECK_RC(em_write(ra[i], 0, b, SIZE), 0);
+	kill(frozen[0], SIGCONT);
+	kill(frozen[1], SIGCONT);
+	for (int i = 0; i < 2; i++) {
+		memset(got, 0, SIZE);
+		CHECK_RC(em_read(rb[i], 0, got, SIZE), 0);
+		if (memcmp(got, b, SIZE)) {
+			fprintf(stderr, "%s: an open handle read the thawed node's old bytes\n",
+				red[i]);
+			exit(1);
+		}
+		/* and its own write lands where a reader finds it */
+		CHECK_RC(em_write(rb[i], 4096, a, 8192), 0);
+		CHECK_RC(em_read(ra[i], 0, got, SIZE), 0);
+		CHECK(!memcmp(got, b, 4096) && !memcmp(got + 4096, a, 8192) &&
+		      !memcmp(got + 12288, b + 12288, SIZE - 12288));
+		CHECK_RC(em_read(rb[i], 4096, got, 8192), 0);
+		CHECK(!memcmp(got, a, 8192));
+		em_region_close(rb[i]);
+		em_region_close(ra[i]);
+	}
+	em_pool_close(pb);
+	em_pool_close(pa);
+	stop_nodes(n, NODES);
+	unsetenv("ETHERMEM_TIMEOUT_MS");
+	free(a);
+	free(b);
+	free(got);
+	printf("an open handle read the new bytes after the thaw\n");
+}
+
 #define AK 3    /* client processes */
 #define AN 1500 /* increments each */
 
@@ -958,6 +1030,8 @@ int main(int argc, char **argv)
 		freeze("replicate:2");
 		freeze("ec:4+2");
 	}
+	if (!*only || !strcmp(only, "thaw"))
+		thaw();
 	if (!*only || !strcmp(only, "atomics")) {
 		atomics("replicate:2");
 		atomics("replicate:3");

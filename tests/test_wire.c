@@ -129,7 +129,29 @@ static void test_header(void)
 		o.flags = EM_WF_COPY | EM_WF_RESPONSE;
 		em_hdr_encode(b, &o);
 		CHECK_RC(em_hdr_decode(b, &d, &why), -EPROTO);
-		o.flags = 8; /* not a flag */
+		o.flags = 16; /* not a flag */
+		em_hdr_encode(b, &o);
+		CHECK_RC(em_hdr_decode(b, &d, &why), -EPROTO);
+	}
+	/* a layout-version check: a read request only, never with a copy */
+	{
+		struct em_hdr o = { .magic = EM_WIRE_MAGIC,
+				    .version = EM_WIRE_VERSION,
+				    .op = EM_W_READ,
+				    .flags = EM_WF_VER,
+				    .tag = 4,
+				    .aux = 7 };
+		em_hdr_encode(b, &o);
+		CHECK_RC(em_hdr_decode(b, &d, &why), 0);
+		CHECK(d.flags == EM_WF_VER && d.aux == 7);
+		o.flags = EM_WF_VER | EM_WF_COPY;
+		em_hdr_encode(b, &o);
+		CHECK_RC(em_hdr_decode(b, &d, &why), -EPROTO);
+		o.flags = EM_WF_VER | EM_WF_RESPONSE;
+		em_hdr_encode(b, &o);
+		CHECK_RC(em_hdr_decode(b, &d, &why), -EPROTO);
+		o.flags = EM_WF_VER;
+		o.op = EM_W_WRITE;
 		em_hdr_encode(b, &o);
 		CHECK_RC(em_hdr_decode(b, &d, &why), -EPROTO);
 	}

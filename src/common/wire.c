@@ -90,7 +90,7 @@ int em_hdr_decode(const uint8_t in[EM_HDR_LEN], struct em_hdr *h, const char **w
 		*why = "unknown opcode";
 		return -EPROTO;
 	}
-	if (h->flags & ~(EM_WF_RESPONSE | EM_WF_ONCE | EM_WF_COPY)) {
+	if (h->flags & ~(EM_WF_RESPONSE | EM_WF_ONCE | EM_WF_COPY | EM_WF_VER)) {
 		*why = "unknown flags";
 		return -EPROTO;
 	}
@@ -102,6 +102,11 @@ int em_hdr_decode(const uint8_t in[EM_HDR_LEN], struct em_hdr *h, const char **w
 	if ((h->flags & EM_WF_ONCE) &&
 	    ((h->flags & EM_WF_RESPONSE) || (h->op != EM_W_WRITE && h->op != EM_W_ATOMIC))) {
 		*why = "at-most-once flag on a message that cannot carry it";
+		return -EPROTO;
+	}
+	if ((h->flags & EM_WF_VER) &&
+	    ((h->flags & (EM_WF_RESPONSE | EM_WF_COPY)) || h->op != EM_W_READ)) {
+		*why = "version-check flag on a message that cannot carry it";
 		return -EPROTO;
 	}
 	if ((h->flags & EM_WF_ONCE) && h->tag == 0) {

@@ -25,8 +25,9 @@
  * 4: a write's aux and an atomic's aux bits 8-31 carry the sender's layout
  *    version, which a repair's fence (EM_W_FREEZE, EM_MV_FENCE) checks
  * 5: EM_WF_COPY on a repair's reads and writes; a write's reply says how
- *    much of it a repair's copy had read or written (see EM_WF_COPY) */
-#define EM_WIRE_VERSION 5
+ *    much of it a repair's copy had read or written (see EM_WF_COPY)
+ * 6: EM_WF_VER: a READ that only checks its sender's layout version */
+#define EM_WIRE_VERSION 6
 #define EM_HDR_LEN 40
 
 /* Largest data payload in one message; the library splits larger transfers. */
@@ -85,6 +86,14 @@ enum em_wire_op {
  * part either way, through the copy or by its own write (redundancy.c). A
  * write answered from memory (EM_WF_ONCE) says 0 and its length. */
 #define EM_WF_COPY 4u
+/* On a READ request: no bytes are read; aux carries the sender's layout
+ * version (as a write's does) and the node answers 0 if it is at or above
+ * the part's fence, else EM_ESTALE with the fence in aux. A reader of a
+ * redundant region asks every part this now and then (redundancy.c): a
+ * part that missed writes while its node was frozen or cut off has no
+ * fence of its own to refuse its stale bytes with, but the parts that took
+ * those writes were fenced. */
+#define EM_WF_VER 8u
 
 /* A named region's state on a node while a drain moves it: FROZEN answers
  * writes and atomics with EM_ESTALE (reads still served, so the copy and

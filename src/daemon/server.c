@@ -1132,6 +1132,30 @@ static uint32_t copy_below(uint64_t cur, uint64_t off, uint64_t len)
 	return cur <= off ? 0 : (uint32_t)EM_MIN(cur - off, len);
 }
 
+/* A READ with EM_WF_VER: the sender's layout version (aux) against the
+ * part's fence, no bytes (common/wire.h). A part a drain moved or gave up
+ * answers as its reads would. */
+static int check_ver(struct conn *c, const struct em_hdr *h)
+{
+	struct session *ss = c->sess;
+	struct em_sregion *r;
+	uint32_t fence = 0;
+	int st = 0;
+
+	pthread_rwlock_rdlock(&ss->lock);
+	r = handle_get(ss, h->region);
+	if (!r) {
+		st = -EBADF;
+	} else if (__atomic_load_n(&r->mstate, __ATOMIC_SEQ_CST) == EM_MV_MOVED ||
+		   __atomic_load_n(&r->mstate, __ATOMIC_SEQ_CST) == EM_MV_GONE) {
+		st = moved_away(r);
+	} else if (h->aux < (fence = __atomic_load_n(&r->fence, __ATOMIC_SEQ_CST))) {
+		st = -EM_ESTALE;
+	}
+	pthread_rwlock_unlock(&ss->lock);
+	return reply(c, h, st, NULL, 0, h->region, st == -EM_ESTALE ? fence : 0, h->offset);
+}
+
 static int do_read(struct conn *c, const struct em_hdr *h)
 {
 	struct session *ss = c->sess;
@@ -1139,6 +1163,8 @@ static int do_read(struct conn *c, const struct em_hdr *h)
 	uint8_t hdr[EM_HDR_LEN];
 	int rc;
 
+	if (h->flags & EM_WF_VER)
+		return check_ver(c, h);
 	if (h->aux > EM_MAX_IO)
 		return reply_err(c, h, -EINVAL);
 	pthread_rwlock_rdlock(&ss->lock);

@@ -81,6 +81,17 @@
  * repair lock decides instead: its holder takes over any fence. */
 #define FENCE_TOUCH_MS 500u
 #define FENCE_STALE_MS 3000u
+/* A part whose node froze or was cut off misses the writes made meanwhile
+ * and, once back, would serve its old bytes to a handle that never saw it
+ * fail; its own fence was never raised. So a reader of a named region
+ * trusts the layout it knows for READ_LEASE_MS after it began a check of
+ * its version with every part (check_layout), and a write that left a part
+ * behind completes only LOSS_WAIT_MS after the parts it reached were fenced
+ * past that layout (settle): a read that begins after the write completed
+ * checked after the fence, was refused, and read the layouts again. The
+ * margin covers two hosts' clocks running at slightly different rates. */
+#define READ_LEASE_MS 100u
+#define LOSS_WAIT_MS (READ_LEASE_MS + READ_LEASE_MS / 8)
 
 /* ---- configuration and placement ---- */
 
@@ -227,6 +238,14 @@ struct em_red_aux {
 	 * these records it (record_loss) before it completes (under fill) */
 	uint64_t recorded;
 	uint32_t rec_epoch;
+	/* stale reads (check_layout, settle): when this handle last began a
+	 * layout check that every part passed (ns, atomic); and the lost
+	 * segments, with the epoch recording them, whose loss its writes have
+	 * waited out (under lmu) */
+	uint64_t checked_ns;
+	pthread_mutex_t lmu;
+	uint64_t settled;
+	uint32_t settled_epoch;
 	/* the repairer (its thread, or a caller of em_region_repair) */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -478,7 +497,8 @@ static unsigned run(em_queue *q, em_region *r, struct req *reqs, unsigned n)
 		}
 		if (p->status == -EINPROGRESS)
 			p->status = -EIO;
-		if (!p->status && p->wop == EM_W_READ && p->resp_len != p->aux)
+		if (!p->status && p->wop == EM_W_READ && !(p->wflags & EM_WF_VER) &&
+		    p->resp_len != p->aux)
 			p->status = -EPROTO;
 		if (p->status) {
 			failed++;
@@ -1339,18 +1359,21 @@ static uint64_t unrecorded(em_region *r)
 }
 
 static int red_exec(em_queue *q, const struct em_op *op, uint64_t *value);
+static int settle(em_queue *q, em_region *r);
+static int check_layout(em_queue *q, em_region *r, uint64_t start);
 
 /* A write or atomic that left a lost segment behind (it reached the
  * others only) completes once the loss is recorded with the surviving
- * parts: a node that was only late (frozen, cut off a while) holds the
- * old bytes, and a client opening the region later must not read them. */
+ * parts and every reader has learnt it (settle): a node that was only late
+ * (frozen, cut off a while) holds the old bytes, and neither a client
+ * opening the region later nor one that has it open must read them. */
 int em_red_exec(em_queue *q, const struct em_op *op, uint64_t *value)
 {
 	em_region *r = op->region;
 	int rc = red_exec(q, op, value), rec;
 
-	if (rc >= 0 && op->opcode != EM_OP_READ && r->named && unrecorded(r) &&
-	    (rec = record_loss(q, r)))
+	if (rc >= 0 && op->opcode != EM_OP_READ && r->named &&
+	    __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE) && (rec = settle(q, r)))
 		return rec;
 	return rc;
 }
@@ -1358,12 +1381,18 @@ int em_red_exec(em_queue *q, const struct em_op *op, uint64_t *value)
 static int red_exec(em_queue *q, const struct em_op *op, uint64_t *value)
 {
 	em_region *r = op->region;
+	uint64_t now = em_now_ns();
 	int rc;
 
 	*value = 0;
 	/* seen by a repair's pace(): the application is using the region */
 	if (r->rx)
-		__atomic_store_n(&r->rx->fg_ns, em_now_ns(), __ATOMIC_RELAXED);
+		__atomic_store_n(&r->rx->fg_ns, now, __ATOMIC_RELAXED);
+	if (op->opcode == EM_OP_READ && r->named && r->rx &&
+	    now > __atomic_load_n(&r->rx->checked_ns, __ATOMIC_ACQUIRE) +
+			    READ_LEASE_MS * 1000000ull &&
+	    (rc = check_layout(q, r, now)))
+		return rc;
 	if (r->red == EM_RED_REPLICATE && op->opcode == EM_OP_ATOMIC)
 		return rep_atomic(q, r, op, value);
 	/* a write a repair's fence refused was applied nowhere, or wholly
@@ -1981,6 +2010,26 @@ static int red_refresh(em_queue *q, em_region *r)
 	}
 }
 
+/* Raises the fence of every part not in `lost` to `ver` (one a client or
+ * a repair raised higher stays); a part that does not answer is lost. */
+static void fence_live(em_queue *q, em_region *r, uint64_t lost, uint32_t ver)
+{
+	uint8_t nreq[3 + EM_NAME_MAX];
+	int nn = em_namelayout_encode(nreq, sizeof(nreq), pname(r), NULL, 0), rc;
+
+	if (nn < 0)
+		return;
+	for (unsigned s = 0; s < r->nseg; s++) {
+		struct em_part p = { .wop = EM_W_FREEZE,
+				     .aux = EM_MV_FENCE | ver << 8,
+				     .req = nreq,
+				     .req_len = (uint32_t)nn };
+		if (!(lost >> s & 1) && (rc = qctl(q, seg_node(r, s), &p)) &&
+		    em_red_unreachable(rc))
+			mark_lost(r, s, rc);
+	}
+}
+
 /* Stores, with every live part, a layout of an epoch newer than any this
  * handle knows in which each lost segment is named by no node, then
  * raises the live parts' fence to it: an opener takes that layout (the
@@ -1995,11 +2044,8 @@ static int record_loss(em_queue *q, em_region *r)
 {
 	struct em_red_aux *x = r->rx;
 	uint8_t layout[EM_MAX_LAYOUT], req[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
-	uint8_t resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT], nreq[3 + EM_NAME_MAX];
-	int nn = em_namelayout_encode(nreq, sizeof(nreq), pname(r), NULL, 0);
+	uint8_t resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
 
-	if (nn < 0)
-		return nn;
 	for (unsigned tries = 0;; tries++) {
 		uint64_t lost = __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE);
 		uint32_t epoch =
@@ -2066,17 +2112,109 @@ static int record_loss(em_queue *q, em_region *r)
 		pthread_rwlock_unlock(&x->fill);
 		em_log(EM_LOG_INFO, "region %s: lost part(s) recorded in layout epoch %u", r->name,
 		       epoch);
-		for (unsigned s = 0; s < r->nseg; s++) {
-			struct em_part p = { .wop = EM_W_FREEZE,
-					     .aux = EM_MV_FENCE | layout_ver(epoch, false) << 8,
-					     .req = nreq,
-					     .req_len = (uint32_t)nn };
-			if (!(lost >> s & 1) && (rc = qctl(q, seg_node(r, s), &p)) &&
-			    em_red_unreachable(rc))
-				mark_lost(r, s, rc);
-		}
+		fence_live(q, r, lost, layout_ver(epoch, false));
 		return 0;
 	}
+}
+
+/* Sleeps until `until` (ns), without the pool lock that a synchronous
+ * call on the default queue holds. */
+static void hold_off(em_queue *q, em_region *r, uint64_t until)
+{
+	uint64_t now;
+
+	while ((now = em_now_ns()) < until) {
+		struct timespec ts = { (time_t)((until - now) / 1000000000ull),
+				       (long)((until - now) % 1000000000ull) };
+		if (q == r->pool->dq)
+			pthread_mutex_unlock(&r->pool->lock);
+		nanosleep(&ts, NULL);
+		if (q == r->pool->dq)
+			pthread_mutex_lock(&r->pool->lock);
+	}
+}
+
+/* Makes sure that no reader takes a lost segment's bytes any more before a
+ * write that left it behind completes (READ_LEASE_MS): the loss is
+ * recorded, the live parts are fenced at the version that records it (a
+ * loss another client recorded too: its fence may still be on its way, or
+ * never come if that client died), and LOSS_WAIT_MS pass, by which time
+ * every reader's check that began before the fence has run out. Once per
+ * lost set and recording epoch; every later write goes straight through. */
+static int settle(em_queue *q, em_region *r)
+{
+	struct em_red_aux *x = r->rx;
+
+	for (unsigned tries = 0; tries <= 2 * EM_MAX_SEG; tries++) {
+		uint64_t lost = __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE);
+		uint32_t ep;
+		bool done;
+		int rc;
+
+		if (!lost)
+			return 0;
+		if (unrecorded(r)) {
+			if ((rc = record_loss(q, r)))
+				return rc;
+			continue;
+		}
+		pthread_rwlock_rdlock(&x->fill);
+		ep = x->rec_epoch;
+		pthread_rwlock_unlock(&x->fill);
+		pthread_mutex_lock(&x->lmu);
+		done = x->settled_epoch == ep && !(lost & ~x->settled);
+		pthread_mutex_unlock(&x->lmu);
+		if (done)
+			return 0;
+		fence_live(q, r, lost, layout_ver(ep, false));
+		if (__atomic_load_n(&r->lost, __ATOMIC_ACQUIRE) != lost)
+			continue; /* a part the fence found gone: record it first */
+		hold_off(q, r, em_now_ns() + LOSS_WAIT_MS * 1000000ull);
+		pthread_mutex_lock(&x->lmu);
+		x->settled = lost;
+		x->settled_epoch = ep;
+		pthread_mutex_unlock(&x->lmu);
+		return 0;
+	}
+	return -EAGAIN;
+}
+
+/* Checks the layout version this handle knows with every live part at
+ * once (a read of no bytes, EM_WF_VER). A part fenced past it has taken
+ * writes that another part may have missed: the handle reads the layouts
+ * again, which name that part lost, and checks again. Reads then trust
+ * the layout for READ_LEASE_MS from `start`, when the check began. */
+static int check_layout(em_queue *q, em_region *r, uint64_t start)
+{
+	struct req rq[EM_MAX_SEG];
+	uint64_t was;
+	int rc;
+
+	for (unsigned tries = 0;; tries++) {
+		unsigned n = 0;
+
+		if (tries > 2 * EM_MAX_SEG)
+			return -EAGAIN;
+		for (unsigned s = 0; s < r->nseg; s++)
+			if (!seg_lost(r, s)) {
+				req_init(&rq[n], r, s, EM_W_READ, 0);
+				rq[n].p.aux = handle_ver(r);
+				rq[n++].p.wflags = EM_WF_VER;
+			}
+		q->fenced = 0;
+		run(q, r, rq, n);
+		if (!q->fenced)
+			break;
+		if ((rc = red_refresh(q, r)))
+			return rc;
+		start = em_now_ns();
+	}
+	q->fenced = 0;
+	was = __atomic_load_n(&r->rx->checked_ns, __ATOMIC_ACQUIRE);
+	while (was < start && !__atomic_compare_exchange_n(&r->rx->checked_ns, &was, start, false,
+							   __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		;
+	return 0;
 }
 
 /* Raises the fence of the parts of `mask` to `ver`, in segment order (the
@@ -2274,11 +2412,12 @@ static int repair_locked(em_region *r, bool throttled)
 	need = need_live(r);
 	if (live_count(r) < need)
 		return lost_error(r);
-	if (r->named && unrecorded(r)) {
+	if (r->named) {
 		/* the loss first, so that no opener takes a part the lost
-		 * node may still hold while this repair rebuilds it */
+		 * node may still hold while this repair rebuilds it, and no
+		 * reader either once the new layout leaves that node out */
 		pthread_mutex_lock(&pool->lock);
-		rc = record_loss(pool->dq, r);
+		rc = settle(pool->dq, r);
 		pthread_mutex_unlock(&pool->lock);
 		if (rc)
 			return rc;
@@ -2738,6 +2877,7 @@ int em_red_attach(em_region *r)
 	x->ver = layout_ver(r->epoch, false);
 	x->recorded = r->lost_rec;
 	x->rec_epoch = r->epoch;
+	pthread_mutex_init(&x->lmu, NULL);
 	pthread_mutex_init(&x->mu, NULL);
 	pthread_mutex_init(&x->smu, NULL);
 	pthread_condattr_init(&ca);
@@ -2772,6 +2912,7 @@ void em_red_detach(em_region *r)
 	free(x->scratch);
 	free(x->sreq);
 	pthread_mutex_destroy(&x->smu);
+	pthread_mutex_destroy(&x->lmu);
 	pthread_rwlock_destroy(&x->fill);
 	pthread_mutex_destroy(&x->mu);
 	pthread_cond_destroy(&x->cv);
