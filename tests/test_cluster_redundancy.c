@@ -21,7 +21,9 @@
  * its staleness limit. With "more" (more_case): replicate:3 losing a second
  * holder mid-repair, a frozen holder, and more losses than replicate:2
  * survives, in etcd mode. With "drain" (drain_case): `ethermem node drain`
- * of a node holding parts of redundant regions under a workload.
+ * of a node holding parts of redundant regions under a workload. With
+ * "loss" (loss_case): the record in etcd after a loss a writer recorded,
+ * and a repair whose first steps outlast its lock's lease.
  */
 #include <fcntl.h>
 #include <limits.h>
@@ -598,6 +600,90 @@ static int drain_case(void)
 	return finish(p, true);
 }
 
+/* etcd mode, the record after a loss and a repair that starts slowly:
+ *  - a holder of a replicate:2 region is frozen while a write goes on; the
+ *    writer records the loss, and the record in etcd says so too (the
+ *    part's node named by no identity, the new layout epoch), so the
+ *    listing says degraded once the node is back and a client opening the
+ *    name reads the new bytes;
+ *  - a holder of another region dies and two other nodes freeze: the
+ *    repair's first steps (reading the layouts, asking every node its
+ *    free bytes) wait the request timeout on each frozen node, longer
+ *    than the repair lock's lease, and the repair still finishes: the
+ *    lease is kept from the start. */
+static int loss_case(void)
+{
+	struct em_region_opts rep = { .size = sizeof(rep) };
+	static const uint8_t none[16];
+	struct em_region_info ri = { .size = sizeof(ri) };
+	struct em_region_rec rec;
+	static uint8_t a[1u << 20], b[1u << 20], got[1u << 20];
+	uint64_t seed = 5;
+	char extra[256];
+	int x, gone, f[2], nf = 0;
+	em_region *r, *o;
+	em_pool *p, *p2;
+
+	for (size_t k = 0; k < sizeof(a); k++) {
+		a[k] = (uint8_t)t_rand(&seed);
+		b[k] = (uint8_t)t_rand(&seed);
+	}
+	secret = t_secret("secret", T_SECRET);
+	t_etcd_start(&ec);
+	snprintf(extra, sizeof(extra), "--etcd %s --cluster " CLUSTER " --lease-ttl 2", ec.url);
+	for (int i = 0; i < 6; i++)
+		t_node_start(&n[i], "48M", secret, extra);
+	setenv("ETHERMEM_AUTO_REPAIR", "0", 1);
+	p = connect_pool(6);
+	CHECK_RC(em_parse_redundancy("replicate:2", &rep), 0);
+
+	CHECK_RC(em_region_create(p, "lr", sizeof(a), &rep, &r), 0);
+	CHECK_RC(em_write(r, 0, a, sizeof(a)), 0);
+	x = holder_now("lr", 0);
+	printf("freezing node %d during a write\n", x);
+	kill(n[x].pid, SIGSTOP);
+	CHECK_RC(em_write(r, 0, b, sizeof(b)), 0);
+	kill(n[x].pid, SIGCONT);
+	CHECK_RC(em_region_stat(r, &ri), 0);
+	CHECK(ri.epoch > 0 && ri.state == EM_STATE_DEGRADED);
+	CHECK_RC(record("lr", &rec), 0);
+	printf("lr: handle at epoch %u, record at %u\n", ri.epoch, rec.lepoch);
+	CHECK(rec.lepoch == ri.epoch && !memcmp(rec.seg_id[0], none, 16) &&
+	      memcmp(rec.seg_id[1], none, 16));
+	/* the node is registered again, and the listing still says degraded */
+	t_sleep_ms(1500);
+	CHECK(entry(p, "lr").state == EM_STATE_DEGRADED && entry(p, "lr").epoch == ri.epoch);
+	p2 = connect_pool(6);
+	CHECK_RC(em_region_open(p2, "lr", &o), 0);
+	CHECK_RC(em_read(o, 0, got, sizeof(got)), 0);
+	CHECK(!memcmp(got, b, sizeof(b)));
+	em_region_close(o);
+	em_pool_close(p2);
+	em_region_close(r);
+
+	CHECK_RC(em_region_create(p, "ss", sizeof(a), &rep, &r), 0);
+	CHECK_RC(em_write(r, 0, a, sizeof(a)), 0);
+	CHECK_RC(record("ss", &rec), 0);
+	gone = seg_index(&rec, 0);
+	for (int i = 0; i < 6 && nf < 2; i++)
+		if (!holds(&rec, i))
+			f[nf++] = i;
+	CHECK(gone >= 0 && nf == 2);
+	printf("killing node %d, freezing nodes %d and %d\n", gone, f[0], f[1]);
+	t_node_stop(&n[gone], SIGKILL);
+	kill(n[f[0]].pid, SIGSTOP);
+	kill(n[f[1]].pid, SIGSTOP);
+	CHECK_RC(em_region_repair(r), 1);
+	kill(n[f[0]].pid, SIGCONT);
+	kill(n[f[1]].pid, SIGCONT);
+	CHECK_RC(em_read(r, 0, got, sizeof(got)), 0);
+	CHECK(!memcmp(got, a, sizeof(a)));
+	CHECK_RC(em_region_stat(r, &ri), 0);
+	CHECK(ri.state == EM_STATE_HEALTHY);
+	em_region_close(r);
+	return finish(p, true);
+}
+
 int main(int argc, char **argv)
 {
 	const char *both[] = { "rep", "ec" }, *slow[] = { "slow" };
@@ -619,6 +705,8 @@ int main(int argc, char **argv)
 		return more_case();
 	if (argc > 1 && !strcmp(argv[1], "drain"))
 		return drain_case();
+	if (argc > 1 && !strcmp(argv[1], "loss"))
+		return loss_case();
 	secret = t_secret("secret", T_SECRET);
 	t_etcd_start(&ec);
 	snprintf(extra, sizeof(extra), "--etcd %s --cluster " CLUSTER " --lease-ttl 2", ec.url);

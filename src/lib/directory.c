@@ -19,10 +19,12 @@
  * it made into the record by a compare on the epoch it started from.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/abi.h"
@@ -447,12 +449,50 @@ out:
 
 /* ---- the elected repairer ---- */
 
+/* The lease is renewed by a thread of its own from the moment the lock is
+ * taken, on a client of its own: a repair's steps (probing frozen nodes,
+ * reading layouts, asking every node its free bytes) may each wait the
+ * request timeout, longer than the lease, and the lock must outlive them
+ * while the repairer lives. */
 struct em_dir_lock {
 	struct em_etcd *etcd; /* its own: the repair runs on its own thread */
+	struct em_etcd *ka;   /* the keeper thread's */
 	int64_t lease;
-	uint64_t renewed_ns, every_ns;
+	uint64_t every_ns;
 	char key[256];
+	pthread_t keeper;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool stop, lapsed; /* under mu */
 };
+
+static void *lock_keeper(void *arg)
+{
+	struct em_dir_lock *l = arg;
+
+	pthread_mutex_lock(&l->mu);
+	while (!l->stop && !l->lapsed) {
+		struct timespec ts;
+		uint64_t at;
+		int rc;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		at = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + l->every_ns;
+		ts.tv_sec = (time_t)(at / 1000000000ull);
+		ts.tv_nsec = (long)(at % 1000000000ull);
+		while (!l->stop && pthread_cond_timedwait(&l->cv, &l->mu, &ts) != ETIMEDOUT)
+			;
+		if (l->stop)
+			break;
+		pthread_mutex_unlock(&l->mu);
+		rc = em_etcd_lease_keepalive(l->ka, l->lease);
+		pthread_mutex_lock(&l->mu);
+		if (rc <= 0)
+			l->lapsed = true; /* ran out: another may hold the lock now */
+	}
+	pthread_mutex_unlock(&l->mu);
+	return NULL;
+}
 
 int em_dir_lock(em_pool *pool, const char *name, int ttl_s, struct em_dir_lock **out)
 {
@@ -471,6 +511,8 @@ int em_dir_lock(em_pool *pool, const char *name, int ttl_s, struct em_dir_lock *
 		free(l);
 		return rc;
 	}
+	if ((rc = em_etcd_open(&l->ka, pool->dir->endpoints, pool->dir->timeout_ms)))
+		goto fail;
 	if ((rc = em_etcd_lease_grant(l->etcd, ttl_s, &l->lease)))
 		goto fail;
 	snprintf(val, sizeof(val), "{\"pid\":%d,\"at_ms\":%" PRIu64 "}", (int)getpid(),
@@ -482,11 +524,26 @@ int em_dir_lock(em_pool *pool, const char *name, int ttl_s, struct em_dir_lock *
 		rc = rc == -EEXIST ? -EALREADY : rc;
 		goto fail;
 	}
-	l->renewed_ns = em_now_ns();
 	l->every_ns = (uint64_t)ttl_s * 1000000000ull / 3;
+	{
+		pthread_condattr_t ca;
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&l->cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	pthread_mutex_init(&l->mu, NULL);
+	if ((rc = -pthread_create(&l->keeper, NULL, lock_keeper, l))) {
+		pthread_cond_destroy(&l->cv);
+		pthread_mutex_destroy(&l->mu);
+		em_etcd_lease_revoke(l->etcd, l->lease);
+		goto fail;
+	}
 	*out = l;
 	return 0;
 fail:
+	if (l->ka)
+		em_etcd_close(l->ka);
 	em_etcd_close(l->etcd);
 	free(l);
 	return rc;
@@ -494,15 +551,12 @@ fail:
 
 int em_dir_lock_keep(struct em_dir_lock *l)
 {
-	int rc;
+	bool lapsed;
 
-	if (em_now_ns() - l->renewed_ns < l->every_ns)
-		return 0;
-	rc = em_etcd_lease_keepalive(l->etcd, l->lease);
-	if (rc < 0 || rc == 0)
-		return -ETIMEDOUT; /* the lease ran out: another may hold the lock now */
-	l->renewed_ns = em_now_ns();
-	return 0;
+	pthread_mutex_lock(&l->mu);
+	lapsed = l->lapsed;
+	pthread_mutex_unlock(&l->mu);
+	return lapsed ? -ETIMEDOUT : 0;
 }
 
 int em_dir_lock_note(struct em_dir_lock *l, uint64_t done, uint64_t total)
@@ -526,9 +580,66 @@ void em_dir_unlock(struct em_dir_lock *l)
 {
 	if (!l)
 		return;
+	pthread_mutex_lock(&l->mu);
+	l->stop = true;
+	pthread_cond_signal(&l->cv);
+	pthread_mutex_unlock(&l->mu);
+	pthread_join(l->keeper, NULL);
+	pthread_cond_destroy(&l->cv);
+	pthread_mutex_destroy(&l->mu);
+	em_etcd_close(l->ka);
 	em_etcd_lease_revoke(l->etcd, l->lease); /* the key goes with it */
 	em_etcd_close(l->etcd);
 	free(l);
+}
+
+int em_dir_record_loss(em_pool *pool, const char *name, const struct em_region_rec *next)
+{
+	char key[256], val[16384];
+	struct em_etcd *e;
+	int rc;
+
+	if ((rc = key_of(pool, name, key, sizeof(key))))
+		return rc;
+	if ((rc = em_etcd_open(&e, pool->dir->endpoints, pool->dir->timeout_ms)))
+		return rc;
+	for (unsigned tries = 0; tries < 8; tries++) {
+		struct em_region_rec rec;
+		struct rec_arg a = { &rec, 0, -ENOENT };
+		int n;
+
+		if ((rc = em_etcd_range(e, key, false, rec_cb, &a, NULL)) < 0)
+			break;
+		if ((rc = a.rc))
+			break;
+		/* a newer layout is there already (a repair's, or another
+		 * client's record of the same loss) */
+		if (rec.lepoch >= next->lepoch)
+			break;
+		if (rec.nseg != next->nseg || strcmp(rec.piece, next->piece)) {
+			rc = -ESTALE; /* another region of that name now */
+			break;
+		}
+		for (unsigned s = 0; s < rec.nseg; s++) {
+			memcpy(rec.seg_addr[s], next->seg_addr[s], sizeof(rec.seg_addr[s]));
+			memcpy(rec.seg_id[s], next->seg_id[s], sizeof(rec.seg_id[s]));
+			rec.seg_piece[s][0] = 0;
+		}
+		rec.epoch++;
+		rec.lepoch = next->lepoch;
+		if ((n = em_region_rec_encode(&rec, val, sizeof(val))) < 0) {
+			rc = n;
+			break;
+		}
+		rc = em_etcd_put_if(e, key, val, (size_t)n, a.mod_rev);
+		if (rc != 0) { /* 1: written; < 0: failed. 0: changed since read */
+			rc = rc < 0 ? rc : 0;
+			break;
+		}
+		rc = -ESTALE;
+	}
+	em_etcd_close(e);
+	return rc;
 }
 
 int em_dir_relayout(struct em_dir_lock *l, em_pool *pool, const char *name,

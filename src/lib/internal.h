@@ -392,8 +392,9 @@ int em_dir_list(em_pool *pool, struct em_region_info *info, unsigned max, size_t
  * lease of ttl_s seconds; -EALREADY while another client holds it. */
 struct em_dir_lock;
 int em_dir_lock(em_pool *pool, const char *name, int ttl_s, struct em_dir_lock **out);
-/* Renews the lease when a third of its TTL passed: 0, or -ETIMEDOUT when
- * it ran out (the lock may be another's now: stop). */
+/* 0 while the lock's lease lives (a thread renews it every third of its
+ * TTL from the moment the lock is taken), -ETIMEDOUT once a renewal failed
+ * (the lock may be another's now: stop). */
 int em_dir_lock_keep(struct em_dir_lock *l);
 /* Stores the repair's progress in the lock's value (under its lease), for
  * other processes' listings. */
@@ -405,6 +406,11 @@ void em_dir_unlock(struct em_dir_lock *l);
  * otherwise. */
 int em_dir_relayout(struct em_dir_lock *l, em_pool *pool, const char *name,
 		    const struct em_region_rec *next);
+/* A loss a client recorded in the parts' layouts (redundancy.c): next's
+ * segments (a lost one's id all zeros) and layout epoch go into the record
+ * unless its layout epoch is as new already; the rest of the record stays.
+ * On an etcd client of its own, so any thread may call it. 0 or -errno. */
+int em_dir_record_loss(em_pool *pool, const char *name, const struct em_region_rec *next);
 
 /* Changing a region in use (pool lock held, stores atomic): readers that
  * see lseq odd, or changed across their reads, read again. */

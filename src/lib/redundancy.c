@@ -2030,6 +2030,29 @@ static void fence_live(em_queue *q, em_region *r, uint64_t lost, uint32_t ver)
 	}
 }
 
+/* etcd mode: the record gets the loss too (the lost segments named by no
+ * node, the epoch), so that listings say what the parts' layouts say. */
+static int record_loss_dir(em_region *r, uint64_t lost, uint32_t epoch)
+{
+	struct em_region_rec *rec = calloc(1, sizeof(*rec));
+	int rc;
+
+	if (!rec)
+		return -ENOMEM;
+	snprintf(rec->piece, sizeof(rec->piece), "%s", pname(r));
+	rec->nseg = EM_MIN(r->nseg, (unsigned)EM_CLUSTER_MAX_SEG);
+	rec->lepoch = epoch;
+	for (unsigned s = 0; s < rec->nseg; s++) {
+		snprintf(rec->seg_addr[s], sizeof(rec->seg_addr[s]), "%s",
+			 r->pool->nodes[seg_node(r, s)].addr);
+		if (!(lost >> s & 1))
+			em_node_id(r->pool, seg_node(r, s), rec->seg_id[s]);
+	}
+	rc = em_dir_record_loss(r->pool, r->name, rec);
+	free(rec);
+	return rc;
+}
+
 /* Stores, with every live part, a layout of an epoch newer than any this
  * handle knows in which each lost segment is named by no node, then
  * raises the live parts' fence to it: an opener takes that layout (the
@@ -2112,6 +2135,9 @@ static int record_loss(em_queue *q, em_region *r)
 		pthread_rwlock_unlock(&x->fill);
 		em_log(EM_LOG_INFO, "region %s: lost part(s) recorded in layout epoch %u", r->name,
 		       epoch);
+		if (r->pool->dir && (rc = record_loss_dir(r, lost, epoch)))
+			em_log(EM_LOG_WARN, "region %s: the record in etcd kept its layout (%s)",
+			       r->name, em_strerror(rc));
 		fence_live(q, r, lost, layout_ver(epoch, false));
 		return 0;
 	}
@@ -2293,13 +2319,21 @@ static int keep(em_region *r, bool now)
 	struct em_red_aux *x = r->rx;
 	int rc;
 
-	if (!r->named || !x->first_up)
+	if (!r->named)
 		return 0;
+	/* the lock's lease is renewed by its own thread from when it was
+	 * taken: this only asks whether it ran out (free) */
+	if (x->lk && !x->superseded && em_dir_lock_keep(x->lk)) {
+		x->superseded = true;
+		em_log(EM_LOG_WARN, "region %s: the repair lock ran out; this repair stops",
+		       r->name);
+		return -ECANCELED;
+	}
+	if (!x->first_up || x->superseded)
+		return x->superseded ? -ECANCELED : 0;
 	if (!now && em_now_ns() - x->touched_ns < FENCE_TOUCH_MS * 1000000ull)
 		return 0;
-	if (x->lk && em_dir_lock_keep(x->lk))
-		x->superseded = true;
-	else if ((rc = fence(r, 1ull << x->first_seg, x->first_ver, NULL, NULL)) == -EALREADY)
+	if ((rc = fence(r, 1ull << x->first_seg, x->first_ver, NULL, NULL)) == -EALREADY)
 		x->superseded = true;
 	x->touched_ns = em_now_ns();
 	if (x->superseded)
@@ -2461,6 +2495,9 @@ static int repair_locked(em_region *r, bool throttled)
 	next.epoch = r->epoch + 1;
 	live = ((r->nseg < 64 ? 1ull << r->nseg : 0) - 1) & ~lost;
 	first = (unsigned)__builtin_ctzll(live);
+	/* with etcd, only the lock's holder fences (and takes over fences) */
+	if ((rc = keep(r, false)))
+		return rc;
 	if (r->named) {
 		uint32_t met = 0;
 		uint64_t age = 0;
