@@ -362,6 +362,32 @@ static __attribute__((unused)) void t_etcd_start(struct t_etcd *e)
 	exit(1);
 }
 
+/* SIGSTOP takes effect a moment after kill() returns (a node may still
+ * serve a request sent right after): waits until the process is stopped. */
+static __attribute__((unused)) void t_freeze(pid_t pid)
+{
+	kill(pid, SIGSTOP);
+	for (int i = 0; i < 2500; i++) {
+		char path[64], buf[512];
+		int fd, len;
+		snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+		fd = open(path, O_RDONLY);
+		len = fd >= 0 ? (int)read(fd, buf, sizeof(buf) - 1) : -1;
+		if (fd >= 0)
+			close(fd);
+		if (len > 0) {
+			char *rp;
+			buf[len] = 0;
+			rp = strrchr(buf, ')');
+			if (rp && rp[1] == ' ' && rp[2] == 'T')
+				return;
+		}
+		t_sleep_ms(2);
+	}
+	fprintf(stderr, "process %d did not stop\n", (int)pid);
+	exit(1);
+}
+
 static __attribute__((unused)) void t_etcd_stop(struct t_etcd *e)
 {
 	if (e->pid > 0) {

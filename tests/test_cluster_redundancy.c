@@ -641,7 +641,7 @@ static int loss_case(void)
 	CHECK_RC(em_write(r, 0, a, sizeof(a)), 0);
 	x = holder_now("lr", 0);
 	printf("freezing node %d during a write\n", x);
-	kill(n[x].pid, SIGSTOP);
+	t_freeze(n[x].pid);
 	CHECK_RC(em_write(r, 0, b, sizeof(b)), 0);
 	kill(n[x].pid, SIGCONT);
 	CHECK_RC(em_region_stat(r, &ri), 0);
@@ -671,8 +671,8 @@ static int loss_case(void)
 	CHECK(gone >= 0 && nf == 2);
 	printf("killing node %d, freezing nodes %d and %d\n", gone, f[0], f[1]);
 	t_node_stop(&n[gone], SIGKILL);
-	kill(n[f[0]].pid, SIGSTOP);
-	kill(n[f[1]].pid, SIGSTOP);
+	t_freeze(n[f[0]].pid);
+	t_freeze(n[f[1]].pid);
 	CHECK_RC(em_region_repair(r), 1);
 	kill(n[f[0]].pid, SIGCONT);
 	kill(n[f[1]].pid, SIGCONT);

@@ -342,8 +342,8 @@ static void thaw(void)
 		/* what B reads first: the first copy, the first data cell */
 		frozen[i] = holder(n, rb[i], 0)->pid;
 	}
-	kill(frozen[0], SIGSTOP);
-	kill(frozen[1], SIGSTOP);
+	t_freeze(frozen[0]);
+	t_freeze(frozen[1]);
 	for (int i = 0; i < 2; i++)
 		CHECK_RC(em_write(ra[i], 0, b, SIZE), 0);
 	kill(frozen[0], SIGCONT);
