@@ -2135,7 +2135,9 @@ static int record_loss(em_queue *q, em_region *r)
 		pthread_rwlock_unlock(&x->fill);
 		em_log(EM_LOG_INFO, "region %s: lost part(s) recorded in layout epoch %u", r->name,
 		       epoch);
-		if (r->pool->dir && (rc = record_loss_dir(r, lost, epoch)))
+		/* not from the pager, whose fault handler may not allocate or
+		 * dial (the record then waits for the repair's) */
+		if (r->pool->dir && !q->pager && (rc = record_loss_dir(r, lost, epoch)))
 			em_log(EM_LOG_WARN, "region %s: the record in etcd kept its layout (%s)",
 			       r->name, em_strerror(rc));
 		fence_live(q, r, lost, layout_ver(epoch, false));
