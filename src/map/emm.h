@@ -112,5 +112,11 @@ void emm_totals(struct em_map_stats *st);
 void emm_policy_info(uint64_t *p_bytes, uint64_t *t_bytes, uint64_t *resident);
 /* UFFDIO_WRITEPROTECT calls the engine has made (tests and benchmarks). */
 uint64_t emm_wp_calls(void);
+/* For ETHERMEM_PRELOAD_STATS: in the thread mode, the faults the servers
+ * took from the userfaultfd (WP faults included) and the nanoseconds they
+ * spent serving them, summed over servers (with several program threads
+ * faulting at once, the waiting those did, less the wake-ups: what to set
+ * against program work); and emm_wp_calls(). */
+void emm_serve_time(uint64_t *served, uint64_t *ns, uint64_t *wp);
 
 #endif /* EMM_H */

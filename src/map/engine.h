@@ -89,6 +89,10 @@ struct emm_unit {
 	/* the cleaner's write of its pages is in flight: a store may make it
 	 * DIRTY meanwhile, but its pages must stay until the write is done */
 	_Atomic uint8_t wb;
+	/* installed write-protected and not stored to since: its first store,
+	 * or its eviction untouched, tells the mapping's write score (slots.c);
+	 * ordered by st like the pages */
+	uint8_t probe;
 	struct emm_unit *prev, *next;
 	uint64_t evicted_at; /* eviction clock at its last eviction; 0 never */
 	struct emm_mapping *m;
@@ -114,6 +118,8 @@ struct emm_mapping {
 	uint32_t serial;                  /* the trace's name for it: never reused in a process */
 	int64_t last_fault;               /* unit of its last fault (emm_g.lock) */
 	_Atomic int dense;                /* near-fault score, -8..8 (written under emm_g.lock) */
+	_Atomic int wscore;               /* stores after read installs, -8..8 (slots.c) */
+	_Atomic unsigned wtick;           /* installs, for choosing the probes */
 	_Atomic uint64_t faults, fetched, written, prefetched, evictions;
 	_Atomic uint64_t cleaned; /* of written: by the cleaner, ahead of eviction */
 };
@@ -196,6 +202,8 @@ struct emm_state {
 	int clean_found;              /* that look found dirty units (lock) */
 	_Atomic uint64_t evict_waits; /* evictions that waited for a write-back */
 	_Atomic uint64_t wp_ioctls;   /* UFFDIO_WRITEPROTECT calls made */
+	_Atomic uint64_t serve_ns;    /* fault servers' time inside emm_serve (thread mode) */
+	_Atomic uint64_t served;      /* messages they served */
 };
 extern struct emm_state emm_g;
 
@@ -261,6 +269,10 @@ struct emm_slot *emm_slot_any(struct emm_source *s);
 void emm_slot_get(struct emm_slot *sl);
 void emm_slot_put(struct emm_slot *sl);
 int emm_install(struct emm_unit *u, const void *buf, bool dirty);
+/* The write score's two observations: a probe's first store, a probe
+ * evicted untouched. */
+void emm_probe_stored(struct emm_unit *u);
+void emm_probe_evicted(struct emm_unit *u);
 void emm_infl_install(struct emm_slot *sl, int i);
 int emm_infl_find(struct emm_slot *sl, struct emm_unit *u);
 int emm_infl_alloc(struct emm_slot *sl);

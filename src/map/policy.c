@@ -322,6 +322,7 @@ int emm_reserve(struct emm_slot *sl, uint64_t need)
 		}
 		emm_drop(drop, nd);
 		for (unsigned i = 0; i < nd; i++) {
+			emm_probe_evicted(v[i]);
 			atomic_fetch_add(&v[i]->m->evictions, 1);
 			atomic_store(&v[i]->st, EMM_EMPTY);
 		}

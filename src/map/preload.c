@@ -286,7 +286,7 @@ __attribute__((destructor)) static void emm_pl_fini(void)
 {
 	struct em_map_stats st = { .size = sizeof(st) };
 	struct em_cfg_val on;
-	char line[256];
+	char line[512];
 	int n;
 
 	if (em_cfg_env(EM_CFG_PRELOAD_STATS, &on) || !on.num)
@@ -313,6 +313,19 @@ __attribute__((destructor)) static void emm_pl_fini(void)
 	 * write-back: what the cleaner saved and what it did not */
 	n += snprintf(line + n, sizeof(line) - (size_t)n, " cleaned %llu evict-waits %llu",
 		      (unsigned long long)st.bytes_cleaned, (unsigned long long)st.evict_waits);
+	/* where the fault path's time goes: the servers' messages (WP faults
+	 * too) and their time in them, and the write-protect ioctls, each a TLB
+	 * shootdown of every CPU running the process */
+	{
+		uint64_t served = 0, ns = 0, wp = 0;
+
+		if (emm_pl_state > 0)
+			emm_serve_time(&served, &ns, &wp);
+		n += snprintf(line + n, sizeof(line) - (size_t)n,
+			      " served %llu serve-ms %llu wp-ioctls %llu",
+			      (unsigned long long)served, (unsigned long long)(ns / 1000000),
+			      (unsigned long long)wp);
+	}
 	/* the arena's pool bytes, only when asked for: tools read the rest */
 	if (emm_pl_small)
 		n += snprintf(line + n, sizeof(line) - (size_t)n, " small-arena %llu",

@@ -19,6 +19,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <ucontext.h>
 
 static size_t emm_fmt_u64(char *p, uint64_t v, int hex)
@@ -244,6 +245,7 @@ static int emm_serve_in(uintptr_t a, bool is_write)
 				return 0;
 			if (!atomic_compare_exchange_strong(&u->st, &s, EMM_BUSY))
 				continue;
+			emm_probe_stored(u);
 			emm_wp(m, idx, 0);
 			atomic_store(&u->st, EMM_DIRTY);
 			return 0;
@@ -342,6 +344,13 @@ void emm_sigbus(int sig, siginfo_t *si, void *ucv)
  * another server could be fetching meanwhile. The descriptor does not block,
  * so the servers that poll woke for a message another one took go back to
  * poll. */
+void emm_serve_time(uint64_t *served, uint64_t *ns, uint64_t *wp)
+{
+	*wp = emm_wp_calls();
+	*served = atomic_load_explicit(&emm_g.served, memory_order_relaxed);
+	*ns = atomic_load_explicit(&emm_g.serve_ns, memory_order_relaxed);
+}
+
 void *emm_server(void *arg)
 {
 	struct pollfd pfd = { .fd = emm_g.uffd, .events = POLLIN };
@@ -361,8 +370,17 @@ void *emm_server(void *arg)
 		    msg.event != UFFD_EVENT_PAGEFAULT)
 			continue;
 		a = msg.arg.pagefault.address;
+		struct timespec t0, t1;
+
+		clock_gettime(CLOCK_MONOTONIC, &t0);
 		r = emm_serve((uintptr_t)a,
 			      (msg.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		atomic_fetch_add_explicit(&emm_g.serve_ns,
+					  (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000ll +
+						     (t1.tv_nsec - t0.tv_nsec)),
+					  memory_order_relaxed);
+		atomic_fetch_add_explicit(&emm_g.served, 1, memory_order_relaxed);
 		/* r == 1, in no mapping: the range was unmapped or discarded
 		 * after the fault was queued; woken, the thread retries and
 		 * meets whatever is there now, SIGSEGV for nothing */
