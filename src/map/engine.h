@@ -92,7 +92,7 @@ struct emm_unit {
 	/* installed write-protected and not stored to since: its first store,
 	 * or its eviction untouched, tells the mapping's write score (slots.c);
 	 * ordered by st like the pages */
-	uint8_t probe;
+	_Atomic uint8_t probe;
 	struct emm_unit *prev, *next;
 	uint64_t evicted_at; /* eviction clock at its last eviction; 0 never */
 	struct emm_mapping *m;
@@ -120,6 +120,8 @@ struct emm_mapping {
 	_Atomic int dense;                /* near-fault score, -8..8 (written under emm_g.lock) */
 	_Atomic int wscore;               /* stores after read installs, -8..8 (slots.c) */
 	_Atomic unsigned wtick;           /* installs, for choosing the probes */
+	_Atomic size_t watched;           /* 1 + index of a probe whose stores are timed; 0 none */
+	_Atomic unsigned watched_at;      /* wtick at its install */
 	_Atomic uint64_t faults, fetched, written, prefetched, evictions;
 	_Atomic uint64_t cleaned; /* of written: by the cleaner, ahead of eviction */
 };

@@ -39,14 +39,41 @@ static void emm_max_unit_locked(void)
 /* Frees retired mappings if no fault is being served (under emm_g.mu). Under
  * continuous faults they wait for the next quiet moment, at the next
  * map or unmap. */
+/* Whether a slot of m's source still has an entry for one of m's units: a
+ * prefetch claimed by a fault that raced with the unmap, landing or waiting
+ * in staging. Whoever next holds that slot installs it, which emm_install
+ * turns away for a dead mapping; until then m must stay allocated (TSan saw
+ * the install write into a freed unit array). */
+static bool emm_staged_for(struct emm_mapping *m)
+{
+	bool found = false;
+
+	for (unsigned i = 0; i < EMM_SLOTS && !found; i++) {
+		struct emm_slot *sl = &m->src->slot[i];
+
+		emm_slot_get(sl);
+		for (int e = 0; e < EMM_DEPTH; e++)
+			if (sl->infl[e].u >= m->u && sl->infl[e].u < m->u + m->nunits)
+				found = true;
+		emm_slot_put(sl);
+	}
+	return found;
+}
+
 static void emm_reclaim_locked(void)
 {
+	struct emm_mapping **pp = &emm_g.retired;
+
 	if (atomic_load(&emm_g.serving))
 		return;
-	while (emm_g.retired) {
-		struct emm_mapping *m = emm_g.retired;
+	while (*pp) {
+		struct emm_mapping *m = *pp;
 
-		emm_g.retired = m->retired_next;
+		if (emm_staged_for(m)) {
+			pp = &m->retired_next;
+			continue;
+		}
+		*pp = m->retired_next;
 		free(m->u);
 		free(m);
 	}

@@ -154,12 +154,12 @@ static void emm_trace(const struct emm_mapping *m, size_t idx, bool zero)
  * does. A unit installed dirty that was only read costs a write-back of
  * bytes the pool already has: that is the price of being wrong, and the
  * probes bound how long it is paid. */
-static bool emm_install_dirty(struct emm_mapping *m)
+static bool emm_install_dirty(struct emm_mapping *m, unsigned tick)
 {
 	if (!(m->flags & EM_MAP_SCRATCH) || !emm_writable(m) ||
 	    atomic_load_explicit(&m->wscore, memory_order_relaxed) <= 0)
 		return false;
-	return (atomic_fetch_add_explicit(&m->wtick, 1, memory_order_relaxed) & 7) != 0;
+	return (tick & 7) != 0;
 }
 
 static void emm_wscore_add(struct emm_mapping *m, int d)
@@ -175,17 +175,38 @@ static void emm_wscore_add(struct emm_mapping *m, int d)
 
 void emm_probe_stored(struct emm_unit *u)
 {
-	if (u->probe) {
-		u->probe = 0;
+	if (atomic_exchange_explicit(&u->probe, 0, memory_order_relaxed))
 		emm_wscore_add(u->m, 1);
-	}
 }
 
 void emm_probe_evicted(struct emm_unit *u)
 {
-	if (u->probe) {
-		u->probe = 0;
+	if (atomic_exchange_explicit(&u->probe, 0, memory_order_relaxed))
 		emm_wscore_add(u->m, -2);
+}
+
+/* An eviction comes a whole budget of installs after the install, too late
+ * to stop a pass that only reads (a forward pass over weights the program
+ * wrote before) from being installed dirty and written back again. So one
+ * probe per mapping at a time is watched: untouched after EMM_PROBE_WAIT
+ * more installs of its mapping, it counts as read only. A program that
+ * reads a unit and then writes it (a sort's partition) stores to it within
+ * a few installs. */
+#define EMM_PROBE_WAIT 16u
+
+static void emm_probe_watch(struct emm_mapping *m, size_t idx, bool probe, unsigned tick)
+{
+	size_t w = atomic_load_explicit(&m->watched, memory_order_acquire);
+
+	if (w && w <= m->nunits &&
+	    tick - atomic_load_explicit(&m->watched_at, memory_order_relaxed) >= EMM_PROBE_WAIT &&
+	    atomic_compare_exchange_strong(&m->watched, &w, 0)) {
+		emm_probe_evicted(&m->u[w - 1]);
+		w = 0;
+	}
+	if (!w && probe) {
+		atomic_store_explicit(&m->watched_at, tick, memory_order_relaxed);
+		atomic_store(&m->watched, idx + 1);
 	}
 }
 
@@ -194,9 +215,23 @@ int emm_install(struct emm_unit *u, const void *buf, bool dirty)
 	struct emm_mapping *m = u->m;
 	size_t idx = (size_t)(u - m->u);
 
-	if (!dirty && emm_install_dirty(m))
+	if (atomic_load(&m->dead)) {
+		/* a prefetch that landed after its mapping was unmapped: the
+		 * range is gone, and so is the unit (mapping.c keeps m until
+		 * no slot holds an entry for it) */
+		emm_lock();
+		emm_g.resident -= emm_ulen(m, idx);
+		emm_unlock();
+		atomic_store(&u->st, EMM_GONE);
+		return -ENOENT;
+	}
+	unsigned tick = atomic_fetch_add_explicit(&m->wtick, 1, memory_order_relaxed);
+
+	if (!dirty && emm_install_dirty(m, tick))
 		dirty = true;
-	u->probe = !dirty && emm_writable(m);
+	atomic_store_explicit(&u->probe, !dirty && emm_writable(m), memory_order_relaxed);
+	if (m->flags & EM_MAP_SCRATCH)
+		emm_probe_watch(m, idx, !dirty && emm_writable(m), tick);
 
 	struct uffdio_copy cp = {
 		.dst = (uintptr_t)emm_uaddr(m, idx),
