@@ -350,6 +350,7 @@ static const char *pname(const em_region *r)
 
 struct req {
 	unsigned seg, node; /* the node it goes to, read with its handle */
+	bool sent;          /* post_all: handed to its channel */
 	struct em_part p;
 };
 
@@ -451,6 +452,53 @@ static bool seg_takes(em_region *r, const struct req *rq)
 	return rq->p.wop != EM_W_READ && (filling(r) >> rq->seg & 1);
 }
 
+/* Most parts handed to one channel in one post: a batch on the stack (the
+ * pager runs operations from a SIGBUS handler, where malloc is not safe). */
+#define POST_BATCH 32
+
+/* Sends those of reqs[0..n) whose status is -EINPROGRESS, each node's in one
+ * post (so in one sendmsg, waking the node once) and in their order: a
+ * request apiece made every cell of a stripe batch a system call of the
+ * client and a wakeup of its node, which on loopback cost more than moving
+ * the bytes. The channel keeps copies; each completes into its origin. */
+static void post_all(em_queue *q, struct req *reqs, unsigned n)
+{
+	struct em_part batch[POST_BATCH];
+
+	for (unsigned i = 0; i < n; i++) {
+		reqs[i].p.slot = NULL;
+		reqs[i].p.tag = ++q->next_tag;
+		reqs[i].sent = reqs[i].p.status != -EINPROGRESS;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		struct em_chan *ch = q->ch[reqs[i].node];
+		unsigned nb = 0;
+
+		if (reqs[i].sent)
+			continue;
+		for (unsigned j = i; j < n; j++) {
+			if (reqs[j].sent || reqs[j].node != reqs[i].node)
+				continue;
+			reqs[j].sent = true;
+			/* an atomic's operands and old value in the copy's own
+			 * inl, as a channel's copy keeps them: an unlock's
+			 * requests are gone before their replies come */
+			batch[nb] = reqs[j].p;
+			if (reqs[j].p.req == reqs[j].p.inl)
+				batch[nb].req = batch[nb].inl;
+			if (reqs[j].p.resp == reqs[j].p.inl)
+				batch[nb].resp = batch[nb].inl;
+			nb++;
+			if (nb == POST_BATCH) {
+				ch->ops->post(ch, batch, nb);
+				nb = 0;
+			}
+		}
+		if (nb)
+			ch->ops->post(ch, batch, nb);
+	}
+}
+
 /* Posts reqs[0..n), every one to its segment's node before waiting for any,
  * so the copies or cells of one operation cost one round trip, not n; then
  * waits for all. A request whose segment fails marks it lost (a segment
@@ -466,19 +514,14 @@ static unsigned run(em_queue *q, em_region *r, struct req *reqs, unsigned n)
 		struct em_part *p = &reqs[i].p;
 
 		p->origin = p;
-		p->slot = NULL;
-		p->tag = ++q->next_tag;
-		if (!seg_takes(r, &reqs[i])) {
-			p->status = -EHOSTDOWN;
+		p->status = seg_takes(r, &reqs[i]) ? -EINPROGRESS : -EHOSTDOWN;
+		if (p->status != -EINPROGRESS)
 			continue;
-		}
-		struct em_chan *ch = q->ch[reqs[i].node];
-		p->status = -EINPROGRESS;
-		ch->ops->post(ch, p, 1);
 		if (first == UINT_MAX)
 			first = reqs[i].node;
 		many |= reqs[i].node != first;
 	}
+	post_all(q, reqs, n);
 	/* Replies from several nodes are slept for, not spun for: on two
 	 * cores a spinning client lost its core to the nodes it had just
 	 * woken in the middle of its posts (4 KiB replicate:2 writes: the
@@ -526,16 +569,10 @@ static unsigned run(em_queue *q, em_region *r, struct req *reqs, unsigned n)
 static void post_only(em_queue *q, em_region *r, struct req *reqs, unsigned n)
 {
 	for (unsigned i = 0; i < n; i++) {
-		struct em_part *p = &reqs[i].p;
-
-		if (!seg_takes(r, &reqs[i]))
-			continue;
-		struct em_chan *ch = q->ch[reqs[i].node];
-		p->origin = &q->sink;
-		p->slot = NULL;
-		p->tag = ++q->next_tag;
-		ch->ops->post(ch, p, 1);
+		reqs[i].p.origin = &q->sink;
+		reqs[i].p.status = seg_takes(r, &reqs[i]) ? -EINPROGRESS : -EHOSTDOWN;
 	}
+	post_all(q, reqs, n);
 }
 
 /* ---- replicate:N ---- */
