@@ -458,11 +458,17 @@ static void atomics(const char *red)
  * rebuilt from parity: each writer's last bytes must come back. */
 #define WK 3
 #define WROUNDS 60
-static void ec_concurrent(void)
+/* Writers in three processes, each its own pieces of the first `span` bytes
+ * of an ec:4+2 region, `rounds` times: pieces at the same column of one
+ * stripe share the parity, so without the stripe lock the last round's
+ * bytes would not survive losing two data cells. `chunk` 0 takes the cell
+ * the library picks for the size, which must be `cell`. */
+static void ec_concurrent(uint64_t chunk, uint64_t size, uint64_t span, unsigned piece, int rounds,
+			  uint64_t cell)
 {
 	struct t_node n[NODES];
-	struct em_region_opts o = { .size = sizeof(o), .chunk_size = 4096 };
-	const uint64_t span = 4 * 4096 * 4; /* four stripes of ec:4+2 */
+	struct em_region_opts o = { .size = sizeof(o), .chunk_size = chunk };
+	struct em_region_info info = { .size = sizeof(info) };
 	uint8_t *want = malloc(span), *got = malloc(span);
 	em_pool *pool;
 	em_region *r;
@@ -472,24 +478,35 @@ static void ec_concurrent(void)
 	start_nodes(n, NODES);
 	pool = t_connect_ok(n, NODES, sec);
 	CHECK_RC(em_parse_redundancy("ec:4+2", &o), 0);
-	CHECK_RC(em_region_create(pool, "stripes", span, &o, &r), 0);
+	CHECK_RC(em_region_create(pool, "stripes", size, &o, &r), 0);
+	CHECK_RC(em_region_stat(r, &info), 0);
+	CHECK(info.chunk_size == cell);
+	/* when the region has room, the span after the contested one in one
+	 * write: whole stripes, encoded from the caller's buffer */
+	bool whole = 2 * span <= size;
+	uint8_t *pat = malloc(span), *back = malloc(span);
+	for (uint64_t i = 0; i < span; i++)
+		pat[i] = (uint8_t)(i * 7 + i / 4093);
+	if (whole)
+		CHECK_RC(em_write(r, span, pat, span), 0);
 	for (int k = 0; k < WK; k++) {
 		kids[k] = fork();
 		CHECK(kids[k] >= 0);
 		if (kids[k] == 0) {
 			em_pool *p = t_connect_ok(n, NODES, sec);
+			uint8_t *mine = malloc(piece);
 			em_region *cr;
-			uint8_t piece[512];
 
 			CHECK_RC(em_region_open(p, "stripes", &cr), 0);
-			for (int round = 1; round <= WROUNDS; round++)
-				for (uint64_t off = (uint64_t)k * 512; off < span;
-				     off += WK * 512) {
-					memset(piece, (k << 6) | (round & 63), sizeof(piece));
-					CHECK_RC(em_write(cr, off, piece, sizeof(piece)), 0);
+			for (int round = 1; round <= rounds; round++)
+				for (uint64_t off = (uint64_t)k * piece; off < span;
+				     off += WK * piece) {
+					memset(mine, (k << 6) | (round & 63), piece);
+					CHECK_RC(em_write(cr, off, mine, piece), 0);
 				}
 			em_region_close(cr);
 			em_pool_close(p);
+			free(mine);
 			_exit(0);
 		}
 	}
@@ -497,18 +514,26 @@ static void ec_concurrent(void)
 		CHECK(waitpid(kids[k], &status, 0) == kids[k]);
 		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	}
-	for (uint64_t off = 0; off < span; off += 512) {
-		int k = (int)((off / 512) % WK);
-		memset(want + off, (k << 6) | (WROUNDS & 63), 512);
+	for (uint64_t off = 0; off < span; off += piece) {
+		int k = (int)((off / piece) % WK);
+		memset(want + off, (k << 6) | (rounds & 63), piece);
 	}
-	CHECK_RC(em_read(r, 0, got, span), 0);
-	CHECK(!memcmp(got, want, span));
-	/* lose two data cells of every stripe: the reads come from parity */
-	t_node_stop(holder(n, r, 1), SIGKILL);
-	t_node_stop(holder(n, r, 2), SIGKILL);
-	memset(got, 0, span);
-	CHECK_RC(em_read(r, 0, got, span), 0);
-	CHECK(!memcmp(got, want, span));
+	for (int lost = 0; lost < 2; lost++) {
+		if (lost) { /* two data cells of every stripe: read from parity */
+			t_node_stop(holder(n, r, 1), SIGKILL);
+			t_node_stop(holder(n, r, 2), SIGKILL);
+		}
+		memset(got, 0, span);
+		CHECK_RC(em_read(r, 0, got, span), 0);
+		CHECK(!memcmp(got, want, span));
+		if (whole) {
+			memset(back, 0, span);
+			CHECK_RC(em_read(r, span, back, span), 0);
+			CHECK(!memcmp(back, pat, span));
+		}
+	}
+	free(pat);
+	free(back);
 	em_region_close(r);
 	em_pool_close(pool);
 	stop_nodes(n, NODES);
@@ -1036,8 +1061,15 @@ int main(int argc, char **argv)
 		atomics("replicate:2");
 		atomics("replicate:3");
 	}
-	if (!*only || !strcmp(only, "stripes"))
-		ec_concurrent();
+	if (!*only || !strcmp(only, "stripes")) /* four stripes of 4 KiB cells */
+		ec_concurrent(4096, 4 * 4096 * 4, 4 * 4096 * 4, 512, WROUNDS, 4096);
+	if (!*only || !strcmp(only, "bigcell")) {
+		/* the cell picked by size: 64 KiB for a small region, 512 KiB
+		 * (a 2 MiB stripe) for one of 16 such stripes; two stripes
+		 * contested by 64 KiB pieces, two more written whole */
+		ec_concurrent(0, 1u << 20, 1u << 20, 4096, 2, 64u << 10);
+		ec_concurrent(0, 32u << 20, 4u << 20, 64u << 10, 4, 512u << 10);
+	}
 	if (!*only || !strcmp(only, "background")) {
 		background("replicate:2", 0);
 		background("replicate:3", 0);
