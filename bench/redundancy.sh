@@ -8,12 +8,18 @@
 #     `ethermem bench failover --redundancy none,replicate:2,ec:4+2` on eight
 #     nodes: the stall across a SIGKILL of a node and the repair's GB/s and
 #     foreground cost (each redundant entry kills one node; eight leave
-#     ec:4+2 a spare to rebuild onto after replicate:2 took one).
+#     ec:4+2 a spare to rebuild onto after replicate:2 took one);
+#   bench/redundancy.sh BUILD_DIR interleave [OPS]
+#     bench/red_interleave.c (built here against BUILD_DIR's libethermem.a)
+#     on seven nodes: ec:4+2 against none at 2 MiB, operations in turn and
+#     medians, so a busy machine cancels out, with none at 3 MiB as the
+#     floor of what EC's extra bytes cost.
 set -u
 B=${1:?usage: bench/redundancy.sh BUILD_DIR [failover] [ethermem bench flags]}
 shift
 MODE=plain
 [ "${1:-}" = failover ] && { MODE=failover; shift; }
+[ "${1:-}" = interleave ] && { MODE=interleave; shift; }
 . "$(dirname "$0")/lib.sh"
 bench_scratch redbench
 NODES="" NPIDS=""
@@ -28,7 +34,11 @@ for i in $(seq 0 $((N - 1))); do
 	NODES="$NODES${NODES:+,}tcp://127.0.0.1:$(cat "$T/$i.port")"
 done
 export ETHERMEM_NODES="$NODES"
-if [ $MODE = failover ]; then
+if [ $MODE = interleave ]; then
+	cc -O2 -I"$(dirname "$0")/../include" -o "$T/red_interleave" "$(dirname "$0")/red_interleave.c" \
+		"$B/libethermem.a" -lsodium -lisal -lpthread || exit 1
+	"$T/red_interleave" "$@"
+elif [ $MODE = failover ]; then
 	"$B/ethermem" bench failover --redundancy none,replicate:2,ec:4+2 --kill-pids "$NPIDS" "$@"
 else
 	"$B/ethermem" bench --redundancy none,replicate:2,replicate:3,ec:4+2 "$@"

@@ -147,7 +147,9 @@ enum em_redundancy {
 struct em_region_opts {
 	size_t size;         /* sizeof(struct em_region_opts) */
 	uint64_t chunk_size; /* striping unit when the region spans nodes; 0: 4 MiB
-				 (EC: the cell, each node's share of a stripe; 0: 64 KiB) */
+				 (EC: the cell, each node's share of a stripe; 0: by size,
+				 64 KiB doubled up to 512 KiB while the region holds 16
+				 stripes) */
 	unsigned flags;      /* EM_REGION_*; others: -EINVAL */
 	/* since 0.2 */
 	uint32_t redundancy; /* enum em_redundancy */
