@@ -64,7 +64,12 @@ void em_drain_sweep(em_pool *pool, bool all)
 	for (struct em_retired **p = &pool->retired; *p;) {
 		struct em_retired *t = *p;
 
-		if (!all && now - t->at_ns < grace) {
+		/* A node taken for down (a lease that lapsed under load, a
+		 * connection being remade) keeps the entry: dropping it would
+		 * leave the part open on the node for as long as this client
+		 * stays connected. A fresh session forgets it (em_drain_forget),
+		 * a resumed one closes it here once the node is up again. */
+		if (!all && (now - t->at_ns < grace || em_node_down(pool, t->node))) {
 			p = &t->next;
 			continue;
 		}
