@@ -14,6 +14,9 @@
 #     on seven nodes: ec:4+2 against none at 2 MiB, operations in turn and
 #     medians, so a busy machine cancels out, with none at 3 MiB as the
 #     floor of what EC's extra bytes cost.
+# EM_PIN_NODES=1 pins node i to CPU i mod ncpu (taskset), so that nodes that
+# hold copies of one write do not queue on the core that woke them, as they
+# would not on separate machines; the client is left unpinned.
 set -u
 B=${1:?usage: bench/redundancy.sh BUILD_DIR [failover] [ethermem bench flags]}
 shift
@@ -26,7 +29,9 @@ NODES="" NPIDS=""
 N=7
 [ $MODE = failover ] && N=8
 for i in $(seq 0 $((N - 1))); do
-	"$B/ethermemd" --listen tcp://127.0.0.1:0 --capacity 512M --port-file "$T/$i.port" \
+	PIN=""
+	[ "${EM_PIN_NODES:-0}" = 1 ] && PIN="taskset -c $((i % $(nproc)))"
+	$PIN "$B/ethermemd" --listen tcp://127.0.0.1:0 --capacity 512M --port-file "$T/$i.port" \
 		2>"$T/$i.log" &
 	PIDS="$PIDS $!"
 	NPIDS="$NPIDS${NPIDS:+,}$!"
