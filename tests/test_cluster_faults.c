@@ -93,31 +93,6 @@ static uint64_t ms_since(uint64_t t0)
 	return ((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000) - t0;
 }
 
-/* SIGSTOP takes effect a moment after kill() returns: wait for it. */
-static void freeze(pid_t pid)
-{
-	kill(pid, SIGSTOP);
-	for (int i = 0; i < 500; i++) {
-		char path[64], buf[512];
-		int fd, len;
-		snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-		fd = open(path, O_RDONLY);
-		len = fd >= 0 ? (int)read(fd, buf, sizeof(buf) - 1) : -1;
-		if (fd >= 0)
-			close(fd);
-		if (len > 0) {
-			char *rp;
-			buf[len] = 0;
-			rp = strrchr(buf, ')');
-			if (rp && rp[1] == ' ' && rp[2] == 'T')
-				return;
-		}
-		t_sleep_ms(2);
-	}
-	fprintf(stderr, "process %d did not stop\n", (int)pid);
-	exit(1);
-}
-
 static uint64_t now_ms(void)
 {
 	return ms_since(0);
@@ -162,7 +137,7 @@ static void queue_across_freeze(em_pool *p, em_region *r, pid_t pid)
 				 .atomic_op = EM_ATOMIC_FADD,
 				 .operand = 1,
 				 .user_data = 1 };
-	freeze(pid);
+	t_freeze(pid);
 	CHECK(pthread_create(&th, NULL, thaw_later, &pid) == 0);
 	CHECK_RC(em_submit(q, ops, 2), 2);
 	while (got < 2) {
@@ -224,7 +199,7 @@ int main(int argc, char **argv)
 	CHECK_RC(em_write(r2, 4096, buf, sizeof(buf)), 0);
 
 	/* ---- freeze a ---- */
-	freeze(n[0].pid);
+	t_freeze(n[0].pid);
 	t0 = now_ms();
 	rc = check(r1, 1);
 	CHECK(rc < 0);
@@ -290,7 +265,7 @@ int main(int argc, char **argv)
 	CHECK_RC(em_pool_status(p, st, 2), 2);
 	CHECK(st_of(st, 2, &n[1])->used > 0); /* striped: b has part of it */
 	em_region_close(r3);
-	freeze(n[1].pid);
+	t_freeze(n[1].pid);
 	rc = em_region_delete(p, "r3");
 	CHECK(rc == 0 || rc == -EHOSTDOWN || rc == -ETIMEDOUT);
 	kill(n[1].pid, SIGCONT);

@@ -516,6 +516,21 @@ static int more_case(void)
 	return finish(p, true);
 }
 
+/* etcd and six nodes of 48 MiB with 2 s leases, and this process's pool,
+ * which only checks (no background repair of its own) */
+static em_pool *six_nodes(void)
+{
+	char extra[256];
+
+	secret = t_secret("secret", T_SECRET);
+	t_etcd_start(&ec);
+	snprintf(extra, sizeof(extra), "--etcd %s --cluster " CLUSTER " --lease-ttl 2", ec.url);
+	for (int i = 0; i < 6; i++)
+		t_node_start(&n[i], "48M", secret, extra);
+	setenv("ETHERMEM_AUTO_REPAIR", "0", 1);
+	return connect_pool(6);
+}
+
 /* `ethermem node drain` of a node holding parts of a replicate:2 and an
  * ec:2+1 region while two workers use both: the drain rebuilds the parts
  * elsewhere and ends; the node then holds nothing, the records name it no
@@ -529,20 +544,13 @@ static int drain_case(void)
 	const char *both[] = { "dr", "dre" };
 	struct em_region_rec rec;
 	int stop[2], d, other, st, k;
-	char extra[256];
 	uint32_t ep[2];
 	bool had[2];
 	em_region *o;
 	pid_t w[2], c;
 	em_pool *p;
 
-	secret = t_secret("secret", T_SECRET);
-	t_etcd_start(&ec);
-	snprintf(extra, sizeof(extra), "--etcd %s --cluster " CLUSTER " --lease-ttl 2", ec.url);
-	for (int i = 0; i < 6; i++)
-		t_node_start(&n[i], "48M", secret, extra);
-	setenv("ETHERMEM_AUTO_REPAIR", "0", 1);
-	p = connect_pool(6);
+	p = six_nodes();
 	CHECK_RC(em_parse_redundancy("replicate:2", &rep), 0);
 	CHECK_RC(em_parse_redundancy("ec:2+1", &ecr), 0);
 	ecr.chunk_size = 16384;
@@ -619,7 +627,6 @@ static int loss_case(void)
 	struct em_region_rec rec;
 	static uint8_t a[1u << 20], b[1u << 20], got[1u << 20];
 	uint64_t seed = 5;
-	char extra[256];
 	int x, gone, f[2], nf = 0;
 	em_region *r, *o;
 	em_pool *p, *p2;
@@ -628,13 +635,7 @@ static int loss_case(void)
 		a[k] = (uint8_t)t_rand(&seed);
 		b[k] = (uint8_t)t_rand(&seed);
 	}
-	secret = t_secret("secret", T_SECRET);
-	t_etcd_start(&ec);
-	snprintf(extra, sizeof(extra), "--etcd %s --cluster " CLUSTER " --lease-ttl 2", ec.url);
-	for (int i = 0; i < 6; i++)
-		t_node_start(&n[i], "48M", secret, extra);
-	setenv("ETHERMEM_AUTO_REPAIR", "0", 1);
-	p = connect_pool(6);
+	p = six_nodes();
 	CHECK_RC(em_parse_redundancy("replicate:2", &rep), 0);
 
 	CHECK_RC(em_region_create(p, "lr", sizeof(a), &rep, &r), 0);
