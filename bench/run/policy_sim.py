@@ -137,7 +137,10 @@ def pt(tr, c, tmin, age=64, jump=0.0):
     return n
 
 
-def arc(tr, c):
+def arc(tr, c, hits=False):
+    """ARC over a trace. Fed misses only (what the engine sees), a unit
+    already in T1 or T2 is left where it is; with hits=True, every reference
+    counts: a hit in T1 moves the unit to T2, a hit in T2 to its young end."""
     t1, t2, b1, b2 = OrderedDict(), OrderedDict(), OrderedDict(), OrderedDict()
     p, n = 0.0, 0
 
@@ -148,6 +151,13 @@ def arc(tr, c):
             b2[t2.popitem(last=False)[0]] = 1
 
     for k, z in tr:
+        if hits and k in t1:
+            del t1[k]
+            t2[k] = 1
+            continue
+        if hits and k in t2:
+            t2.move_to_end(k)
+            continue
         if k in t1 or k in t2:
             continue
         n += not z
@@ -232,50 +242,8 @@ def pts(tr, c, tmin, tfrac=0.25, pfrac=0.25, age=64):
 
 
 def arch(tr, c):
-    """ARC fed every reference: a hit in T1 moves the unit to T2, a hit in
-    T2 to T2's young end; misses as in arc()."""
-    t1, t2, b1, b2 = OrderedDict(), OrderedDict(), OrderedDict(), OrderedDict()
-    p, n = 0.0, 0
-
-    def replace(in_b2):
-        if t1 and (len(t1) > p or (in_b2 and len(t1) == p) or not t2):
-            b1[t1.popitem(last=False)[0]] = 1
-        else:
-            b2[t2.popitem(last=False)[0]] = 1
-
-    for k, z in tr:
-        if k in t1:
-            del t1[k]
-            t2[k] = 1
-            continue
-        if k in t2:
-            t2.move_to_end(k)
-            continue
-        n += not z
-        if k in b1 or k in b2:
-            if k in b1:
-                p = min(c, p + max(1, len(b2) / max(1, len(b1))))
-                del b1[k]
-            else:
-                p = max(0, p - max(1, len(b1) / max(1, len(b2))))
-                del b2[k]
-            if len(t1) + len(t2) >= c:
-                replace(k in b2)
-            t2[k] = 1
-            continue
-        if len(t1) + len(b1) >= c:
-            if len(t1) < c:
-                b1.popitem(last=False)
-                replace(False)
-            else:
-                t1.popitem(last=False)
-        elif len(t1) + len(b1) + len(t2) + len(b2) >= c:
-            if len(t1) + len(b1) + len(t2) + len(b2) >= 2 * c:
-                b2.popitem(last=False)
-            if len(t1) + len(t2) >= c:
-                replace(False)
-        t1[k] = 1
-    return n
+    """ARC fed every reference."""
+    return arc(tr, c, hits=True)
 
 
 def main():
