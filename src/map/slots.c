@@ -14,6 +14,7 @@
 #include "map/engine.h"
 #include "common/util.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <linux/futex.h>
 #include <sys/mman.h>
@@ -77,10 +78,15 @@ void emm_slot_get(struct emm_slot *sl)
 		emm_slot_sleep(sl, 0);
 }
 
+/* Wakes every sleeper, not one: emm_slot_any takes a free slot with 0 -> 1,
+ * so a thread it woke could take this slot without marking it contended
+ * again, and an emm_slot_get sleeper left behind would then sleep through
+ * every later put (seen: a fault parked in emm_slot_get for good while no
+ * thread held the slot). The sleepers are a few server threads at most. */
 void emm_slot_put(struct emm_slot *sl)
 {
 	if (atomic_exchange(&sl->busy, 0) == 2)
-		syscall(SYS_futex, &sl->busy, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+		syscall(SYS_futex, &sl->busy, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
 /* One UFFDIO_COPY, resumed after the partial copies EAGAIN reports.
