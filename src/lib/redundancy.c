@@ -1418,31 +1418,46 @@ static int check_layout(em_queue *q, em_region *r, uint64_t start);
  * parts and every reader has learnt it (settle): a node that was only late
  * (frozen, cut off a while) holds the old bytes, and neither a client
  * opening the region later nor one that has it open must read them. */
+static int red_end(em_queue *q, em_region *r, unsigned opcode)
+{
+	if (opcode != EM_OP_READ && r->named && __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE))
+		return settle(q, r);
+	return 0;
+}
+
 int em_red_exec(em_queue *q, const struct em_op *op, uint64_t *value)
 {
-	em_region *r = op->region;
 	int rc = red_exec(q, op, value), rec;
 
-	if (rc >= 0 && op->opcode != EM_OP_READ && r->named &&
-	    __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE) && (rec = settle(q, r)))
+	if (rc >= 0 && (rec = red_end(q, op->region, op->opcode)))
 		return rec;
 	return rc;
+}
+
+/* What every operation (or group of them) does first: tells a repair's
+ * pace() that the application is using the region, and a read of a named
+ * region whose last layout check is older than its lease checks again
+ * (check_layout), so that it never reads a part that returned stale. */
+static int red_begin(em_queue *q, em_region *r, unsigned opcode)
+{
+	uint64_t now = em_now_ns();
+
+	if (r->rx)
+		__atomic_store_n(&r->rx->fg_ns, now, __ATOMIC_RELAXED);
+	if (opcode == EM_OP_READ && r->named && r->rx &&
+	    now > __atomic_load_n(&r->rx->checked_ns, __ATOMIC_ACQUIRE) +
+			    READ_LEASE_MS * 1000000ull)
+		return check_layout(q, r, now);
+	return 0;
 }
 
 static int red_exec(em_queue *q, const struct em_op *op, uint64_t *value)
 {
 	em_region *r = op->region;
-	uint64_t now = em_now_ns();
 	int rc;
 
 	*value = 0;
-	/* seen by a repair's pace(): the application is using the region */
-	if (r->rx)
-		__atomic_store_n(&r->rx->fg_ns, now, __ATOMIC_RELAXED);
-	if (op->opcode == EM_OP_READ && r->named && r->rx &&
-	    now > __atomic_load_n(&r->rx->checked_ns, __ATOMIC_ACQUIRE) +
-			    READ_LEASE_MS * 1000000ull &&
-	    (rc = check_layout(q, r, now)))
+	if ((rc = red_begin(q, r, op->opcode)))
 		return rc;
 	if (r->red == EM_RED_REPLICATE && op->opcode == EM_OP_ATOMIC)
 		return rep_atomic(q, r, op, value);
@@ -1602,22 +1617,24 @@ void em_red_exec_many(em_queue *q, const struct em_op *const *ops, unsigned n, i
 			rc[i] = em_red_exec(q, op, &value[i]);
 			continue;
 		}
-		if (r->rx)
-			__atomic_store_n(&r->rx->fg_ns, em_now_ns(), __ATOMIC_RELAXED);
-		for (unsigned t = i; t < j; t++)
+		int pre = red_begin(q, r, op->opcode), rec;
+
+		for (unsigned t = i; t < j; t++) {
 			value[t] = 0;
+			rc[t] = pre;
+		}
+		if (pre)
+			continue;
 		if (op->opcode == EM_OP_READ) {
 			rep_read_group(q, r, ops + i, j - i, rc + i);
 			continue;
 		}
 		rep_write_group(q, r, ops + i, j - i, rc + i);
-		/* as em_red_exec: a loss is recorded before the writes complete */
-		if (r->named && unrecorded(r)) {
-			int rec = record_loss(q, r);
-			for (unsigned t = i; rec && t < j; t++)
-				if (rc[t] >= 0)
-					rc[t] = rec;
-		}
+		/* as em_red_exec: a loss is settled before the writes complete */
+		rec = red_end(q, r, op->opcode);
+		for (unsigned t = i; rec && t < j; t++)
+			if (rc[t] >= 0)
+				rc[t] = rec;
 	}
 }
 
