@@ -36,9 +36,6 @@ static void emm_max_unit_locked(void)
 	emm_unlock();
 }
 
-/* Frees retired mappings if no fault is being served (under emm_g.mu). Under
- * continuous faults they wait for the next quiet moment, at the next
- * map or unmap. */
 /* Whether a slot of m's source still has an entry for one of m's units: a
  * prefetch claimed by a fault that raced with the unmap, landing or waiting
  * in staging. Whoever next holds that slot installs it, which emm_install
@@ -60,6 +57,9 @@ static bool emm_staged_for(struct emm_mapping *m)
 	return found;
 }
 
+/* Frees retired mappings if no fault is being served (under emm_g.mu). Under
+ * continuous faults they wait for the next quiet moment, at the next
+ * map or unmap. */
 static void emm_reclaim_locked(void)
 {
 	struct emm_mapping **pp = &emm_g.retired;
