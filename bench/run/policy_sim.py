@@ -37,7 +37,9 @@ stashed; each a TLB shootdown unless batched with adjacent ones).
 VARIANT is a Python expression over PT's or PTS's knobs, evaluated per
 trace, e.g. 'pt(tr, c, tmin, age=16)', 'pt(tr, c, tmin, jump=1/8)' (a T
 ghost that returns within budget/8 sets T's target to |T| + distance at
-once) or 'pts(tr, c, tmin, tfrac=0.5, pfrac=0)' (only T's oldest half
+once), 'pt(tr, c, tmin, decay=8)' (T's target shrinks by one unit per 8
+units evicted from T, so a target grown by one burst of returns does not
+stay) or 'pts(tr, c, tmin, tfrac=0.5, pfrac=0)' (only T's oldest half
 sampled).
 Prints one line: MB and ratio to MIN per model. Validated on the quick
 NumPy case: PT 333 MB over the reference trace, 338 MB in real runs.
@@ -102,7 +104,7 @@ def opt(tr, c):
     return n
 
 
-def pt(tr, c, tmin, age=64, jump=0.0):
+def pt(tr, c, tmin, age=64, jump=0.0, decay=0):
     P, T, gone, n = OrderedDict(), OrderedDict(), {}, 0
     clock, target, credit = 0, 0, 0.0
     for k, z in tr:
@@ -126,6 +128,8 @@ def pt(tr, c, tmin, age=64, jump=0.0):
             lst = "P" if P and (len(P) + share > c + tmin / 2 or not T) else "T"
             u, _ = (P if lst == "P" else T).popitem(last=False)
             if lst == "T":
+                if decay:
+                    target = max(target - 1 / decay, 0)
                 credit += 1 / age
                 if P and credit >= 1:
                     credit -= 1
