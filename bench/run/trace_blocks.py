@@ -83,7 +83,8 @@ def expand(recs, per, lo, hi, passes, sweeps, path):
     """See --loop: a fetched record of mapping s stands for its stretch in
     the current pass; stretches of the loop with no fetch at all (resident
     throughout) are emitted before the next one that has some. A late record
-    of a mapping whose stretch this pass has written is dropped."""
+    of a mapping whose stretch this pass has written is dropped. The first
+    pass begins after the last zero fill of the loop's mappings."""
     order = [k for _ in range(passes) for k in range(lo, hi + 1)]
     out, at, last, n = open(path, "wb"), 0, None, 0
 
@@ -93,8 +94,11 @@ def expand(recs, per, lo, hi, passes, sweeps, path):
         out.write(struct.pack("<II", serial | shift << 27, idx | zero << 31))
         n += 1
 
-    for s, unit, idx, zero in recs:
-        if not (lo <= s <= hi) or zero:
+    # the loop begins once its mappings have all been filled: a fetch
+    # before that (one evicted while still being written) stays as it is
+    begin = max((i for i, r in enumerate(recs) if lo <= r[0] <= hi and r[3]), default=0)
+    for j, (s, unit, idx, zero) in enumerate(recs):
+        if not (lo <= s <= hi) or zero or j < begin:
             put(s, unit, idx, zero)
             continue
         if s == last or (at < len(order) and lo < order[at] and s < order[at]):
