@@ -2,7 +2,7 @@
 # redundancy.sh - redundancy's costs on memory nodes on loopback, in one run
 # beside `none`:
 #   bench/redundancy.sh BUILD_DIR [bench flags, e.g. --time 2]
-#     `ethermem bench --redundancy none,replicate:2,replicate:3,ec:4+2` on
+#     `ethermem bench --redundancy none,none:2,none:4,replicate:2,replicate:3,ec:4+2` on
 #     seven nodes: latency, bandwidth, degraded reads, bytes per byte;
 #   bench/redundancy.sh BUILD_DIR failover [flags, e.g. --time 2]
 #     `ethermem bench failover --redundancy none,replicate:2,ec:4+2` on eight
@@ -46,5 +46,5 @@ if [ $MODE = interleave ]; then
 elif [ $MODE = failover ]; then
 	"$B/ethermem" bench failover --redundancy none,replicate:2,ec:4+2 --kill-pids "$NPIDS" "$@"
 else
-	"$B/ethermem" bench --redundancy none,replicate:2,replicate:3,ec:4+2 "$@"
+	"$B/ethermem" bench --redundancy none,none:2,none:4,replicate:2,replicate:3,ec:4+2 "$@"
 fi

@@ -454,6 +454,74 @@ static uint64_t pool_used(em_pool *pool)
 	return used;
 }
 
+/* --redundancy none:N: N regions without redundancy, each on its own node
+ * (a region that fits on one node goes to the one with the most room, so
+ * each next one lands elsewhere), as the like-for-like baseline of the
+ * redundant small operations: a 4 KiB read goes to one of them at random,
+ * as an ec:K+M read goes to one of K data nodes, and a 4 KiB write puts the
+ * same bytes in all N at once (one em_submit), as replicate:N does. Against
+ * plain `none`, whose one node is asked every time, these say what spreading
+ * the requests over nodes costs the machine, apart from any redundancy. */
+static int spread_rows(struct bench *b, em_queue *q, unsigned n)
+{
+	uint64_t part = b->rsize / n / 4096 * 4096;
+	em_region *r[16] = { 0 };
+	int rc = 0;
+
+	for (unsigned i = 0; i < n && !rc; i++) {
+		rc = em_region_create(b->pool, NULL, part, NULL, &r[i]);
+		for (unsigned j = 0; j < i && !rc; j++)
+			if (r[j]->node[0] == r[i]->node[0]) {
+				fprintf(stderr,
+					"ethermem bench: none:%u needs %u nodes with room for %" PRIu64
+					" bytes each\n",
+					n, n, part);
+				rc = -ENOSPC;
+			}
+		for (uint64_t off = 0; off < part && !rc; off += 2u << 20)
+			rc = em_write(r[i], off, b->buf, EM_MIN(2u << 20, part - off));
+	}
+	for (unsigned w = 0; w < 2 && !rc; w++) {
+		unsigned it = iters_for(b, 4096), i;
+		uint64_t t0 = em_now_ns();
+
+		for (i = 0; i < it && !rc && !expired(b, t0); i++) {
+			uint64_t off = (rnd(b) % (part / 4096)) * 4096, s = em_now_ns();
+			struct em_completion c[16];
+			struct em_op op[16];
+
+			if (!w) {
+				rc = em_read(r[rnd(b) % n], off, b->buf, 4096);
+			} else {
+				for (unsigned k = 0; k < n; k++)
+					op[k] = (struct em_op){ .opcode = EM_OP_WRITE,
+								.region = r[k],
+								.offset = off,
+								.buf = b->buf,
+								.len = 4096 };
+				rc = em_submit(q, op, n);
+				rc = rc == (int)n ? 0 : rc < 0 ? rc : -EAGAIN;
+				for (unsigned got = 0; !rc && got < n;) {
+					int m = em_wait(q, c, n - got, n, -1);
+					if (m <= 0)
+						rc = m < 0 ? m : -ETIMEDOUT;
+					for (int k = 0; k < m && !rc; k++)
+						rc = c[k].result;
+					got += m > 0 ? (unsigned)m : 0;
+				}
+			}
+			b->lat[i] = em_now_ns() - s;
+		}
+		if (!rc)
+			emit(b, w ? "write" : "read", 4096, 1, b->lat, i,
+			     (double)(em_now_ns() - t0) / 1e9, 4096ull * i, i);
+	}
+	for (unsigned i = 0; i < n; i++)
+		if (r[i])
+			em_region_close(r[i]);
+	return rc;
+}
+
 /* --redundancy LIST: the same rows for each redundancy, in one run, on a
  * region of b->rsize bytes: 4 KiB and 2 MiB read and write latency at
  * queue depth 1, 2 MiB bandwidth at depth 8 (one op per em_submit), 4 KiB
@@ -471,7 +539,19 @@ static int red_rows(struct bench *b, em_queue *q, char *list)
 		struct em_region_opts o = { .size = sizeof(o) };
 		uint64_t before;
 		em_region *r = NULL;
+		unsigned spread;
+		char end;
 
+		if (sscanf(tok, "none:%u%c", &spread, &end) == 1) {
+			if (spread < 2 || spread > 16) {
+				fprintf(stderr, "ethermem bench: none:N takes N from 2 to 16\n");
+				return -EINVAL;
+			}
+			b->red = tok;
+			b->space = 1;
+			rc = spread_rows(b, q, spread);
+			continue;
+		}
 		if (em_parse_redundancy(tok, &o)) {
 			fprintf(stderr, "ethermem bench: bad redundancy '%s'\n", tok);
 			return -EINVAL;
@@ -566,7 +646,11 @@ int em_cli_bench(int argc, char **argv, struct em_cli_pool *cp)
 			       "and 2 MiB read and write latency, 2 MiB bandwidth at depth 8 (batch\n"
 			       "1), 4 KiB and 2 MiB bandwidth at depth 8 in batches of 8 per em_submit,\n"
 			       "reads with the first copy's node taken as lost, and the pool bytes\n"
-			       "used per byte stored, on a 32 MiB region.\n",
+			       "used per byte stored, on a 32 MiB region. none:N (2..16) is the\n"
+			       "like-for-like baseline of the redundant small operations: N regions\n"
+			       "without redundancy on N nodes, 4 KiB reads of one at random (as EC\n"
+			       "reads one data node) and 4 KiB writes to all N at once (as\n"
+			       "replicate:N).\n",
 			       EM_BENCH_TIME_S);
 			return 0;
 		} else {
