@@ -32,8 +32,8 @@
 
 struct kind {
 	const char *name;
-	em_region *r;  /* one region, or NULL: the SPREAD single-node ones */
-	unsigned fan;  /* none:N: how many of them (reads pick one, writes all) */
+	em_region *r; /* one region, or NULL: the SPREAD single-node ones */
+	unsigned fan; /* none:N: how many of them (reads pick one, writes all) */
 	double p50[MAXB], vcsw, nvcsw, cpu;
 };
 
@@ -115,8 +115,7 @@ static void self_use(double *vcsw, double *cpu_us)
 		  (double)(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
 }
 
-static int one(em_queue *q, em_region **sp, uint64_t part, struct kind *k, bool write,
-	       uint8_t *buf)
+static int one(em_queue *q, em_region **sp, uint64_t part, struct kind *k, bool write, uint8_t *buf)
 {
 	struct em_completion c[SPREAD];
 	struct em_op op[SPREAD];
@@ -131,9 +130,11 @@ static int one(em_queue *q, em_region **sp, uint64_t part, struct kind *k, bool 
 	if (!write)
 		return em_read(sp[rnd() % k->fan], off, buf, 4096);
 	for (unsigned i = 0; i < k->fan; i++)
-		op[i] = (struct em_op){
-			.opcode = EM_OP_WRITE, .region = sp[i], .offset = off, .buf = buf, .len = 4096
-		};
+		op[i] = (struct em_op){ .opcode = EM_OP_WRITE,
+					.region = sp[i],
+					.offset = off,
+					.buf = buf,
+					.len = 4096 };
 	rc = em_submit(q, op, k->fan);
 	if (rc != (int)k->fan)
 		return rc < 0 ? rc : -1;
@@ -184,7 +185,16 @@ int main(int argc, char **argv)
 	if (!write)
 		kinds[nk++] = (struct kind){ .name = "ec:4+2" };
 	kinds[nk++] = (struct kind){ .name = "replicate:2" };
-	for (unsigned k = 0; k < nk; k++) {
+	/* none:N's regions first, while the nodes are empty: each goes to the
+	 * node with the most room, the one before it left that node with less,
+	 * so they land on four different nodes */
+	rc = 0;
+	for (unsigned i = 0; i < SPREAD && !rc; i++) {
+		rc = em_region_create(pool, NULL, part, NULL, &sp[i]);
+		for (uint64_t off = 0; off < part && !rc; off += 2u << 20)
+			rc = em_write(sp[i], off, buf, 2u << 20);
+	}
+	for (unsigned k = 0; k < nk && !rc; k++) {
 		struct em_region_opts o = { .size = sizeof(o) };
 
 		if (kinds[k].fan)
@@ -194,12 +204,6 @@ int main(int argc, char **argv)
 			break;
 		for (uint64_t off = 0; off < rsize && !rc; off += 2u << 20)
 			rc = em_write(kinds[k].r, off, buf, 2u << 20);
-	}
-	/* none:N's regions, each on the node with the most room then: apart */
-	for (unsigned i = 0; i < SPREAD && !rc; i++) {
-		rc = em_region_create(pool, NULL, part, NULL, &sp[i]);
-		for (uint64_t off = 0; off < part && !rc; off += 2u << 20)
-			rc = em_write(sp[i], off, buf, 2u << 20);
 	}
 	if (rc) {
 		fprintf(stderr, "red_small: regions: %s\n", em_strerror(rc));
