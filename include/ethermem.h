@@ -444,6 +444,9 @@ struct em_map_stats {
 	/* evictions that had to write dirty units back first, the fault
 	 * waiting for it; process-wide like resident */
 	uint64_t evict_waits;
+	/* dirty bytes not written back because they held what the pool has
+	 * (stored to, but put back as they were fetched); not in bytes_written */
+	uint64_t bytes_unchanged;
 };
 /* Counters of the mapping at addr; addr NULL: totals of the process.
  * resident is always the process-wide cache occupancy. */

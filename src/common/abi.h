@@ -33,12 +33,13 @@
 #define EM_MAP_OPTS_SIZE_0_1 40
 #define EM_MAP_STATS_SIZE_0_1 56
 #define EM_MAP_STATS_SIZE_0_2 72 /* + bytes_cleaned, evict_waits */
+#define EM_MAP_STATS_SIZE_0_3 80 /* + bytes_unchanged */
 _Static_assert(sizeof(struct em_pool_opts) == EM_POOL_OPTS_SIZE_0_2, "em_pool_opts grew");
 _Static_assert(sizeof(struct em_region_opts) == EM_REGION_OPTS_SIZE_0_2, "em_region_opts grew");
 _Static_assert(sizeof(struct em_region_info) == EM_REGION_INFO_SIZE_0_3, "em_region_info grew");
 _Static_assert(sizeof(struct em_node_status) == EM_NODE_STATUS_SIZE_0_1, "em_node_status grew");
 _Static_assert(sizeof(struct em_map_opts) == EM_MAP_OPTS_SIZE_0_1, "em_map_opts grew");
-_Static_assert(sizeof(struct em_map_stats) == EM_MAP_STATS_SIZE_0_2, "em_map_stats grew");
+_Static_assert(sizeof(struct em_map_stats) == EM_MAP_STATS_SIZE_0_3, "em_map_stats grew");
 /* fixed for good: the hot path's structs never change size */
 _Static_assert(sizeof(struct em_op) == 64, "em_op is fixed");
 _Static_assert(sizeof(struct em_completion) == 24, "em_completion is fixed");

@@ -22,12 +22,150 @@
  * handler may call) when the end of the lists has moved a quarter window
  * since a look that found dirty units, or when an eviction had to write
  * back itself.
+ *
+ * A dirty unit is not always changed: GNU sort's output pass stores a
+ * newline over each line's NUL and puts the NUL back, so every unit of its
+ * text takes the write-protect fault and would be written back as it was
+ * fetched (more bytes written than fetched). So when a unit can become dirty
+ * (its write-protect fault, or an install that leaves it writable) the
+ * engine records a digest of the bytes the pool holds for it, and before
+ * writing it back computes the digest of its bytes again: equal, it is
+ * clean and is not written. A fresh unit installed as zeros gets a mark
+ * instead of a digest, and the check is a scan for a non-zero byte, which
+ * stops at once on a unit that was filled. The digest is read from the
+ * pages while the unit is claimed and write-protected, the same stability
+ * the write itself relies on.
  */
 #include "map/engine.h"
+#include "common/util.h"
 
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <time.h>
+
+/* Bytes of unit idx that are backed (and written back). */
+static uint64_t emm_backed(const struct emm_mapping *m, size_t idx)
+{
+	uint64_t off = (uint64_t)idx << m->shift, ul = 1ull << m->shift;
+
+	return off + ul > m->len ? m->len - off : ul;
+}
+
+static inline uint64_t emm_rotl(uint64_t x, unsigned r)
+{
+	return (x << r) | (x >> (64 - r));
+}
+
+/* The digest: two 64-bit halves, each a multiply-rotate chain over every
+ * 8-byte word with its own constants, split into two interleaved chains
+ * (even and odd words) so that the multiplies of four chains overlap. A
+ * step is a bijection of the chain's state, so a change confined to one
+ * word always changes both halves; anything else goes unnoticed only by
+ * chance. 128 bits because a collision is not a slow path but data lost
+ * without a trace: a long run compares units billions of times, and at 64
+ * bits the odds of ever missing one would be some in a billion per run;
+ * at 128 they are nil. Not cryptographic: the program is not our adversary,
+ * and its own stores could corrupt its data anyway. About 16 bytes per
+ * cycle's worth of multiplies, so a 16 KiB unit costs a microsecond or two,
+ * small beside the write it may save. */
+static void emm_digest(const unsigned char *p, uint64_t len, uint64_t out[2])
+{
+	const uint64_t k1 = 0x9e3779b97f4a7c15ull, k2 = 0xc2b2ae3d27d4eb4full;
+	uint64_t a0 = len ^ 0x243f6a8885a308d3ull, a1 = 0x13198a2e03707344ull,
+		 b0 = 0xa4093822299f31d0ull, b1 = len ^ 0x082efa98ec4e6c89ull;
+	uint64_t i = 0;
+
+	for (; i + 16 <= len; i += 16) {
+		uint64_t w0, w1;
+
+		memcpy(&w0, p + i, 8);
+		memcpy(&w1, p + i + 8, 8);
+		a0 = emm_rotl((a0 ^ w0) * k1, 31);
+		a1 = emm_rotl((a1 ^ w1) * k1, 31);
+		b0 = emm_rotl((b0 ^ w0) * k2, 27);
+		b1 = emm_rotl((b1 ^ w1) * k2, 27);
+	}
+	if (i < len) {
+		/* a tail shorter than 16 bytes (a backing length that is not a
+		 * multiple of it): zero-padded, the length told it apart */
+		uint64_t w[2] = { 0, 0 };
+
+		memcpy(w, p + i, len - i);
+		a0 = emm_rotl((a0 ^ w[0]) * k1, 31);
+		a1 = emm_rotl((a1 ^ w[1]) * k1, 31);
+		b0 = emm_rotl((b0 ^ w[0]) * k2, 27);
+		b1 = emm_rotl((b1 ^ w[1]) * k2, 27);
+	}
+	/* each fold is a bijection in either chain with the other fixed */
+	out[0] = a0 * k2 ^ emm_rotl(a1, 17);
+	out[1] = b0 * k1 ^ emm_rotl(b1, 41);
+}
+
+static bool emm_all_zero(const unsigned char *p, uint64_t len)
+{
+	uint64_t i = 0;
+
+	for (; i + 64 <= len; i += 64) {
+		uint64_t w[8], o = 0;
+
+		memcpy(w, p + i, 64);
+		for (int j = 0; j < 8; j++)
+			o |= w[j];
+		if (o)
+			return false;
+	}
+	for (; i < len; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+void emm_digest_note(struct emm_unit *u, const void *buf)
+{
+	struct emm_mapping *m = u->m;
+	uint64_t d[2];
+
+	if (buf == emm_g.zero) {
+		atomic_store_explicit(&u->dvalid, EMM_DIG_ZERO, memory_order_relaxed);
+		return;
+	}
+	/* mapped pages: the program's stores to them are ordered before us
+	 * by the write-protect ioctl, which TSan cannot see */
+	EM_UNOWNED_BEGIN();
+	emm_digest(buf, emm_backed(m, (size_t)(u - m->u)), d);
+	EM_UNOWNED_END();
+	u->dig[0] = d[0];
+	u->dig[1] = d[1];
+	atomic_store_explicit(&u->dvalid, EMM_DIG_SUM, memory_order_relaxed);
+}
+
+bool emm_unchanged(struct emm_unit *u)
+{
+	struct emm_mapping *m = u->m;
+	size_t idx = (size_t)(u - m->u);
+	uint64_t len = emm_backed(m, idx), d[2] = { 0, 0 };
+	uint8_t how = atomic_load_explicit(&u->dvalid, memory_order_relaxed);
+	bool same = false;
+
+	if (how == EMM_DIG_NONE)
+		return false;
+	EM_UNOWNED_BEGIN();
+	if (how == EMM_DIG_ZERO)
+		same = emm_all_zero((const unsigned char *)emm_uaddr(m, idx), len);
+	else
+		emm_digest((const unsigned char *)emm_uaddr(m, idx), len, d);
+	EM_UNOWNED_END();
+	if (how == EMM_DIG_SUM) {
+		same = d[0] == u->dig[0] && d[1] == u->dig[1];
+		u->dig[0] = d[0];
+		u->dig[1] = d[1];
+	} else if (!same) {
+		atomic_store_explicit(&u->dvalid, EMM_DIG_NONE, memory_order_relaxed);
+	}
+	if (same)
+		atomic_fetch_add_explicit(&m->unchanged, len, memory_order_relaxed);
+	return same;
+}
 
 int emm_writeback(struct emm_source *src, struct emm_unit **cand, unsigned n, bool ahead)
 {
@@ -54,6 +192,21 @@ int emm_writeback(struct emm_source *src, struct emm_unit **cand, unsigned n, bo
 	if (!k)
 		return 0;
 	emm_wp_units(us, k, 1);
+	/* protected and claimed: a unit that holds what the pool has is clean
+	 * as it stands */
+	for (unsigned i = 0, j = 0, kk = k; i < kk; i++) {
+		struct emm_unit *u = us[i];
+
+		if (emm_unchanged(u)) {
+			atomic_store(&u->wb, 0);
+			atomic_store(&u->st, EMM_CLEAN);
+			k--;
+		} else {
+			us[j++] = u;
+		}
+	}
+	if (!k)
+		return 0;
 	for (unsigned i = 0; i < k; i++)
 		atomic_store(&us[i]->st, EMM_SYNCING);
 	sl = emm_slot_any(src);
@@ -69,6 +222,10 @@ int emm_writeback(struct emm_source *src, struct emm_unit **cand, unsigned n, bo
 		struct emm_unit *u = us[i];
 		uint32_t sy = EMM_SYNCING;
 
+		/* a failed write may have left part of it: the pool's copy is
+		 * unknown now */
+		if (res[i])
+			atomic_store_explicit(&u->dvalid, EMM_DIG_NONE, memory_order_relaxed);
 		/* a store during the write made it DIRTY: it stays so */
 		if (!atomic_compare_exchange_strong(&u->st, &sy, res[i] ? EMM_DIRTY : EMM_CLEAN))
 			continue;

@@ -77,6 +77,11 @@ enum {
 	EMM_FETCHING = 0x100, /* | slot index */
 };
 
+/* What a unit's digest says (clean.c): nothing known, the pool holds the
+ * bytes whose digest is dig, or the pool holds zeros (a fresh unit: no
+ * digest is computed, a scan for a non-zero byte replaces it). */
+enum { EMM_DIG_NONE = 0, EMM_DIG_SUM = 1, EMM_DIG_ZERO = 2 };
+
 enum { EMM_LIST_NONE = 0, EMM_LIST_P = 1, EMM_LIST_T = 2 };
 
 struct emm_mapping;
@@ -93,7 +98,13 @@ struct emm_unit {
 	 * or its eviction untouched, tells the mapping's write score (slots.c);
 	 * ordered by st like the pages */
 	_Atomic uint8_t probe;
+	/* what dig says of the pool's copy (EMM_DIG_*), and the digest of the
+	 * bytes the pool holds for it while it is DIRTY or CLEAN (clean.c):
+	 * written by whoever holds the unit exclusively (FETCHING or BUSY),
+	 * dvalid also cleared by a store that catches it SYNCING */
+	_Atomic uint8_t dvalid;
 	struct emm_unit *prev, *next;
+	uint64_t dig[2];
 	uint64_t evicted_at; /* eviction clock at its last eviction; 0 never */
 	struct emm_mapping *m;
 };
@@ -124,6 +135,8 @@ struct emm_mapping {
 	_Atomic unsigned watched_at;      /* wtick at its install */
 	_Atomic uint64_t faults, fetched, written, prefetched, evictions;
 	_Atomic uint64_t cleaned; /* of written: by the cleaner, ahead of eviction */
+	/* dirty, but found to hold what the pool has: not written */
+	_Atomic uint64_t unchanged;
 };
 
 struct emm_infl {
@@ -282,6 +295,16 @@ int emm_reap(struct emm_slot *sl, unsigned min, int timeout_ms);
 int emm_write_units(struct emm_slot *sl, struct emm_unit **us, unsigned n, int *res);
 
 /* ---- clean.c ---- */
+/* Records what the pool holds for unit u, whose pages are (or will be, at
+ * install) a copy of buf: a digest of buf, or the zero mark when buf is
+ * emm_g.zero. The caller holds u exclusively and its pages cannot change. */
+void emm_digest_note(struct emm_unit *u, const void *buf);
+/* Whether dirty unit u, held BUSY and write-protected, holds what the pool
+ * has, so that its write-back can be skipped (counted in unchanged). When
+ * not, a digest computed for the comparison becomes the unit's: what the
+ * pool holds once its write is done; a caller whose write fails sets
+ * dvalid to EMM_DIG_NONE. */
+bool emm_unchanged(struct emm_unit *u);
 /* Write-protects and writes back the units of cand[0..n) (one source) that
  * are DIRTY when claimed, in one batch; each ends CLEAN, or DIRTY when the
  * write failed or a store came during it. 0, or the first error. Never in

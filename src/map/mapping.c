@@ -283,6 +283,7 @@ static void emm_add_stats(struct em_map_stats *t, struct emm_mapping *m)
 	t->prefetched += atomic_load(&m->prefetched);
 	t->evictions += atomic_load(&m->evictions);
 	t->bytes_cleaned += atomic_load(&m->cleaned);
+	t->bytes_unchanged += atomic_load(&m->unchanged);
 }
 
 /* The end of a dead mapping whose units hold nothing (under emm_g.mu): its
@@ -391,6 +392,7 @@ void emm_totals(struct em_map_stats *st)
 	st->prefetched += emm_g.gone.prefetched;
 	st->evictions += emm_g.gone.evictions;
 	st->bytes_cleaned += emm_g.gone.bytes_cleaned;
+	st->bytes_unchanged += emm_g.gone.bytes_unchanged;
 	st->resident = emm_g.resident;
 	st->evict_waits = atomic_load(&emm_g.evict_waits);
 	emm_unlock();

@@ -284,31 +284,49 @@ int emm_reserve(struct emm_slot *sl, uint64_t need)
 			return 0;
 
 		struct emm_unit *wb[32];
-		int res[32];
+		int res[32], vres[32] = { 0 };
+		unsigned at[32];
 
 		nwb = 0;
 		for (unsigned i = 0; i < nv; i++)
 			if (dirty[i])
 				wb[nwb++] = v[i];
 		if (nwb) {
+			unsigned nw = 0;
+
+			emm_wp_units(wb, nwb, 1);
+			/* protected now: one that holds what the pool has is
+			 * dropped as a clean one */
+			for (unsigned i = 0; i < nv; i++)
+				if (dirty[i] && !emm_unchanged(v[i])) {
+					at[nw] = i;
+					wb[nw++] = v[i];
+				}
+			nwb = nw;
+		}
+		if (nwb) {
 			/* this fault waits for the write: what the cleaner is for */
 			atomic_fetch_add_explicit(&emm_g.evict_waits, 1, memory_order_relaxed);
-			emm_wp_units(wb, nwb, 1);
 			emm_write_units(sl, wb, nwb, res);
+			for (unsigned i = 0; i < nwb; i++)
+				vres[at[i]] = res[i];
 		}
 		struct iovec drop[32];
 		unsigned nd = 0;
 
-		for (unsigned i = 0, j = 0; i < nv; i++) {
+		for (unsigned i = 0; i < nv; i++) {
 			struct emm_unit *u = v[i];
 			struct emm_mapping *m = u->m;
 			size_t idx = (size_t)(u - m->u);
 
-			if (dirty[i] && res[j++]) {
+			if (vres[i]) {
 				/* never drop data the pool does not have: keep it dirty */
-				if (res[j - 1] != -EAGAIN) /* -EAGAIN: no channel entry free now */
+				if (vres[i] != -EAGAIN) /* -EAGAIN: no channel entry free now */
 					emm_log(m->what, "write-back failed, unit kept",
-						(uintptr_t)emm_uaddr(m, idx), res[j - 1]);
+						(uintptr_t)emm_uaddr(m, idx), vres[i]);
+				/* a failed write may have left part of it */
+				atomic_store_explicit(&u->dvalid, EMM_DIG_NONE,
+						      memory_order_relaxed);
 				emm_wp(m, idx, 0);
 				emm_lock();
 				emm_g.resident += emm_ulen(m, idx);

@@ -313,6 +313,9 @@ __attribute__((destructor)) static void emm_pl_fini(void)
 	 * write-back: what the cleaner saved and what it did not */
 	n += snprintf(line + n, sizeof(line) - (size_t)n, " cleaned %llu evict-waits %llu",
 		      (unsigned long long)st.bytes_cleaned, (unsigned long long)st.evict_waits);
+	/* dirty bytes not written because they held what the pool has */
+	n += snprintf(line + n, sizeof(line) - (size_t)n, " unchanged %llu",
+		      (unsigned long long)st.bytes_unchanged);
 	/* where the fault path's time goes: the servers' messages (WP faults
 	 * too) and their time in them, and the write-protect ioctls, each a TLB
 	 * shootdown of every CPU running the process */

@@ -246,6 +246,16 @@ static int emm_serve_in(uintptr_t a, bool is_write)
 			if (!atomic_compare_exchange_strong(&u->st, &s, EMM_BUSY))
 				continue;
 			emm_probe_stored(u);
+			/* still protected: what the pool holds is what is there,
+			 * known already after a write-back it skipped or made.
+			 * Caught in a write-back (SYNCING), whether the pool will
+			 * hold it is not known yet */
+			if (s == EMM_SYNCING)
+				atomic_store_explicit(&u->dvalid, EMM_DIG_NONE,
+						      memory_order_relaxed);
+			else if (atomic_load_explicit(&u->dvalid, memory_order_relaxed) ==
+				 EMM_DIG_NONE)
+				emm_digest_note(u, emm_uaddr(m, idx));
 			emm_wp(m, idx, 0);
 			atomic_store(&u->st, EMM_DIRTY);
 			return 0;

@@ -236,6 +236,13 @@ int emm_install(struct emm_unit *u, const void *buf, bool dirty)
 	if (!dirty && emm_install_dirty(m, tick))
 		dirty = true;
 	atomic_store_explicit(&u->probe, !dirty && emm_writable(m), memory_order_relaxed);
+	/* what the pool holds: zeros are marked for free; fetched bytes get
+	 * their digest now only if they go in writable, since after the copy
+	 * a store may come at any time; otherwise at the write-protect fault */
+	if (buf == emm_g.zero || (dirty && emm_writable(m)))
+		emm_digest_note(u, buf);
+	else
+		atomic_store_explicit(&u->dvalid, EMM_DIG_NONE, memory_order_relaxed);
 	if (m->flags & EM_MAP_SCRATCH)
 		emm_probe_watch(m, idx, !dirty && emm_writable(m), tick);
 

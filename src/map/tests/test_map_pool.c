@@ -27,6 +27,12 @@
  *              mapping, more written through it and synced: fetches fail
  *              over to a live copy and nothing is wrong, while the handle's
  *              background repair runs beside.
+ *   unchanged: units stored to with the bytes they already hold (a word
+ *              written with itself; a byte changed and put back) are not
+ *              written back, by eviction, the cleaner or em_sync: the
+ *              write-back counter shows only the units changed for real,
+ *              which do reach the node (read with em_read); the same on a
+ *              fresh region, whose units are zeros never fetched.
  * Run as root (userfaultfd); exit 0 pass, 1 fail, 77 skip.
  */
 /* harness.h formats paths into fixed buffers that it sized for them */
@@ -647,6 +653,121 @@ static int repair_live(const char *secret)
 	return repair_live_one("replicate:2", secret) || repair_live_one("ec:4+2", secret);
 }
 
+/* One pass over the units of `bytes` at `m`: every unit is stored to, a
+ * unit with (i % 4 == 1) changed for real in one word (recorded in ref),
+ * the others with the bytes they hold. Returns how many were changed. */
+static size_t unchanged_pass(volatile uint64_t *m, size_t bytes, size_t unit, unsigned pass)
+{
+	size_t nu = bytes / unit, wpu = unit / 8, changed = 0;
+
+	for (size_t i = 0; i < nu; i++) {
+		size_t w = i * wpu + (i * 13 + pass) % wpu;
+
+		if (i % 4 == 1) {
+			ref[w] = ~ref[w] + pass;
+			m[w] = ref[w];
+			changed++;
+		} else if (i % 4 == 2) {
+			/* a byte changed, another word stored, the byte put back:
+			 * sort's newline over a NUL and the NUL again */
+			volatile uint8_t *b = (volatile uint8_t *)&m[w];
+
+			b[3] ^= 0x5a;
+			m[(w + 1) % wpu + i * wpu] = m[(w + 1) % wpu + i * wpu];
+			b[3] ^= 0x5a;
+		} else {
+			m[w] = m[w];
+		}
+	}
+	return changed;
+}
+
+static int unchanged(em_pool *pool)
+{
+	size_t bytes = 4 << 20, unit = 16 << 10, nu = bytes / unit, changed = 0;
+	struct em_map_opts mo = { .size = sizeof(mo), .fetch_unit = unit, .timeout_ms = 60000 };
+	struct em_map_stats st = { .size = sizeof(st) }, t0 = { .size = sizeof(st) },
+			    t1 = { .size = sizeof(st) };
+	em_region *r = reference_region(pool, bytes), *z;
+	uint64_t *back = malloc(bytes);
+
+	CHECK(back);
+	/* a quarter of the mapping: the passes evict, and the cleaner runs */
+	CHECK_RC(em_map_cache_size(1 << 20), 0);
+	CHECK_RC(em_map(r, &mo, (void **)&map), 0);
+	/* one pass, each unit dirty once: written exactly the changed ones */
+	changed = unchanged_pass(map, bytes, unit, 0);
+	CHECK_RC(em_sync(map, 0), 0);
+	CHECK_RC(em_map_stats(map, &st), 0);
+	printf("unchanged: written %llu KiB (%zu units changed), unchanged %llu KiB, evictions %llu\n",
+	       (unsigned long long)st.bytes_written >> 10, changed,
+	       (unsigned long long)st.bytes_unchanged >> 10, (unsigned long long)st.evictions);
+	CHECK(st.evictions > 0);
+	CHECK(st.bytes_written == changed * unit);
+	CHECK(st.bytes_unchanged == (nu - changed) * unit);
+	CHECK_RC(em_read(r, 0, back, bytes), 0);
+	CHECK(memcmp(back, ref, bytes) == 0);
+	/* two more: a unit the cache kept between them is dirty once for both,
+	 * so written is between one and two writes per changed unit */
+	t0 = st;
+	changed = unchanged_pass(map, bytes, unit, 1);
+	changed += unchanged_pass(map, bytes, unit, 2);
+	CHECK_RC(em_sync(map, 0), 0);
+	CHECK_RC(em_map_stats(map, &st), 0);
+	printf("unchanged: two more passes: written %llu KiB (%zu unit changes), unchanged %llu KiB\n",
+	       (unsigned long long)(st.bytes_written - t0.bytes_written) >> 10, changed,
+	       (unsigned long long)(st.bytes_unchanged - t0.bytes_unchanged) >> 10);
+	CHECK(st.bytes_written - t0.bytes_written <= changed * unit);
+	CHECK(st.bytes_written - t0.bytes_written >= changed / 2 * unit);
+	CHECK(st.bytes_unchanged - t0.bytes_unchanged >= (nu - nu / 4) * unit);
+	CHECK_RC(em_read(r, 0, back, bytes), 0);
+	CHECK(memcmp(back, ref, bytes) == 0);
+	/* unmap syncs: a last pass that changes nothing writes nothing */
+	for (size_t i = 0; i < nwords; i += 509)
+		map[i] = map[i];
+	CHECK_RC(em_map_stats(NULL, &t0), 0);
+	CHECK_RC(em_unmap(map), 0);
+	CHECK_RC(em_map_stats(NULL, &t1), 0);
+	CHECK(t1.bytes_written == t0.bytes_written);
+	CHECK_RC(em_read(r, 0, back, bytes), 0);
+	CHECK(memcmp(back, ref, bytes) == 0);
+
+	/* a fresh region: its units go in as zeros, never fetched; zeros
+	 * stored over zeros are not written, anything else is */
+	CHECK_RC(em_region_create(pool, NULL, bytes, NULL, &z), 0);
+	mo.flags = EM_MAP_FRESH;
+	memset(ref, 0, bytes);
+	CHECK_RC(em_map(z, &mo, (void **)&map), 0);
+	CHECK_RC(em_map_stats(NULL, &t0), 0);
+	changed = 0;
+	for (size_t i = 0; i < nu; i++) {
+		volatile uint64_t *w = &map[i * (unit / 8) + i % (unit / 8)];
+
+		if (i % 3 == 0) {
+			*w = ref[w - map] = i + 1;
+			changed++;
+		} else {
+			*w = 0;
+		}
+	}
+	CHECK_RC(em_sync(map, 0), 0);
+	CHECK_RC(em_map_stats(map, &st), 0);
+	printf("unchanged fresh: fetched %llu KiB, written %llu KiB (%zu units changed), unchanged %llu KiB\n",
+	       (unsigned long long)st.bytes_fetched >> 10,
+	       (unsigned long long)st.bytes_written >> 10, changed,
+	       (unsigned long long)st.bytes_unchanged >> 10);
+	CHECK(st.bytes_written == changed * unit);
+	CHECK(st.bytes_unchanged == (nu - changed) * unit);
+	CHECK_RC(em_unmap(map), 0);
+	CHECK_RC(em_read(z, 0, back, bytes), 0);
+	CHECK(memcmp(back, ref, bytes) == 0);
+	em_region_close(z);
+	em_region_close(r);
+	free(back);
+	free(ref);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *what = argc > 1 ? argv[1] : "integrity";
@@ -676,6 +797,8 @@ int main(int argc, char **argv)
 		rc = redundant(secret);
 	else if (!strcmp(what, "redundant_repair"))
 		rc = repair_live(secret);
+	else if (!strcmp(what, "unchanged"))
+		rc = unchanged(pool);
 	em_pool_close(pool);
 	t_node_stop(&node, SIGTERM);
 	t_cleanup();
