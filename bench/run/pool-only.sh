@@ -54,10 +54,10 @@ ETHERMEM_PRELOAD_STATS=1 ETHERMEM_MAP_TRACE=$W/trace \
 rc=$?
 t1=$(date +%s.%N)
 [ $rc = 0 ] || tail -5 "$W/err" >&2
-read -r faults fetched written cleaned waits < <(awk '/^ethermem-preload: blocks/ {
+read -r faults fetched written cleaned waits unchanged < <(awk '/^ethermem-preload: blocks/ {
 	for (i = 2; i < NF; i += 2) v[$i] += $(i + 1) }
-	END { printf "%.0f %.0f %.0f %.0f %.0f\n", v["faults"], v["fetched"], v["written"], v["cleaned"],
-		v["evict-waits"] }' "$W/err")
+	END { printf "%.0f %.0f %.0f %.0f %.0f %.0f\n", v["faults"], v["fetched"], v["written"], v["cleaned"],
+		v["evict-waits"], v["unchanged"] }' "$W/err")
 # ideal_of PREFIX: MIN's bytes at the budget, summed over the traces
 # PREFIX.* (one per process)
 ideal_of() {
@@ -78,9 +78,9 @@ if [ $REF = 1 ]; then
 		{ tail -5 "$W/err.ref" >&2; exit 1; }
 	ref=$(ideal_of "$W/ref") || exit 1
 fi
-awk -v c="$c" -v rc=$rc -v r="$ref" -v a="$t0" -v b="$t1" -v f="$fetched" -v i="$ideal" -v fa="$faults" -v w="$written" -v cl="$cleaned" -v ew="$waits" 'BEGIN {
-	printf "%s exit %d %.1f s fetched %.1f MB ideal %.1f MB fetched/ideal %s faults %d written %.1f MB cleaned %.1f MB evict-waits %d\n",
-		c, rc, b - a, f / 1e6, i / 1e6, (i ? sprintf("%.2f", f / i) : "-"), fa, w / 1e6, cl / 1e6, ew
+awk -v c="$c" -v rc=$rc -v r="$ref" -v a="$t0" -v b="$t1" -v f="$fetched" -v i="$ideal" -v fa="$faults" -v w="$written" -v cl="$cleaned" -v ew="$waits" -v un="$unchanged" 'BEGIN {
+	printf "%s exit %d %.1f s fetched %.1f MB ideal %.1f MB fetched/ideal %s faults %d written %.1f MB cleaned %.1f MB evict-waits %d unchanged %.1f MB\n",
+		c, rc, b - a, f / 1e6, i / 1e6, (i ? sprintf("%.2f", f / i) : "-"), fa, w / 1e6, cl / 1e6, ew, un / 1e6
 	if (r != "")
 		printf "%s ideal-ref %.1f MB fetched/ideal-ref %s\n", c, r / 1e6, (r ? sprintf("%.2f", f / r) : "-") }'
 exit $rc
