@@ -192,7 +192,7 @@ status() {
 }
 
 CSV=$WORK/run.csv
-echo "case,budget_bytes,plain_s,pool_s,swap_s,pool_status,swap_status,pool_x_plain,swap_over_pool,fetched_bytes,ideal_bytes,fetched_over_ideal,faults,written_bytes,pool_peak_bytes,swap_limit_bytes,plain_peak_bytes,pool_footprint_bytes,plain_cut" > "$CSV"
+echo "case,budget_bytes,plain_s,pool_s,swap_s,pool_status,swap_status,pool_x_plain,swap_over_pool,fetched_bytes,ideal_bytes,fetched_over_ideal,faults,written_bytes,pool_peak_bytes,swap_limit_bytes,plain_peak_bytes,pool_footprint_bytes,plain_cut,unchanged_bytes" > "$CSV"
 FAILED=0
 START=$(date +%s)
 for c in $CASES; do
@@ -223,9 +223,9 @@ for c in $CASES; do
 		"$B/ethermem" run --local-mem "$BUDGET" $FLAGS --
 	pool_rc=$RC pool_s=$WALL pool_peak=$PEAK pst=$(status pool)
 	# every process of the run prints its line: the run's figures are their sums
-	read -r faults fetched written < <(awk '/^ethermem-preload: blocks/ {
+	read -r faults fetched written unchanged < <(awk '/^ethermem-preload: blocks/ {
 		for (i = 2; i < NF; i += 2) v[$i] += $(i + 1) }
-		END { printf "%.0f %.0f %.0f\n", v["faults"], v["fetched"], v["written"] }' "$WORK/err.pool")
+		END { printf "%.0f %.0f %.0f %.0f\n", v["faults"], v["fetched"], v["written"], v["unchanged"] }' "$WORK/err.pool")
 	ideal=0 foot=0
 	for t in "$WORK"/trace.*; do
 		[ -s "$t" ] || continue
@@ -250,15 +250,15 @@ for c in $CASES; do
 	case $sst in ok|cut) ;; *) say "$c swap: $sst (exit $RC)"; tail -5 "$WORK/err.swap" >&2 ;; esac
 	row=$(awk -v c="$c" -v b="$budget" -v p="$plain_s" -v q="$pool_s" -v s="$swap_s" \
 		-v pst="$pst" -v sst="$sst" -v f="$fetched" -v i="$ideal" -v fa="$faults" -v w="$written" \
-		-v pk="$pool_peak" -v pc="$PLAIN_CUT" -v l="$limit" -v pp="$plain_peak" -v ft="$foot" 'BEGIN {
+		-v pk="$pool_peak" -v pc="$PLAIN_CUT" -v l="$limit" -v pp="$plain_peak" -v ft="$foot" -v un="$unchanged" 'BEGIN {
 		r = sprintf("%.2f", s / q)
 		so = ""
 		if (sst == "ok") so = r
 		if (sst == "cut") so = ">" r
 		fi = ""
 		if (i > 0) fi = sprintf("%.2f", f / i)
-		printf "%s,%s,%s,%s,%s,%s,%s,%.2f,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", c, b, p, q, s, pst, sst,
-			q / p, so, f, i, fi, fa, w, pk, l, pp, ft, pc }')
+		printf "%s,%s,%s,%s,%s,%s,%s,%.2f,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", c, b, p, q, s, pst, sst,
+			q / p, so, f, i, fi, fa, w, pk, l, pp, ft, pc, un }')
 	echo "$row" >> "$CSV"
 	say "$row"
 done
@@ -273,12 +273,12 @@ cp "$CSV" "$OUT/run.csv"
 	echo "ideal: Belady's MIN over the pool run's fetch trace with the same cache (hits are invisible to the trace,"
 	echo "so it is a lower bound of the true ideal, and fetched / ideal an upper bound)."
 	echo
-	echo "| program | budget | swap limit | plain s | pool s | pool / plain | swap s | swap / pool | fetched MB | ideal MB | fetched / ideal | faults | written MB | output |"
-	echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+	echo "| program | budget | swap limit | plain s | pool s | pool / plain | swap s | swap / pool | fetched MB | ideal MB | fetched / ideal | faults | written MB | unchanged MB | output |"
+	echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 	awk -F, 'NR > 1 {
-		printf "| %s | %d MiB | %d MiB | %s | %s | %s | %s | %s | %.1f | %.1f | %s | %s | %.1f | %s |\n",
+		printf "| %s | %d MiB | %d MiB | %s | %s | %s | %s | %s | %.1f | %.1f | %s | %s | %.1f | %.1f | %s |\n",
 			$1, $2 / 1048576, $16 / 1048576, ($19 == 1 ? ">" $3 : $3), ($6 == "cut" ? ">" $4 : $4), $8, ($7 == "cut" ? ">" $5 : $5), $9,
-			$10 / 1e6, $11 / 1e6, $12, $13, $14 / 1e6,
+			$10 / 1e6, $11 / 1e6, $12, $13, $14 / 1e6, $20 / 1e6,
 			($6 == "ok" ? "same" : "pool " $6) ($7 == "ok" || $7 == "cut" ? "" : ", swap " $7) }' "$CSV"
 	if [ -s "$WORK/metrics.csv" ]; then
 		echo
