@@ -304,13 +304,47 @@ static void freeze(const char *red)
 	free(ref);
 }
 
+/* Reads or writes [off, off+len) of r: with no queue in one call, else
+ * as `len / piece` operations of one em_submit (a replicated region's run
+ * as one group, em_red_exec_many). Returns the first error, or 0. */
+static int xfer(em_region *r, em_queue *q, unsigned opcode, uint64_t off, uint8_t *buf,
+		uint64_t len, uint64_t piece)
+{
+	struct em_op ops[16];
+	struct em_completion c[16];
+	unsigned n = (unsigned)(len / piece);
+	int rc = 0;
+
+	if (!q)
+		return opcode == EM_OP_READ ? em_read(r, off, buf, len)
+					    : em_write(r, off, buf, len);
+	CHECK(len % piece == 0 && n >= 2 && n <= 16);
+	memset(ops, 0, sizeof(ops));
+	for (unsigned i = 0; i < n; i++) {
+		ops[i].region = r;
+		ops[i].opcode = (uint8_t)opcode;
+		ops[i].offset = off + i * piece;
+		ops[i].buf = buf + i * piece;
+		ops[i].len = piece;
+		ops[i].user_data = i;
+	}
+	CHECK_RC(em_submit(q, ops, n), (int)n);
+	CHECK_RC(em_wait(q, c, n, n, -1), (int)n);
+	for (unsigned i = 0; i < n; i++)
+		if (c[i].result && !rc)
+			rc = c[i].result;
+	return rc;
+}
+
 /* A handle opened before a node froze never sees that node fail: another
  * client's write finds it gone, completes from the other parts, and the
  * node is thawed still holding the old bytes. The first handle reads next
  * (replicate:2 from its first copy, ec:4+2 its data cells, the thawed
  * node's among them) and must get the other client's bytes, never the
- * thawed node's; so must a write of its own that follows, read back. */
-static void thaw(void)
+ * thawed node's; so must a write of its own that follows, read back.
+ * `batched`: every read and write after the freeze goes as several
+ * operations of one submission (a replicated region's as one group). */
+static void thaw(bool batched)
 {
 	static const char *red[2] = { "replicate:2", "ec:4+2" };
 	struct t_node n[NODES];
@@ -319,6 +353,7 @@ static void thaw(void)
 	uint64_t seed = 31;
 	pid_t frozen[2];
 	em_pool *pa, *pb;
+	em_queue *qa = NULL, *qb = NULL;
 
 	CHECK(a && b && got);
 	for (unsigned k = 0; k < SIZE; k++) {
@@ -329,6 +364,10 @@ static void thaw(void)
 	start_nodes(n, NODES);
 	pa = t_connect_ok(n, NODES, sec);
 	pb = t_connect_ok(n, NODES, sec);
+	if (batched) {
+		CHECK_RC(em_queue_create(pa, 64, &qa), 0);
+		CHECK_RC(em_queue_create(pb, 64, &qb), 0);
+	}
 	for (int i = 0; i < 2; i++) {
 		struct em_region_opts o = { .size = sizeof(o), .chunk_size = 4096 };
 		char name[16];
@@ -345,26 +384,30 @@ static void thaw(void)
 	t_freeze(frozen[0]);
 	t_freeze(frozen[1]);
 	for (int i = 0; i < 2; i++)
-		CHECK_RC(em_write(ra[i], 0, b, SIZE), 0);
+		CHECK_RC(xfer(ra[i], qa, EM_OP_WRITE, 0, b, SIZE, SIZE / 16), 0);
 	kill(frozen[0], SIGCONT);
 	kill(frozen[1], SIGCONT);
 	for (int i = 0; i < 2; i++) {
 		memset(got, 0, SIZE);
-		CHECK_RC(em_read(rb[i], 0, got, SIZE), 0);
+		CHECK_RC(xfer(rb[i], qb, EM_OP_READ, 0, got, SIZE, SIZE / 16), 0);
 		if (memcmp(got, b, SIZE)) {
 			fprintf(stderr, "%s: an open handle read the thawed node's old bytes\n",
 				red[i]);
 			exit(1);
 		}
 		/* and its own write lands where a reader finds it */
-		CHECK_RC(em_write(rb[i], 4096, a, 8192), 0);
-		CHECK_RC(em_read(ra[i], 0, got, SIZE), 0);
+		CHECK_RC(xfer(rb[i], qb, EM_OP_WRITE, 4096, a, 8192, 2048), 0);
+		CHECK_RC(xfer(ra[i], qa, EM_OP_READ, 0, got, SIZE, SIZE / 16), 0);
 		CHECK(!memcmp(got, b, 4096) && !memcmp(got + 4096, a, 8192) &&
 		      !memcmp(got + 12288, b + 12288, SIZE - 12288));
-		CHECK_RC(em_read(rb[i], 4096, got, 8192), 0);
+		CHECK_RC(xfer(rb[i], qb, EM_OP_READ, 4096, got, 8192, 2048), 0);
 		CHECK(!memcmp(got, a, 8192));
 		em_region_close(rb[i]);
 		em_region_close(ra[i]);
+	}
+	if (batched) {
+		em_queue_destroy(qb);
+		em_queue_destroy(qa);
 	}
 	em_pool_close(pb);
 	em_pool_close(pa);
@@ -373,7 +416,8 @@ static void thaw(void)
 	free(a);
 	free(b);
 	free(got);
-	printf("an open handle read the new bytes after the thaw\n");
+	printf("an open handle read the new bytes after the thaw%s\n",
+	       batched ? ", in batches" : "");
 }
 
 #define AK 3    /* client processes */
@@ -1056,7 +1100,9 @@ int main(int argc, char **argv)
 		freeze("ec:4+2");
 	}
 	if (!*only || !strcmp(only, "thaw"))
-		thaw();
+		thaw(false);
+	if (!*only || !strcmp(only, "thaw_batch"))
+		thaw(true);
 	if (!*only || !strcmp(only, "atomics")) {
 		atomics("replicate:2");
 		atomics("replicate:3");
