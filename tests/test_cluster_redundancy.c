@@ -62,10 +62,44 @@ static em_pool *connect_pool(int want)
 
 /* ---- a workload process: verified writes and reads of its half ---- */
 
+/* Says how a read differs from the reference: bytes that only a write
+ * that failed touched may hold its bytes or the old ones (an error, which
+ * the caller counts anyway); a byte that differs elsewhere is a wrong byte
+ * served as right, which no failure may cause. */
+static void wrong(int half, const char *name, uint64_t at, const uint8_t *got, const uint8_t *ref,
+		  const uint8_t *unk, uint64_t l)
+{
+	uint64_t bad = 0, first = 0, fuzzy = 0;
+
+	for (uint64_t k = 0; k < l; k++) {
+		if (got[k] == ref[k])
+			continue;
+		if (unk[k]) {
+			fuzzy++;
+			continue;
+		}
+		if (!bad++)
+			first = k;
+	}
+	if (bad)
+		fprintf(stderr,
+			"worker %d: read %s @%llu+%llu: wrong bytes: %llu, the first @%llu (and "
+			"%llu under a failed write)\n",
+			half, name, (unsigned long long)at, (unsigned long long)l,
+			(unsigned long long)bad, (unsigned long long)(at + first),
+			(unsigned long long)fuzzy);
+	else
+		fprintf(stderr,
+			"worker %d: read %s @%llu+%llu: %llu bytes differ, all under a "
+			"write that failed\n",
+			half, name, (unsigned long long)at, (unsigned long long)l,
+			(unsigned long long)fuzzy);
+}
+
 static int work_on(em_region **r, const char **names, unsigned nr, int half, int stopfd)
 {
 	uint64_t seed = 77 + (uint64_t)half, ops = 0, errors = 0;
-	uint8_t *ref[4], buf[12288], got[12288];
+	uint8_t *ref[4], *unk[4], buf[12288], got[12288];
 	uint64_t lo[4], len[4];
 
 	for (unsigned i = 0; i < nr; i++) {
@@ -73,6 +107,7 @@ static int work_on(em_region **r, const char **names, unsigned nr, int half, int
 		len[i] = sz / 2;
 		lo[i] = half ? sz / 2 : 0;
 		ref[i] = malloc(len[i]);
+		unk[i] = calloc(1, len[i]);
 		for (uint64_t k = 0; k < len[i]; k++)
 			ref[i][k] = (uint8_t)t_rand(&seed);
 		for (uint64_t o = 0; o < len[i]; o += 1 << 20)
@@ -94,18 +129,23 @@ static int work_on(em_region **r, const char **names, unsigned nr, int half, int
 		for (uint64_t k = 0; k < l; k++)
 			buf[k] = (uint8_t)t_rand(&seed);
 		if ((rc = em_write(r[i], lo[i] + o, buf, l))) {
-			fprintf(stderr, "worker %d: write %s @%llu: %s\n", half, names[i],
-				(unsigned long long)(lo[i] + o), em_strerror(rc));
+			fprintf(stderr, "worker %d: write %s @%llu+%llu: %s\n", half, names[i],
+				(unsigned long long)(lo[i] + o), (unsigned long long)l,
+				em_strerror(rc));
 			errors++;
+			memset(unk[i] + o, 1, l);
 		} else {
 			memcpy(ref[i] + o, buf, l);
+			memset(unk[i] + o, 0, l);
 		}
 		o = t_rand(&seed) % (len[i] - l);
-		if ((rc = em_read(r[i], lo[i] + o, got, l)) || memcmp(got, ref[i] + o, l)) {
+		if ((rc = em_read(r[i], lo[i] + o, got, l))) {
 			fprintf(stderr, "worker %d: read %s @%llu: %s\n", half, names[i],
-				(unsigned long long)(lo[i] + o),
-				rc ? em_strerror(rc) : "wrong bytes");
+				(unsigned long long)(lo[i] + o), em_strerror(rc));
 			errors++;
+		} else if (memcmp(got, ref[i] + o, l)) {
+			errors++;
+			wrong(half, names[i], lo[i] + o, got, ref[i] + o, unk[i] + o, l);
 		}
 		ops++;
 	}
@@ -113,13 +153,17 @@ static int work_on(em_region **r, const char **names, unsigned nr, int half, int
 	for (unsigned i = 0; i < nr; i++) {
 		uint8_t *all = malloc(len[i]);
 		int rc = em_read(r[i], lo[i], all, len[i]);
-		if (rc || memcmp(all, ref[i], len[i])) {
+		if (rc) {
 			fprintf(stderr, "worker %d: final read of %s: %s\n", half, names[i],
-				rc ? em_strerror(rc) : "wrong bytes");
+				em_strerror(rc));
 			errors++;
+		} else if (memcmp(all, ref[i], len[i])) {
+			errors++;
+			wrong(half, names[i], lo[i], all, ref[i], unk[i], len[i]);
 		}
 		free(all);
 		free(ref[i]);
+		free(unk[i]);
 	}
 	printf("worker %d: %llu write+read pairs, %llu errors\n", half, (unsigned long long)ops,
 	       (unsigned long long)errors);
@@ -258,16 +302,23 @@ static int common_node(const char *a, const char *b)
 	return -1;
 }
 
-/* The listing's entry for name (from etcd). */
+/* The listing's entry for name (from etcd). A listing that fails is
+ * asked again for a while: on a loaded machine one etcd request may run
+ * past its timeout. */
 static struct em_region_info entry(em_pool *p, const char *name)
 {
 	struct em_region_info info[16] = { { .size = sizeof(info[0]) } };
-	int k = em_region_list(p, info, 16);
+	int k = -1;
 
+	for (int tries = 0; tries < 50; tries++) {
+		if ((k = em_region_list(p, info, 16)) >= 0)
+			break;
+		t_sleep_ms(100);
+	}
 	for (int i = 0; i < k && i < 16; i++)
 		if (!strcmp(info[i].name, name))
 			return info[i];
-	fprintf(stderr, "%s not listed\n", name);
+	fprintf(stderr, "%s not listed (%s)\n", name, k < 0 ? em_strerror(k) : "absent");
 	exit(1);
 }
 
