@@ -258,10 +258,11 @@ struct em_queue {
 	int epfd, evfd;      /* em_queue_fd's epoll set and eventfd, -1: none */
 	bool ev_ready;       /* evfd is readable */
 	/* redundancy.c: where replies nobody waits for go (stripe unlocks
-	 * are posted and reaped with the next request), and this queue's
-	 * stripe-lock token */
+	 * are posted and reaped with the next request), this queue's
+	 * stripe-lock token (a new one for every lock taken) and when the
+	 * request that took its last lock was sent (ns) */
 	struct em_part sink;
-	uint64_t lock_tok;
+	uint64_t lock_tok, lock_at;
 	/* redundancy.c: a write or atomic was refused as stale (the node's
 	 * fence, else 1); the operation reads the layouts again and redoes it */
 	uint32_t fenced;

@@ -926,9 +926,12 @@ static int rep_atomic(em_queue *q, em_region *r, const struct em_op *op, uint64_
 
 /* ---- ec:K+M ---- */
 
-/* The stripe-lock token of a queue: unique to it, since its unlocks are
- * posted without waiting and a lock taken next through another queue of
- * the same thread must not mistake the old one for its own. */
+/* The stripe-lock token of a queue's current lock: unique to the queue,
+ * since its unlocks are posted without waiting and a lock taken next
+ * through another queue of the same thread must not mistake the old one
+ * for its own; and new for every lock it takes (lock_next), so that a
+ * waiter that sees one token for long knows that one holder has held the
+ * lock that long, not that the queue took it again and again. */
 static uint64_t lock_token(em_queue *q)
 {
 	if (!q->lock_tok) {
@@ -936,6 +939,14 @@ static uint64_t lock_token(em_queue *q)
 		q->lock_tok = t ? t : 1;
 	}
 	return q->lock_tok;
+}
+
+static void lock_next(em_queue *q)
+{
+	/* an odd step: every value once before any comes again */
+	q->lock_tok = lock_token(q) + 0x9e3779b97f4a7c15ull;
+	if (!q->lock_tok)
+		q->lock_tok = 1;
 }
 
 /* The segments that hold stripe (EC) or piece (replicate) locks for this
@@ -988,36 +999,48 @@ static void stripes_unlock(em_queue *q, em_region *r, uint64_t row0, unsigned nr
 
 /* Takes the locks of rows [row0, row0+nrows) on every lock segment at once;
  * on a partial win gives back what it got and tries again, so two clients
- * never wait on each other in a cycle. A holder that stays longer than
- * twice the request timeout is taken to have died, and its lock is taken
- * over. */
+ * never wait on each other in a cycle. A holder seen holding one lock for
+ * longer than twice the request timeout is taken to have died, and its
+ * lock is taken over; one that was only slow finds that out when it gives
+ * the lock back (stripes_release). */
 static int stripes_lock(em_queue *q, em_region *r, uint64_t row0, unsigned nrows, unsigned *segs,
 			unsigned *nsegs)
 {
-	uint64_t tok = lock_token(q), start = em_now_ns();
+	uint64_t tok, now, limit = 2000000ull * (uint64_t)r->pool->timeout_ms;
 	uint64_t seen[BATCH_ROWS * (EM_RED_MAX_M + 1)] = { 0 };
+	uint64_t since[BATCH_ROWS * (EM_RED_MAX_M + 1)] = { 0 };
 	struct req rq[BATCH_ROWS * (EM_RED_MAX_M + 1)];
 	unsigned spins = 0;
 
+	lock_next(q);
+	tok = lock_token(q);
 	for (;;) {
 		unsigned n = lock_segs(r, segs), k = 0, got = 0;
-		bool steal = (em_now_ns() - start) / 1000000 > 2ull * (uint64_t)r->pool->timeout_ms;
+		uint64_t want[BATCH_ROWS * (EM_RED_MAX_M + 1)];
 
 		if (!n || live_count(r) < need_live(r))
 			return lost_error(r);
+		now = em_now_ns();
 		for (unsigned i = 0; i < nrows; i++)
-			for (unsigned j = 0; j < n; j++, k++)
+			for (unsigned j = 0; j < n; j++, k++) {
+				/* the same holder's token seen for over the limit */
+				want[k] = seen[k] && now - since[k] > limit ? seen[k] : 0;
 				req_atomic(&rq[k], r, segs[j], lock_off(r, row0 + i), EM_ATOMIC_CAS,
-					   tok, steal ? seen[k] : 0);
+					   tok, want[k]);
+			}
+		q->lock_at = now;
 		bool failed = run(q, r, rq, k) != 0;
+		now = em_now_ns();
 		for (unsigned i = 0; i < k; i++) {
 			uint64_t v = em_get64(rq[i].p.inl);
 			if (rq[i].p.status)
 				continue;
-			if (v == (steal ? seen[i] : 0) || v == tok)
+			if (v == want[i] || v == tok) {
 				got++;
-			else
+			} else if (v != seen[i]) {
 				seen[i] = v;
+				since[i] = now;
+			}
 		}
 		if (!failed && got == k) {
 			*nsegs = n;
@@ -1036,6 +1059,45 @@ static int stripes_lock(em_queue *q, em_region *r, uint64_t row0, unsigned nrows
 		nanosleep(&ts, NULL);
 		spins++;
 	}
+}
+
+/* Gives back the locks stripes_lock took, and says whether they were this
+ * holder's to the end. One held for less than the request timeout was:
+ * another takes over only a lock it saw one holder hold for twice that;
+ * its unlocks are only posted (or waited for, `wait`). One held longer may have been taken over
+ * from a holder that was frozen or starved meanwhile, whose writes then
+ * landed over the new holder's: the unlocks are waited for, and false
+ * when any found another's token (or none), so that the caller does its
+ * stripe again under a new lock. */
+static bool stripes_release(em_queue *q, em_region *r, uint64_t row0, unsigned nrows,
+			    const unsigned *segs, unsigned n, bool wait)
+{
+	struct req rq[BATCH_ROWS * (EM_RED_MAX_M + 1)];
+	uint64_t tok = lock_token(q);
+	unsigned k = 0;
+	bool kept = true;
+
+	if (em_now_ns() - q->lock_at < 1000000ull * (uint64_t)r->pool->timeout_ms) {
+		stripes_unlock(q, r, row0, nrows, segs, n, wait);
+		return true;
+	}
+	for (unsigned i = 0; i < nrows; i++)
+		for (unsigned j = 0; j < n; j++) {
+			req_atomic(&rq[k], r, segs[j], lock_off(r, row0 + i), EM_ATOMIC_CAS, 0,
+				   tok);
+			rq[k++].p.aux = EM_ATOMIC_CAS | EM_VER_ANY << 8;
+		}
+	run(q, r, rq, k);
+	for (unsigned i = 0; i < k; i++)
+		if (!rq[i].p.status && em_get64(rq[i].p.inl) != tok)
+			kept = false;
+	if (!kept)
+		em_log(EM_LOG_WARN,
+		       "region %s: a stripe lock held %llu ms was taken over; "
+		       "its stripe is done again",
+		       r->named ? r->name : "(anonymous)",
+		       (unsigned long long)((em_now_ns() - q->lock_at) / 1000000));
+	return kept;
 }
 
 struct ec_ctx {
@@ -1159,7 +1221,8 @@ static int ec_read(struct ec_ctx *c, uint64_t off, uint8_t *buf, uint64_t len)
 		if ((rc = stripes_lock(c->q, r, row, 1, segs, &ns)))
 			return rc;
 		rc = band_read(c, row, lo, hi, need);
-		stripes_unlock(c->q, r, row, 1, segs, ns, false);
+		if (!stripes_release(c->q, r, row, 1, segs, ns, false) && !rc)
+			continue; /* a writer may have been half way: read it again */
 		if (rc)
 			return rc;
 		for (uint64_t p = o; p < end;) {
@@ -1199,7 +1262,8 @@ static int run_fenced(em_queue *q, em_region *r, struct req *rq, unsigned n)
  * has; encodes; writes the changed data and all parity of every stripe in
  * one round trip; posts the unlocks without waiting. A stripe the write
  * covers whole is encoded straight from the caller's buffer; `par` has
- * room for M parity cells of each. */
+ * room for M parity cells of each. 1: the locks were taken over from it
+ * meanwhile (stripes_release), and the batch must be done again. */
 static int ec_write_batch(struct ec_ctx *c, uint64_t off, const uint8_t *buf, uint64_t len,
 			  uint64_t row0, unsigned nrows, uint8_t *par)
 {
@@ -1281,7 +1345,8 @@ static int ec_write_batch(struct ec_ctx *c, uint64_t off, const uint8_t *buf, ui
 	}
 	if (!rc)
 		rc = run_fenced(c->q, r, rq, nw);
-	stripes_unlock(c->q, r, row0, nrows, segs, ns, false);
+	if (!stripes_release(c->q, r, row0, nrows, segs, ns, false) && !rc)
+		rc = 1; /* parity encoded before another's write may have landed after it */
 	if (rq != c->pre)
 		reqs_put(stack, rq);
 	if (!rc && live_count(r) < K)
@@ -1339,8 +1404,12 @@ static int ec_exec(em_queue *q, const struct em_op *op)
 		rc = 0;
 		for (uint64_t row = row0; row <= row1 && !rc; row += BATCH_ROWS) {
 			unsigned n = (unsigned)EM_MIN(row1 - row + 1, BATCH_ROWS);
-			rc = ec_write_batch(&c, op->offset, op->buf, op->len, row, n,
-					    mem + (size_t)band * r->nseg);
+			/* 1: the batch's locks were taken over before it was
+			 * done; done again, the same bytes, fresh parity */
+			do
+				rc = ec_write_batch(&c, op->offset, op->buf, op->len, row, n,
+						    mem + (size_t)band * r->nseg);
+			while (rc == 1);
 		}
 	}
 	if (mem != x->scratch)
@@ -1745,10 +1814,11 @@ static int fill_rep(em_region *r, uint64_t mask, bool throttled)
 			}
 		run(q, r, z, nz);
 	}
-	for (uint64_t off = 0; off < r->size && !rc; off += REP_PIECE) {
+	for (uint64_t off = 0; off < r->size && !rc;) {
 		uint32_t k = (uint32_t)EM_MIN(REP_PIECE, r->size - off);
 		unsigned segs[EM_MAX_SEG], ns, src = r->nseg, nw = 0;
 		struct req w[EM_MAX_SEG];
+		bool again = false;
 
 		q->fenced = 0;
 		if (!(rc = stripes_lock(q, r, off / REP_PIECE, 1, segs, &ns))) {
@@ -1769,16 +1839,21 @@ static int fill_rep(em_region *r, uint64_t mask, bool throttled)
 					}
 				run(q, r, w, nw);
 			}
-			stripes_unlock(q, r, off / REP_PIECE, 1, segs, ns, false);
+			/* taken over meanwhile: a writer's bytes may have
+			 * landed between the copy's read and its write */
+			again = !stripes_release(q, r, off / REP_PIECE, 1, segs, ns, false);
 			if (src == r->nseg)
 				rc = lost_error(r);
 		}
+		if (again && !rc)
+			continue;
 		if (!rc && !(rc = still_filling(r, mask)))
 			__atomic_fetch_add(&r->rx->done, k, __ATOMIC_RELAXED);
 		if (!rc)
 			rc = keep(r, false);
 		if (!rc && !pace(r, throttled, start, off + k))
 			rc = -ECANCELED;
+		off += REP_PIECE;
 	}
 	em_queue_destroy(q);
 	free(buf);
@@ -1805,9 +1880,10 @@ static int fill_ec(em_region *r, uint64_t mask, bool throttled)
 	}
 	for (unsigned i = 0; i < r->nseg; i++)
 		c.band[i] = mem + (size_t)i * cell;
-	for (uint64_t row = 0; row < r->rows && !rc; row++) {
+	for (uint64_t row = 0; row < r->rows && !rc;) {
 		unsigned segs[EM_MAX_SEG], ns, nw = 0;
 		struct req w[EM_MAX_SEG];
+		bool again = false;
 
 		c.q->fenced = 0;
 		if (!(rc = stripes_lock(c.q, r, row, 1, segs, &ns))) {
@@ -1819,8 +1895,12 @@ static int fill_ec(em_region *r, uint64_t mask, bool throttled)
 							  (uint32_t)cell);
 				run(c.q, r, w, nw);
 			}
-			stripes_unlock(c.q, r, row, 1, segs, ns, true);
+			/* taken over meanwhile: a writer's bytes may have
+			 * landed before the rebuilt cells, which undid them */
+			again = !stripes_release(c.q, r, row, 1, segs, ns, true);
 		}
+		if (again && !rc)
+			continue;
 		if (!rc && !(rc = still_filling(r, mask)))
 			__atomic_fetch_add(&r->rx->done,
 					   cell * (uint64_t)__builtin_popcountll(mask),
@@ -1829,6 +1909,7 @@ static int fill_ec(em_region *r, uint64_t mask, bool throttled)
 			rc = keep(r, false);
 		if (!rc && !pace(r, throttled, start, (row + 1) * cell))
 			rc = -ECANCELED;
+		row++;
 	}
 	em_queue_destroy(c.q);
 	free(mem);
