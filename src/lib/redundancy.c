@@ -1064,11 +1064,11 @@ static int stripes_lock(em_queue *q, em_region *r, uint64_t row0, unsigned nrows
 /* Gives back the locks stripes_lock took, and says whether they were this
  * holder's to the end. One held for less than the request timeout was:
  * another takes over only a lock it saw one holder hold for twice that;
- * its unlocks are only posted (or waited for, `wait`). One held longer may have been taken over
- * from a holder that was frozen or starved meanwhile, whose writes then
- * landed over the new holder's: the unlocks are waited for, and false
- * when any found another's token (or none), so that the caller does its
- * stripe again under a new lock. */
+ * its unlocks are only posted (waited for with `wait`). One held longer
+ * may have been taken over from this holder while it was frozen or
+ * starved, and its writes may then have landed over the new holder's: the
+ * unlocks are waited for, and false when any found another's token (or
+ * none), so that the caller does its stripe again under a new lock. */
 static bool stripes_release(em_queue *q, em_region *r, uint64_t row0, unsigned nrows,
 			    const unsigned *segs, unsigned n, bool wait)
 {
