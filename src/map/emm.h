@@ -110,13 +110,16 @@ void emm_totals(struct em_map_stats *st);
  * the administrator's or a tool's business, never the library's. */
 /* Bytes in the protected set, the transient FIFO, and resident (tests). */
 void emm_policy_info(uint64_t *p_bytes, uint64_t *t_bytes, uint64_t *resident);
-/* UFFDIO_WRITEPROTECT calls the engine has made (tests and benchmarks). */
+/* UFFDIO_WRITEPROTECT calls the engine has made, and stores that found
+ * their unit write-protected (tests and benchmarks). */
 uint64_t emm_wp_calls(void);
+uint64_t emm_wp_faults(void);
 /* For ETHERMEM_PRELOAD_STATS: in the thread mode, the faults the servers
  * took from the userfaultfd (WP faults included) and the nanoseconds they
  * spent serving them, summed over servers (with several program threads
  * faulting at once, the waiting those did, less the wake-ups: what to set
- * against program work); and emm_wp_calls(). */
-void emm_serve_time(uint64_t *served, uint64_t *ns, uint64_t *wp);
+ * against program work); emm_wp_calls() and, where wpf is not NULL,
+ * emm_wp_faults(). */
+void emm_serve_time(uint64_t *served, uint64_t *ns, uint64_t *wp, uint64_t *wpf);
 
 #endif /* EMM_H */

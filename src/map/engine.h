@@ -84,6 +84,8 @@ enum { EMM_DIG_NONE = 0, EMM_DIG_SUM = 1, EMM_DIG_ZERO = 2 };
 
 enum { EMM_LIST_NONE = 0, EMM_LIST_P = 1, EMM_LIST_T = 2 };
 
+#define EMM_WSEEN 0x80 /* emm_unit.wpred: stored to in this residency */
+
 struct emm_mapping;
 
 struct emm_unit {
@@ -103,6 +105,10 @@ struct emm_unit {
 	 * written by whoever holds the unit exclusively (FETCHING or BUSY),
 	 * dvalid also cleared by a store that catches it SYNCING */
 	_Atomic uint8_t dvalid;
+	/* its own write history (slots.c, emm_unit_predict): EMM_WSEEN once a
+	 * store is seen in this residency, below it the installs still to go
+	 * in dirty on that evidence */
+	_Atomic uint8_t wpred;
 	struct emm_unit *prev, *next;
 	uint64_t dig[2];
 	uint64_t evicted_at; /* eviction clock at its last eviction; 0 never */
@@ -217,6 +223,7 @@ struct emm_state {
 	int clean_found;              /* that look found dirty units (lock) */
 	_Atomic uint64_t evict_waits; /* evictions that waited for a write-back */
 	_Atomic uint64_t wp_ioctls;   /* UFFDIO_WRITEPROTECT calls made */
+	_Atomic uint64_t wp_faults;   /* stores to protected units (each an unprotect) */
 	_Atomic uint64_t serve_ns;    /* fault servers' time inside emm_serve (thread mode) */
 	_Atomic uint64_t served;      /* messages they served */
 };

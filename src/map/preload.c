@@ -317,17 +317,18 @@ __attribute__((destructor)) static void emm_pl_fini(void)
 	n += snprintf(line + n, sizeof(line) - (size_t)n, " unchanged %llu",
 		      (unsigned long long)st.bytes_unchanged);
 	/* where the fault path's time goes: the servers' messages (WP faults
-	 * too) and their time in them, and the write-protect ioctls, each a TLB
+	 * too) and their time in them, the stores that found their unit
+	 * protected, and the write-protect ioctls, each a TLB
 	 * shootdown of every CPU running the process */
 	{
-		uint64_t served = 0, ns = 0, wp = 0;
+		uint64_t served = 0, ns = 0, wp = 0, wpf = 0;
 
 		if (emm_pl_state > 0)
-			emm_serve_time(&served, &ns, &wp);
+			emm_serve_time(&served, &ns, &wp, &wpf);
 		n += snprintf(line + n, sizeof(line) - (size_t)n,
-			      " served %llu serve-ms %llu wp-ioctls %llu",
+			      " served %llu serve-ms %llu wp-ioctls %llu wp-faults %llu",
 			      (unsigned long long)served, (unsigned long long)(ns / 1000000),
-			      (unsigned long long)wp);
+			      (unsigned long long)wp, (unsigned long long)wpf);
 	}
 	/* the arena's pool bytes, only when asked for: tools read the rest */
 	if (emm_pl_small)

@@ -256,6 +256,8 @@ static int emm_serve_in(uintptr_t a, bool is_write)
 			else if (atomic_load_explicit(&u->dvalid, memory_order_relaxed) ==
 				 EMM_DIG_NONE)
 				emm_digest_note(u, emm_uaddr(m, idx));
+			atomic_fetch_or_explicit(&u->wpred, EMM_WSEEN, memory_order_relaxed);
+			atomic_fetch_add_explicit(&emm_g.wp_faults, 1, memory_order_relaxed);
 			emm_wp(m, idx, 0);
 			atomic_store(&u->st, EMM_DIRTY);
 			return 0;
@@ -354,9 +356,11 @@ void emm_sigbus(int sig, siginfo_t *si, void *ucv)
  * another server could be fetching meanwhile. The descriptor does not block,
  * so the servers that poll woke for a message another one took go back to
  * poll. */
-void emm_serve_time(uint64_t *served, uint64_t *ns, uint64_t *wp)
+void emm_serve_time(uint64_t *served, uint64_t *ns, uint64_t *wp, uint64_t *wpf)
 {
 	*wp = emm_wp_calls();
+	if (wpf)
+		*wpf = emm_wp_faults();
 	*served = atomic_load_explicit(&emm_g.served, memory_order_relaxed);
 	*ns = atomic_load_explicit(&emm_g.serve_ns, memory_order_relaxed);
 }

@@ -76,6 +76,11 @@ uint64_t emm_wp_calls(void)
 	return atomic_load(&emm_g.wp_ioctls);
 }
 
+uint64_t emm_wp_faults(void)
+{
+	return atomic_load(&emm_g.wp_faults);
+}
+
 int emm_set_fault_mode(enum emm_fault_mode mode)
 {
 	int err = 0;

@@ -2,11 +2,11 @@
  * test_engine.c - the paging engine over local memory: integrity under
  * concurrency and pressure, write-back, scan resistance, the timeout path.
  *
- * Usage: test_engine sigbus|thread|layers (the last: the layers case
- * alone, faults on a thread). Several threads read and write 8-byte words
- * at random over a mapping four times larger than the cache; each
- * thread owns the words whose index is its number modulo the thread count,
- * so the expected value of every word is known. After em_sync the backing
+ * Usage: test_engine sigbus|thread|layers|wpredict (the last two: that
+ * case alone; layers with faults on a thread). Several threads read and
+ * write 8-byte words at random over a mapping four times larger than the
+ * cache; each thread owns the words whose index is its number modulo the
+ * thread count, so the expected value of every word is known. After em_sync the backing
  * buffer must equal the reference, which proves that no write was lost in
  * eviction or write-back. Exits 0 pass, 1 fail, 77 skip (no userfaultfd).
  */
@@ -461,6 +461,82 @@ static int wp_runs(struct emm_source *src)
 	return bad || calls > len / unit / 32 ? 1 : 0;
 }
 
+/* A heap whose units are of two kinds at once, the shape of SQLite's page
+ * cache in the shim's arena: every visit to an odd unit reads it and then
+ * writes it (a page's header), every visit to an even one only reads.
+ * Passes in a scattered order over a mapping four times the cache, so most
+ * visits fetch. The untouched even units keep the mapping's write score
+ * below zero, so only each unit's own history can spare the odd ones their
+ * WP fault per residency: after the first passes, at most half of the odd
+ * units' fetches may still meet the protection. Then passes that only read:
+ * a unit's history must run out and stop the write-backs of bytes the
+ * backing already has. Every store must reach the backing. */
+static int wpredict(struct emm_source *src)
+{
+	uint64_t len = 4 << 20, unit = 16 << 10, nu = len / unit, per = unit / 8;
+	struct emm_map_params p = { .src = src,
+				    .len = len,
+				    .unit = unit,
+				    .flags = EM_MAP_SCRATCH,
+				    .timeout_ms = 2000,
+				    .what = "wpredict" };
+	uint64_t *buf = calloc(1, len), *want = calloc(1, len), *m;
+	uint64_t wpf = 0, odd_fetch = 0, wr_tail = 0;
+	struct em_map_stats a, b;
+	volatile uint64_t sink = 0;
+	unsigned seed = 99;
+	int bad = 0;
+
+	p.rctx = buf;
+	emm_set_cache(1 << 20);
+	if (!buf || !want || emm_map_range(&p, (void **)&m))
+		return 1;
+	for (int pass = 0; pass < 14; pass++) {
+		bool writes = pass < 6;
+		uint64_t f0 = emm_wp_faults();
+		size_t order[256];
+
+		for (size_t i = 0; i < nu; i++)
+			order[i] = i;
+		for (size_t i = nu - 1; i > 0; i--) {
+			size_t j = (size_t)rand_r(&seed) % (i + 1), t = order[i];
+
+			order[i] = order[j];
+			order[j] = t;
+		}
+		emm_stats(m, &a);
+		for (size_t k = 0; k < nu; k++) {
+			size_t i = order[k], w = i * per + (size_t)pass % per;
+			struct em_map_stats c, d;
+
+			emm_stats(m, &c);
+			sink += m[w];
+			emm_stats(m, &d);
+			if (writes && (i & 1)) {
+				m[w + 1] = want[w + 1] = ((uint64_t)pass << 32) | i;
+				if (pass >= 2)
+					odd_fetch += d.faults - c.faults;
+			}
+		}
+		emm_stats(m, &b);
+		if (writes && pass >= 2)
+			wpf += emm_wp_faults() - f0;
+		if (pass >= 11)
+			wr_tail += b.bytes_written - a.bytes_written;
+	}
+	(void)sink;
+	if (emm_sync_range(m, 0) || memcmp(buf, want, len))
+		bad = 1;
+	printf("wpredict: %llu WP faults in %llu fetches of written units; "
+	       "%llu KiB written back in the last read-only passes%s\n",
+	       (unsigned long long)wpf, (unsigned long long)odd_fetch,
+	       (unsigned long long)(wr_tail >> 10), bad ? ": a store was lost" : "");
+	emm_unmap_range(m);
+	free(buf);
+	free(want);
+	return bad || !odd_fetch || 2 * wpf > odd_fetch || wr_tail > len / 16 ? 1 : 0;
+}
+
 /* ---- discarding pieces (the shim's partial munmap) ---- */
 
 #define KB 1024ul
@@ -700,6 +776,11 @@ int main(int argc, char **argv)
 
 	if (geteuid() != 0)
 		return 77;
+	if (argc > 1 && !strcmp(argv[1], "wpredict")) {
+		if (emm_source_get(&emm_local_ops, NULL, &src))
+			return 1;
+		return wpredict(src);
+	}
 	if (argc > 1 && (!strcmp(argv[1], "thread") || !strcmp(argv[1], "layers")))
 		emm_set_fault_mode(EMM_FAULTS_THREAD);
 	else
