@@ -12,6 +12,8 @@
 #   small   a heap of small objects only, with --small-objects: peak
 #           resident within the budget plus slack, every byte checked,
 #           realloc/calloc/memalign/usable size, a forked child
+#   units   objects the size of a SQLite page-cache entry, each inside one
+#           fetch unit of the arena (--small-objects)
 #   threads eight threads faulting at once (served by several engine
 #           threads), over twice the budget
 #   redis   Debian's redis-server (jemalloc) with a data set four times
@@ -112,6 +114,15 @@ small)
 	[ "$plain" -gt "$bound" ] || fail "the plain run stays below the bound ($plain KiB): nothing checked"
 	[ "$pool" -le "$bound" ] || fail "small objects not bounded: $pool KiB resident with a 2 MiB budget"
 	grep -q "small-arena [1-9]" "$D/small.err" || fail "no arena was used"
+	;;
+units)
+	# objects of a SQLite page-cache entry's size, each inside one 16 KiB
+	# fetch unit (the default) of the small-object arena
+	ETHERMEM_PRELOAD_STATS=1 timeout 60 "$B/ethermem" run --local-mem 2M --small-objects \
+		-- "$B/test_map_smallobj" units 16384 > "$D/units.out" 2> "$D/units.err" ||
+		{ cat "$D/units.out" "$D/units.err"; fail "objects cross a fetch unit's edge"; }
+	cat "$D/units.out"
+	grep -q "small-arena [1-9]" "$D/units.err" || fail "no arena was used"
 	;;
 threads)
 	run threads 8M "$B/test_map_threadsort" 8 1 8
