@@ -3,9 +3,11 @@
 # quick-corpus case alone, with its fetch trace: bytes fetched against
 # Belady's MIN at the run's own unit, faults, written back. For policy work,
 # where run.sh's plain and swap runs would triple the time and say nothing
-# about the bytes. CASE: linear numpy threads forkpool gcc torchload sort.
-# sort is the full corpus's case at a smaller size: SORT_MB (default 48) MB
-# of lines through `sort -S 1G --parallel=2`, a budget of 5/6 of the text.
+# about the bytes. CASE: linear numpy threads forkpool gcc torchload sort
+# sqlite. sort is the full corpus's case at a smaller size: SORT_MB (default
+# 48) MB of lines through `sort -S 1G --parallel=2`, a budget of 5/6 of the
+# text. sqlite is the corpus's case (sqlite.sh) at SQLITE_MB (default 256)
+# MiB of database, a budget of a quarter of it, --small-objects.
 # Example: bench/run/pool-only.sh gcc --fetch-unit 64K
 #
 # --ref (right after CASE) runs the case a second time with a 1 MiB budget
@@ -24,7 +26,7 @@ c=$1; shift
 REF=0
 [ "${1:-}" = --ref ] && { REF=1; shift; }
 W=$(mktemp -d /var/tmp/ethermem-pool-only.XXXXXX) || exit 1
-NP=''
+NP='' OPTS=''
 trap '[ -n "$NP" ] && kill $NP 2>/dev/null; wait; rm -rf "$W"' EXIT
 case $c in
 linear) BUDGET=32M CMD="$PY $H/linear.py 6 2048 3" ;;
@@ -38,6 +40,9 @@ torchload) $PY "$H/torchload.py" save "$W/sd.pt" 6 2048 || exit 1
 sort) n=${SORT_MB:-48}
 	$PY "$H/gen.py" lines "$W/lines.txt" "$n" || exit 1
 	BUDGET=$((n * 5 / 6))M CMD="env LC_ALL=C sort -S 1G --parallel=2 -o $W/sorted $W/lines.txt" ;;
+sqlite) n=${SQLITE_MB:-256}
+	"$H/sqlite.sh" make "$W/db.sqlite" "$n" || exit 1
+	BUDGET=$((n / 4))M OPTS=--small-objects CMD="$H/sqlite.sh query $W/db.sqlite $n" ;;
 *) echo "$0: unknown case '$c'" >&2; exit 2 ;;
 esac
 echo "pool-only secret $$ $(date +%s%N)" > "$W/secret"
@@ -50,7 +55,7 @@ for _ in $(seq 200); do [ -s "$W/port" ] && break; sleep 0.05; done
 export ETHERMEM_NODES=tcp://127.0.0.1:$(cat "$W/port") ETHERMEM_SECRET_FILE=$W/secret OMP_NUM_THREADS=1
 t0=$(date +%s.%N)
 ETHERMEM_PRELOAD_STATS=1 ETHERMEM_MAP_TRACE=$W/trace \
-	"$B/ethermem" run --local-mem $BUDGET "$@" -- $CMD >"$W/out" 2>"$W/err"
+	"$B/ethermem" run --local-mem $BUDGET $OPTS "$@" -- $CMD >"$W/out" 2>"$W/err"
 rc=$?
 t1=$(date +%s.%N)
 [ $rc = 0 ] || tail -5 "$W/err" >&2
@@ -74,7 +79,7 @@ ideal=$(ideal_of "$W/trace") || exit 1
 [ -n "${POOL_ONLY_KEEP:-}" ] && { mkdir -p "$POOL_ONLY_KEEP" && cp "$W"/trace.* "$W/err" "$POOL_ONLY_KEEP"/; }
 ref=''
 if [ $REF = 1 ]; then
-	ETHERMEM_MAP_TRACE=$W/ref "$B/ethermem" run --local-mem 1M "$@" -- $CMD >"$W/out.ref" 2>"$W/err.ref" ||
+	ETHERMEM_MAP_TRACE=$W/ref "$B/ethermem" run --local-mem 1M $OPTS "$@" -- $CMD >"$W/out.ref" 2>"$W/err.ref" ||
 		{ tail -5 "$W/err.ref" >&2; exit 1; }
 	ref=$(ideal_of "$W/ref") || exit 1
 fi
