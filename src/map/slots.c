@@ -225,16 +225,20 @@ static void emm_probe_watch(struct emm_mapping *m, size_t idx, bool probe, unsig
  * protected (81000 WP faults beside 135000 fetches in a 256 MiB database's
  * lookups). So each unit also keeps its own evidence: a store seen while it
  * was protected sends its next EMM_WPRED_RUN installs in dirty, after which
- * it goes in protected once more to look again. A unit written once and
- * then only read costs at most that many write-backs of unchanged bytes. */
+ * it goes in protected once more to look again. A unit read, written once
+ * and then only read costs at most that many write-backs of unchanged
+ * bytes; one filled by the install's own store (a fresh buffer, weights
+ * being loaded) starts no prediction. */
 #define EMM_WPRED_RUN 2u
 
 static bool emm_unit_predict(struct emm_unit *u, bool dirty)
 {
 	uint8_t w = atomic_load_explicit(&u->wpred, memory_order_relaxed), n = 0;
 
+	/* a store that installs it (a buffer being filled) says nothing of
+	 * what the next residency does: weights written once are then read */
 	if (dirty)
-		n = EMM_WSEEN; /* a store installs it: seen */
+		n = 0;
 	else if (w & ~EMM_WSEEN)
 		n = (uint8_t)((w & ~EMM_WSEEN) - 1);
 	else if (w & EMM_WSEEN)
