@@ -143,7 +143,9 @@ static int64_t emm_density_feed(struct emm_mapping *m, int64_t idx)
 }
 
 /* Tops up prefetch for a fault at idx on a held slot; units are claimed
- * (EMPTY -> FETCHING) here and posted with `pre` (the demand fetch, if any). */
+ * (EMPTY -> FETCHING) here and posted with `pre` (the demand fetch, if any).
+ * With `pre`: -EAGAIN when nothing could be posted, -ENOENT when the mapping
+ * was unmapped meanwhile; either way every unit claimed is EMPTY again. */
 int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, struct emm_io *pre,
 		    int pre_ent)
 {
@@ -214,7 +216,12 @@ int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, stru
 	}
 	if (!n)
 		return 0;
-	posted = src->ops->submit(sl->chan, io, n);
+	/* An unmap that raced this fault: its store of dead comes before it
+	 * settles each unit, and each claim above came before this load, so
+	 * either unmap waits for these fetches or none is posted. Posted
+	 * after unmap returned, one would read a source (region, or buffer)
+	 * its owner may have freed. */
+	posted = atomic_load(&m->dead) ? 0 : src->ops->submit(sl->chan, io, n);
 	if (posted < 0)
 		posted = 0;
 	sl->ninfl += (unsigned)posted;
@@ -229,7 +236,7 @@ int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, stru
 		atomic_store(&u->st, EMM_EMPTY);
 	}
 	if (pre && posted == 0)
-		return -EAGAIN;
+		return atomic_load(&m->dead) ? -ENOENT : -EAGAIN;
 	(void)pre_ent;
 	return 0;
 }

@@ -168,6 +168,8 @@ static int emm_fetch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, boo
 	if (io.len < ul)
 		memset((char *)io.buf + io.len, 0, ul - io.len);
 	r = emm_fetch_batch(sl, m, idx, &io, e);
+	if (r == -ENOENT)
+		return 1; /* unmapped meanwhile: the unit went back to EMPTY */
 	if (r) {
 		sl->infl[e].u = NULL;
 		goto fail;
