@@ -43,14 +43,6 @@
 #include <sys/syscall.h>
 #include <time.h>
 
-/* Bytes of unit idx that are backed (and written back). */
-static uint64_t emm_backed(const struct emm_mapping *m, size_t idx)
-{
-	uint64_t off = (uint64_t)idx << m->shift, ul = 1ull << m->shift;
-
-	return off + ul > m->len ? m->len - off : ul;
-}
-
 static inline uint64_t emm_rotl(uint64_t x, unsigned r)
 {
 	return (x << r) | (x >> (64 - r));

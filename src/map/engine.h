@@ -257,6 +257,15 @@ static inline uint64_t emm_ulen(const struct emm_mapping *m, size_t idx)
 	return off + ul > m->maplen ? m->maplen - off : ul;
 }
 
+/* Bytes of unit idx that the source backs: what is fetched and written
+ * back (the mapped length, emm_ulen, may round past it). */
+static inline uint64_t emm_backed(const struct emm_mapping *m, size_t idx)
+{
+	uint64_t off = (uint64_t)idx << m->shift, ul = 1ull << m->shift;
+
+	return off + ul > m->len ? m->len - off : ul;
+}
+
 static inline char *emm_uaddr(const struct emm_mapping *m, size_t idx)
 {
 	return m->base + ((size_t)idx << m->shift);

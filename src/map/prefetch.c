@@ -208,7 +208,7 @@ int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, stru
 			.rctx = m->rctx,
 			.off = m->roff + off,
 			.buf = sl->staging + (size_t)e * EMM_CELL,
-			.len = off + (1ull << m->shift) > m->len ? m->len - off : 1ull << m->shift,
+			.len = emm_backed(m, (size_t)want[i]),
 			.tag = (uint64_t)e,
 		};
 		if (io[n - 1].len < ul)

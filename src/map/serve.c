@@ -162,7 +162,7 @@ static int emm_fetch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, boo
 		.rctx = m->rctx,
 		.off = m->roff + off,
 		.buf = sl->staging + (size_t)e * EMM_CELL,
-		.len = off + (1ull << m->shift) > m->len ? m->len - off : 1ull << m->shift,
+		.len = emm_backed(m, idx),
 		.tag = (uint64_t)e,
 	};
 	if (io.len < ul)

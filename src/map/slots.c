@@ -503,8 +503,7 @@ int emm_write_units(struct emm_slot *sl, struct emm_unit **us, unsigned n, int *
 				.rctx = m->rctx,
 				.off = m->roff + off,
 				.buf = emm_uaddr(m, idx),
-				.len = off + (1ull << m->shift) > m->len ? m->len - off
-									 : 1ull << m->shift,
+				.len = emm_backed(m, idx),
 				.tag = (uint64_t)e,
 			};
 			k++;
