@@ -32,7 +32,8 @@ case $c in
 linear) BUDGET=32M CMD="$PY $H/linear.py 6 2048 3" ;;
 numpy) BUDGET=48M CMD="$PY $H/numpy_pipe.py 32" ;;
 threads) BUDGET=16M CMD="$PY $H/threads.py 8 4 32" ;;
-forkpool) BUDGET=16M CMD="$PY $H/forkpool.py 32" ;;
+forkpool) n=${FORK_MB:-32}
+	BUDGET=$((n / 2))M CMD="$PY $H/forkpool.py $n" ;;
 gcc) $PY "$H/gen.py" csource "$W/gen.c" 60 || exit 1
 	BUDGET=16M CMD="gcc -O2 -w -c $W/gen.c -o $W/gen.o" ;;
 torchload) $PY "$H/torchload.py" save "$W/sd.pt" 6 2048 || exit 1

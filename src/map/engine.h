@@ -109,6 +109,9 @@ struct emm_unit {
 	 * store is seen in this residency, below it the installs still to go
 	 * in dirty on that evidence */
 	_Atomic uint8_t wpred;
+	/* brought in by a fork only for the child's copy (uffd.c): installed
+	 * clean at the eviction end, teaching the policy nothing */
+	_Atomic uint8_t forkfill;
 	struct emm_unit *prev, *next;
 	uint64_t dig[2];
 	uint64_t evicted_at; /* eviction clock at its last eviction; 0 never */
@@ -279,11 +282,13 @@ static inline bool emm_writable(const struct emm_mapping *m)
 /* ---- policy.c (under emm_g.lock unless said) ---- */
 void emm_list_del(struct emm_unit *u);
 void emm_list_add(struct emm_unit *u, int which);
+/* Puts u first in line for eviction. */
+void emm_list_add_head(struct emm_unit *u, int which);
 /* Bytes each confirmed prefetch stream may run ahead. */
 uint64_t emm_ahead_bytes(void);
 /* The transient FIFO's floor in bytes. */
 uint64_t emm_tmin(void);
-/* Puts a just-installed unit on P or T. */
+/* Puts a just-installed unit on P or T (a fork's fill: T's head). */
 void emm_policy_insert(struct emm_unit *u);
 /* Makes room for `need` more resident bytes, writing back through the held
  * slot sl (not under the lock). */

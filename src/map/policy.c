@@ -69,6 +69,21 @@ void emm_list_add(struct emm_unit *u, int which)
 	u->list = (uint8_t)which;
 }
 
+void emm_list_add_head(struct emm_unit *u, int which)
+{
+	struct emm_list *l = which == EMM_LIST_P ? &emm_g.P : &emm_g.T;
+
+	u->prev = NULL;
+	u->next = l->head;
+	if (l->head)
+		l->head->prev = u;
+	else
+		l->tail = u;
+	l->head = u;
+	l->bytes += emm_ulen(u->m, (size_t)(u - u->m->u));
+	u->list = (uint8_t)which;
+}
+
 /* Streams confirmed and fed recently: each keeps a window in flight. */
 static unsigned emm_active_streams(void)
 {
@@ -134,6 +149,13 @@ void emm_policy_insert(struct emm_unit *u)
 	uint64_t d = emm_g.evict_clock - u->evicted_at, share = emm_tshare();
 	bool room = emm_g.P.bytes + len + share <= emm_g.budget, back = false;
 
+	/* in only for a fork's child (the budget is lifted): the parent's
+	 * next evictions drop it first, clean, and its coming back says
+	 * nothing of what a larger list would have kept */
+	if (atomic_load_explicit(&u->forkfill, memory_order_relaxed)) {
+		emm_list_add_head(u, EMM_LIST_T);
+		return;
+	}
 	if (u->evicted_at && u->evlist == EMM_LIST_T && d + emm_g.T.bytes < emm_g.budget) {
 		/* a larger T would have kept it */
 		emm_g.t_target = share + len;

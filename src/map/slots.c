@@ -266,11 +266,16 @@ int emm_install(struct emm_unit *u, const void *buf, bool dirty)
 	}
 	unsigned tick = atomic_fetch_add_explicit(&m->wtick, 1, memory_order_relaxed);
 
-	if ((m->flags & EM_MAP_SCRATCH) && emm_writable(m) && emm_unit_predict(u, dirty))
+	/* a fork's fill (uffd.c) is for the child's copy: it goes in clean
+	 * unless a store brings it, so the parent drops it unwritten, and it
+	 * neither takes a turn of a prediction nor probes the write score */
+	bool fill = atomic_load_explicit(&u->forkfill, memory_order_relaxed);
+
+	if (!fill && (m->flags & EM_MAP_SCRATCH) && emm_writable(m) && emm_unit_predict(u, dirty))
 		dirty = true;
-	if (!dirty && emm_install_dirty(m, tick))
+	if (!fill && !dirty && emm_install_dirty(m, tick))
 		dirty = true;
-	atomic_store_explicit(&u->probe, !dirty && emm_writable(m), memory_order_relaxed);
+	atomic_store_explicit(&u->probe, !fill && !dirty && emm_writable(m), memory_order_relaxed);
 	/* what the pool holds: zeros are marked for free; fetched bytes get
 	 * their digest now only if they go in writable, since after the copy
 	 * a store may come at any time; otherwise at the write-protect fault */
@@ -278,7 +283,7 @@ int emm_install(struct emm_unit *u, const void *buf, bool dirty)
 		emm_digest_note(u, buf);
 	else
 		atomic_store_explicit(&u->dvalid, EMM_DIG_NONE, memory_order_relaxed);
-	if (m->flags & EM_MAP_SCRATCH)
+	if ((m->flags & EM_MAP_SCRATCH) && !fill)
 		emm_probe_watch(m, idx, !dirty && emm_writable(m), tick);
 
 	struct uffdio_copy cp = {

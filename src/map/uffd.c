@@ -105,11 +105,66 @@ int emm_fault_mode(void)
  * child), so a page missing there would read as zero: before the fork
  * every unit that holds data is brought in, with the budget lifted so none
  * is evicted meanwhile, and the fork copies them all. Units of a fresh
- * mapping never written are zeros anyway and stay out. The parent then
- * runs over budget until its next faults evict back down to it. Mappings
- * on explicit huge pages are not copied (MADV_DONTFORK): a private hugetlb
- * copy needs free huge pages at the child's first write. */
-static uint64_t emm_fork_budget;
+ * mapping never written are zeros anyway and stay out. Mappings on
+ * explicit huge pages are not copied (MADV_DONTFORK): a private hugetlb
+ * copy needs free huge pages at the child's first write.
+ *
+ * What the fork brings in is the child's, not the parent's working set:
+ * each such unit is marked (forkfill) and goes in clean at T's head, the
+ * eviction end, without teaching the policy anything, and T's target is
+ * put back as it was. So the parent's next faults that need room drop
+ * those first, unwritten, and it keeps the cache it had: before, the fill
+ * went into P with the budget lifted, every refetch grew T's target to
+ * near the lifted budget, and afterwards P was cut to nothing, its dirty
+ * units written back first (forkpool: 70 MB written for nothing after
+ * the fork). They are dropped at those faults rather than at the fork: a
+ * second fork soon after (a process pool starting its workers) finds them
+ * in, and while a child lives its pages are shared with it anyway. */
+static uint64_t emm_fork_budget, emm_fork_target;
+
+/* Calls f on every unit of the live mappings a fork copies; the caller
+ * holds emm_g.serving, so none is freed meanwhile. */
+static void emm_fork_units(void (*f)(struct emm_mapping *m, struct emm_unit *u))
+{
+	for (unsigned i = 0; i < (unsigned)atomic_load(&emm_g.nmaps) && i < EMM_MAX_MAPS; i++) {
+		struct emm_mapping *m = atomic_load(&emm_g.maps[i]);
+
+		if (!m || m->huge || atomic_load(&m->dead))
+			continue;
+		for (size_t idx = 0; idx < m->nunits; idx++)
+			f(m, &m->u[idx]);
+	}
+}
+
+/* A unit that holds data but is not in: all are marked before any is
+ * brought in, so the neighbours a fetch takes along count as the fill. */
+static bool emm_fork_wanted(struct emm_mapping *m, struct emm_unit *u)
+{
+	return atomic_load(&u->st) == EMM_EMPTY && !((m->flags & EMM_MAP_FRESH) && !u->written);
+}
+
+static void emm_fork_mark(struct emm_mapping *m, struct emm_unit *u)
+{
+	if (emm_fork_wanted(m, u))
+		atomic_store_explicit(&u->forkfill, 1, memory_order_relaxed);
+}
+
+/* Every unit is settled, a fetch or write-back of another thread's too:
+ * the fork copies none half done. */
+static void emm_fork_fill(struct emm_mapping *m, struct emm_unit *u)
+{
+	if (emm_fork_wanted(m, u)) {
+		atomic_store_explicit(&u->forkfill, 1, memory_order_relaxed);
+		emm_serve((uintptr_t)emm_uaddr(m, (size_t)(u - m->u)), false);
+	}
+	emm_settle(u);
+}
+
+static void emm_fork_unmark(struct emm_mapping *m, struct emm_unit *u)
+{
+	(void)m;
+	atomic_store_explicit(&u->forkfill, 0, memory_order_relaxed);
+}
 
 static void emm_atfork_prepare(void)
 {
@@ -117,25 +172,12 @@ static void emm_atfork_prepare(void)
 		return;
 	emm_lock();
 	emm_fork_budget = emm_g.budget;
+	emm_fork_target = emm_g.t_target;
 	emm_g.budget = UINT64_MAX / 4;
 	emm_unlock();
 	atomic_fetch_add(&emm_g.serving, 1); /* no mapping is freed meanwhile */
-	for (unsigned i = 0; i < (unsigned)atomic_load(&emm_g.nmaps) && i < EMM_MAX_MAPS; i++) {
-		struct emm_mapping *m = atomic_load(&emm_g.maps[i]);
-
-		if (!m || m->huge || atomic_load(&m->dead))
-			continue;
-		for (size_t idx = 0; idx < m->nunits; idx++) {
-			struct emm_unit *u = &m->u[idx];
-
-			if ((m->flags & EMM_MAP_FRESH) && !u->written &&
-			    atomic_load(&u->st) == EMM_EMPTY)
-				continue;
-			if (atomic_load(&u->st) == EMM_EMPTY)
-				emm_serve((uintptr_t)emm_uaddr(m, idx), false);
-			emm_settle(u);
-		}
-	}
+	emm_fork_units(emm_fork_mark);
+	emm_fork_units(emm_fork_fill);
 	atomic_fetch_sub(&emm_g.serving, 1);
 }
 
@@ -143,8 +185,12 @@ static void emm_atfork_parent(void)
 {
 	if (emm_g.uffd < 0)
 		return;
+	atomic_fetch_add(&emm_g.serving, 1);
+	emm_fork_units(emm_fork_unmark);
+	atomic_fetch_sub(&emm_g.serving, 1);
 	emm_lock();
 	emm_g.budget = emm_fork_budget;
+	emm_g.t_target = emm_fork_target;
 	emm_unlock();
 }
 

@@ -2,8 +2,8 @@
  * test_engine.c - the paging engine over local memory: integrity under
  * concurrency and pressure, write-back, scan resistance, the timeout path.
  *
- * Usage: test_engine sigbus|thread|layers|wpredict (the last two: that
- * case alone; layers with faults on a thread). Several threads read and
+ * Usage: test_engine sigbus|thread|layers|wpredict|fork (the last three:
+ * that case alone; layers with faults on a thread). Several threads read and
  * write 8-byte words at random over a mapping four times larger than the
  * cache; each thread owns the words whose index is its number modulo the
  * thread count, so the expected value of every word is known. After em_sync the backing
@@ -537,6 +537,97 @@ static int wpredict(struct emm_source *src)
 	return bad || !odd_fetch || 2 * wpf > odd_fetch || wr_tail > len / 16 ? 1 : 0;
 }
 
+/* A fork over a mapping three times the cache. The fork brings in every
+ * unit for the child's copy; the parent must then get back to the cache it
+ * had, not lose it: a fault that needs room drops units brought in only for
+ * the child (clean: nothing written), and what was resident before the fork
+ * (mincore says which pages) stays, apart from the room the fault needs.
+ * Counts, not time: the bytes written back after the fork, and those
+ * fetched again to read what was resident before it. */
+static int fork_case(struct emm_source *src)
+{
+	uint64_t cache = 4 << 20, len = 3 * cache, n = len / 8, room = 512 << 10;
+	struct emm_map_params p = {
+		.src = src, .len = len, .unit = 64 << 10, .timeout_ms = 2000, .what = "fork"
+	};
+	struct emm_map_params sp = { .src = src,
+				     .len = room,
+				     .unit = 64 << 10,
+				     .flags = EM_MAP_SCRATCH,
+				     .timeout_ms = 2000,
+				     .what = "fork-scratch" };
+	uint64_t *buf = calloc(1, len), *m;
+	char *sbuf = calloc(1, room), *s;
+	unsigned char *in = malloc(len / 4096);
+	struct em_map_stats a, b;
+	uint64_t r0, refetched, written, cleaned, before = 0;
+	int status, bad = 0;
+	pid_t pid;
+
+	p.rctx = buf;
+	sp.rctx = sbuf;
+	emm_set_cache(cache);
+	if (!buf || !sbuf || !in || emm_map_range(&p, (void **)&m))
+		return 1;
+	for (uint64_t i = 0; i < n; i++)
+		m[i] = i * 7 + 1;
+	if (mincore(m, len, in))
+		return 1;
+	pid = fork();
+	if (pid == 0) {
+		for (uint64_t i = 0; i < n; i++)
+			if (m[i] != i * 7 + 1)
+				_exit(1);
+		_exit(0);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status))
+		bad = 1;
+	emm_stats(m, &a);
+	/* faults that need room: the parent goes back down to its budget */
+	if (emm_map_range(&sp, (void **)&s))
+		return 1;
+	memset(s, 1, room);
+	r0 = atomic_load(&emm_local_read_bytes);
+	for (uint64_t pg = 0; pg < len / 4096; pg++) {
+		if (!(in[pg] & 1))
+			continue;
+		before += 4096;
+		for (uint64_t i = pg * 512; i < (pg + 1) * 512; i++)
+			if (m[i] != i * 7 + 1)
+				bad = 2;
+	}
+	refetched = atomic_load(&emm_local_read_bytes) - r0;
+	emm_stats(m, &b);
+	written = b.bytes_written - a.bytes_written;
+	cleaned = b.bytes_cleaned - a.bytes_cleaned;
+	if (!bad && emm_sync_range(m, 0))
+		bad = 3;
+	for (uint64_t i = 0; i < n && !bad; i++)
+		if (buf[i] != i * 7 + 1)
+			bad = 4;
+	printf("fork: after the fork and %llu KiB of new faults, %llu KiB written back "
+	       "(%llu by the cleaner), %llu KiB of the %llu KiB resident before it fetched again%s\n",
+	       (unsigned long long)room >> 10, (unsigned long long)written >> 10,
+	       (unsigned long long)cleaned >> 10, (unsigned long long)refetched >> 10,
+	       (unsigned long long)before >> 10,
+	       bad == 1   ? ": the child saw wrong bytes"
+	       : bad == 2 ? ": the parent read wrong bytes"
+	       : bad == 3 ? ": sync failed"
+	       : bad == 4 ? ": the backing lost a write"
+			  : "");
+	emm_unmap_range(s);
+	emm_unmap_range(m);
+	free(in);
+	free(sbuf);
+	free(buf);
+	/* the new faults' room is evicted from what was there before (and a
+	 * read of it evicts some more), and the cleaner writes ahead as it
+	 * will (0.6-1.5 MiB seen here): a lost cache is most of it written by
+	 * the faults and fetched again (the engine before this test: 2.8-3.4
+	 * MiB written, 2.9-4 MiB fetched again) */
+	return bad || before < cache / 2 || written - cleaned > cache / 2 || refetched > cache / 2;
+}
+
 /* ---- discarding pieces (the shim's partial munmap) ---- */
 
 #define KB 1024ul
@@ -780,6 +871,12 @@ int main(int argc, char **argv)
 		if (emm_source_get(&emm_local_ops, NULL, &src))
 			return 1;
 		return wpredict(src);
+	}
+	if (argc > 1 && !strcmp(argv[1], "fork")) {
+		emm_set_fault_mode(EMM_FAULTS_SIGBUS);
+		if (emm_source_get(&emm_local_ops, NULL, &src))
+			return 1;
+		return fork_case(src);
 	}
 	if (argc > 1 && (!strcmp(argv[1], "thread") || !strcmp(argv[1], "layers")))
 		emm_set_fault_mode(EMM_FAULTS_THREAD);
