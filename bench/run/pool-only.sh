@@ -4,7 +4,8 @@
 # Belady's MIN at the run's own unit, faults, written back. For policy work,
 # where run.sh's plain and swap runs would triple the time and say nothing
 # about the bytes. CASE: linear numpy threads forkpool gcc torchload sort
-# sqlite. sort is the full corpus's case at a smaller size: SORT_MB (default
+# sqlite threads-full. threads-full is run.sh's full threads case (8 x 32
+# MiB beside 128 MiB, a 64 MiB budget). sort is the full corpus's case at a smaller size: SORT_MB (default
 # 48) MB of lines through `sort -S 1G --parallel=2`, a budget of 5/6 of the
 # text. sqlite is the corpus's case (sqlite.sh) at SQLITE_MB (default 256)
 # MiB of database, a budget of a quarter of it, --small-objects.
@@ -32,6 +33,7 @@ case $c in
 linear) BUDGET=32M CMD="$PY $H/linear.py 6 2048 3" ;;
 numpy) BUDGET=48M CMD="$PY $H/numpy_pipe.py 32" ;;
 threads) BUDGET=16M CMD="$PY $H/threads.py 8 4 32" ;;
+threads-full) BUDGET=64M CMD="$PY $H/threads.py 8 32 128" ;;
 forkpool) n=${FORK_MB:-32}
 	BUDGET=$((n / 2))M CMD="$PY $H/forkpool.py $n" ;;
 gcc) $PY "$H/gen.py" csource "$W/gen.c" 60 || exit 1

@@ -1190,16 +1190,21 @@ int munmap(void *a, size_t len)
  * knows which, so advice that drops pages behind its back (after which it
  * took them for present, and an access never completed) goes through it:
  * DONTNEED and FREE on block pages make them read as zeros (FREE may keep
- * the data or not; zeros is one of its answers). Every other advice, and
- * other memory, is the system's: hints and mprotect only cut VMAs, which
- * the engine copes with. */
+ * the data or not; zeros is one of its answers). Huge-page hints on block
+ * pages are answered and not applied: the engine installs small pages and
+ * keeps THP off its blocks (emm_register), since the kernel's huge-page
+ * fault path zeroes 2 MiB for every missing fault it sees there and then
+ * throws it away; NumPy gives the hint on every array. Every other advice,
+ * and other memory, is the system's: hints and mprotect only cut VMAs,
+ * which the engine copes with. */
 int madvise(void *a, size_t len, int advice)
 {
 	uintptr_t s = (uintptr_t)a, e = EMM_PL_PAGE(s + len);
+	bool hint = advice == MADV_HUGEPAGE || advice == MADV_NOHUGEPAGE;
 	int err = 0;
 
 	if (emm_pl_inside || !atomic_load(&emm_pl_live) ||
-	    (advice != MADV_DONTNEED && advice != MADV_FREE) || (s & 4095) || e < s)
+	    (advice != MADV_DONTNEED && advice != MADV_FREE && !hint) || (s & 4095) || e < s)
 		return syscall(SYS_madvise, a, len, advice) ? -1 : 0;
 	emm_pl_inside = 1;
 	pthread_mutex_lock(&emm_pl_mu);
@@ -1224,6 +1229,10 @@ int madvise(void *a, size_t len, int advice)
 		if (!nb || err)
 			break;
 		hi = nb->ext[ni].hi < e ? nb->ext[ni].hi : e;
+		if (hint) {
+			s = hi;
+			continue;
+		}
 		int r = emm_zero_range((void *)lo, hi - lo);
 
 		/* not the engine's (a detached piece): the system's */
