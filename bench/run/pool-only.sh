@@ -5,9 +5,9 @@
 # where run.sh's plain and swap runs would triple the time and say nothing
 # about the bytes. CASE: linear numpy threads forkpool gcc torchload sort
 # sqlite threads-full. threads-full is run.sh's full threads case (8 x 32
-# MiB beside 128 MiB, a 64 MiB budget). sort is the full corpus's case at a smaller size: SORT_MB (default
-# 48) MB of lines through `sort -S 1G --parallel=2`, a budget of 5/6 of the
-# text. sqlite is the corpus's case (sqlite.sh) at SQLITE_MB (default 256)
+# MiB beside 128 MiB, a 64 MiB budget). sort is the full corpus's case at a
+# smaller size: SORT_MB (default 48) MB of lines through `sort -S 1G
+# --parallel=2`, a budget of 5/6 of the text. sqlite is the corpus's case (sqlite.sh) at SQLITE_MB (default 256)
 # MiB of database, a budget of a quarter of it, --small-objects.
 # Example: bench/run/pool-only.sh gcc --fetch-unit 64K
 #
@@ -58,9 +58,13 @@ for _ in $(seq 200); do [ -s "$W/port" ] && break; sleep 0.05; done
 export ETHERMEM_NODES=tcp://127.0.0.1:$(cat "$W/port") ETHERMEM_SECRET_FILE=$W/secret OMP_NUM_THREADS=1
 t0=$(date +%s.%N)
 ETHERMEM_PRELOAD_STATS=1 ETHERMEM_MAP_TRACE=$W/trace \
-	"$B/ethermem" run --local-mem $BUDGET $OPTS "$@" -- $CMD >"$W/out" 2>"$W/err"
+	/usr/bin/time -o "$W/cpu" -f "%U %S" "$B/ethermem" run --local-mem $BUDGET $OPTS "$@" -- $CMD >"$W/out" 2>"$W/err"
 rc=$?
 t1=$(date +%s.%N)
+# CPU seconds, steadier than wall time on a loaded machine: the program's
+# user and system time (the engine's threads included) and the node's
+read -r cu cs < "$W/cpu"
+ncpu=$(awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' /proc/$NP/stat)
 [ $rc = 0 ] || tail -5 "$W/err" >&2
 read -r faults fetched written cleaned waits unchanged < <(awk '/^ethermem-preload: blocks/ {
 	for (i = 2; i < NF; i += 2) v[$i] += $(i + 1) }
@@ -86,6 +90,7 @@ if [ $REF = 1 ]; then
 		{ tail -5 "$W/err.ref" >&2; exit 1; }
 	ref=$(ideal_of "$W/ref") || exit 1
 fi
+echo "$c cpu program user ${cu:-?} s sys ${cs:-?} s node $ncpu s"
 awk -v c="$c" -v rc=$rc -v r="$ref" -v a="$t0" -v b="$t1" -v f="$fetched" -v i="$ideal" -v fa="$faults" -v w="$written" -v cl="$cleaned" -v ew="$waits" -v un="$unchanged" 'BEGIN {
 	printf "%s exit %d %.1f s fetched %.1f MB ideal %.1f MB fetched/ideal %s faults %d written %.1f MB cleaned %.1f MB evict-waits %d unchanged %.1f MB\n",
 		c, rc, b - a, f / 1e6, i / 1e6, (i ? sprintf("%.2f", f / i) : "-"), fa, w / 1e6, cl / 1e6, ew, un / 1e6
