@@ -347,11 +347,12 @@ int emm_register(char *base, size_t len, unsigned flags, bool huge)
 		emm_madvise(base, len, MADV_DONTFORK);
 	/* Units go in with UFFDIO_COPY as small pages, so transparent huge
 	 * pages cannot help here, and they cost: a missing fault where no page
-	 * table is left (eviction's drops free empty ones) is served by the
+	 * table is (a first touch, or after drops emptied one: far more often
+	 * than first touches, by the counts) is served by the
 	 * kernel's huge-page path, which allocates, charges and zeroes 2 MiB
 	 * before it sees the userfaultfd and hands the fault over, throwing
 	 * the page away. Eight NumPy threads sorting (NumPy asks for huge
-	 * pages on its arrays) spent 4.6% of the program's samples there.
+	 * pages on its arrays) spent 2-5% of the program's samples there.
 	 * Refused on kernels without THP: nothing to turn off then. */
 	else
 		emm_madvise(base, len, MADV_NOHUGEPAGE);
