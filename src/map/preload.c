@@ -316,6 +316,10 @@ __attribute__((destructor)) static void emm_pl_fini(void)
 	/* dirty bytes not written because they held what the pool has */
 	n += snprintf(line + n, sizeof(line) - (size_t)n, " unchanged %llu",
 		      (unsigned long long)st.bytes_unchanged);
+	/* of the fetched bytes, those fetched ahead of a fault (streams and
+	 * dense groups): what a prefetch throttle could save at most */
+	n += snprintf(line + n, sizeof(line) - (size_t)n, " prefetched %llu",
+		      (unsigned long long)st.prefetched);
 	/* where the fault path's time goes: the servers' messages (WP faults
 	 * too) and their time in them, the stores that found their unit
 	 * protected, and the write-protect ioctls, each a TLB

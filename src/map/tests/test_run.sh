@@ -31,6 +31,11 @@ ETHERMEM_PRELOAD_STATS=1 timeout 120 "$B/ethermem" run --local-mem 8M -- \
 cmp -s "$D/plain2.txt" "$D/pool2.txt" || fail "bigalloc output differs"
 grep -q "blocks [1-9]" "$D/stats.txt" || { cat "$D/stats.txt"; fail "the pool was not used"; }
 grep -q "evictions [1-9]" "$D/stats.txt" || { cat "$D/stats.txt"; fail "no eviction under a budget 12x smaller"; }
+# the bytes fetched ahead of a fault are reported, and are part of what was
+# fetched (what a prefetch throttle could save at most)
+awk '/^ethermem-preload: blocks/ { for (i = 2; i < NF; i += 2) v[$i] = $(i + 1) }
+	END { exit !("prefetched" in v && v["prefetched"] <= v["fetched"]) }' "$D/stats.txt" ||
+	{ cat "$D/stats.txt"; fail "no 'prefetched N' within the fetched bytes in the stats line"; }
 cat "$D/stats.txt"
 
 # munmap of pieces, MAP_FIXED over, and mremap of pool memory (remap.c):
