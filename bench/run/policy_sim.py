@@ -41,6 +41,8 @@ once), 'pt(tr, c, tmin, decay=8)' (T's target shrinks by one unit per 8
 units evicted from T, so a target grown by one burst of returns does not
 stay) or 'pts(tr, c, tmin, tfrac=0.5, pfrac=0)' (only T's oldest half
 sampled).
+--unit BYTES models the trace at a larger unit than it was recorded with
+(GNU sort: bytes grow with the unit, the ratios to MIN do not).
 Prints one line: MB and ratio to MIN per model. Validated on the quick
 NumPy case: PT 333 MB over the reference trace, 338 MB in real runs.
 """
@@ -254,12 +256,22 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cache", required=True, help="bytes, K/M/G suffix")
     ap.add_argument("trace")
+    ap.add_argument("--unit", help="model a larger unit (bytes, K suffix): each record's unit "
+                    "index coarsened to it; a random reader fetches about unit/trace-unit times "
+                    "the bytes")
     ap.add_argument("variant", nargs="*")
     a = ap.parse_args()
     mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     cache = a.cache.upper()
     cache = int(cache[:-1]) * mult[cache[-1]] if cache[-1] in mult else int(cache)
     tr, unit = load(a.trace)
+    if a.unit:
+        u = a.unit.upper()
+        u = int(u[:-1]) * mult[u[-1]] if u[-1] in mult else int(u)
+        if u < unit or u & (u - 1):
+            raise SystemExit(f"policy_sim: --unit must be a power of two of at least {unit}")
+        sh = (u // unit).bit_length() - 1
+        tr, unit = [((k[0], k[1] >> sh), z) for k, z in tr], u
     c = cache // unit
     if c < 2:
         raise SystemExit("policy_sim: cache below two units")

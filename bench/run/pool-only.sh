@@ -66,10 +66,10 @@ t1=$(date +%s.%N)
 read -r cu cs < "$W/cpu"
 ncpu=$(awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' /proc/$NP/stat)
 [ $rc = 0 ] || tail -5 "$W/err" >&2
-read -r faults fetched written cleaned waits unchanged < <(awk '/^ethermem-preload: blocks/ {
+read -r faults fetched written cleaned waits unchanged prefetched < <(awk '/^ethermem-preload: blocks/ {
 	for (i = 2; i < NF; i += 2) v[$i] += $(i + 1) }
-	END { printf "%.0f %.0f %.0f %.0f %.0f %.0f\n", v["faults"], v["fetched"], v["written"], v["cleaned"],
-		v["evict-waits"], v["unchanged"] }' "$W/err")
+	END { printf "%.0f %.0f %.0f %.0f %.0f %.0f %.0f\n", v["faults"], v["fetched"], v["written"], v["cleaned"],
+		v["evict-waits"], v["unchanged"], v["prefetched"] }' "$W/err")
 # ideal_of PREFIX: MIN's bytes at the budget, summed over the traces
 # PREFIX.* (one per process)
 ideal_of() {
@@ -82,18 +82,20 @@ ideal_of() {
 	echo $sum
 }
 ideal=$(ideal_of "$W/trace") || exit 1
-# POOL_ONLY_KEEP=DIR keeps the run's traces and stderr there
+# POOL_ONLY_KEEP=DIR keeps the run's traces and stderr there (with --ref, the
+# reference run's too: ref.PID and err.ref, the input of policy_sim.py)
 [ -n "${POOL_ONLY_KEEP:-}" ] && { mkdir -p "$POOL_ONLY_KEEP" && cp "$W"/trace.* "$W/err" "$POOL_ONLY_KEEP"/; }
 ref=''
 if [ $REF = 1 ]; then
 	ETHERMEM_MAP_TRACE=$W/ref "$B/ethermem" run --local-mem 1M $OPTS "$@" -- $CMD >"$W/out.ref" 2>"$W/err.ref" ||
 		{ tail -5 "$W/err.ref" >&2; exit 1; }
 	ref=$(ideal_of "$W/ref") || exit 1
+	[ -n "${POOL_ONLY_KEEP:-}" ] && cp "$W"/ref.* "$W/err.ref" "$POOL_ONLY_KEEP"/
 fi
 echo "$c cpu program user ${cu:-?} s sys ${cs:-?} s node $ncpu s"
-awk -v c="$c" -v rc=$rc -v r="$ref" -v a="$t0" -v b="$t1" -v f="$fetched" -v i="$ideal" -v fa="$faults" -v w="$written" -v cl="$cleaned" -v ew="$waits" -v un="$unchanged" 'BEGIN {
-	printf "%s exit %d %.1f s fetched %.1f MB ideal %.1f MB fetched/ideal %s faults %d written %.1f MB cleaned %.1f MB evict-waits %d unchanged %.1f MB\n",
-		c, rc, b - a, f / 1e6, i / 1e6, (i ? sprintf("%.2f", f / i) : "-"), fa, w / 1e6, cl / 1e6, ew, un / 1e6
+awk -v c="$c" -v rc=$rc -v r="$ref" -v a="$t0" -v b="$t1" -v f="$fetched" -v i="$ideal" -v fa="$faults" -v w="$written" -v cl="$cleaned" -v ew="$waits" -v un="$unchanged" -v pf="$prefetched" 'BEGIN {
+	printf "%s exit %d %.1f s fetched %.1f MB ideal %.1f MB fetched/ideal %s faults %d written %.1f MB cleaned %.1f MB evict-waits %d unchanged %.1f MB prefetched %.1f MB\n",
+		c, rc, b - a, f / 1e6, i / 1e6, (i ? sprintf("%.2f", f / i) : "-"), fa, w / 1e6, cl / 1e6, ew, un / 1e6, pf / 1e6
 	if (r != "")
 		printf "%s ideal-ref %.1f MB fetched/ideal-ref %s\n", c, r / 1e6, (r ? sprintf("%.2f", f / r) : "-") }'
 exit $rc
