@@ -1153,6 +1153,133 @@ static void steal(void)
 	CHECK(!bad);
 }
 
+/* Witnesses on a static list of three nodes (replicate:2: two copies and
+ * the third node as witness). Copy A's node freezes, a write goes to copy B
+ * only and records A's loss, B's node is killed and A's thaws: A's bytes
+ * are old, and the record that says so lives on B and the witness. A handle
+ * opened before and a fresh client must both get an error naming the loss,
+ * never A's old bytes, never zeros. Then with no second failure (A frozen
+ * and thawed, B alive) both read the new bytes; and the witness's node
+ * dying alone changes nothing for a workload. kind: 0 the case above, 3
+ * the same with a write from the open handle first, 1 no second failure,
+ * 2 the witness alone dies. */
+static void witness_case(int kind)
+{
+	struct t_node n[3];
+	struct em_region_opts o = { .size = sizeof(o) };
+	uint8_t *a = malloc(SIZE), *b = malloc(SIZE), *got = malloc(SIZE), *ref = malloc(SIZE);
+	uint64_t seed = 77;
+	em_pool *pa, *pb, *pc;
+	em_region *ra, *rb, *rc = NULL;
+	struct t_node *na, *nb;
+	int e;
+
+	CHECK(a && b && got && ref);
+	for (unsigned k = 0; k < SIZE; k++) {
+		a[k] = (uint8_t)t_rand(&seed);
+		b[k] = (uint8_t)t_rand(&seed);
+		ref[k] = (uint8_t)t_rand(&seed);
+	}
+	setenv("ETHERMEM_TIMEOUT_MS", "1000", 1);
+	start_nodes(n, 3);
+	pa = t_connect_ok(n, 3, sec);
+	pb = t_connect_ok(n, 3, sec);
+	CHECK_RC(em_parse_redundancy("replicate:2", &o), 0);
+	CHECK_RC(em_region_create(pa, "wit", SIZE, &o, &ra), 0);
+	CHECK_RC(em_write(ra, 0, a, SIZE), 0);
+	CHECK_RC(em_region_open(pb, "wit", &rb), 0);
+	CHECK_RC(em_read(rb, 0, got, SIZE), 0);
+	CHECK(!memcmp(got, a, SIZE));
+	na = holder(n, rb, 0); /* what the open handle reads first */
+	nb = holder(n, rb, 1);
+	if (kind == 2) {
+		/* the node that holds no copy: the witness alone dies */
+		struct t_node *w = &n[3 - (unsigned)(na - n) - (unsigned)(nb - n)];
+		memcpy(ref, a, SIZE);
+		t_node_stop(w, SIGKILL);
+		rand_ops(ra, ref, 200, &seed);
+		rand_ops(rb, ref, 200, &seed);
+		check_all(rb, ref);
+		pc = t_connect_ok(n, 3, sec);
+		CHECK_RC(em_region_open(pc, "wit", &rc), 0);
+		check_all(rc, ref);
+		rand_ops(rc, ref, 100, &seed);
+		check_all(ra, ref);
+		printf("the witness's node died alone: the workload went on\n");
+		goto out;
+	}
+	/* the first write finds A gone (A may still apply it once thawed: it
+	 * was sent before), the second goes to B only */
+	t_freeze(na->pid);
+	CHECK_RC(em_write(ra, 0, ref, SIZE), 0);
+	CHECK_RC(em_write(ra, 0, b, SIZE), 0);
+	if (kind != 1)
+		t_node_stop(nb, SIGKILL);
+	kill(na->pid, SIGCONT);
+	if (kind == 3) {
+		/* a write first: it would go to A alone and make A's old bytes
+		 * current; it must fail, and so must the read after it */
+		e = em_write(rb, 4096, a, 4096);
+		if (e != -EM_ELOST) {
+			fprintf(stderr, "a write to the thawed copy alone returned %d\n", e);
+			exit(1);
+		}
+	}
+	memset(got, 0, SIZE);
+	e = em_read(rb, 0, got, SIZE);
+	if (kind == 1) {
+		CHECK_RC(e, 0);
+		CHECK(!memcmp(got, b, SIZE));
+	} else if (!e) {
+		fprintf(stderr, "an open handle read %s after the thaw instead of an error\n",
+			!memcmp(got, a, SIZE) || !memcmp(got, ref, SIZE)
+				? "the thawed copy's old bytes"
+				: "wrong bytes");
+		exit(1);
+	} else {
+		CHECK(e == -EM_ELOST);
+	}
+	pc = t_connect_ok(n, 3, sec);
+	e = em_region_open(pc, "wit", &rc);
+	if (kind == 1) {
+		CHECK_RC(e, 0);
+		CHECK_RC(em_read(rc, 0, got, SIZE), 0);
+		CHECK(!memcmp(got, b, SIZE));
+		printf("one copy frozen and thawed: the new bytes, no error\n");
+		goto out;
+	}
+	if (!e) {
+		memset(got, 0, SIZE);
+		e = em_read(rc, 0, got, SIZE);
+		if (!e) {
+			fprintf(stderr,
+				"a fresh client read %s after the thaw instead of an error\n",
+				!memcmp(got, a, SIZE) || !memcmp(got, ref, SIZE)
+					? "the thawed copy's old bytes"
+					: "wrong bytes");
+			exit(1);
+		}
+		em_region_close(rc);
+	}
+	CHECK(e == -EM_ELOST);
+	rc = NULL;
+	printf("copy frozen, the other killed, the first thawed: -EM_ELOST, never old bytes\n");
+out:
+	if (rc)
+		em_region_close(rc);
+	em_region_close(rb);
+	em_region_close(ra);
+	em_pool_close(pc);
+	em_pool_close(pb);
+	em_pool_close(pa);
+	stop_nodes(n, 3);
+	unsetenv("ETHERMEM_TIMEOUT_MS");
+	free(a);
+	free(b);
+	free(got);
+	free(ref);
+}
+
 int main(int argc, char **argv)
 {
 	const char *only = argc > 1 ? argv[1] : ""; /* a part's name runs only it */
@@ -1180,6 +1307,12 @@ int main(int argc, char **argv)
 	}
 	if (!*only || !strcmp(only, "thaw"))
 		thaw(false);
+	if (!*only || !strcmp(only, "witness")) {
+		witness_case(0);
+		witness_case(3);
+		witness_case(1);
+		witness_case(2);
+	}
 	if (!*only || !strcmp(only, "steal"))
 		steal();
 	if (!*only || !strcmp(only, "thaw_batch"))

@@ -289,6 +289,7 @@ extern unsigned em_fail_stage_grow;
 
 /* Posts one request on ch (tagged from q) and waits for its reply. */
 int em_chan_call(em_queue *q, struct em_chan *ch, struct em_part *p);
+void em_queue_mend(em_queue *q);
 
 /* Called by a transport when a part completes (in post order). */
 void em_part_done(struct em_chan *ch, struct em_part *p);

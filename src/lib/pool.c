@@ -714,7 +714,7 @@ static int name_ok(const char *name)
 	for (size_t i = 0; i < n; i++)
 		if (name[i] < 0x21 || name[i] > 0x7e || name[i] == '/')
 			return -EINVAL;
-	return 0;
+	return em_is_witness_name(name) ? -EINVAL : 0; /* a region's witness keeps it */
 }
 
 /* Opens a named region by the layouts its nodes hold, the newest of them;
@@ -822,6 +822,13 @@ static int region_open_named(em_pool *pool, const char *name, const char *piece,
 		snprintf(r->piece, sizeof(r->piece), "%s", piece);
 	r->dir_epoch = dir_epoch;
 	r->named = true;
+	/* a static list's replicated region: a loss its witnesses recorded
+	 * while the copy that took it is away (redundancy.c) */
+	if ((rc = em_red_witness_open(r))) {
+		close_handles(r, r->nseg);
+		free(r);
+		return rc;
+	}
 	if ((rc = attach(r))) {
 		free(r);
 		return rc;
@@ -1160,11 +1167,23 @@ static unsigned name_home(em_pool *pool, const char *name)
 /* Pieces a delete left behind on nodes that were down then. With the
  * claim held (on node `keep`) nobody else is creating the name, so they
  * are remnants, never another client's new region. */
-static void clear_strays(em_pool *pool, const uint8_t *dreq, int dn, int keep)
+static void clear_strays(em_pool *pool, const char *name, const uint8_t *dreq, int dn, int keep)
 {
-	for (unsigned i = 0; i < em_pool_n(pool); i++)
-		if ((int)i != keep && !em_node_down(pool, i))
+	uint8_t wreq[3 + EM_NAME_MAX];
+	char wn[EM_NAME_MAX + 1];
+	int wl;
+
+	/* and the loss records of an older region of the name (redundancy.c) */
+	em_witness_name(name, wn);
+	wl = em_namelayout_encode(wreq, sizeof(wreq), wn, NULL, 0);
+	for (unsigned i = 0; i < em_pool_n(pool); i++) {
+		if (em_node_down(pool, i))
+			continue;
+		if ((int)i != keep)
 			em_ctl(pool, i, EM_W_DELETE, 0, 0, 0, dreq, (uint32_t)dn, NULL, 0, NULL);
+		if (wl > 0)
+			em_ctl(pool, i, EM_W_DELETE, 0, 0, 0, wreq, (uint32_t)wl, NULL, 0, NULL);
+	}
 }
 
 /* Places and creates the parts, the one on node `home` (-1: none) first
@@ -1221,7 +1240,7 @@ static int region_create_parts(em_pool *pool, const char *name, uint64_t bytes, 
 		struct em_part res;
 
 		if (name && j == 0 && hs < 0)
-			clear_strays(pool, dreq, dn, -1);
+			clear_strays(pool, name, dreq, dn, -1);
 		rc = em_ctl(pool, r->node[s], EM_W_CREATE, 0, name ? EM_WC_NAMED | EM_WC_EXCL : 0,
 			    em_seg_bytes(r, s), req, (uint32_t)n, resp, sizeof(resp), &res);
 		if (rc) {
@@ -1238,7 +1257,7 @@ static int region_create_parts(em_pool *pool, const char *name, uint64_t bytes, 
 		}
 		r->handle[s] = res.r_region;
 		if (name && j == 0 && hs >= 0)
-			clear_strays(pool, dreq, dn, (int)r->node[hs]);
+			clear_strays(pool, name, dreq, dn, (int)r->node[hs]);
 	}
 	if ((rc = attach(r)))
 		goto fail;
@@ -1395,6 +1414,16 @@ int em_region_delete(em_pool *pool, const char *name)
 	/* A piece left on a node that is down makes no region: open treats
 	 * such remnants as absent, and the next create of the name clears
 	 * them. */
+	{
+		uint8_t wreq[3 + EM_NAME_MAX];
+		char wn[EM_NAME_MAX + 1];
+		int wl;
+
+		em_witness_name(name, wn);
+		wl = em_namelayout_encode(wreq, sizeof(wreq), wn, NULL, 0);
+		for (unsigned i = 0; i < em_pool_n(pool) && wl > 0; i++)
+			em_ctl(pool, i, EM_W_DELETE, 0, 0, 0, wreq, (uint32_t)wl, NULL, 0, NULL);
+	}
 	if (down)
 		em_log(EM_LOG_DEBUG, "delete %s: %d node(s) down keep a remnant", name, down);
 	return err ? err : found ? 0 : down ? -EHOSTDOWN : -ENOENT;
@@ -1497,8 +1526,8 @@ int em_region_list(em_pool *pool, struct em_region_info *info, unsigned max)
 				if (em_list_entry_decode(buf, res.resp_len, &pos, &sz, nm, &lay,
 							 &ll))
 					break; /* the rest of this reply cannot be trusted */
-				if (em_layout_decode(lay, ll, &l))
-					continue;
+				if (em_layout_decode(lay, ll, &l) || em_is_witness_name(nm))
+					continue; /* a witness's loss record is no region */
 				/* a striped region is listed by each of its nodes */
 				for (k = 0; k < count; k++)
 					if (!strcmp(names[k], nm))

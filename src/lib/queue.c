@@ -456,6 +456,17 @@ static void refresh(em_queue *q)
 	}
 }
 
+/* Broken channels of q dialled again (a mapping's queue asks the
+ * reconnect thread, whose channel it takes on a later call): for requests
+ * to nodes its own operations may never reach (redundancy.c's witnesses). */
+void em_queue_mend(em_queue *q)
+{
+	if (q->redial)
+		refresh(q);
+	else if (q->pager)
+		adopt(q);
+}
+
 /* Where the region's parts are, as one consistent copy (see lseq); the
  * record's epoch it belongs to. The writer is a few stores under the pool
  * lock, so the wait for it is short (also in the pager's fault handler). */

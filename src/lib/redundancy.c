@@ -42,6 +42,11 @@
  *   parts; a node that already holds the name (a repair that died) is
  *   passed over, never cleared.
  *
+ * Losses on a static list: a replicated region's loss records are kept by
+ *   witness nodes as well as by the surviving copies, so that a copy that
+ *   comes back after the one that took the writes died is refused, not
+ *   served (see "witnesses" below; etcd mode keeps them in the record).
+ *
  * ec:K+M - data cell d of stripe s is at s*cell on segment d, parity cell j
  *   at s*cell on segment K+j. A read goes straight to the data cells; one
  *   that fails is rebuilt from any K survivors of its stripe. A write runs
@@ -255,6 +260,9 @@ struct em_red_aux {
 	 * segments, with the epoch recording them, whose loss its writes have
 	 * waited out (under lmu) */
 	uint64_t checked_ns;
+	/* static list: the lost segments whose loss this handle has checked
+	 * with a majority of the witnesses (wit_follow; atomic) */
+	uint64_t wsynced;
 	pthread_mutex_t lmu;
 	uint64_t settled;
 	uint32_t settled_epoch;
@@ -2179,6 +2187,423 @@ static void fence_live(em_queue *q, em_region *r, uint64_t lost, uint32_t ver)
 	}
 }
 
+/* ---- witnesses: a static list's loss records (replicate:N) ----
+ *
+ * With etcd the record keeps a loss; on a static list only the nodes do.
+ * A record on the surviving copies alone is not enough: when the one copy
+ * that took it dies and the copy whose loss it recorded comes back (it
+ * was frozen or cut off), that copy looks like a live one whose peer just
+ * died, and its old bytes would be served. So on a static list a layout's
+ * live copies get witnesses: the nodes of the list that hold none of them
+ * and rank first for the region's name (rendezvous hashing over the nodes'
+ * addresses, the same for every client), as many as make 2N+1 with the
+ * live copies (the whole list when it is shorter). A record replacing
+ * layout L is stored with L's live copies and with L's witnesses (under a
+ * name of their own, em_witness_name, a part of WIT_BYTES), and counts once
+ * a majority of L's copies and witnesses took it. A handle serves a copy
+ * at open, or after it found a copy lost, only when a majority of the
+ * copies and witnesses of the newest layout it knows answered and none held
+ * a newer record: two majorities of one set share a node, so a record is
+ * seen. Of 2N+1, N failures leave a majority: the N-1 that replicate:N
+ * survives, and one more, since a node that stays dead in a static list
+ * may rank as a witness of a layout that a repair made whole again (the
+ * repair's layout names new nodes, and brings new witnesses with them).
+ * A list of 2N-1 or 2N nodes survives N-1; one of fewer has no witnesses
+ * (the old, weaker rule).  * The cost is off the data path: witnesses are asked at open, when a loss
+ * is recorded, and at the first layout check after a handle found a copy
+ * lost; never on a healthy region. */
+#define WIT_BYTES 8u
+
+/* A layout as a handle sees it: the nodes of its copies that it does not
+ * name lost, and their witnesses. */
+struct wview {
+	unsigned part[EM_MAX_SEG], np;
+	unsigned wit[2 * EM_MAX_SEG], nw;
+};
+
+static uint64_t name_hash(const char *s, uint64_t h)
+{
+	for (; *s; s++)
+		h = (h ^ (uint8_t)*s) * 1099511628211ull; /* FNV-1a */
+	return h ^ h >> 29;
+}
+
+void em_witness_name(const char *name, char *out)
+{
+	snprintf(out, EM_NAME_MAX + 1, ".w%016llx",
+		 (unsigned long long)name_hash(name, 1469598103934665603ull));
+}
+
+bool em_is_witness_name(const char *name)
+{
+	if (strlen(name) != 18 || name[0] != '.' || name[1] != 'w')
+		return false;
+	for (unsigned i = 2; i < 18; i++)
+		if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
+			return false;
+	return true;
+}
+
+static bool wit_on(const em_region *r)
+{
+	return r->named && !r->pool->dir && r->red == EM_RED_REPLICATE &&
+	       em_pool_n(r->pool) >= 2u * r->nseg - 1;
+}
+
+static bool in(const unsigned *set, unsigned n, unsigned x)
+{
+	for (unsigned k = 0; k < n; k++)
+		if (set[k] == x)
+			return true;
+	return false;
+}
+
+/* The view of the copies on node[s] for s not in `zeroed`: the best
+ * ranked nodes outside them are the witnesses, as many as make 2N+1 in
+ * all (or the list). A copy whose loss is recorded leaves a witness's place (its node
+ * may take it), so that the view follows from the layout alone: an
+ * opener that never reached that node counts the same nodes as the
+ * client that recorded the loss. */
+static void wit_view(const em_region *r, const unsigned *node, uint64_t zeroed, struct wview *v)
+{
+	uint64_t seed = name_hash(r->name, 1469598103934665603ull);
+
+	v->np = v->nw = 0;
+	for (unsigned s = 0; s < r->nseg; s++)
+		if (!(zeroed >> s & 1) && !in(v->part, v->np, node[s]))
+			v->part[v->np++] = node[s];
+	while (v->np + v->nw < EM_MIN(2u * r->nseg + 1, em_pool_n(r->pool))) {
+		uint64_t best = 0;
+		bool any = false;
+
+		for (unsigned i = 0; i < em_pool_n(r->pool); i++) {
+			uint64_t h = name_hash(r->pool->nodes[i].addr, seed);
+
+			if (in(v->part, v->np, i) || in(v->wit, v->nw, i) || (any && h <= best))
+				continue;
+			best = h;
+			v->wit[v->nw] = i;
+			any = true;
+		}
+		if (!any)
+			break;
+		v->nw++;
+	}
+}
+
+/* What a handle knows: its copies' nodes, the ones its layout records lost
+ * named by none. */
+static void wit_view_handle(em_region *r, struct wview *v)
+{
+	struct em_red_aux *x = r->rx;
+	unsigned node[EM_MAX_SEG];
+	uint64_t zeroed;
+
+	pthread_rwlock_rdlock(&x->fill);
+	zeroed = x->rec_epoch == __atomic_load_n(&r->epoch, __ATOMIC_ACQUIRE) ? x->recorded : 0;
+	pthread_rwlock_unlock(&x->fill);
+	for (unsigned s = 0; s < r->nseg; s++)
+		node[s] = seg_node(r, s);
+	wit_view(r, node, zeroed, v);
+}
+
+/* How many of the view's copies are on nodes of segments not in `lost`. */
+static unsigned wit_up(em_region *r, const struct wview *v, uint64_t lost)
+{
+	unsigned n = 0;
+
+	for (unsigned k = 0; k < v->np; k++) {
+		bool up = false;
+		for (unsigned s = 0; s < r->nseg; s++)
+			up |= seg_node(r, s) == v->part[k] && !(lost >> s & 1);
+		n += up;
+	}
+	return n;
+}
+
+/* a majority of the view's copies and witnesses */
+static unsigned wit_need(const struct wview *v)
+{
+	return (v->np + v->nw) / 2 + 1;
+}
+
+/* A control request to a node: on q's channel, or (q NULL, at open) as a
+ * synchronous call. */
+static int wctl(em_queue *q, em_pool *pool, unsigned node, struct em_part *p)
+{
+	uint64_t until;
+	int rc;
+
+	if (!q)
+		return em_ctl(pool, node, p->wop, p->handle, p->aux, p->off, p->req, p->req_len,
+			      p->resp, p->resp_cap, p);
+	/* a witness may be a node that q's own operations never reach, and a
+	 * mapping's queue does not dial a channel that broke: it is asked
+	 * for again, up to the request timeout, while the node is up (the
+	 * pool's default queue is mended by the reconnect thread) */
+	until = em_now_ns() + (uint64_t)pool->timeout_ms * 1000000ull;
+	while ((rc = qctl(q, node, p)) == -EHOSTDOWN && q != pool->dq &&
+	       !em_node_down(pool, node) && em_now_ns() < until) {
+		struct timespec ts = { 0, 1000000 };
+
+		em_queue_mend(q);
+		if (node < q->n && q->ch[node] && !q->ch[node]->broken)
+			continue;
+		nanosleep(&ts, NULL);
+	}
+	return rc;
+}
+
+/* Reads the view's witnesses' records: the newest that fits r into *best
+ * (*have). Returns how many witnesses answered (with a record, or none). */
+static unsigned wit_scan(em_queue *q, em_region *r, const struct wview *v, struct em_layout *best,
+			 bool *have)
+{
+	uint8_t req[3 + EM_NAME_MAX], resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
+	char wn[EM_NAME_MAX + 1];
+	unsigned answered = 0;
+	int n;
+
+	*have = false;
+	em_witness_name(r->name, wn);
+	if ((n = em_namelayout_encode(req, sizeof(req), wn, NULL, 0)) < 0)
+		return 0;
+	for (unsigned j = 0; j < v->nw; j++) {
+		struct em_part p = { .wop = EM_W_OPEN,
+				     .req = req,
+				     .req_len = (uint32_t)n,
+				     .resp = resp,
+				     .resp_cap = sizeof(resp) };
+		char nm[EM_NAME_MAX + 1];
+		const uint8_t *lay;
+		struct em_layout l;
+		uint16_t ll;
+		int rc = wctl(q, r->pool, v->wit[j], &p);
+
+		if (rc == -ENOENT)
+			answered++; /* no loss recorded there */
+		if (rc)
+			continue;
+		answered++;
+		if (!em_namelayout_decode(resp, p.resp_len, nm, &lay, &ll) &&
+		    !em_layout_decode(lay, ll, &l) && l.size == r->size && l.nseg == r->nseg &&
+		    l.red == r->red && (!*have || l.epoch > best->epoch)) {
+			*best = l;
+			*have = true;
+		}
+		struct em_part c = { .wop = EM_W_CLOSE, .handle = p.r_region };
+		wctl(q, r->pool, v->wit[j], &c);
+	}
+	return answered;
+}
+
+static int wit_short(const em_region *r, unsigned answered, const struct wview *v)
+{
+	em_log(EM_LOG_ERR,
+	       "region %s: %u of its %u copies and witnesses answer, fewer than the %u needed "
+	       "to tell whether its live copies are current; more nodes failed than it survives",
+	       r->name, answered, v->np + v->nw, wit_need(v));
+	return -EM_ELOST;
+}
+
+/* The segments of node[] that a newer record l does not place there (a
+ * recorded loss names no node), and of those the recorded ones. */
+static uint64_t wit_stale(em_region *r, const unsigned *node, const struct em_layout *l,
+			  uint64_t *gone)
+{
+	static const uint8_t none[EM_NODE_ID_LEN];
+	uint64_t m = 0;
+
+	*gone = 0;
+	for (unsigned s = 0; s < r->nseg; s++) {
+		uint8_t id[EM_NODE_ID_LEN];
+
+		em_node_id(r->pool, node[s], id);
+		if (memcmp(id, l->ids[s], EM_NODE_ID_LEN))
+			m |= 1ull << s;
+		if (!memcmp(l->ids[s], none, EM_NODE_ID_LEN))
+			*gone |= 1ull << s;
+	}
+	return m;
+}
+
+int em_red_witness_open(em_region *r)
+{
+	uint64_t live = (1ull << r->nseg) - 1;
+
+	if (!em_red_on(r) || !wit_on(r))
+		return 0;
+	/* a newer record names other witnesses: asked in turn */
+	for (unsigned round = 0; round <= r->nseg; round++) {
+		struct em_layout l;
+		struct wview v;
+		uint64_t stale, gone;
+		unsigned answered = 0;
+		bool have;
+
+		if ((r->lost & live) == live)
+			break;
+		wit_view(r, r->node, r->lost_rec, &v);
+		for (unsigned s = 0; s < r->nseg; s++)
+			answered += !(r->lost_rec >> s & 1) && !(r->lost >> s & 1);
+		answered += wit_scan(NULL, r, &v, &l, &have);
+		if (answered < wit_need(&v))
+			return wit_short(r, answered, &v);
+		if (!have || l.epoch < r->epoch)
+			break;
+		stale = wit_stale(r, r->node, &l, &gone);
+		if (l.epoch == r->epoch && !(gone & ~r->lost_rec))
+			break;
+		r->lost |= l.epoch == r->epoch ? gone : stale;
+		r->lost_rec |= gone;
+		r->epoch = l.epoch;
+	}
+	if ((r->lost & live) == live) {
+		em_log(EM_LOG_ERR,
+		       "region %s: every copy is lost or was recorded lost while it was away; "
+		       "more nodes failed than it survives",
+		       r->name);
+		return -EM_ELOST;
+	}
+	return 0;
+}
+
+/* A handle that found a copy lost asks the witnesses before it serves
+ * from the others: a majority of the copies and witnesses of its layout
+ * must answer, and a loss recorded after that layout (the copy it would
+ * read from was away, and the one that took the writes is gone now) is
+ * taken. */
+static int wit_follow(em_queue *q, em_region *r)
+{
+	struct em_red_aux *x = r->rx;
+	uint64_t lost = 0;
+
+	for (unsigned round = 0; round <= r->nseg; round++) {
+		unsigned node[EM_MAX_SEG], answered;
+		uint64_t stale, gone;
+		struct em_layout l;
+		struct wview v;
+		bool have;
+
+		lost = __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE);
+		wit_view_handle(r, &v);
+		answered = wit_scan(q, r, &v, &l, &have) + wit_up(r, &v, lost);
+		if (answered < wit_need(&v))
+			return wit_short(r, answered, &v);
+		if (!have || l.epoch < __atomic_load_n(&r->epoch, __ATOMIC_ACQUIRE))
+			break;
+		pthread_rwlock_wrlock(&x->fill);
+		for (unsigned s = 0; s < r->nseg; s++)
+			node[s] = seg_node(r, s);
+		stale = wit_stale(r, node, &l, &gone);
+		if (l.epoch == __atomic_load_n(&r->epoch, __ATOMIC_ACQUIRE)) {
+			/* of the same epoch: a record merged with another
+			 * client's (store.c), whose losses are taken */
+			uint64_t had = x->rec_epoch == l.epoch ? x->recorded : 0;
+			if (!(gone & ~had)) {
+				pthread_rwlock_unlock(&x->fill);
+				break;
+			}
+			stale = gone;
+		}
+		__atomic_fetch_or(&r->lost, stale, __ATOMIC_ACQ_REL);
+		__atomic_store_n(&r->epoch, l.epoch, __ATOMIC_RELEASE);
+		x->recorded = gone | (x->rec_epoch == l.epoch ? x->recorded : 0);
+		x->rec_epoch = l.epoch;
+		if (layout_ver(l.epoch, false) > handle_ver(r))
+			set_ver(r, layout_ver(l.epoch, false));
+		pthread_rwlock_unlock(&x->fill);
+		em_log(EM_LOG_WARN, "region %s: its witnesses recorded a loss at epoch %u", r->name,
+		       l.epoch);
+	}
+	__atomic_store_n(&x->wsynced, __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE),
+			 __ATOMIC_RELEASE);
+	return live_count(r) < need_live(r) ? lost_error(r) : 0;
+}
+
+/* The copies this handle holds live that the layout a witness answered
+ * with names no node for. */
+static uint64_t wit_merged(em_region *r, const uint8_t *resp, uint32_t len)
+{
+	static const uint8_t none[EM_NODE_ID_LEN];
+	char nm[EM_NAME_MAX + 1];
+	const uint8_t *lay;
+	struct em_layout l;
+	uint64_t m = 0;
+	uint16_t ll;
+
+	if (em_namelayout_decode(resp, len, nm, &lay, &ll) || em_layout_decode(lay, ll, &l) ||
+	    l.nseg != r->nseg)
+		return 0;
+	for (unsigned s = 0; s < r->nseg; s++)
+		if (!seg_lost(r, s) && !memcmp(l.ids[s], none, EM_NODE_ID_LEN))
+			m |= 1ull << s;
+	return m;
+}
+
+/* Stores the layout that records a loss (ll bytes) with the witnesses of
+ * view v (the layout it replaces), whose live copies took it already
+ * (`took` of them). 0 once a majority of v took it; -ESTALE when a witness
+ * holds a newer record (follow it, then record above it); -EM_ELOST when
+ * too few took it. A witness merges two records of one epoch (store.c):
+ * one that comes back naming no node for a copy this handle holds live
+ * means that another client recorded that copy's loss meanwhile (each
+ * wrote to the copy the other lost): the copies of *more are lost, and
+ * -EAGAIN says to record again. Of two such clients, the later at their
+ * common witness sees the other's record. */
+static int wit_record(em_queue *q, em_region *r, const struct wview *v, unsigned took,
+		      const uint8_t *layout, int ll, uint64_t *more)
+{
+	uint8_t req[3 + EM_NAME_MAX + EM_MAX_LAYOUT], resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
+	char wn[EM_NAME_MAX + 1];
+	bool stale = false;
+	int n;
+
+	em_witness_name(r->name, wn);
+	if ((n = em_namelayout_encode(req, sizeof(req), wn, layout, (uint16_t)ll)) < 0)
+		return n;
+	for (unsigned j = 0; j < v->nw; j++) {
+		static const uint32_t how[3] = { EM_WC_NAMED | EM_WC_RELAYOUT,
+						 EM_WC_NAMED | EM_WC_EXCL,
+						 EM_WC_NAMED | EM_WC_RELAYOUT };
+		int rc = -ENOENT;
+
+		/* stored over an older record; made where there is none (one
+		 * that another client made meanwhile is stored over) */
+		for (unsigned t = 0; t < 3; t++) {
+			struct em_part p = { .wop = EM_W_CREATE,
+					     .aux = how[t],
+					     .off = WIT_BYTES,
+					     .req = req,
+					     .req_len = (uint32_t)n,
+					     .resp = resp,
+					     .resp_cap = sizeof(resp) };
+			rc = wctl(q, r->pool, v->wit[j], &p);
+			if (!rc) {
+				struct em_part c = { .wop = EM_W_CLOSE, .handle = p.r_region };
+				wctl(q, r->pool, v->wit[j], &c);
+				took++;
+				*more |= wit_merged(r, resp, p.resp_len);
+			}
+			if (!(t == 0 && rc == -ENOENT) && !(t == 1 && rc == -EEXIST))
+				break;
+		}
+		stale |= rc == -ESTALE;
+	}
+	if (stale)
+		return -ESTALE;
+	if (*more)
+		return -EAGAIN;
+	if (took < wit_need(v)) {
+		em_log(EM_LOG_ERR,
+		       "region %s: %u of its %u copies and witnesses took the record of a lost "
+		       "copy, fewer than the %u needed; more nodes failed than it survives",
+		       r->name, took, v->np + v->nw, wit_need(v));
+		return -EM_ELOST;
+	}
+	return 0;
+}
+
 /* etcd mode: the record gets the loss too (the lost segments named by no
  * node, the epoch), so that listings say what the parts' layouts say. */
 static int record_loss_dir(em_region *r, uint64_t lost, uint32_t epoch)
@@ -2222,11 +2647,15 @@ static int record_loss(em_queue *q, em_region *r)
 		uint64_t lost = __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE);
 		uint32_t epoch =
 			EM_MAX(__atomic_load_n(&r->epoch, __ATOMIC_ACQUIRE), handle_ver(r) / 2) + 1;
+		uint64_t more = 0;
 		bool again = false;
+		struct wview wv;
 		int ll, n, rc = 0;
 
 		if (live_count(r) < need_live(r))
 			return lost_error(r);
+		if (wit_on(r))
+			wit_view_handle(r, &wv); /* the layout this record replaces */
 		if (tries > 2 * EM_MAX_SEG)
 			return -EAGAIN;
 		pthread_rwlock_rdlock(&x->fill);
@@ -2272,6 +2701,20 @@ static int record_loss(em_queue *q, em_region *r)
 		if (again) {
 			if (!unrecorded(r))
 				return 0;
+			continue;
+		}
+		if (wit_on(r) &&
+		    (rc = wit_record(q, r, &wv, wit_up(r, &wv, lost), layout, ll, &more))) {
+			if (rc == -EAGAIN) {
+				__atomic_fetch_or(&r->lost, more, __ATOMIC_ACQ_REL);
+				em_log(EM_LOG_WARN,
+				       "region %s: another client recorded a copy of it lost that "
+				       "this one wrote to; it is lost here too",
+				       r->name);
+				continue;
+			}
+			if (rc != -ESTALE || (rc = wit_follow(q, r)))
+				return rc;
 			continue;
 		}
 		pthread_rwlock_wrlock(&x->fill);
@@ -2387,6 +2830,13 @@ static int check_layout(em_queue *q, em_region *r, uint64_t start)
 		start = em_now_ns();
 	}
 	q->fenced = 0;
+	/* a copy lost since the witnesses were last asked: the one that took
+	 * the writes may be gone, and a record of this copy's loss with it */
+	if (wit_on(r) &&
+	    (__atomic_load_n(&r->lost, __ATOMIC_ACQUIRE) &
+	     ~__atomic_load_n(&r->rx->wsynced, __ATOMIC_ACQUIRE)) &&
+	    (rc = wit_follow(q, r)))
+		return rc;
 	was = __atomic_load_n(&r->rx->checked_ns, __ATOMIC_ACQUIRE);
 	while (was < start && !__atomic_compare_exchange_n(&r->rx->checked_ns, &was, start, false,
 							   __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
@@ -3065,6 +3515,7 @@ int em_red_attach(em_region *r)
 	x->ver = layout_ver(r->epoch, false);
 	x->recorded = r->lost_rec;
 	x->rec_epoch = r->epoch;
+	x->wsynced = r->lost; /* an open asked the witnesses (em_red_witness_open) */
 	pthread_mutex_init(&x->lmu, NULL);
 	pthread_mutex_init(&x->mu, NULL);
 	pthread_mutex_init(&x->smu, NULL);

@@ -56,6 +56,16 @@ bool em_red_unreachable(int err);
  * node for the caller to delete. */
 int em_red_evict(struct em_region *r, unsigned node);
 
+/* Witnesses (static node list, replicate:N): the name under which a node
+ * keeps a region's loss records beside (or instead of) a copy, and whether
+ * a name is one, which no region may take. */
+void em_witness_name(const char *name, char *out); /* out: EM_NAME_MAX + 1 bytes */
+bool em_is_witness_name(const char *name);
+/* At open, before attach: reads the witnesses of r (a named region on a
+ * static list) and takes the losses they recorded after r's layout; -EM_ELOST
+ * when too few answer to tell, or no copy is left current. */
+int em_red_witness_open(struct em_region *r);
+
 /* Erasure coding (ec.c, over ISA-L). */
 struct em_ec;
 int em_ec_create(unsigned k, unsigned m, struct em_ec **out);
