@@ -1245,6 +1245,10 @@ static void witness_case(int kind)
 		CHECK_RC(e, 0);
 		CHECK_RC(em_read(rc, 0, got, SIZE), 0);
 		CHECK(!memcmp(got, b, SIZE));
+		/* the witnesses' records of A's loss are no regions */
+		struct em_region_info li[4] = { [0] = { .size = sizeof(li[0]) } };
+		CHECK_RC(em_region_list(pc, li, 4), 1);
+		CHECK(!strcmp(li[0].name, "wit"));
 		printf("one copy frozen and thawed: the new bytes, no error\n");
 		goto out;
 	}

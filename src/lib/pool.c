@@ -1411,10 +1411,8 @@ int em_region_delete(em_pool *pool, const char *name)
 		else if (rc != -ENOENT)
 			err = rc;
 	}
-	/* A piece left on a node that is down makes no region: open treats
-	 * such remnants as absent, and the next create of the name clears
-	 * them. */
 	{
+		/* the loss records its witnesses keep (redundancy.c) */
 		uint8_t wreq[3 + EM_NAME_MAX];
 		char wn[EM_NAME_MAX + 1];
 		int wl;
@@ -1422,8 +1420,13 @@ int em_region_delete(em_pool *pool, const char *name)
 		em_witness_name(name, wn);
 		wl = em_namelayout_encode(wreq, sizeof(wreq), wn, NULL, 0);
 		for (unsigned i = 0; i < em_pool_n(pool) && wl > 0; i++)
-			em_ctl(pool, i, EM_W_DELETE, 0, 0, 0, wreq, (uint32_t)wl, NULL, 0, NULL);
+			if (!em_node_down(pool, i))
+				em_ctl(pool, i, EM_W_DELETE, 0, 0, 0, wreq, (uint32_t)wl, NULL, 0,
+				       NULL);
 	}
+	/* A piece left on a node that is down makes no region: open treats
+	 * such remnants as absent, and the next create of the name clears
+	 * them. */
 	if (down)
 		em_log(EM_LOG_DEBUG, "delete %s: %d node(s) down keep a remnant", name, down);
 	return err ? err : found ? 0 : down ? -EHOSTDOWN : -ENOENT;
