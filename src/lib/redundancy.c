@@ -2438,7 +2438,7 @@ int em_red_witness_open(em_region *r)
 		struct em_layout l;
 		struct wview v;
 		uint64_t stale, gone;
-		unsigned answered = 0;
+		unsigned answered = 0, n;
 		bool have;
 
 		if ((r->lost & live) == live)
@@ -2446,7 +2446,23 @@ int em_red_witness_open(em_region *r)
 		wit_view(r, r->node, r->lost_rec, &v);
 		for (unsigned s = 0; s < r->nseg; s++)
 			answered += !(r->lost_rec >> s & 1) && !(r->lost >> s & 1);
-		answered += wit_scan(NULL, r, &v, &l, &have);
+		n = wit_scan(NULL, r, &v, &l, &have);
+		if (answered + n < wit_need(&v)) {
+			/* a witness only slow to answer (its channel, timed
+			 * out, is dialled again): asked once more */
+			struct em_layout l2;
+			bool have2;
+			unsigned n2;
+
+			usleep(1000u * r->pool->timeout_ms);
+			n2 = wit_scan(NULL, r, &v, &l2, &have2);
+			n = EM_MAX(n, n2);
+			if (have2 && (!have || l2.epoch > l.epoch)) {
+				l = l2;
+				have = true;
+			}
+		}
+		answered += n;
 		if (answered < wit_need(&v))
 			return wit_short(r, answered, &v);
 		if (!have || l.epoch < r->epoch)
