@@ -2209,7 +2209,9 @@ static void fence_live(em_queue *q, em_region *r, uint64_t lost, uint32_t ver)
  * may rank as a witness of a layout that a repair made whole again (the
  * repair's layout names new nodes, and brings new witnesses with them).
  * A list of 2N-1 or 2N nodes survives N-1; one of fewer has no witnesses
- * (the old, weaker rule).  * The cost is off the data path: witnesses are asked at open, when a loss
+ * (the old, weaker rule).
+ *
+ * The cost is off the data path: witnesses are asked at open, when a loss
  * is recorded, and at the first layout check after a handle found a copy
  * lost; never on a healthy region. */
 #define WIT_BYTES 8u
