@@ -193,6 +193,9 @@ struct em_region {
 	uint32_t lseq;
 	uint64_t lost;         /* segments this handle found dead (atomic) */
 	uint64_t lost_rec;     /* of those, the ones its layout says are lost (open) */
+	uint64_t unplaced;     /* of those, the ones on a node whose id this pool had
+				* not learned at open (down since it started): node[s]
+				* is no more than a valid index while it has no handle */
 	uint64_t rows;         /* EC: stripes */
 	struct em_red_aux *rx; /* coder, repair state; redundant regions only */
 };

@@ -794,6 +794,8 @@ static int region_open_named(em_pool *pool, const char *name, const char *piece,
 			r->lost |= 1ull << s;
 			if (!memcmp(ids[s], none, EM_NODE_ID_LEN))
 				r->lost_rec |= 1ull << s; /* recorded lost (redundancy.c) */
+			else if (i == em_pool_n(pool))
+				r->unplaced |= 1ull << s; /* its witnesses depend on it */
 			r->node[s] = i < em_pool_n(pool) ? i : 0;
 			continue;
 		}

@@ -2216,11 +2216,21 @@ static void fence_live(em_queue *q, em_region *r, uint64_t lost, uint32_t ver)
  * lost; never on a healthy region. */
 #define WIT_BYTES 8u
 
+#define WIT_CANDS 128u /* placements tried; more: too many to tell */
+
 /* A layout as a handle sees it: the nodes of its copies that it does not
- * name lost, and their witnesses. */
+ * name lost, and their witnesses. A copy on a node whose id this process
+ * never learned (down since it started) may be on any such node, and
+ * which one moves the witnesses: each placement is a candidate (cand: its
+ * witnesses as a mask of nodes), wit[] all of theirs, and what is counted
+ * is the least that any candidate gets, so a majority of the set that the
+ * recorder used is counted whichever it was. */
 struct wview {
 	unsigned part[EM_MAX_SEG], np;
-	unsigned wit[2 * EM_MAX_SEG], nw;
+	unsigned wit[EM_MAX_SEG], nw;
+	unsigned size; /* copies and witnesses, the same in each candidate */
+	uint64_t cand[WIT_CANDS];
+	unsigned nc; /* 0: too many placements to tell, nothing counts */
 };
 
 static uint64_t name_hash(const char *s, uint64_t h)
@@ -2262,35 +2272,91 @@ static bool in(const unsigned *set, unsigned n, unsigned x)
 
 /* The view of the copies on node[s] for s not in `zeroed`: the best
  * ranked nodes outside them are the witnesses, as many as make 2N+1 in
- * all (or the list). A copy whose loss is recorded leaves a witness's place (its node
- * may take it), so that the view follows from the layout alone: an
- * opener that never reached that node counts the same nodes as the
- * client that recorded the loss. */
-static void wit_view(const em_region *r, const unsigned *node, uint64_t zeroed, struct wview *v)
+ * all (or the list). A copy whose loss is recorded leaves a witness's
+ * place (its node may take it), so that the view follows from the layout
+ * alone: an opener that never reached that node counts the same nodes as
+ * the client that recorded the loss. The copies of `unplaced` are on
+ * nodes not known here: each placement of them is a candidate. */
+static void wit_view(const em_region *r, const unsigned *node, uint64_t zeroed, uint64_t unplaced,
+		     struct wview *v)
 {
-	uint64_t seed = name_hash(r->name, 1469598103934665603ull);
+	static const uint8_t none[EM_NODE_ID_LEN];
+	uint64_t seed = name_hash(r->name, 1469598103934665603ull), h[EM_MAX_SEG];
+	unsigned n = em_pool_n(r->pool), nu = 0, d[EM_MAX_SEG], nd = 0, pick[EM_MAX_SEG];
 
-	v->np = v->nw = 0;
-	for (unsigned s = 0; s < r->nseg; s++)
-		if (!(zeroed >> s & 1) && !in(v->part, v->np, node[s]))
+	v->np = v->nw = v->nc = 0;
+	for (unsigned s = 0; s < r->nseg; s++) {
+		if (zeroed >> s & 1)
+			continue;
+		if (unplaced >> s & 1)
+			nu++;
+		else if (!in(v->part, v->np, node[s]))
 			v->part[v->np++] = node[s];
-	while (v->np + v->nw < EM_MIN(2u * r->nseg + 1, em_pool_n(r->pool))) {
-		uint64_t best = 0;
-		bool any = false;
-
-		for (unsigned i = 0; i < em_pool_n(r->pool); i++) {
-			uint64_t h = name_hash(r->pool->nodes[i].addr, seed);
-
-			if (in(v->part, v->np, i) || in(v->wit, v->nw, i) || (any && h <= best))
-				continue;
-			best = h;
-			v->wit[v->nw] = i;
-			any = true;
-		}
-		if (!any)
-			break;
-		v->nw++;
 	}
+	v->size = EM_MIN(2u * r->nseg + 1, n);
+	for (unsigned i = 0; i < n; i++) {
+		uint8_t id[EM_NODE_ID_LEN];
+
+		h[i] = name_hash(r->pool->nodes[i].addr, seed);
+		em_node_id(r->pool, i, id);
+		if (nu && !in(v->part, v->np, i) && !memcmp(id, none, EM_NODE_ID_LEN))
+			d[nd++] = i; /* never reached: an unplaced copy may be here */
+	}
+	if (nd < nu) /* a node that came back under a new id: any */
+		for (unsigned i = nd = 0; i < n; i++)
+			if (!in(v->part, v->np, i))
+				d[nd++] = i;
+	if (nd < nu)
+		return;
+	for (unsigned k = 0; k < nu; k++)
+		pick[k] = k;
+	for (;;) {
+		uint64_t ex = 0, m = 0;
+		unsigned k;
+
+		for (k = 0; k < v->np; k++)
+			ex |= 1ull << v->part[k];
+		for (k = 0; k < nu; k++)
+			ex |= 1ull << d[pick[k]];
+		for (unsigned w = v->np + nu; w < v->size; w++) {
+			unsigned best = n;
+
+			for (unsigned i = 0; i < n; i++)
+				if (!(ex >> i & 1) && (best == n || h[i] > h[best]))
+					best = i;
+			if (best == n)
+				break;
+			ex |= 1ull << best;
+			m |= 1ull << best;
+		}
+		if (v->nc == WIT_CANDS) {
+			v->nc = v->nw = 0;
+			return;
+		}
+		v->cand[v->nc++] = m;
+		for (unsigned i = 0; i < n; i++)
+			if ((m >> i & 1) && !in(v->wit, v->nw, i))
+				v->wit[v->nw++] = i;
+		/* the next placement: nu of the nd nodes, in order */
+		for (k = nu; k > 0 && pick[k - 1] == nd - nu + k - 1; k--)
+			;
+		if (k == 0)
+			break;
+		pick[k - 1]++;
+		for (; k < nu; k++)
+			pick[k] = pick[k - 1] + 1;
+	}
+}
+
+/* How many of the view's witnesses in `took` count: the fewest of any
+ * candidate's. */
+static unsigned wit_count(const struct wview *v, uint64_t took)
+{
+	unsigned least = v->nc ? UINT_MAX : 0;
+
+	for (unsigned c = 0; c < v->nc; c++)
+		least = EM_MIN(least, (unsigned)__builtin_popcountll(v->cand[c] & took));
+	return least;
 }
 
 /* What a handle knows: its copies' nodes, the ones its layout records lost
@@ -2299,14 +2365,18 @@ static void wit_view_handle(em_region *r, struct wview *v)
 {
 	struct em_red_aux *x = r->rx;
 	unsigned node[EM_MAX_SEG];
-	uint64_t zeroed;
+	uint64_t zeroed, unplaced = 0;
 
 	pthread_rwlock_rdlock(&x->fill);
 	zeroed = x->rec_epoch == __atomic_load_n(&r->epoch, __ATOMIC_ACQUIRE) ? x->recorded : 0;
 	pthread_rwlock_unlock(&x->fill);
-	for (unsigned s = 0; s < r->nseg; s++)
+	for (unsigned s = 0; s < r->nseg; s++) {
 		node[s] = seg_node(r, s);
-	wit_view(r, node, zeroed, v);
+		/* still where open left it (no handle): a repair placed it */
+		if ((r->unplaced >> s & 1) && !(uint32_t)seg_loc(r, s))
+			unplaced |= 1ull << s;
+	}
+	wit_view(r, node, zeroed, unplaced & ~zeroed, v);
 }
 
 /* How many of the view's copies are on nodes of segments not in `lost`. */
@@ -2326,7 +2396,7 @@ static unsigned wit_up(em_region *r, const struct wview *v, uint64_t lost)
 /* a majority of the view's copies and witnesses */
 static unsigned wit_need(const struct wview *v)
 {
-	return (v->np + v->nw) / 2 + 1;
+	return v->size / 2 + 1;
 }
 
 /* A control request to a node: on q's channel, or (q NULL, at open) as a
@@ -2357,13 +2427,14 @@ static int wctl(em_queue *q, em_pool *pool, unsigned node, struct em_part *p)
 }
 
 /* Reads the view's witnesses' records: the newest that fits r into *best
- * (*have). Returns how many witnesses answered (with a record, or none). */
-static unsigned wit_scan(em_queue *q, em_region *r, const struct wview *v, struct em_layout *best,
+ * (*have). Returns the witnesses that answered (with a record, or none),
+ * as a mask of nodes. */
+static uint64_t wit_scan(em_queue *q, em_region *r, const struct wview *v, struct em_layout *best,
 			 bool *have)
 {
 	uint8_t req[3 + EM_NAME_MAX], resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
 	char wn[EM_NAME_MAX + 1];
-	unsigned answered = 0;
+	uint64_t answered = 0;
 	int n;
 
 	*have = false;
@@ -2383,10 +2454,10 @@ static unsigned wit_scan(em_queue *q, em_region *r, const struct wview *v, struc
 		int rc = wctl(q, r->pool, v->wit[j], &p);
 
 		if (rc == -ENOENT)
-			answered++; /* no loss recorded there */
+			answered |= 1ull << v->wit[j]; /* no loss recorded there */
 		if (rc)
 			continue;
-		answered++;
+		answered |= 1ull << v->wit[j];
 		if (!em_namelayout_decode(resp, p.resp_len, nm, &lay, &ll) &&
 		    !em_layout_decode(lay, ll, &l) && l.size == r->size && l.nseg == r->nseg &&
 		    l.red == r->red && (!*have || l.epoch > best->epoch)) {
@@ -2404,7 +2475,7 @@ static int wit_short(const em_region *r, unsigned answered, const struct wview *
 	em_log(EM_LOG_ERR,
 	       "region %s: %u of its %u copies and witnesses answer, fewer than the %u needed "
 	       "to tell whether its live copies are current; more nodes failed than it survives",
-	       r->name, answered, v->np + v->nw, wit_need(v));
+	       r->name, answered, v->size, wit_need(v));
 	return -EM_ELOST;
 }
 
@@ -2439,32 +2510,30 @@ int em_red_witness_open(em_region *r)
 	for (unsigned round = 0; round <= r->nseg; round++) {
 		struct em_layout l;
 		struct wview v;
-		uint64_t stale, gone;
-		unsigned answered = 0, n;
+		uint64_t stale, gone, wans;
+		unsigned answered = 0;
 		bool have;
 
 		if ((r->lost & live) == live)
 			break;
-		wit_view(r, r->node, r->lost_rec, &v);
+		wit_view(r, r->node, r->lost_rec, r->unplaced & ~r->lost_rec, &v);
 		for (unsigned s = 0; s < r->nseg; s++)
 			answered += !(r->lost_rec >> s & 1) && !(r->lost >> s & 1);
-		n = wit_scan(NULL, r, &v, &l, &have);
-		if (answered + n < wit_need(&v)) {
+		wans = wit_scan(NULL, r, &v, &l, &have);
+		if (answered + wit_count(&v, wans) < wit_need(&v)) {
 			/* a witness only slow to answer (its channel, timed
 			 * out, is dialled again): asked once more */
 			struct em_layout l2;
 			bool have2;
-			unsigned n2;
 
 			usleep(1000u * r->pool->timeout_ms);
-			n2 = wit_scan(NULL, r, &v, &l2, &have2);
-			n = EM_MAX(n, n2);
+			wans |= wit_scan(NULL, r, &v, &l2, &have2);
 			if (have2 && (!have || l2.epoch > l.epoch)) {
 				l = l2;
 				have = true;
 			}
 		}
-		answered += n;
+		answered += wit_count(&v, wans);
 		if (answered < wit_need(&v))
 			return wit_short(r, answered, &v);
 		if (!have || l.epoch < r->epoch)
@@ -2505,7 +2574,7 @@ static int wit_follow(em_queue *q, em_region *r)
 
 		lost = __atomic_load_n(&r->lost, __ATOMIC_ACQUIRE);
 		wit_view_handle(r, &v);
-		answered = wit_scan(q, r, &v, &l, &have) + wit_up(r, &v, lost);
+		answered = wit_count(&v, wit_scan(q, r, &v, &l, &have)) + wit_up(r, &v, lost);
 		if (answered < wit_need(&v))
 			return wit_short(r, answered, &v);
 		if (!have || l.epoch < __atomic_load_n(&r->epoch, __ATOMIC_ACQUIRE))
@@ -2574,6 +2643,7 @@ static int wit_record(em_queue *q, em_region *r, const struct wview *v, unsigned
 {
 	uint8_t req[3 + EM_NAME_MAX + EM_MAX_LAYOUT], resp[3 + EM_NAME_MAX + EM_MAX_LAYOUT];
 	char wn[EM_NAME_MAX + 1];
+	uint64_t wtook = 0;
 	bool stale = false;
 	int n;
 
@@ -2600,7 +2670,7 @@ static int wit_record(em_queue *q, em_region *r, const struct wview *v, unsigned
 			if (!rc) {
 				struct em_part c = { .wop = EM_W_CLOSE, .handle = p.r_region };
 				wctl(q, r->pool, v->wit[j], &c);
-				took++;
+				wtook |= 1ull << v->wit[j];
 				*more |= wit_merged(r, resp, p.resp_len);
 			}
 			if (!(t == 0 && rc == -ENOENT) && !(t == 1 && rc == -EEXIST))
@@ -2612,11 +2682,12 @@ static int wit_record(em_queue *q, em_region *r, const struct wview *v, unsigned
 		return -ESTALE;
 	if (*more)
 		return -EAGAIN;
+	took += wit_count(v, wtook);
 	if (took < wit_need(v)) {
 		em_log(EM_LOG_ERR,
 		       "region %s: %u of its %u copies and witnesses took the record of a lost "
 		       "copy, fewer than the %u needed; more nodes failed than it survives",
-		       r->name, took, v->np + v->nw, wit_need(v));
+		       r->name, took, v->size, wit_need(v));
 		return -EM_ELOST;
 	}
 	return 0;
