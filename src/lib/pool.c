@@ -604,6 +604,23 @@ static int place_from(em_region *r, uint64_t chunk, uint64_t cell, bool live)
 	if (em_red_on(r))
 		return em_red_place(r, cell, freeb);
 	if (((r->size + page - 1) & ~(page - 1)) <= freeb[best]) {
+		/* Of the nodes with the most free memory, one picked at
+		 * random: clients that create regions at the same moment see
+		 * the same free bytes (published ones lag a second), and
+		 * taking the first of equals put all of them on one node (16
+		 * clients' regions on n1 in cluster_scale). */
+		uint64_t pick;
+		unsigned ties = 0;
+
+		for (unsigned i = 0; i < em_pool_n(pool); i++)
+			ties += freeb[i] == freeb[best];
+		em_random(&pick, sizeof(pick));
+		pick %= ties;
+		for (unsigned i = 0; i < em_pool_n(pool); i++)
+			if (freeb[i] == freeb[best] && !pick--) {
+				best = i;
+				break;
+			}
 		r->nseg = 1;
 		r->node[0] = best;
 		r->chunk = r->size;
