@@ -1192,9 +1192,10 @@ static void clear_strays(em_pool *pool, const char *name, const uint8_t *dreq, i
 	char wn[EM_NAME_MAX + 1];
 	int wl;
 
-	/* and the loss records of an older region of the name (redundancy.c) */
+	/* and the loss records of an older region of the name (redundancy.c:
+	 * witnesses exist on a static list only; etcd keeps the record) */
 	em_witness_name(name, wn);
-	wl = em_namelayout_encode(wreq, sizeof(wreq), wn, NULL, 0);
+	wl = pool->dir ? -1 : em_namelayout_encode(wreq, sizeof(wreq), wn, NULL, 0);
 	for (unsigned i = 0; i < em_pool_n(pool); i++) {
 		if (em_node_down(pool, i))
 			continue;
@@ -1437,7 +1438,7 @@ int em_region_delete(em_pool *pool, const char *name)
 		int wl;
 
 		em_witness_name(name, wn);
-		wl = em_namelayout_encode(wreq, sizeof(wreq), wn, NULL, 0);
+		wl = pool->dir ? -1 : em_namelayout_encode(wreq, sizeof(wreq), wn, NULL, 0);
 		for (unsigned i = 0; i < em_pool_n(pool) && wl > 0; i++)
 			if (!em_node_down(pool, i))
 				em_ctl(pool, i, EM_W_DELETE, 0, 0, 0, wreq, (uint32_t)wl, NULL, 0,
