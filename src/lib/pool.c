@@ -1183,27 +1183,34 @@ static unsigned name_home(em_pool *pool, const char *name)
 	return home;
 }
 
-/* Pieces a delete left behind on nodes that were down then. With the
- * claim held (on node `keep`) nobody else is creating the name, so they
- * are remnants, never another client's new region. */
-static void clear_strays(em_pool *pool, const char *name, const uint8_t *dreq, int dn, int keep)
+/* The loss records a static list's witnesses keep for the name
+ * (redundancy.c), deleted on every live node; etcd keeps the record, so
+ * there are none in etcd mode. */
+static void clear_witnesses(em_pool *pool, const char *name)
 {
 	uint8_t wreq[3 + EM_NAME_MAX];
 	char wn[EM_NAME_MAX + 1];
 	int wl;
 
-	/* and the loss records of an older region of the name (redundancy.c:
-	 * witnesses exist on a static list only; etcd keeps the record) */
+	if (pool->dir)
+		return;
 	em_witness_name(name, wn);
-	wl = pool->dir ? -1 : em_namelayout_encode(wreq, sizeof(wreq), wn, NULL, 0);
-	for (unsigned i = 0; i < em_pool_n(pool); i++) {
-		if (em_node_down(pool, i))
-			continue;
-		if ((int)i != keep)
-			em_ctl(pool, i, EM_W_DELETE, 0, 0, 0, dreq, (uint32_t)dn, NULL, 0, NULL);
-		if (wl > 0)
+	wl = em_namelayout_encode(wreq, sizeof(wreq), wn, NULL, 0);
+	for (unsigned i = 0; i < em_pool_n(pool) && wl > 0; i++)
+		if (!em_node_down(pool, i))
 			em_ctl(pool, i, EM_W_DELETE, 0, 0, 0, wreq, (uint32_t)wl, NULL, 0, NULL);
-	}
+}
+
+/* Pieces a delete left behind on nodes that were down then, and the loss
+ * records of an older region of the name. With the claim held (on node
+ * `keep`) nobody else is creating the name, so they are remnants, never
+ * another client's new region. */
+static void clear_strays(em_pool *pool, const char *name, const uint8_t *dreq, int dn, int keep)
+{
+	for (unsigned i = 0; i < em_pool_n(pool); i++)
+		if ((int)i != keep && !em_node_down(pool, i))
+			em_ctl(pool, i, EM_W_DELETE, 0, 0, 0, dreq, (uint32_t)dn, NULL, 0, NULL);
+	clear_witnesses(pool, name);
 }
 
 /* Places and creates the parts, the one on node `home` (-1: none) first
@@ -1431,19 +1438,7 @@ int em_region_delete(em_pool *pool, const char *name)
 		else if (rc != -ENOENT)
 			err = rc;
 	}
-	{
-		/* the loss records its witnesses keep (redundancy.c) */
-		uint8_t wreq[3 + EM_NAME_MAX];
-		char wn[EM_NAME_MAX + 1];
-		int wl;
-
-		em_witness_name(name, wn);
-		wl = pool->dir ? -1 : em_namelayout_encode(wreq, sizeof(wreq), wn, NULL, 0);
-		for (unsigned i = 0; i < em_pool_n(pool) && wl > 0; i++)
-			if (!em_node_down(pool, i))
-				em_ctl(pool, i, EM_W_DELETE, 0, 0, 0, wreq, (uint32_t)wl, NULL, 0,
-				       NULL);
-	}
+	clear_witnesses(pool, name); /* its loss records (redundancy.c) */
 	/* A piece left on a node that is down makes no region: open treats
 	 * such remnants as absent, and the next create of the name clears
 	 * them. */
