@@ -59,6 +59,7 @@
 #define EMM_SLOTS 4              /* channels per source: concurrent fetching threads */
 #define EMM_SERVERS EMM_SLOTS    /* fault-serving threads in the thread mode */
 #define EMM_DEPTH EMM_CHAN_DEPTH /* in-flight operations per channel */
+#define EMM_WB_MAX 256           /* units one write-back claims and protects together */
 #define EMM_CELL (2ul << 20)     /* staging bytes per in-flight operation */
 #define EMM_MAX_MAPS 1024
 #define EMM_STREAMS 16
@@ -326,10 +327,11 @@ void emm_digest_note(struct emm_unit *u, const void *buf);
  * pool holds once its write is done; a caller whose write fails sets
  * dvalid to EMM_DIG_NONE. */
 bool emm_unchanged(struct emm_unit *u);
-/* Write-protects and writes back the units of cand[0..n) (one source) that
- * are DIRTY when claimed, in one batch; each ends CLEAN, or DIRTY when the
- * write failed or a store came during it. 0, or the first error. Never in
- * the handler. */
+/* Write-protects and writes back the units of cand[0..n) (one source, at
+ * most EMM_WB_MAX taken) that are DIRTY when claimed: all protected at
+ * once, written a channel's depth at a time; each ends CLEAN, or DIRTY when
+ * the write failed or a store came during it. 0, or the first error. Never
+ * in the handler. */
 int emm_writeback(struct emm_source *src, struct emm_unit **cand, unsigned n, bool ahead);
 /* How far the cleaner looks into the eviction end (under the lock). */
 uint64_t emm_clean_window(void);

@@ -45,11 +45,11 @@ int emm_wp(struct emm_mapping *m, size_t idx, int protect)
  * registered) is retried unit by unit, as before. */
 void emm_wp_units(struct emm_unit **us, unsigned n, int protect)
 {
-	struct emm_unit *s[64];
+	struct emm_unit *s[EMM_WB_MAX];
 
-	if (n > 64) {
-		for (unsigned i = 0; i < n; i += 64)
-			emm_wp_units(us + i, n - i < 64 ? n - i : 64, protect);
+	if (n > EMM_WB_MAX) {
+		for (unsigned i = 0; i < n; i += EMM_WB_MAX)
+			emm_wp_units(us + i, n - i < EMM_WB_MAX ? n - i : EMM_WB_MAX, protect);
 		return;
 	}
 	for (unsigned i = 0; i < n; i++) {
