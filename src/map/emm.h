@@ -119,7 +119,8 @@ uint64_t emm_wp_faults(void);
  * spent serving them, summed over servers (with several program threads
  * faulting at once, the waiting those did, less the wake-ups: what to set
  * against program work); emm_wp_calls() and, where wpf is not NULL,
- * emm_wp_faults(). */
-void emm_serve_time(uint64_t *served, uint64_t *ns, uint64_t *wp, uint64_t *wpf);
+ * emm_wp_faults(); where wakes is not NULL, the UFFDIO_WAKE calls the
+ * servers made (only for faults that no install or unprotect woke). */
+void emm_serve_time(uint64_t *served, uint64_t *ns, uint64_t *wp, uint64_t *wpf, uint64_t *wakes);
 
 #endif /* EMM_H */

@@ -230,6 +230,7 @@ struct emm_state {
 	_Atomic uint64_t wp_faults;   /* stores to protected units (each an unprotect) */
 	_Atomic uint64_t serve_ns;    /* fault servers' time inside emm_serve (thread mode) */
 	_Atomic uint64_t served;      /* messages they served */
+	_Atomic uint64_t wakes;       /* UFFDIO_WAKE calls they made after serving */
 };
 extern struct emm_state emm_g;
 

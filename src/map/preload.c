@@ -325,14 +325,15 @@ __attribute__((destructor)) static void emm_pl_fini(void)
 	 * protected, and the write-protect ioctls, each a TLB
 	 * shootdown of every CPU running the process */
 	{
-		uint64_t served = 0, ns = 0, wp = 0, wpf = 0;
+		uint64_t served = 0, ns = 0, wp = 0, wpf = 0, wakes = 0;
 
 		if (emm_pl_state > 0)
-			emm_serve_time(&served, &ns, &wp, &wpf);
+			emm_serve_time(&served, &ns, &wp, &wpf, &wakes);
 		n += snprintf(line + n, sizeof(line) - (size_t)n,
-			      " served %llu serve-ms %llu wp-ioctls %llu wp-faults %llu",
+			      " served %llu serve-ms %llu wp-ioctls %llu wp-faults %llu wakes %llu",
 			      (unsigned long long)served, (unsigned long long)(ns / 1000000),
-			      (unsigned long long)wp, (unsigned long long)wpf);
+			      (unsigned long long)wp, (unsigned long long)wpf,
+			      (unsigned long long)wakes);
 	}
 	/* the arena's pool bytes, only when asked for: tools read the rest */
 	if (emm_pl_small)

@@ -978,6 +978,18 @@ int main(int argc, char **argv)
 	}
 	if (wp_runs(src) || wb_batch(src) || cleaner(src) || race(src))
 		return 1;
+	if (emm_fault_mode() == EMM_FAULTS_THREAD) {
+		/* a fault whose unit its server installed or unprotected was
+		 * woken by that ioctl: no UFFDIO_WAKE of its own (one per
+		 * message before) */
+		uint64_t served, ns, wp, wakes;
+
+		emm_serve_time(&served, &ns, &wp, NULL, &wakes);
+		printf("thread: %llu messages served, %llu woken by UFFDIO_WAKE\n",
+		       (unsigned long long)served, (unsigned long long)wakes);
+		if (served < 100 || wakes * 4 > served)
+			return 1;
+	}
 	emm_set_cache(1 << 20);
 	if (cyclic(src) || reuse(src) || streams(src) || discard_case(src))
 		return 1;
