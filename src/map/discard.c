@@ -95,6 +95,8 @@ static void emm_detach(struct emm_mapping *m, size_t idx, uintptr_t keep)
 	}
 	if (ioctl(emm_g.uffd, UFFDIO_UNREGISTER, &r))
 		emm_log(m->what, "cannot detach a partly discarded unit", keep, errno);
+	else
+		u->detached = 1; /* a late fault there is retried (serve.c) */
 	atomic_store(&u->st, EMM_GONE);
 	m->ngone++;
 }

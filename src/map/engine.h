@@ -94,6 +94,9 @@ struct emm_unit {
 	uint8_t list;
 	uint8_t written; /* ever written back (EMM_MAP_FRESH) */
 	uint8_t evlist;  /* the list it was last evicted from (its ghost history) */
+	/* GONE by emm_detach: its pages stay, the caller's ordinary memory
+	 * (written before the store of GONE, read after a load of it) */
+	uint8_t detached;
 	/* the cleaner's write of its pages is in flight: a store may make it
 	 * DIRTY meanwhile, but its pages must stay until the write is done */
 	_Atomic uint8_t wb;

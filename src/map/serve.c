@@ -111,6 +111,29 @@ static struct emm_mapping *emm_find(uintptr_t a)
 	return NULL;
 }
 
+/* Whether a is in a unit that emm_detach gave back to its caller. A fault
+ * taken there just before the detach is served after it: the pages are
+ * ordinary memory now, and the access only has to be retried. Taken for
+ * someone else's SIGBUS instead, it was chained to the default action,
+ * which takes the handler down for the whole process while the retried
+ * access succeeds, so the next fault anywhere was fatal. */
+static bool emm_detached_at(uintptr_t a)
+{
+	unsigned n = atomic_load_explicit(&emm_g.nmaps, memory_order_acquire);
+
+	for (unsigned i = 0; i < n; i++) {
+		struct emm_mapping *m = atomic_load_explicit(&emm_g.maps[i], memory_order_acquire);
+
+		if (m && a >= (uintptr_t)m->base && a < (uintptr_t)m->base + m->maplen) {
+			struct emm_unit *u = &m->u[(a - (uintptr_t)m->base) >> m->shift];
+
+			if (atomic_load(&u->st) == EMM_GONE && u->detached)
+				return true;
+		}
+	}
+	return false;
+}
+
 /* A dense region (prefetch.c) fills a group at a time: the other units of
  * idx's group that hold nothing yet go in as zeros with it, so a buffer
  * being filled takes one fault per group, not one per unit. */
@@ -202,7 +225,7 @@ static int emm_serve_in(uintptr_t a, bool is_write)
 	size_t idx;
 
 	if (!m)
-		return 1;
+		return emm_detached_at(a) ? 0 : 1;
 	idx = (a - (uintptr_t)m->base) >> m->shift;
 	u = &m->u[idx];
 	for (;;) {
