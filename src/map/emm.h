@@ -114,6 +114,8 @@ void emm_policy_info(uint64_t *p_bytes, uint64_t *t_bytes, uint64_t *resident);
  * their unit write-protected (tests and benchmarks). */
 uint64_t emm_wp_calls(void);
 uint64_t emm_wp_faults(void);
+/* Prefetched units installed from staging when a fault touched them. */
+uint64_t emm_staged_touches(void);
 /* For ETHERMEM_PRELOAD_STATS: in the thread mode, the faults the servers
  * took from the userfaultfd (WP faults included) and the nanoseconds they
  * spent serving them, summed over servers (with several program threads

@@ -159,6 +159,7 @@ struct emm_infl {
 	uint8_t done;     /* writes: completion seen */
 	uint8_t dirty;    /* reads: install writable and dirty */
 	uint8_t ready;    /* prefetch landed in staging, not installed */
+	uint8_t trip;     /* a stream top-up's first unit: staged, its touch feeds the stream */
 	int result;
 };
 
@@ -234,6 +235,7 @@ struct emm_state {
 	_Atomic uint64_t serve_ns;    /* fault servers' time inside emm_serve (thread mode) */
 	_Atomic uint64_t served;      /* messages they served */
 	_Atomic uint64_t wakes;       /* UFFDIO_WAKE calls they made after serving */
+	_Atomic uint64_t stage_hits;  /* prefetches installed at their touch (each a fault) */
 };
 extern struct emm_state emm_g;
 

@@ -183,6 +183,11 @@ int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, stru
 				want[nw++] = j;
 		}
 	}
+	/* of a stream's top-up only the first unit waits for its touch (a
+	 * trip, as the kernel's readahead marks a page): the program reaches
+	 * it first, and its fault tops the window up again */
+	bool trip = true;
+
 	for (unsigned i = 0; i < nw; i++) {
 		struct emm_unit *u = &m->u[want[i]];
 		bool grp = want[i] >> glog == (int64_t)idx >> glog;
@@ -202,7 +207,10 @@ int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, stru
 		uint64_t ul = emm_ulen(m, (size_t)want[i]);
 
 		/* the entry is taken before reserving: write-back may need entries */
-		sl->infl[e] = (struct emm_infl){ .u = u, .prefetch = grp ? 2 : 1 };
+		sl->infl[e] =
+			(struct emm_infl){ .u = u, .prefetch = grp ? 2 : 1, .trip = !grp && trip };
+		if (!grp)
+			trip = false;
 		emm_reserve(sl, ul);
 		io[n++] = (struct emm_io){
 			.rctx = m->rctx,

@@ -83,6 +83,7 @@ int emm_wait_unit(struct emm_slot *sl, struct emm_unit *u, uint32_t s, bool dirt
 		int i = emm_infl_find(sl, u);
 
 		if (i >= 0 && sl->infl[i].ready) {
+			atomic_fetch_add_explicit(&emm_g.stage_hits, 1, memory_order_relaxed);
 			sl->infl[i].dirty = dirty;
 			emm_infl_install(sl, i);
 			break;

@@ -81,6 +81,11 @@ uint64_t emm_wp_faults(void)
 	return atomic_load(&emm_g.wp_faults);
 }
 
+uint64_t emm_staged_touches(void)
+{
+	return atomic_load(&emm_g.stage_hits);
+}
+
 int emm_set_fault_mode(enum emm_fault_mode mode)
 {
 	int err = 0;

@@ -251,7 +251,8 @@ static int layers(struct emm_source *src)
 
 /* Seven sequential streams read in lockstep (the shape of an inference
  * pass over weight matrices): prefetch must recognise all of them, so most
- * bytes arrive ahead of the faults. */
+ * bytes arrive ahead of the faults, and the units prefetched must mostly go
+ * in as they land, not each wait for a fault of its own. */
 static int streams(struct emm_source *src)
 {
 	uint64_t unit = 16 << 10, len = 7 * (4ull << 20);
@@ -261,6 +262,7 @@ static int streams(struct emm_source *src)
 	char *buf = calloc(1, len), *m;
 	struct em_map_stats st;
 	volatile char sink = 0;
+	uint64_t touched = emm_staged_touches();
 
 	p.rctx = buf;
 	emm_set_cache(8 << 20);
@@ -269,14 +271,22 @@ static int streams(struct emm_source *src)
 	for (uint64_t o = 0; o < (4ull << 20); o += 4096)
 		for (int s = 0; s < 7; s++)
 			sink += m[(uint64_t)s * (4ull << 20) + o];
-	(void)sink;
 	emm_stats(m, &st);
-	printf("streams: faults %llu of %llu units, prefetched %llu of %llu KiB\n",
+	touched = emm_staged_touches() - touched;
+	printf("streams: faults %llu of %llu units, prefetched %llu of %llu KiB, %llu touches of "
+	       "staged units\n",
 	       (unsigned long long)st.faults, (unsigned long long)(len / unit),
-	       (unsigned long long)st.prefetched >> 10, (unsigned long long)st.bytes_fetched >> 10);
+	       (unsigned long long)st.prefetched >> 10, (unsigned long long)st.bytes_fetched >> 10,
+	       (unsigned long long)touched);
+	(void)sink;
 	emm_unmap_range(m);
 	free(buf);
-	return st.prefetched * 10 >= st.bytes_fetched * 8 ? 0 : 1;
+	/* most bytes ahead of the faults, and of each stream top-up only the
+	 * first unit waits in staging for a touch (a fault of its own); the
+	 * rest go in as they land. With windows of two units here that is
+	 * about two thirds: 1174 touches, where every prefetched unit waited
+	 * before (1769) */
+	return st.prefetched * 10 >= st.bytes_fetched * 8 && touched * 4 <= len / unit * 3 ? 0 : 1;
 }
 
 /* ---- write-back ahead of eviction, write-protect in runs ---- */
