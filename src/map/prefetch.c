@@ -114,10 +114,13 @@ static unsigned emm_stream_feed(struct emm_mapping *m, int64_t idx, int64_t *out
  * stride in blocked access. So each mapping keeps a score: a fault within a
  * group (EMM_GROUP_BYTES) of the previous one raises it, a farther one lowers
  * it; while it is positive a fault also fetches the rest of its aligned
- * group. The neighbours wait in staging like prefetches, so touching them
- * is a fault too and keeps the score up, and a region whose neighbours go
- * unused falls back to single units. Returns the group's size in units (1:
- * the fault's unit alone). */
+ * group. The group goes in with its fault (a staged group cost a fault per
+ * unit, what it was to save), so the faults that feed the score are those
+ * of the next groups: a fault within two groups of the previous one counts
+ * as near, so that a region walked group by group, in any order within a
+ * few groups, stays dense; a region whose faults land farther apart falls
+ * back to single units. Returns the group's size in units (1: the fault's
+ * unit alone). */
 static int64_t emm_density_feed(struct emm_mapping *m, int64_t idx)
 {
 	int64_t g = (int64_t)(EMM_GROUP_BYTES >> m->shift), d = idx - m->last_fault;
@@ -129,7 +132,7 @@ static int64_t emm_density_feed(struct emm_mapping *m, int64_t idx)
 	int s = atomic_load_explicit(&m->dense, memory_order_relaxed);
 
 	if (d) {
-		bool near = d > -g && d < g;
+		bool near = d > -2 * g && d < 2 * g;
 
 		if (near && s < 8)
 			s++;

@@ -433,13 +433,16 @@ int emm_reap(struct emm_slot *sl, unsigned min, int timeout_ms)
 			continue; /* the writer frees its entry */
 		}
 		if (!d[i].result) {
-			/* a dense group's unit, and the first unit of each stream
-			 * top-up (its trip), wait in staging until touched, so that
-			 * the touch is a fault that keeps the score up or feeds the
-			 * stream and tops its window up; the rest of a top-up and a
-			 * demand fetch go in at once. Staging every stream unit made
-			 * each one a fault of its own: eight threads sorting took
-			 * 92-100k messages for 12k fetches, 47-49k with trips */
+			/* the first unit of each stream top-up (its trip) waits in
+			 * staging until touched, so that the touch is a fault that
+			 * feeds the stream and tops its window up; the rest of a
+			 * top-up, a dense group's units and a demand fetch go in at
+			 * once. Staging every stream unit made each one a fault of
+			 * its own: eight threads sorting took 92-100k messages for
+			 * 12k fetches, 47-49k with trips; staging a group cost a
+			 * fault per unit, which is what the group was to save (the
+			 * density score counts faults two groups apart as near, so
+			 * the next group's fault keeps it up instead) */
 			uint64_t ul = emm_ulen(u->m, (size_t)(u - u->m->u));
 			bool stage;
 
@@ -447,8 +450,7 @@ int emm_reap(struct emm_slot *sl, unsigned min, int timeout_ms)
 			 * half of T's share, or T is left with only units that were
 			 * installed a moment ago and evicts them before their use */
 			emm_lock();
-			stage = (e->prefetch == 2 || e->trip) &&
-				emm_g.staged + ul <= emm_tmin() / (e->prefetch == 2 ? 1 : 2);
+			stage = e->trip && emm_g.staged + ul <= emm_tmin() / 2;
 			if (stage)
 				emm_g.staged += ul;
 			emm_unlock();

@@ -2,7 +2,7 @@
  * test_engine.c - the paging engine over local memory: integrity under
  * concurrency and pressure, write-back, scan resistance, the timeout path.
  *
- * Usage: test_engine sigbus|thread|layers|wpredict|fork|late (the last four:
+ * Usage: test_engine sigbus|thread|layers|wpredict|fork|dense|late (the last five:
  * that case alone; layers with faults on a thread). Several threads read and
  * write 8-byte words at random over a mapping four times larger than the
  * cache; each thread owns the words whose index is its number modulo the
@@ -950,6 +950,63 @@ static int timeout_case(struct emm_source *src)
 	return WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS ? 0 : 1;
 }
 
+/* Dense but not sequential: each 256 KiB window of a scratch mapping with
+ * 4 KiB units, twice the cache, is read in a random order of its units, as
+ * a blocked GEMM or a buffer filled piecewise would. The stream table sees
+ * no stride; the density score sees faults landing near each other and has
+ * each fault fetch its whole 64 KiB group. Those group units must go in
+ * with their fault, not wait in staging for a touch each, or every unit
+ * still costs the program a fault, a message and a wake-up. Counts, not
+ * time: the faults the program took (demand fetches and staged touches)
+ * per unit read, and every byte read back. */
+static int dense_case(struct emm_source *src)
+{
+	uint64_t cache = 4 << 20, len = 2 * cache, n = len / 8, units = len / 4096;
+	size_t win = (256 << 10) / 4096, order[64];
+	struct emm_map_params p = { .src = src,
+				    .len = len,
+				    .unit = 4096,
+				    .flags = EM_MAP_SCRATCH,
+				    .timeout_ms = 2000,
+				    .what = "dense" };
+	uint64_t *buf = malloc(len), *m, faults, staged = emm_staged_touches();
+	unsigned seed = 17;
+	bool bad = false;
+	struct em_map_stats st;
+
+	if (!buf)
+		return 1;
+	for (uint64_t i = 0; i < n; i++)
+		buf[i] = i * 3 + 1;
+	p.rctx = buf;
+	emm_set_cache(cache);
+	if (emm_map_range(&p, (void **)&m))
+		return 1;
+	for (size_t w = 0; w < units; w += win) {
+		for (size_t i = 0; i < win; i++) {
+			size_t j = (size_t)rand_r(&seed) % (i + 1);
+
+			order[i] = order[j];
+			order[j] = w + i;
+		}
+		for (size_t i = 0; i < win; i++)
+			for (uint64_t k = order[i] * 512; k < (order[i] + 1) * 512; k++)
+				bad |= m[k] != k * 3 + 1;
+	}
+	emm_stats(m, &st);
+	staged = emm_staged_touches() - staged;
+	faults = st.faults + staged;
+	printf("dense: %llu faults (%llu of them staged touches) for %llu units of 4 KiB read in "
+	       "random order within 256 KiB windows, %llu KiB fetched%s\n",
+	       (unsigned long long)faults, (unsigned long long)staged, (unsigned long long)units,
+	       (unsigned long long)st.bytes_fetched >> 10, bad ? ": wrong bytes" : "");
+	emm_unmap_range(m);
+	free(buf);
+	/* one fault per 64 KiB group once the region scores dense, and a few
+	 * to find it dense: with staged groups it was one per unit */
+	return bad || faults > units / 4;
+}
+
 /* A fault served after its unit was detached. A thread's access to a unit
  * that is not in faults, and the SIGBUS is delivered; meanwhile another
  * thread discards part of that unit, so that the unit is detached (made
@@ -1085,6 +1142,12 @@ int main(int argc, char **argv)
 		if (emm_source_get(&emm_local_ops, NULL, &src))
 			return 1;
 		return wpredict(src);
+	}
+	if (argc > 1 && !strcmp(argv[1], "dense")) {
+		emm_set_fault_mode(EMM_FAULTS_THREAD);
+		if (emm_source_get(&emm_local_ops, NULL, &src))
+			return 1;
+		return dense_case(src);
 	}
 	if (argc > 1 && !strcmp(argv[1], "late")) {
 		emm_set_fault_mode(EMM_FAULTS_SIGBUS);
