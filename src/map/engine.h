@@ -155,7 +155,7 @@ struct emm_mapping {
 struct emm_infl {
 	struct emm_unit *u; /* NULL for a free entry */
 	uint8_t write;
-	uint8_t prefetch; /* 1 a stream's; 2 a dense region's group (staged up to tmin) */
+	uint8_t prefetch; /* 1 a stream's; 2 a dense region's group (goes in as it lands) */
 	uint8_t done;     /* writes: completion seen */
 	uint8_t dirty;    /* reads: install writable and dirty */
 	uint8_t ready;    /* prefetch landed in staging, not installed */
