@@ -65,7 +65,11 @@
 #define EMM_STREAMS 16
 #define EMM_AHEAD_BYTES (4ul << 20)
 #define EMM_GROUP_BYTES (64ul << 10) /* what a dense region's fault fetches */
-#define EMM_HUGE (2ul << 20)         /* the explicit huge page size used */
+/* a scratch mapping's streams move in steps of at least this (prefetch.c) */
+#define EMM_STREAM_BYTES (16ul << 10)
+/* units of a scratch mapping one read may bring in one go (a span) */
+#define EMM_SPAN_BYTES EMM_GROUP_BYTES
+#define EMM_HUGE (2ul << 20) /* the explicit huge page size used */
 
 enum {
 	EMM_EMPTY = 0,
@@ -116,6 +120,7 @@ struct emm_unit {
 	/* brought in by a fork only for the child's copy (uffd.c): installed
 	 * clean at the eviction end, teaching the policy nothing */
 	_Atomic uint8_t forkfill;
+	uint8_t seen; /* ever installed: counted in its mapping's footprint */
 	struct emm_unit *prev, *next;
 	uint64_t dig[2];
 	uint64_t evicted_at; /* eviction clock at its last eviction; 0 never */
@@ -147,7 +152,8 @@ struct emm_mapping {
 	_Atomic size_t watched;           /* 1 + index of a probe whose stores are timed; 0 none */
 	_Atomic unsigned watched_at;      /* wtick at its install */
 	_Atomic uint64_t faults, fetched, written, prefetched, evictions;
-	_Atomic uint64_t cleaned; /* of written: by the cleaner, ahead of eviction */
+	_Atomic uint64_t footprint; /* bytes of its units ever installed */
+	_Atomic uint64_t cleaned;   /* of written: by the cleaner, ahead of eviction */
 	/* dirty, but found to hold what the pool has: not written */
 	_Atomic uint64_t unchanged;
 };
@@ -159,9 +165,16 @@ struct emm_infl {
 	uint8_t done;     /* writes: completion seen */
 	uint8_t dirty;    /* reads: install writable and dirty */
 	uint8_t ready;    /* prefetch landed in staging, not installed */
-	uint8_t trip;     /* a stream top-up's first unit: staged, its touch feeds the stream */
+	uint8_t trip;     /* a stream top-up's first step: staged, its touch feeds the stream */
+	uint8_t nu;       /* a read of units u .. u + nu - 1 in one go (a span); 0 is 1 */
 	int result;
 };
+
+/* The units an entry's read brings. */
+static inline unsigned emm_infl_nu(const struct emm_infl *e)
+{
+	return e->nu ? e->nu : 1;
+}
 
 struct emm_slot {
 	_Atomic int busy;
@@ -276,6 +289,23 @@ static inline uint64_t emm_backed(const struct emm_mapping *m, size_t idx)
 	return off + ul > m->len ? m->len - off : ul;
 }
 
+/* Mapped bytes of units idx .. idx + nu - 1 (a span): only the last unit
+ * of a mapping can be short. */
+static inline uint64_t emm_span_ulen(const struct emm_mapping *m, size_t idx, unsigned nu)
+{
+	uint64_t off = (uint64_t)idx << m->shift, end = (uint64_t)(idx + nu) << m->shift;
+
+	return (end > m->maplen ? m->maplen : end) - off;
+}
+
+/* Backed bytes of the same span: what its read brings. */
+static inline uint64_t emm_span_backed(const struct emm_mapping *m, size_t idx, unsigned nu)
+{
+	uint64_t off = (uint64_t)idx << m->shift, end = (uint64_t)(idx + nu) << m->shift;
+
+	return (end > m->len ? m->len : end) - off;
+}
+
 static inline char *emm_uaddr(const struct emm_mapping *m, size_t idx)
 {
 	return m->base + ((size_t)idx << m->shift);
@@ -351,6 +381,9 @@ int emm_clean_start(void);
 /* ---- prefetch.c ---- */
 int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, struct emm_io *pre,
 		    int pre_ent);
+/* How many units around a fresh unit's fault go in as zeros with it (an
+ * aligned run; 1: the unit alone). */
+size_t emm_zero_span(const struct emm_mapping *m);
 
 /* ---- serve.c ---- */
 /* One line on stderr without stdio (async-signal-safe). */

@@ -214,11 +214,14 @@ int emm_reserve(struct emm_slot *sl, uint64_t need)
 		if (round == 0)
 			emm_g.resident += need;
 		/* once over budget, evict down a little below it (at most 8
-		 * units, 1/64 of the budget): the victims then go in one
-		 * write-back batch and one drop, and the next few faults find
-		 * room without evicting */
-		uint64_t slack = emm_g.budget / 64 < 8 * emm_g.max_unit ? emm_g.budget / 64
-									: 8 * emm_g.max_unit,
+		 * units of at least EMM_STREAM_BYTES, 1/64 of the budget): the
+		 * victims then go in one write-back batch and one drop, and the
+		 * next few faults find room without evicting. Counted in bytes
+		 * when units are small, or 4 KiB units would evict (and wait for
+		 * write-back) four times as often for the same bytes */
+		uint64_t big = emm_g.max_unit > EMM_STREAM_BYTES ? emm_g.max_unit
+								 : EMM_STREAM_BYTES,
+			 slack = emm_g.budget / 64 < 8 * big ? emm_g.budget / 64 : 8 * big,
 			 low = emm_g.resident > emm_g.budget ? emm_g.budget - slack : emm_g.budget;
 
 		while (emm_g.resident > low && nv < 32 && tries++ < 256) {

@@ -10,12 +10,14 @@
 #include "map/engine.h"
 
 /* Feeds one fault into the stream table; returns unit indices to fetch
- * ahead (under emm_g.lock). */
+ * ahead (under emm_g.lock). idx and what comes back are in steps of
+ * 2^gs units (see emm_step_shift). */
 static unsigned emm_stream_feed(struct emm_mapping *m, int64_t idx, int64_t *out, unsigned max,
-				int64_t conf)
+				int64_t conf, unsigned gs)
 {
 	struct emm_stream *lru = &emm_g.streams[0];
-	int64_t ahead = (int64_t)(emm_ahead_bytes() >> m->shift);
+	int64_t ahead = (int64_t)(emm_ahead_bytes() >> (m->shift + gs));
+	uint64_t nsteps = (m->nunits + (1ull << gs) - 1) >> gs;
 	unsigned n = 0;
 
 	if (ahead < 2)
@@ -29,7 +31,9 @@ static unsigned emm_stream_feed(struct emm_mapping *m, int64_t idx, int64_t *out
 
 		if (s->used < lru->used)
 			lru = s;
-		if (s->m != m || d == 0)
+		if (s->m == m && d == 0 && gs)
+			return 0; /* the same step again (a small unit's neighbour) */
+		if (s->m != m)
 			continue;
 		if (s->stride) {
 			/* anywhere up to a window past what was fetched ahead counts:
@@ -86,7 +90,7 @@ static unsigned emm_stream_feed(struct emm_mapping *m, int64_t idx, int64_t *out
 			int64_t to = idx + s->stride * depth;
 
 			for (int64_t j = from; s->stride > 0 ? j <= to : j >= to; j += s->stride) {
-				if (j < 0 || (uint64_t)j >= m->nunits || n >= max)
+				if (j < 0 || (uint64_t)j >= nsteps || n >= max)
 					break;
 				out[n++] = j;
 				s->front = j;
@@ -145,24 +149,76 @@ static int64_t emm_density_feed(struct emm_mapping *m, int64_t idx)
 	return s > 0 ? g : 1;
 }
 
+/* The shim's blocks are mapped with small units so that a scattered fault
+ * brings little (a sort's comparisons read a line here and there), but a
+ * stream must not become a fault per small unit: its table entries, depth
+ * and trips count in steps of EMM_STREAM_BYTES, as they did when that was
+ * the unit. Returns log2 of the units per step (0: a step is a unit). */
+static unsigned emm_step_shift(const struct emm_mapping *m)
+{
+	unsigned gs = 0;
+
+	if (m->flags & EM_MAP_SCRATCH)
+		while ((1ull << (m->shift + gs)) < EMM_STREAM_BYTES)
+			gs++;
+	return gs;
+}
+
+/* Whether a scattered fault in m brings the rest of its step. Where the
+ * units m ever held fit in the cache, the neighbours it brings stay until
+ * the program comes to them, so the bytes are the same and the faults
+ * fewer (a random gather over an array that fits); where they do not (a
+ * sort's text larger than the budget), they are evicted before most are
+ * used, and the step only multiplies the bytes. */
+static bool emm_step_fits(const struct emm_mapping *m) /* under emm_g.lock */
+{
+	return atomic_load_explicit(&m->footprint, memory_order_relaxed) <= emm_g.budget;
+}
+
+size_t emm_zero_span(const struct emm_mapping *m)
+{
+	unsigned gs = emm_step_shift(m);
+
+	if (!(m->flags & EM_MAP_SCRATCH))
+		return 1;
+	if (atomic_load_explicit(&m->dense, memory_order_relaxed) > 0)
+		return EMM_GROUP_BYTES >> m->shift > 1 ? EMM_GROUP_BYTES >> m->shift : 1;
+	if (!gs)
+		return 1;
+	emm_lock();
+	bool fits = emm_step_fits(m);
+	emm_unlock();
+	return fits ? (size_t)1 << gs : 1;
+}
+
 /* Tops up prefetch for a fault at idx on a held slot; units are claimed
  * (EMPTY -> FETCHING) here and posted with `pre` (the demand fetch, if any).
  * With `pre`: -EAGAIN when nothing could be posted, -ENOENT when the mapping
- * was unmapped meanwhile; either way every unit claimed is EMPTY again. */
+ * was unmapped meanwhile; either way every unit claimed is EMPTY again.
+ *
+ * On the shim's blocks adjacent units go out as one read (a span, up to
+ * EMM_SPAN_BYTES) in one in-flight entry, installed unit by unit when it
+ * lands: small units then cost a stream or a dense group no more reads,
+ * entries or completions than the large units they replace. */
 int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, struct emm_io *pre,
 		    int pre_ent)
 {
 	struct emm_source *src = m->src;
 	struct emm_io io[EMM_DEPTH];
-	int64_t want[32];
-	unsigned nw = 0, n = 0, glog = 0;
+	int64_t want[128];
+	unsigned nw = 0, n = 0, glog = 0, gs = emm_step_shift(m), room = 0;
+	unsigned maxspan = (m->flags & EM_MAP_SCRATCH) ? (unsigned)(EMM_SPAN_BYTES >> m->shift) : 1;
+	const unsigned maxw = (unsigned)(sizeof(want) / sizeof(want[0]));
 	int64_t g = 1;
 	int posted;
 
 	if (pre)
 		io[n++] = *pre;
+	if (maxspan < 1)
+		maxspan = 1;
 	if (!(m->flags & EM_MAP_NOPREFETCH)) {
-		unsigned room = 0;
+		int64_t step[32], per = (int64_t)1 << gs;
+		unsigned ns;
 
 		for (int i = 0; i < EMM_DEPTH; i++)
 			room += !sl->infl[i].u;
@@ -170,10 +226,25 @@ int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, stru
 		room = room > 8 + n ? room - 8 - n : 0;
 		emm_lock();
 		g = emm_density_feed(m, (int64_t)idx);
-		nw = emm_stream_feed(m, (int64_t)idx, want, room < 32 ? room : 32, g + 1);
+		/* in a dense region the touches of a group look like a stream:
+		 * only one that runs past its group is confirmed */
+		ns = emm_stream_feed(m, (int64_t)idx >> gs, step, room < 32 ? room : 32,
+				     (g >> gs > 1 ? g >> gs : 1) + 1, gs);
 		emm_unlock();
 		while (((int64_t)1 << glog) < g)
 			glog++;
+		/* a fault on a confirmed stream, or in a block that fits the
+		 * cache, brings the rest of its own step first, as a unit of
+		 * that size did */
+		if (gs && (ns || emm_step_fits(m)))
+			for (int64_t j = ((int64_t)idx >> gs) * per;
+			     j < (((int64_t)idx >> gs) + 1) * per; j++)
+				if (j != (int64_t)idx && (uint64_t)j < m->nunits && nw < maxw)
+					want[nw++] = j;
+		for (unsigned k = 0; k < ns; k++)
+			for (int64_t j = step[k] * per; j < (step[k] + 1) * per; j++)
+				if (j != (int64_t)idx && (uint64_t)j < m->nunits && nw < maxw)
+					want[nw++] = j;
 		/* a dense region's fault brings its group, unless a stream
 		 * already asked for more */
 		for (int64_t j = (int64_t)idx & ~(g - 1); g > 1 && j < ((int64_t)idx | (g - 1)) + 1;
@@ -182,7 +253,7 @@ int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, stru
 
 			for (unsigned k = 0; k < nw && !have; k++)
 				have = want[k] == j;
-			if (!have && nw < room && nw < 32)
+			if (!have && nw < maxw)
 				want[nw++] = j;
 		}
 	}
@@ -190,40 +261,65 @@ int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, stru
 	 * trip, as the kernel's readahead marks a page): the program reaches
 	 * it first, and its fault tops the window up again */
 	bool trip = true;
+	unsigned used = 0;
 
-	for (unsigned i = 0; i < nw; i++) {
-		struct emm_unit *u = &m->u[want[i]];
-		bool grp = want[i] >> glog == (int64_t)idx >> glog;
+	for (unsigned i = 0; i < nw && used < room;) {
+		int64_t j0 = want[i];
+		struct emm_unit *u = &m->u[j0];
+		bool grp = j0 >> glog == (int64_t)idx >> glog;
+		/* the rest of the fault's own step is not a top-up: it goes in */
+		bool t = !grp && trip && j0 >> gs != (int64_t)idx >> gs;
 		uint32_t z = EMM_EMPTY;
+		unsigned k = 1;
 		int e;
 
-		if (atomic_load(&u->st) != EMM_EMPTY)
+		if (atomic_load(&u->st) != EMM_EMPTY ||
+		    ((m->flags & EMM_MAP_FRESH) && !u->written)) {
+			i++; /* resident or in flight; or zero-filled on demand */
 			continue;
-		if ((m->flags & EMM_MAP_FRESH) && !u->written)
-			continue; /* zero-filled on demand, nothing to fetch */
+		}
 		e = emm_infl_alloc(sl);
 		if (e < 0)
 			break;
-		if (!atomic_compare_exchange_strong(&u->st, &z, EMM_FETCHING | (uint32_t)sl->idx))
+		if (!atomic_compare_exchange_strong(&u->st, &z, EMM_FETCHING | (uint32_t)sl->idx)) {
+			i++;
 			continue;
-		uint64_t off = (uint64_t)want[i] << m->shift;
-		uint64_t ul = emm_ulen(m, (size_t)want[i]);
+		}
+		/* the units that follow it in the list and in the mapping join
+		 * its read; a trip is one step, which waits for its touch as a
+		 * unit of that size did */
+		while (k < maxspan && i + k < nw && want[i + k] == j0 + k &&
+		       ((j0 + k) >> glog == (int64_t)idx >> glog) == grp &&
+		       (!t || (j0 + k) >> gs == j0 >> gs)) {
+			struct emm_unit *v = &m->u[j0 + k];
+
+			z = EMM_EMPTY;
+			if (((m->flags & EMM_MAP_FRESH) && !v->written) ||
+			    !atomic_compare_exchange_strong(&v->st, &z,
+							    EMM_FETCHING | (uint32_t)sl->idx))
+				break;
+			k++;
+		}
+		uint64_t ul = emm_span_ulen(m, (size_t)j0, k);
 
 		/* the entry is taken before reserving: write-back may need entries */
-		sl->infl[e] =
-			(struct emm_infl){ .u = u, .prefetch = grp ? 2 : 1, .trip = !grp && trip };
-		if (!grp)
+		sl->infl[e] = (struct emm_infl){
+			.u = u, .prefetch = grp ? 2 : 1, .trip = t, .nu = (uint8_t)k
+		};
+		if (t)
 			trip = false;
+		used++;
 		emm_reserve(sl, ul);
 		io[n++] = (struct emm_io){
 			.rctx = m->rctx,
-			.off = m->roff + off,
+			.off = m->roff + ((uint64_t)j0 << m->shift),
 			.buf = sl->staging + (size_t)e * EMM_CELL,
-			.len = emm_backed(m, (size_t)want[i]),
+			.len = emm_span_backed(m, (size_t)j0, k),
 			.tag = (uint64_t)e,
 		};
 		if (io[n - 1].len < ul)
 			memset((char *)io[n - 1].buf + io[n - 1].len, 0, ul - io[n - 1].len);
+		i += k;
 	}
 	if (!n)
 		return 0;
@@ -239,12 +335,15 @@ int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, stru
 	for (unsigned i = (unsigned)posted; i < n; i++) {
 		struct emm_infl *e = &sl->infl[io[i].tag];
 		struct emm_unit *u = e->u;
+		unsigned nu = emm_infl_nu(e);
+		size_t at = (size_t)(u - m->u);
 
 		e->u = NULL;
 		emm_lock();
-		emm_g.resident -= emm_ulen(m, (size_t)(u - m->u));
+		emm_g.resident -= emm_span_ulen(m, at, nu);
 		emm_unlock();
-		atomic_store(&u->st, EMM_EMPTY);
+		for (unsigned k = 0; k < nu; k++)
+			atomic_store(&m->u[at + k].st, EMM_EMPTY);
 	}
 	if (pre && posted == 0)
 		return atomic_load(&m->dead) ? -ENOENT : -EAGAIN;

@@ -84,7 +84,7 @@ int emm_wait_unit(struct emm_slot *sl, struct emm_unit *u, uint32_t s, bool dirt
 
 		if (i >= 0 && sl->infl[i].ready) {
 			atomic_fetch_add_explicit(&emm_g.stage_hits, 1, memory_order_relaxed);
-			sl->infl[i].dirty = dirty;
+			sl->infl[i].dirty = dirty && sl->infl[i].u == u;
 			emm_infl_install(sl, i);
 			break;
 		}
@@ -137,10 +137,11 @@ static bool emm_detached_at(uintptr_t a)
 
 /* A dense region (prefetch.c) fills a group at a time: the other units of
  * idx's group that hold nothing yet go in as zeros with it, so a buffer
- * being filled takes one fault per group, not one per unit. */
+ * being filled takes one fault per group, not one per unit (emm_zero_span
+ * says how many). */
 static void emm_zero_group(struct emm_slot *sl, struct emm_mapping *m, size_t idx)
 {
-	size_t g = EMM_GROUP_BYTES >> m->shift;
+	size_t g = emm_zero_span(m);
 
 	for (size_t j = idx & ~(g - 1); g > 1 && j < (idx | (g - 1)) + 1 && j < m->nunits; j++) {
 		struct emm_unit *v = &m->u[j];
@@ -171,8 +172,8 @@ static int emm_fetch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, boo
 		r = emm_install(u, emm_g.zero, dirty);
 		if (!r && !(m->flags & EM_MAP_NOPREFETCH))
 			emm_fetch_batch(sl, m, idx, NULL, -1);
-		/* only ever positive on the shim's blocks */
-		if (!r && atomic_load_explicit(&m->dense, memory_order_relaxed) > 0)
+		/* only ever more than one unit on the shim's blocks */
+		if (!r)
 			emm_zero_group(sl, m, idx);
 		return r;
 	}

@@ -305,6 +305,10 @@ int emm_install(struct emm_unit *u, const void *buf, bool dirty)
 		emm_policy_insert(u);
 	}
 	emm_unlock();
+	if (!err && !u->seen) {
+		u->seen = 1;
+		atomic_fetch_add_explicit(&m->footprint, emm_ulen(m, idx), memory_order_relaxed);
+	}
 	if (!err && emm_g.trace)
 		emm_trace(m, idx, buf == emm_g.zero);
 	if (err && m->huge && err != -ENOMEM) {
@@ -327,26 +331,34 @@ int emm_install(struct emm_unit *u, const void *buf, bool dirty)
 	return 0;
 }
 
-/* Installs a landed prefetch and frees its entry. */
+/* Installs a landed read (each unit of a span in turn) and frees its entry. */
 void emm_infl_install(struct emm_slot *sl, int i)
 {
 	struct emm_infl *e = &sl->infl[i];
 	struct emm_unit *u = e->u;
+	struct emm_mapping *m = u->m;
+	size_t at = (size_t)(u - m->u);
+	unsigned nu = emm_infl_nu(e);
 
 	e->u = NULL;
 	if (e->ready) {
 		e->ready = 0;
 		sl->nready--;
 		emm_lock();
-		emm_g.staged -= emm_ulen(u->m, (size_t)(u - u->m->u));
+		emm_g.staged -= emm_span_ulen(m, at, nu);
 		emm_unlock();
 	}
-	if (emm_install(u, sl->staging + (size_t)i * EMM_CELL, e->dirty) == 0) {
-		size_t ul = emm_ulen(u->m, (size_t)(u - u->m->u));
+	for (unsigned k = 0; k < nu; k++) {
+		/* a store that waited for it dirties the unit it touched, the
+		 * first (trips and demand fetches are single units) */
+		if (emm_install(u + k, sl->staging + (size_t)i * EMM_CELL + ((size_t)k << m->shift),
+				k == 0 && e->dirty) == 0) {
+			size_t ul = emm_ulen(m, at + k);
 
-		atomic_fetch_add(&u->m->fetched, ul);
-		if (e->prefetch)
-			atomic_fetch_add(&u->m->prefetched, ul);
+			atomic_fetch_add(&m->fetched, ul);
+			if (e->prefetch)
+				atomic_fetch_add(&m->prefetched, ul);
+		}
 	}
 }
 
@@ -362,9 +374,12 @@ static void emm_flush_ready(struct emm_slot *sl, unsigned keep)
 /* The held slot's entry for unit u, if any. */
 int emm_infl_find(struct emm_slot *sl, struct emm_unit *u)
 {
-	for (int i = 0; i < EMM_DEPTH; i++)
-		if (sl->infl[i].u == u)
+	for (int i = 0; i < EMM_DEPTH; i++) {
+		struct emm_unit *f = sl->infl[i].u;
+
+		if (f == u || (f && f->m == u->m && u > f && u < f + emm_infl_nu(&sl->infl[i])))
 			return i;
+	}
 	return -1;
 }
 
@@ -391,10 +406,14 @@ static void emm_slot_poison(struct emm_slot *sl)
 		if (!e->u)
 			continue;
 		if (!e->write) {
+			struct emm_mapping *m = e->u->m;
+			size_t at = (size_t)(e->u - m->u);
+
 			emm_lock();
-			emm_g.resident -= emm_ulen(e->u->m, (size_t)(e->u - e->u->m->u));
+			emm_g.resident -= emm_span_ulen(m, at, emm_infl_nu(e));
 			emm_unlock();
-			atomic_store(&e->u->st, EMM_FAILED);
+			for (unsigned k = 0; k < emm_infl_nu(e); k++)
+				atomic_store(&m->u[at + k].st, EMM_FAILED);
 		} else {
 			e->done = 1;
 			e->result = -ETIMEDOUT;
@@ -443,7 +462,7 @@ int emm_reap(struct emm_slot *sl, unsigned min, int timeout_ms)
 			 * fault per unit, which is what the group was to save (the
 			 * density score counts faults two groups apart as near, so
 			 * the next group's fault keeps it up instead) */
-			uint64_t ul = emm_ulen(u->m, (size_t)(u - u->m->u));
+			uint64_t ul = emm_span_ulen(u->m, (size_t)(u - u->m->u), emm_infl_nu(e));
 			bool stage;
 
 			/* staged data is out of the policy lists: it may hold at most
@@ -464,8 +483,11 @@ int emm_reap(struct emm_slot *sl, unsigned min, int timeout_ms)
 		}
 		e->u = NULL;
 		{
+			size_t at = (size_t)(u - u->m->u);
+			unsigned nu = emm_infl_nu(e);
+
 			emm_lock();
-			emm_g.resident -= emm_ulen(u->m, (size_t)(u - u->m->u));
+			emm_g.resident -= emm_span_ulen(u->m, at, nu);
 			emm_unlock();
 			/* a failed prefetch is retried by the demand fault; a failed
 			 * demand fetch fails the access */
@@ -474,9 +496,9 @@ int emm_reap(struct emm_slot *sl, unsigned min, int timeout_ms)
 					d[i].result == -ETIMEDOUT
 						? "node did not answer within the timeout"
 						: "fetch failed",
-					(uintptr_t)emm_uaddr(u->m, (size_t)(u - u->m->u)),
-					d[i].result);
-			atomic_store(&u->st, e->prefetch ? EMM_EMPTY : EMM_FAILED);
+					(uintptr_t)emm_uaddr(u->m, at), d[i].result);
+			for (unsigned k = 0; k < nu; k++)
+				atomic_store(&u[k].st, e->prefetch ? EMM_EMPTY : EMM_FAILED);
 		}
 	}
 	emm_flush_ready(sl, 16);
@@ -484,30 +506,50 @@ int emm_reap(struct emm_slot *sl, unsigned min, int timeout_ms)
 }
 
 /* Writes units back through a held slot and waits; the units are BUSY or
- * SYNCING and write-protected, so the snapshot cannot miss a store. */
+ * SYNCING and write-protected, so the snapshot cannot miss a store. On the
+ * shim's blocks, units that follow each other in us and in their mapping
+ * go out as one write (up to EMM_SPAN_BYTES), so that small units cost
+ * write-back no more operations than the large ones they replace. */
 int emm_write_units(struct emm_slot *sl, struct emm_unit **us, unsigned n, int *res)
 {
 	struct emm_source *src =
 		(struct emm_source *)((char *)(sl - sl->idx) - offsetof(struct emm_source, slot));
 	int ent[EMM_DEPTH];
+	unsigned first[EMM_DEPTH], cnt[EMM_DEPTH];
 	unsigned done = 0;
 	int err = 0;
 
 	while (done < n) {
 		struct emm_io io[EMM_DEPTH];
-		unsigned k = 0, i;
+		unsigned k = 0, at = done, i;
 
-		while (done + k < n) {
-			struct emm_unit *u = us[done + k];
+		while (at < n) {
+			struct emm_unit *u = us[at];
 			struct emm_mapping *m = u->m;
 			size_t idx = (size_t)(u - m->u);
 			uint64_t off = (uint64_t)idx << m->shift;
+			unsigned maxspan = (m->flags & EM_MAP_SCRATCH)
+						   ? (unsigned)(EMM_SPAN_BYTES >> m->shift)
+						   : 1;
+
+			if (k && us[at - 1]->m == m && us[at - 1] + 1 == u &&
+			    cnt[k - 1] < maxspan) {
+				/* the next unit of the previous write: one write */
+				sl->infl[ent[k - 1]].nu = (uint8_t)(cnt[k - 1] + 1);
+				io[k - 1].len += emm_backed(m, idx);
+				cnt[k - 1]++;
+				u->written = 1;
+				at++;
+				continue;
+			}
 			int e = emm_infl_alloc(sl);
 
 			if (e < 0)
 				break;
 			sl->infl[e] = (struct emm_infl){ .u = u, .write = 1 };
 			ent[k] = e;
+			first[k] = at;
+			cnt[k] = 1;
 			u->written = 1;
 			io[k] = (struct emm_io){
 				.write = 1,
@@ -518,6 +560,7 @@ int emm_write_units(struct emm_slot *sl, struct emm_unit **us, unsigned n, int *
 				.tag = (uint64_t)e,
 			};
 			k++;
+			at++;
 		}
 		if (!k) {
 			/* every entry holds a prefetch: let some land, or install
@@ -548,28 +591,30 @@ int emm_write_units(struct emm_slot *sl, struct emm_unit **us, unsigned n, int *
 			posted = 0;
 		for (i = (unsigned)posted; i < k; i++) {
 			sl->infl[ent[i]].u = NULL;
-			res[done + i] = -EAGAIN;
+			for (unsigned x = 0; x < cnt[i]; x++)
+				res[first[i] + x] = -EAGAIN;
 		}
 		sl->ninfl += (unsigned)posted;
 		for (i = 0; i < (unsigned)posted; i++) {
 			struct emm_infl *e = &sl->infl[ent[i]];
 
 			while (!e->done) {
-				int r = emm_reap(sl, 1, us[done + i]->m->timeout_ms);
+				int r = emm_reap(sl, 1, us[first[i]]->m->timeout_ms);
 
 				if (r < 0 && !e->done) {
 					e->done = 1;
 					e->result = r;
 				}
 			}
-			res[done + i] = e->result;
+			for (unsigned x = 0; x < cnt[i]; x++)
+				res[first[i] + x] = e->result;
 			if (e->result)
 				err = e->result;
 			else
-				atomic_fetch_add(&us[done + i]->m->written, io[i].len);
+				atomic_fetch_add(&us[first[i]]->m->written, io[i].len);
 			e->u = NULL;
 		}
-		done += k;
+		done = at;
 	}
 	return err;
 }
