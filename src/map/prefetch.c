@@ -227,9 +227,17 @@ int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, stru
 		emm_lock();
 		g = emm_density_feed(m, (int64_t)idx);
 		/* in a dense region the touches of a group look like a stream:
-		 * only one that runs past its group is confirmed */
-		ns = emm_stream_feed(m, (int64_t)idx >> gs, step, room < 32 ? room : 32,
-				     (g >> gs > 1 ? g >> gs : 1) + 1, gs);
+		 * only one that runs past its group is confirmed. Counted in
+		 * steps, random faults over a block land on a stream's next
+		 * step by chance as often as they did on 16 KiB units, but
+		 * now that costs four times their bytes: such a stream needs
+		 * its stride seen twice */
+		int64_t conf = g >> gs > 1 ? g >> gs : 1;
+
+		if (gs && conf < 2)
+			conf = 2;
+		ns = emm_stream_feed(m, (int64_t)idx >> gs, step, room < 32 ? room : 32, conf + 1,
+				     gs);
 		emm_unlock();
 		while (((int64_t)1 << glog) < g)
 			glog++;
