@@ -271,7 +271,13 @@ int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, stru
 	bool trip = true;
 	unsigned used = 0;
 
-	for (unsigned i = 0; i < nw && used < room;) {
+	/* free entries bound what goes out as they did when each unit took
+	 * one: a span may not carry more units than the entries it saves, or
+	 * threads that share few free entries would prefetch further ahead
+	 * than before (in steps, where units are smaller than a step) */
+	unsigned claimed = 0, ubudget = room << gs;
+
+	for (unsigned i = 0; i < nw && used < room && claimed < ubudget;) {
 		int64_t j0 = want[i];
 		struct emm_unit *u = &m->u[j0];
 		bool grp = j0 >> glog == (int64_t)idx >> glog;
@@ -296,8 +302,8 @@ int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, stru
 		/* the units that follow it in the list and in the mapping join
 		 * its read; a trip is one step, which waits for its touch as a
 		 * unit of that size did */
-		while (k < maxspan && i + k < nw && want[i + k] == j0 + k &&
-		       ((j0 + k) >> glog == (int64_t)idx >> glog) == grp &&
+		while (k < maxspan && claimed + k < ubudget && i + k < nw &&
+		       want[i + k] == j0 + k && ((j0 + k) >> glog == (int64_t)idx >> glog) == grp &&
 		       (!t || (j0 + k) >> gs == j0 >> gs)) {
 			struct emm_unit *v = &m->u[j0 + k];
 
@@ -317,6 +323,7 @@ int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, stru
 		if (t)
 			trip = false;
 		used++;
+		claimed += k;
 		emm_reserve(sl, ul);
 		io[n++] = (struct emm_io){
 			.rctx = m->rctx,
