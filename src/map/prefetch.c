@@ -238,13 +238,14 @@ int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, stru
 			conf = 2;
 		ns = emm_stream_feed(m, (int64_t)idx >> gs, step, room < 32 ? room : 32, conf + 1,
 				     gs);
+		bool fits = gs && emm_step_fits(m);
 		emm_unlock();
 		while (((int64_t)1 << glog) < g)
 			glog++;
 		/* a fault on a confirmed stream, or in a block that fits the
 		 * cache, brings the rest of its own step first, as a unit of
 		 * that size did */
-		if (gs && (ns || emm_step_fits(m)))
+		if (gs && (ns || fits))
 			for (int64_t j = ((int64_t)idx >> gs) * per;
 			     j < (((int64_t)idx >> gs) + 1) * per; j++)
 				if (j != (int64_t)idx && (uint64_t)j < m->nunits && nw < maxw)
