@@ -96,8 +96,12 @@ struct emm_mapping;
 struct emm_unit {
 	_Atomic uint32_t st;
 	uint8_t list;
-	uint8_t written; /* ever written back (EMM_MAP_FRESH) */
-	uint8_t evlist;  /* the list it was last evicted from (its ghost history) */
+	/* ever written back (EMM_MAP_FRESH); atomic because a prefetch reads it
+	 * before its claim, to skip units a fault would zero-fill: only the
+	 * reading after the claim decides, since emm_zero_range may clear it
+	 * between the two */
+	_Atomic uint8_t written;
+	uint8_t evlist; /* the list it was last evicted from (its ghost history) */
 	/* GONE by emm_detach: its pages stay, the caller's ordinary memory
 	 * (written before the store of GONE, read after a load of it) */
 	uint8_t detached;

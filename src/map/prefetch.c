@@ -300,6 +300,13 @@ int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, stru
 			i++;
 			continue;
 		}
+		if ((m->flags & EMM_MAP_FRESH) && !u->written) {
+			/* zeroed (emm_zero_range) since the look above: the pool's
+			 * bytes are no longer its contents */
+			atomic_store(&u->st, EMM_EMPTY);
+			i++;
+			continue;
+		}
 		/* the units that follow it in the list and in the mapping join
 		 * its read; a trip is one step, which waits for its touch as a
 		 * unit of that size did */
@@ -313,6 +320,10 @@ int emm_fetch_batch(struct emm_slot *sl, struct emm_mapping *m, size_t idx, stru
 			    !atomic_compare_exchange_strong(&v->st, &z,
 							    EMM_FETCHING | (uint32_t)sl->idx))
 				break;
+			if ((m->flags & EMM_MAP_FRESH) && !v->written) {
+				atomic_store(&v->st, EMM_EMPTY); /* zeroed meanwhile */
+				break;
+			}
 			k++;
 		}
 		uint64_t ul = emm_span_ulen(m, (size_t)j0, k);

@@ -150,6 +150,12 @@ static void emm_zero_group(struct emm_slot *sl, struct emm_mapping *m, size_t id
 		if (j == idx || v->written ||
 		    !atomic_compare_exchange_strong(&v->st, &z, EMM_FETCHING | (uint32_t)sl->idx))
 			continue;
+		if (v->written) {
+			/* written back since the look above (its claim decides):
+			 * zeros would overwrite what the pool holds for it */
+			atomic_store(&v->st, EMM_EMPTY);
+			continue;
+		}
 		emm_reserve(sl, emm_ulen(m, j));
 		emm_install(v, emm_g.zero, false);
 	}

@@ -2,8 +2,9 @@
  * test_engine.c - the paging engine over local memory: integrity under
  * concurrency and pressure, write-back, scan resistance, the timeout path.
  *
- * Usage: test_engine sigbus|thread|layers|wpredict|fork|dense|late|adapt (the
- * last six: that case alone; layers with faults on a thread). Several threads read and
+ * Usage: test_engine sigbus|thread|layers|wpredict|fork|dense|late|adapt|
+ * churn sigbus|thread (the last seven: that case alone; layers with faults
+ * on a thread). Several threads read and
  * write 8-byte words at random over a mapping four times larger than the
  * cache; each thread owns the words whose index is its number modulo the
  * thread count, so the expected value of every word is known. After em_sync the backing
@@ -1249,6 +1250,199 @@ static int adapt_case(struct emm_source *src)
 	return far4.fetched * 2 > far16.fetched;
 }
 
+/* ---- churn: every path at once, every word checked ---- */
+
+/* Four threads, each on its own slice of a fresh scratch mapping over 8x
+ * the cache, do random things in turn: write pages, check pages, zero a
+ * range (emm_zero_range: a later read must find zeros, never the pool's
+ * old bytes), flip huge-page hints and mprotect pieces (VMA cuts under
+ * units), read in random order within 256 KiB windows (dense groups), and
+ * map, cut and unmap private mappings of their own, while the others'
+ * streams and groups prefetch across the slices. Every word is checked
+ * against a reference as it is read and again at the end. Written to hunt
+ * the race that took trips and dense groups out for a session; what it
+ * found was older: a prefetch or a group's zero fill decided on a unit's
+ * written flag read before its claim, so a zero_range in between let it
+ * fetch the pool's old bytes where zeros were due (or zero a unit written
+ * back meanwhile); ThreadSanitizer flagged it in every run before. */
+#define CHURN_THREADS 4
+static uint64_t *churn_map, *churn_ref;
+static size_t churn_slice;
+static uint64_t churn_unit;
+static int churn_rounds;
+static struct emm_source *churn_src;
+
+static void churn_private(unsigned t, int r, unsigned *seed)
+{
+	size_t pl = 1 << 20, pw = pl / 8;
+	uint64_t *pb = calloc(1, pl), *pm;
+	bool fresh = r & 1;
+	struct emm_map_params pp = { .src = churn_src,
+				     .rctx = pb,
+				     .len = pl,
+				     .unit = churn_unit,
+				     .flags = fresh ? EM_MAP_SCRATCH | EMM_MAP_FRESH : 0,
+				     .timeout_ms = 2000,
+				     .what = "churn-private" };
+
+	if (!pb) {
+		atomic_store(&failed, 1);
+		return;
+	}
+	for (size_t i = 0; i < pw; i++)
+		pb[i] = i * 7 + t;
+	if (emm_map_range(&pp, (void **)&pm)) {
+		free(pb);
+		atomic_store(&failed, 1);
+		return;
+	}
+	for (size_t i = 0; i < pw; i += 64)
+		if (pm[i] != (fresh ? 0 : i * 7 + t)) {
+			fprintf(stderr, "churn: t%u r%d private word %zu: %llx\n", t, r, i,
+				(unsigned long long)pm[i]);
+			atomic_store(&failed, 1);
+		}
+	if (fresh) {
+		/* five pages cut out of the middle, the rest discarded or, once
+		 * detached, the caller's to unmap */
+		size_t c = (size_t)rand_r(seed) % (pl / 4096 - 8) * 4096;
+
+		if (emm_discard_range((char *)pm + c, 5 * 4096))
+			atomic_store(&failed, 1);
+		for (size_t i = 0; i < pw; i += 64)
+			if ((i * 8 < c || i * 8 >= c + 5 * 4096) && pm[i] != 0) {
+				fprintf(stderr, "churn: t%u r%d cut word %zu: %llx\n", t, r, i,
+					(unsigned long long)pm[i]);
+				atomic_store(&failed, 1);
+			}
+		if (emm_discard_range(pm, c) == -ENOENT)
+			munmap(pm, c);
+		if (emm_discard_range((char *)pm + c + 5 * 4096, pl - c - 5 * 4096) == -ENOENT)
+			munmap((char *)pm + c + 5 * 4096, pl - c - 5 * 4096);
+	} else {
+		emm_unmap_range(pm);
+	}
+	free(pb);
+}
+
+static bool churn_check(unsigned t, int r, size_t i, const char *what)
+{
+	if (churn_map[i] == churn_ref[i])
+		return true;
+	fprintf(stderr, "churn: t%u r%d %s word %zu: %llx want %llx\n", t, r, what, i,
+		(unsigned long long)churn_map[i], (unsigned long long)churn_ref[i]);
+	atomic_store(&failed, 1);
+	return false;
+}
+
+static void *churn_worker(void *arg)
+{
+	unsigned t = (unsigned)(uintptr_t)arg, seed = 1000 + t * 77;
+	size_t lo = t * churn_slice, n = churn_slice;
+
+	for (int r = 0; r < churn_rounds && !atomic_load(&failed); r++) {
+		int op = rand_r(&seed) % 8;
+		size_t a = (size_t)rand_r(&seed) % n, len = 1 + (size_t)rand_r(&seed) % (n / 4);
+
+		a &= ~(size_t)511; /* whole pages */
+		len = (len + 511) & ~(size_t)511;
+		if (a + len > n)
+			len = n - a;
+		switch (op) {
+		case 0:
+		case 1:
+			for (size_t i = lo + a; i < lo + a + len; i++)
+				churn_map[i] = churn_ref[i] = ((uint64_t)r << 40) | i | 1;
+			break;
+		case 2:
+			for (size_t i = lo + a; i < lo + a + len && churn_check(t, r, i, "read");
+			     i++)
+				;
+			break;
+		case 3:
+			if (emm_zero_range(churn_map + lo + a, len * 8)) {
+				fprintf(stderr, "churn: emm_zero_range failed\n");
+				atomic_store(&failed, 1);
+			}
+			memset(churn_ref + lo + a, 0, len * 8);
+			break;
+		case 4:
+			madvise(churn_map + lo + a, len * 8,
+				(r & 1) ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+			break;
+		case 5:
+			/* read-only for a moment: neighbours' prefetches may land */
+			mprotect(churn_map + lo + a, len * 8, PROT_READ);
+			for (size_t i = lo + a; i < lo + a + len; i += 512)
+				churn_check(t, r, i, "read-only");
+			mprotect(churn_map + lo + a, len * 8, PROT_READ | PROT_WRITE);
+			break;
+		case 6:
+			churn_private(t, r, &seed);
+			break;
+		default:
+			/* random order within 256 KiB windows: dense groups */
+			for (size_t w = a; w < a + len; w += 32768)
+				for (int k = 0; k < 64; k++) {
+					size_t i = w + ((size_t)rand_r(&seed) % 64) * 512;
+
+					if (i < a + len)
+						churn_check(t, r, lo + i, "dense");
+				}
+		}
+	}
+	return NULL;
+}
+
+static int churn_case(struct emm_source *src)
+{
+	static const uint64_t units[] = { 4096, 16384, 65536 };
+	size_t bytes = 16 << 20;
+
+	churn_src = src;
+	churn_rounds = 150;
+	churn_slice = bytes / 8 / CHURN_THREADS;
+	emm_set_cache(2 << 20);
+	for (unsigned k = 0; k < sizeof(units) / sizeof(units[0]); k++) {
+		uint64_t *back = calloc(1, bytes);
+		struct emm_map_params p = { .src = src,
+					    .rctx = back,
+					    .len = bytes,
+					    .unit = units[k],
+					    .flags = EM_MAP_SCRATCH | EMM_MAP_FRESH,
+					    .timeout_ms = 2000,
+					    .what = "churn" };
+		pthread_t th[CHURN_THREADS];
+		struct em_map_stats st;
+
+		churn_unit = units[k];
+		churn_ref = calloc(1, bytes);
+		if (!back || !churn_ref || emm_map_range(&p, (void **)&churn_map))
+			return 1;
+		for (uintptr_t t = 0; t < CHURN_THREADS; t++)
+			pthread_create(&th[t], NULL, churn_worker, (void *)t);
+		for (int t = 0; t < CHURN_THREADS; t++)
+			pthread_join(th[t], NULL);
+		for (size_t i = 0; i < bytes / 8 && !atomic_load(&failed); i++)
+			churn_check(CHURN_THREADS, churn_rounds, i, "final");
+		if (emm_sync_range(churn_map, 0)) {
+			fprintf(stderr, "churn: sync failed\n");
+			atomic_store(&failed, 1);
+		}
+		emm_stats(churn_map, &st);
+		printf("churn: %llu-byte units, %llu faults, %llu KiB fetched%s\n",
+		       (unsigned long long)units[k], (unsigned long long)st.faults,
+		       (unsigned long long)st.bytes_fetched >> 10,
+		       atomic_load(&failed) ? ": FAILED" : "");
+		emm_unmap_range(churn_map);
+		free(churn_ref);
+		free(back);
+		if (atomic_load(&failed))
+			return 1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct emm_source *src;
@@ -1273,6 +1467,13 @@ int main(int argc, char **argv)
 		if (emm_source_get(&emm_local_ops, NULL, &src))
 			return 1;
 		return dense_case(src);
+	}
+	if (argc > 2 && !strcmp(argv[1], "churn")) {
+		emm_set_fault_mode(strcmp(argv[2], "thread") ? EMM_FAULTS_SIGBUS
+							     : EMM_FAULTS_THREAD);
+		if (emm_source_get(&emm_local_ops, NULL, &src))
+			return 1;
+		return churn_case(src);
 	}
 	if (argc > 1 && !strcmp(argv[1], "late")) {
 		emm_set_fault_mode(EMM_FAULTS_SIGBUS);
