@@ -397,6 +397,8 @@ int emm_infl_alloc(struct emm_slot *sl)
  * the buffers stay owned by the dead channel, so the slot is never reused. */
 static void emm_slot_poison(struct emm_slot *sl)
 {
+	bool said = false;
+
 	sl->poisoned = 1;
 	for (int i = 0; i < EMM_DEPTH; i++) {
 		struct emm_infl *e = &sl->infl[i];
@@ -409,6 +411,13 @@ static void emm_slot_poison(struct emm_slot *sl)
 			struct emm_mapping *m = e->u->m;
 			size_t at = (size_t)(e->u - m->u);
 
+			/* once, naming the first: a later access to any of
+			 * them says only that its fetch failed, not why */
+			if (!said)
+				emm_log(m->what,
+					"no reply from the pool in time: fetches in flight failed",
+					(uintptr_t)emm_uaddr(m, at), -ETIMEDOUT);
+			said = true;
 			emm_lock();
 			emm_g.resident -= emm_span_ulen(m, at, emm_infl_nu(e));
 			emm_unlock();
