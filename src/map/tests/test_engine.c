@@ -1474,41 +1474,37 @@ int main(int argc, char **argv)
 
 	if (geteuid() != 0)
 		return 77;
-	if (argc > 1 && !strcmp(argv[1], "wpredict")) {
+	/* the cases that run alone, each in the fault mode it needs (-1: the
+	 * engine's default); churn takes its mode from the next argument */
+	static const struct {
+		const char *name;
+		int mode;
+		int (*run)(struct emm_source *);
+	} alone[] = {
+		{ "wpredict", -1, wpredict },
+		{ "adapt", EMM_FAULTS_THREAD, adapt_case },
+		{ "dense", EMM_FAULTS_THREAD, dense_case },
+		{ "churn", EMM_FAULTS_SIGBUS, churn_case },
+		{ "late", EMM_FAULTS_SIGBUS, late_case },
+		{ "fork", EMM_FAULTS_SIGBUS, fork_case },
+	};
+
+	for (unsigned i = 0; argc > 1 && i < sizeof(alone) / sizeof(alone[0]); i++) {
+		int mode = alone[i].mode;
+
+		if (strcmp(argv[1], alone[i].name))
+			continue;
+		if (alone[i].run == churn_case) {
+			if (argc < 3)
+				break;
+			if (!strcmp(argv[2], "thread"))
+				mode = EMM_FAULTS_THREAD;
+		}
+		if (mode >= 0)
+			emm_set_fault_mode(mode);
 		if (emm_source_get(&emm_local_ops, NULL, &src))
 			return 1;
-		return wpredict(src);
-	}
-	if (argc > 1 && !strcmp(argv[1], "adapt")) {
-		emm_set_fault_mode(EMM_FAULTS_THREAD);
-		if (emm_source_get(&emm_local_ops, NULL, &src))
-			return 1;
-		return adapt_case(src);
-	}
-	if (argc > 1 && !strcmp(argv[1], "dense")) {
-		emm_set_fault_mode(EMM_FAULTS_THREAD);
-		if (emm_source_get(&emm_local_ops, NULL, &src))
-			return 1;
-		return dense_case(src);
-	}
-	if (argc > 2 && !strcmp(argv[1], "churn")) {
-		emm_set_fault_mode(strcmp(argv[2], "thread") ? EMM_FAULTS_SIGBUS
-							     : EMM_FAULTS_THREAD);
-		if (emm_source_get(&emm_local_ops, NULL, &src))
-			return 1;
-		return churn_case(src);
-	}
-	if (argc > 1 && !strcmp(argv[1], "late")) {
-		emm_set_fault_mode(EMM_FAULTS_SIGBUS);
-		if (emm_source_get(&emm_local_ops, NULL, &src))
-			return 1;
-		return late_case(src);
-	}
-	if (argc > 1 && !strcmp(argv[1], "fork")) {
-		emm_set_fault_mode(EMM_FAULTS_SIGBUS);
-		if (emm_source_get(&emm_local_ops, NULL, &src))
-			return 1;
-		return fork_case(src);
+		return alone[i].run(src);
 	}
 	if (argc > 1 && (!strcmp(argv[1], "thread") || !strcmp(argv[1], "layers")))
 		emm_set_fault_mode(EMM_FAULTS_THREAD);
