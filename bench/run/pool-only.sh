@@ -18,6 +18,7 @@
 # another unit is a miss, so the reference run's trace is nearly the whole
 # reference stream, and MIN over it is close to the true ideal. It costs a
 # run ten or more times slower than the measured one.
+# POOL_ONLY_NODE_OPTS adds options to the node (e.g. --poll-us 0).
 # Needs build/ (EM_BUILD_DIR), /usr/bin/python3 with numpy and torch, gcc.
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -50,7 +51,8 @@ sqlite) n=${SQLITE_MB:-256}
 esac
 echo "pool-only secret $$ $(date +%s%N)" > "$W/secret"
 chmod 600 "$W/secret"
-"$B/ethermemd" --listen tcp://127.0.0.1:0 --capacity 4G --secret-file "$W/secret" \
+# shellcheck disable=SC2086 # POOL_ONLY_NODE_OPTS: more options of the node, split
+"$B/ethermemd" --listen tcp://127.0.0.1:0 --capacity 4G --secret-file "$W/secret" ${POOL_ONLY_NODE_OPTS:-} \
 	--port-file "$W/port" 2>"$W/node.log" &
 NP=$!
 for _ in $(seq 200); do [ -s "$W/port" ] && break; sleep 0.05; done
