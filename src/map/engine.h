@@ -89,7 +89,11 @@ enum { EMM_DIG_NONE = 0, EMM_DIG_SUM = 1, EMM_DIG_ZERO = 2 };
 
 enum { EMM_LIST_NONE = 0, EMM_LIST_P = 1, EMM_LIST_T = 2 };
 
-#define EMM_WSEEN 0x80 /* emm_unit.wpred: stored to in this residency */
+/* emm_unit.wpred: stored to in this residency; installed protected to see
+ * whether stores go on; the installs still to go in dirty */
+#define EMM_WSEEN 0x80
+#define EMM_WPROBE 0x40
+#define EMM_WLEFT 0x3f
 
 struct emm_mapping;
 
@@ -118,9 +122,13 @@ struct emm_unit {
 	 * dvalid also cleared by a store that catches it SYNCING */
 	_Atomic uint8_t dvalid;
 	/* its own write history (slots.c, emm_unit_predict): EMM_WSEEN once a
-	 * store is seen in this residency, below it the installs still to go
+	 * store is seen in this residency, EMM_WPROBE while a protected install
+	 * looks whether the stores go on, below them the installs still to go
 	 * in dirty on that evidence */
 	_Atomic uint8_t wpred;
+	/* how many of its probes in a row saw a store: each doubles the next
+	 * run of installs that go in dirty (slots.c, emm_unit_predict) */
+	_Atomic uint8_t wrun;
 	/* brought in by a fork only for the child's copy (uffd.c): installed
 	 * clean at the eviction end, teaching the policy nothing */
 	_Atomic uint8_t forkfill;

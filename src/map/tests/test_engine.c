@@ -581,10 +581,12 @@ static int wb_batch(struct emm_source *src)
  * Passes in a scattered order over a mapping four times the cache, so most
  * visits fetch. The untouched even units keep the mapping's write score
  * below zero, so only each unit's own history can spare the odd ones their
- * WP fault per residency: after the first passes, at most half of the odd
- * units' fetches may still meet the protection. Then passes that only read:
- * a unit's history must run out and stop the write-backs of bytes the
- * backing already has. Every store must reach the backing. */
+ * WP fault per residency: after the first passes, at most a quarter of the
+ * odd units' fetches may still meet the protection (a fixed run of two
+ * dirty installs between probes let 34-38% through; runs that double
+ * while the probes see stores, 19%). Then passes that only read: a unit's
+ * history must run out and stop the write-backs of bytes the backing
+ * already has. Every store must reach the backing. */
 static int wpredict(struct emm_source *src)
 {
 	uint64_t len = 4 << 20, unit = 16 << 10, nu = len / unit, per = unit / 8;
@@ -605,8 +607,8 @@ static int wpredict(struct emm_source *src)
 	emm_set_cache(1 << 20);
 	if (!buf || !want || emm_map_range(&p, (void **)&m))
 		return 1;
-	for (int pass = 0; pass < 14; pass++) {
-		bool writes = pass < 6;
+	for (int pass = 0; pass < 20; pass++) {
+		bool writes = pass < 12;
 		uint64_t f0 = emm_wp_faults();
 		size_t order[256];
 
@@ -628,14 +630,14 @@ static int wpredict(struct emm_source *src)
 			emm_stats(m, &d);
 			if (writes && (i & 1)) {
 				m[w + 1] = want[w + 1] = ((uint64_t)pass << 32) | i;
-				if (pass >= 2)
+				if (pass >= 4)
 					odd_fetch += d.faults - c.faults;
 			}
 		}
 		emm_stats(m, &b);
-		if (writes && pass >= 2)
+		if (writes && pass >= 4)
 			wpf += emm_wp_faults() - f0;
-		if (pass >= 11)
+		if (pass >= 17)
 			wr_tail += b.bytes_written - a.bytes_written;
 	}
 	(void)sink;
@@ -648,7 +650,7 @@ static int wpredict(struct emm_source *src)
 	emm_unmap_range(m);
 	free(buf);
 	free(want);
-	return bad || !odd_fetch || 2 * wpf > odd_fetch || wr_tail > len / 16 ? 1 : 0;
+	return bad || !odd_fetch || 4 * wpf > odd_fetch || wr_tail > len / 16 ? 1 : 0;
 }
 
 /* A fork over a mapping three times the cache. The fork brings in every
