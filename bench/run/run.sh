@@ -15,16 +15,13 @@
 #   plain  no limit (the reference output and time)
 #   pool   build/ethermem run --local-mem BUDGET, a memory node on loopback,
 #          ETHERMEM_PRELOAD_STATS and a fetch trace on
-#   swap   a cgroup v1 memory limit of what the plain run used beside the
-#          memory the pool run put through the pool, plus the budget (plain
-#          peak - pool footprint + budget, the footprint being the distinct
-#          units of the pool run's trace), a swap file on. The plain peak is
-#          the program's own: sampled usage less the page cache of files it
-#          read or wrote and does not map. That cache is charged to the
-#          cgroup, and a limit that counted it would give the swap run its
-#          size again as room for anonymous memory (GNU sort's 192 MB input:
-#          a swap run with 2.2 times the pool run's budget), while in the
-#          pool run it sits outside the budget.
+#   swap   a cgroup v1 memory limit of what the pool run held (its peak,
+#          sampled, less the page cache of files it read or wrote and does
+#          not map), a swap file on. That cache is charged to the cgroup,
+#          and a limit that counted it would give the swap run its size
+#          again as room for anonymous memory (GNU sort's 192 MB input: a
+#          swap run with 2.2 times the pool run's budget), while in the pool
+#          run it sits outside the budget.
 # Outputs (a digest each program prints) must be identical to plain's; a run
 # over the time limit is cut off and reported, never waited on. A line
 # "metric NAME VALUE" a case prints on stderr (Redis's requests per second)
@@ -239,7 +236,7 @@ status() {
 }
 
 CSV=$WORK/run.csv
-echo "case,budget_bytes,plain_s,pool_s,swap_s,pool_status,swap_status,pool_x_plain,swap_over_pool,fetched_bytes,ideal_bytes,fetched_over_ideal,faults,written_bytes,pool_peak_bytes,swap_limit_bytes,plain_peak_bytes,pool_footprint_bytes,plain_cut,unchanged_bytes,plain_own_peak_bytes" > "$CSV"
+echo "case,budget_bytes,plain_s,pool_s,swap_s,pool_status,swap_status,pool_x_plain,swap_over_pool,fetched_bytes,ideal_bytes,fetched_over_ideal,faults,written_bytes,pool_peak_bytes,swap_limit_bytes,plain_peak_bytes,pool_footprint_bytes,plain_cut,unchanged_bytes,plain_own_peak_bytes,pool_own_peak_bytes" > "$CSV"
 FAILED=0
 START=$(date +%s)
 for c in $CASES; do
@@ -268,7 +265,7 @@ for c in $CASES; do
 	# shellcheck disable=SC2086
 	run_in pool 0 ETHERMEM_PRELOAD_STATS=1 ETHERMEM_MAP_TRACE="$WORK/trace" \
 		"$B/ethermem" run --local-mem "$BUDGET" $FLAGS --
-	pool_rc=$RC pool_s=$WALL pool_peak=$PEAK pst=$(status pool)
+	pool_rc=$RC pool_s=$WALL pool_peak=$PEAK pool_own=$OWN pst=$(status pool)
 	# every process of the run prints its line: the run's figures are their sums
 	read -r faults fetched written unchanged < <(awk '/^ethermem-preload: blocks/ {
 		for (i = 2; i < NF; i += 2) v[$i] += $(i + 1) }
@@ -280,10 +277,13 @@ for c in $CASES; do
 			die "ethermem-ideal $t failed"
 		ideal=$((ideal + i)) foot=$((foot + d))
 	done
-	# the same local memory as the pool run, where it would all be one
-	# process's: what plain used outside the pool, and the budget
-	limit=$((plain_own - foot + budget))
-	[ "$limit" -lt $((budget + (32 << 20))) ] && limit=$((budget + (32 << 20)))
+	# the same local memory as the pool run held: its cache, the
+	# program's memory outside the pool and the engine's own, page cache
+	# aside (own_peak). What plain used outside the pool plus the budget
+	# leaves the engine out, and the 32 MiB floor that formula needed gave
+	# GNU sort room for all its text where the pool run had 160 MiB of it
+	limit=$pool_own
+	[ "$limit" -lt "$budget" ] && limit=$budget
 	swap_on 4G
 	run_in swap "$limit"
 	swap_s=$WALL sst=$(status swap)
@@ -297,15 +297,15 @@ for c in $CASES; do
 	case $sst in ok|cut) ;; *) say "$c swap: $sst (exit $RC)"; tail -5 "$WORK/err.swap" >&2 ;; esac
 	row=$(awk -v c="$c" -v b="$budget" -v p="$plain_s" -v q="$pool_s" -v s="$swap_s" \
 		-v pst="$pst" -v sst="$sst" -v f="$fetched" -v i="$ideal" -v fa="$faults" -v w="$written" \
-		-v pk="$pool_peak" -v pc="$PLAIN_CUT" -v l="$limit" -v pp="$plain_peak" -v ft="$foot" -v un="$unchanged" -v po="$plain_own" 'BEGIN {
+		-v pk="$pool_peak" -v pc="$PLAIN_CUT" -v l="$limit" -v pp="$plain_peak" -v ft="$foot" -v un="$unchanged" -v po="$plain_own" -v qo="$pool_own" 'BEGIN {
 		r = sprintf("%.2f", s / q)
 		so = ""
 		if (sst == "ok") so = r
 		if (sst == "cut") so = ">" r
 		fi = ""
 		if (i > 0) fi = sprintf("%.2f", f / i)
-		printf "%s,%s,%s,%s,%s,%s,%s,%.2f,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", c, b, p, q, s, pst, sst,
-			q / p, so, f, i, fi, fa, w, pk, l, pp, ft, pc, un, po }')
+		printf "%s,%s,%s,%s,%s,%s,%s,%.2f,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", c, b, p, q, s, pst, sst,
+			q / p, so, f, i, fi, fa, w, pk, l, pp, ft, pc, un, po, qo }')
 	echo "$row" >> "$CSV"
 	say "$row"
 done
@@ -316,7 +316,7 @@ cp "$CSV" "$OUT/run.csv"
 	echo "# Ordinary programs over the pool: $(date -u +%Y-%m-%dT%H:%MZ)"
 	echo
 	echo "Command: \`bench/run/run.sh$([ $QUICK = 1 ] && echo " --quick") --timeout $TO\` ($(getconf _NPROCESSORS_ONLN) cores, node on loopback, $ELAPSED s)."
-	echo "pool: \`ethermem run --local-mem BUDGET\`; swap: a cgroup v1 limit (plain peak without unmapped page cache - pool footprint + budget), a swap file;"
+	echo "pool: \`ethermem run --local-mem BUDGET\`; swap: a cgroup v1 limit of the pool run's peak without unmapped page cache, a swap file;"
 	echo "ideal: Belady's MIN over the pool run's fetch trace with the same cache (hits are invisible to the trace,"
 	echo "so it is a lower bound of the true ideal, and fetched / ideal an upper bound)."
 	echo
