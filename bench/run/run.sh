@@ -139,7 +139,8 @@ case_def() {
 		# with: its lookups are one random page each, a fault apiece under
 		# the pool and a swap-in under swap, so at 2 GiB (512000 lookups,
 		# a page cache of 2.6 GB in the arena) neither the pool run nor the
-		# swap run ends within 300 s on two loaded cores (BENCHMARKS.md).
+		# swap run ends within 300 s on two loaded cores (BENCHMARKS.md;
+		# quiet, with the swap limit at the pool run's memory, 120 s and 229 s).
 		# Still a database four times the budget and a page cache larger
 		# than both.
 		# SQLITE_MB (full mode) another size, the budget a quarter of it
