@@ -229,14 +229,13 @@ static void emm_probe_watch(struct emm_mapping *m, size_t idx, bool probe, unsig
  * probe in a row that sees a store, from EMM_WPRED_RUN installs up to
  * EMM_WPRED_RUN << EMM_WPRED_GROW, and a probe that sees none ends it. A
  * unit stored to in every residency (GNU sort's output pass writes a
- * newline over each line's NUL: a third of its fetches took a WP fault
- * with a fixed run of two) then meets the protection once in 33 installs
- * instead of once in 3. A unit read, written a while and then only read
- * costs at most one run of installs that must be protected and digested
- * at eviction, where the digest finds them unchanged, against a fault
- * round trip saved per residency while the stores go on; one filled by
- * the install's own store (a fresh buffer, weights being loaded) starts no
- * prediction. */
+ * newline over each line's NUL) then meets the protection once in 33
+ * installs instead of once in 3. A unit read, written a while and then
+ * only read costs at most one run of installs that must be protected and
+ * digested at eviction, where the digest finds them unchanged, against a
+ * fault round trip saved per residency while the stores go on; one filled
+ * by the install's own store (a fresh buffer, weights being loaded) starts
+ * no prediction. */
 #define EMM_WPRED_RUN 2u
 #define EMM_WPRED_GROW 4u
 
