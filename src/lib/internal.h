@@ -73,7 +73,10 @@ struct em_chan {
 	/* waits sleep at once, without the spin: set while the caller waits
 	 * on several nodes, which need the cores more than it does */
 	bool sleep;
-	bool broken;
+	/* set under the channel's lock, read without it where it is a hint
+	 * (the health thread, a witness scan choosing nodes): atomic, so that
+	 * such a read is not a data race */
+	_Atomic bool broken;
 };
 
 struct em_node {
