@@ -256,11 +256,13 @@ static bool emm_unit_predict(struct emm_unit *u, bool dirty)
 		n = (uint8_t)((w & EMM_WLEFT) - 1);
 	} else {
 		/* a run is over: this install probes, protected; or the last
-		 * probe saw no store, and the runs start again from the first */
-		if (w & EMM_WPROBE)
+		 * probe saw no store, and the unit has no history again */
+		if (w & EMM_WPROBE) {
 			atomic_store_explicit(&u->wrun, 0, memory_order_relaxed);
-		else if (r)
+			atomic_store_explicit(&u->wpred, 0, memory_order_relaxed);
+		} else if (r) {
 			atomic_store_explicit(&u->wpred, EMM_WPROBE, memory_order_relaxed);
+		}
 		return false;
 	}
 	atomic_store_explicit(&u->wpred, n, memory_order_relaxed);

@@ -534,8 +534,8 @@ static int wb_batch(struct emm_source *src)
 	 * of its toucher queued, served after the write-back below, which
 	 * makes that unit DIRTY again (harmless, an extra write) and split
 	 * the protect runs this counts (under ASan in CI: 3 calls, 1 left).
-	 * Without it that still happened once in CI's ASan leg: faults_quiet
-	 * waits for such messages too */
+	 * Even without prefetch it happened once more there, by another
+	 * server's wake (faults_quiet): the case waits for such messages */
 	struct emm_map_params p = { .src = src,
 				    .len = len,
 				    .unit = unit,
