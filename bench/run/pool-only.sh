@@ -4,11 +4,13 @@
 # Belady's MIN at the run's own unit, faults, written back. For policy work,
 # where run.sh's plain and swap runs would triple the time and say nothing
 # about the bytes. CASE: linear numpy threads forkpool gcc torchload sort
-# sqlite threads-full. threads-full is run.sh's full threads case (8 x 32
+# sqlite redis threads-full. threads-full is run.sh's full threads case (8 x 32
 # MiB beside 128 MiB, a 64 MiB budget). sort is the full corpus's case at a
 # smaller size: SORT_MB (default 48) MB of lines through `sort -S 1G
 # --parallel=2`, a budget of 5/6 of the text. sqlite is the corpus's case (sqlite.sh) at SQLITE_MB (default 256)
-# MiB of database, a budget of a quarter of it, --small-objects.
+# MiB of database, a budget of a quarter of it, --small-objects. redis is the
+# corpus's case (redis.sh) at REDIS_KEYS (default 32768) values of 4 KiB, a
+# budget of a quarter of them, a GET and a SET pass of KEYS/8 requests each.
 # Example: bench/run/pool-only.sh gcc --fetch-unit 64K
 #
 # --ref (right after CASE) runs the case a second time with a 1 MiB budget
@@ -47,6 +49,9 @@ sort) n=${SORT_MB:-48}
 sqlite) n=${SQLITE_MB:-256}
 	"$H/sqlite.sh" make "$W/db.sqlite" "$n" || exit 1
 	BUDGET=$((n / 4))M OPTS=--small-objects CMD="$H/sqlite.sh query $W/db.sqlite $n" ;;
+redis) n=${REDIS_KEYS:-32768}
+	command -v redis-server >/dev/null || { echo "$0: redis needs redis-server (scripts/deps.sh)" >&2; exit 2; }
+	BUDGET=$((n / 1024))M CMD="$H/redis.sh $n $((n / 8))" ;;
 *) echo "$0: unknown case '$c'" >&2; exit 2 ;;
 esac
 echo "pool-only secret $$ $(date +%s%N)" > "$W/secret"
