@@ -77,6 +77,28 @@ v() { sed -n "s/^$1 //p" "$2"; }
 [ "$(v 'ethermem_op_duration_seconds_bucket{op="read",le="+Inf"}' "$T/m1")" = \
   "$(v 'ethermem_op_duration_seconds_count{op="read"}' "$T/m1")" ] || fail "+Inf bucket"
 
+# tasks waiting for a CPU pause the node's spinning (the spin gate): with
+# two busy loops per CPU the stall is near all the time, and the counter of
+# paused time grows. Where Linux keeps no CPU pressure the gate stays open.
+if [ -r /proc/pressure/cpu ]; then
+	p0=$(v ethermem_spin_paused_seconds_total "$T/m1")
+	[ -n "$p0" ] || fail "ethermem_spin_paused_seconds_total missing"
+	busy=""
+	for _ in $(seq $((2 * $(nproc)))); do
+		timeout 3 sh -c 'while :; do :; done' &
+		busy="$busy $!"
+	done
+	paused() {
+		curl -sf "$M" > "$T/mp" &&
+			awk -v p0="$p0" '$1 == "ethermem_spin_paused_seconds_total" && $2 > p0 { up = 1 }
+				END { exit !up }' "$T/mp"
+	}
+	wait_for 10 "the node to pause its spinning under CPU pressure" paused
+	# shellcheck disable=SC2086 # the pids are words
+	kill $busy 2>/dev/null
+	wait $busy 2>/dev/null
+fi
+
 # the same counters at a terminal: two frames, the second with rates
 "$E" status --watch 0.2 --count 2 > "$T/watch" || fail "status --watch"
 [ "$(grep -c 'ethermem status, every 0.2 s' "$T/watch")" = 2 ] || fail "two frames: $(cat "$T/watch")"

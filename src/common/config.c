@@ -143,7 +143,7 @@ const struct em_setting em_settings[EM_CFG_COUNT] = {
 	[EM_CFG_IO_TIMEOUT] = { NULL, "io-timeout", N, EM_CFG_DURATION, "30000", 1, MS_MAX, "ms",
 				"drop a client that stalls mid-message this long" },
 	[EM_CFG_NODE_POLL_US] = { NULL, "poll-us", N, EM_CFG_DURATION, "50", 0, US_MAX, "us",
-				  "how long the node spins for the next request before it sleeps" },
+				  "how long the node spins for the next request before it sleeps (not while tasks wait for a CPU)" },
 	[EM_CFG_BULK_SLICE] = { NULL, "bulk-slice", N, EM_CFG_SIZE, "256K", 0, 64 << 20, NULL,
 				"send large read replies this much per system call (0: whole)" },
 	[EM_CFG_WORKERS] = { NULL, "workers", N, EM_CFG_INT, "0", -1, 1024, NULL,

@@ -208,6 +208,27 @@ ssize_t em_recv_spin(int fd, void *buf, size_t len, struct em_spin *s)
 	}
 }
 
+int em_pressure_total(int fd, uint64_t *stall_us)
+{
+	char buf[256], *p;
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+
+	if (n < 0)
+		return -errno;
+	buf[n] = 0;
+	/* "some avg10=0.00 avg60=0.00 avg300=0.00 total=N" is the first line */
+	if (strncmp(buf, "some ", 5) != 0)
+		return -EINVAL;
+	p = strstr(buf, " total=");
+	if (!p || (p - buf) > (ptrdiff_t)(strcspn(buf, "\n")))
+		return -EINVAL;
+	p += 7;
+	if (!isdigit((unsigned char)*p))
+		return -EINVAL;
+	*stall_us = strtoull(p, NULL, 10);
+	return 0;
+}
+
 int em_recv_all_poll(int fd, void *buf, size_t len, int poll_us)
 {
 	struct em_spin s = { .budget_ns = (uint64_t)(poll_us > 0 ? poll_us : 0) * 1000 };

@@ -141,6 +141,74 @@ static inline void em_spin_end(struct em_spin *s, uint64_t now)
 	s->last_ns = now - s->since_ns;
 }
 
+/* Whether spinning may be tried at all. A spin is free only on a core
+ * nobody else wants: where the node shares its machine with the programs
+ * (the servers next door, or one machine in a test), the spins that find
+ * their request still take the cycles those programs were waiting for
+ * (GNU sort under `ethermem run` with a node on the same two cores: 18-22
+ * s with the node spinning, 17.7-18.8 s without; BENCHMARKS.md). Linux
+ * says whether tasks wait for a CPU: /proc/pressure/cpu's "some" total, the
+ * microseconds during which at least one runnable task had none. Fed a
+ * sample of that total about every EM_SPIN_GATE_NS, the gate shuts when
+ * the stall exceeds EM_SPIN_GATE_PERMILLE of the time since the last
+ * sample. A stall seen with the gate open may be our own spin's doing: the
+ * gate shuts for a hold that starts at one sample period and doubles each
+ * time (up to EM_SPIN_HOLD_MAX_NS), and each quiet sample with the gate
+ * open halves it again. A stall seen with it shut is others': it keeps the
+ * gate shut one more period, no longer. Without the file (no PSI) the
+ * gate stays open. */
+struct em_spin_gate {
+	uint64_t last_ns, last_stall_us; /* the previous sample */
+	uint64_t shut_until_ns;          /* no spinning before this */
+	uint64_t hold_ns;                /* how long the next shut lasts */
+	uint64_t shut_ns;                /* time shut, in all (statistics) */
+	bool started, shut;              /* shut: the last answer was no */
+};
+
+#define EM_SPIN_GATE_NS 100000000ull      /* 100 ms between samples */
+#define EM_SPIN_GATE_PERMILLE 250ull      /* a stall over a quarter shuts it */
+#define EM_SPIN_HOLD_MAX_NS 6400000000ull /* 64 samples */
+
+/* One sample at now of the cumulative stall; returns whether spinning may
+ * be tried until the next sample. */
+static inline bool em_spin_gate_update(struct em_spin_gate *g, uint64_t now, uint64_t stall_us)
+{
+	/* a sample long after the last (an idle node samples at its ticks
+	 * only) speaks of the past: it only starts a new interval */
+	if (g->started && g->shut && now > g->last_ns)
+		g->shut_ns += now - g->last_ns;
+	if (g->started && now > g->last_ns && now - g->last_ns <= 2 * EM_SPIN_GATE_NS) {
+		uint64_t dt_us = (now - g->last_ns) / 1000;
+		uint64_t st = stall_us >= g->last_stall_us ? stall_us - g->last_stall_us : 0;
+
+		if (st * 1000 > dt_us * EM_SPIN_GATE_PERMILLE) {
+			/* with the gate open the stall may be ours: shut it for
+			 * the hold, and double the hold for the next time; with
+			 * it shut the stall is others', and keeps it shut */
+			uint64_t h = g->hold_ns > EM_SPIN_GATE_NS ? g->hold_ns : EM_SPIN_GATE_NS;
+
+			if (!g->shut) {
+				g->shut_until_ns = now + h;
+				g->hold_ns = 2 * h < EM_SPIN_HOLD_MAX_NS ? 2 * h
+									 : EM_SPIN_HOLD_MAX_NS;
+			} else if (g->shut_until_ns < now + EM_SPIN_GATE_NS) {
+				g->shut_until_ns = now + EM_SPIN_GATE_NS;
+			}
+		} else if (!g->shut) {
+			g->hold_ns /= 2; /* a quiet sample with the gate open */
+		}
+	}
+	g->started = true;
+	g->last_ns = now;
+	g->last_stall_us = stall_us;
+	g->shut = now < g->shut_until_ns;
+	return !g->shut;
+}
+
+/* The "some" total of a pressure file (/proc/pressure/cpu) open on fd,
+ * read from its start: 0 and *stall_us, or -errno (-EINVAL: no such line). */
+int em_pressure_total(int fd, uint64_t *stall_us);
+
 /* em_recv_all, spinning up to poll_us for the first bytes before it
  * sleeps, as the data path does: the benchmark's baseline must wait the
  * same way to be a fair yardstick. */

@@ -146,6 +146,12 @@ static char *render(struct em_server *srv, struct em_reg *reg, size_t *len)
 	counter(f, "ethermem_connections_moved_total",
 		"Client connections moved to another worker, away from bulk streams.",
 		sn->conn_moves);
+	fprintf(f,
+		"# HELP ethermem_spin_paused_seconds_total Time the node did not spin for requests "
+		"because tasks waited for a CPU.\n"
+		"# TYPE ethermem_spin_paused_seconds_total counter\n"
+		"ethermem_spin_paused_seconds_total %.3f\n",
+		(double)sn->spin_shut_ns / 1e9);
 
 	fprintf(f, "# HELP ethermem_ops_total Requests served, by operation.\n"
 		   "# TYPE ethermem_ops_total counter\n");

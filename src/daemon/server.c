@@ -227,6 +227,14 @@ struct em_server {
 	struct worker *workers;
 	int nworkers;
 	uint64_t moves; /* connections moved between workers (atomic) */
+	/* the spin gate (em_spin_gate): whoever holds gate_lock samples the
+	 * CPU pressure when gate_next_ns is due; workers read spin_ok */
+	pthread_mutex_t gate_lock;
+	struct em_spin_gate gate;
+	int psi_fd;            /* /proc/pressure/cpu, or -1: the gate stays open */
+	uint64_t gate_next_ns; /* atomic */
+	uint64_t spin_shut_ns; /* atomic: the gate's shut_ns, for the metrics */
+	bool spin_ok;          /* atomic */
 	bool stopping;
 	bool draining; /* takes no new regions (atomic) */
 	/* lines about unauthenticated peers, limited (see peer_log) */
@@ -911,6 +919,7 @@ void em_server_snapshot(struct em_server *s, struct em_server_snapshot *snap)
 		snap->lat_sum_ns[i] = __atomic_load_n(&s->lat_sum_ns[i], __ATOMIC_RELAXED);
 	}
 	snap->conn_moves = __atomic_load_n(&s->moves, __ATOMIC_RELAXED);
+	snap->spin_shut_ns = __atomic_load_n(&s->spin_shut_ns, __ATOMIC_RELAXED);
 }
 
 static int do_status(struct conn *c, const struct em_hdr *h)
@@ -1680,6 +1689,25 @@ static int serve_buffered(struct conn *c)
 	return 0;
 }
 
+/* Whether the node's waits may spin now: the spin gate, sampled by
+ * whichever thread comes first once EM_SPIN_GATE_NS has passed. */
+static bool spin_allowed(struct em_server *s, uint64_t now)
+{
+	if (s->psi_fd >= 0 && now >= __atomic_load_n(&s->gate_next_ns, __ATOMIC_RELAXED) &&
+	    pthread_mutex_trylock(&s->gate_lock) == 0) {
+		uint64_t stall;
+
+		if (now >= s->gate_next_ns && em_pressure_total(s->psi_fd, &stall) == 0) {
+			__atomic_store_n(&s->spin_ok, em_spin_gate_update(&s->gate, now, stall),
+					 __ATOMIC_RELAXED);
+			__atomic_store_n(&s->spin_shut_ns, s->gate.shut_ns, __ATOMIC_RELAXED);
+		}
+		__atomic_store_n(&s->gate_next_ns, now + EM_SPIN_GATE_NS, __ATOMIC_RELAXED);
+		pthread_mutex_unlock(&s->gate_lock);
+	}
+	return __atomic_load_n(&s->spin_ok, __ATOMIC_RELAXED);
+}
+
 /* Receives what the socket has. While requests keep coming, the next one
  * usually arrives within microseconds of the last reply: spinning briefly
  * for it costs less than the tens of microseconds a sleeping thread takes to
@@ -1687,9 +1715,10 @@ static int serve_buffered(struct conn *c)
  * only while the previous wait was short. */
 static ssize_t sock_recv(struct conn *c, void *buf, size_t len)
 {
+	uint64_t now = em_now_ns();
 	ssize_t n;
 
-	if (em_spin_begin(&c->spin, em_now_ns())) {
+	if (spin_allowed(c->srv, now) && em_spin_begin(&c->spin, now)) {
 		n = em_recv_spin(c->fd, buf, len, &c->spin);
 		if (n != -EAGAIN) {
 			em_spin_end(&c->spin, em_now_ns());
@@ -2667,8 +2696,9 @@ static void *worker_main(void *arg)
 			 * past a tenth of its budget, and is not tried after a
 			 * long wait): a worker that spun for poll_us flat out
 			 * took the core its clients needed and doubled their
-			 * latency on two cores. */
-			if (em_spin_begin(&spin, now))
+			 * latency on two cores. Nor is it tried while tasks
+			 * wait for a CPU (spin_allowed). */
+			if (spin_allowed(w->srv, now) && em_spin_begin(&spin, now))
 				while ((n = wev_wait(w, ev, EM_ARRAY_SIZE(ev), 0)) == 0 &&
 				       em_spin_again(&spin, em_now_ns()))
 					;
@@ -3081,7 +3111,15 @@ int em_server_create(struct em_server **out, const struct em_server_opts *o)
 		s->o.max_pending_per_source = 32;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->rl_lock, NULL);
+	pthread_mutex_init(&s->gate_lock, NULL);
 	pthread_cond_init(&s->idle, NULL);
+	s->spin_ok = true;
+	s->psi_fd = open("/proc/pressure/cpu", O_RDONLY | O_CLOEXEC);
+	if (s->psi_fd < 0)
+		em_log(EM_LOG_INFO,
+		       "no CPU pressure (/proc/pressure/cpu: %s): spinning is not paused "
+		       "when tasks wait for a CPU",
+		       strerror(errno));
 	s->start_ns = em_now_ns();
 	em_random(s->node_id, sizeof(s->node_id));
 	if (o->secret_file) {
@@ -3209,7 +3247,10 @@ void em_server_destroy(struct em_server *s)
 	em_store_destroy(s->st);
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->rl_lock);
+	pthread_mutex_destroy(&s->gate_lock);
 	pthread_cond_destroy(&s->idle);
+	if (s->psi_fd >= 0)
+		close(s->psi_fd);
 	free(s);
 }
 

@@ -59,7 +59,8 @@ struct em_server_snapshot {
 	uint64_t v[EM_ST__COUNT];
 	struct em_hist lat[3];
 	uint64_t lat_sum_ns[3];
-	uint64_t conn_moves; /* connections moved between workers by balancing */
+	uint64_t conn_moves;   /* connections moved between workers by balancing */
+	uint64_t spin_shut_ns; /* time the spin gate kept the node from spinning */
 };
 void em_server_snapshot(struct em_server *s, struct em_server_snapshot *snap);
 /* Sets the listening callback after creation (registration needs the
