@@ -16,7 +16,7 @@
  *   - a stall over a quarter shuts it for 100 ms; a stall that comes back
  *     after it reopened shuts it for 200, 400 ... 6400 ms at most;
  *   - a stall while shut keeps it shut; quiet samples with it open halve
- *     the next hold; its shut time is counted; a sample more than two
+ *     the next hold; its shut time is counted; a sample more than four
  *     periods after the last judges nothing;
  *   - em_pressure_total reads the "some" total of a pressure file, the
  *     machine's own where Linux has one, and refuses anything else.
@@ -119,7 +119,7 @@ static void gate_checks(void)
 	/* a sample long after the last only starts a new interval: a node
 	 * idle between its ticks does not judge by what happened meanwhile */
 	CHECK(gate(&g, &t, &stall, 100, 0));   /* quiet and open: hold 400 -> 200 */
-	CHECK(gate(&g, &t, &stall, 250, 200)); /* 80% of a long gap: ignored */
+	CHECK(gate(&g, &t, &stall, 500, 400)); /* 80% of a long gap: ignored */
 	CHECK(!gate(&g, &t, &stall, 100, 30)); /* 30% of a sample: shut for 200 ms */
 	CHECK(!gate(&g, &t, &stall, 100, 0));
 	CHECK(gate(&g, &t, &stall, 100, 0));

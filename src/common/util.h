@@ -173,11 +173,11 @@ struct em_spin_gate {
  * be tried until the next sample. */
 static inline bool em_spin_gate_update(struct em_spin_gate *g, uint64_t now, uint64_t stall_us)
 {
-	/* a sample long after the last (an idle node samples at its ticks
-	 * only) speaks of the past: it only starts a new interval */
 	if (g->started && g->shut && now > g->last_ns)
 		g->shut_ns += now - g->last_ns;
-	if (g->started && now > g->last_ns && now - g->last_ns <= 2 * EM_SPIN_GATE_NS) {
+	/* a sample long after the last (a thread that sampled nothing for a
+	 * while) speaks of the past: it only starts a new interval */
+	if (g->started && now > g->last_ns && now - g->last_ns <= 4 * EM_SPIN_GATE_NS) {
 		uint64_t dt_us = (now - g->last_ns) / 1000;
 		uint64_t st = stall_us >= g->last_stall_us ? stall_us - g->last_stall_us : 0;
 
