@@ -117,7 +117,7 @@ static void gate_checks(void)
 	ms = shut_for(&g, &t, &stall);
 	CHECK(ms == 200);
 	/* a sample long after the last only starts a new interval: a node
-	 * idle between its ticks does not judge by what happened meanwhile */
+	 * that sampled nothing for a while does not judge by that time */
 	CHECK(gate(&g, &t, &stall, 100, 0));   /* quiet and open: hold 400 -> 200 */
 	CHECK(gate(&g, &t, &stall, 500, 400)); /* 80% of a long gap: ignored */
 	CHECK(!gate(&g, &t, &stall, 100, 30)); /* 30% of a sample: shut for 200 ms */
