@@ -145,7 +145,7 @@ static inline void em_spin_end(struct em_spin *s, uint64_t now)
  * nobody else wants: where the node shares its machine with the programs
  * (the servers next door, or one machine in a test), the spins that find
  * their request still take the cycles those programs were waiting for
- * (GNU sort under `ethermem run` with a node on the same two cores: 18-22
+ * (GNU sort under `ethermem run` with a node on the same two cores: 21-23
  * s with the node spinning, 17.7-18.8 s without; BENCHMARKS.md). Linux
  * says whether tasks wait for a CPU: /proc/pressure/cpu's "some" total, the
  * microseconds during which at least one runnable task had none. Fed a
