@@ -57,6 +57,12 @@ static void counter(FILE *f, const char *name, const char *help, uint64_t v)
 	fprintf(f, "# HELP %s %s\n# TYPE %s counter\n%s %" PRIu64 "\n", name, help, name, name, v);
 }
 
+/* A time in seconds, to the millisecond: a gauge or a counter. */
+static void seconds(FILE *f, const char *type, const char *name, const char *help, double s)
+{
+	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n%s %.3f\n", name, help, name, type, name, s);
+}
+
 static void histogram(FILE *f, const char *op, const struct em_hist *h, uint64_t sum_ns)
 {
 	unsigned b = 0;
@@ -86,12 +92,8 @@ static void cluster(FILE *f, struct em_reg *reg)
 	      "1 while the node's record is in etcd under a live lease.", (uint64_t)ri.registered);
 	gauge(f, "ethermem_cluster_lease_ttl_seconds", "Time to live of the node's etcd lease.",
 	      (uint64_t)ri.ttl_s);
-	fprintf(f,
-		"# HELP ethermem_cluster_lease_renewed_age_seconds Seconds since the lease was "
-		"granted or kept alive (-1: never).\n"
-		"# TYPE ethermem_cluster_lease_renewed_age_seconds gauge\n"
-		"ethermem_cluster_lease_renewed_age_seconds %.3f\n",
-		ri.renewed_ago_s);
+	seconds(f, "gauge", "ethermem_cluster_lease_renewed_age_seconds",
+		"Seconds since the lease was granted or kept alive (-1: never).", ri.renewed_ago_s);
 	fprintf(f,
 		"# HELP ethermem_node_state The state the node publishes in etcd (1 on its row).\n"
 		"# TYPE ethermem_node_state gauge\n");
@@ -146,11 +148,8 @@ static char *render(struct em_server *srv, struct em_reg *reg, size_t *len)
 	counter(f, "ethermem_connections_moved_total",
 		"Client connections moved to another worker, away from bulk streams.",
 		sn->conn_moves);
-	fprintf(f,
-		"# HELP ethermem_spin_paused_seconds_total Time the node did not spin for requests "
-		"because tasks waited for a CPU.\n"
-		"# TYPE ethermem_spin_paused_seconds_total counter\n"
-		"ethermem_spin_paused_seconds_total %.3f\n",
+	seconds(f, "counter", "ethermem_spin_paused_seconds_total",
+		"Time the node did not spin for requests because tasks waited for a CPU.",
 		(double)sn->spin_shut_ns / 1e9);
 
 	fprintf(f, "# HELP ethermem_ops_total Requests served, by operation.\n"
