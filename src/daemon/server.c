@@ -233,7 +233,6 @@ struct em_server {
 	struct em_spin_gate gate;
 	int psi_fd;            /* /proc/pressure/cpu, or -1: the gate stays open */
 	uint64_t gate_next_ns; /* atomic */
-	uint64_t spin_shut_ns; /* atomic: the gate's shut_ns, for the metrics */
 	bool spin_ok;          /* atomic */
 	bool stopping;
 	bool draining; /* takes no new regions (atomic) */
@@ -919,7 +918,9 @@ void em_server_snapshot(struct em_server *s, struct em_server_snapshot *snap)
 		snap->lat_sum_ns[i] = __atomic_load_n(&s->lat_sum_ns[i], __ATOMIC_RELAXED);
 	}
 	snap->conn_moves = __atomic_load_n(&s->moves, __ATOMIC_RELAXED);
-	snap->spin_shut_ns = __atomic_load_n(&s->spin_shut_ns, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&s->gate_lock);
+	snap->spin_shut_ns = s->gate.shut_ns;
+	pthread_mutex_unlock(&s->gate_lock);
 }
 
 static int do_status(struct conn *c, const struct em_hdr *h)
@@ -1700,7 +1701,6 @@ static bool spin_allowed(struct em_server *s, uint64_t now)
 		if (now >= s->gate_next_ns && em_pressure_total(s->psi_fd, &stall) == 0) {
 			__atomic_store_n(&s->spin_ok, em_spin_gate_update(&s->gate, now, stall),
 					 __ATOMIC_RELAXED);
-			__atomic_store_n(&s->spin_shut_ns, s->gate.shut_ns, __ATOMIC_RELAXED);
 		}
 		__atomic_store_n(&s->gate_next_ns, now + EM_SPIN_GATE_NS, __ATOMIC_RELAXED);
 		pthread_mutex_unlock(&s->gate_lock);
